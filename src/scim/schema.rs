@@ -1,0 +1,596 @@
+//! The attribute characteristics (RFC 7643 §2, §7) of the resources the bridge serves:
+//! User (§4.1), the Enterprise User extension (§4.3) and Group (§4.2), plus the common
+//! attributes (§3.1). Everything else in the core (validation, filters, PATCH,
+//! projection, the /Schemas documents) reads these tables; nothing here does IO.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttrType {
+    String,
+    Boolean,
+    Decimal,
+    Integer,
+    DateTime,
+    Binary,
+    Reference,
+    Complex,
+}
+
+impl AttrType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttrType::String => "string",
+            AttrType::Boolean => "boolean",
+            AttrType::Decimal => "decimal",
+            AttrType::Integer => "integer",
+            AttrType::DateTime => "dateTime",
+            AttrType::Binary => "binary",
+            AttrType::Reference => "reference",
+            AttrType::Complex => "complex",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mutability {
+    ReadOnly,
+    ReadWrite,
+    Immutable,
+    WriteOnly,
+}
+
+impl Mutability {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mutability::ReadOnly => "readOnly",
+            Mutability::ReadWrite => "readWrite",
+            Mutability::Immutable => "immutable",
+            Mutability::WriteOnly => "writeOnly",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Returned {
+    Always,
+    Never,
+    Default,
+    Request,
+}
+
+impl Returned {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Returned::Always => "always",
+            Returned::Never => "never",
+            Returned::Default => "default",
+            Returned::Request => "request",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Uniqueness {
+    None,
+    Server,
+    Global,
+}
+
+impl Uniqueness {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Uniqueness::None => "none",
+            Uniqueness::Server => "server",
+            Uniqueness::Global => "global",
+        }
+    }
+}
+
+/// One attribute definition. Built with the `const fn` helpers below so the tables
+/// read like the RFC's.
+#[derive(Debug)]
+pub struct AttrDef {
+    pub name: &'static str,
+    pub ty: AttrType,
+    pub multi_valued: bool,
+    pub description: &'static str,
+    pub required: bool,
+    pub case_exact: bool,
+    pub mutability: Mutability,
+    pub returned: Returned,
+    pub uniqueness: Uniqueness,
+    pub canonical_values: &'static [&'static str],
+    pub reference_types: &'static [&'static str],
+    pub sub_attributes: &'static [AttrDef],
+}
+
+impl AttrDef {
+    const fn base(name: &'static str, ty: AttrType, description: &'static str) -> AttrDef {
+        AttrDef {
+            name,
+            ty,
+            multi_valued: false,
+            description,
+            required: false,
+            case_exact: false,
+            mutability: Mutability::ReadWrite,
+            returned: Returned::Default,
+            uniqueness: Uniqueness::None,
+            canonical_values: &[],
+            reference_types: &[],
+            sub_attributes: &[],
+        }
+    }
+    const fn string(name: &'static str, description: &'static str) -> AttrDef {
+        Self::base(name, AttrType::String, description)
+    }
+    const fn boolean(name: &'static str, description: &'static str) -> AttrDef {
+        Self::base(name, AttrType::Boolean, description)
+    }
+    const fn datetime(name: &'static str, description: &'static str) -> AttrDef {
+        Self::base(name, AttrType::DateTime, description)
+    }
+    const fn reference(
+        name: &'static str,
+        types: &'static [&'static str],
+        description: &'static str,
+    ) -> AttrDef {
+        let mut a = Self::base(name, AttrType::Reference, description);
+        a.reference_types = types;
+        a
+    }
+    const fn complex(
+        name: &'static str,
+        sub: &'static [AttrDef],
+        description: &'static str,
+    ) -> AttrDef {
+        let mut a = Self::base(name, AttrType::Complex, description);
+        a.sub_attributes = sub;
+        a
+    }
+    const fn multi(mut self) -> AttrDef {
+        self.multi_valued = true;
+        self
+    }
+    const fn required(mut self) -> AttrDef {
+        self.required = true;
+        self
+    }
+    const fn case_exact(mut self) -> AttrDef {
+        self.case_exact = true;
+        self
+    }
+    const fn mutability(mut self, m: Mutability) -> AttrDef {
+        self.mutability = m;
+        self
+    }
+    const fn returned(mut self, r: Returned) -> AttrDef {
+        self.returned = r;
+        self
+    }
+    const fn unique(mut self) -> AttrDef {
+        self.uniqueness = Uniqueness::Server;
+        self
+    }
+    const fn canonical(mut self, values: &'static [&'static str]) -> AttrDef {
+        self.canonical_values = values;
+        self
+    }
+
+    /// A sub-attribute by name, case-insensitively (RFC 7643 §2.1).
+    pub fn sub(&self, name: &str) -> Option<&'static AttrDef> {
+        find_in(self.sub_attributes, name)
+    }
+
+    pub fn is_read_only(&self) -> bool {
+        self.mutability == Mutability::ReadOnly
+    }
+}
+
+fn find_in(attrs: &'static [AttrDef], name: &str) -> Option<&'static AttrDef> {
+    attrs.iter().find(|a| a.name.eq_ignore_ascii_case(name))
+}
+
+/// A schema: a URN and its attributes.
+#[derive(Debug)]
+pub struct SchemaDef {
+    pub id: &'static str,
+    pub name: &'static str,
+    pub description: &'static str,
+    pub attributes: &'static [AttrDef],
+}
+
+impl SchemaDef {
+    pub fn attr(&self, name: &str) -> Option<&'static AttrDef> {
+        find_in(self.attributes, name)
+    }
+}
+
+/// The kinds of resource the bridge stores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ResourceType {
+    User,
+    Group,
+}
+
+impl ResourceType {
+    pub const ALL: [ResourceType; 2] = [ResourceType::User, ResourceType::Group];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ResourceType::User => "User",
+            ResourceType::Group => "Group",
+        }
+    }
+    /// The endpoint path below the SCIM base, e.g. `/Users`.
+    pub fn endpoint(self) -> &'static str {
+        match self {
+            ResourceType::User => "/Users",
+            ResourceType::Group => "/Groups",
+        }
+    }
+    pub fn from_name(name: &str) -> Option<ResourceType> {
+        ResourceType::ALL
+            .into_iter()
+            .find(|rt| rt.name().eq_ignore_ascii_case(name))
+    }
+    pub fn schema(self) -> &'static SchemaDef {
+        match self {
+            ResourceType::User => &USER_SCHEMA,
+            ResourceType::Group => &GROUP_SCHEMA,
+        }
+    }
+    /// Schema extensions this type accepts; none of them is required.
+    pub fn extensions(self) -> &'static [&'static SchemaDef] {
+        match self {
+            ResourceType::User => USER_EXTENSIONS,
+            ResourceType::Group => &[],
+        }
+    }
+    pub fn description(self) -> &'static str {
+        match self {
+            ResourceType::User => "User Account",
+            ResourceType::Group => "Group",
+        }
+    }
+
+    /// Finds an attribute by an optional schema URN and a name, case-insensitively.
+    /// Without a URN the core schema is searched first, then the common attributes,
+    /// then the extensions (so `department` finds the enterprise attribute as many
+    /// clients expect).
+    pub fn find_attr(self, urn: Option<&str>, name: &str) -> Option<AttrRef> {
+        match urn {
+            Some(urn) => {
+                let schema = self.schema_by_urn(urn)?;
+                if std::ptr::eq(schema, self.schema()) {
+                    if let Some(a) = find_in(COMMON_ATTRIBUTES, name) {
+                        return Some(AttrRef {
+                            schema: None,
+                            def: a,
+                        });
+                    }
+                }
+                schema.attr(name).map(|def| AttrRef {
+                    schema: self.extension_urn(schema),
+                    def,
+                })
+            }
+            None => {
+                if let Some(a) = find_in(COMMON_ATTRIBUTES, name) {
+                    return Some(AttrRef {
+                        schema: None,
+                        def: a,
+                    });
+                }
+                if let Some(a) = self.schema().attr(name) {
+                    return Some(AttrRef {
+                        schema: None,
+                        def: a,
+                    });
+                }
+                self.extensions().iter().find_map(|ext| {
+                    ext.attr(name).map(|def| AttrRef {
+                        schema: Some(ext),
+                        def,
+                    })
+                })
+            }
+        }
+    }
+
+    /// The schema (core or extension) with this URN, case-insensitively.
+    pub fn schema_by_urn(self, urn: &str) -> Option<&'static SchemaDef> {
+        if self.schema().id.eq_ignore_ascii_case(urn) {
+            return Some(self.schema());
+        }
+        self.extensions()
+            .iter()
+            .copied()
+            .find(|s| s.id.eq_ignore_ascii_case(urn))
+    }
+
+    fn extension_urn(self, schema: &'static SchemaDef) -> Option<&'static SchemaDef> {
+        if std::ptr::eq(schema, self.schema()) {
+            None
+        } else {
+            Some(schema)
+        }
+    }
+}
+
+/// An attribute found in a resource type: its definition and, for extension
+/// attributes, the extension schema whose object holds it.
+#[derive(Debug, Clone, Copy)]
+pub struct AttrRef {
+    pub schema: Option<&'static SchemaDef>,
+    pub def: &'static AttrDef,
+}
+
+pub const USER_URN: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
+pub const GROUP_URN: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
+pub const ENTERPRISE_USER_URN: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+
+use Mutability::{Immutable, ReadOnly, WriteOnly};
+
+/// `id`, `externalId` and `meta` (RFC 7643 §3.1), on every resource.
+pub static COMMON_ATTRIBUTES: &[AttrDef] = &[
+    AttrDef::string(
+        "id",
+        "Unique identifier for the SCIM resource as defined by the service provider.",
+    )
+    .case_exact()
+    .mutability(ReadOnly)
+    .returned(Returned::Always)
+    .unique(),
+    AttrDef::string(
+        "externalId",
+        "Identifier for the resource as defined by the provisioning client.",
+    )
+    .case_exact(),
+    AttrDef::complex("meta", META_SUB, "Resource metadata.").mutability(ReadOnly),
+];
+
+static META_SUB: &[AttrDef] = &[
+    AttrDef::string(
+        "resourceType",
+        "The name of the resource type of the resource.",
+    )
+    .case_exact()
+    .mutability(ReadOnly),
+    AttrDef::datetime(
+        "created",
+        "The date and time the resource was added to the service provider.",
+    )
+    .mutability(ReadOnly),
+    AttrDef::datetime(
+        "lastModified",
+        "The most recent date and time that the details of this resource were updated.",
+    )
+    .mutability(ReadOnly),
+    AttrDef::reference(
+        "location",
+        &["uri"],
+        "The URI of the resource being returned.",
+    )
+    .case_exact()
+    .mutability(ReadOnly),
+    AttrDef::string(
+        "version",
+        "The version of the resource being returned (a weak ETag).",
+    )
+    .case_exact()
+    .mutability(ReadOnly),
+];
+
+const TYPE_DOC: &str = "A label indicating the attribute's function.";
+const PRIMARY_DOC: &str =
+    "A Boolean value indicating the 'primary' or preferred attribute value for this attribute.";
+const DISPLAY_DOC: &str = "A human-readable name, primarily used for display purposes.";
+
+static EMAIL_SUB: &[AttrDef] = &[
+    AttrDef::string("value", "Email address for the User."),
+    AttrDef::string("display", DISPLAY_DOC),
+    AttrDef::string("type", TYPE_DOC).canonical(&["work", "home", "other"]),
+    AttrDef::boolean("primary", PRIMARY_DOC),
+];
+static PHONE_SUB: &[AttrDef] = &[
+    AttrDef::string("value", "Phone number of the User."),
+    AttrDef::string("display", DISPLAY_DOC),
+    AttrDef::string("type", TYPE_DOC)
+        .canonical(&["work", "home", "mobile", "fax", "pager", "other"]),
+    AttrDef::boolean("primary", PRIMARY_DOC),
+];
+static IMS_SUB: &[AttrDef] = &[
+    AttrDef::string("value", "Instant messaging address for the User."),
+    AttrDef::string("display", DISPLAY_DOC),
+    AttrDef::string("type", TYPE_DOC)
+        .canonical(&["aim", "gtalk", "icq", "xmpp", "msn", "skype", "qq", "yahoo"]),
+    AttrDef::boolean("primary", PRIMARY_DOC),
+];
+static PHOTO_SUB: &[AttrDef] = &[
+    AttrDef::reference("value", &["external"], "URL of a photo of the User."),
+    AttrDef::string("display", DISPLAY_DOC),
+    AttrDef::string("type", TYPE_DOC).canonical(&["photo", "thumbnail"]),
+    AttrDef::boolean("primary", PRIMARY_DOC),
+];
+static ADDRESS_SUB: &[AttrDef] = &[
+    AttrDef::string(
+        "formatted",
+        "The full mailing address, formatted for display or use with a mailing label.",
+    ),
+    AttrDef::string("streetAddress", "The full street address component."),
+    AttrDef::string("locality", "The city or locality component."),
+    AttrDef::string("region", "The state or region component."),
+    AttrDef::string("postalCode", "The zip code or postal code component."),
+    AttrDef::string("country", "The country name component."),
+    AttrDef::string("type", TYPE_DOC).canonical(&["work", "home", "other"]),
+    AttrDef::boolean("primary", PRIMARY_DOC),
+];
+static USER_GROUPS_SUB: &[AttrDef] = &[
+    AttrDef::string("value", "The identifier of the User's group.").mutability(ReadOnly),
+    AttrDef::reference(
+        "$ref",
+        &["User", "Group"],
+        "The URI of the corresponding 'Group' resource.",
+    )
+    .mutability(ReadOnly),
+    AttrDef::string("display", DISPLAY_DOC).mutability(ReadOnly),
+    AttrDef::string("type", "Membership type: direct or indirect.")
+        .canonical(&["direct", "indirect"])
+        .mutability(ReadOnly),
+];
+static LABELLED_SUB: &[AttrDef] = &[
+    AttrDef::string("value", "The value of the attribute."),
+    AttrDef::string("display", DISPLAY_DOC),
+    AttrDef::string("type", TYPE_DOC),
+    AttrDef::boolean("primary", PRIMARY_DOC),
+];
+static X509_SUB: &[AttrDef] = &[
+    AttrDef::base(
+        "value",
+        AttrType::Binary,
+        "The value of an X.509 certificate.",
+    ),
+    AttrDef::string("display", DISPLAY_DOC),
+    AttrDef::string("type", TYPE_DOC),
+    AttrDef::boolean("primary", PRIMARY_DOC),
+];
+static NAME_SUB: &[AttrDef] = &[
+    AttrDef::string("formatted", "The full name, formatted for display."),
+    AttrDef::string("familyName", "The family name of the User."),
+    AttrDef::string("givenName", "The given name of the User."),
+    AttrDef::string("middleName", "The middle name(s) of the User."),
+    AttrDef::string("honorificPrefix", "The honorific prefix(es) of the User."),
+    AttrDef::string("honorificSuffix", "The honorific suffix(es) of the User."),
+];
+
+pub static USER_SCHEMA: SchemaDef = SchemaDef {
+    id: USER_URN,
+    name: "User",
+    description: "User Account",
+    attributes: &[
+        AttrDef::string("userName", "Unique identifier for the User, typically used by the user to directly authenticate to the service provider.")
+            .required()
+            .unique(),
+        AttrDef::complex("name", NAME_SUB, "The components of the user's real name."),
+        AttrDef::string("displayName", "The name of the User, suitable for display to end-users."),
+        AttrDef::string("nickName", "The casual way to address the user in real life."),
+        AttrDef::reference("profileUrl", &["external"], "A fully qualified URL pointing to a page representing the User's online profile."),
+        AttrDef::string("title", "The user's title, such as \"Vice President\"."),
+        AttrDef::string("userType", "Used to identify the relationship between the organization and the user."),
+        AttrDef::string("preferredLanguage", "Indicates the User's preferred written or spoken language."),
+        AttrDef::string("locale", "Used to indicate the User's default location for purposes of localizing items."),
+        AttrDef::string("timezone", "The User's time zone in the 'Olson' time zone database format."),
+        AttrDef::boolean("active", "A Boolean value indicating the User's administrative status."),
+        AttrDef::string("password", "The User's cleartext password; write-only, never stored in clear or returned.")
+            .mutability(WriteOnly)
+            .returned(Returned::Never),
+        AttrDef::complex("emails", EMAIL_SUB, "Email addresses for the user.").multi(),
+        AttrDef::complex("phoneNumbers", PHONE_SUB, "Phone numbers for the User.").multi(),
+        AttrDef::complex("ims", IMS_SUB, "Instant messaging addresses for the User.").multi(),
+        AttrDef::complex("photos", PHOTO_SUB, "URLs of photos of the User.").multi(),
+        AttrDef::complex("addresses", ADDRESS_SUB, "A physical mailing address for this User.").multi(),
+        AttrDef::complex("groups", USER_GROUPS_SUB, "A list of groups to which the user belongs.")
+            .multi()
+            .mutability(ReadOnly),
+        AttrDef::complex("entitlements", LABELLED_SUB, "A list of entitlements for the User.").multi(),
+        AttrDef::complex("roles", LABELLED_SUB, "A list of roles for the User.").multi(),
+        AttrDef::complex("x509Certificates", X509_SUB, "A list of certificates issued to the User.").multi(),
+    ],
+};
+
+static MANAGER_SUB: &[AttrDef] = &[
+    AttrDef::string(
+        "value",
+        "The id of the SCIM resource representing the User's manager.",
+    ),
+    AttrDef::reference(
+        "$ref",
+        &["User"],
+        "The URI of the SCIM resource representing the User's manager.",
+    ),
+    AttrDef::string("displayName", "The displayName of the User's manager.").mutability(ReadOnly),
+];
+
+pub static ENTERPRISE_USER_SCHEMA: SchemaDef = SchemaDef {
+    id: ENTERPRISE_USER_URN,
+    name: "EnterpriseUser",
+    description: "Enterprise User",
+    attributes: &[
+        AttrDef::string(
+            "employeeNumber",
+            "Numeric or alphanumeric identifier assigned to a person.",
+        ),
+        AttrDef::string("costCenter", "Identifies the name of a cost center."),
+        AttrDef::string("organization", "Identifies the name of an organization."),
+        AttrDef::string("division", "Identifies the name of a division."),
+        AttrDef::string("department", "Identifies the name of a department."),
+        AttrDef::complex("manager", MANAGER_SUB, "The User's manager."),
+    ],
+};
+
+static MEMBER_SUB: &[AttrDef] = &[
+    AttrDef::string("value", "Identifier of the member of this Group.").mutability(Immutable),
+    AttrDef::reference(
+        "$ref",
+        &["User", "Group"],
+        "The URI corresponding to a SCIM resource that is a member of this Group.",
+    )
+    .mutability(Immutable),
+    AttrDef::string("display", DISPLAY_DOC).mutability(ReadOnly),
+    AttrDef::string(
+        "type",
+        "A label indicating the type of resource, e.g., 'User' or 'Group'.",
+    )
+    .canonical(&["User", "Group"])
+    .mutability(Immutable),
+];
+
+pub static GROUP_SCHEMA: SchemaDef = SchemaDef {
+    id: GROUP_URN,
+    name: "Group",
+    description: "Group",
+    attributes: &[
+        AttrDef::string("displayName", "A human-readable name for the Group.").required(),
+        AttrDef::complex("members", MEMBER_SUB, "A list of members of the Group.").multi(),
+    ],
+};
+
+static USER_EXTENSIONS: &[&SchemaDef] = &[&ENTERPRISE_USER_SCHEMA];
+
+/// Every schema the bridge publishes at /Schemas.
+pub static ALL_SCHEMAS: [&SchemaDef; 3] = [&USER_SCHEMA, &ENTERPRISE_USER_SCHEMA, &GROUP_SCHEMA];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_attributes_case_insensitively() {
+        let a = ResourceType::User.find_attr(None, "USERNAME").unwrap();
+        assert_eq!(a.def.name, "userName");
+        assert!(a.schema.is_none());
+        let e = ResourceType::User
+            .find_attr(
+                Some("urn:ietf:params:scim:schemas:extension:enterprise:2.0:user"),
+                "Department",
+            )
+            .unwrap();
+        assert_eq!(e.def.name, "department");
+        assert_eq!(e.schema.unwrap().id, ENTERPRISE_USER_URN);
+        assert!(ResourceType::Group.find_attr(None, "userName").is_none());
+        assert_eq!(
+            ResourceType::User
+                .find_attr(Some(USER_URN), "id")
+                .unwrap()
+                .def
+                .name,
+            "id"
+        );
+    }
+
+    #[test]
+    fn user_name_is_required_unique_and_case_insensitive() {
+        let a = USER_SCHEMA.attr("userName").unwrap();
+        assert!(a.required && !a.case_exact && a.uniqueness == Uniqueness::Server);
+    }
+}
