@@ -4,4 +4,5 @@
 
 pub mod error;
 pub mod path;
+pub mod resource;
 pub mod schema;
