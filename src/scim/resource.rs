@@ -57,7 +57,11 @@ pub fn normalize(rt: ResourceType, body: &Value) -> ScimResult<Attributes> {
             check_schemas(rt, value)?;
             continue;
         }
-        if let Some(ext) = rt.extensions().iter().find(|e| e.id.eq_ignore_ascii_case(key)) {
+        if let Some(ext) = rt
+            .extensions()
+            .iter()
+            .find(|e| e.id.eq_ignore_ascii_case(key))
+        {
             let Some(fields) = value.as_object() else {
                 if value.is_null() {
                     continue;
@@ -109,11 +113,15 @@ pub fn normalize(rt: ResourceType, body: &Value) -> ScimResult<Attributes> {
 
 fn check_schemas(rt: ResourceType, value: &Value) -> ScimResult<()> {
     let Some(list) = value.as_array() else {
-        return Err(ScimError::invalid_syntax("\"schemas\" must be an array of schema URNs"));
+        return Err(ScimError::invalid_syntax(
+            "\"schemas\" must be an array of schema URNs",
+        ));
     };
     for urn in list {
         let Some(urn) = urn.as_str() else {
-            return Err(ScimError::invalid_syntax("\"schemas\" must be an array of schema URNs"));
+            return Err(ScimError::invalid_syntax(
+                "\"schemas\" must be an array of schema URNs",
+            ));
         };
         if rt.schema_by_urn(urn).is_none() {
             return Err(ScimError::invalid_value(format!(
@@ -180,7 +188,11 @@ pub fn normalize_value(def: &AttrDef, value: &Value) -> ScimResult<Option<Value>
                 }
             }
         }
-        return Ok(if out.is_empty() { None } else { Some(Value::Array(out)) });
+        return Ok(if out.is_empty() {
+            None
+        } else {
+            Some(Value::Array(out))
+        });
     }
     if value.is_array() {
         return Err(ScimError::invalid_value(format!(
@@ -193,10 +205,7 @@ pub fn normalize_value(def: &AttrDef, value: &Value) -> ScimResult<Option<Value>
 
 fn normalize_single(def: &AttrDef, value: &Value) -> ScimResult<Option<Value>> {
     let wrong = |expected: &str| {
-        ScimError::invalid_value(format!(
-            "the attribute \"{}\" must be {expected}",
-            def.name
-        ))
+        ScimError::invalid_value(format!("the attribute \"{}\" must be {expected}", def.name))
     };
     Ok(Some(match def.ty {
         AttrType::Complex => match value {
@@ -204,7 +213,9 @@ fn normalize_single(def: &AttrDef, value: &Value) -> ScimResult<Option<Value>> {
                 let mut m = Map::new();
                 for (k, v) in fields {
                     let Some(sub) = def.sub(k) else { continue };
-                    if sub.mutability == Mutability::ReadOnly && def.mutability != Mutability::ReadOnly {
+                    if sub.mutability == Mutability::ReadOnly
+                        && def.mutability != Mutability::ReadOnly
+                    {
                         continue;
                     }
                     if let Some(v) = normalize_value(sub, v)? {
@@ -251,8 +262,11 @@ fn normalize_single(def: &AttrDef, value: &Value) -> ScimResult<Option<Value>> {
         },
         AttrType::DateTime => match value {
             Value::String(s)
-                if time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
-                    .is_ok() =>
+                if time::OffsetDateTime::parse(
+                    s,
+                    &time::format_description::well_known::Rfc3339,
+                )
+                .is_ok() =>
             {
                 value.clone()
             }
@@ -321,7 +335,10 @@ pub fn render(
     let mut m = Map::new();
     m.insert("resourceType".into(), Value::String(rt.name().into()));
     m.insert("created".into(), Value::String(meta.created.clone()));
-    m.insert("lastModified".into(), Value::String(meta.last_modified.clone()));
+    m.insert(
+        "lastModified".into(),
+        Value::String(meta.last_modified.clone()),
+    );
     m.insert(
         "location".into(),
         Value::String(format!("{base}{}/{id}", rt.endpoint())),
@@ -339,7 +356,9 @@ pub struct Projection {
 }
 
 fn parse_list(list: Option<&str>) -> ScimResult<Vec<AttrPath>> {
-    let Some(list) = list else { return Ok(Vec::new()) };
+    let Some(list) = list else {
+        return Ok(Vec::new());
+    };
     list.split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
@@ -353,9 +372,7 @@ fn names(path: &AttrPath, rt: ResourceType, ext: Option<&str>, name: &str) -> bo
         return false;
     }
     match path.resolve(rt) {
-        Some(found) => {
-            found.def.name == name && found.schema.map(|s| s.id) == ext
-        }
+        Some(found) => found.def.name == name && found.schema.map(|s| s.id) == ext,
         None => false,
     }
 }
@@ -387,7 +404,9 @@ impl Projection {
             return self.attributes.iter().any(|p| {
                 names(p, rt, ext, def.name)
                     || (p.is_whole_schema()
-                        && ext.is_some_and(|e| p.urn.as_deref().is_some_and(|u| u.eq_ignore_ascii_case(e))))
+                        && ext.is_some_and(|e| {
+                            p.urn.as_deref().is_some_and(|u| u.eq_ignore_ascii_case(e))
+                        }))
             });
         }
         if def.returned == Returned::Request {
@@ -400,7 +419,13 @@ impl Projection {
     }
 
     /// Sub-attribute filtering for a kept complex attribute.
-    fn project_complex(&self, rt: ResourceType, ext: Option<&str>, def: &AttrDef, value: &mut Value) {
+    fn project_complex(
+        &self,
+        rt: ResourceType,
+        ext: Option<&str>,
+        def: &AttrDef,
+        value: &mut Value,
+    ) {
         let wanted: Vec<&str> = self
             .attributes
             .iter()
@@ -416,10 +441,9 @@ impl Projection {
             .collect();
         let filter_obj = |m: &mut Map<String, Value>| {
             m.retain(|k, _| {
-                let always = def
-                    .sub(k)
-                    .is_some_and(|s| s.returned == Returned::Always);
-                let in_wanted = wanted.is_empty() || wanted.iter().any(|w| w.eq_ignore_ascii_case(k));
+                let always = def.sub(k).is_some_and(|s| s.returned == Returned::Always);
+                let in_wanted =
+                    wanted.is_empty() || wanted.iter().any(|w| w.eq_ignore_ascii_case(k));
                 let in_unwanted = unwanted.iter().any(|w| w.eq_ignore_ascii_case(k));
                 always || (in_wanted && !in_unwanted)
             });
@@ -446,7 +470,9 @@ impl Projection {
                 continue;
             }
             if let Some(ext) = rt.extensions().iter().find(|e| e.id == key) {
-                let Value::Object(fields) = value else { continue };
+                let Value::Object(fields) = value else {
+                    continue;
+                };
                 let mut kept = Map::new();
                 for (name, mut v) in fields {
                     let Some(def) = ext.attr(&name) else { continue };
@@ -529,7 +555,10 @@ mod tests {
                     "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department": "R&D"}),
         )
         .unwrap();
-        assert_eq!(out[ENTERPRISE_USER_URN], json!({"manager": {"value": "m1"}, "department": "R&D"}));
+        assert_eq!(
+            out[ENTERPRISE_USER_URN],
+            json!({"manager": {"value": "m1"}, "department": "R&D"})
+        );
     }
 
     fn sample() -> Map<String, Value> {
@@ -539,14 +568,28 @@ mod tests {
                     ENTERPRISE_USER_URN: {"department": "D", "costCenter": "C"}}),
         )
         .unwrap();
-        let meta = Meta { created: "2026-01-01T00:00:00Z".into(), last_modified: "2026-01-01T00:00:00Z".into(), version: 3 };
-        render(ResourceType::User, "id1", &attrs, &meta, None, "https://h/scim/v2")
+        let meta = Meta {
+            created: "2026-01-01T00:00:00Z".into(),
+            last_modified: "2026-01-01T00:00:00Z".into(),
+            version: 3,
+        };
+        render(
+            ResourceType::User,
+            "id1",
+            &attrs,
+            &meta,
+            None,
+            "https://h/scim/v2",
+        )
     }
 
     #[test]
     fn renders_schemas_meta_and_location() {
         let r = sample();
-        assert_eq!(r["schemas"], json!([crate::scim::schema::USER_URN, ENTERPRISE_USER_URN]));
+        assert_eq!(
+            r["schemas"],
+            json!([crate::scim::schema::USER_URN, ENTERPRISE_USER_URN])
+        );
         assert_eq!(r["meta"]["location"], "https://h/scim/v2/Users/id1");
         assert_eq!(r["meta"]["version"], "W/\"3\"");
     }

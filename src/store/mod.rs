@@ -1,0 +1,1064 @@
+//! The directory's storage: one redb file holding resources, their unique and lookup
+//! indexes, group memberships in both directions, the change/audit events, tokens and
+//! settings. It offers a typed API (no HTTP types) to the layers above.
+//!
+//! Writes go through one writer thread that batches concurrent requests into one
+//! transaction and one fsync (group commit); each caller gets its answer only after
+//! the commit that holds its write is durable. Every write operation first checks
+//! (reads only) and then writes, so a check that fails leaves the shared transaction
+//! untouched; a storage error while writing aborts the whole batch.
+//!
+//! Reads use a redb read transaction: a consistent snapshot (`Snapshot`).
+
+mod tokens;
+
+pub use tokens::{Scope, TokenRecord};
+
+use std::any::Any;
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::JoinHandle;
+
+use redb::{
+    Database, MultimapTableDefinition, ReadTransaction, ReadableDatabase, ReadableTable,
+    ReadableTableMetadata, TableDefinition, WriteTransaction,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::scim::error::ScimError;
+use crate::scim::resource::{Attributes, Meta, Reference};
+use crate::scim::schema::ResourceType;
+
+/// The on-disk format this binary reads and writes. Bumped on any incompatible change
+/// of tables or encodings; `open` refuses other versions instead of misreading them.
+pub const FORMAT_VERSION: u32 = 1;
+
+pub(crate) const SETTINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("settings");
+const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
+const GROUPS: TableDefinition<&str, &[u8]> = TableDefinition::new("groups");
+/// lowercased userName → user id (userName is unique, caseExact false).
+const USER_NAMES: TableDefinition<&str, &str> = TableDefinition::new("idx_user_name");
+/// (resource type, externalId) → ids (externalId is caseExact, not unique).
+const EXTERNAL_IDS: MultimapTableDefinition<(u8, &str), &str> =
+    MultimapTableDefinition::new("idx_external_id");
+/// lowercased Group displayName → group ids.
+const GROUP_NAMES: MultimapTableDefinition<&str, &str> =
+    MultimapTableDefinition::new("idx_group_name");
+/// lowercased email value → user ids.
+const EMAILS: MultimapTableDefinition<&str, &str> = MultimapTableDefinition::new("idx_email");
+/// (group id, member id) → member resource type.
+const MEMBERS: TableDefinition<(&str, &str), u8> = TableDefinition::new("members");
+/// (member id, group id) → (): the reverse of MEMBERS.
+const MEMBER_OF: TableDefinition<(&str, &str), ()> = TableDefinition::new("member_of");
+/// sequence → change/audit event (JSON).
+const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+
+const FORMAT_KEY: &str = "format_version";
+/// Most jobs one commit carries; bounds the latency a batch adds.
+const MAX_BATCH: usize = 256;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// A protocol-level refusal (not found, uniqueness, precondition, bad member).
+    #[error("{0}")]
+    Scim(ScimError),
+    #[error("storage error: {0}")]
+    Storage(String),
+    #[error("the database {0} is in use by another process (is the bridge server running?)")]
+    AlreadyOpen(PathBuf),
+    #[error("{0}")]
+    Format(String),
+    #[error("the store is shutting down")]
+    Closed,
+}
+
+impl From<ScimError> for StoreError {
+    fn from(e: ScimError) -> Self {
+        StoreError::Scim(e)
+    }
+}
+
+macro_rules! storage_from {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self { StoreError::Storage(e.to_string()) }
+        }
+    )*};
+}
+storage_from!(
+    redb::Error,
+    redb::StorageError,
+    redb::TableError,
+    redb::TransactionError,
+    redb::CommitError,
+    serde_json::Error
+);
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+fn rt_code(rt: ResourceType) -> u8 {
+    match rt {
+        ResourceType::User => 1,
+        ResourceType::Group => 2,
+    }
+}
+
+fn rt_from_code(code: u8) -> ResourceType {
+    if code == 2 {
+        ResourceType::Group
+    } else {
+        ResourceType::User
+    }
+}
+
+fn table(rt: ResourceType) -> TableDefinition<'static, &'static str, &'static [u8]> {
+    match rt {
+        ResourceType::User => USERS,
+        ResourceType::Group => GROUPS,
+    }
+}
+
+/// A resource as kept in the store: id, server metadata and the normalized attributes
+/// (a group's members live in the membership tables, not here).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StoredResource {
+    pub id: String,
+    pub meta: Meta,
+    pub attrs: Attributes,
+}
+
+/// Who made a change, for the audit trail.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Actor {
+    pub token_id: Option<String>,
+    pub name: String,
+}
+
+impl Actor {
+    pub fn system(name: &str) -> Actor {
+        Actor {
+            token_id: None,
+            name: name.to_owned(),
+        }
+    }
+}
+
+/// One entry of the change/audit log.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Event {
+    pub seq: u64,
+    pub time: String,
+    pub actor: Actor,
+    /// create, replace, patch or delete.
+    pub op: String,
+    #[serde(rename = "resourceType")]
+    pub resource_type: String,
+    pub id: String,
+}
+
+/// A member given by a client: an id and, when the client said, its type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberRef {
+    pub id: String,
+    pub rt: Option<ResourceType>,
+}
+
+/// What a write does to a group's members.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MembersChange {
+    Keep,
+    Set(Vec<MemberRef>),
+    Delta {
+        add: Vec<MemberRef>,
+        remove: Vec<String>,
+    },
+}
+
+/// The outcome of an update closure: the new attributes and the membership change.
+pub struct Update {
+    pub attrs: Attributes,
+    pub members: MembersChange,
+}
+
+type AnyResult = Result<Box<dyn Any + Send>, StoreError>;
+
+struct Job {
+    run: Box<dyn FnOnce(&WriteTransaction) -> AnyResult + Send>,
+    reply: tokio::sync::oneshot::Sender<AnyResult>,
+}
+
+struct Inner {
+    db: Arc<Database>,
+    path: PathBuf,
+    writer: Mutex<Option<mpsc::Sender<Job>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// A handle on the open store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+/// Options for opening the store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// redb page cache size in bytes.
+    pub cache_bytes: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            cache_bytes: 64 << 20,
+        }
+    }
+}
+
+/// A new time-ordered id: 48 bits of Unix milliseconds then random bits, laid out as
+/// a UUIDv7, so inserts land near each other in the B-tree.
+pub fn new_id(now_ms: u64) -> String {
+    use ring::rand::SecureRandom;
+    let mut b = [0u8; 16];
+    // SystemRandom only fails when the OS has no entropy source at all; fall back to
+    // a hash of the time and a counter rather than crash a request.
+    if ring::rand::SystemRandom::new().fill(&mut b[6..]).is_err() {
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let c = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let d = ring::digest::digest(
+            &ring::digest::SHA256,
+            &[now_ms.to_le_bytes(), c.to_le_bytes()].concat(),
+        );
+        b[6..].copy_from_slice(&d.as_ref()[..10]);
+    }
+    b[..6].copy_from_slice(&now_ms.to_be_bytes()[2..]);
+    b[6] = 0x70 | (b[6] & 0x0f);
+    b[8] = 0x80 | (b[8] & 0x3f);
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}
+
+impl Store {
+    /// Opens (creating if needed) the database file and starts the writer thread.
+    pub fn open(path: &Path, opts: &StoreOptions) -> StoreResult<Store> {
+        let db = redb::Builder::new()
+            .set_cache_size(opts.cache_bytes)
+            .create(path)
+            .map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => {
+                    StoreError::AlreadyOpen(path.to_owned())
+                }
+                other => StoreError::Storage(format!("cannot open {}: {other}", path.display())),
+            })?;
+        let db = Arc::new(db);
+        init_tables(&db)?;
+        let (tx, rx) = mpsc::channel::<Job>();
+        let wdb = db.clone();
+        let thread = std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || writer_loop(&wdb, rx))
+            .map_err(|e| StoreError::Storage(format!("cannot start the writer thread: {e}")))?;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                db,
+                path: path.to_owned(),
+                writer: Mutex::new(Some(tx)),
+                thread: Mutex::new(Some(thread)),
+            }),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Stops the writer after the jobs already queued and waits for it.
+    pub fn close(&self) {
+        if let Ok(mut w) = self.inner.writer.lock() {
+            w.take();
+        }
+        let handle = self.inner.thread.lock().ok().and_then(|mut t| t.take());
+        if let Some(h) = handle {
+            let _ = h.join();
+        }
+    }
+
+    fn submit<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&WriteTransaction) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<tokio::sync::oneshot::Receiver<AnyResult>> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        let job = Job {
+            run: Box::new(move |txn| f(txn).map(|v| Box::new(v) as Box<dyn Any + Send>)),
+            reply,
+        };
+        let guard = self.inner.writer.lock().map_err(|_| StoreError::Closed)?;
+        let sender = guard.as_ref().ok_or(StoreError::Closed)?;
+        sender.send(job).map_err(|_| StoreError::Closed)?;
+        Ok(rx)
+    }
+
+    fn unpack<T: 'static>(
+        r: Result<AnyResult, tokio::sync::oneshot::error::RecvError>,
+    ) -> StoreResult<T> {
+        let any = r.map_err(|_| StoreError::Closed)??;
+        any.downcast::<T>()
+            .map(|b| *b)
+            .map_err(|_| StoreError::Storage("writer returned an unexpected type".into()))
+    }
+
+    /// Runs `f` in the next group commit and returns its result once durable.
+    pub async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&WriteTransaction) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let rx = self.submit(f)?;
+        Self::unpack(rx.await)
+    }
+
+    /// `write` for callers outside an async runtime (CLI commands).
+    pub fn write_blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&WriteTransaction) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let rx = self.submit(f)?;
+        Self::unpack(rx.blocking_recv())
+    }
+
+    /// A consistent read-only view.
+    pub fn snapshot(&self) -> StoreResult<Snapshot> {
+        Ok(Snapshot {
+            txn: self.inner.db.begin_read()?,
+        })
+    }
+
+    /// Size of the database file in bytes.
+    pub fn file_size(&self) -> u64 {
+        std::fs::metadata(&self.inner.path)
+            .map(|m| m.len())
+            .unwrap_or(0)
+    }
+
+    // ---- resource writes -------------------------------------------------------
+
+    pub async fn create(
+        &self,
+        rt: ResourceType,
+        attrs: Attributes,
+        members: Vec<MemberRef>,
+        actor: Actor,
+        now: String,
+        now_ms: u64,
+    ) -> StoreResult<StoredResource> {
+        self.write(move |txn| create_in(txn, rt, attrs, members, &actor, &now, now_ms))
+            .await
+    }
+
+    /// Reads the current resource inside the writer's transaction, lets `f` compute
+    /// the change and writes it: PUT and PATCH both go through here, so concurrent
+    /// updates of one resource cannot lose each other. `with_members` materializes a
+    /// group's members into `attrs["members"]` for `f`.
+    pub async fn update(
+        &self,
+        rt: ResourceType,
+        id: String,
+        if_match: Option<String>,
+        with_members: bool,
+        actor: Actor,
+        now: String,
+        f: impl FnOnce(StoredResource) -> Result<Update, ScimError> + Send + 'static,
+    ) -> StoreResult<StoredResource> {
+        self.write(move |txn| {
+            update_in(
+                txn,
+                rt,
+                &id,
+                if_match.as_deref(),
+                with_members,
+                &actor,
+                &now,
+                f,
+            )
+        })
+        .await
+    }
+
+    pub async fn delete(
+        &self,
+        rt: ResourceType,
+        id: String,
+        if_match: Option<String>,
+        actor: Actor,
+        now: String,
+    ) -> StoreResult<()> {
+        self.write(move |txn| delete_in(txn, rt, &id, if_match.as_deref(), &actor, &now))
+            .await
+    }
+}
+
+fn writer_loop(db: &Database, rx: mpsc::Receiver<Job>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let txn = match db.begin_write() {
+            Ok(t) => t,
+            Err(e) => {
+                let err = StoreError::from(e);
+                for job in batch {
+                    let _ = job.reply.send(Err(err.clone()));
+                }
+                continue;
+            }
+        };
+        let mut done = Vec::with_capacity(batch.len());
+        let mut fatal: Option<StoreError> = None;
+        for job in batch {
+            if fatal.is_some() {
+                done.push((job.reply, Err(StoreError::Closed)));
+                continue;
+            }
+            let r = (job.run)(&txn);
+            if let Err(e) = &r {
+                if !matches!(e, StoreError::Scim(_)) {
+                    fatal = Some(e.clone());
+                }
+            }
+            done.push((job.reply, r));
+        }
+        if let Some(err) = fatal {
+            tracing::error!(error = %err, "storage error; the batch is rolled back");
+            drop(txn);
+            for (reply, _) in done {
+                let _ = reply.send(Err(err.clone()));
+            }
+            continue;
+        }
+        match txn.commit() {
+            Ok(()) => {
+                for (reply, r) in done {
+                    let _ = reply.send(r);
+                }
+            }
+            Err(e) => {
+                let err = StoreError::from(e);
+                tracing::error!(error = %err, "commit failed; the batch is rolled back");
+                for (reply, _) in done {
+                    let _ = reply.send(Err(err.clone()));
+                }
+            }
+        }
+    }
+}
+
+fn init_tables(db: &Database) -> StoreResult<()> {
+    let txn = db.begin_write()?;
+    {
+        let mut settings = txn.open_table(SETTINGS)?;
+        let existing = settings.get(FORMAT_KEY)?.map(|v| v.value().to_vec());
+        match existing {
+            Some(v) => {
+                let found = <[u8; 4]>::try_from(v.as_slice())
+                    .map(u32::from_le_bytes)
+                    .unwrap_or(0);
+                if found != FORMAT_VERSION {
+                    return Err(StoreError::Format(format!(
+                        "the database has format version {found}, this scimbridge reads version {FORMAT_VERSION}; \
+                         use the scimbridge release that wrote it, or export with it and import here"
+                    )));
+                }
+            }
+            None => {
+                settings.insert(FORMAT_KEY, FORMAT_VERSION.to_le_bytes().as_slice())?;
+            }
+        }
+        txn.open_table(USERS)?;
+        txn.open_table(GROUPS)?;
+        txn.open_table(USER_NAMES)?;
+        txn.open_multimap_table(EXTERNAL_IDS)?;
+        txn.open_multimap_table(GROUP_NAMES)?;
+        txn.open_multimap_table(EMAILS)?;
+        txn.open_table(MEMBERS)?;
+        txn.open_table(MEMBER_OF)?;
+        txn.open_table(EVENTS)?;
+        tokens::init(&txn)?;
+    }
+    txn.commit()?;
+    Ok(())
+}
+
+// ---- index keys ------------------------------------------------------------------
+
+/// The index entries a resource's attributes produce.
+#[derive(Default, PartialEq)]
+struct IndexKeys {
+    user_name: Option<String>,
+    external_id: Option<String>,
+    group_name: Option<String>,
+    emails: Vec<String>,
+}
+
+fn index_keys(rt: ResourceType, attrs: &Attributes) -> IndexKeys {
+    let s = |k: &str| attrs.get(k).and_then(Value::as_str).map(str::to_owned);
+    let mut keys = IndexKeys {
+        external_id: s("externalId"),
+        ..Default::default()
+    };
+    match rt {
+        ResourceType::User => {
+            keys.user_name = s("userName").map(|u| u.to_lowercase());
+            if let Some(Value::Array(emails)) = attrs.get("emails") {
+                for e in emails {
+                    if let Some(v) = e.get("value").and_then(Value::as_str) {
+                        let v = v.to_lowercase();
+                        if !keys.emails.contains(&v) {
+                            keys.emails.push(v);
+                        }
+                    }
+                }
+            }
+        }
+        ResourceType::Group => keys.group_name = s("displayName").map(|n| n.to_lowercase()),
+    }
+    keys
+}
+
+fn check_unique(
+    txn: &WriteTransaction,
+    rt: ResourceType,
+    id: &str,
+    keys: &IndexKeys,
+) -> StoreResult<()> {
+    if rt == ResourceType::User {
+        if let Some(name) = &keys.user_name {
+            let t = txn.open_table(USER_NAMES)?;
+            let owner = t.get(name.as_str())?.map(|v| v.value().to_owned());
+            if let Some(owner) = owner {
+                if owner != id {
+                    return Err(ScimError::uniqueness(format!(
+                        "a user with the userName \"{name}\" already exists"
+                    ))
+                    .into());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn write_index(
+    txn: &WriteTransaction,
+    rt: ResourceType,
+    id: &str,
+    old: &IndexKeys,
+    new: &IndexKeys,
+) -> StoreResult<()> {
+    if old == new {
+        return Ok(());
+    }
+    if old.user_name != new.user_name {
+        let mut t = txn.open_table(USER_NAMES)?;
+        if let Some(k) = &old.user_name {
+            t.remove(k.as_str())?;
+        }
+        if let Some(k) = &new.user_name {
+            t.insert(k.as_str(), id)?;
+        }
+    }
+    if old.external_id != new.external_id {
+        let mut t = txn.open_multimap_table(EXTERNAL_IDS)?;
+        if let Some(k) = &old.external_id {
+            t.remove((rt_code(rt), k.as_str()), id)?;
+        }
+        if let Some(k) = &new.external_id {
+            t.insert((rt_code(rt), k.as_str()), id)?;
+        }
+    }
+    if old.group_name != new.group_name {
+        let mut t = txn.open_multimap_table(GROUP_NAMES)?;
+        if let Some(k) = &old.group_name {
+            t.remove(k.as_str(), id)?;
+        }
+        if let Some(k) = &new.group_name {
+            t.insert(k.as_str(), id)?;
+        }
+    }
+    if old.emails != new.emails {
+        let mut t = txn.open_multimap_table(EMAILS)?;
+        for k in old.emails.iter().filter(|k| !new.emails.contains(k)) {
+            t.remove(k.as_str(), id)?;
+        }
+        for k in new.emails.iter().filter(|k| !old.emails.contains(k)) {
+            t.insert(k.as_str(), id)?;
+        }
+    }
+    Ok(())
+}
+
+// ---- write operations (check first, then write) ------------------------------------
+
+fn get_in(
+    txn: &WriteTransaction,
+    rt: ResourceType,
+    id: &str,
+) -> StoreResult<Option<StoredResource>> {
+    let t = txn.open_table(table(rt))?;
+    let r = match t.get(id)? {
+        Some(v) => Some(serde_json::from_slice(v.value())?),
+        None => None,
+    };
+    Ok(r)
+}
+
+fn put_in(txn: &WriteTransaction, rt: ResourceType, r: &StoredResource) -> StoreResult<()> {
+    let bytes = serde_json::to_vec(r)?;
+    txn.open_table(table(rt))?
+        .insert(r.id.as_str(), bytes.as_slice())?;
+    Ok(())
+}
+
+fn append_event(
+    txn: &WriteTransaction,
+    actor: &Actor,
+    now: &str,
+    op: &str,
+    rt: ResourceType,
+    id: &str,
+) -> StoreResult<()> {
+    let mut t = txn.open_table(EVENTS)?;
+    let seq = t.last()?.map(|(k, _)| k.value() + 1).unwrap_or(1);
+    let ev = Event {
+        seq,
+        time: now.to_owned(),
+        actor: actor.clone(),
+        op: op.to_owned(),
+        resource_type: rt.name().to_owned(),
+        id: id.to_owned(),
+    };
+    t.insert(seq, serde_json::to_vec(&ev)?.as_slice())?;
+    Ok(())
+}
+
+fn exists_in(txn: &WriteTransaction, rt: ResourceType, id: &str) -> StoreResult<bool> {
+    Ok(txn.open_table(table(rt))?.get(id)?.is_some())
+}
+
+/// Resolves the type of each member and checks that it exists.
+fn resolve_members(
+    txn: &WriteTransaction,
+    group_id: &str,
+    members: Vec<MemberRef>,
+) -> StoreResult<Vec<(String, ResourceType)>> {
+    let mut out: Vec<(String, ResourceType)> = Vec::with_capacity(members.len());
+    for m in members {
+        if m.id == group_id {
+            return Err(ScimError::invalid_value("a group cannot be a member of itself").into());
+        }
+        let rt = match m.rt {
+            Some(rt) if exists_in(txn, rt, &m.id)? => Some(rt),
+            Some(_) => None,
+            None if exists_in(txn, ResourceType::User, &m.id)? => Some(ResourceType::User),
+            None if exists_in(txn, ResourceType::Group, &m.id)? => Some(ResourceType::Group),
+            None => None,
+        };
+        let Some(rt) = rt else {
+            return Err(ScimError::invalid_value(format!(
+                "the member \"{}\" is not a {} of this directory",
+                m.id,
+                m.rt.map(|r| r.name()).unwrap_or("User or Group")
+            ))
+            .into());
+        };
+        if !out.iter().any(|(id, _)| *id == m.id) {
+            out.push((m.id, rt));
+        }
+    }
+    Ok(out)
+}
+
+fn add_member(
+    txn: &WriteTransaction,
+    group: &str,
+    member: &str,
+    rt: ResourceType,
+) -> StoreResult<()> {
+    txn.open_table(MEMBERS)?
+        .insert((group, member), rt_code(rt))?;
+    txn.open_table(MEMBER_OF)?.insert((member, group), ())?;
+    Ok(())
+}
+
+fn remove_member(txn: &WriteTransaction, group: &str, member: &str) -> StoreResult<bool> {
+    let removed = txn.open_table(MEMBERS)?.remove((group, member))?.is_some();
+    txn.open_table(MEMBER_OF)?.remove((member, group))?;
+    Ok(removed)
+}
+
+/// The members of a group with their types: a range scan of MEMBERS.
+fn member_rows(
+    t: &impl ReadableTable<(&'static str, &'static str), u8>,
+    group: &str,
+) -> StoreResult<Vec<(String, u8)>> {
+    let mut out = Vec::new();
+    for row in t.range((group, "")..)? {
+        let (k, v) = row?;
+        let (g, m) = k.value();
+        if g != group {
+            break;
+        }
+        out.push((m.to_owned(), v.value()));
+    }
+    Ok(out)
+}
+
+/// The groups a resource is a direct member of: a range scan of MEMBER_OF.
+fn group_rows(
+    t: &impl ReadableTable<(&'static str, &'static str), ()>,
+    member: &str,
+) -> StoreResult<Vec<String>> {
+    let mut out = Vec::new();
+    for row in t.range((member, "")..)? {
+        let (k, _) = row?;
+        let (m, g) = k.value();
+        if m != member {
+            break;
+        }
+        out.push(g.to_owned());
+    }
+    Ok(out)
+}
+
+fn create_in(
+    txn: &WriteTransaction,
+    rt: ResourceType,
+    attrs: Attributes,
+    members: Vec<MemberRef>,
+    actor: &Actor,
+    now: &str,
+    now_ms: u64,
+) -> StoreResult<StoredResource> {
+    let id = new_id(now_ms);
+    let keys = index_keys(rt, &attrs);
+    check_unique(txn, rt, &id, &keys)?;
+    let members = if rt == ResourceType::Group {
+        resolve_members(txn, &id, members)?
+    } else {
+        Vec::new()
+    };
+    let r = StoredResource {
+        id,
+        meta: Meta {
+            created: now.to_owned(),
+            last_modified: now.to_owned(),
+            version: 1,
+        },
+        attrs,
+    };
+    put_in(txn, rt, &r)?;
+    write_index(txn, rt, &r.id, &IndexKeys::default(), &keys)?;
+    for (m, mrt) in &members {
+        add_member(txn, &r.id, m, *mrt)?;
+    }
+    append_event(txn, actor, now, "create", rt, &r.id)?;
+    Ok(r)
+}
+
+fn check_if_match(current: &Meta, if_match: Option<&str>) -> StoreResult<()> {
+    let Some(expected) = if_match else {
+        return Ok(());
+    };
+    let etag = current.etag();
+    let ok = expected.split(',').map(str::trim).any(|tag| {
+        tag == "*" || tag == etag || tag.trim_start_matches("W/") == etag.trim_start_matches("W/")
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(ScimError::precondition_failed(format!(
+            "the resource has changed: its version is {etag}, the request expected {expected}"
+        ))
+        .into())
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn update_in(
+    txn: &WriteTransaction,
+    rt: ResourceType,
+    id: &str,
+    if_match: Option<&str>,
+    with_members: bool,
+    actor: &Actor,
+    now: &str,
+    f: impl FnOnce(StoredResource) -> Result<Update, ScimError>,
+) -> StoreResult<StoredResource> {
+    let Some(mut current) = get_in(txn, rt, id)? else {
+        return Err(ScimError::not_found(format!("{} {id} not found", rt.name())).into());
+    };
+    check_if_match(&current.meta, if_match)?;
+    let old_keys = index_keys(rt, &current.attrs);
+    let old_attrs = current.attrs.clone();
+    if with_members && rt == ResourceType::Group {
+        let members = member_rows(&txn.open_table(MEMBERS)?, id)?;
+        let list = members
+            .into_iter()
+            .map(|(m, code)| serde_json::json!({"value": m, "type": rt_from_code(code).name()}))
+            .collect::<Vec<_>>();
+        if !list.is_empty() {
+            current.attrs.insert("members".into(), Value::Array(list));
+        }
+    }
+    let meta = current.meta.clone();
+    let update = f(current)?;
+    let mut attrs = update.attrs;
+    attrs.remove("members");
+    attrs.remove("groups");
+    let new_keys = index_keys(rt, &attrs);
+    check_unique(txn, rt, id, &new_keys)?;
+    // Check the membership change completely before writing anything.
+    let (to_add, to_remove, replace_all) = match update.members {
+        MembersChange::Keep => (Vec::new(), Vec::new(), false),
+        MembersChange::Set(list) => (resolve_members(txn, id, list)?, Vec::new(), true),
+        MembersChange::Delta { add, remove } => (resolve_members(txn, id, add)?, remove, false),
+    };
+    let members_changed = replace_all || !to_add.is_empty() || !to_remove.is_empty();
+    if attrs == old_attrs && !members_changed {
+        // Nothing changes: keep the version, so ETags stay valid.
+        return Ok(StoredResource {
+            id: id.to_owned(),
+            meta,
+            attrs,
+        });
+    }
+    if rt == ResourceType::Group {
+        if replace_all {
+            let existing = member_rows(&txn.open_table(MEMBERS)?, id)?;
+            for (m, _) in existing {
+                if !to_add.iter().any(|(a, _)| *a == m) {
+                    remove_member(txn, id, &m)?;
+                }
+            }
+        }
+        for m in &to_remove {
+            remove_member(txn, id, m)?;
+        }
+        for (m, mrt) in &to_add {
+            add_member(txn, id, m, *mrt)?;
+        }
+    }
+    let r = StoredResource {
+        id: id.to_owned(),
+        meta: Meta {
+            created: meta.created,
+            last_modified: now.to_owned(),
+            version: meta.version + 1,
+        },
+        attrs,
+    };
+    put_in(txn, rt, &r)?;
+    write_index(txn, rt, id, &old_keys, &new_keys)?;
+    append_event(txn, actor, now, "update", rt, id)?;
+    Ok(r)
+}
+
+/// Bumps a group's version after its membership changed as a side effect.
+fn touch_group(txn: &WriteTransaction, id: &str, now: &str) -> StoreResult<()> {
+    if let Some(mut g) = get_in(txn, ResourceType::Group, id)? {
+        g.meta.version += 1;
+        g.meta.last_modified = now.to_owned();
+        put_in(txn, ResourceType::Group, &g)?;
+    }
+    Ok(())
+}
+
+fn delete_in(
+    txn: &WriteTransaction,
+    rt: ResourceType,
+    id: &str,
+    if_match: Option<&str>,
+    actor: &Actor,
+    now: &str,
+) -> StoreResult<()> {
+    let Some(current) = get_in(txn, rt, id)? else {
+        return Err(ScimError::not_found(format!("{} {id} not found", rt.name())).into());
+    };
+    check_if_match(&current.meta, if_match)?;
+    txn.open_table(table(rt))?.remove(id)?;
+    write_index(
+        txn,
+        rt,
+        id,
+        &index_keys(rt, &current.attrs),
+        &IndexKeys::default(),
+    )?;
+    // Memberships where this resource is the member.
+    let groups = group_rows(&txn.open_table(MEMBER_OF)?, id)?;
+    for group in groups {
+        remove_member(txn, &group, id)?;
+        touch_group(txn, &group, now)?;
+    }
+    // A group's own members.
+    if rt == ResourceType::Group {
+        let members = member_rows(&txn.open_table(MEMBERS)?, id)?;
+        for (member, _) in members {
+            remove_member(txn, id, &member)?;
+        }
+    }
+    append_event(txn, actor, now, "delete", rt, id)?;
+    Ok(())
+}
+
+// ---- reads ---------------------------------------------------------------------
+
+/// A consistent, read-only view of the store.
+pub struct Snapshot {
+    txn: ReadTransaction,
+}
+
+impl Snapshot {
+    pub fn get(&self, rt: ResourceType, id: &str) -> StoreResult<Option<StoredResource>> {
+        let t = self.txn.open_table(table(rt))?;
+        let r = match t.get(id)? {
+            Some(v) => Some(serde_json::from_slice(v.value())?),
+            None => None,
+        };
+        Ok(r)
+    }
+
+    fn display_of(&self, rt: ResourceType, id: &str) -> StoreResult<Option<String>> {
+        let Some(r) = self.get(rt, id)? else {
+            return Ok(None);
+        };
+        let pick = |k: &str| r.attrs.get(k).and_then(Value::as_str).map(str::to_owned);
+        Ok(match rt {
+            ResourceType::User => pick("displayName").or_else(|| pick("userName")),
+            ResourceType::Group => pick("displayName"),
+        })
+    }
+
+    /// A group's members, or the groups a user or group belongs to, with display names.
+    pub fn references(&self, rt: ResourceType, id: &str) -> StoreResult<Vec<Reference>> {
+        let mut out = Vec::new();
+        match rt {
+            ResourceType::Group => {
+                let rows = member_rows(&self.txn.open_table(MEMBERS)?, id)?;
+                for (m, code) in rows {
+                    let mrt = rt_from_code(code);
+                    out.push(Reference {
+                        display: self.display_of(mrt, &m)?,
+                        id: m,
+                        rt: mrt,
+                    });
+                }
+            }
+            ResourceType::User => {
+                let rows = group_rows(&self.txn.open_table(MEMBER_OF)?, id)?;
+                for g in rows {
+                    out.push(Reference {
+                        display: self.display_of(ResourceType::Group, &g)?,
+                        id: g,
+                        rt: ResourceType::Group,
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn is_member(&self, group: &str, member: &str) -> StoreResult<bool> {
+        Ok(self
+            .txn
+            .open_table(MEMBERS)?
+            .get((group, member))?
+            .is_some())
+    }
+
+    pub fn find_by_user_name(&self, user_name: &str) -> StoreResult<Option<String>> {
+        let t = self.txn.open_table(USER_NAMES)?;
+        let r = t
+            .get(user_name.to_lowercase().as_str())?
+            .map(|v| v.value().to_owned());
+        Ok(r)
+    }
+
+    pub fn find_by_external_id(
+        &self,
+        rt: ResourceType,
+        external_id: &str,
+    ) -> StoreResult<Vec<String>> {
+        let t = self.txn.open_multimap_table(EXTERNAL_IDS)?;
+        let mut out = Vec::new();
+        for v in t.get((rt_code(rt), external_id))? {
+            out.push(v?.value().to_owned());
+        }
+        Ok(out)
+    }
+
+    pub fn find_groups_by_name(&self, name: &str) -> StoreResult<Vec<String>> {
+        let t = self.txn.open_multimap_table(GROUP_NAMES)?;
+        let mut out = Vec::new();
+        for v in t.get(name.to_lowercase().as_str())? {
+            out.push(v?.value().to_owned());
+        }
+        Ok(out)
+    }
+
+    pub fn find_users_by_email(&self, email: &str) -> StoreResult<Vec<String>> {
+        let t = self.txn.open_multimap_table(EMAILS)?;
+        let mut out = Vec::new();
+        for v in t.get(email.to_lowercase().as_str())? {
+            out.push(v?.value().to_owned());
+        }
+        Ok(out)
+    }
+
+    pub fn count(&self, rt: ResourceType) -> StoreResult<u64> {
+        Ok(self.txn.open_table(table(rt))?.len()?)
+    }
+
+    /// Visits every resource of a type in id (≈ creation) order until `f` returns false.
+    pub fn scan(
+        &self,
+        rt: ResourceType,
+        mut f: impl FnMut(StoredResource) -> StoreResult<bool>,
+    ) -> StoreResult<()> {
+        let t = self.txn.open_table(table(rt))?;
+        for row in t.iter()? {
+            let (_, v) = row?;
+            if !f(serde_json::from_slice(v.value())?)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// The newest `limit` events, newest first.
+    pub fn recent_events(&self, limit: usize) -> StoreResult<Vec<Event>> {
+        let t = self.txn.open_table(EVENTS)?;
+        let mut out = Vec::new();
+        for row in t.iter()?.rev().take(limit) {
+            let (_, v) = row?;
+            out.push(serde_json::from_slice(v.value())?);
+        }
+        Ok(out)
+    }
+
+    pub(crate) fn txn(&self) -> &ReadTransaction {
+        &self.txn
+    }
+}
+
+#[cfg(test)]
+mod tests;

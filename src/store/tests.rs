@@ -1,0 +1,219 @@
+use super::*;
+use serde_json::json;
+
+fn open() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("db.redb"), &StoreOptions::default()).unwrap();
+    (dir, store)
+}
+
+fn attrs(v: Value) -> Attributes {
+    v.as_object().unwrap().clone()
+}
+
+fn actor() -> Actor {
+    Actor::system("test")
+}
+
+fn user(store: &Store, name: &str) -> StoredResource {
+    store
+        .write_blocking({
+            let a = attrs(
+                json!({"userName": name, "emails": [{"value": format!("{name}@example.com")}]}),
+            );
+            move |txn| {
+                create_in(
+                    txn,
+                    ResourceType::User,
+                    a,
+                    vec![],
+                    &actor(),
+                    "2026-01-01T00:00:00Z",
+                    1,
+                )
+            }
+        })
+        .unwrap()
+}
+
+#[test]
+fn ids_are_time_ordered_uuid_v7() {
+    let a = new_id(1_700_000_000_000);
+    let b = new_id(1_700_000_000_001);
+    assert!(a < b);
+    assert_eq!(a.len(), 36);
+    assert_eq!(&a[14..15], "7");
+}
+
+#[test]
+fn user_name_is_unique_case_insensitively_and_indexed() {
+    let (_d, store) = open();
+    let u = user(&store, "Alice");
+    let err = store
+        .write_blocking(|txn| {
+            create_in(
+                txn,
+                ResourceType::User,
+                attrs(json!({"userName": "ALICE"})),
+                vec![],
+                &actor(),
+                "t",
+                1,
+            )
+        })
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Scim(ref e) if e.status == 409),
+        "{err}"
+    );
+    let snap = store.snapshot().unwrap();
+    assert_eq!(snap.find_by_user_name("aLiCe").unwrap(), Some(u.id.clone()));
+    assert_eq!(
+        snap.find_users_by_email("ALICE@example.com").unwrap(),
+        vec![u.id]
+    );
+    assert_eq!(snap.count(ResourceType::User).unwrap(), 1);
+}
+
+#[test]
+fn deleting_a_user_removes_its_memberships() {
+    let (_d, store) = open();
+    let u = user(&store, "bob");
+    let g = store
+        .write_blocking({
+            let m = vec![MemberRef {
+                id: u.id.clone(),
+                rt: None,
+            }];
+            move |txn| {
+                create_in(
+                    txn,
+                    ResourceType::Group,
+                    attrs(json!({"displayName": "Eng"})),
+                    m,
+                    &actor(),
+                    "t",
+                    2,
+                )
+            }
+        })
+        .unwrap();
+    let snap = store.snapshot().unwrap();
+    assert!(snap.is_member(&g.id, &u.id).unwrap());
+    assert_eq!(
+        snap.references(ResourceType::User, &u.id).unwrap()[0]
+            .display
+            .as_deref(),
+        Some("Eng")
+    );
+    drop(snap);
+    let uid = u.id.clone();
+    store
+        .write_blocking(move |txn| delete_in(txn, ResourceType::User, &uid, None, &actor(), "t2"))
+        .unwrap();
+    let snap = store.snapshot().unwrap();
+    assert!(snap
+        .references(ResourceType::Group, &g.id)
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        snap.get(ResourceType::Group, &g.id)
+            .unwrap()
+            .unwrap()
+            .meta
+            .version,
+        2
+    );
+    assert!(snap.find_by_user_name("bob").unwrap().is_none());
+}
+
+#[test]
+fn unknown_member_is_refused_and_nothing_is_written() {
+    let (_d, store) = open();
+    let err = store
+        .write_blocking(|txn| {
+            let m = vec![MemberRef {
+                id: "nope".into(),
+                rt: None,
+            }];
+            create_in(
+                txn,
+                ResourceType::Group,
+                attrs(json!({"displayName": "X"})),
+                m,
+                &actor(),
+                "t",
+                1,
+            )
+        })
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Scim(ref e) if e.status == 400));
+    assert_eq!(
+        store
+            .snapshot()
+            .unwrap()
+            .count(ResourceType::Group)
+            .unwrap(),
+        0
+    );
+}
+
+#[test]
+fn if_match_mismatch_is_a_precondition_failure() {
+    let (_d, store) = open();
+    let u = user(&store, "carol");
+    let id = u.id.clone();
+    let err = store
+        .write_blocking(move |txn| {
+            delete_in(txn, ResourceType::User, &id, Some("W/\"7\""), &actor(), "t")
+        })
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Scim(ref e) if e.status == 412));
+    let id = u.id.clone();
+    store
+        .write_blocking(move |txn| {
+            delete_in(txn, ResourceType::User, &id, Some("W/\"1\""), &actor(), "t")
+        })
+        .unwrap();
+}
+
+#[test]
+fn writes_survive_reopen_and_format_version_is_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.redb");
+    let id = {
+        let store = Store::open(&path, &StoreOptions::default()).unwrap();
+        let id = user(&store, "dave").id;
+        store.close();
+        id
+    };
+    let store = Store::open(&path, &StoreOptions::default()).unwrap();
+    assert!(store
+        .snapshot()
+        .unwrap()
+        .get(ResourceType::User, &id)
+        .unwrap()
+        .is_some());
+    store
+        .write_blocking(|txn| {
+            txn.open_table(SETTINGS)?
+                .insert(FORMAT_KEY, 99u32.to_le_bytes().as_slice())?;
+            Ok(())
+        })
+        .unwrap();
+    store.close();
+    drop(store);
+    let err = Store::open(&path, &StoreOptions::default()).err().unwrap();
+    assert!(matches!(err, StoreError::Format(_)), "{err}");
+}
+
+#[test]
+fn events_record_each_write() {
+    let (_d, store) = open();
+    user(&store, "erin");
+    user(&store, "frank");
+    let ev = store.snapshot().unwrap().recent_events(10).unwrap();
+    assert_eq!(ev.len(), 2);
+    assert_eq!(ev[0].seq, 2);
+    assert_eq!(ev[1].op, "create");
+}

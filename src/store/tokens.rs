@@ -1,0 +1,184 @@
+//! SCIM bearer tokens as stored: metadata by token id, and the SHA-256 of each secret
+//! → token id. The secret itself is never stored; generating and hashing it is the
+//! auth layer's job.
+
+use redb::{ReadableTable, TableDefinition, WriteTransaction};
+use serde::{Deserialize, Serialize};
+
+use super::{Snapshot, Store, StoreError, StoreResult};
+use crate::scim::error::ScimError;
+
+const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens");
+const TOKEN_HASHES: TableDefinition<&[u8], &str> = TableDefinition::new("token_hashes");
+
+pub(super) fn init(txn: &WriteTransaction) -> StoreResult<()> {
+    txn.open_table(TOKENS)?;
+    txn.open_table(TOKEN_HASHES)?;
+    Ok(())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scope {
+    /// GET only; writes answer 403.
+    ReadOnly,
+    ReadWrite,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::ReadOnly => "read-only",
+            Scope::ReadWrite => "read-write",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    pub id: String,
+    pub name: String,
+    /// Hex SHA-256 of the secret.
+    pub hash: String,
+    pub scope: Scope,
+    pub created: String,
+    pub expires: Option<String>,
+    pub last_used: Option<String>,
+    pub revoked: Option<String>,
+}
+
+impl TokenRecord {
+    /// `active`, `revoked` or `expired` at time `now` (RFC 3339, UTC, same format).
+    pub fn state(&self, now: &str) -> &'static str {
+        if self.revoked.is_some() {
+            "revoked"
+        } else if self.expires.as_deref().is_some_and(|e| e <= now) {
+            "expired"
+        } else {
+            "active"
+        }
+    }
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn all_tokens(
+    t: &impl ReadableTable<&'static str, &'static [u8]>,
+) -> StoreResult<Vec<TokenRecord>> {
+    let mut out = Vec::new();
+    for row in t.iter()? {
+        let (_, v) = row?;
+        out.push(serde_json::from_slice(v.value())?);
+    }
+    Ok(out)
+}
+
+impl Snapshot {
+    pub fn tokens(&self) -> StoreResult<Vec<TokenRecord>> {
+        all_tokens(&self.txn().open_table(TOKENS)?)
+    }
+
+    /// The token whose secret hashes to `hash`, whatever its state.
+    pub fn token_by_hash(&self, hash: &[u8]) -> StoreResult<Option<TokenRecord>> {
+        let ids = self.txn().open_table(TOKEN_HASHES)?;
+        let Some(id) = ids.get(hash)?.map(|v| v.value().to_owned()) else {
+            return Ok(None);
+        };
+        let t = self.txn().open_table(TOKENS)?;
+        let r = match t.get(id.as_str())? {
+            Some(v) => Some(serde_json::from_slice(v.value())?),
+            None => None,
+        };
+        Ok(r)
+    }
+}
+
+impl Store {
+    /// Stores a new token. Names are unique among tokens that are not revoked.
+    pub fn add_token_blocking(
+        &self,
+        record: TokenRecord,
+        secret_hash: Vec<u8>,
+    ) -> StoreResult<TokenRecord> {
+        self.write_blocking(move |txn| add_token_in(txn, record, &secret_hash))
+    }
+
+    pub async fn add_token(
+        &self,
+        record: TokenRecord,
+        secret_hash: Vec<u8>,
+    ) -> StoreResult<TokenRecord> {
+        self.write(move |txn| add_token_in(txn, record, &secret_hash))
+            .await
+    }
+
+    /// Revokes the token with this name (or id); takes effect on the next request.
+    pub fn revoke_token_blocking(&self, name: String, now: String) -> StoreResult<TokenRecord> {
+        self.write_blocking(move |txn| revoke_in(txn, &name, &now))
+    }
+
+    pub async fn revoke_token(&self, name: String, now: String) -> StoreResult<TokenRecord> {
+        self.write(move |txn| revoke_in(txn, &name, &now)).await
+    }
+
+    /// Records when tokens were last used (batched by the caller; not worth an fsync
+    /// per request).
+    pub async fn record_token_use(&self, uses: Vec<(String, String)>) -> StoreResult<()> {
+        self.write(move |txn| {
+            let mut t = txn.open_table(TOKENS)?;
+            for (id, when) in uses {
+                let rec = t.get(id.as_str())?.map(|v| v.value().to_vec());
+                if let Some(bytes) = rec {
+                    let mut r: TokenRecord = serde_json::from_slice(&bytes)?;
+                    if r.last_used.as_deref() < Some(when.as_str()) {
+                        r.last_used = Some(when);
+                        t.insert(id.as_str(), serde_json::to_vec(&r)?.as_slice())?;
+                    }
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+}
+
+fn add_token_in(
+    txn: &WriteTransaction,
+    record: TokenRecord,
+    secret_hash: &[u8],
+) -> StoreResult<TokenRecord> {
+    let existing = all_tokens(&txn.open_table(TOKENS)?)?;
+    if existing
+        .iter()
+        .any(|t| t.name == record.name && t.revoked.is_none())
+    {
+        return Err(StoreError::Scim(ScimError::uniqueness(format!(
+            "a token named \"{}\" already exists; revoke it first or choose another name",
+            record.name
+        ))));
+    }
+    debug_assert_eq!(record.hash, hex(secret_hash));
+    txn.open_table(TOKENS)?
+        .insert(record.id.as_str(), serde_json::to_vec(&record)?.as_slice())?;
+    txn.open_table(TOKEN_HASHES)?
+        .insert(secret_hash, record.id.as_str())?;
+    Ok(record)
+}
+
+fn revoke_in(txn: &WriteTransaction, name: &str, now: &str) -> StoreResult<TokenRecord> {
+    let existing = all_tokens(&txn.open_table(TOKENS)?)?;
+    let Some(mut rec) = existing
+        .into_iter()
+        .find(|t| t.revoked.is_none() && (t.name == name || t.id == name))
+    else {
+        return Err(StoreError::Scim(ScimError::not_found(format!(
+            "no active token named \"{name}\""
+        ))));
+    };
+    rec.revoked = Some(now.to_owned());
+    txn.open_table(TOKENS)?
+        .insert(rec.id.as_str(), serde_json::to_vec(&rec)?.as_slice())?;
+    Ok(rec)
+}
