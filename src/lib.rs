@@ -1,4 +1,9 @@
-//! scimbridge: a self-hosted SCIM 2.0 bridge. See docs/ARCHITECTURE.md for the layers.
+//! scimbridge: a self-hosted SCIM 2.0 bridge. See docs/ARCHITECTURE.md for the layers:
+//! `scim` (pure protocol core) ← `store` (redb) ← `auth` ← `http`, `cli` on top.
 
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod http;
 pub mod scim;
 pub mod store;

@@ -12,7 +12,7 @@
 
 mod tokens;
 
-pub use tokens::{Scope, TokenRecord};
+pub use tokens::{hex, Scope, TokenRecord};
 
 use std::any::Any;
 use std::path::{Path, PathBuf};

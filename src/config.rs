@@ -1,0 +1,281 @@
+//! Configuration: defaults, then the TOML file, then `SCIMBRIDGE_*` environment
+//! variables, then command-line flags, validated once into one `Config`. The rest of
+//! the program never reads the environment.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+
+/// How the listener speaks TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsMode {
+    /// A certificate generated on first start and kept in the data directory.
+    SelfSigned,
+    /// Certificate chain and private key from PEM files.
+    Files { cert: PathBuf, key: PathBuf },
+    /// Plain HTTP, for running behind a TLS-terminating reverse proxy.
+    Off,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+/// Bounds on what one client can make the server do.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest request body accepted (bytes); larger ones answer 413.
+    pub max_body_bytes: usize,
+    /// Connections served at once; further ones wait in the accept queue.
+    pub max_connections: usize,
+    /// Time allowed for a TLS handshake and for reading request headers.
+    pub handshake_timeout: Duration,
+    /// Page size when a list request gives no `count`.
+    pub default_page_size: usize,
+    /// Largest page a list request can get.
+    pub max_page_size: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 1 << 20,
+            max_connections: 512,
+            handshake_timeout: Duration::from_secs(10),
+            default_page_size: 100,
+            max_page_size: 1000,
+        }
+    }
+}
+
+/// The validated configuration of one run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the database, the generated certificate and the control socket live.
+    pub data_dir: PathBuf,
+    /// Address of the SCIM listener.
+    pub listen: SocketAddr,
+    /// The externally visible base URL (e.g. `https://scim.example.com`), used in
+    /// `meta.location` and the logged SCIM URL; derived from the Host header if unset.
+    pub public_url: Option<String>,
+    pub tls: TlsMode,
+    pub log_format: LogFormat,
+    pub limits: Limits,
+    /// redb page cache size in bytes.
+    pub cache_bytes: usize,
+}
+
+pub const DEFAULT_DATA_DIR: &str = "./scimbridge-data";
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            listen: DEFAULT_LISTEN.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8443))),
+            public_url: None,
+            tls: TlsMode::SelfSigned,
+            log_format: LogFormat::Human,
+            limits: Limits::default(),
+            cache_bytes: 64 << 20,
+        }
+    }
+}
+
+impl Config {
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir.join("scimbridge.redb")
+    }
+}
+
+/// The TOML file, as written by an admin. Unknown keys are errors: a typo must not
+/// silently fall back to a default.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub public_url: Option<String>,
+    pub log_format: Option<String>,
+    pub tls: Option<FileTls>,
+    pub limits: Option<FileLimits>,
+    pub storage: Option<FileStorage>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileTls {
+    pub mode: Option<String>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileLimits {
+    pub max_body_bytes: Option<usize>,
+    pub max_connections: Option<usize>,
+    pub handshake_timeout_secs: Option<u64>,
+    pub default_page_size: Option<usize>,
+    pub max_page_size: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileStorage {
+    pub cache_mb: Option<usize>,
+}
+
+/// Values given on the command line or in `SCIMBRIDGE_*` variables (clap merges
+/// those two, flags winning); each overrides the file.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub public_url: Option<String>,
+    pub tls: Option<String>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub log_format: Option<String>,
+}
+
+pub fn read_file(path: &Path) -> Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the config file {}", path.display()))?;
+    toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.to_string().trim_end()))
+}
+
+/// Builds the configuration from an optional file and the overrides.
+pub fn load(file: Option<&Path>, o: &Overrides) -> Result<Config> {
+    let f = match file {
+        Some(p) => read_file(p)?,
+        None => FileConfig::default(),
+    };
+    let origin = |key: &str| match file {
+        Some(p) => format!("{} (key {key})", p.display()),
+        None => key.to_owned(),
+    };
+    let mut c = Config::default();
+    if let Some(d) = o.data_dir.clone().or(f.data_dir) {
+        c.data_dir = d;
+    }
+    if let Some(l) = o.listen.clone().or(f.listen) {
+        c.listen = l.parse().with_context(|| {
+            format!("{}: \"{l}\" is not an address like 127.0.0.1:8443 or [::]:8443", origin("listen"))
+        })?;
+    }
+    if let Some(u) = o.public_url.clone().or(f.public_url) {
+        let u = u.trim_end_matches('/').to_owned();
+        if !(u.starts_with("https://") || u.starts_with("http://")) {
+            bail!("{}: \"{u}\" must start with https:// (or http://)", origin("public_url"));
+        }
+        c.public_url = Some(u);
+    }
+    if let Some(l) = o.log_format.clone().or(f.log_format) {
+        c.log_format = match l.as_str() {
+            "human" => LogFormat::Human,
+            "json" => LogFormat::Json,
+            other => bail!("{}: \"{other}\" is not one of human, json", origin("log_format")),
+        };
+    }
+    let ft = f.tls.unwrap_or_default();
+    let mode = o.tls.clone().or(ft.mode).unwrap_or_else(|| "self-signed".into());
+    let cert = o.tls_cert.clone().or(ft.cert);
+    let key = o.tls_key.clone().or(ft.key);
+    c.tls = match mode.as_str() {
+        "self-signed" => TlsMode::SelfSigned,
+        "off" => TlsMode::Off,
+        "files" => match (cert, key) {
+            (Some(cert), Some(key)) => TlsMode::Files { cert, key },
+            _ => bail!(
+                "{}: tls mode \"files\" needs both a certificate and a key: set tls.cert and tls.key \
+                 (or --tls-cert and --tls-key), or use --tls self-signed",
+                origin("tls.mode")
+            ),
+        },
+        other => bail!("{}: \"{other}\" is not one of self-signed, files, off", origin("tls.mode")),
+    };
+    if let Some(l) = f.limits {
+        let d = Limits::default();
+        c.limits = Limits {
+            max_body_bytes: l.max_body_bytes.unwrap_or(d.max_body_bytes),
+            max_connections: l.max_connections.unwrap_or(d.max_connections),
+            handshake_timeout: l.handshake_timeout_secs.map(Duration::from_secs).unwrap_or(d.handshake_timeout),
+            default_page_size: l.default_page_size.unwrap_or(d.default_page_size),
+            max_page_size: l.max_page_size.unwrap_or(d.max_page_size),
+        };
+        if c.limits.max_body_bytes < 1024 {
+            bail!("{}: must be at least 1024", origin("limits.max_body_bytes"));
+        }
+        if c.limits.max_connections == 0 {
+            bail!("{}: must be at least 1", origin("limits.max_connections"));
+        }
+        if c.limits.max_page_size == 0 || c.limits.default_page_size > c.limits.max_page_size {
+            bail!(
+                "{}: default_page_size must be at most max_page_size, which must be at least 1",
+                origin("limits")
+            );
+        }
+    }
+    if let Some(s) = f.storage {
+        if let Some(mb) = s.cache_mb {
+            if mb < 1 {
+                bail!("{}: must be at least 1", origin("storage.cache_mb"));
+            }
+            c.cache_bytes = mb << 20;
+        }
+    }
+    Ok(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("c.toml");
+        std::fs::write(&p, text).unwrap();
+        (d, p)
+    }
+
+    #[test]
+    fn defaults() {
+        let c = load(None, &Overrides::default()).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8443");
+        assert_eq!(c.tls, TlsMode::SelfSigned);
+        assert_eq!(c.data_dir, PathBuf::from("./scimbridge-data"));
+    }
+
+    #[test]
+    fn flags_override_file() {
+        let (_d, p) = write("listen = \"127.0.0.1:9000\"\ndata_dir = \"/x\"\n[tls]\nmode = \"off\"\n");
+        let o = Overrides { listen: Some("127.0.0.1:9001".into()), ..Default::default() };
+        let c = load(Some(&p), &o).unwrap();
+        assert_eq!(c.listen.port(), 9001);
+        assert_eq!(c.data_dir, PathBuf::from("/x"));
+        assert_eq!(c.tls, TlsMode::Off);
+    }
+
+    #[test]
+    fn unknown_key_names_file_and_key() {
+        let (_d, p) = write("lissen = \"x\"\n");
+        let e = load(Some(&p), &Overrides::default()).unwrap_err().to_string();
+        assert!(e.contains("c.toml") && e.contains("lissen"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_explained() {
+        let (_d, p) = write("listen = \"nope\"\n");
+        let e = load(Some(&p), &Overrides::default()).unwrap_err().to_string();
+        assert!(e.contains("listen") && e.contains("nope"), "{e}");
+        let o = Overrides { tls: Some("files".into()), ..Default::default() };
+        let e = load(None, &o).unwrap_err().to_string();
+        assert!(e.contains("tls.cert"), "{e}");
+    }
+}

@@ -1,0 +1,155 @@
+//! The HTTP edge: the listener (`server`), TLS (`tls`), routing (here) and the SCIM
+//! endpoints (`scim`). Only this layer knows HTTP; it turns requests into calls on the
+//! SCIM core and the store, and errors into SCIM error documents in one place.
+
+pub mod scim;
+pub mod server;
+pub mod tls;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::{Request, Response, StatusCode};
+
+use crate::config::Config;
+use crate::scim::error::ScimError;
+use crate::store::{Store, StoreError};
+
+pub type Body = Full<Bytes>;
+
+pub const SCIM_PREFIX: &str = "/scim/v2";
+pub const SCIM_CONTENT_TYPE: &str = "application/scim+json";
+
+/// Everything a request handler needs, shared by all connections.
+pub struct AppState {
+    pub store: Store,
+    pub config: Config,
+    /// The served certificate, when TLS is on.
+    pub certs: Option<Arc<tls::CertStore>>,
+    pub started: Instant,
+    /// Last use of each token since the last flush (token id → time); flushed to the
+    /// store periodically instead of costing an fsync per request.
+    token_uses: Mutex<HashMap<String, String>>,
+    request_ids: AtomicU64,
+}
+
+impl AppState {
+    pub fn new(store: Store, config: Config, certs: Option<Arc<tls::CertStore>>) -> Self {
+        AppState {
+            store,
+            config,
+            certs,
+            started: Instant::now(),
+            token_uses: Mutex::new(HashMap::new()),
+            request_ids: AtomicU64::new(1),
+        }
+    }
+
+    pub fn note_token_use(&self, token_id: &str, now: &str) {
+        if let Ok(mut m) = self.token_uses.lock() {
+            m.insert(token_id.to_owned(), now.to_owned());
+        }
+    }
+
+    /// Writes the pending token-use times to the store.
+    pub async fn flush_token_uses(&self) {
+        let uses: Vec<(String, String)> = match self.token_uses.lock() {
+            Ok(mut m) => m.drain().collect(),
+            Err(_) => return,
+        };
+        if uses.is_empty() {
+            return;
+        }
+        if let Err(e) = self.store.record_token_use(uses).await {
+            tracing::warn!(error = %e, "could not record token use");
+        }
+    }
+}
+
+/// Current time as RFC 3339 UTC with milliseconds, and as Unix milliseconds.
+pub fn now() -> (String, u64) {
+    let t = time::OffsetDateTime::now_utc();
+    let ms = (t.unix_timestamp_nanos() / 1_000_000) as u64;
+    let t = t.replace_millisecond(t.millisecond()).unwrap_or(t);
+    let s = t
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into());
+    (s, ms)
+}
+
+pub fn scim_json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+    let body = serde_json::to_vec(value).unwrap_or_default();
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(SCIM_CONTENT_TYPE));
+    r
+}
+
+pub fn scim_error(e: &ScimError) -> Response<Body> {
+    let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut r = scim_json(status, &e.to_json());
+    if e.status == 401 {
+        r.headers_mut().insert(
+            hyper::header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"scimbridge\""),
+        );
+    }
+    r
+}
+
+/// Maps a store error to a SCIM error; storage failures are logged here and never
+/// shown to the client.
+pub fn store_error(e: StoreError) -> ScimError {
+    match e {
+        StoreError::Scim(s) => s,
+        StoreError::Closed => ScimError::new(503, None, "the server is shutting down"),
+        other => {
+            tracing::error!(error = %other, "storage failure");
+            ScimError::new(503, None, "the directory store is unavailable; the server log has the details")
+        }
+    }
+}
+
+fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r
+}
+
+/// Routes one request and logs it with a request id.
+pub async fn route(state: Arc<AppState>, req: Request<Incoming>) -> Response<Body> {
+    let started = Instant::now();
+    let rid = state.request_ids.fetch_add(1, Ordering::Relaxed);
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let response = match path.as_str() {
+        "/healthz" => plain(StatusCode::OK, "ok\n"),
+        "/readyz" => match state.store.snapshot() {
+            Ok(_) => plain(StatusCode::OK, "ready\n"),
+            Err(_) => plain(StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n"),
+        },
+        p if p == SCIM_PREFIX || p.starts_with("/scim/v2/") => {
+            let rest = p[SCIM_PREFIX.len()..].to_owned();
+            scim::handle(&state, req, &rest).await
+        }
+        _ => plain(StatusCode::NOT_FOUND, "not found; the SCIM API is at /scim/v2\n"),
+    };
+    tracing::info!(
+        request_id = rid,
+        method = %method,
+        path = %path,
+        status = response.status().as_u16(),
+        micros = started.elapsed().as_micros() as u64,
+        "request"
+    );
+    response
+}

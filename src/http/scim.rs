@@ -1,0 +1,635 @@
+//! The SCIM endpoints below `/scim/v2`: authentication, parsing HTTP into SCIM
+//! operations, calling the core and the store, and writing SCIM responses.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_TYPE, ETAG, IF_MATCH, IF_NONE_MATCH, LOCATION};
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::{Map, Value};
+
+use super::{now, scim_error, scim_json, store_error, AppState, Body};
+use crate::auth::{authenticate, Principal};
+use crate::scim::discovery::{self, Capabilities};
+use crate::scim::error::{ScimError, ScimResult};
+use crate::scim::filter;
+use crate::scim::patch;
+use crate::scim::query::{self, ListParams, Lookup};
+use crate::scim::resource::{normalize, render, Attributes, Projection};
+use crate::scim::schema::ResourceType;
+use crate::store::{Actor, MemberRef, MembersChange, Scope, Snapshot, StoreResult, StoredResource, Update};
+
+type Handled = Result<Response<Body>, ScimError>;
+
+/// Query-string parameters, percent-decoded; a repeated name keeps its first value.
+fn query_params(req: &Request<Incoming>) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    if let Some(q) = req.uri().query() {
+        for (k, v) in form_urlencoded::parse(q.as_bytes()) {
+            out.entry(k.into_owned()).or_insert_with(|| v.into_owned());
+        }
+    }
+    out
+}
+
+fn param<'a>(params: &'a HashMap<String, String>, name: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+/// The SCIM base URL for `location` and `$ref`: the configured public URL, else the
+/// scheme and Host of the request.
+fn base_url(state: &AppState, req: &Request<Incoming>) -> String {
+    if let Some(u) = &state.config.public_url {
+        return format!("{u}{}", super::SCIM_PREFIX);
+    }
+    let scheme = if state.certs.is_some() {
+        "https"
+    } else {
+        req.headers()
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .filter(|p| *p == "https" || *p == "http")
+            .unwrap_or("http")
+    };
+    let host = req
+        .headers()
+        .get(hyper::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| req.uri().authority().map(|a| a.to_string()))
+        .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic()))
+        .unwrap_or_else(|| state.config.listen.to_string());
+    format!("{scheme}://{host}{}", super::SCIM_PREFIX)
+}
+
+fn capabilities(state: &AppState) -> Capabilities {
+    Capabilities {
+        max_results: state.config.limits.max_page_size,
+        default_page_size: state.config.limits.default_page_size,
+        max_body_bytes: state.config.limits.max_body_bytes,
+        bulk: None,
+    }
+}
+
+fn resource_type_of(segment: &str) -> Option<ResourceType> {
+    match segment {
+        "Users" => Some(ResourceType::User),
+        "Groups" => Some(ResourceType::Group),
+        _ => None,
+    }
+}
+
+pub async fn handle(state: &Arc<AppState>, req: Request<Incoming>, rest: &str) -> Response<Body> {
+    match handle_inner(state, req, rest).await {
+        Ok(r) => r,
+        Err(e) => scim_error(&e),
+    }
+}
+
+async fn handle_inner(state: &Arc<AppState>, req: Request<Incoming>, rest: &str) -> Handled {
+    let (now_s, _) = now();
+    let header = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok());
+    let snapshot = state.store.snapshot().map_err(store_error)?;
+    let principal = match authenticate(&snapshot, header, &now_s).map_err(store_error)? {
+        Ok(p) => p,
+        Err(why) => {
+            tracing::warn!(reason = why.as_str(), "SCIM authentication failed");
+            return Err(ScimError::new(
+                401,
+                None,
+                "authentication required: send \"Authorization: Bearer <token>\" with a valid, unrevoked token",
+            ));
+        }
+    };
+    drop(snapshot);
+    state.note_token_use(&principal.token_id, &now_s);
+
+    let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+    let method = req.method().clone();
+    let is_write = matches!(method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE)
+        && !segments.last().is_some_and(|s| *s == ".search");
+    if is_write && principal.scope == Scope::ReadOnly {
+        return Err(ScimError::new(
+            403,
+            None,
+            format!("the token \"{}\" is read-only; this request needs a read-write token", principal.name),
+        ));
+    }
+    let base = base_url(state, &req);
+    let params = query_params(&req);
+    match (method, segments.as_slice()) {
+        (Method::GET, ["ServiceProviderConfig"]) => {
+            Ok(scim_json(StatusCode::OK, &discovery::service_provider_config(&capabilities(state), &base)))
+        }
+        (Method::GET, ["Schemas"]) => {
+            let docs = crate::scim::schema::ALL_SCHEMAS.iter().map(|s| discovery::schema_json(s, &base)).collect();
+            Ok(scim_json(StatusCode::OK, &discovery::list_response(docs)))
+        }
+        (Method::GET, ["Schemas", id]) => match discovery::find_schema(id) {
+            Some(s) => Ok(scim_json(StatusCode::OK, &discovery::schema_json(s, &base))),
+            None => Err(ScimError::not_found(format!("no schema \"{id}\""))),
+        },
+        (Method::GET, ["ResourceTypes"]) => {
+            let docs = ResourceType::ALL.iter().map(|rt| discovery::resource_type_json(*rt, &base)).collect();
+            Ok(scim_json(StatusCode::OK, &discovery::list_response(docs)))
+        }
+        (Method::GET, ["ResourceTypes", id]) => match ResourceType::from_name(id) {
+            Some(rt) => Ok(scim_json(StatusCode::OK, &discovery::resource_type_json(rt, &base))),
+            None => Err(ScimError::not_found(format!("no resource type \"{id}\""))),
+        },
+        (Method::POST, [".search"]) => {
+            let body = read_json(state, req).await?;
+            search(state, None, &search_params(&body)?, &base).await
+        }
+        (Method::GET, [seg]) if resource_type_of(seg).is_some() => {
+            let rt = resource_type_of(seg).unwrap_or(ResourceType::User);
+            let p = SearchRequest::from_query(&params);
+            search(state, Some(rt), &p, &base).await
+        }
+        (Method::POST, [seg, ".search"]) if resource_type_of(seg).is_some() => {
+            let rt = resource_type_of(seg).unwrap_or(ResourceType::User);
+            let body = read_json(state, req).await?;
+            search(state, Some(rt), &search_params(&body)?, &base).await
+        }
+        (Method::POST, [seg]) if resource_type_of(seg).is_some() => {
+            let rt = resource_type_of(seg).unwrap_or(ResourceType::User);
+            let projection = projection(&params)?;
+            let body = read_json(state, req).await?;
+            create(state, rt, body, &principal, projection, &base).await
+        }
+        (Method::GET, [seg, id]) if resource_type_of(seg).is_some() => {
+            let rt = resource_type_of(seg).unwrap_or(ResourceType::User);
+            let projection = projection(&params)?;
+            let if_none_match = header_str(&req, IF_NONE_MATCH);
+            get(state, rt, id, projection, if_none_match.as_deref(), &base)
+        }
+        (Method::PUT, [seg, id]) if resource_type_of(seg).is_some() => {
+            let rt = resource_type_of(seg).unwrap_or(ResourceType::User);
+            let projection = projection(&params)?;
+            let if_match = header_str(&req, IF_MATCH);
+            let id = (*id).to_owned();
+            let body = read_json(state, req).await?;
+            replace(state, rt, id, body, if_match, &principal, projection, &base).await
+        }
+        (Method::PATCH, [seg, id]) if resource_type_of(seg).is_some() => {
+            let rt = resource_type_of(seg).unwrap_or(ResourceType::User);
+            let projection = projection(&params)?;
+            let if_match = header_str(&req, IF_MATCH);
+            let id = (*id).to_owned();
+            let body = read_json(state, req).await?;
+            patch_resource(state, rt, id, body, if_match, &principal, projection, &base).await
+        }
+        (Method::DELETE, [seg, id]) if resource_type_of(seg).is_some() => {
+            let rt = resource_type_of(seg).unwrap_or(ResourceType::User);
+            let if_match = header_str(&req, IF_MATCH);
+            let (now_s, _) = now();
+            state
+                .store
+                .delete(rt, (*id).to_owned(), if_match, actor(&principal), now_s)
+                .await
+                .map_err(store_error)?;
+            let mut r = Response::new(Body::new(Bytes::new()));
+            *r.status_mut() = StatusCode::NO_CONTENT;
+            Ok(r)
+        }
+        (Method::POST, ["Bulk"]) => Err(ScimError::new(
+            501,
+            None,
+            "bulk operations are not supported by this server (ServiceProviderConfig says bulk.supported=false)",
+        )),
+        (_, [seg, ..])
+            if resource_type_of(seg).is_some()
+                || matches!(*seg, "ServiceProviderConfig" | "Schemas" | "ResourceTypes" | "Bulk" | ".search") =>
+        {
+            Err(ScimError::new(405, None, "this method is not allowed on this endpoint"))
+        }
+        _ => Err(ScimError::not_found(format!("no SCIM endpoint at {}{rest}", super::SCIM_PREFIX))),
+    }
+}
+
+fn header_str(req: &Request<Incoming>, name: hyper::header::HeaderName) -> Option<String> {
+    req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+}
+
+fn actor(p: &Principal) -> Actor {
+    Actor { token_id: Some(p.token_id.clone()), name: p.name.clone() }
+}
+
+fn projection(params: &HashMap<String, String>) -> ScimResult<Projection> {
+    Projection::parse(param(params, "attributes"), param(params, "excludedAttributes"))
+}
+
+/// Reads a JSON request body within the size limit.
+async fn read_json(state: &AppState, req: Request<Incoming>) -> ScimResult<Value> {
+    if let Some(ct) = req.headers().get(CONTENT_TYPE) {
+        let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
+        if !ct.is_empty() && !ct.contains("json") {
+            return Err(ScimError::new(
+                415,
+                None,
+                "the request body must be application/scim+json (or application/json)",
+            ));
+        }
+    }
+    let limit = state.config.limits.max_body_bytes;
+    let bytes = Limited::new(req.into_body(), limit)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                ScimError::new(413, None, format!("the request body is larger than {limit} bytes"))
+            } else {
+                ScimError::invalid_syntax("the request body could not be read")
+            }
+        })?
+        .to_bytes();
+    if bytes.is_empty() {
+        return Err(ScimError::invalid_syntax("the request body is empty; a JSON object was expected"));
+    }
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ScimError::invalid_syntax(format!("the request body is not valid JSON: {e}")))
+}
+
+/// Renders a stored resource with its references (when the projection wants them).
+fn full_resource(
+    snapshot: &Snapshot,
+    rt: ResourceType,
+    r: &StoredResource,
+    with_refs: bool,
+    base: &str,
+) -> StoreResult<Map<String, Value>> {
+    let refs = if with_refs { Some(snapshot.references(rt, &r.id)?) } else { None };
+    Ok(render(rt, &r.id, &r.attrs, &r.meta, refs.as_deref(), base))
+}
+
+fn refs_attr(rt: ResourceType) -> &'static str {
+    match rt {
+        ResourceType::Group => "members",
+        ResourceType::User => "groups",
+    }
+}
+
+fn resource_response(
+    state: &AppState,
+    rt: ResourceType,
+    r: &StoredResource,
+    projection: &Projection,
+    base: &str,
+    status: StatusCode,
+) -> Handled {
+    let snapshot = state.store.snapshot().map_err(store_error)?;
+    let full = full_resource(&snapshot, rt, r, projection.includes(rt, refs_attr(rt)), base).map_err(store_error)?;
+    let location = full
+        .get("meta")
+        .and_then(|m| m.get("location"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let body = Value::Object(projection.apply(rt, full));
+    let mut resp = scim_json(status, &body);
+    if let Ok(v) = HeaderValue::from_str(&r.meta.etag()) {
+        resp.headers_mut().insert(ETAG, v);
+    }
+    if status == StatusCode::CREATED {
+        if let Some(v) = location.and_then(|l| HeaderValue::from_str(&l).ok()) {
+            resp.headers_mut().insert(LOCATION, v);
+        }
+    }
+    Ok(resp)
+}
+
+/// Takes `members` out of normalized Group attributes as member references.
+fn take_members(attrs: &mut Attributes) -> ScimResult<Option<Vec<MemberRef>>> {
+    let Some(list) = attrs.remove("members") else { return Ok(None) };
+    let items = list.as_array().cloned().unwrap_or_default();
+    let mut out = Vec::with_capacity(items.len());
+    for m in items {
+        let Some(id) = m.get("value").and_then(Value::as_str) else {
+            return Err(ScimError::invalid_value("each member needs a \"value\" with the member's id"));
+        };
+        let rt = match m.get("type").and_then(Value::as_str) {
+            None => None,
+            Some(t) => Some(ResourceType::from_name(t).ok_or_else(|| {
+                ScimError::invalid_value(format!("member type \"{t}\" is not User or Group"))
+            })?),
+        };
+        out.push(MemberRef { id: id.to_owned(), rt });
+    }
+    Ok(Some(out))
+}
+
+async fn create(
+    state: &AppState,
+    rt: ResourceType,
+    body: Value,
+    principal: &Principal,
+    projection: Projection,
+    base: &str,
+) -> Handled {
+    let mut attrs = normalize(rt, &body)?;
+    let members = take_members(&mut attrs)?.unwrap_or_default();
+    let (now_s, now_ms) = now();
+    let stored = state
+        .store
+        .create(rt, attrs, members, actor(principal), now_s, now_ms)
+        .await
+        .map_err(store_error)?;
+    resource_response(state, rt, &stored, &projection, base, StatusCode::CREATED)
+}
+
+fn get(
+    state: &AppState,
+    rt: ResourceType,
+    id: &str,
+    projection: Projection,
+    if_none_match: Option<&str>,
+    base: &str,
+) -> Handled {
+    let snapshot = state.store.snapshot().map_err(store_error)?;
+    let Some(r) = snapshot.get(rt, id).map_err(store_error)? else {
+        return Err(ScimError::not_found(format!("{} {id} not found", rt.name())));
+    };
+    let etag = r.meta.etag();
+    if let Some(inm) = if_none_match {
+        if inm.split(',').map(str::trim).any(|t| t == "*" || t == etag) {
+            let mut resp = Response::new(Body::new(Bytes::new()));
+            *resp.status_mut() = StatusCode::NOT_MODIFIED;
+            if let Ok(v) = HeaderValue::from_str(&etag) {
+                resp.headers_mut().insert(ETAG, v);
+            }
+            return Ok(resp);
+        }
+    }
+    let full = full_resource(&snapshot, rt, &r, projection.includes(rt, refs_attr(rt)), base).map_err(store_error)?;
+    let mut resp = scim_json(StatusCode::OK, &Value::Object(projection.apply(rt, full)));
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        resp.headers_mut().insert(ETAG, v);
+    }
+    Ok(resp)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn replace(
+    state: &AppState,
+    rt: ResourceType,
+    id: String,
+    body: Value,
+    if_match: Option<String>,
+    principal: &Principal,
+    projection: Projection,
+    base: &str,
+) -> Handled {
+    let mut attrs = normalize(rt, &body)?;
+    let members = take_members(&mut attrs)?;
+    let (now_s, _) = now();
+    let stored = state
+        .store
+        .update(rt, id, if_match, false, actor(principal), now_s, move |_current| {
+            let members = match rt {
+                ResourceType::Group => MembersChange::Set(members.unwrap_or_default()),
+                ResourceType::User => MembersChange::Keep,
+            };
+            Ok(Update { attrs, members })
+        })
+        .await
+        .map_err(store_error)?;
+    resource_response(state, rt, &stored, &projection, base, StatusCode::OK)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn patch_resource(
+    state: &AppState,
+    rt: ResourceType,
+    id: String,
+    body: Value,
+    if_match: Option<String>,
+    principal: &Principal,
+    projection: Projection,
+    base: &str,
+) -> Handled {
+    let ops = patch::parse_request(&body)?;
+    let (now_s, _) = now();
+    let stored = state
+        .store
+        .update(rt, id, if_match, true, actor(principal), now_s, move |current| {
+            let mut resource = current.attrs;
+            resource.insert("id".into(), Value::String(current.id.clone()));
+            patch::apply(rt, &mut resource, &ops)?;
+            let mut attrs = normalize(rt, &Value::Object(resource))?;
+            let members = match rt {
+                ResourceType::Group => MembersChange::Set(take_members(&mut attrs)?.unwrap_or_default()),
+                ResourceType::User => MembersChange::Keep,
+            };
+            Ok(Update { attrs, members })
+        })
+        .await
+        .map_err(store_error)?;
+    resource_response(state, rt, &stored, &projection, base, StatusCode::OK)
+}
+
+/// The parameters of a list or `.search` request, before validation.
+#[derive(Debug, Default)]
+struct SearchRequest {
+    filter: Option<String>,
+    sort_by: Option<String>,
+    sort_order: Option<String>,
+    start_index: Option<String>,
+    count: Option<String>,
+    attributes: Option<String>,
+    excluded: Option<String>,
+}
+
+impl SearchRequest {
+    fn from_query(params: &HashMap<String, String>) -> SearchRequest {
+        let p = |n: &str| param(params, n).map(str::to_owned);
+        SearchRequest {
+            filter: p("filter"),
+            sort_by: p("sortBy"),
+            sort_order: p("sortOrder"),
+            start_index: p("startIndex"),
+            count: p("count"),
+            attributes: p("attributes"),
+            excluded: p("excludedAttributes"),
+        }
+    }
+}
+
+/// A `.search` body (RFC 7644 §3.4.3): `attributes` may be an array or a string.
+fn search_params(body: &Value) -> ScimResult<SearchRequest> {
+    let obj = body
+        .as_object()
+        .ok_or_else(|| ScimError::invalid_syntax("a .search body must be a JSON object"))?;
+    let get = |name: &str| obj.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v);
+    let text = |name: &str| -> ScimResult<Option<String>> {
+        match get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(Value::Number(n)) => Ok(Some(n.to_string())),
+            Some(Value::Array(items)) => Ok(Some(
+                items.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(","),
+            )),
+            Some(_) => Err(ScimError::invalid_value(format!("\"{name}\" has the wrong type"))),
+        }
+    };
+    Ok(SearchRequest {
+        filter: text("filter")?,
+        sort_by: text("sortBy")?,
+        sort_order: text("sortOrder")?,
+        start_index: text("startIndex")?,
+        count: text("count")?,
+        attributes: text("attributes")?,
+        excluded: text("excludedAttributes")?,
+    })
+}
+
+async fn search(state: &Arc<AppState>, rt: Option<ResourceType>, req: &SearchRequest, base: &str) -> Handled {
+    let limits = &state.config.limits;
+    let params = ListParams::parse(
+        req.filter.as_deref(),
+        req.sort_by.as_deref(),
+        req.sort_order.as_deref(),
+        req.start_index.as_deref(),
+        req.count.as_deref(),
+        limits.default_page_size,
+        limits.max_page_size,
+    )?;
+    let projection = Projection::parse(req.attributes.as_deref(), req.excluded.as_deref())?;
+    let types: Vec<ResourceType> = match rt {
+        Some(rt) => vec![rt],
+        None => ResourceType::ALL.to_vec(),
+    };
+    if let Some(f) = &params.filter {
+        if types.len() == 1 {
+            filter::validate(f, types[0])?;
+        }
+    }
+    let state2 = state.clone();
+    let base = base.to_owned();
+    tokio::task::spawn_blocking(move || run_search(&state2, &types, &params, &projection, &base))
+        .await
+        .map_err(|_| ScimError::internal())?
+}
+
+fn run_search(
+    state: &AppState,
+    types: &[ResourceType],
+    params: &ListParams,
+    projection: &Projection,
+    base: &str,
+) -> Handled {
+    let snapshot = state.store.snapshot().map_err(store_error)?;
+    let start = params.start_index - 1;
+    let total: usize;
+    let mut page: Vec<(ResourceType, Map<String, Value>)> = Vec::new();
+    let needs_all = params.sort_by.is_some() || types.len() > 1;
+
+    // Unfiltered, unsorted listing of one type: page straight off the table.
+    if params.filter.is_none() && !needs_all {
+        let rt = types[0];
+        total = snapshot.count(rt).map_err(store_error)? as usize;
+        let mut index = 0usize;
+        let with_refs = projection.includes(rt, refs_attr(rt));
+        snapshot
+            .scan(rt, |r| {
+                if index >= start + params.count {
+                    return Ok(false);
+                }
+                if index >= start {
+                    page.push((rt, full_resource(&snapshot, rt, &r, with_refs, base)?));
+                }
+                index += 1;
+                Ok(true)
+            })
+            .map_err(store_error)?;
+    } else {
+        let mut matched: Vec<(ResourceType, Map<String, Value>)> = Vec::new();
+        for &rt in types {
+            let keep = |r: &Map<String, Value>| params.filter.as_ref().is_none_or(|f| filter::matches(f, rt, r));
+            let lookup = params.filter.as_ref().and_then(|f| query::plan(f, rt));
+            match lookup {
+                Some(lookup) => {
+                    let mut ids = execute(&snapshot, rt, &lookup).map_err(store_error)?;
+                    ids.sort();
+                    ids.dedup();
+                    for id in ids {
+                        if let Some(r) = snapshot.get(rt, &id).map_err(store_error)? {
+                            let full = full_resource(&snapshot, rt, &r, true, base).map_err(store_error)?;
+                            if keep(&full) {
+                                matched.push((rt, full));
+                            }
+                        }
+                    }
+                }
+                None => {
+                    snapshot
+                        .scan(rt, |r| {
+                            let full = full_resource(&snapshot, rt, &r, true, base)?;
+                            if keep(&full) {
+                                matched.push((rt, full));
+                            }
+                            Ok(true)
+                        })
+                        .map_err(store_error)?;
+                }
+            }
+        }
+        if let (Some(path), [rt]) = (&params.sort_by, types) {
+            let mut only: Vec<Map<String, Value>> = matched.into_iter().map(|(_, r)| r).collect();
+            query::sort(*rt, &mut only, path, params.descending);
+            matched = only.into_iter().map(|r| (*rt, r)).collect();
+        }
+        total = matched.len();
+        page = matched.into_iter().skip(start).take(params.count).collect();
+    }
+    let resources: Vec<Value> = page
+        .into_iter()
+        .map(|(rt, r)| Value::Object(projection.apply(rt, r)))
+        .collect();
+    let body = serde_json::json!({
+        "schemas": [discovery::LIST_URN],
+        "totalResults": total,
+        "itemsPerPage": resources.len(),
+        "startIndex": params.start_index,
+        "Resources": resources,
+    });
+    Ok(scim_json(StatusCode::OK, &body))
+}
+
+/// Runs an index plan.
+fn execute(snapshot: &Snapshot, rt: ResourceType, lookup: &Lookup) -> StoreResult<Vec<String>> {
+    Ok(match lookup {
+        Lookup::Id(id) => vec![id.clone()],
+        Lookup::UserName(n) => snapshot.find_by_user_name(n)?.into_iter().collect(),
+        Lookup::ExternalId(e) => snapshot.find_by_external_id(rt, e)?,
+        Lookup::GroupName(n) => snapshot.find_groups_by_name(n)?,
+        Lookup::Email(e) => snapshot.find_users_by_email(e)?,
+        Lookup::All(parts) => {
+            let mut sets = parts.iter().map(|p| execute(snapshot, rt, p));
+            let mut acc = match sets.next() {
+                Some(s) => s?,
+                None => Vec::new(),
+            };
+            for s in sets {
+                let s = s?;
+                acc.retain(|id| s.contains(id));
+            }
+            acc
+        }
+        Lookup::Any(parts) => {
+            let mut acc = Vec::new();
+            for p in parts {
+                acc.extend(execute(snapshot, rt, p)?);
+            }
+            acc
+        }
+    })
+}
+

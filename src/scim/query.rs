@@ -1,0 +1,243 @@
+//! List queries (RFC 7644 §3.4.2): parameters, the index plan for a filter, sorting
+//! and paging. Which filters are answered from an index is decided here, purely; the
+//! store executes the lookups.
+//!
+//! Indexed: `eq` on `id`, `userName`, `externalId`, `emails.value` (or `emails`) and
+//! Group `displayName`, and `and`/`or` combinations where the indexed side narrows
+//! the candidates. Everything else scans the resource type, evaluating the filter on
+//! each resource.
+
+use std::cmp::Ordering;
+
+use serde_json::{Map, Value};
+
+use super::error::{ScimError, ScimResult};
+use super::filter::{CompareOp, Filter};
+use super::path::AttrPath;
+use super::schema::{AttrType, ResourceType};
+
+/// An index lookup that yields candidate ids.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    Id(String),
+    UserName(String),
+    ExternalId(String),
+    GroupName(String),
+    Email(String),
+    /// Ids in every one of these.
+    All(Vec<Lookup>),
+    /// Ids in any of these.
+    Any(Vec<Lookup>),
+}
+
+/// Candidate ids from an index, or `None` when the filter needs a scan.
+pub fn plan(filter: &Filter, rt: ResourceType) -> Option<Lookup> {
+    match filter {
+        Filter::Compare { path, op: CompareOp::Eq, value: Value::String(v) } => {
+            let found = path.resolve(rt)?;
+            if found.schema.is_some() {
+                return None;
+            }
+            let name = found.def.name;
+            match (rt, name, path.sub.as_deref()) {
+                (_, "id", None) => Some(Lookup::Id(v.clone())),
+                (_, "externalId", None) => Some(Lookup::ExternalId(v.clone())),
+                (ResourceType::User, "userName", None) => Some(Lookup::UserName(v.clone())),
+                (ResourceType::User, "emails", sub) if sub.is_none_or(|s| s.eq_ignore_ascii_case("value")) => {
+                    Some(Lookup::Email(v.clone()))
+                }
+                (ResourceType::Group, "displayName", None) => Some(Lookup::GroupName(v.clone())),
+                _ => None,
+            }
+        }
+        Filter::And(a, b) => match (plan(a, rt), plan(b, rt)) {
+            (Some(x), Some(y)) => Some(Lookup::All(vec![x, y])),
+            (Some(x), None) | (None, Some(x)) => Some(x),
+            (None, None) => None,
+        },
+        Filter::Or(a, b) => match (plan(a, rt), plan(b, rt)) {
+            (Some(x), Some(y)) => Some(Lookup::Any(vec![x, y])),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Validated list parameters.
+#[derive(Debug, Clone)]
+pub struct ListParams {
+    pub filter: Option<Filter>,
+    pub sort_by: Option<AttrPath>,
+    pub descending: bool,
+    /// 1-based.
+    pub start_index: usize,
+    pub count: usize,
+}
+
+impl ListParams {
+    /// From raw parameter values (query string or `.search` body).
+    pub fn parse(
+        filter: Option<&str>,
+        sort_by: Option<&str>,
+        sort_order: Option<&str>,
+        start_index: Option<&str>,
+        count: Option<&str>,
+        default_count: usize,
+        max_count: usize,
+    ) -> ScimResult<ListParams> {
+        let filter = match filter.map(str::trim) {
+            Some(f) if !f.is_empty() => Some(super::filter::parse(f)?),
+            _ => None,
+        };
+        let sort_by = match sort_by.map(str::trim) {
+            Some(s) if !s.is_empty() => Some(AttrPath::parse(s).map_err(|e| {
+                ScimError::invalid_value(format!("sortBy: {}", e.detail))
+            })?),
+            _ => None,
+        };
+        let descending = match sort_order.map(str::trim) {
+            None | Some("") => false,
+            Some(o) if o.eq_ignore_ascii_case("ascending") => false,
+            Some(o) if o.eq_ignore_ascii_case("descending") => true,
+            Some(o) => {
+                return Err(ScimError::invalid_value(format!(
+                    "sortOrder must be \"ascending\" or \"descending\", not \"{o}\""
+                )))
+            }
+        };
+        // RFC 7644 §3.4.2.4: startIndex < 1 is treated as 1; a negative count as 0.
+        let start_index = match start_index.map(str::trim) {
+            None | Some("") => 1,
+            Some(s) => s
+                .parse::<i64>()
+                .map_err(|_| ScimError::invalid_value(format!("startIndex must be an integer, not \"{s}\"")))?
+                .clamp(1, i64::from(u32::MAX)) as usize,
+        };
+        let count = match count.map(str::trim) {
+            None | Some("") => default_count,
+            Some(s) => s
+                .parse::<i64>()
+                .map_err(|_| ScimError::invalid_value(format!("count must be an integer, not \"{s}\"")))?
+                .clamp(0, max_count as i64) as usize,
+        };
+        Ok(ListParams { filter, sort_by, descending, start_index, count })
+    }
+}
+
+/// The value a resource sorts by: the attribute (or sub-attribute) named by `path`;
+/// for a multi-valued attribute, its primary value or else its first.
+fn sort_key<'a>(rt: ResourceType, resource: &'a Map<String, Value>, path: &AttrPath) -> Option<&'a Value> {
+    let found = path.resolve(rt)?;
+    let holder = match found.schema {
+        Some(ext) => resource.get(ext.id)?.as_object()?,
+        None => resource,
+    };
+    let mut v = holder.get(found.def.name)?;
+    if let Value::Array(items) = v {
+        v = items
+            .iter()
+            .find(|i| i.get("primary") == Some(&Value::Bool(true)))
+            .or_else(|| items.first())?;
+    }
+    let sub = path.sub.as_deref().or(if found.def.ty == AttrType::Complex { Some("value") } else { None });
+    if let Some(sub) = sub {
+        let obj = v.as_object()?;
+        v = obj.iter().find(|(k, _)| k.eq_ignore_ascii_case(sub)).map(|(_, v)| v)?;
+    }
+    Some(v)
+}
+
+fn case_exact(rt: ResourceType, path: &AttrPath) -> bool {
+    let Some(found) = path.resolve(rt) else { return false };
+    match path.sub.as_deref() {
+        Some(s) => found.def.sub(s).is_some_and(|d| d.case_exact),
+        None => found.def.case_exact,
+    }
+}
+
+fn compare_values(a: &Value, b: &Value, exact: bool) -> Ordering {
+    match (a, b) {
+        (Value::String(x), Value::String(y)) => {
+            if exact {
+                x.cmp(y)
+            } else {
+                x.to_lowercase().cmp(&y.to_lowercase())
+            }
+        }
+        (Value::Number(x), Value::Number(y)) => x
+            .as_f64()
+            .partial_cmp(&y.as_f64())
+            .unwrap_or(Ordering::Equal),
+        (Value::Bool(x), Value::Bool(y)) => x.cmp(y),
+        _ => Ordering::Equal,
+    }
+}
+
+/// Sorts rendered resources by `sortBy`; resources without the attribute come last
+/// whatever the order (RFC 7644 §3.4.2.3).
+pub fn sort(rt: ResourceType, resources: &mut [Map<String, Value>], path: &AttrPath, descending: bool) {
+    let exact = case_exact(rt, path);
+    resources.sort_by(|a, b| match (sort_key(rt, a, path), sort_key(rt, b, path)) {
+        (Some(x), Some(y)) => {
+            let o = compare_values(x, y, exact);
+            if descending {
+                o.reverse()
+            } else {
+                o
+            }
+        }
+        (Some(_), None) => Ordering::Less,
+        (None, Some(_)) => Ordering::Greater,
+        (None, None) => Ordering::Equal,
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn f(s: &str) -> Filter {
+        super::super::filter::parse(s).unwrap()
+    }
+
+    #[test]
+    fn plans_index_lookups() {
+        let u = ResourceType::User;
+        assert_eq!(plan(&f("userName eq \"A\""), u), Some(Lookup::UserName("A".into())));
+        assert_eq!(plan(&f("USERNAME eq \"A\""), u), Some(Lookup::UserName("A".into())));
+        assert_eq!(plan(&f("externalId eq \"x\""), u), Some(Lookup::ExternalId("x".into())));
+        assert_eq!(plan(&f("emails.value eq \"a@b\""), u), Some(Lookup::Email("a@b".into())));
+        assert_eq!(plan(&f("userName co \"A\""), u), None);
+        assert_eq!(plan(&f("userName eq \"A\" or title eq \"x\""), u), None);
+        assert_eq!(
+            plan(&f("id eq \"g1\" and members[value eq \"u1\"]"), ResourceType::Group),
+            Some(Lookup::Id("g1".into()))
+        );
+        assert_eq!(plan(&f("displayName eq \"Eng\""), ResourceType::Group), Some(Lookup::GroupName("Eng".into())));
+    }
+
+    #[test]
+    fn paging_parameters_are_clamped() {
+        let p = ListParams::parse(None, None, None, Some("0"), Some("-5"), 100, 1000).unwrap();
+        assert_eq!((p.start_index, p.count), (1, 0));
+        let p = ListParams::parse(None, None, None, None, Some("5000"), 100, 1000).unwrap();
+        assert_eq!(p.count, 1000);
+        assert!(ListParams::parse(None, None, Some("up"), None, None, 100, 1000).is_err());
+        assert!(ListParams::parse(None, None, None, Some("x"), None, 100, 1000).is_err());
+    }
+
+    #[test]
+    fn sorts_case_insensitively_with_missing_last() {
+        let mut v: Vec<Map<String, Value>> = [json!({"userName": "b"}), json!({}), json!({"userName": "A"})]
+            .into_iter()
+            .map(|x| x.as_object().unwrap().clone())
+            .collect();
+        sort(ResourceType::User, &mut v, &AttrPath::parse("userName").unwrap(), false);
+        assert_eq!(v[0]["userName"], "A");
+        assert!(v[2].get("userName").is_none());
+        sort(ResourceType::User, &mut v, &AttrPath::parse("userName").unwrap(), true);
+        assert_eq!(v[0]["userName"], "b");
+        assert!(v[2].get("userName").is_none());
+    }
+}
