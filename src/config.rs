@@ -245,6 +245,16 @@ mod tests {
     }
 
     #[test]
+    fn example_config_is_valid_and_matches_defaults() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/scimbridge.toml");
+        let c = load(Some(&p), &Overrides::default()).unwrap();
+        let d = Config::default();
+        assert_eq!((c.listen, c.data_dir, c.tls), (d.listen, d.data_dir, d.tls));
+        assert_eq!(c.limits.max_body_bytes, d.limits.max_body_bytes);
+        assert_eq!(c.cache_bytes, d.cache_bytes);
+    }
+
+    #[test]
     fn defaults() {
         let c = load(None, &Overrides::default()).unwrap();
         assert_eq!(c.listen.to_string(), "127.0.0.1:8443");

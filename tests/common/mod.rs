@@ -1,0 +1,339 @@
+//! Test harness: starts the real `scimbridge` binary on 127.0.0.1 with an ephemeral
+//! port and a temporary data directory, and speaks HTTP/1.1 to it over real TLS,
+//! trusting the certificate the server generated.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request};
+use hyper_util::rt::TokioIo;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_scimbridge");
+
+/// Runs a scimbridge CLI command and returns (status ok, stdout, stderr).
+pub fn cli(data_dir: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(BIN)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .env_remove("SCIMBRIDGE_CONFIG")
+        .output()
+        .expect("run scimbridge");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Issues a token with the CLI (server stopped) and returns its secret.
+pub fn issue_token(data_dir: &Path, name: &str, extra: &[&str]) -> String {
+    let mut args = vec!["token", "issue", "--name", name];
+    args.extend_from_slice(extra);
+    let (ok, stdout, stderr) = cli(data_dir, &args);
+    assert!(ok, "token issue failed: {stderr}");
+    stdout.lines().last().expect("token line").trim().to_owned()
+}
+
+pub struct Server {
+    pub child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    /// SCIM base URL, e.g. https://127.0.0.1:PORT/scim/v2
+    pub base: String,
+    pub addr: String,
+    pub token: String,
+    pub extra_args: Vec<String>,
+    log: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Server {
+    /// A fresh data directory with one read-write token, and the server started.
+    pub fn start() -> Server {
+        Self::start_with(&[])
+    }
+
+    pub fn start_with(extra: &[&str]) -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Self::start_in_with(dir, "test", extra)
+    }
+
+    /// Starts on an existing data directory after issuing a token named `token_name`.
+    pub fn start_in(dir: tempfile::TempDir, token_name: &str) -> Server {
+        Self::start_in_with(dir, token_name, &[])
+    }
+
+    fn start_in_with(dir: tempfile::TempDir, token_name: &str, extra: &[&str]) -> Server {
+        let token = issue_token(dir.path(), token_name, &[]);
+        let mut s = Server {
+            child: None,
+            dir,
+            base: String::new(),
+            addr: String::new(),
+            token,
+            extra_args: extra.iter().map(|s| s.to_string()).collect(),
+            log: Default::default(),
+        };
+        s.spawn();
+        s
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().to_path_buf()
+    }
+
+    fn spawn(&mut self) {
+        let listen = if self.addr.is_empty() { "127.0.0.1:0".to_owned() } else { self.addr.clone() };
+        let mut child = Command::new(BIN)
+            .arg("--data-dir")
+            .arg(self.dir.path())
+            .arg("serve")
+            .arg("--listen")
+            .arg(&listen)
+            .args(&self.extra_args)
+            .env_remove("SCIMBRIDGE_CONFIG")
+            .env("SCIMBRIDGE_LOG", "info")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn scimbridge serve");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let log = self.log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(i) = line.find("identity provider: ") {
+                    let _ = tx.send(line[i + "identity provider: ".len()..].trim().to_owned());
+                }
+                log.lock().unwrap().push(line);
+            }
+        });
+        let url = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(u) => u,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("server did not start; log:\n{}", self.log.lock().unwrap().join("\n"));
+            }
+        };
+        self.addr = url
+            .trim_start_matches("https://")
+            .trim_start_matches("http://")
+            .split('/')
+            .next()
+            .unwrap()
+            .to_owned();
+        self.base = url;
+        self.child = Some(child);
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// SIGTERM and wait for exit.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                if let Ok(Some(_)) = c.try_wait() {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    /// SIGKILL: no chance to clean up.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts again on the same data directory and port.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    pub fn client(&self) -> Client {
+        Client::new(&self.addr, Some(self.dir.path().join("tls/cert.pem")), self.token.clone())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: hyper::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Resp {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers.get(name).map(|v| v.to_str().unwrap().to_owned())
+    }
+}
+
+/// A minimal HTTPS client: one connection per request, verifying the server's
+/// certificate against the given CA file (the self-signed certificate).
+pub struct Client {
+    pub addr: String,
+    pub token: String,
+    tls: Option<tokio_rustls::TlsConnector>,
+    rt: tokio::runtime::Runtime,
+    pub content_type: String,
+}
+
+impl Client {
+    pub fn new(addr: &str, ca: Option<PathBuf>, token: String) -> Client {
+        let tls = ca.map(|ca| {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in CertificateDer::pem_file_iter(&ca).expect("read CA") {
+                roots.add(c.expect("cert")).expect("add root");
+            }
+            let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+            tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        });
+        Client {
+            addr: addr.to_owned(),
+            token,
+            tls,
+            rt: tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap(),
+            content_type: "application/scim+json".into(),
+        }
+    }
+
+    pub fn with_token(&self, token: &str) -> Client {
+        Client {
+            addr: self.addr.clone(),
+            token: token.to_owned(),
+            tls: self.tls.clone(),
+            rt: tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap(),
+            content_type: self.content_type.clone(),
+        }
+    }
+
+    /// Sends a request; `path` is below the server root (e.g. `/scim/v2/Users`).
+    pub fn send(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Option<Vec<u8>>) -> Resp {
+        self.rt.block_on(async {
+            let tcp = tokio::net::TcpStream::connect(&self.addr).await.expect("connect");
+            let mut builder = Request::builder()
+                .method(Method::from_bytes(method.as_bytes()).unwrap())
+                .uri(path)
+                .header("host", &self.addr);
+            for (k, v) in headers {
+                builder = builder.header(*k, *v);
+            }
+            let req = builder.body(Full::new(Bytes::from(body.unwrap_or_default()))).unwrap();
+            let resp = match &self.tls {
+                Some(tls) => {
+                    let name = ServerName::try_from("127.0.0.1").unwrap();
+                    let stream = tls.connect(name, tcp).await.expect("TLS handshake");
+                    let (mut sender, conn) =
+                        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("http handshake");
+                    tokio::spawn(conn);
+                    sender.send_request(req).await.expect("request")
+                }
+                None => {
+                    let (mut sender, conn) =
+                        hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.expect("http handshake");
+                    tokio::spawn(conn);
+                    sender.send_request(req).await.expect("request")
+                }
+            };
+            let status = resp.status().as_u16();
+            let headers = resp.headers().clone();
+            let body = resp.into_body().collect().await.expect("body").to_bytes();
+            Resp { status, headers, body }
+        })
+    }
+
+    fn auth(&self) -> String {
+        format!("Bearer {}", self.token)
+    }
+
+    /// A SCIM request with the client's token; `path` is below /scim/v2.
+    pub fn scim(&self, method: &str, path: &str, body: Option<&Value>) -> Resp {
+        self.scim_with(method, path, body, &[])
+    }
+
+    pub fn scim_with(&self, method: &str, path: &str, body: Option<&Value>, extra: &[(&str, &str)]) -> Resp {
+        let auth = self.auth();
+        let mut headers: Vec<(&str, &str)> = vec![("authorization", auth.as_str())];
+        if body.is_some() {
+            headers.push(("content-type", self.content_type.as_str()));
+        }
+        headers.extend_from_slice(extra);
+        self.send(method, &format!("/scim/v2{path}"), &headers, body.map(|b| serde_json::to_vec(b).unwrap()))
+    }
+
+    pub fn get(&self, path: &str) -> Resp {
+        self.scim("GET", path, None)
+    }
+    pub fn post(&self, path: &str, body: &Value) -> Resp {
+        self.scim("POST", path, Some(body))
+    }
+    pub fn put(&self, path: &str, body: &Value) -> Resp {
+        self.scim("PUT", path, Some(body))
+    }
+    pub fn patch(&self, path: &str, body: &Value) -> Resp {
+        self.scim("PATCH", path, Some(body))
+    }
+    pub fn delete(&self, path: &str) -> Resp {
+        self.scim("DELETE", path, None)
+    }
+}
+
+/// Asserts a SCIM error document with this status (and scimType, if given).
+pub fn assert_scim_error(r: &Resp, status: u16, scim_type: Option<&str>) {
+    assert_eq!(r.status, status, "body: {}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.header("content-type").as_deref(), Some("application/scim+json"));
+    let j = r.json();
+    assert_eq!(j["schemas"][0], "urn:ietf:params:scim:api:messages:2.0:Error");
+    assert_eq!(j["status"], status.to_string());
+    if let Some(t) = scim_type {
+        assert_eq!(j["scimType"], t, "{j}");
+    }
+    assert!(j["detail"].as_str().is_some_and(|d| !d.is_empty()));
+}
+
+pub fn user_body(name: &str) -> Value {
+    serde_json::json!({
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+        "userName": name,
+        "name": {"givenName": "Test", "familyName": name},
+        "emails": [{"value": name, "type": "work", "primary": true}],
+        "active": true
+    })
+}
