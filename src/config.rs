@@ -39,6 +39,10 @@ pub struct Limits {
     pub default_page_size: usize,
     /// Largest page a list request can get.
     pub max_page_size: usize,
+    /// Most operations in one bulk request (more answer 413 tooMany).
+    pub bulk_max_operations: usize,
+    /// Largest bulk request body in bytes.
+    pub bulk_max_payload_bytes: usize,
 }
 
 impl Default for Limits {
@@ -49,6 +53,8 @@ impl Default for Limits {
             handshake_timeout: Duration::from_secs(10),
             default_page_size: 100,
             max_page_size: 1000,
+            bulk_max_operations: 1000,
+            bulk_max_payload_bytes: 4 << 20,
         }
     }
 }
@@ -77,7 +83,9 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
-            listen: DEFAULT_LISTEN.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8443))),
+            listen: DEFAULT_LISTEN
+                .parse()
+                .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8443))),
             public_url: None,
             tls: TlsMode::SelfSigned,
             log_format: LogFormat::Human,
@@ -123,6 +131,8 @@ pub struct FileLimits {
     pub handshake_timeout_secs: Option<u64>,
     pub default_page_size: Option<usize>,
     pub max_page_size: Option<usize>,
+    pub bulk_max_operations: Option<usize>,
+    pub bulk_max_payload_bytes: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -147,7 +157,8 @@ pub struct Overrides {
 pub fn read_file(path: &Path) -> Result<FileConfig> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read the config file {}", path.display()))?;
-    toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.to_string().trim_end()))
+    toml::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.to_string().trim_end()))
 }
 
 /// Builds the configuration from an optional file and the overrides.
@@ -166,13 +177,19 @@ pub fn load(file: Option<&Path>, o: &Overrides) -> Result<Config> {
     }
     if let Some(l) = o.listen.clone().or(f.listen) {
         c.listen = l.parse().with_context(|| {
-            format!("{}: \"{l}\" is not an address like 127.0.0.1:8443 or [::]:8443", origin("listen"))
+            format!(
+                "{}: \"{l}\" is not an address like 127.0.0.1:8443 or [::]:8443",
+                origin("listen")
+            )
         })?;
     }
     if let Some(u) = o.public_url.clone().or(f.public_url) {
         let u = u.trim_end_matches('/').to_owned();
         if !(u.starts_with("https://") || u.starts_with("http://")) {
-            bail!("{}: \"{u}\" must start with https:// (or http://)", origin("public_url"));
+            bail!(
+                "{}: \"{u}\" must start with https:// (or http://)",
+                origin("public_url")
+            );
         }
         c.public_url = Some(u);
     }
@@ -180,11 +197,18 @@ pub fn load(file: Option<&Path>, o: &Overrides) -> Result<Config> {
         c.log_format = match l.as_str() {
             "human" => LogFormat::Human,
             "json" => LogFormat::Json,
-            other => bail!("{}: \"{other}\" is not one of human, json", origin("log_format")),
+            other => bail!(
+                "{}: \"{other}\" is not one of human, json",
+                origin("log_format")
+            ),
         };
     }
     let ft = f.tls.unwrap_or_default();
-    let mode = o.tls.clone().or(ft.mode).unwrap_or_else(|| "self-signed".into());
+    let mode = o
+        .tls
+        .clone()
+        .or(ft.mode)
+        .unwrap_or_else(|| "self-signed".into());
     let cert = o.tls_cert.clone().or(ft.cert);
     let key = o.tls_key.clone().or(ft.key);
     c.tls = match mode.as_str() {
@@ -205,9 +229,14 @@ pub fn load(file: Option<&Path>, o: &Overrides) -> Result<Config> {
         c.limits = Limits {
             max_body_bytes: l.max_body_bytes.unwrap_or(d.max_body_bytes),
             max_connections: l.max_connections.unwrap_or(d.max_connections),
-            handshake_timeout: l.handshake_timeout_secs.map(Duration::from_secs).unwrap_or(d.handshake_timeout),
+            handshake_timeout: l
+                .handshake_timeout_secs
+                .map(Duration::from_secs)
+                .unwrap_or(d.handshake_timeout),
             default_page_size: l.default_page_size.unwrap_or(d.default_page_size),
             max_page_size: l.max_page_size.unwrap_or(d.max_page_size),
+            bulk_max_operations: l.bulk_max_operations.unwrap_or(d.bulk_max_operations),
+            bulk_max_payload_bytes: l.bulk_max_payload_bytes.unwrap_or(d.bulk_max_payload_bytes),
         };
         if c.limits.max_body_bytes < 1024 {
             bail!("{}: must be at least 1024", origin("limits.max_body_bytes"));
@@ -264,8 +293,12 @@ mod tests {
 
     #[test]
     fn flags_override_file() {
-        let (_d, p) = write("listen = \"127.0.0.1:9000\"\ndata_dir = \"/x\"\n[tls]\nmode = \"off\"\n");
-        let o = Overrides { listen: Some("127.0.0.1:9001".into()), ..Default::default() };
+        let (_d, p) =
+            write("listen = \"127.0.0.1:9000\"\ndata_dir = \"/x\"\n[tls]\nmode = \"off\"\n");
+        let o = Overrides {
+            listen: Some("127.0.0.1:9001".into()),
+            ..Default::default()
+        };
         let c = load(Some(&p), &o).unwrap();
         assert_eq!(c.listen.port(), 9001);
         assert_eq!(c.data_dir, PathBuf::from("/x"));
@@ -275,16 +308,23 @@ mod tests {
     #[test]
     fn unknown_key_names_file_and_key() {
         let (_d, p) = write("lissen = \"x\"\n");
-        let e = load(Some(&p), &Overrides::default()).unwrap_err().to_string();
+        let e = load(Some(&p), &Overrides::default())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("c.toml") && e.contains("lissen"), "{e}");
     }
 
     #[test]
     fn bad_values_are_explained() {
         let (_d, p) = write("listen = \"nope\"\n");
-        let e = load(Some(&p), &Overrides::default()).unwrap_err().to_string();
+        let e = load(Some(&p), &Overrides::default())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("listen") && e.contains("nope"), "{e}");
-        let o = Overrides { tls: Some("files".into()), ..Default::default() };
+        let o = Overrides {
+            tls: Some("files".into()),
+            ..Default::default()
+        };
         let e = load(None, &o).unwrap_err().to_string();
         assert!(e.contains("tls.cert"), "{e}");
     }

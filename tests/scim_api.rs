@@ -45,7 +45,10 @@ fn discovery_endpoints() {
     let c = s.client();
     let spc = c.get("/ServiceProviderConfig");
     assert_eq!(spc.status, 200);
-    assert_eq!(spc.header("content-type").as_deref(), Some("application/scim+json"));
+    assert_eq!(
+        spc.header("content-type").as_deref(),
+        Some("application/scim+json")
+    );
     let j = spc.json();
     assert_eq!(j["patch"]["supported"], true);
     assert_eq!(j["filter"]["supported"], true);
@@ -54,12 +57,30 @@ fn discovery_endpoints() {
 
     let schemas = c.get("/Schemas").json();
     assert_eq!(schemas["totalResults"], 3);
-    let user = c.get("/Schemas/urn:ietf:params:scim:schemas:core:2.0:User").json();
-    let names: Vec<&str> = user["attributes"].as_array().unwrap().iter().map(|a| a["name"].as_str().unwrap()).collect();
-    for n in ["userName", "name", "emails", "groups", "x509Certificates", "password", "active"] {
+    let user = c
+        .get("/Schemas/urn:ietf:params:scim:schemas:core:2.0:User")
+        .json();
+    let names: Vec<&str> = user["attributes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap())
+        .collect();
+    for n in [
+        "userName",
+        "name",
+        "emails",
+        "groups",
+        "x509Certificates",
+        "password",
+        "active",
+    ] {
         assert!(names.contains(&n), "{n} missing from the User schema");
     }
-    assert_eq!(c.get(&format!("/Schemas/{ENTERPRISE}")).json()["name"], "EnterpriseUser");
+    assert_eq!(
+        c.get(&format!("/Schemas/{ENTERPRISE}")).json()["name"],
+        "EnterpriseUser"
+    );
     assert_scim_error(&c.get("/Schemas/urn:nope"), 404, None);
 
     let rts = c.get("/ResourceTypes").json();
@@ -87,7 +108,10 @@ fn user_with_every_attribute_round_trips() {
     assert_eq!(created["meta"]["version"], r.header("etag").unwrap());
     assert!(created["meta"]["created"].as_str().unwrap().ends_with('Z'));
     assert_eq!(created["meta"]["created"], created["meta"]["lastModified"]);
-    assert!(created.get("password").is_none(), "password must never be returned");
+    assert!(
+        created.get("password").is_none(),
+        "password must never be returned"
+    );
     let sent = full_user();
     for (k, v) in sent.as_object().unwrap() {
         if k == "password" || k == "schemas" {
@@ -95,7 +119,10 @@ fn user_with_every_attribute_round_trips() {
         }
         assert_eq!(&created[k], v, "attribute {k}");
     }
-    assert_eq!(created["schemas"], json!(["urn:ietf:params:scim:schemas:core:2.0:User", ENTERPRISE]));
+    assert_eq!(
+        created["schemas"],
+        json!(["urn:ietf:params:scim:schemas:core:2.0:User", ENTERPRISE])
+    );
 
     let got = c.get(&format!("/Users/{id}"));
     assert_eq!(got.status, 200);
@@ -105,7 +132,10 @@ fn user_with_every_attribute_round_trips() {
     // The password is stored nowhere in clear.
     s.client(); // keep the server alive while we read its files
     let db = std::fs::read(s.data_dir().join("scimbridge.redb")).unwrap();
-    assert!(!db.windows(11).any(|w| w == b"t1meMa$heen"), "password found in the database file");
+    assert!(
+        !db.windows(11).any(|w| w == b"t1meMa$heen"),
+        "password found in the database file"
+    );
 }
 
 #[test]
@@ -125,12 +155,18 @@ fn id_and_meta_are_server_assigned() {
 fn user_name_is_unique_case_insensitively() {
     let s = Server::start();
     let c = s.client();
-    assert_eq!(c.post("/Users", &user_body("Alice@Example.com")).status, 201);
+    assert_eq!(
+        c.post("/Users", &user_body("Alice@Example.com")).status,
+        201
+    );
     let dup = c.post("/Users", &user_body("alice@example.COM"));
     assert_scim_error(&dup, 409, Some("uniqueness"));
     // A rename onto an existing userName conflicts too.
     let bob = c.post("/Users", &user_body("bob@example.com")).json();
-    let r = c.put(&format!("/Users/{}", bob["id"].as_str().unwrap()), &user_body("ALICE@example.com"));
+    let r = c.put(
+        &format!("/Users/{}", bob["id"].as_str().unwrap()),
+        &user_body("ALICE@example.com"),
+    );
     assert_scim_error(&r, 409, Some("uniqueness"));
     assert_eq!(c.get("/Users").json()["totalResults"], 2);
 }
@@ -142,14 +178,25 @@ fn groups_with_user_and_group_members_and_user_groups_attribute() {
     let alice = c.post("/Users", &user_body("alice@example.com")).json();
     let bob = c.post("/Users", &user_body("bob@example.com")).json();
     let (a, b) = (alice["id"].as_str().unwrap(), bob["id"].as_str().unwrap());
-    let inner = c.post("/Groups", &json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
-        "displayName": "Inner", "members": [{"value": b}]}));
+    let inner = c.post(
+        "/Groups",
+        &json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+        "displayName": "Inner", "members": [{"value": b}]}),
+    );
     assert_eq!(inner.status, 201);
     let inner = inner.json();
     let gi = inner["id"].as_str().unwrap();
-    let outer = c.post("/Groups", &json!({"displayName": "Outer", "externalId": "grp-1",
-        "members": [{"value": a, "type": "User"}, {"value": gi, "type": "Group"}]}));
-    assert_eq!(outer.status, 201, "{}", String::from_utf8_lossy(&outer.body));
+    let outer = c.post(
+        "/Groups",
+        &json!({"displayName": "Outer", "externalId": "grp-1",
+        "members": [{"value": a, "type": "User"}, {"value": gi, "type": "Group"}]}),
+    );
+    assert_eq!(
+        outer.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&outer.body)
+    );
     let outer = outer.json();
     let go = outer["id"].as_str().unwrap();
     let members = outer["members"].as_array().unwrap();
@@ -164,12 +211,18 @@ fn groups_with_user_and_group_members_and_user_groups_attribute() {
     assert_eq!(mg["$ref"], format!("{}/Groups/{gi}", s.base));
 
     let alice = c.get(&format!("/Users/{a}")).json();
-    assert_eq!(alice["groups"], json!([{"value": go, "$ref": format!("{}/Groups/{go}", s.base), "display": "Outer", "type": "direct"}]));
+    assert_eq!(
+        alice["groups"],
+        json!([{"value": go, "$ref": format!("{}/Groups/{go}", s.base), "display": "Outer", "type": "direct"}])
+    );
     let bob = c.get(&format!("/Users/{b}")).json();
     assert_eq!(bob["groups"][0]["value"], gi);
 
     // Unknown members are refused; nothing is created.
-    let bad = c.post("/Groups", &json!({"displayName": "Bad", "members": [{"value": "no-such-id"}]}));
+    let bad = c.post(
+        "/Groups",
+        &json!({"displayName": "Bad", "members": [{"value": "no-such-id"}]}),
+    );
     assert_scim_error(&bad, 400, Some("invalidValue"));
     assert_eq!(c.get("/Groups").json()["totalResults"], 2);
 
@@ -181,7 +234,11 @@ fn groups_with_user_and_group_members_and_user_groups_attribute() {
 
     // Deleting a group removes its memberships both ways.
     assert_eq!(c.delete(&format!("/Groups/{gi}")).status, 204);
-    assert!(c.get(&format!("/Groups/{go}")).json().get("members").is_none());
+    assert!(c
+        .get(&format!("/Groups/{go}"))
+        .json()
+        .get("members")
+        .is_none());
     assert!(c.get(&format!("/Users/{b}")).json().get("groups").is_none());
     assert_scim_error(&c.get(&format!("/Groups/{gi}")), 404, None);
 }
@@ -192,18 +249,28 @@ fn put_replaces_and_delete_removes() {
     let c = s.client();
     let u = c.post("/Users", &full_user()).json();
     let id = u["id"].as_str().unwrap();
-    let r = c.put(&format!("/Users/{id}"), &json!({"userName": "bjensen@example.com", "displayName": "B"}));
+    let r = c.put(
+        &format!("/Users/{id}"),
+        &json!({"userName": "bjensen@example.com", "displayName": "B"}),
+    );
     assert_eq!(r.status, 200);
     let j = r.json();
     assert_eq!(j["displayName"], "B");
-    assert!(j.get("emails").is_none(), "PUT replaces: attributes left out are removed");
+    assert!(
+        j.get("emails").is_none(),
+        "PUT replaces: attributes left out are removed"
+    );
     assert!(j.get(ENTERPRISE).is_none());
     assert_eq!(j["meta"]["version"], "W/\"2\"");
     assert_eq!(j["meta"]["created"], u["meta"]["created"]);
     assert_eq!(c.delete(&format!("/Users/{id}")).status, 204);
     assert_scim_error(&c.get(&format!("/Users/{id}")), 404, None);
     assert_scim_error(&c.delete(&format!("/Users/{id}")), 404, None);
-    assert_scim_error(&c.put(&format!("/Users/{id}"), &user_body("x@example.com")), 404, None);
+    assert_scim_error(
+        &c.put(&format!("/Users/{id}"), &user_body("x@example.com")),
+        404,
+        None,
+    );
 }
 
 #[test]
@@ -212,10 +279,13 @@ fn patch_changes_and_returns_the_resource() {
     let c = s.client();
     let u = c.post("/Users", &user_body("pat@example.com")).json();
     let id = u["id"].as_str().unwrap();
-    let r = c.patch(&format!("/Users/{id}"), &json!({
+    let r = c.patch(
+        &format!("/Users/{id}"),
+        &json!({
         "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
         "Operations": [{"op": "replace", "path": "displayName", "value": "Pat"},
-                       {"op": "replace", "value": {"active": false}}]}));
+                       {"op": "replace", "value": {"active": false}}]}),
+    );
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     let j = r.json();
     assert_eq!(j["displayName"], "Pat");
@@ -224,14 +294,20 @@ fn patch_changes_and_returns_the_resource() {
 
     let g = c.post("/Groups", &json!({"displayName": "G"})).json();
     let gid = g["id"].as_str().unwrap();
-    let r = c.patch(&format!("/Groups/{gid}"), &json!({
+    let r = c.patch(
+        &format!("/Groups/{gid}"),
+        &json!({
         "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
-        "Operations": [{"op": "add", "path": "members", "value": [{"value": id}]}]}));
+        "Operations": [{"op": "add", "path": "members", "value": [{"value": id}]}]}),
+    );
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(r.json()["members"][0]["value"], id);
-    let r = c.patch(&format!("/Groups/{gid}"), &json!({
+    let r = c.patch(
+        &format!("/Groups/{gid}"),
+        &json!({
         "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
-        "Operations": [{"op": "remove", "path": format!("members[value eq \"{id}\"]")}]}));
+        "Operations": [{"op": "remove", "path": format!("members[value eq \"{id}\"]")}]}),
+    );
     assert_eq!(r.status, 200);
     assert!(r.json().get("members").is_none());
 }
@@ -241,10 +317,17 @@ fn list_paginates() {
     let s = Server::start();
     let c = s.client();
     for i in 0..5 {
-        assert_eq!(c.post("/Users", &user_body(&format!("u{i}@example.com"))).status, 201);
+        assert_eq!(
+            c.post("/Users", &user_body(&format!("u{i}@example.com")))
+                .status,
+            201
+        );
     }
     let all = c.get("/Users").json();
-    assert_eq!(all["schemas"][0], "urn:ietf:params:scim:api:messages:2.0:ListResponse");
+    assert_eq!(
+        all["schemas"][0],
+        "urn:ietf:params:scim:api:messages:2.0:ListResponse"
+    );
     assert_eq!(all["totalResults"], 5);
     assert_eq!(all["Resources"].as_array().unwrap().len(), 5);
     let page = c.get("/Users?startIndex=2&count=2").json();
@@ -255,7 +338,9 @@ fn list_paginates() {
     let none = c.get("/Users?count=0").json();
     assert_eq!(none["totalResults"], 5);
     assert_eq!(none["Resources"].as_array().unwrap().len(), 0);
-    let f = c.get("/Users?filter=userName%20eq%20%22U3@EXAMPLE.com%22").json();
+    let f = c
+        .get("/Users?filter=userName%20eq%20%22U3@EXAMPLE.com%22")
+        .json();
     assert_eq!(f["totalResults"], 1);
     assert_eq!(f["Resources"][0]["userName"], "u3@example.com");
 }
@@ -268,27 +353,73 @@ fn bad_input_gets_scim_errors_and_changes_nothing() {
         c.send(
             "POST",
             "/scim/v2/Users",
-            &[("authorization", &format!("Bearer {}", s.token)), ("content-type", "application/scim+json")],
+            &[
+                ("authorization", &format!("Bearer {}", s.token)),
+                ("content-type", "application/scim+json"),
+            ],
             Some(body.as_bytes().to_vec()),
         )
     };
     assert_scim_error(&raw("{not json"), 400, Some("invalidSyntax"));
     assert_scim_error(&raw(""), 400, Some("invalidSyntax"));
     assert_scim_error(&raw("[1,2]"), 400, Some("invalidSyntax"));
-    assert_scim_error(&c.post("/Users", &json!({"displayName": "no userName"})), 400, Some("invalidValue"));
-    assert_scim_error(&c.post("/Users", &json!({"userName": true})), 400, Some("invalidValue"));
-    assert_scim_error(&c.post("/Users", &json!({"userName": "x", "active": "sometimes"})), 400, Some("invalidValue"));
-    assert_scim_error(&c.post("/Users", &json!({"userName": "x", "name": "Mr X"})), 400, Some("invalidValue"));
-    assert_scim_error(&c.post("/Users", &json!({"userName": "x", "emails": [{"value": {"nested": 1}}]})), 400, Some("invalidValue"));
-    assert_scim_error(&c.post("/Groups", &json!({"members": []})), 400, Some("invalidValue"));
-    assert_scim_error(&c.get("/Users/00000000-0000-7000-8000-000000000000"), 404, None);
+    assert_scim_error(
+        &c.post("/Users", &json!({"displayName": "no userName"})),
+        400,
+        Some("invalidValue"),
+    );
+    assert_scim_error(
+        &c.post("/Users", &json!({"userName": true})),
+        400,
+        Some("invalidValue"),
+    );
+    assert_scim_error(
+        &c.post("/Users", &json!({"userName": "x", "active": "sometimes"})),
+        400,
+        Some("invalidValue"),
+    );
+    assert_scim_error(
+        &c.post("/Users", &json!({"userName": "x", "name": "Mr X"})),
+        400,
+        Some("invalidValue"),
+    );
+    assert_scim_error(
+        &c.post(
+            "/Users",
+            &json!({"userName": "x", "emails": [{"value": {"nested": 1}}]}),
+        ),
+        400,
+        Some("invalidValue"),
+    );
+    assert_scim_error(
+        &c.post("/Groups", &json!({"members": []})),
+        400,
+        Some("invalidValue"),
+    );
+    assert_scim_error(
+        &c.get("/Users/00000000-0000-7000-8000-000000000000"),
+        404,
+        None,
+    );
     assert_scim_error(&c.get("/Groups/nope"), 404, None);
     let big = format!("{{\"userName\": \"{}\"}}", "a".repeat(2 << 20));
     assert_scim_error(&raw(&big), 413, None);
-    let r = c.send("POST", "/scim/v2/Users", &[("authorization", &format!("Bearer {}", s.token)), ("content-type", "text/plain")], Some(b"{}".to_vec()));
+    let r = c.send(
+        "POST",
+        "/scim/v2/Users",
+        &[
+            ("authorization", &format!("Bearer {}", s.token)),
+            ("content-type", "text/plain"),
+        ],
+        Some(b"{}".to_vec()),
+    );
     assert_scim_error(&r, 415, None);
     assert_scim_error(&c.scim("PUT", "/Users", Some(&json!({}))), 405, None);
-    assert_eq!(c.get("/Users").json()["totalResults"], 0, "no bad request may write anything");
+    assert_eq!(
+        c.get("/Users").json()["totalResults"],
+        0,
+        "no bad request may write anything"
+    );
 }
 
 #[test]
@@ -298,7 +429,10 @@ fn application_json_is_accepted_and_scim_json_returned() {
     c.content_type = "application/json; charset=utf-8".into();
     let r = c.post("/Users", &user_body("json@example.com"));
     assert_eq!(r.status, 201);
-    assert_eq!(r.header("content-type").as_deref(), Some("application/scim+json"));
+    assert_eq!(
+        r.header("content-type").as_deref(),
+        Some("application/scim+json")
+    );
 }
 
 #[test]
@@ -311,7 +445,12 @@ fn unauthenticated_requests_get_401_with_bearer_challenge() {
     };
     check(c.send("GET", "/scim/v2/Users", &[], None));
     check(c.with_token("scimb_wrong").get("/Users"));
-    check(c.send("GET", "/scim/v2/Users", &[("authorization", "Basic dXNlcjpwYXNz")], None));
+    check(c.send(
+        "GET",
+        "/scim/v2/Users",
+        &[("authorization", "Basic dXNlcjpwYXNz")],
+        None,
+    ));
     check(c.with_token("").get("/ServiceProviderConfig"));
 }
 
@@ -325,7 +464,10 @@ fn revoked_and_expired_tokens_are_refused() {
     assert!(out.contains("revoked"));
     let (ok, out, _) = cli(dir.path(), &["token", "list"]);
     assert!(ok);
-    assert!(out.contains("old") && out.contains("expired") && out.contains("revoked"), "{out}");
+    assert!(
+        out.contains("old") && out.contains("expired") && out.contains("revoked"),
+        "{out}"
+    );
     let s = Server::start_in(dir, "fresh");
     let c = s.client();
     assert_eq!(c.get("/Users").status, 200);
@@ -341,7 +483,10 @@ fn token_commands_explain_a_running_server() {
     let s = Server::start();
     let (ok, _out, err) = cli(&s.data_dir(), &["token", "issue", "--name", "x"]);
     assert!(!ok);
-    assert!(err.contains("server is running") && err.contains("Stop the server"), "{err}");
+    assert!(
+        err.contains("server is running") && err.contains("Stop the server"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -354,24 +499,110 @@ fn every_acknowledged_write_survives_restart_and_sigkill() {
         assert_eq!(r.status, 201);
         ids.push(r.json()["id"].as_str().unwrap().to_owned());
     }
-    let g = c.post("/Groups", &json!({"displayName": "Keepers", "members": [{"value": ids[0]}, {"value": ids[1]}]})).json();
-    let upd = c.put(&format!("/Users/{}", ids[2]), &json!({"userName": "renamed@example.com"}));
+    let g = c
+        .post(
+            "/Groups",
+            &json!({"displayName": "Keepers", "members": [{"value": ids[0]}, {"value": ids[1]}]}),
+        )
+        .json();
+    let upd = c.put(
+        &format!("/Users/{}", ids[2]),
+        &json!({"userName": "renamed@example.com"}),
+    );
     assert_eq!(upd.status, 200);
     assert_eq!(c.delete(&format!("/Users/{}", ids[3])).status, 204);
     s.restart();
     let c = s.client();
     assert_eq!(c.get("/Users").json()["totalResults"], 19);
-    assert_eq!(c.get(&format!("/Users/{}", ids[2])).json()["userName"], "renamed@example.com");
+    assert_eq!(
+        c.get(&format!("/Users/{}", ids[2])).json()["userName"],
+        "renamed@example.com"
+    );
     assert_scim_error(&c.get(&format!("/Users/{}", ids[3])), 404, None);
-    let g2 = c.get(&format!("/Groups/{}", g["id"].as_str().unwrap())).json();
+    let g2 = c
+        .get(&format!("/Groups/{}", g["id"].as_str().unwrap()))
+        .json();
     assert_eq!(g2["members"].as_array().unwrap().len(), 2);
     // SIGKILL right after acknowledged writes: they are already durable.
     for i in 20..30 {
-        assert_eq!(c.post("/Users", &user_body(&format!("keep{i}@example.com"))).status, 201);
+        assert_eq!(
+            c.post("/Users", &user_body(&format!("keep{i}@example.com")))
+                .status,
+            201
+        );
     }
     s.kill();
     s.restart();
     let c = s.client();
     assert_eq!(c.get("/Users").json()["totalResults"], 29);
-    assert_eq!(c.get("/Users?filter=userName%20eq%20%22keep29@example.com%22").json()["totalResults"], 1);
+    assert_eq!(
+        c.get("/Users?filter=userName%20eq%20%22keep29@example.com%22")
+            .json()["totalResults"],
+        1
+    );
+}
+
+#[test]
+fn bulk_with_bulk_id_references_and_limits() {
+    let s = Server::start();
+    let c = s.client();
+    let r = c.post("/Bulk", &json!({
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"],
+        "Operations": [
+            {"method": "POST", "path": "/Groups", "bulkId": "g1",
+             "data": {"displayName": "Bulk group", "members": [{"type": "User", "value": "bulkId:u1"}]}},
+            {"method": "POST", "path": "/Users", "bulkId": "u1", "data": user_body("bulk1@example.com")},
+            {"method": "POST", "path": "/Users", "bulkId": "u2", "data": user_body("bulk1@example.com")},
+            {"method": "PATCH", "path": "/Users/bulkId:u1", "data": {
+                "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                "Operations": [{"op": "replace", "path": "displayName", "value": "Bulky"}]}}
+        ]}));
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let j = r.json();
+    assert_eq!(
+        j["schemas"][0],
+        "urn:ietf:params:scim:api:messages:2.0:BulkResponse"
+    );
+    let ops = j["Operations"].as_array().unwrap();
+    assert_eq!(ops.len(), 4);
+    let by_id = |b: &str| ops.iter().find(|o| o["bulkId"] == b).unwrap().clone();
+    assert_eq!(by_id("u1")["status"], "201");
+    assert_eq!(by_id("g1")["status"], "201");
+    assert_eq!(by_id("u2")["status"], "409");
+    assert_eq!(by_id("u2")["response"]["scimType"], "uniqueness");
+    let group = c
+        .get(
+            by_id("g1")["location"]
+                .as_str()
+                .unwrap()
+                .trim_start_matches(&s.base),
+        )
+        .json();
+    let user_loc = by_id("u1")["location"].as_str().unwrap().to_owned();
+    let user = c.get(user_loc.trim_start_matches(&s.base)).json();
+    assert_eq!(group["members"][0]["value"], user["id"]);
+    assert_eq!(user["displayName"], "Bulky");
+
+    // failOnErrors stops after the first error.
+    let r = c.post("/Bulk", &json!({
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"], "failOnErrors": 1,
+        "Operations": [
+            {"method": "DELETE", "path": "/Users/nope"},
+            {"method": "POST", "path": "/Users", "bulkId": "x", "data": user_body("never@example.com")}]}));
+    assert_eq!(r.json()["Operations"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        c.get("/Users?filter=userName%20eq%20%22never@example.com%22")
+            .json()["totalResults"],
+        0
+    );
+
+    // Limits are announced and enforced.
+    let spc = c.get("/ServiceProviderConfig").json();
+    assert_eq!(spc["bulk"]["supported"], true);
+    let max = spc["bulk"]["maxOperations"].as_u64().unwrap() as usize;
+    let ops: Vec<Value> = (0..=max)
+        .map(|i| json!({"method": "DELETE", "path": format!("/Users/{i}")}))
+        .collect();
+    let r = c.post("/Bulk", &json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"], "Operations": ops}));
+    assert_scim_error(&r, 413, Some("tooMany"));
 }

@@ -2,6 +2,7 @@
 //! endpoints (`scim`). Only this layer knows HTTP; it turns requests into calls on the
 //! SCIM core and the store, and errors into SCIM error documents in one place.
 
+pub mod bulk;
 pub mod scim;
 pub mod server;
 pub mod tls;
@@ -112,7 +113,11 @@ pub fn store_error(e: StoreError) -> ScimError {
         StoreError::Closed => ScimError::new(503, None, "the server is shutting down"),
         other => {
             tracing::error!(error = %other, "storage failure");
-            ScimError::new(503, None, "the directory store is unavailable; the server log has the details")
+            ScimError::new(
+                503,
+                None,
+                "the directory store is unavailable; the server log has the details",
+            )
         }
     }
 }
@@ -120,8 +125,10 @@ pub fn store_error(e: StoreError) -> ScimError {
 fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
     let mut r = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
     *r.status_mut() = status;
-    r.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     r
 }
 
@@ -141,7 +148,10 @@ pub async fn route(state: Arc<AppState>, req: Request<Incoming>) -> Response<Bod
             let rest = p[SCIM_PREFIX.len()..].to_owned();
             scim::handle(&state, req, &rest).await
         }
-        _ => plain(StatusCode::NOT_FOUND, "not found; the SCIM API is at /scim/v2\n"),
+        _ => plain(
+            StatusCode::NOT_FOUND,
+            "not found; the SCIM API is at /scim/v2\n",
+        ),
     };
     tracing::info!(
         request_id = rid,

@@ -20,9 +20,11 @@ use crate::scim::patch;
 use crate::scim::query::{self, ListParams, Lookup};
 use crate::scim::resource::{normalize, render, Attributes, Projection};
 use crate::scim::schema::ResourceType;
-use crate::store::{Actor, MemberRef, MembersChange, Scope, Snapshot, StoreResult, StoredResource, Update};
+use crate::store::{
+    Actor, MemberRef, MembersChange, Scope, Snapshot, StoreResult, StoredResource, Update,
+};
 
-type Handled = Result<Response<Body>, ScimError>;
+pub(super) type Handled = Result<Response<Body>, ScimError>;
 
 /// Query-string parameters, percent-decoded; a repeated name keeps its first value.
 fn query_params(req: &Request<Incoming>) -> HashMap<String, String> {
@@ -73,7 +75,10 @@ fn capabilities(state: &AppState) -> Capabilities {
         max_results: state.config.limits.max_page_size,
         default_page_size: state.config.limits.default_page_size,
         max_body_bytes: state.config.limits.max_body_bytes,
-        bulk: None,
+        bulk: Some((
+            state.config.limits.bulk_max_operations,
+            state.config.limits.bulk_max_payload_bytes,
+        )),
     }
 }
 
@@ -115,23 +120,32 @@ async fn handle_inner(state: &Arc<AppState>, req: Request<Incoming>, rest: &str)
 
     let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
     let method = req.method().clone();
-    let is_write = matches!(method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE)
-        && !segments.last().is_some_and(|s| *s == ".search");
+    let is_write = matches!(
+        method,
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+    ) && !segments.last().is_some_and(|s| *s == ".search");
     if is_write && principal.scope == Scope::ReadOnly {
         return Err(ScimError::new(
             403,
             None,
-            format!("the token \"{}\" is read-only; this request needs a read-write token", principal.name),
+            format!(
+                "the token \"{}\" is read-only; this request needs a read-write token",
+                principal.name
+            ),
         ));
     }
     let base = base_url(state, &req);
     let params = query_params(&req);
     match (method, segments.as_slice()) {
-        (Method::GET, ["ServiceProviderConfig"]) => {
-            Ok(scim_json(StatusCode::OK, &discovery::service_provider_config(&capabilities(state), &base)))
-        }
+        (Method::GET, ["ServiceProviderConfig"]) => Ok(scim_json(
+            StatusCode::OK,
+            &discovery::service_provider_config(&capabilities(state), &base),
+        )),
         (Method::GET, ["Schemas"]) => {
-            let docs = crate::scim::schema::ALL_SCHEMAS.iter().map(|s| discovery::schema_json(s, &base)).collect();
+            let docs = crate::scim::schema::ALL_SCHEMAS
+                .iter()
+                .map(|s| discovery::schema_json(s, &base))
+                .collect();
             Ok(scim_json(StatusCode::OK, &discovery::list_response(docs)))
         }
         (Method::GET, ["Schemas", id]) => match discovery::find_schema(id) {
@@ -139,15 +153,21 @@ async fn handle_inner(state: &Arc<AppState>, req: Request<Incoming>, rest: &str)
             None => Err(ScimError::not_found(format!("no schema \"{id}\""))),
         },
         (Method::GET, ["ResourceTypes"]) => {
-            let docs = ResourceType::ALL.iter().map(|rt| discovery::resource_type_json(*rt, &base)).collect();
+            let docs = ResourceType::ALL
+                .iter()
+                .map(|rt| discovery::resource_type_json(*rt, &base))
+                .collect();
             Ok(scim_json(StatusCode::OK, &discovery::list_response(docs)))
         }
         (Method::GET, ["ResourceTypes", id]) => match ResourceType::from_name(id) {
-            Some(rt) => Ok(scim_json(StatusCode::OK, &discovery::resource_type_json(rt, &base))),
+            Some(rt) => Ok(scim_json(
+                StatusCode::OK,
+                &discovery::resource_type_json(rt, &base),
+            )),
             None => Err(ScimError::not_found(format!("no resource type \"{id}\""))),
         },
         (Method::POST, [".search"]) => {
-            let body = read_json(state, req).await?;
+            let body = read_json(req, state.config.limits.max_body_bytes).await?;
             search(state, None, &search_params(&body)?, &base).await
         }
         (Method::GET, [seg]) if resource_type_of(seg).is_some() => {
@@ -157,13 +177,13 @@ async fn handle_inner(state: &Arc<AppState>, req: Request<Incoming>, rest: &str)
         }
         (Method::POST, [seg, ".search"]) if resource_type_of(seg).is_some() => {
             let rt = resource_type_of(seg).unwrap_or(ResourceType::User);
-            let body = read_json(state, req).await?;
+            let body = read_json(req, state.config.limits.max_body_bytes).await?;
             search(state, Some(rt), &search_params(&body)?, &base).await
         }
         (Method::POST, [seg]) if resource_type_of(seg).is_some() => {
             let rt = resource_type_of(seg).unwrap_or(ResourceType::User);
             let projection = projection(&params)?;
-            let body = read_json(state, req).await?;
+            let body = read_json(req, state.config.limits.max_body_bytes).await?;
             create(state, rt, body, &principal, projection, &base).await
         }
         (Method::GET, [seg, id]) if resource_type_of(seg).is_some() => {
@@ -177,7 +197,7 @@ async fn handle_inner(state: &Arc<AppState>, req: Request<Incoming>, rest: &str)
             let projection = projection(&params)?;
             let if_match = header_str(&req, IF_MATCH);
             let id = (*id).to_owned();
-            let body = read_json(state, req).await?;
+            let body = read_json(req, state.config.limits.max_body_bytes).await?;
             replace(state, rt, id, body, if_match, &principal, projection, &base).await
         }
         (Method::PATCH, [seg, id]) if resource_type_of(seg).is_some() => {
@@ -185,51 +205,61 @@ async fn handle_inner(state: &Arc<AppState>, req: Request<Incoming>, rest: &str)
             let projection = projection(&params)?;
             let if_match = header_str(&req, IF_MATCH);
             let id = (*id).to_owned();
-            let body = read_json(state, req).await?;
+            let body = read_json(req, state.config.limits.max_body_bytes).await?;
             patch_resource(state, rt, id, body, if_match, &principal, projection, &base).await
         }
         (Method::DELETE, [seg, id]) if resource_type_of(seg).is_some() => {
             let rt = resource_type_of(seg).unwrap_or(ResourceType::User);
             let if_match = header_str(&req, IF_MATCH);
-            let (now_s, _) = now();
-            state
-                .store
-                .delete(rt, (*id).to_owned(), if_match, actor(&principal), now_s)
-                .await
-                .map_err(store_error)?;
-            let mut r = Response::new(Body::new(Bytes::new()));
-            *r.status_mut() = StatusCode::NO_CONTENT;
-            Ok(r)
+            delete(state, rt, (*id).to_owned(), if_match, &principal).await
         }
-        (Method::POST, ["Bulk"]) => Err(ScimError::new(
-            501,
-            None,
-            "bulk operations are not supported by this server (ServiceProviderConfig says bulk.supported=false)",
-        )),
+        (Method::POST, ["Bulk"]) => {
+            let body = read_json(req, state.config.limits.bulk_max_payload_bytes).await?;
+            super::bulk::handle(state, body, &principal, &base).await
+        }
         (_, [seg, ..])
             if resource_type_of(seg).is_some()
-                || matches!(*seg, "ServiceProviderConfig" | "Schemas" | "ResourceTypes" | "Bulk" | ".search") =>
+                || matches!(
+                    *seg,
+                    "ServiceProviderConfig" | "Schemas" | "ResourceTypes" | "Bulk" | ".search"
+                ) =>
         {
-            Err(ScimError::new(405, None, "this method is not allowed on this endpoint"))
+            Err(ScimError::new(
+                405,
+                None,
+                "this method is not allowed on this endpoint",
+            ))
         }
-        _ => Err(ScimError::not_found(format!("no SCIM endpoint at {}{rest}", super::SCIM_PREFIX))),
+        _ => Err(ScimError::not_found(format!(
+            "no SCIM endpoint at {}{rest}",
+            super::SCIM_PREFIX
+        ))),
     }
 }
 
 fn header_str(req: &Request<Incoming>, name: hyper::header::HeaderName) -> Option<String> {
-    req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+    req.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
 }
 
 fn actor(p: &Principal) -> Actor {
-    Actor { token_id: Some(p.token_id.clone()), name: p.name.clone() }
+    Actor {
+        token_id: Some(p.token_id.clone()),
+        name: p.name.clone(),
+    }
 }
 
 fn projection(params: &HashMap<String, String>) -> ScimResult<Projection> {
-    Projection::parse(param(params, "attributes"), param(params, "excludedAttributes"))
+    Projection::parse(
+        param(params, "attributes"),
+        param(params, "excludedAttributes"),
+    )
 }
 
 /// Reads a JSON request body within the size limit.
-async fn read_json(state: &AppState, req: Request<Incoming>) -> ScimResult<Value> {
+async fn read_json(req: Request<Incoming>, limit: usize) -> ScimResult<Value> {
     if let Some(ct) = req.headers().get(CONTENT_TYPE) {
         let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
         if !ct.is_empty() && !ct.contains("json") {
@@ -240,20 +270,27 @@ async fn read_json(state: &AppState, req: Request<Incoming>) -> ScimResult<Value
             ));
         }
     }
-    let limit = state.config.limits.max_body_bytes;
     let bytes = Limited::new(req.into_body(), limit)
         .collect()
         .await
         .map_err(|e| {
-            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
-                ScimError::new(413, None, format!("the request body is larger than {limit} bytes"))
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                ScimError::new(
+                    413,
+                    None,
+                    format!("the request body is larger than {limit} bytes"),
+                )
             } else {
                 ScimError::invalid_syntax("the request body could not be read")
             }
         })?
         .to_bytes();
     if bytes.is_empty() {
-        return Err(ScimError::invalid_syntax("the request body is empty; a JSON object was expected"));
+        return Err(ScimError::invalid_syntax(
+            "the request body is empty; a JSON object was expected",
+        ));
     }
     serde_json::from_slice(&bytes)
         .map_err(|e| ScimError::invalid_syntax(format!("the request body is not valid JSON: {e}")))
@@ -267,7 +304,11 @@ fn full_resource(
     with_refs: bool,
     base: &str,
 ) -> StoreResult<Map<String, Value>> {
-    let refs = if with_refs { Some(snapshot.references(rt, &r.id)?) } else { None };
+    let refs = if with_refs {
+        Some(snapshot.references(rt, &r.id)?)
+    } else {
+        None
+    };
     Ok(render(rt, &r.id, &r.attrs, &r.meta, refs.as_deref(), base))
 }
 
@@ -287,7 +328,14 @@ fn resource_response(
     status: StatusCode,
 ) -> Handled {
     let snapshot = state.store.snapshot().map_err(store_error)?;
-    let full = full_resource(&snapshot, rt, r, projection.includes(rt, refs_attr(rt)), base).map_err(store_error)?;
+    let full = full_resource(
+        &snapshot,
+        rt,
+        r,
+        projection.includes(rt, refs_attr(rt)),
+        base,
+    )
+    .map_err(store_error)?;
     let location = full
         .get("meta")
         .and_then(|m| m.get("location"))
@@ -308,12 +356,16 @@ fn resource_response(
 
 /// Takes `members` out of normalized Group attributes as member references.
 fn take_members(attrs: &mut Attributes) -> ScimResult<Option<Vec<MemberRef>>> {
-    let Some(list) = attrs.remove("members") else { return Ok(None) };
+    let Some(list) = attrs.remove("members") else {
+        return Ok(None);
+    };
     let items = list.as_array().cloned().unwrap_or_default();
     let mut out = Vec::with_capacity(items.len());
     for m in items {
         let Some(id) = m.get("value").and_then(Value::as_str) else {
-            return Err(ScimError::invalid_value("each member needs a \"value\" with the member's id"));
+            return Err(ScimError::invalid_value(
+                "each member needs a \"value\" with the member's id",
+            ));
         };
         let rt = match m.get("type").and_then(Value::as_str) {
             None => None,
@@ -321,12 +373,33 @@ fn take_members(attrs: &mut Attributes) -> ScimResult<Option<Vec<MemberRef>>> {
                 ScimError::invalid_value(format!("member type \"{t}\" is not User or Group"))
             })?),
         };
-        out.push(MemberRef { id: id.to_owned(), rt });
+        out.push(MemberRef {
+            id: id.to_owned(),
+            rt,
+        });
     }
     Ok(Some(out))
 }
 
-async fn create(
+pub(super) async fn delete(
+    state: &AppState,
+    rt: ResourceType,
+    id: String,
+    if_match: Option<String>,
+    principal: &Principal,
+) -> Handled {
+    let (now_s, _) = now();
+    state
+        .store
+        .delete(rt, id, if_match, actor(principal), now_s)
+        .await
+        .map_err(store_error)?;
+    let mut r = Response::new(Body::new(Bytes::new()));
+    *r.status_mut() = StatusCode::NO_CONTENT;
+    Ok(r)
+}
+
+pub(super) async fn create(
     state: &AppState,
     rt: ResourceType,
     body: Value,
@@ -355,7 +428,10 @@ fn get(
 ) -> Handled {
     let snapshot = state.store.snapshot().map_err(store_error)?;
     let Some(r) = snapshot.get(rt, id).map_err(store_error)? else {
-        return Err(ScimError::not_found(format!("{} {id} not found", rt.name())));
+        return Err(ScimError::not_found(format!(
+            "{} {id} not found",
+            rt.name()
+        )));
     };
     let etag = r.meta.etag();
     if let Some(inm) = if_none_match {
@@ -368,7 +444,14 @@ fn get(
             return Ok(resp);
         }
     }
-    let full = full_resource(&snapshot, rt, &r, projection.includes(rt, refs_attr(rt)), base).map_err(store_error)?;
+    let full = full_resource(
+        &snapshot,
+        rt,
+        &r,
+        projection.includes(rt, refs_attr(rt)),
+        base,
+    )
+    .map_err(store_error)?;
     let mut resp = scim_json(StatusCode::OK, &Value::Object(projection.apply(rt, full)));
     if let Ok(v) = HeaderValue::from_str(&etag) {
         resp.headers_mut().insert(ETAG, v);
@@ -377,7 +460,7 @@ fn get(
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn replace(
+pub(super) async fn replace(
     state: &AppState,
     rt: ResourceType,
     id: String,
@@ -392,20 +475,28 @@ async fn replace(
     let (now_s, _) = now();
     let stored = state
         .store
-        .update(rt, id, if_match, false, actor(principal), now_s, move |_current| {
-            let members = match rt {
-                ResourceType::Group => MembersChange::Set(members.unwrap_or_default()),
-                ResourceType::User => MembersChange::Keep,
-            };
-            Ok(Update { attrs, members })
-        })
+        .update(
+            rt,
+            id,
+            if_match,
+            false,
+            actor(principal),
+            now_s,
+            move |_current| {
+                let members = match rt {
+                    ResourceType::Group => MembersChange::Set(members.unwrap_or_default()),
+                    ResourceType::User => MembersChange::Keep,
+                };
+                Ok(Update { attrs, members })
+            },
+        )
         .await
         .map_err(store_error)?;
     resource_response(state, rt, &stored, &projection, base, StatusCode::OK)
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn patch_resource(
+pub(super) async fn patch_resource(
     state: &AppState,
     rt: ResourceType,
     id: String,
@@ -419,17 +510,27 @@ async fn patch_resource(
     let (now_s, _) = now();
     let stored = state
         .store
-        .update(rt, id, if_match, true, actor(principal), now_s, move |current| {
-            let mut resource = current.attrs;
-            resource.insert("id".into(), Value::String(current.id.clone()));
-            patch::apply(rt, &mut resource, &ops)?;
-            let mut attrs = normalize(rt, &Value::Object(resource))?;
-            let members = match rt {
-                ResourceType::Group => MembersChange::Set(take_members(&mut attrs)?.unwrap_or_default()),
-                ResourceType::User => MembersChange::Keep,
-            };
-            Ok(Update { attrs, members })
-        })
+        .update(
+            rt,
+            id,
+            if_match,
+            true,
+            actor(principal),
+            now_s,
+            move |current| {
+                let mut resource = current.attrs;
+                resource.insert("id".into(), Value::String(current.id.clone()));
+                patch::apply(rt, &mut resource, &ops)?;
+                let mut attrs = normalize(rt, &Value::Object(resource))?;
+                let members = match rt {
+                    ResourceType::Group => {
+                        MembersChange::Set(take_members(&mut attrs)?.unwrap_or_default())
+                    }
+                    ResourceType::User => MembersChange::Keep,
+                };
+                Ok(Update { attrs, members })
+            },
+        )
         .await
         .map_err(store_error)?;
     resource_response(state, rt, &stored, &projection, base, StatusCode::OK)
@@ -467,16 +568,26 @@ fn search_params(body: &Value) -> ScimResult<SearchRequest> {
     let obj = body
         .as_object()
         .ok_or_else(|| ScimError::invalid_syntax("a .search body must be a JSON object"))?;
-    let get = |name: &str| obj.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v);
+    let get = |name: &str| {
+        obj.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    };
     let text = |name: &str| -> ScimResult<Option<String>> {
         match get(name) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) => Ok(Some(s.clone())),
             Some(Value::Number(n)) => Ok(Some(n.to_string())),
             Some(Value::Array(items)) => Ok(Some(
-                items.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(","),
+                items
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(","),
             )),
-            Some(_) => Err(ScimError::invalid_value(format!("\"{name}\" has the wrong type"))),
+            Some(_) => Err(ScimError::invalid_value(format!(
+                "\"{name}\" has the wrong type"
+            ))),
         }
     };
     Ok(SearchRequest {
@@ -490,7 +601,12 @@ fn search_params(body: &Value) -> ScimResult<SearchRequest> {
     })
 }
 
-async fn search(state: &Arc<AppState>, rt: Option<ResourceType>, req: &SearchRequest, base: &str) -> Handled {
+async fn search(
+    state: &Arc<AppState>,
+    rt: Option<ResourceType>,
+    req: &SearchRequest,
+    base: &str,
+) -> Handled {
     let limits = &state.config.limits;
     let params = ListParams::parse(
         req.filter.as_deref(),
@@ -552,7 +668,12 @@ fn run_search(
     } else {
         let mut matched: Vec<(ResourceType, Map<String, Value>)> = Vec::new();
         for &rt in types {
-            let keep = |r: &Map<String, Value>| params.filter.as_ref().is_none_or(|f| filter::matches(f, rt, r));
+            let keep = |r: &Map<String, Value>| {
+                params
+                    .filter
+                    .as_ref()
+                    .is_none_or(|f| filter::matches(f, rt, r))
+            };
             let lookup = params.filter.as_ref().and_then(|f| query::plan(f, rt));
             match lookup {
                 Some(lookup) => {
@@ -561,7 +682,8 @@ fn run_search(
                     ids.dedup();
                     for id in ids {
                         if let Some(r) = snapshot.get(rt, &id).map_err(store_error)? {
-                            let full = full_resource(&snapshot, rt, &r, true, base).map_err(store_error)?;
+                            let full = full_resource(&snapshot, rt, &r, true, base)
+                                .map_err(store_error)?;
                             if keep(&full) {
                                 matched.push((rt, full));
                             }
@@ -632,4 +754,3 @@ fn execute(snapshot: &Snapshot, rt: ResourceType, lookup: &Lookup) -> StoreResul
         }
     })
 }
-

@@ -24,7 +24,10 @@ pub struct CertStore {
 impl CertStore {
     pub fn new(key: CertifiedKey) -> Self {
         let leaf = key.cert.first().map(|c| c.to_vec()).unwrap_or_default();
-        CertStore { current: RwLock::new(Arc::new(key)), leaf: RwLock::new(leaf) }
+        CertStore {
+            current: RwLock::new(Arc::new(key)),
+            leaf: RwLock::new(leaf),
+        }
     }
 
     pub fn replace(&self, key: CertifiedKey) {
@@ -51,19 +54,36 @@ impl ResolvesServerCert for CertStore {
 /// Loads a certificate chain and private key from PEM files.
 pub fn load_pem(cert: &Path, key: &Path) -> Result<CertifiedKey> {
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .with_context(|| format!("cannot read the certificate file {}; check tls.cert / --tls-cert", cert.display()))?
+        .with_context(|| {
+            format!(
+                "cannot read the certificate file {}; check tls.cert / --tls-cert",
+                cert.display()
+            )
+        })?
         .collect::<Result<_, _>>()
         .with_context(|| format!("{} is not a PEM certificate chain", cert.display()))?;
     if chain.is_empty() {
-        return Err(anyhow!("{} holds no certificate (expected -----BEGIN CERTIFICATE-----)", cert.display()));
+        return Err(anyhow!(
+            "{} holds no certificate (expected -----BEGIN CERTIFICATE-----)",
+            cert.display()
+        ));
     }
-    let key_der = PrivateKeyDer::from_pem_file(key)
-        .with_context(|| format!("cannot read a PEM private key from {}; check tls.key / --tls-key", key.display()))?;
+    let key_der = PrivateKeyDer::from_pem_file(key).with_context(|| {
+        format!(
+            "cannot read a PEM private key from {}; check tls.key / --tls-key",
+            key.display()
+        )
+    })?;
     let signing = provider::sign::any_supported_type(&key_der)
         .map_err(|e| anyhow!("the private key in {} is not usable: {e}", key.display()))?;
     let ck = CertifiedKey::new(chain, signing);
-    ck.keys_match()
-        .map_err(|e| anyhow!("the key {} does not match the certificate {}: {e}", key.display(), cert.display()))?;
+    ck.keys_match().map_err(|e| {
+        anyhow!(
+            "the key {} does not match the certificate {}: {e}",
+            key.display(),
+            cert.display()
+        )
+    })?;
     Ok(ck)
 }
 
@@ -75,20 +95,28 @@ pub fn self_signed_paths(data_dir: &Path) -> (PathBuf, PathBuf) {
 
 /// Returns the self-signed certificate of this data directory, generating it on first
 /// start (valid for localhost, 127.0.0.1, ::1 and `extra_names`).
-pub fn ensure_self_signed(data_dir: &Path, extra_names: &[String]) -> Result<(PathBuf, PathBuf, bool)> {
+pub fn ensure_self_signed(
+    data_dir: &Path,
+    extra_names: &[String],
+) -> Result<(PathBuf, PathBuf, bool)> {
     let (cert, key) = self_signed_paths(data_dir);
     if cert.exists() && key.exists() {
         return Ok((cert, key, false));
     }
     let dir = data_dir.join("tls");
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
+    let mut names = vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+    ];
     for n in extra_names {
         if !names.contains(n) {
             names.push(n.clone());
         }
     }
-    let mut params = rcgen::CertificateParams::new(names).map_err(|e| anyhow!("certificate parameters: {e}"))?;
+    let mut params =
+        rcgen::CertificateParams::new(names).map_err(|e| anyhow!("certificate parameters: {e}"))?;
     params.distinguished_name = rcgen::DistinguishedName::new();
     params
         .distinguished_name
@@ -98,9 +126,12 @@ pub fn ensure_self_signed(data_dir: &Path, extra_names: &[String]) -> Result<(Pa
     params.not_after = now + time::Duration::days(825);
     let key_pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
         .map_err(|e| anyhow!("generating a key: {e}"))?;
-    let certificate = params.self_signed(&key_pair).map_err(|e| anyhow!("self-signing: {e}"))?;
+    let certificate = params
+        .self_signed(&key_pair)
+        .map_err(|e| anyhow!("self-signing: {e}"))?;
     write_private(&key, key_pair.serialize_pem().as_bytes())?;
-    std::fs::write(&cert, certificate.pem()).with_context(|| format!("cannot write {}", cert.display()))?;
+    std::fs::write(&cert, certificate.pem())
+        .with_context(|| format!("cannot write {}", cert.display()))?;
     Ok((cert, key, true))
 }
 
@@ -113,19 +144,23 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
         opts.mode(0o600);
     }
-    let mut f = opts.open(path).with_context(|| format!("cannot create {}", path.display()))?;
-    f.write_all(bytes).with_context(|| format!("cannot write {}", path.display()))?;
+    let mut f = opts
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    f.write_all(bytes)
+        .with_context(|| format!("cannot write {}", path.display()))?;
     f.sync_all()?;
     Ok(())
 }
 
 /// The rustls server configuration around a certificate store.
 pub fn server_config(certs: Arc<CertStore>) -> Result<rustls::ServerConfig> {
-    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(provider::default_provider()))
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| anyhow!("TLS configuration: {e}"))?
-        .with_no_client_auth()
-        .with_cert_resolver(certs);
+    let mut cfg =
+        rustls::ServerConfig::builder_with_provider(Arc::new(provider::default_provider()))
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(|e| anyhow!("TLS configuration: {e}"))?
+            .with_no_client_auth()
+            .with_cert_resolver(certs);
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(cfg)
 }

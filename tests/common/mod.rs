@@ -91,7 +91,11 @@ impl Server {
     }
 
     fn spawn(&mut self) {
-        let listen = if self.addr.is_empty() { "127.0.0.1:0".to_owned() } else { self.addr.clone() };
+        let listen = if self.addr.is_empty() {
+            "127.0.0.1:0".to_owned()
+        } else {
+            self.addr.clone()
+        };
         let mut child = Command::new(BIN)
             .arg("--data-dir")
             .arg(self.dir.path())
@@ -120,7 +124,10 @@ impl Server {
             Ok(u) => u,
             Err(_) => {
                 let _ = child.kill();
-                panic!("server did not start; log:\n{}", self.log.lock().unwrap().join("\n"));
+                panic!(
+                    "server did not start; log:\n{}",
+                    self.log.lock().unwrap().join("\n")
+                );
             }
         };
         self.addr = url
@@ -141,7 +148,10 @@ impl Server {
     /// SIGTERM and wait for exit.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .status();
             let deadline = Instant::now() + Duration::from_secs(20);
             loop {
                 if let Ok(Some(_)) = c.try_wait() {
@@ -172,7 +182,11 @@ impl Server {
     }
 
     pub fn client(&self) -> Client {
-        Client::new(&self.addr, Some(self.dir.path().join("tls/cert.pem")), self.token.clone())
+        Client::new(
+            &self.addr,
+            Some(self.dir.path().join("tls/cert.pem")),
+            self.token.clone(),
+        )
     }
 }
 
@@ -195,7 +209,9 @@ impl Resp {
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
     }
     pub fn header(&self, name: &str) -> Option<String> {
-        self.headers.get(name).map(|v| v.to_str().unwrap().to_owned())
+        self.headers
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
     }
 }
 
@@ -229,7 +245,10 @@ impl Client {
             addr: addr.to_owned(),
             token,
             tls,
-            rt: tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap(),
+            rt: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap(),
             content_type: "application/scim+json".into(),
         }
     }
@@ -239,15 +258,26 @@ impl Client {
             addr: self.addr.clone(),
             token: token.to_owned(),
             tls: self.tls.clone(),
-            rt: tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap(),
+            rt: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap(),
             content_type: self.content_type.clone(),
         }
     }
 
     /// Sends a request; `path` is below the server root (e.g. `/scim/v2/Users`).
-    pub fn send(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Option<Vec<u8>>) -> Resp {
+    pub fn send(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+    ) -> Resp {
         self.rt.block_on(async {
-            let tcp = tokio::net::TcpStream::connect(&self.addr).await.expect("connect");
+            let tcp = tokio::net::TcpStream::connect(&self.addr)
+                .await
+                .expect("connect");
             let mut builder = Request::builder()
                 .method(Method::from_bytes(method.as_bytes()).unwrap())
                 .uri(path)
@@ -255,19 +285,25 @@ impl Client {
             for (k, v) in headers {
                 builder = builder.header(*k, *v);
             }
-            let req = builder.body(Full::new(Bytes::from(body.unwrap_or_default()))).unwrap();
+            let req = builder
+                .body(Full::new(Bytes::from(body.unwrap_or_default())))
+                .unwrap();
             let resp = match &self.tls {
                 Some(tls) => {
                     let name = ServerName::try_from("127.0.0.1").unwrap();
                     let stream = tls.connect(name, tcp).await.expect("TLS handshake");
                     let (mut sender, conn) =
-                        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("http handshake");
+                        hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                            .await
+                            .expect("http handshake");
                     tokio::spawn(conn);
                     sender.send_request(req).await.expect("request")
                 }
                 None => {
                     let (mut sender, conn) =
-                        hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.expect("http handshake");
+                        hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+                            .await
+                            .expect("http handshake");
                     tokio::spawn(conn);
                     sender.send_request(req).await.expect("request")
                 }
@@ -275,7 +311,11 @@ impl Client {
             let status = resp.status().as_u16();
             let headers = resp.headers().clone();
             let body = resp.into_body().collect().await.expect("body").to_bytes();
-            Resp { status, headers, body }
+            Resp {
+                status,
+                headers,
+                body,
+            }
         })
     }
 
@@ -288,14 +328,25 @@ impl Client {
         self.scim_with(method, path, body, &[])
     }
 
-    pub fn scim_with(&self, method: &str, path: &str, body: Option<&Value>, extra: &[(&str, &str)]) -> Resp {
+    pub fn scim_with(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        extra: &[(&str, &str)],
+    ) -> Resp {
         let auth = self.auth();
         let mut headers: Vec<(&str, &str)> = vec![("authorization", auth.as_str())];
         if body.is_some() {
             headers.push(("content-type", self.content_type.as_str()));
         }
         headers.extend_from_slice(extra);
-        self.send(method, &format!("/scim/v2{path}"), &headers, body.map(|b| serde_json::to_vec(b).unwrap()))
+        self.send(
+            method,
+            &format!("/scim/v2{path}"),
+            &headers,
+            body.map(|b| serde_json::to_vec(b).unwrap()),
+        )
     }
 
     pub fn get(&self, path: &str) -> Resp {
@@ -317,10 +368,21 @@ impl Client {
 
 /// Asserts a SCIM error document with this status (and scimType, if given).
 pub fn assert_scim_error(r: &Resp, status: u16, scim_type: Option<&str>) {
-    assert_eq!(r.status, status, "body: {}", String::from_utf8_lossy(&r.body));
-    assert_eq!(r.header("content-type").as_deref(), Some("application/scim+json"));
+    assert_eq!(
+        r.status,
+        status,
+        "body: {}",
+        String::from_utf8_lossy(&r.body)
+    );
+    assert_eq!(
+        r.header("content-type").as_deref(),
+        Some("application/scim+json")
+    );
     let j = r.json();
-    assert_eq!(j["schemas"][0], "urn:ietf:params:scim:api:messages:2.0:Error");
+    assert_eq!(
+        j["schemas"][0],
+        "urn:ietf:params:scim:api:messages:2.0:Error"
+    );
     assert_eq!(j["status"], status.to_string());
     if let Some(t) = scim_type {
         assert_eq!(j["scimType"], t, "{j}");

@@ -1,0 +1,329 @@
+//! `POST /Bulk` (RFC 7644 §3.7): runs each operation through the same code as a
+//! single request, resolving `bulkId:` references to the ids created earlier in the
+//! request, stopping after `failOnErrors` errors. Limits are announced in
+//! ServiceProviderConfig and enforced (413 tooMany).
+
+use std::collections::HashMap;
+
+use http_body_util::BodyExt;
+use hyper::{Method, StatusCode};
+use serde_json::{json, Map, Value};
+
+use super::scim::{self as endpoints, Handled};
+use super::{scim_json, AppState};
+use crate::auth::Principal;
+use crate::scim::error::{ScimError, ScimResult, ScimType};
+use crate::scim::resource::Projection;
+use crate::scim::schema::ResourceType;
+
+pub const BULK_REQUEST_URN: &str = "urn:ietf:params:scim:api:messages:2.0:BulkRequest";
+pub const BULK_RESPONSE_URN: &str = "urn:ietf:params:scim:api:messages:2.0:BulkResponse";
+
+struct BulkOp {
+    method: Method,
+    bulk_id: Option<String>,
+    path: String,
+    data: Option<Value>,
+    version: Option<String>,
+}
+
+fn parse_ops(body: &Value, max_ops: usize) -> ScimResult<(Vec<BulkOp>, Option<usize>)> {
+    let obj = body
+        .as_object()
+        .ok_or_else(|| ScimError::invalid_syntax("a bulk request must be a JSON object"))?;
+    let schemas_ok = obj
+        .get("schemas")
+        .and_then(Value::as_array)
+        .is_some_and(|s| s.iter().any(|u| u.as_str() == Some(BULK_REQUEST_URN)));
+    if !schemas_ok {
+        return Err(ScimError::invalid_syntax(format!(
+            "\"schemas\" must contain {BULK_REQUEST_URN}"
+        )));
+    }
+    let fail_on_errors = match obj.get("failOnErrors") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) if n.as_u64().is_some_and(|v| v >= 1) => {
+            n.as_u64().map(|v| v as usize)
+        }
+        Some(_) => {
+            return Err(ScimError::invalid_value(
+                "failOnErrors must be a positive integer",
+            ))
+        }
+    };
+    let ops = obj
+        .get("Operations")
+        .and_then(Value::as_array)
+        .ok_or_else(|| ScimError::invalid_syntax("\"Operations\" must be an array"))?;
+    if ops.len() > max_ops {
+        return Err(ScimError::new(
+            413,
+            Some(ScimType::TooMany),
+            format!(
+                "a bulk request may hold at most {max_ops} operations; this one has {}",
+                ops.len()
+            ),
+        ));
+    }
+    let mut out = Vec::with_capacity(ops.len());
+    for op in ops {
+        let method = op
+            .get("method")
+            .and_then(Value::as_str)
+            .and_then(|m| match m.to_ascii_uppercase().as_str() {
+                "POST" => Some(Method::POST),
+                "PUT" => Some(Method::PUT),
+                "PATCH" => Some(Method::PATCH),
+                "DELETE" => Some(Method::DELETE),
+                _ => None,
+            })
+            .ok_or_else(|| {
+                ScimError::invalid_value(
+                    "each bulk operation needs a method: POST, PUT, PATCH or DELETE",
+                )
+            })?;
+        let path = op
+            .get("path")
+            .and_then(Value::as_str)
+            .ok_or_else(|| ScimError::invalid_value("each bulk operation needs a path"))?
+            .to_owned();
+        let bulk_id = op.get("bulkId").and_then(Value::as_str).map(str::to_owned);
+        if method == Method::POST && bulk_id.is_none() {
+            return Err(ScimError::invalid_value(
+                "a bulk POST operation needs a bulkId",
+            ));
+        }
+        out.push(BulkOp {
+            method,
+            bulk_id,
+            path,
+            data: op.get("data").cloned(),
+            version: op.get("version").and_then(Value::as_str).map(str::to_owned),
+        });
+    }
+    Ok((out, fail_on_errors))
+}
+
+/// Replaces `bulkId:X` in every string of `v`; false if a reference is unknown.
+fn resolve_refs(v: &mut Value, ids: &HashMap<String, String>) -> bool {
+    match v {
+        Value::String(s) => match s.strip_prefix("bulkId:") {
+            Some(r) => match ids.get(r) {
+                Some(id) => {
+                    *s = id.clone();
+                    true
+                }
+                None => false,
+            },
+            None => true,
+        },
+        Value::Array(items) => items.iter_mut().all(|i| resolve_refs(i, ids)),
+        Value::Object(m) => m.values_mut().all(|i| resolve_refs(i, ids)),
+        _ => true,
+    }
+}
+
+fn references(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.starts_with("bulkId:"),
+        Value::Array(items) => items.iter().any(references),
+        Value::Object(m) => m.values().any(references),
+        _ => false,
+    }
+}
+
+/// `/Users`, `/Users/{id}`, `/Groups`, `/Groups/{id}`.
+fn parse_path(path: &str) -> Option<(ResourceType, Option<String>)> {
+    let mut parts = path.trim_matches('/').splitn(2, '/');
+    let rt = match parts.next()? {
+        "Users" => ResourceType::User,
+        "Groups" => ResourceType::Group,
+        _ => return None,
+    };
+    match parts.next() {
+        None => Some((rt, None)),
+        Some(id) if !id.is_empty() && !id.contains('/') => Some((rt, Some(id.to_owned()))),
+        _ => None,
+    }
+}
+
+pub async fn handle(state: &AppState, body: Value, principal: &Principal, base: &str) -> Handled {
+    let (ops, fail_on_errors) = parse_ops(&body, state.config.limits.bulk_max_operations)?;
+    let mut ids: HashMap<String, String> = HashMap::new();
+    let mut results: Vec<Option<Value>> = vec![None; ops.len()];
+    let mut pending: Vec<usize> = (0..ops.len()).collect();
+    let mut errors = 0usize;
+    // Operations whose bulkId references are not yet resolvable wait for a later pass
+    // (RFC 7644 §3.7.2 allows forward references); what never resolves fails.
+    let mut stopped = false;
+    loop {
+        let mut progressed = false;
+        let mut waiting = Vec::new();
+        for i in std::mem::take(&mut pending) {
+            let op = &ops[i];
+            let mut data = op.data.clone();
+            let mut path = Value::String(op.path.clone());
+            let resolvable = data.as_mut().is_none_or(|d| resolve_refs(d, &ids))
+                && (!references(&path) || resolve_refs(&mut path, &ids));
+            if !resolvable {
+                waiting.push(i);
+                continue;
+            }
+            progressed = true;
+            let path = path.as_str().unwrap_or_default().to_owned();
+            let outcome = run_op(state, op, &path, data, principal, base).await;
+            let entry = match outcome {
+                Ok((status, location, version, id)) => {
+                    if let (Some(b), Some(id)) = (&op.bulk_id, id) {
+                        ids.insert(b.clone(), id);
+                    }
+                    let mut m = Map::new();
+                    m.insert("method".into(), json!(op.method.as_str()));
+                    if let Some(b) = &op.bulk_id {
+                        m.insert("bulkId".into(), json!(b));
+                    }
+                    if let Some(l) = location {
+                        m.insert("location".into(), json!(l));
+                    }
+                    if let Some(v) = version {
+                        m.insert("version".into(), json!(v));
+                    }
+                    m.insert("status".into(), json!(status.to_string()));
+                    Value::Object(m)
+                }
+                Err(e) => {
+                    errors += 1;
+                    error_entry(op, &e)
+                }
+            };
+            results[i] = Some(entry);
+            if fail_on_errors.is_some_and(|limit| errors >= limit) {
+                stopped = true;
+                break;
+            }
+        }
+        pending = waiting;
+        if stopped {
+            // failOnErrors reached: the rest is not processed (RFC 7644 §3.7.3).
+            pending.clear();
+            break;
+        }
+        if pending.is_empty() || !progressed {
+            break;
+        }
+    }
+    for i in pending {
+        if results[i].is_none() {
+            let e = ScimError::new(
+                409,
+                None,
+                "the operation refers to a bulkId that no operation of this request created",
+            );
+            results[i] = Some(error_entry(&ops[i], &e));
+        }
+    }
+    let operations: Vec<Value> = results.into_iter().flatten().collect();
+    Ok(scim_json(
+        StatusCode::OK,
+        &json!({"schemas": [BULK_RESPONSE_URN], "Operations": operations}),
+    ))
+}
+
+fn error_entry(op: &BulkOp, e: &ScimError) -> Value {
+    let mut m = Map::new();
+    m.insert("method".into(), json!(op.method.as_str()));
+    if let Some(b) = &op.bulk_id {
+        m.insert("bulkId".into(), json!(b));
+    }
+    m.insert("status".into(), json!(e.status.to_string()));
+    m.insert("response".into(), e.to_json());
+    Value::Object(m)
+}
+
+/// Runs one operation; returns (status, location, version, created id).
+async fn run_op(
+    state: &AppState,
+    op: &BulkOp,
+    path: &str,
+    data: Option<Value>,
+    principal: &Principal,
+    base: &str,
+) -> ScimResult<(u16, Option<String>, Option<String>, Option<String>)> {
+    let Some((rt, id)) = parse_path(path) else {
+        return Err(ScimError::invalid_path(format!(
+            "\"{path}\" is not /Users, /Groups or one of their resources"
+        )));
+    };
+    let projection = Projection::default();
+    let need_data = || {
+        data.clone()
+            .ok_or_else(|| ScimError::invalid_syntax("this operation needs \"data\""))
+    };
+    let response = match (&op.method, id) {
+        (&Method::POST, None) => {
+            endpoints::create(state, rt, need_data()?, principal, projection, base).await?
+        }
+        (&Method::PUT, Some(id)) => {
+            endpoints::replace(
+                state,
+                rt,
+                id,
+                need_data()?,
+                op.version.clone(),
+                principal,
+                projection,
+                base,
+            )
+            .await?
+        }
+        (&Method::PATCH, Some(id)) => {
+            endpoints::patch_resource(
+                state,
+                rt,
+                id,
+                need_data()?,
+                op.version.clone(),
+                principal,
+                projection,
+                base,
+            )
+            .await?
+        }
+        (&Method::DELETE, Some(id)) => {
+            endpoints::delete(state, rt, id, op.version.clone(), principal).await?
+        }
+        _ => {
+            return Err(ScimError::invalid_path(format!(
+                "{} is not allowed on {path}",
+                op.method
+            )))
+        }
+    };
+    let status = response.status().as_u16();
+    let location = response
+        .headers()
+        .get(hyper::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let version = response
+        .headers()
+        .get(hyper::header::ETAG)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let created_id = if op.method == Method::POST {
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        serde_json::from_slice::<Value>(&bytes)
+            .ok()
+            .and_then(|v| v.get("id").and_then(Value::as_str).map(str::to_owned))
+    } else {
+        None
+    };
+    let location =
+        location.or_else(|| (op.method != Method::DELETE).then(|| format!("{base}{path}")));
+    Ok((status, location, version, created_id))
+}
