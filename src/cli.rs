@@ -13,7 +13,11 @@ use crate::http::{self, tls, AppState};
 use crate::store::{Scope, Store, StoreError, StoreOptions};
 
 #[derive(Debug, Parser)]
-#[command(name = "scimbridge", version, about = "A self-hosted SCIM 2.0 bridge: a TLS SCIM server with embedded storage")]
+#[command(
+    name = "scimbridge",
+    version,
+    about = "A self-hosted SCIM 2.0 bridge: a TLS SCIM server with embedded storage"
+)]
 pub struct Cli {
     /// TOML configuration file (see config/scimbridge.toml).
     #[arg(long, global = true, env = "SCIMBRIDGE_CONFIG", value_name = "FILE")]
@@ -155,8 +159,12 @@ pub fn run(cli: Cli) -> Result<()> {
 fn open_store_for_cli(cfg: &Config) -> Result<Store> {
     let path = cfg.db_path();
     if !path.exists() {
-        std::fs::create_dir_all(&cfg.data_dir)
-            .with_context(|| format!("cannot create the data directory {}", cfg.data_dir.display()))?;
+        std::fs::create_dir_all(&cfg.data_dir).with_context(|| {
+            format!(
+                "cannot create the data directory {}",
+                cfg.data_dir.display()
+            )
+        })?;
     }
     Store::open(&path, &StoreOptions { cache_bytes: 16 << 20 }).map_err(|e| match e {
         StoreError::AlreadyOpen(_) => anyhow!(
@@ -172,20 +180,32 @@ fn token(cfg: &Config, cmd: &TokenCommand) -> Result<()> {
     let store = open_store_for_cli(cfg)?;
     let (now_s, now_ms) = http::now();
     let result = match cmd {
-        TokenCommand::Issue { name, read_only, expires_in } => {
+        TokenCommand::Issue {
+            name,
+            read_only,
+            expires_in,
+        } => {
             let name = name.trim();
             if name.is_empty() || name.len() > 100 || name.chars().any(char::is_control) {
                 bail!("--name must be 1 to 100 printable characters");
             }
-            let scope = if *read_only { Scope::ReadOnly } else { Scope::ReadWrite };
+            let scope = if *read_only {
+                Scope::ReadOnly
+            } else {
+                Scope::ReadWrite
+            };
             let expires = expires_in.map(|days| {
                 let t = time::OffsetDateTime::now_utc() + time::Duration::days(i64::from(days));
                 let t = t.replace_millisecond(t.millisecond()).unwrap_or(t);
-                t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .unwrap_or_default()
             });
-            let (record, secret, hash) = crate::auth::new_token(name, scope, &now_s, expires.clone(), now_ms)
-                .map_err(|_| anyhow!("the operating system's random generator failed"))?;
-            store.add_token_blocking(record, hash).map_err(|e| anyhow!(e))?;
+            let (record, secret, hash) =
+                crate::auth::new_token(name, scope, &now_s, expires.clone(), now_ms)
+                    .map_err(|_| anyhow!("the operating system's random generator failed"))?;
+            store
+                .add_token_blocking(record, hash)
+                .map_err(|e| anyhow!(e))?;
             eprintln!(
                 "Issued the {} token \"{name}\"{}. Copy it now: it is shown only once and stored only as a hash.",
                 scope.as_str(),
@@ -195,7 +215,10 @@ fn token(cfg: &Config, cmd: &TokenCommand) -> Result<()> {
             Ok(())
         }
         TokenCommand::List { json } => {
-            let tokens = store.snapshot().and_then(|s| s.tokens()).map_err(|e| anyhow!(e))?;
+            let tokens = store
+                .snapshot()
+                .and_then(|s| s.tokens())
+                .map_err(|e| anyhow!(e))?;
             if *json {
                 let list: Vec<serde_json::Value> = tokens
                     .iter()
@@ -210,7 +233,10 @@ fn token(cfg: &Config, cmd: &TokenCommand) -> Result<()> {
             } else if tokens.is_empty() {
                 println!("no tokens; issue one with: scimbridge token issue --name NAME");
             } else {
-                println!("{:<24} {:<10} {:<8} {:<24} {:<24} EXPIRES", "NAME", "SCOPE", "STATE", "CREATED", "LAST USED");
+                println!(
+                    "{:<24} {:<10} {:<8} {:<24} {:<24} EXPIRES",
+                    "NAME", "SCOPE", "STATE", "CREATED", "LAST USED"
+                );
                 for t in &tokens {
                     println!(
                         "{:<24} {:<10} {:<8} {:<24} {:<24} {}",
@@ -239,7 +265,8 @@ fn token(cfg: &Config, cmd: &TokenCommand) -> Result<()> {
 
 fn init_logging(cfg: &Config) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("SCIMBRIDGE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_env("SCIMBRIDGE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -253,7 +280,10 @@ fn init_logging(cfg: &Config) {
 
 fn create_data_dir(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| {
-        format!("cannot create the data directory {}; set --data-dir to a writable place", dir.display())
+        format!(
+            "cannot create the data directory {}; set --data-dir to a writable place",
+            dir.display()
+        )
     })?;
     #[cfg(unix)]
     {
@@ -282,14 +312,20 @@ fn serve(cfg: Config) -> Result<()> {
             None
         }
         TlsMode::SelfSigned => {
-            let extra = if cfg.listen.ip().is_unspecified() { vec![] } else { vec![cfg.listen.ip().to_string()] };
+            let extra = if cfg.listen.ip().is_unspecified() {
+                vec![]
+            } else {
+                vec![cfg.listen.ip().to_string()]
+            };
             let (cert, key, created) = tls::ensure_self_signed(&cfg.data_dir, &extra)?;
             if created {
                 tracing::info!(cert = %cert.display(), "generated a self-signed certificate");
             }
             Some(Arc::new(tls::CertStore::new(tls::load_pem(&cert, &key)?)))
         }
-        TlsMode::Files { cert, key } => Some(Arc::new(tls::CertStore::new(tls::load_pem(cert, key)?))),
+        TlsMode::Files { cert, key } => {
+            Some(Arc::new(tls::CertStore::new(tls::load_pem(cert, key)?)))
+        }
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -91,7 +91,10 @@ pub fn schema_json(s: &SchemaDef, base: &str) -> Value {
 }
 
 pub fn find_schema(id: &str) -> Option<&'static SchemaDef> {
-    ALL_SCHEMAS.iter().copied().find(|s| s.id.eq_ignore_ascii_case(id))
+    ALL_SCHEMAS
+        .iter()
+        .copied()
+        .find(|s| s.id.eq_ignore_ascii_case(id))
 }
 
 pub fn resource_type_json(rt: ResourceType, base: &str) -> Value {

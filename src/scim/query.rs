@@ -33,7 +33,11 @@ pub enum Lookup {
 /// Candidate ids from an index, or `None` when the filter needs a scan.
 pub fn plan(filter: &Filter, rt: ResourceType) -> Option<Lookup> {
     match filter {
-        Filter::Compare { path, op: CompareOp::Eq, value: Value::String(v) } => {
+        Filter::Compare {
+            path,
+            op: CompareOp::Eq,
+            value: Value::String(v),
+        } => {
             let found = path.resolve(rt)?;
             if found.schema.is_some() {
                 return None;
@@ -43,7 +47,9 @@ pub fn plan(filter: &Filter, rt: ResourceType) -> Option<Lookup> {
                 (_, "id", None) => Some(Lookup::Id(v.clone())),
                 (_, "externalId", None) => Some(Lookup::ExternalId(v.clone())),
                 (ResourceType::User, "userName", None) => Some(Lookup::UserName(v.clone())),
-                (ResourceType::User, "emails", sub) if sub.is_none_or(|s| s.eq_ignore_ascii_case("value")) => {
+                (ResourceType::User, "emails", sub)
+                    if sub.is_none_or(|s| s.eq_ignore_ascii_case("value")) =>
+                {
                     Some(Lookup::Email(v.clone()))
                 }
                 (ResourceType::Group, "displayName", None) => Some(Lookup::GroupName(v.clone())),
@@ -90,9 +96,10 @@ impl ListParams {
             _ => None,
         };
         let sort_by = match sort_by.map(str::trim) {
-            Some(s) if !s.is_empty() => Some(AttrPath::parse(s).map_err(|e| {
-                ScimError::invalid_value(format!("sortBy: {}", e.detail))
-            })?),
+            Some(s) if !s.is_empty() => Some(
+                AttrPath::parse(s)
+                    .map_err(|e| ScimError::invalid_value(format!("sortBy: {}", e.detail)))?,
+            ),
             _ => None,
         };
         let descending = match sort_order.map(str::trim) {
@@ -110,23 +117,37 @@ impl ListParams {
             None | Some("") => 1,
             Some(s) => s
                 .parse::<i64>()
-                .map_err(|_| ScimError::invalid_value(format!("startIndex must be an integer, not \"{s}\"")))?
+                .map_err(|_| {
+                    ScimError::invalid_value(format!("startIndex must be an integer, not \"{s}\""))
+                })?
                 .clamp(1, i64::from(u32::MAX)) as usize,
         };
         let count = match count.map(str::trim) {
             None | Some("") => default_count,
             Some(s) => s
                 .parse::<i64>()
-                .map_err(|_| ScimError::invalid_value(format!("count must be an integer, not \"{s}\"")))?
+                .map_err(|_| {
+                    ScimError::invalid_value(format!("count must be an integer, not \"{s}\""))
+                })?
                 .clamp(0, max_count as i64) as usize,
         };
-        Ok(ListParams { filter, sort_by, descending, start_index, count })
+        Ok(ListParams {
+            filter,
+            sort_by,
+            descending,
+            start_index,
+            count,
+        })
     }
 }
 
 /// The value a resource sorts by: the attribute (or sub-attribute) named by `path`;
 /// for a multi-valued attribute, its primary value or else its first.
-fn sort_key<'a>(rt: ResourceType, resource: &'a Map<String, Value>, path: &AttrPath) -> Option<&'a Value> {
+fn sort_key<'a>(
+    rt: ResourceType,
+    resource: &'a Map<String, Value>,
+    path: &AttrPath,
+) -> Option<&'a Value> {
     let found = path.resolve(rt)?;
     let holder = match found.schema {
         Some(ext) => resource.get(ext.id)?.as_object()?,
@@ -139,16 +160,28 @@ fn sort_key<'a>(rt: ResourceType, resource: &'a Map<String, Value>, path: &AttrP
             .find(|i| i.get("primary") == Some(&Value::Bool(true)))
             .or_else(|| items.first())?;
     }
-    let sub = path.sub.as_deref().or(if found.def.ty == AttrType::Complex { Some("value") } else { None });
+    let sub = path
+        .sub
+        .as_deref()
+        .or(if found.def.ty == AttrType::Complex {
+            Some("value")
+        } else {
+            None
+        });
     if let Some(sub) = sub {
         let obj = v.as_object()?;
-        v = obj.iter().find(|(k, _)| k.eq_ignore_ascii_case(sub)).map(|(_, v)| v)?;
+        v = obj
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(sub))
+            .map(|(_, v)| v)?;
     }
     Some(v)
 }
 
 fn case_exact(rt: ResourceType, path: &AttrPath) -> bool {
-    let Some(found) = path.resolve(rt) else { return false };
+    let Some(found) = path.resolve(rt) else {
+        return false;
+    };
     match path.sub.as_deref() {
         Some(s) => found.def.sub(s).is_some_and(|d| d.case_exact),
         None => found.def.case_exact,
@@ -175,21 +208,28 @@ fn compare_values(a: &Value, b: &Value, exact: bool) -> Ordering {
 
 /// Sorts rendered resources by `sortBy`; resources without the attribute come last
 /// whatever the order (RFC 7644 §3.4.2.3).
-pub fn sort(rt: ResourceType, resources: &mut [Map<String, Value>], path: &AttrPath, descending: bool) {
+pub fn sort(
+    rt: ResourceType,
+    resources: &mut [Map<String, Value>],
+    path: &AttrPath,
+    descending: bool,
+) {
     let exact = case_exact(rt, path);
-    resources.sort_by(|a, b| match (sort_key(rt, a, path), sort_key(rt, b, path)) {
-        (Some(x), Some(y)) => {
-            let o = compare_values(x, y, exact);
-            if descending {
-                o.reverse()
-            } else {
-                o
+    resources.sort_by(
+        |a, b| match (sort_key(rt, a, path), sort_key(rt, b, path)) {
+            (Some(x), Some(y)) => {
+                let o = compare_values(x, y, exact);
+                if descending {
+                    o.reverse()
+                } else {
+                    o
+                }
             }
-        }
-        (Some(_), None) => Ordering::Less,
-        (None, Some(_)) => Ordering::Greater,
-        (None, None) => Ordering::Equal,
-    });
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (None, None) => Ordering::Equal,
+        },
+    );
 }
 
 #[cfg(test)]
@@ -204,17 +244,35 @@ mod tests {
     #[test]
     fn plans_index_lookups() {
         let u = ResourceType::User;
-        assert_eq!(plan(&f("userName eq \"A\""), u), Some(Lookup::UserName("A".into())));
-        assert_eq!(plan(&f("USERNAME eq \"A\""), u), Some(Lookup::UserName("A".into())));
-        assert_eq!(plan(&f("externalId eq \"x\""), u), Some(Lookup::ExternalId("x".into())));
-        assert_eq!(plan(&f("emails.value eq \"a@b\""), u), Some(Lookup::Email("a@b".into())));
+        assert_eq!(
+            plan(&f("userName eq \"A\""), u),
+            Some(Lookup::UserName("A".into()))
+        );
+        assert_eq!(
+            plan(&f("USERNAME eq \"A\""), u),
+            Some(Lookup::UserName("A".into()))
+        );
+        assert_eq!(
+            plan(&f("externalId eq \"x\""), u),
+            Some(Lookup::ExternalId("x".into()))
+        );
+        assert_eq!(
+            plan(&f("emails.value eq \"a@b\""), u),
+            Some(Lookup::Email("a@b".into()))
+        );
         assert_eq!(plan(&f("userName co \"A\""), u), None);
         assert_eq!(plan(&f("userName eq \"A\" or title eq \"x\""), u), None);
         assert_eq!(
-            plan(&f("id eq \"g1\" and members[value eq \"u1\"]"), ResourceType::Group),
+            plan(
+                &f("id eq \"g1\" and members[value eq \"u1\"]"),
+                ResourceType::Group
+            ),
             Some(Lookup::Id("g1".into()))
         );
-        assert_eq!(plan(&f("displayName eq \"Eng\""), ResourceType::Group), Some(Lookup::GroupName("Eng".into())));
+        assert_eq!(
+            plan(&f("displayName eq \"Eng\""), ResourceType::Group),
+            Some(Lookup::GroupName("Eng".into()))
+        );
     }
 
     #[test]
@@ -229,14 +287,28 @@ mod tests {
 
     #[test]
     fn sorts_case_insensitively_with_missing_last() {
-        let mut v: Vec<Map<String, Value>> = [json!({"userName": "b"}), json!({}), json!({"userName": "A"})]
-            .into_iter()
-            .map(|x| x.as_object().unwrap().clone())
-            .collect();
-        sort(ResourceType::User, &mut v, &AttrPath::parse("userName").unwrap(), false);
+        let mut v: Vec<Map<String, Value>> = [
+            json!({"userName": "b"}),
+            json!({}),
+            json!({"userName": "A"}),
+        ]
+        .into_iter()
+        .map(|x| x.as_object().unwrap().clone())
+        .collect();
+        sort(
+            ResourceType::User,
+            &mut v,
+            &AttrPath::parse("userName").unwrap(),
+            false,
+        );
         assert_eq!(v[0]["userName"], "A");
         assert!(v[2].get("userName").is_none());
-        sort(ResourceType::User, &mut v, &AttrPath::parse("userName").unwrap(), true);
+        sort(
+            ResourceType::User,
+            &mut v,
+            &AttrPath::parse("userName").unwrap(),
+            true,
+        );
         assert_eq!(v[0]["userName"], "b");
         assert!(v[2].get("userName").is_none());
     }
