@@ -5,12 +5,13 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{self, Config, Overrides, TlsMode};
+use crate::control::{self, ControlRequest};
 use crate::http::{self, tls, AppState};
-use crate::store::{Scope, Store, StoreError, StoreOptions};
+use crate::store::{Store, StoreError, StoreOptions};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -155,81 +156,74 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
-/// Opens the store for a one-off command, explaining the usual reasons it fails.
+/// Opens the store for a one-off command when no server runs.
 fn open_store_for_cli(cfg: &Config) -> Result<Store> {
-    let path = cfg.db_path();
-    if !path.exists() {
-        std::fs::create_dir_all(&cfg.data_dir).with_context(|| {
-            format!(
-                "cannot create the data directory {}",
-                cfg.data_dir.display()
-            )
-        })?;
-    }
-    Store::open(&path, &StoreOptions { cache_bytes: 16 << 20 }).map_err(|e| match e {
-        StoreError::AlreadyOpen(_) => anyhow!(
-            "the scimbridge server is running with the data directory {} and holds its database.\n\
-             Stop the server (e.g. `systemctl stop scimbridge`), run this command, then start it again.",
+    std::fs::create_dir_all(&cfg.data_dir).with_context(|| {
+        format!(
+            "cannot create the data directory {}",
             cfg.data_dir.display()
+        )
+    })?;
+    Store::open(&cfg.db_path(), &StoreOptions { cache_bytes: 16 << 20 }).map_err(|e| match e {
+        StoreError::AlreadyOpen(_) => anyhow!(
+            "the scimbridge server is running with the data directory {} and holds its database, \
+             but its control socket ({}) does not answer.\n\
+             Run this command as the user the server runs as, or stop the server (e.g. `systemctl stop scimbridge`) and retry.",
+            cfg.data_dir.display(),
+            control::socket_path(&cfg.data_dir).display()
         ),
         other => anyhow!(other),
     })
 }
 
-fn token(cfg: &Config, cmd: &TokenCommand) -> Result<()> {
+/// Runs a control request on the running server, or directly on the database when
+/// no server runs.
+fn control_request(cfg: &Config, req: ControlRequest) -> Result<serde_json::Value> {
+    if let Some(answer) = control::call(&cfg.data_dir, &req) {
+        return answer.map_err(|e| anyhow!(e));
+    }
     let store = open_store_for_cli(cfg)?;
-    let (now_s, now_ms) = http::now();
-    let result = match cmd {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let answer = runtime.block_on(control::execute(&store, req));
+    store.close();
+    answer.map_err(|e| anyhow!(e))
+}
+
+fn token(cfg: &Config, cmd: &TokenCommand) -> Result<()> {
+    match cmd {
         TokenCommand::Issue {
             name,
             read_only,
             expires_in,
         } => {
-            let name = name.trim();
-            if name.is_empty() || name.len() > 100 || name.chars().any(char::is_control) {
-                bail!("--name must be 1 to 100 printable characters");
-            }
-            let scope = if *read_only {
-                Scope::ReadOnly
-            } else {
-                Scope::ReadWrite
-            };
-            let expires = expires_in.map(|days| {
-                let t = time::OffsetDateTime::now_utc() + time::Duration::days(i64::from(days));
-                let t = t.replace_millisecond(t.millisecond()).unwrap_or(t);
-                t.format(&time::format_description::well_known::Rfc3339)
-                    .unwrap_or_default()
-            });
-            let (record, secret, hash) =
-                crate::auth::new_token(name, scope, &now_s, expires.clone(), now_ms)
-                    .map_err(|_| anyhow!("the operating system's random generator failed"))?;
-            store
-                .add_token_blocking(record, hash)
-                .map_err(|e| anyhow!(e))?;
+            let v = control_request(
+                cfg,
+                ControlRequest::TokenIssue {
+                    name: name.clone(),
+                    read_only: *read_only,
+                    expires_in_days: *expires_in,
+                },
+            )?;
+            let t = &v["token"];
             eprintln!(
-                "Issued the {} token \"{name}\"{}. Copy it now: it is shown only once and stored only as a hash.",
-                scope.as_str(),
-                expires.map(|e| format!(", expiring {e}")).unwrap_or_default()
+                "Issued the {} token \"{}\"{}. Copy it now: it is shown only once and stored only as a hash.",
+                t["scope"].as_str().unwrap_or_default(),
+                t["name"].as_str().unwrap_or_default(),
+                t["expires"].as_str().map(|e| format!(", expiring {e}")).unwrap_or_default()
             );
-            println!("{}", secret.0);
-            Ok(())
+            println!("{}", v["secret"].as_str().unwrap_or_default());
         }
         TokenCommand::List { json } => {
-            let tokens = store
-                .snapshot()
-                .and_then(|s| s.tokens())
-                .map_err(|e| anyhow!(e))?;
+            let v = control_request(cfg, ControlRequest::TokenList)?;
+            let tokens = v.as_array().cloned().unwrap_or_default();
+            let s = |t: &serde_json::Value, k: &str, none: &str| {
+                t[k].as_str().unwrap_or(none).to_owned()
+            };
             if *json {
-                let list: Vec<serde_json::Value> = tokens
-                    .iter()
-                    .map(|t| {
-                        serde_json::json!({
-                            "id": t.id, "name": t.name, "scope": t.scope.as_str(), "state": t.state(&now_s),
-                            "created": t.created, "lastUsed": t.last_used, "expires": t.expires, "revoked": t.revoked,
-                        })
-                    })
-                    .collect();
-                println!("{}", serde_json::to_string_pretty(&list)?);
+                println!("{}", serde_json::to_string_pretty(&v)?);
             } else if tokens.is_empty() {
                 println!("no tokens; issue one with: scimbridge token issue --name NAME");
             } else {
@@ -240,27 +234,25 @@ fn token(cfg: &Config, cmd: &TokenCommand) -> Result<()> {
                 for t in &tokens {
                     println!(
                         "{:<24} {:<10} {:<8} {:<24} {:<24} {}",
-                        t.name,
-                        t.scope.as_str(),
-                        t.state(&now_s),
-                        t.created,
-                        t.last_used.as_deref().unwrap_or("never"),
-                        t.expires.as_deref().unwrap_or("never")
+                        s(t, "name", ""),
+                        s(t, "scope", ""),
+                        s(t, "state", ""),
+                        s(t, "created", ""),
+                        s(t, "lastUsed", "never"),
+                        s(t, "expires", "never")
                     );
                 }
             }
-            Ok(())
         }
         TokenCommand::Revoke { name } => {
-            let rec = store
-                .revoke_token_blocking(name.clone(), now_s)
-                .map_err(|e| anyhow!(e))?;
-            println!("revoked the token \"{}\"", rec.name);
-            Ok(())
+            let v = control_request(cfg, ControlRequest::TokenRevoke { name: name.clone() })?;
+            println!(
+                "revoked the token \"{}\"",
+                v["name"].as_str().unwrap_or_default()
+            );
         }
-    };
-    store.close();
-    result
+    }
+    Ok(())
 }
 
 fn init_logging(cfg: &Config) {
@@ -352,10 +344,17 @@ fn serve(cfg: Config) -> Result<()> {
         tracing::info!(version = env!("CARGO_PKG_VERSION"), data_dir = %cfg.data_dir.display(), "scimbridge started");
         tracing::info!("SCIM URL for your identity provider: {url}");
         if store.snapshot().and_then(|s| s.tokens()).map(|t| t.is_empty()).unwrap_or(false) {
-            tracing::info!(
-                "no SCIM token yet: stop the server and run `scimbridge token issue --name <idp>` with the same --data-dir"
-            );
+            tracing::info!("no SCIM token yet: run `scimbridge token issue --name <idp>` with the same --data-dir");
         }
+        let control_task = {
+            let store = store.clone();
+            let dir = cfg.data_dir.clone();
+            tokio::spawn(async move {
+                if let Err(e) = control::serve(&dir, store).await {
+                    tracing::warn!(error = %e, "the control socket is not available; CLI commands need the server stopped");
+                }
+            })
+        };
         let flusher = {
             let state = state.clone();
             tokio::spawn(async move {
@@ -368,6 +367,8 @@ fn serve(cfg: Config) -> Result<()> {
         };
         http::server::run(state.clone(), listener, acceptor, shutdown_signal()).await;
         flusher.abort();
+        control_task.abort();
+        let _ = std::fs::remove_file(control::socket_path(&cfg.data_dir));
         state.flush_token_uses().await;
         tracing::info!("scimbridge stopped");
         Ok::<(), anyhow::Error>(())

@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod http;
 pub mod scim;
 pub mod store;

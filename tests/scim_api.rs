@@ -479,14 +479,44 @@ fn revoked_and_expired_tokens_are_refused() {
 }
 
 #[test]
-fn token_commands_explain_a_running_server() {
+fn token_commands_work_while_the_server_runs() {
     let s = Server::start();
-    let (ok, _out, err) = cli(&s.data_dir(), &["token", "issue", "--name", "x"]);
-    assert!(!ok);
-    assert!(
-        err.contains("server is running") && err.contains("Stop the server"),
-        "{err}"
+    let c = s.client();
+    let (ok, out, err) = cli(
+        &s.data_dir(),
+        &["token", "issue", "--name", "okta", "--read-only"],
     );
+    assert!(ok, "{err}");
+    let ro = out.lines().last().unwrap().trim().to_owned();
+    assert!(ro.starts_with("scimb_"));
+    assert_eq!(c.with_token(&ro).get("/Users").status, 200);
+    assert_scim_error(
+        &c.with_token(&ro)
+            .post("/Users", &user_body("ro@example.com")),
+        403,
+        None,
+    );
+    let (ok, out, _) = cli(&s.data_dir(), &["token", "list"]);
+    assert!(
+        ok && out.contains("okta") && out.contains("read-only"),
+        "{out}"
+    );
+    let (ok, _, err) = cli(&s.data_dir(), &["token", "issue", "--name", "okta"]);
+    assert!(!ok && err.contains("already exists"), "{err}");
+    let (ok, _, err) = cli(&s.data_dir(), &["token", "revoke", "okta"]);
+    assert!(ok, "{err}");
+    assert_scim_error(&c.with_token(&ro).get("/Users"), 401, None);
+    let (ok, _, err) = cli(&s.data_dir(), &["token", "revoke", "nobody"]);
+    assert!(!ok && err.contains("no active token"), "{err}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(s.data_dir().join("control.sock"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
 }
 
 #[test]
