@@ -2,7 +2,11 @@
 //! validation, projection, filters and PATCH. Pure: no IO, no async, no clock (times
 //! are passed in). Depends on nothing else of ours.
 
+pub mod discovery;
 pub mod error;
+pub mod filter;
+pub mod patch;
 pub mod path;
+pub mod query;
 pub mod resource;
 pub mod schema;
