@@ -61,6 +61,9 @@ pub struct ServeArgs {
     /// human or json.
     #[arg(long, env = "SCIMBRIDGE_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<String>,
+    /// Require this bearer token on /metrics (environment only, to keep it out of `ps`).
+    #[arg(skip = std::env::var("SCIMBRIDGE_METRICS_TOKEN").ok())]
+    pub metrics_token: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -98,6 +101,7 @@ impl Cli {
             tls_cert: s.tls_cert,
             tls_key: s.tls_key,
             log_format: s.log_format,
+            metrics_token: s.metrics_token,
         }
     }
 
@@ -120,6 +124,7 @@ impl ClonedArgs for Option<&ServeArgs> {
                 tls_key: a.tls_key.clone(),
                 public_url: a.public_url.clone(),
                 log_format: a.log_format.clone(),
+                metrics_token: a.metrics_token.clone(),
             },
             None => ServeArgs::default(),
         }
@@ -295,13 +300,13 @@ fn serve(cfg: Config) -> Result<()> {
         ),
         other => anyhow!(other),
     })?;
-    let certs = match &cfg.tls {
+    let (certs, cert_files) = match &cfg.tls {
         TlsMode::Off => {
             tracing::warn!(
                 "TLS is OFF: SCIM tokens and directory data travel in clear text. Only run this behind a \
                  TLS-terminating reverse proxy on a trusted network."
             );
-            None
+            (None, None)
         }
         TlsMode::SelfSigned => {
             let extra = if cfg.listen.ip().is_unspecified() {
@@ -313,11 +318,13 @@ fn serve(cfg: Config) -> Result<()> {
             if created {
                 tracing::info!(cert = %cert.display(), "generated a self-signed certificate");
             }
-            Some(Arc::new(tls::CertStore::new(tls::load_pem(&cert, &key)?)))
+            let certs = Arc::new(tls::CertStore::new(tls::load_pem(&cert, &key)?));
+            (Some(certs), Some((cert, key)))
         }
-        TlsMode::Files { cert, key } => {
-            Some(Arc::new(tls::CertStore::new(tls::load_pem(cert, key)?)))
-        }
+        TlsMode::Files { cert, key } => (
+            Some(Arc::new(tls::CertStore::new(tls::load_pem(cert, key)?))),
+            Some((cert.clone(), key.clone())),
+        ),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -339,6 +346,10 @@ fn serve(cfg: Config) -> Result<()> {
         let url = match &cfg.public_url {
             Some(u) => format!("{u}{}", http::SCIM_PREFIX),
             None => format!("{scheme}://{local}{}", http::SCIM_PREFIX),
+        };
+        let reloader = match (&certs, cert_files) {
+            (Some(c), Some((cert, key))) => Some(tokio::spawn(tls::watch(c.clone(), cert, key))),
+            _ => None,
         };
         let state = Arc::new(AppState::new(store.clone(), cfg.clone(), certs));
         tracing::info!(version = env!("CARGO_PKG_VERSION"), data_dir = %cfg.data_dir.display(), "scimbridge started");
@@ -365,8 +376,15 @@ fn serve(cfg: Config) -> Result<()> {
                 }
             })
         };
+        #[cfg(unix)]
+        crate::sdnotify::notify(&format!("READY=1\nSTATUS=serving {url}"));
         http::server::run(state.clone(), listener, acceptor, shutdown_signal()).await;
+        #[cfg(unix)]
+        crate::sdnotify::notify("STOPPING=1");
         flusher.abort();
+        if let Some(r) = reloader {
+            r.abort();
+        }
         control_task.abort();
         let _ = std::fs::remove_file(control::socket_path(&cfg.data_dir));
         state.flush_token_uses().await;

@@ -74,6 +74,8 @@ pub struct Config {
     pub limits: Limits,
     /// redb page cache size in bytes.
     pub cache_bytes: usize,
+    /// When set, `/metrics` requires `Authorization: Bearer <this>`.
+    pub metrics_token: Option<String>,
 }
 
 pub const DEFAULT_DATA_DIR: &str = "./scimbridge-data";
@@ -91,6 +93,7 @@ impl Default for Config {
             log_format: LogFormat::Human,
             limits: Limits::default(),
             cache_bytes: 64 << 20,
+            metrics_token: None,
         }
     }
 }
@@ -113,6 +116,13 @@ pub struct FileConfig {
     pub tls: Option<FileTls>,
     pub limits: Option<FileLimits>,
     pub storage: Option<FileStorage>,
+    pub metrics: Option<FileMetrics>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileMetrics {
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -152,6 +162,7 @@ pub struct Overrides {
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub log_format: Option<String>,
+    pub metrics_token: Option<String>,
 }
 
 pub fn read_file(path: &Path) -> Result<FileConfig> {
@@ -250,6 +261,15 @@ pub fn load(file: Option<&Path>, o: &Overrides) -> Result<Config> {
                 origin("limits")
             );
         }
+    }
+    if let Some(t) = o.metrics_token.clone().or(f.metrics.and_then(|m| m.token)) {
+        if t.len() < 16 {
+            bail!(
+                "{}: the metrics token must be at least 16 characters",
+                origin("metrics.token")
+            );
+        }
+        c.metrics_token = Some(t);
     }
     if let Some(s) = f.storage {
         if let Some(mb) = s.cache_mb {

@@ -7,4 +7,6 @@ pub mod config;
 pub mod control;
 pub mod http;
 pub mod scim;
+#[cfg(unix)]
+pub mod sdnotify;
 pub mod store;

@@ -33,6 +33,16 @@ pub fn hash_secret(secret: &str) -> Vec<u8> {
         .to_vec()
 }
 
+/// Compares two secrets without an early exit on the first differing byte: both
+/// are hashed to fixed-length digests, which are compared with a full XOR fold.
+pub fn secrets_equal(a: &str, b: &str) -> bool {
+    let (x, y) = (hash_secret(a), hash_secret(b));
+    x.iter()
+        .zip(y.iter())
+        .fold(0u8, |acc, (p, q)| acc | (p ^ q))
+        == 0
+}
+
 /// A fresh token secret and its hash.
 pub fn generate_secret() -> Result<(Secret, Vec<u8>), ring::error::Unspecified> {
     let mut bytes = [0u8; 32];
@@ -137,5 +147,7 @@ mod tests {
         assert_ne!(a.0, b.0);
         assert_eq!(ha, hash_secret(&a.0));
         assert_eq!(format!("{a:?}"), "Secret(***)");
+        assert!(secrets_equal(&a.0, &a.0.clone()));
+        assert!(!secrets_equal(&a.0, &b.0));
     }
 }

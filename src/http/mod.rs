@@ -3,9 +3,11 @@
 //! SCIM core and the store, and errors into SCIM error documents in one place.
 
 pub mod bulk;
+pub mod metrics;
 pub mod scim;
 pub mod server;
 pub mod tls;
+pub mod x509;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -38,6 +40,7 @@ pub struct AppState {
     /// store periodically instead of costing an fsync per request.
     token_uses: Mutex<HashMap<String, String>>,
     request_ids: AtomicU64,
+    pub metrics: metrics::Metrics,
 }
 
 impl AppState {
@@ -49,6 +52,7 @@ impl AppState {
             started: Instant::now(),
             token_uses: Mutex::new(HashMap::new()),
             request_ids: AtomicU64::new(1),
+            metrics: metrics::Metrics::default(),
         }
     }
 
@@ -132,6 +136,60 @@ fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
     r
 }
 
+fn metrics_response(state: &AppState, req: &Request<Incoming>) -> Response<Body> {
+    if let Some(expected) = &state.config.metrics_token {
+        let given = req
+            .headers()
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|h| h.to_str().ok())
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        if !crate::auth::secrets_equal(given, expected) {
+            let mut r = plain(StatusCode::UNAUTHORIZED, "metrics need the metrics token\n");
+            r.headers_mut().insert(
+                hyper::header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"scimbridge-metrics\""),
+            );
+            return r;
+        }
+    }
+    let mut gauges: Vec<(&str, &str, f64)> = Vec::new();
+    if let Ok(snap) = state.store.snapshot() {
+        use crate::scim::schema::ResourceType;
+        let users = snap.count(ResourceType::User).unwrap_or(0) as f64;
+        let groups = snap.count(ResourceType::Group).unwrap_or(0) as f64;
+        gauges.push(("scimbridge_users", "Users in the directory.", users));
+        gauges.push(("scimbridge_groups", "Groups in the directory.", groups));
+    }
+    gauges.push((
+        "scimbridge_database_size_bytes",
+        "Size of the database file.",
+        state.store.file_size() as f64,
+    ));
+    gauges.push((
+        "scimbridge_uptime_seconds",
+        "Seconds since the server started.",
+        state.started.elapsed().as_secs_f64(),
+    ));
+    if let Some(info) = state
+        .certs
+        .as_ref()
+        .and_then(|c| x509::parse(&c.leaf_der()))
+    {
+        gauges.push((
+            "scimbridge_tls_certificate_expiry_timestamp_seconds",
+            "Unix time at which the served certificate expires.",
+            info.not_after as f64,
+        ));
+    }
+    let mut r = Response::new(Full::new(Bytes::from(state.metrics.render(&gauges))));
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    r
+}
+
 /// Routes one request and logs it with a request id.
 pub async fn route(state: Arc<AppState>, req: Request<Incoming>) -> Response<Body> {
     let started = Instant::now();
@@ -140,10 +198,14 @@ pub async fn route(state: Arc<AppState>, req: Request<Incoming>) -> Response<Bod
     let path = req.uri().path().to_owned();
     let response = match path.as_str() {
         "/healthz" => plain(StatusCode::OK, "ok\n"),
-        "/readyz" => match state.store.snapshot() {
-            Ok(_) => plain(StatusCode::OK, "ready\n"),
-            Err(_) => plain(StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n"),
+        "/readyz" => match state.store.check_writable().await {
+            Ok(()) => plain(StatusCode::OK, "ready\n"),
+            Err(e) => {
+                tracing::warn!(error = %e, "readiness check failed");
+                plain(StatusCode::SERVICE_UNAVAILABLE, "database not writable\n")
+            }
         },
+        "/metrics" => metrics_response(&state, &req),
         p if p == SCIM_PREFIX || p.starts_with("/scim/v2/") => {
             let rest = p[SCIM_PREFIX.len()..].to_owned();
             scim::handle(&state, req, &rest).await
@@ -153,12 +215,19 @@ pub async fn route(state: Arc<AppState>, req: Request<Incoming>) -> Response<Bod
             "not found; the SCIM API is at /scim/v2\n",
         ),
     };
+    let elapsed = started.elapsed();
+    state.metrics.record(
+        metrics::route_label(&path),
+        method.as_str(),
+        response.status().as_u16(),
+        elapsed,
+    );
     tracing::info!(
         request_id = rid,
         method = %method,
         path = %path,
         status = response.status().as_u16(),
-        micros = started.elapsed().as_micros() as u64,
+        micros = elapsed.as_micros() as u64,
         "request"
     );
     response

@@ -108,6 +108,7 @@ async fn handle_inner(state: &Arc<AppState>, req: Request<Incoming>, rest: &str)
         Ok(p) => p,
         Err(why) => {
             tracing::warn!(reason = why.as_str(), "SCIM authentication failed");
+            state.metrics.auth_failure(why.as_str());
             return Err(ScimError::new(
                 401,
                 None,

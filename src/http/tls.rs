@@ -164,3 +164,43 @@ pub fn server_config(certs: Arc<CertStore>) -> Result<rustls::ServerConfig> {
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(cfg)
 }
+
+fn modified(path: &Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// Reloads the certificate on SIGHUP and when either file changes (checked every few
+/// seconds). A certificate that does not load keeps the old one serving, and the
+/// log says why. Established connections are unaffected: only new handshakes see
+/// the new certificate.
+pub async fn watch(certs: Arc<CertStore>, cert: PathBuf, key: PathBuf) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = signal(SignalKind::hangup()).ok();
+    let mut seen = (modified(&cert), modified(&key));
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+    loop {
+        let by_signal = tokio::select! {
+            _ = tick.tick() => false,
+            _ = async {
+                match hup.as_mut() {
+                    Some(h) => { h.recv().await; }
+                    None => std::future::pending::<()>().await,
+                }
+            } => true,
+        };
+        let now = (modified(&cert), modified(&key));
+        if !by_signal && now == seen {
+            continue;
+        }
+        seen = now;
+        match load_pem(&cert, &key) {
+            Ok(ck) => {
+                certs.replace(ck);
+                tracing::info!(cert = %cert.display(), "TLS certificate reloaded");
+            }
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "the new TLS certificate does not load; still serving the previous one")
+            }
+        }
+    }
+}

@@ -340,6 +340,16 @@ impl Store {
         })
     }
 
+    /// Proves the database takes a durable write (for `/readyz`).
+    pub async fn check_writable(&self) -> StoreResult<()> {
+        self.write(|txn| {
+            txn.open_table(SETTINGS)?
+                .insert("ready_probe", [1u8].as_slice())?;
+            Ok(())
+        })
+        .await
+    }
+
     /// Size of the database file in bytes.
     pub fn file_size(&self) -> u64 {
         std::fs::metadata(&self.inner.path)

@@ -1,0 +1,185 @@
+//! Prometheus metrics: requests by route, method and status, a latency histogram by
+//! route, authentication failures by reason; directory counts, database size and
+//! certificate expiry are read at scrape time. Text exposition format 0.0.4.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Upper bounds (seconds) of the latency histogram buckets.
+const BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
+#[derive(Default)]
+struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    sum: f64,
+    count: u64,
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    requests: Mutex<BTreeMap<(&'static str, String, u16), u64>>,
+    latency: Mutex<BTreeMap<&'static str, Histogram>>,
+    auth_failures: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+/// A route label with ids stripped, so label cardinality stays bounded.
+pub fn route_label(path: &str) -> &'static str {
+    let Some(rest) = path.strip_prefix("/scim/v2") else {
+        return match path {
+            "/healthz" => "/healthz",
+            "/readyz" => "/readyz",
+            "/metrics" => "/metrics",
+            p if p == "/admin" || p.starts_with("/admin/") => "/admin",
+            _ => "other",
+        };
+    };
+    let segs: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+    match segs.as_slice() {
+        ["Users"] => "/scim/v2/Users",
+        ["Users", ".search"] => "/scim/v2/Users/.search",
+        ["Users", _] => "/scim/v2/Users/{id}",
+        ["Groups"] => "/scim/v2/Groups",
+        ["Groups", ".search"] => "/scim/v2/Groups/.search",
+        ["Groups", _] => "/scim/v2/Groups/{id}",
+        [".search"] => "/scim/v2/.search",
+        ["Bulk"] => "/scim/v2/Bulk",
+        ["ServiceProviderConfig"] => "/scim/v2/ServiceProviderConfig",
+        ["Schemas", ..] => "/scim/v2/Schemas",
+        ["ResourceTypes", ..] => "/scim/v2/ResourceTypes",
+        _ => "/scim/v2/other",
+    }
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+impl Metrics {
+    pub fn record(&self, route: &'static str, method: &str, status: u16, elapsed: Duration) {
+        if let Ok(mut m) = self.requests.lock() {
+            *m.entry((route, method.to_owned(), status)).or_default() += 1;
+        }
+        if let Ok(mut h) = self.latency.lock() {
+            let h = h.entry(route).or_default();
+            let secs = elapsed.as_secs_f64();
+            for (i, b) in BUCKETS.iter().enumerate() {
+                if secs <= *b {
+                    h.counts[i] += 1;
+                }
+            }
+            h.sum += secs;
+            h.count += 1;
+        }
+    }
+
+    pub fn auth_failure(&self, reason: &'static str) {
+        if let Ok(mut m) = self.auth_failures.lock() {
+            *m.entry(reason).or_default() += 1;
+        }
+    }
+
+    /// The exposition text; `gauges` are (name, help, value) read at scrape time.
+    pub fn render(&self, gauges: &[(&str, &str, f64)]) -> String {
+        let mut out = String::new();
+        out.push_str(
+            "# HELP scimbridge_http_requests_total HTTP requests by route, method and status.\n",
+        );
+        out.push_str("# TYPE scimbridge_http_requests_total counter\n");
+        if let Ok(m) = self.requests.lock() {
+            for ((route, method, status), n) in m.iter() {
+                let _ = writeln!(
+                    out,
+                    "scimbridge_http_requests_total{{route=\"{}\",method=\"{}\",status=\"{status}\"}} {n}",
+                    escape(route),
+                    escape(method)
+                );
+            }
+        }
+        out.push_str(
+            "# HELP scimbridge_http_request_duration_seconds Time to answer a request, by route.\n",
+        );
+        out.push_str("# TYPE scimbridge_http_request_duration_seconds histogram\n");
+        if let Ok(h) = self.latency.lock() {
+            for (route, hist) in h.iter() {
+                let route = escape(route);
+                for (i, b) in BUCKETS.iter().enumerate() {
+                    let _ = writeln!(
+                        out,
+                        "scimbridge_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"{b}\"}} {}",
+                        hist.counts[i]
+                    );
+                }
+                let _ = writeln!(
+                    out,
+                    "scimbridge_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {}",
+                    hist.count
+                );
+                let _ = writeln!(
+                    out,
+                    "scimbridge_http_request_duration_seconds_sum{{route=\"{route}\"}} {}",
+                    hist.sum
+                );
+                let _ = writeln!(
+                    out,
+                    "scimbridge_http_request_duration_seconds_count{{route=\"{route}\"}} {}",
+                    hist.count
+                );
+            }
+        }
+        out.push_str(
+            "# HELP scimbridge_auth_failures_total Rejected SCIM authentications by reason.\n",
+        );
+        out.push_str("# TYPE scimbridge_auth_failures_total counter\n");
+        if let Ok(m) = self.auth_failures.lock() {
+            for (reason, n) in m.iter() {
+                let _ = writeln!(
+                    out,
+                    "scimbridge_auth_failures_total{{reason=\"{}\"}} {n}",
+                    escape(reason)
+                );
+            }
+        }
+        for (name, help, value) in gauges {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+            );
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_strip_ids() {
+        assert_eq!(route_label("/scim/v2/Users/abc"), "/scim/v2/Users/{id}");
+        assert_eq!(route_label("/scim/v2/Groups"), "/scim/v2/Groups");
+        assert_eq!(route_label("/scim/v2/Schemas/urn:x"), "/scim/v2/Schemas");
+        assert_eq!(route_label("/random/thing"), "other");
+    }
+
+    #[test]
+    fn renders_counters_and_histograms() {
+        let m = Metrics::default();
+        m.record("/scim/v2/Users", "GET", 200, Duration::from_millis(3));
+        m.record("/scim/v2/Users", "GET", 200, Duration::from_millis(30));
+        m.auth_failure("unknown token");
+        let text = m.render(&[("scimbridge_users", "Users.", 5.0)]);
+        assert!(text.contains("scimbridge_http_requests_total{route=\"/scim/v2/Users\",method=\"GET\",status=\"200\"} 2"));
+        assert!(text.contains("scimbridge_http_request_duration_seconds_bucket{route=\"/scim/v2/Users\",le=\"0.005\"} 1"));
+        assert!(text.contains(
+            "scimbridge_http_request_duration_seconds_count{route=\"/scim/v2/Users\"} 2"
+        ));
+        assert!(text.contains("scimbridge_auth_failures_total{reason=\"unknown token\"} 1"));
+        assert!(text.contains("scimbridge_users 5"));
+    }
+}
