@@ -39,6 +39,12 @@ pub enum Command {
     Token(TokenCommand),
     /// Validate the configuration and print the result.
     CheckConfig(ServeArgs),
+    /// Write a consistent copy of the database while the server keeps serving.
+    Backup {
+        /// The backup file to write (replaced atomically if it exists).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, Args, Default)]
@@ -157,6 +163,22 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Token(cmd) => {
             let cfg = cli.load(None)?;
             token(&cfg, cmd)
+        }
+        Command::Backup { out } => {
+            let cfg = cli.load(None)?;
+            let out =
+                std::path::absolute(out).with_context(|| format!("bad path {}", out.display()))?;
+            if out == std::path::absolute(cfg.db_path()).unwrap_or_default() {
+                anyhow::bail!("--out must not be the live database file");
+            }
+            let v = control_request(&cfg, ControlRequest::Backup { out: out.clone() })?;
+            println!(
+                "backup written to {} ({} users, {} groups)",
+                out.display(),
+                v["users"].as_u64().unwrap_or(0),
+                v["groups"].as_u64().unwrap_or(0)
+            );
+            Ok(())
         }
     }
 }

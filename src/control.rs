@@ -27,6 +27,10 @@ pub enum ControlRequest {
     TokenRevoke {
         name: String,
     },
+    /// A consistent copy of the database to this absolute path.
+    Backup {
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -99,6 +103,15 @@ pub async fn execute(store: &Store, req: ControlRequest) -> Result<Value, String
                 .await
                 .map_err(message)?;
             Ok(token_json(&record, &now))
+        }
+        ControlRequest::Backup { out } => {
+            let store = store.clone();
+            let path = out.clone();
+            let (users, groups) = tokio::task::spawn_blocking(move || store.backup_to(&path))
+                .await
+                .map_err(|_| "the backup task failed".to_owned())?
+                .map_err(message)?;
+            Ok(json!({"out": out, "users": users, "groups": groups}))
         }
     }
 }

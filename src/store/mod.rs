@@ -20,8 +20,8 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 
 use redb::{
-    Database, MultimapTableDefinition, ReadTransaction, ReadableDatabase, ReadableTable,
-    ReadableTableMetadata, TableDefinition, WriteTransaction,
+    Database, MultimapTableDefinition, ReadTransaction, ReadableDatabase, ReadableMultimapTable,
+    ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -348,6 +348,55 @@ impl Store {
             Ok(())
         })
         .await
+    }
+
+    /// Writes a consistent copy of the whole database to `out` (via `out.tmp` and a
+    /// rename, so `out` is either the old file or a complete backup). Runs from one
+    /// read snapshot; writers are not blocked. Returns (users, groups) copied.
+    pub fn backup_to(&self, out: &Path) -> StoreResult<(u64, u64)> {
+        let snapshot = self.snapshot()?;
+        let tmp = out.with_extension("tmp");
+        let _ = std::fs::remove_file(&tmp);
+        let dst = redb::Builder::new()
+            .set_cache_size(16 << 20)
+            .create(&tmp)
+            .map_err(|e| StoreError::Storage(format!("cannot create {}: {e}", tmp.display())))?;
+        let src = snapshot.txn();
+        let txn = dst.begin_write()?;
+        macro_rules! copy {
+            ($($def:expr),*) => {$({
+                let from = src.open_table($def)?;
+                let mut to = txn.open_table($def)?;
+                for row in from.iter()? {
+                    let (k, v) = row?;
+                    to.insert(k.value(), v.value())?;
+                }
+            })*};
+        }
+        macro_rules! copy_multi {
+            ($($def:expr),*) => {$({
+                let from = src.open_multimap_table($def)?;
+                let mut to = txn.open_multimap_table($def)?;
+                for row in from.iter()? {
+                    let (k, values) = row?;
+                    for v in values {
+                        to.insert(k.value(), v?.value())?;
+                    }
+                }
+            })*};
+        }
+        copy!(SETTINGS, USERS, GROUPS, USER_NAMES, MEMBERS, MEMBER_OF, EVENTS);
+        copy_multi!(EXTERNAL_IDS, GROUP_NAMES, EMAILS);
+        tokens::copy_tables(src, &txn)?;
+        txn.commit()?;
+        drop(dst);
+        let users = snapshot.count(ResourceType::User)?;
+        let groups = snapshot.count(ResourceType::Group)?;
+        std::fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .and_then(|_| std::fs::rename(&tmp, out))
+            .map_err(|e| StoreError::Storage(format!("cannot write {}: {e}", out.display())))?;
+        Ok((users, groups))
     }
 
     /// Size of the database file in bytes.

@@ -71,7 +71,7 @@ impl Server {
         Self::start_in_with(dir, token_name, &[])
     }
 
-    fn start_in_with(dir: tempfile::TempDir, token_name: &str, extra: &[&str]) -> Server {
+    pub fn start_in_with(dir: tempfile::TempDir, token_name: &str, extra: &[&str]) -> Server {
         let token = issue_token(dir.path(), token_name, &[]);
         let mut s = Server {
             child: None,

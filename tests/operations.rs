@@ -1,0 +1,506 @@
+//! Operating the bridge: health, metrics, TLS reload, graceful shutdown, logs,
+//! configuration errors and backups. Real binary, real TLS, 127.0.0.1 only.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
+use serde_json::json;
+
+#[test]
+fn health_and_readiness_need_no_token() {
+    let s = Server::start();
+    let c = s.client();
+    let h = c.send("GET", "/healthz", &[], None);
+    assert_eq!(h.status, 200);
+    let r = c.send("GET", "/readyz", &[], None);
+    assert_eq!(r.status, 200);
+    assert_eq!(String::from_utf8_lossy(&r.body).trim(), "ready");
+}
+
+#[test]
+fn metrics_count_requests_directory_and_certificate() {
+    let s = Server::start();
+    let c = s.client();
+    assert_eq!(c.post("/Users", &user_body("m1@example.com")).status, 201);
+    assert_eq!(c.post("/Users", &user_body("m2@example.com")).status, 201);
+    let _ = c.with_token("scimb_nope").get("/Users");
+    let m = c.send("GET", "/metrics", &[], None);
+    assert_eq!(m.status, 200);
+    assert!(m
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/plain; version=0.0.4"));
+    let text = String::from_utf8_lossy(&m.body);
+    assert!(text.contains("scimbridge_http_requests_total{route=\"/scim/v2/Users\",method=\"POST\",status=\"201\"} 2"), "{text}");
+    assert!(
+        text.contains("scimbridge_http_request_duration_seconds_count{route=\"/scim/v2/Users\"}")
+    );
+    assert!(text.contains("scimbridge_auth_failures_total{reason=\"unknown token\"} 1"));
+    assert!(text.contains("scimbridge_users 2\n"));
+    assert!(text.contains("scimbridge_groups 0\n"));
+    assert!(text.contains("scimbridge_database_size_bytes "));
+    let expiry = text
+        .lines()
+        .find_map(|l| l.strip_prefix("scimbridge_tls_certificate_expiry_timestamp_seconds "))
+        .expect("certificate expiry gauge");
+    let expiry: f64 = expiry.parse().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        expiry > now + 86400.0 * 700.0,
+        "self-signed certificate should be valid for ~825 days"
+    );
+    assert!(!text.contains(&s.token), "metrics must never show a token");
+}
+
+#[test]
+fn metrics_token_protects_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(&cfg, "[metrics]\ntoken = \"0123456789abcdef-metrics\"\n").unwrap();
+    let s = Server::start_in_with(dir, "t", &["--config", cfg.to_str().unwrap()]);
+    let c = s.client();
+    assert_eq!(c.send("GET", "/metrics", &[], None).status, 401);
+    assert_eq!(
+        c.send(
+            "GET",
+            "/metrics",
+            &[("authorization", "Bearer wrong")],
+            None
+        )
+        .status,
+        401
+    );
+    let ok = c.send(
+        "GET",
+        "/metrics",
+        &[("authorization", "Bearer 0123456789abcdef-metrics")],
+        None,
+    );
+    assert_eq!(ok.status, 200);
+    // SCIM tokens are not metrics tokens.
+    let scim = c.send(
+        "GET",
+        "/metrics",
+        &[("authorization", &format!("Bearer {}", s.token))],
+        None,
+    );
+    assert_eq!(scim.status, 401);
+}
+
+fn make_cert(dir: &Path, name: &str, cn: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let mut params =
+        rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+            .unwrap();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, cn);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let (c, k) = (
+        dir.join(format!("{name}.crt")),
+        dir.join(format!("{name}.key")),
+    );
+    std::fs::write(&c, cert.pem()).unwrap();
+    std::fs::write(&k, key.serialize_pem()).unwrap();
+    (c, k)
+}
+
+/// A TLS connection trusting the given CA files; returns the stream and the
+/// certificate the server presented.
+fn connect(
+    addr: &str,
+    cas: &[&Path],
+) -> (
+    rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>,
+    Vec<u8>,
+) {
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in cas {
+        for c in CertificateDer::pem_file_iter(ca).unwrap() {
+            roots.add(c.unwrap()).unwrap();
+        }
+    }
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let conn =
+        rustls::ClientConnection::new(Arc::new(cfg), ServerName::try_from("127.0.0.1").unwrap())
+            .unwrap();
+    let tcp = std::net::TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    while tls.conn.is_handshaking() {
+        tls.conn.complete_io(&mut tls.sock).unwrap();
+    }
+    let peer = tls.conn.peer_certificates().unwrap()[0].to_vec();
+    (tls, peer)
+}
+
+/// One HTTP/1.1 request on an open connection; returns the status code.
+fn request_on<S: Read + Write>(stream: &mut S, path: &str) -> u16 {
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+    stream.flush().unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut chunk).unwrap();
+        assert!(n > 0, "connection closed");
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf);
+        if let Some(head_end) = text.find("\r\n\r\n") {
+            let len: usize = text[..head_end]
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap())
+                })
+                .unwrap_or(0);
+            if buf.len() >= head_end + 4 + len {
+                return text[9..12].parse().unwrap();
+            }
+        }
+    }
+}
+
+fn cn_of(der: &[u8]) -> String {
+    String::from_utf8_lossy(der).into_owned()
+}
+
+#[test]
+fn tls_certificate_reloads_on_sighup_and_keeps_open_connections() {
+    let certs = tempfile::tempdir().unwrap();
+    let (a_crt, a_key) = make_cert(certs.path(), "a", "cert-A");
+    let (b_crt, b_key) = make_cert(certs.path(), "b", "cert-B");
+    let live_crt = certs.path().join("live.crt");
+    let live_key = certs.path().join("live.key");
+    std::fs::copy(&a_crt, &live_crt).unwrap();
+    std::fs::copy(&a_key, &live_key).unwrap();
+    let s = Server::start_with(&[
+        "--tls",
+        "files",
+        "--tls-cert",
+        live_crt.to_str().unwrap(),
+        "--tls-key",
+        live_key.to_str().unwrap(),
+    ]);
+    let (mut old_conn, peer) = connect(&s.addr, &[&a_crt, &b_crt]);
+    assert!(cn_of(&peer).contains("cert-A"));
+    assert_eq!(request_on(&mut old_conn, "/healthz"), 200);
+
+    std::fs::copy(&b_crt, &live_crt).unwrap();
+    std::fs::copy(&b_key, &live_key).unwrap();
+    let pid = s.child.as_ref().unwrap().id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, peer) = connect(&s.addr, &[&a_crt, &b_crt]);
+        if cn_of(&peer).contains("cert-B") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new certificate was not served after SIGHUP"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The connection opened before the reload still works.
+    assert_eq!(request_on(&mut old_conn, "/healthz"), 200);
+
+    // A broken certificate keeps the current one and says why in the log.
+    std::fs::write(
+        &live_crt,
+        "-----BEGIN CERTIFICATE-----\nnot a certificate\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    assert!(std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !s.log_text().contains("still serving the previous one") {
+        assert!(
+            Instant::now() < deadline,
+            "no log line about the bad certificate:\n{}",
+            s.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (_, peer) = connect(&s.addr, &[&a_crt, &b_crt]);
+    assert!(cn_of(&peer).contains("cert-B"));
+}
+
+#[test]
+fn only_tls_1_2_and_1_3_are_offered() {
+    let s = Server::start();
+    let ca = s.data_dir().join("tls/cert.pem");
+    for version in [&rustls::version::TLS12, &rustls::version::TLS13] {
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_file_iter(&ca).unwrap() {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_protocol_versions(&[version])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let conn = rustls::ClientConnection::new(
+            Arc::new(cfg),
+            ServerName::try_from("127.0.0.1").unwrap(),
+        )
+        .unwrap();
+        let mut tls =
+            rustls::StreamOwned::new(conn, std::net::TcpStream::connect(&s.addr).unwrap());
+        assert_eq!(request_on(&mut tls, "/healthz"), 200);
+    }
+    // A TLS 1.0 ClientHello is refused (rustls has no TLS 1.0 client, so send one by hand).
+    let hello: &[u8] = &[
+        0x16, 0x03, 0x01, 0x00, 0x2f, 0x01, 0x00, 0x00, 0x2b, 0x03, 0x01, 0, 0, 0, 0, 0, 0, 0, 0,
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x00, 0x00, 0x02,
+        0x00, 0x2f, 0x01, 0x00, 0x00, 0x00,
+    ];
+    let mut tcp = std::net::TcpStream::connect(&s.addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    tcp.write_all(hello).unwrap();
+    let mut resp = [0u8; 16];
+    let n = tcp.read(&mut resp).unwrap_or(0);
+    assert!(
+        n == 0 || resp[0] == 0x15,
+        "expected an alert or a close, got {:?}",
+        &resp[..n]
+    );
+}
+
+#[test]
+fn sigterm_lets_the_in_flight_request_finish() {
+    let mut s = Server::start();
+    let ca = s.data_dir().join("tls/cert.pem");
+    let (mut tls, _) = connect(&s.addr, &[&ca]);
+    let body = serde_json::to_vec(&user_body("inflight@example.com")).unwrap();
+    let (first, rest) = body.split_at(body.len() / 2);
+    write!(
+        tls,
+        "POST /scim/v2/Users HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\nContent-Type: application/scim+json\r\nContent-Length: {}\r\n\r\n",
+        s.token,
+        body.len()
+    )
+    .unwrap();
+    tls.write_all(first).unwrap();
+    tls.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let pid = s.child.as_ref().unwrap().id().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    tls.write_all(rest).unwrap();
+    tls.flush().unwrap();
+    let mut buf = Vec::new();
+    let _ = tls.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf);
+    assert!(text.starts_with("HTTP/1.1 201"), "{text}");
+    // The server exits by itself once the request is done.
+    let child = s.child.as_mut().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "server did not exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    s.child = None;
+    s.restart();
+    let found = s
+        .client()
+        .get("/Users?filter=userName%20eq%20%22inflight@example.com%22")
+        .json();
+    assert_eq!(found["totalResults"], 1);
+}
+
+#[test]
+fn json_logs_have_request_ids_and_never_tokens() {
+    let s = Server::start_with(&["--log-format", "json"]);
+    let c = s.client();
+    assert_eq!(
+        c.post(
+            "/Users",
+            &json!({"userName": "log@example.com", "password": "Sup3rSecret!"})
+        )
+        .status,
+        201
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut lines;
+    loop {
+        lines = s.log_text();
+        if lines.contains("\"request_id\"") || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let request_lines: Vec<serde_json::Value> = lines
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))
+        })
+        .filter(|v| v["fields"]["request_id"].is_number())
+        .collect();
+    assert!(!request_lines.is_empty());
+    assert!(request_lines
+        .iter()
+        .any(|v| v["fields"]["status"] == 201 && v["fields"]["path"] == "/scim/v2/Users"));
+    assert!(!lines.contains(&s.token) && !lines.contains("Sup3rSecret!"));
+}
+
+#[test]
+fn check_config_reports_file_key_and_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("listn = \"x\"\n", "listn"),
+        ("listen = 8443\n", "listen"),
+        ("listen = \"not-an-address\"\n", "listen"),
+        ("[tls]\nmode = \"sometimes\"\n", "tls.mode"),
+        ("[tls]\nmode = \"files\"\n", "tls.cert"),
+        ("[limits]\nmax_body_bytes = 10\n", "limits.max_body_bytes"),
+    ];
+    for (text, key) in cases {
+        let f = dir.path().join("bad.toml");
+        std::fs::write(&f, text).unwrap();
+        let (ok, _, err) = cli(
+            dir.path(),
+            &["--config", f.to_str().unwrap(), "check-config"],
+        );
+        assert!(!ok, "{text} should be refused");
+        assert!(
+            err.contains("bad.toml") && err.contains(key),
+            "{text}: {err}"
+        );
+    }
+    let good = dir.path().join("good.toml");
+    std::fs::write(&good, "listen = \"127.0.0.1:9443\"\n").unwrap();
+    let (ok, out, err) = cli(
+        dir.path(),
+        &["--config", good.to_str().unwrap(), "check-config"],
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("127.0.0.1:9443"));
+}
+
+#[test]
+fn environment_variables_configure_like_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["check-config"])
+        .env("SCIMBRIDGE_DATA_DIR", dir.path())
+        .env("SCIMBRIDGE_LISTEN", "127.0.0.1:9555")
+        .env("SCIMBRIDGE_TLS", "off")
+        .env_remove("SCIMBRIDGE_CONFIG")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("127.0.0.1:9555") && text.contains("tls=off"),
+        "{text}"
+    );
+}
+
+#[test]
+fn backup_is_consistent_under_concurrent_writes_and_restores() {
+    let mut s = Server::start();
+    let c = s.client();
+    for i in 0..50 {
+        assert_eq!(
+            c.post("/Users", &user_body(&format!("b{i}@example.com")))
+                .status,
+            201
+        );
+    }
+    // Keep writing from another thread while the backup runs.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        let client = s.client();
+        std::thread::spawn(move || {
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && n < 500 {
+                assert_eq!(
+                    client
+                        .post("/Users", &user_body(&format!("w{n}@example.com")))
+                        .status,
+                    201
+                );
+                n += 1;
+            }
+            n
+        })
+    };
+    let backup = s.data_dir().join("backup.redb");
+    let (ok, out, err) = cli(
+        &s.data_dir(),
+        &["backup", "--out", backup.to_str().unwrap()],
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let written = writer.join().unwrap();
+    assert!(ok, "{err}");
+    let copied: u64 = out
+        .split('(')
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((50..=50 + written as u64).contains(&copied), "{out}");
+
+    // Restore: stop, put the backup in place, start; exactly the copied users are there
+    // and every index works.
+    s.stop();
+    std::fs::copy(&backup, s.data_dir().join("scimbridge.redb")).unwrap();
+    s.restart();
+    let c = s.client();
+    assert_eq!(
+        c.get("/Users").json()["totalResults"].as_u64().unwrap(),
+        copied
+    );
+    assert_eq!(
+        c.get("/Users?filter=userName%20eq%20%22b7@example.com%22")
+            .json()["totalResults"],
+        1
+    );
+    assert_scim_error(
+        &c.post("/Users", &user_body("b8@example.com")),
+        409,
+        Some("uniqueness"),
+    );
+}
