@@ -39,6 +39,17 @@ pub enum Command {
     Token(TokenCommand),
     /// Validate the configuration and print the result.
     CheckConfig(ServeArgs),
+    /// Export the whole directory as one versioned, checksummed file (docs/EXPORT_FORMAT.md).
+    Export {
+        /// Output file, or - for stdout.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Restore an export file into an empty bridge.
+    Import {
+        /// The export file.
+        file: PathBuf,
+    },
     /// Write a consistent copy of the database while the server keeps serving.
     Backup {
         /// The backup file to write (replaced atomically if it exists).
@@ -164,6 +175,33 @@ pub fn run(cli: Cli) -> Result<()> {
             let cfg = cli.load(None)?;
             token(&cfg, cmd)
         }
+        Command::Export { out } => {
+            let cfg = cli.load(None)?;
+            export(&cfg, out)
+        }
+        Command::Import { file } => {
+            let cfg = cli.load(None)?;
+            let v = match control::call_import(&cfg.data_dir, file) {
+                Some(answer) => answer.map_err(|e| anyhow!(e))?,
+                None => {
+                    let store = open_store_for_cli(&cfg)?;
+                    let (now, _) = http::now();
+                    let r = crate::migrate::export::import_file(&store, file, &now);
+                    store.close();
+                    let m = r.map_err(|e| anyhow!(e))?;
+                    serde_json::json!({"counts": crate::migrate::export::counts_json(&m.counts)})
+                }
+            };
+            let c = &v["counts"];
+            println!(
+                "imported {} users, {} groups and {} memberships from {}",
+                c["users"],
+                c["groups"],
+                c["memberships"],
+                file.display()
+            );
+            Ok(())
+        }
         Command::Backup { out } => {
             let cfg = cli.load(None)?;
             let out =
@@ -278,6 +316,96 @@ fn token(cfg: &Config, cmd: &TokenCommand) -> Result<()> {
                 v["name"].as_str().unwrap_or_default()
             );
         }
+    }
+    Ok(())
+}
+
+/// A one-line progress display on stderr when it is a terminal.
+struct Progress {
+    on: bool,
+    last: std::time::Instant,
+}
+
+impl Progress {
+    fn new() -> Progress {
+        use std::io::IsTerminal;
+        Progress {
+            on: std::io::stderr().is_terminal(),
+            last: std::time::Instant::now(),
+        }
+    }
+    fn show(&mut self, text: impl FnOnce() -> String) {
+        if self.on && self.last.elapsed() > std::time::Duration::from_millis(100) {
+            self.last = std::time::Instant::now();
+            eprint!("\r\x1b[2K{}", text());
+        }
+    }
+    fn done(&self) {
+        if self.on {
+            eprint!("\r\x1b[2K");
+        }
+    }
+}
+
+fn export(cfg: &Config, out: &Path) -> Result<()> {
+    use std::io::Write;
+    let to_stdout = out.as_os_str() == "-";
+    let partial = out.with_extension("partial");
+    let mut sink: Box<dyn Write> = if to_stdout {
+        Box::new(std::io::BufWriter::new(std::io::stdout().lock()))
+    } else {
+        let f = std::fs::File::create(&partial)
+            .with_context(|| format!("cannot create {}", partial.display()))?;
+        Box::new(std::io::BufWriter::with_capacity(256 * 1024, f))
+    };
+    let mut progress = Progress::new();
+    let streamed = control::call_export(&cfg.data_dir, &mut sink, |bytes| {
+        progress.show(|| {
+            format!(
+                "exporting from the running server… {:.1} MiB",
+                bytes as f64 / 1048576.0
+            )
+        })
+    });
+    let result = match streamed {
+        Some(r) => r.map_err(|e| anyhow!(e)),
+        None => {
+            let store = open_store_for_cli(cfg)?;
+            let (now, _) = http::now();
+            let r = store
+                .snapshot()
+                .map_err(|e| anyhow!(e))
+                .and_then(|snap| {
+                    crate::migrate::export::write_export(&snap, &mut sink, &now, |done, total| {
+                        progress.show(|| format!("exporting… {done}/{total} records"))
+                    })
+                    .map_err(|e| anyhow!(e))
+                })
+                .and_then(|_| sink.flush().map_err(|e| anyhow!(e)));
+            store.close();
+            r
+        }
+    };
+    progress.done();
+    drop(sink);
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&partial);
+        return Err(e);
+    }
+    if !to_stdout {
+        std::fs::File::open(&partial).and_then(|f| f.sync_all())?;
+        std::fs::rename(&partial, out)
+            .with_context(|| format!("cannot write {}", out.display()))?;
+        let manifest =
+            crate::migrate::export::verify(std::io::BufReader::new(std::fs::File::open(out)?))
+                .map_err(|e| anyhow!("the written export does not verify: {e}"))?;
+        eprintln!(
+            "exported {} users, {} groups and {} memberships to {}",
+            manifest.counts.users,
+            manifest.counts.groups,
+            manifest.counts.memberships,
+            out.display()
+        );
     }
     Ok(())
 }

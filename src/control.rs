@@ -31,6 +31,12 @@ pub enum ControlRequest {
     Backup {
         out: PathBuf,
     },
+    /// The export file, streamed back after the response line.
+    Export,
+    /// An export file of `size` bytes follows the request line; import it.
+    Import {
+        size: u64,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -104,6 +110,9 @@ pub async fn execute(store: &Store, req: ControlRequest) -> Result<Value, String
                 .map_err(message)?;
             Ok(token_json(&record, &now))
         }
+        ControlRequest::Export | ControlRequest::Import { .. } => {
+            Err("export and import stream their data; use the streaming calls".into())
+        }
         ControlRequest::Backup { out } => {
             let store = store.clone();
             let path = out.clone();
@@ -114,6 +123,106 @@ pub async fn execute(store: &Store, req: ControlRequest) -> Result<Value, String
             Ok(json!({"out": out, "users": users, "groups": groups}))
         }
     }
+}
+
+/// Writes the response line and then the export, produced on a blocking thread from
+/// one snapshot and handed over through a bounded channel (constant memory).
+async fn stream_export(store: &Store, mut write: tokio::net::unix::OwnedWriteHalf) {
+    let snapshot = match store.snapshot() {
+        Ok(s) => s,
+        Err(e) => {
+            let mut out =
+                serde_json::to_vec(&ControlResponse::Error(message(e))).unwrap_or_default();
+            out.push(b'\n');
+            let _ = write.write_all(&out).await;
+            return;
+        }
+    };
+    let mut head =
+        serde_json::to_vec(&ControlResponse::Ok(json!({"streaming": true}))).unwrap_or_default();
+    head.push(b'\n');
+    if write.write_all(&head).await.is_err() {
+        return;
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
+    let (now, _) = crate::http::now();
+    let producer = tokio::task::spawn_blocking(move || {
+        let sink = ChannelWriter {
+            tx,
+            buf: Vec::with_capacity(64 * 1024),
+        };
+        let mut sink = std::io::BufWriter::with_capacity(64 * 1024, sink);
+        let r = crate::migrate::export::write_export(&snapshot, &mut sink, &now, |_, _| {});
+        if let Err(e) = r
+            .map(|_| ())
+            .and_then(|()| std::io::Write::flush(&mut sink).map_err(Into::into))
+        {
+            tracing::warn!(error = %e, "export over the control socket stopped");
+        }
+    });
+    while let Some(chunk) = rx.recv().await {
+        if write.write_all(&chunk).await.is_err() {
+            break;
+        }
+    }
+    drop(rx);
+    let _ = producer.await;
+}
+
+/// A `Write` that sends its bytes to an async receiver; blocks when it is behind.
+struct ChannelWriter {
+    tx: tokio::sync::mpsc::Sender<Vec<u8>>,
+    buf: Vec<u8>,
+}
+
+impl std::io::Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= 64 * 1024 {
+            self.flush()?;
+        }
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        if !self.buf.is_empty() {
+            let chunk = std::mem::take(&mut self.buf);
+            self.tx.blocking_send(chunk).map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the reader went away")
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// Receives an export file into the data directory, then imports it.
+async fn receive_import(
+    store: &Store,
+    dir: &Path,
+    reader: &mut BufReader<tokio::net::unix::OwnedReadHalf>,
+    size: u64,
+) -> Result<Value, String> {
+    let tmp = dir.join(format!("import-{}.tmp", std::process::id()));
+    let result = async {
+        let mut file = tokio::fs::File::create(&tmp)
+            .await
+            .map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
+        let copied = tokio::io::copy(&mut reader.take(size), &mut file)
+            .await
+            .map_err(|e| format!("receiving the file failed: {e}"))?;
+        if copied != size {
+            return Err(format!("the file was cut short: {copied} of {size} bytes arrived"));
+        }
+        file.sync_all().await.map_err(|e| e.to_string())?;
+        let (store, path) = (store.clone(), tmp.clone());
+        let (now, _) = crate::http::now();
+        let manifest = tokio::task::spawn_blocking(move || crate::migrate::export::import_file(&store, &path, &now))
+            .await
+            .map_err(|_| "the import task failed".to_owned())??;
+        Ok(json!({"counts": crate::migrate::export::counts_json(&manifest.counts), "exportedAt": manifest.exported_at}))
+    }
+    .await;
+    let _ = tokio::fs::remove_file(&tmp).await;
+    result
 }
 
 /// Serves the control socket until the task is dropped.
@@ -138,25 +247,113 @@ pub async fn serve(data_dir: &Path, store: Store) -> std::io::Result<()> {
             }
         };
         let store = store.clone();
+        let dir = data_dir.to_owned();
         tokio::spawn(async move {
             let (read, mut write) = stream.into_split();
             let mut line = String::new();
-            let mut reader = BufReader::new(read.take(MAX_LINE as u64));
-            let response = match reader.read_line(&mut line).await {
-                Ok(_) => match serde_json::from_str::<ControlRequest>(&line) {
-                    Ok(req) => match execute(&store, req).await {
-                        Ok(v) => ControlResponse::Ok(v),
-                        Err(e) => ControlResponse::Error(e),
-                    },
-                    Err(e) => ControlResponse::Error(format!("bad control request: {e}")),
-                },
-                Err(e) => ControlResponse::Error(format!("cannot read the request: {e}")),
+            let mut reader = BufReader::new(read);
+            let request = match (&mut reader)
+                .take(MAX_LINE as u64)
+                .read_line(&mut line)
+                .await
+            {
+                Ok(_) => serde_json::from_str::<ControlRequest>(&line)
+                    .map_err(|e| format!("bad control request: {e}")),
+                Err(e) => Err(format!("cannot read the request: {e}")),
+            };
+            let response = match request {
+                Ok(ControlRequest::Export) => {
+                    stream_export(&store, write).await;
+                    return;
+                }
+                Ok(ControlRequest::Import { size }) => {
+                    receive_import(&store, &dir, &mut reader, size).await
+                }
+                Ok(req) => execute(&store, req).await,
+                Err(e) => Err(e),
+            };
+            let response = match response {
+                Ok(v) => ControlResponse::Ok(v),
+                Err(e) => ControlResponse::Error(e),
             };
             let mut out = serde_json::to_vec(&response).unwrap_or_default();
             out.push(b'\n');
             let _ = write.write_all(&out).await;
         });
     }
+}
+
+/// Asks a running server for an export and copies it to `out`, calling `progress`
+/// with the bytes received. `None` when no server listens.
+pub fn call_export(
+    data_dir: &Path,
+    out: &mut dyn std::io::Write,
+    mut progress: impl FnMut(u64),
+) -> Option<Result<(), String>> {
+    use std::io::{BufRead, Read, Write};
+    let stream = std::os::unix::net::UnixStream::connect(socket_path(data_dir)).ok()?;
+    let mut writer = stream.try_clone().ok()?;
+    let mut line = serde_json::to_vec(&ControlRequest::Export).ok()?;
+    line.push(b'\n');
+    if let Err(e) = writer.write_all(&line) {
+        return Some(Err(format!("the control socket failed: {e}")));
+    }
+    let mut reader = std::io::BufReader::new(stream);
+    let mut head = String::new();
+    if let Err(e) = reader.read_line(&mut head) {
+        return Some(Err(format!("no answer on the control socket: {e}")));
+    }
+    match serde_json::from_str::<ControlResponse>(&head) {
+        Ok(ControlResponse::Ok(_)) => {}
+        Ok(ControlResponse::Error(e)) => return Some(Err(e)),
+        Err(e) => return Some(Err(format!("unreadable answer on the control socket: {e}"))),
+    }
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut total = 0u64;
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                if let Err(e) = out.write_all(&buf[..n]) {
+                    return Some(Err(format!("writing the export failed: {e}")));
+                }
+                total += n as u64;
+                progress(total);
+            }
+            Err(e) => return Some(Err(format!("the export stream broke: {e}"))),
+        }
+    }
+    Some(
+        out.flush()
+            .map_err(|e| format!("writing the export failed: {e}")),
+    )
+}
+
+/// Sends an export file to a running server for import. `None` when no server listens.
+pub fn call_import(data_dir: &Path, file: &Path) -> Option<Result<Value, String>> {
+    use std::io::{BufRead, Write};
+    let stream = std::os::unix::net::UnixStream::connect(socket_path(data_dir)).ok()?;
+    let mut writer = stream.try_clone().ok()?;
+    let result = (|| {
+        let mut f = std::fs::File::open(file)
+            .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+        let size = f.metadata().map_err(|e| e.to_string())?.len();
+        let mut line =
+            serde_json::to_vec(&ControlRequest::Import { size }).map_err(|e| e.to_string())?;
+        line.push(b'\n');
+        writer.write_all(&line).map_err(|e| e.to_string())?;
+        std::io::copy(&mut f, &mut writer).map_err(|e| format!("sending the file failed: {e}"))?;
+        let mut response = String::new();
+        std::io::BufReader::new(stream)
+            .read_line(&mut response)
+            .map_err(|e| format!("no answer on the control socket: {e}"))?;
+        match serde_json::from_str::<ControlResponse>(&response) {
+            Ok(ControlResponse::Ok(v)) => Ok(v),
+            Ok(ControlResponse::Error(e)) => Err(e),
+            Err(e) => Err(format!("unreadable answer on the control socket: {e}")),
+        }
+    })();
+    Some(result)
 }
 
 /// Sends a request to a running server. `None` when no server listens.

@@ -6,6 +6,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod http;
+pub mod migrate;
 pub mod scim;
 #[cfg(unix)]
 pub mod sdnotify;

@@ -115,6 +115,11 @@ pub fn store_error(e: StoreError) -> ScimError {
     match e {
         StoreError::Scim(s) => s,
         StoreError::Closed => ScimError::new(503, None, "the server is shutting down"),
+        StoreError::Aborted(_) => ScimError::new(
+            503,
+            None,
+            "the write was rolled back with another operation; retry it",
+        ),
         other => {
             tracing::error!(error = %other, "storage failure");
             ScimError::new(

@@ -71,6 +71,9 @@ pub enum StoreError {
     Format(String),
     #[error("the store is shutting down")]
     Closed,
+    /// A multi-step job gave up part-way; its whole transaction is rolled back.
+    #[error("{0}")]
+    Aborted(String),
 }
 
 impl From<ScimError> for StoreError {
@@ -461,6 +464,108 @@ impl Store {
         self.write(move |txn| delete_in(txn, rt, &id, if_match.as_deref(), &actor, &now))
             .await
     }
+}
+
+/// One record of an import: a resource as exported, or a membership.
+#[derive(Debug, Clone)]
+pub enum ImportItem {
+    Resource(ResourceType, StoredResource),
+    Membership {
+        group: String,
+        member: String,
+        rt: ResourceType,
+    },
+}
+
+impl Store {
+    /// True when the directory holds no users and no groups.
+    pub fn is_empty(&self) -> StoreResult<bool> {
+        let s = self.snapshot()?;
+        Ok(s.count(ResourceType::User)? == 0 && s.count(ResourceType::Group)? == 0)
+    }
+
+    /// Imports records in one durable transaction: `feed` calls `sink` with batches;
+    /// any error rolls back everything. Constant memory whatever the size.
+    pub fn import_blocking(
+        &self,
+        actor: Actor,
+        now: String,
+        feed: impl FnOnce(&mut dyn FnMut(Vec<ImportItem>) -> StoreResult<()>) -> Result<(), String>
+            + Send
+            + 'static,
+    ) -> StoreResult<()> {
+        self.write_blocking(move |txn| {
+            let mut sink = |batch: Vec<ImportItem>| import_batch(txn, batch);
+            feed(&mut sink).map_err(StoreError::Aborted)?;
+            append_event(txn, &actor, &now, "import", ResourceType::User, "*")
+        })
+    }
+}
+
+/// Writes exported records as they were (ids, meta, attributes), maintaining every
+/// index. Resources must come before the memberships that name them.
+fn import_batch(txn: &WriteTransaction, items: Vec<ImportItem>) -> StoreResult<()> {
+    // Check everything first: a refused batch must leave no trace.
+    let mut names: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let batch: std::collections::HashSet<(ResourceType, &str)> = items
+        .iter()
+        .filter_map(|i| match i {
+            ImportItem::Resource(rt, r) => Some((*rt, r.id.as_str())),
+            ImportItem::Membership { .. } => None,
+        })
+        .collect();
+    for item in &items {
+        match item {
+            ImportItem::Resource(rt, r) => {
+                if exists_in(txn, *rt, &r.id)? {
+                    return Err(ScimError::uniqueness(format!(
+                        "{} {} already exists",
+                        rt.name(),
+                        r.id
+                    ))
+                    .into());
+                }
+                let keys = index_keys(*rt, &r.attrs);
+                check_unique(txn, *rt, &r.id, &keys)?;
+                if let Some(n) = keys.user_name {
+                    if !names.insert(n.clone()) {
+                        return Err(ScimError::uniqueness(format!(
+                            "the userName \"{n}\" appears twice"
+                        ))
+                        .into());
+                    }
+                }
+            }
+            ImportItem::Membership { group, member, rt } => {
+                let pending = |id: &str, want: ResourceType| batch.contains(&(want, id));
+                if !(exists_in(txn, ResourceType::Group, group)?
+                    || pending(group, ResourceType::Group))
+                    || !(exists_in(txn, *rt, member)? || pending(member, *rt))
+                {
+                    return Err(ScimError::invalid_value(format!(
+                        "the membership {group} → {member} names a resource that is not in the directory"
+                    ))
+                    .into());
+                }
+            }
+        }
+    }
+    for item in items {
+        match item {
+            ImportItem::Resource(rt, r) => {
+                put_in(txn, rt, &r)?;
+                write_index(
+                    txn,
+                    rt,
+                    &r.id,
+                    &IndexKeys::default(),
+                    &index_keys(rt, &r.attrs),
+                )?;
+            }
+            ImportItem::Membership { group, member, rt } => add_member(txn, &group, &member, rt)?,
+        }
+    }
+    Ok(())
 }
 
 fn writer_loop(db: &Database, rx: mpsc::Receiver<Job>) {
@@ -1097,6 +1202,27 @@ impl Snapshot {
         for row in t.iter()? {
             let (_, v) = row?;
             if !f(serde_json::from_slice(v.value())?)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Number of (group, member) rows.
+    pub fn membership_count(&self) -> StoreResult<u64> {
+        Ok(self.txn.open_table(MEMBERS)?.len()?)
+    }
+
+    /// Visits every membership (group id, member id, member type) in group order.
+    pub fn scan_memberships(
+        &self,
+        mut f: impl FnMut(&str, &str, ResourceType) -> StoreResult<bool>,
+    ) -> StoreResult<()> {
+        let t = self.txn.open_table(MEMBERS)?;
+        for row in t.iter()? {
+            let (k, v) = row?;
+            let (g, m) = k.value();
+            if !f(g, m, rt_from_code(v.value()))? {
                 break;
             }
         }

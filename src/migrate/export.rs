@@ -1,0 +1,501 @@
+//! The export file: JSON Lines, streamed from one read snapshot in constant memory.
+//! Line 1 is a manifest, then every User, every Group, every membership, and a
+//! trailer with the SHA-256 of all preceding bytes. See docs/EXPORT_FORMAT.md.
+
+use std::io::{BufRead, Write};
+
+use ring::digest::{Context, SHA256};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::scim::resource::{Attributes, Meta};
+use crate::scim::schema::ResourceType;
+use crate::store::{hex, ImportItem, Snapshot, StoreError, StoredResource};
+
+pub const FORMAT_NAME: &str = "scimbridge-export";
+pub const FORMAT_VERSION: u32 = 1;
+/// Longest line accepted on import (a resource is far smaller).
+pub const MAX_LINE: usize = 4 << 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Counts {
+    pub users: u64,
+    pub groups: u64,
+    pub memberships: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Manifest {
+    pub format: String,
+    pub format_version: u32,
+    /// The scimbridge version that wrote the file.
+    pub source_version: String,
+    pub exported_at: String,
+    pub counts: Counts,
+}
+
+/// One line of the file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum Line {
+    #[serde(rename = "manifest")]
+    Manifest(Manifest),
+    User(Record),
+    Group(Record),
+    #[serde(rename = "membership", rename_all = "camelCase")]
+    Membership {
+        group: String,
+        member: String,
+        member_type: String,
+    },
+    #[serde(rename = "trailer")]
+    Trailer {
+        sha256: String,
+        lines: u64,
+    },
+}
+
+/// A resource as exported: id, meta and the attributes as stored (canonical names,
+/// extension attributes under their URN). No secrets exist to leave out: passwords
+/// are never stored and tokens are not part of the directory.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Record {
+    pub id: String,
+    pub meta: Meta,
+    pub attributes: Attributes,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("writing the export failed: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("line {line}: {reason}")]
+    Invalid { line: u64, reason: String },
+}
+
+fn invalid(line: u64, reason: impl Into<String>) -> ExportError {
+    ExportError::Invalid {
+        line,
+        reason: reason.into(),
+    }
+}
+
+struct HashingWriter<W: Write> {
+    inner: W,
+    digest: Context,
+    lines: u64,
+}
+
+impl<W: Write> HashingWriter<W> {
+    fn line(&mut self, line: &Line) -> Result<(), ExportError> {
+        let mut bytes =
+            serde_json::to_vec(line).map_err(|e| std::io::Error::other(e.to_string()))?;
+        bytes.push(b'\n');
+        self.digest.update(&bytes);
+        self.lines += 1;
+        self.inner.write_all(&bytes)?;
+        Ok(())
+    }
+}
+
+/// Streams the whole directory of `snapshot` to `out`. `progress(done, total)` is
+/// called as records are written. Returns the counts.
+pub fn write_export<W: Write>(
+    snapshot: &Snapshot,
+    out: W,
+    exported_at: &str,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<Counts, ExportError> {
+    let counts = Counts {
+        users: snapshot.count(ResourceType::User)?,
+        groups: snapshot.count(ResourceType::Group)?,
+        memberships: snapshot.membership_count()?,
+    };
+    let total = counts.users + counts.groups + counts.memberships;
+    let mut w = HashingWriter {
+        inner: out,
+        digest: Context::new(&SHA256),
+        lines: 0,
+    };
+    w.line(&Line::Manifest(Manifest {
+        format: FORMAT_NAME.into(),
+        format_version: FORMAT_VERSION,
+        source_version: env!("CARGO_PKG_VERSION").into(),
+        exported_at: exported_at.into(),
+        counts,
+    }))?;
+    let mut done = 0u64;
+    let mut io_error: Option<ExportError> = None;
+    for rt in ResourceType::ALL {
+        snapshot.scan(rt, |r| {
+            let rec = Record {
+                id: r.id,
+                meta: r.meta,
+                attributes: r.attrs,
+            };
+            let line = match rt {
+                ResourceType::User => Line::User(rec),
+                ResourceType::Group => Line::Group(rec),
+            };
+            if let Err(e) = w.line(&line) {
+                io_error = Some(e);
+                return Ok(false);
+            }
+            done += 1;
+            if done % 1000 == 0 {
+                progress(done, total);
+            }
+            Ok(true)
+        })?;
+        if let Some(e) = io_error.take() {
+            return Err(e);
+        }
+    }
+    snapshot.scan_memberships(|g, m, rt| {
+        let line = Line::Membership {
+            group: g.into(),
+            member: m.into(),
+            member_type: rt.name().into(),
+        };
+        if let Err(e) = w.line(&line) {
+            io_error = Some(e);
+            return Ok(false);
+        }
+        done += 1;
+        if done % 1000 == 0 {
+            progress(done, total);
+        }
+        Ok(true)
+    })?;
+    if let Some(e) = io_error.take() {
+        return Err(e);
+    }
+    let sha = hex(w.digest.clone().finish().as_ref());
+    let lines = w.lines;
+    let mut trailer = serde_json::to_vec(&Line::Trailer { sha256: sha, lines })
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    trailer.push(b'\n');
+    w.inner.write_all(&trailer)?;
+    w.inner.flush()?;
+    progress(total, total);
+    Ok(counts)
+}
+
+/// Reads lines (each at most `MAX_LINE` bytes) and hands each parsed line, with the
+/// raw bytes, to `f`.
+fn for_each_line<R: BufRead>(
+    mut r: R,
+    mut f: impl FnMut(u64, &[u8], Line) -> Result<(), ExportError>,
+) -> Result<(), ExportError> {
+    let mut buf = Vec::new();
+    let mut n = 0u64;
+    loop {
+        buf.clear();
+        let read = std::io::Read::take(&mut r, MAX_LINE as u64 + 1).read_until(b'\n', &mut buf)?;
+        if read == 0 {
+            return Ok(());
+        }
+        n += 1;
+        if buf.len() > MAX_LINE {
+            return Err(invalid(n, "line too long"));
+        }
+        if buf.last() != Some(&b'\n') {
+            return Err(invalid(
+                n,
+                "the file is truncated (last line has no newline)",
+            ));
+        }
+        let line: Line = serde_json::from_slice(&buf[..buf.len() - 1])
+            .map_err(|e| invalid(n, format!("not a valid export record: {e}")))?;
+        f(n, &buf, line)?;
+    }
+}
+
+fn member_type(line: u64, t: &str) -> Result<ResourceType, ExportError> {
+    ResourceType::from_name(t).ok_or_else(|| invalid(line, format!("unknown member type \"{t}\"")))
+}
+
+/// Checks a whole file without writing anything: structure, manifest, counts and the
+/// SHA-256 in the trailer. Returns the manifest.
+pub fn verify<R: BufRead>(r: R) -> Result<Manifest, ExportError> {
+    let mut digest = Context::new(&SHA256);
+    let mut manifest: Option<Manifest> = None;
+    let mut seen = Counts::default();
+    let mut trailer_ok = false;
+    let mut lines = 0u64;
+    for_each_line(r, |n, raw, line| {
+        if trailer_ok {
+            return Err(invalid(n, "data after the trailer"));
+        }
+        match line {
+            Line::Manifest(m) => {
+                if n != 1 {
+                    return Err(invalid(n, "a second manifest"));
+                }
+                if m.format != FORMAT_NAME {
+                    return Err(invalid(
+                        n,
+                        format!("not a scimbridge export (format \"{}\")", m.format),
+                    ));
+                }
+                if m.format_version != FORMAT_VERSION {
+                    return Err(invalid(
+                        n,
+                        format!("export format version {} is not supported (this scimbridge reads {FORMAT_VERSION})", m.format_version),
+                    ));
+                }
+                manifest = Some(m);
+            }
+            _ if n == 1 => return Err(invalid(n, "the file does not start with a manifest")),
+            Line::User(_) => seen.users += 1,
+            Line::Group(_) => seen.groups += 1,
+            Line::Membership { member_type: t, .. } => {
+                member_type(n, &t)?;
+                seen.memberships += 1
+            }
+            Line::Trailer {
+                sha256,
+                lines: count,
+            } => {
+                let actual = hex(digest.clone().finish().as_ref());
+                if count != lines {
+                    return Err(invalid(
+                        n,
+                        format!("the trailer counts {count} lines, the file has {lines}"),
+                    ));
+                }
+                if sha256 != actual {
+                    return Err(invalid(
+                        n,
+                        "the SHA-256 does not match the content: the file was changed or damaged",
+                    ));
+                }
+                trailer_ok = true;
+                return Ok(());
+            }
+        }
+        digest.update(raw);
+        lines += 1;
+        Ok(())
+    })?;
+    let manifest = manifest.ok_or_else(|| invalid(0, "the file is empty"))?;
+    if !trailer_ok {
+        return Err(invalid(lines, "the file has no trailer: it is truncated"));
+    }
+    if seen != manifest.counts {
+        return Err(invalid(
+            lines,
+            format!(
+                "the manifest announces {:?} but the file holds {:?}",
+                manifest.counts, seen
+            ),
+        ));
+    }
+    Ok(manifest)
+}
+
+/// Reads a verified file into import batches of at most `batch` records.
+pub fn read_items<R: BufRead>(
+    r: R,
+    batch: usize,
+    mut f: impl FnMut(Vec<ImportItem>) -> Result<(), ExportError>,
+) -> Result<(), ExportError> {
+    let mut items = Vec::with_capacity(batch);
+    for_each_line(r, |n, _, line| {
+        let item = match line {
+            Line::Manifest(_) | Line::Trailer { .. } => return Ok(()),
+            Line::User(rec) => ImportItem::Resource(ResourceType::User, stored(rec)),
+            Line::Group(rec) => ImportItem::Resource(ResourceType::Group, stored(rec)),
+            Line::Membership {
+                group,
+                member,
+                member_type: t,
+            } => ImportItem::Membership {
+                group,
+                member,
+                rt: member_type(n, &t)?,
+            },
+        };
+        items.push(item);
+        if items.len() >= batch {
+            f(std::mem::take(&mut items))?;
+        }
+        Ok(())
+    })?;
+    if !items.is_empty() {
+        f(items)?;
+    }
+    Ok(())
+}
+
+fn stored(rec: Record) -> StoredResource {
+    StoredResource {
+        id: rec.id,
+        meta: rec.meta,
+        attrs: rec.attributes,
+    }
+}
+
+/// The manifest's counts as JSON, for messages.
+pub fn counts_json(c: &Counts) -> Value {
+    serde_json::json!({"users": c.users, "groups": c.groups, "memberships": c.memberships})
+}
+
+/// Imports a verified export file into an empty directory, in one transaction.
+/// Refuses a damaged or tampered file, and a non-empty directory, before writing.
+pub fn import_file(
+    store: &crate::store::Store,
+    path: &std::path::Path,
+    now: &str,
+) -> Result<Manifest, String> {
+    let open = || {
+        std::fs::File::open(path)
+            .map(std::io::BufReader::new)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))
+    };
+    let manifest =
+        verify(open()?).map_err(|e| format!("{} is not a valid export: {e}", path.display()))?;
+    if !store.is_empty().map_err(|e| e.to_string())? {
+        return Err(
+            "the directory is not empty: import restores an export into an empty bridge \
+                    (use a new data directory)"
+                .into(),
+        );
+    }
+    let reader = open()?;
+    store
+        .import_blocking(
+            crate::store::Actor::system("import"),
+            now.to_owned(),
+            move |sink| {
+                read_items(reader, 1000, |batch| {
+                    sink(batch).map_err(|e| ExportError::Invalid {
+                        line: 0,
+                        reason: e.to_string(),
+                    })
+                })
+                .map_err(|e| e.to_string())
+            },
+        )
+        .map_err(|e| format!("import failed, nothing was imported: {e}"))?;
+    Ok(manifest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Actor, MemberRef, Store, StoreOptions};
+    use serde_json::json;
+
+    fn store(dir: &std::path::Path, name: &str) -> Store {
+        Store::open(&dir.join(name), &StoreOptions::default()).unwrap()
+    }
+
+    fn fill(s: &Store) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut ids = Vec::new();
+            for i in 0..30 {
+                let a = json!({"userName": format!("u{i}@example.com"), "externalId": format!("e{i}"),
+                               "emails": [{"value": format!("u{i}@example.com")}]});
+                let r = s
+                    .create(ResourceType::User, a.as_object().unwrap().clone(), vec![], Actor::system("t"), "2026-01-01T00:00:00Z".into(), 1_700_000_000_000 + i)
+                    .await
+                    .unwrap();
+                ids.push(r.id);
+            }
+            let members = ids.iter().take(10).map(|id| MemberRef { id: id.clone(), rt: None }).collect();
+            let g = s
+                .create(ResourceType::Group, json!({"displayName": "G"}).as_object().unwrap().clone(), members, Actor::system("t"), "2026-01-01T00:00:00Z".into(), 1_800_000_000_000)
+                .await
+                .unwrap();
+            s.create(ResourceType::Group, json!({"displayName": "Outer"}).as_object().unwrap().clone(),
+                     vec![MemberRef { id: g.id, rt: Some(ResourceType::Group) }], Actor::system("t"), "2026-01-01T00:00:00Z".into(), 1_800_000_000_001)
+                .await
+                .unwrap();
+        });
+    }
+
+    fn export_bytes(s: &Store) -> Vec<u8> {
+        let mut out = Vec::new();
+        write_export(
+            &s.snapshot().unwrap(),
+            &mut out,
+            "2026-02-02T00:00:00Z",
+            |_, _| {},
+        )
+        .unwrap();
+        out
+    }
+
+    #[test]
+    fn export_import_export_is_identical() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = store(dir.path(), "a.redb");
+        fill(&a);
+        let first = export_bytes(&a);
+        let m = verify(first.as_slice()).unwrap();
+        assert_eq!(
+            m.counts,
+            Counts {
+                users: 30,
+                groups: 2,
+                memberships: 11
+            }
+        );
+        let file = dir.path().join("export.jsonl");
+        std::fs::write(&file, &first).unwrap();
+        let b = store(dir.path(), "b.redb");
+        import_file(&b, &file, "2026-02-03T00:00:00Z").unwrap();
+        assert_eq!(export_bytes(&b), first);
+        let snap = b.snapshot().unwrap();
+        assert!(snap.find_by_user_name("U7@example.com").unwrap().is_some());
+        assert_eq!(
+            snap.find_by_external_id(ResourceType::User, "e3")
+                .unwrap()
+                .len(),
+            1
+        );
+        assert_eq!(snap.find_groups_by_name("outer").unwrap().len(), 1);
+        // Importing again is refused: the directory is not empty.
+        assert!(import_file(&b, &file, "t")
+            .unwrap_err()
+            .contains("not empty"));
+    }
+
+    #[test]
+    fn tampered_truncated_or_reordered_files_are_refused_before_writing() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = store(dir.path(), "a.redb");
+        fill(&a);
+        let good = String::from_utf8(export_bytes(&a)).unwrap();
+        let lines: Vec<&str> = good.lines().collect();
+        let tampered = good.replacen("u3@example.com", "evil@example.com", 1);
+        let truncated = lines[..lines.len() - 1].join("\n") + "\n";
+        let no_newline = good.trim_end().to_owned();
+        let mut dropped = lines.clone();
+        dropped.remove(5);
+        let dropped = dropped.join("\n") + "\n";
+        let garbage = "{\"type\":\"manifest\"\n".to_owned();
+        for (name, bad) in [
+            ("tampered", tampered),
+            ("truncated", truncated),
+            ("no newline", no_newline),
+            ("dropped", dropped),
+            ("garbage", garbage),
+            ("empty", String::new()),
+        ] {
+            let file = dir.path().join("bad.jsonl");
+            std::fs::write(&file, bad).unwrap();
+            let b = store(dir.path(), &format!("{}.redb", name.replace(' ', "_")));
+            let err = import_file(&b, &file, "t").unwrap_err();
+            assert!(err.contains("not a valid export"), "{name}: {err}");
+            assert!(b.is_empty().unwrap(), "{name}: something was written");
+        }
+    }
+}
