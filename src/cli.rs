@@ -39,6 +39,9 @@ pub enum Command {
     Token(TokenCommand),
     /// Validate the configuration and print the result.
     CheckConfig(ServeArgs),
+    /// Move the directory to a hosted provisioning service.
+    #[command(subcommand)]
+    Migrate(MigrateCommand),
     /// Export the whole directory as one versioned, checksummed file (docs/EXPORT_FORMAT.md).
     Export {
         /// Output file, or - for stdout.
@@ -105,6 +108,16 @@ pub enum TokenCommand {
     },
     /// Revoke a token by name; takes effect on the next request.
     Revoke { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MigrateCommand {
+    /// Readiness report; exits non-zero when something blocks a migration.
+    Check {
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 impl Cli {
@@ -174,6 +187,21 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Token(cmd) => {
             let cfg = cli.load(None)?;
             token(&cfg, cmd)
+        }
+        Command::Migrate(MigrateCommand::Check { json }) => {
+            let cfg = cli.load(None)?;
+            let v = control_request(&cfg, ControlRequest::MigrateCheck)?;
+            let report: crate::migrate::readiness::Report =
+                serde_json::from_value(v.clone()).map_err(|e| anyhow!("unexpected report: {e}"))?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                print!("{}", crate::migrate::readiness::render_text(&report, 50));
+            }
+            if !report.ready {
+                std::process::exit(2);
+            }
+            Ok(())
         }
         Command::Export { out } => {
             let cfg = cli.load(None)?;
@@ -252,7 +280,7 @@ fn control_request(cfg: &Config, req: ControlRequest) -> Result<serde_json::Valu
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let answer = runtime.block_on(control::execute(&store, req));
+    let answer = runtime.block_on(control::execute(&store, &cfg.migration, req));
     store.close();
     answer.map_err(|e| anyhow!(e))
 }
@@ -510,8 +538,9 @@ fn serve(cfg: Config) -> Result<()> {
         let control_task = {
             let store = store.clone();
             let dir = cfg.data_dir.clone();
+            let policy = cfg.migration.clone();
             tokio::spawn(async move {
-                if let Err(e) = control::serve(&dir, store).await {
+                if let Err(e) = control::serve(&dir, store, policy).await {
                     tracing::warn!(error = %e, "the control socket is not available; CLI commands need the server stopped");
                 }
             })

@@ -76,6 +76,8 @@ pub struct Config {
     pub cache_bytes: usize,
     /// When set, `/metrics` requires `Authorization: Bearer <this>`.
     pub metrics_token: Option<String>,
+    /// What `migrate check` enforces.
+    pub migration: crate::migrate::readiness::Policy,
 }
 
 pub const DEFAULT_DATA_DIR: &str = "./scimbridge-data";
@@ -94,6 +96,7 @@ impl Default for Config {
             limits: Limits::default(),
             cache_bytes: 64 << 20,
             metrics_token: None,
+            migration: crate::migrate::readiness::Policy::default(),
         }
     }
 }
@@ -117,6 +120,15 @@ pub struct FileConfig {
     pub limits: Option<FileLimits>,
     pub storage: Option<FileStorage>,
     pub metrics: Option<FileMetrics>,
+    pub migration: Option<FileMigration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileMigration {
+    pub allowed_domains: Option<Vec<String>>,
+    pub public_domains: Option<Vec<String>>,
+    pub protected_groups: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -270,6 +282,26 @@ pub fn load(file: Option<&Path>, o: &Overrides) -> Result<Config> {
             );
         }
         c.metrics_token = Some(t);
+    }
+    if let Some(m) = f.migration {
+        if let Some(d) = m.allowed_domains {
+            for domain in &d {
+                if domain.is_empty() || domain.contains('@') || domain.contains(char::is_whitespace)
+                {
+                    bail!(
+                        "{}: \"{domain}\" is not a domain like example.com",
+                        origin("migration.allowed_domains")
+                    );
+                }
+            }
+            c.migration.allowed_domains = d.into_iter().map(|x| x.to_lowercase()).collect();
+        }
+        if let Some(d) = m.public_domains {
+            c.migration.public_domains = d.into_iter().map(|x| x.to_lowercase()).collect();
+        }
+        if let Some(g) = m.protected_groups {
+            c.migration.protected_groups = g;
+        }
     }
     if let Some(s) = f.storage {
         if let Some(mb) = s.cache_mb {

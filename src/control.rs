@@ -31,6 +31,8 @@ pub enum ControlRequest {
     Backup {
         out: PathBuf,
     },
+    /// The migration readiness report.
+    MigrateCheck,
     /// The export file, streamed back after the response line.
     Export,
     /// An export file of `size` bytes follows the request line; import it.
@@ -71,7 +73,11 @@ fn message(e: StoreError) -> String {
 }
 
 /// Runs one control request against the store.
-pub async fn execute(store: &Store, req: ControlRequest) -> Result<Value, String> {
+pub async fn execute(
+    store: &Store,
+    policy: &crate::migrate::readiness::Policy,
+    req: ControlRequest,
+) -> Result<Value, String> {
     let (now, now_ms) = crate::http::now();
     match req {
         ControlRequest::TokenIssue {
@@ -109,6 +115,11 @@ pub async fn execute(store: &Store, req: ControlRequest) -> Result<Value, String
                 .await
                 .map_err(message)?;
             Ok(token_json(&record, &now))
+        }
+        ControlRequest::MigrateCheck => {
+            let snapshot = store.snapshot().map_err(message)?;
+            let report = crate::migrate::readiness::check(&snapshot, policy).map_err(message)?;
+            serde_json::to_value(report).map_err(|e| e.to_string())
         }
         ControlRequest::Export | ControlRequest::Import { .. } => {
             Err("export and import stream their data; use the streaming calls".into())
@@ -226,7 +237,11 @@ async fn receive_import(
 }
 
 /// Serves the control socket until the task is dropped.
-pub async fn serve(data_dir: &Path, store: Store) -> std::io::Result<()> {
+pub async fn serve(
+    data_dir: &Path,
+    store: Store,
+    policy: crate::migrate::readiness::Policy,
+) -> std::io::Result<()> {
     let path = socket_path(data_dir);
     // A socket file left by a killed server: nobody listens on it, remove it.
     if path.exists() && std::os::unix::net::UnixStream::connect(&path).is_err() {
@@ -248,6 +263,7 @@ pub async fn serve(data_dir: &Path, store: Store) -> std::io::Result<()> {
         };
         let store = store.clone();
         let dir = data_dir.to_owned();
+        let policy = policy.clone();
         tokio::spawn(async move {
             let (read, mut write) = stream.into_split();
             let mut line = String::new();
@@ -269,7 +285,7 @@ pub async fn serve(data_dir: &Path, store: Store) -> std::io::Result<()> {
                 Ok(ControlRequest::Import { size }) => {
                     receive_import(&store, &dir, &mut reader, size).await
                 }
-                Ok(req) => execute(&store, req).await,
+                Ok(req) => execute(&store, &policy, req).await,
                 Err(e) => Err(e),
             };
             let response = match response {

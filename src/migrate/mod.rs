@@ -3,3 +3,4 @@
 //! Sits on top of the store; knows nothing of HTTP serving.
 
 pub mod export;
+pub mod readiness;

@@ -1,0 +1,143 @@
+//! `scimbridge migrate check`: each blocker and warning, named users and groups, exit
+//! codes, and the JSON form.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+
+fn user(c: &Client, name: &str, email: Option<&str>, active: bool) -> String {
+    let mut body = json!({"userName": name, "active": active});
+    if let Some(e) = email {
+        body["emails"] = json!([{"value": e, "type": "work", "primary": true}]);
+    }
+    let r = c.post("/Users", &body);
+    assert_eq!(r.status, 201);
+    r.json()["id"].as_str().unwrap().to_owned()
+}
+
+fn config(dir: &std::path::Path, allowed: &str) -> std::path::PathBuf {
+    let p = dir.join("migration.toml");
+    std::fs::write(&p, format!("[migration]\nallowed_domains = [{allowed}]\nprotected_groups = [\"Owners\", \"Administrators\"]\n")).unwrap();
+    p
+}
+
+fn check(s: &Server, cfg: &std::path::Path, json_out: bool) -> (bool, String, String) {
+    let mut args = vec!["--config", cfg.to_str().unwrap(), "migrate", "check"];
+    if json_out {
+        args.push("--json");
+    }
+    // With a server running, the check runs there, under the server's configuration.
+    cli(&s.data_dir(), &args)
+}
+
+fn codes(list: &Value) -> Vec<String> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["code"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn each_blocker_and_warning_names_who_is_concerned() {
+    let cfgdir = tempfile::tempdir().unwrap();
+    let cfg = config(cfgdir.path(), "\"example.com\"");
+    let s = Server::start_with(&["--config", cfg.to_str().unwrap()]);
+    let c = s.client();
+    let ok_user = user(&c, "ok@example.com", Some("ok@example.com"), true);
+    let outside = user(&c, "bob@other.org", Some("bob@other.org"), true);
+    let gmail = user(&c, "carol", Some("Carol@GMail.com"), true);
+    let none = user(&c, "dave", None, true);
+    let inactive = user(&c, "erin@example.com", Some("erin@example.com"), false);
+    let dup1 = user(&c, "f1", Some("shared@example.com"), true);
+    let dup2 = user(&c, "f2", Some("SHARED@example.com"), true);
+    let owners = c
+        .post(
+            "/Groups",
+            &json!({"displayName": "owners", "members": [{"value": ok_user}]}),
+        )
+        .json();
+    c.post("/Groups", &json!({"displayName": "Engineering"}));
+
+    let (ok, out, err) = check(&s, &cfg, true);
+    assert!(!ok, "blockers must exit non-zero: {err}");
+    let r: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(r["ready"], false);
+    assert_eq!(
+        codes(&r["blockers"]),
+        vec!["domain-not-allowed", "public-mail-domain", "no-email"]
+    );
+    assert_eq!(
+        codes(&r["warnings"]),
+        vec!["protected-group", "inactive-user", "duplicate-email"]
+    );
+    let ids = |f: &Value| -> Vec<String> {
+        f["subjects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(ids(&r["blockers"][0]), vec![outside.clone()]);
+    assert_eq!(r["blockers"][0]["subjects"][0]["email"], "bob@other.org");
+    assert_eq!(ids(&r["blockers"][1]), vec![gmail]);
+    assert_eq!(ids(&r["blockers"][2]), vec![none.clone()]);
+    assert_eq!(
+        ids(&r["warnings"][0]),
+        vec![owners["id"].as_str().unwrap().to_owned()]
+    );
+    assert_eq!(r["warnings"][0]["subjects"][0]["name"], "owners");
+    assert_eq!(ids(&r["warnings"][1]), vec![inactive]);
+    let mut d = ids(&r["warnings"][2]);
+    d.sort();
+    let mut expected = vec![dup1, dup2];
+    expected.sort();
+    assert_eq!(d, expected);
+
+    // The text form names them too.
+    let (_, text, _) = check(&s, &cfg, false);
+    assert!(
+        text.starts_with("Migration readiness: BLOCKED (7 users, 2 groups)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("bob@other.org") && text.contains("dave") && text.contains("owners"),
+        "{text}"
+    );
+
+    // Fix the blockers: the check passes (exit 0) with warnings only.
+    for id in [&outside, &none] {
+        assert_eq!(c.delete(&format!("/Users/{id}")).status, 204);
+    }
+    let r = c.get("/Users?filter=userName%20eq%20%22carol%22").json();
+    let carol = r["Resources"][0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        c.put(
+            &format!("/Users/{carol}"),
+            &json!({"userName": "carol", "emails": [{"value": "carol@example.com"}]})
+        )
+        .status,
+        200
+    );
+    let (ok, out, err) = check(&s, &cfg, true);
+    assert!(ok, "{out}{err}");
+    let r: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(r["ready"], true);
+    assert_eq!(r["blockers"], json!([]));
+}
+
+#[test]
+fn allowed_domains_must_be_configured() {
+    let s = Server::start();
+    let c = s.client();
+    user(&c, "a@example.com", Some("a@example.com"), true);
+    let (ok, out, _) = cli(&s.data_dir(), &["migrate", "check", "--json"]);
+    assert!(!ok);
+    let r: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        codes(&r["blockers"]),
+        vec!["allowed-domains-not-configured"]
+    );
+}
