@@ -2,5 +2,6 @@
 //! with readiness checks, the push client and the migration state machine to come.
 //! Sits on top of the store; knows nothing of HTTP serving.
 
+pub mod client;
 pub mod export;
 pub mod readiness;
