@@ -118,6 +118,43 @@ pub enum MigrateCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Push the directory into the target SCIM endpoint, then keep mirroring changes.
+    /// Run it again after an interruption: it resumes without duplicates.
+    Push {
+        /// The target's SCIM base URL, e.g. https://provisioning.example.com/scim/v2.
+        #[arg(long, value_name = "URL")]
+        to: String,
+        /// File holding the target's bearer token (kept out of the process list).
+        #[arg(long, value_name = "FILE")]
+        token_file: PathBuf,
+        /// PEM CA certificate(s) to verify the target with, instead of the system roots.
+        #[arg(long, value_name = "FILE")]
+        cacert: Option<PathBuf>,
+        /// Print the plan (creates and updates) and send no writes.
+        #[arg(long)]
+        dry_run: bool,
+        /// Allow a plain http:// target that is not on loopback.
+        #[arg(long)]
+        allow_http: bool,
+    },
+    /// Where the migration stands: state, push progress, mirror lag.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Read the target back and report every difference from the directory.
+    Verify {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop mirroring and return to "not started" (only before cut-over).
+    Abort,
+    /// Drain the mirror, verify, and stop accepting SCIM writes for good.
+    Cutover {
+        /// Required: the cut-over cannot be undone.
+        #[arg(long)]
+        confirm_irreversible: bool,
+    },
 }
 
 impl Cli {
@@ -187,6 +224,167 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Token(cmd) => {
             let cfg = cli.load(None)?;
             token(&cfg, cmd)
+        }
+        Command::Migrate(MigrateCommand::Push {
+            to,
+            token_file,
+            cacert,
+            dry_run,
+            allow_http,
+        }) => {
+            let cfg = cli.load(None)?;
+            let token = std::fs::read_to_string(token_file)
+                .with_context(|| format!("cannot read the token file {}", token_file.display()))?
+                .trim()
+                .to_owned();
+            if token.is_empty() {
+                anyhow::bail!("the token file {} is empty", token_file.display());
+            }
+            let cacert = match cacert {
+                Some(p) => Some(
+                    std::fs::read_to_string(p)
+                        .with_context(|| format!("cannot read {}", p.display()))?,
+                ),
+                None => None,
+            };
+            let req = crate::migrate::service::PushRequest {
+                target: to.clone(),
+                token,
+                cacert,
+                allow_http: *allow_http,
+                dry_run: *dry_run,
+            };
+            let mut bar = Progress::new();
+            let v =
+                control_request_with_progress(&cfg, ControlRequest::MigratePush(req), &mut |p| {
+                    bar.show(|| {
+                        format!(
+                            "{}: {}/{}",
+                            p["phase"].as_str().unwrap_or(""),
+                            p["done"],
+                            p["total"]
+                        )
+                    })
+                });
+            bar.done();
+            let v = v?;
+            if *dry_run {
+                println!("Plan (dry run, nothing was sent):");
+                println!("  target: {}", v["target"].as_str().unwrap_or_default());
+                println!(
+                    "  users:  {} ({} to create, {} to update)",
+                    v["users"]["total"], v["users"]["create"], v["users"]["update"]
+                );
+                println!(
+                    "  groups: {} ({} to create, {} to update)",
+                    v["groups"]["total"], v["groups"]["create"], v["groups"]["update"]
+                );
+                println!("  memberships: {}", v["memberships"]);
+                println!("  bulk: {}", if v["bulk"] == true { "yes" } else { "no" });
+            } else {
+                println!(
+                    "pushed {} users and {} groups ({} created, {} updated, {} requests, {} throttled); now mirroring changes",
+                    v["users"], v["groups"], v["created"], v["updated"], v["requests"], v["throttled"]
+                );
+            }
+            Ok(())
+        }
+        Command::Migrate(MigrateCommand::Status { json }) => {
+            let cfg = cli.load(None)?;
+            let v = control_request(&cfg, ControlRequest::MigrateStatus)?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                let st = &v["state"];
+                println!("migration: {}", v["phaseText"].as_str().unwrap_or_default());
+                if let Some(t) = st["target"].as_str() {
+                    println!("target:    {t}");
+                }
+                let p = &st["progress"];
+                println!(
+                    "pushed:    {}/{} users, {}/{} groups",
+                    p["users_done"], p["users_total"], p["groups_done"], p["groups_total"]
+                );
+                println!(
+                    "mirror:    {} events behind ({:.1} s)",
+                    v["lag"]["events"],
+                    v["lag"]["seconds"].as_f64().unwrap_or(0.0)
+                );
+                if let Some(e) = st["lastError"].as_str() {
+                    println!("last error: {e}");
+                }
+            }
+            Ok(())
+        }
+        Command::Migrate(MigrateCommand::Verify { json }) => {
+            let cfg = cli.load(None)?;
+            let mut bar = Progress::new();
+            let v = control_request_with_progress(&cfg, ControlRequest::MigrateVerify, &mut |p| {
+                bar.show(|| {
+                    format!(
+                        "{}: {}/{}",
+                        p["phase"].as_str().unwrap_or(""),
+                        p["done"],
+                        p["total"]
+                    )
+                })
+            });
+            bar.done();
+            let v = v?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                let diffs = v["differences"].as_array().cloned().unwrap_or_default();
+                if diffs.is_empty() {
+                    println!("verified: the target matches the directory");
+                } else {
+                    println!("{} differences:", diffs.len());
+                    for d in &diffs {
+                        println!(
+                            "  {} {}: {}",
+                            d["resourceType"].as_str().unwrap_or(""),
+                            d["id"].as_str().unwrap_or(""),
+                            d["difference"].as_str().unwrap_or("")
+                        );
+                    }
+                }
+            }
+            if v["count"].as_u64().unwrap_or(0) > 0 {
+                std::process::exit(2);
+            }
+            Ok(())
+        }
+        Command::Migrate(MigrateCommand::Abort) => {
+            let cfg = cli.load(None)?;
+            control_request(&cfg, ControlRequest::MigrateAbort)?;
+            println!("migration aborted: mirroring stopped, the bridge stays the source of truth");
+            Ok(())
+        }
+        Command::Migrate(MigrateCommand::Cutover {
+            confirm_irreversible,
+        }) => {
+            let cfg = cli.load(None)?;
+            if !confirm_irreversible {
+                anyhow::bail!(
+                    "cut-over is irreversible: afterwards this bridge refuses every SCIM write. \
+                     Re-run with --confirm-irreversible once the identity provider is ready to be repointed"
+                );
+            }
+            let v = control_request(
+                &cfg,
+                ControlRequest::MigrateCutover {
+                    confirm_irreversible: true,
+                },
+            )?;
+            let target = v["target"].as_str().unwrap_or("the target");
+            println!(
+                "cut over to {target}. This bridge now refuses SCIM writes; reads keep working."
+            );
+            println!("Repoint your identity provider:");
+            println!("  Entra ID: Provisioning → Admin Credentials → Tenant URL = {target}, Secret Token = the new service's token");
+            println!("  Okta:     Provisioning → Integration → SCIM connector base URL = {target}, API token = the new service's token");
+            println!("Then the bridge can be decommissioned (keep an export: scimbridge export --out FILE).");
+            Ok(())
         }
         Command::Migrate(MigrateCommand::Check { json }) => {
             let cfg = cli.load(None)?;
@@ -272,7 +470,15 @@ fn open_store_for_cli(cfg: &Config) -> Result<Store> {
 /// Runs a control request on the running server, or directly on the database when
 /// no server runs.
 fn control_request(cfg: &Config, req: ControlRequest) -> Result<serde_json::Value> {
-    if let Some(answer) = control::call(&cfg.data_dir, &req) {
+    control_request_with_progress(cfg, req, &mut |_| {})
+}
+
+fn control_request_with_progress(
+    cfg: &Config,
+    req: ControlRequest,
+    progress: &mut (dyn FnMut(serde_json::Value) + Send),
+) -> Result<serde_json::Value> {
+    if let Some(answer) = control::call_with_progress(&cfg.data_dir, &req, progress) {
         return answer.map_err(|e| anyhow!(e));
     }
     let store = open_store_for_cli(cfg)?;
@@ -280,9 +486,15 @@ fn control_request(cfg: &Config, req: ControlRequest) -> Result<serde_json::Valu
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let answer = runtime.block_on(control::execute(&store, &cfg.migration, req));
+    let answer = crate::migrate::service::Migration::new(store.clone(), cfg.migration.clone())
+        .map_err(|e| anyhow!(e))
+        .and_then(|m| {
+            runtime
+                .block_on(control::execute(&m, req, progress))
+                .map_err(|e| anyhow!(e))
+        });
     store.close();
-    answer.map_err(|e| anyhow!(e))
+    answer
 }
 
 fn token(cfg: &Config, cmd: &TokenCommand) -> Result<()> {
@@ -529,18 +741,20 @@ fn serve(cfg: Config) -> Result<()> {
             (Some(c), Some((cert, key))) => Some(tokio::spawn(tls::watch(c.clone(), cert, key))),
             _ => None,
         };
-        let state = Arc::new(AppState::new(store.clone(), cfg.clone(), certs));
+        let migration = crate::migrate::service::Migration::new(store.clone(), cfg.migration.clone())
+            .map_err(|e| anyhow!(e))?;
+        let state = Arc::new(AppState::new(store.clone(), cfg.clone(), certs, migration.clone()));
+        let mirror = tokio::spawn(crate::migrate::service::run_mirror(migration.clone()));
         tracing::info!(version = env!("CARGO_PKG_VERSION"), data_dir = %cfg.data_dir.display(), "scimbridge started");
         tracing::info!("SCIM URL for your identity provider: {url}");
         if store.snapshot().and_then(|s| s.tokens()).map(|t| t.is_empty()).unwrap_or(false) {
             tracing::info!("no SCIM token yet: run `scimbridge token issue --name <idp>` with the same --data-dir");
         }
         let control_task = {
-            let store = store.clone();
+            let migration = migration.clone();
             let dir = cfg.data_dir.clone();
-            let policy = cfg.migration.clone();
             tokio::spawn(async move {
-                if let Err(e) = control::serve(&dir, store, policy).await {
+                if let Err(e) = control::serve(&dir, migration).await {
                     tracing::warn!(error = %e, "the control socket is not available; CLI commands need the server stopped");
                 }
             })
@@ -561,6 +775,7 @@ fn serve(cfg: Config) -> Result<()> {
         #[cfg(unix)]
         crate::sdnotify::notify("STOPPING=1");
         flusher.abort();
+        mirror.abort();
         if let Some(r) = reloader {
             r.abort();
         }

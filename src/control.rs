@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
+use crate::migrate::service::{Migration, PushRequest};
 use crate::store::{Scope, Store, StoreError};
 
 /// Largest request line accepted on the socket.
@@ -33,6 +34,13 @@ pub enum ControlRequest {
     },
     /// The migration readiness report.
     MigrateCheck,
+    MigratePush(PushRequest),
+    MigrateStatus,
+    MigrateVerify,
+    MigrateAbort,
+    MigrateCutover {
+        confirm_irreversible: bool,
+    },
     /// The export file, streamed back after the response line.
     Export,
     /// An export file of `size` bytes follows the request line; import it.
@@ -44,6 +52,8 @@ pub enum ControlRequest {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ControlResponse {
+    /// An intermediate report of a long request; more lines follow.
+    Progress(Value),
     Ok(Value),
     Error(String),
 }
@@ -72,12 +82,13 @@ fn message(e: StoreError) -> String {
     }
 }
 
-/// Runs one control request against the store.
+/// Runs one control request; `progress` receives intermediate reports of long ones.
 pub async fn execute(
-    store: &Store,
-    policy: &crate::migrate::readiness::Policy,
+    m: &Migration,
     req: ControlRequest,
+    progress: &mut (dyn FnMut(Value) + Send),
 ) -> Result<Value, String> {
+    let store = &m.store;
     let (now, now_ms) = crate::http::now();
     match req {
         ControlRequest::TokenIssue {
@@ -117,9 +128,20 @@ pub async fn execute(
             Ok(token_json(&record, &now))
         }
         ControlRequest::MigrateCheck => {
-            let snapshot = store.snapshot().map_err(message)?;
-            let report = crate::migrate::readiness::check(&snapshot, policy).map_err(message)?;
+            let report = m.check().await?;
             serde_json::to_value(report).map_err(|e| e.to_string())
+        }
+        ControlRequest::MigratePush(req) => m.push(req, progress).await,
+        ControlRequest::MigrateStatus => m.status(),
+        ControlRequest::MigrateVerify => m.verify(progress).await,
+        ControlRequest::MigrateAbort => m.abort().await,
+        ControlRequest::MigrateCutover {
+            confirm_irreversible,
+        } => {
+            if !confirm_irreversible {
+                return Err("cut-over is irreversible: confirm it explicitly".into());
+            }
+            m.cutover(progress).await
         }
         ControlRequest::Export | ControlRequest::Import { .. } => {
             Err("export and import stream their data; use the streaming calls".into())
@@ -237,11 +259,7 @@ async fn receive_import(
 }
 
 /// Serves the control socket until the task is dropped.
-pub async fn serve(
-    data_dir: &Path,
-    store: Store,
-    policy: crate::migrate::readiness::Policy,
-) -> std::io::Result<()> {
+pub async fn serve(data_dir: &Path, migration: std::sync::Arc<Migration>) -> std::io::Result<()> {
     let path = socket_path(data_dir);
     // A socket file left by a killed server: nobody listens on it, remove it.
     if path.exists() && std::os::unix::net::UnixStream::connect(&path).is_err() {
@@ -261,9 +279,9 @@ pub async fn serve(
                 continue;
             }
         };
-        let store = store.clone();
+        let m = migration.clone();
+        let store = migration.store.clone();
         let dir = data_dir.to_owned();
-        let policy = policy.clone();
         tokio::spawn(async move {
             let (read, mut write) = stream.into_split();
             let mut line = String::new();
@@ -285,7 +303,32 @@ pub async fn serve(
                 Ok(ControlRequest::Import { size }) => {
                     receive_import(&store, &dir, &mut reader, size).await
                 }
-                Ok(req) => execute(&store, &policy, req).await,
+                Ok(req) => {
+                    // Progress lines go out while the request runs.
+                    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Value>();
+                    let mut report = move |v: Value| {
+                        let _ = tx.send(v);
+                    };
+                    let fut = execute(&m, req, &mut report);
+                    tokio::pin!(fut);
+                    let result = loop {
+                        tokio::select! {
+                            r = &mut fut => break r,
+                            Some(p) = rx.recv() => {
+                                let mut out = serde_json::to_vec(&ControlResponse::Progress(p)).unwrap_or_default();
+                                out.push(b'\n');
+                                let _ = write.write_all(&out).await;
+                            }
+                        }
+                    };
+                    while let Ok(p) = rx.try_recv() {
+                        let mut out =
+                            serde_json::to_vec(&ControlResponse::Progress(p)).unwrap_or_default();
+                        out.push(b'\n');
+                        let _ = write.write_all(&out).await;
+                    }
+                    result
+                }
                 Err(e) => Err(e),
             };
             let response = match response {
@@ -321,6 +364,7 @@ pub fn call_export(
     }
     match serde_json::from_str::<ControlResponse>(&head) {
         Ok(ControlResponse::Ok(_)) => {}
+        Ok(ControlResponse::Progress(_)) => return Some(Err("unexpected progress line".into())),
         Ok(ControlResponse::Error(e)) => return Some(Err(e)),
         Err(e) => return Some(Err(format!("unreadable answer on the control socket: {e}"))),
     }
@@ -365,6 +409,7 @@ pub fn call_import(data_dir: &Path, file: &Path) -> Option<Result<Value, String>
             .map_err(|e| format!("no answer on the control socket: {e}"))?;
         match serde_json::from_str::<ControlResponse>(&response) {
             Ok(ControlResponse::Ok(v)) => Ok(v),
+            Ok(ControlResponse::Progress(_)) => Err("unexpected progress line".into()),
             Ok(ControlResponse::Error(e)) => Err(e),
             Err(e) => Err(format!("unreadable answer on the control socket: {e}")),
         }
@@ -374,22 +419,42 @@ pub fn call_import(data_dir: &Path, file: &Path) -> Option<Result<Value, String>
 
 /// Sends a request to a running server. `None` when no server listens.
 pub fn call(data_dir: &Path, req: &ControlRequest) -> Option<Result<Value, String>> {
+    call_with_progress(data_dir, req, &mut |_| {})
+}
+
+/// `call`, handing progress reports to `progress` as they arrive.
+pub fn call_with_progress(
+    data_dir: &Path,
+    req: &ControlRequest,
+    progress: &mut dyn FnMut(Value),
+) -> Option<Result<Value, String>> {
     use std::io::{BufRead, Write};
     let stream = std::os::unix::net::UnixStream::connect(socket_path(data_dir)).ok()?;
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+    // Long requests (a push) send progress lines; only silence is a failure.
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(600)));
     let mut writer = stream.try_clone().ok()?;
     let mut line = serde_json::to_vec(req).ok()?;
     line.push(b'\n');
     if let Err(e) = writer.write_all(&line) {
         return Some(Err(format!("the control socket failed: {e}")));
     }
-    let mut response = String::new();
-    if let Err(e) = std::io::BufReader::new(stream).read_line(&mut response) {
-        return Some(Err(format!("no answer on the control socket: {e}")));
-    }
-    match serde_json::from_str::<ControlResponse>(&response) {
-        Ok(ControlResponse::Ok(v)) => Some(Ok(v)),
-        Ok(ControlResponse::Error(e)) => Some(Err(e)),
-        Err(e) => Some(Err(format!("unreadable answer on the control socket: {e}"))),
+    let mut reader = std::io::BufReader::new(stream);
+    loop {
+        let mut response = String::new();
+        match reader.read_line(&mut response) {
+            Ok(0) => {
+                return Some(Err(
+                    "the server closed the control socket without an answer".into(),
+                ))
+            }
+            Ok(_) => {}
+            Err(e) => return Some(Err(format!("no answer on the control socket: {e}"))),
+        }
+        match serde_json::from_str::<ControlResponse>(&response) {
+            Ok(ControlResponse::Progress(p)) => progress(p),
+            Ok(ControlResponse::Ok(v)) => return Some(Ok(v)),
+            Ok(ControlResponse::Error(e)) => return Some(Err(e)),
+            Err(e) => return Some(Err(format!("unreadable answer on the control socket: {e}"))),
+        }
     }
 }

@@ -41,11 +41,19 @@ pub struct AppState {
     token_uses: Mutex<HashMap<String, String>>,
     request_ids: AtomicU64,
     pub metrics: metrics::Metrics,
+    /// The migration state machine; also decides whether SCIM writes are accepted.
+    pub migration: Arc<crate::migrate::service::Migration>,
 }
 
 impl AppState {
-    pub fn new(store: Store, config: Config, certs: Option<Arc<tls::CertStore>>) -> Self {
+    pub fn new(
+        store: Store,
+        config: Config,
+        certs: Option<Arc<tls::CertStore>>,
+        migration: Arc<crate::migrate::service::Migration>,
+    ) -> Self {
         AppState {
+            migration,
             store,
             config,
             certs,

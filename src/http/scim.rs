@@ -125,6 +125,15 @@ async fn handle_inner(state: &Arc<AppState>, req: Request<Incoming>, rest: &str)
         method,
         Method::POST | Method::PUT | Method::PATCH | Method::DELETE
     ) && !segments.last().is_some_and(|s| *s == ".search");
+    if is_write {
+        if let Some((status, why)) = state.migration.write_refusal() {
+            let mut e = ScimError::new(status, None, why);
+            if status == 503 {
+                e.detail.push_str(" (Retry-After: 10)");
+            }
+            return Err(e);
+        }
+    }
     if is_write && principal.scope == Scope::ReadOnly {
         return Err(ScimError::new(
             403,

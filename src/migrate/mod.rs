@@ -4,4 +4,6 @@
 
 pub mod client;
 pub mod export;
+pub mod push;
 pub mod readiness;
+pub mod service;

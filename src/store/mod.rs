@@ -10,8 +10,10 @@
 //!
 //! Reads use a redb read transaction: a consistent snapshot (`Snapshot`).
 
+mod migration;
 mod tokens;
 
+pub use migration::{MigrationState, Phase};
 pub use tokens::{hex, Scope, TokenRecord};
 
 use std::any::Any;
@@ -391,6 +393,7 @@ impl Store {
         copy!(SETTINGS, USERS, GROUPS, USER_NAMES, MEMBERS, MEMBER_OF, EVENTS);
         copy_multi!(EXTERNAL_IDS, GROUP_NAMES, EMAILS);
         tokens::copy_tables(src, &txn)?;
+        migration::copy_tables(src, &txn)?;
         txn.commit()?;
         drop(dst);
         let users = snapshot.count(ResourceType::User)?;
@@ -658,6 +661,7 @@ fn init_tables(db: &Database) -> StoreResult<()> {
         txn.open_table(MEMBER_OF)?;
         txn.open_table(EVENTS)?;
         tokens::init(&txn)?;
+        migration::init(&txn)?;
     }
     txn.commit()?;
     Ok(())
@@ -1072,6 +1076,8 @@ fn delete_in(
     for group in groups {
         remove_member(txn, &group, id)?;
         touch_group(txn, &group, now)?;
+        // The group changed too; the migration mirror replays it from this event.
+        append_event(txn, actor, now, "update", ResourceType::Group, &group)?;
     }
     // A group's own members.
     if rt == ResourceType::Group {
@@ -1227,6 +1233,49 @@ impl Snapshot {
             }
         }
         Ok(())
+    }
+
+    /// Up to `limit` resources of a type with ids after `after`, in id order.
+    pub fn page_after(
+        &self,
+        rt: ResourceType,
+        after: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<StoredResource>> {
+        let t = self.txn.open_table(table(rt))?;
+        let mut out = Vec::with_capacity(limit);
+        let range = match after {
+            Some(a) => {
+                t.range::<&str>((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded))?
+            }
+            None => t.range::<&str>(..)?,
+        };
+        for row in range.take(limit) {
+            let (_, v) = row?;
+            out.push(serde_json::from_slice(v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Sequence number of the newest event (0 when there is none).
+    pub fn last_event_seq(&self) -> StoreResult<u64> {
+        Ok(self
+            .txn
+            .open_table(EVENTS)?
+            .last()?
+            .map(|(k, _)| k.value())
+            .unwrap_or(0))
+    }
+
+    /// Up to `limit` events with a sequence number above `after`, oldest first.
+    pub fn events_after(&self, after: u64, limit: usize) -> StoreResult<Vec<Event>> {
+        let t = self.txn.open_table(EVENTS)?;
+        let mut out = Vec::new();
+        for row in t.range(after + 1..)?.take(limit) {
+            let (_, v) = row?;
+            out.push(serde_json::from_slice(v.value())?);
+        }
+        Ok(out)
     }
 
     /// The newest `limit` events, newest first.

@@ -1,0 +1,724 @@
+//! The push: replay the directory into a target SCIM endpoint, resumably, then keep
+//! it in step (mirror) until cut-over, and verify by reading the target back.
+//!
+//! Matching: a resource already mapped in the journal is updated; otherwise the
+//! target is searched by externalId, then userName (Users) or displayName (Groups),
+//! and a found resource is updated instead of created. So a push killed at any
+//! moment and run again creates no duplicates: what was created before the kill is
+//! either in the journal or found by the search.
+
+use serde_json::{json, Map, Value};
+
+use super::client::{Client, Response};
+use crate::scim::schema::{ResourceType, ENTERPRISE_USER_URN};
+use crate::store::{Event, MigrationState, Phase, Snapshot, Store, StoreError, StoredResource};
+use hyper::Method;
+
+/// Resources read from the snapshot per round (memory is bounded by this).
+const PAGE: usize = 100;
+/// Creates per Bulk request when the target supports Bulk.
+const BULK_CHUNK: usize = 50;
+
+fn store_err(e: StoreError) -> String {
+    e.to_string()
+}
+
+/// What the target announced.
+#[derive(Debug, Clone, Default)]
+pub struct Discovery {
+    pub bulk_max_operations: usize,
+}
+
+pub async fn discover(client: &mut Client) -> Result<Discovery, String> {
+    let r = client
+        .request(Method::GET, "/ServiceProviderConfig", None)
+        .await?;
+    if r.status == 401 || r.status == 403 {
+        return Err(format!(
+            "the target refused the token ({}); check --token-file",
+            r.status
+        ));
+    }
+    if !r.is_success() {
+        return Err(format!(
+            "{}/ServiceProviderConfig answered {}: is this a SCIM 2.0 base URL?",
+            client.target().base,
+            r.status
+        ));
+    }
+    let spc = r.json()?;
+    let bulk = &spc["bulk"];
+    let max = if bulk["supported"] == Value::Bool(true) {
+        bulk["maxOperations"].as_u64().unwrap_or(0) as usize
+    } else {
+        0
+    };
+    Ok(Discovery {
+        bulk_max_operations: max,
+    })
+}
+
+fn filter_value(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
+fn encode(q: &str) -> String {
+    form_urlencoded::byte_serialize(q.as_bytes()).collect()
+}
+
+/// Finds a resource on the target by externalId, then userName / displayName.
+async fn find_on_target(
+    client: &mut Client,
+    rt: ResourceType,
+    attrs: &Map<String, Value>,
+) -> Result<Option<String>, String> {
+    let mut filters = Vec::new();
+    if let Some(e) = attrs.get("externalId").and_then(Value::as_str) {
+        filters.push(format!("externalId eq \"{}\"", filter_value(e)));
+    }
+    let name_attr = match rt {
+        ResourceType::User => "userName",
+        ResourceType::Group => "displayName",
+    };
+    if let Some(n) = attrs.get(name_attr).and_then(Value::as_str) {
+        filters.push(format!("{name_attr} eq \"{}\"", filter_value(n)));
+    }
+    for f in filters {
+        let r = client
+            .request(
+                Method::GET,
+                &format!("{}?filter={}&count=2", rt.endpoint(), encode(&f)),
+                None,
+            )
+            .await?;
+        if !r.is_success() {
+            return Err(format!(
+                "searching the target with {f} answered {}",
+                r.status
+            ));
+        }
+        let list = r.json()?;
+        if let Some(id) = list["Resources"]
+            .as_array()
+            .and_then(|a| a.first())
+            .and_then(|x| x["id"].as_str())
+        {
+            return Ok(Some(id.to_owned()));
+        }
+    }
+    Ok(None)
+}
+
+/// The body sent to the target for a local resource: its attributes, `schemas`, the
+/// manager and members mapped to target ids. Unmapped references are left out.
+fn body_for(
+    snapshot: &Snapshot,
+    rt: ResourceType,
+    r: &StoredResource,
+    with_members: bool,
+) -> Result<Value, String> {
+    let mut attrs = r.attrs.clone();
+    let mut schemas = vec![json!(rt.schema().id)];
+    if attrs.contains_key(ENTERPRISE_USER_URN) {
+        schemas.push(json!(ENTERPRISE_USER_URN));
+        if let Some(ext) = attrs
+            .get_mut(ENTERPRISE_USER_URN)
+            .and_then(Value::as_object_mut)
+        {
+            let manager = ext
+                .get("manager")
+                .and_then(|m| m.get("value"))
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            if let Some(m) = manager {
+                match snapshot
+                    .target_id(ResourceType::User, &m)
+                    .map_err(store_err)?
+                {
+                    Some(tid) => {
+                        ext.insert("manager".into(), json!({"value": tid}));
+                    }
+                    None => {
+                        ext.remove("manager");
+                    }
+                }
+            }
+        }
+    }
+    attrs.insert("schemas".into(), Value::Array(schemas));
+    if rt == ResourceType::Group && with_members {
+        let mut members = Vec::new();
+        for m in snapshot
+            .references(ResourceType::Group, &r.id)
+            .map_err(store_err)?
+        {
+            if let Some(tid) = snapshot.target_id(m.rt, &m.id).map_err(store_err)? {
+                members.push(json!({"value": tid, "type": m.rt.name()}));
+            }
+        }
+        attrs.insert("members".into(), Value::Array(members));
+    }
+    Ok(Value::Object(attrs))
+}
+
+fn created_id(r: &Response, what: &str) -> Result<String, String> {
+    if !r.is_success() {
+        return Err(format!(
+            "creating {what} on the target answered {}: {}",
+            r.status,
+            String::from_utf8_lossy(&r.body)
+        ));
+    }
+    r.json()?["id"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| format!("the target created {what} without an id"))
+}
+
+/// Creates or updates one resource on the target; returns its target id and whether
+/// it was created.
+async fn upsert(
+    client: &mut Client,
+    snapshot: &Snapshot,
+    rt: ResourceType,
+    r: &StoredResource,
+    with_members: bool,
+) -> Result<(String, bool), String> {
+    let body = body_for(snapshot, rt, r, with_members)?;
+    let known = snapshot.target_id(rt, &r.id).map_err(store_err)?;
+    let existing = match known {
+        Some(t) => Some(t),
+        None => find_on_target(client, rt, &r.attrs).await?,
+    };
+    if let Some(tid) = existing {
+        let resp = client
+            .request(
+                Method::PUT,
+                &format!("{}/{tid}", rt.endpoint()),
+                Some(&body),
+            )
+            .await?;
+        if resp.is_success() {
+            return Ok((tid, false));
+        }
+        if resp.status != 404 {
+            return Err(format!(
+                "updating {} {} on the target answered {}: {}",
+                rt.name(),
+                r.id,
+                resp.status,
+                String::from_utf8_lossy(&resp.body)
+            ));
+        }
+        // Mapped, but gone on the target: create it again.
+    }
+    let resp = client
+        .request(Method::POST, rt.endpoint(), Some(&body))
+        .await?;
+    Ok((created_id(&resp, &format!("{} {}", rt.name(), r.id))?, true))
+}
+
+/// Options of one push.
+#[derive(Debug, Clone, Default)]
+pub struct PushOptions {
+    pub dry_run: bool,
+}
+
+/// Progress reports for the caller (a terminal bar or the admin page).
+pub type Progress<'a> = &'a mut (dyn FnMut(Value) + Send);
+
+async fn save_progress(
+    store: &Store,
+    f: impl FnOnce(&mut MigrationState) + Send + 'static,
+) -> Result<(), String> {
+    store
+        .update_migration(move |s| {
+            f(s);
+            Ok(())
+        })
+        .await
+        .map_err(store_err)?
+        .map(|_| ())
+}
+
+/// Pushes every user and then every group. Resumes from the journal.
+pub async fn push(
+    store: &Store,
+    client: &mut Client,
+    opts: &PushOptions,
+    progress: Progress<'_>,
+) -> Result<Value, String> {
+    let discovery = discover(client).await?;
+    let snapshot = store.snapshot().map_err(store_err)?;
+    let users_total = snapshot.count(ResourceType::User).map_err(store_err)?;
+    let groups_total = snapshot.count(ResourceType::Group).map_err(store_err)?;
+    if opts.dry_run {
+        return dry_run(client, &snapshot, users_total, groups_total, &discovery).await;
+    }
+    let (mut created, mut updated) = (0u64, 0u64);
+    // Users, page by page; creates go in Bulk requests when the target offers Bulk.
+    let mut after: Option<String> = None;
+    let mut done = 0u64;
+    let mut manager_fixups: Vec<String> = Vec::new();
+    loop {
+        let page = snapshot
+            .page_after(ResourceType::User, after.as_deref(), PAGE)
+            .map_err(store_err)?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.id.clone());
+        let mut to_create: Vec<&StoredResource> = Vec::new();
+        let mut mapped = Vec::new();
+        for r in &page {
+            if snapshot
+                .target_id(ResourceType::User, &r.id)
+                .map_err(store_err)?
+                .is_some()
+            {
+                continue; // pushed before an interruption; the mirror brings later changes
+            }
+            if let Some(tid) = find_on_target(client, ResourceType::User, &r.attrs).await? {
+                let body = body_for(&snapshot, ResourceType::User, r, false)?;
+                let resp = client
+                    .request(Method::PUT, &format!("/Users/{tid}"), Some(&body))
+                    .await?;
+                if !resp.is_success() {
+                    return Err(format!(
+                        "updating user {} on the target answered {}: {}",
+                        r.id,
+                        resp.status,
+                        String::from_utf8_lossy(&resp.body)
+                    ));
+                }
+                mapped.push((ResourceType::User, r.id.clone(), Some(tid)));
+                updated += 1;
+            } else {
+                to_create.push(r);
+            }
+        }
+        // Map what was updated before creating, so a kill in between loses nothing.
+        store
+            .map_ids(std::mem::take(&mut mapped))
+            .await
+            .map_err(store_err)?;
+        let chunk = if discovery.bulk_max_operations > 1 {
+            BULK_CHUNK.min(discovery.bulk_max_operations)
+        } else {
+            1
+        };
+        for group in to_create.chunks(chunk) {
+            let ids = if chunk > 1 {
+                bulk_create(client, &snapshot, group).await?
+            } else {
+                let body = body_for(&snapshot, ResourceType::User, group[0], false)?;
+                let resp = client.request(Method::POST, "/Users", Some(&body)).await?;
+                vec![created_id(&resp, &format!("user {}", group[0].id))?]
+            };
+            for (r, tid) in group.iter().zip(ids) {
+                if r.attrs
+                    .get(ENTERPRISE_USER_URN)
+                    .and_then(|e| e.get("manager"))
+                    .is_some()
+                {
+                    manager_fixups.push(r.id.clone());
+                }
+                mapped.push((ResourceType::User, r.id.clone(), Some(tid)));
+                created += 1;
+            }
+            store
+                .map_ids(std::mem::take(&mut mapped))
+                .await
+                .map_err(store_err)?;
+        }
+        done += page.len() as u64;
+        let (c, u) = (created, updated);
+        save_progress(store, move |s| {
+            s.progress.users_total = users_total;
+            s.progress.users_done = done;
+            s.progress.groups_total = groups_total;
+            s.progress.created = c;
+            s.progress.updated = u;
+        })
+        .await?;
+        progress(json!({"phase": "users", "done": done, "total": users_total}));
+    }
+    // Managers created before their manager had a target id: set them now.
+    let snapshot = store.snapshot().map_err(store_err)?;
+    for id in manager_fixups {
+        if let Some(r) = snapshot.get(ResourceType::User, &id).map_err(store_err)? {
+            upsert(client, &snapshot, ResourceType::User, &r, false).await?;
+        }
+    }
+    // Groups: first every group without members (nested groups need each other's ids),
+    // then the members.
+    let mut after: Option<String> = None;
+    let mut done = 0u64;
+    loop {
+        let snapshot = store.snapshot().map_err(store_err)?;
+        let page = snapshot
+            .page_after(ResourceType::Group, after.as_deref(), PAGE)
+            .map_err(store_err)?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.id.clone());
+        for g in &page {
+            if snapshot
+                .target_id(ResourceType::Group, &g.id)
+                .map_err(store_err)?
+                .is_some()
+            {
+                continue;
+            }
+            let (tid, was_created) =
+                upsert(client, &snapshot, ResourceType::Group, g, false).await?;
+            if was_created {
+                created += 1
+            } else {
+                updated += 1
+            }
+            store
+                .map_ids(vec![(ResourceType::Group, g.id.clone(), Some(tid))])
+                .await
+                .map_err(store_err)?;
+        }
+        done += page.len() as u64;
+        progress(json!({"phase": "groups", "done": done, "total": groups_total}));
+    }
+    let snapshot = store.snapshot().map_err(store_err)?;
+    let mut after: Option<String> = None;
+    let mut done = 0u64;
+    loop {
+        let page = snapshot
+            .page_after(ResourceType::Group, after.as_deref(), PAGE)
+            .map_err(store_err)?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.id.clone());
+        for g in &page {
+            upsert(client, &snapshot, ResourceType::Group, g, true).await?;
+        }
+        done += page.len() as u64;
+        let (c, u) = (created, updated);
+        save_progress(store, move |s| {
+            s.progress.groups_done = done;
+            s.progress.created = c;
+            s.progress.updated = u;
+        })
+        .await?;
+        progress(json!({"phase": "memberships", "done": done, "total": groups_total}));
+    }
+    Ok(
+        json!({"users": users_total, "groups": groups_total, "created": created, "updated": updated,
+              "requests": client.requests, "throttled": client.throttled}),
+    )
+}
+
+/// Creates users with one Bulk request; returns their target ids in order.
+async fn bulk_create(
+    client: &mut Client,
+    snapshot: &Snapshot,
+    users: &[&StoredResource],
+) -> Result<Vec<String>, String> {
+    let mut ops = Vec::with_capacity(users.len());
+    for r in users {
+        ops.push(json!({"method": "POST", "path": "/Users", "bulkId": r.id, "data": body_for(snapshot, ResourceType::User, r, false)?}));
+    }
+    let req = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"], "Operations": ops});
+    let resp = client.request(Method::POST, "/Bulk", Some(&req)).await?;
+    if !resp.is_success() {
+        return Err(format!(
+            "the target's Bulk endpoint answered {}: {}",
+            resp.status,
+            String::from_utf8_lossy(&resp.body)
+        ));
+    }
+    let body = resp.json()?;
+    let results = body["Operations"].as_array().cloned().unwrap_or_default();
+    let mut ids = Vec::with_capacity(users.len());
+    for r in users {
+        let op = results
+            .iter()
+            .find(|o| o["bulkId"].as_str() == Some(r.id.as_str()));
+        let Some(op) = op else {
+            return Err(format!(
+                "the target's Bulk response does not mention user {}",
+                r.id
+            ));
+        };
+        let status: u16 = op["status"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .or(op["status"].as_u64().map(|s| s as u16))
+            .unwrap_or(0);
+        let location = op["location"].as_str().unwrap_or_default();
+        let id = location.rsplit('/').next().filter(|s| !s.is_empty());
+        match (status, id) {
+            (200..=299, Some(id)) => ids.push(id.to_owned()),
+            _ => {
+                // Fall back to a single request, which reports the target's reason.
+                let body = body_for(snapshot, ResourceType::User, r, false)?;
+                let resp = client.request(Method::POST, "/Users", Some(&body)).await?;
+                ids.push(created_id(&resp, &format!("user {}", r.id))?);
+            }
+        }
+    }
+    Ok(ids)
+}
+
+async fn dry_run(
+    client: &mut Client,
+    snapshot: &Snapshot,
+    users: u64,
+    groups: u64,
+    d: &Discovery,
+) -> Result<Value, String> {
+    let (mut create, mut update) = ([0u64; 2], [0u64; 2]);
+    for (i, rt) in ResourceType::ALL.into_iter().enumerate() {
+        let mut after: Option<String> = None;
+        loop {
+            let page = snapshot
+                .page_after(rt, after.as_deref(), PAGE)
+                .map_err(store_err)?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.id.clone());
+            for r in &page {
+                let known = snapshot.target_id(rt, &r.id).map_err(store_err)?.is_some();
+                if known || find_on_target(client, rt, &r.attrs).await?.is_some() {
+                    update[i] += 1;
+                } else {
+                    create[i] += 1;
+                }
+            }
+        }
+    }
+    Ok(json!({
+        "dryRun": true,
+        "target": client.target().base,
+        "bulk": d.bulk_max_operations > 1,
+        "users": {"total": users, "create": create[0], "update": update[0]},
+        "groups": {"total": groups, "create": create[1], "update": update[1]},
+        "memberships": snapshot.membership_count().map_err(store_err)?,
+    }))
+}
+
+/// Replays one change event to the target: the resource's current state, or its
+/// deletion. Idempotent, so replaying an event twice is harmless.
+pub async fn replay(store: &Store, client: &mut Client, ev: &Event) -> Result<(), String> {
+    let Some(rt) = ResourceType::from_name(&ev.resource_type) else {
+        return Ok(());
+    };
+    if ev.id == "*" {
+        return Ok(());
+    }
+    let snapshot = store.snapshot().map_err(store_err)?;
+    match snapshot.get(rt, &ev.id).map_err(store_err)? {
+        Some(r) => {
+            let (tid, _) = upsert(client, &snapshot, rt, &r, rt == ResourceType::Group).await?;
+            store
+                .map_ids(vec![(rt, r.id.clone(), Some(tid))])
+                .await
+                .map_err(store_err)?;
+        }
+        None => {
+            if let Some(tid) = snapshot.target_id(rt, &ev.id).map_err(store_err)? {
+                let resp = client
+                    .request(Method::DELETE, &format!("{}/{tid}", rt.endpoint()), None)
+                    .await?;
+                if !resp.is_success() && resp.status != 404 {
+                    return Err(format!(
+                        "deleting {} {tid} on the target answered {}",
+                        rt.name(),
+                        resp.status
+                    ));
+                }
+                store
+                    .map_ids(vec![(rt, ev.id.clone(), None)])
+                    .await
+                    .map_err(store_err)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Replays every pending event (up to `max`); returns how many were replayed.
+pub async fn drain(store: &Store, client: &mut Client, max: usize) -> Result<usize, String> {
+    let state = store
+        .snapshot()
+        .and_then(|s| s.migration_state())
+        .map_err(store_err)?;
+    let events = store
+        .snapshot()
+        .and_then(|s| s.events_after(state.mirror_from, max))
+        .map_err(store_err)?;
+    let mut n = 0;
+    for ev in &events {
+        if let Err(e) = replay(store, client, ev).await {
+            let msg = format!(
+                "mirroring event {} ({} {} {}): {e}",
+                ev.seq, ev.op, ev.resource_type, ev.id
+            );
+            let m = msg.clone();
+            let _ = save_progress(store, move |s| s.last_error = Some(m)).await;
+            return Err(msg);
+        }
+        let seq = ev.seq;
+        save_progress(store, move |s| {
+            s.mirror_from = s.mirror_from.max(seq);
+            s.last_error = None;
+        })
+        .await?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// Lag of the mirror: (events behind, seconds since the oldest pending event).
+pub fn lag(snapshot: &Snapshot, state: &MigrationState, now: &str) -> Result<(u64, f64), String> {
+    let last = snapshot.last_event_seq().map_err(store_err)?;
+    let behind = last.saturating_sub(state.mirror_from);
+    let secs = match snapshot
+        .events_after(state.mirror_from, 1)
+        .map_err(store_err)?
+        .first()
+    {
+        Some(ev) => seconds_between(&ev.time, now),
+        None => 0.0,
+    };
+    Ok((behind, secs))
+}
+
+fn seconds_between(a: &str, b: &str) -> f64 {
+    use time::format_description::well_known::Rfc3339;
+    match (
+        time::OffsetDateTime::parse(a, &Rfc3339),
+        time::OffsetDateTime::parse(b, &Rfc3339),
+    ) {
+        (Ok(x), Ok(y)) => (y - x).as_seconds_f64().max(0.0),
+        _ => 0.0,
+    }
+}
+
+/// One difference between the local directory and the target.
+fn diff(rt: ResourceType, id: &str, what: String) -> Value {
+    json!({"resourceType": rt.name(), "id": id, "difference": what})
+}
+
+/// Does the target's value hold everything the local value says? Strings compare
+/// exactly except userName (case-insensitive); multi-valued attributes compare as
+/// sets; sub-attributes the target adds are ignored.
+fn covers(local: &Value, target: &Value, case_insensitive: bool) -> bool {
+    match (local, target) {
+        (Value::String(a), Value::String(b)) => {
+            if case_insensitive {
+                a.eq_ignore_ascii_case(b)
+            } else {
+                a == b
+            }
+        }
+        (Value::Object(a), Value::Object(b)) => a.iter().all(|(k, v)| {
+            b.iter()
+                .find(|(bk, _)| bk.eq_ignore_ascii_case(k))
+                .is_some_and(|(_, bv)| covers(v, bv, false))
+        }),
+        (Value::Array(a), Value::Array(b)) => {
+            a.len() == b.len() && a.iter().all(|x| b.iter().any(|y| covers(x, y, false)))
+        }
+        (a, b) => a == b,
+    }
+}
+
+/// Reads every mapped resource back from the target and compares it with the local
+/// one. Returns the list of differences.
+pub async fn verify(
+    store: &Store,
+    client: &mut Client,
+    progress: Progress<'_>,
+) -> Result<Vec<Value>, String> {
+    let snapshot = store.snapshot().map_err(store_err)?;
+    let mut diffs = Vec::new();
+    for rt in ResourceType::ALL {
+        let total = snapshot.count(rt).map_err(store_err)?;
+        let mut after: Option<String> = None;
+        let mut done = 0u64;
+        loop {
+            let page = snapshot
+                .page_after(rt, after.as_deref(), PAGE)
+                .map_err(store_err)?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.id.clone());
+            for r in &page {
+                let Some(tid) = snapshot.target_id(rt, &r.id).map_err(store_err)? else {
+                    diffs.push(diff(rt, &r.id, "not on the target (never pushed)".into()));
+                    continue;
+                };
+                let resp = client
+                    .request(Method::GET, &format!("{}/{tid}", rt.endpoint()), None)
+                    .await?;
+                if resp.status == 404 {
+                    diffs.push(diff(
+                        rt,
+                        &r.id,
+                        format!("missing on the target (target id {tid})"),
+                    ));
+                    continue;
+                }
+                if !resp.is_success() {
+                    return Err(format!(
+                        "reading {} {tid} from the target answered {}",
+                        rt.name(),
+                        resp.status
+                    ));
+                }
+                let remote = resp.json()?;
+                let expected = body_for(&snapshot, rt, r, true)?;
+                for (k, v) in expected.as_object().into_iter().flatten() {
+                    if k == "schemas" {
+                        continue;
+                    }
+                    let got = remote.as_object().and_then(|o| {
+                        o.iter()
+                            .find(|(rk, _)| rk.eq_ignore_ascii_case(k))
+                            .map(|(_, v)| v)
+                    });
+                    let empty_members = k == "members" && v.as_array().is_some_and(Vec::is_empty);
+                    let ok = match got {
+                        Some(g) => {
+                            covers(v, g, k == "userName")
+                                || (empty_members && g.as_array().is_some_and(Vec::is_empty))
+                        }
+                        None => empty_members,
+                    };
+                    if !ok {
+                        diffs.push(diff(
+                            rt,
+                            &r.id,
+                            format!(
+                                "{k}: local {v}, target {}",
+                                got.cloned().unwrap_or(Value::Null)
+                            ),
+                        ));
+                    }
+                }
+            }
+            done += page.len() as u64;
+            progress(
+                json!({"phase": format!("verify {}", rt.endpoint()), "done": done, "total": total}),
+            );
+        }
+        // Resources on the target that the bridge does not have.
+        let resp = client
+            .request(Method::GET, &format!("{}?count=0", rt.endpoint()), None)
+            .await?;
+        if resp.is_success() {
+            let remote_total = resp.json()?["totalResults"].as_u64().unwrap_or(0);
+            if remote_total > total {
+                diffs.push(json!({"resourceType": rt.name(), "difference":
+                    format!("the target has {remote_total} {}s, the bridge {total}", rt.name())}));
+            }
+        }
+    }
+    Ok(diffs)
+}
+
+/// True when a phase allows SCIM writes.
+pub fn writes_allowed(phase: Phase) -> bool {
+    phase != Phase::CutOver
+}

@@ -1,0 +1,181 @@
+//! Migration state kept in the store: the state machine (in `settings`) and the
+//! journal that maps local ids to the target's ids, so that a push resumes without
+//! duplicates and the mirror knows what to update.
+
+use redb::{ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
+use serde::{Deserialize, Serialize};
+
+use super::{rt_code, Snapshot, Store, StoreResult, SETTINGS};
+use crate::scim::schema::ResourceType;
+
+/// (resource type, local id) → target id.
+const MIGRATION_MAP: TableDefinition<(u8, &str), &str> = TableDefinition::new("migration_map");
+const STATE_KEY: &str = "migration";
+
+pub(super) fn init(txn: &WriteTransaction) -> StoreResult<()> {
+    txn.open_table(MIGRATION_MAP)?;
+    Ok(())
+}
+
+pub(super) fn copy_tables(src: &redb::ReadTransaction, dst: &WriteTransaction) -> StoreResult<()> {
+    let from = src.open_table(MIGRATION_MAP)?;
+    let mut to = dst.open_table(MIGRATION_MAP)?;
+    for row in from.iter()? {
+        let (k, v) = row?;
+        to.insert(k.value(), v.value())?;
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    #[default]
+    NotStarted,
+    Checked,
+    Pushing,
+    Mirroring,
+    Verified,
+    CutOver,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::NotStarted => "not started",
+            Phase::Checked => "checked",
+            Phase::Pushing => "pushing",
+            Phase::Mirroring => "mirroring",
+            Phase::Verified => "verified",
+            Phase::CutOver => "cut over",
+        }
+    }
+    /// After the initial push, before cut-over: every accepted change is replayed.
+    pub fn is_mirroring(self) -> bool {
+        matches!(self, Phase::Mirroring | Phase::Verified)
+    }
+}
+
+/// Progress counters of a push.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushProgress {
+    pub users_total: u64,
+    pub users_done: u64,
+    pub groups_total: u64,
+    pub groups_done: u64,
+    pub created: u64,
+    pub updated: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MigrationState {
+    pub phase: Phase,
+    /// The target's SCIM base URL (normalised).
+    pub target: Option<String>,
+    /// The target's bearer token. Needed to keep mirroring across restarts; never
+    /// shown or logged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// PEM of the CA to verify the target with, when not the system roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cacert: Option<String>,
+    #[serde(default)]
+    pub allow_http: bool,
+    /// Events with a higher sequence number still have to be replayed to the target.
+    pub mirror_from: u64,
+    pub progress: PushProgress,
+    pub started_at: Option<String>,
+    pub updated_at: Option<String>,
+    pub verified_at: Option<String>,
+    pub cutover_at: Option<String>,
+    pub last_error: Option<String>,
+    /// Differences found by the last verification.
+    pub differences: Option<u64>,
+}
+
+impl MigrationState {
+    /// The state without secrets, for status displays.
+    pub fn public(&self) -> MigrationState {
+        MigrationState {
+            token: None,
+            cacert: None,
+            ..self.clone()
+        }
+    }
+}
+
+impl Snapshot {
+    pub fn migration_state(&self) -> StoreResult<MigrationState> {
+        let t = self.txn().open_table(SETTINGS)?;
+        let r = match t.get(STATE_KEY)? {
+            Some(v) => serde_json::from_slice(v.value())?,
+            None => MigrationState::default(),
+        };
+        Ok(r)
+    }
+
+    pub fn target_id(&self, rt: ResourceType, local: &str) -> StoreResult<Option<String>> {
+        let t = self.txn().open_table(MIGRATION_MAP)?;
+        let r = t.get((rt_code(rt), local))?.map(|v| v.value().to_owned());
+        Ok(r)
+    }
+
+    pub fn mapped_count(&self) -> StoreResult<u64> {
+        Ok(self.txn().open_table(MIGRATION_MAP)?.len()?)
+    }
+}
+
+impl Store {
+    /// Replaces the migration state after `f` changed it; returns the new state.
+    pub async fn update_migration(
+        &self,
+        f: impl FnOnce(&mut MigrationState) -> Result<(), String> + Send + 'static,
+    ) -> StoreResult<Result<MigrationState, String>> {
+        self.write(move |txn| {
+            let mut t = txn.open_table(SETTINGS)?;
+            let mut state: MigrationState = match t.get(STATE_KEY)?.map(|v| v.value().to_vec()) {
+                Some(bytes) => serde_json::from_slice(&bytes)?,
+                None => MigrationState::default(),
+            };
+            if let Err(e) = f(&mut state) {
+                return Ok(Err(e));
+            }
+            t.insert(STATE_KEY, serde_json::to_vec(&state)?.as_slice())?;
+            Ok(Ok(state))
+        })
+        .await
+    }
+
+    /// Records local → target ids (None removes the mapping).
+    pub async fn map_ids(
+        &self,
+        entries: Vec<(ResourceType, String, Option<String>)>,
+    ) -> StoreResult<()> {
+        self.write(move |txn| {
+            let mut t = txn.open_table(MIGRATION_MAP)?;
+            for (rt, local, target) in entries {
+                match target {
+                    Some(tid) => {
+                        t.insert((rt_code(rt), local.as_str()), tid.as_str())?;
+                    }
+                    None => {
+                        t.remove((rt_code(rt), local.as_str()))?;
+                    }
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Forgets every mapping (abort).
+    pub async fn clear_map(&self) -> StoreResult<()> {
+        self.write(|txn| {
+            txn.delete_table(MIGRATION_MAP)?;
+            txn.open_table(MIGRATION_MAP)?;
+            Ok(())
+        })
+        .await
+    }
+}
