@@ -3,5 +3,6 @@
 //! are passed in). Depends on nothing else of ours.
 
 pub mod error;
+pub mod filter;
 pub mod path;
 pub mod schema;
