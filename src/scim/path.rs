@@ -47,31 +47,32 @@ impl AttrPath {
         if s.is_empty() {
             return Err(ScimError::invalid_path("empty attribute path"));
         }
-        let (urn, rest) = if s.len() > 4 && s[..4].eq_ignore_ascii_case("urn:") {
-            if let Some(urn) = known_urn_prefix(s) {
-                if s.len() == urn.len() {
-                    return Ok(AttrPath {
-                        urn: Some(s.to_owned()),
-                        attr: String::new(),
-                        sub: None,
-                    });
+        let (urn, rest) =
+            if s.len() > 4 && s.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("urn:")) {
+                if let Some(urn) = known_urn_prefix(s) {
+                    if s.len() == urn.len() {
+                        return Ok(AttrPath {
+                            urn: Some(s.to_owned()),
+                            attr: String::new(),
+                            sub: None,
+                        });
+                    }
+                    if s.as_bytes()[urn.len()] != b':' {
+                        return Err(ScimError::invalid_path(format!(
+                            "invalid attribute path \"{s}\""
+                        )));
+                    }
+                    (Some(s[..urn.len()].to_owned()), &s[urn.len() + 1..])
+                } else {
+                    // An unknown schema: the attribute is what follows the last colon.
+                    match s.rfind(':') {
+                        Some(i) => (Some(s[..i].to_owned()), &s[i + 1..]),
+                        None => unreachable_path(s)?,
+                    }
                 }
-                if s.as_bytes()[urn.len()] != b':' {
-                    return Err(ScimError::invalid_path(format!(
-                        "invalid attribute path \"{s}\""
-                    )));
-                }
-                (Some(s[..urn.len()].to_owned()), &s[urn.len() + 1..])
             } else {
-                // An unknown schema: the attribute is what follows the last colon.
-                match s.rfind(':') {
-                    Some(i) => (Some(s[..i].to_owned()), &s[i + 1..]),
-                    None => unreachable_path(s)?,
-                }
-            }
-        } else {
-            (None, s)
-        };
+                (None, s)
+            };
         let (attr, sub) = match rest.split_once('.') {
             Some((a, b)) => (a, Some(b)),
             None => (rest, None),
@@ -154,5 +155,11 @@ mod tests {
         assert!(AttrPath::parse("a b").is_err());
         assert!(AttrPath::parse("1abc").is_err());
         assert!(AttrPath::parse("name.").is_err());
+    }
+
+    #[test]
+    fn non_ascii_input_is_an_error_not_a_panic() {
+        assert!(AttrPath::parse("a\u{e9}\u{e9}").is_err());
+        assert!(AttrPath::parse("urn\u{e9}:x").is_err());
     }
 }
