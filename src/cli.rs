@@ -53,6 +53,9 @@ pub enum Command {
         /// The export file.
         file: PathBuf,
     },
+    /// The admin page's password.
+    #[command(subcommand)]
+    Admin(AdminCommand),
     /// Write a consistent copy of the database while the server keeps serving.
     Backup {
         /// The backup file to write (replaced atomically if it exists).
@@ -84,6 +87,19 @@ pub struct ServeArgs {
     /// Require this bearer token on /metrics (environment only, to keep it out of `ps`).
     #[arg(skip = std::env::var("SCIMBRIDGE_METRICS_TOKEN").ok())]
     pub metrics_token: Option<String>,
+    /// Serve the admin page on this address instead of the SCIM listener, e.g. 127.0.0.1:9443.
+    #[arg(long, env = "SCIMBRIDGE_ADMIN_LISTEN", value_name = "ADDR")]
+    pub admin_listen: Option<String>,
+    /// Serve the admin page at /admin [default: true].
+    #[arg(long, env = "SCIMBRIDGE_ADMIN_ENABLED", value_name = "BOOL")]
+    pub admin_enabled: Option<bool>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Print a one-time link (valid for an hour) to set a new admin password; the
+    /// current password keeps working until the new one is set.
+    ResetPassword,
 }
 
 #[derive(Debug, Subcommand)]
@@ -169,6 +185,8 @@ impl Cli {
             tls_key: s.tls_key,
             log_format: s.log_format,
             metrics_token: s.metrics_token,
+            admin_listen: s.admin_listen,
+            admin_enabled: s.admin_enabled,
         }
     }
 
@@ -192,6 +210,8 @@ impl ClonedArgs for Option<&ServeArgs> {
                 public_url: a.public_url.clone(),
                 log_format: a.log_format.clone(),
                 metrics_token: a.metrics_token.clone(),
+                admin_listen: a.admin_listen.clone(),
+                admin_enabled: a.admin_enabled,
             },
             None => ServeArgs::default(),
         }
@@ -219,6 +239,20 @@ pub fn run(cli: Cli) -> Result<()> {
                     TlsMode::Off => "off".to_owned(),
                 }
             );
+            Ok(())
+        }
+        Command::Admin(AdminCommand::ResetPassword) => {
+            let cfg = cli.load(None)?;
+            let v = control_request(&cfg, ControlRequest::AdminResetPassword)?;
+            let code = v["code"].as_str().unwrap_or_default();
+            eprintln!(
+                "Open this link within an hour to set a new admin password (it works once; \
+                 the current password keeps working until then):"
+            );
+            match v["link"].as_str() {
+                Some(link) => println!("{link}"),
+                None => println!("https://HOST:PORT/admin/setup?code={code}"),
+            }
             Ok(())
         }
         Command::Token(cmd) => {
@@ -743,9 +777,23 @@ fn serve(cfg: Config) -> Result<()> {
         };
         let migration = crate::migrate::service::Migration::new(store.clone(), cfg.migration.clone())
             .map_err(|e| anyhow!(e))?;
+        let admin_listener = match cfg.admin.listen.filter(|_| cfg.admin.enabled) {
+            Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.with_context(|| {
+                format!("cannot listen on {addr} for the admin page; is another program using it? set --admin-listen")
+            })?),
+            None => None,
+        };
+        let admin_url = match &admin_listener {
+            Some(l) => format!("{scheme}://{}/admin", l.local_addr()?),
+            None => match &cfg.public_url {
+                Some(u) => format!("{u}/admin"),
+                None => format!("{scheme}://{local}/admin"),
+            },
+        };
         let state = Arc::new(AppState::new(store.clone(), cfg.clone(), certs, migration.clone()));
         let mirror = tokio::spawn(crate::migrate::service::run_mirror(migration.clone()));
         tracing::info!(version = env!("CARGO_PKG_VERSION"), data_dir = %cfg.data_dir.display(), "scimbridge started");
+        http::admin::announce(&state, &admin_url, &url).await;
         tracing::info!("SCIM URL for your identity provider: {url}");
         if store.snapshot().and_then(|s| s.tokens()).map(|t| t.is_empty()).unwrap_or(false) {
             tracing::info!("no SCIM token yet: run `scimbridge token issue --name <idp>` with the same --data-dir");
@@ -771,7 +819,28 @@ fn serve(cfg: Config) -> Result<()> {
         };
         #[cfg(unix)]
         crate::sdnotify::notify(&format!("READY=1\nSTATUS=serving {url}"));
-        http::server::run(state.clone(), listener, acceptor, shutdown_signal()).await;
+        // One signal stops both listeners.
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let admin_server = admin_listener.map(|l| {
+            let mut rx = stop_rx.clone();
+            tokio::spawn(http::server::run_listener(
+                state.clone(),
+                l,
+                acceptor.clone(),
+                async move {
+                    let _ = rx.changed().await;
+                },
+                http::Listener::Admin,
+            ))
+        });
+        http::server::run(state.clone(), listener, acceptor, async move {
+            shutdown_signal().await;
+            let _ = stop_tx.send(true);
+        })
+        .await;
+        if let Some(a) = admin_server {
+            let _ = a.await;
+        }
         #[cfg(unix)]
         crate::sdnotify::notify("STOPPING=1");
         flusher.abort();

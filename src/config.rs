@@ -78,6 +78,27 @@ pub struct Config {
     pub metrics_token: Option<String>,
     /// What `migrate check` enforces.
     pub migration: crate::migrate::readiness::Policy,
+    /// The built-in admin page.
+    pub admin: AdminConfig,
+}
+
+/// Where and whether the admin page (`/admin`) is served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// Off: `/admin` answers 404 everywhere.
+    pub enabled: bool,
+    /// A separate listener for the admin page (same TLS as the SCIM listener); when
+    /// set, `/admin` on the SCIM listener answers 404.
+    pub listen: Option<SocketAddr>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            enabled: true,
+            listen: None,
+        }
+    }
 }
 
 pub const DEFAULT_DATA_DIR: &str = "./scimbridge-data";
@@ -97,6 +118,7 @@ impl Default for Config {
             cache_bytes: 64 << 20,
             metrics_token: None,
             migration: crate::migrate::readiness::Policy::default(),
+            admin: AdminConfig::default(),
         }
     }
 }
@@ -121,6 +143,14 @@ pub struct FileConfig {
     pub storage: Option<FileStorage>,
     pub metrics: Option<FileMetrics>,
     pub migration: Option<FileMigration>,
+    pub admin: Option<FileAdmin>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAdmin {
+    pub enabled: Option<bool>,
+    pub listen: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -175,6 +205,8 @@ pub struct Overrides {
     pub tls_key: Option<PathBuf>,
     pub log_format: Option<String>,
     pub metrics_token: Option<String>,
+    pub admin_listen: Option<String>,
+    pub admin_enabled: Option<bool>,
 }
 
 pub fn read_file(path: &Path) -> Result<FileConfig> {
@@ -303,6 +335,26 @@ pub fn load(file: Option<&Path>, o: &Overrides) -> Result<Config> {
             c.migration.protected_groups = g;
         }
     }
+    let fa = f.admin.unwrap_or_default();
+    if let Some(e) = o.admin_enabled.or(fa.enabled) {
+        c.admin.enabled = e;
+    }
+    if let Some(l) = o.admin_listen.clone().or(fa.listen) {
+        let addr: SocketAddr = l.parse().with_context(|| {
+            format!(
+                "{}: \"{l}\" is not an address like 127.0.0.1:9443",
+                origin("admin.listen")
+            )
+        })?;
+        if addr == c.listen && addr.port() != 0 {
+            bail!(
+                "{}: {addr} is also the SCIM listener; choose another port, or leave admin.listen unset \
+                 to serve the admin page on the SCIM listener",
+                origin("admin.listen")
+            );
+        }
+        c.admin.listen = Some(addr);
+    }
     if let Some(s) = f.storage {
         if let Some(mb) = s.cache_mb {
             if mb < 1 {
@@ -333,6 +385,29 @@ mod tests {
         assert_eq!((c.listen, c.data_dir, c.tls), (d.listen, d.data_dir, d.tls));
         assert_eq!(c.limits.max_body_bytes, d.limits.max_body_bytes);
         assert_eq!(c.cache_bytes, d.cache_bytes);
+        assert_eq!(c.admin, d.admin);
+    }
+
+    #[test]
+    fn admin_listener_and_switch() {
+        let (_d, p) = write("[admin]\nenabled = false\nlisten = \"127.0.0.1:9443\"\n");
+        let c = load(Some(&p), &Overrides::default()).unwrap();
+        assert!(!c.admin.enabled);
+        assert_eq!(c.admin.listen.unwrap().port(), 9443);
+        let o = Overrides {
+            admin_listen: Some("127.0.0.1:9444".into()),
+            admin_enabled: Some(true),
+            ..Default::default()
+        };
+        let c = load(Some(&p), &o).unwrap();
+        assert!(c.admin.enabled);
+        assert_eq!(c.admin.listen.unwrap().port(), 9444);
+        let o = Overrides {
+            admin_listen: Some("127.0.0.1:8443".into()),
+            ..Default::default()
+        };
+        let e = load(None, &o).unwrap_err().to_string();
+        assert!(e.contains("admin.listen"), "{e}");
     }
 
     #[test]

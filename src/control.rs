@@ -47,6 +47,9 @@ pub enum ControlRequest {
     Import {
         size: u64,
     },
+    /// A new one-time setup code for the admin password (the link, when the server
+    /// has announced its admin URL).
+    AdminResetPassword,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -113,6 +116,25 @@ pub async fn execute(
                     .map_err(|_| "the operating system's random generator failed".to_owned())?;
             let record = store.add_token(record, hash).await.map_err(message)?;
             Ok(json!({"token": token_json(&record, &now), "secret": secret.0}))
+        }
+        ControlRequest::AdminResetPassword => {
+            let (code, hash) = crate::auth::admin::new_setup_code()
+                .map_err(|_| "the operating system's random generator failed".to_owned())?;
+            let expires_ms = now_ms + crate::auth::admin::SETUP_CODE_LIFETIME_MS;
+            store
+                .set_admin_setup_code(crate::store::SetupCode {
+                    hash,
+                    expires_ms,
+                    from_reset: true,
+                })
+                .await
+                .map_err(message)?;
+            let url = store
+                .snapshot()
+                .and_then(|s| s.admin_url())
+                .map_err(message)?;
+            let link = url.map(|u| format!("{u}/setup?code={}", code.0));
+            Ok(json!({"code": code.0, "link": link, "expiresMs": expires_ms}))
         }
         ControlRequest::TokenList => {
             let tokens = store.snapshot().and_then(|s| s.tokens()).map_err(message)?;

@@ -2,6 +2,8 @@
 //! hash is stored) and verification of an `Authorization` header into a `Principal`.
 //! Tokens are never logged; `Secret` prints nothing in `Debug`.
 
+pub mod admin;
+
 use base64::Engine;
 use ring::rand::SecureRandom;
 

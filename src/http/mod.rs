@@ -2,6 +2,7 @@
 //! endpoints (`scim`). Only this layer knows HTTP; it turns requests into calls on the
 //! SCIM core and the store, and errors into SCIM error documents in one place.
 
+pub mod admin;
 pub mod bulk;
 pub mod metrics;
 pub mod scim;
@@ -10,6 +11,7 @@ pub mod tls;
 pub mod x509;
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -29,6 +31,22 @@ pub type Body = Full<Bytes>;
 pub const SCIM_PREFIX: &str = "/scim/v2";
 pub const SCIM_CONTENT_TYPE: &str = "application/scim+json";
 
+/// Which listener a connection came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// The SCIM listener (`listen`); also serves the admin page unless `admin.listen` is set.
+    Main,
+    /// The separate admin listener (`admin.listen`): only `/admin`.
+    Admin,
+}
+
+/// Facts about the connection of a request, put into its extensions by the server.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    pub listener: Listener,
+}
+
 /// Everything a request handler needs, shared by all connections.
 pub struct AppState {
     pub store: Store,
@@ -43,6 +61,10 @@ pub struct AppState {
     pub metrics: metrics::Metrics,
     /// The migration state machine; also decides whether SCIM writes are accepted.
     pub migration: Arc<crate::migrate::service::Migration>,
+    /// Admin sessions, login throttling and background migration jobs (in memory).
+    pub admin: admin::AdminState,
+    /// The last SCIM requests with their outcome, for the admin dashboard.
+    pub activity: admin::activity::Activity,
 }
 
 impl AppState {
@@ -61,7 +83,14 @@ impl AppState {
             token_uses: Mutex::new(HashMap::new()),
             request_ids: AtomicU64::new(1),
             metrics: metrics::Metrics::default(),
+            admin: admin::AdminState::default(),
+            activity: admin::activity::Activity::default(),
         }
+    }
+
+    /// A token's last use not yet flushed to the store.
+    pub fn pending_token_use(&self, token_id: &str) -> Option<String> {
+        self.token_uses.lock().ok()?.get(token_id).cloned()
     }
 
     pub fn note_token_use(&self, token_id: &str, now: &str) {
@@ -209,7 +238,19 @@ pub async fn route(state: Arc<AppState>, req: Request<Incoming>) -> Response<Bod
     let rid = state.request_ids.fetch_add(1, Ordering::Relaxed);
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
+    let listener = req
+        .extensions()
+        .get::<ConnInfo>()
+        .map_or(Listener::Main, |c| c.listener);
+    let is_admin_path = path == "/admin" || path.starts_with("/admin/");
     let response = match path.as_str() {
+        _ if is_admin_path && admin::served_on(&state.config, listener) => {
+            admin::handle(&state, req).await
+        }
+        _ if listener == Listener::Admin => plain(
+            StatusCode::NOT_FOUND,
+            "not found; this listener serves only the admin page at /admin\n",
+        ),
         "/healthz" => plain(StatusCode::OK, "ok\n"),
         "/readyz" => match state.store.check_writable().await {
             Ok(()) => plain(StatusCode::OK, "ready\n"),

@@ -91,13 +91,25 @@ fn resource_type_of(segment: &str) -> Option<ResourceType> {
 }
 
 pub async fn handle(state: &Arc<AppState>, req: Request<Incoming>, rest: &str) -> Response<Body> {
-    match handle_inner(state, req, rest).await {
+    let method = req.method().clone();
+    let mut token_name = None;
+    let response = match handle_inner(state, req, rest, &mut token_name).await {
         Ok(r) => r,
         Err(e) => scim_error(&e),
-    }
+    };
+    // Kept for the admin dashboard, refusals included.
+    state
+        .activity
+        .record(method.as_str(), rest, token_name, &response);
+    response
 }
 
-async fn handle_inner(state: &Arc<AppState>, req: Request<Incoming>, rest: &str) -> Handled {
+async fn handle_inner(
+    state: &Arc<AppState>,
+    req: Request<Incoming>,
+    rest: &str,
+    token_name: &mut Option<String>,
+) -> Handled {
     let (now_s, _) = now();
     let header = req
         .headers()
@@ -118,6 +130,7 @@ async fn handle_inner(state: &Arc<AppState>, req: Request<Incoming>, rest: &str)
     };
     drop(snapshot);
     state.note_token_use(&principal.token_id, &now_s);
+    *token_name = Some(principal.name.clone());
 
     let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
     let method = req.method().clone();

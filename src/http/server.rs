@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
-use super::{route, AppState};
+use super::{route, AppState, ConnInfo, Listener};
 
 /// How long in-flight requests get to finish after shutdown starts.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
@@ -29,6 +29,17 @@ pub async fn run(
     tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
 ) {
+    run_listener(state, listener, tls, shutdown, Listener::Main).await
+}
+
+/// `run` for a listener of the given kind (the separate admin listener).
+pub async fn run_listener(
+    state: Arc<AppState>,
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    shutdown: impl Future<Output = ()>,
+    kind: Listener,
+) {
     let graceful = GracefulShutdown::new();
     let permits = Arc::new(Semaphore::new(state.config.limits.max_connections));
     let handshake_timeout = state.config.limits.handshake_timeout;
@@ -39,7 +50,7 @@ pub async fn run(
             p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
             _ = &mut shutdown => break,
         };
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(x) => { backoff = Duration::from_millis(5); x }
                 Err(e) => {
@@ -55,17 +66,21 @@ pub async fn run(
         let state = state.clone();
         let watcher = graceful.watcher();
         let tls = tls.clone();
+        let info = ConnInfo {
+            peer,
+            listener: kind,
+        };
         tokio::spawn(async move {
             let _permit = permit;
             match tls {
                 Some(acceptor) => {
                     match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(s)) => serve(state, s, watcher, handshake_timeout).await,
+                        Ok(Ok(s)) => serve(state, s, watcher, handshake_timeout, info).await,
                         Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!("TLS handshake timed out"),
                     }
                 }
-                None => serve(state, stream, watcher, handshake_timeout).await,
+                None => serve(state, stream, watcher, handshake_timeout, info).await,
             }
         });
     }
@@ -81,10 +96,12 @@ async fn serve<IO>(
     io: IO,
     watcher: hyper_util::server::graceful::Watcher,
     header_timeout: Duration,
+    info: ConnInfo,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let svc = service_fn(move |req| {
+    let svc = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+        req.extensions_mut().insert(info);
         let state = state.clone();
         async move { Ok::<_, Infallible>(route(state, req).await) }
     });

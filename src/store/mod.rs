@@ -10,9 +10,11 @@
 //!
 //! Reads use a redb read transaction: a consistent snapshot (`Snapshot`).
 
+mod admin;
 mod migration;
 mod tokens;
 
+pub use admin::{AdminPassword, SetupCode, SetupRefusal};
 pub use migration::{MigrationState, Phase};
 pub use tokens::{hex, Scope, TokenRecord};
 

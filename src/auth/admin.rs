@@ -1,0 +1,161 @@
+//! Admin-page credentials: the password hash (PBKDF2-HMAC-SHA256 with a random salt,
+//! verified in constant time by `ring`), one-time setup codes and the random values
+//! behind sessions and CSRF tokens. All randomness comes from `ring::rand::SystemRandom`.
+//! Nothing here knows HTTP or where the records are kept.
+
+use std::num::NonZeroU32;
+
+use base64::Engine;
+use ring::rand::SecureRandom;
+
+use super::Secret;
+use crate::store::{hex, AdminPassword};
+
+/// PBKDF2 rounds for new passwords (OWASP's 2023 figure for HMAC-SHA256).
+pub const PBKDF2_ITERATIONS: u32 = 600_000;
+/// Shortest admin password accepted.
+pub const MIN_PASSWORD_CHARS: usize = 12;
+/// Longest admin password accepted (bounds the hashing work one request can cause).
+pub const MAX_PASSWORD_BYTES: usize = 1024;
+/// How long a setup code stays usable.
+pub const SETUP_CODE_LIFETIME_MS: u64 = 60 * 60 * 1000;
+
+const ALGORITHM: ring::pbkdf2::Algorithm = ring::pbkdf2::PBKDF2_HMAC_SHA256;
+
+/// `bytes` random bytes, URL-safe base64 without padding.
+pub fn random_string(bytes: usize) -> Result<String, ring::error::Unspecified> {
+    let mut buf = vec![0u8; bytes];
+    ring::rand::SystemRandom::new().fill(&mut buf)?;
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf))
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// Why a new password is refused, in words for the admin.
+pub fn password_problem(password: &str, confirm: &str) -> Option<String> {
+    if password.chars().count() < MIN_PASSWORD_CHARS {
+        return Some(format!(
+            "the password must be at least {MIN_PASSWORD_CHARS} characters long"
+        ));
+    }
+    if password.len() > MAX_PASSWORD_BYTES {
+        return Some(format!(
+            "the password must be at most {MAX_PASSWORD_BYTES} bytes long"
+        ));
+    }
+    if password != confirm {
+        return Some("the two passwords differ".into());
+    }
+    None
+}
+
+/// Hashes a new password with a fresh random salt. Slow on purpose (hundreds of
+/// milliseconds): call it off the async runtime.
+pub fn hash_password(
+    password: &str,
+    now: &str,
+    iterations: u32,
+) -> Result<AdminPassword, ring::error::Unspecified> {
+    let rounds = NonZeroU32::new(iterations).ok_or(ring::error::Unspecified)?;
+    let mut salt = [0u8; 16];
+    ring::rand::SystemRandom::new().fill(&mut salt)?;
+    let mut out = [0u8; 32];
+    ring::pbkdf2::derive(ALGORITHM, rounds, &salt, password.as_bytes(), &mut out);
+    Ok(AdminPassword {
+        salt: hex(&salt),
+        iterations,
+        hash: hex(&out),
+        set_at: now.to_owned(),
+    })
+}
+
+/// Whether `password` is the stored one (constant-time comparison inside `ring`).
+/// Slow on purpose: call it off the async runtime.
+pub fn verify_password(record: &AdminPassword, password: &str) -> bool {
+    let (Some(salt), Some(hash), Some(rounds)) = (
+        unhex(&record.salt),
+        unhex(&record.hash),
+        NonZeroU32::new(record.iterations),
+    ) else {
+        return false;
+    };
+    password.len() <= MAX_PASSWORD_BYTES
+        && ring::pbkdf2::verify(ALGORITHM, rounds, &salt, password.as_bytes(), &hash).is_ok()
+}
+
+/// A new one-time setup code (192 random bits, URL-safe) and the hex SHA-256 that
+/// is stored in its place.
+pub fn new_setup_code() -> Result<(Secret, String), ring::error::Unspecified> {
+    let code = random_string(24)?;
+    let hash = hex(&super::hash_secret(&code));
+    Ok((Secret(code), hash))
+}
+
+/// The hex SHA-256 under which a setup code is stored.
+pub fn setup_code_hash(code: &str) -> String {
+    hex(&super::hash_secret(code))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn password_round_trip_and_wrong_password() {
+        // Few rounds: the check is about the construction, not the cost.
+        let rec = hash_password("correct horse battery", "t", 1000).unwrap();
+        assert_eq!(rec.iterations, 1000);
+        assert_eq!(rec.salt.len(), 32);
+        assert!(verify_password(&rec, "correct horse battery"));
+        assert!(!verify_password(&rec, "correct horse batterY"));
+        assert!(!verify_password(&rec, ""));
+        let again = hash_password("correct horse battery", "t", 1000).unwrap();
+        assert_ne!(rec.salt, again.salt, "every password gets a fresh salt");
+        assert_ne!(rec.hash, again.hash);
+    }
+
+    #[test]
+    fn corrupt_record_never_verifies() {
+        let mut rec = hash_password("correct horse battery", "t", 1000).unwrap();
+        rec.salt = "zz".into();
+        assert!(!verify_password(&rec, "correct horse battery"));
+        rec.iterations = 0;
+        assert!(!verify_password(&rec, "correct horse battery"));
+    }
+
+    #[test]
+    fn password_rules() {
+        assert!(password_problem("short", "short")
+            .unwrap()
+            .contains("at least 12"));
+        assert!(password_problem("long enough pw", "long enough pX")
+            .unwrap()
+            .contains("differ"));
+        assert!(password_problem("long enough pw", "long enough pw").is_none());
+        // Characters, not bytes: twelve non-ASCII characters are enough.
+        assert!(password_problem("ééééééééééé", "ééééééééééé").is_some());
+        assert!(password_problem("éééééééééééé", "éééééééééééé").is_none());
+    }
+
+    #[test]
+    fn setup_codes_are_long_url_safe_and_stored_hashed() {
+        let (a, ha) = new_setup_code().unwrap();
+        let (b, _) = new_setup_code().unwrap();
+        assert_ne!(a.0, b.0);
+        assert!(a.0.len() >= 22, "at least 128 bits");
+        assert!(a
+            .0
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'));
+        assert_eq!(ha, setup_code_hash(&a.0));
+        assert_ne!(ha, a.0);
+    }
+}

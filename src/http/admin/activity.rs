@@ -1,0 +1,140 @@
+//! The last SCIM requests (time, token, method, resource, status), kept in memory for
+//! the dashboard so that refused requests show up next to the audit log's changes.
+//! Bounded: the oldest entry goes when a new one comes. Lost on restart.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use crate::http::Body;
+
+/// How many requests are kept.
+pub const CAPACITY: usize = 200;
+
+/// One SCIM request as the dashboard shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScimRequestRecord {
+    pub time: String,
+    /// The authenticated token's name; `None` when authentication failed.
+    pub token: Option<String>,
+    pub method: String,
+    /// The endpoint below /scim/v2, e.g. `Users`, `Groups/.search`, `Bulk`.
+    pub endpoint: String,
+    /// The resource id from the path, or from `Location` for a create.
+    pub id: Option<String>,
+    pub status: u16,
+}
+
+#[derive(Default)]
+pub struct Activity {
+    ring: Mutex<VecDeque<ScimRequestRecord>>,
+}
+
+/// Splits a path below /scim/v2 into the endpoint and a resource id.
+fn split(rest: &str) -> (String, Option<String>) {
+    let segs: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+    match segs.as_slice() {
+        [rt @ ("Users" | "Groups"), id] if !id.starts_with('.') => {
+            ((*rt).to_owned(), Some((*id).to_owned()))
+        }
+        [] => ("/".to_owned(), None),
+        other => (other.join("/"), None),
+    }
+}
+
+impl Activity {
+    pub fn record(
+        &self,
+        method: &str,
+        rest: &str,
+        token: Option<String>,
+        response: &hyper::Response<Body>,
+    ) {
+        let (endpoint, mut id) = split(rest);
+        let status = response.status().as_u16();
+        if id.is_none() && status == 201 {
+            id = response
+                .headers()
+                .get(hyper::header::LOCATION)
+                .and_then(|l| l.to_str().ok())
+                .and_then(|l| l.rsplit('/').next())
+                .map(str::to_owned);
+        }
+        let record = ScimRequestRecord {
+            time: crate::http::now().0,
+            token,
+            method: method.to_owned(),
+            endpoint,
+            id,
+            status,
+        };
+        if let Ok(mut ring) = self.ring.lock() {
+            if ring.len() == CAPACITY {
+                ring.pop_front();
+            }
+            ring.push_back(record);
+        }
+    }
+
+    /// Up to `limit` requests, newest first.
+    pub fn recent(&self, limit: usize) -> Vec<ScimRequestRecord> {
+        match self.ring.lock() {
+            Ok(ring) => ring.iter().rev().take(limit).cloned().collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response(status: u16, location: Option<&str>) -> hyper::Response<Body> {
+        let mut r = hyper::Response::new(Body::new(bytes::Bytes::new()));
+        *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+        if let Some(l) = location {
+            r.headers_mut()
+                .insert(hyper::header::LOCATION, l.parse().unwrap());
+        }
+        r
+    }
+
+    #[test]
+    fn create_takes_the_id_from_location_and_failures_are_kept() {
+        let a = Activity::default();
+        a.record(
+            "POST",
+            "/Users",
+            Some("okta".into()),
+            &response(201, Some("https://h/scim/v2/Users/abc")),
+        );
+        a.record("DELETE", "/Groups/g1", None, &response(401, None));
+        let r = a.recent(10);
+        assert_eq!(r.len(), 2);
+        assert_eq!(
+            (r[0].method.as_str(), r[0].endpoint.as_str(), r[0].status),
+            ("DELETE", "Groups", 401)
+        );
+        assert_eq!(r[0].id.as_deref(), Some("g1"));
+        assert_eq!(r[0].token, None);
+        assert_eq!(r[1].id.as_deref(), Some("abc"));
+        assert_eq!(r[1].token.as_deref(), Some("okta"));
+    }
+
+    #[test]
+    fn search_paths_are_endpoints_not_ids() {
+        assert_eq!(split("/Users/.search"), ("Users/.search".into(), None));
+        assert_eq!(split("/Bulk"), ("Bulk".into(), None));
+        assert_eq!(split(""), ("/".into(), None));
+    }
+
+    #[test]
+    fn bounded() {
+        let a = Activity::default();
+        for i in 0..CAPACITY + 5 {
+            a.record("GET", &format!("/Users/{i}"), None, &response(200, None));
+        }
+        let r = a.recent(CAPACITY + 10);
+        assert_eq!(r.len(), CAPACITY);
+        assert_eq!(r[0].id.as_deref(), Some(&*format!("{}", CAPACITY + 4)));
+    }
+}

@@ -1,0 +1,1231 @@
+//! The admin page below `/admin`: first-run password setup, sign-in, and pages for
+//! tokens, the directory (read-only), recent activity, health and the migration.
+//! Routing and handlers live here; HTML is in `pages`, sessions/CSRF/throttling in
+//! `session`. Server-rendered, no external asset, one small script (the copy
+//! button); every response carries a strict Content-Security-Policy.
+//!
+//! Credentials are separate from SCIM: a SCIM bearer token never signs in here and
+//! the admin cookie is never looked at by the SCIM endpoints.
+
+pub mod activity;
+pub mod pages;
+pub mod session;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderName, HeaderValue, CONTENT_TYPE, LOCATION};
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::Value;
+
+use super::{AppState, Body, ConnInfo, Listener};
+use crate::auth::admin as creds;
+use crate::config::Config;
+use crate::control::ControlRequest;
+use crate::migrate::readiness::Report;
+use crate::migrate::service::{Migration, PushRequest};
+use crate::scim::schema::ResourceType;
+use crate::store::SetupRefusal;
+use pages::Chrome;
+
+const COOKIE: &str = "scimbridge_admin";
+const STYLE_CSS: &str = include_str!("../../admin/static/style.css");
+const COPY_JS: &str = include_str!("../../admin/static/copy.js");
+/// Largest form accepted (a CA bundle fits).
+const MAX_FORM_BYTES: usize = 256 * 1024;
+/// Rows per page in the Users and Groups views.
+const PAGE_SIZE: usize = 50;
+/// How long the active/inactive user counts are reused (they need a scan).
+const COUNTS_TTL: Duration = Duration::from_secs(30);
+
+const CSP: &str = "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; \
+                   form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// A migration step that runs in the background, started from the page.
+enum JobKind {
+    Push(PushRequest),
+    Verify,
+    Cutover,
+}
+
+impl JobKind {
+    fn name(&self) -> &'static str {
+        match self {
+            JobKind::Push(r) if r.dry_run => "Push (dry run)",
+            JobKind::Push(_) => "Push",
+            JobKind::Verify => "Verification",
+            JobKind::Cutover => "Cut-over",
+        }
+    }
+}
+
+struct Job {
+    kind: &'static str,
+    started: String,
+    progress: Option<Value>,
+    finished: Option<String>,
+    outcome: Option<Result<Value, String>>,
+}
+
+/// The admin page's state, in memory.
+pub struct AdminState {
+    pub sessions: session::Sessions,
+    pub throttle: session::Throttle,
+    /// Password hashing is slow on purpose; at most two at once so that sign-in
+    /// attempts cannot take every core from SCIM traffic.
+    hashing: tokio::sync::Semaphore,
+    /// The last readiness report (time, report).
+    last_check: Mutex<Option<(String, Report)>>,
+    /// The last background migration job.
+    job: Arc<Mutex<Option<Job>>>,
+    /// The SCIM URL announced at start, for when the page is served on its own
+    /// listener and the request's Host is not the SCIM listener's.
+    scim_url: OnceLock<String>,
+    /// (when counted, users, inactive users).
+    user_counts: Mutex<Option<(Instant, u64, u64)>>,
+}
+
+impl Default for AdminState {
+    fn default() -> Self {
+        AdminState {
+            sessions: Default::default(),
+            throttle: Default::default(),
+            hashing: tokio::sync::Semaphore::new(2),
+            last_check: Mutex::new(None),
+            job: Arc::new(Mutex::new(None)),
+            scim_url: OnceLock::new(),
+            user_counts: Mutex::new(None),
+        }
+    }
+}
+
+/// Whether `/admin` is served on this listener.
+pub fn served_on(config: &Config, listener: Listener) -> bool {
+    config.admin.enabled && (listener == Listener::Admin) == config.admin.listen.is_some()
+}
+
+/// At server start: remembers the URLs and, while no admin password is set, logs a
+/// one-time setup link (unless one printed by `admin reset-password` is pending).
+pub async fn announce(state: &AppState, admin_url: &str, scim_url: &str) {
+    let _ = state.admin.scim_url.set(scim_url.to_owned());
+    if !state.config.admin.enabled {
+        return;
+    }
+    if let Err(e) = state.store.set_admin_url(admin_url.to_owned()).await {
+        tracing::warn!(error = %e, "could not record the admin URL");
+    }
+    tracing::info!("admin page: {admin_url}");
+    let snapshot = match state.store.snapshot() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the admin settings");
+            return;
+        }
+    };
+    if !matches!(snapshot.admin_password(), Ok(None)) {
+        return;
+    }
+    let (_, now_ms) = super::now();
+    if let Ok(Some(pending)) = snapshot.admin_setup_code() {
+        if pending.from_reset && pending.expires_ms > now_ms {
+            tracing::info!(
+                "no admin password is set yet; use the setup link printed by `scimbridge admin reset-password` \
+                 (or run it again for a new one)"
+            );
+            return;
+        }
+    }
+    drop(snapshot);
+    let Ok((code, hash)) = creds::new_setup_code() else {
+        tracing::warn!("the operating system's random generator failed; no admin setup code");
+        return;
+    };
+    let stored = state
+        .store
+        .set_admin_setup_code(crate::store::SetupCode {
+            hash,
+            expires_ms: now_ms + creds::SETUP_CODE_LIFETIME_MS,
+            from_reset: false,
+        })
+        .await;
+    match stored {
+        Ok(()) => tracing::info!(
+            "no admin password is set yet: within an hour, open {admin_url}/setup?code={} to set it \
+             (the link works once; `scimbridge admin reset-password` prints a new one)",
+            code.0
+        ),
+        Err(e) => tracing::warn!(error = %e, "could not store the admin setup code"),
+    }
+}
+
+// ---- responses -------------------------------------------------------------------
+
+fn response(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Body> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
+fn html(status: StatusCode, page: String) -> Response<Body> {
+    response(status, "text/html; charset=utf-8", page)
+}
+
+fn redirect(location: &str) -> Response<Body> {
+    let mut r = response(StatusCode::SEE_OTHER, "text/plain; charset=utf-8", "");
+    if let Ok(v) = HeaderValue::from_str(location) {
+        r.headers_mut().insert(LOCATION, v);
+    }
+    r
+}
+
+fn refuse(status: StatusCode, title: &str, text: &str) -> Response<Body> {
+    html(
+        status,
+        pages::message(title, text, Some(("/admin", "Back to the admin page"))),
+    )
+}
+
+fn security_headers(r: &mut Response<Body>) {
+    let h = r.headers_mut();
+    for (name, value) in [
+        ("content-security-policy", CSP),
+        ("x-frame-options", "DENY"),
+        ("referrer-policy", "no-referrer"),
+        ("x-content-type-options", "nosniff"),
+        ("cache-control", "no-store"),
+    ] {
+        h.insert(
+            HeaderName::from_static(name),
+            HeaderValue::from_static(value),
+        );
+    }
+}
+
+fn session_cookie(state: &AppState, value: &str, max_age: Option<u32>) -> HeaderValue {
+    let secure = if state.certs.is_some() {
+        "; Secure"
+    } else {
+        ""
+    };
+    let age = max_age
+        .map(|a| format!("; Max-Age={a}"))
+        .unwrap_or_default();
+    HeaderValue::from_str(&format!(
+        "{COOKIE}={value}; HttpOnly{secure}; SameSite=Strict; Path=/admin{age}"
+    ))
+    .unwrap_or_else(|_| HeaderValue::from_static("invalid=1"))
+}
+
+// ---- request helpers ---------------------------------------------------------------
+
+fn cookie(req: &Request<Incoming>) -> Option<String> {
+    req.headers()
+        .get_all(hyper::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == COOKIE)
+        .map(|(_, v)| v.to_owned())
+}
+
+fn query(req: &Request<Incoming>) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    if let Some(q) = req.uri().query() {
+        for (k, v) in form_urlencoded::parse(q.as_bytes()) {
+            out.entry(k.into_owned()).or_insert_with(|| v.into_owned());
+        }
+    }
+    out
+}
+
+/// A form body; `None` when it is too large or unreadable.
+async fn form(req: Request<Incoming>) -> Option<HashMap<String, String>> {
+    let bytes = Limited::new(req.into_body(), MAX_FORM_BYTES)
+        .collect()
+        .await
+        .ok()?
+        .to_bytes();
+    let mut out = HashMap::new();
+    for (k, v) in form_urlencoded::parse(&bytes) {
+        out.entry(k.into_owned()).or_insert_with(|| v.into_owned());
+    }
+    Some(out)
+}
+
+/// True when the browser says the request comes from another site. SameSite=Strict
+/// and the CSRF token are the main defence; this also covers the forms that have no
+/// session yet (sign-in, setup).
+fn cross_site(req: &Request<Incoming>) -> bool {
+    let header = |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok());
+    if let Some(site) = header("sec-fetch-site") {
+        if site != "same-origin" && site != "none" {
+            return true;
+        }
+    }
+    if let Some(origin) = header("origin") {
+        let host = header("host").or_else(|| req.uri().authority().map(|a| a.as_str()));
+        let origin_host = origin.split_once("://").map(|(_, h)| h);
+        return origin_host.is_none() || origin_host != host;
+    }
+    false
+}
+
+fn client_ip(req: &Request<Incoming>) -> IpAddr {
+    req.extensions()
+        .get::<ConnInfo>()
+        .map_or(IpAddr::V4(Ipv4Addr::LOCALHOST), |c| c.peer.ip())
+}
+
+fn field<'a>(f: &'a HashMap<String, String>, name: &str) -> &'a str {
+    f.get(name).map_or("", String::as_str)
+}
+
+// ---- entry -------------------------------------------------------------------------
+
+/// Serves one request below `/admin`.
+pub async fn handle(state: &Arc<AppState>, req: Request<Incoming>) -> Response<Body> {
+    let mut r = dispatch(state, req).await;
+    security_headers(&mut r);
+    r
+}
+
+async fn dispatch(state: &Arc<AppState>, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path().to_owned();
+    let method = req.method().clone();
+    match (&method, path.as_str()) {
+        (&Method::GET, "/admin/static/style.css") => {
+            return response(StatusCode::OK, "text/css; charset=utf-8", STYLE_CSS)
+        }
+        (&Method::GET, "/admin/static/copy.js") => {
+            return response(StatusCode::OK, "text/javascript; charset=utf-8", COPY_JS)
+        }
+        (&Method::GET, "/admin/setup") => return setup_form(state, &req),
+        (&Method::POST, "/admin/setup") => return setup_submit(state, req).await,
+        (&Method::GET, "/admin/login") => return login_form(state, &req),
+        (&Method::POST, "/admin/login") => return login_submit(state, req).await,
+        _ => {}
+    }
+    let now = Instant::now();
+    let sid = cookie(&req);
+    let view = sid
+        .as_deref()
+        .and_then(|id| state.admin.sessions.touch(id, now));
+    let (Some(sid), Some(view)) = (sid, view) else {
+        return if method == Method::GET || method == Method::HEAD {
+            redirect("/admin/login")
+        } else {
+            refuse(
+                StatusCode::FORBIDDEN,
+                "Sign in first",
+                "Your session has ended or you are not signed in; nothing was changed.",
+            )
+        };
+    };
+    let chrome = |title: &'static str, active: &'static str| Chrome {
+        title,
+        active,
+        csrf: &view.csrf,
+        flash: view.flash.as_deref(),
+    };
+    if method == Method::POST {
+        if cross_site(&req) {
+            return refuse(
+                StatusCode::FORBIDDEN,
+                "Refused",
+                "This form was sent from another site; nothing was changed.",
+            );
+        }
+        let Some(f) = form(req).await else {
+            return refuse(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Refused",
+                "The form is too large or could not be read; nothing was changed.",
+            );
+        };
+        if !state
+            .admin
+            .sessions
+            .csrf_ok(&sid, f.get("csrf").map(String::as_str), now)
+        {
+            return refuse(
+                StatusCode::FORBIDDEN,
+                "Refused",
+                "The form's security token is missing or wrong (the page may be stale, or the form \
+                 came from elsewhere); nothing was changed. Reload the page and try again.",
+            );
+        }
+        return match path.as_str() {
+            "/admin/logout" => {
+                state.admin.sessions.remove(&sid);
+                let mut r = redirect("/admin/login?signed_out=1");
+                r.headers_mut().insert(
+                    hyper::header::SET_COOKIE,
+                    session_cookie(state, "", Some(0)),
+                );
+                r
+            }
+            "/admin/tokens" => issue_token(state, &f, chrome("Tokens", "tokens")).await,
+            "/admin/tokens/revoke" => {
+                let id = field(&f, "id").to_owned();
+                let (now_s, _) = super::now();
+                let msg = match state.store.revoke_token(id, now_s).await {
+                    Ok(t) => format!(
+                        "Revoked the token \"{}\": its next request is refused.",
+                        t.name
+                    ),
+                    Err(e) => format!("Not revoked: {}", super::store_error(e).detail),
+                };
+                state.admin.sessions.set_flash(&sid, msg);
+                redirect("/admin/tokens")
+            }
+            p if p.starts_with("/admin/migration/") => {
+                let msg = migration_action(state, &p["/admin/migration/".len()..], &f).await;
+                if let Some(m) = msg {
+                    state.admin.sessions.set_flash(&sid, m);
+                }
+                redirect("/admin/migration")
+            }
+            _ => refuse(
+                StatusCode::NOT_FOUND,
+                "Not found",
+                "There is no such admin action.",
+            ),
+        };
+    }
+    if method != Method::GET && method != Method::HEAD {
+        return refuse(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "Not allowed",
+            "This method is not used by the admin page.",
+        );
+    }
+    let q = query(&req);
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    match segs.as_slice() {
+        ["admin"] => dashboard(state, &req, chrome("Dashboard", "dashboard")).await,
+        ["admin", "tokens"] => html(
+            StatusCode::OK,
+            pages::tokens(&chrome("Tokens", "tokens"), &token_rows(state), None, None),
+        ),
+        ["admin", "users"] => list(state, ResourceType::User, &q, chrome("Users", "users")).await,
+        ["admin", "groups"] => {
+            list(state, ResourceType::Group, &q, chrome("Groups", "groups")).await
+        }
+        ["admin", "users", id] => detail(state, ResourceType::User, id, chrome("User", "users")),
+        ["admin", "groups", id] => {
+            detail(state, ResourceType::Group, id, chrome("Group", "groups"))
+        }
+        ["admin", "migration"] => migration_page(
+            state,
+            chrome("Migration to hosted provisioning", "migration"),
+        ),
+        _ => refuse(
+            StatusCode::NOT_FOUND,
+            "Not found",
+            "There is no such admin page.",
+        ),
+    }
+}
+
+// ---- setup and sign-in -------------------------------------------------------------
+
+fn password_is_set(state: &AppState) -> bool {
+    state
+        .store
+        .snapshot()
+        .and_then(|s| s.admin_password())
+        .map(|p| p.is_some())
+        .unwrap_or(true)
+}
+
+fn setup_refused(why: SetupRefusal) -> Response<Body> {
+    let text = match why {
+        SetupRefusal::Expired => "This setup link has expired.",
+        SetupRefusal::Unknown => "This setup link is not valid: it was already used, replaced by a newer one, or mistyped.",
+    };
+    html(
+        StatusCode::FORBIDDEN,
+        pages::message(
+            "Setup link refused",
+            &format!("{text} Run `scimbridge admin reset-password` on the server for a new link."),
+            Some(("/admin/login", "Sign in")),
+        ),
+    )
+}
+
+fn throttled(wait: Duration) -> Response<Body> {
+    let minutes = wait.as_secs().div_ceil(60).max(1);
+    let mut r = html(
+        StatusCode::TOO_MANY_REQUESTS,
+        pages::message(
+            "Too many failed attempts",
+            &format!(
+                "Too many failed sign-in attempts ({} in {} minutes from your address, or many from \
+                 everywhere). Wait {minutes} minute{} and try again.",
+                session::FAILURES_PER_ADDRESS,
+                session::THROTTLE_WINDOW.as_secs() / 60,
+                if minutes == 1 { "" } else { "s" }
+            ),
+            None,
+        ),
+    );
+    if let Ok(v) = HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
+        r.headers_mut().insert(hyper::header::RETRY_AFTER, v);
+    }
+    r
+}
+
+fn check_setup_code(state: &AppState, code: &str) -> Result<(), SetupRefusal> {
+    if code.is_empty() || code.len() > 200 {
+        return Err(SetupRefusal::Unknown);
+    }
+    let (_, now_ms) = super::now();
+    state
+        .store
+        .snapshot()
+        .and_then(|s| s.check_admin_setup_code(&creds::setup_code_hash(code), now_ms))
+        .unwrap_or(Err(SetupRefusal::Unknown))
+}
+
+fn setup_form(state: &AppState, req: &Request<Incoming>) -> Response<Body> {
+    let ip = client_ip(req);
+    if let Err(wait) = state.admin.throttle.check(ip, Instant::now()) {
+        return throttled(wait);
+    }
+    let q = query(req);
+    let code = q.get("code").map_or("", String::as_str);
+    match check_setup_code(state, code) {
+        Ok(()) => html(StatusCode::OK, pages::setup(code, None)),
+        Err(why) => {
+            state.admin.throttle.failure(ip, Instant::now());
+            setup_refused(why)
+        }
+    }
+}
+
+async fn setup_submit(state: &AppState, req: Request<Incoming>) -> Response<Body> {
+    let ip = client_ip(&req);
+    if let Err(wait) = state.admin.throttle.check(ip, Instant::now()) {
+        return throttled(wait);
+    }
+    if cross_site(&req) {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "Refused",
+            "This form was sent from another site.",
+        );
+    }
+    let Some(f) = form(req).await else {
+        return refuse(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Refused",
+            "The form could not be read.",
+        );
+    };
+    let code = field(&f, "code");
+    if let Err(why) = check_setup_code(state, code) {
+        state.admin.throttle.failure(ip, Instant::now());
+        return setup_refused(why);
+    }
+    let password = field(&f, "password").to_owned();
+    if let Some(problem) = creds::password_problem(&password, field(&f, "confirm")) {
+        let mut msg = problem;
+        if let Some(first) = msg.get_mut(..1) {
+            first.make_ascii_uppercase();
+        }
+        return html(
+            StatusCode::BAD_REQUEST,
+            pages::setup(code, Some(&format!("{msg}."))),
+        );
+    }
+    let (now_s, now_ms) = super::now();
+    let Ok(_permit) = state.admin.hashing.acquire().await else {
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Unavailable",
+            "The server is shutting down.",
+        );
+    };
+    let record = tokio::task::spawn_blocking(move || {
+        creds::hash_password(&password, &now_s, creds::PBKDF2_ITERATIONS)
+    })
+    .await;
+    let Ok(Ok(record)) = record else {
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Unavailable",
+            "The password could not be hashed (the random generator failed); try again.",
+        );
+    };
+    match state
+        .store
+        .complete_admin_setup(creds::setup_code_hash(code), now_ms, record)
+        .await
+    {
+        Ok(Ok(())) => {
+            // A new password signs everyone out.
+            state.admin.sessions.clear();
+            tracing::info!("the admin password was set through a setup link");
+            redirect("/admin/login?setup=done")
+        }
+        Ok(Err(why)) => setup_refused(why),
+        Err(e) => refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Unavailable",
+            &super::store_error(e).detail,
+        ),
+    }
+}
+
+fn login_form(state: &AppState, req: &Request<Incoming>) -> Response<Body> {
+    let q = query(req);
+    let notice = if q.contains_key("setup") {
+        Some("The admin password is set. Sign in with it.")
+    } else if q.contains_key("signed_out") {
+        Some("You are signed out.")
+    } else {
+        None
+    };
+    html(
+        StatusCode::OK,
+        pages::login(None, notice, password_is_set(state)),
+    )
+}
+
+async fn login_submit(state: &AppState, req: Request<Incoming>) -> Response<Body> {
+    let ip = client_ip(&req);
+    if let Err(wait) = state.admin.throttle.check(ip, Instant::now()) {
+        tracing::warn!(client = %ip, "admin sign-in throttled");
+        return throttled(wait);
+    }
+    if cross_site(&req) {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "Refused",
+            "This form was sent from another site.",
+        );
+    }
+    let Some(f) = form(req).await else {
+        return refuse(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Refused",
+            "The form could not be read.",
+        );
+    };
+    let password = field(&f, "password").to_owned();
+    let record = match state.store.snapshot().and_then(|s| s.admin_password()) {
+        Ok(r) => r,
+        Err(e) => {
+            return refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Unavailable",
+                &super::store_error(e).detail,
+            )
+        }
+    };
+    let ok = match record {
+        Some(rec) => {
+            let Ok(_permit) = state.admin.hashing.acquire().await else {
+                return refuse(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Unavailable",
+                    "The server is shutting down.",
+                );
+            };
+            tokio::task::spawn_blocking(move || creds::verify_password(&rec, &password))
+                .await
+                .unwrap_or(false)
+        }
+        None => false,
+    };
+    if !ok {
+        state.admin.throttle.failure(ip, Instant::now());
+        tracing::warn!(client = %ip, "admin sign-in failed");
+        return html(
+            StatusCode::UNAUTHORIZED,
+            pages::login(Some("Wrong password."), None, password_is_set(state)),
+        );
+    }
+    state.admin.throttle.success(ip);
+    let Ok(id) = state.admin.sessions.create(Instant::now()) else {
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Unavailable",
+            "The operating system's random generator failed; try again.",
+        );
+    };
+    tracing::info!(client = %ip, "admin signed in");
+    let mut r = redirect("/admin");
+    r.headers_mut()
+        .insert(hyper::header::SET_COOKIE, session_cookie(state, &id, None));
+    r
+}
+
+// ---- dashboard ---------------------------------------------------------------------
+
+fn scim_url(state: &AppState, req: &Request<Incoming>) -> String {
+    if let Some(u) = &state.config.public_url {
+        return format!("{u}{}", super::SCIM_PREFIX);
+    }
+    let on_main = !matches!(
+        req.extensions().get::<ConnInfo>(),
+        Some(c) if c.listener == Listener::Admin
+    );
+    let host = req
+        .headers()
+        .get(hyper::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic()));
+    match (on_main, host) {
+        (true, Some(h)) => {
+            let scheme = if state.certs.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            format!("{scheme}://{h}{}", super::SCIM_PREFIX)
+        }
+        _ => state
+            .admin
+            .scim_url
+            .get()
+            .cloned()
+            .unwrap_or_else(|| format!("https://{}{}", state.config.listen, super::SCIM_PREFIX)),
+    }
+}
+
+/// (users, inactive users), from a scan reused for a little while.
+async fn user_counts(state: &Arc<AppState>) -> (u64, u64) {
+    if let Ok(c) = state.admin.user_counts.lock() {
+        if let Some((at, users, inactive)) = *c {
+            if at.elapsed() < COUNTS_TTL {
+                return (users, inactive);
+            }
+        }
+    }
+    let store = state.store.clone();
+    let counted = tokio::task::spawn_blocking(move || {
+        let snap = store.snapshot()?;
+        let users = snap.count(ResourceType::User)?;
+        let mut inactive = 0u64;
+        snap.scan(ResourceType::User, |r| {
+            if r.attrs.get("active") == Some(&Value::Bool(false)) {
+                inactive += 1;
+            }
+            Ok(true)
+        })?;
+        Ok::<_, crate::store::StoreError>((users, inactive))
+    })
+    .await;
+    match counted {
+        Ok(Ok((users, inactive))) => {
+            if let Ok(mut c) = state.admin.user_counts.lock() {
+                *c = Some((Instant::now(), users, inactive));
+            }
+            (users, inactive)
+        }
+        _ => (0, 0),
+    }
+}
+
+async fn dashboard(
+    state: &Arc<AppState>,
+    req: &Request<Incoming>,
+    chrome: Chrome<'_>,
+) -> Response<Body> {
+    let (users, inactive_users) = user_counts(state).await;
+    let (now_s, _) = super::now();
+    let snap = match state.store.snapshot() {
+        Ok(s) => s,
+        Err(e) => {
+            return refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Unavailable",
+                &super::store_error(e).detail,
+            )
+        }
+    };
+    let migration = snap.migration_state().unwrap_or_default();
+    let cert = state.certs.as_ref().and_then(|c| {
+        let info = super::x509::parse(&c.leaf_der())?;
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let not_after = time::OffsetDateTime::from_unix_timestamp(info.not_after).ok()?;
+        Some(pages::CertSummary {
+            subject: info.subject_cn,
+            not_after: pages::when(
+                &not_after
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .ok()?,
+            ),
+            days_left: (info.not_after - now) / 86_400,
+        })
+    });
+    let d = pages::Dashboard {
+        scim_url: scim_url(state, req),
+        users,
+        inactive_users,
+        groups: snap.count(ResourceType::Group).unwrap_or(0),
+        active_tokens: snap
+            .tokens()
+            .map(|t| t.iter().filter(|t| t.state(&now_s) == "active").count())
+            .unwrap_or(0),
+        requests: state.activity.recent(25),
+        events: snap.recent_events(25).unwrap_or_default(),
+        version: env!("CARGO_PKG_VERSION"),
+        uptime: state.started.elapsed(),
+        db_bytes: state.store.file_size(),
+        cert,
+        tls_on: state.certs.is_some(),
+        phase: migration.phase,
+        target: migration.target,
+    };
+    html(StatusCode::OK, pages::dashboard(&chrome, &d))
+}
+
+// ---- tokens ------------------------------------------------------------------------
+
+fn token_rows(state: &AppState) -> Vec<pages::TokenRow> {
+    let (now_s, _) = super::now();
+    let mut tokens = state
+        .store
+        .snapshot()
+        .and_then(|s| s.tokens())
+        .unwrap_or_default();
+    // Active first, then newest first.
+    tokens.sort_by(|a, b| {
+        (a.state(&now_s) != "active", &b.created).cmp(&(b.state(&now_s) != "active", &a.created))
+    });
+    tokens
+        .into_iter()
+        .map(|t| pages::TokenRow {
+            state: t.state(&now_s),
+            last_used: state
+                .pending_token_use(&t.id)
+                .or_else(|| t.last_used.clone()),
+            record: t,
+        })
+        .collect()
+}
+
+async fn issue_token(
+    state: &AppState,
+    f: &HashMap<String, String>,
+    chrome: Chrome<'_>,
+) -> Response<Body> {
+    let name = field(f, "name").trim().to_owned();
+    let read_only = match field(f, "scope") {
+        "read-only" => true,
+        "read-write" | "" => false,
+        _ => {
+            return html(
+                StatusCode::BAD_REQUEST,
+                pages::tokens(
+                    &chrome,
+                    &token_rows(state),
+                    None,
+                    Some("Choose read-only or read-write."),
+                ),
+            )
+        }
+    };
+    let days = field(f, "expires_days").trim();
+    let expires_in_days = if days.is_empty() {
+        None
+    } else {
+        match days.parse::<u32>() {
+            Ok(d) if (1..=3650).contains(&d) => Some(d),
+            _ => {
+                return html(
+                    StatusCode::BAD_REQUEST,
+                    pages::tokens(
+                        &chrome,
+                        &token_rows(state),
+                        None,
+                        Some("The expiry must be a whole number of days from 1 to 3650, or empty for never."),
+                    ),
+                )
+            }
+        }
+    };
+    let req = ControlRequest::TokenIssue {
+        name,
+        read_only,
+        expires_in_days,
+    };
+    match crate::control::execute(&state.migration, req, &mut |_| {}).await {
+        Ok(v) => {
+            let issued = pages::Issued {
+                name: v["token"]["name"].as_str().unwrap_or_default().to_owned(),
+                scope: if read_only { "read-only" } else { "read-write" },
+                secret: v["secret"].as_str().unwrap_or_default().to_owned(),
+            };
+            tracing::info!(token = %issued.name, scope = issued.scope, "SCIM token issued from the admin page");
+            html(
+                StatusCode::OK,
+                pages::tokens(&chrome, &token_rows(state), Some(&issued), None),
+            )
+        }
+        Err(e) => html(
+            StatusCode::BAD_REQUEST,
+            pages::tokens(
+                &chrome,
+                &token_rows(state),
+                None,
+                Some(&format!("Not issued: {e}")),
+            ),
+        ),
+    }
+}
+
+// ---- users and groups --------------------------------------------------------------
+
+/// The search as a SCIM filter (`co` on the names), so matching follows the
+/// attributes' case rules exactly as a SCIM query would.
+fn search_filter(rt: ResourceType, q: &str) -> Option<crate::scim::filter::Filter> {
+    let lit = serde_json::to_string(q).ok()?;
+    let text = match rt {
+        ResourceType::User => format!(
+            "userName co {lit} or displayName co {lit} or emails.value co {lit} or externalId co {lit}"
+        ),
+        ResourceType::Group => format!("displayName co {lit} or externalId co {lit}"),
+    };
+    crate::scim::filter::parse(&text).ok()
+}
+
+async fn list(
+    state: &Arc<AppState>,
+    rt: ResourceType,
+    q: &HashMap<String, String>,
+    chrome: Chrome<'_>,
+) -> Response<Body> {
+    let query = q.get("q").map(|s| s.trim().to_owned()).unwrap_or_default();
+    let after = q.get("after").cloned().filter(|a| !a.is_empty());
+    let store = state.store.clone();
+    let (query2, after2) = (query.clone(), after.clone());
+    let found = tokio::task::spawn_blocking(move || {
+        let snap = store.snapshot()?;
+        let total = snap.count(rt)?;
+        let mut page = Vec::with_capacity(PAGE_SIZE + 1);
+        if query2.is_empty() {
+            page = snap.page_after(rt, after2.as_deref(), PAGE_SIZE + 1)?;
+        } else if let Some(filter) = search_filter(rt, &query2) {
+            snap.scan(rt, |r| {
+                if after2.as_deref().is_some_and(|a| r.id.as_str() <= a) {
+                    return Ok(true);
+                }
+                let rendered =
+                    crate::scim::resource::render(rt, &r.id, &r.attrs, &r.meta, None, "");
+                if crate::scim::filter::matches(&filter, rt, &rendered) {
+                    page.push(r);
+                }
+                Ok(page.len() <= PAGE_SIZE)
+            })?;
+        }
+        let mut rows = Vec::with_capacity(page.len());
+        for r in page.iter().take(PAGE_SIZE) {
+            let s = |k: &str| {
+                r.attrs
+                    .get(k)
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned()
+            };
+            rows.push(match rt {
+                ResourceType::User => pages::ListRow {
+                    id: r.id.clone(),
+                    name: s("userName"),
+                    detail: {
+                        let d = s("displayName");
+                        if d.is_empty() {
+                            r.attrs
+                                .get("name")
+                                .and_then(|n| n.get("formatted"))
+                                .and_then(Value::as_str)
+                                .unwrap_or("")
+                                .to_owned()
+                        } else {
+                            d
+                        }
+                    },
+                    email: crate::migrate::readiness::main_email(&r.attrs),
+                    active: r.attrs.get("active").and_then(Value::as_bool),
+                    modified: r.meta.last_modified.clone(),
+                },
+                ResourceType::Group => pages::ListRow {
+                    id: r.id.clone(),
+                    name: s("displayName"),
+                    detail: format!("{} members", snap.references(rt, &r.id)?.len()),
+                    email: None,
+                    active: None,
+                    modified: r.meta.last_modified.clone(),
+                },
+            });
+        }
+        let next = if page.len() > PAGE_SIZE {
+            rows.last().map(|r| r.id.clone())
+        } else {
+            None
+        };
+        Ok::<_, crate::store::StoreError>((rows, next, total))
+    })
+    .await;
+    let (rows, next_after, total) = match found {
+        Ok(Ok(x)) => x,
+        Ok(Err(e)) => {
+            return refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Unavailable",
+                &super::store_error(e).detail,
+            )
+        }
+        Err(_) => {
+            return refuse(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Error",
+                "The listing failed.",
+            )
+        }
+    };
+    let v = pages::ListView {
+        rt,
+        query,
+        rows,
+        next_after,
+        is_first_page: after.is_none(),
+        total,
+    };
+    html(StatusCode::OK, pages::list(&chrome, &v))
+}
+
+fn detail(state: &AppState, rt: ResourceType, id: &str, chrome: Chrome<'_>) -> Response<Body> {
+    let id = percent_decode(id);
+    let snap = match state.store.snapshot() {
+        Ok(s) => s,
+        Err(e) => {
+            return refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Unavailable",
+                &super::store_error(e).detail,
+            )
+        }
+    };
+    let (r, refs) = match (snap.get(rt, &id), snap.references(rt, &id)) {
+        (Ok(Some(r)), Ok(refs)) => (r, refs),
+        (Ok(None), _) => {
+            return refuse(
+                StatusCode::NOT_FOUND,
+                "Not found",
+                &format!("There is no {} with the id {id}.", rt.name()),
+            )
+        }
+        (Err(e), _) | (_, Err(e)) => {
+            return refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Unavailable",
+                &super::store_error(e).detail,
+            )
+        }
+    };
+    let base = state
+        .config
+        .public_url
+        .as_deref()
+        .map(|u| format!("{u}{}", super::SCIM_PREFIX))
+        .or_else(|| state.admin.scim_url.get().cloned())
+        .unwrap_or_default();
+    let rendered = crate::scim::resource::render(rt, &r.id, &r.attrs, &r.meta, Some(&refs), &base);
+    let s = |k: &str| r.attrs.get(k).and_then(Value::as_str).map(str::to_owned);
+    let mut facts: Vec<(&'static str, String)> = Vec::new();
+    match rt {
+        ResourceType::User => {
+            facts.push(("userName", s("userName").unwrap_or_default()));
+            if let Some(d) = s("displayName") {
+                facts.push(("displayName", d));
+            }
+            if let Some(e) = crate::migrate::readiness::main_email(&r.attrs) {
+                facts.push(("Email", e));
+            }
+            let active = r
+                .attrs
+                .get("active")
+                .and_then(Value::as_bool)
+                .unwrap_or(true);
+            facts.push(("Active", if active { "yes" } else { "no" }.into()));
+        }
+        ResourceType::Group => {
+            facts.push(("displayName", s("displayName").unwrap_or_default()));
+        }
+    }
+    if let Some(x) = s("externalId") {
+        facts.push(("externalId", x));
+    }
+    facts.push(("id", r.id.clone()));
+    facts.push(("Created", pages::when(&r.meta.created)));
+    facts.push(("Last modified", pages::when(&r.meta.last_modified)));
+    facts.push(("Version", r.meta.version.to_string()));
+    let v = pages::DetailView {
+        rt,
+        facts,
+        refs,
+        json: serde_json::to_string_pretty(&Value::Object(rendered)).unwrap_or_default(),
+    };
+    let title = match rt {
+        ResourceType::User => "User",
+        ResourceType::Group => "Group",
+    };
+    html(
+        StatusCode::OK,
+        pages::detail(&Chrome { title, ..chrome }, &v),
+    )
+}
+
+fn percent_decode(s: &str) -> String {
+    form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}
+
+// ---- migration ---------------------------------------------------------------------
+
+fn migration_page(state: &AppState, chrome: Chrome<'_>) -> Response<Body> {
+    let status = match state.migration.status() {
+        Ok(s) => s,
+        Err(e) => return refuse(StatusCode::SERVICE_UNAVAILABLE, "Unavailable", &e),
+    };
+    let check = state.admin.last_check.lock().ok().and_then(|c| c.clone());
+    let job = state.admin.job.lock().ok().and_then(|j| {
+        j.as_ref().map(|j| pages::JobView {
+            kind: j.kind,
+            started: j.started.clone(),
+            progress: j.progress.clone(),
+            finished: j.finished.clone(),
+            outcome: j.outcome.clone(),
+        })
+    });
+    let v = pages::MigrationView { status, check, job };
+    html(StatusCode::OK, pages::migration(&chrome, &v))
+}
+
+/// Runs a migration form's action; returns the message for the next page.
+async fn migration_action(
+    state: &Arc<AppState>,
+    action: &str,
+    f: &HashMap<String, String>,
+) -> Option<String> {
+    match action {
+        "check" => match state.migration.check().await {
+            Ok(report) => {
+                let msg = if report.ready {
+                    "Readiness check: ready.".to_owned()
+                } else {
+                    format!(
+                        "Readiness check: {} blocker(s), {} warning(s).",
+                        report.blockers.len(),
+                        report.warnings.len()
+                    )
+                };
+                if let Ok(mut c) = state.admin.last_check.lock() {
+                    *c = Some((super::now().0, report));
+                }
+                Some(msg)
+            }
+            Err(e) => Some(format!("The readiness check failed: {e}")),
+        },
+        "push" => {
+            let target = field(f, "target").trim().to_owned();
+            let token = field(f, "token").trim().to_owned();
+            if target.is_empty() || token.is_empty() {
+                return Some("The push needs the target URL and its token.".into());
+            }
+            let cacert = Some(field(f, "cacert").trim().to_owned()).filter(|c| !c.is_empty());
+            let req = PushRequest {
+                target,
+                token,
+                cacert,
+                allow_http: false,
+                dry_run: !field(f, "dry_run").is_empty(),
+            };
+            Some(start_job(state, JobKind::Push(req)))
+        }
+        "verify" => Some(start_job(state, JobKind::Verify)),
+        "cutover" => {
+            let target = state.migration.state().ok().and_then(|s| s.target);
+            match target {
+                Some(t) if field(f, "confirm") == t => Some(start_job(state, JobKind::Cutover)),
+                Some(_) => {
+                    Some("Not cut over: type the target URL exactly as shown to confirm.".into())
+                }
+                None => Some("Not cut over: no migration target is set; push first.".into()),
+            }
+        }
+        "abort" => match state.migration.abort().await {
+            Ok(_) => Some(
+                "Migration aborted: mirroring stopped; this bridge stays the source of truth."
+                    .into(),
+            ),
+            Err(e) => Some(format!("Not aborted: {e}")),
+        },
+        _ => Some("There is no such migration action.".into()),
+    }
+}
+
+/// Starts a migration step in the background unless one is running; the page shows
+/// its progress and outcome on reload.
+fn start_job(state: &Arc<AppState>, kind: JobKind) -> String {
+    let name = kind.name();
+    {
+        let Ok(mut slot) = state.admin.job.lock() else {
+            return "The job table is unavailable.".into();
+        };
+        if let Some(j) = slot.as_ref().filter(|j| j.finished.is_none()) {
+            return format!("{} is still running; wait for it to finish.", j.kind);
+        }
+        *slot = Some(Job {
+            kind: name,
+            started: super::now().0,
+            progress: None,
+            finished: None,
+            outcome: None,
+        });
+    }
+    let slot = state.admin.job.clone();
+    let m: Arc<Migration> = state.migration.clone();
+    tokio::spawn(async move {
+        let progress_slot = slot.clone();
+        let mut progress = move |v: Value| {
+            if let Ok(mut j) = progress_slot.lock() {
+                if let Some(j) = j.as_mut() {
+                    j.progress = Some(v);
+                }
+            }
+        };
+        let outcome = match kind {
+            JobKind::Push(req) => m.push(req, &mut progress).await,
+            JobKind::Verify => m.verify(&mut progress).await,
+            JobKind::Cutover => m.cutover(&mut progress).await,
+        };
+        if let Err(e) = &outcome {
+            tracing::warn!(job = name, error = %e, "migration step from the admin page failed");
+        }
+        if let Ok(mut j) = slot.lock() {
+            if let Some(j) = j.as_mut() {
+                j.finished = Some(super::now().0);
+                j.outcome = Some(outcome);
+            }
+        }
+    });
+    format!("{name} started; this page shows its progress when reloaded.")
+}
