@@ -4,5 +4,6 @@
 
 pub mod error;
 pub mod filter;
+pub mod patch;
 pub mod path;
 pub mod schema;
