@@ -745,20 +745,22 @@ fn serve(cfg: Config) -> Result<()> {
             .map_err(|e| anyhow!(e))?;
         let state = Arc::new(AppState::new(store.clone(), cfg.clone(), certs, migration.clone()));
         let mirror = tokio::spawn(crate::migrate::service::run_mirror(migration.clone()));
-        tracing::info!(version = env!("CARGO_PKG_VERSION"), data_dir = %cfg.data_dir.display(), "scimbridge started");
-        tracing::info!("SCIM URL for your identity provider: {url}");
         if store.snapshot().and_then(|s| s.tokens()).map(|t| t.is_empty()).unwrap_or(false) {
             tracing::info!("no SCIM token yet: run `scimbridge token issue --name <idp>` with the same --data-dir");
         }
-        let control_task = {
-            let migration = migration.clone();
-            let dir = cfg.data_dir.clone();
-            tokio::spawn(async move {
-                if let Err(e) = control::serve(&dir, migration).await {
-                    tracing::warn!(error = %e, "the control socket is not available; CLI commands need the server stopped");
-                }
-            })
+        let control_task = match control::bind(&cfg.data_dir) {
+            Ok(listener) => {
+                let migration = migration.clone();
+                let dir = cfg.data_dir.clone();
+                Some(tokio::spawn(async move { control::serve(&dir, listener, migration).await }))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the control socket is not available; CLI commands need the server stopped");
+                None
+            }
         };
+        tracing::info!(version = env!("CARGO_PKG_VERSION"), data_dir = %cfg.data_dir.display(), "scimbridge started");
+        tracing::info!("SCIM URL for your identity provider: {url}");
         let flusher = {
             let state = state.clone();
             tokio::spawn(async move {
@@ -779,7 +781,9 @@ fn serve(cfg: Config) -> Result<()> {
         if let Some(r) = reloader {
             r.abort();
         }
-        control_task.abort();
+        if let Some(t) = control_task {
+            t.abort();
+        }
         let _ = std::fs::remove_file(control::socket_path(&cfg.data_dir));
         state.flush_token_uses().await;
         tracing::info!("scimbridge stopped");

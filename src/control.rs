@@ -258,10 +258,10 @@ async fn receive_import(
     result
 }
 
-/// Serves the control socket until the task is dropped.
-pub async fn serve(data_dir: &Path, migration: std::sync::Arc<Migration>) -> std::io::Result<()> {
+/// Binds the control socket (mode 0600), replacing a stale one left by a killed
+/// server.
+pub fn bind(data_dir: &Path) -> std::io::Result<tokio::net::UnixListener> {
     let path = socket_path(data_dir);
-    // A socket file left by a killed server: nobody listens on it, remove it.
     if path.exists() && std::os::unix::net::UnixStream::connect(&path).is_err() {
         let _ = std::fs::remove_file(&path);
     }
@@ -270,6 +270,15 @@ pub async fn serve(data_dir: &Path, migration: std::sync::Arc<Migration>) -> std
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
     }
+    Ok(listener)
+}
+
+/// Serves the control socket until the task is dropped.
+pub async fn serve(
+    data_dir: &Path,
+    listener: tokio::net::UnixListener,
+    migration: std::sync::Arc<Migration>,
+) {
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(s) => s,
