@@ -124,7 +124,7 @@ async fn handle_inner(state: &Arc<AppState>, req: Request<Incoming>, rest: &str)
     let is_write = matches!(
         method,
         Method::POST | Method::PUT | Method::PATCH | Method::DELETE
-    ) && !segments.last().is_some_and(|s| *s == ".search");
+    ) && segments.last().is_none_or(|s| *s != ".search");
     if is_write {
         if let Some((status, why)) = state.migration.write_refusal() {
             let mut e = ScimError::new(status, None, why);
@@ -399,6 +399,7 @@ fn take_members(attrs: &mut Attributes) -> ScimResult<Option<Vec<MemberRef>>> {
         out.push(MemberRef {
             id: id.to_owned(),
             rt,
+            display: m.get("display").and_then(Value::as_str).map(str::to_owned),
         });
     }
     Ok(Some(out))

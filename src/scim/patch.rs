@@ -260,10 +260,12 @@ fn apply_object(
     obj: &Map<String, Value>,
 ) -> ScimResult<()> {
     for (key, value) in obj {
+        // Clients (scim2-tester among them) repeat `schemas` inside an extension's
+        // object too; it is never an attribute to change.
+        if key.eq_ignore_ascii_case("schemas") {
+            continue;
+        }
         if schema.is_none() {
-            if key.eq_ignore_ascii_case("schemas") {
-                continue;
-            }
             if let Some(ext) = rt.schema_by_urn(key) {
                 match value {
                     Value::Object(inner) => apply_object(rt, res, kind, Some(ext), inner)?,
@@ -1394,6 +1396,23 @@ mod tests {
         assert_eq!(
             u[ENTERPRISE_USER_URN]["manager"],
             json!({"value": "m1", "$ref": "../Users/m1"})
+        );
+    }
+
+    #[test]
+    fn schemas_inside_an_extension_object_is_ignored() {
+        let mut u = user();
+        let op = json!({"op": "add", "path": "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User",
+            "value": {"schemas": ["urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"], "employeeNumber": "7"}});
+        apply(
+            ResourceType::User,
+            &mut u,
+            &parse_request(&json!({"schemas": [PATCH_OP_URN], "Operations": [op]})).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            u["urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"]["employeeNumber"],
+            "7"
         );
     }
 
