@@ -430,19 +430,7 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Backup { out } => {
             let cfg = cli.load(None)?;
-            let out =
-                std::path::absolute(out).with_context(|| format!("bad path {}", out.display()))?;
-            if out == std::path::absolute(cfg.db_path()).unwrap_or_default() {
-                anyhow::bail!("--out must not be the live database file");
-            }
-            let v = control_request(&cfg, ControlRequest::Backup { out: out.clone() })?;
-            println!(
-                "backup written to {} ({} users, {} groups)",
-                out.display(),
-                v["users"].as_u64().unwrap_or(0),
-                v["groups"].as_u64().unwrap_or(0)
-            );
-            Ok(())
+            backup(&cfg, out)
         }
     }
 }
@@ -455,7 +443,7 @@ fn open_store_for_cli(cfg: &Config) -> Result<Store> {
             cfg.data_dir.display()
         )
     })?;
-    Store::open(&cfg.db_path(), &StoreOptions { cache_bytes: 16 << 20 }).map_err(|e| match e {
+    let store = Store::open(&cfg.db_path(), &StoreOptions { cache_bytes: 16 << 20 }).map_err(|e| match e {
         StoreError::AlreadyOpen(_) => anyhow!(
             "the scimbridge server is running with the data directory {} and holds its database, \
              but its control socket ({}) does not answer.\n\
@@ -464,7 +452,40 @@ fn open_store_for_cli(cfg: &Config) -> Result<Store> {
             control::socket_path(&cfg.data_dir).display()
         ),
         other => anyhow!(other),
-    })
+    })?;
+    adopt_data_dir_owner(cfg);
+    Ok(store)
+}
+
+/// Root running a CLI command on a service's data directory would otherwise leave a
+/// root-owned database the service cannot open: hand new files to the directory's
+/// owner.
+fn adopt_data_dir_owner(cfg: &Config) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let (Ok(dir), Ok(me)) = (
+            std::fs::metadata(&cfg.data_dir),
+            std::fs::metadata("/proc/self"),
+        ) else {
+            return;
+        };
+        if me.uid() != 0 || dir.uid() == 0 {
+            return;
+        }
+        let db = cfg.db_path();
+        if std::fs::metadata(&db)
+            .map(|m| m.uid() == 0)
+            .unwrap_or(false)
+        {
+            if let Err(e) = std::os::unix::fs::chown(&db, Some(dir.uid()), Some(dir.gid())) {
+                eprintln!(
+                    "warning: could not give {} to the data directory's owner: {e}",
+                    db.display()
+                );
+            }
+        }
+    }
 }
 
 /// Runs a control request on the running server, or directly on the database when
@@ -587,6 +608,48 @@ impl Progress {
     }
 }
 
+/// `backup --out FILE`: from a running server over the control socket (the server
+/// makes the copy in its data directory and streams it), or directly.
+fn backup(cfg: &Config, out: &Path) -> Result<()> {
+    let out = std::path::absolute(out).with_context(|| format!("bad path {}", out.display()))?;
+    if out == std::path::absolute(cfg.db_path()).unwrap_or_default() {
+        anyhow::bail!("--out must not be the live database file");
+    }
+    let partial = out.with_extension("partial");
+    let mut file = std::fs::File::create(&partial)
+        .with_context(|| format!("cannot create {}", partial.display()))?;
+    let streamed = control::call_stream(&cfg.data_dir, &ControlRequest::Backup, &mut file, |_| {});
+    let counts = match streamed {
+        Some(r) => r.map_err(|e| anyhow!(e)).map(|v| {
+            (
+                v["users"].as_u64().unwrap_or(0),
+                v["groups"].as_u64().unwrap_or(0),
+            )
+        }),
+        None => {
+            drop(file);
+            let store = open_store_for_cli(cfg)?;
+            let r = store.backup_to(&partial).map_err(|e| anyhow!(e));
+            store.close();
+            r
+        }
+    };
+    let (users, groups) = match counts {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = std::fs::remove_file(&partial);
+            return Err(e);
+        }
+    };
+    std::fs::File::open(&partial).and_then(|f| f.sync_all())?;
+    std::fs::rename(&partial, &out).with_context(|| format!("cannot write {}", out.display()))?;
+    println!(
+        "backup written to {} ({users} users, {groups} groups)",
+        out.display()
+    );
+    Ok(())
+}
+
 fn export(cfg: &Config, out: &Path) -> Result<()> {
     use std::io::Write;
     let to_stdout = out.as_os_str() == "-";
@@ -599,16 +662,17 @@ fn export(cfg: &Config, out: &Path) -> Result<()> {
         Box::new(std::io::BufWriter::with_capacity(256 * 1024, f))
     };
     let mut progress = Progress::new();
-    let streamed = control::call_export(&cfg.data_dir, &mut sink, |bytes| {
-        progress.show(|| {
-            format!(
-                "exporting from the running server… {:.1} MiB",
-                bytes as f64 / 1048576.0
-            )
-        })
-    });
+    let streamed =
+        control::call_stream(&cfg.data_dir, &ControlRequest::Export, &mut sink, |bytes| {
+            progress.show(|| {
+                format!(
+                    "exporting from the running server… {:.1} MiB",
+                    bytes as f64 / 1048576.0
+                )
+            })
+        });
     let result = match streamed {
-        Some(r) => r.map_err(|e| anyhow!(e)),
+        Some(r) => r.map(|_| ()).map_err(|e| anyhow!(e)),
         None => {
             let store = open_store_for_cli(cfg)?;
             let (now, _) = http::now();
