@@ -464,19 +464,7 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Backup { out } => {
             let cfg = cli.load(None)?;
-            let out =
-                std::path::absolute(out).with_context(|| format!("bad path {}", out.display()))?;
-            if out == std::path::absolute(cfg.db_path()).unwrap_or_default() {
-                anyhow::bail!("--out must not be the live database file");
-            }
-            let v = control_request(&cfg, ControlRequest::Backup { out: out.clone() })?;
-            println!(
-                "backup written to {} ({} users, {} groups)",
-                out.display(),
-                v["users"].as_u64().unwrap_or(0),
-                v["groups"].as_u64().unwrap_or(0)
-            );
-            Ok(())
+            backup(&cfg, out)
         }
     }
 }
@@ -489,7 +477,7 @@ fn open_store_for_cli(cfg: &Config) -> Result<Store> {
             cfg.data_dir.display()
         )
     })?;
-    Store::open(&cfg.db_path(), &StoreOptions { cache_bytes: 16 << 20 }).map_err(|e| match e {
+    let store = Store::open(&cfg.db_path(), &StoreOptions { cache_bytes: 16 << 20 }).map_err(|e| match e {
         StoreError::AlreadyOpen(_) => anyhow!(
             "the scimbridge server is running with the data directory {} and holds its database, \
              but its control socket ({}) does not answer.\n\
@@ -498,7 +486,40 @@ fn open_store_for_cli(cfg: &Config) -> Result<Store> {
             control::socket_path(&cfg.data_dir).display()
         ),
         other => anyhow!(other),
-    })
+    })?;
+    adopt_data_dir_owner(cfg);
+    Ok(store)
+}
+
+/// Root running a CLI command on a service's data directory would otherwise leave a
+/// root-owned database the service cannot open: hand new files to the directory's
+/// owner.
+fn adopt_data_dir_owner(cfg: &Config) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let (Ok(dir), Ok(me)) = (
+            std::fs::metadata(&cfg.data_dir),
+            std::fs::metadata("/proc/self"),
+        ) else {
+            return;
+        };
+        if me.uid() != 0 || dir.uid() == 0 {
+            return;
+        }
+        let db = cfg.db_path();
+        if std::fs::metadata(&db)
+            .map(|m| m.uid() == 0)
+            .unwrap_or(false)
+        {
+            if let Err(e) = std::os::unix::fs::chown(&db, Some(dir.uid()), Some(dir.gid())) {
+                eprintln!(
+                    "warning: could not give {} to the data directory's owner: {e}",
+                    db.display()
+                );
+            }
+        }
+    }
 }
 
 /// Runs a control request on the running server, or directly on the database when
@@ -621,6 +642,48 @@ impl Progress {
     }
 }
 
+/// `backup --out FILE`: from a running server over the control socket (the server
+/// makes the copy in its data directory and streams it), or directly.
+fn backup(cfg: &Config, out: &Path) -> Result<()> {
+    let out = std::path::absolute(out).with_context(|| format!("bad path {}", out.display()))?;
+    if out == std::path::absolute(cfg.db_path()).unwrap_or_default() {
+        anyhow::bail!("--out must not be the live database file");
+    }
+    let partial = out.with_extension("partial");
+    let mut file = std::fs::File::create(&partial)
+        .with_context(|| format!("cannot create {}", partial.display()))?;
+    let streamed = control::call_stream(&cfg.data_dir, &ControlRequest::Backup, &mut file, |_| {});
+    let counts = match streamed {
+        Some(r) => r.map_err(|e| anyhow!(e)).map(|v| {
+            (
+                v["users"].as_u64().unwrap_or(0),
+                v["groups"].as_u64().unwrap_or(0),
+            )
+        }),
+        None => {
+            drop(file);
+            let store = open_store_for_cli(cfg)?;
+            let r = store.backup_to(&partial).map_err(|e| anyhow!(e));
+            store.close();
+            r
+        }
+    };
+    let (users, groups) = match counts {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = std::fs::remove_file(&partial);
+            return Err(e);
+        }
+    };
+    std::fs::File::open(&partial).and_then(|f| f.sync_all())?;
+    std::fs::rename(&partial, &out).with_context(|| format!("cannot write {}", out.display()))?;
+    println!(
+        "backup written to {} ({users} users, {groups} groups)",
+        out.display()
+    );
+    Ok(())
+}
+
 fn export(cfg: &Config, out: &Path) -> Result<()> {
     use std::io::Write;
     let to_stdout = out.as_os_str() == "-";
@@ -633,16 +696,17 @@ fn export(cfg: &Config, out: &Path) -> Result<()> {
         Box::new(std::io::BufWriter::with_capacity(256 * 1024, f))
     };
     let mut progress = Progress::new();
-    let streamed = control::call_export(&cfg.data_dir, &mut sink, |bytes| {
-        progress.show(|| {
-            format!(
-                "exporting from the running server… {:.1} MiB",
-                bytes as f64 / 1048576.0
-            )
-        })
-    });
+    let streamed =
+        control::call_stream(&cfg.data_dir, &ControlRequest::Export, &mut sink, |bytes| {
+            progress.show(|| {
+                format!(
+                    "exporting from the running server… {:.1} MiB",
+                    bytes as f64 / 1048576.0
+                )
+            })
+        });
     let result = match streamed {
-        Some(r) => r.map_err(|e| anyhow!(e)),
+        Some(r) => r.map(|_| ()).map_err(|e| anyhow!(e)),
         None => {
             let store = open_store_for_cli(cfg)?;
             let (now, _) = http::now();
@@ -792,21 +856,23 @@ fn serve(cfg: Config) -> Result<()> {
         };
         let state = Arc::new(AppState::new(store.clone(), cfg.clone(), certs, migration.clone()));
         let mirror = tokio::spawn(crate::migrate::service::run_mirror(migration.clone()));
-        tracing::info!(version = env!("CARGO_PKG_VERSION"), data_dir = %cfg.data_dir.display(), "scimbridge started");
-        http::admin::announce(&state, &admin_url, &url).await;
-        tracing::info!("SCIM URL for your identity provider: {url}");
         if store.snapshot().and_then(|s| s.tokens()).map(|t| t.is_empty()).unwrap_or(false) {
             tracing::info!("no SCIM token yet: run `scimbridge token issue --name <idp>` with the same --data-dir");
         }
-        let control_task = {
-            let migration = migration.clone();
-            let dir = cfg.data_dir.clone();
-            tokio::spawn(async move {
-                if let Err(e) = control::serve(&dir, migration).await {
-                    tracing::warn!(error = %e, "the control socket is not available; CLI commands need the server stopped");
-                }
-            })
+        let control_task = match control::bind(&cfg.data_dir) {
+            Ok(listener) => {
+                let migration = migration.clone();
+                let dir = cfg.data_dir.clone();
+                Some(tokio::spawn(async move { control::serve(&dir, listener, migration).await }))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the control socket is not available; CLI commands need the server stopped");
+                None
+            }
         };
+        tracing::info!(version = env!("CARGO_PKG_VERSION"), data_dir = %cfg.data_dir.display(), "scimbridge started");
+        http::admin::announce(&state, &admin_url, &url).await;
+        tracing::info!("SCIM URL for your identity provider: {url}");
         let flusher = {
             let state = state.clone();
             tokio::spawn(async move {
@@ -848,7 +914,9 @@ fn serve(cfg: Config) -> Result<()> {
         if let Some(r) = reloader {
             r.abort();
         }
-        control_task.abort();
+        if let Some(t) = control_task {
+            t.abort();
+        }
         let _ = std::fs::remove_file(control::socket_path(&cfg.data_dir));
         state.flush_token_uses().await;
         tracing::info!("scimbridge stopped");

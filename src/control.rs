@@ -28,10 +28,8 @@ pub enum ControlRequest {
     TokenRevoke {
         name: String,
     },
-    /// A consistent copy of the database to this absolute path.
-    Backup {
-        out: PathBuf,
-    },
+    /// A consistent copy of the database, streamed back after the response line.
+    Backup,
     /// The migration readiness report.
     MigrateCheck,
     MigratePush(PushRequest),
@@ -165,17 +163,8 @@ pub async fn execute(
             }
             m.cutover(progress).await
         }
-        ControlRequest::Export | ControlRequest::Import { .. } => {
-            Err("export and import stream their data; use the streaming calls".into())
-        }
-        ControlRequest::Backup { out } => {
-            let store = store.clone();
-            let path = out.clone();
-            let (users, groups) = tokio::task::spawn_blocking(move || store.backup_to(&path))
-                .await
-                .map_err(|_| "the backup task failed".to_owned())?
-                .map_err(message)?;
-            Ok(json!({"out": out, "users": users, "groups": groups}))
+        ControlRequest::Export | ControlRequest::Import { .. } | ControlRequest::Backup => {
+            Err("export, import and backup stream their data; use the streaming calls".into())
         }
     }
 }
@@ -222,6 +211,34 @@ async fn stream_export(store: &Store, mut write: tokio::net::unix::OwnedWriteHal
     }
     drop(rx);
     let _ = producer.await;
+}
+
+/// Makes a backup into the data directory (the server may write nowhere else under
+/// its sandbox), sends the response line and then the file, and removes it.
+async fn stream_backup(store: &Store, dir: &Path, mut write: tokio::net::unix::OwnedWriteHalf) {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!("backup-{}-{n}.redb", std::process::id()));
+    let (st, path) = (store.clone(), tmp.clone());
+    let made = tokio::task::spawn_blocking(move || st.backup_to(&path))
+        .await
+        .map_err(|_| "the backup task failed".to_owned())
+        .and_then(|r| r.map_err(message));
+    let size = std::fs::metadata(&tmp).map(|m| m.len()).unwrap_or(0);
+    let head = match &made {
+        Ok((users, groups)) => {
+            ControlResponse::Ok(json!({"users": users, "groups": groups, "size": size}))
+        }
+        Err(e) => ControlResponse::Error(e.clone()),
+    };
+    let mut line = serde_json::to_vec(&head).unwrap_or_default();
+    line.push(b'\n');
+    if write.write_all(&line).await.is_ok() && made.is_ok() {
+        if let Ok(mut f) = tokio::fs::File::open(&tmp).await {
+            let _ = tokio::io::copy(&mut f, &mut write).await;
+        }
+    }
+    let _ = tokio::fs::remove_file(&tmp).await;
 }
 
 /// A `Write` that sends its bytes to an async receiver; blocks when it is behind.
@@ -280,10 +297,10 @@ async fn receive_import(
     result
 }
 
-/// Serves the control socket until the task is dropped.
-pub async fn serve(data_dir: &Path, migration: std::sync::Arc<Migration>) -> std::io::Result<()> {
+/// Binds the control socket (mode 0600), replacing a stale one left by a killed
+/// server.
+pub fn bind(data_dir: &Path) -> std::io::Result<tokio::net::UnixListener> {
     let path = socket_path(data_dir);
-    // A socket file left by a killed server: nobody listens on it, remove it.
     if path.exists() && std::os::unix::net::UnixStream::connect(&path).is_err() {
         let _ = std::fs::remove_file(&path);
     }
@@ -292,6 +309,15 @@ pub async fn serve(data_dir: &Path, migration: std::sync::Arc<Migration>) -> std
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
     }
+    Ok(listener)
+}
+
+/// Serves the control socket until the task is dropped.
+pub async fn serve(
+    data_dir: &Path,
+    listener: tokio::net::UnixListener,
+    migration: std::sync::Arc<Migration>,
+) {
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(s) => s,
@@ -320,6 +346,10 @@ pub async fn serve(data_dir: &Path, migration: std::sync::Arc<Migration>) -> std
             let response = match request {
                 Ok(ControlRequest::Export) => {
                     stream_export(&store, write).await;
+                    return;
+                }
+                Ok(ControlRequest::Backup) => {
+                    stream_backup(&store, &dir, write).await;
                     return;
                 }
                 Ok(ControlRequest::Import { size }) => {
@@ -364,17 +394,19 @@ pub async fn serve(data_dir: &Path, migration: std::sync::Arc<Migration>) -> std
     }
 }
 
-/// Asks a running server for an export and copies it to `out`, calling `progress`
-/// with the bytes received. `None` when no server listens.
-pub fn call_export(
+/// Sends a streaming request (export, backup) to a running server and copies the
+/// data that follows the response line to `out`, calling `progress` with the bytes
+/// received. Returns the response line's value. `None` when no server listens.
+pub fn call_stream(
     data_dir: &Path,
+    req: &ControlRequest,
     out: &mut dyn std::io::Write,
     mut progress: impl FnMut(u64),
-) -> Option<Result<(), String>> {
+) -> Option<Result<Value, String>> {
     use std::io::{BufRead, Read, Write};
     let stream = std::os::unix::net::UnixStream::connect(socket_path(data_dir)).ok()?;
     let mut writer = stream.try_clone().ok()?;
-    let mut line = serde_json::to_vec(&ControlRequest::Export).ok()?;
+    let mut line = serde_json::to_vec(req).ok()?;
     line.push(b'\n');
     if let Err(e) = writer.write_all(&line) {
         return Some(Err(format!("the control socket failed: {e}")));
@@ -384,12 +416,12 @@ pub fn call_export(
     if let Err(e) = reader.read_line(&mut head) {
         return Some(Err(format!("no answer on the control socket: {e}")));
     }
-    match serde_json::from_str::<ControlResponse>(&head) {
-        Ok(ControlResponse::Ok(_)) => {}
+    let value = match serde_json::from_str::<ControlResponse>(&head) {
+        Ok(ControlResponse::Ok(v)) => v,
         Ok(ControlResponse::Progress(_)) => return Some(Err("unexpected progress line".into())),
         Ok(ControlResponse::Error(e)) => return Some(Err(e)),
         Err(e) => return Some(Err(format!("unreadable answer on the control socket: {e}"))),
-    }
+    };
     let mut buf = vec![0u8; 64 * 1024];
     let mut total = 0u64;
     loop {
@@ -407,6 +439,7 @@ pub fn call_export(
     }
     Some(
         out.flush()
+            .map(|()| value)
             .map_err(|e| format!("writing the export failed: {e}")),
     )
 }

@@ -611,7 +611,7 @@ fn bulk_with_bulk_id_references_and_limits() {
     let user_loc = by_id("u1")["location"].as_str().unwrap().to_owned();
     let user = c.get(user_loc.trim_start_matches(&s.base)).json();
     assert_eq!(group["members"][0]["value"], user["id"]);
-    assert_eq!(user["displayName"], "Bulky");
+    assert_eq!(user["displayName"], "Bulky", "{j}");
 
     // failOnErrors stops after the first error.
     let r = c.post("/Bulk", &json!({

@@ -123,12 +123,15 @@ fn resolve_refs(v: &mut Value, ids: &HashMap<String, String>) -> bool {
     }
 }
 
-fn references(v: &Value) -> bool {
-    match v {
-        Value::String(s) => s.starts_with("bulkId:"),
-        Value::Array(items) => items.iter().any(references),
-        Value::Object(m) => m.values().any(references),
-        _ => false,
+/// Replaces a `bulkId:X` last segment of a path (`/Users/bulkId:X`); `None` while
+/// X is not created yet.
+fn resolve_path(path: &str, ids: &HashMap<String, String>) -> Option<String> {
+    match path.rsplit_once('/') {
+        Some((head, last)) => match last.strip_prefix("bulkId:") {
+            Some(r) => ids.get(r).map(|id| format!("{head}/{id}")),
+            None => Some(path.to_owned()),
+        },
+        None => Some(path.to_owned()),
     }
 }
 
@@ -162,15 +165,14 @@ pub async fn handle(state: &AppState, body: Value, principal: &Principal, base: 
         for i in std::mem::take(&mut pending) {
             let op = &ops[i];
             let mut data = op.data.clone();
-            let mut path = Value::String(op.path.clone());
-            let resolvable = data.as_mut().is_none_or(|d| resolve_refs(d, &ids))
-                && (!references(&path) || resolve_refs(&mut path, &ids));
+            let path = resolve_path(&op.path, &ids);
+            let resolvable = data.as_mut().is_none_or(|d| resolve_refs(d, &ids)) && path.is_some();
             if !resolvable {
                 waiting.push(i);
                 continue;
             }
             progressed = true;
-            let path = path.as_str().unwrap_or_default().to_owned();
+            let path = path.unwrap_or_default();
             let outcome = run_op(state, op, &path, data, principal, base).await;
             let entry = match outcome {
                 Ok((status, location, version, id)) => {

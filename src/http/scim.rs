@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE, ETAG, IF_MATCH, IF_NONE_MATCH, LOCATION};
 use hyper::{Method, Request, Response, StatusCode};
@@ -137,7 +137,7 @@ async fn handle_inner(
     let is_write = matches!(
         method,
         Method::POST | Method::PUT | Method::PATCH | Method::DELETE
-    ) && !segments.last().is_some_and(|s| *s == ".search");
+    ) && segments.last().is_none_or(|s| *s != ".search");
     if is_write {
         if let Some((status, why)) = state.migration.write_refusal() {
             let mut e = ScimError::new(status, None, why);
@@ -281,6 +281,9 @@ fn projection(params: &HashMap<String, String>) -> ScimResult<Projection> {
     )
 }
 
+/// How much of an oversized body is read and thrown away before giving up on it.
+const DISCARD_FACTOR: usize = 8;
+
 /// Reads a JSON request body within the size limit.
 async fn read_json(req: Request<Incoming>, limit: usize) -> ScimResult<Value> {
     if let Some(ct) = req.headers().get(CONTENT_TYPE) {
@@ -293,23 +296,33 @@ async fn read_json(req: Request<Incoming>, limit: usize) -> ScimResult<Value> {
             ));
         }
     }
-    let bytes = Limited::new(req.into_body(), limit)
-        .collect()
-        .await
-        .map_err(|e| {
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some()
-            {
-                ScimError::new(
-                    413,
-                    None,
-                    format!("the request body is larger than {limit} bytes"),
-                )
-            } else {
-                ScimError::invalid_syntax("the request body could not be read")
-            }
-        })?
-        .to_bytes();
+    let mut body = req.into_body();
+    let mut bytes = Vec::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame =
+            frame.map_err(|_| ScimError::invalid_syntax("the request body could not be read"))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        seen += data.len();
+        if seen <= limit {
+            bytes.extend_from_slice(&data);
+        } else if seen > DISCARD_FACTOR * limit {
+            // Far too large: stop reading; the connection is closed after the answer.
+            break;
+        }
+        // Between the limit and the discard bound the rest is read and dropped, so
+        // the client finishes sending and sees the 413 instead of a reset.
+    }
+    if seen > limit {
+        return Err(ScimError::new(
+            413,
+            None,
+            format!("the request body is larger than {limit} bytes"),
+        ));
+    }
+    let bytes = Bytes::from(bytes);
     if bytes.is_empty() {
         return Err(ScimError::invalid_syntax(
             "the request body is empty; a JSON object was expected",
@@ -399,6 +412,7 @@ fn take_members(attrs: &mut Attributes) -> ScimResult<Option<Vec<MemberRef>>> {
         out.push(MemberRef {
             id: id.to_owned(),
             rt,
+            display: m.get("display").and_then(Value::as_str).map(str::to_owned),
         });
     }
     Ok(Some(out))

@@ -48,6 +48,8 @@ pub enum Line {
         group: String,
         member: String,
         member_type: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        display: Option<String>,
     },
     #[serde(rename = "trailer")]
     Trailer {
@@ -154,11 +156,12 @@ pub fn write_export<W: Write>(
             return Err(e);
         }
     }
-    snapshot.scan_memberships(|g, m, rt| {
+    snapshot.scan_memberships(|g, m, rt, display| {
         let line = Line::Membership {
             group: g.into(),
             member: m.into(),
             member_type: rt.name().into(),
+            display,
         };
         if let Err(e) = w.line(&line) {
             io_error = Some(e);
@@ -313,10 +316,12 @@ pub fn read_items<R: BufRead>(
                 group,
                 member,
                 member_type: t,
+                display,
             } => ImportItem::Membership {
                 group,
                 member,
                 rt: member_type(n, &t)?,
+                display,
             },
         };
         items.push(item);
@@ -409,13 +414,13 @@ mod tests {
                     .unwrap();
                 ids.push(r.id);
             }
-            let members = ids.iter().take(10).map(|id| MemberRef { id: id.clone(), rt: None }).collect();
+            let members = ids.iter().take(10).map(|id| MemberRef { id: id.clone(), rt: None, display: None }).collect();
             let g = s
                 .create(ResourceType::Group, json!({"displayName": "G"}).as_object().unwrap().clone(), members, Actor::system("t"), "2026-01-01T00:00:00Z".into(), 1_800_000_000_000)
                 .await
                 .unwrap();
             s.create(ResourceType::Group, json!({"displayName": "Outer"}).as_object().unwrap().clone(),
-                     vec![MemberRef { id: g.id, rt: Some(ResourceType::Group) }], Actor::system("t"), "2026-01-01T00:00:00Z".into(), 1_800_000_000_001)
+                     vec![MemberRef { id: g.id, rt: Some(ResourceType::Group), display: None }], Actor::system("t"), "2026-01-01T00:00:00Z".into(), 1_800_000_000_001)
                 .await
                 .unwrap();
         });

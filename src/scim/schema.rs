@@ -536,7 +536,8 @@ static MEMBER_SUB: &[AttrDef] = &[
         "The URI corresponding to a SCIM resource that is a member of this Group.",
     )
     .mutability(Immutable),
-    AttrDef::string("display", DISPLAY_DOC).mutability(ReadOnly),
+    // Kept as the client sent it; when it sent none, the member's current name is shown.
+    AttrDef::string("display", DISPLAY_DOC),
     AttrDef::string(
         "type",
         "A label indicating the type of resource, e.g., 'User' or 'Group'.",

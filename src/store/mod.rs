@@ -51,8 +51,9 @@ const GROUP_NAMES: MultimapTableDefinition<&str, &str> =
     MultimapTableDefinition::new("idx_group_name");
 /// lowercased email value → user ids.
 const EMAILS: MultimapTableDefinition<&str, &str> = MultimapTableDefinition::new("idx_email");
-/// (group id, member id) → member resource type.
-const MEMBERS: TableDefinition<(&str, &str), u8> = TableDefinition::new("members");
+/// (group id, member id) → member resource type (1 byte), then the display name the
+/// client gave for the member, if any (UTF-8).
+const MEMBERS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("members");
 /// (member id, group id) → (): the reverse of MEMBERS.
 const MEMBER_OF: TableDefinition<(&str, &str), ()> = TableDefinition::new("member_of");
 /// sequence → change/audit event (JSON).
@@ -169,6 +170,25 @@ pub struct Event {
 pub struct MemberRef {
     pub id: String,
     pub rt: Option<ResourceType>,
+    /// The `display` the client sent for this member, kept as given.
+    pub display: Option<String>,
+}
+
+/// A member as resolved against the directory.
+type Member = (String, ResourceType, Option<String>);
+
+fn member_value(rt: ResourceType, display: Option<&str>) -> Vec<u8> {
+    let mut v = vec![rt_code(rt)];
+    if let Some(d) = display {
+        v.extend_from_slice(d.as_bytes());
+    }
+    v
+}
+
+fn parse_member_value(v: &[u8]) -> (ResourceType, Option<String>) {
+    let rt = rt_from_code(v.first().copied().unwrap_or(1));
+    let display = (v.len() > 1).then(|| String::from_utf8_lossy(&v[1..]).into_owned());
+    (rt, display)
 }
 
 /// What a write does to a group's members.
@@ -433,6 +453,7 @@ impl Store {
     /// the change and writes it: PUT and PATCH both go through here, so concurrent
     /// updates of one resource cannot lose each other. `with_members` materializes a
     /// group's members into `attrs["members"]` for `f`.
+    #[allow(clippy::too_many_arguments)]
     pub async fn update(
         &self,
         rt: ResourceType,
@@ -479,6 +500,7 @@ pub enum ImportItem {
         group: String,
         member: String,
         rt: ResourceType,
+        display: Option<String>,
     },
 }
 
@@ -541,7 +563,9 @@ fn import_batch(txn: &WriteTransaction, items: Vec<ImportItem>) -> StoreResult<(
                     }
                 }
             }
-            ImportItem::Membership { group, member, rt } => {
+            ImportItem::Membership {
+                group, member, rt, ..
+            } => {
                 let pending = |id: &str, want: ResourceType| batch.contains(&(want, id));
                 if !(exists_in(txn, ResourceType::Group, group)?
                     || pending(group, ResourceType::Group))
@@ -567,7 +591,12 @@ fn import_batch(txn: &WriteTransaction, items: Vec<ImportItem>) -> StoreResult<(
                     &index_keys(rt, &r.attrs),
                 )?;
             }
-            ImportItem::Membership { group, member, rt } => add_member(txn, &group, &member, rt)?,
+            ImportItem::Membership {
+                group,
+                member,
+                rt,
+                display,
+            } => add_member(txn, &group, &member, rt, display.as_deref())?,
         }
     }
     Ok(())
@@ -830,8 +859,8 @@ fn resolve_members(
     txn: &WriteTransaction,
     group_id: &str,
     members: Vec<MemberRef>,
-) -> StoreResult<Vec<(String, ResourceType)>> {
-    let mut out: Vec<(String, ResourceType)> = Vec::with_capacity(members.len());
+) -> StoreResult<Vec<Member>> {
+    let mut out: Vec<Member> = Vec::with_capacity(members.len());
     for m in members {
         if m.id == group_id {
             return Err(ScimError::invalid_value("a group cannot be a member of itself").into());
@@ -851,8 +880,8 @@ fn resolve_members(
             ))
             .into());
         };
-        if !out.iter().any(|(id, _)| *id == m.id) {
-            out.push((m.id, rt));
+        if !out.iter().any(|(id, _, _)| *id == m.id) {
+            out.push((m.id, rt, m.display));
         }
     }
     Ok(out)
@@ -863,9 +892,10 @@ fn add_member(
     group: &str,
     member: &str,
     rt: ResourceType,
+    display: Option<&str>,
 ) -> StoreResult<()> {
     txn.open_table(MEMBERS)?
-        .insert((group, member), rt_code(rt))?;
+        .insert((group, member), member_value(rt, display).as_slice())?;
     txn.open_table(MEMBER_OF)?.insert((member, group), ())?;
     Ok(())
 }
@@ -878,9 +908,9 @@ fn remove_member(txn: &WriteTransaction, group: &str, member: &str) -> StoreResu
 
 /// The members of a group with their types: a range scan of MEMBERS.
 fn member_rows(
-    t: &impl ReadableTable<(&'static str, &'static str), u8>,
+    t: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
     group: &str,
-) -> StoreResult<Vec<(String, u8)>> {
+) -> StoreResult<Vec<Member>> {
     let mut out = Vec::new();
     for row in t.range((group, "")..)? {
         let (k, v) = row?;
@@ -888,7 +918,8 @@ fn member_rows(
         if g != group {
             break;
         }
-        out.push((m.to_owned(), v.value()));
+        let (rt, display) = parse_member_value(v.value());
+        out.push((m.to_owned(), rt, display));
     }
     Ok(out)
 }
@@ -938,8 +969,8 @@ fn create_in(
     };
     put_in(txn, rt, &r)?;
     write_index(txn, rt, &r.id, &IndexKeys::default(), &keys)?;
-    for (m, mrt) in &members {
-        add_member(txn, &r.id, m, *mrt)?;
+    for (m, mrt, display) in &members {
+        add_member(txn, &r.id, m, *mrt, display.as_deref())?;
     }
     append_event(txn, actor, now, "create", rt, &r.id)?;
     Ok(r)
@@ -984,7 +1015,13 @@ fn update_in(
         let members = member_rows(&txn.open_table(MEMBERS)?, id)?;
         let list = members
             .into_iter()
-            .map(|(m, code)| serde_json::json!({"value": m, "type": rt_from_code(code).name()}))
+            .map(|(m, mrt, display)| {
+                let mut v = serde_json::json!({"value": m, "type": mrt.name()});
+                if let Some(d) = display {
+                    v["display"] = Value::String(d);
+                }
+                v
+            })
             .collect::<Vec<_>>();
         if !list.is_empty() {
             current.attrs.insert("members".into(), Value::Array(list));
@@ -1015,8 +1052,8 @@ fn update_in(
     if rt == ResourceType::Group {
         if replace_all {
             let existing = member_rows(&txn.open_table(MEMBERS)?, id)?;
-            for (m, _) in existing {
-                if !to_add.iter().any(|(a, _)| *a == m) {
+            for (m, _, _) in existing {
+                if !to_add.iter().any(|(a, _, _)| *a == m) {
                     remove_member(txn, id, &m)?;
                 }
             }
@@ -1024,8 +1061,8 @@ fn update_in(
         for m in &to_remove {
             remove_member(txn, id, m)?;
         }
-        for (m, mrt) in &to_add {
-            add_member(txn, id, m, *mrt)?;
+        for (m, mrt, display) in &to_add {
+            add_member(txn, id, m, *mrt, display.as_deref())?;
         }
     }
     let r = StoredResource {
@@ -1084,7 +1121,7 @@ fn delete_in(
     // A group's own members.
     if rt == ResourceType::Group {
         let members = member_rows(&txn.open_table(MEMBERS)?, id)?;
-        for (member, _) in members {
+        for (member, _, _) in members {
             remove_member(txn, id, &member)?;
         }
     }
@@ -1126,10 +1163,13 @@ impl Snapshot {
         match rt {
             ResourceType::Group => {
                 let rows = member_rows(&self.txn.open_table(MEMBERS)?, id)?;
-                for (m, code) in rows {
-                    let mrt = rt_from_code(code);
+                for (m, mrt, given) in rows {
+                    let display = match given {
+                        Some(d) => Some(d),
+                        None => self.display_of(mrt, &m)?,
+                    };
                     out.push(Reference {
-                        display: self.display_of(mrt, &m)?,
+                        display,
                         id: m,
                         rt: mrt,
                     });
@@ -1221,16 +1261,18 @@ impl Snapshot {
         Ok(self.txn.open_table(MEMBERS)?.len()?)
     }
 
-    /// Visits every membership (group id, member id, member type) in group order.
+    /// Visits every membership (group id, member id, member type, given display) in
+    /// group order.
     pub fn scan_memberships(
         &self,
-        mut f: impl FnMut(&str, &str, ResourceType) -> StoreResult<bool>,
+        mut f: impl FnMut(&str, &str, ResourceType, Option<String>) -> StoreResult<bool>,
     ) -> StoreResult<()> {
         let t = self.txn.open_table(MEMBERS)?;
         for row in t.iter()? {
             let (k, v) = row?;
             let (g, m) = k.value();
-            if !f(g, m, rt_from_code(v.value()))? {
+            let (rt, display) = parse_member_value(v.value());
+            if !f(g, m, rt, display)? {
                 break;
             }
         }

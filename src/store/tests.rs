@@ -84,6 +84,7 @@ fn deleting_a_user_removes_its_memberships() {
             let m = vec![MemberRef {
                 id: u.id.clone(),
                 rt: None,
+                display: None,
             }];
             move |txn| {
                 create_in(
@@ -135,6 +136,7 @@ fn unknown_member_is_refused_and_nothing_is_written() {
             let m = vec![MemberRef {
                 id: "nope".into(),
                 rt: None,
+                display: None,
             }];
             create_in(
                 txn,

@@ -1,0 +1,653 @@
+//! `scimbridge migrate push`: 2,000 users and 100 groups with nested and overlapping
+//! memberships pushed into (a) a second scimbridge and (b) scim2-server from PyPI;
+//! read back and compared; resumed after a kill without duplicates; 429 waited for;
+//! writes made during the migration mirrored before cut-over; cut-over refuses writes.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+
+const USERS: usize = 2000;
+const GROUPS: usize = 100;
+const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+
+fn config_file(dir: &std::path::Path) -> std::path::PathBuf {
+    let p = dir.join("source.toml");
+    std::fs::write(&p, "[migration]\nallowed_domains = [\"example.com\"]\n").unwrap();
+    p
+}
+
+/// Fills a bridge through SCIM Bulk: users with externalIds and enterprise data, then
+/// groups; group i holds users [20i, 20i+40) (overlapping neighbours) and every tenth
+/// group also holds the previous group (nesting).
+fn fill(c: &Client) {
+    let mut ops = Vec::new();
+    for i in 0..USERS {
+        ops.push(
+            json!({"method": "POST", "path": "/Users", "bulkId": format!("u{i}"), "data": {
+            "userName": format!("user{i}@example.com"), "externalId": format!("ext-u{i}"),
+            "name": {"givenName": format!("Given{i}"), "familyName": "Family"},
+            "displayName": format!("User {i}"), "active": i % 17 != 0,
+            "emails": [{"value": format!("user{i}@example.com"), "type": "work", "primary": true}],
+            ENTERPRISE: {"department": format!("dept{}", i % 7)}}}),
+        );
+    }
+    for chunk in ops.chunks(500) {
+        let r = c.post("/Bulk", &json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"], "Operations": chunk}));
+        assert_eq!(r.status, 200);
+        assert!(r.json()["Operations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|o| o["status"] == "201"));
+    }
+    let ids = user_ids(c);
+    let mut group_ids: Vec<String> = Vec::new();
+    for g in 0..GROUPS {
+        let mut members: Vec<Value> = (20 * g..(20 * g + 40).min(USERS))
+            .map(|u| json!({"value": ids[&format!("user{u}@example.com")]}))
+            .collect();
+        if g % 10 == 0 && g > 0 {
+            members.push(json!({"value": group_ids[g - 1], "type": "Group"}));
+        }
+        let r = c.post("/Groups", &json!({"displayName": format!("Group {g}"), "externalId": format!("ext-g{g}"), "members": members}));
+        assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+        group_ids.push(r.json()["id"].as_str().unwrap().to_owned());
+    }
+}
+
+fn list_all(c: &Client, endpoint: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut start = 1;
+    loop {
+        let page = c
+            .get(&format!("{endpoint}?startIndex={start}&count=1000"))
+            .json();
+        let items = page["Resources"].as_array().cloned().unwrap_or_default();
+        if items.is_empty() {
+            break;
+        }
+        start += items.len();
+        out.extend(items);
+    }
+    out
+}
+
+fn user_ids(c: &Client) -> BTreeMap<String, String> {
+    list_all(c, "/Users")
+        .into_iter()
+        .map(|u| {
+            (
+                u["userName"].as_str().unwrap().to_lowercase(),
+                u["id"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// A comparable picture of a directory, independent of ids: users by userName with
+/// their attributes; groups by displayName with member names.
+fn picture(
+    users: &[Value],
+    groups: &[Value],
+) -> (BTreeMap<String, Value>, BTreeMap<String, BTreeSet<String>>) {
+    let name_of: BTreeMap<String, String> = users
+        .iter()
+        .map(|u| {
+            (
+                u["id"].as_str().unwrap().to_owned(),
+                u["userName"].as_str().unwrap().to_lowercase(),
+            )
+        })
+        .chain(groups.iter().map(|g| {
+            (
+                g["id"].as_str().unwrap().to_owned(),
+                format!("group:{}", g["displayName"].as_str().unwrap()),
+            )
+        }))
+        .collect();
+    let u = users
+        .iter()
+        .map(|u| {
+            let key = u["userName"].as_str().unwrap().to_lowercase();
+            let keep = json!({"externalId": u["externalId"], "name": u["name"], "displayName": u["displayName"],
+                "active": u.get("active").cloned().unwrap_or(Value::Null), "emails": u["emails"],
+                "department": u[ENTERPRISE]["department"]});
+            (key, keep)
+        })
+        .collect();
+    let g = groups
+        .iter()
+        .map(|g| {
+            let members = g["members"].as_array().cloned().unwrap_or_default();
+            let names = members
+                .iter()
+                .map(|m| {
+                    name_of
+                        .get(m["value"].as_str().unwrap())
+                        .cloned()
+                        .unwrap_or_else(|| format!("dangling:{}", m["value"]))
+                })
+                .collect();
+            (g["displayName"].as_str().unwrap().to_owned(), names)
+        })
+        .collect();
+    (u, g)
+}
+
+fn assert_same(a: &Client, b: &Client) {
+    let (ua, ga) = picture(&list_all(a, "/Users"), &list_all(a, "/Groups"));
+    let (ub, gb) = picture(&list_all(b, "/Users"), &list_all(b, "/Groups"));
+    assert_eq!(ua.len(), ub.len(), "user counts differ");
+    for (k, v) in &ua {
+        assert_eq!(Some(v), ub.get(k), "user {k}");
+    }
+    assert_eq!(ga, gb, "groups differ");
+}
+
+fn wait_for_mirror(s: &Server) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (ok, out, err) = cli(&s.data_dir(), &["migrate", "status", "--json"]);
+        assert!(ok, "{err}");
+        let v: Value = serde_json::from_str(&out).unwrap();
+        if v["lag"]["events"] == 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "mirror did not catch up: {v}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn push(
+    source: &Server,
+    target: &str,
+    token_file: &std::path::Path,
+    extra: &[&str],
+) -> (bool, String, String) {
+    let mut args = vec![
+        "migrate",
+        "push",
+        "--to",
+        target,
+        "--token-file",
+        token_file.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    cli(&source.data_dir(), &args)
+}
+
+#[test]
+fn push_into_a_second_scimbridge_mirror_resume_and_cut_over() {
+    let cfgdir = tempfile::tempdir().unwrap();
+    let cfg = config_file(cfgdir.path());
+    let mut a = Server::start_with(&["--config", cfg.to_str().unwrap()]);
+    let ca = a.client();
+    fill(&ca);
+    let b = Server::start();
+    let cb = b.client();
+    let token_file = cfgdir.path().join("target.token");
+    std::fs::write(&token_file, format!("{}\n", b.token)).unwrap();
+    let b_ca = b.data_dir().join("tls/cert.pem");
+
+    // Dry run: a plan, no writes.
+    let (ok, out, err) = push(
+        &a,
+        &b.base,
+        &token_file,
+        &["--cacert", b_ca.to_str().unwrap(), "--dry-run"],
+    );
+    assert!(ok, "{err}");
+    assert!(
+        out.contains(&format!("users:  {USERS} ({USERS} to create, 0 to update)")),
+        "{out}"
+    );
+    assert_eq!(cb.get("/Users?count=0").json()["totalResults"], 0);
+
+    // Without --cacert the self-signed target is not trusted.
+    let (ok, _, err) = push(&a, &b.base, &token_file, &[]);
+    assert!(
+        !ok && (err.contains("TLS") || err.contains("certificate")),
+        "{err}"
+    );
+
+    // Kill the source half-way through a push, restart, push again: no duplicates.
+    let child_pid = a.child.as_ref().unwrap().id();
+    let pusher = {
+        let dir = a.data_dir();
+        let (target, tf, caf) = (b.base.clone(), token_file.clone(), b_ca.clone());
+        std::thread::spawn(move || {
+            cli(
+                &dir,
+                &[
+                    "migrate",
+                    "push",
+                    "--to",
+                    &target,
+                    "--token-file",
+                    tf.to_str().unwrap(),
+                    "--cacert",
+                    caf.to_str().unwrap(),
+                ],
+            )
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while cb.get("/Users?count=0").json()["totalResults"]
+        .as_u64()
+        .unwrap()
+        < 300
+    {
+        assert!(Instant::now() < deadline, "push did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = Command::new("kill")
+        .args(["-KILL", &child_pid.to_string()])
+        .status();
+    let _ = pusher.join();
+    a.child = None;
+    let partial = cb.get("/Users?count=0").json()["totalResults"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        partial < USERS as u64,
+        "the push finished before the kill ({partial})"
+    );
+    a.restart();
+    let (ok, _, _) = cli(&a.data_dir(), &["migrate", "status", "--json"]);
+    assert!(ok);
+    let (ok, out, err) = push(
+        &a,
+        &b.base,
+        &token_file,
+        &["--cacert", b_ca.to_str().unwrap()],
+    );
+    assert!(ok, "{out}{err}");
+    let ca = a.client();
+    assert_eq!(
+        cb.get("/Users?count=0").json()["totalResults"],
+        USERS,
+        "duplicates or missing users after resume"
+    );
+    assert_eq!(cb.get("/Groups?count=0").json()["totalResults"], GROUPS);
+    assert_same(&ca, &cb);
+
+    // The identity provider keeps writing: creates, updates, membership changes, deletes.
+    let new_user = ca
+        .post(
+            "/Users",
+            &json!({"userName": "late@example.com", "externalId": "ext-late",
+        "emails": [{"value": "late@example.com", "primary": true}]}),
+        )
+        .json();
+    let ids = user_ids(&ca);
+    let u5 = &ids["user5@example.com"];
+    assert_eq!(ca.put(&format!("/Users/{u5}"), &json!({"userName": "user5@example.com", "externalId": "ext-u5",
+        "displayName": "Renamed Five", "active": false, "emails": [{"value": "user5@example.com", "type": "work", "primary": true}],
+        ENTERPRISE: {"department": "moved"}})).status, 200);
+    let groups = list_all(&ca, "/Groups");
+    let g3 = groups
+        .iter()
+        .find(|g| g["displayName"] == "Group 3")
+        .unwrap();
+    let mut members = g3["members"].as_array().unwrap().clone();
+    members.retain(|m| m["value"] != ids["user60@example.com"].as_str());
+    members.push(json!({"value": new_user["id"]}));
+    assert_eq!(
+        ca.put(
+            &format!("/Groups/{}", g3["id"].as_str().unwrap()),
+            &json!({"displayName": "Group 3 renamed", "externalId": "ext-g3", "members": members})
+        )
+        .status,
+        200
+    );
+    assert_eq!(
+        ca.delete(&format!("/Users/{}", ids["user7@example.com"]))
+            .status,
+        204
+    );
+    let g9 = groups
+        .iter()
+        .find(|g| g["displayName"] == "Group 9")
+        .unwrap();
+    assert_eq!(
+        ca.delete(&format!("/Groups/{}", g9["id"].as_str().unwrap()))
+            .status,
+        204
+    );
+    wait_for_mirror(&a);
+    assert_same(&ca, &cb);
+
+    // Mirroring survives a restart of the bridge.
+    a.restart();
+    let ca = a.client();
+    assert_eq!(ca.post("/Users", &json!({"userName": "after-restart@example.com", "emails": [{"value": "after-restart@example.com"}]})).status, 201);
+    wait_for_mirror(&a);
+    assert_eq!(
+        cb.get("/Users?filter=userName%20eq%20%22after-restart@example.com%22")
+            .json()["totalResults"],
+        1
+    );
+
+    // Verify, then cut over; afterwards writes are refused, naming the new URL.
+    let (ok, out, err) = cli(&a.data_dir(), &["migrate", "verify"]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("verified"), "{out}");
+    let (ok, _, err) = cli(&a.data_dir(), &["migrate", "cutover"]);
+    assert!(!ok && err.contains("irreversible"), "{err}");
+    let (ok, out, err) = cli(
+        &a.data_dir(),
+        &["migrate", "cutover", "--confirm-irreversible"],
+    );
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("Tenant URL") && out.contains(&b.base), "{out}");
+    let refused = ca.post("/Users", &user_body("too-late@example.com"));
+    assert_scim_error(&refused, 410, None);
+    assert!(refused.json()["detail"].as_str().unwrap().contains(&b.base));
+    assert_eq!(ca.get("/Users?count=1").status, 200, "reads keep working");
+    let (ok, out, _) = cli(&a.data_dir(), &["migrate", "status", "--json"]);
+    assert!(ok);
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap()["phase"],
+        "cut-over"
+    );
+    // Irreversible: abort is refused, and the state survives a restart.
+    let (ok, _, err) = cli(&a.data_dir(), &["migrate", "abort"]);
+    assert!(!ok && err.contains("cannot be undone"), "{err}");
+    a.restart();
+    assert_scim_error(
+        &a.client()
+            .delete(&format!("/Users/{}", ids["user8@example.com"])),
+        410,
+        None,
+    );
+    assert_same(&a.client(), &cb);
+}
+
+#[test]
+fn abort_returns_to_not_started() {
+    let cfgdir = tempfile::tempdir().unwrap();
+    let cfg = config_file(cfgdir.path());
+    let a = Server::start_with(&["--config", cfg.to_str().unwrap()]);
+    let ca = a.client();
+    assert_eq!(ca.post("/Users", &user_body("one@example.com")).status, 201);
+    let b = Server::start();
+    let token_file = cfgdir.path().join("t");
+    std::fs::write(&token_file, &b.token).unwrap();
+    let (ok, _, err) = push(
+        &a,
+        &b.base,
+        &token_file,
+        &[
+            "--cacert",
+            b.data_dir().join("tls/cert.pem").to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{err}");
+    let (ok, _, err) = cli(&a.data_dir(), &["migrate", "abort"]);
+    assert!(ok, "{err}");
+    let (_, out, _) = cli(&a.data_dir(), &["migrate", "status", "--json"]);
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap()["phase"],
+        "not-started"
+    );
+    // No more mirroring; local writes still work.
+    assert_eq!(ca.post("/Users", &user_body("two@example.com")).status, 201);
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(
+        b.client()
+            .get("/Users?filter=userName%20eq%20%22two@example.com%22")
+            .json()["totalResults"],
+        0
+    );
+}
+
+#[test]
+fn push_refuses_plain_http_off_loopback_and_blockers() {
+    let s = Server::start();
+    let c = s.client();
+    assert_eq!(
+        c.post("/Users", &user_body("someone@gmail.com")).status,
+        201
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let tf = dir.path().join("t");
+    std::fs::write(&tf, "x").unwrap();
+    let (ok, _, err) = push(&s, "http://scim.example.net/scim/v2", &tf, &[]);
+    assert!(!ok && err.contains("--allow-http"), "{err}");
+    let (ok, _, err) = push(&s, "https://127.0.0.1:9/scim/v2", &tf, &[]);
+    assert!(!ok && err.contains("blockers"), "{err}");
+}
+
+/// An HTTP proxy on 127.0.0.1 that answers every fourth request with 429 and
+/// Retry-After: 1, and forwards the rest to a target over TLS.
+fn throttling_proxy(
+    target_addr: String,
+    ca: std::path::PathBuf,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let throttled = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let count = throttled.clone();
+    std::thread::spawn(move || {
+        let upstream = Client::new(&target_addr, Some(ca), String::new());
+        let mut n = 0u64;
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                let mut parts = line.split_whitespace();
+                let (method, path) = (
+                    parts.next().unwrap_or("GET").to_owned(),
+                    parts.next().unwrap_or("/").to_owned(),
+                );
+                let mut headers = Vec::new();
+                let mut len = 0usize;
+                loop {
+                    let mut h = String::new();
+                    reader.read_line(&mut h).unwrap();
+                    let h = h.trim_end().to_owned();
+                    if h.is_empty() {
+                        break;
+                    }
+                    if let Some((k, v)) = h.split_once(':') {
+                        if k.eq_ignore_ascii_case("content-length") {
+                            len = v.trim().parse().unwrap();
+                        }
+                        headers.push((k.trim().to_owned(), v.trim().to_owned()));
+                    }
+                }
+                let mut body = vec![0u8; len];
+                std::io::Read::read_exact(&mut reader, &mut body).unwrap();
+                n += 1;
+                use std::io::Write;
+                if n % 4 == 0 {
+                    count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let msg = b"{\"status\":\"429\",\"detail\":\"slow down\"}";
+                    write!(stream, "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nContent-Length: {}\r\n\r\n", msg.len()).unwrap();
+                    stream.write_all(msg).unwrap();
+                    continue;
+                }
+                let hs: Vec<(&str, &str)> = headers
+                    .iter()
+                    .filter(|(k, _)| {
+                        !k.eq_ignore_ascii_case("host") && !k.eq_ignore_ascii_case("content-length")
+                    })
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
+                let r = upstream.send(&method, &path, &hs, if len > 0 { Some(body) } else { None });
+                write!(stream, "HTTP/1.1 {} X\r\nContent-Type: application/scim+json\r\nContent-Length: {}\r\n\r\n", r.status, r.body.len()).unwrap();
+                stream.write_all(&r.body).unwrap();
+            }
+        }
+    });
+    (addr, throttled)
+}
+
+#[test]
+fn a_target_answering_429_is_waited_for() {
+    let cfgdir = tempfile::tempdir().unwrap();
+    let cfg = config_file(cfgdir.path());
+    let a = Server::start_with(&["--config", cfg.to_str().unwrap()]);
+    let ca = a.client();
+    for i in 0..12 {
+        assert_eq!(
+            ca.post("/Users", &user_body(&format!("t{i}@example.com")))
+                .status,
+            201
+        );
+    }
+    assert_eq!(
+        ca.post("/Groups", &json!({"displayName": "Throttled"}))
+            .status,
+        201
+    );
+    let b = Server::start();
+    let (proxy, throttled) = throttling_proxy(b.addr.clone(), b.data_dir().join("tls/cert.pem"));
+    let tf = cfgdir.path().join("t");
+    std::fs::write(&tf, &b.token).unwrap();
+    let started = Instant::now();
+    let (ok, out, err) = push(&a, &format!("http://{proxy}/scim/v2"), &tf, &[]);
+    assert!(ok, "{out}{err}");
+    assert!(throttled.load(std::sync::atomic::Ordering::Relaxed) >= 3);
+    assert!(
+        started.elapsed() >= Duration::from_secs(3),
+        "Retry-After was not honoured"
+    );
+    assert!(out.contains("throttled"), "{out}");
+    assert_same(&ca, &b.client());
+}
+
+fn scim2_server_bin() -> Option<std::path::PathBuf> {
+    let venv = std::env::var_os("SCIM_CONFORMANCE_VENV")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default())
+                .join(".cache/scim-conformance")
+        });
+    let bin = venv.join("bin/scim2-server");
+    bin.exists().then_some(bin)
+}
+
+struct Scim2Server(Child);
+impl Drop for Scim2Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn push_into_scim2_server_from_pypi() {
+    let Some(bin) = scim2_server_bin() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "scim2-server is not installed (run shared/conformance/install.sh)"
+        );
+        eprintln!(
+            "skipping: scim2-server not installed (shared/conformance/install.sh installs it)"
+        );
+        return;
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let token = "scim2-server-test-token";
+    let child = Command::new(&bin)
+        .args(["--port", &port.to_string(), "--bearer-token", token])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _guard = Scim2Server(child);
+    let base = format!("http://127.0.0.1:{port}");
+    let target = Client::new(&format!("127.0.0.1:{port}"), None, token.to_owned());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "scim2-server did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let target_scim = |m: &str, p: &str| {
+        target.send(m, p, &[("authorization", &format!("Bearer {token}"))], None)
+    };
+
+    let cfgdir = tempfile::tempdir().unwrap();
+    let cfg = config_file(cfgdir.path());
+    let a = Server::start_with(&["--config", cfg.to_str().unwrap()]);
+    let ca = a.client();
+    fill(&ca);
+    let tf = cfgdir.path().join("t");
+    std::fs::write(&tf, token).unwrap();
+    let (ok, out, err) = push(&a, &base, &tf, &[]);
+    assert!(ok, "{out}{err}");
+    let users = {
+        let mut all = Vec::new();
+        let mut start = 1;
+        loop {
+            let page: Value = serde_json::from_slice(
+                &target_scim("GET", &format!("/Users?startIndex={start}&count=500")).body,
+            )
+            .unwrap();
+            let items = page["Resources"].as_array().cloned().unwrap_or_default();
+            if items.is_empty() {
+                break;
+            }
+            start += items.len();
+            all.extend(items);
+        }
+        all
+    };
+    let groups: Value =
+        serde_json::from_slice(&target_scim("GET", "/Groups?count=500").body).unwrap();
+    let (ua, ga) = picture(&list_all(&ca, "/Users"), &list_all(&ca, "/Groups"));
+    let (ub, gb) = picture(&users, groups["Resources"].as_array().unwrap());
+    assert_eq!(ua.len(), ub.len());
+    for (k, v) in &ua {
+        assert_eq!(Some(v), ub.get(k), "user {k}");
+    }
+    assert_eq!(ga, gb);
+    // Changes during the migration reach scim2-server too.
+    let ids = user_ids(&ca);
+    assert_eq!(
+        ca.delete(&format!("/Users/{}", ids["user11@example.com"]))
+            .status,
+        204
+    );
+    assert_eq!(
+        ca.post(
+            "/Users",
+            &json!({"userName": "new@example.com", "emails": [{"value": "new@example.com"}]})
+        )
+        .status,
+        201
+    );
+    wait_for_mirror(&a);
+    let found: Value = serde_json::from_slice(
+        &target_scim("GET", "/Users?filter=userName%20eq%20%22new@example.com%22").body,
+    )
+    .unwrap();
+    assert_eq!(found["totalResults"], 1);
+    let gone: Value = serde_json::from_slice(
+        &target_scim(
+            "GET",
+            "/Users?filter=userName%20eq%20%22user11@example.com%22",
+        )
+        .body,
+    )
+    .unwrap();
+    assert_eq!(gone["totalResults"], 0);
+    let (ok, out, err) = cli(&a.data_dir(), &["migrate", "verify"]);
+    assert!(ok, "{out}{err}");
+}
