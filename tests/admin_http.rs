@@ -1,0 +1,604 @@
+//! The admin page over real HTTPS against the real binary: first-run setup, sign-in,
+//! throttling, cookie flags, CSRF, security headers, tokens issued and revoked from
+//! the page and used on SCIM, separation of admin and SCIM credentials, password
+//! reset through the control socket, and the separate admin listener.
+
+mod admin_support;
+mod common;
+
+use admin_support::*;
+use common::*;
+use serde_json::json;
+
+const CSP: &str = "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; \
+                   form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+#[test]
+fn setup_link_works_once_and_wrong_codes_are_refused() {
+    let s = Server::start();
+    let c = s.client();
+    let link = setup_link(&s);
+    assert!(link.starts_with(&format!("https://{}/admin/setup?code=", s.addr)));
+    assert!(code_of(&link).len() >= 22, "at least 128 bits");
+
+    // A wrong code shows no form.
+    let r = c.send(
+        "GET",
+        "/admin/setup?code=AAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        &[],
+        None,
+    );
+    assert_eq!(r.status, 403);
+    assert!(!text(&r).contains("name=\"password\""));
+    let r = c.send("GET", &path_of(&link), &[], None);
+    assert_eq!(r.status, 200);
+    assert!(text(&r).contains("name=\"confirm\""));
+
+    // The rules on the new password; a refusal does not use up the code.
+    let code = code_of(&link);
+    let r = post_form(
+        &c,
+        "/admin/setup",
+        None,
+        &[("code", &code), ("password", "short"), ("confirm", "short")],
+    );
+    assert_eq!(r.status, 400);
+    assert!(text(&r).contains("at least 12 characters"));
+    let r = post_form(
+        &c,
+        "/admin/setup",
+        None,
+        &[
+            ("code", &code),
+            ("password", PASSWORD),
+            ("confirm", "something else!"),
+        ],
+    );
+    assert_eq!(r.status, 400);
+    assert!(text(&r).contains("differ"));
+    let r = post_form(
+        &c,
+        "/admin/setup",
+        None,
+        &[
+            ("code", "wrong"),
+            ("password", PASSWORD),
+            ("confirm", PASSWORD),
+        ],
+    );
+    assert_eq!(r.status, 403);
+
+    let r = set_password(&c, &link, PASSWORD);
+    assert_eq!(r.status, 303);
+    assert_eq!(
+        r.header("location").as_deref(),
+        Some("/admin/login?setup=done")
+    );
+
+    // Used: the link is refused and cannot set another password.
+    assert_eq!(c.send("GET", &path_of(&link), &[], None).status, 403);
+    let r = set_password(&c, &link, "an attacker's password");
+    assert_eq!(r.status, 403);
+    assert!(text(&r).contains("reset-password"));
+    login(&c, PASSWORD);
+}
+
+#[test]
+fn setup_link_expires() {
+    let mut s = Server::start();
+    let c = s.client();
+    assert_eq!(set_password(&c, &setup_link(&s), PASSWORD).status, 303);
+    s.stop();
+    // With the server stopped the command works on the database directly.
+    let (ok, stdout, stderr) = cli(&s.data_dir(), &["admin", "reset-password"]);
+    assert!(ok, "{stderr}");
+    let link = stdout.trim().to_owned();
+    assert!(link.contains("/admin/setup?code="), "{stdout}");
+    // Age the code past its hour.
+    {
+        use redb::ReadableTable;
+        let db = redb::Database::create(s.data_dir().join("scimbridge.redb")).unwrap();
+        let settings: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("settings");
+        let w = db.begin_write().unwrap();
+        {
+            let mut t = w.open_table(settings).unwrap();
+            let raw = t.get("admin_setup").unwrap().unwrap().value().to_vec();
+            let mut v: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+            v["expires_ms"] = json!(1000);
+            t.insert("admin_setup", serde_json::to_vec(&v).unwrap().as_slice())
+                .unwrap();
+        }
+        w.commit().unwrap();
+    }
+    s.restart();
+    let c = s.client();
+    let r = c.send("GET", &path_of(&link), &[], None);
+    assert_eq!(r.status, 403);
+    assert!(text(&r).contains("expired"), "{}", text(&r));
+    let r = set_password(&c, &link, "a new password here");
+    assert_eq!(r.status, 403);
+    login(&c, PASSWORD);
+}
+
+#[test]
+fn sign_in_wrong_password_cookie_flags_and_sign_out() {
+    let s = Server::start();
+    let c = s.client();
+    // Before a password is set, the sign-in page says how to set one.
+    let r = c.send("GET", "/admin/login", &[], None);
+    assert_eq!(r.status, 200);
+    assert!(text(&r).contains("reset-password"));
+    assert_eq!(login_response(&c, PASSWORD).status, 401);
+
+    assert_eq!(set_password(&c, &setup_link(&s), PASSWORD).status, 303);
+    let r = login_response(&c, "correct horse battery stapler");
+    assert_eq!(r.status, 401);
+    assert!(r.header("set-cookie").is_none());
+    assert!(text(&r).contains("Wrong password"));
+
+    let r = login_response(&c, PASSWORD);
+    assert_eq!(r.status, 303);
+    assert_eq!(r.header("location").as_deref(), Some("/admin"));
+    let sc = r.header("set-cookie").unwrap();
+    for flag in ["HttpOnly", "Secure", "SameSite=Strict", "Path=/admin"] {
+        assert!(sc.split("; ").any(|f| f == flag), "{flag} missing: {sc}");
+    }
+    let cookie = session_cookie(&r).unwrap();
+    assert!(cookie.len() >= 43, "256-bit session id");
+
+    // Without a session: sent to sign in.
+    let r = c.send("GET", "/admin", &[], None);
+    assert_eq!(r.status, 303);
+    assert_eq!(r.header("location").as_deref(), Some("/admin/login"));
+    let r = get_page(&c, "/admin", "forged-session-id");
+    assert_eq!(r.status, 303);
+
+    let r = get_page(&c, "/admin", &cookie);
+    assert_eq!(r.status, 200);
+    let page = text(&r);
+    assert!(
+        page.contains(&format!("https://{}/scim/v2<", s.addr)),
+        "SCIM URL shown"
+    );
+
+    let r = post_form(
+        &c,
+        "/admin/logout",
+        Some(&cookie),
+        &[("csrf", &csrf(&page))],
+    );
+    assert_eq!(r.status, 303);
+    assert!(r.header("set-cookie").unwrap().contains("Max-Age=0"));
+    assert_eq!(get_page(&c, "/admin", &cookie).status, 303, "signed out");
+}
+
+#[test]
+fn sign_in_is_throttled_after_repeated_failures() {
+    let s = Server::start();
+    let c = s.client();
+    assert_eq!(set_password(&c, &setup_link(&s), PASSWORD).status, 303);
+    for _ in 0..5 {
+        assert_eq!(login_response(&c, "not the password!").status, 401);
+    }
+    // Even the right password waits now: the guesser must not learn it is right.
+    let r = login_response(&c, PASSWORD);
+    assert_eq!(r.status, 429);
+    assert!(text(&r).contains("Too many failed sign-in attempts"));
+    let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!(retry > 60 && retry <= 15 * 60, "{retry}");
+    assert!(r.header("set-cookie").is_none());
+    assert!(s.log_text().contains("admin sign-in throttled"));
+}
+
+#[test]
+fn csrf_missing_or_wrong_is_refused_and_nothing_changes() {
+    let (s, cookie) = signed_in_server(&[]);
+    let c = s.client();
+    let secret = issue_on_page(&c, &cookie, "okta", "read-write");
+    let page = text(&get_page(&c, "/admin/tokens", &cookie));
+    let id = token_id(&page, "okta");
+    let good = csrf(&page);
+    let wrong = format!("{}x", &good[..good.len() - 1]);
+
+    for token in [None, Some(""), Some(wrong.as_str())] {
+        let mut fields = vec![("name", "sneaky"), ("scope", "read-write")];
+        if let Some(t) = token {
+            fields.push(("csrf", t));
+        }
+        let r = post_form(&c, "/admin/tokens", Some(&cookie), &fields);
+        assert_eq!(r.status, 403, "issue with csrf {token:?}");
+        assert!(!text(&r).contains("scimb_"));
+
+        let mut fields = vec![("id", id.as_str())];
+        if let Some(t) = token {
+            fields.push(("csrf", t));
+        }
+        let r = post_form(&c, "/admin/tokens/revoke", Some(&cookie), &fields);
+        assert_eq!(r.status, 403, "revoke with csrf {token:?}");
+
+        let r = post_form(
+            &c,
+            "/admin/logout",
+            Some(&cookie),
+            &[("csrf", token.unwrap_or(""))],
+        );
+        assert_eq!(r.status, 403);
+    }
+    // Another session's token does not work either.
+    let other = login(&c, PASSWORD);
+    let other_csrf = csrf(&text(&get_page(&c, "/admin/tokens", &other)));
+    let r = post_form(
+        &c,
+        "/admin/tokens/revoke",
+        Some(&cookie),
+        &[("id", &id), ("csrf", &other_csrf)],
+    );
+    assert_eq!(r.status, 403);
+
+    // Nothing changed: no new token, the old one works, the session is alive.
+    let page = text(&get_page(&c, "/admin/tokens", &cookie));
+    assert!(!page.contains("sneaky"));
+    assert_eq!(c.with_token(&secret).get("/Users").status, 200);
+    // A cross-site form with the right token is refused too.
+    let r = c.send(
+        "POST",
+        "/admin/tokens/revoke",
+        &[
+            ("content-type", "application/x-www-form-urlencoded"),
+            ("cookie", &format!("scimbridge_admin={cookie}")),
+            ("origin", "https://evil.example"),
+        ],
+        Some(form_body(&[("id", &id), ("csrf", &good)])),
+    );
+    assert_eq!(r.status, 403);
+    assert_eq!(c.with_token(&secret).get("/Users").status, 200);
+}
+
+#[test]
+fn token_issued_on_the_page_works_and_revoking_it_refuses_the_next_request() {
+    let (s, cookie) = signed_in_server(&[]);
+    let c = s.client();
+    let secret = issue_on_page(&c, &cookie, "entra-id", "read-write");
+    assert!(secret.starts_with("scimb_"));
+    let idp = c.with_token(&secret);
+    let r = idp.post("/Users", &user_body("ada@example.com"));
+    assert_eq!(r.status, 201, "{}", text(&r));
+
+    // Listed with scope and state; the secret is not on the page any more.
+    let page = text(&get_page(&c, "/admin/tokens", &cookie));
+    assert!(page.contains("entra-id") && page.contains("read-write"));
+    assert!(!page.contains(&secret), "the secret is shown only once");
+
+    let r = post_form(
+        &c,
+        "/admin/tokens/revoke",
+        Some(&cookie),
+        &[("id", &token_id(&page, "entra-id")), ("csrf", &csrf(&page))],
+    );
+    assert_eq!(r.status, 303);
+    let page = text(&get_page(&c, "/admin/tokens", &cookie));
+    assert!(page.contains("Revoked the token"), "flash message");
+    assert!(page.contains(">revoked<"));
+    assert_scim_error(&idp.get("/Users"), 401, None);
+
+    // A duplicate name or a bad expiry is explained, not issued.
+    let r = post_form(
+        &c,
+        "/admin/tokens",
+        Some(&cookie),
+        &[
+            ("csrf", &csrf(&page)),
+            ("name", "test"),
+            ("scope", "read-write"),
+        ],
+    );
+    assert_eq!(r.status, 400);
+    assert!(text(&r).contains("already exists"));
+    let r = post_form(
+        &c,
+        "/admin/tokens",
+        Some(&cookie),
+        &[
+            ("csrf", &csrf(&page)),
+            ("name", "x"),
+            ("expires_days", "99999999"),
+        ],
+    );
+    assert_eq!(r.status, 400);
+}
+
+#[test]
+fn read_only_token_from_the_page_cannot_write() {
+    let (s, cookie) = signed_in_server(&[]);
+    let c = s.client();
+    let secret = issue_on_page(&c, &cookie, "auditor", "read-only");
+    let ro = c.with_token(&secret);
+    assert_eq!(ro.get("/Users").status, 200);
+    assert_scim_error(&ro.post("/Users", &user_body("eve@example.com")), 403, None);
+    let page = text(&get_page(&c, "/admin/tokens", &cookie));
+    assert!(page.contains("read-only"));
+}
+
+#[test]
+fn security_headers_on_every_admin_response() {
+    let (s, cookie) = signed_in_server(&[]);
+    let c = s.client();
+    let ck = format!("scimbridge_admin={cookie}");
+    type Case<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>, u16);
+    let cases: Vec<Case> = vec![
+        ("GET", "/admin/login", vec![], 200),
+        ("GET", "/admin", vec![], 303),
+        ("GET", "/admin", vec![("cookie", ck.as_str())], 200),
+        ("GET", "/admin/tokens", vec![("cookie", ck.as_str())], 200),
+        ("GET", "/admin/users", vec![("cookie", ck.as_str())], 200),
+        (
+            "GET",
+            "/admin/migration",
+            vec![("cookie", ck.as_str())],
+            200,
+        ),
+        ("GET", "/admin/static/style.css", vec![], 200),
+        ("GET", "/admin/static/copy.js", vec![], 200),
+        ("GET", "/admin/setup?code=nope", vec![], 403),
+        ("GET", "/admin/nothing", vec![("cookie", ck.as_str())], 404),
+        ("POST", "/admin/tokens", vec![("cookie", ck.as_str())], 403),
+    ];
+    for (method, path, headers, status) in cases {
+        let r = c.send(method, path, &headers, Some(Vec::new()));
+        assert_eq!(r.status, status, "{method} {path}");
+        let h = |n: &str| {
+            r.header(n)
+                .unwrap_or_else(|| panic!("{n} missing on {path}"))
+        };
+        assert_eq!(h("content-security-policy"), CSP, "{path}");
+        assert_eq!(h("x-frame-options"), "DENY");
+        assert_eq!(h("referrer-policy"), "no-referrer");
+        assert_eq!(h("x-content-type-options"), "nosniff");
+        assert_eq!(h("cache-control"), "no-store");
+    }
+    // Pages load nothing from elsewhere and have no inline script.
+    let page = text(&get_page(&c, "/admin", &cookie));
+    assert!(!page.contains("http://") && !page.contains("<script>"));
+    assert!(page.contains("<script src=\"/admin/static/copy.js\""));
+    let r = c.send("GET", "/admin/static/style.css", &[], None);
+    assert!(r.header("content-type").unwrap().starts_with("text/css"));
+}
+
+#[test]
+fn scim_token_is_not_an_admin_credential() {
+    let (s, cookie) = signed_in_server(&[]);
+    let c = s.client();
+    let bearer = format!("Bearer {}", s.token);
+    let r = c.send("GET", "/admin/tokens", &[("authorization", &bearer)], None);
+    assert_eq!(r.status, 303);
+    assert_eq!(r.header("location").as_deref(), Some("/admin/login"));
+    // Nor as the cookie, nor as the password.
+    let r = get_page(&c, "/admin/tokens", &s.token);
+    assert_eq!(r.status, 303);
+    assert_eq!(login_response(&c, &s.token).status, 401);
+    let page = text(&get_page(&c, "/admin/tokens", &cookie));
+    let r = c.send(
+        "POST",
+        "/admin/tokens",
+        &[
+            ("authorization", &bearer),
+            ("content-type", "application/x-www-form-urlencoded"),
+        ],
+        Some(form_body(&[("csrf", &csrf(&page)), ("name", "via-bearer")])),
+    );
+    assert_eq!(r.status, 403);
+    assert!(!text(&get_page(&c, "/admin/tokens", &cookie)).contains("via-bearer"));
+}
+
+#[test]
+fn admin_cookie_is_not_a_scim_credential() {
+    let (s, cookie) = signed_in_server(&[]);
+    let c = s.client();
+    let ck = format!("scimbridge_admin={cookie}");
+    let r = c.send("GET", "/scim/v2/Users", &[("cookie", &ck)], None);
+    assert_scim_error(&r, 401, None);
+    let r = c.send(
+        "POST",
+        "/scim/v2/Users",
+        &[("cookie", &ck), ("content-type", "application/scim+json")],
+        Some(serde_json::to_vec(&user_body("x@example.com")).unwrap()),
+    );
+    assert_scim_error(&r, 401, None);
+    // The session id is no bearer token either.
+    let r = c.with_token(&cookie).get("/Users");
+    assert_scim_error(&r, 401, None);
+}
+
+#[test]
+fn reset_password_through_the_control_socket() {
+    let (s, old_session) = signed_in_server(&[]);
+    let c = s.client();
+    let (ok, stdout, stderr) = cli(&s.data_dir(), &["admin", "reset-password"]);
+    assert!(ok, "{stderr}");
+    let link = stdout.trim().to_owned();
+    assert!(
+        link.starts_with(&format!("https://{}/admin/setup?code=", s.addr)),
+        "{link}"
+    );
+    // Until the new password is set, the old one keeps working.
+    login(&c, PASSWORD);
+    assert_eq!(c.send("GET", &path_of(&link), &[], None).status, 200);
+    let new_password = "a brand new admin password";
+    assert_eq!(set_password(&c, &link, new_password).status, 303);
+    assert_eq!(
+        login_response(&c, PASSWORD).status,
+        401,
+        "old password refused"
+    );
+    login(&c, new_password);
+    // A new password signs everyone out.
+    assert_eq!(get_page(&c, "/admin", &old_session).status, 303);
+    // The link worked once.
+    assert_eq!(set_password(&c, &link, "yet another password").status, 403);
+}
+
+#[test]
+fn admin_listen_serves_the_page_apart_from_scim() {
+    let s = Server::start_with(&["--admin-listen", "127.0.0.1:0"]);
+    let c = s.client();
+    let log = s.log_text();
+    let i =
+        log.find("admin page: https://").expect("admin URL logged") + "admin page: https://".len();
+    let admin_addr = log[i..].split('/').next().unwrap().to_owned();
+    assert_ne!(admin_addr, s.addr);
+    let admin = Client::new(
+        &admin_addr,
+        Some(s.data_dir().join("tls/cert.pem")),
+        String::new(),
+    );
+
+    // The SCIM listener has no admin page; the admin listener has nothing else.
+    assert_eq!(c.send("GET", "/admin/login", &[], None).status, 404);
+    assert_eq!(
+        c.send("GET", "/admin/static/style.css", &[], None).status,
+        404
+    );
+    assert_eq!(c.get("/Users").status, 200);
+    let r = admin.send("GET", "/admin/login", &[], None);
+    assert_eq!(r.status, 200);
+    assert!(r.header("content-security-policy").is_some());
+    let bearer = format!("Bearer {}", s.token);
+    let r = admin.send("GET", "/scim/v2/Users", &[("authorization", &bearer)], None);
+    assert_eq!(r.status, 404);
+
+    // The whole flow works there, and the dashboard shows the SCIM listener's URL.
+    let link = setup_link(&s);
+    assert!(link.contains(&admin_addr), "{link}");
+    assert_eq!(set_password(&admin, &link, PASSWORD).status, 303);
+    let cookie = login(&admin, PASSWORD);
+    let page = text(&get_page(&admin, "/admin", &cookie));
+    assert!(
+        page.contains(&format!("https://{}/scim/v2<", s.addr)),
+        "{page}"
+    );
+}
+
+#[test]
+fn admin_page_can_be_switched_off() {
+    let s = Server::start_with(&["--admin-enabled", "false"]);
+    let c = s.client();
+    assert_eq!(c.send("GET", "/admin/login", &[], None).status, 404);
+    assert!(!s.log_text().contains("/admin/setup?code="));
+    assert_eq!(c.get("/Users").status, 200);
+}
+
+#[test]
+fn directory_views_and_activity() {
+    let (s, cookie) = signed_in_server(&[]);
+    let c = s.client();
+    let ada = c.post("/Users", &user_body("ada@example.com")).json();
+    let mut inactive = user_body("bob@example.com");
+    inactive["active"] = json!(false);
+    inactive["displayName"] = json!("<b>Bob</b>");
+    let bob = c.post("/Users", &inactive).json();
+    let group = c
+        .post(
+            "/Groups",
+            &json!({"displayName": "Engineering", "members": [{"value": ada["id"]}]}),
+        )
+        .json();
+    // A refused request shows up as an outcome too.
+    assert_eq!(c.with_token("scimb_wrong").get("/Users").status, 401);
+
+    let page = text(&get_page(&c, "/admin", &cookie));
+    assert!(page.contains("<b>2</b> users"), "{page}");
+    assert!(page.contains("1 active, 1 inactive"));
+    assert!(page.contains("<b>1</b> groups"));
+    assert!(page.contains("401 unauthenticated"));
+    assert!(page.contains("201 ok"));
+    assert!(page.contains(ada["id"].as_str().unwrap()));
+    assert!(
+        page.contains("Version") && page.contains("Database size") && page.contains("Certificate")
+    );
+
+    // Search and detail; directory data is escaped.
+    let list = text(&get_page(&c, "/admin/users?q=BOB", &cookie));
+    assert!(list.contains("bob@example.com") && !list.contains("ada@example.com"));
+    assert!(list.contains("&lt;b&gt;Bob&lt;/b&gt;") && !list.contains("<b>Bob</b>"));
+    let all = text(&get_page(&c, "/admin/users", &cookie));
+    assert!(all.contains("ada@example.com") && all.contains("bob@example.com"));
+    let detail = text(&get_page(
+        &c,
+        &format!("/admin/users/{}", ada["id"].as_str().unwrap()),
+        &cookie,
+    ));
+    assert!(detail.contains("Engineering"), "user's groups listed");
+    assert!(detail.contains("urn:ietf:params:scim:schemas:core:2.0:User"));
+    let detail = text(&get_page(
+        &c,
+        &format!("/admin/groups/{}", group["id"].as_str().unwrap()),
+        &cookie,
+    ));
+    assert!(detail.contains("Members (1)") && detail.contains("ada@example.com"));
+    let r = get_page(&c, "/admin/users/no-such-id", &cookie);
+    assert_eq!(r.status, 404);
+    assert!(bob["id"].is_string());
+}
+
+#[test]
+fn directory_lists_page_through_results() {
+    let (s, cookie) = signed_in_server(&[]);
+    let c = s.client();
+    for i in 0..55 {
+        assert_eq!(
+            c.post("/Users", &user_body(&format!("u{i:02}@example.com")))
+                .status,
+            201
+        );
+    }
+    let first = text(&get_page(&c, "/admin/users", &cookie));
+    assert!(first.contains("u00@example.com") && !first.contains("u54@example.com"));
+    let next = attr_after(&first, "after=").expect("next page link");
+    let second = text(&get_page(
+        &c,
+        &format!("/admin/users?after={next}"),
+        &cookie,
+    ));
+    assert!(second.contains("u54@example.com") && !second.contains("u00@example.com"));
+    assert!(!second.contains("Next page"));
+    let searched = text(&get_page(&c, "/admin/users?q=u5", &cookie));
+    assert!(searched.contains("u50@example.com") && !searched.contains("u49@example.com"));
+}
+
+#[test]
+fn migration_page_runs_the_check_and_guards_the_cut_over() {
+    let (s, cookie) = signed_in_server(&[]);
+    let c = s.client();
+    c.post("/Users", &user_body("carol@gmail.com"));
+    let page = text(&get_page(&c, "/admin/migration", &cookie));
+    assert!(page.contains("aria-current=\"step\">not started<"));
+    let r = post_form(
+        &c,
+        "/admin/migration/check",
+        Some(&cookie),
+        &[("csrf", &csrf(&page))],
+    );
+    assert_eq!(r.status, 303);
+    let page = text(&get_page(&c, "/admin/migration", &cookie));
+    assert!(page.contains("Not ready"), "{page}");
+    assert!(
+        page.contains("carol@gmail.com"),
+        "the blocking user is named"
+    );
+    assert!(page.contains("Blockers ("));
+
+    let r = post_form(
+        &c,
+        "/admin/migration/cutover",
+        Some(&cookie),
+        &[
+            ("csrf", &csrf(&page)),
+            ("confirm", "https://wrong.example/scim/v2"),
+        ],
+    );
+    assert_eq!(r.status, 303);
+    let page = text(&get_page(&c, "/admin/migration", &cookie));
+    assert!(page.contains("Not cut over"));
+    assert!(page.contains("aria-current=\"step\">not started<"));
+    assert_eq!(c.post("/Users", &user_body("dan@example.com")).status, 201);
+}

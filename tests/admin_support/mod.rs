@@ -1,0 +1,151 @@
+//! Helpers for the admin page tests: the setup link from the server log, forms,
+//! sign-in, and pulling values out of the returned HTML.
+#![allow(dead_code)]
+
+use std::time::{Duration, Instant};
+
+use crate::common::{Client, Resp, Server};
+
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// The last setup link the server logged (waits for it with a deadline).
+pub fn setup_link(s: &Server) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = s.log_text();
+        if let Some(i) = log.rfind("/admin/setup?code=") {
+            let start = log[..i].rfind("https://").expect("link scheme");
+            let end = log[i..]
+                .find(char::is_whitespace)
+                .map_or(log.len(), |e| i + e);
+            return log[start..end].to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no setup link in the log:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The code of a setup link.
+pub fn code_of(link: &str) -> String {
+    link.split("code=").nth(1).expect("code").to_owned()
+}
+
+/// The path and query of a URL (`https://host/admin/x?y` → `/admin/x?y`).
+pub fn path_of(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    rest.find('/').map_or("/".into(), |i| rest[i..].to_owned())
+}
+
+pub fn form_body(fields: &[(&str, &str)]) -> Vec<u8> {
+    let mut s = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in fields {
+        s.append_pair(k, v);
+    }
+    s.finish().into_bytes()
+}
+
+/// POSTs a form, with the session cookie when given.
+pub fn post_form(c: &Client, path: &str, cookie: Option<&str>, fields: &[(&str, &str)]) -> Resp {
+    let cookie_header = cookie.map(|c| format!("scimbridge_admin={c}"));
+    let mut headers = vec![("content-type", "application/x-www-form-urlencoded")];
+    if let Some(h) = &cookie_header {
+        headers.push(("cookie", h.as_str()));
+    }
+    c.send("POST", path, &headers, Some(form_body(fields)))
+}
+
+/// GETs an admin page with the session cookie.
+pub fn get_page(c: &Client, path: &str, cookie: &str) -> Resp {
+    let h = format!("scimbridge_admin={cookie}");
+    c.send("GET", path, &[("cookie", h.as_str())], None)
+}
+
+pub fn text(r: &Resp) -> String {
+    String::from_utf8_lossy(&r.body).into_owned()
+}
+
+/// Sets the admin password through a setup link.
+pub fn set_password(c: &Client, link: &str, password: &str) -> Resp {
+    post_form(
+        c,
+        "/admin/setup",
+        None,
+        &[
+            ("code", &code_of(link)),
+            ("password", password),
+            ("confirm", password),
+        ],
+    )
+}
+
+/// Signs in; returns the response (303 with a cookie on success).
+pub fn login_response(c: &Client, password: &str) -> Resp {
+    post_form(c, "/admin/login", None, &[("password", password)])
+}
+
+/// The session id from a sign-in response's Set-Cookie.
+pub fn session_cookie(r: &Resp) -> Option<String> {
+    let sc = r.header("set-cookie")?;
+    let v = sc.strip_prefix("scimbridge_admin=")?;
+    Some(v.split(';').next()?.to_owned()).filter(|v| !v.is_empty())
+}
+
+/// Signs in and returns the session id.
+pub fn login(c: &Client, password: &str) -> String {
+    let r = login_response(c, password);
+    assert_eq!(r.status, 303, "sign-in failed: {}", text(&r));
+    session_cookie(&r).expect("session cookie")
+}
+
+/// A fresh server with the admin password set; returns (server, session id).
+pub fn signed_in_server(extra: &[&str]) -> (Server, String) {
+    let s = Server::start_with(extra);
+    let c = s.client();
+    let r = set_password(&c, &setup_link(&s), PASSWORD);
+    assert_eq!(r.status, 303, "{}", text(&r));
+    let cookie = login(&c, PASSWORD);
+    (s, cookie)
+}
+
+/// The value of the hidden CSRF field on a page.
+pub fn csrf(html: &str) -> String {
+    attr_after(html, "name=\"csrf\" value=\"").expect("csrf field")
+}
+
+/// The text from `marker` up to the next double quote, HTML entities decoded.
+pub fn attr_after(html: &str, marker: &str) -> Option<String> {
+    let i = html.find(marker)? + marker.len();
+    let end = html[i..].find('"')? + i;
+    Some(
+        html[i..end]
+            .replace("&quot;", "\"")
+            .replace("&#x27;", "'")
+            .replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&amp;", "&"),
+    )
+}
+
+/// Issues a token on the Tokens page; returns its secret.
+pub fn issue_on_page(c: &Client, cookie: &str, name: &str, scope: &str) -> String {
+    let page = text(&get_page(c, "/admin/tokens", cookie));
+    let r = post_form(
+        c,
+        "/admin/tokens",
+        Some(cookie),
+        &[("csrf", &csrf(&page)), ("name", name), ("scope", scope)],
+    );
+    assert_eq!(r.status, 200, "{}", text(&r));
+    attr_after(&text(&r), "id=\"secret\" class=\"mono\" readonly value=\"").expect("secret shown")
+}
+
+/// The id of the token row named `name` on the Tokens page.
+pub fn token_id(page: &str, name: &str) -> String {
+    let row = page
+        .find(&format!("<tr data-token=\"{name}\""))
+        .expect("token row");
+    attr_after(&page[row..], "name=\"id\" value=\"").expect("token id")
+}
