@@ -252,6 +252,18 @@ fn csrf_missing_or_wrong_is_refused_and_nothing_changes() {
     );
     assert_eq!(r.status, 403);
     assert_eq!(c.with_token(&secret).get("/Users").status, 200);
+    // So is a sign-in posted from another site (login CSRF), whatever the password.
+    let r = c.send(
+        "POST",
+        "/admin/login",
+        &[
+            ("content-type", "application/x-www-form-urlencoded"),
+            ("sec-fetch-site", "cross-site"),
+        ],
+        Some(form_body(&[("password", PASSWORD)])),
+    );
+    assert_eq!(r.status, 403);
+    assert!(r.header("set-cookie").is_none());
 }
 
 #[test]

@@ -40,8 +40,6 @@ const COPY_JS: &str = include_str!("../../admin/static/copy.js");
 const MAX_FORM_BYTES: usize = 256 * 1024;
 /// Rows per page in the Users and Groups views.
 const PAGE_SIZE: usize = 50;
-/// How long the active/inactive user counts are reused (they need a scan).
-const COUNTS_TTL: Duration = Duration::from_secs(30);
 
 const CSP: &str = "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; \
                    form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
@@ -86,8 +84,9 @@ pub struct AdminState {
     /// The SCIM URL announced at start, for when the page is served on its own
     /// listener and the request's Host is not the SCIM listener's.
     scim_url: OnceLock<String>,
-    /// (when counted, users, inactive users).
-    user_counts: Mutex<Option<(Instant, u64, u64)>>,
+    /// ((last event sequence, users) when counted, inactive users): counting inactive
+    /// users needs a scan, reused until the directory changes.
+    user_counts: Mutex<Option<((u64, u64), u64)>>,
 }
 
 impl Default for AdminState {
@@ -266,15 +265,15 @@ async fn form(req: Request<Incoming>) -> Option<HashMap<String, String>> {
 
 /// True when the browser says the request comes from another site. SameSite=Strict
 /// and the CSRF token are the main defence; this also covers the forms that have no
-/// session yet (sign-in, setup).
+/// session yet (sign-in, setup). `Sec-Fetch-Site` decides when present; `Origin` is
+/// only a fallback, and its value `null` (what browsers send on a form POST from a
+/// page with `Referrer-Policy: no-referrer`, i.e. ours) says nothing either way.
 fn cross_site(req: &Request<Incoming>) -> bool {
     let header = |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok());
     if let Some(site) = header("sec-fetch-site") {
-        if site != "same-origin" && site != "none" {
-            return true;
-        }
+        return site != "same-origin" && site != "none";
     }
-    if let Some(origin) = header("origin") {
+    if let Some(origin) = header("origin").filter(|o| *o != "null") {
         let host = header("host").or_else(|| req.uri().authority().map(|a| a.as_str()));
         let origin_host = origin.split_once("://").map(|(_, h)| h);
         return origin_host.is_none() || origin_host != host;
@@ -706,18 +705,24 @@ fn scim_url(state: &AppState, req: &Request<Incoming>) -> String {
     }
 }
 
-/// (users, inactive users), from a scan reused for a little while.
+/// (users, inactive users), from a scan reused while no change event was recorded.
 async fn user_counts(state: &Arc<AppState>) -> (u64, u64) {
-    if let Ok(c) = state.admin.user_counts.lock() {
-        if let Some((at, users, inactive)) = *c {
-            if at.elapsed() < COUNTS_TTL {
-                return (users, inactive);
+    let version = state
+        .store
+        .snapshot()
+        .and_then(|s| Ok((s.last_event_seq()?, s.count(ResourceType::User)?)))
+        .ok();
+    if let (Ok(c), Some(version)) = (state.admin.user_counts.lock(), version) {
+        if let Some((at, inactive)) = *c {
+            if at == version {
+                return (version.1, inactive);
             }
         }
     }
     let store = state.store.clone();
     let counted = tokio::task::spawn_blocking(move || {
         let snap = store.snapshot()?;
+        let seq = snap.last_event_seq()?;
         let users = snap.count(ResourceType::User)?;
         let mut inactive = 0u64;
         snap.scan(ResourceType::User, |r| {
@@ -726,13 +731,13 @@ async fn user_counts(state: &Arc<AppState>) -> (u64, u64) {
             }
             Ok(true)
         })?;
-        Ok::<_, crate::store::StoreError>((users, inactive))
+        Ok::<_, crate::store::StoreError>((seq, users, inactive))
     })
     .await;
     match counted {
-        Ok(Ok((users, inactive))) => {
+        Ok(Ok((seq, users, inactive))) => {
             if let Ok(mut c) = state.admin.user_counts.lock() {
-                *c = Some((Instant::now(), users, inactive));
+                *c = Some(((seq, users), inactive));
             }
             (users, inactive)
         }

@@ -1,0 +1,377 @@
+//! The admin page in a real browser: headless Chromium driven over WebDriver
+//! (Debian's `chromium` and `chromium-driver`). The flow an admin follows on a fresh
+//! install: open the setup link from the log, set the password, sign in, issue a
+//! token and copy its secret, see the identity provider's user arrive, revoke the
+//! token, run the migration readiness check. Screenshots of the dashboard, the
+//! tokens page and the migration page go to `target/test-artifacts/`.
+//!
+//! Without Chromium the test prints a note and passes, unless `CI` is set: there
+//! it fails, because CI must install the browser (see `.ci/run`).
+
+mod admin_support;
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use admin_support::{setup_link, PASSWORD};
+use base64::Engine;
+use common::*;
+use serde_json::{json, Value};
+
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+/// Debian's `/usr/bin/chromium` is a wrapper script; the binary itself is here.
+const CHROMIUM: [&str; 2] = ["/usr/lib/chromium/chromium", "/usr/bin/chromium"];
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+/// chromedriver, killed when dropped.
+struct Driver {
+    child: Child,
+    client: Client,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One WebDriver session.
+struct Browser<'a> {
+    driver: &'a Driver,
+    session: String,
+}
+
+impl Driver {
+    fn start() -> Driver {
+        // A free port: bind, read it, release it for chromedriver.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let child = Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver");
+        let addr = format!("127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(&addr).is_err() {
+            assert!(Instant::now() < deadline, "chromedriver did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Driver {
+            child,
+            client: Client::new(&addr, None, String::new()),
+        }
+    }
+
+    fn call(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let body = body.map(|b| serde_json::to_vec(&b).unwrap());
+        let headers: &[(&str, &str)] = if body.is_some() {
+            &[("content-type", "application/json")]
+        } else {
+            &[]
+        };
+        let r = self.client.send(method, path, headers, body);
+        let v: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+        assert!(
+            r.status == 200,
+            "WebDriver {method} {path} answered {}: {v}",
+            r.status
+        );
+        v["value"].clone()
+    }
+
+    fn session(&self, chromium: &str, profile: &Path) -> Browser<'_> {
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "acceptInsecureCerts": true,
+            "goog:chromeOptions": {
+                "binary": chromium,
+                "args": [
+                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                    "--no-first-run", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync",
+                    "--disable-dev-shm-usage", "--window-size=1280,1000",
+                    format!("--user-data-dir={}", profile.display()),
+                ]
+            }
+        }}});
+        let v = self.call("POST", "/session", Some(caps));
+        Browser {
+            driver: self,
+            session: v["sessionId"].as_str().expect("session id").to_owned(),
+        }
+    }
+}
+
+impl Browser<'_> {
+    fn call(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        self.driver
+            .call(method, &format!("/session/{}{path}", self.session), body)
+    }
+
+    fn go(&self, url: &str) {
+        self.call("POST", "/url", Some(json!({"url": url})));
+    }
+
+    fn url(&self) -> String {
+        self.call("GET", "/url", None)
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
+    }
+
+    fn source(&self) -> String {
+        self.call("GET", "/source", None)
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
+    }
+
+    fn find(&self, css: &str) -> String {
+        let v = self.call(
+            "POST",
+            "/element",
+            Some(json!({"using": "css selector", "value": css})),
+        );
+        v[ELEMENT].as_str().expect("element id").to_owned()
+    }
+
+    fn type_into(&self, css: &str, text: &str) {
+        let e = self.find(css);
+        self.call(
+            "POST",
+            &format!("/element/{e}/value"),
+            Some(json!({"text": text})),
+        );
+    }
+
+    fn click(&self, css: &str) {
+        let e = self.find(css);
+        self.call("POST", &format!("/element/{e}/click"), Some(json!({})));
+    }
+
+    fn property(&self, css: &str, name: &str) -> Value {
+        let e = self.find(css);
+        self.call("GET", &format!("/element/{e}/property/{name}"), None)
+    }
+
+    fn css_value(&self, css: &str, name: &str) -> String {
+        let e = self.find(css);
+        self.call("GET", &format!("/element/{e}/css/{name}"), None)
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
+    }
+
+    /// Waits (with a deadline) until the page source satisfies `f`.
+    fn wait_for(&self, what: &str, f: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let src = self.source();
+            if f(&src) {
+                return src;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; at {}:\n{src}",
+                self.url()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits (with a deadline) until the address satisfies `f`: the navigation that
+    /// a click started has happened.
+    fn wait_for_url(&self, what: &str, f: impl Fn(&str) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let url = self.url();
+            if f(&url) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; at {url}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn window(&self, width: u32, height: u32) {
+        self.call(
+            "POST",
+            "/window/rect",
+            Some(json!({"width": width, "height": height})),
+        );
+    }
+
+    fn screenshot(&self, dir: &Path, name: &str) -> PathBuf {
+        let b64 = self.call("GET", "/screenshot", None);
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(b64.as_str().expect("screenshot"))
+            .expect("base64 PNG");
+        assert!(png.starts_with(b"\x89PNG"), "a PNG");
+        let path = dir.join(name);
+        std::fs::write(&path, png).expect("write screenshot");
+        path
+    }
+}
+
+impl Drop for Browser<'_> {
+    fn drop(&mut self) {
+        let _ = self
+            .driver
+            .client
+            .send("DELETE", &format!("/session/{}", self.session), &[], None);
+    }
+}
+
+/// `<target dir>/test-artifacts`, wherever the target directory is.
+fn artifacts_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable");
+    // <target>/<profile>/deps/<test binary>
+    let target = exe
+        .ancestors()
+        .nth(3)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
+    let dir = target.join("test-artifacts");
+    std::fs::create_dir_all(&dir).expect("create target/test-artifacts");
+    dir
+}
+
+#[test]
+fn admin_flow_in_headless_chromium() {
+    let chromium = CHROMIUM.iter().find(|p| Path::new(p).exists());
+    let (Some(chromium), true) = (chromium, Path::new(CHROMEDRIVER).exists()) else {
+        let note = "Chromium or chromedriver is missing: install Debian's `chromium` and \
+                    `chromium-driver` (apt-get install -y chromium chromium-driver)";
+        if std::env::var_os("CI").is_some() {
+            panic!("{note}; CI must run the browser test");
+        }
+        eprintln!("SKIPPED admin_flow_in_headless_chromium: {note}");
+        return;
+    };
+    let artifacts = artifacts_dir();
+    let server = Server::start();
+    let scim = server.client();
+    let driver = Driver::start();
+    let profile = tempfile::tempdir().expect("profile dir");
+    let b = driver.session(chromium, profile.path());
+    let base = format!("https://{}", server.addr);
+
+    // First start: the setup link from the log sets the password.
+    b.go(&setup_link(&server));
+    b.type_into("#password", PASSWORD);
+    b.type_into("#confirm", PASSWORD);
+    b.click("form[action='/admin/setup'] button[type=submit]");
+    b.wait_for("the sign-in page", |s| {
+        s.contains("The admin password is set")
+    });
+
+    // Sign in.
+    b.type_into("#password", PASSWORD);
+    b.click("form[action='/admin/login'] button[type=submit]");
+    let page = b.wait_for("the dashboard", |s| {
+        s.contains("Connect your identity provider")
+    });
+    assert!(page.contains(&format!("{base}/scim/v2<")));
+    // The stylesheet and the script loaded under the Content-Security-Policy.
+    let header_bg = b.css_value("header.top", "background-color");
+    assert!(
+        header_bg.contains("22, 32, 46"),
+        "style.css applied: {header_bg}"
+    );
+    assert_eq!(
+        b.property("button[data-copy='scim-url']", "hidden"),
+        json!(false),
+        "copy.js ran and showed the copy button"
+    );
+
+    // Issue a token; its secret is on the page once.
+    b.go(&format!("{base}/admin/tokens"));
+    b.type_into("#name", "browser-idp");
+    b.click("form[action='/admin/tokens'] button[type=submit]");
+    b.wait_for("the issued token", |s| s.contains("id=\"secret\""));
+    let secret = b
+        .property("#secret", "value")
+        .as_str()
+        .expect("secret")
+        .to_owned();
+    assert!(secret.starts_with("scimb_"), "{secret}");
+    assert_eq!(
+        b.property("button[data-copy='secret']", "hidden"),
+        json!(false)
+    );
+    let shot_tokens = b.screenshot(&artifacts, "admin-tokens.png");
+
+    // The identity provider uses it; the user shows up in the Users view.
+    let idp = scim.with_token(&secret);
+    let r = idp.post("/Users", &user_body("grace.hopper@gmail.com"));
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    b.go(&format!("{base}/admin/users"));
+    b.type_into("input[name=q]", "grace");
+    b.click("form.search button");
+    b.wait_for_url("the search results", |u| u.contains("q=grace"));
+    b.wait_for("the user in the list", |s| {
+        s.contains("grace.hopper@gmail.com")
+    });
+    b.click("table a[href^='/admin/users/']");
+    b.wait_for("the user's detail", |s| {
+        s.contains("SCIM representation") && s.contains("grace.hopper@gmail.com")
+    });
+
+    // Revoke it in the browser: the next SCIM request is refused.
+    b.go(&format!("{base}/admin/tokens"));
+    b.click("tr[data-token='browser-idp'] button.danger");
+    b.wait_for("the revocation", |s| s.contains("Revoked the token"));
+    assert_scim_error(&idp.get("/Users"), 401, None);
+
+    b.go(&format!("{base}/admin"));
+    let page = b.wait_for("the dashboard", |s| s.contains("Recent SCIM requests"));
+    assert!(page.contains("401 unauthenticated") && page.contains("201 ok"));
+    assert!(
+        page.contains("<b>1</b> users"),
+        "counts follow the directory"
+    );
+    let shot_dashboard = b.screenshot(&artifacts, "admin-dashboard.png");
+
+    // The migration page: the readiness check names the blocking user.
+    b.go(&format!("{base}/admin/migration"));
+    b.click("form[action='/admin/migration/check'] button");
+    let page = b.wait_for("the readiness report", |s| s.contains("id=\"readiness\""));
+    assert!(page.contains("Not ready"), "blockers expected");
+    assert!(page.contains("grace.hopper@gmail.com"));
+    assert!(page.contains("aria-current=\"step\""));
+    let shot_migration = b.screenshot(&artifacts, "admin-migration.png");
+
+    // On a phone-sized window the same page still lays out.
+    b.window(390, 844);
+    b.go(&format!("{base}/admin"));
+    b.wait_for("the dashboard", |s| {
+        s.contains("Connect your identity provider")
+    });
+    let width: f64 = b
+        .call(
+            "POST",
+            "/execute/sync",
+            Some(json!({"script": "return document.documentElement.scrollWidth", "args": []})),
+        )
+        .as_f64()
+        .unwrap_or(0.0);
+    let shot_phone = b.screenshot(&artifacts, "admin-dashboard-phone.png");
+    assert!(
+        width <= 400.0,
+        "no horizontal scrolling on a phone: {width}px"
+    );
+
+    for p in [shot_dashboard, shot_tokens, shot_migration, shot_phone] {
+        eprintln!("screenshot: {}", p.display());
+    }
+}
