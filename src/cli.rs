@@ -230,13 +230,18 @@ pub fn run(cli: Cli) -> Result<()> {
                 tls::load_pem(cert, key)?;
             }
             println!(
-                "configuration OK: data_dir={} listen={} tls={}",
+                "configuration OK: data_dir={} listen={} tls={} admin={}",
                 cfg.data_dir.display(),
                 cfg.listen,
                 match &cfg.tls {
                     TlsMode::SelfSigned => "self-signed".to_owned(),
                     TlsMode::Files { cert, .. } => format!("files ({})", cert.display()),
                     TlsMode::Off => "off".to_owned(),
+                },
+                match (cfg.admin.enabled, cfg.admin.listen) {
+                    (false, _) => "off".to_owned(),
+                    (true, None) => "on the SCIM listener".to_owned(),
+                    (true, Some(a)) => format!("on {a}"),
                 }
             );
             Ok(())
