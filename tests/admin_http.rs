@@ -614,3 +614,106 @@ fn migration_page_runs_the_check_and_guards_the_cut_over() {
     assert!(page.contains("aria-current=\"step\">not started<"));
     assert_eq!(c.post("/Users", &user_body("dan@example.com")).status, 201);
 }
+
+/// Reloads the migration page until the background job has finished; returns the page.
+fn wait_for_job(c: &Client, cookie: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let page = text(&get_page(c, "/admin/migration", cookie));
+        let job = page.find("id=\"job\"").map(|i| &page[i..]).unwrap_or("");
+        if job.contains("finished") || job.contains("failed") {
+            return page;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "job still running:\n{page}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn migration_from_the_page_push_verify_cut_over() {
+    let cfgdir = tempfile::tempdir().unwrap();
+    let cfg = cfgdir.path().join("a.toml");
+    std::fs::write(&cfg, "[migration]\nallowed_domains = [\"example.com\"]\n").unwrap();
+    let (a, cookie) = signed_in_server(&["--config", cfg.to_str().unwrap()]);
+    let c = a.client();
+    for name in ["ada@example.com", "bob@example.com"] {
+        assert_eq!(c.post("/Users", &user_body(name)).status, 201);
+    }
+    let b = Server::start();
+    let ca = std::fs::read_to_string(b.data_dir().join("tls/cert.pem")).unwrap();
+
+    let page = text(&get_page(&c, "/admin/migration", &cookie));
+    post_form(
+        &c,
+        "/admin/migration/check",
+        Some(&cookie),
+        &[("csrf", &csrf(&page))],
+    );
+    let page = text(&get_page(&c, "/admin/migration", &cookie));
+    assert!(page.contains("Ready: nothing blocks"), "{page}");
+    assert!(page.contains("aria-current=\"step\">checked<"));
+
+    let r = post_form(
+        &c,
+        "/admin/migration/push",
+        Some(&cookie),
+        &[
+            ("csrf", &csrf(&page)),
+            ("target", &b.base),
+            ("token", &b.token),
+            ("cacert", &ca),
+        ],
+    );
+    assert_eq!(r.status, 303);
+    let page = wait_for_job(&c, &cookie);
+    assert!(
+        page.contains("<b>Push</b>") && page.contains("pill ok\">done"),
+        "{page}"
+    );
+    assert!(page.contains("aria-current=\"step\">mirroring<"), "{page}");
+    assert!(page.contains("<td>2 / 2</td>"), "users pushed: {page}");
+    assert!(!page.contains(&b.token), "the target token is never shown");
+    assert_eq!(
+        b.client()
+            .get("/Users?filter=userName%20eq%20%22ada@example.com%22")
+            .json()["totalResults"],
+        1
+    );
+
+    post_form(
+        &c,
+        "/admin/migration/verify",
+        Some(&cookie),
+        &[("csrf", &csrf(&page))],
+    );
+    let page = wait_for_job(&c, &cookie);
+    assert!(page.contains("aria-current=\"step\">verified<"), "{page}");
+
+    // The confirmation must be the target exactly.
+    let target = attr_after(&page, "name=\"target\" type=\"url\" required placeholder=\"https://provisioning.example.com/scim/v2\" value=\"")
+        .expect("target shown");
+    post_form(
+        &c,
+        "/admin/migration/cutover",
+        Some(&cookie),
+        &[("csrf", &csrf(&page)), ("confirm", &format!("{target}/"))],
+    );
+    let page = text(&get_page(&c, "/admin/migration", &cookie));
+    assert!(page.contains("Not cut over"));
+    post_form(
+        &c,
+        "/admin/migration/cutover",
+        Some(&cookie),
+        &[("csrf", &csrf(&page)), ("confirm", &target)],
+    );
+    let page = wait_for_job(&c, &cookie);
+    assert!(page.contains("aria-current=\"step\">cut over<"), "{page}");
+    assert!(page.contains("can be decommissioned"));
+    assert!(page.contains("Tenant URL") && page.contains("SCIM connector base URL"));
+    let dashboard = text(&get_page(&c, "/admin", &cookie));
+    assert!(dashboard.contains("can be decommissioned") && dashboard.contains(&target));
+    assert_eq!(c.post("/Users", &user_body("late@example.com")).status, 410);
+}
