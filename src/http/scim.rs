@@ -103,8 +103,7 @@ async fn handle_inner(state: &Arc<AppState>, req: Request<Incoming>, rest: &str)
         .headers()
         .get(hyper::header::AUTHORIZATION)
         .and_then(|h| h.to_str().ok());
-    let snapshot = state.store.snapshot().map_err(store_error)?;
-    let principal = match authenticate(&snapshot, header, &now_s).map_err(store_error)? {
+    let principal = match authenticate(&state.store, header, &now_s).map_err(store_error)? {
         Ok(p) => p,
         Err(why) => {
             tracing::warn!(reason = why.as_str(), "SCIM authentication failed");
@@ -116,7 +115,6 @@ async fn handle_inner(state: &Arc<AppState>, req: Request<Incoming>, rest: &str)
             ));
         }
     };
-    drop(snapshot);
     state.note_token_use(&principal.token_id, &now_s);
 
     let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();

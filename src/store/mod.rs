@@ -221,6 +221,8 @@ struct Inner {
     path: PathBuf,
     writer: Mutex<Option<mpsc::Sender<Job>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// Known tokens by secret hash, so authentication costs no database read.
+    tokens: Mutex<tokens::TokenCache>,
 }
 
 /// A handle on the open store; cheap to clone.
@@ -300,6 +302,7 @@ impl Store {
                 path: path.to_owned(),
                 writer: Mutex::new(Some(tx)),
                 thread: Mutex::new(Some(thread)),
+                tokens: Mutex::new(tokens::TokenCache::default()),
             }),
         })
     }
