@@ -201,7 +201,11 @@ pub fn normalize_value(def: &AttrDef, value: &Value) -> ScimResult<Option<Value>
             Some(Value::Array(out))
         });
     }
-    if value.is_array() {
+    if let Value::Array(items) = value {
+        // Entra ID sets the manager with a one-element array of {"$ref", "value"}.
+        if let ([only], AttrType::Complex) = (items.as_slice(), def.ty) {
+            return normalize_single(def, only);
+        }
         return Err(ScimError::invalid_value(format!(
             "the attribute \"{}\" is single-valued; an array was given",
             def.name
@@ -600,6 +604,18 @@ mod tests {
             out[ENTERPRISE_USER_URN],
             json!({"manager": {"value": "m1"}, "department": "R&D"})
         );
+    }
+
+    #[test]
+    fn entra_manager_as_a_one_element_array() {
+        let out = normalize(
+            ResourceType::User,
+            &json!({"userName": "a", ENTERPRISE_USER_URN: {"manager": [{"$ref": "https://x/Users/m1", "value": "m1"}]}}),
+        )
+        .unwrap();
+        assert_eq!(out[ENTERPRISE_USER_URN]["manager"]["value"], "m1");
+        let two = json!({"userName": "a", ENTERPRISE_USER_URN: {"manager": [{"value": "m1"}, {"value": "m2"}]}});
+        assert_eq!(normalize(ResourceType::User, &two).unwrap_err().status, 400);
     }
 
     fn sample() -> Map<String, Value> {
