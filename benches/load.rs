@@ -236,6 +236,8 @@ fn main() {
 
         // One member added to and removed from a group of 10, then of a large group.
         for size in [10usize, 2000 * scale] {
+            // A fresh connection: the one above sat idle past the server's idle timeout.
+            let mut s = target.connect().await;
             let (st, body) = send(&mut s, &target, "POST", "/scim/v2/Groups", Some(&json!({"displayName": format!("g{size}")}))).await;
             assert_eq!(st, 201);
             let gid = serde_json::from_slice::<Value>(&body).unwrap()["id"].as_str().unwrap().to_owned();

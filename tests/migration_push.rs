@@ -312,6 +312,22 @@ fn push_into_a_second_scimbridge_mirror_resume_and_cut_over() {
             .status,
         204
     );
+    // PATCHes: a user attribute (Entra style) and membership changes (Okta style).
+    let u6 = &ids["user6@example.com"];
+    let r = ca.patch(&format!("/Users/{u6}"), &json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [{"op": "Replace", "path": "name.givenName", "value": "Patched"}, {"op": "Replace", "path": "active", "value": "False"}]}));
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let g4 = groups
+        .iter()
+        .find(|g| g["displayName"] == "Group 4")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = ca.patch(&format!("/Groups/{g4}"), &json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [{"op": "add", "path": "members", "value": [{"value": ids["user1999@example.com"]}]},
+                       {"op": "remove", "path": format!("members[value eq \"{}\"]", ids["user80@example.com"])}]}));
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     let g9 = groups
         .iter()
         .find(|g| g["displayName"] == "Group 9")

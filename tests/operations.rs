@@ -248,6 +248,22 @@ fn tls_certificate_reloads_on_sighup_and_keeps_open_connections() {
     }
     let (_, peer) = connect(&s.addr, &[&a_crt, &b_crt]);
     assert!(cn_of(&peer).contains("cert-B"));
+
+    // Changed files are picked up without a signal too.
+    std::fs::copy(&a_crt, &live_crt).unwrap();
+    std::fs::copy(&a_key, &live_key).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, peer) = connect(&s.addr, &[&a_crt, &b_crt]);
+        if cn_of(&peer).contains("cert-A") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "changed certificate files were not reloaded"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 #[test]

@@ -7,7 +7,7 @@ pub mod admin;
 use base64::Engine;
 use ring::rand::SecureRandom;
 
-use crate::store::{Scope, Snapshot, StoreError, TokenRecord};
+use crate::store::{Scope, Store, StoreError, TokenRecord};
 
 /// The prefix of every token this bridge issues; lets secret scanners recognise them.
 pub const TOKEN_PREFIX: &str = "scimb_";
@@ -103,7 +103,7 @@ impl AuthFailure {
 
 /// Verifies an `Authorization` header value against the stored tokens.
 pub fn authenticate(
-    snapshot: &Snapshot,
+    store: &Store,
     header: Option<&str>,
     now: &str,
 ) -> Result<Result<Principal, AuthFailure>, StoreError> {
@@ -121,7 +121,7 @@ pub fn authenticate(
     let hash = hash_secret(secret);
     // The lookup is by the SHA-256 of the presented secret, so its timing depends on
     // the hash, not on how much of a stored secret the guess shares.
-    let Some(record) = snapshot.token_by_hash(&hash)? else {
+    let Some(record) = store.token_by_hash(&hash)? else {
         return Ok(Err(AuthFailure::Unknown));
     };
     match record.state(now) {

@@ -179,11 +179,7 @@ pub async fn handle(state: &AppState, body: Value, principal: &Principal, base: 
                     if let (Some(b), Some(id)) = (&op.bulk_id, id) {
                         ids.insert(b.clone(), id);
                     }
-                    let mut m = Map::new();
-                    m.insert("method".into(), json!(op.method.as_str()));
-                    if let Some(b) = &op.bulk_id {
-                        m.insert("bulkId".into(), json!(b));
-                    }
+                    let mut m = entry_head(op);
                     if let Some(l) = location {
                         m.insert("location".into(), json!(l));
                     }
@@ -231,12 +227,18 @@ pub async fn handle(state: &AppState, body: Value, principal: &Principal, base: 
     ))
 }
 
-fn error_entry(op: &BulkOp, e: &ScimError) -> Value {
+/// `method` and `bulkId` of an operation's entry in the BulkResponse.
+fn entry_head(op: &BulkOp) -> Map<String, Value> {
     let mut m = Map::new();
     m.insert("method".into(), json!(op.method.as_str()));
     if let Some(b) = &op.bulk_id {
         m.insert("bulkId".into(), json!(b));
     }
+    m
+}
+
+fn error_entry(op: &BulkOp, e: &ScimError) -> Value {
+    let mut m = entry_head(op);
     m.insert("status".into(), json!(e.status.to_string()));
     m.insert("response".into(), e.to_json());
     Value::Object(m)

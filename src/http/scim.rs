@@ -115,8 +115,7 @@ async fn handle_inner(
         .headers()
         .get(hyper::header::AUTHORIZATION)
         .and_then(|h| h.to_str().ok());
-    let snapshot = state.store.snapshot().map_err(store_error)?;
-    let principal = match authenticate(&snapshot, header, &now_s).map_err(store_error)? {
+    let principal = match authenticate(&state.store, header, &now_s).map_err(store_error)? {
         Ok(p) => p,
         Err(why) => {
             tracing::warn!(reason = why.as_str(), "SCIM authentication failed");
@@ -128,7 +127,6 @@ async fn handle_inner(
             ));
         }
     };
-    drop(snapshot);
     state.note_token_use(&principal.token_id, &now_s);
     *token_name = Some(principal.name.clone());
 
@@ -545,6 +543,43 @@ pub(super) async fn patch_resource(
 ) -> Handled {
     let ops = patch::parse_request(&body)?;
     let (now_s, _) = now();
+    // Adding or removing members of a large group must not cost the group's size:
+    // such PATCHes change the membership rows directly.
+    if let Some(delta) = patch::member_delta(rt, &ops) {
+        let def = rt
+            .schema()
+            .attr("members")
+            .ok_or_else(ScimError::internal)?;
+        let mut holder = Attributes::new();
+        if let Some(v) = crate::scim::resource::normalize_value(def, &Value::Array(delta.add))? {
+            holder.insert("members".into(), v);
+        }
+        let add = take_members(&mut holder)?.unwrap_or_default();
+        let (remove, remove_present) = (delta.remove, delta.remove_present);
+        let stored = state
+            .store
+            .update(
+                rt,
+                id,
+                if_match,
+                false,
+                actor(principal),
+                now_s,
+                move |current| {
+                    Ok(Update {
+                        attrs: current.attrs,
+                        members: MembersChange::Delta {
+                            add,
+                            remove,
+                            remove_present,
+                        },
+                    })
+                },
+            )
+            .await
+            .map_err(store_error)?;
+        return resource_response(state, rt, &stored, &projection, base, StatusCode::OK);
+    }
     let stored = state
         .store
         .update(
@@ -703,13 +738,53 @@ fn run_search(
             })
             .map_err(store_error)?;
     } else {
+        // Unsorted: count every match but keep only the requested page in memory.
+        let sorting = params.sort_by.is_some() && types.len() == 1;
         let mut matched: Vec<(ResourceType, Map<String, Value>)> = Vec::new();
+        let mut count = 0usize;
         for &rt in types {
-            let keep = |r: &Map<String, Value>| {
-                params
-                    .filter
-                    .as_ref()
-                    .is_none_or(|f| filter::matches(f, rt, r))
+            let wants_refs = projection.includes(rt, refs_attr(rt));
+            let mut consider = |r: &StoredResource| -> StoreResult<()> {
+                // Evaluate without loading references when the filter can do without.
+                let resolved = match &params.filter {
+                    Some(f) if rt == ResourceType::Group && query::mentions(f, "members") => {
+                        let mut err = None;
+                        let resolved = query::resolve_member_checks(f, &mut |m| {
+                            snapshot.is_member(&r.id, m).unwrap_or_else(|e| {
+                                err = Some(e);
+                                false
+                            })
+                        });
+                        if let Some(e) = err {
+                            return Err(e);
+                        }
+                        resolved
+                    }
+                    Some(f) if query::mentions(f, refs_attr(rt)) => None,
+                    Some(f) => Some(f.clone()),
+                    None => None,
+                };
+                let (eval_refs, filter) = match (&params.filter, &resolved) {
+                    (None, _) => (false, None),
+                    (Some(_), Some(r)) => (false, Some(r)),
+                    (Some(f), None) => (true, Some(f)),
+                };
+                let full =
+                    full_resource(&snapshot, rt, r, eval_refs || (wants_refs && sorting), base)?;
+                if filter.is_some_and(|f| !filter::matches(f, rt, &full)) {
+                    return Ok(());
+                }
+                let in_page = sorting || (count >= start && count < start + params.count);
+                count += 1;
+                if in_page {
+                    let full = if wants_refs && !eval_refs && !sorting {
+                        full_resource(&snapshot, rt, r, true, base)?
+                    } else {
+                        full
+                    };
+                    matched.push((rt, full));
+                }
+                Ok(())
             };
             let lookup = params.filter.as_ref().and_then(|f| query::plan(f, rt));
             match lookup {
@@ -719,34 +794,33 @@ fn run_search(
                     ids.dedup();
                     for id in ids {
                         if let Some(r) = snapshot.get(rt, &id).map_err(store_error)? {
-                            let full = full_resource(&snapshot, rt, &r, true, base)
-                                .map_err(store_error)?;
-                            if keep(&full) {
-                                matched.push((rt, full));
-                            }
+                            consider(&r).map_err(store_error)?;
                         }
                     }
                 }
                 None => {
                     snapshot
                         .scan(rt, |r| {
-                            let full = full_resource(&snapshot, rt, &r, true, base)?;
-                            if keep(&full) {
-                                matched.push((rt, full));
-                            }
+                            consider(&r)?;
                             Ok(true)
                         })
                         .map_err(store_error)?;
                 }
             }
         }
+        total = count;
         if let (Some(path), [rt]) = (&params.sort_by, types) {
             let mut only: Vec<Map<String, Value>> = matched.into_iter().map(|(_, r)| r).collect();
             query::sort(*rt, &mut only, path, params.descending);
-            matched = only.into_iter().map(|r| (*rt, r)).collect();
+            page = only
+                .into_iter()
+                .skip(start)
+                .take(params.count)
+                .map(|r| (*rt, r))
+                .collect();
+        } else {
+            page = matched;
         }
-        total = matched.len();
-        page = matched.into_iter().skip(start).take(params.count).collect();
     }
     let resources: Vec<Value> = page
         .into_iter()

@@ -131,6 +131,21 @@ pub fn write_export<W: Write>(
     }))?;
     let mut done = 0u64;
     let mut io_error: Option<ExportError> = None;
+    // Writes one record line; a write error stops the scan and is returned after it.
+    let mut emit = |line: Line| -> bool {
+        if io_error.is_some() {
+            return false;
+        }
+        if let Err(e) = w.line(&line) {
+            io_error = Some(e);
+            return false;
+        }
+        done += 1;
+        if done % 1000 == 0 {
+            progress(done, total);
+        }
+        true
+    };
     for rt in ResourceType::ALL {
         snapshot.scan(rt, |r| {
             let rec = Record {
@@ -138,40 +153,19 @@ pub fn write_export<W: Write>(
                 meta: r.meta,
                 attributes: r.attrs,
             };
-            let line = match rt {
+            Ok(emit(match rt {
                 ResourceType::User => Line::User(rec),
                 ResourceType::Group => Line::Group(rec),
-            };
-            if let Err(e) = w.line(&line) {
-                io_error = Some(e);
-                return Ok(false);
-            }
-            done += 1;
-            if done % 1000 == 0 {
-                progress(done, total);
-            }
-            Ok(true)
+            }))
         })?;
-        if let Some(e) = io_error.take() {
-            return Err(e);
-        }
     }
     snapshot.scan_memberships(|g, m, rt, display| {
-        let line = Line::Membership {
+        Ok(emit(Line::Membership {
             group: g.into(),
             member: m.into(),
             member_type: rt.name().into(),
             display,
-        };
-        if let Err(e) = w.line(&line) {
-            io_error = Some(e);
-            return Ok(false);
-        }
-        done += 1;
-        if done % 1000 == 0 {
-            progress(done, total);
-        }
-        Ok(true)
+        }))
     })?;
     if let Some(e) = io_error.take() {
         return Err(e);

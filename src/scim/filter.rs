@@ -242,6 +242,9 @@ struct Parser {
     tokens: Vec<Spanned>,
     pos: usize,
     depth: usize,
+    /// Whether `attr[valFilter].sub op value` is read as one comparison (in a
+    /// filter), or the text after `]` is left to the caller (a PATCH path).
+    sub_after_value_path: bool,
 }
 
 impl Parser {
@@ -352,9 +355,31 @@ impl Parser {
                     }
                     self.pos += 1;
                     self.enter()?;
-                    let inner = self.parse_or(true)?;
+                    let mut inner = self.parse_or(true)?;
                     self.expect(Token::RBracket, "']' to close the value filter")?;
                     self.leave();
+                    // `emails[type eq "work"].value eq "x"` (sent by Entra ID): an
+                    // element that satisfies both the value filter and the comparison.
+                    let sub = match self.peek() {
+                        Some(Token::Word(w)) if self.sub_after_value_path => {
+                            w.strip_prefix('.').map(str::to_owned)
+                        }
+                        _ => None,
+                    };
+                    if let Some(sub) = sub {
+                        self.pos += 1;
+                        let sub_path = AttrPath::parse(&sub)
+                            .ok()
+                            .filter(|p| p.urn.is_none() && p.sub.is_none() && !p.attr.is_empty())
+                            .ok_or_else(|| {
+                                ScimError::invalid_filter(format!(
+                                    "'{word}[...].{sub}': only one sub-attribute name may follow ']'"
+                                ))
+                            })?;
+                        let compared =
+                            self.parse_attr_expr(sub_path, &format!("{word}[...].{sub}"))?;
+                        inner = Filter::And(Box::new(inner), Box::new(compared));
+                    }
                     return Ok(Filter::ValuePath {
                         path,
                         filter: Box::new(inner),
@@ -408,7 +433,7 @@ impl Parser {
     }
 }
 
-fn start(input: &str) -> ScimResult<Parser> {
+fn start(input: &str, sub_after_value_path: bool) -> ScimResult<Parser> {
     if input.len() > MAX_FILTER_LEN {
         return Err(ScimError::invalid_filter(format!(
             "filter is {} bytes long; the limit is {MAX_FILTER_LEN}",
@@ -423,13 +448,14 @@ fn start(input: &str) -> ScimResult<Parser> {
         tokens,
         pos: 0,
         depth: 0,
+        sub_after_value_path,
     })
 }
 
 /// Parses a filter. Errors are 400 `invalidFilter` with a detail that says what was
 /// expected where.
 pub fn parse(input: &str) -> ScimResult<Filter> {
-    let mut p = start(input)?;
+    let mut p = start(input, true)?;
     let filter = p.parse_or(false)?;
     match p.peek() {
         None => Ok(filter),
@@ -445,7 +471,7 @@ pub fn parse(input: &str) -> ScimResult<Filter> {
 /// value filter and the text after the closing `]` (e.g. `.value`, or empty).
 /// Errors are `invalidFilter`; the caller decides how to report them.
 pub fn parse_value_path(input: &str) -> ScimResult<(AttrPath, Filter, &str)> {
-    let mut p = start(input)?;
+    let mut p = start(input, false)?;
     match p.parse_unary(false)? {
         Filter::ValuePath { path, filter } => {
             let rest = match p.tokens.get(p.pos) {
@@ -1432,6 +1458,37 @@ mod tests {
         assert!(matches_element(&f, emails, &json!({"type": "work"})));
         assert!(!matches_element(&f, emails, &json!({"type": "home"})));
         assert!(!matches_element(&f, emails, &json!("work")));
+    }
+
+    #[test]
+    fn entra_value_path_with_sub_attribute_comparison() {
+        let f = parse(r#"emails[type eq "work"].value eq "bjensen@example.com""#).unwrap();
+        validate(&f, ResourceType::User).unwrap();
+        assert!(matches!(&f, Filter::ValuePath { .. }));
+        assert!(user_matches(
+            r#"emails[type eq "work"].value eq "BJENSEN@example.com""#
+        ));
+        // The home address exists, but not as the work email.
+        assert!(!user_matches(
+            r#"emails[type eq "work"].value eq "babs@jensen.org""#
+        ));
+        assert!(user_matches(
+            r#"emails[type eq "home"].value ew "jensen.org" and userName sw "bj""#
+        ));
+        assert!(user_matches(r#"emails[type eq "work"].value pr"#));
+        assert!(user_invalid(r#"emails[type eq "work"].nope eq "x""#)
+            .detail
+            .contains("nope"));
+        assert_eq!(
+            parse(r#"emails[type eq "work"].value.x eq "y""#)
+                .unwrap_err()
+                .status,
+            400
+        );
+        assert_eq!(
+            parse(r#"emails[type eq "work"].value"#).unwrap_err().status,
+            400
+        );
     }
 
     #[test]

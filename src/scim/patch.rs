@@ -20,7 +20,7 @@
 use serde_json::{Map, Value};
 
 use super::error::{ScimError, ScimResult};
-use super::filter::{self, get_ci, is_present, Filter};
+use super::filter::{self, get_ci, is_present, CompareOp, Filter};
 use super::path::AttrPath;
 use super::schema::{AttrDef, AttrType, Mutability, ResourceType, SchemaDef};
 
@@ -97,6 +97,105 @@ pub struct PatchOp {
     pub op: PatchOpKind,
     pub path: Option<PatchPath>,
     pub value: Option<Value>,
+}
+
+/// A PATCH of a Group that only adds and removes members, expressed as a change to
+/// the membership rows, so its cost does not grow with the group's size.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemberDelta {
+    /// Member objects to add (`value`, optional `type` and `display`).
+    pub add: Vec<Value>,
+    /// Member ids to remove if present (Entra's value-array removal).
+    pub remove: Vec<String>,
+    /// Member ids to remove that must be present (`members[value eq "…"]`; absent
+    /// → 400 noTarget, as for any value filter matching nothing).
+    pub remove_present: Vec<String>,
+}
+
+fn is_members(p: &AttrPath) -> bool {
+    p.attr.eq_ignore_ascii_case("members")
+        && p.sub.is_none()
+        && p.urn
+            .as_deref()
+            .is_none_or(|u| u.eq_ignore_ascii_case(super::schema::GROUP_URN))
+}
+
+/// The membership change of a Group PATCH made only of member additions and
+/// removals; `None` when any operation does anything else (then the whole resource
+/// is patched the general way).
+pub fn member_delta(rt: ResourceType, ops: &[PatchOp]) -> Option<MemberDelta> {
+    if rt != ResourceType::Group {
+        return None;
+    }
+    let mut delta = MemberDelta {
+        add: Vec::new(),
+        remove: Vec::new(),
+        remove_present: Vec::new(),
+    };
+    for op in ops {
+        let path = op.path.as_ref()?;
+        if !is_members(&path.attr) {
+            return None;
+        }
+        let value_objects = |v: &Value| -> Option<Vec<Value>> {
+            let items = match v {
+                Value::Array(a) => a.clone(),
+                Value::Object(_) => vec![v.clone()],
+                _ => return None,
+            };
+            items
+                .iter()
+                .all(|i| {
+                    i.as_object()
+                        .and_then(|o| get_ci(o, "value"))
+                        .is_some_and(Value::is_string)
+                })
+                .then_some(items)
+        };
+        match (op.op, &path.filter, &op.value) {
+            (PatchOpKind::Add, None, Some(v)) => delta.add.extend(value_objects(v)?),
+            (PatchOpKind::Remove, None, Some(v)) => {
+                for item in value_objects(v)? {
+                    let id = item
+                        .as_object()
+                        .and_then(|o| get_ci(o, "value"))
+                        .and_then(Value::as_str)?;
+                    delta.remove.push(id.to_owned());
+                }
+            }
+            (
+                PatchOpKind::Remove,
+                Some(Filter::Compare {
+                    path: fp,
+                    op: CompareOp::Eq,
+                    value: Value::String(id),
+                }),
+                None,
+            ) if fp.attr.eq_ignore_ascii_case("value") && fp.sub.is_none() && fp.urn.is_none() => {
+                delta.remove_present.push(id.clone());
+            }
+            _ => return None,
+        }
+    }
+    // An id both added and removed in one request: order matters, patch the general way.
+    let added: Vec<&str> = delta
+        .add
+        .iter()
+        .filter_map(|a| {
+            a.as_object()
+                .and_then(|o| get_ci(o, "value"))
+                .and_then(Value::as_str)
+        })
+        .collect();
+    if delta
+        .remove
+        .iter()
+        .chain(&delta.remove_present)
+        .any(|r| added.contains(&r.as_str()))
+    {
+        return None;
+    }
+    Some(delta)
 }
 
 /// Parses a PatchOp request body (RFC 7644 §3.5.2). Structure errors are
@@ -1397,6 +1496,50 @@ mod tests {
             u[ENTERPRISE_USER_URN]["manager"],
             json!({"value": "m1", "$ref": "../Users/m1"})
         );
+    }
+
+    #[test]
+    fn member_only_patches_become_deltas() {
+        let ops =
+            |o: Value| parse_request(&json!({"schemas": [PATCH_OP_URN], "Operations": o})).unwrap();
+        let d = member_delta(
+            ResourceType::Group,
+            &ops(json!([
+                {"op": "Add", "path": "members", "value": [{"value": "u1"}, {"value": "u2", "display": "Two"}]},
+                {"op": "Remove", "path": "members", "value": [{"value": "u3"}]},
+                {"op": "remove", "path": "members[value eq \"u4\"]"}
+            ])),
+        )
+        .unwrap();
+        assert_eq!(d.add.len(), 2);
+        assert_eq!(d.remove, vec!["u3".to_owned()]);
+        assert_eq!(d.remove_present, vec!["u4".to_owned()]);
+        // Anything else: the general way.
+        assert!(member_delta(
+            ResourceType::Group,
+            &ops(json!([{"op": "replace", "path": "members", "value": []}]))
+        )
+        .is_none());
+        assert!(member_delta(
+            ResourceType::Group,
+            &ops(json!([{"op": "replace", "path": "displayName", "value": "x"}]))
+        )
+        .is_none());
+        assert!(member_delta(
+            ResourceType::Group,
+            &ops(json!([{"op": "remove", "path": "members"}]))
+        )
+        .is_none());
+        assert!(member_delta(
+            ResourceType::User,
+            &ops(json!([{"op": "add", "path": "members", "value": [{"value": "u"}]}]))
+        )
+        .is_none());
+        assert!(member_delta(
+            ResourceType::Group,
+            &ops(json!([{"op": "add", "path": "members", "value": [{"value": "u"}]}, {"op": "remove", "path": "members[value eq \"u\"]"}]))
+        )
+        .is_none());
     }
 
     #[test]

@@ -69,6 +69,75 @@ pub fn plan(filter: &Filter, rt: ResourceType) -> Option<Lookup> {
     }
 }
 
+/// Does the filter refer to the top-level attribute `name` (e.g. `members`)?
+pub fn mentions(filter: &Filter, name: &str) -> bool {
+    match filter {
+        Filter::Compare { path, .. } | Filter::Present(path) | Filter::ValuePath { path, .. } => {
+            path.attr.eq_ignore_ascii_case(name)
+        }
+        Filter::And(a, b) | Filter::Or(a, b) => mentions(a, name) || mentions(b, name),
+        Filter::Not(a) => mentions(a, name),
+    }
+}
+
+/// Always true / always false, written in the filter language (`id` is always
+/// present), so a resolved membership check stays a `Filter`.
+fn constant(v: bool) -> Filter {
+    let t = Filter::Present(AttrPath {
+        urn: None,
+        attr: "id".into(),
+        sub: None,
+    });
+    if v {
+        t
+    } else {
+        Filter::Not(Box::new(t))
+    }
+}
+
+/// Replaces `members[value eq "X"]` (Entra's membership check) with the answer of
+/// `is_member(X)`, so a group's members need not be loaded to evaluate it. `None`
+/// when the filter uses `members` in any other way.
+pub fn resolve_member_checks(
+    filter: &Filter,
+    is_member: &mut dyn FnMut(&str) -> bool,
+) -> Option<Filter> {
+    Some(match filter {
+        Filter::ValuePath {
+            path,
+            filter: inner,
+        } if path.attr.eq_ignore_ascii_case("members") && path.sub.is_none() => {
+            match inner.as_ref() {
+                Filter::Compare {
+                    path: p,
+                    op: CompareOp::Eq,
+                    value: Value::String(id),
+                } if p.attr.eq_ignore_ascii_case("value") && p.sub.is_none() => {
+                    constant(is_member(id))
+                }
+                _ => return None,
+            }
+        }
+        f @ (Filter::Compare { path, .. }
+        | Filter::Present(path)
+        | Filter::ValuePath { path, .. }) => {
+            if path.attr.eq_ignore_ascii_case("members") {
+                return None;
+            }
+            f.clone()
+        }
+        Filter::And(a, b) => Filter::And(
+            Box::new(resolve_member_checks(a, is_member)?),
+            Box::new(resolve_member_checks(b, is_member)?),
+        ),
+        Filter::Or(a, b) => Filter::Or(
+            Box::new(resolve_member_checks(a, is_member)?),
+            Box::new(resolve_member_checks(b, is_member)?),
+        ),
+        Filter::Not(a) => Filter::Not(Box::new(resolve_member_checks(a, is_member)?)),
+    })
+}
+
 /// Validated list parameters.
 #[derive(Debug, Clone)]
 pub struct ListParams {
@@ -273,6 +342,23 @@ mod tests {
             plan(&f("displayName eq \"Eng\""), ResourceType::Group),
             Some(Lookup::GroupName("Eng".into()))
         );
+    }
+
+    #[test]
+    fn membership_checks_resolve_without_members() {
+        let g = json!({"id": "g1", "displayName": "G"});
+        let g = g.as_object().unwrap();
+        let check = f("id eq \"g1\" and members[value eq \"u1\"]");
+        let yes = resolve_member_checks(&check, &mut |id| id == "u1").unwrap();
+        assert!(super::super::filter::matches(&yes, ResourceType::Group, g));
+        let no = resolve_member_checks(&check, &mut |_| false).unwrap();
+        assert!(!super::super::filter::matches(&no, ResourceType::Group, g));
+        assert!(resolve_member_checks(&f("members pr"), &mut |_| true).is_none());
+        assert!(mentions(
+            &f("displayName eq \"x\" or members[value eq \"u\"]"),
+            "members"
+        ));
+        assert!(!mentions(&f("displayName eq \"x\""), "members"));
     }
 
     #[test]

@@ -44,7 +44,7 @@ pub struct Reference {
 /// into its canonical stored form. Attribute names are matched case-insensitively and
 /// rewritten in canonical case; read-only attributes (`id`, `meta`, `groups`, member
 /// `display`) and `password` are dropped (the bridge never stores a password);
-/// unknown attributes are ignored; IdP leniencies (booleans as `"True"`, a bare id
+/// unknown attributes and schema URNs are ignored; IdP leniencies (booleans as `"True"`, a bare id
 /// string for a complex attribute with a `value`) are accepted. Types are checked and
 /// required attributes enforced.
 pub fn normalize(rt: ResourceType, body: &Value) -> ScimResult<Attributes> {
@@ -123,9 +123,16 @@ fn check_schemas(rt: ResourceType, value: &Value) -> ScimResult<()> {
                 "\"schemas\" must be an array of schema URNs",
             ));
         };
-        if rt.schema_by_urn(urn).is_none() {
+        // Another resource type's schema is a client mistake; a URN the bridge does
+        // not know is not: Entra ID sends its ADSCIM group schema and a misspelt
+        // enterprise URN, and their attributes are ignored like any unknown one.
+        if let Some(other) = ResourceType::ALL
+            .iter()
+            .find(|o| **o != rt && o.schema().id.eq_ignore_ascii_case(urn))
+        {
             return Err(ScimError::invalid_value(format!(
-                "the schema \"{urn}\" is not supported for {} resources",
+                "the schema \"{urn}\" is for {} resources, not {}",
+                other.name(),
                 rt.name()
             )));
         }
@@ -194,7 +201,11 @@ pub fn normalize_value(def: &AttrDef, value: &Value) -> ScimResult<Option<Value>
             Some(Value::Array(out))
         });
     }
-    if value.is_array() {
+    if let Value::Array(items) = value {
+        // Entra ID sets the manager with a one-element array of {"$ref", "value"}.
+        if let ([only], AttrType::Complex) = (items.as_slice(), def.ty) {
+            return normalize_single(def, only);
+        }
         return Err(ScimError::invalid_value(format!(
             "the attribute \"{}\" is single-valued; an array was given",
             def.name
@@ -548,6 +559,40 @@ mod tests {
     }
 
     #[test]
+    fn entra_unknown_schema_urns_are_ignored() {
+        // Entra ID's documented Create Group and Create User requests.
+        let group = normalize(
+            ResourceType::Group,
+            &json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group",
+                                "http://schemas.microsoft.com/2006/11/ResourceManagement/ADSCIM/2.0/Group"],
+                    "displayName": "g"}),
+        )
+        .unwrap();
+        assert_eq!(Value::Object(group), json!({"displayName": "g"}));
+        let user = normalize(
+            ResourceType::User,
+            &json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User",
+                                "urn:ietf:params:scim:schemas:extension:enterprise:2.0User"],
+                    "userName": "a", "department": null, "manager": null}),
+        )
+        .unwrap();
+        assert_eq!(Value::Object(user), json!({"userName": "a"}));
+    }
+
+    #[test]
+    fn another_resource_types_schema_is_refused() {
+        let err = normalize(
+            ResourceType::User,
+            &json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "userName": "a"}),
+        )
+        .unwrap_err();
+        assert_eq!(
+            (err.status, err.scim_type),
+            (400, Some(crate::scim::error::ScimType::InvalidValue))
+        );
+    }
+
+    #[test]
     fn enterprise_manager_from_bare_id_and_qualified_names() {
         let out = normalize(
             ResourceType::User,
@@ -559,6 +604,18 @@ mod tests {
             out[ENTERPRISE_USER_URN],
             json!({"manager": {"value": "m1"}, "department": "R&D"})
         );
+    }
+
+    #[test]
+    fn entra_manager_as_a_one_element_array() {
+        let out = normalize(
+            ResourceType::User,
+            &json!({"userName": "a", ENTERPRISE_USER_URN: {"manager": [{"$ref": "https://x/Users/m1", "value": "m1"}]}}),
+        )
+        .unwrap();
+        assert_eq!(out[ENTERPRISE_USER_URN]["manager"]["value"], "m1");
+        let two = json!({"userName": "a", ENTERPRISE_USER_URN: {"manager": [{"value": "m1"}, {"value": "m2"}]}});
+        assert_eq!(normalize(ResourceType::User, &two).unwrap_err().status, 400);
     }
 
     fn sample() -> Map<String, Value> {

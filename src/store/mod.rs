@@ -196,9 +196,12 @@ fn parse_member_value(v: &[u8]) -> (ResourceType, Option<String>) {
 pub enum MembersChange {
     Keep,
     Set(Vec<MemberRef>),
+    /// Add these, remove those if present, and remove `remove_present`, each of
+    /// which must be a member (else 400 noTarget).
     Delta {
         add: Vec<MemberRef>,
         remove: Vec<String>,
+        remove_present: Vec<String>,
     },
 }
 
@@ -220,6 +223,8 @@ struct Inner {
     path: PathBuf,
     writer: Mutex<Option<mpsc::Sender<Job>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// Known tokens by secret hash, so authentication costs no database read.
+    tokens: Mutex<tokens::TokenCache>,
 }
 
 /// A handle on the open store; cheap to clone.
@@ -299,6 +304,7 @@ impl Store {
                 path: path.to_owned(),
                 writer: Mutex::new(Some(tx)),
                 thread: Mutex::new(Some(thread)),
+                tokens: Mutex::new(tokens::TokenCache::default()),
             }),
         })
     }
@@ -1038,7 +1044,44 @@ fn update_in(
     let (to_add, to_remove, replace_all) = match update.members {
         MembersChange::Keep => (Vec::new(), Vec::new(), false),
         MembersChange::Set(list) => (resolve_members(txn, id, list)?, Vec::new(), true),
-        MembersChange::Delta { add, remove } => (resolve_members(txn, id, add)?, remove, false),
+        MembersChange::Delta {
+            add,
+            mut remove,
+            remove_present,
+        } => {
+            let members = txn.open_table(MEMBERS)?;
+            for m in &remove_present {
+                if members.get((id, m.as_str()))?.is_none() {
+                    return Err(ScimError::no_target(format!(
+                        "\"{m}\" is not a member of this group"
+                    ))
+                    .into());
+                }
+            }
+            drop(members);
+            let members = txn.open_table(MEMBERS)?;
+            let mut present = Vec::with_capacity(remove.len());
+            for m in remove.drain(..).chain(remove_present) {
+                if members.get((id, m.as_str()))?.is_some() {
+                    present.push(m);
+                }
+            }
+            drop(members);
+            let add = resolve_members(txn, id, add)?;
+            let members = txn.open_table(MEMBERS)?;
+            let mut new = Vec::with_capacity(add.len());
+            for a in add {
+                if members
+                    .get((id, a.0.as_str()))?
+                    .map(|v| parse_member_value(v.value()).1)
+                    != Some(a.2.clone())
+                {
+                    new.push(a);
+                }
+            }
+            drop(members);
+            (new, present, false)
+        }
     };
     let members_changed = replace_all || !to_add.is_empty() || !to_remove.is_empty();
     if attrs == old_attrs && !members_changed {

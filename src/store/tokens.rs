@@ -113,32 +113,63 @@ impl Snapshot {
     }
 }
 
+/// Token records by secret hash. A lookup that started before a token changed must
+/// not put its stale answer in the cache: `generation` counts changes, and both the
+/// insert and the invalidation happen under the cache's lock.
+#[derive(Default)]
+pub(super) struct TokenCache {
+    generation: u64,
+    by_hash: std::collections::HashMap<Vec<u8>, TokenRecord>,
+}
+
+/// Most cached tokens (only tokens that exist are cached).
+const CACHE_LIMIT: usize = 4096;
+
 impl Store {
-    /// Stores a new token. Names are unique among tokens that are not revoked.
-    pub fn add_token_blocking(
-        &self,
-        record: TokenRecord,
-        secret_hash: Vec<u8>,
-    ) -> StoreResult<TokenRecord> {
-        self.write_blocking(move |txn| add_token_in(txn, record, &secret_hash))
+    /// The token whose secret hashes to `hash`, whatever its state; cached.
+    pub fn token_by_hash(&self, hash: &[u8]) -> StoreResult<Option<TokenRecord>> {
+        let generation = {
+            let cache = self.inner.tokens.lock().map_err(|_| StoreError::Closed)?;
+            if let Some(r) = cache.by_hash.get(hash) {
+                return Ok(Some(r.clone()));
+            }
+            cache.generation
+        };
+        let found = self.snapshot()?.token_by_hash(hash)?;
+        if let Some(r) = &found {
+            let mut cache = self.inner.tokens.lock().map_err(|_| StoreError::Closed)?;
+            if cache.generation == generation && cache.by_hash.len() < CACHE_LIMIT {
+                cache.by_hash.insert(hash.to_vec(), r.clone());
+            }
+        }
+        Ok(found)
     }
 
+    fn invalidate_tokens(&self) {
+        if let Ok(mut cache) = self.inner.tokens.lock() {
+            cache.generation += 1;
+            cache.by_hash.clear();
+        }
+    }
+
+    /// Stores a new token. Names are unique among tokens that are not revoked.
     pub async fn add_token(
         &self,
         record: TokenRecord,
         secret_hash: Vec<u8>,
     ) -> StoreResult<TokenRecord> {
-        self.write(move |txn| add_token_in(txn, record, &secret_hash))
-            .await
+        let r = self
+            .write(move |txn| add_token_in(txn, record, &secret_hash))
+            .await;
+        self.invalidate_tokens();
+        r
     }
 
     /// Revokes the token with this name (or id); takes effect on the next request.
-    pub fn revoke_token_blocking(&self, name: String, now: String) -> StoreResult<TokenRecord> {
-        self.write_blocking(move |txn| revoke_in(txn, &name, &now))
-    }
-
     pub async fn revoke_token(&self, name: String, now: String) -> StoreResult<TokenRecord> {
-        self.write(move |txn| revoke_in(txn, &name, &now)).await
+        let r = self.write(move |txn| revoke_in(txn, &name, &now)).await;
+        self.invalidate_tokens();
+        r
     }
 
     /// Records when tokens were last used (batched by the caller; not worth an fsync
