@@ -13,6 +13,9 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use crate::migrate::service::{Migration, PushRequest};
 use crate::store::{Scope, Store, StoreError};
 
+/// Longest token lifetime (ten years); also keeps the date arithmetic in range.
+pub const MAX_TOKEN_DAYS: u32 = 3650;
+
 /// Largest request line accepted on the socket.
 const MAX_LINE: usize = 64 * 1024;
 
@@ -106,6 +109,11 @@ pub async fn execute(
             } else {
                 Scope::ReadWrite
             };
+            if expires_in_days.is_some_and(|d| d > MAX_TOKEN_DAYS) {
+                return Err(format!(
+                    "a token may expire in at most {MAX_TOKEN_DAYS} days"
+                ));
+            }
             let expires = expires_in_days.map(|d| {
                 rfc3339(time::OffsetDateTime::now_utc() + time::Duration::days(i64::from(d)))
             });
