@@ -95,7 +95,14 @@ impl AppState {
 
     pub fn note_token_use(&self, token_id: &str, now: &str) {
         if let Ok(mut m) = self.token_uses.lock() {
-            m.insert(token_id.to_owned(), now.to_owned());
+            match m.get_mut(token_id) {
+                // Same second: nothing worth an allocation on the hot path.
+                Some(t) if t.get(..19) == now.get(..19) => {}
+                Some(t) => now.clone_into(t),
+                None => {
+                    m.insert(token_id.to_owned(), now.to_owned());
+                }
+            }
         }
     }
 

@@ -334,7 +334,7 @@ async fn read_json(req: Request<Incoming>, limit: usize) -> ScimResult<Value> {
 fn full_resource(
     snapshot: &Snapshot,
     rt: ResourceType,
-    r: &StoredResource,
+    r: StoredResource,
     with_refs: bool,
     base: &str,
 ) -> StoreResult<Map<String, Value>> {
@@ -343,7 +343,7 @@ fn full_resource(
     } else {
         None
     };
-    Ok(render(rt, &r.id, &r.attrs, &r.meta, refs.as_deref(), base))
+    Ok(render(rt, &r.id, r.attrs, &r.meta, refs.as_deref(), base))
 }
 
 fn refs_attr(rt: ResourceType) -> &'static str {
@@ -365,7 +365,7 @@ fn resource_response(
     let full = full_resource(
         &snapshot,
         rt,
-        r,
+        r.clone(),
         projection.includes(rt, refs_attr(rt)),
         base,
     )
@@ -482,7 +482,7 @@ fn get(
     let full = full_resource(
         &snapshot,
         rt,
-        &r,
+        r,
         projection.includes(rt, refs_attr(rt)),
         base,
     )
@@ -731,7 +731,7 @@ fn run_search(
                     return Ok(false);
                 }
                 if index >= start {
-                    page.push((rt, full_resource(&snapshot, rt, &r, with_refs, base)?));
+                    page.push((rt, full_resource(&snapshot, rt, r, with_refs, base)?));
                 }
                 index += 1;
                 Ok(true)
@@ -744,7 +744,7 @@ fn run_search(
         let mut count = 0usize;
         for &rt in types {
             let wants_refs = projection.includes(rt, refs_attr(rt));
-            let mut consider = |r: &StoredResource| -> StoreResult<()> {
+            let mut consider = |r: StoredResource| -> StoreResult<()> {
                 // Evaluate without loading references when the filter can do without.
                 let resolved = match &params.filter {
                     Some(f) if rt == ResourceType::Group && query::mentions(f, "members") => {
@@ -769,7 +769,8 @@ fn run_search(
                     (Some(_), Some(r)) => (false, Some(r)),
                     (Some(f), None) => (true, Some(f)),
                 };
-                let full =
+                let id = r.id.clone();
+                let mut full =
                     full_resource(&snapshot, rt, r, eval_refs || (wants_refs && sorting), base)?;
                 if filter.is_some_and(|f| !filter::matches(f, rt, &full)) {
                     return Ok(());
@@ -777,11 +778,10 @@ fn run_search(
                 let in_page = sorting || (count >= start && count < start + params.count);
                 count += 1;
                 if in_page {
-                    let full = if wants_refs && !eval_refs && !sorting {
-                        full_resource(&snapshot, rt, r, true, base)?
-                    } else {
-                        full
-                    };
+                    if wants_refs && !eval_refs && !sorting {
+                        let refs = snapshot.references(rt, &id)?;
+                        crate::scim::resource::add_references(rt, &mut full, &refs, base);
+                    }
                     matched.push((rt, full));
                 }
                 Ok(())
@@ -794,14 +794,14 @@ fn run_search(
                     ids.dedup();
                     for id in ids {
                         if let Some(r) = snapshot.get(rt, &id).map_err(store_error)? {
-                            consider(&r).map_err(store_error)?;
+                            consider(r).map_err(store_error)?;
                         }
                     }
                 }
                 None => {
                     snapshot
                         .scan(rt, |r| {
-                            consider(&r)?;
+                            consider(r)?;
                             Ok(true)
                         })
                         .map_err(store_error)?;

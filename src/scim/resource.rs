@@ -288,11 +288,12 @@ fn normalize_single(def: &AttrDef, value: &Value) -> ScimResult<Option<Value>> {
 
 /// Builds the full SCIM representation of a stored resource: `schemas`, `id`,
 /// `externalId`, the attributes, the references (`members` of a group, `groups` of
-/// a user) and `meta`. `base` is the SCIM base URL without a trailing slash.
+/// a user) and `meta`. `base` is the SCIM base URL without a trailing slash. Takes
+/// the attributes by value: values move into the output instead of being copied.
 pub fn render(
     rt: ResourceType,
     id: &str,
-    attrs: &Attributes,
+    mut attrs: Attributes,
     meta: &Meta,
     refs: Option<&[Reference]>,
     base: &str,
@@ -306,42 +307,12 @@ pub fn render(
     }
     out.insert("schemas".into(), Value::Array(schemas));
     out.insert("id".into(), Value::String(id.to_owned()));
-    if let Some(ext_id) = attrs.get("externalId") {
-        out.insert("externalId".into(), ext_id.clone());
+    if let Some(ext_id) = attrs.shift_remove("externalId") {
+        out.insert("externalId".into(), ext_id);
     }
-    for (k, v) in attrs {
-        if k != "externalId" {
-            out.insert(k.clone(), v.clone());
-        }
-    }
-    if let Some(refs) = refs {
-        if !refs.is_empty() {
-            let name = match rt {
-                ResourceType::Group => "members",
-                ResourceType::User => "groups",
-            };
-            let list = refs
-                .iter()
-                .map(|r| {
-                    let mut m = Map::new();
-                    m.insert("value".into(), Value::String(r.id.clone()));
-                    m.insert(
-                        "$ref".into(),
-                        Value::String(format!("{base}{}/{}", r.rt.endpoint(), r.id)),
-                    );
-                    if let Some(d) = &r.display {
-                        m.insert("display".into(), Value::String(d.clone()));
-                    }
-                    let ty = match rt {
-                        ResourceType::Group => r.rt.name(),
-                        ResourceType::User => "direct",
-                    };
-                    m.insert("type".into(), Value::String(ty.into()));
-                    Value::Object(m)
-                })
-                .collect();
-            out.insert(name.into(), Value::Array(list));
-        }
+    out.extend(attrs);
+    if let Some((name, list)) = refs.and_then(|r| references_value(rt, r, base)) {
+        out.insert(name.into(), list);
     }
     let mut m = Map::new();
     m.insert("resourceType".into(), Value::String(rt.name().into()));
@@ -357,6 +328,59 @@ pub fn render(
     m.insert("version".into(), Value::String(meta.etag()));
     out.insert("meta".into(), Value::Object(m));
     out
+}
+
+/// The `members` of a group or the `groups` of a user as (attribute name, value);
+/// `None` when there are none.
+pub fn references_value(
+    rt: ResourceType,
+    refs: &[Reference],
+    base: &str,
+) -> Option<(&'static str, Value)> {
+    if refs.is_empty() {
+        return None;
+    }
+    let name = match rt {
+        ResourceType::Group => "members",
+        ResourceType::User => "groups",
+    };
+    let list = refs
+        .iter()
+        .map(|r| {
+            let mut m = Map::new();
+            m.insert("value".into(), Value::String(r.id.clone()));
+            m.insert(
+                "$ref".into(),
+                Value::String(format!("{base}{}/{}", r.rt.endpoint(), r.id)),
+            );
+            if let Some(d) = &r.display {
+                m.insert("display".into(), Value::String(d.clone()));
+            }
+            let ty = match rt {
+                ResourceType::Group => r.rt.name(),
+                ResourceType::User => "direct",
+            };
+            m.insert("type".into(), Value::String(ty.into()));
+            Value::Object(m)
+        })
+        .collect();
+    Some((name, Value::Array(list)))
+}
+
+/// Adds references to an already rendered resource, keeping `meta` last.
+pub fn add_references(
+    rt: ResourceType,
+    rendered: &mut Map<String, Value>,
+    refs: &[Reference],
+    base: &str,
+) {
+    if let Some((name, list)) = references_value(rt, refs, base) {
+        let meta = rendered.shift_remove("meta");
+        rendered.insert(name.into(), list);
+        if let Some(meta) = meta {
+            rendered.insert("meta".into(), meta);
+        }
+    }
 }
 
 /// The `attributes` / `excludedAttributes` of a request (RFC 7644 §3.4.2.5).
@@ -474,6 +498,11 @@ impl Projection {
 
     /// Applies the projection to a rendered resource.
     pub fn apply(&self, rt: ResourceType, resource: Map<String, Value>) -> Map<String, Value> {
+        // No parameters: everything stored is returned by default (`password`, the one
+        // never-returned attribute, is never stored), so there is nothing to drop.
+        if self.attributes.is_empty() && self.excluded.is_empty() {
+            return resource;
+        }
         let mut out = Map::new();
         for (key, mut value) in resource {
             if key == "schemas" || key == "id" {
@@ -633,7 +662,7 @@ mod tests {
         render(
             ResourceType::User,
             "id1",
-            &attrs,
+            attrs,
             &meta,
             None,
             "https://h/scim/v2",

@@ -931,7 +931,7 @@ async fn list(
                     return Ok(true);
                 }
                 let rendered =
-                    crate::scim::resource::render(rt, &r.id, &r.attrs, &r.meta, None, "");
+                    crate::scim::resource::render(rt, &r.id, r.attrs.clone(), &r.meta, None, "");
                 if crate::scim::filter::matches(&filter, rt, &rendered) {
                     page.push(r);
                 }
@@ -1050,7 +1050,8 @@ fn detail(state: &AppState, rt: ResourceType, id: &str, chrome: Chrome<'_>) -> R
         .map(|u| format!("{u}{}", super::SCIM_PREFIX))
         .or_else(|| state.admin.scim_url.get().cloned())
         .unwrap_or_default();
-    let rendered = crate::scim::resource::render(rt, &r.id, &r.attrs, &r.meta, Some(&refs), &base);
+    let rendered =
+        crate::scim::resource::render(rt, &r.id, r.attrs.clone(), &r.meta, Some(&refs), &base);
     let s = |k: &str| r.attrs.get(k).and_then(Value::as_str).map(str::to_owned);
     let mut facts: Vec<(&'static str, String)> = Vec::new();
     match rt {
