@@ -296,14 +296,7 @@ pub fn run(cli: Cli) -> Result<()> {
             let mut bar = Progress::new();
             let v =
                 control_request_with_progress(&cfg, ControlRequest::MigratePush(req), &mut |p| {
-                    bar.show(|| {
-                        format!(
-                            "{}: {}/{}",
-                            p["phase"].as_str().unwrap_or(""),
-                            p["done"],
-                            p["total"]
-                        )
-                    })
+                    bar.show(|| phase_progress(&p))
                 });
             bar.done();
             let v = v?;
@@ -359,14 +352,7 @@ pub fn run(cli: Cli) -> Result<()> {
             let cfg = cli.load(None)?;
             let mut bar = Progress::new();
             let v = control_request_with_progress(&cfg, ControlRequest::MigrateVerify, &mut |p| {
-                bar.show(|| {
-                    format!(
-                        "{}: {}/{}",
-                        p["phase"].as_str().unwrap_or(""),
-                        p["done"],
-                        p["total"]
-                    )
-                })
+                bar.show(|| phase_progress(&p))
             });
             bar.done();
             let v = v?;
@@ -618,6 +604,16 @@ fn token(cfg: &Config, cmd: &TokenCommand) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// "phase: done/total" of a migration progress report.
+fn phase_progress(p: &serde_json::Value) -> String {
+    format!(
+        "{}: {}/{}",
+        p["phase"].as_str().unwrap_or(""),
+        p["done"],
+        p["total"]
+    )
 }
 
 /// A one-line progress display on stderr when it is a terminal.

@@ -187,7 +187,15 @@ fn sign_in_is_throttled_after_repeated_failures() {
     let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
     assert!(retry > 60 && retry <= 15 * 60, "{retry}");
     assert!(r.header("set-cookie").is_none());
-    assert!(s.log_text().contains("admin sign-in throttled"));
+    // The log is read by another thread: wait for the line rather than race it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !s.log_text().contains("admin sign-in throttled") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no throttling line in the log"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 #[test]

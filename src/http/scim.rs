@@ -157,6 +157,16 @@ async fn handle_inner(
     }
     let base = base_url(state, &req);
     let params = query_params(&req);
+    if let Some(rt) = segments.first().and_then(|s| resource_type_of(s)) {
+        let endpoint = ResourceEndpoint {
+            state,
+            rt,
+            principal: &principal,
+            params: &params,
+            base: &base,
+        };
+        return endpoint.handle(req, method, &segments[1..]).await;
+    }
     match (method, segments.as_slice()) {
         (Method::GET, ["ServiceProviderConfig"]) => Ok(scim_json(
             StatusCode::OK,
@@ -191,59 +201,15 @@ async fn handle_inner(
             let body = read_json(req, state.config.limits.max_body_bytes).await?;
             search(state, None, &search_params(&body)?, &base).await
         }
-        (Method::GET, [seg]) if resource_type_of(seg).is_some() => {
-            let rt = resource_type_of(seg).unwrap_or(ResourceType::User);
-            let p = SearchRequest::from_query(&params);
-            search(state, Some(rt), &p, &base).await
-        }
-        (Method::POST, [seg, ".search"]) if resource_type_of(seg).is_some() => {
-            let rt = resource_type_of(seg).unwrap_or(ResourceType::User);
-            let body = read_json(req, state.config.limits.max_body_bytes).await?;
-            search(state, Some(rt), &search_params(&body)?, &base).await
-        }
-        (Method::POST, [seg]) if resource_type_of(seg).is_some() => {
-            let rt = resource_type_of(seg).unwrap_or(ResourceType::User);
-            let projection = projection(&params)?;
-            let body = read_json(req, state.config.limits.max_body_bytes).await?;
-            create(state, rt, body, &principal, projection, &base).await
-        }
-        (Method::GET, [seg, id]) if resource_type_of(seg).is_some() => {
-            let rt = resource_type_of(seg).unwrap_or(ResourceType::User);
-            let projection = projection(&params)?;
-            let if_none_match = header_str(&req, IF_NONE_MATCH);
-            get(state, rt, id, projection, if_none_match.as_deref(), &base)
-        }
-        (Method::PUT, [seg, id]) if resource_type_of(seg).is_some() => {
-            let rt = resource_type_of(seg).unwrap_or(ResourceType::User);
-            let projection = projection(&params)?;
-            let if_match = header_str(&req, IF_MATCH);
-            let id = (*id).to_owned();
-            let body = read_json(req, state.config.limits.max_body_bytes).await?;
-            replace(state, rt, id, body, if_match, &principal, projection, &base).await
-        }
-        (Method::PATCH, [seg, id]) if resource_type_of(seg).is_some() => {
-            let rt = resource_type_of(seg).unwrap_or(ResourceType::User);
-            let projection = projection(&params)?;
-            let if_match = header_str(&req, IF_MATCH);
-            let id = (*id).to_owned();
-            let body = read_json(req, state.config.limits.max_body_bytes).await?;
-            patch_resource(state, rt, id, body, if_match, &principal, projection, &base).await
-        }
-        (Method::DELETE, [seg, id]) if resource_type_of(seg).is_some() => {
-            let rt = resource_type_of(seg).unwrap_or(ResourceType::User);
-            let if_match = header_str(&req, IF_MATCH);
-            delete(state, rt, (*id).to_owned(), if_match, &principal).await
-        }
         (Method::POST, ["Bulk"]) => {
             let body = read_json(req, state.config.limits.bulk_max_payload_bytes).await?;
             super::bulk::handle(state, body, &principal, &base).await
         }
         (_, [seg, ..])
-            if resource_type_of(seg).is_some()
-                || matches!(
-                    *seg,
-                    "ServiceProviderConfig" | "Schemas" | "ResourceTypes" | "Bulk" | ".search"
-                ) =>
+            if matches!(
+                *seg,
+                "ServiceProviderConfig" | "Schemas" | "ResourceTypes" | "Bulk" | ".search"
+            ) =>
         {
             Err(ScimError::new(
                 405,
@@ -255,6 +221,104 @@ async fn handle_inner(
             "no SCIM endpoint at {}{rest}",
             super::SCIM_PREFIX
         ))),
+    }
+}
+
+/// A request below `/Users` or `/Groups`.
+struct ResourceEndpoint<'a> {
+    state: &'a Arc<AppState>,
+    rt: ResourceType,
+    principal: &'a Principal,
+    params: &'a HashMap<String, String>,
+    base: &'a str,
+}
+
+impl ResourceEndpoint<'_> {
+    async fn handle(&self, req: Request<Incoming>, method: Method, tail: &[&str]) -> Handled {
+        let (state, rt, principal, base) = (self.state, self.rt, self.principal, self.base);
+        let limit = state.config.limits.max_body_bytes;
+        match (method, tail) {
+            (Method::GET, []) => {
+                search(
+                    state,
+                    Some(rt),
+                    &SearchRequest::from_query(self.params),
+                    base,
+                )
+                .await
+            }
+            (Method::POST, [".search"]) => {
+                let body = read_json(req, limit).await?;
+                search(state, Some(rt), &search_params(&body)?, base).await
+            }
+            (Method::POST, []) => {
+                let projection = projection(self.params)?;
+                let body = read_json(req, limit).await?;
+                create(state, rt, body, principal, projection, base).await
+            }
+            (Method::GET, [id]) => {
+                let if_none_match = header_str(&req, IF_NONE_MATCH);
+                get(
+                    state,
+                    rt,
+                    id,
+                    projection(self.params)?,
+                    if_none_match.as_deref(),
+                    base,
+                )
+            }
+            (Method::PUT, [id]) => {
+                let (projection, if_match) = (projection(self.params)?, header_str(&req, IF_MATCH));
+                let body = read_json(req, limit).await?;
+                replace(
+                    state,
+                    rt,
+                    (*id).to_owned(),
+                    body,
+                    if_match,
+                    principal,
+                    projection,
+                    base,
+                )
+                .await
+            }
+            (Method::PATCH, [id]) => {
+                let (projection, if_match) = (projection(self.params)?, header_str(&req, IF_MATCH));
+                let body = read_json(req, limit).await?;
+                patch_resource(
+                    state,
+                    rt,
+                    (*id).to_owned(),
+                    body,
+                    if_match,
+                    principal,
+                    projection,
+                    base,
+                )
+                .await
+            }
+            (Method::DELETE, [id]) => {
+                delete(
+                    state,
+                    rt,
+                    (*id).to_owned(),
+                    header_str(&req, IF_MATCH),
+                    principal,
+                )
+                .await
+            }
+            (_, [] | [_]) => Err(ScimError::new(
+                405,
+                None,
+                "this method is not allowed on this endpoint",
+            )),
+            _ => Err(ScimError::not_found(format!(
+                "no SCIM endpoint at {}{}/{}",
+                super::SCIM_PREFIX,
+                rt.endpoint(),
+                tail.join("/")
+            ))),
+        }
     }
 }
 

@@ -23,6 +23,28 @@ fn store_err(e: StoreError) -> String {
     e.to_string()
 }
 
+/// Walks a resource type of a snapshot in pages of `PAGE`, in id order.
+#[derive(Default)]
+struct Pager {
+    after: Option<String>,
+}
+
+impl Pager {
+    fn next(
+        &mut self,
+        snapshot: &Snapshot,
+        rt: ResourceType,
+    ) -> Result<Vec<StoredResource>, String> {
+        let page = snapshot
+            .page_after(rt, self.after.as_deref(), PAGE)
+            .map_err(store_err)?;
+        if let Some(last) = page.last() {
+            self.after = Some(last.id.clone());
+        }
+        Ok(page)
+    }
+}
+
 /// What the target announced.
 #[derive(Debug, Clone, Default)]
 pub struct Discovery {
@@ -257,15 +279,14 @@ pub async fn push(
     }
     let (mut created, mut updated) = (0u64, 0u64);
     // Users, page by page; creates go in Bulk requests when the target offers Bulk.
-    let mut after: Option<String> = None;
+    let mut pager = Pager::default();
     let mut done = 0u64;
     let mut manager_fixups: Vec<String> = Vec::new();
     loop {
-        let page = snapshot
-            .page_after(ResourceType::User, after.as_deref(), PAGE)
-            .map_err(store_err)?;
-        let Some(last) = page.last() else { break };
-        after = Some(last.id.clone());
+        let page = pager.next(&snapshot, ResourceType::User)?;
+        if page.is_empty() {
+            break;
+        }
         let mut to_create: Vec<&StoredResource> = Vec::new();
         let mut mapped = Vec::new();
         for r in &page {
@@ -350,15 +371,14 @@ pub async fn push(
     }
     // Groups: first every group without members (nested groups need each other's ids),
     // then the members.
-    let mut after: Option<String> = None;
+    let mut pager = Pager::default();
     let mut done = 0u64;
     loop {
         let snapshot = store.snapshot().map_err(store_err)?;
-        let page = snapshot
-            .page_after(ResourceType::Group, after.as_deref(), PAGE)
-            .map_err(store_err)?;
-        let Some(last) = page.last() else { break };
-        after = Some(last.id.clone());
+        let page = pager.next(&snapshot, ResourceType::Group)?;
+        if page.is_empty() {
+            break;
+        }
         for g in &page {
             if snapshot
                 .target_id(ResourceType::Group, &g.id)
@@ -383,14 +403,13 @@ pub async fn push(
         progress(json!({"phase": "groups", "done": done, "total": groups_total}));
     }
     let snapshot = store.snapshot().map_err(store_err)?;
-    let mut after: Option<String> = None;
+    let mut pager = Pager::default();
     let mut done = 0u64;
     loop {
-        let page = snapshot
-            .page_after(ResourceType::Group, after.as_deref(), PAGE)
-            .map_err(store_err)?;
-        let Some(last) = page.last() else { break };
-        after = Some(last.id.clone());
+        let page = pager.next(&snapshot, ResourceType::Group)?;
+        if page.is_empty() {
+            break;
+        }
         for g in &page {
             upsert(client, &snapshot, ResourceType::Group, g, true).await?;
         }
@@ -471,13 +490,12 @@ async fn dry_run(
 ) -> Result<Value, String> {
     let (mut create, mut update) = ([0u64; 2], [0u64; 2]);
     for (i, rt) in ResourceType::ALL.into_iter().enumerate() {
-        let mut after: Option<String> = None;
+        let mut pager = Pager::default();
         loop {
-            let page = snapshot
-                .page_after(rt, after.as_deref(), PAGE)
-                .map_err(store_err)?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.id.clone());
+            let page = pager.next(snapshot, rt)?;
+            if page.is_empty() {
+                break;
+            }
             for r in &page {
                 let known = snapshot.target_id(rt, &r.id).map_err(store_err)?.is_some();
                 if known || find_on_target(client, rt, &r.attrs).await?.is_some() {
@@ -636,14 +654,13 @@ pub async fn verify(
     let mut diffs = Vec::new();
     for rt in ResourceType::ALL {
         let total = snapshot.count(rt).map_err(store_err)?;
-        let mut after: Option<String> = None;
+        let mut pager = Pager::default();
         let mut done = 0u64;
         loop {
-            let page = snapshot
-                .page_after(rt, after.as_deref(), PAGE)
-                .map_err(store_err)?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.id.clone());
+            let page = pager.next(&snapshot, rt)?;
+            if page.is_empty() {
+                break;
+            }
             for r in &page {
                 let Some(tid) = snapshot.target_id(rt, &r.id).map_err(store_err)? else {
                     diffs.push(diff(rt, &r.id, "not on the target (never pushed)".into()));
