@@ -375,3 +375,123 @@ fn admin_flow_in_headless_chromium() {
         eprintln!("screenshot: {}", p.display());
     }
 }
+
+/// Loads `path` until the page satisfies `f` (the page shows background progress
+/// only on reload).
+fn reload_until(b: &Browser<'_>, url: &str, what: &str, f: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        b.go(url);
+        let src = b.source();
+        if f(&src) {
+            return src;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}:\n{src}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+#[test]
+fn migration_push_and_cut_over_in_headless_chromium() {
+    let chromium = CHROMIUM.iter().find(|p| Path::new(p).exists());
+    let (Some(chromium), true) = (chromium, Path::new(CHROMEDRIVER).exists()) else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run the browser test: install chromium and chromium-driver"
+        );
+        eprintln!("SKIPPED migration_push_and_cut_over_in_headless_chromium: Chromium or chromedriver is missing");
+        return;
+    };
+    let artifacts = artifacts_dir();
+    let cfgdir = tempfile::tempdir().expect("config dir");
+    let cfg = cfgdir.path().join("source.toml");
+    std::fs::write(&cfg, "[migration]\nallowed_domains = [\"example.com\"]\n").unwrap();
+    let server = Server::start_with(&["--config", cfg.to_str().unwrap()]);
+    let target = Server::start();
+    let scim = server.client();
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        let r = scim.post("/Users", &user_body(&format!("m{i}@example.com")));
+        assert_eq!(r.status, 201);
+        ids.push(r.json()["id"].as_str().unwrap().to_owned());
+    }
+    let members: Vec<Value> = ids.iter().take(10).map(|id| json!({"value": id})).collect();
+    assert_eq!(
+        scim.post(
+            "/Groups",
+            &json!({"displayName": "Engineering", "members": members})
+        )
+        .status,
+        201
+    );
+
+    let driver = Driver::start();
+    let profile = tempfile::tempdir().expect("profile dir");
+    let b = driver.session(chromium, profile.path());
+    let base = format!("https://{}", server.addr);
+    b.go(&setup_link(&server));
+    b.type_into("#password", PASSWORD);
+    b.type_into("#confirm", PASSWORD);
+    b.click("form[action='/admin/setup'] button[type=submit]");
+    b.wait_for("the sign-in page", |s| {
+        s.contains("The admin password is set")
+    });
+    b.type_into("#password", PASSWORD);
+    b.click("form[action='/admin/login'] button[type=submit]");
+    b.wait_for("the dashboard", |s| {
+        s.contains("Connect your identity provider")
+    });
+
+    // Readiness: nothing blocks.
+    let migration = format!("{base}/admin/migration");
+    b.go(&migration);
+    b.click("form[action='/admin/migration/check'] button");
+    let page = b.wait_for("the readiness report", |s| s.contains("id=\"readiness\""));
+    assert!(!page.contains("Not ready"), "no blockers expected");
+
+    // Push into the second bridge from the page, then watch it reach mirroring.
+    let ca = std::fs::read_to_string(target.data_dir().join("tls/cert.pem")).unwrap();
+    b.type_into("#target", &target.base);
+    b.type_into("#token", &target.token);
+    b.type_into("#cacert", &ca);
+    b.click("form[action='/admin/migration/push'] button[type=submit]");
+    let page = reload_until(&b, &migration, "mirroring", |s| {
+        s.contains("aria-current=\"step\">mirroring<")
+    });
+    assert!(page.contains("30"), "push progress counts the users");
+    let shot_push = b.screenshot(&artifacts, "admin-migration-mirroring.png");
+    let tc = target.client();
+    assert_eq!(tc.get("/Users?count=0").json()["totalResults"], 30);
+
+    // A change made now reaches the target before the cut-over.
+    assert_eq!(scim.delete(&format!("/Users/{}", ids[29])).status, 204);
+
+    // Cut over: the page wants the target URL typed exactly.
+    b.type_into(
+        "form[action='/admin/migration/cutover'] #confirm",
+        &target.base,
+    );
+    b.click("form[action='/admin/migration/cutover'] button[type=submit]");
+    let page = reload_until(&b, &migration, "the cut-over", |s| {
+        s.contains("aria-current=\"step\">cut over<")
+    });
+    assert!(
+        page.contains("it can be decommissioned"),
+        "decommission steps shown"
+    );
+    assert!(page.contains("Tenant URL") && page.contains(&target.base));
+    let shot_cut = b.screenshot(&artifacts, "admin-migration-cut-over.png");
+    assert_eq!(
+        tc.get("/Users?count=0").json()["totalResults"],
+        29,
+        "the delete was mirrored"
+    );
+    let refused = scim.post("/Users", &user_body("late@example.com"));
+    assert_scim_error(&refused, 410, None);
+    for p in [shot_push, shot_cut] {
+        eprintln!("screenshot: {}", p.display());
+    }
+}
