@@ -634,7 +634,15 @@ fn writer_loop(db: &Database, rx: mpsc::Receiver<Job>) {
                 done.push((job.reply, Err(StoreError::Closed)));
                 continue;
             }
-            let r = (job.run)(&txn);
+            // A bug in one job must not take the writer (and every later write) down:
+            // a panic fails this batch like a storage error and the thread goes on.
+            let run = job.run;
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&txn)))
+                .unwrap_or_else(|_| {
+                    Err(StoreError::Storage(
+                        "a write operation panicked; the batch was rolled back".into(),
+                    ))
+                });
             if let Err(e) = &r {
                 if !matches!(e, StoreError::Scim(_)) {
                     fatal = Some(e.clone());

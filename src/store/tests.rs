@@ -219,3 +219,20 @@ fn events_record_each_write() {
     assert_eq!(ev[0].seq, 2);
     assert_eq!(ev[1].op, "create");
 }
+
+#[test]
+fn a_panicking_job_fails_alone_and_the_writer_survives() {
+    let (_d, store) = open();
+    let err = store
+        .write_blocking(|_txn| -> StoreResult<()> { panic!("bug in a write operation") })
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Storage(_)), "{err}");
+    // The writer thread is still there and the next write is durable.
+    let u = user(&store, "after-panic");
+    assert!(store
+        .snapshot()
+        .unwrap()
+        .get(ResourceType::User, &u.id)
+        .unwrap()
+        .is_some());
+}
