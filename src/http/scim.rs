@@ -803,7 +803,7 @@ fn run_search(
             .map_err(store_error)?;
     } else {
         // Unsorted: count every match but keep only the requested page in memory.
-        let sorting = params.sort_by.is_some() && types.len() == 1;
+        let sorting = params.sort_by.is_some();
         let mut matched: Vec<(ResourceType, Map<String, Value>)> = Vec::new();
         let mut count = 0usize;
         for &rt in types {
@@ -873,15 +873,9 @@ fn run_search(
             }
         }
         total = count;
-        if let (Some(path), [rt]) = (&params.sort_by, types) {
-            let mut only: Vec<Map<String, Value>> = matched.into_iter().map(|(_, r)| r).collect();
-            query::sort(*rt, &mut only, path, params.descending);
-            page = only
-                .into_iter()
-                .skip(start)
-                .take(params.count)
-                .map(|r| (*rt, r))
-                .collect();
+        if let Some(path) = &params.sort_by {
+            query::sort(&mut matched, path, params.descending);
+            page = matched.into_iter().skip(start).take(params.count).collect();
         } else {
             page = matched;
         }

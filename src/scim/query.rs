@@ -278,16 +278,15 @@ fn compare_values(a: &Value, b: &Value, exact: bool) -> Ordering {
 /// Sorts rendered resources by `sortBy`; resources without the attribute come last
 /// whatever the order (RFC 7644 §3.4.2.3).
 pub fn sort(
-    rt: ResourceType,
-    resources: &mut [Map<String, Value>],
+    resources: &mut [(ResourceType, Map<String, Value>)],
     path: &AttrPath,
     descending: bool,
 ) {
-    let exact = case_exact(rt, path);
     resources.sort_by(
-        |a, b| match (sort_key(rt, a, path), sort_key(rt, b, path)) {
+        |(ra, a), (rb, b)| match (sort_key(*ra, a, path), sort_key(*rb, b, path)) {
             (Some(x), Some(y)) => {
-                let o = compare_values(x, y, exact);
+                // Users and Groups in one root search: compare as the first one's schema says.
+                let o = compare_values(x, y, case_exact(*ra, path));
                 if descending {
                     o.reverse()
                 } else {
@@ -373,29 +372,44 @@ mod tests {
 
     #[test]
     fn sorts_case_insensitively_with_missing_last() {
-        let mut v: Vec<Map<String, Value>> = [
+        let mut v: Vec<(ResourceType, Map<String, Value>)> = [
             json!({"userName": "b"}),
             json!({}),
             json!({"userName": "A"}),
         ]
         .into_iter()
-        .map(|x| x.as_object().unwrap().clone())
+        .map(|x| (ResourceType::User, x.as_object().unwrap().clone()))
         .collect();
-        sort(
-            ResourceType::User,
-            &mut v,
-            &AttrPath::parse("userName").unwrap(),
-            false,
-        );
-        assert_eq!(v[0]["userName"], "A");
-        assert!(v[2].get("userName").is_none());
-        sort(
-            ResourceType::User,
-            &mut v,
-            &AttrPath::parse("userName").unwrap(),
-            true,
-        );
-        assert_eq!(v[0]["userName"], "b");
-        assert!(v[2].get("userName").is_none());
+        let path = AttrPath::parse("userName").unwrap();
+        sort(&mut v, &path, false);
+        assert_eq!(v[0].1["userName"], "A");
+        assert!(v[2].1.get("userName").is_none());
+        sort(&mut v, &path, true);
+        assert_eq!(v[0].1["userName"], "b");
+        assert!(v[2].1.get("userName").is_none());
+    }
+
+    #[test]
+    fn root_search_sorts_users_and_groups_together() {
+        let mut v = vec![
+            (
+                ResourceType::Group,
+                json!({"displayName": "b"}).as_object().unwrap().clone(),
+            ),
+            (
+                ResourceType::User,
+                json!({"displayName": "a"}).as_object().unwrap().clone(),
+            ),
+            (
+                ResourceType::Group,
+                json!({"displayName": "C"}).as_object().unwrap().clone(),
+            ),
+        ];
+        sort(&mut v, &AttrPath::parse("displayName").unwrap(), false);
+        let names: Vec<&str> = v
+            .iter()
+            .map(|(_, r)| r["displayName"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["a", "b", "C"]);
     }
 }
