@@ -318,6 +318,7 @@ pub fn run(cli: Cli) -> Result<()> {
                     "pushed {} users and {} groups ({} created, {} updated, {} requests, {} throttled); now mirroring changes",
                     v["users"], v["groups"], v["created"], v["updated"], v["requests"], v["throttled"]
                 );
+                print_differences(&v["differences"]);
             }
             Ok(())
         }
@@ -359,20 +360,7 @@ pub fn run(cli: Cli) -> Result<()> {
             if *json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
-                let diffs = v["differences"].as_array().cloned().unwrap_or_default();
-                if diffs.is_empty() {
-                    println!("verified: the target matches the directory");
-                } else {
-                    println!("{} differences:", diffs.len());
-                    for d in &diffs {
-                        println!(
-                            "  {} {}: {}",
-                            d["resourceType"].as_str().unwrap_or(""),
-                            d["id"].as_str().unwrap_or(""),
-                            d["difference"].as_str().unwrap_or("")
-                        );
-                    }
-                }
+                print_differences(&v["differences"]);
             }
             if v["count"].as_u64().unwrap_or(0) > 0 {
                 std::process::exit(2);
@@ -604,6 +592,27 @@ fn token(cfg: &Config, cmd: &TokenCommand) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The result of reading the target back.
+fn print_differences(diffs: &serde_json::Value) {
+    let diffs = diffs.as_array().cloned().unwrap_or_default();
+    if diffs.is_empty() {
+        println!("verified: the target matches the directory");
+        return;
+    }
+    println!(
+        "{} differences between the directory and the target:",
+        diffs.len()
+    );
+    for d in &diffs {
+        println!(
+            "  {} {}: {}",
+            d["resourceType"].as_str().unwrap_or(""),
+            d["id"].as_str().unwrap_or(""),
+            d["difference"].as_str().unwrap_or("")
+        );
+    }
 }
 
 /// "phase: done/total" of a migration progress report.

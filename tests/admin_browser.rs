@@ -452,17 +452,18 @@ fn migration_push_and_cut_over_in_headless_chromium() {
     let page = b.wait_for("the readiness report", |s| s.contains("id=\"readiness\""));
     assert!(!page.contains("Not ready"), "no blockers expected");
 
-    // Push into the second bridge from the page, then watch it reach mirroring.
+    // Push into the second bridge from the page; it mirrors and, having read the
+    // target back without a difference, shows "verified".
     let ca = std::fs::read_to_string(target.data_dir().join("tls/cert.pem")).unwrap();
     b.type_into("#target", &target.base);
     b.type_into("#token", &target.token);
     b.type_into("#cacert", &ca);
     b.click("form[action='/admin/migration/push'] button[type=submit]");
-    let page = reload_until(&b, &migration, "mirroring", |s| {
-        s.contains("aria-current=\"step\">mirroring<")
+    let page = reload_until(&b, &migration, "verified", |s| {
+        s.contains("aria-current=\"step\">verified<")
     });
     assert!(page.contains("30"), "push progress counts the users");
-    let shot_push = b.screenshot(&artifacts, "admin-migration-mirroring.png");
+    let shot_push = b.screenshot(&artifacts, "admin-migration-verified.png");
     let tc = target.client();
     assert_eq!(tc.get("/Users?count=0").json()["totalResults"], 30);
 

@@ -269,6 +269,10 @@ fn push_into_a_second_scimbridge_mirror_resume_and_cut_over() {
         &["--cacert", b_ca.to_str().unwrap()],
     );
     assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("verified: the target matches the directory"),
+        "the push reads the target back: {out}"
+    );
     let ca = a.client();
     assert_eq!(
         cb.get("/Users?count=0").json()["totalResults"],

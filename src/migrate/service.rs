@@ -196,7 +196,7 @@ impl Migration {
             *t = Some(target.base.clone());
         }
         match push::push(&self.store, &mut client, &PushOptions::default(), progress).await {
-            Ok(summary) => {
+            Ok(mut summary) => {
                 let (now, _) = crate::http::now();
                 self.store
                     .update_migration(move |s| {
@@ -206,6 +206,9 @@ impl Migration {
                     })
                     .await
                     .map_err(err)??;
+                // Read the target back right away and report every difference.
+                let report = self.verify_locked(&mut client, progress).await?;
+                summary["differences"] = report["differences"].clone();
                 Ok(summary)
             }
             Err(e) => {
@@ -265,8 +268,17 @@ impl Migration {
         }
         let _guard = self.lock.lock().await;
         let mut client = Self::client_for(&state)?;
-        while push::drain(&self.store, &mut client, 500).await? > 0 {}
-        let diffs = push::verify(&self.store, &mut client, progress).await?;
+        self.verify_locked(&mut client, progress).await
+    }
+
+    /// Drains the mirror and compares; the caller holds the lock.
+    async fn verify_locked(
+        &self,
+        client: &mut Client,
+        progress: push::Progress<'_>,
+    ) -> Result<Value, String> {
+        while push::drain(&self.store, client, 500).await? > 0 {}
+        let diffs = push::verify(&self.store, client, progress).await?;
         let n = diffs.len() as u64;
         let (now, _) = crate::http::now();
         self.store
