@@ -459,8 +459,10 @@ fn migration_push_and_cut_over_in_headless_chromium() {
     b.type_into("#token", &target.token);
     b.type_into("#cacert", &ca);
     b.click("form[action='/admin/migration/push'] button[type=submit]");
-    let page = reload_until(&b, &migration, "verified", |s| {
-        s.contains("aria-current=\"step\">verified<")
+    // Wait for the push job itself to be done, not just the state: a second step
+    // is refused while one runs.
+    let page = reload_until(&b, &migration, "the finished push", |s| {
+        s.contains("aria-current=\"step\">verified<") && s.contains("pill ok\">done")
     });
     assert!(page.contains("30"), "push progress counts the users");
     let shot_push = b.screenshot(&artifacts, "admin-migration-verified.png");
