@@ -29,6 +29,10 @@ fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
 /// Parses UTCTime (YYMMDDHHMMSSZ) or GeneralizedTime (YYYYMMDDHHMMSSZ) to Unix seconds.
 fn parse_time(tag: u8, s: &[u8]) -> Option<i64> {
     let s = std::str::from_utf8(s).ok()?;
+    // Times are ASCII digits; anything else must not reach the byte slicing below.
+    if !s.is_ascii() {
+        return None;
+    }
     let s = s.strip_suffix('Z')?;
     let (year, rest) = match tag {
         0x17 if s.len() == 12 => {
@@ -117,6 +121,17 @@ mod tests {
         assert_eq!(info.subject_cn.as_deref(), Some("scimbridge test"));
         assert_eq!(info.not_before, 1_767_312_000);
         assert_eq!(info.not_after, 2_845_584_000);
+    }
+
+    #[test]
+    fn non_ascii_times_are_none_not_a_panic() {
+        assert_eq!(parse_time(0x17, "a\u{100}000000000Z".as_bytes()), None);
+        assert_eq!(
+            "a\u{100}000000000Z".len(),
+            13,
+            "12 bytes before the Z, byte 2 inside the character"
+        );
+        assert_eq!(parse_time(0x18, "20\u{100}0101000000Z".as_bytes()), None);
     }
 
     #[test]

@@ -78,7 +78,7 @@ pub fn normalize(rt: ResourceType, body: &Value) -> ScimResult<Attributes> {
             }
             continue;
         }
-        if key.len() > 4 && key[..4].eq_ignore_ascii_case("urn:") {
+        if key.len() > 4 && key.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("urn:")) {
             // A URN-qualified attribute name at the top level.
             if let Ok(path) = AttrPath::parse(key) {
                 if path.sub.is_none() && !path.is_whole_schema() {
@@ -563,6 +563,17 @@ mod tests {
             json!({"userName": "a@example.com", "active": false,
                    "emails": [{"value": "a@example.com", "primary": true}]})
         );
+    }
+
+    #[test]
+    fn non_ascii_keys_are_ignored_not_a_panic() {
+        // Found by the `resource` fuzz target: byte 4 inside a multi-byte character.
+        let out = normalize(
+            ResourceType::User,
+            &json!({"userName": "a", "urn\u{196}etf:params:scim:schemas:extension:enterprise:2.0:User": {"department": "x"}}),
+        )
+        .unwrap();
+        assert_eq!(Value::Object(out), json!({"userName": "a"}));
     }
 
     #[test]
