@@ -4,7 +4,9 @@ use libfuzzer_sys::fuzz_target;
 use scimbridge::scim::{filter, query, schema::ResourceType};
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
     let Ok(f) = filter::parse(text) else { return };
     let user = serde_json::json!({
         "id": "u1", "userName": "Alice@Example.com", "active": true, "externalId": "E1",

@@ -5,8 +5,12 @@ use libfuzzer_sys::fuzz_target;
 use scimbridge::scim::{patch, resource, schema::ResourceType};
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(body) = serde_json::from_slice::<serde_json::Value>(data) else { return };
-    let Ok(ops) = patch::parse_request(&body) else { return };
+    let Ok(body) = serde_json::from_slice::<serde_json::Value>(data) else {
+        return;
+    };
+    let Ok(ops) = patch::parse_request(&body) else {
+        return;
+    };
     let user = serde_json::json!({
         "id": "u1", "userName": "alice", "active": true,
         "emails": [{"value": "a@example.com", "type": "work", "primary": true}, {"value": "b@example.com"}],

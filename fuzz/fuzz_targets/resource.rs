@@ -6,9 +6,15 @@ use scimbridge::scim::schema::ResourceType;
 
 fuzz_target!(|data: &[u8]| {
     let (head, tail) = data.split_at(data.len().min(64));
-    let Ok(body) = serde_json::from_slice::<serde_json::Value>(tail) else { return };
+    let Ok(body) = serde_json::from_slice::<serde_json::Value>(tail) else {
+        return;
+    };
     let attrs = std::str::from_utf8(head).unwrap_or("");
-    let meta = Meta { created: "2026-01-01T00:00:00Z".into(), last_modified: "2026-01-01T00:00:00Z".into(), version: 1 };
+    let meta = Meta {
+        created: "2026-01-01T00:00:00Z".into(),
+        last_modified: "2026-01-01T00:00:00Z".into(),
+        version: 1,
+    };
     for rt in ResourceType::ALL {
         if let Ok(a) = normalize(rt, &body) {
             let full = render(rt, "id", a, &meta, None, "https://h/scim/v2");
