@@ -266,21 +266,7 @@ fn admin_flow_in_headless_chromium() {
     let b = driver.session(chromium, profile.path());
     let base = format!("https://{}", server.addr);
 
-    // First start: the setup link from the log sets the password.
-    b.go(&setup_link(&server));
-    b.type_into("#password", PASSWORD);
-    b.type_into("#confirm", PASSWORD);
-    b.click("form[action='/admin/setup'] button[type=submit]");
-    b.wait_for("the sign-in page", |s| {
-        s.contains("The admin password is set")
-    });
-
-    // Sign in.
-    b.type_into("#password", PASSWORD);
-    b.click("form[action='/admin/login'] button[type=submit]");
-    let page = b.wait_for("the dashboard", |s| {
-        s.contains("Connect your identity provider")
-    });
+    let page = set_password_and_sign_in(&b, &server);
     assert!(page.contains(&format!("{base}/scim/v2<")));
     // The stylesheet and the script loaded under the Content-Security-Policy.
     let header_bg = b.css_value("header.top", "background-color");
@@ -376,6 +362,23 @@ fn admin_flow_in_headless_chromium() {
     }
 }
 
+/// First start: the setup link from the log sets the password, then sign in.
+/// Returns the dashboard's source.
+fn set_password_and_sign_in(b: &Browser<'_>, server: &Server) -> String {
+    b.go(&setup_link(server));
+    b.type_into("#password", PASSWORD);
+    b.type_into("#confirm", PASSWORD);
+    b.click("form[action='/admin/setup'] button[type=submit]");
+    b.wait_for("the sign-in page", |s| {
+        s.contains("The admin password is set")
+    });
+    b.type_into("#password", PASSWORD);
+    b.click("form[action='/admin/login'] button[type=submit]");
+    b.wait_for("the dashboard", |s| {
+        s.contains("Connect your identity provider")
+    })
+}
+
 /// Loads `path` until the page satisfies `f` (the page shows background progress
 /// only on reload).
 fn reload_until(b: &Browser<'_>, url: &str, what: &str, f: impl Fn(&str) -> bool) -> String {
@@ -432,18 +435,7 @@ fn migration_push_and_cut_over_in_headless_chromium() {
     let profile = tempfile::tempdir().expect("profile dir");
     let b = driver.session(chromium, profile.path());
     let base = format!("https://{}", server.addr);
-    b.go(&setup_link(&server));
-    b.type_into("#password", PASSWORD);
-    b.type_into("#confirm", PASSWORD);
-    b.click("form[action='/admin/setup'] button[type=submit]");
-    b.wait_for("the sign-in page", |s| {
-        s.contains("The admin password is set")
-    });
-    b.type_into("#password", PASSWORD);
-    b.click("form[action='/admin/login'] button[type=submit]");
-    b.wait_for("the dashboard", |s| {
-        s.contains("Connect your identity provider")
-    });
+    set_password_and_sign_in(&b, &server);
 
     // Readiness: nothing blocks.
     let migration = format!("{base}/admin/migration");

@@ -514,24 +514,39 @@ fn setup_form(state: &AppState, req: &Request<Incoming>) -> Response<Body> {
     }
 }
 
-async fn setup_submit(state: &AppState, req: Request<Incoming>) -> Response<Body> {
+/// What the forms of signed-out visitors (setup, sign-in) share: throttling, a
+/// same-site check and a readable body.
+async fn public_form(
+    state: &AppState,
+    req: Request<Incoming>,
+    what: &str,
+) -> Result<(IpAddr, HashMap<String, String>), Response<Body>> {
     let ip = client_ip(&req);
     if let Err(wait) = state.admin.throttle.check(ip, Instant::now()) {
-        return throttled(wait);
+        tracing::warn!(client = %ip, "admin {what} throttled");
+        return Err(throttled(wait));
     }
     if cross_site(&req) {
-        return refuse(
+        return Err(refuse(
             StatusCode::FORBIDDEN,
             "Refused",
             "This form was sent from another site.",
-        );
+        ));
     }
-    let Some(f) = form(req).await else {
-        return refuse(
+    match form(req).await {
+        Some(f) => Ok((ip, f)),
+        None => Err(refuse(
             StatusCode::PAYLOAD_TOO_LARGE,
             "Refused",
             "The form could not be read.",
-        );
+        )),
+    }
+}
+
+async fn setup_submit(state: &AppState, req: Request<Incoming>) -> Response<Body> {
+    let (ip, f) = match public_form(state, req, "setup").await {
+        Ok(x) => x,
+        Err(refused) => return refused,
     };
     let code = field(&f, "code");
     if let Err(why) = check_setup_code(state, code) {
@@ -604,24 +619,9 @@ fn login_form(state: &AppState, req: &Request<Incoming>) -> Response<Body> {
 }
 
 async fn login_submit(state: &AppState, req: Request<Incoming>) -> Response<Body> {
-    let ip = client_ip(&req);
-    if let Err(wait) = state.admin.throttle.check(ip, Instant::now()) {
-        tracing::warn!(client = %ip, "admin sign-in throttled");
-        return throttled(wait);
-    }
-    if cross_site(&req) {
-        return refuse(
-            StatusCode::FORBIDDEN,
-            "Refused",
-            "This form was sent from another site.",
-        );
-    }
-    let Some(f) = form(req).await else {
-        return refuse(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "Refused",
-            "The form could not be read.",
-        );
+    let (ip, f) = match public_form(state, req, "sign-in").await {
+        Ok(x) => x,
+        Err(refused) => return refused,
     };
     let password = field(&f, "password").to_owned();
     let record = match state.store.snapshot().and_then(|s| s.admin_password()) {
