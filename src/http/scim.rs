@@ -1,6 +1,7 @@
 //! The SCIM endpoints below `/scim/v2`: authentication, parsing HTTP into SCIM
 //! operations, calling the core and the store, and writing SCIM responses.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -15,7 +16,7 @@ use super::{now, scim_error, scim_json, store_error, AppState, Body};
 use crate::auth::{authenticate, Principal};
 use crate::scim::discovery::{self, Capabilities};
 use crate::scim::error::{ScimError, ScimResult};
-use crate::scim::filter;
+use crate::scim::filter::{self, Filter};
 use crate::scim::patch;
 use crate::scim::query::{self, ListParams, Lookup};
 use crate::scim::resource::{normalize, render, Attributes, Projection};
@@ -420,16 +421,17 @@ fn refs_attr(rt: ResourceType) -> &'static str {
 fn resource_response(
     state: &AppState,
     rt: ResourceType,
-    r: &StoredResource,
+    r: StoredResource,
     projection: &Projection,
     base: &str,
     status: StatusCode,
 ) -> Handled {
+    let etag = r.meta.etag();
     let snapshot = state.store.snapshot().map_err(store_error)?;
     let full = full_resource(
         &snapshot,
         rt,
-        r.clone(),
+        r,
         projection.includes(rt, refs_attr(rt)),
         base,
     )
@@ -441,7 +443,7 @@ fn resource_response(
         .map(str::to_owned);
     let body = Value::Object(projection.apply(rt, full));
     let mut resp = scim_json(status, &body);
-    if let Ok(v) = HeaderValue::from_str(&r.meta.etag()) {
+    if let Ok(v) = HeaderValue::from_str(&etag) {
         resp.headers_mut().insert(ETAG, v);
     }
     if status == StatusCode::CREATED {
@@ -514,7 +516,7 @@ pub(super) async fn create(
         .create(rt, attrs, members, actor(principal), now_s, now_ms)
         .await
         .map_err(store_error)?;
-    resource_response(state, rt, &stored, &projection, base, StatusCode::CREATED)
+    resource_response(state, rt, stored, &projection, base, StatusCode::CREATED)
 }
 
 fn get(
@@ -591,7 +593,7 @@ pub(super) async fn replace(
         )
         .await
         .map_err(store_error)?;
-    resource_response(state, rt, &stored, &projection, base, StatusCode::OK)
+    resource_response(state, rt, stored, &projection, base, StatusCode::OK)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -642,7 +644,7 @@ pub(super) async fn patch_resource(
             )
             .await
             .map_err(store_error)?;
-        return resource_response(state, rt, &stored, &projection, base, StatusCode::OK);
+        return resource_response(state, rt, stored, &projection, base, StatusCode::OK);
     }
     let stored = state
         .store
@@ -669,7 +671,7 @@ pub(super) async fn patch_resource(
         )
         .await
         .map_err(store_error)?;
-    resource_response(state, rt, &stored, &projection, base, StatusCode::OK)
+    resource_response(state, rt, stored, &projection, base, StatusCode::OK)
 }
 
 /// The parameters of a list or `.search` request, before validation.
@@ -808,10 +810,14 @@ fn run_search(
         let mut count = 0usize;
         for &rt in types {
             let wants_refs = projection.includes(rt, refs_attr(rt));
+            let refs_in_filter = params
+                .filter
+                .as_ref()
+                .is_some_and(|f| query::mentions(f, refs_attr(rt)));
             let mut consider = |r: StoredResource| -> StoreResult<()> {
                 // Evaluate without loading references when the filter can do without.
-                let resolved = match &params.filter {
-                    Some(f) if rt == ResourceType::Group && query::mentions(f, "members") => {
+                let resolved: Option<Cow<'_, Filter>> = match &params.filter {
+                    Some(f) if refs_in_filter && rt == ResourceType::Group => {
                         let mut err = None;
                         let resolved = query::resolve_member_checks(f, &mut |m| {
                             snapshot.is_member(&r.id, m).unwrap_or_else(|e| {
@@ -822,21 +828,21 @@ fn run_search(
                         if let Some(e) = err {
                             return Err(e);
                         }
-                        resolved
+                        resolved.map(Cow::Owned)
                     }
-                    Some(f) if query::mentions(f, refs_attr(rt)) => None,
-                    Some(f) => Some(f.clone()),
+                    Some(_) if refs_in_filter => None,
+                    Some(f) => Some(Cow::Borrowed(f)),
                     None => None,
                 };
-                let (eval_refs, filter) = match (&params.filter, &resolved) {
+                let (eval_refs, filter) = match (&params.filter, resolved) {
                     (None, _) => (false, None),
                     (Some(_), Some(r)) => (false, Some(r)),
-                    (Some(f), None) => (true, Some(f)),
+                    (Some(f), None) => (true, Some(Cow::Borrowed(f))),
                 };
                 let id = r.id.clone();
                 let mut full =
                     full_resource(&snapshot, rt, r, eval_refs || (wants_refs && sorting), base)?;
-                if filter.is_some_and(|f| !filter::matches(f, rt, &full)) {
+                if filter.is_some_and(|f| !filter::matches(&f, rt, &full)) {
                     return Ok(());
                 }
                 let in_page = sorting || (count >= start && count < start + params.count);

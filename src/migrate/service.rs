@@ -228,14 +228,38 @@ impl Migration {
     }
 
     /// Replays pending changes to the target (the mirror's step). Returns how many.
-    pub async fn mirror_step(&self) -> Result<usize, String> {
+    pub async fn mirror_step(&self, cached: &mut Option<MirrorClient>) -> Result<usize, String> {
         let state = self.state()?;
         if !state.phase.is_mirroring() || self.writes.load(Ordering::Acquire) == WRITES_CUT_OVER {
+            *cached = None;
+            return Ok(0);
+        }
+        // Idle most of the time: look for pending events before touching the target.
+        let pending = self
+            .store
+            .snapshot()
+            .and_then(|s| s.last_event_seq())
+            .map_err(err)?
+            > state.mirror_from;
+        if !pending {
             return Ok(0);
         }
         let _guard = self.lock.lock().await;
-        let mut client = Self::client_for(&state)?;
-        push::drain(&self.store, &mut client, 200).await
+        // One client (TLS roots loaded once, connection kept alive) for as long as the
+        // target and its token stay the same.
+        let key = (state.target.clone(), state.token.clone());
+        let client = match cached {
+            Some(c) if c.key == key => &mut c.client,
+            _ => {
+                &mut cached
+                    .insert(MirrorClient {
+                        key,
+                        client: Self::client_for(&state)?,
+                    })
+                    .client
+            }
+        };
+        push::drain(&self.store, client, 200).await
     }
 
     /// State, lag and counts for `migrate status` and the admin page.
@@ -375,12 +399,19 @@ impl Migration {
     }
 }
 
+/// The mirror's connection to the target, with what it was made for.
+pub struct MirrorClient {
+    key: (Option<String>, Option<String>),
+    client: Client,
+}
+
 /// The mirror: replays accepted changes to the target while a migration mirrors.
 /// Runs in the server; survives restarts because its position is in the store.
 pub async fn run_mirror(m: Arc<Migration>) {
     let mut backoff = Duration::from_millis(250);
+    let mut client = None;
     loop {
-        match m.mirror_step().await {
+        match m.mirror_step(&mut client).await {
             Ok(0) => {
                 backoff = Duration::from_millis(250);
                 tokio::time::sleep(backoff).await;

@@ -1054,40 +1054,36 @@ fn update_in(
         MembersChange::Set(list) => (resolve_members(txn, id, list)?, Vec::new(), true),
         MembersChange::Delta {
             add,
-            mut remove,
+            remove,
             remove_present,
         } => {
+            let add = resolve_members(txn, id, add)?;
             let members = txn.open_table(MEMBERS)?;
+            let is_member = |m: &str| -> StoreResult<bool> { Ok(members.get((id, m))?.is_some()) };
             for m in &remove_present {
-                if members.get((id, m.as_str()))?.is_none() {
+                if !is_member(m)? {
                     return Err(ScimError::no_target(format!(
                         "\"{m}\" is not a member of this group"
                     ))
                     .into());
                 }
             }
-            drop(members);
-            let members = txn.open_table(MEMBERS)?;
-            let mut present = Vec::with_capacity(remove.len());
-            for m in remove.drain(..).chain(remove_present) {
-                if members.get((id, m.as_str()))?.is_some() {
+            let mut present = remove_present;
+            for m in remove {
+                if is_member(&m)? {
                     present.push(m);
                 }
             }
-            drop(members);
-            let add = resolve_members(txn, id, add)?;
-            let members = txn.open_table(MEMBERS)?;
+            // Members already there with the same display change nothing.
             let mut new = Vec::with_capacity(add.len());
             for a in add {
-                if members
+                let current = members
                     .get((id, a.0.as_str()))?
-                    .map(|v| parse_member_value(v.value()).1)
-                    != Some(a.2.clone())
-                {
+                    .map(|v| parse_member_value(v.value()).1);
+                if current != Some(a.2.clone()) {
                     new.push(a);
                 }
             }
-            drop(members);
             (new, present, false)
         }
     };

@@ -188,6 +188,15 @@ fn redirect(location: &str) -> Response<Body> {
     r
 }
 
+/// The page for a store that cannot answer (the reason is logged by `store_error`).
+fn unavailable(e: crate::store::StoreError) -> Response<Body> {
+    refuse(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Unavailable",
+        &super::store_error(e).detail,
+    )
+}
+
 fn refuse(status: StatusCode, title: &str, text: &str) -> Response<Body> {
     html(
         status,
@@ -595,11 +604,7 @@ async fn setup_submit(state: &AppState, req: Request<Incoming>) -> Response<Body
             redirect("/admin/login?setup=done")
         }
         Ok(Err(why)) => setup_refused(why),
-        Err(e) => refuse(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Unavailable",
-            &super::store_error(e).detail,
-        ),
+        Err(e) => unavailable(e),
     }
 }
 
@@ -626,13 +631,7 @@ async fn login_submit(state: &AppState, req: Request<Incoming>) -> Response<Body
     let password = field(&f, "password").to_owned();
     let record = match state.store.snapshot().and_then(|s| s.admin_password()) {
         Ok(r) => r,
-        Err(e) => {
-            return refuse(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Unavailable",
-                &super::store_error(e).detail,
-            )
-        }
+        Err(e) => return unavailable(e),
     };
     let ok = match record {
         Some(rec) => {
@@ -754,13 +753,7 @@ async fn dashboard(
     let (now_s, _) = super::now();
     let snap = match state.store.snapshot() {
         Ok(s) => s,
-        Err(e) => {
-            return refuse(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Unavailable",
-                &super::store_error(e).detail,
-            )
-        }
+        Err(e) => return unavailable(e),
     };
     let migration = snap.migration_state().unwrap_or_default();
     let cert = state.certs.as_ref().and_then(|c| {
@@ -988,13 +981,7 @@ async fn list(
     .await;
     let (rows, next_after, total) = match found {
         Ok(Ok(x)) => x,
-        Ok(Err(e)) => {
-            return refuse(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Unavailable",
-                &super::store_error(e).detail,
-            )
-        }
+        Ok(Err(e)) => return unavailable(e),
         Err(_) => {
             return refuse(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -1018,13 +1005,7 @@ fn detail(state: &AppState, rt: ResourceType, id: &str, chrome: Chrome<'_>) -> R
     let id = percent_decode(id);
     let snap = match state.store.snapshot() {
         Ok(s) => s,
-        Err(e) => {
-            return refuse(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Unavailable",
-                &super::store_error(e).detail,
-            )
-        }
+        Err(e) => return unavailable(e),
     };
     let (r, refs) = match (snap.get(rt, &id), snap.references(rt, &id)) {
         (Ok(Some(r)), Ok(refs)) => (r, refs),
@@ -1035,13 +1016,7 @@ fn detail(state: &AppState, rt: ResourceType, id: &str, chrome: Chrome<'_>) -> R
                 &format!("There is no {} with the id {id}.", rt.name()),
             )
         }
-        (Err(e), _) | (_, Err(e)) => {
-            return refuse(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Unavailable",
-                &super::store_error(e).detail,
-            )
-        }
+        (Err(e), _) | (_, Err(e)) => return unavailable(e),
     };
     let base = state
         .config
