@@ -762,14 +762,14 @@ fn init_logging(cfg: &Config) {
     use tracing_subscriber::EnvFilter;
     let filter =
         EnvFilter::try_from_env("SCIMBRIDGE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    use std::io::IsTerminal;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
     let _ = match cfg.log_format {
-        config::LogFormat::Json => builder.json().try_init(),
-        config::LogFormat::Human => builder.try_init(),
+        config::LogFormat::Json => builder.json().with_writer(std::io::stderr).try_init(),
+        // No colours: the escaping writer would escape the formatter's own codes.
+        config::LogFormat::Human => builder
+            .with_ansi(false)
+            .with_writer(crate::logline::Escaping(std::io::stderr))
+            .try_init(),
     };
 }
 
@@ -843,7 +843,15 @@ fn serve(cfg: Config) -> Result<()> {
         let scheme = if certs.is_some() { "https" } else { "http" };
         let url = match &cfg.public_url {
             Some(u) => format!("{u}{}", http::SCIM_PREFIX),
-            None => format!("{scheme}://{local}{}", http::SCIM_PREFIX),
+            None => {
+                if local.ip().is_unspecified() {
+                    tracing::warn!(
+                        "public_url is not set and the listener is {local}: SCIM answers name that address in \
+                         meta.location; set public_url to the name identity providers use"
+                    );
+                }
+                format!("{scheme}://{local}{}", http::SCIM_PREFIX)
+            }
         };
         let reloader = match (&certs, cert_files) {
             (Some(c), Some((cert, key))) => Some(tokio::spawn(tls::watch(c.clone(), cert, key))),

@@ -6,6 +6,8 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod http;
+pub mod limiter;
+pub mod logline;
 pub mod migrate;
 pub mod scim;
 #[cfg(unix)]

@@ -159,6 +159,7 @@ pub async fn handle(state: &AppState, body: Value, principal: &Principal, base: 
     // Operations whose bulkId references are not yet resolvable wait for a later pass
     // (RFC 7644 §3.7.2 allows forward references); what never resolves fails.
     let mut stopped = false;
+    let mut revoked = false;
     loop {
         let mut progressed = false;
         let mut waiting = Vec::new();
@@ -172,6 +173,14 @@ pub async fn handle(state: &AppState, body: Value, principal: &Principal, base: 
                 continue;
             }
             progressed = true;
+            // A token revoked while the request runs stops it before the next write.
+            let (now_s, _) = super::now();
+            if !crate::auth::still_valid(&state.store, principal, &now_s).unwrap_or(false) {
+                tracing::warn!(token = %principal.name, "token revoked or expired during a Bulk request; stopping it");
+                revoked = true;
+                waiting.push(i);
+                break;
+            }
             let path = path.unwrap_or_default();
             let outcome = run_op(state, op, &path, data, principal, base).await;
             let entry = match outcome {
@@ -199,6 +208,21 @@ pub async fn handle(state: &AppState, body: Value, principal: &Principal, base: 
                 stopped = true;
                 break;
             }
+        }
+        if revoked {
+            // Whatever this pass had not reached yet is not processed either.
+            let reached: std::collections::HashSet<usize> = waiting.iter().copied().collect();
+            waiting
+                .extend((0..ops.len()).filter(|i| results[*i].is_none() && !reached.contains(i)));
+            for &i in &waiting {
+                let e = ScimError::new(
+                    401,
+                    None,
+                    "the token was revoked or expired while this Bulk request ran; the operation was not processed",
+                );
+                results[i] = Some(error_entry(&ops[i], &e));
+            }
+            waiting.clear();
         }
         pending = waiting;
         if stopped {

@@ -7,13 +7,13 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE, ETAG, IF_MATCH, IF_NONE_MATCH, LOCATION};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{Map, Value};
 
-use super::{now, scim_error, scim_json, store_error, AppState, Body};
+use super::{now, scim_error, scim_json, store_error, AppState, Body, RequestBody};
 use crate::auth::{authenticate, Principal};
+use crate::limiter::Subject;
 use crate::scim::discovery::{self, Capabilities};
 use crate::scim::error::{ScimError, ScimResult};
 use crate::scim::filter::{self, Filter};
@@ -28,7 +28,7 @@ use crate::store::{
 pub(super) type Handled = Result<Response<Body>, ScimError>;
 
 /// Query-string parameters, percent-decoded; a repeated name keeps its first value.
-fn query_params(req: &Request<Incoming>) -> HashMap<String, String> {
+fn query_params(req: &Request<RequestBody>) -> HashMap<String, String> {
     let mut out = HashMap::new();
     if let Some(q) = req.uri().query() {
         for (k, v) in form_urlencoded::parse(q.as_bytes()) {
@@ -43,32 +43,6 @@ fn param<'a>(params: &'a HashMap<String, String>, name: &str) -> Option<&'a str>
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case(name))
         .map(|(_, v)| v.as_str())
-}
-
-/// The SCIM base URL for `location` and `$ref`: the configured public URL, else the
-/// scheme and Host of the request.
-fn base_url(state: &AppState, req: &Request<Incoming>) -> String {
-    if let Some(u) = &state.config.public_url {
-        return format!("{u}{}", super::SCIM_PREFIX);
-    }
-    let scheme = if state.certs.is_some() {
-        "https"
-    } else {
-        req.headers()
-            .get("x-forwarded-proto")
-            .and_then(|v| v.to_str().ok())
-            .filter(|p| *p == "https" || *p == "http")
-            .unwrap_or("http")
-    };
-    let host = req
-        .headers()
-        .get(hyper::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| req.uri().authority().map(|a| a.to_string()))
-        .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic()))
-        .unwrap_or_else(|| state.config.listen.to_string());
-    format!("{scheme}://{host}{}", super::SCIM_PREFIX)
 }
 
 fn capabilities(state: &AppState) -> Capabilities {
@@ -91,7 +65,84 @@ fn resource_type_of(segment: &str) -> Option<ResourceType> {
     }
 }
 
-pub async fn handle(state: &Arc<AppState>, req: Request<Incoming>, rest: &str) -> Response<Body> {
+/// A request below `/scim/v2`, parsed from its method and path once; everything
+/// that depends on what the request does (scope, the cut-over write gate, dispatch)
+/// asks this value rather than looking at the path again.
+#[derive(Debug, PartialEq, Eq)]
+enum ScimRoute<'a> {
+    List(ResourceType),
+    /// `POST /.search` (all types) or `POST /{type}/.search`: a read.
+    Search(Option<ResourceType>),
+    Create(ResourceType),
+    Get(ResourceType, &'a str),
+    Replace(ResourceType, &'a str),
+    Patch(ResourceType, &'a str),
+    Delete(ResourceType, &'a str),
+    Bulk,
+    ServiceProviderConfig,
+    Schemas,
+    Schema(&'a str),
+    ResourceTypes,
+    ResourceTypeDoc(&'a str),
+    MethodNotAllowed,
+    NotFound,
+}
+
+impl<'a> ScimRoute<'a> {
+    fn parse(method: &Method, segments: &[&'a str]) -> ScimRoute<'a> {
+        use ScimRoute as R;
+        if let Some(rt) = segments.first().and_then(|s| resource_type_of(s)) {
+            return match (method, &segments[1..]) {
+                (&Method::GET, []) => R::List(rt),
+                (&Method::POST, []) => R::Create(rt),
+                (&Method::POST, [".search"]) => R::Search(Some(rt)),
+                (&Method::GET, [id]) => R::Get(rt, id),
+                (&Method::PUT, [id]) => R::Replace(rt, id),
+                (&Method::PATCH, [id]) => R::Patch(rt, id),
+                (&Method::DELETE, [id]) => R::Delete(rt, id),
+                (_, [] | [_]) => R::MethodNotAllowed,
+                _ => R::NotFound,
+            };
+        }
+        match (method, segments) {
+            (&Method::GET, ["ServiceProviderConfig"]) => R::ServiceProviderConfig,
+            (&Method::GET, ["Schemas"]) => R::Schemas,
+            (&Method::GET, ["Schemas", id]) => R::Schema(id),
+            (&Method::GET, ["ResourceTypes"]) => R::ResourceTypes,
+            (&Method::GET, ["ResourceTypes", id]) => R::ResourceTypeDoc(id),
+            (&Method::POST, [".search"]) => R::Search(None),
+            (&Method::POST, ["Bulk"]) => R::Bulk,
+            (_, [seg, ..])
+                if matches!(
+                    *seg,
+                    "ServiceProviderConfig" | "Schemas" | "ResourceTypes" | "Bulk" | ".search"
+                ) =>
+            {
+                R::MethodNotAllowed
+            }
+            _ => R::NotFound,
+        }
+    }
+
+    /// Whether the route changes the directory (refused for read-only tokens and
+    /// after cut-over).
+    fn writes(&self) -> bool {
+        matches!(
+            self,
+            ScimRoute::Create(_)
+                | ScimRoute::Replace(..)
+                | ScimRoute::Patch(..)
+                | ScimRoute::Delete(..)
+                | ScimRoute::Bulk
+        )
+    }
+}
+
+pub async fn handle(
+    state: &Arc<AppState>,
+    req: Request<RequestBody>,
+    rest: &str,
+) -> Response<Body> {
     let method = req.method().clone();
     let mut token_name = None;
     let response = match handle_inner(state, req, rest, &mut token_name).await {
@@ -107,7 +158,7 @@ pub async fn handle(state: &Arc<AppState>, req: Request<Incoming>, rest: &str) -
 
 async fn handle_inner(
     state: &Arc<AppState>,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     rest: &str,
     token_name: &mut Option<String>,
 ) -> Handled {
@@ -116,11 +167,18 @@ async fn handle_inner(
         .headers()
         .get(hyper::header::AUTHORIZATION)
         .and_then(|h| h.to_str().ok());
+    let client = super::client_of(&req);
     let principal = match authenticate(&state.store, header, &now_s).map_err(store_error)? {
         Ok(p) => p,
         Err(why) => {
-            tracing::warn!(reason = why.as_str(), "SCIM authentication failed");
             state.metrics.auth_failure(why.as_str());
+            // Only failures are throttled: a valid token is never refused for its
+            // address (identity providers share theirs).
+            if let Err(t) = state.limiter.auth_failed(client, std::time::Instant::now()) {
+                tracing::debug!(client = %client, reason = why.as_str(), "SCIM authentication failed (throttled)");
+                return Ok(super::throttled(&t, true));
+            }
+            tracing::warn!(client = %client, reason = why.as_str(), "SCIM authentication failed");
             return Err(ScimError::new(
                 401,
                 None,
@@ -128,16 +186,19 @@ async fn handle_inner(
             ));
         }
     };
+    match state
+        .limiter
+        .request(Subject::Token(principal.token_id.clone()))
+    {
+        Ok(p) => super::request_ctx(&req).hold(p),
+        Err(t) => return Ok(super::throttled(&t, true)),
+    }
     state.note_token_use(&principal.token_id, &now_s);
     *token_name = Some(principal.name.clone());
 
     let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
-    let method = req.method().clone();
-    let is_write = matches!(
-        method,
-        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
-    ) && segments.last().is_none_or(|s| *s != ".search");
-    if is_write {
+    let route = ScimRoute::parse(req.method(), &segments);
+    if route.writes() {
         if let Some((status, why)) = state.migration.write_refusal() {
             let mut e = ScimError::new(status, None, why);
             if status == 503 {
@@ -145,185 +206,142 @@ async fn handle_inner(
             }
             return Err(e);
         }
+        if principal.scope == Scope::ReadOnly {
+            return Err(ScimError::new(
+                403,
+                None,
+                format!(
+                    "the token \"{}\" is read-only; this request needs a read-write token",
+                    principal.name
+                ),
+            ));
+        }
     }
-    if is_write && principal.scope == Scope::ReadOnly {
-        return Err(ScimError::new(
-            403,
-            None,
-            format!(
-                "the token \"{}\" is read-only; this request needs a read-write token",
-                principal.name
-            ),
-        ));
-    }
-    let base = base_url(state, &req);
+    let base = state.scim_base();
     let params = query_params(&req);
-    if let Some(rt) = segments.first().and_then(|s| resource_type_of(s)) {
-        let endpoint = ResourceEndpoint {
-            state,
-            rt,
-            principal: &principal,
-            params: &params,
-            base: &base,
-        };
-        return endpoint.handle(req, method, &segments[1..]).await;
-    }
-    match (method, segments.as_slice()) {
-        (Method::GET, ["ServiceProviderConfig"]) => Ok(scim_json(
+    let limits = &state.config.limits;
+    let subject = || Subject::Token(principal.token_id.clone());
+    match route {
+        ScimRoute::List(rt) => {
+            search(
+                state,
+                Some(rt),
+                &SearchRequest::from_query(&params),
+                &base,
+                subject(),
+            )
+            .await
+        }
+        ScimRoute::Search(rt) => {
+            let body = read_json(req, limits.max_body_bytes).await?;
+            search(state, rt, &search_params(&body)?, &base, subject()).await
+        }
+        ScimRoute::Create(rt) => {
+            let projection = projection(&params)?;
+            let body = read_json(req, limits.max_body_bytes).await?;
+            create(state, rt, body, &principal, projection, &base).await
+        }
+        ScimRoute::Get(rt, id) => {
+            let if_none_match = header_str(&req, IF_NONE_MATCH);
+            get(
+                state,
+                rt,
+                id,
+                projection(&params)?,
+                if_none_match.as_deref(),
+                &base,
+            )
+        }
+        ScimRoute::Replace(rt, id) => {
+            let (projection, if_match) = (projection(&params)?, header_str(&req, IF_MATCH));
+            let body = read_json(req, limits.max_body_bytes).await?;
+            replace(
+                state,
+                rt,
+                id.to_owned(),
+                body,
+                if_match,
+                &principal,
+                projection,
+                &base,
+            )
+            .await
+        }
+        ScimRoute::Patch(rt, id) => {
+            let (projection, if_match) = (projection(&params)?, header_str(&req, IF_MATCH));
+            let body = read_json(req, limits.max_body_bytes).await?;
+            patch_resource(
+                state,
+                rt,
+                id.to_owned(),
+                body,
+                if_match,
+                &principal,
+                projection,
+                &base,
+            )
+            .await
+        }
+        ScimRoute::Delete(rt, id) => {
+            delete(
+                state,
+                rt,
+                id.to_owned(),
+                header_str(&req, IF_MATCH),
+                &principal,
+            )
+            .await
+        }
+        ScimRoute::Bulk => {
+            let body = read_json(req, limits.bulk_max_payload_bytes).await?;
+            let _heavy = match state.limiter.heavy(subject()).await {
+                Ok(p) => p,
+                Err(t) => return Ok(super::throttled(&t, true)),
+            };
+            super::bulk::handle(state, body, &principal, &base).await
+        }
+        ScimRoute::ServiceProviderConfig => Ok(scim_json(
             StatusCode::OK,
             &discovery::service_provider_config(&capabilities(state), &base),
         )),
-        (Method::GET, ["Schemas"]) => {
+        ScimRoute::Schemas => {
             let docs = crate::scim::schema::ALL_SCHEMAS
                 .iter()
                 .map(|s| discovery::schema_json(s, &base))
                 .collect();
             Ok(scim_json(StatusCode::OK, &discovery::list_response(docs)))
         }
-        (Method::GET, ["Schemas", id]) => match discovery::find_schema(id) {
+        ScimRoute::Schema(id) => match discovery::find_schema(id) {
             Some(s) => Ok(scim_json(StatusCode::OK, &discovery::schema_json(s, &base))),
             None => Err(ScimError::not_found(format!("no schema \"{id}\""))),
         },
-        (Method::GET, ["ResourceTypes"]) => {
+        ScimRoute::ResourceTypes => {
             let docs = ResourceType::ALL
                 .iter()
                 .map(|rt| discovery::resource_type_json(*rt, &base))
                 .collect();
             Ok(scim_json(StatusCode::OK, &discovery::list_response(docs)))
         }
-        (Method::GET, ["ResourceTypes", id]) => match ResourceType::from_name(id) {
+        ScimRoute::ResourceTypeDoc(id) => match ResourceType::from_name(id) {
             Some(rt) => Ok(scim_json(
                 StatusCode::OK,
                 &discovery::resource_type_json(rt, &base),
             )),
             None => Err(ScimError::not_found(format!("no resource type \"{id}\""))),
         },
-        (Method::POST, [".search"]) => {
-            let body = read_json(req, state.config.limits.max_body_bytes).await?;
-            search(state, None, &search_params(&body)?, &base).await
-        }
-        (Method::POST, ["Bulk"]) => {
-            let body = read_json(req, state.config.limits.bulk_max_payload_bytes).await?;
-            super::bulk::handle(state, body, &principal, &base).await
-        }
-        (_, [seg, ..])
-            if matches!(
-                *seg,
-                "ServiceProviderConfig" | "Schemas" | "ResourceTypes" | "Bulk" | ".search"
-            ) =>
-        {
-            Err(ScimError::new(
-                405,
-                None,
-                "this method is not allowed on this endpoint",
-            ))
-        }
-        _ => Err(ScimError::not_found(format!(
+        ScimRoute::MethodNotAllowed => Err(ScimError::new(
+            405,
+            None,
+            "this method is not allowed on this endpoint",
+        )),
+        ScimRoute::NotFound => Err(ScimError::not_found(format!(
             "no SCIM endpoint at {}{rest}",
             super::SCIM_PREFIX
         ))),
     }
 }
 
-/// A request below `/Users` or `/Groups`.
-struct ResourceEndpoint<'a> {
-    state: &'a Arc<AppState>,
-    rt: ResourceType,
-    principal: &'a Principal,
-    params: &'a HashMap<String, String>,
-    base: &'a str,
-}
-
-impl ResourceEndpoint<'_> {
-    async fn handle(&self, req: Request<Incoming>, method: Method, tail: &[&str]) -> Handled {
-        let (state, rt, principal, base) = (self.state, self.rt, self.principal, self.base);
-        let limit = state.config.limits.max_body_bytes;
-        match (method, tail) {
-            (Method::GET, []) => {
-                search(
-                    state,
-                    Some(rt),
-                    &SearchRequest::from_query(self.params),
-                    base,
-                )
-                .await
-            }
-            (Method::POST, [".search"]) => {
-                let body = read_json(req, limit).await?;
-                search(state, Some(rt), &search_params(&body)?, base).await
-            }
-            (Method::POST, []) => {
-                let projection = projection(self.params)?;
-                let body = read_json(req, limit).await?;
-                create(state, rt, body, principal, projection, base).await
-            }
-            (Method::GET, [id]) => {
-                let if_none_match = header_str(&req, IF_NONE_MATCH);
-                get(
-                    state,
-                    rt,
-                    id,
-                    projection(self.params)?,
-                    if_none_match.as_deref(),
-                    base,
-                )
-            }
-            (Method::PUT, [id]) => {
-                let (projection, if_match) = (projection(self.params)?, header_str(&req, IF_MATCH));
-                let body = read_json(req, limit).await?;
-                replace(
-                    state,
-                    rt,
-                    (*id).to_owned(),
-                    body,
-                    if_match,
-                    principal,
-                    projection,
-                    base,
-                )
-                .await
-            }
-            (Method::PATCH, [id]) => {
-                let (projection, if_match) = (projection(self.params)?, header_str(&req, IF_MATCH));
-                let body = read_json(req, limit).await?;
-                patch_resource(
-                    state,
-                    rt,
-                    (*id).to_owned(),
-                    body,
-                    if_match,
-                    principal,
-                    projection,
-                    base,
-                )
-                .await
-            }
-            (Method::DELETE, [id]) => {
-                delete(
-                    state,
-                    rt,
-                    (*id).to_owned(),
-                    header_str(&req, IF_MATCH),
-                    principal,
-                )
-                .await
-            }
-            (_, [] | [_]) => Err(ScimError::new(
-                405,
-                None,
-                "this method is not allowed on this endpoint",
-            )),
-            _ => Err(ScimError::not_found(format!(
-                "no SCIM endpoint at {}{}/{}",
-                super::SCIM_PREFIX,
-                rt.endpoint(),
-                tail.join("/")
-            ))),
-        }
-    }
-}
-
-fn header_str(req: &Request<Incoming>, name: hyper::header::HeaderName) -> Option<String> {
+fn header_str(req: &Request<RequestBody>, name: hyper::header::HeaderName) -> Option<String> {
     req.headers()
         .get(name)
         .and_then(|v| v.to_str().ok())
@@ -348,7 +366,7 @@ fn projection(params: &HashMap<String, String>) -> ScimResult<Projection> {
 const DISCARD_FACTOR: usize = 8;
 
 /// Reads a JSON request body within the size limit.
-async fn read_json(req: Request<Incoming>, limit: usize) -> ScimResult<Value> {
+async fn read_json(req: Request<RequestBody>, limit: usize) -> ScimResult<Value> {
     if let Some(ct) = req.headers().get(CONTENT_TYPE) {
         let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
         if !ct.is_empty() && !ct.contains("json") {
@@ -363,8 +381,14 @@ async fn read_json(req: Request<Incoming>, limit: usize) -> ScimResult<Value> {
     let mut bytes = Vec::new();
     let mut seen = 0usize;
     while let Some(frame) = body.frame().await {
-        let frame =
-            frame.map_err(|_| ScimError::invalid_syntax("the request body could not be read"))?;
+        let frame = frame.map_err(|e| match e {
+            super::body::BodyError::TimedOut => ScimError::new(
+                408,
+                None,
+                "the request body did not arrive in time; send it faster or in a smaller request",
+            ),
+            _ => ScimError::invalid_syntax("the request body could not be read"),
+        })?;
         let Ok(data) = frame.into_data() else {
             continue;
         };
@@ -744,6 +768,7 @@ async fn search(
     rt: Option<ResourceType>,
     req: &SearchRequest,
     base: &str,
+    subject: Subject,
 ) -> Handled {
     let limits = &state.config.limits;
     let params = ListParams::parse(
@@ -765,6 +790,21 @@ async fn search(
             filter::validate(f, types[0])?;
         }
     }
+    // Scans and sorts cost in proportion to the directory: heavy work.
+    let scans = params.sort_by.is_some()
+        || types.len() > 1
+        || params
+            .filter
+            .as_ref()
+            .is_some_and(|f| types.iter().any(|rt| query::plan(f, *rt).is_none()));
+    let _heavy = if scans {
+        match state.limiter.heavy(subject).await {
+            Ok(p) => Some(p),
+            Err(t) => return Ok(super::throttled(&t, true)),
+        }
+    } else {
+        None
+    };
     let state2 = state.clone();
     let base = base.to_owned();
     tokio::task::spawn_blocking(move || run_search(&state2, &types, &params, &projection, &base))

@@ -161,7 +161,9 @@ pub fn server_config(certs: Arc<CertStore>) -> Result<rustls::ServerConfig> {
             .map_err(|e| anyhow!("TLS configuration: {e}"))?
             .with_no_client_auth()
             .with_cert_resolver(certs);
-    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // http/1.0 too: a client that offers only it must get a connection, not a
+    // fatal no_application_protocol alert (hyper serves HTTP/1.0).
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec(), b"http/1.0".to_vec()];
     Ok(cfg)
 }
 
