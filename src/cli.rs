@@ -8,6 +8,7 @@ use std::sync::Arc;
 use anyhow::{anyhow, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
+use crate::clock::Timestamp;
 use crate::config::{self, Config, Overrides, TlsMode};
 use crate::control::{self, ControlRequest};
 use crate::http::{self, tls, AppState};
@@ -424,8 +425,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 Some(answer) => answer.map_err(|e| anyhow!(e))?,
                 None => {
                     let store = open_store_for_cli(&cfg)?;
-                    let (now, _) = http::now();
-                    let r = crate::migrate::export::import_file(&store, file, &now);
+                    let r = crate::migrate::export::import_file(&store, file, Timestamp::now());
                     store.close();
                     let m = r.map_err(|e| anyhow!(e))?;
                     serde_json::json!({"counts": crate::migrate::export::counts_json(&m.counts)})
@@ -719,12 +719,12 @@ fn export(cfg: &Config, out: &Path) -> Result<()> {
         Some(r) => r.map(|_| ()).map_err(|e| anyhow!(e)),
         None => {
             let store = open_store_for_cli(cfg)?;
-            let (now, _) = http::now();
+            let now = Timestamp::now();
             let r = store
                 .snapshot()
                 .map_err(|e| anyhow!(e))
                 .and_then(|snap| {
-                    crate::migrate::export::write_export(&snap, &mut sink, &now, |done, total| {
+                    crate::migrate::export::write_export(&snap, &mut sink, now, |done, total| {
                         progress.show(|| format!("exporting… {done}/{total} records"))
                     })
                     .map_err(|e| anyhow!(e))

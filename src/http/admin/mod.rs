@@ -25,6 +25,7 @@ use serde_json::Value;
 
 use super::{AppState, Body, ConnInfo, Listener};
 use crate::auth::admin as creds;
+use crate::clock::Timestamp;
 use crate::config::Config;
 use crate::control::ControlRequest;
 use crate::migrate::readiness::Report;
@@ -129,9 +130,9 @@ pub async fn announce(state: &AppState, admin_url: &str, scim_url: &str) {
     if !matches!(snapshot.admin_password(), Ok(None)) {
         return;
     }
-    let (_, now_ms) = super::now();
+    let now = Timestamp::now();
     if let Ok(Some(pending)) = snapshot.admin_setup_code() {
-        if pending.from_reset && pending.expires_ms > now_ms {
+        if pending.from_reset && pending.expires > now {
             tracing::info!(
                 "no admin password is set yet; use the setup link printed by `scimbridge admin reset-password` \
                  (or run it again for a new one)"
@@ -148,7 +149,7 @@ pub async fn announce(state: &AppState, admin_url: &str, scim_url: &str) {
         .store
         .set_admin_setup_code(crate::store::SetupCode {
             hash,
-            expires_ms: now_ms + creds::SETUP_CODE_LIFETIME_MS,
+            expires: now.saturating_add(creds::SETUP_CODE_LIFETIME),
             from_reset: false,
         })
         .await;
@@ -387,8 +388,7 @@ async fn dispatch(state: &Arc<AppState>, req: Request<Incoming>) -> Response<Bod
             "/admin/tokens" => issue_token(state, &f, chrome("Tokens", "tokens")).await,
             "/admin/tokens/revoke" => {
                 let id = field(&f, "id").to_owned();
-                let (now_s, _) = super::now();
-                let msg = match state.store.revoke_token(id, now_s).await {
+                let msg = match state.store.revoke_token(id, Timestamp::now()).await {
                     Ok(t) => format!(
                         "Revoked the token \"{}\": its next request is refused.",
                         t.name
@@ -499,11 +499,11 @@ fn check_setup_code(state: &AppState, code: &str) -> Result<(), SetupRefusal> {
     if code.is_empty() || code.len() > 200 {
         return Err(SetupRefusal::Unknown);
     }
-    let (_, now_ms) = super::now();
+    let now = Timestamp::now();
     state
         .store
         .snapshot()
-        .and_then(|s| s.check_admin_setup_code(&creds::setup_code_hash(code), now_ms))
+        .and_then(|s| s.check_admin_setup_code(&creds::setup_code_hash(code), now))
         .unwrap_or(Err(SetupRefusal::Unknown))
 }
 
@@ -573,7 +573,7 @@ async fn setup_submit(state: &AppState, req: Request<Incoming>) -> Response<Body
             pages::setup(code, Some(&format!("{msg}."))),
         );
     }
-    let (now_s, now_ms) = super::now();
+    let now = Timestamp::now();
     let Ok(_permit) = state.admin.hashing.acquire().await else {
         return refuse(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -582,7 +582,7 @@ async fn setup_submit(state: &AppState, req: Request<Incoming>) -> Response<Body
         );
     };
     let record = tokio::task::spawn_blocking(move || {
-        creds::hash_password(&password, &now_s, creds::PBKDF2_ITERATIONS)
+        creds::hash_password(&password, now, creds::PBKDF2_ITERATIONS)
     })
     .await;
     let Ok(Ok(record)) = record else {
@@ -594,7 +594,7 @@ async fn setup_submit(state: &AppState, req: Request<Incoming>) -> Response<Body
     };
     match state
         .store
-        .complete_admin_setup(creds::setup_code_hash(code), now_ms, record)
+        .complete_admin_setup(creds::setup_code_hash(code), now, record)
         .await
     {
         Ok(Ok(())) => {
@@ -750,7 +750,7 @@ async fn dashboard(
     chrome: Chrome<'_>,
 ) -> Response<Body> {
     let (users, inactive_users) = user_counts(state).await;
-    let (now_s, _) = super::now();
+    let now = Timestamp::now();
     let snap = match state.store.snapshot() {
         Ok(s) => s,
         Err(e) => return unavailable(e),
@@ -758,16 +758,11 @@ async fn dashboard(
     let migration = snap.migration_state().unwrap_or_default();
     let cert = state.certs.as_ref().and_then(|c| {
         let info = super::x509::parse(&c.leaf_der())?;
-        let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        let not_after = time::OffsetDateTime::from_unix_timestamp(info.not_after).ok()?;
+        let not_after = Timestamp::from_unix_ms(info.not_after.checked_mul(1000)?)?;
         Some(pages::CertSummary {
             subject: info.subject_cn,
-            not_after: pages::when(
-                &not_after
-                    .format(&time::format_description::well_known::Rfc3339)
-                    .ok()?,
-            ),
-            days_left: (info.not_after - now) / 86_400,
+            not_after: pages::when(not_after),
+            days_left: (info.not_after - now.unix_seconds()) / 86_400,
         })
     });
     let d = pages::Dashboard {
@@ -777,7 +772,7 @@ async fn dashboard(
         groups: snap.count(ResourceType::Group).unwrap_or(0),
         active_tokens: snap
             .tokens()
-            .map(|t| t.iter().filter(|t| t.state(&now_s) == "active").count())
+            .map(|t| t.iter().filter(|t| t.state(now) == "active").count())
             .unwrap_or(0),
         requests: state.activity.recent(25),
         events: snap.recent_events(25).unwrap_or_default(),
@@ -795,7 +790,7 @@ async fn dashboard(
 // ---- tokens ------------------------------------------------------------------------
 
 fn token_rows(state: &AppState) -> Vec<pages::TokenRow> {
-    let (now_s, _) = super::now();
+    let now = Timestamp::now();
     let mut tokens = state
         .store
         .snapshot()
@@ -803,15 +798,13 @@ fn token_rows(state: &AppState) -> Vec<pages::TokenRow> {
         .unwrap_or_default();
     // Active first, then newest first.
     tokens.sort_by(|a, b| {
-        (a.state(&now_s) != "active", &b.created).cmp(&(b.state(&now_s) != "active", &a.created))
+        (a.state(now) != "active", &b.created).cmp(&(b.state(now) != "active", &a.created))
     });
     tokens
         .into_iter()
         .map(|t| pages::TokenRow {
-            state: t.state(&now_s),
-            last_used: state
-                .pending_token_use(&t.id)
-                .or_else(|| t.last_used.clone()),
+            state: t.state(now),
+            last_used: state.pending_token_use(&t.id).or(t.last_used),
             record: t,
         })
         .collect()
@@ -1119,7 +1112,7 @@ async fn migration_action(
                     )
                 };
                 if let Ok(mut c) = state.admin.last_check.lock() {
-                    *c = Some((super::now().0, report));
+                    *c = Some((Timestamp::now().to_rfc3339(), report));
                 }
                 Some(msg)
             }
@@ -1176,7 +1169,7 @@ fn start_job(state: &Arc<AppState>, kind: JobKind) -> String {
         }
         *slot = Some(Job {
             kind: name,
-            started: super::now().0,
+            started: Timestamp::now().to_rfc3339(),
             progress: None,
             finished: None,
             outcome: None,
@@ -1203,7 +1196,7 @@ fn start_job(state: &Arc<AppState>, kind: JobKind) -> String {
         }
         if let Ok(mut j) = slot.lock() {
             if let Some(j) = j.as_mut() {
-                j.finished = Some(super::now().0);
+                j.finished = Some(Timestamp::now().to_rfc3339());
                 j.outcome = Some(outcome);
             }
         }
