@@ -8,6 +8,7 @@ use std::sync::Arc;
 use anyhow::{anyhow, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
+use crate::app::App;
 use crate::clock::Timestamp;
 use crate::config::{self, Config, Overrides, TlsMode};
 use crate::control::{self, ControlRequest};
@@ -864,7 +865,8 @@ fn serve(cfg: Config) -> Result<()> {
                 None => format!("{scheme}://{local}/admin"),
             },
         };
-        let state = Arc::new(AppState::new(store.clone(), cfg.clone(), certs, migration.clone()));
+        let app = Arc::new(App::new(store.clone(), cfg.clone(), migration.clone()));
+        let state = Arc::new(AppState::new(app, certs));
         let mirror = tokio::spawn(crate::migrate::service::run_mirror(migration.clone()));
         if store.snapshot().and_then(|s| s.tokens()).map(|t| t.is_empty()).unwrap_or(false) {
             tracing::info!("no SCIM token yet: run `scimbridge token issue --name <idp>` with the same --data-dir");
@@ -889,7 +891,7 @@ fn serve(cfg: Config) -> Result<()> {
                 let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
                 loop {
                     tick.tick().await;
-                    state.flush_token_uses().await;
+                    state.app.flush_token_uses().await;
                 }
             })
         };
@@ -928,7 +930,7 @@ fn serve(cfg: Config) -> Result<()> {
             t.abort();
         }
         let _ = std::fs::remove_file(control::socket_path(&cfg.data_dir));
-        state.flush_token_uses().await;
+        state.app.flush_token_uses().await;
         tracing::info!("scimbridge stopped");
         Ok::<(), anyhow::Error>(())
     });

@@ -113,14 +113,14 @@ pub fn served_on(config: &Config, listener: Listener) -> bool {
 /// one-time setup link (unless one printed by `admin reset-password` is pending).
 pub async fn announce(state: &AppState, admin_url: &str, scim_url: &str) {
     let _ = state.admin.scim_url.set(scim_url.to_owned());
-    if !state.config.admin.enabled {
+    if !state.app.config.admin.enabled {
         return;
     }
-    if let Err(e) = state.store.set_admin_url(admin_url.to_owned()).await {
+    if let Err(e) = state.app.store.set_admin_url(admin_url.to_owned()).await {
         tracing::warn!(error = %e, "could not record the admin URL");
     }
     tracing::info!("admin page: {admin_url}");
-    let snapshot = match state.store.snapshot() {
+    let snapshot = match state.app.store.snapshot() {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(error = %e, "cannot read the admin settings");
@@ -146,6 +146,7 @@ pub async fn announce(state: &AppState, admin_url: &str, scim_url: &str) {
         return;
     };
     let stored = state
+        .app
         .store
         .set_admin_setup_code(crate::store::SetupCode {
             hash,
@@ -388,7 +389,7 @@ async fn dispatch(state: &Arc<AppState>, req: Request<Incoming>) -> Response<Bod
             "/admin/tokens" => issue_token(state, &f, chrome("Tokens", "tokens")).await,
             "/admin/tokens/revoke" => {
                 let id = field(&f, "id").to_owned();
-                let msg = match state.store.revoke_token(id, Timestamp::now()).await {
+                let msg = match state.app.store.revoke_token(id, Timestamp::now()).await {
                     Ok(t) => format!(
                         "Revoked the token \"{}\": its next request is refused.",
                         t.name
@@ -451,6 +452,7 @@ async fn dispatch(state: &Arc<AppState>, req: Request<Incoming>) -> Response<Bod
 
 fn password_is_set(state: &AppState) -> bool {
     state
+        .app
         .store
         .snapshot()
         .and_then(|s| s.admin_password())
@@ -501,6 +503,7 @@ fn check_setup_code(state: &AppState, code: &str) -> Result<(), SetupRefusal> {
     }
     let now = Timestamp::now();
     state
+        .app
         .store
         .snapshot()
         .and_then(|s| s.check_admin_setup_code(&creds::setup_code_hash(code), now))
@@ -593,6 +596,7 @@ async fn setup_submit(state: &AppState, req: Request<Incoming>) -> Response<Body
         );
     };
     match state
+        .app
         .store
         .complete_admin_setup(creds::setup_code_hash(code), now, record)
         .await
@@ -629,7 +633,7 @@ async fn login_submit(state: &AppState, req: Request<Incoming>) -> Response<Body
         Err(refused) => return refused,
     };
     let password = field(&f, "password").to_owned();
-    let record = match state.store.snapshot().and_then(|s| s.admin_password()) {
+    let record = match state.app.store.snapshot().and_then(|s| s.admin_password()) {
         Ok(r) => r,
         Err(e) => return unavailable(e),
     };
@@ -674,7 +678,7 @@ async fn login_submit(state: &AppState, req: Request<Incoming>) -> Response<Body
 // ---- dashboard ---------------------------------------------------------------------
 
 fn scim_url(state: &AppState, req: &Request<Incoming>) -> String {
-    if let Some(u) = &state.config.public_url {
+    if let Some(u) = &state.app.config.public_url {
         return format!("{u}{}", super::SCIM_PREFIX);
     }
     let on_main = !matches!(
@@ -695,18 +699,16 @@ fn scim_url(state: &AppState, req: &Request<Incoming>) -> String {
             };
             format!("{scheme}://{h}{}", super::SCIM_PREFIX)
         }
-        _ => state
-            .admin
-            .scim_url
-            .get()
-            .cloned()
-            .unwrap_or_else(|| format!("https://{}{}", state.config.listen, super::SCIM_PREFIX)),
+        _ => state.admin.scim_url.get().cloned().unwrap_or_else(|| {
+            format!("https://{}{}", state.app.config.listen, super::SCIM_PREFIX)
+        }),
     }
 }
 
 /// (users, inactive users), from a scan reused while no change event was recorded.
 async fn user_counts(state: &Arc<AppState>) -> (u64, u64) {
     let version = state
+        .app
         .store
         .snapshot()
         .and_then(|s| Ok((s.last_event_seq()?, s.count(ResourceType::User)?)))
@@ -718,7 +720,7 @@ async fn user_counts(state: &Arc<AppState>) -> (u64, u64) {
             }
         }
     }
-    let store = state.store.clone();
+    let store = state.app.store.clone();
     let counted = tokio::task::spawn_blocking(move || {
         let snap = store.snapshot()?;
         let seq = snap.last_event_seq()?;
@@ -751,7 +753,7 @@ async fn dashboard(
 ) -> Response<Body> {
     let (users, inactive_users) = user_counts(state).await;
     let now = Timestamp::now();
-    let snap = match state.store.snapshot() {
+    let snap = match state.app.store.snapshot() {
         Ok(s) => s,
         Err(e) => return unavailable(e),
     };
@@ -778,7 +780,7 @@ async fn dashboard(
         events: snap.recent_events(25).unwrap_or_default(),
         version: env!("CARGO_PKG_VERSION"),
         uptime: state.started.elapsed(),
-        db_bytes: state.store.file_size(),
+        db_bytes: state.app.store.file_size(),
         cert,
         tls_on: state.certs.is_some(),
         phase: migration.phase,
@@ -792,6 +794,7 @@ async fn dashboard(
 fn token_rows(state: &AppState) -> Vec<pages::TokenRow> {
     let now = Timestamp::now();
     let mut tokens = state
+        .app
         .store
         .snapshot()
         .and_then(|s| s.tokens())
@@ -804,7 +807,7 @@ fn token_rows(state: &AppState) -> Vec<pages::TokenRow> {
         .into_iter()
         .map(|t| pages::TokenRow {
             state: t.state(now),
-            last_used: state.pending_token_use(&t.id).or(t.last_used),
+            last_used: state.app.pending_token_use(&t.id).or(t.last_used),
             record: t,
         })
         .collect()
@@ -855,7 +858,7 @@ async fn issue_token(
         read_only,
         expires_in_days,
     };
-    match crate::control::execute(&state.migration, req, &mut |_| {}).await {
+    match crate::control::execute(&state.app.migration, req, &mut |_| {}).await {
         Ok(v) => {
             let issued = pages::Issued {
                 name: v["token"]["name"].as_str().unwrap_or_default().to_owned(),
@@ -903,7 +906,7 @@ async fn list(
 ) -> Response<Body> {
     let query = q.get("q").map(|s| s.trim().to_owned()).unwrap_or_default();
     let after = q.get("after").cloned().filter(|a| !a.is_empty());
-    let store = state.store.clone();
+    let store = state.app.store.clone();
     let (query2, after2) = (query.clone(), after.clone());
     let found = tokio::task::spawn_blocking(move || {
         let snap = store.snapshot()?;
@@ -996,7 +999,7 @@ async fn list(
 
 fn detail(state: &AppState, rt: ResourceType, id: &str, chrome: Chrome<'_>) -> Response<Body> {
     let id = percent_decode(id);
-    let snap = match state.store.snapshot() {
+    let snap = match state.app.store.snapshot() {
         Ok(s) => s,
         Err(e) => return unavailable(e),
     };
@@ -1012,6 +1015,7 @@ fn detail(state: &AppState, rt: ResourceType, id: &str, chrome: Chrome<'_>) -> R
         (Err(e), _) | (_, Err(e)) => return unavailable(e),
     };
     let base = state
+        .app
         .config
         .public_url
         .as_deref()
@@ -1075,7 +1079,7 @@ fn percent_decode(s: &str) -> String {
 // ---- migration ---------------------------------------------------------------------
 
 fn migration_page(state: &AppState, chrome: Chrome<'_>) -> Response<Body> {
-    let status = match state.migration.status() {
+    let status = match state.app.migration.status() {
         Ok(s) => s,
         Err(e) => return refuse(StatusCode::SERVICE_UNAVAILABLE, "Unavailable", &e),
     };
@@ -1100,7 +1104,7 @@ async fn migration_action(
     f: &HashMap<String, String>,
 ) -> Option<String> {
     match action {
-        "check" => match state.migration.check().await {
+        "check" => match state.app.migration.check().await {
             Ok(report) => {
                 let msg = if report.ready {
                     "Readiness check: ready.".to_owned()
@@ -1136,7 +1140,7 @@ async fn migration_action(
         }
         "verify" => Some(start_job(state, JobKind::Verify)),
         "cutover" => {
-            let target = state.migration.state().ok().and_then(|s| s.target);
+            let target = state.app.migration.state().ok().and_then(|s| s.target);
             match target {
                 Some(t) if field(f, "confirm") == t => Some(start_job(state, JobKind::Cutover)),
                 Some(_) => {
@@ -1145,7 +1149,7 @@ async fn migration_action(
                 None => Some("Not cut over: no migration target is set; push first.".into()),
             }
         }
-        "abort" => match state.migration.abort().await {
+        "abort" => match state.app.migration.abort().await {
             Ok(_) => Some(
                 "Migration aborted: mirroring stopped; this bridge stays the source of truth."
                     .into(),
@@ -1176,7 +1180,7 @@ fn start_job(state: &Arc<AppState>, kind: JobKind) -> String {
         });
     }
     let slot = state.admin.job.clone();
-    let m: Arc<Migration> = state.migration.clone();
+    let m: Arc<Migration> = state.app.migration.clone();
     tokio::spawn(async move {
         let progress_slot = slot.clone();
         let mut progress = move |v: Value| {
