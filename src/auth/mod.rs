@@ -7,6 +7,7 @@ pub mod admin;
 use base64::Engine;
 use ring::rand::SecureRandom;
 
+use crate::clock::Timestamp;
 use crate::store::{Scope, Store, StoreError, TokenRecord};
 
 /// The prefix of every token this bridge issues; lets secret scanners recognise them.
@@ -36,7 +37,7 @@ pub struct Principal {
 /// work (a Bulk request) asks between operations, so a revocation stops it at the
 /// next operation rather than when it ends. Served from the token cache, which
 /// issue and revoke invalidate.
-pub fn still_valid(store: &Store, p: &Principal, now: &str) -> Result<bool, StoreError> {
+pub fn still_valid(store: &Store, p: &Principal, now: Timestamp) -> Result<bool, StoreError> {
     Ok(store
         .token_by_hash(&p.secret_hash)?
         .is_some_and(|r| r.id == p.token_id && r.state(now) == "active"))
@@ -74,17 +75,16 @@ pub fn generate_secret() -> Result<(Secret, Vec<u8>), ring::error::Unspecified> 
 pub fn new_token(
     name: &str,
     scope: Scope,
-    now: &str,
-    expires: Option<String>,
-    now_ms: u64,
+    now: Timestamp,
+    expires: Option<Timestamp>,
 ) -> Result<(TokenRecord, Secret, Vec<u8>), ring::error::Unspecified> {
     let (secret, hash) = generate_secret()?;
     let record = TokenRecord {
-        id: crate::store::new_id(now_ms),
+        id: crate::store::new_id(now),
         name: name.to_owned(),
         hash: crate::store::hex(&hash),
         scope,
-        created: now.to_owned(),
+        created: now,
         expires,
         last_used: None,
         revoked: None,
@@ -118,7 +118,7 @@ impl AuthFailure {
 pub fn authenticate(
     store: &Store,
     header: Option<&str>,
-    now: &str,
+    now: Timestamp,
 ) -> Result<Result<Principal, AuthFailure>, StoreError> {
     let Some(header) = header else {
         return Ok(Err(AuthFailure::Missing));

@@ -151,7 +151,7 @@ fn parse_path(path: &str) -> Option<(ResourceType, Option<String>)> {
 }
 
 pub async fn handle(state: &AppState, body: Value, principal: &Principal, base: &str) -> Handled {
-    let (ops, fail_on_errors) = parse_ops(&body, state.config.limits.bulk_max_operations)?;
+    let (ops, fail_on_errors) = parse_ops(&body, state.app.config.limits.bulk_max_operations)?;
     let mut ids: HashMap<String, String> = HashMap::new();
     let mut results: Vec<Option<Value>> = vec![None; ops.len()];
     let mut pending: Vec<usize> = (0..ops.len()).collect();
@@ -174,8 +174,8 @@ pub async fn handle(state: &AppState, body: Value, principal: &Principal, base: 
             }
             progressed = true;
             // A token revoked while the request runs stops it before the next write.
-            let (now_s, _) = super::now();
-            if !crate::auth::still_valid(&state.store, principal, &now_s).unwrap_or(false) {
+            let now = crate::clock::Timestamp::now();
+            if !crate::auth::still_valid(&state.app.store, principal, now).unwrap_or(false) {
                 tracing::warn!(token = %principal.name, "token revoked or expired during a Bulk request; stopping it");
                 revoked = true;
                 waiting.push(i);

@@ -12,7 +12,6 @@ pub mod server;
 pub mod tls;
 pub mod x509;
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -25,10 +24,11 @@ use hyper::{Request, Response, StatusCode};
 
 pub use body::RequestBody;
 
-use crate::config::{Config, TrustedProxies};
-use crate::limiter::{Limiter, Permit, Subject, Throttled};
+use crate::app::App;
+use crate::config::TrustedProxies;
+use crate::limiter::{Permit, Subject, Throttled};
 use crate::scim::error::ScimError;
-use crate::store::{Store, StoreError};
+use crate::store::StoreError;
 
 pub type Body = Full<Bytes>;
 
@@ -123,24 +123,17 @@ pub const HSTS: &str = "max-age=31536000";
 
 /// Everything a request handler needs, shared by all connections.
 pub struct AppState {
-    pub store: Store,
-    pub config: Config,
+    /// The application layer every edge shares (store, config, migration…).
+    pub app: Arc<App>,
     /// The served certificate, when TLS is on.
     pub certs: Option<Arc<tls::CertStore>>,
     pub started: Instant,
-    /// Last use of each token since the last flush (token id → time); flushed to the
-    /// store periodically instead of costing an fsync per request.
-    token_uses: Mutex<HashMap<String, String>>,
     request_ids: AtomicU64,
     pub metrics: metrics::Metrics,
-    /// The migration state machine; also decides whether SCIM writes are accepted.
-    pub migration: Arc<crate::migrate::service::Migration>,
     /// Admin sessions, login throttling and background migration jobs (in memory).
     pub admin: admin::AdminState,
     /// The last SCIM requests with their outcome, for the admin dashboard.
     pub activity: admin::activity::Activity,
-    /// Concurrent and heavy work per token and per address; failed authentications.
-    pub limiter: Limiter,
     /// The SCIM base URL announced at start (public_url, else the listener's
     /// address): `meta.location` and `$ref` are built from it, never from the
     /// request's Host header.
@@ -154,26 +147,17 @@ pub struct AppState {
 pub const READY_PROBE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl AppState {
-    pub fn new(
-        store: Store,
-        config: Config,
-        certs: Option<Arc<tls::CertStore>>,
-        migration: Arc<crate::migrate::service::Migration>,
-    ) -> Self {
+    pub fn new(app: Arc<App>, certs: Option<Arc<tls::CertStore>>) -> Self {
         AppState {
-            migration,
-            store,
+            app,
             certs,
             started: Instant::now(),
-            token_uses: Mutex::new(HashMap::new()),
             request_ids: AtomicU64::new(1),
             metrics: metrics::Metrics::default(),
             admin: admin::AdminState::default(),
             activity: admin::activity::Activity::default(),
-            limiter: Limiter::new(config.limits.limiter.clone()),
             scim_url: OnceLock::new(),
             readiness: tokio::sync::Mutex::new(None),
-            config,
         }
     }
 
@@ -183,7 +167,7 @@ impl AppState {
         if let Some(u) = self.scim_url.get() {
             return u.clone();
         }
-        match &self.config.public_url {
+        match &self.app.config.public_url {
             Some(u) => format!("{u}{SCIM_PREFIX}"),
             None => {
                 let scheme = if self.certs.is_some() {
@@ -191,7 +175,7 @@ impl AppState {
                 } else {
                     "http"
                 };
-                format!("{scheme}://{}{SCIM_PREFIX}", self.config.listen)
+                format!("{scheme}://{}{SCIM_PREFIX}", self.app.config.listen)
             }
         }
     }
@@ -205,7 +189,7 @@ impl AppState {
                 return ok;
             }
         }
-        let ok = match self.store.check_writable().await {
+        let ok = match self.app.store.check_writable().await {
             Ok(()) => true,
             Err(e) => {
                 tracing::warn!(error = %e, "readiness check failed");
@@ -215,49 +199,6 @@ impl AppState {
         *last = Some((Instant::now(), ok));
         ok
     }
-
-    /// A token's last use not yet flushed to the store.
-    pub fn pending_token_use(&self, token_id: &str) -> Option<String> {
-        self.token_uses.lock().ok()?.get(token_id).cloned()
-    }
-
-    pub fn note_token_use(&self, token_id: &str, now: &str) {
-        if let Ok(mut m) = self.token_uses.lock() {
-            match m.get_mut(token_id) {
-                // Same second: nothing worth an allocation on the hot path.
-                Some(t) if t.get(..19) == now.get(..19) => {}
-                Some(t) => now.clone_into(t),
-                None => {
-                    m.insert(token_id.to_owned(), now.to_owned());
-                }
-            }
-        }
-    }
-
-    /// Writes the pending token-use times to the store.
-    pub async fn flush_token_uses(&self) {
-        let uses: Vec<(String, String)> = match self.token_uses.lock() {
-            Ok(mut m) => m.drain().collect(),
-            Err(_) => return,
-        };
-        if uses.is_empty() {
-            return;
-        }
-        if let Err(e) = self.store.record_token_use(uses).await {
-            tracing::warn!(error = %e, "could not record token use");
-        }
-    }
-}
-
-/// Current time as RFC 3339 UTC with milliseconds, and as Unix milliseconds.
-pub fn now() -> (String, u64) {
-    let t = time::OffsetDateTime::now_utc();
-    let ms = (t.unix_timestamp_nanos() / 1_000_000) as u64;
-    let t = t.replace_millisecond(t.millisecond()).unwrap_or(t);
-    let s = t
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into());
-    (s, ms)
 }
 
 pub fn scim_json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
@@ -314,7 +255,7 @@ fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
 }
 
 fn metrics_response(state: &AppState, req: &Request<RequestBody>) -> Response<Body> {
-    if let Some(expected) = &state.config.metrics_token {
+    if let Some(expected) = &state.app.config.metrics_token {
         let given = req
             .headers()
             .get(hyper::header::AUTHORIZATION)
@@ -323,7 +264,7 @@ fn metrics_response(state: &AppState, req: &Request<RequestBody>) -> Response<Bo
             .unwrap_or_default();
         if !crate::auth::secrets_equal(given, expected) {
             let client = client_of(req);
-            if let Err(t) = state.limiter.auth_failed(client, Instant::now()) {
+            if let Err(t) = state.app.limiter.auth_failed(client, Instant::now()) {
                 return throttled(&t, false);
             }
             tracing::warn!(client = %client, "metrics authentication failed");
@@ -336,7 +277,7 @@ fn metrics_response(state: &AppState, req: &Request<RequestBody>) -> Response<Bo
         }
     }
     let mut gauges: Vec<(&str, &str, f64)> = Vec::new();
-    if let Ok(snap) = state.store.snapshot() {
+    if let Ok(snap) = state.app.store.snapshot() {
         use crate::scim::schema::ResourceType;
         let users = snap.count(ResourceType::User).unwrap_or(0) as f64;
         let groups = snap.count(ResourceType::Group).unwrap_or(0) as f64;
@@ -346,7 +287,7 @@ fn metrics_response(state: &AppState, req: &Request<RequestBody>) -> Response<Bo
     gauges.push((
         "scimbridge_database_size_bytes",
         "Size of the database file.",
-        state.store.file_size() as f64,
+        state.app.store.file_size() as f64,
     ));
     gauges.push((
         "scimbridge_uptime_seconds",
@@ -365,7 +306,7 @@ fn metrics_response(state: &AppState, req: &Request<RequestBody>) -> Response<Bo
         ));
     }
     let mut r = Response::new(Full::new(Bytes::from(
-        state.metrics.render(&gauges, state.limiter.refusals()),
+        state.metrics.render(&gauges, state.app.limiter.refusals()),
     )));
     r.headers_mut().insert(
         CONTENT_TYPE,
@@ -415,13 +356,14 @@ pub async fn route(state: Arc<AppState>, req: Request<RequestBody>) -> Response<
         Ok(())
     } else {
         state
+            .app
             .limiter
             .request(Subject::Address(client))
             .map(|p| request_ctx(&req).hold(p))
     };
     let response = match (admitted, path.as_str()) {
         (Err(t), _) => throttled(&t, false),
-        _ if is_admin_path && admin::served_on(&state.config, listener) => {
+        _ if is_admin_path && admin::served_on(&state.app.config, listener) => {
             admin::handle(&state, req).await
         }
         _ if listener == Listener::Admin => plain(

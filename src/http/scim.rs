@@ -11,8 +11,9 @@ use hyper::header::{HeaderValue, CONTENT_TYPE, ETAG, IF_MATCH, IF_NONE_MATCH, LO
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{Map, Value};
 
-use super::{now, scim_error, scim_json, store_error, AppState, Body, RequestBody};
+use super::{scim_error, scim_json, store_error, AppState, Body, RequestBody};
 use crate::auth::{authenticate, Principal};
+use crate::clock::Timestamp;
 use crate::limiter::Subject;
 use crate::scim::discovery::{self, Capabilities};
 use crate::scim::error::{ScimError, ScimResult};
@@ -47,12 +48,12 @@ fn param<'a>(params: &'a HashMap<String, String>, name: &str) -> Option<&'a str>
 
 fn capabilities(state: &AppState) -> Capabilities {
     Capabilities {
-        max_results: state.config.limits.max_page_size,
-        default_page_size: state.config.limits.default_page_size,
-        max_body_bytes: state.config.limits.max_body_bytes,
+        max_results: state.app.config.limits.max_page_size,
+        default_page_size: state.app.config.limits.default_page_size,
+        max_body_bytes: state.app.config.limits.max_body_bytes,
         bulk: Some((
-            state.config.limits.bulk_max_operations,
-            state.config.limits.bulk_max_payload_bytes,
+            state.app.config.limits.bulk_max_operations,
+            state.app.config.limits.bulk_max_payload_bytes,
         )),
     }
 }
@@ -162,19 +163,23 @@ async fn handle_inner(
     rest: &str,
     token_name: &mut Option<String>,
 ) -> Handled {
-    let (now_s, _) = now();
+    let now = Timestamp::now();
     let header = req
         .headers()
         .get(hyper::header::AUTHORIZATION)
         .and_then(|h| h.to_str().ok());
     let client = super::client_of(&req);
-    let principal = match authenticate(&state.store, header, &now_s).map_err(store_error)? {
+    let principal = match authenticate(&state.app.store, header, now).map_err(store_error)? {
         Ok(p) => p,
         Err(why) => {
             state.metrics.auth_failure(why.as_str());
             // Only failures are throttled: a valid token is never refused for its
             // address (identity providers share theirs).
-            if let Err(t) = state.limiter.auth_failed(client, std::time::Instant::now()) {
+            if let Err(t) = state
+                .app
+                .limiter
+                .auth_failed(client, std::time::Instant::now())
+            {
                 tracing::debug!(client = %client, reason = why.as_str(), "SCIM authentication failed (throttled)");
                 return Ok(super::throttled(&t, true));
             }
@@ -187,19 +192,20 @@ async fn handle_inner(
         }
     };
     match state
+        .app
         .limiter
         .request(Subject::Token(principal.token_id.clone()))
     {
         Ok(p) => super::request_ctx(&req).hold(p),
         Err(t) => return Ok(super::throttled(&t, true)),
     }
-    state.note_token_use(&principal.token_id, &now_s);
+    state.app.note_token_use(&principal.token_id, now);
     *token_name = Some(principal.name.clone());
 
     let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
     let route = ScimRoute::parse(req.method(), &segments);
     if route.writes() {
-        if let Some((status, why)) = state.migration.write_refusal() {
+        if let Some((status, why)) = state.app.migration.write_refusal() {
             let mut e = ScimError::new(status, None, why);
             if status == 503 {
                 e.detail.push_str(" (Retry-After: 10)");
@@ -219,7 +225,7 @@ async fn handle_inner(
     }
     let base = state.scim_base();
     let params = query_params(&req);
-    let limits = &state.config.limits;
+    let limits = &state.app.config.limits;
     let subject = || Subject::Token(principal.token_id.clone());
     match route {
         ScimRoute::List(rt) => {
@@ -294,7 +300,7 @@ async fn handle_inner(
         }
         ScimRoute::Bulk => {
             let body = read_json(req, limits.bulk_max_payload_bytes).await?;
-            let _heavy = match state.limiter.heavy(subject()).await {
+            let _heavy = match state.app.limiter.heavy(subject()).await {
                 Ok(p) => p,
                 Err(t) => return Ok(super::throttled(&t, true)),
             };
@@ -451,7 +457,7 @@ fn resource_response(
     status: StatusCode,
 ) -> Handled {
     let etag = r.meta.etag();
-    let snapshot = state.store.snapshot().map_err(store_error)?;
+    let snapshot = state.app.store.snapshot().map_err(store_error)?;
     let full = full_resource(
         &snapshot,
         rt,
@@ -513,10 +519,11 @@ pub(super) async fn delete(
     if_match: Option<String>,
     principal: &Principal,
 ) -> Handled {
-    let (now_s, _) = now();
+    let now = Timestamp::now();
     state
+        .app
         .store
-        .delete(rt, id, if_match, actor(principal), now_s)
+        .delete(rt, id, if_match, actor(principal), now)
         .await
         .map_err(store_error)?;
     let mut r = Response::new(Body::new(Bytes::new()));
@@ -534,10 +541,11 @@ pub(super) async fn create(
 ) -> Handled {
     let mut attrs = normalize(rt, &body)?;
     let members = take_members(&mut attrs)?.unwrap_or_default();
-    let (now_s, now_ms) = now();
+    let now = Timestamp::now();
     let stored = state
+        .app
         .store
-        .create(rt, attrs, members, actor(principal), now_s, now_ms)
+        .create(rt, attrs, members, actor(principal), now)
         .await
         .map_err(store_error)?;
     resource_response(state, rt, stored, &projection, base, StatusCode::CREATED)
@@ -551,7 +559,7 @@ fn get(
     if_none_match: Option<&str>,
     base: &str,
 ) -> Handled {
-    let snapshot = state.store.snapshot().map_err(store_error)?;
+    let snapshot = state.app.store.snapshot().map_err(store_error)?;
     let Some(r) = snapshot.get(rt, id).map_err(store_error)? else {
         return Err(ScimError::not_found(format!(
             "{} {id} not found",
@@ -597,8 +605,9 @@ pub(super) async fn replace(
 ) -> Handled {
     let mut attrs = normalize(rt, &body)?;
     let members = take_members(&mut attrs)?;
-    let (now_s, _) = now();
+    let now = Timestamp::now();
     let stored = state
+        .app
         .store
         .update(
             rt,
@@ -606,7 +615,7 @@ pub(super) async fn replace(
             if_match,
             false,
             actor(principal),
-            now_s,
+            now,
             move |_current| {
                 let members = match rt {
                     ResourceType::Group => MembersChange::Set(members.unwrap_or_default()),
@@ -632,7 +641,7 @@ pub(super) async fn patch_resource(
     base: &str,
 ) -> Handled {
     let ops = patch::parse_request(&body)?;
-    let (now_s, _) = now();
+    let now = Timestamp::now();
     // Adding or removing members of a large group must not cost the group's size:
     // such PATCHes change the membership rows directly.
     if let Some(delta) = patch::member_delta(rt, &ops) {
@@ -647,6 +656,7 @@ pub(super) async fn patch_resource(
         let add = take_members(&mut holder)?.unwrap_or_default();
         let (remove, remove_present) = (delta.remove, delta.remove_present);
         let stored = state
+            .app
             .store
             .update(
                 rt,
@@ -654,7 +664,7 @@ pub(super) async fn patch_resource(
                 if_match,
                 false,
                 actor(principal),
-                now_s,
+                now,
                 move |current| {
                     Ok(Update {
                         attrs: current.attrs,
@@ -671,6 +681,7 @@ pub(super) async fn patch_resource(
         return resource_response(state, rt, stored, &projection, base, StatusCode::OK);
     }
     let stored = state
+        .app
         .store
         .update(
             rt,
@@ -678,7 +689,7 @@ pub(super) async fn patch_resource(
             if_match,
             true,
             actor(principal),
-            now_s,
+            now,
             move |current| {
                 let mut resource = current.attrs;
                 resource.insert("id".into(), Value::String(current.id.clone()));
@@ -770,7 +781,7 @@ async fn search(
     base: &str,
     subject: Subject,
 ) -> Handled {
-    let limits = &state.config.limits;
+    let limits = &state.app.config.limits;
     let params = ListParams::parse(
         req.filter.as_deref(),
         req.sort_by.as_deref(),
@@ -798,7 +809,7 @@ async fn search(
             .as_ref()
             .is_some_and(|f| types.iter().any(|rt| query::plan(f, *rt).is_none()));
     let _heavy = if scans {
-        match state.limiter.heavy(subject).await {
+        match state.app.limiter.heavy(subject).await {
             Ok(p) => Some(p),
             Err(t) => return Ok(super::throttled(&t, true)),
         }
@@ -819,7 +830,7 @@ fn run_search(
     projection: &Projection,
     base: &str,
 ) -> Handled {
-    let snapshot = state.store.snapshot().map_err(store_error)?;
+    let snapshot = state.app.store.snapshot().map_err(store_error)?;
     let start = params.start_index - 1;
     let total: usize;
     let mut page: Vec<(ResourceType, Map<String, Value>)> = Vec::new();

@@ -102,7 +102,7 @@ pub async fn run_listener(
     kind: Listener,
 ) {
     let graceful = GracefulShutdown::new();
-    let limits = state.config.limits.clone();
+    let limits = state.app.config.limits.clone();
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let per_address = Arc::new(PerAddress::default());
     // Set while every connection slot is taken: idle connections then make room.
@@ -123,7 +123,7 @@ pub async fn run_listener(
             _ = &mut shutdown => break,
         };
         // A proxy's connections carry many clients: only direct peers are bounded.
-        let slot = if state.config.trusted_proxies.contains(peer.ip()) {
+        let slot = if state.app.config.trusted_proxies.contains(peer.ip()) {
             None
         } else {
             match per_address.take(peer.ip(), limits.max_connections_per_address) {
@@ -204,7 +204,7 @@ async fn serve<IO>(
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let limits = state.config.limits.clone();
+    let limits = state.app.config.limits.clone();
     let svc = {
         let state = state.clone();
         let watch = watch.clone();
@@ -275,7 +275,7 @@ async fn handle(
     let (mut parts, incoming) = req.into_parts();
     let info = ConnInfo {
         client: super::client_address(
-            &state.config.trusted_proxies,
+            &state.app.config.trusted_proxies,
             info.peer.ip(),
             &parts.headers,
         ),
@@ -285,18 +285,22 @@ async fn handle(
     parts.extensions.insert(info);
     parts.extensions.insert(ctx.clone());
     let leftover = Leftover::default();
-    let body = RequestBody::new(incoming, state.config.limits.body_timeout, leftover.clone());
+    let body = RequestBody::new(
+        incoming,
+        state.app.config.limits.body_timeout,
+        leftover.clone(),
+    );
     let mut response = route(state.clone(), Request::from_parts(parts, body)).await;
 
     let mut keep: Vec<Keepalive> = vec![Box::new(in_flight), Box::new(ctx)];
     let unread = leftover.lock().ok().and_then(|mut l| l.take());
     if let Some(unread) = unread {
-        let bound = state.config.limits.max_request_bytes();
+        let bound = state.app.config.limits.max_request_bytes();
         if let Some(still) = body::drain(unread, bound, EARLY_REFUSAL_DRAIN).await {
             keep.push(Box::new(still));
         }
     }
-    if state.config.hsts() {
+    if state.app.config.hsts() {
         response.headers_mut().insert(
             hyper::header::STRICT_TRANSPORT_SECURITY,
             HeaderValue::from_static(super::HSTS),

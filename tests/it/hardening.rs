@@ -7,15 +7,13 @@
 //! limits of a few seconds and at most a few dozen connections, and assert what a
 //! user sees (closed, 429, /healthz still answering), not timings.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use bytes::Bytes;
-use common::*;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls_pki_types::pem::PemObject;
@@ -743,7 +741,7 @@ fn issue_token_via_cli(dir: &std::path::Path, name: &str) -> String {
 
 // ---- admin sign-in ------------------------------------------------------------------
 
-mod admin_support;
+use crate::support::admin as admin_support;
 
 #[test]
 fn concurrent_wrong_passwords_are_reserved_before_checking() {
