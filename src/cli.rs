@@ -759,6 +759,18 @@ fn export(cfg: &Config, out: &Path) -> Result<()> {
     Ok(())
 }
 
+/// This machine's host name (Linux), when it is a plausible DNS name.
+fn machine_hostname() -> Option<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    let name = name.trim();
+    let plausible = !name.is_empty()
+        && name.len() <= 253
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    plausible.then(|| name.to_owned())
+}
+
 fn init_logging(cfg: &Config) {
     use tracing_subscriber::EnvFilter;
     let filter =
@@ -845,13 +857,18 @@ fn serve(cfg: Config) -> Result<()> {
         let url = match &cfg.public_url {
             Some(u) => format!("{u}{}", http::SCIM_PREFIX),
             None => {
-                if local.ip().is_unspecified() {
+                // Never the request's Host header: the listener's own name.
+                let host = if local.ip().is_unspecified() {
+                    let name = machine_hostname().unwrap_or_else(|| local.ip().to_string());
                     tracing::warn!(
-                        "public_url is not set and the listener is {local}: SCIM answers name that address in \
-                         meta.location; set public_url to the name identity providers use"
+                        "public_url is not set and the listener is {local}: SCIM answers name this machine \
+                         ({name}) in meta.location; set public_url to the name identity providers use"
                     );
-                }
-                format!("{scheme}://{local}{}", http::SCIM_PREFIX)
+                    format!("{name}:{}", local.port())
+                } else {
+                    local.to_string()
+                };
+                format!("{scheme}://{host}{}", http::SCIM_PREFIX)
             }
         };
         let reloader = match (&certs, cert_files) {
