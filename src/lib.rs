@@ -11,3 +11,4 @@ pub mod scim;
 #[cfg(unix)]
 pub mod sdnotify;
 pub mod store;
+pub mod tls;

@@ -750,26 +750,17 @@ async fn dashboard(
     chrome: Chrome<'_>,
 ) -> Response<Body> {
     let (users, inactive_users) = user_counts(state).await;
-    let (now_s, _) = super::now();
+    let (now_s, now_ms) = super::now();
     let snap = match state.store.snapshot() {
         Ok(s) => s,
         Err(e) => return unavailable(e),
     };
     let migration = snap.migration_state().unwrap_or_default();
-    let cert = state.certs.as_ref().and_then(|c| {
-        let info = super::x509::parse(&c.leaf_der())?;
-        let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        let not_after = time::OffsetDateTime::from_unix_timestamp(info.not_after).ok()?;
-        Some(pages::CertSummary {
-            subject: info.subject_cn,
-            not_after: pages::when(
-                &not_after
-                    .format(&time::format_description::well_known::Rfc3339)
-                    .ok()?,
-            ),
-            days_left: (info.not_after - now) / 86_400,
-        })
-    });
+    let cert = state
+        .certs
+        .as_ref()
+        .and_then(|c| c.view((now_ms / 1000) as i64))
+        .map(|v| pages::CertSummary::new(&v, (now_ms / 1000) as i64));
     let d = pages::Dashboard {
         scim_url: scim_url(state, req),
         users,
