@@ -8,6 +8,8 @@ use std::sync::Arc;
 use anyhow::{anyhow, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
+use crate::app::App;
+use crate::clock::Timestamp;
 use crate::config::{self, Config, Overrides, TlsMode};
 use crate::control::{self, ControlRequest};
 use crate::http::{self, AppState};
@@ -431,8 +433,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 Some(answer) => answer.map_err(|e| anyhow!(e))?,
                 None => {
                     let store = open_store_for_cli(&cfg)?;
-                    let (now, _) = http::now();
-                    let r = crate::migrate::export::import_file(&store, file, &now);
+                    let r = crate::migrate::export::import_file(&store, file, Timestamp::now());
                     store.close();
                     let m = r.map_err(|e| anyhow!(e))?;
                     serde_json::json!({"counts": crate::migrate::export::counts_json(&m.counts)})
@@ -726,12 +727,12 @@ fn export(cfg: &Config, out: &Path) -> Result<()> {
         Some(r) => r.map(|_| ()).map_err(|e| anyhow!(e)),
         None => {
             let store = open_store_for_cli(cfg)?;
-            let (now, _) = http::now();
+            let now = Timestamp::now();
             let r = store
                 .snapshot()
                 .map_err(|e| anyhow!(e))
                 .and_then(|snap| {
-                    crate::migrate::export::write_export(&snap, &mut sink, &now, |done, total| {
+                    crate::migrate::export::write_export(&snap, &mut sink, now, |done, total| {
                         progress.show(|| format!("exporting… {done}/{total} records"))
                     })
                     .map_err(|e| anyhow!(e))
@@ -864,7 +865,8 @@ fn serve(cfg: Config) -> Result<()> {
             Some(l) => format!("{scheme}://{}/admin", l.local_addr()?),
             None => format!("{origin}/admin"),
         };
-        let state = Arc::new(AppState::new(store.clone(), cfg.clone(), certs, migration.clone()));
+        let app = Arc::new(App::new(store.clone(), cfg.clone(), migration.clone()));
+        let state = Arc::new(AppState::new(app, certs));
         let mirror = tokio::spawn(crate::migrate::service::run_mirror(migration.clone()));
         if store.snapshot().and_then(|s| s.tokens()).map(|t| t.is_empty()).unwrap_or(false) {
             tracing::info!("no SCIM token yet: run `scimbridge token issue --name <idp>` with the same --data-dir");
@@ -889,7 +891,7 @@ fn serve(cfg: Config) -> Result<()> {
                 let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
                 loop {
                     tick.tick().await;
-                    state.flush_token_uses().await;
+                    state.app.flush_token_uses().await;
                 }
             })
         };
@@ -931,7 +933,7 @@ fn serve(cfg: Config) -> Result<()> {
             t.abort();
         }
         let _ = std::fs::remove_file(control::socket_path(&cfg.data_dir));
-        state.flush_token_uses().await;
+        state.app.flush_token_uses().await;
         tracing::info!("scimbridge stopped");
         Ok::<(), anyhow::Error>(())
     });

@@ -9,9 +9,6 @@
 //! Then the `--tls files` checks: each fault named by `check-config`, refused at start,
 //! and shown as a metric.
 
-mod admin_support;
-mod common;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -19,7 +16,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::support::admin as admin_support;
+use crate::support::*;
 
 const DOMAIN: &str = "scim.test";
 
