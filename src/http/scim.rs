@@ -347,11 +347,12 @@ async fn handle_inner(
     }
 }
 
+/// A header's value; one that is not visible ASCII is kept (lossily) rather than
+/// dropped, so an unreadable `If-Match` fails its precondition instead of vanishing.
 fn header_str(req: &Request<RequestBody>, name: hyper::header::HeaderName) -> Option<String> {
     req.headers()
         .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
 }
 
 fn actor(p: &Principal) -> Actor {

@@ -38,9 +38,9 @@ use super::{route, AppState, ConnInfo, Listener, RequestCtx};
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long an early refusal waits for the unread request body before answering.
 const EARLY_REFUSAL_DRAIN: Duration = Duration::from_secs(5);
-/// Largest HTTP/1.1 request head (request line + headers); a longer one is answered
-/// 414 or 431 by hyper.
-const MAX_HEAD_BYTES: usize = 128 * 1024;
+/// Largest HTTP/1.1 request head (request line + headers), as HTTP/2's header list
+/// limit; a longer one is answered 431 (or 414) by hyper.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// The kernel's send buffer per connection. Left alone, Linux grows it to 4 MB
 /// (tcp_wmem), so a peer that stops reading could park megabytes per connection in
 /// the kernel and the server would never see it stall.
@@ -175,6 +175,8 @@ pub async fn run_listener(
             match tls {
                 Some(acceptor) => {
                     match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                        // A TLS-ALPN-01 validation carries no HTTP (RFC 8737 §3).
+                        Ok(Ok(s)) if crate::tls::is_acme_validation(s.get_ref().1) => {}
                         Ok(Ok(s)) => serve(state, s, watcher, watch, pressure, info).await,
                         Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
                         Err(_) => {

@@ -213,7 +213,7 @@ fn hostile_requests_are_refused_with_4xx_and_change_nothing() {
         let is_scim_error = answer.content_type == "application/scim+json"
             && doc.as_ref().is_some_and(|d| {
                 d["schemas"][0] == "urn:ietf:params:scim:api:messages:2.0:Error"
-                    && d["status"] == answer.status.to_string()
+                    && d["status"].as_str() == Some(answer.status.to_string().as_str())
                     && d["detail"].as_str().is_some_and(|t| !t.is_empty())
             });
         if !is_scim_error {
