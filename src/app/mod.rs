@@ -5,6 +5,12 @@
 //! hyper types, no status lines) nor redb (only the store's typed API); an edge turns
 //! its input into these calls and renders their typed results and errors.
 
+pub mod directory;
+pub mod query;
+
+pub use directory::{Operation, Outcome, Resource, Written};
+pub use query::{Page, Paging, Query};
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
