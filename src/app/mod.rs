@@ -7,9 +7,11 @@
 
 pub mod directory;
 pub mod query;
+pub mod render;
 
-pub use directory::{Operation, Outcome, Resource, Written};
+pub use directory::{Operation, Outcome, Written};
 pub use query::{Page, Paging, Query};
+pub use render::Resource;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

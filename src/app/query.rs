@@ -11,7 +11,7 @@ use std::borrow::Cow;
 
 use serde_json::{Map, Value};
 
-use super::directory::{refs_attr, render, with_references, Resource};
+use super::render::{refs_attr, render, with_references, Resource};
 use crate::scim::error::ScimError;
 use crate::scim::filter::{self, Filter};
 use crate::scim::query::{self, ListParams, Lookup};

@@ -12,6 +12,7 @@
 
 mod admin;
 mod migration;
+mod tables;
 mod tokens;
 
 pub use admin::{AdminPassword, SetupCode, SetupRefusal};
@@ -24,8 +25,8 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 
 use redb::{
-    Database, MultimapTableDefinition, ReadTransaction, ReadableDatabase, ReadableMultimapTable,
-    ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction,
+    Database, MultimapTableDefinition, ReadTransaction, ReadableDatabase, ReadableTable,
+    ReadableTableMetadata, TableDefinition, WriteTransaction,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -429,32 +430,11 @@ impl Store {
             .map_err(|e| StoreError::Storage(format!("cannot create {}: {e}", tmp.display())))?;
         let src = snapshot.txn();
         let txn = dst.begin_write()?;
-        macro_rules! copy {
-            ($($def:expr),*) => {$({
-                let from = src.open_table($def)?;
-                let mut to = txn.open_table($def)?;
-                for row in from.iter()? {
-                    let (k, v) = row?;
-                    to.insert(k.value(), v.value())?;
-                }
-            })*};
+        for table in tables::ALL {
+            table.copy(src, &txn).map_err(|e| {
+                StoreError::Storage(format!("copying the table {}: {e}", table.name()))
+            })?;
         }
-        macro_rules! copy_multi {
-            ($($def:expr),*) => {$({
-                let from = src.open_multimap_table($def)?;
-                let mut to = txn.open_multimap_table($def)?;
-                for row in from.iter()? {
-                    let (k, values) = row?;
-                    for v in values {
-                        to.insert(k.value(), v?.value())?;
-                    }
-                }
-            })*};
-        }
-        copy!(SETTINGS, USERS, GROUPS, USER_NAMES, MEMBERS, MEMBER_OF, EVENTS);
-        copy_multi!(EXTERNAL_IDS, GROUP_NAMES, EMAILS);
-        tokens::copy_tables(src, &txn)?;
-        migration::copy_tables(src, &txn)?;
         txn.commit()?;
         drop(dst);
         let users = snapshot.count(ResourceType::User)?;
@@ -706,17 +686,9 @@ fn init_tables(db: &Database) -> StoreResult<()> {
                 settings.insert(FORMAT_KEY, FORMAT_VERSION.to_le_bytes().as_slice())?;
             }
         }
-        txn.open_table(USERS)?;
-        txn.open_table(GROUPS)?;
-        txn.open_table(USER_NAMES)?;
-        txn.open_multimap_table(EXTERNAL_IDS)?;
-        txn.open_multimap_table(GROUP_NAMES)?;
-        txn.open_multimap_table(EMAILS)?;
-        txn.open_table(MEMBERS)?;
-        txn.open_table(MEMBER_OF)?;
-        txn.open_table(EVENTS)?;
-        tokens::init(&txn)?;
-        migration::init(&txn)?;
+    }
+    for table in tables::ALL {
+        table.create(&txn)?;
     }
     txn.commit()?;
     Ok(())
