@@ -15,3 +15,4 @@ pub mod scim;
 #[cfg(unix)]
 pub mod sdnotify;
 pub mod store;
+pub mod tls;
