@@ -174,8 +174,8 @@ impl AcmeSection {
                 }
                 d
             }
-            (None, true) => crate::tls::acme::LETS_ENCRYPT_STAGING.to_owned(),
-            (None, false) => crate::tls::acme::LETS_ENCRYPT.to_owned(),
+            (None, true) => LETS_ENCRYPT_STAGING.to_owned(),
+            (None, false) => LETS_ENCRYPT.to_owned(),
         };
         let http_listen = match self.http_listen {
             Some(l) => {
@@ -317,6 +317,10 @@ impl Default for AdminConfig {
 }
 
 pub const DEFAULT_DATA_DIR: &str = "./scimbridge-data";
+/// Let's Encrypt's production ACME directory, the default of `tls.acme.directory`.
+pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
+/// Let's Encrypt's staging directory (`--acme-staging`): untrusted certificates, high limits.
+pub const LETS_ENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
 
 impl Default for Config {
@@ -690,7 +694,7 @@ mod tests {
             panic!("not acme: {:?}", c.tls)
         };
         assert_eq!(a.domains, ["scim.example.com"]);
-        assert_eq!(a.directory, crate::tls::acme::LETS_ENCRYPT_STAGING);
+        assert_eq!(a.directory, LETS_ENCRYPT_STAGING);
         assert_eq!(a.http_listen.unwrap().port(), 80);
         assert_eq!(a.eab, None);
         // Flags replace the file's names and directory.
