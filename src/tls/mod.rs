@@ -234,7 +234,9 @@ pub fn client_config(ca_pem: Option<&[u8]>) -> Result<rustls::ClientConfig, Stri
                 let _ = roots.add(c);
             }
             if roots.is_empty() {
-                return Err("no system root certificates found; give a CA file".into());
+                return Err("no system root certificates found; name a CA file \
+                            (migrate: --cacert; ACME: tls.acme.ca_file)"
+                    .into());
             }
         }
     }
