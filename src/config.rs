@@ -292,7 +292,7 @@ pub struct Config {
     /// When set, `/metrics` requires `Authorization: Bearer <this>`.
     pub metrics_token: Option<String>,
     /// What `migrate check` enforces.
-    pub migration: crate::migrate::readiness::Policy,
+    pub migration: MigrationPolicy,
     /// The built-in admin page.
     pub admin: AdminConfig,
 }
@@ -312,6 +312,74 @@ impl Default for AdminConfig {
         AdminConfig {
             enabled: true,
             listen: None,
+        }
+    }
+}
+
+/// Free and consumer mail providers: accounts there are personal, not the
+/// organisation's, and hosted provisioning cannot verify the domain.
+pub const DEFAULT_PUBLIC_DOMAINS: &[&str] = &[
+    "gmail.com",
+    "googlemail.com",
+    "outlook.com",
+    "hotmail.com",
+    "hotmail.co.uk",
+    "live.com",
+    "msn.com",
+    "yahoo.com",
+    "yahoo.co.uk",
+    "yahoo.fr",
+    "ymail.com",
+    "rocketmail.com",
+    "aol.com",
+    "icloud.com",
+    "me.com",
+    "mac.com",
+    "proton.me",
+    "protonmail.com",
+    "pm.me",
+    "gmx.com",
+    "gmx.de",
+    "gmx.net",
+    "web.de",
+    "mail.com",
+    "yandex.com",
+    "yandex.ru",
+    "mail.ru",
+    "zoho.com",
+    "qq.com",
+    "163.com",
+    "126.com",
+    "tutanota.com",
+    "fastmail.com",
+    "hey.com",
+];
+
+/// Groups that hosted provisioning typically refuses to manage because they grant
+/// account recovery or administration of all groups.
+pub const DEFAULT_PROTECTED_GROUPS: &[&str] = &["Owners", "Administrators"];
+
+/// What `migrate check` looks for (`[migration]` in the configuration).
+#[derive(Debug, Clone)]
+pub struct MigrationPolicy {
+    /// Email domains the hosted service accepts (lowercase). Empty: not configured.
+    pub allowed_domains: Vec<String>,
+    pub public_domains: Vec<String>,
+    pub protected_groups: Vec<String>,
+}
+
+impl Default for MigrationPolicy {
+    fn default() -> Self {
+        MigrationPolicy {
+            allowed_domains: Vec::new(),
+            public_domains: DEFAULT_PUBLIC_DOMAINS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            protected_groups: DEFAULT_PROTECTED_GROUPS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
         }
     }
 }
@@ -336,7 +404,7 @@ impl Default for Config {
             limits: Limits::default(),
             cache_bytes: 64 << 20,
             metrics_token: None,
-            migration: crate::migrate::readiness::Policy::default(),
+            migration: MigrationPolicy::default(),
             admin: AdminConfig::default(),
         }
     }
