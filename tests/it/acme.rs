@@ -133,7 +133,8 @@ struct Pebble {
     /// The CA of pebble's own HTTPS, for `--acme-ca-file`.
     ca_file: PathBuf,
     management: String,
-    pebble: Proc,
+    pebble: Option<Proc>,
+    dns_address: String,
     _dns: Proc,
 }
 
@@ -164,34 +165,50 @@ impl Pebble {
             "certificateValidityPeriod": o.validity_secs,
             "domainBlocklist": o.blocklist,
         }});
-        let config_file = dir.path().join("pebble.json");
-        std::fs::write(&config_file, config.to_string()).unwrap();
-        let pebble = Proc::spawn(
-            Command::new("pebble")
-                .arg("-config")
-                .arg(&config_file)
-                .args(["-dnsserver", &format!("127.0.0.1:{dns}")])
-                .env("PEBBLE_VA_NOSLEEP", "1")
-                .env("PEBBLE_WFE_NONCEREJECT", "0"),
-        );
-        let p = Pebble {
-            dir,
+        std::fs::write(dir.path().join("pebble.json"), config.to_string()).unwrap();
+        let mut p = Pebble {
             directory: format!("https://127.0.0.1:{acme}/dir"),
             ca_file,
             management: format!("127.0.0.1:{management}"),
-            pebble,
+            pebble: None,
+            dns_address: format!("127.0.0.1:{dns}"),
             _dns: dns_server,
+            dir,
         };
-        wait_for(30, "pebble to listen", || {
-            p.pebble
-                .text()
-                .contains("ACME directory available")
-                .then_some(())
-        });
+        p.spawn();
         wait_for(10, "pebble-challtestsrv to listen", || {
             std::net::TcpStream::connect(format!("127.0.0.1:{dns_management}")).ok()
         });
         p
+    }
+
+    fn spawn(&mut self) {
+        let pebble = Proc::spawn(
+            Command::new("pebble")
+                .arg("-config")
+                .arg(self.dir.path().join("pebble.json"))
+                .args(["-dnsserver", &self.dns_address])
+                .env("PEBBLE_VA_NOSLEEP", "1")
+                .env("PEBBLE_WFE_NONCEREJECT", "0"),
+        );
+        wait_for(30, "pebble to listen", || {
+            pebble
+                .text()
+                .contains("ACME directory available")
+                .then_some(())
+        });
+        self.pebble = Some(pebble);
+    }
+
+    /// Stops pebble and starts it again on the same addresses: a CA that has forgotten
+    /// every account and order (and has a new root).
+    fn restart(&mut self) {
+        drop(self.pebble.take());
+        self.spawn();
+    }
+
+    fn log(&self) -> String {
+        self.pebble.as_ref().map(Proc::text).unwrap_or_default()
     }
 
     /// Pebble's root CA (generated at its start), written to a file in `dir`.
@@ -212,9 +229,9 @@ impl Pebble {
         path
     }
 
-    /// Orders pebble has accepted so far.
+    /// Order requests pebble has received since it started (refused ones included).
     fn orders(&self) -> usize {
-        self.pebble.text().matches("POST /order-plz").count()
+        self.log().matches("POST /order-plz").count()
     }
 }
 
@@ -608,6 +625,45 @@ fn a_refusing_ca_keeps_the_old_certificate_and_the_error_is_shown() {
     assert!(page.contains("rejectedIdentifier"), "{page}");
     assert!(page.contains(DOMAIN), "{page}");
     assert!(page.contains("Pebble Intermediate"), "{page}");
+}
+
+#[test]
+fn a_changed_name_list_orders_at_once_and_a_forgotten_account_registers_again() {
+    let port = free_port();
+    let mut pebble = Pebble::start(PebbleOptions {
+        tls_port: port,
+        http_port: free_port(),
+        validity_secs: 3600,
+        blocklist: vec![],
+        eab: false,
+    });
+    let mut s = bridge(port, &pebble, &[]);
+    let first = wait_for_pebble_certificate(&s.addr, 60);
+    s.stop();
+    // The CA forgets the account; the configuration adds a name.
+    pebble.restart();
+    s.extra_args
+        .extend(["--acme-domain".to_owned(), format!("www.{DOMAIN}")]);
+    s.restart();
+    // The stored certificate is served at once, then replaced by one for both names.
+    let both = wait_for(60, "a certificate for both names", || {
+        served_leaf(&s.addr).filter(|leaf| {
+            let names = scimbridge::tls::x509::parse(leaf).unwrap().names;
+            names.contains(&DOMAIN.to_owned()) && names.contains(&format!("www.{DOMAIN}"))
+        })
+    });
+    assert_ne!(both, first);
+    assert!(
+        s.log_text()
+            .contains("the CA no longer knows our account; registering a new one"),
+        "{}",
+        s.log_text()
+    );
+    assert_eq!(
+        pebble.orders(),
+        2,
+        "after the CA's restart: one refused for the unknown account, one issued"
+    );
 }
 
 #[test]
