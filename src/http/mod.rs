@@ -31,6 +31,9 @@ use crate::store::StoreError;
 
 pub type Body = Full<Bytes>;
 
+/// A handler's answer: a response, or a SCIM error to render as one.
+pub type Handled = Result<Response<Body>, ScimError>;
+
 pub const SCIM_PREFIX: &str = "/scim/v2";
 pub const SCIM_CONTENT_TYPE: &str = "application/scim+json";
 
@@ -297,7 +300,7 @@ fn metrics_response(state: &AppState, req: &Request<RequestBody>) -> Response<Bo
     if let Some(view) = state
         .certs
         .as_ref()
-        .and_then(|c| c.view(crate::clock::Timestamp::now().unix_seconds()))
+        .and_then(|c| c.view(crate::clock::Timestamp::now()))
     {
         metrics::render_tls(&view, &mut text);
     }

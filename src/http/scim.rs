@@ -1,7 +1,9 @@
-//! The SCIM endpoints below `/scim/v2`: authentication, parsing HTTP into SCIM
-//! operations, calling the core and the store, and writing SCIM responses.
+//! The SCIM endpoints below `/scim/v2`: authentication and scope, parsing an HTTP
+//! request into an `app::Operation` (or a `Query`), and writing the `Outcome` as a
+//! SCIM response (status, ETag, Location, ListResponse). Discovery documents are
+//! answered here too. What an operation does is the application layer's business;
+//! this file knows HTTP and nothing of the store.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -9,24 +11,19 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::header::{HeaderValue, CONTENT_TYPE, ETAG, IF_MATCH, IF_NONE_MATCH, LOCATION};
 use hyper::{Method, Request, Response, StatusCode};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
-use super::{scim_error, scim_json, store_error, AppState, Body, RequestBody};
+use super::{scim_error, scim_json, store_error, AppState, Body, Handled, RequestBody};
+use crate::app::{Operation, Outcome, Page, Paging, Query, Written};
 use crate::auth::{authenticate, Principal};
 use crate::clock::Timestamp;
 use crate::limiter::Subject;
 use crate::scim::discovery::{self, Capabilities};
 use crate::scim::error::{ScimError, ScimResult};
-use crate::scim::filter::{self, Filter};
-use crate::scim::patch;
-use crate::scim::query::{self, ListParams, Lookup};
-use crate::scim::resource::{normalize, render, Attributes, Projection};
+use crate::scim::query::ListParams;
+use crate::scim::resource::Projection;
 use crate::scim::schema::ResourceType;
-use crate::store::{
-    Actor, MemberRef, MembersChange, Scope, Snapshot, StoreResult, StoredResource, Update,
-};
-
-pub(super) type Handled = Result<Response<Body>, ScimError>;
+use crate::store::{Actor, Scope, Target};
 
 /// Query-string parameters, percent-decoded; a repeated name keeps its first value.
 fn query_params(req: &Request<RequestBody>) -> HashMap<String, String> {
@@ -66,76 +63,43 @@ fn resource_type_of(segment: &str) -> Option<ResourceType> {
     }
 }
 
-/// A request below `/scim/v2`, parsed from its method and path once; everything
-/// that depends on what the request does (scope, the cut-over write gate, dispatch)
-/// asks this value rather than looking at the path again.
+/// What a request below `/scim/v2` does, parsed from its method and path: the
+/// scope check and the cut-over write gate ask this, not how the path ends (a
+/// `DELETE …/.search` is a write; a `POST …/.search` is a read).
 #[derive(Debug, PartialEq, Eq)]
-enum ScimRoute<'a> {
-    List(ResourceType),
-    /// `POST /.search` (all types) or `POST /{type}/.search`: a read.
-    Search(Option<ResourceType>),
-    Create(ResourceType),
-    Get(ResourceType, &'a str),
-    Replace(ResourceType, &'a str),
-    Patch(ResourceType, &'a str),
-    Delete(ResourceType, &'a str),
-    Bulk,
-    ServiceProviderConfig,
-    Schemas,
-    Schema(&'a str),
-    ResourceTypes,
-    ResourceTypeDoc(&'a str),
-    MethodNotAllowed,
-    NotFound,
+enum ScimRoute {
+    /// GET of resources or discovery documents, `POST …/.search`.
+    Read,
+    /// POST (create), PUT, PATCH, DELETE of a resource, and `POST /Bulk`.
+    Write,
+    /// Anything the dispatch below answers 404 or 405.
+    Refused,
 }
 
-impl<'a> ScimRoute<'a> {
-    fn parse(method: &Method, segments: &[&'a str]) -> ScimRoute<'a> {
+impl ScimRoute {
+    fn parse(method: &Method, segments: &[&str]) -> ScimRoute {
         use ScimRoute as R;
-        if let Some(rt) = segments.first().and_then(|s| resource_type_of(s)) {
+        if segments.first().and_then(|s| resource_type_of(s)).is_some() {
             return match (method, &segments[1..]) {
-                (&Method::GET, []) => R::List(rt),
-                (&Method::POST, []) => R::Create(rt),
-                (&Method::POST, [".search"]) => R::Search(Some(rt)),
-                (&Method::GET, [id]) => R::Get(rt, id),
-                (&Method::PUT, [id]) => R::Replace(rt, id),
-                (&Method::PATCH, [id]) => R::Patch(rt, id),
-                (&Method::DELETE, [id]) => R::Delete(rt, id),
-                (_, [] | [_]) => R::MethodNotAllowed,
-                _ => R::NotFound,
+                (&Method::GET, [] | [_]) | (&Method::POST, [".search"]) => R::Read,
+                (&Method::POST, []) => R::Write,
+                (&Method::PUT | &Method::PATCH | &Method::DELETE, [_]) => R::Write,
+                _ => R::Refused,
             };
         }
         match (method, segments) {
-            (&Method::GET, ["ServiceProviderConfig"]) => R::ServiceProviderConfig,
-            (&Method::GET, ["Schemas"]) => R::Schemas,
-            (&Method::GET, ["Schemas", id]) => R::Schema(id),
-            (&Method::GET, ["ResourceTypes"]) => R::ResourceTypes,
-            (&Method::GET, ["ResourceTypes", id]) => R::ResourceTypeDoc(id),
-            (&Method::POST, [".search"]) => R::Search(None),
-            (&Method::POST, ["Bulk"]) => R::Bulk,
-            (_, [seg, ..])
-                if matches!(
-                    *seg,
-                    "ServiceProviderConfig" | "Schemas" | "ResourceTypes" | "Bulk" | ".search"
-                ) =>
-            {
-                R::MethodNotAllowed
-            }
-            _ => R::NotFound,
+            (&Method::GET, ["ServiceProviderConfig" | "Schemas" | "ResourceTypes"])
+            | (&Method::GET, ["Schemas" | "ResourceTypes", _])
+            | (&Method::POST, [".search"]) => R::Read,
+            (&Method::POST, ["Bulk"]) => R::Write,
+            _ => R::Refused,
         }
     }
 
     /// Whether the route changes the directory (refused for read-only tokens and
     /// after cut-over).
     fn writes(&self) -> bool {
-        matches!(
-            self,
-            ScimRoute::Create(_)
-                | ScimRoute::Replace(..)
-                | ScimRoute::Patch(..)
-                | ScimRoute::Delete(..)
-                | ScimRoute::Bulk
-        )
+        *self == ScimRoute::Write
     }
 }
 
@@ -175,11 +139,8 @@ async fn handle_inner(
             state.metrics.auth_failure(why.as_str());
             // Only failures are throttled: a valid token is never refused for its
             // address (identity providers share theirs).
-            if let Err(t) = state
-                .app
-                .limiter
-                .auth_failed(client, std::time::Instant::now())
-            {
+            let limiter = &state.app.limiter;
+            if let Err(t) = limiter.auth_failed(client, std::time::Instant::now()) {
                 tracing::debug!(client = %client, reason = why.as_str(), "SCIM authentication failed (throttled)");
                 return Ok(super::throttled(&t, true));
             }
@@ -203,8 +164,11 @@ async fn handle_inner(
     *token_name = Some(principal.name.clone());
 
     let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
-    let route = ScimRoute::parse(req.method(), &segments);
-    if route.writes() {
+    let method = req.method().clone();
+    // Scope and the cut-over gate are decided by the parsed route, not by how the
+    // path ends.
+    let is_write = ScimRoute::parse(&method, &segments).writes();
+    if is_write {
         if let Some((status, why)) = state.app.migration.write_refusal() {
             let mut e = ScimError::new(status, None, why);
             if status == 503 {
@@ -212,138 +176,194 @@ async fn handle_inner(
             }
             return Err(e);
         }
-        if principal.scope == Scope::ReadOnly {
-            return Err(ScimError::new(
-                403,
-                None,
-                format!(
-                    "the token \"{}\" is read-only; this request needs a read-write token",
-                    principal.name
-                ),
-            ));
-        }
+    }
+    if is_write && principal.scope == Scope::ReadOnly {
+        return Err(ScimError::new(
+            403,
+            None,
+            format!(
+                "the token \"{}\" is read-only; this request needs a read-write token",
+                principal.name
+            ),
+        ));
     }
     let base = state.scim_base();
     let params = query_params(&req);
-    let limits = &state.app.config.limits;
-    let subject = || Subject::Token(principal.token_id.clone());
-    match route {
-        ScimRoute::List(rt) => {
-            search(
-                state,
-                Some(rt),
-                &SearchRequest::from_query(&params),
-                &base,
-                subject(),
-            )
-            .await
-        }
-        ScimRoute::Search(rt) => {
-            let body = read_json(req, limits.max_body_bytes).await?;
-            search(state, rt, &search_params(&body)?, &base, subject()).await
-        }
-        ScimRoute::Create(rt) => {
-            let projection = projection(&params)?;
-            let body = read_json(req, limits.max_body_bytes).await?;
-            create(state, rt, body, &principal, projection, &base).await
-        }
-        ScimRoute::Get(rt, id) => {
-            let if_none_match = header_str(&req, IF_NONE_MATCH);
-            get(
-                state,
-                rt,
-                id,
-                projection(&params)?,
-                if_none_match.as_deref(),
-                &base,
-            )
-        }
-        ScimRoute::Replace(rt, id) => {
-            let (projection, if_match) = (projection(&params)?, header_str(&req, IF_MATCH));
-            let body = read_json(req, limits.max_body_bytes).await?;
-            replace(
-                state,
-                rt,
-                id.to_owned(),
-                body,
-                if_match,
-                &principal,
-                projection,
-                &base,
-            )
-            .await
-        }
-        ScimRoute::Patch(rt, id) => {
-            let (projection, if_match) = (projection(&params)?, header_str(&req, IF_MATCH));
-            let body = read_json(req, limits.max_body_bytes).await?;
-            patch_resource(
-                state,
-                rt,
-                id.to_owned(),
-                body,
-                if_match,
-                &principal,
-                projection,
-                &base,
-            )
-            .await
-        }
-        ScimRoute::Delete(rt, id) => {
-            delete(
-                state,
-                rt,
-                id.to_owned(),
-                header_str(&req, IF_MATCH),
-                &principal,
-            )
-            .await
-        }
-        ScimRoute::Bulk => {
-            let body = read_json(req, limits.bulk_max_payload_bytes).await?;
-            let _heavy = match state.app.limiter.heavy(subject()).await {
-                Ok(p) => p,
-                Err(t) => return Ok(super::throttled(&t, true)),
-            };
-            super::bulk::handle(state, body, &principal, &base).await
-        }
-        ScimRoute::ServiceProviderConfig => Ok(scim_json(
+    if let Some(rt) = segments.first().and_then(|s| resource_type_of(s)) {
+        let endpoint = ResourceEndpoint {
+            state,
+            rt,
+            principal: &principal,
+            params: &params,
+            base: &base,
+        };
+        return endpoint.handle(req, method, &segments[1..]).await;
+    }
+    match (method, segments.as_slice()) {
+        (Method::GET, ["ServiceProviderConfig"]) => Ok(scim_json(
             StatusCode::OK,
             &discovery::service_provider_config(&capabilities(state), &base),
         )),
-        ScimRoute::Schemas => {
+        (Method::GET, ["Schemas"]) => {
             let docs = crate::scim::schema::ALL_SCHEMAS
                 .iter()
                 .map(|s| discovery::schema_json(s, &base))
                 .collect();
             Ok(scim_json(StatusCode::OK, &discovery::list_response(docs)))
         }
-        ScimRoute::Schema(id) => match discovery::find_schema(id) {
+        (Method::GET, ["Schemas", id]) => match discovery::find_schema(id) {
             Some(s) => Ok(scim_json(StatusCode::OK, &discovery::schema_json(s, &base))),
             None => Err(ScimError::not_found(format!("no schema \"{id}\""))),
         },
-        ScimRoute::ResourceTypes => {
+        (Method::GET, ["ResourceTypes"]) => {
             let docs = ResourceType::ALL
                 .iter()
                 .map(|rt| discovery::resource_type_json(*rt, &base))
                 .collect();
             Ok(scim_json(StatusCode::OK, &discovery::list_response(docs)))
         }
-        ScimRoute::ResourceTypeDoc(id) => match ResourceType::from_name(id) {
+        (Method::GET, ["ResourceTypes", id]) => match ResourceType::from_name(id) {
             Some(rt) => Ok(scim_json(
                 StatusCode::OK,
                 &discovery::resource_type_json(rt, &base),
             )),
             None => Err(ScimError::not_found(format!("no resource type \"{id}\""))),
         },
-        ScimRoute::MethodNotAllowed => Err(ScimError::new(
-            405,
-            None,
-            "this method is not allowed on this endpoint",
-        )),
-        ScimRoute::NotFound => Err(ScimError::not_found(format!(
+        (Method::POST, [".search"]) => {
+            let body = read_json(req, state.app.config.limits.max_body_bytes).await?;
+            search(state, None, &search_params(&body)?, &base, &principal).await
+        }
+        (Method::POST, ["Bulk"]) => {
+            let body = read_json(req, state.app.config.limits.bulk_max_payload_bytes).await?;
+            let subject = Subject::Token(principal.token_id.clone());
+            let _heavy = match state.app.limiter.heavy(subject).await {
+                Ok(p) => p,
+                Err(t) => return Ok(super::throttled(&t, true)),
+            };
+            super::bulk::handle(state, body, &principal, &base).await
+        }
+        (_, [seg, ..])
+            if matches!(
+                *seg,
+                "ServiceProviderConfig" | "Schemas" | "ResourceTypes" | "Bulk" | ".search"
+            ) =>
+        {
+            Err(ScimError::new(
+                405,
+                None,
+                "this method is not allowed on this endpoint",
+            ))
+        }
+        _ => Err(ScimError::not_found(format!(
             "no SCIM endpoint at {}{rest}",
             super::SCIM_PREFIX
         ))),
+    }
+}
+
+/// A request below `/Users` or `/Groups`.
+struct ResourceEndpoint<'a> {
+    state: &'a Arc<AppState>,
+    rt: ResourceType,
+    principal: &'a Principal,
+    params: &'a HashMap<String, String>,
+    base: &'a str,
+}
+
+impl ResourceEndpoint<'_> {
+    async fn handle(&self, req: Request<RequestBody>, method: Method, tail: &[&str]) -> Handled {
+        let rt = self.rt;
+        let limit = self.state.app.config.limits.max_body_bytes;
+        let target = |id: &str, req: &Request<RequestBody>| Target {
+            rt,
+            id: id.to_owned(),
+            if_match: header_str(req, IF_MATCH),
+        };
+        let op = match (method, tail) {
+            (Method::GET, []) => {
+                let search = SearchRequest::from_query(self.params);
+                return self.search(Some(rt), &search).await;
+            }
+            (Method::POST, [".search"]) => {
+                let body = read_json(req, limit).await?;
+                return self.search(Some(rt), &search_params(&body)?).await;
+            }
+            (Method::POST, []) => {
+                let projection = projection(self.params)?;
+                Operation::Create {
+                    rt,
+                    resource: read_json(req, limit).await?,
+                    projection,
+                }
+            }
+            (Method::GET, [id]) => Operation::Get {
+                rt,
+                id: (*id).to_owned(),
+                if_none_match: header_str(&req, IF_NONE_MATCH),
+                projection: projection(self.params)?,
+            },
+            (Method::PUT, [id]) => {
+                let (projection, target) = (projection(self.params)?, target(id, &req));
+                Operation::Replace {
+                    target,
+                    resource: read_json(req, limit).await?,
+                    projection,
+                }
+            }
+            (Method::PATCH, [id]) => {
+                let (projection, target) = (projection(self.params)?, target(id, &req));
+                Operation::Patch {
+                    target,
+                    request: read_json(req, limit).await?,
+                    projection,
+                }
+            }
+            (Method::DELETE, [id]) => Operation::Delete {
+                target: target(id, &req),
+            },
+            (_, [] | [_]) => {
+                return Err(ScimError::new(
+                    405,
+                    None,
+                    "this method is not allowed on this endpoint",
+                ))
+            }
+            _ => {
+                return Err(ScimError::not_found(format!(
+                    "no SCIM endpoint at {}{}/{}",
+                    super::SCIM_PREFIX,
+                    rt.endpoint(),
+                    tail.join("/")
+                )))
+            }
+        };
+        let created = matches!(op, Operation::Create { .. });
+        let outcome = self
+            .state
+            .app
+            .execute(op, &actor(self.principal), self.base)
+            .await
+            .map_err(store_error)?;
+        Ok(match outcome {
+            Outcome::Resource(w) if created => written_response(StatusCode::CREATED, w),
+            Outcome::Resource(w) => written_response(StatusCode::OK, w),
+            Outcome::NotModified { version } => {
+                let mut resp = Response::new(Body::new(Bytes::new()));
+                *resp.status_mut() = StatusCode::NOT_MODIFIED;
+                set_etag(&mut resp, &version);
+                resp
+            }
+            Outcome::Deleted => {
+                let mut r = Response::new(Body::new(Bytes::new()));
+                *r.status_mut() = StatusCode::NO_CONTENT;
+                r
+            }
+            Outcome::Page(page) => list_response(page),
+        })
+    }
+
+    async fn search(&self, rt: Option<ResourceType>, req: &SearchRequest) -> Handled {
+        search(self.state, rt, req, self.base, self.principal).await
     }
 }
 
@@ -426,288 +446,36 @@ async fn read_json(req: Request<RequestBody>, limit: usize) -> ScimResult<Value>
         .map_err(|e| ScimError::invalid_syntax(format!("the request body is not valid JSON: {e}")))
 }
 
-/// Renders a stored resource with its references (when the projection wants them).
-fn full_resource(
-    snapshot: &Snapshot,
-    rt: ResourceType,
-    r: StoredResource,
-    with_refs: bool,
-    base: &str,
-) -> StoreResult<Map<String, Value>> {
-    let refs = if with_refs {
-        Some(snapshot.references(rt, &r.id)?)
-    } else {
-        None
-    };
-    Ok(render(rt, &r.id, r.attrs, &r.meta, refs.as_deref(), base))
-}
-
-fn refs_attr(rt: ResourceType) -> &'static str {
-    match rt {
-        ResourceType::Group => "members",
-        ResourceType::User => "groups",
-    }
-}
-
-fn resource_response(
-    state: &AppState,
-    rt: ResourceType,
-    r: StoredResource,
-    projection: &Projection,
-    base: &str,
-    status: StatusCode,
-) -> Handled {
-    let etag = r.meta.etag();
-    let snapshot = state.app.store.snapshot().map_err(store_error)?;
-    let full = full_resource(
-        &snapshot,
-        rt,
-        r,
-        projection.includes(rt, refs_attr(rt)),
-        base,
-    )
-    .map_err(store_error)?;
-    let location = full
-        .get("meta")
-        .and_then(|m| m.get("location"))
-        .and_then(Value::as_str)
-        .map(str::to_owned);
-    let body = Value::Object(projection.apply(rt, full));
-    let mut resp = scim_json(status, &body);
-    if let Ok(v) = HeaderValue::from_str(&etag) {
+fn set_etag(resp: &mut Response<Body>, etag: &str) {
+    if let Ok(v) = HeaderValue::from_str(etag) {
         resp.headers_mut().insert(ETAG, v);
     }
+}
+
+/// A resource as the answer of a write or a read, with its ETag (and Location when
+/// it was created, RFC 7644 §3.3).
+fn written_response(status: StatusCode, w: Written) -> Response<Body> {
+    let mut resp = scim_json(status, &w.resource.into_json());
+    set_etag(&mut resp, &w.version);
     if status == StatusCode::CREATED {
-        if let Some(v) = location.and_then(|l| HeaderValue::from_str(&l).ok()) {
+        if let Ok(v) = HeaderValue::from_str(&w.location) {
             resp.headers_mut().insert(LOCATION, v);
         }
     }
-    Ok(resp)
+    resp
 }
 
-/// Takes `members` out of normalized Group attributes as member references.
-fn take_members(attrs: &mut Attributes) -> ScimResult<Option<Vec<MemberRef>>> {
-    let Some(list) = attrs.remove("members") else {
-        return Ok(None);
-    };
-    let items = list.as_array().cloned().unwrap_or_default();
-    let mut out = Vec::with_capacity(items.len());
-    for m in items {
-        let Some(id) = m.get("value").and_then(Value::as_str) else {
-            return Err(ScimError::invalid_value(
-                "each member needs a \"value\" with the member's id",
-            ));
-        };
-        let rt = match m.get("type").and_then(Value::as_str) {
-            None => None,
-            Some(t) => Some(ResourceType::from_name(t).ok_or_else(|| {
-                ScimError::invalid_value(format!("member type \"{t}\" is not User or Group"))
-            })?),
-        };
-        out.push(MemberRef {
-            id: id.to_owned(),
-            rt,
-            display: m.get("display").and_then(Value::as_str).map(str::to_owned),
-        });
-    }
-    Ok(Some(out))
-}
-
-pub(super) async fn delete(
-    state: &AppState,
-    rt: ResourceType,
-    id: String,
-    if_match: Option<String>,
-    principal: &Principal,
-) -> Handled {
-    let now = Timestamp::now();
-    state
-        .app
-        .store
-        .delete(rt, id, if_match, actor(principal), now)
-        .await
-        .map_err(store_error)?;
-    let mut r = Response::new(Body::new(Bytes::new()));
-    *r.status_mut() = StatusCode::NO_CONTENT;
-    Ok(r)
-}
-
-pub(super) async fn create(
-    state: &AppState,
-    rt: ResourceType,
-    body: Value,
-    principal: &Principal,
-    projection: Projection,
-    base: &str,
-) -> Handled {
-    let mut attrs = normalize(rt, &body)?;
-    let members = take_members(&mut attrs)?.unwrap_or_default();
-    let now = Timestamp::now();
-    let stored = state
-        .app
-        .store
-        .create(rt, attrs, members, actor(principal), now)
-        .await
-        .map_err(store_error)?;
-    resource_response(state, rt, stored, &projection, base, StatusCode::CREATED)
-}
-
-fn get(
-    state: &AppState,
-    rt: ResourceType,
-    id: &str,
-    projection: Projection,
-    if_none_match: Option<&str>,
-    base: &str,
-) -> Handled {
-    let snapshot = state.app.store.snapshot().map_err(store_error)?;
-    let Some(r) = snapshot.get(rt, id).map_err(store_error)? else {
-        return Err(ScimError::not_found(format!(
-            "{} {id} not found",
-            rt.name()
-        )));
-    };
-    let etag = r.meta.etag();
-    if let Some(inm) = if_none_match {
-        if inm.split(',').map(str::trim).any(|t| t == "*" || t == etag) {
-            let mut resp = Response::new(Body::new(Bytes::new()));
-            *resp.status_mut() = StatusCode::NOT_MODIFIED;
-            if let Ok(v) = HeaderValue::from_str(&etag) {
-                resp.headers_mut().insert(ETAG, v);
-            }
-            return Ok(resp);
-        }
-    }
-    let full = full_resource(
-        &snapshot,
-        rt,
-        r,
-        projection.includes(rt, refs_attr(rt)),
-        base,
-    )
-    .map_err(store_error)?;
-    let mut resp = scim_json(StatusCode::OK, &Value::Object(projection.apply(rt, full)));
-    if let Ok(v) = HeaderValue::from_str(&etag) {
-        resp.headers_mut().insert(ETAG, v);
-    }
-    Ok(resp)
-}
-
-#[allow(clippy::too_many_arguments)]
-pub(super) async fn replace(
-    state: &AppState,
-    rt: ResourceType,
-    id: String,
-    body: Value,
-    if_match: Option<String>,
-    principal: &Principal,
-    projection: Projection,
-    base: &str,
-) -> Handled {
-    let mut attrs = normalize(rt, &body)?;
-    let members = take_members(&mut attrs)?;
-    let now = Timestamp::now();
-    let stored = state
-        .app
-        .store
-        .update(
-            rt,
-            id,
-            if_match,
-            false,
-            actor(principal),
-            now,
-            move |_current| {
-                let members = match rt {
-                    ResourceType::Group => MembersChange::Set(members.unwrap_or_default()),
-                    ResourceType::User => MembersChange::Keep,
-                };
-                Ok(Update { attrs, members })
-            },
-        )
-        .await
-        .map_err(store_error)?;
-    resource_response(state, rt, stored, &projection, base, StatusCode::OK)
-}
-
-#[allow(clippy::too_many_arguments)]
-pub(super) async fn patch_resource(
-    state: &AppState,
-    rt: ResourceType,
-    id: String,
-    body: Value,
-    if_match: Option<String>,
-    principal: &Principal,
-    projection: Projection,
-    base: &str,
-) -> Handled {
-    let ops = patch::parse_request(&body)?;
-    let now = Timestamp::now();
-    // Adding or removing members of a large group must not cost the group's size:
-    // such PATCHes change the membership rows directly.
-    if let Some(delta) = patch::member_delta(rt, &ops) {
-        let def = rt
-            .schema()
-            .attr("members")
-            .ok_or_else(ScimError::internal)?;
-        let mut holder = Attributes::new();
-        if let Some(v) = crate::scim::resource::normalize_value(def, &Value::Array(delta.add))? {
-            holder.insert("members".into(), v);
-        }
-        let add = take_members(&mut holder)?.unwrap_or_default();
-        let (remove, remove_present) = (delta.remove, delta.remove_present);
-        let stored = state
-            .app
-            .store
-            .update(
-                rt,
-                id,
-                if_match,
-                false,
-                actor(principal),
-                now,
-                move |current| {
-                    Ok(Update {
-                        attrs: current.attrs,
-                        members: MembersChange::Delta {
-                            add,
-                            remove,
-                            remove_present,
-                        },
-                    })
-                },
-            )
-            .await
-            .map_err(store_error)?;
-        return resource_response(state, rt, stored, &projection, base, StatusCode::OK);
-    }
-    let stored = state
-        .app
-        .store
-        .update(
-            rt,
-            id,
-            if_match,
-            true,
-            actor(principal),
-            now,
-            move |current| {
-                let mut resource = current.attrs;
-                resource.insert("id".into(), Value::String(current.id.clone()));
-                patch::apply(rt, &mut resource, &ops)?;
-                let mut attrs = normalize(rt, &Value::Object(resource))?;
-                let members = match rt {
-                    ResourceType::Group => {
-                        MembersChange::Set(take_members(&mut attrs)?.unwrap_or_default())
-                    }
-                    ResourceType::User => MembersChange::Keep,
-                };
-                Ok(Update { attrs, members })
-            },
-        )
-        .await
-        .map_err(store_error)?;
-    resource_response(state, rt, stored, &projection, base, StatusCode::OK)
+/// A ListResponse (RFC 7644 §3.4.2).
+fn list_response(page: Page) -> Response<Body> {
+    let resources: Vec<Value> = page.resources.into_iter().map(|r| r.into_json()).collect();
+    let body = serde_json::json!({
+        "schemas": [discovery::LIST_URN],
+        "totalResults": page.total.unwrap_or(resources.len()),
+        "itemsPerPage": resources.len(),
+        "startIndex": page.start_index,
+        "Resources": resources,
+    });
+    scim_json(StatusCode::OK, &body)
 }
 
 /// The parameters of a list or `.search` request, before validation.
@@ -776,11 +544,11 @@ fn search_params(body: &Value) -> ScimResult<SearchRequest> {
 }
 
 async fn search(
-    state: &Arc<AppState>,
+    state: &AppState,
     rt: Option<ResourceType>,
     req: &SearchRequest,
     base: &str,
-    subject: Subject,
+    principal: &Principal,
 ) -> Handled {
     let limits = &state.app.config.limits;
     let params = ListParams::parse(
@@ -792,24 +560,17 @@ async fn search(
         limits.default_page_size,
         limits.max_page_size,
     )?;
-    let projection = Projection::parse(req.attributes.as_deref(), req.excluded.as_deref())?;
-    let types: Vec<ResourceType> = match rt {
-        Some(rt) => vec![rt],
-        None => ResourceType::ALL.to_vec(),
-    };
-    if let Some(f) = &params.filter {
-        if types.len() == 1 {
-            filter::validate(f, types[0])?;
-        }
-    }
     // Scans and sorts cost in proportion to the directory: heavy work.
+    let types: Vec<ResourceType> = rt.map_or_else(|| ResourceType::ALL.to_vec(), |t| vec![t]);
     let scans = params.sort_by.is_some()
         || types.len() > 1
-        || params
-            .filter
-            .as_ref()
-            .is_some_and(|f| types.iter().any(|rt| query::plan(f, *rt).is_none()));
+        || params.filter.as_ref().is_some_and(|f| {
+            types
+                .iter()
+                .any(|t| crate::scim::query::plan(f, *t).is_none())
+        });
     let _heavy = if scans {
+        let subject = Subject::Token(principal.token_id.clone());
         match state.app.limiter.heavy(subject).await {
             Ok(p) => Some(p),
             Err(t) => return Ok(super::throttled(&t, true)),
@@ -817,167 +578,12 @@ async fn search(
     } else {
         None
     };
-    let state2 = state.clone();
-    let base = base.to_owned();
-    tokio::task::spawn_blocking(move || run_search(&state2, &types, &params, &projection, &base))
-        .await
-        .map_err(|_| ScimError::internal())?
-}
-
-fn run_search(
-    state: &AppState,
-    types: &[ResourceType],
-    params: &ListParams,
-    projection: &Projection,
-    base: &str,
-) -> Handled {
-    let snapshot = state.app.store.snapshot().map_err(store_error)?;
-    let start = params.start_index - 1;
-    let total: usize;
-    let mut page: Vec<(ResourceType, Map<String, Value>)> = Vec::new();
-    let needs_all = params.sort_by.is_some() || types.len() > 1;
-
-    // Unfiltered, unsorted listing of one type: page straight off the table.
-    if params.filter.is_none() && !needs_all {
-        let rt = types[0];
-        total = snapshot.count(rt).map_err(store_error)? as usize;
-        let mut index = 0usize;
-        let with_refs = projection.includes(rt, refs_attr(rt));
-        snapshot
-            .scan(rt, |r| {
-                if index >= start + params.count {
-                    return Ok(false);
-                }
-                if index >= start {
-                    page.push((rt, full_resource(&snapshot, rt, r, with_refs, base)?));
-                }
-                index += 1;
-                Ok(true)
-            })
-            .map_err(store_error)?;
-    } else {
-        // Unsorted: count every match but keep only the requested page in memory.
-        let sorting = params.sort_by.is_some();
-        let mut matched: Vec<(ResourceType, Map<String, Value>)> = Vec::new();
-        let mut count = 0usize;
-        for &rt in types {
-            let wants_refs = projection.includes(rt, refs_attr(rt));
-            let refs_in_filter = params
-                .filter
-                .as_ref()
-                .is_some_and(|f| query::mentions(f, refs_attr(rt)));
-            let mut consider = |r: StoredResource| -> StoreResult<()> {
-                // Evaluate without loading references when the filter can do without.
-                let resolved: Option<Cow<'_, Filter>> = match &params.filter {
-                    Some(f) if refs_in_filter && rt == ResourceType::Group => {
-                        let mut err = None;
-                        let resolved = query::resolve_member_checks(f, &mut |m| {
-                            snapshot.is_member(&r.id, m).unwrap_or_else(|e| {
-                                err = Some(e);
-                                false
-                            })
-                        });
-                        if let Some(e) = err {
-                            return Err(e);
-                        }
-                        resolved.map(Cow::Owned)
-                    }
-                    Some(_) if refs_in_filter => None,
-                    Some(f) => Some(Cow::Borrowed(f)),
-                    None => None,
-                };
-                let (eval_refs, filter) = match (&params.filter, resolved) {
-                    (None, _) => (false, None),
-                    (Some(_), Some(r)) => (false, Some(r)),
-                    (Some(f), None) => (true, Some(Cow::Borrowed(f))),
-                };
-                let id = r.id.clone();
-                let mut full =
-                    full_resource(&snapshot, rt, r, eval_refs || (wants_refs && sorting), base)?;
-                if filter.is_some_and(|f| !filter::matches(&f, rt, &full)) {
-                    return Ok(());
-                }
-                let in_page = sorting || (count >= start && count < start + params.count);
-                count += 1;
-                if in_page {
-                    if wants_refs && !eval_refs && !sorting {
-                        let refs = snapshot.references(rt, &id)?;
-                        crate::scim::resource::add_references(rt, &mut full, &refs, base);
-                    }
-                    matched.push((rt, full));
-                }
-                Ok(())
-            };
-            let lookup = params.filter.as_ref().and_then(|f| query::plan(f, rt));
-            match lookup {
-                Some(lookup) => {
-                    let mut ids = execute(&snapshot, rt, &lookup).map_err(store_error)?;
-                    ids.sort();
-                    ids.dedup();
-                    for id in ids {
-                        if let Some(r) = snapshot.get(rt, &id).map_err(store_error)? {
-                            consider(r).map_err(store_error)?;
-                        }
-                    }
-                }
-                None => {
-                    snapshot
-                        .scan(rt, |r| {
-                            consider(r)?;
-                            Ok(true)
-                        })
-                        .map_err(store_error)?;
-                }
-            }
-        }
-        total = count;
-        if let Some(path) = &params.sort_by {
-            query::sort(&mut matched, path, params.descending);
-            page = matched.into_iter().skip(start).take(params.count).collect();
-        } else {
-            page = matched;
-        }
-    }
-    let resources: Vec<Value> = page
-        .into_iter()
-        .map(|(rt, r)| Value::Object(projection.apply(rt, r)))
-        .collect();
-    let body = serde_json::json!({
-        "schemas": [discovery::LIST_URN],
-        "totalResults": total,
-        "itemsPerPage": resources.len(),
-        "startIndex": params.start_index,
-        "Resources": resources,
-    });
-    Ok(scim_json(StatusCode::OK, &body))
-}
-
-/// Runs an index plan.
-fn execute(snapshot: &Snapshot, rt: ResourceType, lookup: &Lookup) -> StoreResult<Vec<String>> {
-    Ok(match lookup {
-        Lookup::Id(id) => vec![id.clone()],
-        Lookup::UserName(n) => snapshot.find_by_user_name(n)?.into_iter().collect(),
-        Lookup::ExternalId(e) => snapshot.find_by_external_id(rt, e)?,
-        Lookup::GroupName(n) => snapshot.find_groups_by_name(n)?,
-        Lookup::Email(e) => snapshot.find_users_by_email(e)?,
-        Lookup::All(parts) => {
-            let mut sets = parts.iter().map(|p| execute(snapshot, rt, p));
-            let mut acc = match sets.next() {
-                Some(s) => s?,
-                None => Vec::new(),
-            };
-            for s in sets {
-                let s = s?;
-                acc.retain(|id| s.contains(id));
-            }
-            acc
-        }
-        Lookup::Any(parts) => {
-            let mut acc = Vec::new();
-            for p in parts {
-                acc.extend(execute(snapshot, rt, p)?);
-            }
-            acc
-        }
-    })
+    let query = Query {
+        rt,
+        params,
+        projection: Projection::parse(req.attributes.as_deref(), req.excluded.as_deref())?,
+        paging: Paging::Index,
+    };
+    let page = state.app.query(query, base).await.map_err(store_error)?;
+    Ok(list_response(page))
 }
