@@ -1,6 +1,7 @@
 //! scimbridge: a self-hosted SCIM 2.0 bridge. See docs/ARCHITECTURE.md for the layers:
 //! `scim` (pure protocol core) ← `store` (redb) ← `auth` ← `http`, `cli` on top.
 
+pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod config;
@@ -10,4 +11,6 @@ pub mod migrate;
 pub mod scim;
 #[cfg(unix)]
 pub mod sdnotify;
+pub mod secret;
+pub mod server;
 pub mod store;

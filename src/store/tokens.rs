@@ -65,15 +65,35 @@ pub struct TokenRecord {
     pub revoked: Option<String>,
 }
 
+/// Whether a token is accepted at a given time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenState {
+    Active,
+    Revoked,
+    Expired,
+}
+
+impl TokenState {
+    /// `active`, `revoked` or `expired`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenState::Active => "active",
+            TokenState::Revoked => "revoked",
+            TokenState::Expired => "expired",
+        }
+    }
+}
+
 impl TokenRecord {
-    /// `active`, `revoked` or `expired` at time `now` (RFC 3339, UTC, same format).
-    pub fn state(&self, now: &str) -> &'static str {
+    /// The token's state at time `now` (RFC 3339, UTC, same format).
+    pub fn state(&self, now: &str) -> TokenState {
         if self.revoked.is_some() {
-            "revoked"
+            TokenState::Revoked
         } else if self.expires.as_deref().is_some_and(|e| e <= now) {
-            "expired"
+            TokenState::Expired
         } else {
-            "active"
+            TokenState::Active
         }
     }
 }
