@@ -1,7 +1,9 @@
 //! Test harness: starts the real `scimbridge` binary on 127.0.0.1 with an ephemeral
 //! port and a temporary data directory, and speaks HTTP/1.1 to it over real TLS,
-//! trusting the certificate the server generated.
-#![allow(dead_code)]
+//! trusting the certificate the server generated. `admin` adds the admin page's forms
+//! and sign-in.
+
+pub mod admin;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -1,14 +1,12 @@
 //! Operating the bridge: health, metrics, TLS reload, graceful shutdown, logs,
 //! configuration errors and backups. Real binary, real TLS, 127.0.0.1 only.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::support::*;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
 use serde_json::json;
