@@ -8,6 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::auth::admin as creds;
+use crate::clock::Timestamp;
 use crate::secret::Secret;
 use crate::store::{SetupCode, SetupRefusal, Store, StoreError};
 
@@ -23,8 +24,8 @@ pub struct SetupLink {
     /// holds the code, so it is a secret too).
     #[serde(with = "crate::secret::exposed_opt")]
     pub link: Option<Secret>,
-    /// Unix milliseconds after which the code is refused.
-    pub expires_ms: u64,
+    /// When the code stops working.
+    pub expires: Timestamp,
 }
 
 /// What a starting server does about the admin password.
@@ -58,31 +59,31 @@ pub enum CredentialError {
 
 async fn store_new_code(
     store: &Store,
-    now_ms: u64,
+    now: Timestamp,
     from_reset: bool,
-) -> Result<(Secret, u64), CredentialError> {
+) -> Result<(Secret, Timestamp), CredentialError> {
     let (code, hash) = creds::new_setup_code().map_err(|_| CredentialError::Random)?;
-    let expires_ms = now_ms + creds::SETUP_CODE_LIFETIME_MS;
+    let expires = now.saturating_add(creds::SETUP_CODE_LIFETIME);
     store
         .set_admin_setup_code(SetupCode {
             hash,
-            expires_ms,
+            expires,
             from_reset,
         })
         .await?;
-    Ok((code, expires_ms))
+    Ok((code, expires))
 }
 
 /// `admin reset-password`: a new one-time code replacing any pending one; the
 /// current password keeps working until the code is used.
-pub async fn reset_password(store: &Store, now_ms: u64) -> Result<SetupLink, CredentialError> {
-    let (code, expires_ms) = store_new_code(store, now_ms, true).await?;
+pub async fn reset_password(store: &Store, now: Timestamp) -> Result<SetupLink, CredentialError> {
+    let (code, expires) = store_new_code(store, now, true).await?;
     let url = store.snapshot().and_then(|s| s.admin_url())?;
     let link = url.map(|u| Secret::new(format!("{u}/setup?code={}", code.expose())));
     Ok(SetupLink {
         code,
         link,
-        expires_ms,
+        expires,
     })
 }
 
@@ -91,7 +92,7 @@ pub async fn reset_password(store: &Store, now_ms: u64) -> Result<SetupLink, Cre
 pub async fn first_run(
     store: &Store,
     admin_url: String,
-    now_ms: u64,
+    now: Timestamp,
 ) -> Result<FirstRun, CredentialError> {
     store.set_admin_url(admin_url).await?;
     let snapshot = store.snapshot()?;
@@ -99,12 +100,12 @@ pub async fn first_run(
         return Ok(FirstRun::PasswordSet);
     }
     if let Some(pending) = snapshot.admin_setup_code()? {
-        if pending.from_reset && pending.expires_ms > now_ms {
+        if pending.from_reset && pending.expires > now {
             return Ok(FirstRun::ResetPending);
         }
     }
     drop(snapshot);
-    let (code, _) = store_new_code(store, now_ms, false).await?;
+    let (code, _) = store_new_code(store, now, false).await?;
     Ok(FirstRun::Issued(code))
 }
 
@@ -119,13 +120,13 @@ pub fn password_is_set(store: &Store) -> bool {
 }
 
 /// Whether `code` is the pending, unexpired setup code.
-pub fn check_setup_code(store: &Store, code: &str, now_ms: u64) -> Result<(), SetupRefusal> {
+pub fn check_setup_code(store: &Store, code: &str, now: Timestamp) -> Result<(), SetupRefusal> {
     if code.is_empty() || code.len() > 200 {
         return Err(SetupRefusal::Unknown);
     }
     store
         .snapshot()
-        .and_then(|s| s.check_admin_setup_code(&creds::setup_code_hash(code), now_ms))
+        .and_then(|s| s.check_admin_setup_code(&creds::setup_code_hash(code), now))
         .unwrap_or(Err(SetupRefusal::Unknown))
 }
 
@@ -137,22 +138,20 @@ pub async fn set_password(
     code: &str,
     password: String,
     confirm: &str,
-    now: &str,
-    now_ms: u64,
+    now: Timestamp,
 ) -> Result<(), CredentialError> {
-    check_setup_code(store, code, now_ms).map_err(CredentialError::Refused)?;
+    check_setup_code(store, code, now).map_err(CredentialError::Refused)?;
     if let Some(problem) = creds::password_problem(&password, confirm) {
         return Err(CredentialError::WeakPassword(problem));
     }
-    let now = now.to_owned();
     let record = tokio::task::spawn_blocking(move || {
-        creds::hash_password(&password, &now, creds::PBKDF2_ITERATIONS)
+        creds::hash_password(&password, now, creds::PBKDF2_ITERATIONS)
     })
     .await
     .map_err(|_| CredentialError::Hashing)?
     .map_err(|_| CredentialError::Random)?;
     store
-        .complete_admin_setup(creds::setup_code_hash(code), now_ms, record)
+        .complete_admin_setup(creds::setup_code_hash(code), now, record)
         .await?
         .map_err(CredentialError::Refused)
 }
@@ -178,7 +177,7 @@ mod tests {
     async fn a_reset_code_survives_a_restart_and_sets_the_password_once() {
         let d = tempfile::tempdir().unwrap();
         let s = Store::open(&d.path().join("db"), &Default::default()).unwrap();
-        let now = 1_714_557_600_000;
+        let now = Timestamp::now();
         let FirstRun::Issued(first) = first_run(&s, "https://h/admin".into(), now).await.unwrap()
         else {
             panic!("no password yet: a code is issued");
@@ -200,16 +199,14 @@ mod tests {
             Err(SetupRefusal::Unknown)
         );
         let code = reset.code.expose();
-        let weak = set_password(&s, code, "short".into(), "short", "t", now).await;
+        let weak = set_password(&s, code, "short".into(), "short", now).await;
         assert!(matches!(weak, Err(CredentialError::WeakPassword(_))));
         let pw = "correct horse battery";
-        set_password(&s, code, pw.into(), pw, "t", now)
-            .await
-            .unwrap();
+        set_password(&s, code, pw.into(), pw, now).await.unwrap();
         assert!(password_is_set(&s));
         assert!(verify_password(&s, pw.into()).await.unwrap());
         assert!(!verify_password(&s, "wrong".into()).await.unwrap());
-        let again = set_password(&s, code, pw.into(), pw, "t", now).await;
+        let again = set_password(&s, code, pw.into(), pw, now).await;
         assert!(matches!(
             again,
             Err(CredentialError::Refused(SetupRefusal::Unknown))

@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::clock::Timestamp;
 use crate::secret::Secret;
 pub use crate::store::TokenState;
 use crate::store::{Scope, Store, StoreError, TokenRecord};
@@ -24,16 +25,15 @@ pub struct TokenInfo {
     pub name: String,
     pub scope: Scope,
     pub state: TokenState,
-    /// RFC 3339 times.
-    pub created: String,
-    pub last_used: Option<String>,
-    pub expires: Option<String>,
-    pub revoked: Option<String>,
+    pub created: Timestamp,
+    pub last_used: Option<Timestamp>,
+    pub expires: Option<Timestamp>,
+    pub revoked: Option<Timestamp>,
 }
 
 impl TokenInfo {
     /// The record as seen at `now`.
-    pub fn at(t: TokenRecord, now: &str) -> TokenInfo {
+    pub fn at(t: TokenRecord, now: Timestamp) -> TokenInfo {
         TokenInfo {
             state: t.state(now),
             id: t.id,
@@ -82,13 +82,11 @@ pub enum TokenError {
 }
 
 /// Issues a token: checks the name and expiry, generates 256 random bits, stores
-/// the record with the secret's SHA-256. `now` is RFC 3339 UTC, `now_ms` the same
-/// instant in Unix milliseconds (for the record's id).
+/// the record with the secret's SHA-256.
 pub async fn issue(
     store: &Store,
     req: IssueRequest,
-    now: &str,
-    now_ms: u64,
+    now: Timestamp,
 ) -> Result<IssuedToken, TokenError> {
     let name = req.name.trim().to_owned();
     if name.is_empty() || name.len() > MAX_NAME_BYTES || name.chars().any(char::is_control) {
@@ -97,15 +95,11 @@ pub async fn issue(
     if req.expires_in_days.is_some_and(|d| d > MAX_TOKEN_DAYS) {
         return Err(TokenError::TooLong);
     }
-    let expires = req.expires_in_days.map(|d| {
-        let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(now_ms) * 1_000_000)
-            .unwrap_or_else(|_| time::OffsetDateTime::now_utc())
-            + time::Duration::days(i64::from(d));
-        t.format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default()
-    });
-    let (record, secret, hash) = crate::auth::new_token(&name, req.scope, now, expires, now_ms)
-        .map_err(|_| TokenError::Random)?;
+    let expires = req
+        .expires_in_days
+        .map(|d| now.saturating_add(time::Duration::days(i64::from(d))));
+    let (record, secret, hash) =
+        crate::auth::new_token(&name, req.scope, now, expires).map_err(|_| TokenError::Random)?;
     let record = store.add_token(record, hash).await?;
     Ok(IssuedToken {
         token: TokenInfo::at(record, now),
@@ -114,15 +108,19 @@ pub async fn issue(
 }
 
 /// Every token (revoked and expired ones too), in the store's order.
-pub fn list(store: &Store, now: &str) -> Result<Vec<TokenInfo>, TokenError> {
+pub fn list(store: &Store, now: Timestamp) -> Result<Vec<TokenInfo>, TokenError> {
     let tokens = store.snapshot().and_then(|s| s.tokens())?;
     Ok(tokens.into_iter().map(|t| TokenInfo::at(t, now)).collect())
 }
 
 /// Revokes the active token with this name (or id); the next request with it is
 /// refused.
-pub async fn revoke(store: &Store, name_or_id: String, now: &str) -> Result<TokenInfo, TokenError> {
-    let record = store.revoke_token(name_or_id, now.to_owned()).await?;
+pub async fn revoke(
+    store: &Store,
+    name_or_id: String,
+    now: Timestamp,
+) -> Result<TokenInfo, TokenError> {
+    let record = store.revoke_token(name_or_id, now).await?;
     Ok(TokenInfo::at(record, now))
 }
 
@@ -144,37 +142,50 @@ mod tests {
         }
     }
 
-    const NOW: &str = "2024-05-01T10:00:00.000Z";
-    const NOW_MS: u64 = 1_714_557_600_000;
+    fn at(text: &str) -> Timestamp {
+        Timestamp::parse(text).unwrap()
+    }
 
     #[tokio::test]
     async fn names_and_lifetimes_follow_the_rules() {
         let (_d, s) = store();
         for bad in ["", "   ", "a\u{7}b", &"x".repeat(101)] {
-            let e = issue(&s, req(bad, None), NOW, NOW_MS).await.unwrap_err();
+            let e = issue(&s, req(bad, None), at("2024-05-01T10:00:00Z"))
+                .await
+                .unwrap_err();
             assert!(matches!(e, TokenError::InvalidName), "{bad:?}: {e}");
         }
-        let e = issue(&s, req("idp", Some(MAX_TOKEN_DAYS + 1)), NOW, NOW_MS)
-            .await
-            .unwrap_err();
+        let e = issue(
+            &s,
+            req("idp", Some(MAX_TOKEN_DAYS + 1)),
+            at("2024-05-01T10:00:00Z"),
+        )
+        .await
+        .unwrap_err();
         assert_eq!(e.to_string(), "a token may expire in at most 3650 days");
-        let t = issue(&s, req("  idp ", Some(1)), NOW, NOW_MS)
+        let t = issue(&s, req("  idp ", Some(1)), at("2024-05-01T10:00:00Z"))
             .await
             .unwrap();
         assert_eq!(t.token.name, "idp");
-        assert_eq!(t.token.expires.as_deref(), Some("2024-05-02T10:00:00Z"));
+        assert_eq!(t.token.expires, Some(at("2024-05-02T10:00:00Z")));
         assert_eq!(t.token.state, TokenState::Active);
         assert_eq!(format!("{:?}", t.secret), "Secret(***)");
-        let dup = issue(&s, req("idp", None), NOW, NOW_MS).await.unwrap_err();
+        let dup = issue(&s, req("idp", None), at("2024-05-01T10:00:00Z"))
+            .await
+            .unwrap_err();
         assert!(dup.to_string().contains("already exists"), "{dup}");
     }
 
     #[tokio::test]
     async fn state_follows_expiry_and_revocation() {
         let (_d, s) = store();
-        issue(&s, req("a", Some(1)), NOW, NOW_MS).await.unwrap();
-        issue(&s, req("b", None), NOW, NOW_MS).await.unwrap();
-        let later = "2024-05-03T00:00:00.000Z";
+        issue(&s, req("a", Some(1)), at("2024-05-01T10:00:00Z"))
+            .await
+            .unwrap();
+        issue(&s, req("b", None), at("2024-05-01T10:00:00Z"))
+            .await
+            .unwrap();
+        let later = at("2024-05-03T00:00:00Z");
         let states: Vec<(String, TokenState)> = list(&s, later)
             .unwrap()
             .into_iter()

@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use anyhow::{anyhow, Context, Result};
 
 use super::local::{open_store, unexpected, StatusLine};
+use crate::clock::Timestamp;
 use crate::config::Config;
 use crate::control::client;
 use crate::control::wire::{Reply, Request};
@@ -45,12 +46,12 @@ pub fn export(cfg: &Config, out: &Path) -> Result<ExitCode> {
             }),
         None => {
             let store = open_store(cfg)?;
-            let (now, _) = crate::http::now();
+            let now = Timestamp::now();
             let r = store
                 .snapshot()
                 .map_err(anyhow::Error::from)
                 .and_then(|snap| {
-                    export::write_export(&snap, &mut sink, &now, |done, total| {
+                    export::write_export(&snap, &mut sink, now, |done, total| {
                         line.show(|| format!("exporting… {done}/{total} records"))
                     })
                     .map_err(anyhow::Error::from)
@@ -94,8 +95,7 @@ pub fn import(cfg: &Config, file: &Path) -> Result<ExitCode> {
         },
         None => {
             let store = open_store(cfg)?;
-            let (now, _) = crate::http::now();
-            let r = export::import_file(&store, file, &now);
+            let r = export::import_file(&store, file, Timestamp::now());
             store.close();
             r?.counts
         }

@@ -39,7 +39,6 @@ pub fn run(cfg: &Config, cmd: &TokenCommand) -> Result<ExitCode> {
                 t.token.name,
                 t.token
                     .expires
-                    .as_deref()
                     .map(|e| format!(", expiring {e}"))
                     .unwrap_or_default()
             );
@@ -84,9 +83,9 @@ fn table(tokens: &[TokenInfo]) -> String {
             t.name,
             t.scope.as_str(),
             t.state.as_str(),
-            t.created,
-            t.last_used.as_deref().unwrap_or("never"),
-            t.expires.as_deref().unwrap_or("never")
+            t.created.to_string(),
+            t.last_used.map_or("never".into(), |t| t.to_string()),
+            t.expires.map_or("never".into(), |t| t.to_string())
         ));
     }
     out

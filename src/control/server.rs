@@ -14,6 +14,7 @@ use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use super::wire::{self, BackupDone, Imported, Reply, Request, Response};
 use crate::app::admin::{self as credentials, CredentialError};
 use crate::app::tokens::{self, TokenError};
+use crate::clock::Timestamp;
 use crate::migrate::error::MigrateError;
 use crate::migrate::export::ExportError;
 use crate::migrate::report::{Progress, ProgressSink};
@@ -59,15 +60,15 @@ pub async fn execute(
     progress: ProgressSink<'_>,
 ) -> Result<Reply, ExecError> {
     let store = &m.store;
-    let (now, now_ms) = crate::http::now();
+    let now = Timestamp::now();
     Ok(match req {
-        Request::TokenIssue(r) => Reply::TokenIssued(tokens::issue(store, r, &now, now_ms).await?),
-        Request::TokenList => Reply::Tokens(tokens::list(store, &now)?),
+        Request::TokenIssue(r) => Reply::TokenIssued(tokens::issue(store, r, now).await?),
+        Request::TokenList => Reply::Tokens(tokens::list(store, now)?),
         Request::TokenRevoke { name } => {
-            Reply::TokenRevoked(tokens::revoke(store, name, &now).await?)
+            Reply::TokenRevoked(tokens::revoke(store, name, now).await?)
         }
         Request::AdminResetPassword => {
-            Reply::SetupLink(credentials::reset_password(store, now_ms).await?)
+            Reply::SetupLink(credentials::reset_password(store, now).await?)
         }
         Request::MigrateCheck => Reply::Readiness(m.check().await?),
         Request::MigratePush(req) => Reply::Push(m.push(req, progress).await?),
@@ -114,14 +115,14 @@ async fn stream_export(store: &Store, mut write: OwnedWriteHalf) {
         return;
     }
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
-    let (now, _) = crate::http::now();
+    let now = Timestamp::now();
     let producer = tokio::task::spawn_blocking(move || {
         let sink = ChannelWriter {
             tx,
             buf: Vec::with_capacity(64 * 1024),
         };
         let mut sink = std::io::BufWriter::with_capacity(64 * 1024, sink);
-        let r = crate::migrate::export::write_export(&snapshot, &mut sink, &now, |_, _| {});
+        let r = crate::migrate::export::write_export(&snapshot, &mut sink, now, |_, _| {});
         if let Err(e) = r
             .map(|_| ())
             .and_then(|()| std::io::Write::flush(&mut sink).map_err(Into::into))
@@ -216,9 +217,9 @@ async fn receive_import(
             .await
             .map_err(|e| ExecError::Io(e.to_string()))?;
         let (store, path) = (store.clone(), tmp.clone());
-        let (now, _) = crate::http::now();
+        let now = Timestamp::now();
         let manifest = tokio::task::spawn_blocking(move || {
-            crate::migrate::export::import_file(&store, &path, &now)
+            crate::migrate::export::import_file(&store, &path, now)
         })
         .await
         .map_err(|_| ExecError::Io("the import task failed".into()))??;

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::app::admin::SetupLink;
 use crate::app::tokens::{IssueRequest, IssuedToken, TokenInfo};
+use crate::clock::Timestamp;
 use crate::migrate::export::Counts;
 use crate::migrate::readiness::ReadinessReport;
 use crate::migrate::report::{MigrationStatus, Progress, PushOutcome, VerifyReport};
@@ -95,8 +96,8 @@ pub struct BackupDone {
 #[serde(rename_all = "camelCase")]
 pub struct Imported {
     pub counts: Counts,
-    /// When the imported file was exported (RFC 3339).
-    pub exported_at: String,
+    /// When the imported file was exported.
+    pub exported_at: Timestamp,
 }
 
 /// A value as one line: JSON and a newline.

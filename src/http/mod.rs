@@ -22,6 +22,7 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Request, Response, StatusCode};
 
+use crate::clock::Timestamp;
 use crate::config::Config;
 use crate::scim::error::ScimError;
 use crate::store::{Store, StoreError};
@@ -56,7 +57,7 @@ pub struct AppState {
     pub started: Instant,
     /// Last use of each token since the last flush (token id → time); flushed to the
     /// store periodically instead of costing an fsync per request.
-    token_uses: Mutex<HashMap<String, String>>,
+    token_uses: Mutex<HashMap<String, Timestamp>>,
     request_ids: AtomicU64,
     pub metrics: metrics::Metrics,
     /// The migration state machine; also decides whether SCIM writes are accepted.
@@ -89,18 +90,18 @@ impl AppState {
     }
 
     /// A token's last use not yet flushed to the store.
-    pub fn pending_token_use(&self, token_id: &str) -> Option<String> {
-        self.token_uses.lock().ok()?.get(token_id).cloned()
+    pub fn pending_token_use(&self, token_id: &str) -> Option<Timestamp> {
+        self.token_uses.lock().ok()?.get(token_id).copied()
     }
 
-    pub fn note_token_use(&self, token_id: &str, now: &str) {
+    pub fn note_token_use(&self, token_id: &str, now: Timestamp) {
         if let Ok(mut m) = self.token_uses.lock() {
             match m.get_mut(token_id) {
-                // Same second: nothing worth an allocation on the hot path.
-                Some(t) if t.get(..19) == now.get(..19) => {}
-                Some(t) => now.clone_into(t),
+                // Same second: not worth remembering.
+                Some(t) if t.unix_seconds() == now.unix_seconds() => {}
+                Some(t) => *t = now,
                 None => {
-                    m.insert(token_id.to_owned(), now.to_owned());
+                    m.insert(token_id.to_owned(), now);
                 }
             }
         }
@@ -108,7 +109,7 @@ impl AppState {
 
     /// Writes the pending token-use times to the store.
     pub async fn flush_token_uses(&self) {
-        let uses: Vec<(String, String)> = match self.token_uses.lock() {
+        let uses: Vec<(String, Timestamp)> = match self.token_uses.lock() {
             Ok(mut m) => m.drain().collect(),
             Err(_) => return,
         };
@@ -119,17 +120,6 @@ impl AppState {
             tracing::warn!(error = %e, "could not record token use");
         }
     }
-}
-
-/// Current time as RFC 3339 UTC with milliseconds, and as Unix milliseconds.
-pub fn now() -> (String, u64) {
-    let t = time::OffsetDateTime::now_utc();
-    let ms = (t.unix_timestamp_nanos() / 1_000_000) as u64;
-    let t = t.replace_millisecond(t.millisecond()).unwrap_or(t);
-    let s = t
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into());
-    (s, ms)
 }
 
 pub fn scim_json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {

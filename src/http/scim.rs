@@ -12,8 +12,9 @@ use hyper::header::{HeaderValue, CONTENT_TYPE, ETAG, IF_MATCH, IF_NONE_MATCH, LO
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{Map, Value};
 
-use super::{now, scim_error, scim_json, store_error, AppState, Body};
+use super::{scim_error, scim_json, store_error, AppState, Body};
 use crate::auth::{authenticate, Principal};
+use crate::clock::Timestamp;
 use crate::scim::discovery::{self, Capabilities};
 use crate::scim::error::{ScimError, ScimResult};
 use crate::scim::filter::{self, Filter};
@@ -111,12 +112,12 @@ async fn handle_inner(
     rest: &str,
     token_name: &mut Option<String>,
 ) -> Handled {
-    let (now_s, _) = now();
+    let now = Timestamp::now();
     let header = req
         .headers()
         .get(hyper::header::AUTHORIZATION)
         .and_then(|h| h.to_str().ok());
-    let principal = match authenticate(&state.store, header, &now_s).map_err(store_error)? {
+    let principal = match authenticate(&state.store, header, now).map_err(store_error)? {
         Ok(p) => p,
         Err(why) => {
             tracing::warn!(reason = why.as_str(), "SCIM authentication failed");
@@ -128,7 +129,7 @@ async fn handle_inner(
             ));
         }
     };
-    state.note_token_use(&principal.token_id, &now_s);
+    state.note_token_use(&principal.token_id, now);
     *token_name = Some(principal.name.clone());
 
     let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
@@ -489,10 +490,10 @@ pub(super) async fn delete(
     if_match: Option<String>,
     principal: &Principal,
 ) -> Handled {
-    let (now_s, _) = now();
+    let now = Timestamp::now();
     state
         .store
-        .delete(rt, id, if_match, actor(principal), now_s)
+        .delete(rt, id, if_match, actor(principal), now)
         .await
         .map_err(store_error)?;
     let mut r = Response::new(Body::new(Bytes::new()));
@@ -510,10 +511,10 @@ pub(super) async fn create(
 ) -> Handled {
     let mut attrs = normalize(rt, &body)?;
     let members = take_members(&mut attrs)?.unwrap_or_default();
-    let (now_s, now_ms) = now();
+    let now = Timestamp::now();
     let stored = state
         .store
-        .create(rt, attrs, members, actor(principal), now_s, now_ms)
+        .create(rt, attrs, members, actor(principal), now)
         .await
         .map_err(store_error)?;
     resource_response(state, rt, stored, &projection, base, StatusCode::CREATED)
@@ -573,7 +574,7 @@ pub(super) async fn replace(
 ) -> Handled {
     let mut attrs = normalize(rt, &body)?;
     let members = take_members(&mut attrs)?;
-    let (now_s, _) = now();
+    let now = Timestamp::now();
     let stored = state
         .store
         .update(
@@ -582,7 +583,7 @@ pub(super) async fn replace(
             if_match,
             false,
             actor(principal),
-            now_s,
+            now,
             move |_current| {
                 let members = match rt {
                     ResourceType::Group => MembersChange::Set(members.unwrap_or_default()),
@@ -608,7 +609,7 @@ pub(super) async fn patch_resource(
     base: &str,
 ) -> Handled {
     let ops = patch::parse_request(&body)?;
-    let (now_s, _) = now();
+    let now = Timestamp::now();
     // Adding or removing members of a large group must not cost the group's size:
     // such PATCHes change the membership rows directly.
     if let Some(delta) = patch::member_delta(rt, &ops) {
@@ -630,7 +631,7 @@ pub(super) async fn patch_resource(
                 if_match,
                 false,
                 actor(principal),
-                now_s,
+                now,
                 move |current| {
                     Ok(Update {
                         attrs: current.attrs,
@@ -654,7 +655,7 @@ pub(super) async fn patch_resource(
             if_match,
             true,
             actor(principal),
-            now_s,
+            now,
             move |current| {
                 let mut resource = current.attrs;
                 resource.insert("id".into(), Value::String(current.id.clone()));

@@ -4,7 +4,7 @@
 //! the control wire's error reply). Messages say what to do next. Knows nothing of
 //! the edges.
 
-use crate::store::{Phase, StoreError};
+use crate::store::{EventOp, Phase, StoreError};
 
 use super::export::ExportError;
 use super::report::Difference;
@@ -89,7 +89,7 @@ pub enum MigrateError {
     #[error("mirroring event {seq} ({op} {resource_type} {id}): {source}")]
     Mirror {
         seq: u64,
-        op: String,
+        op: EventOp,
         resource_type: String,
         id: String,
         source: Box<MigrateError>,

@@ -7,6 +7,7 @@ use std::io::{BufRead, Write};
 use ring::digest::{Context, SHA256};
 use serde::{Deserialize, Serialize};
 
+use crate::clock::Timestamp;
 use crate::scim::resource::{Attributes, Meta};
 use crate::scim::schema::ResourceType;
 use crate::store::{hex, ImportItem, Snapshot, StoreError, StoredResource};
@@ -30,7 +31,7 @@ pub struct Manifest {
     pub format_version: u32,
     /// The scimbridge version that wrote the file.
     pub source_version: String,
-    pub exported_at: String,
+    pub exported_at: Timestamp,
     pub counts: Counts,
 }
 
@@ -125,7 +126,7 @@ impl<W: Write> HashingWriter<W> {
 pub fn write_export<W: Write>(
     snapshot: &Snapshot,
     out: W,
-    exported_at: &str,
+    exported_at: Timestamp,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<Counts, ExportError> {
     let counts = Counts {
@@ -143,7 +144,7 @@ pub fn write_export<W: Write>(
         format: FORMAT_NAME.into(),
         format_version: FORMAT_VERSION,
         source_version: env!("CARGO_PKG_VERSION").into(),
-        exported_at: exported_at.into(),
+        exported_at,
         counts,
     }))?;
     let mut done = 0u64;
@@ -360,7 +361,7 @@ fn stored(rec: Record) -> StoredResource {
 pub fn import_file(
     store: &crate::store::Store,
     path: &std::path::Path,
-    now: &str,
+    now: Timestamp,
 ) -> Result<Manifest, ExportError> {
     let open = || {
         std::fs::File::open(path)
@@ -379,19 +380,15 @@ pub fn import_file(
     }
     let reader = open()?;
     store
-        .import_blocking(
-            crate::store::Actor::system("import"),
-            now.to_owned(),
-            move |sink| {
-                read_items(reader, 1000, |batch| {
-                    sink(batch).map_err(|e| ExportError::Invalid {
-                        line: 0,
-                        reason: e.to_string(),
-                    })
+        .import_blocking(crate::store::Actor::system("import"), now, move |sink| {
+            read_items(reader, 1000, |batch| {
+                sink(batch).map_err(|e| ExportError::Invalid {
+                    line: 0,
+                    reason: e.to_string(),
                 })
-                .map_err(|e| e.to_string())
-            },
-        )
+            })
+            .map_err(|e| e.to_string())
+        })
         .map_err(ExportError::ImportFailed)?;
     Ok(manifest)
 }
@@ -416,18 +413,18 @@ mod tests {
                 let a = json!({"userName": format!("u{i}@example.com"), "externalId": format!("e{i}"),
                                "emails": [{"value": format!("u{i}@example.com")}]});
                 let r = s
-                    .create(ResourceType::User, a.as_object().unwrap().clone(), vec![], Actor::system("t"), "2026-01-01T00:00:00Z".into(), 1_700_000_000_000 + i)
+                    .create(ResourceType::User, a.as_object().unwrap().clone(), vec![], Actor::system("t"), Timestamp::from_unix_ms(1_700_000_000_000 + i).unwrap())
                     .await
                     .unwrap();
                 ids.push(r.id);
             }
             let members = ids.iter().take(10).map(|id| MemberRef { id: id.clone(), rt: None, display: None }).collect();
             let g = s
-                .create(ResourceType::Group, json!({"displayName": "G"}).as_object().unwrap().clone(), members, Actor::system("t"), "2026-01-01T00:00:00Z".into(), 1_800_000_000_000)
+                .create(ResourceType::Group, json!({"displayName": "G"}).as_object().unwrap().clone(), members, Actor::system("t"), Timestamp::from_unix_ms(1_800_000_000_000).unwrap())
                 .await
                 .unwrap();
             s.create(ResourceType::Group, json!({"displayName": "Outer"}).as_object().unwrap().clone(),
-                     vec![MemberRef { id: g.id, rt: Some(ResourceType::Group), display: None }], Actor::system("t"), "2026-01-01T00:00:00Z".into(), 1_800_000_000_001)
+                     vec![MemberRef { id: g.id, rt: Some(ResourceType::Group), display: None }], Actor::system("t"), Timestamp::from_unix_ms(1_800_000_000_001).unwrap())
                 .await
                 .unwrap();
         });
@@ -438,7 +435,7 @@ mod tests {
         write_export(
             &s.snapshot().unwrap(),
             &mut out,
-            "2026-02-02T00:00:00Z",
+            Timestamp::parse("2026-02-02T00:00:00Z").unwrap(),
             |_, _| {},
         )
         .unwrap();
@@ -463,7 +460,7 @@ mod tests {
         let file = dir.path().join("export.jsonl");
         std::fs::write(&file, &first).unwrap();
         let b = store(dir.path(), "b.redb");
-        import_file(&b, &file, "2026-02-03T00:00:00Z").unwrap();
+        import_file(&b, &file, Timestamp::parse("2026-02-03T00:00:00Z").unwrap()).unwrap();
         assert_eq!(export_bytes(&b), first);
         let snap = b.snapshot().unwrap();
         assert!(snap.find_by_user_name("U7@example.com").unwrap().is_some());
@@ -475,7 +472,7 @@ mod tests {
         );
         assert_eq!(snap.find_groups_by_name("outer").unwrap().len(), 1);
         // Importing again is refused: the directory is not empty.
-        assert!(import_file(&b, &file, "t")
+        assert!(import_file(&b, &file, Timestamp::now())
             .unwrap_err()
             .to_string()
             .contains("not empty"));
@@ -506,7 +503,9 @@ mod tests {
             let file = dir.path().join("bad.jsonl");
             std::fs::write(&file, bad).unwrap();
             let b = store(dir.path(), &format!("{}.redb", name.replace(' ', "_")));
-            let err = import_file(&b, &file, "t").unwrap_err().to_string();
+            let err = import_file(&b, &file, Timestamp::now())
+                .unwrap_err()
+                .to_string();
             assert!(err.contains("not a valid export"), "{name}: {err}");
             assert!(b.is_empty().unwrap(), "{name}: something was written");
         }

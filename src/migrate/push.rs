@@ -15,6 +15,7 @@ use super::report::{
     Difference, DifferenceKind, Lag, PlanCounts, Progress, ProgressSink, PushOutcome, PushPlan,
     PushReport,
 };
+use crate::clock::Timestamp;
 use crate::scim::schema::{ResourceType, ENTERPRISE_USER_URN};
 use crate::store::{Event, MigrationState, Phase, Snapshot, Store, StoredResource};
 use hyper::Method;
@@ -549,7 +550,7 @@ pub async fn drain(store: &Store, client: &mut Client, max: usize) -> MigrateRes
         if let Err(e) = replay(store, client, ev).await {
             let e = MigrateError::Mirror {
                 seq: ev.seq,
-                op: ev.op.clone(),
+                op: ev.op,
                 resource_type: ev.resource_type.clone(),
                 id: ev.id.clone(),
                 source: Box::new(e),
@@ -570,27 +571,16 @@ pub async fn drain(store: &Store, client: &mut Client, max: usize) -> MigrateRes
 }
 
 /// Lag of the mirror: events behind, seconds since the oldest pending event.
-pub fn lag(snapshot: &Snapshot, state: &MigrationState, now: &str) -> MigrateResult<Lag> {
+pub fn lag(snapshot: &Snapshot, state: &MigrationState, now: Timestamp) -> MigrateResult<Lag> {
     let last = snapshot.last_event_seq()?;
     let seconds = match snapshot.events_after(state.mirror_from, 1)?.first() {
-        Some(ev) => seconds_between(&ev.time, now),
+        Some(ev) => now.since(ev.time).as_seconds_f64().max(0.0),
         None => 0.0,
     };
     Ok(Lag {
         events: last.saturating_sub(state.mirror_from),
         seconds,
     })
-}
-
-fn seconds_between(a: &str, b: &str) -> f64 {
-    use time::format_description::well_known::Rfc3339;
-    match (
-        time::OffsetDateTime::parse(a, &Rfc3339),
-        time::OffsetDateTime::parse(b, &Rfc3339),
-    ) {
-        (Ok(x), Ok(y)) => (y - x).as_seconds_f64().max(0.0),
-        _ => 0.0,
-    }
 }
 
 /// One difference between the local directory and the target.

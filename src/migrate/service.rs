@@ -13,6 +13,7 @@ use super::error::{MigrateError, MigrateResult, Step};
 use super::push::{self, PushOptions};
 use super::readiness::{self, Policy, ReadinessReport};
 use super::report::{Lag, MigrationStatus, Progress, ProgressSink, PushOutcome, VerifyReport};
+use crate::clock::Timestamp;
 use crate::secret::Secret;
 use crate::store::{MigrationState, Phase, Store};
 
@@ -160,7 +161,7 @@ impl Migration {
             )
             .await;
         }
-        let (now, _) = crate::http::now();
+        let now = Timestamp::now();
         let last_seq = self.store.snapshot().and_then(|s| s.last_event_seq())?;
         let base = target.base.clone();
         let r = req.clone();
@@ -169,7 +170,7 @@ impl Migration {
                 if !matches!(s.phase, Phase::Pushing | Phase::Mirroring | Phase::Verified) {
                     // A new migration: mirror every change made from now on.
                     s.mirror_from = last_seq;
-                    s.started_at = Some(now.clone());
+                    s.started_at = Some(now);
                     s.progress = Default::default();
                 }
                 s.phase = Phase::Pushing;
@@ -186,7 +187,7 @@ impl Migration {
         }
         match push::push(&self.store, &mut client, &PushOptions::default(), progress).await {
             Ok(outcome) => {
-                let (now, _) = crate::http::now();
+                let now = Timestamp::now();
                 self.store
                     .update_migration(move |s| {
                         s.phase = Phase::Mirroring;
@@ -248,9 +249,9 @@ impl Migration {
     pub fn status(&self) -> MigrateResult<MigrationStatus> {
         let snapshot = self.store.snapshot()?;
         let state = snapshot.migration_state()?;
-        let (now, _) = crate::http::now();
+        let now = Timestamp::now();
         let lag = if state.phase.is_mirroring() || state.phase == Phase::Pushing {
-            push::lag(&snapshot, &state, &now)?
+            push::lag(&snapshot, &state, now)?
         } else {
             Lag::default()
         };
@@ -286,7 +287,7 @@ impl Migration {
         while push::drain(&self.store, client, 500).await? > 0 {}
         let diffs = push::verify(&self.store, client, progress).await?;
         let n = diffs.len() as u64;
-        let (now, _) = crate::http::now();
+        let now = Timestamp::now();
         self.store
             .update_migration(move |s| {
                 s.differences = Some(n);
@@ -352,7 +353,7 @@ impl Migration {
                     first: Box::new(diffs.swap_remove(0)),
                 });
             }
-            let (now, _) = crate::http::now();
+            let now = Timestamp::now();
             self.store
                 .update_migration(move |s| {
                     s.phase = Phase::CutOver;

@@ -26,6 +26,7 @@ use serde_json::Value;
 use super::{AppState, Body, ConnInfo, Listener};
 use crate::app::admin::{self as credentials, CredentialError, FirstRun};
 use crate::app::tokens::{self, IssueRequest, TokenError, TokenInfo, TokenState, MAX_TOKEN_DAYS};
+use crate::clock::Timestamp;
 use crate::config::Config;
 use crate::migrate::error::MigrateError;
 use crate::migrate::readiness::ReadinessReport;
@@ -119,8 +120,7 @@ pub async fn announce(state: &AppState, admin_url: &str, scim_url: &str) {
         return;
     }
     tracing::info!("admin page: {admin_url}");
-    let (_, now_ms) = super::now();
-    match credentials::first_run(&state.store, admin_url.to_owned(), now_ms).await {
+    match credentials::first_run(&state.store, admin_url.to_owned(), Timestamp::now()).await {
         Ok(FirstRun::PasswordSet) => {}
         Ok(FirstRun::ResetPending) => tracing::info!(
             "no admin password is set yet; use the setup link printed by `scimbridge admin reset-password` \
@@ -393,8 +393,7 @@ async fn dispatch(state: &Arc<AppState>, req: Request<Incoming>) -> Response<Bod
             "/admin/tokens" => issue_token(state, &f, chrome("Tokens", "tokens")).await,
             "/admin/tokens/revoke" => {
                 let id = field(&f, "id").to_owned();
-                let (now_s, _) = super::now();
-                let msg = match tokens::revoke(&state.store, id, &now_s).await {
+                let msg = match tokens::revoke(&state.store, id, Timestamp::now()).await {
                     Ok(t) => format!(
                         "Revoked the token \"{}\": its next request is refused.",
                         t.name
@@ -493,8 +492,7 @@ fn throttled(wait: Duration) -> Response<Body> {
 }
 
 fn check_setup_code(state: &AppState, code: &str) -> Result<(), SetupRefusal> {
-    let (_, now_ms) = super::now();
-    credentials::check_setup_code(&state.store, code, now_ms)
+    credentials::check_setup_code(&state.store, code, Timestamp::now())
 }
 
 fn setup_form(state: &AppState, req: &Request<Incoming>) -> Response<Body> {
@@ -559,15 +557,13 @@ async fn setup_submit(state: &AppState, req: Request<Incoming>) -> Response<Body
             "The server is shutting down.",
         );
     };
-    let (now_s, now_ms) = super::now();
     let password = field(&f, "password").to_owned();
     let set = credentials::set_password(
         &state.store,
         code,
         password,
         field(&f, "confirm"),
-        &now_s,
-        now_ms,
+        Timestamp::now(),
     )
     .await;
     match set {
@@ -734,7 +730,7 @@ async fn dashboard(
     chrome: Chrome<'_>,
 ) -> Response<Body> {
     let (users, inactive_users) = user_counts(state).await;
-    let (now_s, _) = super::now();
+    let now = Timestamp::now();
     let snap = match state.store.snapshot() {
         Ok(s) => s,
         Err(e) => return unavailable(e),
@@ -742,16 +738,11 @@ async fn dashboard(
     let migration = snap.migration_state().unwrap_or_default();
     let cert = state.certs.as_ref().and_then(|c| {
         let info = super::x509::parse(&c.leaf_der())?;
-        let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        let not_after = time::OffsetDateTime::from_unix_timestamp(info.not_after).ok()?;
+        let not_after = Timestamp::from_unix_ms(info.not_after.checked_mul(1000)?)?;
         Some(pages::CertSummary {
             subject: info.subject_cn,
-            not_after: pages::when(
-                &not_after
-                    .format(&time::format_description::well_known::Rfc3339)
-                    .ok()?,
-            ),
-            days_left: (info.not_after - now) / 86_400,
+            not_after: pages::when(not_after),
+            days_left: (info.not_after - now.unix_seconds()) / 86_400,
         })
     });
     let d = pages::Dashboard {
@@ -759,7 +750,7 @@ async fn dashboard(
         users,
         inactive_users,
         groups: snap.count(ResourceType::Group).unwrap_or(0),
-        active_tokens: tokens::list(&state.store, &now_s)
+        active_tokens: tokens::list(&state.store, now)
             .map(|t| t.iter().filter(|t| t.state == TokenState::Active).count())
             .unwrap_or(0),
         requests: state.activity.recent(25),
@@ -778,8 +769,7 @@ async fn dashboard(
 // ---- tokens ------------------------------------------------------------------------
 
 fn token_rows(state: &AppState) -> Vec<pages::TokenRow> {
-    let (now_s, _) = super::now();
-    let mut list: Vec<TokenInfo> = tokens::list(&state.store, &now_s).unwrap_or_default();
+    let mut list: Vec<TokenInfo> = tokens::list(&state.store, Timestamp::now()).unwrap_or_default();
     // Active first, then newest first.
     list.sort_by(|a, b| {
         (a.state != TokenState::Active, &b.created)
@@ -788,9 +778,7 @@ fn token_rows(state: &AppState) -> Vec<pages::TokenRow> {
     list.into_iter()
         .map(|t| pages::TokenRow {
             state: t.state.as_str(),
-            last_used: state
-                .pending_token_use(&t.id)
-                .or_else(|| t.last_used.clone()),
+            last_used: state.pending_token_use(&t.id).or(t.last_used),
             record: t,
         })
         .collect()
@@ -831,8 +819,7 @@ async fn issue_token(
         scope,
         expires_in_days,
     };
-    let (now_s, now_ms) = super::now();
-    match tokens::issue(&state.store, req, &now_s, now_ms).await {
+    match tokens::issue(&state.store, req, Timestamp::now()).await {
         Ok(t) => {
             let issued = pages::Issued {
                 name: t.token.name,
@@ -1087,7 +1074,7 @@ async fn migration_action(
                     )
                 };
                 if let Ok(mut c) = state.admin.last_check.lock() {
-                    *c = Some((super::now().0, report));
+                    *c = Some((Timestamp::now().to_rfc3339(), report));
                 }
                 Some(msg)
             }
@@ -1144,7 +1131,7 @@ fn start_job(state: &Arc<AppState>, kind: JobKind) -> String {
         }
         *slot = Some(Job {
             kind: name,
-            started: super::now().0,
+            started: Timestamp::now().to_rfc3339(),
             progress: None,
             finished: None,
             outcome: None,
@@ -1172,7 +1159,7 @@ fn start_job(state: &Arc<AppState>, kind: JobKind) -> String {
         let outcome = outcome.map_err(PageMessage::page_message);
         if let Ok(mut j) = slot.lock() {
             if let Some(j) = j.as_mut() {
-                j.finished = Some(super::now().0);
+                j.finished = Some(Timestamp::now().to_rfc3339());
                 j.outcome = Some(outcome);
             }
         }

@@ -39,9 +39,9 @@ pub fn url_param(s: &str) -> String {
     form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
-/// An RFC 3339 UTC time as "2024-05-01 12:34:56 UTC".
-pub fn when(s: &str) -> String {
-    let t = s.replacen('T', " ", 1);
+/// An RFC 3339 time (text or `Timestamp`) as `YYYY-MM-DD HH:MM:SS UTC`.
+pub fn when(t: impl std::fmt::Display) -> String {
+    let t = t.to_string().replacen('T', " ", 1);
     let t = match t.find('.') {
         Some(i) => t[..i].to_owned(),
         None => t.trim_end_matches('Z').to_owned(),
@@ -331,7 +331,7 @@ pub fn dashboard(c: &Chrome, d: &Dashboard) -> String {
             let _ = write!(
                 o,
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td>{resource}</td><td>{}</td></tr>",
-                esc(&when(&r.time)),
+                esc(&when(r.time)),
                 r.token
                     .as_deref()
                     .map(esc)
@@ -355,9 +355,9 @@ pub fn dashboard(c: &Chrome, d: &Dashboard) -> String {
             let _ = write!(
                 o,
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td>{} {}</td><td><span class=\"pill ok\">done</span></td></tr>",
-                esc(&when(&e.time)),
+                esc(&when(e.time)),
                 esc(&e.actor.name),
-                esc(&e.op),
+                esc(e.op.as_str()),
                 esc(&e.resource_type),
                 resource_link(&e.resource_type, &e.id)
             );
@@ -402,7 +402,7 @@ pub fn dashboard(c: &Chrome, d: &Dashboard) -> String {
 pub struct TokenRow {
     pub record: TokenInfo,
     pub state: &'static str,
-    pub last_used: Option<String>,
+    pub last_used: Option<crate::clock::Timestamp>,
 }
 
 /// A token that was just issued: its secret is on this page and nowhere else.
@@ -477,13 +477,11 @@ pub fn tokens(
                 esc(&t.name),
                 esc(&t.name),
                 esc(t.scope.as_str()),
-                esc(&when(&t.created)),
+                esc(&when(t.created)),
                 r.last_used
-                    .as_deref()
                     .map(|u| esc(&when(u)))
                     .unwrap_or_else(|| "never".into()),
                 t.expires
-                    .as_deref()
                     .map(|u| esc(&when(u)))
                     .unwrap_or_else(|| "never".into()),
                 esc(r.state)
