@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, Context, Result};
 
+use crate::app::App;
 use crate::config::{self, Config, TlsMode};
 use crate::control;
 use crate::http::{self, tls, AppState};
@@ -123,16 +124,17 @@ pub fn run(cfg: Config) -> Result<()> {
                 None => format!("{scheme}://{local}/admin"),
             },
         };
-        let state = Arc::new(AppState::new(store.clone(), cfg.clone(), certs, migration.clone()));
+        let app = Arc::new(App::new(store.clone(), cfg.clone(), migration.clone()));
+        let state = Arc::new(AppState::new(app, certs));
         let mirror = tokio::spawn(crate::migrate::service::run_mirror(migration.clone()));
         if store.snapshot().and_then(|s| s.tokens()).map(|t| t.is_empty()).unwrap_or(false) {
             tracing::info!("no SCIM token yet: run `scimbridge token issue --name <idp>` with the same --data-dir");
         }
         let control_task = match control::bind(&cfg.data_dir) {
             Ok(listener) => {
-                let migration = migration.clone();
+                let app = state.app.clone();
                 let dir = cfg.data_dir.clone();
-                Some(tokio::spawn(async move { control::serve(&dir, listener, migration).await }))
+                Some(tokio::spawn(async move { control::serve(&dir, listener, app).await }))
             }
             Err(e) => {
                 tracing::warn!(error = %e, "the control socket is not available; CLI commands need the server stopped");
@@ -148,7 +150,7 @@ pub fn run(cfg: Config) -> Result<()> {
                 let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
                 loop {
                     tick.tick().await;
-                    state.flush_token_uses().await;
+                    state.app.flush_token_uses().await;
                 }
             })
         };
@@ -187,7 +189,7 @@ pub fn run(cfg: Config) -> Result<()> {
             t.abort();
         }
         let _ = std::fs::remove_file(control::socket_path(&cfg.data_dir));
-        state.flush_token_uses().await;
+        state.app.flush_token_uses().await;
         tracing::info!("scimbridge stopped");
         Ok::<(), anyhow::Error>(())
     });

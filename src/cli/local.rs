@@ -5,6 +5,7 @@
 
 use anyhow::{anyhow, Context, Result};
 
+use crate::app::App;
 use crate::config::Config;
 use crate::control::{self, wire::Reply, wire::Request};
 use crate::migrate::report::Progress;
@@ -27,7 +28,10 @@ pub fn request(
         .context("cannot start the async runtime")?;
     let answer = crate::migrate::service::Migration::new(store.clone(), cfg.migration.clone())
         .map_err(anyhow::Error::from)
-        .and_then(|m| Ok(runtime.block_on(control::execute(&m, req, progress))?));
+        .and_then(|m| {
+            let app = App::new(store.clone(), cfg.clone(), m);
+            Ok(runtime.block_on(control::execute(&app, req, progress))?)
+        });
     store.close();
     answer
 }

@@ -14,11 +14,11 @@ use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use super::wire::{self, BackupDone, Imported, Reply, Request, Response};
 use crate::app::admin::{self as credentials, CredentialError};
 use crate::app::tokens::{self, TokenError};
+use crate::app::App;
 use crate::clock::Timestamp;
 use crate::migrate::error::MigrateError;
 use crate::migrate::export::ExportError;
 use crate::migrate::report::{Progress, ProgressSink};
-use crate::migrate::service::Migration;
 use crate::store::{Store, StoreError};
 
 /// Every way a control request can fail.
@@ -55,11 +55,11 @@ impl From<ExecError> for Response {
 /// Runs one (non-streaming) request; `progress` receives intermediate reports of
 /// long ones.
 pub async fn execute(
-    m: &Migration,
+    app: &App,
     req: Request,
     progress: ProgressSink<'_>,
 ) -> Result<Reply, ExecError> {
-    let store = &m.store;
+    let (store, m) = (&app.store, &app.migration);
     let now = Timestamp::now();
     Ok(match req {
         Request::TokenIssue(r) => Reply::TokenIssued(tokens::issue(store, r, now).await?),
@@ -249,11 +249,7 @@ pub fn bind(data_dir: &Path) -> std::io::Result<tokio::net::UnixListener> {
 }
 
 /// Serves the control socket until the task is dropped.
-pub async fn serve(
-    data_dir: &Path,
-    listener: tokio::net::UnixListener,
-    migration: std::sync::Arc<Migration>,
-) {
+pub async fn serve(data_dir: &Path, listener: tokio::net::UnixListener, app: std::sync::Arc<App>) {
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(s) => s,
@@ -263,18 +259,18 @@ pub async fn serve(
                 continue;
             }
         };
-        let m = migration.clone();
+        let app = app.clone();
         let dir = data_dir.to_owned();
         tokio::spawn(async move {
             let (read, write) = stream.into_split();
-            connection(&m, &dir, BufReader::new(read), write).await;
+            connection(&app, &dir, BufReader::new(read), write).await;
         });
     }
 }
 
 /// One connection: one request, its progress lines and its answer.
 async fn connection(
-    m: &Migration,
+    app: &App,
     dir: &Path,
     mut reader: BufReader<OwnedReadHalf>,
     mut write: OwnedWriteHalf,
@@ -290,16 +286,16 @@ async fn connection(
         Err(e) => Err(ExecError::Request(format!("cannot read the request: {e}"))),
     };
     let result = match request {
-        Ok(Request::Export) => return stream_export(&m.store, write).await,
-        Ok(Request::Backup) => return stream_backup(&m.store, dir, write).await,
-        Ok(Request::Import { size }) => receive_import(&m.store, dir, &mut reader, size).await,
+        Ok(Request::Export) => return stream_export(&app.store, write).await,
+        Ok(Request::Backup) => return stream_backup(&app.store, dir, write).await,
+        Ok(Request::Import { size }) => receive_import(&app.store, dir, &mut reader, size).await,
         Ok(req) => {
             // Progress lines go out while the request runs.
             let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Progress>();
             let mut report = move |p: Progress| {
                 let _ = tx.send(p);
             };
-            let fut = execute(m, req, &mut report);
+            let fut = execute(app, req, &mut report);
             tokio::pin!(fut);
             let result = loop {
                 tokio::select! {

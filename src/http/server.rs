@@ -41,8 +41,8 @@ pub async fn run_listener(
     kind: Listener,
 ) {
     let graceful = GracefulShutdown::new();
-    let permits = Arc::new(Semaphore::new(state.config.limits.max_connections));
-    let handshake_timeout = state.config.limits.handshake_timeout;
+    let permits = Arc::new(Semaphore::new(state.app.config.limits.max_connections));
+    let handshake_timeout = state.app.config.limits.handshake_timeout;
     let mut backoff = Duration::from_millis(5);
     tokio::pin!(shutdown);
     loop {

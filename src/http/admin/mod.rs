@@ -116,11 +116,11 @@ pub fn served_on(config: &Config, listener: Listener) -> bool {
 /// one-time setup link (unless one printed by `admin reset-password` is pending).
 pub async fn announce(state: &AppState, admin_url: &str, scim_url: &str) {
     let _ = state.admin.scim_url.set(scim_url.to_owned());
-    if !state.config.admin.enabled {
+    if !state.app.config.admin.enabled {
         return;
     }
     tracing::info!("admin page: {admin_url}");
-    match credentials::first_run(&state.store, admin_url.to_owned(), Timestamp::now()).await {
+    match credentials::first_run(&state.app.store, admin_url.to_owned(), Timestamp::now()).await {
         Ok(FirstRun::PasswordSet) => {}
         Ok(FirstRun::ResetPending) => tracing::info!(
             "no admin password is set yet; use the setup link printed by `scimbridge admin reset-password` \
@@ -393,7 +393,7 @@ async fn dispatch(state: &Arc<AppState>, req: Request<Incoming>) -> Response<Bod
             "/admin/tokens" => issue_token(state, &f, chrome("Tokens", "tokens")).await,
             "/admin/tokens/revoke" => {
                 let id = field(&f, "id").to_owned();
-                let msg = match tokens::revoke(&state.store, id, Timestamp::now()).await {
+                let msg = match tokens::revoke(&state.app.store, id, Timestamp::now()).await {
                     Ok(t) => format!(
                         "Revoked the token \"{}\": its next request is refused.",
                         t.name
@@ -492,7 +492,7 @@ fn throttled(wait: Duration) -> Response<Body> {
 }
 
 fn check_setup_code(state: &AppState, code: &str) -> Result<(), SetupRefusal> {
-    credentials::check_setup_code(&state.store, code, Timestamp::now())
+    credentials::check_setup_code(&state.app.store, code, Timestamp::now())
 }
 
 fn setup_form(state: &AppState, req: &Request<Incoming>) -> Response<Body> {
@@ -559,7 +559,7 @@ async fn setup_submit(state: &AppState, req: Request<Incoming>) -> Response<Body
     };
     let password = field(&f, "password").to_owned();
     let set = credentials::set_password(
-        &state.store,
+        &state.app.store,
         code,
         password,
         field(&f, "confirm"),
@@ -603,7 +603,7 @@ fn login_form(state: &AppState, req: &Request<Incoming>) -> Response<Body> {
     };
     html(
         StatusCode::OK,
-        pages::login(None, notice, credentials::password_is_set(&state.store)),
+        pages::login(None, notice, credentials::password_is_set(&state.app.store)),
     )
 }
 
@@ -620,7 +620,7 @@ async fn login_submit(state: &AppState, req: Request<Incoming>) -> Response<Body
             "The server is shutting down.",
         );
     };
-    let ok = match credentials::verify_password(&state.store, password).await {
+    let ok = match credentials::verify_password(&state.app.store, password).await {
         Ok(ok) => ok,
         Err(e) => return unavailable(e),
     };
@@ -632,7 +632,7 @@ async fn login_submit(state: &AppState, req: Request<Incoming>) -> Response<Body
             pages::login(
                 Some("Wrong password."),
                 None,
-                credentials::password_is_set(&state.store),
+                credentials::password_is_set(&state.app.store),
             ),
         );
     }
@@ -654,7 +654,7 @@ async fn login_submit(state: &AppState, req: Request<Incoming>) -> Response<Body
 // ---- dashboard ---------------------------------------------------------------------
 
 fn scim_url(state: &AppState, req: &Request<Incoming>) -> String {
-    if let Some(u) = &state.config.public_url {
+    if let Some(u) = &state.app.config.public_url {
         return format!("{u}{}", super::SCIM_PREFIX);
     }
     let on_main = !matches!(
@@ -675,18 +675,16 @@ fn scim_url(state: &AppState, req: &Request<Incoming>) -> String {
             };
             format!("{scheme}://{h}{}", super::SCIM_PREFIX)
         }
-        _ => state
-            .admin
-            .scim_url
-            .get()
-            .cloned()
-            .unwrap_or_else(|| format!("https://{}{}", state.config.listen, super::SCIM_PREFIX)),
+        _ => state.admin.scim_url.get().cloned().unwrap_or_else(|| {
+            format!("https://{}{}", state.app.config.listen, super::SCIM_PREFIX)
+        }),
     }
 }
 
 /// (users, inactive users), from a scan reused while no change event was recorded.
 async fn user_counts(state: &Arc<AppState>) -> (u64, u64) {
     let version = state
+        .app
         .store
         .snapshot()
         .and_then(|s| Ok((s.last_event_seq()?, s.count(ResourceType::User)?)))
@@ -698,7 +696,7 @@ async fn user_counts(state: &Arc<AppState>) -> (u64, u64) {
             }
         }
     }
-    let store = state.store.clone();
+    let store = state.app.store.clone();
     let counted = tokio::task::spawn_blocking(move || {
         let snap = store.snapshot()?;
         let seq = snap.last_event_seq()?;
@@ -731,7 +729,7 @@ async fn dashboard(
 ) -> Response<Body> {
     let (users, inactive_users) = user_counts(state).await;
     let now = Timestamp::now();
-    let snap = match state.store.snapshot() {
+    let snap = match state.app.store.snapshot() {
         Ok(s) => s,
         Err(e) => return unavailable(e),
     };
@@ -750,14 +748,14 @@ async fn dashboard(
         users,
         inactive_users,
         groups: snap.count(ResourceType::Group).unwrap_or(0),
-        active_tokens: tokens::list(&state.store, now)
+        active_tokens: tokens::list(&state.app.store, now)
             .map(|t| t.iter().filter(|t| t.state == TokenState::Active).count())
             .unwrap_or(0),
         requests: state.activity.recent(25),
         events: snap.recent_events(25).unwrap_or_default(),
         version: env!("CARGO_PKG_VERSION"),
         uptime: state.started.elapsed(),
-        db_bytes: state.store.file_size(),
+        db_bytes: state.app.store.file_size(),
         cert,
         tls_on: state.certs.is_some(),
         phase: migration.phase,
@@ -769,7 +767,8 @@ async fn dashboard(
 // ---- tokens ------------------------------------------------------------------------
 
 fn token_rows(state: &AppState) -> Vec<pages::TokenRow> {
-    let mut list: Vec<TokenInfo> = tokens::list(&state.store, Timestamp::now()).unwrap_or_default();
+    let mut list: Vec<TokenInfo> =
+        tokens::list(&state.app.store, Timestamp::now()).unwrap_or_default();
     // Active first, then newest first.
     list.sort_by(|a, b| {
         (a.state != TokenState::Active, &b.created)
@@ -778,7 +777,7 @@ fn token_rows(state: &AppState) -> Vec<pages::TokenRow> {
     list.into_iter()
         .map(|t| pages::TokenRow {
             state: t.state.as_str(),
-            last_used: state.pending_token_use(&t.id).or(t.last_used),
+            last_used: state.app.pending_token_use(&t.id).or(t.last_used),
             record: t,
         })
         .collect()
@@ -819,7 +818,7 @@ async fn issue_token(
         scope,
         expires_in_days,
     };
-    match tokens::issue(&state.store, req, Timestamp::now()).await {
+    match tokens::issue(&state.app.store, req, Timestamp::now()).await {
         Ok(t) => {
             let issued = pages::Issued {
                 name: t.token.name,
@@ -859,7 +858,7 @@ async fn list(
 ) -> Response<Body> {
     let query = q.get("q").map(|s| s.trim().to_owned()).unwrap_or_default();
     let after = q.get("after").cloned().filter(|a| !a.is_empty());
-    let store = state.store.clone();
+    let store = state.app.store.clone();
     let (query2, after2) = (query.clone(), after.clone());
     let found = tokio::task::spawn_blocking(move || {
         let snap = store.snapshot()?;
@@ -952,7 +951,7 @@ async fn list(
 
 fn detail(state: &AppState, rt: ResourceType, id: &str, chrome: Chrome<'_>) -> Response<Body> {
     let id = percent_decode(id);
-    let snap = match state.store.snapshot() {
+    let snap = match state.app.store.snapshot() {
         Ok(s) => s,
         Err(e) => return unavailable(e),
     };
@@ -968,6 +967,7 @@ fn detail(state: &AppState, rt: ResourceType, id: &str, chrome: Chrome<'_>) -> R
         (Err(e), _) | (_, Err(e)) => return unavailable(e),
     };
     let base = state
+        .app
         .config
         .public_url
         .as_deref()
@@ -1031,7 +1031,7 @@ fn percent_decode(s: &str) -> String {
 // ---- migration ---------------------------------------------------------------------
 
 fn migration_page(state: &AppState, chrome: Chrome<'_>) -> Response<Body> {
-    let status = match state.migration.status() {
+    let status = match state.app.migration.status() {
         Ok(s) => s,
         Err(e) => {
             return refuse(
@@ -1062,7 +1062,7 @@ async fn migration_action(
     f: &HashMap<String, String>,
 ) -> Option<String> {
     match action {
-        "check" => match state.migration.check().await {
+        "check" => match state.app.migration.check().await {
             Ok(report) => {
                 let msg = if report.ready {
                     "Readiness check: ready.".to_owned()
@@ -1098,7 +1098,7 @@ async fn migration_action(
         }
         "verify" => Some(start_job(state, JobKind::Verify)),
         "cutover" => {
-            let target = state.migration.state().ok().and_then(|s| s.target);
+            let target = state.app.migration.state().ok().and_then(|s| s.target);
             match target {
                 Some(t) if field(f, "confirm") == t => Some(start_job(state, JobKind::Cutover)),
                 Some(_) => {
@@ -1107,7 +1107,7 @@ async fn migration_action(
                 None => Some("Not cut over: no migration target is set; push first.".into()),
             }
         }
-        "abort" => match state.migration.abort().await {
+        "abort" => match state.app.migration.abort().await {
             Ok(_) => Some(
                 "Migration aborted: mirroring stopped; this bridge stays the source of truth."
                     .into(),
@@ -1138,7 +1138,7 @@ fn start_job(state: &Arc<AppState>, kind: JobKind) -> String {
         });
     }
     let slot = state.admin.job.clone();
-    let m: Arc<Migration> = state.migration.clone();
+    let m: Arc<Migration> = state.app.migration.clone();
     tokio::spawn(async move {
         let progress_slot = slot.clone();
         let mut progress = move |p: Progress| {
