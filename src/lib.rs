@@ -15,3 +15,4 @@ pub mod sdnotify;
 pub mod secret;
 pub mod server;
 pub mod store;
+pub mod tls;

@@ -12,8 +12,9 @@ use anyhow::{anyhow, Context, Result};
 use crate::app::App;
 use crate::config::{self, Config, TlsMode};
 use crate::control;
-use crate::http::{self, tls, AppState};
+use crate::http::{self, AppState};
 use crate::store::{Store, StoreError, StoreOptions};
+use crate::tls;
 
 fn init_logging(cfg: &Config) {
     use tracing_subscriber::EnvFilter;
@@ -58,32 +59,13 @@ pub fn run(cfg: Config) -> Result<()> {
         ),
         other => anyhow!(other),
     })?;
-    let (certs, cert_files) = match &cfg.tls {
-        TlsMode::Off => {
-            tracing::warn!(
-                "TLS is OFF: SCIM tokens and directory data travel in clear text. Only run this behind a \
-                 TLS-terminating reverse proxy on a trusted network."
-            );
-            (None, None)
-        }
-        TlsMode::SelfSigned => {
-            let extra = if cfg.listen.ip().is_unspecified() {
-                vec![]
-            } else {
-                vec![cfg.listen.ip().to_string()]
-            };
-            let (cert, key, created) = tls::ensure_self_signed(&cfg.data_dir, &extra)?;
-            if created {
-                tracing::info!(cert = %cert.display(), "generated a self-signed certificate");
-            }
-            let certs = Arc::new(tls::CertStore::new(tls::load_pem(&cert, &key)?));
-            (Some(certs), Some((cert, key)))
-        }
-        TlsMode::Files { cert, key } => (
-            Some(Arc::new(tls::CertStore::new(tls::load_pem(cert, key)?))),
-            Some((cert.clone(), key.clone())),
-        ),
-    };
+    if cfg.tls == TlsMode::Off {
+        tracing::warn!(
+            "TLS is OFF: SCIM tokens and directory data travel in clear text. Only run this behind a \
+             TLS-terminating reverse proxy on a trusted network."
+        );
+    }
+    let (certs, keeper) = tls::start(&cfg)?.unzip();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("scimbridge")
@@ -96,17 +78,32 @@ pub fn run(cfg: Config) -> Result<()> {
             .await
             .with_context(|| format!("cannot listen on {}; is another program using it? set --listen", cfg.listen))?;
         let local = listener.local_addr()?;
+        let acme_mode = matches!(cfg.tls, TlsMode::Acme(_));
         let acceptor = match &certs {
-            Some(c) => Some(tokio_rustls::TlsAcceptor::from(Arc::new(tls::server_config(c.clone())?))),
+            Some(c) => Some(tokio_rustls::TlsAcceptor::from(Arc::new(tls::server_config(c.clone(), acme_mode)?))),
             None => None,
         };
         let scheme = if certs.is_some() { "https" } else { "http" };
-        let url = match &cfg.public_url {
-            Some(u) => format!("{u}{}", http::SCIM_PREFIX),
-            None => format!("{scheme}://{local}{}", http::SCIM_PREFIX),
+        // In ACME mode the identity provider connects by the certificate's name.
+        let origin = match (&cfg.public_url, &cfg.tls) {
+            (Some(u), _) => u.clone(),
+            (None, TlsMode::Acme(a)) if local.port() == 443 => format!("https://{}", a.domains[0]),
+            (None, TlsMode::Acme(a)) => format!("https://{}:{}", a.domains[0], local.port()),
+            (None, _) => format!("{scheme}://{local}"),
         };
-        let reloader = match (&certs, cert_files) {
-            (Some(c), Some((cert, key))) => Some(tokio::spawn(tls::watch(c.clone(), cert, key))),
+        let url = format!("{origin}{}", http::SCIM_PREFIX);
+        let http01 = match keeper.as_ref().and_then(|k| k.http01(&cfg)) {
+            Some((addr, tokens)) => {
+                let l = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+                    format!("cannot listen on {addr} for ACME HTTP-01; is another program using it? set --acme-http-listen")
+                })?;
+                tracing::info!(addr = %l.local_addr()?, "answering ACME HTTP-01 challenges; other plain HTTP requests are redirected to https");
+                Some(tokio::spawn(http::acme::serve_http01(l, tokens, local.port(), cfg.public_url.clone())))
+            }
+            None => None,
+        };
+        let reloader = match (&certs, keeper) {
+            (Some(c), Some(k)) => Some(tokio::spawn(k.run(c.clone()))),
             _ => None,
         };
         let migration = crate::migrate::service::Migration::new(store.clone(), cfg.migration.clone())
@@ -119,10 +116,7 @@ pub fn run(cfg: Config) -> Result<()> {
         };
         let admin_url = match &admin_listener {
             Some(l) => format!("{scheme}://{}/admin", l.local_addr()?),
-            None => match &cfg.public_url {
-                Some(u) => format!("{u}/admin"),
-                None => format!("{scheme}://{local}/admin"),
-            },
+            None => format!("{origin}/admin"),
         };
         let app = Arc::new(App::new(store.clone(), cfg.clone(), migration.clone()));
         let state = Arc::new(AppState::new(app, certs));
@@ -184,6 +178,9 @@ pub fn run(cfg: Config) -> Result<()> {
         mirror.abort();
         if let Some(r) = reloader {
             r.abort();
+        }
+        if let Some(h) = http01 {
+            h.abort();
         }
         if let Some(t) = control_task {
             t.abort();

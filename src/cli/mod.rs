@@ -76,7 +76,8 @@ pub struct ServeArgs {
     /// Address of the SCIM listener [default: 127.0.0.1:8443].
     #[arg(long, env = "SCIMBRIDGE_LISTEN", value_name = "ADDR")]
     pub listen: Option<String>,
-    /// self-signed (generated on first start), files (--tls-cert/--tls-key) or off (behind a TLS proxy).
+    /// self-signed (generated on first start), files (--tls-cert/--tls-key), acme (--acme-domain,
+    /// a certificate from Let's Encrypt or another ACME CA) or off (behind a TLS proxy).
     #[arg(long, env = "SCIMBRIDGE_TLS", value_name = "MODE")]
     pub tls: Option<String>,
     /// PEM certificate chain for --tls files.
@@ -100,6 +101,8 @@ pub struct ServeArgs {
     /// Serve the admin page at /admin [default: true].
     #[arg(long, env = "SCIMBRIDGE_ADMIN_ENABLED", value_name = "BOOL")]
     pub admin_enabled: Option<bool>,
+    #[command(flatten)]
+    pub acme: config::AcmeSection,
 }
 
 #[derive(Debug, Subcommand)]
@@ -194,6 +197,7 @@ impl Cli {
             metrics_token: s.metrics_token,
             admin_listen: s.admin_listen,
             admin_enabled: s.admin_enabled,
+            acme: s.acme,
         }
     }
 
@@ -219,6 +223,7 @@ impl ClonedArgs for Option<&ServeArgs> {
                 metrics_token: a.metrics_token.clone(),
                 admin_listen: a.admin_listen.clone(),
                 admin_enabled: a.admin_enabled,
+                acme: a.acme.clone(),
             },
             None => ServeArgs::default(),
         }
@@ -245,8 +250,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
 
 /// `check-config`: the configuration loads, and the certificate files (if any) read.
 fn check_config(cfg: &Config) -> Result<ExitCode> {
-    if let TlsMode::Files { cert, key } = &cfg.tls {
-        crate::http::tls::load_pem(cert, key)?;
+    for w in crate::tls::check_config(cfg)? {
+        println!("warning: {w}");
     }
     println!(
         "configuration OK: data_dir={} listen={} tls={} admin={}",
@@ -255,6 +260,7 @@ fn check_config(cfg: &Config) -> Result<ExitCode> {
         match &cfg.tls {
             TlsMode::SelfSigned => "self-signed".to_owned(),
             TlsMode::Files { cert, .. } => format!("files ({})", cert.display()),
+            TlsMode::Acme(a) => format!("acme ({}; {})", a.domains.join(", "), a.directory),
             TlsMode::Off => "off".to_owned(),
         },
         match (cfg.admin.enabled, cfg.admin.listen) {

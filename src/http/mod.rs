@@ -1,14 +1,13 @@
-//! The HTTP edge: the listener (`server`), TLS (`tls`), routing (here) and the SCIM
-//! endpoints (`scim`). Only this layer knows HTTP; it turns requests into calls on the
+//! The HTTP edge: the listener (`server`), routing (here), the SCIM endpoints
+//! (`scim`) and the plain ACME HTTP-01 listener (`acme`); TLS itself is `crate::tls`. Only this layer knows HTTP; it turns requests into calls on the
 //! SCIM core and the store, and errors into SCIM error documents in one place.
 
+pub mod acme;
 pub mod admin;
 pub mod bulk;
 pub mod metrics;
 pub mod scim;
 pub mod server;
-pub mod tls;
-pub mod x509;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -52,7 +51,7 @@ pub struct AppState {
     /// The application layer every edge shares (store, config, migration…).
     pub app: Arc<App>,
     /// The served certificate, when TLS is on.
-    pub certs: Option<Arc<tls::CertStore>>,
+    pub certs: Option<Arc<crate::tls::CertStore>>,
     pub started: Instant,
     request_ids: AtomicU64,
     pub metrics: metrics::Metrics,
@@ -63,7 +62,7 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(app: Arc<App>, certs: Option<Arc<tls::CertStore>>) -> Self {
+    pub fn new(app: Arc<App>, certs: Option<Arc<crate::tls::CertStore>>) -> Self {
         AppState {
             app,
             certs,
@@ -164,18 +163,15 @@ fn metrics_response(state: &AppState, req: &Request<Incoming>) -> Response<Body>
         "Seconds since the server started.",
         state.started.elapsed().as_secs_f64(),
     ));
-    if let Some(info) = state
+    let mut text = state.metrics.render(&gauges);
+    if let Some(view) = state
         .certs
         .as_ref()
-        .and_then(|c| x509::parse(&c.leaf_der()))
+        .and_then(|c| c.view(crate::clock::Timestamp::now().unix_seconds()))
     {
-        gauges.push((
-            "scimbridge_tls_certificate_expiry_timestamp_seconds",
-            "Unix time at which the served certificate expires.",
-            info.not_after as f64,
-        ));
+        metrics::render_tls(&view, &mut text);
     }
-    let mut r = Response::new(Full::new(Bytes::from(state.metrics.render(&gauges))));
+    let mut r = Response::new(Full::new(Bytes::from(text)));
     r.headers_mut().insert(
         CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),

@@ -734,15 +734,11 @@ async fn dashboard(
         Err(e) => return unavailable(e),
     };
     let migration = snap.migration_state().unwrap_or_default();
-    let cert = state.certs.as_ref().and_then(|c| {
-        let info = super::x509::parse(&c.leaf_der())?;
-        let not_after = Timestamp::from_unix_ms(info.not_after.checked_mul(1000)?)?;
-        Some(pages::CertSummary {
-            subject: info.subject_cn,
-            not_after: pages::when(not_after),
-            days_left: (info.not_after - now.unix_seconds()) / 86_400,
-        })
-    });
+    let cert = state
+        .certs
+        .as_ref()
+        .and_then(|c| c.view(now.unix_seconds()))
+        .map(|v| pages::CertSummary::new(&v, now.unix_seconds()));
     let d = pages::Dashboard {
         scim_url: scim_url(state, req),
         users,
