@@ -245,20 +245,7 @@ pub struct Client {
 
 impl Client {
     pub fn new(addr: &str, ca: Option<PathBuf>, token: String) -> Client {
-        let tls = ca.map(|ca| {
-            let mut roots = rustls::RootCertStore::empty();
-            for c in CertificateDer::pem_file_iter(&ca).expect("read CA") {
-                roots.add(c.expect("cert")).expect("add root");
-            }
-            let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-                rustls::crypto::ring::default_provider(),
-            ))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-            tokio_rustls::TlsConnector::from(Arc::new(cfg))
-        });
+        let tls = ca.map(|ca| tokio_rustls::TlsConnector::from(Arc::new(trusting(&[&ca]))));
         Client {
             addr: addr.to_owned(),
             server_name: "127.0.0.1".to_owned(),
@@ -420,6 +407,21 @@ pub fn user_body(name: &str) -> Value {
     })
 }
 
+/// A TLS client configuration (ring) trusting the certificates in the given PEM files.
+pub fn trusting(cas: &[&Path]) -> rustls::ClientConfig {
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in cas {
+        for c in CertificateDer::pem_file_iter(ca).expect("read CA") {
+            roots.add(c.expect("cert")).expect("add root");
+        }
+    }
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+}
+
 /// A blocking TLS connection to `addr` that sends `server_name` (SNI) and checks the
 /// server's certificate for it against the given CA files; returns the stream and
 /// the chain the server presented (leaf first, DER).
@@ -431,21 +433,8 @@ pub fn tls_connect(
     rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>,
     Vec<Vec<u8>>,
 ) {
-    let mut roots = rustls::RootCertStore::empty();
-    for ca in cas {
-        for c in CertificateDer::pem_file_iter(ca).unwrap() {
-            roots.add(c.unwrap()).unwrap();
-        }
-    }
-    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
     let conn = rustls::ClientConnection::new(
-        Arc::new(cfg),
+        Arc::new(trusting(cas)),
         ServerName::try_from(server_name.to_owned()).unwrap(),
     )
     .unwrap();
