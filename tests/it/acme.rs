@@ -621,7 +621,10 @@ fn a_refusing_ca_keeps_the_old_certificate_and_the_error_is_shown() {
     let cookie = admin_support::login(&c, admin_support::PASSWORD);
     let page = admin_support::text(&admin_support::get_page(&c, "/admin", &cookie));
     assert!(page.contains("Last ACME error"), "{page}");
-    assert!(page.contains("the CA refused the order"), "{page}");
+    assert!(
+        page.contains("ordering a certificate for scim.test: the CA refused"),
+        "{page}"
+    );
     assert!(page.contains("rejectedIdentifier"), "{page}");
     assert!(page.contains(DOMAIN), "{page}");
     assert!(page.contains("Pebble Intermediate"), "{page}");
@@ -683,7 +686,7 @@ fn external_account_binding_is_given_to_a_ca_that_requires_it() {
         (metric(&m, "scimbridge_acme_last_error{kind=\"account\"}") == Some(1.0)).then_some(())
     });
     assert!(
-        s.log_text().contains("refused to register an account")
+        s.log_text().contains("registering an ACME account with")
             && s.log_text().contains("externalAccountRequired"),
         "{}",
         s.log_text()
