@@ -11,9 +11,10 @@ use std::time::Duration;
 use super::client::{Client, Target};
 use super::error::{MigrateError, MigrateResult, Step};
 use super::push::{self, PushOptions};
-use super::readiness::{self, Policy, ReadinessReport};
+use super::readiness::{self, ReadinessReport};
 use super::report::{Lag, MigrationStatus, Progress, ProgressSink, PushOutcome, VerifyReport};
 use crate::clock::Timestamp;
+use crate::config::MigrationPolicy;
 use crate::secret::Secret;
 use crate::store::{MigrationState, Phase, Store};
 
@@ -27,7 +28,7 @@ const DRAIN_DEADLINE: Duration = Duration::from_secs(120);
 
 pub struct Migration {
     pub store: Store,
-    pub policy: Policy,
+    pub policy: MigrationPolicy,
     lock: tokio::sync::Mutex<()>,
     writes: AtomicU8,
     /// The target URL, for the error that refuses writes after cut-over.
@@ -59,7 +60,7 @@ pub struct CutoverReport {
 
 impl Migration {
     /// Loads the persisted state (a cut-over bridge refuses writes from the start).
-    pub fn new(store: Store, policy: Policy) -> MigrateResult<Arc<Migration>> {
+    pub fn new(store: Store, policy: MigrationPolicy) -> MigrateResult<Arc<Migration>> {
         let state = store.snapshot().and_then(|s| s.migration_state())?;
         let writes = if state.phase == Phase::CutOver {
             WRITES_CUT_OVER
