@@ -264,7 +264,7 @@ fn metrics_response(state: &AppState, req: &Request<RequestBody>) -> Response<Bo
             .and_then(|h| h.to_str().ok())
             .and_then(|h| h.strip_prefix("Bearer "))
             .unwrap_or_default();
-        if !crate::auth::secrets_equal(given, expected) {
+        if !expected.matches(given) {
             let client = client_of(req);
             if let Err(t) = state.app.limiter.auth_failed(client, Instant::now()) {
                 return throttled(&t, false);
