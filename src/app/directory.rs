@@ -30,19 +30,19 @@ pub enum Operation {
     Create {
         rt: ResourceType,
         resource: Value,
-        projection: Projection,
+        reply: Reply,
     },
     /// Replace a resource's attributes (`PUT`); a group's `members` are replaced too.
     Replace {
         target: Target,
         resource: Value,
-        projection: Projection,
+        reply: Reply,
     },
     /// Apply a PatchOp request body (`PATCH`, RFC 7644 §3.5.2).
     Patch {
         target: Target,
         request: Value,
-        projection: Projection,
+        reply: Reply,
     },
     Delete {
         target: Target,
@@ -56,6 +56,18 @@ pub enum Operation {
         projection: Projection,
     },
     Query(Query),
+}
+
+/// What a write answers with.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    /// The resource's representation, projected (RFC 7644 §3.9).
+    Representation(Projection),
+    /// Only its id, version and location: the caller sends no representation (a
+    /// group PATCH answered `204 No Content`, as Entra ID and Okta expect; a Bulk
+    /// entry). Nothing is rendered, so the answer costs the same whatever the
+    /// group's size.
+    VersionOnly,
 }
 
 /// What an operation did.
@@ -79,8 +91,9 @@ pub struct Written {
     pub version: String,
     /// Its URL (`meta.location`): the base URL, the endpoint and the id.
     pub location: String,
-    /// Its representation, projected as the operation asked.
-    pub resource: Resource,
+    /// Its representation, projected as the operation asked; `None` for
+    /// `Reply::VersionOnly`.
+    pub resource: Option<Resource>,
 }
 
 impl App {
@@ -94,7 +107,7 @@ impl App {
             Operation::Create {
                 rt,
                 resource,
-                projection,
+                reply,
             } => {
                 let mut attrs = normalize(rt, &resource)?;
                 let members = take_members(&mut attrs)?.unwrap_or_default();
@@ -102,13 +115,13 @@ impl App {
                     .store
                     .create(rt, attrs, members, actor.clone(), now)
                     .await?;
-                self.written(rt, stored, &projection, base)
+                self.written(rt, stored, &reply, base)
                     .map(Outcome::Resource)
             }
             Operation::Replace {
                 target,
                 resource,
-                projection,
+                reply,
             } => {
                 let rt = target.rt;
                 let mut attrs = normalize(rt, &resource)?;
@@ -124,17 +137,17 @@ impl App {
                         Ok(Update { attrs, members })
                     })
                     .await?;
-                self.written(rt, stored, &projection, base)
+                self.written(rt, stored, &reply, base)
                     .map(Outcome::Resource)
             }
             Operation::Patch {
                 target,
                 request,
-                projection,
+                reply,
             } => {
                 let rt = target.rt;
                 let stored = self.patch(target, &request, actor, now).await?;
-                self.written(rt, stored, &projection, base)
+                self.written(rt, stored, &reply, base)
                     .map(Outcome::Resource)
             }
             Operation::Delete { target } => {
@@ -245,15 +258,24 @@ impl App {
         written(&snapshot, rt, r, projection, base).map(Outcome::Resource)
     }
 
-    /// A write's result rendered from a fresh snapshot (it shows the write).
+    /// A write's result, rendered from a fresh snapshot (it shows the write) when
+    /// `reply` asks for the representation.
     fn written(
         &self,
         rt: ResourceType,
         stored: StoredResource,
-        projection: &Projection,
+        reply: &Reply,
         base: &str,
     ) -> StoreResult<Written> {
-        written(&self.store.snapshot()?, rt, stored, projection, base)
+        match reply {
+            Reply::Representation(p) => written(&self.store.snapshot()?, rt, stored, p, base),
+            Reply::VersionOnly => Ok(Written {
+                version: stored.meta.etag(),
+                location: location(base, rt, &stored.id),
+                id: stored.id,
+                resource: None,
+            }),
+        }
     }
 }
 
@@ -273,18 +295,17 @@ fn written(
         projection.includes(rt, refs_attr(rt)),
         base,
     )?;
-    let location = full
-        .get("meta")
-        .and_then(|m| m.get("location"))
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned();
     Ok(Written {
+        location: location(base, rt, &id),
         id,
         version,
-        location,
-        resource: Resource { rt, full }.project(projection),
+        resource: Some(Resource { rt, full }.project(projection)),
     })
+}
+
+/// A resource's URL (`meta.location`, RFC 7643 §3.1).
+fn location(base: &str, rt: ResourceType, id: &str) -> String {
+    format!("{base}{}/{id}", rt.endpoint())
 }
 
 fn update_request(

@@ -11,7 +11,7 @@ pub mod query;
 pub mod render;
 pub mod tokens;
 
-pub use directory::{Operation, Outcome, Written};
+pub use directory::{Operation, Outcome, Reply, Written};
 pub use query::{Page, Paging, Query};
 pub use render::Resource;
 

@@ -11,10 +11,9 @@ use hyper::{Method, StatusCode};
 use serde_json::{json, Map, Value};
 
 use super::{scim_json, store_error, AppState, Handled};
-use crate::app::{Operation, Outcome};
+use crate::app::{Operation, Outcome, Reply};
 use crate::auth::Principal;
 use crate::scim::error::{ScimError, ScimResult, ScimType};
-use crate::scim::resource::Projection;
 use crate::scim::schema::ResourceType;
 use crate::store::{Actor, Target};
 
@@ -292,17 +291,17 @@ fn operation(op: &BulkOp, path: &str, data: Option<Value>) -> ScimResult<Operati
         (&Method::POST, None) => Operation::Create {
             rt,
             resource: need_data()?,
-            projection: Projection::default(),
+            reply: Reply::VersionOnly,
         },
         (&Method::PUT, Some(id)) => Operation::Replace {
             target: target(id),
             resource: need_data()?,
-            projection: Projection::default(),
+            reply: Reply::VersionOnly,
         },
         (&Method::PATCH, Some(id)) => Operation::Patch {
             target: target(id),
             request: need_data()?,
-            projection: Projection::default(),
+            reply: Reply::VersionOnly,
         },
         (&Method::DELETE, Some(id)) => Operation::Delete { target: target(id) },
         _ => {

@@ -14,7 +14,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde_json::Value;
 
 use super::{scim_error, scim_json, store_error, AppState, Body, Handled, RequestBody};
-use crate::app::{Operation, Outcome, Page, Paging, Query, Written};
+use crate::app::{Operation, Outcome, Page, Paging, Query, Reply, Written};
 use crate::auth::{authenticate, Principal};
 use crate::clock::Timestamp;
 use crate::limiter::Subject;
@@ -289,11 +289,11 @@ impl ResourceEndpoint<'_> {
                 return self.search(Some(rt), &search_params(&body)?).await;
             }
             (Method::POST, []) => {
-                let projection = projection(self.params)?;
+                let reply = Reply::Representation(projection(self.params)?);
                 Operation::Create {
                     rt,
                     resource: read_json(req, limit).await?,
-                    projection,
+                    reply,
                 }
             }
             (Method::GET, [id]) => Operation::Get {
@@ -303,19 +303,32 @@ impl ResourceEndpoint<'_> {
                 projection: projection(self.params)?,
             },
             (Method::PUT, [id]) => {
-                let (projection, target) = (projection(self.params)?, target(id, &req));
+                let reply = Reply::Representation(projection(self.params)?);
+                let target = target(id, &req);
                 Operation::Replace {
                     target,
                     resource: read_json(req, limit).await?,
-                    projection,
+                    reply,
                 }
             }
             (Method::PATCH, [id]) => {
-                let (projection, target) = (projection(self.params)?, target(id, &req));
+                // A group PATCH answers 204 with the new ETag unless the client asks
+                // for attributes (RFC 7644 §3.5.2 allows either; Entra ID and Okta
+                // document 204 for group updates): rendering a 100,000-member group
+                // for every one-member change would cost the group's size.
+                let asked = ["attributes", "excludedAttributes"]
+                    .iter()
+                    .any(|n| param(self.params, n).is_some());
+                let reply = if rt == ResourceType::Group && !asked {
+                    Reply::VersionOnly
+                } else {
+                    Reply::Representation(projection(self.params)?)
+                };
+                let target = target(id, &req);
                 Operation::Patch {
                     target,
                     request: read_json(req, limit).await?,
-                    projection,
+                    reply,
                 }
             }
             (Method::DELETE, [id]) => Operation::Delete {
@@ -453,9 +466,17 @@ fn set_etag(resp: &mut Response<Body>, etag: &str) {
 }
 
 /// A resource as the answer of a write or a read, with its ETag (and Location when
-/// it was created, RFC 7644 §3.3).
+/// it was created, RFC 7644 §3.3); `204 No Content` with the ETag alone when the
+/// operation rendered no representation.
 fn written_response(status: StatusCode, w: Written) -> Response<Body> {
-    let mut resp = scim_json(status, &w.resource.into_json());
+    let mut resp = match w.resource {
+        Some(r) => scim_json(status, &r.into_json()),
+        None => {
+            let mut r = Response::new(Body::new(Bytes::new()));
+            *r.status_mut() = StatusCode::NO_CONTENT;
+            r
+        }
+    };
     set_etag(&mut resp, &w.version);
     if status == StatusCode::CREATED {
         if let Ok(v) = HeaderValue::from_str(&w.location) {

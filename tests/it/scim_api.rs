@@ -298,16 +298,42 @@ fn patch_changes_and_returns_the_resource() {
         "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
         "Operations": [{"op": "add", "path": "members", "value": [{"value": id}]}]}),
     );
-    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-    assert_eq!(r.json()["members"][0]["value"], id);
+    // A group PATCH answers 204 with the new ETag (issue 10): no representation is
+    // built unless attributes are asked for.
+    assert_eq!(r.status, 204, "{}", String::from_utf8_lossy(&r.body));
+    assert!(r.body.is_empty());
+    let etag = r.header("etag").expect("ETag of the changed group");
+    let back = c.get(&format!("/Groups/{gid}"));
+    assert_eq!(back.header("etag").as_deref(), Some(etag.as_str()));
+    assert_eq!(back.json()["members"][0]["value"], id);
+    // Asking for attributes brings the representation back, projected.
     let r = c.patch(
-        &format!("/Groups/{gid}"),
+        &format!("/Groups/{gid}?attributes=members"),
+        &json!({
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [{"op": "replace", "path": "displayName", "value": "G2"}]}),
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let j = r.json();
+    assert_eq!(j["members"][0]["value"], id);
+    assert!(j.get("displayName").is_none(), "{j}");
+    assert_eq!(j["id"], gid);
+    assert!(r.header("etag").is_some());
+    let r = c.patch(
+        &format!("/Groups/{gid}?excludedAttributes=members"),
         &json!({
         "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
         "Operations": [{"op": "remove", "path": format!("members[value eq \"{id}\"]")}]}),
     );
     assert_eq!(r.status, 200);
-    assert!(r.json().get("members").is_none());
+    let j = r.json();
+    assert!(j.get("members").is_none());
+    assert_eq!(j["displayName"], "G2");
+    assert!(c
+        .get(&format!("/Groups/{gid}"))
+        .json()
+        .get("members")
+        .is_none());
 }
 
 #[test]
