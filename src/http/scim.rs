@@ -12,8 +12,9 @@ use hyper::header::{HeaderValue, CONTENT_TYPE, ETAG, IF_MATCH, IF_NONE_MATCH, LO
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{Map, Value};
 
-use super::{now, scim_error, scim_json, store_error, AppState, Body};
+use super::{scim_error, scim_json, store_error, AppState, Body};
 use crate::auth::{authenticate, Principal};
+use crate::clock::Timestamp;
 use crate::scim::discovery::{self, Capabilities};
 use crate::scim::error::{ScimError, ScimResult};
 use crate::scim::filter::{self, Filter};
@@ -48,7 +49,7 @@ fn param<'a>(params: &'a HashMap<String, String>, name: &str) -> Option<&'a str>
 /// The SCIM base URL for `location` and `$ref`: the configured public URL, else the
 /// scheme and Host of the request.
 fn base_url(state: &AppState, req: &Request<Incoming>) -> String {
-    if let Some(u) = &state.config.public_url {
+    if let Some(u) = &state.app.config.public_url {
         return format!("{u}{}", super::SCIM_PREFIX);
     }
     let scheme = if state.certs.is_some() {
@@ -67,18 +68,18 @@ fn base_url(state: &AppState, req: &Request<Incoming>) -> String {
         .map(str::to_owned)
         .or_else(|| req.uri().authority().map(|a| a.to_string()))
         .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic()))
-        .unwrap_or_else(|| state.config.listen.to_string());
+        .unwrap_or_else(|| state.app.config.listen.to_string());
     format!("{scheme}://{host}{}", super::SCIM_PREFIX)
 }
 
 fn capabilities(state: &AppState) -> Capabilities {
     Capabilities {
-        max_results: state.config.limits.max_page_size,
-        default_page_size: state.config.limits.default_page_size,
-        max_body_bytes: state.config.limits.max_body_bytes,
+        max_results: state.app.config.limits.max_page_size,
+        default_page_size: state.app.config.limits.default_page_size,
+        max_body_bytes: state.app.config.limits.max_body_bytes,
         bulk: Some((
-            state.config.limits.bulk_max_operations,
-            state.config.limits.bulk_max_payload_bytes,
+            state.app.config.limits.bulk_max_operations,
+            state.app.config.limits.bulk_max_payload_bytes,
         )),
     }
 }
@@ -111,12 +112,12 @@ async fn handle_inner(
     rest: &str,
     token_name: &mut Option<String>,
 ) -> Handled {
-    let (now_s, _) = now();
+    let now = Timestamp::now();
     let header = req
         .headers()
         .get(hyper::header::AUTHORIZATION)
         .and_then(|h| h.to_str().ok());
-    let principal = match authenticate(&state.store, header, &now_s).map_err(store_error)? {
+    let principal = match authenticate(&state.app.store, header, now).map_err(store_error)? {
         Ok(p) => p,
         Err(why) => {
             tracing::warn!(reason = why.as_str(), "SCIM authentication failed");
@@ -128,7 +129,7 @@ async fn handle_inner(
             ));
         }
     };
-    state.note_token_use(&principal.token_id, &now_s);
+    state.app.note_token_use(&principal.token_id, now);
     *token_name = Some(principal.name.clone());
 
     let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
@@ -138,7 +139,7 @@ async fn handle_inner(
         Method::POST | Method::PUT | Method::PATCH | Method::DELETE
     ) && segments.last().is_none_or(|s| *s != ".search");
     if is_write {
-        if let Some((status, why)) = state.migration.write_refusal() {
+        if let Some((status, why)) = state.app.migration.write_refusal() {
             let mut e = ScimError::new(status, None, why);
             if status == 503 {
                 e.detail.push_str(" (Retry-After: 10)");
@@ -199,11 +200,11 @@ async fn handle_inner(
             None => Err(ScimError::not_found(format!("no resource type \"{id}\""))),
         },
         (Method::POST, [".search"]) => {
-            let body = read_json(req, state.config.limits.max_body_bytes).await?;
+            let body = read_json(req, state.app.config.limits.max_body_bytes).await?;
             search(state, None, &search_params(&body)?, &base).await
         }
         (Method::POST, ["Bulk"]) => {
-            let body = read_json(req, state.config.limits.bulk_max_payload_bytes).await?;
+            let body = read_json(req, state.app.config.limits.bulk_max_payload_bytes).await?;
             super::bulk::handle(state, body, &principal, &base).await
         }
         (_, [seg, ..])
@@ -237,7 +238,7 @@ struct ResourceEndpoint<'a> {
 impl ResourceEndpoint<'_> {
     async fn handle(&self, req: Request<Incoming>, method: Method, tail: &[&str]) -> Handled {
         let (state, rt, principal, base) = (self.state, self.rt, self.principal, self.base);
-        let limit = state.config.limits.max_body_bytes;
+        let limit = state.app.config.limits.max_body_bytes;
         match (method, tail) {
             (Method::GET, []) => {
                 search(
@@ -427,7 +428,7 @@ fn resource_response(
     status: StatusCode,
 ) -> Handled {
     let etag = r.meta.etag();
-    let snapshot = state.store.snapshot().map_err(store_error)?;
+    let snapshot = state.app.store.snapshot().map_err(store_error)?;
     let full = full_resource(
         &snapshot,
         rt,
@@ -489,10 +490,11 @@ pub(super) async fn delete(
     if_match: Option<String>,
     principal: &Principal,
 ) -> Handled {
-    let (now_s, _) = now();
+    let now = Timestamp::now();
     state
+        .app
         .store
-        .delete(rt, id, if_match, actor(principal), now_s)
+        .delete(rt, id, if_match, actor(principal), now)
         .await
         .map_err(store_error)?;
     let mut r = Response::new(Body::new(Bytes::new()));
@@ -510,10 +512,11 @@ pub(super) async fn create(
 ) -> Handled {
     let mut attrs = normalize(rt, &body)?;
     let members = take_members(&mut attrs)?.unwrap_or_default();
-    let (now_s, now_ms) = now();
+    let now = Timestamp::now();
     let stored = state
+        .app
         .store
-        .create(rt, attrs, members, actor(principal), now_s, now_ms)
+        .create(rt, attrs, members, actor(principal), now)
         .await
         .map_err(store_error)?;
     resource_response(state, rt, stored, &projection, base, StatusCode::CREATED)
@@ -527,7 +530,7 @@ fn get(
     if_none_match: Option<&str>,
     base: &str,
 ) -> Handled {
-    let snapshot = state.store.snapshot().map_err(store_error)?;
+    let snapshot = state.app.store.snapshot().map_err(store_error)?;
     let Some(r) = snapshot.get(rt, id).map_err(store_error)? else {
         return Err(ScimError::not_found(format!(
             "{} {id} not found",
@@ -573,8 +576,9 @@ pub(super) async fn replace(
 ) -> Handled {
     let mut attrs = normalize(rt, &body)?;
     let members = take_members(&mut attrs)?;
-    let (now_s, _) = now();
+    let now = Timestamp::now();
     let stored = state
+        .app
         .store
         .update(
             rt,
@@ -582,7 +586,7 @@ pub(super) async fn replace(
             if_match,
             false,
             actor(principal),
-            now_s,
+            now,
             move |_current| {
                 let members = match rt {
                     ResourceType::Group => MembersChange::Set(members.unwrap_or_default()),
@@ -608,7 +612,7 @@ pub(super) async fn patch_resource(
     base: &str,
 ) -> Handled {
     let ops = patch::parse_request(&body)?;
-    let (now_s, _) = now();
+    let now = Timestamp::now();
     // Adding or removing members of a large group must not cost the group's size:
     // such PATCHes change the membership rows directly.
     if let Some(delta) = patch::member_delta(rt, &ops) {
@@ -623,6 +627,7 @@ pub(super) async fn patch_resource(
         let add = take_members(&mut holder)?.unwrap_or_default();
         let (remove, remove_present) = (delta.remove, delta.remove_present);
         let stored = state
+            .app
             .store
             .update(
                 rt,
@@ -630,7 +635,7 @@ pub(super) async fn patch_resource(
                 if_match,
                 false,
                 actor(principal),
-                now_s,
+                now,
                 move |current| {
                     Ok(Update {
                         attrs: current.attrs,
@@ -647,6 +652,7 @@ pub(super) async fn patch_resource(
         return resource_response(state, rt, stored, &projection, base, StatusCode::OK);
     }
     let stored = state
+        .app
         .store
         .update(
             rt,
@@ -654,7 +660,7 @@ pub(super) async fn patch_resource(
             if_match,
             true,
             actor(principal),
-            now_s,
+            now,
             move |current| {
                 let mut resource = current.attrs;
                 resource.insert("id".into(), Value::String(current.id.clone()));
@@ -745,7 +751,7 @@ async fn search(
     req: &SearchRequest,
     base: &str,
 ) -> Handled {
-    let limits = &state.config.limits;
+    let limits = &state.app.config.limits;
     let params = ListParams::parse(
         req.filter.as_deref(),
         req.sort_by.as_deref(),
@@ -779,7 +785,7 @@ fn run_search(
     projection: &Projection,
     base: &str,
 ) -> Handled {
-    let snapshot = state.store.snapshot().map_err(store_error)?;
+    let snapshot = state.app.store.snapshot().map_err(store_error)?;
     let start = params.start_index - 1;
     let total: usize;
     let mut page: Vec<(ResourceType, Map<String, Value>)> = Vec::new();

@@ -11,6 +11,10 @@ fn attrs(v: Value) -> Attributes {
     v.as_object().unwrap().clone()
 }
 
+fn now() -> Timestamp {
+    Timestamp::parse("2026-01-01T00:00:00Z").unwrap()
+}
+
 fn actor() -> Actor {
     Actor::system("test")
 }
@@ -21,28 +25,25 @@ fn user(store: &Store, name: &str) -> StoredResource {
             let a = attrs(
                 json!({"userName": name, "emails": [{"value": format!("{name}@example.com")}]}),
             );
-            move |txn| {
-                create_in(
-                    txn,
-                    ResourceType::User,
-                    a,
-                    vec![],
-                    &actor(),
-                    "2026-01-01T00:00:00Z",
-                    1,
-                )
-            }
+            move |txn| create_in(txn, ResourceType::User, a, vec![], &actor(), now())
         })
         .unwrap()
 }
 
 #[test]
 fn ids_are_time_ordered_uuid_v7() {
-    let a = new_id(1_700_000_000_000);
-    let b = new_id(1_700_000_000_001);
+    let t = Timestamp::from_unix_ms(1_700_000_000_000).unwrap();
+    let a = new_id(t);
+    let b = new_id(Timestamp::from_unix_ms(1_700_000_000_001).unwrap());
     assert!(a < b);
     assert_eq!(a.len(), 36);
     assert_eq!(&a[14..15], "7");
+    // Within one millisecond, too.
+    let same: Vec<String> = (0..100).map(|_| new_id(t)).collect();
+    assert!(same.windows(2).all(|w| w[0] < w[1]));
+    let parsed = uuid::Uuid::parse_str(&a).unwrap();
+    assert_eq!(parsed.get_version_num(), 7);
+    assert_eq!(a, a.to_lowercase());
 }
 
 #[test]
@@ -57,8 +58,7 @@ fn user_name_is_unique_case_insensitively_and_indexed() {
                 attrs(json!({"userName": "ALICE"})),
                 vec![],
                 &actor(),
-                "t",
-                1,
+                now(),
             )
         })
         .unwrap_err();
@@ -93,8 +93,7 @@ fn deleting_a_user_removes_its_memberships() {
                     attrs(json!({"displayName": "Eng"})),
                     m,
                     &actor(),
-                    "t",
-                    2,
+                    now(),
                 )
             }
         })
@@ -110,7 +109,7 @@ fn deleting_a_user_removes_its_memberships() {
     drop(snap);
     let uid = u.id.clone();
     store
-        .write_blocking(move |txn| delete_in(txn, ResourceType::User, &uid, None, &actor(), "t2"))
+        .write_blocking(move |txn| delete_in(txn, ResourceType::User, &uid, None, &actor(), now()))
         .unwrap();
     let snap = store.snapshot().unwrap();
     assert!(snap
@@ -144,8 +143,7 @@ fn unknown_member_is_refused_and_nothing_is_written() {
                 attrs(json!({"displayName": "X"})),
                 m,
                 &actor(),
-                "t",
-                1,
+                now(),
             )
         })
         .unwrap_err();
@@ -167,14 +165,28 @@ fn if_match_mismatch_is_a_precondition_failure() {
     let id = u.id.clone();
     let err = store
         .write_blocking(move |txn| {
-            delete_in(txn, ResourceType::User, &id, Some("W/\"7\""), &actor(), "t")
+            delete_in(
+                txn,
+                ResourceType::User,
+                &id,
+                Some("W/\"7\""),
+                &actor(),
+                now(),
+            )
         })
         .unwrap_err();
     assert!(matches!(err, StoreError::Scim(ref e) if e.status == 412));
     let id = u.id.clone();
     store
         .write_blocking(move |txn| {
-            delete_in(txn, ResourceType::User, &id, Some("W/\"1\""), &actor(), "t")
+            delete_in(
+                txn,
+                ResourceType::User,
+                &id,
+                Some("W/\"1\""),
+                &actor(),
+                now(),
+            )
         })
         .unwrap();
 }
@@ -217,7 +229,14 @@ fn events_record_each_write() {
     let ev = store.snapshot().unwrap().recent_events(10).unwrap();
     assert_eq!(ev.len(), 2);
     assert_eq!(ev[0].seq, 2);
-    assert_eq!(ev[1].op, "create");
+    assert_eq!(ev[1].op, EventOp::Create);
+    // Stored as the word, as before the enum.
+    let stored: Value = serde_json::to_value(&ev[1]).unwrap();
+    assert_eq!(stored["op"], "create");
+    assert_eq!(
+        serde_json::from_value::<Event>(stored).unwrap().op,
+        EventOp::Create
+    );
 }
 
 #[test]

@@ -6,6 +6,7 @@
 
 mod support;
 
+mod acme;
 mod admin_browser;
 mod admin_http;
 mod export_import;

@@ -113,8 +113,8 @@ fn make_cert(dir: &Path, name: &str, cn: &str) -> (std::path::PathBuf, std::path
     (c, k)
 }
 
-/// A TLS connection trusting the given CA files; returns the stream and the
-/// certificate the server presented.
+/// A TLS connection to the bridge trusting the given CA files; returns the stream and
+/// the certificate the server presented.
 fn connect(
     addr: &str,
     cas: &[&Path],
@@ -122,46 +122,8 @@ fn connect(
     rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>,
     Vec<u8>,
 ) {
-    let conn = rustls::ClientConnection::new(
-        tls_config(cas, rustls::DEFAULT_VERSIONS),
-        ServerName::try_from("127.0.0.1").unwrap(),
-    )
-    .unwrap();
-    let tcp = std::net::TcpStream::connect(addr).unwrap();
-    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut tls = rustls::StreamOwned::new(conn, tcp);
-    while tls.conn.is_handshaking() {
-        tls.conn.complete_io(&mut tls.sock).unwrap();
-    }
-    let peer = tls.conn.peer_certificates().unwrap()[0].to_vec();
-    (tls, peer)
-}
-
-/// One HTTP/1.1 request on an open connection; returns the status code.
-fn request_on<S: Read + Write>(stream: &mut S, path: &str) -> u16 {
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
-    stream.flush().unwrap();
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        let n = stream.read(&mut chunk).unwrap();
-        assert!(n > 0, "connection closed");
-        buf.extend_from_slice(&chunk[..n]);
-        let text = String::from_utf8_lossy(&buf);
-        if let Some(head_end) = text.find("\r\n\r\n") {
-            let len: usize = text[..head_end]
-                .lines()
-                .find_map(|l| {
-                    l.to_ascii_lowercase()
-                        .strip_prefix("content-length:")
-                        .map(|v| v.trim().parse().unwrap())
-                })
-                .unwrap_or(0);
-            if buf.len() >= head_end + 4 + len {
-                return text[9..12].parse().unwrap();
-            }
-        }
-    }
+    let (tls, mut chain) = tls_connect(addr, "127.0.0.1", cas);
+    (tls, chain.swap_remove(0))
 }
 
 /// Reads one response head (up to the blank line), byte by byte so that nothing after
@@ -224,6 +186,14 @@ fn tls_certificate_reloads_on_sighup_and_keeps_open_connections() {
     .unwrap();
     s.signal("HUP");
     s.wait_for_log("still serving the previous one");
+    let (_, peer) = connect(&s.addr, &[&a_crt, &b_crt]);
+    assert!(cn_of(&peer).contains("cert-B"));
+
+    // So does a key that does not belong to the certificate.
+    std::fs::copy(&a_crt, &live_crt).unwrap();
+    std::fs::copy(&b_key, &live_key).unwrap();
+    s.signal("HUP");
+    s.wait_for_log("does not belong to the certificate");
     let (_, peer) = connect(&s.addr, &[&a_crt, &b_crt]);
     assert!(cn_of(&peer).contains("cert-B"));
 
