@@ -168,7 +168,7 @@ pub fn render_tls(view: &crate::tls::CertView, out: &mut String) {
             "# HELP scimbridge_tls_certificate_expiry_timestamp_seconds Unix time at which the served certificate expires.\n\
              # TYPE scimbridge_tls_certificate_expiry_timestamp_seconds gauge\n\
              scimbridge_tls_certificate_expiry_timestamp_seconds {}",
-            info.not_after
+            info.not_after.unix_seconds()
         );
     }
     out.push_str(
@@ -192,7 +192,8 @@ pub fn render_tls(view: &crate::tls::CertView, out: &mut String) {
             out,
             "# HELP scimbridge_acme_next_renewal_timestamp_seconds Unix time of the next ACME order (renewal or retry).\n\
              # TYPE scimbridge_acme_next_renewal_timestamp_seconds gauge\n\
-             scimbridge_acme_next_renewal_timestamp_seconds {next}"
+             scimbridge_acme_next_renewal_timestamp_seconds {}",
+            next.unix_seconds()
         );
     }
     out.push_str(

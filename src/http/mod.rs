@@ -167,7 +167,7 @@ fn metrics_response(state: &AppState, req: &Request<Incoming>) -> Response<Body>
     if let Some(view) = state
         .certs
         .as_ref()
-        .and_then(|c| c.view(crate::clock::Timestamp::now().unix_seconds()))
+        .and_then(|c| c.view(crate::clock::Timestamp::now()))
     {
         metrics::render_tls(&view, &mut text);
     }

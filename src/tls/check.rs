@@ -2,13 +2,14 @@
 //! identity provider may refuse. Entra ID and Okta refuse a chain without its
 //! intermediate, an expired certificate, and one that does not name the host they
 //! connect to. Each warning reads as one sentence; its kind is a closed set for the
-//! `/metrics` label. Pure: time is passed in.
+//! `/metrics` label. Pure: the time is passed in.
 
 use std::fmt;
 
 use rustls_pki_types::CertificateDer;
 
 use super::x509::{self, CertInfo};
+use crate::clock::Timestamp;
 
 /// The kinds of warning, for metric labels (a fixed set, never free text).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,10 +44,10 @@ pub enum CertWarning {
     /// The leaf's issuer is not in the file and the leaf did not sign itself. A
     /// private CA may sign straight from a root its clients hold, so this is no error.
     ChainIncomplete { issuer: String },
-    /// `notAfter` (Unix seconds) has passed.
-    Expired { not_after: i64 },
-    /// `notBefore` (Unix seconds) is still ahead.
-    NotYetValid { not_before: i64 },
+    /// `notAfter` has passed.
+    Expired { not_after: Timestamp },
+    /// `notBefore` is still ahead.
+    NotYetValid { not_before: Timestamp },
     /// The host of `public_url` is not among the certificate's names.
     NameMismatch { host: String, names: Vec<String> },
 }
@@ -62,16 +63,6 @@ impl CertWarning {
     }
 }
 
-fn rfc3339(t: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(t)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| t.to_string())
-}
-
 impl fmt::Display for CertWarning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -82,13 +73,11 @@ impl fmt::Display for CertWarning {
             ),
             CertWarning::Expired { not_after } => write!(
                 f,
-                "the certificate expired at {}: identity providers refuse it; renew it",
-                rfc3339(*not_after)
+                "the certificate expired at {not_after}: identity providers refuse it; renew it"
             ),
             CertWarning::NotYetValid { not_before } => write!(
                 f,
-                "the certificate is not valid before {}: check this machine's clock or the certificate",
-                rfc3339(*not_before)
+                "the certificate is not valid before {not_before}: check this machine's clock or the certificate"
             ),
             CertWarning::NameMismatch { host, names } => write!(
                 f,
@@ -117,13 +106,13 @@ pub fn chain_complete(chain: &[CertificateDer<'_>], leaf: Option<&CertInfo>) -> 
             .any(|c| c.subject_der == leaf.issuer_der)
 }
 
-/// The warnings about a served leaf at `now` (Unix seconds), given whether its chain
+/// The warnings about a served leaf at `now`, given whether its chain
 /// is complete and the host the public URL names.
 pub fn warnings(
     leaf: &CertInfo,
     chain_complete: bool,
     public_host: Option<&str>,
-    now: i64,
+    now: Timestamp,
 ) -> Vec<CertWarning> {
     let mut w = Vec::new();
     if !chain_complete {
@@ -169,7 +158,12 @@ pub fn url_host(url: &str) -> Option<String> {
 mod tests {
     use super::*;
 
+    fn t(secs: i64) -> Timestamp {
+        Timestamp::from_unix_ms(secs * 1000).unwrap()
+    }
+
     fn info(names: &[&str], not_before: i64, not_after: i64) -> CertInfo {
+        let (not_before, not_after) = (t(not_before), t(not_after));
         CertInfo {
             subject_cn: None,
             issuer: "Example CA".into(),
@@ -185,8 +179,8 @@ mod tests {
     #[test]
     fn a_good_certificate_has_no_warnings() {
         let i = info(&["scim.example.com"], 0, 100);
-        assert!(warnings(&i, true, Some("scim.example.com"), 50).is_empty());
-        assert!(warnings(&i, true, None, 50).is_empty());
+        assert!(warnings(&i, true, Some("scim.example.com"), t(50)).is_empty());
+        assert!(warnings(&i, true, None, t(50)).is_empty());
     }
 
     #[test]
@@ -194,22 +188,25 @@ mod tests {
         let i = info(&["a.example.com"], 10, 100);
         let kinds = |w: Vec<CertWarning>| w.iter().map(|w| w.kind()).collect::<Vec<_>>();
         assert_eq!(
-            kinds(warnings(&i, false, None, 50)),
+            kinds(warnings(&i, false, None, t(50))),
             [WarningKind::ChainIncomplete]
         );
-        assert_eq!(kinds(warnings(&i, true, None, 101)), [WarningKind::Expired]);
         assert_eq!(
-            kinds(warnings(&i, true, None, 5)),
+            kinds(warnings(&i, true, None, t(101))),
+            [WarningKind::Expired]
+        );
+        assert_eq!(
+            kinds(warnings(&i, true, None, t(5))),
             [WarningKind::NotYetValid]
         );
-        let w = warnings(&i, true, Some("scim.example.com"), 50);
+        let w = warnings(&i, true, Some("scim.example.com"), t(50));
         assert_eq!(kinds(w.clone()), [WarningKind::NameMismatch]);
         let text = w[0].to_string();
         assert!(
             text.contains("scim.example.com") && text.contains("a.example.com"),
             "{text}"
         );
-        let text = warnings(&i, false, None, 50)[0].to_string();
+        let text = warnings(&i, false, None, t(50))[0].to_string();
         assert!(
             text.contains("intermediate") && text.contains("Example CA"),
             "{text}"

@@ -203,7 +203,7 @@ pub async fn watch(certs: Arc<CertStore>, source: CertSource, cert: PathBuf, key
             Ok(ck) => {
                 certs.replace(Served::new(ck, source));
                 tracing::info!(cert = %cert.display(), "TLS certificate reloaded");
-                if let Some(view) = certs.view(time::OffsetDateTime::now_utc().unix_timestamp()) {
+                if let Some(view) = certs.view(crate::clock::Timestamp::now()) {
                     for w in view.warnings {
                         tracing::warn!(kind = w.kind().as_str(), "{w}");
                     }

@@ -23,6 +23,8 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 
 pub use check::{CertWarning, WarningKind};
+
+use crate::clock::Timestamp;
 pub use x509::CertInfo;
 
 /// The ALPN protocol of TLS-ALPN-01 validation handshakes (RFC 8737 §6.2).
@@ -156,8 +158,8 @@ impl CertStore {
         }
     }
 
-    /// The served certificate, its warnings at `now` (Unix seconds) and the ACME status.
-    pub fn view(&self, now: i64) -> Option<CertView> {
+    /// The served certificate, its warnings at `now` and the ACME status.
+    pub fn view(&self, now: Timestamp) -> Option<CertView> {
         let s = self.current()?;
         let warnings = match (s.source, &s.info) {
             (CertSource::Files | CertSource::Acme, Some(info)) => {
@@ -232,7 +234,9 @@ pub fn client_config(ca_pem: Option<&[u8]>) -> Result<rustls::ClientConfig, Stri
                 let _ = roots.add(c);
             }
             if roots.is_empty() {
-                return Err("no system root certificates found; give a CA file".into());
+                return Err("no system root certificates found; name a CA file \
+                            (migrate: --cacert; ACME: tls.acme.ca_file)"
+                    .into());
             }
         }
     }
@@ -280,10 +284,6 @@ impl Keeper {
     }
 }
 
-fn now_unix() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
-}
-
 fn public_host(cfg: &crate::config::Config) -> Option<String> {
     cfg.public_url.as_deref().and_then(check::url_host)
 }
@@ -301,7 +301,7 @@ pub fn check_config(cfg: &crate::config::Config) -> Result<Vec<String>> {
                     info,
                     served.chain_complete,
                     public_host(cfg).as_deref(),
-                    now_unix(),
+                    Timestamp::now(),
                 ),
                 None => Vec::new(),
             };
@@ -357,7 +357,7 @@ pub fn start(cfg: &crate::config::Config) -> Result<Option<(Arc<CertStore>, Keep
             (certs, Keeper::Acme(Box::new(acme)))
         }
     };
-    if let Some(view) = certs.view(now_unix()) {
+    if let Some(view) = certs.view(Timestamp::now()) {
         for w in view.warnings {
             tracing::warn!(kind = w.kind().as_str(), "TLS certificate: {w}");
         }

@@ -5,12 +5,14 @@
 
 use std::net::IpAddr;
 
+use crate::clock::Timestamp;
+
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::FromDer;
 use x509_parser::x509::X509Name;
 
 /// What the dashboard, the metrics and the certificate checks need to know about one
-/// certificate. Times are Unix seconds (RFC 5280 §4.1.2.5: `notBefore`, `notAfter`).
+/// certificate. The validity period is RFC 5280 §4.1.2.5's `notBefore`, `notAfter`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertInfo {
     /// The subject's common name, if it has one.
@@ -22,8 +24,8 @@ pub struct CertInfo {
     /// and IP addresses (RFC 5280 §4.2.1.6), in certificate order. When there is no
     /// subjectAltName, the subject's common name stands in, as older clients do.
     pub names: Vec<String>,
-    pub not_before: i64,
-    pub not_after: i64,
+    pub not_before: Timestamp,
+    pub not_after: Timestamp,
     /// Issuer and subject are the same name (a self-signed or root certificate).
     pub self_issued: bool,
     /// The DER of the issuer and subject names, to find a certificate's issuer in a
@@ -71,8 +73,8 @@ pub fn parse(der: &[u8]) -> Option<CertInfo> {
         subject_cn,
         issuer,
         names,
-        not_before: validity.not_before.timestamp(),
-        not_after: validity.not_after.timestamp(),
+        not_before: Timestamp::from(validity.not_before.to_datetime()),
+        not_after: Timestamp::from(validity.not_after.to_datetime()),
         self_issued: cert.issuer().as_raw() == cert.subject().as_raw(),
         issuer_der: cert.issuer().as_raw().to_vec(),
         subject_der: cert.subject().as_raw().to_vec(),
@@ -119,8 +121,8 @@ mod tests {
         assert_eq!(info.subject_cn.as_deref(), Some("scimbridge test"));
         assert_eq!(info.issuer, "scimbridge test");
         assert_eq!(info.names, ["scim.example.com", "127.0.0.1"]);
-        assert_eq!(info.not_before, 1_767_312_000);
-        assert_eq!(info.not_after, 2_845_584_000);
+        assert_eq!(info.not_before.unix_seconds(), 1_767_312_000);
+        assert_eq!(info.not_after.unix_seconds(), 2_845_584_000);
         assert!(info.self_issued);
     }
 

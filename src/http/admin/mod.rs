@@ -761,8 +761,8 @@ async fn dashboard(
     let cert = state
         .certs
         .as_ref()
-        .and_then(|c| c.view(now.unix_seconds()))
-        .map(|v| pages::CertSummary::new(&v, now.unix_seconds()));
+        .and_then(|c| c.view(now))
+        .map(|v| pages::CertSummary::new(&v, now));
     let d = pages::Dashboard {
         scim_url: scim_url(state, req),
         users,

@@ -232,18 +232,8 @@ pub struct AcmeSummary {
     pub last_error: Option<(String, String)>,
 }
 
-fn unix_when(t: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(t)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .map_or_else(|| t.to_string(), |s| when(&s))
-}
-
 impl CertSummary {
-    pub fn new(v: &crate::tls::CertView, now: i64) -> CertSummary {
+    pub fn new(v: &crate::tls::CertView, now: crate::clock::Timestamp) -> CertSummary {
         let (subject, issuer, names, not_after) = match &v.info {
             Some(i) => (
                 i.subject_cn.clone(),
@@ -258,16 +248,16 @@ impl CertSummary {
             subject,
             issuer,
             names,
-            not_after: unix_when(not_after),
-            days_left: (not_after - now).div_euclid(86_400),
+            not_after: when(not_after),
+            days_left: not_after.since(now).whole_days(),
             warnings: v.warnings.iter().map(ToString::to_string).collect(),
             acme: v.acme.as_ref().map(|a| AcmeSummary {
                 directory: a.directory.clone(),
-                next_renewal: a.next_renewal.map(unix_when),
+                next_renewal: a.next_renewal.map(when),
                 last_error: a
                     .last_error
                     .as_ref()
-                    .map(|e| (e.message.clone(), unix_when(e.at))),
+                    .map(|e| (e.message.clone(), when(e.at))),
             }),
         }
     }

@@ -7,7 +7,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::Bytes;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -15,11 +15,13 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use instant_acme::{BodyWrapper, BytesResponse, Error, HttpClient};
 
+use crate::clock::Timestamp;
+
 /// No single exchange with the CA may take longer than this.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// When the CA last asked us to come back (from a 429/503 `Retry-After`).
-pub(crate) type RetryAfter = Arc<Mutex<Option<SystemTime>>>;
+pub(crate) type RetryAfter = Arc<Mutex<Option<Timestamp>>>;
 
 pub(crate) struct CaClient {
     http: Client<hyper_rustls::HttpsConnector<HttpConnector>, BodyWrapper<Bytes>>,
@@ -44,11 +46,15 @@ impl CaClient {
 }
 
 /// `Retry-After`: delay-seconds or an HTTP date (RFC 9110 §10.2.3).
-fn parse_retry_after(value: &str, now: SystemTime) -> Option<SystemTime> {
+fn parse_retry_after(value: &str, now: Timestamp) -> Option<Timestamp> {
     let value = value.trim();
-    match value.parse::<u64>() {
-        Ok(secs) => now.checked_add(Duration::from_secs(secs)),
-        Err(_) => httpdate::parse_http_date(value).ok(),
+    match value.parse::<i64>() {
+        Ok(secs) => now.checked_add(time::Duration::seconds(secs)),
+        Err(_) => {
+            let at = httpdate::parse_http_date(value).ok()?;
+            let ms = at.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis();
+            Timestamp::from_unix_ms(i64::try_from(ms).ok()?)
+        }
     }
 }
 
@@ -75,7 +81,7 @@ impl HttpClient for CaClient {
                     .headers()
                     .get(hyper::header::RETRY_AFTER)
                     .and_then(|v| v.to_str().ok())
-                    .and_then(|v| parse_retry_after(v, SystemTime::now()));
+                    .and_then(|v| parse_retry_after(v, Timestamp::now()));
                 if let (Some(when), Ok(mut s)) = (when, slot.lock()) {
                     *s = Some(when);
                 }
@@ -91,14 +97,14 @@ mod tests {
 
     #[test]
     fn retry_after_in_seconds_or_as_a_date() {
-        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let now = Timestamp::from_unix_ms(1_000_000_000).unwrap();
         assert_eq!(
-            parse_retry_after(" 120 ", now),
-            Some(now + Duration::from_secs(120))
+            parse_retry_after(" 120 ", now).map(|t| t.unix_seconds()),
+            Some(1_000_120)
         );
         assert_eq!(
-            parse_retry_after("Thu, 01 Jan 1970 00:01:40 GMT", now),
-            Some(SystemTime::UNIX_EPOCH + Duration::from_secs(100))
+            parse_retry_after("Thu, 01 Jan 1970 00:01:40 GMT", now).map(|t| t.unix_seconds()),
+            Some(100)
         );
         assert_eq!(parse_retry_after("soon", now), None);
     }

@@ -15,7 +15,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
 use instant_acme::{
@@ -27,6 +27,7 @@ use rustls_pki_types::CertificateDer;
 pub use challenge::Http01Tokens;
 
 use super::{CertSource, CertStore, Served};
+use crate::clock::Timestamp;
 use crate::config::AcmeConfig;
 use client::{CaClient, RetryAfter};
 use storage::Storage;
@@ -101,8 +102,8 @@ pub struct AcmeFailure {
     pub kind: AcmeErrorKind,
     /// One sentence for the admin (the CA's own explanation included).
     pub message: String,
-    /// When it happened, Unix seconds.
-    pub at: i64,
+    /// When it happened.
+    pub at: Timestamp,
 }
 
 impl fmt::Display for AcmeFailure {
@@ -116,25 +117,20 @@ impl fmt::Display for AcmeFailure {
 pub struct AcmeStatus {
     /// The directory URL orders go to.
     pub directory: String,
-    /// When the next order is due (renewal, or retry after a failure), Unix seconds.
-    pub next_renewal: Option<i64>,
+    /// When the next order is due (renewal, or retry after a failure).
+    pub next_renewal: Option<Timestamp>,
     /// The last failure; cleared when a certificate is issued.
     pub last_error: Option<AcmeFailure>,
 }
 
-fn unix(t: SystemTime) -> i64 {
-    match t.duration_since(SystemTime::UNIX_EPOCH) {
-        Ok(d) => d.as_secs() as i64,
-        Err(e) => -(e.duration().as_secs() as i64),
-    }
+/// `d` after `t`.
+fn later(t: Timestamp, d: Duration) -> Timestamp {
+    t.saturating_add(time::Duration::try_from(d).unwrap_or(time::Duration::MAX))
 }
 
-fn at_unix(secs: i64) -> SystemTime {
-    if secs >= 0 {
-        SystemTime::UNIX_EPOCH + Duration::from_secs(secs as u64)
-    } else {
-        SystemTime::UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs())
-    }
+/// How long from `now` until `t` (zero when it has passed).
+fn until(t: Timestamp, now: Timestamp) -> Duration {
+    Duration::try_from(t.since(now)).unwrap_or_default()
 }
 
 /// Warnings about the listening ports, for `check-config` and the start-up log: CAs
@@ -211,7 +207,7 @@ fn eab_key(path: &Path) -> Result<Vec<u8>> {
 struct Failed {
     kind: AcmeErrorKind,
     message: String,
-    retry_at: Option<SystemTime>,
+    retry_at: Option<Timestamp>,
 }
 
 fn problem_words(p: &Problem) -> String {
@@ -270,24 +266,29 @@ impl Failed {
         }
     }
 
-    /// `doing` completes "the CA …" (e.g. "refused the order").
-    fn from_acme(doing: &str, e: instant_acme::Error) -> Failed {
+    /// A library error met while `step` ("ordering a certificate for …"), in words.
+    fn from_acme(step: &str, e: instant_acme::Error) -> Failed {
         use instant_acme::Error as E;
-        match e {
-            E::Api(p) => Failed::new(problem_kind(&p), format!("{doing}: {}", problem_words(&p))),
-            E::Timeout(_) => Failed::new(
+        let (kind, cause) = match e {
+            E::Api(p) => (
+                problem_kind(&p),
+                format!("the CA refused: {}", problem_words(&p)),
+            ),
+            E::Timeout(_) => (
                 AcmeErrorKind::Timeout,
-                format!("{doing}: the CA did not finish in {ORDER_TIMEOUT:?}"),
+                format!("the CA did not finish within {ORDER_TIMEOUT:?}"),
             ),
-            E::Hyper(_) | E::Http(_) | E::Other(_) | E::InvalidUri(_) => {
-                Failed::new(AcmeErrorKind::Network, format!("{doing}: {}", chain(&e)))
-            }
-            E::Json(_) => Failed::new(
+            E::Hyper(_) | E::Http(_) | E::Other(_) | E::InvalidUri(_) => (
                 AcmeErrorKind::Network,
-                format!("{doing}: the CA's answer is not ACME ({e}); check the directory URL"),
+                format!("the CA could not be reached: {}", chain(&e)),
             ),
-            other => Failed::new(AcmeErrorKind::Other, format!("{doing}: {}", chain(&other))),
-        }
+            E::Json(_) => (
+                AcmeErrorKind::Network,
+                format!("the CA's answer is not ACME ({e}); check the directory URL"),
+            ),
+            other => (AcmeErrorKind::Other, chain(&other)),
+        };
+        Failed::new(kind, format!("{step}: {cause}"))
     }
 }
 
@@ -309,32 +310,33 @@ fn chain(e: &dyn std::error::Error) -> String {
 /// should be asked again before then, that time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Plan {
-    renew_at: SystemTime,
-    recheck_at: Option<SystemTime>,
+    renew_at: Timestamp,
+    recheck_at: Option<Timestamp>,
 }
 
-/// Two thirds into the validity period (`not_before`, `not_after` in Unix seconds).
-fn two_thirds(not_before: i64, not_after: i64) -> SystemTime {
-    at_unix(not_before + (not_after - not_before).max(0) * 2 / 3)
+/// Two thirds into the validity period.
+fn two_thirds(not_before: Timestamp, not_after: Timestamp) -> Timestamp {
+    let lifetime = not_after.since(not_before).max(time::Duration::ZERO);
+    not_before.saturating_add(lifetime * 2 / 3)
 }
 
 /// The renewal time given the CA's suggested window (RFC 9773 §4.2): a uniformly
 /// random moment in it (`fraction` in [0, 1)), or now if it has passed, but never
 /// later than two thirds of the lifetime.
 fn renewal_time(
-    two_thirds: SystemTime,
-    window: Option<(SystemTime, SystemTime)>,
+    two_thirds: Timestamp,
+    window: Option<(Timestamp, Timestamp)>,
     fraction: f64,
-    now: SystemTime,
-) -> SystemTime {
+    now: Timestamp,
+) -> Timestamp {
     let Some((start, end)) = window else {
         return two_thirds;
     };
     let suggested = if end <= now {
         now
     } else {
-        let span = end.duration_since(start).unwrap_or_default();
-        start + span.mul_f64(fraction.clamp(0.0, 1.0))
+        let span = end.since(start).max(time::Duration::ZERO);
+        start.saturating_add(span * fraction.clamp(0.0, 1.0))
     };
     suggested.min(two_thirds)
 }
@@ -372,8 +374,8 @@ pub struct Acme {
 /// Renewal information (RFC 9773 §4.2) received for one certificate.
 struct Advice {
     leaf: Vec<u8>,
-    window: Option<(SystemTime, SystemTime)>,
-    ask_again: SystemTime,
+    window: Option<(Timestamp, Timestamp)>,
+    ask_again: Timestamp,
 }
 
 /// However far the next renewal, the task wakes this often to plan again (clock
@@ -437,14 +439,14 @@ impl Acme {
         loop {
             let plan = self.plan().await;
             self.certs
-                .update_acme(|s| s.next_renewal = Some(unix(plan.renew_at)));
-            let now = SystemTime::now();
+                .update_acme(|s| s.next_renewal = Some(plan.renew_at));
+            let now = Timestamp::now();
             if plan.renew_at > now {
                 let wake = plan
                     .recheck_at
                     .map_or(plan.renew_at, |r| r.min(plan.renew_at))
-                    .min(now + LONGEST_SLEEP);
-                tokio::time::sleep(wake.duration_since(now).unwrap_or_default()).await;
+                    .min(later(now, LONGEST_SLEEP));
+                tokio::time::sleep(until(wake, now)).await;
                 if wake < plan.renew_at {
                     continue;
                 }
@@ -456,15 +458,15 @@ impl Acme {
                 }
                 Err(f) => {
                     failures += 1;
-                    let now = SystemTime::now();
+                    let now = Timestamp::now();
                     let mut wait = backoff(failures);
                     if f.kind == AcmeErrorKind::RateLimited {
                         wait = wait.max(RATE_LIMIT_WAIT);
                     }
                     if let Some(at) = f.retry_at {
-                        wait = at.duration_since(now).unwrap_or_default().max(FIRST_RETRY);
+                        wait = until(at, now).max(FIRST_RETRY);
                     }
-                    let retry = now + wait;
+                    let retry = later(now, wait);
                     tracing::error!(
                         kind = f.kind.as_str(),
                         retry_in_secs = wait.as_secs(),
@@ -475,9 +477,9 @@ impl Acme {
                         s.last_error = Some(AcmeFailure {
                             kind: f.kind,
                             message: f.message,
-                            at: unix(now),
+                            at: now,
                         });
-                        s.next_renewal = Some(unix(retry));
+                        s.next_renewal = Some(retry);
                     });
                     tokio::time::sleep(wait).await;
                 }
@@ -487,7 +489,7 @@ impl Acme {
 
     /// When the served certificate should be replaced.
     async fn plan(&mut self) -> Plan {
-        let now = SystemTime::now();
+        let now = Timestamp::now();
         let Some(served) = self.certs.current() else {
             return Plan {
                 renew_at: now,
@@ -546,8 +548,8 @@ impl Acme {
     async fn renewal_window(
         &mut self,
         leaf: &CertificateDer<'static>,
-    ) -> (Option<(SystemTime, SystemTime)>, Option<SystemTime>) {
-        let now = SystemTime::now();
+    ) -> (Option<(Timestamp, Timestamp)>, Option<Timestamp>) {
+        let now = Timestamp::now();
         if self.renewal_info_offered == Some(false) {
             return (None, None);
         }
@@ -562,19 +564,19 @@ impl Acme {
         }
         let (Ok(account), Ok(id)) = (self.account().await, CertificateIdentifier::try_from(leaf))
         else {
-            return (None, Some(now + RENEWAL_INFO_RECHECK));
+            return (None, Some(later(now, RENEWAL_INFO_RECHECK)));
         };
         let (window, ask_again) = match account.renewal_info(&id).await {
             Ok((info, ask_again)) => {
                 self.renewal_info_offered = Some(true);
                 let w = info.suggested_window;
-                let window = (
-                    at_unix(w.start.unix_timestamp()),
-                    at_unix(w.end.unix_timestamp()),
-                );
+                let window = (Timestamp::from(w.start), Timestamp::from(w.end));
                 (
                     Some(window),
-                    now + ask_again.clamp(Duration::from_secs(60), RENEWAL_INFO_RECHECK),
+                    later(
+                        now,
+                        ask_again.clamp(Duration::from_secs(60), RENEWAL_INFO_RECHECK),
+                    ),
                 )
             }
             Err(instant_acme::Error::Unsupported(_)) => {
@@ -583,7 +585,7 @@ impl Acme {
             }
             Err(e) => {
                 tracing::debug!(error = %e, "ACME renewal information unavailable");
-                (None, now + RENEWAL_INFO_RECHECK)
+                (None, later(now, RENEWAL_INFO_RECHECK))
             }
         };
         self.advice = Some(Advice {
@@ -612,10 +614,7 @@ impl Acme {
             .map_err(|e| Failed::new(AcmeErrorKind::Storage, format!("{e:#}")))?;
         let account = match stored {
             Some(credentials) => builder.from_credentials(credentials).await.map_err(|e| {
-                Failed::from_acme(
-                    &format!("the ACME directory {directory} could not be read"),
-                    e,
-                )
+                Failed::from_acme(&format!("reading the ACME directory {directory}"), e)
             })?,
             None => {
                 let contact = self.cfg.email.as_ref().map(|e| format!("mailto:{e}"));
@@ -641,7 +640,7 @@ impl Acme {
                     .await
                     .map_err(|e| {
                         Failed::from_acme(
-                            &format!("the CA at {directory} refused to register an account"),
+                            &format!("registering an ACME account with {directory}"),
                             e,
                         )
                     })?;
@@ -674,7 +673,7 @@ impl Acme {
         self.http01.clear();
         result.map_err(|mut f| {
             if let Ok(mut slot) = self.retry_after.lock() {
-                f.retry_at = slot.take().filter(|t| *t > SystemTime::now());
+                f.retry_at = slot.take().filter(|t| *t > Timestamp::now());
             }
             f
         })
@@ -705,7 +704,8 @@ impl Acme {
         }
         let mut order = account.new_order(&new_order).await.map_err(|e| {
             let unknown = is_unknown_account(&e);
-            (Failed::from_acme("the CA refused the order", e), unknown)
+            let step = format!("ordering a certificate for {}", self.cfg.domains.join(", "));
+            (Failed::from_acme(&step, e), unknown)
         })?;
         let kind = if self.cfg.http_listen.is_some() {
             ChallengeType::Http01
@@ -716,7 +716,7 @@ impl Acme {
         while let Some(authz) = authorizations.next().await {
             let mut authz = authz.map_err(|e| {
                 (
-                    Failed::from_acme("the CA's authorization could not be read", e),
+                    Failed::from_acme("reading the order's authorizations", e),
                     false,
                 )
             })?;
@@ -765,7 +765,7 @@ impl Acme {
                 (
                     Failed::from_acme(
                         &format!(
-                            "the CA did not accept the {} challenge for {name}",
+                            "answering the {} challenge for {name}",
                             challenge_name(&kind)
                         ),
                         e,
@@ -777,7 +777,7 @@ impl Acme {
         let retries = RetryPolicy::new().timeout(ORDER_TIMEOUT);
         let status = order.poll_ready(&retries).await.map_err(|e| {
             (
-                Failed::from_acme("the CA did not validate the order", e),
+                Failed::from_acme("waiting for the CA to validate the names", e),
                 false,
             )
         })?;
@@ -805,16 +805,14 @@ impl Acme {
         })?;
         order.finalize_csr(csr.der()).await.map_err(|e| {
             (
-                Failed::from_acme("the CA refused the certificate request", e),
+                Failed::from_acme("sending the certificate request", e),
                 false,
             )
         })?;
-        let chain_pem = order.poll_certificate(&retries).await.map_err(|e| {
-            (
-                Failed::from_acme("the CA did not issue the certificate", e),
-                false,
-            )
-        })?;
+        let chain_pem = order
+            .poll_certificate(&retries)
+            .await
+            .map_err(|e| (Failed::from_acme("downloading the certificate", e), false))?;
         let key_pem = key.serialize_pem();
         let ck =
             super::files::certified_key(chain_pem.as_bytes(), key_pem.as_bytes()).map_err(|e| {
@@ -831,7 +829,7 @@ impl Acme {
             tracing::info!(
                 names = %info.names.join(","),
                 issuer = %info.issuer,
-                not_after = info.not_after,
+                not_after = %info.not_after,
                 "ACME certificate issued by {directory}; serving it"
             );
         }
@@ -889,13 +887,13 @@ fn challenge_name(kind: &ChallengeType) -> &'static str {
 mod tests {
     use super::*;
 
-    fn t(secs: u64) -> SystemTime {
-        SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
+    fn t(secs: i64) -> Timestamp {
+        Timestamp::from_unix_ms(secs * 1000).unwrap()
     }
 
     #[test]
     fn renews_at_two_thirds_of_the_lifetime() {
-        assert_eq!(two_thirds(0, 90 * 86_400), t(60 * 86_400));
+        assert_eq!(two_thirds(t(0), t(90 * 86_400)), t(60 * 86_400));
         assert_eq!(renewal_time(t(600), None, 0.5, t(0)), t(600));
     }
 
@@ -911,24 +909,21 @@ mod tests {
         )
         .unwrap();
         let w = info.suggested_window;
-        let window = (
-            at_unix(w.start.unix_timestamp()),
-            at_unix(w.end.unix_timestamp()),
-        );
-        let start = at_unix(w.start.unix_timestamp());
-        let later = start + Duration::from_secs(30 * 86_400);
-        let before = start - Duration::from_secs(86_400);
-        assert_eq!(renewal_time(later, Some(window), 0.0, before), start);
+        let start = Timestamp::from(w.start);
+        let window = (start, Timestamp::from(w.end));
+        let days = |n: i64| start.saturating_add(time::Duration::days(n));
+        let (two_thirds, before) = (days(30), days(-1));
+        assert_eq!(renewal_time(two_thirds, Some(window), 0.0, before), start);
         assert_eq!(
-            renewal_time(later, Some(window), 0.5, before),
-            start + Duration::from_secs(12 * 3600)
+            renewal_time(two_thirds, Some(window), 0.5, before),
+            start.saturating_add(time::Duration::hours(12))
         );
-        let after_window = start + Duration::from_secs(2 * 86_400);
+        let after_window = days(2);
         assert_eq!(
-            renewal_time(later, Some(window), 0.5, after_window),
+            renewal_time(two_thirds, Some(window), 0.5, after_window),
             after_window
         );
-        let early = start - Duration::from_secs(3600);
+        let early = start.saturating_add(time::Duration::hours(-1));
         assert_eq!(renewal_time(early, Some(window), 0.5, before), early);
     }
 
@@ -967,9 +962,21 @@ mod tests {
         .unwrap();
         assert_eq!(problem_kind(&p), AcmeErrorKind::RateLimited);
         assert_eq!(problem_words(&p), "too many certificates (rateLimited)");
-        let f = Failed::from_acme("the CA refused the order", instant_acme::Error::Api(p));
+        let f = Failed::from_acme("ordering a certificate", instant_acme::Error::Api(p));
         assert_eq!(f.kind, AcmeErrorKind::RateLimited);
-        assert!(f.message.starts_with("the CA refused the order: too many"));
+        assert_eq!(
+            f.message,
+            "ordering a certificate: the CA refused: too many certificates (rateLimited)"
+        );
+        let f = Failed::from_acme(
+            "reading the ACME directory https://ca.example/dir",
+            instant_acme::Error::Other("connection refused".into()),
+        );
+        assert_eq!(f.kind, AcmeErrorKind::Network);
+        assert_eq!(
+            f.message,
+            "reading the ACME directory https://ca.example/dir: the CA could not be reached: connection refused"
+        );
         for (t, k) in [
             ("rejectedIdentifier", AcmeErrorKind::Rejected),
             ("incorrectResponse", AcmeErrorKind::Challenge),
