@@ -8,6 +8,8 @@ pub mod clock;
 pub mod config;
 pub mod control;
 pub mod http;
+#[cfg(test)]
+mod layering;
 pub mod migrate;
 pub mod scim;
 #[cfg(unix)]

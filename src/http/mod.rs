@@ -26,6 +26,9 @@ use crate::store::StoreError;
 
 pub type Body = Full<Bytes>;
 
+/// A handler's answer: a response, or a SCIM error to render as one.
+pub type Handled = Result<Response<Body>, ScimError>;
+
 pub const SCIM_PREFIX: &str = "/scim/v2";
 pub const SCIM_CONTENT_TYPE: &str = "application/scim+json";
 

@@ -9,76 +9,9 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::config::MigrationPolicy;
 use crate::scim::schema::ResourceType;
 use crate::store::{Snapshot, StoreResult, StoredResource};
-
-/// Free and consumer mail providers: accounts there are personal, not the
-/// organisation's, and hosted provisioning cannot verify the domain.
-pub const DEFAULT_PUBLIC_DOMAINS: &[&str] = &[
-    "gmail.com",
-    "googlemail.com",
-    "outlook.com",
-    "hotmail.com",
-    "hotmail.co.uk",
-    "live.com",
-    "msn.com",
-    "yahoo.com",
-    "yahoo.co.uk",
-    "yahoo.fr",
-    "ymail.com",
-    "rocketmail.com",
-    "aol.com",
-    "icloud.com",
-    "me.com",
-    "mac.com",
-    "proton.me",
-    "protonmail.com",
-    "pm.me",
-    "gmx.com",
-    "gmx.de",
-    "gmx.net",
-    "web.de",
-    "mail.com",
-    "yandex.com",
-    "yandex.ru",
-    "mail.ru",
-    "zoho.com",
-    "qq.com",
-    "163.com",
-    "126.com",
-    "tutanota.com",
-    "fastmail.com",
-    "hey.com",
-];
-
-/// Groups that hosted provisioning typically refuses to manage because they grant
-/// account recovery or administration of all groups.
-pub const DEFAULT_PROTECTED_GROUPS: &[&str] = &["Owners", "Administrators"];
-
-/// What the check looks for; from `[migration]` in the configuration.
-#[derive(Debug, Clone)]
-pub struct Policy {
-    /// Email domains the hosted service accepts (lowercase). Empty: not configured.
-    pub allowed_domains: Vec<String>,
-    pub public_domains: Vec<String>,
-    pub protected_groups: Vec<String>,
-}
-
-impl Default for Policy {
-    fn default() -> Self {
-        Policy {
-            allowed_domains: Vec::new(),
-            public_domains: DEFAULT_PUBLIC_DOMAINS
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
-            protected_groups: DEFAULT_PROTECTED_GROUPS
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
-        }
-    }
-}
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Subject {
@@ -145,7 +78,7 @@ fn user_subject(r: &StoredResource, email: Option<String>) -> Subject {
 }
 
 /// Runs every check over one snapshot.
-pub fn check(snapshot: &Snapshot, policy: &Policy) -> StoreResult<Report> {
+pub fn check(snapshot: &Snapshot, policy: &MigrationPolicy) -> StoreResult<Report> {
     let allowed: Vec<String> = policy
         .allowed_domains
         .iter()

@@ -12,8 +12,9 @@ use serde_json::{json, Value};
 
 use super::client::{Client, Target};
 use super::push::{self, PushOptions};
-use super::readiness::{self, Policy};
+use super::readiness;
 use crate::clock::Timestamp;
+use crate::config::MigrationPolicy;
 use crate::store::{MigrationState, Phase, Store, StoreError};
 
 /// SCIM writes: accepted, paused for a cut-over, or refused for good.
@@ -26,7 +27,7 @@ const DRAIN_DEADLINE: Duration = Duration::from_secs(120);
 
 pub struct Migration {
     pub store: Store,
-    pub policy: Policy,
+    pub policy: MigrationPolicy,
     lock: tokio::sync::Mutex<()>,
     writes: AtomicU8,
     /// The target URL, for the error that refuses writes after cut-over.
@@ -51,7 +52,7 @@ pub struct PushRequest {
 }
 
 impl Migration {
-    pub fn new(store: Store, policy: Policy) -> Result<Arc<Migration>, String> {
+    pub fn new(store: Store, policy: MigrationPolicy) -> Result<Arc<Migration>, String> {
         let state = store
             .snapshot()
             .and_then(|s| s.migration_state())

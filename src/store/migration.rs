@@ -2,7 +2,7 @@
 //! journal that maps local ids to the target's ids, so that a push resumes without
 //! duplicates and the mirror knows what to update.
 
-use redb::{ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
+use redb::{ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use super::{rt_code, Snapshot, Store, StoreResult, SETTINGS};
@@ -10,23 +10,9 @@ use crate::clock::Timestamp;
 use crate::scim::schema::ResourceType;
 
 /// (resource type, local id) → target id.
-const MIGRATION_MAP: TableDefinition<(u8, &str), &str> = TableDefinition::new("migration_map");
+pub(super) const MIGRATION_MAP: TableDefinition<(u8, &str), &str> =
+    TableDefinition::new("migration_map");
 const STATE_KEY: &str = "migration";
-
-pub(super) fn init(txn: &WriteTransaction) -> StoreResult<()> {
-    txn.open_table(MIGRATION_MAP)?;
-    Ok(())
-}
-
-pub(super) fn copy_tables(src: &redb::ReadTransaction, dst: &WriteTransaction) -> StoreResult<()> {
-    let from = src.open_table(MIGRATION_MAP)?;
-    let mut to = dst.open_table(MIGRATION_MAP)?;
-    for row in from.iter()? {
-        let (k, v) = row?;
-        to.insert(k.value(), v.value())?;
-    }
-    Ok(())
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]

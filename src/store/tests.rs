@@ -15,6 +15,14 @@ fn now() -> Timestamp {
     Timestamp::parse("2026-01-01T00:00:00Z").unwrap()
 }
 
+fn target(rt: ResourceType, id: &str, if_match: Option<&str>) -> Target {
+    Target {
+        rt,
+        id: id.to_owned(),
+        if_match: if_match.map(str::to_owned),
+    }
+}
+
 fn actor() -> Actor {
     Actor::system("test")
 }
@@ -109,7 +117,14 @@ fn deleting_a_user_removes_its_memberships() {
     drop(snap);
     let uid = u.id.clone();
     store
-        .write_blocking(move |txn| delete_in(txn, ResourceType::User, &uid, None, &actor(), now()))
+        .write_blocking(move |txn| {
+            delete_in(
+                txn,
+                &target(ResourceType::User, &uid, None),
+                &actor(),
+                now(),
+            )
+        })
         .unwrap();
     let snap = store.snapshot().unwrap();
     assert!(snap
@@ -167,9 +182,7 @@ fn if_match_mismatch_is_a_precondition_failure() {
         .write_blocking(move |txn| {
             delete_in(
                 txn,
-                ResourceType::User,
-                &id,
-                Some("W/\"7\""),
+                &target(ResourceType::User, &id, Some("W/\"7\"")),
                 &actor(),
                 now(),
             )
@@ -181,9 +194,7 @@ fn if_match_mismatch_is_a_precondition_failure() {
         .write_blocking(move |txn| {
             delete_in(
                 txn,
-                ResourceType::User,
-                &id,
-                Some("W/\"1\""),
+                &target(ResourceType::User, &id, Some("W/\"1\"")),
                 &actor(),
                 now(),
             )

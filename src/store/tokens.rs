@@ -9,32 +9,10 @@ use super::{Snapshot, Store, StoreError, StoreResult};
 use crate::clock::Timestamp;
 use crate::scim::error::ScimError;
 
-const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens");
-const TOKEN_HASHES: TableDefinition<&[u8], &str> = TableDefinition::new("token_hashes");
-
-pub(super) fn copy_tables(src: &redb::ReadTransaction, dst: &WriteTransaction) -> StoreResult<()> {
-    {
-        let from = src.open_table(TOKENS)?;
-        let mut to = dst.open_table(TOKENS)?;
-        for row in from.iter()? {
-            let (k, v) = row?;
-            to.insert(k.value(), v.value())?;
-        }
-    }
-    let from = src.open_table(TOKEN_HASHES)?;
-    let mut to = dst.open_table(TOKEN_HASHES)?;
-    for row in from.iter()? {
-        let (k, v) = row?;
-        to.insert(k.value(), v.value())?;
-    }
-    Ok(())
-}
-
-pub(super) fn init(txn: &WriteTransaction) -> StoreResult<()> {
-    txn.open_table(TOKENS)?;
-    txn.open_table(TOKEN_HASHES)?;
-    Ok(())
-}
+/// token id → token record (JSON).
+pub(super) const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens");
+/// SHA-256 of the secret → token id.
+pub(super) const TOKEN_HASHES: TableDefinition<&[u8], &str> = TableDefinition::new("token_hashes");
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

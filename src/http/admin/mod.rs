@@ -24,12 +24,15 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde_json::Value;
 
 use super::{AppState, Body, ConnInfo, Listener};
+use crate::app::{Paging, Query, Resource};
 use crate::auth::admin as creds;
 use crate::clock::Timestamp;
 use crate::config::Config;
 use crate::control::ControlRequest;
 use crate::migrate::readiness::Report;
 use crate::migrate::service::{Migration, PushRequest};
+use crate::scim::query::ListParams;
+use crate::scim::resource::Projection;
 use crate::scim::schema::ResourceType;
 use crate::store::SetupRefusal;
 use pages::Chrome;
@@ -902,85 +905,19 @@ async fn list(
 ) -> Response<Body> {
     let query = q.get("q").map(|s| s.trim().to_owned()).unwrap_or_default();
     let after = q.get("after").cloned().filter(|a| !a.is_empty());
-    let store = state.app.store.clone();
-    let (query2, after2) = (query.clone(), after.clone());
-    let found = tokio::task::spawn_blocking(move || {
-        let snap = store.snapshot()?;
-        let total = snap.count(rt)?;
-        let mut page = Vec::with_capacity(PAGE_SIZE + 1);
-        if query2.is_empty() {
-            page = snap.page_after(rt, after2.as_deref(), PAGE_SIZE + 1)?;
-        } else if let Some(filter) = search_filter(rt, &query2) {
-            snap.scan(rt, |r| {
-                if after2.as_deref().is_some_and(|a| r.id.as_str() <= a) {
-                    return Ok(true);
-                }
-                let rendered =
-                    crate::scim::resource::render(rt, &r.id, r.attrs.clone(), &r.meta, None, "");
-                if crate::scim::filter::matches(&filter, rt, &rendered) {
-                    page.push(r);
-                }
-                Ok(page.len() <= PAGE_SIZE)
-            })?;
-        }
-        let mut rows = Vec::with_capacity(page.len());
-        for r in page.iter().take(PAGE_SIZE) {
-            let s = |k: &str| {
-                r.attrs
-                    .get(k)
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_owned()
-            };
-            rows.push(match rt {
-                ResourceType::User => pages::ListRow {
-                    id: r.id.clone(),
-                    name: s("userName"),
-                    detail: {
-                        let d = s("displayName");
-                        if d.is_empty() {
-                            r.attrs
-                                .get("name")
-                                .and_then(|n| n.get("formatted"))
-                                .and_then(Value::as_str)
-                                .unwrap_or("")
-                                .to_owned()
-                        } else {
-                            d
-                        }
-                    },
-                    email: crate::migrate::readiness::main_email(&r.attrs),
-                    active: r.attrs.get("active").and_then(Value::as_bool),
-                    modified: r.meta.last_modified.clone(),
-                },
-                ResourceType::Group => pages::ListRow {
-                    id: r.id.clone(),
-                    name: s("displayName"),
-                    detail: format!("{} members", snap.references(rt, &r.id)?.len()),
-                    email: None,
-                    active: None,
-                    modified: r.meta.last_modified.clone(),
-                },
-            });
-        }
-        let next = if page.len() > PAGE_SIZE {
-            rows.last().map(|r| r.id.clone())
-        } else {
-            None
-        };
-        Ok::<_, crate::store::StoreError>((rows, next, total))
-    })
-    .await;
-    let (rows, next_after, total) = match found {
-        Ok(Ok(x)) => x,
-        Ok(Err(e)) => return unavailable(e),
-        Err(_) => {
-            return refuse(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "Error",
-                "The listing failed.",
-            )
-        }
+    let found = match (query.is_empty(), search_filter(rt, &query)) {
+        (true, _) => list_rows(state, rt, None, after.clone()).await,
+        (false, Some(f)) => list_rows(state, rt, Some(f), after.clone()).await,
+        // A search the filter language cannot express finds nothing.
+        (false, None) => Ok((Vec::new(), None)),
+    };
+    let (rows, next_after) = match found {
+        Ok(x) => x,
+        Err(e) => return unavailable(e),
+    };
+    let total = match state.app.resource_count(rt) {
+        Ok(n) => n,
+        Err(e) => return unavailable(e),
     };
     let v = pages::ListView {
         rt,
@@ -991,6 +928,73 @@ async fn list(
         total,
     };
     html(StatusCode::OK, pages::list(&chrome, &v))
+}
+
+/// A page of list rows after the id `after`, and the id to continue after: the same
+/// query engine as the SCIM API.
+async fn list_rows(
+    state: &AppState,
+    rt: ResourceType,
+    filter: Option<crate::scim::filter::Filter>,
+    after: Option<String>,
+) -> Result<(Vec<pages::ListRow>, Option<String>), crate::store::StoreError> {
+    let q = Query {
+        rt: Some(rt),
+        params: ListParams {
+            filter,
+            sort_by: None,
+            descending: false,
+            start_index: 1,
+            count: PAGE_SIZE,
+        },
+        // A user's groups are not shown in the list.
+        projection: match rt {
+            ResourceType::User => Projection::parse(None, Some("groups")).unwrap_or_default(),
+            ResourceType::Group => Projection::default(),
+        },
+        paging: Paging::After(after),
+    };
+    let page = state.app.query(q, "").await?;
+    Ok((
+        page.resources.iter().map(list_row).collect(),
+        page.next_after,
+    ))
+}
+
+/// One row of the Users or Groups list, from the resource as a client would see it.
+fn list_row(r: &Resource) -> pages::ListRow {
+    let s = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or("").to_owned();
+    let modified = s(r.get("meta").and_then(|m| m.get("lastModified")));
+    match r.rt() {
+        ResourceType::User => {
+            let display = s(r.get("displayName"));
+            pages::ListRow {
+                id: r.id().to_owned(),
+                name: s(r.get("userName")),
+                detail: if display.is_empty() {
+                    s(r.get("name").and_then(|n| n.get("formatted")))
+                } else {
+                    display
+                },
+                email: crate::migrate::readiness::main_email(r.attributes()),
+                active: r.get("active").and_then(Value::as_bool),
+                modified,
+            }
+        }
+        ResourceType::Group => pages::ListRow {
+            id: r.id().to_owned(),
+            name: s(r.get("displayName")),
+            detail: format!(
+                "{} members",
+                r.get("members")
+                    .and_then(Value::as_array)
+                    .map_or(0, Vec::len)
+            ),
+            email: None,
+            active: None,
+            modified,
+        },
+    }
 }
 
 fn detail(state: &AppState, rt: ResourceType, id: &str, chrome: Chrome<'_>) -> Response<Body> {

@@ -32,10 +32,9 @@ use crate::config::AcmeConfig;
 use client::{CaClient, RetryAfter};
 use storage::Storage;
 
-/// Let's Encrypt's production directory, the default.
-pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
-/// Let's Encrypt's staging directory (`--acme-staging`): untrusted certificates, high limits.
-pub const LETS_ENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
+// The directory defaults belong to the configuration (`[tls.acme] directory`);
+// named here too for the ACME code and its tests.
+pub use crate::config::{LETS_ENCRYPT, LETS_ENCRYPT_STAGING};
 
 /// The first retry after a failure waits this long; each further failure doubles it.
 const FIRST_RETRY: Duration = Duration::from_secs(30);
