@@ -9,6 +9,8 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
+use crate::secret::Secret;
+
 /// How the listener speaks TLS.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TlsMode {
@@ -290,7 +292,7 @@ pub struct Config {
     /// redb page cache size in bytes.
     pub cache_bytes: usize,
     /// When set, `/metrics` requires `Authorization: Bearer <this>`.
-    pub metrics_token: Option<String>,
+    pub metrics_token: Option<Secret>,
     /// What `migrate check` enforces.
     pub migration: MigrationPolicy,
     /// The built-in admin page.
@@ -451,7 +453,7 @@ pub struct FileMigration {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileMetrics {
-    pub token: Option<String>,
+    pub token: Option<Secret>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -492,7 +494,7 @@ pub struct Overrides {
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub log_format: Option<String>,
-    pub metrics_token: Option<String>,
+    pub metrics_token: Option<Secret>,
     pub admin_listen: Option<String>,
     pub admin_enabled: Option<bool>,
     pub acme: AcmeSection,

@@ -14,5 +14,7 @@ pub mod migrate;
 pub mod scim;
 #[cfg(unix)]
 pub mod sdnotify;
+pub mod secret;
+pub mod server;
 pub mod store;
 pub mod tls;

@@ -139,7 +139,7 @@ fn metrics_response(state: &AppState, req: &Request<Incoming>) -> Response<Body>
             .and_then(|h| h.to_str().ok())
             .and_then(|h| h.strip_prefix("Bearer "))
             .unwrap_or_default();
-        if !crate::auth::secrets_equal(given, expected) {
+        if !expected.matches(given) {
             let mut r = plain(StatusCode::UNAUTHORIZED, "metrics need the metrics token\n");
             r.headers_mut().insert(
                 hyper::header::WWW_AUTHENTICATE,

@@ -6,7 +6,6 @@ use std::io::{BufRead, Write};
 
 use ring::digest::{Context, SHA256};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use crate::clock::Timestamp;
 use crate::scim::resource::{Attributes, Meta};
@@ -77,6 +76,24 @@ pub enum ExportError {
     Io(#[from] std::io::Error),
     #[error("line {line}: {reason}")]
     Invalid { line: u64, reason: String },
+    /// The file cannot be opened.
+    #[error("cannot read {}: {source}", .path.display())]
+    Open {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    /// The file does not verify (damaged, tampered, truncated, another format).
+    #[error("{} is not a valid export: {source}", .path.display())]
+    NotAnExport {
+        path: std::path::PathBuf,
+        source: Box<ExportError>,
+    },
+    /// Import only restores into an empty bridge.
+    #[error("the directory is not empty: import restores an export into an empty bridge (use a new data directory)")]
+    NotEmpty,
+    /// The import transaction failed and was rolled back.
+    #[error("import failed, nothing was imported: {0}")]
+    ImportFailed(StoreError),
 }
 
 fn invalid(line: u64, reason: impl Into<String>) -> ExportError {
@@ -339,31 +356,27 @@ fn stored(rec: Record) -> StoredResource {
     }
 }
 
-/// The manifest's counts as JSON, for messages.
-pub fn counts_json(c: &Counts) -> Value {
-    serde_json::json!({"users": c.users, "groups": c.groups, "memberships": c.memberships})
-}
-
 /// Imports a verified export file into an empty directory, in one transaction.
 /// Refuses a damaged or tampered file, and a non-empty directory, before writing.
 pub fn import_file(
     store: &crate::store::Store,
     path: &std::path::Path,
     now: Timestamp,
-) -> Result<Manifest, String> {
+) -> Result<Manifest, ExportError> {
     let open = || {
         std::fs::File::open(path)
             .map(std::io::BufReader::new)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))
+            .map_err(|source| ExportError::Open {
+                path: path.to_owned(),
+                source,
+            })
     };
-    let manifest =
-        verify(open()?).map_err(|e| format!("{} is not a valid export: {e}", path.display()))?;
-    if !store.is_empty().map_err(|e| e.to_string())? {
-        return Err(
-            "the directory is not empty: import restores an export into an empty bridge \
-                    (use a new data directory)"
-                .into(),
-        );
+    let manifest = verify(open()?).map_err(|e| ExportError::NotAnExport {
+        path: path.to_owned(),
+        source: Box::new(e),
+    })?;
+    if !store.is_empty()? {
+        return Err(ExportError::NotEmpty);
     }
     let reader = open()?;
     store
@@ -376,7 +389,7 @@ pub fn import_file(
             })
             .map_err(|e| e.to_string())
         })
-        .map_err(|e| format!("import failed, nothing was imported: {e}"))?;
+        .map_err(ExportError::ImportFailed)?;
     Ok(manifest)
 }
 
@@ -461,6 +474,7 @@ mod tests {
         // Importing again is refused: the directory is not empty.
         assert!(import_file(&b, &file, Timestamp::now())
             .unwrap_err()
+            .to_string()
             .contains("not empty"));
     }
 
@@ -489,7 +503,9 @@ mod tests {
             let file = dir.path().join("bad.jsonl");
             std::fs::write(&file, bad).unwrap();
             let b = store(dir.path(), &format!("{}.redb", name.replace(' ', "_")));
-            let err = import_file(&b, &file, Timestamp::now()).unwrap_err();
+            let err = import_file(&b, &file, Timestamp::now())
+                .unwrap_err()
+                .to_string();
             assert!(err.contains("not a valid export"), "{name}: {err}");
             assert!(b.is_empty().unwrap(), "{name}: something was written");
         }

@@ -17,7 +17,7 @@ mod tokens;
 
 pub use admin::{AdminPassword, SetupCode, SetupRefusal};
 pub use migration::{MigrationState, Phase};
-pub use tokens::{hex, Scope, TokenRecord};
+pub use tokens::{hex, Scope, TokenRecord, TokenState};
 
 use std::any::Any;
 use std::path::{Path, PathBuf};
@@ -68,7 +68,9 @@ const MAX_BATCH: usize = 256;
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// A protocol-level refusal (not found, uniqueness, precondition, bad member).
-    #[error("{0}")]
+    /// Shown as its detail alone: that is the sentence meant for a person (the
+    /// status and scimType are for SCIM clients, which get them from `http`).
+    #[error("{}", .0.detail)]
     Scim(ScimError),
     #[error("storage error: {0}")]
     Storage(String),

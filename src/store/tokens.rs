@@ -45,15 +45,35 @@ pub struct TokenRecord {
     pub revoked: Option<Timestamp>,
 }
 
+/// Whether a token is accepted at a given time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenState {
+    Active,
+    Revoked,
+    Expired,
+}
+
+impl TokenState {
+    /// `active`, `revoked` or `expired`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenState::Active => "active",
+            TokenState::Revoked => "revoked",
+            TokenState::Expired => "expired",
+        }
+    }
+}
+
 impl TokenRecord {
-    /// `active`, `revoked` or `expired` at `now`.
-    pub fn state(&self, now: Timestamp) -> &'static str {
+    /// The token's state at `now`.
+    pub fn state(&self, now: Timestamp) -> TokenState {
         if self.revoked.is_some() {
-            "revoked"
+            TokenState::Revoked
         } else if self.expires.is_some_and(|e| e <= now) {
-            "expired"
+            TokenState::Expired
         } else {
-            "active"
+            TokenState::Active
         }
     }
 }
