@@ -926,6 +926,25 @@ fn check_config_names_each_certificate_file_fault() {
         ),
         Some(0.0)
     );
+
+    // And on the dashboard, with the certificate's issuer, names and expiry.
+    let ca_file = f.write("ca.pem", &ca_pem);
+    let mut c = Client::new(&s.addr, Some(ca_file.into()), s.token.clone());
+    c.server_name = "scim.example.com".to_owned();
+    let r =
+        admin_support::set_password(&c, &admin_support::setup_link(&s), admin_support::PASSWORD);
+    assert_eq!(r.status, 303);
+    let cookie = admin_support::login(&c, admin_support::PASSWORD);
+    let page = admin_support::text(&admin_support::get_page(&c, "/admin", &cookie));
+    for expected in [
+        "Certificate warning",
+        "lacks the intermediate certificate of its issuer",
+        "Example Intermediate",
+        "scim.example.com",
+        "certificate files",
+    ] {
+        assert!(page.contains(expected), "{expected}: {page}");
+    }
 }
 
 #[test]
