@@ -8,7 +8,7 @@
 //! flag or a variable. Secrets come from the file or the environment, never from a
 //! flag. The rest of the program never reads the environment.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -70,6 +70,11 @@ pub struct Settings {
     #[arg(skip)]
     #[serde(default)]
     pub migration: MigrationPolicy,
+    /// Reverse proxies whose `X-Forwarded-For` names the client, e.g.
+    /// `["127.0.0.1", "10.0.0.0/8"]`.
+    #[arg(skip)]
+    #[serde(default)]
+    pub trusted_proxies: TrustedProxies,
 }
 
 /// `[tls]`: how the listener speaks TLS.
@@ -379,18 +384,42 @@ pub enum LogFormat {
     Json,
 }
 
-/// `[limits]`: bounds on what one client can make the server do.
+/// `[limits]`: bounds on what one client can make the server do (docs/SECURITY.md
+/// lists them with their defaults). Durations are whole seconds in the file (keys
+/// ending in `_secs`); every count is at least 1.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct Limits {
     /// Largest request body accepted (bytes, at least 1024); larger ones answer 413.
     pub max_body_bytes: usize,
-    /// Connections served at once (at least 1); further ones wait in the accept queue.
+    /// Connections served at once; further ones wait in the accept queue (and idle
+    /// connections are closed to make room).
     pub max_connections: usize,
-    /// Time allowed for a TLS handshake and for reading request headers (file key
-    /// `handshake_timeout_secs`, whole seconds).
+    /// Connections open at once from one client address (IPv6: one /64); more are
+    /// closed at accept. Trusted proxies are exempt.
+    pub max_connections_per_address: usize,
+    /// Time allowed for a TLS handshake, for the first request to start, and for
+    /// reading each HTTP/1.1 request head.
     #[serde(rename = "handshake_timeout_secs", deserialize_with = "seconds")]
     pub handshake_timeout: Duration,
+    /// Time allowed for a whole request body to arrive (408 after).
+    #[serde(rename = "body_timeout_secs", deserialize_with = "seconds")]
+    pub body_timeout: Duration,
+    /// A connection with no request in progress for this long is closed.
+    #[serde(rename = "idle_timeout_secs", deserialize_with = "seconds")]
+    pub idle_timeout: Duration,
+    /// A connection whose peer does not read must still move `min_send_rate` bytes
+    /// per second averaged over this window, or it is closed.
+    #[serde(rename = "write_timeout_secs", deserialize_with = "seconds")]
+    pub write_timeout: Duration,
+    /// Bytes per second (see `write_timeout`).
+    pub min_send_rate: u64,
+    /// HTTP/2 streams open at once per connection.
+    pub http2_max_streams: u32,
+    /// Concurrent and heavy work per token and per address, failed authentications
+    /// (their keys sit directly in `[limits]`).
+    #[serde(flatten)]
+    pub limiter: crate::limiter::LimiterConfig,
     /// Page size when a list request gives no `count`.
     pub default_page_size: usize,
     /// Largest page a list request can get.
@@ -399,6 +428,17 @@ pub struct Limits {
     pub bulk_max_operations: usize,
     /// Largest bulk request body in bytes.
     pub bulk_max_payload_bytes: usize,
+    /// Keys of `[limits]` that no field took (serde cannot refuse unknown keys next
+    /// to a flattened struct): `validate` refuses them, so a typo is an error.
+    #[serde(flatten)]
+    unknown: std::collections::BTreeMap<String, serde::de::IgnoredAny>,
+}
+
+impl Limits {
+    /// The largest request body any endpoint accepts.
+    pub fn max_request_bytes(&self) -> usize {
+        self.max_body_bytes.max(self.bulk_max_payload_bytes)
+    }
 }
 
 impl Default for Limits {
@@ -406,12 +446,82 @@ impl Default for Limits {
         Limits {
             max_body_bytes: 1 << 20,
             max_connections: 512,
+            max_connections_per_address: 128,
             handshake_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(30),
+            min_send_rate: 1024,
+            http2_max_streams: 64,
+            limiter: crate::limiter::LimiterConfig::default(),
             default_page_size: 100,
             max_page_size: 1000,
             bulk_max_operations: 1000,
             bulk_max_payload_bytes: 4 << 20,
+            unknown: Default::default(),
         }
+    }
+}
+
+/// Addresses and networks of reverse proxies whose `X-Forwarded-For` is believed
+/// (`trusted_proxies`, e.g. `["127.0.0.1", "10.0.0.0/8"]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "Vec<String>")]
+pub struct TrustedProxies(Vec<(IpAddr, u8)>);
+
+impl TryFrom<Vec<String>> for TrustedProxies {
+    type Error = String;
+    fn try_from(entries: Vec<String>) -> std::result::Result<TrustedProxies, String> {
+        TrustedProxies::parse(&entries)
+    }
+}
+
+impl TrustedProxies {
+    /// Parses `ADDRESS` or `ADDRESS/PREFIX`.
+    pub fn parse(entries: &[String]) -> std::result::Result<TrustedProxies, String> {
+        let mut out = Vec::new();
+        for e in entries {
+            let (addr, prefix) = match e.split_once('/') {
+                Some((a, p)) => (a, Some(p)),
+                None => (e.as_str(), None),
+            };
+            let addr: IpAddr = addr
+                .trim()
+                .parse()
+                .map_err(|_| format!("\"{e}\" is not an address like 10.0.0.1 or 10.0.0.0/8"))?;
+            let max = if addr.is_ipv4() { 32 } else { 128 };
+            let prefix = match prefix {
+                None => max,
+                Some(p) => match p.trim().parse::<u8>() {
+                    Ok(p) if p <= max => p,
+                    _ => return Err(format!("\"{e}\": the prefix length must be 0 to {max}")),
+                },
+            };
+            out.push((addr, prefix));
+        }
+        Ok(TrustedProxies(out))
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        self.0.iter().any(|(net, prefix)| match (net, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(*prefix)).unwrap_or(0);
+                u32::from(*n) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(*prefix)).unwrap_or(0);
+                u128::from(*n) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 }
 
@@ -511,6 +621,8 @@ pub struct Config {
     pub migration: MigrationPolicy,
     /// The built-in admin page.
     pub admin: AdminConfig,
+    /// Reverse proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: TrustedProxies,
 }
 
 /// Where and whether the admin page (`/admin`) is served.
@@ -534,6 +646,12 @@ impl Config {
     /// The database file in the data directory.
     pub fn db_path(&self) -> PathBuf {
         self.data_dir.join("scimbridge.redb")
+    }
+
+    /// Whether answers carry `Strict-Transport-Security`: only with a certificate a
+    /// browser can verify (from files or ACME), never self-signed or without TLS.
+    pub fn hsts(&self) -> bool {
+        matches!(self.tls, TlsMode::Files { .. } | TlsMode::Acme(_))
     }
 }
 
@@ -617,11 +735,38 @@ pub fn validate(s: Settings, file: Option<&Path>) -> Result<Config> {
         ),
     };
     let limits = s.limits;
+    if let Some(key) = limits.unknown.keys().next() {
+        bail!(
+            "{}: unknown key; docs/SECURITY.md lists the limits",
+            origin(&format!("limits.{key}"))
+        );
+    }
     if limits.max_body_bytes < 1024 {
         bail!("{}: must be at least 1024", origin("limits.max_body_bytes"));
     }
-    if limits.max_connections == 0 {
-        bail!("{}: must be at least 1", origin("limits.max_connections"));
+    let l = &limits.limiter;
+    for (key, value) in [
+        ("max_connections", limits.max_connections as u64),
+        (
+            "max_connections_per_address",
+            limits.max_connections_per_address as u64,
+        ),
+        ("handshake_timeout_secs", limits.handshake_timeout.as_secs()),
+        ("body_timeout_secs", limits.body_timeout.as_secs()),
+        ("idle_timeout_secs", limits.idle_timeout.as_secs()),
+        ("write_timeout_secs", limits.write_timeout.as_secs()),
+        ("http2_max_streams", u64::from(limits.http2_max_streams)),
+        ("token_requests", l.token_requests as u64),
+        ("token_heavy", l.token_heavy as u64),
+        ("address_requests", l.address_requests as u64),
+        ("address_heavy", l.address_heavy as u64),
+        ("heavy_slots", l.heavy_slots as u64),
+        ("auth_failures", u64::from(l.auth_failures)),
+        ("auth_failure_window_secs", l.auth_failure_window.as_secs()),
+    ] {
+        if value == 0 {
+            bail!("{}: must be at least 1", origin(&format!("limits.{key}")));
+        }
     }
     if limits.max_page_size == 0 || limits.default_page_size > limits.max_page_size {
         bail!(
@@ -690,6 +835,7 @@ pub fn validate(s: Settings, file: Option<&Path>) -> Result<Config> {
             enabled: s.admin.enabled.unwrap_or(true),
             listen: admin_listen,
         },
+        trusted_proxies: s.trusted_proxies,
     })
 }
 
@@ -742,6 +888,38 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("admin.listen"), "{e}");
+    }
+
+    #[test]
+    fn limits_and_trusted_proxies() {
+        let (_d, p) = write(
+            "trusted_proxies = [\"127.0.0.1\", \"10.0.0.0/8\", \"2001:db8::/32\"]\n\
+             [limits]\ntoken_requests = 100\nidle_timeout_secs = 5\nauth_failures = 3\n",
+        );
+        let c = load_with(Some(&p), &[]).unwrap();
+        assert_eq!(c.limits.limiter.token_requests, 100);
+        assert_eq!(c.limits.idle_timeout, Duration::from_secs(5));
+        assert_eq!(c.limits.limiter.auth_failures, 3);
+        let t = &c.trusted_proxies;
+        assert!(t.contains("127.0.0.1".parse().unwrap()));
+        assert!(t.contains("::ffff:127.0.0.1".parse().unwrap()));
+        assert!(t.contains("10.200.3.4".parse().unwrap()));
+        assert!(!t.contains("11.0.0.1".parse().unwrap()));
+        assert!(t.contains("2001:db8:ffff::1".parse().unwrap()));
+        assert!(!t.contains("2001:db9::1".parse().unwrap()));
+        for bad in [
+            "trusted_proxies = [\"10.0.0.0/33\"]\n",
+            "trusted_proxies = [\"proxy.example\"]\n",
+            "[limits]\nidle_timeout_secs = 0\n",
+            "[limits]\ntoken_requests = 0\n",
+        ] {
+            let (_d, p) = write(bad);
+            let e = load_with(Some(&p), &[]).unwrap_err().to_string();
+            assert!(
+                e.contains("trusted_proxies") || e.contains("limits."),
+                "{e}"
+            );
+        }
     }
 
     #[test]

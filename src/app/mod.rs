@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::clock::Timestamp;
 use crate::config::Config;
+use crate::limiter::Limiter;
 use crate::migrate::service::Migration;
 use crate::store::Store;
 
@@ -32,6 +33,10 @@ pub struct App {
     pub config: Config,
     /// The migration state machine; also decides whether SCIM writes are accepted.
     pub migration: Arc<Migration>,
+    /// The one limiter: concurrent and heavy work per token and per address, failed
+    /// authentications (`[limits]`). Edges ask it before admitting work; heavy work
+    /// in this layer asks it for a heavy permit.
+    pub limiter: Limiter,
     /// Last use of each token since the last flush (token id → time): recording it
     /// costs no fsync per request; `flush_token_uses` writes it every 30 s.
     token_uses: Mutex<HashMap<String, Timestamp>>,
@@ -40,6 +45,7 @@ pub struct App {
 impl App {
     pub fn new(store: Store, config: Config, migration: Arc<Migration>) -> App {
         App {
+            limiter: Limiter::new(config.limits.limiter.clone()),
             store,
             config,
             migration,

@@ -180,9 +180,10 @@ fn sign_in_is_throttled_after_repeated_failures() {
     // Even the right password waits now: the guesser must not learn it is right.
     let r = login_response(&c, PASSWORD);
     assert_eq!(r.status, 429);
-    assert!(text(&r).contains("Too many failed sign-in attempts"));
+    assert!(text(&r).contains("Too many failed attempts"));
+    // One attempt a minute after the free ones (issue 11: never a long lock-out).
     let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
-    assert!(retry > 60 && retry <= 15 * 60, "{retry}");
+    assert!((1..=60).contains(&retry), "{retry}");
     assert!(r.header("set-cookie").is_none());
     // The log is read by another thread: wait for the line rather than race it.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
