@@ -1,15 +1,28 @@
-//! Load benchmark: starts the release binary on 127.0.0.1 over TLS and prints
-//! throughput and latency numbers. Every phase is bounded in count and time.
+//! Load benchmark (issue 10): runs SCIM scenarios against scimbridge (the release
+//! binary, started here over TLS on 127.0.0.1) or against any SCIM server given by
+//! URL, and prints one line per measurement: requests, ops/s, p50, p99, p99.9,
+//! errors, and the p99 of `/healthz` probed through the same stack while the
+//! measurement ran (one probe every 20 ms on its own connection). Every loop is
+//! bounded in count and in time.
 //!
-//!   cargo bench --bench load            # all phases
-//!   SCIMBRIDGE_BENCH_SCALE=4 cargo bench --bench load   # 4x the counts
+//!   cargo bench --bench load                                  # every scenario, 10k users
+//!   cargo bench --bench load -- --scenarios read,lookup --users 2000
+//!   cargo bench --bench load -- --data-dir /tmp/big           # a directory `import`ed before
+//!   cargo bench --bench load -- --base http://127.0.0.1:8000 --token T   # another server
 //!
-//! Phases: GET /healthz vs GET /Users/{id} (same TLS + HTTP stack), concurrent durable
-//! creates, userName lookups, and adding/removing one member in a small and a large
-//! group.
+//! Scenarios: read (GET by id, and /healthz alone, at 8 and 64 connections), lookup
+//! (`userName eq`), create (durable POSTs from 64 clients), patch (user PATCH), list
+//! (deep `startIndex` and cursor pages), sort (`sortBy=userName` first and deep
+//! page, `sortBy=title`), scan (`title co "Engineer"`), large-group (building a
+//! group in PATCHes of 1,000, one-member add/remove, the Entra membership probe,
+//! `excludedAttributes=members` and full reads), sync (Entra-like: lookup-then-create
+//! users, groups, members in batches, updates, deactivations). With a server started
+//! here the RSS growth of heavy requests is printed too (from /proc).
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,108 +36,203 @@ use rustls_pki_types::{CertificateDer, ServerName};
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_scimbridge");
+const PATCH_URN: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
+const ALL: &[&str] = &[
+    "read",
+    "lookup",
+    "create",
+    "patch",
+    "list",
+    "sort",
+    "scan",
+    "large-group",
+    "sync",
+];
 
+/// Where requests go: host:port, the path prefix of the SCIM base, the token and,
+/// for https, the TLS connector.
 struct Target {
     addr: String,
+    prefix: String,
     token: String,
-    tls: tokio_rustls::TlsConnector,
+    tls: Option<tokio_rustls::TlsConnector>,
 }
 
+type Conn = SendRequest<Full<Bytes>>;
+
 impl Target {
-    async fn connect(&self) -> SendRequest<Full<Bytes>> {
+    async fn connect(&self) -> Conn {
         let tcp = tokio::net::TcpStream::connect(&self.addr).await.unwrap();
         tcp.set_nodelay(true).unwrap();
-        let tls = self
-            .tls
-            .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
-            .await
+        match &self.tls {
+            Some(tls) => {
+                let host = self.addr.rsplit_once(':').map_or("127.0.0.1", |(h, _)| h);
+                let name = ServerName::try_from(host.to_owned()).unwrap();
+                let io = tls.connect(name, tcp).await.unwrap();
+                let (s, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+                    .await
+                    .unwrap();
+                tokio::spawn(conn);
+                s
+            }
+            None => {
+                let (s, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+                    .await
+                    .unwrap();
+                tokio::spawn(conn);
+                s
+            }
+        }
+    }
+
+    /// One request; `path` is below the SCIM base unless it starts with `//`
+    /// (then it is absolute, e.g. `///healthz`).
+    async fn send(
+        &self,
+        s: &mut Conn,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (u16, Bytes) {
+        let uri = match path.strip_prefix("//") {
+            Some(abs) => abs.to_owned(),
+            None => format!("{}{path}", self.prefix),
+        };
+        let req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("host", &self.addr)
+            .header("authorization", format!("Bearer {}", self.token))
+            .header("content-type", "application/scim+json")
+            .body(Full::new(Bytes::from(
+                body.map(|b| serde_json::to_vec(b).unwrap())
+                    .unwrap_or_default(),
+            )))
             .unwrap();
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .unwrap();
-        tokio::spawn(conn);
-        sender
+        if s.ready().await.is_err() {
+            *s = self.connect().await;
+        }
+        match s.send_request(req).await {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                let body = resp.into_body().collect().await.map(|b| b.to_bytes());
+                (status, body.unwrap_or_default())
+            }
+            Err(_) => {
+                *s = self.connect().await;
+                (599, Bytes::new())
+            }
+        }
+    }
+
+    async fn json(&self, s: &mut Conn, method: &str, path: &str, body: Option<&Value>) -> Value {
+        let (st, b) = self.send(s, method, path, body).await;
+        assert!(
+            st < 300,
+            "{method} {path}: {st} {}",
+            String::from_utf8_lossy(&b)
+        );
+        if b.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&b).unwrap()
+        }
     }
 }
 
-async fn send(
-    s: &mut SendRequest<Full<Bytes>>,
-    t: &Target,
-    method: &str,
-    path: &str,
-    body: Option<&Value>,
-) -> (u16, Bytes) {
-    let req = Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", &t.addr)
-        .header("authorization", format!("Bearer {}", t.token))
-        .header("content-type", "application/scim+json")
-        .body(Full::new(Bytes::from(
-            body.map(|b| serde_json::to_vec(b).unwrap())
-                .unwrap_or_default(),
-        )))
-        .unwrap();
-    s.ready().await.unwrap();
-    let resp = s.send_request(req).await.unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.into_body().collect().await.unwrap().to_bytes())
-}
-
+/// Latencies of one measurement.
 struct Stats {
-    n: usize,
     secs: f64,
     lat: Vec<Duration>,
+    errors: usize,
+    health: Vec<Duration>,
 }
 
 impl Stats {
-    fn pct(&self, p: f64) -> f64 {
-        let mut l = self.lat.clone();
+    fn pct(lat: &[Duration], p: f64) -> f64 {
+        let mut l = lat.to_vec();
         l.sort();
         l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1)))
             .map(|d| d.as_secs_f64() * 1000.0)
             .unwrap_or(0.0)
     }
+    fn rate(&self) -> f64 {
+        self.lat.len() as f64 / self.secs.max(1e-9)
+    }
     fn print(&self, name: &str) {
+        let health = if self.health.is_empty() {
+            "      -".to_owned()
+        } else {
+            format!("{:>7.2}", Stats::pct(&self.health, 0.99))
+        };
         println!(
-            "{name:<44} {:>7} req in {:>5.2}s = {:>8.0}/s   p50 {:>6.2} ms   p99 {:>6.2} ms",
-            self.n,
-            self.secs,
-            self.n as f64 / self.secs,
-            self.pct(0.5),
-            self.pct(0.99)
+            "{name:<52} {:>7} {:>9.0} {:>8.2} {:>8.2} {:>8.2} {:>6} {health}",
+            self.lat.len(),
+            self.rate(),
+            Stats::pct(&self.lat, 0.5),
+            Stats::pct(&self.lat, 0.99),
+            Stats::pct(&self.lat, 0.999),
+            self.errors,
         );
     }
 }
 
-/// Runs `count` requests over `conns` keep-alive connections, at most `limit` long.
-async fn run<F>(t: &Arc<Target>, conns: usize, count: usize, limit: Duration, make: F) -> Stats
-where
-    F: Fn(usize) -> (&'static str, String, Option<Value>) + Send + Sync + 'static,
-{
-    let make = Arc::new(make);
-    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+fn header() {
+    println!(
+        "{:<52} {:>7} {:>9} {:>8} {:>8} {:>8} {:>6} {:>7}",
+        "measurement", "ops", "ops/s", "p50 ms", "p99 ms", "p99.9", "errors", "hz p99"
+    );
+}
+
+type Make = dyn Fn(usize) -> (&'static str, String, Option<Value>) + Send + Sync;
+
+/// Runs up to `count` requests over `conns` keep-alive connections, at most `limit`
+/// long, while one more connection probes `/healthz` every 20 ms.
+async fn run(
+    t: &Arc<Target>,
+    conns: usize,
+    count: usize,
+    limit: Duration,
+    make: Arc<Make>,
+) -> Stats {
+    let next = Arc::new(AtomicUsize::new(0));
+    let errors = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
+    let probe = {
+        let (t, done) = (t.clone(), done.clone());
+        tokio::spawn(async move {
+            let mut s = t.connect().await;
+            let mut lat = Vec::new();
+            while !done.load(Ordering::Relaxed) && started.elapsed() < limit * 2 {
+                let t0 = Instant::now();
+                let (st, _) = t.send(&mut s, "GET", "///healthz", None).await;
+                if st < 500 {
+                    lat.push(t0.elapsed());
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            lat
+        })
+    };
     let mut tasks = Vec::new();
     for _ in 0..conns {
-        let (t, make, next) = (t.clone(), make.clone(), next.clone());
+        let (t, make, next, errors) = (t.clone(), make.clone(), next.clone(), errors.clone());
         tasks.push(tokio::spawn(async move {
             let mut s = t.connect().await;
             let mut lat = Vec::new();
             loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= count || started.elapsed() > limit {
                     break;
                 }
                 let (m, p, b) = make(i);
                 let t0 = Instant::now();
-                let (status, body) = send(&mut s, &t, m, &p, b.as_ref()).await;
-                assert!(
-                    status < 300,
-                    "{m} {p}: {status} {}",
-                    String::from_utf8_lossy(&body)
-                );
+                let (status, _) = t.send(&mut s, m, &p, b.as_ref()).await;
                 lat.push(t0.elapsed());
+                if status >= 400 {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                }
             }
             lat
         }));
@@ -133,44 +241,104 @@ where
     for task in tasks {
         lat.extend(task.await.unwrap());
     }
+    let secs = started.elapsed().as_secs_f64();
+    done.store(true, Ordering::Relaxed);
     Stats {
-        n: lat.len(),
-        secs: started.elapsed().as_secs_f64(),
+        secs,
         lat,
+        errors: errors.load(Ordering::Relaxed),
+        health: probe.await.unwrap(),
     }
 }
 
-fn main() {
-    let scale: usize = std::env::var("SCIMBRIDGE_BENCH_SCALE")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1);
-    let dir = tempfile::tempdir().unwrap();
+/// One request timed, with `/healthz` probed meanwhile.
+async fn once(t: &Arc<Target>, method: &'static str, path: String, body: Option<Value>) -> Stats {
+    let body = Arc::new(body);
+    run(
+        t,
+        1,
+        1,
+        Duration::from_secs(600),
+        Arc::new(move |_| (method, path.clone(), (*body).clone())),
+    )
+    .await
+}
+
+/// The server this run started: its process (for RSS) and data directory.
+struct Local {
+    child: Child,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Local {
+    fn rss_mb(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    }
+}
+
+impl Drop for Local {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_local(data_dir: Option<&str>) -> (Target, Local) {
+    let tmp = match data_dir {
+        Some(_) => None,
+        None => Some(tempfile::tempdir().unwrap()),
+    };
+    let dir = data_dir.map_or_else(
+        || tmp.as_ref().unwrap().path().to_path_buf(),
+        std::path::PathBuf::from,
+    );
     let out = Command::new(BIN)
         .arg("--data-dir")
-        .arg(dir.path())
-        .args(["token", "issue", "--name", "bench"])
+        .arg(&dir)
+        .args([
+            "token",
+            "issue",
+            "--name",
+            &format!("bench-{}", std::process::id()),
+        ])
         .output()
         .unwrap();
     let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(
+        !token.is_empty(),
+        "token issue: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut child = Command::new(BIN)
         .arg("--data-dir")
-        .arg(dir.path())
+        .arg(&dir)
         .args(["serve", "--listen", "127.0.0.1:0"])
-        .env("SCIMBRIDGE_LOG", "warn,scimbridge::cli=info")
+        .env(
+            "SCIMBRIDGE_LOG",
+            "warn,scimbridge::cli=info,scimbridge::server=info",
+        )
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut url = String::new();
-    for line in BufReader::new(child.stderr.take().unwrap())
-        .lines()
-        .map_while(Result::ok)
-    {
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    for line in lines.by_ref().map_while(Result::ok) {
         if let Some(i) = line.find("identity provider: ") {
             url = line[i + 19..].trim().to_owned();
             break;
         }
     }
+    // Keep draining the server's log so it never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
     let addr = url
         .trim_start_matches("https://")
         .split('/')
@@ -178,7 +346,7 @@ fn main() {
         .unwrap()
         .to_owned();
     let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(dir.path().join("tls/cert.pem")).unwrap() {
+    for c in CertificateDer::pem_file_iter(dir.join("tls/cert.pem")).unwrap() {
         roots.add(c.unwrap()).unwrap();
     }
     let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -188,112 +356,338 @@ fn main() {
     .unwrap()
     .with_root_certificates(roots)
     .with_no_client_auth();
-    let target = Arc::new(Target {
+    let target = Target {
         addr,
+        prefix: "/scim/v2".into(),
         token,
-        tls: tokio_rustls::TlsConnector::from(Arc::new(cfg)),
-    });
+        tls: Some(tokio_rustls::TlsConnector::from(Arc::new(cfg))),
+    };
+    (target, Local { child, _dir: tmp })
+}
+
+fn arg(args: &HashMap<String, String>, name: &str) -> Option<String> {
+    args.get(name).cloned()
+}
+
+fn user(i: usize, tag: &str) -> Value {
+    json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+           "userName": format!("{tag}{i}@example.com"), "active": true,
+           "displayName": format!("Bench User {i}"), "title": if i % 3 == 0 { "Engineer" } else { "Accountant" },
+           "name": {"givenName": "Bench", "familyName": format!("User{i}")},
+           "emails": [{"value": format!("{tag}{i}@example.com"), "type": "work", "primary": true}]})
+}
+
+fn members_patch(op: &str, ids: &[String]) -> Value {
+    let value: Vec<Value> = ids.iter().map(|m| json!({"value": m})).collect();
+    json!({"schemas": [PATCH_URN], "Operations": [{"op": op, "path": "members", "value": value}]})
+}
+
+/// Up to `n` (id, userName) pairs, read in pages of 1,000 by start index.
+async fn sample_users(t: &Target, n: usize) -> Vec<(String, String)> {
+    let mut s = t.connect().await;
+    let mut out = Vec::new();
+    let mut start = 1;
+    while out.len() < n {
+        let page = t
+            .json(
+                &mut s,
+                "GET",
+                &format!("/Users?startIndex={start}&count=1000&attributes=userName"),
+                None,
+            )
+            .await;
+        let rs = page["Resources"].as_array().cloned().unwrap_or_default();
+        if rs.is_empty() {
+            break;
+        }
+        start += rs.len();
+        for r in rs {
+            out.push((
+                r["id"].as_str().unwrap().to_owned(),
+                r["userName"].as_str().unwrap_or("").to_owned(),
+            ));
+        }
+    }
+    out.truncate(n);
+    out
+}
+
+fn main() {
+    let mut args = HashMap::new();
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        if let Some(k) = a.strip_prefix("--") {
+            if k == "bench" {
+                continue;
+            }
+            args.insert(k.to_owned(), it.next().unwrap_or_default());
+        }
+    }
+    let scenarios: Vec<String> = arg(&args, "scenarios")
+        .map(|s| s.split(',').map(str::to_owned).collect())
+        .unwrap_or_else(|| ALL.iter().map(|s| s.to_string()).collect());
+    let users: usize = arg(&args, "users")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10_000);
+    let secs: u64 = arg(&args, "seconds")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
+    let big: usize = arg(&args, "group-size")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20_000);
+    let limit = Duration::from_secs(secs);
+
+    let (target, local) = match arg(&args, "base") {
+        Some(base) => {
+            let rest = base.trim_start_matches("http://");
+            let (addr, prefix) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
+            let target = Target {
+                addr: addr.to_owned(),
+                prefix: if prefix.is_empty() {
+                    String::new()
+                } else {
+                    format!("/{prefix}")
+                },
+                token: arg(&args, "token").unwrap_or_default(),
+                tls: None,
+            };
+            (target, None)
+        }
+        None => {
+            let (t, l) = start_local(arg(&args, "data-dir").as_deref());
+            (t, Some(l))
+        }
+    };
+    let name = arg(&args, "name").unwrap_or_else(|| "scimbridge".into());
+    let target = Arc::new(target);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    println!("scimbridge load benchmark (release binary, TLS, 127.0.0.1, scale {scale})");
+    println!(
+        "load benchmark: {name}, scenarios {}, {secs} s per measurement",
+        scenarios.join(",")
+    );
+    let rss = |l: &Option<Local>| l.as_ref().map_or(0.0, Local::rss_mb);
     rt.block_on(async {
-        let limit = Duration::from_secs(20);
-        let creates = run(&target, 64, 4000 * scale, limit, |i| {
-            ("POST", "/scim/v2/Users".into(), Some(json!({"userName": format!("user{i}@example.com"), "active": true,
-                "emails": [{"value": format!("user{i}@example.com"), "type": "work", "primary": true}]})))
-        })
-        .await;
-        creates.print("POST /Users, 64 clients (durable creates)");
+        let t = &target;
+        let mut s = t.connect().await;
+        // Make sure there are `users` users to read (a fresh directory is filled
+        // with durable creates from 64 clients, which is the create scenario).
+        let existing = t.json(&mut s, "GET", "/Users?count=0", None).await["totalResults"]
+            .as_u64()
+            .unwrap_or(0) as usize;
+        header();
+        let want = |n: &str| scenarios.iter().any(|s| s == n);
+        if existing < users || want("create") {
+            let tag = format!("c{}-", std::process::id());
+            let n = if existing < users { users - existing } else { 20_000 };
+            let st = run(t, 64, n, Duration::from_secs(600).max(limit), Arc::new(move |i| {
+                ("POST", "/Users".into(), Some(user(i, &tag)))
+            }))
+            .await;
+            st.print("create: POST /Users, 64 clients (durable)");
+        }
+        println!("# server RSS {:.0} MB", rss(&local));
+        let sample = Arc::new(sample_users(t, 20_000).await);
+        let total = t.json(&mut s, "GET", "/Users?count=0", None).await["totalResults"]
+            .as_u64()
+            .unwrap_or(0) as usize;
+        println!("# {total} users in the directory");
 
-        let mut s = target.connect().await;
-        let (_, body) = send(&mut s, &target, "GET", "/scim/v2/Users?count=200&attributes=id", None).await;
-        let ids: Arc<Vec<String>> = Arc::new(
-            serde_json::from_slice::<Value>(&body).unwrap()["Resources"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|r| r["id"].as_str().unwrap().to_owned())
-                .collect(),
-        );
-        let n = 20000 * scale;
-        let health = run(&target, 16, n, limit, |_| ("GET", "/healthz".into(), None)).await;
-        health.print("GET /healthz, 16 clients");
-        let ids2 = ids.clone();
-        let get = run(&target, 16, n, limit, move |i| ("GET", format!("/scim/v2/Users/{}", ids2[i % ids2.len()]), None)).await;
-        get.print("GET /Users/{id}, 16 clients");
-        let h = health.n as f64 / health.secs;
-        let g = get.n as f64 / get.secs;
-        println!("{:<44} {:>6.1}% slower than /healthz", "GET by id throughput", (h / g - 1.0) * 100.0);
-        let total = creates.n;
-        let lookup = run(&target, 16, n / 2, limit, move |i| {
-            ("GET", format!("/scim/v2/Users?filter=userName%20eq%20%22USER{}@example.com%22", i % total), None)
-        })
-        .await;
-        lookup.print("GET /Users?filter=userName eq, 16 clients");
-
-        // One member added to and removed from a group of 10, then of a large group.
-        for size in [10usize, 2000 * scale] {
-            // A fresh connection: the one above sat idle past the server's idle timeout.
-            let mut s = target.connect().await;
-            let (st, body) = send(&mut s, &target, "POST", "/scim/v2/Groups", Some(&json!({"displayName": format!("g{size}")}))).await;
-            assert_eq!(st, 201);
-            let gid = serde_json::from_slice::<Value>(&body).unwrap()["id"].as_str().unwrap().to_owned();
-            let mut members = Vec::new();
-            let (_, body) = send(&mut s, &target, "GET", &format!("/scim/v2/Users?count={}&attributes=id", size.min(1000)), None).await;
-            for r in serde_json::from_slice::<Value>(&body).unwrap()["Resources"].as_array().unwrap() {
-                members.push(r["id"].as_str().unwrap().to_owned());
+        if want("read") {
+            for conns in [8, 64] {
+                let health = run(t, conns, 1_000_000, limit, Arc::new(|_| ("GET", "///healthz".into(), None))).await;
+                health.print(&format!("read: GET /healthz alone, {conns} conns"));
+                let ids = sample.clone();
+                let get = run(t, conns, 1_000_000, limit, Arc::new(move |i| {
+                    ("GET", format!("/Users/{}", ids[(i * 7919) % ids.len()].0), None)
+                }))
+                .await;
+                get.print(&format!("read: GET /Users/{{id}}, {conns} conns"));
+                println!("# GET by id ÷ /healthz at {conns} conns: {:.2}", get.rate() / health.rate());
             }
-            let mut start = 1 + members.len();
-            while members.len() < size && start <= total {
-                let (_, body) = send(&mut s, &target, "GET", &format!("/scim/v2/Users?count=1000&startIndex={start}&attributes=id"), None).await;
-                let page = serde_json::from_slice::<Value>(&body).unwrap();
-                let rs = page["Resources"].as_array().unwrap();
-                if rs.is_empty() { break; }
-                for r in rs { members.push(r["id"].as_str().unwrap().to_owned()); }
-                start += rs.len();
+        }
+        if want("lookup") {
+            for conns in [8, 64] {
+                let ids = sample.clone();
+                let st = run(t, conns, 1_000_000, limit, Arc::new(move |i| {
+                    let name = &ids[(i * 7919) % ids.len()].1;
+                    ("GET", format!("/Users?filter=userName%20eq%20%22{name}%22"), None)
+                }))
+                .await;
+                st.print(&format!("lookup: userName eq, {conns} conns"));
             }
-            members.truncate(size);
-            for chunk in members.chunks(500) {
-                let value: Vec<Value> = chunk.iter().map(|m| json!({"value": m})).collect();
-                let (st, _) = send(&mut s, &target, "PATCH", &format!("/scim/v2/Groups/{gid}?excludedAttributes=members"),
-                    Some(&json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
-                                 "Operations": [{"op": "add", "path": "members", "value": value}]}))).await;
-                assert_eq!(st, 200);
+        }
+        if want("patch") {
+            let ids = sample.clone();
+            let st = run(t, 16, 1_000_000, limit, Arc::new(move |i| {
+                let body = json!({"schemas": [PATCH_URN], "Operations": [
+                    {"op": "replace", "path": "title", "value": format!("Title {i}")}]});
+                ("PATCH", format!("/Users/{}", ids[(i * 7919) % ids.len()].0), Some(body))
+            }))
+            .await;
+            st.print("patch: PATCH /Users/{id} replace title, 16 conns");
+        }
+        if want("list") {
+            let mid = total / 2;
+            let before = rss(&local);
+            once(t, "GET", format!("/Users?startIndex={mid}&count=100"), None).await
+                .print(&format!("list: startIndex={mid}&count=100"));
+            let st = run(t, 1, 20, limit, Arc::new(move |_| ("GET", format!("/Users?startIndex={mid}&count=100"), None))).await;
+            st.print(&format!("list: startIndex={mid}&count=100, x20"));
+            // A cursor page deep in the directory: the cursor is an id there.
+            let cursor = sample[sample.len() - 1].0.clone();
+            let st = run(t, 1, 50, limit, Arc::new(move |_| ("GET", format!("/Users?count=100&cursor={cursor}"), None))).await;
+            st.print("list: a cursor page (count=100), x50");
+            let st = run(t, 1, 50, limit, Arc::new(|_| ("GET", "/Users?count=100&cursor=".into(), None))).await;
+            st.print("list: the first cursor page (count=100), x50");
+            println!("# RSS growth during list: {:.0} MB", rss(&local) - before);
+        }
+        if want("sort") {
+            let before = rss(&local);
+            once(t, "GET", "/Users?sortBy=userName&count=100".into(), None).await
+                .print("sort: sortBy=userName, first page");
+            let deep = total / 2;
+            once(t, "GET", format!("/Users?sortBy=userName&startIndex={deep}&count=100"), None).await
+                .print(&format!("sort: sortBy=userName, startIndex={deep}"));
+            once(t, "GET", "/Users?sortBy=title&sortOrder=descending&count=100".into(), None).await
+                .print("sort: sortBy=title descending, first page");
+            println!("# RSS growth during sort: {:.0} MB (after: {:.0} MB)", rss(&local) - before, rss(&local));
+        }
+        if want("scan") {
+            let before = rss(&local);
+            once(t, "GET", "/Users?filter=title%20co%20%22Engineer%22&count=100".into(), None).await
+                .print("scan: title co \"Engineer\", count=100");
+            println!("# RSS growth during scan: {:.0} MB", rss(&local) - before);
+        }
+        if want("large-group") {
+            let mut s = t.connect().await;
+            let g = t.json(&mut s, "POST", "/Groups", Some(&json!({"displayName": format!("All staff {}", std::process::id())}))).await;
+            let gid = g["id"].as_str().unwrap().to_owned();
+            let members: Vec<String> = sample.iter().take(big).map(|(id, _)| id.clone()).collect();
+            let mut batches = Vec::new();
+            for chunk in members.chunks(1000) {
+                let t0 = Instant::now();
+                let (st, b) = t.send(&mut s, "PATCH", &format!("/Groups/{gid}"), Some(&members_patch("add", chunk))).await;
+                assert!(st < 300, "{st} {}", String::from_utf8_lossy(&b));
+                batches.push(t0.elapsed().as_secs_f64() * 1000.0);
             }
-            let extra = ids[0].clone();
-            let t0 = Instant::now();
-            let rounds = 20;
-            for _ in 0..rounds {
-                for op in ["add", "remove"] {
-                    let body = if op == "add" {
-                        json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
-                               "Operations": [{"op": "add", "path": "members", "value": [{"value": extra}]}]})
-                    } else {
-                        json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
-                               "Operations": [{"op": "remove", "path": format!("members[value eq \"{extra}\"]")}]})
-                    };
-                    let (st, _) = send(&mut s, &target, "PATCH", &format!("/scim/v2/Groups/{gid}?excludedAttributes=members"), Some(&body)).await;
-                    assert_eq!(st, 200);
+            println!(
+                "# built a group of {} in PATCHes of 1,000: first {:.1} ms, last {:.1} ms, total {:.1} s",
+                members.len(),
+                batches.first().unwrap_or(&0.0),
+                batches.last().unwrap_or(&0.0),
+                batches.iter().sum::<f64>() / 1000.0
+            );
+            let extra: Vec<String> = sample.iter().rev().take(64).map(|(id, _)| id.clone()).collect();
+            let (gid2, extra2) = (gid.clone(), extra.clone());
+            let st = run(t, 1, 400, limit, Arc::new(move |i| {
+                let m = &extra2[(i / 2) % extra2.len()];
+                let body = if i % 2 == 0 {
+                    members_patch("add", std::slice::from_ref(m))
+                } else {
+                    json!({"schemas": [PATCH_URN], "Operations": [{"op": "remove", "path": format!("members[value eq \"{m}\"]")}]})
+                };
+                ("PATCH", format!("/Groups/{gid2}"), Some(body))
+            }))
+            .await;
+            st.print(&format!("large-group: one-member add/remove, {} members", members.len()));
+            let gid2 = gid.clone();
+            let st = run(t, 8, 1_000_000, limit, Arc::new(move |_| ("GET", format!("/Groups/{gid2}?excludedAttributes=members"), None))).await;
+            st.print("large-group: GET excludedAttributes=members, 8 conns");
+            let (gid2, probe) = (gid.clone(), members.clone());
+            let st = run(t, 8, 1_000_000, limit, Arc::new(move |i| {
+                let m = &probe[(i * 7919) % probe.len()];
+                ("GET", format!("/Groups?filter=id%20eq%20%22{gid2}%22%20and%20members%5Bvalue%20eq%20%22{m}%22%5D&excludedAttributes=members"), None)
+            }))
+            .await;
+            st.print("large-group: Entra member probe, 8 conns");
+            let before = rss(&local);
+            let mut peak = before;
+            let full = {
+                let fut = once(t, "GET", format!("/Groups/{gid}"), None);
+                tokio::pin!(fut);
+                loop {
+                    tokio::select! {
+                        st = &mut fut => break st,
+                        _ = tokio::time::sleep(Duration::from_millis(20)) => peak = peak.max(rss(&local)),
+                    }
                 }
+            };
+            full.print("large-group: full GET");
+            println!("# RSS growth during the full GET: {:.0} MB (peak {:.0} MB)", peak - before, peak);
+        }
+        if want("sync") {
+            // Entra-like first sync: for each user a lookup by userName (empty), then
+            // a create; then groups, members in batches of 50, updates, deactivations.
+            let n = users.min(10_000);
+            let groups = (n / 20).max(1);
+            let tag = format!("s{}-", std::process::id());
+            let t0 = Instant::now();
+            let tag2 = tag.clone();
+            let lookups = run(t, 16, n, Duration::from_secs(600), Arc::new(move |i| {
+                ("GET", format!("/Users?filter=userName%20eq%20%22{tag2}{i}@example.com%22"), None)
+            }))
+            .await;
+            let tag2 = tag.clone();
+            let creates = run(t, 16, n, Duration::from_secs(600), Arc::new(move |i| ("POST", "/Users".into(), Some(user(i, &tag2))))).await;
+            let mut s = t.connect().await;
+            let mut ids = Vec::new();
+            let mut start = 1;
+            loop {
+                let page = t.json(&mut s, "GET", &format!("/Users?filter=userName%20sw%20%22{tag}%22&startIndex={start}&count=1000&attributes=id"), None).await;
+                let rs = page["Resources"].as_array().cloned().unwrap_or_default();
+                if rs.is_empty() {
+                    break;
+                }
+                start += rs.len();
+                ids.extend(rs.iter().map(|r| r["id"].as_str().unwrap().to_owned()));
             }
-            let per = t0.elapsed().as_secs_f64() * 1000.0 / (2 * rounds) as f64;
-            println!("{:<44} {:>8.2} ms per PATCH (group of {})", format!("add/remove one member, {} members", members.len()), per, members.len());
+            let tag2 = tag.clone();
+            let gcreates = run(t, 16, groups, Duration::from_secs(600), Arc::new(move |i| {
+                ("POST", "/Groups".into(), Some(json!({"displayName": format!("{tag2}group {i}")})))
+            }))
+            .await;
+            let page = t.json(&mut s, "GET", &format!("/Groups?filter=displayName%20sw%20%22{tag}%22&count=1000&excludedAttributes=members"), None).await;
+            let gids: Arc<Vec<String>> = Arc::new(page["Resources"].as_array().unwrap().iter().map(|g| g["id"].as_str().unwrap().to_owned()).collect());
+            let ids = Arc::new(ids);
+            let (g2, i2) = (gids.clone(), ids.clone());
+            let adds = run(t, 16, g2.len(), Duration::from_secs(600), Arc::new(move |i| {
+                let chunk: Vec<String> = (0..50).map(|k| i2[(i * 50 + k) % i2.len()].clone()).collect();
+                ("PATCH", format!("/Groups/{}", g2[i]), Some(members_patch("add", &chunk)))
+            }))
+            .await;
+            let i2 = ids.clone();
+            let updates = run(t, 16, n / 10, Duration::from_secs(600), Arc::new(move |i| {
+                let body = json!({"schemas": [PATCH_URN], "Operations": [
+                    {"op": "Replace", "path": "displayName", "value": format!("Renamed {i}")}]});
+                ("PATCH", format!("/Users/{}", i2[i % i2.len()]), Some(body))
+            }))
+            .await;
+            let i2 = ids.clone();
+            let deactivations = run(t, 16, n / 20, Duration::from_secs(600), Arc::new(move |i| {
+                let body = json!({"schemas": [PATCH_URN], "Operations": [
+                    {"op": "Replace", "path": "active", "value": "False"}]});
+                ("PATCH", format!("/Users/{}", i2[i2.len() - 1 - i % i2.len()]), Some(body))
+            }))
+            .await;
+            lookups.print("sync: lookup userName eq (absent), 16 conns");
+            creates.print("sync: create users, 16 conns");
+            gcreates.print("sync: create groups, 16 conns");
+            adds.print("sync: add 50 members per group, 16 conns");
+            updates.print("sync: update users, 16 conns");
+            deactivations.print("sync: deactivate users, 16 conns");
+            let errors = lookups.errors + creates.errors + gcreates.errors + adds.errors + updates.errors + deactivations.errors;
+            println!("# sync of {n} users and {} groups of 50: {:.1} s, {errors} errors", gids.len(), t0.elapsed().as_secs_f64());
+        }
+        // Memory is given back after heavy work: RSS once things settled.
+        if let Some(l) = &local {
+            let now = l.rss_mb();
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            println!("# server RSS at the end: {now:.0} MB, 3 s later {:.0} MB", l.rss_mb());
         }
     });
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status();
-    let _ = child.wait();
-    let size = std::fs::metadata(dir.path().join("scimbridge.redb"))
-        .map(|m| m.len())
-        .unwrap_or(0);
-    println!(
-        "{:<44} {:>8.1} MiB",
-        "database file",
-        size as f64 / 1048576.0
-    );
+    drop(local);
 }

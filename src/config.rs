@@ -142,13 +142,14 @@ pub struct MetricsSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Storage {
-    /// redb page cache in MiB (at least 1).
-    pub cache_mb: usize,
+    /// redb page cache in MiB (at least 1); unset, it is sized at start from the
+    /// database file and the machine's memory (`store::default_cache_bytes`).
+    pub cache_mb: Option<usize>,
 }
 
 impl Default for Storage {
     fn default() -> Self {
-        Storage { cache_mb: 64 }
+        Storage { cache_mb: None }
     }
 }
 
@@ -613,8 +614,9 @@ pub struct Config {
     pub tls: TlsMode,
     pub log_format: LogFormat,
     pub limits: Limits,
-    /// redb page cache size in bytes.
-    pub cache_bytes: usize,
+    /// redb page cache size in bytes; `None`: computed at start from the file size
+    /// and the machine's memory.
+    pub cache_bytes: Option<usize>,
     /// When set, `/metrics` requires `Authorization: Bearer <this>`.
     pub metrics_token: Option<Secret>,
     /// What `migrate check` enforces (domains lowercase).
@@ -816,7 +818,7 @@ pub fn validate(s: Settings, file: Option<&Path>) -> Result<Config> {
         }
         None => None,
     };
-    if s.storage.cache_mb < 1 {
+    if s.storage.cache_mb == Some(0) {
         bail!("{}: must be at least 1", origin("storage.cache_mb"));
     }
     Ok(Config {
@@ -828,7 +830,7 @@ pub fn validate(s: Settings, file: Option<&Path>) -> Result<Config> {
         tls,
         log_format: s.log_format.unwrap_or_default(),
         limits,
-        cache_bytes: s.storage.cache_mb << 20,
+        cache_bytes: s.storage.cache_mb.map(|mb| mb << 20),
         metrics_token: s.metrics.token,
         migration,
         admin: AdminConfig {
@@ -982,7 +984,7 @@ mod tests {
             (5, 50)
         );
         assert_eq!(c.limits.max_body_bytes, Limits::default().max_body_bytes);
-        assert_eq!(c.cache_bytes, 8 << 20);
+        assert_eq!(c.cache_bytes, Some(8 << 20));
         assert!(c.metrics_token.unwrap().matches("0123456789abcdef"));
         assert_eq!(c.migration.allowed_domains, ["example.com"]);
         assert_eq!(

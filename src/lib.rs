@@ -12,6 +12,7 @@ pub mod http;
 mod layering;
 pub mod limiter;
 pub mod logline;
+pub mod memory;
 pub mod migrate;
 pub mod scim;
 #[cfg(unix)]

@@ -64,7 +64,13 @@ fn create_data_dir(dir: &Path) -> Result<()> {
 pub fn run(cfg: Config) -> Result<()> {
     init_logging(&cfg);
     create_data_dir(&cfg.data_dir)?;
-    let store = Store::open(&cfg.db_path(), &StoreOptions { cache_bytes: cfg.cache_bytes }).map_err(|e| match e {
+    let cache_bytes = cfg.cache_bytes.unwrap_or_else(|| {
+        let file = std::fs::metadata(cfg.db_path()).map_or(0, |m| m.len());
+        let bytes = crate::store::default_cache_bytes(file, machine_memory());
+        tracing::info!(cache_mb = bytes >> 20, "page cache sized from the database file and the machine's memory (storage.cache_mb overrides)");
+        bytes
+    });
+    let store = Store::open(&cfg.db_path(), &StoreOptions { cache_bytes }).map_err(|e| match e {
         StoreError::AlreadyOpen(p) => anyhow!(
             "the database {} is already in use: another scimbridge is running with this data directory",
             p.display()
@@ -234,5 +240,23 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Memory this process may use, in bytes: the machine's (`MemTotal`), or the cgroup
+/// v2 limit of the service when that is lower; `None` when neither can be read.
+fn machine_memory() -> Option<u64> {
+    let total = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+        m.lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+    });
+    let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    match (total, cgroup) {
+        (Some(t), Some(c)) => Some(t.min(c)),
+        (t, c) => t.or(c),
     }
 }

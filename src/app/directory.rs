@@ -23,6 +23,9 @@ use crate::store::{
     UpdateRequest,
 };
 
+/// Members beyond which reading a group with its members is heavy work.
+pub const LARGE_GROUP: usize = 1000;
+
 /// One directory request, already parsed from its edge's wire form.
 #[derive(Debug, Clone)]
 pub enum Operation {
@@ -109,8 +112,8 @@ impl App {
                 resource,
                 reply,
             } => {
-                let mut attrs = normalize(rt, &resource)?;
-                let members = take_members(&mut attrs)?.unwrap_or_default();
+                let (attrs, members) = normalized(rt, resource).await?;
+                let members = members.unwrap_or_default();
                 let stored = self
                     .store
                     .create(rt, attrs, members, actor.clone(), now)
@@ -124,8 +127,7 @@ impl App {
                 reply,
             } => {
                 let rt = target.rt;
-                let mut attrs = normalize(rt, &resource)?;
-                let members = take_members(&mut attrs)?;
+                let (attrs, members) = normalized(rt, resource).await?;
                 let req = update_request(target, false, actor, now);
                 let stored = self
                     .store
@@ -159,7 +161,34 @@ impl App {
                 id,
                 if_none_match,
                 projection,
-            } => self.get(rt, &id, if_none_match.as_deref(), &projection, base),
+            } => {
+                if !self.is_large_read(rt, &id, &projection)? {
+                    let snapshot = self.store.snapshot()?;
+                    return get(
+                        &snapshot,
+                        rt,
+                        &id,
+                        if_none_match.as_deref(),
+                        &projection,
+                        base,
+                    );
+                }
+                // A large group renders for a while: keep it off the async workers.
+                let (store, base) = (self.store.clone(), base.to_owned());
+                tokio::task::spawn_blocking(move || {
+                    let snapshot = store.snapshot()?;
+                    get(
+                        &snapshot,
+                        rt,
+                        &id,
+                        if_none_match.as_deref(),
+                        &projection,
+                        &base,
+                    )
+                })
+                .await
+                .map_err(|_| ScimError::internal())?
+            }
             Operation::Query(q) => self.query(q, base).await.map(Outcome::Page),
         }
     }
@@ -171,6 +200,25 @@ impl App {
         tokio::task::spawn_blocking(move || query::run(&store.snapshot()?, &q, &base))
             .await
             .map_err(|_| ScimError::internal())?
+    }
+
+    /// Whether reading `id` with `projection` is heavy work: a group with more than
+    /// `LARGE_GROUP` members whose `members` the answer includes. Such a read runs off
+    /// the async workers, and edges take a heavy permit for it (issue 10: a full GET
+    /// of a 100,000-member group must not stall `/healthz`). Costs at most
+    /// `LARGE_GROUP + 1` membership-key reads.
+    pub fn is_large_read(
+        &self,
+        rt: ResourceType,
+        id: &str,
+        projection: &Projection,
+    ) -> StoreResult<bool> {
+        if rt != ResourceType::Group || !projection.includes(rt, refs_attr(rt)) {
+            return Ok(false);
+        }
+        self.store
+            .snapshot()?
+            .has_more_members_than(id, LARGE_GROUP)
     }
 
     /// Number of resources of a type in the directory.
@@ -233,31 +281,6 @@ impl App {
             .await
     }
 
-    fn get(
-        &self,
-        rt: ResourceType,
-        id: &str,
-        if_none_match: Option<&str>,
-        projection: &Projection,
-        base: &str,
-    ) -> StoreResult<Outcome> {
-        let snapshot = self.store.snapshot()?;
-        let Some(r) = snapshot.get(rt, id)? else {
-            return Err(ScimError::not_found(format!("{} {id} not found", rt.name())).into());
-        };
-        let version = r.meta.etag();
-        if let Some(inm) = if_none_match {
-            if inm
-                .split(',')
-                .map(str::trim)
-                .any(|t| t == "*" || t == version)
-            {
-                return Ok(Outcome::NotModified { version });
-            }
-        }
-        written(&snapshot, rt, r, projection, base).map(Outcome::Resource)
-    }
-
     /// A write's result, rendered from a fresh snapshot (it shows the write) when
     /// `reply` asks for the representation.
     fn written(
@@ -277,6 +300,31 @@ impl App {
             }),
         }
     }
+}
+
+/// Reads one resource from `snapshot` (404 when it does not exist).
+fn get(
+    snapshot: &Snapshot,
+    rt: ResourceType,
+    id: &str,
+    if_none_match: Option<&str>,
+    projection: &Projection,
+    base: &str,
+) -> StoreResult<Outcome> {
+    let Some(r) = snapshot.get(rt, id)? else {
+        return Err(ScimError::not_found(format!("{} {id} not found", rt.name())).into());
+    };
+    let version = r.meta.etag();
+    if let Some(inm) = if_none_match {
+        if inm
+            .split(',')
+            .map(str::trim)
+            .any(|t| t == "*" || t == version)
+        {
+            return Ok(Outcome::NotModified { version });
+        }
+    }
+    written(snapshot, rt, r, projection, base).map(Outcome::Resource)
 }
 
 fn written(
@@ -306,6 +354,29 @@ fn written(
 /// A resource's URL (`meta.location`, RFC 7643 §3.1).
 fn location(base: &str, rt: ResourceType, id: &str) -> String {
     format!("{base}{}/{id}", rt.endpoint())
+}
+
+/// Normalizes a client's representation and takes a group's members out of it; a
+/// body with more than `LARGE_GROUP` members is handled off the async workers.
+async fn normalized(
+    rt: ResourceType,
+    resource: Value,
+) -> ScimResult<(Attributes, Option<Vec<MemberRef>>)> {
+    let large = resource
+        .get("members")
+        .and_then(Value::as_array)
+        .is_some_and(|m| m.len() > LARGE_GROUP);
+    let work = move || {
+        let mut attrs = normalize(rt, &resource)?;
+        let members = take_members(&mut attrs)?;
+        Ok((attrs, members))
+    };
+    if !large {
+        return work();
+    }
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|_| ScimError::internal())?
 }
 
 fn update_request(

@@ -3,7 +3,8 @@
 //! the candidates from the store's indexes or scans the resource type, rewrites
 //! Entra's membership check into membership-table lookups, evaluates the filter on
 //! the rendered resource, and pages (by start index, or after a cursor id) and sorts.
-//! Memory is bounded by the page, except for sorted queries, which keep the matches.
+//! Memory is bounded by the page; sorted queries keep (sort value, id) pairs of the
+//! best `startIndex + count` matches, and `sortBy=userName` walks its index.
 //! SCIM list responses, `.search` and the admin page's lists all come through here.
 //! It knows neither HTTP nor redb.
 
@@ -14,6 +15,7 @@ use serde_json::{Map, Value};
 use super::render::{refs_attr, render, with_references, Resource};
 use crate::scim::error::ScimError;
 use crate::scim::filter::{self, Filter};
+use crate::scim::path::AttrPath;
 use crate::scim::query::{self, ListParams, Lookup};
 use crate::scim::resource::Projection;
 use crate::scim::schema::ResourceType;
@@ -47,8 +49,8 @@ pub enum Paging {
 /// One page of a query's matches.
 #[derive(Debug, Clone)]
 pub struct Page {
-    /// All matches (`totalResults`); `None` with `Paging::After`, which stops after
-    /// the page instead of counting.
+    /// All matches (`totalResults`); with `Paging::After` only when known without
+    /// counting (no filter: the table's length), as the page stops after itself.
     pub total: Option<usize>,
     /// The 1-based index of the first resource (`startIndex`; 1 with a cursor).
     pub start_index: usize,
@@ -82,7 +84,11 @@ pub(crate) fn run(snapshot: &Snapshot, q: &Query, base: &str) -> StoreResult<Pag
     }
 }
 
-/// Index paging: counts every match, keeps the page (or, sorted, every match).
+/// Index paging: counts every match and keeps the page. Unsorted, the matches come in
+/// id order; sorted by the User's `userName`, in the order of its index; sorted by
+/// anything else, only the sort value and id of the best `startIndex + count`
+/// matches are kept, and the page is rendered at the end. Memory is bounded by
+/// `startIndex + count` small pairs, never by the directory.
 fn index_page(
     snapshot: &Snapshot,
     types: &[ResourceType],
@@ -92,46 +98,153 @@ fn index_page(
     let p = &q.params;
     let start = p.start_index - 1;
     let end = start.saturating_add(p.count);
-    let sorting = p.sort_by.is_some();
-    // Unfiltered and unsorted over one type: the table knows the total, so the scan
-    // stops after the page.
-    let known_total = match types {
-        [rt] if p.filter.is_none() && !sorting => Some(snapshot.count(*rt)? as usize),
-        _ => None,
+    let (page, total) = match (&p.sort_by, types) {
+        (Some(path), [rt]) if query::sorts_by_user_name(*rt, path) => {
+            user_name_order(snapshot, q, base, start, end)?
+        }
+        (Some(path), _) => best_sorted(snapshot, types, q, path, base, start, end)?,
+        (None, _) => id_order(snapshot, types, q, base, start, end)?,
     };
-    let mut matched = 0usize;
-    let mut page: Vec<Resource> = Vec::new();
-    for &rt in types {
-        let eval = Evaluator::new(snapshot, rt, q, base);
-        candidates(snapshot, rt, p.filter.as_ref(), None, &mut |r| {
-            let Some(m) = eval.matching(r, sorting)? else {
-                return Ok(true);
-            };
-            if sorting || (matched >= start && matched < end) {
-                page.push(eval.finish(m)?);
-            }
-            matched += 1;
-            Ok(known_total.is_none() || matched < end)
-        })?;
-    }
-    if let Some(path) = &p.sort_by {
-        let mut all: Vec<(ResourceType, Map<String, Value>)> =
-            page.into_iter().map(|r| (r.rt, r.full)).collect();
-        query::sort(&mut all, path, p.descending);
-        page = all
-            .into_iter()
-            .skip(start)
-            .take(p.count)
-            .map(|(rt, full)| Resource { rt, full })
-            .collect();
-    }
     let resources = page.into_iter().map(|r| r.project(&q.projection)).collect();
     Ok(Page {
-        total: Some(known_total.unwrap_or(matched)),
+        total: Some(total),
         start_index: p.start_index,
         resources,
         next_after: None,
     })
+}
+
+/// Unsorted: matches in id order; without a filter the table's length is the total
+/// and the rows before the page are skipped by key.
+fn id_order(
+    snapshot: &Snapshot,
+    types: &[ResourceType],
+    q: &Query,
+    base: &str,
+    start: usize,
+    end: usize,
+) -> StoreResult<(Vec<Resource>, usize)> {
+    let mut page = Vec::new();
+    if let ([rt], None) = (types, &q.params.filter) {
+        let total = snapshot.count(*rt)? as usize;
+        let eval = Evaluator::new(snapshot, *rt, q, base);
+        let take = end.min(total).saturating_sub(start);
+        if take > 0 {
+            snapshot.scan_skipping(*rt, start, |r| {
+                page.push(eval.finish(Match::Stored(r))?);
+                Ok(page.len() < take)
+            })?;
+        }
+        return Ok((page, total));
+    }
+    let mut matched = 0usize;
+    for &rt in types {
+        let eval = Evaluator::new(snapshot, rt, q, base);
+        candidates(snapshot, rt, q.params.filter.as_ref(), None, &mut |r| {
+            let Some(m) = eval.matching(r)? else {
+                return Ok(true);
+            };
+            if matched >= start && matched < end {
+                page.push(eval.finish(m)?);
+            }
+            matched += 1;
+            Ok(true)
+        })?;
+    }
+    Ok((page, matched))
+}
+
+/// Sorted by userName: walks the userName index (lowercased, the order caseExact
+/// false asks for), reading a user only when the filter or the page needs it.
+fn user_name_order(
+    snapshot: &Snapshot,
+    q: &Query,
+    base: &str,
+    start: usize,
+    end: usize,
+) -> StoreResult<(Vec<Resource>, usize)> {
+    let rt = ResourceType::User;
+    let eval = Evaluator::new(snapshot, rt, q, base);
+    let descending = q.params.descending;
+    let mut page = Vec::new();
+    if q.params.filter.is_none() {
+        let total = snapshot.count(rt)? as usize;
+        let take = end.min(total).saturating_sub(start);
+        if take > 0 {
+            snapshot.users_by_name(descending, start, |id| {
+                if let Some(r) = snapshot.get(rt, id)? {
+                    page.push(eval.finish(Match::Stored(r))?);
+                }
+                Ok(page.len() < take)
+            })?;
+        }
+        return Ok((page, total));
+    }
+    let mut matched = 0usize;
+    snapshot.users_by_name(descending, 0, |id| {
+        let Some(r) = snapshot.get(rt, id)? else {
+            return Ok(true);
+        };
+        if let Some(m) = eval.matching(r)? {
+            if matched >= start && matched < end {
+                page.push(eval.finish(m)?);
+            }
+            matched += 1;
+        }
+        Ok(true)
+    })?;
+    Ok((page, matched))
+}
+
+/// A match kept for sorting: its sort value and where to find it again.
+type Ranked = (Option<Value>, ResourceType, String);
+
+/// Sorted by anything else: keeps the sort value and id of the best `end` matches
+/// (sorting and cutting whenever twice that many have gathered; ties keep id
+/// order, as a stable sort of every match would), then reads and renders the page.
+fn best_sorted(
+    snapshot: &Snapshot,
+    types: &[ResourceType],
+    q: &Query,
+    path: &AttrPath,
+    base: &str,
+    start: usize,
+    end: usize,
+) -> StoreResult<(Vec<Resource>, usize)> {
+    let descending = q.params.descending;
+    let order = |a: &Ranked, b: &Ranked| {
+        query::compare_sort_values(a.1, a.0.as_ref(), b.0.as_ref(), path, descending)
+    };
+    let mut best: Vec<Ranked> = Vec::new();
+    let mut matched = 0usize;
+    for &rt in types {
+        let eval = Evaluator::new(snapshot, rt, q, base);
+        candidates(snapshot, rt, q.params.filter.as_ref(), None, &mut |r| {
+            let Some(m) = eval.matching(r)? else {
+                return Ok(true);
+            };
+            matched += 1;
+            if end == 0 {
+                return Ok(true);
+            }
+            let (value, id) = eval.sort_value(m, path)?;
+            best.push((value, rt, id));
+            if best.len() >= end.saturating_mul(2).max(64) {
+                best.sort_by(order);
+                best.truncate(end);
+            }
+            Ok(true)
+        })?;
+    }
+    best.sort_by(order);
+    best.truncate(end);
+    let mut page = Vec::new();
+    for (_, rt, id) in best.into_iter().skip(start) {
+        if let Some(r) = snapshot.get(rt, &id)? {
+            page.push(Evaluator::new(snapshot, rt, q, base).finish(Match::Stored(r))?);
+        }
+    }
+    Ok((page, matched))
 }
 
 /// Cursor paging: the matches after `after`, in id order, one more looked at to know
@@ -148,7 +261,7 @@ fn after_page(
     let mut page: Vec<Resource> = Vec::new();
     let mut more = false;
     candidates(snapshot, rt, q.params.filter.as_ref(), after, &mut |r| {
-        let Some(m) = eval.matching(r, false)? else {
+        let Some(m) = eval.matching(r)? else {
             return Ok(true);
         };
         if page.len() == count {
@@ -163,8 +276,13 @@ fn after_page(
     } else {
         None
     };
+    // Unfiltered, the table knows the total without counting.
+    let total = match q.params.filter {
+        None => Some(snapshot.count(rt)? as usize),
+        Some(_) => None,
+    };
     Ok(Page {
-        total: None,
+        total,
         start_index: 1,
         resources: page.into_iter().map(|r| r.project(&q.projection)).collect(),
         next_after,
@@ -252,37 +370,39 @@ struct Evaluator<'a> {
     refs_in_filter: bool,
     /// The projection returns `members` / `groups`.
     wants_refs: bool,
+    /// The filter can be evaluated on the stored attributes (see `matching`).
+    on_stored_form: bool,
     base: &'a str,
 }
 
 impl<'a> Evaluator<'a> {
     fn new(snapshot: &'a Snapshot, rt: ResourceType, q: &'a Query, base: &'a str) -> Self {
         let filter = q.params.filter.as_ref();
+        let names = |n: &str| filter.is_some_and(|f| query::mentions(f, n));
         Evaluator {
             snapshot,
             rt,
             filter,
-            refs_in_filter: filter.is_some_and(|f| query::mentions(f, refs_attr(rt))),
+            refs_in_filter: names(refs_attr(rt)),
+            on_stored_form: !["id", "meta", "schemas", refs_attr(rt)]
+                .iter()
+                .any(|n| names(n)),
             wants_refs: q.projection.includes(rt, refs_attr(rt)),
             base,
         }
     }
 
-    /// The candidate if the filter matches it. `keep_rendered`: render it even
-    /// without a filter (a sorted query sorts rendered resources).
-    fn matching(&self, r: StoredResource, keep_rendered: bool) -> StoreResult<Option<Match>> {
+    /// The candidate if the filter matches it. A filter that names neither `id`,
+    /// `meta`, `schemas` nor the references is evaluated on the stored attributes,
+    /// which have the rendered shape for every other attribute, so a scan renders
+    /// only what it returns.
+    fn matching(&self, r: StoredResource) -> StoreResult<Option<Match>> {
         let Some(f) = self.filter else {
-            if !keep_rendered {
-                return Ok(Some(Match::Stored(r)));
-            }
-            let id = r.id.clone();
-            let full = render(self.snapshot, self.rt, r, self.wants_refs, self.base)?;
-            return Ok(Some(Match::Rendered {
-                full,
-                with_refs: self.wants_refs,
-                id,
-            }));
+            return Ok(Some(Match::Stored(r)));
         };
+        if self.on_stored_form {
+            return Ok(filter::matches(f, self.rt, &r.attrs).then_some(Match::Stored(r)));
+        }
         // Evaluate without loading references when the filter can do without: a
         // group's `members[value eq "X"]` becomes one membership-table lookup.
         let resolved: Option<Cow<'_, Filter>> = if !self.refs_in_filter {
@@ -303,7 +423,7 @@ impl<'a> Evaluator<'a> {
             None
         };
         let (with_refs, filter) = match resolved {
-            Some(r) => (keep_rendered && self.wants_refs, r),
+            Some(r) => (false, r),
             None => (true, Cow::Borrowed(f)),
         };
         let id = r.id.clone();
@@ -315,6 +435,18 @@ impl<'a> Evaluator<'a> {
                 id,
             }),
         )
+    }
+
+    /// A match's sort value and id (rendered without references to find the value).
+    fn sort_value(&self, m: Match, path: &AttrPath) -> StoreResult<(Option<Value>, String)> {
+        Ok(match m {
+            Match::Stored(r) => {
+                let id = r.id.clone();
+                let full = render(self.snapshot, self.rt, r, false, self.base)?;
+                (query::sort_value(self.rt, &full, path), id)
+            }
+            Match::Rendered { full, id, .. } => (query::sort_value(self.rt, &full, path), id),
+        })
     }
 
     /// The match rendered with the references the projection wants.
@@ -389,7 +521,7 @@ mod tests {
             names(&first),
             ["u00@example.com", "u01@example.com", "u02@example.com"]
         );
-        assert_eq!(first.total, None);
+        assert_eq!(first.total, Some(7));
         let next = first.next_after.clone().unwrap();
         assert_eq!(next, first.resources[2].id());
         let second = run(&snap, &query(None, 3, Paging::After(Some(next))), "").unwrap();
@@ -437,6 +569,86 @@ mod tests {
         let all = run(&snap, &query(None, 0, Paging::Index), "").unwrap();
         assert_eq!(all.total, Some(9));
         assert!(all.resources.is_empty());
+    }
+
+    fn sorted(filter: Option<&str>, by: &str, order: &str, start: usize, count: usize) -> Query {
+        let mut q = query(filter, count, Paging::Index);
+        q.params = ListParams::parse(
+            filter,
+            Some(by),
+            Some(order),
+            Some(&start.to_string()),
+            Some(&count.to_string()),
+            10,
+            100,
+        )
+        .unwrap();
+        q
+    }
+
+    #[test]
+    fn sorting_by_user_name_walks_the_index_in_either_order() {
+        let (_d, store) = store_with_users(7);
+        let snap = store.snapshot().unwrap();
+        let page = run(&snap, &sorted(None, "userName", "descending", 2, 3), "").unwrap();
+        assert_eq!(page.total, Some(7));
+        assert_eq!(
+            names(&page),
+            ["u05@example.com", "u04@example.com", "u03@example.com"]
+        );
+        let page = run(
+            &snap,
+            &sorted(Some("active eq true"), "USERNAME", "ascending", 2, 2),
+            "",
+        )
+        .unwrap();
+        assert_eq!(page.total, Some(4));
+        assert_eq!(names(&page), ["u02@example.com", "u04@example.com"]);
+        let past = run(&snap, &sorted(None, "userName", "ascending", 9, 3), "").unwrap();
+        assert!(past.resources.is_empty());
+    }
+
+    #[test]
+    fn other_sort_keys_keep_only_the_best_and_break_ties_by_id() {
+        let (_d, store) = store_with_users(150);
+        let snap = store.snapshot().unwrap();
+        // active: false sorts before true; equal values stay in id (creation) order,
+        // across the cuts the bounded selection makes every 64 matches.
+        let page = run(&snap, &sorted(None, "active", "ascending", 74, 4), "").unwrap();
+        assert_eq!(page.total, Some(150));
+        assert_eq!(
+            names(&page),
+            [
+                "u147@example.com",
+                "u149@example.com",
+                "u00@example.com",
+                "u02@example.com"
+            ]
+        );
+        let page = run(
+            &snap,
+            &sorted(Some("userName sw \"u1\""), "active", "descending", 1, 3),
+            "",
+        )
+        .unwrap();
+        assert_eq!(page.total, Some(60));
+        assert_eq!(
+            names(&page),
+            ["u10@example.com", "u12@example.com", "u14@example.com"]
+        );
+    }
+
+    #[test]
+    fn offset_pages_skip_to_the_start_index() {
+        let (_d, store) = store_with_users(9);
+        let snap = store.snapshot().unwrap();
+        let mut q = query(None, 2, Paging::Index);
+        q.params.start_index = 8;
+        let page = run(&snap, &q, "").unwrap();
+        assert_eq!(page.total, Some(9));
+        assert_eq!(names(&page), ["u07@example.com", "u08@example.com"]);
+        q.params.start_index = 10;
+        assert!(run(&snap, &q, "").unwrap().resources.is_empty());
     }
 
     #[test]

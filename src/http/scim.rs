@@ -19,7 +19,7 @@ use crate::auth::{authenticate, Principal};
 use crate::clock::Timestamp;
 use crate::limiter::Subject;
 use crate::scim::discovery::{self, Capabilities};
-use crate::scim::error::{ScimError, ScimResult};
+use crate::scim::error::{ScimError, ScimResult, ScimType};
 use crate::scim::query::ListParams;
 use crate::scim::resource::Projection;
 use crate::scim::schema::ResourceType;
@@ -240,7 +240,9 @@ async fn handle_inner(
                 Ok(p) => p,
                 Err(t) => return Ok(super::throttled(&t, true)),
             };
-            super::bulk::handle(state, body, &principal, &base).await
+            let answer = super::bulk::handle(state, body, &principal, &base).await;
+            crate::memory::release_soon();
+            answer
         }
         (_, [seg, ..])
             if matches!(
@@ -279,6 +281,8 @@ impl ResourceEndpoint<'_> {
             id: id.to_owned(),
             if_match: header_str(req, IF_MATCH),
         };
+        // A large group's full read is heavy work (see `App::is_large_read`).
+        let mut heavy = None;
         let op = match (method, tail) {
             (Method::GET, []) => {
                 let search = SearchRequest::from_query(self.params);
@@ -296,12 +300,26 @@ impl ResourceEndpoint<'_> {
                     reply,
                 }
             }
-            (Method::GET, [id]) => Operation::Get {
-                rt,
-                id: (*id).to_owned(),
-                if_none_match: header_str(&req, IF_NONE_MATCH),
-                projection: projection(self.params)?,
-            },
+            (Method::GET, [id]) => {
+                let projection = projection(self.params)?;
+                let app = &self.state.app;
+                if app
+                    .is_large_read(rt, id, &projection)
+                    .map_err(store_error)?
+                {
+                    let subject = Subject::Token(self.principal.token_id.clone());
+                    match app.limiter.heavy(subject).await {
+                        Ok(p) => heavy = Some(p),
+                        Err(t) => return Ok(super::throttled(&t, true)),
+                    }
+                }
+                Operation::Get {
+                    rt,
+                    id: (*id).to_owned(),
+                    if_none_match: header_str(&req, IF_NONE_MATCH),
+                    projection,
+                }
+            }
             (Method::PUT, [id]) => {
                 let reply = Reply::Representation(projection(self.params)?);
                 let target = target(id, &req);
@@ -357,6 +375,9 @@ impl ResourceEndpoint<'_> {
             .execute(op, &actor(self.principal), self.base)
             .await
             .map_err(store_error)?;
+        if heavy.take().is_some() {
+            crate::memory::release_soon();
+        }
         Ok(match outcome {
             Outcome::Resource(w) if created => written_response(StatusCode::CREATED, w),
             Outcome::Resource(w) => written_response(StatusCode::OK, w),
@@ -371,7 +392,7 @@ impl ResourceEndpoint<'_> {
                 *r.status_mut() = StatusCode::NO_CONTENT;
                 r
             }
-            Outcome::Page(page) => list_response(page),
+            Outcome::Page(page) => list_response(page, &Paging::Index),
         })
     }
 
@@ -455,9 +476,23 @@ async fn read_json(req: Request<RequestBody>, limit: usize) -> ScimResult<Value>
             "the request body is empty; a JSON object was expected",
         ));
     }
-    serde_json::from_slice(&bytes)
-        .map_err(|e| ScimError::invalid_syntax(format!("the request body is not valid JSON: {e}")))
+    let large = bytes.len() > LARGE_BODY;
+    let parse = move || {
+        serde_json::from_slice(&bytes).map_err(|e| {
+            ScimError::invalid_syntax(format!("the request body is not valid JSON: {e}"))
+        })
+    };
+    if !large {
+        return parse();
+    }
+    // Parsing megabytes takes milliseconds: not on the async workers.
+    tokio::task::spawn_blocking(parse)
+        .await
+        .map_err(|_| ScimError::internal())?
 }
+
+/// Bodies larger than this are parsed off the async workers.
+const LARGE_BODY: usize = 256 * 1024;
 
 fn set_etag(resp: &mut Response<Body>, etag: &str) {
     if let Ok(v) = HeaderValue::from_str(etag) {
@@ -486,18 +521,63 @@ fn written_response(status: StatusCode, w: Written) -> Response<Body> {
     resp
 }
 
-/// A ListResponse (RFC 7644 §3.4.2).
-fn list_response(page: Page) -> Response<Body> {
+/// A ListResponse (RFC 7644 §3.4.2). A cursor page (RFC 9865 §2.2) carries
+/// `nextCursor` while more matches follow, no `startIndex`, and `totalResults` only
+/// when it is known without counting (an unfiltered list).
+fn list_response(page: Page, paging: &Paging) -> Response<Body> {
     let resources: Vec<Value> = page.resources.into_iter().map(|r| r.into_json()).collect();
-    let body = serde_json::json!({
-        "schemas": [discovery::LIST_URN],
-        "totalResults": page.total.unwrap_or(resources.len()),
-        "itemsPerPage": resources.len(),
-        "startIndex": page.start_index,
-        "Resources": resources,
-    });
-    scim_json(StatusCode::OK, &body)
+    let mut body = serde_json::Map::new();
+    body.insert("schemas".into(), serde_json::json!([discovery::LIST_URN]));
+    let cursor = matches!(paging, Paging::After(_));
+    match page.total {
+        Some(total) => {
+            body.insert("totalResults".into(), total.into());
+        }
+        None if !cursor => {
+            body.insert("totalResults".into(), resources.len().into());
+        }
+        None => {}
+    }
+    body.insert("itemsPerPage".into(), resources.len().into());
+    if cursor {
+        if let Some(next) = page.next_after {
+            body.insert("nextCursor".into(), Value::String(next));
+        }
+    } else {
+        body.insert("startIndex".into(), page.start_index.into());
+    }
+    body.insert("Resources".into(), Value::Array(resources));
+    scim_json(StatusCode::OK, &Value::Object(body))
 }
+
+/// The paging a list request asks for: `cursor` (RFC 9865 §2.1; present and empty
+/// for the first page) or index paging. A cursor is the id of the last resource of
+/// the previous page; one that could not be an id is refused with 400
+/// `invalidCursor`, and `startIndex` beyond 1 with a cursor with 400 `invalidValue`.
+fn paging(req: &SearchRequest) -> ScimResult<Paging> {
+    let Some(cursor) = req.cursor.as_deref() else {
+        return Ok(Paging::Index);
+    };
+    if req.start_index.as_deref().is_some_and(|s| s.trim() != "1") {
+        return Err(ScimError::invalid_value(
+            "startIndex and cursor cannot be combined: page with one or the other",
+        ));
+    }
+    if cursor.is_empty() {
+        return Ok(Paging::After(None));
+    }
+    if cursor.len() > MAX_CURSOR || cursor.chars().any(char::is_control) {
+        return Err(ScimError::new(
+            400,
+            Some(ScimType::InvalidCursor),
+            "the cursor is not one this server issued; start again with an empty cursor",
+        ));
+    }
+    Ok(Paging::After(Some(cursor.to_owned())))
+}
+
+/// Longest cursor accepted: ids are at most this long.
+const MAX_CURSOR: usize = 1024;
 
 /// The parameters of a list or `.search` request, before validation.
 #[derive(Debug, Default)]
@@ -509,6 +589,8 @@ struct SearchRequest {
     count: Option<String>,
     attributes: Option<String>,
     excluded: Option<String>,
+    /// RFC 9865 `cursor`: `Some("")` asks for the first cursor page.
+    cursor: Option<String>,
 }
 
 impl SearchRequest {
@@ -522,6 +604,7 @@ impl SearchRequest {
             count: p("count"),
             attributes: p("attributes"),
             excluded: p("excludedAttributes"),
+            cursor: p("cursor"),
         }
     }
 }
@@ -561,6 +644,7 @@ fn search_params(body: &Value) -> ScimResult<SearchRequest> {
         count: text("count")?,
         attributes: text("attributes")?,
         excluded: text("excludedAttributes")?,
+        cursor: text("cursor")?,
     })
 }
 
@@ -599,12 +683,17 @@ async fn search(
     } else {
         None
     };
+    let paging = paging(req)?;
     let query = Query {
         rt,
         params,
         projection: Projection::parse(req.attributes.as_deref(), req.excluded.as_deref())?,
-        paging: Paging::Index,
+        paging: paging.clone(),
     };
     let page = state.app.query(query, base).await.map_err(store_error)?;
-    Ok(list_response(page))
+    let answer = list_response(page, &paging);
+    if _heavy.is_some() {
+        crate::memory::release_soon();
+    }
+    Ok(answer)
 }

@@ -36,7 +36,7 @@ pub fn service_provider_config(caps: &Capabilities, base: &str) -> Value {
         "sort": {"supported": true},
         "etag": {"supported": true},
         "pagination": {
-            "cursor": false,
+            "cursor": true,
             "index": true,
             "defaultPaginationMethod": "index",
             "defaultPageSize": caps.default_page_size,

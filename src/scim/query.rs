@@ -282,22 +282,62 @@ pub fn sort(
     path: &AttrPath,
     descending: bool,
 ) {
-    resources.sort_by(
-        |(ra, a), (rb, b)| match (sort_key(*ra, a, path), sort_key(*rb, b, path)) {
-            (Some(x), Some(y)) => {
-                // Users and Groups in one root search: compare as the first one's schema says.
-                let o = compare_values(x, y, case_exact(*ra, path));
-                if descending {
-                    o.reverse()
-                } else {
-                    o
-                }
+    resources.sort_by(|(ra, a), (rb, b)| {
+        compare_sort_values(
+            *ra,
+            sort_key(*ra, a, path),
+            sort_key(*rb, b, path),
+            path,
+            descending,
+        )
+    });
+}
+
+/// The value a rendered resource sorts by (`sortBy`, RFC 7644 §3.4.2.3), owned, so
+/// that a query can keep only (value, id) pairs instead of whole resources; `None`
+/// when the resource has no such value.
+pub fn sort_value(
+    rt: ResourceType,
+    resource: &Map<String, Value>,
+    path: &AttrPath,
+) -> Option<Value> {
+    sort_key(rt, resource, path).cloned()
+}
+
+/// Orders two sort values as `sort` does: by the attribute's caseExact (as `rt`'s
+/// schema says), reversed when `descending`; missing values last either way.
+pub fn compare_sort_values(
+    rt: ResourceType,
+    a: Option<&Value>,
+    b: Option<&Value>,
+    path: &AttrPath,
+    descending: bool,
+) -> Ordering {
+    match (a, b) {
+        (Some(x), Some(y)) => {
+            // Users and Groups in one root search: compare as the first one's schema says.
+            let o = compare_values(x, y, case_exact(rt, path));
+            if descending {
+                o.reverse()
+            } else {
+                o
             }
-            (Some(_), None) => Ordering::Less,
-            (None, Some(_)) => Ordering::Greater,
-            (None, None) => Ordering::Equal,
-        },
-    );
+        }
+        (Some(_), None) => Ordering::Less,
+        (None, Some(_)) => Ordering::Greater,
+        (None, None) => Ordering::Equal,
+    }
+}
+
+/// Whether `sortBy` is the User's core `userName`, whose lowercased index gives the
+/// order without reading the resources (caseExact false: the index key is the
+/// comparison key).
+pub fn sorts_by_user_name(rt: ResourceType, path: &AttrPath) -> bool {
+    if rt != ResourceType::User || path.sub.is_some() {
+        return false;
+    }
+    path.resolve(rt)
+        .is_some_and(|found| found.def.name == "userName" && found.schema.is_none())
 }
 
 #[cfg(test)]

@@ -289,6 +289,21 @@ pub struct Store {
     inner: Arc<Inner>,
 }
 
+/// The page cache a store gets when the configuration does not size it
+/// (`storage.cache_mb` unset): the whole database file when it fits in an eighth of
+/// the machine's memory, else that eighth, and never less than 16 MiB nor more
+/// than 1 GiB. redb's own default (1 GiB whatever the machine) lets RSS grow toward
+/// a gigabyte on a small VM under random reads (DESIGN.md); a fixed 64 MiB made a
+/// million-user directory read from the OS for every lookup. `memory` is the
+/// memory available to the process in bytes (`None` when unknown: 1 GiB is
+/// assumed).
+pub fn default_cache_bytes(file_size: u64, memory: Option<u64>) -> usize {
+    const MIN: u64 = 16 << 20;
+    const MAX: u64 = 1 << 30;
+    let share = memory.unwrap_or(1 << 30) / 8;
+    usize::try_from(file_size.min(share).clamp(MIN, MAX)).unwrap_or(MIN as usize)
+}
+
 /// Options for opening the store.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
@@ -1221,6 +1236,24 @@ impl Snapshot {
         Ok(out)
     }
 
+    /// Whether the group `group` has more than `n` direct members; reads at most
+    /// `n + 1` membership keys, never a member's value.
+    pub fn has_more_members_than(&self, group: &str, n: usize) -> StoreResult<bool> {
+        let t = self.txn.open_table(MEMBERS)?;
+        let mut seen = 0usize;
+        for row in t.range((group, "")..)? {
+            let (k, _) = row?;
+            if k.value().0 != group {
+                break;
+            }
+            seen += 1;
+            if seen > n {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     pub fn is_member(&self, group: &str, member: &str) -> StoreResult<bool> {
         Ok(self
             .txn
@@ -1298,6 +1331,49 @@ impl Snapshot {
         for row in rows {
             let (_, v) = row?;
             if !f(serde_json::from_slice(v.value())?)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// `scan` after skipping the first `skip` resources in id order; skipped rows
+    /// are stepped over by key, their values never parsed (offset paging).
+    pub fn scan_skipping(
+        &self,
+        rt: ResourceType,
+        skip: usize,
+        mut f: impl FnMut(StoredResource) -> StoreResult<bool>,
+    ) -> StoreResult<()> {
+        let t = self.txn.open_table(table(rt))?;
+        for row in t.range::<&str>(..)?.skip(skip) {
+            let (_, v) = row?;
+            if !f(serde_json::from_slice(v.value())?)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Visits user ids in the order of their lowercased userName (the uniqueness
+    /// index), descending when asked, after skipping `skip` of them by key alone.
+    /// Stops when `f` returns false.
+    pub fn users_by_name(
+        &self,
+        descending: bool,
+        skip: usize,
+        mut f: impl FnMut(&str) -> StoreResult<bool>,
+    ) -> StoreResult<()> {
+        let t = self.txn.open_table(USER_NAMES)?;
+        let rows = t.range::<&str>(..)?;
+        let rows: Box<dyn Iterator<Item = _>> = if descending {
+            Box::new(rows.rev())
+        } else {
+            Box::new(rows)
+        };
+        for row in rows.skip(skip) {
+            let (_, id) = row?;
+            if !f(id.value())? {
                 break;
             }
         }

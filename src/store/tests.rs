@@ -266,3 +266,18 @@ fn a_panicking_job_fails_alone_and_the_writer_survives() {
         .unwrap()
         .is_some());
 }
+
+#[test]
+fn the_default_cache_follows_the_file_and_the_memory() {
+    use super::default_cache_bytes;
+    const MIB: u64 = 1 << 20;
+    // A small directory: the floor.
+    assert_eq!(default_cache_bytes(MIB, Some(8 << 30)), 16 << 20);
+    // A file that fits an eighth of memory is cached whole.
+    assert_eq!(default_cache_bytes(300 * MIB, Some(8 << 30)), 300 << 20);
+    // A 2 GiB VM gives at most 256 MiB, a large machine at most 1 GiB.
+    assert_eq!(default_cache_bytes(1500 * MIB, Some(2 << 30)), 256 << 20);
+    assert_eq!(default_cache_bytes(1500 * MIB, Some(64 << 30)), 1 << 30);
+    // Unknown memory is taken as 1 GiB.
+    assert_eq!(default_cache_bytes(1500 * MIB, None), 128 << 20);
+}
