@@ -428,7 +428,7 @@ pub fn run(cli: Cli) -> Result<()> {
                     let r = crate::migrate::export::import_file(&store, file, &now);
                     store.close();
                     let m = r.map_err(|e| anyhow!(e))?;
-                    serde_json::json!({"counts": crate::migrate::export::counts_json(&m.counts)})
+                    crate::migrate::export::imported_json(&m)
                 }
             };
             let c = &v["counts"];
@@ -439,6 +439,10 @@ pub fn run(cli: Cli) -> Result<()> {
                 c["memberships"],
                 file.display()
             );
+            // An older export may hold what the current rules forbid: repaired, listed.
+            for note in v["repaired"].as_array().into_iter().flatten() {
+                eprintln!("repaired: {}", note.as_str().unwrap_or_default());
+            }
             Ok(())
         }
         Command::Backup { out } => {
@@ -790,6 +794,11 @@ fn create_data_dir(dir: &Path) -> Result<()> {
 
 fn serve(cfg: Config) -> Result<()> {
     init_logging(&cfg);
+    // The schemas are fixed for the life of the process, before any request is parsed.
+    crate::scim::schema::install_extensions(&cfg.scim.extensions).map_err(|e| anyhow!(e))?;
+    for ext in &cfg.scim.extensions {
+        tracing::info!(urn = %ext.urn, resource_type = ext.resource_type.name(), attributes = ext.attributes.len(), "schema extension declared");
+    }
     create_data_dir(&cfg.data_dir)?;
     let store = Store::open(&cfg.db_path(), &StoreOptions { cache_bytes: cfg.cache_bytes }).map_err(|e| match e {
         StoreError::AlreadyOpen(p) => anyhow!(

@@ -43,6 +43,13 @@ pub struct Limits {
     pub bulk_max_operations: usize,
     /// Largest bulk request body in bytes.
     pub bulk_max_payload_bytes: usize,
+    /// Longest string value in a request, in bytes (a userName, an email...); longer
+    /// ones answer 400 invalidValue.
+    pub max_value_bytes: usize,
+    /// Most values one attribute may carry in one request operation (a POST or PUT
+    /// body, one PATCH operation, one Bulk operation). Not a bound on what is stored:
+    /// a group's members can grow past it over several requests.
+    pub max_values_per_operation: usize,
 }
 
 impl Default for Limits {
@@ -55,8 +62,30 @@ impl Default for Limits {
             max_page_size: 1000,
             bulk_max_operations: 1000,
             bulk_max_payload_bytes: 4 << 20,
+            max_value_bytes: 32 << 10,
+            max_values_per_operation: 20_000,
         }
     }
+}
+
+impl Limits {
+    /// The bounds on one request operation, for the SCIM core.
+    pub fn request(&self) -> crate::scim::resource::RequestLimits {
+        crate::scim::resource::RequestLimits {
+            max_value_bytes: self.max_value_bytes,
+            max_values: self.max_values_per_operation,
+        }
+    }
+}
+
+/// How the SCIM core treats what clients send (`[scim]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScimConfig {
+    /// Attributes no schema defines: refused (default) or dropped, counted and shown.
+    pub unknown_attributes: crate::scim::resource::UnknownAttributes,
+    /// Schema extensions the admin declared, published and stored like the built-in
+    /// ones.
+    pub extensions: Vec<crate::scim::schema::ExtensionDecl>,
 }
 
 /// The validated configuration of one run.
@@ -80,6 +109,8 @@ pub struct Config {
     pub migration: crate::migrate::readiness::Policy,
     /// The built-in admin page.
     pub admin: AdminConfig,
+    /// Unknown attributes and declared schema extensions.
+    pub scim: ScimConfig,
 }
 
 /// Where and whether the admin page (`/admin`) is served.
@@ -119,6 +150,7 @@ impl Default for Config {
             metrics_token: None,
             migration: crate::migrate::readiness::Policy::default(),
             admin: AdminConfig::default(),
+            scim: ScimConfig::default(),
         }
     }
 }
@@ -144,6 +176,39 @@ pub struct FileConfig {
     pub metrics: Option<FileMetrics>,
     pub migration: Option<FileMigration>,
     pub admin: Option<FileAdmin>,
+    pub scim: Option<FileScim>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileScim {
+    pub unknown_attributes: Option<String>,
+    pub extensions: Option<Vec<FileExtension>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileExtension {
+    pub urn: String,
+    pub resource_type: String,
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub attributes: Vec<FileExtensionAttribute>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileExtensionAttribute {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub ty: String,
+    #[serde(default)]
+    pub multi_valued: bool,
+    #[serde(default)]
+    pub case_exact: bool,
+    #[serde(default)]
+    pub required: bool,
+    pub description: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -185,6 +250,8 @@ pub struct FileLimits {
     pub max_page_size: Option<usize>,
     pub bulk_max_operations: Option<usize>,
     pub bulk_max_payload_bytes: Option<usize>,
+    pub max_value_bytes: Option<usize>,
+    pub max_values_per_operation: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -292,7 +359,23 @@ pub fn load(file: Option<&Path>, o: &Overrides) -> Result<Config> {
             max_page_size: l.max_page_size.unwrap_or(d.max_page_size),
             bulk_max_operations: l.bulk_max_operations.unwrap_or(d.bulk_max_operations),
             bulk_max_payload_bytes: l.bulk_max_payload_bytes.unwrap_or(d.bulk_max_payload_bytes),
+            max_value_bytes: l.max_value_bytes.unwrap_or(d.max_value_bytes),
+            max_values_per_operation: l
+                .max_values_per_operation
+                .unwrap_or(d.max_values_per_operation),
         };
+        if c.limits.max_value_bytes < 1024 {
+            bail!(
+                "{}: must be at least 1024",
+                origin("limits.max_value_bytes")
+            );
+        }
+        if c.limits.max_values_per_operation < 100 {
+            bail!(
+                "{}: must be at least 100",
+                origin("limits.max_values_per_operation")
+            );
+        }
         if c.limits.max_body_bytes < 1024 {
             bail!("{}: must be at least 1024", origin("limits.max_body_bytes"));
         }
@@ -355,6 +438,25 @@ pub fn load(file: Option<&Path>, o: &Overrides) -> Result<Config> {
         }
         c.admin.listen = Some(addr);
     }
+    if let Some(sc) = f.scim {
+        if let Some(u) = sc.unknown_attributes {
+            c.scim.unknown_attributes = match u.as_str() {
+                "reject" => crate::scim::resource::UnknownAttributes::Reject,
+                "drop" => crate::scim::resource::UnknownAttributes::Drop,
+                other => bail!(
+                    "{}: \"{other}\" is not one of reject, drop",
+                    origin("scim.unknown_attributes")
+                ),
+            };
+        }
+        for (i, e) in sc.extensions.unwrap_or_default().into_iter().enumerate() {
+            c.scim.extensions.push(extension(e).map_err(|why| {
+                anyhow::anyhow!("{}: {why}", origin(&format!("scim.extensions[{i}]")))
+            })?);
+        }
+        crate::scim::schema::validate_extensions(&c.scim.extensions)
+            .map_err(|why| anyhow::anyhow!("{}: {why}", origin("scim.extensions")))?;
+    }
     if let Some(s) = f.storage {
         if let Some(mb) = s.cache_mb {
             if mb < 1 {
@@ -364,6 +466,36 @@ pub fn load(file: Option<&Path>, o: &Overrides) -> Result<Config> {
         }
     }
     Ok(c)
+}
+
+/// A `[[scim.extensions]]` table as the core's declaration.
+fn extension(e: FileExtension) -> std::result::Result<crate::scim::schema::ExtensionDecl, String> {
+    use crate::scim::schema::{AttrDecl, AttrType, ExtensionDecl, ResourceType};
+    let resource_type = match e.resource_type.as_str() {
+        "User" => ResourceType::User,
+        "Group" => ResourceType::Group,
+        other => return Err(format!("resource_type \"{other}\" is not User or Group")),
+    };
+    let mut attributes = Vec::with_capacity(e.attributes.len());
+    for a in e.attributes {
+        let ty = AttrType::from_declared(&a.ty)
+            .map_err(|why| format!("attribute \"{}\": {why}", a.name))?;
+        attributes.push(AttrDecl {
+            name: a.name,
+            ty,
+            multi_valued: a.multi_valued,
+            case_exact: a.case_exact,
+            required: a.required,
+            description: a.description,
+        });
+    }
+    Ok(ExtensionDecl {
+        urn: e.urn,
+        resource_type,
+        name: e.name,
+        description: e.description,
+        attributes,
+    })
 }
 
 #[cfg(test)]
@@ -408,6 +540,49 @@ mod tests {
         };
         let e = load(None, &o).unwrap_err().to_string();
         assert!(e.contains("admin.listen"), "{e}");
+    }
+
+    #[test]
+    fn scim_section_declares_extensions_and_the_unknown_attribute_policy() {
+        let (_d, p) = write(
+            "[scim]\nunknown_attributes = \"drop\"\n\
+             [[scim.extensions]]\n\
+             urn = \"urn:ietf:params:scim:schemas:extension:acme:2.0:User\"\n\
+             resource_type = \"User\"\n\
+             attributes = [ { name = \"badge\", type = \"string\" },\n\
+                            { name = \"floors\", type = \"integer\", multi_valued = true } ]\n",
+        );
+        let c = load(Some(&p), &Overrides::default()).unwrap();
+        assert_eq!(
+            c.scim.unknown_attributes,
+            crate::scim::resource::UnknownAttributes::Drop
+        );
+        assert_eq!(c.scim.extensions.len(), 1);
+        let attrs = &c.scim.extensions[0].attributes;
+        assert_eq!(
+            (attrs[1].name.as_str(), attrs[1].multi_valued),
+            ("floors", true)
+        );
+        assert_eq!(
+            Config::default().scim.unknown_attributes,
+            crate::scim::resource::UnknownAttributes::Reject
+        );
+        for (bad, why) in [
+            ("[scim]\nunknown_attributes = \"keep\"\n", "reject, drop"),
+            (
+                "[[scim.extensions]]\nurn = \"urn:x:2.0:User\"\nresource_type = \"Usr\"\nattributes = []\n",
+                "User or Group",
+            ),
+            (
+                "[[scim.extensions]]\nurn = \"urn:x:2.0:User\"\nresource_type = \"User\"\n\
+                 attributes = [ { name = \"a\", type = \"complex\" } ]\n",
+                "sub-attribute",
+            ),
+        ] {
+            let (_d, p) = write(bad);
+            let e = load(Some(&p), &Overrides::default()).unwrap_err().to_string();
+            assert!(e.contains(why) && e.contains("scim"), "{bad}: {e}");
+        }
     }
 
     #[test]

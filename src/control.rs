@@ -290,15 +290,19 @@ async fn receive_import(
             .await
             .map_err(|e| format!("receiving the file failed: {e}"))?;
         if copied != size {
-            return Err(format!("the file was cut short: {copied} of {size} bytes arrived"));
+            return Err(format!(
+                "the file was cut short: {copied} of {size} bytes arrived"
+            ));
         }
         file.sync_all().await.map_err(|e| e.to_string())?;
         let (store, path) = (store.clone(), tmp.clone());
         let (now, _) = crate::http::now();
-        let manifest = tokio::task::spawn_blocking(move || crate::migrate::export::import_file(&store, &path, &now))
-            .await
-            .map_err(|_| "the import task failed".to_owned())??;
-        Ok(json!({"counts": crate::migrate::export::counts_json(&manifest.counts), "exportedAt": manifest.exported_at}))
+        let manifest = tokio::task::spawn_blocking(move || {
+            crate::migrate::export::import_file(&store, &path, &now)
+        })
+        .await
+        .map_err(|_| "the import task failed".to_owned())??;
+        Ok(crate::migrate::export::imported_json(&manifest))
     }
     .await;
     let _ = tokio::fs::remove_file(&tmp).await;

@@ -8,6 +8,7 @@ pub mod metrics;
 pub mod scim;
 pub mod server;
 pub mod tls;
+pub mod unknown;
 pub mod x509;
 
 use std::collections::HashMap;
@@ -65,6 +66,8 @@ pub struct AppState {
     pub admin: admin::AdminState,
     /// The last SCIM requests with their outcome, for the admin dashboard.
     pub activity: admin::activity::Activity,
+    /// Attributes no schema defines that requests named: refused or dropped, counted.
+    pub unknown: Arc<unknown::UnknownLedger>,
 }
 
 impl AppState {
@@ -77,7 +80,6 @@ impl AppState {
         AppState {
             migration,
             store,
-            config,
             certs,
             started: Instant::now(),
             token_uses: Mutex::new(HashMap::new()),
@@ -85,6 +87,8 @@ impl AppState {
             metrics: metrics::Metrics::default(),
             admin: admin::AdminState::default(),
             activity: admin::activity::Activity::default(),
+            unknown: Arc::new(unknown::UnknownLedger::new(config.scim.unknown_attributes)),
+            config,
         }
     }
 
@@ -231,7 +235,15 @@ fn metrics_response(state: &AppState, req: &Request<Incoming>) -> Response<Body>
             info.not_after as f64,
         ));
     }
-    let mut r = Response::new(Full::new(Bytes::from(state.metrics.render(&gauges))));
+    let mut text = state.metrics.render(&gauges);
+    let (refused, dropped) = state.unknown.totals();
+    text.push_str(&format!(
+        "# HELP scimbridge_unknown_attributes_total Attributes no schema defines that SCIM requests named, by what the server did ([scim] unknown_attributes).\n\
+         # TYPE scimbridge_unknown_attributes_total counter\n\
+         scimbridge_unknown_attributes_total{{action=\"refused\"}} {refused}\n\
+         scimbridge_unknown_attributes_total{{action=\"dropped\"}} {dropped}\n"
+    ));
+    let mut r = Response::new(Full::new(Bytes::from(text)));
     r.headers_mut().insert(
         CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),

@@ -19,7 +19,7 @@ use crate::scim::error::{ScimError, ScimResult};
 use crate::scim::filter::{self, Filter};
 use crate::scim::patch;
 use crate::scim::query::{self, ListParams, Lookup};
-use crate::scim::resource::{normalize, render, Attributes, Projection};
+use crate::scim::resource::{check_request_limits, normalize, render, Attributes, Projection};
 use crate::scim::schema::ResourceType;
 use crate::store::{
     Actor, MemberRef, MembersChange, Scope, Snapshot, StoreResult, StoredResource, Update,
@@ -132,6 +132,15 @@ async fn handle_inner(
     *token_name = Some(principal.name.clone());
 
     let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+    if segments.first() == Some(&"Me") {
+        // RFC 7644 §3.11: a service provider without /Me answers 501.
+        return Err(ScimError::new(
+            501,
+            None,
+            "/Me is not implemented: a bearer token here belongs to a provisioning client, \
+             not to a user; use /Users/{id}",
+        ));
+    }
     let method = req.method().clone();
     let is_write = matches!(
         method,
@@ -174,16 +183,26 @@ async fn handle_inner(
             &discovery::service_provider_config(&capabilities(state), &base),
         )),
         (Method::GET, ["Schemas"]) => {
-            let docs = crate::scim::schema::ALL_SCHEMAS
+            let docs = crate::scim::schema::all_schemas()
                 .iter()
                 .map(|s| discovery::schema_json(s, &base))
                 .collect();
             Ok(scim_json(StatusCode::OK, &discovery::list_response(docs)))
         }
-        (Method::GET, ["Schemas", id]) => match discovery::find_schema(id) {
-            Some(s) => Ok(scim_json(StatusCode::OK, &discovery::schema_json(s, &base))),
-            None => Err(ScimError::not_found(format!("no schema \"{id}\""))),
-        },
+        (Method::GET, ["Schemas", id @ ..]) => {
+            // Ids are URNs, or (Entra's ADSCIM schema) an http URL, percent-encoded in
+            // its location or sent with its slashes.
+            let raw = id.join("/");
+            let id: String =
+                form_urlencoded::parse(format!("i={}", raw.replace('+', "%2B")).as_bytes())
+                    .next()
+                    .map(|(_, v)| v.into_owned())
+                    .unwrap_or(raw);
+            match discovery::find_schema(&id) {
+                Some(s) => Ok(scim_json(StatusCode::OK, &discovery::schema_json(s, &base))),
+                None => Err(ScimError::not_found(format!("no schema \"{id}\""))),
+            }
+        }
         (Method::GET, ["ResourceTypes"]) => {
             let docs = ResourceType::ALL
                 .iter()
@@ -395,14 +414,16 @@ async fn read_json(req: Request<Incoming>, limit: usize) -> ScimResult<Value> {
         .map_err(|e| ScimError::invalid_syntax(format!("the request body is not valid JSON: {e}")))
 }
 
-/// Renders a stored resource with its references (when the projection wants them).
+/// Renders a stored resource with its references (when the projection wants them)
+/// and the meta its representation has (a user's follows its groups).
 fn full_resource(
     snapshot: &Snapshot,
     rt: ResourceType,
-    r: StoredResource,
+    mut r: StoredResource,
     with_refs: bool,
     base: &str,
 ) -> StoreResult<Map<String, Value>> {
+    snapshot.derive_meta(rt, &mut r)?;
     let refs = if with_refs {
         Some(snapshot.references(rt, &r.id)?)
     } else {
@@ -426,8 +447,10 @@ fn resource_response(
     base: &str,
     status: StatusCode,
 ) -> Handled {
-    let etag = r.meta.etag();
+    let mut r = r;
     let snapshot = state.store.snapshot().map_err(store_error)?;
+    snapshot.derive_meta(rt, &mut r).map_err(store_error)?;
+    let etag = r.meta.etag();
     let full = full_resource(
         &snapshot,
         rt,
@@ -452,6 +475,15 @@ fn resource_response(
         }
     }
     Ok(resp)
+}
+
+/// Normalizes a POST/PUT body (or Bulk data) after checking it against the request
+/// limits, and applies the unknown-attribute policy.
+fn admitted(state: &AppState, rt: ResourceType, body: &Value, now: &str) -> ScimResult<Attributes> {
+    check_request_limits(body, &state.config.limits.request())?;
+    let normalized = normalize(rt, body)?;
+    state.unknown.admit(rt, &normalized.unknown, now)?;
+    Ok(normalized.attrs)
 }
 
 /// Takes `members` out of normalized Group attributes as member references.
@@ -508,9 +540,9 @@ pub(super) async fn create(
     projection: Projection,
     base: &str,
 ) -> Handled {
-    let mut attrs = normalize(rt, &body)?;
-    let members = take_members(&mut attrs)?.unwrap_or_default();
     let (now_s, now_ms) = now();
+    let mut attrs = admitted(state, rt, &body, &now_s)?;
+    let members = take_members(&mut attrs)?.unwrap_or_default();
     let stored = state
         .store
         .create(rt, attrs, members, actor(principal), now_s, now_ms)
@@ -528,12 +560,13 @@ fn get(
     base: &str,
 ) -> Handled {
     let snapshot = state.store.snapshot().map_err(store_error)?;
-    let Some(r) = snapshot.get(rt, id).map_err(store_error)? else {
+    let Some(mut r) = snapshot.get(rt, id).map_err(store_error)? else {
         return Err(ScimError::not_found(format!(
             "{} {id} not found",
             rt.name()
         )));
     };
+    snapshot.derive_meta(rt, &mut r).map_err(store_error)?;
     let etag = r.meta.etag();
     if let Some(inm) = if_none_match {
         if inm.split(',').map(str::trim).any(|t| t == "*" || t == etag) {
@@ -571,9 +604,9 @@ pub(super) async fn replace(
     projection: Projection,
     base: &str,
 ) -> Handled {
-    let mut attrs = normalize(rt, &body)?;
-    let members = take_members(&mut attrs)?;
     let (now_s, _) = now();
+    let mut attrs = admitted(state, rt, &body, &now_s)?;
+    let members = take_members(&mut attrs)?;
     let stored = state
         .store
         .update(
@@ -607,6 +640,7 @@ pub(super) async fn patch_resource(
     projection: Projection,
     base: &str,
 ) -> Handled {
+    check_request_limits(&body, &state.config.limits.request())?;
     let ops = patch::parse_request(&body)?;
     let (now_s, _) = now();
     // Adding or removing members of a large group must not cost the group's size:
@@ -617,11 +651,14 @@ pub(super) async fn patch_resource(
             .attr("members")
             .ok_or_else(ScimError::internal)?;
         let mut holder = Attributes::new();
-        if let Some(v) = crate::scim::resource::normalize_value(def, &Value::Array(delta.add))? {
+        let (added, unknown) =
+            crate::scim::resource::normalize_value(def, &Value::Array(delta.add))?;
+        state.unknown.admit(rt, &unknown, &now_s)?;
+        if let Some(v) = added {
             holder.insert("members".into(), v);
         }
         let add = take_members(&mut holder)?.unwrap_or_default();
-        let (remove, remove_present) = (delta.remove, delta.remove_present);
+        let remove = delta.remove;
         let stored = state
             .store
             .update(
@@ -634,11 +671,7 @@ pub(super) async fn patch_resource(
                 move |current| {
                     Ok(Update {
                         attrs: current.attrs,
-                        members: MembersChange::Delta {
-                            add,
-                            remove,
-                            remove_present,
-                        },
+                        members: MembersChange::Delta { add, remove },
                     })
                 },
             )
@@ -646,6 +679,7 @@ pub(super) async fn patch_resource(
             .map_err(store_error)?;
         return resource_response(state, rt, stored, &projection, base, StatusCode::OK);
     }
+    let ledger = state.unknown.clone();
     let stored = state
         .store
         .update(
@@ -654,12 +688,15 @@ pub(super) async fn patch_resource(
             if_match,
             true,
             actor(principal),
-            now_s,
+            now_s.clone(),
             move |current| {
                 let mut resource = current.attrs;
                 resource.insert("id".into(), Value::String(current.id.clone()));
-                patch::apply(rt, &mut resource, &ops)?;
-                let mut attrs = normalize(rt, &Value::Object(resource))?;
+                let mut unknown = patch::apply(rt, &mut resource, &ops)?;
+                let normalized = normalize(rt, &Value::Object(resource))?;
+                unknown.extend(normalized.unknown);
+                ledger.admit(rt, &unknown, &now_s)?;
+                let mut attrs = normalized.attrs;
                 let members = match rt {
                     ResourceType::Group => {
                         MembersChange::Set(take_members(&mut attrs)?.unwrap_or_default())

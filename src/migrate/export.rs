@@ -343,13 +343,31 @@ pub fn counts_json(c: &Counts) -> Value {
     serde_json::json!({"users": c.users, "groups": c.groups, "memberships": c.memberships})
 }
 
+/// What an import did: the file's manifest and one note per record it repaired
+/// (an older export's extra primary values, userNames that are one name under the
+/// caseless rule), rather than refusing the file.
+#[derive(Debug, Clone)]
+pub struct Imported {
+    pub manifest: Manifest,
+    pub repaired: Vec<String>,
+}
+
+/// What an import did, as the control socket and the CLI report it.
+pub fn imported_json(i: &Imported) -> Value {
+    serde_json::json!({
+        "counts": counts_json(&i.manifest.counts),
+        "exportedAt": i.manifest.exported_at,
+        "repaired": i.repaired,
+    })
+}
+
 /// Imports a verified export file into an empty directory, in one transaction.
 /// Refuses a damaged or tampered file, and a non-empty directory, before writing.
 pub fn import_file(
     store: &crate::store::Store,
     path: &std::path::Path,
     now: &str,
-) -> Result<Manifest, String> {
+) -> Result<Imported, String> {
     let open = || {
         std::fs::File::open(path)
             .map(std::io::BufReader::new)
@@ -365,7 +383,7 @@ pub fn import_file(
         );
     }
     let reader = open()?;
-    store
+    let repaired = store
         .import_blocking(
             crate::store::Actor::system("import"),
             now.to_owned(),
@@ -380,7 +398,7 @@ pub fn import_file(
             },
         )
         .map_err(|e| format!("import failed, nothing was imported: {e}"))?;
-    Ok(manifest)
+    Ok(Imported { manifest, repaired })
 }
 
 #[cfg(test)]
@@ -465,6 +483,41 @@ mod tests {
         assert!(import_file(&b, &file, "t")
             .unwrap_err()
             .contains("not empty"));
+    }
+
+    #[test]
+    fn a_format_1_export_is_imported_with_its_records_repaired_and_reported() {
+        // Written by the format-1 release (tests/fixtures/format1/make.sh): a user with
+        // two primary emails, and two userNames that are one name under the caseless
+        // rule ("straße" and "STRASSE").
+        let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/format1/format1.jsonl");
+        let dir = tempfile::tempdir().unwrap();
+        let b = store(dir.path(), "b.redb");
+        let imported = import_file(&b, &file, "2030-01-01T00:00:00Z").unwrap();
+        assert_eq!(imported.manifest.format_version, 1);
+        assert_eq!(imported.repaired.len(), 2, "{:?}", imported.repaired);
+        assert!(
+            imported.repaired[0].contains("emails") && imported.repaired[0].contains("primary")
+        );
+        assert!(imported.repaired[1].contains("STRASSE@example.com"));
+        let snap = b.snapshot().unwrap();
+        assert_eq!(snap.count(ResourceType::User).unwrap(), 5);
+        let id = snap
+            .find_by_user_name("two.primaries@example.com")
+            .unwrap()
+            .unwrap();
+        let r = snap.get(ResourceType::User, &id).unwrap().unwrap();
+        let primaries: Vec<bool> = r.attrs["emails"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["primary"] == json!(true))
+            .collect();
+        assert_eq!(primaries, [true, false]);
+        assert_eq!(r.meta.version, 2);
+        let json = imported_json(&imported);
+        assert_eq!(json["repaired"].as_array().unwrap().len(), 2);
     }
 
     #[test]
