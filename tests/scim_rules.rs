@@ -248,10 +248,16 @@ fn dropped_unknown_attributes_are_counted_logged_and_shown_with_a_declaration() 
         ),
         1
     );
-    assert!(
-        s.log_text().contains(&format!("{ACME}:badge")),
-        "the drop is logged"
-    );
+    // The log line is read from the server's stderr by another thread: poll.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !s.log_text().contains(&format!("{ACME}:badge")) {
+        assert!(
+            Instant::now() < deadline,
+            "the drop is not logged:\n{}",
+            s.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let page = admin_support::text(&admin_support::get_page(&c, "/admin", &cookie));
     assert!(page.contains("Attributes no schema defines"), "{page}");
     assert!(page.contains("[[scim.extensions]]"));
