@@ -8,10 +8,13 @@ use std::sync::Arc;
 use anyhow::{anyhow, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
+use crate::app::App;
+use crate::clock::Timestamp;
 use crate::config::{self, Config, Overrides, TlsMode};
 use crate::control::{self, ControlRequest};
-use crate::http::{self, tls, AppState};
+use crate::http::{self, AppState};
 use crate::store::{Store, StoreError, StoreOptions};
+use crate::tls;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -69,7 +72,8 @@ pub struct ServeArgs {
     /// Address of the SCIM listener [default: 127.0.0.1:8443].
     #[arg(long, env = "SCIMBRIDGE_LISTEN", value_name = "ADDR")]
     pub listen: Option<String>,
-    /// self-signed (generated on first start), files (--tls-cert/--tls-key) or off (behind a TLS proxy).
+    /// self-signed (generated on first start), files (--tls-cert/--tls-key), acme (--acme-domain,
+    /// a certificate from Let's Encrypt or another ACME CA) or off (behind a TLS proxy).
     #[arg(long, env = "SCIMBRIDGE_TLS", value_name = "MODE")]
     pub tls: Option<String>,
     /// PEM certificate chain for --tls files.
@@ -93,6 +97,8 @@ pub struct ServeArgs {
     /// Serve the admin page at /admin [default: true].
     #[arg(long, env = "SCIMBRIDGE_ADMIN_ENABLED", value_name = "BOOL")]
     pub admin_enabled: Option<bool>,
+    #[command(flatten)]
+    pub acme: config::AcmeSection,
 }
 
 #[derive(Debug, Subcommand)]
@@ -187,6 +193,7 @@ impl Cli {
             metrics_token: s.metrics_token,
             admin_listen: s.admin_listen,
             admin_enabled: s.admin_enabled,
+            acme: s.acme,
         }
     }
 
@@ -212,6 +219,7 @@ impl ClonedArgs for Option<&ServeArgs> {
                 metrics_token: a.metrics_token.clone(),
                 admin_listen: a.admin_listen.clone(),
                 admin_enabled: a.admin_enabled,
+                acme: a.acme.clone(),
             },
             None => ServeArgs::default(),
         }
@@ -226,8 +234,8 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::CheckConfig(args) => {
             let cfg = cli.load(Some(args))?;
-            if let TlsMode::Files { cert, key } = &cfg.tls {
-                tls::load_pem(cert, key)?;
+            for w in tls::check_config(&cfg)? {
+                println!("warning: {w}");
             }
             println!(
                 "configuration OK: data_dir={} listen={} tls={} admin={}",
@@ -236,6 +244,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 match &cfg.tls {
                     TlsMode::SelfSigned => "self-signed".to_owned(),
                     TlsMode::Files { cert, .. } => format!("files ({})", cert.display()),
+                    TlsMode::Acme(a) => format!("acme ({}; {})", a.domains.join(", "), a.directory),
                     TlsMode::Off => "off".to_owned(),
                 },
                 match (cfg.admin.enabled, cfg.admin.listen) {
@@ -424,8 +433,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 Some(answer) => answer.map_err(|e| anyhow!(e))?,
                 None => {
                     let store = open_store_for_cli(&cfg)?;
-                    let (now, _) = http::now();
-                    let r = crate::migrate::export::import_file(&store, file, &now);
+                    let r = crate::migrate::export::import_file(&store, file, Timestamp::now());
                     store.close();
                     let m = r.map_err(|e| anyhow!(e))?;
                     crate::migrate::export::imported_json(&m)
@@ -723,12 +731,12 @@ fn export(cfg: &Config, out: &Path) -> Result<()> {
         Some(r) => r.map(|_| ()).map_err(|e| anyhow!(e)),
         None => {
             let store = open_store_for_cli(cfg)?;
-            let (now, _) = http::now();
+            let now = Timestamp::now();
             let r = store
                 .snapshot()
                 .map_err(|e| anyhow!(e))
                 .and_then(|snap| {
-                    crate::migrate::export::write_export(&snap, &mut sink, &now, |done, total| {
+                    crate::migrate::export::write_export(&snap, &mut sink, now, |done, total| {
                         progress.show(|| format!("exporting… {done}/{total} records"))
                     })
                     .map_err(|e| anyhow!(e))
@@ -807,32 +815,13 @@ fn serve(cfg: Config) -> Result<()> {
         ),
         other => anyhow!(other),
     })?;
-    let (certs, cert_files) = match &cfg.tls {
-        TlsMode::Off => {
-            tracing::warn!(
-                "TLS is OFF: SCIM tokens and directory data travel in clear text. Only run this behind a \
-                 TLS-terminating reverse proxy on a trusted network."
-            );
-            (None, None)
-        }
-        TlsMode::SelfSigned => {
-            let extra = if cfg.listen.ip().is_unspecified() {
-                vec![]
-            } else {
-                vec![cfg.listen.ip().to_string()]
-            };
-            let (cert, key, created) = tls::ensure_self_signed(&cfg.data_dir, &extra)?;
-            if created {
-                tracing::info!(cert = %cert.display(), "generated a self-signed certificate");
-            }
-            let certs = Arc::new(tls::CertStore::new(tls::load_pem(&cert, &key)?));
-            (Some(certs), Some((cert, key)))
-        }
-        TlsMode::Files { cert, key } => (
-            Some(Arc::new(tls::CertStore::new(tls::load_pem(cert, key)?))),
-            Some((cert.clone(), key.clone())),
-        ),
-    };
+    if cfg.tls == TlsMode::Off {
+        tracing::warn!(
+            "TLS is OFF: SCIM tokens and directory data travel in clear text. Only run this behind a \
+             TLS-terminating reverse proxy on a trusted network."
+        );
+    }
+    let (certs, keeper) = tls::start(&cfg)?.unzip();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("scimbridge")
@@ -845,17 +834,32 @@ fn serve(cfg: Config) -> Result<()> {
             .await
             .with_context(|| format!("cannot listen on {}; is another program using it? set --listen", cfg.listen))?;
         let local = listener.local_addr()?;
+        let acme_mode = matches!(cfg.tls, TlsMode::Acme(_));
         let acceptor = match &certs {
-            Some(c) => Some(tokio_rustls::TlsAcceptor::from(Arc::new(tls::server_config(c.clone())?))),
+            Some(c) => Some(tokio_rustls::TlsAcceptor::from(Arc::new(tls::server_config(c.clone(), acme_mode)?))),
             None => None,
         };
         let scheme = if certs.is_some() { "https" } else { "http" };
-        let url = match &cfg.public_url {
-            Some(u) => format!("{u}{}", http::SCIM_PREFIX),
-            None => format!("{scheme}://{local}{}", http::SCIM_PREFIX),
+        // In ACME mode the identity provider connects by the certificate's name.
+        let origin = match (&cfg.public_url, &cfg.tls) {
+            (Some(u), _) => u.clone(),
+            (None, TlsMode::Acme(a)) if local.port() == 443 => format!("https://{}", a.domains[0]),
+            (None, TlsMode::Acme(a)) => format!("https://{}:{}", a.domains[0], local.port()),
+            (None, _) => format!("{scheme}://{local}"),
         };
-        let reloader = match (&certs, cert_files) {
-            (Some(c), Some((cert, key))) => Some(tokio::spawn(tls::watch(c.clone(), cert, key))),
+        let url = format!("{origin}{}", http::SCIM_PREFIX);
+        let http01 = match keeper.as_ref().and_then(|k| k.http01(&cfg)) {
+            Some((addr, tokens)) => {
+                let l = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+                    format!("cannot listen on {addr} for ACME HTTP-01; is another program using it? set --acme-http-listen")
+                })?;
+                tracing::info!(addr = %l.local_addr()?, "answering ACME HTTP-01 challenges; other plain HTTP requests are redirected to https");
+                Some(tokio::spawn(http::acme::serve_http01(l, tokens, local.port(), cfg.public_url.clone())))
+            }
+            None => None,
+        };
+        let reloader = match (&certs, keeper) {
+            (Some(c), Some(k)) => Some(tokio::spawn(k.run(c.clone()))),
             _ => None,
         };
         let migration = crate::migrate::service::Migration::new(store.clone(), cfg.migration.clone())
@@ -868,12 +872,10 @@ fn serve(cfg: Config) -> Result<()> {
         };
         let admin_url = match &admin_listener {
             Some(l) => format!("{scheme}://{}/admin", l.local_addr()?),
-            None => match &cfg.public_url {
-                Some(u) => format!("{u}/admin"),
-                None => format!("{scheme}://{local}/admin"),
-            },
+            None => format!("{origin}/admin"),
         };
-        let state = Arc::new(AppState::new(store.clone(), cfg.clone(), certs, migration.clone()));
+        let app = Arc::new(App::new(store.clone(), cfg.clone(), migration.clone()));
+        let state = Arc::new(AppState::new(app, certs));
         let mirror = tokio::spawn(crate::migrate::service::run_mirror(migration.clone()));
         if store.snapshot().and_then(|s| s.tokens()).map(|t| t.is_empty()).unwrap_or(false) {
             tracing::info!("no SCIM token yet: run `scimbridge token issue --name <idp>` with the same --data-dir");
@@ -898,7 +900,7 @@ fn serve(cfg: Config) -> Result<()> {
                 let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
                 loop {
                     tick.tick().await;
-                    state.flush_token_uses().await;
+                    state.app.flush_token_uses().await;
                 }
             })
         };
@@ -933,11 +935,14 @@ fn serve(cfg: Config) -> Result<()> {
         if let Some(r) = reloader {
             r.abort();
         }
+        if let Some(h) = http01 {
+            h.abort();
+        }
         if let Some(t) = control_task {
             t.abort();
         }
         let _ = std::fs::remove_file(control::socket_path(&cfg.data_dir));
-        state.flush_token_uses().await;
+        state.app.flush_token_uses().await;
         tracing::info!("scimbridge stopped");
         Ok::<(), anyhow::Error>(())
     });

@@ -16,8 +16,223 @@ pub enum TlsMode {
     SelfSigned,
     /// Certificate chain and private key from PEM files.
     Files { cert: PathBuf, key: PathBuf },
+    /// A certificate obtained and renewed from an ACME CA (RFC 8555).
+    Acme(AcmeConfig),
     /// Plain HTTP, for running behind a TLS-terminating reverse proxy.
     Off,
+}
+
+/// ACME mode, validated (`[tls.acme]`, `--acme-*`, `SCIMBRIDGE_ACME_*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcmeConfig {
+    /// The DNS names the certificate is for (lowercase, no wildcards: TLS-ALPN-01 and
+    /// HTTP-01 cannot validate them, RFC 8555 §7.1.3).
+    pub domains: Vec<String>,
+    /// The account's contact address (the CA writes about expiry and problems).
+    pub email: Option<String>,
+    /// The CA's directory URL (Let's Encrypt production by default).
+    pub directory: String,
+    /// PEM CA certificate(s) to trust the directory's HTTPS with (a private CA).
+    pub ca_file: Option<PathBuf>,
+    /// A plain listener answering HTTP-01 challenges (and redirecting the rest to
+    /// https); when set, orders use HTTP-01 instead of TLS-ALPN-01.
+    pub http_listen: Option<SocketAddr>,
+    /// External Account Binding, for CAs that require it (RFC 8555 §7.3.4).
+    pub eab: Option<EabConfig>,
+}
+
+/// External Account Binding: the key id and the file holding the base64url HMAC key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EabConfig {
+    pub kid: String,
+    pub hmac_key_file: PathBuf,
+}
+
+/// `[tls.acme]` as written, and the `--acme-*` flags with their `SCIMBRIDGE_ACME_*`
+/// variables: each key declared once, for the file (serde) and the command line (clap).
+#[derive(Debug, Default, Clone, clap::Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcmeSection {
+    /// --tls acme: a DNS name to obtain the certificate for (repeat for more names).
+    #[arg(
+        long = "acme-domain",
+        env = "SCIMBRIDGE_ACME_DOMAINS",
+        value_name = "NAME",
+        value_delimiter = ','
+    )]
+    #[serde(default)]
+    pub domains: Vec<String>,
+    /// --tls acme: contact address for the ACME account, e.g. ops@example.com.
+    #[arg(
+        long = "acme-email",
+        env = "SCIMBRIDGE_ACME_EMAIL",
+        value_name = "ADDR"
+    )]
+    pub email: Option<String>,
+    /// --tls acme: the CA's directory URL [default: Let's Encrypt].
+    #[arg(
+        long = "acme-directory",
+        env = "SCIMBRIDGE_ACME_DIRECTORY",
+        value_name = "URL"
+    )]
+    pub directory: Option<String>,
+    /// --tls acme: use Let's Encrypt's staging directory (untrusted certificates, for trying out).
+    #[arg(
+        long = "acme-staging",
+        env = "SCIMBRIDGE_ACME_STAGING",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    pub staging: Option<bool>,
+    /// --tls acme: PEM CA certificate(s) to trust the directory's HTTPS with (a private CA).
+    #[arg(
+        long = "acme-ca-file",
+        env = "SCIMBRIDGE_ACME_CA_FILE",
+        value_name = "FILE"
+    )]
+    pub ca_file: Option<PathBuf>,
+    /// --tls acme: answer HTTP-01 challenges on this plain-HTTP address (port 80), e.g. 0.0.0.0:80.
+    #[arg(
+        long = "acme-http-listen",
+        env = "SCIMBRIDGE_ACME_HTTP_LISTEN",
+        value_name = "ADDR"
+    )]
+    pub http_listen: Option<String>,
+    /// --tls acme: External Account Binding key id, for CAs that need one.
+    #[arg(
+        long = "acme-eab-kid",
+        env = "SCIMBRIDGE_ACME_EAB_KID",
+        value_name = "KID"
+    )]
+    pub eab_kid: Option<String>,
+    /// --tls acme: file holding the External Account Binding HMAC key (base64url).
+    #[arg(
+        long = "acme-eab-hmac-key-file",
+        env = "SCIMBRIDGE_ACME_EAB_HMAC_KEY_FILE",
+        value_name = "FILE"
+    )]
+    pub eab_hmac_key_file: Option<PathBuf>,
+}
+
+impl AcmeSection {
+    /// Each value set here replaces the one in `file`.
+    fn over(self, file: AcmeSection) -> AcmeSection {
+        AcmeSection {
+            domains: if self.domains.is_empty() {
+                file.domains
+            } else {
+                self.domains
+            },
+            email: self.email.or(file.email),
+            directory: self.directory.or(file.directory),
+            staging: self.staging.or(file.staging),
+            ca_file: self.ca_file.or(file.ca_file),
+            http_listen: self.http_listen.or(file.http_listen),
+            eab_kid: self.eab_kid.or(file.eab_kid),
+            eab_hmac_key_file: self.eab_hmac_key_file.or(file.eab_hmac_key_file),
+        }
+    }
+
+    fn validate(self, listen: SocketAddr, origin: &dyn Fn(&str) -> String) -> Result<AcmeConfig> {
+        if self.domains.is_empty() {
+            bail!(
+                "{}: tls mode \"acme\" needs the names to obtain a certificate for: set tls.acme.domains \
+                 (or --acme-domain scim.example.com)",
+                origin("tls.acme.domains")
+            );
+        }
+        let mut domains = Vec::new();
+        for d in self.domains {
+            let d = d.trim().trim_end_matches('.').to_ascii_lowercase();
+            if let Some(why) = dns_name_fault(&d) {
+                bail!("{}: \"{d}\" {why}", origin("tls.acme.domains"));
+            }
+            if !domains.contains(&d) {
+                domains.push(d);
+            }
+        }
+        if let Some(e) = &self.email {
+            if !e.contains('@') || e.contains(char::is_whitespace) || e.starts_with("mailto:") {
+                bail!(
+                    "{}: \"{e}\" is not an address like ops@example.com",
+                    origin("tls.acme.email")
+                );
+            }
+        }
+        let directory = match (self.directory, self.staging.unwrap_or(false)) {
+            (Some(_), true) => bail!(
+                "{}: give either a directory URL or staging = true, not both",
+                origin("tls.acme.staging")
+            ),
+            (Some(d), false) => {
+                if !d.starts_with("https://") {
+                    bail!(
+                        "{}: \"{d}\" must be an https:// URL (RFC 8555 §6.1)",
+                        origin("tls.acme.directory")
+                    );
+                }
+                d
+            }
+            (None, true) => crate::tls::acme::LETS_ENCRYPT_STAGING.to_owned(),
+            (None, false) => crate::tls::acme::LETS_ENCRYPT.to_owned(),
+        };
+        let http_listen = match self.http_listen {
+            Some(l) => {
+                let addr: SocketAddr = l.parse().with_context(|| {
+                    format!(
+                        "{}: \"{l}\" is not an address like 0.0.0.0:80",
+                        origin("tls.acme.http_listen")
+                    )
+                })?;
+                if addr == listen && addr.port() != 0 {
+                    bail!(
+                        "{}: {addr} is also the SCIM listener; HTTP-01 needs its own plain listener (port 80)",
+                        origin("tls.acme.http_listen")
+                    );
+                }
+                Some(addr)
+            }
+            None => None,
+        };
+        let eab = match (self.eab_kid, self.eab_hmac_key_file) {
+            (Some(kid), Some(hmac_key_file)) => Some(EabConfig { kid, hmac_key_file }),
+            (None, None) => None,
+            _ => bail!(
+                "{}: External Account Binding needs both eab_kid and eab_hmac_key_file",
+                origin("tls.acme.eab_kid")
+            ),
+        };
+        Ok(AcmeConfig {
+            domains,
+            email: self.email,
+            directory,
+            ca_file: self.ca_file,
+            http_listen,
+            eab,
+        })
+    }
+}
+
+/// Why `name` cannot be validated by TLS-ALPN-01 or HTTP-01, if it cannot.
+fn dns_name_fault(name: &str) -> Option<&'static str> {
+    if name.starts_with("*.") {
+        return Some("is a wildcard; TLS-ALPN-01 and HTTP-01 cannot validate wildcards");
+    }
+    if name.parse::<std::net::IpAddr>().is_ok() {
+        return Some("is an IP address; give the DNS name identity providers connect to");
+    }
+    let ok_label = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    if name.is_empty() || name.len() > 253 || !name.split('.').all(ok_label) {
+        return Some("is not a DNS name like scim.example.com");
+    }
+    None
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -238,6 +453,7 @@ pub struct FileTls {
     pub mode: Option<String>,
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
+    pub acme: Option<AcmeSection>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -274,6 +490,7 @@ pub struct Overrides {
     pub metrics_token: Option<String>,
     pub admin_listen: Option<String>,
     pub admin_enabled: Option<bool>,
+    pub acme: AcmeSection,
 }
 
 pub fn read_file(path: &Path) -> Result<FileConfig> {
@@ -336,6 +553,12 @@ pub fn load(file: Option<&Path>, o: &Overrides) -> Result<Config> {
     c.tls = match mode.as_str() {
         "self-signed" => TlsMode::SelfSigned,
         "off" => TlsMode::Off,
+        "acme" => TlsMode::Acme(
+            o.acme
+                .clone()
+                .over(ft.acme.unwrap_or_default())
+                .validate(c.listen, &origin)?,
+        ),
         "files" => match (cert, key) {
             (Some(cert), Some(key)) => TlsMode::Files { cert, key },
             _ => bail!(
@@ -344,7 +567,7 @@ pub fn load(file: Option<&Path>, o: &Overrides) -> Result<Config> {
                 origin("tls.mode")
             ),
         },
-        other => bail!("{}: \"{other}\" is not one of self-signed, files, off", origin("tls.mode")),
+        other => bail!("{}: \"{other}\" is not one of self-signed, files, acme, off", origin("tls.mode")),
     };
     if let Some(l) = f.limits {
         let d = Limits::default();
@@ -629,5 +852,81 @@ mod tests {
         };
         let e = load(None, &o).unwrap_err().to_string();
         assert!(e.contains("tls.cert"), "{e}");
+    }
+
+    #[test]
+    fn acme_from_the_file_and_the_flags() {
+        let (_d, p) = write(
+            "[tls]\nmode = \"acme\"\n[tls.acme]\ndomains = [\"Scim.Example.com\"]\nemail = \"ops@example.com\"\n\
+             staging = true\nhttp_listen = \"0.0.0.0:80\"\n",
+        );
+        let c = load(Some(&p), &Overrides::default()).unwrap();
+        let TlsMode::Acme(a) = c.tls else {
+            panic!("not acme: {:?}", c.tls)
+        };
+        assert_eq!(a.domains, ["scim.example.com"]);
+        assert_eq!(a.directory, crate::tls::acme::LETS_ENCRYPT_STAGING);
+        assert_eq!(a.http_listen.unwrap().port(), 80);
+        assert_eq!(a.eab, None);
+        // Flags replace the file's names and directory.
+        let o = Overrides {
+            acme: AcmeSection {
+                domains: vec!["a.example.com".into(), "b.example.com".into()],
+                directory: Some("https://ca.example.com/dir".into()),
+                staging: Some(false),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let TlsMode::Acme(a) = load(Some(&p), &o).unwrap().tls else {
+            panic!("not acme")
+        };
+        assert_eq!(a.domains, ["a.example.com", "b.example.com"]);
+        assert_eq!(a.directory, "https://ca.example.com/dir");
+        assert_eq!(a.email.as_deref(), Some("ops@example.com"));
+    }
+
+    #[test]
+    fn acme_mistakes_are_explained() {
+        let acme = |extra: &str| {
+            let (_d, p) = write(&format!(
+                "[tls]\nmode = \"acme\"\n[tls.acme]\ndomains = [\"scim.example.com\"]\n{extra}"
+            ));
+            load(Some(&p), &Overrides::default())
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        };
+        assert!(acme("").is_ok());
+        for (extra, expected) in [
+            (
+                "staging = true\ndirectory = \"https://x.example/dir\"\n",
+                "not both",
+            ),
+            ("directory = \"http://x.example/dir\"\n", "https://"),
+            ("email = \"mailto:ops@example.com\"\n", "ops@example.com"),
+            ("eab_kid = \"k\"\n", "eab_hmac_key_file"),
+            ("http_listen = \"port 80\"\n", "tls.acme.http_listen"),
+            ("domain = \"x\"\n", "domain"),
+        ] {
+            let e = acme(extra).unwrap_err();
+            assert!(e.contains(expected), "{extra}: {e}");
+        }
+        for (name, expected) in [
+            ("*.example.com", "wildcard"),
+            ("10.0.0.1", "IP address"),
+            ("bad_name.example.com", "not a DNS name"),
+            ("-a.example.com", "not a DNS name"),
+        ] {
+            let (_d, p) = write(&format!(
+                "[tls]\nmode = \"acme\"\n[tls.acme]\ndomains = [\"{name}\"]\n"
+            ));
+            let e = load(Some(&p), &Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(expected) && e.contains("tls.acme.domains"),
+                "{name}: {e}"
+            );
+        }
     }
 }

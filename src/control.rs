@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
+use crate::clock::Timestamp;
 use crate::migrate::service::{Migration, PushRequest};
 use crate::store::{Scope, Store, StoreError};
 
@@ -66,13 +67,7 @@ pub fn socket_path(data_dir: &Path) -> PathBuf {
     data_dir.join("control.sock")
 }
 
-fn rfc3339(t: time::OffsetDateTime) -> String {
-    let t = t.replace_millisecond(t.millisecond()).unwrap_or(t);
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
-}
-
-fn token_json(t: &crate::store::TokenRecord, now: &str) -> Value {
+fn token_json(t: &crate::store::TokenRecord, now: Timestamp) -> Value {
     json!({
         "id": t.id, "name": t.name, "scope": t.scope.as_str(), "state": t.state(now),
         "created": t.created, "lastUsed": t.last_used, "expires": t.expires, "revoked": t.revoked,
@@ -93,7 +88,7 @@ pub async fn execute(
     progress: &mut (dyn FnMut(Value) + Send),
 ) -> Result<Value, String> {
     let store = &m.store;
-    let (now, now_ms) = crate::http::now();
+    let now = Timestamp::now();
     match req {
         ControlRequest::TokenIssue {
             name,
@@ -114,23 +109,21 @@ pub async fn execute(
                     "a token may expire in at most {MAX_TOKEN_DAYS} days"
                 ));
             }
-            let expires = expires_in_days.map(|d| {
-                rfc3339(time::OffsetDateTime::now_utc() + time::Duration::days(i64::from(d)))
-            });
-            let (record, secret, hash) =
-                crate::auth::new_token(&name, scope, &now, expires, now_ms)
-                    .map_err(|_| "the operating system's random generator failed".to_owned())?;
+            let expires =
+                expires_in_days.map(|d| now.saturating_add(time::Duration::days(i64::from(d))));
+            let (record, secret, hash) = crate::auth::new_token(&name, scope, now, expires)
+                .map_err(|_| "the operating system's random generator failed".to_owned())?;
             let record = store.add_token(record, hash).await.map_err(message)?;
-            Ok(json!({"token": token_json(&record, &now), "secret": secret.0}))
+            Ok(json!({"token": token_json(&record, now), "secret": secret.0}))
         }
         ControlRequest::AdminResetPassword => {
             let (code, hash) = crate::auth::admin::new_setup_code()
                 .map_err(|_| "the operating system's random generator failed".to_owned())?;
-            let expires_ms = now_ms + crate::auth::admin::SETUP_CODE_LIFETIME_MS;
+            let expires = now.saturating_add(crate::auth::admin::SETUP_CODE_LIFETIME);
             store
                 .set_admin_setup_code(crate::store::SetupCode {
                     hash,
-                    expires_ms,
+                    expires,
                     from_reset: true,
                 })
                 .await
@@ -140,20 +133,17 @@ pub async fn execute(
                 .and_then(|s| s.admin_url())
                 .map_err(message)?;
             let link = url.map(|u| format!("{u}/setup?code={}", code.0));
-            Ok(json!({"code": code.0, "link": link, "expiresMs": expires_ms}))
+            Ok(json!({"code": code.0, "link": link, "expiresMs": expires.unix_ms()}))
         }
         ControlRequest::TokenList => {
             let tokens = store.snapshot().and_then(|s| s.tokens()).map_err(message)?;
             Ok(Value::Array(
-                tokens.iter().map(|t| token_json(t, &now)).collect(),
+                tokens.iter().map(|t| token_json(t, now)).collect(),
             ))
         }
         ControlRequest::TokenRevoke { name } => {
-            let record = store
-                .revoke_token(name, now.clone())
-                .await
-                .map_err(message)?;
-            Ok(token_json(&record, &now))
+            let record = store.revoke_token(name, now).await.map_err(message)?;
+            Ok(token_json(&record, now))
         }
         ControlRequest::MigrateCheck => {
             let report = m.check().await?;
@@ -197,14 +187,14 @@ async fn stream_export(store: &Store, mut write: tokio::net::unix::OwnedWriteHal
         return;
     }
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
-    let (now, _) = crate::http::now();
+    let now = Timestamp::now();
     let producer = tokio::task::spawn_blocking(move || {
         let sink = ChannelWriter {
             tx,
             buf: Vec::with_capacity(64 * 1024),
         };
         let mut sink = std::io::BufWriter::with_capacity(64 * 1024, sink);
-        let r = crate::migrate::export::write_export(&snapshot, &mut sink, &now, |_, _| {});
+        let r = crate::migrate::export::write_export(&snapshot, &mut sink, now, |_, _| {});
         if let Err(e) = r
             .map(|_| ())
             .and_then(|()| std::io::Write::flush(&mut sink).map_err(Into::into))
@@ -296,13 +286,13 @@ async fn receive_import(
         }
         file.sync_all().await.map_err(|e| e.to_string())?;
         let (store, path) = (store.clone(), tmp.clone());
-        let (now, _) = crate::http::now();
-        let manifest = tokio::task::spawn_blocking(move || {
-            crate::migrate::export::import_file(&store, &path, &now)
+        let now = Timestamp::now();
+        let imported = tokio::task::spawn_blocking(move || {
+            crate::migrate::export::import_file(&store, &path, now)
         })
         .await
         .map_err(|_| "the import task failed".to_owned())??;
-        Ok(crate::migrate::export::imported_json(&manifest))
+        Ok(crate::migrate::export::imported_json(&imported))
     }
     .await;
     let _ = tokio::fs::remove_file(&tmp).await;

@@ -1,8 +1,10 @@
 //! scimbridge: a self-hosted SCIM 2.0 bridge. See docs/ARCHITECTURE.md for the layers:
 //! `scim` (pure protocol core) ← `store` (redb) ← `auth` ← `http`, `cli` on top.
 
+pub mod app;
 pub mod auth;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod control;
 pub mod http;
@@ -11,3 +13,4 @@ pub mod scim;
 #[cfg(unix)]
 pub mod sdnotify;
 pub mod store;
+pub mod tls;

@@ -3,5 +3,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = scimbridge::http::x509::parse(data);
+    let _ = scimbridge::tls::x509::parse(data);
 });

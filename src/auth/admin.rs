@@ -9,6 +9,7 @@ use base64::Engine;
 use ring::rand::SecureRandom;
 
 use super::Secret;
+use crate::clock::Timestamp;
 use crate::store::{hex, AdminPassword};
 
 /// PBKDF2 rounds for new passwords (OWASP's 2023 figure for HMAC-SHA256).
@@ -18,7 +19,7 @@ pub const MIN_PASSWORD_CHARS: usize = 12;
 /// Longest admin password accepted (bounds the hashing work one request can cause).
 pub const MAX_PASSWORD_BYTES: usize = 1024;
 /// How long a setup code stays usable.
-pub const SETUP_CODE_LIFETIME_MS: u64 = 60 * 60 * 1000;
+pub const SETUP_CODE_LIFETIME: time::Duration = time::Duration::hours(1);
 
 const ALGORITHM: ring::pbkdf2::Algorithm = ring::pbkdf2::PBKDF2_HMAC_SHA256;
 
@@ -61,7 +62,7 @@ pub fn password_problem(password: &str, confirm: &str) -> Option<String> {
 /// milliseconds): call it off the async runtime.
 pub fn hash_password(
     password: &str,
-    now: &str,
+    now: Timestamp,
     iterations: u32,
 ) -> Result<AdminPassword, ring::error::Unspecified> {
     let rounds = NonZeroU32::new(iterations).ok_or(ring::error::Unspecified)?;
@@ -73,7 +74,7 @@ pub fn hash_password(
         salt: hex(&salt),
         iterations,
         hash: hex(&out),
-        set_at: now.to_owned(),
+        set_at: now,
     })
 }
 
@@ -111,20 +112,20 @@ mod tests {
     #[test]
     fn password_round_trip_and_wrong_password() {
         // Few rounds: the check is about the construction, not the cost.
-        let rec = hash_password("correct horse battery", "t", 1000).unwrap();
+        let rec = hash_password("correct horse battery", Timestamp::now(), 1000).unwrap();
         assert_eq!(rec.iterations, 1000);
         assert_eq!(rec.salt.len(), 32);
         assert!(verify_password(&rec, "correct horse battery"));
         assert!(!verify_password(&rec, "correct horse batterY"));
         assert!(!verify_password(&rec, ""));
-        let again = hash_password("correct horse battery", "t", 1000).unwrap();
+        let again = hash_password("correct horse battery", Timestamp::now(), 1000).unwrap();
         assert_ne!(rec.salt, again.salt, "every password gets a fresh salt");
         assert_ne!(rec.hash, again.hash);
     }
 
     #[test]
     fn corrupt_record_never_verifies() {
-        let mut rec = hash_password("correct horse battery", "t", 1000).unwrap();
+        let mut rec = hash_password("correct horse battery", Timestamp::now(), 1000).unwrap();
         rec.salt = "zz".into();
         assert!(!verify_password(&rec, "correct horse battery"));
         rec.iterations = 0;

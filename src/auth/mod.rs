@@ -7,6 +7,7 @@ pub mod admin;
 use base64::Engine;
 use ring::rand::SecureRandom;
 
+use crate::clock::Timestamp;
 use crate::store::{Scope, Store, StoreError, TokenRecord};
 
 /// The prefix of every token this bridge issues; lets secret scanners recognise them.
@@ -61,17 +62,16 @@ pub fn generate_secret() -> Result<(Secret, Vec<u8>), ring::error::Unspecified> 
 pub fn new_token(
     name: &str,
     scope: Scope,
-    now: &str,
-    expires: Option<String>,
-    now_ms: u64,
+    now: Timestamp,
+    expires: Option<Timestamp>,
 ) -> Result<(TokenRecord, Secret, Vec<u8>), ring::error::Unspecified> {
     let (secret, hash) = generate_secret()?;
     let record = TokenRecord {
-        id: crate::store::new_id(now_ms),
+        id: crate::store::new_id(now),
         name: name.to_owned(),
         hash: crate::store::hex(&hash),
         scope,
-        created: now.to_owned(),
+        created: now,
         expires,
         last_used: None,
         revoked: None,
@@ -105,7 +105,7 @@ impl AuthFailure {
 pub fn authenticate(
     store: &Store,
     header: Option<&str>,
-    now: &str,
+    now: Timestamp,
 ) -> Result<Result<Principal, AuthFailure>, StoreError> {
     let Some(header) = header else {
         return Ok(Err(AuthFailure::Missing));

@@ -151,7 +151,7 @@ fn parse_path(path: &str) -> Option<(ResourceType, Option<String>)> {
 }
 
 pub async fn handle(state: &AppState, body: Value, principal: &Principal, base: &str) -> Handled {
-    let (ops, fail_on_errors) = parse_ops(&body, state.config.limits.bulk_max_operations)?;
+    let (ops, fail_on_errors) = parse_ops(&body, state.app.config.limits.bulk_max_operations)?;
     let mut ids: HashMap<String, String> = HashMap::new();
     let mut results: Vec<Option<Value>> = vec![None; ops.len()];
     let mut pending: Vec<usize> = (0..ops.len()).collect();

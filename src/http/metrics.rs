@@ -155,6 +155,67 @@ impl Metrics {
     }
 }
 
+/// The served certificate's gauges, appended to the exposition: expiry, warnings by
+/// kind and, in ACME mode, the next renewal and the last error by kind. Every label
+/// value comes from a closed set (`WarningKind::ALL`, `AcmeErrorKind::ALL` and
+/// `none`), so a scrape always shows the same series.
+pub fn render_tls(view: &crate::tls::CertView, out: &mut String) {
+    use crate::tls::acme::AcmeErrorKind;
+    use crate::tls::WarningKind;
+    if let Some(info) = &view.info {
+        let _ = writeln!(
+            out,
+            "# HELP scimbridge_tls_certificate_expiry_timestamp_seconds Unix time at which the served certificate expires.\n\
+             # TYPE scimbridge_tls_certificate_expiry_timestamp_seconds gauge\n\
+             scimbridge_tls_certificate_expiry_timestamp_seconds {}",
+            info.not_after.unix_seconds()
+        );
+    }
+    out.push_str(
+        "# HELP scimbridge_tls_certificate_warning 1 when the served certificate has this fault, by kind.\n\
+         # TYPE scimbridge_tls_certificate_warning gauge\n",
+    );
+    for kind in WarningKind::ALL {
+        let on = view.warnings.iter().any(|w| w.kind() == kind);
+        let _ = writeln!(
+            out,
+            "scimbridge_tls_certificate_warning{{kind=\"{}\"}} {}",
+            kind.as_str(),
+            u8::from(on)
+        );
+    }
+    let Some(acme) = &view.acme else {
+        return;
+    };
+    if let Some(next) = acme.next_renewal {
+        let _ = writeln!(
+            out,
+            "# HELP scimbridge_acme_next_renewal_timestamp_seconds Unix time of the next ACME order (renewal or retry).\n\
+             # TYPE scimbridge_acme_next_renewal_timestamp_seconds gauge\n\
+             scimbridge_acme_next_renewal_timestamp_seconds {}",
+            next.unix_seconds()
+        );
+    }
+    out.push_str(
+        "# HELP scimbridge_acme_last_error 1 for the kind of the last ACME failure (none after a success).\n\
+         # TYPE scimbridge_acme_last_error gauge\n",
+    );
+    let last = acme.last_error.as_ref().map(|e| e.kind);
+    let _ = writeln!(
+        out,
+        "scimbridge_acme_last_error{{kind=\"none\"}} {}",
+        u8::from(last.is_none())
+    );
+    for kind in AcmeErrorKind::ALL {
+        let _ = writeln!(
+            out,
+            "scimbridge_acme_last_error{{kind=\"{}\"}} {}",
+            kind.as_str(),
+            u8::from(last == Some(kind))
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,20 +1,17 @@
-//! The HTTP edge: the listener (`server`), TLS (`tls`), routing (here) and the SCIM
-//! endpoints (`scim`). Only this layer knows HTTP; it turns requests into calls on the
+//! The HTTP edge: the listener (`server`), routing (here), the SCIM endpoints
+//! (`scim`) and the plain ACME HTTP-01 listener (`acme`); TLS itself is `crate::tls`. Only this layer knows HTTP; it turns requests into calls on the
 //! SCIM core and the store, and errors into SCIM error documents in one place.
 
+pub mod acme;
 pub mod admin;
 pub mod bulk;
 pub mod metrics;
 pub mod scim;
 pub mod server;
-pub mod tls;
-pub mod unknown;
-pub mod x509;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -23,9 +20,9 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Request, Response, StatusCode};
 
-use crate::config::Config;
+use crate::app::App;
 use crate::scim::error::ScimError;
-use crate::store::{Store, StoreError};
+use crate::store::StoreError;
 
 pub type Body = Full<Bytes>;
 
@@ -48,92 +45,34 @@ pub struct ConnInfo {
     pub listener: Listener,
 }
 
-/// Everything a request handler needs, shared by all connections.
+/// What the HTTP edge keeps besides the application: TLS certificates, metrics,
+/// admin sessions and the request log. Shared by all connections.
 pub struct AppState {
-    pub store: Store,
-    pub config: Config,
+    /// The application layer every edge shares (store, config, migration…).
+    pub app: Arc<App>,
     /// The served certificate, when TLS is on.
-    pub certs: Option<Arc<tls::CertStore>>,
+    pub certs: Option<Arc<crate::tls::CertStore>>,
     pub started: Instant,
-    /// Last use of each token since the last flush (token id → time); flushed to the
-    /// store periodically instead of costing an fsync per request.
-    token_uses: Mutex<HashMap<String, String>>,
     request_ids: AtomicU64,
     pub metrics: metrics::Metrics,
-    /// The migration state machine; also decides whether SCIM writes are accepted.
-    pub migration: Arc<crate::migrate::service::Migration>,
     /// Admin sessions, login throttling and background migration jobs (in memory).
     pub admin: admin::AdminState,
     /// The last SCIM requests with their outcome, for the admin dashboard.
     pub activity: admin::activity::Activity,
-    /// Attributes no schema defines that requests named: refused or dropped, counted.
-    pub unknown: Arc<unknown::UnknownLedger>,
 }
 
 impl AppState {
-    pub fn new(
-        store: Store,
-        config: Config,
-        certs: Option<Arc<tls::CertStore>>,
-        migration: Arc<crate::migrate::service::Migration>,
-    ) -> Self {
+    pub fn new(app: Arc<App>, certs: Option<Arc<crate::tls::CertStore>>) -> Self {
         AppState {
-            migration,
-            store,
+            app,
             certs,
             started: Instant::now(),
-            token_uses: Mutex::new(HashMap::new()),
             request_ids: AtomicU64::new(1),
             metrics: metrics::Metrics::default(),
             admin: admin::AdminState::default(),
             activity: admin::activity::Activity::default(),
-            unknown: Arc::new(unknown::UnknownLedger::new(config.scim.unknown_attributes)),
-            config,
         }
     }
-
-    /// A token's last use not yet flushed to the store.
-    pub fn pending_token_use(&self, token_id: &str) -> Option<String> {
-        self.token_uses.lock().ok()?.get(token_id).cloned()
-    }
-
-    pub fn note_token_use(&self, token_id: &str, now: &str) {
-        if let Ok(mut m) = self.token_uses.lock() {
-            match m.get_mut(token_id) {
-                // Same second: nothing worth an allocation on the hot path.
-                Some(t) if t.get(..19) == now.get(..19) => {}
-                Some(t) => now.clone_into(t),
-                None => {
-                    m.insert(token_id.to_owned(), now.to_owned());
-                }
-            }
-        }
-    }
-
-    /// Writes the pending token-use times to the store.
-    pub async fn flush_token_uses(&self) {
-        let uses: Vec<(String, String)> = match self.token_uses.lock() {
-            Ok(mut m) => m.drain().collect(),
-            Err(_) => return,
-        };
-        if uses.is_empty() {
-            return;
-        }
-        if let Err(e) = self.store.record_token_use(uses).await {
-            tracing::warn!(error = %e, "could not record token use");
-        }
-    }
-}
-
-/// Current time as RFC 3339 UTC with milliseconds, and as Unix milliseconds.
-pub fn now() -> (String, u64) {
-    let t = time::OffsetDateTime::now_utc();
-    let ms = (t.unix_timestamp_nanos() / 1_000_000) as u64;
-    let t = t.replace_millisecond(t.millisecond()).unwrap_or(t);
-    let s = t
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into());
-    (s, ms)
 }
 
 pub fn scim_json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
@@ -190,7 +129,7 @@ fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
 }
 
 fn metrics_response(state: &AppState, req: &Request<Incoming>) -> Response<Body> {
-    if let Some(expected) = &state.config.metrics_token {
+    if let Some(expected) = &state.app.config.metrics_token {
         let given = req
             .headers()
             .get(hyper::header::AUTHORIZATION)
@@ -207,7 +146,7 @@ fn metrics_response(state: &AppState, req: &Request<Incoming>) -> Response<Body>
         }
     }
     let mut gauges: Vec<(&str, &str, f64)> = Vec::new();
-    if let Ok(snap) = state.store.snapshot() {
+    if let Ok(snap) = state.app.store.snapshot() {
         use crate::scim::schema::ResourceType;
         let users = snap.count(ResourceType::User).unwrap_or(0) as f64;
         let groups = snap.count(ResourceType::Group).unwrap_or(0) as f64;
@@ -217,26 +156,23 @@ fn metrics_response(state: &AppState, req: &Request<Incoming>) -> Response<Body>
     gauges.push((
         "scimbridge_database_size_bytes",
         "Size of the database file.",
-        state.store.file_size() as f64,
+        state.app.store.file_size() as f64,
     ));
     gauges.push((
         "scimbridge_uptime_seconds",
         "Seconds since the server started.",
         state.started.elapsed().as_secs_f64(),
     ));
-    if let Some(info) = state
+    let mut text = state.metrics.render(&gauges);
+    if let Some(view) = state
         .certs
         .as_ref()
-        .and_then(|c| x509::parse(&c.leaf_der()))
+        .and_then(|c| c.view(crate::clock::Timestamp::now()))
     {
-        gauges.push((
-            "scimbridge_tls_certificate_expiry_timestamp_seconds",
-            "Unix time at which the served certificate expires.",
-            info.not_after as f64,
-        ));
+        metrics::render_tls(&view, &mut text);
     }
     let mut text = state.metrics.render(&gauges);
-    let (refused, dropped) = state.unknown.totals();
+    let (refused, dropped) = state.app.unknown.totals();
     text.push_str(&format!(
         "# HELP scimbridge_unknown_attributes_total Attributes no schema defines that SCIM requests named, by what the server did ([scim] unknown_attributes).\n\
          # TYPE scimbridge_unknown_attributes_total counter\n\
@@ -263,7 +199,7 @@ pub async fn route(state: Arc<AppState>, req: Request<Incoming>) -> Response<Bod
         .map_or(Listener::Main, |c| c.listener);
     let is_admin_path = path == "/admin" || path.starts_with("/admin/");
     let response = match path.as_str() {
-        _ if is_admin_path && admin::served_on(&state.config, listener) => {
+        _ if is_admin_path && admin::served_on(&state.app.config, listener) => {
             admin::handle(&state, req).await
         }
         _ if listener == Listener::Admin => plain(
@@ -271,7 +207,7 @@ pub async fn route(state: Arc<AppState>, req: Request<Incoming>) -> Response<Bod
             "not found; this listener serves only the admin page at /admin\n",
         ),
         "/healthz" => plain(StatusCode::OK, "ok\n"),
-        "/readyz" => match state.store.check_writable().await {
+        "/readyz" => match state.app.store.check_writable().await {
             Ok(()) => plain(StatusCode::OK, "ready\n"),
             Err(e) => {
                 tracing::warn!(error = %e, "readiness check failed");

@@ -12,8 +12,9 @@ use hyper::header::{HeaderValue, CONTENT_TYPE, ETAG, IF_MATCH, IF_NONE_MATCH, LO
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{Map, Value};
 
-use super::{now, scim_error, scim_json, store_error, AppState, Body};
+use super::{scim_error, scim_json, store_error, AppState, Body};
 use crate::auth::{authenticate, Principal};
+use crate::clock::Timestamp;
 use crate::scim::discovery::{self, Capabilities};
 use crate::scim::error::{ScimError, ScimResult};
 use crate::scim::filter::{self, Filter};
@@ -48,7 +49,7 @@ fn param<'a>(params: &'a HashMap<String, String>, name: &str) -> Option<&'a str>
 /// The SCIM base URL for `location` and `$ref`: the configured public URL, else the
 /// scheme and Host of the request.
 fn base_url(state: &AppState, req: &Request<Incoming>) -> String {
-    if let Some(u) = &state.config.public_url {
+    if let Some(u) = &state.app.config.public_url {
         return format!("{u}{}", super::SCIM_PREFIX);
     }
     let scheme = if state.certs.is_some() {
@@ -67,18 +68,18 @@ fn base_url(state: &AppState, req: &Request<Incoming>) -> String {
         .map(str::to_owned)
         .or_else(|| req.uri().authority().map(|a| a.to_string()))
         .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic()))
-        .unwrap_or_else(|| state.config.listen.to_string());
+        .unwrap_or_else(|| state.app.config.listen.to_string());
     format!("{scheme}://{host}{}", super::SCIM_PREFIX)
 }
 
 fn capabilities(state: &AppState) -> Capabilities {
     Capabilities {
-        max_results: state.config.limits.max_page_size,
-        default_page_size: state.config.limits.default_page_size,
-        max_body_bytes: state.config.limits.max_body_bytes,
+        max_results: state.app.config.limits.max_page_size,
+        default_page_size: state.app.config.limits.default_page_size,
+        max_body_bytes: state.app.config.limits.max_body_bytes,
         bulk: Some((
-            state.config.limits.bulk_max_operations,
-            state.config.limits.bulk_max_payload_bytes,
+            state.app.config.limits.bulk_max_operations,
+            state.app.config.limits.bulk_max_payload_bytes,
         )),
     }
 }
@@ -111,12 +112,12 @@ async fn handle_inner(
     rest: &str,
     token_name: &mut Option<String>,
 ) -> Handled {
-    let (now_s, _) = now();
+    let now = Timestamp::now();
     let header = req
         .headers()
         .get(hyper::header::AUTHORIZATION)
         .and_then(|h| h.to_str().ok());
-    let principal = match authenticate(&state.store, header, &now_s).map_err(store_error)? {
+    let principal = match authenticate(&state.app.store, header, now).map_err(store_error)? {
         Ok(p) => p,
         Err(why) => {
             tracing::warn!(reason = why.as_str(), "SCIM authentication failed");
@@ -128,7 +129,7 @@ async fn handle_inner(
             ));
         }
     };
-    state.note_token_use(&principal.token_id, &now_s);
+    state.app.note_token_use(&principal.token_id, now);
     *token_name = Some(principal.name.clone());
 
     let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
@@ -147,7 +148,7 @@ async fn handle_inner(
         Method::POST | Method::PUT | Method::PATCH | Method::DELETE
     ) && segments.last().is_none_or(|s| *s != ".search");
     if is_write {
-        if let Some((status, why)) = state.migration.write_refusal() {
+        if let Some((status, why)) = state.app.migration.write_refusal() {
             let mut e = ScimError::new(status, None, why);
             if status == 503 {
                 e.detail.push_str(" (Retry-After: 10)");
@@ -218,11 +219,11 @@ async fn handle_inner(
             None => Err(ScimError::not_found(format!("no resource type \"{id}\""))),
         },
         (Method::POST, [".search"]) => {
-            let body = read_json(req, state.config.limits.max_body_bytes).await?;
+            let body = read_json(req, state.app.config.limits.max_body_bytes).await?;
             search(state, None, &search_params(&body)?, &base).await
         }
         (Method::POST, ["Bulk"]) => {
-            let body = read_json(req, state.config.limits.bulk_max_payload_bytes).await?;
+            let body = read_json(req, state.app.config.limits.bulk_max_payload_bytes).await?;
             super::bulk::handle(state, body, &principal, &base).await
         }
         (_, [seg, ..])
@@ -256,7 +257,7 @@ struct ResourceEndpoint<'a> {
 impl ResourceEndpoint<'_> {
     async fn handle(&self, req: Request<Incoming>, method: Method, tail: &[&str]) -> Handled {
         let (state, rt, principal, base) = (self.state, self.rt, self.principal, self.base);
-        let limit = state.config.limits.max_body_bytes;
+        let limit = state.app.config.limits.max_body_bytes;
         match (method, tail) {
             (Method::GET, []) => {
                 search(
@@ -448,7 +449,7 @@ fn resource_response(
     status: StatusCode,
 ) -> Handled {
     let mut r = r;
-    let snapshot = state.store.snapshot().map_err(store_error)?;
+    let snapshot = state.app.store.snapshot().map_err(store_error)?;
     snapshot.derive_meta(rt, &mut r).map_err(store_error)?;
     let etag = r.meta.etag();
     let full = full_resource(
@@ -479,10 +480,15 @@ fn resource_response(
 
 /// Normalizes a POST/PUT body (or Bulk data) after checking it against the request
 /// limits, and applies the unknown-attribute policy.
-fn admitted(state: &AppState, rt: ResourceType, body: &Value, now: &str) -> ScimResult<Attributes> {
-    check_request_limits(body, &state.config.limits.request())?;
+fn admitted(
+    state: &AppState,
+    rt: ResourceType,
+    body: &Value,
+    now: Timestamp,
+) -> ScimResult<Attributes> {
+    check_request_limits(body, &state.app.config.limits.request())?;
     let normalized = normalize(rt, body)?;
-    state.unknown.admit(rt, &normalized.unknown, now)?;
+    state.app.unknown.admit(rt, &normalized.unknown, now)?;
     Ok(normalized.attrs)
 }
 
@@ -521,10 +527,11 @@ pub(super) async fn delete(
     if_match: Option<String>,
     principal: &Principal,
 ) -> Handled {
-    let (now_s, _) = now();
+    let now = Timestamp::now();
     state
+        .app
         .store
-        .delete(rt, id, if_match, actor(principal), now_s)
+        .delete(rt, id, if_match, actor(principal), now)
         .await
         .map_err(store_error)?;
     let mut r = Response::new(Body::new(Bytes::new()));
@@ -540,12 +547,13 @@ pub(super) async fn create(
     projection: Projection,
     base: &str,
 ) -> Handled {
-    let (now_s, now_ms) = now();
-    let mut attrs = admitted(state, rt, &body, &now_s)?;
+    let now = Timestamp::now();
+    let mut attrs = admitted(state, rt, &body, now)?;
     let members = take_members(&mut attrs)?.unwrap_or_default();
     let stored = state
+        .app
         .store
-        .create(rt, attrs, members, actor(principal), now_s, now_ms)
+        .create(rt, attrs, members, actor(principal), now)
         .await
         .map_err(store_error)?;
     resource_response(state, rt, stored, &projection, base, StatusCode::CREATED)
@@ -559,7 +567,7 @@ fn get(
     if_none_match: Option<&str>,
     base: &str,
 ) -> Handled {
-    let snapshot = state.store.snapshot().map_err(store_error)?;
+    let snapshot = state.app.store.snapshot().map_err(store_error)?;
     let Some(mut r) = snapshot.get(rt, id).map_err(store_error)? else {
         return Err(ScimError::not_found(format!(
             "{} {id} not found",
@@ -604,10 +612,11 @@ pub(super) async fn replace(
     projection: Projection,
     base: &str,
 ) -> Handled {
-    let (now_s, _) = now();
-    let mut attrs = admitted(state, rt, &body, &now_s)?;
+    let now = Timestamp::now();
+    let mut attrs = admitted(state, rt, &body, now)?;
     let members = take_members(&mut attrs)?;
     let stored = state
+        .app
         .store
         .update(
             rt,
@@ -615,7 +624,7 @@ pub(super) async fn replace(
             if_match,
             false,
             actor(principal),
-            now_s,
+            now,
             move |_current| {
                 let members = match rt {
                     ResourceType::Group => MembersChange::Set(members.unwrap_or_default()),
@@ -640,9 +649,9 @@ pub(super) async fn patch_resource(
     projection: Projection,
     base: &str,
 ) -> Handled {
-    check_request_limits(&body, &state.config.limits.request())?;
+    check_request_limits(&body, &state.app.config.limits.request())?;
     let ops = patch::parse_request(&body)?;
-    let (now_s, _) = now();
+    let now = Timestamp::now();
     // Adding or removing members of a large group must not cost the group's size:
     // such PATCHes change the membership rows directly.
     if let Some(delta) = patch::member_delta(rt, &ops) {
@@ -653,13 +662,14 @@ pub(super) async fn patch_resource(
         let mut holder = Attributes::new();
         let (added, unknown) =
             crate::scim::resource::normalize_value(def, &Value::Array(delta.add))?;
-        state.unknown.admit(rt, &unknown, &now_s)?;
+        state.app.unknown.admit(rt, &unknown, now)?;
         if let Some(v) = added {
             holder.insert("members".into(), v);
         }
         let add = take_members(&mut holder)?.unwrap_or_default();
         let remove = delta.remove;
         let stored = state
+            .app
             .store
             .update(
                 rt,
@@ -667,7 +677,7 @@ pub(super) async fn patch_resource(
                 if_match,
                 false,
                 actor(principal),
-                now_s,
+                now,
                 move |current| {
                     Ok(Update {
                         attrs: current.attrs,
@@ -679,8 +689,9 @@ pub(super) async fn patch_resource(
             .map_err(store_error)?;
         return resource_response(state, rt, stored, &projection, base, StatusCode::OK);
     }
-    let ledger = state.unknown.clone();
+    let ledger = state.app.unknown.clone();
     let stored = state
+        .app
         .store
         .update(
             rt,
@@ -688,14 +699,14 @@ pub(super) async fn patch_resource(
             if_match,
             true,
             actor(principal),
-            now_s.clone(),
+            now,
             move |current| {
                 let mut resource = current.attrs;
                 resource.insert("id".into(), Value::String(current.id.clone()));
                 let mut unknown = patch::apply(rt, &mut resource, &ops)?;
                 let normalized = normalize(rt, &Value::Object(resource))?;
                 unknown.extend(normalized.unknown);
-                ledger.admit(rt, &unknown, &now_s)?;
+                ledger.admit(rt, &unknown, now)?;
                 let mut attrs = normalized.attrs;
                 let members = match rt {
                     ResourceType::Group => {
@@ -782,7 +793,7 @@ async fn search(
     req: &SearchRequest,
     base: &str,
 ) -> Handled {
-    let limits = &state.config.limits;
+    let limits = &state.app.config.limits;
     let params = ListParams::parse(
         req.filter.as_deref(),
         req.sort_by.as_deref(),
@@ -816,7 +827,7 @@ fn run_search(
     projection: &Projection,
     base: &str,
 ) -> Handled {
-    let snapshot = state.store.snapshot().map_err(store_error)?;
+    let snapshot = state.app.store.snapshot().map_err(store_error)?;
     let start = params.start_index - 1;
     let total: usize;
     let mut page: Vec<(ResourceType, Map<String, Value>)> = Vec::new();

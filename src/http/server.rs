@@ -41,8 +41,8 @@ pub async fn run_listener(
     kind: Listener,
 ) {
     let graceful = GracefulShutdown::new();
-    let permits = Arc::new(Semaphore::new(state.config.limits.max_connections));
-    let handshake_timeout = state.config.limits.handshake_timeout;
+    let permits = Arc::new(Semaphore::new(state.app.config.limits.max_connections));
+    let handshake_timeout = state.app.config.limits.handshake_timeout;
     let mut backoff = Duration::from_millis(5);
     tokio::pin!(shutdown);
     loop {
@@ -75,6 +75,8 @@ pub async fn run_listener(
             match tls {
                 Some(acceptor) => {
                     match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                        // A TLS-ALPN-01 validation carries no HTTP (RFC 8737 §3).
+                        Ok(Ok(s)) if crate::tls::is_acme_validation(s.get_ref().1) => {}
                         Ok(Ok(s)) => serve(state, s, watcher, handshake_timeout, info).await,
                         Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!("TLS handshake timed out"),

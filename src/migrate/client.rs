@@ -11,8 +11,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper::{Method, Request, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName};
+use rustls_pki_types::ServerName;
 use serde_json::Value;
 
 /// Attempts per request before giving up (429 and 5xx and broken connections).
@@ -126,36 +125,7 @@ pub struct Client {
 
 /// TLS configuration: the given CA bundle (PEM) or the system roots.
 fn tls_connector(cacert_pem: Option<&[u8]>) -> Result<tokio_rustls::TlsConnector, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    match cacert_pem {
-        Some(pem) => {
-            for c in CertificateDer::pem_slice_iter(pem) {
-                let c = c.map_err(|e| format!("the CA file is not PEM: {e}"))?;
-                roots
-                    .add(c)
-                    .map_err(|e| format!("the CA certificate is not usable: {e}"))?;
-            }
-            if roots.is_empty() {
-                return Err("the CA file holds no certificate".into());
-            }
-        }
-        None => {
-            let found = rustls_native_certs::load_native_certs();
-            for c in found.certs {
-                let _ = roots.add(c);
-            }
-            if roots.is_empty() {
-                return Err("no system root certificates found; pass --cacert".into());
-            }
-        }
-    }
-    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-    .map_err(|e| e.to_string())?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let cfg = crate::tls::client_config(cacert_pem)?;
     Ok(tokio_rustls::TlsConnector::from(Arc::new(cfg)))
 }
 

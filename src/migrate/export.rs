@@ -8,6 +8,7 @@ use ring::digest::{Context, SHA256};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::clock::Timestamp;
 use crate::scim::resource::{Attributes, Meta};
 use crate::scim::schema::ResourceType;
 use crate::store::{hex, ImportItem, Snapshot, StoreError, StoredResource};
@@ -31,7 +32,7 @@ pub struct Manifest {
     pub format_version: u32,
     /// The scimbridge version that wrote the file.
     pub source_version: String,
-    pub exported_at: String,
+    pub exported_at: Timestamp,
     pub counts: Counts,
 }
 
@@ -108,7 +109,7 @@ impl<W: Write> HashingWriter<W> {
 pub fn write_export<W: Write>(
     snapshot: &Snapshot,
     out: W,
-    exported_at: &str,
+    exported_at: Timestamp,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<Counts, ExportError> {
     let counts = Counts {
@@ -126,7 +127,7 @@ pub fn write_export<W: Write>(
         format: FORMAT_NAME.into(),
         format_version: FORMAT_VERSION,
         source_version: env!("CARGO_PKG_VERSION").into(),
-        exported_at: exported_at.into(),
+        exported_at,
         counts,
     }))?;
     let mut done = 0u64;
@@ -366,7 +367,7 @@ pub fn imported_json(i: &Imported) -> Value {
 pub fn import_file(
     store: &crate::store::Store,
     path: &std::path::Path,
-    now: &str,
+    now: Timestamp,
 ) -> Result<Imported, String> {
     let open = || {
         std::fs::File::open(path)
@@ -384,19 +385,15 @@ pub fn import_file(
     }
     let reader = open()?;
     let repaired = store
-        .import_blocking(
-            crate::store::Actor::system("import"),
-            now.to_owned(),
-            move |sink| {
-                read_items(reader, 1000, |batch| {
-                    sink(batch).map_err(|e| ExportError::Invalid {
-                        line: 0,
-                        reason: e.to_string(),
-                    })
+        .import_blocking(crate::store::Actor::system("import"), now, move |sink| {
+            read_items(reader, 1000, |batch| {
+                sink(batch).map_err(|e| ExportError::Invalid {
+                    line: 0,
+                    reason: e.to_string(),
                 })
-                .map_err(|e| e.to_string())
-            },
-        )
+            })
+            .map_err(|e| e.to_string())
+        })
         .map_err(|e| format!("import failed, nothing was imported: {e}"))?;
     Ok(Imported { manifest, repaired })
 }
@@ -421,18 +418,18 @@ mod tests {
                 let a = json!({"userName": format!("u{i}@example.com"), "externalId": format!("e{i}"),
                                "emails": [{"value": format!("u{i}@example.com")}]});
                 let r = s
-                    .create(ResourceType::User, a.as_object().unwrap().clone(), vec![], Actor::system("t"), "2026-01-01T00:00:00Z".into(), 1_700_000_000_000 + i)
+                    .create(ResourceType::User, a.as_object().unwrap().clone(), vec![], Actor::system("t"), Timestamp::from_unix_ms(1_700_000_000_000 + i).unwrap())
                     .await
                     .unwrap();
                 ids.push(r.id);
             }
             let members = ids.iter().take(10).map(|id| MemberRef { id: id.clone(), rt: None, display: None }).collect();
             let g = s
-                .create(ResourceType::Group, json!({"displayName": "G"}).as_object().unwrap().clone(), members, Actor::system("t"), "2026-01-01T00:00:00Z".into(), 1_800_000_000_000)
+                .create(ResourceType::Group, json!({"displayName": "G"}).as_object().unwrap().clone(), members, Actor::system("t"), Timestamp::from_unix_ms(1_800_000_000_000).unwrap())
                 .await
                 .unwrap();
             s.create(ResourceType::Group, json!({"displayName": "Outer"}).as_object().unwrap().clone(),
-                     vec![MemberRef { id: g.id, rt: Some(ResourceType::Group), display: None }], Actor::system("t"), "2026-01-01T00:00:00Z".into(), 1_800_000_000_001)
+                     vec![MemberRef { id: g.id, rt: Some(ResourceType::Group), display: None }], Actor::system("t"), Timestamp::from_unix_ms(1_800_000_000_001).unwrap())
                 .await
                 .unwrap();
         });
@@ -443,7 +440,7 @@ mod tests {
         write_export(
             &s.snapshot().unwrap(),
             &mut out,
-            "2026-02-02T00:00:00Z",
+            Timestamp::parse("2026-02-02T00:00:00Z").unwrap(),
             |_, _| {},
         )
         .unwrap();
@@ -468,7 +465,7 @@ mod tests {
         let file = dir.path().join("export.jsonl");
         std::fs::write(&file, &first).unwrap();
         let b = store(dir.path(), "b.redb");
-        import_file(&b, &file, "2026-02-03T00:00:00Z").unwrap();
+        import_file(&b, &file, Timestamp::parse("2026-02-03T00:00:00Z").unwrap()).unwrap();
         assert_eq!(export_bytes(&b), first);
         let snap = b.snapshot().unwrap();
         assert!(snap.find_by_user_name("U7@example.com").unwrap().is_some());
@@ -480,7 +477,7 @@ mod tests {
         );
         assert_eq!(snap.find_groups_by_name("outer").unwrap().len(), 1);
         // Importing again is refused: the directory is not empty.
-        assert!(import_file(&b, &file, "t")
+        assert!(import_file(&b, &file, Timestamp::now())
             .unwrap_err()
             .contains("not empty"));
     }
@@ -494,7 +491,7 @@ mod tests {
             .join("tests/fixtures/format1/format1.jsonl");
         let dir = tempfile::tempdir().unwrap();
         let b = store(dir.path(), "b.redb");
-        let imported = import_file(&b, &file, "2030-01-01T00:00:00Z").unwrap();
+        let imported = import_file(&b, &file, Timestamp::now()).unwrap();
         assert_eq!(imported.manifest.format_version, 1);
         assert_eq!(imported.repaired.len(), 2, "{:?}", imported.repaired);
         assert!(
@@ -545,7 +542,7 @@ mod tests {
             let file = dir.path().join("bad.jsonl");
             std::fs::write(&file, bad).unwrap();
             let b = store(dir.path(), &format!("{}.redb", name.replace(' ', "_")));
-            let err = import_file(&b, &file, "t").unwrap_err();
+            let err = import_file(&b, &file, Timestamp::now()).unwrap_err();
             assert!(err.contains("not a valid export"), "{name}: {err}");
             assert!(b.is_empty().unwrap(), "{name}: something was written");
         }

@@ -10,6 +10,7 @@
 use serde_json::{json, Map, Value};
 
 use super::client::{Client, Response};
+use crate::clock::Timestamp;
 use crate::scim::schema::{ResourceType, ENTERPRISE_USER_URN};
 use crate::store::{Event, MigrationState, Phase, Snapshot, Store, StoreError, StoredResource};
 use hyper::Method;
@@ -589,7 +590,11 @@ pub async fn drain(store: &Store, client: &mut Client, max: usize) -> Result<usi
 }
 
 /// Lag of the mirror: (events behind, seconds since the oldest pending event).
-pub fn lag(snapshot: &Snapshot, state: &MigrationState, now: &str) -> Result<(u64, f64), String> {
+pub fn lag(
+    snapshot: &Snapshot,
+    state: &MigrationState,
+    now: Timestamp,
+) -> Result<(u64, f64), String> {
     let last = snapshot.last_event_seq().map_err(store_err)?;
     let behind = last.saturating_sub(state.mirror_from);
     let secs = match snapshot
@@ -597,21 +602,10 @@ pub fn lag(snapshot: &Snapshot, state: &MigrationState, now: &str) -> Result<(u6
         .map_err(store_err)?
         .first()
     {
-        Some(ev) => seconds_between(&ev.time, now),
+        Some(ev) => now.since(ev.time).as_seconds_f64().max(0.0),
         None => 0.0,
     };
     Ok((behind, secs))
-}
-
-fn seconds_between(a: &str, b: &str) -> f64 {
-    use time::format_description::well_known::Rfc3339;
-    match (
-        time::OffsetDateTime::parse(a, &Rfc3339),
-        time::OffsetDateTime::parse(b, &Rfc3339),
-    ) {
-        (Ok(x), Ok(y)) => (y - x).as_seconds_f64().max(0.0),
-        _ => 0.0,
-    }
 }
 
 /// One difference between the local directory and the target.

@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 use super::client::{Client, Target};
 use super::push::{self, PushOptions};
 use super::readiness::{self, Policy};
+use crate::clock::Timestamp;
 use crate::store::{MigrationState, Phase, Store, StoreError};
 
 /// SCIM writes: accepted, paused for a cut-over, or refused for good.
@@ -165,7 +166,7 @@ impl Migration {
             )
             .await;
         }
-        let (now, _) = crate::http::now();
+        let now = Timestamp::now();
         let last_seq = self
             .store
             .snapshot()
@@ -178,7 +179,7 @@ impl Migration {
                 if !matches!(s.phase, Phase::Pushing | Phase::Mirroring | Phase::Verified) {
                     // A new migration: mirror every change made from now on.
                     s.mirror_from = last_seq;
-                    s.started_at = Some(now.clone());
+                    s.started_at = Some(now);
                     s.progress = Default::default();
                 }
                 s.phase = Phase::Pushing;
@@ -197,7 +198,7 @@ impl Migration {
         }
         match push::push(&self.store, &mut client, &PushOptions::default(), progress).await {
             Ok(mut summary) => {
-                let (now, _) = crate::http::now();
+                let now = Timestamp::now();
                 self.store
                     .update_migration(move |s| {
                         s.phase = Phase::Mirroring;
@@ -266,9 +267,9 @@ impl Migration {
     pub fn status(&self) -> Result<Value, String> {
         let snapshot = self.store.snapshot().map_err(err)?;
         let state = snapshot.migration_state().map_err(err)?;
-        let (now, _) = crate::http::now();
+        let now = Timestamp::now();
         let (behind, secs) = if state.phase.is_mirroring() || state.phase == Phase::Pushing {
-            push::lag(&snapshot, &state, &now)?
+            push::lag(&snapshot, &state, now)?
         } else {
             (0, 0.0)
         };
@@ -304,7 +305,7 @@ impl Migration {
         while push::drain(&self.store, client, 500).await? > 0 {}
         let diffs = push::verify(&self.store, client, progress).await?;
         let n = diffs.len() as u64;
-        let (now, _) = crate::http::now();
+        let now = Timestamp::now();
         self.store
             .update_migration(move |s| {
                 s.differences = Some(n);
@@ -376,7 +377,7 @@ impl Migration {
                     diffs[0]
                 ));
             }
-            let (now, _) = crate::http::now();
+            let now = Timestamp::now();
             self.store
                 .update_migration(move |s| {
                     s.phase = Phase::CutOver;

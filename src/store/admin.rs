@@ -7,6 +7,7 @@ use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 
 use super::{Snapshot, Store, StoreResult, SETTINGS};
+use crate::clock::Timestamp;
 
 const PASSWORD_KEY: &str = "admin_password";
 const SETUP_KEY: &str = "admin_setup";
@@ -20,8 +21,8 @@ pub struct AdminPassword {
     pub iterations: u32,
     /// Hex of the PBKDF2-HMAC-SHA256 output.
     pub hash: String,
-    /// When it was set (RFC 3339).
-    pub set_at: String,
+    /// When it was set.
+    pub set_at: Timestamp,
 }
 
 /// A pending setup code: it lets whoever holds it set a new admin password, once.
@@ -29,8 +30,9 @@ pub struct AdminPassword {
 pub struct SetupCode {
     /// Hex SHA-256 of the code.
     pub hash: String,
-    /// Unix milliseconds after which the code is refused.
-    pub expires_ms: u64,
+    /// The code is refused after this instant (stored as Unix milliseconds).
+    #[serde(rename = "expires_ms", with = "crate::clock::unix_ms")]
+    pub expires: Timestamp,
     /// Issued by `admin reset-password` rather than logged at start: a restart must
     /// not replace a code that was printed to an admin.
     #[serde(default)]
@@ -56,11 +58,11 @@ fn hashes_equal(a: &str, b: &str) -> bool {
 fn check_code(
     pending: Option<SetupCode>,
     code_hash: &str,
-    now_ms: u64,
+    now: Timestamp,
 ) -> Result<SetupCode, SetupRefusal> {
     match pending {
         Some(c) if hashes_equal(&c.hash, code_hash) => {
-            if now_ms > c.expires_ms {
+            if now > c.expires {
                 Err(SetupRefusal::Expired)
             } else {
                 Ok(c)
@@ -93,9 +95,9 @@ impl Snapshot {
     pub fn check_admin_setup_code(
         &self,
         code_hash: &str,
-        now_ms: u64,
+        now: Timestamp,
     ) -> StoreResult<Result<(), SetupRefusal>> {
-        Ok(check_code(self.admin_setup_code()?, code_hash, now_ms).map(|_| ()))
+        Ok(check_code(self.admin_setup_code()?, code_hash, now).map(|_| ()))
     }
 
     /// The admin page's base URL as the running server announced it (for the link
@@ -133,7 +135,7 @@ impl Store {
     pub async fn complete_admin_setup(
         &self,
         code_hash: String,
-        now_ms: u64,
+        now: Timestamp,
         password: AdminPassword,
     ) -> StoreResult<Result<(), SetupRefusal>> {
         self.write(move |txn| {
@@ -142,7 +144,7 @@ impl Store {
                 Some(bytes) => Some(serde_json::from_slice(&bytes)?),
                 None => None,
             };
-            if let Err(why) = check_code(pending, &code_hash, now_ms) {
+            if let Err(why) = check_code(pending, &code_hash, now) {
                 return Ok(Err(why));
             }
             t.remove(SETUP_KEY)?;
@@ -157,31 +159,35 @@ impl Store {
 mod tests {
     use super::*;
 
-    fn code(hash: &str, expires_ms: u64) -> Option<SetupCode> {
+    fn code(hash: &str, expires_ms: i64) -> Option<SetupCode> {
         Some(SetupCode {
             hash: hash.into(),
-            expires_ms,
+            expires: ms(expires_ms),
             from_reset: false,
         })
     }
 
+    fn ms(ms: i64) -> Timestamp {
+        Timestamp::from_unix_ms(ms).unwrap()
+    }
+
     #[test]
     fn setup_code_must_match_and_be_unexpired() {
-        assert!(check_code(code("ab", 10), "ab", 10).is_ok());
+        assert!(check_code(code("ab", 10), "ab", ms(10)).is_ok());
         assert_eq!(
-            check_code(code("ab", 10), "ab", 11).unwrap_err(),
+            check_code(code("ab", 10), "ab", ms(11)).unwrap_err(),
             SetupRefusal::Expired
         );
         assert_eq!(
-            check_code(code("ab", 10), "ac", 5).unwrap_err(),
+            check_code(code("ab", 10), "ac", ms(5)).unwrap_err(),
             SetupRefusal::Unknown
         );
         assert_eq!(
-            check_code(code("ab", 10), "abc", 5).unwrap_err(),
+            check_code(code("ab", 10), "abc", ms(5)).unwrap_err(),
             SetupRefusal::Unknown
         );
         assert_eq!(
-            check_code(None, "ab", 5).unwrap_err(),
+            check_code(None, "ab", ms(5)).unwrap_err(),
             SetupRefusal::Unknown
         );
     }

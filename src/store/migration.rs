@@ -6,6 +6,7 @@ use redb::{ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransacti
 use serde::{Deserialize, Serialize};
 
 use super::{rt_code, Snapshot, Store, StoreResult, SETTINGS};
+use crate::clock::Timestamp;
 use crate::scim::schema::ResourceType;
 
 /// (resource type, local id) → target id.
@@ -85,10 +86,10 @@ pub struct MigrationState {
     /// Events with a higher sequence number still have to be replayed to the target.
     pub mirror_from: u64,
     pub progress: PushProgress,
-    pub started_at: Option<String>,
-    pub updated_at: Option<String>,
-    pub verified_at: Option<String>,
-    pub cutover_at: Option<String>,
+    pub started_at: Option<Timestamp>,
+    pub updated_at: Option<Timestamp>,
+    pub verified_at: Option<Timestamp>,
+    pub cutover_at: Option<Timestamp>,
     pub last_error: Option<String>,
     /// Differences found by the last verification.
     pub differences: Option<u64>,

@@ -34,6 +34,7 @@ use redb::{
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::clock::Timestamp;
 use crate::scim::error::ScimError;
 use crate::scim::resource::{Attributes, Meta, Reference};
 use crate::scim::schema::ResourceType;
@@ -154,14 +155,45 @@ impl Actor {
     }
 }
 
+/// What a change event records: stored as the lowercase word (`"create"`, …).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventOp {
+    /// A resource was created (POST, Bulk POST).
+    Create,
+    /// A resource changed (PUT, PATCH, or a group whose member was deleted).
+    Update,
+    /// A resource was deleted.
+    Delete,
+    /// An export file was imported (resource type User, id `*`).
+    Import,
+}
+
+impl EventOp {
+    /// The stored word: `create`, `update`, `delete` or `import`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventOp::Create => "create",
+            EventOp::Update => "update",
+            EventOp::Delete => "delete",
+            EventOp::Import => "import",
+        }
+    }
+}
+
+impl std::fmt::Display for EventOp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One entry of the change/audit log.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Event {
     pub seq: u64,
-    pub time: String,
+    pub time: Timestamp,
     pub actor: Actor,
-    /// create, replace, patch or delete.
-    pub op: String,
+    pub op: EventOp,
     #[serde(rename = "resourceType")]
     pub resource_type: String,
     pub id: String,
@@ -249,34 +281,14 @@ impl Default for StoreOptions {
     }
 }
 
-/// A new time-ordered id: 48 bits of Unix milliseconds then random bits, laid out as
-/// a UUIDv7, so inserts land near each other in the B-tree.
-pub fn new_id(now_ms: u64) -> String {
-    use ring::rand::SecureRandom;
-    let mut b = [0u8; 16];
-    // SystemRandom only fails when the OS has no entropy source at all; fall back to
-    // a hash of the time and a counter rather than crash a request.
-    if ring::rand::SystemRandom::new().fill(&mut b[6..]).is_err() {
-        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let c = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let d = ring::digest::digest(
-            &ring::digest::SHA256,
-            &[now_ms.to_le_bytes(), c.to_le_bytes()].concat(),
-        );
-        b[6..].copy_from_slice(&d.as_ref()[..10]);
-    }
-    b[..6].copy_from_slice(&now_ms.to_be_bytes()[2..]);
-    b[6] = 0x70 | (b[6] & 0x0f);
-    b[8] = 0x80 | (b[8] & 0x3f);
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    )
+/// A new time-ordered id: a UUIDv7 (RFC 9562 §5.7) for `now`, in lowercase hyphenated
+/// text. Ids made in this process sort in creation order even within one millisecond
+/// (the `uuid` crate's counter), so inserts land next to each other in the B-tree.
+pub fn new_id(now: Timestamp) -> String {
+    static CONTEXT: Mutex<uuid::ContextV7> = Mutex::new(uuid::ContextV7::new());
+    let ms = u64::try_from(now.unix_ms()).unwrap_or(0);
+    let ts = uuid::Timestamp::from_unix(&CONTEXT, ms / 1000, (ms % 1000) as u32 * 1_000_000);
+    uuid::Uuid::new_v7(ts).hyphenated().to_string()
 }
 
 fn open_database(path: &Path, opts: &StoreOptions) -> StoreResult<Database> {
@@ -302,10 +314,7 @@ impl Store {
                 drop(db);
                 let backup = upgrade::make_backup(path, found)?;
                 db = open_database(path, opts)?;
-                let now = time::OffsetDateTime::now_utc()
-                    .format(&time::format_description::well_known::Rfc3339)
-                    .map_err(|e| StoreError::Storage(e.to_string()))?;
-                let report = upgrade::run(&db, found, backup, now)?;
+                let report = upgrade::run(&db, found, backup, Timestamp::now())?;
                 tracing::warn!(
                     from = report.from,
                     to = report.to,
@@ -476,10 +485,9 @@ impl Store {
         attrs: Attributes,
         members: Vec<MemberRef>,
         actor: Actor,
-        now: String,
-        now_ms: u64,
+        now: Timestamp,
     ) -> StoreResult<StoredResource> {
-        self.write(move |txn| create_in(txn, rt, attrs, members, &actor, &now, now_ms))
+        self.write(move |txn| create_in(txn, rt, attrs, members, &actor, now))
             .await
     }
 
@@ -495,7 +503,7 @@ impl Store {
         if_match: Option<String>,
         with_members: bool,
         actor: Actor,
-        now: String,
+        now: Timestamp,
         f: impl FnOnce(StoredResource) -> Result<Update, ScimError> + Send + 'static,
     ) -> StoreResult<StoredResource> {
         self.write(move |txn| {
@@ -506,7 +514,7 @@ impl Store {
                 if_match.as_deref(),
                 with_members,
                 &actor,
-                &now,
+                now,
                 f,
             )
         })
@@ -519,9 +527,9 @@ impl Store {
         id: String,
         if_match: Option<String>,
         actor: Actor,
-        now: String,
+        now: Timestamp,
     ) -> StoreResult<()> {
-        self.write(move |txn| delete_in(txn, rt, &id, if_match.as_deref(), &actor, &now))
+        self.write(move |txn| delete_in(txn, rt, &id, if_match.as_deref(), &actor, now))
             .await
     }
 }
@@ -552,16 +560,16 @@ impl Store {
     pub fn import_blocking(
         &self,
         actor: Actor,
-        now: String,
+        now: Timestamp,
         feed: impl FnOnce(&mut dyn FnMut(Vec<ImportItem>) -> StoreResult<()>) -> Result<(), String>
             + Send
             + 'static,
     ) -> StoreResult<Vec<String>> {
         self.write_blocking(move |txn| {
             let mut notes = Vec::new();
-            let mut sink = |batch: Vec<ImportItem>| import_batch(txn, batch, &now, &mut notes);
+            let mut sink = |batch: Vec<ImportItem>| import_batch(txn, batch, now, &mut notes);
             feed(&mut sink).map_err(StoreError::Aborted)?;
-            append_event(txn, &actor, &now, "import", ResourceType::User, "*")?;
+            append_event(txn, &actor, now, EventOp::Import, ResourceType::User, "*")?;
             Ok(notes)
         })
     }
@@ -573,7 +581,7 @@ impl Store {
 fn import_batch(
     txn: &WriteTransaction,
     items: Vec<ImportItem>,
-    now: &str,
+    now: Timestamp,
     notes: &mut Vec<String>,
 ) -> StoreResult<()> {
     let batch: HashSet<(ResourceType, &str)> = items
@@ -636,7 +644,7 @@ fn import_batch(
 fn repair_primaries(
     rt: ResourceType,
     r: &mut StoredResource,
-    now: &str,
+    now: Timestamp,
     notes: &mut Vec<String>,
 ) -> bool {
     let demoted = crate::scim::resource::demote_extra_primaries(rt, &mut r.attrs);
@@ -650,7 +658,7 @@ fn repair_primaries(
         demoted.join(", ")
     ));
     r.meta.version += 1;
-    r.meta.last_modified = now.to_owned();
+    r.meta.last_modified = now.to_rfc3339();
     true
 }
 
@@ -923,8 +931,8 @@ fn put_in(txn: &WriteTransaction, rt: ResourceType, r: &StoredResource) -> Store
 fn append_event(
     txn: &WriteTransaction,
     actor: &Actor,
-    now: &str,
-    op: &str,
+    now: Timestamp,
+    op: EventOp,
     rt: ResourceType,
     id: &str,
 ) -> StoreResult<()> {
@@ -932,9 +940,9 @@ fn append_event(
     let seq = t.last()?.map(|(k, _)| k.value() + 1).unwrap_or(1);
     let ev = Event {
         seq,
-        time: now.to_owned(),
+        time: now,
         actor: actor.clone(),
-        op: op.to_owned(),
+        op,
         resource_type: rt.name().to_owned(),
         id: id.to_owned(),
     };
@@ -1048,10 +1056,9 @@ fn create_in(
     attrs: Attributes,
     members: Vec<MemberRef>,
     actor: &Actor,
-    now: &str,
-    now_ms: u64,
+    now: Timestamp,
 ) -> StoreResult<StoredResource> {
-    let id = new_id(now_ms);
+    let id = new_id(now);
     let keys = index_keys(rt, &attrs);
     check_unique(txn, rt, &id, &keys)?;
     let members = if rt == ResourceType::Group {
@@ -1062,8 +1069,8 @@ fn create_in(
     let r = StoredResource {
         id,
         meta: Meta {
-            created: now.to_owned(),
-            last_modified: now.to_owned(),
+            created: now.to_rfc3339(),
+            last_modified: now.to_rfc3339(),
             version: 1,
             groups_tag: None,
         },
@@ -1074,7 +1081,7 @@ fn create_in(
     for (m, mrt, display) in &members {
         add_member(txn, &r.id, m, *mrt, display.as_deref())?;
     }
-    append_event(txn, actor, now, "create", rt, &r.id)?;
+    append_event(txn, actor, now, EventOp::Create, rt, &r.id)?;
     Ok(r)
 }
 
@@ -1129,7 +1136,7 @@ fn update_in(
     if_match: Option<&str>,
     with_members: bool,
     actor: &Actor,
-    now: &str,
+    now: Timestamp,
     f: impl FnOnce(StoredResource) -> Result<Update, ScimError>,
 ) -> StoreResult<StoredResource> {
     let Some(mut current) = get_in(txn, rt, id)? else {
@@ -1224,7 +1231,7 @@ fn update_in(
         id: id.to_owned(),
         meta: Meta {
             created: meta.created,
-            last_modified: now.to_owned(),
+            last_modified: now.to_rfc3339(),
             version: meta.version + 1,
             groups_tag: None,
         },
@@ -1232,7 +1239,7 @@ fn update_in(
     };
     put_in(txn, rt, &r)?;
     write_index(txn, rt, id, &old_keys, &new_keys)?;
-    append_event(txn, actor, now, "update", rt, id)?;
+    append_event(txn, actor, now, EventOp::Update, rt, id)?;
     Ok(r)
 }
 
@@ -1258,10 +1265,10 @@ fn changed_members(
 /// Bumps a resource's version after what it shows changed as a side effect (a
 /// group's members or a member's name, a user's groups). No change event: the
 /// resource's own data did not change.
-fn touch(txn: &WriteTransaction, rt: ResourceType, id: &str, now: &str) -> StoreResult<()> {
+fn touch(txn: &WriteTransaction, rt: ResourceType, id: &str, now: Timestamp) -> StoreResult<()> {
     if let Some(mut r) = get_in(txn, rt, id)? {
         r.meta.version += 1;
-        r.meta.last_modified = now.to_owned();
+        r.meta.last_modified = now.to_rfc3339();
         put_in(txn, rt, &r)?;
     }
     Ok(())
@@ -1273,7 +1280,7 @@ fn delete_in(
     id: &str,
     if_match: Option<&str>,
     actor: &Actor,
-    now: &str,
+    now: Timestamp,
 ) -> StoreResult<()> {
     let Some(current) = get_in(txn, rt, id)? else {
         return Err(ScimError::not_found(format!("{} {id} not found", rt.name())).into());
@@ -1295,7 +1302,14 @@ fn delete_in(
         remove_member(txn, &group, id)?;
         touch(txn, ResourceType::Group, &group, now)?;
         // The group changed too; the migration mirror replays it from this event.
-        append_event(txn, actor, now, "update", ResourceType::Group, &group)?;
+        append_event(
+            txn,
+            actor,
+            now,
+            EventOp::Update,
+            ResourceType::Group,
+            &group,
+        )?;
     }
     // A group's own members: each loses this group from its `groups` (a nested
     // group's users lose it as an indirect group).
@@ -1306,7 +1320,7 @@ fn delete_in(
             touch(txn, mrt, &member, now)?;
         }
     }
-    append_event(txn, actor, now, "delete", rt, id)?;
+    append_event(txn, actor, now, EventOp::Delete, rt, id)?;
     Ok(())
 }
 

@@ -11,6 +11,10 @@ fn attrs(v: Value) -> Attributes {
     v.as_object().unwrap().clone()
 }
 
+fn now() -> Timestamp {
+    Timestamp::parse("2026-01-01T00:00:00Z").unwrap()
+}
+
 fn actor() -> Actor {
     Actor::system("test")
 }
@@ -21,28 +25,25 @@ fn user(store: &Store, name: &str) -> StoredResource {
             let a = attrs(
                 json!({"userName": name, "emails": [{"value": format!("{name}@example.com")}]}),
             );
-            move |txn| {
-                create_in(
-                    txn,
-                    ResourceType::User,
-                    a,
-                    vec![],
-                    &actor(),
-                    "2026-01-01T00:00:00Z",
-                    1,
-                )
-            }
+            move |txn| create_in(txn, ResourceType::User, a, vec![], &actor(), now())
         })
         .unwrap()
 }
 
 #[test]
 fn ids_are_time_ordered_uuid_v7() {
-    let a = new_id(1_700_000_000_000);
-    let b = new_id(1_700_000_000_001);
+    let t = Timestamp::from_unix_ms(1_700_000_000_000).unwrap();
+    let a = new_id(t);
+    let b = new_id(Timestamp::from_unix_ms(1_700_000_000_001).unwrap());
     assert!(a < b);
     assert_eq!(a.len(), 36);
     assert_eq!(&a[14..15], "7");
+    // Within one millisecond, too.
+    let same: Vec<String> = (0..100).map(|_| new_id(t)).collect();
+    assert!(same.windows(2).all(|w| w[0] < w[1]));
+    let parsed = uuid::Uuid::parse_str(&a).unwrap();
+    assert_eq!(parsed.get_version_num(), 7);
+    assert_eq!(a, a.to_lowercase());
 }
 
 #[test]
@@ -57,8 +58,7 @@ fn user_name_is_unique_case_insensitively_and_indexed() {
                 attrs(json!({"userName": "ALICE"})),
                 vec![],
                 &actor(),
-                "t",
-                1,
+                now(),
             )
         })
         .unwrap_err();
@@ -93,8 +93,7 @@ fn deleting_a_user_removes_its_memberships() {
                     attrs(json!({"displayName": "Eng"})),
                     m,
                     &actor(),
-                    "t",
-                    2,
+                    now(),
                 )
             }
         })
@@ -110,7 +109,7 @@ fn deleting_a_user_removes_its_memberships() {
     drop(snap);
     let uid = u.id.clone();
     store
-        .write_blocking(move |txn| delete_in(txn, ResourceType::User, &uid, None, &actor(), "t2"))
+        .write_blocking(move |txn| delete_in(txn, ResourceType::User, &uid, None, &actor(), now()))
         .unwrap();
     let snap = store.snapshot().unwrap();
     assert!(snap
@@ -144,8 +143,7 @@ fn unknown_member_is_refused_and_nothing_is_written() {
                 attrs(json!({"displayName": "X"})),
                 m,
                 &actor(),
-                "t",
-                1,
+                now(),
             )
         })
         .unwrap_err();
@@ -167,14 +165,28 @@ fn if_match_mismatch_is_a_precondition_failure() {
     let id = u.id.clone();
     let err = store
         .write_blocking(move |txn| {
-            delete_in(txn, ResourceType::User, &id, Some("W/\"7\""), &actor(), "t")
+            delete_in(
+                txn,
+                ResourceType::User,
+                &id,
+                Some("W/\"7\""),
+                &actor(),
+                now(),
+            )
         })
         .unwrap_err();
     assert!(matches!(err, StoreError::Scim(ref e) if e.status == 412));
     let id = u.id.clone();
     store
         .write_blocking(move |txn| {
-            delete_in(txn, ResourceType::User, &id, Some("W/\"1\""), &actor(), "t")
+            delete_in(
+                txn,
+                ResourceType::User,
+                &id,
+                Some("W/\"1\""),
+                &actor(),
+                now(),
+            )
         })
         .unwrap();
 }
@@ -217,7 +229,14 @@ fn events_record_each_write() {
     let ev = store.snapshot().unwrap().recent_events(10).unwrap();
     assert_eq!(ev.len(), 2);
     assert_eq!(ev[0].seq, 2);
-    assert_eq!(ev[1].op, "create");
+    assert_eq!(ev[1].op, EventOp::Create);
+    // Stored as the word, as before the enum.
+    let stored: Value = serde_json::to_value(&ev[1]).unwrap();
+    assert_eq!(stored["op"], "create");
+    assert_eq!(
+        serde_json::from_value::<Event>(stored).unwrap().op,
+        EventOp::Create
+    );
 }
 
 #[test]
@@ -239,7 +258,9 @@ fn a_panicking_job_fails_alone_and_the_writer_survives() {
 
 // ---- nested groups, representation versions, idempotent removals -------------------
 
-const T0: &str = "2026-01-01T00:00:00Z";
+fn at(s: &str) -> Timestamp {
+    Timestamp::parse(s).unwrap()
+}
 
 fn member(id: &str) -> MemberRef {
     MemberRef {
@@ -249,19 +270,18 @@ fn member(id: &str) -> MemberRef {
     }
 }
 
-fn group(store: &Store, name: &str, members: &[&str], now: &str) -> StoredResource {
-    let (a, m, now) = (
+fn group(store: &Store, name: &str, members: &[&str], now: Timestamp) -> StoredResource {
+    let (a, m) = (
         attrs(json!({"displayName": name})),
         members.iter().map(|id| member(id)).collect::<Vec<_>>(),
-        now.to_owned(),
     );
     store
-        .write_blocking(move |txn| create_in(txn, ResourceType::Group, a, m, &actor(), &now, 2))
+        .write_blocking(move |txn| create_in(txn, ResourceType::Group, a, m, &actor(), now))
         .unwrap()
 }
 
-fn change_members(store: &Store, group: &str, add: &[&str], remove: &[&str], now: &str) {
-    let (id, now) = (group.to_owned(), now.to_owned());
+fn change_members(store: &Store, group: &str, add: &[&str], remove: &[&str], now: Timestamp) {
+    let id = group.to_owned();
     let (add, remove): (Vec<MemberRef>, Vec<String>) = (
         add.iter().map(|a| member(a)).collect(),
         remove.iter().map(|r| (*r).to_owned()).collect(),
@@ -275,7 +295,7 @@ fn change_members(store: &Store, group: &str, add: &[&str], remove: &[&str], now
                 None,
                 false,
                 &actor(),
-                &now,
+                now,
                 |c| {
                     Ok(Update {
                         attrs: c.attrs,
@@ -292,11 +312,11 @@ fn set_attrs(
     rt: ResourceType,
     id: &str,
     a: Value,
-    now: &str,
+    now: Timestamp,
 ) -> StoreResult<StoredResource> {
-    let (id, now, a) = (id.to_owned(), now.to_owned(), attrs(a));
+    let (id, a) = (id.to_owned(), attrs(a));
     store.write_blocking(move |txn| {
-        update_in(txn, rt, &id, None, false, &actor(), &now, |_| {
+        update_in(txn, rt, &id, None, false, &actor(), now, |_| {
             Ok(Update {
                 attrs: a,
                 members: MembersChange::Keep,
@@ -306,11 +326,11 @@ fn set_attrs(
 }
 
 /// What a client sees of a resource: (ETag, lastModified).
-fn seen(store: &Store, rt: ResourceType, id: &str) -> (String, String) {
+fn seen(store: &Store, rt: ResourceType, id: &str) -> (String, Timestamp) {
     let snap = store.snapshot().unwrap();
     let mut r = snap.get(rt, id).unwrap().unwrap();
     snap.derive_meta(rt, &mut r).unwrap();
-    (r.meta.etag(), r.meta.last_modified)
+    (r.meta.etag(), at(&r.meta.last_modified))
 }
 
 fn groups_of(store: &Store, id: &str) -> Vec<(String, bool)> {
@@ -328,9 +348,9 @@ fn groups_of(store: &Store, id: &str) -> Vec<(String, bool)> {
 fn a_user_lists_direct_then_indirect_groups() {
     let (_d, store) = open();
     let u = user(&store, "u");
-    let inner = group(&store, "Inner", &[&u.id], T0);
-    let outer = group(&store, "Outer", &[&inner.id], T0);
-    group(&store, "Top", &[&outer.id], T0);
+    let inner = group(&store, "Inner", &[&u.id], now());
+    let outer = group(&store, "Outer", &[&inner.id], now());
+    group(&store, "Top", &[&outer.id], now());
     assert_eq!(
         groups_of(&store, &u.id),
         [
@@ -345,12 +365,12 @@ fn a_user_lists_direct_then_indirect_groups() {
 fn nesting_cycles_end_and_each_group_is_listed_once() {
     let (_d, store) = open();
     let u = user(&store, "u");
-    let a = group(&store, "A", &[&u.id], T0);
-    let b = group(&store, "B", &[&a.id], T0);
+    let a = group(&store, "A", &[&u.id], now());
+    let b = group(&store, "B", &[&a.id], now());
     // B into A: A ⊃ B ⊃ A.
-    change_members(&store, &a.id, &[&b.id], &[], T0);
+    change_members(&store, &a.id, &[&b.id], &[], now());
     // U directly in B too: still once, as direct.
-    change_members(&store, &b.id, &[&u.id], &[], T0);
+    change_members(&store, &b.id, &[&u.id], &[], now());
     let mut g = groups_of(&store, &u.id);
     g.sort();
     assert_eq!(g, [("A".into(), false), ("B".into(), false)]);
@@ -363,15 +383,17 @@ fn the_walk_stops_at_its_bound() {
     let u = user(&store, "u");
     let mut below = u.id.clone();
     let chain = nesting::MAX_GROUPS_PER_USER + 5;
-    let ids: Vec<String> = (0..chain).map(|i| new_id(10_000 + i as u64)).collect();
+    let ids: Vec<String> = (0..chain)
+        .map(|i| new_id(Timestamp::from_unix_ms(1_800_000_000_000 + i as i64).unwrap()))
+        .collect();
     store
         .write_blocking(move |txn| {
             for (i, id) in ids.iter().enumerate() {
                 let g = StoredResource {
                     id: id.clone(),
                     meta: Meta {
-                        created: T0.into(),
-                        last_modified: T0.into(),
+                        created: now().to_rfc3339(),
+                        last_modified: now().to_rfc3339(),
                         version: 1,
                         groups_tag: None,
                     },
@@ -394,38 +416,50 @@ fn a_users_etag_and_last_modified_follow_its_groups() {
     let before = seen(&store, ResourceType::User, &u.id);
     assert_eq!(before.0, "W/\"1\"");
     // Added to a group.
-    let inner = group(&store, "Inner", &[], "2026-01-02T00:00:00Z");
-    change_members(&store, &inner.id, &[&u.id], &[], "2026-01-03T00:00:00Z");
+    let inner = group(&store, "Inner", &[], at("2026-01-02T00:00:00Z"));
+    change_members(&store, &inner.id, &[&u.id], &[], at("2026-01-03T00:00:00Z"));
     let added = seen(&store, ResourceType::User, &u.id);
     assert_ne!(added.0, before.0);
-    assert_eq!(added.1, "2026-01-03T00:00:00Z");
+    assert_eq!(added.1, at("2026-01-03T00:00:00Z"));
     // Its group nested into another (an indirect membership).
-    let outer = group(&store, "Outer", &[], "2026-01-04T00:00:00Z");
-    change_members(&store, &outer.id, &[&inner.id], &[], "2026-01-05T00:00:00Z");
+    let outer = group(&store, "Outer", &[], at("2026-01-04T00:00:00Z"));
+    change_members(
+        &store,
+        &outer.id,
+        &[&inner.id],
+        &[],
+        at("2026-01-05T00:00:00Z"),
+    );
     let nested = seen(&store, ResourceType::User, &u.id);
     assert_ne!(nested.0, added.0);
-    assert_eq!(nested.1, "2026-01-05T00:00:00Z");
+    assert_eq!(nested.1, at("2026-01-05T00:00:00Z"));
     // The outer group renamed.
     set_attrs(
         &store,
         ResourceType::Group,
         &outer.id,
         json!({"displayName": "Outer 2"}),
-        "2026-01-06T00:00:00Z",
+        at("2026-01-06T00:00:00Z"),
     )
     .unwrap();
     let renamed = seen(&store, ResourceType::User, &u.id);
     assert_ne!(renamed.0, nested.0);
-    assert_eq!(renamed.1, "2026-01-06T00:00:00Z");
+    assert_eq!(renamed.1, at("2026-01-06T00:00:00Z"));
     // Un-nested: the ETag changes and lastModified does not go back.
-    change_members(&store, &outer.id, &[], &[&inner.id], "2026-01-07T00:00:00Z");
+    change_members(
+        &store,
+        &outer.id,
+        &[],
+        &[&inner.id],
+        at("2026-01-07T00:00:00Z"),
+    );
     let unnested = seen(&store, ResourceType::User, &u.id);
     assert_ne!(unnested.0, renamed.0);
-    assert_eq!(unnested.1, "2026-01-07T00:00:00Z");
+    assert_eq!(unnested.1, at("2026-01-07T00:00:00Z"));
     // Removed from its group, then the group deleted: never an old ETag again.
-    change_members(&store, &inner.id, &[], &[&u.id], "2026-01-08T00:00:00Z");
+    change_members(&store, &inner.id, &[], &[&u.id], at("2026-01-08T00:00:00Z"));
     let removed = seen(&store, ResourceType::User, &u.id);
-    assert_eq!(removed.1, "2026-01-08T00:00:00Z");
+    assert_eq!(removed.1, at("2026-01-08T00:00:00Z"));
     for old in [&before, &added, &nested, &renamed, &unnested] {
         assert_ne!(removed.0, old.0);
     }
@@ -439,7 +473,7 @@ fn a_users_etag_and_last_modified_follow_its_groups() {
                 &uid,
                 Some(&etag),
                 &actor(),
-                "2026-01-09T00:00:00Z",
+                at("2026-01-09T00:00:00Z"),
             )
         })
         .unwrap();
@@ -449,8 +483,8 @@ fn a_users_etag_and_last_modified_follow_its_groups() {
 fn deleting_a_group_moves_its_members_versions() {
     let (_d, store) = open();
     let u = user(&store, "u");
-    let inner = group(&store, "Inner", &[&u.id], T0);
-    let outer = group(&store, "Outer", &[&inner.id], T0);
+    let inner = group(&store, "Inner", &[&u.id], now());
+    let outer = group(&store, "Outer", &[&inner.id], now());
     let before = seen(&store, ResourceType::User, &u.id);
     let id = outer.id.clone();
     store
@@ -461,13 +495,13 @@ fn deleting_a_group_moves_its_members_versions() {
                 &id,
                 None,
                 &actor(),
-                "2026-02-01T00:00:00Z",
+                at("2026-02-01T00:00:00Z"),
             )
         })
         .unwrap();
     let after = seen(&store, ResourceType::User, &u.id);
     assert_ne!(after.0, before.0);
-    assert_eq!(after.1, "2026-02-01T00:00:00Z");
+    assert_eq!(after.1, at("2026-02-01T00:00:00Z"));
     assert_eq!(groups_of(&store, &u.id), [("Inner".into(), false)]);
 }
 
@@ -475,15 +509,15 @@ fn deleting_a_group_moves_its_members_versions() {
 fn a_groups_etag_changes_when_a_members_name_does() {
     let (_d, store) = open();
     let u = user(&store, "u");
-    let inner = group(&store, "Inner", &[], T0);
-    let g = group(&store, "G", &[&u.id, &inner.id], T0);
+    let inner = group(&store, "Inner", &[], now());
+    let g = group(&store, "G", &[&u.id, &inner.id], now());
     let v0 = seen(&store, ResourceType::Group, &g.id).0;
     set_attrs(
         &store,
         ResourceType::User,
         &u.id,
         json!({"userName": "u", "displayName": "You"}),
-        "2026-03-01T00:00:00Z",
+        at("2026-03-01T00:00:00Z"),
     )
     .unwrap();
     let v1 = seen(&store, ResourceType::Group, &g.id).0;
@@ -493,7 +527,7 @@ fn a_groups_etag_changes_when_a_members_name_does() {
         ResourceType::Group,
         &inner.id,
         json!({"displayName": "Inner 2"}),
-        "2026-03-02T00:00:00Z",
+        at("2026-03-02T00:00:00Z"),
     )
     .unwrap();
     let v2 = seen(&store, ResourceType::Group, &g.id).0;
@@ -504,7 +538,7 @@ fn a_groups_etag_changes_when_a_members_name_does() {
         ResourceType::User,
         &u.id,
         json!({"userName": "u", "displayName": "You", "title": "T"}),
-        "2026-03-03T00:00:00Z",
+        at("2026-03-03T00:00:00Z"),
     )
     .unwrap();
     assert_eq!(seen(&store, ResourceType::Group, &g.id).0, v2);
@@ -514,14 +548,14 @@ fn a_groups_etag_changes_when_a_members_name_does() {
 fn removing_a_non_member_is_a_no_op_that_keeps_the_version() {
     let (_d, store) = open();
     let u = user(&store, "u");
-    let g = group(&store, "G", &[&u.id], T0);
+    let g = group(&store, "G", &[&u.id], now());
     let before = seen(&store, ResourceType::Group, &g.id);
     change_members(
         &store,
         &g.id,
         &[],
         &["nobody", "01000000-0000-7000-8000-000000000000"],
-        T0,
+        now(),
     );
     assert_eq!(seen(&store, ResourceType::Group, &g.id), before);
     assert!(store.snapshot().unwrap().is_member(&g.id, &u.id).unwrap());
@@ -534,7 +568,7 @@ fn user_names_equal_after_nfc_and_case_folding_conflict_look_alikes_do_not() {
     let create = |name: &str| {
         let a = attrs(json!({"userName": name}));
         store.write_blocking(move |txn| {
-            create_in(txn, ResourceType::User, a, vec![], &actor(), T0, 3)
+            create_in(txn, ResourceType::User, a, vec![], &actor(), now())
         })
     };
     for same in ["STRASSE@example.com", "Strasse@Example.com"] {
@@ -570,7 +604,9 @@ fn membership_changes_are_linear_in_the_request() {
     // a replace with an empty list. Deduplication and diffing use sets: the old
     // scans of the kept list made this 20,000² comparisons.
     let (_d, store) = open();
-    let ids: Vec<String> = (0..20_000u64).map(|i| new_id(1_000 + i)).collect();
+    let ids: Vec<String> = (0..20_000u64)
+        .map(|i| new_id(Timestamp::from_unix_ms(1_800_000_000_000 + i as i64).unwrap()))
+        .collect();
     {
         let ids = ids.clone();
         store
@@ -579,8 +615,8 @@ fn membership_changes_are_linear_in_the_request() {
                     let r = StoredResource {
                         id: id.clone(),
                         meta: Meta {
-                            created: T0.into(),
-                            last_modified: T0.into(),
+                            created: now().to_rfc3339(),
+                            last_modified: now().to_rfc3339(),
                             version: 1,
                             groups_tag: None,
                         },
@@ -592,9 +628,9 @@ fn membership_changes_are_linear_in_the_request() {
             })
             .unwrap();
     }
-    let g = group(&store, "Big", &[], T0);
+    let g = group(&store, "Big", &[], now());
     let twice: Vec<&str> = ids.iter().chain(ids.iter()).map(String::as_str).collect();
-    change_members(&store, &g.id, &twice, &[], T0);
+    change_members(&store, &g.id, &twice, &[], now());
     assert_eq!(
         store.snapshot().unwrap().membership_count().unwrap(),
         20_000
@@ -609,7 +645,7 @@ fn membership_changes_are_linear_in_the_request() {
                 None,
                 false,
                 &actor(),
-                T0,
+                now(),
                 |c| {
                     Ok(Update {
                         attrs: c.attrs,

@@ -6,6 +6,7 @@ use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
 use super::{Snapshot, Store, StoreError, StoreResult};
+use crate::clock::Timestamp;
 use crate::scim::error::ScimError;
 
 const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens");
@@ -59,18 +60,19 @@ pub struct TokenRecord {
     /// Hex SHA-256 of the secret.
     pub hash: String,
     pub scope: Scope,
-    pub created: String,
-    pub expires: Option<String>,
-    pub last_used: Option<String>,
-    pub revoked: Option<String>,
+    pub created: Timestamp,
+    /// Refused from this instant on; `None` never expires.
+    pub expires: Option<Timestamp>,
+    pub last_used: Option<Timestamp>,
+    pub revoked: Option<Timestamp>,
 }
 
 impl TokenRecord {
-    /// `active`, `revoked` or `expired` at time `now` (RFC 3339, UTC, same format).
-    pub fn state(&self, now: &str) -> &'static str {
+    /// `active`, `revoked` or `expired` at `now`.
+    pub fn state(&self, now: Timestamp) -> &'static str {
         if self.revoked.is_some() {
             "revoked"
-        } else if self.expires.as_deref().is_some_and(|e| e <= now) {
+        } else if self.expires.is_some_and(|e| e <= now) {
             "expired"
         } else {
             "active"
@@ -166,22 +168,22 @@ impl Store {
     }
 
     /// Revokes the token with this name (or id); takes effect on the next request.
-    pub async fn revoke_token(&self, name: String, now: String) -> StoreResult<TokenRecord> {
-        let r = self.write(move |txn| revoke_in(txn, &name, &now)).await;
+    pub async fn revoke_token(&self, name: String, now: Timestamp) -> StoreResult<TokenRecord> {
+        let r = self.write(move |txn| revoke_in(txn, &name, now)).await;
         self.invalidate_tokens();
         r
     }
 
     /// Records when tokens were last used (batched by the caller; not worth an fsync
     /// per request).
-    pub async fn record_token_use(&self, uses: Vec<(String, String)>) -> StoreResult<()> {
+    pub async fn record_token_use(&self, uses: Vec<(String, Timestamp)>) -> StoreResult<()> {
         self.write(move |txn| {
             let mut t = txn.open_table(TOKENS)?;
             for (id, when) in uses {
                 let rec = t.get(id.as_str())?.map(|v| v.value().to_vec());
                 if let Some(bytes) = rec {
                     let mut r: TokenRecord = serde_json::from_slice(&bytes)?;
-                    if r.last_used.as_deref() < Some(when.as_str()) {
+                    if r.last_used < Some(when) {
                         r.last_used = Some(when);
                         t.insert(id.as_str(), serde_json::to_vec(&r)?.as_slice())?;
                     }
@@ -216,7 +218,7 @@ fn add_token_in(
     Ok(record)
 }
 
-fn revoke_in(txn: &WriteTransaction, name: &str, now: &str) -> StoreResult<TokenRecord> {
+fn revoke_in(txn: &WriteTransaction, name: &str, now: Timestamp) -> StoreResult<TokenRecord> {
     let existing = all_tokens(&txn.open_table(TOKENS)?)?;
     let Some(mut rec) = existing
         .into_iter()
@@ -226,7 +228,7 @@ fn revoke_in(txn: &WriteTransaction, name: &str, now: &str) -> StoreResult<Token
             "no active token named \"{name}\""
         ))));
     };
-    rec.revoked = Some(now.to_owned());
+    rec.revoked = Some(now);
     txn.open_table(TOKENS)?
         .insert(rec.id.as_str(), serde_json::to_vec(&rec)?.as_slice())?;
     Ok(rec)

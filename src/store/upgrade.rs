@@ -20,6 +20,7 @@ use super::{
     get_in, index_keeping_first, put_in, repair_primaries, table, StoreError, StoreResult, EMAILS,
     FORMAT_KEY, GROUP_NAMES, SETTINGS, USER_NAMES,
 };
+use crate::clock::Timestamp;
 use crate::scim::schema::ResourceType;
 
 /// The on-disk format this binary reads and writes.
@@ -47,8 +48,8 @@ pub struct Upgrade {
     pub to: u32,
     /// The copy of the file as it was before the upgrade.
     pub backup: PathBuf,
-    /// The time the upgrade ran (RFC 3339), the `lastModified` of what it changed.
-    pub now: String,
+    /// The time the upgrade ran, the `lastModified` of what it changed.
+    pub now: Timestamp,
     /// One line per repaired record or conflict, naming it and saying what to do.
     pub notes: Vec<String>,
 }
@@ -119,7 +120,12 @@ pub(super) fn make_backup(path: &Path, from: u32) -> StoreResult<PathBuf> {
 
 /// Runs every step from `from` up to [`FORMAT_VERSION`] in one transaction and records
 /// the new version in the same commit.
-pub(super) fn run(db: &Database, from: u32, backup: PathBuf, now: String) -> StoreResult<Upgrade> {
+pub(super) fn run(
+    db: &Database,
+    from: u32,
+    backup: PathBuf,
+    now: Timestamp,
+) -> StoreResult<Upgrade> {
     run_steps(db, STEPS, from, backup, now)
 }
 
@@ -128,7 +134,7 @@ fn run_steps(
     steps: &[Step],
     from: u32,
     backup: PathBuf,
-    now: String,
+    now: Timestamp,
 ) -> StoreResult<Upgrade> {
     let mut report = Upgrade {
         from,
@@ -192,7 +198,7 @@ fn upgrade_v1_record(
     let Some(mut r) = get_in(txn, rt, &id)? else {
         return Ok(());
     };
-    if repair_primaries(rt, &mut r, &report.now, &mut report.notes) {
+    if repair_primaries(rt, &mut r, report.now, &mut report.notes) {
         put_in(txn, rt, &r)?;
     }
     index_keeping_first(txn, rt, &r, &mut report.notes)
@@ -299,7 +305,7 @@ mod tests {
             Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/format1/token.txt"),
         )
         .unwrap();
-        let now = "2030-01-01T00:00:00Z";
+        let now = Timestamp::now();
         assert!(matches!(
             crate::auth::authenticate(&store, Some(&format!("Bearer {}", token.trim())), now),
             Ok(Ok(_))
@@ -332,13 +338,7 @@ mod tests {
                 run: |_, _| Err(StoreError::Storage("injected".into())),
             },
         ];
-        let err = run_steps(
-            &db,
-            &steps,
-            1,
-            PathBuf::new(),
-            "2030-01-01T00:00:00Z".into(),
-        );
+        let err = run_steps(&db, &steps, 1, PathBuf::new(), Timestamp::now());
         assert!(err.is_err());
         drop(db);
         assert_eq!(version_of(&path), Some(1));

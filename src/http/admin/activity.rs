@@ -13,7 +13,7 @@ pub const CAPACITY: usize = 200;
 /// One SCIM request as the dashboard shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScimRequestRecord {
-    pub time: String,
+    pub time: crate::clock::Timestamp,
     /// The authenticated token's name; `None` when authentication failed.
     pub token: Option<String>,
     pub method: String,
@@ -60,7 +60,7 @@ impl Activity {
                 .map(str::to_owned);
         }
         let record = ScimRequestRecord {
-            time: crate::http::now().0,
+            time: crate::clock::Timestamp::now(),
             token,
             method: method.to_owned(),
             endpoint,

@@ -25,6 +25,7 @@ use serde_json::Value;
 
 use super::{AppState, Body, ConnInfo, Listener};
 use crate::auth::admin as creds;
+use crate::clock::Timestamp;
 use crate::config::Config;
 use crate::control::ControlRequest;
 use crate::migrate::readiness::Report;
@@ -112,14 +113,14 @@ pub fn served_on(config: &Config, listener: Listener) -> bool {
 /// one-time setup link (unless one printed by `admin reset-password` is pending).
 pub async fn announce(state: &AppState, admin_url: &str, scim_url: &str) {
     let _ = state.admin.scim_url.set(scim_url.to_owned());
-    if !state.config.admin.enabled {
+    if !state.app.config.admin.enabled {
         return;
     }
-    if let Err(e) = state.store.set_admin_url(admin_url.to_owned()).await {
+    if let Err(e) = state.app.store.set_admin_url(admin_url.to_owned()).await {
         tracing::warn!(error = %e, "could not record the admin URL");
     }
     tracing::info!("admin page: {admin_url}");
-    let snapshot = match state.store.snapshot() {
+    let snapshot = match state.app.store.snapshot() {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(error = %e, "cannot read the admin settings");
@@ -129,9 +130,9 @@ pub async fn announce(state: &AppState, admin_url: &str, scim_url: &str) {
     if !matches!(snapshot.admin_password(), Ok(None)) {
         return;
     }
-    let (_, now_ms) = super::now();
+    let now = Timestamp::now();
     if let Ok(Some(pending)) = snapshot.admin_setup_code() {
-        if pending.from_reset && pending.expires_ms > now_ms {
+        if pending.from_reset && pending.expires > now {
             tracing::info!(
                 "no admin password is set yet; use the setup link printed by `scimbridge admin reset-password` \
                  (or run it again for a new one)"
@@ -145,10 +146,11 @@ pub async fn announce(state: &AppState, admin_url: &str, scim_url: &str) {
         return;
     };
     let stored = state
+        .app
         .store
         .set_admin_setup_code(crate::store::SetupCode {
             hash,
-            expires_ms: now_ms + creds::SETUP_CODE_LIFETIME_MS,
+            expires: now.saturating_add(creds::SETUP_CODE_LIFETIME),
             from_reset: false,
         })
         .await;
@@ -387,8 +389,7 @@ async fn dispatch(state: &Arc<AppState>, req: Request<Incoming>) -> Response<Bod
             "/admin/tokens" => issue_token(state, &f, chrome("Tokens", "tokens")).await,
             "/admin/tokens/revoke" => {
                 let id = field(&f, "id").to_owned();
-                let (now_s, _) = super::now();
-                let msg = match state.store.revoke_token(id, now_s).await {
+                let msg = match state.app.store.revoke_token(id, Timestamp::now()).await {
                     Ok(t) => format!(
                         "Revoked the token \"{}\": its next request is refused.",
                         t.name
@@ -451,6 +452,7 @@ async fn dispatch(state: &Arc<AppState>, req: Request<Incoming>) -> Response<Bod
 
 fn password_is_set(state: &AppState) -> bool {
     state
+        .app
         .store
         .snapshot()
         .and_then(|s| s.admin_password())
@@ -499,11 +501,12 @@ fn check_setup_code(state: &AppState, code: &str) -> Result<(), SetupRefusal> {
     if code.is_empty() || code.len() > 200 {
         return Err(SetupRefusal::Unknown);
     }
-    let (_, now_ms) = super::now();
+    let now = Timestamp::now();
     state
+        .app
         .store
         .snapshot()
-        .and_then(|s| s.check_admin_setup_code(&creds::setup_code_hash(code), now_ms))
+        .and_then(|s| s.check_admin_setup_code(&creds::setup_code_hash(code), now))
         .unwrap_or(Err(SetupRefusal::Unknown))
 }
 
@@ -573,7 +576,7 @@ async fn setup_submit(state: &AppState, req: Request<Incoming>) -> Response<Body
             pages::setup(code, Some(&format!("{msg}."))),
         );
     }
-    let (now_s, now_ms) = super::now();
+    let now = Timestamp::now();
     let Ok(_permit) = state.admin.hashing.acquire().await else {
         return refuse(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -582,7 +585,7 @@ async fn setup_submit(state: &AppState, req: Request<Incoming>) -> Response<Body
         );
     };
     let record = tokio::task::spawn_blocking(move || {
-        creds::hash_password(&password, &now_s, creds::PBKDF2_ITERATIONS)
+        creds::hash_password(&password, now, creds::PBKDF2_ITERATIONS)
     })
     .await;
     let Ok(Ok(record)) = record else {
@@ -593,8 +596,9 @@ async fn setup_submit(state: &AppState, req: Request<Incoming>) -> Response<Body
         );
     };
     match state
+        .app
         .store
-        .complete_admin_setup(creds::setup_code_hash(code), now_ms, record)
+        .complete_admin_setup(creds::setup_code_hash(code), now, record)
         .await
     {
         Ok(Ok(())) => {
@@ -629,7 +633,7 @@ async fn login_submit(state: &AppState, req: Request<Incoming>) -> Response<Body
         Err(refused) => return refused,
     };
     let password = field(&f, "password").to_owned();
-    let record = match state.store.snapshot().and_then(|s| s.admin_password()) {
+    let record = match state.app.store.snapshot().and_then(|s| s.admin_password()) {
         Ok(r) => r,
         Err(e) => return unavailable(e),
     };
@@ -674,7 +678,7 @@ async fn login_submit(state: &AppState, req: Request<Incoming>) -> Response<Body
 // ---- dashboard ---------------------------------------------------------------------
 
 fn scim_url(state: &AppState, req: &Request<Incoming>) -> String {
-    if let Some(u) = &state.config.public_url {
+    if let Some(u) = &state.app.config.public_url {
         return format!("{u}{}", super::SCIM_PREFIX);
     }
     let on_main = !matches!(
@@ -695,18 +699,16 @@ fn scim_url(state: &AppState, req: &Request<Incoming>) -> String {
             };
             format!("{scheme}://{h}{}", super::SCIM_PREFIX)
         }
-        _ => state
-            .admin
-            .scim_url
-            .get()
-            .cloned()
-            .unwrap_or_else(|| format!("https://{}{}", state.config.listen, super::SCIM_PREFIX)),
+        _ => state.admin.scim_url.get().cloned().unwrap_or_else(|| {
+            format!("https://{}{}", state.app.config.listen, super::SCIM_PREFIX)
+        }),
     }
 }
 
 /// (users, inactive users), from a scan reused while no change event was recorded.
 async fn user_counts(state: &Arc<AppState>) -> (u64, u64) {
     let version = state
+        .app
         .store
         .snapshot()
         .and_then(|s| Ok((s.last_event_seq()?, s.count(ResourceType::User)?)))
@@ -718,7 +720,7 @@ async fn user_counts(state: &Arc<AppState>) -> (u64, u64) {
             }
         }
     }
-    let store = state.store.clone();
+    let store = state.app.store.clone();
     let counted = tokio::task::spawn_blocking(move || {
         let snap = store.snapshot()?;
         let seq = snap.last_event_seq()?;
@@ -750,26 +752,17 @@ async fn dashboard(
     chrome: Chrome<'_>,
 ) -> Response<Body> {
     let (users, inactive_users) = user_counts(state).await;
-    let (now_s, _) = super::now();
-    let snap = match state.store.snapshot() {
+    let now = Timestamp::now();
+    let snap = match state.app.store.snapshot() {
         Ok(s) => s,
         Err(e) => return unavailable(e),
     };
     let migration = snap.migration_state().unwrap_or_default();
-    let cert = state.certs.as_ref().and_then(|c| {
-        let info = super::x509::parse(&c.leaf_der())?;
-        let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        let not_after = time::OffsetDateTime::from_unix_timestamp(info.not_after).ok()?;
-        Some(pages::CertSummary {
-            subject: info.subject_cn,
-            not_after: pages::when(
-                &not_after
-                    .format(&time::format_description::well_known::Rfc3339)
-                    .ok()?,
-            ),
-            days_left: (info.not_after - now) / 86_400,
-        })
-    });
+    let cert = state
+        .certs
+        .as_ref()
+        .and_then(|c| c.view(now))
+        .map(|v| pages::CertSummary::new(&v, now));
     let d = pages::Dashboard {
         scim_url: scim_url(state, req),
         users,
@@ -777,31 +770,32 @@ async fn dashboard(
         groups: snap.count(ResourceType::Group).unwrap_or(0),
         active_tokens: snap
             .tokens()
-            .map(|t| t.iter().filter(|t| t.state(&now_s) == "active").count())
+            .map(|t| t.iter().filter(|t| t.state(now) == "active").count())
             .unwrap_or(0),
         requests: state.activity.recent(25),
         events: snap.recent_events(25).unwrap_or_default(),
         version: env!("CARGO_PKG_VERSION"),
         uptime: state.started.elapsed(),
-        db_bytes: state.store.file_size(),
+        db_bytes: state.app.store.file_size(),
         cert,
         tls_on: state.certs.is_some(),
         phase: migration.phase,
         target: migration.target,
         unknown: state
+            .app
             .unknown
             .entries()
             .into_iter()
             .map(|e| pages::UnknownRow {
                 resource_type: e.rt.name(),
-                declaration: super::unknown::declaration(&e),
+                declaration: crate::app::unknown::declaration(&e),
                 count: e.count,
                 action: e.last_action.as_str(),
-                last_seen: e.last_seen,
+                last_seen: e.last_seen.to_rfc3339(),
                 name: e.name,
             })
             .collect(),
-        unknown_policy: match state.unknown.policy() {
+        unknown_policy: match state.app.unknown.policy() {
             crate::scim::resource::UnknownAttributes::Reject => "reject",
             crate::scim::resource::UnknownAttributes::Drop => "drop",
         },
@@ -812,23 +806,22 @@ async fn dashboard(
 // ---- tokens ------------------------------------------------------------------------
 
 fn token_rows(state: &AppState) -> Vec<pages::TokenRow> {
-    let (now_s, _) = super::now();
+    let now = Timestamp::now();
     let mut tokens = state
+        .app
         .store
         .snapshot()
         .and_then(|s| s.tokens())
         .unwrap_or_default();
     // Active first, then newest first.
     tokens.sort_by(|a, b| {
-        (a.state(&now_s) != "active", &b.created).cmp(&(b.state(&now_s) != "active", &a.created))
+        (a.state(now) != "active", &b.created).cmp(&(b.state(now) != "active", &a.created))
     });
     tokens
         .into_iter()
         .map(|t| pages::TokenRow {
-            state: t.state(&now_s),
-            last_used: state
-                .pending_token_use(&t.id)
-                .or_else(|| t.last_used.clone()),
+            state: t.state(now),
+            last_used: state.app.pending_token_use(&t.id).or(t.last_used),
             record: t,
         })
         .collect()
@@ -879,7 +872,7 @@ async fn issue_token(
         read_only,
         expires_in_days,
     };
-    match crate::control::execute(&state.migration, req, &mut |_| {}).await {
+    match crate::control::execute(&state.app.migration, req, &mut |_| {}).await {
         Ok(v) => {
             let issued = pages::Issued {
                 name: v["token"]["name"].as_str().unwrap_or_default().to_owned(),
@@ -927,7 +920,7 @@ async fn list(
 ) -> Response<Body> {
     let query = q.get("q").map(|s| s.trim().to_owned()).unwrap_or_default();
     let after = q.get("after").cloned().filter(|a| !a.is_empty());
-    let store = state.store.clone();
+    let store = state.app.store.clone();
     let (query2, after2) = (query.clone(), after.clone());
     let found = tokio::task::spawn_blocking(move || {
         let snap = store.snapshot()?;
@@ -1020,7 +1013,7 @@ async fn list(
 
 fn detail(state: &AppState, rt: ResourceType, id: &str, chrome: Chrome<'_>) -> Response<Body> {
     let id = percent_decode(id);
-    let snap = match state.store.snapshot() {
+    let snap = match state.app.store.snapshot() {
         Ok(s) => s,
         Err(e) => return unavailable(e),
     };
@@ -1039,6 +1032,7 @@ fn detail(state: &AppState, rt: ResourceType, id: &str, chrome: Chrome<'_>) -> R
         return unavailable(e);
     }
     let base = state
+        .app
         .config
         .public_url
         .as_deref()
@@ -1121,7 +1115,7 @@ fn percent_decode(s: &str) -> String {
 // ---- migration ---------------------------------------------------------------------
 
 fn migration_page(state: &AppState, chrome: Chrome<'_>) -> Response<Body> {
-    let status = match state.migration.status() {
+    let status = match state.app.migration.status() {
         Ok(s) => s,
         Err(e) => return refuse(StatusCode::SERVICE_UNAVAILABLE, "Unavailable", &e),
     };
@@ -1146,7 +1140,7 @@ async fn migration_action(
     f: &HashMap<String, String>,
 ) -> Option<String> {
     match action {
-        "check" => match state.migration.check().await {
+        "check" => match state.app.migration.check().await {
             Ok(report) => {
                 let msg = if report.ready {
                     "Readiness check: ready.".to_owned()
@@ -1158,7 +1152,7 @@ async fn migration_action(
                     )
                 };
                 if let Ok(mut c) = state.admin.last_check.lock() {
-                    *c = Some((super::now().0, report));
+                    *c = Some((Timestamp::now().to_rfc3339(), report));
                 }
                 Some(msg)
             }
@@ -1182,7 +1176,7 @@ async fn migration_action(
         }
         "verify" => Some(start_job(state, JobKind::Verify)),
         "cutover" => {
-            let target = state.migration.state().ok().and_then(|s| s.target);
+            let target = state.app.migration.state().ok().and_then(|s| s.target);
             match target {
                 Some(t) if field(f, "confirm") == t => Some(start_job(state, JobKind::Cutover)),
                 Some(_) => {
@@ -1191,7 +1185,7 @@ async fn migration_action(
                 None => Some("Not cut over: no migration target is set; push first.".into()),
             }
         }
-        "abort" => match state.migration.abort().await {
+        "abort" => match state.app.migration.abort().await {
             Ok(_) => Some(
                 "Migration aborted: mirroring stopped; this bridge stays the source of truth."
                     .into(),
@@ -1215,14 +1209,14 @@ fn start_job(state: &Arc<AppState>, kind: JobKind) -> String {
         }
         *slot = Some(Job {
             kind: name,
-            started: super::now().0,
+            started: Timestamp::now().to_rfc3339(),
             progress: None,
             finished: None,
             outcome: None,
         });
     }
     let slot = state.admin.job.clone();
-    let m: Arc<Migration> = state.migration.clone();
+    let m: Arc<Migration> = state.app.migration.clone();
     tokio::spawn(async move {
         let progress_slot = slot.clone();
         let mut progress = move |v: Value| {
@@ -1242,7 +1236,7 @@ fn start_job(state: &Arc<AppState>, kind: JobKind) -> String {
         }
         if let Ok(mut j) = slot.lock() {
             if let Some(j) = j.as_mut() {
-                j.finished = Some(super::now().0);
+                j.finished = Some(Timestamp::now().to_rfc3339());
                 j.outcome = Some(outcome);
             }
         }

@@ -35,9 +35,9 @@ pub fn url_param(s: &str) -> String {
     form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
-/// An RFC 3339 UTC time as "2024-05-01 12:34:56 UTC".
-pub fn when(s: &str) -> String {
-    let t = s.replacen('T', " ", 1);
+/// An RFC 3339 time (text or `Timestamp`) as `YYYY-MM-DD HH:MM:SS UTC`.
+pub fn when(t: impl std::fmt::Display) -> String {
+    let t = t.to_string().replacen('T', " ", 1);
     let t = match t.find('.') {
         Some(i) => t[..i].to_owned(),
         None => t.trim_end_matches('Z').to_owned(),
@@ -210,10 +210,57 @@ fn copy_button(target: &str) -> String {
 
 // ---- dashboard ---------------------------------------------------------------
 
+/// The served certificate, for the dashboard's Health table.
 pub struct CertSummary {
+    /// Where it came from, in words.
+    pub source: &'static str,
     pub subject: Option<String>,
+    pub issuer: String,
+    pub names: Vec<String>,
     pub not_after: String,
     pub days_left: i64,
+    /// Each warning in one sentence.
+    pub warnings: Vec<String>,
+    pub acme: Option<AcmeSummary>,
+}
+
+/// ACME mode's renewal state.
+pub struct AcmeSummary {
+    pub directory: String,
+    pub next_renewal: Option<String>,
+    /// The last failure in words, with when it happened.
+    pub last_error: Option<(String, String)>,
+}
+
+impl CertSummary {
+    pub fn new(v: &crate::tls::CertView, now: crate::clock::Timestamp) -> CertSummary {
+        let (subject, issuer, names, not_after) = match &v.info {
+            Some(i) => (
+                i.subject_cn.clone(),
+                i.issuer.clone(),
+                i.names.clone(),
+                i.not_after,
+            ),
+            None => (None, "(unreadable)".to_owned(), Vec::new(), now),
+        };
+        CertSummary {
+            source: v.source.describe(),
+            subject,
+            issuer,
+            names,
+            not_after: when(not_after),
+            days_left: not_after.since(now).whole_days(),
+            warnings: v.warnings.iter().map(ToString::to_string).collect(),
+            acme: v.acme.as_ref().map(|a| AcmeSummary {
+                directory: a.directory.clone(),
+                next_renewal: a.next_renewal.map(when),
+                last_error: a
+                    .last_error
+                    .as_ref()
+                    .map(|e| (e.message.clone(), when(e.at))),
+            }),
+        }
+    }
 }
 
 pub struct Dashboard {
@@ -291,6 +338,54 @@ fn unknown_attributes(d: &Dashboard) -> String {
         );
     }
     o.push_str("</tbody></table></div></section>");
+    o
+}
+
+fn cert_rows(c: &CertSummary) -> String {
+    let mut o = String::new();
+    let class = if c.days_left < 14 {
+        " class=\"bad\""
+    } else {
+        ""
+    };
+    let _ = write!(
+        o,
+        "<tr><th>Certificate</th><td>{}</td></tr><tr><th>Source</th><td>{}</td></tr>\
+         <tr><th>Issuer</th><td>{}</td></tr><tr><th>Names</th><td>{}</td></tr>\
+         <tr><th>Expires</th><td{class}>{} ({} days)</td></tr>",
+        esc(c.subject.as_deref().unwrap_or("(no common name)")),
+        esc(c.source),
+        esc(&c.issuer),
+        esc(&c.names.join(", ")),
+        esc(&c.not_after),
+        c.days_left
+    );
+    for w in &c.warnings {
+        let _ = write!(
+            o,
+            "<tr><th>Certificate warning</th><td class=\"bad\">{}</td></tr>",
+            esc(w)
+        );
+    }
+    if let Some(a) = &c.acme {
+        let _ = write!(
+            o,
+            "<tr><th>ACME directory</th><td>{}</td></tr><tr><th>Next renewal</th><td>{}</td></tr>",
+            esc(&a.directory),
+            esc(a.next_renewal.as_deref().unwrap_or("not scheduled yet"))
+        );
+        match &a.last_error {
+            Some((message, at)) => {
+                let _ = write!(
+                    o,
+                    "<tr><th>Last ACME error</th><td class=\"bad\">{} ({})</td></tr>",
+                    esc(message),
+                    esc(at)
+                );
+            }
+            None => o.push_str("<tr><th>Last ACME error</th><td>none</td></tr>"),
+        }
+    }
     o
 }
 
@@ -388,7 +483,7 @@ pub fn dashboard(c: &Chrome, d: &Dashboard) -> String {
             let _ = write!(
                 o,
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td>{resource}</td><td>{}</td></tr>",
-                esc(&when(&r.time)),
+                esc(&when(r.time)),
                 r.token
                     .as_deref()
                     .map(esc)
@@ -412,9 +507,9 @@ pub fn dashboard(c: &Chrome, d: &Dashboard) -> String {
             let _ = write!(
                 o,
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td>{} {}</td><td><span class=\"pill ok\">done</span></td></tr>",
-                esc(&when(&e.time)),
+                esc(&when(e.time)),
                 esc(&e.actor.name),
-                esc(&e.op),
+                esc(e.op.as_str()),
                 esc(&e.resource_type),
                 resource_link(&e.resource_type, &e.id)
             );
@@ -423,19 +518,7 @@ pub fn dashboard(c: &Chrome, d: &Dashboard) -> String {
     }
     o.push_str("</section>");
     let cert = match (&d.cert, d.tls_on) {
-        (Some(c), _) => {
-            let class = if c.days_left < 14 {
-                " class=\"bad\""
-            } else {
-                ""
-            };
-            format!(
-                "<tr><th>Certificate</th><td>{}</td></tr><tr><th>Expires</th><td{class}>{} ({} days)</td></tr>",
-                esc(c.subject.as_deref().unwrap_or("(no common name)")),
-                esc(&c.not_after),
-                c.days_left
-            )
-        }
+        (Some(c), _) => cert_rows(c),
         (None, true) => "<tr><th>Certificate</th><td>unreadable</td></tr>".into(),
         (None, false) => {
             "<tr><th>TLS</th><td class=\"bad\">off (behind a TLS-terminating proxy)</td></tr>"
@@ -459,7 +542,7 @@ pub fn dashboard(c: &Chrome, d: &Dashboard) -> String {
 pub struct TokenRow {
     pub record: TokenRecord,
     pub state: &'static str,
-    pub last_used: Option<String>,
+    pub last_used: Option<crate::clock::Timestamp>,
 }
 
 /// A token that was just issued: its secret is on this page and nowhere else.
@@ -534,13 +617,11 @@ pub fn tokens(
                 esc(&t.name),
                 esc(&t.name),
                 esc(t.scope.as_str()),
-                esc(&when(&t.created)),
+                esc(&when(t.created)),
                 r.last_used
-                    .as_deref()
                     .map(|u| esc(&when(u)))
                     .unwrap_or_else(|| "never".into()),
                 t.expires
-                    .as_deref()
                     .map(|u| esc(&when(u)))
                     .unwrap_or_else(|| "never".into()),
                 esc(r.state)

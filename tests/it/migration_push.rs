@@ -3,14 +3,12 @@
 //! read back and compared; resumed after a kill without duplicates; 429 waited for;
 //! writes made during the migration mirrored before cut-over; cut-over refuses writes.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::support::*;
 use serde_json::{json, Value};
 
 const USERS: usize = 2000;

@@ -6,11 +6,13 @@
 //! into the config to have it stored instead. Bounded: the first [`MAX_NAMES`]
 //! distinct names are listed, later ones only counted.
 //!
-//! Knows nothing of HTTP; the SCIM handlers call [`UnknownLedger::admit`].
+//! Knows nothing of HTTP; the SCIM operations (endpoints and Bulk) call
+//! [`UnknownLedger::admit`], the admin dashboard and /metrics read it.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use crate::clock::Timestamp;
 use crate::scim::error::ScimResult;
 use crate::scim::resource::{UnknownAttr, UnknownAttributes};
 use crate::scim::schema::ResourceType;
@@ -45,8 +47,8 @@ pub struct Entry {
     /// Requests that named it since start.
     pub count: u64,
     pub last_action: Action,
-    /// RFC 3339 time of the last request that named it.
-    pub last_seen: String,
+    /// When the last request that named it came.
+    pub last_seen: Timestamp,
 }
 
 #[derive(Default)]
@@ -75,7 +77,12 @@ impl UnknownLedger {
 
     /// Records the unknown attributes of one request operation and applies the
     /// policy: `Err` (400 invalidSyntax naming them) under `reject`.
-    pub fn admit(&self, rt: ResourceType, unknown: &[UnknownAttr], now: &str) -> ScimResult<()> {
+    pub fn admit(
+        &self,
+        rt: ResourceType,
+        unknown: &[UnknownAttr],
+        now: Timestamp,
+    ) -> ScimResult<()> {
         if unknown.is_empty() {
             return Ok(());
         }
@@ -93,7 +100,7 @@ impl UnknownLedger {
                 if let Some(e) = inner.entries.get_mut(&key) {
                     e.count += 1;
                     e.last_action = action;
-                    e.last_seen = now.to_owned();
+                    e.last_seen = now;
                     tracing::debug!(resource_type = rt.name(), attribute = %u.name, action = action.as_str(), "unknown attribute");
                     continue;
                 }
@@ -115,7 +122,7 @@ impl UnknownLedger {
                             multi_valued: u.multi_valued,
                             count: 1,
                             last_action: action,
-                            last_seen: now.to_owned(),
+                            last_seen: now,
                         },
                     );
                 }
@@ -205,6 +212,10 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn t(s: i64) -> Timestamp {
+        Timestamp::from_unix_ms(1_800_000_000_000 + s * 1000).unwrap()
+    }
+
     fn unknown(name: &str, v: serde_json::Value) -> UnknownAttr {
         UnknownAttr::new(name.into(), &v)
     }
@@ -216,7 +227,7 @@ mod tests {
             .admit(
                 ResourceType::User,
                 &[unknown("favouriteColour", json!("red"))],
-                "t1",
+                t(1),
             )
             .unwrap_err();
         assert_eq!(e.status, 400);
@@ -224,15 +235,15 @@ mod tests {
         l.admit(
             ResourceType::User,
             &[unknown("favouriteColour", json!("blue"))],
-            "t2",
+            t(2),
         )
         .unwrap_err();
         assert_eq!(l.totals(), (2, 0));
         let entries = l.entries();
-        assert_eq!((entries[0].count, entries[0].last_seen.as_str()), (2, "t2"));
+        assert_eq!((entries[0].count, entries[0].last_seen), (2, t(2)));
 
         let l = UnknownLedger::new(UnknownAttributes::Drop);
-        l.admit(ResourceType::Group, &[unknown("x", json!(1))], "t")
+        l.admit(ResourceType::Group, &[unknown("x", json!(1))], t(0))
             .unwrap();
         assert_eq!(l.totals(), (0, 1));
         assert_eq!(l.entries()[0].last_action, Action::Dropped);
@@ -245,7 +256,7 @@ mod tests {
             l.admit(
                 ResourceType::User,
                 &[unknown(&format!("a{i}"), json!(1))],
-                "t",
+                t(0),
             )
             .unwrap();
         }
@@ -264,7 +275,7 @@ mod tests {
                 multi_valued: u.multi_valued,
                 count: 1,
                 last_action: Action::Refused,
-                last_seen: "t".into(),
+                last_seen: t(0),
             }
         };
         let d = declaration(&entry(

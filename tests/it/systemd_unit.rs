@@ -1,6 +1,7 @@
 //! The packaged systemd unit (`packaging/scimbridge.service`) and config
-//! (`packaging/scimbridge.toml`): the unit keeps its sandbox rating and the directives
-//! the server and the CLI depend on, and the config is one the binary accepts.
+//! (`packaging/scimbridge.toml`): the unit keeps its sandbox rating (with the one
+//! capability that lets it bind 443 for ACME) and the directives the server and the
+//! CLI depend on, and the config is one the binary accepts.
 //! `systemd-analyze security --offline=yes` needs neither root nor a running systemd;
 //! where `systemd-analyze` is missing, that test prints a note and passes.
 
@@ -127,8 +128,14 @@ fn sandbox_keeps_what_the_server_needs() {
     // The data dir is the only writable place; nothing outside it is opened for writing.
     assert_eq!(single(&unit, "ProtectSystem"), "strict");
     assert_eq!(single(&unit, "NoNewPrivileges"), "yes");
-    // Empty: no capabilities (ports >= 1024 need none).
-    assert_eq!(single(&unit, "CapabilityBoundingSet"), "");
+    // Exactly one capability, to bind 443 (and 80) for ACME as the service's own user;
+    // it only works outside a user namespace (issue 13).
+    assert_eq!(
+        single(&unit, "CapabilityBoundingSet"),
+        "CAP_NET_BIND_SERVICE"
+    );
+    assert_eq!(single(&unit, "AmbientCapabilities"), "CAP_NET_BIND_SERVICE");
+    assert_eq!(single(&unit, "PrivateUsers"), "no");
     // Inbound traffic comes from identity providers anywhere: never deny it all.
     assert!(
         !values(&unit, "IPAddressDeny").contains(&"any"),

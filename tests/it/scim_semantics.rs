@@ -3,9 +3,7 @@
 //! bad input is answered with a SCIM error rather than a 500. The core's unit tests
 //! cover the many small cases; these check that the HTTP layer wires them up.
 
-mod common;
-
-use common::{assert_scim_error, Client, Resp, Server};
+use crate::support::{assert_scim_error, Client, Resp, Server};
 use serde_json::{json, Value};
 
 const PATCH_OP: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";

@@ -3,11 +3,8 @@
 //! the page and used on SCIM, separation of admin and SCIM credentials, password
 //! reset through the control socket, and the separate admin listener.
 
-mod admin_support;
-mod common;
-
-use admin_support::*;
-use common::*;
+use crate::support::admin::*;
+use crate::support::*;
 use serde_json::json;
 
 const CSP: &str = "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; \

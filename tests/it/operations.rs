@@ -1,14 +1,12 @@
 //! Operating the bridge: health, metrics, TLS reload, graceful shutdown, logs,
 //! configuration errors and backups. Real binary, real TLS, 127.0.0.1 only.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::support::*;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
 use serde_json::json;
@@ -116,8 +114,8 @@ fn make_cert(dir: &Path, name: &str, cn: &str) -> (std::path::PathBuf, std::path
     (c, k)
 }
 
-/// A TLS connection trusting the given CA files; returns the stream and the
-/// certificate the server presented.
+/// A TLS connection to the bridge trusting the given CA files; returns the stream and
+/// the certificate the server presented.
 fn connect(
     addr: &str,
     cas: &[&Path],
@@ -125,57 +123,8 @@ fn connect(
     rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>,
     Vec<u8>,
 ) {
-    let mut roots = rustls::RootCertStore::empty();
-    for ca in cas {
-        for c in CertificateDer::pem_file_iter(ca).unwrap() {
-            roots.add(c.unwrap()).unwrap();
-        }
-    }
-    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let conn =
-        rustls::ClientConnection::new(Arc::new(cfg), ServerName::try_from("127.0.0.1").unwrap())
-            .unwrap();
-    let tcp = std::net::TcpStream::connect(addr).unwrap();
-    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut tls = rustls::StreamOwned::new(conn, tcp);
-    while tls.conn.is_handshaking() {
-        tls.conn.complete_io(&mut tls.sock).unwrap();
-    }
-    let peer = tls.conn.peer_certificates().unwrap()[0].to_vec();
-    (tls, peer)
-}
-
-/// One HTTP/1.1 request on an open connection; returns the status code.
-fn request_on<S: Read + Write>(stream: &mut S, path: &str) -> u16 {
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
-    stream.flush().unwrap();
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        let n = stream.read(&mut chunk).unwrap();
-        assert!(n > 0, "connection closed");
-        buf.extend_from_slice(&chunk[..n]);
-        let text = String::from_utf8_lossy(&buf);
-        if let Some(head_end) = text.find("\r\n\r\n") {
-            let len: usize = text[..head_end]
-                .lines()
-                .find_map(|l| {
-                    l.to_ascii_lowercase()
-                        .strip_prefix("content-length:")
-                        .map(|v| v.trim().parse().unwrap())
-                })
-                .unwrap_or(0);
-            if buf.len() >= head_end + 4 + len {
-                return text[9..12].parse().unwrap();
-            }
-        }
-    }
+    let (tls, mut chain) = tls_connect(addr, "127.0.0.1", cas);
+    (tls, chain.swap_remove(0))
 }
 
 fn cn_of(der: &[u8]) -> String {
@@ -226,28 +175,37 @@ fn tls_certificate_reloads_on_sighup_and_keeps_open_connections() {
     // The connection opened before the reload still works.
     assert_eq!(request_on(&mut old_conn, "/healthz"), 200);
 
-    // A broken certificate keeps the current one and says why in the log.
+    // A broken certificate, or a key that does not belong to the certificate, keeps
+    // the current one and says why in the log.
+    let broken = certs.path().join("broken.crt");
     std::fs::write(
-        &live_crt,
+        &broken,
         "-----BEGIN CERTIFICATE-----\nnot a certificate\n-----END CERTIFICATE-----\n",
     )
     .unwrap();
-    assert!(std::process::Command::new("kill")
-        .args(["-HUP", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !s.log_text().contains("still serving the previous one") {
-        assert!(
-            Instant::now() < deadline,
-            "no log line about the bad certificate:\n{}",
-            s.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(50));
+    for (cert, key, said) in [
+        (&broken, &b_key, "still serving the previous one"),
+        (&a_crt, &b_key, "does not belong to the certificate"),
+    ] {
+        std::fs::copy(cert, &live_crt).unwrap();
+        std::fs::copy(key, &live_key).unwrap();
+        assert!(std::process::Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !s.log_text().contains(said) {
+            assert!(
+                Instant::now() < deadline,
+                "no log line {said:?} about the refused pair:\n{}",
+                s.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let (_, peer) = connect(&s.addr, &[&a_crt, &b_crt]);
+        assert!(cn_of(&peer).contains("cert-B"));
     }
-    let (_, peer) = connect(&s.addr, &[&a_crt, &b_crt]);
-    assert!(cn_of(&peer).contains("cert-B"));
 
     // Changed files are picked up without a signal too.
     std::fs::copy(&a_crt, &live_crt).unwrap();

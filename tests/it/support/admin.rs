@@ -1,10 +1,9 @@
 //! Helpers for the admin page tests: the setup link from the server log, forms,
 //! sign-in, and pulling values out of the returned HTML.
-#![allow(dead_code)]
 
 use std::time::{Duration, Instant};
 
-use crate::common::{Client, Resp, Server};
+use super::{Client, Resp, Server};
 
 pub const PASSWORD: &str = "correct horse battery staple";
 

@@ -1,9 +1,7 @@
 //! `scimbridge export` and `import`: a consistent, checksummed snapshot that restores
 //! exactly, taken while the server keeps serving.
 
-mod common;
-
-use common::*;
+use crate::support::*;
 use serde_json::{json, Value};
 
 fn fill(c: &Client) -> Vec<String> {

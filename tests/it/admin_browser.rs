@@ -8,16 +8,13 @@
 //! Without Chromium the test prints a note and passes, unless `CI` is set: there
 //! it fails, because CI must install the browser (see `.ci/run`).
 
-mod admin_support;
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use admin_support::{setup_link, PASSWORD};
+use crate::support::admin::{setup_link, PASSWORD};
+use crate::support::*;
 use base64::Engine;
-use common::*;
 use serde_json::{json, Value};
 
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";

@@ -19,12 +19,10 @@
 //! One test per fixture, named after it; `every_fixture_is_replayed` keeps the list
 //! and the directory in step.
 
-mod common;
-
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use common::{Resp, Server};
+use crate::support::{Resp, Server};
 use serde_json::Value;
 
 fn fixtures_dir() -> PathBuf {

@@ -1,8 +1,6 @@
 //! The foundation, end to end: the real binary over TLS on 127.0.0.1.
 
-mod common;
-
-use common::*;
+use crate::support::*;
 use serde_json::{json, Value};
 
 const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";

@@ -1,9 +1,7 @@
 //! `scimbridge migrate check`: each blocker and warning, named users and groups, exit
 //! codes, and the JSON form.
 
-mod common;
-
-use common::*;
+use crate::support::*;
 use serde_json::{json, Value};
 
 fn user(c: &Client, name: &str, email: Option<&str>, active: bool) -> String {

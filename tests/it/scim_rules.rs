@@ -7,12 +7,10 @@
 //! whole-value replace, /Me, idempotent member removal, caseless userNames and the
 //! request limits. The core's unit tests cover the small cases.
 
-mod admin_support;
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{assert_scim_error, cli, Client, Resp, Server};
+use crate::support::admin as admin_support;
+use crate::support::{assert_scim_error, cli, Client, Resp, Server};
 use serde_json::{json, Value};
 
 const PATCH_OP: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";

@@ -1,7 +1,9 @@
 //! Test harness: starts the real `scimbridge` binary on 127.0.0.1 with an ephemeral
 //! port and a temporary data directory, and speaks HTTP/1.1 to it over real TLS,
-//! trusting the certificate the server generated.
-#![allow(dead_code)]
+//! trusting the certificate the server generated. `admin` adds the admin page's forms
+//! and sign-in.
+
+pub mod admin;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -72,12 +74,23 @@ impl Server {
     }
 
     pub fn start_in_with(dir: tempfile::TempDir, token_name: &str, extra: &[&str]) -> Server {
+        Self::start_at(dir, token_name, "", extra)
+    }
+
+    /// Starts listening on `listen` (e.g. a port another process was told about; empty
+    /// for an ephemeral port), after issuing a token named `token_name`.
+    pub fn start_at(
+        dir: tempfile::TempDir,
+        token_name: &str,
+        listen: &str,
+        extra: &[&str],
+    ) -> Server {
         let token = issue_token(dir.path(), token_name, &[]);
         let mut s = Server {
             child: None,
             dir,
             base: String::new(),
-            addr: String::new(),
+            addr: listen.to_owned(),
             token,
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
             log: Default::default(),
@@ -130,13 +143,16 @@ impl Server {
                 );
             }
         };
-        self.addr = url
-            .trim_start_matches("https://")
-            .trim_start_matches("http://")
-            .split('/')
-            .next()
-            .unwrap()
-            .to_owned();
+        // The URL names the certificate's host in ACME mode; a given address stays.
+        if self.addr.is_empty() || self.addr.ends_with(":0") {
+            self.addr = url
+                .trim_start_matches("https://")
+                .trim_start_matches("http://")
+                .split('/')
+                .next()
+                .unwrap()
+                .to_owned();
+        }
         self.base = url;
         self.child = Some(child);
     }
@@ -219,6 +235,8 @@ impl Resp {
 /// certificate against the given CA file (the self-signed certificate).
 pub struct Client {
     pub addr: String,
+    /// The name the server's certificate is checked against (and sent as SNI).
+    pub server_name: String,
     pub token: String,
     tls: Option<tokio_rustls::TlsConnector>,
     rt: tokio::runtime::Runtime,
@@ -227,22 +245,10 @@ pub struct Client {
 
 impl Client {
     pub fn new(addr: &str, ca: Option<PathBuf>, token: String) -> Client {
-        let tls = ca.map(|ca| {
-            let mut roots = rustls::RootCertStore::empty();
-            for c in CertificateDer::pem_file_iter(&ca).expect("read CA") {
-                roots.add(c.expect("cert")).expect("add root");
-            }
-            let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-                rustls::crypto::ring::default_provider(),
-            ))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-            tokio_rustls::TlsConnector::from(Arc::new(cfg))
-        });
+        let tls = ca.map(|ca| tokio_rustls::TlsConnector::from(Arc::new(trusting(&[&ca]))));
         Client {
             addr: addr.to_owned(),
+            server_name: "127.0.0.1".to_owned(),
             token,
             tls,
             rt: tokio::runtime::Builder::new_current_thread()
@@ -256,6 +262,7 @@ impl Client {
     pub fn with_token(&self, token: &str) -> Client {
         Client {
             addr: self.addr.clone(),
+            server_name: self.server_name.clone(),
             token: token.to_owned(),
             tls: self.tls.clone(),
             rt: tokio::runtime::Builder::new_current_thread()
@@ -290,7 +297,7 @@ impl Client {
                 .unwrap();
             let resp = match &self.tls {
                 Some(tls) => {
-                    let name = ServerName::try_from("127.0.0.1").unwrap();
+                    let name = ServerName::try_from(self.server_name.clone()).unwrap();
                     let stream = tls.connect(name, tcp).await.expect("TLS handshake");
                     let (mut sender, conn) =
                         hyper::client::conn::http1::handshake(TokioIo::new(stream))
@@ -398,4 +405,77 @@ pub fn user_body(name: &str) -> Value {
         "emails": [{"value": name, "type": "work", "primary": true}],
         "active": true
     })
+}
+
+/// A TLS client configuration (ring) trusting the certificates in the given PEM files.
+pub fn trusting(cas: &[&Path]) -> rustls::ClientConfig {
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in cas {
+        for c in CertificateDer::pem_file_iter(ca).expect("read CA") {
+            roots.add(c.expect("cert")).expect("add root");
+        }
+    }
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+}
+
+/// A blocking TLS connection to `addr` that sends `server_name` (SNI) and checks the
+/// server's certificate for it against the given CA files; returns the stream and
+/// the chain the server presented (leaf first, DER).
+pub fn tls_connect(
+    addr: &str,
+    server_name: &str,
+    cas: &[&Path],
+) -> (
+    rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>,
+    Vec<Vec<u8>>,
+) {
+    let conn = rustls::ClientConnection::new(
+        Arc::new(trusting(cas)),
+        ServerName::try_from(server_name.to_owned()).unwrap(),
+    )
+    .unwrap();
+    let tcp = std::net::TcpStream::connect(addr).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    while tls.conn.is_handshaking() {
+        tls.conn.complete_io(&mut tls.sock).unwrap();
+    }
+    let chain = tls
+        .conn
+        .peer_certificates()
+        .unwrap()
+        .iter()
+        .map(|c| c.to_vec())
+        .collect();
+    (tls, chain)
+}
+
+/// One HTTP/1.1 request on an open connection; returns the status code.
+pub fn request_on<S: std::io::Read + std::io::Write>(stream: &mut S, path: &str) -> u16 {
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+    stream.flush().unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut chunk).unwrap();
+        assert!(n > 0, "connection closed");
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf);
+        if let Some(head_end) = text.find("\r\n\r\n") {
+            let len: usize = text[..head_end]
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap())
+                })
+                .unwrap_or(0);
+            if buf.len() >= head_end + 4 + len {
+                return text[9..12].parse().unwrap();
+            }
+        }
+    }
 }

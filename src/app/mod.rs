@@ -1,0 +1,78 @@
+//! The application layer: what the bridge does, as typed calls that every edge (the
+//! SCIM endpoints, Bulk, the admin page, the control socket, the CLI) shares. It owns
+//! the rules that are not protocol parsing and not storage: directory operations and
+//! queries (`directory`), and the services around them. It knows neither HTTP (no
+//! hyper types, no status lines) nor redb (only the store's typed API); an edge turns
+//! its input into these calls and renders their typed results and errors.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+pub mod unknown;
+
+use crate::clock::Timestamp;
+use crate::config::Config;
+use crate::migrate::service::Migration;
+use crate::store::Store;
+
+/// The running bridge's application state, shared by every edge (cheap to share
+/// behind an `Arc`). The HTTP edge's own state holds one.
+pub struct App {
+    /// The directory, tokens, settings and migration journal.
+    pub store: Store,
+    /// The validated configuration (limits, public URL, migration policy…).
+    pub config: Config,
+    /// The migration state machine; also decides whether SCIM writes are accepted.
+    pub migration: Arc<Migration>,
+    /// Attributes no schema defines that requests named: refused or dropped
+    /// (`[scim] unknown_attributes`), counted and listed for the dashboard.
+    pub unknown: Arc<unknown::UnknownLedger>,
+    /// Last use of each token since the last flush (token id → time): recording it
+    /// costs no fsync per request; `flush_token_uses` writes it every 30 s.
+    token_uses: Mutex<HashMap<String, Timestamp>>,
+}
+
+impl App {
+    pub fn new(store: Store, config: Config, migration: Arc<Migration>) -> App {
+        App {
+            store,
+            unknown: Arc::new(unknown::UnknownLedger::new(config.scim.unknown_attributes)),
+            config,
+            migration,
+            token_uses: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A token's last use not yet flushed to the store.
+    pub fn pending_token_use(&self, token_id: &str) -> Option<Timestamp> {
+        self.token_uses.lock().ok()?.get(token_id).copied()
+    }
+
+    /// Remembers that a token was used at `now` (kept in memory until the next flush).
+    pub fn note_token_use(&self, token_id: &str, now: Timestamp) {
+        if let Ok(mut m) = self.token_uses.lock() {
+            match m.get_mut(token_id) {
+                // Same second: not worth remembering.
+                Some(t) if t.unix_seconds() == now.unix_seconds() => {}
+                Some(t) => *t = now,
+                None => {
+                    m.insert(token_id.to_owned(), now);
+                }
+            }
+        }
+    }
+
+    /// Writes the pending token-use times to the store.
+    pub async fn flush_token_uses(&self) {
+        let uses: Vec<(String, Timestamp)> = match self.token_uses.lock() {
+            Ok(mut m) => m.drain().collect(),
+            Err(_) => return,
+        };
+        if uses.is_empty() {
+            return;
+        }
+        if let Err(e) = self.store.record_token_use(uses).await {
+            tracing::warn!(error = %e, "could not record token use");
+        }
+    }
+}

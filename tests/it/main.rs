@@ -1,0 +1,20 @@
+//! The integration tests, in one binary (one link instead of one per file, as
+//! BurntSushi/ripgrep's `tests/tests.rs`). Each module is one area and starts the real
+//! `scimbridge` binary on 127.0.0.1 over real TLS through `support`; tests are named
+//! after what they guard, so `cargo test scim_api::` or `cargo test patch_` picks an
+//! area or a concern. Fixtures of real IdP traffic live in `tests/fixtures/`.
+
+mod support;
+
+mod acme;
+mod admin_browser;
+mod admin_http;
+mod export_import;
+mod idp_replay;
+mod migration_check;
+mod migration_push;
+mod operations;
+mod scim_api;
+mod scim_rules;
+mod scim_semantics;
+mod systemd_unit;
