@@ -258,6 +258,8 @@ struct Inner {
     thread: Mutex<Option<JoinHandle<()>>>,
     /// Known tokens by secret hash, so authentication costs no database read.
     tokens: Mutex<tokens::TokenCache>,
+    /// What opening this store upgraded, for callers that report it (the CLI).
+    upgraded: Option<Upgrade>,
 }
 
 /// A handle on the open store; cheap to clone.
@@ -307,6 +309,7 @@ impl Store {
     /// `upgrade.rs`); a newer one is refused.
     pub fn open(path: &Path, opts: &StoreOptions) -> StoreResult<Store> {
         let mut db = open_database(path, opts)?;
+        let mut upgraded = None;
         if let Some(found) = upgrade::recorded_version(&db)? {
             if upgrade::check_version(path, found)? {
                 // The copy is taken of the closed file: nothing of this process is in
@@ -325,6 +328,7 @@ impl Store {
                 for note in &report.notes {
                     tracing::warn!("upgrade: {note}");
                 }
+                upgraded = Some(report);
             }
         }
         let db = Arc::new(db);
@@ -342,8 +346,14 @@ impl Store {
                 writer: Mutex::new(Some(tx)),
                 thread: Mutex::new(Some(thread)),
                 tokens: Mutex::new(tokens::TokenCache::default()),
+                upgraded,
             }),
         })
+    }
+
+    /// The format upgrade this open performed, if any.
+    pub fn upgraded(&self) -> Option<&Upgrade> {
+        self.inner.upgraded.as_ref()
     }
 
     pub fn path(&self) -> &Path {

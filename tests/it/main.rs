@@ -17,4 +17,5 @@ mod operations;
 mod scim_api;
 mod scim_rules;
 mod scim_semantics;
+mod store_upgrade;
 mod systemd_unit;
