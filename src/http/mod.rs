@@ -171,7 +171,6 @@ fn metrics_response(state: &AppState, req: &Request<Incoming>) -> Response<Body>
     {
         metrics::render_tls(&view, &mut text);
     }
-    let mut text = state.metrics.render(&gauges);
     let (refused, dropped) = state.app.unknown.totals();
     text.push_str(&format!(
         "# HELP scimbridge_unknown_attributes_total Attributes no schema defines that SCIM requests named, by what the server did ([scim] unknown_attributes).\n\
