@@ -9,6 +9,8 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
+use crate::secret::Secret;
+
 /// How the listener speaks TLS.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TlsMode {
@@ -174,8 +176,8 @@ impl AcmeSection {
                 }
                 d
             }
-            (None, true) => crate::tls::acme::LETS_ENCRYPT_STAGING.to_owned(),
-            (None, false) => crate::tls::acme::LETS_ENCRYPT.to_owned(),
+            (None, true) => LETS_ENCRYPT_STAGING.to_owned(),
+            (None, false) => LETS_ENCRYPT.to_owned(),
         };
         let http_listen = match self.http_listen {
             Some(l) => {
@@ -319,9 +321,9 @@ pub struct Config {
     /// redb page cache size in bytes.
     pub cache_bytes: usize,
     /// When set, `/metrics` requires `Authorization: Bearer <this>`.
-    pub metrics_token: Option<String>,
+    pub metrics_token: Option<Secret>,
     /// What `migrate check` enforces.
-    pub migration: crate::migrate::readiness::Policy,
+    pub migration: MigrationPolicy,
     /// The built-in admin page.
     pub admin: AdminConfig,
     /// Unknown attributes and declared schema extensions.
@@ -347,7 +349,79 @@ impl Default for AdminConfig {
     }
 }
 
+/// Free and consumer mail providers: accounts there are personal, not the
+/// organisation's, and hosted provisioning cannot verify the domain.
+pub const DEFAULT_PUBLIC_DOMAINS: &[&str] = &[
+    "gmail.com",
+    "googlemail.com",
+    "outlook.com",
+    "hotmail.com",
+    "hotmail.co.uk",
+    "live.com",
+    "msn.com",
+    "yahoo.com",
+    "yahoo.co.uk",
+    "yahoo.fr",
+    "ymail.com",
+    "rocketmail.com",
+    "aol.com",
+    "icloud.com",
+    "me.com",
+    "mac.com",
+    "proton.me",
+    "protonmail.com",
+    "pm.me",
+    "gmx.com",
+    "gmx.de",
+    "gmx.net",
+    "web.de",
+    "mail.com",
+    "yandex.com",
+    "yandex.ru",
+    "mail.ru",
+    "zoho.com",
+    "qq.com",
+    "163.com",
+    "126.com",
+    "tutanota.com",
+    "fastmail.com",
+    "hey.com",
+];
+
+/// Groups that hosted provisioning typically refuses to manage because they grant
+/// account recovery or administration of all groups.
+pub const DEFAULT_PROTECTED_GROUPS: &[&str] = &["Owners", "Administrators"];
+
+/// What `migrate check` looks for (`[migration]` in the configuration).
+#[derive(Debug, Clone)]
+pub struct MigrationPolicy {
+    /// Email domains the hosted service accepts (lowercase). Empty: not configured.
+    pub allowed_domains: Vec<String>,
+    pub public_domains: Vec<String>,
+    pub protected_groups: Vec<String>,
+}
+
+impl Default for MigrationPolicy {
+    fn default() -> Self {
+        MigrationPolicy {
+            allowed_domains: Vec::new(),
+            public_domains: DEFAULT_PUBLIC_DOMAINS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            protected_groups: DEFAULT_PROTECTED_GROUPS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        }
+    }
+}
+
 pub const DEFAULT_DATA_DIR: &str = "./scimbridge-data";
+/// Let's Encrypt's production ACME directory, the default of `tls.acme.directory`.
+pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
+/// Let's Encrypt's staging directory (`--acme-staging`): untrusted certificates, high limits.
+pub const LETS_ENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
 
 impl Default for Config {
@@ -363,7 +437,7 @@ impl Default for Config {
             limits: Limits::default(),
             cache_bytes: 64 << 20,
             metrics_token: None,
-            migration: crate::migrate::readiness::Policy::default(),
+            migration: MigrationPolicy::default(),
             admin: AdminConfig::default(),
             scim: ScimConfig::default(),
         }
@@ -444,7 +518,7 @@ pub struct FileMigration {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileMetrics {
-    pub token: Option<String>,
+    pub token: Option<Secret>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -487,7 +561,7 @@ pub struct Overrides {
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub log_format: Option<String>,
-    pub metrics_token: Option<String>,
+    pub metrics_token: Option<Secret>,
     pub admin_listen: Option<String>,
     pub admin_enabled: Option<bool>,
     pub acme: AcmeSection,
@@ -865,7 +939,7 @@ mod tests {
             panic!("not acme: {:?}", c.tls)
         };
         assert_eq!(a.domains, ["scim.example.com"]);
-        assert_eq!(a.directory, crate::tls::acme::LETS_ENCRYPT_STAGING);
+        assert_eq!(a.directory, LETS_ENCRYPT_STAGING);
         assert_eq!(a.http_listen.unwrap().port(), 80);
         assert_eq!(a.eab, None);
         // Flags replace the file's names and directory.

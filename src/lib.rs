@@ -8,9 +8,13 @@ pub mod clock;
 pub mod config;
 pub mod control;
 pub mod http;
+#[cfg(test)]
+mod layering;
 pub mod migrate;
 pub mod scim;
 #[cfg(unix)]
 pub mod sdnotify;
+pub mod secret;
+pub mod server;
 pub mod store;
 pub mod tls;

@@ -5,7 +5,7 @@ use clap::Parser;
 fn main() -> std::process::ExitCode {
     let cli = scimbridge::cli::Cli::parse();
     match scimbridge::cli::run(cli) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("scimbridge: error: {e:#}");
             std::process::ExitCode::FAILURE

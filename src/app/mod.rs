@@ -5,6 +5,16 @@
 //! hyper types, no status lines) nor redb (only the store's typed API); an edge turns
 //! its input into these calls and renders their typed results and errors.
 
+pub mod admin;
+pub mod directory;
+pub mod query;
+pub mod render;
+pub mod tokens;
+
+pub use directory::{Operation, Outcome, Written};
+pub use query::{Page, Paging, Query};
+pub use render::Resource;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 

@@ -8,8 +8,8 @@ use std::num::NonZeroU32;
 use base64::Engine;
 use ring::rand::SecureRandom;
 
-use super::Secret;
 use crate::clock::Timestamp;
+use crate::secret::Secret;
 use crate::store::{hex, AdminPassword};
 
 /// PBKDF2 rounds for new passwords (OWASP's 2023 figure for HMAC-SHA256).
@@ -97,7 +97,7 @@ pub fn verify_password(record: &AdminPassword, password: &str) -> bool {
 pub fn new_setup_code() -> Result<(Secret, String), ring::error::Unspecified> {
     let code = random_string(24)?;
     let hash = hex(&super::hash_secret(&code));
-    Ok((Secret(code), hash))
+    Ok((Secret::new(code), hash))
 }
 
 /// The hex SHA-256 under which a setup code is stored.
@@ -150,13 +150,13 @@ mod tests {
     fn setup_codes_are_long_url_safe_and_stored_hashed() {
         let (a, ha) = new_setup_code().unwrap();
         let (b, _) = new_setup_code().unwrap();
-        assert_ne!(a.0, b.0);
-        assert!(a.0.len() >= 22, "at least 128 bits");
+        assert_ne!(a.expose(), b.expose());
+        assert!(a.len() >= 22, "at least 128 bits");
         assert!(a
-            .0
+            .expose()
             .bytes()
             .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'));
-        assert_eq!(ha, setup_code_hash(&a.0));
-        assert_ne!(ha, a.0);
+        assert_eq!(ha, setup_code_hash(a.expose()));
+        assert_ne!(ha, a.expose());
     }
 }

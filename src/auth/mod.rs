@@ -1,6 +1,6 @@
 //! SCIM bearer tokens: generation (256 bits from the OS), hashing (SHA-256; only the
 //! hash is stored) and verification of an `Authorization` header into a `Principal`.
-//! Tokens are never logged; `Secret` prints nothing in `Debug`.
+//! Tokens are never logged: a secret is a `crate::secret::Secret`.
 
 pub mod admin;
 
@@ -8,19 +8,11 @@ use base64::Engine;
 use ring::rand::SecureRandom;
 
 use crate::clock::Timestamp;
-use crate::store::{Scope, Store, StoreError, TokenRecord};
+use crate::secret::Secret;
+use crate::store::{Scope, Store, StoreError, TokenRecord, TokenState};
 
 /// The prefix of every token this bridge issues; lets secret scanners recognise them.
 pub const TOKEN_PREFIX: &str = "scimb_";
-
-/// A secret that must not end up in logs.
-pub struct Secret(pub String);
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
 
 /// The authenticated caller of a SCIM request.
 #[derive(Debug, Clone)]
@@ -36,16 +28,6 @@ pub fn hash_secret(secret: &str) -> Vec<u8> {
         .to_vec()
 }
 
-/// Compares two secrets without an early exit on the first differing byte: both
-/// are hashed to fixed-length digests, which are compared with a full XOR fold.
-pub fn secrets_equal(a: &str, b: &str) -> bool {
-    let (x, y) = (hash_secret(a), hash_secret(b));
-    x.iter()
-        .zip(y.iter())
-        .fold(0u8, |acc, (p, q)| acc | (p ^ q))
-        == 0
-}
-
 /// A fresh token secret and its hash.
 pub fn generate_secret() -> Result<(Secret, Vec<u8>), ring::error::Unspecified> {
     let mut bytes = [0u8; 32];
@@ -55,7 +37,7 @@ pub fn generate_secret() -> Result<(Secret, Vec<u8>), ring::error::Unspecified> 
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
     );
     let hash = hash_secret(&secret);
-    Ok((Secret(secret), hash))
+    Ok((Secret::new(secret), hash))
 }
 
 /// A new token record (not yet stored) and its secret, shown once.
@@ -125,9 +107,9 @@ pub fn authenticate(
         return Ok(Err(AuthFailure::Unknown));
     };
     match record.state(now) {
-        "revoked" => return Ok(Err(AuthFailure::Revoked)),
-        "expired" => return Ok(Err(AuthFailure::Expired)),
-        _ => {}
+        TokenState::Revoked => return Ok(Err(AuthFailure::Revoked)),
+        TokenState::Expired => return Ok(Err(AuthFailure::Expired)),
+        TokenState::Active => {}
     }
     Ok(Ok(Principal {
         token_id: record.id,
@@ -144,12 +126,12 @@ mod tests {
     fn secrets_are_long_prefixed_and_unique() {
         let (a, ha) = generate_secret().unwrap();
         let (b, _) = generate_secret().unwrap();
-        assert!(a.0.starts_with(TOKEN_PREFIX));
-        assert_eq!(a.0.len(), TOKEN_PREFIX.len() + 43);
-        assert_ne!(a.0, b.0);
-        assert_eq!(ha, hash_secret(&a.0));
+        assert!(a.expose().starts_with(TOKEN_PREFIX));
+        assert_eq!(a.len(), TOKEN_PREFIX.len() + 43);
+        assert_ne!(a.expose(), b.expose());
+        assert_eq!(ha, hash_secret(a.expose()));
         assert_eq!(format!("{a:?}"), "Secret(***)");
-        assert!(secrets_equal(&a.0, &a.0.clone()));
-        assert!(!secrets_equal(&a.0, &b.0));
+        assert!(a.matches(a.expose()));
+        assert!(!a.matches(b.expose()));
     }
 }

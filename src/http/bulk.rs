@@ -1,20 +1,21 @@
-//! `POST /Bulk` (RFC 7644 §3.7): runs each operation through the same code as a
-//! single request, resolving `bulkId:` references to the ids created earlier in the
-//! request, stopping after `failOnErrors` errors. Limits are announced in
-//! ServiceProviderConfig and enforced (413 tooMany).
+//! `POST /Bulk` (RFC 7644 §3.7): parses a BulkRequest, turns each of its operations
+//! into the same `app::Operation` a single request becomes and executes it through
+//! the application layer, resolving `bulkId:` references to the ids created earlier
+//! in the request and stopping after `failOnErrors` errors; then writes the
+//! BulkResponse. Limits are announced in ServiceProviderConfig and enforced (413
+//! tooMany). It knows the Bulk wire format, not the single-request endpoints.
 
 use std::collections::HashMap;
 
-use http_body_util::BodyExt;
 use hyper::{Method, StatusCode};
 use serde_json::{json, Map, Value};
 
-use super::scim::{self as endpoints, Handled};
-use super::{scim_json, AppState};
-use crate::auth::Principal;
+use super::{scim_json, store_error, AppState, Handled};
+use crate::app::{Operation, Outcome};
 use crate::scim::error::{ScimError, ScimResult, ScimType};
 use crate::scim::resource::Projection;
 use crate::scim::schema::ResourceType;
+use crate::store::{Actor, Target};
 
 pub const BULK_REQUEST_URN: &str = "urn:ietf:params:scim:api:messages:2.0:BulkRequest";
 pub const BULK_RESPONSE_URN: &str = "urn:ietf:params:scim:api:messages:2.0:BulkResponse";
@@ -150,7 +151,7 @@ fn parse_path(path: &str) -> Option<(ResourceType, Option<String>)> {
     }
 }
 
-pub async fn handle(state: &AppState, body: Value, principal: &Principal, base: &str) -> Handled {
+pub async fn handle(state: &AppState, body: Value, actor: &Actor, base: &str) -> Handled {
     let (ops, fail_on_errors) = parse_ops(&body, state.app.config.limits.bulk_max_operations)?;
     let mut ids: HashMap<String, String> = HashMap::new();
     let mut results: Vec<Option<Value>> = vec![None; ops.len()];
@@ -173,7 +174,7 @@ pub async fn handle(state: &AppState, body: Value, principal: &Principal, base: 
             }
             progressed = true;
             let path = path.unwrap_or_default();
-            let outcome = run_op(state, op, &path, data, principal, base).await;
+            let outcome = run_op(state, op, &path, data, actor, base).await;
             let entry = match outcome {
                 Ok((status, location, version, id)) => {
                     if let (Some(b), Some(id)) = (&op.bulk_id, id) {
@@ -244,90 +245,67 @@ fn error_entry(op: &BulkOp, e: &ScimError) -> Value {
     Value::Object(m)
 }
 
-/// Runs one operation; returns (status, location, version, created id).
-async fn run_op(
-    state: &AppState,
-    op: &BulkOp,
-    path: &str,
-    data: Option<Value>,
-    principal: &Principal,
-    base: &str,
-) -> ScimResult<(u16, Option<String>, Option<String>, Option<String>)> {
+/// The `Operation` a bulk operation asks for, its `path` and `data` already resolved.
+fn operation(op: &BulkOp, path: &str, data: Option<Value>) -> ScimResult<Operation> {
     let Some((rt, id)) = parse_path(path) else {
         return Err(ScimError::invalid_path(format!(
             "\"{path}\" is not /Users, /Groups or one of their resources"
         )));
     };
-    let projection = Projection::default();
-    let need_data = || {
-        data.clone()
-            .ok_or_else(|| ScimError::invalid_syntax("this operation needs \"data\""))
+    let need_data =
+        || data.ok_or_else(|| ScimError::invalid_syntax("this operation needs \"data\""));
+    let target = |id| Target {
+        rt,
+        id,
+        if_match: op.version.clone(),
     };
-    let response = match (&op.method, id) {
-        (&Method::POST, None) => {
-            endpoints::create(state, rt, need_data()?, principal, projection, base).await?
-        }
-        (&Method::PUT, Some(id)) => {
-            endpoints::replace(
-                state,
-                rt,
-                id,
-                need_data()?,
-                op.version.clone(),
-                principal,
-                projection,
-                base,
-            )
-            .await?
-        }
-        (&Method::PATCH, Some(id)) => {
-            endpoints::patch_resource(
-                state,
-                rt,
-                id,
-                need_data()?,
-                op.version.clone(),
-                principal,
-                projection,
-                base,
-            )
-            .await?
-        }
-        (&Method::DELETE, Some(id)) => {
-            endpoints::delete(state, rt, id, op.version.clone(), principal).await?
-        }
+    Ok(match (&op.method, id) {
+        (&Method::POST, None) => Operation::Create {
+            rt,
+            resource: need_data()?,
+            projection: Projection::default(),
+        },
+        (&Method::PUT, Some(id)) => Operation::Replace {
+            target: target(id),
+            resource: need_data()?,
+            projection: Projection::default(),
+        },
+        (&Method::PATCH, Some(id)) => Operation::Patch {
+            target: target(id),
+            request: need_data()?,
+            projection: Projection::default(),
+        },
+        (&Method::DELETE, Some(id)) => Operation::Delete { target: target(id) },
         _ => {
             return Err(ScimError::invalid_path(format!(
                 "{} is not allowed on {path}",
                 op.method
             )))
         }
-    };
-    let status = response.status().as_u16();
-    let location = response
-        .headers()
-        .get(hyper::header::LOCATION)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let version = response
-        .headers()
-        .get(hyper::header::ETAG)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let created_id = if op.method == Method::POST {
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
-        serde_json::from_slice::<Value>(&bytes)
-            .ok()
-            .and_then(|v| v.get("id").and_then(Value::as_str).map(str::to_owned))
-    } else {
-        None
-    };
-    let location =
-        location.or_else(|| (op.method != Method::DELETE).then(|| format!("{base}{path}")));
-    Ok((status, location, version, created_id))
+    })
+}
+
+/// Runs one operation; returns (status, location, version, created id).
+async fn run_op(
+    state: &AppState,
+    op: &BulkOp,
+    path: &str,
+    data: Option<Value>,
+    actor: &Actor,
+    base: &str,
+) -> ScimResult<(u16, Option<String>, Option<String>, Option<String>)> {
+    let operation = operation(op, path, data)?;
+    let outcome = state
+        .app
+        .execute(operation, actor, base)
+        .await
+        .map_err(store_error)?;
+    Ok(match outcome {
+        Outcome::Resource(w) if op.method == Method::POST => {
+            (201, Some(w.location), Some(w.version), Some(w.id))
+        }
+        Outcome::Resource(w) => (200, Some(w.location), Some(w.version), None),
+        Outcome::Deleted => (204, None, None, None),
+        Outcome::NotModified { .. } | Outcome::Page(_) => return Err(ScimError::internal()),
+    })
 }

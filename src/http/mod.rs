@@ -26,6 +26,9 @@ use crate::store::StoreError;
 
 pub type Body = Full<Bytes>;
 
+/// A handler's answer: a response, or a SCIM error to render as one.
+pub type Handled = Result<Response<Body>, ScimError>;
+
 pub const SCIM_PREFIX: &str = "/scim/v2";
 pub const SCIM_CONTENT_TYPE: &str = "application/scim+json";
 
@@ -136,7 +139,7 @@ fn metrics_response(state: &AppState, req: &Request<Incoming>) -> Response<Body>
             .and_then(|h| h.to_str().ok())
             .and_then(|h| h.strip_prefix("Bearer "))
             .unwrap_or_default();
-        if !crate::auth::secrets_equal(given, expected) {
+        if !expected.matches(given) {
             let mut r = plain(StatusCode::UNAUTHORIZED, "metrics need the metrics token\n");
             r.headers_mut().insert(
                 hyper::header::WWW_AUTHENTICATE,

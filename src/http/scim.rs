@@ -1,7 +1,9 @@
-//! The SCIM endpoints below `/scim/v2`: authentication, parsing HTTP into SCIM
-//! operations, calling the core and the store, and writing SCIM responses.
+//! The SCIM endpoints below `/scim/v2`: authentication and scope, parsing an HTTP
+//! request into an `app::Operation` (or a `Query`), and writing the `Outcome` as a
+//! SCIM response (status, ETag, Location, ListResponse). Discovery documents are
+//! answered here too. What an operation does is the application layer's business;
+//! this file knows HTTP and nothing of the store.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -10,23 +12,18 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE, ETAG, IF_MATCH, IF_NONE_MATCH, LOCATION};
 use hyper::{Method, Request, Response, StatusCode};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
-use super::{scim_error, scim_json, store_error, AppState, Body};
+use super::{scim_error, scim_json, store_error, AppState, Body, Handled};
+use crate::app::{Operation, Outcome, Page, Paging, Query, Written};
 use crate::auth::{authenticate, Principal};
 use crate::clock::Timestamp;
 use crate::scim::discovery::{self, Capabilities};
 use crate::scim::error::{ScimError, ScimResult};
-use crate::scim::filter::{self, Filter};
-use crate::scim::patch;
-use crate::scim::query::{self, ListParams, Lookup};
-use crate::scim::resource::{check_request_limits, normalize, render, Attributes, Projection};
+use crate::scim::query::ListParams;
+use crate::scim::resource::Projection;
 use crate::scim::schema::ResourceType;
-use crate::store::{
-    Actor, MemberRef, MembersChange, Scope, Snapshot, StoreResult, StoredResource, Update,
-};
-
-pub(super) type Handled = Result<Response<Body>, ScimError>;
+use crate::store::{Actor, Scope, Target};
 
 /// Query-string parameters, percent-decoded; a repeated name keeps its first value.
 fn query_params(req: &Request<Incoming>) -> HashMap<String, String> {
@@ -224,7 +221,7 @@ async fn handle_inner(
         }
         (Method::POST, ["Bulk"]) => {
             let body = read_json(req, state.app.config.limits.bulk_max_payload_bytes).await?;
-            super::bulk::handle(state, body, &principal, &base).await
+            super::bulk::handle(state, body, &actor(&principal), &base).await
         }
         (_, [seg, ..])
             if matches!(
@@ -256,90 +253,98 @@ struct ResourceEndpoint<'a> {
 
 impl ResourceEndpoint<'_> {
     async fn handle(&self, req: Request<Incoming>, method: Method, tail: &[&str]) -> Handled {
-        let (state, rt, principal, base) = (self.state, self.rt, self.principal, self.base);
-        let limit = state.app.config.limits.max_body_bytes;
-        match (method, tail) {
+        let rt = self.rt;
+        let limit = self.state.app.config.limits.max_body_bytes;
+        let target = |id: &str, req: &Request<Incoming>| Target {
+            rt,
+            id: id.to_owned(),
+            if_match: header_str(req, IF_MATCH),
+        };
+        let op = match (method, tail) {
             (Method::GET, []) => {
-                search(
-                    state,
-                    Some(rt),
-                    &SearchRequest::from_query(self.params),
-                    base,
-                )
-                .await
+                let search = SearchRequest::from_query(self.params);
+                return self.search(Some(rt), &search).await;
             }
             (Method::POST, [".search"]) => {
                 let body = read_json(req, limit).await?;
-                search(state, Some(rt), &search_params(&body)?, base).await
+                return self.search(Some(rt), &search_params(&body)?).await;
             }
             (Method::POST, []) => {
                 let projection = projection(self.params)?;
-                let body = read_json(req, limit).await?;
-                create(state, rt, body, principal, projection, base).await
-            }
-            (Method::GET, [id]) => {
-                let if_none_match = header_str(&req, IF_NONE_MATCH);
-                get(
-                    state,
+                Operation::Create {
                     rt,
-                    id,
-                    projection(self.params)?,
-                    if_none_match.as_deref(),
-                    base,
-                )
-            }
-            (Method::PUT, [id]) => {
-                let (projection, if_match) = (projection(self.params)?, header_str(&req, IF_MATCH));
-                let body = read_json(req, limit).await?;
-                replace(
-                    state,
-                    rt,
-                    (*id).to_owned(),
-                    body,
-                    if_match,
-                    principal,
+                    resource: read_json(req, limit).await?,
                     projection,
-                    base,
-                )
-                .await
+                }
+            }
+            (Method::GET, [id]) => Operation::Get {
+                rt,
+                id: (*id).to_owned(),
+                if_none_match: header_str(&req, IF_NONE_MATCH),
+                projection: projection(self.params)?,
+            },
+            (Method::PUT, [id]) => {
+                let (projection, target) = (projection(self.params)?, target(id, &req));
+                Operation::Replace {
+                    target,
+                    resource: read_json(req, limit).await?,
+                    projection,
+                }
             }
             (Method::PATCH, [id]) => {
-                let (projection, if_match) = (projection(self.params)?, header_str(&req, IF_MATCH));
-                let body = read_json(req, limit).await?;
-                patch_resource(
-                    state,
-                    rt,
-                    (*id).to_owned(),
-                    body,
-                    if_match,
-                    principal,
+                let (projection, target) = (projection(self.params)?, target(id, &req));
+                Operation::Patch {
+                    target,
+                    request: read_json(req, limit).await?,
                     projection,
-                    base,
-                )
-                .await
+                }
             }
-            (Method::DELETE, [id]) => {
-                delete(
-                    state,
-                    rt,
-                    (*id).to_owned(),
-                    header_str(&req, IF_MATCH),
-                    principal,
-                )
-                .await
+            (Method::DELETE, [id]) => Operation::Delete {
+                target: target(id, &req),
+            },
+            (_, [] | [_]) => {
+                return Err(ScimError::new(
+                    405,
+                    None,
+                    "this method is not allowed on this endpoint",
+                ))
             }
-            (_, [] | [_]) => Err(ScimError::new(
-                405,
-                None,
-                "this method is not allowed on this endpoint",
-            )),
-            _ => Err(ScimError::not_found(format!(
-                "no SCIM endpoint at {}{}/{}",
-                super::SCIM_PREFIX,
-                rt.endpoint(),
-                tail.join("/")
-            ))),
-        }
+            _ => {
+                return Err(ScimError::not_found(format!(
+                    "no SCIM endpoint at {}{}/{}",
+                    super::SCIM_PREFIX,
+                    rt.endpoint(),
+                    tail.join("/")
+                )))
+            }
+        };
+        let created = matches!(op, Operation::Create { .. });
+        let outcome = self
+            .state
+            .app
+            .execute(op, &actor(self.principal), self.base)
+            .await
+            .map_err(store_error)?;
+        Ok(match outcome {
+            Outcome::Resource(w) if created => written_response(StatusCode::CREATED, w),
+            Outcome::Resource(w) => written_response(StatusCode::OK, w),
+            Outcome::NotModified { version } => {
+                let mut resp = Response::new(Body::new(Bytes::new()));
+                *resp.status_mut() = StatusCode::NOT_MODIFIED;
+                set_etag(&mut resp, &version);
+                resp
+            }
+            Outcome::Deleted => {
+                let mut r = Response::new(Body::new(Bytes::new()));
+                *r.status_mut() = StatusCode::NO_CONTENT;
+                r
+            }
+            Outcome::Page(page) => list_response(page),
+        })
+    }
+
+    async fn search(&self, rt: Option<ResourceType>, req: &SearchRequest) -> Handled {
+        search(self.state, rt, req, self.base).await
     }
 }
 
@@ -415,311 +420,36 @@ async fn read_json(req: Request<Incoming>, limit: usize) -> ScimResult<Value> {
         .map_err(|e| ScimError::invalid_syntax(format!("the request body is not valid JSON: {e}")))
 }
 
-/// Renders a stored resource with its references (when the projection wants them)
-/// and the meta its representation has (a user's follows its groups).
-fn full_resource(
-    snapshot: &Snapshot,
-    rt: ResourceType,
-    mut r: StoredResource,
-    with_refs: bool,
-    base: &str,
-) -> StoreResult<Map<String, Value>> {
-    snapshot.derive_meta(rt, &mut r)?;
-    let refs = if with_refs {
-        Some(snapshot.references(rt, &r.id)?)
-    } else {
-        None
-    };
-    Ok(render(rt, &r.id, r.attrs, &r.meta, refs.as_deref(), base))
-}
-
-fn refs_attr(rt: ResourceType) -> &'static str {
-    match rt {
-        ResourceType::Group => "members",
-        ResourceType::User => "groups",
-    }
-}
-
-fn resource_response(
-    state: &AppState,
-    rt: ResourceType,
-    r: StoredResource,
-    projection: &Projection,
-    base: &str,
-    status: StatusCode,
-) -> Handled {
-    let mut r = r;
-    let snapshot = state.app.store.snapshot().map_err(store_error)?;
-    snapshot.derive_meta(rt, &mut r).map_err(store_error)?;
-    let etag = r.meta.etag();
-    let full = full_resource(
-        &snapshot,
-        rt,
-        r,
-        projection.includes(rt, refs_attr(rt)),
-        base,
-    )
-    .map_err(store_error)?;
-    let location = full
-        .get("meta")
-        .and_then(|m| m.get("location"))
-        .and_then(Value::as_str)
-        .map(str::to_owned);
-    let body = Value::Object(projection.apply(rt, full));
-    let mut resp = scim_json(status, &body);
-    if let Ok(v) = HeaderValue::from_str(&etag) {
+fn set_etag(resp: &mut Response<Body>, etag: &str) {
+    if let Ok(v) = HeaderValue::from_str(etag) {
         resp.headers_mut().insert(ETAG, v);
     }
+}
+
+/// A resource as the answer of a write or a read, with its ETag (and Location when
+/// it was created, RFC 7644 §3.3).
+fn written_response(status: StatusCode, w: Written) -> Response<Body> {
+    let mut resp = scim_json(status, &w.resource.into_json());
+    set_etag(&mut resp, &w.version);
     if status == StatusCode::CREATED {
-        if let Some(v) = location.and_then(|l| HeaderValue::from_str(&l).ok()) {
+        if let Ok(v) = HeaderValue::from_str(&w.location) {
             resp.headers_mut().insert(LOCATION, v);
         }
     }
-    Ok(resp)
+    resp
 }
 
-/// Normalizes a POST/PUT body (or Bulk data) after checking it against the request
-/// limits, and applies the unknown-attribute policy.
-fn admitted(
-    state: &AppState,
-    rt: ResourceType,
-    body: &Value,
-    now: Timestamp,
-) -> ScimResult<Attributes> {
-    check_request_limits(body, &state.app.config.limits.request())?;
-    let normalized = normalize(rt, body)?;
-    state.app.unknown.admit(rt, &normalized.unknown, now)?;
-    Ok(normalized.attrs)
-}
-
-/// Takes `members` out of normalized Group attributes as member references.
-fn take_members(attrs: &mut Attributes) -> ScimResult<Option<Vec<MemberRef>>> {
-    let Some(list) = attrs.remove("members") else {
-        return Ok(None);
-    };
-    let items = list.as_array().cloned().unwrap_or_default();
-    let mut out = Vec::with_capacity(items.len());
-    for m in items {
-        let Some(id) = m.get("value").and_then(Value::as_str) else {
-            return Err(ScimError::invalid_value(
-                "each member needs a \"value\" with the member's id",
-            ));
-        };
-        let rt = match m.get("type").and_then(Value::as_str) {
-            None => None,
-            Some(t) => Some(ResourceType::from_name(t).ok_or_else(|| {
-                ScimError::invalid_value(format!("member type \"{t}\" is not User or Group"))
-            })?),
-        };
-        out.push(MemberRef {
-            id: id.to_owned(),
-            rt,
-            display: m.get("display").and_then(Value::as_str).map(str::to_owned),
-        });
-    }
-    Ok(Some(out))
-}
-
-pub(super) async fn delete(
-    state: &AppState,
-    rt: ResourceType,
-    id: String,
-    if_match: Option<String>,
-    principal: &Principal,
-) -> Handled {
-    let now = Timestamp::now();
-    state
-        .app
-        .store
-        .delete(rt, id, if_match, actor(principal), now)
-        .await
-        .map_err(store_error)?;
-    let mut r = Response::new(Body::new(Bytes::new()));
-    *r.status_mut() = StatusCode::NO_CONTENT;
-    Ok(r)
-}
-
-pub(super) async fn create(
-    state: &AppState,
-    rt: ResourceType,
-    body: Value,
-    principal: &Principal,
-    projection: Projection,
-    base: &str,
-) -> Handled {
-    let now = Timestamp::now();
-    let mut attrs = admitted(state, rt, &body, now)?;
-    let members = take_members(&mut attrs)?.unwrap_or_default();
-    let stored = state
-        .app
-        .store
-        .create(rt, attrs, members, actor(principal), now)
-        .await
-        .map_err(store_error)?;
-    resource_response(state, rt, stored, &projection, base, StatusCode::CREATED)
-}
-
-fn get(
-    state: &AppState,
-    rt: ResourceType,
-    id: &str,
-    projection: Projection,
-    if_none_match: Option<&str>,
-    base: &str,
-) -> Handled {
-    let snapshot = state.app.store.snapshot().map_err(store_error)?;
-    let Some(mut r) = snapshot.get(rt, id).map_err(store_error)? else {
-        return Err(ScimError::not_found(format!(
-            "{} {id} not found",
-            rt.name()
-        )));
-    };
-    snapshot.derive_meta(rt, &mut r).map_err(store_error)?;
-    let etag = r.meta.etag();
-    if let Some(inm) = if_none_match {
-        if inm.split(',').map(str::trim).any(|t| t == "*" || t == etag) {
-            let mut resp = Response::new(Body::new(Bytes::new()));
-            *resp.status_mut() = StatusCode::NOT_MODIFIED;
-            if let Ok(v) = HeaderValue::from_str(&etag) {
-                resp.headers_mut().insert(ETAG, v);
-            }
-            return Ok(resp);
-        }
-    }
-    let full = full_resource(
-        &snapshot,
-        rt,
-        r,
-        projection.includes(rt, refs_attr(rt)),
-        base,
-    )
-    .map_err(store_error)?;
-    let mut resp = scim_json(StatusCode::OK, &Value::Object(projection.apply(rt, full)));
-    if let Ok(v) = HeaderValue::from_str(&etag) {
-        resp.headers_mut().insert(ETAG, v);
-    }
-    Ok(resp)
-}
-
-#[allow(clippy::too_many_arguments)]
-pub(super) async fn replace(
-    state: &AppState,
-    rt: ResourceType,
-    id: String,
-    body: Value,
-    if_match: Option<String>,
-    principal: &Principal,
-    projection: Projection,
-    base: &str,
-) -> Handled {
-    let now = Timestamp::now();
-    let mut attrs = admitted(state, rt, &body, now)?;
-    let members = take_members(&mut attrs)?;
-    let stored = state
-        .app
-        .store
-        .update(
-            rt,
-            id,
-            if_match,
-            false,
-            actor(principal),
-            now,
-            move |_current| {
-                let members = match rt {
-                    ResourceType::Group => MembersChange::Set(members.unwrap_or_default()),
-                    ResourceType::User => MembersChange::Keep,
-                };
-                Ok(Update { attrs, members })
-            },
-        )
-        .await
-        .map_err(store_error)?;
-    resource_response(state, rt, stored, &projection, base, StatusCode::OK)
-}
-
-#[allow(clippy::too_many_arguments)]
-pub(super) async fn patch_resource(
-    state: &AppState,
-    rt: ResourceType,
-    id: String,
-    body: Value,
-    if_match: Option<String>,
-    principal: &Principal,
-    projection: Projection,
-    base: &str,
-) -> Handled {
-    check_request_limits(&body, &state.app.config.limits.request())?;
-    let ops = patch::parse_request(&body)?;
-    let now = Timestamp::now();
-    // Adding or removing members of a large group must not cost the group's size:
-    // such PATCHes change the membership rows directly.
-    if let Some(delta) = patch::member_delta(rt, &ops) {
-        let def = rt
-            .schema()
-            .attr("members")
-            .ok_or_else(ScimError::internal)?;
-        let mut holder = Attributes::new();
-        let (added, unknown) =
-            crate::scim::resource::normalize_value(def, &Value::Array(delta.add))?;
-        state.app.unknown.admit(rt, &unknown, now)?;
-        if let Some(v) = added {
-            holder.insert("members".into(), v);
-        }
-        let add = take_members(&mut holder)?.unwrap_or_default();
-        let remove = delta.remove;
-        let stored = state
-            .app
-            .store
-            .update(
-                rt,
-                id,
-                if_match,
-                false,
-                actor(principal),
-                now,
-                move |current| {
-                    Ok(Update {
-                        attrs: current.attrs,
-                        members: MembersChange::Delta { add, remove },
-                    })
-                },
-            )
-            .await
-            .map_err(store_error)?;
-        return resource_response(state, rt, stored, &projection, base, StatusCode::OK);
-    }
-    let ledger = state.app.unknown.clone();
-    let stored = state
-        .app
-        .store
-        .update(
-            rt,
-            id,
-            if_match,
-            true,
-            actor(principal),
-            now,
-            move |current| {
-                let mut resource = current.attrs;
-                resource.insert("id".into(), Value::String(current.id.clone()));
-                let mut unknown = patch::apply(rt, &mut resource, &ops)?;
-                let normalized = normalize(rt, &Value::Object(resource))?;
-                unknown.extend(normalized.unknown);
-                ledger.admit(rt, &unknown, now)?;
-                let mut attrs = normalized.attrs;
-                let members = match rt {
-                    ResourceType::Group => {
-                        MembersChange::Set(take_members(&mut attrs)?.unwrap_or_default())
-                    }
-                    ResourceType::User => MembersChange::Keep,
-                };
-                Ok(Update { attrs, members })
-            },
-        )
-        .await
-        .map_err(store_error)?;
-    resource_response(state, rt, stored, &projection, base, StatusCode::OK)
+/// A ListResponse (RFC 7644 §3.4.2).
+fn list_response(page: Page) -> Response<Body> {
+    let resources: Vec<Value> = page.resources.into_iter().map(|r| r.into_json()).collect();
+    let body = serde_json::json!({
+        "schemas": [discovery::LIST_URN],
+        "totalResults": page.total.unwrap_or(resources.len()),
+        "itemsPerPage": resources.len(),
+        "startIndex": page.start_index,
+        "Resources": resources,
+    });
+    scim_json(StatusCode::OK, &body)
 }
 
 /// The parameters of a list or `.search` request, before validation.
@@ -788,7 +518,7 @@ fn search_params(body: &Value) -> ScimResult<SearchRequest> {
 }
 
 async fn search(
-    state: &Arc<AppState>,
+    state: &AppState,
     rt: Option<ResourceType>,
     req: &SearchRequest,
     base: &str,
@@ -803,177 +533,12 @@ async fn search(
         limits.default_page_size,
         limits.max_page_size,
     )?;
-    let projection = Projection::parse(req.attributes.as_deref(), req.excluded.as_deref())?;
-    let types: Vec<ResourceType> = match rt {
-        Some(rt) => vec![rt],
-        None => ResourceType::ALL.to_vec(),
+    let query = Query {
+        rt,
+        params,
+        projection: Projection::parse(req.attributes.as_deref(), req.excluded.as_deref())?,
+        paging: Paging::Index,
     };
-    if let Some(f) = &params.filter {
-        if types.len() == 1 {
-            filter::validate(f, types[0])?;
-        }
-    }
-    let state2 = state.clone();
-    let base = base.to_owned();
-    tokio::task::spawn_blocking(move || run_search(&state2, &types, &params, &projection, &base))
-        .await
-        .map_err(|_| ScimError::internal())?
-}
-
-fn run_search(
-    state: &AppState,
-    types: &[ResourceType],
-    params: &ListParams,
-    projection: &Projection,
-    base: &str,
-) -> Handled {
-    let snapshot = state.app.store.snapshot().map_err(store_error)?;
-    let start = params.start_index - 1;
-    let total: usize;
-    let mut page: Vec<(ResourceType, Map<String, Value>)> = Vec::new();
-    let needs_all = params.sort_by.is_some() || types.len() > 1;
-
-    // Unfiltered, unsorted listing of one type: page straight off the table.
-    if params.filter.is_none() && !needs_all {
-        let rt = types[0];
-        total = snapshot.count(rt).map_err(store_error)? as usize;
-        let mut index = 0usize;
-        let with_refs = projection.includes(rt, refs_attr(rt));
-        snapshot
-            .scan(rt, |r| {
-                if index >= start + params.count {
-                    return Ok(false);
-                }
-                if index >= start {
-                    page.push((rt, full_resource(&snapshot, rt, r, with_refs, base)?));
-                }
-                index += 1;
-                Ok(true)
-            })
-            .map_err(store_error)?;
-    } else {
-        // Unsorted: count every match but keep only the requested page in memory.
-        let sorting = params.sort_by.is_some();
-        let mut matched: Vec<(ResourceType, Map<String, Value>)> = Vec::new();
-        let mut count = 0usize;
-        for &rt in types {
-            let wants_refs = projection.includes(rt, refs_attr(rt));
-            let refs_in_filter = params
-                .filter
-                .as_ref()
-                .is_some_and(|f| query::mentions(f, refs_attr(rt)));
-            let mut consider = |r: StoredResource| -> StoreResult<()> {
-                // Evaluate without loading references when the filter can do without.
-                let resolved: Option<Cow<'_, Filter>> = match &params.filter {
-                    Some(f) if refs_in_filter && rt == ResourceType::Group => {
-                        let mut err = None;
-                        let resolved = query::resolve_member_checks(f, &mut |m| {
-                            snapshot.is_member(&r.id, m).unwrap_or_else(|e| {
-                                err = Some(e);
-                                false
-                            })
-                        });
-                        if let Some(e) = err {
-                            return Err(e);
-                        }
-                        resolved.map(Cow::Owned)
-                    }
-                    Some(_) if refs_in_filter => None,
-                    Some(f) => Some(Cow::Borrowed(f)),
-                    None => None,
-                };
-                let (eval_refs, filter) = match (&params.filter, resolved) {
-                    (None, _) => (false, None),
-                    (Some(_), Some(r)) => (false, Some(r)),
-                    (Some(f), None) => (true, Some(Cow::Borrowed(f))),
-                };
-                let id = r.id.clone();
-                let mut full =
-                    full_resource(&snapshot, rt, r, eval_refs || (wants_refs && sorting), base)?;
-                if filter.is_some_and(|f| !filter::matches(&f, rt, &full)) {
-                    return Ok(());
-                }
-                let in_page = sorting || (count >= start && count < start + params.count);
-                count += 1;
-                if in_page {
-                    if wants_refs && !eval_refs && !sorting {
-                        let refs = snapshot.references(rt, &id)?;
-                        crate::scim::resource::add_references(rt, &mut full, &refs, base);
-                    }
-                    matched.push((rt, full));
-                }
-                Ok(())
-            };
-            let lookup = params.filter.as_ref().and_then(|f| query::plan(f, rt));
-            match lookup {
-                Some(lookup) => {
-                    let mut ids = execute(&snapshot, rt, &lookup).map_err(store_error)?;
-                    ids.sort();
-                    ids.dedup();
-                    for id in ids {
-                        if let Some(r) = snapshot.get(rt, &id).map_err(store_error)? {
-                            consider(r).map_err(store_error)?;
-                        }
-                    }
-                }
-                None => {
-                    snapshot
-                        .scan(rt, |r| {
-                            consider(r)?;
-                            Ok(true)
-                        })
-                        .map_err(store_error)?;
-                }
-            }
-        }
-        total = count;
-        if let Some(path) = &params.sort_by {
-            query::sort(&mut matched, path, params.descending);
-            page = matched.into_iter().skip(start).take(params.count).collect();
-        } else {
-            page = matched;
-        }
-    }
-    let resources: Vec<Value> = page
-        .into_iter()
-        .map(|(rt, r)| Value::Object(projection.apply(rt, r)))
-        .collect();
-    let body = serde_json::json!({
-        "schemas": [discovery::LIST_URN],
-        "totalResults": total,
-        "itemsPerPage": resources.len(),
-        "startIndex": params.start_index,
-        "Resources": resources,
-    });
-    Ok(scim_json(StatusCode::OK, &body))
-}
-
-/// Runs an index plan.
-fn execute(snapshot: &Snapshot, rt: ResourceType, lookup: &Lookup) -> StoreResult<Vec<String>> {
-    Ok(match lookup {
-        Lookup::Id(id) => vec![id.clone()],
-        Lookup::UserName(n) => snapshot.find_by_user_name(n)?.into_iter().collect(),
-        Lookup::ExternalId(e) => snapshot.find_by_external_id(rt, e)?,
-        Lookup::GroupName(n) => snapshot.find_groups_by_name(n)?,
-        Lookup::Email(e) => snapshot.find_users_by_email(e)?,
-        Lookup::All(parts) => {
-            let mut sets = parts.iter().map(|p| execute(snapshot, rt, p));
-            let mut acc = match sets.next() {
-                Some(s) => s?,
-                None => Vec::new(),
-            };
-            for s in sets {
-                let s = s?;
-                acc.retain(|id| s.contains(id));
-            }
-            acc
-        }
-        Lookup::Any(parts) => {
-            let mut acc = Vec::new();
-            for p in parts {
-                acc.extend(execute(snapshot, rt, p)?);
-            }
-            acc
-        }
-    })
+    let page = state.app.query(query, base).await.map_err(store_error)?;
+    Ok(list_response(page))
 }

@@ -14,6 +14,9 @@ use hyper_util::rt::TokioIo;
 use rustls_pki_types::ServerName;
 use serde_json::Value;
 
+use super::error::{MigrateError, MigrateResult};
+use crate::secret::Secret;
+
 /// Attempts per request before giving up (429 and 5xx and broken connections).
 const MAX_ATTEMPTS: u32 = 8;
 /// Longest wait honoured from a Retry-After header.
@@ -34,23 +37,24 @@ pub struct Target {
 impl Target {
     /// Parses and normalises a target URL. Refuses plain http except on loopback or
     /// with `allow_http`.
-    pub fn parse(url: &str, allow_http: bool) -> Result<Target, String> {
+    pub fn parse(url: &str, allow_http: bool) -> MigrateResult<Target> {
+        let invalid = MigrateError::InvalidTarget;
         let trimmed = url.trim().trim_end_matches('/');
         let uri: Uri = trimmed
             .parse()
-            .map_err(|e| format!("\"{url}\" is not a URL: {e}"))?;
+            .map_err(|e| invalid(format!("\"{url}\" is not a URL: {e}")))?;
         let https = match uri.scheme_str() {
             Some("https") => true,
             Some("http") => false,
-            _ => return Err(format!("\"{url}\" must start with https://")),
+            _ => return Err(invalid(format!("\"{url}\" must start with https://"))),
         };
         let host = uri
             .host()
-            .ok_or_else(|| format!("\"{url}\" has no host"))?
+            .ok_or_else(|| invalid(format!("\"{url}\" has no host")))?
             .trim_matches(['[', ']'])
             .to_owned();
         if uri.query().is_some() {
-            return Err(format!("\"{url}\" must not have a query string"));
+            return Err(invalid(format!("\"{url}\" must not have a query string")));
         }
         if !https && !allow_http {
             let loopback = host == "localhost"
@@ -59,10 +63,10 @@ impl Target {
                     .map(|ip| ip.is_loopback())
                     .unwrap_or(false);
             if !loopback {
-                return Err(format!(
+                return Err(invalid(format!(
                     "\"{url}\" is plain http: the token and the directory would travel unencrypted. \
                      Use https, or pass --allow-http if this network is trusted"
-                ));
+                )));
             }
         }
         let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
@@ -103,9 +107,16 @@ pub struct Response {
 }
 
 impl Response {
-    pub fn json(&self) -> Result<Value, String> {
-        serde_json::from_slice(&self.body)
-            .map_err(|e| format!("the target answered non-JSON ({e})"))
+    /// The body as JSON (a SCIM document).
+    pub fn json(&self) -> MigrateResult<Value> {
+        serde_json::from_slice(&self.body).map_err(|e| {
+            MigrateError::TargetProtocol(format!("the target answered non-JSON ({e})"))
+        })
+    }
+
+    /// The start of the body, for an error message.
+    pub fn detail(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
     }
     pub fn is_success(&self) -> bool {
         (200..300).contains(&self.status)
@@ -114,7 +125,7 @@ impl Response {
 
 pub struct Client {
     target: Target,
-    token: String,
+    token: Secret,
     tls: Option<tokio_rustls::TlsConnector>,
     conn: Option<SendRequest<Full<Bytes>>>,
     /// Requests sent (for progress and tests).
@@ -124,8 +135,8 @@ pub struct Client {
 }
 
 /// TLS configuration: the given CA bundle (PEM) or the system roots.
-fn tls_connector(cacert_pem: Option<&[u8]>) -> Result<tokio_rustls::TlsConnector, String> {
-    let cfg = crate::tls::client_config(cacert_pem)?;
+fn tls_connector(cacert_pem: Option<&[u8]>) -> MigrateResult<tokio_rustls::TlsConnector> {
+    let cfg = crate::tls::client_config(cacert_pem).map_err(MigrateError::Tls)?;
     Ok(tokio_rustls::TlsConnector::from(Arc::new(cfg)))
 }
 
@@ -142,7 +153,7 @@ fn retry_after(v: &str) -> Option<Duration> {
 }
 
 impl Client {
-    pub fn new(target: Target, token: String, cacert_pem: Option<&[u8]>) -> Result<Client, String> {
+    pub fn new(target: Target, token: Secret, cacert_pem: Option<&[u8]>) -> MigrateResult<Client> {
         let tls = if target.scheme_https {
             Some(tls_connector(cacert_pem)?)
         } else {
@@ -162,31 +173,32 @@ impl Client {
         &self.target
     }
 
-    async fn connect(&mut self) -> Result<(), String> {
+    async fn connect(&mut self) -> MigrateResult<()> {
+        let down = MigrateError::Unreachable;
         let addr = (self.target.host.as_str(), self.target.port);
         let tcp = tokio::time::timeout(REQUEST_TIMEOUT, tokio::net::TcpStream::connect(addr))
             .await
-            .map_err(|_| format!("connecting to {} timed out", self.target.base))?
-            .map_err(|e| format!("cannot connect to {}: {e}", self.target.base))?;
+            .map_err(|_| down(format!("connecting to {} timed out", self.target.base)))?
+            .map_err(|e| down(format!("cannot connect to {}: {e}", self.target.base)))?;
         let _ = tcp.set_nodelay(true);
         let sender = match &self.tls {
             Some(tls) => {
                 let name = ServerName::try_from(self.target.host.clone())
-                    .map_err(|e| format!("bad server name {}: {e}", self.target.host))?;
+                    .map_err(|e| down(format!("bad server name {}: {e}", self.target.host)))?;
                 let stream = tls
                     .connect(name, tcp)
                     .await
-                    .map_err(|e| format!("TLS with {} failed: {e}", self.target.base))?;
+                    .map_err(|e| down(format!("TLS with {} failed: {e}", self.target.base)))?;
                 let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| down(e.to_string()))?;
                 tokio::spawn(conn);
                 sender
             }
             None => {
                 let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| down(e.to_string()))?;
                 tokio::spawn(conn);
                 sender
             }
@@ -200,12 +212,13 @@ impl Client {
         method: &Method,
         path: &str,
         body: Option<&Value>,
-    ) -> Result<(StatusCode, Option<Duration>, Bytes), String> {
+    ) -> MigrateResult<(StatusCode, Option<Duration>, Bytes)> {
+        let down = MigrateError::Unreachable;
         if self.conn.as_ref().is_none_or(|c| c.is_closed()) {
             self.connect().await?;
         }
         let Some(conn) = self.conn.as_mut() else {
-            return Err("no connection".into());
+            return Err(down("no connection".into()));
         };
         let bytes = body
             .map(|b| serde_json::to_vec(b).unwrap_or_default())
@@ -223,7 +236,7 @@ impl Client {
             )
             .header(
                 hyper::header::AUTHORIZATION,
-                format!("Bearer {}", self.token),
+                format!("Bearer {}", self.token.expose()),
             )
             .header(
                 hyper::header::ACCEPT,
@@ -238,12 +251,12 @@ impl Client {
         }
         let req = req
             .body(Full::new(Bytes::from(bytes)))
-            .map_err(|e| e.to_string())?;
-        conn.ready().await.map_err(|e| e.to_string())?;
+            .map_err(|e| down(e.to_string()))?;
+        conn.ready().await.map_err(|e| down(e.to_string()))?;
         let resp = tokio::time::timeout(REQUEST_TIMEOUT, conn.send_request(req))
             .await
-            .map_err(|_| "the target did not answer in time".to_owned())?
-            .map_err(|e| e.to_string())?;
+            .map_err(|_| down("the target did not answer in time".to_owned()))?
+            .map_err(|e| down(e.to_string()))?;
         let status = resp.status();
         let wait = resp
             .headers()
@@ -252,8 +265,8 @@ impl Client {
             .and_then(retry_after);
         let body = tokio::time::timeout(REQUEST_TIMEOUT, resp.into_body().collect())
             .await
-            .map_err(|_| "the target's answer stalled".to_owned())?
-            .map_err(|e| e.to_string())?
+            .map_err(|_| down("the target's answer stalled".to_owned()))?
+            .map_err(|e| down(e.to_string()))?
             .to_bytes();
         Ok((status, wait, body))
     }
@@ -265,7 +278,7 @@ impl Client {
         method: Method,
         path: &str,
         body: Option<&Value>,
-    ) -> Result<Response, String> {
+    ) -> MigrateResult<Response> {
         let mut backoff = Duration::from_millis(200);
         let mut last = String::new();
         for _ in 0..MAX_ATTEMPTS {
@@ -303,16 +316,16 @@ impl Client {
                 }
                 Err(e) => {
                     self.conn = None;
-                    last = e;
+                    last = e.to_string();
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(30));
                 }
             }
         }
-        Err(format!(
+        Err(MigrateError::Unreachable(format!(
             "{method} {}{path} failed after {MAX_ATTEMPTS} attempts: {last}",
             self.target.base
-        ))
+        )))
     }
 }
 
@@ -328,6 +341,7 @@ mod tests {
         assert_eq!(t.base, "https://scim.example.com:8443/scim/v2");
         assert!(Target::parse("http://scim.example.com/scim/v2", false)
             .unwrap_err()
+            .to_string()
             .contains("--allow-http"));
         assert!(Target::parse("http://scim.example.com/scim/v2", true).is_ok());
         assert!(Target::parse("http://127.0.0.1:8080/scim/v2", false).is_ok());

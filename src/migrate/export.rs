@@ -6,7 +6,6 @@ use std::io::{BufRead, Write};
 
 use ring::digest::{Context, SHA256};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use crate::clock::Timestamp;
 use crate::scim::resource::{Attributes, Meta};
@@ -77,6 +76,24 @@ pub enum ExportError {
     Io(#[from] std::io::Error),
     #[error("line {line}: {reason}")]
     Invalid { line: u64, reason: String },
+    /// The file cannot be opened.
+    #[error("cannot read {}: {source}", .path.display())]
+    Open {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    /// The file does not verify (damaged, tampered, truncated, another format).
+    #[error("{} is not a valid export: {source}", .path.display())]
+    NotAnExport {
+        path: std::path::PathBuf,
+        source: Box<ExportError>,
+    },
+    /// Import only restores into an empty bridge.
+    #[error("the directory is not empty: import restores an export into an empty bridge (use a new data directory)")]
+    NotEmpty,
+    /// The import transaction failed and was rolled back.
+    #[error("import failed, nothing was imported: {0}")]
+    ImportFailed(StoreError),
 }
 
 fn invalid(line: u64, reason: impl Into<String>) -> ExportError {
@@ -339,27 +356,13 @@ fn stored(rec: Record) -> StoredResource {
     }
 }
 
-/// The manifest's counts as JSON, for messages.
-pub fn counts_json(c: &Counts) -> Value {
-    serde_json::json!({"users": c.users, "groups": c.groups, "memberships": c.memberships})
-}
-
 /// What an import did: the file's manifest and one note per record it repaired
 /// (an older export's extra primary values, userNames that are one name under the
 /// caseless rule), rather than refusing the file.
 #[derive(Debug, Clone)]
-pub struct Imported {
+pub struct ImportReport {
     pub manifest: Manifest,
     pub repaired: Vec<String>,
-}
-
-/// What an import did, as the control socket and the CLI report it.
-pub fn imported_json(i: &Imported) -> Value {
-    serde_json::json!({
-        "counts": counts_json(&i.manifest.counts),
-        "exportedAt": i.manifest.exported_at,
-        "repaired": i.repaired,
-    })
 }
 
 /// Imports a verified export file into an empty directory, in one transaction.
@@ -368,20 +371,21 @@ pub fn import_file(
     store: &crate::store::Store,
     path: &std::path::Path,
     now: Timestamp,
-) -> Result<Imported, String> {
+) -> Result<ImportReport, ExportError> {
     let open = || {
         std::fs::File::open(path)
             .map(std::io::BufReader::new)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))
+            .map_err(|source| ExportError::Open {
+                path: path.to_owned(),
+                source,
+            })
     };
-    let manifest =
-        verify(open()?).map_err(|e| format!("{} is not a valid export: {e}", path.display()))?;
-    if !store.is_empty().map_err(|e| e.to_string())? {
-        return Err(
-            "the directory is not empty: import restores an export into an empty bridge \
-                    (use a new data directory)"
-                .into(),
-        );
+    let manifest = verify(open()?).map_err(|e| ExportError::NotAnExport {
+        path: path.to_owned(),
+        source: Box::new(e),
+    })?;
+    if !store.is_empty()? {
+        return Err(ExportError::NotEmpty);
     }
     let reader = open()?;
     let repaired = store
@@ -394,8 +398,8 @@ pub fn import_file(
             })
             .map_err(|e| e.to_string())
         })
-        .map_err(|e| format!("import failed, nothing was imported: {e}"))?;
-    Ok(Imported { manifest, repaired })
+        .map_err(ExportError::ImportFailed)?;
+    Ok(ImportReport { manifest, repaired })
 }
 
 #[cfg(test)]
@@ -479,6 +483,7 @@ mod tests {
         // Importing again is refused: the directory is not empty.
         assert!(import_file(&b, &file, Timestamp::now())
             .unwrap_err()
+            .to_string()
             .contains("not empty"));
     }
 
@@ -513,8 +518,6 @@ mod tests {
             .collect();
         assert_eq!(primaries, [true, false]);
         assert_eq!(r.meta.version, 2);
-        let json = imported_json(&imported);
-        assert_eq!(json["repaired"].as_array().unwrap().len(), 2);
     }
 
     #[test]
@@ -542,7 +545,9 @@ mod tests {
             let file = dir.path().join("bad.jsonl");
             std::fs::write(&file, bad).unwrap();
             let b = store(dir.path(), &format!("{}.redb", name.replace(' ', "_")));
-            let err = import_file(&b, &file, Timestamp::now()).unwrap_err();
+            let err = import_file(&b, &file, Timestamp::now())
+                .unwrap_err()
+                .to_string();
             assert!(err.contains("not a valid export"), "{name}: {err}");
             assert!(b.is_empty().unwrap(), "{name}: something was written");
         }

@@ -1,9 +1,14 @@
 //! Moving the directory elsewhere: the export file format and import (`export`),
-//! with readiness checks, the push client and the migration state machine to come.
-//! Sits on top of the store; knows nothing of HTTP serving.
+//! readiness checks (`readiness`), the SCIM client for the target (`client`), the
+//! push, mirror and read-back (`push`), and the state machine every edge calls
+//! (`service::Migration`, the migration facade). Results are typed (`report`), and
+//! so are errors (`error::MigrateError`). Sits on top of the store; knows nothing of
+//! HTTP serving, the control socket or the CLI.
 
 pub mod client;
+pub mod error;
 pub mod export;
 pub mod push;
 pub mod readiness;
+pub mod report;
 pub mod service;

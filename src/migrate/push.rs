@@ -10,19 +10,20 @@
 use serde_json::{json, Map, Value};
 
 use super::client::{Client, Response};
+use super::error::{MigrateError, MigrateResult};
+use super::report::{
+    Difference, DifferenceKind, Lag, PlanCounts, Progress, ProgressSink, PushOutcome, PushPlan,
+    PushReport,
+};
 use crate::clock::Timestamp;
 use crate::scim::schema::{ResourceType, ENTERPRISE_USER_URN};
-use crate::store::{Event, MigrationState, Phase, Snapshot, Store, StoreError, StoredResource};
+use crate::store::{Event, MigrationState, Phase, Snapshot, Store, StoredResource};
 use hyper::Method;
 
 /// Resources read from the snapshot per round (memory is bounded by this).
 const PAGE: usize = 100;
 /// Creates per Bulk request when the target supports Bulk.
 const BULK_CHUNK: usize = 50;
-
-fn store_err(e: StoreError) -> String {
-    e.to_string()
-}
 
 /// Walks a resource type of a snapshot in pages of `PAGE`, in id order.
 #[derive(Default)]
@@ -35,10 +36,8 @@ impl Pager {
         &mut self,
         snapshot: &Snapshot,
         rt: ResourceType,
-    ) -> Result<Vec<StoredResource>, String> {
-        let page = snapshot
-            .page_after(rt, self.after.as_deref(), PAGE)
-            .map_err(store_err)?;
+    ) -> MigrateResult<Vec<StoredResource>> {
+        let page = snapshot.page_after(rt, self.after.as_deref(), PAGE)?;
         if let Some(last) = page.last() {
             self.after = Some(last.id.clone());
         }
@@ -52,22 +51,20 @@ pub struct Discovery {
     pub bulk_max_operations: usize,
 }
 
-pub async fn discover(client: &mut Client) -> Result<Discovery, String> {
+/// Reads the target's ServiceProviderConfig (RFC 7644 §4): is it SCIM, does it take
+/// the token, does it offer Bulk.
+pub async fn discover(client: &mut Client) -> MigrateResult<Discovery> {
     let r = client
         .request(Method::GET, "/ServiceProviderConfig", None)
         .await?;
     if r.status == 401 || r.status == 403 {
-        return Err(format!(
-            "the target refused the token ({}); check --token-file",
-            r.status
-        ));
+        return Err(MigrateError::TokenRefused { status: r.status });
     }
     if !r.is_success() {
-        return Err(format!(
-            "{}/ServiceProviderConfig answered {}: is this a SCIM 2.0 base URL?",
-            client.target().base,
-            r.status
-        ));
+        return Err(MigrateError::NotScim {
+            url: client.target().base.clone(),
+            status: r.status,
+        });
     }
     let spc = r.json()?;
     let bulk = &spc["bulk"];
@@ -94,7 +91,7 @@ async fn find_on_target(
     client: &mut Client,
     rt: ResourceType,
     attrs: &Map<String, Value>,
-) -> Result<Option<String>, String> {
+) -> MigrateResult<Option<String>> {
     let mut filters = Vec::new();
     if let Some(e) = attrs.get("externalId").and_then(Value::as_str) {
         filters.push(format!("externalId eq \"{}\"", filter_value(e)));
@@ -115,10 +112,11 @@ async fn find_on_target(
             )
             .await?;
         if !r.is_success() {
-            return Err(format!(
-                "searching the target with {f} answered {}",
-                r.status
-            ));
+            return Err(MigrateError::TargetAnswered {
+                action: format!("searching the target with {f}"),
+                status: r.status,
+                detail: String::new(),
+            });
         }
         let list = r.json()?;
         if let Some(id) = list["Resources"]
@@ -139,7 +137,7 @@ fn body_for(
     rt: ResourceType,
     r: &StoredResource,
     with_members: bool,
-) -> Result<Value, String> {
+) -> MigrateResult<Value> {
     let mut attrs = r.attrs.clone();
     let mut schemas = vec![json!(rt.schema().id)];
     if attrs.contains_key(ENTERPRISE_USER_URN) {
@@ -154,10 +152,7 @@ fn body_for(
                 .and_then(Value::as_str)
                 .map(str::to_owned);
             if let Some(m) = manager {
-                match snapshot
-                    .target_id(ResourceType::User, &m)
-                    .map_err(store_err)?
-                {
+                match snapshot.target_id(ResourceType::User, &m)? {
                     Some(tid) => {
                         ext.insert("manager".into(), json!({"value": tid}));
                     }
@@ -171,11 +166,8 @@ fn body_for(
     attrs.insert("schemas".into(), Value::Array(schemas));
     if rt == ResourceType::Group && with_members {
         let mut members = Vec::new();
-        for m in snapshot
-            .references(ResourceType::Group, &r.id)
-            .map_err(store_err)?
-        {
-            if let Some(tid) = snapshot.target_id(m.rt, &m.id).map_err(store_err)? {
+        for m in snapshot.references(ResourceType::Group, &r.id)? {
+            if let Some(tid) = snapshot.target_id(m.rt, &m.id)? {
                 members.push(json!({"value": tid, "type": m.rt.name()}));
             }
         }
@@ -184,18 +176,17 @@ fn body_for(
     Ok(Value::Object(attrs))
 }
 
-fn created_id(r: &Response, what: &str) -> Result<String, String> {
+fn created_id(r: &Response, what: &str) -> MigrateResult<String> {
     if !r.is_success() {
-        return Err(format!(
-            "creating {what} on the target answered {}: {}",
-            r.status,
-            String::from_utf8_lossy(&r.body)
-        ));
+        return Err(MigrateError::TargetAnswered {
+            action: format!("creating {what} on the target"),
+            status: r.status,
+            detail: r.detail(),
+        });
     }
-    r.json()?["id"]
-        .as_str()
-        .map(str::to_owned)
-        .ok_or_else(|| format!("the target created {what} without an id"))
+    r.json()?["id"].as_str().map(str::to_owned).ok_or_else(|| {
+        MigrateError::TargetProtocol(format!("the target created {what} without an id"))
+    })
 }
 
 /// Creates or updates one resource on the target; returns its target id and whether
@@ -206,9 +197,9 @@ async fn upsert(
     rt: ResourceType,
     r: &StoredResource,
     with_members: bool,
-) -> Result<(String, bool), String> {
+) -> MigrateResult<(String, bool)> {
     let body = body_for(snapshot, rt, r, with_members)?;
-    let known = snapshot.target_id(rt, &r.id).map_err(store_err)?;
+    let known = snapshot.target_id(rt, &r.id)?;
     let existing = match known {
         Some(t) => Some(t),
         None => find_on_target(client, rt, &r.attrs).await?,
@@ -225,13 +216,11 @@ async fn upsert(
             return Ok((tid, false));
         }
         if resp.status != 404 {
-            return Err(format!(
-                "updating {} {} on the target answered {}: {}",
-                rt.name(),
-                r.id,
-                resp.status,
-                String::from_utf8_lossy(&resp.body)
-            ));
+            return Err(MigrateError::TargetAnswered {
+                action: format!("updating {} {} on the target", rt.name(), r.id),
+                status: resp.status,
+                detail: resp.detail(),
+            });
         }
         // Mapped, but gone on the target: create it again.
     }
@@ -247,36 +236,30 @@ pub struct PushOptions {
     pub dry_run: bool,
 }
 
-/// Progress reports for the caller (a terminal bar or the admin page).
-pub type Progress<'a> = &'a mut (dyn FnMut(Value) + Send);
-
 async fn save_progress(
     store: &Store,
     f: impl FnOnce(&mut MigrationState) + Send + 'static,
-) -> Result<(), String> {
-    store
-        .update_migration(move |s| {
-            f(s);
-            Ok(())
-        })
-        .await
-        .map_err(store_err)?
-        .map(|_| ())
+) -> MigrateResult<()> {
+    store.update_migration(f).await?;
+    Ok(())
 }
 
-/// Pushes every user and then every group. Resumes from the journal.
+/// Pushes every user and then every group. Resumes from the journal. A dry run
+/// returns the plan; a push its report, without the read-back differences (the
+/// caller verifies).
 pub async fn push(
     store: &Store,
     client: &mut Client,
     opts: &PushOptions,
-    progress: Progress<'_>,
-) -> Result<Value, String> {
+    progress: ProgressSink<'_>,
+) -> MigrateResult<PushOutcome> {
     let discovery = discover(client).await?;
-    let snapshot = store.snapshot().map_err(store_err)?;
-    let users_total = snapshot.count(ResourceType::User).map_err(store_err)?;
-    let groups_total = snapshot.count(ResourceType::Group).map_err(store_err)?;
+    let snapshot = store.snapshot()?;
+    let users_total = snapshot.count(ResourceType::User)?;
+    let groups_total = snapshot.count(ResourceType::Group)?;
     if opts.dry_run {
-        return dry_run(client, &snapshot, users_total, groups_total, &discovery).await;
+        let plan = dry_run(client, &snapshot, users_total, groups_total, &discovery).await?;
+        return Ok(PushOutcome::Planned(plan));
     }
     let (mut created, mut updated) = (0u64, 0u64);
     // Users, page by page; creates go in Bulk requests when the target offers Bulk.
@@ -291,11 +274,7 @@ pub async fn push(
         let mut to_create: Vec<&StoredResource> = Vec::new();
         let mut mapped = Vec::new();
         for r in &page {
-            if snapshot
-                .target_id(ResourceType::User, &r.id)
-                .map_err(store_err)?
-                .is_some()
-            {
+            if snapshot.target_id(ResourceType::User, &r.id)?.is_some() {
                 continue; // pushed before an interruption; the mirror brings later changes
             }
             if let Some(tid) = find_on_target(client, ResourceType::User, &r.attrs).await? {
@@ -304,12 +283,11 @@ pub async fn push(
                     .request(Method::PUT, &format!("/Users/{tid}"), Some(&body))
                     .await?;
                 if !resp.is_success() {
-                    return Err(format!(
-                        "updating user {} on the target answered {}: {}",
-                        r.id,
-                        resp.status,
-                        String::from_utf8_lossy(&resp.body)
-                    ));
+                    return Err(MigrateError::TargetAnswered {
+                        action: format!("updating user {} on the target", r.id),
+                        status: resp.status,
+                        detail: resp.detail(),
+                    });
                 }
                 mapped.push((ResourceType::User, r.id.clone(), Some(tid)));
                 updated += 1;
@@ -318,10 +296,7 @@ pub async fn push(
             }
         }
         // Map what was updated before creating, so a kill in between loses nothing.
-        store
-            .map_ids(std::mem::take(&mut mapped))
-            .await
-            .map_err(store_err)?;
+        store.map_ids(std::mem::take(&mut mapped)).await?;
         let chunk = if discovery.bulk_max_operations > 1 {
             BULK_CHUNK.min(discovery.bulk_max_operations)
         } else {
@@ -346,10 +321,7 @@ pub async fn push(
                 mapped.push((ResourceType::User, r.id.clone(), Some(tid)));
                 created += 1;
             }
-            store
-                .map_ids(std::mem::take(&mut mapped))
-                .await
-                .map_err(store_err)?;
+            store.map_ids(std::mem::take(&mut mapped)).await?;
         }
         done += page.len() as u64;
         let (c, u) = (created, updated);
@@ -361,12 +333,15 @@ pub async fn push(
             s.progress.updated = u;
         })
         .await?;
-        progress(json!({"phase": "users", "done": done, "total": users_total}));
+        progress(Progress::Users {
+            done,
+            total: users_total,
+        });
     }
     // Managers created before their manager had a target id: set them now.
-    let snapshot = store.snapshot().map_err(store_err)?;
+    let snapshot = store.snapshot()?;
     for id in manager_fixups {
-        if let Some(r) = snapshot.get(ResourceType::User, &id).map_err(store_err)? {
+        if let Some(r) = snapshot.get(ResourceType::User, &id)? {
             upsert(client, &snapshot, ResourceType::User, &r, false).await?;
         }
     }
@@ -375,17 +350,13 @@ pub async fn push(
     let mut pager = Pager::default();
     let mut done = 0u64;
     loop {
-        let snapshot = store.snapshot().map_err(store_err)?;
+        let snapshot = store.snapshot()?;
         let page = pager.next(&snapshot, ResourceType::Group)?;
         if page.is_empty() {
             break;
         }
         for g in &page {
-            if snapshot
-                .target_id(ResourceType::Group, &g.id)
-                .map_err(store_err)?
-                .is_some()
-            {
+            if snapshot.target_id(ResourceType::Group, &g.id)?.is_some() {
                 continue;
             }
             let (tid, was_created) =
@@ -397,13 +368,15 @@ pub async fn push(
             }
             store
                 .map_ids(vec![(ResourceType::Group, g.id.clone(), Some(tid))])
-                .await
-                .map_err(store_err)?;
+                .await?;
         }
         done += page.len() as u64;
-        progress(json!({"phase": "groups", "done": done, "total": groups_total}));
+        progress(Progress::Groups {
+            done,
+            total: groups_total,
+        });
     }
-    let snapshot = store.snapshot().map_err(store_err)?;
+    let snapshot = store.snapshot()?;
     let mut pager = Pager::default();
     let mut done = 0u64;
     loop {
@@ -422,12 +395,20 @@ pub async fn push(
             s.progress.updated = u;
         })
         .await?;
-        progress(json!({"phase": "memberships", "done": done, "total": groups_total}));
+        progress(Progress::Memberships {
+            done,
+            total: groups_total,
+        });
     }
-    Ok(
-        json!({"users": users_total, "groups": groups_total, "created": created, "updated": updated,
-              "requests": client.requests, "throttled": client.throttled}),
-    )
+    Ok(PushOutcome::Pushed(PushReport {
+        users: users_total,
+        groups: groups_total,
+        created,
+        updated,
+        requests: client.requests,
+        throttled: client.throttled,
+        differences: Vec::new(),
+    }))
 }
 
 /// Creates users with one Bulk request; returns their target ids in order.
@@ -435,7 +416,7 @@ async fn bulk_create(
     client: &mut Client,
     snapshot: &Snapshot,
     users: &[&StoredResource],
-) -> Result<Vec<String>, String> {
+) -> MigrateResult<Vec<String>> {
     let mut ops = Vec::with_capacity(users.len());
     for r in users {
         ops.push(json!({"method": "POST", "path": "/Users", "bulkId": r.id, "data": body_for(snapshot, ResourceType::User, r, false)?}));
@@ -443,11 +424,11 @@ async fn bulk_create(
     let req = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"], "Operations": ops});
     let resp = client.request(Method::POST, "/Bulk", Some(&req)).await?;
     if !resp.is_success() {
-        return Err(format!(
-            "the target's Bulk endpoint answered {}: {}",
-            resp.status,
-            String::from_utf8_lossy(&resp.body)
-        ));
+        return Err(MigrateError::TargetAnswered {
+            action: "the target's Bulk endpoint".into(),
+            status: resp.status,
+            detail: resp.detail(),
+        });
     }
     let body = resp.json()?;
     let results = body["Operations"].as_array().cloned().unwrap_or_default();
@@ -457,10 +438,10 @@ async fn bulk_create(
             .iter()
             .find(|o| o["bulkId"].as_str() == Some(r.id.as_str()));
         let Some(op) = op else {
-            return Err(format!(
+            return Err(MigrateError::TargetProtocol(format!(
                 "the target's Bulk response does not mention user {}",
                 r.id
-            ));
+            )));
         };
         let status: u16 = op["status"]
             .as_str()
@@ -488,7 +469,7 @@ async fn dry_run(
     users: u64,
     groups: u64,
     d: &Discovery,
-) -> Result<Value, String> {
+) -> MigrateResult<PushPlan> {
     let (mut create, mut update) = ([0u64; 2], [0u64; 2]);
     for (i, rt) in ResourceType::ALL.into_iter().enumerate() {
         let mut pager = Pager::default();
@@ -498,7 +479,7 @@ async fn dry_run(
                 break;
             }
             for r in &page {
-                let known = snapshot.target_id(rt, &r.id).map_err(store_err)?.is_some();
+                let known = snapshot.target_id(rt, &r.id)?.is_some();
                 if known || find_on_target(client, rt, &r.attrs).await?.is_some() {
                     update[i] += 1;
                 } else {
@@ -507,50 +488,51 @@ async fn dry_run(
             }
         }
     }
-    Ok(json!({
-        "dryRun": true,
-        "target": client.target().base,
-        "bulk": d.bulk_max_operations > 1,
-        "users": {"total": users, "create": create[0], "update": update[0]},
-        "groups": {"total": groups, "create": create[1], "update": update[1]},
-        "memberships": snapshot.membership_count().map_err(store_err)?,
-    }))
+    Ok(PushPlan {
+        target: client.target().base.clone(),
+        bulk: d.bulk_max_operations > 1,
+        users: PlanCounts {
+            total: users,
+            create: create[0],
+            update: update[0],
+        },
+        groups: PlanCounts {
+            total: groups,
+            create: create[1],
+            update: update[1],
+        },
+        memberships: snapshot.membership_count()?,
+    })
 }
 
 /// Replays one change event to the target: the resource's current state, or its
 /// deletion. Idempotent, so replaying an event twice is harmless.
-pub async fn replay(store: &Store, client: &mut Client, ev: &Event) -> Result<(), String> {
+pub async fn replay(store: &Store, client: &mut Client, ev: &Event) -> MigrateResult<()> {
     let Some(rt) = ResourceType::from_name(&ev.resource_type) else {
         return Ok(());
     };
     if ev.id == "*" {
         return Ok(());
     }
-    let snapshot = store.snapshot().map_err(store_err)?;
-    match snapshot.get(rt, &ev.id).map_err(store_err)? {
+    let snapshot = store.snapshot()?;
+    match snapshot.get(rt, &ev.id)? {
         Some(r) => {
             let (tid, _) = upsert(client, &snapshot, rt, &r, rt == ResourceType::Group).await?;
-            store
-                .map_ids(vec![(rt, r.id.clone(), Some(tid))])
-                .await
-                .map_err(store_err)?;
+            store.map_ids(vec![(rt, r.id.clone(), Some(tid))]).await?;
         }
         None => {
-            if let Some(tid) = snapshot.target_id(rt, &ev.id).map_err(store_err)? {
+            if let Some(tid) = snapshot.target_id(rt, &ev.id)? {
                 let resp = client
                     .request(Method::DELETE, &format!("{}/{tid}", rt.endpoint()), None)
                     .await?;
                 if !resp.is_success() && resp.status != 404 {
-                    return Err(format!(
-                        "deleting {} {tid} on the target answered {}",
-                        rt.name(),
-                        resp.status
-                    ));
+                    return Err(MigrateError::TargetAnswered {
+                        action: format!("deleting {} {tid} on the target", rt.name()),
+                        status: resp.status,
+                        detail: String::new(),
+                    });
                 }
-                store
-                    .map_ids(vec![(rt, ev.id.clone(), None)])
-                    .await
-                    .map_err(store_err)?;
+                store.map_ids(vec![(rt, ev.id.clone(), None)]).await?;
             }
         }
     }
@@ -558,25 +540,24 @@ pub async fn replay(store: &Store, client: &mut Client, ev: &Event) -> Result<()
 }
 
 /// Replays every pending event (up to `max`); returns how many were replayed.
-pub async fn drain(store: &Store, client: &mut Client, max: usize) -> Result<usize, String> {
-    let state = store
-        .snapshot()
-        .and_then(|s| s.migration_state())
-        .map_err(store_err)?;
+pub async fn drain(store: &Store, client: &mut Client, max: usize) -> MigrateResult<usize> {
+    let state = store.snapshot().and_then(|s| s.migration_state())?;
     let events = store
         .snapshot()
-        .and_then(|s| s.events_after(state.mirror_from, max))
-        .map_err(store_err)?;
+        .and_then(|s| s.events_after(state.mirror_from, max))?;
     let mut n = 0;
     for ev in &events {
         if let Err(e) = replay(store, client, ev).await {
-            let msg = format!(
-                "mirroring event {} ({} {} {}): {e}",
-                ev.seq, ev.op, ev.resource_type, ev.id
-            );
-            let m = msg.clone();
+            let e = MigrateError::Mirror {
+                seq: ev.seq,
+                op: ev.op,
+                resource_type: ev.resource_type.clone(),
+                id: ev.id.clone(),
+                source: Box::new(e),
+            };
+            let m = e.to_string();
             let _ = save_progress(store, move |s| s.last_error = Some(m)).await;
-            return Err(msg);
+            return Err(e);
         }
         let seq = ev.seq;
         save_progress(store, move |s| {
@@ -589,28 +570,26 @@ pub async fn drain(store: &Store, client: &mut Client, max: usize) -> Result<usi
     Ok(n)
 }
 
-/// Lag of the mirror: (events behind, seconds since the oldest pending event).
-pub fn lag(
-    snapshot: &Snapshot,
-    state: &MigrationState,
-    now: Timestamp,
-) -> Result<(u64, f64), String> {
-    let last = snapshot.last_event_seq().map_err(store_err)?;
-    let behind = last.saturating_sub(state.mirror_from);
-    let secs = match snapshot
-        .events_after(state.mirror_from, 1)
-        .map_err(store_err)?
-        .first()
-    {
+/// Lag of the mirror: events behind, seconds since the oldest pending event.
+pub fn lag(snapshot: &Snapshot, state: &MigrationState, now: Timestamp) -> MigrateResult<Lag> {
+    let last = snapshot.last_event_seq()?;
+    let seconds = match snapshot.events_after(state.mirror_from, 1)?.first() {
         Some(ev) => now.since(ev.time).as_seconds_f64().max(0.0),
         None => 0.0,
     };
-    Ok((behind, secs))
+    Ok(Lag {
+        events: last.saturating_sub(state.mirror_from),
+        seconds,
+    })
 }
 
 /// One difference between the local directory and the target.
-fn diff(rt: ResourceType, id: &str, what: String) -> Value {
-    json!({"resourceType": rt.name(), "id": id, "difference": what})
+fn diff(rt: ResourceType, id: &str, kind: DifferenceKind) -> Difference {
+    Difference {
+        resource_type: rt,
+        id: Some(id.to_owned()),
+        kind,
+    }
 }
 
 /// Does the target's value hold everything the local value says? Strings compare
@@ -642,12 +621,12 @@ fn covers(local: &Value, target: &Value, case_insensitive: bool) -> bool {
 pub async fn verify(
     store: &Store,
     client: &mut Client,
-    progress: Progress<'_>,
-) -> Result<Vec<Value>, String> {
-    let snapshot = store.snapshot().map_err(store_err)?;
+    progress: ProgressSink<'_>,
+) -> MigrateResult<Vec<Difference>> {
+    let snapshot = store.snapshot()?;
     let mut diffs = Vec::new();
     for rt in ResourceType::ALL {
-        let total = snapshot.count(rt).map_err(store_err)?;
+        let total = snapshot.count(rt)?;
         let mut pager = Pager::default();
         let mut done = 0u64;
         loop {
@@ -656,8 +635,8 @@ pub async fn verify(
                 break;
             }
             for r in &page {
-                let Some(tid) = snapshot.target_id(rt, &r.id).map_err(store_err)? else {
-                    diffs.push(diff(rt, &r.id, "not on the target (never pushed)".into()));
+                let Some(tid) = snapshot.target_id(rt, &r.id)? else {
+                    diffs.push(diff(rt, &r.id, DifferenceKind::NeverPushed));
                     continue;
                 };
                 let resp = client
@@ -667,16 +646,16 @@ pub async fn verify(
                     diffs.push(diff(
                         rt,
                         &r.id,
-                        format!("missing on the target (target id {tid})"),
+                        DifferenceKind::MissingOnTarget { target_id: tid },
                     ));
                     continue;
                 }
                 if !resp.is_success() {
-                    return Err(format!(
-                        "reading {} {tid} from the target answered {}",
-                        rt.name(),
-                        resp.status
-                    ));
+                    return Err(MigrateError::TargetAnswered {
+                        action: format!("reading {} {tid} from the target", rt.name()),
+                        status: resp.status,
+                        detail: String::new(),
+                    });
                 }
                 let remote = resp.json()?;
                 let expected = body_for(&snapshot, rt, r, true)?;
@@ -701,18 +680,21 @@ pub async fn verify(
                         diffs.push(diff(
                             rt,
                             &r.id,
-                            format!(
-                                "{k}: local {v}, target {}",
-                                got.cloned().unwrap_or(Value::Null)
-                            ),
+                            DifferenceKind::Attribute {
+                                attribute: k.clone(),
+                                local: v.clone(),
+                                target: got.cloned().unwrap_or(Value::Null),
+                            },
                         ));
                     }
                 }
             }
             done += page.len() as u64;
-            progress(
-                json!({"phase": format!("verify {}", rt.endpoint()), "done": done, "total": total}),
-            );
+            progress(Progress::Verify {
+                resource_type: rt,
+                done,
+                total,
+            });
         }
         // Resources on the target that the bridge does not have.
         let resp = client
@@ -721,8 +703,14 @@ pub async fn verify(
         if resp.is_success() {
             let remote_total = resp.json()?["totalResults"].as_u64().unwrap_or(0);
             if remote_total > total {
-                diffs.push(json!({"resourceType": rt.name(), "difference":
-                    format!("the target has {remote_total} {}s, the bridge {total}", rt.name())}));
+                diffs.push(Difference {
+                    resource_type: rt,
+                    id: None,
+                    kind: DifferenceKind::ExtraOnTarget {
+                        target_count: remote_total,
+                        local_count: total,
+                    },
+                });
             }
         }
     }

@@ -9,81 +9,15 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::config::MigrationPolicy;
 use crate::scim::schema::ResourceType;
 use crate::store::{Snapshot, StoreResult, StoredResource};
 
-/// Free and consumer mail providers: accounts there are personal, not the
-/// organisation's, and hosted provisioning cannot verify the domain.
-pub const DEFAULT_PUBLIC_DOMAINS: &[&str] = &[
-    "gmail.com",
-    "googlemail.com",
-    "outlook.com",
-    "hotmail.com",
-    "hotmail.co.uk",
-    "live.com",
-    "msn.com",
-    "yahoo.com",
-    "yahoo.co.uk",
-    "yahoo.fr",
-    "ymail.com",
-    "rocketmail.com",
-    "aol.com",
-    "icloud.com",
-    "me.com",
-    "mac.com",
-    "proton.me",
-    "protonmail.com",
-    "pm.me",
-    "gmx.com",
-    "gmx.de",
-    "gmx.net",
-    "web.de",
-    "mail.com",
-    "yandex.com",
-    "yandex.ru",
-    "mail.ru",
-    "zoho.com",
-    "qq.com",
-    "163.com",
-    "126.com",
-    "tutanota.com",
-    "fastmail.com",
-    "hey.com",
-];
-
-/// Groups that hosted provisioning typically refuses to manage because they grant
-/// account recovery or administration of all groups.
-pub const DEFAULT_PROTECTED_GROUPS: &[&str] = &["Owners", "Administrators"];
-
-/// What the check looks for; from `[migration]` in the configuration.
-#[derive(Debug, Clone)]
-pub struct Policy {
-    /// Email domains the hosted service accepts (lowercase). Empty: not configured.
-    pub allowed_domains: Vec<String>,
-    pub public_domains: Vec<String>,
-    pub protected_groups: Vec<String>,
-}
-
-impl Default for Policy {
-    fn default() -> Self {
-        Policy {
-            allowed_domains: Vec::new(),
-            public_domains: DEFAULT_PUBLIC_DOMAINS
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
-            protected_groups: DEFAULT_PROTECTED_GROUPS
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
-        }
-    }
-}
-
+/// A user or group a finding is about.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Subject {
     #[serde(rename = "resourceType")]
-    pub resource_type: String,
+    pub resource_type: ResourceType,
     pub id: String,
     /// userName or displayName.
     pub name: String,
@@ -91,15 +25,52 @@ pub struct Subject {
     pub email: Option<String>,
 }
 
+/// What a finding is about; its kebab-case name is the stable code scripts match.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum FindingCode {
+    /// Blocker: `migration.allowed_domains` is empty.
+    AllowedDomainsNotConfigured,
+    /// Blocker: users whose email domain is not allowed.
+    DomainNotAllowed,
+    /// Blocker: users on a public mail provider.
+    PublicMailDomain,
+    /// Blocker: users without an email.
+    NoEmail,
+    /// Warning: groups the hosted service will not manage.
+    ProtectedGroup,
+    /// Warning: suspended users.
+    InactiveUser,
+    /// Warning: users sharing an email.
+    DuplicateEmail,
+}
+
+impl FindingCode {
+    /// The code as `--json` prints it, e.g. `public-mail-domain`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FindingCode::AllowedDomainsNotConfigured => "allowed-domains-not-configured",
+            FindingCode::DomainNotAllowed => "domain-not-allowed",
+            FindingCode::PublicMailDomain => "public-mail-domain",
+            FindingCode::NoEmail => "no-email",
+            FindingCode::ProtectedGroup => "protected-group",
+            FindingCode::InactiveUser => "inactive-user",
+            FindingCode::DuplicateEmail => "duplicate-email",
+        }
+    }
+}
+
+/// One blocker or warning, with every user or group concerned.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Finding {
-    pub code: String,
+    pub code: FindingCode,
     pub message: String,
     pub subjects: Vec<Subject>,
 }
 
+/// `migrate check`: ready when there is no blocker.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Report {
+pub struct ReadinessReport {
     pub ready: bool,
     pub users: u64,
     pub groups: u64,
@@ -132,7 +103,7 @@ fn domain_of(email: &str) -> Option<String> {
 
 fn user_subject(r: &StoredResource, email: Option<String>) -> Subject {
     Subject {
-        resource_type: "User".into(),
+        resource_type: ResourceType::User,
         id: r.id.clone(),
         name: r
             .attrs
@@ -145,7 +116,7 @@ fn user_subject(r: &StoredResource, email: Option<String>) -> Subject {
 }
 
 /// Runs every check over one snapshot.
-pub fn check(snapshot: &Snapshot, policy: &Policy) -> StoreResult<Report> {
+pub fn check(snapshot: &Snapshot, policy: &MigrationPolicy) -> StoreResult<ReadinessReport> {
     let allowed: Vec<String> = policy
         .allowed_domains
         .iter()
@@ -192,7 +163,7 @@ pub fn check(snapshot: &Snapshot, policy: &Policy) -> StoreResult<Report> {
             .any(|p| p.eq_ignore_ascii_case(name))
         {
             protected.push(Subject {
-                resource_type: "Group".into(),
+                resource_type: ResourceType::Group,
                 id: g.id.clone(),
                 name: name.to_owned(),
                 email: None,
@@ -210,15 +181,15 @@ pub fn check(snapshot: &Snapshot, policy: &Policy) -> StoreResult<Report> {
     let mut blockers = Vec::new();
     if allowed.is_empty() {
         blockers.push(Finding {
-            code: "allowed-domains-not-configured".into(),
+            code: FindingCode::AllowedDomainsNotConfigured,
             message: "migration.allowed_domains is empty: list the email domains your hosted provisioning account has verified".into(),
             subjects: vec![],
         });
     }
-    let push = |list: &mut Vec<Finding>, code: &str, message: String, subjects: Vec<Subject>| {
+    let push = |list: &mut Vec<Finding>, code, message: String, subjects: Vec<Subject>| {
         if !subjects.is_empty() {
             list.push(Finding {
-                code: String::from(code),
+                code,
                 message,
                 subjects,
             });
@@ -226,7 +197,7 @@ pub fn check(snapshot: &Snapshot, policy: &Policy) -> StoreResult<Report> {
     };
     push(
         &mut blockers,
-        "domain-not-allowed",
+        FindingCode::DomainNotAllowed,
         format!(
             "{} users have an email domain outside migration.allowed_domains ({})",
             outside.len(),
@@ -236,39 +207,39 @@ pub fn check(snapshot: &Snapshot, policy: &Policy) -> StoreResult<Report> {
     );
     push(
         &mut blockers,
-        "public-mail-domain",
+        FindingCode::PublicMailDomain,
         format!("{} users use a public mail provider; hosted provisioning needs an address on your own domain", on_public.len()),
         on_public,
     );
     push(
         &mut blockers,
-        "no-email",
+        FindingCode::NoEmail,
         format!("{} users have no email address", no_email.len()),
         no_email,
     );
     let mut warnings = Vec::new();
     push(
         &mut warnings,
-        "protected-group",
+        FindingCode::ProtectedGroup,
         format!("{} groups will not be managed by hosted provisioning (they grant recovery or administration)", protected.len()),
         protected,
     );
     push(
         &mut warnings,
-        "inactive-user",
+        FindingCode::InactiveUser,
         format!("{} users are inactive (suspended)", inactive.len()),
         inactive,
     );
     push(
         &mut warnings,
-        "duplicate-email",
+        FindingCode::DuplicateEmail,
         format!(
             "{} users share an email address with another user",
             duplicates.len()
         ),
         duplicates,
     );
-    Ok(Report {
+    Ok(ReadinessReport {
         ready: blockers.is_empty(),
         users: snapshot.count(ResourceType::User)?,
         groups: snapshot.count(ResourceType::Group)?,
@@ -278,7 +249,7 @@ pub fn check(snapshot: &Snapshot, policy: &Policy) -> StoreResult<Report> {
 }
 
 /// The report for a terminal: each finding with up to `limit` names.
-pub fn render_text(r: &Report, limit: usize) -> String {
+pub fn render_text(r: &ReadinessReport, limit: usize) -> String {
     let mut out = String::new();
     out.push_str(&format!(
         "Migration readiness: {} ({} users, {} groups)\n",
@@ -293,16 +264,21 @@ pub fn render_text(r: &Report, limit: usize) -> String {
         }
         out.push_str(&format!("\n{title}:\n"));
         for f in list {
-            out.push_str(&format!("  [{}] {}\n", f.code, f.message));
+            out.push_str(&format!("  [{}] {}\n", f.code.as_str(), f.message));
             for s in f.subjects.iter().take(limit) {
                 match &s.email {
                     Some(e) if *e != s.name => out.push_str(&format!(
                         "      {} {} <{}> ({})\n",
-                        s.resource_type, s.name, e, s.id
+                        s.resource_type.name(),
+                        s.name,
+                        e,
+                        s.id
                     )),
                     _ => out.push_str(&format!(
                         "      {} {} ({})\n",
-                        s.resource_type, s.name, s.id
+                        s.resource_type.name(),
+                        s.name,
+                        s.id
                     )),
                 }
             }

@@ -8,13 +8,15 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use serde_json::{json, Value};
-
 use super::client::{Client, Target};
+use super::error::{MigrateError, MigrateResult, Step};
 use super::push::{self, PushOptions};
-use super::readiness::{self, Policy};
+use super::readiness::{self, ReadinessReport};
+use super::report::{Lag, MigrationStatus, Progress, ProgressSink, PushOutcome, VerifyReport};
 use crate::clock::Timestamp;
-use crate::store::{MigrationState, Phase, Store, StoreError};
+use crate::config::MigrationPolicy;
+use crate::secret::Secret;
+use crate::store::{MigrationState, Phase, Store};
 
 /// SCIM writes: accepted, paused for a cut-over, or refused for good.
 pub const WRITES_OPEN: u8 = 0;
@@ -26,36 +28,40 @@ const DRAIN_DEADLINE: Duration = Duration::from_secs(120);
 
 pub struct Migration {
     pub store: Store,
-    pub policy: Policy,
+    pub policy: MigrationPolicy,
     lock: tokio::sync::Mutex<()>,
     writes: AtomicU8,
     /// The target URL, for the error that refuses writes after cut-over.
     target: RwLock<Option<String>>,
 }
 
-fn err(e: StoreError) -> String {
-    match e {
-        StoreError::Scim(s) => s.detail,
-        other => other.to_string(),
-    }
-}
-
 /// What `migrate push` is given.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct PushRequest {
+    /// The target's SCIM base URL, e.g. `https://provisioning.example.com/scim/v2`.
     pub target: String,
-    pub token: String,
+    /// The target's bearer token; crosses the control socket in this field only.
+    #[serde(with = "crate::secret::exposed")]
+    pub token: Secret,
+    /// PEM CA certificate(s) to verify the target with instead of the system roots.
     pub cacert: Option<String>,
+    /// Allow a plain http:// target off loopback.
     pub allow_http: bool,
+    /// Plan only; send no writes.
     pub dry_run: bool,
 }
 
+/// What `migrate cutover` did.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CutoverReport {
+    /// The SCIM URL the identity provider must now use.
+    pub target: Option<String>,
+}
+
 impl Migration {
-    pub fn new(store: Store, policy: Policy) -> Result<Arc<Migration>, String> {
-        let state = store
-            .snapshot()
-            .and_then(|s| s.migration_state())
-            .map_err(err)?;
+    /// Loads the persisted state (a cut-over bridge refuses writes from the start).
+    pub fn new(store: Store, policy: MigrationPolicy) -> MigrateResult<Arc<Migration>> {
+        let state = store.snapshot().and_then(|s| s.migration_state())?;
         let writes = if state.phase == Phase::CutOver {
             WRITES_CUT_OVER
         } else {
@@ -85,37 +91,30 @@ impl Migration {
         }
     }
 
-    pub fn state(&self) -> Result<MigrationState, String> {
-        self.store
-            .snapshot()
-            .and_then(|s| s.migration_state())
-            .map_err(err)
+    /// The persisted state, secrets included (for the state machine only).
+    pub fn state(&self) -> MigrateResult<MigrationState> {
+        Ok(self.store.snapshot().and_then(|s| s.migration_state())?)
     }
 
-    fn client_for(state: &MigrationState) -> Result<Client, String> {
-        let url = state
-            .target
-            .as_deref()
-            .ok_or("no migration target is set")?;
+    fn client_for(state: &MigrationState) -> MigrateResult<Client> {
+        let url = state.target.as_deref().ok_or(MigrateError::NoTarget)?;
         let target = Target::parse(url, state.allow_http)?;
-        let token = state.token.clone().ok_or("no target token is stored")?;
+        let token = state.token.clone().ok_or(MigrateError::NoTargetToken)?;
         Client::new(target, token, state.cacert.as_deref().map(str::as_bytes))
     }
 
     /// Readiness report; moves `not started` to `checked` when nothing blocks.
-    pub async fn check(&self) -> Result<readiness::Report, String> {
-        let snapshot = self.store.snapshot().map_err(err)?;
-        let report = readiness::check(&snapshot, &self.policy).map_err(err)?;
+    pub async fn check(&self) -> MigrateResult<ReadinessReport> {
+        let snapshot = self.store.snapshot()?;
+        let report = readiness::check(&snapshot, &self.policy)?;
         if report.ready {
             self.store
                 .update_migration(|s| {
                     if s.phase == Phase::NotStarted {
                         s.phase = Phase::Checked;
                     }
-                    Ok(())
                 })
-                .await
-                .map_err(err)??;
+                .await?;
         }
         Ok(report)
     }
@@ -124,8 +123,8 @@ impl Migration {
     pub async fn push(
         &self,
         req: PushRequest,
-        progress: push::Progress<'_>,
-    ) -> Result<Value, String> {
+        progress: ProgressSink<'_>,
+    ) -> MigrateResult<PushOutcome> {
         let target = Target::parse(&req.target, req.allow_http)?;
         let mut client = Client::new(
             target.clone(),
@@ -135,26 +134,23 @@ impl Migration {
         let _guard = self.lock.lock().await;
         let current = self.state()?;
         if current.phase == Phase::CutOver {
-            return Err("this bridge has already cut over; there is nothing left to push".into());
+            return Err(MigrateError::AlreadyCutOver);
         }
         if let Some(t) = &current.target {
             if current.phase != Phase::NotStarted
                 && current.phase != Phase::Checked
                 && *t != target.base
             {
-                return Err(format!(
-                    "a migration to {t} is under way; run `scimbridge migrate abort` before pushing to {}",
-                    target.base
-                ));
+                return Err(MigrateError::OtherTarget {
+                    current: t.clone(),
+                    requested: target.base.clone(),
+                });
             }
         }
-        let report =
-            readiness::check(&self.store.snapshot().map_err(err)?, &self.policy).map_err(err)?;
+        let report = readiness::check(&self.store.snapshot()?, &self.policy)?;
         if !report.ready {
-            let names: Vec<String> = report.blockers.iter().map(|b| b.message.clone()).collect();
-            return Err(format!(
-                "the readiness check has blockers; run `scimbridge migrate check`:\n  {}",
-                names.join("\n  ")
+            return Err(MigrateError::NotReady(
+                report.blockers.into_iter().map(|b| b.message).collect(),
             ));
         }
         if req.dry_run {
@@ -167,11 +163,7 @@ impl Migration {
             .await;
         }
         let now = Timestamp::now();
-        let last_seq = self
-            .store
-            .snapshot()
-            .and_then(|s| s.last_event_seq())
-            .map_err(err)?;
+        let last_seq = self.store.snapshot().and_then(|s| s.last_event_seq())?;
         let base = target.base.clone();
         let r = req.clone();
         self.store
@@ -189,59 +181,50 @@ impl Migration {
                 s.allow_http = r.allow_http;
                 s.updated_at = Some(now);
                 s.last_error = None;
-                Ok(())
             })
-            .await
-            .map_err(err)??;
+            .await?;
         if let Ok(mut t) = self.target.write() {
             *t = Some(target.base.clone());
         }
         match push::push(&self.store, &mut client, &PushOptions::default(), progress).await {
-            Ok(mut summary) => {
+            Ok(outcome) => {
                 let now = Timestamp::now();
                 self.store
                     .update_migration(move |s| {
                         s.phase = Phase::Mirroring;
                         s.updated_at = Some(now);
-                        Ok(())
                     })
-                    .await
-                    .map_err(err)??;
+                    .await?;
                 // Read the target back right away and report every difference.
-                let report = self.verify_locked(&mut client, progress).await?;
-                summary["differences"] = report["differences"].clone();
-                Ok(summary)
+                let verified = self.verify_locked(&mut client, progress).await?;
+                Ok(match outcome {
+                    PushOutcome::Pushed(mut report) => {
+                        report.differences = verified.differences;
+                        PushOutcome::Pushed(report)
+                    }
+                    planned => planned,
+                })
             }
             Err(e) => {
-                let m = e.clone();
+                let m = e.to_string();
                 let _ = self
                     .store
-                    .update_migration(move |s| {
-                        s.last_error = Some(m);
-                        Ok(())
-                    })
+                    .update_migration(move |s| s.last_error = Some(m))
                     .await;
-                Err(format!(
-                    "{e}\nThe push stopped; run the same command again to resume where it stopped."
-                ))
+                Err(MigrateError::PushStopped(Box::new(e)))
             }
         }
     }
 
     /// Replays pending changes to the target (the mirror's step). Returns how many.
-    pub async fn mirror_step(&self, cached: &mut Option<MirrorClient>) -> Result<usize, String> {
+    pub async fn mirror_step(&self, cached: &mut Option<MirrorClient>) -> MigrateResult<usize> {
         let state = self.state()?;
         if !state.phase.is_mirroring() || self.writes.load(Ordering::Acquire) == WRITES_CUT_OVER {
             *cached = None;
             return Ok(0);
         }
         // Idle most of the time: look for pending events before touching the target.
-        let pending = self
-            .store
-            .snapshot()
-            .and_then(|s| s.last_event_seq())
-            .map_err(err)?
-            > state.mirror_from;
+        let pending = self.store.snapshot().and_then(|s| s.last_event_seq())? > state.mirror_from;
         if !pending {
             return Ok(0);
         }
@@ -264,32 +247,32 @@ impl Migration {
     }
 
     /// State, lag and counts for `migrate status` and the admin page.
-    pub fn status(&self) -> Result<Value, String> {
-        let snapshot = self.store.snapshot().map_err(err)?;
-        let state = snapshot.migration_state().map_err(err)?;
+    pub fn status(&self) -> MigrateResult<MigrationStatus> {
+        let snapshot = self.store.snapshot()?;
+        let state = snapshot.migration_state()?;
         let now = Timestamp::now();
-        let (behind, secs) = if state.phase.is_mirroring() || state.phase == Phase::Pushing {
+        let lag = if state.phase.is_mirroring() || state.phase == Phase::Pushing {
             push::lag(&snapshot, &state, now)?
         } else {
-            (0, 0.0)
+            Lag::default()
         };
-        Ok(json!({
-            "phase": state.phase,
-            "phaseText": state.phase.as_str(),
-            "state": state.public(),
-            "lag": {"events": behind, "seconds": secs},
-            "mapped": snapshot.mapped_count().map_err(err)?,
-        }))
+        Ok(MigrationStatus {
+            phase: state.phase,
+            phase_text: state.phase.as_str().to_owned(),
+            state: state.public(),
+            lag,
+            mapped: snapshot.mapped_count()?,
+        })
     }
 
     /// Drains the mirror, then compares the target with the directory.
-    pub async fn verify(&self, progress: push::Progress<'_>) -> Result<Value, String> {
+    pub async fn verify(&self, progress: ProgressSink<'_>) -> MigrateResult<VerifyReport> {
         let state = self.state()?;
         if !state.phase.is_mirroring() {
-            return Err(format!(
-                "verification needs a pushed migration; the migration is {}",
-                state.phase.as_str()
-            ));
+            return Err(MigrateError::WrongPhase {
+                step: Step::Verify,
+                phase: state.phase,
+            });
         }
         let _guard = self.lock.lock().await;
         let mut client = Self::client_for(&state)?;
@@ -300,8 +283,8 @@ impl Migration {
     async fn verify_locked(
         &self,
         client: &mut Client,
-        progress: push::Progress<'_>,
-    ) -> Result<Value, String> {
+        progress: ProgressSink<'_>,
+    ) -> MigrateResult<VerifyReport> {
         while push::drain(&self.store, client, 500).await? > 0 {}
         let diffs = push::verify(&self.store, client, progress).await?;
         let n = diffs.len() as u64;
@@ -313,44 +296,41 @@ impl Migration {
                     s.phase = Phase::Verified;
                     s.verified_at = Some(now);
                 }
-                Ok(())
             })
-            .await
-            .map_err(err)??;
-        Ok(json!({"differences": diffs, "count": n}))
+            .await?;
+        Ok(VerifyReport {
+            differences: diffs,
+            count: n,
+        })
     }
 
     /// Stops mirroring and returns to not started; the local directory stays the
     /// source of truth.
-    pub async fn abort(&self) -> Result<Value, String> {
+    pub async fn abort(&self) -> MigrateResult<()> {
         let _guard = self.lock.lock().await;
         let state = self.state()?;
         if state.phase == Phase::CutOver {
-            return Err("the bridge has cut over; a cut-over cannot be undone".into());
+            return Err(MigrateError::CutOverIsFinal);
         }
-        self.store.clear_map().await.map_err(err)?;
+        self.store.clear_map().await?;
         self.store
-            .update_migration(|s| {
-                *s = MigrationState::default();
-                Ok(())
-            })
-            .await
-            .map_err(err)??;
+            .update_migration(|s| *s = MigrationState::default())
+            .await?;
         if let Ok(mut t) = self.target.write() {
             *t = None;
         }
-        Ok(json!({"phase": Phase::NotStarted}))
+        Ok(())
     }
 
     /// Pauses writes, drains the mirror to zero, verifies, and flips to cut over.
     /// Irreversible. On any failure writes resume and the migration stays as it was.
-    pub async fn cutover(&self, progress: push::Progress<'_>) -> Result<Value, String> {
+    pub async fn cutover(&self, progress: ProgressSink<'_>) -> MigrateResult<CutoverReport> {
         let state = self.state()?;
         if !state.phase.is_mirroring() {
-            return Err(format!(
-                "cut-over needs a pushed, mirroring migration; the migration is {}",
-                state.phase.as_str()
-            ));
+            return Err(MigrateError::WrongPhase {
+                step: Step::Cutover,
+                phase: state.phase,
+            });
         }
         let _guard = self.lock.lock().await;
         self.writes.store(WRITES_PAUSED, Ordering::Release);
@@ -363,19 +343,16 @@ impl Migration {
                     break;
                 }
                 if tokio::time::Instant::now() > deadline {
-                    return Err(
-                        "the mirror did not catch up in time; writes resume, try again".to_owned(),
-                    );
+                    return Err(MigrateError::DrainTimeout);
                 }
             }
-            progress(json!({"phase": "drained"}));
-            let diffs = push::verify(&self.store, &mut client, progress).await?;
+            progress(Progress::Drained);
+            let mut diffs = push::verify(&self.store, &mut client, progress).await?;
             if !diffs.is_empty() {
-                return Err(format!(
-                    "verification found {} differences; not cutting over. First: {}",
-                    diffs.len(),
-                    diffs[0]
-                ));
+                return Err(MigrateError::Differences {
+                    count: diffs.len(),
+                    first: Box::new(diffs.swap_remove(0)),
+                });
             }
             let now = Timestamp::now();
             self.store
@@ -385,11 +362,11 @@ impl Migration {
                     s.differences = Some(0);
                     // The target token is no longer needed: forget it.
                     s.token = None;
-                    Ok(())
                 })
-                .await
-                .map_err(err)??;
-            Ok(json!({"phase": Phase::CutOver, "target": state.target}))
+                .await?;
+            Ok(CutoverReport {
+                target: state.target.clone(),
+            })
         }
         .await;
         match &result {
@@ -402,7 +379,7 @@ impl Migration {
 
 /// The mirror's connection to the target, with what it was made for.
 pub struct MirrorClient {
-    key: (Option<String>, Option<String>),
+    key: (Option<String>, Option<Secret>),
     client: Client,
 }
 

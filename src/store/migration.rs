@@ -2,31 +2,18 @@
 //! journal that maps local ids to the target's ids, so that a push resumes without
 //! duplicates and the mirror knows what to update.
 
-use redb::{ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
+use redb::{ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use super::{rt_code, Snapshot, Store, StoreResult, SETTINGS};
 use crate::clock::Timestamp;
 use crate::scim::schema::ResourceType;
+use crate::secret::Secret;
 
 /// (resource type, local id) → target id.
-const MIGRATION_MAP: TableDefinition<(u8, &str), &str> = TableDefinition::new("migration_map");
+pub(super) const MIGRATION_MAP: TableDefinition<(u8, &str), &str> =
+    TableDefinition::new("migration_map");
 const STATE_KEY: &str = "migration";
-
-pub(super) fn init(txn: &WriteTransaction) -> StoreResult<()> {
-    txn.open_table(MIGRATION_MAP)?;
-    Ok(())
-}
-
-pub(super) fn copy_tables(src: &redb::ReadTransaction, dst: &WriteTransaction) -> StoreResult<()> {
-    let from = src.open_table(MIGRATION_MAP)?;
-    let mut to = dst.open_table(MIGRATION_MAP)?;
-    for row in from.iter()? {
-        let (k, v) = row?;
-        to.insert(k.value(), v.value())?;
-    }
-    Ok(())
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
@@ -75,9 +62,13 @@ pub struct MigrationState {
     /// The target's SCIM base URL (normalised).
     pub target: Option<String>,
     /// The target's bearer token. Needed to keep mirroring across restarts; never
-    /// shown or logged.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub token: Option<String>,
+    /// shown or logged (`public` drops it before a status is shown).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::secret::exposed_opt"
+    )]
+    pub token: Option<Secret>,
     /// PEM of the CA to verify the target with, when not the system roots.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cacert: Option<String>,
@@ -131,19 +122,17 @@ impl Store {
     /// Replaces the migration state after `f` changed it; returns the new state.
     pub async fn update_migration(
         &self,
-        f: impl FnOnce(&mut MigrationState) -> Result<(), String> + Send + 'static,
-    ) -> StoreResult<Result<MigrationState, String>> {
+        f: impl FnOnce(&mut MigrationState) + Send + 'static,
+    ) -> StoreResult<MigrationState> {
         self.write(move |txn| {
             let mut t = txn.open_table(SETTINGS)?;
             let mut state: MigrationState = match t.get(STATE_KEY)?.map(|v| v.value().to_vec()) {
                 Some(bytes) => serde_json::from_slice(&bytes)?,
                 None => MigrationState::default(),
             };
-            if let Err(e) = f(&mut state) {
-                return Ok(Err(e));
-            }
+            f(&mut state);
             t.insert(STATE_KEY, serde_json::to_vec(&state)?.as_slice())?;
-            Ok(Ok(state))
+            Ok(state)
         })
         .await
     }

@@ -13,12 +13,13 @@
 mod admin;
 mod migration;
 mod nesting;
+mod tables;
 mod tokens;
 mod upgrade;
 
 pub use admin::{AdminPassword, SetupCode, SetupRefusal};
 pub use migration::{MigrationState, Phase};
-pub use tokens::{hex, Scope, TokenRecord};
+pub use tokens::{hex, Scope, TokenRecord, TokenState};
 pub use upgrade::{backup_path, Upgrade, FORMAT_VERSION};
 
 use std::any::Any;
@@ -28,8 +29,8 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 
 use redb::{
-    Database, MultimapTableDefinition, ReadTransaction, ReadableDatabase, ReadableMultimapTable,
-    ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction,
+    Database, MultimapTableDefinition, ReadTransaction, ReadableDatabase, ReadableTable,
+    ReadableTableMetadata, TableDefinition, WriteTransaction,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -69,7 +70,9 @@ const MAX_BATCH: usize = 256;
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// A protocol-level refusal (not found, uniqueness, precondition, bad member).
-    #[error("{0}")]
+    /// Shown as its detail alone: that is the sentence meant for a person (the
+    /// status and scimType are for SCIM clients, which get them from `http`).
+    #[error("{}", .0.detail)]
     Scim(ScimError),
     #[error("storage error: {0}")]
     Storage(String),
@@ -236,6 +239,27 @@ pub enum MembersChange {
         add: Vec<MemberRef>,
         remove: Vec<String>,
     },
+}
+
+/// The resource a write changes, and the version the client expects it to have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub rt: ResourceType,
+    pub id: String,
+    /// The client's `If-Match` (or a Bulk operation's `version`): one or more ETags
+    /// or `*`, compared weakly (RFC 7644 §3.14); a mismatch is 412 and writes nothing.
+    pub if_match: Option<String>,
+}
+
+/// An update of one resource: which, by whom, when, and whether the update function
+/// needs a group's members materialized into `attrs["members"]` (a general PATCH does;
+/// PUT and member-only PATCHes do not, so a big group is never loaded for them).
+#[derive(Debug, Clone)]
+pub struct UpdateRequest {
+    pub target: Target,
+    pub with_members: bool,
+    pub actor: Actor,
+    pub now: Timestamp,
 }
 
 /// The outcome of an update closure: the new attributes and the membership change.
@@ -443,32 +467,11 @@ impl Store {
             .map_err(|e| StoreError::Storage(format!("cannot create {}: {e}", tmp.display())))?;
         let src = snapshot.txn();
         let txn = dst.begin_write()?;
-        macro_rules! copy {
-            ($($def:expr),*) => {$({
-                let from = src.open_table($def)?;
-                let mut to = txn.open_table($def)?;
-                for row in from.iter()? {
-                    let (k, v) = row?;
-                    to.insert(k.value(), v.value())?;
-                }
-            })*};
+        for table in tables::ALL {
+            table.copy(src, &txn).map_err(|e| {
+                StoreError::Storage(format!("copying the table {}: {e}", table.name()))
+            })?;
         }
-        macro_rules! copy_multi {
-            ($($def:expr),*) => {$({
-                let from = src.open_multimap_table($def)?;
-                let mut to = txn.open_multimap_table($def)?;
-                for row in from.iter()? {
-                    let (k, values) = row?;
-                    for v in values {
-                        to.insert(k.value(), v?.value())?;
-                    }
-                }
-            })*};
-        }
-        copy!(SETTINGS, USERS, GROUPS, USER_NAMES, MEMBERS, MEMBER_OF, EVENTS);
-        copy_multi!(EXTERNAL_IDS, GROUP_NAMES, EMAILS);
-        tokens::copy_tables(src, &txn)?;
-        migration::copy_tables(src, &txn)?;
         txn.commit()?;
         drop(dst);
         let users = snapshot.count(ResourceType::User)?;
@@ -503,43 +506,21 @@ impl Store {
 
     /// Reads the current resource inside the writer's transaction, lets `f` compute
     /// the change and writes it: PUT and PATCH both go through here, so concurrent
-    /// updates of one resource cannot lose each other. `with_members` materializes a
-    /// group's members into `attrs["members"]` for `f`.
-    #[allow(clippy::too_many_arguments)]
+    /// updates of one resource cannot lose each other. Errors: 404 `Scim` when the
+    /// resource does not exist, 412 when `if_match` does not match, whatever `f`
+    /// refuses, 409 uniqueness, 400 for unknown members.
     pub async fn update(
         &self,
-        rt: ResourceType,
-        id: String,
-        if_match: Option<String>,
-        with_members: bool,
-        actor: Actor,
-        now: Timestamp,
+        req: UpdateRequest,
         f: impl FnOnce(StoredResource) -> Result<Update, ScimError> + Send + 'static,
     ) -> StoreResult<StoredResource> {
-        self.write(move |txn| {
-            update_in(
-                txn,
-                rt,
-                &id,
-                if_match.as_deref(),
-                with_members,
-                &actor,
-                now,
-                f,
-            )
-        })
-        .await
+        self.write(move |txn| update_in(txn, &req, f)).await
     }
 
-    pub async fn delete(
-        &self,
-        rt: ResourceType,
-        id: String,
-        if_match: Option<String>,
-        actor: Actor,
-        now: Timestamp,
-    ) -> StoreResult<()> {
-        self.write(move |txn| delete_in(txn, rt, &id, if_match.as_deref(), &actor, now))
+    /// Deletes a resource, its index entries and its memberships in both directions
+    /// (each group it leaves gets a new version and an `update` event).
+    pub async fn delete(&self, target: Target, actor: Actor, now: Timestamp) -> StoreResult<()> {
+        self.write(move |txn| delete_in(txn, &target, &actor, now))
             .await
     }
 }
@@ -785,17 +766,9 @@ fn init_tables(db: &Database) -> StoreResult<()> {
         if settings.get(FORMAT_KEY)?.is_none() {
             settings.insert(FORMAT_KEY, FORMAT_VERSION.to_le_bytes().as_slice())?;
         }
-        txn.open_table(USERS)?;
-        txn.open_table(GROUPS)?;
-        txn.open_table(USER_NAMES)?;
-        txn.open_multimap_table(EXTERNAL_IDS)?;
-        txn.open_multimap_table(GROUP_NAMES)?;
-        txn.open_multimap_table(EMAILS)?;
-        txn.open_table(MEMBERS)?;
-        txn.open_table(MEMBER_OF)?;
-        txn.open_table(EVENTS)?;
-        tokens::init(&txn)?;
-        migration::init(&txn)?;
+    }
+    for table in tables::ALL {
+        table.create(&txn)?;
     }
     txn.commit()?;
     Ok(())
@@ -1138,22 +1111,18 @@ fn shown_name(rt: ResourceType, attrs: &Attributes) -> Option<&str> {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn update_in(
     txn: &WriteTransaction,
-    rt: ResourceType,
-    id: &str,
-    if_match: Option<&str>,
-    with_members: bool,
-    actor: &Actor,
-    now: Timestamp,
+    req: &UpdateRequest,
     f: impl FnOnce(StoredResource) -> Result<Update, ScimError>,
 ) -> StoreResult<StoredResource> {
+    let (rt, id, with_members) = (req.target.rt, req.target.id.as_str(), req.with_members);
+    let (actor, now) = (&req.actor, req.now);
     let Some(mut current) = get_in(txn, rt, id)? else {
         return Err(ScimError::not_found(format!("{} {id} not found", rt.name())).into());
     };
-    if if_match.is_some() {
-        check_if_match(&representation_meta(txn, rt, &current)?, if_match)?;
+    if let Some(if_match) = req.target.if_match.as_deref() {
+        check_if_match(&representation_meta(txn, rt, &current)?, Some(if_match))?;
     }
     let old_keys = index_keys(rt, &current.attrs);
     let old_attrs = current.attrs.clone();
@@ -1286,17 +1255,16 @@ fn touch(txn: &WriteTransaction, rt: ResourceType, id: &str, now: Timestamp) -> 
 
 fn delete_in(
     txn: &WriteTransaction,
-    rt: ResourceType,
-    id: &str,
-    if_match: Option<&str>,
+    target: &Target,
     actor: &Actor,
     now: Timestamp,
 ) -> StoreResult<()> {
+    let (rt, id) = (target.rt, target.id.as_str());
     let Some(current) = get_in(txn, rt, id)? else {
         return Err(ScimError::not_found(format!("{} {id} not found", rt.name())).into());
     };
-    if if_match.is_some() {
-        check_if_match(&representation_meta(txn, rt, &current)?, if_match)?;
+    if let Some(if_match) = target.if_match.as_deref() {
+        check_if_match(&representation_meta(txn, rt, &current)?, Some(if_match))?;
     }
     txn.open_table(table(rt))?.remove(id)?;
     write_index(
@@ -1457,10 +1425,26 @@ impl Snapshot {
     pub fn scan(
         &self,
         rt: ResourceType,
+        f: impl FnMut(StoredResource) -> StoreResult<bool>,
+    ) -> StoreResult<()> {
+        self.scan_after(rt, None, f)
+    }
+
+    /// `scan` starting after the id `after` (from the start when `None`).
+    pub fn scan_after(
+        &self,
+        rt: ResourceType,
+        after: Option<&str>,
         mut f: impl FnMut(StoredResource) -> StoreResult<bool>,
     ) -> StoreResult<()> {
         let t = self.txn.open_table(table(rt))?;
-        for row in t.iter()? {
+        let rows = match after {
+            Some(a) => {
+                t.range::<&str>((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded))?
+            }
+            None => t.range::<&str>(..)?,
+        };
+        for row in rows {
             let (_, v) = row?;
             if !f(serde_json::from_slice(v.value())?)? {
                 break;

@@ -15,6 +15,14 @@ fn now() -> Timestamp {
     Timestamp::parse("2026-01-01T00:00:00Z").unwrap()
 }
 
+fn target(rt: ResourceType, id: &str, if_match: Option<&str>) -> Target {
+    Target {
+        rt,
+        id: id.to_owned(),
+        if_match: if_match.map(str::to_owned),
+    }
+}
+
 fn actor() -> Actor {
     Actor::system("test")
 }
@@ -109,7 +117,14 @@ fn deleting_a_user_removes_its_memberships() {
     drop(snap);
     let uid = u.id.clone();
     store
-        .write_blocking(move |txn| delete_in(txn, ResourceType::User, &uid, None, &actor(), now()))
+        .write_blocking(move |txn| {
+            delete_in(
+                txn,
+                &target(ResourceType::User, &uid, None),
+                &actor(),
+                now(),
+            )
+        })
         .unwrap();
     let snap = store.snapshot().unwrap();
     assert!(snap
@@ -167,9 +182,7 @@ fn if_match_mismatch_is_a_precondition_failure() {
         .write_blocking(move |txn| {
             delete_in(
                 txn,
-                ResourceType::User,
-                &id,
-                Some("W/\"7\""),
+                &target(ResourceType::User, &id, Some("W/\"7\"")),
                 &actor(),
                 now(),
             )
@@ -181,9 +194,7 @@ fn if_match_mismatch_is_a_precondition_failure() {
         .write_blocking(move |txn| {
             delete_in(
                 txn,
-                ResourceType::User,
-                &id,
-                Some("W/\"1\""),
+                &target(ResourceType::User, &id, Some("W/\"1\"")),
                 &actor(),
                 now(),
             )
@@ -290,12 +301,12 @@ fn change_members(store: &Store, group: &str, add: &[&str], remove: &[&str], now
         .write_blocking(move |txn| {
             update_in(
                 txn,
-                ResourceType::Group,
-                &id,
-                None,
-                false,
-                &actor(),
-                now,
+                &UpdateRequest {
+                    target: target(ResourceType::Group, &id, None),
+                    with_members: false,
+                    actor: actor(),
+                    now,
+                },
                 |c| {
                     Ok(Update {
                         attrs: c.attrs,
@@ -316,12 +327,21 @@ fn set_attrs(
 ) -> StoreResult<StoredResource> {
     let (id, a) = (id.to_owned(), attrs(a));
     store.write_blocking(move |txn| {
-        update_in(txn, rt, &id, None, false, &actor(), now, |_| {
-            Ok(Update {
-                attrs: a,
-                members: MembersChange::Keep,
-            })
-        })
+        update_in(
+            txn,
+            &UpdateRequest {
+                target: target(rt, &id, None),
+                with_members: false,
+                actor: actor(),
+                now,
+            },
+            |_| {
+                Ok(Update {
+                    attrs: a,
+                    members: MembersChange::Keep,
+                })
+            },
+        )
     })
 }
 
@@ -469,9 +489,7 @@ fn a_users_etag_and_last_modified_follow_its_groups() {
         .write_blocking(move |txn| {
             delete_in(
                 txn,
-                ResourceType::User,
-                &uid,
-                Some(&etag),
+                &target(ResourceType::User, &uid, Some(etag.as_str())),
                 &actor(),
                 at("2026-01-09T00:00:00Z"),
             )
@@ -491,9 +509,7 @@ fn deleting_a_group_moves_its_members_versions() {
         .write_blocking(move |txn| {
             delete_in(
                 txn,
-                ResourceType::Group,
-                &id,
-                None,
+                &target(ResourceType::Group, &id, None),
                 &actor(),
                 at("2026-02-01T00:00:00Z"),
             )
@@ -640,12 +656,12 @@ fn membership_changes_are_linear_in_the_request() {
         .write_blocking(move |txn| {
             update_in(
                 txn,
-                ResourceType::Group,
-                &id,
-                None,
-                false,
-                &actor(),
-                now(),
+                &UpdateRequest {
+                    target: target(ResourceType::Group, &id, None),
+                    with_members: false,
+                    actor: actor(),
+                    now: now(),
+                },
                 |c| {
                     Ok(Update {
                         attrs: c.attrs,

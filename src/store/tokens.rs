@@ -9,32 +9,10 @@ use super::{Snapshot, Store, StoreError, StoreResult};
 use crate::clock::Timestamp;
 use crate::scim::error::ScimError;
 
-const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens");
-const TOKEN_HASHES: TableDefinition<&[u8], &str> = TableDefinition::new("token_hashes");
-
-pub(super) fn copy_tables(src: &redb::ReadTransaction, dst: &WriteTransaction) -> StoreResult<()> {
-    {
-        let from = src.open_table(TOKENS)?;
-        let mut to = dst.open_table(TOKENS)?;
-        for row in from.iter()? {
-            let (k, v) = row?;
-            to.insert(k.value(), v.value())?;
-        }
-    }
-    let from = src.open_table(TOKEN_HASHES)?;
-    let mut to = dst.open_table(TOKEN_HASHES)?;
-    for row in from.iter()? {
-        let (k, v) = row?;
-        to.insert(k.value(), v.value())?;
-    }
-    Ok(())
-}
-
-pub(super) fn init(txn: &WriteTransaction) -> StoreResult<()> {
-    txn.open_table(TOKENS)?;
-    txn.open_table(TOKEN_HASHES)?;
-    Ok(())
-}
+/// token id → token record (JSON).
+pub(super) const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens");
+/// SHA-256 of the secret → token id.
+pub(super) const TOKEN_HASHES: TableDefinition<&[u8], &str> = TableDefinition::new("token_hashes");
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -67,15 +45,35 @@ pub struct TokenRecord {
     pub revoked: Option<Timestamp>,
 }
 
+/// Whether a token is accepted at a given time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenState {
+    Active,
+    Revoked,
+    Expired,
+}
+
+impl TokenState {
+    /// `active`, `revoked` or `expired`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenState::Active => "active",
+            TokenState::Revoked => "revoked",
+            TokenState::Expired => "expired",
+        }
+    }
+}
+
 impl TokenRecord {
-    /// `active`, `revoked` or `expired` at `now`.
-    pub fn state(&self, now: Timestamp) -> &'static str {
+    /// The token's state at `now`.
+    pub fn state(&self, now: Timestamp) -> TokenState {
         if self.revoked.is_some() {
-            "revoked"
+            TokenState::Revoked
         } else if self.expires.is_some_and(|e| e <= now) {
-            "expired"
+            TokenState::Expired
         } else {
-            "active"
+            TokenState::Active
         }
     }
 }

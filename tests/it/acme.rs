@@ -3,8 +3,11 @@
 //! bridge. Each test starts its own pebble on ports it chose, with its own HTTPS
 //! certificate (Debian's pebble ships none; the bridge trusts it with
 //! `--acme-ca-file`), `PEBBLE_VA_NOSLEEP=1` and the certificate lifetime the test
-//! needs. Pebble 2.4 offers no renewal information (RFC 9773); the bridge's use of it
-//! is tested against the library's types in `tls::acme`'s unit tests.
+//! needs: first issuance by TLS-ALPN-01 and by HTTP-01, a restart that orders
+//! nothing, renewal under an open connection, a refusing CA, and External Account
+//! Binding. Pebble 2.4 offers no renewal information (RFC 9773) and no rate limits;
+//! the bridge's use of both is tested against the library's types and our parsers in
+//! `tls::acme`'s unit tests.
 //!
 //! Then the `--tls files` checks: each fault named by `check-config`, refused at start,
 //! and shown as a metric.
@@ -114,7 +117,13 @@ struct PebbleOptions {
     validity_secs: u64,
     /// Names it refuses to issue for.
     blocklist: Vec<String>,
+    /// Require External Account Binding with `EAB_KID` and `EAB_KEY`.
+    eab: bool,
 }
+
+/// An External Account Binding pebble knows (its own example's key, base64url).
+const EAB_KID: &str = "kid-1";
+const EAB_KEY: &str = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W";
 
 /// pebble and pebble-challtestsrv, stopped when dropped.
 struct Pebble {
@@ -124,7 +133,8 @@ struct Pebble {
     /// The CA of pebble's own HTTPS, for `--acme-ca-file`.
     ca_file: PathBuf,
     management: String,
-    pebble: Proc,
+    pebble: Option<Proc>,
+    dns_address: String,
     _dns: Proc,
 }
 
@@ -150,38 +160,55 @@ impl Pebble {
             "httpPort": o.http_port,
             "tlsPort": o.tls_port,
             "ocspResponderURL": "",
-            "externalAccountBindingRequired": false,
+            "externalAccountBindingRequired": o.eab,
+            "externalAccountMACKeys": {EAB_KID: EAB_KEY},
             "certificateValidityPeriod": o.validity_secs,
             "domainBlocklist": o.blocklist,
         }});
-        let config_file = dir.path().join("pebble.json");
-        std::fs::write(&config_file, config.to_string()).unwrap();
-        let pebble = Proc::spawn(
-            Command::new("pebble")
-                .arg("-config")
-                .arg(&config_file)
-                .args(["-dnsserver", &format!("127.0.0.1:{dns}")])
-                .env("PEBBLE_VA_NOSLEEP", "1")
-                .env("PEBBLE_WFE_NONCEREJECT", "0"),
-        );
-        let p = Pebble {
-            dir,
+        std::fs::write(dir.path().join("pebble.json"), config.to_string()).unwrap();
+        let mut p = Pebble {
             directory: format!("https://127.0.0.1:{acme}/dir"),
             ca_file,
             management: format!("127.0.0.1:{management}"),
-            pebble,
+            pebble: None,
+            dns_address: format!("127.0.0.1:{dns}"),
             _dns: dns_server,
+            dir,
         };
-        wait_for(30, "pebble to listen", || {
-            p.pebble
-                .text()
-                .contains("ACME directory available")
-                .then_some(())
-        });
+        p.spawn();
         wait_for(10, "pebble-challtestsrv to listen", || {
             std::net::TcpStream::connect(format!("127.0.0.1:{dns_management}")).ok()
         });
         p
+    }
+
+    fn spawn(&mut self) {
+        let pebble = Proc::spawn(
+            Command::new("pebble")
+                .arg("-config")
+                .arg(self.dir.path().join("pebble.json"))
+                .args(["-dnsserver", &self.dns_address])
+                .env("PEBBLE_VA_NOSLEEP", "1")
+                .env("PEBBLE_WFE_NONCEREJECT", "0"),
+        );
+        wait_for(30, "pebble to listen", || {
+            pebble
+                .text()
+                .contains("ACME directory available")
+                .then_some(())
+        });
+        self.pebble = Some(pebble);
+    }
+
+    /// Stops pebble and starts it again on the same addresses: a CA that has forgotten
+    /// every account and order (and has a new root).
+    fn restart(&mut self) {
+        drop(self.pebble.take());
+        self.spawn();
+    }
+
+    fn log(&self) -> String {
+        self.pebble.as_ref().map(Proc::text).unwrap_or_default()
     }
 
     /// Pebble's root CA (generated at its start), written to a file in `dir`.
@@ -202,9 +229,9 @@ impl Pebble {
         path
     }
 
-    /// Orders pebble has accepted so far.
+    /// Order requests pebble has received since it started (refused ones included).
     fn orders(&self) -> usize {
-        self.pebble.text().matches("POST /order-plz").count()
+        self.log().matches("POST /order-plz").count()
     }
 }
 
@@ -367,6 +394,7 @@ fn tls_alpn_01_issues_and_a_restart_serves_the_stored_certificate_without_orderi
         http_port: free_port(),
         validity_secs: 3600,
         blocklist: vec![],
+        eab: false,
     });
     let mut s = bridge(port, &pebble, &[]);
     assert!(
@@ -464,6 +492,7 @@ fn http_01_issues_through_the_plain_listener_which_redirects_everything_else() {
         http_port,
         validity_secs: 3600,
         blocklist: vec![],
+        eab: false,
     });
     let http_listen = format!("127.0.0.1:{http_port}");
     let s = bridge(port, &pebble, &["--acme-http-listen", &http_listen]);
@@ -507,6 +536,7 @@ fn renewal_swaps_the_certificate_under_an_open_keep_alive_connection() {
         http_port: free_port(),
         validity_secs: 12,
         blocklist: vec![],
+        eab: false,
     });
     let s = bridge(port, &pebble, &[]);
     let first = wait_for_pebble_certificate(&s.addr, 60);
@@ -541,6 +571,7 @@ fn a_refusing_ca_keeps_the_old_certificate_and_the_error_is_shown() {
         http_port: free_port(),
         validity_secs: 3600,
         blocklist: vec![],
+        eab: false,
     });
     let mut s = bridge(port, &good, &[]);
     let leaf = wait_for_pebble_certificate(&s.addr, 60);
@@ -556,6 +587,7 @@ fn a_refusing_ca_keeps_the_old_certificate_and_the_error_is_shown() {
         http_port: free_port(),
         validity_secs: 3600,
         blocklist: vec![DOMAIN.to_owned()],
+        eab: false,
     });
     let dir = std::mem::replace(&mut s.dir, tempfile::tempdir().unwrap());
     drop(s);
@@ -589,10 +621,93 @@ fn a_refusing_ca_keeps_the_old_certificate_and_the_error_is_shown() {
     let cookie = admin_support::login(&c, admin_support::PASSWORD);
     let page = admin_support::text(&admin_support::get_page(&c, "/admin", &cookie));
     assert!(page.contains("Last ACME error"), "{page}");
-    assert!(page.contains("the CA refused the order"), "{page}");
+    assert!(
+        page.contains("ordering a certificate for scim.test: the CA refused"),
+        "{page}"
+    );
     assert!(page.contains("rejectedIdentifier"), "{page}");
     assert!(page.contains(DOMAIN), "{page}");
     assert!(page.contains("Pebble Intermediate"), "{page}");
+}
+
+#[test]
+fn a_changed_name_list_orders_at_once_and_a_forgotten_account_registers_again() {
+    let port = free_port();
+    let mut pebble = Pebble::start(PebbleOptions {
+        tls_port: port,
+        http_port: free_port(),
+        validity_secs: 3600,
+        blocklist: vec![],
+        eab: false,
+    });
+    let mut s = bridge(port, &pebble, &[]);
+    let first = wait_for_pebble_certificate(&s.addr, 60);
+    s.stop();
+    // The CA forgets the account; the configuration adds a name.
+    pebble.restart();
+    s.extra_args
+        .extend(["--acme-domain".to_owned(), format!("www.{DOMAIN}")]);
+    s.restart();
+    // The stored certificate is served at once, then replaced by one for both names.
+    let both = wait_for(60, "a certificate for both names", || {
+        served_leaf(&s.addr).filter(|leaf| {
+            let names = scimbridge::tls::x509::parse(leaf).unwrap().names;
+            names.contains(&DOMAIN.to_owned()) && names.contains(&format!("www.{DOMAIN}"))
+        })
+    });
+    assert_ne!(both, first);
+    assert!(
+        s.log_text()
+            .contains("the CA no longer knows our account; registering a new one"),
+        "{}",
+        s.log_text()
+    );
+    assert_eq!(
+        pebble.orders(),
+        2,
+        "after the CA's restart: one refused for the unknown account, one issued"
+    );
+}
+
+#[test]
+fn external_account_binding_is_given_to_a_ca_that_requires_it() {
+    let port = free_port();
+    let pebble = Pebble::start(PebbleOptions {
+        tls_port: port,
+        http_port: free_port(),
+        validity_secs: 3600,
+        blocklist: vec![],
+        eab: true,
+    });
+    // Without a binding the CA refuses the account: an account error, in words.
+    let mut s = bridge(port, &pebble, &[]);
+    wait_for(30, "the account refusal in /metrics", || {
+        let (_, m) = get(&s.addr, "/metrics");
+        (metric(&m, "scimbridge_acme_last_error{kind=\"account\"}") == Some(1.0)).then_some(())
+    });
+    assert!(
+        s.log_text().contains("registering an ACME account with")
+            && s.log_text().contains("externalAccountRequired"),
+        "{}",
+        s.log_text()
+    );
+    s.stop();
+    // With it, the account is registered and the certificate issued.
+    let key_file = s.data_dir().join("eab.key");
+    std::fs::write(&key_file, format!("{EAB_KEY}\n")).unwrap();
+    s.extra_args.extend([
+        "--acme-eab-kid".to_owned(),
+        EAB_KID.to_owned(),
+        "--acme-eab-hmac-key-file".to_owned(),
+        key_file.to_str().unwrap().to_owned(),
+    ]);
+    s.restart();
+    wait_for_pebble_certificate(&s.addr, 60);
+    let (_, metrics) = get(&s.addr, "/metrics");
+    assert_eq!(
+        metric(&metrics, "scimbridge_acme_last_error{kind=\"none\"}"),
+        Some(1.0)
+    );
 }
 
 // ---- --tls files ------------------------------------------------------------------

@@ -24,15 +24,21 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde_json::Value;
 
 use super::{AppState, Body, ConnInfo, Listener};
-use crate::auth::admin as creds;
+use crate::app::admin::{self as credentials, CredentialError, FirstRun};
+use crate::app::tokens::{self, IssueRequest, TokenError, TokenInfo, TokenState, MAX_TOKEN_DAYS};
+use crate::app::{Paging, Query, Resource};
 use crate::clock::Timestamp;
 use crate::config::Config;
-use crate::control::ControlRequest;
-use crate::migrate::readiness::Report;
+use crate::migrate::error::MigrateError;
+use crate::migrate::readiness::ReadinessReport;
+use crate::migrate::report::Progress;
 use crate::migrate::service::{Migration, PushRequest};
+use crate::scim::query::ListParams;
+use crate::scim::resource::Projection;
 use crate::scim::schema::ResourceType;
-use crate::store::SetupRefusal;
-use pages::Chrome;
+use crate::secret::Secret;
+use crate::store::{Scope, SetupRefusal, StoreError};
+use pages::{Chrome, JobOutcome};
 
 const COOKIE: &str = "scimbridge_admin";
 const STYLE_CSS: &str = include_str!("../../admin/static/style.css");
@@ -66,9 +72,9 @@ impl JobKind {
 struct Job {
     kind: &'static str,
     started: String,
-    progress: Option<Value>,
+    progress: Option<Progress>,
     finished: Option<String>,
-    outcome: Option<Result<Value, String>>,
+    outcome: Option<Result<JobOutcome, String>>,
 }
 
 /// The admin page's state, in memory.
@@ -79,7 +85,7 @@ pub struct AdminState {
     /// attempts cannot take every core from SCIM traffic.
     hashing: tokio::sync::Semaphore,
     /// The last readiness report (time, report).
-    last_check: Mutex<Option<(String, Report)>>,
+    last_check: Mutex<Option<(String, ReadinessReport)>>,
     /// The last background migration job.
     job: Arc<Mutex<Option<Job>>>,
     /// The SCIM URL announced at start, for when the page is served on its own
@@ -116,51 +122,52 @@ pub async fn announce(state: &AppState, admin_url: &str, scim_url: &str) {
     if !state.app.config.admin.enabled {
         return;
     }
-    if let Err(e) = state.app.store.set_admin_url(admin_url.to_owned()).await {
-        tracing::warn!(error = %e, "could not record the admin URL");
-    }
     tracing::info!("admin page: {admin_url}");
-    let snapshot = match state.app.store.snapshot() {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot read the admin settings");
-            return;
-        }
-    };
-    if !matches!(snapshot.admin_password(), Ok(None)) {
-        return;
-    }
-    let now = Timestamp::now();
-    if let Ok(Some(pending)) = snapshot.admin_setup_code() {
-        if pending.from_reset && pending.expires > now {
-            tracing::info!(
-                "no admin password is set yet; use the setup link printed by `scimbridge admin reset-password` \
-                 (or run it again for a new one)"
-            );
-            return;
-        }
-    }
-    drop(snapshot);
-    let Ok((code, hash)) = creds::new_setup_code() else {
-        tracing::warn!("the operating system's random generator failed; no admin setup code");
-        return;
-    };
-    let stored = state
-        .app
-        .store
-        .set_admin_setup_code(crate::store::SetupCode {
-            hash,
-            expires: now.saturating_add(creds::SETUP_CODE_LIFETIME),
-            from_reset: false,
-        })
-        .await;
-    match stored {
-        Ok(()) => tracing::info!(
+    match credentials::first_run(&state.app.store, admin_url.to_owned(), Timestamp::now()).await {
+        Ok(FirstRun::PasswordSet) => {}
+        Ok(FirstRun::ResetPending) => tracing::info!(
+            "no admin password is set yet; use the setup link printed by `scimbridge admin reset-password` \
+             (or run it again for a new one)"
+        ),
+        Ok(FirstRun::Issued(code)) => tracing::info!(
             "no admin password is set yet: within an hour, open {admin_url}/setup?code={} to set it \
              (the link works once; `scimbridge admin reset-password` prints a new one)",
-            code.0
+            // The log is where a first-run code is meant to be read.
+            code.expose()
         ),
-        Err(e) => tracing::warn!(error = %e, "could not store the admin setup code"),
+        Err(e) => tracing::warn!(error = %e, "no admin setup code"),
+    }
+}
+
+// ---- errors ------------------------------------------------------------------------
+
+/// The one place where the application layer's errors become page text: refusals
+/// read as they are; storage failures are logged and shown without internals.
+trait PageMessage {
+    fn page_message(self) -> String;
+}
+
+impl PageMessage for StoreError {
+    fn page_message(self) -> String {
+        super::store_error(self).detail
+    }
+}
+
+impl PageMessage for TokenError {
+    fn page_message(self) -> String {
+        match self {
+            TokenError::Store(e) => e.page_message(),
+            e => e.to_string(),
+        }
+    }
+}
+
+impl PageMessage for MigrateError {
+    fn page_message(self) -> String {
+        match self {
+            MigrateError::Store(e) => e.page_message(),
+            e => e.to_string(),
+        }
     }
 }
 
@@ -191,11 +198,11 @@ fn redirect(location: &str) -> Response<Body> {
 }
 
 /// The page for a store that cannot answer (the reason is logged by `store_error`).
-fn unavailable(e: crate::store::StoreError) -> Response<Body> {
+fn unavailable(e: StoreError) -> Response<Body> {
     refuse(
         StatusCode::SERVICE_UNAVAILABLE,
         "Unavailable",
-        &super::store_error(e).detail,
+        &e.page_message(),
     )
 }
 
@@ -389,12 +396,12 @@ async fn dispatch(state: &Arc<AppState>, req: Request<Incoming>) -> Response<Bod
             "/admin/tokens" => issue_token(state, &f, chrome("Tokens", "tokens")).await,
             "/admin/tokens/revoke" => {
                 let id = field(&f, "id").to_owned();
-                let msg = match state.app.store.revoke_token(id, Timestamp::now()).await {
+                let msg = match tokens::revoke(&state.app.store, id, Timestamp::now()).await {
                     Ok(t) => format!(
                         "Revoked the token \"{}\": its next request is refused.",
                         t.name
                     ),
-                    Err(e) => format!("Not revoked: {}", super::store_error(e).detail),
+                    Err(e) => format!("Not revoked: {}", e.page_message()),
                 };
                 state.admin.sessions.set_flash(&sid, msg);
                 redirect("/admin/tokens")
@@ -450,16 +457,6 @@ async fn dispatch(state: &Arc<AppState>, req: Request<Incoming>) -> Response<Bod
 
 // ---- setup and sign-in -------------------------------------------------------------
 
-fn password_is_set(state: &AppState) -> bool {
-    state
-        .app
-        .store
-        .snapshot()
-        .and_then(|s| s.admin_password())
-        .map(|p| p.is_some())
-        .unwrap_or(true)
-}
-
 fn setup_refused(why: SetupRefusal) -> Response<Body> {
     let text = match why {
         SetupRefusal::Expired => "This setup link has expired.",
@@ -498,16 +495,7 @@ fn throttled(wait: Duration) -> Response<Body> {
 }
 
 fn check_setup_code(state: &AppState, code: &str) -> Result<(), SetupRefusal> {
-    if code.is_empty() || code.len() > 200 {
-        return Err(SetupRefusal::Unknown);
-    }
-    let now = Timestamp::now();
-    state
-        .app
-        .store
-        .snapshot()
-        .and_then(|s| s.check_admin_setup_code(&creds::setup_code_hash(code), now))
-        .unwrap_or(Err(SetupRefusal::Unknown))
+    credentials::check_setup_code(&state.app.store, code, Timestamp::now())
 }
 
 fn setup_form(state: &AppState, req: &Request<Incoming>) -> Response<Body> {
@@ -565,18 +553,6 @@ async fn setup_submit(state: &AppState, req: Request<Incoming>) -> Response<Body
         state.admin.throttle.failure(ip, Instant::now());
         return setup_refused(why);
     }
-    let password = field(&f, "password").to_owned();
-    if let Some(problem) = creds::password_problem(&password, field(&f, "confirm")) {
-        let mut msg = problem;
-        if let Some(first) = msg.get_mut(..1) {
-            first.make_ascii_uppercase();
-        }
-        return html(
-            StatusCode::BAD_REQUEST,
-            pages::setup(code, Some(&format!("{msg}."))),
-        );
-    }
-    let now = Timestamp::now();
     let Ok(_permit) = state.admin.hashing.acquire().await else {
         return refuse(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -584,31 +560,38 @@ async fn setup_submit(state: &AppState, req: Request<Incoming>) -> Response<Body
             "The server is shutting down.",
         );
     };
-    let record = tokio::task::spawn_blocking(move || {
-        creds::hash_password(&password, now, creds::PBKDF2_ITERATIONS)
-    })
+    let password = field(&f, "password").to_owned();
+    let set = credentials::set_password(
+        &state.app.store,
+        code,
+        password,
+        field(&f, "confirm"),
+        Timestamp::now(),
+    )
     .await;
-    let Ok(Ok(record)) = record else {
-        return refuse(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Unavailable",
-            "The password could not be hashed (the random generator failed); try again.",
-        );
-    };
-    match state
-        .app
-        .store
-        .complete_admin_setup(creds::setup_code_hash(code), now, record)
-        .await
-    {
-        Ok(Ok(())) => {
+    match set {
+        Ok(()) => {
             // A new password signs everyone out.
             state.admin.sessions.clear();
             tracing::info!("the admin password was set through a setup link");
             redirect("/admin/login?setup=done")
         }
-        Ok(Err(why)) => setup_refused(why),
-        Err(e) => unavailable(e),
+        Err(CredentialError::WeakPassword(mut msg)) => {
+            if let Some(first) = msg.get_mut(..1) {
+                first.make_ascii_uppercase();
+            }
+            html(
+                StatusCode::BAD_REQUEST,
+                pages::setup(code, Some(&format!("{msg}."))),
+            )
+        }
+        Err(CredentialError::Refused(why)) => setup_refused(why),
+        Err(CredentialError::Store(e)) => unavailable(e),
+        Err(CredentialError::Random | CredentialError::Hashing) => refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Unavailable",
+            "The password could not be hashed (the random generator failed); try again.",
+        ),
     }
 }
 
@@ -623,7 +606,7 @@ fn login_form(state: &AppState, req: &Request<Incoming>) -> Response<Body> {
     };
     html(
         StatusCode::OK,
-        pages::login(None, notice, password_is_set(state)),
+        pages::login(None, notice, credentials::password_is_set(&state.app.store)),
     )
 }
 
@@ -633,31 +616,27 @@ async fn login_submit(state: &AppState, req: Request<Incoming>) -> Response<Body
         Err(refused) => return refused,
     };
     let password = field(&f, "password").to_owned();
-    let record = match state.app.store.snapshot().and_then(|s| s.admin_password()) {
-        Ok(r) => r,
-        Err(e) => return unavailable(e),
+    let Ok(_permit) = state.admin.hashing.acquire().await else {
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Unavailable",
+            "The server is shutting down.",
+        );
     };
-    let ok = match record {
-        Some(rec) => {
-            let Ok(_permit) = state.admin.hashing.acquire().await else {
-                return refuse(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "Unavailable",
-                    "The server is shutting down.",
-                );
-            };
-            tokio::task::spawn_blocking(move || creds::verify_password(&rec, &password))
-                .await
-                .unwrap_or(false)
-        }
-        None => false,
+    let ok = match credentials::verify_password(&state.app.store, password).await {
+        Ok(ok) => ok,
+        Err(e) => return unavailable(e),
     };
     if !ok {
         state.admin.throttle.failure(ip, Instant::now());
         tracing::warn!(client = %ip, "admin sign-in failed");
         return html(
             StatusCode::UNAUTHORIZED,
-            pages::login(Some("Wrong password."), None, password_is_set(state)),
+            pages::login(
+                Some("Wrong password."),
+                None,
+                credentials::password_is_set(&state.app.store),
+            ),
         );
     }
     state.admin.throttle.success(ip);
@@ -768,9 +747,8 @@ async fn dashboard(
         users,
         inactive_users,
         groups: snap.count(ResourceType::Group).unwrap_or(0),
-        active_tokens: snap
-            .tokens()
-            .map(|t| t.iter().filter(|t| t.state(now) == "active").count())
+        active_tokens: tokens::list(&state.app.store, now)
+            .map(|t| t.iter().filter(|t| t.state == TokenState::Active).count())
             .unwrap_or(0),
         requests: state.activity.recent(25),
         events: snap.recent_events(25).unwrap_or_default(),
@@ -806,78 +784,63 @@ async fn dashboard(
 // ---- tokens ------------------------------------------------------------------------
 
 fn token_rows(state: &AppState) -> Vec<pages::TokenRow> {
-    let now = Timestamp::now();
-    let mut tokens = state
-        .app
-        .store
-        .snapshot()
-        .and_then(|s| s.tokens())
-        .unwrap_or_default();
+    let mut list: Vec<TokenInfo> =
+        tokens::list(&state.app.store, Timestamp::now()).unwrap_or_default();
     // Active first, then newest first.
-    tokens.sort_by(|a, b| {
-        (a.state(now) != "active", &b.created).cmp(&(b.state(now) != "active", &a.created))
+    list.sort_by(|a, b| {
+        (a.state != TokenState::Active, &b.created)
+            .cmp(&(b.state != TokenState::Active, &a.created))
     });
-    tokens
-        .into_iter()
+    list.into_iter()
         .map(|t| pages::TokenRow {
-            state: t.state(now),
+            state: t.state.as_str(),
             last_used: state.app.pending_token_use(&t.id).or(t.last_used),
             record: t,
         })
         .collect()
 }
 
+/// The token form: a name, a scope and an optional expiry in days.
 async fn issue_token(
     state: &AppState,
     f: &HashMap<String, String>,
     chrome: Chrome<'_>,
 ) -> Response<Body> {
-    let name = field(f, "name").trim().to_owned();
-    let read_only = match field(f, "scope") {
-        "read-only" => true,
-        "read-write" | "" => false,
-        _ => {
-            return html(
-                StatusCode::BAD_REQUEST,
-                pages::tokens(
-                    &chrome,
-                    &token_rows(state),
-                    None,
-                    Some("Choose read-only or read-write."),
-                ),
-            )
-        }
+    let refused = |msg: &str| {
+        html(
+            StatusCode::BAD_REQUEST,
+            pages::tokens(&chrome, &token_rows(state), None, Some(msg)),
+        )
+    };
+    let scope = match field(f, "scope") {
+        "read-only" => Scope::ReadOnly,
+        "read-write" | "" => Scope::ReadWrite,
+        _ => return refused("Choose read-only or read-write."),
     };
     let days = field(f, "expires_days").trim();
     let expires_in_days = if days.is_empty() {
         None
     } else {
         match days.parse::<u32>() {
-            Ok(d) if (1..=3650).contains(&d) => Some(d),
+            Ok(d) if (1..=MAX_TOKEN_DAYS).contains(&d) => Some(d),
             _ => {
-                return html(
-                    StatusCode::BAD_REQUEST,
-                    pages::tokens(
-                        &chrome,
-                        &token_rows(state),
-                        None,
-                        Some("The expiry must be a whole number of days from 1 to 3650, or empty for never."),
-                    ),
-                )
+                return refused(&format!(
+                    "The expiry must be a whole number of days from 1 to {MAX_TOKEN_DAYS}, or empty for never."
+                ))
             }
         }
     };
-    let req = ControlRequest::TokenIssue {
-        name,
-        read_only,
+    let req = IssueRequest {
+        name: field(f, "name").to_owned(),
+        scope,
         expires_in_days,
     };
-    match crate::control::execute(&state.app.migration, req, &mut |_| {}).await {
-        Ok(v) => {
+    match tokens::issue(&state.app.store, req, Timestamp::now()).await {
+        Ok(t) => {
             let issued = pages::Issued {
-                name: v["token"]["name"].as_str().unwrap_or_default().to_owned(),
-                scope: if read_only { "read-only" } else { "read-write" },
-                secret: v["secret"].as_str().unwrap_or_default().to_owned(),
+                name: t.token.name,
+                scope: t.token.scope.as_str(),
+                secret: t.secret,
             };
             tracing::info!(token = %issued.name, scope = issued.scope, "SCIM token issued from the admin page");
             html(
@@ -885,15 +848,7 @@ async fn issue_token(
                 pages::tokens(&chrome, &token_rows(state), Some(&issued), None),
             )
         }
-        Err(e) => html(
-            StatusCode::BAD_REQUEST,
-            pages::tokens(
-                &chrome,
-                &token_rows(state),
-                None,
-                Some(&format!("Not issued: {e}")),
-            ),
-        ),
+        Err(e) => refused(&format!("Not issued: {}", e.page_message())),
     }
 }
 
@@ -920,85 +875,19 @@ async fn list(
 ) -> Response<Body> {
     let query = q.get("q").map(|s| s.trim().to_owned()).unwrap_or_default();
     let after = q.get("after").cloned().filter(|a| !a.is_empty());
-    let store = state.app.store.clone();
-    let (query2, after2) = (query.clone(), after.clone());
-    let found = tokio::task::spawn_blocking(move || {
-        let snap = store.snapshot()?;
-        let total = snap.count(rt)?;
-        let mut page = Vec::with_capacity(PAGE_SIZE + 1);
-        if query2.is_empty() {
-            page = snap.page_after(rt, after2.as_deref(), PAGE_SIZE + 1)?;
-        } else if let Some(filter) = search_filter(rt, &query2) {
-            snap.scan(rt, |r| {
-                if after2.as_deref().is_some_and(|a| r.id.as_str() <= a) {
-                    return Ok(true);
-                }
-                let rendered =
-                    crate::scim::resource::render(rt, &r.id, r.attrs.clone(), &r.meta, None, "");
-                if crate::scim::filter::matches(&filter, rt, &rendered) {
-                    page.push(r);
-                }
-                Ok(page.len() <= PAGE_SIZE)
-            })?;
-        }
-        let mut rows = Vec::with_capacity(page.len());
-        for r in page.iter().take(PAGE_SIZE) {
-            let s = |k: &str| {
-                r.attrs
-                    .get(k)
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_owned()
-            };
-            rows.push(match rt {
-                ResourceType::User => pages::ListRow {
-                    id: r.id.clone(),
-                    name: s("userName"),
-                    detail: {
-                        let d = s("displayName");
-                        if d.is_empty() {
-                            r.attrs
-                                .get("name")
-                                .and_then(|n| n.get("formatted"))
-                                .and_then(Value::as_str)
-                                .unwrap_or("")
-                                .to_owned()
-                        } else {
-                            d
-                        }
-                    },
-                    email: crate::migrate::readiness::main_email(&r.attrs),
-                    active: r.attrs.get("active").and_then(Value::as_bool),
-                    modified: r.meta.last_modified.clone(),
-                },
-                ResourceType::Group => pages::ListRow {
-                    id: r.id.clone(),
-                    name: s("displayName"),
-                    detail: format!("{} members", snap.references(rt, &r.id)?.len()),
-                    email: None,
-                    active: None,
-                    modified: r.meta.last_modified.clone(),
-                },
-            });
-        }
-        let next = if page.len() > PAGE_SIZE {
-            rows.last().map(|r| r.id.clone())
-        } else {
-            None
-        };
-        Ok::<_, crate::store::StoreError>((rows, next, total))
-    })
-    .await;
-    let (rows, next_after, total) = match found {
-        Ok(Ok(x)) => x,
-        Ok(Err(e)) => return unavailable(e),
-        Err(_) => {
-            return refuse(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "Error",
-                "The listing failed.",
-            )
-        }
+    let found = match (query.is_empty(), search_filter(rt, &query)) {
+        (true, _) => list_rows(state, rt, None, after.clone()).await,
+        (false, Some(f)) => list_rows(state, rt, Some(f), after.clone()).await,
+        // A search the filter language cannot express finds nothing.
+        (false, None) => Ok((Vec::new(), None)),
+    };
+    let (rows, next_after) = match found {
+        Ok(x) => x,
+        Err(e) => return unavailable(e),
+    };
+    let total = match state.app.resource_count(rt) {
+        Ok(n) => n,
+        Err(e) => return unavailable(e),
     };
     let v = pages::ListView {
         rt,
@@ -1009,6 +898,73 @@ async fn list(
         total,
     };
     html(StatusCode::OK, pages::list(&chrome, &v))
+}
+
+/// A page of list rows after the id `after`, and the id to continue after: the same
+/// query engine as the SCIM API.
+async fn list_rows(
+    state: &AppState,
+    rt: ResourceType,
+    filter: Option<crate::scim::filter::Filter>,
+    after: Option<String>,
+) -> Result<(Vec<pages::ListRow>, Option<String>), crate::store::StoreError> {
+    let q = Query {
+        rt: Some(rt),
+        params: ListParams {
+            filter,
+            sort_by: None,
+            descending: false,
+            start_index: 1,
+            count: PAGE_SIZE,
+        },
+        // A user's groups are not shown in the list.
+        projection: match rt {
+            ResourceType::User => Projection::parse(None, Some("groups")).unwrap_or_default(),
+            ResourceType::Group => Projection::default(),
+        },
+        paging: Paging::After(after),
+    };
+    let page = state.app.query(q, "").await?;
+    Ok((
+        page.resources.iter().map(list_row).collect(),
+        page.next_after,
+    ))
+}
+
+/// One row of the Users or Groups list, from the resource as a client would see it.
+fn list_row(r: &Resource) -> pages::ListRow {
+    let s = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or("").to_owned();
+    let modified = s(r.get("meta").and_then(|m| m.get("lastModified")));
+    match r.rt() {
+        ResourceType::User => {
+            let display = s(r.get("displayName"));
+            pages::ListRow {
+                id: r.id().to_owned(),
+                name: s(r.get("userName")),
+                detail: if display.is_empty() {
+                    s(r.get("name").and_then(|n| n.get("formatted")))
+                } else {
+                    display
+                },
+                email: crate::migrate::readiness::main_email(r.attributes()),
+                active: r.get("active").and_then(Value::as_bool),
+                modified,
+            }
+        }
+        ResourceType::Group => pages::ListRow {
+            id: r.id().to_owned(),
+            name: s(r.get("displayName")),
+            detail: format!(
+                "{} members",
+                r.get("members")
+                    .and_then(Value::as_array)
+                    .map_or(0, Vec::len)
+            ),
+            email: None,
+            active: None,
+            modified,
+        },
+    }
 }
 
 fn detail(state: &AppState, rt: ResourceType, id: &str, chrome: Chrome<'_>) -> Response<Body> {
@@ -1117,7 +1073,13 @@ fn percent_decode(s: &str) -> String {
 fn migration_page(state: &AppState, chrome: Chrome<'_>) -> Response<Body> {
     let status = match state.app.migration.status() {
         Ok(s) => s,
-        Err(e) => return refuse(StatusCode::SERVICE_UNAVAILABLE, "Unavailable", &e),
+        Err(e) => {
+            return refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Unavailable",
+                &e.page_message(),
+            )
+        }
     };
     let check = state.admin.last_check.lock().ok().and_then(|c| c.clone());
     let job = state.admin.job.lock().ok().and_then(|j| {
@@ -1156,11 +1118,11 @@ async fn migration_action(
                 }
                 Some(msg)
             }
-            Err(e) => Some(format!("The readiness check failed: {e}")),
+            Err(e) => Some(format!("The readiness check failed: {}", e.page_message())),
         },
         "push" => {
             let target = field(f, "target").trim().to_owned();
-            let token = field(f, "token").trim().to_owned();
+            let token = Secret::new(field(f, "token").trim());
             if target.is_empty() || token.is_empty() {
                 return Some("The push needs the target URL and its token.".into());
             }
@@ -1190,7 +1152,7 @@ async fn migration_action(
                 "Migration aborted: mirroring stopped; this bridge stays the source of truth."
                     .into(),
             ),
-            Err(e) => Some(format!("Not aborted: {e}")),
+            Err(e) => Some(format!("Not aborted: {}", e.page_message())),
         },
         _ => Some("There is no such migration action.".into()),
     }
@@ -1219,21 +1181,22 @@ fn start_job(state: &Arc<AppState>, kind: JobKind) -> String {
     let m: Arc<Migration> = state.app.migration.clone();
     tokio::spawn(async move {
         let progress_slot = slot.clone();
-        let mut progress = move |v: Value| {
+        let mut progress = move |p: Progress| {
             if let Ok(mut j) = progress_slot.lock() {
                 if let Some(j) = j.as_mut() {
-                    j.progress = Some(v);
+                    j.progress = Some(p);
                 }
             }
         };
         let outcome = match kind {
-            JobKind::Push(req) => m.push(req, &mut progress).await,
-            JobKind::Verify => m.verify(&mut progress).await,
-            JobKind::Cutover => m.cutover(&mut progress).await,
+            JobKind::Push(req) => m.push(req, &mut progress).await.map(JobOutcome::Push),
+            JobKind::Verify => m.verify(&mut progress).await.map(JobOutcome::Verify),
+            JobKind::Cutover => m.cutover(&mut progress).await.map(JobOutcome::Cutover),
         };
         if let Err(e) = &outcome {
             tracing::warn!(job = name, error = %e, "migration step from the admin page failed");
         }
+        let outcome = outcome.map_err(PageMessage::page_message);
         if let Ok(mut j) = slot.lock() {
             if let Some(j) = j.as_mut() {
                 j.finished = Some(Timestamp::now().to_rfc3339());

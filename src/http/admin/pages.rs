@@ -6,13 +6,17 @@
 use std::fmt::Write;
 use std::time::Duration;
 
-use serde_json::Value;
+use serde::Serialize;
 
 use super::activity::ScimRequestRecord;
-use crate::migrate::readiness::{Finding, Report};
+use crate::app::tokens::TokenInfo;
+use crate::migrate::readiness::{Finding, ReadinessReport};
+use crate::migrate::report::{MigrationStatus, Progress, PushOutcome, VerifyReport};
+use crate::migrate::service::CutoverReport;
 use crate::scim::resource::Reference;
 use crate::scim::schema::ResourceType;
-use crate::store::{Event, Phase, TokenRecord};
+use crate::secret::Secret;
+use crate::store::{Event, Phase};
 
 /// Escapes text for HTML element content and quoted attribute values.
 pub fn esc(s: &str) -> String {
@@ -540,7 +544,7 @@ pub fn dashboard(c: &Chrome, d: &Dashboard) -> String {
 // ---- tokens ------------------------------------------------------------------
 
 pub struct TokenRow {
-    pub record: TokenRecord,
+    pub record: TokenInfo,
     pub state: &'static str,
     pub last_used: Option<crate::clock::Timestamp>,
 }
@@ -549,7 +553,7 @@ pub struct TokenRow {
 pub struct Issued {
     pub name: String,
     pub scope: &'static str,
-    pub secret: String,
+    pub secret: Secret,
 }
 
 pub fn tokens(
@@ -568,7 +572,7 @@ pub fn tokens(
              <p class=\"copyrow\"><input id=\"secret\" class=\"mono\" readonly value=\"{}\" aria-label=\"token secret\">{}</p></section>",
             esc(&i.name),
             esc(i.scope),
-            esc(&i.secret),
+            esc(i.secret.expose()),
             copy_button("secret")
         );
     }
@@ -808,18 +812,27 @@ pub fn detail(c: &Chrome, v: &DetailView) -> String {
 
 // ---- migration ---------------------------------------------------------------
 
+/// What a finished background job produced (shown as JSON under "Result").
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum JobOutcome {
+    Push(PushOutcome),
+    Verify(VerifyReport),
+    Cutover(CutoverReport),
+}
+
 /// A background migration job as the page shows it.
 pub struct JobView {
     pub kind: &'static str,
     pub started: String,
-    pub progress: Option<Value>,
+    pub progress: Option<Progress>,
     pub finished: Option<String>,
-    pub outcome: Option<Result<Value, String>>,
+    pub outcome: Option<Result<JobOutcome, String>>,
 }
 
 pub struct MigrationView {
-    pub status: Value,
-    pub check: Option<(String, Report)>,
+    pub status: MigrationStatus,
+    pub check: Option<(String, ReadinessReport)>,
     pub job: Option<JobView>,
 }
 
@@ -842,30 +855,23 @@ fn findings(title: &str, class: &str, list: &[Finding]) -> String {
         let _ = write!(
             o,
             "<div class=\"finding {class}\" data-code=\"{}\"><p><b>{}</b> <small>{}</small></p>",
-            esc(&f.code),
+            esc(f.code.as_str()),
             esc(&f.message),
-            esc(&f.code)
+            esc(f.code.as_str())
         );
         if !f.subjects.is_empty() {
             o.push_str("<div class=\"scroll\"><table><thead><tr><th>Type</th><th>Name</th><th>Email</th></tr></thead><tbody>");
             for s in f.subjects.iter().take(100) {
                 let _ = write!(
                     o,
-                    "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
-                    esc(&s.resource_type),
-                    match s.resource_type.as_str() {
-                        "User" | "Group" => format!(
-                            "<a href=\"/admin/{}/{}\">{}</a>",
-                            if s.resource_type == "User" {
-                                "users"
-                            } else {
-                                "groups"
-                            },
-                            url_param(&s.id),
-                            esc(&s.name)
-                        ),
-                        _ => esc(&s.name),
+                    "<tr><td>{}</td><td><a href=\"/admin/{}/{}\">{}</a></td><td>{}</td></tr>",
+                    esc(s.resource_type.name()),
+                    match s.resource_type {
+                        ResourceType::User => "users",
+                        ResourceType::Group => "groups",
                     },
+                    url_param(&s.id),
+                    esc(&s.name),
                     esc(s.email.as_deref().unwrap_or(""))
                 );
             }
@@ -883,15 +889,15 @@ fn findings(title: &str, class: &str, list: &[Finding]) -> String {
     o
 }
 
-fn pretty(v: &Value) -> String {
+fn pretty(v: &impl Serialize) -> String {
     serde_json::to_string_pretty(v).unwrap_or_default()
 }
 
 pub fn migration(c: &Chrome, v: &MigrationView) -> String {
     let st = &v.status;
-    let phase: Phase = serde_json::from_value(st["phase"].clone()).unwrap_or_default();
-    let state = &st["state"];
-    let target = state["target"].as_str();
+    let phase = st.phase;
+    let state = &st.state;
+    let target = state.target.as_deref();
     let mut o = String::new();
     if phase == Phase::CutOver {
         o.push_str(&decommission(target));
@@ -939,8 +945,7 @@ pub fn migration(c: &Chrome, v: &MigrationView) -> String {
     o.push_str("</section>");
 
     // Push and mirror.
-    let p = &state["progress"];
-    let n = |v: &Value| v.as_u64().unwrap_or(0);
+    let p = &state.progress;
     let _ = write!(
         o,
         "<section class=\"card\"><h2>2. Push and mirror</h2><table class=\"facts\"><tbody>\
@@ -949,16 +954,16 @@ pub fn migration(c: &Chrome, v: &MigrationView) -> String {
          <tr><th>Created / updated</th><td>{} / {}</td></tr>\
          <tr><th>Mirror lag</th><td>{} events, {:.1} s</td></tr>",
         target.map(esc).unwrap_or_else(|| "none yet".into()),
-        n(&p["users_done"]),
-        n(&p["users_total"]),
-        n(&p["groups_done"]),
-        n(&p["groups_total"]),
-        n(&p["created"]),
-        n(&p["updated"]),
-        n(&st["lag"]["events"]),
-        st["lag"]["seconds"].as_f64().unwrap_or(0.0)
+        p.users_done,
+        p.users_total,
+        p.groups_done,
+        p.groups_total,
+        p.created,
+        p.updated,
+        st.lag.events,
+        st.lag.seconds
     );
-    if let Some(e) = state["lastError"].as_str() {
+    if let Some(e) = state.last_error.as_deref() {
         let _ = write!(
             o,
             "<tr><th>Last error</th><td class=\"bad\">{}</td></tr>",
@@ -996,7 +1001,7 @@ pub fn migration(c: &Chrome, v: &MigrationView) -> String {
                     ": <span class=\"pill warn\">running</span> — reload this page for progress.</p>{}",
                     j.progress
                         .as_ref()
-                        .map(|p| format!("<pre class=\"json\">{}</pre>", esc(&pretty(p))))
+                        .map(|p| format!("<pre class=\"json\">{}</pre>", esc(&p.to_string())))
                         .unwrap_or_default()
                 );
             }
@@ -1021,8 +1026,8 @@ pub fn migration(c: &Chrome, v: &MigrationView) -> String {
 
     // Verify, abort, cut over.
     if phase != Phase::CutOver {
-        let diffs = state["differences"]
-            .as_u64()
+        let diffs = state
+            .differences
             .map(|d| format!("Last verification: {d} differences."))
             .unwrap_or_else(|| "Not verified yet.".into());
         let _ = write!(

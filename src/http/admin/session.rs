@@ -13,7 +13,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::auth::admin::random_string;
-use crate::auth::{hash_secret, secrets_equal};
+use crate::auth::hash_secret;
+use crate::secret::equal as secrets_equal;
 
 /// A session ends after this long without a request.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);

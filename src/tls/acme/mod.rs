@@ -32,10 +32,9 @@ use crate::config::AcmeConfig;
 use client::{CaClient, RetryAfter};
 use storage::Storage;
 
-/// Let's Encrypt's production directory, the default.
-pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
-/// Let's Encrypt's staging directory (`--acme-staging`): untrusted certificates, high limits.
-pub const LETS_ENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
+// The directory defaults belong to the configuration (`[tls.acme] directory`);
+// named here too for the ACME code and its tests.
+pub use crate::config::{LETS_ENCRYPT, LETS_ENCRYPT_STAGING};
 
 /// The first retry after a failure waits this long; each further failure doubles it.
 const FIRST_RETRY: Duration = Duration::from_secs(30);
@@ -266,24 +265,29 @@ impl Failed {
         }
     }
 
-    /// `doing` completes "the CA …" (e.g. "refused the order").
-    fn from_acme(doing: &str, e: instant_acme::Error) -> Failed {
+    /// A library error met while `step` ("ordering a certificate for …"), in words.
+    fn from_acme(step: &str, e: instant_acme::Error) -> Failed {
         use instant_acme::Error as E;
-        match e {
-            E::Api(p) => Failed::new(problem_kind(&p), format!("{doing}: {}", problem_words(&p))),
-            E::Timeout(_) => Failed::new(
+        let (kind, cause) = match e {
+            E::Api(p) => (
+                problem_kind(&p),
+                format!("the CA refused: {}", problem_words(&p)),
+            ),
+            E::Timeout(_) => (
                 AcmeErrorKind::Timeout,
-                format!("{doing}: the CA did not finish in {ORDER_TIMEOUT:?}"),
+                format!("the CA did not finish within {ORDER_TIMEOUT:?}"),
             ),
-            E::Hyper(_) | E::Http(_) | E::Other(_) | E::InvalidUri(_) => {
-                Failed::new(AcmeErrorKind::Network, format!("{doing}: {}", chain(&e)))
-            }
-            E::Json(_) => Failed::new(
+            E::Hyper(_) | E::Http(_) | E::Other(_) | E::InvalidUri(_) => (
                 AcmeErrorKind::Network,
-                format!("{doing}: the CA's answer is not ACME ({e}); check the directory URL"),
+                format!("the CA could not be reached: {}", chain(&e)),
             ),
-            other => Failed::new(AcmeErrorKind::Other, format!("{doing}: {}", chain(&other))),
-        }
+            E::Json(_) => (
+                AcmeErrorKind::Network,
+                format!("the CA's answer is not ACME ({e}); check the directory URL"),
+            ),
+            other => (AcmeErrorKind::Other, chain(&other)),
+        };
+        Failed::new(kind, format!("{step}: {cause}"))
     }
 }
 
@@ -609,10 +613,7 @@ impl Acme {
             .map_err(|e| Failed::new(AcmeErrorKind::Storage, format!("{e:#}")))?;
         let account = match stored {
             Some(credentials) => builder.from_credentials(credentials).await.map_err(|e| {
-                Failed::from_acme(
-                    &format!("the ACME directory {directory} could not be read"),
-                    e,
-                )
+                Failed::from_acme(&format!("reading the ACME directory {directory}"), e)
             })?,
             None => {
                 let contact = self.cfg.email.as_ref().map(|e| format!("mailto:{e}"));
@@ -638,7 +639,7 @@ impl Acme {
                     .await
                     .map_err(|e| {
                         Failed::from_acme(
-                            &format!("the CA at {directory} refused to register an account"),
+                            &format!("registering an ACME account with {directory}"),
                             e,
                         )
                     })?;
@@ -702,7 +703,8 @@ impl Acme {
         }
         let mut order = account.new_order(&new_order).await.map_err(|e| {
             let unknown = is_unknown_account(&e);
-            (Failed::from_acme("the CA refused the order", e), unknown)
+            let step = format!("ordering a certificate for {}", self.cfg.domains.join(", "));
+            (Failed::from_acme(&step, e), unknown)
         })?;
         let kind = if self.cfg.http_listen.is_some() {
             ChallengeType::Http01
@@ -713,7 +715,7 @@ impl Acme {
         while let Some(authz) = authorizations.next().await {
             let mut authz = authz.map_err(|e| {
                 (
-                    Failed::from_acme("the CA's authorization could not be read", e),
+                    Failed::from_acme("reading the order's authorizations", e),
                     false,
                 )
             })?;
@@ -762,7 +764,7 @@ impl Acme {
                 (
                     Failed::from_acme(
                         &format!(
-                            "the CA did not accept the {} challenge for {name}",
+                            "answering the {} challenge for {name}",
                             challenge_name(&kind)
                         ),
                         e,
@@ -774,7 +776,7 @@ impl Acme {
         let retries = RetryPolicy::new().timeout(ORDER_TIMEOUT);
         let status = order.poll_ready(&retries).await.map_err(|e| {
             (
-                Failed::from_acme("the CA did not validate the order", e),
+                Failed::from_acme("waiting for the CA to validate the names", e),
                 false,
             )
         })?;
@@ -802,16 +804,14 @@ impl Acme {
         })?;
         order.finalize_csr(csr.der()).await.map_err(|e| {
             (
-                Failed::from_acme("the CA refused the certificate request", e),
+                Failed::from_acme("sending the certificate request", e),
                 false,
             )
         })?;
-        let chain_pem = order.poll_certificate(&retries).await.map_err(|e| {
-            (
-                Failed::from_acme("the CA did not issue the certificate", e),
-                false,
-            )
-        })?;
+        let chain_pem = order
+            .poll_certificate(&retries)
+            .await
+            .map_err(|e| (Failed::from_acme("downloading the certificate", e), false))?;
         let key_pem = key.serialize_pem();
         let ck =
             super::files::certified_key(chain_pem.as_bytes(), key_pem.as_bytes()).map_err(|e| {
@@ -961,9 +961,21 @@ mod tests {
         .unwrap();
         assert_eq!(problem_kind(&p), AcmeErrorKind::RateLimited);
         assert_eq!(problem_words(&p), "too many certificates (rateLimited)");
-        let f = Failed::from_acme("the CA refused the order", instant_acme::Error::Api(p));
+        let f = Failed::from_acme("ordering a certificate", instant_acme::Error::Api(p));
         assert_eq!(f.kind, AcmeErrorKind::RateLimited);
-        assert!(f.message.starts_with("the CA refused the order: too many"));
+        assert_eq!(
+            f.message,
+            "ordering a certificate: the CA refused: too many certificates (rateLimited)"
+        );
+        let f = Failed::from_acme(
+            "reading the ACME directory https://ca.example/dir",
+            instant_acme::Error::Other("connection refused".into()),
+        );
+        assert_eq!(f.kind, AcmeErrorKind::Network);
+        assert_eq!(
+            f.message,
+            "reading the ACME directory https://ca.example/dir: the CA could not be reached: connection refused"
+        );
         for (t, k) in [
             ("rejectedIdentifier", AcmeErrorKind::Rejected),
             ("incorrectResponse", AcmeErrorKind::Challenge),

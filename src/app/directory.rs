@@ -1,0 +1,352 @@
+//! Directory operations: every change or read of Users and Groups that a client can
+//! ask for is one `Operation` (RFC 7644 §3.3 create, §3.4.1 get, §3.4.2 query, §3.5.1
+//! replace, §3.5.2 patch, §3.6 delete), executed by `App::execute`, answered with a
+//! typed `Outcome`. The SCIM endpoints and Bulk build Operations from their requests
+//! and render Outcomes; neither calls the other. This file owns the steps between the
+//! request and the store: normalising the client's representation, splitting off a
+//! group's members, choosing the membership delta for member-only PATCHes, and
+//! rendering stored resources (meta, references, projection). It knows neither HTTP
+//! nor redb.
+
+use serde_json::Value;
+
+use super::query::{self, Page, Query};
+use super::render::{refs_attr, render, Resource};
+use super::App;
+use crate::clock::Timestamp;
+use crate::scim::error::{ScimError, ScimResult};
+use crate::scim::patch;
+use crate::scim::resource::{
+    check_request_limits, normalize, normalize_value, Attributes, Projection,
+};
+use crate::scim::schema::ResourceType;
+use crate::store::{
+    Actor, MemberRef, MembersChange, Snapshot, StoreResult, StoredResource, Target, Update,
+    UpdateRequest,
+};
+
+/// One directory request, already parsed from its edge's wire form.
+#[derive(Debug, Clone)]
+pub enum Operation {
+    /// Create a resource from the client's representation (`POST /Users`).
+    Create {
+        rt: ResourceType,
+        resource: Value,
+        projection: Projection,
+    },
+    /// Replace a resource's attributes (`PUT`); a group's `members` are replaced too.
+    Replace {
+        target: Target,
+        resource: Value,
+        projection: Projection,
+    },
+    /// Apply a PatchOp request body (`PATCH`, RFC 7644 §3.5.2).
+    Patch {
+        target: Target,
+        request: Value,
+        projection: Projection,
+    },
+    Delete {
+        target: Target,
+    },
+    /// Read one resource; `if_none_match` (ETags or `*`) answers `NotModified` when
+    /// the current version is among them.
+    Get {
+        rt: ResourceType,
+        id: String,
+        if_none_match: Option<String>,
+        projection: Projection,
+    },
+    Query(Query),
+}
+
+/// What an operation did.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// The resource as created, changed or read.
+    Resource(Written),
+    Deleted,
+    /// `Get` whose `if_none_match` holds the current version.
+    NotModified {
+        version: String,
+    },
+    Page(Page),
+}
+
+/// A resource after an operation.
+#[derive(Debug, Clone)]
+pub struct Written {
+    pub id: String,
+    /// Weak ETag of this version, `W/"n"` (RFC 7644 §3.14).
+    pub version: String,
+    /// Its URL (`meta.location`): the base URL, the endpoint and the id.
+    pub location: String,
+    /// Its representation, projected as the operation asked.
+    pub resource: Resource,
+}
+
+impl App {
+    /// Executes one directory operation for `actor`. `base` is the SCIM base URL
+    /// (no trailing slash) for `meta.location` and `$ref`. Errors: `StoreError::Scim`
+    /// for refusals the client must see (400 invalid input, 404, 409 uniqueness, 412
+    /// version mismatch), other `StoreError`s when storage fails.
+    pub async fn execute(&self, op: Operation, actor: &Actor, base: &str) -> StoreResult<Outcome> {
+        let now = Timestamp::now();
+        match op {
+            Operation::Create {
+                rt,
+                resource,
+                projection,
+            } => {
+                let mut attrs = self.admitted(rt, &resource, now)?;
+                let members = take_members(&mut attrs)?.unwrap_or_default();
+                let stored = self
+                    .store
+                    .create(rt, attrs, members, actor.clone(), now)
+                    .await?;
+                self.written(rt, stored, &projection, base)
+                    .map(Outcome::Resource)
+            }
+            Operation::Replace {
+                target,
+                resource,
+                projection,
+            } => {
+                let rt = target.rt;
+                let mut attrs = self.admitted(rt, &resource, now)?;
+                let members = take_members(&mut attrs)?;
+                let req = update_request(target, false, actor, now);
+                let stored = self
+                    .store
+                    .update(req, move |_current| {
+                        let members = match rt {
+                            ResourceType::Group => MembersChange::Set(members.unwrap_or_default()),
+                            ResourceType::User => MembersChange::Keep,
+                        };
+                        Ok(Update { attrs, members })
+                    })
+                    .await?;
+                self.written(rt, stored, &projection, base)
+                    .map(Outcome::Resource)
+            }
+            Operation::Patch {
+                target,
+                request,
+                projection,
+            } => {
+                let rt = target.rt;
+                let stored = self.patch(target, &request, actor, now).await?;
+                self.written(rt, stored, &projection, base)
+                    .map(Outcome::Resource)
+            }
+            Operation::Delete { target } => {
+                self.store.delete(target, actor.clone(), now).await?;
+                Ok(Outcome::Deleted)
+            }
+            Operation::Get {
+                rt,
+                id,
+                if_none_match,
+                projection,
+            } => self.get(rt, &id, if_none_match.as_deref(), &projection, base),
+            Operation::Query(q) => self.query(q, base).await.map(Outcome::Page),
+        }
+    }
+
+    /// Runs a list query on one snapshot (see `query::run` for its errors).
+    pub async fn query(&self, q: Query, base: &str) -> StoreResult<Page> {
+        // A scan can take long: keep it off the async workers.
+        let (store, base) = (self.store.clone(), base.to_owned());
+        tokio::task::spawn_blocking(move || query::run(&store.snapshot()?, &q, &base))
+            .await
+            .map_err(|_| ScimError::internal())?
+    }
+
+    /// Normalizes a POST/PUT body (or Bulk data) after checking it against the request
+    /// limits, and applies the unknown-attribute policy (refuse, or drop and count).
+    fn admitted(
+        &self,
+        rt: ResourceType,
+        resource: &Value,
+        now: Timestamp,
+    ) -> ScimResult<Attributes> {
+        check_request_limits(resource, &self.config.limits.request())?;
+        let normalized = normalize(rt, resource)?;
+        self.unknown.admit(rt, &normalized.unknown, now)?;
+        Ok(normalized.attrs)
+    }
+
+    /// Number of resources of a type in the directory.
+    pub fn resource_count(&self, rt: ResourceType) -> StoreResult<u64> {
+        self.store.snapshot()?.count(rt)
+    }
+
+    async fn patch(
+        &self,
+        target: Target,
+        request: &Value,
+        actor: &Actor,
+        now: Timestamp,
+    ) -> StoreResult<StoredResource> {
+        let rt = target.rt;
+        check_request_limits(request, &self.config.limits.request())?;
+        let ops = patch::parse_request(request)?;
+        // Adding or removing members of a large group must not cost the group's size:
+        // such PATCHes change the membership rows directly.
+        if let Some(delta) = patch::member_delta(rt, &ops) {
+            let def = rt
+                .schema()
+                .attr("members")
+                .ok_or_else(ScimError::internal)?;
+            let mut holder = Attributes::new();
+            let (added, unknown) = normalize_value(def, &Value::Array(delta.add))?;
+            self.unknown.admit(rt, &unknown, now)?;
+            if let Some(v) = added {
+                holder.insert("members".into(), v);
+            }
+            let add = take_members(&mut holder)?.unwrap_or_default();
+            let remove = delta.remove;
+            let req = update_request(target, false, actor, now);
+            return self
+                .store
+                .update(req, move |current| {
+                    Ok(Update {
+                        attrs: current.attrs,
+                        members: MembersChange::Delta { add, remove },
+                    })
+                })
+                .await;
+        }
+        let req = update_request(target, true, actor, now);
+        let ledger = self.unknown.clone();
+        self.store
+            .update(req, move |current| {
+                let mut resource = current.attrs;
+                resource.insert("id".into(), Value::String(current.id.clone()));
+                let mut unknown = patch::apply(rt, &mut resource, &ops)?;
+                let normalized = normalize(rt, &Value::Object(resource))?;
+                unknown.extend(normalized.unknown);
+                ledger.admit(rt, &unknown, now)?;
+                let mut attrs = normalized.attrs;
+                let members = match rt {
+                    ResourceType::Group => {
+                        MembersChange::Set(take_members(&mut attrs)?.unwrap_or_default())
+                    }
+                    ResourceType::User => MembersChange::Keep,
+                };
+                Ok(Update { attrs, members })
+            })
+            .await
+    }
+
+    fn get(
+        &self,
+        rt: ResourceType,
+        id: &str,
+        if_none_match: Option<&str>,
+        projection: &Projection,
+        base: &str,
+    ) -> StoreResult<Outcome> {
+        let snapshot = self.store.snapshot()?;
+        let Some(mut r) = snapshot.get(rt, id)? else {
+            return Err(ScimError::not_found(format!("{} {id} not found", rt.name())).into());
+        };
+        // A user's version follows its groups (direct and indirect).
+        snapshot.derive_meta(rt, &mut r)?;
+        let version = r.meta.etag();
+        if let Some(inm) = if_none_match {
+            if inm
+                .split(',')
+                .map(str::trim)
+                .any(|t| t == "*" || t == version)
+            {
+                return Ok(Outcome::NotModified { version });
+            }
+        }
+        written(&snapshot, rt, r, projection, base).map(Outcome::Resource)
+    }
+
+    /// A write's result rendered from a fresh snapshot (it shows the write).
+    fn written(
+        &self,
+        rt: ResourceType,
+        stored: StoredResource,
+        projection: &Projection,
+        base: &str,
+    ) -> StoreResult<Written> {
+        written(&self.store.snapshot()?, rt, stored, projection, base)
+    }
+}
+
+fn written(
+    snapshot: &Snapshot,
+    rt: ResourceType,
+    mut r: StoredResource,
+    projection: &Projection,
+    base: &str,
+) -> StoreResult<Written> {
+    snapshot.derive_meta(rt, &mut r)?;
+    let version = r.meta.etag();
+    let id = r.id.clone();
+    let full = render(
+        snapshot,
+        rt,
+        r,
+        projection.includes(rt, refs_attr(rt)),
+        base,
+    )?;
+    let location = full
+        .get("meta")
+        .and_then(|m| m.get("location"))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    Ok(Written {
+        id,
+        version,
+        location,
+        resource: Resource { rt, full }.project(projection),
+    })
+}
+
+fn update_request(
+    target: Target,
+    with_members: bool,
+    actor: &Actor,
+    now: Timestamp,
+) -> UpdateRequest {
+    UpdateRequest {
+        target,
+        with_members,
+        actor: actor.clone(),
+        now,
+    }
+}
+
+/// Takes `members` out of normalized Group attributes as member references.
+fn take_members(attrs: &mut Attributes) -> ScimResult<Option<Vec<MemberRef>>> {
+    let Some(list) = attrs.remove("members") else {
+        return Ok(None);
+    };
+    let items = list.as_array().cloned().unwrap_or_default();
+    let mut out = Vec::with_capacity(items.len());
+    for m in items {
+        let Some(id) = m.get("value").and_then(Value::as_str) else {
+            return Err(ScimError::invalid_value(
+                "each member needs a \"value\" with the member's id",
+            ));
+        };
+        let rt = match m.get("type").and_then(Value::as_str) {
+            None => None,
+            Some(t) => Some(ResourceType::from_name(t).ok_or_else(|| {
+                ScimError::invalid_value(format!("member type \"{t}\" is not User or Group"))
+            })?),
+        };
+        out.push(MemberRef {
+            id: id.to_owned(),
+            rt,
+            display: m.get("display").and_then(Value::as_str).map(str::to_owned),
+        });
+    }
+    Ok(Some(out))
+}

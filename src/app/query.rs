@@ -1,0 +1,457 @@
+//! The query engine: runs a list query (RFC 7644 §3.4.2) on one read snapshot. It
+//! asks the SCIM core for the index plan of the filter (`scim::query::plan`), fetches
+//! the candidates from the store's indexes or scans the resource type, rewrites
+//! Entra's membership check into membership-table lookups, evaluates the filter on
+//! the rendered resource, and pages (by start index, or after a cursor id) and sorts.
+//! Memory is bounded by the page, except for sorted queries, which keep the matches.
+//! SCIM list responses, `.search` and the admin page's lists all come through here.
+//! It knows neither HTTP nor redb.
+
+use std::borrow::Cow;
+
+use serde_json::{Map, Value};
+
+use super::render::{refs_attr, render, with_references, Resource};
+use crate::scim::error::ScimError;
+use crate::scim::filter::{self, Filter};
+use crate::scim::query::{self, ListParams, Lookup};
+use crate::scim::resource::Projection;
+use crate::scim::schema::ResourceType;
+use crate::store::{Snapshot, StoreResult, StoredResource};
+
+/// A list query: which resources, which page, which attributes.
+#[derive(Debug, Clone)]
+pub struct Query {
+    /// The resource type listed; `None` lists every type (`POST /.search` at the
+    /// root, RFC 7644 §3.4.3).
+    pub rt: Option<ResourceType>,
+    /// Filter, sort, start index and count, validated by `ListParams::parse`.
+    pub params: ListParams,
+    /// `attributes` / `excludedAttributes` (RFC 7644 §3.9).
+    pub projection: Projection,
+    pub paging: Paging,
+}
+
+/// How a query pages through its matches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Paging {
+    /// RFC 7644 §3.4.2.4: `params.start_index` (1-based) and `params.count`; the
+    /// total number of matches is counted.
+    Index,
+    /// The first `params.count` matches whose id sorts after the given one (from the
+    /// start when `None`), in id order: cost bounded by the page, whatever the page's
+    /// depth, and no total. Only for one resource type and without `sortBy`.
+    After(Option<String>),
+}
+
+/// One page of a query's matches.
+#[derive(Debug, Clone)]
+pub struct Page {
+    /// All matches (`totalResults`); `None` with `Paging::After`, which stops after
+    /// the page instead of counting.
+    pub total: Option<usize>,
+    /// The 1-based index of the first resource (`startIndex`; 1 with a cursor).
+    pub start_index: usize,
+    /// The page, projected as asked.
+    pub resources: Vec<Resource>,
+    /// With `Paging::After`: the id to continue after when more matches follow.
+    pub next_after: Option<String>,
+}
+
+/// Runs `q` on `snapshot`. `base` is the SCIM base URL for `meta.location` and
+/// `$ref`. Errors: 400 `invalidFilter` for a filter the resource type does not
+/// support, 400 `invalidValue` for cursor paging over several types or with a sort;
+/// storage errors as `StoreError`.
+pub(crate) fn run(snapshot: &Snapshot, q: &Query, base: &str) -> StoreResult<Page> {
+    let types: Vec<ResourceType> = match q.rt {
+        Some(rt) => vec![rt],
+        None => ResourceType::ALL.to_vec(),
+    };
+    if let (Some(f), [rt]) = (&q.params.filter, types.as_slice()) {
+        filter::validate(f, *rt)?;
+    }
+    match &q.paging {
+        Paging::Index => index_page(snapshot, &types, q, base),
+        Paging::After(after) => match (q.rt, &q.params.sort_by) {
+            (Some(rt), None) => after_page(snapshot, rt, after.as_deref(), q, base),
+            _ => Err(ScimError::invalid_value(
+                "paging after an id needs one resource type and no sortBy",
+            )
+            .into()),
+        },
+    }
+}
+
+/// Index paging: counts every match, keeps the page (or, sorted, every match).
+fn index_page(
+    snapshot: &Snapshot,
+    types: &[ResourceType],
+    q: &Query,
+    base: &str,
+) -> StoreResult<Page> {
+    let p = &q.params;
+    let start = p.start_index - 1;
+    let end = start.saturating_add(p.count);
+    let sorting = p.sort_by.is_some();
+    // Unfiltered and unsorted over one type: the table knows the total, so the scan
+    // stops after the page.
+    let known_total = match types {
+        [rt] if p.filter.is_none() && !sorting => Some(snapshot.count(*rt)? as usize),
+        _ => None,
+    };
+    let mut matched = 0usize;
+    let mut page: Vec<Resource> = Vec::new();
+    for &rt in types {
+        let eval = Evaluator::new(snapshot, rt, q, base);
+        candidates(snapshot, rt, p.filter.as_ref(), None, &mut |r| {
+            let Some(m) = eval.matching(r, sorting)? else {
+                return Ok(true);
+            };
+            if sorting || (matched >= start && matched < end) {
+                page.push(eval.finish(m)?);
+            }
+            matched += 1;
+            Ok(known_total.is_none() || matched < end)
+        })?;
+    }
+    if let Some(path) = &p.sort_by {
+        let mut all: Vec<(ResourceType, Map<String, Value>)> =
+            page.into_iter().map(|r| (r.rt, r.full)).collect();
+        query::sort(&mut all, path, p.descending);
+        page = all
+            .into_iter()
+            .skip(start)
+            .take(p.count)
+            .map(|(rt, full)| Resource { rt, full })
+            .collect();
+    }
+    let resources = page.into_iter().map(|r| r.project(&q.projection)).collect();
+    Ok(Page {
+        total: Some(known_total.unwrap_or(matched)),
+        start_index: p.start_index,
+        resources,
+        next_after: None,
+    })
+}
+
+/// Cursor paging: the matches after `after`, in id order, one more looked at to know
+/// whether a next page exists.
+fn after_page(
+    snapshot: &Snapshot,
+    rt: ResourceType,
+    after: Option<&str>,
+    q: &Query,
+    base: &str,
+) -> StoreResult<Page> {
+    let count = q.params.count;
+    let eval = Evaluator::new(snapshot, rt, q, base);
+    let mut page: Vec<Resource> = Vec::new();
+    let mut more = false;
+    candidates(snapshot, rt, q.params.filter.as_ref(), after, &mut |r| {
+        let Some(m) = eval.matching(r, false)? else {
+            return Ok(true);
+        };
+        if page.len() == count {
+            more = true;
+            return Ok(false);
+        }
+        page.push(eval.finish(m)?);
+        Ok(true)
+    })?;
+    let next_after = if more {
+        page.last().map(|r| r.id().to_owned())
+    } else {
+        None
+    };
+    Ok(Page {
+        total: None,
+        start_index: 1,
+        resources: page.into_iter().map(|r| r.project(&q.projection)).collect(),
+        next_after,
+    })
+}
+
+/// Feeds `f` the resources of `rt` that the filter may match, in id order: the
+/// index plan's candidates when the filter has one, else every resource. Only ids
+/// after `after` are considered. Stops when `f` returns false.
+fn candidates(
+    snapshot: &Snapshot,
+    rt: ResourceType,
+    filter: Option<&Filter>,
+    after: Option<&str>,
+    f: &mut dyn FnMut(StoredResource) -> StoreResult<bool>,
+) -> StoreResult<()> {
+    match filter.and_then(|f| query::plan(f, rt)) {
+        Some(lookup) => {
+            let mut ids = execute(snapshot, rt, &lookup)?;
+            ids.sort();
+            ids.dedup();
+            for id in ids {
+                if after.is_some_and(|a| id.as_str() <= a) {
+                    continue;
+                }
+                if let Some(r) = snapshot.get(rt, &id)? {
+                    if !f(r)? {
+                        break;
+                    }
+                }
+            }
+            Ok(())
+        }
+        None => snapshot.scan_after(rt, after, f),
+    }
+}
+
+/// Runs an index plan: the candidate ids (unsorted, possibly repeated).
+fn execute(snapshot: &Snapshot, rt: ResourceType, lookup: &Lookup) -> StoreResult<Vec<String>> {
+    Ok(match lookup {
+        Lookup::Id(id) => vec![id.clone()],
+        Lookup::UserName(n) => snapshot.find_by_user_name(n)?.into_iter().collect(),
+        Lookup::ExternalId(e) => snapshot.find_by_external_id(rt, e)?,
+        Lookup::GroupName(n) => snapshot.find_groups_by_name(n)?,
+        Lookup::Email(e) => snapshot.find_users_by_email(e)?,
+        Lookup::All(parts) => {
+            let mut sets = parts.iter().map(|p| execute(snapshot, rt, p));
+            let mut acc = match sets.next() {
+                Some(s) => s?,
+                None => Vec::new(),
+            };
+            for s in sets {
+                let s = s?;
+                acc.retain(|id| s.contains(id));
+            }
+            acc
+        }
+        Lookup::Any(parts) => {
+            let mut acc = Vec::new();
+            for p in parts {
+                acc.extend(execute(snapshot, rt, p)?);
+            }
+            acc
+        }
+    })
+}
+
+/// A candidate that passed the filter: rendered when the filter needed it.
+enum Match {
+    Stored(StoredResource),
+    Rendered {
+        full: Map<String, Value>,
+        with_refs: bool,
+        id: String,
+    },
+}
+
+/// Decides, for one resource type, whether a candidate matches, rendering it (and
+/// loading its references) only as far as the filter and the page need.
+struct Evaluator<'a> {
+    snapshot: &'a Snapshot,
+    rt: ResourceType,
+    filter: Option<&'a Filter>,
+    /// The filter names `members` (Group) or `groups` (User).
+    refs_in_filter: bool,
+    /// The projection returns `members` / `groups`.
+    wants_refs: bool,
+    base: &'a str,
+}
+
+impl<'a> Evaluator<'a> {
+    fn new(snapshot: &'a Snapshot, rt: ResourceType, q: &'a Query, base: &'a str) -> Self {
+        let filter = q.params.filter.as_ref();
+        Evaluator {
+            snapshot,
+            rt,
+            filter,
+            refs_in_filter: filter.is_some_and(|f| query::mentions(f, refs_attr(rt))),
+            wants_refs: q.projection.includes(rt, refs_attr(rt)),
+            base,
+        }
+    }
+
+    /// The candidate if the filter matches it. `keep_rendered`: render it even
+    /// without a filter (a sorted query sorts rendered resources).
+    fn matching(&self, r: StoredResource, keep_rendered: bool) -> StoreResult<Option<Match>> {
+        let Some(f) = self.filter else {
+            if !keep_rendered {
+                return Ok(Some(Match::Stored(r)));
+            }
+            let id = r.id.clone();
+            let full = render(self.snapshot, self.rt, r, self.wants_refs, self.base)?;
+            return Ok(Some(Match::Rendered {
+                full,
+                with_refs: self.wants_refs,
+                id,
+            }));
+        };
+        // Evaluate without loading references when the filter can do without: a
+        // group's `members[value eq "X"]` becomes one membership-table lookup.
+        let resolved: Option<Cow<'_, Filter>> = if !self.refs_in_filter {
+            Some(Cow::Borrowed(f))
+        } else if self.rt == ResourceType::Group {
+            let mut err = None;
+            let resolved = query::resolve_member_checks(f, &mut |m| {
+                self.snapshot.is_member(&r.id, m).unwrap_or_else(|e| {
+                    err = Some(e);
+                    false
+                })
+            });
+            if let Some(e) = err {
+                return Err(e);
+            }
+            resolved.map(Cow::Owned)
+        } else {
+            None
+        };
+        let (with_refs, filter) = match resolved {
+            Some(r) => (keep_rendered && self.wants_refs, r),
+            None => (true, Cow::Borrowed(f)),
+        };
+        let id = r.id.clone();
+        let full = render(self.snapshot, self.rt, r, with_refs, self.base)?;
+        Ok(
+            filter::matches(&filter, self.rt, &full).then_some(Match::Rendered {
+                full,
+                with_refs,
+                id,
+            }),
+        )
+    }
+
+    /// The match rendered with the references the projection wants.
+    fn finish(&self, m: Match) -> StoreResult<Resource> {
+        let full = match m {
+            Match::Stored(r) => render(self.snapshot, self.rt, r, self.wants_refs, self.base)?,
+            Match::Rendered {
+                mut full,
+                with_refs,
+                id,
+            } => {
+                if self.wants_refs && !with_refs {
+                    with_references(self.snapshot, self.rt, &mut full, &id, self.base)?;
+                }
+                full
+            }
+        };
+        Ok(Resource { rt: self.rt, full })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::Timestamp;
+    use crate::store::{Actor, Store, StoreOptions};
+    use serde_json::json;
+
+    fn store_with_users(n: usize) -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db.redb"), &StoreOptions::default()).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        for i in 0..n {
+            let attrs = json!({"userName": format!("u{i:02}@example.com"), "active": i % 2 == 0});
+            rt.block_on(store.create(
+                ResourceType::User,
+                attrs.as_object().unwrap().clone(),
+                vec![],
+                Actor::system("test"),
+                Timestamp::now(),
+            ))
+            .unwrap();
+        }
+        (dir, store)
+    }
+
+    fn query(filter: Option<&str>, count: usize, paging: Paging) -> Query {
+        Query {
+            rt: Some(ResourceType::User),
+            params: ListParams::parse(filter, None, None, None, Some(&count.to_string()), 10, 100)
+                .unwrap(),
+            projection: Projection::default(),
+            paging,
+        }
+    }
+
+    fn names(page: &Page) -> Vec<String> {
+        page.resources
+            .iter()
+            .map(|r| r.get("userName").unwrap().as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn cursor_pages_follow_id_order_without_a_total() {
+        let (_d, store) = store_with_users(7);
+        let snap = store.snapshot().unwrap();
+        let first = run(&snap, &query(None, 3, Paging::After(None)), "").unwrap();
+        assert_eq!(
+            names(&first),
+            ["u00@example.com", "u01@example.com", "u02@example.com"]
+        );
+        assert_eq!(first.total, None);
+        let next = first.next_after.clone().unwrap();
+        assert_eq!(next, first.resources[2].id());
+        let second = run(&snap, &query(None, 3, Paging::After(Some(next))), "").unwrap();
+        assert_eq!(names(&second)[0], "u03@example.com");
+        let last = run(
+            &snap,
+            &query(None, 3, Paging::After(second.next_after.clone())),
+            "",
+        )
+        .unwrap();
+        assert_eq!(names(&last), ["u06@example.com"]);
+        assert_eq!(last.next_after, None);
+    }
+
+    #[test]
+    fn cursor_pages_apply_the_filter() {
+        let (_d, store) = store_with_users(9);
+        let snap = store.snapshot().unwrap();
+        let q = |after| query(Some("active eq true"), 2, Paging::After(after));
+        let first = run(&snap, &q(None), "").unwrap();
+        assert_eq!(names(&first), ["u00@example.com", "u02@example.com"]);
+        let second = run(&snap, &q(first.next_after.clone()), "").unwrap();
+        assert_eq!(names(&second), ["u04@example.com", "u06@example.com"]);
+        let third = run(&snap, &q(second.next_after.clone()), "").unwrap();
+        assert_eq!(names(&third), ["u08@example.com"]);
+        assert_eq!(third.next_after, None);
+        // An indexed filter pages the same way.
+        let one = query(
+            Some("userName eq \"u05@example.com\""),
+            2,
+            Paging::After(None),
+        );
+        assert_eq!(names(&run(&snap, &one, "").unwrap()), ["u05@example.com"]);
+    }
+
+    #[test]
+    fn index_paging_counts_every_match() {
+        let (_d, store) = store_with_users(9);
+        let snap = store.snapshot().unwrap();
+        let mut q = query(Some("active eq false"), 2, Paging::Index);
+        q.params.start_index = 2;
+        let page = run(&snap, &q, "").unwrap();
+        assert_eq!(page.total, Some(4));
+        assert_eq!(names(&page), ["u03@example.com", "u05@example.com"]);
+        let all = run(&snap, &query(None, 0, Paging::Index), "").unwrap();
+        assert_eq!(all.total, Some(9));
+        assert!(all.resources.is_empty());
+    }
+
+    #[test]
+    fn a_cursor_with_a_sort_or_several_types_is_refused() {
+        let (_d, store) = store_with_users(1);
+        let snap = store.snapshot().unwrap();
+        let mut sorted = query(None, 2, Paging::After(None));
+        sorted.params.sort_by = Some(crate::scim::path::AttrPath::parse("userName").unwrap());
+        let mut every_type = query(None, 2, Paging::After(None));
+        every_type.rt = None;
+        for q in [sorted, every_type] {
+            match run(&snap, &q, "") {
+                Err(crate::store::StoreError::Scim(e)) => assert_eq!(e.status, 400),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+}

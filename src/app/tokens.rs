@@ -1,0 +1,205 @@
+//! SCIM bearer tokens as the admin page, the control socket and the CLI manage them:
+//! issue (name rules, scope, expiry of at most `MAX_TOKEN_DAYS`), list (with each
+//! token's state at a given time) and revoke. Typed requests, results and errors;
+//! the secret of a new token is a `Secret`, shown once by the edge that asked.
+//! Knows neither HTTP nor the control wire nor redb (it calls the store's typed API).
+
+use serde::{Deserialize, Serialize};
+
+use crate::clock::Timestamp;
+use crate::secret::Secret;
+pub use crate::store::TokenState;
+use crate::store::{Scope, Store, StoreError, TokenRecord};
+
+/// Longest token lifetime in days (ten years); also keeps the date arithmetic in range.
+pub const MAX_TOKEN_DAYS: u32 = 3650;
+/// Longest token name, in bytes.
+pub const MAX_NAME_BYTES: usize = 100;
+
+/// A token as shown to an admin: never its secret or hash. Its JSON form is what
+/// `token list --json` prints.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenInfo {
+    pub id: String,
+    pub name: String,
+    pub scope: Scope,
+    pub state: TokenState,
+    pub created: Timestamp,
+    pub last_used: Option<Timestamp>,
+    pub expires: Option<Timestamp>,
+    pub revoked: Option<Timestamp>,
+}
+
+impl TokenInfo {
+    /// The record as seen at `now`.
+    pub fn at(t: TokenRecord, now: Timestamp) -> TokenInfo {
+        TokenInfo {
+            state: t.state(now),
+            id: t.id,
+            name: t.name,
+            scope: t.scope,
+            created: t.created,
+            last_used: t.last_used,
+            expires: t.expires,
+            revoked: t.revoked,
+        }
+    }
+}
+
+/// What `token issue` asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IssueRequest {
+    /// 1 to 100 printable characters (trimmed), unique among active tokens.
+    pub name: String,
+    pub scope: Scope,
+    /// Days until the token expires (at most `MAX_TOKEN_DAYS`); `None`: never.
+    pub expires_in_days: Option<u32>,
+}
+
+/// A token just issued, with its secret: the only time the secret exists outside
+/// the caller's hands (only its SHA-256 is stored).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IssuedToken {
+    pub token: TokenInfo,
+    /// Crosses the control socket in this field only.
+    #[serde(with = "crate::secret::exposed")]
+    pub secret: Secret,
+}
+
+/// Why a token operation was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("the token name must be 1 to {MAX_NAME_BYTES} printable characters")]
+    InvalidName,
+    #[error("a token may expire in at most {MAX_TOKEN_DAYS} days")]
+    TooLong,
+    #[error("the operating system's random generator failed")]
+    Random,
+    /// The store refused (a duplicate active name, no such token) or failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Issues a token: checks the name and expiry, generates 256 random bits, stores
+/// the record with the secret's SHA-256.
+pub async fn issue(
+    store: &Store,
+    req: IssueRequest,
+    now: Timestamp,
+) -> Result<IssuedToken, TokenError> {
+    let name = req.name.trim().to_owned();
+    if name.is_empty() || name.len() > MAX_NAME_BYTES || name.chars().any(char::is_control) {
+        return Err(TokenError::InvalidName);
+    }
+    if req.expires_in_days.is_some_and(|d| d > MAX_TOKEN_DAYS) {
+        return Err(TokenError::TooLong);
+    }
+    let expires = req
+        .expires_in_days
+        .map(|d| now.saturating_add(time::Duration::days(i64::from(d))));
+    let (record, secret, hash) =
+        crate::auth::new_token(&name, req.scope, now, expires).map_err(|_| TokenError::Random)?;
+    let record = store.add_token(record, hash).await?;
+    Ok(IssuedToken {
+        token: TokenInfo::at(record, now),
+        secret,
+    })
+}
+
+/// Every token (revoked and expired ones too), in the store's order.
+pub fn list(store: &Store, now: Timestamp) -> Result<Vec<TokenInfo>, TokenError> {
+    let tokens = store.snapshot().and_then(|s| s.tokens())?;
+    Ok(tokens.into_iter().map(|t| TokenInfo::at(t, now)).collect())
+}
+
+/// Revokes the active token with this name (or id); the next request with it is
+/// refused.
+pub async fn revoke(
+    store: &Store,
+    name_or_id: String,
+    now: Timestamp,
+) -> Result<TokenInfo, TokenError> {
+    let record = store.revoke_token(name_or_id, now).await?;
+    Ok(TokenInfo::at(record, now))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(&d.path().join("db"), &Default::default()).unwrap();
+        (d, s)
+    }
+
+    fn req(name: &str, days: Option<u32>) -> IssueRequest {
+        IssueRequest {
+            name: name.into(),
+            scope: Scope::ReadWrite,
+            expires_in_days: days,
+        }
+    }
+
+    fn at(text: &str) -> Timestamp {
+        Timestamp::parse(text).unwrap()
+    }
+
+    #[tokio::test]
+    async fn names_and_lifetimes_follow_the_rules() {
+        let (_d, s) = store();
+        for bad in ["", "   ", "a\u{7}b", &"x".repeat(101)] {
+            let e = issue(&s, req(bad, None), at("2024-05-01T10:00:00Z"))
+                .await
+                .unwrap_err();
+            assert!(matches!(e, TokenError::InvalidName), "{bad:?}: {e}");
+        }
+        let e = issue(
+            &s,
+            req("idp", Some(MAX_TOKEN_DAYS + 1)),
+            at("2024-05-01T10:00:00Z"),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(e.to_string(), "a token may expire in at most 3650 days");
+        let t = issue(&s, req("  idp ", Some(1)), at("2024-05-01T10:00:00Z"))
+            .await
+            .unwrap();
+        assert_eq!(t.token.name, "idp");
+        assert_eq!(t.token.expires, Some(at("2024-05-02T10:00:00Z")));
+        assert_eq!(t.token.state, TokenState::Active);
+        assert_eq!(format!("{:?}", t.secret), "Secret(***)");
+        let dup = issue(&s, req("idp", None), at("2024-05-01T10:00:00Z"))
+            .await
+            .unwrap_err();
+        assert!(dup.to_string().contains("already exists"), "{dup}");
+    }
+
+    #[tokio::test]
+    async fn state_follows_expiry_and_revocation() {
+        let (_d, s) = store();
+        issue(&s, req("a", Some(1)), at("2024-05-01T10:00:00Z"))
+            .await
+            .unwrap();
+        issue(&s, req("b", None), at("2024-05-01T10:00:00Z"))
+            .await
+            .unwrap();
+        let later = at("2024-05-03T00:00:00Z");
+        let states: Vec<(String, TokenState)> = list(&s, later)
+            .unwrap()
+            .into_iter()
+            .map(|t| (t.name, t.state))
+            .collect();
+        assert!(states.contains(&("a".into(), TokenState::Expired)));
+        assert!(states.contains(&("b".into(), TokenState::Active)));
+        let r = revoke(&s, "b".into(), later).await.unwrap();
+        assert_eq!(r.state, TokenState::Revoked);
+        let e = revoke(&s, "b".into(), later).await.unwrap_err();
+        assert!(e.to_string().contains("no active token named"), "{e}");
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["state"], "revoked");
+        assert_eq!(json["scope"], "read-write");
+        assert!(json.get("lastUsed").is_some());
+    }
+}

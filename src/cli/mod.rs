@@ -1,0 +1,273 @@
+//! The command line: the clap definitions (one variant per command, here) and the
+//! commands, one file per group (`token`, `migrate`, `data` for export, import and
+//! backup, `admin`). Each command sends a typed request to the running server over
+//! the control socket, or runs it on the database when no server runs (`local`),
+//! and renders the typed reply. `serve` hands over to the server bootstrap
+//! (`crate::server`). Flags have `SCIMBRIDGE_*` environment equivalents; both
+//! override the config file.
+
+mod admin;
+mod data;
+mod local;
+mod migrate;
+mod token;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{self, Config, Overrides, TlsMode};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "scimbridge",
+    version,
+    about = "A self-hosted SCIM 2.0 bridge: a TLS SCIM server with embedded storage"
+)]
+pub struct Cli {
+    /// TOML configuration file (see config/scimbridge.toml).
+    #[arg(long, global = true, env = "SCIMBRIDGE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Directory holding the database and the generated certificate [default: ./scimbridge-data].
+    #[arg(long, global = true, env = "SCIMBRIDGE_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the SCIM server.
+    Serve(ServeArgs),
+    /// Issue, list and revoke SCIM bearer tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Validate the configuration and print the result.
+    CheckConfig(ServeArgs),
+    /// Move the directory to a hosted provisioning service.
+    #[command(subcommand)]
+    Migrate(MigrateCommand),
+    /// Export the whole directory as one versioned, checksummed file (docs/EXPORT_FORMAT.md).
+    Export {
+        /// Output file, or - for stdout.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Restore an export file into an empty bridge.
+    Import {
+        /// The export file.
+        file: PathBuf,
+    },
+    /// The admin page's password.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+    /// Write a consistent copy of the database while the server keeps serving.
+    Backup {
+        /// The backup file to write (replaced atomically if it exists).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+}
+
+#[derive(Debug, Args, Default)]
+pub struct ServeArgs {
+    /// Address of the SCIM listener [default: 127.0.0.1:8443].
+    #[arg(long, env = "SCIMBRIDGE_LISTEN", value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// self-signed (generated on first start), files (--tls-cert/--tls-key), acme (--acme-domain,
+    /// a certificate from Let's Encrypt or another ACME CA) or off (behind a TLS proxy).
+    #[arg(long, env = "SCIMBRIDGE_TLS", value_name = "MODE")]
+    pub tls: Option<String>,
+    /// PEM certificate chain for --tls files.
+    #[arg(long, env = "SCIMBRIDGE_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls files.
+    #[arg(long, env = "SCIMBRIDGE_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// Externally visible base URL, e.g. https://scim.example.com (used in resource locations).
+    #[arg(long, env = "SCIMBRIDGE_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<String>,
+    /// human or json.
+    #[arg(long, env = "SCIMBRIDGE_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<String>,
+    /// Require this bearer token on /metrics (environment only, to keep it out of `ps`).
+    #[arg(skip = std::env::var("SCIMBRIDGE_METRICS_TOKEN").ok().map(crate::secret::Secret::new))]
+    pub metrics_token: Option<crate::secret::Secret>,
+    /// Serve the admin page on this address instead of the SCIM listener, e.g. 127.0.0.1:9443.
+    #[arg(long, env = "SCIMBRIDGE_ADMIN_LISTEN", value_name = "ADDR")]
+    pub admin_listen: Option<String>,
+    /// Serve the admin page at /admin [default: true].
+    #[arg(long, env = "SCIMBRIDGE_ADMIN_ENABLED", value_name = "BOOL")]
+    pub admin_enabled: Option<bool>,
+    #[command(flatten)]
+    pub acme: config::AcmeSection,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Print a one-time link (valid for an hour) to set a new admin password; the
+    /// current password keeps working until the new one is set.
+    ResetPassword,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Issue a new token; the secret is printed once, alone on the last line of stdout.
+    Issue {
+        /// A name for the token, e.g. the identity provider that uses it.
+        #[arg(long)]
+        name: String,
+        /// The token may read but not write (writes answer 403).
+        #[arg(long)]
+        read_only: bool,
+        /// Expire the token after this many days.
+        #[arg(long, value_name = "DAYS")]
+        expires_in: Option<u32>,
+    },
+    /// List tokens (never their secrets).
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token by name; takes effect on the next request.
+    Revoke { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MigrateCommand {
+    /// Readiness report; exits non-zero when something blocks a migration.
+    Check {
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Push the directory into the target SCIM endpoint, then keep mirroring changes.
+    /// Run it again after an interruption: it resumes without duplicates.
+    Push {
+        /// The target's SCIM base URL, e.g. https://provisioning.example.com/scim/v2.
+        #[arg(long, value_name = "URL")]
+        to: String,
+        /// File holding the target's bearer token (kept out of the process list).
+        #[arg(long, value_name = "FILE")]
+        token_file: PathBuf,
+        /// PEM CA certificate(s) to verify the target with, instead of the system roots.
+        #[arg(long, value_name = "FILE")]
+        cacert: Option<PathBuf>,
+        /// Print the plan (creates and updates) and send no writes.
+        #[arg(long)]
+        dry_run: bool,
+        /// Allow a plain http:// target that is not on loopback.
+        #[arg(long)]
+        allow_http: bool,
+    },
+    /// Where the migration stands: state, push progress, mirror lag.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Read the target back and report every difference from the directory.
+    Verify {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop mirroring and return to "not started" (only before cut-over).
+    Abort,
+    /// Drain the mirror, verify, and stop accepting SCIM writes for good.
+    Cutover {
+        /// Required: the cut-over cannot be undone.
+        #[arg(long)]
+        confirm_irreversible: bool,
+    },
+}
+
+impl Cli {
+    fn overrides(&self, serve: Option<&ServeArgs>) -> Overrides {
+        let s = serve.cloned_args();
+        Overrides {
+            data_dir: self.data_dir.clone(),
+            listen: s.listen,
+            public_url: s.public_url,
+            tls: s.tls,
+            tls_cert: s.tls_cert,
+            tls_key: s.tls_key,
+            log_format: s.log_format,
+            metrics_token: s.metrics_token,
+            admin_listen: s.admin_listen,
+            admin_enabled: s.admin_enabled,
+            acme: s.acme,
+        }
+    }
+
+    fn load(&self, serve: Option<&ServeArgs>) -> Result<Config> {
+        config::load(self.config.as_deref(), &self.overrides(serve))
+    }
+}
+
+trait ClonedArgs {
+    fn cloned_args(&self) -> ServeArgs;
+}
+
+impl ClonedArgs for Option<&ServeArgs> {
+    fn cloned_args(&self) -> ServeArgs {
+        match self {
+            Some(a) => ServeArgs {
+                listen: a.listen.clone(),
+                tls: a.tls.clone(),
+                tls_cert: a.tls_cert.clone(),
+                tls_key: a.tls_key.clone(),
+                public_url: a.public_url.clone(),
+                log_format: a.log_format.clone(),
+                metrics_token: a.metrics_token.clone(),
+                admin_listen: a.admin_listen.clone(),
+                admin_enabled: a.admin_enabled,
+                acme: a.acme.clone(),
+            },
+            None => ServeArgs::default(),
+        }
+    }
+}
+
+/// Runs one command; the exit code is 0, or 2 when a report found a problem
+/// (`migrate check` blockers, `migrate verify` differences). Errors are printed by
+/// `main` (exit code 1).
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    match &cli.command {
+        Command::Serve(args) => {
+            crate::server::run(cli.load(Some(args))?).map(|()| ExitCode::SUCCESS)
+        }
+        Command::CheckConfig(args) => check_config(&cli.load(Some(args))?),
+        Command::Token(cmd) => token::run(&cli.load(None)?, cmd),
+        Command::Migrate(cmd) => migrate::run(&cli.load(None)?, cmd),
+        Command::Admin(AdminCommand::ResetPassword) => admin::reset_password(&cli.load(None)?),
+        Command::Export { out } => data::export(&cli.load(None)?, out),
+        Command::Import { file } => data::import(&cli.load(None)?, file),
+        Command::Backup { out } => data::backup(&cli.load(None)?, out),
+    }
+}
+
+/// `check-config`: the configuration loads, and the certificate files (if any) read.
+fn check_config(cfg: &Config) -> Result<ExitCode> {
+    for w in crate::tls::check_config(cfg)? {
+        println!("warning: {w}");
+    }
+    println!(
+        "configuration OK: data_dir={} listen={} tls={} admin={}",
+        cfg.data_dir.display(),
+        cfg.listen,
+        match &cfg.tls {
+            TlsMode::SelfSigned => "self-signed".to_owned(),
+            TlsMode::Files { cert, .. } => format!("files ({})", cert.display()),
+            TlsMode::Acme(a) => format!("acme ({}; {})", a.domains.join(", "), a.directory),
+            TlsMode::Off => "off".to_owned(),
+        },
+        match (cfg.admin.enabled, cfg.admin.listen) {
+            (false, _) => "off".to_owned(),
+            (true, None) => "on the SCIM listener".to_owned(),
+            (true, Some(a)) => format!("on {a}"),
+        }
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,92 @@
+//! `token issue|list|revoke`: SCIM bearer tokens, rendered from the typed replies.
+//! `issue` prints the secret alone on stdout (so `TOKEN=$(scimbridge token issue
+//! --name x)` works) and its explanation on stderr.
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+
+use super::local::{request, unexpected};
+use super::TokenCommand;
+use crate::app::tokens::{IssueRequest, TokenInfo};
+use crate::config::Config;
+use crate::control::wire::{Reply, Request};
+use crate::store::Scope;
+
+pub fn run(cfg: &Config, cmd: &TokenCommand) -> Result<ExitCode> {
+    match cmd {
+        TokenCommand::Issue {
+            name,
+            read_only,
+            expires_in,
+        } => {
+            let req = Request::TokenIssue(IssueRequest {
+                name: name.clone(),
+                scope: if *read_only {
+                    Scope::ReadOnly
+                } else {
+                    Scope::ReadWrite
+                },
+                expires_in_days: *expires_in,
+            });
+            let t = match request(cfg, req, &mut |_| {})? {
+                Reply::TokenIssued(t) => t,
+                other => return Err(unexpected(other)),
+            };
+            eprintln!(
+                "Issued the {} token \"{}\"{}. Copy it now: it is shown only once and stored only as a hash.",
+                t.token.scope.as_str(),
+                t.token.name,
+                t.token
+                    .expires
+                    .map(|e| format!(", expiring {e}"))
+                    .unwrap_or_default()
+            );
+            // The one place the CLI shows a secret: the token just issued.
+            println!("{}", t.secret.expose());
+        }
+        TokenCommand::List { json } => {
+            let tokens = match request(cfg, Request::TokenList, &mut |_| {})? {
+                Reply::Tokens(t) => t,
+                other => return Err(unexpected(other)),
+            };
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&tokens)?);
+            } else {
+                print!("{}", table(&tokens));
+            }
+        }
+        TokenCommand::Revoke { name } => {
+            let req = Request::TokenRevoke { name: name.clone() };
+            let t = match request(cfg, req, &mut |_| {})? {
+                Reply::TokenRevoked(t) => t,
+                other => return Err(unexpected(other)),
+            };
+            println!("revoked the token \"{}\"", t.name);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `token list` for a terminal.
+fn table(tokens: &[TokenInfo]) -> String {
+    if tokens.is_empty() {
+        return "no tokens; issue one with: scimbridge token issue --name NAME\n".into();
+    }
+    let mut out = format!(
+        "{:<24} {:<10} {:<8} {:<24} {:<24} EXPIRES\n",
+        "NAME", "SCOPE", "STATE", "CREATED", "LAST USED"
+    );
+    for t in tokens {
+        out.push_str(&format!(
+            "{:<24} {:<10} {:<8} {:<24} {:<24} {}\n",
+            t.name,
+            t.scope.as_str(),
+            t.state.as_str(),
+            t.created.to_string(),
+            t.last_used.map_or("never".into(), |t| t.to_string()),
+            t.expires.map_or("never".into(), |t| t.to_string())
+        ));
+    }
+    out
+}

@@ -1,0 +1,321 @@
+//! The server side of the control socket: binds `data_dir/control.sock` (mode
+//! 0600), reads one request line per connection, runs it on the application layer
+//! (`execute`, which the CLI also runs on the database directly when no server is
+//! up) and writes progress lines and the answer. Export, backup and import stream
+//! their data. Typed errors become the wire's `Error` line in one place
+//! (`ExecError` → `Response`). Knows nothing of HTTP.
+
+use std::path::Path;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+
+use super::wire::{self, BackupDone, Imported, Reply, Request, Response};
+use crate::app::admin::{self as credentials, CredentialError};
+use crate::app::tokens::{self, TokenError};
+use crate::app::App;
+use crate::clock::Timestamp;
+use crate::migrate::error::MigrateError;
+use crate::migrate::export::ExportError;
+use crate::migrate::report::{Progress, ProgressSink};
+use crate::store::{Store, StoreError};
+
+/// Every way a control request can fail.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    #[error(transparent)]
+    Credential(#[from] CredentialError),
+    #[error(transparent)]
+    Migrate(#[from] MigrateError),
+    #[error(transparent)]
+    Export(#[from] ExportError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The request cannot be run this way (a streaming request through `execute`,
+    /// a bad request line).
+    #[error("{0}")]
+    Request(String),
+    /// Receiving an import failed.
+    #[error("{0}")]
+    Io(String),
+}
+
+/// The one place where a failed request becomes a wire line.
+impl From<ExecError> for Response {
+    fn from(e: ExecError) -> Response {
+        Response::Error {
+            message: e.to_string(),
+        }
+    }
+}
+
+/// Runs one (non-streaming) request; `progress` receives intermediate reports of
+/// long ones.
+pub async fn execute(
+    app: &App,
+    req: Request,
+    progress: ProgressSink<'_>,
+) -> Result<Reply, ExecError> {
+    let (store, m) = (&app.store, &app.migration);
+    let now = Timestamp::now();
+    Ok(match req {
+        Request::TokenIssue(r) => Reply::TokenIssued(tokens::issue(store, r, now).await?),
+        Request::TokenList => Reply::Tokens(tokens::list(store, now)?),
+        Request::TokenRevoke { name } => {
+            Reply::TokenRevoked(tokens::revoke(store, name, now).await?)
+        }
+        Request::AdminResetPassword => {
+            Reply::SetupLink(credentials::reset_password(store, now).await?)
+        }
+        Request::MigrateCheck => Reply::Readiness(m.check().await?),
+        Request::MigratePush(req) => Reply::Push(m.push(req, progress).await?),
+        Request::MigrateStatus => Reply::Status(m.status()?),
+        Request::MigrateVerify => Reply::Verify(m.verify(progress).await?),
+        Request::MigrateAbort => {
+            m.abort().await?;
+            Reply::Aborted
+        }
+        Request::MigrateCutover {
+            confirm_irreversible,
+        } => {
+            if !confirm_irreversible {
+                return Err(MigrateError::NotConfirmed.into());
+            }
+            Reply::CutOver(m.cutover(progress).await?)
+        }
+        Request::Export | Request::Import { .. } | Request::Backup => {
+            return Err(ExecError::Request(
+                "export, import and backup stream their data; use the streaming calls".into(),
+            ))
+        }
+    })
+}
+
+async fn send(write: &mut OwnedWriteHalf, r: &Response) -> std::io::Result<()> {
+    write.write_all(&wire::line(r)).await
+}
+
+/// Writes the answer line and then the export, produced on a blocking thread from
+/// one snapshot and handed over through a bounded channel (constant memory).
+async fn stream_export(store: &Store, mut write: OwnedWriteHalf) {
+    let snapshot = match store.snapshot() {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = send(&mut write, &ExecError::from(e).into()).await;
+            return;
+        }
+    };
+    if send(&mut write, &Response::Ok(Box::new(Reply::Streaming)))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
+    let now = Timestamp::now();
+    let producer = tokio::task::spawn_blocking(move || {
+        let sink = ChannelWriter {
+            tx,
+            buf: Vec::with_capacity(64 * 1024),
+        };
+        let mut sink = std::io::BufWriter::with_capacity(64 * 1024, sink);
+        let r = crate::migrate::export::write_export(&snapshot, &mut sink, now, |_, _| {});
+        if let Err(e) = r
+            .map(|_| ())
+            .and_then(|()| std::io::Write::flush(&mut sink).map_err(Into::into))
+        {
+            tracing::warn!(error = %e, "export over the control socket stopped");
+        }
+    });
+    while let Some(chunk) = rx.recv().await {
+        if write.write_all(&chunk).await.is_err() {
+            break;
+        }
+    }
+    drop(rx);
+    let _ = producer.await;
+}
+
+/// Makes a backup into the data directory (the server may write nowhere else under
+/// its sandbox), sends the answer line and then the file, and removes it.
+async fn stream_backup(store: &Store, dir: &Path, mut write: OwnedWriteHalf) {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!("backup-{}-{n}.redb", std::process::id()));
+    let (st, path) = (store.clone(), tmp.clone());
+    let made = tokio::task::spawn_blocking(move || st.backup_to(&path))
+        .await
+        .map_err(|_| ExecError::Io("the backup task failed".into()))
+        .and_then(|r| r.map_err(ExecError::from));
+    let size = std::fs::metadata(&tmp).map(|m| m.len()).unwrap_or(0);
+    let ok = made.is_ok();
+    let head = match made {
+        Ok((users, groups)) => Response::Ok(Box::new(Reply::Backup(BackupDone {
+            users,
+            groups,
+            size,
+        }))),
+        Err(e) => e.into(),
+    };
+    if send(&mut write, &head).await.is_ok() && ok {
+        if let Ok(mut f) = tokio::fs::File::open(&tmp).await {
+            let _ = tokio::io::copy(&mut f, &mut write).await;
+        }
+    }
+    let _ = tokio::fs::remove_file(&tmp).await;
+}
+
+/// A `Write` that sends its bytes to an async receiver; blocks when it is behind.
+struct ChannelWriter {
+    tx: tokio::sync::mpsc::Sender<Vec<u8>>,
+    buf: Vec<u8>,
+}
+
+impl std::io::Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= 64 * 1024 {
+            self.flush()?;
+        }
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        if !self.buf.is_empty() {
+            let chunk = std::mem::take(&mut self.buf);
+            self.tx.blocking_send(chunk).map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the reader went away")
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// Receives an export file into the data directory, then imports it.
+async fn receive_import(
+    store: &Store,
+    dir: &Path,
+    reader: &mut BufReader<OwnedReadHalf>,
+    size: u64,
+) -> Result<Reply, ExecError> {
+    let tmp = dir.join(format!("import-{}.tmp", std::process::id()));
+    let result = async {
+        let mut file = tokio::fs::File::create(&tmp)
+            .await
+            .map_err(|e| ExecError::Io(format!("cannot create {}: {e}", tmp.display())))?;
+        let copied = tokio::io::copy(&mut reader.take(size), &mut file)
+            .await
+            .map_err(|e| ExecError::Io(format!("receiving the file failed: {e}")))?;
+        if copied != size {
+            return Err(ExecError::Io(format!(
+                "the file was cut short: {copied} of {size} bytes arrived"
+            )));
+        }
+        file.sync_all()
+            .await
+            .map_err(|e| ExecError::Io(e.to_string()))?;
+        let (store, path) = (store.clone(), tmp.clone());
+        let now = Timestamp::now();
+        let report = tokio::task::spawn_blocking(move || {
+            crate::migrate::export::import_file(&store, &path, now)
+        })
+        .await
+        .map_err(|_| ExecError::Io("the import task failed".into()))??;
+        Ok(Reply::Imported(Imported {
+            counts: report.manifest.counts,
+            exported_at: report.manifest.exported_at,
+            repaired: report.repaired,
+        }))
+    }
+    .await;
+    let _ = tokio::fs::remove_file(&tmp).await;
+    result
+}
+
+/// Binds the control socket (mode 0600), replacing a stale one left by a killed
+/// server.
+pub fn bind(data_dir: &Path) -> std::io::Result<tokio::net::UnixListener> {
+    let path = super::socket_path(data_dir);
+    if path.exists() && std::os::unix::net::UnixStream::connect(&path).is_err() {
+        let _ = std::fs::remove_file(&path);
+    }
+    let listener = tokio::net::UnixListener::bind(&path)?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(listener)
+}
+
+/// Serves the control socket until the task is dropped.
+pub async fn serve(data_dir: &Path, listener: tokio::net::UnixListener, app: std::sync::Arc<App>) {
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "control socket accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let app = app.clone();
+        let dir = data_dir.to_owned();
+        tokio::spawn(async move {
+            let (read, write) = stream.into_split();
+            connection(&app, &dir, BufReader::new(read), write).await;
+        });
+    }
+}
+
+/// One connection: one request, its progress lines and its answer.
+async fn connection(
+    app: &App,
+    dir: &Path,
+    mut reader: BufReader<OwnedReadHalf>,
+    mut write: OwnedWriteHalf,
+) {
+    let mut text = String::new();
+    let request = match (&mut reader)
+        .take(wire::MAX_LINE as u64)
+        .read_line(&mut text)
+        .await
+    {
+        Ok(_) => serde_json::from_str::<Request>(&text)
+            .map_err(|e| ExecError::Request(format!("bad control request: {e}"))),
+        Err(e) => Err(ExecError::Request(format!("cannot read the request: {e}"))),
+    };
+    let result = match request {
+        Ok(Request::Export) => return stream_export(&app.store, write).await,
+        Ok(Request::Backup) => return stream_backup(&app.store, dir, write).await,
+        Ok(Request::Import { size }) => receive_import(&app.store, dir, &mut reader, size).await,
+        Ok(req) => {
+            // Progress lines go out while the request runs.
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Progress>();
+            let mut report = move |p: Progress| {
+                let _ = tx.send(p);
+            };
+            let fut = execute(app, req, &mut report);
+            tokio::pin!(fut);
+            let result = loop {
+                tokio::select! {
+                    r = &mut fut => break r,
+                    Some(p) = rx.recv() => {
+                        let _ = send(&mut write, &Response::Progress(p)).await;
+                    }
+                }
+            };
+            while let Ok(p) = rx.try_recv() {
+                let _ = send(&mut write, &Response::Progress(p)).await;
+            }
+            result
+        }
+        Err(e) => Err(e),
+    };
+    let response = match result {
+        Ok(reply) => Response::Ok(Box::new(reply)),
+        Err(e) => e.into(),
+    };
+    let _ = send(&mut write, &response).await;
+}

@@ -1,0 +1,149 @@
+//! `MigrateError`: every way a migration step (check, push, mirror, verify, abort,
+//! cut-over, import) can fail, as one typed enum. Each edge turns it into its own
+//! output in one place (the CLI's message and exit code, the admin page's message,
+//! the control wire's error reply). Messages say what to do next. Knows nothing of
+//! the edges.
+
+use crate::store::{EventOp, Phase, StoreError};
+
+use super::export::ExportError;
+use super::report::Difference;
+
+/// A step of the state machine that needs a pushed, mirroring migration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    Verify,
+    Cutover,
+}
+
+/// Why a migration step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    /// The directory store failed or refused.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The target URL cannot be used (not a URL, no host, plain http off loopback).
+    #[error("{0}")]
+    InvalidTarget(String),
+    /// TLS towards the target cannot be set up (CA file, system roots).
+    #[error("{0}")]
+    Tls(String),
+    /// The target could not be reached or kept failing (after retries).
+    #[error("{0}")]
+    Unreachable(String),
+    /// The target refused the bearer token (401/403 on discovery).
+    #[error("the target refused the token ({status}); check --token-file")]
+    TokenRefused { status: u16 },
+    /// Discovery found no SCIM service at the URL.
+    #[error("{url}/ServiceProviderConfig answered {status}: is this a SCIM 2.0 base URL?")]
+    NotScim { url: String, status: u16 },
+    /// The target answered a request with an error status.
+    #[error("{action} answered {status}{}", detail_suffix(.detail))]
+    TargetAnswered {
+        /// What was asked, e.g. "creating user 0190… on the target".
+        action: String,
+        status: u16,
+        /// The start of the target's body, or empty.
+        detail: String,
+    },
+    /// The target answered something this client cannot use.
+    #[error("{0}")]
+    TargetProtocol(String),
+    /// A push while the bridge has already cut over.
+    #[error("this bridge has already cut over; there is nothing left to push")]
+    AlreadyCutOver,
+    /// An abort after cut-over.
+    #[error("the bridge has cut over; a cut-over cannot be undone")]
+    CutOverIsFinal,
+    /// A push to another target while a migration is under way.
+    #[error("a migration to {current} is under way; run `scimbridge migrate abort` before pushing to {requested}")]
+    OtherTarget { current: String, requested: String },
+    /// The readiness check has blockers (their messages).
+    #[error("the readiness check has blockers; run `scimbridge migrate check`:\n  {}", .0.join("\n  "))]
+    NotReady(Vec<String>),
+    /// Verify or cut-over before the push.
+    #[error("{} the migration is {}", step_needs(*.step), .phase.as_str())]
+    WrongPhase { step: Step, phase: Phase },
+    /// The stored state has no target.
+    #[error("no migration target is set")]
+    NoTarget,
+    /// The stored state has no target token.
+    #[error("no target token is stored")]
+    NoTargetToken,
+    /// The cut-over was not confirmed.
+    #[error("cut-over is irreversible: confirm it explicitly")]
+    NotConfirmed,
+    /// The mirror did not reach zero lag before the cut-over deadline.
+    #[error("the mirror did not catch up in time; writes resume, try again")]
+    DrainTimeout,
+    /// The cut-over's verification found differences.
+    #[error("verification found {count} differences; not cutting over. First: {first}")]
+    Differences {
+        count: usize,
+        first: Box<Difference>,
+    },
+    /// The push stopped part-way; it resumes when run again.
+    #[error("{0}\nThe push stopped; run the same command again to resume where it stopped.")]
+    PushStopped(Box<MigrateError>),
+    /// Replaying one change event to the target failed.
+    #[error("mirroring event {seq} ({op} {resource_type} {id}): {source}")]
+    Mirror {
+        seq: u64,
+        op: EventOp,
+        resource_type: String,
+        id: String,
+        source: Box<MigrateError>,
+    },
+    /// An export file could not be read, verified or imported.
+    #[error(transparent)]
+    Export(#[from] ExportError),
+    /// A background task of the step died (a bug; the log has details).
+    #[error("the {0} task failed")]
+    TaskFailed(&'static str),
+}
+
+fn detail_suffix(detail: &str) -> String {
+    if detail.is_empty() {
+        String::new()
+    } else {
+        format!(": {detail}")
+    }
+}
+
+fn step_needs(step: Step) -> &'static str {
+    match step {
+        Step::Verify => "verification needs a pushed migration;",
+        Step::Cutover => "cut-over needs a pushed, mirroring migration;",
+    }
+}
+
+/// Shorthand for results of migration steps.
+pub type MigrateResult<T> = Result<T, MigrateError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_name_the_remedy() {
+        let e = MigrateError::WrongPhase {
+            step: Step::Cutover,
+            phase: Phase::Checked,
+        };
+        assert_eq!(
+            e.to_string(),
+            "cut-over needs a pushed, mirroring migration; the migration is checked"
+        );
+        let e = MigrateError::PushStopped(Box::new(MigrateError::TargetAnswered {
+            action: "creating user 1 on the target".into(),
+            status: 400,
+            detail: String::new(),
+        }));
+        assert_eq!(
+            e.to_string(),
+            "creating user 1 on the target answered 400\nThe push stopped; run the same command again to resume where it stopped."
+        );
+        let e = MigrateError::NotReady(vec!["a".into(), "b".into()]);
+        assert!(e.to_string().ends_with(":\n  a\n  b"), "{e}");
+    }
+}

@@ -1,0 +1,227 @@
+//! The server bootstrap behind `scimbridge serve`: logging, the data directory, the
+//! store, TLS, the SCIM and admin listeners, the control socket, the background
+//! tasks (certificate reload, migration mirror, token-use flush), systemd
+//! notifications and the graceful shutdown. It wires the edges (`http`, `control`) to
+//! the application layer and calls no edge's internals.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{anyhow, Context, Result};
+
+use crate::app::App;
+use crate::config::{self, Config, TlsMode};
+use crate::control;
+use crate::http::{self, AppState};
+use crate::store::{Store, StoreError, StoreOptions};
+use crate::tls;
+
+fn init_logging(cfg: &Config) {
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_env("SCIMBRIDGE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    let _ = match cfg.log_format {
+        config::LogFormat::Json => builder.json().try_init(),
+        config::LogFormat::Human => builder.try_init(),
+    };
+}
+
+fn create_data_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| {
+        format!(
+            "cannot create the data directory {}; set --data-dir to a writable place",
+            dir.display()
+        )
+    })?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    }
+    Ok(())
+}
+
+/// Runs the server until SIGTERM or Ctrl-C: opens the store, sets up TLS, binds the
+/// listeners and the control socket, starts the background tasks (certificate
+/// reload, migration mirror, token-use flush) and drains everything on shutdown.
+pub fn run(cfg: Config) -> Result<()> {
+    init_logging(&cfg);
+    // The schemas are fixed for the life of the process, before any request is parsed.
+    crate::scim::schema::install_extensions(&cfg.scim.extensions).map_err(|e| anyhow!(e))?;
+    for ext in &cfg.scim.extensions {
+        tracing::info!(
+            urn = %ext.urn,
+            resource_type = ext.resource_type.name(),
+            attributes = ext.attributes.len(),
+            "schema extension declared"
+        );
+    }
+    create_data_dir(&cfg.data_dir)?;
+    let store = Store::open(&cfg.db_path(), &StoreOptions { cache_bytes: cfg.cache_bytes }).map_err(|e| match e {
+        StoreError::AlreadyOpen(p) => anyhow!(
+            "the database {} is already in use: another scimbridge is running with this data directory",
+            p.display()
+        ),
+        other => anyhow!(other),
+    })?;
+    if cfg.tls == TlsMode::Off {
+        tracing::warn!(
+            "TLS is OFF: SCIM tokens and directory data travel in clear text. Only run this behind a \
+             TLS-terminating reverse proxy on a trusted network."
+        );
+    }
+    let (certs, keeper) = tls::start(&cfg)?.unzip();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("scimbridge")
+        .build()
+        .context("cannot start the async runtime")?;
+    let served = store.clone();
+    let result = runtime.block_on(async move {
+        let store = served;
+        let listener = tokio::net::TcpListener::bind(cfg.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}; is another program using it? set --listen", cfg.listen))?;
+        let local = listener.local_addr()?;
+        let acme_mode = matches!(cfg.tls, TlsMode::Acme(_));
+        let acceptor = match &certs {
+            Some(c) => Some(tokio_rustls::TlsAcceptor::from(Arc::new(tls::server_config(c.clone(), acme_mode)?))),
+            None => None,
+        };
+        let scheme = if certs.is_some() { "https" } else { "http" };
+        // In ACME mode the identity provider connects by the certificate's name.
+        let origin = match (&cfg.public_url, &cfg.tls) {
+            (Some(u), _) => u.clone(),
+            (None, TlsMode::Acme(a)) if local.port() == 443 => format!("https://{}", a.domains[0]),
+            (None, TlsMode::Acme(a)) => format!("https://{}:{}", a.domains[0], local.port()),
+            (None, _) => format!("{scheme}://{local}"),
+        };
+        let url = format!("{origin}{}", http::SCIM_PREFIX);
+        let http01 = match keeper.as_ref().and_then(|k| k.http01(&cfg)) {
+            Some((addr, tokens)) => {
+                let l = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+                    format!("cannot listen on {addr} for ACME HTTP-01; is another program using it? set --acme-http-listen")
+                })?;
+                tracing::info!(addr = %l.local_addr()?, "answering ACME HTTP-01 challenges; other plain HTTP requests are redirected to https");
+                Some(tokio::spawn(http::acme::serve_http01(l, tokens, local.port(), cfg.public_url.clone())))
+            }
+            None => None,
+        };
+        let reloader = match (&certs, keeper) {
+            (Some(c), Some(k)) => Some(tokio::spawn(k.run(c.clone()))),
+            _ => None,
+        };
+        let migration = crate::migrate::service::Migration::new(store.clone(), cfg.migration.clone())
+            .map_err(|e| anyhow!(e))?;
+        let admin_listener = match cfg.admin.listen.filter(|_| cfg.admin.enabled) {
+            Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.with_context(|| {
+                format!("cannot listen on {addr} for the admin page; is another program using it? set --admin-listen")
+            })?),
+            None => None,
+        };
+        let admin_url = match &admin_listener {
+            Some(l) => format!("{scheme}://{}/admin", l.local_addr()?),
+            None => format!("{origin}/admin"),
+        };
+        let app = Arc::new(App::new(store.clone(), cfg.clone(), migration.clone()));
+        let state = Arc::new(AppState::new(app, certs));
+        let mirror = tokio::spawn(crate::migrate::service::run_mirror(migration.clone()));
+        if store.snapshot().and_then(|s| s.tokens()).map(|t| t.is_empty()).unwrap_or(false) {
+            tracing::info!("no SCIM token yet: run `scimbridge token issue --name <idp>` with the same --data-dir");
+        }
+        let control_task = match control::bind(&cfg.data_dir) {
+            Ok(listener) => {
+                let app = state.app.clone();
+                let dir = cfg.data_dir.clone();
+                Some(tokio::spawn(async move { control::serve(&dir, listener, app).await }))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the control socket is not available; CLI commands need the server stopped");
+                None
+            }
+        };
+        tracing::info!(version = env!("CARGO_PKG_VERSION"), data_dir = %cfg.data_dir.display(), "scimbridge started");
+        http::admin::announce(&state, &admin_url, &url).await;
+        tracing::info!("SCIM URL for your identity provider: {url}");
+        let flusher = {
+            let state = state.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
+                loop {
+                    tick.tick().await;
+                    state.app.flush_token_uses().await;
+                }
+            })
+        };
+        #[cfg(unix)]
+        crate::sdnotify::notify(&format!("READY=1\nSTATUS=serving {url}"));
+        // One signal stops both listeners.
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let admin_server = admin_listener.map(|l| {
+            let mut rx = stop_rx.clone();
+            tokio::spawn(http::server::run_listener(
+                state.clone(),
+                l,
+                acceptor.clone(),
+                async move {
+                    let _ = rx.changed().await;
+                },
+                http::Listener::Admin,
+            ))
+        });
+        http::server::run(state.clone(), listener, acceptor, async move {
+            shutdown_signal().await;
+            let _ = stop_tx.send(true);
+        })
+        .await;
+        if let Some(a) = admin_server {
+            let _ = a.await;
+        }
+        #[cfg(unix)]
+        crate::sdnotify::notify("STOPPING=1");
+        flusher.abort();
+        mirror.abort();
+        if let Some(r) = reloader {
+            r.abort();
+        }
+        if let Some(h) = http01 {
+            h.abort();
+        }
+        if let Some(t) = control_task {
+            t.abort();
+        }
+        let _ = std::fs::remove_file(control::socket_path(&cfg.data_dir));
+        state.app.flush_token_uses().await;
+        tracing::info!("scimbridge stopped");
+        Ok::<(), anyhow::Error>(())
+    });
+    store.close();
+    result
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("interrupt: shutting down"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
