@@ -4,7 +4,7 @@
 //! `filter.rs`, which builds on this.
 
 use super::error::{ScimError, ScimResult};
-use super::schema::{all_schemas, AttrRef, ResourceType};
+use super::schema::{all_schemas, is_attr_name, AttrRef, ResourceType};
 
 /// `[urn ":"] attr ["." sub]`, names kept as written (matching is case-insensitive).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,18 +26,6 @@ fn known_urn_prefix(s: &str) -> Option<&'static str> {
                 && s[..urn.len()].eq_ignore_ascii_case(urn)
         })
         .max_by_key(|urn| urn.len())
-}
-
-/// ATTRNAME of RFC 7644 §3.10 (and `$ref`).
-pub(crate) fn is_attr_name(name: &str) -> bool {
-    // ATTRNAME = ALPHA *(nameChar), nameChar = "-" / "_" / DIGIT / ALPHA; "$ref" is
-    // the one reserved name with a "$".
-    let mut chars = name.chars();
-    match chars.next() {
-        Some(c) if c.is_ascii_alphabetic() || c == '$' => {}
-        _ => return false,
-    }
-    chars.all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 impl AttrPath {

@@ -710,7 +710,7 @@ pub fn validate_extensions(decls: &[ExtensionDecl]) -> Result<(), String> {
             return Err(format!("{at}: declare at least one attribute"));
         }
         for (j, a) in d.attributes.iter().enumerate() {
-            if !super::path::is_attr_name(&a.name) || a.name.starts_with('$') {
+            if !is_attr_name(&a.name) || a.name.starts_with('$') {
                 return Err(format!(
                     "{at}: \"{}\" is not an attribute name (a letter, then letters, digits, - or _)",
                     a.name
@@ -728,6 +728,18 @@ pub fn validate_extensions(decls: &[ExtensionDecl]) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// ATTRNAME of RFC 7644 §3.10 (and `$ref`).
+pub(crate) fn is_attr_name(name: &str) -> bool {
+    // ATTRNAME = ALPHA *(nameChar), nameChar = "-" / "_" / DIGIT / ALPHA; "$ref" is
+    // the one reserved name with a "$".
+    let mut chars = name.chars();
+    match chars.next() {
+        Some(c) if c.is_ascii_alphabetic() || c == '$' => {}
+        _ => return false,
+    }
+    chars.all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 fn leak(s: String) -> &'static str {
