@@ -2,7 +2,7 @@
 //! variables, then command-line flags, validated once into one `Config`. The rest of
 //! the program never reads the environment.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -243,15 +243,34 @@ pub enum LogFormat {
     Json,
 }
 
-/// Bounds on what one client can make the server do.
+/// Bounds on what one client can make the server do (`[limits]`; docs/SECURITY.md
+/// lists them with their defaults).
 #[derive(Debug, Clone)]
 pub struct Limits {
     /// Largest request body accepted (bytes); larger ones answer 413.
     pub max_body_bytes: usize,
-    /// Connections served at once; further ones wait in the accept queue.
+    /// Connections served at once; further ones wait in the accept queue (and idle
+    /// connections are closed to make room).
     pub max_connections: usize,
-    /// Time allowed for a TLS handshake and for reading request headers.
+    /// Connections open at once from one client address (IPv6: one /64); more are
+    /// closed at accept. Trusted proxies are exempt.
+    pub max_connections_per_address: usize,
+    /// Time allowed for a TLS handshake, for the first request to start, and for
+    /// reading each HTTP/1.1 request head.
     pub handshake_timeout: Duration,
+    /// Time allowed for a whole request body to arrive (408 after).
+    pub body_timeout: Duration,
+    /// A connection with no request in progress for this long is closed.
+    pub idle_timeout: Duration,
+    /// A connection whose peer does not read must still move `min_send_rate` bytes
+    /// per second averaged over this window, or it is closed.
+    pub write_timeout: Duration,
+    /// Bytes per second (see `write_timeout`).
+    pub min_send_rate: u64,
+    /// HTTP/2 streams open at once per connection.
+    pub http2_max_streams: u32,
+    /// Concurrent and heavy work per token and per address, failed authentications.
+    pub limiter: crate::limiter::LimiterConfig,
     /// Page size when a list request gives no `count`.
     pub default_page_size: usize,
     /// Largest page a list request can get.
@@ -269,12 +288,80 @@ pub struct Limits {
     pub max_values_per_operation: usize,
 }
 
+impl Limits {
+    /// The largest request body any endpoint accepts.
+    pub fn max_request_bytes(&self) -> usize {
+        self.max_body_bytes.max(self.bulk_max_payload_bytes)
+    }
+}
+
+/// Addresses and networks of reverse proxies whose `X-Forwarded-For` is believed
+/// (`trusted_proxies`, e.g. `["127.0.0.1", "10.0.0.0/8"]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrustedProxies(Vec<(IpAddr, u8)>);
+
+impl TrustedProxies {
+    /// Parses `ADDRESS` or `ADDRESS/PREFIX`.
+    pub fn parse(entries: &[String]) -> std::result::Result<TrustedProxies, String> {
+        let mut out = Vec::new();
+        for e in entries {
+            let (addr, prefix) = match e.split_once('/') {
+                Some((a, p)) => (a, Some(p)),
+                None => (e.as_str(), None),
+            };
+            let addr: IpAddr = addr
+                .trim()
+                .parse()
+                .map_err(|_| format!("\"{e}\" is not an address like 10.0.0.1 or 10.0.0.0/8"))?;
+            let max = if addr.is_ipv4() { 32 } else { 128 };
+            let prefix = match prefix {
+                None => max,
+                Some(p) => match p.trim().parse::<u8>() {
+                    Ok(p) if p <= max => p,
+                    _ => return Err(format!("\"{e}\": the prefix length must be 0 to {max}")),
+                },
+            };
+            out.push((addr, prefix));
+        }
+        Ok(TrustedProxies(out))
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        self.0.iter().any(|(net, prefix)| match (net, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(*prefix)).unwrap_or(0);
+                u32::from(*n) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(*prefix)).unwrap_or(0);
+                u128::from(*n) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_body_bytes: 1 << 20,
             max_connections: 512,
+            max_connections_per_address: 128,
             handshake_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(30),
+            min_send_rate: 1024,
+            http2_max_streams: 64,
+            limiter: crate::limiter::LimiterConfig::default(),
             default_page_size: 100,
             max_page_size: 1000,
             bulk_max_operations: 1000,
@@ -328,6 +415,8 @@ pub struct Config {
     pub admin: AdminConfig,
     /// Unknown attributes and declared schema extensions.
     pub scim: ScimConfig,
+    /// Reverse proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: TrustedProxies,
 }
 
 /// Where and whether the admin page (`/admin`) is served.
@@ -440,6 +529,7 @@ impl Default for Config {
             migration: MigrationPolicy::default(),
             admin: AdminConfig::default(),
             scim: ScimConfig::default(),
+            trusted_proxies: TrustedProxies::default(),
         }
     }
 }
@@ -447,6 +537,12 @@ impl Default for Config {
 impl Config {
     pub fn db_path(&self) -> PathBuf {
         self.data_dir.join("scimbridge.redb")
+    }
+
+    /// Whether answers carry `Strict-Transport-Security`: only with a certificate a
+    /// browser can verify (from files or ACME), never self-signed or without TLS.
+    pub fn hsts(&self) -> bool {
+        matches!(self.tls, TlsMode::Files { .. } | TlsMode::Acme(_))
     }
 }
 
@@ -466,6 +562,7 @@ pub struct FileConfig {
     pub migration: Option<FileMigration>,
     pub admin: Option<FileAdmin>,
     pub scim: Option<FileScim>,
+    pub trusted_proxies: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -535,7 +632,20 @@ pub struct FileTls {
 pub struct FileLimits {
     pub max_body_bytes: Option<usize>,
     pub max_connections: Option<usize>,
+    pub max_connections_per_address: Option<usize>,
     pub handshake_timeout_secs: Option<u64>,
+    pub body_timeout_secs: Option<u64>,
+    pub idle_timeout_secs: Option<u64>,
+    pub write_timeout_secs: Option<u64>,
+    pub min_send_rate: Option<u64>,
+    pub http2_max_streams: Option<u32>,
+    pub token_requests: Option<usize>,
+    pub token_heavy: Option<usize>,
+    pub address_requests: Option<usize>,
+    pub address_heavy: Option<usize>,
+    pub heavy_slots: Option<usize>,
+    pub auth_failures: Option<u32>,
+    pub auth_failure_window_secs: Option<u64>,
     pub default_page_size: Option<usize>,
     pub max_page_size: Option<usize>,
     pub bulk_max_operations: Option<usize>,
@@ -645,13 +755,65 @@ pub fn load(file: Option<&Path>, o: &Overrides) -> Result<Config> {
     };
     if let Some(l) = f.limits {
         let d = Limits::default();
+        let secs = |v: Option<u64>, key: &str, default: Duration| -> Result<Duration> {
+            match v {
+                Some(0) => bail!("{}: must be at least 1", origin(&format!("limits.{key}"))),
+                Some(s) => Ok(Duration::from_secs(s)),
+                None => Ok(default),
+            }
+        };
+        let at_least_one = |v: Option<usize>, key: &str, default: usize| -> Result<usize> {
+            match v {
+                Some(0) => bail!("{}: must be at least 1", origin(&format!("limits.{key}"))),
+                Some(n) => Ok(n),
+                None => Ok(default),
+            }
+        };
+        let dl = &d.limiter;
+        let limiter = crate::limiter::LimiterConfig {
+            token_requests: at_least_one(l.token_requests, "token_requests", dl.token_requests)?,
+            token_heavy: at_least_one(l.token_heavy, "token_heavy", dl.token_heavy)?,
+            address_requests: at_least_one(
+                l.address_requests,
+                "address_requests",
+                dl.address_requests,
+            )?,
+            address_heavy: at_least_one(l.address_heavy, "address_heavy", dl.address_heavy)?,
+            heavy_slots: at_least_one(l.heavy_slots, "heavy_slots", dl.heavy_slots)?,
+            auth_failures: at_least_one(
+                l.auth_failures.map(|n| n as usize),
+                "auth_failures",
+                dl.auth_failures as usize,
+            )? as u32,
+            auth_failure_window: secs(
+                l.auth_failure_window_secs,
+                "auth_failure_window_secs",
+                dl.auth_failure_window,
+            )?,
+        };
         c.limits = Limits {
             max_body_bytes: l.max_body_bytes.unwrap_or(d.max_body_bytes),
             max_connections: l.max_connections.unwrap_or(d.max_connections),
-            handshake_timeout: l
-                .handshake_timeout_secs
-                .map(Duration::from_secs)
-                .unwrap_or(d.handshake_timeout),
+            max_connections_per_address: at_least_one(
+                l.max_connections_per_address,
+                "max_connections_per_address",
+                d.max_connections_per_address,
+            )?,
+            handshake_timeout: secs(
+                l.handshake_timeout_secs,
+                "handshake_timeout_secs",
+                d.handshake_timeout,
+            )?,
+            body_timeout: secs(l.body_timeout_secs, "body_timeout_secs", d.body_timeout)?,
+            idle_timeout: secs(l.idle_timeout_secs, "idle_timeout_secs", d.idle_timeout)?,
+            write_timeout: secs(l.write_timeout_secs, "write_timeout_secs", d.write_timeout)?,
+            min_send_rate: l.min_send_rate.unwrap_or(d.min_send_rate),
+            http2_max_streams: at_least_one(
+                l.http2_max_streams.map(|n| n as usize),
+                "http2_max_streams",
+                d.http2_max_streams as usize,
+            )? as u32,
+            limiter,
             default_page_size: l.default_page_size.unwrap_or(d.default_page_size),
             max_page_size: l.max_page_size.unwrap_or(d.max_page_size),
             bulk_max_operations: l.bulk_max_operations.unwrap_or(d.bulk_max_operations),
@@ -685,6 +847,10 @@ pub fn load(file: Option<&Path>, o: &Overrides) -> Result<Config> {
                 origin("limits")
             );
         }
+    }
+    if let Some(p) = f.trusted_proxies {
+        c.trusted_proxies = TrustedProxies::parse(&p)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", origin("trusted_proxies")))?;
     }
     if let Some(t) = o.metrics_token.clone().or(f.metrics.and_then(|m| m.token)) {
         if t.len() < 16 {
@@ -879,6 +1045,40 @@ mod tests {
             let (_d, p) = write(bad);
             let e = load(Some(&p), &Overrides::default()).unwrap_err().to_string();
             assert!(e.contains(why) && e.contains("scim"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn limits_and_trusted_proxies() {
+        let (_d, p) = write(
+            "trusted_proxies = [\"127.0.0.1\", \"10.0.0.0/8\", \"2001:db8::/32\"]\n\
+             [limits]\ntoken_requests = 100\nidle_timeout_secs = 5\nauth_failures = 3\n",
+        );
+        let c = load(Some(&p), &Overrides::default()).unwrap();
+        assert_eq!(c.limits.limiter.token_requests, 100);
+        assert_eq!(c.limits.idle_timeout, Duration::from_secs(5));
+        assert_eq!(c.limits.limiter.auth_failures, 3);
+        let t = &c.trusted_proxies;
+        assert!(t.contains("127.0.0.1".parse().unwrap()));
+        assert!(t.contains("::ffff:127.0.0.1".parse().unwrap()));
+        assert!(t.contains("10.200.3.4".parse().unwrap()));
+        assert!(!t.contains("11.0.0.1".parse().unwrap()));
+        assert!(t.contains("2001:db8:ffff::1".parse().unwrap()));
+        assert!(!t.contains("2001:db9::1".parse().unwrap()));
+        for bad in [
+            "trusted_proxies = [\"10.0.0.0/33\"]\n",
+            "trusted_proxies = [\"proxy.example\"]\n",
+            "[limits]\nidle_timeout_secs = 0\n",
+            "[limits]\ntoken_requests = 0\n",
+        ] {
+            let (_d, p) = write(bad);
+            let e = load(Some(&p), &Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("trusted_proxies") || e.contains("limits."),
+                "{e}"
+            );
         }
     }
 

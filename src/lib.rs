@@ -10,6 +10,8 @@ pub mod control;
 pub mod http;
 #[cfg(test)]
 mod layering;
+pub mod limiter;
+pub mod logline;
 pub mod migrate;
 pub mod scim;
 #[cfg(unix)]

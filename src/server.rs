@@ -16,18 +16,30 @@ use crate::http::{self, AppState};
 use crate::store::{Store, StoreError, StoreOptions};
 use crate::tls;
 
+/// This machine's host name (Linux), when it is a plausible DNS name.
+fn machine_hostname() -> Option<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    let name = name.trim();
+    let plausible = !name.is_empty()
+        && name.len() <= 253
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    plausible.then(|| name.to_owned())
+}
+
 fn init_logging(cfg: &Config) {
     use tracing_subscriber::EnvFilter;
     let filter =
         EnvFilter::try_from_env("SCIMBRIDGE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    use std::io::IsTerminal;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
     let _ = match cfg.log_format {
-        config::LogFormat::Json => builder.json().try_init(),
-        config::LogFormat::Human => builder.try_init(),
+        config::LogFormat::Json => builder.json().with_writer(std::io::stderr).try_init(),
+        // No colours: the escaping writer would escape the formatter's own codes.
+        config::LogFormat::Human => builder
+            .with_ansi(false)
+            .with_writer(crate::logline::Escaping(std::io::stderr))
+            .try_init(),
     };
 }
 
@@ -99,6 +111,15 @@ pub fn run(cfg: Config) -> Result<()> {
             (Some(u), _) => u.clone(),
             (None, TlsMode::Acme(a)) if local.port() == 443 => format!("https://{}", a.domains[0]),
             (None, TlsMode::Acme(a)) => format!("https://{}:{}", a.domains[0], local.port()),
+            // Never the request's Host header: the listener's own name.
+            (None, _) if local.ip().is_unspecified() => {
+                let name = machine_hostname().unwrap_or_else(|| local.ip().to_string());
+                tracing::warn!(
+                    "public_url is not set and the listener is {local}: SCIM answers name this machine \
+                     ({name}) in meta.location; set public_url to the name identity providers use"
+                );
+                format!("{scheme}://{name}:{}", local.port())
+            }
             (None, _) => format!("{scheme}://{local}"),
         };
         let url = format!("{origin}{}", http::SCIM_PREFIX);

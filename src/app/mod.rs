@@ -22,6 +22,7 @@ pub mod unknown;
 
 use crate::clock::Timestamp;
 use crate::config::Config;
+use crate::limiter::Limiter;
 use crate::migrate::service::Migration;
 use crate::store::Store;
 
@@ -37,6 +38,10 @@ pub struct App {
     /// Attributes no schema defines that requests named: refused or dropped
     /// (`[scim] unknown_attributes`), counted and listed for the dashboard.
     pub unknown: Arc<unknown::UnknownLedger>,
+    /// The one limiter: concurrent and heavy work per token and per address, failed
+    /// authentications (`[limits]`). Edges ask it before admitting work; heavy work
+    /// in this layer asks it for a heavy permit.
+    pub limiter: Limiter,
     /// Last use of each token since the last flush (token id → time): recording it
     /// costs no fsync per request; `flush_token_uses` writes it every 30 s.
     token_uses: Mutex<HashMap<String, Timestamp>>,
@@ -45,6 +50,7 @@ pub struct App {
 impl App {
     pub fn new(store: Store, config: Config, migration: Arc<Migration>) -> App {
         App {
+            limiter: Limiter::new(config.limits.limiter.clone()),
             store,
             unknown: Arc::new(unknown::UnknownLedger::new(config.scim.unknown_attributes)),
             config,

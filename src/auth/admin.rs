@@ -40,7 +40,58 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// Why a new password is refused, in words for the admin.
+/// Base words of the most common passwords (see the file's header).
+const COMMON_PASSWORDS: &str = include_str!("common_passwords.txt");
+/// Fewest different characters a new password must have.
+pub const MIN_DISTINCT_CHARS: usize = 6;
+/// Rows of keys and runs of characters that people type as "random" passwords.
+const SEQUENCES: [&str; 4] = [
+    "abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyz",
+    "01234567890123456789012345678901234567890",
+    "qwertyuiopasdfghjklzxcvbnmqwertyuiopasdfghjklzxcvbnm",
+    "1qaz2wsx3edc4rfv5tgb6yhn7ujm8ik9ol0p",
+];
+
+/// The letters of `password`, lower case, with look-alike digits and symbols read
+/// as the letters they stand for (`p@ssw0rd` → `password`), the rest dropped.
+fn letters(password: &str) -> String {
+    password
+        .chars()
+        .filter_map(|c| match c.to_ascii_lowercase() {
+            '@' | '4' => Some('a'),
+            '3' => Some('e'),
+            '1' | '!' => Some('i'),
+            '0' => Some('o'),
+            '$' | '5' => Some('s'),
+            '7' => Some('t'),
+            c if c.is_alphabetic() => Some(c),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Whether `text` is one common word, or a few of them, repeated or joined.
+fn made_of_common_words(text: &str) -> bool {
+    fn split(rest: &str, words: &[&str], depth: usize) -> bool {
+        rest.is_empty()
+            || (depth < 4
+                && words
+                    .iter()
+                    .any(|w| rest.starts_with(w) && split(&rest[w.len()..], words, depth + 1)))
+    }
+    let words: Vec<&str> = COMMON_PASSWORDS
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    !text.is_empty() && split(text, &words, 0)
+}
+
+/// Why a new password is refused, in words for the admin (each names its rule).
+/// Beyond the length: not a common password or common words with digits, symbols
+/// or look-alikes around them; not a keyboard or alphabet run; not the name of this
+/// service; at least `MIN_DISTINCT_CHARS` different characters. (NIST SP 800-63B
+/// §3.1.1.2: check new passwords against commonly used and expected values.)
 pub fn password_problem(password: &str, confirm: &str) -> Option<String> {
     if password.chars().count() < MIN_PASSWORD_CHARS {
         return Some(format!(
@@ -54,6 +105,38 @@ pub fn password_problem(password: &str, confirm: &str) -> Option<String> {
     }
     if password != confirm {
         return Some("the two passwords differ".into());
+    }
+    let lower = password.to_lowercase();
+    let distinct: std::collections::HashSet<char> = lower.chars().collect();
+    if distinct.len() < MIN_DISTINCT_CHARS {
+        return Some(format!(
+            "the password must use at least {MIN_DISTINCT_CHARS} different characters"
+        ));
+    }
+    let compact: String = lower.chars().filter(|c| c.is_alphanumeric()).collect();
+    let reversed: String = compact.chars().rev().collect();
+    if SEQUENCES
+        .iter()
+        .any(|s| s.contains(compact.as_str()) || s.contains(reversed.as_str()))
+    {
+        return Some(
+            "the password is a keyboard or alphabet sequence; choose something less predictable"
+                .into(),
+        );
+    }
+    if lower.contains("scimbridge") {
+        return Some("the password must not contain the name of this service".into());
+    }
+    // The core between leading and trailing digits/symbols, read with look-alikes
+    // (`!P@ssw0rd2024` → `password`), and the letters alone (`Summer2024Winter`).
+    let core = password.trim_matches(|c: char| !c.is_alphabetic());
+    let only_letters: String = lower.chars().filter(|c| c.is_alphabetic()).collect();
+    if made_of_common_words(&letters(core)) || made_of_common_words(&only_letters) {
+        return Some(
+            "the password is a common password, or common words with digits or symbols added; \
+             choose something less predictable, such as four random words"
+                .into(),
+        );
     }
     None
 }
@@ -142,8 +225,47 @@ mod tests {
             .contains("differ"));
         assert!(password_problem("long enough pw", "long enough pw").is_none());
         // Characters, not bytes: twelve non-ASCII characters are enough.
-        assert!(password_problem("ééééééééééé", "ééééééééééé").is_some());
-        assert!(password_problem("éééééééééééé", "éééééééééééé").is_none());
+        assert!(password_problem("éàüöçñøåæœß", "éàüöçñøåæœß").is_some());
+        assert!(password_problem("éàüöçñøåæœßþ", "éàüöçñøåæœßþ").is_none());
+    }
+
+    #[test]
+    fn common_and_obvious_passwords_are_refused_naming_the_rule() {
+        let problem = |p: &str| password_problem(p, p);
+        for common in [
+            "Password1234!",
+            "p@ssw0rd2024",
+            "!!Welcome2024",
+            "Summer2024Winter",
+            "letmeinletmein",
+            "adminadmin123",
+            "Qwerty123456",
+        ] {
+            let why = problem(common).unwrap_or_else(|| panic!("{common} accepted"));
+            assert!(why.contains("common password"), "{common}: {why}");
+        }
+        for run in [
+            "123456789012",
+            "abcdefghijkl",
+            "qwertyuiopas",
+            "lkjhgfdsapoi",
+        ] {
+            assert!(problem(run).unwrap().contains("sequence"), "{run}");
+        }
+        assert!(problem("aaaaaaaaaaaa")
+            .unwrap()
+            .contains("different characters"));
+        assert!(problem("xx-scimbridge-2024")
+            .unwrap()
+            .contains("name of this service"));
+        for fine in [
+            "gravel orbit velvet tundra",
+            "Vq7#mZ2!pL9x",
+            "otter-lantern-quilt-4",
+            "827361940257",
+        ] {
+            assert_eq!(problem(fine), None, "{fine}");
+        }
     }
 
     #[test]

@@ -20,6 +20,19 @@ pub struct Principal {
     pub token_id: String,
     pub name: String,
     pub scope: Scope,
+    /// SHA-256 of the secret it authenticated with, to re-check the token during
+    /// long work (`still_valid`).
+    secret_hash: Vec<u8>,
+}
+
+/// Whether the token `p` authenticated with is still unrevoked and unexpired. Long
+/// work (a Bulk request) asks between operations, so a revocation stops it at the
+/// next operation rather than when it ends. Served from the token cache, which
+/// issue and revoke invalidate.
+pub fn still_valid(store: &Store, p: &Principal, now: Timestamp) -> Result<bool, StoreError> {
+    Ok(store
+        .token_by_hash(&p.secret_hash)?
+        .is_some_and(|r| r.id == p.token_id && r.state(now) == TokenState::Active))
 }
 
 pub fn hash_secret(secret: &str) -> Vec<u8> {
@@ -112,6 +125,7 @@ pub fn authenticate(
         TokenState::Active => {}
     }
     Ok(Ok(Principal {
+        secret_hash: hash,
         token_id: record.id,
         name: record.name,
         scope: record.scope,

@@ -12,6 +12,7 @@ use serde_json::{json, Map, Value};
 
 use super::{scim_json, store_error, AppState, Handled};
 use crate::app::{Operation, Outcome};
+use crate::auth::Principal;
 use crate::scim::error::{ScimError, ScimResult, ScimType};
 use crate::scim::resource::Projection;
 use crate::scim::schema::ResourceType;
@@ -151,7 +152,11 @@ fn parse_path(path: &str) -> Option<(ResourceType, Option<String>)> {
     }
 }
 
-pub async fn handle(state: &AppState, body: Value, actor: &Actor, base: &str) -> Handled {
+pub async fn handle(state: &AppState, body: Value, principal: &Principal, base: &str) -> Handled {
+    let actor = &Actor {
+        token_id: Some(principal.token_id.clone()),
+        name: principal.name.clone(),
+    };
     let (ops, fail_on_errors) = parse_ops(&body, state.app.config.limits.bulk_max_operations)?;
     let mut ids: HashMap<String, String> = HashMap::new();
     let mut results: Vec<Option<Value>> = vec![None; ops.len()];
@@ -160,6 +165,7 @@ pub async fn handle(state: &AppState, body: Value, actor: &Actor, base: &str) ->
     // Operations whose bulkId references are not yet resolvable wait for a later pass
     // (RFC 7644 §3.7.2 allows forward references); what never resolves fails.
     let mut stopped = false;
+    let mut revoked = false;
     loop {
         let mut progressed = false;
         let mut waiting = Vec::new();
@@ -173,6 +179,14 @@ pub async fn handle(state: &AppState, body: Value, actor: &Actor, base: &str) ->
                 continue;
             }
             progressed = true;
+            // A token revoked while the request runs stops it before the next write.
+            let now = crate::clock::Timestamp::now();
+            if !crate::auth::still_valid(&state.app.store, principal, now).unwrap_or(false) {
+                tracing::warn!(token = %principal.name, "token revoked or expired during a Bulk request; stopping it");
+                revoked = true;
+                waiting.push(i);
+                break;
+            }
             let path = path.unwrap_or_default();
             let outcome = run_op(state, op, &path, data, actor, base).await;
             let entry = match outcome {
@@ -200,6 +214,21 @@ pub async fn handle(state: &AppState, body: Value, actor: &Actor, base: &str) ->
                 stopped = true;
                 break;
             }
+        }
+        if revoked {
+            // Whatever this pass had not reached yet is not processed either.
+            let reached: std::collections::HashSet<usize> = waiting.iter().copied().collect();
+            waiting
+                .extend((0..ops.len()).filter(|i| results[*i].is_none() && !reached.contains(i)));
+            for &i in &waiting {
+                let e = ScimError::new(
+                    401,
+                    None,
+                    "the token was revoked or expired while this Bulk request ran; the operation was not processed",
+                );
+                results[i] = Some(error_entry(&ops[i], &e));
+            }
+            waiting.clear();
         }
         pending = waiting;
         if stopped {

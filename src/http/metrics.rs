@@ -1,6 +1,11 @@
 //! Prometheus metrics: requests by route, method and status, a latency histogram by
-//! route, authentication failures by reason; directory counts, database size and
-//! certificate expiry are read at scrape time. Text exposition format 0.0.4.
+//! route, authentication failures by reason, limiter refusals by limit, connections
+//! closed by the server by reason; directory counts, database size and certificate
+//! expiry are read at scrape time. Text exposition format 0.0.4.
+//!
+//! Every label value comes from a closed set chosen here (routes with ids stripped,
+//! known methods or "other", reasons that are enums), never from request text: an
+//! unauthenticated client must not be able to grow the label sets.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -21,9 +26,36 @@ struct Histogram {
 
 #[derive(Default)]
 pub struct Metrics {
-    requests: Mutex<BTreeMap<(&'static str, String, u16), u64>>,
+    requests: Mutex<BTreeMap<(&'static str, &'static str, u16), u64>>,
     latency: Mutex<BTreeMap<&'static str, Histogram>>,
     auth_failures: Mutex<BTreeMap<&'static str, u64>>,
+    connections: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+/// The method label: the methods RFC 9110 and RFC 5789 define, else "other".
+pub fn method_label(m: &hyper::Method) -> &'static str {
+    use hyper::Method as M;
+    match *m {
+        M::GET => "GET",
+        M::HEAD => "HEAD",
+        M::POST => "POST",
+        M::PUT => "PUT",
+        M::PATCH => "PATCH",
+        M::DELETE => "DELETE",
+        M::OPTIONS => "OPTIONS",
+        M::CONNECT => "CONNECT",
+        M::TRACE => "TRACE",
+        _ => "other",
+    }
+}
+
+/// A status label: real status codes only (hyper's type admits 100–999).
+fn status_label(status: u16) -> u16 {
+    if (100..600).contains(&status) {
+        status
+    } else {
+        0
+    }
 }
 
 /// A route label with ids stripped, so label cardinality stays bounded.
@@ -61,9 +93,16 @@ fn escape(v: &str) -> String {
 }
 
 impl Metrics {
-    pub fn record(&self, route: &'static str, method: &str, status: u16, elapsed: Duration) {
+    pub fn record(
+        &self,
+        route: &'static str,
+        method: &hyper::Method,
+        status: u16,
+        elapsed: Duration,
+    ) {
         if let Ok(mut m) = self.requests.lock() {
-            *m.entry((route, method.to_owned(), status)).or_default() += 1;
+            *m.entry((route, method_label(method), status_label(status)))
+                .or_default() += 1;
         }
         if let Ok(mut h) = self.latency.lock() {
             let h = h.entry(route).or_default();
@@ -84,8 +123,29 @@ impl Metrics {
         }
     }
 
-    /// The exposition text; `gauges` are (name, help, value) read at scrape time.
-    pub fn render(&self, gauges: &[(&str, &str, f64)]) -> String {
+    /// A connection closed by a deadline.
+    pub fn connection_closed(&self, why: crate::http::conn::Verdict) {
+        self.connection_event(why.as_str());
+    }
+
+    /// A connection refused at accept (`reason` is a fixed word).
+    pub fn connection_refused(&self, reason: &'static str) {
+        self.connection_event(reason);
+    }
+
+    fn connection_event(&self, reason: &'static str) {
+        if let Ok(mut m) = self.connections.lock() {
+            *m.entry(reason).or_default() += 1;
+        }
+    }
+
+    /// The exposition text; `gauges` are (name, help, value) read at scrape time,
+    /// `refusals` the limiter's counts.
+    pub fn render(
+        &self,
+        gauges: &[(&str, &str, f64)],
+        refusals: impl Iterator<Item = (crate::limiter::Reason, u64)>,
+    ) -> String {
         let mut out = String::new();
         out.push_str(
             "# HELP scimbridge_http_requests_total HTTP requests by route, method and status.\n",
@@ -142,6 +202,29 @@ impl Metrics {
                     out,
                     "scimbridge_auth_failures_total{{reason=\"{}\"}} {n}",
                     escape(reason)
+                );
+            }
+        }
+        out.push_str(
+            "# HELP scimbridge_throttled_total Requests answered 429 by the limiter, by limit.\n",
+        );
+        out.push_str("# TYPE scimbridge_throttled_total counter\n");
+        for (reason, n) in refusals {
+            let _ = writeln!(
+                out,
+                "scimbridge_throttled_total{{limit=\"{}\"}} {n}",
+                reason.as_str()
+            );
+        }
+        out.push_str(
+            "# HELP scimbridge_connections_closed_total Connections the server closed or refused, by reason.\n",
+        );
+        out.push_str("# TYPE scimbridge_connections_closed_total counter\n");
+        if let Ok(m) = self.connections.lock() {
+            for (reason, n) in m.iter() {
+                let _ = writeln!(
+                    out,
+                    "scimbridge_connections_closed_total{{reason=\"{reason}\"}} {n}"
                 );
             }
         }
@@ -231,10 +314,20 @@ mod tests {
     #[test]
     fn renders_counters_and_histograms() {
         let m = Metrics::default();
-        m.record("/scim/v2/Users", "GET", 200, Duration::from_millis(3));
-        m.record("/scim/v2/Users", "GET", 200, Duration::from_millis(30));
+        m.record(
+            "/scim/v2/Users",
+            &hyper::Method::GET,
+            200,
+            Duration::from_millis(3),
+        );
+        m.record(
+            "/scim/v2/Users",
+            &hyper::Method::GET,
+            200,
+            Duration::from_millis(30),
+        );
         m.auth_failure("unknown token");
-        let text = m.render(&[("scimbridge_users", "Users.", 5.0)]);
+        let text = m.render(&[("scimbridge_users", "Users.", 5.0)], std::iter::empty());
         assert!(text.contains("scimbridge_http_requests_total{route=\"/scim/v2/Users\",method=\"GET\",status=\"200\"} 2"));
         assert!(text.contains("scimbridge_http_request_duration_seconds_bucket{route=\"/scim/v2/Users\",le=\"0.005\"} 1"));
         assert!(text.contains(
@@ -242,5 +335,20 @@ mod tests {
         ));
         assert!(text.contains("scimbridge_auth_failures_total{reason=\"unknown token\"} 1"));
         assert!(text.contains("scimbridge_users 5"));
+    }
+
+    #[test]
+    fn unknown_methods_share_one_label() {
+        let m = Metrics::default();
+        for i in 0..1000 {
+            let method = hyper::Method::from_bytes(format!("X{i}").as_bytes()).unwrap();
+            m.record("other", &method, 405, Duration::from_millis(1));
+        }
+        let text = m.render(&[], std::iter::empty());
+        assert!(
+            text.contains("method=\"other\",status=\"405\"} 1000"),
+            "{text}"
+        );
+        assert_eq!(m.requests.lock().unwrap().len(), 1);
     }
 }

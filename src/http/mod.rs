@@ -4,23 +4,28 @@
 
 pub mod acme;
 pub mod admin;
+pub mod body;
 pub mod bulk;
+pub mod conn;
 pub mod metrics;
 pub mod scim;
 pub mod server;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Request, Response, StatusCode};
 
+pub use body::RequestBody;
+
 use crate::app::App;
+use crate::config::TrustedProxies;
+use crate::limiter::{Permit, Subject, Throttled};
 use crate::scim::error::ScimError;
 use crate::store::StoreError;
 
@@ -44,12 +49,81 @@ pub enum Listener {
 /// Facts about the connection of a request, put into its extensions by the server.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnInfo {
+    /// The TCP peer (a reverse proxy, when there is one).
     pub peer: SocketAddr,
+    /// The client: the peer, or the address a trusted proxy forwarded for
+    /// (`client_address`). Throttles, logs and the audit use this one.
+    pub client: IpAddr,
     pub listener: Listener,
 }
 
-/// What the HTTP edge keeps besides the application: TLS certificates, metrics,
-/// admin sessions and the request log. Shared by all connections.
+/// Per request, in its extensions: what must live until its answer has been sent
+/// (the limiter's permits).
+#[derive(Default)]
+pub struct RequestCtx {
+    permits: Mutex<Vec<Permit>>,
+}
+
+impl RequestCtx {
+    /// Keeps `permit` until the answer to this request has been sent.
+    pub fn hold(&self, permit: Permit) {
+        if let Ok(mut p) = self.permits.lock() {
+            p.push(permit);
+        }
+    }
+}
+
+/// The request's context (a fresh one when the server did not set one, in tests).
+pub fn request_ctx<B>(req: &Request<B>) -> Arc<RequestCtx> {
+    req.extensions()
+        .get::<Arc<RequestCtx>>()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// The client address of a request (the peer when the server did not say).
+pub fn client_of<B>(req: &Request<B>) -> IpAddr {
+    req.extensions()
+        .get::<ConnInfo>()
+        .map_or(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), |c| c.client)
+}
+
+/// The client address: the TCP peer, unless the peer is a trusted proxy; then the
+/// right-most address in `X-Forwarded-For` that is not itself a trusted proxy (the
+/// left part of the header is whatever the client wrote and proves nothing).
+/// A malformed entry ends the walk at the proxy that added it.
+pub fn client_address(
+    trusted: &TrustedProxies,
+    peer: IpAddr,
+    headers: &hyper::HeaderMap,
+) -> IpAddr {
+    if !trusted.contains(peer) {
+        return peer;
+    }
+    let mut client = peer;
+    let entries: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .collect();
+    for entry in entries.iter().rev() {
+        let Ok(addr) = entry.trim().parse::<IpAddr>() else {
+            break;
+        };
+        client = addr;
+        if !trusted.contains(addr) {
+            break;
+        }
+    }
+    client
+}
+
+/// `Strict-Transport-Security` for certificates a browser can verify: a year, and
+/// never `includeSubDomains` (the bridge speaks only for its own name).
+pub const HSTS: &str = "max-age=31536000";
+
+/// Everything a request handler needs, shared by all connections.
 pub struct AppState {
     /// The application layer every edge shares (store, config, migration…).
     pub app: Arc<App>,
@@ -62,7 +136,17 @@ pub struct AppState {
     pub admin: admin::AdminState,
     /// The last SCIM requests with their outcome, for the admin dashboard.
     pub activity: admin::activity::Activity,
+    /// The SCIM base URL announced at start (public_url, else the listener's
+    /// address): `meta.location` and `$ref` are built from it, never from the
+    /// request's Host header.
+    pub scim_url: OnceLock<String>,
+    /// The last readiness probe (when, whether it wrote): `/readyz` reuses it for
+    /// `READY_PROBE_EVERY`, so probes cost at most one durable write per period.
+    readiness: tokio::sync::Mutex<Option<(Instant, bool)>>,
 }
+
+/// How long a readiness probe's result is reused.
+pub const READY_PROBE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl AppState {
     pub fn new(app: Arc<App>, certs: Option<Arc<crate::tls::CertStore>>) -> Self {
@@ -74,7 +158,48 @@ impl AppState {
             metrics: metrics::Metrics::default(),
             admin: admin::AdminState::default(),
             activity: admin::activity::Activity::default(),
+            scim_url: OnceLock::new(),
+            readiness: tokio::sync::Mutex::new(None),
         }
+    }
+
+    /// The SCIM base URL (`https://host:port/scim/v2`): the one announced at start,
+    /// else built from the configuration alone.
+    pub fn scim_base(&self) -> String {
+        if let Some(u) = self.scim_url.get() {
+            return u.clone();
+        }
+        match &self.app.config.public_url {
+            Some(u) => format!("{u}{SCIM_PREFIX}"),
+            None => {
+                let scheme = if self.certs.is_some() {
+                    "https"
+                } else {
+                    "http"
+                };
+                format!("{scheme}://{}{SCIM_PREFIX}", self.app.config.listen)
+            }
+        }
+    }
+
+    /// Whether the database is writable, probing at most once per
+    /// `READY_PROBE_EVERY` (concurrent callers share one probe).
+    pub async fn ready(&self) -> bool {
+        let mut last = self.readiness.lock().await;
+        if let Some((at, ok)) = *last {
+            if at.elapsed() < READY_PROBE_EVERY {
+                return ok;
+            }
+        }
+        let ok = match self.app.store.check_writable().await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "readiness check failed");
+                false
+            }
+        };
+        *last = Some((Instant::now(), ok));
+        ok
     }
 }
 
@@ -131,7 +256,7 @@ fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
     r
 }
 
-fn metrics_response(state: &AppState, req: &Request<Incoming>) -> Response<Body> {
+fn metrics_response(state: &AppState, req: &Request<RequestBody>) -> Response<Body> {
     if let Some(expected) = &state.app.config.metrics_token {
         let given = req
             .headers()
@@ -140,6 +265,11 @@ fn metrics_response(state: &AppState, req: &Request<Incoming>) -> Response<Body>
             .and_then(|h| h.strip_prefix("Bearer "))
             .unwrap_or_default();
         if !expected.matches(given) {
+            let client = client_of(req);
+            if let Err(t) = state.app.limiter.auth_failed(client, Instant::now()) {
+                return throttled(&t, false);
+            }
+            tracing::warn!(client = %client, "metrics authentication failed");
             let mut r = plain(StatusCode::UNAUTHORIZED, "metrics need the metrics token\n");
             r.headers_mut().insert(
                 hyper::header::WWW_AUTHENTICATE,
@@ -166,7 +296,7 @@ fn metrics_response(state: &AppState, req: &Request<Incoming>) -> Response<Body>
         "Seconds since the server started.",
         state.started.elapsed().as_secs_f64(),
     ));
-    let mut text = state.metrics.render(&gauges);
+    let mut text = state.metrics.render(&gauges, state.app.limiter.refusals());
     if let Some(view) = state
         .certs
         .as_ref()
@@ -189,18 +319,54 @@ fn metrics_response(state: &AppState, req: &Request<Incoming>) -> Response<Body>
     r
 }
 
+/// A 429 answer for a limiter refusal: a SCIM error below `/scim/v2`, plain text
+/// elsewhere, with `Retry-After` in seconds (RFC 6585 §4).
+pub fn throttled(t: &Throttled, scim: bool) -> Response<Body> {
+    let secs = t.retry_after_secs();
+    let text = format!("{}; retry after {secs} s", t.reason.explain());
+    let mut r = if scim {
+        scim_error(&ScimError::new(429, None, text))
+    } else {
+        let mut r = Response::new(Full::new(Bytes::from(format!("{text}\n"))));
+        *r.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+        r.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        r
+    };
+    r.headers_mut()
+        .insert(hyper::header::RETRY_AFTER, HeaderValue::from(secs));
+    r
+}
+
 /// Routes one request and logs it with a request id.
-pub async fn route(state: Arc<AppState>, req: Request<Incoming>) -> Response<Body> {
+pub async fn route(state: Arc<AppState>, req: Request<RequestBody>) -> Response<Body> {
     let started = Instant::now();
     let rid = state.request_ids.fetch_add(1, Ordering::Relaxed);
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    let listener = req
+    let (listener, client) = req
         .extensions()
         .get::<ConnInfo>()
-        .map_or(Listener::Main, |c| c.listener);
+        .map_or((Listener::Main, client_of(&req)), |c| {
+            (c.listener, c.client)
+        });
     let is_admin_path = path == "/admin" || path.starts_with("/admin/");
-    let response = match path.as_str() {
+    let is_scim = path == SCIM_PREFIX || path.starts_with("/scim/v2/");
+    // SCIM requests are limited per token once authenticated (scim::handle); the
+    // rest per client address. /healthz is never limited.
+    let admitted = if path == "/healthz" || (is_scim && listener == Listener::Main) {
+        Ok(())
+    } else {
+        state
+            .app
+            .limiter
+            .request(Subject::Address(client))
+            .map(|p| request_ctx(&req).hold(p))
+    };
+    let response = match (admitted, path.as_str()) {
+        (Err(t), _) => throttled(&t, false),
         _ if is_admin_path && admin::served_on(&state.app.config, listener) => {
             admin::handle(&state, req).await
         }
@@ -208,16 +374,16 @@ pub async fn route(state: Arc<AppState>, req: Request<Incoming>) -> Response<Bod
             StatusCode::NOT_FOUND,
             "not found; this listener serves only the admin page at /admin\n",
         ),
-        "/healthz" => plain(StatusCode::OK, "ok\n"),
-        "/readyz" => match state.app.store.check_writable().await {
-            Ok(()) => plain(StatusCode::OK, "ready\n"),
-            Err(e) => {
-                tracing::warn!(error = %e, "readiness check failed");
+        (_, "/healthz") => plain(StatusCode::OK, "ok\n"),
+        (_, "/readyz") => {
+            if state.ready().await {
+                plain(StatusCode::OK, "ready\n")
+            } else {
                 plain(StatusCode::SERVICE_UNAVAILABLE, "database not writable\n")
             }
-        },
-        "/metrics" => metrics_response(&state, &req),
-        p if p == SCIM_PREFIX || p.starts_with("/scim/v2/") => {
+        }
+        (_, "/metrics") => metrics_response(&state, &req),
+        (_, p) if is_scim => {
             let rest = p[SCIM_PREFIX.len()..].to_owned();
             scim::handle(&state, req, &rest).await
         }
@@ -229,12 +395,13 @@ pub async fn route(state: Arc<AppState>, req: Request<Incoming>) -> Response<Bod
     let elapsed = started.elapsed();
     state.metrics.record(
         metrics::route_label(&path),
-        method.as_str(),
+        &method,
         response.status().as_u16(),
         elapsed,
     );
     tracing::info!(
         request_id = rid,
+        client = %client,
         method = %method,
         path = %path,
         status = response.status().as_u16(),

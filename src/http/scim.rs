@@ -9,15 +9,15 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE, ETAG, IF_MATCH, IF_NONE_MATCH, LOCATION};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::Value;
 
-use super::{scim_error, scim_json, store_error, AppState, Body, Handled};
+use super::{scim_error, scim_json, store_error, AppState, Body, Handled, RequestBody};
 use crate::app::{Operation, Outcome, Page, Paging, Query, Written};
 use crate::auth::{authenticate, Principal};
 use crate::clock::Timestamp;
+use crate::limiter::Subject;
 use crate::scim::discovery::{self, Capabilities};
 use crate::scim::error::{ScimError, ScimResult};
 use crate::scim::query::ListParams;
@@ -26,7 +26,7 @@ use crate::scim::schema::ResourceType;
 use crate::store::{Actor, Scope, Target};
 
 /// Query-string parameters, percent-decoded; a repeated name keeps its first value.
-fn query_params(req: &Request<Incoming>) -> HashMap<String, String> {
+fn query_params(req: &Request<RequestBody>) -> HashMap<String, String> {
     let mut out = HashMap::new();
     if let Some(q) = req.uri().query() {
         for (k, v) in form_urlencoded::parse(q.as_bytes()) {
@@ -41,32 +41,6 @@ fn param<'a>(params: &'a HashMap<String, String>, name: &str) -> Option<&'a str>
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case(name))
         .map(|(_, v)| v.as_str())
-}
-
-/// The SCIM base URL for `location` and `$ref`: the configured public URL, else the
-/// scheme and Host of the request.
-fn base_url(state: &AppState, req: &Request<Incoming>) -> String {
-    if let Some(u) = &state.app.config.public_url {
-        return format!("{u}{}", super::SCIM_PREFIX);
-    }
-    let scheme = if state.certs.is_some() {
-        "https"
-    } else {
-        req.headers()
-            .get("x-forwarded-proto")
-            .and_then(|v| v.to_str().ok())
-            .filter(|p| *p == "https" || *p == "http")
-            .unwrap_or("http")
-    };
-    let host = req
-        .headers()
-        .get(hyper::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| req.uri().authority().map(|a| a.to_string()))
-        .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic()))
-        .unwrap_or_else(|| state.app.config.listen.to_string());
-    format!("{scheme}://{host}{}", super::SCIM_PREFIX)
 }
 
 fn capabilities(state: &AppState) -> Capabilities {
@@ -89,7 +63,51 @@ fn resource_type_of(segment: &str) -> Option<ResourceType> {
     }
 }
 
-pub async fn handle(state: &Arc<AppState>, req: Request<Incoming>, rest: &str) -> Response<Body> {
+/// What a request below `/scim/v2` does, parsed from its method and path: the
+/// scope check and the cut-over write gate ask this, not how the path ends (a
+/// `DELETE …/.search` is a write; a `POST …/.search` is a read).
+#[derive(Debug, PartialEq, Eq)]
+enum ScimRoute {
+    /// GET of resources or discovery documents, `POST …/.search`.
+    Read,
+    /// POST (create), PUT, PATCH, DELETE of a resource, and `POST /Bulk`.
+    Write,
+    /// Anything the dispatch below answers 404 or 405.
+    Refused,
+}
+
+impl ScimRoute {
+    fn parse(method: &Method, segments: &[&str]) -> ScimRoute {
+        use ScimRoute as R;
+        if segments.first().and_then(|s| resource_type_of(s)).is_some() {
+            return match (method, &segments[1..]) {
+                (&Method::GET, [] | [_]) | (&Method::POST, [".search"]) => R::Read,
+                (&Method::POST, []) => R::Write,
+                (&Method::PUT | &Method::PATCH | &Method::DELETE, [_]) => R::Write,
+                _ => R::Refused,
+            };
+        }
+        match (method, segments) {
+            (&Method::GET, ["ServiceProviderConfig" | "Schemas" | "ResourceTypes"])
+            | (&Method::GET, ["Schemas" | "ResourceTypes", _])
+            | (&Method::POST, [".search"]) => R::Read,
+            (&Method::POST, ["Bulk"]) => R::Write,
+            _ => R::Refused,
+        }
+    }
+
+    /// Whether the route changes the directory (refused for read-only tokens and
+    /// after cut-over).
+    fn writes(&self) -> bool {
+        *self == ScimRoute::Write
+    }
+}
+
+pub async fn handle(
+    state: &Arc<AppState>,
+    req: Request<RequestBody>,
+    rest: &str,
+) -> Response<Body> {
     let method = req.method().clone();
     let mut token_name = None;
     let response = match handle_inner(state, req, rest, &mut token_name).await {
@@ -105,7 +123,7 @@ pub async fn handle(state: &Arc<AppState>, req: Request<Incoming>, rest: &str) -
 
 async fn handle_inner(
     state: &Arc<AppState>,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     rest: &str,
     token_name: &mut Option<String>,
 ) -> Handled {
@@ -114,11 +132,19 @@ async fn handle_inner(
         .headers()
         .get(hyper::header::AUTHORIZATION)
         .and_then(|h| h.to_str().ok());
+    let client = super::client_of(&req);
     let principal = match authenticate(&state.app.store, header, now).map_err(store_error)? {
         Ok(p) => p,
         Err(why) => {
-            tracing::warn!(reason = why.as_str(), "SCIM authentication failed");
             state.metrics.auth_failure(why.as_str());
+            // Only failures are throttled: a valid token is never refused for its
+            // address (identity providers share theirs).
+            let limiter = &state.app.limiter;
+            if let Err(t) = limiter.auth_failed(client, std::time::Instant::now()) {
+                tracing::debug!(client = %client, reason = why.as_str(), "SCIM authentication failed (throttled)");
+                return Ok(super::throttled(&t, true));
+            }
+            tracing::warn!(client = %client, reason = why.as_str(), "SCIM authentication failed");
             return Err(ScimError::new(
                 401,
                 None,
@@ -126,6 +152,14 @@ async fn handle_inner(
             ));
         }
     };
+    match state
+        .app
+        .limiter
+        .request(Subject::Token(principal.token_id.clone()))
+    {
+        Ok(p) => super::request_ctx(&req).hold(p),
+        Err(t) => return Ok(super::throttled(&t, true)),
+    }
     state.app.note_token_use(&principal.token_id, now);
     *token_name = Some(principal.name.clone());
 
@@ -140,10 +174,9 @@ async fn handle_inner(
         ));
     }
     let method = req.method().clone();
-    let is_write = matches!(
-        method,
-        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
-    ) && segments.last().is_none_or(|s| *s != ".search");
+    // Scope and the cut-over gate are decided by the parsed route, not by how the
+    // path ends.
+    let is_write = ScimRoute::parse(&method, &segments).writes();
     if is_write {
         if let Some((status, why)) = state.app.migration.write_refusal() {
             let mut e = ScimError::new(status, None, why);
@@ -163,7 +196,7 @@ async fn handle_inner(
             ),
         ));
     }
-    let base = base_url(state, &req);
+    let base = state.scim_base();
     let params = query_params(&req);
     if let Some(rt) = segments.first().and_then(|s| resource_type_of(s)) {
         let endpoint = ResourceEndpoint {
@@ -217,11 +250,16 @@ async fn handle_inner(
         },
         (Method::POST, [".search"]) => {
             let body = read_json(req, state.app.config.limits.max_body_bytes).await?;
-            search(state, None, &search_params(&body)?, &base).await
+            search(state, None, &search_params(&body)?, &base, &principal).await
         }
         (Method::POST, ["Bulk"]) => {
             let body = read_json(req, state.app.config.limits.bulk_max_payload_bytes).await?;
-            super::bulk::handle(state, body, &actor(&principal), &base).await
+            let subject = Subject::Token(principal.token_id.clone());
+            let _heavy = match state.app.limiter.heavy(subject).await {
+                Ok(p) => p,
+                Err(t) => return Ok(super::throttled(&t, true)),
+            };
+            super::bulk::handle(state, body, &principal, &base).await
         }
         (_, [seg, ..])
             if matches!(
@@ -252,10 +290,10 @@ struct ResourceEndpoint<'a> {
 }
 
 impl ResourceEndpoint<'_> {
-    async fn handle(&self, req: Request<Incoming>, method: Method, tail: &[&str]) -> Handled {
+    async fn handle(&self, req: Request<RequestBody>, method: Method, tail: &[&str]) -> Handled {
         let rt = self.rt;
         let limit = self.state.app.config.limits.max_body_bytes;
-        let target = |id: &str, req: &Request<Incoming>| Target {
+        let target = |id: &str, req: &Request<RequestBody>| Target {
             rt,
             id: id.to_owned(),
             if_match: header_str(req, IF_MATCH),
@@ -344,15 +382,16 @@ impl ResourceEndpoint<'_> {
     }
 
     async fn search(&self, rt: Option<ResourceType>, req: &SearchRequest) -> Handled {
-        search(self.state, rt, req, self.base).await
+        search(self.state, rt, req, self.base, self.principal).await
     }
 }
 
-fn header_str(req: &Request<Incoming>, name: hyper::header::HeaderName) -> Option<String> {
+/// A header's value; one that is not visible ASCII is kept (lossily) rather than
+/// dropped, so an unreadable `If-Match` fails its precondition instead of vanishing.
+fn header_str(req: &Request<RequestBody>, name: hyper::header::HeaderName) -> Option<String> {
     req.headers()
         .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
 }
 
 fn actor(p: &Principal) -> Actor {
@@ -373,7 +412,7 @@ fn projection(params: &HashMap<String, String>) -> ScimResult<Projection> {
 const DISCARD_FACTOR: usize = 8;
 
 /// Reads a JSON request body within the size limit.
-async fn read_json(req: Request<Incoming>, limit: usize) -> ScimResult<Value> {
+async fn read_json(req: Request<RequestBody>, limit: usize) -> ScimResult<Value> {
     if let Some(ct) = req.headers().get(CONTENT_TYPE) {
         let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
         if !ct.is_empty() && !ct.contains("json") {
@@ -388,8 +427,14 @@ async fn read_json(req: Request<Incoming>, limit: usize) -> ScimResult<Value> {
     let mut bytes = Vec::new();
     let mut seen = 0usize;
     while let Some(frame) = body.frame().await {
-        let frame =
-            frame.map_err(|_| ScimError::invalid_syntax("the request body could not be read"))?;
+        let frame = frame.map_err(|e| match e {
+            super::body::BodyError::TimedOut => ScimError::new(
+                408,
+                None,
+                "the request body did not arrive in time; send it faster or in a smaller request",
+            ),
+            _ => ScimError::invalid_syntax("the request body could not be read"),
+        })?;
         let Ok(data) = frame.into_data() else {
             continue;
         };
@@ -522,6 +567,7 @@ async fn search(
     rt: Option<ResourceType>,
     req: &SearchRequest,
     base: &str,
+    principal: &Principal,
 ) -> Handled {
     let limits = &state.app.config.limits;
     let params = ListParams::parse(
@@ -533,6 +579,24 @@ async fn search(
         limits.default_page_size,
         limits.max_page_size,
     )?;
+    // Scans and sorts cost in proportion to the directory: heavy work.
+    let types: Vec<ResourceType> = rt.map_or_else(|| ResourceType::ALL.to_vec(), |t| vec![t]);
+    let scans = params.sort_by.is_some()
+        || types.len() > 1
+        || params.filter.as_ref().is_some_and(|f| {
+            types
+                .iter()
+                .any(|t| crate::scim::query::plan(f, *t).is_none())
+        });
+    let _heavy = if scans {
+        let subject = Subject::Token(principal.token_id.clone());
+        match state.app.limiter.heavy(subject).await {
+            Ok(p) => Some(p),
+            Err(t) => return Ok(super::throttled(&t, true)),
+        }
+    } else {
+        None
+    };
     let query = Query {
         rt,
         params,

@@ -199,7 +199,9 @@ pub fn server_config(certs: Arc<CertStore>, acme_tls_alpn: bool) -> Result<rustl
             .map_err(|e| anyhow!("TLS configuration: {e}"))?
             .with_no_client_auth()
             .with_cert_resolver(certs);
-    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // http/1.0 too: a client that offers only it must get a connection, not a fatal
+    // no_application_protocol alert (hyper serves HTTP/1.0).
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec(), b"http/1.0".to_vec()];
     if acme_tls_alpn {
         cfg.alpn_protocols.push(ACME_TLS_ALPN.to_vec());
     }

@@ -10,6 +10,8 @@ mod acme;
 mod admin_browser;
 mod admin_http;
 mod export_import;
+mod hardening;
+mod hostile;
 mod idp_replay;
 mod migration_check;
 mod migration_push;

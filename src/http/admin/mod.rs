@@ -12,18 +12,17 @@ pub mod pages;
 pub mod session;
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
 use hyper::header::{HeaderName, HeaderValue, CONTENT_TYPE, LOCATION};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::Value;
 
-use super::{AppState, Body, ConnInfo, Listener};
+use super::{AppState, Body, Listener, RequestBody};
 use crate::app::admin::{self as credentials, CredentialError, FirstRun};
 use crate::app::tokens::{self, IssueRequest, TokenError, TokenInfo, TokenState, MAX_TOKEN_DAYS};
 use crate::app::{Paging, Query, Resource};
@@ -88,9 +87,6 @@ pub struct AdminState {
     last_check: Mutex<Option<(String, ReadinessReport)>>,
     /// The last background migration job.
     job: Arc<Mutex<Option<Job>>>,
-    /// The SCIM URL announced at start, for when the page is served on its own
-    /// listener and the request's Host is not the SCIM listener's.
-    scim_url: OnceLock<String>,
     /// ((last event sequence, users) when counted, inactive users): counting inactive
     /// users needs a scan, reused until the directory changes.
     user_counts: Mutex<Option<((u64, u64), u64)>>,
@@ -104,7 +100,6 @@ impl Default for AdminState {
             hashing: tokio::sync::Semaphore::new(2),
             last_check: Mutex::new(None),
             job: Arc::new(Mutex::new(None)),
-            scim_url: OnceLock::new(),
             user_counts: Mutex::new(None),
         }
     }
@@ -118,7 +113,7 @@ pub fn served_on(config: &Config, listener: Listener) -> bool {
 /// At server start: remembers the URLs and, while no admin password is set, logs a
 /// one-time setup link (unless one printed by `admin reset-password` is pending).
 pub async fn announce(state: &AppState, admin_url: &str, scim_url: &str) {
-    let _ = state.admin.scim_url.set(scim_url.to_owned());
+    let _ = state.scim_url.set(scim_url.to_owned());
     if !state.app.config.admin.enabled {
         return;
     }
@@ -246,7 +241,7 @@ fn session_cookie(state: &AppState, value: &str, max_age: Option<u32>) -> Header
 
 // ---- request helpers ---------------------------------------------------------------
 
-fn cookie(req: &Request<Incoming>) -> Option<String> {
+fn cookie(req: &Request<RequestBody>) -> Option<String> {
     req.headers()
         .get_all(hyper::header::COOKIE)
         .iter()
@@ -257,7 +252,7 @@ fn cookie(req: &Request<Incoming>) -> Option<String> {
         .map(|(_, v)| v.to_owned())
 }
 
-fn query(req: &Request<Incoming>) -> HashMap<String, String> {
+fn query(req: &Request<RequestBody>) -> HashMap<String, String> {
     let mut out = HashMap::new();
     if let Some(q) = req.uri().query() {
         for (k, v) in form_urlencoded::parse(q.as_bytes()) {
@@ -268,7 +263,7 @@ fn query(req: &Request<Incoming>) -> HashMap<String, String> {
 }
 
 /// A form body; `None` when it is too large or unreadable.
-async fn form(req: Request<Incoming>) -> Option<HashMap<String, String>> {
+async fn form(req: Request<RequestBody>) -> Option<HashMap<String, String>> {
     let bytes = Limited::new(req.into_body(), MAX_FORM_BYTES)
         .collect()
         .await
@@ -286,7 +281,7 @@ async fn form(req: Request<Incoming>) -> Option<HashMap<String, String>> {
 /// session yet (sign-in, setup). `Sec-Fetch-Site` decides when present; `Origin` is
 /// only a fallback, and its value `null` (what browsers send on a form POST from a
 /// page with `Referrer-Policy: no-referrer`, i.e. ours) says nothing either way.
-fn cross_site(req: &Request<Incoming>) -> bool {
+fn cross_site(req: &Request<RequestBody>) -> bool {
     let header = |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok());
     if let Some(site) = header("sec-fetch-site") {
         return site != "same-origin" && site != "none";
@@ -299,10 +294,8 @@ fn cross_site(req: &Request<Incoming>) -> bool {
     false
 }
 
-fn client_ip(req: &Request<Incoming>) -> IpAddr {
-    req.extensions()
-        .get::<ConnInfo>()
-        .map_or(IpAddr::V4(Ipv4Addr::LOCALHOST), |c| c.peer.ip())
+fn client_ip(req: &Request<RequestBody>) -> IpAddr {
+    super::client_of(req)
 }
 
 fn field<'a>(f: &'a HashMap<String, String>, name: &str) -> &'a str {
@@ -312,13 +305,13 @@ fn field<'a>(f: &'a HashMap<String, String>, name: &str) -> &'a str {
 // ---- entry -------------------------------------------------------------------------
 
 /// Serves one request below `/admin`.
-pub async fn handle(state: &Arc<AppState>, req: Request<Incoming>) -> Response<Body> {
+pub async fn handle(state: &Arc<AppState>, req: Request<RequestBody>) -> Response<Body> {
     let mut r = dispatch(state, req).await;
     security_headers(&mut r);
     r
 }
 
-async fn dispatch(state: &Arc<AppState>, req: Request<Incoming>) -> Response<Body> {
+async fn dispatch(state: &Arc<AppState>, req: Request<RequestBody>) -> Response<Body> {
     let path = req.uri().path().to_owned();
     let method = req.method().clone();
     match (&method, path.as_str()) {
@@ -328,7 +321,7 @@ async fn dispatch(state: &Arc<AppState>, req: Request<Incoming>) -> Response<Bod
         (&Method::GET, "/admin/static/copy.js") => {
             return response(StatusCode::OK, "text/javascript; charset=utf-8", COPY_JS)
         }
-        (&Method::GET, "/admin/setup") => return setup_form(state, &req),
+        (&Method::GET, "/admin/setup") => return setup_form(state, &req).await,
         (&Method::POST, "/admin/setup") => return setup_submit(state, req).await,
         (&Method::GET, "/admin/login") => return login_form(state, &req),
         (&Method::POST, "/admin/login") => return login_submit(state, req).await,
@@ -473,59 +466,66 @@ fn setup_refused(why: SetupRefusal) -> Response<Body> {
 }
 
 fn throttled(wait: Duration) -> Response<Body> {
-    let minutes = wait.as_secs().div_ceil(60).max(1);
+    let secs = wait.as_secs().max(1);
     let mut r = html(
         StatusCode::TOO_MANY_REQUESTS,
         pages::message(
             "Too many failed attempts",
             &format!(
-                "Too many failed sign-in attempts ({} in {} minutes from your address, or many from \
-                 everywhere). Wait {minutes} minute{} and try again.",
+                "Too many failed attempts from your address ({} in {} minutes; after that one \
+                 attempt a minute). Wait {secs} second{} and try again. On the server, \
+                 `scimbridge admin reset-password` always works.",
                 session::FAILURES_PER_ADDRESS,
                 session::THROTTLE_WINDOW.as_secs() / 60,
-                if minutes == 1 { "" } else { "s" }
+                if secs == 1 { "" } else { "s" }
             ),
             None,
         ),
     );
-    if let Ok(v) = HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
-        r.headers_mut().insert(hyper::header::RETRY_AFTER, v);
-    }
+    r.headers_mut()
+        .insert(hyper::header::RETRY_AFTER, HeaderValue::from(secs));
     r
+}
+
+/// A wrong setup code: counted against the address (the code cannot be guessed;
+/// this only bounds the noise), answered after the failure delay.
+async fn setup_code_refused(state: &AppState, ip: IpAddr, why: SetupRefusal) -> Response<Body> {
+    match state.admin.throttle.reserve(ip, Instant::now()) {
+        Ok(r) => {
+            tokio::time::sleep(session::FAILURE_DELAY).await;
+            r.failed(Instant::now());
+            tracing::warn!(client = %ip, "admin setup link refused");
+            setup_refused(why)
+        }
+        Err(wait) => {
+            tracing::warn!(client = %ip, "admin setup throttled");
+            throttled(wait)
+        }
+    }
 }
 
 fn check_setup_code(state: &AppState, code: &str) -> Result<(), SetupRefusal> {
     credentials::check_setup_code(&state.app.store, code, Timestamp::now())
 }
 
-fn setup_form(state: &AppState, req: &Request<Incoming>) -> Response<Body> {
+async fn setup_form(state: &AppState, req: &Request<RequestBody>) -> Response<Body> {
     let ip = client_ip(req);
-    if let Err(wait) = state.admin.throttle.check(ip, Instant::now()) {
-        return throttled(wait);
-    }
     let q = query(req);
     let code = q.get("code").map_or("", String::as_str);
+    // A valid code is never throttled: it cannot be guessed, and whoever holds it
+    // must not be locked out by someone else's failures.
     match check_setup_code(state, code) {
         Ok(()) => html(StatusCode::OK, pages::setup(code, None)),
-        Err(why) => {
-            state.admin.throttle.failure(ip, Instant::now());
-            setup_refused(why)
-        }
+        Err(why) => setup_code_refused(state, ip, why).await,
     }
 }
 
-/// What the forms of signed-out visitors (setup, sign-in) share: throttling, a
-/// same-site check and a readable body.
+/// What the forms of signed-out visitors (setup, sign-in) share: a same-site check
+/// and a readable body.
 async fn public_form(
-    state: &AppState,
-    req: Request<Incoming>,
-    what: &str,
+    req: Request<RequestBody>,
 ) -> Result<(IpAddr, HashMap<String, String>), Response<Body>> {
     let ip = client_ip(&req);
-    if let Err(wait) = state.admin.throttle.check(ip, Instant::now()) {
-        tracing::warn!(client = %ip, "admin {what} throttled");
-        return Err(throttled(wait));
-    }
     if cross_site(&req) {
         return Err(refuse(
             StatusCode::FORBIDDEN,
@@ -543,15 +543,14 @@ async fn public_form(
     }
 }
 
-async fn setup_submit(state: &AppState, req: Request<Incoming>) -> Response<Body> {
-    let (ip, f) = match public_form(state, req, "setup").await {
+async fn setup_submit(state: &AppState, req: Request<RequestBody>) -> Response<Body> {
+    let (ip, f) = match public_form(req).await {
         Ok(x) => x,
         Err(refused) => return refused,
     };
     let code = field(&f, "code");
     if let Err(why) = check_setup_code(state, code) {
-        state.admin.throttle.failure(ip, Instant::now());
-        return setup_refused(why);
+        return setup_code_refused(state, ip, why).await;
     }
     let Ok(_permit) = state.admin.hashing.acquire().await else {
         return refuse(
@@ -571,8 +570,9 @@ async fn setup_submit(state: &AppState, req: Request<Incoming>) -> Response<Body
     .await;
     match set {
         Ok(()) => {
-            // A new password signs everyone out.
+            // A new password signs everyone out and ends every throttle.
             state.admin.sessions.clear();
+            state.admin.throttle.clear();
             tracing::info!("the admin password was set through a setup link");
             redirect("/admin/login?setup=done")
         }
@@ -595,7 +595,7 @@ async fn setup_submit(state: &AppState, req: Request<Incoming>) -> Response<Body
     }
 }
 
-fn login_form(state: &AppState, req: &Request<Incoming>) -> Response<Body> {
+fn login_form(state: &AppState, req: &Request<RequestBody>) -> Response<Body> {
     let q = query(req);
     let notice = if q.contains_key("setup") {
         Some("The admin password is set. Sign in with it.")
@@ -610,10 +610,18 @@ fn login_form(state: &AppState, req: &Request<Incoming>) -> Response<Body> {
     )
 }
 
-async fn login_submit(state: &AppState, req: Request<Incoming>) -> Response<Body> {
-    let (ip, f) = match public_form(state, req, "sign-in").await {
+async fn login_submit(state: &AppState, req: Request<RequestBody>) -> Response<Body> {
+    let (ip, f) = match public_form(req).await {
         Ok(x) => x,
         Err(refused) => return refused,
+    };
+    // Reserved before the password is checked: concurrent guesses count at once.
+    let reservation = match state.admin.throttle.reserve(ip, Instant::now()) {
+        Ok(r) => r,
+        Err(wait) => {
+            tracing::warn!(client = %ip, "admin sign-in throttled");
+            return throttled(wait);
+        }
     };
     let password = field(&f, "password").to_owned();
     let Ok(_permit) = state.admin.hashing.acquire().await else {
@@ -628,7 +636,8 @@ async fn login_submit(state: &AppState, req: Request<Incoming>) -> Response<Body
         Err(e) => return unavailable(e),
     };
     if !ok {
-        state.admin.throttle.failure(ip, Instant::now());
+        tokio::time::sleep(session::FAILURE_DELAY).await;
+        reservation.failed(Instant::now());
         tracing::warn!(client = %ip, "admin sign-in failed");
         return html(
             StatusCode::UNAUTHORIZED,
@@ -639,7 +648,7 @@ async fn login_submit(state: &AppState, req: Request<Incoming>) -> Response<Body
             ),
         );
     }
-    state.admin.throttle.success(ip);
+    reservation.succeeded();
     let Ok(id) = state.admin.sessions.create(Instant::now()) else {
         return refuse(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -656,12 +665,14 @@ async fn login_submit(state: &AppState, req: Request<Incoming>) -> Response<Body
 
 // ---- dashboard ---------------------------------------------------------------------
 
-fn scim_url(state: &AppState, req: &Request<Incoming>) -> String {
+fn scim_url(state: &AppState, req: &Request<RequestBody>) -> String {
     if let Some(u) = &state.app.config.public_url {
         return format!("{u}{}", super::SCIM_PREFIX);
     }
+    // The admin's own Host is shown back to the admin (it names the server as the
+    // admin reaches it); SCIM answers never use a Host header.
     let on_main = !matches!(
-        req.extensions().get::<ConnInfo>(),
+        req.extensions().get::<super::ConnInfo>(),
         Some(c) if c.listener == Listener::Admin
     );
     let host = req
@@ -678,9 +689,7 @@ fn scim_url(state: &AppState, req: &Request<Incoming>) -> String {
             };
             format!("{scheme}://{h}{}", super::SCIM_PREFIX)
         }
-        _ => state.admin.scim_url.get().cloned().unwrap_or_else(|| {
-            format!("https://{}{}", state.app.config.listen, super::SCIM_PREFIX)
-        }),
+        _ => state.scim_base(),
     }
 }
 
@@ -727,7 +736,7 @@ async fn user_counts(state: &Arc<AppState>) -> (u64, u64) {
 
 async fn dashboard(
     state: &Arc<AppState>,
-    req: &Request<Incoming>,
+    req: &Request<RequestBody>,
     chrome: Chrome<'_>,
 ) -> Response<Body> {
     let (users, inactive_users) = user_counts(state).await;
@@ -987,14 +996,7 @@ fn detail(state: &AppState, rt: ResourceType, id: &str, chrome: Chrome<'_>) -> R
     if let Err(e) = snap.derive_meta(rt, &mut r) {
         return unavailable(e);
     }
-    let base = state
-        .app
-        .config
-        .public_url
-        .as_deref()
-        .map(|u| format!("{u}{}", super::SCIM_PREFIX))
-        .or_else(|| state.admin.scim_url.get().cloned())
-        .unwrap_or_default();
+    let base = state.scim_base();
     let rendered =
         crate::scim::resource::render(rt, &r.id, r.attrs.clone(), &r.meta, Some(&refs), &base);
     let s = |k: &str| r.attrs.get(k).and_then(Value::as_str).map(str::to_owned);

@@ -179,7 +179,9 @@ pub fn setup(code: &str, error: Option<&str>) -> String {
     }
     let _ = write!(
         c,
-        "<p>Choose the password for this bridge's admin page: at least {} characters. \
+        "<p>Choose the password for this bridge's admin page: at least {} characters, \
+         not a common password (or common words with digits or symbols added), not a keyboard \
+         or alphabet run, with at least 6 different characters. Four random words work well. \
          This link works once; afterwards every admin signs in with the new password.</p>\
          <form method=\"post\" action=\"/admin/setup\" class=\"card\">\
          <input type=\"hidden\" name=\"code\" value=\"{}\">\

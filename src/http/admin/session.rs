@@ -1,4 +1,4 @@
-//! Admin sessions, their CSRF tokens and login throttling. All in memory: a restart
+//! Admin sessions, their CSRF tokens and sign-in throttling. All in memory: a restart
 //! signs every admin out and forgets failed attempts. Time is passed in so the rules
 //! are tested without waiting.
 //!
@@ -25,11 +25,17 @@ const MAX_SESSIONS: usize = 256;
 
 /// The window over which failed sign-ins are counted.
 pub const THROTTLE_WINDOW: Duration = Duration::from_secs(15 * 60);
-/// Failures from one address within the window before it must wait.
+/// Failures from one address within the window that cost nothing but `FAILURE_DELAY`.
 pub const FAILURES_PER_ADDRESS: usize = 5;
-/// Failures from everyone within the window before everyone must wait (a
-/// distributed guess, or all clients behind one proxy).
-pub const FAILURES_GLOBAL: usize = 50;
+/// Past those, one attempt per address per this interval: slow enough to make
+/// guessing useless (≤ 15 an hour), short enough that an admin whose address is
+/// shared with a guesser still gets in.
+pub const SLOW_INTERVAL: Duration = Duration::from_secs(60);
+/// Every failed sign-in is answered this late (sequential guessing slows down; a
+/// reservation is held meanwhile, so concurrent guesses do not get around it).
+pub const FAILURE_DELAY: Duration = Duration::from_millis(500);
+/// Addresses remembered; beyond this, the quiet ones are forgotten first.
+const MAX_ADDRESSES: usize = 10_000;
 
 struct Entry {
     csrf: String,
@@ -136,16 +142,22 @@ fn alive(e: &Entry, now: Instant) -> bool {
         && now.saturating_duration_since(e.created) < ABSOLUTE_TIMEOUT
 }
 
-/// Failed sign-ins by client address and in total, over a sliding window.
+/// Sign-in attempts by client address (IPv6 by /64). An attempt is *reserved*
+/// before the password is checked, so concurrent attempts cannot all pass a check
+/// that only counts finished ones. There is no global limit: nobody can lock out
+/// an address other than their own, and `scimbridge admin reset-password` on the
+/// machine never goes through this.
 #[derive(Default)]
 pub struct Throttle {
-    inner: Mutex<ThrottleInner>,
+    inner: Mutex<HashMap<IpAddr, Attempts>>,
 }
 
 #[derive(Default)]
-struct ThrottleInner {
-    by_address: HashMap<IpAddr, VecDeque<Instant>>,
-    all: VecDeque<Instant>,
+struct Attempts {
+    failures: VecDeque<Instant>,
+    in_flight: usize,
+    /// When an address past its free failures may try once more.
+    next_slow: Option<Instant>,
 }
 
 fn expire(q: &mut VecDeque<Instant>, now: Instant) {
@@ -157,53 +169,101 @@ fn expire(q: &mut VecDeque<Instant>, now: Instant) {
     }
 }
 
-/// How long until the oldest counted failure leaves the window.
-fn wait(q: &VecDeque<Instant>, now: Instant) -> Duration {
-    q.front().map_or(Duration::ZERO, |t| {
-        THROTTLE_WINDOW.saturating_sub(now.saturating_duration_since(*t))
-    })
+/// One attempt in progress; say how it ended (dropping it counts as a failure, so
+/// a client that hangs up during the check gains nothing).
+#[must_use]
+pub struct Reservation<'a> {
+    throttle: &'a Throttle,
+    key: IpAddr,
+    done: bool,
+}
+
+impl Reservation<'_> {
+    /// The attempt failed.
+    pub fn failed(mut self, now: Instant) {
+        self.done = true;
+        self.throttle.finish(self.key, Some(now));
+    }
+
+    /// The attempt succeeded: the address's failures are forgotten.
+    pub fn succeeded(mut self) {
+        self.done = true;
+        self.throttle.finish(self.key, None);
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.throttle.finish(self.key, Some(Instant::now()));
+        }
+    }
 }
 
 impl Throttle {
-    /// `Err(wait)` when `addr` (or everyone) has failed too often recently.
-    pub fn check(&self, addr: IpAddr, now: Instant) -> Result<(), Duration> {
-        let Ok(mut t) = self.inner.lock() else {
-            return Ok(());
+    /// Reserves an attempt for `addr`, or says how long to wait.
+    pub fn reserve(&self, addr: IpAddr, now: Instant) -> Result<Reservation<'_>, Duration> {
+        let key = crate::limiter::address_key(addr);
+        let Ok(mut m) = self.inner.lock() else {
+            return Err(SLOW_INTERVAL);
         };
-        expire(&mut t.all, now);
-        if t.all.len() >= FAILURES_GLOBAL {
-            return Err(wait(&t.all, now));
-        }
-        if let Some(q) = t.by_address.get_mut(&addr) {
-            expire(q, now);
-            if q.len() >= FAILURES_PER_ADDRESS {
-                return Err(wait(q, now));
+        if m.len() >= MAX_ADDRESSES && !m.contains_key(&key) {
+            m.retain(|_, a| {
+                expire(&mut a.failures, now);
+                a.in_flight > 0 || !a.failures.is_empty()
+            });
+            if m.len() >= MAX_ADDRESSES {
+                return Err(SLOW_INTERVAL);
             }
         }
-        Ok(())
+        let a = m.entry(key).or_default();
+        expire(&mut a.failures, now);
+        if a.failures.len() + a.in_flight < FAILURES_PER_ADDRESS {
+            a.in_flight += 1;
+        } else {
+            let at = a.next_slow.unwrap_or(now);
+            if a.in_flight > 0 || now < at {
+                return Err(at
+                    .saturating_duration_since(now)
+                    .max(Duration::from_secs(1)));
+            }
+            a.in_flight += 1;
+            a.next_slow = Some(now + SLOW_INTERVAL);
+        }
+        Ok(Reservation {
+            throttle: self,
+            key,
+            done: false,
+        })
     }
 
-    pub fn failure(&self, addr: IpAddr, now: Instant) {
-        if let Ok(mut t) = self.inner.lock() {
-            expire(&mut t.all, now);
-            t.all.push_back(now);
-            // Bound memory under a spray from many addresses.
-            if t.by_address.len() > 10_000 {
-                t.by_address.retain(|_, q| {
-                    expire(q, now);
-                    !q.is_empty()
-                });
+    fn finish(&self, key: IpAddr, failed_at: Option<Instant>) {
+        let Ok(mut m) = self.inner.lock() else { return };
+        let Some(a) = m.get_mut(&key) else { return };
+        a.in_flight = a.in_flight.saturating_sub(1);
+        match failed_at {
+            Some(now) => {
+                a.failures.push_back(now);
+                if a.failures.len() >= FAILURES_PER_ADDRESS {
+                    a.next_slow = Some(now + SLOW_INTERVAL);
+                }
             }
-            let q = t.by_address.entry(addr).or_default();
-            expire(q, now);
-            q.push_back(now);
+            None => {
+                a.failures.clear();
+                a.next_slow = None;
+            }
         }
     }
 
-    /// A successful sign-in forgets that address's failures.
-    pub fn success(&self, addr: IpAddr) {
-        if let Ok(mut t) = self.inner.lock() {
-            t.by_address.remove(&addr);
+    /// Forgets every address (a new password was set on the machine or by a setup
+    /// link: whatever was guessed at is gone).
+    pub fn clear(&self) {
+        if let Ok(mut m) = self.inner.lock() {
+            m.retain(|_, a| a.in_flight > 0);
+            for a in m.values_mut() {
+                a.failures.clear();
+                a.next_slow = None;
+            }
         }
     }
 }
@@ -270,37 +330,62 @@ mod tests {
     }
 
     #[test]
-    fn throttle_per_address_then_window_slides() {
+    fn five_free_failures_then_one_attempt_a_minute() {
         let th = Throttle::default();
         let a: IpAddr = "192.0.2.1".parse().unwrap();
         let b: IpAddr = "192.0.2.2".parse().unwrap();
         let t0 = Instant::now();
         for i in 0..FAILURES_PER_ADDRESS {
-            assert!(th.check(a, t0).is_ok());
-            th.failure(a, t0 + Duration::from_secs(i as u64));
+            th.reserve(a, t0)
+                .unwrap()
+                .failed(t0 + Duration::from_secs(i as u64));
         }
-        let wait = th.check(a, t0 + Duration::from_secs(10)).unwrap_err();
-        assert!(wait > Duration::from_secs(14 * 60) && wait <= THROTTLE_WINDOW);
-        assert!(th.check(b, t0).is_ok(), "other addresses are not affected");
-        assert!(th
-            .check(a, t0 + THROTTLE_WINDOW - Duration::from_secs(1))
-            .is_err());
-        // The oldest failure leaves the window: one more attempt is allowed.
-        assert!(th.check(a, t0 + THROTTLE_WINDOW).is_ok());
-        th.success(a);
-        assert!(th.check(a, t0).is_ok());
+        let last = t0 + Duration::from_secs(FAILURES_PER_ADDRESS as u64 - 1);
+        let wait = th.reserve(a, last).err().unwrap();
+        assert_eq!(wait, SLOW_INTERVAL);
+        assert!(
+            th.reserve(b, t0).is_ok(),
+            "other addresses are not affected"
+        );
+        // A minute later one attempt, and only one, is allowed; it succeeds.
+        let r = th.reserve(a, last + SLOW_INTERVAL).unwrap();
+        assert!(th.reserve(a, last + SLOW_INTERVAL).is_err());
+        r.succeeded();
+        assert!(th.reserve(a, last + SLOW_INTERVAL).is_ok());
     }
 
     #[test]
-    fn throttle_globally() {
+    fn concurrent_attempts_are_reserved_before_checking() {
         let th = Throttle::default();
+        let a: IpAddr = "2001:db8::1".parse().unwrap();
+        let same_64: IpAddr = "2001:db8::ffff".parse().unwrap();
         let t0 = Instant::now();
-        for i in 0..FAILURES_GLOBAL {
-            let addr: IpAddr = format!("198.51.100.{}", i % 250).parse().unwrap();
-            th.failure(addr, t0);
+        let held: Vec<_> = (0..40).filter_map(|_| th.reserve(a, t0).ok()).collect();
+        assert_eq!(held.len(), FAILURES_PER_ADDRESS);
+        assert!(th.reserve(same_64, t0).is_err(), "a /64 is one address");
+        // Dropped unfinished: counted as failures (at the time they were dropped).
+        drop(held);
+        assert!(th.reserve(a, t0).is_err());
+        let after = Instant::now() + SLOW_INTERVAL;
+        assert!(th.reserve(a, after).is_ok());
+    }
+
+    #[test]
+    fn failures_leave_the_window_and_clear_forgets() {
+        let th = Throttle::default();
+        let a: IpAddr = "198.51.100.7".parse().unwrap();
+        let t0 = Instant::now();
+        for _ in 0..FAILURES_PER_ADDRESS {
+            th.reserve(a, t0).unwrap().failed(t0);
         }
-        let fresh: IpAddr = "203.0.113.9".parse().unwrap();
-        assert!(th.check(fresh, t0).is_err());
-        assert!(th.check(fresh, t0 + THROTTLE_WINDOW).is_ok());
+        assert!(th.reserve(a, t0 + Duration::from_secs(1)).is_err());
+        // The window slid past them: free attempts again.
+        let later = t0 + THROTTLE_WINDOW;
+        for _ in 0..FAILURES_PER_ADDRESS {
+            th.reserve(a, later).unwrap().failed(later);
+        }
+        assert!(th.reserve(a, later).is_err());
+        th.clear();
+        assert!(th.reserve(a, later).is_ok());
     }
 }
