@@ -372,7 +372,7 @@ fn arg(args: &HashMap<String, String>, name: &str) -> Option<String> {
 fn user(i: usize, tag: &str) -> Value {
     json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
            "userName": format!("{tag}{i}@example.com"), "active": true,
-           "displayName": format!("Bench User {i}"), "title": if i % 3 == 0 { "Engineer" } else { "Accountant" },
+           "displayName": format!("Bench User {i}"), "title": if i.is_multiple_of(3) { "Engineer" } else { "Accountant" },
            "name": {"givenName": "Bench", "familyName": format!("User{i}")},
            "emails": [{"value": format!("{tag}{i}@example.com"), "type": "work", "primary": true}]})
 }
@@ -585,7 +585,7 @@ fn main() {
             let (gid2, extra2) = (gid.clone(), extra.clone());
             let st = run(t, 1, 400, limit, Arc::new(move |i| {
                 let m = &extra2[(i / 2) % extra2.len()];
-                let body = if i % 2 == 0 {
+                let body = if i.is_multiple_of(2) {
                     members_patch("add", std::slice::from_ref(m))
                 } else {
                     json!({"schemas": [PATCH_URN], "Operations": [{"op": "remove", "path": format!("members[value eq \"{m}\"]")}]})

@@ -16,7 +16,9 @@ use super::App;
 use crate::clock::Timestamp;
 use crate::scim::error::{ScimError, ScimResult};
 use crate::scim::patch;
-use crate::scim::resource::{normalize, normalize_value, Attributes, Projection};
+use crate::scim::resource::{
+    check_request_limits, normalize, normalize_value, Attributes, Projection,
+};
 use crate::scim::schema::ResourceType;
 use crate::store::{
     Actor, MemberRef, MembersChange, Snapshot, StoreResult, StoredResource, Target, Update,
@@ -112,7 +114,7 @@ impl App {
                 resource,
                 reply,
             } => {
-                let (attrs, members) = normalized(rt, resource).await?;
+                let (attrs, members) = self.admitted(rt, resource, now).await?;
                 let members = members.unwrap_or_default();
                 let stored = self
                     .store
@@ -127,7 +129,7 @@ impl App {
                 reply,
             } => {
                 let rt = target.rt;
-                let (attrs, members) = normalized(rt, resource).await?;
+                let (attrs, members) = self.admitted(rt, resource, now).await?;
                 let req = update_request(target, false, actor, now);
                 let stored = self
                     .store
@@ -221,6 +223,38 @@ impl App {
             .has_more_members_than(id, LARGE_GROUP)
     }
 
+    /// Checks a POST/PUT body (or Bulk data) against the request limits, normalizes
+    /// it, applies the unknown-attribute policy (refuse, or drop and count) and takes
+    /// a group's members out of it. A body with more than `LARGE_GROUP` members is
+    /// handled off the async workers.
+    async fn admitted(
+        &self,
+        rt: ResourceType,
+        resource: Value,
+        now: Timestamp,
+    ) -> ScimResult<(Attributes, Option<Vec<MemberRef>>)> {
+        let limits = self.config.limits.request();
+        let ledger = self.unknown.clone();
+        let large = resource
+            .get("members")
+            .and_then(Value::as_array)
+            .is_some_and(|m| m.len() > LARGE_GROUP);
+        let work = move || {
+            check_request_limits(&resource, &limits)?;
+            let normalized = normalize(rt, &resource)?;
+            ledger.admit(rt, &normalized.unknown, now)?;
+            let mut attrs = normalized.attrs;
+            let members = take_members(&mut attrs)?;
+            Ok((attrs, members))
+        };
+        if !large {
+            return work();
+        }
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|_| ScimError::internal())?
+    }
+
     /// Number of resources of a type in the directory.
     pub fn resource_count(&self, rt: ResourceType) -> StoreResult<u64> {
         self.store.snapshot()?.count(rt)
@@ -234,6 +268,7 @@ impl App {
         now: Timestamp,
     ) -> StoreResult<StoredResource> {
         let rt = target.rt;
+        check_request_limits(request, &self.config.limits.request())?;
         let ops = patch::parse_request(request)?;
         // Adding or removing members of a large group must not cost the group's size:
         // such PATCHes change the membership rows directly.
@@ -243,33 +278,35 @@ impl App {
                 .attr("members")
                 .ok_or_else(ScimError::internal)?;
             let mut holder = Attributes::new();
-            if let Some(v) = normalize_value(def, &Value::Array(delta.add))? {
+            let (added, unknown) = normalize_value(def, &Value::Array(delta.add))?;
+            self.unknown.admit(rt, &unknown, now)?;
+            if let Some(v) = added {
                 holder.insert("members".into(), v);
             }
             let add = take_members(&mut holder)?.unwrap_or_default();
-            let (remove, remove_present) = (delta.remove, delta.remove_present);
+            let remove = delta.remove;
             let req = update_request(target, false, actor, now);
             return self
                 .store
                 .update(req, move |current| {
                     Ok(Update {
                         attrs: current.attrs,
-                        members: MembersChange::Delta {
-                            add,
-                            remove,
-                            remove_present,
-                        },
+                        members: MembersChange::Delta { add, remove },
                     })
                 })
                 .await;
         }
         let req = update_request(target, true, actor, now);
+        let ledger = self.unknown.clone();
         self.store
             .update(req, move |current| {
                 let mut resource = current.attrs;
                 resource.insert("id".into(), Value::String(current.id.clone()));
-                patch::apply(rt, &mut resource, &ops)?;
-                let mut attrs = normalize(rt, &Value::Object(resource))?;
+                let mut unknown = patch::apply(rt, &mut resource, &ops)?;
+                let normalized = normalize(rt, &Value::Object(resource))?;
+                unknown.extend(normalized.unknown);
+                ledger.admit(rt, &unknown, now)?;
+                let mut attrs = normalized.attrs;
                 let members = match rt {
                     ResourceType::Group => {
                         MembersChange::Set(take_members(&mut attrs)?.unwrap_or_default())
@@ -292,12 +329,17 @@ impl App {
     ) -> StoreResult<Written> {
         match reply {
             Reply::Representation(p) => written(&self.store.snapshot()?, rt, stored, p, base),
-            Reply::VersionOnly => Ok(Written {
-                version: stored.meta.etag(),
-                location: location(base, rt, &stored.id),
-                id: stored.id,
-                resource: None,
-            }),
+            Reply::VersionOnly => {
+                let mut stored = stored;
+                // A user's version follows its groups (direct and indirect).
+                self.store.snapshot()?.derive_meta(rt, &mut stored)?;
+                Ok(Written {
+                    version: stored.meta.etag(),
+                    location: location(base, rt, &stored.id),
+                    id: stored.id,
+                    resource: None,
+                })
+            }
         }
     }
 }
@@ -311,9 +353,11 @@ fn get(
     projection: &Projection,
     base: &str,
 ) -> StoreResult<Outcome> {
-    let Some(r) = snapshot.get(rt, id)? else {
+    let Some(mut r) = snapshot.get(rt, id)? else {
         return Err(ScimError::not_found(format!("{} {id} not found", rt.name())).into());
     };
+    // A user's version follows its groups (direct and indirect).
+    snapshot.derive_meta(rt, &mut r)?;
     let version = r.meta.etag();
     if let Some(inm) = if_none_match {
         if inm
@@ -330,10 +374,11 @@ fn get(
 fn written(
     snapshot: &Snapshot,
     rt: ResourceType,
-    r: StoredResource,
+    mut r: StoredResource,
     projection: &Projection,
     base: &str,
 ) -> StoreResult<Written> {
+    snapshot.derive_meta(rt, &mut r)?;
     let version = r.meta.etag();
     let id = r.id.clone();
     let full = render(
@@ -354,29 +399,6 @@ fn written(
 /// A resource's URL (`meta.location`, RFC 7643 §3.1).
 fn location(base: &str, rt: ResourceType, id: &str) -> String {
     format!("{base}{}/{id}", rt.endpoint())
-}
-
-/// Normalizes a client's representation and takes a group's members out of it; a
-/// body with more than `LARGE_GROUP` members is handled off the async workers.
-async fn normalized(
-    rt: ResourceType,
-    resource: Value,
-) -> ScimResult<(Attributes, Option<Vec<MemberRef>>)> {
-    let large = resource
-        .get("members")
-        .and_then(Value::as_array)
-        .is_some_and(|m| m.len() > LARGE_GROUP);
-    let work = move || {
-        let mut attrs = normalize(rt, &resource)?;
-        let members = take_members(&mut attrs)?;
-        Ok((attrs, members))
-    };
-    if !large {
-        return work();
-    }
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|_| ScimError::internal())?
 }
 
 fn update_request(
