@@ -7,12 +7,13 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 
 use crate::app::App;
 use crate::config::{self, Config, TlsMode};
 use crate::control;
 use crate::http::{self, AppState};
+use crate::localfs;
 use crate::store::{Store, StoreError, StoreOptions};
 use crate::tls;
 
@@ -43,17 +44,23 @@ fn init_logging(cfg: &Config) {
     };
 }
 
-fn create_data_dir(dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| {
-        format!(
-            "cannot create the data directory {}; set --data-dir to a writable place",
+/// Creates or checks the data directory (issue 11's local trust): private modes,
+/// our owner, no links. Root is refused on another user's directory: whatever it
+/// created there (the database, a certificate) would lock the service out.
+fn prepare_data_dir(dir: &Path) -> Result<()> {
+    let prepared = localfs::prepare_data_dir(dir, true, localfs::DATA_ENTRIES)
+        .with_context(|| format!("the data directory {} is not safe to use", dir.display()))?;
+    for t in &prepared.tightened {
+        tracing::warn!("{t}: the bridge's files are for its own user only");
+    }
+    if prepared.trust.hand_over {
+        let owner = localfs::user_name(prepared.trust.uid);
+        bail!(
+            "refusing to serve as root: the data directory {} belongs to {owner}, and files root \
+             creates there would stop the service from opening them. Run the server as {owner} \
+             (`systemctl start scimbridge`, or `runuser -u {owner} -- scimbridge serve …`)",
             dir.display()
-        )
-    })?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+        );
     }
     Ok(())
 }
@@ -63,7 +70,7 @@ fn create_data_dir(dir: &Path) -> Result<()> {
 /// reload, migration mirror, token-use flush) and drains everything on shutdown.
 pub fn run(cfg: Config) -> Result<()> {
     init_logging(&cfg);
-    create_data_dir(&cfg.data_dir)?;
+    prepare_data_dir(&cfg.data_dir)?;
     let store = Store::open(&cfg.db_path(), &StoreOptions { cache_bytes: cfg.cache_bytes }).map_err(|e| match e {
         StoreError::AlreadyOpen(p) => anyhow!(
             "the database {} is already in use: another scimbridge is running with this data directory",

@@ -183,7 +183,49 @@ pub enum MigrateCommand {
     },
 }
 
+/// The packaged install's configuration file (packaging/scimbridge.toml), which
+/// management commands read when nothing else names the bridge's data.
+pub const PACKAGED_CONFIG: &str = "/etc/scimbridge/scimbridge.toml";
+
+/// Whether a command falls back to `PACKAGED_CONFIG` (issue 14): only a management
+/// command (not `serve`), only when neither `--config`/`SCIMBRIDGE_CONFIG` nor
+/// `--data-dir`/`SCIMBRIDGE_DATA_DIR` is given and `./scimbridge-data` does not exist
+/// (so a developer's `cargo run` and the tests never pick up a machine's packaged
+/// configuration), and only when that file exists.
+fn falls_back_to_packaged(
+    serve: bool,
+    config_given: bool,
+    data_dir_given: bool,
+    default_dir_exists: bool,
+    packaged_exists: bool,
+) -> bool {
+    !serve && !config_given && !data_dir_given && !default_dir_exists && packaged_exists
+}
+
 impl Cli {
+    /// The configuration file this command reads, if any.
+    fn config_file(&self) -> Option<PathBuf> {
+        if self.config.is_some() {
+            return self.config.clone();
+        }
+        let fallback = falls_back_to_packaged(
+            matches!(self.command, Command::Serve(_)),
+            false,
+            self.data_dir.is_some(),
+            std::path::Path::new(config::DEFAULT_DATA_DIR).exists(),
+            std::path::Path::new(PACKAGED_CONFIG).exists(),
+        );
+        if !fallback {
+            return None;
+        }
+        eprintln!(
+            "scimbridge: using the packaged configuration {PACKAGED_CONFIG} (no --config, \
+             --data-dir, SCIMBRIDGE_CONFIG or SCIMBRIDGE_DATA_DIR given and no {} here)",
+            config::DEFAULT_DATA_DIR
+        );
+        Some(PathBuf::from(PACKAGED_CONFIG))
+    }
+
     fn overrides(&self, serve: Option<&ServeArgs>) -> Overrides {
         let s = serve.cloned_args();
         Overrides {
@@ -202,7 +244,7 @@ impl Cli {
     }
 
     fn load(&self, serve: Option<&ServeArgs>) -> Result<Config> {
-        config::load(self.config.as_deref(), &self.overrides(serve))
+        config::load(self.config_file().as_deref(), &self.overrides(serve))
     }
 }
 
@@ -270,4 +312,20 @@ fn check_config(cfg: &Config) -> Result<ExitCode> {
         }
     );
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::falls_back_to_packaged as fallback;
+
+    #[test]
+    fn packaged_config_only_when_nothing_names_the_data() {
+        assert!(fallback(false, false, false, false, true));
+        // serve never: the unit passes --config, a developer's serve uses ./scimbridge-data.
+        assert!(!fallback(true, false, false, false, true));
+        assert!(!fallback(false, true, false, false, true));
+        assert!(!fallback(false, false, true, false, true));
+        assert!(!fallback(false, false, false, true, true));
+        assert!(!fallback(false, false, false, false, false));
+    }
 }

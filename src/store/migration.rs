@@ -2,7 +2,7 @@
 //! journal that maps local ids to the target's ids, so that a push resumes without
 //! duplicates and the mirror knows what to update.
 
-use redb::{ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
 use super::{rt_code, Snapshot, Store, StoreResult, SETTINGS};
@@ -95,6 +95,21 @@ impl MigrationState {
             ..self.clone()
         }
     }
+}
+
+/// Removes the push target's token from the migration state in `txn` (a backup
+/// copy keeps the target's address, so a restored bridge resumes with
+/// `migrate push --token-file`).
+pub(crate) fn drop_target_token(txn: &WriteTransaction) -> StoreResult<()> {
+    let mut t = txn.open_table(SETTINGS)?;
+    let state = t.get(STATE_KEY)?.map(|v| v.value().to_vec());
+    if let Some(bytes) = state {
+        let mut state: MigrationState = serde_json::from_slice(&bytes)?;
+        if state.token.take().is_some() {
+            t.insert(STATE_KEY, serde_json::to_vec(&state)?.as_slice())?;
+        }
+    }
+    Ok(())
 }
 
 impl Snapshot {

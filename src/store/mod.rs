@@ -426,6 +426,10 @@ impl Store {
         let snapshot = self.snapshot()?;
         let tmp = out.with_extension("tmp");
         let _ = std::fs::remove_file(&tmp);
+        // 0600 whatever the umask: a backup holds token hashes and the admin's
+        // password hash.
+        crate::localfs::create_private(&tmp)
+            .map_err(|e| StoreError::Storage(format!("cannot create {}: {e}", tmp.display())))?;
         let dst = redb::Builder::new()
             .set_cache_size(16 << 20)
             .create(&tmp)
@@ -437,6 +441,8 @@ impl Store {
                 StoreError::Storage(format!("copying the table {}: {e}", table.name()))
             })?;
         }
+        // The push target's token never leaves the live database (issue 11).
+        migration::drop_target_token(&txn)?;
         txn.commit()?;
         drop(dst);
         let users = snapshot.count(ResourceType::User)?;

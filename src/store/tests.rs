@@ -266,3 +266,51 @@ fn a_panicking_job_fails_alone_and_the_writer_survives() {
         .unwrap()
         .is_some());
 }
+
+/// Issue 11: a backup holds everything but the push target's token.
+#[test]
+fn backup_leaves_out_the_push_targets_token_and_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let (dir, store) = open();
+    user(&store, "ada");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    rt.block_on(store.update_migration(|m| {
+        m.target = Some("https://target.example/scim/v2".into());
+        m.token = Some(crate::secret::Secret::new("target-secret-123"));
+    }))
+    .unwrap();
+    let out = dir.path().join("backup.redb");
+    store.backup_to(&out).unwrap();
+    assert_eq!(
+        store
+            .snapshot()
+            .unwrap()
+            .migration_state()
+            .unwrap()
+            .token
+            .map(|t| t.expose().to_owned()),
+        Some("target-secret-123".to_owned()),
+        "the live database keeps it"
+    );
+    store.close();
+    let mode = std::fs::metadata(&out).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let bytes = std::fs::read(&out).unwrap();
+    assert!(
+        !bytes.windows(17).any(|w| w == b"target-secret-123"),
+        "the token's bytes are in the backup file"
+    );
+    let copy = Store::open(&out, &StoreOptions::default()).unwrap();
+    let state = copy.snapshot().unwrap().migration_state().unwrap();
+    assert_eq!(
+        state.target.as_deref(),
+        Some("https://target.example/scim/v2")
+    );
+    assert!(state.token.is_none());
+    assert_eq!(
+        copy.snapshot().unwrap().count(ResourceType::User).unwrap(),
+        1
+    );
+}
