@@ -1,12 +1,12 @@
 //! The `scimbridge` binary: parse the command line and run the command.
 
-use clap::Parser;
+use clap::CommandFactory;
 
 fn main() -> std::process::ExitCode {
     // Files, directories and the control socket made by this process are private.
     scimbridge::localfs::private_umask();
-    let cli = scimbridge::cli::Cli::parse();
-    match scimbridge::cli::run(cli) {
+    let matches = scimbridge::cli::Cli::command().get_matches();
+    match scimbridge::cli::run(&matches) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("scimbridge: error: {e:#}");
