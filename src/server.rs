@@ -78,6 +78,9 @@ pub fn run(cfg: Config) -> Result<()> {
         ),
         other => anyhow!(other),
     })?;
+    for w in cfg.misconfigurations() {
+        tracing::warn!("{w}");
+    }
     if cfg.tls == TlsMode::Off {
         tracing::warn!(
             "TLS is OFF: SCIM tokens and directory data travel in clear text. Only run this behind a \

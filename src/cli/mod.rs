@@ -229,6 +229,9 @@ pub fn run(matches: &ArgMatches) -> Result<ExitCode> {
 
 /// `check-config`: the configuration loads, and the certificate files (if any) read.
 fn check_config(cfg: &Config) -> Result<ExitCode> {
+    for w in cfg.misconfigurations() {
+        println!("warning: {w}");
+    }
     for w in crate::tls::check_config(cfg)? {
         println!("warning: {w}");
     }
