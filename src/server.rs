@@ -139,6 +139,9 @@ pub fn run(cfg: Config) -> Result<()> {
         };
         let migration = crate::migrate::service::Migration::new(store.clone(), cfg.migration.clone())
             .map_err(|e| anyhow!(e))?;
+        for w in migration.policy_view().map_err(|e| anyhow!(e))?.file_warnings() {
+            tracing::warn!("{w}");
+        }
         let admin_listener = match cfg.admin.listen.filter(|_| cfg.admin.enabled) {
             Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.with_context(|| {
                 format!("cannot listen on {addr} for the admin page; is another program using it? set --admin-listen")

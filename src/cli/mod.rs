@@ -19,6 +19,8 @@ use anyhow::Result;
 use clap::{ArgMatches, FromArgMatches, Parser, Subcommand};
 
 use crate::config::{self, Config, Settings, TlsMode};
+use crate::control::wire::{PolicyRequest, Reply, Request};
+use crate::migrate::policy::PolicyView;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -103,6 +105,43 @@ pub enum TokenCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Print each value and where it came from (stored, config file, default).
+    Show {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Store values (comma-separated; the flag alone stores an empty list); fields not
+    /// given keep theirs.
+    Set {
+        /// Email domains the hosted service accepts, e.g. example.com,example.org.
+        #[arg(long, value_name = "DOMAINS", value_delimiter = ',', num_args = 0..)]
+        allowed_domains: Option<Vec<String>>,
+        /// Public mail providers whose addresses block a migration.
+        #[arg(long, value_name = "DOMAINS", value_delimiter = ',', num_args = 0..)]
+        public_domains: Option<Vec<String>>,
+        /// Groups the hosted service will not manage (reported as warnings).
+        #[arg(long, value_name = "GROUPS", value_delimiter = ',', num_args = 0..)]
+        protected_groups: Option<Vec<String>>,
+    },
+    /// Forget stored values, so the config file's (or the default) apply again.
+    Reset {
+        /// The fields to reset [default: all].
+        #[arg(value_enum)]
+        fields: Vec<PolicyFieldName>,
+    },
+}
+
+/// A policy field on the command line.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum PolicyFieldName {
+    AllowedDomains,
+    PublicDomains,
+    ProtectedGroups,
+}
+
+#[derive(Debug, Subcommand)]
 pub enum MigrateCommand {
     /// Readiness report; exits non-zero when something blocks a migration.
     Check {
@@ -141,6 +180,12 @@ pub enum MigrateCommand {
     },
     /// Stop mirroring and return to "not started" (only before cut-over).
     Abort,
+    /// The policy `check` applies (allowed email domains, public mail domains,
+    /// protected groups): one stored setting, shared with the admin page's Migration
+    /// page, that takes precedence over the config file's [migration] and takes
+    /// effect without a restart.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     /// Drain the mirror, verify, and stop accepting SCIM writes for good.
     Cutover {
         /// Required: the cut-over cannot be undone.
@@ -234,6 +279,20 @@ fn check_config(cfg: &Config) -> Result<ExitCode> {
     }
     for w in crate::tls::check_config(cfg)? {
         println!("warning: {w}");
+    }
+    // The stored migration policy overrides this file's [migration] (issue 14).
+    if cfg.db_path().exists() {
+        let show = Request::MigratePolicy(PolicyRequest::Show);
+        match local::request(cfg, show, &mut |_| {}) {
+            Ok(Reply::Policy(v)) => {
+                let against_this_file = PolicyView::resolve(&v.stored(), &cfg.migration);
+                for w in against_this_file.file_warnings() {
+                    println!("warning: {w}");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => println!("note: the stored migration policy could not be read: {e:#}"),
+        }
     }
     println!(
         "configuration OK: data_dir={} listen={} tls={} admin={}",

@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 
-use super::wire::{self, BackupDone, Imported, Reply, Request, Response};
+use super::wire::{self, BackupDone, Imported, PolicyRequest, Reply, Request, Response};
 use crate::app::admin::{self as credentials, CredentialError};
 use crate::app::tokens::{self, TokenError};
 use crate::app::App;
@@ -78,6 +78,11 @@ pub async fn execute(
             m.abort().await?;
             Reply::Aborted
         }
+        Request::MigratePolicy(p) => Reply::Policy(match p {
+            PolicyRequest::Show => m.policy_view()?,
+            PolicyRequest::Set(change) => m.set_policy(change).await?,
+            PolicyRequest::Reset { fields } => m.reset_policy(fields).await?,
+        }),
         Request::MigrateCutover {
             confirm_irreversible,
         } => {

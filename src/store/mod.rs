@@ -16,7 +16,7 @@ mod tables;
 mod tokens;
 
 pub use admin::{AdminPassword, SetupCode, SetupRefusal};
-pub use migration::{MigrationState, Phase};
+pub use migration::{MigrationState, Phase, StoredPolicy};
 pub use tokens::{hex, Scope, TokenRecord, TokenState};
 
 use std::any::Any;

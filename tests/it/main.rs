@@ -16,6 +16,7 @@ mod hostile;
 mod idp_replay;
 mod local_trust;
 mod migration_check;
+mod migration_policy;
 mod migration_push;
 mod operations;
 mod scim_api;
