@@ -144,11 +144,39 @@ pub struct MetricsSettings {
 pub struct Storage {
     /// redb page cache in MiB (at least 1).
     pub cache_mb: usize,
+    /// Change events (the migration mirror's feed) older than this many days are
+    /// deleted (at least 1).
+    pub events_max_age_days: u64,
+    /// At most this many change events are kept, the oldest deleted first (at
+    /// least 1000).
+    pub events_max_count: u64,
 }
 
 impl Default for Storage {
     fn default() -> Self {
-        Storage { cache_mb: 64 }
+        Storage {
+            cache_mb: 64,
+            events_max_age_days: 400,
+            events_max_count: 1_000_000,
+        }
+    }
+}
+
+/// How long change events are kept (issue 11: the `events` table grew without
+/// bound); events the migration mirror has not sent are never deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventRetention {
+    pub max_age: Duration,
+    pub max_count: u64,
+}
+
+impl Default for EventRetention {
+    fn default() -> Self {
+        let s = Storage::default();
+        EventRetention {
+            max_age: Duration::from_secs(s.events_max_age_days * 86_400),
+            max_count: s.events_max_count,
+        }
     }
 }
 
@@ -615,6 +643,8 @@ pub struct Config {
     pub limits: Limits,
     /// redb page cache size in bytes.
     pub cache_bytes: usize,
+    /// What the hourly pruning of change events keeps.
+    pub event_retention: EventRetention,
     /// When set, `/metrics` requires `Authorization: Bearer <this>`.
     pub metrics_token: Option<Secret>,
     /// What `migrate check` enforces (domains lowercase).
@@ -922,6 +952,18 @@ pub fn validate(s: Settings, file: Option<&Path>) -> Result<Config> {
     if s.storage.cache_mb < 1 {
         bail!("{}: must be at least 1", origin("storage.cache_mb"));
     }
+    if s.storage.events_max_age_days < 1 {
+        bail!(
+            "{}: must be at least 1",
+            origin("storage.events_max_age_days")
+        );
+    }
+    if s.storage.events_max_count < 1000 {
+        bail!(
+            "{}: must be at least 1000",
+            origin("storage.events_max_count")
+        );
+    }
     Ok(Config {
         data_dir: s
             .data_dir
@@ -932,6 +974,10 @@ pub fn validate(s: Settings, file: Option<&Path>) -> Result<Config> {
         log_format: s.log_format.unwrap_or_default(),
         limits,
         cache_bytes: s.storage.cache_mb << 20,
+        event_retention: EventRetention {
+            max_age: Duration::from_secs(s.storage.events_max_age_days.saturating_mul(86_400)),
+            max_count: s.storage.events_max_count,
+        },
         metrics_token: s.metrics.token,
         migration,
         admin: AdminConfig {

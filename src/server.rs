@@ -182,6 +182,27 @@ pub fn run(cfg: Config) -> Result<()> {
                 }
             })
         };
+        // Change events are kept by age and count ([storage] events_*), from the
+        // start and then hourly; the mirror's unsent events are never deleted.
+        let pruner = {
+            let (store, keep) = (store.clone(), cfg.event_retention);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
+                loop {
+                    tick.tick().await;
+                    loop {
+                        match store.prune_events(crate::clock::Timestamp::now(), keep.max_age, keep.max_count).await {
+                            Ok(0) => break,
+                            Ok(n) => tracing::info!(deleted = n, "old change events deleted ([storage] events_max_age_days, events_max_count)"),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "could not delete old change events; retrying in an hour");
+                                break;
+                            }
+                        }
+                    }
+                }
+            })
+        };
         #[cfg(unix)]
         crate::sdnotify::notify(&format!("READY=1\nSTATUS=serving {url}"));
         // One signal stops both listeners.
@@ -209,6 +230,7 @@ pub fn run(cfg: Config) -> Result<()> {
         #[cfg(unix)]
         crate::sdnotify::notify("STOPPING=1");
         flusher.abort();
+        pruner.abort();
         mirror.abort();
         if let Some(r) = reloader {
             r.abort();
