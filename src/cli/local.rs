@@ -107,9 +107,21 @@ pub fn open_store(cfg: &Config, if_missing: IfMissing) -> Result<Store> {
         ),
         other => anyhow!(other),
     })?;
-    // Root on a service's directory: a root-owned database would lock the service out.
+    // Root on a service's directory: a root-owned database (or the copy kept by a
+    // format upgrade) would lock the service out.
     for (path, e) in localfs::hand_over_tree(&prepared.trust, &cfg.data_dir) {
         eprintln!("scimbridge: warning: {}: {e}", path.display());
+    }
+    if let Some(u) = store.upgraded() {
+        eprintln!(
+            "upgraded the database from format {} to {}; the file as it was is kept as {}",
+            u.from,
+            u.to,
+            u.backup.display()
+        );
+        for note in &u.notes {
+            eprintln!("repaired: {note}");
+        }
     }
     if !exists && if_missing == IfMissing::CreateAndSay {
         eprintln!(

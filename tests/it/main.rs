@@ -21,5 +21,7 @@ mod migration_policy;
 mod migration_push;
 mod operations;
 mod scim_api;
+mod scim_rules;
 mod scim_semantics;
+mod store_upgrade;
 mod systemd_unit;
