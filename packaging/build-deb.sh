@@ -9,4 +9,4 @@ cargo build --release --locked
 rm -rf target/man
 cargo run --release --locked --quiet --example manpage -- target/man
 gzip -9nf target/man/*.1
-cargo deb --no-build --locked "$@" 2>&1 | tail -n 1
+cargo deb --no-build "$@" 2>&1 | tail -n 1

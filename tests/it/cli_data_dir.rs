@@ -135,19 +135,24 @@ fn check_config_creates_nothing() {
     assert!(!data.exists());
 }
 
+/// `token list` run in `cwd` with nothing naming the data.
+fn token_list_in(cwd: &Path) -> std::process::Output {
+    Command::new(BIN)
+        .args(["token", "list"])
+        .current_dir(cwd)
+        .env_remove("SCIMBRIDGE_CONFIG")
+        .env_remove("SCIMBRIDGE_DATA_DIR")
+        .output()
+        .unwrap()
+}
+
 /// Without --config, --data-dir or their variables, a command run where there is no
 /// ./scimbridge-data names the default path it looked at (or, on a machine with the
 /// package installed, says it uses the packaged configuration).
 #[test]
 fn without_flags_the_default_path_is_named() {
     let cwd = tempfile::tempdir().unwrap();
-    let out = Command::new(BIN)
-        .args(["token", "list"])
-        .current_dir(cwd.path())
-        .env_remove("SCIMBRIDGE_CONFIG")
-        .env_remove("SCIMBRIDGE_DATA_DIR")
-        .output()
-        .unwrap();
+    let out = token_list_in(cwd.path());
     let stderr = String::from_utf8_lossy(&out.stderr);
     if Path::new("/etc/scimbridge/scimbridge.toml").exists() {
         assert!(
@@ -164,13 +169,7 @@ fn without_flags_the_default_path_is_named() {
     assert!(!cwd.path().join("scimbridge-data").exists());
     // With ./scimbridge-data present the packaged configuration is never read.
     std::fs::create_dir(cwd.path().join("scimbridge-data")).unwrap();
-    let out = Command::new(BIN)
-        .args(["token", "list"])
-        .current_dir(cwd.path())
-        .env_remove("SCIMBRIDGE_CONFIG")
-        .env_remove("SCIMBRIDGE_DATA_DIR")
-        .output()
-        .unwrap();
+    let out = token_list_in(cwd.path());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(!stderr.contains("using the packaged"), "{stderr}");

@@ -38,11 +38,17 @@ fn nobody() -> (u32, u32) {
     (uid, gid)
 }
 
-#[test]
-fn every_command_creates_private_files() {
+/// A data directory made by `token issue` in a fresh temporary directory.
+fn bridge_with_a_token() -> (tempfile::TempDir, std::path::PathBuf) {
     let root = tempfile::tempdir().unwrap();
     let data = root.path().join("data");
     issue_token(&data, "entra", &[]);
+    (root, data)
+}
+
+#[test]
+fn every_command_creates_private_files() {
+    let (root, data) = bridge_with_a_token();
     assert_eq!(mode(&data), 0o700);
     assert_eq!(mode(&data.join("scimbridge.redb")), 0o600);
     // Outputs written where the admin says, over an existing loose file too.
@@ -86,9 +92,7 @@ fn every_command_creates_private_files() {
 
 #[test]
 fn loose_modes_of_our_own_files_are_tightened_and_reported() {
-    let root = tempfile::tempdir().unwrap();
-    let data = root.path().join("data");
-    issue_token(&data, "entra", &[]);
+    let (_root, data) = bridge_with_a_token();
     // What an install under umask 002 left behind.
     chmod(&data, 0o775);
     chmod(&data.join("scimbridge.redb"), 0o664);
@@ -120,9 +124,7 @@ fn loose_modes_of_our_own_files_are_tightened_and_reported() {
 
 #[test]
 fn files_others_can_write_and_links_are_refused() {
-    let root = tempfile::tempdir().unwrap();
-    let data = root.path().join("data");
-    issue_token(&data, "entra", &[]);
+    let (root, data) = bridge_with_a_token();
     let db = data.join("scimbridge.redb");
 
     chmod(&db, 0o666);
@@ -218,8 +220,14 @@ fn root_on_a_service_directory() {
     let token_file = root.path().join("target-token");
     std::fs::write(&token_file, "the-target-secret").unwrap();
     std::os::unix::fs::chown(&token_file, Some(uid), Some(gid)).unwrap();
+    // A copy of the binary that nobody can run wherever the checkout lives.
+    let bin = root.path().join("scimbridge");
+    std::fs::copy(super::support::BIN, &bin).unwrap();
+    chmod(&bin, 0o755);
     let out = std::process::Command::new("runuser")
-        .args(["-u", "nobody", "--", super::support::BIN, "--data-dir"])
+        .args(["-u", "nobody", "--"])
+        .arg(&bin)
+        .arg("--data-dir")
         .arg(&data)
         .args([
             "migrate",
