@@ -214,8 +214,7 @@ async fn handle_inner(
             &discovery::service_provider_config(&capabilities(state), &base),
         )),
         (Method::GET, ["Schemas"]) => {
-            let docs = crate::scim::schema::all_schemas()
-                .iter()
+            let docs = discovery::listed_schemas()
                 .map(|s| discovery::schema_json(s, &base))
                 .collect();
             Ok(scim_json(StatusCode::OK, &discovery::list_response(docs)))

@@ -97,6 +97,21 @@ pub fn schema_json(s: &SchemaDef, base: &str) -> Value {
     })
 }
 
+/// Whether a schema is listed in `/Schemas` and in a resource type's
+/// `schemaExtensions`. Entra ID's ADSCIM Group schema is accepted in requests but not
+/// listed: its id is an http URL, and SCIM clients built on scim2-models (the
+/// scim2-tester conformance checker among them) refuse to discover a server that
+/// lists a schema whose id does not start with `urn:`. It stays readable at its own
+/// location.
+pub fn is_listed(s: &SchemaDef) -> bool {
+    s.id.starts_with("urn:")
+}
+
+/// The schemas `/Schemas` lists (see [`is_listed`]).
+pub fn listed_schemas() -> impl Iterator<Item = &'static SchemaDef> {
+    all_schemas().iter().copied().filter(|s| is_listed(s))
+}
+
 /// The schema with this id (case-insensitively); `id` is already percent-decoded.
 pub fn find_schema(id: &str) -> Option<&'static SchemaDef> {
     all_schemas()
@@ -113,7 +128,7 @@ pub fn resource_type_json(rt: ResourceType, base: &str) -> Value {
         "endpoint": rt.endpoint(),
         "description": rt.description(),
         "schema": rt.schema().id,
-        "schemaExtensions": rt.extensions().iter().map(|e| json!({"schema": e.id, "required": e.is_required()})).collect::<Vec<_>>(),
+        "schemaExtensions": rt.extensions().iter().filter(|e| is_listed(e)).map(|e| json!({"schema": e.id, "required": e.is_required()})).collect::<Vec<_>>(),
         "meta": meta("ResourceType", format!("{base}/ResourceTypes/{}", rt.name())),
     })
 }

@@ -54,9 +54,23 @@ fn discovery_endpoints() {
     assert_eq!(j["authenticationSchemes"][0]["type"], "oauthbearertoken");
 
     let schemas = c.get("/Schemas").json();
-    // User, EnterpriseUser, Group and Entra ID's (empty) ADSCIM Group schema.
-    assert_eq!(schemas["totalResults"], 4);
-    // Every schema is served at its own location (the ADSCIM id is an http URL).
+    // User, EnterpriseUser and Group; Entra ID's (empty) ADSCIM Group schema is
+    // accepted but not listed (its id is an http URL, which scim2-models based
+    // clients refuse to discover), in /Schemas or in schemaExtensions.
+    assert_eq!(schemas["totalResults"], 3);
+    for doc in schemas["Resources"].as_array().unwrap() {
+        assert!(doc["id"].as_str().unwrap().starts_with("urn:"), "{doc}");
+    }
+    let group_rt = c.get("/ResourceTypes/Group").json();
+    assert_eq!(group_rt["schemaExtensions"], json!([]), "{group_rt}");
+    // Every schema is served at its own location, the unlisted one too (its id is an
+    // http URL, percent-encoded in the path).
+    let adscim = "http://schemas.microsoft.com/2006/11/ResourceManagement/ADSCIM/2.0/Group";
+    let adscim_path = format!(
+        "/Schemas/{}",
+        form_urlencoded::byte_serialize(adscim.as_bytes()).collect::<String>()
+    );
+    assert_eq!(c.get(&adscim_path).json()["id"], adscim);
     for doc in schemas["Resources"].as_array().unwrap() {
         let location = doc["meta"]["location"].as_str().unwrap();
         let path = location.strip_prefix(&s.base).unwrap();
