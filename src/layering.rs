@@ -20,7 +20,9 @@ mod tests {
         // secret type every layer holds secrets in, the limiter (counters and
         // permits, no knowledge of requests), the log-line escaper, the memory
         // trimmer and the local-trust checks of files and sockets.
-        &["scim", "clock", "secret", "limiter", "logline", "memory", "localfs"],
+        &[
+            "scim", "clock", "secret", "limiter", "logline", "memory", "localfs",
+        ],
         // The only module that knows redb.
         &["store"],
         // The application layer and the services beside it.
