@@ -12,3 +12,4 @@ pub mod push;
 pub mod readiness;
 pub mod report;
 pub mod service;
+pub mod target;

@@ -15,6 +15,7 @@ mod hostile;
 mod idp_replay;
 mod migration_check;
 mod migration_push;
+mod migration_quirks;
 mod operations;
 mod scim_api;
 mod scim_semantics;

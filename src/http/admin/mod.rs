@@ -767,6 +767,7 @@ async fn dashboard(
         cert,
         tls_on: state.certs.is_some(),
         phase: migration.phase,
+        migration_error: migration.last_error.clone(),
         target: migration.target,
     };
     html(StatusCode::OK, pages::dashboard(&chrome, &d))
@@ -1095,6 +1096,8 @@ async fn migration_action(
                 cacert,
                 allow_http: false,
                 dry_run: !field(f, "dry_run").is_empty(),
+                omit_unsupported: !field(f, "omit_unsupported").is_empty(),
+                parallel: None,
             };
             Some(start_job(state, JobKind::Push(req)))
         }

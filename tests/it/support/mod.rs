@@ -4,6 +4,7 @@
 //! and sign-in.
 
 pub mod admin;
+pub mod quirky;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
