@@ -1418,9 +1418,7 @@ async fn dry_run(
 /// members as a delta), or its deletion. Idempotent, so replaying an event twice is
 /// harmless.
 async fn replay(store: &Store, client: &mut Client, run: &Run, ev: &Event) -> MigrateResult<()> {
-    let Some(rt) = ResourceType::from_name(&ev.resource_type) else {
-        return Ok(());
-    };
+    let rt = ev.resource_type;
     if ev.id == "*" {
         return Ok(());
     }
@@ -1518,7 +1516,7 @@ pub async fn drain(
             let e = MigrateError::Mirror {
                 seq: ev.seq,
                 op: ev.op,
-                resource_type: ev.resource_type.clone(),
+                resource_type: ev.resource_type,
                 id: ev.id.clone(),
                 source: Box::new(e),
             };

@@ -195,8 +195,9 @@ pub struct Event {
     pub time: Timestamp,
     pub actor: Actor,
     pub op: EventOp,
+    /// Stored as its name, `"User"` or `"Group"`.
     #[serde(rename = "resourceType")]
-    pub resource_type: String,
+    pub resource_type: ResourceType,
     pub id: String,
 }
 
@@ -841,7 +842,7 @@ fn append_event(
         time: now,
         actor: actor.clone(),
         op,
-        resource_type: rt.name().to_owned(),
+        resource_type: rt,
         id: id.to_owned(),
     };
     t.insert(seq, serde_json::to_vec(&ev)?.as_slice())?;

@@ -7,10 +7,10 @@
 //! made after the push, and pushes again.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::support::export::ExportFile;
 use crate::support::quirky::{Quirks, Quirky, ENTERPRISE};
 use crate::support::*;
 use serde_json::{json, Value};
@@ -19,17 +19,17 @@ const USERS: usize = 2100;
 const BIG: usize = 2000;
 const PATCH_OP: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
 
+/// The id `ExportFile` gives the i-th user / group.
 fn uid(i: usize) -> String {
-    format!("00000000-0000-7000-8000-{i:012}")
+    format!("00000000-0000-7000-8000-{i:012x}")
 }
 fn gid(i: usize) -> String {
-    format!("00000000-0000-7000-9000-{i:012}")
+    format!("00000000-0000-7000-9000-{i:012x}")
 }
 
-/// Writes an export file (docs/EXPORT_FORMAT.md) of the test directory.
+/// Writes an export file of the test directory.
 fn write_export(path: &Path) {
-    let meta = json!({"created": "2026-11-29T02:58:42.702Z", "lastModified": "2026-11-29T02:58:42.702Z", "version": 1});
-    let mut lines: Vec<Value> = Vec::new();
+    let mut f = ExportFile::default();
     let mut manager_links = 0;
     for i in 0..USERS {
         let mut ent = json!({"department": format!("dept{}", i % 7)});
@@ -37,67 +37,41 @@ fn write_export(path: &Path) {
             ent["manager"] = json!({"value": uid(i / 12)});
             manager_links += 1;
         }
-        lines.push(
-            json!({"type": "User", "id": uid(i), "meta": meta, "attributes": {
+        let id = f.user(json!({
             "userName": format!("user{i}@example.com"), "externalId": format!("ext-u{i}"),
             "name": {"givenName": format!("Given{i}"), "familyName": "Family"},
             "displayName": format!("User {i}"), "active": true, "title": "Engineer",
             "emails": [{"value": format!("user{i}@example.com"), "type": "work", "primary": true}],
-            ENTERPRISE: ent}}),
-        );
+            ENTERPRISE: ent}));
+        assert_eq!(id, uid(i));
     }
     assert_eq!(manager_links, 174);
-    let mut groups: Vec<(String, Vec<(String, &str)>)> = Vec::new();
-    groups.push((
-        "All staff".into(),
-        (0..BIG).map(|u| (uid(u), "User")).collect(),
-    ));
+    let mut group = |name: &str, i: usize| {
+        let id = f.group(json!({"displayName": name, "externalId": format!("ext-g{i}")}));
+        assert_eq!(id, gid(i));
+    };
+    group("All staff", 0);
     for t in 0..30 {
-        groups.push((
-            format!("Team {t}"),
-            (20 * t..20 * t + 20).map(|u| (uid(u), "User")).collect(),
-        ));
+        group(&format!("Team {t}"), t + 1);
     }
-    groups.push((
-        "Inner".into(),
-        (2000..2010).map(|u| (uid(u), "User")).collect(),
-    ));
-    let mut outer: Vec<(String, &str)> = (2010..2020).map(|u| (uid(u), "User")).collect();
-    outer.push((gid(31), "Group"));
-    groups.push(("Outer".into(), outer));
-    let mut memberships = 0;
-    for (i, (name, _)) in groups.iter().enumerate() {
-        lines.push(json!({"type": "Group", "id": gid(i), "meta": meta,
-            "attributes": {"displayName": name, "externalId": format!("ext-g{i}")}}));
+    group("Inner", 31);
+    group("Outer", 32);
+    for u in 0..BIG {
+        f.member(&gid(0), &uid(u), "User");
     }
-    for (i, (_, members)) in groups.iter().enumerate() {
-        for (m, t) in members {
-            lines
-                .push(json!({"type": "membership", "group": gid(i), "member": m, "memberType": t}));
-            memberships += 1;
+    for t in 0..30 {
+        for u in 20 * t..20 * t + 20 {
+            f.member(&gid(t + 1), &uid(u), "User");
         }
     }
-    lines.insert(
-        0,
-        json!({"type": "manifest", "format": "scimbridge-export", "formatVersion": 1,
-        "sourceVersion": "0.1.0", "exportedAt": "2026-11-29T03:00:00.000Z",
-        "counts": {"users": USERS, "groups": groups.len(), "memberships": memberships}}),
-    );
-    let mut bytes = Vec::new();
-    for l in &lines {
-        bytes.extend(serde_json::to_vec(l).unwrap());
-        bytes.push(b'\n');
+    for u in 2000..2010 {
+        f.member(&gid(31), &uid(u), "User");
     }
-    let digest = ring::digest::digest(&ring::digest::SHA256, &bytes);
-    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-    let mut f = std::fs::File::create(path).unwrap();
-    f.write_all(&bytes).unwrap();
-    writeln!(
-        f,
-        "{}",
-        json!({"type": "trailer", "sha256": hex, "lines": lines.len()})
-    )
-    .unwrap();
+    for u in 2010..2020 {
+        f.member(&gid(32), &uid(u), "User");
+    }
+    f.member(&gid(32), &gid(31), "Group");
+    f.write(path);
 }
 
 /// A bridge seeded by `scimbridge import`, with the migration policy allowing the

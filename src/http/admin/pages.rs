@@ -462,8 +462,8 @@ pub fn dashboard(c: &Chrome, d: &Dashboard) -> String {
                 esc(&when(e.time)),
                 esc(&e.actor.name),
                 esc(e.op.as_str()),
-                esc(&e.resource_type),
-                resource_link(&e.resource_type, &e.id)
+                esc(e.resource_type.name()),
+                resource_link(e.resource_type.name(), &e.id)
             );
         }
         o.push_str("</tbody></table></div>");
