@@ -32,7 +32,7 @@ use super::report::{
     Capabilities, Difference, DifferenceKind, Lag, MatchRule, PlanCounts, PreviewItem, Progress,
     PushOutcome, PushPlan, PushReport,
 };
-use super::target::{self, attr_name, name_attr, Discovery, Events, TargetIndex};
+use super::target::{self, attr_name, encode, name_attr, Discovery, Events, TargetIndex};
 use crate::clock::Timestamp;
 use crate::scim::schema::{ResourceType, ENTERPRISE_USER_URN};
 use crate::store::{Event, MigrationState, Phase, Snapshot, Store, StoredResource};
@@ -51,10 +51,6 @@ pub const MAX_PARALLEL: usize = 64;
 /// A target this many times larger than the unmatched part of the directory is
 /// searched per resource instead of listed.
 const LIST_FACTOR: u64 = 2;
-
-pub(crate) fn encode(q: &str) -> String {
-    form_urlencoded::byte_serialize(q.as_bytes()).collect()
-}
 
 fn filter_value(v: &str) -> String {
     v.replace('\\', "\\\\").replace('"', "\\\"")

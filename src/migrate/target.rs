@@ -20,6 +20,11 @@ use crate::scim::schema::ResourceType;
 /// Where progress goes while a migration step runs.
 pub type Events = tokio::sync::mpsc::UnboundedSender<Progress>;
 
+/// Percent-encodes a query parameter value.
+pub(crate) fn encode(q: &str) -> String {
+    form_urlencoded::byte_serialize(q.as_bytes()).collect()
+}
+
 /// Largest page asked for when listing (targets may serve fewer; we follow them).
 const LIST_PAGE: u64 = 1000;
 
@@ -376,7 +381,7 @@ pub async fn list(
             Some(c) => format!(
                 "{}?count={count}&cursor={}{query}",
                 rt.endpoint(),
-                super::push::encode(c)
+                encode(c)
             ),
             None => format!("{}?startIndex={start}&count={count}{query}", rt.endpoint()),
         };

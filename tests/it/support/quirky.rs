@@ -255,7 +255,7 @@ fn handle(state: &Mutex<State>, method: &str, target: &str, body: &[u8]) -> Answ
     let mut st = state.lock().unwrap();
     st.requests += 1;
     let q = st.quirks.clone();
-    if q.throttle_every > 0 && st.requests % q.throttle_every as u64 == 0 {
+    if q.throttle_every > 0 && st.requests.is_multiple_of(q.throttle_every as u64) {
         return (429, "Retry-After: 1\r\n", error(429, None, "slow down"));
     }
     if let Some(max) = q.max_body {
@@ -324,7 +324,8 @@ fn handle(state: &Mutex<State>, method: &str, target: &str, body: &[u8]) -> Answ
                 return (400, "", error(400, None, "creates are refused right now"));
             }
             st.posts += 1;
-            let fail = q.fail_after_processing > 0 && st.posts % q.fail_after_processing == 0;
+            let fail =
+                q.fail_after_processing > 0 && st.posts.is_multiple_of(q.fail_after_processing);
             let r = create(&mut st, &q, kind, json);
             if fail && r.0 == 201 {
                 return (503, "", error(503, None, "gateway timeout"));
@@ -627,7 +628,7 @@ fn bulk(st: &mut State, q: &Quirks, req: &Value) -> Answer {
         return (400, "", error(400, None, "creates are refused right now"));
     }
     st.posts += 1;
-    let fail = q.fail_after_processing > 0 && st.posts % q.fail_after_processing == 0;
+    let fail = q.fail_after_processing > 0 && st.posts.is_multiple_of(q.fail_after_processing);
     let mut results = Vec::new();
     for op in req["Operations"].as_array().cloned().unwrap_or_default() {
         let (status, _, v) = create(st, q, "Users", op["data"].clone());
