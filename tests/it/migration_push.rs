@@ -242,6 +242,9 @@ fn push_into_a_second_scimbridge_mirror_resume_and_cut_over() {
         !ok && (err.contains("TLS") || err.contains("certificate")),
         "{err}"
     );
+    // At once, with the remedy (issue 14: no silent retries on an untrusted
+    // certificate).
+    assert!(err.contains("--cacert"), "{err}");
 
     // Kill the source half-way through a push, restart, push again: no duplicates.
     let pusher = {

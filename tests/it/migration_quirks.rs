@@ -428,6 +428,15 @@ fn quirk_none_compliant_target_costs_few_requests() {
         "{out}"
     );
     assert!(out.contains("already pushed (journal)"), "{out}");
+    // /metrics carries the phase (4: verified) and the mirror lag.
+    let m = src.server.client().send("GET", "/metrics", &[], None);
+    let text = String::from_utf8_lossy(&m.body);
+    assert!(text.contains("\nscimbridge_migration_phase 4\n"), "{text}");
+    assert!(
+        text.contains("\nscimbridge_migration_mirror_lag_events 0\n"),
+        "{text}"
+    );
+    assert!(text.contains("\nscimbridge_migration_error 0\n"), "{text}");
 }
 
 #[test]
@@ -496,6 +505,18 @@ fn quirk_2_3_existing_accounts_manager_links_resume_and_abort() {
     let st = src.status();
     assert_eq!(st["phase"], "mirroring", "not stuck at pushing: {st}");
     assert_eq!(st["state"]["pushIncomplete"], true);
+    // The error is shown as an error (issue 14), in the status and in /metrics.
+    let (_, text, _) = cli(&src.server.data_dir(), &["migrate", "status"]);
+    assert!(
+        text.contains("last error:") && text.contains("incomplete"),
+        "{text}"
+    );
+    let m = src.server.client().send("GET", "/metrics", &[], None);
+    let metrics = String::from_utf8_lossy(&m.body);
+    assert!(
+        metrics.contains("\nscimbridge_migration_error 1\n"),
+        "{metrics}"
+    );
     t.set(|q| q.refuse_creates = false);
     // Resumed: every manager link is mapped, including those of accounts that existed.
     let (ok, out, err) = src.push(&t, &[]);
