@@ -18,5 +18,7 @@ mod migration_push;
 mod migration_quirks;
 mod operations;
 mod scim_api;
+mod scim_rules;
 mod scim_semantics;
+mod store_upgrade;
 mod systemd_unit;

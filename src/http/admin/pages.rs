@@ -288,6 +288,66 @@ pub struct Dashboard {
     /// The migration's last push or mirror error: shown as an error, whatever the
     /// phase says.
     pub migration_error: Option<String>,
+    /// Attributes no schema defines that SCIM requests named (`[scim]
+    /// unknown_attributes`), with what the server did and a declaration to paste.
+    pub unknown: Vec<UnknownRow>,
+    /// "reject" or "drop".
+    pub unknown_policy: &'static str,
+}
+
+/// One unknown attribute on the dashboard.
+pub struct UnknownRow {
+    pub resource_type: &'static str,
+    pub name: String,
+    pub count: u64,
+    /// "refused" or "dropped".
+    pub action: &'static str,
+    pub last_seen: String,
+    /// A `[[scim.extensions]]` declaration that would have it stored.
+    pub declaration: String,
+}
+
+/// The dashboard section that tells the admin what the identity provider sends that
+/// the bridge neither stores nor serves, and how to have it stored.
+fn unknown_attributes(d: &Dashboard) -> String {
+    let mut o = String::new();
+    if d.unknown.is_empty() {
+        return o;
+    }
+    let _ = write!(
+        o,
+        "<section class=\"card\"><h2>Attributes no schema defines</h2>\
+         <p>Your identity provider sent these attributes. The bridge {} them \
+         (<code>[scim] unknown_attributes = \"{}\"</code>): it stores only what it can serve \
+         back and carry into a migration. To keep one, declare it as a schema extension in \
+         the config file (the declaration below pastes as is) and restart; or remove the \
+         mapping in your identity provider.</p>\
+         <div class=\"scroll\"><table><thead><tr><th>Resource</th><th>Attribute</th>\
+         <th>Requests</th><th>Last</th><th>Declaration</th></tr></thead><tbody>",
+        if d.unknown_policy == "drop" {
+            "dropped"
+        } else {
+            "refused (400) requests with"
+        },
+        esc(d.unknown_policy)
+    );
+    for (i, u) in d.unknown.iter().enumerate() {
+        let id = format!("decl-{i}");
+        let _ = write!(
+            o,
+            "<tr><td>{}</td><td><code>{}</code></td><td>{} {}</td><td>{}</td>\
+             <td><pre class=\"json\" id=\"{id}\">{}</pre>{}</td></tr>",
+            esc(u.resource_type),
+            esc(&u.name),
+            u.count,
+            esc(u.action),
+            esc(&when(&u.last_seen)),
+            esc(&u.declaration),
+            copy_button(&id)
+        );
+    }
+    o.push_str("</tbody></table></div></section>");
+    o
 }
 
 fn cert_rows(c: &CertSummary) -> String {
@@ -403,6 +463,7 @@ pub fn dashboard(c: &Chrome, d: &Dashboard) -> String {
         copy_button("scim-url"),
         d.active_tokens
     );
+    o.push_str(&unknown_attributes(d));
     let _ = write!(
         o,
         "<section class=\"stats\">\
@@ -693,6 +754,9 @@ pub fn list(c: &Chrome, v: &ListView) -> String {
 pub struct DetailView {
     pub rt: ResourceType,
     pub facts: Vec<(&'static str, String)>,
+    /// Attributes of schema extensions (enterprise and declared ones): (schema URN,
+    /// attribute name, value as text).
+    pub extensions: Vec<(String, String, String)>,
     pub refs: Vec<Reference>,
     pub json: String,
 }
@@ -703,6 +767,22 @@ pub fn detail(c: &Chrome, v: &DetailView) -> String {
         let _ = write!(o, "<tr><th>{}</th><td>{}</td></tr>", esc(k), esc(val));
     }
     o.push_str("</tbody></table>");
+    if !v.extensions.is_empty() {
+        o.push_str("<h2>Extension attributes</h2><table class=\"facts\"><tbody>");
+        let mut last_urn = "";
+        for (urn, name, value) in &v.extensions {
+            if urn != last_urn {
+                let _ = write!(
+                    o,
+                    "<tr><th colspan=\"2\"><small>{}</small></th></tr>",
+                    esc(urn)
+                );
+                last_urn = urn;
+            }
+            let _ = write!(o, "<tr><th>{}</th><td>{}</td></tr>", esc(name), esc(value));
+        }
+        o.push_str("</tbody></table>");
+    }
     let heading = match v.rt {
         ResourceType::User => "Groups",
         ResourceType::Group => "Members",
@@ -719,7 +799,11 @@ pub fn detail(c: &Chrome, v: &DetailView) -> String {
                 section(r.rt),
                 url_param(&r.id),
                 esc(r.display.as_deref().unwrap_or(&r.id)),
-                esc(r.rt.name())
+                if r.indirect {
+                    "Group (indirect)"
+                } else {
+                    r.rt.name()
+                }
             );
         }
         o.push_str("</ul>");
