@@ -284,14 +284,11 @@ fn user_body(run: &Run, r: &StoredResource) -> (Value, bool) {
     with_schemas(ResourceType::User, attrs, unresolved)
 }
 
+/// Adds `schemas`: the core schema and every extension the body still holds (RFC
+/// 7643 §3; a strict target refuses extension attributes whose schema is not listed).
 fn with_schemas(rt: ResourceType, mut attrs: Map<String, Value>, flag: bool) -> (Value, bool) {
-    let mut schemas = vec![json!(rt.schema().id)];
-    for k in attrs.keys() {
-        if k.starts_with("urn:") {
-            schemas.push(json!(k));
-        }
-    }
-    attrs.insert("schemas".into(), Value::Array(schemas));
+    let schemas = crate::scim::resource::schemas_of(rt, &attrs);
+    attrs.insert("schemas".into(), schemas);
     (Value::Object(attrs), flag)
 }
 
