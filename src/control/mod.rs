@@ -14,7 +14,11 @@ use std::path::{Path, PathBuf};
 
 pub use server::{bind, execute, serve, ExecError};
 
-/// Where the control socket lives in a data directory.
+/// The control socket's file name in the data directory.
+pub const SOCKET_NAME: &str = "control.sock";
+
+/// Where the control socket lives in a data directory. Bind and connect through
+/// `crate::localfs::short_socket_path`, which fits any directory into `sun_path`.
 pub fn socket_path(data_dir: &Path) -> PathBuf {
-    data_dir.join("control.sock")
+    data_dir.join(SOCKET_NAME)
 }

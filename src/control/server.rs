@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 
-use super::wire::{self, BackupDone, Imported, Reply, Request, Response};
+use super::wire::{self, BackupDone, Imported, PolicyRequest, Reply, Request, Response};
 use crate::app::admin::{self as credentials, CredentialError};
 use crate::app::tokens::{self, TokenError};
 use crate::app::App;
@@ -79,6 +79,11 @@ pub async fn execute(
             m.abort().await?;
             Reply::Aborted
         }
+        Request::MigratePolicy(p) => Reply::Policy(match p {
+            PolicyRequest::Show => m.policy_view()?,
+            PolicyRequest::Set(change) => m.set_policy(change).await?,
+            PolicyRequest::Reset { fields } => m.reset_policy(fields).await?,
+        }),
         Request::MigrateCutover {
             confirm_irreversible,
         } => {
@@ -236,13 +241,15 @@ async fn receive_import(
 }
 
 /// Binds the control socket (mode 0600), replacing a stale one left by a killed
-/// server.
+/// server. Bound through a short path, so a long data directory cannot push it
+/// past `sun_path`'s 108 bytes (issue 11).
 pub fn bind(data_dir: &Path) -> std::io::Result<tokio::net::UnixListener> {
     let path = super::socket_path(data_dir);
-    if path.exists() && std::os::unix::net::UnixStream::connect(&path).is_err() {
+    let (short, _dir) = crate::localfs::short_socket_path(data_dir, super::SOCKET_NAME)?;
+    if path.exists() && std::os::unix::net::UnixStream::connect(&short).is_err() {
         let _ = std::fs::remove_file(&path);
     }
-    let listener = tokio::net::UnixListener::bind(&path)?;
+    let listener = tokio::net::UnixListener::bind(&short)?;
     {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
