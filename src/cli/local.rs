@@ -156,6 +156,26 @@ impl StatusLine {
         }
     }
 
+    /// Like `show`, and when stderr is not a terminal (a script, a log), a full line
+    /// every five seconds: a long migration step never runs silent.
+    pub fn tick(&mut self, text: impl FnOnce() -> String) {
+        if self.on {
+            return self.show(text);
+        }
+        if self.last.elapsed() > std::time::Duration::from_secs(5) {
+            self.last = std::time::Instant::now();
+            eprintln!("{}", text());
+        }
+    }
+
+    /// A line that stays (a retry and its reason), whatever stderr is.
+    pub fn note(&mut self, text: &str) {
+        if self.on {
+            eprint!("\r\x1b[2K");
+        }
+        eprintln!("{text}");
+    }
+
     /// Clears the line.
     pub fn done(&self) {
         if self.on {

@@ -2,6 +2,7 @@
 //! rendered from its typed reports. `check` and `verify` exit with 2 when they find
 //! blockers or differences; `--json` prints the report's serde form.
 
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
@@ -13,7 +14,10 @@ use crate::control::wire::PolicyRequest;
 use crate::control::wire::{Reply, Request};
 use crate::migrate::policy::{self, PolicyChange, PolicyField};
 use crate::migrate::readiness;
-use crate::migrate::report::{Difference, MigrationStatus, PushOutcome, PushPlan, PushReport};
+use crate::migrate::report::{
+    Difference, MatchRule, MigrationStatus, PreviewItem, Progress, PushOutcome, PushPlan,
+    PushReport, TargetCheck,
+};
 use crate::migrate::service::PushRequest;
 use crate::secret::Secret;
 
@@ -22,17 +26,41 @@ const FOUND_PROBLEMS: u8 = 2;
 
 pub fn run(cfg: &Config, cmd: &MigrateCommand) -> Result<ExitCode> {
     match cmd {
-        MigrateCommand::Check { json } => {
+        MigrateCommand::Check {
+            json,
+            to,
+            token_file,
+            cacert,
+            allow_http,
+        } => {
             let report = match request(cfg, Request::MigrateCheck, &mut |_| {})? {
                 Reply::Readiness(r) => r,
                 other => return Err(unexpected(other)),
             };
+            let target = match (to, token_file) {
+                (Some(to), Some(tf)) => {
+                    let req = push_request(to, tf, cacert.as_deref(), *allow_http)?;
+                    match request(cfg, Request::MigrateCheckTarget(req), &mut |_| {})? {
+                        Reply::TargetCheck(t) => Some(t),
+                        other => return Err(unexpected(other)),
+                    }
+                }
+                _ => None,
+            };
             if *json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                let mut v = serde_json::to_value(&report)?;
+                if let Some(t) = &target {
+                    v["target"] = serde_json::to_value(t)?;
+                }
+                println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 print!("{}", readiness::render_text(&report, 50));
+                if let Some(t) = &target {
+                    print_target_check(t);
+                }
             }
-            Ok(exit_code(report.ready))
+            let target_ok = target.as_ref().is_none_or(|t| t.unsupported.is_empty());
+            Ok(exit_code(report.ready && target_ok))
         }
         MigrateCommand::Push {
             to,
@@ -40,38 +68,35 @@ pub fn run(cfg: &Config, cmd: &MigrateCommand) -> Result<ExitCode> {
             cacert,
             dry_run,
             allow_http,
+            omit_unsupported,
+            parallel,
         } => {
-            let token = std::fs::read_to_string(token_file)
-                .with_context(|| format!("cannot read the token file {}", token_file.display()))?;
-            let token = Secret::new(token.trim());
-            if token.is_empty() {
-                anyhow::bail!("the token file {} is empty", token_file.display());
-            }
-            let cacert = match cacert {
-                Some(p) => Some(
-                    std::fs::read_to_string(p)
-                        .with_context(|| format!("cannot read {}", p.display()))?,
-                ),
-                None => None,
-            };
-            let req = PushRequest {
-                target: to.clone(),
-                token,
-                cacert,
-                allow_http: *allow_http,
-                dry_run: *dry_run,
-            };
+            let mut req = push_request(to, token_file, cacert.as_deref(), *allow_http)?;
+            req.dry_run = *dry_run;
+            req.omit_unsupported = *omit_unsupported;
+            req.parallel = parallel.map(usize::from);
             let mut line = StatusLine::new();
             let reply = request(cfg, Request::MigratePush(req), &mut |p| {
-                line.show(|| p.to_string())
+                // A retry's reason stays on screen; the rest overwrite one line.
+                if let Progress::Retrying { .. } = p {
+                    line.note(&p.to_string());
+                } else {
+                    line.tick(|| p.to_string())
+                }
             });
             line.done();
             match reply? {
-                Reply::Push(PushOutcome::Planned(plan)) => print_plan(&plan),
-                Reply::Push(PushOutcome::Pushed(report)) => print_pushed(&report),
-                other => return Err(unexpected(other)),
+                Reply::Push(PushOutcome::Planned(plan)) => {
+                    print_plan(&plan);
+                    Ok(exit_code(plan.unsupported.is_empty()))
+                }
+                Reply::Push(PushOutcome::Pushed(report)) => {
+                    print_pushed(&report);
+                    // The closing verification found differences: not a success.
+                    Ok(exit_code(report.differences.is_empty()))
+                }
+                other => Err(unexpected(other)),
             }
-            Ok(ExitCode::SUCCESS)
         }
         MigrateCommand::Status { json } => {
             let status = match request(cfg, Request::MigrateStatus, &mut |_| {})? {
@@ -88,7 +113,11 @@ pub fn run(cfg: &Config, cmd: &MigrateCommand) -> Result<ExitCode> {
         MigrateCommand::Verify { json } => {
             let mut line = StatusLine::new();
             let reply = request(cfg, Request::MigrateVerify, &mut |p| {
-                line.show(|| p.to_string())
+                if let Progress::Retrying { .. } = p {
+                    line.note(&p.to_string());
+                } else {
+                    line.tick(|| p.to_string())
+                }
             });
             line.done();
             let report = match reply? {
@@ -98,6 +127,7 @@ pub fn run(cfg: &Config, cmd: &MigrateCommand) -> Result<ExitCode> {
             if *json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
+                print_extras(&report.only_on_target, &report.not_kept);
                 print_differences(&report.differences);
             }
             Ok(exit_code(report.count == 0))
@@ -137,6 +167,58 @@ pub fn run(cfg: &Config, cmd: &MigrateCommand) -> Result<ExitCode> {
             println!("Then the bridge can be decommissioned (keep an export: scimbridge export --out FILE).");
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// The target, its token (read from a file, kept out of the process list) and CA.
+fn push_request(
+    to: &str,
+    token_file: &Path,
+    cacert: Option<&Path>,
+    allow_http: bool,
+) -> Result<PushRequest> {
+    let token = std::fs::read_to_string(token_file)
+        .with_context(|| format!("cannot read the token file {}", token_file.display()))?;
+    let token = Secret::new(token.trim());
+    if token.is_empty() {
+        anyhow::bail!("the token file {} is empty", token_file.display());
+    }
+    let cacert = match cacert {
+        Some(p) => Some(
+            std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?,
+        ),
+        None => None,
+    };
+    Ok(PushRequest {
+        target: to.to_owned(),
+        token,
+        cacert,
+        allow_http,
+        dry_run: false,
+        omit_unsupported: false,
+        parallel: None,
+    })
+}
+
+fn print_target_check(t: &TargetCheck) {
+    println!("Target {}:", t.target);
+    for l in t.capabilities.lines() {
+        println!("  {l}");
+    }
+    print_unsupported(&t.unsupported);
+}
+
+fn print_unsupported(unsupported: &[String]) {
+    if unsupported.is_empty() {
+        println!("  the target defines every attribute the directory holds");
+        return;
+    }
+    println!(
+        "  {} attributes the target cannot hold (the push refuses unless --omit-unsupported):",
+        unsupported.len()
+    );
+    for a in unsupported {
+        println!("    {a}");
     }
 }
 
@@ -218,14 +300,78 @@ fn print_plan(plan: &PushPlan) {
     }
     println!("  memberships: {}", plan.memberships);
     println!("  bulk: {}", if plan.bulk { "yes" } else { "no" });
+    println!("Target capabilities:");
+    for l in plan.capabilities.lines() {
+        println!("  {l}");
+    }
+    print_unsupported(&plan.unsupported);
+    for n in &plan.notes {
+        println!("  note: {n}");
+    }
+    let mut by_rule: std::collections::BTreeMap<MatchRule, Vec<&PreviewItem>> = Default::default();
+    for p in &plan.preview {
+        by_rule.entry(p.rule).or_default().push(p);
+    }
+    println!("Preview by name:");
+    for (rule, items) in &by_rule {
+        println!("  {} ({}):", rule.as_str(), items.len());
+        for p in items.iter().take(PREVIEW_NAMES) {
+            println!("    {} {}", p.resource_type.name(), p.name);
+        }
+        if items.len() > PREVIEW_NAMES {
+            println!(
+                "    … and {} more (--json lists them all)",
+                items.len() - PREVIEW_NAMES
+            );
+        }
+    }
+    if !plan.protected_groups.is_empty() {
+        println!(
+            "  protected groups, pushed but not managed by hosted provisioning ({}):",
+            plan.protected_groups.len()
+        );
+        for g in &plan.protected_groups {
+            println!("    {g}");
+        }
+    }
 }
+
+/// Names shown per rule in a preview (all of them with --json).
+const PREVIEW_NAMES: usize = 20;
 
 fn print_pushed(r: &PushReport) {
     println!(
         "pushed {} users and {} groups ({} created, {} updated, {} requests, {} throttled); now mirroring changes",
         r.users, r.groups, r.created, r.updated, r.requests, r.throttled
     );
+    for (rule, n) in &r.rules {
+        println!("  {}: {n}", rule.as_str());
+    }
+    for n in &r.notes {
+        println!("  note: {n}");
+    }
+    print_extras(&r.only_on_target, &r.not_kept);
     print_differences(&r.differences);
+}
+
+/// What verify reports besides differences: accounts only the target has, and
+/// attributes the target does not keep (once each).
+fn print_extras(only: &[String], not_kept: &[String]) {
+    if !only.is_empty() {
+        println!(
+            "{} accounts only on the target (left alone, not counted as differences):",
+            only.len()
+        );
+        for o in only {
+            println!("  {o}");
+        }
+    }
+    if !not_kept.is_empty() {
+        println!("attributes the target does not keep (not counted as differences):");
+        for a in not_kept {
+            println!("  {a}");
+        }
+    }
 }
 
 fn print_status(s: &MigrationStatus) {
@@ -243,8 +389,29 @@ fn print_status(s: &MigrationStatus) {
         "mirror:    {} events behind ({:.1} s)",
         s.lag.events, s.lag.seconds
     );
+    if st.push_incomplete {
+        println!("push:      incomplete; run `scimbridge migrate push` again to finish it");
+    }
     if let Some(e) = &st.last_error {
         println!("last error: {e}");
+    }
+    if let Some(c) = &s.capabilities {
+        println!("target capabilities:");
+        for l in c.lines() {
+            println!("  {l}");
+        }
+    }
+    if !s.rules.is_empty() {
+        println!("matching (last push):");
+        for (rule, n) in &s.rules {
+            println!("  {}: {n}", rule.as_str());
+        }
+    }
+    if !st.omitted.is_empty() || !st.not_kept.is_empty() {
+        println!("not kept by the target:");
+        for a in st.omitted.iter().chain(st.not_kept.iter()) {
+            println!("  {a}");
+        }
     }
 }
 

@@ -143,11 +143,25 @@ pub enum PolicyFieldName {
 
 #[derive(Debug, Subcommand)]
 pub enum MigrateCommand {
-    /// Readiness report; exits non-zero when something blocks a migration.
+    /// Readiness report; exits non-zero when something blocks a migration. With
+    /// --to, also reads the target's capabilities and lists the attributes of the
+    /// directory it cannot hold (nothing is written).
     Check {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        /// The target's SCIM base URL, to check what it can hold.
+        #[arg(long, value_name = "URL", requires = "token_file")]
+        to: Option<String>,
+        /// File holding the target's bearer token.
+        #[arg(long, value_name = "FILE")]
+        token_file: Option<PathBuf>,
+        /// PEM CA certificate(s) to verify the target with, instead of the system roots.
+        #[arg(long, value_name = "FILE")]
+        cacert: Option<PathBuf>,
+        /// Allow a plain http:// target that is not on loopback.
+        #[arg(long)]
+        allow_http: bool,
     },
     /// Push the directory into the target SCIM endpoint, then keep mirroring changes.
     /// Run it again after an interruption: it resumes without duplicates.
@@ -161,12 +175,21 @@ pub enum MigrateCommand {
         /// PEM CA certificate(s) to verify the target with, instead of the system roots.
         #[arg(long, value_name = "FILE")]
         cacert: Option<PathBuf>,
-        /// Print the plan (creates and updates) and send no writes.
+        /// Print the plan (every resource by name: created or matched, and by what
+        /// rule; protected groups; what the target cannot hold) and send no writes.
         #[arg(long)]
         dry_run: bool,
         /// Allow a plain http:// target that is not on loopback.
         #[arg(long)]
         allow_http: bool,
+        /// Push without the attributes the target cannot hold (listed by --dry-run);
+        /// without it the push refuses before writing anything.
+        #[arg(long)]
+        omit_unsupported: bool,
+        /// Requests to the target in flight at once (1–64; default 8). 429 answers
+        /// slow every one of them down.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+        parallel: Option<u16>,
     },
     /// Where the migration stands: state, push progress, mirror lag.
     Status {

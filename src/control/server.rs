@@ -71,8 +71,9 @@ pub async fn execute(
             Reply::SetupLink(credentials::reset_password(store, now).await?)
         }
         Request::MigrateCheck => Reply::Readiness(m.check().await?),
+        Request::MigrateCheckTarget(req) => Reply::TargetCheck(m.check_target(req).await?),
         Request::MigratePush(req) => Reply::Push(m.push(req, progress).await?),
-        Request::MigrateStatus => Reply::Status(m.status()?),
+        Request::MigrateStatus => Reply::Status(Box::new(m.status()?)),
         Request::MigrateVerify => Reply::Verify(m.verify(progress).await?),
         Request::MigrateAbort => {
             m.abort().await?;

@@ -13,7 +13,7 @@ use crate::clock::Timestamp;
 use crate::migrate::export::Counts;
 use crate::migrate::policy::{PolicyChange, PolicyField, PolicyView};
 use crate::migrate::readiness::ReadinessReport;
-use crate::migrate::report::{MigrationStatus, Progress, PushOutcome, VerifyReport};
+use crate::migrate::report::{MigrationStatus, Progress, PushOutcome, TargetCheck, VerifyReport};
 use crate::migrate::service::{CutoverReport, PushRequest};
 
 /// Largest request line the server reads.
@@ -33,6 +33,8 @@ pub enum Request {
     Backup,
     /// The migration readiness report.
     MigrateCheck,
+    /// What a target can hold (capabilities, unsupported attributes), before a push.
+    MigrateCheckTarget(PushRequest),
     MigratePush(PushRequest),
     MigrateStatus,
     MigrateVerify,
@@ -85,8 +87,9 @@ pub enum Reply {
     TokenRevoked(TokenInfo),
     SetupLink(SetupLink),
     Readiness(ReadinessReport),
+    TargetCheck(TargetCheck),
     Push(PushOutcome),
-    Status(MigrationStatus),
+    Status(Box<MigrationStatus>),
     Verify(VerifyReport),
     Aborted,
     CutOver(CutoverReport),
@@ -173,6 +176,8 @@ mod tests {
             cacert: None,
             allow_http: false,
             dry_run: true,
+            omit_unsupported: false,
+            parallel: None,
         });
         let text = String::from_utf8(line(&req)).unwrap();
         assert!(text.contains(r#""token":"target-secret""#), "{text}");

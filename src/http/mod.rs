@@ -286,6 +286,41 @@ fn metrics_response(state: &AppState, req: &Request<RequestBody>) -> Response<Bo
         gauges.push(("scimbridge_users", "Users in the directory.", users));
         gauges.push(("scimbridge_groups", "Groups in the directory.", groups));
     }
+    if let Ok(m) = state.app.migration.status() {
+        use crate::store::Phase;
+        let phase = match m.phase {
+            Phase::NotStarted => 0.0,
+            Phase::Checked => 1.0,
+            Phase::Pushing => 2.0,
+            Phase::Mirroring => 3.0,
+            Phase::Verified => 4.0,
+            Phase::CutOver => 5.0,
+        };
+        gauges.push((
+            "scimbridge_migration_phase",
+            "Migration phase: 0 not started, 1 checked, 2 pushing, 3 mirroring, 4 verified, 5 cut over.",
+            phase,
+        ));
+        gauges.push((
+            "scimbridge_migration_mirror_lag_events",
+            "Change events not yet replayed to the migration target.",
+            m.lag.events as f64,
+        ));
+        gauges.push((
+            "scimbridge_migration_mirror_lag_seconds",
+            "Age in seconds of the oldest change event not yet replayed to the migration target.",
+            m.lag.seconds,
+        ));
+        gauges.push((
+            "scimbridge_migration_error",
+            "1 when the last push or mirror step failed (see migrate status), else 0.",
+            if m.state.last_error.is_some() {
+                1.0
+            } else {
+                0.0
+            },
+        ));
+    }
     gauges.push((
         "scimbridge_database_size_bytes",
         "Size of the database file.",

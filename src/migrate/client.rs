@@ -1,9 +1,13 @@
 //! A small SCIM client for pushing into a target endpoint: one keep-alive HTTP/1.1
 //! connection (re-established when it breaks), TLS verified against the system roots
 //! or a given CA, plain HTTP only on loopback or when explicitly allowed. Honours 429
-//! with Retry-After and retries 5xx and connection failures with backoff.
+//! with Retry-After (shared by every clone of a client), retries 5xx and connection
+//! failures of idempotent requests with backoff, reports each retry and its reason,
+//! fails at once on an untrusted certificate (with the `--cacert` hint), and never
+//! repeats a create blindly: an uncertain create is handed back to the caller.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -15,6 +19,7 @@ use rustls_pki_types::ServerName;
 use serde_json::Value;
 
 use super::error::{MigrateError, MigrateResult};
+use super::report::Progress;
 use crate::secret::Secret;
 
 /// Attempts per request before giving up (429 and 5xx and broken connections).
@@ -123,15 +128,55 @@ impl Response {
     }
 }
 
-pub struct Client {
+/// What a client shares with its clones: the target, the token, TLS, the counters
+/// and the throttle gate (a 429 pauses every clone, not only the one that got it).
+struct Shared {
     target: Target,
     token: Secret,
     tls: Option<tokio_rustls::TlsConnector>,
+    requests: AtomicU64,
+    throttled: AtomicU64,
+    /// No request is sent before this instant (set from 429 Retry-After).
+    paused_until: Mutex<Option<tokio::time::Instant>>,
+    /// Where retry notices go (the push's progress), if anywhere.
+    notices: Mutex<Option<tokio::sync::mpsc::UnboundedSender<Progress>>>,
+}
+
+/// A SCIM client of one target. `Clone` gives a client with its own connection that
+/// shares counters, the throttle gate and the notice channel: the push runs a bounded
+/// number of them side by side.
+pub struct Client {
+    shared: Arc<Shared>,
     conn: Option<SendRequest<Full<Bytes>>>,
-    /// Requests sent (for progress and tests).
-    pub requests: u64,
-    /// Times a 429 made us wait.
-    pub throttled: u64,
+}
+
+impl Clone for Client {
+    fn clone(&self) -> Client {
+        Client {
+            shared: self.shared.clone(),
+            conn: None,
+        }
+    }
+}
+
+/// The answer to a request that must not be repeated blindly (a create).
+#[derive(Debug)]
+pub enum Sent {
+    /// The target answered (any status but 429, which is waited for and retried).
+    Answered(Response),
+    /// The request went out and no usable answer came back (5xx, a broken connection,
+    /// a timeout): the target may have done the work. The reason, for messages.
+    Uncertain(String),
+}
+
+/// Why one attempt failed.
+enum Attempt {
+    /// Nothing was sent (connect failed): safe to retry.
+    NotSent(String),
+    /// Sent, no answer: the target may have processed it.
+    Lost(String),
+    /// Retrying cannot help (an untrusted certificate).
+    Fatal(MigrateError),
 }
 
 /// TLS configuration: the given CA bundle (PEM) or the system roots.
@@ -152,6 +197,14 @@ fn retry_after(v: &str) -> Option<Duration> {
     )
 }
 
+/// A TLS failure that retrying cannot fix: the certificate is not trusted or does not
+/// name the host. rustls reports these as `InvalidCertificate` ("invalid peer
+/// certificate: UnknownIssuer", "NotValidForName", "Expired").
+fn certificate_refused(e: &std::io::Error) -> bool {
+    let text = e.to_string();
+    text.contains("invalid peer certificate") || text.contains("certificate")
+}
+
 impl Client {
     pub fn new(target: Target, token: Secret, cacert_pem: Option<&[u8]>) -> MigrateResult<Client> {
         let tls = if target.scheme_https {
@@ -160,35 +213,85 @@ impl Client {
             None
         };
         Ok(Client {
-            target,
-            token,
-            tls,
+            shared: Arc::new(Shared {
+                target,
+                token,
+                tls,
+                requests: AtomicU64::new(0),
+                throttled: AtomicU64::new(0),
+                paused_until: Mutex::new(None),
+                notices: Mutex::new(None),
+            }),
             conn: None,
-            requests: 0,
-            throttled: 0,
         })
     }
 
     pub fn target(&self) -> &Target {
-        &self.target
+        &self.shared.target
     }
 
-    async fn connect(&mut self) -> MigrateResult<()> {
-        let down = MigrateError::Unreachable;
-        let addr = (self.target.host.as_str(), self.target.port);
+    /// Requests sent so far by this client and its clones (retries included).
+    pub fn requests(&self) -> u64 {
+        self.shared.requests.load(Ordering::Relaxed)
+    }
+
+    /// Answers 429 received so far by this client and its clones.
+    pub fn throttled(&self) -> u64 {
+        self.shared.throttled.load(Ordering::Relaxed)
+    }
+
+    /// Sends retry notices (`Progress::Retrying`) to `tx` from now on.
+    pub fn report_to(&self, tx: Option<tokio::sync::mpsc::UnboundedSender<Progress>>) {
+        if let Ok(mut n) = self.shared.notices.lock() {
+            *n = tx;
+        }
+    }
+
+    fn notice(&self, reason: &str, wait: Duration) {
+        tracing::info!(
+            reason,
+            wait_ms = wait.as_millis() as u64,
+            "retrying a request to the migration target"
+        );
+        if let Ok(n) = self.shared.notices.lock() {
+            if let Some(tx) = n.as_ref() {
+                let _ = tx.send(Progress::Retrying {
+                    reason: reason.chars().take(200).collect(),
+                    wait_ms: wait.as_millis() as u64,
+                });
+            }
+        }
+    }
+
+    async fn connect(&mut self) -> Result<(), Attempt> {
+        let t = &self.shared.target;
+        let down = Attempt::NotSent;
+        let addr = (t.host.as_str(), t.port);
         let tcp = tokio::time::timeout(REQUEST_TIMEOUT, tokio::net::TcpStream::connect(addr))
             .await
-            .map_err(|_| down(format!("connecting to {} timed out", self.target.base)))?
-            .map_err(|e| down(format!("cannot connect to {}: {e}", self.target.base)))?;
+            .map_err(|_| down(format!("connecting to {} timed out", t.base)))?
+            .map_err(|e| down(format!("cannot connect to {}: {e}", t.base)))?;
         let _ = tcp.set_nodelay(true);
-        let sender = match &self.tls {
+        let sender = match &self.shared.tls {
             Some(tls) => {
-                let name = ServerName::try_from(self.target.host.clone())
-                    .map_err(|e| down(format!("bad server name {}: {e}", self.target.host)))?;
-                let stream = tls
-                    .connect(name, tcp)
-                    .await
-                    .map_err(|e| down(format!("TLS with {} failed: {e}", self.target.base)))?;
+                let name = ServerName::try_from(t.host.clone()).map_err(|e| {
+                    Attempt::Fatal(MigrateError::InvalidTarget(format!(
+                        "bad server name {}: {e}",
+                        t.host
+                    )))
+                })?;
+                let stream = tls.connect(name, tcp).await.map_err(|e| {
+                    if certificate_refused(&e) {
+                        Attempt::Fatal(MigrateError::Tls(format!(
+                            "TLS with {} failed: {e}. The target's certificate is not trusted by \
+                             this machine; if it is signed by a private CA, pass that CA with \
+                             --cacert FILE",
+                            t.base
+                        )))
+                    } else {
+                        down(format!("TLS with {} failed: {e}", t.base))
+                    }
+                })?;
                 let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
                     .await
                     .map_err(|e| down(e.to_string()))?;
@@ -211,32 +314,25 @@ impl Client {
         &mut self,
         method: &Method,
         path: &str,
-        body: Option<&Value>,
-    ) -> MigrateResult<(StatusCode, Option<Duration>, Bytes)> {
-        let down = MigrateError::Unreachable;
+        body: Option<&[u8]>,
+    ) -> Result<(StatusCode, Option<Duration>, Bytes), Attempt> {
         if self.conn.as_ref().is_none_or(|c| c.is_closed()) {
             self.connect().await?;
         }
+        let t = &self.shared.target;
         let Some(conn) = self.conn.as_mut() else {
-            return Err(down("no connection".into()));
+            return Err(Attempt::NotSent("no connection".into()));
         };
-        let bytes = body
-            .map(|b| serde_json::to_vec(b).unwrap_or_default())
-            .unwrap_or_default();
         let mut req = Request::builder()
             .method(method.clone())
-            .uri(format!("{}{path}", self.target.prefix))
+            .uri(format!("{}{path}", t.prefix))
             .header(
                 hyper::header::HOST,
-                authority(
-                    &self.target.host,
-                    self.target.port,
-                    self.target.scheme_https,
-                ),
+                authority(&t.host, t.port, t.scheme_https),
             )
             .header(
                 hyper::header::AUTHORIZATION,
-                format!("Bearer {}", self.token.expose()),
+                format!("Bearer {}", self.shared.token.expose()),
             )
             .header(
                 hyper::header::ACCEPT,
@@ -250,13 +346,16 @@ impl Client {
             req = req.header(hyper::header::CONTENT_TYPE, "application/scim+json");
         }
         let req = req
-            .body(Full::new(Bytes::from(bytes)))
-            .map_err(|e| down(e.to_string()))?;
-        conn.ready().await.map_err(|e| down(e.to_string()))?;
+            .body(Full::new(Bytes::copy_from_slice(body.unwrap_or_default())))
+            .map_err(|e| Attempt::NotSent(e.to_string()))?;
+        conn.ready()
+            .await
+            .map_err(|e| Attempt::NotSent(e.to_string()))?;
+        let lost = Attempt::Lost;
         let resp = tokio::time::timeout(REQUEST_TIMEOUT, conn.send_request(req))
             .await
-            .map_err(|_| down("the target did not answer in time".to_owned()))?
-            .map_err(|e| down(e.to_string()))?;
+            .map_err(|_| lost("the target did not answer in time".to_owned()))?
+            .map_err(|e| lost(e.to_string()))?;
         let status = resp.status();
         let wait = resp
             .headers()
@@ -265,67 +364,126 @@ impl Client {
             .and_then(retry_after);
         let body = tokio::time::timeout(REQUEST_TIMEOUT, resp.into_body().collect())
             .await
-            .map_err(|_| down("the target's answer stalled".to_owned()))?
-            .map_err(|e| down(e.to_string()))?
+            .map_err(|_| lost("the target's answer stalled".to_owned()))?
+            .map_err(|e| lost(e.to_string()))?
             .to_bytes();
         Ok((status, wait, body))
     }
 
-    /// Sends a request to `base + path`, retrying 429 (after Retry-After), 5xx and
-    /// broken connections with exponential backoff.
-    pub async fn request(
+    /// Waits while a 429 from any clone asks everyone to pause.
+    async fn wait_for_gate(&self) {
+        let until = self.shared.paused_until.lock().ok().and_then(|g| *g);
+        if let Some(until) = until {
+            tokio::time::sleep_until(until).await;
+        }
+    }
+
+    fn close_gate_for(&self, wait: Duration) {
+        if let Ok(mut g) = self.shared.paused_until.lock() {
+            let until = tokio::time::Instant::now() + wait;
+            if g.is_none_or(|u| u < until) {
+                *g = Some(until);
+            }
+        }
+    }
+
+    /// Sends a request to `base + path`. 429 is always waited for (Retry-After, shared
+    /// by every clone) and retried; a connection that could not be made is retried with
+    /// exponential backoff. When `idempotent`, 5xx answers and lost answers are retried
+    /// too; otherwise they come back as `Sent::Uncertain` so that the caller can look
+    /// for the resource before creating it again (RFC 7231 §4.2.2: POST is not
+    /// idempotent; a gateway may answer 503 after the target did the work).
+    pub async fn send(
         &mut self,
         method: Method,
         path: &str,
         body: Option<&Value>,
-    ) -> MigrateResult<Response> {
+        idempotent: bool,
+    ) -> MigrateResult<Sent> {
+        let bytes = match body {
+            Some(b) => Some(serde_json::to_vec(b).map_err(|e| {
+                MigrateError::TargetProtocol(format!("cannot encode a request body: {e}"))
+            })?),
+            None => None,
+        };
         let mut backoff = Duration::from_millis(200);
         let mut last = String::new();
         for _ in 0..MAX_ATTEMPTS {
-            self.requests += 1;
-            match self.send_once(&method, path, body).await {
+            self.wait_for_gate().await;
+            self.shared.requests.fetch_add(1, Ordering::Relaxed);
+            let failure = match self.send_once(&method, path, bytes.as_deref()).await {
                 Ok((status, wait, body)) => {
                     if status == StatusCode::TOO_MANY_REQUESTS {
-                        self.throttled += 1;
+                        self.shared.throttled.fetch_add(1, Ordering::Relaxed);
                         let w = wait.unwrap_or(backoff).min(MAX_RETRY_AFTER);
-                        tracing::info!(
-                            wait_ms = w.as_millis() as u64,
-                            "the target asked us to slow down (429)"
-                        );
-                        tokio::time::sleep(w).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(30));
+                        self.close_gate_for(w);
                         last = "429 Too Many Requests".into();
+                        self.notice(
+                            &format!("{method} {path}: the target answered 429 Too Many Requests"),
+                            w,
+                        );
+                        backoff = (backoff * 2).min(Duration::from_secs(30));
                         continue;
                     }
                     if status.is_server_error() {
-                        last = format!(
+                        let text = format!(
                             "{status}: {}",
                             String::from_utf8_lossy(&body)
                                 .chars()
                                 .take(200)
                                 .collect::<String>()
                         );
-                        tokio::time::sleep(wait.unwrap_or(backoff).min(MAX_RETRY_AFTER)).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(30));
-                        continue;
+                        if !idempotent {
+                            return Ok(Sent::Uncertain(text));
+                        }
+                        (text, wait)
+                    } else {
+                        return Ok(Sent::Answered(Response {
+                            status: status.as_u16(),
+                            body,
+                        }));
                     }
-                    return Ok(Response {
-                        status: status.as_u16(),
-                        body,
-                    });
                 }
-                Err(e) => {
+                Err(Attempt::Fatal(e)) => return Err(e),
+                Err(Attempt::Lost(e)) => {
                     self.conn = None;
-                    last = e.to_string();
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    if !idempotent {
+                        return Ok(Sent::Uncertain(e));
+                    }
+                    (e, None)
                 }
-            }
+                Err(Attempt::NotSent(e)) => {
+                    self.conn = None;
+                    (e, None)
+                }
+            };
+            let (reason, wait) = failure;
+            let w = wait.unwrap_or(backoff).min(MAX_RETRY_AFTER);
+            self.notice(&format!("{method} {path}: {reason}"), w);
+            tokio::time::sleep(w).await;
+            backoff = (backoff * 2).min(Duration::from_secs(30));
+            last = reason;
         }
         Err(MigrateError::Unreachable(format!(
             "{method} {}{path} failed after {MAX_ATTEMPTS} attempts: {last}",
-            self.target.base
+            self.shared.target.base
         )))
+    }
+
+    /// An idempotent request (GET, PUT, PATCH, DELETE), retried as `send` says.
+    pub async fn request(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> MigrateResult<Response> {
+        match self.send(method.clone(), path, body, true).await? {
+            Sent::Answered(r) => Ok(r),
+            Sent::Uncertain(reason) => Err(MigrateError::Unreachable(format!(
+                "{method} {}{path}: {reason}",
+                self.shared.target.base
+            ))),
+        }
     }
 }
 

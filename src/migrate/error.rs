@@ -86,8 +86,14 @@ pub enum MigrateError {
         count: usize,
         first: Box<Difference>,
     },
-    /// The push stopped part-way; it resumes when run again.
-    #[error("{0}\nThe push stopped; run the same command again to resume where it stopped.")]
+    /// The directory holds attributes the target does not define (by name); the
+    /// push refuses before writing anything.
+    #[error("the target cannot hold these attributes of the directory: {}. Nothing was sent. \
+             Add them to the target's schema, or re-run with --omit-unsupported to push without them \
+             (verify will list them as not kept by the target)", .0.join(", "))]
+    Unsupported(Vec<String>),
+    /// The push stopped part-way; what it did is in the journal.
+    #[error("{inner}\n{hint}", inner = .0, hint = stopped_hint(.0))]
     PushStopped(Box<MigrateError>),
     /// Replaying one change event to the target failed.
     #[error("mirroring event {seq} ({op} {} {id}): {source}", resource_type.name())]
@@ -111,6 +117,34 @@ fn detail_suffix(detail: &str) -> String {
         String::new()
     } else {
         format!(": {detail}")
+    }
+}
+
+/// What to do after a stopped push: a passing failure resumes when run again; a
+/// deterministic one (the target refused something) would only fail the same way.
+fn stopped_hint(e: &MigrateError) -> &'static str {
+    if e.is_transient() {
+        "The push stopped; run the same command again to resume where it stopped."
+    } else {
+        "The push stopped; running it again will fail the same way until the cause above is fixed \
+         (what was pushed so far is kept and will not be sent twice)."
+    }
+}
+
+impl MigrateError {
+    /// Could running the same step again succeed without anything changing? (The
+    /// target was unreachable, overloaded or failing; not when it refused.)
+    pub fn is_transient(&self) -> bool {
+        match self {
+            MigrateError::Unreachable(_) | MigrateError::Store(_) | MigrateError::TaskFailed(_) => {
+                true
+            }
+            MigrateError::TargetAnswered { status, .. } => *status >= 500 || *status == 429,
+            MigrateError::Mirror { source, .. } | MigrateError::PushStopped(source) => {
+                source.is_transient()
+            }
+            _ => false,
+        }
     }
 }
 
@@ -138,15 +172,24 @@ mod tests {
             e.to_string(),
             "cut-over needs a pushed, mirroring migration; the migration is checked"
         );
+        let e = MigrateError::PushStopped(Box::new(MigrateError::Unreachable(
+            "GET https://x/Users failed after 8 attempts: 503".into(),
+        )));
+        assert!(
+            e.to_string()
+                .ends_with("run the same command again to resume where it stopped."),
+            "{e}"
+        );
+        // A refusal is not "resume": it would fail the same way.
         let e = MigrateError::PushStopped(Box::new(MigrateError::TargetAnswered {
             action: "creating user 1 on the target".into(),
             status: 400,
             detail: String::new(),
         }));
-        assert_eq!(
-            e.to_string(),
-            "creating user 1 on the target answered 400\nThe push stopped; run the same command again to resume where it stopped."
-        );
+        assert!(e
+            .to_string()
+            .starts_with("creating user 1 on the target answered 400\n"));
+        assert!(!e.to_string().contains("resume"), "{e}");
         let e = MigrateError::NotReady(vec!["a".into(), "b".into()]);
         assert!(e.to_string().ends_with(":\n  a\n  b"), "{e}");
     }

@@ -13,3 +13,4 @@ pub mod push;
 pub mod readiness;
 pub mod report;
 pub mod service;
+pub mod target;

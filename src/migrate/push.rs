@@ -1,29 +1,770 @@
 //! The push: replay the directory into a target SCIM endpoint, resumably, then keep
-//! it in step (mirror) until cut-over, and verify by reading the target back.
+//! it in step (mirror) until cut-over, and verify by reading the target back. The
+//! push, the mirror, verify and a second push follow the same rules:
 //!
-//! Matching: a resource already mapped in the journal is updated; otherwise the
-//! target is searched by externalId, then userName (Users) or displayName (Groups),
-//! and a found resource is updated instead of created. So a push killed at any
-//! moment and run again creates no duplicates: what was created before the kill is
-//! either in the journal or found by the search.
+//! - Matching: a resource mapped in the journal is the same resource; otherwise the
+//!   target's resources are listed once (paged, or by cursor) and matched in memory
+//!   by externalId, then userName / displayName compared case-insensitively, or, when
+//!   the target is much larger than the directory, looked up one by one with filters
+//!   (a filter the target refuses is skipped for the run, its detail kept as a note).
+//!   A create answered 409 uniqueness finds and matches the existing resource; a
+//!   create whose answer was lost is looked up before it is sent again.
+//! - References (manager, members) are resolved from the id map as it is when each
+//!   body is built; a manager not yet mapped is set once every user is.
+//! - Group members travel as PATCH deltas (`add` in chunks, `remove` by
+//!   `members[value eq "…"]`), by whole-group PUT only when the target refuses PATCH.
+//! - Every body is sized to the target's announced limits and split on 413.
+//! - Accounts only the target has are left alone and listed by name.
+//!
+//! Knows the store's typed API and the client; nothing of the edges.
 
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::future::Future;
+use std::sync::Mutex;
+use std::task::Poll;
+
+use hyper::Method;
 use serde_json::{json, Map, Value};
 
-use super::client::{Client, Response};
+use super::client::{Client, Response, Sent};
 use super::error::{MigrateError, MigrateResult};
 use super::report::{
-    Difference, DifferenceKind, Lag, PlanCounts, Progress, ProgressSink, PushOutcome, PushPlan,
-    PushReport,
+    Capabilities, Difference, DifferenceKind, Lag, MatchRule, PlanCounts, PreviewItem, Progress,
+    PushOutcome, PushPlan, PushReport,
 };
+use super::target::{self, attr_name, encode, name_attr, Discovery, Events, TargetIndex};
 use crate::clock::Timestamp;
 use crate::scim::schema::{ResourceType, ENTERPRISE_USER_URN};
 use crate::store::{Event, MigrationState, Phase, Snapshot, Store, StoredResource};
-use hyper::Method;
 
-/// Resources read from the snapshot per round (memory is bounded by this).
-const PAGE: usize = 100;
-/// Creates per Bulk request when the target supports Bulk.
-const BULK_CHUNK: usize = 50;
+/// Resources read from the snapshot and sent per round (memory is bounded by this;
+/// the journal is written after each round).
+const PAGE: usize = 200;
+/// Members per PATCH request at most (issue 10: batches of at most 1,000).
+const MEMBER_CHUNK: usize = 1000;
+/// Operations per Bulk request at most, whatever the target allows.
+const BULK_CHUNK: usize = 100;
+/// Requests in flight at once unless the admin says otherwise.
+pub const DEFAULT_PARALLEL: usize = 8;
+/// Upper bound of the parallelism an admin may ask for.
+pub const MAX_PARALLEL: usize = 64;
+/// A target this many times larger than the unmatched part of the directory is
+/// searched per resource instead of listed.
+const LIST_FACTOR: u64 = 2;
+
+fn filter_value(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
+/// Options of one push.
+#[derive(Debug, Clone, Default)]
+pub struct PushOptions {
+    /// Plan only: read the target, send no writes.
+    pub dry_run: bool,
+    /// Leave out the attributes the target cannot hold instead of refusing.
+    pub omit_unsupported: bool,
+    /// Requests in flight at once (0: the default).
+    pub parallel: usize,
+    /// An earlier push of this migration stopped before it finished: users it
+    /// mapped may still lack their manager, so their managers are set again.
+    pub resume: bool,
+}
+
+/// The journal in memory: local id ↔ target id, updated as resources are mapped, so
+/// that every body is built from the map as it is at that moment.
+#[derive(Debug, Default)]
+struct IdMap {
+    ids: HashMap<(ResourceType, String), String>,
+    /// Every target id in the map: a target resource not in here is not ours.
+    targets: HashSet<String>,
+}
+
+impl IdMap {
+    fn load(snapshot: &Snapshot) -> MigrateResult<IdMap> {
+        let mut m = IdMap::default();
+        for rt in ResourceType::ALL {
+            for (local, tid) in snapshot.target_ids(rt)? {
+                m.targets.insert(tid.clone());
+                m.ids.insert((rt, local), tid);
+            }
+        }
+        Ok(m)
+    }
+    fn get(&self, rt: ResourceType, local: &str) -> Option<String> {
+        self.ids.get(&(rt, local.to_owned())).cloned()
+    }
+    fn set(&mut self, rt: ResourceType, local: &str, tid: Option<&str>) {
+        match tid {
+            Some(t) => {
+                self.targets.insert(t.to_owned());
+                if let Some(old) = self.ids.insert((rt, local.to_owned()), t.to_owned()) {
+                    if old != t {
+                        self.targets.remove(&old);
+                    }
+                }
+            }
+            None => {
+                if let Some(old) = self.ids.remove(&(rt, local.to_owned())) {
+                    self.targets.remove(&old);
+                }
+            }
+        }
+    }
+}
+
+/// Matchers the target refused, with its detail.
+#[derive(Debug, Default)]
+struct Refused {
+    external_id: bool,
+    name: bool,
+    notes: Vec<String>,
+}
+
+/// What every worker of one run shares. Locks are never held across an await.
+struct Run {
+    caps: Mutex<Capabilities>,
+    map: Mutex<IdMap>,
+    /// Target indexes by resource type (listing mode), built once.
+    index: Mutex<HashMap<ResourceType, TargetIndex>>,
+    /// Target ids already matched in this run (one target resource, one local one).
+    claimed: Mutex<HashSet<String>>,
+    refused: Mutex<Refused>,
+    not_kept: Mutex<BTreeSet<String>>,
+    rules: Mutex<BTreeMap<MatchRule, u64>>,
+    omit: HashSet<String>,
+    events: Events,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Run {
+    fn new(caps: Capabilities, map: IdMap, omit: HashSet<String>, events: Events) -> Run {
+        Run {
+            caps: Mutex::new(caps),
+            map: Mutex::new(map),
+            index: Mutex::new(HashMap::new()),
+            claimed: Mutex::new(HashSet::new()),
+            refused: Mutex::new(Refused::default()),
+            not_kept: Mutex::new(BTreeSet::new()),
+            rules: Mutex::new(BTreeMap::new()),
+            omit,
+            events,
+        }
+    }
+    fn caps(&self) -> Capabilities {
+        lock(&self.caps).clone()
+    }
+    fn target_of(&self, rt: ResourceType, local: &str) -> Option<String> {
+        lock(&self.map).get(rt, local)
+    }
+    fn count(&self, rule: MatchRule) {
+        *lock(&self.rules).entry(rule).or_default() += 1;
+    }
+    /// The largest body the target takes, in bytes (0: no limit announced).
+    fn max_payload(&self) -> usize {
+        lock(&self.caps).max_payload as usize
+    }
+}
+
+/// Runs `work` over `jobs` with one client per worker (at most `pool.len()` at once),
+/// on the current task. Stops at the first error (the other workers finish the job
+/// they are on). Results come back in no particular order.
+async fn in_parallel<J, T, F, Fut>(
+    pool: &mut Vec<Client>,
+    jobs: Vec<J>,
+    work: F,
+) -> MigrateResult<Vec<T>>
+where
+    F: Fn(Client, J) -> Fut,
+    Fut: Future<Output = (Client, MigrateResult<T>)>,
+{
+    if jobs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let n = pool.len().clamp(1, jobs.len());
+    let mut queues: Vec<Vec<J>> = (0..n).map(|_| Vec::new()).collect();
+    for (i, j) in jobs.into_iter().enumerate() {
+        queues[i % n].push(j);
+    }
+    let work = &work;
+    let mut workers = Vec::new();
+    for q in queues {
+        let client = match pool.pop() {
+            Some(c) => c,
+            None => return Err(MigrateError::TaskFailed("push worker")),
+        };
+        workers.push(Box::pin(async move {
+            let mut client = client;
+            let mut out = Vec::with_capacity(q.len());
+            for j in q {
+                let (c, r) = work(client, j).await;
+                client = c;
+                match r {
+                    Ok(t) => out.push(t),
+                    Err(e) => return (client, Err(e)),
+                }
+            }
+            (client, Ok(out))
+        }));
+    }
+    let mut done: Vec<Option<(Client, MigrateResult<Vec<T>>)>> =
+        (0..workers.len()).map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (i, w) in workers.iter_mut().enumerate() {
+            if done[i].is_none() {
+                match w.as_mut().poll(cx) {
+                    Poll::Ready(v) => done[i] = Some(v),
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+    drop(workers);
+    let mut out = Vec::new();
+    let mut first_err = None;
+    for (client, r) in done.into_iter().flatten() {
+        pool.push(client);
+        match r {
+            Ok(v) => out.extend(v),
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(out),
+    }
+}
+
+/// A pool of `n` clients sharing `client`'s counters and throttle gate.
+fn pool_of(client: &Client, n: usize) -> Vec<Client> {
+    (0..n.clamp(1, MAX_PARALLEL))
+        .map(|_| client.clone())
+        .collect()
+}
+
+/// The body sent for a user: its attributes less the omitted ones, `schemas`, and the
+/// manager mapped to its target id from the map as it is now. Returns whether a
+/// manager had to be left out because it has no target id yet.
+fn user_body(run: &Run, r: &StoredResource) -> (Value, bool) {
+    let mut attrs = r.attrs.clone();
+    let mut unresolved = false;
+    if let Some(ext) = attrs
+        .get_mut(ENTERPRISE_USER_URN)
+        .and_then(Value::as_object_mut)
+    {
+        let manager = ext
+            .get("manager")
+            .and_then(|m| m.get("value"))
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        if let Some(m) = manager {
+            match run.target_of(ResourceType::User, &m) {
+                Some(tid) => {
+                    ext.insert("manager".into(), json!({"value": tid}));
+                }
+                None => {
+                    ext.remove("manager");
+                    unresolved = true;
+                }
+            }
+        }
+    }
+    target::strip(&mut attrs, &run.omit);
+    with_schemas(ResourceType::User, attrs, unresolved)
+}
+
+/// Adds `schemas`: the core schema and every extension the body still holds (RFC
+/// 7643 §3; a strict target refuses extension attributes whose schema is not listed).
+fn with_schemas(rt: ResourceType, mut attrs: Map<String, Value>, flag: bool) -> (Value, bool) {
+    let schemas = crate::scim::resource::schemas_of(rt, &attrs);
+    attrs.insert("schemas".into(), schemas);
+    (Value::Object(attrs), flag)
+}
+
+/// The body of a group without members (they travel as PATCH deltas).
+fn group_body(run: &Run, r: &StoredResource) -> Value {
+    let mut attrs = r.attrs.clone();
+    attrs.remove("members");
+    target::strip(&mut attrs, &run.omit);
+    with_schemas(ResourceType::Group, attrs, false).0
+}
+
+fn has_manager(r: &StoredResource) -> bool {
+    r.attrs
+        .get(ENTERPRISE_USER_URN)
+        .and_then(|e| e.get("manager"))
+        .and_then(|m| m.get("value"))
+        .is_some()
+}
+
+fn name_of(rt: ResourceType, r: &StoredResource) -> String {
+    r.attrs
+        .get(name_attr(rt))
+        .and_then(Value::as_str)
+        .unwrap_or(&r.id)
+        .to_owned()
+}
+
+fn answered(action: String, r: &Response) -> MigrateError {
+    MigrateError::TargetAnswered {
+        action,
+        status: r.status,
+        detail: r.detail(),
+    }
+}
+
+fn too_large(what: String, run: &Run) -> MigrateError {
+    MigrateError::TargetAnswered {
+        action: what,
+        status: 413,
+        detail: format!(
+            "the target refuses the body as too large even alone (limit announced: {} bytes)",
+            run.max_payload()
+        ),
+    }
+}
+
+/// Notes which attributes a target dropped from what it was sent: the attributes of
+/// `sent` missing from the representation it answered with. Only a full
+/// representation counts (one that carries the naming attribute).
+fn observe_drops(run: &Run, rt: ResourceType, sent: &Value, answer: &Value) {
+    let (Some(s), Some(a)) = (sent.as_object(), answer.as_object()) else {
+        return;
+    };
+    if !a.contains_key(name_attr(rt)) {
+        return;
+    }
+    let has = |o: &Map<String, Value>, k: &str| {
+        o.iter()
+            .any(|(ak, av)| ak.eq_ignore_ascii_case(k) && !av.is_null())
+    };
+    let mut dropped = Vec::new();
+    for (k, v) in s {
+        if k == "schemas" || k == "password" || v.is_null() {
+            continue;
+        }
+        if !has(a, k) {
+            dropped.push(k.clone());
+            continue;
+        }
+        if k.starts_with("urn:") {
+            if let (Some(sx), Some(ax)) = (v.as_object(), a[k.as_str()].as_object()) {
+                for (ek, ev) in sx {
+                    if !ev.is_null() && !has(ax, ek) {
+                        dropped.push(attr_name(Some(k), ek, None));
+                    }
+                }
+            }
+        }
+    }
+    if !dropped.is_empty() {
+        lock(&run.not_kept).extend(dropped);
+    }
+}
+
+/// Picks an unclaimed candidate: the first of `ids` nobody in this run matched yet.
+fn claim(run: &Run, ids: &[String]) -> Option<String> {
+    let map = lock(&run.map);
+    let mut claimed = lock(&run.claimed);
+    for id in ids {
+        if !map.targets.contains(id) && claimed.insert(id.clone()) {
+            return Some(id.clone());
+        }
+    }
+    None
+}
+
+/// Matches in the listed index: externalId, then the name (case-insensitive).
+fn match_in_index(
+    run: &Run,
+    rt: ResourceType,
+    attrs: &Map<String, Value>,
+) -> Option<(String, MatchRule)> {
+    let idx = lock(&run.index);
+    let index = idx.get(&rt)?;
+    if let Some(e) = attrs.get("externalId").and_then(Value::as_str) {
+        if let Some(ids) = index.by_external.get(e) {
+            if let Some(id) = claim(run, ids) {
+                return Some((id, MatchRule::ExternalId));
+            }
+        }
+    }
+    let name = attrs.get(name_attr(rt)).and_then(Value::as_str)?;
+    let ids = index.by_name.get(&name.to_lowercase())?;
+    let rule = match rt {
+        ResourceType::User => MatchRule::UserName,
+        ResourceType::Group => MatchRule::DisplayName,
+    };
+    claim(run, ids).map(|id| (id, rule))
+}
+
+/// Searches the target with a filter, skipping a matcher the target refused (RFC
+/// 7644 §3.4.2.2 lets it refuse filters on attributes it does not support), and
+/// matches the candidates by our own rule.
+async fn lookup(
+    client: &mut Client,
+    run: &Run,
+    rt: ResourceType,
+    attrs: &Map<String, Value>,
+) -> MigrateResult<Option<(String, MatchRule)>> {
+    let name_rule = match rt {
+        ResourceType::User => MatchRule::UserName,
+        ResourceType::Group => MatchRule::DisplayName,
+    };
+    let mut tries = Vec::new();
+    if let Some(e) = attrs.get("externalId").and_then(Value::as_str) {
+        tries.push(("externalId", e.to_owned(), MatchRule::ExternalId));
+    }
+    if let Some(n) = attrs.get(name_attr(rt)).and_then(Value::as_str) {
+        tries.push((name_attr(rt), n.to_owned(), name_rule));
+    }
+    for (attr, value, rule) in tries {
+        let is_ext = attr == "externalId";
+        {
+            let refused = lock(&run.refused);
+            if (is_ext && refused.external_id) || (!is_ext && refused.name) {
+                continue;
+            }
+        }
+        let f = format!("{attr} eq \"{}\"", filter_value(&value));
+        let r = client
+            .request(
+                Method::GET,
+                &format!("{}?filter={}&count=10", rt.endpoint(), encode(&f)),
+                None,
+            )
+            .await?;
+        if matches!(r.status, 400 | 403 | 404 | 501) {
+            let detail = r
+                .json()
+                .ok()
+                .and_then(|v| v["detail"].as_str().map(str::to_owned));
+            let mut refused = lock(&run.refused);
+            if is_ext {
+                refused.external_id = true;
+            } else {
+                refused.name = true;
+            }
+            refused.notes.push(format!(
+                "the target refused the filter `{attr} eq …` ({}{}); matching goes on without it",
+                r.status,
+                detail.map(|d| format!(": {d}")).unwrap_or_default()
+            ));
+            continue;
+        }
+        if !r.is_success() {
+            return Err(answered(format!("searching the target with {f}"), &r));
+        }
+        let list = r.json()?;
+        let ids: Vec<String> = list["Resources"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|c| {
+                let got = c[attr].as_str().unwrap_or_default();
+                if is_ext {
+                    got == value
+                } else {
+                    got.to_lowercase() == value.to_lowercase()
+                }
+            })
+            .filter_map(|c| c["id"].as_str().map(str::to_owned))
+            .collect();
+        if let Some(id) = claim(run, &ids) {
+            return Ok(Some((id, rule)));
+        }
+    }
+    Ok(None)
+}
+
+/// Lists the target's resources of `rt` into the run's index (once per run).
+async fn ensure_index(client: &mut Client, run: &Run, rt: ResourceType) -> MigrateResult<()> {
+    if lock(&run.index).contains_key(&rt) {
+        return Ok(());
+    }
+    let caps = run.caps();
+    let mut index = TargetIndex::default();
+    let query = format!("&attributes=externalId,{}", name_attr(rt));
+    target::list(client, &caps, rt, &query, &run.events, |v| {
+        index.add(rt, &v)
+    })
+    .await?;
+    lock(&run.index).insert(rt, index);
+    Ok(())
+}
+
+/// Finds an existing resource for `attrs`: in the index when there is one, else by
+/// filter, else (the filters refused or blind to case) by listing the target once.
+async fn find(
+    client: &mut Client,
+    run: &Run,
+    rt: ResourceType,
+    attrs: &Map<String, Value>,
+    relist: bool,
+) -> MigrateResult<Option<(String, MatchRule)>> {
+    if relist {
+        lock(&run.index).remove(&rt);
+        ensure_index(client, run, rt).await?;
+    }
+    if lock(&run.index).contains_key(&rt) {
+        return Ok(match_in_index(run, rt, attrs));
+    }
+    if let Some(m) = lookup(client, run, rt, attrs).await? {
+        return Ok(Some(m));
+    }
+    Ok(None)
+}
+
+/// Finds a resource that may have appeared since the target was listed: by filter,
+/// and when the filters are refused or find nothing, by listing the target again
+/// (a target whose filters are case-sensitive hides `User@X` from `user@x`).
+async fn find_fresh(
+    client: &mut Client,
+    run: &Run,
+    rt: ResourceType,
+    attrs: &Map<String, Value>,
+) -> MigrateResult<Option<(String, MatchRule)>> {
+    if let Some(m) = lookup(client, run, rt, attrs).await? {
+        return Ok(Some(m));
+    }
+    find(client, run, rt, attrs, true).await
+}
+
+/// Creates one resource; a 409 uniqueness or an uncertain failure looks it up before
+/// anything is sent again. Returns its target id and the rule that decided.
+async fn create(
+    client: &mut Client,
+    run: &Run,
+    rt: ResourceType,
+    r: &StoredResource,
+    body: &Value,
+) -> MigrateResult<(String, MatchRule)> {
+    let what = format!("{} {}", rt.name(), name_of(rt, r));
+    let mut uncertain = false;
+    for _ in 0..4 {
+        if uncertain {
+            // The target may have created it before the answer was lost: ask it
+            // now (the listing made before is stale).
+            if let Some((tid, _)) = find_fresh(client, run, rt, &r.attrs).await? {
+                return Ok((tid, MatchRule::Recovered));
+            }
+        }
+        match client
+            .send(Method::POST, rt.endpoint(), Some(body), false)
+            .await?
+        {
+            Sent::Answered(resp) if resp.is_success() => {
+                let v = resp.json()?;
+                let tid = v["id"].as_str().map(str::to_owned).ok_or_else(|| {
+                    MigrateError::TargetProtocol(format!("the target created {what} without an id"))
+                })?;
+                observe_drops(run, rt, body, &v);
+                lock(&run.claimed).insert(tid.clone());
+                return Ok((tid, MatchRule::Created));
+            }
+            Sent::Answered(resp) if resp.status == 409 => {
+                // RFC 7644 §3.3: 409 uniqueness: the resource exists. Find it by our
+                // own rule (listing the target if its filters are blind to case) and
+                // make it ours.
+                let Some((tid, _)) = find_fresh(client, run, rt, &r.attrs).await? else {
+                    return Err(answered(
+                        format!("creating {what} on the target (409, and no existing resource matches it)"),
+                        &resp,
+                    ));
+                };
+                if !replace(client, run, rt, &tid, &what, body).await? {
+                    return Err(answered(format!("creating {what} on the target"), &resp));
+                }
+                return Ok((tid, MatchRule::Uniqueness));
+            }
+            Sent::Answered(resp) if resp.status == 413 => {
+                return Err(too_large(format!("creating {what} on the target"), run))
+            }
+            Sent::Answered(resp) => {
+                return Err(answered(format!("creating {what} on the target"), &resp))
+            }
+            Sent::Uncertain(reason) => {
+                let _ = run.events.send(Progress::Retrying {
+                    reason: format!("creating {what}: {reason}; looking it up before trying again"),
+                    wait_ms: 0,
+                });
+                uncertain = true;
+            }
+        }
+    }
+    Err(MigrateError::Unreachable(format!(
+        "creating {what} on the target kept failing without an answer"
+    )))
+}
+
+/// Replaces one resource on the target (PUT). `Ok(false)` when the target no longer
+/// has it (404).
+async fn replace(
+    client: &mut Client,
+    run: &Run,
+    rt: ResourceType,
+    tid: &str,
+    what: &str,
+    body: &Value,
+) -> MigrateResult<bool> {
+    let resp = client
+        .request(Method::PUT, &format!("{}/{tid}", rt.endpoint()), Some(body))
+        .await?;
+    match resp.status {
+        200..=299 => {
+            if let Ok(v) = resp.json() {
+                observe_drops(run, rt, body, &v);
+            }
+            Ok(true)
+        }
+        404 => Ok(false),
+        413 => Err(too_large(format!("updating {what} on the target"), run)),
+        _ => Err(answered(format!("updating {what} on the target"), &resp)),
+    }
+}
+
+/// Pushes one user: update the mapped or matched one, else create it. Returns the
+/// target id, the rule, and whether its manager still has to be set.
+async fn push_user(
+    client: &mut Client,
+    run: &Run,
+    r: &StoredResource,
+) -> MigrateResult<(String, MatchRule, bool)> {
+    let rt = ResourceType::User;
+    let what = format!("user {}", name_of(rt, r));
+    let (body, unresolved) = user_body(run, r);
+    let matched = match run.target_of(rt, &r.id) {
+        Some(t) => Some((t, MatchRule::Journal)),
+        None => find(client, run, rt, &r.attrs, false).await?,
+    };
+    if let Some((tid, rule)) = matched {
+        if replace(client, run, rt, &tid, &what, &body).await? {
+            return Ok((tid, rule, unresolved));
+        }
+        // Mapped, but gone on the target: create it again.
+    }
+    let (tid, rule) = create(client, run, rt, r, &body).await?;
+    Ok((tid, rule, unresolved))
+}
+
+/// Creates users with Bulk requests sized to the target's limits, split on 413.
+/// Whatever a Bulk request cannot settle (an uncertain answer, an operation that
+/// failed) goes through `create`, which looks before it creates again.
+async fn bulk_create(
+    client: &mut Client,
+    run: &Run,
+    users: &[StoredResource],
+) -> MigrateResult<Vec<(String, String, MatchRule, bool)>> {
+    let caps = run.caps();
+    let max_ops = if caps.bulk_max_operations > 0 {
+        (caps.bulk_max_operations as usize).min(BULK_CHUNK)
+    } else {
+        BULK_CHUNK
+    };
+    let limit = run.max_payload();
+    let mut out = Vec::new();
+    let mut queue: Vec<Vec<(usize, Value, bool)>> = Vec::new();
+    // Pack by operation count and by body size.
+    let mut cur: Vec<(usize, Value, bool)> = Vec::new();
+    let mut size = 200usize;
+    for (i, r) in users.iter().enumerate() {
+        let (body, unresolved) = user_body(run, r);
+        let len = serde_json::to_vec(&body).map(|b| b.len()).unwrap_or(0) + 120;
+        if !cur.is_empty() && (cur.len() >= max_ops || (limit > 0 && size + len > limit)) {
+            queue.push(std::mem::take(&mut cur));
+            size = 200;
+        }
+        size += len;
+        cur.push((i, body, unresolved));
+    }
+    if !cur.is_empty() {
+        queue.push(cur);
+    }
+    while let Some(batch) = queue.pop() {
+        let ops: Vec<Value> = batch
+            .iter()
+            .map(|(i, body, _)| json!({"method": "POST", "path": "/Users", "bulkId": format!("b{i}"), "data": body}))
+            .collect();
+        let req = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"], "Operations": ops});
+        let sent = client
+            .send(Method::POST, "/Bulk", Some(&req), false)
+            .await?;
+        let results = match sent {
+            Sent::Answered(resp) if resp.status == 413 && batch.len() > 1 => {
+                let mut b = batch;
+                let second = b.split_off(b.len() / 2);
+                queue.push(b);
+                queue.push(second);
+                continue;
+            }
+            Sent::Answered(resp) if resp.is_success() => resp.json()?["Operations"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default(),
+            // Refused as a whole, or uncertain: each one on its own, looking first.
+            _ => Vec::new(),
+        };
+        for (i, body, unresolved) in batch {
+            let r = &users[i];
+            let op = results
+                .iter()
+                .find(|o| o["bulkId"].as_str() == Some(format!("b{i}").as_str()));
+            let status: u16 = op
+                .and_then(|o| {
+                    o["status"]
+                        .as_str()
+                        .and_then(|s| s.parse().ok())
+                        .or(o["status"].as_u64().map(|s| s as u16))
+                })
+                .unwrap_or(0);
+            let id = op
+                .and_then(|o| o["location"].as_str())
+                .and_then(|l| l.rsplit('/').next())
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned);
+            let (tid, rule) = match (status, id) {
+                (200..=299, Some(id)) => {
+                    lock(&run.claimed).insert(id.clone());
+                    (id, MatchRule::Created)
+                }
+                _ => {
+                    // Uncertain when the request as a whole got no answer: the
+                    // target may have created it.
+                    if results.is_empty() {
+                        if let Some((tid, _)) =
+                            lookup(client, run, ResourceType::User, &r.attrs).await?
+                        {
+                            out.push((r.id.clone(), tid, MatchRule::Recovered, unresolved));
+                            continue;
+                        }
+                    }
+                    create(client, run, ResourceType::User, r, &body).await?
+                }
+            };
+            out.push((r.id.clone(), tid, rule, unresolved));
+        }
+    }
+    Ok(out)
+}
+
+async fn save_progress(
+    store: &Store,
+    f: impl FnOnce(&mut MigrationState) + Send + 'static,
+) -> MigrateResult<()> {
+    store.update_migration(f).await?;
+    Ok(())
+}
 
 /// Walks a resource type of a snapshot in pages of `PAGE`, in id order.
 #[derive(Default)]
@@ -45,287 +786,234 @@ impl Pager {
     }
 }
 
-/// What the target announced.
-#[derive(Debug, Clone, Default)]
-pub struct Discovery {
-    pub bulk_max_operations: usize,
-}
-
-/// Reads the target's ServiceProviderConfig (RFC 7644 §4): is it SCIM, does it take
-/// the token, does it offer Bulk.
-pub async fn discover(client: &mut Client) -> MigrateResult<Discovery> {
-    let r = client
-        .request(Method::GET, "/ServiceProviderConfig", None)
-        .await?;
-    if r.status == 401 || r.status == 403 {
-        return Err(MigrateError::TokenRefused { status: r.status });
+/// The attributes of the directory the target cannot hold.
+fn unsupported(snapshot: &Snapshot, d: &Discovery) -> MigrateResult<Vec<String>> {
+    let mut out = BTreeSet::new();
+    if d.schema.is_none() {
+        return Ok(Vec::new());
     }
-    if !r.is_success() {
-        return Err(MigrateError::NotScim {
-            url: client.target().base.clone(),
-            status: r.status,
-        });
-    }
-    let spc = r.json()?;
-    let bulk = &spc["bulk"];
-    let max = if bulk["supported"] == Value::Bool(true) {
-        bulk["maxOperations"].as_u64().unwrap_or(0) as usize
-    } else {
-        0
-    };
-    Ok(Discovery {
-        bulk_max_operations: max,
-    })
-}
-
-fn filter_value(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"")
-}
-
-fn encode(q: &str) -> String {
-    form_urlencoded::byte_serialize(q.as_bytes()).collect()
-}
-
-/// Finds a resource on the target by externalId, then userName / displayName.
-async fn find_on_target(
-    client: &mut Client,
-    rt: ResourceType,
-    attrs: &Map<String, Value>,
-) -> MigrateResult<Option<String>> {
-    let mut filters = Vec::new();
-    if let Some(e) = attrs.get("externalId").and_then(Value::as_str) {
-        filters.push(format!("externalId eq \"{}\"", filter_value(e)));
-    }
-    let name_attr = match rt {
-        ResourceType::User => "userName",
-        ResourceType::Group => "displayName",
-    };
-    if let Some(n) = attrs.get(name_attr).and_then(Value::as_str) {
-        filters.push(format!("{name_attr} eq \"{}\"", filter_value(n)));
-    }
-    for f in filters {
-        let r = client
-            .request(
-                Method::GET,
-                &format!("{}?filter={}&count=2", rt.endpoint(), encode(&f)),
-                None,
-            )
-            .await?;
-        if !r.is_success() {
-            return Err(MigrateError::TargetAnswered {
-                action: format!("searching the target with {f}"),
-                status: r.status,
-                detail: String::new(),
-            });
-        }
-        let list = r.json()?;
-        if let Some(id) = list["Resources"]
-            .as_array()
-            .and_then(|a| a.first())
-            .and_then(|x| x["id"].as_str())
-        {
-            return Ok(Some(id.to_owned()));
-        }
-    }
-    Ok(None)
-}
-
-/// The body sent to the target for a local resource: its attributes, `schemas`, the
-/// manager and members mapped to target ids. Unmapped references are left out.
-fn body_for(
-    snapshot: &Snapshot,
-    rt: ResourceType,
-    r: &StoredResource,
-    with_members: bool,
-) -> MigrateResult<Value> {
-    let mut attrs = r.attrs.clone();
-    // Every extension the resource holds, declared ones too (RFC 7643 §3): a strict
-    // target refuses extension attributes whose schema is not listed.
-    let schemas = crate::scim::resource::schemas_of(rt, &attrs);
-    if attrs.contains_key(ENTERPRISE_USER_URN) {
-        if let Some(ext) = attrs
-            .get_mut(ENTERPRISE_USER_URN)
-            .and_then(Value::as_object_mut)
-        {
-            let manager = ext
-                .get("manager")
-                .and_then(|m| m.get("value"))
-                .and_then(Value::as_str)
-                .map(str::to_owned);
-            if let Some(m) = manager {
-                match snapshot.target_id(ResourceType::User, &m)? {
-                    Some(tid) => {
-                        ext.insert("manager".into(), json!({"value": tid}));
-                    }
-                    None => {
-                        ext.remove("manager");
-                    }
-                }
+    for rt in ResourceType::ALL {
+        let mut pager = Pager::default();
+        loop {
+            let page = pager.next(snapshot, rt)?;
+            if page.is_empty() {
+                break;
+            }
+            for r in &page {
+                d.unsupported_in(rt, &r.attrs, &mut out);
             }
         }
     }
-    attrs.insert("schemas".into(), schemas);
-    if rt == ResourceType::Group && with_members {
-        let mut members = Vec::new();
-        for m in snapshot.references(ResourceType::Group, &r.id)? {
-            if let Some(tid) = snapshot.target_id(m.rt, &m.id)? {
-                members.push(json!({"value": tid, "type": m.rt.name()}));
+    Ok(out.into_iter().collect())
+}
+
+/// Lists the target when that costs fewer requests than looking each unmatched
+/// resource up, or when the target cannot filter.
+async fn choose_matching(client: &mut Client, run: &Run, snapshot: &Snapshot) -> MigrateResult<()> {
+    let caps = run.caps();
+    for rt in ResourceType::ALL {
+        let unmapped = snapshot
+            .count(rt)?
+            .saturating_sub(snapshot.target_ids(rt)?.len() as u64);
+        let total = target::total(client, rt).await?;
+        let page = if caps.max_results > 0 {
+            caps.max_results.min(1000)
+        } else {
+            1000
+        };
+        let pages = total.div_ceil(page.max(1));
+        if total == 0 || !caps.filter || pages <= unmapped.saturating_mul(LIST_FACTOR) {
+            if total == 0 {
+                lock(&run.index).insert(rt, TargetIndex::default());
+            } else {
+                ensure_index(client, run, rt).await?;
             }
         }
-        attrs.insert("members".into(), Value::Array(members));
     }
-    Ok(Value::Object(attrs))
-}
-
-fn created_id(r: &Response, what: &str) -> MigrateResult<String> {
-    if !r.is_success() {
-        return Err(MigrateError::TargetAnswered {
-            action: format!("creating {what} on the target"),
-            status: r.status,
-            detail: r.detail(),
-        });
-    }
-    r.json()?["id"].as_str().map(str::to_owned).ok_or_else(|| {
-        MigrateError::TargetProtocol(format!("the target created {what} without an id"))
-    })
-}
-
-/// Creates or updates one resource on the target; returns its target id and whether
-/// it was created.
-async fn upsert(
-    client: &mut Client,
-    snapshot: &Snapshot,
-    rt: ResourceType,
-    r: &StoredResource,
-    with_members: bool,
-) -> MigrateResult<(String, bool)> {
-    let body = body_for(snapshot, rt, r, with_members)?;
-    let known = snapshot.target_id(rt, &r.id)?;
-    let existing = match known {
-        Some(t) => Some(t),
-        None => find_on_target(client, rt, &r.attrs).await?,
-    };
-    if let Some(tid) = existing {
-        let resp = client
-            .request(
-                Method::PUT,
-                &format!("{}/{tid}", rt.endpoint()),
-                Some(&body),
-            )
-            .await?;
-        if resp.is_success() {
-            return Ok((tid, false));
-        }
-        if resp.status != 404 {
-            return Err(MigrateError::TargetAnswered {
-                action: format!("updating {} {} on the target", rt.name(), r.id),
-                status: resp.status,
-                detail: resp.detail(),
-            });
-        }
-        // Mapped, but gone on the target: create it again.
-    }
-    let resp = client
-        .request(Method::POST, rt.endpoint(), Some(&body))
-        .await?;
-    Ok((created_id(&resp, &format!("{} {}", rt.name(), r.id))?, true))
-}
-
-/// Options of one push.
-#[derive(Debug, Clone, Default)]
-pub struct PushOptions {
-    pub dry_run: bool,
-}
-
-async fn save_progress(
-    store: &Store,
-    f: impl FnOnce(&mut MigrationState) + Send + 'static,
-) -> MigrateResult<()> {
-    store.update_migration(f).await?;
     Ok(())
 }
 
-/// Pushes every user and then every group. Resumes from the journal. A dry run
-/// returns the plan; a push its report, without the read-back differences (the
-/// caller verifies).
+/// What one push found and decided, for its report.
+struct Outcome {
+    created: u64,
+    updated: u64,
+}
+
+/// The push: discover, refuse unsupported attributes unless told to omit them,
+/// match, create or update users, set managers, create groups, set members. Resumes
+/// from the journal. A dry run returns the plan and sends no write.
 pub async fn push(
     store: &Store,
     client: &mut Client,
     opts: &PushOptions,
-    progress: ProgressSink<'_>,
+    events: &Events,
 ) -> MigrateResult<PushOutcome> {
-    let discovery = discover(client).await?;
+    let discovery = target::discover(client).await?;
     let snapshot = store.snapshot()?;
+    let unsupported = unsupported(&snapshot, &discovery)?;
+    let state = snapshot.migration_state()?;
+    let mut caps = discovery.caps.clone();
+    if let Some(old) = state
+        .capabilities
+        .as_ref()
+        .and_then(|v| serde_json::from_value::<Capabilities>(v.clone()).ok())
+    {
+        // Learned in an earlier run of this migration: PATCH refused.
+        caps.members_by_put |= old.members_by_put;
+    }
+    let caps_json = serde_json::to_value(&caps).ok();
+    let omit: HashSet<String> = if opts.omit_unsupported {
+        unsupported.iter().cloned().collect()
+    } else {
+        HashSet::new()
+    };
+    let run = Run::new(caps.clone(), IdMap::load(&snapshot)?, omit, events.clone());
+    choose_matching(client, &run, &snapshot).await?;
+    if opts.dry_run {
+        return Ok(PushOutcome::Planned(
+            dry_run(client, &run, &snapshot, unsupported, caps).await?,
+        ));
+    }
+    if !unsupported.is_empty() && !opts.omit_unsupported {
+        return Err(MigrateError::Unsupported(unsupported));
+    }
+    {
+        let (c, omitted) = (caps_json, unsupported.clone());
+        save_progress(store, move |s| {
+            s.capabilities = c;
+            s.omitted = omitted;
+            s.match_rules.clear();
+        })
+        .await?;
+    }
+    let mut pool = pool_of(
+        client,
+        if opts.parallel == 0 {
+            DEFAULT_PARALLEL
+        } else {
+            opts.parallel
+        },
+    );
+    let outcome = push_all(store, &run, &mut pool, &snapshot, opts.resume).await;
+    // Whatever happened, keep what was learned.
+    let rules: BTreeMap<String, u64> = lock(&run.rules)
+        .iter()
+        .map(|(k, v)| (k.as_str().to_owned(), *v))
+        .collect();
+    let not_kept: Vec<String> = lock(&run.not_kept).iter().cloned().collect();
+    let caps_now = serde_json::to_value(run.caps()).ok();
+    save_progress(store, move |s| {
+        s.match_rules = rules;
+        for n in not_kept {
+            if !s.not_kept.contains(&n) {
+                s.not_kept.push(n);
+            }
+        }
+        s.capabilities = caps_now;
+    })
+    .await?;
+    let o = outcome?;
+    let notes = lock(&run.refused).notes.clone();
+    let rules: Vec<(MatchRule, u64)> = lock(&run.rules).iter().map(|(k, v)| (*k, *v)).collect();
+    Ok(PushOutcome::Pushed(PushReport {
+        users: snapshot.count(ResourceType::User)?,
+        groups: snapshot.count(ResourceType::Group)?,
+        created: o.created,
+        updated: o.updated,
+        requests: client.requests(),
+        throttled: client.throttled(),
+        differences: Vec::new(),
+        rules,
+        notes,
+        only_on_target: Vec::new(),
+        not_kept: Vec::new(),
+    }))
+}
+
+async fn push_all(
+    store: &Store,
+    run: &Run,
+    pool: &mut Vec<Client>,
+    snapshot: &Snapshot,
+    resume: bool,
+) -> MigrateResult<Outcome> {
     let users_total = snapshot.count(ResourceType::User)?;
     let groups_total = snapshot.count(ResourceType::Group)?;
-    if opts.dry_run {
-        let plan = dry_run(client, &snapshot, users_total, groups_total, &discovery).await?;
-        return Ok(PushOutcome::Planned(plan));
-    }
-    let (mut created, mut updated) = (0u64, 0u64);
-    // Users, page by page; creates go in Bulk requests when the target offers Bulk.
+    let mut tally = Outcome {
+        created: 0,
+        updated: 0,
+    };
+    let count = |rule: MatchRule, tally: &mut Outcome| {
+        run.count(rule);
+        if rule == MatchRule::Created {
+            tally.created += 1
+        } else if rule != MatchRule::Journal {
+            tally.updated += 1
+        }
+    };
+    // Users, page by page.
     let mut pager = Pager::default();
     let mut done = 0u64;
-    let mut manager_fixups: Vec<String> = Vec::new();
+    let mut managers: Vec<String> = Vec::new();
+    let bulk = run.caps().bulk;
     loop {
-        let page = pager.next(&snapshot, ResourceType::User)?;
+        let page = pager.next(snapshot, ResourceType::User)?;
         if page.is_empty() {
             break;
         }
-        let mut to_create: Vec<&StoredResource> = Vec::new();
+        let mut to_send = Vec::new();
+        let mut to_create = Vec::new();
+        for r in page.iter() {
+            if run.target_of(ResourceType::User, &r.id).is_some() {
+                // Pushed before; the mirror brings later changes. If that push was
+                // interrupted, its manager may have been left out: set it again.
+                count(MatchRule::Journal, &mut tally);
+                if resume && has_manager(r) {
+                    managers.push(r.id.clone());
+                }
+                continue;
+            }
+            // Bulk creates only what the listed target surely lacks; without a listing
+            // each user is looked up first.
+            let has_index = lock(&run.index).contains_key(&ResourceType::User);
+            let matched = has_index && match_in_index(run, ResourceType::User, &r.attrs).is_some();
+            if matched || !bulk || !has_index {
+                to_send.push(r.clone());
+            } else {
+                to_create.push(r.clone());
+            }
+        }
+        // `push_user` matches again; undo the claims made while sorting.
+        lock(&run.claimed).clear();
+        let mut results: Vec<(String, String, MatchRule, bool)> =
+            in_parallel(pool, to_send, |mut c, r: StoredResource| async move {
+                let res = push_user(&mut c, run, &r).await;
+                (c, res.map(|(t, rule, u)| (r.id.clone(), t, rule, u)))
+            })
+            .await?;
+        if !to_create.is_empty() {
+            let chunks: Vec<Vec<StoredResource>> =
+                to_create.chunks(BULK_CHUNK).map(|c| c.to_vec()).collect();
+            let more = in_parallel(pool, chunks, |mut c, rs: Vec<StoredResource>| async move {
+                let res = bulk_create(&mut c, run, &rs).await;
+                (c, res)
+            })
+            .await?;
+            results.extend(more.into_iter().flatten());
+        }
         let mut mapped = Vec::new();
-        for r in &page {
-            if snapshot.target_id(ResourceType::User, &r.id)?.is_some() {
-                continue; // pushed before an interruption; the mirror brings later changes
+        for (local, tid, rule, unresolved) in results {
+            lock(&run.map).set(ResourceType::User, &local, Some(&tid));
+            count(rule, &mut tally);
+            if unresolved {
+                managers.push(local.clone());
             }
-            if let Some(tid) = find_on_target(client, ResourceType::User, &r.attrs).await? {
-                let body = body_for(&snapshot, ResourceType::User, r, false)?;
-                let resp = client
-                    .request(Method::PUT, &format!("/Users/{tid}"), Some(&body))
-                    .await?;
-                if !resp.is_success() {
-                    return Err(MigrateError::TargetAnswered {
-                        action: format!("updating user {} on the target", r.id),
-                        status: resp.status,
-                        detail: resp.detail(),
-                    });
-                }
-                mapped.push((ResourceType::User, r.id.clone(), Some(tid)));
-                updated += 1;
-            } else {
-                to_create.push(r);
-            }
+            mapped.push((ResourceType::User, local, Some(tid)));
         }
-        // Map what was updated before creating, so a kill in between loses nothing.
-        store.map_ids(std::mem::take(&mut mapped)).await?;
-        let chunk = if discovery.bulk_max_operations > 1 {
-            BULK_CHUNK.min(discovery.bulk_max_operations)
-        } else {
-            1
-        };
-        for group in to_create.chunks(chunk) {
-            let ids = if chunk > 1 {
-                bulk_create(client, &snapshot, group).await?
-            } else {
-                let body = body_for(&snapshot, ResourceType::User, group[0], false)?;
-                let resp = client.request(Method::POST, "/Users", Some(&body)).await?;
-                vec![created_id(&resp, &format!("user {}", group[0].id))?]
-            };
-            for (r, tid) in group.iter().zip(ids) {
-                if r.attrs
-                    .get(ENTERPRISE_USER_URN)
-                    .and_then(|e| e.get("manager"))
-                    .is_some()
-                {
-                    manager_fixups.push(r.id.clone());
-                }
-                mapped.push((ResourceType::User, r.id.clone(), Some(tid)));
-                created += 1;
-            }
-            store.map_ids(std::mem::take(&mut mapped)).await?;
-        }
+        // Map before anything else, so a kill loses nothing that was done.
+        store.map_ids(mapped).await?;
         done += page.len() as u64;
-        let (c, u) = (created, updated);
+        let (c, u) = (tally.created, tally.updated);
         save_progress(store, move |s| {
             s.progress.users_total = users_total;
             s.progress.users_done = done;
@@ -334,144 +1022,347 @@ pub async fn push(
             s.progress.updated = u;
         })
         .await?;
-        progress(Progress::Users {
+        let _ = run.events.send(Progress::Users {
             done,
             total: users_total,
         });
     }
-    // Managers created before their manager had a target id: set them now.
-    let snapshot = store.snapshot()?;
-    for id in manager_fixups {
-        if let Some(r) = snapshot.get(ResourceType::User, &id)? {
-            upsert(client, &snapshot, ResourceType::User, &r, false).await?;
-        }
+    // Managers that had no target id when their report was sent: every user has one
+    // now, so each body built here carries the manager.
+    let total = managers.len() as u64;
+    let mut fixed = 0u64;
+    for chunk in managers.chunks(PAGE) {
+        let users: Vec<StoredResource> = chunk
+            .iter()
+            .filter_map(|id| snapshot.get(ResourceType::User, id).ok().flatten())
+            .collect();
+        in_parallel(pool, users, |mut c, r: StoredResource| async move {
+            let res = async {
+                let Some(tid) = run.target_of(ResourceType::User, &r.id) else {
+                    return Ok(());
+                };
+                let (body, _) = user_body(run, &r);
+                replace(
+                    &mut c,
+                    run,
+                    ResourceType::User,
+                    &tid,
+                    &format!("the manager of user {}", name_of(ResourceType::User, &r)),
+                    &body,
+                )
+                .await?;
+                Ok(())
+            }
+            .await;
+            (c, res)
+        })
+        .await?;
+        fixed += chunk.len() as u64;
+        let _ = run.events.send(Progress::Managers { done: fixed, total });
     }
-    // Groups: first every group without members (nested groups need each other's ids),
-    // then the members.
+    // Groups without members first (nested groups need each other's ids).
     let mut pager = Pager::default();
     let mut done = 0u64;
+    let mut fresh: HashSet<String> = HashSet::new();
     loop {
-        let snapshot = store.snapshot()?;
-        let page = pager.next(&snapshot, ResourceType::Group)?;
+        let page = pager.next(snapshot, ResourceType::Group)?;
         if page.is_empty() {
             break;
         }
-        for g in &page {
-            if snapshot.target_id(ResourceType::Group, &g.id)?.is_some() {
-                continue;
+        let todo: Vec<StoredResource> = page
+            .iter()
+            .filter(|g| run.target_of(ResourceType::Group, &g.id).is_none())
+            .cloned()
+            .collect();
+        let results = in_parallel(pool, todo, |mut c, g: StoredResource| async move {
+            let res = async {
+                let matched = find(&mut c, run, ResourceType::Group, &g.attrs, false).await?;
+                match matched {
+                    Some((tid, rule)) => Ok((g.id.clone(), tid, rule)),
+                    None => {
+                        let body = group_body(run, &g);
+                        let (tid, rule) =
+                            create(&mut c, run, ResourceType::Group, &g, &body).await?;
+                        Ok((g.id.clone(), tid, rule))
+                    }
+                }
             }
-            let (tid, was_created) =
-                upsert(client, &snapshot, ResourceType::Group, g, false).await?;
-            if was_created {
-                created += 1
-            } else {
-                updated += 1
+            .await;
+            (c, res)
+        })
+        .await?;
+        let mut mapped = Vec::new();
+        for (local, tid, rule) in results {
+            lock(&run.map).set(ResourceType::Group, &local, Some(&tid));
+            if rule == MatchRule::Created {
+                fresh.insert(local.clone());
             }
-            store
-                .map_ids(vec![(ResourceType::Group, g.id.clone(), Some(tid))])
-                .await?;
+            count(rule, &mut tally);
+            mapped.push((ResourceType::Group, local, Some(tid)));
         }
+        for _ in 0..(page.len() - mapped.len()) {
+            count(MatchRule::Journal, &mut tally);
+        }
+        store.map_ids(mapped).await?;
         done += page.len() as u64;
-        progress(Progress::Groups {
+        let _ = run.events.send(Progress::Groups {
             done,
             total: groups_total,
         });
     }
-    let snapshot = store.snapshot()?;
+    // Members (and the attributes of groups that existed), as deltas.
     let mut pager = Pager::default();
     let mut done = 0u64;
     loop {
-        let page = pager.next(&snapshot, ResourceType::Group)?;
+        let page = pager.next(snapshot, ResourceType::Group)?;
         if page.is_empty() {
             break;
         }
-        for g in &page {
-            upsert(client, &snapshot, ResourceType::Group, g, true).await?;
+        let mut jobs = Vec::new();
+        for g in page.iter() {
+            jobs.push((
+                g.clone(),
+                desired_members(run, snapshot, &g.id)?,
+                fresh.contains(&g.id),
+            ));
         }
+        in_parallel(
+            pool,
+            jobs,
+            |mut c, (g, desired, is_new): (StoredResource, Vec<String>, bool)| async move {
+                let res = async {
+                    let Some(tid) = run.target_of(ResourceType::Group, &g.id) else {
+                        return Ok(());
+                    };
+                    sync_group(&mut c, run, &g, &tid, desired, is_new).await
+                }
+                .await;
+                (c, res)
+            },
+        )
+        .await?;
         done += page.len() as u64;
-        let (c, u) = (created, updated);
+        let (c, u) = (tally.created, tally.updated);
         save_progress(store, move |s| {
             s.progress.groups_done = done;
             s.progress.created = c;
             s.progress.updated = u;
         })
         .await?;
-        progress(Progress::Memberships {
+        let _ = run.events.send(Progress::Memberships {
             done,
             total: groups_total,
         });
     }
-    Ok(PushOutcome::Pushed(PushReport {
-        users: users_total,
-        groups: groups_total,
-        created,
-        updated,
-        requests: client.requests,
-        throttled: client.throttled,
-        differences: Vec::new(),
-    }))
+    Ok(tally)
 }
 
-/// Creates users with one Bulk request; returns their target ids in order.
-async fn bulk_create(
+/// The target ids a group's members should have, from the map as it is now.
+/// Members without a target id are left out (verify names them).
+fn desired_members(run: &Run, snapshot: &Snapshot, group: &str) -> MigrateResult<Vec<String>> {
+    let refs = snapshot.references(ResourceType::Group, group)?;
+    let map = lock(&run.map);
+    Ok(refs.iter().filter_map(|m| map.get(m.rt, &m.id)).collect())
+}
+
+/// How many members fit in one PATCH: at most `MEMBER_CHUNK`, fewer when the target
+/// announces a smaller payload limit.
+fn member_chunk(run: &Run, id_len: usize) -> usize {
+    let limit = run.max_payload();
+    if limit == 0 {
+        return MEMBER_CHUNK;
+    }
+    // {"value":"<id>"}, plus the envelope.
+    let per = id_len + 14;
+    (limit.saturating_sub(300) / per).clamp(1, MEMBER_CHUNK)
+}
+
+/// Reads a group from the target: its attributes and member ids. `None` on 404.
+async fn read_group(client: &mut Client, tid: &str) -> MigrateResult<Option<(Value, Vec<String>)>> {
+    let r = client
+        .request(Method::GET, &format!("/Groups/{tid}"), None)
+        .await?;
+    if r.status == 404 {
+        return Ok(None);
+    }
+    if !r.is_success() {
+        return Err(answered(format!("reading group {tid} from the target"), &r));
+    }
+    let v = r.json()?;
+    let members = v["members"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m["value"].as_str().map(str::to_owned))
+        .collect();
+    Ok(Some((v, members)))
+}
+
+/// Brings one group on the target in line with the directory: its attributes
+/// (displayName, externalId and the rest) and its members as PATCH deltas. Members
+/// the target has that are not ours (accounts only the target has) are left alone.
+/// `is_new`: created in this run without members, so nothing needs reading.
+async fn sync_group(
     client: &mut Client,
-    snapshot: &Snapshot,
-    users: &[&StoredResource],
-) -> MigrateResult<Vec<String>> {
-    let mut ops = Vec::with_capacity(users.len());
-    for r in users {
-        ops.push(json!({"method": "POST", "path": "/Users", "bulkId": r.id, "data": body_for(snapshot, ResourceType::User, r, false)?}));
-    }
-    let req = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"], "Operations": ops});
-    let resp = client.request(Method::POST, "/Bulk", Some(&req)).await?;
-    if !resp.is_success() {
-        return Err(MigrateError::TargetAnswered {
-            action: "the target's Bulk endpoint".into(),
-            status: resp.status,
-            detail: resp.detail(),
-        });
-    }
-    let body = resp.json()?;
-    let results = body["Operations"].as_array().cloned().unwrap_or_default();
-    let mut ids = Vec::with_capacity(users.len());
-    for r in users {
-        let op = results
+    run: &Run,
+    g: &StoredResource,
+    tid: &str,
+    desired: Vec<String>,
+    is_new: bool,
+) -> MigrateResult<()> {
+    let (current, attrs_differ) = if is_new {
+        (Vec::new(), false)
+    } else {
+        match read_group(client, tid).await? {
+            Some((remote, members)) => {
+                let body = group_body(run, g);
+                let differ = body.as_object().into_iter().flatten().any(|(k, v)| {
+                    k != "schemas" && remote.get(k).is_none_or(|r| !covers(v, r, false))
+                });
+                (members, differ)
+            }
+            None => return Ok(()),
+        }
+    };
+    let current_set: HashSet<&String> = current.iter().collect();
+    let desired_set: HashSet<&String> = desired.iter().collect();
+    let add: Vec<&String> = desired
+        .iter()
+        .filter(|m| !current_set.contains(m))
+        .collect();
+    let remove: Vec<&String> = {
+        let map = lock(&run.map);
+        current
             .iter()
-            .find(|o| o["bulkId"].as_str() == Some(r.id.as_str()));
-        let Some(op) = op else {
-            return Err(MigrateError::TargetProtocol(format!(
-                "the target's Bulk response does not mention user {}",
-                r.id
-            )));
-        };
-        let status: u16 = op["status"]
-            .as_str()
-            .and_then(|s| s.parse().ok())
-            .or(op["status"].as_u64().map(|s| s as u16))
-            .unwrap_or(0);
-        let location = op["location"].as_str().unwrap_or_default();
-        let id = location.rsplit('/').next().filter(|s| !s.is_empty());
-        match (status, id) {
-            (200..=299, Some(id)) => ids.push(id.to_owned()),
+            .filter(|m| !desired_set.contains(m) && map.targets.contains(*m))
+            .collect()
+    };
+    let what = format!("group {}", name_of(ResourceType::Group, g));
+    if run.caps().members_by_put {
+        if add.is_empty() && remove.is_empty() && !attrs_differ {
+            return Ok(());
+        }
+        return put_group(client, run, g, tid, &desired, &current, &what).await;
+    }
+    let mut ops: Vec<Value> = Vec::new();
+    if attrs_differ {
+        let mut body = group_body(run, g);
+        if let Some(o) = body.as_object_mut() {
+            o.remove("schemas");
+        }
+        ops.push(json!({"op": "replace", "value": body}));
+    }
+    let chunk = member_chunk(
+        run,
+        desired.first().or(current.first()).map_or(36, |s| s.len()),
+    );
+    let mut batches: Vec<Vec<Value>> = Vec::new();
+    for c in add.chunks(chunk) {
+        let vals: Vec<Value> = c.iter().map(|m| json!({"value": m})).collect();
+        batches.push(vec![json!({"op": "add", "path": "members", "value": vals})]);
+    }
+    for c in remove.chunks(chunk) {
+        batches.push(
+            c.iter()
+                .map(|m| json!({"op": "remove", "path": format!("members[value eq \"{}\"]", filter_value(m))}))
+                .collect(),
+        );
+    }
+    if !ops.is_empty() {
+        batches.insert(0, ops);
+    }
+    let mut queue: Vec<Vec<Value>> = batches.into_iter().rev().collect();
+    while let Some(ops) = queue.pop() {
+        let req = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": ops});
+        let r = client
+            .request(Method::PATCH, &format!("/Groups/{tid}"), Some(&req))
+            .await?;
+        match r.status {
+            200..=299 => {}
+            405 | 501 => {
+                // The target takes membership only as a whole: PUT from now on.
+                lock(&run.caps).members_by_put = true;
+                return put_group(client, run, g, tid, &desired, &current, &what).await;
+            }
+            413 => {
+                let Some(split) = split_patch(ops) else {
+                    return Err(too_large(format!("updating the members of {what}"), run));
+                };
+                queue.extend(split.into_iter().rev());
+            }
             _ => {
-                // Fall back to a single request, which reports the target's reason.
-                let body = body_for(snapshot, ResourceType::User, r, false)?;
-                let resp = client.request(Method::POST, "/Users", Some(&body)).await?;
-                ids.push(created_id(&resp, &format!("user {}", r.id))?);
+                return Err(answered(
+                    format!("updating the members of {what} on the target"),
+                    &r,
+                ))
             }
         }
     }
-    Ok(ids)
+    Ok(())
 }
 
+/// Halves a PATCH that the target found too large: its operations, or the values of
+/// its one operation. `None` when it cannot be split further.
+fn split_patch(mut ops: Vec<Value>) -> Option<Vec<Vec<Value>>> {
+    if ops.len() > 1 {
+        let second = ops.split_off(ops.len() / 2);
+        return Some(vec![ops, second]);
+    }
+    let op = ops.pop()?;
+    let vals = op["value"].as_array()?.clone();
+    if vals.len() < 2 {
+        return None;
+    }
+    let (a, b) = vals.split_at(vals.len() / 2);
+    let mut first = op.clone();
+    first["value"] = Value::Array(a.to_vec());
+    let mut second = op;
+    second["value"] = Value::Array(b.to_vec());
+    Some(vec![vec![first], vec![second]])
+}
+
+/// The whole group by PUT, for targets that refuse PATCH: our members plus the
+/// members only the target has (left alone).
+async fn put_group(
+    client: &mut Client,
+    run: &Run,
+    g: &StoredResource,
+    tid: &str,
+    desired: &[String],
+    current: &[String],
+    what: &str,
+) -> MigrateResult<()> {
+    let mut body = group_body(run, g);
+    let mut members: Vec<String> = desired.to_vec();
+    {
+        let map = lock(&run.map);
+        for m in current {
+            if !map.targets.contains(m) && !members.contains(m) {
+                members.push(m.clone());
+            }
+        }
+    }
+    body["members"] = Value::Array(members.iter().map(|m| json!({"value": m})).collect());
+    if !replace(client, run, ResourceType::Group, tid, what, &body).await? {
+        return Err(MigrateError::TargetAnswered {
+            action: format!("replacing {what} on the target"),
+            status: 404,
+            detail: String::new(),
+        });
+    }
+    Ok(())
+}
+
+/// The plan of a dry run: every resource by name with the rule that would decide it.
 async fn dry_run(
     client: &mut Client,
+    run: &Run,
     snapshot: &Snapshot,
-    users: u64,
-    groups: u64,
-    d: &Discovery,
+    unsupported: Vec<String>,
+    caps: Capabilities,
 ) -> MigrateResult<PushPlan> {
-    let (mut create, mut update) = ([0u64; 2], [0u64; 2]);
+    let mut counts = [PlanCounts::default(); 2];
+    let mut preview = Vec::new();
     for (i, rt) in ResourceType::ALL.into_iter().enumerate() {
         let mut pager = Pager::default();
         loop {
@@ -480,57 +1371,93 @@ async fn dry_run(
                 break;
             }
             for r in &page {
-                let known = snapshot.target_id(rt, &r.id)?.is_some();
-                if known || find_on_target(client, rt, &r.attrs).await?.is_some() {
-                    update[i] += 1;
+                let rule = match run.target_of(rt, &r.id) {
+                    Some(_) => MatchRule::Journal,
+                    None => match find(client, run, rt, &r.attrs, false).await? {
+                        Some((_, rule)) => rule,
+                        None => MatchRule::Created,
+                    },
+                };
+                counts[i].total += 1;
+                if rule == MatchRule::Created {
+                    counts[i].create += 1;
                 } else {
-                    create[i] += 1;
+                    counts[i].update += 1;
                 }
+                preview.push(PreviewItem {
+                    resource_type: rt,
+                    name: name_of(rt, r),
+                    rule,
+                });
             }
         }
     }
+    let notes = lock(&run.refused).notes.clone();
     Ok(PushPlan {
         target: client.target().base.clone(),
-        bulk: d.bulk_max_operations > 1,
-        users: PlanCounts {
-            total: users,
-            create: create[0],
-            update: update[0],
-        },
-        groups: PlanCounts {
-            total: groups,
-            create: create[1],
-            update: update[1],
-        },
+        bulk: caps.bulk,
+        users: counts[0],
+        groups: counts[1],
         memberships: snapshot.membership_count()?,
+        capabilities: caps,
+        unsupported,
+        preview,
+        protected_groups: Vec::new(),
+        notes,
     })
 }
 
-/// Replays one change event to the target: the resource's current state, or its
-/// deletion. Idempotent, so replaying an event twice is harmless.
-pub async fn replay(store: &Store, client: &mut Client, ev: &Event) -> MigrateResult<()> {
+/// Replays one change event to the target: the resource's current state (a group's
+/// members as a delta), or its deletion. Idempotent, so replaying an event twice is
+/// harmless.
+async fn replay(store: &Store, client: &mut Client, run: &Run, ev: &Event) -> MigrateResult<()> {
     let rt = ev.resource_type;
     if ev.id == "*" {
         return Ok(());
     }
     let snapshot = store.snapshot()?;
+    lock(&run.claimed).clear();
     match snapshot.get(rt, &ev.id)? {
-        Some(r) => {
-            let (tid, _) = upsert(client, &snapshot, rt, &r, rt == ResourceType::Group).await?;
-            store.map_ids(vec![(rt, r.id.clone(), Some(tid))]).await?;
-        }
+        Some(r) => match rt {
+            ResourceType::User => {
+                let (tid, _, _) = push_user(client, run, &r).await?;
+                lock(&run.map).set(rt, &r.id, Some(&tid));
+                store.map_ids(vec![(rt, r.id.clone(), Some(tid))]).await?;
+            }
+            ResourceType::Group => {
+                let (tid, is_new) = match run.target_of(rt, &r.id) {
+                    Some(t) => (t, false),
+                    None => {
+                        let (t, rule) = match find(client, run, rt, &r.attrs, false).await? {
+                            Some(m) => m,
+                            None => {
+                                let body = group_body(run, &r);
+                                create(client, run, rt, &r, &body).await?
+                            }
+                        };
+                        (t, rule == MatchRule::Created)
+                    }
+                };
+                lock(&run.map).set(rt, &r.id, Some(&tid));
+                store
+                    .map_ids(vec![(rt, r.id.clone(), Some(tid.clone()))])
+                    .await?;
+                let desired = desired_members(run, &snapshot, &r.id)?;
+                sync_group(client, run, &r, &tid, desired, is_new).await?;
+            }
+        },
         None => {
-            if let Some(tid) = snapshot.target_id(rt, &ev.id)? {
+            if let Some(tid) = run.target_of(rt, &ev.id) {
                 let resp = client
                     .request(Method::DELETE, &format!("{}/{tid}", rt.endpoint()), None)
                     .await?;
                 if !resp.is_success() && resp.status != 404 {
-                    return Err(MigrateError::TargetAnswered {
-                        action: format!("deleting {} {tid} on the target", rt.name()),
-                        status: resp.status,
-                        detail: String::new(),
-                    });
+                    return Err(answered(
+                        format!("deleting {} {tid} on the target", rt.name()),
+                        &resp,
+                    ));
                 }
+                lock(&run.map).set(rt, &ev.id, None);
                 store.map_ids(vec![(rt, ev.id.clone(), None)]).await?;
             }
         }
@@ -538,15 +1465,47 @@ pub async fn replay(store: &Store, client: &mut Client, ev: &Event) -> MigrateRe
     Ok(())
 }
 
+/// A run for the mirror and verify: the capabilities and attribute choices the push
+/// recorded, and the journal as it is now.
+fn run_from_state(store: &Store, events: &Events) -> MigrateResult<Run> {
+    let snapshot = store.snapshot()?;
+    let state = snapshot.migration_state()?;
+    let caps = state
+        .capabilities
+        .as_ref()
+        .and_then(|v| serde_json::from_value::<Capabilities>(v.clone()).ok())
+        .unwrap_or_else(|| Capabilities {
+            patch: true,
+            filter: true,
+            ..Capabilities::default()
+        });
+    let omit = state.omitted.iter().cloned().collect();
+    Ok(Run::new(
+        caps,
+        IdMap::load(&snapshot)?,
+        omit,
+        events.clone(),
+    ))
+}
+
 /// Replays every pending event (up to `max`); returns how many were replayed.
-pub async fn drain(store: &Store, client: &mut Client, max: usize) -> MigrateResult<usize> {
+pub async fn drain(
+    store: &Store,
+    client: &mut Client,
+    max: usize,
+    events: &Events,
+) -> MigrateResult<usize> {
     let state = store.snapshot().and_then(|s| s.migration_state())?;
-    let events = store
+    let pending = store
         .snapshot()
         .and_then(|s| s.events_after(state.mirror_from, max))?;
+    if pending.is_empty() {
+        return Ok(0);
+    }
+    let run = run_from_state(store, events)?;
     let mut n = 0;
-    for ev in &events {
-        if let Err(e) = replay(store, client, ev).await {
+    for ev in &pending {
+        if let Err(e) = replay(store, client, &run, ev).await {
             let e = MigrateError::Mirror {
                 seq: ev.seq,
                 op: ev.op,
@@ -566,6 +1525,14 @@ pub async fn drain(store: &Store, client: &mut Client, max: usize) -> MigrateRes
         .await?;
         n += 1;
     }
+    // A target that turned out to refuse PATCH stays on PUT.
+    let caps = serde_json::to_value(run.caps()).ok();
+    save_progress(store, move |s| {
+        if caps.is_some() && s.capabilities.is_some() {
+            s.capabilities = caps;
+        }
+    })
+    .await?;
     Ok(n)
 }
 
@@ -582,15 +1549,6 @@ pub fn lag(snapshot: &Snapshot, state: &MigrationState, now: Timestamp) -> Migra
     })
 }
 
-/// One difference between the local directory and the target.
-fn diff(rt: ResourceType, id: &str, kind: DifferenceKind) -> Difference {
-    Difference {
-        resource_type: rt,
-        id: Some(id.to_owned()),
-        kind,
-    }
-}
-
 /// Does the target's value hold everything the local value says? Strings compare
 /// exactly except userName (case-insensitive); multi-valued attributes compare as
 /// sets; sub-attributes the target adds are ignored.
@@ -598,15 +1556,16 @@ fn covers(local: &Value, target: &Value, case_insensitive: bool) -> bool {
     match (local, target) {
         (Value::String(a), Value::String(b)) => {
             if case_insensitive {
-                a.eq_ignore_ascii_case(b)
+                a.to_lowercase() == b.to_lowercase()
             } else {
                 a == b
             }
         }
         (Value::Object(a), Value::Object(b)) => a.iter().all(|(k, v)| {
-            b.iter()
-                .find(|(bk, _)| bk.eq_ignore_ascii_case(k))
-                .is_some_and(|(_, bv)| covers(v, bv, false))
+            v.is_null()
+                || b.iter()
+                    .find(|(bk, _)| bk.eq_ignore_ascii_case(k))
+                    .is_some_and(|(_, bv)| covers(v, bv, false))
         }),
         (Value::Array(a), Value::Array(b)) => {
             a.len() == b.len() && a.iter().all(|x| b.iter().any(|y| covers(x, y, false)))
@@ -615,108 +1574,318 @@ fn covers(local: &Value, target: &Value, case_insensitive: bool) -> bool {
     }
 }
 
-/// Reads every mapped resource back from the target and compares it with the local
-/// one. Returns the list of differences.
+/// What verify found besides differences.
+pub struct Verified {
+    pub differences: Vec<Difference>,
+    pub only_on_target: Vec<String>,
+    pub not_kept: Vec<String>,
+}
+
+fn difference(rt: ResourceType, r: &StoredResource, kind: DifferenceKind) -> Difference {
+    Difference {
+        resource_type: rt,
+        id: Some(r.id.clone()),
+        name: Some(name_of(rt, r)),
+        kind,
+    }
+}
+
+/// Compares the attributes of a local body with the target's representation,
+/// skipping what the target does not keep.
+fn compare(
+    rt: ResourceType,
+    r: &StoredResource,
+    expected: &Value,
+    remote: &Value,
+    skip: &HashSet<String>,
+    out: &mut Vec<Difference>,
+) {
+    let get = |o: &Value, k: &str| {
+        o.as_object().and_then(|o| {
+            o.iter()
+                .find(|(rk, _)| rk.eq_ignore_ascii_case(k))
+                .map(|(_, v)| v.clone())
+        })
+    };
+    for (k, v) in expected.as_object().into_iter().flatten() {
+        if k == "schemas" || k == "members" || skip.contains(k) || v.is_null() {
+            continue;
+        }
+        let got = get(remote, k);
+        if k.starts_with("urn:") {
+            for (ek, ev) in v.as_object().into_iter().flatten() {
+                let name = attr_name(Some(k), ek, None);
+                if skip.contains(&name) || ev.is_null() {
+                    continue;
+                }
+                let g = got.as_ref().and_then(|g| get(g, ek));
+                if !g.as_ref().is_some_and(|g| covers(ev, g, false)) {
+                    out.push(difference(
+                        rt,
+                        r,
+                        DifferenceKind::Attribute {
+                            attribute: name,
+                            local: ev.clone(),
+                            target: g.unwrap_or(Value::Null),
+                        },
+                    ));
+                }
+            }
+            continue;
+        }
+        let ok = got.as_ref().is_some_and(|g| covers(v, g, k == "userName"));
+        if !ok {
+            out.push(difference(
+                rt,
+                r,
+                DifferenceKind::Attribute {
+                    attribute: k.clone(),
+                    local: v.clone(),
+                    target: got.unwrap_or(Value::Null),
+                },
+            ));
+        }
+    }
+}
+
+/// Reads the target back page by page (groups without their members, then each
+/// group's members) and compares it with the directory. Accounts only the target
+/// has are listed by name and left out of the differences; duplicates on the target
+/// are differences named by userName / displayName.
 pub async fn verify(
     store: &Store,
     client: &mut Client,
-    progress: ProgressSink<'_>,
-) -> MigrateResult<Vec<Difference>> {
+    events: &Events,
+) -> MigrateResult<Verified> {
     let snapshot = store.snapshot()?;
+    let state = snapshot.migration_state()?;
+    let run = run_from_state(store, events)?;
+    let caps = run.caps();
+    let skip: HashSet<String> = state
+        .omitted
+        .iter()
+        .chain(state.not_kept.iter())
+        .cloned()
+        .collect();
     let mut diffs = Vec::new();
+    let mut only = Vec::new();
+    // Target id → name, for members named in a difference.
+    let mut names: HashMap<String, String> = HashMap::new();
     for rt in ResourceType::ALL {
+        let query = match rt {
+            ResourceType::User => "",
+            ResourceType::Group => "&excludedAttributes=members",
+        };
+        let mut remote: HashMap<String, Value> = HashMap::new();
+        target::list(client, &caps, rt, query, events, |v| {
+            if let Some(id) = v["id"].as_str() {
+                remote.insert(id.to_owned(), v);
+            }
+        })
+        .await?;
+        // Duplicates by our rule.
+        let mut by_name: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+        for (id, v) in &remote {
+            let n = v[name_attr(rt)].as_str().unwrap_or_default();
+            by_name
+                .entry(n.to_lowercase())
+                .or_default()
+                .push((n.to_owned(), id.clone()));
+        }
+        for (_, mut ids) in by_name.into_iter().filter(|(_, v)| v.len() > 1) {
+            ids.sort();
+            diffs.push(Difference {
+                resource_type: rt,
+                id: None,
+                name: Some(ids[0].0.clone()),
+                kind: DifferenceKind::Duplicate {
+                    target_ids: ids.into_iter().map(|(_, id)| id).collect(),
+                },
+            });
+        }
         let total = snapshot.count(rt)?;
         let mut pager = Pager::default();
         let mut done = 0u64;
+        let mut ours: HashSet<String> = HashSet::new();
+        let mut groups: Vec<(StoredResource, String)> = Vec::new();
         loop {
             let page = pager.next(&snapshot, rt)?;
             if page.is_empty() {
                 break;
             }
             for r in &page {
-                let Some(tid) = snapshot.target_id(rt, &r.id)? else {
-                    diffs.push(diff(rt, &r.id, DifferenceKind::NeverPushed));
+                let Some(tid) = run.target_of(rt, &r.id) else {
+                    diffs.push(difference(rt, r, DifferenceKind::NeverPushed));
                     continue;
                 };
-                let resp = client
-                    .request(Method::GET, &format!("{}/{tid}", rt.endpoint()), None)
-                    .await?;
-                if resp.status == 404 {
-                    diffs.push(diff(
+                ours.insert(tid.clone());
+                let Some(got) = remote.get(&tid) else {
+                    diffs.push(difference(
                         rt,
-                        &r.id,
+                        r,
                         DifferenceKind::MissingOnTarget { target_id: tid },
                     ));
                     continue;
-                }
-                if !resp.is_success() {
-                    return Err(MigrateError::TargetAnswered {
-                        action: format!("reading {} {tid} from the target", rt.name()),
-                        status: resp.status,
-                        detail: String::new(),
-                    });
-                }
-                let remote = resp.json()?;
-                let expected = body_for(&snapshot, rt, r, true)?;
-                for (k, v) in expected.as_object().into_iter().flatten() {
-                    if k == "schemas" {
-                        continue;
-                    }
-                    let got = remote.as_object().and_then(|o| {
-                        o.iter()
-                            .find(|(rk, _)| rk.eq_ignore_ascii_case(k))
-                            .map(|(_, v)| v)
-                    });
-                    let empty_members = k == "members" && v.as_array().is_some_and(Vec::is_empty);
-                    let ok = match got {
-                        Some(g) => {
-                            covers(v, g, k == "userName")
-                                || (empty_members && g.as_array().is_some_and(Vec::is_empty))
+                };
+                let expected = match rt {
+                    ResourceType::User => {
+                        let (body, unresolved) = user_body(&run, r);
+                        if unresolved {
+                            diffs.push(difference(
+                                rt,
+                                r,
+                                DifferenceKind::Attribute {
+                                    attribute: format!("{ENTERPRISE_USER_URN}:manager"),
+                                    local: json!("a manager that was never pushed"),
+                                    target: Value::Null,
+                                },
+                            ));
                         }
-                        None => empty_members,
-                    };
-                    if !ok {
-                        diffs.push(diff(
-                            rt,
-                            &r.id,
-                            DifferenceKind::Attribute {
-                                attribute: k.clone(),
-                                local: v.clone(),
-                                target: got.cloned().unwrap_or(Value::Null),
-                            },
-                        ));
+                        body
                     }
-                }
+                    ResourceType::Group => {
+                        groups.push((r.clone(), tid.clone()));
+                        group_body(&run, r)
+                    }
+                };
+                compare(rt, r, &expected, got, &skip, &mut diffs);
             }
             done += page.len() as u64;
-            progress(Progress::Verify {
+            let _ = events.send(Progress::Verify {
                 resource_type: rt,
                 done,
                 total,
             });
         }
-        // Resources on the target that the bridge does not have.
-        let resp = client
-            .request(Method::GET, &format!("{}?count=0", rt.endpoint()), None)
-            .await?;
-        if resp.is_success() {
-            let remote_total = resp.json()?["totalResults"].as_u64().unwrap_or(0);
-            if remote_total > total {
-                diffs.push(Difference {
-                    resource_type: rt,
-                    id: None,
-                    kind: DifferenceKind::ExtraOnTarget {
-                        target_count: remote_total,
-                        local_count: total,
-                    },
-                });
+        // Members, group by group.
+        names.extend(remote.iter().map(|(id, v)| {
+            (
+                id.clone(),
+                v[name_attr(rt)].as_str().unwrap_or(id).to_owned(),
+            )
+        }));
+        for (g, tid) in groups {
+            let r = client
+                .request(
+                    Method::GET,
+                    &format!("/Groups/{tid}?attributes=members"),
+                    None,
+                )
+                .await?;
+            if !r.is_success() {
+                return Err(answered(format!("reading the members of group {tid}"), &r));
+            }
+            let v = r.json()?;
+            let got: HashSet<String> = v["members"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|m| m["value"].as_str().map(str::to_owned))
+                .collect();
+            let refs = snapshot.references(ResourceType::Group, &g.id)?;
+            let mut missing = Vec::new();
+            let mut want = HashSet::new();
+            for m in &refs {
+                match run.target_of(m.rt, &m.id) {
+                    Some(t) => {
+                        if !got.contains(&t) {
+                            missing.push(m.display.clone().unwrap_or_else(|| m.id.clone()));
+                        }
+                        want.insert(t);
+                    }
+                    None => missing.push(m.display.clone().unwrap_or_else(|| m.id.clone())),
+                }
+            }
+            let map = lock(&run.map);
+            let extra: Vec<String> = got
+                .iter()
+                .filter(|t| !want.contains(*t) && map.targets.contains(*t))
+                .map(|t| names.get(t).cloned().unwrap_or_else(|| t.clone()))
+                .collect();
+            drop(map);
+            if !missing.is_empty() || !extra.is_empty() {
+                diffs.push(difference(
+                    ResourceType::Group,
+                    &g,
+                    DifferenceKind::Members { missing, extra },
+                ));
+            }
+        }
+        for (id, v) in &remote {
+            if !ours.contains(id) {
+                only.push(format!(
+                    "{} {}",
+                    rt.name(),
+                    v[name_attr(rt)].as_str().unwrap_or(id)
+                ));
             }
         }
     }
-    Ok(diffs)
+    only.sort();
+    let mut not_kept: Vec<String> = skip.into_iter().collect();
+    not_kept.sort();
+    Ok(Verified {
+        differences: diffs,
+        only_on_target: only,
+        not_kept,
+    })
 }
 
 /// True when a phase allows SCIM writes.
 pub fn writes_allowed(phase: Phase) -> bool {
     phase != Phase::CutOver
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_patch_too_large_is_split_by_operations_then_by_values() {
+        let ops = vec![
+            json!({"op": "add"}),
+            json!({"op": "remove"}),
+            json!({"op": "x"}),
+        ];
+        let s = split_patch(ops).unwrap();
+        assert_eq!(s[0].len(), 1);
+        assert_eq!(s[1].len(), 2);
+        let one = vec![
+            json!({"op": "add", "path": "members", "value": [{"value": "a"}, {"value": "b"}, {"value": "c"}]}),
+        ];
+        let s = split_patch(one).unwrap();
+        assert_eq!(s[0][0]["value"].as_array().unwrap().len(), 1);
+        assert_eq!(s[1][0]["value"].as_array().unwrap().len(), 2);
+        let single = vec![json!({"op": "add", "path": "members", "value": [{"value": "a"}]})];
+        assert!(split_patch(single).is_none());
+    }
+
+    #[test]
+    fn member_chunks_follow_the_payload_limit() {
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let run = Run::new(
+            Capabilities::default(),
+            IdMap::default(),
+            HashSet::new(),
+            tx.clone(),
+        );
+        assert_eq!(member_chunk(&run, 36), MEMBER_CHUNK);
+        let run = Run::new(
+            Capabilities {
+                max_payload: 32_768,
+                ..Capabilities::default()
+            },
+            IdMap::default(),
+            HashSet::new(),
+            tx,
+        );
+        let n = member_chunk(&run, 36);
+        assert!(n < MEMBER_CHUNK && n * 50 + 300 <= 32_768, "{n}");
+    }
+
+    #[test]
+    fn user_names_compare_case_insensitively_beyond_ascii() {
+        assert!(covers(&json!("Ärger@x"), &json!("ärger@X"), true));
+        assert!(!covers(&json!("a"), &json!("A"), false));
+    }
 }

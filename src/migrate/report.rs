@@ -29,6 +29,21 @@ pub enum Progress {
         done: u64,
         total: u64,
     },
+    /// Users whose manager was set once every user had a target id.
+    Managers { done: u64, total: u64 },
+    /// Resources of one type listed from the target (to match or verify in memory).
+    #[serde(rename_all = "camelCase")]
+    Listing {
+        resource_type: ResourceType,
+        done: u64,
+        total: u64,
+    },
+    /// A request to the target is retried after `wait_ms`, for `reason`.
+    #[serde(rename_all = "camelCase")]
+    Retrying { reason: String, wait_ms: u64 },
+    /// A long step is still running (sent every few seconds so that nobody waiting
+    /// on it mistakes silence for a hang).
+    Working { step: String },
     /// A cut-over drained the mirror to zero lag.
     Drained,
 }
@@ -44,6 +59,20 @@ impl fmt::Display for Progress {
                 done,
                 total,
             } => write!(f, "verify {}: {done}/{total}", resource_type.endpoint()),
+            Progress::Managers { done, total } => write!(f, "managers: {done}/{total}"),
+            Progress::Listing {
+                resource_type,
+                done,
+                total,
+            } => write!(
+                f,
+                "listing the target's {}: {done}/{total}",
+                resource_type.endpoint()
+            ),
+            Progress::Retrying { reason, wait_ms } => {
+                write!(f, "retrying in {:.1} s: {reason}", *wait_ms as f64 / 1000.0)
+            }
+            Progress::Working { step } => write!(f, "still working: {step}"),
             Progress::Drained => f.write_str("drained"),
         }
     }
@@ -66,11 +95,157 @@ pub struct PlanCounts {
 pub struct PushPlan {
     /// The normalised target base URL.
     pub target: String,
-    /// Whether the target offers Bulk (users are then created 50 at a time).
+    /// Whether the target offers Bulk (users are then created in Bulk requests).
     pub bulk: bool,
     pub users: PlanCounts,
     pub groups: PlanCounts,
     pub memberships: u64,
+    /// What the target announced.
+    #[serde(default)]
+    pub capabilities: Capabilities,
+    /// Attributes the directory holds that the target's /Schemas or /ResourceTypes do
+    /// not define (e.g. `title`, `urn:…:enterprise:2.0:User:department`): the push
+    /// refuses to start unless `--omit-unsupported` accepts leaving them out.
+    #[serde(default)]
+    pub unsupported: Vec<String>,
+    /// Every resource by name with what the push would do and why.
+    #[serde(default)]
+    pub preview: Vec<PreviewItem>,
+    /// Groups hosted provisioning will not manage (the policy's protected groups):
+    /// pushed like the others, listed so that the admin knows.
+    #[serde(default)]
+    pub protected_groups: Vec<String>,
+    /// Matchers the target refused (e.g. `externalId eq` answered 400 invalidFilter),
+    /// with the target's detail; matching went on without them.
+    #[serde(default)]
+    pub notes: Vec<String>,
+}
+
+/// One resource of a preview: its name, the action and the rule that decided it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PreviewItem {
+    pub resource_type: ResourceType,
+    /// userName or displayName.
+    pub name: String,
+    pub rule: MatchRule,
+}
+
+/// Which rule matched a local resource to a target resource, or that none did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MatchRule {
+    /// Already mapped by an earlier push (the journal).
+    Journal,
+    /// The same externalId on the target.
+    ExternalId,
+    /// The same userName, compared case-insensitively (RFC 7643 §4.1.1: userName is
+    /// caseExact false) over the candidates the target returned.
+    UserName,
+    /// The same Group displayName (case-insensitive).
+    DisplayName,
+    /// The target refused a create with 409 uniqueness; the existing resource was
+    /// found and matched.
+    Uniqueness,
+    /// A create whose answer was lost (5xx, timeout) had in fact been done: found by
+    /// looking the resource up before creating it again.
+    Recovered,
+    /// No match: created.
+    Created,
+}
+
+impl MatchRule {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MatchRule::Journal => "already pushed (journal)",
+            MatchRule::ExternalId => "matched by externalId",
+            MatchRule::UserName => "matched by userName (case-insensitive)",
+            MatchRule::DisplayName => "matched by displayName",
+            MatchRule::Uniqueness => "matched after 409 uniqueness",
+            MatchRule::Recovered => "found after an uncertain create",
+            MatchRule::Created => "created",
+        }
+    }
+}
+
+/// What the target announced in /ServiceProviderConfig, /Schemas and /ResourceTypes
+/// (RFC 7643 §5–7, RFC 9865 for cursor paging), and what the push observed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Capabilities {
+    /// Bulk supported, with its limits (0 when not announced).
+    pub bulk: bool,
+    pub bulk_max_operations: u64,
+    /// Largest request body in bytes (`bulk.maxPayloadSize`), applied to every
+    /// request; 0 when not announced.
+    pub max_payload: u64,
+    pub patch: bool,
+    pub filter: bool,
+    /// Largest page the target serves (`filter.maxResults`); 0 when not announced.
+    pub max_results: u64,
+    /// RFC 9865 cursor paging announced.
+    pub cursor: bool,
+    /// /Schemas answered, with the schema ids it lists.
+    pub schemas_read: bool,
+    pub schemas: Vec<String>,
+    /// /ResourceTypes answered, with the User extensions it lists.
+    pub resource_types_read: bool,
+    pub user_extensions: Vec<String>,
+    /// Group membership changes are sent as whole-group PUTs (PATCH refused).
+    pub members_by_put: bool,
+}
+
+impl Capabilities {
+    /// One line per capability, for `migrate status` and the page.
+    pub fn lines(&self) -> Vec<String> {
+        let yes = |b: bool| if b { "yes" } else { "no" };
+        let limit = |n: u64| {
+            if n == 0 {
+                "not announced".to_owned()
+            } else {
+                n.to_string()
+            }
+        };
+        vec![
+            format!(
+                "bulk: {} (max operations {}, max payload {})",
+                yes(self.bulk),
+                limit(self.bulk_max_operations),
+                limit(self.max_payload)
+            ),
+            format!(
+                "filter: {} (max results {})",
+                yes(self.filter),
+                limit(self.max_results)
+            ),
+            format!("patch: {}", yes(self.patch)),
+            format!("cursor paging: {}", yes(self.cursor)),
+            format!(
+                "schemas: {}",
+                if self.schemas_read {
+                    self.schemas.join(", ")
+                } else {
+                    "not readable".into()
+                }
+            ),
+            format!(
+                "user extensions: {}",
+                if self.resource_types_read {
+                    if self.user_extensions.is_empty() {
+                        "none".into()
+                    } else {
+                        self.user_extensions.join(", ")
+                    }
+                } else {
+                    "not readable".into()
+                }
+            ),
+            format!(
+                "group members sent by: {}",
+                if self.members_by_put { "PUT" } else { "PATCH" }
+            ),
+        ]
+    }
 }
 
 /// What a push did.
@@ -87,6 +262,18 @@ pub struct PushReport {
     pub throttled: u64,
     /// What reading the target back found; empty when it matches.
     pub differences: Vec<Difference>,
+    /// How many resources each rule decided (created included).
+    #[serde(default)]
+    pub rules: Vec<(MatchRule, u64)>,
+    /// Refused matchers and other notes, with the target's detail.
+    #[serde(default)]
+    pub notes: Vec<String>,
+    /// Accounts only the target has (names), left alone.
+    #[serde(default)]
+    pub only_on_target: Vec<String>,
+    /// Attributes the target does not keep (omitted by choice or dropped by it).
+    #[serde(default)]
+    pub not_kept: Vec<String>,
 }
 
 /// The outcome of `migrate push`.
@@ -120,13 +307,40 @@ pub struct MigrationStatus {
     pub lag: Lag,
     /// Resources mapped to a target id so far.
     pub mapped: u64,
+    /// What the target announced, as the last push read it.
+    #[serde(default)]
+    pub capabilities: Option<Capabilities>,
+    /// How many resources each matching rule decided in the last push.
+    #[serde(default)]
+    pub rules: Vec<(MatchRule, u64)>,
+}
+
+/// `migrate check --to URL`: what the target can hold, read before any write.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetCheck {
+    /// The normalised target base URL.
+    pub target: String,
+    pub capabilities: Capabilities,
+    /// Attributes of the directory the target's /Schemas or /ResourceTypes do not
+    /// define.
+    pub unsupported: Vec<String>,
 }
 
 /// `migrate verify`: every difference between the directory and the target.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct VerifyReport {
     pub differences: Vec<Difference>,
     pub count: u64,
+    /// Accounts only the target has (owner, billing admin, break-glass), by name:
+    /// left alone and not counted as differences.
+    #[serde(default)]
+    pub only_on_target: Vec<String>,
+    /// Attributes the target does not keep (left out with `--omit-unsupported`, or
+    /// observed to be dropped): reported once, not counted as differences.
+    #[serde(default)]
+    pub not_kept: Vec<String>,
 }
 
 /// One difference between the directory and the target.
@@ -136,6 +350,8 @@ pub struct Difference {
     pub resource_type: ResourceType,
     /// The local id; `None` for a count difference.
     pub id: Option<String>,
+    /// The userName or displayName, which is how an admin knows the resource.
+    pub name: Option<String>,
     pub kind: DifferenceKind,
 }
 
@@ -157,6 +373,16 @@ pub enum DifferenceKind {
     /// The target holds more resources of the type than the bridge.
     #[serde(rename_all = "camelCase")]
     ExtraOnTarget { target_count: u64, local_count: u64 },
+    /// A group's members differ: local members missing on the target and members
+    /// of ours the target has that the directory does not (by name).
+    Members {
+        missing: Vec<String>,
+        extra: Vec<String>,
+    },
+    /// The target holds several resources with the same (case-insensitive) userName
+    /// or displayName: duplicates, by their target ids.
+    #[serde(rename_all = "camelCase")]
+    Duplicate { target_ids: Vec<String> },
 }
 
 impl Difference {
@@ -179,16 +405,56 @@ impl Difference {
                 "the target has {target_count} {}s, the bridge {local_count}",
                 self.resource_type.name()
             ),
+            DifferenceKind::Members { missing, extra } => {
+                let mut parts = Vec::new();
+                if !missing.is_empty() {
+                    parts.push(format!(
+                        "{} members missing on the target ({})",
+                        missing.len(),
+                        list_some(missing)
+                    ));
+                }
+                if !extra.is_empty() {
+                    parts.push(format!(
+                        "{} members only on the target ({})",
+                        extra.len(),
+                        list_some(extra)
+                    ));
+                }
+                parts.join("; ")
+            }
+            DifferenceKind::Duplicate { target_ids } => format!(
+                "{} copies on the target (ids {})",
+                target_ids.len(),
+                target_ids.join(", ")
+            ),
         }
     }
+}
+
+/// The first few names of a list, for a sentence.
+fn list_some(names: &[String]) -> String {
+    let mut s = names.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
+    if names.len() > 5 {
+        s.push_str(&format!(", and {} more", names.len() - 5));
+    }
+    s
 }
 
 /// "User 0190…: title: local \"CEO\", target null".
 impl fmt::Display for Difference {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.id {
-            Some(id) => write!(f, "{} {id}: {}", self.resource_type.name(), self.sentence()),
-            None => write!(f, "{}: {}", self.resource_type.name(), self.sentence()),
+        match (&self.name, &self.id) {
+            (Some(name), _) => write!(
+                f,
+                "{} {name}: {}",
+                self.resource_type.name(),
+                self.sentence()
+            ),
+            (None, Some(id)) => {
+                write!(f, "{} {id}: {}", self.resource_type.name(), self.sentence())
+            }
+            (None, None) => write!(f, "{}: {}", self.resource_type.name(), self.sentence()),
         }
     }
 }
@@ -201,6 +467,8 @@ struct DifferenceJson {
     resource_type: ResourceType,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
     #[serde(default, skip_deserializing)]
     difference: String,
     #[serde(flatten)]
@@ -213,6 +481,7 @@ impl From<Difference> for DifferenceJson {
             difference: d.sentence(),
             resource_type: d.resource_type,
             id: d.id,
+            name: d.name,
             kind: d.kind,
         }
     }
@@ -223,6 +492,7 @@ impl From<DifferenceJson> for Difference {
         Difference {
             resource_type: d.resource_type,
             id: d.id,
+            name: d.name,
             kind: d.kind,
         }
     }
@@ -237,6 +507,7 @@ mod tests {
         let d = Difference {
             resource_type: ResourceType::User,
             id: Some("u1".into()),
+            name: Some("ada@example.com".into()),
             kind: DifferenceKind::Attribute {
                 attribute: "title".into(),
                 local: Value::from("CEO"),
@@ -248,9 +519,13 @@ mod tests {
         assert_eq!(v["id"], "u1");
         assert_eq!(v["difference"], "title: local \"CEO\", target null");
         assert_eq!(v["kind"], "attribute");
+        assert_eq!(v["name"], "ada@example.com");
         let back: Difference = serde_json::from_value(v).unwrap();
         assert_eq!(back, d);
-        assert_eq!(d.to_string(), "User u1: title: local \"CEO\", target null");
+        assert_eq!(
+            d.to_string(),
+            "User ada@example.com: title: local \"CEO\", target null"
+        );
     }
 
     #[test]

@@ -12,8 +12,12 @@ use super::client::{Client, Target};
 use super::error::{MigrateError, MigrateResult, Step};
 use super::policy::{PolicyChange, PolicyField, PolicyView};
 use super::push::{self, PushOptions};
-use super::readiness::{self, ReadinessReport};
-use super::report::{Lag, MigrationStatus, Progress, ProgressSink, PushOutcome, VerifyReport};
+use super::readiness::{self, FindingCode, ReadinessReport};
+use super::report::{
+    Capabilities, Lag, MatchRule, MigrationStatus, Progress, ProgressSink, PushOutcome,
+    TargetCheck, VerifyReport,
+};
+use super::target::{self, Events};
 use crate::clock::Timestamp;
 use crate::config::MigrationPolicy;
 use crate::secret::Secret;
@@ -26,6 +30,42 @@ pub const WRITES_CUT_OVER: u8 = 2;
 
 /// Longest a cut-over waits for the mirror to catch up.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(120);
+/// A long step that has reported nothing for this long says that it is still working
+/// (the CLI gives up on a silent control socket).
+const HEARTBEAT: Duration = Duration::from_secs(10);
+
+/// Runs `work` (which reports through the `Events` it is given) while forwarding its
+/// reports to `progress`, and a `Working` line whenever it has been silent for
+/// `HEARTBEAT`.
+async fn drive<T>(
+    step: &str,
+    progress: ProgressSink<'_>,
+    work: impl std::future::Future<Output = T>,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Progress>,
+) -> T {
+    let mut work = std::pin::pin!(work);
+    let mut beat = tokio::time::interval(HEARTBEAT);
+    beat.tick().await;
+    loop {
+        tokio::select! {
+            out = &mut work => {
+                while let Ok(p) = rx.try_recv() {
+                    progress(p);
+                }
+                return out;
+            }
+            Some(p) = rx.recv() => {
+                progress(p);
+                beat.reset();
+            }
+            _ = beat.tick() => progress(Progress::Working { step: step.to_owned() }),
+        }
+    }
+}
+
+fn channel() -> (Events, tokio::sync::mpsc::UnboundedReceiver<Progress>) {
+    tokio::sync::mpsc::unbounded_channel()
+}
 
 pub struct Migration {
     pub store: Store,
@@ -52,6 +92,13 @@ pub struct PushRequest {
     pub allow_http: bool,
     /// Plan only; send no writes.
     pub dry_run: bool,
+    /// Push without the attributes the target cannot hold (else the push refuses
+    /// before writing anything, naming them).
+    #[serde(default)]
+    pub omit_unsupported: bool,
+    /// Requests in flight at once (None: the default, 8; at most 64).
+    #[serde(default)]
+    pub parallel: Option<usize>,
 }
 
 /// What `migrate cutover` did.
@@ -150,6 +197,31 @@ impl Migration {
         Ok(report)
     }
 
+    /// What a target can hold, before any write: its capabilities and the attributes
+    /// of the directory it does not define (`migrate check --to`).
+    pub async fn check_target(&self, req: PushRequest) -> MigrateResult<TargetCheck> {
+        let target = Target::parse(&req.target, req.allow_http)?;
+        let mut client = Client::new(
+            target.clone(),
+            req.token.clone(),
+            req.cacert.as_deref().map(str::as_bytes),
+        )?;
+        let d = target::discover(&mut client).await?;
+        let snapshot = self.store.snapshot()?;
+        let mut unsupported = std::collections::BTreeSet::new();
+        for rt in crate::scim::schema::ResourceType::ALL {
+            snapshot.scan(rt, |r| {
+                d.unsupported_in(rt, &r.attrs, &mut unsupported);
+                Ok(true)
+            })?;
+        }
+        Ok(TargetCheck {
+            target: target.base,
+            capabilities: d.caps,
+            unsupported: unsupported.into_iter().collect(),
+        })
+    }
+
     /// The initial push (or its resumption), then mirroring.
     pub async fn push(
         &self,
@@ -186,26 +258,50 @@ impl Migration {
                 report.blockers.into_iter().map(|b| b.message).collect(),
             ));
         }
+        let opts = PushOptions {
+            resume: current.phase == Phase::Pushing || current.push_incomplete,
+            dry_run: req.dry_run,
+            omit_unsupported: req.omit_unsupported,
+            parallel: req.parallel.unwrap_or(0),
+        };
         if req.dry_run {
-            return push::push(
-                &self.store,
-                &mut client,
-                &PushOptions { dry_run: true },
+            let (tx, rx) = channel();
+            client.report_to(Some(tx.clone()));
+            let out = drive(
+                "planning",
                 progress,
+                push::push(&self.store, &mut client, &opts, &tx),
+                rx,
             )
-            .await;
+            .await?;
+            return Ok(match out {
+                PushOutcome::Planned(mut plan) => {
+                    plan.protected_groups = report
+                        .warnings
+                        .iter()
+                        .filter(|w| w.code == FindingCode::ProtectedGroup)
+                        .flat_map(|w| w.subjects.iter().map(|s| s.name.clone()))
+                        .collect();
+                    PushOutcome::Planned(plan)
+                }
+                other => other,
+            });
         }
         let now = Timestamp::now();
         let last_seq = self.store.snapshot().and_then(|s| s.last_event_seq())?;
         let base = target.base.clone();
         let r = req.clone();
-        self.store
+        let before = self
+            .store
             .update_migration(move |s| {
                 if !matches!(s.phase, Phase::Pushing | Phase::Mirroring | Phase::Verified) {
                     // A new migration: mirror every change made from now on.
                     s.mirror_from = last_seq;
                     s.started_at = Some(now);
                     s.progress = Default::default();
+                    s.not_kept.clear();
+                    s.omitted.clear();
+                    s.capabilities = None;
                 }
                 s.phase = Phase::Pushing;
                 s.target = Some(base);
@@ -215,16 +311,27 @@ impl Migration {
                 s.updated_at = Some(now);
                 s.last_error = None;
             })
-            .await?;
+            .await;
+        before?;
         if let Ok(mut t) = self.target.write() {
             *t = Some(target.base.clone());
         }
-        match push::push(&self.store, &mut client, &PushOptions::default(), progress).await {
+        let (tx, rx) = channel();
+        client.report_to(Some(tx.clone()));
+        let pushed = drive(
+            "pushing",
+            progress,
+            push::push(&self.store, &mut client, &opts, &tx),
+            rx,
+        )
+        .await;
+        match pushed {
             Ok(outcome) => {
                 let now = Timestamp::now();
                 self.store
                     .update_migration(move |s| {
                         s.phase = Phase::Mirroring;
+                        s.push_incomplete = false;
                         s.updated_at = Some(now);
                     })
                     .await?;
@@ -233,6 +340,10 @@ impl Migration {
                 Ok(match outcome {
                     PushOutcome::Pushed(mut report) => {
                         report.differences = verified.differences;
+                        report.only_on_target = verified.only_on_target;
+                        report.not_kept = verified.not_kept;
+                        report.requests = client.requests();
+                        report.throttled = client.throttled();
                         PushOutcome::Pushed(report)
                     }
                     planned => planned,
@@ -240,9 +351,31 @@ impl Migration {
             }
             Err(e) => {
                 let m = e.to_string();
+                // Refused before anything was written: back to where it was. Else the
+                // mirror takes over the changes made since the start (the journal
+                // keeps what was pushed) and the push can be run again to finish.
+                let nothing_written = matches!(
+                    e,
+                    MigrateError::Unsupported(_)
+                        | MigrateError::TokenRefused { .. }
+                        | MigrateError::NotScim { .. }
+                        | MigrateError::Tls(_)
+                );
+                let prior = current.phase;
                 let _ = self
                     .store
-                    .update_migration(move |s| s.last_error = Some(m))
+                    .update_migration(move |s| {
+                        s.last_error = Some(m);
+                        if nothing_written {
+                            s.phase = prior;
+                            if prior == Phase::NotStarted || prior == Phase::Checked {
+                                s.target = None;
+                            }
+                        } else {
+                            s.phase = Phase::Mirroring;
+                            s.push_incomplete = true;
+                        }
+                    })
                     .await;
                 Err(MigrateError::PushStopped(Box::new(e)))
             }
@@ -276,7 +409,9 @@ impl Migration {
                     .client
             }
         };
-        push::drain(&self.store, client, 200).await
+        let (tx, _rx) = channel();
+        client.report_to(None);
+        push::drain(&self.store, client, 200, &tx).await
     }
 
     /// State, lag and counts for `migrate status` and the admin page.
@@ -289,7 +424,23 @@ impl Migration {
         } else {
             Lag::default()
         };
+        let capabilities = state
+            .capabilities
+            .as_ref()
+            .and_then(|v| serde_json::from_value::<Capabilities>(v.clone()).ok());
+        let rules = state
+            .match_rules
+            .iter()
+            .filter_map(|(k, v)| {
+                serde_json::from_value::<MatchRule>(serde_json::Value::String(k.clone()))
+                    .ok()
+                    .or_else(|| rule_from_text(k))
+                    .map(|r| (r, *v))
+            })
+            .collect();
         Ok(MigrationStatus {
+            capabilities,
+            rules,
             phase: state.phase,
             phase_text: state.phase.as_str().to_owned(),
             state: state.public(),
@@ -318,8 +469,19 @@ impl Migration {
         client: &mut Client,
         progress: ProgressSink<'_>,
     ) -> MigrateResult<VerifyReport> {
-        while push::drain(&self.store, client, 500).await? > 0 {}
-        let diffs = push::verify(&self.store, client, progress).await?;
+        let (tx, rx) = channel();
+        client.report_to(Some(tx.clone()));
+        let found = drive(
+            "verifying",
+            progress,
+            async {
+                while push::drain(&self.store, client, 500, &tx).await? > 0 {}
+                push::verify(&self.store, client, &tx).await
+            },
+            rx,
+        )
+        .await?;
+        let diffs = found.differences;
         let n = diffs.len() as u64;
         let now = Timestamp::now();
         self.store
@@ -334,6 +496,8 @@ impl Migration {
         Ok(VerifyReport {
             differences: diffs,
             count: n,
+            only_on_target: found.only_on_target,
+            not_kept: found.not_kept,
         })
     }
 
@@ -370,8 +534,10 @@ impl Migration {
         let result = async {
             let mut client = Self::client_for(&state)?;
             let deadline = tokio::time::Instant::now() + DRAIN_DEADLINE;
+            let (tx, rx) = channel();
+            client.report_to(Some(tx.clone()));
             loop {
-                let n = push::drain(&self.store, &mut client, 500).await?;
+                let n = push::drain(&self.store, &mut client, 500, &tx).await?;
                 if n == 0 {
                     break;
                 }
@@ -380,7 +546,14 @@ impl Migration {
                 }
             }
             progress(Progress::Drained);
-            let mut diffs = push::verify(&self.store, &mut client, progress).await?;
+            let mut diffs = drive(
+                "verifying",
+                progress,
+                push::verify(&self.store, &mut client, &tx),
+                rx,
+            )
+            .await?
+            .differences;
             if !diffs.is_empty() {
                 return Err(MigrateError::Differences {
                     count: diffs.len(),
@@ -419,6 +592,22 @@ pub struct MirrorClient {
 /// The mirror: replays accepted changes to the target while a migration mirrors.
 /// Runs in the server; survives restarts because its position is in the store.
 pub async fn run_mirror(m: Arc<Migration>) {
+    // A push that was running when the server stopped is not running now: let the
+    // mirror carry on and say that the push should be run again to finish.
+    if m.state().is_ok_and(|s| s.phase == Phase::Pushing) {
+        let _ = m
+            .store
+            .update_migration(|s| {
+                if s.phase == Phase::Pushing {
+                    s.phase = Phase::Mirroring;
+                    s.push_incomplete = true;
+                    s.last_error = Some(
+                        "the push was interrupted (the server stopped); run `scimbridge migrate push` again to finish it".into(),
+                    );
+                }
+            })
+            .await;
+    }
     let mut backoff = Duration::from_millis(250);
     let mut client = None;
     loop {
@@ -435,4 +624,19 @@ pub async fn run_mirror(m: Arc<Migration>) {
             }
         }
     }
+}
+
+/// Reads a rule stored under its text (older states).
+fn rule_from_text(t: &str) -> Option<MatchRule> {
+    [
+        MatchRule::Journal,
+        MatchRule::ExternalId,
+        MatchRule::UserName,
+        MatchRule::DisplayName,
+        MatchRule::Uniqueness,
+        MatchRule::Recovered,
+        MatchRule::Created,
+    ]
+    .into_iter()
+    .find(|r| r.as_str() == t)
 }

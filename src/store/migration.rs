@@ -84,6 +84,24 @@ pub struct MigrationState {
     pub last_error: Option<String>,
     /// Differences found by the last verification.
     pub differences: Option<u64>,
+    /// What the target announced (the migration layer's `Capabilities`, as JSON:
+    /// the store does not know its shape).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capabilities: Option<serde_json::Value>,
+    /// How many resources each matching rule decided in the last push (rule name →
+    /// count).
+    #[serde(default)]
+    pub match_rules: std::collections::BTreeMap<String, u64>,
+    /// Attributes left out of every body because the target does not define them
+    /// (`--omit-unsupported`).
+    #[serde(default)]
+    pub omitted: Vec<String>,
+    /// Attributes the target accepted but did not keep (observed on its answers).
+    #[serde(default)]
+    pub not_kept: Vec<String>,
+    /// The last push stopped before it finished; running it again resumes.
+    #[serde(default)]
+    pub push_incomplete: bool,
 }
 
 impl MigrationState {
@@ -154,6 +172,18 @@ impl Snapshot {
         let t = self.txn().open_table(MIGRATION_MAP)?;
         let r = t.get((rt_code(rt), local))?.map(|v| v.value().to_owned());
         Ok(r)
+    }
+
+    /// Every (local id, target id) pair of one resource type, in local id order.
+    pub fn target_ids(&self, rt: ResourceType) -> StoreResult<Vec<(String, String)>> {
+        let t = self.txn().open_table(MIGRATION_MAP)?;
+        let code = rt_code(rt);
+        let mut out = Vec::new();
+        for entry in t.range((code, "")..(code + 1, ""))? {
+            let (k, v) = entry?;
+            out.push((k.value().1.to_owned(), v.value().to_owned()));
+        }
+        Ok(out)
     }
 
     pub fn mapped_count(&self) -> StoreResult<u64> {

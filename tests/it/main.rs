@@ -19,6 +19,7 @@ mod local_trust;
 mod migration_check;
 mod migration_policy;
 mod migration_push;
+mod migration_quirks;
 mod operations;
 mod scim_api;
 mod scim_rules;

@@ -242,6 +242,9 @@ fn push_into_a_second_scimbridge_mirror_resume_and_cut_over() {
         !ok && (err.contains("TLS") || err.contains("certificate")),
         "{err}"
     );
+    // At once, with the remedy (issue 14: no silent retries on an untrusted
+    // certificate).
+    assert!(err.contains("--cacert"), "{err}");
 
     // Kill the source half-way through a push, restart, push again: no duplicates.
     let pusher = {
@@ -473,60 +476,67 @@ fn throttling_proxy(
     let addr = listener.local_addr().unwrap().to_string();
     let throttled = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let count = throttled.clone();
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    // One thread per connection: the push keeps several connections open at once.
     std::thread::spawn(move || {
-        let upstream = Client::new(&target_addr, Some(ca), String::new());
-        let mut n = 0u64;
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                    break;
-                }
-                let mut parts = line.split_whitespace();
-                let (method, path) = (
-                    parts.next().unwrap_or("GET").to_owned(),
-                    parts.next().unwrap_or("/").to_owned(),
-                );
-                let mut headers = Vec::new();
-                let mut len = 0usize;
+            let (count, seen, ca, target_addr) =
+                (count.clone(), seen.clone(), ca.clone(), target_addr.clone());
+            std::thread::spawn(move || {
+                let upstream = Client::new(&target_addr, Some(ca), String::new());
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
                 loop {
-                    let mut h = String::new();
-                    reader.read_line(&mut h).unwrap();
-                    let h = h.trim_end().to_owned();
-                    if h.is_empty() {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
                         break;
                     }
-                    if let Some((k, v)) = h.split_once(':') {
-                        if k.eq_ignore_ascii_case("content-length") {
-                            len = v.trim().parse().unwrap();
+                    let mut parts = line.split_whitespace();
+                    let (method, path) = (
+                        parts.next().unwrap_or("GET").to_owned(),
+                        parts.next().unwrap_or("/").to_owned(),
+                    );
+                    let mut headers = Vec::new();
+                    let mut len = 0usize;
+                    loop {
+                        let mut h = String::new();
+                        reader.read_line(&mut h).unwrap();
+                        let h = h.trim_end().to_owned();
+                        if h.is_empty() {
+                            break;
                         }
-                        headers.push((k.trim().to_owned(), v.trim().to_owned()));
+                        if let Some((k, v)) = h.split_once(':') {
+                            if k.eq_ignore_ascii_case("content-length") {
+                                len = v.trim().parse().unwrap();
+                            }
+                            headers.push((k.trim().to_owned(), v.trim().to_owned()));
+                        }
                     }
+                    let mut body = vec![0u8; len];
+                    std::io::Read::read_exact(&mut reader, &mut body).unwrap();
+                    let n = seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                    use std::io::Write;
+                    if n.is_multiple_of(4) {
+                        count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let msg = b"{\"status\":\"429\",\"detail\":\"slow down\"}";
+                        write!(stream, "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nContent-Length: {}\r\n\r\n", msg.len()).unwrap();
+                        stream.write_all(msg).unwrap();
+                        continue;
+                    }
+                    let hs: Vec<(&str, &str)> = headers
+                        .iter()
+                        .filter(|(k, _)| {
+                            !k.eq_ignore_ascii_case("host")
+                                && !k.eq_ignore_ascii_case("content-length")
+                        })
+                        .map(|(k, v)| (k.as_str(), v.as_str()))
+                        .collect();
+                    let r =
+                        upstream.send(&method, &path, &hs, if len > 0 { Some(body) } else { None });
+                    write!(stream, "HTTP/1.1 {} X\r\nContent-Type: application/scim+json\r\nContent-Length: {}\r\n\r\n", r.status, r.body.len()).unwrap();
+                    stream.write_all(&r.body).unwrap();
                 }
-                let mut body = vec![0u8; len];
-                std::io::Read::read_exact(&mut reader, &mut body).unwrap();
-                n += 1;
-                use std::io::Write;
-                if n.is_multiple_of(4) {
-                    count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let msg = b"{\"status\":\"429\",\"detail\":\"slow down\"}";
-                    write!(stream, "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nContent-Length: {}\r\n\r\n", msg.len()).unwrap();
-                    stream.write_all(msg).unwrap();
-                    continue;
-                }
-                let hs: Vec<(&str, &str)> = headers
-                    .iter()
-                    .filter(|(k, _)| {
-                        !k.eq_ignore_ascii_case("host") && !k.eq_ignore_ascii_case("content-length")
-                    })
-                    .map(|(k, v)| (k.as_str(), v.as_str()))
-                    .collect();
-                let r = upstream.send(&method, &path, &hs, if len > 0 { Some(body) } else { None });
-                write!(stream, "HTTP/1.1 {} X\r\nContent-Type: application/scim+json\r\nContent-Length: {}\r\n\r\n", r.status, r.body.len()).unwrap();
-                stream.write_all(&r.body).unwrap();
-            }
+            });
         }
     });
     (addr, throttled)

@@ -767,6 +767,7 @@ async fn dashboard(
         cert,
         tls_on: state.certs.is_some(),
         phase: migration.phase,
+        migration_error: migration.last_error.clone(),
         target: migration.target,
         unknown: state
             .app
@@ -1135,6 +1136,8 @@ async fn migration_action(
                 cacert,
                 allow_http: false,
                 dry_run: !field(f, "dry_run").is_empty(),
+                omit_unsupported: !field(f, "omit_unsupported").is_empty(),
+                parallel: None,
             };
             Some(start_job(state, JobKind::Push(req)))
         }

@@ -285,6 +285,9 @@ pub struct Dashboard {
     pub tls_on: bool,
     pub phase: Phase,
     pub target: Option<String>,
+    /// The migration's last push or mirror error: shown as an error, whatever the
+    /// phase says.
+    pub migration_error: Option<String>,
     /// Attributes no schema defines that SCIM requests named (`[scim]
     /// unknown_attributes`), with what the server did and a declaration to paste.
     pub unknown: Vec<UnknownRow>,
@@ -466,12 +469,16 @@ pub fn dashboard(c: &Chrome, d: &Dashboard) -> String {
         "<section class=\"stats\">\
          <a class=\"stat\" href=\"/admin/users\"><b>{}</b> users<small>{} active, {} inactive</small></a>\
          <a class=\"stat\" href=\"/admin/groups\"><b>{}</b> groups</a>\
-         <a class=\"stat\" href=\"/admin/migration\"><b>{}</b> migration</a></section>",
+         <a class=\"stat\" href=\"/admin/migration\"><b>{}</b> migration{}</a></section>",
         d.users,
         d.users.saturating_sub(d.inactive_users),
         d.inactive_users,
         d.groups,
-        esc(d.phase.as_str())
+        esc(d.phase.as_str()),
+        d.migration_error
+            .as_deref()
+            .map(|e| format!("<small class=\"bad\" id=\"migration-error\">error: {}</small>", esc(e)))
+            .unwrap_or_default()
     );
     o.push_str("<section><h2>Recent SCIM requests</h2>");
     if d.requests.is_empty() {
@@ -895,6 +902,44 @@ fn pretty(v: &impl Serialize) -> String {
     serde_json::to_string_pretty(v).unwrap_or_default()
 }
 
+/// What the target announced and which rule decided each match (typed values from
+/// the migration status).
+fn target_facts(st: &crate::migrate::report::MigrationStatus) -> String {
+    let mut o = String::new();
+    if let Some(caps) = &st.capabilities {
+        o.push_str("<details id=\"capabilities\"><summary>Target capabilities</summary><ul>");
+        for l in caps.lines() {
+            let _ = write!(o, "<li>{}</li>", esc(&l));
+        }
+        o.push_str("</ul></details>");
+    }
+    if !st.rules.is_empty() {
+        o.push_str("<details id=\"match-rules\" open><summary>Matching (last push)</summary><ul>");
+        for (rule, n) in &st.rules {
+            let _ = write!(o, "<li>{}: {n}</li>", esc(rule.as_str()));
+        }
+        o.push_str("</ul></details>");
+    }
+    let lost: Vec<&String> = st
+        .state
+        .omitted
+        .iter()
+        .chain(st.state.not_kept.iter())
+        .collect();
+    if !lost.is_empty() {
+        o.push_str("<p class=\"note\">Not kept by the target: ");
+        o.push_str(
+            &lost
+                .iter()
+                .map(|a| format!("<code>{}</code>", esc(a)))
+                .collect::<Vec<_>>()
+                .join(", "),
+        );
+        o.push_str("</p>");
+    }
+    o
+}
+
 pub fn migration(c: &Chrome, v: &MigrationView) -> String {
     let st = &v.status;
     let phase = st.phase;
@@ -968,11 +1013,15 @@ pub fn migration(c: &Chrome, v: &MigrationView) -> String {
     if let Some(e) = state.last_error.as_deref() {
         let _ = write!(
             o,
-            "<tr><th>Last error</th><td class=\"bad\">{}</td></tr>",
+            "<tr><th>Last error</th><td class=\"bad\" id=\"migration-error\">{}</td></tr>",
             esc(e)
         );
     }
+    if state.push_incomplete {
+        o.push_str("<tr><th>Push</th><td class=\"bad\">incomplete: start the push again to finish it</td></tr>");
+    }
     o.push_str("</tbody></table>");
+    o.push_str(&target_facts(st));
     if let Some(j) = &v.job {
         let _ = write!(
             o,
@@ -1018,6 +1067,7 @@ pub fn migration(c: &Chrome, v: &MigrationView) -> String {
              <label for=\"token\">Target bearer token</label><input id=\"token\" name=\"token\" type=\"password\" required autocomplete=\"off\">\
              <label for=\"cacert\">CA certificate (PEM, optional)</label><textarea id=\"cacert\" name=\"cacert\" rows=\"3\" placeholder=\"-----BEGIN CERTIFICATE-----\"></textarea>\
              <label class=\"inline\"><input type=\"checkbox\" name=\"dry_run\" value=\"1\"> Dry run: show the plan, send no writes</label>\
+             <label class=\"inline\"><input type=\"checkbox\" name=\"omit_unsupported\" value=\"1\"> Push without the attributes the target cannot hold</label>\
              <button type=\"submit\">Start push</button></form>\
              <p class=\"note\">The push runs in the background and resumes where it stopped if started again; afterwards every change is mirrored to the target until cut-over.</p>",
             csrf_field(c.csrf),

@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod export;
 pub mod prereq;
+pub mod quirky;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -1,0 +1,776 @@
+//! Issue 15: the migration against the quirks of hosted SCIM targets. Each test
+//! seeds a bridge with `scimbridge import` (2,100 users, 33 groups: "All staff" with
+//! 2,000 members, Inner nested in Outer, 174 manager links), starts the quirky target
+//! (`support::quirky`) with one switch on, pushes, compares the target's true state
+//! with the source (users, attributes, manager links mapped to the target's ids,
+//! groups, nested and large memberships, no duplicates), runs verify, mirrors writes
+//! made after the push, and pushes again.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::support::export::ExportFile;
+use crate::support::quirky::{Quirks, Quirky, ENTERPRISE};
+use crate::support::*;
+use serde_json::{json, Value};
+
+const USERS: usize = 2100;
+const BIG: usize = 2000;
+const PATCH_OP: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
+
+/// The id `ExportFile` gives the i-th user / group.
+fn uid(i: usize) -> String {
+    format!("00000000-0000-7000-8000-{i:012x}")
+}
+fn gid(i: usize) -> String {
+    format!("00000000-0000-7000-9000-{i:012x}")
+}
+
+/// Writes an export file of the test directory.
+fn write_export(path: &Path) {
+    let mut f = ExportFile::default();
+    let mut manager_links = 0;
+    for i in 0..USERS {
+        let mut ent = json!({"department": format!("dept{}", i % 7)});
+        if i >= 12 && i % 12 == 0 {
+            ent["manager"] = json!({"value": uid(i / 12)});
+            manager_links += 1;
+        }
+        let id = f.user(json!({
+            "userName": format!("user{i}@example.com"), "externalId": format!("ext-u{i}"),
+            "name": {"givenName": format!("Given{i}"), "familyName": "Family"},
+            "displayName": format!("User {i}"), "active": true, "title": "Engineer",
+            "emails": [{"value": format!("user{i}@example.com"), "type": "work", "primary": true}],
+            ENTERPRISE: ent}));
+        assert_eq!(id, uid(i));
+    }
+    assert_eq!(manager_links, 174);
+    let mut group = |name: &str, i: usize| {
+        let id = f.group(json!({"displayName": name, "externalId": format!("ext-g{i}")}));
+        assert_eq!(id, gid(i));
+    };
+    group("All staff", 0);
+    for t in 0..30 {
+        group(&format!("Team {t}"), t + 1);
+    }
+    group("Inner", 31);
+    group("Outer", 32);
+    for u in 0..BIG {
+        f.member(&gid(0), &uid(u), "User");
+    }
+    for t in 0..30 {
+        for u in 20 * t..20 * t + 20 {
+            f.member(&gid(t + 1), &uid(u), "User");
+        }
+    }
+    for u in 2000..2010 {
+        f.member(&gid(31), &uid(u), "User");
+    }
+    for u in 2010..2020 {
+        f.member(&gid(32), &uid(u), "User");
+    }
+    f.member(&gid(32), &gid(31), "Group");
+    f.write(path);
+}
+
+/// A bridge seeded by `scimbridge import`, with the migration policy allowing the
+/// test's domain, and a file holding the target's token.
+struct Source {
+    server: Server,
+    _cfg: tempfile::TempDir,
+    token_file: PathBuf,
+}
+
+fn source(target: &Quirky) -> Source {
+    let cfg = tempfile::tempdir().unwrap();
+    let cfg_file = cfg.path().join("source.toml");
+    std::fs::write(
+        &cfg_file,
+        "[migration]\nallowed_domains = [\"example.com\"]\n",
+    )
+    .unwrap();
+    let export = cfg.path().join("seed.jsonl");
+    write_export(&export);
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, out, err) = cli(dir.path(), &["import", export.to_str().unwrap()]);
+    assert!(ok, "{out}{err}");
+    let server = Server::start_in_with(dir, "idp", &["--config", cfg_file.to_str().unwrap()]);
+    let token_file = cfg.path().join("target.token");
+    std::fs::write(&token_file, &target.token).unwrap();
+    Source {
+        server,
+        _cfg: cfg,
+        token_file,
+    }
+}
+
+impl Source {
+    fn push(&self, target: &Quirky, extra: &[&str]) -> (bool, String, String) {
+        let mut args = vec![
+            "migrate",
+            "push",
+            "--to",
+            &target.base,
+            "--token-file",
+            self.token_file.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        cli(&self.server.data_dir(), &args)
+    }
+    fn status(&self) -> Value {
+        let (ok, out, err) = cli(&self.server.data_dir(), &["migrate", "status", "--json"]);
+        assert!(ok, "{err}");
+        serde_json::from_str(&out).unwrap()
+    }
+    /// The directory as `scimbridge export` writes it (one consistent snapshot, much
+    /// faster than listing through SCIM): users and groups shaped as SCIM resources,
+    /// groups with their members.
+    fn directory(&self) -> (Vec<Value>, Vec<Value>) {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("x.jsonl");
+        let (ok, _, err) = cli(
+            &self.server.data_dir(),
+            &["export", "--out", file.to_str().unwrap()],
+        );
+        assert!(ok, "{err}");
+        let (mut users, mut groups) = (Vec::new(), BTreeMap::new());
+        for line in std::fs::read_to_string(&file).unwrap().lines() {
+            let v: Value = serde_json::from_str(line).unwrap();
+            match v["type"].as_str().unwrap() {
+                "User" | "Group" => {
+                    let mut r = v["attributes"].clone();
+                    r["id"] = v["id"].clone();
+                    if v["type"] == "User" {
+                        users.push(r);
+                    } else {
+                        r["members"] = json!([]);
+                        groups.insert(v["id"].as_str().unwrap().to_owned(), r);
+                    }
+                }
+                "membership" => {
+                    let g = groups.get_mut(v["group"].as_str().unwrap()).unwrap();
+                    g["members"]
+                        .as_array_mut()
+                        .unwrap()
+                        .push(json!({"value": v["member"]}));
+                }
+                _ => {}
+            }
+        }
+        (users, groups.into_values().collect())
+    }
+
+    fn wait_for_mirror(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let v = self.status();
+            if v["lag"]["events"] == 0 {
+                assert!(v["state"]["lastError"].is_null(), "mirror error: {v}");
+                return;
+            }
+            assert!(Instant::now() < deadline, "mirror did not catch up: {v}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// What a test expects the target not to have kept.
+#[derive(Default, Clone, Copy)]
+struct Expect {
+    no_enterprise: bool,
+    no_external_id: bool,
+}
+
+/// Compares the target's true state with the source: every user once (by our
+/// case-insensitive rule), its attributes, its manager mapped to the target's id of
+/// the same person; every group once, its members by name (nested and large).
+/// Accounts only the target has (`only`) are allowed and must be untouched.
+fn assert_target_matches(src: &Source, t: &Quirky, only: &[&str], expect: Expect) {
+    let (users, groups) = src.directory();
+    let tusers = t.users();
+    let tgroups = t.groups();
+    // No duplicates, nobody missing.
+    let mut by_name: BTreeMap<String, Vec<&Value>> = BTreeMap::new();
+    for u in &tusers {
+        by_name
+            .entry(u["userName"].as_str().unwrap().to_lowercase())
+            .or_default()
+            .push(u);
+    }
+    for (n, v) in &by_name {
+        assert_eq!(v.len(), 1, "duplicates on the target for {n}");
+    }
+    assert_eq!(
+        tusers.len(),
+        users.len() + only.len(),
+        "users on the target"
+    );
+    for o in only {
+        assert!(
+            by_name.contains_key(*o),
+            "target-only account {o} was removed"
+        );
+    }
+    let src_name: HashMap<&str, String> = users
+        .iter()
+        .map(|u| {
+            (
+                u["id"].as_str().unwrap(),
+                u["userName"].as_str().unwrap().to_lowercase(),
+            )
+        })
+        .collect();
+    let tid_of = |name: &str| by_name[name][0]["id"].as_str().unwrap().to_owned();
+    let mut links = 0;
+    for u in &users {
+        let name = u["userName"].as_str().unwrap().to_lowercase();
+        let got = by_name
+            .get(&name)
+            .unwrap_or_else(|| panic!("{name} missing on the target"))[0];
+        for k in ["name", "displayName", "active", "emails", "title"] {
+            assert_eq!(got.get(k), u.get(k), "{name}: {k}");
+        }
+        if !expect.no_external_id {
+            assert_eq!(got["externalId"], u["externalId"], "{name}: externalId");
+        } else {
+            assert!(got.get("externalId").is_none());
+        }
+        if expect.no_enterprise {
+            assert!(got.get(ENTERPRISE).is_none(), "{name}");
+            continue;
+        }
+        assert_eq!(
+            got[ENTERPRISE]["department"], u[ENTERPRISE]["department"],
+            "{name}: department"
+        );
+        match u[ENTERPRISE]["manager"]["value"].as_str() {
+            Some(m) => {
+                let want = tid_of(&src_name[m]);
+                assert_eq!(
+                    got[ENTERPRISE]["manager"]["value"].as_str(),
+                    Some(want.as_str()),
+                    "{name}: manager link"
+                );
+                links += 1;
+            }
+            None => assert!(
+                got[ENTERPRISE].get("manager").is_none(),
+                "{name}: no manager"
+            ),
+        }
+    }
+    if !expect.no_enterprise {
+        assert!(links >= 170, "manager links compared: {links}");
+    }
+    // Groups by displayName, members by name.
+    let tname: HashMap<String, String> = tusers
+        .iter()
+        .map(|u| {
+            (
+                u["id"].as_str().unwrap().to_owned(),
+                u["userName"].as_str().unwrap().to_lowercase(),
+            )
+        })
+        .chain(tgroups.iter().map(|g| {
+            (
+                g["id"].as_str().unwrap().to_owned(),
+                format!("group:{}", g["displayName"].as_str().unwrap()),
+            )
+        }))
+        .collect();
+    let sname: HashMap<String, String> = src_name
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .chain(groups.iter().map(|g| {
+            (
+                g["id"].as_str().unwrap().to_owned(),
+                format!("group:{}", g["displayName"].as_str().unwrap()),
+            )
+        }))
+        .collect();
+    assert_eq!(tgroups.len(), groups.len(), "groups on the target");
+    let members = |g: &Value, names: &HashMap<String, String>| -> BTreeSet<String> {
+        g["members"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|m| {
+                let v = m["value"].as_str().unwrap();
+                names
+                    .get(v)
+                    .cloned()
+                    .unwrap_or_else(|| format!("dangling:{v}"))
+            })
+            .filter(|n| !only.contains(&n.as_str()))
+            .collect()
+    };
+    for g in &groups {
+        let dn = g["displayName"].as_str().unwrap();
+        let found: Vec<&Value> = tgroups.iter().filter(|x| x["displayName"] == dn).collect();
+        assert_eq!(found.len(), 1, "group {dn} on the target");
+        if !expect.no_external_id {
+            assert_eq!(found[0]["externalId"], g["externalId"], "group {dn}");
+        }
+        let want = members(g, &sname);
+        let got = members(found[0], &tname);
+        assert_eq!(got.len(), want.len(), "members of {dn}");
+        assert_eq!(got, want, "members of {dn}");
+    }
+}
+
+/// The identity provider keeps writing after the push: a new user with a manager,
+/// one-member changes to a small and to the large group, a manager change, a rename,
+/// a deletion. Returns the new user's name.
+fn write_after_push(c: &Client) -> &'static str {
+    // The ids the export file gave them (`import` keeps ids).
+    let ids: HashMap<String, String> = [0, 1, 5, 24, 2099]
+        .into_iter()
+        .map(|i| (format!("user{i}@example.com"), uid(i)))
+        .chain([
+            ("group:All staff".to_owned(), gid(0)),
+            ("group:Team 1".to_owned(), gid(2)),
+            ("group:Team 2".to_owned(), gid(3)),
+        ])
+        .collect();
+    let late = c.post(
+        "/Users",
+        &json!({"userName": "late@example.com", "externalId": "ext-late",
+        "displayName": "Late", "active": true, "title": "Engineer",
+        "name": {"givenName": "Late", "familyName": "Family"},
+        "emails": [{"value": "late@example.com", "type": "work", "primary": true}],
+        ENTERPRISE: {"department": "dept1", "manager": {"value": ids["user0@example.com"]}}}),
+    );
+    assert_eq!(late.status, 201, "{}", String::from_utf8_lossy(&late.body));
+    let late_id = late.json()["id"].as_str().unwrap().to_owned();
+    let patch = |path: String, ops: Value| {
+        let r = c.patch(&path, &json!({"schemas": [PATCH_OP], "Operations": ops}));
+        assert!(
+            r.status == 200 || r.status == 204,
+            "{}",
+            String::from_utf8_lossy(&r.body)
+        );
+    };
+    patch(
+        format!("/Groups/{}", ids["group:Team 1"]),
+        json!([{"op": "add", "path": "members", "value": [{"value": late_id}]}]),
+    );
+    patch(
+        format!("/Groups/{}", ids["group:All staff"]),
+        json!([{"op": "remove", "path": format!("members[value eq \"{}\"]", ids["user5@example.com"])}]),
+    );
+    patch(
+        format!("/Groups/{}", ids["group:Team 2"]),
+        json!([{"op": "replace", "value": {"displayName": "Team 2 renamed"}}]),
+    );
+    patch(
+        format!("/Users/{}", ids["user24@example.com"]),
+        json!([{"op": "replace", "path": format!("{ENTERPRISE}:manager"), "value": {"value": ids["user1@example.com"]}}]),
+    );
+    assert_eq!(
+        c.delete(&format!("/Users/{}", ids["user2099@example.com"]))
+            .status,
+        204
+    );
+    "late@example.com"
+}
+
+/// The common course of every quirk: push, compare, verify, mirror later writes,
+/// compare, push again (which changes nothing), compare.
+fn full_course(t: &Quirky, src: &Source, push_args: &[&str], only: &[&str], expect: Expect) {
+    let (ok, out, err) = src.push(t, push_args);
+    assert!(ok, "push failed:\n{out}\n{err}");
+    assert!(
+        out.contains("verified: the target matches the directory"),
+        "{out}"
+    );
+    let c = src.server.client();
+    assert_target_matches(src, t, only, expect);
+    let (ok, out, err) = cli(&src.server.data_dir(), &["migrate", "verify"]);
+    assert!(ok, "verify:\n{out}\n{err}");
+    for o in only {
+        assert!(out.contains(o), "verify names {o}: {out}");
+    }
+    write_after_push(&c);
+    src.wait_for_mirror();
+    assert_target_matches(src, t, only, expect);
+    let posts = t.count("POST", 201);
+    let (ok, out, err) = src.push(t, push_args);
+    assert!(ok, "second push:\n{out}\n{err}");
+    assert_eq!(
+        t.count("POST", 201),
+        posts,
+        "the second push created something"
+    );
+    assert_target_matches(src, t, only, expect);
+}
+
+#[test]
+fn quirk_none_compliant_target_costs_few_requests() {
+    let t = Quirky::start(Quirks::default());
+    let src = source(&t);
+    let (ok, out, err) = src.push(&t, &[]);
+    assert!(ok, "{out}{err}");
+    // One POST per resource, one PATCH per 1,000 members, one PUT per manager link
+    // set after its manager existed, pages to verify: far from two lookups per user.
+    let requests = t.requests();
+    assert!(
+        requests < (USERS as u64 + 33) * 13 / 10,
+        "{requests} requests"
+    );
+    assert!(t.count("GET", 200) < 200, "GETs: {}", t.count("GET", 200));
+    full_course(&t, &src, &[], &[], Expect::default());
+    // The status names the capabilities found and the rules that matched.
+    let (ok, out, _) = cli(&src.server.data_dir(), &["migrate", "status"]);
+    assert!(ok);
+    assert!(
+        out.contains("bulk: no") && out.contains("cursor paging: no"),
+        "{out}"
+    );
+    assert!(out.contains("already pushed (journal)"), "{out}");
+    // /metrics carries the phase (4: verified) and the mirror lag.
+    let m = src.server.client().send("GET", "/metrics", &[], None);
+    let text = String::from_utf8_lossy(&m.body);
+    assert!(text.contains("\nscimbridge_migration_phase 4\n"), "{text}");
+    assert!(
+        text.contains("\nscimbridge_migration_mirror_lag_events 0\n"),
+        "{text}"
+    );
+    assert!(text.contains("\nscimbridge_migration_error 0\n"), "{text}");
+}
+
+#[test]
+fn quirk_1_refused_external_id_filter_is_skipped() {
+    let t = Quirky::start(Quirks {
+        refuse_external_id_filter: true,
+        ..Quirks::default()
+    });
+    let src = source(&t);
+    full_course(&t, &src, &[], &[], Expect::default());
+    // The mirror looked a new user up: the refused matcher was skipped, userName
+    // matched an account the target already had.
+    t.seed_user(json!({"userName": "later@example.com", "displayName": "Later"}));
+    let c = src.server.client();
+    assert_eq!(
+        c.post(
+            "/Users",
+            &json!({"userName": "later@example.com", "displayName": "Later",
+            "emails": [{"value": "later@example.com", "primary": true}]})
+        )
+        .status,
+        201
+    );
+    src.wait_for_mirror();
+    let n = t
+        .users()
+        .iter()
+        .filter(|u| u["userName"] == "later@example.com")
+        .count();
+    assert_eq!(n, 1, "matched, not duplicated");
+    assert!(t.count("GET", 400) >= 1, "the refused filter was tried");
+}
+
+#[test]
+fn quirk_2_3_existing_accounts_manager_links_resume_and_abort() {
+    let t = Quirky::start(Quirks::default());
+    // The hosted side already knows 100 of the team (ids of its own, no manager) and
+    // has three accounts the identity provider never provisioned.
+    for i in (0..2000).step_by(20) {
+        t.seed_user(
+            json!({"userName": format!("user{i}@example.com"), "displayName": format!("User {i}")}),
+        );
+    }
+    for o in [
+        "owner@example.com",
+        "billing@example.com",
+        "break-glass@example.com",
+    ] {
+        t.seed_user(json!({"userName": o, "displayName": o}));
+    }
+    let only = [
+        "owner@example.com",
+        "billing@example.com",
+        "break-glass@example.com",
+    ];
+    let src = source(&t);
+    // Interrupted: the target refuses creates after the matched users were updated.
+    t.set(|q| q.refuse_creates = true);
+    let (ok, out, err) = src.push(&t, &[]);
+    assert!(!ok, "{out}");
+    assert!(err.contains("creates are refused"), "{err}");
+    assert!(
+        !err.contains("resume"),
+        "a refusal is not a passing failure: {err}"
+    );
+    let st = src.status();
+    assert_eq!(st["phase"], "mirroring", "not stuck at pushing: {st}");
+    assert_eq!(st["state"]["pushIncomplete"], true);
+    // The error is shown as an error (issue 14), in the status and in /metrics.
+    let (_, text, _) = cli(&src.server.data_dir(), &["migrate", "status"]);
+    assert!(
+        text.contains("last error:") && text.contains("incomplete"),
+        "{text}"
+    );
+    let m = src.server.client().send("GET", "/metrics", &[], None);
+    let metrics = String::from_utf8_lossy(&m.body);
+    assert!(
+        metrics.contains("\nscimbridge_migration_error 1\n"),
+        "{metrics}"
+    );
+    t.set(|q| q.refuse_creates = false);
+    // Resumed: every manager link is mapped, including those of accounts that existed.
+    let (ok, out, err) = src.push(&t, &[]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("3 accounts only on the target"), "{out}");
+    assert!(out.contains("matched by userName"), "{out}");
+    assert_target_matches(&src, &t, &only, Expect::default());
+    // Abort, then a new push: links that were right stay right.
+    let (ok, _, err) = cli(&src.server.data_dir(), &["migrate", "abort"]);
+    assert!(ok, "{err}");
+    full_course(&t, &src, &[], &only, Expect::default());
+}
+
+#[test]
+fn quirk_4_case_sensitive_lookup_409_means_match() {
+    let t = Quirky::start(Quirks {
+        filter_case_sensitive: true,
+        ..Quirks::default()
+    });
+    t.seed_user(json!({"userName": "User50@EXAMPLE.COM", "displayName": "User 50"}));
+    let src = source(&t);
+    full_course(&t, &src, &[], &[], Expect::default());
+    // The mirror creates a user the target knows under another case: its filter
+    // misses, the create answers 409 uniqueness, and the push finds and matches.
+    t.seed_user(json!({"userName": "NEWCOMER@example.com", "displayName": "x"}));
+    let c = src.server.client();
+    assert_eq!(
+        c.post(
+            "/Users",
+            &json!({"userName": "newcomer@example.com", "displayName": "Newcomer",
+            "emails": [{"value": "newcomer@example.com", "primary": true}]})
+        )
+        .status,
+        201
+    );
+    src.wait_for_mirror();
+    assert!(t.count("POST", 409) >= 1);
+    let same: Vec<Value> = t
+        .users()
+        .into_iter()
+        .filter(|u| u["userName"].as_str().unwrap().to_lowercase() == "newcomer@example.com")
+        .collect();
+    assert_eq!(same.len(), 1, "{same:?}");
+    assert_eq!(same[0]["displayName"], "Newcomer");
+}
+
+#[test]
+fn quirk_4_case_sensitive_target_gets_no_duplicates_and_verify_names_them() {
+    let t = Quirky::start(Quirks {
+        filter_case_sensitive: true,
+        unique_case_sensitive: true,
+        ..Quirks::default()
+    });
+    t.seed_user(json!({"userName": "User51@EXAMPLE.COM", "displayName": "User 51"}));
+    let src = source(&t);
+    full_course(&t, &src, &[], &[], Expect::default());
+    // A duplicate made on the target is named by userName.
+    let dup = t.seed_user(json!({"userName": "USER7@example.com", "displayName": "dup"}));
+    let (ok, out, _) = cli(&src.server.data_dir(), &["migrate", "verify"]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("User user7@example.com: 2 copies on the target")
+            || out.contains("User USER7@example.com: 2 copies on the target"),
+        "{out}"
+    );
+    t.state.lock().unwrap().remove_user(&dup);
+    let (ok, out, _) = cli(&src.server.data_dir(), &["migrate", "verify"]);
+    assert!(ok, "{out}");
+}
+
+#[test]
+fn quirk_5_strict_schemas_are_listed_before_any_write() {
+    let t = Quirky::start(Quirks {
+        strict_schemas: true,
+        ..Quirks::default()
+    });
+    let src = source(&t);
+    let dir = src.server.data_dir();
+    let tf = src.token_file.to_str().unwrap().to_owned();
+    let (ok, out, _) = cli(
+        &dir,
+        &["migrate", "check", "--to", &t.base, "--token-file", &tf],
+    );
+    assert!(!ok, "{out}");
+    assert!(out.contains(&format!("{ENTERPRISE}:department")), "{out}");
+    assert!(out.contains(&format!("{ENTERPRISE}:manager")), "{out}");
+    let (ok, out, _) = src.push(&t, &["--dry-run"]);
+    assert!(!ok, "a plan that cannot be pushed is not clean: {out}");
+    assert!(out.contains(&format!("{ENTERPRISE}:department")), "{out}");
+    assert!(out.contains("created (2133)"), "{out}");
+    let (ok, out, err) = src.push(&t, &[]);
+    assert!(!ok, "{out}");
+    assert!(
+        err.contains("--omit-unsupported") && err.contains(&format!("{ENTERPRISE}:department")),
+        "{err}"
+    );
+    assert_eq!(t.users().len(), 0, "nothing was written");
+    assert_eq!(src.status()["phase"], "checked", "back where it was");
+    full_course(
+        &t,
+        &src,
+        &["--omit-unsupported"],
+        &[],
+        Expect {
+            no_enterprise: true,
+            ..Expect::default()
+        },
+    );
+    let (ok, out, _) = cli(&dir, &["migrate", "verify"]);
+    assert!(ok);
+    assert_eq!(
+        out.matches(&format!("{ENTERPRISE}:department")).count(),
+        1,
+        "reported once: {out}"
+    );
+}
+
+#[test]
+fn quirk_5_an_attribute_dropped_by_the_target_is_reported_once() {
+    let t = Quirky::start(Quirks {
+        drops_external_id: true,
+        ..Quirks::default()
+    });
+    let src = source(&t);
+    let expect = Expect {
+        no_external_id: true,
+        ..Expect::default()
+    };
+    full_course(&t, &src, &[], &[], expect);
+    let (ok, out, _) = cli(&src.server.data_dir(), &["migrate", "verify"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("attributes the target does not keep"), "{out}");
+    assert_eq!(out.matches("  externalId").count(), 1, "{out}");
+}
+
+#[test]
+fn quirk_6_membership_only_by_patch_one_member_mirrored_as_one() {
+    let t = Quirky::start(Quirks {
+        no_group_put: true,
+        ..Quirks::default()
+    });
+    let src = source(&t);
+    full_course(&t, &src, &[], &[], Expect::default());
+    assert_eq!(t.count("PUT", 405), 0, "no whole-group PUT was tried");
+    // The mirrored one-member changes were one-member PATCHes.
+    let patches = t.state.lock().unwrap().group_patches.clone();
+    let one_member = patches
+        .iter()
+        .filter(|p| {
+            let ops = p["Operations"].as_array().unwrap();
+            ops.len() == 1
+                && (ops[0]["value"].as_array().is_some_and(|v| v.len() == 1)
+                    || ops[0]["op"] == "remove")
+        })
+        .count();
+    assert!(one_member >= 2, "{patches:?}");
+    // The large group went in batches of at most 1,000.
+    assert!(patches.iter().all(|p| p["Operations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|o| o["value"].as_array().is_none_or(|v| v.len() <= 1000))));
+}
+
+#[test]
+fn quirk_6_membership_only_by_put() {
+    let t = Quirky::start(Quirks {
+        no_group_patch: true,
+        ..Quirks::default()
+    });
+    let src = source(&t);
+    full_course(&t, &src, &[], &[], Expect::default());
+    let (_, out, _) = cli(&src.server.data_dir(), &["migrate", "status"]);
+    assert!(out.contains("group members sent by: PUT"), "{out}");
+}
+
+#[test]
+fn quirk_7_body_limit_found_by_413_is_split() {
+    let t = Quirky::start(Quirks {
+        max_body: Some(32 * 1024),
+        bulk: true,
+        ..Quirks::default()
+    });
+    let src = source(&t);
+    full_course(&t, &src, &[], &[], Expect::default());
+    assert!(t.count("PATCH", 413) + t.count("POST", 413) > 0);
+}
+
+#[test]
+fn quirk_7_announced_body_limit_is_respected() {
+    let t = Quirky::start(Quirks {
+        max_body: Some(32 * 1024),
+        announced_payload: Some(32 * 1024),
+        bulk: true,
+        ..Quirks::default()
+    });
+    let src = source(&t);
+    full_course(&t, &src, &[], &[], Expect::default());
+    let refused: u64 = ["POST", "PATCH", "PUT"]
+        .iter()
+        .map(|m| t.count(m, 413))
+        .sum();
+    assert_eq!(refused, 0, "every request fit the announced limit");
+}
+
+#[test]
+fn quirk_8_503_after_processing_creates_no_duplicates() {
+    for bulk in [true, false] {
+        let t = Quirky::start(Quirks {
+            fail_after_processing: if bulk { 3 } else { 97 },
+            bulk,
+            ..Quirks::default()
+        });
+        let src = source(&t);
+        full_course(&t, &src, &[], &[], Expect::default());
+        assert!(t.count("POST", 503) > 0, "bulk {bulk}");
+    }
+}
+
+#[test]
+fn quirk_9_throttled_capped_pages_and_cursor() {
+    let t = Quirky::start(Quirks {
+        throttle_every: 25,
+        page_cap: 50,
+        cursor: true,
+        bulk: true,
+        ..Quirks::default()
+    });
+    t.seed_user(json!({"userName": "owner@example.com"}));
+    let src = source(&t);
+    let (ok, out, err) = src.push(&t, &["--parallel", "4"]);
+    assert!(ok, "{out}{err}");
+    assert!(!out.contains(" 0 throttled"), "{out}");
+    assert!(err.contains("429"), "the retry reason is shown: {err}");
+    full_course(&t, &src, &[], &["owner@example.com"], Expect::default());
+}
+
+#[test]
+fn quirk_10_differences_fail_the_push_and_are_named() {
+    let t = Quirky::start(Quirks {
+        mangle_display_name: true,
+        ..Quirks::default()
+    });
+    let src = source(&t);
+    let (ok, out, _) = src.push(&t, &[]);
+    assert!(
+        !ok,
+        "differences found by the closing verification fail the push"
+    );
+    assert!(
+        out.contains("User user0@example.com: displayName: local \"User 0\", target \"USER 0\""),
+        "{out}"
+    );
+    assert_eq!(src.status()["phase"], "mirroring");
+    let (ok, _, _) = cli(&src.server.data_dir(), &["migrate", "verify"]);
+    assert!(!ok);
+}
