@@ -724,3 +724,31 @@ fn migration_from_the_page_push_verify_cut_over() {
     assert!(dashboard.contains("can be decommissioned") && dashboard.contains(&target));
     assert_eq!(c.post("/Users", &user_body("late@example.com")).status, 410);
 }
+
+#[test]
+fn path_segments_are_percent_decoded_and_malformed_forms_change_nothing() {
+    let (s, cookie) = signed_in_server(&[]);
+    let c = s.client();
+    // A path segment is percent-encoded: `%2F` is a slash inside the id, `+` is a plus
+    // (form encoding's space would be wrong here).
+    let r = get_page(&c, "/admin/users/a%2Fb%20c+d", &cookie);
+    assert_eq!(r.status, 404);
+    assert!(text(&r).contains("the id a/b c+d."), "{}", text(&r));
+
+    // A form whose fields do not fit its shape (a repeated field) is refused whole.
+    let page = text(&get_page(&c, "/admin/tokens", &cookie));
+    let r = post_form(
+        &c,
+        "/admin/tokens",
+        Some(&cookie),
+        &[
+            ("csrf", &csrf(&page)),
+            ("name", "first"),
+            ("name", "second"),
+        ],
+    );
+    assert_eq!(r.status, 400, "{}", text(&r));
+    assert!(text(&r).contains("nothing was changed"));
+    let page = text(&get_page(&c, "/admin/tokens", &cookie));
+    assert!(!page.contains("data-token=\"first\"") && !page.contains("data-token=\"second\""));
+}

@@ -11,7 +11,6 @@ pub mod activity;
 pub mod pages;
 pub mod session;
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -20,6 +19,8 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::header::{HeaderName, HeaderValue, CONTENT_TYPE, LOCATION};
 use hyper::{Method, Request, Response, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::{AppState, Body, Listener, RequestBody};
@@ -37,7 +38,8 @@ use crate::scim::resource::Projection;
 use crate::scim::schema::ResourceType;
 use crate::secret::Secret;
 use crate::store::{Scope, SetupRefusal, StoreError};
-use pages::{Chrome, JobOutcome};
+use pages::{Chrome, JobOutcome, ListQuery, MessageView};
+use session::SignedIn;
 
 const COOKIE: &str = "scimbridge_admin";
 const STYLE_CSS: &str = include_str!("../../admin/static/style.css");
@@ -204,7 +206,11 @@ fn unavailable(e: StoreError) -> Response<Body> {
 fn refuse(status: StatusCode, title: &str, text: &str) -> Response<Body> {
     html(
         status,
-        pages::message(title, text, Some(("/admin", "Back to the admin page"))),
+        pages::message(&MessageView {
+            title,
+            text,
+            link: Some(("/admin", "Back to the admin page")),
+        }),
     )
 }
 
@@ -252,28 +258,110 @@ fn cookie(req: &Request<RequestBody>) -> Option<String> {
         .map(|(_, v)| v.to_owned())
 }
 
-fn query(req: &Request<RequestBody>) -> HashMap<String, String> {
-    let mut out = HashMap::new();
-    if let Some(q) = req.uri().query() {
-        for (k, v) in form_urlencoded::parse(q.as_bytes()) {
-            out.entry(k.into_owned()).or_insert_with(|| v.into_owned());
-        }
-    }
-    out
+/// The query string as `Q`; a query that does not fit (a repeated or malformed
+/// parameter) counts as empty, as a page must still render.
+fn query<Q: DeserializeOwned + Default>(req: &Request<RequestBody>) -> Q {
+    serde_urlencoded::from_str(req.uri().query().unwrap_or("")).unwrap_or_default()
 }
 
-/// A form body; `None` when it is too large or unreadable.
-async fn form(req: Request<RequestBody>) -> Option<HashMap<String, String>> {
-    let bytes = Limited::new(req.into_body(), MAX_FORM_BYTES)
-        .collect()
-        .await
-        .ok()?
-        .to_bytes();
-    let mut out = HashMap::new();
-    for (k, v) in form_urlencoded::parse(&bytes) {
-        out.entry(k.into_owned()).or_insert_with(|| v.into_owned());
+/// A form body (`application/x-www-form-urlencoded`); `None` when it is too large or
+/// unreadable.
+async fn form_body(req: Request<RequestBody>) -> Option<Bytes> {
+    Some(
+        Limited::new(req.into_body(), MAX_FORM_BYTES)
+            .collect()
+            .await
+            .ok()?
+            .to_bytes(),
+    )
+}
+
+/// The form's fields as `F` (missing fields take their defaults), or the page that
+/// says the form was refused.
+fn parse_form<F: DeserializeOwned>(body: &[u8]) -> Result<F, Refused> {
+    serde_urlencoded::from_bytes(body).map_err(|e| Refused {
+        status: StatusCode::BAD_REQUEST,
+        text: format!("The form could not be read ({e}); nothing was changed."),
+    })
+}
+
+/// A form refused before it ran; shown as the "Refused" page.
+struct Refused {
+    status: StatusCode,
+    text: String,
+}
+
+impl From<Refused> for Response<Body> {
+    fn from(r: Refused) -> Self {
+        refuse(r.status, "Refused", &r.text)
     }
-    Some(out)
+}
+
+// ---- forms and queries ---------------------------------------------------------------
+
+/// The field every signed-in form carries.
+#[derive(Deserialize)]
+struct CsrfField {
+    #[serde(default)]
+    csrf: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct LoginForm {
+    password: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct SetupForm {
+    code: String,
+    password: String,
+    confirm: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct SetupQuery {
+    code: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct LoginQuery {
+    setup: Option<String>,
+    signed_out: Option<String>,
+}
+
+/// The token form: a name, a scope and an optional expiry in days (empty: never).
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct IssueForm {
+    name: String,
+    scope: String,
+    expires_days: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RevokeForm {
+    id: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct PushForm {
+    target: String,
+    token: String,
+    cacert: String,
+    /// Present (any value) when the dry-run box is ticked.
+    dry_run: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct CutoverForm {
+    confirm: String,
 }
 
 /// True when the browser says the request comes from another site. SameSite=Strict
@@ -298,8 +386,14 @@ fn client_ip(req: &Request<RequestBody>) -> IpAddr {
     super::client_of(req)
 }
 
-fn field<'a>(f: &'a HashMap<String, String>, name: &str) -> &'a str {
-    f.get(name).map_or("", String::as_str)
+/// The parts of a signed-in page that come from the session.
+fn chrome<'a>(me: &'a SignedIn, title: &'a str, active: &'a str) -> Chrome<'a> {
+    Chrome {
+        title,
+        active,
+        csrf: me.csrf(),
+        flash: me.flash(),
+    }
 }
 
 // ---- entry -------------------------------------------------------------------------
@@ -328,11 +422,8 @@ async fn dispatch(state: &Arc<AppState>, req: Request<RequestBody>) -> Response<
         _ => {}
     }
     let now = Instant::now();
-    let sid = cookie(&req);
-    let view = sid
-        .as_deref()
-        .and_then(|id| state.admin.sessions.touch(id, now));
-    let (Some(sid), Some(view)) = (sid, view) else {
+    let me = cookie(&req).and_then(|id| state.admin.sessions.signed_in(&id, now));
+    let Some(me) = me else {
         return if method == Method::GET || method == Method::HEAD {
             redirect("/admin/login")
         } else {
@@ -343,75 +434,10 @@ async fn dispatch(state: &Arc<AppState>, req: Request<RequestBody>) -> Response<
             )
         };
     };
-    let chrome = |title: &'static str, active: &'static str| Chrome {
-        title,
-        active,
-        csrf: &view.csrf,
-        flash: view.flash.as_deref(),
-    };
     if method == Method::POST {
-        if cross_site(&req) {
-            return refuse(
-                StatusCode::FORBIDDEN,
-                "Refused",
-                "This form was sent from another site; nothing was changed.",
-            );
-        }
-        let Some(f) = form(req).await else {
-            return refuse(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "Refused",
-                "The form is too large or could not be read; nothing was changed.",
-            );
-        };
-        if !state
-            .admin
-            .sessions
-            .csrf_ok(&sid, f.get("csrf").map(String::as_str), now)
-        {
-            return refuse(
-                StatusCode::FORBIDDEN,
-                "Refused",
-                "The form's security token is missing or wrong (the page may be stale, or the form \
-                 came from elsewhere); nothing was changed. Reload the page and try again.",
-            );
-        }
-        return match path.as_str() {
-            "/admin/logout" => {
-                state.admin.sessions.remove(&sid);
-                let mut r = redirect("/admin/login?signed_out=1");
-                r.headers_mut().insert(
-                    hyper::header::SET_COOKIE,
-                    session_cookie(state, "", Some(0)),
-                );
-                r
-            }
-            "/admin/tokens" => issue_token(state, &f, chrome("Tokens", "tokens")).await,
-            "/admin/tokens/revoke" => {
-                let id = field(&f, "id").to_owned();
-                let msg = match tokens::revoke(&state.app.store, id, Timestamp::now()).await {
-                    Ok(t) => format!(
-                        "Revoked the token \"{}\": its next request is refused.",
-                        t.name
-                    ),
-                    Err(e) => format!("Not revoked: {}", e.page_message()),
-                };
-                state.admin.sessions.set_flash(&sid, msg);
-                redirect("/admin/tokens")
-            }
-            p if p.starts_with("/admin/migration/") => {
-                let msg = migration_action(state, &p["/admin/migration/".len()..], &f).await;
-                if let Some(m) = msg {
-                    state.admin.sessions.set_flash(&sid, m);
-                }
-                redirect("/admin/migration")
-            }
-            _ => refuse(
-                StatusCode::NOT_FOUND,
-                "Not found",
-                "There is no such admin action.",
-            ),
-        };
+        return signed_in_post(state, &me, &path, req, now)
+            .await
+            .unwrap_or_else(Response::from);
     }
     if method != Method::GET && method != Method::HEAD {
         return refuse(
@@ -420,25 +446,50 @@ async fn dispatch(state: &Arc<AppState>, req: Request<RequestBody>) -> Response<
             "This method is not used by the admin page.",
         );
     }
-    let q = query(&req);
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     match segs.as_slice() {
-        ["admin"] => dashboard(state, &req, chrome("Dashboard", "dashboard")).await,
+        ["admin"] => dashboard(state, &req, chrome(&me, "Dashboard", "dashboard")).await,
         ["admin", "tokens"] => html(
             StatusCode::OK,
-            pages::tokens(&chrome("Tokens", "tokens"), &token_rows(state), None, None),
+            pages::tokens(
+                &chrome(&me, "Tokens", "tokens"),
+                &pages::TokensView {
+                    rows: &token_rows(state),
+                    issued: None,
+                    error: None,
+                },
+            ),
         ),
-        ["admin", "users"] => list(state, ResourceType::User, &q, chrome("Users", "users")).await,
+        ["admin", "users"] => {
+            list(
+                state,
+                ResourceType::User,
+                query(&req),
+                chrome(&me, "Users", "users"),
+            )
+            .await
+        }
         ["admin", "groups"] => {
-            list(state, ResourceType::Group, &q, chrome("Groups", "groups")).await
+            list(
+                state,
+                ResourceType::Group,
+                query(&req),
+                chrome(&me, "Groups", "groups"),
+            )
+            .await
         }
-        ["admin", "users", id] => detail(state, ResourceType::User, id, chrome("User", "users")),
-        ["admin", "groups", id] => {
-            detail(state, ResourceType::Group, id, chrome("Group", "groups"))
+        ["admin", "users", id] => {
+            detail(state, ResourceType::User, id, chrome(&me, "User", "users"))
         }
+        ["admin", "groups", id] => detail(
+            state,
+            ResourceType::Group,
+            id,
+            chrome(&me, "Group", "groups"),
+        ),
         ["admin", "migration"] => migration_page(
             state,
-            chrome("Migration to hosted provisioning", "migration"),
+            chrome(&me, "Migration to hosted provisioning", "migration"),
         ),
         _ => refuse(
             StatusCode::NOT_FOUND,
@@ -446,6 +497,78 @@ async fn dispatch(state: &Arc<AppState>, req: Request<RequestBody>) -> Response<
             "There is no such admin page.",
         ),
     }
+}
+
+/// A state-changing form from a signed-in admin: same site, readable, carrying the
+/// session's CSRF token; then parsed into its form struct and run.
+async fn signed_in_post(
+    state: &Arc<AppState>,
+    me: &SignedIn,
+    path: &str,
+    req: Request<RequestBody>,
+    now: Instant,
+) -> Result<Response<Body>, Refused> {
+    if cross_site(&req) {
+        return Err(Refused {
+            status: StatusCode::FORBIDDEN,
+            text: "This form was sent from another site; nothing was changed.".into(),
+        });
+    }
+    let Some(body) = form_body(req).await else {
+        return Err(Refused {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            text: "The form is too large or could not be read; nothing was changed.".into(),
+        });
+    };
+    let csrf = serde_urlencoded::from_bytes::<CsrfField>(&body).map(|f| f.csrf);
+    if !state
+        .admin
+        .sessions
+        .csrf_ok(me.id(), csrf.as_deref().ok(), now)
+    {
+        return Err(Refused {
+            status: StatusCode::FORBIDDEN,
+            text: "The form's security token is missing or wrong (the page may be stale, or the \
+                   form came from elsewhere); nothing was changed. Reload the page and try again."
+                .into(),
+        });
+    }
+    Ok(match path {
+        "/admin/logout" => {
+            state.admin.sessions.remove(me.id());
+            let mut r = redirect("/admin/login?signed_out=1");
+            r.headers_mut().insert(
+                hyper::header::SET_COOKIE,
+                session_cookie(state, "", Some(0)),
+            );
+            r
+        }
+        "/admin/tokens" => {
+            issue_token(state, parse_form(&body)?, chrome(me, "Tokens", "tokens")).await
+        }
+        "/admin/tokens/revoke" => {
+            let f: RevokeForm = parse_form(&body)?;
+            let msg = match tokens::revoke(&state.app.store, f.id, Timestamp::now()).await {
+                Ok(t) => format!(
+                    "Revoked the token \"{}\": its next request is refused.",
+                    t.name
+                ),
+                Err(e) => format!("Not revoked: {}", e.page_message()),
+            };
+            state.admin.sessions.set_flash(me.id(), msg);
+            redirect("/admin/tokens")
+        }
+        p if p.starts_with("/admin/migration/") => {
+            let msg = migration_action(state, &p["/admin/migration/".len()..], &body).await?;
+            state.admin.sessions.set_flash(me.id(), msg);
+            redirect("/admin/migration")
+        }
+        _ => refuse(
+            StatusCode::NOT_FOUND,
+            "Not found",
+            "There is no such admin action.",
+        ),
+    })
 }
 
 // ---- setup and sign-in -------------------------------------------------------------
@@ -457,11 +580,13 @@ fn setup_refused(why: SetupRefusal) -> Response<Body> {
     };
     html(
         StatusCode::FORBIDDEN,
-        pages::message(
-            "Setup link refused",
-            &format!("{text} Run `scimbridge admin reset-password` on the server for a new link."),
-            Some(("/admin/login", "Sign in")),
-        ),
+        pages::message(&MessageView {
+            title: "Setup link refused",
+            text: &format!(
+                "{text} Run `scimbridge admin reset-password` on the server for a new link."
+            ),
+            link: Some(("/admin/login", "Sign in")),
+        }),
     )
 }
 
@@ -469,9 +594,9 @@ fn throttled(wait: Duration) -> Response<Body> {
     let secs = wait.as_secs().max(1);
     let mut r = html(
         StatusCode::TOO_MANY_REQUESTS,
-        pages::message(
-            "Too many failed attempts",
-            &format!(
+        pages::message(&MessageView {
+            title: "Too many failed attempts",
+            text: &format!(
                 "Too many failed attempts from your address ({} in {} minutes; after that one \
                  attempt a minute). Wait {secs} second{} and try again. On the server, \
                  `scimbridge admin reset-password` always works.",
@@ -479,8 +604,8 @@ fn throttled(wait: Duration) -> Response<Body> {
                 session::THROTTLE_WINDOW.as_secs() / 60,
                 if secs == 1 { "" } else { "s" }
             ),
-            None,
-        ),
+            link: None,
+        }),
     );
     r.headers_mut()
         .insert(hyper::header::RETRY_AFTER, HeaderValue::from(secs));
@@ -510,21 +635,24 @@ fn check_setup_code(state: &AppState, code: &str) -> Result<(), SetupRefusal> {
 
 async fn setup_form(state: &AppState, req: &Request<RequestBody>) -> Response<Body> {
     let ip = client_ip(req);
-    let q = query(req);
-    let code = q.get("code").map_or("", String::as_str);
+    let q: SetupQuery = query(req);
+    let code = q.code.as_str();
     // A valid code is never throttled: it cannot be guessed, and whoever holds it
     // must not be locked out by someone else's failures.
     match check_setup_code(state, code) {
-        Ok(()) => html(StatusCode::OK, pages::setup(code, None)),
+        Ok(()) => html(
+            StatusCode::OK,
+            pages::setup(&pages::SetupView { code, error: None }),
+        ),
         Err(why) => setup_code_refused(state, ip, why).await,
     }
 }
 
 /// What the forms of signed-out visitors (setup, sign-in) share: a same-site check
 /// and a readable body.
-async fn public_form(
+async fn public_form<F: DeserializeOwned>(
     req: Request<RequestBody>,
-) -> Result<(IpAddr, HashMap<String, String>), Response<Body>> {
+) -> Result<(IpAddr, F), Response<Body>> {
     let ip = client_ip(&req);
     if cross_site(&req) {
         return Err(refuse(
@@ -533,8 +661,8 @@ async fn public_form(
             "This form was sent from another site.",
         ));
     }
-    match form(req).await {
-        Some(f) => Ok((ip, f)),
+    match form_body(req).await {
+        Some(body) => Ok((ip, parse_form(&body).map_err(Response::from)?)),
         None => Err(refuse(
             StatusCode::PAYLOAD_TOO_LARGE,
             "Refused",
@@ -544,11 +672,11 @@ async fn public_form(
 }
 
 async fn setup_submit(state: &AppState, req: Request<RequestBody>) -> Response<Body> {
-    let (ip, f) = match public_form(req).await {
+    let (ip, f): (_, SetupForm) = match public_form(req).await {
         Ok(x) => x,
         Err(refused) => return refused,
     };
-    let code = field(&f, "code");
+    let code = f.code.as_str();
     if let Err(why) = check_setup_code(state, code) {
         return setup_code_refused(state, ip, why).await;
     }
@@ -559,12 +687,11 @@ async fn setup_submit(state: &AppState, req: Request<RequestBody>) -> Response<B
             "The server is shutting down.",
         );
     };
-    let password = field(&f, "password").to_owned();
     let set = credentials::set_password(
         &state.app.store,
         code,
-        password,
-        field(&f, "confirm"),
+        f.password.clone(),
+        &f.confirm,
         Timestamp::now(),
     )
     .await;
@@ -582,7 +709,10 @@ async fn setup_submit(state: &AppState, req: Request<RequestBody>) -> Response<B
             }
             html(
                 StatusCode::BAD_REQUEST,
-                pages::setup(code, Some(&format!("{msg}."))),
+                pages::setup(&pages::SetupView {
+                    code,
+                    error: Some(&format!("{msg}.")),
+                }),
             )
         }
         Err(CredentialError::Refused(why)) => setup_refused(why),
@@ -596,22 +726,26 @@ async fn setup_submit(state: &AppState, req: Request<RequestBody>) -> Response<B
 }
 
 fn login_form(state: &AppState, req: &Request<RequestBody>) -> Response<Body> {
-    let q = query(req);
-    let notice = if q.contains_key("setup") {
+    let q: LoginQuery = query(req);
+    let notice = if q.setup.is_some() {
         Some("The admin password is set. Sign in with it.")
-    } else if q.contains_key("signed_out") {
+    } else if q.signed_out.is_some() {
         Some("You are signed out.")
     } else {
         None
     };
     html(
         StatusCode::OK,
-        pages::login(None, notice, credentials::password_is_set(&state.app.store)),
+        pages::login(&pages::LoginView {
+            error: None,
+            notice,
+            password_set: credentials::password_is_set(&state.app.store),
+        }),
     )
 }
 
 async fn login_submit(state: &AppState, req: Request<RequestBody>) -> Response<Body> {
-    let (ip, f) = match public_form(req).await {
+    let (ip, f): (_, LoginForm) = match public_form(req).await {
         Ok(x) => x,
         Err(refused) => return refused,
     };
@@ -623,7 +757,7 @@ async fn login_submit(state: &AppState, req: Request<RequestBody>) -> Response<B
             return throttled(wait);
         }
     };
-    let password = field(&f, "password").to_owned();
+    let password = f.password;
     let Ok(_permit) = state.admin.hashing.acquire().await else {
         return refuse(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -641,11 +775,11 @@ async fn login_submit(state: &AppState, req: Request<RequestBody>) -> Response<B
         tracing::warn!(client = %ip, "admin sign-in failed");
         return html(
             StatusCode::UNAUTHORIZED,
-            pages::login(
-                Some("Wrong password."),
-                None,
-                credentials::password_is_set(&state.app.store),
-            ),
+            pages::login(&pages::LoginView {
+                error: Some("Wrong password."),
+                notice: None,
+                password_set: credentials::password_is_set(&state.app.store),
+            }),
         );
     }
     reservation.succeeded();
@@ -792,23 +926,23 @@ fn token_rows(state: &AppState) -> Vec<pages::TokenRow> {
 }
 
 /// The token form: a name, a scope and an optional expiry in days.
-async fn issue_token(
-    state: &AppState,
-    f: &HashMap<String, String>,
-    chrome: Chrome<'_>,
-) -> Response<Body> {
-    let refused = |msg: &str| {
-        html(
-            StatusCode::BAD_REQUEST,
-            pages::tokens(&chrome, &token_rows(state), None, Some(msg)),
-        )
+async fn issue_token(state: &AppState, f: IssueForm, chrome: Chrome<'_>) -> Response<Body> {
+    let page = |status, issued: Option<&pages::Issued>, error: Option<&str>| {
+        let rows = token_rows(state);
+        let v = pages::TokensView {
+            rows: &rows,
+            issued,
+            error,
+        };
+        html(status, pages::tokens(&chrome, &v))
     };
-    let scope = match field(f, "scope") {
+    let refused = |msg: &str| page(StatusCode::BAD_REQUEST, None, Some(msg));
+    let scope = match f.scope.as_str() {
         "read-only" => Scope::ReadOnly,
         "read-write" | "" => Scope::ReadWrite,
         _ => return refused("Choose read-only or read-write."),
     };
-    let days = field(f, "expires_days").trim();
+    let days = f.expires_days.trim();
     let expires_in_days = if days.is_empty() {
         None
     } else {
@@ -822,7 +956,7 @@ async fn issue_token(
         }
     };
     let req = IssueRequest {
-        name: field(f, "name").to_owned(),
+        name: f.name,
         scope,
         expires_in_days,
     };
@@ -834,10 +968,7 @@ async fn issue_token(
                 secret: t.secret,
             };
             tracing::info!(token = %issued.name, scope = issued.scope, "SCIM token issued from the admin page");
-            html(
-                StatusCode::OK,
-                pages::tokens(&chrome, &token_rows(state), Some(&issued), None),
-            )
+            page(StatusCode::OK, Some(&issued), None)
         }
         Err(e) => refused(&format!("Not issued: {}", e.page_message())),
     }
@@ -861,11 +992,11 @@ fn search_filter(rt: ResourceType, q: &str) -> Option<crate::scim::filter::Filte
 async fn list(
     state: &Arc<AppState>,
     rt: ResourceType,
-    q: &HashMap<String, String>,
+    q: ListQuery,
     chrome: Chrome<'_>,
 ) -> Response<Body> {
-    let query = q.get("q").map(|s| s.trim().to_owned()).unwrap_or_default();
-    let after = q.get("after").cloned().filter(|a| !a.is_empty());
+    let query = q.q.trim().to_owned();
+    let after = q.after.filter(|a| !a.is_empty());
     let found = match (query.is_empty(), search_filter(rt, &query)) {
         (true, _) => list_rows(state, rt, None, after.clone()).await,
         (false, Some(f)) => list_rows(state, rt, Some(f), after.clone()).await,
@@ -959,7 +1090,9 @@ fn list_row(r: &Resource) -> pages::ListRow {
 }
 
 fn detail(state: &AppState, rt: ResourceType, id: &str, chrome: Chrome<'_>) -> Response<Body> {
-    let id = percent_decode(id);
+    let id = percent_encoding::percent_decode_str(id)
+        .decode_utf8_lossy()
+        .into_owned();
     let snap = match state.app.store.snapshot() {
         Ok(s) => s,
         Err(e) => return unavailable(e),
@@ -1023,13 +1156,6 @@ fn detail(state: &AppState, rt: ResourceType, id: &str, chrome: Chrome<'_>) -> R
     )
 }
 
-fn percent_decode(s: &str) -> String {
-    form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default()
-}
-
 // ---- migration ---------------------------------------------------------------------
 
 fn migration_page(state: &AppState, chrome: Chrome<'_>) -> Response<Body> {
@@ -1061,9 +1187,9 @@ fn migration_page(state: &AppState, chrome: Chrome<'_>) -> Response<Body> {
 async fn migration_action(
     state: &Arc<AppState>,
     action: &str,
-    f: &HashMap<String, String>,
-) -> Option<String> {
-    match action {
+    body: &[u8],
+) -> Result<String, Refused> {
+    Ok(match action {
         "check" => match state.app.migration.check().await {
             Ok(report) => {
                 let msg = if report.ready {
@@ -1078,46 +1204,44 @@ async fn migration_action(
                 if let Ok(mut c) = state.admin.last_check.lock() {
                     *c = Some((Timestamp::now().to_rfc3339(), report));
                 }
-                Some(msg)
+                msg
             }
-            Err(e) => Some(format!("The readiness check failed: {}", e.page_message())),
+            Err(e) => format!("The readiness check failed: {}", e.page_message()),
         },
         "push" => {
-            let target = field(f, "target").trim().to_owned();
-            let token = Secret::new(field(f, "token").trim());
+            let f: PushForm = parse_form(body)?;
+            let target = f.target.trim().to_owned();
+            let token = Secret::new(f.token.trim());
             if target.is_empty() || token.is_empty() {
-                return Some("The push needs the target URL and its token.".into());
+                return Ok("The push needs the target URL and its token.".into());
             }
-            let cacert = Some(field(f, "cacert").trim().to_owned()).filter(|c| !c.is_empty());
+            let cacert = Some(f.cacert.trim().to_owned()).filter(|c| !c.is_empty());
             let req = PushRequest {
                 target,
                 token,
                 cacert,
                 allow_http: false,
-                dry_run: !field(f, "dry_run").is_empty(),
+                dry_run: f.dry_run.is_some_and(|d| !d.is_empty()),
             };
-            Some(start_job(state, JobKind::Push(req)))
+            start_job(state, JobKind::Push(req))
         }
-        "verify" => Some(start_job(state, JobKind::Verify)),
+        "verify" => start_job(state, JobKind::Verify),
         "cutover" => {
+            let f: CutoverForm = parse_form(body)?;
             let target = state.app.migration.state().ok().and_then(|s| s.target);
             match target {
-                Some(t) if field(f, "confirm") == t => Some(start_job(state, JobKind::Cutover)),
-                Some(_) => {
-                    Some("Not cut over: type the target URL exactly as shown to confirm.".into())
-                }
-                None => Some("Not cut over: no migration target is set; push first.".into()),
+                Some(t) if f.confirm == t => start_job(state, JobKind::Cutover),
+                Some(_) => "Not cut over: type the target URL exactly as shown to confirm.".into(),
+                None => "Not cut over: no migration target is set; push first.".into(),
             }
         }
         "abort" => match state.app.migration.abort().await {
-            Ok(_) => Some(
-                "Migration aborted: mirroring stopped; this bridge stays the source of truth."
-                    .into(),
-            ),
-            Err(e) => Some(format!("Not aborted: {}", e.page_message())),
+            Ok(_) => "Migration aborted: mirroring stopped; this bridge stays the source of truth."
+                .into(),
+            Err(e) => format!("Not aborted: {}", e.page_message()),
         },
-        _ => Some("There is no such migration action.".into()),
-    }
+        _ => "There is no such migration action.".into(),
+    })
 }
 
 /// Starts a migration step in the background unless one is running; the page shows
