@@ -1773,9 +1773,10 @@ mod tests {
     }
 
     /// Deterministic pseudo-random operations over random paths and values must
-    /// never panic, whatever they do to the resource.
+    /// never panic, and a refused request must leave the resource exactly as it was
+    /// (RFC 7644 §3.5.2: "the PATCH request is atomic"), however far it got.
     #[test]
-    fn random_operations_never_panic() {
+    fn random_operations_never_panic_and_a_refused_request_changes_nothing() {
         let mut state: u64 = 0x2545_F491_4F6C_DD1D;
         let mut next = move || {
             state ^= state << 13;
@@ -1822,6 +1823,7 @@ mod tests {
             json!({"name.givenName": "g", "ID": "u1", "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User": {"manager": "m"}}),
             json!({"emails": {"value": "x"}, "members": "u1"}),
         ];
+        let (mut refused, mut applied) = (0u32, 0u32);
         for _ in 0..5_000 {
             let n = 1 + (next() % 4) as usize;
             let ops: Vec<Value> = (0..n)
@@ -1838,10 +1840,20 @@ mod tests {
                     o
                 })
                 .collect();
-            let mut u = user();
-            let _ = patch(ResourceType::User, &mut u, Value::Array(ops.clone()));
-            let mut g = group();
-            let _ = patch(ResourceType::Group, &mut g, Value::Array(ops));
+            for (rt, before) in [(ResourceType::User, user()), (ResourceType::Group, group())] {
+                let mut r = before.clone();
+                if patch(rt, &mut r, Value::Array(ops.clone())).is_ok() {
+                    applied += 1;
+                } else {
+                    refused += 1;
+                    assert_eq!(r, before, "a refused PATCH changed the resource: {ops:?}");
+                }
+            }
         }
+        // Both outcomes must be common, or the loop checks little.
+        assert!(
+            refused > 1_000 && applied > 300,
+            "{refused} refused, {applied} applied"
+        );
     }
 }

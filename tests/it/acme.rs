@@ -32,18 +32,6 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Polls `f` every 50 ms until it returns `Some`, or fails after `secs` seconds.
-fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// A child process killed when dropped, its output collected.
 struct Proc {
     child: Child,
@@ -176,9 +164,11 @@ impl Pebble {
             dir,
         };
         p.spawn();
-        wait_for(10, "pebble-challtestsrv to listen", || {
-            std::net::TcpStream::connect(format!("127.0.0.1:{dns_management}")).ok()
-        });
+        wait_until(
+            "pebble-challtestsrv to listen",
+            Duration::from_secs(10),
+            || std::net::TcpStream::connect(format!("127.0.0.1:{dns_management}")).ok(),
+        );
         p
     }
 
@@ -191,7 +181,7 @@ impl Pebble {
                 .env("PEBBLE_VA_NOSLEEP", "1")
                 .env("PEBBLE_WFE_NONCEREJECT", "0"),
         );
-        wait_for(30, "pebble to listen", || {
+        wait_until("pebble to listen", Duration::from_secs(30), || {
             pebble
                 .text()
                 .contains("ACME directory available")
@@ -319,9 +309,11 @@ fn issuer_of(der: &[u8]) -> String {
 
 /// Waits until the bridge serves a certificate issued by pebble; returns its DER.
 fn wait_for_pebble_certificate(addr: &str, secs: u64) -> Vec<u8> {
-    wait_for(secs, "a certificate issued by pebble", || {
-        served_leaf(addr).filter(|leaf| issuer_of(leaf).starts_with("Pebble Intermediate"))
-    })
+    wait_until(
+        "a certificate issued by pebble",
+        Duration::from_secs(secs),
+        || served_leaf(addr).filter(|leaf| issuer_of(leaf).starts_with("Pebble Intermediate")),
+    )
 }
 
 /// GET over an unverified connection; (status, body).
@@ -430,12 +422,16 @@ fn tls_alpn_01_issues_and_a_restart_serves_the_stored_certificate_without_orderi
         info.not_after.unix_seconds(),
     );
     let two_thirds = not_before + (not_after - not_before) * 2 / 3;
-    let next = wait_for(10, "the next renewal in /metrics", || {
-        metric(
-            &get(&s.addr, "/metrics").1,
-            "scimbridge_acme_next_renewal_timestamp_seconds",
-        )
-    });
+    let next = wait_until(
+        "the next renewal in /metrics",
+        Duration::from_secs(10),
+        || {
+            metric(
+                &get(&s.addr, "/metrics").1,
+                "scimbridge_acme_next_renewal_timestamp_seconds",
+            )
+        },
+    );
     assert!(
         (next - two_thirds as f64).abs() <= 1.0,
         "{next} vs {two_thirds}"
@@ -461,12 +457,16 @@ fn tls_alpn_01_issues_and_a_restart_serves_the_stored_certificate_without_orderi
         log()
     );
     assert_eq!(served_leaf(&s.addr).unwrap(), leaf);
-    let metrics = wait_for(10, "the restarted bridge's renewal plan", || {
-        let (_, m) = get(&s.addr, "/metrics");
-        metric(&m, "scimbridge_acme_next_renewal_timestamp_seconds")
-            .is_some()
-            .then_some(m)
-    });
+    let metrics = wait_until(
+        "the restarted bridge's renewal plan",
+        Duration::from_secs(10),
+        || {
+            let (_, m) = get(&s.addr, "/metrics");
+            metric(&m, "scimbridge_acme_next_renewal_timestamp_seconds")
+                .is_some()
+                .then_some(m)
+        },
+    );
     assert_eq!(
         metric(&metrics, "scimbridge_acme_next_renewal_timestamp_seconds"),
         Some(two_thirds as f64)
@@ -543,7 +543,7 @@ fn renewal_swaps_the_certificate_under_an_open_keep_alive_connection() {
     let (mut kept, kept_leaf) = open(&s.addr).unwrap();
     assert_eq!(request_on(&mut kept, "/healthz"), 200);
     let started = Instant::now();
-    let renewed = wait_for(60, "a renewed certificate", || {
+    let renewed = wait_until("a renewed certificate", Duration::from_secs(60), || {
         served_leaf(&s.addr).filter(|leaf| *leaf != first && *leaf != kept_leaf)
     });
     let info = scimbridge::tls::x509::parse(&renewed).unwrap();
@@ -592,7 +592,7 @@ fn a_refusing_ca_keeps_the_old_certificate_and_the_error_is_shown() {
     let dir = std::mem::replace(&mut s.dir, tempfile::tempdir().unwrap());
     drop(s);
     let s = bridge_in(dir, "second", port, &refusing, &[]);
-    let metrics = wait_for(60, "the refusal in /metrics", || {
+    let metrics = wait_until("the refusal in /metrics", Duration::from_secs(60), || {
         let (_, m) = get(&s.addr, "/metrics");
         (metric(&m, "scimbridge_acme_last_error{kind=\"rejected\"}") == Some(1.0)).then_some(m)
     });
@@ -649,12 +649,16 @@ fn a_changed_name_list_orders_at_once_and_a_forgotten_account_registers_again() 
         .extend(["--acme-domain".to_owned(), format!("www.{DOMAIN}")]);
     s.restart();
     // The stored certificate is served at once, then replaced by one for both names.
-    let both = wait_for(60, "a certificate for both names", || {
-        served_leaf(&s.addr).filter(|leaf| {
-            let names = scimbridge::tls::x509::parse(leaf).unwrap().names;
-            names.contains(&DOMAIN.to_owned()) && names.contains(&format!("www.{DOMAIN}"))
-        })
-    });
+    let both = wait_until(
+        "a certificate for both names",
+        Duration::from_secs(60),
+        || {
+            served_leaf(&s.addr).filter(|leaf| {
+                let names = scimbridge::tls::x509::parse(leaf).unwrap().names;
+                names.contains(&DOMAIN.to_owned()) && names.contains(&format!("www.{DOMAIN}"))
+            })
+        },
+    );
     assert_ne!(both, first);
     assert!(
         s.log_text()
@@ -681,10 +685,14 @@ fn external_account_binding_is_given_to_a_ca_that_requires_it() {
     });
     // Without a binding the CA refuses the account: an account error, in words.
     let mut s = bridge(port, &pebble, &[]);
-    wait_for(30, "the account refusal in /metrics", || {
-        let (_, m) = get(&s.addr, "/metrics");
-        (metric(&m, "scimbridge_acme_last_error{kind=\"account\"}") == Some(1.0)).then_some(())
-    });
+    wait_until(
+        "the account refusal in /metrics",
+        Duration::from_secs(30),
+        || {
+            let (_, m) = get(&s.addr, "/metrics");
+            (metric(&m, "scimbridge_acme_last_error{kind=\"account\"}") == Some(1.0)).then_some(())
+        },
+    );
     assert!(
         s.log_text().contains("registering an ACME account with")
             && s.log_text().contains("externalAccountRequired"),
@@ -918,6 +926,25 @@ fn check_config_names_each_certificate_file_fault() {
         ),
         Some(0.0)
     );
+
+    // And on the dashboard, with the certificate's issuer, names and expiry.
+    let ca_file = f.write("ca.pem", &ca_pem);
+    let mut c = Client::new(&s.addr, Some(ca_file.into()), s.token.clone());
+    c.server_name = "scim.example.com".to_owned();
+    let r =
+        admin_support::set_password(&c, &admin_support::setup_link(&s), admin_support::PASSWORD);
+    assert_eq!(r.status, 303);
+    let cookie = admin_support::login(&c, admin_support::PASSWORD);
+    let page = admin_support::text(&admin_support::get_page(&c, "/admin", &cookie));
+    for expected in [
+        "Certificate warning",
+        "lacks the intermediate certificate of its issuer",
+        "Example Intermediate",
+        "scim.example.com",
+        "certificate files",
+    ] {
+        assert!(page.contains(expected), "{expected}: {page}");
+    }
 }
 
 #[test]

@@ -5,27 +5,26 @@
 //! token, run the migration readiness check. Screenshots of the dashboard, the
 //! tokens page and the migration page go to `target/test-artifacts/`.
 //!
-//! Without Chromium the test prints a note and passes, unless `CI` is set: there
-//! it fails, because CI must install the browser (see `.ci/run`).
+//! Without Chromium or chromedriver the tests fail, saying how to install them
+//! (`.ci/run` does).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::support::admin::{setup_link, PASSWORD};
 use crate::support::*;
 use base64::Engine;
 use serde_json::{json, Value};
 
-const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
-/// Debian's `/usr/bin/chromium` is a wrapper script; the binary itself is here.
-const CHROMIUM: [&str; 2] = ["/usr/lib/chromium/chromium", "/usr/bin/chromium"];
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 /// chromedriver, killed when dropped.
 struct Driver {
     child: Child,
     client: Client,
+    /// The Chromium binary each session runs.
+    chromium: PathBuf,
 }
 
 impl Drop for Driver {
@@ -42,27 +41,28 @@ struct Browser<'a> {
 }
 
 impl Driver {
+    /// Starts chromedriver; a missing Chromium or chromedriver fails the test.
     fn start() -> Driver {
+        let (chromium, chromedriver) = prereq::chromium();
         // A free port: bind, read it, release it for chromedriver.
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("free port")
             .port();
-        let child = Command::new(CHROMEDRIVER)
+        let child = Command::new(chromedriver)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("start chromedriver");
         let addr = format!("127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(&addr).is_err() {
-            assert!(Instant::now() < deadline, "chromedriver did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_until("chromedriver to listen", Duration::from_secs(20), || {
+            std::net::TcpStream::connect(&addr).ok()
+        });
         Driver {
             child,
             client: Client::new(&addr, None, String::new()),
+            chromium,
         }
     }
 
@@ -83,12 +83,12 @@ impl Driver {
         v["value"].clone()
     }
 
-    fn session(&self, chromium: &str, profile: &Path) -> Browser<'_> {
+    fn session(&self, profile: &Path) -> Browser<'_> {
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
             "acceptInsecureCerts": true,
             "goog:chromeOptions": {
-                "binary": chromium,
+                "binary": self.chromium,
                 "args": [
                     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                     "--no-first-run", "--disable-background-networking",
@@ -168,36 +168,23 @@ impl Browser<'_> {
 
     /// Waits (with a deadline) until the page source satisfies `f`.
     fn wait_for(&self, what: &str, f: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let src = self.source();
-            if f(&src) {
-                return src;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}; at {}:\n{src}",
-                self.url()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let mut src = String::new();
+        poll(Duration::from_secs(15), || {
+            src = self.source();
+            f(&src).then(|| src.clone())
+        })
+        .unwrap_or_else(|| panic!("timed out waiting for {what}; at {}:\n{src}", self.url()))
     }
 
     /// Waits (with a deadline) until the address satisfies `f`: the navigation that
     /// a click started has happened.
     fn wait_for_url(&self, what: &str, f: impl Fn(&str) -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let url = self.url();
-            if f(&url) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}; at {url}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let mut url = String::new();
+        poll(Duration::from_secs(15), || {
+            url = self.url();
+            f(&url).then_some(())
+        })
+        .unwrap_or_else(|| panic!("timed out waiting for {what}; at {url}"))
     }
 
     fn window(&self, width: u32, height: u32) {
@@ -245,22 +232,12 @@ fn artifacts_dir() -> PathBuf {
 
 #[test]
 fn admin_flow_in_headless_chromium() {
-    let chromium = CHROMIUM.iter().find(|p| Path::new(p).exists());
-    let (Some(chromium), true) = (chromium, Path::new(CHROMEDRIVER).exists()) else {
-        let note = "Chromium or chromedriver is missing: install Debian's `chromium` and \
-                    `chromium-driver` (apt-get install -y chromium chromium-driver)";
-        if std::env::var_os("CI").is_some() {
-            panic!("{note}; CI must run the browser test");
-        }
-        eprintln!("SKIPPED admin_flow_in_headless_chromium: {note}");
-        return;
-    };
     let artifacts = artifacts_dir();
     let server = Server::start();
     let scim = server.client();
     let driver = Driver::start();
     let profile = tempfile::tempdir().expect("profile dir");
-    let b = driver.session(chromium, profile.path());
+    let b = driver.session(profile.path());
     let base = format!("https://{}", server.addr);
 
     let page = set_password_and_sign_in(&b, &server);
@@ -379,32 +356,17 @@ fn set_password_and_sign_in(b: &Browser<'_>, server: &Server) -> String {
 /// Loads `path` until the page satisfies `f` (the page shows background progress
 /// only on reload).
 fn reload_until(b: &Browser<'_>, url: &str, what: &str, f: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
+    let mut src = String::new();
+    poll(Duration::from_secs(60), || {
         b.go(url);
-        let src = b.source();
-        if f(&src) {
-            return src;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}:\n{src}"
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
+        src = b.source();
+        f(&src).then(|| src.clone())
+    })
+    .unwrap_or_else(|| panic!("timed out waiting for {what}:\n{src}"))
 }
 
 #[test]
 fn migration_push_and_cut_over_in_headless_chromium() {
-    let chromium = CHROMIUM.iter().find(|p| Path::new(p).exists());
-    let (Some(chromium), true) = (chromium, Path::new(CHROMEDRIVER).exists()) else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must run the browser test: install chromium and chromium-driver"
-        );
-        eprintln!("SKIPPED migration_push_and_cut_over_in_headless_chromium: Chromium or chromedriver is missing");
-        return;
-    };
     let artifacts = artifacts_dir();
     let cfgdir = tempfile::tempdir().expect("config dir");
     let cfg = cfgdir.path().join("source.toml");
@@ -430,7 +392,7 @@ fn migration_push_and_cut_over_in_headless_chromium() {
 
     let driver = Driver::start();
     let profile = tempfile::tempdir().expect("profile dir");
-    let b = driver.session(chromium, profile.path());
+    let b = driver.session(profile.path());
     let base = format!("https://{}", server.addr);
     set_password_and_sign_in(&b, &server);
 

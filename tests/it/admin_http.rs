@@ -185,15 +185,7 @@ fn sign_in_is_throttled_after_repeated_failures() {
     let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
     assert!((1..=60).contains(&retry), "{retry}");
     assert!(r.header("set-cookie").is_none());
-    // The log is read by another thread: wait for the line rather than race it.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !s.log_text().contains("admin sign-in throttled") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no throttling line in the log"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    s.wait_for_log("admin sign-in throttled");
 }
 
 #[test]
@@ -623,19 +615,13 @@ fn migration_page_runs_the_check_and_guards_the_cut_over() {
 
 /// Reloads the migration page until the background job has finished; returns the page.
 fn wait_for_job(c: &Client, cookie: &str) -> String {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    loop {
-        let page = text(&get_page(c, "/admin/migration", cookie));
+    let mut page = String::new();
+    poll(std::time::Duration::from_secs(120), || {
+        page = text(&get_page(c, "/admin/migration", cookie));
         let job = page.find("id=\"job\"").map(|i| &page[i..]).unwrap_or("");
-        if job.contains("finished") || job.contains("failed") {
-            return page;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "job still running:\n{page}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
+        (job.contains("finished") || job.contains("failed")).then(|| page.clone())
+    })
+    .unwrap_or_else(|| panic!("job still running:\n{page}"))
 }
 
 #[test]

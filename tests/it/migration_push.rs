@@ -8,10 +8,13 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::export::ExportFile;
 use crate::support::*;
 use serde_json::{json, Value};
 
 const USERS: usize = 2000;
+/// Users seeded by import; the other `USERS - IMPORTED_USERS` come through SCIM Bulk.
+const IMPORTED_USERS: usize = 1950;
 const GROUPS: usize = 100;
 const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
 
@@ -21,42 +24,67 @@ fn config_file(dir: &std::path::Path) -> std::path::PathBuf {
     p
 }
 
-/// Fills a bridge through SCIM Bulk: users with externalIds and enterprise data, then
-/// groups; group i holds users [20i, 20i+40) (overlapping neighbours) and every tenth
-/// group also holds the previous group (nesting).
-fn fill(c: &Client) {
-    let mut ops = Vec::new();
-    for i in 0..USERS {
-        ops.push(
-            json!({"method": "POST", "path": "/Users", "bulkId": format!("u{i}"), "data": {
-            "userName": format!("user{i}@example.com"), "externalId": format!("ext-u{i}"),
-            "name": {"givenName": format!("Given{i}"), "familyName": "Family"},
-            "displayName": format!("User {i}"), "active": i % 17 != 0,
-            "emails": [{"value": format!("user{i}@example.com"), "type": "work", "primary": true}],
-            ENTERPRISE: {"department": format!("dept{}", i % 7)}}}),
-        );
-    }
-    for chunk in ops.chunks(500) {
-        let r = c.post("/Bulk", &json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"], "Operations": chunk}));
-        assert_eq!(r.status, 200);
-        assert!(r.json()["Operations"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|o| o["status"] == "201"));
-    }
-    let ids = user_ids(c);
+/// A user of the filled directory, as the identity provider sends it.
+fn user(i: usize) -> Value {
+    json!({"userName": format!("user{i}@example.com"), "externalId": format!("ext-u{i}"),
+        "name": {"givenName": format!("Given{i}"), "familyName": "Family"},
+        "displayName": format!("User {i}"), "active": i % 17 != 0,
+        "emails": [{"value": format!("user{i}@example.com"), "type": "work", "primary": true}],
+        ENTERPRISE: {"department": format!("dept{}", i % 7)}})
+}
+
+/// Fills a bridge with `USERS` users (externalIds, enterprise data) and `GROUPS`
+/// groups; group g holds users [20g, 20g+40) (overlapping neighbours) and every tenth
+/// group also holds the previous group (nesting). Most of it is imported from a
+/// generated export file (one transaction, not thousands of requests); the last users
+/// arrive through one SCIM Bulk request and join their groups by PATCH, so the push
+/// carries resources of both origins.
+fn fill(s: &Server) {
+    let mut export = ExportFile::default();
+    let imported: Vec<String> = (0..IMPORTED_USERS).map(|i| export.user(user(i))).collect();
     let mut group_ids: Vec<String> = Vec::new();
     for g in 0..GROUPS {
-        let mut members: Vec<Value> = (20 * g..(20 * g + 40).min(USERS))
+        let id = export
+            .group(json!({"displayName": format!("Group {g}"), "externalId": format!("ext-g{g}")}));
+        for member in imported.iter().take(20 * g + 40).skip(20 * g) {
+            export.member(&id, member, "User");
+        }
+        if g % 10 == 0 && g > 0 {
+            export.member(&id, &group_ids[g - 1], "Group");
+        }
+        group_ids.push(id);
+    }
+    s.import(&export);
+    let c = s.client();
+    let ops: Vec<Value> = (IMPORTED_USERS..USERS)
+        .map(|i| json!({"method": "POST", "path": "/Users", "bulkId": format!("u{i}"), "data": user(i)}))
+        .collect();
+    let r = c.post("/Bulk", &json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"], "Operations": ops}));
+    assert_eq!(r.status, 200);
+    assert!(r.json()["Operations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|o| o["status"] == "201"));
+    let ids = user_ids(&c);
+    assert_eq!(ids.len(), USERS);
+    for (g, group) in group_ids.iter().enumerate() {
+        let late: Vec<Value> = (IMPORTED_USERS.max(20 * g)..(20 * g + 40).min(USERS))
             .map(|u| json!({"value": ids[&format!("user{u}@example.com")]}))
             .collect();
-        if g % 10 == 0 && g > 0 {
-            members.push(json!({"value": group_ids[g - 1], "type": "Group"}));
+        if late.is_empty() {
+            continue;
         }
-        let r = c.post("/Groups", &json!({"displayName": format!("Group {g}"), "externalId": format!("ext-g{g}"), "members": members}));
-        assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
-        group_ids.push(r.json()["id"].as_str().unwrap().to_owned());
+        let r = c.patch(
+            &format!("/Groups/{group}"),
+            &json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+            "Operations": [{"op": "add", "path": "members", "value": late}]}),
+        );
+        assert!(
+            r.status == 200 || r.status == 204,
+            "{}",
+            String::from_utf8_lossy(&r.body)
+        );
     }
 }
 
@@ -149,18 +177,19 @@ fn assert_same(a: &Client, b: &Client) {
     assert_eq!(ga, gb, "groups differ");
 }
 
+fn migration_status(s: &Server) -> Value {
+    let (ok, out, err) = cli(&s.data_dir(), &["migrate", "status", "--json"]);
+    assert!(ok, "{err}");
+    serde_json::from_str(&out).unwrap()
+}
+
 fn wait_for_mirror(s: &Server) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (ok, out, err) = cli(&s.data_dir(), &["migrate", "status", "--json"]);
-        assert!(ok, "{err}");
-        let v: Value = serde_json::from_str(&out).unwrap();
-        if v["lag"]["events"] == 0 {
-            return;
-        }
-        assert!(Instant::now() < deadline, "mirror did not catch up: {v}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let mut last = Value::Null;
+    poll(Duration::from_secs(60), || {
+        last = migration_status(s);
+        (last["lag"]["events"] == 0).then_some(())
+    })
+    .unwrap_or_else(|| panic!("the mirror did not catch up: {last}"));
 }
 
 fn push(
@@ -186,8 +215,7 @@ fn push_into_a_second_scimbridge_mirror_resume_and_cut_over() {
     let cfgdir = tempfile::tempdir().unwrap();
     let cfg = config_file(cfgdir.path());
     let mut a = Server::start_with(&["--config", cfg.to_str().unwrap()]);
-    let ca = a.client();
-    fill(&ca);
+    fill(&a);
     let b = Server::start();
     let cb = b.client();
     let token_file = cfgdir.path().join("target.token");
@@ -216,7 +244,6 @@ fn push_into_a_second_scimbridge_mirror_resume_and_cut_over() {
     );
 
     // Kill the source half-way through a push, restart, push again: no duplicates.
-    let child_pid = a.child.as_ref().unwrap().id();
     let pusher = {
         let dir = a.data_dir();
         let (target, tf, caf) = (b.base.clone(), token_file.clone(), b_ca.clone());
@@ -236,20 +263,19 @@ fn push_into_a_second_scimbridge_mirror_resume_and_cut_over() {
             )
         })
     };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while cb.get("/Users?count=0").json()["totalResults"]
-        .as_u64()
-        .unwrap()
-        < 300
-    {
-        assert!(Instant::now() < deadline, "push did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = Command::new("kill")
-        .args(["-KILL", &child_pid.to_string()])
-        .status();
+    wait_until(
+        "the push to create 300 users on the target",
+        Duration::from_secs(60),
+        || {
+            (cb.get("/Users?count=0").json()["totalResults"]
+                .as_u64()
+                .unwrap()
+                >= 300)
+                .then_some(())
+        },
+    );
+    a.kill();
     let _ = pusher.join();
-    a.child = None;
     let partial = cb.get("/Users?count=0").json()["totalResults"]
         .as_u64()
         .unwrap();
@@ -258,8 +284,7 @@ fn push_into_a_second_scimbridge_mirror_resume_and_cut_over() {
         "the push finished before the kill ({partial})"
     );
     a.restart();
-    let (ok, _, _) = cli(&a.data_dir(), &["migrate", "status", "--json"]);
-    assert!(ok);
+    migration_status(&a);
     let (ok, out, err) = push(
         &a,
         &b.base,
@@ -369,12 +394,7 @@ fn push_into_a_second_scimbridge_mirror_resume_and_cut_over() {
     assert_scim_error(&refused, 410, None);
     assert!(refused.json()["detail"].as_str().unwrap().contains(&b.base));
     assert_eq!(ca.get("/Users?count=1").status, 200, "reads keep working");
-    let (ok, out, _) = cli(&a.data_dir(), &["migrate", "status", "--json"]);
-    assert!(ok);
-    assert_eq!(
-        serde_json::from_str::<Value>(&out).unwrap()["phase"],
-        "cut-over"
-    );
+    assert_eq!(migration_status(&a)["phase"], "cut-over");
     // Irreversible: abort is refused, and the state survives a restart.
     let (ok, _, err) = cli(&a.data_dir(), &["migrate", "abort"]);
     assert!(!ok && err.contains("cannot be undone"), "{err}");
@@ -410,19 +430,19 @@ fn abort_returns_to_not_started() {
     assert!(ok, "{err}");
     let (ok, _, err) = cli(&a.data_dir(), &["migrate", "abort"]);
     assert!(ok, "{err}");
-    let (_, out, _) = cli(&a.data_dir(), &["migrate", "status", "--json"]);
-    assert_eq!(
-        serde_json::from_str::<Value>(&out).unwrap()["phase"],
-        "not-started"
-    );
-    // No more mirroring; local writes still work.
+    assert_eq!(migration_status(&a)["phase"], "not-started");
+    // No more mirroring; local writes still work. The mirror looks for changes every
+    // 250 ms: watch the target through several of its rounds.
     assert_eq!(ca.post("/Users", &user_body("two@example.com")).status, 201);
-    std::thread::sleep(Duration::from_millis(800));
-    assert_eq!(
-        b.client()
-            .get("/Users?filter=userName%20eq%20%22two@example.com%22")
-            .json()["totalResults"],
-        0
+    let cb = b.client();
+    assert_not_within(
+        "a write made after the abort reached the target",
+        Duration::from_secs(1),
+        || {
+            cb.get("/Users?filter=userName%20eq%20%22two@example.com%22")
+                .json()["totalResults"]
+                != 0
+        },
     );
 }
 
@@ -546,17 +566,6 @@ fn a_target_answering_429_is_waited_for() {
     assert_same(&ca, &b.client());
 }
 
-fn scim2_server_bin() -> Option<std::path::PathBuf> {
-    let venv = std::env::var_os("SCIM_CONFORMANCE_VENV")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default())
-                .join(".cache/scim-conformance")
-        });
-    let bin = venv.join("bin/scim2-server");
-    bin.exists().then_some(bin)
-}
-
 struct Scim2Server(Child);
 impl Drop for Scim2Server {
     fn drop(&mut self) {
@@ -567,16 +576,7 @@ impl Drop for Scim2Server {
 
 #[test]
 fn push_into_scim2_server_from_pypi() {
-    let Some(bin) = scim2_server_bin() else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "scim2-server is not installed (run shared/conformance/install.sh)"
-        );
-        eprintln!(
-            "skipping: scim2-server not installed (shared/conformance/install.sh installs it)"
-        );
-        return;
-    };
+    let bin = prereq::scim2_server();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -592,11 +592,9 @@ fn push_into_scim2_server_from_pypi() {
     let _guard = Scim2Server(child);
     let base = format!("http://127.0.0.1:{port}");
     let target = Client::new(&format!("127.0.0.1:{port}"), None, token.to_owned());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "scim2-server did not start");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until("scim2-server to listen", Duration::from_secs(30), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    });
     let target_scim = |m: &str, p: &str| {
         target.send(m, p, &[("authorization", &format!("Bearer {token}"))], None)
     };
@@ -604,8 +602,8 @@ fn push_into_scim2_server_from_pypi() {
     let cfgdir = tempfile::tempdir().unwrap();
     let cfg = config_file(cfgdir.path());
     let a = Server::start_with(&["--config", cfg.to_str().unwrap()]);
+    fill(&a);
     let ca = a.client();
-    fill(&ca);
     let tf = cfgdir.path().join("t");
     std::fs::write(&tf, token).unwrap();
     let (ok, out, err) = push(&a, &base, &tf, &[]);

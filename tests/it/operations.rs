@@ -4,11 +4,10 @@
 use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::support::*;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName};
+use rustls_pki_types::ServerName;
 use serde_json::json;
 
 #[test]
@@ -127,6 +126,18 @@ fn connect(
     (tls, chain.swap_remove(0))
 }
 
+/// Reads one response head (up to the blank line), byte by byte so that nothing after
+/// it is consumed.
+fn read_head<S: Read>(stream: &mut S) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).expect("a response head");
+        head.push(byte[0]);
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
 fn cn_of(der: &[u8]) -> String {
     String::from_utf8_lossy(der).into_owned()
 }
@@ -154,24 +165,16 @@ fn tls_certificate_reloads_on_sighup_and_keeps_open_connections() {
 
     std::fs::copy(&b_crt, &live_crt).unwrap();
     std::fs::copy(&b_key, &live_key).unwrap();
-    let pid = s.child.as_ref().unwrap().id().to_string();
-    assert!(std::process::Command::new("kill")
-        .args(["-HUP", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (_, peer) = connect(&s.addr, &[&a_crt, &b_crt]);
-        if cn_of(&peer).contains("cert-B") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the new certificate was not served after SIGHUP"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    s.signal("HUP");
+    wait_until(
+        "the new certificate to be served after SIGHUP",
+        Duration::from_secs(10),
+        || {
+            cn_of(&connect(&s.addr, &[&a_crt, &b_crt]).1)
+                .contains("cert-B")
+                .then_some(())
+        },
+    );
     // The connection opened before the reload still works.
     assert_eq!(request_on(&mut old_conn, "/healthz"), 200);
 
@@ -189,20 +192,8 @@ fn tls_certificate_reloads_on_sighup_and_keeps_open_connections() {
     ] {
         std::fs::copy(cert, &live_crt).unwrap();
         std::fs::copy(key, &live_key).unwrap();
-        assert!(std::process::Command::new("kill")
-            .args(["-HUP", &pid])
-            .status()
-            .unwrap()
-            .success());
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !s.log_text().contains(said) {
-            assert!(
-                Instant::now() < deadline,
-                "no log line {said:?} about the refused pair:\n{}",
-                s.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        s.signal("HUP");
+        s.wait_for_log(said);
         let (_, peer) = connect(&s.addr, &[&a_crt, &b_crt]);
         assert!(cn_of(&peer).contains("cert-B"));
     }
@@ -210,18 +201,15 @@ fn tls_certificate_reloads_on_sighup_and_keeps_open_connections() {
     // Changed files are picked up without a signal too.
     std::fs::copy(&a_crt, &live_crt).unwrap();
     std::fs::copy(&a_key, &live_key).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (_, peer) = connect(&s.addr, &[&a_crt, &b_crt]);
-        if cn_of(&peer).contains("cert-A") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "changed certificate files were not reloaded"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_until(
+        "changed certificate files to be reloaded without a signal",
+        Duration::from_secs(20),
+        || {
+            cn_of(&connect(&s.addr, &[&a_crt, &b_crt]).1)
+                .contains("cert-A")
+                .then_some(())
+        },
+    );
 }
 
 #[test]
@@ -229,19 +217,8 @@ fn only_tls_1_2_and_1_3_are_offered() {
     let s = Server::start();
     let ca = s.data_dir().join("tls/cert.pem");
     for version in [&rustls::version::TLS12, &rustls::version::TLS13] {
-        let mut roots = rustls::RootCertStore::empty();
-        for c in CertificateDer::pem_file_iter(&ca).unwrap() {
-            roots.add(c.unwrap()).unwrap();
-        }
-        let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_protocol_versions(&[version])
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
         let conn = rustls::ClientConnection::new(
-            Arc::new(cfg),
+            tls_config(&[&ca], &[version]),
             ServerName::try_from("127.0.0.1").unwrap(),
         )
         .unwrap();
@@ -274,22 +251,28 @@ fn sigterm_lets_the_in_flight_request_finish() {
     let (mut tls, _) = connect(&s.addr, &[&ca]);
     let body = serde_json::to_vec(&user_body("inflight@example.com")).unwrap();
     let (first, rest) = body.split_at(body.len() / 2);
+    // `Expect: 100-continue`: the interim 100 answer shows that the server has read the
+    // head and its handler waits for the body, so the request is in flight.
     write!(
         tls,
-        "POST /scim/v2/Users HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\nContent-Type: application/scim+json\r\nContent-Length: {}\r\n\r\n",
+        "POST /scim/v2/Users HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\nContent-Type: application/scim+json\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
         s.token,
         body.len()
     )
     .unwrap();
+    tls.flush().unwrap();
+    let interim = read_head(&mut tls);
+    assert!(interim.starts_with("HTTP/1.1 100"), "{interim}");
     tls.write_all(first).unwrap();
     tls.flush().unwrap();
-    std::thread::sleep(Duration::from_millis(200));
-    let pid = s.child.as_ref().unwrap().id().to_string();
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    s.signal("TERM");
+    // Shutting down drops the listener: once new connections are refused, the server
+    // is draining, and only then does the rest of the body arrive.
+    wait_until(
+        "the listener to close after SIGTERM",
+        Duration::from_secs(10),
+        || std::net::TcpStream::connect(&s.addr).is_err().then_some(()),
+    );
     tls.write_all(rest).unwrap();
     tls.flush().unwrap();
     let mut buf = Vec::new();
@@ -298,14 +281,11 @@ fn sigterm_lets_the_in_flight_request_finish() {
     assert!(text.starts_with("HTTP/1.1 201"), "{text}");
     // The server exits by itself once the request is done.
     let child = s.child.as_mut().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while child.try_wait().unwrap().is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "server did not exit after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(
+        "the server to exit after SIGTERM",
+        Duration::from_secs(20),
+        || child.try_wait().unwrap(),
+    );
     s.child = None;
     s.restart();
     let found = s
@@ -327,15 +307,7 @@ fn json_logs_have_request_ids_and_never_tokens() {
         .status,
         201
     );
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let mut lines;
-    loop {
-        lines = s.log_text();
-        if lines.contains("\"request_id\"") || Instant::now() > deadline {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let lines = s.wait_for_log("\"request_id\"");
     let request_lines: Vec<serde_json::Value> = lines
         .lines()
         .map(|l| {

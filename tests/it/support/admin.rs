@@ -1,30 +1,19 @@
 //! Helpers for the admin page tests: the setup link from the server log, forms,
 //! sign-in, and pulling values out of the returned HTML.
 
-use std::time::{Duration, Instant};
-
 use super::{Client, Resp, Server};
 
 pub const PASSWORD: &str = "correct horse battery staple";
 
 /// The last setup link the server logged (waits for it with a deadline).
 pub fn setup_link(s: &Server) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let log = s.log_text();
-        if let Some(i) = log.rfind("/admin/setup?code=") {
-            let start = log[..i].rfind("https://").expect("link scheme");
-            let end = log[i..]
-                .find(char::is_whitespace)
-                .map_or(log.len(), |e| i + e);
-            return log[start..end].to_owned();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no setup link in the log:\n{log}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let log = s.wait_for_log("/admin/setup?code=");
+    let i = log.rfind("/admin/setup?code=").expect("setup link");
+    let start = log[..i].rfind("https://").expect("link scheme");
+    let end = log[i..]
+        .find(char::is_whitespace)
+        .map_or(log.len(), |e| i + e);
+    log[start..end].to_owned()
 }
 
 /// The code of a setup link.

@@ -1,9 +1,13 @@
 //! Test harness: starts the real `scimbridge` binary on 127.0.0.1 with an ephemeral
 //! port and a temporary data directory, and speaks HTTP/1.1 to it over real TLS,
-//! trusting the certificate the server generated. `admin` adds the admin page's forms
-//! and sign-in.
+//! trusting the certificate the server generated. `wait_until` is the one way a test
+//! waits: it polls a log line or a status with a deadline. `admin` adds the admin
+//! page's sign-in and HTML, `export` writes export files to seed large directories with
+//! `scimbridge import`, `prereq` finds the external programs some tests drive.
 
 pub mod admin;
+pub mod export;
+pub mod prereq;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -20,6 +24,38 @@ use rustls_pki_types::{CertificateDer, ServerName};
 use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_scimbridge");
+
+/// Calls `check` until it returns `Some`, first every 5 ms and backing off to every
+/// 100 ms; `None` once `timeout` has passed without it.
+pub fn poll<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(5);
+    loop {
+        if let Some(v) = check() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+}
+
+/// Waits until `check` returns `Some` and returns its value; after `timeout` the test
+/// fails with "timed out after …: `what`". The one way tests wait for something that
+/// happens in another process: never a fixed sleep.
+pub fn wait_until<T>(what: &str, timeout: Duration, check: impl FnMut() -> Option<T>) -> T {
+    poll(timeout, check).unwrap_or_else(|| panic!("timed out after {timeout:?}: {what}"))
+}
+
+/// Fails the test as soon as `happened` returns true within `window`: for a thing that
+/// must not happen (a change that must not be mirrored), watched rather than slept on.
+pub fn assert_not_within(what: &str, window: Duration, mut happened: impl FnMut() -> bool) {
+    if poll(window, || happened().then_some(())).is_some() {
+        panic!("{what}");
+    }
+}
 
 /// Runs a scimbridge CLI command and returns (status ok, stdout, stderr).
 pub fn cli(data_dir: &Path, args: &[&str]) -> (bool, String, String) {
@@ -161,6 +197,47 @@ impl Server {
         self.log.lock().unwrap().join("\n")
     }
 
+    /// Waits until the server's log contains `needle` (the log is read by another
+    /// thread, so a line the server has written may not be here yet); returns the log.
+    pub fn wait_for_log(&self, needle: &str) -> String {
+        let timeout = Duration::from_secs(20);
+        poll(timeout, || {
+            Some(self.log_text()).filter(|l| l.contains(needle))
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "no \"{needle}\" in the log after {timeout:?}:\n{}",
+                self.log_text()
+            )
+        })
+    }
+
+    /// The running server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the server runs").id()
+    }
+
+    /// Sends a signal (`"HUP"`, `"TERM"`, `"KILL"`) to the running server.
+    pub fn signal(&self, name: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("run kill")
+            .success();
+        assert!(ok, "kill -{name} {} failed", self.pid());
+    }
+
+    /// Seeds the empty directory with `scimbridge import` of `export` (through the
+    /// control socket while the server runs): thousands of resources in one
+    /// transaction instead of one request each.
+    pub fn import(&self, export: &export::ExportFile) {
+        let file = tempfile::NamedTempFile::new().expect("temp file");
+        export.write(file.path());
+        let (ok, out, err) = cli(&self.data_dir(), &["import", file.path().to_str().unwrap()]);
+        assert!(ok, "import failed: {out}{err}");
+    }
+
     /// SIGTERM and wait for exit.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -168,17 +245,9 @@ impl Server {
                 .arg("-TERM")
                 .arg(c.id().to_string())
                 .status();
-            let deadline = Instant::now() + Duration::from_secs(20);
-            loop {
-                if let Ok(Some(_)) = c.try_wait() {
-                    break;
-                }
-                if Instant::now() > deadline {
-                    let _ = c.kill();
-                    let _ = c.wait();
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
+            if poll(Duration::from_secs(20), || c.try_wait().ok().flatten()).is_none() {
+                let _ = c.kill();
+                let _ = c.wait();
             }
         }
     }
@@ -231,6 +300,28 @@ impl Resp {
     }
 }
 
+/// A rustls client configuration (ring) that trusts the certificates in `cas` (PEM
+/// files) and offers `versions` of TLS.
+pub fn tls_config(
+    cas: &[&Path],
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in cas {
+        for c in CertificateDer::pem_file_iter(ca).expect("read CA") {
+            roots.add(c.expect("cert")).expect("add root");
+        }
+    }
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(versions)
+    .expect("TLS versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Arc::new(cfg)
+}
+
 /// A minimal HTTPS client: one connection per request, verifying the server's
 /// certificate against the given CA file (the self-signed certificate).
 pub struct Client {
@@ -245,7 +336,9 @@ pub struct Client {
 
 impl Client {
     pub fn new(addr: &str, ca: Option<PathBuf>, token: String) -> Client {
-        let tls = ca.map(|ca| tokio_rustls::TlsConnector::from(Arc::new(trusting(&[&ca]))));
+        let tls = ca.map(|ca| {
+            tokio_rustls::TlsConnector::from(tls_config(&[&ca], rustls::DEFAULT_VERSIONS))
+        });
         Client {
             addr: addr.to_owned(),
             server_name: "127.0.0.1".to_owned(),
@@ -407,21 +500,6 @@ pub fn user_body(name: &str) -> Value {
     })
 }
 
-/// A TLS client configuration (ring) trusting the certificates in the given PEM files.
-pub fn trusting(cas: &[&Path]) -> rustls::ClientConfig {
-    let mut roots = rustls::RootCertStore::empty();
-    for ca in cas {
-        for c in CertificateDer::pem_file_iter(ca).expect("read CA") {
-            roots.add(c.expect("cert")).expect("add root");
-        }
-    }
-    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth()
-}
-
 /// A blocking TLS connection to `addr` that sends `server_name` (SNI) and checks the
 /// server's certificate for it against the given CA files; returns the stream and
 /// the chain the server presented (leaf first, DER).
@@ -434,7 +512,7 @@ pub fn tls_connect(
     Vec<Vec<u8>>,
 ) {
     let conn = rustls::ClientConnection::new(
-        Arc::new(trusting(cas)),
+        tls_config(cas, rustls::DEFAULT_VERSIONS),
         ServerName::try_from(server_name.to_owned()).unwrap(),
     )
     .unwrap();
