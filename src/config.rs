@@ -1,17 +1,173 @@
 //! Configuration: defaults, then the TOML file, then `SCIMBRIDGE_*` environment
-//! variables, then command-line flags, validated once into one `Config`. The rest of
-//! the program never reads the environment.
+//! variables, then command-line flags, validated once into one `Config`. Each key is
+//! declared once, as a field of its section's struct: the field's clap attributes give
+//! its flag and environment variable, its serde name is the file key. Sections
+//! without flags (`[limits]`, `[storage]`, `[migration]`) deserialize straight into
+//! the structs the program uses. The layering is clap's own: the file's values are
+//! loaded first and `update_from_arg_matches` replaces exactly the keys given by a
+//! flag or a variable. Secrets come from the file or the environment, never from a
+//! flag. The rest of the program never reads the environment.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
 use serde::Deserialize;
 
 use crate::secret::Secret;
 
-/// How the listener speaks TLS.
+pub const DEFAULT_DATA_DIR: &str = "./scimbridge-data";
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
+/// Let's Encrypt's production ACME directory, the default of `tls.acme.directory`.
+pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
+/// Let's Encrypt's staging directory (`--acme-staging`): untrusted certificates, high limits.
+pub const LETS_ENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
+
+/// The only setting that comes from the environment alone: a flag would show it in
+/// `ps`.
+const METRICS_TOKEN_ENV: &str = "SCIMBRIDGE_METRICS_TOKEN";
+
+/// Every key, as the file, the environment and the flags give it (all optional; the
+/// defaults are applied by `validate`). The root of the TOML file.
+#[derive(Debug, Default, Clone, Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Directory holding the database and the generated certificate
+    /// [default: ./scimbridge-data]. Its flag is the global `--data-dir`
+    /// (`SCIMBRIDGE_DATA_DIR`), which every command takes.
+    #[arg(skip)]
+    pub data_dir: Option<PathBuf>,
+    /// Address of the SCIM listener [default: 127.0.0.1:8443].
+    #[arg(long, env = "SCIMBRIDGE_LISTEN", value_name = "ADDR")]
+    pub listen: Option<String>,
+    #[command(flatten)]
+    #[serde(default)]
+    pub tls: TlsSettings,
+    /// Externally visible base URL, e.g. https://scim.example.com (used in resource locations).
+    #[arg(long, env = "SCIMBRIDGE_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<String>,
+    /// human or json.
+    #[arg(long, env = "SCIMBRIDGE_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+    #[command(flatten)]
+    #[serde(default)]
+    pub admin: AdminSettings,
+    /// `[metrics]`.
+    #[arg(skip)]
+    #[serde(default)]
+    pub metrics: MetricsSettings,
+    /// `[limits]`.
+    #[arg(skip)]
+    #[serde(default)]
+    pub limits: Limits,
+    /// `[storage]`.
+    #[arg(skip)]
+    #[serde(default)]
+    pub storage: Storage,
+    /// `[migration]`: what `migrate check` enforces.
+    #[arg(skip)]
+    #[serde(default)]
+    pub migration: MigrationPolicy,
+    /// Reverse proxies whose `X-Forwarded-For` names the client, e.g.
+    /// `["127.0.0.1", "10.0.0.0/8"]`.
+    #[arg(skip)]
+    #[serde(default)]
+    pub trusted_proxies: TrustedProxies,
+}
+
+/// `[tls]`: how the listener speaks TLS.
+#[derive(Debug, Default, Clone, Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    /// self-signed (generated on first start), files (--tls-cert/--tls-key), acme (--acme-domain,
+    /// a certificate from Let's Encrypt or another ACME CA) or off (behind a TLS proxy).
+    #[arg(id = "tls", long = "tls", env = "SCIMBRIDGE_TLS", value_name = "MODE")]
+    pub mode: Option<TlsModeName>,
+    /// PEM certificate chain for --tls files.
+    #[arg(
+        id = "tls_cert",
+        long = "tls-cert",
+        env = "SCIMBRIDGE_TLS_CERT",
+        value_name = "FILE"
+    )]
+    pub cert: Option<PathBuf>,
+    /// PEM private key for --tls files.
+    #[arg(
+        id = "tls_key",
+        long = "tls-key",
+        env = "SCIMBRIDGE_TLS_KEY",
+        value_name = "FILE"
+    )]
+    pub key: Option<PathBuf>,
+    /// `[tls.acme]`.
+    #[command(flatten)]
+    #[serde(default)]
+    pub acme: AcmeSection,
+}
+
+/// `[admin]`: where and whether the admin page is served.
+#[derive(Debug, Default, Clone, Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSettings {
+    /// Serve the admin page on this address instead of the SCIM listener, e.g. 127.0.0.1:9443.
+    #[arg(
+        id = "admin_listen",
+        long = "admin-listen",
+        env = "SCIMBRIDGE_ADMIN_LISTEN",
+        value_name = "ADDR"
+    )]
+    pub listen: Option<String>,
+    /// Serve the admin page at /admin [default: true].
+    #[arg(
+        id = "admin_enabled",
+        long = "admin-enabled",
+        env = "SCIMBRIDGE_ADMIN_ENABLED",
+        value_name = "BOOL"
+    )]
+    pub enabled: Option<bool>,
+}
+
+/// `[metrics]`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSettings {
+    /// When set, `/metrics` requires `Authorization: Bearer <this>` (at least 16
+    /// characters). From the file or `SCIMBRIDGE_METRICS_TOKEN`, never a flag.
+    pub token: Option<Secret>,
+}
+
+/// `[storage]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Storage {
+    /// redb page cache in MiB (at least 1).
+    pub cache_mb: usize,
+}
+
+impl Default for Storage {
+    fn default() -> Self {
+        Storage { cache_mb: 64 }
+    }
+}
+
+/// `[tls] mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum TlsModeName {
+    /// A certificate generated on first start and kept in the data directory.
+    #[default]
+    SelfSigned,
+    /// Certificate chain and private key from PEM files.
+    Files,
+    /// A certificate obtained and renewed from an ACME CA (--acme-domain, [tls.acme]).
+    Acme,
+    /// Plain HTTP, behind a TLS-terminating reverse proxy.
+    Off,
+}
+
+/// How the listener speaks TLS (the validated `[tls]` section).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TlsMode {
     /// A certificate generated on first start and kept in the data directory.
@@ -118,24 +274,6 @@ pub struct AcmeSection {
 }
 
 impl AcmeSection {
-    /// Each value set here replaces the one in `file`.
-    fn over(self, file: AcmeSection) -> AcmeSection {
-        AcmeSection {
-            domains: if self.domains.is_empty() {
-                file.domains
-            } else {
-                self.domains
-            },
-            email: self.email.or(file.email),
-            directory: self.directory.or(file.directory),
-            staging: self.staging.or(file.staging),
-            ca_file: self.ca_file.or(file.ca_file),
-            http_listen: self.http_listen.or(file.http_listen),
-            eab_kid: self.eab_kid.or(file.eab_kid),
-            eab_hmac_key_file: self.eab_hmac_key_file.or(file.eab_hmac_key_file),
-        }
-    }
-
     fn validate(self, listen: SocketAddr, origin: &dyn Fn(&str) -> String) -> Result<AcmeConfig> {
         if self.domains.is_empty() {
             bail!(
@@ -237,17 +375,22 @@ fn dns_name_fault(name: &str) -> Option<&'static str> {
     None
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// `log_format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, ValueEnum)]
+#[serde(rename_all = "lowercase")]
 pub enum LogFormat {
+    #[default]
     Human,
     Json,
 }
 
-/// Bounds on what one client can make the server do (`[limits]`; docs/SECURITY.md
-/// lists them with their defaults).
-#[derive(Debug, Clone)]
+/// `[limits]`: bounds on what one client can make the server do (docs/SECURITY.md
+/// lists them with their defaults). Durations are whole seconds in the file (keys
+/// ending in `_secs`); every count is at least 1.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
 pub struct Limits {
-    /// Largest request body accepted (bytes); larger ones answer 413.
+    /// Largest request body accepted (bytes, at least 1024); larger ones answer 413.
     pub max_body_bytes: usize,
     /// Connections served at once; further ones wait in the accept queue (and idle
     /// connections are closed to make room).
@@ -257,19 +400,25 @@ pub struct Limits {
     pub max_connections_per_address: usize,
     /// Time allowed for a TLS handshake, for the first request to start, and for
     /// reading each HTTP/1.1 request head.
+    #[serde(rename = "handshake_timeout_secs", deserialize_with = "seconds")]
     pub handshake_timeout: Duration,
     /// Time allowed for a whole request body to arrive (408 after).
+    #[serde(rename = "body_timeout_secs", deserialize_with = "seconds")]
     pub body_timeout: Duration,
     /// A connection with no request in progress for this long is closed.
+    #[serde(rename = "idle_timeout_secs", deserialize_with = "seconds")]
     pub idle_timeout: Duration,
     /// A connection whose peer does not read must still move `min_send_rate` bytes
     /// per second averaged over this window, or it is closed.
+    #[serde(rename = "write_timeout_secs", deserialize_with = "seconds")]
     pub write_timeout: Duration,
     /// Bytes per second (see `write_timeout`).
     pub min_send_rate: u64,
     /// HTTP/2 streams open at once per connection.
     pub http2_max_streams: u32,
-    /// Concurrent and heavy work per token and per address, failed authentications.
+    /// Concurrent and heavy work per token and per address, failed authentications
+    /// (their keys sit directly in `[limits]`).
+    #[serde(flatten)]
     pub limiter: crate::limiter::LimiterConfig,
     /// Page size when a list request gives no `count`.
     pub default_page_size: usize,
@@ -279,6 +428,10 @@ pub struct Limits {
     pub bulk_max_operations: usize,
     /// Largest bulk request body in bytes.
     pub bulk_max_payload_bytes: usize,
+    /// Keys of `[limits]` that no field took (serde cannot refuse unknown keys next
+    /// to a flattened struct): `validate` refuses them, so a typo is an error.
+    #[serde(flatten)]
+    unknown: std::collections::BTreeMap<String, serde::de::IgnoredAny>,
 }
 
 impl Limits {
@@ -288,10 +441,40 @@ impl Limits {
     }
 }
 
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 1 << 20,
+            max_connections: 512,
+            max_connections_per_address: 128,
+            handshake_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(30),
+            min_send_rate: 1024,
+            http2_max_streams: 64,
+            limiter: crate::limiter::LimiterConfig::default(),
+            default_page_size: 100,
+            max_page_size: 1000,
+            bulk_max_operations: 1000,
+            bulk_max_payload_bytes: 4 << 20,
+            unknown: Default::default(),
+        }
+    }
+}
+
 /// Addresses and networks of reverse proxies whose `X-Forwarded-For` is believed
 /// (`trusted_proxies`, e.g. `["127.0.0.1", "10.0.0.0/8"]`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "Vec<String>")]
 pub struct TrustedProxies(Vec<(IpAddr, u8)>);
+
+impl TryFrom<Vec<String>> for TrustedProxies {
+    type Error = String;
+    fn try_from(entries: Vec<String>) -> std::result::Result<TrustedProxies, String> {
+        TrustedProxies::parse(&entries)
+    }
+}
 
 impl TrustedProxies {
     /// Parses `ADDRESS` or `ADDRESS/PREFIX`.
@@ -342,69 +525,8 @@ impl TrustedProxies {
     }
 }
 
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_body_bytes: 1 << 20,
-            max_connections: 512,
-            max_connections_per_address: 128,
-            handshake_timeout: Duration::from_secs(10),
-            body_timeout: Duration::from_secs(60),
-            idle_timeout: Duration::from_secs(60),
-            write_timeout: Duration::from_secs(30),
-            min_send_rate: 1024,
-            http2_max_streams: 64,
-            limiter: crate::limiter::LimiterConfig::default(),
-            default_page_size: 100,
-            max_page_size: 1000,
-            bulk_max_operations: 1000,
-            bulk_max_payload_bytes: 4 << 20,
-        }
-    }
-}
-
-/// The validated configuration of one run.
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// Where the database, the generated certificate and the control socket live.
-    pub data_dir: PathBuf,
-    /// Address of the SCIM listener.
-    pub listen: SocketAddr,
-    /// The externally visible base URL (e.g. `https://scim.example.com`), used in
-    /// `meta.location` and the logged SCIM URL; derived from the Host header if unset.
-    pub public_url: Option<String>,
-    pub tls: TlsMode,
-    pub log_format: LogFormat,
-    pub limits: Limits,
-    /// redb page cache size in bytes.
-    pub cache_bytes: usize,
-    /// When set, `/metrics` requires `Authorization: Bearer <this>`.
-    pub metrics_token: Option<Secret>,
-    /// What `migrate check` enforces.
-    pub migration: MigrationPolicy,
-    /// The built-in admin page.
-    pub admin: AdminConfig,
-    /// Reverse proxies whose `X-Forwarded-For` names the client.
-    pub trusted_proxies: TrustedProxies,
-}
-
-/// Where and whether the admin page (`/admin`) is served.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AdminConfig {
-    /// Off: `/admin` answers 404 everywhere.
-    pub enabled: bool,
-    /// A separate listener for the admin page (same TLS as the SCIM listener); when
-    /// set, `/admin` on the SCIM listener answers 404.
-    pub listen: Option<SocketAddr>,
-}
-
-impl Default for AdminConfig {
-    fn default() -> Self {
-        AdminConfig {
-            enabled: true,
-            listen: None,
-        }
-    }
+fn seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    u64::deserialize(d).map(Duration::from_secs)
 }
 
 /// Free and consumer mail providers: accounts there are personal, not the
@@ -450,12 +572,15 @@ pub const DEFAULT_PUBLIC_DOMAINS: &[&str] = &[
 /// account recovery or administration of all groups.
 pub const DEFAULT_PROTECTED_GROUPS: &[&str] = &["Owners", "Administrators"];
 
-/// What `migrate check` looks for (`[migration]` in the configuration).
-#[derive(Debug, Clone)]
+/// `[migration]`: what `migrate check` looks for (unset keys keep the defaults).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct MigrationPolicy {
     /// Email domains the hosted service accepts (lowercase). Empty: not configured.
     pub allowed_domains: Vec<String>,
+    /// Public mail providers (lowercase); setting it replaces `DEFAULT_PUBLIC_DOMAINS`.
     pub public_domains: Vec<String>,
+    /// Groups reported as not managed by the hosted service.
     pub protected_groups: Vec<String>,
 }
 
@@ -475,34 +600,50 @@ impl Default for MigrationPolicy {
     }
 }
 
-pub const DEFAULT_DATA_DIR: &str = "./scimbridge-data";
-/// Let's Encrypt's production ACME directory, the default of `tls.acme.directory`.
-pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
-/// Let's Encrypt's staging directory (`--acme-staging`): untrusted certificates, high limits.
-pub const LETS_ENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
+/// The validated configuration of one run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the database, the generated certificate and the control socket live.
+    pub data_dir: PathBuf,
+    /// Address of the SCIM listener.
+    pub listen: SocketAddr,
+    /// The externally visible base URL (e.g. `https://scim.example.com`), used in
+    /// `meta.location` and the logged SCIM URL; derived from the Host header if unset.
+    pub public_url: Option<String>,
+    pub tls: TlsMode,
+    pub log_format: LogFormat,
+    pub limits: Limits,
+    /// redb page cache size in bytes.
+    pub cache_bytes: usize,
+    /// When set, `/metrics` requires `Authorization: Bearer <this>`.
+    pub metrics_token: Option<Secret>,
+    /// What `migrate check` enforces (domains lowercase).
+    pub migration: MigrationPolicy,
+    /// The built-in admin page.
+    pub admin: AdminConfig,
+    /// Reverse proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: TrustedProxies,
+}
+
+/// Where and whether the admin page (`/admin`) is served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// Off: `/admin` answers 404 everywhere.
+    pub enabled: bool,
+    /// A separate listener for the admin page (same TLS as the SCIM listener); when
+    /// set, `/admin` on the SCIM listener answers 404.
+    pub listen: Option<SocketAddr>,
+}
 
 impl Default for Config {
     fn default() -> Self {
-        Config {
-            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
-            listen: DEFAULT_LISTEN
-                .parse()
-                .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8443))),
-            public_url: None,
-            tls: TlsMode::SelfSigned,
-            log_format: LogFormat::Human,
-            limits: Limits::default(),
-            cache_bytes: 64 << 20,
-            metrics_token: None,
-            migration: MigrationPolicy::default(),
-            admin: AdminConfig::default(),
-            trusted_proxies: TrustedProxies::default(),
-        }
+        // Validating no settings at all gives the defaults; it cannot fail.
+        validate(Settings::default(), None).unwrap_or_else(|_| unreachable!())
     }
 }
 
 impl Config {
+    /// The database file in the data directory.
     pub fn db_path(&self) -> PathBuf {
         self.data_dir.join("scimbridge.redb")
     }
@@ -514,324 +655,194 @@ impl Config {
     }
 }
 
-/// The TOML file, as written by an admin. Unknown keys are errors: a typo must not
-/// silently fall back to a default.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileConfig {
-    pub data_dir: Option<PathBuf>,
-    pub listen: Option<String>,
-    pub public_url: Option<String>,
-    pub log_format: Option<String>,
-    pub tls: Option<FileTls>,
-    pub limits: Option<FileLimits>,
-    pub storage: Option<FileStorage>,
-    pub metrics: Option<FileMetrics>,
-    pub migration: Option<FileMigration>,
-    pub admin: Option<FileAdmin>,
-    pub trusted_proxies: Option<Vec<String>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileAdmin {
-    pub enabled: Option<bool>,
-    pub listen: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileMigration {
-    pub allowed_domains: Option<Vec<String>>,
-    pub public_domains: Option<Vec<String>>,
-    pub protected_groups: Option<Vec<String>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileMetrics {
-    pub token: Option<Secret>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileTls {
-    pub mode: Option<String>,
-    pub cert: Option<PathBuf>,
-    pub key: Option<PathBuf>,
-    pub acme: Option<AcmeSection>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileLimits {
-    pub max_body_bytes: Option<usize>,
-    pub max_connections: Option<usize>,
-    pub max_connections_per_address: Option<usize>,
-    pub handshake_timeout_secs: Option<u64>,
-    pub body_timeout_secs: Option<u64>,
-    pub idle_timeout_secs: Option<u64>,
-    pub write_timeout_secs: Option<u64>,
-    pub min_send_rate: Option<u64>,
-    pub http2_max_streams: Option<u32>,
-    pub token_requests: Option<usize>,
-    pub token_heavy: Option<usize>,
-    pub address_requests: Option<usize>,
-    pub address_heavy: Option<usize>,
-    pub heavy_slots: Option<usize>,
-    pub auth_failures: Option<u32>,
-    pub auth_failure_window_secs: Option<u64>,
-    pub default_page_size: Option<usize>,
-    pub max_page_size: Option<usize>,
-    pub bulk_max_operations: Option<usize>,
-    pub bulk_max_payload_bytes: Option<usize>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileStorage {
-    pub cache_mb: Option<usize>,
-}
-
-/// Values given on the command line or in `SCIMBRIDGE_*` variables (clap merges
-/// those two, flags winning); each overrides the file.
-#[derive(Debug, Default, Clone)]
-pub struct Overrides {
-    pub data_dir: Option<PathBuf>,
-    pub listen: Option<String>,
-    pub public_url: Option<String>,
-    pub tls: Option<String>,
-    pub tls_cert: Option<PathBuf>,
-    pub tls_key: Option<PathBuf>,
-    pub log_format: Option<String>,
-    pub metrics_token: Option<Secret>,
-    pub admin_listen: Option<String>,
-    pub admin_enabled: Option<bool>,
-    pub acme: AcmeSection,
-}
-
-pub fn read_file(path: &Path) -> Result<FileConfig> {
+/// Reads a TOML file. Unknown keys are errors: a typo must not silently fall back to
+/// a default. Errors name the file and the key (`serde_path_to_error` tracks where
+/// in the document the TOML parser gave up).
+pub fn read_file(path: &Path) -> Result<Settings> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read the config file {}", path.display()))?;
-    toml::from_str(&text)
-        .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.to_string().trim_end()))
+    serde_path_to_error::deserialize(toml::Deserializer::new(&text)).map_err(|e| {
+        let key = e.path().to_string();
+        let why = e.into_inner().to_string();
+        match key.as_str() {
+            "." | "" => anyhow::anyhow!("{}: {}", path.display(), why.trim_end()),
+            key => anyhow::anyhow!("{} (key {key}): {}", path.display(), why.trim_end()),
+        }
+    })
 }
 
-/// Builds the configuration from an optional file and the overrides.
-pub fn load(file: Option<&Path>, o: &Overrides) -> Result<Config> {
-    let f = match file {
+/// Applies the settings that only the environment gives (`SCIMBRIDGE_METRICS_TOKEN`)
+/// over the file's.
+pub fn apply_environment(s: &mut Settings) {
+    if let Ok(token) = std::env::var(METRICS_TOKEN_ENV) {
+        s.metrics.token = Some(Secret::new(token));
+    }
+}
+
+/// Builds the configuration: the file (if any), then `layer` (the environment and
+/// the flags, applied by the CLI), validated.
+pub fn load(
+    file: Option<&Path>,
+    layer: impl FnOnce(&mut Settings) -> Result<()>,
+) -> Result<Config> {
+    let mut s = match file {
         Some(p) => read_file(p)?,
-        None => FileConfig::default(),
+        None => Settings::default(),
     };
+    layer(&mut s)?;
+    validate(s, file)
+}
+
+/// Checks every setting and applies the defaults. Messages name the file and the key.
+pub fn validate(s: Settings, file: Option<&Path>) -> Result<Config> {
     let origin = |key: &str| match file {
         Some(p) => format!("{} (key {key})", p.display()),
         None => key.to_owned(),
     };
-    let mut c = Config::default();
-    if let Some(d) = o.data_dir.clone().or(f.data_dir) {
-        c.data_dir = d;
-    }
-    if let Some(l) = o.listen.clone().or(f.listen) {
-        c.listen = l.parse().with_context(|| {
+    let listen: SocketAddr = match &s.listen {
+        Some(l) => l.parse().with_context(|| {
             format!(
                 "{}: \"{l}\" is not an address like 127.0.0.1:8443 or [::]:8443",
                 origin("listen")
             )
-        })?;
-    }
-    if let Some(u) = o.public_url.clone().or(f.public_url) {
-        let u = u.trim_end_matches('/').to_owned();
-        if !(u.starts_with("https://") || u.starts_with("http://")) {
-            bail!(
-                "{}: \"{u}\" must start with https:// (or http://)",
-                origin("public_url")
-            );
-        }
-        c.public_url = Some(u);
-    }
-    if let Some(l) = o.log_format.clone().or(f.log_format) {
-        c.log_format = match l.as_str() {
-            "human" => LogFormat::Human,
-            "json" => LogFormat::Json,
-            other => bail!(
-                "{}: \"{other}\" is not one of human, json",
-                origin("log_format")
-            ),
-        };
-    }
-    let ft = f.tls.unwrap_or_default();
-    let mode = o
-        .tls
-        .clone()
-        .or(ft.mode)
-        .unwrap_or_else(|| "self-signed".into());
-    let cert = o.tls_cert.clone().or(ft.cert);
-    let key = o.tls_key.clone().or(ft.key);
-    c.tls = match mode.as_str() {
-        "self-signed" => TlsMode::SelfSigned,
-        "off" => TlsMode::Off,
-        "acme" => TlsMode::Acme(
-            o.acme
-                .clone()
-                .over(ft.acme.unwrap_or_default())
-                .validate(c.listen, &origin)?,
-        ),
-        "files" => match (cert, key) {
-            (Some(cert), Some(key)) => TlsMode::Files { cert, key },
-            _ => bail!(
-                "{}: tls mode \"files\" needs both a certificate and a key: set tls.cert and tls.key \
-                 (or --tls-cert and --tls-key), or use --tls self-signed",
-                origin("tls.mode")
-            ),
-        },
-        other => bail!("{}: \"{other}\" is not one of self-signed, files, acme, off", origin("tls.mode")),
+        })?,
+        None => DEFAULT_LISTEN
+            .parse()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8443))),
     };
-    if let Some(l) = f.limits {
-        let d = Limits::default();
-        let secs = |v: Option<u64>, key: &str, default: Duration| -> Result<Duration> {
-            match v {
-                Some(0) => bail!("{}: must be at least 1", origin(&format!("limits.{key}"))),
-                Some(s) => Ok(Duration::from_secs(s)),
-                None => Ok(default),
+    let public_url = match s.public_url {
+        Some(u) => {
+            let u = u.trim_end_matches('/').to_owned();
+            if !(u.starts_with("https://") || u.starts_with("http://")) {
+                bail!(
+                    "{}: \"{u}\" must start with https:// (or http://)",
+                    origin("public_url")
+                );
             }
-        };
-        let at_least_one = |v: Option<usize>, key: &str, default: usize| -> Result<usize> {
-            match v {
-                Some(0) => bail!("{}: must be at least 1", origin(&format!("limits.{key}"))),
-                Some(n) => Ok(n),
-                None => Ok(default),
-            }
-        };
-        let dl = &d.limiter;
-        let limiter = crate::limiter::LimiterConfig {
-            token_requests: at_least_one(l.token_requests, "token_requests", dl.token_requests)?,
-            token_heavy: at_least_one(l.token_heavy, "token_heavy", dl.token_heavy)?,
-            address_requests: at_least_one(
-                l.address_requests,
-                "address_requests",
-                dl.address_requests,
-            )?,
-            address_heavy: at_least_one(l.address_heavy, "address_heavy", dl.address_heavy)?,
-            heavy_slots: at_least_one(l.heavy_slots, "heavy_slots", dl.heavy_slots)?,
-            auth_failures: at_least_one(
-                l.auth_failures.map(|n| n as usize),
-                "auth_failures",
-                dl.auth_failures as usize,
-            )? as u32,
-            auth_failure_window: secs(
-                l.auth_failure_window_secs,
-                "auth_failure_window_secs",
-                dl.auth_failure_window,
-            )?,
-        };
-        c.limits = Limits {
-            max_body_bytes: l.max_body_bytes.unwrap_or(d.max_body_bytes),
-            max_connections: l.max_connections.unwrap_or(d.max_connections),
-            max_connections_per_address: at_least_one(
-                l.max_connections_per_address,
-                "max_connections_per_address",
-                d.max_connections_per_address,
-            )?,
-            handshake_timeout: secs(
-                l.handshake_timeout_secs,
-                "handshake_timeout_secs",
-                d.handshake_timeout,
-            )?,
-            body_timeout: secs(l.body_timeout_secs, "body_timeout_secs", d.body_timeout)?,
-            idle_timeout: secs(l.idle_timeout_secs, "idle_timeout_secs", d.idle_timeout)?,
-            write_timeout: secs(l.write_timeout_secs, "write_timeout_secs", d.write_timeout)?,
-            min_send_rate: l.min_send_rate.unwrap_or(d.min_send_rate),
-            http2_max_streams: at_least_one(
-                l.http2_max_streams.map(|n| n as usize),
-                "http2_max_streams",
-                d.http2_max_streams as usize,
-            )? as u32,
-            limiter,
-            default_page_size: l.default_page_size.unwrap_or(d.default_page_size),
-            max_page_size: l.max_page_size.unwrap_or(d.max_page_size),
-            bulk_max_operations: l.bulk_max_operations.unwrap_or(d.bulk_max_operations),
-            bulk_max_payload_bytes: l.bulk_max_payload_bytes.unwrap_or(d.bulk_max_payload_bytes),
-        };
-        if c.limits.max_body_bytes < 1024 {
-            bail!("{}: must be at least 1024", origin("limits.max_body_bytes"));
+            Some(u)
         }
-        if c.limits.max_connections == 0 {
-            bail!("{}: must be at least 1", origin("limits.max_connections"));
+        None => None,
+    };
+    let tls = match (s.tls.mode.unwrap_or_default(), s.tls.cert, s.tls.key) {
+        (TlsModeName::SelfSigned, _, _) => TlsMode::SelfSigned,
+        (TlsModeName::Off, _, _) => TlsMode::Off,
+        (TlsModeName::Acme, _, _) => TlsMode::Acme(s.tls.acme.validate(listen, &origin)?),
+        (TlsModeName::Files, Some(cert), Some(key)) => TlsMode::Files { cert, key },
+        (TlsModeName::Files, _, _) => bail!(
+            "{}: tls mode \"files\" needs both a certificate and a key: set tls.cert and tls.key \
+             (or --tls-cert and --tls-key), or use --tls self-signed",
+            origin("tls.mode")
+        ),
+    };
+    let limits = s.limits;
+    if let Some(key) = limits.unknown.keys().next() {
+        bail!(
+            "{}: unknown key; docs/SECURITY.md lists the limits",
+            origin(&format!("limits.{key}"))
+        );
+    }
+    if limits.max_body_bytes < 1024 {
+        bail!("{}: must be at least 1024", origin("limits.max_body_bytes"));
+    }
+    let l = &limits.limiter;
+    for (key, value) in [
+        ("max_connections", limits.max_connections as u64),
+        (
+            "max_connections_per_address",
+            limits.max_connections_per_address as u64,
+        ),
+        ("handshake_timeout_secs", limits.handshake_timeout.as_secs()),
+        ("body_timeout_secs", limits.body_timeout.as_secs()),
+        ("idle_timeout_secs", limits.idle_timeout.as_secs()),
+        ("write_timeout_secs", limits.write_timeout.as_secs()),
+        ("http2_max_streams", u64::from(limits.http2_max_streams)),
+        ("token_requests", l.token_requests as u64),
+        ("token_heavy", l.token_heavy as u64),
+        ("address_requests", l.address_requests as u64),
+        ("address_heavy", l.address_heavy as u64),
+        ("heavy_slots", l.heavy_slots as u64),
+        ("auth_failures", u64::from(l.auth_failures)),
+        ("auth_failure_window_secs", l.auth_failure_window.as_secs()),
+    ] {
+        if value == 0 {
+            bail!("{}: must be at least 1", origin(&format!("limits.{key}")));
         }
-        if c.limits.max_page_size == 0 || c.limits.default_page_size > c.limits.max_page_size {
+    }
+    if limits.max_page_size == 0 || limits.default_page_size > limits.max_page_size {
+        bail!(
+            "{}: default_page_size must be at most max_page_size, which must be at least 1",
+            origin("limits")
+        );
+    }
+    if s.metrics.token.as_ref().is_some_and(|t| t.len() < 16) {
+        bail!(
+            "{}: the metrics token must be at least 16 characters",
+            origin("metrics.token")
+        );
+    }
+    let mut migration = s.migration;
+    for domain in &migration.allowed_domains {
+        if domain.is_empty() || domain.contains('@') || domain.contains(char::is_whitespace) {
             bail!(
-                "{}: default_page_size must be at most max_page_size, which must be at least 1",
-                origin("limits")
+                "{}: \"{domain}\" is not a domain like example.com",
+                origin("migration.allowed_domains")
             );
         }
     }
-    if let Some(p) = f.trusted_proxies {
-        c.trusted_proxies = TrustedProxies::parse(&p)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", origin("trusted_proxies")))?;
-    }
-    if let Some(t) = o.metrics_token.clone().or(f.metrics.and_then(|m| m.token)) {
-        if t.len() < 16 {
-            bail!(
-                "{}: the metrics token must be at least 16 characters",
-                origin("metrics.token")
-            );
+    for list in [
+        &mut migration.allowed_domains,
+        &mut migration.public_domains,
+    ] {
+        for d in list.iter_mut() {
+            *d = d.to_lowercase();
         }
-        c.metrics_token = Some(t);
     }
-    if let Some(m) = f.migration {
-        if let Some(d) = m.allowed_domains {
-            for domain in &d {
-                if domain.is_empty() || domain.contains('@') || domain.contains(char::is_whitespace)
-                {
-                    bail!(
-                        "{}: \"{domain}\" is not a domain like example.com",
-                        origin("migration.allowed_domains")
-                    );
-                }
+    let admin_listen = match &s.admin.listen {
+        Some(l) => {
+            let addr: SocketAddr = l.parse().with_context(|| {
+                format!(
+                    "{}: \"{l}\" is not an address like 127.0.0.1:9443",
+                    origin("admin.listen")
+                )
+            })?;
+            if addr == listen && addr.port() != 0 {
+                bail!(
+                    "{}: {addr} is also the SCIM listener; choose another port, or leave admin.listen unset \
+                     to serve the admin page on the SCIM listener",
+                    origin("admin.listen")
+                );
             }
-            c.migration.allowed_domains = d.into_iter().map(|x| x.to_lowercase()).collect();
+            Some(addr)
         }
-        if let Some(d) = m.public_domains {
-            c.migration.public_domains = d.into_iter().map(|x| x.to_lowercase()).collect();
-        }
-        if let Some(g) = m.protected_groups {
-            c.migration.protected_groups = g;
-        }
+        None => None,
+    };
+    if s.storage.cache_mb < 1 {
+        bail!("{}: must be at least 1", origin("storage.cache_mb"));
     }
-    let fa = f.admin.unwrap_or_default();
-    if let Some(e) = o.admin_enabled.or(fa.enabled) {
-        c.admin.enabled = e;
-    }
-    if let Some(l) = o.admin_listen.clone().or(fa.listen) {
-        let addr: SocketAddr = l.parse().with_context(|| {
-            format!(
-                "{}: \"{l}\" is not an address like 127.0.0.1:9443",
-                origin("admin.listen")
-            )
-        })?;
-        if addr == c.listen && addr.port() != 0 {
-            bail!(
-                "{}: {addr} is also the SCIM listener; choose another port, or leave admin.listen unset \
-                 to serve the admin page on the SCIM listener",
-                origin("admin.listen")
-            );
-        }
-        c.admin.listen = Some(addr);
-    }
-    if let Some(s) = f.storage {
-        if let Some(mb) = s.cache_mb {
-            if mb < 1 {
-                bail!("{}: must be at least 1", origin("storage.cache_mb"));
-            }
-            c.cache_bytes = mb << 20;
-        }
-    }
-    Ok(c)
+    Ok(Config {
+        data_dir: s
+            .data_dir
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+        listen,
+        public_url,
+        tls,
+        log_format: s.log_format.unwrap_or_default(),
+        limits,
+        cache_bytes: s.storage.cache_mb << 20,
+        metrics_token: s.metrics.token,
+        migration,
+        admin: AdminConfig {
+            enabled: s.admin.enabled.unwrap_or(true),
+            listen: admin_listen,
+        },
+        trusted_proxies: s.trusted_proxies,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::FromArgMatches;
 
     fn write(text: &str) -> (tempfile::TempDir, PathBuf) {
         let d = tempfile::tempdir().unwrap();
@@ -840,10 +851,17 @@ mod tests {
         (d, p)
     }
 
+    /// Loads as `serve` does: the file, then these flags through clap.
+    fn load_with(file: Option<&Path>, flags: &[&str]) -> Result<Config> {
+        let cmd = Settings::augment_args(clap::Command::new("serve").no_binary_name(true));
+        let matches = cmd.try_get_matches_from(flags)?;
+        load(file, |s| Ok(s.update_from_arg_matches(&matches)?))
+    }
+
     #[test]
     fn example_config_is_valid_and_matches_defaults() {
         let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/scimbridge.toml");
-        let c = load(Some(&p), &Overrides::default()).unwrap();
+        let c = load_with(Some(&p), &[]).unwrap();
         let d = Config::default();
         assert_eq!((c.listen, c.data_dir, c.tls), (d.listen, d.data_dir, d.tls));
         assert_eq!(c.limits.max_body_bytes, d.limits.max_body_bytes);
@@ -854,22 +872,21 @@ mod tests {
     #[test]
     fn admin_listener_and_switch() {
         let (_d, p) = write("[admin]\nenabled = false\nlisten = \"127.0.0.1:9443\"\n");
-        let c = load(Some(&p), &Overrides::default()).unwrap();
+        let c = load_with(Some(&p), &[]).unwrap();
         assert!(!c.admin.enabled);
         assert_eq!(c.admin.listen.unwrap().port(), 9443);
-        let o = Overrides {
-            admin_listen: Some("127.0.0.1:9444".into()),
-            admin_enabled: Some(true),
-            ..Default::default()
-        };
-        let c = load(Some(&p), &o).unwrap();
+        let flags = [
+            "--admin-listen",
+            "127.0.0.1:9444",
+            "--admin-enabled",
+            "true",
+        ];
+        let c = load_with(Some(&p), &flags).unwrap();
         assert!(c.admin.enabled);
         assert_eq!(c.admin.listen.unwrap().port(), 9444);
-        let o = Overrides {
-            admin_listen: Some("127.0.0.1:8443".into()),
-            ..Default::default()
-        };
-        let e = load(None, &o).unwrap_err().to_string();
+        let e = load_with(None, &["--admin-listen", "127.0.0.1:8443"])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("admin.listen"), "{e}");
     }
 
@@ -879,7 +896,7 @@ mod tests {
             "trusted_proxies = [\"127.0.0.1\", \"10.0.0.0/8\", \"2001:db8::/32\"]\n\
              [limits]\ntoken_requests = 100\nidle_timeout_secs = 5\nauth_failures = 3\n",
         );
-        let c = load(Some(&p), &Overrides::default()).unwrap();
+        let c = load_with(Some(&p), &[]).unwrap();
         assert_eq!(c.limits.limiter.token_requests, 100);
         assert_eq!(c.limits.idle_timeout, Duration::from_secs(5));
         assert_eq!(c.limits.limiter.auth_failures, 3);
@@ -897,9 +914,7 @@ mod tests {
             "[limits]\ntoken_requests = 0\n",
         ] {
             let (_d, p) = write(bad);
-            let e = load(Some(&p), &Overrides::default())
-                .unwrap_err()
-                .to_string();
+            let e = load_with(Some(&p), &[]).unwrap_err().to_string();
             assert!(
                 e.contains("trusted_proxies") || e.contains("limits."),
                 "{e}"
@@ -909,7 +924,7 @@ mod tests {
 
     #[test]
     fn defaults() {
-        let c = load(None, &Overrides::default()).unwrap();
+        let c = load_with(None, &[]).unwrap();
         assert_eq!(c.listen.to_string(), "127.0.0.1:8443");
         assert_eq!(c.tls, TlsMode::SelfSigned);
         assert_eq!(c.data_dir, PathBuf::from("./scimbridge-data"));
@@ -919,11 +934,7 @@ mod tests {
     fn flags_override_file() {
         let (_d, p) =
             write("listen = \"127.0.0.1:9000\"\ndata_dir = \"/x\"\n[tls]\nmode = \"off\"\n");
-        let o = Overrides {
-            listen: Some("127.0.0.1:9001".into()),
-            ..Default::default()
-        };
-        let c = load(Some(&p), &o).unwrap();
+        let c = load_with(Some(&p), &["--listen", "127.0.0.1:9001"]).unwrap();
         assert_eq!(c.listen.port(), 9001);
         assert_eq!(c.data_dir, PathBuf::from("/x"));
         assert_eq!(c.tls, TlsMode::Off);
@@ -932,25 +943,61 @@ mod tests {
     #[test]
     fn unknown_key_names_file_and_key() {
         let (_d, p) = write("lissen = \"x\"\n");
-        let e = load(Some(&p), &Overrides::default())
-            .unwrap_err()
-            .to_string();
+        let e = load_with(Some(&p), &[]).unwrap_err().to_string();
         assert!(e.contains("c.toml") && e.contains("lissen"), "{e}");
+        let (_d, p) = write("[tls]\nmod = \"off\"\n");
+        let e = load_with(Some(&p), &[]).unwrap_err().to_string();
+        assert!(e.contains("c.toml") && e.contains("mod"), "{e}");
     }
 
     #[test]
     fn bad_values_are_explained() {
         let (_d, p) = write("listen = \"nope\"\n");
-        let e = load(Some(&p), &Overrides::default())
+        let e = load_with(Some(&p), &[]).unwrap_err().to_string();
+        assert!(e.contains("listen") && e.contains("nope"), "{e}");
+        let e = load_with(None, &["--tls", "files"])
             .unwrap_err()
             .to_string();
-        assert!(e.contains("listen") && e.contains("nope"), "{e}");
-        let o = Overrides {
-            tls: Some("files".into()),
-            ..Default::default()
-        };
-        let e = load(None, &o).unwrap_err().to_string();
         assert!(e.contains("tls.cert"), "{e}");
+        let (_d, p) = write("[tls]\nmode = \"sometimes\"\n");
+        let e = load_with(Some(&p), &[]).unwrap_err().to_string();
+        assert!(
+            e.contains("c.toml") && e.contains("mode") && e.contains("self-signed"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn every_section_reads_from_the_file() {
+        let (_d, p) = write(
+            "log_format = \"json\"\n[limits]\nhandshake_timeout_secs = 3\nmax_page_size = 50\n\
+             default_page_size = 5\n[storage]\ncache_mb = 8\n[metrics]\ntoken = \"0123456789abcdef\"\n\
+             [migration]\nallowed_domains = [\"Example.COM\"]\n",
+        );
+        let c = load_with(Some(&p), &[]).unwrap();
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(c.limits.handshake_timeout, Duration::from_secs(3));
+        assert_eq!(
+            (c.limits.default_page_size, c.limits.max_page_size),
+            (5, 50)
+        );
+        assert_eq!(c.limits.max_body_bytes, Limits::default().max_body_bytes);
+        assert_eq!(c.cache_bytes, 8 << 20);
+        assert!(c.metrics_token.unwrap().matches("0123456789abcdef"));
+        assert_eq!(c.migration.allowed_domains, ["example.com"]);
+        assert_eq!(
+            c.migration.protected_groups,
+            MigrationPolicy::default().protected_groups
+        );
+    }
+
+    #[test]
+    fn the_metrics_token_has_no_flag() {
+        assert!(load_with(None, &["--metrics-token", "0123456789abcdef"]).is_err());
+        let (_d, p) = write("[metrics]\ntoken = \"short\"\n");
+        let e = load_with(Some(&p), &[]).unwrap_err().to_string();
+        assert!(e.contains("metrics.token"), "{e}");
+        assert!(!e.contains("short"), "the secret is not echoed: {e}");
     }
 
     #[test]
@@ -959,7 +1006,7 @@ mod tests {
             "[tls]\nmode = \"acme\"\n[tls.acme]\ndomains = [\"Scim.Example.com\"]\nemail = \"ops@example.com\"\n\
              staging = true\nhttp_listen = \"0.0.0.0:80\"\n",
         );
-        let c = load(Some(&p), &Overrides::default()).unwrap();
+        let c = load_with(Some(&p), &[]).unwrap();
         let TlsMode::Acme(a) = c.tls else {
             panic!("not acme: {:?}", c.tls)
         };
@@ -968,16 +1015,17 @@ mod tests {
         assert_eq!(a.http_listen.unwrap().port(), 80);
         assert_eq!(a.eab, None);
         // Flags replace the file's names and directory.
-        let o = Overrides {
-            acme: AcmeSection {
-                domains: vec!["a.example.com".into(), "b.example.com".into()],
-                directory: Some("https://ca.example.com/dir".into()),
-                staging: Some(false),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        let TlsMode::Acme(a) = load(Some(&p), &o).unwrap().tls else {
+        let flags = [
+            "--acme-domain",
+            "a.example.com",
+            "--acme-domain",
+            "b.example.com",
+            "--acme-directory",
+            "https://ca.example.com/dir",
+            "--acme-staging",
+            "false",
+        ];
+        let TlsMode::Acme(a) = load_with(Some(&p), &flags).unwrap().tls else {
             panic!("not acme")
         };
         assert_eq!(a.domains, ["a.example.com", "b.example.com"]);
@@ -991,7 +1039,7 @@ mod tests {
             let (_d, p) = write(&format!(
                 "[tls]\nmode = \"acme\"\n[tls.acme]\ndomains = [\"scim.example.com\"]\n{extra}"
             ));
-            load(Some(&p), &Overrides::default())
+            load_with(Some(&p), &[])
                 .map(|_| ())
                 .map_err(|e| e.to_string())
         };
@@ -1019,9 +1067,7 @@ mod tests {
             let (_d, p) = write(&format!(
                 "[tls]\nmode = \"acme\"\n[tls.acme]\ndomains = [\"{name}\"]\n"
             ));
-            let e = load(Some(&p), &Overrides::default())
-                .unwrap_err()
-                .to_string();
+            let e = load_with(Some(&p), &[]).unwrap_err().to_string();
             assert!(
                 e.contains(expected) && e.contains("tls.acme.domains"),
                 "{name}: {e}"

@@ -38,8 +38,10 @@ const BUSY_RETRY: Duration = Duration::from_secs(1);
 /// a full bucket are forgotten first (bounds memory under an address spray).
 const MAX_TRACKED_ADDRESSES: usize = 16_384;
 
-/// The limits, from the `[limits]` section of the configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The limits, from the `[limits]` section of the configuration (whose keys are
+/// these fields' names; unset keys keep the defaults).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(default)]
 pub struct LimiterConfig {
     /// Requests in progress per SCIM token (`limits.token_requests`).
     pub token_requests: usize,
@@ -56,7 +58,13 @@ pub struct LimiterConfig {
     /// (`limits.auth_failures`).
     pub auth_failures: u32,
     /// The window in which `auth_failures` refill (`limits.auth_failure_window_secs`).
+    #[serde(rename = "auth_failure_window_secs", deserialize_with = "seconds")]
     pub auth_failure_window: Duration,
+}
+
+/// A duration written as whole seconds.
+fn seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    serde::Deserialize::deserialize(d).map(Duration::from_secs)
 }
 
 impl Default for LimiterConfig {

@@ -1,10 +1,10 @@
 //! The `scimbridge` binary: parse the command line and run the command.
 
-use clap::Parser;
+use clap::CommandFactory;
 
 fn main() -> std::process::ExitCode {
-    let cli = scimbridge::cli::Cli::parse();
-    match scimbridge::cli::run(cli) {
+    let matches = scimbridge::cli::Cli::command().get_matches();
+    match scimbridge::cli::run(&matches) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("scimbridge: error: {e:#}");

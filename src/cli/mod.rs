@@ -16,9 +16,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgMatches, FromArgMatches, Parser, Subcommand};
 
-use crate::config::{self, Config, Overrides, TlsMode};
+use crate::config::{self, Config, Settings, TlsMode};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -40,12 +40,12 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the SCIM server.
-    Serve(ServeArgs),
+    Serve(Settings),
     /// Issue, list and revoke SCIM bearer tokens.
     #[command(subcommand)]
     Token(TokenCommand),
     /// Validate the configuration and print the result.
-    CheckConfig(ServeArgs),
+    CheckConfig(Settings),
     /// Move the directory to a hosted provisioning service.
     #[command(subcommand)]
     Migrate(MigrateCommand),
@@ -69,40 +69,6 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
     },
-}
-
-#[derive(Debug, Args, Default)]
-pub struct ServeArgs {
-    /// Address of the SCIM listener [default: 127.0.0.1:8443].
-    #[arg(long, env = "SCIMBRIDGE_LISTEN", value_name = "ADDR")]
-    pub listen: Option<String>,
-    /// self-signed (generated on first start), files (--tls-cert/--tls-key), acme (--acme-domain,
-    /// a certificate from Let's Encrypt or another ACME CA) or off (behind a TLS proxy).
-    #[arg(long, env = "SCIMBRIDGE_TLS", value_name = "MODE")]
-    pub tls: Option<String>,
-    /// PEM certificate chain for --tls files.
-    #[arg(long, env = "SCIMBRIDGE_TLS_CERT", value_name = "FILE")]
-    pub tls_cert: Option<PathBuf>,
-    /// PEM private key for --tls files.
-    #[arg(long, env = "SCIMBRIDGE_TLS_KEY", value_name = "FILE")]
-    pub tls_key: Option<PathBuf>,
-    /// Externally visible base URL, e.g. https://scim.example.com (used in resource locations).
-    #[arg(long, env = "SCIMBRIDGE_PUBLIC_URL", value_name = "URL")]
-    pub public_url: Option<String>,
-    /// human or json.
-    #[arg(long, env = "SCIMBRIDGE_LOG_FORMAT", value_name = "FORMAT")]
-    pub log_format: Option<String>,
-    /// Require this bearer token on /metrics (environment only, to keep it out of `ps`).
-    #[arg(skip = std::env::var("SCIMBRIDGE_METRICS_TOKEN").ok().map(crate::secret::Secret::new))]
-    pub metrics_token: Option<crate::secret::Secret>,
-    /// Serve the admin page on this address instead of the SCIM listener, e.g. 127.0.0.1:9443.
-    #[arg(long, env = "SCIMBRIDGE_ADMIN_LISTEN", value_name = "ADDR")]
-    pub admin_listen: Option<String>,
-    /// Serve the admin page at /admin [default: true].
-    #[arg(long, env = "SCIMBRIDGE_ADMIN_ENABLED", value_name = "BOOL")]
-    pub admin_enabled: Option<bool>,
-    #[command(flatten)]
-    pub acme: config::AcmeSection,
 }
 
 #[derive(Debug, Subcommand)]
@@ -184,61 +150,32 @@ pub enum MigrateCommand {
 }
 
 impl Cli {
-    fn overrides(&self, serve: Option<&ServeArgs>) -> Overrides {
-        let s = serve.cloned_args();
-        Overrides {
-            data_dir: self.data_dir.clone(),
-            listen: s.listen,
-            public_url: s.public_url,
-            tls: s.tls,
-            tls_cert: s.tls_cert,
-            tls_key: s.tls_key,
-            log_format: s.log_format,
-            metrics_token: s.metrics_token,
-            admin_listen: s.admin_listen,
-            admin_enabled: s.admin_enabled,
-            acme: s.acme,
-        }
-    }
-
-    fn load(&self, serve: Option<&ServeArgs>) -> Result<Config> {
-        config::load(self.config.as_deref(), &self.overrides(serve))
+    /// The configuration: defaults ← file ← environment ← flags. `flags` are the
+    /// matches of `serve` or `check-config` (the commands that take settings); the
+    /// other commands take the file and the global `--data-dir`.
+    fn load(&self, flags: Option<&ArgMatches>) -> Result<Config> {
+        config::load(self.config.as_deref(), |s| {
+            if let Some(m) = flags {
+                s.update_from_arg_matches(m)?;
+                config::apply_environment(s);
+            }
+            if let Some(d) = &self.data_dir {
+                s.data_dir = Some(d.clone());
+            }
+            Ok(())
+        })
     }
 }
 
-trait ClonedArgs {
-    fn cloned_args(&self) -> ServeArgs;
-}
-
-impl ClonedArgs for Option<&ServeArgs> {
-    fn cloned_args(&self) -> ServeArgs {
-        match self {
-            Some(a) => ServeArgs {
-                listen: a.listen.clone(),
-                tls: a.tls.clone(),
-                tls_cert: a.tls_cert.clone(),
-                tls_key: a.tls_key.clone(),
-                public_url: a.public_url.clone(),
-                log_format: a.log_format.clone(),
-                metrics_token: a.metrics_token.clone(),
-                admin_listen: a.admin_listen.clone(),
-                admin_enabled: a.admin_enabled,
-                acme: a.acme.clone(),
-            },
-            None => ServeArgs::default(),
-        }
-    }
-}
-
-/// Runs one command; the exit code is 0, or 2 when a report found a problem
-/// (`migrate check` blockers, `migrate verify` differences). Errors are printed by
-/// `main` (exit code 1).
-pub fn run(cli: Cli) -> Result<ExitCode> {
+/// Runs the command that `matches` (from `Cli::command()`) names. The exit code is
+/// 0, or 2 when a report found a problem (`migrate check` blockers, `migrate verify`
+/// differences); errors are printed by `main` (exit code 1).
+pub fn run(matches: &ArgMatches) -> Result<ExitCode> {
+    let cli = Cli::from_arg_matches(matches)?;
+    let flags = matches.subcommand().map(|(_, m)| m);
     match &cli.command {
-        Command::Serve(args) => {
-            crate::server::run(cli.load(Some(args))?).map(|()| ExitCode::SUCCESS)
-        }
-        Command::CheckConfig(args) => check_config(&cli.load(Some(args))?),
+        Command::Serve(_) => crate::server::run(cli.load(flags)?).map(|()| ExitCode::SUCCESS),
+        Command::CheckConfig(_) => check_config(&cli.load(flags)?),
         Command::Token(cmd) => token::run(&cli.load(None)?, cmd),
         Command::Migrate(cmd) => migrate::run(&cli.load(None)?, cmd),
         Command::Admin(AdminCommand::ResetPassword) => admin::reset_password(&cli.load(None)?),
