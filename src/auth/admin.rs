@@ -31,7 +31,7 @@ pub fn random_string(bytes: usize) -> Result<String, ring::error::Unspecified> {
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())

@@ -159,7 +159,7 @@ pub fn write_export<W: Write>(
             return false;
         }
         done += 1;
-        if done % 1000 == 0 {
+        if done.is_multiple_of(1000) {
             progress(done, total);
         }
         true

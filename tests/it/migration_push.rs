@@ -28,7 +28,7 @@ fn config_file(dir: &std::path::Path) -> std::path::PathBuf {
 fn user(i: usize) -> Value {
     json!({"userName": format!("user{i}@example.com"), "externalId": format!("ext-u{i}"),
         "name": {"givenName": format!("Given{i}"), "familyName": "Family"},
-        "displayName": format!("User {i}"), "active": i % 17 != 0,
+        "displayName": format!("User {i}"), "active": !i.is_multiple_of(17),
         "emails": [{"value": format!("user{i}@example.com"), "type": "work", "primary": true}],
         ENTERPRISE: {"department": format!("dept{}", i % 7)}})
 }
@@ -509,7 +509,7 @@ fn throttling_proxy(
                 std::io::Read::read_exact(&mut reader, &mut body).unwrap();
                 n += 1;
                 use std::io::Write;
-                if n % 4 == 0 {
+                if n.is_multiple_of(4) {
                     count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let msg = b"{\"status\":\"429\",\"detail\":\"slow down\"}";
                     write!(stream, "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nContent-Length: {}\r\n\r\n", msg.len()).unwrap();
