@@ -11,11 +11,13 @@
 //! Reads use a redb read transaction: a consistent snapshot (`Snapshot`).
 
 mod admin;
+pub(crate) mod audit;
 mod migration;
 mod tables;
 mod tokens;
 
 pub use admin::{AdminPassword, SetupCode, SetupRefusal};
+pub use audit::{ActorKind, AuditOutcome, AuditRecord};
 pub use migration::{MigrationState, Phase};
 pub use tokens::{hex, Scope, TokenRecord, TokenState};
 

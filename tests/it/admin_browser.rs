@@ -290,6 +290,9 @@ fn admin_flow_in_headless_chromium() {
     // Revoke it in the browser: the next SCIM request is refused.
     b.go(&format!("{base}/admin/tokens"));
     b.click("tr[data-token='browser-idp'] button.danger");
+    b.wait_for("the question", |s| s.contains("id=\"confirm-revoke\""));
+    assert_eq!(idp.get("/Users").status, 200, "asking revokes nothing");
+    b.click("#confirm-revoke button.danger");
     b.wait_for("the revocation", |s| s.contains("Revoked the token"));
     assert_scim_error(&idp.get("/Users"), 401, None);
 
@@ -301,6 +304,17 @@ fn admin_flow_in_headless_chromium() {
         "counts follow the directory"
     );
     let shot_dashboard = b.screenshot(&artifacts, "admin-dashboard.png");
+
+    // The Activity page: every write with who did it, filtered to the admin's own.
+    b.go(&format!("{base}/admin/activity"));
+    b.wait_for("the activity page", |s| s.contains("id=\"range\""));
+    b.click("select#actor option[value='admin']");
+    b.click("form.filters button");
+    b.wait_for_url("the filtered activity", |u| u.contains("actor=admin"));
+    let page = b.wait_for("the admin's entries", |s| s.contains("token.revoke"));
+    assert!(page.contains("token.issue") && page.contains("browser-idp"));
+    assert!(!page.contains("scim.create"), "filtered to the admin");
+    let shot_activity = b.screenshot(&artifacts, "admin-activity.png");
 
     // The migration page: the readiness check names the blocking user.
     b.go(&format!("{base}/admin/migration"));
@@ -330,8 +344,35 @@ fn admin_flow_in_headless_chromium() {
         width <= 400.0,
         "no horizontal scrolling on a phone: {width}px"
     );
+    for (path, file) in [
+        ("/admin/activity", "admin-activity-phone.png"),
+        ("/admin/migration", "admin-migration-phone.png"),
+    ] {
+        b.go(&format!("{base}{path}"));
+        b.wait_for(path, |s| s.contains("</main>"));
+        let width = b
+            .call(
+                "POST",
+                "/execute/sync",
+                Some(json!({"script": "return document.documentElement.scrollWidth", "args": []})),
+            )
+            .as_f64()
+            .unwrap_or(0.0);
+        let shot = b.screenshot(&artifacts, file);
+        assert!(
+            width <= 400.0,
+            "{path}: no horizontal scrolling on a phone: {width}px"
+        );
+        eprintln!("screenshot: {}", shot.display());
+    }
 
-    for p in [shot_dashboard, shot_tokens, shot_migration, shot_phone] {
+    for p in [
+        shot_dashboard,
+        shot_tokens,
+        shot_migration,
+        shot_phone,
+        shot_activity,
+    ] {
         eprintln!("screenshot: {}", p.display());
     }
 }

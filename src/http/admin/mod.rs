@@ -25,6 +25,7 @@ use serde_json::Value;
 
 use super::{AppState, Body, Listener, RequestBody};
 use crate::app::admin::{self as credentials, CredentialError, FirstRun};
+use crate::app::audit::{Caller, Entry, ExportFormat};
 use crate::app::tokens::{self, IssueRequest, TokenError, TokenInfo, TokenState, MAX_TOKEN_DAYS};
 use crate::app::{Paging, Query, Resource};
 use crate::clock::Timestamp;
@@ -48,6 +49,10 @@ const COPY_JS: &str = include_str!("../../admin/static/copy.js");
 const MAX_FORM_BYTES: usize = 256 * 1024;
 /// Rows per page in the Users and Groups views.
 const PAGE_SIZE: usize = 50;
+/// Entries per page on the Activity page.
+const ACTIVITY_PAGE_SIZE: usize = 50;
+/// The account name of the admin password (until named accounts exist).
+const ADMIN_ACCOUNT: &str = "admin";
 
 const CSP: &str = "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; \
                    form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
@@ -346,6 +351,8 @@ struct IssueForm {
 #[serde(default)]
 struct RevokeForm {
     id: String,
+    /// `yes` from the confirmation page; without it the page asks first.
+    confirm: String,
 }
 
 #[derive(Deserialize, Default)]
@@ -487,6 +494,13 @@ async fn dispatch(state: &Arc<AppState>, req: Request<RequestBody>) -> Response<
             id,
             chrome(&me, "Group", "groups"),
         ),
+        ["admin", "activity"] => {
+            activity_page(state, query(&req), chrome(&me, "Activity", "activity")).await
+        }
+        ["admin", "activity.csv"] => activity_export(state, query(&req), ExportFormat::Csv).await,
+        ["admin", "activity.jsonl"] => {
+            activity_export(state, query(&req), ExportFormat::JsonLines).await
+        }
         ["admin", "migration"] => migration_page(
             state,
             chrome(&me, "Migration to hosted provisioning", "migration"),
@@ -508,6 +522,7 @@ async fn signed_in_post(
     req: Request<RequestBody>,
     now: Instant,
 ) -> Result<Response<Body>, Refused> {
+    let who = Caller::admin(me.account(), client_ip(&req));
     if cross_site(&req) {
         return Err(Refused {
             status: StatusCode::FORBIDDEN,
@@ -535,6 +550,7 @@ async fn signed_in_post(
     }
     Ok(match path {
         "/admin/logout" => {
+            state.app.audit(&who, Entry::new("admin.sign_out")).await;
             state.admin.sessions.remove(me.id());
             let mut r = redirect("/admin/login?signed_out=1");
             r.headers_mut().insert(
@@ -544,22 +560,40 @@ async fn signed_in_post(
             r
         }
         "/admin/tokens" => {
-            issue_token(state, parse_form(&body)?, chrome(me, "Tokens", "tokens")).await
+            let f = parse_form(&body)?;
+            issue_token(state, &who, f, chrome(me, "Tokens", "tokens")).await
         }
         "/admin/tokens/revoke" => {
             let f: RevokeForm = parse_form(&body)?;
-            let msg = match tokens::revoke(&state.app.store, f.id, Timestamp::now()).await {
-                Ok(t) => format!(
-                    "Revoked the token \"{}\": its next request is refused.",
-                    t.name
-                ),
-                Err(e) => format!("Not revoked: {}", e.page_message()),
-            };
+            if f.confirm != "yes" {
+                return Ok(confirm_revoke(
+                    state,
+                    f.id,
+                    chrome(me, "Revoke a token", "tokens"),
+                ));
+            }
+            let entry = Entry::new("token.revoke");
+            let (msg, entry) =
+                match tokens::revoke(&state.app.store, f.id.clone(), Timestamp::now()).await {
+                    Ok(t) => (
+                        format!(
+                            "Revoked the token \"{}\": its next request is refused.",
+                            t.name
+                        ),
+                        entry.on("Token", Some(&t.id), Some(&t.name)),
+                    ),
+                    Err(e) => {
+                        let why = e.page_message();
+                        let entry = entry.on("Token", Some(&f.id), None).refused(why.clone());
+                        (format!("Not revoked: {why}"), entry)
+                    }
+                };
+            state.app.audit(&who, entry).await;
             state.admin.sessions.set_flash(me.id(), msg);
             redirect("/admin/tokens")
         }
         p if p.starts_with("/admin/migration/") => {
-            let msg = migration_action(state, &p["/admin/migration/".len()..], &body).await?;
+            let msg = migration_action(state, &who, &p["/admin/migration/".len()..], &body).await?;
             state.admin.sessions.set_flash(me.id(), msg);
             redirect("/admin/migration")
         }
@@ -700,7 +734,11 @@ async fn setup_submit(state: &AppState, req: Request<RequestBody>) -> Response<B
             // A new password signs everyone out and ends every throttle.
             state.admin.sessions.clear();
             state.admin.throttle.clear();
-            tracing::info!("the admin password was set through a setup link");
+            let entry = Entry::new("admin.set_password");
+            state
+                .app
+                .audit(&Caller::admin(ADMIN_ACCOUNT, ip), entry)
+                .await;
             redirect("/admin/login?setup=done")
         }
         Err(CredentialError::WeakPassword(mut msg)) => {
@@ -754,6 +792,11 @@ async fn login_submit(state: &AppState, req: Request<RequestBody>) -> Response<B
         Ok(r) => r,
         Err(wait) => {
             tracing::warn!(client = %ip, "admin sign-in throttled");
+            let entry = Entry::new("admin.sign_in").refused("throttled: too many failed attempts");
+            state
+                .app
+                .audit(&Caller::admin("(unknown)", ip), entry)
+                .await;
             return throttled(wait);
         }
     };
@@ -773,6 +816,11 @@ async fn login_submit(state: &AppState, req: Request<RequestBody>) -> Response<B
         tokio::time::sleep(session::FAILURE_DELAY).await;
         reservation.failed(Instant::now());
         tracing::warn!(client = %ip, "admin sign-in failed");
+        let entry = Entry::new("admin.sign_in").refused("wrong password");
+        state
+            .app
+            .audit(&Caller::admin("(unknown)", ip), entry)
+            .await;
         return html(
             StatusCode::UNAUTHORIZED,
             pages::login(&pages::LoginView {
@@ -783,14 +831,20 @@ async fn login_submit(state: &AppState, req: Request<RequestBody>) -> Response<B
         );
     }
     reservation.succeeded();
-    let Ok(id) = state.admin.sessions.create(Instant::now()) else {
+    let Ok(id) = state.admin.sessions.create(Instant::now(), ADMIN_ACCOUNT) else {
         return refuse(
             StatusCode::SERVICE_UNAVAILABLE,
             "Unavailable",
             "The operating system's random generator failed; try again.",
         );
     };
-    tracing::info!(client = %ip, "admin signed in");
+    state
+        .app
+        .audit(
+            &Caller::admin(ADMIN_ACCOUNT, ip),
+            Entry::new("admin.sign_in"),
+        )
+        .await;
     let mut r = redirect("/admin");
     r.headers_mut()
         .insert(hyper::header::SET_COOKIE, session_cookie(state, &id, None));
@@ -925,8 +979,34 @@ fn token_rows(state: &AppState) -> Vec<pages::TokenRow> {
         .collect()
 }
 
+/// Asks before revoking: the identity provider using the token stops provisioning.
+fn confirm_revoke(state: &AppState, id: String, chrome: Chrome<'_>) -> Response<Body> {
+    let found = tokens::list(&state.app.store, Timestamp::now())
+        .ok()
+        .and_then(|l| l.into_iter().find(|t| t.id == id));
+    match found {
+        Some(t) => html(
+            StatusCode::OK,
+            pages::confirm_revoke(&chrome, &pages::ConfirmRevokeView { token: &t }),
+        ),
+        None => refuse(
+            StatusCode::NOT_FOUND,
+            "Not found",
+            "There is no such token; nothing was changed.",
+        ),
+    }
+}
+
 /// The token form: a name, a scope and an optional expiry in days.
-async fn issue_token(state: &AppState, f: IssueForm, chrome: Chrome<'_>) -> Response<Body> {
+async fn issue_token(
+    state: &AppState,
+    who: &Caller,
+    f: IssueForm,
+    chrome: Chrome<'_>,
+) -> Response<Body> {
+    let entry = Entry::new("token.issue").on("Token", None, Some(&f.name));
+    let refused_entry = entry.clone();
+    let audit_refused = |msg: &str| state.app.audit(who, refused_entry.clone().refused(msg));
     let page = |status, issued: Option<&pages::Issued>, error: Option<&str>| {
         let rows = token_rows(state);
         let v = pages::TokensView {
@@ -940,7 +1020,11 @@ async fn issue_token(state: &AppState, f: IssueForm, chrome: Chrome<'_>) -> Resp
     let scope = match f.scope.as_str() {
         "read-only" => Scope::ReadOnly,
         "read-write" | "" => Scope::ReadWrite,
-        _ => return refused("Choose read-only or read-write."),
+        _ => {
+            let msg = "Choose read-only or read-write.";
+            audit_refused(msg).await;
+            return refused(msg);
+        }
     };
     let days = f.expires_days.trim();
     let expires_in_days = if days.is_empty() {
@@ -949,9 +1033,11 @@ async fn issue_token(state: &AppState, f: IssueForm, chrome: Chrome<'_>) -> Resp
         match days.parse::<u32>() {
             Ok(d) if (1..=MAX_TOKEN_DAYS).contains(&d) => Some(d),
             _ => {
-                return refused(&format!(
+                let msg = format!(
                     "The expiry must be a whole number of days from 1 to {MAX_TOKEN_DAYS}, or empty for never."
-                ))
+                );
+                audit_refused(&msg).await;
+                return refused(&msg);
             }
         }
     };
@@ -967,10 +1053,15 @@ async fn issue_token(state: &AppState, f: IssueForm, chrome: Chrome<'_>) -> Resp
                 scope: t.token.scope.as_str(),
                 secret: t.secret,
             };
-            tracing::info!(token = %issued.name, scope = issued.scope, "SCIM token issued from the admin page");
+            let entry = entry.on("Token", Some(&t.token.id), Some(&issued.name));
+            state.app.audit(who, entry).await;
             page(StatusCode::OK, Some(&issued), None)
         }
-        Err(e) => refused(&format!("Not issued: {}", e.page_message())),
+        Err(e) => {
+            let why = e.page_message();
+            audit_refused(&why).await;
+            refused(&format!("Not issued: {why}"))
+        }
     }
 }
 
@@ -1076,11 +1167,12 @@ fn list_row(r: &Resource) -> pages::ListRow {
         ResourceType::Group => pages::ListRow {
             id: r.id().to_owned(),
             name: s(r.get("displayName")),
-            detail: format!(
-                "{} members",
+            detail: pages::count(
                 r.get("members")
                     .and_then(Value::as_array)
-                    .map_or(0, Vec::len)
+                    .map_or(0, |m| m.len() as u64),
+                "member",
+                "members",
             ),
             email: None,
             active: None,
@@ -1156,6 +1248,61 @@ fn detail(state: &AppState, rt: ResourceType, id: &str, chrome: Chrome<'_>) -> R
     )
 }
 
+// ---- activity ----------------------------------------------------------------------
+
+async fn activity_page(
+    state: &Arc<AppState>,
+    q: pages::ActivityQuery,
+    chrome: Chrome<'_>,
+) -> Response<Body> {
+    let page = q.page.unwrap_or(1).max(1);
+    let offset = (page - 1).saturating_mul(ACTIVITY_PAGE_SIZE as u64);
+    let (app, filter) = (state.app.clone(), q.filter());
+    let found =
+        tokio::task::spawn_blocking(move || app.audit_search(&filter, offset, ACTIVITY_PAGE_SIZE))
+            .await;
+    let found = match found {
+        Ok(Ok(p)) => p,
+        Ok(Err(e)) => return unavailable(e),
+        Err(_) => return unavailable(crate::store::StoreError::Closed),
+    };
+    let v = pages::ActivityView {
+        query: q,
+        page: found,
+        page_size: ACTIVITY_PAGE_SIZE,
+    };
+    html(StatusCode::OK, pages::activity(&chrome, &v))
+}
+
+/// The matching audit entries as a download (CSV or JSON Lines), newest first.
+async fn activity_export(
+    state: &Arc<AppState>,
+    q: pages::ActivityQuery,
+    format: ExportFormat,
+) -> Response<Body> {
+    let (app, filter) = (state.app.clone(), q.filter());
+    let made = tokio::task::spawn_blocking(move || {
+        let mut out = Vec::new();
+        app.audit_export(&filter, format, &mut out).map(|()| out)
+    })
+    .await;
+    let bytes = match made {
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) => return unavailable(e),
+        Err(_) => return unavailable(crate::store::StoreError::Closed),
+    };
+    let (content_type, file) = match format {
+        ExportFormat::Csv => ("text/csv; charset=utf-8", "scimbridge-audit.csv"),
+        ExportFormat::JsonLines => ("application/x-ndjson", "scimbridge-audit.jsonl"),
+    };
+    let mut r = response(StatusCode::OK, content_type, bytes);
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{file}\"")) {
+        r.headers_mut()
+            .insert(hyper::header::CONTENT_DISPOSITION, v);
+    }
+    r
+}
+
 // ---- migration ---------------------------------------------------------------------
 
 fn migration_page(state: &AppState, chrome: Chrome<'_>) -> Response<Body> {
@@ -1186,86 +1333,141 @@ fn migration_page(state: &AppState, chrome: Chrome<'_>) -> Response<Body> {
 /// Runs a migration form's action; returns the message for the next page.
 async fn migration_action(
     state: &Arc<AppState>,
+    who: &Caller,
     action: &str,
     body: &[u8],
 ) -> Result<String, Refused> {
-    Ok(match action {
+    // (message for the page, the audit entry's refusal reason if it was refused)
+    let (msg, refused): (String, Option<String>) = match action {
         "check" => match state.app.migration.check().await {
             Ok(report) => {
                 let msg = if report.ready {
                     "Readiness check: ready.".to_owned()
                 } else {
                     format!(
-                        "Readiness check: {} blocker(s), {} warning(s).",
-                        report.blockers.len(),
-                        report.warnings.len()
+                        "Readiness check: {}, {}.",
+                        pages::count(report.blockers.len() as u64, "blocker", "blockers"),
+                        pages::count(report.warnings.len() as u64, "warning", "warnings")
                     )
                 };
                 if let Ok(mut c) = state.admin.last_check.lock() {
                     *c = Some((Timestamp::now().to_rfc3339(), report));
                 }
-                msg
+                (msg, None)
             }
-            Err(e) => format!("The readiness check failed: {}", e.page_message()),
+            Err(e) => {
+                let why = e.page_message();
+                (format!("The readiness check failed: {why}"), Some(why))
+            }
         },
         "push" => {
             let f: PushForm = parse_form(body)?;
             let target = f.target.trim().to_owned();
             let token = Secret::new(f.token.trim());
             if target.is_empty() || token.is_empty() {
-                return Ok("The push needs the target URL and its token.".into());
+                let msg = "The push needs the target URL and its token.".to_owned();
+                (msg.clone(), Some(msg))
+            } else {
+                let cacert = Some(f.cacert.trim().to_owned()).filter(|c| !c.is_empty());
+                let req = PushRequest {
+                    target,
+                    token,
+                    cacert,
+                    allow_http: false,
+                    dry_run: f.dry_run.is_some_and(|d| !d.is_empty()),
+                };
+                start_job(state, who, JobKind::Push(req)).await
             }
-            let cacert = Some(f.cacert.trim().to_owned()).filter(|c| !c.is_empty());
-            let req = PushRequest {
-                target,
-                token,
-                cacert,
-                allow_http: false,
-                dry_run: f.dry_run.is_some_and(|d| !d.is_empty()),
-            };
-            start_job(state, JobKind::Push(req))
         }
-        "verify" => start_job(state, JobKind::Verify),
+        "verify" => start_job(state, who, JobKind::Verify).await,
         "cutover" => {
             let f: CutoverForm = parse_form(body)?;
             let target = state.app.migration.state().ok().and_then(|s| s.target);
             match target {
-                Some(t) if f.confirm == t => start_job(state, JobKind::Cutover),
-                Some(_) => "Not cut over: type the target URL exactly as shown to confirm.".into(),
-                None => "Not cut over: no migration target is set; push first.".into(),
+                Some(t) if f.confirm == t => start_job(state, who, JobKind::Cutover).await,
+                Some(_) => {
+                    let msg = "Not cut over: type the target URL exactly as shown to confirm.";
+                    (msg.into(), Some(msg.into()))
+                }
+                None => {
+                    let msg = "Not cut over: no migration target is set; push first.";
+                    (msg.into(), Some(msg.into()))
+                }
             }
         }
         "abort" => match state.app.migration.abort().await {
-            Ok(_) => "Migration aborted: mirroring stopped; this bridge stays the source of truth."
-                .into(),
-            Err(e) => format!("Not aborted: {}", e.page_message()),
+            Ok(_) => (
+                "Migration aborted: mirroring stopped; this bridge stays the source of truth."
+                    .into(),
+                None,
+            ),
+            Err(e) => {
+                let why = e.page_message();
+                (format!("Not aborted: {why}"), Some(why))
+            }
         },
-        _ => "There is no such migration action.".into(),
-    })
+        _ => return Ok("There is no such migration action.".into()),
+    };
+    // A started job is audited by `start_job` (when it starts and when it ends).
+    let started = matches!(action, "push" | "verify" | "cutover") && refused.is_none();
+    if !started {
+        let mut entry = Entry::new(&format!("migration.{action}"));
+        if let Some(why) = refused {
+            entry = entry.refused(why);
+        }
+        state.app.audit(who, entry).await;
+    }
+    Ok(msg)
 }
 
 /// Starts a migration step in the background unless one is running; the page shows
-/// its progress and outcome on reload.
-fn start_job(state: &Arc<AppState>, kind: JobKind) -> String {
+/// its progress and outcome on reload. Audited when it starts and when it ends.
+/// Returns the page's message and, when it did not start, why.
+async fn start_job(state: &Arc<AppState>, who: &Caller, kind: JobKind) -> (String, Option<String>) {
     let name = kind.name();
-    {
-        let Ok(mut slot) = state.admin.job.lock() else {
-            return "The job table is unavailable.".into();
-        };
-        if let Some(j) = slot.as_ref().filter(|j| j.finished.is_none()) {
-            return format!("{} is still running; wait for it to finish.", j.kind);
-        }
-        *slot = Some(Job {
-            kind: name,
-            started: Timestamp::now().to_rfc3339(),
-            progress: None,
-            finished: None,
-            outcome: None,
-        });
+    let action = match &kind {
+        JobKind::Push(r) if r.dry_run => "migration.push_dry_run",
+        JobKind::Push(_) => "migration.push",
+        JobKind::Verify => "migration.verify",
+        JobKind::Cutover => "migration.cutover",
+    };
+    let mut entry = Entry::new(action);
+    if let JobKind::Push(r) = &kind {
+        entry = entry.on("Migration", None, Some(&r.target));
     }
+    let busy = {
+        match state.admin.job.lock() {
+            Err(_) => Some("The job table is unavailable.".to_owned()),
+            Ok(mut slot) => match slot.as_ref().filter(|j| j.finished.is_none()) {
+                Some(j) => Some(format!(
+                    "{} is still running; wait for it to finish.",
+                    j.kind
+                )),
+                None => {
+                    *slot = Some(Job {
+                        kind: name,
+                        started: Timestamp::now().to_rfc3339(),
+                        progress: None,
+                        finished: None,
+                        outcome: None,
+                    });
+                    None
+                }
+            },
+        }
+    };
+    if let Some(why) = busy {
+        state.app.audit(who, entry.refused(why.clone())).await;
+        return (why.clone(), Some(why));
+    }
+    let mut started_entry = entry.clone();
+    started_entry.action = format!("{action}.start");
+    state.app.audit(who, started_entry).await;
     let slot = state.admin.job.clone();
-    let m: Arc<Migration> = state.app.migration.clone();
+    let app = state.app.clone();
+    let who = who.clone();
     tokio::spawn(async move {
+        let m: Arc<Migration> = app.migration.clone();
         let progress_slot = slot.clone();
         let mut progress = move |p: Progress| {
             if let Ok(mut j) = progress_slot.lock() {
@@ -1283,6 +1485,7 @@ fn start_job(state: &Arc<AppState>, kind: JobKind) -> String {
             tracing::warn!(job = name, error = %e, "migration step from the admin page failed");
         }
         let outcome = outcome.map_err(PageMessage::page_message);
+        app.audit(&who, entry.outcome(&outcome)).await;
         if let Ok(mut j) = slot.lock() {
             if let Some(j) = j.as_mut() {
                 j.finished = Some(Timestamp::now().to_rfc3339());
@@ -1290,5 +1493,8 @@ fn start_job(state: &Arc<AppState>, kind: JobKind) -> String {
             }
         }
     });
-    format!("{name} started; this page shows its progress when reloaded.")
+    (
+        format!("{name} started; this page shows its progress when reloaded."),
+        None,
+    )
 }

@@ -13,6 +13,7 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::Serialize;
 
 use super::activity::ScimRequestRecord;
+use crate::app::audit::{AuditFilter, AuditPage};
 use crate::app::tokens::TokenInfo;
 use crate::migrate::readiness::{Finding, ReadinessReport};
 use crate::migrate::report::{MigrationStatus, Progress, PushOutcome, VerifyReport};
@@ -20,7 +21,7 @@ use crate::migrate::service::CutoverReport;
 use crate::scim::resource::Reference;
 use crate::scim::schema::ResourceType;
 use crate::secret::Secret;
-use crate::store::{Event, Phase};
+use crate::store::{ActorKind, AuditOutcome, Event, Phase};
 
 /// What stays literal in a path segment: RFC 3986 §2.3 unreserved characters.
 const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
@@ -89,11 +90,12 @@ pub struct Chrome<'a> {
     pub flash: Option<&'a str>,
 }
 
-const NAV: [(&str, &str, &str); 5] = [
+const NAV: [(&str, &str, &str); 6] = [
     ("dashboard", "/admin", "Dashboard"),
     ("tokens", "/admin/tokens", "Tokens"),
     ("users", "/admin/users", "Users"),
     ("groups", "/admin/groups", "Groups"),
+    ("activity", "/admin/activity", "Activity"),
     ("migration", "/admin/migration", "Migration"),
 ];
 
@@ -398,11 +400,13 @@ fn decommission(target: Option<&str>) -> Markup {
 pub fn dashboard(c: &Chrome, d: &Dashboard) -> String {
     let content = html! {
         @if d.phase == Phase::CutOver { (decommission(d.target.as_deref())) }
-        section.card {
-            h2 { "Connect your identity provider" }
-            p { "SCIM URL (Entra ID: Tenant URL; Okta: SCIM connector base URL):" }
-            p.copyrow { code #scim-url .big { (d.scim_url) } (copy_button("scim-url")) }
-            p { "Secret token: issue one on the " a href="/admin/tokens" { "Tokens" } " page (" (d.active_tokens) " active)." }
+        @if d.phase != Phase::CutOver {
+            section.card {
+                h2 { "Connect your identity provider" }
+                p { "SCIM URL (Entra ID: Tenant URL; Okta: SCIM connector base URL):" }
+                p.copyrow { code #scim-url .big { (d.scim_url) } (copy_button("scim-url")) }
+                p { "Secret token: issue one on the " a href="/admin/tokens" { "Tokens" } " page (" (d.active_tokens) " active)." }
+            }
         }
         section.stats {
             a.stat href="/admin/users" { b { (d.users) } " users" small { (d.users.saturating_sub(d.inactive_users)) " active, " (d.inactive_users) " inactive" } }
@@ -414,20 +418,24 @@ pub fn dashboard(c: &Chrome, d: &Dashboard) -> String {
             @if d.requests.is_empty() {
                 p.note { "No SCIM request since the server started." }
             } @else {
-                div.scroll { table {
-                    thead { tr { th { "Time" } th { "Token" } th { "Operation" } th { "Resource" } th { "Outcome" } } }
+                div.scroll { table #requests {
+                    thead { tr { th { "Time" } th { "Token" } th { "Client" } th { "Operation" } th { "Resource" } th { "Outcome" } } }
                     tbody { @for r in &d.requests {
                         tr {
                             td { (when(r.time)) }
                             td { @match &r.token { Some(t) => (t), None => i { "none" } } }
+                            td { (r.client) }
                             td { (r.method) }
                             td { (r.endpoint) @if let Some(id) = &r.id { " " (resource_link(&r.endpoint, id)) } }
-                            td { (outcome(r.status)) }
+                            td {
+                                (outcome(r.status))
+                                @if let Some(why) = &r.reason { br; small.reason { (why) } }
+                            }
                         }
                     } }
                 } }
             }
-            p.note { "Kept in memory: the last 200 requests since the server started." }
+            p.note { "Kept in memory: the last 200 requests since the server started. Every write, refused or not, is kept on the " a href="/admin/activity" { "Activity" } " page." }
         }
         section {
             h2 { "Recent changes (audit log)" }
@@ -549,6 +557,33 @@ pub fn tokens(c: &Chrome, v: &TokensView) -> String {
                 } }
             }
             p.note { "Revoking takes effect on the token's next request." }
+        }
+    };
+    layout(c, content)
+}
+
+/// The question before a token is revoked.
+pub struct ConfirmRevokeView<'a> {
+    pub token: &'a TokenInfo,
+}
+
+pub fn confirm_revoke(c: &Chrome, v: &ConfirmRevokeView) -> String {
+    let t = v.token;
+    let content = html! {
+        section.card #confirm-revoke {
+            h2 { "Revoke the token \"" (t.name) "\"?" }
+            p {
+                "Its next request is refused: the identity provider that uses it stops provisioning \
+                 until it gets a new token. This cannot be undone."
+            }
+            form method="post" action="/admin/tokens/revoke" {
+                (csrf_field(c.csrf))
+                input type="hidden" name="id" value=(t.id);
+                input type="hidden" name="confirm" value="yes";
+                button.danger type="submit" { "Revoke " (t.name) }
+                " "
+                a href="/admin/tokens" { "Cancel" }
+            }
         }
     };
     layout(c, content)
@@ -681,6 +716,142 @@ pub fn detail(c: &Chrome, v: &DetailView) -> String {
         pre.json { (v.json) }
         p.note { "Read-only: change this in your identity provider." }
         p { a href={ "/admin/" (section(v.rt)) } { "Back to the list" } }
+    };
+    layout(c, content)
+}
+
+// ---- activity ----------------------------------------------------------------
+
+/// The Activity page's query string: the filter and the page number (from 1).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(default)]
+pub struct ActivityQuery {
+    pub q: String,
+    pub actor: String,
+    pub outcome: String,
+    pub action: String,
+    pub page: Option<u64>,
+}
+
+impl ActivityQuery {
+    pub fn filter(&self) -> AuditFilter {
+        AuditFilter {
+            q: self.q.clone(),
+            actor: self.actor.clone(),
+            outcome: self.outcome.clone(),
+            action: self.action.clone(),
+        }
+    }
+
+    /// `/admin/activity{suffix}?…` with this filter and page (empty values dropped).
+    pub fn href(&self, path: &str) -> String {
+        let mut pairs: Vec<(&str, String)> = [
+            ("q", self.q.clone()),
+            ("actor", self.actor.clone()),
+            ("outcome", self.outcome.clone()),
+            ("action", self.action.clone()),
+        ]
+        .into_iter()
+        .filter(|(_, v)| !v.is_empty())
+        .collect();
+        if let Some(p) = self.page.filter(|p| *p > 1) {
+            pairs.push(("page", p.to_string()));
+        }
+        match serde_urlencoded::to_string(&pairs) {
+            Ok(q) if !q.is_empty() => format!("{path}?{q}"),
+            _ => path.to_owned(),
+        }
+    }
+}
+
+pub struct ActivityView {
+    pub query: ActivityQuery,
+    pub page: AuditPage,
+    pub page_size: usize,
+}
+
+/// "1–50 of 312" (positions are 1-based; an empty page reads "0 of 0").
+pub fn range_text(offset: u64, shown: usize, total: u64) -> String {
+    if shown == 0 {
+        return format!("0 of {total}");
+    }
+    format!("{}–{} of {total}", offset + 1, offset + shown as u64)
+}
+
+pub fn activity(c: &Chrome, v: &ActivityView) -> String {
+    let f = &v.query;
+    let page = v.query.page.unwrap_or(1).max(1);
+    let at = |page: u64| ActivityQuery {
+        page: Some(page),
+        ..f.clone()
+    };
+    let shown = v.page.records.len();
+    let has_next = v.page.offset + (shown as u64) < v.page.matched;
+    let select = |name: &'static str, current: &str, options: &[(&str, &str)]| {
+        html! {
+            select id=(name) name=(name) {
+                @for (value, label) in options {
+                    option value=(value) selected[*value == current] { (label) }
+                }
+            }
+        }
+    };
+    let actors: Vec<(&str, &str)> = std::iter::once(("", "anyone"))
+        .chain(ActorKind::ALL.iter().map(|k| (k.as_str(), k.as_str())))
+        .collect();
+    let content = html! {
+        form.search.filters method="get" action="/admin/activity" role="search" {
+            input name="q" type="search" value=(f.q) placeholder="name, token, address or reason" aria-label="Search";
+            label for="actor" { "Actor" }
+            (select("actor", &f.actor, &actors))
+            label for="outcome" { "Outcome" }
+            (select("outcome", &f.outcome, &[("", "any"), ("done", "done"), ("refused", "refused")]))
+            label for="action" { "Action" }
+            (select("action", &f.action, &[("", "any"), ("scim.", "SCIM writes"), ("token.", "tokens"), ("admin.", "admin accounts"), ("migration.", "migration"), ("directory.", "import")]))
+            button type="submit" { "Filter" }
+        }
+        p.note #range {
+            (range_text(v.page.offset, shown, v.page.matched)) " entries, newest first. Export: "
+            a href=(at(1).href("/admin/activity.csv")) { "CSV" } ", "
+            a href=(at(1).href("/admin/activity.jsonl")) { "JSON Lines" } "."
+        }
+        @if shown == 0 {
+            p { "Nothing found." }
+        } @else {
+            div.scroll { table #activity {
+                thead { tr { th { "Time" } th { "Actor" } th { "Client" } th { "Action" } th { "Resource" } th { "Outcome" } th { "Reason" } } }
+                tbody { @for r in &v.page.records {
+                    tr {
+                        td { (when(r.time)) }
+                        td { (r.actor) " " small { (r.actor_kind.as_str()) } }
+                        td { (r.client.map(|c| c.to_string()).unwrap_or_default()) }
+                        td { code { (r.action) } }
+                        td {
+                            @if let Some(t) = &r.resource_type { (t) " " }
+                            @let label = r.resource_name.as_deref().or(r.resource_id.as_deref()).unwrap_or("");
+                            @match (r.resource_type.as_deref(), r.resource_id.as_deref()) {
+                                (Some("User"), Some(id)) => a href=(resource_href(ResourceType::User, id)) { (label) },
+                                (Some("Group"), Some(id)) => a href=(resource_href(ResourceType::Group, id)) { (label) },
+                                _ => (label),
+                            }
+                        }
+                        td {
+                            @match (r.outcome, r.status) {
+                                (_, Some(status)) => (outcome(status)),
+                                (AuditOutcome::Done, None) => span.pill.ok { "done" },
+                                (AuditOutcome::Refused, None) => span.pill.bad { "refused" },
+                            }
+                        }
+                        td { (r.reason.as_deref().unwrap_or("")) }
+                    }
+                } }
+            } }
+        }
+        nav.pager {
+            @if page > 1 { a rel="prev" href=(at(page - 1).href("/admin/activity")) { "Previous" } }
+            @if has_next { a rel="next" href=(at(page + 1).href("/admin/activity")) { "Next" } }
+        }
+        p.note { "Every SCIM, admin-page and command-line write, refused ones included; also written to the server log. Page size " (v.page_size) "." }
     };
     layout(c, content)
 }
