@@ -75,6 +75,49 @@ pub struct Settings {
     #[arg(skip)]
     #[serde(default)]
     pub trusted_proxies: TrustedProxies,
+    /// `[scim]`: unknown attributes and declared schema extensions.
+    #[arg(skip)]
+    #[serde(default)]
+    pub scim: ScimSettings,
+}
+
+/// `[scim]` as the file gives it.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScimSettings {
+    /// `reject` (default) or `drop`.
+    pub unknown_attributes: Option<String>,
+    /// `[[scim.extensions]]`.
+    #[serde(default)]
+    pub extensions: Vec<ExtensionSettings>,
+}
+
+/// One `[[scim.extensions]]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtensionSettings {
+    pub urn: String,
+    /// `User` or `Group`.
+    pub resource_type: String,
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub attributes: Vec<ExtensionAttributeSettings>,
+}
+
+/// One attribute of a declared extension (RFC 7643 §7 characteristics).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtensionAttributeSettings {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub ty: String,
+    #[serde(default)]
+    pub multi_valued: bool,
+    #[serde(default)]
+    pub case_exact: bool,
+    #[serde(default)]
+    pub required: bool,
+    pub description: Option<String>,
 }
 
 /// `[tls]`: how the listener speaks TLS.
@@ -428,6 +471,13 @@ pub struct Limits {
     pub bulk_max_operations: usize,
     /// Largest bulk request body in bytes.
     pub bulk_max_payload_bytes: usize,
+    /// Longest string value in a request, in bytes (a userName, an email...); longer
+    /// ones answer 400 invalidValue. At least 1024.
+    pub max_value_bytes: usize,
+    /// Most values one attribute may carry in one request operation (a POST or PUT
+    /// body, one PATCH operation, one Bulk operation). Not a bound on what is stored:
+    /// a group's members can grow past it over several requests. At least 100.
+    pub max_values_per_operation: usize,
     /// Keys of `[limits]` that no field took (serde cannot refuse unknown keys next
     /// to a flattened struct): `validate` refuses them, so a typo is an error.
     #[serde(flatten)]
@@ -438,6 +488,14 @@ impl Limits {
     /// The largest request body any endpoint accepts.
     pub fn max_request_bytes(&self) -> usize {
         self.max_body_bytes.max(self.bulk_max_payload_bytes)
+    }
+
+    /// The bounds on one request operation, for the SCIM core.
+    pub fn request(&self) -> crate::scim::resource::RequestLimits {
+        crate::scim::resource::RequestLimits {
+            max_value_bytes: self.max_value_bytes,
+            max_values: self.max_values_per_operation,
+        }
     }
 }
 
@@ -458,6 +516,8 @@ impl Default for Limits {
             max_page_size: 1000,
             bulk_max_operations: 1000,
             bulk_max_payload_bytes: 4 << 20,
+            max_value_bytes: 32 << 10,
+            max_values_per_operation: 20_000,
             unknown: Default::default(),
         }
     }
@@ -623,6 +683,18 @@ pub struct Config {
     pub admin: AdminConfig,
     /// Reverse proxies whose `X-Forwarded-For` names the client.
     pub trusted_proxies: TrustedProxies,
+    /// Unknown attributes and declared schema extensions.
+    pub scim: ScimConfig,
+}
+
+/// How the SCIM core treats what clients send (`[scim]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScimConfig {
+    /// Attributes no schema defines: refused (default) or dropped, counted and shown.
+    pub unknown_attributes: crate::scim::resource::UnknownAttributes,
+    /// Schema extensions the admin declared, published and stored like the built-in
+    /// ones.
+    pub extensions: Vec<crate::scim::schema::ExtensionDecl>,
 }
 
 /// Where and whether the admin page (`/admin`) is served.
@@ -741,8 +813,21 @@ pub fn validate(s: Settings, file: Option<&Path>) -> Result<Config> {
             origin(&format!("limits.{key}"))
         );
     }
-    if limits.max_body_bytes < 1024 {
-        bail!("{}: must be at least 1024", origin("limits.max_body_bytes"));
+    for (key, value, min) in [
+        ("max_body_bytes", limits.max_body_bytes, 1024),
+        ("max_value_bytes", limits.max_value_bytes, 1024),
+        (
+            "max_values_per_operation",
+            limits.max_values_per_operation,
+            100,
+        ),
+    ] {
+        if value < min {
+            bail!(
+                "{}: must be at least {min}",
+                origin(&format!("limits.{key}"))
+            );
+        }
     }
     let l = &limits.limiter;
     for (key, value) in [
@@ -816,6 +901,7 @@ pub fn validate(s: Settings, file: Option<&Path>) -> Result<Config> {
         }
         None => None,
     };
+    let scim = scim_config(s.scim, &origin)?;
     if s.storage.cache_mb < 1 {
         bail!("{}: must be at least 1", origin("storage.cache_mb"));
     }
@@ -836,6 +922,65 @@ pub fn validate(s: Settings, file: Option<&Path>) -> Result<Config> {
             listen: admin_listen,
         },
         trusted_proxies: s.trusted_proxies,
+        scim,
+    })
+}
+
+/// `[scim]` checked: the policy's name, and each declared extension as the core's
+/// declaration (`scim::schema::validate_extensions` gives the rules).
+fn scim_config(s: ScimSettings, origin: &dyn Fn(&str) -> String) -> Result<ScimConfig> {
+    use crate::scim::resource::UnknownAttributes;
+    let unknown_attributes = match s.unknown_attributes.as_deref() {
+        None | Some("reject") => UnknownAttributes::Reject,
+        Some("drop") => UnknownAttributes::Drop,
+        Some(other) => bail!(
+            "{}: \"{other}\" is not one of reject, drop",
+            origin("scim.unknown_attributes")
+        ),
+    };
+    let mut extensions = Vec::with_capacity(s.extensions.len());
+    for (i, e) in s.extensions.into_iter().enumerate() {
+        extensions.push(extension(e).map_err(|why| {
+            anyhow::anyhow!("{}: {why}", origin(&format!("scim.extensions[{i}]")))
+        })?);
+    }
+    crate::scim::schema::validate_extensions(&extensions)
+        .map_err(|why| anyhow::anyhow!("{}: {why}", origin("scim.extensions")))?;
+    Ok(ScimConfig {
+        unknown_attributes,
+        extensions,
+    })
+}
+
+/// A `[[scim.extensions]]` table as the core's declaration.
+fn extension(
+    e: ExtensionSettings,
+) -> std::result::Result<crate::scim::schema::ExtensionDecl, String> {
+    use crate::scim::schema::{AttrDecl, AttrType, ExtensionDecl, ResourceType};
+    let resource_type = match e.resource_type.as_str() {
+        "User" => ResourceType::User,
+        "Group" => ResourceType::Group,
+        other => return Err(format!("resource_type \"{other}\" is not User or Group")),
+    };
+    let mut attributes = Vec::with_capacity(e.attributes.len());
+    for a in e.attributes {
+        let ty = AttrType::from_declared(&a.ty)
+            .map_err(|why| format!("attribute \"{}\": {why}", a.name))?;
+        attributes.push(AttrDecl {
+            name: a.name,
+            ty,
+            multi_valued: a.multi_valued,
+            case_exact: a.case_exact,
+            required: a.required,
+            description: a.description,
+        });
+    }
+    Ok(ExtensionDecl {
+        urn: e.urn,
+        resource_type,
+        name: e.name,
+        description: e.description,
+        attributes,
     })
 }
 
@@ -865,6 +1010,11 @@ mod tests {
         let d = Config::default();
         assert_eq!((c.listen, c.data_dir, c.tls), (d.listen, d.data_dir, d.tls));
         assert_eq!(c.limits.max_body_bytes, d.limits.max_body_bytes);
+        assert_eq!(
+            (c.limits.max_value_bytes, c.limits.max_values_per_operation),
+            (d.limits.max_value_bytes, d.limits.max_values_per_operation)
+        );
+        assert_eq!(c.scim, d.scim);
         assert_eq!(c.cache_bytes, d.cache_bytes);
         assert_eq!(c.admin, d.admin);
     }
@@ -888,6 +1038,57 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("admin.listen"), "{e}");
+    }
+
+    #[test]
+    fn scim_section_declares_extensions_and_the_unknown_attribute_policy() {
+        let (_d, p) = write(
+            "[scim]\nunknown_attributes = \"drop\"\n\
+             [[scim.extensions]]\n\
+             urn = \"urn:ietf:params:scim:schemas:extension:acme:2.0:User\"\n\
+             resource_type = \"User\"\n\
+             attributes = [ { name = \"badge\", type = \"string\" },\n\
+                            { name = \"floors\", type = \"integer\", multi_valued = true } ]\n",
+        );
+        let c = load_with(Some(&p), &[]).unwrap();
+        assert_eq!(
+            c.scim.unknown_attributes,
+            crate::scim::resource::UnknownAttributes::Drop
+        );
+        assert_eq!(c.scim.extensions.len(), 1);
+        let attrs = &c.scim.extensions[0].attributes;
+        assert_eq!(
+            (attrs[1].name.as_str(), attrs[1].multi_valued),
+            ("floors", true)
+        );
+        assert_eq!(
+            Config::default().scim.unknown_attributes,
+            crate::scim::resource::UnknownAttributes::Reject
+        );
+        for (bad, why) in [
+            ("[scim]\nunknown_attributes = \"keep\"\n", "reject, drop"),
+            (
+                "[[scim.extensions]]\nurn = \"urn:x:2.0:User\"\nresource_type = \"Usr\"\nattributes = []\n",
+                "User or Group",
+            ),
+            (
+                "[[scim.extensions]]\nurn = \"urn:x:2.0:User\"\nresource_type = \"User\"\n\
+                 attributes = [ { name = \"a\", type = \"complex\" } ]\n",
+                "sub-attribute",
+            ),
+            ("[limits]\nmax_value_bytes = 100\n", "limits.max_value_bytes"),
+            (
+                "[limits]\nmax_values_per_operation = 10\n",
+                "limits.max_values_per_operation",
+            ),
+        ] {
+            let (_d, p) = write(bad);
+            let e = load_with(Some(&p), &[]).unwrap_err().to_string();
+            assert!(
+                e.contains(why) && (e.contains("scim") || e.contains("limits")),
+                "{bad}: {e}"
+            );
+        }
     }
 
     #[test]

@@ -63,6 +63,16 @@ fn create_data_dir(dir: &Path) -> Result<()> {
 /// reload, migration mirror, token-use flush) and drains everything on shutdown.
 pub fn run(cfg: Config) -> Result<()> {
     init_logging(&cfg);
+    // The schemas are fixed for the life of the process, before any request is parsed.
+    crate::scim::schema::install_extensions(&cfg.scim.extensions).map_err(|e| anyhow!(e))?;
+    for ext in &cfg.scim.extensions {
+        tracing::info!(
+            urn = %ext.urn,
+            resource_type = ext.resource_type.name(),
+            attributes = ext.attributes.len(),
+            "schema extension declared"
+        );
+    }
     create_data_dir(&cfg.data_dir)?;
     let store = Store::open(&cfg.db_path(), &StoreOptions { cache_bytes: cfg.cache_bytes }).map_err(|e| match e {
         StoreError::AlreadyOpen(p) => anyhow!(

@@ -14,10 +14,11 @@ fuzz_target!(|data: &[u8]| {
         created: "2026-01-01T00:00:00Z".into(),
         last_modified: "2026-01-01T00:00:00Z".into(),
         version: 1,
+        groups_tag: None,
     };
     for rt in ResourceType::ALL {
-        if let Ok(a) = normalize(rt, &body) {
-            let full = render(rt, "id", a, &meta, None, "https://h/scim/v2");
+        if let Ok(n) = normalize(rt, &body) {
+            let full = render(rt, "id", n.attrs, &meta, None, "https://h/scim/v2");
             if let Ok(p) = Projection::parse(Some(attrs), None) {
                 let _ = p.apply(rt, full.clone());
             }

@@ -16,7 +16,9 @@ use super::App;
 use crate::clock::Timestamp;
 use crate::scim::error::{ScimError, ScimResult};
 use crate::scim::patch;
-use crate::scim::resource::{normalize, normalize_value, Attributes, Projection};
+use crate::scim::resource::{
+    check_request_limits, normalize, normalize_value, Attributes, Projection,
+};
 use crate::scim::schema::ResourceType;
 use crate::store::{
     Actor, MemberRef, MembersChange, Snapshot, StoreResult, StoredResource, Target, Update,
@@ -96,7 +98,7 @@ impl App {
                 resource,
                 projection,
             } => {
-                let mut attrs = normalize(rt, &resource)?;
+                let mut attrs = self.admitted(rt, &resource, now)?;
                 let members = take_members(&mut attrs)?.unwrap_or_default();
                 let stored = self
                     .store
@@ -111,7 +113,7 @@ impl App {
                 projection,
             } => {
                 let rt = target.rt;
-                let mut attrs = normalize(rt, &resource)?;
+                let mut attrs = self.admitted(rt, &resource, now)?;
                 let members = take_members(&mut attrs)?;
                 let req = update_request(target, false, actor, now);
                 let stored = self
@@ -160,6 +162,20 @@ impl App {
             .map_err(|_| ScimError::internal())?
     }
 
+    /// Normalizes a POST/PUT body (or Bulk data) after checking it against the request
+    /// limits, and applies the unknown-attribute policy (refuse, or drop and count).
+    fn admitted(
+        &self,
+        rt: ResourceType,
+        resource: &Value,
+        now: Timestamp,
+    ) -> ScimResult<Attributes> {
+        check_request_limits(resource, &self.config.limits.request())?;
+        let normalized = normalize(rt, resource)?;
+        self.unknown.admit(rt, &normalized.unknown, now)?;
+        Ok(normalized.attrs)
+    }
+
     /// Number of resources of a type in the directory.
     pub fn resource_count(&self, rt: ResourceType) -> StoreResult<u64> {
         self.store.snapshot()?.count(rt)
@@ -173,6 +189,7 @@ impl App {
         now: Timestamp,
     ) -> StoreResult<StoredResource> {
         let rt = target.rt;
+        check_request_limits(request, &self.config.limits.request())?;
         let ops = patch::parse_request(request)?;
         // Adding or removing members of a large group must not cost the group's size:
         // such PATCHes change the membership rows directly.
@@ -182,33 +199,35 @@ impl App {
                 .attr("members")
                 .ok_or_else(ScimError::internal)?;
             let mut holder = Attributes::new();
-            if let Some(v) = normalize_value(def, &Value::Array(delta.add))? {
+            let (added, unknown) = normalize_value(def, &Value::Array(delta.add))?;
+            self.unknown.admit(rt, &unknown, now)?;
+            if let Some(v) = added {
                 holder.insert("members".into(), v);
             }
             let add = take_members(&mut holder)?.unwrap_or_default();
-            let (remove, remove_present) = (delta.remove, delta.remove_present);
+            let remove = delta.remove;
             let req = update_request(target, false, actor, now);
             return self
                 .store
                 .update(req, move |current| {
                     Ok(Update {
                         attrs: current.attrs,
-                        members: MembersChange::Delta {
-                            add,
-                            remove,
-                            remove_present,
-                        },
+                        members: MembersChange::Delta { add, remove },
                     })
                 })
                 .await;
         }
         let req = update_request(target, true, actor, now);
+        let ledger = self.unknown.clone();
         self.store
             .update(req, move |current| {
                 let mut resource = current.attrs;
                 resource.insert("id".into(), Value::String(current.id.clone()));
-                patch::apply(rt, &mut resource, &ops)?;
-                let mut attrs = normalize(rt, &Value::Object(resource))?;
+                let mut unknown = patch::apply(rt, &mut resource, &ops)?;
+                let normalized = normalize(rt, &Value::Object(resource))?;
+                unknown.extend(normalized.unknown);
+                ledger.admit(rt, &unknown, now)?;
+                let mut attrs = normalized.attrs;
                 let members = match rt {
                     ResourceType::Group => {
                         MembersChange::Set(take_members(&mut attrs)?.unwrap_or_default())
@@ -229,9 +248,11 @@ impl App {
         base: &str,
     ) -> StoreResult<Outcome> {
         let snapshot = self.store.snapshot()?;
-        let Some(r) = snapshot.get(rt, id)? else {
+        let Some(mut r) = snapshot.get(rt, id)? else {
             return Err(ScimError::not_found(format!("{} {id} not found", rt.name())).into());
         };
+        // A user's version follows its groups (direct and indirect).
+        snapshot.derive_meta(rt, &mut r)?;
         let version = r.meta.etag();
         if let Some(inm) = if_none_match {
             if inm
@@ -260,10 +281,11 @@ impl App {
 fn written(
     snapshot: &Snapshot,
     rt: ResourceType,
-    r: StoredResource,
+    mut r: StoredResource,
     projection: &Projection,
     base: &str,
 ) -> StoreResult<Written> {
+    snapshot.derive_meta(rt, &mut r)?;
     let version = r.meta.etag();
     let id = r.id.clone();
     let full = render(

@@ -19,6 +19,8 @@ pub use render::Resource;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+pub mod unknown;
+
 use crate::clock::Timestamp;
 use crate::config::Config;
 use crate::limiter::Limiter;
@@ -34,6 +36,9 @@ pub struct App {
     pub config: Config,
     /// The migration state machine; also decides whether SCIM writes are accepted.
     pub migration: Arc<Migration>,
+    /// Attributes no schema defines that requests named: refused or dropped
+    /// (`[scim] unknown_attributes`), counted and listed for the dashboard.
+    pub unknown: Arc<unknown::UnknownLedger>,
     /// The one limiter: concurrent and heavy work per token and per address, failed
     /// authentications (`[limits]`). Edges ask it before admitting work; heavy work
     /// in this layer asks it for a heavy permit.
@@ -50,6 +55,7 @@ impl App {
         App {
             limiter: Limiter::new(config.limits.limiter.clone()),
             store,
+            unknown: Arc::new(unknown::UnknownLedger::new(config.scim.unknown_attributes)),
             config,
             migration,
             token_uses: Mutex::new(HashMap::new()),

@@ -66,14 +66,16 @@ pub(super) fn refs_attr(rt: ResourceType) -> &'static str {
     }
 }
 
-/// Renders a stored resource, with its references when `with_refs`.
+/// Renders a stored resource, with its references when `with_refs`, and the meta
+/// its representation has (a user's version and lastModified follow its groups).
 pub(super) fn render(
     snapshot: &Snapshot,
     rt: ResourceType,
-    r: StoredResource,
+    mut r: StoredResource,
     with_refs: bool,
     base: &str,
 ) -> StoreResult<Map<String, Value>> {
+    snapshot.derive_meta(rt, &mut r)?;
     let refs = if with_refs {
         Some(snapshot.references(rt, &r.id)?)
     } else {

@@ -88,16 +88,17 @@ pub fn export(cfg: &Config, out: &Path) -> Result<ExitCode> {
 pub fn import(cfg: &Config, file: &Path) -> Result<ExitCode> {
     let opened = std::fs::File::open(file).and_then(|f| Ok((f.metadata()?.len(), f)));
     let (size, f) = opened.with_context(|| format!("cannot read {}", file.display()))?;
-    let counts = match client::call_import(&cfg.data_dir, f, size) {
+    let (counts, repaired) = match client::call_import(&cfg.data_dir, f, size) {
         Some(answer) => match answer? {
-            Reply::Imported(i) => i.counts,
+            Reply::Imported(i) => (i.counts, i.repaired),
             other => return Err(unexpected(other)),
         },
         None => {
             let store = open_store(cfg)?;
             let r = export::import_file(&store, file, Timestamp::now());
             store.close();
-            r?.counts
+            let r = r?;
+            (r.manifest.counts, r.repaired)
         }
     };
     println!(
@@ -107,6 +108,10 @@ pub fn import(cfg: &Config, file: &Path) -> Result<ExitCode> {
         counts.memberships,
         file.display()
     );
+    // An older export may hold what the current rules forbid: repaired and listed.
+    for note in repaired {
+        eprintln!("repaired: {note}");
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -63,6 +63,17 @@ pub fn open_store(cfg: &Config) -> Result<Store> {
         other => anyhow!(other),
     })?;
     adopt_data_dir_owner(cfg);
+    if let Some(u) = store.upgraded() {
+        eprintln!(
+            "upgraded the database from format {} to {}; the file as it was is kept as {}",
+            u.from,
+            u.to,
+            u.backup.display()
+        );
+        for note in &u.notes {
+            eprintln!("repaired: {note}");
+        }
+    }
     Ok(store)
 }
 

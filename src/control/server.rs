@@ -252,14 +252,15 @@ async fn receive_import(
             .map_err(|e| ExecError::Io(e.to_string()))?;
         let (store, path) = (store.clone(), tmp.clone());
         let now = Timestamp::now();
-        let manifest = tokio::task::spawn_blocking(move || {
+        let report = tokio::task::spawn_blocking(move || {
             crate::migrate::export::import_file(&store, &path, now)
         })
         .await
         .map_err(|_| ExecError::Io("the import task failed".into()))??;
         Ok(Reply::Imported(Imported {
-            counts: manifest.counts,
-            exported_at: manifest.exported_at,
+            counts: report.manifest.counts,
+            exported_at: report.manifest.exported_at,
+            repaired: report.repaired,
         }))
     }
     .await;

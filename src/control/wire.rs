@@ -98,6 +98,10 @@ pub struct Imported {
     pub counts: Counts,
     /// When the imported file was exported.
     pub exported_at: Timestamp,
+    /// One line per record the import repaired (an older export's extra primary
+    /// values, userNames that are one name under the caseless rule).
+    #[serde(default)]
+    pub repaired: Vec<String>,
 }
 
 /// A value as one line: JSON and a newline.

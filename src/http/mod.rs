@@ -304,6 +304,13 @@ fn metrics_response(state: &AppState, req: &Request<RequestBody>) -> Response<Bo
     {
         metrics::render_tls(&view, &mut text);
     }
+    let (refused, dropped) = state.app.unknown.totals();
+    text.push_str(&format!(
+        "# HELP scimbridge_unknown_attributes_total Attributes no schema defines that SCIM requests named, by what the server did ([scim] unknown_attributes).\n\
+         # TYPE scimbridge_unknown_attributes_total counter\n\
+         scimbridge_unknown_attributes_total{{action=\"refused\"}} {refused}\n\
+         scimbridge_unknown_attributes_total{{action=\"dropped\"}} {dropped}\n"
+    ));
     let mut r = Response::new(Full::new(Bytes::from(text)));
     r.headers_mut().insert(
         CONTENT_TYPE,

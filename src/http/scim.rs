@@ -235,6 +235,15 @@ async fn handle_inner(
     *token_name = Some(principal.name.clone());
 
     let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+    if segments.first() == Some(&"Me") {
+        // RFC 7644 §3.11: a service provider without /Me answers 501.
+        return Err(ScimError::new(
+            501,
+            None,
+            "/Me is not implemented: a bearer token here belongs to a provisioning client, \
+             not to a user; use /Users/{id}",
+        ));
+    }
     let method = req.method().clone();
     // Scope and the cut-over gate are decided by the parsed route, not by how the
     // path ends.
@@ -276,16 +285,26 @@ async fn handle_inner(
             &discovery::service_provider_config(&capabilities(state), &base),
         )),
         (Method::GET, ["Schemas"]) => {
-            let docs = crate::scim::schema::ALL_SCHEMAS
+            let docs = crate::scim::schema::all_schemas()
                 .iter()
                 .map(|s| discovery::schema_json(s, &base))
                 .collect();
             Ok(scim_json(StatusCode::OK, &discovery::list_response(docs)))
         }
-        (Method::GET, ["Schemas", id]) => match discovery::find_schema(id) {
-            Some(s) => Ok(scim_json(StatusCode::OK, &discovery::schema_json(s, &base))),
-            None => Err(ScimError::not_found(format!("no schema \"{id}\""))),
-        },
+        (Method::GET, ["Schemas", id @ ..]) => {
+            // Ids are URNs, or (Entra's ADSCIM schema) an http URL, percent-encoded in
+            // its location or sent with its slashes.
+            let raw = id.join("/");
+            let id: String =
+                form_urlencoded::parse(format!("i={}", raw.replace('+', "%2B")).as_bytes())
+                    .next()
+                    .map(|(_, v)| v.into_owned())
+                    .unwrap_or(raw);
+            match discovery::find_schema(&id) {
+                Some(s) => Ok(scim_json(StatusCode::OK, &discovery::schema_json(s, &base))),
+                None => Err(ScimError::not_found(format!("no schema \"{id}\""))),
+            }
+        }
         (Method::GET, ["ResourceTypes"]) => {
             let docs = ResourceType::ALL
                 .iter()

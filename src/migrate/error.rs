@@ -4,6 +4,7 @@
 //! the control wire's error reply). Messages say what to do next. Knows nothing of
 //! the edges.
 
+use crate::scim::schema::ResourceType;
 use crate::store::{EventOp, Phase, StoreError};
 
 use super::export::ExportError;
@@ -86,11 +87,11 @@ pub enum MigrateError {
     #[error("{0}\nThe push stopped; run the same command again to resume where it stopped.")]
     PushStopped(Box<MigrateError>),
     /// Replaying one change event to the target failed.
-    #[error("mirroring event {seq} ({op} {resource_type} {id}): {source}")]
+    #[error("mirroring event {seq} ({op} {} {id}): {source}", resource_type.name())]
     Mirror {
         seq: u64,
         op: EventOp,
-        resource_type: String,
+        resource_type: ResourceType,
         id: String,
         source: Box<MigrateError>,
     },

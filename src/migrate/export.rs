@@ -356,13 +356,22 @@ fn stored(rec: Record) -> StoredResource {
     }
 }
 
+/// What an import did: the file's manifest and one note per record it repaired
+/// (an older export's extra primary values, userNames that are one name under the
+/// caseless rule), rather than refusing the file.
+#[derive(Debug, Clone)]
+pub struct ImportReport {
+    pub manifest: Manifest,
+    pub repaired: Vec<String>,
+}
+
 /// Imports a verified export file into an empty directory, in one transaction.
 /// Refuses a damaged or tampered file, and a non-empty directory, before writing.
 pub fn import_file(
     store: &crate::store::Store,
     path: &std::path::Path,
     now: Timestamp,
-) -> Result<Manifest, ExportError> {
+) -> Result<ImportReport, ExportError> {
     let open = || {
         std::fs::File::open(path)
             .map(std::io::BufReader::new)
@@ -379,7 +388,7 @@ pub fn import_file(
         return Err(ExportError::NotEmpty);
     }
     let reader = open()?;
-    store
+    let repaired = store
         .import_blocking(crate::store::Actor::system("import"), now, move |sink| {
             read_items(reader, 1000, |batch| {
                 sink(batch).map_err(|e| ExportError::Invalid {
@@ -390,7 +399,7 @@ pub fn import_file(
             .map_err(|e| e.to_string())
         })
         .map_err(ExportError::ImportFailed)?;
-    Ok(manifest)
+    Ok(ImportReport { manifest, repaired })
 }
 
 #[cfg(test)]
@@ -476,6 +485,39 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("not empty"));
+    }
+
+    #[test]
+    fn a_format_1_export_is_imported_with_its_records_repaired_and_reported() {
+        // Written by the format-1 release (tests/fixtures/format1/make.sh): a user with
+        // two primary emails, and two userNames that are one name under the caseless
+        // rule ("straße" and "STRASSE").
+        let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/format1/format1.jsonl");
+        let dir = tempfile::tempdir().unwrap();
+        let b = store(dir.path(), "b.redb");
+        let imported = import_file(&b, &file, Timestamp::now()).unwrap();
+        assert_eq!(imported.manifest.format_version, 1);
+        assert_eq!(imported.repaired.len(), 2, "{:?}", imported.repaired);
+        assert!(
+            imported.repaired[0].contains("emails") && imported.repaired[0].contains("primary")
+        );
+        assert!(imported.repaired[1].contains("STRASSE@example.com"));
+        let snap = b.snapshot().unwrap();
+        assert_eq!(snap.count(ResourceType::User).unwrap(), 5);
+        let id = snap
+            .find_by_user_name("two.primaries@example.com")
+            .unwrap()
+            .unwrap();
+        let r = snap.get(ResourceType::User, &id).unwrap().unwrap();
+        let primaries: Vec<bool> = r.attrs["emails"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["primary"] == json!(true))
+            .collect();
+        assert_eq!(primaries, [true, false]);
+        assert_eq!(r.meta.version, 2);
     }
 
     #[test]

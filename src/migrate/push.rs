@@ -508,9 +508,7 @@ async fn dry_run(
 /// Replays one change event to the target: the resource's current state, or its
 /// deletion. Idempotent, so replaying an event twice is harmless.
 pub async fn replay(store: &Store, client: &mut Client, ev: &Event) -> MigrateResult<()> {
-    let Some(rt) = ResourceType::from_name(&ev.resource_type) else {
-        return Ok(());
-    };
+    let rt = ev.resource_type;
     if ev.id == "*" {
         return Ok(());
     }
@@ -551,7 +549,7 @@ pub async fn drain(store: &Store, client: &mut Client, max: usize) -> MigrateRes
             let e = MigrateError::Mirror {
                 seq: ev.seq,
                 op: ev.op,
-                resource_type: ev.resource_type.clone(),
+                resource_type: ev.resource_type,
                 id: ev.id.clone(),
                 source: Box::new(e),
             };

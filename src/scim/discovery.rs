@@ -4,7 +4,7 @@
 
 use serde_json::{json, Map, Value};
 
-use super::schema::{AttrDef, ResourceType, SchemaDef, ALL_SCHEMAS};
+use super::schema::{all_schemas, AttrDef, ResourceType, SchemaDef};
 
 pub const SPC_URN: &str = "urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig";
 pub const RESOURCE_TYPE_URN: &str = "urn:ietf:params:scim:schemas:core:2.0:ResourceType";
@@ -64,8 +64,8 @@ fn attribute_json(a: &AttrDef) -> Value {
     m.insert("mutability".into(), json!(a.mutability.as_str()));
     m.insert("returned".into(), json!(a.returned.as_str()));
     m.insert("uniqueness".into(), json!(a.uniqueness.as_str()));
-    if !a.canonical_values.is_empty() {
-        m.insert("canonicalValues".into(), json!(a.canonical_values));
+    if let Some(values) = a.canonical_values {
+        m.insert("canonicalValues".into(), json!(values));
     }
     if !a.reference_types.is_empty() {
         m.insert("referenceTypes".into(), json!(a.reference_types));
@@ -79,6 +79,13 @@ fn attribute_json(a: &AttrDef) -> Value {
     Value::Object(m)
 }
 
+/// A schema's URL below the base: its id, percent-encoded (Entra's ADSCIM schema id is
+/// an http URL with slashes).
+pub fn schema_location(s: &SchemaDef, base: &str) -> String {
+    let id: String = form_urlencoded::byte_serialize(s.id.as_bytes()).collect();
+    format!("{base}/Schemas/{id}")
+}
+
 pub fn schema_json(s: &SchemaDef, base: &str) -> Value {
     json!({
         "schemas": [SCHEMA_URN],
@@ -86,12 +93,13 @@ pub fn schema_json(s: &SchemaDef, base: &str) -> Value {
         "name": s.name,
         "description": s.description,
         "attributes": s.attributes.iter().map(attribute_json).collect::<Vec<_>>(),
-        "meta": meta("Schema", format!("{base}/Schemas/{}", s.id)),
+        "meta": meta("Schema", schema_location(s, base)),
     })
 }
 
+/// The schema with this id (case-insensitively); `id` is already percent-decoded.
 pub fn find_schema(id: &str) -> Option<&'static SchemaDef> {
-    ALL_SCHEMAS
+    all_schemas()
         .iter()
         .copied()
         .find(|s| s.id.eq_ignore_ascii_case(id))
@@ -105,7 +113,7 @@ pub fn resource_type_json(rt: ResourceType, base: &str) -> Value {
         "endpoint": rt.endpoint(),
         "description": rt.description(),
         "schema": rt.schema().id,
-        "schemaExtensions": rt.extensions().iter().map(|e| json!({"schema": e.id, "required": false})).collect::<Vec<_>>(),
+        "schemaExtensions": rt.extensions().iter().map(|e| json!({"schema": e.id, "required": e.is_required()})).collect::<Vec<_>>(),
         "meta": meta("ResourceType", format!("{base}/ResourceTypes/{}", rt.name())),
     })
 }

@@ -875,10 +875,15 @@ fn compare_text(op: CompareOp, actual: &Value, literal: &Value, case_exact: bool
     let (Some(a), Some(b)) = (as_text(actual), as_text(literal)) else {
         return false;
     };
+    // caseExact false: the caseless forms (NFC + case folding), the same ones the
+    // indexes are keyed by, so an index lookup and a filter never disagree.
     let (a, b) = if case_exact {
         (a, b)
     } else {
-        (Cow::Owned(a.to_lowercase()), Cow::Owned(b.to_lowercase()))
+        (
+            Cow::Owned(super::text::caseless(&a).into_owned()),
+            Cow::Owned(super::text::caseless(&b).into_owned()),
+        )
     };
     match op {
         CompareOp::Co => a.contains(b.as_ref()),

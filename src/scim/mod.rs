@@ -10,3 +10,4 @@ pub mod path;
 pub mod query;
 pub mod resource;
 pub mod schema;
+pub mod text;

@@ -4,7 +4,7 @@
 //! `filter.rs`, which builds on this.
 
 use super::error::{ScimError, ScimResult};
-use super::schema::{AttrRef, ResourceType, ALL_SCHEMAS};
+use super::schema::{all_schemas, is_attr_name, AttrRef, ResourceType};
 
 /// `[urn ":"] attr ["." sub]`, names kept as written (matching is case-insensitive).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,7 +17,7 @@ pub struct AttrPath {
 
 /// A path that names a whole extension schema (`attributes=urn:…:enterprise:2.0:User`).
 fn known_urn_prefix(s: &str) -> Option<&'static str> {
-    ALL_SCHEMAS
+    all_schemas()
         .iter()
         .map(|s| s.id)
         .filter(|urn| {
@@ -26,17 +26,6 @@ fn known_urn_prefix(s: &str) -> Option<&'static str> {
                 && s[..urn.len()].eq_ignore_ascii_case(urn)
         })
         .max_by_key(|urn| urn.len())
-}
-
-fn valid_name(name: &str) -> bool {
-    // ATTRNAME = ALPHA *(nameChar), nameChar = "-" / "_" / DIGIT / ALPHA; "$ref" is
-    // the one reserved name with a "$".
-    let mut chars = name.chars();
-    match chars.next() {
-        Some(c) if c.is_ascii_alphabetic() || c == '$' => {}
-        _ => return false,
-    }
-    chars.all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 impl AttrPath {
@@ -77,7 +66,7 @@ impl AttrPath {
             Some((a, b)) => (a, Some(b)),
             None => (rest, None),
         };
-        if !valid_name(attr) || sub.is_some_and(|b| !valid_name(b)) {
+        if !is_attr_name(attr) || sub.is_some_and(|b| !is_attr_name(b)) {
             return Err(ScimError::invalid_path(format!(
                 "invalid attribute path \"{s}\""
             )));

@@ -263,7 +263,7 @@ fn compare_values(a: &Value, b: &Value, exact: bool) -> Ordering {
             if exact {
                 x.cmp(y)
             } else {
-                x.to_lowercase().cmp(&y.to_lowercase())
+                super::text::caseless(x).cmp(&super::text::caseless(y))
             }
         }
         (Value::Number(x), Value::Number(y)) => x

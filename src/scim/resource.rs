@@ -4,11 +4,15 @@
 //! `Projection` applies `attributes` / `excludedAttributes` with the `returned`
 //! characteristic. Pure functions over `serde_json` values.
 
+use std::collections::HashSet;
+
 use serde_json::{Map, Value};
 
 use super::error::{ScimError, ScimResult};
 use super::path::AttrPath;
-use super::schema::{AttrDef, AttrType, Mutability, ResourceType, Returned, COMMON_ATTRIBUTES};
+use super::schema::{
+    AttrDef, AttrType, Leniency, Mutability, ResourceType, Returned, COMMON_ATTRIBUTES,
+};
 
 /// A resource as stored: canonical attribute names, extension attributes inside an
 /// object under the extension's URN, no `schemas`, `id` or `meta` (kept beside it).
@@ -22,13 +26,25 @@ pub struct Meta {
     /// RFC 3339 time of the last change.
     #[serde(rename = "lastModified")]
     pub last_modified: String,
-    /// Incremented on every change; rendered as the weak ETag `W/"<version>"`.
+    /// Incremented on every change of the resource's own record; a group's also on
+    /// every member added or removed and when a member's display name changes.
     pub version: u64,
+    /// A user's representation also shows its groups (RFC 7643 §4.1.2): this digest
+    /// of the ids and versions of all of them, direct and indirect, is derived when
+    /// the user is read and never stored. With it the ETag changes whenever the
+    /// user's `groups` does, without rewriting users when a group changes.
+    #[serde(skip)]
+    pub groups_tag: Option<u64>,
 }
 
 impl Meta {
+    /// The weak ETag (RFC 7232 §2.3): `W/"<version>"`, or `W/"<version>-<groups
+    /// digest>"` for a user that belongs to groups.
     pub fn etag(&self) -> String {
-        format!("W/\"{}\"", self.version)
+        match self.groups_tag {
+            Some(tag) => format!("W/\"{}-{tag:016x}\"", self.version),
+            None => format!("W/\"{}\"", self.version),
+        }
     }
 }
 
@@ -38,19 +54,114 @@ pub struct Reference {
     pub id: String,
     pub rt: ResourceType,
     pub display: Option<String>,
+    /// For a user's `groups`: the membership comes through a nested group
+    /// (RFC 7643 §4.1.2 `type: indirect`). Always false for a group's `members`.
+    pub indirect: bool,
+}
+
+/// An attribute a request named that no schema of the resource type defines, as the
+/// client wrote it (`favouriteColour`, `name.foo`, `urn:…:2.0:User:costCode`), with
+/// the JSON type of its value, so that the admin can be shown a declaration to paste.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownAttr {
+    pub name: String,
+    /// The RFC 7643 §2.3 type the value looked like: string, boolean, integer,
+    /// decimal or complex.
+    pub json_type: &'static str,
+    /// Whether the value was an array.
+    pub multi_valued: bool,
+}
+
+impl UnknownAttr {
+    /// Names `name`, typed after `value`.
+    pub fn new(name: String, value: &Value) -> UnknownAttr {
+        let scalar = |v: &Value| match v {
+            Value::Bool(_) => "boolean",
+            Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
+            Value::Number(_) => "decimal",
+            Value::Object(_) => "complex",
+            _ => "string",
+        };
+        let (json_type, multi_valued) = match value {
+            Value::Array(items) => (items.first().map_or("string", scalar), true),
+            other => (scalar(other), false),
+        };
+        UnknownAttr {
+            name,
+            json_type,
+            multi_valued,
+        }
+    }
+
+    /// A value that carries nothing (null, `[]`, `{}`) loses nothing when ignored:
+    /// Entra ID sends `null` for every unmapped attribute it clears.
+    pub fn carries_data(value: &Value) -> bool {
+        match value {
+            Value::Null => false,
+            Value::Array(items) => !items.is_empty(),
+            Value::Object(fields) => !fields.is_empty(),
+            _ => true,
+        }
+    }
+}
+
+/// What happens to an attribute that no schema defines (`[scim] unknown_attributes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UnknownAttributes {
+    /// Refuse the request: 400 `invalidSyntax` naming the attribute (the interop
+    /// profile's rule; nothing is dropped silently).
+    #[default]
+    Reject,
+    /// Store the rest and drop the attribute; the caller counts and shows every drop.
+    Drop,
+}
+
+impl UnknownAttributes {
+    /// The refusal for `unknown` under this policy, if any.
+    pub fn check(self, unknown: &[UnknownAttr]) -> ScimResult<()> {
+        if self == UnknownAttributes::Drop || unknown.is_empty() {
+            return Ok(());
+        }
+        const SHOWN: usize = 10;
+        let mut names: Vec<String> = unknown
+            .iter()
+            .take(SHOWN)
+            .map(|u| format!("\"{}\"", u.name))
+            .collect();
+        if unknown.len() > SHOWN {
+            names.push(format!("and {} more", unknown.len() - SHOWN));
+        }
+        Err(ScimError::invalid_syntax(format!(
+            "no schema of this server defines the attribute {}; the bridge stores only \
+             attributes it can serve back: ask its admin to declare a schema extension \
+             for it, or stop sending it",
+            names.join(", ")
+        )))
+    }
+}
+
+/// A normalized resource and the attributes of the input that no schema defines
+/// (left out of `attrs`; the caller applies [`UnknownAttributes`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Normalized {
+    pub attrs: Attributes,
+    pub unknown: Vec<UnknownAttr>,
 }
 
 /// Normalizes a client-supplied resource (POST/PUT body, or a resource after PATCH)
 /// into its canonical stored form. Attribute names are matched case-insensitively and
-/// rewritten in canonical case; read-only attributes (`id`, `meta`, `groups`, member
-/// `display`) and `password` are dropped (the bridge never stores a password);
-/// unknown attributes and schema URNs are ignored; IdP leniencies (booleans as `"True"`, a bare id
-/// string for a complex attribute with a `value`) are accepted. Types are checked and
-/// required attributes enforced.
-pub fn normalize(rt: ResourceType, body: &Value) -> ScimResult<Attributes> {
+/// rewritten in canonical case; read-only attributes (`id`, `meta`, `groups`) and
+/// `password` are dropped (they are defined: the server sets them, or never keeps
+/// them); attributes no schema defines are listed in `unknown`; unknown schema URNs
+/// in `schemas` are harmless (Entra ID sends some). Types are checked (400
+/// `invalidValue` naming the attribute) with only the coercions of [`Leniency`] and
+/// boolean strings; at most one value of a multi-valued attribute may be primary
+/// (RFC 7643 §2.4); required attributes are enforced. Linear in the size of `body`.
+pub fn normalize(rt: ResourceType, body: &Value) -> ScimResult<Normalized> {
     let obj = body
         .as_object()
         .ok_or_else(|| ScimError::invalid_syntax("the request body must be a JSON object"))?;
+    let mut n = Normalizer::default();
     let mut out = Attributes::new();
     for (key, value) in obj {
         if key.eq_ignore_ascii_case("schemas") {
@@ -62,30 +173,50 @@ pub fn normalize(rt: ResourceType, body: &Value) -> ScimResult<Attributes> {
             .iter()
             .find(|e| e.id.eq_ignore_ascii_case(key))
         {
-            let Some(fields) = value.as_object() else {
-                if value.is_null() {
-                    continue;
+            let fields = match value {
+                Value::Null => continue,
+                Value::Object(fields) => fields,
+                _ => {
+                    return Err(ScimError::invalid_syntax(format!(
+                        "\"{}\" must be an object of extension attributes",
+                        ext.id
+                    )))
                 }
-                return Err(ScimError::invalid_syntax(format!(
-                    "\"{}\" must be an object of extension attributes",
-                    ext.id
-                )));
             };
             for (name, v) in fields {
-                if let Some(def) = ext.attr(name) {
-                    put_normalized(&mut out, Some(ext.id), def, v)?;
+                // Clients repeat `schemas` inside extension objects; it is no attribute.
+                if name.eq_ignore_ascii_case("schemas") {
+                    continue;
+                }
+                match ext.attr(name) {
+                    Some(def) => {
+                        let label = format!("{}:{}", ext.id, def.name);
+                        n.put(&mut out, Some(ext.id), def, v, &label)?
+                    }
+                    None => n.unknown(format!("{}:{name}", ext.id), v),
                 }
             }
             continue;
         }
         if key.len() > 4 && key.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("urn:")) {
-            // A URN-qualified attribute name at the top level.
-            if let Ok(path) = AttrPath::parse(key) {
-                if path.sub.is_none() && !path.is_whole_schema() {
-                    if let Some(found) = path.resolve(rt) {
-                        put_normalized(&mut out, found.schema.map(|s| s.id), found.def, value)?;
+            // A URN-qualified attribute name at the top level, or an extension object
+            // under a URN no schema has.
+            let found = AttrPath::parse(key)
+                .ok()
+                .filter(|p| p.sub.is_none() && !p.is_whole_schema())
+                .and_then(|p| p.resolve(rt));
+            match (found, value) {
+                (Some(found), _) => {
+                    n.put(&mut out, found.schema.map(|s| s.id), found.def, value, key)?
+                }
+                (None, Value::Object(fields)) => {
+                    for (name, v) in fields {
+                        if !name.eq_ignore_ascii_case("schemas") {
+                            n.unknown(format!("{key}:{name}"), v);
+                        }
                     }
                 }
+                (None, other) => n.unknown(key.clone(), other),
             }
             continue;
         }
@@ -93,8 +224,9 @@ pub fn normalize(rt: ResourceType, body: &Value) -> ScimResult<Attributes> {
             .iter()
             .chain(rt.schema().attributes.iter())
             .find(|a| a.name.eq_ignore_ascii_case(key));
-        if let Some(def) = def {
-            put_normalized(&mut out, None, def, value)?;
+        match def {
+            Some(def) => n.put(&mut out, None, def, value, def.name)?,
+            None => n.unknown(key.clone(), value),
         }
     }
     for def in rt.schema().attributes.iter().filter(|a| a.required) {
@@ -108,7 +240,33 @@ pub fn normalize(rt: ResourceType, body: &Value) -> ScimResult<Attributes> {
             }
         }
     }
-    Ok(out)
+    for ext in rt.extensions() {
+        for def in ext.attributes.iter().filter(|a| a.required) {
+            let present = out
+                .get(ext.id)
+                .and_then(|o| o.get(def.name))
+                .is_some_and(is_present);
+            if !present {
+                return Err(ScimError::invalid_value(format!(
+                    "the attribute \"{}:{}\" is required",
+                    ext.id, def.name
+                )));
+            }
+        }
+    }
+    Ok(Normalized {
+        attrs: out,
+        unknown: n.unknown,
+    })
+}
+
+fn is_present(v: &Value) -> bool {
+    match v {
+        Value::Null => false,
+        Value::String(s) => !s.is_empty(),
+        Value::Array(a) => !a.is_empty(),
+        _ => true,
+    }
 }
 
 fn check_schemas(rt: ResourceType, value: &Value) -> ScimResult<()> {
@@ -124,8 +282,8 @@ fn check_schemas(rt: ResourceType, value: &Value) -> ScimResult<()> {
             ));
         };
         // Another resource type's schema is a client mistake; a URN the bridge does
-        // not know is not: Entra ID sends its ADSCIM group schema and a misspelt
-        // enterprise URN, and their attributes are ignored like any unknown one.
+        // not know is not: Entra ID sends a misspelt enterprise URN. Attributes under
+        // an unknown URN are what counts, and those are refused or dropped.
         if let Some(other) = ResourceType::ALL
             .iter()
             .find(|o| **o != rt && o.schema().id.eq_ignore_ascii_case(urn))
@@ -140,150 +298,315 @@ fn check_schemas(rt: ResourceType, value: &Value) -> ScimResult<()> {
     Ok(())
 }
 
-/// Writes one normalized attribute into `out` (or removes it when the value is
-/// unassigned), skipping attributes that clients cannot set.
-fn put_normalized(
-    out: &mut Attributes,
-    ext: Option<&'static str>,
-    def: &'static AttrDef,
-    value: &Value,
-) -> ScimResult<()> {
-    if matches!(def.mutability, Mutability::ReadOnly | Mutability::WriteOnly) {
-        return Ok(());
-    }
-    let normalized = normalize_value(def, value)?;
-    let set = |m: &mut Attributes| match normalized {
-        Some(v) => {
-            m.insert(def.name.to_owned(), v);
-        }
-        None => {
-            m.remove(def.name);
-        }
-    };
-    match ext {
-        None => set(out),
-        Some(urn) => {
-            let mut fields = match out.remove(urn) {
-                Some(Value::Object(m)) => m,
-                _ => Map::new(),
-            };
-            set(&mut fields);
-            if !fields.is_empty() {
-                out.insert(urn.to_owned(), Value::Object(fields));
-            }
-        }
-    }
-    Ok(())
+/// Collects the unknown attributes met while normalizing.
+#[derive(Default)]
+struct Normalizer {
+    unknown: Vec<UnknownAttr>,
 }
 
-/// Normalizes the value of one attribute; `None` means unassigned (null, empty
-/// array, empty complex value).
-pub fn normalize_value(def: &AttrDef, value: &Value) -> ScimResult<Option<Value>> {
-    if value.is_null() {
-        return Ok(None);
+impl Normalizer {
+    fn unknown(&mut self, name: String, value: &Value) {
+        if UnknownAttr::carries_data(value) {
+            self.unknown.push(UnknownAttr::new(name, value));
+        }
     }
-    if def.multi_valued {
-        let items: Vec<&Value> = match value {
-            Value::Array(a) => a.iter().collect(),
-            single => vec![single],
+
+    /// Writes one normalized attribute into `out` (or removes it when the value is
+    /// unassigned), skipping attributes that clients cannot set.
+    fn put(
+        &mut self,
+        out: &mut Attributes,
+        ext: Option<&'static str>,
+        def: &'static AttrDef,
+        value: &Value,
+        label: &str,
+    ) -> ScimResult<()> {
+        if matches!(def.mutability, Mutability::ReadOnly | Mutability::WriteOnly) {
+            return Ok(());
+        }
+        let normalized = self.value(def, value, label)?;
+        let set = |m: &mut Attributes| match normalized {
+            Some(v) => {
+                m.insert(def.name.to_owned(), v);
+            }
+            None => {
+                m.remove(def.name);
+            }
         };
-        let mut out = Vec::with_capacity(items.len());
-        for item in items {
-            if let Some(v) = normalize_single(def, item)? {
-                if !out.contains(&v) {
-                    out.push(v);
+        match ext {
+            None => set(out),
+            Some(urn) => {
+                let mut fields = match out.remove(urn) {
+                    Some(Value::Object(m)) => m,
+                    _ => Map::new(),
+                };
+                set(&mut fields);
+                if !fields.is_empty() {
+                    out.insert(urn.to_owned(), Value::Object(fields));
                 }
             }
         }
-        return Ok(if out.is_empty() {
-            None
-        } else {
-            Some(Value::Array(out))
-        });
+        Ok(())
     }
-    if let Value::Array(items) = value {
-        // Entra ID sets the manager with a one-element array of {"$ref", "value"}.
-        if let ([only], AttrType::Complex) = (items.as_slice(), def.ty) {
-            return normalize_single(def, only);
+
+    /// Normalizes the value of one attribute; `None` means unassigned (null, empty
+    /// array, empty complex value). `label` names it in errors and unknown names.
+    fn value(&mut self, def: &AttrDef, value: &Value, label: &str) -> ScimResult<Option<Value>> {
+        if value.is_null() {
+            return Ok(None);
         }
-        return Err(ScimError::invalid_value(format!(
-            "the attribute \"{}\" is single-valued; an array was given",
-            def.name
-        )));
+        if def.multi_valued {
+            let items = match value {
+                Value::Array(a) => a.as_slice(),
+                // One object where a list of complex values is expected (Okta, Entra).
+                Value::Object(_) if def.ty == AttrType::Complex => std::slice::from_ref(value),
+                _ => {
+                    return Err(ScimError::invalid_value(format!(
+                        "the attribute \"{label}\" is multi-valued: send an array"
+                    )))
+                }
+            };
+            let mut out = Vec::with_capacity(items.len());
+            // Duplicates are dropped in one pass: a set of canonical encodings, not a
+            // scan of what was kept (20,000 values must not cost 20,000²).
+            let mut seen = HashSet::with_capacity(items.len());
+            for item in items {
+                if let Some(v) = self.single(def, item, label)? {
+                    if seen.insert(dedup_key(&v)) {
+                        out.push(v);
+                    }
+                }
+            }
+            if def.sub("primary").is_some()
+                && out.iter().filter(|v| is_primary_value(v)).count() > 1
+            {
+                return Err(ScimError::invalid_value(format!(
+                    "the attribute \"{label}\" has more than one value with \"primary\": true; \
+                     at most one may be primary (RFC 7643 §2.4)"
+                )));
+            }
+            return Ok(if out.is_empty() {
+                None
+            } else {
+                Some(Value::Array(out))
+            });
+        }
+        if let Value::Array(items) = value {
+            // Entra ID sets the manager with a one-element array of {"$ref", "value"}.
+            if let ([only], Leniency::BareId) = (items.as_slice(), def.leniency) {
+                return self.single(def, only, label);
+            }
+            return Err(ScimError::invalid_value(format!(
+                "the attribute \"{label}\" is single-valued; an array was given"
+            )));
+        }
+        self.single(def, value, label)
     }
-    normalize_single(def, value)
+
+    fn single(&mut self, def: &AttrDef, value: &Value, label: &str) -> ScimResult<Option<Value>> {
+        let wrong = |expected: &str| {
+            ScimError::invalid_value(format!("the attribute \"{label}\" must be {expected}"))
+        };
+        Ok(Some(match def.ty {
+            AttrType::Complex => match value {
+                Value::Object(fields) => {
+                    let mut m = Map::new();
+                    for (k, v) in fields {
+                        let Some(sub) = def.sub(k) else {
+                            self.unknown(format!("{label}.{k}"), v);
+                            continue;
+                        };
+                        if sub.mutability == Mutability::ReadOnly
+                            && def.mutability != Mutability::ReadOnly
+                        {
+                            continue;
+                        }
+                        let sub_label = format!("{label}.{}", sub.name);
+                        if let Some(v) = self.value(sub, v, &sub_label)? {
+                            m.insert(sub.name.to_owned(), v);
+                        }
+                    }
+                    if m.is_empty() {
+                        return Ok(None);
+                    }
+                    Value::Object(m)
+                }
+                // Entra ID sends `manager` as a bare id string.
+                Value::String(s) if def.leniency == Leniency::BareId => {
+                    if s.is_empty() {
+                        return Ok(None);
+                    }
+                    let mut m = Map::new();
+                    m.insert("value".to_owned(), Value::String(s.clone()));
+                    Value::Object(m)
+                }
+                Value::Null => return Ok(None),
+                _ => return Err(wrong("a complex value (a JSON object)")),
+            },
+            AttrType::String | AttrType::Reference | AttrType::Binary => match value {
+                Value::String(_) => value.clone(),
+                Value::Number(n) if def.leniency == Leniency::NumberAsString => {
+                    Value::String(n.to_string())
+                }
+                _ => return Err(wrong("a string")),
+            },
+            AttrType::Boolean => match value {
+                Value::Bool(_) => value.clone(),
+                // Entra ID sends "True" / "False".
+                Value::String(s) if s.eq_ignore_ascii_case("true") => Value::Bool(true),
+                Value::String(s) if s.eq_ignore_ascii_case("false") => Value::Bool(false),
+                _ => return Err(wrong("a boolean")),
+            },
+            AttrType::Integer => match value {
+                Value::Number(n) if n.is_i64() || n.is_u64() => value.clone(),
+                _ => return Err(wrong("an integer")),
+            },
+            AttrType::Decimal => match value {
+                Value::Number(_) => value.clone(),
+                _ => return Err(wrong("a number")),
+            },
+            AttrType::DateTime => match value {
+                Value::String(s)
+                    if time::OffsetDateTime::parse(
+                        s,
+                        &time::format_description::well_known::Rfc3339,
+                    )
+                    .is_ok() =>
+                {
+                    value.clone()
+                }
+                _ => return Err(wrong("an RFC 3339 date-time string")),
+            },
+        }))
+    }
 }
 
-fn normalize_single(def: &AttrDef, value: &Value) -> ScimResult<Option<Value>> {
-    let wrong = |expected: &str| {
-        ScimError::invalid_value(format!("the attribute \"{}\" must be {expected}", def.name))
+/// Normalizes the value of one attribute outside a whole resource (a PATCH's member
+/// additions). Returns the value (`None`: unassigned) and the unknown sub-attributes.
+pub fn normalize_value(
+    def: &AttrDef,
+    value: &Value,
+) -> ScimResult<(Option<Value>, Vec<UnknownAttr>)> {
+    let mut n = Normalizer::default();
+    let v = n.value(def, value, def.name)?;
+    Ok((v, n.unknown))
+}
+
+/// A key equal for equal values whatever the order of their object keys (JSON
+/// objects are unordered).
+pub(crate) fn dedup_key(v: &Value) -> String {
+    match v {
+        Value::Object(m) => {
+            let sorted: std::collections::BTreeMap<&str, &Value> =
+                m.iter().map(|(k, v)| (k.as_str(), v)).collect();
+            serde_json::to_string(&sorted).unwrap_or_default()
+        }
+        other => other.to_string(),
+    }
+}
+
+fn is_primary_value(v: &Value) -> bool {
+    v.get("primary") == Some(&Value::Bool(true))
+}
+
+/// Leaves at most one `primary: true` in each multi-valued attribute of stored
+/// attributes (the first stays primary): what an import of an older export and the
+/// format upgrade do with data that format 1 stored as sent. Returns the names of the
+/// attributes it changed.
+pub fn demote_extra_primaries(rt: ResourceType, attrs: &mut Attributes) -> Vec<String> {
+    let mut changed = Vec::new();
+    let mut fix = |holder: &mut Map<String, Value>, def: &AttrDef, label: String| {
+        if !def.multi_valued || def.sub("primary").is_none() {
+            return;
+        }
+        let Some(Value::Array(items)) = holder.get_mut(def.name) else {
+            return;
+        };
+        let mut seen = false;
+        let mut demoted = false;
+        for item in items.iter_mut() {
+            if is_primary_value(item) {
+                if seen {
+                    item["primary"] = Value::Bool(false);
+                    demoted = true;
+                }
+                seen = true;
+            }
+        }
+        if demoted {
+            changed.push(label);
+        }
     };
-    Ok(Some(match def.ty {
-        AttrType::Complex => match value {
-            Value::Object(fields) => {
-                let mut m = Map::new();
-                for (k, v) in fields {
-                    let Some(sub) = def.sub(k) else { continue };
-                    if sub.mutability == Mutability::ReadOnly
-                        && def.mutability != Mutability::ReadOnly
-                    {
-                        continue;
-                    }
-                    if let Some(v) = normalize_value(sub, v)? {
-                        m.insert(sub.name.to_owned(), v);
-                    }
-                }
-                if m.is_empty() {
-                    return Ok(None);
-                }
-                Value::Object(m)
+    for def in rt.schema().attributes {
+        fix(attrs, def, def.name.to_owned());
+    }
+    for ext in rt.extensions() {
+        if let Some(Value::Object(fields)) = attrs.get_mut(ext.id) {
+            for def in ext.attributes {
+                fix(fields, def, format!("{}:{}", ext.id, def.name));
             }
-            // Entra ID sends `manager` as a bare id string.
-            Value::String(s) if def.sub("value").is_some() => {
-                if s.is_empty() {
-                    return Ok(None);
+        }
+    }
+    changed
+}
+
+/// Bounds on one request operation (a POST/PUT body, one PATCH operation, one Bulk
+/// operation's data): how long a value may be and how many values one attribute may
+/// carry. A group's stored members are not bounded; only what one operation adds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestLimits {
+    /// Longest string value, in bytes (UTF-8).
+    pub max_value_bytes: usize,
+    /// Most values in one array.
+    pub max_values: usize,
+}
+
+impl Default for RequestLimits {
+    fn default() -> Self {
+        RequestLimits {
+            max_value_bytes: 32 << 10,
+            max_values: 20_000,
+        }
+    }
+}
+
+/// Checks every string and array of a request body against `limits` in one pass;
+/// the error (400 `invalidValue`) names the attribute and the limit.
+pub fn check_request_limits(body: &Value, limits: &RequestLimits) -> ScimResult<()> {
+    fn walk(v: &Value, name: &str, limits: &RequestLimits) -> ScimResult<()> {
+        match v {
+            Value::String(s) if s.len() > limits.max_value_bytes => {
+                Err(ScimError::invalid_value(format!(
+                    "the value of \"{name}\" is {} bytes long; the limit is {} bytes",
+                    s.len(),
+                    limits.max_value_bytes
+                )))
+            }
+            Value::Array(items) => {
+                if items.len() > limits.max_values {
+                    return Err(ScimError::invalid_value(format!(
+                        "\"{name}\" has {} values in one operation; the limit is {}: \
+                         split the change into several requests",
+                        items.len(),
+                        limits.max_values
+                    )));
                 }
-                let mut m = Map::new();
-                m.insert("value".to_owned(), Value::String(s.clone()));
-                Value::Object(m)
+                items.iter().try_for_each(|i| walk(i, name, limits))
             }
-            Value::Null => return Ok(None),
-            _ => return Err(wrong("a complex value (a JSON object)")),
-        },
-        AttrType::String | AttrType::Reference | AttrType::Binary => match value {
-            Value::String(_) => value.clone(),
-            // Some clients send employee numbers and the like as JSON numbers.
-            Value::Number(n) if def.ty == AttrType::String => Value::String(n.to_string()),
-            _ => return Err(wrong("a string")),
-        },
-        AttrType::Boolean => match value {
-            Value::Bool(_) => value.clone(),
-            // Entra ID sends "True" / "False".
-            Value::String(s) if s.eq_ignore_ascii_case("true") => Value::Bool(true),
-            Value::String(s) if s.eq_ignore_ascii_case("false") => Value::Bool(false),
-            _ => return Err(wrong("a boolean")),
-        },
-        AttrType::Integer => match value {
-            Value::Number(n) if n.is_i64() || n.is_u64() => value.clone(),
-            _ => return Err(wrong("an integer")),
-        },
-        AttrType::Decimal => match value {
-            Value::Number(_) => value.clone(),
-            _ => return Err(wrong("a number")),
-        },
-        AttrType::DateTime => match value {
-            Value::String(s)
-                if time::OffsetDateTime::parse(
-                    s,
-                    &time::format_description::well_known::Rfc3339,
-                )
-                .is_ok() =>
-            {
-                value.clone()
-            }
-            _ => return Err(wrong("an RFC 3339 date-time string")),
-        },
-    }))
+            Value::Object(fields) => fields.iter().try_for_each(|(k, v)| {
+                if k.len() > limits.max_value_bytes {
+                    return Err(ScimError::invalid_value(format!(
+                        "an attribute name of {} bytes is longer than the limit of {} bytes",
+                        k.len(),
+                        limits.max_value_bytes
+                    )));
+                }
+                walk(v, k, limits)
+            }),
+            _ => Ok(()),
+        }
+    }
+    walk(body, "the request", limits)
 }
 
 /// Builds the full SCIM representation of a stored resource: `schemas`, `id`,
@@ -358,6 +681,7 @@ pub fn references_value(
             }
             let ty = match rt {
                 ResourceType::Group => r.rt.name(),
+                ResourceType::User if r.indirect => "indirect",
                 ResourceType::User => "direct",
             };
             m.insert("type".into(), Value::String(ty.into()));
@@ -548,16 +872,29 @@ mod tests {
     use crate::scim::schema::ENTERPRISE_USER_URN;
     use serde_json::json;
 
+    use crate::scim::schema::tests::TEST_EXTENSION_URN;
+    use crate::scim::schema::USER_SCHEMA;
+
+    fn attrs(rt: ResourceType, body: Value) -> Attributes {
+        let n = normalize(rt, &body).unwrap_or_else(|e| panic!("{body}: {e}"));
+        assert!(n.unknown.is_empty(), "{body}: unknown {:?}", n.unknown);
+        n.attrs
+    }
+
+    fn unknown_names(body: Value) -> Vec<String> {
+        let n = normalize(ResourceType::User, &body).unwrap_or_else(|e| panic!("{body}: {e}"));
+        n.unknown.into_iter().map(|u| u.name).collect()
+    }
+
     #[test]
     fn normalizes_attribute_names_and_drops_read_only_and_password() {
-        let out = normalize(
+        let out = attrs(
             ResourceType::User,
-            &json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+            json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
                     "USERNAME": "a@example.com", "id": "x", "meta": {}, "password": "secret",
                     "Active": "False", "emails": {"value": "a@example.com", "Primary": "true"},
-                    "unknownThing": 1}),
-        )
-        .unwrap();
+                    "groups": [{"value": "g"}]}),
+        );
         assert_eq!(
             Value::Object(out),
             json!({"userName": "a@example.com", "active": false,
@@ -566,14 +903,112 @@ mod tests {
     }
 
     #[test]
-    fn non_ascii_keys_are_ignored_not_a_panic() {
+    fn non_ascii_keys_are_unknown_not_a_panic() {
         // Found by the `resource` fuzz target: byte 4 inside a multi-byte character.
-        let out = normalize(
+        let key = "urn\u{196}etf:params:scim:schemas:extension:enterprise:2.0:User";
+        let n = normalize(
             ResourceType::User,
-            &json!({"userName": "a", "urn\u{196}etf:params:scim:schemas:extension:enterprise:2.0:User": {"department": "x"}}),
+            &json!({"userName": "a", key: {"department": "x"}}),
         )
         .unwrap();
-        assert_eq!(Value::Object(out), json!({"userName": "a"}));
+        assert_eq!(Value::Object(n.attrs), json!({"userName": "a"}));
+        assert_eq!(n.unknown[0].name, key);
+    }
+
+    #[test]
+    fn every_kind_of_unknown_attribute_is_reported_not_stored() {
+        let ent = ENTERPRISE_USER_URN;
+        let names = unknown_names(json!({
+            "userName": "a",
+            "favouriteColour": "red",
+            "name": {"givenName": "G", "foo": "x"},
+            "emails": [{"value": "a@x", "label": "w"}],
+            ent: {"department": "D", "shoeSize": 9, "manager": {"value": "m", "rank": 1}},
+            "urn:ietf:params:scim:schemas:extension:acme:2.0:User": {"badge": "7", "floor": 3},
+            "urn:ietf:params:scim:schemas:extension:acme:2.0:User:desk": "D1",
+            TEST_EXTENSION_URN: {"badge": "B", "unheard": true},
+        }));
+        assert_eq!(
+            names,
+            [
+                "favouriteColour".to_owned(),
+                "name.foo".into(),
+                "emails.label".into(),
+                format!("{ent}:shoeSize"),
+                format!("{ent}:manager.rank"),
+                "urn:ietf:params:scim:schemas:extension:acme:2.0:User:badge".into(),
+                "urn:ietf:params:scim:schemas:extension:acme:2.0:User:floor".into(),
+                "urn:ietf:params:scim:schemas:extension:acme:2.0:User:desk".into(),
+                format!("{TEST_EXTENSION_URN}:unheard"),
+            ]
+        );
+        let n = normalize(
+            ResourceType::Group,
+            &json!({"displayName": "g", "owner": "x",
+            "members": [{"value": "u", "operation": "add"}]}),
+        )
+        .unwrap();
+        let names: Vec<&str> = n.unknown.iter().map(|u| u.name.as_str()).collect();
+        assert_eq!(names, ["owner", "members.operation"]);
+    }
+
+    #[test]
+    fn explicit_nulls_and_empty_values_of_unknown_names_are_harmless() {
+        assert!(unknown_names(
+            json!({"userName": "a", "favouriteColour": null, "tags2": [],
+            "urn:ietf:params:scim:schemas:extension:acme:2.0:User": {"badge": null},
+            "name": {"foo": null}})
+        )
+        .is_empty());
+    }
+
+    #[test]
+    fn declared_extension_attributes_are_stored_with_their_types() {
+        let out = attrs(
+            ResourceType::User,
+            json!({"userName": "a", TEST_EXTENSION_URN: {"BADGE": "B-7", "clearance": 3,
+                   "remote": "True", "tags": ["x", "y", "x"]}}),
+        );
+        assert_eq!(
+            out[TEST_EXTENSION_URN],
+            json!({"badge": "B-7", "clearance": 3, "remote": true, "tags": ["x", "y"]})
+        );
+        let qualified = attrs(
+            ResourceType::User,
+            json!({"userName": "a", format!("{TEST_EXTENSION_URN}:badge"): "Q"}),
+        );
+        assert_eq!(qualified[TEST_EXTENSION_URN], json!({"badge": "Q"}));
+        for (body, attr) in [
+            (json!({TEST_EXTENSION_URN: {"clearance": "3"}}), "clearance"),
+            (json!({TEST_EXTENSION_URN: {"clearance": 2.5}}), "clearance"),
+            (json!({TEST_EXTENSION_URN: {"tags": "x"}}), "tags"),
+            (json!({TEST_EXTENSION_URN: {"badge": 7}}), "badge"),
+        ] {
+            let mut body = body;
+            body["userName"] = json!("a");
+            let e = normalize(ResourceType::User, &body).unwrap_err();
+            assert_eq!(
+                e.scim_type,
+                Some(crate::scim::error::ScimType::InvalidValue),
+                "{body}"
+            );
+            assert!(e.detail.contains(attr), "{body}: {}", e.detail);
+        }
+    }
+
+    #[test]
+    fn the_unknown_attribute_policy_refuses_with_invalid_syntax_or_drops() {
+        let unknown = normalize(ResourceType::User, &json!({"userName": "a", "x": 1}))
+            .unwrap()
+            .unknown;
+        let e = UnknownAttributes::Reject.check(&unknown).unwrap_err();
+        assert_eq!(
+            e.scim_type,
+            Some(crate::scim::error::ScimType::InvalidSyntax)
+        );
+        assert!(e.detail.contains("\"x\""));
+        UnknownAttributes::Drop.check(&unknown).unwrap();
+        UnknownAttributes::Reject.check(&[]).unwrap();
     }
 
     #[test]
@@ -585,38 +1020,215 @@ mod tests {
     }
 
     #[test]
-    fn rejects_wrong_types() {
-        for body in [
-            json!({"userName": true}),
-            json!({"userName": "a", "active": "maybe"}),
-            json!({"userName": "a", "name": "x"}),
-            json!({"userName": "a", "displayName": ["a", "b"]}),
-            json!([1, 2]),
+    fn rejects_wrong_types_naming_the_attribute() {
+        let ent = ENTERPRISE_USER_URN;
+        for (body, attr) in [
+            (json!({"userName": true}), "userName"),
+            (json!({"userName": 12}), "userName"),
+            (json!({"userName": "a", "active": "maybe"}), "active"),
+            (json!({"userName": "a", "active": 1}), "active"),
+            (json!({"userName": "a", "name": "x"}), "name"),
+            (
+                json!({"userName": "a", "displayName": ["a", "b"]}),
+                "displayName",
+            ),
+            (json!({"userName": "a", "displayName": 5}), "displayName"),
+            (json!({"userName": "a", "emails": "nope"}), "emails"),
+            (json!({"userName": "a", "emails": ["nope"]}), "emails"),
+            (
+                json!({"userName": "a", "emails": [{"value": 5}]}),
+                "emails.value",
+            ),
+            (
+                json!({"userName": "a", "emails": [{"value": "a@x", "primary": "yes"}]}),
+                "emails.primary",
+            ),
+            (
+                json!({"userName": "a", "phoneNumbers": 5551234}),
+                "phoneNumbers",
+            ),
+            (
+                json!({"userName": "a", "name": [{"givenName": "G"}]}),
+                "name",
+            ),
+            (
+                json!({"userName": "a", "name": {"givenName": 5}}),
+                "name.givenName",
+            ),
+            (
+                json!({"userName": "a", ent: {"department": 42}}),
+                "department",
+            ),
+            (json!({"userName": "a", ent: {"manager": 42}}), "manager"),
         ] {
             let err = normalize(ResourceType::User, &body).unwrap_err();
-            assert_eq!(err.status, 400, "{body}");
+            assert_eq!(
+                (err.status, err.scim_type),
+                (400, Some(crate::scim::error::ScimType::InvalidValue)),
+                "{body}"
+            );
+            assert!(err.detail.contains(attr), "{body}: {}", err.detail);
         }
+        let e = normalize(ResourceType::Group, &json!({"displayName": 7})).unwrap_err();
+        assert!(e.detail.contains("displayName"));
+        assert_eq!(
+            normalize(ResourceType::User, &json!([1, 2]))
+                .unwrap_err()
+                .status,
+            400
+        );
+    }
+
+    #[test]
+    fn keeps_exactly_the_coercions_idps_need() {
+        let ent = ENTERPRISE_USER_URN;
+        let out = attrs(
+            ResourceType::User,
+            json!({"userName": "a", "active": "TRUE",
+                   "emails": {"value": "a@x", "primary": "False"},
+                   ent: {"employeeNumber": 701984, "costCenter": 4130, "manager": "m1"}}),
+        );
+        assert_eq!(out["active"], json!(true));
+        assert_eq!(out["emails"], json!([{"value": "a@x", "primary": false}]));
+        assert_eq!(
+            out[ent],
+            json!({"employeeNumber": "701984", "costCenter": "4130", "manager": {"value": "m1"}})
+        );
     }
 
     #[test]
     fn entra_unknown_schema_urns_are_ignored() {
         // Entra ID's documented Create Group and Create User requests.
-        let group = normalize(
+        let group = attrs(
             ResourceType::Group,
-            &json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group",
+            json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group",
                                 "http://schemas.microsoft.com/2006/11/ResourceManagement/ADSCIM/2.0/Group"],
                     "displayName": "g"}),
-        )
-        .unwrap();
+        );
         assert_eq!(Value::Object(group), json!({"displayName": "g"}));
-        let user = normalize(
+        let user = attrs(
             ResourceType::User,
-            &json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User",
+            json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User",
                                 "urn:ietf:params:scim:schemas:extension:enterprise:2.0User"],
                     "userName": "a", "department": null, "manager": null}),
+        );
+        assert_eq!(Value::Object(user), json!({"userName": "a"}));
+        // The ADSCIM schema is defined (empty): an object under it carries nothing.
+        let group = attrs(
+            ResourceType::Group,
+            json!({"displayName": "g",
+                   "http://schemas.microsoft.com/2006/11/ResourceManagement/ADSCIM/2.0/Group": {}}),
+        );
+        assert_eq!(Value::Object(group), json!({"displayName": "g"}));
+    }
+
+    #[test]
+    fn at_most_one_primary_in_every_multi_valued_attribute() {
+        let with_primary: Vec<&AttrDef> = USER_SCHEMA
+            .attributes
+            .iter()
+            .filter(|a| a.multi_valued && a.sub("primary").is_some())
+            .collect();
+        assert_eq!(
+            with_primary.len(),
+            8,
+            "emails, phoneNumbers, ims, photos, addresses, entitlements, roles, x509Certificates"
+        );
+        for def in with_primary {
+            let value_key = if def.name == "addresses" {
+                "formatted"
+            } else {
+                "value"
+            };
+            let item = |v: &str, primary: Value| json!({value_key: v, "primary": primary});
+            let two = json!({"userName": "a", def.name: [item("x", json!(true)), item("y", json!("True"))]});
+            let e = normalize(ResourceType::User, &two).unwrap_err();
+            assert_eq!(
+                e.scim_type,
+                Some(crate::scim::error::ScimType::InvalidValue),
+                "{}",
+                def.name
+            );
+            assert!(
+                e.detail.contains(def.name) && e.detail.contains("primary"),
+                "{}",
+                e.detail
+            );
+            let one = json!({"userName": "a", def.name: [item("x", json!(true)), item("y", json!(false))]});
+            attrs(ResourceType::User, one);
+        }
+    }
+
+    #[test]
+    fn extra_primaries_are_demoted_for_repairs() {
+        let mut a = Attributes::new();
+        a.insert(
+            "emails".into(),
+            json!([{"value": "a", "primary": true}, {"value": "b", "primary": true}]),
+        );
+        a.insert("roles".into(), json!([{"value": "r", "primary": true}]));
+        assert_eq!(
+            demote_extra_primaries(ResourceType::User, &mut a),
+            ["emails"]
+        );
+        assert_eq!(a["emails"][1]["primary"], json!(false));
+        assert_eq!(a["emails"][0]["primary"], json!(true));
+    }
+
+    #[test]
+    fn duplicates_are_dropped_in_linear_time_whatever_the_key_order() {
+        // 40,000 values, half of them repeats with their keys in another order: a
+        // scan of the kept values per value (the old way) would compare ~8·10^8 pairs.
+        let n = 20_000;
+        let mut emails: Vec<Value> = (0..n)
+            .map(|i| json!({"value": format!("u{i}@example.com"), "type": "work"}))
+            .collect();
+        emails
+            .extend((0..n).map(|i| json!({"type": "work", "value": format!("u{i}@example.com")})));
+        let out = attrs(
+            ResourceType::User,
+            json!({"userName": "a", "emails": emails}),
+        );
+        assert_eq!(out["emails"].as_array().unwrap().len(), n);
+    }
+
+    #[test]
+    fn request_limits_bound_value_length_and_values_per_operation() {
+        let limits = RequestLimits {
+            max_value_bytes: 1024,
+            max_values: 100,
+        };
+        check_request_limits(
+            &json!({"userName": "a".repeat(1024), "emails": vec![json!({"value": "x"}); 100]}),
+            &limits,
         )
         .unwrap();
-        assert_eq!(Value::Object(user), json!({"userName": "a"}));
+        let e = check_request_limits(&json!({"userName": "a".repeat(1025)}), &limits).unwrap_err();
+        assert!(
+            e.detail.contains("userName") && e.detail.contains("1024"),
+            "{}",
+            e.detail
+        );
+        let e = check_request_limits(
+            &json!({"emails": vec![json!({"value": "x"}); 101]}),
+            &limits,
+        )
+        .unwrap_err();
+        assert!(
+            e.detail.contains("emails") && e.detail.contains("100"),
+            "{}",
+            e.detail
+        );
+        // Nested: a PATCH operation's value, a sub-attribute.
+        let e = check_request_limits(
+            &json!({"Operations": [{"op": "add", "path": "members", "value": vec![json!({"value": "u"}); 101]}]}),
+            &limits,
+        )
+        .unwrap_err();
+        assert!(e.detail.contains("value"), "{}", e.detail);
+        let e = check_request_limits(&json!({"name": {"givenName": "é".repeat(600)}}), &limits)
+            .unwrap_err();
+        assert!(e.detail.contains("givenName"), "{}", e.detail);
     }
 
     #[test]
@@ -634,12 +1246,11 @@ mod tests {
 
     #[test]
     fn enterprise_manager_from_bare_id_and_qualified_names() {
-        let out = normalize(
+        let out = attrs(
             ResourceType::User,
-            &json!({"userName": "a", ENTERPRISE_USER_URN: {"manager": "m1"},
+            json!({"userName": "a", ENTERPRISE_USER_URN: {"manager": "m1"},
                     "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department": "R&D"}),
-        )
-        .unwrap();
+        );
         assert_eq!(
             out[ENTERPRISE_USER_URN],
             json!({"manager": {"value": "m1"}, "department": "R&D"})
@@ -648,27 +1259,26 @@ mod tests {
 
     #[test]
     fn entra_manager_as_a_one_element_array() {
-        let out = normalize(
+        let out = attrs(
             ResourceType::User,
-            &json!({"userName": "a", ENTERPRISE_USER_URN: {"manager": [{"$ref": "https://x/Users/m1", "value": "m1"}]}}),
-        )
-        .unwrap();
+            json!({"userName": "a", ENTERPRISE_USER_URN: {"manager": [{"$ref": "https://x/Users/m1", "value": "m1"}]}}),
+        );
         assert_eq!(out[ENTERPRISE_USER_URN]["manager"]["value"], "m1");
         let two = json!({"userName": "a", ENTERPRISE_USER_URN: {"manager": [{"value": "m1"}, {"value": "m2"}]}});
         assert_eq!(normalize(ResourceType::User, &two).unwrap_err().status, 400);
     }
 
     fn sample() -> Map<String, Value> {
-        let attrs = normalize(
+        let attrs = attrs(
             ResourceType::User,
-            &json!({"userName": "a", "displayName": "A", "name": {"givenName": "G", "familyName": "F"},
+            json!({"userName": "a", "displayName": "A", "name": {"givenName": "G", "familyName": "F"},
                     ENTERPRISE_USER_URN: {"department": "D", "costCenter": "C"}}),
-        )
-        .unwrap();
+        );
         let meta = Meta {
             created: "2026-01-01T00:00:00Z".into(),
             last_modified: "2026-01-01T00:00:00Z".into(),
             version: 3,
+            groups_tag: None,
         };
         render(
             ResourceType::User,

@@ -1,7 +1,15 @@
 //! The attribute characteristics (RFC 7643 §2, §7) of the resources the bridge serves:
 //! User (§4.1), the Enterprise User extension (§4.3) and Group (§4.2), plus the common
-//! attributes (§3.1). Everything else in the core (validation, filters, PATCH,
+//! attributes (§3.1), and the schema extensions an admin declares in the config file
+//! (`[[scim.extensions]]`). Everything else in the core (validation, filters, PATCH,
 //! projection, the /Schemas documents) reads these tables; nothing here does IO.
+//!
+//! The declared extensions are installed once, at start, before the first request
+//! ([`install_extensions`]); from then on the set of schemas is as fixed as the
+//! compiled-in tables, so every resolver reaches it through `ResourceType` without a
+//! handle being threaded through each pure function.
+
+use std::sync::OnceLock;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AttrType {
@@ -98,9 +106,28 @@ pub struct AttrDef {
     pub mutability: Mutability,
     pub returned: Returned,
     pub uniqueness: Uniqueness,
-    pub canonical_values: &'static [&'static str],
+    /// Published as `canonicalValues` when set (RFC 7643 §7); `Some(&[])` publishes
+    /// the empty list RFC 7643 §8.7.1 gives where no vocabulary is specified.
+    pub canonical_values: Option<&'static [&'static str]>,
     pub reference_types: &'static [&'static str],
     pub sub_attributes: &'static [AttrDef],
+    /// Which wrong-typed values IdPs send for this attribute and are accepted.
+    pub leniency: Leniency,
+}
+
+/// The type coercions an attribute accepts because identity providers need them
+/// (DESIGN: "wrong types are refused except the coercions IdPs need"). Everything
+/// else of the wrong type answers 400 `invalidValue` naming the attribute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Leniency {
+    /// The JSON type the schema says, nothing else.
+    None,
+    /// A JSON number for a string (enterprise `employeeNumber`, `costCenter`: some
+    /// HR-driven Okta and Entra mappings send them as numbers).
+    NumberAsString,
+    /// A bare id string, or a one-element array, for a singular complex attribute with
+    /// a `value` (Entra ID sends the enterprise `manager` both ways).
+    BareId,
 }
 
 impl AttrDef {
@@ -115,9 +142,10 @@ impl AttrDef {
             mutability: Mutability::ReadWrite,
             returned: Returned::Default,
             uniqueness: Uniqueness::None,
-            canonical_values: &[],
+            canonical_values: None,
             reference_types: &[],
             sub_attributes: &[],
+            leniency: Leniency::None,
         }
     }
     const fn string(name: &'static str, description: &'static str) -> AttrDef {
@@ -172,7 +200,11 @@ impl AttrDef {
         self
     }
     const fn canonical(mut self, values: &'static [&'static str]) -> AttrDef {
-        self.canonical_values = values;
+        self.canonical_values = Some(values);
+        self
+    }
+    const fn lenient(mut self, leniency: Leniency) -> AttrDef {
+        self.leniency = leniency;
         self
     }
 
@@ -197,6 +229,14 @@ pub struct SchemaDef {
     pub name: &'static str,
     pub description: &'static str,
     pub attributes: &'static [AttrDef],
+}
+
+impl SchemaDef {
+    /// Whether a resource must carry this (extension) schema: some attribute of it is
+    /// required (RFC 7643 §6 `schemaExtensions.required`).
+    pub fn is_required(&self) -> bool {
+        self.attributes.iter().any(|a| a.required)
+    }
 }
 
 impl SchemaDef {
@@ -241,11 +281,13 @@ impl ResourceType {
             ResourceType::Group => &GROUP_SCHEMA,
         }
     }
-    /// Schema extensions this type accepts; none of them is required.
+    /// Schema extensions this type accepts: the built-in ones and those the admin
+    /// declared.
     pub fn extensions(self) -> &'static [&'static SchemaDef] {
+        let r = registry();
         match self {
-            ResourceType::User => USER_EXTENSIONS,
-            ResourceType::Group => &[],
+            ResourceType::User => &r.user,
+            ResourceType::Group => &r.group,
         }
     }
     pub fn description(self) -> &'static str {
@@ -440,10 +482,12 @@ static USER_GROUPS_SUB: &[AttrDef] = &[
         .canonical(&["direct", "indirect"])
         .mutability(ReadOnly),
 ];
+// RFC 7643 §4.1.2 specifies no vocabulary for the `type` of entitlements, roles and
+// x509Certificates; §8.7.1 publishes their canonicalValues as an empty list.
 static LABELLED_SUB: &[AttrDef] = &[
     AttrDef::string("value", "The value of the attribute."),
     AttrDef::string("display", DISPLAY_DOC),
-    AttrDef::string("type", TYPE_DOC),
+    AttrDef::string("type", TYPE_DOC).canonical(&[]),
     AttrDef::boolean("primary", PRIMARY_DOC),
 ];
 static X509_SUB: &[AttrDef] = &[
@@ -453,7 +497,7 @@ static X509_SUB: &[AttrDef] = &[
         "The value of an X.509 certificate.",
     ),
     AttrDef::string("display", DISPLAY_DOC),
-    AttrDef::string("type", TYPE_DOC),
+    AttrDef::string("type", TYPE_DOC).canonical(&[]),
     AttrDef::boolean("primary", PRIMARY_DOC),
 ];
 static NAME_SUB: &[AttrDef] = &[
@@ -521,12 +565,14 @@ pub static ENTERPRISE_USER_SCHEMA: SchemaDef = SchemaDef {
         AttrDef::string(
             "employeeNumber",
             "Numeric or alphanumeric identifier assigned to a person.",
-        ),
-        AttrDef::string("costCenter", "Identifies the name of a cost center."),
+        )
+        .lenient(Leniency::NumberAsString),
+        AttrDef::string("costCenter", "Identifies the name of a cost center.")
+            .lenient(Leniency::NumberAsString),
         AttrDef::string("organization", "Identifies the name of an organization."),
         AttrDef::string("division", "Identifies the name of a division."),
         AttrDef::string("department", "Identifies the name of a department."),
-        AttrDef::complex("manager", MANAGER_SUB, "The User's manager."),
+        AttrDef::complex("manager", MANAGER_SUB, "The User's manager.").lenient(Leniency::BareId),
     ],
 };
 
@@ -558,14 +604,367 @@ pub static GROUP_SCHEMA: SchemaDef = SchemaDef {
     ],
 };
 
-static USER_EXTENSIONS: &[&SchemaDef] = &[&ENTERPRISE_USER_SCHEMA];
+/// Entra ID lists this schema in every Group it creates (its documented "Create
+/// Group" request) and sends no attributes under it; published, empty, so that every
+/// schema a known client sends is one the bridge defines.
+pub const ADSCIM_GROUP_URN: &str =
+    "http://schemas.microsoft.com/2006/11/ResourceManagement/ADSCIM/2.0/Group";
 
-/// Every schema the bridge publishes at /Schemas.
-pub static ALL_SCHEMAS: [&SchemaDef; 3] = [&USER_SCHEMA, &ENTERPRISE_USER_SCHEMA, &GROUP_SCHEMA];
+pub static ADSCIM_GROUP_SCHEMA: SchemaDef = SchemaDef {
+    id: ADSCIM_GROUP_URN,
+    name: "ADSCIMGroup",
+    description: "Microsoft Entra ID's group schema; Entra ID sends no attributes under it.",
+    attributes: &[],
+};
+
+/// Every schema of the running server: core, built-in extensions and declared ones.
+pub fn all_schemas() -> &'static [&'static SchemaDef] {
+    &registry().all
+}
+
+// ---------------------------------------------------------------------------------
+// Declared extensions
+
+/// A schema extension as an admin declares it in the config file (RFC 7643 §3.3).
+/// Its attributes are simple (no complex type), readWrite, returned by default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtensionDecl {
+    /// The schema URN, e.g. `urn:ietf:params:scim:schemas:extension:acme:2.0:User`
+    /// (Entra ID's custom attributes use this form; Okta's custom namespaces too).
+    pub urn: String,
+    pub resource_type: ResourceType,
+    /// Published `name`; defaults to the segment after `extension:` in the URN.
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub attributes: Vec<AttrDecl>,
+}
+
+/// One attribute of a declared extension.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttrDecl {
+    pub name: String,
+    pub ty: AttrType,
+    pub multi_valued: bool,
+    pub case_exact: bool,
+    pub required: bool,
+    pub description: Option<String>,
+}
+
+impl AttrType {
+    /// The type names RFC 7643 §2.3 uses, for declarations; `complex` is refused.
+    pub fn from_declared(name: &str) -> Result<AttrType, String> {
+        Ok(match name {
+            "string" => AttrType::String,
+            "boolean" => AttrType::Boolean,
+            "decimal" => AttrType::Decimal,
+            "integer" => AttrType::Integer,
+            "dateTime" => AttrType::DateTime,
+            "reference" => AttrType::Reference,
+            "binary" => AttrType::Binary,
+            "complex" => {
+                return Err("complex attributes cannot be declared; declare each \
+                            sub-attribute as its own attribute"
+                    .into())
+            }
+            other => {
+                return Err(format!(
+                    "\"{other}\" is not a SCIM type; use string, boolean, decimal, integer, \
+                     dateTime, reference or binary"
+                ))
+            }
+        })
+    }
+}
+
+/// Checks declarations against each other and the built-in schemas; the message says
+/// which declaration is wrong and how to fix it.
+pub fn validate_extensions(decls: &[ExtensionDecl]) -> Result<(), String> {
+    let builtin = [
+        USER_URN,
+        GROUP_URN,
+        ENTERPRISE_USER_URN,
+        ADSCIM_GROUP_URN,
+        "urn:ietf:params:scim:api:messages:2.0:PatchOp",
+    ];
+    for (i, d) in decls.iter().enumerate() {
+        let urn = d.urn.as_str();
+        let at = format!("scim.extensions[{i}] (\"{urn}\")");
+        let urn_ok = urn.len() > 4
+            && urn.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("urn:"))
+            && urn
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && !matches!(b, b'"' | b'[' | b']' | b'\\'))
+            && !urn.ends_with(':');
+        if !urn_ok {
+            return Err(format!(
+                "{at}: the urn must look like urn:ietf:params:scim:schemas:extension:NAME:2.0:User"
+            ));
+        }
+        if builtin.iter().any(|b| b.eq_ignore_ascii_case(urn)) {
+            return Err(format!("{at}: this schema is built in; choose another URN"));
+        }
+        if decls[..i].iter().any(|o| o.urn.eq_ignore_ascii_case(urn)) {
+            return Err(format!("{at}: declared twice"));
+        }
+        if d.attributes.is_empty() {
+            return Err(format!("{at}: declare at least one attribute"));
+        }
+        for (j, a) in d.attributes.iter().enumerate() {
+            if !is_attr_name(&a.name) || a.name.starts_with('$') {
+                return Err(format!(
+                    "{at}: \"{}\" is not an attribute name (a letter, then letters, digits, - or _)",
+                    a.name
+                ));
+            }
+            if d.attributes[..j]
+                .iter()
+                .any(|o| o.name.eq_ignore_ascii_case(&a.name))
+            {
+                return Err(format!(
+                    "{at}: the attribute \"{}\" is declared twice",
+                    a.name
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// ATTRNAME of RFC 7644 §3.10 (and `$ref`).
+pub(crate) fn is_attr_name(name: &str) -> bool {
+    // ATTRNAME = ALPHA *(nameChar), nameChar = "-" / "_" / DIGIT / ALPHA; "$ref" is
+    // the one reserved name with a "$".
+    let mut chars = name.chars();
+    match chars.next() {
+        Some(c) if c.is_ascii_alphabetic() || c == '$' => {}
+        _ => return false,
+    }
+    chars.all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+fn leak(s: String) -> &'static str {
+    Box::leak(s.into_boxed_str())
+}
+
+/// Builds the schema of a declaration. Leaks it: declarations are built once per
+/// process, at start, and live as long as the compiled-in tables.
+fn build_extension(d: &ExtensionDecl) -> &'static SchemaDef {
+    let default_name = d
+        .urn
+        .split(':')
+        .skip_while(|s| !s.eq_ignore_ascii_case("extension"))
+        .nth(1)
+        .unwrap_or(&d.urn)
+        .to_owned();
+    let attributes: Vec<AttrDef> = d
+        .attributes
+        .iter()
+        .map(|a| AttrDef {
+            name: leak(a.name.clone()),
+            ty: a.ty,
+            multi_valued: a.multi_valued,
+            description: leak(a.description.clone().unwrap_or_else(|| {
+                format!("{} (declared in the scimbridge configuration)", a.name)
+            })),
+            required: a.required,
+            case_exact: a.case_exact,
+            mutability: Mutability::ReadWrite,
+            returned: Returned::Default,
+            uniqueness: Uniqueness::None,
+            canonical_values: None,
+            reference_types: if a.ty == AttrType::Reference {
+                &["external"]
+            } else {
+                &[]
+            },
+            sub_attributes: &[],
+            leniency: Leniency::None,
+        })
+        .collect();
+    Box::leak(Box::new(SchemaDef {
+        id: leak(d.urn.clone()),
+        name: leak(d.name.clone().unwrap_or(default_name)),
+        description: leak(
+            d.description
+                .clone()
+                .unwrap_or_else(|| "Declared in the scimbridge configuration.".to_owned()),
+        ),
+        attributes: Box::leak(attributes.into_boxed_slice()),
+    }))
+}
+
+/// The schemas of the running server.
+#[derive(Debug)]
+struct Registry {
+    user: Vec<&'static SchemaDef>,
+    group: Vec<&'static SchemaDef>,
+    all: Vec<&'static SchemaDef>,
+}
+
+impl Registry {
+    fn new(decls: &[ExtensionDecl]) -> Registry {
+        let mut r = Registry {
+            user: vec![&ENTERPRISE_USER_SCHEMA],
+            group: vec![&ADSCIM_GROUP_SCHEMA],
+            all: vec![
+                &USER_SCHEMA,
+                &ENTERPRISE_USER_SCHEMA,
+                &GROUP_SCHEMA,
+                &ADSCIM_GROUP_SCHEMA,
+            ],
+        };
+        for d in decls {
+            let schema = build_extension(d);
+            match d.resource_type {
+                ResourceType::User => r.user.push(schema),
+                ResourceType::Group => r.group.push(schema),
+            }
+            r.all.push(schema);
+        }
+        r
+    }
+}
+
+static REGISTRY: OnceLock<Registry> = OnceLock::new();
+
+fn registry() -> &'static Registry {
+    REGISTRY.get_or_init(|| Registry::new(&default_declarations()))
+}
+
+/// No declarations unless the config has some; the unit tests of the core run with
+/// one test extension so that every resolver is exercised with a declared schema.
+fn default_declarations() -> Vec<ExtensionDecl> {
+    #[cfg(test)]
+    {
+        vec![tests::test_extension()]
+    }
+    #[cfg(not(test))]
+    {
+        Vec::new()
+    }
+}
+
+/// Installs the admin's extensions; called once at start, before any request is
+/// parsed. Fails when they are invalid or when the schemas were already in use.
+pub fn install_extensions(decls: &[ExtensionDecl]) -> Result<(), String> {
+    validate_extensions(decls)?;
+    if let Some(existing) = REGISTRY.get() {
+        let same = existing.all.len() == 4 + decls.len()
+            && decls
+                .iter()
+                .zip(&existing.all[4..])
+                .all(|(d, s)| d.urn == s.id);
+        return if same {
+            Ok(())
+        } else {
+            Err("the schema extensions were already installed".into())
+        };
+    }
+    REGISTRY
+        .set(Registry::new(decls))
+        .map_err(|_| "the schema extensions were already installed".to_owned())
+}
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// The declared extension every unit test of the core sees.
+    pub(crate) const TEST_EXTENSION_URN: &str =
+        "urn:ietf:params:scim:schemas:extension:scimbridgeTest:2.0:User";
+
+    pub(crate) fn test_extension() -> ExtensionDecl {
+        let attr = |name: &str, ty: AttrType, multi_valued: bool, case_exact: bool| AttrDecl {
+            name: name.into(),
+            ty,
+            multi_valued,
+            case_exact,
+            required: false,
+            description: None,
+        };
+        ExtensionDecl {
+            urn: TEST_EXTENSION_URN.into(),
+            resource_type: ResourceType::User,
+            name: None,
+            description: None,
+            attributes: vec![
+                attr("badge", AttrType::String, false, false),
+                attr("clearance", AttrType::Integer, false, false),
+                attr("remote", AttrType::Boolean, false, false),
+                attr("tags", AttrType::String, true, false),
+                attr("code", AttrType::String, false, true),
+            ],
+        }
+    }
+
+    #[test]
+    fn declared_extensions_are_resolved_and_published() {
+        let found = ResourceType::User
+            .find_attr(Some(TEST_EXTENSION_URN), "BADGE")
+            .unwrap();
+        assert_eq!(found.def.name, "badge");
+        assert_eq!(found.schema.unwrap().id, TEST_EXTENSION_URN);
+        assert_eq!(found.schema.unwrap().name, "scimbridgeTest");
+        // Unqualified names find extension attributes too.
+        assert_eq!(
+            ResourceType::User
+                .find_attr(None, "clearance")
+                .unwrap()
+                .def
+                .ty,
+            AttrType::Integer
+        );
+        assert!(all_schemas().iter().any(|s| s.id == TEST_EXTENSION_URN));
+        assert!(ResourceType::Group
+            .find_attr(Some(TEST_EXTENSION_URN), "badge")
+            .is_none());
+        assert!(ResourceType::Group
+            .extensions()
+            .iter()
+            .any(|s| s.id == ADSCIM_GROUP_URN));
+    }
+
+    #[test]
+    fn bad_declarations_are_explained() {
+        let ok = test_extension();
+        let with = |f: &dyn Fn(&mut ExtensionDecl)| {
+            let mut d = ok.clone();
+            f(&mut d);
+            validate_extensions(&[d]).unwrap_err()
+        };
+        assert!(with(&|d| d.urn = "acme:2.0:User".into()).contains("urn:"));
+        assert!(with(&|d| d.urn = ENTERPRISE_USER_URN.to_lowercase()).contains("built in"));
+        assert!(with(&|d| d.attributes.clear()).contains("at least one"));
+        assert!(with(&|d| d.attributes[1].name = "Badge".into()).contains("twice"));
+        assert!(with(&|d| d.attributes[0].name = "1x".into()).contains("not an attribute name"));
+        assert!(validate_extensions(&[ok.clone(), ok.clone()])
+            .unwrap_err()
+            .contains("declared twice"));
+        assert!(AttrType::from_declared("complex")
+            .unwrap_err()
+            .contains("sub-attribute"));
+        assert!(AttrType::from_declared("text")
+            .unwrap_err()
+            .contains("not a SCIM type"));
+        validate_extensions(&[ok]).unwrap();
+    }
+
+    #[test]
+    fn type_labels_publish_canonical_values() {
+        for name in [
+            "entitlements",
+            "roles",
+            "x509Certificates",
+            "emails",
+            "phoneNumbers",
+        ] {
+            let def = USER_SCHEMA.attr(name).unwrap();
+            assert!(
+                def.sub("type").unwrap().canonical_values.is_some(),
+                "{name}.type has no canonicalValues"
+            );
+        }
+    }
 
     #[test]
     fn finds_attributes_case_insensitively() {

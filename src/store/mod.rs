@@ -13,15 +13,19 @@
 mod admin;
 pub(crate) mod audit;
 mod migration;
+mod nesting;
 mod tables;
 mod tokens;
+mod upgrade;
 
 pub use admin::{AdminPassword, SetupCode, SetupRefusal};
 pub use audit::{ActorKind, AuditOutcome, AuditRecord};
 pub use migration::{MigrationState, Phase};
 pub use tokens::{hex, Scope, TokenRecord, TokenState};
+pub use upgrade::{backup_path, Upgrade, FORMAT_VERSION};
 
 use std::any::Any;
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
@@ -37,23 +41,21 @@ use crate::clock::Timestamp;
 use crate::scim::error::ScimError;
 use crate::scim::resource::{Attributes, Meta, Reference};
 use crate::scim::schema::ResourceType;
-
-/// The on-disk format this binary reads and writes. Bumped on any incompatible change
-/// of tables or encodings; `open` refuses other versions instead of misreading them.
-pub const FORMAT_VERSION: u32 = 1;
+use crate::scim::text::caseless;
 
 pub(crate) const SETTINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("settings");
 const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
 const GROUPS: TableDefinition<&str, &[u8]> = TableDefinition::new("groups");
-/// lowercased userName → user id (userName is unique, caseExact false).
+/// caseless userName (NFC + case folding, `scim::text::caseless`) → user id
+/// (userName is unique, caseExact false).
 const USER_NAMES: TableDefinition<&str, &str> = TableDefinition::new("idx_user_name");
 /// (resource type, externalId) → ids (externalId is caseExact, not unique).
 const EXTERNAL_IDS: MultimapTableDefinition<(u8, &str), &str> =
     MultimapTableDefinition::new("idx_external_id");
-/// lowercased Group displayName → group ids.
+/// caseless Group displayName → group ids.
 const GROUP_NAMES: MultimapTableDefinition<&str, &str> =
     MultimapTableDefinition::new("idx_group_name");
-/// lowercased email value → user ids.
+/// caseless email value → user ids.
 const EMAILS: MultimapTableDefinition<&str, &str> = MultimapTableDefinition::new("idx_email");
 /// (group id, member id) → member resource type (1 byte), then the display name the
 /// client gave for the member, if any (UTF-8).
@@ -197,8 +199,9 @@ pub struct Event {
     pub time: Timestamp,
     pub actor: Actor,
     pub op: EventOp,
+    /// Stored as its name, `"User"` or `"Group"`.
     #[serde(rename = "resourceType")]
-    pub resource_type: String,
+    pub resource_type: ResourceType,
     pub id: String,
 }
 
@@ -233,12 +236,11 @@ fn parse_member_value(v: &[u8]) -> (ResourceType, Option<String>) {
 pub enum MembersChange {
     Keep,
     Set(Vec<MemberRef>),
-    /// Add these, remove those if present, and remove `remove_present`, each of
-    /// which must be a member (else 400 noTarget).
+    /// Add these, and remove those that are members (removing a non-member is a
+    /// no-op: IdPs resend removals).
     Delta {
         add: Vec<MemberRef>,
         remove: Vec<String>,
-        remove_present: Vec<String>,
     },
 }
 
@@ -283,6 +285,8 @@ struct Inner {
     thread: Mutex<Option<JoinHandle<()>>>,
     /// Known tokens by secret hash, so authentication costs no database read.
     tokens: Mutex<tokens::TokenCache>,
+    /// What opening this store upgraded, for callers that report it (the CLI).
+    upgraded: Option<Upgrade>,
 }
 
 /// A handle on the open store; cheap to clone.
@@ -316,18 +320,44 @@ pub fn new_id(now: Timestamp) -> String {
     uuid::Uuid::new_v7(ts).hyphenated().to_string()
 }
 
+fn open_database(path: &Path, opts: &StoreOptions) -> StoreResult<Database> {
+    redb::Builder::new()
+        .set_cache_size(opts.cache_bytes)
+        .create(path)
+        .map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::AlreadyOpen(path.to_owned()),
+            other => StoreError::Storage(format!("cannot open {}: {other}", path.display())),
+        })
+}
+
 impl Store {
-    /// Opens (creating if needed) the database file and starts the writer thread.
+    /// Opens (creating if needed) the database file and starts the writer thread. A
+    /// file of an older format is upgraded in place first (after a backup copy, see
+    /// `upgrade.rs`); a newer one is refused.
     pub fn open(path: &Path, opts: &StoreOptions) -> StoreResult<Store> {
-        let db = redb::Builder::new()
-            .set_cache_size(opts.cache_bytes)
-            .create(path)
-            .map_err(|e| match e {
-                redb::DatabaseError::DatabaseAlreadyOpen => {
-                    StoreError::AlreadyOpen(path.to_owned())
+        let mut db = open_database(path, opts)?;
+        let mut upgraded = None;
+        if let Some(found) = upgrade::recorded_version(&db)? {
+            if upgrade::check_version(path, found)? {
+                // The copy is taken of the closed file: nothing of this process is in
+                // flight, so it is the file exactly as the older release left it.
+                drop(db);
+                let backup = upgrade::make_backup(path, found)?;
+                db = open_database(path, opts)?;
+                let report = upgrade::run(&db, found, backup, Timestamp::now())?;
+                tracing::warn!(
+                    from = report.from,
+                    to = report.to,
+                    backup = %report.backup.display(),
+                    repaired = report.notes.len(),
+                    "upgraded the database to the current format; the file as it was is kept as the backup"
+                );
+                for note in &report.notes {
+                    tracing::warn!("upgrade: {note}");
                 }
-                other => StoreError::Storage(format!("cannot open {}: {other}", path.display())),
-            })?;
+                upgraded = Some(report);
+            }
+        }
         let db = Arc::new(db);
         init_tables(&db)?;
         let (tx, rx) = mpsc::channel::<Job>();
@@ -343,8 +373,14 @@ impl Store {
                 writer: Mutex::new(Some(tx)),
                 thread: Mutex::new(Some(thread)),
                 tokens: Mutex::new(tokens::TokenCache::default()),
+                upgraded,
             }),
         })
+    }
+
+    /// The format upgrade this open performed, if any.
+    pub fn upgraded(&self) -> Option<&Upgrade> {
+        self.inner.upgraded.as_ref()
     }
 
     pub fn path(&self) -> &Path {
@@ -512,7 +548,9 @@ impl Store {
     }
 
     /// Imports records in one durable transaction: `feed` calls `sink` with batches;
-    /// any error rolls back everything. Constant memory whatever the size.
+    /// any error rolls back everything. Constant memory whatever the size. Returns one
+    /// note per record it had to repair (see [`repair_primaries`] and
+    /// [`index_keeping_first`]).
     pub fn import_blocking(
         &self,
         actor: Actor,
@@ -520,21 +558,27 @@ impl Store {
         feed: impl FnOnce(&mut dyn FnMut(Vec<ImportItem>) -> StoreResult<()>) -> Result<(), String>
             + Send
             + 'static,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<Vec<String>> {
         self.write_blocking(move |txn| {
-            let mut sink = |batch: Vec<ImportItem>| import_batch(txn, batch);
+            let mut notes = Vec::new();
+            let mut sink = |batch: Vec<ImportItem>| import_batch(txn, batch, now, &mut notes);
             feed(&mut sink).map_err(StoreError::Aborted)?;
-            append_event(txn, &actor, now, EventOp::Import, ResourceType::User, "*")
+            append_event(txn, &actor, now, EventOp::Import, ResourceType::User, "*")?;
+            Ok(notes)
         })
     }
 }
 
 /// Writes exported records as they were (ids, meta, attributes), maintaining every
-/// index. Resources must come before the memberships that name them.
-fn import_batch(txn: &WriteTransaction, items: Vec<ImportItem>) -> StoreResult<()> {
-    // Check everything first: a refused batch must leave no trace.
-    let mut names: std::collections::HashSet<String> = std::collections::HashSet::new();
-    let batch: std::collections::HashSet<(ResourceType, &str)> = items
+/// index. Resources must come before the memberships that name them. What an older
+/// export holds that the current rules forbid is repaired and noted, not refused.
+fn import_batch(
+    txn: &WriteTransaction,
+    items: Vec<ImportItem>,
+    now: Timestamp,
+    notes: &mut Vec<String>,
+) -> StoreResult<()> {
+    let batch: HashSet<(ResourceType, &str)> = items
         .iter()
         .filter_map(|i| match i {
             ImportItem::Resource(rt, r) => Some((*rt, r.id.as_str())),
@@ -551,16 +595,6 @@ fn import_batch(txn: &WriteTransaction, items: Vec<ImportItem>) -> StoreResult<(
                         r.id
                     ))
                     .into());
-                }
-                let keys = index_keys(*rt, &r.attrs);
-                check_unique(txn, *rt, &r.id, &keys)?;
-                if let Some(n) = keys.user_name {
-                    if !names.insert(n.clone()) {
-                        return Err(ScimError::uniqueness(format!(
-                            "the userName \"{n}\" appears twice"
-                        ))
-                        .into());
-                    }
                 }
             }
             ImportItem::Membership {
@@ -579,17 +613,13 @@ fn import_batch(txn: &WriteTransaction, items: Vec<ImportItem>) -> StoreResult<(
             }
         }
     }
+    drop(batch);
     for item in items {
         match item {
-            ImportItem::Resource(rt, r) => {
+            ImportItem::Resource(rt, mut r) => {
+                repair_primaries(rt, &mut r, now, notes);
                 put_in(txn, rt, &r)?;
-                write_index(
-                    txn,
-                    rt,
-                    &r.id,
-                    &IndexKeys::default(),
-                    &index_keys(rt, &r.attrs),
-                )?;
+                index_keeping_first(txn, rt, &r, notes)?;
             }
             ImportItem::Membership {
                 group,
@@ -600,6 +630,67 @@ fn import_batch(txn: &WriteTransaction, items: Vec<ImportItem>) -> StoreResult<(
         }
     }
     Ok(())
+}
+
+/// Format 1 stored multi-valued attributes with several `primary: true` as sent;
+/// RFC 7643 §2.4 allows one. Keeps the first, bumps the version (the representation
+/// changed) and notes it.
+fn repair_primaries(
+    rt: ResourceType,
+    r: &mut StoredResource,
+    now: Timestamp,
+    notes: &mut Vec<String>,
+) -> bool {
+    let demoted = crate::scim::resource::demote_extra_primaries(rt, &mut r.attrs);
+    if demoted.is_empty() {
+        return false;
+    }
+    notes.push(format!(
+        "{} {}: more than one primary value in {}; the first stays primary",
+        rt.name(),
+        r.id,
+        demoted.join(", ")
+    ));
+    r.meta.version += 1;
+    r.meta.last_modified = now.to_rfc3339();
+    true
+}
+
+/// Writes the index entries of a resource that is new to the indexes (import,
+/// upgrade). Two userNames that older releases kept apart but that are one name
+/// under the caseless rule keep the first user in the index; the note names both
+/// so that the admin can rename one (until then, a write that keeps the second
+/// user's name answers 409).
+fn index_keeping_first(
+    txn: &WriteTransaction,
+    rt: ResourceType,
+    r: &StoredResource,
+    notes: &mut Vec<String>,
+) -> StoreResult<()> {
+    let mut keys = index_keys(rt, &r.attrs);
+    if let Some(name) = keys.user_name.take() {
+        let owner = txn
+            .open_table(USER_NAMES)?
+            .get(name.as_str())?
+            .map(|v| v.value().to_owned());
+        match owner {
+            Some(kept) => {
+                let shown = r
+                    .attrs
+                    .get("userName")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                notes.push(format!(
+                    "User {}: the userName \"{shown}\" is the same name as user {kept}'s once \
+                     case and Unicode form are ignored; {kept} keeps it. Rename one of them in \
+                     your identity provider",
+                    r.id
+                ));
+            }
+            None => keys.user_name = Some(name),
+        }
+    }
+    write_index(txn, rt, &r.id, &IndexKeys::default(), &keys)
 }
 
 fn writer_loop(db: &Database, rx: mpsc::Receiver<Job>) {
@@ -669,26 +760,14 @@ fn writer_loop(db: &Database, rx: mpsc::Receiver<Job>) {
     }
 }
 
+/// Creates the tables of a new database and records its format; an existing one is
+/// already at [`FORMAT_VERSION`] (checked and upgraded by `Store::open`).
 fn init_tables(db: &Database) -> StoreResult<()> {
     let txn = db.begin_write()?;
     {
         let mut settings = txn.open_table(SETTINGS)?;
-        let existing = settings.get(FORMAT_KEY)?.map(|v| v.value().to_vec());
-        match existing {
-            Some(v) => {
-                let found = <[u8; 4]>::try_from(v.as_slice())
-                    .map(u32::from_le_bytes)
-                    .unwrap_or(0);
-                if found != FORMAT_VERSION {
-                    return Err(StoreError::Format(format!(
-                        "the database has format version {found}, this scimbridge reads version {FORMAT_VERSION}; \
-                         use the scimbridge release that wrote it, or export with it and import here"
-                    )));
-                }
-            }
-            None => {
-                settings.insert(FORMAT_KEY, FORMAT_VERSION.to_le_bytes().as_slice())?;
-            }
+        if settings.get(FORMAT_KEY)?.is_none() {
+            settings.insert(FORMAT_KEY, FORMAT_VERSION.to_le_bytes().as_slice())?;
         }
     }
     for table in tables::ALL {
@@ -700,36 +779,40 @@ fn init_tables(db: &Database) -> StoreResult<()> {
 
 // ---- index keys ------------------------------------------------------------------
 
-/// The index entries a resource's attributes produce.
+/// The index entries a resource's attributes produce. Keys of case-insensitive
+/// attributes are their caseless form (`scim::text::caseless`), the form the
+/// filter evaluator compares, so `userName eq` by index and by scan agree.
 #[derive(Default, PartialEq)]
 struct IndexKeys {
     user_name: Option<String>,
     external_id: Option<String>,
     group_name: Option<String>,
+    /// Distinct, in order of appearance.
     emails: Vec<String>,
 }
 
 fn index_keys(rt: ResourceType, attrs: &Attributes) -> IndexKeys {
-    let s = |k: &str| attrs.get(k).and_then(Value::as_str).map(str::to_owned);
+    let s = |k: &str| attrs.get(k).and_then(Value::as_str);
     let mut keys = IndexKeys {
-        external_id: s("externalId"),
+        external_id: s("externalId").map(str::to_owned),
         ..Default::default()
     };
     match rt {
         ResourceType::User => {
-            keys.user_name = s("userName").map(|u| u.to_lowercase());
+            keys.user_name = s("userName").map(|u| caseless(u).into_owned());
             if let Some(Value::Array(emails)) = attrs.get("emails") {
+                let mut seen = HashSet::with_capacity(emails.len());
                 for e in emails {
                     if let Some(v) = e.get("value").and_then(Value::as_str) {
-                        let v = v.to_lowercase();
-                        if !keys.emails.contains(&v) {
+                        let v = caseless(v).into_owned();
+                        if seen.insert(v.clone()) {
                             keys.emails.push(v);
                         }
                     }
                 }
             }
         }
-        ResourceType::Group => keys.group_name = s("displayName").map(|n| n.to_lowercase()),
+        ResourceType::Group => keys.group_name = s("displayName").map(|n| caseless(n).into_owned()),
     }
     keys
 }
@@ -747,7 +830,8 @@ fn check_unique(
             if let Some(owner) = owner {
                 if owner != id {
                     return Err(ScimError::uniqueness(format!(
-                        "a user with the userName \"{name}\" already exists"
+                        "a user with the userName \"{name}\" already exists (userNames are \
+                         compared ignoring case and Unicode normalization form)"
                     ))
                     .into());
                 }
@@ -796,10 +880,12 @@ fn write_index(
     }
     if old.emails != new.emails {
         let mut t = txn.open_multimap_table(EMAILS)?;
-        for k in old.emails.iter().filter(|k| !new.emails.contains(k)) {
+        let (old_set, new_set): (HashSet<&String>, HashSet<&String>) =
+            (old.emails.iter().collect(), new.emails.iter().collect());
+        for k in old.emails.iter().filter(|k| !new_set.contains(k)) {
             t.remove(k.as_str(), id)?;
         }
-        for k in new.emails.iter().filter(|k| !old.emails.contains(k)) {
+        for k in new.emails.iter().filter(|k| !old_set.contains(k)) {
             t.insert(k.as_str(), id)?;
         }
     }
@@ -843,7 +929,7 @@ fn append_event(
         time: now,
         actor: actor.clone(),
         op,
-        resource_type: rt.name().to_owned(),
+        resource_type: rt,
         id: id.to_owned(),
     };
     t.insert(seq, serde_json::to_vec(&ev)?.as_slice())?;
@@ -861,6 +947,7 @@ fn resolve_members(
     members: Vec<MemberRef>,
 ) -> StoreResult<Vec<Member>> {
     let mut out: Vec<Member> = Vec::with_capacity(members.len());
+    let mut seen: HashSet<String> = HashSet::with_capacity(members.len());
     for m in members {
         if m.id == group_id {
             return Err(ScimError::invalid_value("a group cannot be a member of itself").into());
@@ -880,7 +967,7 @@ fn resolve_members(
             ))
             .into());
         };
-        if !out.iter().any(|(id, _, _)| *id == m.id) {
+        if seen.insert(m.id.clone()) {
             out.push((m.id, rt, m.display));
         }
     }
@@ -900,8 +987,16 @@ fn add_member(
     Ok(())
 }
 
-fn remove_member(txn: &WriteTransaction, group: &str, member: &str) -> StoreResult<bool> {
-    let removed = txn.open_table(MEMBERS)?.remove((group, member))?.is_some();
+/// Removes a membership; returns the member's type when it was there.
+fn remove_member(
+    txn: &WriteTransaction,
+    group: &str,
+    member: &str,
+) -> StoreResult<Option<ResourceType>> {
+    let removed = txn
+        .open_table(MEMBERS)?
+        .remove((group, member))?
+        .map(|v| parse_member_value(v.value()).0);
     txn.open_table(MEMBER_OF)?.remove((member, group))?;
     Ok(removed)
 }
@@ -963,6 +1058,7 @@ fn create_in(
             created: now.to_rfc3339(),
             last_modified: now.to_rfc3339(),
             version: 1,
+            groups_tag: None,
         },
         attrs,
     };
@@ -993,6 +1089,31 @@ fn check_if_match(current: &Meta, if_match: Option<&str>) -> StoreResult<()> {
     }
 }
 
+/// The resource's meta as its representation has it: a user's version and
+/// lastModified include its groups' (see `nesting.rs`).
+fn representation_meta(
+    txn: &WriteTransaction,
+    rt: ResourceType,
+    r: &StoredResource,
+) -> StoreResult<Meta> {
+    let mut meta = r.meta.clone();
+    if rt == ResourceType::User {
+        let ms =
+            nesting::memberships(&txn.open_table(MEMBER_OF)?, &txn.open_table(GROUPS)?, &r.id)?;
+        nesting::derive_user_meta(&mut meta, &ms);
+    }
+    Ok(meta)
+}
+
+/// The name a group shows for a member that has no client-given `display`.
+fn shown_name(rt: ResourceType, attrs: &Attributes) -> Option<&str> {
+    let s = |k: &str| attrs.get(k).and_then(Value::as_str);
+    match rt {
+        ResourceType::User => s("displayName").or_else(|| s("userName")),
+        ResourceType::Group => s("displayName"),
+    }
+}
+
 fn update_in(
     txn: &WriteTransaction,
     req: &UpdateRequest,
@@ -1003,7 +1124,9 @@ fn update_in(
     let Some(mut current) = get_in(txn, rt, id)? else {
         return Err(ScimError::not_found(format!("{} {id} not found", rt.name())).into());
     };
-    check_if_match(&current.meta, req.target.if_match.as_deref())?;
+    if let Some(if_match) = req.target.if_match.as_deref() {
+        check_if_match(&representation_meta(txn, rt, &current)?, Some(if_match))?;
+    }
     let old_keys = index_keys(rt, &current.attrs);
     let old_attrs = current.attrs.clone();
     if with_members && rt == ResourceType::Group {
@@ -1029,46 +1152,36 @@ fn update_in(
     attrs.remove("groups");
     let new_keys = index_keys(rt, &attrs);
     check_unique(txn, rt, id, &new_keys)?;
-    // Check the membership change completely before writing anything.
-    let (to_add, to_remove, replace_all) = match update.members {
-        MembersChange::Keep => (Vec::new(), Vec::new(), false),
-        MembersChange::Set(list) => (resolve_members(txn, id, list)?, Vec::new(), true),
-        MembersChange::Delta {
-            add,
-            remove,
-            remove_present,
-        } => {
+    // Check the membership change completely before writing anything: what to add
+    // (new members, or a new display) and what to remove.
+    let (to_add, to_remove) = match update.members {
+        MembersChange::Keep => (Vec::new(), Vec::new()),
+        MembersChange::Set(list) => {
+            let wanted = resolve_members(txn, id, list)?;
+            let keep: HashSet<&str> = wanted.iter().map(|(m, _, _)| m.as_str()).collect();
+            let removed = member_rows(&txn.open_table(MEMBERS)?, id)?
+                .into_iter()
+                .map(|(m, _, _)| m)
+                .filter(|m| !keep.contains(m.as_str()))
+                .collect();
+            drop(keep);
+            (changed_members(txn, id, wanted)?, removed)
+        }
+        MembersChange::Delta { add, remove } => {
             let add = resolve_members(txn, id, add)?;
             let members = txn.open_table(MEMBERS)?;
-            let is_member = |m: &str| -> StoreResult<bool> { Ok(members.get((id, m))?.is_some()) };
-            for m in &remove_present {
-                if !is_member(m)? {
-                    return Err(ScimError::no_target(format!(
-                        "\"{m}\" is not a member of this group"
-                    ))
-                    .into());
-                }
-            }
-            let mut present = remove_present;
+            // Removing a member that is not there is a no-op: IdPs resend removals.
+            let mut present = Vec::with_capacity(remove.len());
             for m in remove {
-                if is_member(&m)? {
+                if members.get((id, m.as_str()))?.is_some() {
                     present.push(m);
                 }
             }
-            // Members already there with the same display change nothing.
-            let mut new = Vec::with_capacity(add.len());
-            for a in add {
-                let current = members
-                    .get((id, a.0.as_str()))?
-                    .map(|v| parse_member_value(v.value()).1);
-                if current != Some(a.2.clone()) {
-                    new.push(a);
-                }
-            }
-            (new, present, false)
+            drop(members);
+            (changed_members(txn, id, add)?, present)
         }
     };
-    let members_changed = replace_all || !to_add.is_empty() || !to_remove.is_empty();
+    let members_changed = !to_add.is_empty() || !to_remove.is_empty();
     if attrs == old_attrs && !members_changed {
         // Nothing changes: keep the version, so ETags stay valid.
         return Ok(StoredResource {
@@ -1078,19 +1191,22 @@ fn update_in(
         });
     }
     if rt == ResourceType::Group {
-        if replace_all {
-            let existing = member_rows(&txn.open_table(MEMBERS)?, id)?;
-            for (m, _, _) in existing {
-                if !to_add.iter().any(|(a, _, _)| *a == m) {
-                    remove_member(txn, id, &m)?;
-                }
-            }
-        }
         for m in &to_remove {
-            remove_member(txn, id, m)?;
+            // The former member's own representation changed (a user's `groups`, or
+            // the users of a nested group): its version moves, so lastModified and
+            // ETags never go back to what they were before it joined.
+            if let Some(mrt) = remove_member(txn, id, m)? {
+                touch(txn, mrt, m, now)?;
+            }
         }
         for (m, mrt, display) in &to_add {
             add_member(txn, id, m, *mrt, display.as_deref())?;
+        }
+    }
+    // A new name shows in the groups that list this resource as a member.
+    if shown_name(rt, &attrs) != shown_name(rt, &old_attrs) {
+        for group in group_rows(&txn.open_table(MEMBER_OF)?, id)? {
+            touch(txn, ResourceType::Group, &group, now)?;
         }
     }
     let r = StoredResource {
@@ -1099,6 +1215,7 @@ fn update_in(
             created: meta.created,
             last_modified: now.to_rfc3339(),
             version: meta.version + 1,
+            groups_tag: None,
         },
         attrs,
     };
@@ -1108,12 +1225,33 @@ fn update_in(
     Ok(r)
 }
 
-/// Bumps a group's version after its membership changed as a side effect.
-fn touch_group(txn: &WriteTransaction, id: &str, now: Timestamp) -> StoreResult<()> {
-    if let Some(mut g) = get_in(txn, ResourceType::Group, id)? {
-        g.meta.version += 1;
-        g.meta.last_modified = now.to_rfc3339();
-        put_in(txn, ResourceType::Group, &g)?;
+/// The members of `wanted` that are not already members with the same display.
+fn changed_members(
+    txn: &WriteTransaction,
+    group: &str,
+    wanted: Vec<Member>,
+) -> StoreResult<Vec<Member>> {
+    let members = txn.open_table(MEMBERS)?;
+    let mut out = Vec::with_capacity(wanted.len());
+    for a in wanted {
+        let current = members
+            .get((group, a.0.as_str()))?
+            .map(|v| parse_member_value(v.value()).1);
+        if current != Some(a.2.clone()) {
+            out.push(a);
+        }
+    }
+    Ok(out)
+}
+
+/// Bumps a resource's version after what it shows changed as a side effect (a
+/// group's members or a member's name, a user's groups). No change event: the
+/// resource's own data did not change.
+fn touch(txn: &WriteTransaction, rt: ResourceType, id: &str, now: Timestamp) -> StoreResult<()> {
+    if let Some(mut r) = get_in(txn, rt, id)? {
+        r.meta.version += 1;
+        r.meta.last_modified = now.to_rfc3339();
+        put_in(txn, rt, &r)?;
     }
     Ok(())
 }
@@ -1128,7 +1266,9 @@ fn delete_in(
     let Some(current) = get_in(txn, rt, id)? else {
         return Err(ScimError::not_found(format!("{} {id} not found", rt.name())).into());
     };
-    check_if_match(&current.meta, target.if_match.as_deref())?;
+    if let Some(if_match) = target.if_match.as_deref() {
+        check_if_match(&representation_meta(txn, rt, &current)?, Some(if_match))?;
+    }
     txn.open_table(table(rt))?.remove(id)?;
     write_index(
         txn,
@@ -1141,7 +1281,7 @@ fn delete_in(
     let groups = group_rows(&txn.open_table(MEMBER_OF)?, id)?;
     for group in groups {
         remove_member(txn, &group, id)?;
-        touch_group(txn, &group, now)?;
+        touch(txn, ResourceType::Group, &group, now)?;
         // The group changed too; the migration mirror replays it from this event.
         append_event(
             txn,
@@ -1152,11 +1292,13 @@ fn delete_in(
             &group,
         )?;
     }
-    // A group's own members.
+    // A group's own members: each loses this group from its `groups` (a nested
+    // group's users lose it as an indirect group).
     if rt == ResourceType::Group {
         let members = member_rows(&txn.open_table(MEMBERS)?, id)?;
-        for (member, _, _) in members {
+        for (member, mrt, _) in members {
             remove_member(txn, id, &member)?;
+            touch(txn, mrt, &member, now)?;
         }
     }
     append_event(txn, actor, now, EventOp::Delete, rt, id)?;
@@ -1184,19 +1326,35 @@ impl Snapshot {
         let Some(r) = self.get(rt, id)? else {
             return Ok(None);
         };
-        let pick = |k: &str| r.attrs.get(k).and_then(Value::as_str).map(str::to_owned);
-        Ok(match rt {
-            ResourceType::User => pick("displayName").or_else(|| pick("userName")),
-            ResourceType::Group => pick("displayName"),
-        })
+        Ok(shown_name(rt, &r.attrs).map(str::to_owned))
     }
 
-    /// A group's members, or the groups a user or group belongs to, with display names.
+    /// The groups a user belongs to, directly and through nested groups.
+    fn memberships(&self, id: &str) -> StoreResult<Vec<nesting::Membership>> {
+        nesting::memberships(
+            &self.txn.open_table(MEMBER_OF)?,
+            &self.txn.open_table(GROUPS)?,
+            id,
+        )
+    }
+
+    /// Gives a resource read from this snapshot the meta its representation has: a
+    /// user's version and lastModified also follow its groups (direct and indirect).
+    pub fn derive_meta(&self, rt: ResourceType, r: &mut StoredResource) -> StoreResult<()> {
+        if rt == ResourceType::User {
+            let ms = self.memberships(&r.id)?;
+            nesting::derive_user_meta(&mut r.meta, &ms);
+        }
+        Ok(())
+    }
+
+    /// A group's members (with display names), or the groups a user belongs to,
+    /// direct ones first, then indirect ones (RFC 7643 §4.1.2).
     pub fn references(&self, rt: ResourceType, id: &str) -> StoreResult<Vec<Reference>> {
-        let mut out = Vec::new();
         match rt {
             ResourceType::Group => {
                 let rows = member_rows(&self.txn.open_table(MEMBERS)?, id)?;
+                let mut out = Vec::with_capacity(rows.len());
                 for (m, mrt, given) in rows {
                     let display = match given {
                         Some(d) => Some(d),
@@ -1206,21 +1364,13 @@ impl Snapshot {
                         display,
                         id: m,
                         rt: mrt,
+                        indirect: false,
                     });
                 }
+                Ok(out)
             }
-            ResourceType::User => {
-                let rows = group_rows(&self.txn.open_table(MEMBER_OF)?, id)?;
-                for g in rows {
-                    out.push(Reference {
-                        display: self.display_of(ResourceType::Group, &g)?,
-                        id: g,
-                        rt: ResourceType::Group,
-                    });
-                }
-            }
+            ResourceType::User => Ok(nesting::references(&self.memberships(id)?)),
         }
-        Ok(out)
     }
 
     pub fn is_member(&self, group: &str, member: &str) -> StoreResult<bool> {
@@ -1234,7 +1384,7 @@ impl Snapshot {
     pub fn find_by_user_name(&self, user_name: &str) -> StoreResult<Option<String>> {
         let t = self.txn.open_table(USER_NAMES)?;
         let r = t
-            .get(user_name.to_lowercase().as_str())?
+            .get(caseless(user_name).as_ref())?
             .map(|v| v.value().to_owned());
         Ok(r)
     }
@@ -1255,7 +1405,7 @@ impl Snapshot {
     pub fn find_groups_by_name(&self, name: &str) -> StoreResult<Vec<String>> {
         let t = self.txn.open_multimap_table(GROUP_NAMES)?;
         let mut out = Vec::new();
-        for v in t.get(name.to_lowercase().as_str())? {
+        for v in t.get(caseless(name).as_ref())? {
             out.push(v?.value().to_owned());
         }
         Ok(out)
@@ -1264,7 +1414,7 @@ impl Snapshot {
     pub fn find_users_by_email(&self, email: &str) -> StoreResult<Vec<String>> {
         let t = self.txn.open_multimap_table(EMAILS)?;
         let mut out = Vec::new();
-        for v in t.get(email.to_lowercase().as_str())? {
+        for v in t.get(caseless(email).as_ref())? {
             out.push(v?.value().to_owned());
         }
         Ok(out)

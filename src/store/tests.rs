@@ -266,3 +266,410 @@ fn a_panicking_job_fails_alone_and_the_writer_survives() {
         .unwrap()
         .is_some());
 }
+
+// ---- nested groups, representation versions, idempotent removals -------------------
+
+fn at(s: &str) -> Timestamp {
+    Timestamp::parse(s).unwrap()
+}
+
+fn member(id: &str) -> MemberRef {
+    MemberRef {
+        id: id.to_owned(),
+        rt: None,
+        display: None,
+    }
+}
+
+fn group(store: &Store, name: &str, members: &[&str], now: Timestamp) -> StoredResource {
+    let (a, m) = (
+        attrs(json!({"displayName": name})),
+        members.iter().map(|id| member(id)).collect::<Vec<_>>(),
+    );
+    store
+        .write_blocking(move |txn| create_in(txn, ResourceType::Group, a, m, &actor(), now))
+        .unwrap()
+}
+
+fn change_members(store: &Store, group: &str, add: &[&str], remove: &[&str], now: Timestamp) {
+    let id = group.to_owned();
+    let (add, remove): (Vec<MemberRef>, Vec<String>) = (
+        add.iter().map(|a| member(a)).collect(),
+        remove.iter().map(|r| (*r).to_owned()).collect(),
+    );
+    store
+        .write_blocking(move |txn| {
+            update_in(
+                txn,
+                &UpdateRequest {
+                    target: target(ResourceType::Group, &id, None),
+                    with_members: false,
+                    actor: actor(),
+                    now,
+                },
+                |c| {
+                    Ok(Update {
+                        attrs: c.attrs,
+                        members: MembersChange::Delta { add, remove },
+                    })
+                },
+            )
+        })
+        .unwrap();
+}
+
+fn set_attrs(
+    store: &Store,
+    rt: ResourceType,
+    id: &str,
+    a: Value,
+    now: Timestamp,
+) -> StoreResult<StoredResource> {
+    let (id, a) = (id.to_owned(), attrs(a));
+    store.write_blocking(move |txn| {
+        update_in(
+            txn,
+            &UpdateRequest {
+                target: target(rt, &id, None),
+                with_members: false,
+                actor: actor(),
+                now,
+            },
+            |_| {
+                Ok(Update {
+                    attrs: a,
+                    members: MembersChange::Keep,
+                })
+            },
+        )
+    })
+}
+
+/// What a client sees of a resource: (ETag, lastModified).
+fn seen(store: &Store, rt: ResourceType, id: &str) -> (String, Timestamp) {
+    let snap = store.snapshot().unwrap();
+    let mut r = snap.get(rt, id).unwrap().unwrap();
+    snap.derive_meta(rt, &mut r).unwrap();
+    (r.meta.etag(), at(&r.meta.last_modified))
+}
+
+fn groups_of(store: &Store, id: &str) -> Vec<(String, bool)> {
+    store
+        .snapshot()
+        .unwrap()
+        .references(ResourceType::User, id)
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.display.unwrap_or_default(), r.indirect))
+        .collect()
+}
+
+#[test]
+fn a_user_lists_direct_then_indirect_groups() {
+    let (_d, store) = open();
+    let u = user(&store, "u");
+    let inner = group(&store, "Inner", &[&u.id], now());
+    let outer = group(&store, "Outer", &[&inner.id], now());
+    group(&store, "Top", &[&outer.id], now());
+    assert_eq!(
+        groups_of(&store, &u.id),
+        [
+            ("Inner".into(), false),
+            ("Outer".into(), true),
+            ("Top".into(), true)
+        ]
+    );
+}
+
+#[test]
+fn nesting_cycles_end_and_each_group_is_listed_once() {
+    let (_d, store) = open();
+    let u = user(&store, "u");
+    let a = group(&store, "A", &[&u.id], now());
+    let b = group(&store, "B", &[&a.id], now());
+    // B into A: A ⊃ B ⊃ A.
+    change_members(&store, &a.id, &[&b.id], &[], now());
+    // U directly in B too: still once, as direct.
+    change_members(&store, &b.id, &[&u.id], &[], now());
+    let mut g = groups_of(&store, &u.id);
+    g.sort();
+    assert_eq!(g, [("A".into(), false), ("B".into(), false)]);
+}
+
+#[test]
+fn the_walk_stops_at_its_bound() {
+    // A chain longer than the bound: the read stays bounded instead of walking it all.
+    let (_d, store) = open();
+    let u = user(&store, "u");
+    let mut below = u.id.clone();
+    let chain = nesting::MAX_GROUPS_PER_USER + 5;
+    let ids: Vec<String> = (0..chain)
+        .map(|i| new_id(Timestamp::from_unix_ms(1_800_000_000_000 + i as i64).unwrap()))
+        .collect();
+    store
+        .write_blocking(move |txn| {
+            for (i, id) in ids.iter().enumerate() {
+                let g = StoredResource {
+                    id: id.clone(),
+                    meta: Meta {
+                        created: now().to_rfc3339(),
+                        last_modified: now().to_rfc3339(),
+                        version: 1,
+                        groups_tag: None,
+                    },
+                    attrs: attrs(json!({"displayName": format!("G{i}")})),
+                };
+                put_in(txn, ResourceType::Group, &g)?;
+                add_member(txn, id, &below, ResourceType::Group, None)?;
+                below = id.clone();
+            }
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(groups_of(&store, &u.id).len(), nesting::MAX_GROUPS_PER_USER);
+}
+
+#[test]
+fn a_users_etag_and_last_modified_follow_its_groups() {
+    let (_d, store) = open();
+    let u = user(&store, "u");
+    let before = seen(&store, ResourceType::User, &u.id);
+    assert_eq!(before.0, "W/\"1\"");
+    // Added to a group.
+    let inner = group(&store, "Inner", &[], at("2026-01-02T00:00:00Z"));
+    change_members(&store, &inner.id, &[&u.id], &[], at("2026-01-03T00:00:00Z"));
+    let added = seen(&store, ResourceType::User, &u.id);
+    assert_ne!(added.0, before.0);
+    assert_eq!(added.1, at("2026-01-03T00:00:00Z"));
+    // Its group nested into another (an indirect membership).
+    let outer = group(&store, "Outer", &[], at("2026-01-04T00:00:00Z"));
+    change_members(
+        &store,
+        &outer.id,
+        &[&inner.id],
+        &[],
+        at("2026-01-05T00:00:00Z"),
+    );
+    let nested = seen(&store, ResourceType::User, &u.id);
+    assert_ne!(nested.0, added.0);
+    assert_eq!(nested.1, at("2026-01-05T00:00:00Z"));
+    // The outer group renamed.
+    set_attrs(
+        &store,
+        ResourceType::Group,
+        &outer.id,
+        json!({"displayName": "Outer 2"}),
+        at("2026-01-06T00:00:00Z"),
+    )
+    .unwrap();
+    let renamed = seen(&store, ResourceType::User, &u.id);
+    assert_ne!(renamed.0, nested.0);
+    assert_eq!(renamed.1, at("2026-01-06T00:00:00Z"));
+    // Un-nested: the ETag changes and lastModified does not go back.
+    change_members(
+        &store,
+        &outer.id,
+        &[],
+        &[&inner.id],
+        at("2026-01-07T00:00:00Z"),
+    );
+    let unnested = seen(&store, ResourceType::User, &u.id);
+    assert_ne!(unnested.0, renamed.0);
+    assert_eq!(unnested.1, at("2026-01-07T00:00:00Z"));
+    // Removed from its group, then the group deleted: never an old ETag again.
+    change_members(&store, &inner.id, &[], &[&u.id], at("2026-01-08T00:00:00Z"));
+    let removed = seen(&store, ResourceType::User, &u.id);
+    assert_eq!(removed.1, at("2026-01-08T00:00:00Z"));
+    for old in [&before, &added, &nested, &renamed, &unnested] {
+        assert_ne!(removed.0, old.0);
+    }
+    // If-Match takes the derived ETag.
+    let (uid, etag) = (u.id.clone(), removed.0.clone());
+    store
+        .write_blocking(move |txn| {
+            delete_in(
+                txn,
+                &target(ResourceType::User, &uid, Some(etag.as_str())),
+                &actor(),
+                at("2026-01-09T00:00:00Z"),
+            )
+        })
+        .unwrap();
+}
+
+#[test]
+fn deleting_a_group_moves_its_members_versions() {
+    let (_d, store) = open();
+    let u = user(&store, "u");
+    let inner = group(&store, "Inner", &[&u.id], now());
+    let outer = group(&store, "Outer", &[&inner.id], now());
+    let before = seen(&store, ResourceType::User, &u.id);
+    let id = outer.id.clone();
+    store
+        .write_blocking(move |txn| {
+            delete_in(
+                txn,
+                &target(ResourceType::Group, &id, None),
+                &actor(),
+                at("2026-02-01T00:00:00Z"),
+            )
+        })
+        .unwrap();
+    let after = seen(&store, ResourceType::User, &u.id);
+    assert_ne!(after.0, before.0);
+    assert_eq!(after.1, at("2026-02-01T00:00:00Z"));
+    assert_eq!(groups_of(&store, &u.id), [("Inner".into(), false)]);
+}
+
+#[test]
+fn a_groups_etag_changes_when_a_members_name_does() {
+    let (_d, store) = open();
+    let u = user(&store, "u");
+    let inner = group(&store, "Inner", &[], now());
+    let g = group(&store, "G", &[&u.id, &inner.id], now());
+    let v0 = seen(&store, ResourceType::Group, &g.id).0;
+    set_attrs(
+        &store,
+        ResourceType::User,
+        &u.id,
+        json!({"userName": "u", "displayName": "You"}),
+        at("2026-03-01T00:00:00Z"),
+    )
+    .unwrap();
+    let v1 = seen(&store, ResourceType::Group, &g.id).0;
+    assert_ne!(v1, v0, "a member user's display changed");
+    set_attrs(
+        &store,
+        ResourceType::Group,
+        &inner.id,
+        json!({"displayName": "Inner 2"}),
+        at("2026-03-02T00:00:00Z"),
+    )
+    .unwrap();
+    let v2 = seen(&store, ResourceType::Group, &g.id).0;
+    assert_ne!(v2, v1, "a member group's name changed");
+    // A change that leaves the shown name alone leaves the group's version alone.
+    set_attrs(
+        &store,
+        ResourceType::User,
+        &u.id,
+        json!({"userName": "u", "displayName": "You", "title": "T"}),
+        at("2026-03-03T00:00:00Z"),
+    )
+    .unwrap();
+    assert_eq!(seen(&store, ResourceType::Group, &g.id).0, v2);
+}
+
+#[test]
+fn removing_a_non_member_is_a_no_op_that_keeps_the_version() {
+    let (_d, store) = open();
+    let u = user(&store, "u");
+    let g = group(&store, "G", &[&u.id], now());
+    let before = seen(&store, ResourceType::Group, &g.id);
+    change_members(
+        &store,
+        &g.id,
+        &[],
+        &["nobody", "01000000-0000-7000-8000-000000000000"],
+        now(),
+    );
+    assert_eq!(seen(&store, ResourceType::Group, &g.id), before);
+    assert!(store.snapshot().unwrap().is_member(&g.id, &u.id).unwrap());
+}
+
+#[test]
+fn user_names_equal_after_nfc_and_case_folding_conflict_look_alikes_do_not() {
+    let (_d, store) = open();
+    let s = user(&store, "straße@example.com");
+    let create = |name: &str| {
+        let a = attrs(json!({"userName": name}));
+        store.write_blocking(move |txn| {
+            create_in(txn, ResourceType::User, a, vec![], &actor(), now())
+        })
+    };
+    for same in ["STRASSE@example.com", "Strasse@Example.com"] {
+        let e = create(same).unwrap_err();
+        assert!(
+            matches!(e, StoreError::Scim(ref e) if e.status == 409),
+            "{same}: {e}"
+        );
+    }
+    let e = user(&store, "Jos\u{e9}");
+    assert!(
+        matches!(create("jose\u{301}").unwrap_err(), StoreError::Scim(ref e) if e.status == 409)
+    );
+    // Look-alikes are different names: a Cyrillic а is not a Latin a.
+    let cyrillic = create("\u{430}lice@example.com").unwrap();
+    let latin = create("alice@example.com").unwrap();
+    assert_ne!(cyrillic.id, latin.id);
+    let snap = store.snapshot().unwrap();
+    assert_eq!(
+        snap.find_by_user_name("STRASSE@EXAMPLE.COM").unwrap(),
+        Some(s.id)
+    );
+    assert_eq!(snap.find_by_user_name("JOSE\u{301}").unwrap(), Some(e.id));
+    assert_eq!(
+        snap.find_by_user_name("ALICE@example.com").unwrap(),
+        Some(latin.id)
+    );
+}
+
+#[test]
+fn membership_changes_are_linear_in_the_request() {
+    // 20,000 members added in one request, with every id twice; then all removed by
+    // a replace with an empty list. Deduplication and diffing use sets: the old
+    // scans of the kept list made this 20,000² comparisons.
+    let (_d, store) = open();
+    let ids: Vec<String> = (0..20_000u64)
+        .map(|i| new_id(Timestamp::from_unix_ms(1_800_000_000_000 + i as i64).unwrap()))
+        .collect();
+    {
+        let ids = ids.clone();
+        store
+            .write_blocking(move |txn| {
+                for id in &ids {
+                    let r = StoredResource {
+                        id: id.clone(),
+                        meta: Meta {
+                            created: now().to_rfc3339(),
+                            last_modified: now().to_rfc3339(),
+                            version: 1,
+                            groups_tag: None,
+                        },
+                        attrs: attrs(json!({"userName": id})),
+                    };
+                    put_in(txn, ResourceType::User, &r)?;
+                }
+                Ok(())
+            })
+            .unwrap();
+    }
+    let g = group(&store, "Big", &[], now());
+    let twice: Vec<&str> = ids.iter().chain(ids.iter()).map(String::as_str).collect();
+    change_members(&store, &g.id, &twice, &[], now());
+    assert_eq!(
+        store.snapshot().unwrap().membership_count().unwrap(),
+        20_000
+    );
+    let id = g.id.clone();
+    store
+        .write_blocking(move |txn| {
+            update_in(
+                txn,
+                &UpdateRequest {
+                    target: target(ResourceType::Group, &id, None),
+                    with_members: false,
+                    actor: actor(),
+                    now: now(),
+                },
+                |c| {
+                    Ok(Update {
+                        attrs: c.attrs,
+                        members: MembersChange::Set(Vec::new()),
+                    })
+                },
+            )
+        })
+        .unwrap();
+    assert_eq!(store.snapshot().unwrap().membership_count().unwrap(), 0);
+}

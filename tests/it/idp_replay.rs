@@ -1,5 +1,7 @@
-//! Replays the request sequences that identity providers document (Microsoft Entra ID,
-//! Okta) against a fresh bridge over TLS. Each fixture in `tests/fixtures/` names the
+//! Replays the request sequences that identity providers document or ship (Microsoft
+//! Entra ID, Okta, OneLogin, authentik's SCIM provider, Keycloak's SCIM plugin)
+//! against a fresh bridge over TLS. JumpCloud, Rippling, PingOne and Google Workspace
+//! publish setup guides but no request sequence; none is invented for them. Each fixture in `tests/fixtures/` names the
 //! public page its requests come from (`source`), and lists steps:
 //!
 //! - `method`, `path` (below `/scim/v2`; the query is written unencoded and encoded
@@ -267,6 +269,9 @@ replays!(
     okta_user_lifecycle,
     okta_group_push,
     okta_import_paging,
+    onelogin_provisioning,
+    authentik_provider,
+    keycloak_scim_plugin,
 );
 
 #[test]

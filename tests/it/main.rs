@@ -18,5 +18,7 @@ mod migration_check;
 mod migration_push;
 mod operations;
 mod scim_api;
+mod scim_rules;
 mod scim_semantics;
+mod store_upgrade;
 mod systemd_unit;

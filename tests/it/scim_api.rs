@@ -54,7 +54,14 @@ fn discovery_endpoints() {
     assert_eq!(j["authenticationSchemes"][0]["type"], "oauthbearertoken");
 
     let schemas = c.get("/Schemas").json();
-    assert_eq!(schemas["totalResults"], 3);
+    // User, EnterpriseUser, Group and Entra ID's (empty) ADSCIM Group schema.
+    assert_eq!(schemas["totalResults"], 4);
+    // Every schema is served at its own location (the ADSCIM id is an http URL).
+    for doc in schemas["Resources"].as_array().unwrap() {
+        let location = doc["meta"]["location"].as_str().unwrap();
+        let path = location.strip_prefix(&s.base).unwrap();
+        assert_eq!(c.get(path).json()["id"], doc["id"], "{location}");
+    }
     let user = c
         .get("/Schemas/urn:ietf:params:scim:schemas:core:2.0:User")
         .json();

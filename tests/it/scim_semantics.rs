@@ -814,15 +814,16 @@ fn patch_through_value_path_filters() {
         j["emails"],
         json!([{"value": "w@example.com", "type": "work", "primary": true}])
     );
+    // RFC 7644 §3.5.2.3: the matched element is replaced by the value, whole.
     let j = patch_ok(
         &c,
         &p,
-        json!([{"op": "replace", "path": "emails[type eq \"work\"]", "value": {"display": "Work"}}]),
+        json!([{"op": "replace", "path": "emails[type eq \"work\"]", "value": {"value": "w2@example.com", "display": "Work"}}]),
     );
-    assert_eq!(j["emails"][0]["display"], "Work");
     assert_eq!(
-        j["emails"][0]["value"], "w@example.com",
-        "replace of an element merges"
+        j["emails"][0],
+        json!({"value": "w2@example.com", "display": "Work"}),
+        "replace of an element replaces it"
     );
 }
 
@@ -992,18 +993,26 @@ fn patch_with_an_invalid_path_is_refused() {
     let s = Server::start();
     let c = s.client();
     let p = format!("/Users/{}", user_with_emails(&c));
+    // Malformed paths are invalidPath; well-formed paths naming an attribute no
+    // schema defines are invalidSyntax (the interop profile's rule for unknown
+    // attributes, as in a body).
     for path in [
         "emails[type eq \"work\"",
-        "nosuchattribute",
-        "name.nosuchsub",
         "emails[type eq \"work\"].value.x",
-        "urn:nope:Thing:attr",
     ] {
         assert_patch_refused(
             &c,
             &p,
             json!([{"op": "replace", "path": path, "value": "x"}]),
             "invalidPath",
+        );
+    }
+    for path in ["nosuchattribute", "name.nosuchsub", "urn:nope:Thing:attr"] {
+        assert_patch_refused(
+            &c,
+            &p,
+            json!([{"op": "replace", "path": path, "value": "x"}]),
+            "invalidSyntax",
         );
     }
 }

@@ -956,6 +956,24 @@ async fn dashboard(
         tls_on: state.certs.is_some(),
         phase: migration.phase,
         target: migration.target,
+        unknown: state
+            .app
+            .unknown
+            .entries()
+            .into_iter()
+            .map(|e| pages::UnknownRow {
+                resource_type: e.rt.name(),
+                declaration: crate::app::unknown::declaration(&e),
+                count: e.count,
+                action: e.last_action.as_str(),
+                last_seen: e.last_seen.to_rfc3339(),
+                name: e.name,
+            })
+            .collect(),
+        unknown_policy: match state.app.unknown.policy() {
+            crate::scim::resource::UnknownAttributes::Reject => "reject",
+            crate::scim::resource::UnknownAttributes::Drop => "drop",
+        },
     };
     html(StatusCode::OK, pages::dashboard(&chrome, &d))
 }
@@ -1189,7 +1207,7 @@ fn detail(state: &AppState, rt: ResourceType, id: &str, chrome: Chrome<'_>) -> R
         Ok(s) => s,
         Err(e) => return unavailable(e),
     };
-    let (r, refs) = match (snap.get(rt, &id), snap.references(rt, &id)) {
+    let (mut r, refs) = match (snap.get(rt, &id), snap.references(rt, &id)) {
         (Ok(Some(r)), Ok(refs)) => (r, refs),
         (Ok(None), _) => {
             return refuse(
@@ -1200,6 +1218,9 @@ fn detail(state: &AppState, rt: ResourceType, id: &str, chrome: Chrome<'_>) -> R
         }
         (Err(e), _) | (_, Err(e)) => return unavailable(e),
     };
+    if let Err(e) = snap.derive_meta(rt, &mut r) {
+        return unavailable(e);
+    }
     let base = state.scim_base();
     let rendered =
         crate::scim::resource::render(rt, &r.id, r.attrs.clone(), &r.meta, Some(&refs), &base);
@@ -1231,10 +1252,29 @@ fn detail(state: &AppState, rt: ResourceType, id: &str, chrome: Chrome<'_>) -> R
     facts.push(("id", r.id.clone()));
     facts.push(("Created", pages::when(&r.meta.created)));
     facts.push(("Last modified", pages::when(&r.meta.last_modified)));
-    facts.push(("Version", r.meta.version.to_string()));
+    facts.push(("Version", r.meta.etag()));
+    let extensions = rt
+        .extensions()
+        .iter()
+        .filter_map(|ext| Some((ext, r.attrs.get(ext.id)?.as_object()?)))
+        .flat_map(|(ext, fields)| {
+            fields.iter().map(move |(name, value)| {
+                let text = match value {
+                    Value::String(s) => s.clone(),
+                    Value::Object(o) if o.contains_key("value") => o["value"]
+                        .as_str()
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| o["value"].to_string()),
+                    other => other.to_string(),
+                };
+                (ext.id.to_owned(), name.clone(), text)
+            })
+        })
+        .collect();
     let v = pages::DetailView {
         rt,
         facts,
+        extensions,
         refs,
         json: serde_json::to_string_pretty(&Value::Object(rendered)).unwrap_or_default(),
     };

@@ -315,6 +315,60 @@ pub struct Dashboard {
     pub tls_on: bool,
     pub phase: Phase,
     pub target: Option<String>,
+    /// Attributes no schema defines that SCIM requests named (`[scim]
+    /// unknown_attributes`), with what the server did and a declaration to paste.
+    pub unknown: Vec<UnknownRow>,
+    /// "reject" or "drop".
+    pub unknown_policy: &'static str,
+}
+
+/// One unknown attribute on the dashboard.
+pub struct UnknownRow {
+    pub resource_type: &'static str,
+    pub name: String,
+    pub count: u64,
+    /// "refused" or "dropped".
+    pub action: &'static str,
+    pub last_seen: String,
+    /// A `[[scim.extensions]]` declaration that would have it stored.
+    pub declaration: String,
+}
+
+/// The dashboard section that tells the admin what the identity provider sends that
+/// the bridge neither stores nor serves, and how to have it stored.
+fn unknown_attributes(d: &Dashboard) -> Markup {
+    let done = if d.unknown_policy == "drop" {
+        "dropped"
+    } else {
+        "refused (400) requests with"
+    };
+    html! {
+        @if !d.unknown.is_empty() {
+            section.card {
+                h2 { "Attributes no schema defines" }
+                p {
+                    "Your identity provider sent these attributes. The bridge " (done) " them ("
+                    code { "[scim] unknown_attributes = \"" (d.unknown_policy) "\"" }
+                    "): it stores only what it can serve back and carry into a migration. To keep one, \
+                     declare it as a schema extension in the config file (the declaration below pastes \
+                     as is) and restart; or remove the mapping in your identity provider."
+                }
+                div.scroll { table {
+                    thead { tr { th { "Resource" } th { "Attribute" } th { "Requests" } th { "Last" } th { "Declaration" } } }
+                    tbody { @for (i, u) in d.unknown.iter().enumerate() {
+                        @let id = format!("decl-{i}");
+                        tr {
+                            td { (u.resource_type) }
+                            td { code { (u.name) } }
+                            td { (u.count) " " (u.action) }
+                            td { (when(&u.last_seen)) }
+                            td { pre.json id=(id) { (u.declaration) } (copy_button(&id)) }
+                        }
+                    } }
+                } }
+            }
+        }
+    }
 }
 
 fn cert_rows(c: &CertSummary) -> Markup {
@@ -408,6 +462,7 @@ pub fn dashboard(c: &Chrome, d: &Dashboard) -> String {
                 p { "Secret token: issue one on the " a href="/admin/tokens" { "Tokens" } " page (" (d.active_tokens) " active)." }
             }
         }
+        (unknown_attributes(d))
         section.stats {
             a.stat href="/admin/users" { b { (d.users) } " users" small { (d.users.saturating_sub(d.inactive_users)) " active, " (d.inactive_users) " inactive" } }
             a.stat href="/admin/groups" { b { (d.groups) } " groups" }
@@ -449,7 +504,7 @@ pub fn dashboard(c: &Chrome, d: &Dashboard) -> String {
                             td { (when(e.time)) }
                             td { (e.actor.name) }
                             td { (e.op.as_str()) }
-                            td { (e.resource_type) " " (resource_link(&e.resource_type, &e.id)) }
+                            td { (e.resource_type.name()) " " (resource_link(e.resource_type.name(), &e.id)) }
                             td { span.pill.ok { "done" } }
                         }
                     } }
@@ -694,6 +749,9 @@ pub struct DetailView {
     pub rt: ResourceType,
     pub facts: Vec<(&'static str, String)>,
     pub refs: Vec<Reference>,
+    /// Attributes of schema extensions (enterprise and declared ones): (schema URN,
+    /// attribute name, value as text).
+    pub extensions: Vec<(String, String, String)>,
     pub json: String,
 }
 
@@ -704,12 +762,27 @@ pub fn detail(c: &Chrome, v: &DetailView) -> String {
     };
     let content = html! {
         table.facts { tbody { @for (k, val) in &v.facts { tr { th { (k) } td { (val) } } } } }
+        @if !v.extensions.is_empty() {
+            h2 { "Extension attributes" }
+            table.facts { tbody {
+                @for (i, (urn, name, value)) in v.extensions.iter().enumerate() {
+                    @if i == 0 || v.extensions[i - 1].0 != *urn {
+                        tr { th colspan="2" { small { (urn) } } }
+                    }
+                    tr { th { (name) } td { (value) } }
+                }
+            } }
+        }
         h2 { (heading) " (" (v.refs.len()) ")" }
         @if v.refs.is_empty() {
             p.note { "None." }
         } @else {
             ul.refs { @for r in &v.refs {
-                li { a href=(resource_href(r.rt, &r.id)) { (r.display.as_deref().unwrap_or(&r.id)) } " " small { (r.rt.name()) } }
+                li {
+                    a href=(resource_href(r.rt, &r.id)) { (r.display.as_deref().unwrap_or(&r.id)) }
+                    " "
+                    small { @if r.indirect { "Group (indirect)" } @else { (r.rt.name()) } }
+                }
             } }
         }
         h2 { "SCIM representation" }

@@ -1,0 +1,148 @@
+//! Nested groups as a user sees them: the groups it belongs to directly and through
+//! groups that are members of groups (RFC 7643 §4.1.2 `groups`, `type` direct or
+//! indirect), and the version of the user's representation that follows from them.
+//!
+//! Computed when a user is read, from the `member_of` rows: the cost depends on how
+//! many groups the user is in (directly or not), never on how many members those
+//! groups have, so nesting a group of 100,000 users rewrites nothing. The walk is
+//! breadth-first, visits each group once (cycles end), and stops at
+//! [`MAX_GROUPS_PER_USER`]. Works on read snapshots and inside the writer's
+//! transaction alike (any `ReadableTable`).
+
+use std::collections::HashSet;
+
+use redb::ReadableTable;
+
+use super::{group_rows, StoreResult, StoredResource};
+use crate::scim::resource::{Meta, Reference};
+use crate::scim::schema::ResourceType;
+
+/// Most groups one user is shown in; a bound on the read's work that no real
+/// directory reaches (the walk logs a warning if one does).
+pub const MAX_GROUPS_PER_USER: usize = 4096;
+
+/// One group a user belongs to, with what its representation depends on.
+#[derive(Debug, Clone)]
+pub struct Membership {
+    pub group: StoredResource,
+    pub indirect: bool,
+}
+
+/// The groups `id` belongs to: direct ones first (in id order), then each level of
+/// nesting. `member_of` is the MEMBER_OF table, `groups` the GROUPS table.
+pub fn memberships(
+    member_of: &impl ReadableTable<(&'static str, &'static str), ()>,
+    groups: &impl ReadableTable<&'static str, &'static [u8]>,
+    id: &str,
+) -> StoreResult<Vec<Membership>> {
+    let mut out: Vec<Membership> = Vec::new();
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut level: Vec<String> = vec![id.to_owned()];
+    let mut indirect = false;
+    while !level.is_empty() {
+        let mut next = Vec::new();
+        for member in &level {
+            for g in group_rows(member_of, member)? {
+                if g == id || !seen.insert(g.clone()) {
+                    continue;
+                }
+                if out.len() >= MAX_GROUPS_PER_USER {
+                    tracing::warn!(
+                        user = id,
+                        limit = MAX_GROUPS_PER_USER,
+                        "a user is in more groups (directly or nested) than are shown"
+                    );
+                    return Ok(out);
+                }
+                let Some(record) = groups.get(g.as_str())? else {
+                    continue;
+                };
+                let group: StoredResource = serde_json::from_slice(record.value())?;
+                out.push(Membership { group, indirect });
+                next.push(g);
+            }
+        }
+        level = next;
+        indirect = true;
+    }
+    Ok(out)
+}
+
+/// The references a user's `groups` attribute shows.
+pub fn references(ms: &[Membership]) -> Vec<Reference> {
+    ms.iter()
+        .map(|m| Reference {
+            id: m.group.id.clone(),
+            rt: ResourceType::Group,
+            display: m
+                .group
+                .attrs
+                .get("displayName")
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_owned),
+            indirect: m.indirect,
+        })
+        .collect()
+}
+
+/// A user's representation changes when it does or when any of its groups does (a
+/// group's version moves on rename, membership change and deletion of a member): the
+/// ETag carries a digest of the groups' ids and versions and `lastModified` is the
+/// latest of them all.
+pub fn derive_user_meta(meta: &mut Meta, ms: &[Membership]) {
+    if ms.is_empty() {
+        meta.groups_tag = None;
+        return;
+    }
+    let mut parts: Vec<(&str, u64)> = ms
+        .iter()
+        .map(|m| (m.group.id.as_str(), m.group.meta.version))
+        .collect();
+    parts.sort_unstable();
+    let mut h = Fnv::default();
+    for (id, version) in parts {
+        h.write(id.as_bytes());
+        h.write(&[0]);
+        h.write(&version.to_le_bytes());
+    }
+    meta.groups_tag = Some(h.0);
+    // lastModified: the latest of the user's and its groups'. Every stored time was
+    // written by the server as RFC 3339; one that is not is skipped, not an error
+    // that would make the user unreadable.
+    let parse = |s: &str| {
+        time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
+    };
+    let mut latest = parse(&meta.last_modified);
+    let mut latest_text = None;
+    for m in ms {
+        let Some(t) = parse(&m.group.meta.last_modified) else {
+            continue;
+        };
+        if latest.is_none_or(|l| t > l) {
+            latest = Some(t);
+            latest_text = Some(&m.group.meta.last_modified);
+        }
+    }
+    if let Some(t) = latest_text {
+        meta.last_modified = t.clone();
+    }
+}
+
+/// FNV-1a, 64 bits: a stable digest (the same on every run and release, unlike the
+/// standard library's hasher), which an ETag must be.
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}

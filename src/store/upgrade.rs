@@ -1,0 +1,378 @@
+//! Stored-format upgrades. The database records its format version in `settings`
+//! (`format_version`); `Store::open` refuses a newer version and upgrades an older one
+//! in place: it copies the file to `<name>.format<N>-backup` first, then runs every
+//! step from the file's version to [`FORMAT_VERSION`] in ONE write transaction, so a
+//! crash or an error leaves the old file exactly as it was (and the copy beside it).
+//!
+//! Adding a format version is one function and one test:
+//! 1. bump [`FORMAT_VERSION`] and append a [`Step`] whose `from` is the old version;
+//! 2. commit a database written by the previous release next to the others in
+//!    `tests/fixtures/` (see `tests/fixtures/format1/make.sh`) and a unit test below
+//!    that opens a copy of it and checks what the step changed.
+//!
+//! Owns nothing but the steps; the tables and index rules are `store/mod.rs`'s.
+
+use std::path::{Path, PathBuf};
+
+use redb::{Database, ReadableDatabase, ReadableTable, WriteTransaction};
+
+use super::{
+    get_in, index_keeping_first, put_in, repair_primaries, table, StoreError, StoreResult, EMAILS,
+    FORMAT_KEY, GROUP_NAMES, SETTINGS, USER_NAMES,
+};
+use crate::clock::Timestamp;
+use crate::scim::schema::ResourceType;
+
+/// The on-disk format this binary reads and writes.
+pub const FORMAT_VERSION: u32 = 2;
+
+/// One upgrade: from format `from` to `from + 1`, inside the caller's transaction.
+struct Step {
+    from: u32,
+    /// What changes, for the log.
+    what: &'static str,
+    run: fn(&WriteTransaction, &mut Upgrade) -> StoreResult<()>,
+}
+
+const STEPS: &[Step] = &[Step {
+    from: 1,
+    what: "userName, group name and email index keys become caseless (Unicode NFC + case \
+           folding); values with more than one primary: true keep only the first",
+    run: v1_to_v2,
+}];
+
+/// What an upgrade did, for the log and the tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upgrade {
+    pub from: u32,
+    pub to: u32,
+    /// The copy of the file as it was before the upgrade.
+    pub backup: PathBuf,
+    /// The time the upgrade ran, the `lastModified` of what it changed.
+    pub now: Timestamp,
+    /// One line per repaired record or conflict, naming it and saying what to do.
+    pub notes: Vec<String>,
+}
+
+/// The format version recorded in the file, `None` for a new (empty) database.
+pub(super) fn recorded_version(db: &Database) -> StoreResult<Option<u32>> {
+    let txn = db.begin_read()?;
+    let settings = match txn.open_table(SETTINGS) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let v = settings.get(FORMAT_KEY)?.map(|v| {
+        <[u8; 4]>::try_from(v.value())
+            .map(u32::from_le_bytes)
+            .unwrap_or(0)
+    });
+    Ok(v)
+}
+
+/// Where the pre-upgrade copy of `path` goes.
+pub fn backup_path(path: &Path, from: u32) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".format{from}-backup"));
+    path.with_file_name(name)
+}
+
+/// Refuses versions this binary cannot read, and says which steps an older file needs.
+pub(super) fn check_version(path: &Path, found: u32) -> StoreResult<bool> {
+    if found == FORMAT_VERSION {
+        return Ok(false);
+    }
+    if found > FORMAT_VERSION {
+        return Err(StoreError::Format(format!(
+            "{} has format version {found}, this scimbridge reads versions up to \
+             {FORMAT_VERSION}; use the scimbridge release that wrote it (or a newer one), \
+             or export with it and import here",
+            path.display()
+        )));
+    }
+    if !STEPS.iter().any(|s| s.from == found) {
+        return Err(StoreError::Format(format!(
+            "{} has format version {found}, which this scimbridge cannot upgrade; \
+             open it with an older release first, or export with it and import here",
+            path.display()
+        )));
+    }
+    Ok(true)
+}
+
+/// Copies the (closed) database file to its backup path and syncs the copy.
+pub(super) fn make_backup(path: &Path, from: u32) -> StoreResult<PathBuf> {
+    let backup = backup_path(path, from);
+    let fail = |e: std::io::Error| {
+        StoreError::Storage(format!(
+            "cannot copy {} to {} before upgrading it: {e}; free some space or fix the \
+             permissions, then start again (nothing was changed)",
+            path.display(),
+            backup.display()
+        ))
+    };
+    std::fs::copy(path, &backup).map_err(fail)?;
+    std::fs::File::open(&backup)
+        .and_then(|f| f.sync_all())
+        .map_err(fail)?;
+    Ok(backup)
+}
+
+/// Runs every step from `from` up to [`FORMAT_VERSION`] in one transaction and records
+/// the new version in the same commit.
+pub(super) fn run(
+    db: &Database,
+    from: u32,
+    backup: PathBuf,
+    now: Timestamp,
+) -> StoreResult<Upgrade> {
+    run_steps(db, STEPS, from, backup, now)
+}
+
+fn run_steps(
+    db: &Database,
+    steps: &[Step],
+    from: u32,
+    backup: PathBuf,
+    now: Timestamp,
+) -> StoreResult<Upgrade> {
+    let mut report = Upgrade {
+        from,
+        to: FORMAT_VERSION,
+        backup,
+        now,
+        notes: Vec::new(),
+    };
+    let txn = db.begin_write()?;
+    for step in steps.iter().filter(|s| s.from >= from) {
+        tracing::info!(
+            from = step.from,
+            to = step.from + 1,
+            "upgrading the database: {}",
+            step.what
+        );
+        (step.run)(&txn, &mut report)?;
+    }
+    txn.open_table(SETTINGS)?
+        .insert(FORMAT_KEY, FORMAT_VERSION.to_le_bytes().as_slice())?;
+    txn.commit()?;
+    Ok(report)
+}
+
+// ---- the steps --------------------------------------------------------------------
+
+/// Format 2 keys userName, Group displayName and email indexes by their caseless form
+/// (NFC + full case folding) instead of `to_lowercase`, and allows at most one
+/// `primary: true` per multi-valued attribute (RFC 7643 §2.4), which format 1 stored
+/// as sent. Two userNames that format 1 kept apart but that are one name now keep
+/// the older user in the index; the note names both so the admin can rename one
+/// (`index_keeping_first`).
+fn v1_to_v2(txn: &WriteTransaction, report: &mut Upgrade) -> StoreResult<()> {
+    txn.delete_table(USER_NAMES)?;
+    txn.delete_multimap_table(GROUP_NAMES)?;
+    txn.delete_multimap_table(EMAILS)?;
+    txn.open_table(USER_NAMES)?;
+    txn.open_multimap_table(GROUP_NAMES)?;
+    txn.open_multimap_table(EMAILS)?;
+    for rt in ResourceType::ALL {
+        let mut after: Option<String> = None;
+        loop {
+            let ids = ids_after(txn, rt, after.as_deref(), 1000)?;
+            let Some(last) = ids.last() else { break };
+            after = Some(last.clone());
+            for id in ids {
+                upgrade_v1_record(txn, report, rt, id)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One resource of a format-1 file: demote extra primaries, write its caseless keys.
+fn upgrade_v1_record(
+    txn: &WriteTransaction,
+    report: &mut Upgrade,
+    rt: ResourceType,
+    id: String,
+) -> StoreResult<()> {
+    let Some(mut r) = get_in(txn, rt, &id)? else {
+        return Ok(());
+    };
+    if repair_primaries(rt, &mut r, report.now, &mut report.notes) {
+        put_in(txn, rt, &r)?;
+    }
+    index_keeping_first(txn, rt, &r, &mut report.notes)
+}
+
+/// Up to `limit` ids after `after`, in order: the upgrade walks a table in pages so
+/// its memory does not grow with the directory.
+fn ids_after(
+    txn: &WriteTransaction,
+    rt: ResourceType,
+    after: Option<&str>,
+    limit: usize,
+) -> StoreResult<Vec<String>> {
+    let t = txn.open_table(table(rt))?;
+    let range = match after {
+        Some(a) => t.range::<&str>((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded))?,
+        None => t.range::<&str>(..)?,
+    };
+    let mut ids = Vec::with_capacity(limit);
+    for row in range.take(limit) {
+        ids.push(row?.0.value().to_owned());
+    }
+    Ok(ids)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Store, StoreOptions};
+
+    /// A copy of a committed database written by an older release.
+    fn fixture(name: &str) -> (tempfile::TempDir, PathBuf) {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(name);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("scimbridge.redb");
+        std::fs::copy(&src, &path).unwrap();
+        (dir, path)
+    }
+
+    fn version_of(path: &Path) -> Option<u32> {
+        let db = Database::open(path).unwrap();
+        recorded_version(&db).unwrap()
+    }
+
+    #[test]
+    fn format_1_is_upgraded_in_place_after_a_backup() {
+        let (_dir, path) = fixture("format1/format1.redb");
+        assert_eq!(version_of(&path), Some(1));
+        let store = Store::open(&path, &StoreOptions::default()).unwrap();
+        let snap = store.snapshot().unwrap();
+        // The backup is the format-1 database as it was: format 1's lowercase keys.
+        let backup = backup_path(&path, 1);
+        assert_eq!(version_of(&backup), Some(1));
+        {
+            let db = Database::open(&backup).unwrap();
+            let read = db.begin_read().unwrap();
+            let names = read.open_table(USER_NAMES).unwrap();
+            assert!(names.get("straße@example.com").unwrap().is_some());
+            assert!(names.get("strasse@example.com").unwrap().is_some());
+        }
+        // Caseless keys: both spellings find the user the index kept, and the two
+        // users format 1 kept apart are still both there.
+        let kept = snap
+            .find_by_user_name("STRASSE@EXAMPLE.COM")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            snap.find_by_user_name("straße@example.com").unwrap(),
+            Some(kept)
+        );
+        assert_eq!(snap.count(ResourceType::User).unwrap(), 5);
+        assert_eq!(snap.find_users_by_email("A@EXAMPLE.COM").unwrap().len(), 1);
+        assert_eq!(snap.find_groups_by_name("OUTER").unwrap().len(), 1);
+        // At most one primary, and the version moved for the one repaired.
+        let id = snap
+            .find_by_user_name("two.primaries@example.com")
+            .unwrap()
+            .unwrap();
+        let r = snap.get(ResourceType::User, &id).unwrap().unwrap();
+        let primaries = r.attrs["emails"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["primary"] == serde_json::json!(true))
+            .count();
+        assert_eq!((primaries, r.meta.version), (1, 2));
+        // Nested memberships and tokens come through untouched.
+        let alice = snap
+            .find_by_user_name("alice@example.com")
+            .unwrap()
+            .unwrap();
+        let groups = snap.references(ResourceType::User, &alice).unwrap();
+        assert_eq!(
+            groups
+                .iter()
+                .map(|g| (g.display.as_deref(), g.indirect))
+                .collect::<Vec<_>>(),
+            [(Some("Inner"), false), (Some("Outer"), true)]
+        );
+        // The token the format-1 release issued is still there, hash and all (the
+        // integration test authenticates with it).
+        let token = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/format1/token.txt"),
+        )
+        .unwrap();
+        let hash = crate::store::hex(
+            ring::digest::digest(&ring::digest::SHA256, token.trim().as_bytes()).as_ref(),
+        );
+        let tokens = snap.tokens().unwrap();
+        assert_eq!(tokens.len(), 1);
+        assert_eq!(
+            (tokens[0].name.as_str(), tokens[0].hash.as_str()),
+            ("fixture", hash.as_str())
+        );
+        drop(snap);
+        store.close();
+        drop(store);
+        assert_eq!(version_of(&path), Some(FORMAT_VERSION));
+        // Opening again does nothing more.
+        std::fs::remove_file(backup_path(&path, 1)).unwrap();
+        let again = Store::open(&path, &StoreOptions::default()).unwrap();
+        again.close();
+        assert!(!backup_path(&path, 1).exists());
+    }
+
+    #[test]
+    fn a_failed_upgrade_leaves_the_file_as_it_was() {
+        let (_dir, path) = fixture("format1/format1.redb");
+        let db = Database::create(&path).unwrap();
+        // The real step, then one that fails: one transaction, so nothing of the
+        // first remains either.
+        let steps = [
+            Step {
+                from: 1,
+                what: "v1_to_v2",
+                run: v1_to_v2,
+            },
+            Step {
+                from: 2,
+                what: "fails",
+                run: |_, _| Err(StoreError::Storage("injected".into())),
+            },
+        ];
+        let err = run_steps(&db, &steps, 1, PathBuf::new(), Timestamp::now());
+        assert!(err.is_err());
+        drop(db);
+        assert_eq!(version_of(&path), Some(1));
+        let db = Database::open(&path).unwrap();
+        let read = db.begin_read().unwrap();
+        let names = read.open_table(USER_NAMES).unwrap();
+        // Still format 1's lowercase keys: "straße" was not folded to "strasse".
+        assert!(names.get("straße@example.com").unwrap().is_some());
+    }
+
+    #[test]
+    fn newer_and_unknown_versions_are_refused() {
+        let p = Path::new("x.redb");
+        assert!(!check_version(p, FORMAT_VERSION).unwrap());
+        assert!(check_version(p, 1).unwrap());
+        for v in [0, FORMAT_VERSION + 1] {
+            assert!(
+                matches!(check_version(p, v), Err(StoreError::Format(_))),
+                "{v}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_step_starts_where_the_previous_ended() {
+        for (i, s) in STEPS.iter().enumerate() {
+            assert_eq!(s.from, STEPS[0].from + i as u32);
+        }
+        assert_eq!(STEPS.last().map(|s| s.from + 1), Some(FORMAT_VERSION));
+    }
+}
