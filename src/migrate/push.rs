@@ -139,9 +139,10 @@ fn body_for(
     with_members: bool,
 ) -> MigrateResult<Value> {
     let mut attrs = r.attrs.clone();
-    let mut schemas = vec![json!(rt.schema().id)];
+    // Every extension the resource holds, declared ones too (RFC 7643 §3): a strict
+    // target refuses extension attributes whose schema is not listed.
+    let schemas = crate::scim::resource::schemas_of(rt, &attrs);
     if attrs.contains_key(ENTERPRISE_USER_URN) {
-        schemas.push(json!(ENTERPRISE_USER_URN));
         if let Some(ext) = attrs
             .get_mut(ENTERPRISE_USER_URN)
             .and_then(Value::as_object_mut)
@@ -163,7 +164,7 @@ fn body_for(
             }
         }
     }
-    attrs.insert("schemas".into(), Value::Array(schemas));
+    attrs.insert("schemas".into(), schemas);
     if rt == ResourceType::Group && with_members {
         let mut members = Vec::new();
         for m in snapshot.references(ResourceType::Group, &r.id)? {

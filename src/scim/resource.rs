@@ -609,6 +609,19 @@ pub fn check_request_limits(body: &Value, limits: &RequestLimits) -> ScimResult<
     walk(body, "the request", limits)
 }
 
+/// The `schemas` of a resource with these stored attributes: the resource type's
+/// core schema, then every extension (built-in or declared) it holds values of
+/// (RFC 7643 §3). What clients read and what a migration push sends.
+pub fn schemas_of(rt: ResourceType, attrs: &Attributes) -> Value {
+    let mut schemas = vec![Value::String(rt.schema().id.to_owned())];
+    for ext in rt.extensions() {
+        if attrs.contains_key(ext.id) {
+            schemas.push(Value::String(ext.id.to_owned()));
+        }
+    }
+    Value::Array(schemas)
+}
+
 /// Builds the full SCIM representation of a stored resource: `schemas`, `id`,
 /// `externalId`, the attributes, the references (`members` of a group, `groups` of
 /// a user) and `meta`. `base` is the SCIM base URL without a trailing slash. Takes
@@ -622,13 +635,7 @@ pub fn render(
     base: &str,
 ) -> Map<String, Value> {
     let mut out = Map::new();
-    let mut schemas = vec![Value::String(rt.schema().id.to_owned())];
-    for ext in rt.extensions() {
-        if attrs.contains_key(ext.id) {
-            schemas.push(Value::String(ext.id.to_owned()));
-        }
-    }
-    out.insert("schemas".into(), Value::Array(schemas));
+    out.insert("schemas".into(), schemas_of(rt, &attrs));
     out.insert("id".into(), Value::String(id.to_owned()));
     if let Some(ext_id) = attrs.shift_remove("externalId") {
         out.insert("externalId".into(), ext_id);
@@ -960,6 +967,30 @@ mod tests {
             "name": {"foo": null}})
         )
         .is_empty());
+    }
+
+    #[test]
+    fn schemas_list_every_extension_a_resource_holds() {
+        let both = attrs(
+            ResourceType::User,
+            json!({"userName": "a", TEST_EXTENSION_URN: {"badge": "B"},
+                   ENTERPRISE_USER_URN: {"department": "D"}}),
+        );
+        let listed = schemas_of(ResourceType::User, &both);
+        let listed: Vec<&str> = listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert_eq!(listed[0], ResourceType::User.schema().id);
+        assert!(listed.contains(&TEST_EXTENSION_URN) && listed.contains(&ENTERPRISE_USER_URN));
+        assert_eq!(listed.len(), 3);
+        let plain = attrs(ResourceType::User, json!({"userName": "a"}));
+        assert_eq!(
+            schemas_of(ResourceType::User, &plain),
+            json!([ResourceType::User.schema().id])
+        );
     }
 
     #[test]

@@ -441,7 +441,19 @@ fn a_users_etag_and_last_modified_follow_its_groups() {
     let added = seen(&store, ResourceType::User, &u.id);
     assert_ne!(added.0, before.0);
     assert_eq!(added.1, at("2026-01-03T00:00:00Z"));
-    // Its group nested into another (an indirect membership).
+    // Its group nested into another (an indirect membership). The user's stored
+    // record is not rewritten: what changes is derived when it is read, so nesting a
+    // group costs nothing per member.
+    let stored = |id: &str| {
+        let r = store
+            .snapshot()
+            .unwrap()
+            .get(ResourceType::User, id)
+            .unwrap()
+            .unwrap();
+        (r.meta.version, r.meta.last_modified)
+    };
+    let before_nesting = stored(&u.id);
     let outer = group(&store, "Outer", &[], at("2026-01-04T00:00:00Z"));
     change_members(
         &store,
@@ -451,6 +463,7 @@ fn a_users_etag_and_last_modified_follow_its_groups() {
         at("2026-01-05T00:00:00Z"),
     );
     let nested = seen(&store, ResourceType::User, &u.id);
+    assert_eq!(stored(&u.id), before_nesting);
     assert_ne!(nested.0, added.0);
     assert_eq!(nested.1, at("2026-01-05T00:00:00Z"));
     // The outer group renamed.

@@ -1,8 +1,9 @@
 //! Replays the request sequences that identity providers document or ship (Microsoft
 //! Entra ID, Okta, OneLogin, authentik's SCIM provider, Keycloak's SCIM plugin)
 //! against a fresh bridge over TLS. JumpCloud, Rippling, PingOne and Google Workspace
-//! publish setup guides but no request sequence; none is invented for them. Each fixture in `tests/fixtures/` names the
-//! public page its requests come from (`source`), and lists steps:
+//! publish setup guides but no request sequence; none is invented for them. Each
+//! fixture in `tests/fixtures/` names the public page its requests come from
+//! (`source`), and lists steps:
 //!
 //! - `method`, `path` (below `/scim/v2`; the query is written unencoded and encoded
 //!   here), optional `body` and `headers`;
