@@ -187,11 +187,39 @@ pub struct MetricsSettings {
 pub struct Storage {
     /// redb page cache in MiB (at least 1).
     pub cache_mb: usize,
+    /// Change events (the migration mirror's feed) older than this many days are
+    /// deleted (at least 1).
+    pub events_max_age_days: u64,
+    /// At most this many change events are kept, the oldest deleted first (at
+    /// least 1000).
+    pub events_max_count: u64,
 }
 
 impl Default for Storage {
     fn default() -> Self {
-        Storage { cache_mb: 64 }
+        Storage {
+            cache_mb: 64,
+            events_max_age_days: 400,
+            events_max_count: 1_000_000,
+        }
+    }
+}
+
+/// How long change events are kept (issue 11: the `events` table grew without
+/// bound); events the migration mirror has not sent are never deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventRetention {
+    pub max_age: Duration,
+    pub max_count: u64,
+}
+
+impl Default for EventRetention {
+    fn default() -> Self {
+        let s = Storage::default();
+        EventRetention {
+            max_age: Duration::from_secs(s.events_max_age_days * 86_400),
+            max_count: s.events_max_count,
+        }
     }
 }
 
@@ -675,6 +703,8 @@ pub struct Config {
     pub limits: Limits,
     /// redb page cache size in bytes.
     pub cache_bytes: usize,
+    /// What the hourly pruning of change events keeps.
+    pub event_retention: EventRetention,
     /// When set, `/metrics` requires `Authorization: Bearer <this>`.
     pub metrics_token: Option<Secret>,
     /// What `migrate check` enforces (domains lowercase).
@@ -725,6 +755,115 @@ impl Config {
     pub fn hsts(&self) -> bool {
         matches!(self.tls, TlsMode::Files { .. } | TlsMode::Acme(_))
     }
+
+    /// Settings that load but will not work as the admin likely means them, each
+    /// with the fix (issue 14): shown by `check-config` and logged at start. The
+    /// certificate's own faults (a missing intermediate, expiry, names) are the TLS
+    /// checks' (`tls::check_config`).
+    pub fn misconfigurations(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let public = !self.listen.ip().is_loopback();
+        if public && self.tls == TlsMode::SelfSigned && self.public_url.is_none() {
+            out.push(format!(
+                "the SCIM listener {} is reachable from other machines, but its certificate is \
+                 self-signed and public_url is not set: cloud identity providers (Entra ID, Okta) \
+                 refuse self-signed certificates and need the name they connect to. Fix: set \
+                 [tls] mode = \"acme\" (or \"files\" with your certificate) and \
+                 public_url = \"https://scim.example.com:{}\"",
+                self.listen,
+                self.listen.port()
+            ));
+        }
+        if self.admin.enabled {
+            match self.admin.listen {
+                None if public => out.push(format!(
+                    "the admin page is served on the SCIM listener {}, which is reachable from \
+                     other machines. Fix: set [admin] listen = \"127.0.0.1:9443\" and reach it \
+                     through an SSH tunnel, or [admin] enabled = false",
+                    self.listen
+                )),
+                Some(a) if !a.ip().is_loopback() => out.push(format!(
+                    "the admin page listens on {a}, which is reachable from other machines. \
+                     Fix: set [admin] listen = \"127.0.0.1:{}\" and reach it through an SSH tunnel",
+                    a.port()
+                )),
+                _ => {}
+            }
+        }
+        out
+    }
+}
+
+/// The externally visible base URL, as the bridge builds its URLs from it:
+/// `https://HOST[:PORT][/PREFIX]` without a trailing slash. The SCIM URL an admin
+/// pasted (`https://x/scim/v2`, what the identity provider is given) is taken back to
+/// its base, so URLs never read `…/scim/v2/scim/v2` (issue 14). Errors are sentences
+/// for the admin.
+pub fn normalise_public_url(given: &str) -> std::result::Result<String, String> {
+    let u = given.trim().trim_end_matches('/');
+    let Some((scheme, rest)) = u.split_once("://") else {
+        return Err(format!(
+            "\"{given}\" must start with https:// (or http:// behind a TLS proxy), e.g. https://scim.example.com"
+        ));
+    };
+    if !matches!(scheme.to_ascii_lowercase().as_str(), "https" | "http") {
+        return Err(format!(
+            "\"{given}\" must start with https:// (or http:// behind a TLS proxy), e.g. https://scim.example.com"
+        ));
+    }
+    if rest.contains(['?', '#', ' ', '\t']) || rest.starts_with('/') || rest.is_empty() {
+        return Err(format!(
+            "\"{given}\" is not a base URL like https://scim.example.com or https://example.com/bridge \
+             (no query, fragment or spaces)"
+        ));
+    }
+    let mut base = format!("{}://{rest}", scheme.to_ascii_lowercase());
+    let lower = base.to_ascii_lowercase();
+    // The SCIM API's path below the base (http::SCIM_PREFIX).
+    if let Some(cut) = lower.strip_suffix("/scim/v2") {
+        base.truncate(cut.len());
+    }
+    let base = base.trim_end_matches('/').to_owned();
+    if base.ends_with("://") {
+        return Err(format!("\"{given}\" names no host"));
+    }
+    Ok(base)
+}
+
+/// A TOML or serde error in the admin's words: "expected usize" means nothing to
+/// someone editing a config file (issue 14).
+fn in_admins_words(why: &str) -> String {
+    let mut out = why.to_owned();
+    for (parser, admin) in [
+        ("expected usize", "expected a whole number (without quotes)"),
+        ("expected u64", "expected a whole number (without quotes)"),
+        ("expected u32", "expected a whole number (without quotes)"),
+        ("expected u16", "expected a whole number (without quotes)"),
+        ("expected u8", "expected a whole number (without quotes)"),
+        ("expected i64", "expected a whole number (without quotes)"),
+        (
+            "expected a boolean",
+            "expected true or false (without quotes)",
+        ),
+        ("expected a string", "expected text in double quotes"),
+        (
+            "expected a sequence",
+            "expected a list such as [\"a\", \"b\"]",
+        ),
+        ("invalid type: string", "a quoted text"),
+        ("invalid type: integer", "a number"),
+        ("invalid type: boolean", "true/false"),
+        ("invalid type: sequence", "a list"),
+        ("invalid type: map", "a section"),
+        ("invalid value: integer", "the number"),
+        ("unknown field", "unknown key"),
+        ("missing field", "missing key"),
+        (", expected one of", "; the keys allowed here are"),
+        ("unknown variant", "unknown value"),
+    ] {
+        out = out.replace(parser, admin);
+    }
+    out
 }
 
 /// Reads a TOML file. Unknown keys are errors: a typo must not silently fall back to
@@ -735,7 +874,7 @@ pub fn read_file(path: &Path) -> Result<Settings> {
         .with_context(|| format!("cannot read the config file {}", path.display()))?;
     serde_path_to_error::deserialize(toml::Deserializer::new(&text)).map_err(|e| {
         let key = e.path().to_string();
-        let why = e.into_inner().to_string();
+        let why = in_admins_words(&e.into_inner().to_string());
         match key.as_str() {
             "." | "" => anyhow::anyhow!("{}: {}", path.display(), why.trim_end()),
             key => anyhow::anyhow!("{} (key {key}): {}", path.display(), why.trim_end()),
@@ -783,16 +922,10 @@ pub fn validate(s: Settings, file: Option<&Path>) -> Result<Config> {
             .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8443))),
     };
     let public_url = match s.public_url {
-        Some(u) => {
-            let u = u.trim_end_matches('/').to_owned();
-            if !(u.starts_with("https://") || u.starts_with("http://")) {
-                bail!(
-                    "{}: \"{u}\" must start with https:// (or http://)",
-                    origin("public_url")
-                );
-            }
-            Some(u)
-        }
+        Some(u) => Some(
+            normalise_public_url(&u)
+                .map_err(|why| anyhow::anyhow!("{}: {why}", origin("public_url")))?,
+        ),
         None => None,
     };
     let tls = match (s.tls.mode.unwrap_or_default(), s.tls.cert, s.tls.key) {
@@ -905,6 +1038,18 @@ pub fn validate(s: Settings, file: Option<&Path>) -> Result<Config> {
     if s.storage.cache_mb < 1 {
         bail!("{}: must be at least 1", origin("storage.cache_mb"));
     }
+    if s.storage.events_max_age_days < 1 {
+        bail!(
+            "{}: must be at least 1",
+            origin("storage.events_max_age_days")
+        );
+    }
+    if s.storage.events_max_count < 1000 {
+        bail!(
+            "{}: must be at least 1000",
+            origin("storage.events_max_count")
+        );
+    }
     Ok(Config {
         data_dir: s
             .data_dir
@@ -915,6 +1060,10 @@ pub fn validate(s: Settings, file: Option<&Path>) -> Result<Config> {
         log_format: s.log_format.unwrap_or_default(),
         limits,
         cache_bytes: s.storage.cache_mb << 20,
+        event_retention: EventRetention {
+            max_age: Duration::from_secs(s.storage.events_max_age_days.saturating_mul(86_400)),
+            max_count: s.storage.events_max_count,
+        },
         metrics_token: s.metrics.token,
         migration,
         admin: AdminConfig {
@@ -1274,5 +1423,101 @@ mod tests {
                 "{name}: {e}"
             );
         }
+    }
+
+    #[test]
+    fn public_url_pasted_as_the_scim_url_is_taken_back_to_its_base() {
+        for (given, want) in [
+            ("https://x/scim/v2", "https://x"),
+            ("https://x/scim/v2/", "https://x"),
+            ("https://X.example:8443/SCIM/V2", "https://X.example:8443"),
+            (
+                "https://example.com/bridge/scim/v2",
+                "https://example.com/bridge",
+            ),
+            ("https://scim.example.com/", "https://scim.example.com"),
+            ("HTTPS://scim.example.com", "https://scim.example.com"),
+        ] {
+            assert_eq!(normalise_public_url(given).as_deref(), Ok(want), "{given}");
+        }
+        for bad in [
+            "scim.example.com",
+            "ftp://x",
+            "https://",
+            "https:///scim/v2",
+            "https://x/?a=b",
+            "https://x y",
+        ] {
+            assert!(normalise_public_url(bad).is_err(), "{bad}");
+        }
+        let c = load_with(None, &["--public-url", "https://scim.example.com/scim/v2"]).unwrap();
+        assert_eq!(c.public_url.as_deref(), Some("https://scim.example.com"));
+        let e = load_with(None, &["--public-url", "scim.example.com"]).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("must start with https://"),
+            "{e:#}"
+        );
+    }
+
+    #[test]
+    fn file_errors_are_in_the_admins_words() {
+        let (_d, p) = write("[limits]\nmax_body_bytes = \"big\"\n");
+        let e = format!("{:#}", load_with(Some(&p), &[]).unwrap_err());
+        assert!(
+            e.contains("limits.max_body_bytes") && e.contains("whole number"),
+            "{e}"
+        );
+        assert!(!e.contains("usize"), "{e}");
+        let (_d, p) = write("[admin]\nenabled = \"yes\"\n");
+        let e = format!("{:#}", load_with(Some(&p), &[]).unwrap_err());
+        assert!(e.contains("true or false"), "{e}");
+    }
+
+    #[test]
+    fn public_listener_misconfigurations_are_named_with_the_fix() {
+        // The packaged defaults: a public listener, self-signed, no public URL, the
+        // admin page on loopback.
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/scimbridge.toml");
+        let c = load_with(Some(&p), &[]).unwrap();
+        let w = c.misconfigurations();
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].contains("self-signed") && w[0].contains("public_url ="),
+            "{w:?}"
+        );
+        // The admin page on the public listener.
+        let c = load_with(
+            None,
+            &[
+                "--listen",
+                "0.0.0.0:8443",
+                "--public-url",
+                "https://x",
+                "--tls",
+                "off",
+            ],
+        )
+        .unwrap();
+        let w = c.misconfigurations();
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].contains("admin page") && w[0].contains("127.0.0.1:9443"),
+            "{w:?}"
+        );
+        let c = load_with(
+            None,
+            &[
+                "--listen",
+                "0.0.0.0:8443",
+                "--admin-listen",
+                "0.0.0.0:9443",
+                "--public-url",
+                "https://x",
+            ],
+        )
+        .unwrap();
+        assert!(c.misconfigurations()[0].contains("0.0.0.0:9443"));
+        // Loopback, the quick start's defaults: nothing to say.
+        assert!(load_with(None, &[]).unwrap().misconfigurations().is_empty());
     }
 }

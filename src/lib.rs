@@ -11,6 +11,8 @@ pub mod http;
 #[cfg(test)]
 mod layering;
 pub mod limiter;
+#[cfg(unix)]
+pub mod localfs;
 pub mod logline;
 pub mod migrate;
 pub mod scim;

@@ -7,12 +7,13 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 
 use crate::app::App;
 use crate::config::{self, Config, TlsMode};
 use crate::control;
 use crate::http::{self, AppState};
+use crate::localfs;
 use crate::store::{Store, StoreError, StoreOptions};
 use crate::tls;
 
@@ -43,17 +44,23 @@ fn init_logging(cfg: &Config) {
     };
 }
 
-fn create_data_dir(dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| {
-        format!(
-            "cannot create the data directory {}; set --data-dir to a writable place",
+/// Creates or checks the data directory (issue 11's local trust): private modes,
+/// our owner, no links. Root is refused on another user's directory: whatever it
+/// created there (the database, a certificate) would lock the service out.
+fn prepare_data_dir(dir: &Path) -> Result<()> {
+    let prepared = localfs::prepare_data_dir(dir, true, localfs::DATA_ENTRIES)
+        .with_context(|| format!("the data directory {} is not safe to use", dir.display()))?;
+    for t in &prepared.tightened {
+        tracing::warn!("{t}: the bridge's files are for its own user only");
+    }
+    if prepared.trust.hand_over {
+        let owner = localfs::user_name(prepared.trust.uid);
+        bail!(
+            "refusing to serve as root: the data directory {} belongs to {owner}, and files root \
+             creates there would stop the service from opening them. Run the server as {owner} \
+             (`systemctl start scimbridge`, or `runuser -u {owner} -- scimbridge serve …`)",
             dir.display()
-        )
-    })?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+        );
     }
     Ok(())
 }
@@ -73,7 +80,7 @@ pub fn run(cfg: Config) -> Result<()> {
             "schema extension declared"
         );
     }
-    create_data_dir(&cfg.data_dir)?;
+    prepare_data_dir(&cfg.data_dir)?;
     let store = Store::open(&cfg.db_path(), &StoreOptions { cache_bytes: cfg.cache_bytes }).map_err(|e| match e {
         StoreError::AlreadyOpen(p) => anyhow!(
             "the database {} is already in use: another scimbridge is running with this data directory",
@@ -81,6 +88,9 @@ pub fn run(cfg: Config) -> Result<()> {
         ),
         other => anyhow!(other),
     })?;
+    for w in cfg.misconfigurations() {
+        tracing::warn!("{w}");
+    }
     if cfg.tls == TlsMode::Off {
         tracing::warn!(
             "TLS is OFF: SCIM tokens and directory data travel in clear text. Only run this behind a \
@@ -139,6 +149,9 @@ pub fn run(cfg: Config) -> Result<()> {
         };
         let migration = crate::migrate::service::Migration::new(store.clone(), cfg.migration.clone())
             .map_err(|e| anyhow!(e))?;
+        for w in migration.policy_view().map_err(|e| anyhow!(e))?.file_warnings() {
+            tracing::warn!("{w}");
+        }
         let admin_listener = match cfg.admin.listen.filter(|_| cfg.admin.enabled) {
             Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.with_context(|| {
                 format!("cannot listen on {addr} for the admin page; is another program using it? set --admin-listen")
@@ -179,6 +192,27 @@ pub fn run(cfg: Config) -> Result<()> {
                 }
             })
         };
+        // Change events are kept by age and count ([storage] events_*), from the
+        // start and then hourly; the mirror's unsent events are never deleted.
+        let pruner = {
+            let (store, keep) = (store.clone(), cfg.event_retention);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
+                loop {
+                    tick.tick().await;
+                    loop {
+                        match store.prune_events(crate::clock::Timestamp::now(), keep.max_age, keep.max_count).await {
+                            Ok(0) => break,
+                            Ok(n) => tracing::info!(deleted = n, "old change events deleted ([storage] events_max_age_days, events_max_count)"),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "could not delete old change events; retrying in an hour");
+                                break;
+                            }
+                        }
+                    }
+                }
+            })
+        };
         #[cfg(unix)]
         crate::sdnotify::notify(&format!("READY=1\nSTATUS=serving {url}"));
         // One signal stops both listeners.
@@ -206,6 +240,7 @@ pub fn run(cfg: Config) -> Result<()> {
         #[cfg(unix)]
         crate::sdnotify::notify("STOPPING=1");
         flusher.abort();
+        pruner.abort();
         mirror.abort();
         if let Some(r) = reloader {
             r.abort();

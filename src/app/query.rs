@@ -346,13 +346,21 @@ mod tests {
     use serde_json::json;
 
     fn store_with_users(n: usize) -> (tempfile::TempDir, Store) {
+        store_with(
+            n,
+            |i| json!({"userName": format!("u{i:02}@example.com"), "active": i % 2 == 0}),
+        )
+    }
+
+    /// A store with users `0..n`, user `i` holding `attrs(i)`.
+    fn store_with(n: usize, attrs: impl Fn(usize) -> Value) -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("db.redb"), &StoreOptions::default()).unwrap();
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
         for i in 0..n {
-            let attrs = json!({"userName": format!("u{i:02}@example.com"), "active": i % 2 == 0});
+            let attrs = attrs(i);
             rt.block_on(store.create(
                 ResourceType::User,
                 attrs.as_object().unwrap().clone(),
@@ -387,12 +395,7 @@ mod tests {
         // Users 0..12: even ones share one email, every third one an externalId;
         // the `and` of the two index lookups is users 0 and 6, whatever the order of
         // the terms.
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("db.redb"), &StoreOptions::default()).unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        for i in 0..12 {
+        let (_d, store) = store_with(12, |i| {
             let mut attrs = json!({"userName": format!("u{i:02}@example.com")});
             if i % 2 == 0 {
                 attrs["emails"] = json!([{"value": "shared@example.com"}]);
@@ -400,15 +403,8 @@ mod tests {
             if i % 3 == 0 {
                 attrs["externalId"] = json!("e");
             }
-            rt.block_on(store.create(
-                ResourceType::User,
-                attrs.as_object().unwrap().clone(),
-                vec![],
-                Actor::system("test"),
-                Timestamp::now(),
-            ))
-            .unwrap();
-        }
+            attrs
+        });
         let snap = store.snapshot().unwrap();
         for filter in [
             "emails.value eq \"shared@example.com\" and externalId eq \"e\"",

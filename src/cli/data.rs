@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use anyhow::{anyhow, Context, Result};
 
-use super::local::{open_store, unexpected, StatusLine};
+use super::local::{open_store, unexpected, IfMissing, StatusLine};
 use crate::clock::Timestamp;
 use crate::config::Config;
 use crate::control::client;
@@ -24,7 +24,7 @@ pub fn export(cfg: &Config, out: &Path) -> Result<ExitCode> {
     let mut sink: Box<dyn Write> = if to_stdout {
         Box::new(std::io::BufWriter::new(std::io::stdout().lock()))
     } else {
-        let f = std::fs::File::create(&partial)
+        let f = crate::localfs::create_private(&partial)
             .with_context(|| format!("cannot create {}", partial.display()))?;
         Box::new(std::io::BufWriter::with_capacity(256 * 1024, f))
     };
@@ -45,20 +45,21 @@ pub fn export(cfg: &Config, out: &Path) -> Result<ExitCode> {
                 other => Err(unexpected(other)),
             }),
         None => {
-            let store = open_store(cfg)?;
             let now = Timestamp::now();
-            let r = store
-                .snapshot()
-                .map_err(anyhow::Error::from)
-                .and_then(|snap| {
-                    export::write_export(&snap, &mut sink, now, |done, total| {
-                        line.show(|| format!("exporting… {done}/{total} records"))
-                    })
+            open_store(cfg, IfMissing::Refuse).and_then(|store| {
+                let r = store
+                    .snapshot()
                     .map_err(anyhow::Error::from)
-                })
-                .and_then(|_| sink.flush().map_err(anyhow::Error::from));
-            store.close();
-            r
+                    .and_then(|snap| {
+                        export::write_export(&snap, &mut sink, now, |done, total| {
+                            line.show(|| format!("exporting… {done}/{total} records"))
+                        })
+                        .map_err(anyhow::Error::from)
+                    })
+                    .and_then(|_| sink.flush().map_err(anyhow::Error::from));
+                store.close();
+                r
+            })
         }
     };
     line.done();
@@ -94,7 +95,7 @@ pub fn import(cfg: &Config, file: &Path) -> Result<ExitCode> {
             other => return Err(unexpected(other)),
         },
         None => {
-            let store = open_store(cfg)?;
+            let store = open_store(cfg, IfMissing::Create)?;
             let r = export::import_file(&store, file, Timestamp::now());
             store.close();
             let r = r?;
@@ -123,7 +124,7 @@ pub fn backup(cfg: &Config, out: &Path) -> Result<ExitCode> {
         anyhow::bail!("--out must not be the live database file");
     }
     let partial = out.with_extension("partial");
-    let mut file = std::fs::File::create(&partial)
+    let mut file = crate::localfs::create_private(&partial)
         .with_context(|| format!("cannot create {}", partial.display()))?;
     let streamed = client::call_stream(&cfg.data_dir, &Request::Backup, &mut file, |_| {});
     let counts = match streamed {
@@ -135,10 +136,11 @@ pub fn backup(cfg: &Config, out: &Path) -> Result<ExitCode> {
             }),
         None => {
             drop(file);
-            let store = open_store(cfg)?;
-            let r = store.backup_to(&partial).map_err(anyhow::Error::from);
-            store.close();
-            r
+            open_store(cfg, IfMissing::Refuse).and_then(|store| {
+                let r = store.backup_to(&partial).map_err(anyhow::Error::from);
+                store.close();
+                r
+            })
         }
     };
     let (users, groups) = match counts {

@@ -8,6 +8,7 @@ use anyhow::{anyhow, Context, Result};
 use crate::app::App;
 use crate::config::Config;
 use crate::control::{self, wire::Reply, wire::Request};
+use crate::localfs;
 use crate::migrate::report::Progress;
 use crate::store::{Store, StoreError, StoreOptions};
 
@@ -21,7 +22,14 @@ pub fn request(
     if let Some(answer) = control::client::call(&cfg.data_dir, &req, &mut *progress) {
         return Ok(answer?);
     }
-    let store = open_store(cfg)?;
+    // Scripts issue the first token before the first start; nothing else may
+    // conjure an empty directory out of a mistyped path.
+    let if_missing = match req {
+        Request::TokenIssue(_) => IfMissing::CreateAndSay,
+        Request::Import { .. } => IfMissing::Create,
+        _ => IfMissing::Refuse,
+    };
+    let store = open_store(cfg, if_missing)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -44,15 +52,55 @@ pub fn unexpected(reply: Reply) -> anyhow::Error {
     anyhow!("unexpected answer from the server: {reply:?}")
 }
 
-/// Opens the store for a one-off command when no server runs.
-pub fn open_store(cfg: &Config) -> Result<Store> {
-    std::fs::create_dir_all(&cfg.data_dir).with_context(|| {
-        format!(
-            "cannot create the data directory {}",
-            cfg.data_dir.display()
-        )
-    })?;
-    let store = Store::open(&cfg.db_path(), &StoreOptions { cache_bytes: 16 << 20 }).map_err(|e| match e {
+/// What a command does when the data directory holds no database (issue 14: a
+/// wrong `--data-dir` must not yield an empty backup and exit 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IfMissing {
+    /// Refuse, naming the path looked at: the command needs existing data.
+    Refuse,
+    /// Create it silently (`import` fills it at once).
+    Create,
+    /// Create it and say so on stderr (`token issue` before the first start).
+    CreateAndSay,
+}
+
+/// The refusal of a command that needs an existing database.
+pub fn missing_database(cfg: &Config) -> anyhow::Error {
+    let dir = &cfg.data_dir;
+    let what = if dir.is_dir() {
+        format!("the data directory {} holds no database", dir.display())
+    } else {
+        format!("the data directory {} does not exist", dir.display())
+    };
+    anyhow!(
+        "no scimbridge database at {}: {what}. Point this command at the bridge's data with \
+         --config FILE (the packaged install's is {}) or --data-dir DIR; a new bridge starts \
+         with `scimbridge serve`, `scimbridge import FILE` or `scimbridge token issue`",
+        cfg.db_path().display(),
+        super::PACKAGED_CONFIG,
+    )
+}
+
+/// Opens the store for a one-off command when no server runs: the data directory
+/// checked (and created 0700 where the command may create a database), and what a
+/// root-run command created there handed to the directory's owner.
+pub fn open_store(cfg: &Config, if_missing: IfMissing) -> Result<Store> {
+    let db = cfg.db_path();
+    let exists = std::fs::symlink_metadata(&db).is_ok();
+    if !exists && if_missing == IfMissing::Refuse {
+        return Err(missing_database(cfg));
+    }
+    let prepared = localfs::prepare_data_dir(&cfg.data_dir, true, localfs::DATA_ENTRIES)
+        .with_context(|| {
+            format!(
+                "the data directory {} is not safe to use",
+                cfg.data_dir.display()
+            )
+        })?;
+    for t in &prepared.tightened {
+        eprintln!("scimbridge: {t} (the bridge's files are for its own user only)");
+    }
+    let store = Store::open(&db, &StoreOptions { cache_bytes: 16 << 20 }).map_err(|e| match e {
         StoreError::AlreadyOpen(_) => anyhow!(
             "the scimbridge server is running with the data directory {} and holds its database, \
              but its control socket ({}) does not answer.\n\
@@ -62,7 +110,11 @@ pub fn open_store(cfg: &Config) -> Result<Store> {
         ),
         other => anyhow!(other),
     })?;
-    adopt_data_dir_owner(cfg);
+    // Root on a service's directory: a root-owned database (or the copy kept by a
+    // format upgrade) would lock the service out.
+    for (path, e) in localfs::hand_over_tree(&prepared.trust, &cfg.data_dir) {
+        eprintln!("scimbridge: warning: {}: {e}", path.display());
+    }
     if let Some(u) = store.upgraded() {
         eprintln!(
             "upgraded the database from format {} to {}; the file as it was is kept as {}",
@@ -74,38 +126,14 @@ pub fn open_store(cfg: &Config) -> Result<Store> {
             eprintln!("repaired: {note}");
         }
     }
-    Ok(store)
-}
-
-/// Root running a CLI command on a service's data directory would otherwise leave a
-/// root-owned database the service cannot open: hand new files to the directory's
-/// owner.
-fn adopt_data_dir_owner(cfg: &Config) {
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::unix::fs::MetadataExt;
-        let (Ok(dir), Ok(me)) = (
-            std::fs::metadata(&cfg.data_dir),
-            std::fs::metadata("/proc/self"),
-        ) else {
-            return;
-        };
-        if me.uid() != 0 || dir.uid() == 0 {
-            return;
-        }
-        let db = cfg.db_path();
-        if std::fs::metadata(&db)
-            .map(|m| m.uid() == 0)
-            .unwrap_or(false)
-        {
-            if let Err(e) = std::os::unix::fs::chown(&db, Some(dir.uid()), Some(dir.gid())) {
-                eprintln!(
-                    "warning: could not give {} to the data directory's owner: {e}",
-                    db.display()
-                );
-            }
-        }
+    if !exists && if_missing == IfMissing::CreateAndSay {
+        eprintln!(
+            "scimbridge: created a new database at {} (no server was running and the data \
+             directory held none); `scimbridge serve` with the same --config/--data-dir serves it",
+            db.display()
+        );
     }
+    Ok(store)
 }
 
 /// A one-line progress display on stderr when it is a terminal.

@@ -7,9 +7,11 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 
 use super::local::{request, unexpected, StatusLine};
-use super::MigrateCommand;
+use super::{MigrateCommand, PolicyCommand, PolicyFieldName};
 use crate::config::Config;
+use crate::control::wire::PolicyRequest;
 use crate::control::wire::{Reply, Request};
+use crate::migrate::policy::{self, PolicyChange, PolicyField};
 use crate::migrate::readiness;
 use crate::migrate::report::{Difference, MigrationStatus, PushOutcome, PushPlan, PushReport};
 use crate::migrate::service::PushRequest;
@@ -108,6 +110,7 @@ pub fn run(cfg: &Config, cmd: &MigrateCommand) -> Result<ExitCode> {
             println!("migration aborted: mirroring stopped, the bridge stays the source of truth");
             Ok(ExitCode::SUCCESS)
         }
+        MigrateCommand::Policy(cmd) => policy(cfg, cmd),
         MigrateCommand::Cutover {
             confirm_irreversible,
         } => {
@@ -135,6 +138,65 @@ pub fn run(cfg: &Config, cmd: &MigrateCommand) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `migrate policy show|set|reset`: every form prints the policy that applies next.
+fn policy(cfg: &Config, cmd: &PolicyCommand) -> Result<ExitCode> {
+    let (req, json) = match cmd {
+        PolicyCommand::Show { json } => (PolicyRequest::Show, *json),
+        PolicyCommand::Set {
+            allowed_domains,
+            public_domains,
+            protected_groups,
+        } => {
+            let change = PolicyChange {
+                allowed_domains: allowed_domains.clone(),
+                public_domains: public_domains.clone(),
+                protected_groups: protected_groups.clone(),
+            };
+            if change == PolicyChange::default() {
+                anyhow::bail!(
+                    "nothing to set: give --allowed-domains, --public-domains or --protected-groups"
+                );
+            }
+            (PolicyRequest::Set(change), false)
+        }
+        PolicyCommand::Reset { fields } => {
+            let fields = fields
+                .iter()
+                .map(|f| match f {
+                    PolicyFieldName::AllowedDomains => PolicyField::AllowedDomains,
+                    PolicyFieldName::PublicDomains => PolicyField::PublicDomains,
+                    PolicyFieldName::ProtectedGroups => PolicyField::ProtectedGroups,
+                })
+                .collect();
+            (PolicyRequest::Reset { fields }, false)
+        }
+    };
+    let view = match request(cfg, Request::MigratePolicy(req), &mut |_| {})? {
+        Reply::Policy(v) => v,
+        other => return Err(unexpected(other)),
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&view)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    for (field, v) in view.fields() {
+        println!(
+            "{:<17} {}  ({})",
+            field.key(),
+            policy::list(&v.value),
+            v.source.as_str()
+        );
+        if let Some(file) = &v.file_differs {
+            println!(
+                "{:<17} the config file says {}; the stored value applies",
+                "",
+                policy::list(file)
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn exit_code(clean: bool) -> ExitCode {

@@ -19,6 +19,8 @@ use anyhow::Result;
 use clap::{ArgMatches, FromArgMatches, Parser, Subcommand};
 
 use crate::config::{self, Config, Settings, TlsMode};
+use crate::control::wire::{PolicyRequest, Reply, Request};
+use crate::migrate::policy::PolicyView;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -109,6 +111,43 @@ pub enum TokenCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Print each value and where it came from (stored, config file, default).
+    Show {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Store values (comma-separated; the flag alone stores an empty list); fields not
+    /// given keep theirs.
+    Set {
+        /// Email domains the hosted service accepts, e.g. example.com,example.org.
+        #[arg(long, value_name = "DOMAINS", value_delimiter = ',', num_args = 0..)]
+        allowed_domains: Option<Vec<String>>,
+        /// Public mail providers whose addresses block a migration.
+        #[arg(long, value_name = "DOMAINS", value_delimiter = ',', num_args = 0..)]
+        public_domains: Option<Vec<String>>,
+        /// Groups the hosted service will not manage (reported as warnings).
+        #[arg(long, value_name = "GROUPS", value_delimiter = ',', num_args = 0..)]
+        protected_groups: Option<Vec<String>>,
+    },
+    /// Forget stored values, so the config file's (or the default) apply again.
+    Reset {
+        /// The fields to reset [default: all].
+        #[arg(value_enum)]
+        fields: Vec<PolicyFieldName>,
+    },
+}
+
+/// A policy field on the command line.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum PolicyFieldName {
+    AllowedDomains,
+    PublicDomains,
+    ProtectedGroups,
+}
+
+#[derive(Debug, Subcommand)]
 pub enum MigrateCommand {
     /// Readiness report; exits non-zero when something blocks a migration.
     Check {
@@ -147,6 +186,12 @@ pub enum MigrateCommand {
     },
     /// Stop mirroring and return to "not started" (only before cut-over).
     Abort,
+    /// The policy `check` applies (allowed email domains, public mail domains,
+    /// protected groups): one stored setting, shared with the admin page's Migration
+    /// page, that takes precedence over the config file's [migration] and takes
+    /// effect without a restart.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     /// Drain the mirror, verify, and stop accepting SCIM writes for good.
     Cutover {
         /// Required: the cut-over cannot be undone.
@@ -155,12 +200,54 @@ pub enum MigrateCommand {
     },
 }
 
+/// The packaged install's configuration file (packaging/scimbridge.toml), which
+/// management commands read when nothing else names the bridge's data.
+pub const PACKAGED_CONFIG: &str = "/etc/scimbridge/scimbridge.toml";
+
+/// Whether a command falls back to `PACKAGED_CONFIG` (issue 14): only a management
+/// command (not `serve`), only when neither `--config`/`SCIMBRIDGE_CONFIG` nor
+/// `--data-dir`/`SCIMBRIDGE_DATA_DIR` is given and `./scimbridge-data` does not exist
+/// (so a developer's `cargo run` and the tests never pick up a machine's packaged
+/// configuration), and only when that file exists.
+fn falls_back_to_packaged(
+    serve: bool,
+    config_given: bool,
+    data_dir_given: bool,
+    default_dir_exists: bool,
+    packaged_exists: bool,
+) -> bool {
+    !serve && !config_given && !data_dir_given && !default_dir_exists && packaged_exists
+}
+
 impl Cli {
+    /// The configuration file this command reads, if any.
+    fn config_file(&self) -> Option<PathBuf> {
+        if self.config.is_some() {
+            return self.config.clone();
+        }
+        let fallback = falls_back_to_packaged(
+            matches!(self.command, Command::Serve(_)),
+            false,
+            self.data_dir.is_some(),
+            std::path::Path::new(config::DEFAULT_DATA_DIR).exists(),
+            std::path::Path::new(PACKAGED_CONFIG).exists(),
+        );
+        if !fallback {
+            return None;
+        }
+        eprintln!(
+            "scimbridge: using the packaged configuration {PACKAGED_CONFIG} (no --config, \
+             --data-dir, SCIMBRIDGE_CONFIG or SCIMBRIDGE_DATA_DIR given and no {} here)",
+            config::DEFAULT_DATA_DIR
+        );
+        Some(PathBuf::from(PACKAGED_CONFIG))
+    }
+
     /// The configuration: defaults ← file ← environment ← flags. `flags` are the
     /// matches of `serve` or `check-config` (the commands that take settings); the
     /// other commands take the file and the global `--data-dir`.
     fn load(&self, flags: Option<&ArgMatches>) -> Result<Config> {
-        config::load(self.config.as_deref(), |s| {
+        config::load(self.config_file().as_deref(), |s| {
             if let Some(m) = flags {
                 s.update_from_arg_matches(m)?;
                 config::apply_environment(s);
@@ -193,8 +280,25 @@ pub fn run(matches: &ArgMatches) -> Result<ExitCode> {
 
 /// `check-config`: the configuration loads, and the certificate files (if any) read.
 fn check_config(cfg: &Config) -> Result<ExitCode> {
+    for w in cfg.misconfigurations() {
+        println!("warning: {w}");
+    }
     for w in crate::tls::check_config(cfg)? {
         println!("warning: {w}");
+    }
+    // The stored migration policy overrides this file's [migration] (issue 14).
+    if cfg.db_path().exists() {
+        let show = Request::MigratePolicy(PolicyRequest::Show);
+        match local::request(cfg, show, &mut |_| {}) {
+            Ok(Reply::Policy(v)) => {
+                let against_this_file = PolicyView::resolve(&v.stored(), &cfg.migration);
+                for w in against_this_file.file_warnings() {
+                    println!("warning: {w}");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => println!("note: the stored migration policy could not be read: {e:#}"),
+        }
     }
     println!(
         "configuration OK: data_dir={} listen={} tls={} admin={}",
@@ -213,4 +317,20 @@ fn check_config(cfg: &Config) -> Result<ExitCode> {
         }
     );
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::falls_back_to_packaged as fallback;
+
+    #[test]
+    fn packaged_config_only_when_nothing_names_the_data() {
+        assert!(fallback(false, false, false, false, true));
+        // serve never: the unit passes --config, a developer's serve uses ./scimbridge-data.
+        assert!(!fallback(true, false, false, false, true));
+        assert!(!fallback(false, true, false, false, true));
+        assert!(!fallback(false, false, true, false, true));
+        assert!(!fallback(false, false, false, true, true));
+        assert!(!fallback(false, false, false, false, false));
+    }
 }

@@ -27,6 +27,9 @@ pub enum ClientError {
     /// The server answered something this client does not understand.
     #[error("{0}")]
     Protocol(String),
+    /// What listens on the socket is not the bridge's user: nothing was sent.
+    #[error("{0}")]
+    Untrusted(String),
 }
 
 type Answer = Option<Result<Reply, ClientError>>;
@@ -35,9 +38,54 @@ fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> ClientError {
     move |source| ClientError::Io { what, source }
 }
 
-/// Connects and sends the request line; `None` when no server listens.
+/// Whether the CLI may talk to a server run by `peer`: its own user, or, when the
+/// CLI is root, the data directory's owner (issue 11: a socket anyone else serves
+/// could capture a push target's token or feed the CLI made-up results).
+fn peer_trusted(me: u32, peer: u32, dir_owner: u32) -> bool {
+    peer == me || (me == 0 && peer == dir_owner)
+}
+
+/// Checks who serves the socket before anything is sent on it.
+fn check_peer(data_dir: &Path, stream: &UnixStream) -> Result<(), ClientError> {
+    use std::os::unix::fs::MetadataExt;
+    let untrusted = |why: String| {
+        ClientError::Untrusted(format!(
+            "refusing to use the control socket {}: {why}; nothing was sent",
+            super::socket_path(data_dir).display()
+        ))
+    };
+    let me = crate::localfs::effective_uid();
+    let dir_owner = std::fs::metadata(data_dir)
+        .map_err(|e| untrusted(format!("cannot read its directory ({e})")))?
+        .uid();
+    if me != 0 && dir_owner != me {
+        return Err(untrusted(format!(
+            "the data directory belongs to {}, not to {}",
+            crate::localfs::user_name(dir_owner),
+            crate::localfs::user_name(me)
+        )));
+    }
+    let peer = crate::localfs::peer_uid(stream)
+        .map_err(|e| untrusted(format!("cannot tell who serves it ({e})")))?;
+    if !peer_trusted(me, peer, dir_owner) {
+        return Err(untrusted(format!(
+            "it is served by {}, neither this user ({}) nor the data directory's owner ({})",
+            crate::localfs::user_name(peer),
+            crate::localfs::user_name(me),
+            crate::localfs::user_name(dir_owner)
+        )));
+    }
+    Ok(())
+}
+
+/// Connects, checks the server's user and sends the request line; `None` when no
+/// server listens.
 fn open(data_dir: &Path, req: &Request) -> Option<Result<UnixStream, ClientError>> {
-    let stream = UnixStream::connect(super::socket_path(data_dir)).ok()?;
+    let (short, _dir) = crate::localfs::short_socket_path(data_dir, super::SOCKET_NAME).ok()?;
+    let stream = UnixStream::connect(short).ok()?;
+    if let Err(e) = check_peer(data_dir, &stream) {
+        return Some(Err(e));
+    }
     Some(
         (&stream)
             .write_all(&wire::line(req))
@@ -131,4 +179,23 @@ pub fn call_import(data_dir: &Path, mut file: std::fs::File, size: u64) -> Answe
         .map_err(io("sending the file failed"))
         .and_then(|_| answer(&mut std::io::BufReader::new(&stream), &mut |_| {}));
     Some(result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::peer_trusted;
+
+    #[test]
+    fn only_our_user_or_the_directory_owner_for_root_is_trusted() {
+        // A user's own server.
+        assert!(peer_trusted(1000, 1000, 1000));
+        // Root (the packaged admin) talking to the service user's server.
+        assert!(peer_trusted(0, 998, 998));
+        assert!(peer_trusted(0, 0, 998));
+        // Someone else's socket: neither a user nor root trusts it.
+        assert!(!peer_trusted(1000, 1001, 1000));
+        assert!(!peer_trusted(0, 1001, 998));
+        // A user does not trust root's socket in its directory either.
+        assert!(!peer_trusted(1000, 0, 1000));
+    }
 }

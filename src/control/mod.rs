@@ -36,7 +36,11 @@ pub fn own_uid() -> Option<u32> {
     std::fs::metadata("/proc/self").ok().map(|m| m.uid())
 }
 
-/// Where the control socket lives in a data directory.
+/// The control socket's file name in the data directory.
+pub const SOCKET_NAME: &str = "control.sock";
+
+/// Where the control socket lives in a data directory. Bind and connect through
+/// `crate::localfs::short_socket_path`, which fits any directory into `sun_path`.
 pub fn socket_path(data_dir: &Path) -> PathBuf {
-    data_dir.join("control.sock")
+    data_dir.join(SOCKET_NAME)
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 
-use super::wire::{self, BackupDone, Imported, Reply, Request, Response};
+use super::wire::{self, BackupDone, Imported, PolicyRequest, Reply, Request, Response};
 use crate::app::admin::{self as credentials, CredentialError};
 use crate::app::audit::{Caller, Entry};
 use crate::app::tokens::{self, TokenError};
@@ -83,6 +83,13 @@ fn audit_entry(req: &Request) -> Option<Entry> {
             Entry::new("migration.push").on("Migration", None, Some(&r.target))
         }
         Request::MigrateVerify => Entry::new("migration.verify"),
+        Request::MigratePolicy(super::wire::PolicyRequest::Set(_)) => {
+            Entry::new("migration.policy_set")
+        }
+        Request::MigratePolicy(super::wire::PolicyRequest::Reset { .. }) => {
+            Entry::new("migration.policy_reset")
+        }
+        Request::MigratePolicy(super::wire::PolicyRequest::Show) => return None,
         Request::MigrateAbort => Entry::new("migration.abort"),
         Request::MigrateCutover { .. } => Entry::new("migration.cutover"),
         Request::Import { .. } => Entry::new("directory.import"),
@@ -112,6 +119,11 @@ async fn run(app: &App, req: Request, progress: ProgressSink<'_>) -> Result<Repl
             m.abort().await?;
             Reply::Aborted
         }
+        Request::MigratePolicy(p) => Reply::Policy(match p {
+            PolicyRequest::Show => m.policy_view()?,
+            PolicyRequest::Set(change) => m.set_policy(change).await?,
+            PolicyRequest::Reset { fields } => m.reset_policy(fields).await?,
+        }),
         Request::MigrateCutover {
             confirm_irreversible,
         } => {
@@ -269,13 +281,15 @@ async fn receive_import(
 }
 
 /// Binds the control socket (mode 0600), replacing a stale one left by a killed
-/// server.
+/// server. Bound through a short path, so a long data directory cannot push it
+/// past `sun_path`'s 108 bytes (issue 11).
 pub fn bind(data_dir: &Path) -> std::io::Result<tokio::net::UnixListener> {
     let path = super::socket_path(data_dir);
-    if path.exists() && std::os::unix::net::UnixStream::connect(&path).is_err() {
+    let (short, _dir) = crate::localfs::short_socket_path(data_dir, super::SOCKET_NAME)?;
+    if path.exists() && std::os::unix::net::UnixStream::connect(&short).is_err() {
         let _ = std::fs::remove_file(&path);
     }
-    let listener = tokio::net::UnixListener::bind(&path)?;
+    let listener = tokio::net::UnixListener::bind(&short)?;
     {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;

@@ -11,6 +11,7 @@ use crate::app::admin::SetupLink;
 use crate::app::tokens::{IssueRequest, IssuedToken, TokenInfo};
 use crate::clock::Timestamp;
 use crate::migrate::export::Counts;
+use crate::migrate::policy::{PolicyChange, PolicyField, PolicyView};
 use crate::migrate::readiness::ReadinessReport;
 use crate::migrate::report::{MigrationStatus, Progress, PushOutcome, VerifyReport};
 use crate::migrate::service::{CutoverReport, PushRequest};
@@ -36,6 +37,8 @@ pub enum Request {
     MigrateStatus,
     MigrateVerify,
     MigrateAbort,
+    /// Show, set or reset the stored migration policy.
+    MigratePolicy(PolicyRequest),
     MigrateCutover {
         confirm_irreversible: bool,
     },
@@ -47,6 +50,18 @@ pub enum Request {
     },
     /// A new one-time setup code for the admin password.
     AdminResetPassword,
+}
+
+/// What `migrate policy` asks.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+pub enum PolicyRequest {
+    Show,
+    Set(PolicyChange),
+    /// Forget the stored value of these fields (all when empty).
+    Reset {
+        fields: Vec<PolicyField>,
+    },
 }
 
 /// One line from the server.
@@ -79,6 +94,8 @@ pub enum Reply {
     Streaming,
     /// Backup data (`size` bytes) follows this line.
     Backup(BackupDone),
+    /// The migration policy that applies, with sources.
+    Policy(PolicyView),
     Imported(Imported),
 }
 

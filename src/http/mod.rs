@@ -370,6 +370,19 @@ pub async fn route(state: Arc<AppState>, req: Request<RequestBody>) -> Response<
         _ if is_admin_path && admin::served_on(&state.app.config, listener) => {
             admin::handle(&state, req).await
         }
+        // Someone typing the bridge's address into a browser (issue 14): the admin
+        // page where this listener serves it, else where the SCIM API is.
+        (_, "/") if admin::served_on(&state.app.config, listener) => {
+            let mut r = plain(StatusCode::SEE_OTHER, "the admin page is at /admin\n");
+            r.headers_mut()
+                .insert(hyper::header::LOCATION, HeaderValue::from_static("/admin"));
+            r
+        }
+        (_, "/") => plain(
+            StatusCode::OK,
+            "scimbridge: a SCIM 2.0 bridge. Identity providers use the SCIM API at /scim/v2; \
+             the admin page is not served on this listener.\n",
+        ),
         _ if listener == Listener::Admin => plain(
             StatusCode::NOT_FOUND,
             "not found; this listener serves only the admin page at /admin\n",

@@ -23,6 +23,9 @@ pub enum MigrateError {
     /// The directory store failed or refused.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A migration policy value that cannot be right (the sentence says which).
+    #[error("{0}")]
+    InvalidPolicy(String),
     /// The target URL cannot be used (not a URL, no host, plain http off loopback).
     #[error("{0}")]
     InvalidTarget(String),

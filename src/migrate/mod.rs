@@ -8,6 +8,7 @@
 pub mod client;
 pub mod error;
 pub mod export;
+pub mod policy;
 pub mod push;
 pub mod readiness;
 pub mod report;

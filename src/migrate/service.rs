@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use super::client::{Client, Target};
 use super::error::{MigrateError, MigrateResult, Step};
+use super::policy::{PolicyChange, PolicyField, PolicyView};
 use super::push::{self, PushOptions};
 use super::readiness::{self, ReadinessReport};
 use super::report::{Lag, MigrationStatus, Progress, ProgressSink, PushOutcome, VerifyReport};
@@ -28,6 +29,8 @@ const DRAIN_DEADLINE: Duration = Duration::from_secs(120);
 
 pub struct Migration {
     pub store: Store,
+    /// The config file's `[migration]` (defaults where it says nothing); a stored
+    /// policy overrides it field by field (`policy_view`).
     pub policy: MigrationPolicy,
     lock: tokio::sync::Mutex<()>,
     writes: AtomicU8,
@@ -91,6 +94,33 @@ impl Migration {
         }
     }
 
+    /// The migration policy that applies, with where each value came from.
+    pub fn policy_view(&self) -> MigrateResult<PolicyView> {
+        let stored = self.store.snapshot()?.migration_policy()?;
+        Ok(PolicyView::resolve(&stored, &self.policy))
+    }
+
+    /// Stores the given fields of the policy (`migrate policy set`, the Migration
+    /// page); the next readiness check applies them.
+    pub async fn set_policy(&self, change: PolicyChange) -> MigrateResult<PolicyView> {
+        let change = change.normalised().map_err(MigrateError::InvalidPolicy)?;
+        let stored = self
+            .store
+            .update_migration_policy(move |p| change.apply(p))
+            .await?;
+        Ok(PolicyView::resolve(&stored, &self.policy))
+    }
+
+    /// Forgets the stored value of `fields` (all when empty): the file's or the
+    /// default applies again.
+    pub async fn reset_policy(&self, fields: Vec<PolicyField>) -> MigrateResult<PolicyView> {
+        let stored = self
+            .store
+            .update_migration_policy(move |p| super::policy::reset(p, &fields))
+            .await?;
+        Ok(PolicyView::resolve(&stored, &self.policy))
+    }
+
     /// The persisted state, secrets included (for the state machine only).
     pub fn state(&self) -> MigrateResult<MigrationState> {
         Ok(self.store.snapshot().and_then(|s| s.migration_state())?)
@@ -106,7 +136,8 @@ impl Migration {
     /// Readiness report; moves `not started` to `checked` when nothing blocks.
     pub async fn check(&self) -> MigrateResult<ReadinessReport> {
         let snapshot = self.store.snapshot()?;
-        let report = readiness::check(&snapshot, &self.policy)?;
+        let policy = PolicyView::resolve(&snapshot.migration_policy()?, &self.policy).effective();
+        let report = readiness::check(&snapshot, &policy)?;
         if report.ready {
             self.store
                 .update_migration(|s| {
@@ -147,7 +178,9 @@ impl Migration {
                 });
             }
         }
-        let report = readiness::check(&self.store.snapshot()?, &self.policy)?;
+        let snapshot = self.store.snapshot()?;
+        let policy = PolicyView::resolve(&snapshot.migration_policy()?, &self.policy).effective();
+        let report = readiness::check(&snapshot, &policy)?;
         if !report.ready {
             return Err(MigrateError::NotReady(
                 report.blockers.into_iter().map(|b| b.message).collect(),

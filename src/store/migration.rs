@@ -2,7 +2,7 @@
 //! journal that maps local ids to the target's ids, so that a push resumes without
 //! duplicates and the mirror knows what to update.
 
-use redb::{ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
 use super::{rt_code, Snapshot, Store, StoreResult, SETTINGS};
@@ -97,7 +97,50 @@ impl MigrationState {
     }
 }
 
+/// Where the stored migration policy lives in `settings`.
+const POLICY_KEY: &str = "migration_policy";
+
+/// The migration policy as set by `migrate policy set` or the Migration page (issue
+/// 14): a field left unset falls back to the config file's `[migration]`, then the
+/// default (`migrate::policy` resolves that). A new `settings` key, absent in older
+/// databases, which read as "nothing stored": no format upgrade needed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredPolicy {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_domains: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_domains: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protected_groups: Option<Vec<String>>,
+}
+
+/// Removes the push target's token from the migration state in `txn` (a backup
+/// copy keeps the target's address, so a restored bridge resumes with
+/// `migrate push --token-file`).
+pub(crate) fn drop_target_token(txn: &WriteTransaction) -> StoreResult<()> {
+    let mut t = txn.open_table(SETTINGS)?;
+    let state = t.get(STATE_KEY)?.map(|v| v.value().to_vec());
+    if let Some(bytes) = state {
+        let mut state: MigrationState = serde_json::from_slice(&bytes)?;
+        if state.token.take().is_some() {
+            t.insert(STATE_KEY, serde_json::to_vec(&state)?.as_slice())?;
+        }
+    }
+    Ok(())
+}
+
 impl Snapshot {
+    /// The stored migration policy (all fields unset when none was stored).
+    pub fn migration_policy(&self) -> StoreResult<StoredPolicy> {
+        let t = self.txn().open_table(SETTINGS)?;
+        let r = match t.get(POLICY_KEY)? {
+            Some(v) => serde_json::from_slice(v.value())?,
+            None => StoredPolicy::default(),
+        };
+        Ok(r)
+    }
+
     pub fn migration_state(&self) -> StoreResult<MigrationState> {
         let t = self.txn().open_table(SETTINGS)?;
         let r = match t.get(STATE_KEY)? {
@@ -119,6 +162,28 @@ impl Snapshot {
 }
 
 impl Store {
+    /// Changes the stored migration policy with `f`, durably; returns the new value.
+    pub async fn update_migration_policy(
+        &self,
+        f: impl FnOnce(&mut StoredPolicy) + Send + 'static,
+    ) -> StoreResult<StoredPolicy> {
+        self.write(move |txn| {
+            let mut t = txn.open_table(SETTINGS)?;
+            let mut policy: StoredPolicy = match t.get(POLICY_KEY)?.map(|v| v.value().to_vec()) {
+                Some(bytes) => serde_json::from_slice(&bytes)?,
+                None => StoredPolicy::default(),
+            };
+            f(&mut policy);
+            if policy == StoredPolicy::default() {
+                t.remove(POLICY_KEY)?;
+            } else {
+                t.insert(POLICY_KEY, serde_json::to_vec(&policy)?.as_slice())?;
+            }
+            Ok(policy)
+        })
+        .await
+    }
+
     /// Replaces the migration state after `f` changed it; returns the new state.
     pub async fn update_migration(
         &self,

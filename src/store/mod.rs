@@ -20,7 +20,7 @@ mod upgrade;
 
 pub use admin::{AdminPassword, SetupCode, SetupRefusal};
 pub use audit::{ActorKind, AuditOutcome, AuditRecord};
-pub use migration::{MigrationState, Phase};
+pub use migration::{MigrationState, Phase, StoredPolicy};
 pub use tokens::{hex, Scope, TokenRecord, TokenState};
 pub use upgrade::{backup_path, Upgrade, FORMAT_VERSION};
 
@@ -464,6 +464,10 @@ impl Store {
         let snapshot = self.snapshot()?;
         let tmp = out.with_extension("tmp");
         let _ = std::fs::remove_file(&tmp);
+        // 0600 whatever the umask: a backup holds token hashes and the admin's
+        // password hash.
+        crate::localfs::create_private(&tmp)
+            .map_err(|e| StoreError::Storage(format!("cannot create {}: {e}", tmp.display())))?;
         let dst = redb::Builder::new()
             .set_cache_size(16 << 20)
             .create(&tmp)
@@ -475,6 +479,8 @@ impl Store {
                 StoreError::Storage(format!("copying the table {}: {e}", table.name()))
             })?;
         }
+        // The push target's token never leaves the live database (issue 11).
+        migration::drop_target_token(&txn)?;
         txn.commit()?;
         drop(dst);
         let users = snapshot.count(ResourceType::User)?;
@@ -934,6 +940,67 @@ fn append_event(
     };
     t.insert(seq, serde_json::to_vec(&ev)?.as_slice())?;
     Ok(())
+}
+
+/// Most change events one pruning commit deletes (the next run continues).
+const PRUNE_BATCH: usize = 10_000;
+
+impl Store {
+    /// Deletes the oldest change events that are older than `max_age` (before
+    /// `now`) or beyond the newest `max_count` — never the newest one (sequence
+    /// numbers continue from it) and never one the migration mirror has yet to send
+    /// (after `mirror_from` while a push or mirror runs). At most `PRUNE_BATCH` per
+    /// call, in one commit. Returns how many were deleted (issue 11: the table grew
+    /// without bound over years of syncs).
+    pub async fn prune_events(
+        &self,
+        now: Timestamp,
+        max_age: std::time::Duration,
+        max_count: u64,
+    ) -> StoreResult<u64> {
+        self.write(move |txn| {
+            let state = {
+                let t = txn.open_table(SETTINGS)?;
+                let bytes = t.get("migration")?.map(|v| v.value().to_vec());
+                match bytes {
+                    Some(b) => serde_json::from_slice::<MigrationState>(&b)?,
+                    None => MigrationState::default(),
+                }
+            };
+            let unsent_from = match state.phase {
+                Phase::Pushing | Phase::Mirroring | Phase::Verified => state.mirror_from + 1,
+                _ => u64::MAX,
+            };
+            let back = i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX);
+            let cutoff = now.checked_add(time::Duration::seconds(-back));
+            let mut t = txn.open_table(EVENTS)?;
+            let Some(last) = t.last()?.map(|(k, _)| k.value()) else {
+                return Ok(0);
+            };
+            let over = t.len()?.saturating_sub(max_count);
+            let mut doomed = Vec::new();
+            for row in t.iter()?.take(PRUNE_BATCH) {
+                let (k, v) = row?;
+                let seq = k.value();
+                if seq >= last || seq >= unsent_from {
+                    break;
+                }
+                let too_many = (doomed.len() as u64) < over;
+                let too_old = serde_json::from_slice::<Event>(v.value())
+                    .map(|e| cutoff.is_some_and(|c| e.time < c))
+                    .unwrap_or(true);
+                if !(too_many || too_old) {
+                    break;
+                }
+                doomed.push(seq);
+            }
+            for seq in &doomed {
+                t.remove(seq)?;
+            }
+            Ok(doomed.len() as u64)
+        })
+        .await
+    }
 }
 
 fn exists_in(txn: &WriteTransaction, rt: ResourceType, id: &str) -> StoreResult<bool> {

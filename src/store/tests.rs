@@ -267,6 +267,123 @@ fn a_panicking_job_fails_alone_and_the_writer_survives() {
         .is_some());
 }
 
+/// Issue 11: a backup holds everything but the push target's token.
+#[test]
+fn backup_leaves_out_the_push_targets_token_and_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let (dir, store) = open();
+    user(&store, "ada");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    rt.block_on(store.update_migration(|m| {
+        m.target = Some("https://target.example/scim/v2".into());
+        m.token = Some(crate::secret::Secret::new("target-secret-123"));
+    }))
+    .unwrap();
+    let out = dir.path().join("backup.redb");
+    store.backup_to(&out).unwrap();
+    assert_eq!(
+        store
+            .snapshot()
+            .unwrap()
+            .migration_state()
+            .unwrap()
+            .token
+            .map(|t| t.expose().to_owned()),
+        Some("target-secret-123".to_owned()),
+        "the live database keeps it"
+    );
+    store.close();
+    let mode = std::fs::metadata(&out).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let bytes = std::fs::read(&out).unwrap();
+    assert!(
+        !bytes.windows(17).any(|w| w == b"target-secret-123"),
+        "the token's bytes are in the backup file"
+    );
+    let copy = Store::open(&out, &StoreOptions::default()).unwrap();
+    let state = copy.snapshot().unwrap().migration_state().unwrap();
+    assert_eq!(
+        state.target.as_deref(),
+        Some("https://target.example/scim/v2")
+    );
+    assert!(state.token.is_none());
+    assert_eq!(
+        copy.snapshot().unwrap().count(ResourceType::User).unwrap(),
+        1
+    );
+}
+
+/// Issue 11: change events are kept by age and count, never the newest (sequence
+/// numbers continue from it) and never those the migration mirror has not sent.
+#[test]
+fn event_retention_by_age_and_count_spares_the_newest_and_the_unsent() {
+    let (_dir, store) = open();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let day = |d: i64| now().checked_add(time::Duration::days(d)).unwrap();
+    let create = |i: i64| {
+        let t = day(i);
+        let a = attrs(json!({"userName": format!("u{i}")}));
+        store
+            .write_blocking(move |txn| create_in(txn, ResourceType::User, a, vec![], &actor(), t))
+            .unwrap();
+    };
+    for i in 0..10 {
+        create(i);
+    }
+    let seqs = |s: &Store| -> Vec<u64> {
+        let events = s.snapshot().unwrap().events_after(0, 100).unwrap();
+        events.iter().map(|e| e.seq).collect()
+    };
+    let days = |n: u64| std::time::Duration::from_secs(n * 86_400);
+    assert_eq!(seqs(&store), (1..=10).collect::<Vec<_>>());
+    // By age: five days kept at day 10.
+    assert_eq!(
+        rt.block_on(store.prune_events(day(10), days(5), 1_000_000))
+            .unwrap(),
+        5
+    );
+    assert_eq!(seqs(&store), (6..=10).collect::<Vec<_>>());
+    // By count.
+    assert_eq!(
+        rt.block_on(store.prune_events(day(10), days(1000), 3))
+            .unwrap(),
+        2
+    );
+    assert_eq!(seqs(&store), vec![8, 9, 10]);
+    // Everything old: the newest stays, and the next event continues the sequence.
+    assert_eq!(
+        rt.block_on(store.prune_events(day(1000), days(1), 1_000_000))
+            .unwrap(),
+        2
+    );
+    assert_eq!(seqs(&store), vec![10]);
+    create(11);
+    assert_eq!(seqs(&store), vec![10, 11]);
+    // A mirror that has sent up to 11 keeps 12 and 13, however old.
+    create(12);
+    create(13);
+    rt.block_on(store.update_migration(|m| {
+        m.phase = Phase::Mirroring;
+        m.mirror_from = 11;
+    }))
+    .unwrap();
+    assert_eq!(
+        rt.block_on(store.prune_events(day(1000), days(1), 1))
+            .unwrap(),
+        2
+    );
+    assert_eq!(seqs(&store), vec![12, 13]);
+    // The users themselves are untouched.
+    assert_eq!(
+        store.snapshot().unwrap().count(ResourceType::User).unwrap(),
+        13
+    );
+}
+
 // ---- nested groups, representation versions, idempotent removals -------------------
 
 fn at(s: &str) -> Timestamp {

@@ -950,12 +950,15 @@ fn check_config_names_each_certificate_file_fault() {
 #[test]
 fn check_config_explains_acme_ports() {
     let data = tempfile::tempdir().unwrap();
+    // The admin page on loopback (as packaged): a public admin page warns too.
     let base = [
         "check-config",
         "--tls",
         "acme",
         "--acme-domain",
         "scim.example.com",
+        "--admin-listen",
+        "127.0.0.1:9443",
     ];
     let run = |extra: &[&str]| {
         let mut args = base.to_vec();

@@ -450,3 +450,17 @@ fn backup_is_consistent_under_concurrent_writes_and_restores() {
         Some("uniqueness"),
     );
 }
+
+/// Issue 14: the bridge's bare address in a browser leads to the admin page where
+/// the listener serves it, and names the SCIM URL where it does not.
+#[test]
+fn root_path_points_to_the_admin_page_or_the_scim_api() {
+    let s = Server::start();
+    let r = s.client().send("GET", "/", &[], None);
+    assert_eq!(r.status, 303);
+    assert_eq!(r.header("location").as_deref(), Some("/admin"));
+    let s = Server::start_with(&["--admin-enabled", "false"]);
+    let r = s.client().send("GET", "/", &[], None);
+    assert_eq!(r.status, 200);
+    assert!(String::from_utf8_lossy(&r.body).contains("/scim/v2"));
+}

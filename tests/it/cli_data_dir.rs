@@ -1,0 +1,177 @@
+//! The CLI against the data directory (issue 14 points 1 and 10): only `serve`,
+//! `import` and `token issue` may create a database (`token issue` says so on
+//! stderr); every other command refuses a missing one, naming the path it looked at,
+//! and leaves nothing behind.
+
+use std::path::Path;
+use std::process::Command;
+
+use super::support::{cli, BIN};
+
+/// Every command that needs existing data, with the arguments it needs to get as
+/// far as the database.
+fn refusing_commands(files: &Path) -> Vec<Vec<String>> {
+    let token_file = files.join("target-token");
+    std::fs::write(&token_file, "secret-of-the-target\n").unwrap();
+    let f = |p: &str| files.join(p).display().to_string();
+    let tf = token_file.display().to_string();
+    [
+        vec!["token", "list"],
+        vec!["token", "list", "--json"],
+        vec!["token", "revoke", "entra"],
+        vec!["migrate", "check"],
+        vec!["migrate", "status"],
+        vec!["migrate", "verify"],
+        vec!["migrate", "abort"],
+        vec!["migrate", "cutover", "--confirm-irreversible"],
+        vec![
+            "migrate",
+            "push",
+            "--to",
+            "https://127.0.0.1:9/scim/v2",
+            "--token-file",
+            &tf,
+        ],
+        vec!["export", "--out", &f("export.jsonl")],
+        vec!["backup", "--out", &f("backup.redb")],
+        vec!["admin", "reset-password"],
+    ]
+    .into_iter()
+    .map(|a| a.into_iter().map(str::to_owned).collect())
+    .collect()
+}
+
+#[test]
+fn commands_refuse_a_missing_data_directory_naming_the_path() {
+    let root = tempfile::tempdir().unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let missing = root.path().join("no-such-dir");
+    for args in refusing_commands(files.path()) {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (ok, stdout, stderr) = cli(&missing, &args);
+        assert!(
+            !ok,
+            "{args:?} succeeded on a missing data directory: {stdout}"
+        );
+        let db = missing.join("scimbridge.redb");
+        assert!(
+            stderr.contains(&db.display().to_string()) && stderr.contains("does not exist"),
+            "{args:?} does not name {}: {stderr}",
+            db.display()
+        );
+        assert!(!missing.exists(), "{args:?} created {}", missing.display());
+    }
+    // Nothing half-written next to the outputs either.
+    let left: Vec<_> = std::fs::read_dir(files.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, vec!["target-token".to_owned()]);
+}
+
+#[test]
+fn commands_refuse_a_data_directory_without_a_database() {
+    let root = tempfile::tempdir().unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let empty = root.path().join("data");
+    std::fs::create_dir(&empty).unwrap();
+    for args in refusing_commands(files.path()) {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (ok, _, stderr) = cli(&empty, &args);
+        assert!(!ok, "{args:?} succeeded on an empty data directory");
+        assert!(stderr.contains("holds no database"), "{args:?}: {stderr}");
+        assert!(
+            !empty.join("scimbridge.redb").exists(),
+            "{args:?} created a database"
+        );
+    }
+}
+
+#[test]
+fn token_issue_creates_the_database_and_says_where() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("new");
+    let (ok, stdout, stderr) = cli(&data, &["token", "issue", "--name", "entra"]);
+    assert!(ok, "{stderr}");
+    let db = data.join("scimbridge.redb");
+    assert!(db.exists());
+    assert!(
+        stderr.contains("created a new database") && stderr.contains(&db.display().to_string()),
+        "{stderr}"
+    );
+    assert!(stdout.trim().starts_with("scimb_"));
+    // The second token goes into the same database, without the notice.
+    let (ok, _, stderr) = cli(&data, &["token", "issue", "--name", "okta"]);
+    assert!(ok && !stderr.contains("created a new database"), "{stderr}");
+    let (ok, stdout, _) = cli(&data, &["token", "list"]);
+    assert!(
+        ok && stdout.contains("entra") && stdout.contains("okta"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn import_creates_the_database() {
+    let root = tempfile::tempdir().unwrap();
+    let source = root.path().join("source");
+    super::support::issue_token(&source, "entra", &[]);
+    let file = root.path().join("export.jsonl");
+    let (ok, _, stderr) = cli(&source, &["export", "--out", file.to_str().unwrap()]);
+    assert!(ok, "{stderr}");
+    let target = root.path().join("restored");
+    let (ok, stdout, stderr) = cli(&target, &["import", file.to_str().unwrap()]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("imported 0 users"), "{stdout}");
+    assert!(target.join("scimbridge.redb").exists());
+}
+
+#[test]
+fn check_config_creates_nothing() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    let (ok, stdout, stderr) = cli(&data, &["check-config"]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("configuration OK"), "{stdout}");
+    assert!(!data.exists());
+}
+
+/// `token list` run in `cwd` with nothing naming the data.
+fn token_list_in(cwd: &Path) -> std::process::Output {
+    Command::new(BIN)
+        .args(["token", "list"])
+        .current_dir(cwd)
+        .env_remove("SCIMBRIDGE_CONFIG")
+        .env_remove("SCIMBRIDGE_DATA_DIR")
+        .output()
+        .unwrap()
+}
+
+/// Without --config, --data-dir or their variables, a command run where there is no
+/// ./scimbridge-data names the default path it looked at (or, on a machine with the
+/// package installed, says it uses the packaged configuration).
+#[test]
+fn without_flags_the_default_path_is_named() {
+    let cwd = tempfile::tempdir().unwrap();
+    let out = token_list_in(cwd.path());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if Path::new("/etc/scimbridge/scimbridge.toml").exists() {
+        assert!(
+            stderr.contains("using the packaged configuration"),
+            "{stderr}"
+        );
+    } else {
+        assert!(!out.status.success());
+        assert!(
+            stderr.contains("./scimbridge-data/scimbridge.redb"),
+            "{stderr}"
+        );
+    }
+    assert!(!cwd.path().join("scimbridge-data").exists());
+    // With ./scimbridge-data present the packaged configuration is never read.
+    std::fs::create_dir(cwd.path().join("scimbridge-data")).unwrap();
+    let out = token_list_in(cwd.path());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(!stderr.contains("using the packaged"), "{stderr}");
+    assert!(stderr.contains("holds no database"), "{stderr}");
+}
