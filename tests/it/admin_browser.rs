@@ -323,6 +323,7 @@ fn admin_flow_in_headless_chromium() {
     assert!(page.contains("Not ready"), "blockers expected");
     assert!(page.contains("grace.hopper@gmail.com"));
     assert!(page.contains("aria-current=\"step\""));
+    assert!(page.contains("id=\"guide\"") && !page.contains("/admin/migration/cutover"));
     let shot_migration = b.screenshot(&artifacts, "admin-migration.png");
 
     // On a phone-sized window the same page still lays out.
@@ -443,6 +444,9 @@ fn migration_push_and_cut_over_in_headless_chromium() {
     b.click("form[action='/admin/migration/check'] button");
     let page = b.wait_for("the readiness report", |s| s.contains("id=\"readiness\""));
     assert!(!page.contains("Not ready"), "no blockers expected");
+    assert!(page.contains("/admin/migration/push") && !page.contains("/admin/migration/verify"));
+    let shot_checked = b.screenshot(&artifacts, "admin-migration-checked.png");
+    eprintln!("screenshot: {}", shot_checked.display());
 
     // Push into the second bridge from the page; it mirrors and, having read the
     // target back without a difference, shows "verified".
@@ -457,6 +461,9 @@ fn migration_push_and_cut_over_in_headless_chromium() {
         s.contains("aria-current=\"step\">verified<") && s.contains("pill ok\">done")
     });
     assert!(page.contains("30"), "push progress counts the users");
+    assert!(
+        page.contains("/admin/migration/cutover") && !page.contains("/admin/migration/check\"")
+    );
     let shot_push = b.screenshot(&artifacts, "admin-migration-verified.png");
     let tc = target.client();
     assert_eq!(tc.get("/Users?count=0").json()["totalResults"], 30);

@@ -653,6 +653,26 @@ fn migration_from_the_page_push_verify_cut_over() {
     let ca = std::fs::read_to_string(b.data_dir().join("tls/cert.pem")).unwrap();
 
     let page = text(&get_page(&c, "/admin/migration", &cookie));
+    // Only the actions of the current phase are offered (issue 14 point 8), and the
+    // guide follows the order an admin takes, with the target's limits.
+    let forms = |page: &str| -> Vec<&'static str> {
+        ["check", "push", "verify", "cutover", "abort"]
+            .into_iter()
+            .filter(|a| page.contains(&format!("action=\"/admin/migration/{a}\"")))
+            .collect()
+    };
+    assert_eq!(forms(&page), ["check"], "not started");
+    for text in [
+        "1. Check readiness",
+        "Set up the hosted service",
+        "Only Microsoft Entra ID and Okta",
+        "Tenant URL",
+        "Test API Credentials",
+        "Profile Editor",
+        "Decommission",
+    ] {
+        assert!(page.contains(text), "guide: {text}");
+    }
     post_form(
         &c,
         "/admin/migration/check",
@@ -662,6 +682,7 @@ fn migration_from_the_page_push_verify_cut_over() {
     let page = text(&get_page(&c, "/admin/migration", &cookie));
     assert!(page.contains("Ready: nothing blocks"), "{page}");
     assert!(page.contains("aria-current=\"step\">checked<"));
+    assert_eq!(forms(&page), ["check", "push"], "checked");
 
     let r = post_form(
         &c,
@@ -682,6 +703,11 @@ fn migration_from_the_page_push_verify_cut_over() {
     );
     // The push reads the target back at its end: with no difference it is verified.
     assert!(page.contains("aria-current=\"step\">verified<"), "{page}");
+    assert_eq!(
+        forms(&page),
+        ["push", "verify", "cutover", "abort"],
+        "verified"
+    );
     assert!(page.contains("<td>2 / 2</td>"), "users pushed: {page}");
     assert!(!page.contains(&b.token), "the target token is never shown");
     assert_eq!(
@@ -719,6 +745,7 @@ fn migration_from_the_page_push_verify_cut_over() {
     );
     let page = wait_for_job(&c, &cookie);
     assert!(page.contains("aria-current=\"step\">cut over<"), "{page}");
+    assert!(forms(&page).is_empty(), "nothing to do after cut-over");
     assert!(page.contains("can be decommissioned"));
     assert!(page.contains("Tenant URL") && page.contains("SCIM connector base URL"));
     let dashboard = text(&get_page(&c, "/admin", &cookie));

@@ -1019,6 +1019,107 @@ fn job_view(j: &JobView) -> Markup {
     }
 }
 
+/// Which of the page's actions the migration's phase allows (the state machine in
+/// `migrate::service`): a readiness check before a push, a push (or its resumption
+/// into the same target) from `checked` on, verify and cut-over while mirroring,
+/// abort until cut-over; nothing after cut-over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Actions {
+    pub check: bool,
+    pub push: bool,
+    pub verify: bool,
+    pub cutover: bool,
+    pub abort: bool,
+}
+
+impl Actions {
+    pub fn for_phase(phase: Phase) -> Actions {
+        let mirroring = phase.is_mirroring();
+        Actions {
+            check: matches!(phase, Phase::NotStarted | Phase::Checked),
+            push: matches!(
+                phase,
+                Phase::Checked | Phase::Pushing | Phase::Mirroring | Phase::Verified
+            ),
+            verify: mirroring,
+            cutover: mirroring,
+            abort: matches!(phase, Phase::Pushing | Phase::Mirroring | Phase::Verified),
+        }
+    }
+}
+
+/// The migration guide's steps, in the order the admin takes them; the page's
+/// sections carry the same numbers.
+const GUIDE: [&str; 7] = [
+    "Check readiness",
+    "Set up the hosted service",
+    "Push and mirror",
+    "Repoint your identity provider",
+    "Verify",
+    "Cut over",
+    "Decommission",
+];
+
+/// How far along the guide a phase is: steps below the index are done.
+fn guide_position(phase: Phase) -> usize {
+    match phase {
+        Phase::NotStarted => 0,
+        Phase::Checked => 1,
+        Phase::Pushing => 2,
+        Phase::Mirroring => 3,
+        Phase::Verified => 5,
+        Phase::CutOver => 6,
+    }
+}
+
+fn guide(phase: Phase) -> Markup {
+    let at = guide_position(phase);
+    html! {
+        section.card #guide {
+            h2 { "The migration, step by step" }
+            ol.guide {
+                @for (i, step) in GUIDE.iter().enumerate() {
+                    @let class = if i < at { "past" } else if i == at { "current" } else { "" };
+                    li class=(class) aria-current=[(i == at).then_some("true")] {
+                        b { (step) }
+                        @match i {
+                            1 => {
+                                " — create the SCIM integration in the hosted service and keep its SCIM URL \
+                                 and API token: the push needs both. "
+                                details {
+                                    summary { "Limits of the target" }
+                                    p { b { "1Password (hosted provisioning):" } }
+                                    ul {
+                                        li { "Only Microsoft Entra ID and Okta are supported as identity providers." }
+                                        li { "Groups that grant account recovery or manage all groups are not managed \
+                                              (the readiness check warns about them)." }
+                                        li { "Users are confirmed immediately: there is no invitation step." }
+                                    }
+                                    p { b { "Any other SCIM 2.0 service:" } " check which identity providers and group kinds it manages before the push." }
+                                }
+                            }
+                            3 => {
+                                " — in your identity provider, point provisioning at the hosted service:"
+                                ul {
+                                    li { b { "Entra ID:" } " Tenant URL (the hosted SCIM URL, " i { "without" } " a trailing slash), \
+                                          Secret Token (its API token), then Test Connection." }
+                                    li { b { "Okta:" } " Base URL, API Token, then Test API Credentials; afterwards map the \
+                                          " code { "displayName" } " attribute in the Profile Editor." }
+                                }
+                            }
+                            0 => " — blockers must be fixed in your identity provider.",
+                            2 => " — copies the directory, then mirrors every change until cut-over.",
+                            4 => " — reads the target back and lists every difference.",
+                            5 => " — irreversible: SCIM writes here are refused and name the new service.",
+                            _ => " — keep an export, then stop this bridge.",
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 pub fn migration(c: &Chrome, v: &MigrationView) -> String {
     let st = &v.status;
     let phase = st.phase;
@@ -1026,6 +1127,7 @@ pub fn migration(c: &Chrome, v: &MigrationView) -> String {
     let target = state.target.as_deref();
     let current = STEPS.iter().position(|p| *p == phase).unwrap_or(0);
     let p = &state.progress;
+    let can = Actions::for_phase(phase);
     let content = html! {
         @if phase == Phase::CutOver { (decommission(target)) }
         ol.steps aria-label="Migration state" {
@@ -1034,13 +1136,16 @@ pub fn migration(c: &Chrome, v: &MigrationView) -> String {
                 li class=(class) aria-current=[(i == current).then_some("step")] { (step.as_str()) }
             }
         }
-        section.card {
-            h2 { "1. Readiness" }
-            form method="post" action="/admin/migration/check" { (csrf_field(c.csrf)) button type="submit" { "Run check" } }
+        (guide(phase))
+        section.card #readiness-step {
+            h2 { "1. " (GUIDE[0]) }
+            @if can.check {
+                form method="post" action="/admin/migration/check" { (csrf_field(c.csrf)) button type="submit" { "Run check" } }
+            }
             @match &v.check {
                 None => p.note { "Not run since the server started." },
                 Some((at, r)) => div #readiness {
-                    p { "Checked " (when(at)) " (" (r.users) " users, " (r.groups) " groups)." }
+                    p { "Checked " (when(at)) " (" (count(r.users, "user", "users")) ", " (count(r.groups, "group", "groups")) ")." }
                     @if r.ready {
                         p.pill.ok { "Ready: nothing blocks a migration." }
                     } @else {
@@ -1051,10 +1156,10 @@ pub fn migration(c: &Chrome, v: &MigrationView) -> String {
                 },
             }
         }
-        section.card {
-            h2 { "2. Push and mirror" }
+        section.card #push-step {
+            h2 { "3. " (GUIDE[2]) }
             table.facts { tbody {
-                tr { th { "Target" } td { (target.unwrap_or("none yet")) } }
+                tr { th { "Target" } td #target-url { (target.unwrap_or("none yet")) } }
                 tr { th { "Users pushed" } td { (p.users_done) " / " (p.users_total) } }
                 tr { th { "Groups pushed" } td { (p.groups_done) " / " (p.groups_total) } }
                 tr { th { "Created / updated" } td { (p.created) " / " (p.updated) } }
@@ -1064,7 +1169,7 @@ pub fn migration(c: &Chrome, v: &MigrationView) -> String {
                 }
             } }
             @if let Some(j) = &v.job { (job_view(j)) }
-            @if phase != Phase::CutOver {
+            @if can.push {
                 form.grid method="post" action="/admin/migration/push" {
                     (csrf_field(c.csrf))
                     label for="target" { "Target SCIM URL" }
@@ -1077,19 +1182,24 @@ pub fn migration(c: &Chrome, v: &MigrationView) -> String {
                     button type="submit" { "Start push" }
                 }
                 p.note { "The push runs in the background and resumes where it stopped if started again; afterwards every change is mirrored to the target until cut-over." }
+            } @else if phase == Phase::NotStarted {
+                p.note { "Run the readiness check first: the push starts once nothing blocks." }
             }
         }
-        @if phase != Phase::CutOver {
-            section.card {
-                h2 { "3. Verify" }
-                p { @match state.differences { Some(d) => { "Last verification: " (d) " differences." }, None => "Not verified yet." } }
+        @if can.verify {
+            section.card #verify-step {
+                h2 { "5. " (GUIDE[4]) }
+                p { @match state.differences { Some(d) => { "Last verification: " (count(d, "difference", "differences")) "." }, None => "Not verified yet." } }
                 form method="post" action="/admin/migration/verify" { (csrf_field(c.csrf)) button type="submit" { "Verify" } }
             }
-            section.card {
-                h2 { "4. Cut over" }
+        }
+        @if can.cutover {
+            section.card #cutover-step {
+                h2 { "6. " (GUIDE[5]) }
                 p {
                     b { "Irreversible." } " Drains the mirror, verifies, then refuses every SCIM write for good, \
-                     naming the new service in the error. Type the target URL exactly to confirm."
+                     naming the new service in the error. Repoint your identity provider first (step 4). \
+                     Type the target URL exactly to confirm."
                 }
                 form.grid method="post" action="/admin/migration/cutover" {
                     (csrf_field(c.csrf))
@@ -1098,7 +1208,9 @@ pub fn migration(c: &Chrome, v: &MigrationView) -> String {
                     button.danger type="submit" { "Cut over" }
                 }
             }
-            section.card {
+        }
+        @if can.abort {
+            section.card #abort {
                 h2 { "Abort" }
                 p { "Stops mirroring and returns to \"not started\"; this bridge stays the source of truth." }
                 form method="post" action="/admin/migration/abort" { (csrf_field(c.csrf)) button.danger type="submit" { "Abort migration" } }
@@ -1130,6 +1242,19 @@ mod tests {
             resource_href(ResourceType::Group, "x y"),
             "/admin/groups/x%20y"
         );
+    }
+
+    #[test]
+    fn each_phase_offers_only_its_actions() {
+        let a = Actions::for_phase;
+        assert!(a(Phase::NotStarted).check && !a(Phase::NotStarted).push);
+        assert!(a(Phase::Checked).push && !a(Phase::Checked).verify && !a(Phase::Checked).abort);
+        assert!(!a(Phase::Pushing).verify && a(Phase::Pushing).abort);
+        for p in [Phase::Mirroring, Phase::Verified] {
+            assert!(a(p).verify && a(p).cutover && a(p).abort && !a(p).check);
+        }
+        let cut = a(Phase::CutOver);
+        assert!(!cut.check && !cut.push && !cut.verify && !cut.cutover && !cut.abort);
     }
 
     #[test]
