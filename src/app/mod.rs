@@ -6,6 +6,7 @@
 //! its input into these calls and renders their typed results and errors.
 
 pub mod admin;
+pub mod audit;
 pub mod directory;
 pub mod query;
 pub mod render;
@@ -45,6 +46,8 @@ pub struct App {
     /// Last use of each token since the last flush (token id → time): recording it
     /// costs no fsync per request; `flush_token_uses` writes it every 30 s.
     token_uses: Mutex<HashMap<String, Timestamp>>,
+    /// Bounds the audit writes in flight from the SCIM path (`audit::MAX_PENDING`).
+    audit_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl App {
@@ -56,6 +59,7 @@ impl App {
             config,
             migration,
             token_uses: Mutex::new(HashMap::new()),
+            audit_slots: Arc::new(tokio::sync::Semaphore::new(audit::MAX_PENDING)),
         }
     }
 

@@ -38,7 +38,10 @@ pub fn request(
         .map_err(anyhow::Error::from)
         .and_then(|m| {
             let app = App::new(store.clone(), cfg.clone(), m);
-            Ok(runtime.block_on(control::execute(&app, req, progress))?)
+            let caller = control::own_uid()
+                .map(control::cli_caller)
+                .unwrap_or_else(|| crate::app::audit::Caller::cli("(unknown)"));
+            Ok(runtime.block_on(control::execute(&app, &caller, req, progress))?)
         });
     store.close();
     answer

@@ -100,8 +100,14 @@ pub enum TokenCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Revoke a token by name; takes effect on the next request.
-    Revoke { name: String },
+    /// Revoke a token by name; takes effect on the next request. Asks first when
+    /// stdin is a terminal.
+    Revoke {
+        name: String,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

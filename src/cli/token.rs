@@ -2,6 +2,7 @@
 //! `issue` prints the secret alone on stdout (so `TOKEN=$(scimbridge token issue
 //! --name x)` works) and its explanation on stderr.
 
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use anyhow::Result;
@@ -56,7 +57,12 @@ pub fn run(cfg: &Config, cmd: &TokenCommand) -> Result<ExitCode> {
                 print!("{}", table(&tokens));
             }
         }
-        TokenCommand::Revoke { name } => {
+        TokenCommand::Revoke { name, yes } => {
+            // Only a person at a terminal is asked; scripts stay non-interactive.
+            if !*yes && std::io::stdin().is_terminal() && !confirmed(name)? {
+                eprintln!("not revoked");
+                return Ok(ExitCode::FAILURE);
+            }
             let req = Request::TokenRevoke { name: name.clone() };
             let t = match request(cfg, req, &mut |_| {})? {
                 Reply::TokenRevoked(t) => t,
@@ -66,6 +72,20 @@ pub fn run(cfg: &Config, cmd: &TokenCommand) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Asks on the terminal whether to revoke `name`; true for "y" or "yes".
+fn confirmed(name: &str) -> Result<bool> {
+    eprint!(
+        "Revoke the token \"{name}\"? The identity provider using it stops provisioning. [y/N] "
+    );
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    Ok(matches!(
+        answer.trim().to_ascii_lowercase().as_str(),
+        "y" | "yes"
+    ))
 }
 
 /// `token list` for a terminal.

@@ -14,6 +14,28 @@ use std::path::{Path, PathBuf};
 
 pub use server::{bind, execute, serve, ExecError};
 
+/// The audit caller for a command-line user: the operating-system account of `uid`
+/// (from /etc/passwd), or `uid N` when it has no entry.
+pub fn cli_caller(uid: u32) -> crate::app::audit::Caller {
+    let name = std::fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|passwd| {
+            passwd.lines().find_map(|line| {
+                let mut f = line.split(':');
+                let (name, _, id) = (f.next()?, f.next()?, f.next()?);
+                (id.parse::<u32>().ok()? == uid).then(|| name.to_owned())
+            })
+        })
+        .unwrap_or_else(|| format!("uid {uid}"));
+    crate::app::audit::Caller::cli(&name)
+}
+
+/// The uid this process runs as (the owner of `/proc/self`).
+pub fn own_uid() -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").ok().map(|m| m.uid())
+}
+
 /// The control socket's file name in the data directory.
 pub const SOCKET_NAME: &str = "control.sock";
 

@@ -13,6 +13,7 @@ use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 
 use super::wire::{self, BackupDone, Imported, PolicyRequest, Reply, Request, Response};
 use crate::app::admin::{self as credentials, CredentialError};
+use crate::app::audit::{Caller, Entry};
 use crate::app::tokens::{self, TokenError};
 use crate::app::App;
 use crate::clock::Timestamp;
@@ -56,9 +57,52 @@ impl From<ExecError> for Response {
 /// long ones.
 pub async fn execute(
     app: &App,
+    caller: &Caller,
     req: Request,
     progress: ProgressSink<'_>,
 ) -> Result<Reply, ExecError> {
+    let entry = audit_entry(&req);
+    let result = run(app, req, progress).await;
+    if let Some(entry) = entry {
+        app.audit(caller, entry.outcome(&result)).await;
+    }
+    result
+}
+
+/// The audit entry of a request that changes something; `None` for reads.
+fn audit_entry(req: &Request) -> Option<Entry> {
+    Some(match req {
+        Request::TokenIssue(r) => Entry::new("token.issue").on("Token", None, Some(&r.name)),
+        Request::TokenRevoke { name } => Entry::new("token.revoke").on("Token", None, Some(name)),
+        Request::AdminResetPassword => Entry::new("admin.reset_password"),
+        Request::MigrateCheck => Entry::new("migration.check"),
+        Request::MigrateCheckTarget(r) => {
+            Entry::new("migration.check_target").on("Migration", None, Some(&r.target))
+        }
+        Request::MigratePush(r) if r.dry_run => {
+            Entry::new("migration.push_dry_run").on("Migration", None, Some(&r.target))
+        }
+        Request::MigratePush(r) => {
+            Entry::new("migration.push").on("Migration", None, Some(&r.target))
+        }
+        Request::MigrateVerify => Entry::new("migration.verify"),
+        Request::MigratePolicy(super::wire::PolicyRequest::Set(_)) => {
+            Entry::new("migration.policy_set")
+        }
+        Request::MigratePolicy(super::wire::PolicyRequest::Reset { .. }) => {
+            Entry::new("migration.policy_reset")
+        }
+        Request::MigratePolicy(super::wire::PolicyRequest::Show) => return None,
+        Request::MigrateAbort => Entry::new("migration.abort"),
+        Request::MigrateCutover { .. } => Entry::new("migration.cutover"),
+        Request::Import { .. } => Entry::new("directory.import"),
+        Request::TokenList | Request::MigrateStatus | Request::Export | Request::Backup => {
+            return None
+        }
+    })
+}
+
+async fn run(app: &App, req: Request, progress: ProgressSink<'_>) -> Result<Reply, ExecError> {
     let (store, m) = (&app.store, &app.migration);
     let now = Timestamp::now();
     Ok(match req {
@@ -270,9 +314,14 @@ pub async fn serve(data_dir: &Path, listener: tokio::net::UnixListener, app: std
         };
         let app = app.clone();
         let dir = data_dir.to_owned();
+        // Who runs the command (for the audit): the peer's operating-system account.
+        let caller = match stream.peer_cred() {
+            Ok(c) => super::cli_caller(c.uid()),
+            Err(_) => Caller::cli("(unknown)"),
+        };
         tokio::spawn(async move {
             let (read, write) = stream.into_split();
-            connection(&app, &dir, BufReader::new(read), write).await;
+            connection(&app, &caller, &dir, BufReader::new(read), write).await;
         });
     }
 }
@@ -280,6 +329,7 @@ pub async fn serve(data_dir: &Path, listener: tokio::net::UnixListener, app: std
 /// One connection: one request, its progress lines and its answer.
 async fn connection(
     app: &App,
+    caller: &Caller,
     dir: &Path,
     mut reader: BufReader<OwnedReadHalf>,
     mut write: OwnedWriteHalf,
@@ -297,14 +347,20 @@ async fn connection(
     let result = match request {
         Ok(Request::Export) => return stream_export(&app.store, write).await,
         Ok(Request::Backup) => return stream_backup(&app.store, dir, write).await,
-        Ok(Request::Import { size }) => receive_import(&app.store, dir, &mut reader, size).await,
+        Ok(Request::Import { size }) => {
+            let result = receive_import(&app.store, dir, &mut reader, size).await;
+            if let Some(entry) = audit_entry(&Request::Import { size }) {
+                app.audit(caller, entry.outcome(&result)).await;
+            }
+            result
+        }
         Ok(req) => {
             // Progress lines go out while the request runs.
             let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Progress>();
             let mut report = move |p: Progress| {
                 let _ = tx.send(p);
             };
-            let fut = execute(app, req, &mut report);
+            let fut = execute(app, caller, req, &mut report);
             tokio::pin!(fut);
             let result = loop {
                 tokio::select! {

@@ -13,7 +13,9 @@ use hyper::header::{HeaderValue, CONTENT_TYPE, ETAG, IF_MATCH, IF_NONE_MATCH, LO
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::Value;
 
+use super::admin::activity::ScimRequestRecord;
 use super::{scim_error, scim_json, store_error, AppState, Body, Handled, RequestBody};
+use crate::app::audit::{Caller, Entry};
 use crate::app::{Operation, Outcome, Page, Paging, Query, Reply, Written};
 use crate::auth::{authenticate, Principal};
 use crate::clock::Timestamp;
@@ -109,16 +111,85 @@ pub async fn handle(
     rest: &str,
 ) -> Response<Body> {
     let method = req.method().clone();
+    let client = super::client_of(&req);
+    let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+    let writes = ScimRoute::parse(&method, &segments).writes();
+    let path_target = match segments.as_slice() {
+        [rt, id] if !id.starts_with('.') => resource_type_of(rt).map(|rt| (rt, (*id).to_owned())),
+        _ => None,
+    };
+    // The name as it was, before a replace, patch or delete changes it.
+    let name_before = match &path_target {
+        Some((rt, id)) if writes => state.app.resource_name(*rt, id),
+        _ => None,
+    };
     let mut token_name = None;
-    let response = match handle_inner(state, req, rest, &mut token_name).await {
-        Ok(r) => r,
-        Err(e) => scim_error(&e),
+    let (response, reason) = match handle_inner(state, req, rest, &mut token_name).await {
+        Ok(r) => {
+            let reason = (r.status() == StatusCode::TOO_MANY_REQUESTS)
+                .then(|| "throttled: too many requests in progress".to_owned());
+            (r, reason)
+        }
+        Err(e) => (scim_error(&e), Some(e.detail)),
     };
     // Kept for the admin dashboard, refusals included.
-    state
-        .activity
-        .record(method.as_str(), rest, token_name, &response);
+    let seen = state.activity.record(
+        method.as_str(),
+        rest,
+        (token_name, client),
+        reason,
+        &response,
+    );
+    if writes {
+        audit_write(state, &seen, path_target.map(|(rt, _)| rt), name_before);
+    } else if let Some(why) = &seen.reason {
+        tracing::info!(
+            token = ?seen.token,
+            client = %client,
+            method = %method,
+            path = ?rest,
+            status = seen.status,
+            reason = ?why,
+            "SCIM request refused"
+        );
+    }
     response
+}
+
+/// The audit entry of a SCIM write (answered, refused or throttled).
+fn audit_write(
+    state: &Arc<AppState>,
+    seen: &ScimRequestRecord,
+    rt: Option<ResourceType>,
+    name_before: Option<String>,
+) {
+    let rt = rt.or_else(|| resource_type_of(&seen.endpoint));
+    let action = match (seen.method.as_str(), seen.endpoint.as_str()) {
+        (_, "Bulk") => "scim.bulk",
+        ("POST", _) => "scim.create",
+        ("PUT", _) => "scim.replace",
+        ("PATCH", _) => "scim.patch",
+        ("DELETE", _) => "scim.delete",
+        _ => "scim.write",
+    };
+    let mut entry = Entry::new(action);
+    if let Some(rt) = rt {
+        let name = name_before.or_else(|| {
+            seen.id
+                .as_deref()
+                .and_then(|id| state.app.resource_name(rt, id))
+        });
+        entry = entry.on(rt.name(), seen.id.as_deref(), name.as_deref());
+    }
+    entry.status = Some(seen.status);
+    if let Some(why) = &seen.reason {
+        entry = entry.refused(why.clone());
+    }
+    let caller = match &seen.token {
+        Some(name) => Caller::token(name, seen.client),
+        None => Caller::token("(no valid token)", seen.client),
+    };
+    state.app.audit_later(&caller, entry);
 }
 
 async fn handle_inner(

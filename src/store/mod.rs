@@ -11,6 +11,7 @@
 //! Reads use a redb read transaction: a consistent snapshot (`Snapshot`).
 
 mod admin;
+pub(crate) mod audit;
 mod migration;
 mod nesting;
 mod tables;
@@ -18,6 +19,7 @@ mod tokens;
 mod upgrade;
 
 pub use admin::{AdminPassword, SetupCode, SetupRefusal};
+pub use audit::{ActorKind, AuditOutcome, AuditRecord};
 pub use migration::{MigrationState, Phase, StoredPolicy};
 pub use tokens::{hex, Scope, TokenRecord, TokenState};
 pub use upgrade::{backup_path, Upgrade, FORMAT_VERSION};

@@ -10,8 +10,8 @@ use redb::{
 };
 
 use super::{
-    migration, tokens, StoreResult, EMAILS, EVENTS, EXTERNAL_IDS, GROUPS, GROUP_NAMES, MEMBERS,
-    MEMBER_OF, SETTINGS, USERS, USER_NAMES,
+    audit, migration, tokens, StoreResult, EMAILS, EVENTS, EXTERNAL_IDS, GROUPS, GROUP_NAMES,
+    MEMBERS, MEMBER_OF, SETTINGS, USERS, USER_NAMES,
 };
 
 /// What the store does with every table, whatever its key and value types.
@@ -120,6 +120,7 @@ pub(super) static ALL: &[&dyn Table] = &[
     &Plain(MEMBERS),
     &Plain(MEMBER_OF),
     &Plain(EVENTS),
+    &Plain(audit::AUDIT),
     &Plain(tokens::TOKENS),
     &Plain(tokens::TOKEN_HASHES),
     &Plain(migration::MIGRATION_MAP),
@@ -183,6 +184,21 @@ mod tests {
                 revoked: None,
             };
             store.add_token(record, vec![0x00, 0xff]).await.unwrap();
+            let entry = crate::store::AuditRecord {
+                seq: 0,
+                time: now,
+                actor_kind: crate::store::ActorKind::Cli,
+                actor: "root".into(),
+                client: None,
+                action: "token.issue".into(),
+                resource_type: Some("Token".into()),
+                resource_id: Some("t1".into()),
+                resource_name: Some("okta".into()),
+                outcome: crate::store::AuditOutcome::Done,
+                status: None,
+                reason: None,
+            };
+            store.append_audit(vec![entry]).await.unwrap();
             store
                 .map_ids(vec![(ResourceType::User, user.id, Some("remote".into()))])
                 .await

@@ -290,6 +290,9 @@ fn admin_flow_in_headless_chromium() {
     // Revoke it in the browser: the next SCIM request is refused.
     b.go(&format!("{base}/admin/tokens"));
     b.click("tr[data-token='browser-idp'] button.danger");
+    b.wait_for("the question", |s| s.contains("id=\"confirm-revoke\""));
+    assert_eq!(idp.get("/Users").status, 200, "asking revokes nothing");
+    b.click("#confirm-revoke button.danger");
     b.wait_for("the revocation", |s| s.contains("Revoked the token"));
     assert_scim_error(&idp.get("/Users"), 401, None);
 
@@ -302,6 +305,17 @@ fn admin_flow_in_headless_chromium() {
     );
     let shot_dashboard = b.screenshot(&artifacts, "admin-dashboard.png");
 
+    // The Activity page: every write with who did it, filtered to the admin's own.
+    b.go(&format!("{base}/admin/activity"));
+    b.wait_for("the activity page", |s| s.contains("id=\"range\""));
+    b.click("select#actor option[value='admin']");
+    b.click("form.filters button");
+    b.wait_for_url("the filtered activity", |u| u.contains("actor=admin"));
+    let page = b.wait_for("the admin's entries", |s| s.contains("token.revoke"));
+    assert!(page.contains("token.issue") && page.contains("browser-idp"));
+    assert!(!page.contains("scim.create"), "filtered to the admin");
+    let shot_activity = b.screenshot(&artifacts, "admin-activity.png");
+
     // The migration page: the readiness check names the blocking user.
     b.go(&format!("{base}/admin/migration"));
     b.click("form[action='/admin/migration/check'] button");
@@ -309,6 +323,7 @@ fn admin_flow_in_headless_chromium() {
     assert!(page.contains("Not ready"), "blockers expected");
     assert!(page.contains("grace.hopper@gmail.com"));
     assert!(page.contains("aria-current=\"step\""));
+    assert!(page.contains("id=\"guide\"") && !page.contains("/admin/migration/cutover"));
     let shot_migration = b.screenshot(&artifacts, "admin-migration.png");
 
     // On a phone-sized window the same page still lays out.
@@ -330,8 +345,35 @@ fn admin_flow_in_headless_chromium() {
         width <= 400.0,
         "no horizontal scrolling on a phone: {width}px"
     );
+    for (path, file) in [
+        ("/admin/activity", "admin-activity-phone.png"),
+        ("/admin/migration", "admin-migration-phone.png"),
+    ] {
+        b.go(&format!("{base}{path}"));
+        b.wait_for(path, |s| s.contains("</main>"));
+        let width = b
+            .call(
+                "POST",
+                "/execute/sync",
+                Some(json!({"script": "return document.documentElement.scrollWidth", "args": []})),
+            )
+            .as_f64()
+            .unwrap_or(0.0);
+        let shot = b.screenshot(&artifacts, file);
+        assert!(
+            width <= 400.0,
+            "{path}: no horizontal scrolling on a phone: {width}px"
+        );
+        eprintln!("screenshot: {}", shot.display());
+    }
 
-    for p in [shot_dashboard, shot_tokens, shot_migration, shot_phone] {
+    for p in [
+        shot_dashboard,
+        shot_tokens,
+        shot_migration,
+        shot_phone,
+        shot_activity,
+    ] {
         eprintln!("screenshot: {}", p.display());
     }
 }
@@ -402,6 +444,9 @@ fn migration_push_and_cut_over_in_headless_chromium() {
     b.click("form[action='/admin/migration/check'] button");
     let page = b.wait_for("the readiness report", |s| s.contains("id=\"readiness\""));
     assert!(!page.contains("Not ready"), "no blockers expected");
+    assert!(page.contains("/admin/migration/push") && !page.contains("/admin/migration/verify"));
+    let shot_checked = b.screenshot(&artifacts, "admin-migration-checked.png");
+    eprintln!("screenshot: {}", shot_checked.display());
 
     // Push into the second bridge from the page; it mirrors and, having read the
     // target back without a difference, shows "verified".
@@ -416,6 +461,9 @@ fn migration_push_and_cut_over_in_headless_chromium() {
         s.contains("aria-current=\"step\">verified<") && s.contains("pill ok\">done")
     });
     assert!(page.contains("30"), "push progress counts the users");
+    assert!(
+        page.contains("/admin/migration/cutover") && !page.contains("/admin/migration/check\"")
+    );
     let shot_push = b.screenshot(&artifacts, "admin-migration-verified.png");
     let tc = target.client();
     assert_eq!(tc.get("/Users?count=0").json()["totalResults"], 30);

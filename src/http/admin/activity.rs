@@ -1,8 +1,10 @@
-//! The last SCIM requests (time, token, method, resource, status), kept in memory for
-//! the dashboard so that refused requests show up next to the audit log's changes.
+//! The last SCIM requests (time, token, client, method, resource, status and the
+//! reason of a refusal), kept in memory for the dashboard so that refused reads show
+//! up next to the audit log (which keeps every write, refused or not, for good).
 //! Bounded: the oldest entry goes when a new one comes. Lost on restart.
 
 use std::collections::VecDeque;
+use std::net::IpAddr;
 use std::sync::Mutex;
 
 use crate::http::Body;
@@ -16,12 +18,16 @@ pub struct ScimRequestRecord {
     pub time: crate::clock::Timestamp,
     /// The authenticated token's name; `None` when authentication failed.
     pub token: Option<String>,
+    /// The client's address (the TCP peer, or from a trusted proxy's header).
+    pub client: IpAddr,
     pub method: String,
     /// The endpoint below /scim/v2, e.g. `Users`, `Groups/.search`, `Bulk`.
     pub endpoint: String,
     /// The resource id from the path, or from `Location` for a create.
     pub id: Option<String>,
     pub status: u16,
+    /// The SCIM error's `detail` when the request was refused.
+    pub reason: Option<String>,
 }
 
 #[derive(Default)]
@@ -42,13 +48,16 @@ fn split(rest: &str) -> (String, Option<String>) {
 }
 
 impl Activity {
+    /// Keeps one answered request; returns it as recorded (the id a create got
+    /// included).
     pub fn record(
         &self,
         method: &str,
         rest: &str,
-        token: Option<String>,
+        (token, client): (Option<String>, IpAddr),
+        reason: Option<String>,
         response: &hyper::Response<Body>,
-    ) {
+    ) -> ScimRequestRecord {
         let (endpoint, mut id) = split(rest);
         let status = response.status().as_u16();
         if id.is_none() && status == 201 {
@@ -62,17 +71,20 @@ impl Activity {
         let record = ScimRequestRecord {
             time: crate::clock::Timestamp::now(),
             token,
+            client,
             method: method.to_owned(),
             endpoint,
             id,
             status,
+            reason,
         };
         if let Ok(mut ring) = self.ring.lock() {
             if ring.len() == CAPACITY {
                 ring.pop_front();
             }
-            ring.push_back(record);
+            ring.push_back(record.clone());
         }
+        record
     }
 
     /// Up to `limit` requests, newest first.
@@ -101,13 +113,21 @@ mod tests {
     #[test]
     fn create_takes_the_id_from_location_and_failures_are_kept() {
         let a = Activity::default();
+        let ip: IpAddr = "192.0.2.9".parse().unwrap();
         a.record(
             "POST",
             "/Users",
-            Some("okta".into()),
+            (Some("okta".into()), ip),
+            None,
             &response(201, Some("https://h/scim/v2/Users/abc")),
         );
-        a.record("DELETE", "/Groups/g1", None, &response(401, None));
+        a.record(
+            "DELETE",
+            "/Groups/g1",
+            (None, ip),
+            Some("authentication required".into()),
+            &response(401, None),
+        );
         let r = a.recent(10);
         assert_eq!(r.len(), 2);
         assert_eq!(
@@ -116,6 +136,8 @@ mod tests {
         );
         assert_eq!(r[0].id.as_deref(), Some("g1"));
         assert_eq!(r[0].token, None);
+        assert_eq!(r[0].reason.as_deref(), Some("authentication required"));
+        assert_eq!(r[0].client, ip);
         assert_eq!(r[1].id.as_deref(), Some("abc"));
         assert_eq!(r[1].token.as_deref(), Some("okta"));
     }
@@ -131,7 +153,14 @@ mod tests {
     fn bounded() {
         let a = Activity::default();
         for i in 0..CAPACITY + 5 {
-            a.record("GET", &format!("/Users/{i}"), None, &response(200, None));
+            let ip = IpAddr::from([192, 0, 2, 1]);
+            a.record(
+                "GET",
+                &format!("/Users/{i}"),
+                (None, ip),
+                None,
+                &response(200, None),
+            );
         }
         let r = a.recent(CAPACITY + 10);
         assert_eq!(r.len(), CAPACITY);

@@ -11,7 +11,6 @@ pub mod activity;
 pub mod pages;
 pub mod session;
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -20,10 +19,13 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::header::{HeaderName, HeaderValue, CONTENT_TYPE, LOCATION};
 use hyper::{Method, Request, Response, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::{AppState, Body, Listener, RequestBody};
 use crate::app::admin::{self as credentials, CredentialError, FirstRun};
+use crate::app::audit::{Caller, Entry, ExportFormat};
 use crate::app::tokens::{self, IssueRequest, TokenError, TokenInfo, TokenState, MAX_TOKEN_DAYS};
 use crate::app::{Paging, Query, Resource};
 use crate::clock::Timestamp;
@@ -37,7 +39,8 @@ use crate::scim::resource::Projection;
 use crate::scim::schema::ResourceType;
 use crate::secret::Secret;
 use crate::store::{Scope, SetupRefusal, StoreError};
-use pages::{Chrome, JobOutcome};
+use pages::{Chrome, JobOutcome, ListQuery, MessageView};
+use session::SignedIn;
 
 const COOKIE: &str = "scimbridge_admin";
 const STYLE_CSS: &str = include_str!("../../admin/static/style.css");
@@ -46,6 +49,10 @@ const COPY_JS: &str = include_str!("../../admin/static/copy.js");
 const MAX_FORM_BYTES: usize = 256 * 1024;
 /// Rows per page in the Users and Groups views.
 const PAGE_SIZE: usize = 50;
+/// Entries per page on the Activity page.
+const ACTIVITY_PAGE_SIZE: usize = 50;
+/// The account name of the admin password (until named accounts exist).
+const ADMIN_ACCOUNT: &str = "admin";
 
 const CSP: &str = "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; \
                    form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
@@ -204,7 +211,11 @@ fn unavailable(e: StoreError) -> Response<Body> {
 fn refuse(status: StatusCode, title: &str, text: &str) -> Response<Body> {
     html(
         status,
-        pages::message(title, text, Some(("/admin", "Back to the admin page"))),
+        pages::message(&MessageView {
+            title,
+            text,
+            link: Some(("/admin", "Back to the admin page")),
+        }),
     )
 }
 
@@ -252,28 +263,114 @@ fn cookie(req: &Request<RequestBody>) -> Option<String> {
         .map(|(_, v)| v.to_owned())
 }
 
-fn query(req: &Request<RequestBody>) -> HashMap<String, String> {
-    let mut out = HashMap::new();
-    if let Some(q) = req.uri().query() {
-        for (k, v) in form_urlencoded::parse(q.as_bytes()) {
-            out.entry(k.into_owned()).or_insert_with(|| v.into_owned());
-        }
-    }
-    out
+/// The query string as `Q`; a query that does not fit (a repeated or malformed
+/// parameter) counts as empty, as a page must still render.
+fn query<Q: DeserializeOwned + Default>(req: &Request<RequestBody>) -> Q {
+    serde_urlencoded::from_str(req.uri().query().unwrap_or("")).unwrap_or_default()
 }
 
-/// A form body; `None` when it is too large or unreadable.
-async fn form(req: Request<RequestBody>) -> Option<HashMap<String, String>> {
-    let bytes = Limited::new(req.into_body(), MAX_FORM_BYTES)
-        .collect()
-        .await
-        .ok()?
-        .to_bytes();
-    let mut out = HashMap::new();
-    for (k, v) in form_urlencoded::parse(&bytes) {
-        out.entry(k.into_owned()).or_insert_with(|| v.into_owned());
+/// A form body (`application/x-www-form-urlencoded`); `None` when it is too large or
+/// unreadable.
+async fn form_body(req: Request<RequestBody>) -> Option<Bytes> {
+    Some(
+        Limited::new(req.into_body(), MAX_FORM_BYTES)
+            .collect()
+            .await
+            .ok()?
+            .to_bytes(),
+    )
+}
+
+/// The form's fields as `F` (missing fields take their defaults), or the page that
+/// says the form was refused.
+fn parse_form<F: DeserializeOwned>(body: &[u8]) -> Result<F, Refused> {
+    serde_urlencoded::from_bytes(body).map_err(|e| Refused {
+        status: StatusCode::BAD_REQUEST,
+        text: format!("The form could not be read ({e}); nothing was changed."),
+    })
+}
+
+/// A form refused before it ran; shown as the "Refused" page.
+struct Refused {
+    status: StatusCode,
+    text: String,
+}
+
+impl From<Refused> for Response<Body> {
+    fn from(r: Refused) -> Self {
+        refuse(r.status, "Refused", &r.text)
     }
-    Some(out)
+}
+
+// ---- forms and queries ---------------------------------------------------------------
+
+/// The field every signed-in form carries.
+#[derive(Deserialize)]
+struct CsrfField {
+    #[serde(default)]
+    csrf: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct LoginForm {
+    password: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct SetupForm {
+    code: String,
+    password: String,
+    confirm: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct SetupQuery {
+    code: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct LoginQuery {
+    setup: Option<String>,
+    signed_out: Option<String>,
+}
+
+/// The token form: a name, a scope and an optional expiry in days (empty: never).
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct IssueForm {
+    name: String,
+    scope: String,
+    expires_days: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RevokeForm {
+    id: String,
+    /// `yes` from the confirmation page; without it the page asks first.
+    confirm: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct PushForm {
+    target: String,
+    token: String,
+    cacert: String,
+    /// Present (any value) when the dry-run box is ticked.
+    dry_run: Option<String>,
+    /// Present (any value) when "omit unsupported attributes" is ticked.
+    omit_unsupported: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct CutoverForm {
+    confirm: String,
 }
 
 /// True when the browser says the request comes from another site. SameSite=Strict
@@ -298,8 +395,14 @@ fn client_ip(req: &Request<RequestBody>) -> IpAddr {
     super::client_of(req)
 }
 
-fn field<'a>(f: &'a HashMap<String, String>, name: &str) -> &'a str {
-    f.get(name).map_or("", String::as_str)
+/// The parts of a signed-in page that come from the session.
+fn chrome<'a>(me: &'a SignedIn, title: &'a str, active: &'a str) -> Chrome<'a> {
+    Chrome {
+        title,
+        active,
+        csrf: me.csrf(),
+        flash: me.flash(),
+    }
 }
 
 // ---- entry -------------------------------------------------------------------------
@@ -328,11 +431,8 @@ async fn dispatch(state: &Arc<AppState>, req: Request<RequestBody>) -> Response<
         _ => {}
     }
     let now = Instant::now();
-    let sid = cookie(&req);
-    let view = sid
-        .as_deref()
-        .and_then(|id| state.admin.sessions.touch(id, now));
-    let (Some(sid), Some(view)) = (sid, view) else {
+    let me = cookie(&req).and_then(|id| state.admin.sessions.signed_in(&id, now));
+    let Some(me) = me else {
         return if method == Method::GET || method == Method::HEAD {
             redirect("/admin/login")
         } else {
@@ -343,75 +443,10 @@ async fn dispatch(state: &Arc<AppState>, req: Request<RequestBody>) -> Response<
             )
         };
     };
-    let chrome = |title: &'static str, active: &'static str| Chrome {
-        title,
-        active,
-        csrf: &view.csrf,
-        flash: view.flash.as_deref(),
-    };
     if method == Method::POST {
-        if cross_site(&req) {
-            return refuse(
-                StatusCode::FORBIDDEN,
-                "Refused",
-                "This form was sent from another site; nothing was changed.",
-            );
-        }
-        let Some(f) = form(req).await else {
-            return refuse(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "Refused",
-                "The form is too large or could not be read; nothing was changed.",
-            );
-        };
-        if !state
-            .admin
-            .sessions
-            .csrf_ok(&sid, f.get("csrf").map(String::as_str), now)
-        {
-            return refuse(
-                StatusCode::FORBIDDEN,
-                "Refused",
-                "The form's security token is missing or wrong (the page may be stale, or the form \
-                 came from elsewhere); nothing was changed. Reload the page and try again.",
-            );
-        }
-        return match path.as_str() {
-            "/admin/logout" => {
-                state.admin.sessions.remove(&sid);
-                let mut r = redirect("/admin/login?signed_out=1");
-                r.headers_mut().insert(
-                    hyper::header::SET_COOKIE,
-                    session_cookie(state, "", Some(0)),
-                );
-                r
-            }
-            "/admin/tokens" => issue_token(state, &f, chrome("Tokens", "tokens")).await,
-            "/admin/tokens/revoke" => {
-                let id = field(&f, "id").to_owned();
-                let msg = match tokens::revoke(&state.app.store, id, Timestamp::now()).await {
-                    Ok(t) => format!(
-                        "Revoked the token \"{}\": its next request is refused.",
-                        t.name
-                    ),
-                    Err(e) => format!("Not revoked: {}", e.page_message()),
-                };
-                state.admin.sessions.set_flash(&sid, msg);
-                redirect("/admin/tokens")
-            }
-            p if p.starts_with("/admin/migration/") => {
-                let msg = migration_action(state, &p["/admin/migration/".len()..], &f).await;
-                if let Some(m) = msg {
-                    state.admin.sessions.set_flash(&sid, m);
-                }
-                redirect("/admin/migration")
-            }
-            _ => refuse(
-                StatusCode::NOT_FOUND,
-                "Not found",
-                "There is no such admin action.",
-            ),
-        };
+        return signed_in_post(state, &me, &path, req, now)
+            .await
+            .unwrap_or_else(Response::from);
     }
     if method != Method::GET && method != Method::HEAD {
         return refuse(
@@ -420,25 +455,57 @@ async fn dispatch(state: &Arc<AppState>, req: Request<RequestBody>) -> Response<
             "This method is not used by the admin page.",
         );
     }
-    let q = query(&req);
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     match segs.as_slice() {
-        ["admin"] => dashboard(state, &req, chrome("Dashboard", "dashboard")).await,
+        ["admin"] => dashboard(state, &req, chrome(&me, "Dashboard", "dashboard")).await,
         ["admin", "tokens"] => html(
             StatusCode::OK,
-            pages::tokens(&chrome("Tokens", "tokens"), &token_rows(state), None, None),
+            pages::tokens(
+                &chrome(&me, "Tokens", "tokens"),
+                &pages::TokensView {
+                    rows: &token_rows(state),
+                    issued: None,
+                    error: None,
+                },
+            ),
         ),
-        ["admin", "users"] => list(state, ResourceType::User, &q, chrome("Users", "users")).await,
-        ["admin", "groups"] => {
-            list(state, ResourceType::Group, &q, chrome("Groups", "groups")).await
+        ["admin", "users"] => {
+            list(
+                state,
+                ResourceType::User,
+                query(&req),
+                chrome(&me, "Users", "users"),
+            )
+            .await
         }
-        ["admin", "users", id] => detail(state, ResourceType::User, id, chrome("User", "users")),
-        ["admin", "groups", id] => {
-            detail(state, ResourceType::Group, id, chrome("Group", "groups"))
+        ["admin", "groups"] => {
+            list(
+                state,
+                ResourceType::Group,
+                query(&req),
+                chrome(&me, "Groups", "groups"),
+            )
+            .await
+        }
+        ["admin", "users", id] => {
+            detail(state, ResourceType::User, id, chrome(&me, "User", "users"))
+        }
+        ["admin", "groups", id] => detail(
+            state,
+            ResourceType::Group,
+            id,
+            chrome(&me, "Group", "groups"),
+        ),
+        ["admin", "activity"] => {
+            activity_page(state, query(&req), chrome(&me, "Activity", "activity")).await
+        }
+        ["admin", "activity.csv"] => activity_export(state, query(&req), ExportFormat::Csv).await,
+        ["admin", "activity.jsonl"] => {
+            activity_export(state, query(&req), ExportFormat::JsonLines).await
         }
         ["admin", "migration"] => migration_page(
             state,
-            chrome("Migration to hosted provisioning", "migration"),
+            chrome(&me, "Migration to hosted provisioning", "migration"),
         ),
         _ => refuse(
             StatusCode::NOT_FOUND,
@@ -446,6 +513,98 @@ async fn dispatch(state: &Arc<AppState>, req: Request<RequestBody>) -> Response<
             "There is no such admin page.",
         ),
     }
+}
+
+/// A state-changing form from a signed-in admin: same site, readable, carrying the
+/// session's CSRF token; then parsed into its form struct and run.
+async fn signed_in_post(
+    state: &Arc<AppState>,
+    me: &SignedIn,
+    path: &str,
+    req: Request<RequestBody>,
+    now: Instant,
+) -> Result<Response<Body>, Refused> {
+    let who = Caller::admin(me.account(), client_ip(&req));
+    if cross_site(&req) {
+        return Err(Refused {
+            status: StatusCode::FORBIDDEN,
+            text: "This form was sent from another site; nothing was changed.".into(),
+        });
+    }
+    let Some(body) = form_body(req).await else {
+        return Err(Refused {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            text: "The form is too large or could not be read; nothing was changed.".into(),
+        });
+    };
+    let csrf = serde_urlencoded::from_bytes::<CsrfField>(&body).map(|f| f.csrf);
+    if !state
+        .admin
+        .sessions
+        .csrf_ok(me.id(), csrf.as_deref().ok(), now)
+    {
+        return Err(Refused {
+            status: StatusCode::FORBIDDEN,
+            text: "The form's security token is missing or wrong (the page may be stale, or the \
+                   form came from elsewhere); nothing was changed. Reload the page and try again."
+                .into(),
+        });
+    }
+    Ok(match path {
+        "/admin/logout" => {
+            state.app.audit(&who, Entry::new("admin.sign_out")).await;
+            state.admin.sessions.remove(me.id());
+            let mut r = redirect("/admin/login?signed_out=1");
+            r.headers_mut().insert(
+                hyper::header::SET_COOKIE,
+                session_cookie(state, "", Some(0)),
+            );
+            r
+        }
+        "/admin/tokens" => {
+            let f = parse_form(&body)?;
+            issue_token(state, &who, f, chrome(me, "Tokens", "tokens")).await
+        }
+        "/admin/tokens/revoke" => {
+            let f: RevokeForm = parse_form(&body)?;
+            if f.confirm != "yes" {
+                return Ok(confirm_revoke(
+                    state,
+                    f.id,
+                    chrome(me, "Revoke a token", "tokens"),
+                ));
+            }
+            let entry = Entry::new("token.revoke");
+            let (msg, entry) =
+                match tokens::revoke(&state.app.store, f.id.clone(), Timestamp::now()).await {
+                    Ok(t) => (
+                        format!(
+                            "Revoked the token \"{}\": its next request is refused.",
+                            t.name
+                        ),
+                        entry.on("Token", Some(&t.id), Some(&t.name)),
+                    ),
+                    Err(e) => {
+                        let why = e.page_message();
+                        let entry = entry.on("Token", Some(&f.id), None).refused(why.clone());
+                        (format!("Not revoked: {why}"), entry)
+                    }
+                };
+            state.app.audit(&who, entry).await;
+            state.admin.sessions.set_flash(me.id(), msg);
+            redirect("/admin/tokens")
+        }
+        p if p.starts_with("/admin/migration/") => {
+            let msg = migration_action(state, &who, &p["/admin/migration/".len()..], &body).await?;
+            state.admin.sessions.set_flash(me.id(), msg);
+            redirect("/admin/migration")
+        }
+        _ => refuse(
+            StatusCode::NOT_FOUND,
+            "Not found",
+            "There is no such admin action.",
+        ),
+    })
 }
 
 // ---- setup and sign-in -------------------------------------------------------------
@@ -457,11 +616,13 @@ fn setup_refused(why: SetupRefusal) -> Response<Body> {
     };
     html(
         StatusCode::FORBIDDEN,
-        pages::message(
-            "Setup link refused",
-            &format!("{text} Run `scimbridge admin reset-password` on the server for a new link."),
-            Some(("/admin/login", "Sign in")),
-        ),
+        pages::message(&MessageView {
+            title: "Setup link refused",
+            text: &format!(
+                "{text} Run `scimbridge admin reset-password` on the server for a new link."
+            ),
+            link: Some(("/admin/login", "Sign in")),
+        }),
     )
 }
 
@@ -469,9 +630,9 @@ fn throttled(wait: Duration) -> Response<Body> {
     let secs = wait.as_secs().max(1);
     let mut r = html(
         StatusCode::TOO_MANY_REQUESTS,
-        pages::message(
-            "Too many failed attempts",
-            &format!(
+        pages::message(&MessageView {
+            title: "Too many failed attempts",
+            text: &format!(
                 "Too many failed attempts from your address ({} in {} minutes; after that one \
                  attempt a minute). Wait {secs} second{} and try again. On the server, \
                  `scimbridge admin reset-password` always works.",
@@ -479,8 +640,8 @@ fn throttled(wait: Duration) -> Response<Body> {
                 session::THROTTLE_WINDOW.as_secs() / 60,
                 if secs == 1 { "" } else { "s" }
             ),
-            None,
-        ),
+            link: None,
+        }),
     );
     r.headers_mut()
         .insert(hyper::header::RETRY_AFTER, HeaderValue::from(secs));
@@ -510,21 +671,24 @@ fn check_setup_code(state: &AppState, code: &str) -> Result<(), SetupRefusal> {
 
 async fn setup_form(state: &AppState, req: &Request<RequestBody>) -> Response<Body> {
     let ip = client_ip(req);
-    let q = query(req);
-    let code = q.get("code").map_or("", String::as_str);
+    let q: SetupQuery = query(req);
+    let code = q.code.as_str();
     // A valid code is never throttled: it cannot be guessed, and whoever holds it
     // must not be locked out by someone else's failures.
     match check_setup_code(state, code) {
-        Ok(()) => html(StatusCode::OK, pages::setup(code, None)),
+        Ok(()) => html(
+            StatusCode::OK,
+            pages::setup(&pages::SetupView { code, error: None }),
+        ),
         Err(why) => setup_code_refused(state, ip, why).await,
     }
 }
 
 /// What the forms of signed-out visitors (setup, sign-in) share: a same-site check
 /// and a readable body.
-async fn public_form(
+async fn public_form<F: DeserializeOwned>(
     req: Request<RequestBody>,
-) -> Result<(IpAddr, HashMap<String, String>), Response<Body>> {
+) -> Result<(IpAddr, F), Response<Body>> {
     let ip = client_ip(&req);
     if cross_site(&req) {
         return Err(refuse(
@@ -533,8 +697,8 @@ async fn public_form(
             "This form was sent from another site.",
         ));
     }
-    match form(req).await {
-        Some(f) => Ok((ip, f)),
+    match form_body(req).await {
+        Some(body) => Ok((ip, parse_form(&body).map_err(Response::from)?)),
         None => Err(refuse(
             StatusCode::PAYLOAD_TOO_LARGE,
             "Refused",
@@ -544,11 +708,11 @@ async fn public_form(
 }
 
 async fn setup_submit(state: &AppState, req: Request<RequestBody>) -> Response<Body> {
-    let (ip, f) = match public_form(req).await {
+    let (ip, f): (_, SetupForm) = match public_form(req).await {
         Ok(x) => x,
         Err(refused) => return refused,
     };
-    let code = field(&f, "code");
+    let code = f.code.as_str();
     if let Err(why) = check_setup_code(state, code) {
         return setup_code_refused(state, ip, why).await;
     }
@@ -559,12 +723,11 @@ async fn setup_submit(state: &AppState, req: Request<RequestBody>) -> Response<B
             "The server is shutting down.",
         );
     };
-    let password = field(&f, "password").to_owned();
     let set = credentials::set_password(
         &state.app.store,
         code,
-        password,
-        field(&f, "confirm"),
+        f.password.clone(),
+        &f.confirm,
         Timestamp::now(),
     )
     .await;
@@ -573,7 +736,11 @@ async fn setup_submit(state: &AppState, req: Request<RequestBody>) -> Response<B
             // A new password signs everyone out and ends every throttle.
             state.admin.sessions.clear();
             state.admin.throttle.clear();
-            tracing::info!("the admin password was set through a setup link");
+            let entry = Entry::new("admin.set_password");
+            state
+                .app
+                .audit(&Caller::admin(ADMIN_ACCOUNT, ip), entry)
+                .await;
             redirect("/admin/login?setup=done")
         }
         Err(CredentialError::WeakPassword(mut msg)) => {
@@ -582,7 +749,10 @@ async fn setup_submit(state: &AppState, req: Request<RequestBody>) -> Response<B
             }
             html(
                 StatusCode::BAD_REQUEST,
-                pages::setup(code, Some(&format!("{msg}."))),
+                pages::setup(&pages::SetupView {
+                    code,
+                    error: Some(&format!("{msg}.")),
+                }),
             )
         }
         Err(CredentialError::Refused(why)) => setup_refused(why),
@@ -596,22 +766,26 @@ async fn setup_submit(state: &AppState, req: Request<RequestBody>) -> Response<B
 }
 
 fn login_form(state: &AppState, req: &Request<RequestBody>) -> Response<Body> {
-    let q = query(req);
-    let notice = if q.contains_key("setup") {
+    let q: LoginQuery = query(req);
+    let notice = if q.setup.is_some() {
         Some("The admin password is set. Sign in with it.")
-    } else if q.contains_key("signed_out") {
+    } else if q.signed_out.is_some() {
         Some("You are signed out.")
     } else {
         None
     };
     html(
         StatusCode::OK,
-        pages::login(None, notice, credentials::password_is_set(&state.app.store)),
+        pages::login(&pages::LoginView {
+            error: None,
+            notice,
+            password_set: credentials::password_is_set(&state.app.store),
+        }),
     )
 }
 
 async fn login_submit(state: &AppState, req: Request<RequestBody>) -> Response<Body> {
-    let (ip, f) = match public_form(req).await {
+    let (ip, f): (_, LoginForm) = match public_form(req).await {
         Ok(x) => x,
         Err(refused) => return refused,
     };
@@ -620,10 +794,15 @@ async fn login_submit(state: &AppState, req: Request<RequestBody>) -> Response<B
         Ok(r) => r,
         Err(wait) => {
             tracing::warn!(client = %ip, "admin sign-in throttled");
+            let entry = Entry::new("admin.sign_in").refused("throttled: too many failed attempts");
+            state
+                .app
+                .audit(&Caller::admin("(unknown)", ip), entry)
+                .await;
             return throttled(wait);
         }
     };
-    let password = field(&f, "password").to_owned();
+    let password = f.password;
     let Ok(_permit) = state.admin.hashing.acquire().await else {
         return refuse(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -639,24 +818,35 @@ async fn login_submit(state: &AppState, req: Request<RequestBody>) -> Response<B
         tokio::time::sleep(session::FAILURE_DELAY).await;
         reservation.failed(Instant::now());
         tracing::warn!(client = %ip, "admin sign-in failed");
+        let entry = Entry::new("admin.sign_in").refused("wrong password");
+        state
+            .app
+            .audit(&Caller::admin("(unknown)", ip), entry)
+            .await;
         return html(
             StatusCode::UNAUTHORIZED,
-            pages::login(
-                Some("Wrong password."),
-                None,
-                credentials::password_is_set(&state.app.store),
-            ),
+            pages::login(&pages::LoginView {
+                error: Some("Wrong password."),
+                notice: None,
+                password_set: credentials::password_is_set(&state.app.store),
+            }),
         );
     }
     reservation.succeeded();
-    let Ok(id) = state.admin.sessions.create(Instant::now()) else {
+    let Ok(id) = state.admin.sessions.create(Instant::now(), ADMIN_ACCOUNT) else {
         return refuse(
             StatusCode::SERVICE_UNAVAILABLE,
             "Unavailable",
             "The operating system's random generator failed; try again.",
         );
     };
-    tracing::info!(client = %ip, "admin signed in");
+    state
+        .app
+        .audit(
+            &Caller::admin(ADMIN_ACCOUNT, ip),
+            Entry::new("admin.sign_in"),
+        )
+        .await;
     let mut r = redirect("/admin");
     r.headers_mut()
         .insert(hyper::header::SET_COOKIE, session_cookie(state, &id, None));
@@ -810,38 +1000,70 @@ fn token_rows(state: &AppState) -> Vec<pages::TokenRow> {
         .collect()
 }
 
+/// Asks before revoking: the identity provider using the token stops provisioning.
+fn confirm_revoke(state: &AppState, id: String, chrome: Chrome<'_>) -> Response<Body> {
+    let found = tokens::list(&state.app.store, Timestamp::now())
+        .ok()
+        .and_then(|l| l.into_iter().find(|t| t.id == id));
+    match found {
+        Some(t) => html(
+            StatusCode::OK,
+            pages::confirm_revoke(&chrome, &pages::ConfirmRevokeView { token: &t }),
+        ),
+        None => refuse(
+            StatusCode::NOT_FOUND,
+            "Not found",
+            "There is no such token; nothing was changed.",
+        ),
+    }
+}
+
 /// The token form: a name, a scope and an optional expiry in days.
 async fn issue_token(
     state: &AppState,
-    f: &HashMap<String, String>,
+    who: &Caller,
+    f: IssueForm,
     chrome: Chrome<'_>,
 ) -> Response<Body> {
-    let refused = |msg: &str| {
-        html(
-            StatusCode::BAD_REQUEST,
-            pages::tokens(&chrome, &token_rows(state), None, Some(msg)),
-        )
+    let entry = Entry::new("token.issue").on("Token", None, Some(&f.name));
+    let refused_entry = entry.clone();
+    let audit_refused = |msg: &str| state.app.audit(who, refused_entry.clone().refused(msg));
+    let page = |status, issued: Option<&pages::Issued>, error: Option<&str>| {
+        let rows = token_rows(state);
+        let v = pages::TokensView {
+            rows: &rows,
+            issued,
+            error,
+        };
+        html(status, pages::tokens(&chrome, &v))
     };
-    let scope = match field(f, "scope") {
+    let refused = |msg: &str| page(StatusCode::BAD_REQUEST, None, Some(msg));
+    let scope = match f.scope.as_str() {
         "read-only" => Scope::ReadOnly,
         "read-write" | "" => Scope::ReadWrite,
-        _ => return refused("Choose read-only or read-write."),
+        _ => {
+            let msg = "Choose read-only or read-write.";
+            audit_refused(msg).await;
+            return refused(msg);
+        }
     };
-    let days = field(f, "expires_days").trim();
+    let days = f.expires_days.trim();
     let expires_in_days = if days.is_empty() {
         None
     } else {
         match days.parse::<u32>() {
             Ok(d) if (1..=MAX_TOKEN_DAYS).contains(&d) => Some(d),
             _ => {
-                return refused(&format!(
+                let msg = format!(
                     "The expiry must be a whole number of days from 1 to {MAX_TOKEN_DAYS}, or empty for never."
-                ))
+                );
+                audit_refused(&msg).await;
+                return refused(&msg);
             }
         }
     };
     let req = IssueRequest {
-        name: field(f, "name").to_owned(),
+        name: f.name,
         scope,
         expires_in_days,
     };
@@ -852,13 +1074,15 @@ async fn issue_token(
                 scope: t.token.scope.as_str(),
                 secret: t.secret,
             };
-            tracing::info!(token = %issued.name, scope = issued.scope, "SCIM token issued from the admin page");
-            html(
-                StatusCode::OK,
-                pages::tokens(&chrome, &token_rows(state), Some(&issued), None),
-            )
+            let entry = entry.on("Token", Some(&t.token.id), Some(&issued.name));
+            state.app.audit(who, entry).await;
+            page(StatusCode::OK, Some(&issued), None)
         }
-        Err(e) => refused(&format!("Not issued: {}", e.page_message())),
+        Err(e) => {
+            let why = e.page_message();
+            audit_refused(&why).await;
+            refused(&format!("Not issued: {why}"))
+        }
     }
 }
 
@@ -880,11 +1104,11 @@ fn search_filter(rt: ResourceType, q: &str) -> Option<crate::scim::filter::Filte
 async fn list(
     state: &Arc<AppState>,
     rt: ResourceType,
-    q: &HashMap<String, String>,
+    q: ListQuery,
     chrome: Chrome<'_>,
 ) -> Response<Body> {
-    let query = q.get("q").map(|s| s.trim().to_owned()).unwrap_or_default();
-    let after = q.get("after").cloned().filter(|a| !a.is_empty());
+    let query = q.q.trim().to_owned();
+    let after = q.after.filter(|a| !a.is_empty());
     let found = match (query.is_empty(), search_filter(rt, &query)) {
         (true, _) => list_rows(state, rt, None, after.clone()).await,
         (false, Some(f)) => list_rows(state, rt, Some(f), after.clone()).await,
@@ -964,11 +1188,12 @@ fn list_row(r: &Resource) -> pages::ListRow {
         ResourceType::Group => pages::ListRow {
             id: r.id().to_owned(),
             name: s(r.get("displayName")),
-            detail: format!(
-                "{} members",
+            detail: pages::count(
                 r.get("members")
                     .and_then(Value::as_array)
-                    .map_or(0, Vec::len)
+                    .map_or(0, |m| m.len() as u64),
+                "member",
+                "members",
             ),
             email: None,
             active: None,
@@ -978,7 +1203,9 @@ fn list_row(r: &Resource) -> pages::ListRow {
 }
 
 fn detail(state: &AppState, rt: ResourceType, id: &str, chrome: Chrome<'_>) -> Response<Body> {
-    let id = percent_decode(id);
+    let id = percent_encoding::percent_decode_str(id)
+        .decode_utf8_lossy()
+        .into_owned();
     let snap = match state.app.store.snapshot() {
         Ok(s) => s,
         Err(e) => return unavailable(e),
@@ -1064,11 +1291,59 @@ fn detail(state: &AppState, rt: ResourceType, id: &str, chrome: Chrome<'_>) -> R
     )
 }
 
-fn percent_decode(s: &str) -> String {
-    form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default()
+// ---- activity ----------------------------------------------------------------------
+
+async fn activity_page(
+    state: &Arc<AppState>,
+    q: pages::ActivityQuery,
+    chrome: Chrome<'_>,
+) -> Response<Body> {
+    let page = q.page.unwrap_or(1).max(1);
+    let offset = (page - 1).saturating_mul(ACTIVITY_PAGE_SIZE as u64);
+    let (app, filter) = (state.app.clone(), q.filter());
+    let found =
+        tokio::task::spawn_blocking(move || app.audit_search(&filter, offset, ACTIVITY_PAGE_SIZE))
+            .await;
+    let found = match found {
+        Ok(Ok(p)) => p,
+        Ok(Err(e)) => return unavailable(e),
+        Err(_) => return unavailable(crate::store::StoreError::Closed),
+    };
+    let v = pages::ActivityView {
+        query: q,
+        page: found,
+        page_size: ACTIVITY_PAGE_SIZE,
+    };
+    html(StatusCode::OK, pages::activity(&chrome, &v))
+}
+
+/// The matching audit entries as a download (CSV or JSON Lines), newest first.
+async fn activity_export(
+    state: &Arc<AppState>,
+    q: pages::ActivityQuery,
+    format: ExportFormat,
+) -> Response<Body> {
+    let (app, filter) = (state.app.clone(), q.filter());
+    let made = tokio::task::spawn_blocking(move || {
+        let mut out = Vec::new();
+        app.audit_export(&filter, format, &mut out).map(|()| out)
+    })
+    .await;
+    let bytes = match made {
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) => return unavailable(e),
+        Err(_) => return unavailable(crate::store::StoreError::Closed),
+    };
+    let (content_type, file) = match format {
+        ExportFormat::Csv => ("text/csv; charset=utf-8", "scimbridge-audit.csv"),
+        ExportFormat::JsonLines => ("application/x-ndjson", "scimbridge-audit.jsonl"),
+    };
+    let mut r = response(StatusCode::OK, content_type, bytes);
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{file}\"")) {
+        r.headers_mut()
+            .insert(hyper::header::CONTENT_DISPOSITION, v);
+    }
+    r
 }
 
 // ---- migration ---------------------------------------------------------------------
@@ -1101,90 +1376,143 @@ fn migration_page(state: &AppState, chrome: Chrome<'_>) -> Response<Body> {
 /// Runs a migration form's action; returns the message for the next page.
 async fn migration_action(
     state: &Arc<AppState>,
+    who: &Caller,
     action: &str,
-    f: &HashMap<String, String>,
-) -> Option<String> {
-    match action {
+    body: &[u8],
+) -> Result<String, Refused> {
+    // (message for the page, the audit entry's refusal reason if it was refused)
+    let (msg, refused): (String, Option<String>) = match action {
         "check" => match state.app.migration.check().await {
             Ok(report) => {
                 let msg = if report.ready {
                     "Readiness check: ready.".to_owned()
                 } else {
                     format!(
-                        "Readiness check: {} blocker(s), {} warning(s).",
-                        report.blockers.len(),
-                        report.warnings.len()
+                        "Readiness check: {}, {}.",
+                        pages::count(report.blockers.len() as u64, "blocker", "blockers"),
+                        pages::count(report.warnings.len() as u64, "warning", "warnings")
                     )
                 };
                 if let Ok(mut c) = state.admin.last_check.lock() {
                     *c = Some((Timestamp::now().to_rfc3339(), report));
                 }
-                Some(msg)
+                (msg, None)
             }
-            Err(e) => Some(format!("The readiness check failed: {}", e.page_message())),
+            Err(e) => {
+                let why = e.page_message();
+                (format!("The readiness check failed: {why}"), Some(why))
+            }
         },
         "push" => {
-            let target = field(f, "target").trim().to_owned();
-            let token = Secret::new(field(f, "token").trim());
+            let f: PushForm = parse_form(body)?;
+            let target = f.target.trim().to_owned();
+            let token = Secret::new(f.token.trim());
             if target.is_empty() || token.is_empty() {
-                return Some("The push needs the target URL and its token.".into());
+                let msg = "The push needs the target URL and its token.".to_owned();
+                (msg.clone(), Some(msg))
+            } else {
+                let cacert = Some(f.cacert.trim().to_owned()).filter(|c| !c.is_empty());
+                let req = PushRequest {
+                    target,
+                    token,
+                    cacert,
+                    allow_http: false,
+                    dry_run: f.dry_run.is_some_and(|d| !d.is_empty()),
+                    omit_unsupported: f.omit_unsupported.is_some_and(|d| !d.is_empty()),
+                    parallel: None,
+                };
+                start_job(state, who, JobKind::Push(req)).await
             }
-            let cacert = Some(field(f, "cacert").trim().to_owned()).filter(|c| !c.is_empty());
-            let req = PushRequest {
-                target,
-                token,
-                cacert,
-                allow_http: false,
-                dry_run: !field(f, "dry_run").is_empty(),
-                omit_unsupported: !field(f, "omit_unsupported").is_empty(),
-                parallel: None,
-            };
-            Some(start_job(state, JobKind::Push(req)))
         }
-        "verify" => Some(start_job(state, JobKind::Verify)),
+        "verify" => start_job(state, who, JobKind::Verify).await,
         "cutover" => {
+            let f: CutoverForm = parse_form(body)?;
             let target = state.app.migration.state().ok().and_then(|s| s.target);
             match target {
-                Some(t) if field(f, "confirm") == t => Some(start_job(state, JobKind::Cutover)),
+                Some(t) if f.confirm == t => start_job(state, who, JobKind::Cutover).await,
                 Some(_) => {
-                    Some("Not cut over: type the target URL exactly as shown to confirm.".into())
+                    let msg = "Not cut over: type the target URL exactly as shown to confirm.";
+                    (msg.into(), Some(msg.into()))
                 }
-                None => Some("Not cut over: no migration target is set; push first.".into()),
+                None => {
+                    let msg = "Not cut over: no migration target is set; push first.";
+                    (msg.into(), Some(msg.into()))
+                }
             }
         }
         "abort" => match state.app.migration.abort().await {
-            Ok(_) => Some(
+            Ok(_) => (
                 "Migration aborted: mirroring stopped; this bridge stays the source of truth."
                     .into(),
+                None,
             ),
-            Err(e) => Some(format!("Not aborted: {}", e.page_message())),
+            Err(e) => {
+                let why = e.page_message();
+                (format!("Not aborted: {why}"), Some(why))
+            }
         },
-        _ => Some("There is no such migration action.".into()),
+        _ => return Ok("There is no such migration action.".into()),
+    };
+    // A started job is audited by `start_job` (when it starts and when it ends).
+    let started = matches!(action, "push" | "verify" | "cutover") && refused.is_none();
+    if !started {
+        let mut entry = Entry::new(&format!("migration.{action}"));
+        if let Some(why) = refused {
+            entry = entry.refused(why);
+        }
+        state.app.audit(who, entry).await;
     }
+    Ok(msg)
 }
 
 /// Starts a migration step in the background unless one is running; the page shows
-/// its progress and outcome on reload.
-fn start_job(state: &Arc<AppState>, kind: JobKind) -> String {
+/// its progress and outcome on reload. Audited when it starts and when it ends.
+/// Returns the page's message and, when it did not start, why.
+async fn start_job(state: &Arc<AppState>, who: &Caller, kind: JobKind) -> (String, Option<String>) {
     let name = kind.name();
-    {
-        let Ok(mut slot) = state.admin.job.lock() else {
-            return "The job table is unavailable.".into();
-        };
-        if let Some(j) = slot.as_ref().filter(|j| j.finished.is_none()) {
-            return format!("{} is still running; wait for it to finish.", j.kind);
-        }
-        *slot = Some(Job {
-            kind: name,
-            started: Timestamp::now().to_rfc3339(),
-            progress: None,
-            finished: None,
-            outcome: None,
-        });
+    let action = match &kind {
+        JobKind::Push(r) if r.dry_run => "migration.push_dry_run",
+        JobKind::Push(_) => "migration.push",
+        JobKind::Verify => "migration.verify",
+        JobKind::Cutover => "migration.cutover",
+    };
+    let mut entry = Entry::new(action);
+    if let JobKind::Push(r) = &kind {
+        entry = entry.on("Migration", None, Some(&r.target));
     }
+    let busy = {
+        match state.admin.job.lock() {
+            Err(_) => Some("The job table is unavailable.".to_owned()),
+            Ok(mut slot) => match slot.as_ref().filter(|j| j.finished.is_none()) {
+                Some(j) => Some(format!(
+                    "{} is still running; wait for it to finish.",
+                    j.kind
+                )),
+                None => {
+                    *slot = Some(Job {
+                        kind: name,
+                        started: Timestamp::now().to_rfc3339(),
+                        progress: None,
+                        finished: None,
+                        outcome: None,
+                    });
+                    None
+                }
+            },
+        }
+    };
+    if let Some(why) = busy {
+        state.app.audit(who, entry.refused(why.clone())).await;
+        return (why.clone(), Some(why));
+    }
+    let mut started_entry = entry.clone();
+    started_entry.action = format!("{action}.start");
+    state.app.audit(who, started_entry).await;
     let slot = state.admin.job.clone();
-    let m: Arc<Migration> = state.app.migration.clone();
+    let app = state.app.clone();
+    let who = who.clone();
     tokio::spawn(async move {
+        let m: Arc<Migration> = app.migration.clone();
         let progress_slot = slot.clone();
         let mut progress = move |p: Progress| {
             if let Ok(mut j) = progress_slot.lock() {
@@ -1202,6 +1530,7 @@ fn start_job(state: &Arc<AppState>, kind: JobKind) -> String {
             tracing::warn!(job = name, error = %e, "migration step from the admin page failed");
         }
         let outcome = outcome.map_err(PageMessage::page_message);
+        app.audit(&who, entry.outcome(&outcome)).await;
         if let Ok(mut j) = slot.lock() {
             if let Some(j) = j.as_mut() {
                 j.finished = Some(Timestamp::now().to_rfc3339());
@@ -1209,5 +1538,8 @@ fn start_job(state: &Arc<AppState>, kind: JobKind) -> String {
             }
         }
     });
-    format!("{name} started; this page shows its progress when reloaded.")
+    (
+        format!("{name} started; this page shows its progress when reloaded."),
+        None,
+    )
 }

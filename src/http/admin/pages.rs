@@ -1,14 +1,19 @@
-//! The admin page's HTML: small template functions that take plain values and return
-//! a page. Every piece of user or directory data goes through `esc`; nothing here
-//! reads the store, the clock or the request. No inline script or style: the only
-//! assets are `/admin/static/style.css` and `/admin/static/copy.js`.
+//! The admin page's HTML: one typed view model per page, rendered by `maud` templates
+//! checked at compile time. Text inserted with `(value)` is escaped by the template
+//! engine; raw HTML exists only as `Markup` (what a template produced), so escaped
+//! and unescaped HTML cannot be mixed up. Nothing here reads the store, the clock or
+//! the request. No inline script or style: the only assets are
+//! `/admin/static/style.css` and `/admin/static/copy.js`. Links to a resource put its
+//! id in a path segment, percent-encoded (`segment`), never form-encoded.
 
-use std::fmt::Write;
 use std::time::Duration;
 
+use maud::{html, Markup, DOCTYPE};
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::Serialize;
 
 use super::activity::ScimRequestRecord;
+use crate::app::audit::{AuditFilter, AuditPage};
 use crate::app::tokens::TokenInfo;
 use crate::migrate::readiness::{Finding, ReadinessReport};
 use crate::migrate::report::{MigrationStatus, Progress, PushOutcome, VerifyReport};
@@ -16,27 +21,24 @@ use crate::migrate::service::CutoverReport;
 use crate::scim::resource::Reference;
 use crate::scim::schema::ResourceType;
 use crate::secret::Secret;
-use crate::store::{Event, Phase};
+use crate::store::{ActorKind, AuditOutcome, Event, Phase};
 
-/// Escapes text for HTML element content and quoted attribute values.
-pub fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 8);
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#x27;"),
-            c => out.push(c),
-        }
-    }
-    out
+/// What stays literal in a path segment: RFC 3986 §2.3 unreserved characters.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Percent-encodes one URL path segment (RFC 3986 §3.3): `a b/c+d` → `a%20b%2Fc%2Bd`.
+/// Form encoding (`+` for space) is for query strings only.
+pub fn segment(s: &str) -> String {
+    utf8_percent_encode(s, SEGMENT).to_string()
 }
 
-/// Percent-encodes a query-string value.
-pub fn url_param(s: &str) -> String {
-    form_urlencoded::byte_serialize(s.as_bytes()).collect()
+/// The admin URL of one resource: `/admin/users/ID` or `/admin/groups/ID`.
+pub fn resource_href(rt: ResourceType, id: &str) -> String {
+    format!("/admin/{}/{}", section(rt), segment(id))
 }
 
 /// An RFC 3339 time (text or `Timestamp`) as `YYYY-MM-DD HH:MM:SS UTC`.
@@ -68,12 +70,15 @@ pub fn bytes(n: u64) -> String {
     }
 }
 
+/// `n` and the noun, singular for one: "1 member", "3 members".
+pub fn count(n: impl Into<u64>, one: &str, many: &str) -> String {
+    let n = n.into();
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 /// The hidden field every state-changing form carries.
-fn csrf_field(csrf: &str) -> String {
-    format!(
-        "<input type=\"hidden\" name=\"csrf\" value=\"{}\">",
-        esc(csrf)
-    )
+fn csrf_field(csrf: &str) -> Markup {
+    html! { input type="hidden" name="csrf" value=(csrf); }
 }
 
 /// What every signed-in page shares.
@@ -85,133 +90,158 @@ pub struct Chrome<'a> {
     pub flash: Option<&'a str>,
 }
 
-const NAV: [(&str, &str, &str); 5] = [
+const NAV: [(&str, &str, &str); 6] = [
     ("dashboard", "/admin", "Dashboard"),
     ("tokens", "/admin/tokens", "Tokens"),
     ("users", "/admin/users", "Users"),
     ("groups", "/admin/groups", "Groups"),
+    ("activity", "/admin/activity", "Activity"),
     ("migration", "/admin/migration", "Migration"),
 ];
 
-fn head(title: &str) -> String {
-    format!(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <meta name=\"referrer\" content=\"no-referrer\">\
-         <title>{} · scimbridge</title>\
-         <link rel=\"stylesheet\" href=\"/admin/static/style.css\">\
-         <script src=\"/admin/static/copy.js\" defer></script></head>\n",
-        esc(title)
-    )
+/// The whole document around a page's `body`.
+fn document(title: &str, body: Markup) -> String {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                meta name="referrer" content="no-referrer";
+                title { (title) " · scimbridge" }
+                link rel="stylesheet" href="/admin/static/style.css";
+                script src="/admin/static/copy.js" defer {}
+            }
+            (body)
+        }
+    }
+    .into_string()
 }
 
 /// A signed-in page: header with navigation and sign-out, flash message, content.
-pub fn layout(c: &Chrome, content: &str) -> String {
-    let mut out = head(c.title);
-    out.push_str(
-        "<body><header class=\"top\"><a class=\"brand\" href=\"/admin\">scimbridge</a><nav>",
-    );
-    for (key, href, label) in NAV {
-        let current = if key == c.active {
-            " aria-current=\"page\""
-        } else {
-            ""
-        };
-        let _ = write!(out, "<a href=\"{href}\"{current}>{label}</a>");
-    }
-    let _ = write!(
-        out,
-        "</nav><form class=\"signout\" method=\"post\" action=\"/admin/logout\">{}\
-         <button type=\"submit\" class=\"link\">Sign out</button></form></header>\n<main>",
-        csrf_field(c.csrf)
-    );
-    if let Some(f) = c.flash {
-        let _ = write!(out, "<p class=\"flash\" role=\"status\">{}</p>", esc(f));
-    }
-    let _ = write!(
-        out,
-        "<h1>{}</h1>\n{content}</main></body></html>\n",
-        esc(c.title)
-    );
-    out
+pub fn layout(c: &Chrome, content: Markup) -> String {
+    document(
+        c.title,
+        html! {
+            body {
+                header.top {
+                    a.brand href="/admin" { "scimbridge" }
+                    nav {
+                        @for (key, href, label) in NAV {
+                            a href=(href) aria-current=[(key == c.active).then_some("page")] { (label) }
+                        }
+                    }
+                    form.signout method="post" action="/admin/logout" {
+                        (csrf_field(c.csrf))
+                        button.link type="submit" { "Sign out" }
+                    }
+                }
+                main {
+                    @if let Some(f) = c.flash {
+                        p.flash role="status" { (f) }
+                    }
+                    h1 { (c.title) }
+                    (content)
+                }
+            }
+        },
+    )
 }
 
 /// A page for someone not signed in (login, setup, refusals).
-pub fn public_page(title: &str, content: &str) -> String {
-    let mut out = head(title);
-    let _ = write!(
-        out,
-        "<body class=\"narrow\"><header class=\"top\"><span class=\"brand\">scimbridge</span></header>\
-         <main><h1>{}</h1>\n{content}</main></body></html>\n",
-        esc(title)
-    );
-    out
+fn public_page(title: &str, content: Markup) -> String {
+    document(
+        title,
+        html! {
+            body.narrow {
+                header.top { span.brand { "scimbridge" } }
+                main { h1 { (title) } (content) }
+            }
+        },
+    )
 }
 
-pub fn login(error: Option<&str>, notice: Option<&str>, password_set: bool) -> String {
-    let mut c = String::new();
-    if let Some(n) = notice {
-        let _ = write!(c, "<p class=\"flash\" role=\"status\">{}</p>", esc(n));
-    }
-    if let Some(e) = error {
-        let _ = write!(c, "<p class=\"error\" role=\"alert\">{}</p>", esc(e));
-    }
-    if !password_set {
-        c.push_str(
-            "<p class=\"note\">No admin password is set yet. Open the one-time setup link that the \
-             server printed in its log when it started, or run <code>scimbridge admin reset-password</code> \
-             on the server for a new link.</p>",
-        );
-    }
-    c.push_str(
-        "<form method=\"post\" action=\"/admin/login\" class=\"card\">\
-         <label for=\"password\">Admin password</label>\
-         <input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"current-password\" required autofocus>\
-         <button type=\"submit\">Sign in</button></form>",
-    );
-    public_page("Sign in", &c)
+/// The sign-in page.
+pub struct LoginView<'a> {
+    pub error: Option<&'a str>,
+    pub notice: Option<&'a str>,
+    pub password_set: bool,
 }
 
-pub fn setup(code: &str, error: Option<&str>) -> String {
-    let mut c = String::new();
-    if let Some(e) = error {
-        let _ = write!(c, "<p class=\"error\" role=\"alert\">{}</p>", esc(e));
-    }
-    let _ = write!(
-        c,
-        "<p>Choose the password for this bridge's admin page: at least {} characters, \
-         not a common password (or common words with digits or symbols added), not a keyboard \
-         or alphabet run, with at least 6 different characters. Four random words work well. \
-         This link works once; afterwards every admin signs in with the new password.</p>\
-         <form method=\"post\" action=\"/admin/setup\" class=\"card\">\
-         <input type=\"hidden\" name=\"code\" value=\"{}\">\
-         <label for=\"password\">New password</label>\
-         <input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"new-password\" minlength=\"{}\" required autofocus>\
-         <label for=\"confirm\">Repeat the password</label>\
-         <input id=\"confirm\" name=\"confirm\" type=\"password\" autocomplete=\"new-password\" minlength=\"{}\" required>\
-         <button type=\"submit\">Set password</button></form>",
-        crate::auth::admin::MIN_PASSWORD_CHARS,
-        esc(code),
-        crate::auth::admin::MIN_PASSWORD_CHARS,
-        crate::auth::admin::MIN_PASSWORD_CHARS
-    );
-    public_page("Set the admin password", &c)
+pub fn login(v: &LoginView) -> String {
+    public_page(
+        "Sign in",
+        html! {
+            @if let Some(n) = v.notice { p.flash role="status" { (n) } }
+            @if let Some(e) = v.error { p.error role="alert" { (e) } }
+            @if !v.password_set {
+                p.note {
+                    "No admin password is set yet. Open the one-time setup link that the server \
+                     printed in its log when it started, or run "
+                    code { "scimbridge admin reset-password" }
+                    " on the server for a new link."
+                }
+            }
+            form.card method="post" action="/admin/login" {
+                label for="password" { "Admin password" }
+                input #password name="password" type="password" autocomplete="current-password" required autofocus;
+                button type="submit" { "Sign in" }
+            }
+        },
+    )
+}
+
+/// The first-run (or reset) page that sets the password.
+pub struct SetupView<'a> {
+    /// The one-time code from the link, carried in a hidden field.
+    pub code: &'a str,
+    pub error: Option<&'a str>,
+}
+
+pub fn setup(v: &SetupView) -> String {
+    let min = crate::auth::admin::MIN_PASSWORD_CHARS;
+    public_page(
+        "Set the admin password",
+        html! {
+            @if let Some(e) = v.error { p.error role="alert" { (e) } }
+            p {
+                "Choose the password for this bridge's admin page: at least " (min) " characters, \
+                 not a common password (or common words with digits or symbols added), not a keyboard \
+                 or alphabet run, with at least 6 different characters. Four random words work well. \
+                 This link works once; afterwards every admin signs in with the new password."
+            }
+            form.card method="post" action="/admin/setup" {
+                input type="hidden" name="code" value=(v.code);
+                label for="password" { "New password" }
+                input #password name="password" type="password" autocomplete="new-password" minlength=(min) required autofocus;
+                label for="confirm" { "Repeat the password" }
+                input #confirm name="confirm" type="password" autocomplete="new-password" minlength=(min) required;
+                button type="submit" { "Set password" }
+            }
+        },
+    )
 }
 
 /// A short explanation page (refusals, not found).
-pub fn message(title: &str, text: &str, link: Option<(&str, &str)>) -> String {
-    let mut c = format!("<p>{}</p>", esc(text));
-    if let Some((href, label)) = link {
-        let _ = write!(c, "<p><a href=\"{}\">{}</a></p>", esc(href), esc(label));
-    }
-    public_page(title, &c)
+pub struct MessageView<'a> {
+    pub title: &'a str,
+    pub text: &'a str,
+    /// (href, label) of the way on.
+    pub link: Option<(&'a str, &'a str)>,
 }
 
-fn copy_button(target: &str) -> String {
-    format!(
-        "<button type=\"button\" class=\"copy\" data-copy=\"{}\" hidden>Copy</button>",
-        esc(target)
+pub fn message(v: &MessageView) -> String {
+    public_page(
+        v.title,
+        html! {
+            p { (v.text) }
+            @if let Some((href, label)) = v.link { p { a href=(href) { (label) } } }
+        },
     )
+}
+
+fn copy_button(target: &str) -> Markup {
+    html! { button.copy type="button" data-copy=(target) hidden { "Copy" } }
 }
 
 // ---- dashboard ---------------------------------------------------------------
@@ -309,96 +339,64 @@ pub struct UnknownRow {
 
 /// The dashboard section that tells the admin what the identity provider sends that
 /// the bridge neither stores nor serves, and how to have it stored.
-fn unknown_attributes(d: &Dashboard) -> String {
-    let mut o = String::new();
-    if d.unknown.is_empty() {
-        return o;
-    }
-    let _ = write!(
-        o,
-        "<section class=\"card\"><h2>Attributes no schema defines</h2>\
-         <p>Your identity provider sent these attributes. The bridge {} them \
-         (<code>[scim] unknown_attributes = \"{}\"</code>): it stores only what it can serve \
-         back and carry into a migration. To keep one, declare it as a schema extension in \
-         the config file (the declaration below pastes as is) and restart; or remove the \
-         mapping in your identity provider.</p>\
-         <div class=\"scroll\"><table><thead><tr><th>Resource</th><th>Attribute</th>\
-         <th>Requests</th><th>Last</th><th>Declaration</th></tr></thead><tbody>",
-        if d.unknown_policy == "drop" {
-            "dropped"
-        } else {
-            "refused (400) requests with"
-        },
-        esc(d.unknown_policy)
-    );
-    for (i, u) in d.unknown.iter().enumerate() {
-        let id = format!("decl-{i}");
-        let _ = write!(
-            o,
-            "<tr><td>{}</td><td><code>{}</code></td><td>{} {}</td><td>{}</td>\
-             <td><pre class=\"json\" id=\"{id}\">{}</pre>{}</td></tr>",
-            esc(u.resource_type),
-            esc(&u.name),
-            u.count,
-            esc(u.action),
-            esc(&when(&u.last_seen)),
-            esc(&u.declaration),
-            copy_button(&id)
-        );
-    }
-    o.push_str("</tbody></table></div></section>");
-    o
-}
-
-fn cert_rows(c: &CertSummary) -> String {
-    let mut o = String::new();
-    let class = if c.days_left < 14 {
-        " class=\"bad\""
+fn unknown_attributes(d: &Dashboard) -> Markup {
+    let done = if d.unknown_policy == "drop" {
+        "dropped"
     } else {
-        ""
+        "refused (400) requests with"
     };
-    let _ = write!(
-        o,
-        "<tr><th>Certificate</th><td>{}</td></tr><tr><th>Source</th><td>{}</td></tr>\
-         <tr><th>Issuer</th><td>{}</td></tr><tr><th>Names</th><td>{}</td></tr>\
-         <tr><th>Expires</th><td{class}>{} ({} days)</td></tr>",
-        esc(c.subject.as_deref().unwrap_or("(no common name)")),
-        esc(c.source),
-        esc(&c.issuer),
-        esc(&c.names.join(", ")),
-        esc(&c.not_after),
-        c.days_left
-    );
-    for w in &c.warnings {
-        let _ = write!(
-            o,
-            "<tr><th>Certificate warning</th><td class=\"bad\">{}</td></tr>",
-            esc(w)
-        );
-    }
-    if let Some(a) = &c.acme {
-        let _ = write!(
-            o,
-            "<tr><th>ACME directory</th><td>{}</td></tr><tr><th>Next renewal</th><td>{}</td></tr>",
-            esc(&a.directory),
-            esc(a.next_renewal.as_deref().unwrap_or("not scheduled yet"))
-        );
-        match &a.last_error {
-            Some((message, at)) => {
-                let _ = write!(
-                    o,
-                    "<tr><th>Last ACME error</th><td class=\"bad\">{} ({})</td></tr>",
-                    esc(message),
-                    esc(at)
-                );
+    html! {
+        @if !d.unknown.is_empty() {
+            section.card {
+                h2 { "Attributes no schema defines" }
+                p {
+                    "Your identity provider sent these attributes. The bridge " (done) " them ("
+                    code { "[scim] unknown_attributes = \"" (d.unknown_policy) "\"" }
+                    "): it stores only what it can serve back and carry into a migration. To keep one, \
+                     declare it as a schema extension in the config file (the declaration below pastes \
+                     as is) and restart; or remove the mapping in your identity provider."
+                }
+                div.scroll { table {
+                    thead { tr { th { "Resource" } th { "Attribute" } th { "Requests" } th { "Last" } th { "Declaration" } } }
+                    tbody { @for (i, u) in d.unknown.iter().enumerate() {
+                        @let id = format!("decl-{i}");
+                        tr {
+                            td { (u.resource_type) }
+                            td { code { (u.name) } }
+                            td { (u.count) " " (u.action) }
+                            td { (when(&u.last_seen)) }
+                            td { pre.json id=(id) { (u.declaration) } (copy_button(&id)) }
+                        }
+                    } }
+                } }
             }
-            None => o.push_str("<tr><th>Last ACME error</th><td>none</td></tr>"),
         }
     }
-    o
 }
 
-fn outcome(status: u16) -> String {
+fn cert_rows(c: &CertSummary) -> Markup {
+    html! {
+        tr { th { "Certificate" } td { (c.subject.as_deref().unwrap_or("(no common name)")) } }
+        tr { th { "Source" } td { (c.source) } }
+        tr { th { "Issuer" } td { (c.issuer) } }
+        tr { th { "Names" } td { (c.names.join(", ")) } }
+        tr { th { "Expires" } td class=[(c.days_left < 14).then_some("bad")] { (c.not_after) " (" (c.days_left) " days)" } }
+        @for w in &c.warnings {
+            tr { th { "Certificate warning" } td.bad { (w) } }
+        }
+        @if let Some(a) = &c.acme {
+            tr { th { "ACME directory" } td { (a.directory) } }
+            tr { th { "Next renewal" } td { (a.next_renewal.as_deref().unwrap_or("not scheduled yet")) } }
+            @match &a.last_error {
+                Some((message, at)) => tr { th { "Last ACME error" } td.bad { (message) " (" (at) ")" } },
+                None => tr { th { "Last ACME error" } td { "none" } },
+            }
+        }
+    }
+}
+
+/// A response status as a coloured pill: "201 ok", "409 conflict".
+fn outcome(status: u16) -> Markup {
     let (class, text) = match status {
         200..=299 => ("ok", "ok"),
         304 => ("ok", "not modified"),
@@ -412,142 +410,128 @@ fn outcome(status: u16) -> String {
         400..=499 => ("warn", "refused"),
         _ => ("bad", "server error"),
     };
-    format!("<span class=\"pill {class}\">{status} {text}</span>")
+    html! { span class={ "pill " (class) } { (status) " " (text) } }
 }
 
-fn resource_link(rt_name: &str, id: &str) -> String {
-    let section = match rt_name {
-        "Users" | "User" => "users",
-        "Groups" | "Group" => "groups",
-        _ => return esc(id),
+/// A resource's id linked to its admin page, when the endpoint names a resource type.
+fn resource_link(endpoint: &str, id: &str) -> Markup {
+    let rt = match endpoint {
+        "Users" | "User" => Some(ResourceType::User),
+        "Groups" | "Group" => Some(ResourceType::Group),
+        _ => None,
     };
-    format!(
-        "<a href=\"/admin/{section}/{}\"><code>{}</code></a>",
-        url_param(id),
-        esc(id)
-    )
+    match rt {
+        Some(rt) => html! { a href=(resource_href(rt, id)) { code { (id) } } },
+        None => html! { (id) },
+    }
 }
 
-fn decommission(target: Option<&str>) -> String {
-    let t = esc(target.unwrap_or("the hosted service's SCIM URL"));
-    format!(
-        "<section class=\"card done\"><h2>This bridge has cut over: it can be decommissioned</h2>\
-         <p>SCIM writes are refused with an error that names the new service; reads keep working. \
-         Repoint your identity provider at the hosted service, then stop this bridge \
-         (keep an export first: <code>scimbridge export --out FILE</code>).</p>\
-         <h3>Microsoft Entra ID</h3><ol>\
-         <li>Enterprise applications → your app → Provisioning → Admin Credentials.</li>\
-         <li><b>Tenant URL</b>: <code>{t}</code></li>\
-         <li><b>Secret Token</b>: the hosted service's API token.</li>\
-         <li>Test Connection, Save, then restart provisioning.</li></ol>\
-         <h3>Okta</h3><ol>\
-         <li>Applications → your app → Provisioning → Integration → Edit.</li>\
-         <li><b>Base URL</b> / <b>SCIM connector base URL</b>: <code>{t}</code></li>\
-         <li><b>API token</b> (HTTP header authentication): the hosted service's API token.</li>\
-         <li>Test Connector Configuration, then Save.</li></ol></section>"
-    )
+fn decommission(target: Option<&str>) -> Markup {
+    let t = target.unwrap_or("the hosted service's SCIM URL");
+    html! {
+        section.card.done {
+            h2 { "This bridge has cut over: it can be decommissioned" }
+            p {
+                "SCIM writes are refused with an error that names the new service; reads keep working. \
+                 Repoint your identity provider at the hosted service, then stop this bridge \
+                 (keep an export first: " code { "scimbridge export --out FILE" } ")."
+            }
+            h3 { "Microsoft Entra ID" }
+            ol {
+                li { "Enterprise applications → your app → Provisioning → Admin Credentials." }
+                li { b { "Tenant URL" } ": " code { (t) } }
+                li { b { "Secret Token" } ": the hosted service's API token." }
+                li { "Test Connection, Save, then restart provisioning." }
+            }
+            h3 { "Okta" }
+            ol {
+                li { "Applications → your app → Provisioning → Integration → Edit." }
+                li { b { "Base URL" } " / " b { "SCIM connector base URL" } ": " code { (t) } }
+                li { b { "API token" } " (HTTP header authentication): the hosted service's API token." }
+                li { "Test Connector Configuration, then Save." }
+            }
+        }
+    }
 }
 
 pub fn dashboard(c: &Chrome, d: &Dashboard) -> String {
-    let mut o = String::new();
-    if d.phase == Phase::CutOver {
-        o.push_str(&decommission(d.target.as_deref()));
-    }
-    let _ = write!(
-        o,
-        "<section class=\"card\"><h2>Connect your identity provider</h2>\
-         <p>SCIM URL (Entra ID: Tenant URL; Okta: SCIM connector base URL):</p>\
-         <p class=\"copyrow\"><code id=\"scim-url\" class=\"big\">{}</code>{}</p>\
-         <p>Secret token: issue one on the <a href=\"/admin/tokens\">Tokens</a> page ({} active).</p></section>",
-        esc(&d.scim_url),
-        copy_button("scim-url"),
-        d.active_tokens
-    );
-    o.push_str(&unknown_attributes(d));
-    let _ = write!(
-        o,
-        "<section class=\"stats\">\
-         <a class=\"stat\" href=\"/admin/users\"><b>{}</b> users<small>{} active, {} inactive</small></a>\
-         <a class=\"stat\" href=\"/admin/groups\"><b>{}</b> groups</a>\
-         <a class=\"stat\" href=\"/admin/migration\"><b>{}</b> migration{}</a></section>",
-        d.users,
-        d.users.saturating_sub(d.inactive_users),
-        d.inactive_users,
-        d.groups,
-        esc(d.phase.as_str()),
-        d.migration_error
-            .as_deref()
-            .map(|e| format!("<small class=\"bad\" id=\"migration-error\">error: {}</small>", esc(e)))
-            .unwrap_or_default()
-    );
-    o.push_str("<section><h2>Recent SCIM requests</h2>");
-    if d.requests.is_empty() {
-        o.push_str("<p class=\"note\">No SCIM request since the server started.</p>");
-    } else {
-        o.push_str(
-            "<div class=\"scroll\"><table><thead><tr><th>Time</th><th>Token</th><th>Operation</th>\
-             <th>Resource</th><th>Outcome</th></tr></thead><tbody>",
-        );
-        for r in &d.requests {
-            let resource = match &r.id {
-                Some(id) => format!("{} {}", esc(&r.endpoint), resource_link(&r.endpoint, id)),
-                None => esc(&r.endpoint),
-            };
-            let _ = write!(
-                o,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{resource}</td><td>{}</td></tr>",
-                esc(&when(r.time)),
-                r.token
-                    .as_deref()
-                    .map(esc)
-                    .unwrap_or_else(|| "<i>none</i>".into()),
-                esc(&r.method),
-                outcome(r.status)
-            );
+    let content = html! {
+        @if d.phase == Phase::CutOver { (decommission(d.target.as_deref())) }
+        @if d.phase != Phase::CutOver {
+            section.card {
+                h2 { "Connect your identity provider" }
+                p { "SCIM URL (Entra ID: Tenant URL; Okta: SCIM connector base URL):" }
+                p.copyrow { code #scim-url .big { (d.scim_url) } (copy_button("scim-url")) }
+                p { "Secret token: issue one on the " a href="/admin/tokens" { "Tokens" } " page (" (d.active_tokens) " active)." }
+            }
         }
-        o.push_str("</tbody></table></div>");
-    }
-    o.push_str("<p class=\"note\">Kept in memory: the last 200 requests since the server started.</p></section>");
-    o.push_str("<section><h2>Recent changes (audit log)</h2>");
-    if d.events.is_empty() {
-        o.push_str("<p class=\"note\">No change recorded yet.</p>");
-    } else {
-        o.push_str(
-            "<div class=\"scroll\"><table><thead><tr><th>Time</th><th>Token</th><th>Operation</th>\
-             <th>Resource</th><th>Outcome</th></tr></thead><tbody>",
-        );
-        for e in &d.events {
-            let _ = write!(
-                o,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{} {}</td><td><span class=\"pill ok\">done</span></td></tr>",
-                esc(&when(e.time)),
-                esc(&e.actor.name),
-                esc(e.op.as_str()),
-                esc(e.resource_type.name()),
-                resource_link(e.resource_type.name(), &e.id)
-            );
+        (unknown_attributes(d))
+        section.stats {
+            a.stat href="/admin/users" { b { (d.users) } " users" small { (d.users.saturating_sub(d.inactive_users)) " active, " (d.inactive_users) " inactive" } }
+            a.stat href="/admin/groups" { b { (d.groups) } " groups" }
+            a.stat href="/admin/migration" {
+                b { (d.phase.as_str()) } " migration"
+                @if let Some(e) = d.migration_error.as_deref() { small.bad #migration-error { "error: " (e) } }
+            }
         }
-        o.push_str("</tbody></table></div>");
-    }
-    o.push_str("</section>");
-    let cert = match (&d.cert, d.tls_on) {
-        (Some(c), _) => cert_rows(c),
-        (None, true) => "<tr><th>Certificate</th><td>unreadable</td></tr>".into(),
-        (None, false) => {
-            "<tr><th>TLS</th><td class=\"bad\">off (behind a TLS-terminating proxy)</td></tr>"
-                .into()
+        section {
+            h2 { "Recent SCIM requests" }
+            @if d.requests.is_empty() {
+                p.note { "No SCIM request since the server started." }
+            } @else {
+                div.scroll { table #requests {
+                    thead { tr { th { "Time" } th { "Token" } th { "Client" } th { "Operation" } th { "Resource" } th { "Outcome" } } }
+                    tbody { @for r in &d.requests {
+                        tr {
+                            td { (when(r.time)) }
+                            td { @match &r.token { Some(t) => (t), None => i { "none" } } }
+                            td { (r.client) }
+                            td { (r.method) }
+                            td { (r.endpoint) @if let Some(id) = &r.id { " " (resource_link(&r.endpoint, id)) } }
+                            td {
+                                (outcome(r.status))
+                                @if let Some(why) = &r.reason { br; small.reason { (why) } }
+                            }
+                        }
+                    } }
+                } }
+            }
+            p.note { "Kept in memory: the last 200 requests since the server started. Every write, refused or not, is kept on the " a href="/admin/activity" { "Activity" } " page." }
+        }
+        section {
+            h2 { "Recent changes (audit log)" }
+            @if d.events.is_empty() {
+                p.note { "No change recorded yet." }
+            } @else {
+                div.scroll { table {
+                    thead { tr { th { "Time" } th { "Token" } th { "Operation" } th { "Resource" } th { "Outcome" } } }
+                    tbody { @for e in &d.events {
+                        tr {
+                            td { (when(e.time)) }
+                            td { (e.actor.name) }
+                            td { (e.op.as_str()) }
+                            td { (e.resource_type.name()) " " (resource_link(e.resource_type.name(), &e.id)) }
+                            td { span.pill.ok { "done" } }
+                        }
+                    } }
+                } }
+            }
+        }
+        section {
+            h2 { "Health" }
+            table.facts { tbody {
+                tr { th { "Version" } td { (d.version) } }
+                tr { th { "Uptime" } td { (duration(d.uptime)) } }
+                tr { th { "Database size" } td { (bytes(d.db_bytes)) } }
+                @match (&d.cert, d.tls_on) {
+                    (Some(c), _) => (cert_rows(c)),
+                    (None, true) => tr { th { "Certificate" } td { "unreadable" } },
+                    (None, false) => tr { th { "TLS" } td.bad { "off (behind a TLS-terminating proxy)" } },
+                }
+            } }
         }
     };
-    let _ = write!(
-        o,
-        "<section><h2>Health</h2><table class=\"facts\"><tbody>\
-         <tr><th>Version</th><td>{}</td></tr><tr><th>Uptime</th><td>{}</td></tr>\
-         <tr><th>Database size</th><td>{}</td></tr>{cert}</tbody></table></section>",
-        esc(d.version),
-        duration(d.uptime),
-        bytes(d.db_bytes)
-    );
-    layout(c, &o)
+    layout(c, content)
 }
 
 // ---- tokens ------------------------------------------------------------------
@@ -565,87 +549,105 @@ pub struct Issued {
     pub secret: Secret,
 }
 
-pub fn tokens(
-    c: &Chrome,
-    rows: &[TokenRow],
-    issued: Option<&Issued>,
-    error: Option<&str>,
-) -> String {
-    let mut o = String::new();
-    if let Some(i) = issued {
-        let _ = write!(
-            o,
-            "<section class=\"card secret\"><h2>Token \"{}\" issued ({})</h2>\
-             <p><b>Copy it now: it is shown only this once</b> and stored only as a hash. \
-             Paste it into your identity provider as the Secret Token (Entra ID) or API token (Okta).</p>\
-             <p class=\"copyrow\"><input id=\"secret\" class=\"mono\" readonly value=\"{}\" aria-label=\"token secret\">{}</p></section>",
-            esc(&i.name),
-            esc(i.scope),
-            esc(i.secret.expose()),
-            copy_button("secret")
-        );
-    }
-    if let Some(e) = error {
-        let _ = write!(o, "<p class=\"error\" role=\"alert\">{}</p>", esc(e));
-    }
-    let _ = write!(
-        o,
-        "<section class=\"card\"><h2>Issue a token</h2>\
-         <form method=\"post\" action=\"/admin/tokens\" class=\"grid\">{}\
-         <label for=\"name\">Name</label><input id=\"name\" name=\"name\" required maxlength=\"100\" placeholder=\"e.g. entra-id\">\
-         <label for=\"expires\">Expires after (days)</label><input id=\"expires\" name=\"expires_days\" type=\"number\" min=\"1\" max=\"3650\" placeholder=\"never\">\
-         <fieldset><legend>Scope</legend>\
-         <label class=\"inline\"><input type=\"radio\" name=\"scope\" value=\"read-write\" checked> read-write (for provisioning)</label>\
-         <label class=\"inline\"><input type=\"radio\" name=\"scope\" value=\"read-only\"> read-only (writes answer 403)</label></fieldset>\
-         <button type=\"submit\">Issue token</button></form></section>",
-        csrf_field(c.csrf)
-    );
-    o.push_str("<section><h2>Tokens</h2>");
-    if rows.is_empty() {
-        o.push_str("<p class=\"note\">No token yet.</p>");
-    } else {
-        o.push_str(
-            "<div class=\"scroll\"><table id=\"tokens\"><thead><tr><th>Name</th><th>Scope</th><th>Created</th>\
-             <th>Last used</th><th>Expires</th><th>State</th><th></th></tr></thead><tbody>",
-        );
-        for r in rows {
-            let t = &r.record;
-            let action = if r.state == "active" {
-                format!(
-                    "<form method=\"post\" action=\"/admin/tokens/revoke\">{}\
-                     <input type=\"hidden\" name=\"id\" value=\"{}\">\
-                     <button type=\"submit\" class=\"danger\" aria-label=\"Revoke {}\">Revoke</button></form>",
-                    csrf_field(c.csrf),
-                    esc(&t.id),
-                    esc(&t.name)
-                )
-            } else {
-                String::new()
-            };
-            let state_class = if r.state == "active" { "ok" } else { "bad" };
-            let _ = write!(
-                o,
-                "<tr data-token=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
-                 <td><span class=\"pill {state_class}\">{}</span></td><td>{action}</td></tr>",
-                esc(&t.name),
-                esc(&t.name),
-                esc(t.scope.as_str()),
-                esc(&when(t.created)),
-                r.last_used
-                    .map(|u| esc(&when(u)))
-                    .unwrap_or_else(|| "never".into()),
-                t.expires
-                    .map(|u| esc(&when(u)))
-                    .unwrap_or_else(|| "never".into()),
-                esc(r.state)
-            );
+/// The Tokens page: the issue form, a just-issued secret or a refusal, the list.
+pub struct TokensView<'a> {
+    pub rows: &'a [TokenRow],
+    pub issued: Option<&'a Issued>,
+    pub error: Option<&'a str>,
+}
+
+pub fn tokens(c: &Chrome, v: &TokensView) -> String {
+    let content = html! {
+        @if let Some(i) = v.issued {
+            section.card.secret {
+                h2 { "Token \"" (i.name) "\" issued (" (i.scope) ")" }
+                p {
+                    b { "Copy it now: it is shown only this once" } " and stored only as a hash. \
+                     Paste it into your identity provider as the Secret Token (Entra ID) or API token (Okta)."
+                }
+                p.copyrow {
+                    input id="secret" class="mono" readonly value=(i.secret.expose()) aria-label="token secret";
+                    (copy_button("secret"))
+                }
+            }
         }
-        o.push_str("</tbody></table></div>");
-    }
-    o.push_str(
-        "<p class=\"note\">Revoking takes effect on the token's next request.</p></section>",
-    );
-    layout(c, &o)
+        @if let Some(e) = v.error { p.error role="alert" { (e) } }
+        section.card {
+            h2 { "Issue a token" }
+            form.grid method="post" action="/admin/tokens" {
+                (csrf_field(c.csrf))
+                label for="name" { "Name" }
+                input #name name="name" required maxlength="100" placeholder="e.g. entra-id";
+                label for="expires" { "Expires after (days)" }
+                input #expires name="expires_days" type="number" min="1" max="3650" placeholder="never";
+                fieldset {
+                    legend { "Scope" }
+                    label.inline { input type="radio" name="scope" value="read-write" checked; " read-write (for provisioning)" }
+                    label.inline { input type="radio" name="scope" value="read-only"; " read-only (writes answer 403)" }
+                }
+                button type="submit" { "Issue token" }
+            }
+        }
+        section {
+            h2 { "Tokens" }
+            @if v.rows.is_empty() {
+                p.note { "No token yet." }
+            } @else {
+                div.scroll { table #tokens {
+                    thead { tr { th { "Name" } th { "Scope" } th { "Created" } th { "Last used" } th { "Expires" } th { "State" } th {} } }
+                    tbody { @for r in v.rows {
+                        @let t = &r.record;
+                        tr data-token=(t.name) {
+                            td { (t.name) }
+                            td { (t.scope.as_str()) }
+                            td { (when(t.created)) }
+                            td { (r.last_used.map(when).as_deref().unwrap_or("never")) }
+                            td { (t.expires.map(when).as_deref().unwrap_or("never")) }
+                            td { span class={ "pill " (if r.state == "active" { "ok" } else { "bad" }) } { (r.state) } }
+                            td {
+                                @if r.state == "active" {
+                                    form method="post" action="/admin/tokens/revoke" {
+                                        (csrf_field(c.csrf))
+                                        input type="hidden" name="id" value=(t.id);
+                                        button.danger type="submit" aria-label={ "Revoke " (t.name) } { "Revoke" }
+                                    }
+                                }
+                            }
+                        }
+                    } }
+                } }
+            }
+            p.note { "Revoking takes effect on the token's next request." }
+        }
+    };
+    layout(c, content)
+}
+
+/// The question before a token is revoked.
+pub struct ConfirmRevokeView<'a> {
+    pub token: &'a TokenInfo,
+}
+
+pub fn confirm_revoke(c: &Chrome, v: &ConfirmRevokeView) -> String {
+    let t = v.token;
+    let content = html! {
+        section.card #confirm-revoke {
+            h2 { "Revoke the token \"" (t.name) "\"?" }
+            p {
+                "Its next request is refused: the identity provider that uses it stops provisioning \
+                 until it gets a new token. This cannot be undone."
+            }
+            form method="post" action="/admin/tokens/revoke" {
+                (csrf_field(c.csrf))
+                input type="hidden" name="id" value=(t.id);
+                input type="hidden" name="confirm" value="yes";
+                button.danger type="submit" { "Revoke " (t.name) }
+                " "
+                a href="/admin/tokens" { "Cancel" }
+            }
+        }
+    };
+    layout(c, content)
 }
 
 // ---- users and groups --------------------------------------------------------
@@ -669,6 +671,28 @@ pub struct ListView {
     pub total: u64,
 }
 
+/// The query string of a Users or Groups list page (form-encoded, as a browser sends
+/// the search form).
+#[derive(Debug, Default, Serialize, serde::Deserialize)]
+pub struct ListQuery {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub q: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+}
+
+impl ListQuery {
+    /// `/admin/users?q=…&after=…`
+    fn href(&self, rt: ResourceType) -> String {
+        let query = serde_urlencoded::to_string(self).unwrap_or_default();
+        if query.is_empty() {
+            format!("/admin/{}", section(rt))
+        } else {
+            format!("/admin/{}?{query}", section(rt))
+        }
+    }
+}
+
 fn section(rt: ResourceType) -> &'static str {
     match rt {
         ResourceType::User => "users",
@@ -678,145 +702,237 @@ fn section(rt: ResourceType) -> &'static str {
 
 pub fn list(c: &Chrome, v: &ListView) -> String {
     let sec = section(v.rt);
+    let users = v.rt == ResourceType::User;
     let (placeholder, name_col, detail_col) = match v.rt {
         ResourceType::User => ("userName, displayName or email", "userName", "Name"),
         ResourceType::Group => ("displayName", "displayName", "Members"),
     };
-    let mut o = format!(
-        "<form method=\"get\" action=\"/admin/{sec}\" class=\"search\" role=\"search\">\
-         <input name=\"q\" type=\"search\" value=\"{}\" placeholder=\"{placeholder}\" aria-label=\"Search\">\
-         <button type=\"submit\">Search</button></form>",
-        esc(&v.query)
-    );
-    let _ = write!(
-        o,
-        "<p class=\"note\">{} in the directory. Read-only: your identity provider is the source of truth.</p>",
-        v.total
-    );
-    if v.rows.is_empty() {
-        o.push_str("<p>Nothing found.</p>");
-    } else {
-        let _ = write!(
-            o,
-            "<div class=\"scroll\"><table><thead><tr><th>{name_col}</th><th>{detail_col}</th>"
-        );
-        if v.rt == ResourceType::User {
-            o.push_str("<th>Email</th><th>Active</th>");
-        }
-        o.push_str("<th>Last modified</th></tr></thead><tbody>");
-        for r in &v.rows {
-            let _ = write!(
-                o,
-                "<tr><td><a href=\"/admin/{sec}/{}\">{}</a></td><td>{}</td>",
-                url_param(&r.id),
-                esc(&r.name),
-                esc(&r.detail)
-            );
-            if v.rt == ResourceType::User {
-                let _ = write!(
-                    o,
-                    "<td>{}</td><td>{}</td>",
-                    esc(r.email.as_deref().unwrap_or("")),
-                    match r.active {
-                        Some(false) => "<span class=\"pill warn\">inactive</span>",
-                        _ => "<span class=\"pill ok\">active</span>",
-                    }
-                );
-            }
-            let _ = write!(o, "<td>{}</td></tr>", esc(&when(&r.modified)));
-        }
-        o.push_str("</tbody></table></div>");
-    }
-    let q = if v.query.is_empty() {
-        String::new()
-    } else {
-        format!("q={}&", url_param(&v.query))
+    let first = ListQuery {
+        q: v.query.clone(),
+        after: None,
     };
-    o.push_str("<nav class=\"pager\">");
-    if !v.is_first_page {
-        let _ = write!(
-            o,
-            "<a href=\"/admin/{sec}?{}\">First page</a>",
-            q.trim_end_matches('&')
-        );
-    }
-    if let Some(after) = &v.next_after {
-        let _ = write!(
-            o,
-            "<a href=\"/admin/{sec}?{q}after={}\">Next page</a>",
-            url_param(after)
-        );
-    }
-    o.push_str("</nav>");
-    layout(c, &o)
+    let next = v.next_after.as_ref().map(|after| ListQuery {
+        q: v.query.clone(),
+        after: Some(after.clone()),
+    });
+    let content = html! {
+        form.search method="get" action={ "/admin/" (sec) } role="search" {
+            input name="q" type="search" value=(v.query) placeholder=(placeholder) aria-label="Search";
+            button type="submit" { "Search" }
+        }
+        p.note { (v.total) " in the directory. Read-only: your identity provider is the source of truth." }
+        @if v.rows.is_empty() {
+            p { "Nothing found." }
+        } @else {
+            div.scroll { table {
+                thead { tr {
+                    th { (name_col) } th { (detail_col) }
+                    @if users { th { "Email" } th { "Active" } }
+                    th { "Last modified" }
+                } }
+                tbody { @for r in &v.rows {
+                    tr {
+                        td { a href=(resource_href(v.rt, &r.id)) { (r.name) } }
+                        td { (r.detail) }
+                        @if users {
+                            td { (r.email.as_deref().unwrap_or("")) }
+                            td { @if r.active == Some(false) { span.pill.warn { "inactive" } } @else { span.pill.ok { "active" } } }
+                        }
+                        td { (when(&r.modified)) }
+                    }
+                } }
+            } }
+        }
+        nav.pager {
+            @if !v.is_first_page { a href=(first.href(v.rt)) { "First page" } }
+            @if let Some(next) = &next { a href=(next.href(v.rt)) { "Next page" } }
+        }
+    };
+    layout(c, content)
 }
 
 pub struct DetailView {
     pub rt: ResourceType,
     pub facts: Vec<(&'static str, String)>,
+    pub refs: Vec<Reference>,
     /// Attributes of schema extensions (enterprise and declared ones): (schema URN,
     /// attribute name, value as text).
     pub extensions: Vec<(String, String, String)>,
-    pub refs: Vec<Reference>,
     pub json: String,
 }
 
 pub fn detail(c: &Chrome, v: &DetailView) -> String {
-    let mut o = String::from("<table class=\"facts\"><tbody>");
-    for (k, val) in &v.facts {
-        let _ = write!(o, "<tr><th>{}</th><td>{}</td></tr>", esc(k), esc(val));
-    }
-    o.push_str("</tbody></table>");
-    if !v.extensions.is_empty() {
-        o.push_str("<h2>Extension attributes</h2><table class=\"facts\"><tbody>");
-        let mut last_urn = "";
-        for (urn, name, value) in &v.extensions {
-            if urn != last_urn {
-                let _ = write!(
-                    o,
-                    "<tr><th colspan=\"2\"><small>{}</small></th></tr>",
-                    esc(urn)
-                );
-                last_urn = urn;
-            }
-            let _ = write!(o, "<tr><th>{}</th><td>{}</td></tr>", esc(name), esc(value));
-        }
-        o.push_str("</tbody></table>");
-    }
     let heading = match v.rt {
         ResourceType::User => "Groups",
         ResourceType::Group => "Members",
     };
-    let _ = write!(o, "<h2>{heading} ({})</h2>", v.refs.len());
-    if v.refs.is_empty() {
-        o.push_str("<p class=\"note\">None.</p>");
-    } else {
-        o.push_str("<ul class=\"refs\">");
-        for r in &v.refs {
-            let _ = write!(
-                o,
-                "<li><a href=\"/admin/{}/{}\">{}</a> <small>{}</small></li>",
-                section(r.rt),
-                url_param(&r.id),
-                esc(r.display.as_deref().unwrap_or(&r.id)),
-                if r.indirect {
-                    "Group (indirect)"
-                } else {
-                    r.rt.name()
+    let content = html! {
+        table.facts { tbody { @for (k, val) in &v.facts { tr { th { (k) } td { (val) } } } } }
+        @if !v.extensions.is_empty() {
+            h2 { "Extension attributes" }
+            table.facts { tbody {
+                @for (i, (urn, name, value)) in v.extensions.iter().enumerate() {
+                    @if i == 0 || v.extensions[i - 1].0 != *urn {
+                        tr { th colspan="2" { small { (urn) } } }
+                    }
+                    tr { th { (name) } td { (value) } }
                 }
-            );
+            } }
         }
-        o.push_str("</ul>");
+        h2 { (heading) " (" (v.refs.len()) ")" }
+        @if v.refs.is_empty() {
+            p.note { "None." }
+        } @else {
+            ul.refs { @for r in &v.refs {
+                li {
+                    a href=(resource_href(r.rt, &r.id)) { (r.display.as_deref().unwrap_or(&r.id)) }
+                    " "
+                    small { @if r.indirect { "Group (indirect)" } @else { (r.rt.name()) } }
+                }
+            } }
+        }
+        h2 { "SCIM representation" }
+        pre.json { (v.json) }
+        p.note { "Read-only: change this in your identity provider." }
+        p { a href={ "/admin/" (section(v.rt)) } { "Back to the list" } }
+    };
+    layout(c, content)
+}
+
+// ---- activity ----------------------------------------------------------------
+
+/// The Activity page's query string: the filter and the page number (from 1).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(default)]
+pub struct ActivityQuery {
+    pub q: String,
+    pub actor: String,
+    pub outcome: String,
+    pub action: String,
+    pub page: Option<u64>,
+}
+
+impl ActivityQuery {
+    pub fn filter(&self) -> AuditFilter {
+        AuditFilter {
+            q: self.q.clone(),
+            actor: self.actor.clone(),
+            outcome: self.outcome.clone(),
+            action: self.action.clone(),
+        }
     }
-    let _ = write!(
-        o,
-        "<h2>SCIM representation</h2><pre class=\"json\">{}</pre>\
-         <p class=\"note\">Read-only: change this in your identity provider.</p>\
-         <p><a href=\"/admin/{}\">Back to the list</a></p>",
-        esc(&v.json),
-        section(v.rt)
-    );
-    layout(c, &o)
+
+    /// `/admin/activity{suffix}?…` with this filter and page (empty values dropped).
+    pub fn href(&self, path: &str) -> String {
+        let mut pairs: Vec<(&str, String)> = [
+            ("q", self.q.clone()),
+            ("actor", self.actor.clone()),
+            ("outcome", self.outcome.clone()),
+            ("action", self.action.clone()),
+        ]
+        .into_iter()
+        .filter(|(_, v)| !v.is_empty())
+        .collect();
+        if let Some(p) = self.page.filter(|p| *p > 1) {
+            pairs.push(("page", p.to_string()));
+        }
+        match serde_urlencoded::to_string(&pairs) {
+            Ok(q) if !q.is_empty() => format!("{path}?{q}"),
+            _ => path.to_owned(),
+        }
+    }
+}
+
+pub struct ActivityView {
+    pub query: ActivityQuery,
+    pub page: AuditPage,
+    pub page_size: usize,
+}
+
+/// "1–50 of 312" (positions are 1-based; an empty page reads "0 of 0").
+pub fn range_text(offset: u64, shown: usize, total: u64) -> String {
+    if shown == 0 {
+        return format!("0 of {total}");
+    }
+    format!("{}–{} of {total}", offset + 1, offset + shown as u64)
+}
+
+pub fn activity(c: &Chrome, v: &ActivityView) -> String {
+    let f = &v.query;
+    let page = v.query.page.unwrap_or(1).max(1);
+    let at = |page: u64| ActivityQuery {
+        page: Some(page),
+        ..f.clone()
+    };
+    let shown = v.page.records.len();
+    let has_next = v.page.offset + (shown as u64) < v.page.matched;
+    let select = |name: &'static str, current: &str, options: &[(&str, &str)]| {
+        html! {
+            select id=(name) name=(name) {
+                @for (value, label) in options {
+                    option value=(value) selected[*value == current] { (label) }
+                }
+            }
+        }
+    };
+    let actors: Vec<(&str, &str)> = std::iter::once(("", "anyone"))
+        .chain(ActorKind::ALL.iter().map(|k| (k.as_str(), k.as_str())))
+        .collect();
+    let content = html! {
+        form.search.filters method="get" action="/admin/activity" role="search" {
+            input name="q" type="search" value=(f.q) placeholder="name, token, address or reason" aria-label="Search";
+            label for="actor" { "Actor" }
+            (select("actor", &f.actor, &actors))
+            label for="outcome" { "Outcome" }
+            (select("outcome", &f.outcome, &[("", "any"), ("done", "done"), ("refused", "refused")]))
+            label for="action" { "Action" }
+            (select("action", &f.action, &[("", "any"), ("scim.", "SCIM writes"), ("token.", "tokens"), ("admin.", "admin accounts"), ("migration.", "migration"), ("directory.", "import")]))
+            button type="submit" { "Filter" }
+        }
+        p.note #range {
+            (range_text(v.page.offset, shown, v.page.matched)) " entries, newest first. Export: "
+            a href=(at(1).href("/admin/activity.csv")) { "CSV" } ", "
+            a href=(at(1).href("/admin/activity.jsonl")) { "JSON Lines" } "."
+        }
+        @if shown == 0 {
+            p { "Nothing found." }
+        } @else {
+            div.scroll { table #activity {
+                thead { tr { th { "Time" } th { "Actor" } th { "Client" } th { "Action" } th { "Resource" } th { "Outcome" } th { "Reason" } } }
+                tbody { @for r in &v.page.records {
+                    tr {
+                        td { (when(r.time)) }
+                        td { (r.actor) " " small { (r.actor_kind.as_str()) } }
+                        td { (r.client.map(|c| c.to_string()).unwrap_or_default()) }
+                        td { code { (r.action) } }
+                        td {
+                            @if let Some(t) = &r.resource_type { (t) " " }
+                            @let label = r.resource_name.as_deref().or(r.resource_id.as_deref()).unwrap_or("");
+                            @match (r.resource_type.as_deref(), r.resource_id.as_deref()) {
+                                (Some("User"), Some(id)) => a href=(resource_href(ResourceType::User, id)) { (label) },
+                                (Some("Group"), Some(id)) => a href=(resource_href(ResourceType::Group, id)) { (label) },
+                                _ => (label),
+                            }
+                        }
+                        td {
+                            @match (r.outcome, r.status) {
+                                (_, Some(status)) => (outcome(status)),
+                                (AuditOutcome::Done, None) => span.pill.ok { "done" },
+                                (AuditOutcome::Refused, None) => span.pill.bad { "refused" },
+                            }
+                        }
+                        td { (r.reason.as_deref().unwrap_or("")) }
+                    }
+                } }
+            } }
+        }
+        nav.pager {
+            @if page > 1 { a rel="prev" href=(at(page - 1).href("/admin/activity")) { "Previous" } }
+            @if has_next { a rel="next" href=(at(page + 1).href("/admin/activity")) { "Next" } }
+        }
+        p.note { "Every SCIM, admin-page and command-line write, refused ones included; also written to the server log. Page size " (v.page_size) "." }
+    };
+    layout(c, content)
 }
 
 // ---- migration ---------------------------------------------------------------
@@ -854,90 +970,182 @@ const STEPS: [Phase; 6] = [
     Phase::CutOver,
 ];
 
-fn findings(title: &str, class: &str, list: &[Finding]) -> String {
-    let mut o = format!("<h3>{} ({})</h3>", esc(title), list.len());
-    if list.is_empty() {
-        o.push_str("<p class=\"note\">None.</p>");
-        return o;
-    }
-    for f in list {
-        let _ = write!(
-            o,
-            "<div class=\"finding {class}\" data-code=\"{}\"><p><b>{}</b> <small>{}</small></p>",
-            esc(f.code.as_str()),
-            esc(&f.message),
-            esc(f.code.as_str())
-        );
-        if !f.subjects.is_empty() {
-            o.push_str("<div class=\"scroll\"><table><thead><tr><th>Type</th><th>Name</th><th>Email</th></tr></thead><tbody>");
-            for s in f.subjects.iter().take(100) {
-                let _ = write!(
-                    o,
-                    "<tr><td>{}</td><td><a href=\"/admin/{}/{}\">{}</a></td><td>{}</td></tr>",
-                    esc(s.resource_type.name()),
-                    match s.resource_type {
-                        ResourceType::User => "users",
-                        ResourceType::Group => "groups",
-                    },
-                    url_param(&s.id),
-                    esc(&s.name),
-                    esc(s.email.as_deref().unwrap_or(""))
-                );
-            }
-            o.push_str("</tbody></table></div>");
-            if f.subjects.len() > 100 {
-                let _ = write!(
-                    o,
-                    "<p class=\"note\">… and {} more (<code>scimbridge migrate check --json</code> lists all).</p>",
-                    f.subjects.len() - 100
-                );
+/// Subjects listed per finding; `migrate check --json` lists all.
+const SUBJECTS_SHOWN: usize = 100;
+
+fn findings(title: &str, class: &str, list: &[Finding]) -> Markup {
+    html! {
+        h3 { (title) " (" (list.len()) ")" }
+        @if list.is_empty() { p.note { "None." } }
+        @for f in list {
+            div class={ "finding " (class) } data-code=(f.code.as_str()) {
+                p { b { (f.message) } " " small { (f.code.as_str()) } }
+                @if !f.subjects.is_empty() {
+                    div.scroll { table {
+                        thead { tr { th { "Type" } th { "Name" } th { "Email" } } }
+                        tbody { @for s in f.subjects.iter().take(SUBJECTS_SHOWN) {
+                            tr {
+                                td { (s.resource_type.name()) }
+                                td { a href=(resource_href(s.resource_type, &s.id)) { (s.name) } }
+                                td { (s.email.as_deref().unwrap_or("")) }
+                            }
+                        } }
+                    } }
+                    @if f.subjects.len() > SUBJECTS_SHOWN {
+                        p.note { "… and " (f.subjects.len() - SUBJECTS_SHOWN) " more (" code { "scimbridge migrate check --json" } " lists all)." }
+                    }
+                }
             }
         }
-        o.push_str("</div>");
     }
-    o
 }
 
 fn pretty(v: &impl Serialize) -> String {
     serde_json::to_string_pretty(v).unwrap_or_default()
 }
 
+fn job_view(j: &JobView) -> Markup {
+    html! {
+        div.job #job {
+            @match (&j.finished, &j.outcome) {
+                (Some(f), Some(Ok(val))) => {
+                    p { b { (j.kind) } " started " (when(&j.started)) ", finished " (when(f)) ": " span.pill.ok { "done" } }
+                    details { summary { "Result" } pre.json { (pretty(val)) } }
+                }
+                (Some(f), Some(Err(e))) => {
+                    p { b { (j.kind) } " started " (when(&j.started)) ", failed " (when(f)) ":" }
+                    pre.error { (e) }
+                }
+                _ => {
+                    p { b { (j.kind) } " started " (when(&j.started)) ": " span.pill.warn { "running" } " — reload this page for progress." }
+                    @if let Some(p) = &j.progress { pre.json { (p.to_string()) } }
+                }
+            }
+        }
+    }
+}
+
+/// Which of the page's actions the migration's phase allows (the state machine in
+/// `migrate::service`): a readiness check before a push, a push (or its resumption
+/// into the same target) from `checked` on, verify and cut-over while mirroring,
+/// abort until cut-over; nothing after cut-over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Actions {
+    pub check: bool,
+    pub push: bool,
+    pub verify: bool,
+    pub cutover: bool,
+    pub abort: bool,
+}
+
+impl Actions {
+    pub fn for_phase(phase: Phase) -> Actions {
+        let mirroring = phase.is_mirroring();
+        Actions {
+            check: matches!(phase, Phase::NotStarted | Phase::Checked),
+            push: matches!(
+                phase,
+                Phase::Checked | Phase::Pushing | Phase::Mirroring | Phase::Verified
+            ),
+            verify: mirroring,
+            cutover: mirroring,
+            abort: matches!(phase, Phase::Pushing | Phase::Mirroring | Phase::Verified),
+        }
+    }
+}
+
+/// The migration guide's steps, in the order the admin takes them; the page's
+/// sections carry the same numbers.
+const GUIDE: [&str; 7] = [
+    "Check readiness",
+    "Set up the hosted service",
+    "Push and mirror",
+    "Repoint your identity provider",
+    "Verify",
+    "Cut over",
+    "Decommission",
+];
+
+/// How far along the guide a phase is: steps below the index are done.
+fn guide_position(phase: Phase) -> usize {
+    match phase {
+        Phase::NotStarted => 0,
+        Phase::Checked => 1,
+        Phase::Pushing => 2,
+        Phase::Mirroring => 3,
+        Phase::Verified => 5,
+        Phase::CutOver => 6,
+    }
+}
+
+fn guide(phase: Phase) -> Markup {
+    let at = guide_position(phase);
+    html! {
+        section.card #guide {
+            h2 { "The migration, step by step" }
+            ol.guide {
+                @for (i, step) in GUIDE.iter().enumerate() {
+                    @let class = if i < at { "past" } else if i == at { "current" } else { "" };
+                    li class=(class) aria-current=[(i == at).then_some("true")] {
+                        b { (step) }
+                        @match i {
+                            1 => {
+                                " — create the SCIM integration in the hosted service and keep its SCIM URL \
+                                 and API token: the push needs both. "
+                                details {
+                                    summary { "Limits of the target" }
+                                    p { b { "1Password (hosted provisioning):" } }
+                                    ul {
+                                        li { "Only Microsoft Entra ID and Okta are supported as identity providers." }
+                                        li { "Groups that grant account recovery or manage all groups are not managed \
+                                              (the readiness check warns about them)." }
+                                        li { "Users are confirmed immediately: there is no invitation step." }
+                                    }
+                                    p { b { "Any other SCIM 2.0 service:" } " check which identity providers and group kinds it manages before the push." }
+                                }
+                            }
+                            3 => {
+                                " — in your identity provider, point provisioning at the hosted service:"
+                                ul {
+                                    li { b { "Entra ID:" } " Tenant URL (the hosted SCIM URL, " i { "without" } " a trailing slash), \
+                                          Secret Token (its API token), then Test Connection." }
+                                    li { b { "Okta:" } " Base URL, API Token, then Test API Credentials; afterwards map the \
+                                          " code { "displayName" } " attribute in the Profile Editor." }
+                                }
+                            }
+                            0 => " — blockers must be fixed in your identity provider.",
+                            2 => " — copies the directory, then mirrors every change until cut-over.",
+                            4 => " — reads the target back and lists every difference.",
+                            5 => " — irreversible: SCIM writes here are refused and name the new service.",
+                            _ => " — keep an export, then stop this bridge.",
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// What the target announced and which rule decided each match (typed values from
 /// the migration status).
-fn target_facts(st: &crate::migrate::report::MigrationStatus) -> String {
-    let mut o = String::new();
-    if let Some(caps) = &st.capabilities {
-        o.push_str("<details id=\"capabilities\"><summary>Target capabilities</summary><ul>");
-        for l in caps.lines() {
-            let _ = write!(o, "<li>{}</li>", esc(&l));
-        }
-        o.push_str("</ul></details>");
-    }
-    if !st.rules.is_empty() {
-        o.push_str("<details id=\"match-rules\" open><summary>Matching (last push)</summary><ul>");
-        for (rule, n) in &st.rules {
-            let _ = write!(o, "<li>{}: {n}</li>", esc(rule.as_str()));
-        }
-        o.push_str("</ul></details>");
-    }
+fn target_facts(st: &crate::migrate::report::MigrationStatus) -> Markup {
     let lost: Vec<&String> = st
         .state
         .omitted
         .iter()
         .chain(st.state.not_kept.iter())
         .collect();
-    if !lost.is_empty() {
-        o.push_str("<p class=\"note\">Not kept by the target: ");
-        o.push_str(
-            &lost
-                .iter()
-                .map(|a| format!("<code>{}</code>", esc(a)))
-                .collect::<Vec<_>>()
-                .join(", "),
-        );
-        o.push_str("</p>");
+    html! {
+        @if let Some(caps) = &st.capabilities {
+            details #capabilities { summary { "Target capabilities" } ul { @for l in caps.lines() { li { (l) } } } }
+        }
+        @if !st.rules.is_empty() {
+            details #match-rules open { summary { "Matching (last push)" } ul { @for (rule, n) in &st.rules { li { (rule.as_str()) ": " (n) } } } }
+        }
+        @if !lost.is_empty() {
+            p.note { "Not kept by the target: " @for (i, a) in lost.iter().enumerate() { @if i > 0 { ", " } code { (a) } } }
+        }
     }
-    o
 }
 
 pub fn migration(c: &Chrome, v: &MigrationView) -> String {
@@ -945,172 +1153,104 @@ pub fn migration(c: &Chrome, v: &MigrationView) -> String {
     let phase = st.phase;
     let state = &st.state;
     let target = state.target.as_deref();
-    let mut o = String::new();
-    if phase == Phase::CutOver {
-        o.push_str(&decommission(target));
-    }
-    o.push_str("<ol class=\"steps\" aria-label=\"Migration state\">");
     let current = STEPS.iter().position(|p| *p == phase).unwrap_or(0);
-    for (i, p) in STEPS.iter().enumerate() {
-        let (class, aria) = if i == current {
-            ("current", " aria-current=\"step\"")
-        } else if i < current {
-            ("past", "")
-        } else {
-            ("", "")
-        };
-        let _ = write!(o, "<li class=\"{class}\"{aria}>{}</li>", esc(p.as_str()));
-    }
-    o.push_str("</ol>");
-
-    // Readiness.
-    let _ = write!(
-        o,
-        "<section class=\"card\"><h2>1. Readiness</h2>\
-         <form method=\"post\" action=\"/admin/migration/check\">{}<button type=\"submit\">Run check</button></form>",
-        csrf_field(c.csrf)
-    );
-    match &v.check {
-        None => o.push_str("<p class=\"note\">Not run since the server started.</p>"),
-        Some((at, r)) => {
-            let verdict = if r.ready {
-                "<p class=\"pill ok\">Ready: nothing blocks a migration.</p>"
-            } else {
-                "<p class=\"pill bad\">Not ready: fix the blockers in your identity provider, then run the check again.</p>"
-            };
-            let _ = write!(
-                o,
-                "<div id=\"readiness\"><p>Checked {} ({} users, {} groups).</p>{verdict}{}{}</div>",
-                esc(&when(at)),
-                r.users,
-                r.groups,
-                findings("Blockers", "blocker", &r.blockers),
-                findings("Warnings", "warning", &r.warnings)
-            );
-        }
-    }
-    o.push_str("</section>");
-
-    // Push and mirror.
     let p = &state.progress;
-    let _ = write!(
-        o,
-        "<section class=\"card\"><h2>2. Push and mirror</h2><table class=\"facts\"><tbody>\
-         <tr><th>Target</th><td>{}</td></tr>\
-         <tr><th>Users pushed</th><td>{} / {}</td></tr><tr><th>Groups pushed</th><td>{} / {}</td></tr>\
-         <tr><th>Created / updated</th><td>{} / {}</td></tr>\
-         <tr><th>Mirror lag</th><td>{} events, {:.1} s</td></tr>",
-        target.map(esc).unwrap_or_else(|| "none yet".into()),
-        p.users_done,
-        p.users_total,
-        p.groups_done,
-        p.groups_total,
-        p.created,
-        p.updated,
-        st.lag.events,
-        st.lag.seconds
-    );
-    if let Some(e) = state.last_error.as_deref() {
-        let _ = write!(
-            o,
-            "<tr><th>Last error</th><td class=\"bad\" id=\"migration-error\">{}</td></tr>",
-            esc(e)
-        );
-    }
-    if state.push_incomplete {
-        o.push_str("<tr><th>Push</th><td class=\"bad\">incomplete: start the push again to finish it</td></tr>");
-    }
-    o.push_str("</tbody></table>");
-    o.push_str(&target_facts(st));
-    if let Some(j) = &v.job {
-        let _ = write!(
-            o,
-            "<div class=\"job\" id=\"job\"><p><b>{}</b> started {}",
-            esc(j.kind),
-            esc(&when(&j.started))
-        );
-        match (&j.finished, &j.outcome) {
-            (Some(f), Some(Ok(val))) => {
-                let _ = write!(
-                    o,
-                    ", finished {}: <span class=\"pill ok\">done</span></p><details><summary>Result</summary><pre class=\"json\">{}</pre></details>",
-                    esc(&when(f)),
-                    esc(&pretty(val))
-                );
-            }
-            (Some(f), Some(Err(e))) => {
-                let _ = write!(
-                    o,
-                    ", failed {}:</p><pre class=\"error\">{}</pre>",
-                    esc(&when(f)),
-                    esc(e)
-                );
-            }
-            _ => {
-                let _ = write!(
-                    o,
-                    ": <span class=\"pill warn\">running</span> — reload this page for progress.</p>{}",
-                    j.progress
-                        .as_ref()
-                        .map(|p| format!("<pre class=\"json\">{}</pre>", esc(&p.to_string())))
-                        .unwrap_or_default()
-                );
+    let can = Actions::for_phase(phase);
+    let content = html! {
+        @if phase == Phase::CutOver { (decommission(target)) }
+        ol.steps aria-label="Migration state" {
+            @for (i, step) in STEPS.iter().enumerate() {
+                @let class = if i == current { "current" } else if i < current { "past" } else { "" };
+                li class=(class) aria-current=[(i == current).then_some("step")] { (step.as_str()) }
             }
         }
-        o.push_str("</div>");
-    }
-    if phase != Phase::CutOver {
-        let _ = write!(
-            o,
-            "<form method=\"post\" action=\"/admin/migration/push\" class=\"grid\">{}\
-             <label for=\"target\">Target SCIM URL</label><input id=\"target\" name=\"target\" type=\"url\" required placeholder=\"https://provisioning.example.com/scim/v2\" value=\"{}\">\
-             <label for=\"token\">Target bearer token</label><input id=\"token\" name=\"token\" type=\"password\" required autocomplete=\"off\">\
-             <label for=\"cacert\">CA certificate (PEM, optional)</label><textarea id=\"cacert\" name=\"cacert\" rows=\"3\" placeholder=\"-----BEGIN CERTIFICATE-----\"></textarea>\
-             <label class=\"inline\"><input type=\"checkbox\" name=\"dry_run\" value=\"1\"> Dry run: show the plan, send no writes</label>\
-             <label class=\"inline\"><input type=\"checkbox\" name=\"omit_unsupported\" value=\"1\"> Push without the attributes the target cannot hold</label>\
-             <button type=\"submit\">Start push</button></form>\
-             <p class=\"note\">The push runs in the background and resumes where it stopped if started again; afterwards every change is mirrored to the target until cut-over.</p>",
-            csrf_field(c.csrf),
-            esc(target.unwrap_or(""))
-        );
-    }
-    o.push_str("</section>");
-
-    // Verify, abort, cut over.
-    if phase != Phase::CutOver {
-        let diffs = state
-            .differences
-            .map(|d| format!("Last verification: {d} differences."))
-            .unwrap_or_else(|| "Not verified yet.".into());
-        let _ = write!(
-            o,
-            "<section class=\"card\"><h2>3. Verify</h2><p>{}</p>\
-             <form method=\"post\" action=\"/admin/migration/verify\">{}<button type=\"submit\">Verify</button></form></section>",
-            esc(&diffs),
-            csrf_field(c.csrf)
-        );
-        let _ = write!(
-            o,
-            "<section class=\"card\"><h2>4. Cut over</h2>\
-             <p><b>Irreversible.</b> Drains the mirror, verifies, then refuses every SCIM write for good, \
-             naming the new service in the error. Type the target URL exactly to confirm.</p>\
-             <form method=\"post\" action=\"/admin/migration/cutover\" class=\"grid\">{}\
-             <label for=\"confirm\">Target URL{}</label><input id=\"confirm\" name=\"confirm\" autocomplete=\"off\" required>\
-             <button type=\"submit\" class=\"danger\">Cut over</button></form></section>",
-            csrf_field(c.csrf),
-            target
-                .map(|t| format!(" (<code>{}</code>)", esc(t)))
-                .unwrap_or_default()
-        );
-        let _ = write!(
-            o,
-            "<section class=\"card\"><h2>Abort</h2><p>Stops mirroring and returns to \"not started\"; \
-             this bridge stays the source of truth.</p>\
-             <form method=\"post\" action=\"/admin/migration/abort\">{}<button type=\"submit\" class=\"danger\">Abort migration</button></form></section>",
-            csrf_field(c.csrf)
-        );
-    }
-    layout(c, &o)
+        (guide(phase))
+        section.card #readiness-step {
+            h2 { "1. " (GUIDE[0]) }
+            @if can.check {
+                form method="post" action="/admin/migration/check" { (csrf_field(c.csrf)) button type="submit" { "Run check" } }
+            }
+            @match &v.check {
+                None => p.note { "Not run since the server started." },
+                Some((at, r)) => div #readiness {
+                    p { "Checked " (when(at)) " (" (count(r.users, "user", "users")) ", " (count(r.groups, "group", "groups")) ")." }
+                    @if r.ready {
+                        p.pill.ok { "Ready: nothing blocks a migration." }
+                    } @else {
+                        p.pill.bad { "Not ready: fix the blockers in your identity provider, then run the check again." }
+                    }
+                    (findings("Blockers", "blocker", &r.blockers))
+                    (findings("Warnings", "warning", &r.warnings))
+                },
+            }
+        }
+        section.card #push-step {
+            h2 { "3. " (GUIDE[2]) }
+            table.facts { tbody {
+                tr { th { "Target" } td #target-url { (target.unwrap_or("none yet")) } }
+                tr { th { "Users pushed" } td { (p.users_done) " / " (p.users_total) } }
+                tr { th { "Groups pushed" } td { (p.groups_done) " / " (p.groups_total) } }
+                tr { th { "Created / updated" } td { (p.created) " / " (p.updated) } }
+                tr { th { "Mirror lag" } td { (st.lag.events) " events, " (format!("{:.1}", st.lag.seconds)) " s" } }
+                @if let Some(e) = state.last_error.as_deref() {
+                    tr { th { "Last error" } td.bad #migration-error { (e) } }
+                }
+                @if state.push_incomplete {
+                    tr { th { "Push" } td.bad { "incomplete: start the push again to finish it" } }
+                }
+            } }
+            (target_facts(st))
+            @if let Some(j) = &v.job { (job_view(j)) }
+            @if can.push {
+                form.grid method="post" action="/admin/migration/push" {
+                    (csrf_field(c.csrf))
+                    label for="target" { "Target SCIM URL" }
+                    input #target name="target" type="url" required placeholder="https://provisioning.example.com/scim/v2" value=(target.unwrap_or(""));
+                    label for="token" { "Target bearer token" }
+                    input #token name="token" type="password" required autocomplete="off";
+                    label for="cacert" { "CA certificate (PEM, optional)" }
+                    textarea #cacert name="cacert" rows="3" placeholder="-----BEGIN CERTIFICATE-----" {}
+                    label.inline { input type="checkbox" name="dry_run" value="1"; " Dry run: show the plan, send no writes" }
+                    label.inline { input type="checkbox" name="omit_unsupported" value="1"; " Push without the attributes the target cannot hold" }
+                    button type="submit" { "Start push" }
+                }
+                p.note { "The push runs in the background and resumes where it stopped if started again; afterwards every change is mirrored to the target until cut-over." }
+            } @else if phase == Phase::NotStarted {
+                p.note { "Run the readiness check first: the push starts once nothing blocks." }
+            }
+        }
+        @if can.verify {
+            section.card #verify-step {
+                h2 { "5. " (GUIDE[4]) }
+                p { @match state.differences { Some(d) => { "Last verification: " (count(d, "difference", "differences")) "." }, None => "Not verified yet." } }
+                form method="post" action="/admin/migration/verify" { (csrf_field(c.csrf)) button type="submit" { "Verify" } }
+            }
+        }
+        @if can.cutover {
+            section.card #cutover-step {
+                h2 { "6. " (GUIDE[5]) }
+                p {
+                    b { "Irreversible." } " Drains the mirror, verifies, then refuses every SCIM write for good, \
+                     naming the new service in the error. Repoint your identity provider first (step 4). \
+                     Type the target URL exactly to confirm."
+                }
+                form.grid method="post" action="/admin/migration/cutover" {
+                    (csrf_field(c.csrf))
+                    label for="confirm" { "Target URL" @if let Some(t) = target { " (" code { (t) } ")" } }
+                    input #confirm name="confirm" autocomplete="off" required;
+                    button.danger type="submit" { "Cut over" }
+                }
+            }
+        }
+        @if can.abort {
+            section.card #abort {
+                h2 { "Abort" }
+                p { "Stops mirroring and returns to \"not started\"; this bridge stays the source of truth." }
+                form method="post" action="/admin/migration/abort" { (csrf_field(c.csrf)) button.danger type="submit" { "Abort migration" } }
+            }
+        }
+    };
+    layout(c, content)
 }
 
 #[cfg(test)]
@@ -1118,20 +1258,50 @@ mod tests {
     use super::*;
 
     #[test]
-    fn esc_neutralises_markup() {
-        assert_eq!(
-            esc("<script>alert('x')</script> & \"q\""),
-            "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; &amp; &quot;q&quot;"
-        );
-        assert_eq!(esc("plain"), "plain");
-    }
-
-    #[test]
     fn times_and_sizes_read_well() {
         assert_eq!(when("2024-05-01T12:34:56.789Z"), "2024-05-01 12:34:56 UTC");
         assert_eq!(when("2024-05-01T12:34:56Z"), "2024-05-01 12:34:56 UTC");
         assert_eq!(duration(Duration::from_secs(3 * 86_400 + 7200)), "3 d 2 h");
         assert_eq!(bytes(2 * 1_048_576), "2.0 MiB");
+        assert_eq!(count(1u64, "member", "members"), "1 member");
+        assert_eq!(count(2u64, "member", "members"), "2 members");
+    }
+
+    #[test]
+    fn path_segments_are_percent_encoded_not_form_encoded() {
+        assert_eq!(segment("a b/c+d?e#f%"), "a%20b%2Fc%2Bd%3Fe%23f%25");
+        assert_eq!(segment("0190-ab_c.d~"), "0190-ab_c.d~");
+        assert_eq!(
+            resource_href(ResourceType::Group, "x y"),
+            "/admin/groups/x%20y"
+        );
+    }
+
+    #[test]
+    fn each_phase_offers_only_its_actions() {
+        let a = Actions::for_phase;
+        assert!(a(Phase::NotStarted).check && !a(Phase::NotStarted).push);
+        assert!(a(Phase::Checked).push && !a(Phase::Checked).verify && !a(Phase::Checked).abort);
+        assert!(!a(Phase::Pushing).verify && a(Phase::Pushing).abort);
+        for p in [Phase::Mirroring, Phase::Verified] {
+            assert!(a(p).verify && a(p).cutover && a(p).abort && !a(p).check);
+        }
+        let cut = a(Phase::CutOver);
+        assert!(!cut.check && !cut.push && !cut.verify && !cut.cutover && !cut.abort);
+    }
+
+    #[test]
+    fn messages_escape_markup_in_text_and_attributes() {
+        let html = message(&MessageView {
+            title: "<script>alert('x')</script>",
+            text: "& \"q\"",
+            link: Some(("/a\"><script>", "<b>")),
+        });
+        assert!(!html.contains("<script>alert"), "{html}");
+        assert!(html.contains("&lt;script&gt;alert('x')&lt;/script&gt;"));
+        assert!(html.contains("&amp; &quot;q&quot;"));
+        assert!(html.contains("href=\"/a&quot;&gt;&lt;script&gt;\""));
+        assert!(html.contains("&lt;b&gt;"));
     }
 
     #[test]
@@ -1146,7 +1316,7 @@ mod tests {
             rt: ResourceType::User,
             query: "\"><script>".into(),
             rows: vec![ListRow {
-                id: "1".into(),
+                id: "1/2".into(),
                 name: "<img src=x onerror=alert(1)>".into(),
                 detail: "d".into(),
                 email: Some("a&b@example.com".into()),
@@ -1163,6 +1333,7 @@ mod tests {
         assert!(!html.contains("<b>"));
         assert!(html.contains("a&amp;b@example.com"));
         assert!(html.contains("after=a+b"));
+        assert!(html.contains("href=\"/admin/users/1%2F2\""));
         assert!(!html.contains("<script>"), "no inline script");
     }
 }

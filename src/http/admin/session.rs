@@ -38,6 +38,8 @@ pub const FAILURE_DELAY: Duration = Duration::from_millis(500);
 const MAX_ADDRESSES: usize = 10_000;
 
 struct Entry {
+    /// The admin account signed in (named in the audit trail).
+    account: String,
     csrf: String,
     created: Instant,
     last_seen: Instant,
@@ -45,11 +47,34 @@ struct Entry {
     flash: Option<String>,
 }
 
-/// What a request learns about its valid session.
-#[derive(Debug, Clone)]
-pub struct SessionView {
-    pub csrf: String,
-    pub flash: Option<String>,
+/// Proof that a request carries a valid session: the guard every signed-in admin
+/// handler takes (as vaultwarden's `AdminToken` request guard). Its fields are
+/// private to this module, so the only way to get one is `Sessions::signed_in`.
+#[derive(Debug)]
+pub struct SignedIn {
+    /// The session id from the cookie (needed to sign out and to leave a message).
+    id: String,
+    account: String,
+    csrf: String,
+    flash: Option<String>,
+}
+
+impl SignedIn {
+    /// The admin account this session belongs to.
+    pub fn account(&self) -> &str {
+        &self.account
+    }
+    /// The session's CSRF token, for the hidden field of every form.
+    pub fn csrf(&self) -> &str {
+        &self.csrf
+    }
+    /// The one-line message left for this page, if any.
+    pub fn flash(&self) -> Option<&str> {
+        self.flash.as_deref()
+    }
+    pub(super) fn id(&self) -> &str {
+        &self.id
+    }
 }
 
 #[derive(Default)]
@@ -58,8 +83,8 @@ pub struct Sessions {
 }
 
 impl Sessions {
-    /// Starts a session; returns its id (for the cookie).
-    pub fn create(&self, now: Instant) -> Result<String, ring::error::Unspecified> {
+    /// Starts a session for `account`; returns its id (for the cookie).
+    pub fn create(&self, now: Instant, account: &str) -> Result<String, ring::error::Unspecified> {
         let id = random_string(32)?;
         let csrf = random_string(32)?;
         let mut map = self.map.lock().map_err(|_| ring::error::Unspecified)?;
@@ -76,6 +101,7 @@ impl Sessions {
         map.insert(
             hash_secret(&id),
             Entry {
+                account: account.to_owned(),
                 csrf,
                 created: now,
                 last_seen: now,
@@ -87,7 +113,7 @@ impl Sessions {
 
     /// The session with this id if it is still valid, marking it used now and
     /// taking its flash message.
-    pub fn touch(&self, id: &str, now: Instant) -> Option<SessionView> {
+    pub fn signed_in(&self, id: &str, now: Instant) -> Option<SignedIn> {
         let key = hash_secret(id);
         let mut map = self.map.lock().ok()?;
         let entry = map.get_mut(&key)?;
@@ -96,7 +122,9 @@ impl Sessions {
             return None;
         }
         entry.last_seen = now;
-        Some(SessionView {
+        Some(SignedIn {
+            id: id.to_owned(),
+            account: entry.account.clone(),
             csrf: entry.csrf.clone(),
             flash: entry.flash.take(),
         })
@@ -276,42 +304,42 @@ mod tests {
     fn session_expires_when_idle_and_absolutely() {
         let s = Sessions::default();
         let t0 = Instant::now();
-        let id = s.create(t0).unwrap();
-        assert!(s.touch(&id, t0 + Duration::from_secs(60)).is_some());
+        let id = s.create(t0, "admin").unwrap();
+        assert!(s.signed_in(&id, t0 + Duration::from_secs(60)).is_some());
         // Idle: 30 minutes after the last request.
         assert!(s
-            .touch(&id, t0 + Duration::from_secs(60) + IDLE_TIMEOUT)
+            .signed_in(&id, t0 + Duration::from_secs(60) + IDLE_TIMEOUT)
             .is_none());
         // Busy but old: gone after 12 hours.
-        let id = s.create(t0).unwrap();
+        let id = s.create(t0, "admin").unwrap();
         let mut t = t0;
         while t < t0 + ABSOLUTE_TIMEOUT - Duration::from_secs(20 * 60) {
             t += Duration::from_secs(20 * 60);
-            assert!(s.touch(&id, t).is_some());
+            assert!(s.signed_in(&id, t).is_some());
         }
-        assert!(s.touch(&id, t0 + ABSOLUTE_TIMEOUT).is_none());
+        assert!(s.signed_in(&id, t0 + ABSOLUTE_TIMEOUT).is_none());
     }
 
     #[test]
     fn unknown_and_removed_sessions_are_refused() {
         let s = Sessions::default();
         let t0 = Instant::now();
-        assert!(s.touch("nope", t0).is_none());
-        let id = s.create(t0).unwrap();
+        assert!(s.signed_in("nope", t0).is_none());
+        let id = s.create(t0, "admin").unwrap();
         s.remove(&id);
-        assert!(s.touch(&id, t0).is_none());
-        let id = s.create(t0).unwrap();
+        assert!(s.signed_in(&id, t0).is_none());
+        let id = s.create(t0, "admin").unwrap();
         s.clear();
-        assert!(s.touch(&id, t0).is_none());
+        assert!(s.signed_in(&id, t0).is_none());
     }
 
     #[test]
     fn csrf_token_is_per_session() {
         let s = Sessions::default();
         let t0 = Instant::now();
-        let a = s.create(t0).unwrap();
-        let b = s.create(t0).unwrap();
-        let ca = s.touch(&a, t0).unwrap().csrf;
+        let a = s.create(t0, "admin").unwrap();
+        let b = s.create(t0, "admin").unwrap();
+        let ca = s.signed_in(&a, t0).unwrap().csrf().to_owned();
         assert!(s.csrf_ok(&a, Some(&ca), t0));
         assert!(!s.csrf_ok(&b, Some(&ca), t0));
         assert!(!s.csrf_ok(&a, None, t0));
@@ -323,10 +351,10 @@ mod tests {
     fn flash_is_shown_once() {
         let s = Sessions::default();
         let t0 = Instant::now();
-        let id = s.create(t0).unwrap();
+        let id = s.create(t0, "admin").unwrap();
         s.set_flash(&id, "done".into());
-        assert_eq!(s.touch(&id, t0).unwrap().flash.as_deref(), Some("done"));
-        assert_eq!(s.touch(&id, t0).unwrap().flash, None);
+        assert_eq!(s.signed_in(&id, t0).unwrap().flash(), Some("done"));
+        assert_eq!(s.signed_in(&id, t0).unwrap().flash(), None);
     }
 
     #[test]

@@ -1,0 +1,385 @@
+//! The audit trail every edge writes to: who (a token, an admin account, a CLI user),
+//! from where, what was attempted on which resource (by its name as it was), and how
+//! it ended, refused attempts included. Each entry is stored (`store::audit`) and
+//! written to the log as one `audit` event (JSON with `--log-format json`). Reading
+//! back: `search` (filtered, newest first, paged with the match count) and `export`
+//! (CSV or JSON Lines). Knows neither HTTP nor redb.
+
+use std::io::Write;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::App;
+use crate::clock::Timestamp;
+use crate::scim::schema::ResourceType;
+use crate::store::{ActorKind, AuditOutcome, AuditRecord, StoreError, StoreResult};
+
+/// Audit writes in flight from the SCIM path; past this, entries are logged but not
+/// stored (a flood of refused requests cannot queue unbounded work).
+pub const MAX_PENDING: usize = 1024;
+
+/// Who is acting, and from where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub kind: ActorKind,
+    /// The token's name, the admin account, or the operating-system user.
+    pub name: String,
+    pub client: Option<IpAddr>,
+}
+
+impl Caller {
+    pub fn token(name: &str, client: IpAddr) -> Caller {
+        Caller {
+            kind: ActorKind::Token,
+            name: name.to_owned(),
+            client: Some(client),
+        }
+    }
+    pub fn admin(name: &str, client: IpAddr) -> Caller {
+        Caller {
+            kind: ActorKind::Admin,
+            name: name.to_owned(),
+            client: Some(client),
+        }
+    }
+    pub fn cli(user: &str) -> Caller {
+        Caller {
+            kind: ActorKind::Cli,
+            name: user.to_owned(),
+            client: None,
+        }
+    }
+}
+
+/// What happened, before it is stamped with a caller and a time.
+#[derive(Debug, Clone, Default)]
+pub struct Entry {
+    /// `scim.create`, `token.revoke`, `migration.cutover`…
+    pub action: String,
+    pub resource_type: Option<String>,
+    pub resource_id: Option<String>,
+    pub resource_name: Option<String>,
+    /// `None`: done; `Some(reason)`: refused or failed for that reason.
+    pub refused: Option<String>,
+    /// The HTTP status, for SCIM requests.
+    pub status: Option<u16>,
+}
+
+impl Entry {
+    pub fn new(action: &str) -> Entry {
+        Entry {
+            action: action.to_owned(),
+            ..Entry::default()
+        }
+    }
+    /// The resource acted on: its type, id and name as it was.
+    pub fn on(mut self, rt: &str, id: Option<&str>, name: Option<&str>) -> Entry {
+        self.resource_type = Some(rt.to_owned());
+        self.resource_id = id.map(str::to_owned);
+        self.resource_name = name.map(str::to_owned);
+        self
+    }
+    /// Marks the entry refused, with the reason shown to the caller.
+    pub fn refused(mut self, reason: impl Into<String>) -> Entry {
+        self.refused = Some(reason.into());
+        self
+    }
+    /// The outcome of `r`: done, or refused with the error's message.
+    pub fn outcome<T, E: std::fmt::Display>(self, r: &Result<T, E>) -> Entry {
+        match r {
+            Ok(_) => self,
+            Err(e) => self.refused(e.to_string()),
+        }
+    }
+    fn stamp(self, caller: &Caller, time: Timestamp) -> AuditRecord {
+        AuditRecord {
+            seq: 0,
+            time,
+            actor_kind: caller.kind,
+            actor: caller.name.clone(),
+            client: caller.client,
+            action: self.action,
+            resource_type: self.resource_type,
+            resource_id: self.resource_id,
+            resource_name: self.resource_name,
+            outcome: if self.refused.is_some() {
+                AuditOutcome::Refused
+            } else {
+                AuditOutcome::Done
+            },
+            status: self.status,
+            reason: self.refused,
+        }
+    }
+}
+
+/// Writes one entry to the log (target `audit`). Names come from identity providers:
+/// they are written with `?` so control characters are escaped.
+fn log(r: &AuditRecord) {
+    tracing::info!(
+        target: "audit",
+        actor_kind = r.actor_kind.as_str(),
+        actor = ?r.actor,
+        client = r.client.map(|c| c.to_string()),
+        action = %r.action,
+        resource_type = r.resource_type.as_deref(),
+        resource_id = r.resource_id.as_deref(),
+        resource_name = ?r.resource_name,
+        outcome = r.outcome.as_str(),
+        status = r.status,
+        reason = ?r.reason,
+        "audit"
+    );
+}
+
+impl App {
+    /// A resource's name (a User's userName, a Group's displayName) as it is now, for
+    /// an audit entry that must still read after the resource is gone.
+    pub fn resource_name(&self, rt: ResourceType, id: &str) -> Option<String> {
+        let r = self.store.snapshot().ok()?.get(rt, id).ok()??;
+        let key = match rt {
+            ResourceType::User => "userName",
+            ResourceType::Group => "displayName",
+        };
+        r.attrs.get(key)?.as_str().map(str::to_owned)
+    }
+
+    /// Records `entry` for `caller`: logged now, stored durably before this returns.
+    pub async fn audit(&self, caller: &Caller, entry: Entry) {
+        let r = entry.stamp(caller, Timestamp::now());
+        log(&r);
+        if let Err(e) = self.store.append_audit(vec![r]).await {
+            tracing::warn!(error = %e, "an audit entry could not be stored (it is in this log)");
+        }
+    }
+
+    /// Records `entry` without waiting (the SCIM path: the answer is not held up by
+    /// the audit commit). At most `MAX_PENDING` in flight; beyond, the entry is only
+    /// logged.
+    pub fn audit_later(self: &Arc<Self>, caller: &Caller, entry: Entry) {
+        let r = entry.stamp(caller, Timestamp::now());
+        log(&r);
+        let Ok(permit) = self.audit_slots.clone().try_acquire_owned() else {
+            tracing::warn!("audit writes are backed up; this entry is only in the log");
+            return;
+        };
+        let app = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = app.store.append_audit(vec![r]).await {
+                tracing::warn!(error = %e, "an audit entry could not be stored (it is in this log)");
+            }
+            drop(permit);
+        });
+    }
+}
+
+// ---- reading -------------------------------------------------------------------------
+
+/// Which entries to show: every given condition must hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AuditFilter {
+    /// Text found (case-insensitively) in the actor, the action, the resource's name
+    /// or id, the client address or the reason.
+    pub q: String,
+    /// `token`, `admin`, `cli` or `system`; empty for all.
+    pub actor: String,
+    /// `done` or `refused`; empty for both.
+    pub outcome: String,
+    /// An action or its prefix (`scim.`, `token.`, `migration.`); empty for all.
+    pub action: String,
+}
+
+impl AuditFilter {
+    pub fn matches(&self, r: &AuditRecord) -> bool {
+        if !self.actor.is_empty() && r.actor_kind.as_str() != self.actor {
+            return false;
+        }
+        if !self.outcome.is_empty() && r.outcome.as_str() != self.outcome {
+            return false;
+        }
+        if !self.action.is_empty() && !r.action.starts_with(&self.action) {
+            return false;
+        }
+        let q = self.q.trim().to_lowercase();
+        if q.is_empty() {
+            return true;
+        }
+        let client = r.client.map(|c| c.to_string());
+        let found = [
+            Some(r.actor.as_str()),
+            Some(r.action.as_str()),
+            r.resource_name.as_deref(),
+            r.resource_id.as_deref(),
+            r.reason.as_deref(),
+            client.as_deref(),
+        ]
+        .into_iter()
+        .flatten()
+        .any(|f| f.to_lowercase().contains(&q));
+        found
+    }
+}
+
+/// One page of matching entries, newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditPage {
+    pub records: Vec<AuditRecord>,
+    /// Matching entries in all (the page is `offset+1 ..= offset+records.len()` of it).
+    pub matched: u64,
+    pub offset: u64,
+}
+
+/// The export formats of the Activity page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportFormat {
+    Csv,
+    JsonLines,
+}
+
+const CSV_HEADER: &str =
+    "seq,time,actor_kind,actor,client,action,resource_type,resource_id,resource_name,outcome,status,reason";
+
+/// One CSV cell (RFC 4180 quoting). A cell that a spreadsheet would run as a
+/// formula (starting with `= + - @`, or a tab or carriage return) gets a leading `'`:
+/// names come from identity providers (OWASP "CSV injection").
+pub fn csv_cell(s: &str) -> String {
+    let guarded = if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{s}")
+    } else {
+        s.to_owned()
+    };
+    if guarded.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", guarded.replace('"', "\"\""))
+    } else {
+        guarded
+    }
+}
+
+fn csv_line(r: &AuditRecord) -> String {
+    let opt = |s: &Option<String>| csv_cell(s.as_deref().unwrap_or(""));
+    [
+        r.seq.to_string(),
+        r.time.to_rfc3339(),
+        r.actor_kind.as_str().to_owned(),
+        csv_cell(&r.actor),
+        r.client.map(|c| c.to_string()).unwrap_or_default(),
+        csv_cell(&r.action),
+        opt(&r.resource_type),
+        opt(&r.resource_id),
+        opt(&r.resource_name),
+        r.outcome.as_str().to_owned(),
+        r.status.map(|s| s.to_string()).unwrap_or_default(),
+        opt(&r.reason),
+    ]
+    .join(",")
+}
+
+fn export_failed(e: std::io::Error) -> StoreError {
+    StoreError::Storage(format!("writing the audit export failed: {e}"))
+}
+
+impl App {
+    /// The `limit` matching entries after the first `offset` matches, newest first,
+    /// and how many match in all. Scans the audit table once (one snapshot).
+    pub fn audit_search(
+        &self,
+        filter: &AuditFilter,
+        offset: u64,
+        limit: usize,
+    ) -> StoreResult<AuditPage> {
+        let snap = self.store.snapshot()?;
+        let mut matched = 0u64;
+        let mut records = Vec::new();
+        snap.audit_newest_first(|r| {
+            if filter.matches(&r) {
+                if matched >= offset && records.len() < limit {
+                    records.push(r);
+                }
+                matched += 1;
+            }
+            true
+        })?;
+        Ok(AuditPage {
+            records,
+            matched,
+            offset,
+        })
+    }
+
+    /// Every matching entry, newest first, as CSV (with a header line) or JSON Lines.
+    pub fn audit_export(
+        &self,
+        filter: &AuditFilter,
+        format: ExportFormat,
+        out: &mut impl Write,
+    ) -> StoreResult<()> {
+        let snap = self.store.snapshot()?;
+        let mut failed = None;
+        if format == ExportFormat::Csv {
+            writeln!(out, "{CSV_HEADER}").map_err(export_failed)?;
+        }
+        snap.audit_newest_first(|r| {
+            if !filter.matches(&r) {
+                return true;
+            }
+            let written = match format {
+                ExportFormat::Csv => writeln!(out, "{}", csv_line(&r)),
+                ExportFormat::JsonLines => serde_json::to_writer(&mut *out, &r)
+                    .map_err(std::io::Error::from)
+                    .and_then(|()| out.write_all(b"\n")),
+            };
+            match written {
+                Ok(()) => true,
+                Err(e) => {
+                    failed = Some(e);
+                    false
+                }
+            }
+        })?;
+        match failed {
+            Some(e) => Err(export_failed(e)),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_cells_that_look_like_formulas_are_defused() {
+        assert_eq!(csv_cell("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
+        assert_eq!(csv_cell("+1"), "'+1");
+        assert_eq!(csv_cell("-2"), "'-2");
+        assert_eq!(csv_cell("@SUM(A1)"), "'@SUM(A1)");
+        assert_eq!(csv_cell("ada"), "ada");
+        assert_eq!(csv_cell("a,b"), "\"a,b\"");
+    }
+
+    #[test]
+    fn filter_matches_every_condition() {
+        let r = Entry::new("scim.delete")
+            .on("User", Some("u1"), Some("Bob@Example.com"))
+            .refused("not found")
+            .stamp(
+                &Caller::token("entra", "192.0.2.7".parse().unwrap()),
+                Timestamp::now(),
+            );
+        let f = |q: &str, actor: &str, outcome: &str, action: &str| AuditFilter {
+            q: q.into(),
+            actor: actor.into(),
+            outcome: outcome.into(),
+            action: action.into(),
+        };
+        assert!(f("bob@", "", "", "").matches(&r));
+        assert!(f("192.0.2.7", "token", "refused", "scim.").matches(&r));
+        assert!(!f("", "admin", "", "").matches(&r));
+        assert!(!f("", "", "done", "").matches(&r));
+        assert!(!f("", "", "", "token.").matches(&r));
+        assert!(!f("alice", "", "", "").matches(&r));
+    }
+}

@@ -1,0 +1,194 @@
+//! The audit trail (issue 14 points 3 and 4) over real HTTPS against the real binary:
+//! SCIM writes (done and refused, with the SCIM error's detail), admin-page and CLI
+//! actions each leave an entry with actor, client address, the resource's name as it
+//! was, outcome and reason; the Activity page searches, filters and pages them; CSV
+//! and JSON Lines exports (formula cells defused); the same entries in the log.
+
+use crate::support::admin::*;
+use crate::support::*;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+/// The page at `path` once `ready` holds: SCIM writes are audited right after the
+/// answer is sent, so the entry may land a commit later.
+fn page_when(c: &Client, cookie: &str, path: &str, ready: impl Fn(&str) -> bool) -> String {
+    wait_until(path, Duration::from_secs(10), || {
+        Some(text(&get_page(c, path, cookie))).filter(|p| ready(p))
+    })
+}
+
+#[test]
+fn who_deleted_bob_is_answered_by_name_with_reasons_and_exports() {
+    let (s, cookie) = signed_in_server(&[]);
+    let c = s.client();
+    // A name that a spreadsheet would run as a formula.
+    let bob = c.post("/Users", &user_body("=bob@example.com")).json();
+    let id = bob["id"].as_str().unwrap().to_owned();
+    assert_eq!(c.delete(&format!("/Users/{id}")).status, 204);
+    // Refused writes: a conflict, an unknown token.
+    c.post("/Users", &user_body("ann@example.com"));
+    let dup = c.post("/Users", &user_body("ann@example.com"));
+    assert_eq!(dup.status, 409);
+    let detail = dup.json()["detail"].as_str().unwrap().to_owned();
+    assert_eq!(
+        c.with_token("scimb_wrong")
+            .post("/Users", &user_body("eve@example.com"))
+            .status,
+        401
+    );
+
+    // The audit answers "who deleted Bob?" although Bob is gone.
+    let page = page_when(&c, &cookie, "/admin/activity?q=bob", |p| {
+        p.contains("scim.delete")
+    });
+    assert!(page.contains("scim.create"), "{page}");
+    assert!(page.contains("=bob@example.com"));
+    assert!(page.contains("127.0.0.1"), "client address shown");
+    assert!(
+        page.contains(">test <small>token</small>"),
+        "actor: the token's name"
+    );
+
+    // Refusals carry the SCIM error's detail.
+    let refused = page_when(&c, &cookie, "/admin/activity?outcome=refused", |p| {
+        p.contains("409 conflict") && p.contains("authentication required")
+    });
+    assert!(
+        refused.contains(&detail.replace('"', "&quot;")),
+        "{refused}"
+    );
+    assert!(refused.contains("authentication required"));
+    assert!(!refused.contains("scim.delete"), "only refused entries");
+
+    // The dashboard and the log give the reasons too.
+    let dash = text(&get_page(&c, "/admin", &cookie));
+    assert!(dash.contains("409 conflict") && dash.contains("127.0.0.1"));
+    assert!(dash.contains(&detail.replace('"', "&quot;")));
+    s.wait_for_log("scim.delete");
+    let log = s.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("scim.delete"))
+        .expect("the delete's audit line");
+    assert!(
+        line.contains("=bob@example.com") && line.contains("done"),
+        "{line}"
+    );
+    assert!(
+        line.contains("127.0.0.1") && line.contains("test"),
+        "{line}"
+    );
+
+    // Admin actions: a token issued and revoked on the page, by the admin account.
+    issue_on_page(&c, &cookie, "pager", "read-write");
+    let tokens = text(&get_page(&c, "/admin/tokens", &cookie));
+    let r = post_form(
+        &c,
+        "/admin/tokens/revoke",
+        Some(&cookie),
+        &[
+            ("csrf", &csrf(&tokens)),
+            ("id", &token_id(&tokens, "pager")),
+            ("confirm", "yes"),
+        ],
+    );
+    assert_eq!(r.status, 303);
+    let admin = text(&get_page(
+        &c,
+        "/admin/activity?actor=admin&action=token.",
+        &cookie,
+    ));
+    assert!(
+        admin.contains("token.issue") && admin.contains("token.revoke"),
+        "{admin}"
+    );
+    assert!(admin.contains("pager"));
+    // The token the test server runs with was issued by the CLI before start.
+    let cli_page = text(&get_page(&c, "/admin/activity?actor=cli", &cookie));
+    assert!(
+        cli_page.contains("token.issue") && cli_page.contains("Token test"),
+        "{cli_page}"
+    );
+
+    // The CLI through the running server's control socket: issued and revoked
+    // (`--yes`; without a terminal it would not ask anyway), by the OS user.
+    let (ok, _, err) = cli(&s.data_dir(), &["token", "issue", "--name", "by-cli"]);
+    assert!(ok, "{err}");
+    let (ok, out, err) = cli(&s.data_dir(), &["token", "revoke", "by-cli", "--yes"]);
+    assert!(ok && out.contains("revoked"), "{out}{err}");
+    let cli_page = text(&get_page(&c, "/admin/activity?actor=cli&q=by-cli", &cookie));
+    assert!(
+        cli_page.contains("token.issue") && cli_page.contains("token.revoke"),
+        "{cli_page}"
+    );
+    let user = std::process::Command::new("id")
+        .arg("-un")
+        .output()
+        .unwrap();
+    let user = String::from_utf8_lossy(&user.stdout).trim().to_owned();
+    assert!(
+        cli_page.contains(&format!(">{user} <small>cli</small>")),
+        "{cli_page}"
+    );
+
+    // CSV: a header, formula cells defused; JSON Lines: one object per line.
+    let csv = get_page(&c, "/admin/activity.csv?q=bob", &cookie);
+    assert_eq!(csv.status, 200);
+    assert!(csv.header("content-type").unwrap().starts_with("text/csv"));
+    assert!(csv
+        .header("content-disposition")
+        .unwrap()
+        .contains("attachment"));
+    let csv = text(&csv);
+    assert!(csv.starts_with("seq,time,actor_kind,actor,client,action"));
+    assert!(csv.contains(",'=bob@example.com,"), "{csv}");
+    assert!(!csv.contains(",=bob"));
+    let jsonl = text(&get_page(
+        &c,
+        "/admin/activity.jsonl?outcome=refused",
+        &cookie,
+    ));
+    let lines: Vec<Value> = jsonl
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON object per line"))
+        .collect();
+    assert!(lines.len() >= 2, "{jsonl}");
+    assert!(lines.iter().all(|l| l["outcome"] == "refused"));
+    assert!(lines
+        .iter()
+        .any(|l| l["status"] == 409 && l["reason"] == json!(detail) && l["client"] == "127.0.0.1"));
+}
+
+#[test]
+fn activity_pages_through_the_matches_with_counts() {
+    let (s, cookie) = signed_in_server(&[]);
+    let c = s.client();
+    for i in 0..52 {
+        assert_eq!(
+            c.post("/Users", &user_body(&format!("p{i:02}@example.com")))
+                .status,
+            201
+        );
+    }
+    let first = page_when(&c, &cookie, "/admin/activity?action=scim.", |p| {
+        p.contains("1–50 of 52")
+    });
+    assert!(
+        first.contains("p51@example.com") && !first.contains("p01@example.com"),
+        "newest first"
+    );
+    assert!(
+        first.contains("rel=\"next\" href=\"/admin/activity?action=scim.&amp;page=2\""),
+        "{first}"
+    );
+    let second = text(&get_page(
+        &c,
+        "/admin/activity?action=scim.&page=2",
+        &cookie,
+    ));
+    assert!(second.contains("51–52 of 52"), "{second}");
+    assert!(second.contains("p00@example.com") && second.contains("p01@example.com"));
+    assert!(second.contains("rel=\"prev\"") && !second.contains("rel=\"next\""));
+    let none = text(&get_page(&c, "/admin/activity?q=nobody-at-all", &cookie));
+    assert!(none.contains("0 of 0") && none.contains("Nothing found"));
+}
