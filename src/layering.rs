@@ -204,7 +204,7 @@ mod tests {
     }
 
     /// Every module path a file refers to, resolved to absolute paths (as far as
-    /// the path names modules: `crate::http::scim::handle` → `http::scim::handle`;
+    /// the path names modules: `crate::app::query::run` → `app::query::run`;
     /// the caller only looks at the first segments). `crate_name` is how the file
     /// names the library (`crate`, or `scimbridge` from main.rs).
     fn references(module: &ModPath, code: &str, crate_name: &str) -> Vec<ModPath> {

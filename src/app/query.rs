@@ -144,14 +144,27 @@ fn id_order(
             let Some(m) = eval.matching(r)? else {
                 return Ok(true);
             };
-            if matched >= start && matched < end {
-                page.push(eval.finish(m)?);
-            }
-            matched += 1;
+            offer(&eval, m, &mut matched, start..end, &mut page)?;
             Ok(true)
         })?;
     }
     Ok((page, matched))
+}
+
+/// Counts one more match and renders it into `page` when its position (0-based,
+/// in match order) falls in `window`.
+fn offer(
+    eval: &Evaluator<'_>,
+    m: Match,
+    matched: &mut usize,
+    window: std::ops::Range<usize>,
+    page: &mut Vec<Resource>,
+) -> StoreResult<()> {
+    if window.contains(matched) {
+        page.push(eval.finish(m)?);
+    }
+    *matched += 1;
+    Ok(())
 }
 
 /// Sorted by userName: walks the userName index (lowercased, the order caseExact
@@ -186,10 +199,7 @@ fn user_name_order(
             return Ok(true);
         };
         if let Some(m) = eval.matching(r)? {
-            if matched >= start && matched < end {
-                page.push(eval.finish(m)?);
-            }
-            matched += 1;
+            offer(&eval, m, &mut matched, start..end, &mut page)?;
         }
         Ok(true)
     })?;
