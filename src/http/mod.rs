@@ -235,6 +235,13 @@ pub fn store_error(e: StoreError) -> ScimError {
             None,
             "the write was rolled back with another operation; retry it",
         ),
+        // Logged once by the store when the disk fills, not once per refused write.
+        StoreError::DiskFull(_) => ScimError::new(
+            507,
+            None,
+            "the server's disk is full: the write was not stored; retry later (its admin \
+             must free space on the disk of the data directory)",
+        ),
         other => {
             tracing::error!(error = %other, "storage failure");
             ScimError::new(
@@ -345,6 +352,23 @@ fn metrics_response(state: &AppState, req: &Request<RequestBody>) -> Response<Bo
          # TYPE scimbridge_unknown_attributes_total counter\n\
          scimbridge_unknown_attributes_total{{action=\"refused\"}} {refused}\n\
          scimbridge_unknown_attributes_total{{action=\"dropped\"}} {dropped}\n"
+    ));
+    let h = state.app.store.health();
+    text.push_str(&format!(
+        "# HELP scimbridge_storage_disk_full 1 while the disk holding the database is full (writes answer 507), else 0.\n\
+         # TYPE scimbridge_storage_disk_full gauge\n\
+         scimbridge_storage_disk_full {}\n\
+         # HELP scimbridge_storage_write_failures_total Write batches the database refused, by kind.\n\
+         # TYPE scimbridge_storage_write_failures_total counter\n\
+         scimbridge_storage_write_failures_total{{kind=\"disk_full\"}} {}\n\
+         scimbridge_storage_write_failures_total{{kind=\"io\"}} {}\n\
+         # HELP scimbridge_storage_reopens_total Times the database was reopened after a storage failure.\n\
+         # TYPE scimbridge_storage_reopens_total counter\n\
+         scimbridge_storage_reopens_total {}\n",
+        u8::from(h.disk_full),
+        h.disk_full_failures,
+        h.io_failures,
+        h.reopens
     ));
     let mut r = Response::new(Full::new(Bytes::from(text)));
     r.headers_mut().insert(

@@ -111,6 +111,23 @@ pub enum Filter {
     },
 }
 
+/// The filter as RFC 7644 §3.4.2.2 text that [`parse`] reads back to the same tree:
+/// every `and`/`or` operand and every `not` operand in parentheses, strings with JSON
+/// escapes, numbers as JSON writes them. For logs and for clients that build
+/// filters (the migration push).
+impl std::fmt::Display for Filter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Filter::Compare { path, op, value } => write!(f, "{path} {} {value}", op.as_str()),
+            Filter::Present(path) => write!(f, "{path} pr"),
+            Filter::And(a, b) => write!(f, "({a}) and ({b})"),
+            Filter::Or(a, b) => write!(f, "({a}) or ({b})"),
+            Filter::Not(inner) => write!(f, "not ({inner})"),
+            Filter::ValuePath { path, filter } => write!(f, "{path}[{filter}]"),
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------
 // Lexer
 

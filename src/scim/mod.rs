@@ -7,6 +7,8 @@ pub mod error;
 pub mod filter;
 pub mod patch;
 pub mod path;
+#[cfg(test)]
+mod properties;
 pub mod query;
 pub mod resource;
 pub mod schema;

@@ -90,6 +90,25 @@ impl AttrPath {
     }
 }
 
+/// The path as text (`urn:…:attr.sub`, `attr.sub`, `attr`): what [`AttrPath::parse`]
+/// reads back to the same path.
+impl std::fmt::Display for AttrPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(urn) = &self.urn {
+            f.write_str(urn)?;
+            if self.attr.is_empty() {
+                return Ok(());
+            }
+            f.write_str(":")?;
+        }
+        f.write_str(&self.attr)?;
+        if let Some(sub) = &self.sub {
+            write!(f, ".{sub}")?;
+        }
+        Ok(())
+    }
+}
+
 fn unreachable_path<T>(s: &str) -> ScimResult<T> {
     Err(ScimError::invalid_path(format!(
         "invalid attribute path \"{s}\""

@@ -12,6 +12,7 @@
 
 mod admin;
 pub(crate) mod audit;
+mod health;
 mod migration;
 mod nesting;
 mod tables;
@@ -20,6 +21,7 @@ mod upgrade;
 
 pub use admin::{AdminPassword, SetupCode, SetupRefusal};
 pub use audit::{ActorKind, AuditOutcome, AuditRecord};
+pub use health::StorageHealth;
 pub use migration::{MigrationState, Phase, StoredPolicy};
 pub use tokens::{hex, Scope, TokenRecord, TokenState};
 pub use upgrade::{backup_path, Upgrade, FORMAT_VERSION};
@@ -78,6 +80,13 @@ pub enum StoreError {
     Scim(ScimError),
     #[error("storage error: {0}")]
     Storage(String),
+    /// The disk holding the database is full (ENOSPC, a quota, the file size limit):
+    /// the write was not stored; writes resume by themselves when space returns.
+    #[error("the disk holding the database is full: {0}")]
+    DiskFull(String),
+    /// An I/O error: the operation was not done; the store reopens the database.
+    #[error("storage I/O error: {0}")]
+    Io(String),
     #[error("the database {0} is in use by another process (is the bridge server running?)")]
     AlreadyOpen(PathBuf),
     #[error("{0}")]
@@ -102,14 +111,30 @@ macro_rules! storage_from {
         }
     )*};
 }
-storage_from!(
-    redb::Error,
+storage_from!(serde_json::Error);
+
+/// redb's errors keep their kind: a full disk and I/O failures are told apart from
+/// the rest (`health::classify`), because the writer must reopen the database after
+/// them and the edge answers a full disk with 507.
+macro_rules! redb_from {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self { health::classify(redb::Error::from(e)) }
+        }
+    )*};
+}
+redb_from!(
     redb::StorageError,
     redb::TableError,
     redb::TransactionError,
-    redb::CommitError,
-    serde_json::Error
+    redb::CommitError
 );
+
+impl From<redb::Error> for StoreError {
+    fn from(e: redb::Error) -> Self {
+        health::classify(e)
+    }
+}
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
@@ -279,7 +304,8 @@ struct Job {
 }
 
 struct Inner {
-    db: Arc<Database>,
+    /// The open database; reopened after an I/O failure (`health.rs`).
+    slot: Arc<health::DbSlot>,
     path: PathBuf,
     writer: Mutex<Option<mpsc::Sender<Job>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
@@ -373,17 +399,17 @@ impl Store {
                 upgraded = Some(report);
             }
         }
-        let db = Arc::new(db);
         init_tables(&db)?;
+        let slot = Arc::new(health::DbSlot::new(db, path, opts));
         let (tx, rx) = mpsc::channel::<Job>();
-        let wdb = db.clone();
+        let wslot = slot.clone();
         let thread = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer_loop(&wdb, rx))
+            .spawn(move || writer_loop(&wslot, rx))
             .map_err(|e| StoreError::Storage(format!("cannot start the writer thread: {e}")))?;
         Ok(Store {
             inner: Arc::new(Inner {
-                db,
+                slot,
                 path: path.to_owned(),
                 writer: Mutex::new(Some(tx)),
                 thread: Mutex::new(Some(thread)),
@@ -391,6 +417,11 @@ impl Store {
                 upgraded,
             }),
         })
+    }
+
+    /// Storage failures seen since start and whether the disk is full now.
+    pub fn health(&self) -> StorageHealth {
+        self.inner.slot.health()
     }
 
     /// The format upgrade this open performed, if any.
@@ -458,7 +489,7 @@ impl Store {
     /// A consistent read-only view.
     pub fn snapshot(&self) -> StoreResult<Snapshot> {
         Ok(Snapshot {
-            txn: self.inner.db.begin_read()?,
+            txn: self.inner.slot.get()?.begin_read()?,
         })
     }
 
@@ -714,7 +745,7 @@ fn index_keeping_first(
     write_index(txn, rt, &r.id, &IndexKeys::default(), &keys)
 }
 
-fn writer_loop(db: &Database, rx: mpsc::Receiver<Job>) {
+fn writer_loop(slot: &health::DbSlot, rx: mpsc::Receiver<Job>) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -723,10 +754,24 @@ fn writer_loop(db: &Database, rx: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
+        // While the disk is full, batches are refused without touching the file
+        // until the back-off ends (health.rs).
+        let db = match slot.check_backoff().and_then(|()| slot.ensure_open()) {
+            Ok(db) => db,
+            Err(err) => {
+                for job in batch {
+                    let _ = job.reply.send(Err(err.clone()));
+                }
+                continue;
+            }
+        };
         let txn = match db.begin_write() {
             Ok(t) => t,
             Err(e) => {
                 let err = StoreError::from(e);
+                // Reopened before anyone is answered, so that a client that reads
+                // right after its refused write finds the store readable.
+                slot.failed(db, &err);
                 for job in batch {
                     let _ = job.reply.send(Err(err.clone()));
                 }
@@ -759,6 +804,7 @@ fn writer_loop(db: &Database, rx: mpsc::Receiver<Job>) {
         if let Some(err) = fatal {
             tracing::error!(error = %err, "storage error; the batch is rolled back");
             drop(txn);
+            slot.failed(db, &err);
             for (reply, _) in done {
                 let _ = reply.send(Err(err.clone()));
             }
@@ -766,6 +812,7 @@ fn writer_loop(db: &Database, rx: mpsc::Receiver<Job>) {
         }
         match txn.commit() {
             Ok(()) => {
+                slot.committed();
                 for (reply, r) in done {
                     let _ = reply.send(r);
                 }
@@ -773,6 +820,7 @@ fn writer_loop(db: &Database, rx: mpsc::Receiver<Job>) {
             Err(e) => {
                 let err = StoreError::from(e);
                 tracing::error!(error = %err, "commit failed; the batch is rolled back");
+                slot.failed(db, &err);
                 for (reply, _) in done {
                     let _ = reply.send(Err(err.clone()));
                 }

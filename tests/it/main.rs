@@ -12,6 +12,7 @@ mod admin_browser;
 mod admin_http;
 mod cli_data_dir;
 mod crash_safety;
+mod disk_full;
 mod export_import;
 mod hardening;
 mod hostile;

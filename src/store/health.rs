@@ -1,0 +1,208 @@
+//! Storage failures the store survives: a full disk (ENOSPC, a quota, the file size
+//! limit) and other I/O errors. redb latches an I/O error: after one, every operation
+//! on that `Database`, reads included, answers `PreviousIo` until it is closed and
+//! opened again. So the writer thread, which sees the failure first, closes and
+//! reopens the file ([`DbSlot::reopen`]); redb's commit protocol keeps the last
+//! durable commit, so no acknowledged write is lost, and reads go on from the
+//! reopened file. While the disk is full, writes are refused for a back-off without
+//! touching the file (each attempt on a full disk costs a reopen), then tried again,
+//! so writing resumes by itself when space returns.
+//!
+//! Owns the classification of redb errors, the slot holding the open database, the
+//! back-off and the counters behind `/metrics`. Knows nothing of HTTP: the edge maps
+//! [`StoreError::DiskFull`] to 507 and [`StoreError::Io`] to 503.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use redb::Database;
+
+use super::{StoreError, StoreOptions};
+
+/// The first pause after a write failed on a full disk; it doubles while the disk
+/// stays full, up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+/// The longest pause between two attempts to write on a full disk: how long writing
+/// may lag behind the space coming back.
+const MAX_BACKOFF: Duration = Duration::from_secs(8);
+
+/// An I/O error meaning "no space": the disk or the user's quota is full, or the file
+/// reached the process's file size limit (RLIMIT_FSIZE).
+pub(crate) fn is_disk_full(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind;
+    matches!(
+        e.kind(),
+        ErrorKind::StorageFull | ErrorKind::QuotaExceeded | ErrorKind::FileTooLarge
+    ) || matches!(
+        e.raw_os_error(),
+        Some(libc::ENOSPC | libc::EDQUOT | libc::EFBIG)
+    )
+}
+
+/// A redb error as the store reports it: a full disk, an I/O error (the database must
+/// be reopened), or any other storage failure.
+pub(crate) fn classify(e: redb::Error) -> StoreError {
+    match &e {
+        redb::Error::Io(io) if is_disk_full(io) => StoreError::DiskFull(e.to_string()),
+        redb::Error::Io(_) | redb::Error::PreviousIo | redb::Error::DatabaseClosed => {
+            StoreError::Io(e.to_string())
+        }
+        _ => StoreError::Storage(e.to_string()),
+    }
+}
+
+/// What `/metrics` and the dashboard show about storage failures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StorageHealth {
+    /// The last write failed because the disk is full, and none has succeeded since.
+    pub disk_full: bool,
+    /// Write batches that failed because the disk was full (since start).
+    pub disk_full_failures: u64,
+    /// Write batches that failed with another I/O error (since start).
+    pub io_failures: u64,
+    /// Times the database was closed and opened again after a failure.
+    pub reopens: u64,
+}
+
+/// The open database, replaced when it is reopened after an I/O failure.
+pub(crate) struct DbSlot {
+    /// `None` while a reopen failed (reads and writes answer `Io` until one works).
+    db: RwLock<Option<Arc<Database>>>,
+    path: PathBuf,
+    opts: StoreOptions,
+    disk_full: AtomicBool,
+    disk_full_failures: AtomicU64,
+    io_failures: AtomicU64,
+    reopens: AtomicU64,
+    /// While the disk is full: no write is tried before this instant, and the pause
+    /// that follows the next failure.
+    backoff: Mutex<Option<(Instant, Duration)>>,
+}
+
+fn unavailable() -> StoreError {
+    StoreError::Io("the database could not be reopened after a storage failure".into())
+}
+
+impl DbSlot {
+    pub(crate) fn new(db: Database, path: &Path, opts: &StoreOptions) -> DbSlot {
+        DbSlot {
+            db: RwLock::new(Some(Arc::new(db))),
+            path: path.to_owned(),
+            opts: opts.clone(),
+            disk_full: AtomicBool::new(false),
+            disk_full_failures: AtomicU64::new(0),
+            io_failures: AtomicU64::new(0),
+            reopens: AtomicU64::new(0),
+            backoff: Mutex::new(None),
+        }
+    }
+
+    /// The open database.
+    pub(crate) fn get(&self) -> Result<Arc<Database>, StoreError> {
+        let guard = self.db.read().map_err(|_| unavailable())?;
+        guard.clone().ok_or_else(unavailable)
+    }
+
+    pub(crate) fn health(&self) -> StorageHealth {
+        StorageHealth {
+            disk_full: self.disk_full.load(Ordering::Relaxed),
+            disk_full_failures: self.disk_full_failures.load(Ordering::Relaxed),
+            io_failures: self.io_failures.load(Ordering::Relaxed),
+            reopens: self.reopens.load(Ordering::Relaxed),
+        }
+    }
+
+    /// `Err(DiskFull)` while the disk was full a moment ago: the writer answers the
+    /// batch with it without touching the file.
+    pub(crate) fn check_backoff(&self) -> Result<(), StoreError> {
+        let backoff = self.backoff.lock().map_err(|_| unavailable())?;
+        match *backoff {
+            Some((until, _)) if Instant::now() < until => Err(StoreError::DiskFull(
+                "the disk was full a moment ago; writing is tried again shortly".into(),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// A batch committed: the disk has room again if it was full.
+    pub(crate) fn committed(&self) {
+        if self.disk_full.swap(false, Ordering::Relaxed) {
+            tracing::warn!(
+                path = %self.path.display(),
+                "writes resumed: the disk holding the database has room again"
+            );
+        }
+        if let Ok(mut b) = self.backoff.lock() {
+            *b = None;
+        }
+    }
+
+    /// A batch failed with `err`. A full disk or an I/O error left redb's handle
+    /// latched: `db` (the writer's reference) is given up and the file reopened, so
+    /// that reads go on and the next write can succeed. Other errors change nothing.
+    pub(crate) fn failed(&self, db: Arc<Database>, err: &StoreError) {
+        match err {
+            StoreError::DiskFull(detail) => {
+                self.disk_full_failures.fetch_add(1, Ordering::Relaxed);
+                if !self.disk_full.swap(true, Ordering::Relaxed) {
+                    tracing::error!(
+                        path = %self.path.display(),
+                        error = %detail,
+                        "the disk holding the database is full: writes are refused (507) \
+                         until space is freed, reads go on; nothing acknowledged is lost"
+                    );
+                }
+                if let Ok(mut b) = self.backoff.lock() {
+                    let pause = b.map_or(FIRST_BACKOFF, |(_, p)| (p * 2).min(MAX_BACKOFF));
+                    *b = Some((Instant::now() + pause, pause));
+                }
+            }
+            StoreError::Io(detail) => {
+                self.io_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(
+                    path = %self.path.display(),
+                    error = %detail,
+                    "storage I/O error: the write was not stored; reopening the database"
+                );
+            }
+            _ => return,
+        }
+        drop(db);
+        self.reopen();
+    }
+
+    /// Closes the database (once the writer's reference is gone, the slot holds the
+    /// last one: snapshots keep read transactions, not the `Database`) and opens the
+    /// file again; redb recovers it to its last durable commit.
+    pub(crate) fn reopen(&self) {
+        let Ok(mut slot) = self.db.write() else {
+            return;
+        };
+        drop(slot.take());
+        match super::open_database(&self.path, &self.opts) {
+            Ok(db) => {
+                self.reopens.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(path = %self.path.display(), "reopened the database after a storage failure");
+                *slot = Some(Arc::new(db));
+            }
+            Err(e) => tracing::error!(
+                path = %self.path.display(),
+                error = %e,
+                "cannot reopen the database: reads and writes answer 503 until it opens"
+            ),
+        }
+    }
+
+    /// The writer found no open database: tries to open it again (at most once per
+    /// back-off while the disk is full).
+    pub(crate) fn ensure_open(&self) -> Result<Arc<Database>, StoreError> {
+        if let Ok(db) = self.get() {
+            return Ok(db);
+        }
+        self.check_backoff()?;
+        self.reopen();
+        self.get()
+    }
+}
