@@ -1,7 +1,8 @@
-//! Export files: verification of arbitrary bytes must refuse, never panic.
+//! libFuzzer entry for the `export` target; the body is `targets::export` (fuzz/targets.rs),
+//! shared with the replay test in the normal `cargo test`.
 #![no_main]
-use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| {
-    let _ = scimbridge::migrate::export::verify(data);
-});
+#[path = "../targets.rs"]
+mod targets;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| targets::export(data));

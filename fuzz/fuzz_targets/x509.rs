@@ -1,7 +1,8 @@
-//! Certificates: the small DER reader behind the dashboard and the expiry metric.
+//! libFuzzer entry for the `x509` target; the body is `targets::x509` (fuzz/targets.rs),
+//! shared with the replay test in the normal `cargo test`.
 #![no_main]
-use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| {
-    let _ = scimbridge::tls::x509::parse(data);
-});
+#[path = "../targets.rs"]
+mod targets;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| targets::x509(data));

@@ -95,8 +95,12 @@ pub fn import(cfg: &Config, file: &Path) -> Result<ExitCode> {
             other => return Err(unexpected(other)),
         },
         None => {
+            // Records are checked as a create would check them, so the declared
+            // schema extensions must be known, as in `serve`.
+            crate::scim::schema::install_extensions(&cfg.scim.extensions)
+                .map_err(|e| anyhow::anyhow!(e))?;
             let store = open_store(cfg, IfMissing::Create)?;
-            let r = export::import_file(&store, file, Timestamp::now());
+            let r = export::import_file(&store, file, &cfg.limits.request(), Timestamp::now());
             store.close();
             let r = r?;
             (r.manifest.counts, r.repaired)

@@ -246,6 +246,7 @@ impl std::io::Write for ChannelWriter {
 /// Receives an export file into the data directory, then imports it.
 async fn receive_import(
     store: &Store,
+    limits: crate::scim::resource::RequestLimits,
     dir: &Path,
     reader: &mut BufReader<OwnedReadHalf>,
     size: u64,
@@ -269,7 +270,7 @@ async fn receive_import(
         let (store, path) = (store.clone(), tmp.clone());
         let now = Timestamp::now();
         let report = tokio::task::spawn_blocking(move || {
-            crate::migrate::export::import_file(&store, &path, now)
+            crate::migrate::export::import_file(&store, &path, &limits, now)
         })
         .await
         .map_err(|_| ExecError::Io("the import task failed".into()))??;
@@ -348,7 +349,14 @@ async fn connection(
         Ok(Request::Export) => return stream_export(&app.store, write).await,
         Ok(Request::Backup) => return stream_backup(&app.store, dir, write).await,
         Ok(Request::Import { size }) => {
-            let result = receive_import(&app.store, dir, &mut reader, size).await;
+            let result = receive_import(
+                &app.store,
+                app.config.limits.request(),
+                dir,
+                &mut reader,
+                size,
+            )
+            .await;
             if let Some(entry) = audit_entry(&Request::Import { size }) {
                 app.audit(caller, entry.outcome(&result)).await;
             }

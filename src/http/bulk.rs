@@ -151,6 +151,45 @@ fn parse_path(path: &str) -> Option<(ResourceType, Option<String>)> {
     }
 }
 
+/// Parses a BulkRequest and builds each operation as [`handle`] does, every
+/// `bulkId:` reference resolved to a placeholder id, then checks each body with
+/// the SCIM core (a resource normalised, a PATCH request parsed); executes nothing.
+/// The request's refusal, or one result per operation. For the fuzz target and its
+/// replay test (`fuzz/targets.rs`): whatever the body, an answer, never a panic.
+pub fn check_request(body: &Value, max_ops: usize) -> ScimResult<Vec<ScimResult<()>>> {
+    let (ops, _) = parse_ops(body, max_ops)?;
+    let ids: HashMap<String, String> = ops
+        .iter()
+        .filter_map(|op| op.bulk_id.clone())
+        .map(|b| {
+            let id = format!("bulk-{}", b.len());
+            (b, id)
+        })
+        .collect();
+    Ok(ops
+        .iter()
+        .map(|op| {
+            let mut data = op.data.clone();
+            if let Some(d) = data.as_mut() {
+                resolve_refs(d, &ids);
+            }
+            let path = resolve_path(&op.path, &ids).unwrap_or_default();
+            match operation(op, &path, data)? {
+                Operation::Create { rt, resource, .. }
+                | Operation::Replace {
+                    target: Target { rt, .. },
+                    resource,
+                    ..
+                } => crate::scim::resource::normalize(rt, &resource).map(drop),
+                Operation::Patch { request, .. } => {
+                    crate::scim::patch::parse_request(&request).map(drop)
+                }
+                _ => Ok(()),
+            }
+        })
+        .collect())
+}
+
 pub async fn handle(state: &AppState, body: Value, principal: &Principal, base: &str) -> Handled {
     let actor = &Actor {
         token_id: Some(principal.token_id.clone()),

@@ -8,7 +8,8 @@ use ring::digest::{Context, SHA256};
 use serde::{Deserialize, Serialize};
 
 use crate::clock::Timestamp;
-use crate::scim::resource::{Attributes, Meta};
+use crate::scim::error::ScimError;
+use crate::scim::resource::{Attributes, Meta, RequestLimits, UnknownAttributes};
 use crate::scim::schema::ResourceType;
 use crate::store::{hex, ImportItem, Snapshot, StoreError, StoredResource};
 
@@ -94,6 +95,289 @@ pub enum ExportError {
     /// The import transaction failed and was rolled back.
     #[error("import failed, nothing was imported: {0}")]
     ImportFailed(StoreError),
+    /// Records a create would refuse: each is listed (up to [`MAX_LISTED`], then a
+    /// count) and nothing is imported.
+    #[error("{}", refused_text(.refused, *.more))]
+    Refused {
+        refused: Vec<RefusedRecord>,
+        /// Refused records beyond the listed ones.
+        more: u64,
+    },
+}
+
+/// Most refused records an import lists one by one.
+pub const MAX_LISTED: usize = 100;
+
+/// The largest `meta.version` an import accepts: the largest integer JSON numbers
+/// carry exactly (2^53 - 1), far from where the counter would wrap.
+pub const MAX_VERSION: u64 = (1 << 53) - 1;
+
+/// A record `import` refused: where it is, which resource, and the SCIM error a
+/// create of it would get.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefusedRecord {
+    /// Line number in the file (the manifest is line 1).
+    pub line: u64,
+    /// `User`, `Group` or `membership`.
+    pub kind: String,
+    /// The record's id (a membership: `group → member`).
+    pub id: String,
+    /// userName or displayName, when the record has one.
+    pub name: Option<String>,
+    /// The refusal as a SCIM client would see it: status, scimType, detail.
+    pub error: String,
+}
+
+fn refused_text(refused: &[RefusedRecord], more: u64) -> String {
+    let total = refused.len() as u64 + more;
+    let mut text = format!(
+        "{total} record{} of the export would be refused by a create; nothing was imported \
+         (fix them in the file's source and export again):",
+        if total == 1 { "" } else { "s" }
+    );
+    for r in refused {
+        let name = r
+            .name
+            .as_deref()
+            .map(|n| format!(" \"{n}\""))
+            .unwrap_or_default();
+        text.push_str(&format!(
+            "\n  line {}: {} {}{name}: {}",
+            r.line, r.kind, r.id, r.error
+        ));
+    }
+    if more > 0 {
+        text.push_str(&format!("\n  and {more} more"));
+    }
+    text
+}
+
+/// An id as a create makes them and as URLs carry them: 1 to 128 characters
+/// unreserved in a URI path segment (RFC 3986 §2.3), never the reserved word
+/// `bulkId` (RFC 7643 §3.1).
+fn check_id(id: &str) -> Result<(), ScimError> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
+        && id != "bulkId";
+    if ok {
+        Ok(())
+    } else {
+        Err(ScimError::invalid_value(format!(
+            "the id \"{}\" is not one the bridge would assign: 1 to 128 of A-Z a-z 0-9 - . _ ~",
+            id.chars().take(80).collect::<String>()
+        )))
+    }
+}
+
+/// Checks one exported resource as a create of it would be checked (id, meta,
+/// request limits, types, required attributes, unknown attributes, at most one
+/// primary) and returns it in the form a create would store, with one note per
+/// repair: extra primary values demoted (older exports), attributes a create drops
+/// (`password`, read-only ones) removed. A repaired record's version moves on
+/// (its representation changed). Errors are the SCIM error a create would answer.
+pub fn check_record(
+    rt: ResourceType,
+    mut rec: Record,
+    limits: &RequestLimits,
+    now: Timestamp,
+) -> Result<(Record, Vec<String>), ScimError> {
+    check_id(&rec.id)?;
+    for (what, t) in [
+        ("meta.created", &rec.meta.created),
+        ("meta.lastModified", &rec.meta.last_modified),
+    ] {
+        Timestamp::parse(t).map_err(|_| {
+            ScimError::invalid_value(format!("{what} \"{t}\" is not an RFC 3339 time"))
+        })?;
+    }
+    if !(1..=MAX_VERSION).contains(&rec.meta.version) {
+        return Err(ScimError::invalid_value(format!(
+            "meta.version {} is outside 1 to {MAX_VERSION}",
+            rec.meta.version
+        )));
+    }
+    let given = serde_json::Value::Object(std::mem::take(&mut rec.attributes));
+    crate::scim::resource::check_request_limits(&given, limits)?;
+    let serde_json::Value::Object(mut attrs) = given else {
+        return Err(ScimError::internal());
+    };
+    let mut notes = Vec::new();
+    let demoted = crate::scim::resource::demote_extra_primaries(rt, &mut attrs);
+    if !demoted.is_empty() {
+        notes.push(format!(
+            "more than one primary value in {}; the first stays primary",
+            demoted.join(", ")
+        ));
+    }
+    let normalized =
+        crate::scim::resource::normalize(rt, &serde_json::Value::Object(attrs.clone()))?;
+    UnknownAttributes::Reject.check(&normalized.unknown)?;
+    if rt == ResourceType::Group && normalized.attrs.contains_key("members") {
+        return Err(ScimError::invalid_syntax(
+            "a group record holds \"members\": an export lists members as membership lines",
+        ));
+    }
+    if normalized.attrs != attrs {
+        let removed: Vec<&str> = attrs
+            .keys()
+            .filter(|k| !normalized.attrs.keys().any(|n| n.eq_ignore_ascii_case(k)))
+            .map(String::as_str)
+            .collect();
+        notes.push(if removed.is_empty() {
+            "values stored in the form a create stores them".to_owned()
+        } else {
+            format!(
+                "removed {} (a create does not store {})",
+                removed.join(", "),
+                if removed.len() == 1 { "it" } else { "them" }
+            )
+        });
+    }
+    rec.attributes = normalized.attrs;
+    if !notes.is_empty() {
+        rec.meta.version += 1;
+        rec.meta.last_modified = now.to_rfc3339();
+    }
+    let name = rec
+        .attributes
+        .get(if rt == ResourceType::User {
+            "userName"
+        } else {
+            "displayName"
+        })
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or_default();
+    let notes = notes
+        .into_iter()
+        .map(|n| format!("{} {} \"{name}\": {n}", rt.name(), rec.id))
+        .collect();
+    Ok((rec, notes))
+}
+
+/// Turns file lines into import items, checking every record as a create would
+/// ([`check_record`]); collects what it refuses instead of stopping at the first,
+/// so that one run lists every bad record.
+struct Checker<'a> {
+    limits: &'a RequestLimits,
+    now: Timestamp,
+    refused: Vec<RefusedRecord>,
+    more: u64,
+    repaired: Vec<String>,
+}
+
+impl Checker<'_> {
+    fn refuse(&mut self, line: u64, kind: &str, id: &str, name: Option<&str>, e: &ScimError) {
+        if self.refused.len() >= MAX_LISTED {
+            self.more += 1;
+            return;
+        }
+        let scim_type = e
+            .scim_type
+            .map(|t| format!(" {}", t.as_str()))
+            .unwrap_or_default();
+        self.refused.push(RefusedRecord {
+            line,
+            kind: kind.to_owned(),
+            id: id.chars().take(80).collect(),
+            name: name.map(|n| n.chars().take(80).collect()),
+            error: format!("{}{scim_type}: {}", e.status, e.detail),
+        });
+    }
+
+    fn failed(&self) -> bool {
+        !self.refused.is_empty()
+    }
+
+    /// The item for one line, `None` for the manifest, the trailer and refused records.
+    fn item(&mut self, n: u64, line: Line) -> Result<Option<ImportItem>, ExportError> {
+        let (rt, rec) = match line {
+            Line::Manifest(_) | Line::Trailer { .. } => return Ok(None),
+            Line::User(rec) => (ResourceType::User, rec),
+            Line::Group(rec) => (ResourceType::Group, rec),
+            Line::Membership {
+                group,
+                member,
+                member_type: t,
+                display,
+            } => {
+                let rt = member_type(n, &t)?;
+                let id = format!("{group} → {member}");
+                let checked = check_id(&group)
+                    .and_then(|()| check_id(&member))
+                    .and_then(|()| match &display {
+                        Some(d) if d.len() > self.limits.max_value_bytes => {
+                            Err(ScimError::invalid_value(format!(
+                                "the member's display is {} bytes long; the limit is {} bytes",
+                                d.len(),
+                                self.limits.max_value_bytes
+                            )))
+                        }
+                        _ => Ok(()),
+                    });
+                if let Err(e) = checked {
+                    self.refuse(n, "membership", &id, None, &e);
+                    return Ok(None);
+                }
+                return Ok(Some(ImportItem::Membership {
+                    group,
+                    member,
+                    rt,
+                    display,
+                }));
+            }
+        };
+        let id = rec.id.clone();
+        let key = if rt == ResourceType::User {
+            "userName"
+        } else {
+            "displayName"
+        };
+        let name = rec
+            .attributes
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .and_then(|(_, v)| v.as_str())
+            .map(str::to_owned);
+        match check_record(rt, rec, self.limits, self.now) {
+            Ok((rec, notes)) => {
+                self.repaired.extend(notes);
+                Ok(Some(ImportItem::Resource(rt, stored(rec))))
+            }
+            Err(e) => {
+                self.refuse(n, rt.name(), &id, name.as_deref(), &e);
+                Ok(None)
+            }
+        }
+    }
+
+    fn into_result(self) -> Result<Vec<String>, ExportError> {
+        if self.failed() {
+            Err(ExportError::Refused {
+                refused: self.refused,
+                more: self.more,
+            })
+        } else {
+            Ok(self.repaired)
+        }
+    }
+}
+
+/// Checks every record of an export file as `import` does, writing nothing: the
+/// records refused (none for a good file). Does not verify the file's digest (see
+/// [`verify`]); the fuzz target feeds it arbitrary bytes.
+pub fn check_records<R: BufRead>(r: R, limits: &RequestLimits) -> Result<Vec<String>, ExportError> {
+    let mut checker = Checker {
+        limits,
+        now: Timestamp::now(),
+        refused: Vec::new(),
+        more: 0,
+        repaired: Vec::new(),
+    };
+    for_each_line(r, |n, _, line| checker.item(n, line).map(drop))?;
+    checker.into_result()
 }
 
 fn invalid(line: u64, reason: impl Into<String>) -> ExportError {
@@ -312,37 +596,31 @@ pub fn verify<R: BufRead>(r: R) -> Result<Manifest, ExportError> {
     Ok(manifest)
 }
 
-/// Reads a verified file into import batches of at most `batch` records.
-pub fn read_items<R: BufRead>(
+/// Reads a verified file into import batches of at most `batch` records, each
+/// checked as a create would check it. After the first refused record nothing more
+/// is handed to `f`, but every record is still checked, so that the error lists
+/// them all. Returns the repair notes.
+fn read_items<R: BufRead>(
     r: R,
     batch: usize,
+    checker: &mut Checker<'_>,
     mut f: impl FnMut(Vec<ImportItem>) -> Result<(), ExportError>,
 ) -> Result<(), ExportError> {
     let mut items = Vec::with_capacity(batch);
     for_each_line(r, |n, _, line| {
-        let item = match line {
-            Line::Manifest(_) | Line::Trailer { .. } => return Ok(()),
-            Line::User(rec) => ImportItem::Resource(ResourceType::User, stored(rec)),
-            Line::Group(rec) => ImportItem::Resource(ResourceType::Group, stored(rec)),
-            Line::Membership {
-                group,
-                member,
-                member_type: t,
-                display,
-            } => ImportItem::Membership {
-                group,
-                member,
-                rt: member_type(n, &t)?,
-                display,
-            },
+        let Some(item) = checker.item(n, line)? else {
+            return Ok(());
         };
+        if checker.failed() {
+            return Ok(());
+        }
         items.push(item);
         if items.len() >= batch {
             f(std::mem::take(&mut items))?;
         }
         Ok(())
     })?;
-    if !items.is_empty() {
+    if !items.is_empty() && !checker.failed() {
         f(items)?;
     }
     Ok(())
@@ -367,9 +645,14 @@ pub struct ImportReport {
 
 /// Imports a verified export file into an empty directory, in one transaction.
 /// Refuses a damaged or tampered file, and a non-empty directory, before writing.
+/// Every record is checked as a create would check it, under `limits`
+/// ([`check_record`]); if any is refused, the error lists each one and nothing is
+/// imported. What older exports hold and the current rules forbid is repaired and
+/// reported.
 pub fn import_file(
     store: &crate::store::Store,
     path: &std::path::Path,
+    limits: &RequestLimits,
     now: Timestamp,
 ) -> Result<ImportReport, ExportError> {
     let open = || {
@@ -388,18 +671,44 @@ pub fn import_file(
         return Err(ExportError::NotEmpty);
     }
     let reader = open()?;
-    let repaired = store
-        .import_blocking(crate::store::Actor::system("import"), now, move |sink| {
-            read_items(reader, 1000, |batch| {
-                sink(batch).map_err(|e| ExportError::Invalid {
-                    line: 0,
-                    reason: e.to_string(),
-                })
+    let limits = *limits;
+    // The checker's verdict leaves the store's closure through this slot: a refused
+    // record aborts the transaction, and the caller gets the list, not a string.
+    let verdict = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let slot = verdict.clone();
+    let stored = store.import_blocking(crate::store::Actor::system("import"), now, move |sink| {
+        let mut checker = Checker {
+            limits: &limits,
+            now,
+            refused: Vec::new(),
+            more: 0,
+            repaired: Vec::new(),
+        };
+        let read = read_items(reader, 1000, &mut checker, |batch| {
+            sink(batch).map_err(|e| ExportError::Invalid {
+                line: 0,
+                reason: e.to_string(),
             })
-            .map_err(|e| e.to_string())
-        })
-        .map_err(ExportError::ImportFailed)?;
-    Ok(ImportReport { manifest, repaired })
+        });
+        let outcome = read.and_then(|()| checker.into_result());
+        let failed = outcome.as_ref().err().map(ToString::to_string);
+        if let Ok(mut v) = slot.lock() {
+            *v = Some(outcome);
+        }
+        failed.map_or(Ok(()), Err)
+    });
+    let checked = verdict.lock().ok().and_then(|mut v| v.take());
+    match (stored, checked) {
+        (Ok(mut store_notes), Some(Ok(mut repaired))) => {
+            repaired.append(&mut store_notes);
+            Ok(ImportReport { manifest, repaired })
+        }
+        (_, Some(Err(refused @ ExportError::Refused { .. }))) => Err(refused),
+        (Err(e), _) => Err(ExportError::ImportFailed(e)),
+        (Ok(_), _) => Err(ExportError::ImportFailed(StoreError::Aborted(
+            "the import ended without a result".into(),
+        ))),
+    }
 }
 
 #[cfg(test)]
@@ -469,7 +778,13 @@ mod tests {
         let file = dir.path().join("export.jsonl");
         std::fs::write(&file, &first).unwrap();
         let b = store(dir.path(), "b.redb");
-        import_file(&b, &file, Timestamp::parse("2026-02-03T00:00:00Z").unwrap()).unwrap();
+        import_file(
+            &b,
+            &file,
+            &RequestLimits::default(),
+            Timestamp::parse("2026-02-03T00:00:00Z").unwrap(),
+        )
+        .unwrap();
         assert_eq!(export_bytes(&b), first);
         let snap = b.snapshot().unwrap();
         assert!(snap.find_by_user_name("U7@example.com").unwrap().is_some());
@@ -481,10 +796,12 @@ mod tests {
         );
         assert_eq!(snap.find_groups_by_name("outer").unwrap().len(), 1);
         // Importing again is refused: the directory is not empty.
-        assert!(import_file(&b, &file, Timestamp::now())
-            .unwrap_err()
-            .to_string()
-            .contains("not empty"));
+        assert!(
+            import_file(&b, &file, &RequestLimits::default(), Timestamp::now())
+                .unwrap_err()
+                .to_string()
+                .contains("not empty")
+        );
     }
 
     #[test]
@@ -496,7 +813,7 @@ mod tests {
             .join("tests/fixtures/format1/format1.jsonl");
         let dir = tempfile::tempdir().unwrap();
         let b = store(dir.path(), "b.redb");
-        let imported = import_file(&b, &file, Timestamp::now()).unwrap();
+        let imported = import_file(&b, &file, &RequestLimits::default(), Timestamp::now()).unwrap();
         assert_eq!(imported.manifest.format_version, 1);
         assert_eq!(imported.repaired.len(), 2, "{:?}", imported.repaired);
         assert!(
@@ -545,7 +862,7 @@ mod tests {
             let file = dir.path().join("bad.jsonl");
             std::fs::write(&file, bad).unwrap();
             let b = store(dir.path(), &format!("{}.redb", name.replace(' ', "_")));
-            let err = import_file(&b, &file, Timestamp::now())
+            let err = import_file(&b, &file, &RequestLimits::default(), Timestamp::now())
                 .unwrap_err()
                 .to_string();
             assert!(err.contains("not a valid export"), "{name}: {err}");

@@ -818,3 +818,43 @@ fn the_default_cache_follows_the_file_and_the_memory() {
     // Unknown memory is taken as 1 GiB.
     assert_eq!(default_cache_bytes(1500 * MIB, None), 128 << 20);
 }
+
+fn create_named(store: &Store, name: &str) -> StoreResult<StoredResource> {
+    let a = attrs(json!({ "userName": name }));
+    store.write_blocking(move |txn| create_in(txn, ResourceType::User, a, vec![], &actor(), now()))
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig {
+        cases: 48,
+        failure_persistence: None,
+        ..Default::default()
+    })]
+
+    /// userName is unique under the caseless rule (RFC 7643 §4.1.1, issue 11): a
+    /// second user whose name differs only in ASCII case or Unicode normal form is
+    /// refused with 409 `uniqueness`; a name that folds differently is accepted,
+    /// whatever its script (look-alikes are real names). One store per case.
+    #[test]
+    fn user_names_conflict_exactly_when_they_fold_to_one_name(
+        name in "\\PC{1,8}", variant in 0..4usize, other in "\\PC{1,8}"
+    ) {
+        use unicode_normalization::UnicodeNormalization;
+        let (_d, store) = open();
+        create_named(&store, &name).unwrap();
+        let same = match variant {
+            0 => name.to_ascii_uppercase(),
+            1 => name.to_ascii_lowercase(),
+            2 => name.nfd().collect(),
+            _ => name.nfc().collect(),
+        };
+        let refused = create_named(&store, &same);
+        proptest::prop_assert!(
+            matches!(&refused, Err(StoreError::Scim(e)) if e.status == 409),
+            "{:?} after {:?}: {:?}", same, name, refused.map(|r| r.id)
+        );
+        let conflict = caseless(&other) == caseless(&name);
+        let second = create_named(&store, &other);
+        proptest::prop_assert_eq!(second.is_err(), conflict, "{:?} after {:?}", other, name);
+    }
+}

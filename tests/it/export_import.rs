@@ -173,6 +173,96 @@ fn tampered_export_is_refused_before_anything_is_written() {
     assert_eq!(b.client().get("/Users").json()["totalResults"], 25);
 }
 
+#[test]
+fn import_lists_every_record_a_create_would_refuse_and_imports_nothing() {
+    // Issue 11: `import` stored records without validation (any id, a `password`
+    // that GET then returned, a version that wraps). Each kind here is refused as
+    // a create would refuse it, every one is listed with its line, and nothing is
+    // imported, with a server running (control socket) and without.
+    let meta = |version: u64| json!({"created": "2026-01-05T08:00:00Z", "lastModified": "2026-01-05T08:00:00Z", "version": version});
+    let mut f = support::export::ExportFile::default();
+    f.user(json!({"userName": "good@example.com"})); // line 2
+    f.user(json!({"userName": 12})); // line 3: wrong type
+    f.user(json!({"userName": "colour@example.com", "favouriteColour": "green"})); // 4
+    f.user_as(
+        "../../etc/passwd",
+        meta(1),
+        json!({"userName": "path@example.com"}),
+    ); // 5
+    f.user_as(
+        "00000000-0000-7000-8000-00000000ffff",
+        meta(u64::MAX),
+        json!({"userName": "wrap@example.com"}),
+    ); // 6
+    f.user(json!({"userName": "long@example.com", "title": "x".repeat(40 << 10)})); // 7
+    f.user(json!({"name": {"givenName": "No"}})); // 8: userName is required
+    f.group(json!({"displayName": "Inline", "members": [{"value": "x"}]})); // 9
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.jsonl");
+    f.write(&bad);
+
+    let s = Server::start();
+    let empty = tempfile::tempdir().unwrap();
+    for data_dir in [s.data_dir(), empty.path().to_owned()] {
+        let (ok, _, err) = cli(&data_dir, &["import", bad.to_str().unwrap()]);
+        assert!(!ok, "a file with bad records was imported");
+        assert!(
+            err.contains("7 records of the export would be refused"),
+            "{err}"
+        );
+        assert!(err.contains("nothing was imported"), "{err}");
+        for (line, what) in [
+            ("line 3: User", "invalidValue"),
+            ("line 4: User", "favouriteColour"),
+            (
+                "line 5: User ../../etc/passwd",
+                "is not one the bridge would assign",
+            ),
+            ("line 6: User", "meta.version"),
+            ("line 7: User", "the limit is"),
+            ("line 8: User", "\"userName\" is required"),
+            ("line 9: Group", "membership lines"),
+        ] {
+            assert!(
+                err.lines().any(|l| l.contains(line) && l.contains(what)),
+                "no \"{line}…{what}\" in:\n{err}"
+            );
+        }
+        assert!(!err.contains("line 2:"), "the good record is listed: {err}");
+    }
+    assert_eq!(s.client().get("/Users").json()["totalResults"], 0);
+    assert!(records_by_name(empty.path()).is_empty());
+
+    // What a create drops or repairs is imported that way and reported.
+    let mut f = support::export::ExportFile::default();
+    f.user(json!({"userName": "pw@example.com", "password": "hunter2",
+                  "emails": [{"value": "a@example.com", "primary": true},
+                             {"value": "b@example.com", "primary": true}]}));
+    let repairable = dir.path().join("repairable.jsonl");
+    f.write(&repairable);
+    let (ok, out, err) = cli(&s.data_dir(), &["import", repairable.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(out.contains("imported 1 users"), "{out}");
+    assert!(
+        err.contains("repaired:") && err.contains("removed password"),
+        "{err}"
+    );
+    assert!(
+        err.contains("more than one primary value in emails"),
+        "{err}"
+    );
+    let users = s.client().get("/Users").json();
+    let u = &users["Resources"][0];
+    assert!(u.get("password").is_none(), "{u}");
+    let primaries = u["emails"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["primary"] == true)
+        .count();
+    assert_eq!(primaries, 1, "{u}");
+}
+
 /// The records of an export, ids replaced by names (userName, or "group:" and the
 /// displayName), so that two directories built different ways compare.
 fn records_by_name(data_dir: &std::path::Path) -> Vec<Value> {

@@ -14,6 +14,7 @@ mod cli_data_dir;
 mod crash_safety;
 mod disk_full;
 mod export_import;
+mod fuzz_replay;
 mod hardening;
 mod hostile;
 mod idp_replay;

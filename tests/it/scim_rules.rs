@@ -379,8 +379,20 @@ fn a_declared_extension_is_published_stored_filtered_exported_and_shown() {
     assert!(ok, "{err}");
     let exported = std::fs::read_to_string(&export).unwrap();
     assert!(exported.contains("\"badge\":\"B-7\""));
+    // Import checks records as a create would: the extension must be declared
+    // there too (without it, the import lists the attribute and imports nothing).
     let fresh = tempfile::tempdir().unwrap();
     let (ok, _, err) = cli(fresh.path(), &["import", export.to_str().unwrap()]);
+    assert!(!ok && err.contains(&format!("{ACME}:badge")), "{err}");
+    let (ok, _, err) = cli(
+        fresh.path(),
+        &[
+            "--config",
+            cfg.to_str().unwrap(),
+            "import",
+            export.to_str().unwrap(),
+        ],
+    );
     assert!(ok, "{err}");
     let mut t = Server::start_in_with(fresh, "t", &["--config", cfg.to_str().unwrap()]);
     let copy = t.client().get(&format!("/Users/{ann}")).json();

@@ -20,6 +20,8 @@ pub struct ExportFile {
     groups: Vec<(String, Value)>,
     /// (group id, member id, "User" or "Group")
     memberships: Vec<(String, String, &'static str)>,
+    /// `meta` of the resources that do not have the default one.
+    metas: std::collections::HashMap<String, Value>,
 }
 
 impl ExportFile {
@@ -29,6 +31,13 @@ impl ExportFile {
         let id = format!("00000000-0000-7000-8000-{:012x}", self.users.len());
         self.users.push((id.clone(), attributes));
         id
+    }
+
+    /// Adds a User with this id and `meta` as they are (for files a create would
+    /// refuse: a bad id, a version about to wrap).
+    pub fn user_as(&mut self, id: &str, meta: Value, attributes: Value) {
+        self.users.push((id.to_owned(), attributes));
+        self.metas.insert(id.to_owned(), meta);
     }
 
     /// Adds a Group (attributes without `members`); returns the id it will have.
@@ -55,6 +64,7 @@ impl ExportFile {
                        "memberships": self.memberships.len()}})];
         for (kind, list) in [("User", &self.users), ("Group", &self.groups)] {
             lines.extend(list.iter().map(|(id, attributes)| {
+                let meta = self.metas.get(id).unwrap_or(&meta);
                 json!({"type": kind, "id": id, "meta": meta, "attributes": attributes})
             }));
         }
