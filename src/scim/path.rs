@@ -11,7 +11,11 @@ use super::schema::{all_schemas, is_attr_name, AttrRef, ResourceType};
 pub struct AttrPath {
     /// The schema URN as written, when the path was qualified with one.
     pub urn: Option<String>,
+    /// The attribute name as written (`userName`, `name`); empty when the path is a bare
+    /// schema URN naming a whole extension object.
     pub attr: String,
+    /// The sub-attribute after `.` as written (`givenName` in `name.givenName`); `None` for a
+    /// top-level attribute.
     pub sub: Option<String>,
 }
 
