@@ -258,7 +258,10 @@ fn member_type(line: u64, t: &str) -> Result<ResourceType, ExportError> {
 }
 
 /// Checks a whole file without writing anything: structure, manifest, counts and the
-/// SHA-256 in the trailer. Returns the manifest.
+/// SHA-256 in the trailer (docs/EXPORT_FORMAT.md). Returns the manifest. Errors:
+/// [`ExportError::Invalid`] naming the first bad line and why,
+/// [`ExportError::Io`] when reading fails. Memory stays bounded by the longest line
+/// (at most 4 MiB), whatever the file's size.
 pub fn verify<R: BufRead>(r: R) -> Result<Manifest, ExportError> {
     let mut digest = Context::new(&SHA256);
     let mut manifest: Option<Manifest> = None;

@@ -611,6 +611,7 @@ fn display_path(path: &AttrPath) -> String {
 
 /// Checks a parsed filter against a resource type's schema: unknown attributes,
 /// operators that make no sense for the attribute's type, values of the wrong kind.
+/// Each is 400 `invalidFilter` naming the attribute (RFC 7644 §3.4.2.2).
 pub fn validate(filter: &Filter, rt: ResourceType) -> ScimResult<()> {
     validate_in(filter, Scope::Resource(rt))
 }
