@@ -107,7 +107,7 @@ impl CompareOp {
 }
 
 /// A parsed filter expression (RFC 7644 §3.4.2.2): the tree [`parse`] builds and
-/// [`validate`] / [`matches`] read.
+/// [`validate`] / [`matches()`] read.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Filter {
     /// `value` is a string, number, bool or null.
