@@ -110,7 +110,7 @@ impl CompareOp {
 /// [`validate`] / [`matches()`] read.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Filter {
-    /// `value` is a string, number, bool or null.
+    /// `attr op value`: compares an attribute with a literal (RFC 7644 §3.4.2.2).
     Compare {
         /// The attribute compared, as written (names resolve case-insensitively).
         path: AttrPath,

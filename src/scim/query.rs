@@ -16,7 +16,8 @@ use super::filter::{CompareOp, Filter};
 use super::path::AttrPath;
 use super::schema::{AttrType, ResourceType};
 
-/// An index lookup that yields candidate ids.
+/// An index lookup that yields candidate ids (the resources' `id` strings); each
+/// candidate is still checked against the whole filter. Built by [`plan`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Lookup {
     /// The resource with this `id` (`id eq "…"`).
@@ -145,7 +146,8 @@ pub fn resolve_member_checks(
     })
 }
 
-/// Validated list parameters.
+/// Validated list parameters of a query (RFC 7644 §3.4.2: filter, sorting, paging by
+/// index), built by [`ListParams::parse`].
 #[derive(Debug, Clone)]
 pub struct ListParams {
     /// The parsed `filter` parameter (RFC 7644 §3.4.2.2); `None` when absent or blank (all
