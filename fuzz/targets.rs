@@ -126,7 +126,7 @@ pub fn bulk(data: &[u8]) {
     let Ok(body) = serde_json::from_slice::<Value>(data) else {
         return;
     };
-    let _ = scimbridge::http::bulk::check_request(&body, 1000);
+    let _ = scimbridge::fuzzing::bulk(&body, 1000);
 }
 
 /// Export files: verification of arbitrary bytes must refuse, never panic.

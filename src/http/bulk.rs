@@ -17,8 +17,8 @@ use crate::scim::error::{ScimError, ScimResult, ScimType};
 use crate::scim::schema::ResourceType;
 use crate::store::{Actor, Target};
 
-pub const BULK_REQUEST_URN: &str = "urn:ietf:params:scim:api:messages:2.0:BulkRequest";
-pub const BULK_RESPONSE_URN: &str = "urn:ietf:params:scim:api:messages:2.0:BulkResponse";
+pub(crate) const BULK_REQUEST_URN: &str = "urn:ietf:params:scim:api:messages:2.0:BulkRequest";
+pub(crate) const BULK_RESPONSE_URN: &str = "urn:ietf:params:scim:api:messages:2.0:BulkResponse";
 
 struct BulkOp {
     method: Method,
@@ -156,7 +156,7 @@ fn parse_path(path: &str) -> Option<(ResourceType, Option<String>)> {
 /// the SCIM core (a resource normalised, a PATCH request parsed); executes nothing.
 /// The request's refusal, or one result per operation. For the fuzz target and its
 /// replay test (`fuzz/targets.rs`): whatever the body, an answer, never a panic.
-pub fn check_request(body: &Value, max_ops: usize) -> ScimResult<Vec<ScimResult<()>>> {
+pub(crate) fn check_request(body: &Value, max_ops: usize) -> ScimResult<Vec<ScimResult<()>>> {
     let (ops, _) = parse_ops(body, max_ops)?;
     let ids: HashMap<String, String> = ops
         .iter()
@@ -190,7 +190,12 @@ pub fn check_request(body: &Value, max_ops: usize) -> ScimResult<Vec<ScimResult<
         .collect())
 }
 
-pub async fn handle(state: &AppState, body: Value, principal: &Principal, base: &str) -> Handled {
+pub(crate) async fn handle(
+    state: &AppState,
+    body: Value,
+    principal: &Principal,
+    base: &str,
+) -> Handled {
     let actor = &Actor {
         token_id: Some(principal.token_id.clone()),
         name: principal.name.clone(),
@@ -373,6 +378,6 @@ async fn run_op(
         }
         Outcome::Resource(w) => (200, Some(w.location), Some(w.version), None),
         Outcome::Deleted => (204, None, None, None),
-        Outcome::NotModified { .. } | Outcome::Page(_) => return Err(ScimError::internal()),
+        Outcome::NotModified { .. } => return Err(ScimError::internal()),
     })
 }

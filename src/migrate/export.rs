@@ -13,33 +13,37 @@ use crate::scim::resource::{Attributes, Meta, RequestLimits, UnknownAttributes};
 use crate::scim::schema::ResourceType;
 use crate::store::{hex, ImportItem, Snapshot, StoreError, StoredResource};
 
-pub const FORMAT_NAME: &str = "scimbridge-export";
-pub const FORMAT_VERSION: u32 = 1;
+pub(crate) const FORMAT_NAME: &str = "scimbridge-export";
+pub(crate) const FORMAT_VERSION: u32 = 1;
 /// Longest line accepted on import (a resource is far smaller).
-pub const MAX_LINE: usize = 4 << 20;
+pub(crate) const MAX_LINE: usize = 4 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-pub struct Counts {
-    pub users: u64,
-    pub groups: u64,
-    pub memberships: u64,
+pub(crate) struct Counts {
+    pub(crate) users: u64,
+    pub(crate) groups: u64,
+    pub(crate) memberships: u64,
 }
 
+/// Line 1 of an export file (docs/EXPORT_FORMAT.md): the format name
+/// (`scimbridge-export`) and version (1), the scimbridge version that wrote it, when
+/// (`exportedAt`, RFC 3339 UTC) and how many users, groups and memberships follow
+/// (`counts`, each a count of lines). [`verify`] returns it once the whole file checks.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Manifest {
-    pub format: String,
-    pub format_version: u32,
+    pub(crate) format: String,
+    pub(crate) format_version: u32,
     /// The scimbridge version that wrote the file.
-    pub source_version: String,
-    pub exported_at: Timestamp,
-    pub counts: Counts,
+    pub(crate) source_version: String,
+    pub(crate) exported_at: Timestamp,
+    pub(crate) counts: Counts,
 }
 
 /// One line of the file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type")]
-pub enum Line {
+pub(crate) enum Line {
     #[serde(rename = "manifest")]
     Manifest(Manifest),
     User(Record),
@@ -63,30 +67,50 @@ pub enum Line {
 /// extension attributes under their URN). No secrets exist to leave out: passwords
 /// are never stored and tokens are not part of the directory.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Record {
-    pub id: String,
-    pub meta: Meta,
-    pub attributes: Attributes,
+pub(crate) struct Record {
+    pub(crate) id: String,
+    pub(crate) meta: Meta,
+    pub(crate) attributes: Attributes,
 }
 
+/// Why writing, verifying or importing an export file failed. The `Display` text is
+/// the message the CLI prints: it names the line or file and the cause.
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
+    /// The database could not be read for the export or written by the import (the
+    /// store's message, with its remedy).
     #[error("{0}")]
     Store(#[from] StoreError),
+    /// Reading or writing the file's bytes failed (disk full, closed pipe, read error).
     #[error("writing the export failed: {0}")]
     Io(#[from] std::io::Error),
+    /// The file is not a valid export: a line over 4 MiB, a line without its final
+    /// newline, a record that is not JSON of the format, a missing or second manifest,
+    /// another format or version, an unknown member type, data after the trailer, a
+    /// trailer whose line count or SHA-256 does not match, no trailer (truncated), or
+    /// counts that differ from the manifest's.
     #[error("line {line}: {reason}")]
-    Invalid { line: u64, reason: String },
+    Invalid {
+        /// The 1-based line number; 0 when the file is empty or the store refused a
+        /// batch of records during import.
+        line: u64,
+        /// What is wrong there, in words for the admin.
+        reason: String,
+    },
     /// The file cannot be opened.
     #[error("cannot read {}: {source}", .path.display())]
     Open {
+        /// The file that was asked for.
         path: std::path::PathBuf,
+        /// Why it could not be opened (not found, permission denied, ...).
         source: std::io::Error,
     },
     /// The file does not verify (damaged, tampered, truncated, another format).
     #[error("{} is not a valid export: {source}", .path.display())]
     NotAnExport {
+        /// The file that was checked.
         path: std::path::PathBuf,
+        /// The first problem [`verify`] found (usually [`ExportError::Invalid`]).
         source: Box<ExportError>,
     },
     /// Import only restores into an empty bridge.
@@ -99,6 +123,7 @@ pub enum ExportError {
     /// count) and nothing is imported.
     #[error("{}", refused_text(.refused, *.more))]
     Refused {
+        /// The refused records, in file order (at most [`MAX_LISTED`]).
         refused: Vec<RefusedRecord>,
         /// Refused records beyond the listed ones.
         more: u64,
@@ -106,11 +131,11 @@ pub enum ExportError {
 }
 
 /// Most refused records an import lists one by one.
-pub const MAX_LISTED: usize = 100;
+pub(crate) const MAX_LISTED: usize = 100;
 
 /// The largest `meta.version` an import accepts: the largest integer JSON numbers
 /// carry exactly (2^53 - 1), far from where the counter would wrap.
-pub const MAX_VERSION: u64 = (1 << 53) - 1;
+pub(crate) const MAX_VERSION: u64 = (1 << 53) - 1;
 
 /// A record `import` refused: where it is, which resource, and the SCIM error a
 /// create of it would get.
@@ -178,7 +203,7 @@ fn check_id(id: &str) -> Result<(), ScimError> {
 /// repair: extra primary values demoted (older exports), attributes a create drops
 /// (`password`, read-only ones) removed. A repaired record's version moves on
 /// (its representation changed). Errors are the SCIM error a create would answer.
-pub fn check_record(
+pub(crate) fn check_record(
     rt: ResourceType,
     mut rec: Record,
     limits: &RequestLimits,
@@ -407,7 +432,7 @@ impl<W: Write> HashingWriter<W> {
 
 /// Streams the whole directory of `snapshot` to `out`. `progress(done, total)` is
 /// called as records are written. Returns the counts.
-pub fn write_export<W: Write>(
+pub(crate) fn write_export<W: Write>(
     snapshot: &Snapshot,
     out: W,
     exported_at: Timestamp,
@@ -518,7 +543,10 @@ fn member_type(line: u64, t: &str) -> Result<ResourceType, ExportError> {
 }
 
 /// Checks a whole file without writing anything: structure, manifest, counts and the
-/// SHA-256 in the trailer. Returns the manifest.
+/// SHA-256 in the trailer (docs/EXPORT_FORMAT.md). Returns the manifest. Errors:
+/// [`ExportError::Invalid`] naming the first bad line and why,
+/// [`ExportError::Io`] when reading fails. Memory stays bounded by the longest line
+/// (at most 4 MiB), whatever the file's size.
 pub fn verify<R: BufRead>(r: R) -> Result<Manifest, ExportError> {
     let mut digest = Context::new(&SHA256);
     let mut manifest: Option<Manifest> = None;
@@ -638,9 +666,9 @@ fn stored(rec: Record) -> StoredResource {
 /// (an older export's extra primary values, userNames that are one name under the
 /// caseless rule), rather than refusing the file.
 #[derive(Debug, Clone)]
-pub struct ImportReport {
-    pub manifest: Manifest,
-    pub repaired: Vec<String>,
+pub(crate) struct ImportReport {
+    pub(crate) manifest: Manifest,
+    pub(crate) repaired: Vec<String>,
 }
 
 /// Imports a verified export file into an empty directory, in one transaction.
@@ -649,7 +677,7 @@ pub struct ImportReport {
 /// ([`check_record`]); if any is refused, the error lists each one and nothing is
 /// imported. What older exports hold and the current rules forbid is repaired and
 /// reported.
-pub fn import_file(
+pub(crate) fn import_file(
     store: &crate::store::Store,
     path: &std::path::Path,
     limits: &RequestLimits,

@@ -55,15 +55,15 @@ pub(crate) fn classify(e: redb::Error) -> StoreError {
 
 /// What `/metrics` and the dashboard show about storage failures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct StorageHealth {
+pub(crate) struct StorageHealth {
     /// The last write failed because the disk is full, and none has succeeded since.
-    pub disk_full: bool,
+    pub(crate) disk_full: bool,
     /// Write batches that failed because the disk was full (since start).
-    pub disk_full_failures: u64,
+    pub(crate) disk_full_failures: u64,
     /// Write batches that failed with another I/O error (since start).
-    pub io_failures: u64,
+    pub(crate) io_failures: u64,
     /// Times the database was closed and opened again after a failure.
-    pub reopens: u64,
+    pub(crate) reopens: u64,
 }
 
 /// The open database, replaced when it is reopened after an I/O failure.
