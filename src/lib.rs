@@ -16,6 +16,7 @@ pub mod localfs;
 pub mod logline;
 pub mod memory;
 pub mod migrate;
+pub mod plural;
 pub mod scim;
 #[cfg(unix)]
 pub mod sdnotify;

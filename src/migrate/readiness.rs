@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::config::MigrationPolicy;
+use crate::plural::count;
 use crate::scim::schema::ResourceType;
 use crate::store::{Snapshot, StoreResult, StoredResource};
 
@@ -199,8 +200,8 @@ pub fn check(snapshot: &Snapshot, policy: &MigrationPolicy) -> StoreResult<Readi
         &mut blockers,
         FindingCode::DomainNotAllowed,
         format!(
-            "{} users have an email domain outside migration.allowed_domains ({})",
-            outside.len(),
+            "{} an email domain outside migration.allowed_domains ({})",
+            count(outside.len() as u64, "user has", "users have"),
             allowed.join(", ")
         ),
         outside,
@@ -208,34 +209,43 @@ pub fn check(snapshot: &Snapshot, policy: &MigrationPolicy) -> StoreResult<Readi
     push(
         &mut blockers,
         FindingCode::PublicMailDomain,
-        format!("{} users use a public mail provider; hosted provisioning needs an address on your own domain", on_public.len()),
+        format!(
+            "{} a public mail provider; hosted provisioning needs an address on your own domain",
+            count(on_public.len() as u64, "user uses", "users use")
+        ),
         on_public,
     );
     push(
         &mut blockers,
         FindingCode::NoEmail,
-        format!("{} users have no email address", no_email.len()),
+        format!(
+            "{} no email address",
+            count(no_email.len() as u64, "user has", "users have")
+        ),
         no_email,
     );
     let mut warnings = Vec::new();
     push(
         &mut warnings,
         FindingCode::ProtectedGroup,
-        format!("{} groups will not be managed by hosted provisioning (they grant recovery or administration)", protected.len()),
+        format!("{} not be managed by hosted provisioning (groups that grant recovery or administration)", count(protected.len() as u64, "group will", "groups will")),
         protected,
     );
     push(
         &mut warnings,
         FindingCode::InactiveUser,
-        format!("{} users are inactive (suspended)", inactive.len()),
+        format!(
+            "{} inactive (suspended)",
+            count(inactive.len() as u64, "user is", "users are")
+        ),
         inactive,
     );
     push(
         &mut warnings,
         FindingCode::DuplicateEmail,
         format!(
-            "{} users share an email address with another user",
-            duplicates.len()
+            "{} an email address with another user",
+            count(duplicates.len() as u64, "user shares", "users share")
         ),
         duplicates,
     );
@@ -252,10 +262,10 @@ pub fn check(snapshot: &Snapshot, policy: &MigrationPolicy) -> StoreResult<Readi
 pub fn render_text(r: &ReadinessReport, limit: usize) -> String {
     let mut out = String::new();
     out.push_str(&format!(
-        "Migration readiness: {} ({} users, {} groups)\n",
+        "Migration readiness: {} ({}, {})\n",
         if r.ready { "READY" } else { "BLOCKED" },
-        r.users,
-        r.groups
+        count(r.users, "user", "users"),
+        count(r.groups, "group", "groups")
     ));
     for (title, list) in [("Blockers", &r.blockers), ("Warnings", &r.warnings)] {
         if list.is_empty() {
@@ -310,6 +320,53 @@ mod tests {
             Some("h@x.org")
         );
         assert_eq!(main_email(serde_json::json!({}).as_object().unwrap()), None);
+    }
+
+    /// One user of each kind reads "1 user has", never "1 users have" (issue 14
+    /// point 13); two read in the plural.
+    #[test]
+    fn findings_count_in_the_right_number() {
+        use crate::clock::Timestamp;
+        use crate::store::{Actor, Store, StoreOptions};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db.redb"), &StoreOptions::default()).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let users = [
+            serde_json::json!({"userName": "no-mail", "active": false}),
+            serde_json::json!({"userName": "a", "emails": [{"value": "a@gmail.com"}]}),
+            serde_json::json!({"userName": "b", "emails": [{"value": "b@other.org"}]}),
+            serde_json::json!({"userName": "c", "emails": [{"value": "c@other.org"}]}),
+        ];
+        for u in users {
+            rt.block_on(store.create(
+                ResourceType::User,
+                u.as_object().unwrap().clone(),
+                vec![],
+                Actor::system("test"),
+                Timestamp::now(),
+            ))
+            .unwrap();
+        }
+        let policy = MigrationPolicy {
+            allowed_domains: vec!["example.com".into()],
+            ..MigrationPolicy::default()
+        };
+        let r = check(&store.snapshot().unwrap(), &policy).unwrap();
+        let messages: Vec<&str> = r
+            .blockers
+            .iter()
+            .chain(&r.warnings)
+            .map(|f| f.message.as_str())
+            .collect();
+        let has = |m: &str| messages.iter().any(|x| x.starts_with(m));
+        assert!(has("2 users have an email domain outside"), "{messages:?}");
+        assert!(has("1 user uses a public mail provider"), "{messages:?}");
+        assert!(has("1 user has no email address"), "{messages:?}");
+        assert!(has("1 user is inactive"), "{messages:?}");
+        assert!(render_text(&r, 5).starts_with("Migration readiness: BLOCKED (4 users, 0 groups)"));
+        store.close();
     }
 
     #[test]

@@ -70,11 +70,7 @@ pub fn bytes(n: u64) -> String {
     }
 }
 
-/// `n` and the noun, singular for one: "1 member", "3 members".
-pub fn count(n: impl Into<u64>, one: &str, many: &str) -> String {
-    let n = n.into();
-    format!("{n} {}", if n == 1 { one } else { many })
-}
+pub use crate::plural::count;
 
 /// The hidden field every state-changing form carries.
 fn csrf_field(csrf: &str) -> Markup {
@@ -380,7 +376,11 @@ fn cert_rows(c: &CertSummary) -> Markup {
         tr { th { "Source" } td { (c.source) } }
         tr { th { "Issuer" } td { (c.issuer) } }
         tr { th { "Names" } td { (c.names.join(", ")) } }
-        tr { th { "Expires" } td class=[(c.days_left < 14).then_some("bad")] { (c.not_after) " (" (c.days_left) " days)" } }
+        tr { th { "Expires" } td class=[(c.days_left < 14).then_some("bad")] {
+            (c.not_after) " ("
+            @if c.days_left < 0 { "expired" } @else { "in " (count(c.days_left as u64, "day", "days")) }
+            ")"
+        } }
         @for w in &c.warnings {
             tr { th { "Certificate warning" } td.bad { (w) } }
         }
@@ -467,8 +467,8 @@ pub fn dashboard(c: &Chrome, d: &Dashboard) -> String {
         }
         (unknown_attributes(d))
         section.stats {
-            a.stat href="/admin/users" { b { (d.users) } " users" small { (d.users.saturating_sub(d.inactive_users)) " active, " (d.inactive_users) " inactive" } }
-            a.stat href="/admin/groups" { b { (d.groups) } " groups" }
+            a.stat href="/admin/users" { b { (d.users) } " " (if d.users == 1 { "user" } else { "users" }) small { (d.users.saturating_sub(d.inactive_users)) " active, " (d.inactive_users) " inactive" } }
+            a.stat href="/admin/groups" { b { (d.groups) } " " (if d.groups == 1 { "group" } else { "groups" }) }
             a.stat href="/admin/migration" {
                 b { (d.phase.as_str()) } " migration"
                 @if let Some(e) = d.migration_error.as_deref() { small.bad #migration-error { "error: " (e) } }
@@ -849,12 +849,18 @@ pub struct ActivityView {
     pub page_size: usize,
 }
 
-/// "1–50 of 312" (positions are 1-based; an empty page reads "0 of 0").
-pub fn range_text(offset: u64, shown: usize, total: u64) -> String {
+/// "1–50 of 312 entries" (positions are 1-based; an empty page reads "0 of 0
+/// entries"; the noun is singular for a total of one).
+pub fn range_text(offset: u64, shown: usize, total: u64, one: &str, many: &str) -> String {
     if shown == 0 {
-        return format!("0 of {total}");
+        return format!("0 of {}", count(total, one, many));
     }
-    format!("{}–{} of {total}", offset + 1, offset + shown as u64)
+    format!(
+        "{}–{} of {}",
+        offset + 1,
+        offset + shown as u64,
+        count(total, one, many)
+    )
 }
 
 pub fn activity(c: &Chrome, v: &ActivityView) -> String {
@@ -890,7 +896,7 @@ pub fn activity(c: &Chrome, v: &ActivityView) -> String {
             button type="submit" { "Filter" }
         }
         p.note #range {
-            (range_text(v.page.offset, shown, v.page.matched)) " entries, newest first. Export: "
+            (range_text(v.page.offset, shown, v.page.matched, "entry", "entries")) ", newest first. Export: "
             a href=(at(1).href("/admin/activity.csv")) { "CSV" } ", "
             a href=(at(1).href("/admin/activity.jsonl")) { "JSON Lines" } "."
         }
@@ -1191,7 +1197,7 @@ pub fn migration(c: &Chrome, v: &MigrationView) -> String {
                 tr { th { "Users pushed" } td { (p.users_done) " / " (p.users_total) } }
                 tr { th { "Groups pushed" } td { (p.groups_done) " / " (p.groups_total) } }
                 tr { th { "Created / updated" } td { (p.created) " / " (p.updated) } }
-                tr { th { "Mirror lag" } td { (st.lag.events) " events, " (format!("{:.1}", st.lag.seconds)) " s" } }
+                tr { th { "Mirror lag" } td { (count(st.lag.events, "event", "events")) ", " (format!("{:.1}", st.lag.seconds)) " s" } }
                 @if let Some(e) = state.last_error.as_deref() {
                     tr { th { "Last error" } td.bad #migration-error { (e) } }
                 }
@@ -1263,8 +1269,16 @@ mod tests {
         assert_eq!(when("2024-05-01T12:34:56Z"), "2024-05-01 12:34:56 UTC");
         assert_eq!(duration(Duration::from_secs(3 * 86_400 + 7200)), "3 d 2 h");
         assert_eq!(bytes(2 * 1_048_576), "2.0 MiB");
-        assert_eq!(count(1u64, "member", "members"), "1 member");
-        assert_eq!(count(2u64, "member", "members"), "2 members");
+    }
+
+    #[test]
+    fn ranges_name_their_entries_in_the_right_number() {
+        assert_eq!(range_text(0, 1, 1, "entry", "entries"), "1–1 of 1 entry");
+        assert_eq!(
+            range_text(50, 2, 52, "entry", "entries"),
+            "51–52 of 52 entries"
+        );
+        assert_eq!(range_text(0, 0, 0, "user", "users"), "0 of 0 users");
     }
 
     #[test]
