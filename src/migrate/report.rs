@@ -406,7 +406,7 @@ impl Difference {
                 let name = self.resource_type.name();
                 format!(
                     "the target has {}, the bridge {local_count}",
-                    count(*target_count as u64, name, &format!("{name}s"))
+                    count(*target_count, name, &format!("{name}s"))
                 )
             }
             DifferenceKind::Members { missing, extra } => {
