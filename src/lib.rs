@@ -18,7 +18,7 @@ pub mod localfs;
 mod logline;
 mod memory;
 pub mod migrate;
-pub mod plural;
+mod plural;
 pub mod scim;
 #[cfg(unix)]
 mod sdnotify;

@@ -4,7 +4,7 @@
 
 /// `n` and the phrase, singular for exactly one: `count(1, "user has", "users have")`
 /// is "1 user has", `count(0, …)` and `count(2, …)` take the plural ("0 users have").
-pub fn count(n: impl Into<u64>, one: &str, many: &str) -> String {
+pub(crate) fn count(n: impl Into<u64>, one: &str, many: &str) -> String {
     let n = n.into();
     format!("{n} {}", if n == 1 { one } else { many })
 }

@@ -31,7 +31,8 @@ use crate::app::{Paging, Query, Resource};
 use crate::clock::Timestamp;
 use crate::config::Config;
 use crate::migrate::error::MigrateError;
-use crate::migrate::readiness::ReadinessReport;
+use crate::migrate::policy::{PolicyChange, PolicyField, PolicyValue, PolicyView};
+use crate::migrate::readiness::LastCheck;
 use crate::migrate::report::Progress;
 use crate::migrate::service::{Migration, PushRequest};
 use crate::scim::query::ListParams;
@@ -90,8 +91,6 @@ pub(crate) struct AdminState {
     /// Password hashing is slow on purpose; at most two at once so that sign-in
     /// attempts cannot take every core from SCIM traffic.
     hashing: tokio::sync::Semaphore,
-    /// The last readiness report (time, report).
-    last_check: Mutex<Option<(String, ReadinessReport)>>,
     /// The last background migration job.
     job: Arc<Mutex<Option<Job>>>,
     /// ((last event sequence, users) when counted, inactive users): counting inactive
@@ -105,7 +104,6 @@ impl Default for AdminState {
             sessions: Default::default(),
             throttle: Default::default(),
             hashing: tokio::sync::Semaphore::new(2),
-            last_check: Mutex::new(None),
             job: Arc::new(Mutex::new(None)),
             user_counts: Mutex::new(None),
         }
@@ -353,6 +351,54 @@ struct RevokeForm {
     id: String,
     /// `yes` from the confirmation page; without it the page asks first.
     confirm: String,
+}
+
+/// The migration policy form: each field's text box, one value per line (domains
+/// may also be separated by commas). A field left as it was is not stored.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct PolicyForm {
+    allowed_domains: Option<String>,
+    public_domains: Option<String>,
+    protected_groups: Option<String>,
+}
+
+impl PolicyForm {
+    /// The change the form asks for: every field it carries.
+    fn change(self) -> PolicyChange {
+        let split = |text: Option<String>, commas: bool| -> Option<Vec<String>> {
+            let text = text?;
+            let sep = |c: char| c == '\n' || c == '\r' || (commas && c == ',');
+            Some(
+                text.split(sep)
+                    .map(str::trim)
+                    .filter(|v| !v.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+            )
+        };
+        PolicyChange {
+            allowed_domains: split(self.allowed_domains, true),
+            public_domains: split(self.public_domains, true),
+            protected_groups: split(self.protected_groups, false),
+        }
+    }
+}
+
+/// `change` without the fields whose (normalised) values are what applies now, so
+/// that saving the form stores only what the admin changed.
+fn only_changed(change: PolicyChange, now: &PolicyView) -> PolicyChange {
+    let changed = |new: Option<Vec<String>>, old: &PolicyValue| new.filter(|n| *n != old.value);
+    PolicyChange {
+        allowed_domains: changed(change.allowed_domains, &now.allowed_domains),
+        public_domains: changed(change.public_domains, &now.public_domains),
+        protected_groups: changed(change.protected_groups, &now.protected_groups),
+    }
+}
+
+#[derive(Deserialize)]
+struct PolicyResetForm {
+    field: PolicyField,
 }
 
 #[derive(Deserialize, Default)]
@@ -1359,7 +1405,10 @@ fn migration_page(state: &AppState, chrome: Chrome<'_>) -> Response<Body> {
             )
         }
     };
-    let check = state.admin.last_check.lock().ok().and_then(|c| c.clone());
+    let check = match state.app.store.snapshot().and_then(|s| LastCheck::load(&s)) {
+        Ok(c) => c,
+        Err(e) => return unavailable(e),
+    };
     let job = state.admin.job.lock().ok().and_then(|j| {
         j.as_ref().map(|j| pages::JobView {
             kind: j.kind,
@@ -1369,7 +1418,22 @@ fn migration_page(state: &AppState, chrome: Chrome<'_>) -> Response<Body> {
             outcome: j.outcome.clone(),
         })
     });
-    let v = pages::MigrationView { status, check, job };
+    let policy = match state.app.migration.policy_view() {
+        Ok(p) => p,
+        Err(e) => {
+            return refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Unavailable",
+                &e.page_message(),
+            )
+        }
+    };
+    let v = pages::MigrationView {
+        status,
+        check,
+        job,
+        policy,
+    };
     html(StatusCode::OK, pages::migration(&chrome, &v))
 }
 
@@ -1393,9 +1457,6 @@ async fn migration_action(
                         pages::count(report.warnings.len() as u64, "warning", "warnings")
                     )
                 };
-                if let Ok(mut c) = state.admin.last_check.lock() {
-                    *c = Some((Timestamp::now().to_rfc3339(), report));
-                }
                 (msg, None)
             }
             Err(e) => {
@@ -1423,6 +1484,13 @@ async fn migration_action(
                 };
                 start_job(state, who, JobKind::Push(req)).await
             }
+        }
+        "policy" | "policy-reset" => {
+            let (entry, msg) = policy_action(state, action, body).await?;
+            if let Some(entry) = entry {
+                state.app.audit(who, entry).await;
+            }
+            return Ok(msg);
         }
         "verify" => start_job(state, who, JobKind::Verify).await,
         "cutover" => {
@@ -1463,6 +1531,86 @@ async fn migration_action(
         state.app.audit(who, entry).await;
     }
     Ok(msg)
+}
+
+/// Saves or resets the migration policy from the page: the audit entry (named as the
+/// control socket names it, with what was set; none when nothing changed) and the
+/// page's message.
+async fn policy_action(
+    state: &AppState,
+    action: &str,
+    body: &[u8],
+) -> Result<(Option<Entry>, String), Refused> {
+    let m = &state.app.migration;
+    let (entry, result) = if action == "policy" {
+        let form: PolicyForm = parse_form(body)?;
+        let now = match m.policy_view() {
+            Ok(v) => v,
+            Err(e) => return Ok((None, format!("Not saved: {}", e.page_message()))),
+        };
+        // Normalised first, so that the audit names the values as stored.
+        let change = match form.change().normalised() {
+            Ok(c) => only_changed(c, &now),
+            Err(why) => {
+                let entry = Entry::new("migration.policy_set").refused(why.clone());
+                return Ok((Some(entry), format!("Not saved: {why}")));
+            }
+        };
+        if change == PolicyChange::default() {
+            return Ok((None, "The policy is unchanged: nothing was saved.".into()));
+        }
+        let what = [
+            ("allowed_domains", &change.allowed_domains),
+            ("public_domains", &change.public_domains),
+            ("protected_groups", &change.protected_groups),
+        ]
+        .iter()
+        .filter_map(|(k, v)| {
+            Some(format!(
+                "{k} = {}",
+                crate::migrate::policy::list(v.as_ref()?)
+            ))
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+        let entry = Entry::new("migration.policy_set").on("Migration", None, Some(&what));
+        (
+            entry,
+            m.set_policy(change)
+                .await
+                .map(|_| format!("Policy saved: {what}. Run the check again to apply it.")),
+        )
+    } else {
+        let form: PolicyResetForm = parse_form(body)?;
+        let key = form.field.key();
+        let entry = Entry::new("migration.policy_reset").on("Migration", None, Some(key));
+        let result = m.reset_policy(vec![form.field]).await.map(|v| {
+            let now = v
+                .fields()
+                .into_iter()
+                .find(|(f, _)| *f == form.field)
+                .map(|(_, v)| v.clone());
+            match now {
+                Some(v) => format!(
+                    "{key} reset: {} ({}) applies again.",
+                    crate::migrate::policy::list(&v.value),
+                    v.source.as_str()
+                ),
+                None => format!("{key} reset."),
+            }
+        });
+        (entry, result)
+    };
+    Ok(match result {
+        Ok(msg) => (Some(entry), msg),
+        Err(e) => {
+            let why = e.page_message();
+            (
+                Some(entry.refused(why.clone())),
+                format!("Not saved: {why}"),
+            )
+        }
+    })
 }
 
 /// Starts a migration step in the background unless one is running; the page shows

@@ -15,7 +15,10 @@ use serde::Serialize;
 use super::activity::ScimRequestRecord;
 use crate::app::audit::{AuditFilter, AuditPage};
 use crate::app::tokens::TokenInfo;
-use crate::migrate::readiness::{Finding, ReadinessReport};
+use crate::migrate::policy::{
+    list as policy_list, PolicyField, PolicyView, Source as PolicySource,
+};
+use crate::migrate::readiness::{Finding, LastCheck, KEPT_SUBJECTS};
 use crate::migrate::report::{MigrationStatus, Progress, PushOutcome, VerifyReport};
 use crate::migrate::service::CutoverReport;
 use crate::scim::resource::Reference;
@@ -963,8 +966,67 @@ pub(crate) struct JobView {
 
 pub(crate) struct MigrationView {
     pub status: MigrationStatus,
-    pub check: Option<(String, ReadinessReport)>,
+    /// The last readiness check, kept in the database.
+    pub check: Option<LastCheck>,
     pub job: Option<JobView>,
+    /// The migration policy as it applies, each field with its source.
+    pub policy: PolicyView,
+}
+
+/// What each policy field means, for its label and help line.
+fn policy_help(f: PolicyField) -> (&'static str, &'static str) {
+    match f {
+        PolicyField::AllowedDomains => (
+            "Allowed email domains",
+            "The domains your hosted provisioning account has verified; users outside them block the migration. Empty: not configured.",
+        ),
+        PolicyField::PublicDomains => (
+            "Public mail domains",
+            "Mail providers anyone can sign up with; users on them block the migration.",
+        ),
+        PolicyField::ProtectedGroups => (
+            "Protected groups",
+            "Groups the hosted service will not manage (recovery or administration groups); reported as warnings.",
+        ),
+    }
+}
+
+/// The migration policy form: one text box per field (one value per line), each
+/// with where its value comes from and, for a stored value, a reset button.
+fn policy_form(csrf: &str, policy: &PolicyView) -> Markup {
+    html! {
+        details #policy open[policy.allowed_domains.value.is_empty()] {
+            summary { "Migration policy" }
+            p.note {
+                "Applies at the next check, without a restart. A value saved here is stored in the                  database and takes precedence over the config file's " code { "[migration]" } ",                  which takes precedence over the default (the same setting as "
+                code { "scimbridge migrate policy" } ")."
+            }
+            form.grid method="post" action="/admin/migration/policy" {
+                (csrf_field(csrf))
+                @for (f, v) in policy.fields() {
+                    @let (label, help) = policy_help(f);
+                    label for=(f.key()) { (label) }
+                    div {
+                        textarea id=(f.key()) name=(f.key()) rows="3" { (v.value.join("\n")) }
+                        small.source data-source=(v.source.as_str()) { "From: " b { (v.source.as_str()) } ". " (help) }
+                        @if let Some(file) = &v.file_differs {
+                            small.bad { " The config file says " (policy_list(file)) "; the stored value applies." }
+                        }
+                    }
+                }
+                button type="submit" { "Save policy" }
+            }
+            @for (f, v) in policy.fields() {
+                @if v.source == PolicySource::Stored {
+                    form.inline method="post" action="/admin/migration/policy-reset" {
+                        (csrf_field(csrf))
+                        input type="hidden" name="field" value=(f.key());
+                        button type="submit" { "Reset " (policy_help(f).0.to_lowercase()) " to the " @if v.file_differs.is_some() { "config file's value" } @else { "config file's or default value" } }
+                    }
+                }
+            }
+        }
+    }
 }
 
 const STEPS: [Phase; 6] = [
@@ -976,9 +1038,6 @@ const STEPS: [Phase; 6] = [
     Phase::CutOver,
 ];
 
-/// Subjects listed per finding; `migrate check --json` lists all.
-const SUBJECTS_SHOWN: usize = 100;
-
 fn findings(title: &str, class: &str, list: &[Finding]) -> Markup {
     html! {
         h3 { (title) " (" (list.len()) ")" }
@@ -989,7 +1048,7 @@ fn findings(title: &str, class: &str, list: &[Finding]) -> Markup {
                 @if !f.subjects.is_empty() {
                     div.scroll { table {
                         thead { tr { th { "Type" } th { "Name" } th { "Email" } } }
-                        tbody { @for s in f.subjects.iter().take(SUBJECTS_SHOWN) {
+                        tbody { @for s in f.subjects.iter().take(KEPT_SUBJECTS) {
                             tr {
                                 td { (s.resource_type.name()) }
                                 td { a href=(resource_href(s.resource_type, &s.id)) { (s.name) } }
@@ -997,8 +1056,9 @@ fn findings(title: &str, class: &str, list: &[Finding]) -> Markup {
                             }
                         } }
                     } }
-                    @if f.subjects.len() > SUBJECTS_SHOWN {
-                        p.note { "… and " (f.subjects.len() - SUBJECTS_SHOWN) " more (" code { "scimbridge migrate check --json" } " lists all)." }
+                    @let more = f.more + f.subjects.len().saturating_sub(KEPT_SUBJECTS) as u64;
+                    @if more > 0 {
+                        p.note { "… and " (more) " more (" code { "scimbridge migrate check --json" } " lists all)." }
                     }
                 }
             }
@@ -1173,17 +1233,18 @@ pub(crate) fn migration(c: &Chrome, v: &MigrationView) -> String {
         (guide(phase))
         section.card #readiness-step {
             h2 { "1. " (GUIDE[0]) }
+            (policy_form(c.csrf, &v.policy))
             @if can.check {
                 form method="post" action="/admin/migration/check" { (csrf_field(c.csrf)) button type="submit" { "Run check" } }
             }
             @match &v.check {
-                None => p.note { "Not run since the server started." },
-                Some((at, r)) => div #readiness {
+                None => p.note { "Not run yet." },
+                Some(LastCheck { at, report: r }) => div #readiness {
                     p { "Checked " (when(at)) " (" (count(r.users, "user", "users")) ", " (count(r.groups, "group", "groups")) ")." }
                     @if r.ready {
                         p.pill.ok { "Ready: nothing blocks a migration." }
                     } @else {
-                        p.pill.bad { "Not ready: fix the blockers in your identity provider, then run the check again." }
+                        p.pill.bad { "Not ready: fix the blockers (the users in your identity provider, or the migration policy above), then run the check again." }
                     }
                     (findings("Blockers", "blocker", &r.blockers))
                     (findings("Warnings", "warning", &r.warnings))
