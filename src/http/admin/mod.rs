@@ -50,6 +50,8 @@ const COPY_JS: &str = include_str!("../../admin/static/copy.js");
 const MAX_FORM_BYTES: usize = 256 * 1024;
 /// Rows per page in the Users and Groups views.
 const PAGE_SIZE: usize = 50;
+/// Members shown per page on a group's page.
+const MEMBERS_PAGE_SIZE: usize = 100;
 /// Entries per page on the Activity page.
 const ACTIVITY_PAGE_SIZE: usize = 50;
 /// The account name of the admin password (until named accounts exist).
@@ -533,13 +535,18 @@ async fn dispatch(state: &Arc<AppState>, req: Request<RequestBody>) -> Response<
             )
             .await
         }
-        ["admin", "users", id] => {
-            detail(state, ResourceType::User, id, chrome(&me, "User", "users"))
-        }
+        ["admin", "users", id] => detail(
+            state,
+            ResourceType::User,
+            id,
+            query(&req),
+            chrome(&me, "User", "users"),
+        ),
         ["admin", "groups", id] => detail(
             state,
             ResourceType::Group,
             id,
+            query(&req),
             chrome(&me, "Group", "groups"),
         ),
         ["admin", "activity"] => {
@@ -1153,66 +1160,81 @@ async fn list(
     q: ListQuery,
     chrome: Chrome<'_>,
 ) -> Response<Body> {
-    let query = q.q.trim().to_owned();
-    let after = q.after.filter(|a| !a.is_empty());
-    let found = match (query.is_empty(), search_filter(rt, &query)) {
-        (true, _) => list_rows(state, rt, None, after.clone()).await,
-        (false, Some(f)) => list_rows(state, rt, Some(f), after.clone()).await,
+    let search = q.q.trim();
+    let filter = match (search.is_empty(), search_filter(rt, search)) {
+        (true, _) => None,
+        (false, Some(f)) => Some(f),
         // A search the filter language cannot express finds nothing.
-        (false, None) => Ok((Vec::new(), None)),
+        (false, None) => {
+            let v = pages::ListView {
+                rt,
+                query: q,
+                rows: Vec::new(),
+                matched: 0,
+                page_size: PAGE_SIZE as u64,
+            };
+            return html(StatusCode::OK, pages::list(&chrome, &v));
+        }
     };
-    let (rows, next_after) = match found {
+    let (rows, matched) = match list_rows(state, rt, filter, &q).await {
         Ok(x) => x,
-        Err(e) => return unavailable(e),
-    };
-    let total = match state.app.resource_count(rt) {
-        Ok(n) => n,
         Err(e) => return unavailable(e),
     };
     let v = pages::ListView {
         rt,
-        query,
+        query: q,
         rows,
-        next_after,
-        is_first_page: after.is_none(),
-        total,
+        matched,
+        page_size: PAGE_SIZE as u64,
     };
     html(StatusCode::OK, pages::list(&chrome, &v))
 }
 
-/// A page of list rows after the id `after`, and the id to continue after: the same
-/// query engine as the SCIM API.
+/// One page of list rows, sorted as asked, and how many resources match: the same
+/// query engine as the SCIM API (`sortBy`, `sortOrder`, `startIndex`, `count`).
 async fn list_rows(
     state: &AppState,
     rt: ResourceType,
     filter: Option<crate::scim::filter::Filter>,
-    after: Option<String>,
-) -> Result<(Vec<pages::ListRow>, Option<String>), crate::store::StoreError> {
+    q: &ListQuery,
+) -> Result<(Vec<pages::ListRow>, u64), crate::store::StoreError> {
+    let column = q.sort.unwrap_or_default();
+    let start = (q.page() - 1)
+        .saturating_mul(PAGE_SIZE as u64)
+        .saturating_add(1)
+        .min(u64::from(u32::MAX)) as usize;
     let q = Query {
         rt: Some(rt),
         params: ListParams {
             filter,
-            sort_by: None,
-            descending: false,
-            start_index: 1,
+            sort_by: crate::scim::path::AttrPath::parse(column.attribute(rt)).ok(),
+            descending: q.order == Some(pages::SortOrder::Desc),
+            start_index: start,
             count: PAGE_SIZE,
         },
-        // A user's groups are not shown in the list.
+        // The list shows neither a user's groups nor a group's members (a group's
+        // member count is read from the membership rows).
         projection: match rt {
             ResourceType::User => Projection::parse(None, Some("groups")).unwrap_or_default(),
-            ResourceType::Group => Projection::default(),
+            ResourceType::Group => Projection::parse(None, Some("members")).unwrap_or_default(),
         },
-        paging: Paging::After(after),
+        paging: Paging::Index,
     };
     let page = state.app.query(q, "").await?;
-    Ok((
-        page.resources.iter().map(list_row).collect(),
-        page.next_after,
-    ))
+    let snap = state.app.store.snapshot()?;
+    let mut rows = Vec::with_capacity(page.resources.len());
+    for r in &page.resources {
+        let members = match rt {
+            ResourceType::Group => Some(snap.member_count(r.id())?),
+            ResourceType::User => None,
+        };
+        rows.push(list_row(r, members));
+    }
+    Ok((rows, page.total.unwrap_or(0) as u64))
 }
 
 /// One row of the Users or Groups list, from the resource as a client would see it.
-fn list_row(r: &Resource) -> pages::ListRow {
+fn list_row(r: &Resource, members: Option<u64>) -> pages::ListRow {
     let s = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or("").to_owned();
     let modified = s(r.get("meta").and_then(|m| m.get("lastModified")));
     match r.rt() {
@@ -1234,13 +1256,7 @@ fn list_row(r: &Resource) -> pages::ListRow {
         ResourceType::Group => pages::ListRow {
             id: r.id().to_owned(),
             name: s(r.get("displayName")),
-            detail: pages::count(
-                r.get("members")
-                    .and_then(Value::as_array)
-                    .map_or(0, |m| m.len() as u64),
-                "member",
-                "members",
-            ),
+            detail: pages::count(members.unwrap_or(0), "member", "members"),
             email: None,
             active: None,
             modified,
@@ -1248,7 +1264,41 @@ fn list_row(r: &Resource) -> pages::ListRow {
     }
 }
 
-fn detail(state: &AppState, rt: ResourceType, id: &str, chrome: Chrome<'_>) -> Response<Body> {
+/// The query string of a user's or group's page: which page of members to show.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct DetailQuery {
+    page: Option<u64>,
+}
+
+/// A user's groups (all), or one page of a group's members, with their total.
+fn detail_refs(
+    snap: &crate::store::Snapshot,
+    rt: ResourceType,
+    id: &str,
+    page: u64,
+) -> Result<(Vec<crate::scim::resource::Reference>, u64), StoreError> {
+    match rt {
+        ResourceType::User => {
+            let refs = snap.references(rt, id)?;
+            let n = refs.len() as u64;
+            Ok((refs, n))
+        }
+        ResourceType::Group => {
+            let skip = (page - 1).saturating_mul(MEMBERS_PAGE_SIZE as u64);
+            let refs = snap.members_page(id, skip, MEMBERS_PAGE_SIZE)?;
+            Ok((refs, snap.member_count(id)?))
+        }
+    }
+}
+
+fn detail(
+    state: &AppState,
+    rt: ResourceType,
+    id: &str,
+    q: DetailQuery,
+    chrome: Chrome<'_>,
+) -> Response<Body> {
     let id = percent_encoding::percent_decode_str(id)
         .decode_utf8_lossy()
         .into_owned();
@@ -1256,7 +1306,8 @@ fn detail(state: &AppState, rt: ResourceType, id: &str, chrome: Chrome<'_>) -> R
         Ok(s) => s,
         Err(e) => return unavailable(e),
     };
-    let (mut r, refs) = match (snap.get(rt, &id), snap.references(rt, &id)) {
+    let page = q.page.unwrap_or(1).max(1);
+    let (mut r, (refs, refs_total)) = match (snap.get(rt, &id), detail_refs(&snap, rt, &id, page)) {
         (Ok(Some(r)), Ok(refs)) => (r, refs),
         (Ok(None), _) => {
             return refuse(
@@ -1271,8 +1322,11 @@ fn detail(state: &AppState, rt: ResourceType, id: &str, chrome: Chrome<'_>) -> R
         return unavailable(e);
     }
     let base = state.scim_base();
+    // The SCIM representation lists a user's groups; a group's members are the
+    // table above, page by page (a 100,000-member group is not rendered whole).
+    let shown_refs = (rt == ResourceType::User).then_some(refs.as_slice());
     let rendered =
-        crate::scim::resource::render(rt, &r.id, r.attrs.clone(), &r.meta, Some(&refs), &base);
+        crate::scim::resource::render(rt, &r.id, r.attrs.clone(), &r.meta, shown_refs, &base);
     let s = |k: &str| r.attrs.get(k).and_then(Value::as_str).map(str::to_owned);
     let mut facts: Vec<(&'static str, String)> = Vec::new();
     match rt {
@@ -1320,20 +1374,32 @@ fn detail(state: &AppState, rt: ResourceType, id: &str, chrome: Chrome<'_>) -> R
             })
         })
         .collect();
+    let name = match rt {
+        ResourceType::User => s("userName"),
+        ResourceType::Group => s("displayName"),
+    }
+    .filter(|n| !n.is_empty())
+    .unwrap_or_else(|| r.id.clone());
     let v = pages::DetailView {
         rt,
+        id: r.id.clone(),
+        refs_total,
+        refs_page: page,
+        refs_page_size: MEMBERS_PAGE_SIZE as u64,
         facts,
         extensions,
         refs,
         json: serde_json::to_string_pretty(&Value::Object(rendered)).unwrap_or_default(),
     };
-    let title = match rt {
-        ResourceType::User => "User",
-        ResourceType::Group => "Group",
-    };
     html(
         StatusCode::OK,
-        pages::detail(&Chrome { title, ..chrome }, &v),
+        pages::detail(
+            &Chrome {
+                title: &name,
+                ..chrome
+            },
+            &v,
+        ),
     )
 }
 

@@ -666,32 +666,126 @@ pub(crate) struct ListRow {
 
 pub(crate) struct ListView {
     pub rt: ResourceType,
-    pub query: String,
+    /// The query string as asked (search, sort, page).
+    pub query: ListQuery,
     pub rows: Vec<ListRow>,
-    /// The cursor for the next page, when there is one.
-    pub next_after: Option<String>,
-    pub is_first_page: bool,
-    pub total: u64,
+    /// Resources matching the search (`totalResults`), not the directory's size.
+    pub matched: u64,
+    /// Rows per page.
+    pub page_size: u64,
+}
+
+/// A column the Users and Groups lists sort by (issue 14 point 9).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum SortColumn {
+    /// userName of a user, displayName of a group (the default).
+    #[default]
+    Name,
+    /// A user's displayName.
+    Display,
+    /// meta.lastModified.
+    Modified,
+}
+
+impl SortColumn {
+    /// The value in the query string (`sort=modified`).
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            SortColumn::Name => "name",
+            SortColumn::Display => "display",
+            SortColumn::Modified => "modified",
+        }
+    }
+
+    /// The SCIM attribute path this column sorts by (RFC 7644 §3.4.2.3 `sortBy`).
+    pub(crate) fn attribute(self, rt: ResourceType) -> &'static str {
+        match (self, rt) {
+            (SortColumn::Name, ResourceType::User) => "userName",
+            (SortColumn::Name | SortColumn::Display, _) => "displayName",
+            (SortColumn::Modified, _) => "meta.lastModified",
+        }
+    }
+}
+
+/// Ascending or descending.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum SortOrder {
+    #[default]
+    Asc,
+    Desc,
 }
 
 /// The query string of a Users or Groups list page (form-encoded, as a browser sends
-/// the search form).
-#[derive(Debug, Default, Serialize, serde::Deserialize)]
+/// the search form): `q` searched, sorted by `sort` in `order`, page `page` (1-based).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(default)]
 pub(crate) struct ListQuery {
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub q: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub after: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sort: Option<SortColumn>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub order: Option<SortOrder>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub page: Option<u64>,
 }
 
 impl ListQuery {
-    /// `/admin/users?q=…&after=…`
+    /// The 1-based page asked for (1 when absent or 0).
+    pub(crate) fn page(&self) -> u64 {
+        self.page.unwrap_or(1).max(1)
+    }
+
+    /// `/admin/users?q=…&sort=…&order=…&page=…`
     fn href(&self, rt: ResourceType) -> String {
         let query = serde_urlencoded::to_string(self).unwrap_or_default();
         if query.is_empty() {
             format!("/admin/{}", section(rt))
         } else {
             format!("/admin/{}?{query}", section(rt))
+        }
+    }
+
+    /// The same search on page `page`.
+    fn at(&self, page: u64) -> ListQuery {
+        ListQuery {
+            page: (page > 1).then_some(page),
+            ..self.clone()
+        }
+    }
+
+    /// The same search sorted by `column`: ascending first, descending when it is
+    /// already the ascending sort; back to page 1.
+    fn sorted_by(&self, column: SortColumn) -> ListQuery {
+        let same = self.sort.unwrap_or_default() == column;
+        let order = if same && self.order.unwrap_or_default() == SortOrder::Asc {
+            Some(SortOrder::Desc)
+        } else {
+            None
+        };
+        ListQuery {
+            q: self.q.clone(),
+            sort: (column != SortColumn::Name).then_some(column),
+            order,
+            page: None,
+        }
+    }
+}
+
+/// A sortable column heading: a link that sorts by it, with an arrow and
+/// `aria-sort` on the column the list is sorted by.
+fn sort_heading(rt: ResourceType, q: &ListQuery, column: SortColumn, label: &str) -> Markup {
+    let current = q.sort.unwrap_or_default() == column;
+    let desc = q.order.unwrap_or_default() == SortOrder::Desc;
+    let aria = current.then_some(if desc { "descending" } else { "ascending" });
+    html! {
+        th aria-sort=[aria] {
+            a href=(q.sorted_by(column).href(rt)) data-sort=(column.as_str()) {
+                (label)
+                @if current { @if desc { " ▼" } @else { " ▲" } }
+            }
         }
     }
 }
@@ -706,32 +800,41 @@ fn section(rt: ResourceType) -> &'static str {
 pub(crate) fn list(c: &Chrome, v: &ListView) -> String {
     let sec = section(v.rt);
     let users = v.rt == ResourceType::User;
-    let (placeholder, name_col, detail_col) = match v.rt {
-        ResourceType::User => ("userName, displayName or email", "userName", "Name"),
-        ResourceType::Group => ("displayName", "displayName", "Members"),
+    let (placeholder, name_col, detail_col, one, many) = match v.rt {
+        ResourceType::User => (
+            "userName, displayName or email",
+            "userName",
+            "Name",
+            "user",
+            "users",
+        ),
+        ResourceType::Group => ("displayName", "displayName", "Members", "group", "groups"),
     };
-    let first = ListQuery {
-        q: v.query.clone(),
-        after: None,
-    };
-    let next = v.next_after.as_ref().map(|after| ListQuery {
-        q: v.query.clone(),
-        after: Some(after.clone()),
-    });
+    let q = &v.query;
+    let page = q.page();
+    let offset = (page - 1).saturating_mul(v.page_size);
+    let last_page = v.matched.div_ceil(v.page_size).max(1);
     let content = html! {
         form.search method="get" action={ "/admin/" (sec) } role="search" {
-            input name="q" type="search" value=(v.query) placeholder=(placeholder) aria-label="Search";
+            input name="q" type="search" value=(q.q) placeholder=(placeholder) aria-label="Search";
+            @if let Some(s) = q.sort { input type="hidden" name="sort" value=(s.as_str()); }
+            @if q.order == Some(SortOrder::Desc) { input type="hidden" name="order" value="desc"; }
             button type="submit" { "Search" }
         }
-        p.note { (v.total) " in the directory. Read-only: your identity provider is the source of truth." }
+        p.note #range {
+            (range_text(offset, v.rows.len(), v.matched, one, many))
+            @if !q.q.trim().is_empty() { " matching " q { (q.q.trim()) } }
+            ". Read-only: your identity provider is the source of truth."
+        }
         @if v.rows.is_empty() {
             p { "Nothing found." }
         } @else {
-            div.scroll { table {
+            div.scroll { table #list {
                 thead { tr {
-                    th { (name_col) } th { (detail_col) }
+                    (sort_heading(v.rt, q, SortColumn::Name, name_col))
+                    @if users { (sort_heading(v.rt, q, SortColumn::Display, detail_col)) } @else { th { (detail_col) } }
                     @if users { th { "Email" } th { "Active" } }
-                    th { "Last modified" }
+                    (sort_heading(v.rt, q, SortColumn::Modified, "Last modified"))
                 } }
                 tbody { @for r in &v.rows {
                     tr {
@@ -746,18 +849,34 @@ pub(crate) fn list(c: &Chrome, v: &ListView) -> String {
                 } }
             } }
         }
-        nav.pager {
-            @if !v.is_first_page { a href=(first.href(v.rt)) { "First page" } }
-            @if let Some(next) = &next { a href=(next.href(v.rt)) { "Next page" } }
-        }
+        (pager(page, last_page, |p| q.at(p).href(v.rt)))
     };
     layout(c, content)
 }
 
+/// Previous / next links (and first / last when they are further away).
+fn pager(page: u64, last_page: u64, href: impl Fn(u64) -> String) -> Markup {
+    html! {
+        nav.pager aria-label="Pages" {
+            @if page > 2 { a href=(href(1)) rel="first" { "First" } }
+            @if page > 1 { a href=(href(page - 1)) rel="prev" { "Previous" } }
+            @if page < last_page { a href=(href(page + 1)) rel="next" { "Next" } }
+            @if page + 1 < last_page { a href=(href(last_page)) rel="last" { "Last" } }
+        }
+    }
+}
+
 pub(crate) struct DetailView {
     pub rt: ResourceType,
+    pub id: String,
     pub facts: Vec<(&'static str, String)>,
+    /// A user's groups, or one page of a group's members.
     pub refs: Vec<Reference>,
+    /// All of them (a group's direct members; a user's groups, direct and indirect).
+    pub refs_total: u64,
+    /// The 1-based page of members shown (groups).
+    pub refs_page: u64,
+    pub refs_page_size: u64,
     /// Attributes of schema extensions (enterprise and declared ones): (schema URN,
     /// attribute name, value as text).
     pub extensions: Vec<(String, String, String)>,
@@ -782,10 +901,14 @@ pub(crate) fn detail(c: &Chrome, v: &DetailView) -> String {
                 }
             } }
         }
-        h2 { (heading) " (" (v.refs.len()) ")" }
+        h2 { (heading) " (" (v.refs_total) ")" }
         @if v.refs.is_empty() {
             p.note { "None." }
         } @else {
+            @if v.refs_total > v.refs.len() as u64 || v.refs_page > 1 {
+                @let offset = (v.refs_page - 1).saturating_mul(v.refs_page_size);
+                p.note #members-range { (range_text(offset, v.refs.len(), v.refs_total, "member", "members")) ", in id order." }
+            }
             ul.refs { @for r in &v.refs {
                 li {
                     a href=(resource_href(r.rt, &r.id)) { (r.display.as_deref().unwrap_or(&r.id)) }
@@ -793,8 +916,13 @@ pub(crate) fn detail(c: &Chrome, v: &DetailView) -> String {
                     small { @if r.indirect { "Group (indirect)" } @else { (r.rt.name()) } }
                 }
             } }
+            @let last = v.refs_total.div_ceil(v.refs_page_size).max(1);
+            @if last > 1 {
+                (pager(v.refs_page, last, |p| if p > 1 { format!("{}?page={p}", resource_href(v.rt, &v.id)) } else { resource_href(v.rt, &v.id) }))
+            }
         }
         h2 { "SCIM representation" }
+        @if v.rt == ResourceType::Group { p.note { "Without " code { "members" } " (listed above, page by page)." } }
         pre.json { (v.json) }
         p.note { "Read-only: change this in your identity provider." }
         p { a href={ "/admin/" (section(v.rt)) } { "Back to the list" } }
@@ -1389,7 +1517,11 @@ mod tests {
         };
         let v = ListView {
             rt: ResourceType::User,
-            query: "\"><script>".into(),
+            query: ListQuery {
+                q: "\"><script>".into(),
+                page: Some(2),
+                ..ListQuery::default()
+            },
             rows: vec![ListRow {
                 id: "1/2".into(),
                 name: "<img src=x onerror=alert(1)>".into(),
@@ -1398,16 +1530,16 @@ mod tests {
                 active: Some(false),
                 modified: "2024-05-01T00:00:00Z".into(),
             }],
-            next_after: Some("a b".into()),
-            is_first_page: false,
-            total: 1,
+            matched: 51,
+            page_size: 50,
         };
         let html = list(&c, &v);
         assert!(!html.contains("<img src=x"));
         assert!(!html.contains("\"><script>"));
         assert!(!html.contains("<b>"));
         assert!(html.contains("a&amp;b@example.com"));
-        assert!(html.contains("after=a+b"));
+        assert!(html.contains("href=\"/admin/users?q=%22%3E%3Cscript%3E\" rel=\"prev\""));
+        assert!(html.contains("51–51 of 51 users"));
         assert!(html.contains("href=\"/admin/users/1%2F2\""));
         assert!(!html.contains("<script>"), "no inline script");
     }
