@@ -2,6 +2,7 @@
 //! `scim` (pure protocol core) ← `store` (redb) ← `auth` ← `http`, `cli` on top.
 
 #![warn(unreachable_pub)]
+#![warn(missing_docs)]
 
 mod app;
 mod auth;
