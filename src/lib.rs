@@ -19,6 +19,7 @@ pub mod localfs;
 mod logline;
 mod memory;
 pub mod migrate;
+mod plural;
 pub mod scim;
 #[cfg(unix)]
 mod sdnotify;
