@@ -74,6 +74,15 @@ fn compare_op() -> impl Strategy<Value = CompareOp> {
     ])
 }
 
+/// `and`, `or` and `not` over filters from `inner`.
+fn combined(inner: BoxedStrategy<Filter>) -> impl Strategy<Value = Filter> {
+    prop_oneof![
+        (inner.clone(), inner.clone()).prop_map(|(a, b)| Filter::And(a.into(), b.into())),
+        (inner.clone(), inner.clone()).prop_map(|(a, b)| Filter::Or(a.into(), b.into())),
+        inner.prop_map(|f| Filter::Not(f.into())),
+    ]
+}
+
 /// Filters without value paths (what may appear inside `attr[...]`).
 fn plain_filter() -> impl Strategy<Value = Filter> {
     let leaf = prop_oneof![
@@ -81,13 +90,7 @@ fn plain_filter() -> impl Strategy<Value = Filter> {
             .prop_map(|(path, op, value)| Filter::Compare { path, op, value }),
         attr_path().prop_map(Filter::Present),
     ];
-    leaf.prop_recursive(4, 24, 2, |inner| {
-        prop_oneof![
-            (inner.clone(), inner.clone()).prop_map(|(a, b)| Filter::And(a.into(), b.into())),
-            (inner.clone(), inner.clone()).prop_map(|(a, b)| Filter::Or(a.into(), b.into())),
-            inner.prop_map(|f| Filter::Not(f.into())),
-        ]
-    })
+    leaf.prop_recursive(4, 24, 2, combined)
 }
 
 fn any_filter() -> impl Strategy<Value = Filter> {
@@ -97,13 +100,7 @@ fn any_filter() -> impl Strategy<Value = Filter> {
         1 => (attr_path().prop_filter("`not[`", |p| p.attr != "not"), plain_filter())
             .prop_map(|(path, f)| Filter::ValuePath { path, filter: f.into() }),
     ];
-    leaf.prop_recursive(3, 16, 2, |inner| {
-        prop_oneof![
-            (inner.clone(), inner.clone()).prop_map(|(a, b)| Filter::And(a.into(), b.into())),
-            (inner.clone(), inner.clone()).prop_map(|(a, b)| Filter::Or(a.into(), b.into())),
-            inner.prop_map(|f| Filter::Not(f.into())),
-        ]
-    })
+    leaf.prop_recursive(3, 16, 2, combined)
 }
 
 fn email() -> impl Strategy<Value = Value> {

@@ -26,19 +26,6 @@ struct Acked {
     member: bool,
 }
 
-/// A small xorshift, seeded from the clock: the kill moments differ run to run
-/// (the seed is printed so a failure can be replayed by hand).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
 /// A request that may fail because the server was killed under it: `None` then.
 fn attempt(f: impl FnOnce() -> Resp) -> Option<Resp> {
     std::panic::catch_unwind(AssertUnwindSafe(f)).ok()
@@ -130,6 +117,8 @@ fn acknowledged_writes_survive_twenty_sigkills_under_concurrent_writers() {
         .as_nanos() as u64
         | 1;
     eprintln!("crash_safety seed {seed}");
+    // Seeded from the clock: the kill moments differ run to run (the seed is
+    // printed so a failure can be replayed by hand).
     let mut rng = Rng(seed);
     let mut s = Server::start();
     let group = s

@@ -26,6 +26,23 @@ use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_scimbridge");
 
+/// A small xorshift generator: deterministic for a seed, so a failure replays.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// A number below `n` (0 when `n` is 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
 /// Calls `check` until it returns `Some`, first every 5 ms and backing off to every
 /// 100 ms; `None` once `timeout` has passed without it.
 pub fn poll<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
