@@ -242,7 +242,7 @@ fn import_lists_every_record_a_create_would_refuse_and_imports_nothing() {
     f.write(&repairable);
     let (ok, out, err) = cli(&s.data_dir(), &["import", repairable.to_str().unwrap()]);
     assert!(ok, "{err}");
-    assert!(out.contains("imported 1 users"), "{out}");
+    assert!(out.contains("imported 1 user"), "{out}");
     assert!(
         err.contains("repaired:") && err.contains("removed password"),
         "{err}"
