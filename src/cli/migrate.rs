@@ -407,6 +407,12 @@ fn print_status(s: &MigrationStatus) {
             println!("  {}: {n}", rule.as_str());
         }
     }
+    if !st.refused_filters.is_empty() {
+        println!("filters the target refused (skipped):");
+        for n in st.refused_filters.values() {
+            println!("  {n}");
+        }
+    }
     if !st.omitted.is_empty() || !st.not_kept.is_empty() {
         println!("not kept by the target:");
         for a in st.omitted.iter().chain(st.not_kept.iter()) {

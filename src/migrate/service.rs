@@ -265,15 +265,9 @@ impl Migration {
             parallel: req.parallel.unwrap_or(0),
         };
         if req.dry_run {
-            let (tx, rx) = channel();
-            client.report_to(Some(tx.clone()));
-            let out = drive(
-                "planning",
-                progress,
-                push::push(&self.store, &mut client, &opts, &tx),
-                rx,
-            )
-            .await?;
+            let out = self
+                .run_push(&mut client, &opts, "planning", progress)
+                .await?;
             return Ok(match out {
                 PushOutcome::Planned(mut plan) => {
                     plan.protected_groups = report
@@ -302,6 +296,7 @@ impl Migration {
                     s.not_kept.clear();
                     s.omitted.clear();
                     s.capabilities = None;
+                    s.refused_filters.clear();
                 }
                 s.phase = Phase::Pushing;
                 s.target = Some(base);
@@ -316,15 +311,7 @@ impl Migration {
         if let Ok(mut t) = self.target.write() {
             *t = Some(target.base.clone());
         }
-        let (tx, rx) = channel();
-        client.report_to(Some(tx.clone()));
-        let pushed = drive(
-            "pushing",
-            progress,
-            push::push(&self.store, &mut client, &opts, &tx),
-            rx,
-        )
-        .await;
+        let pushed = self.run_push(&mut client, &opts, "pushing", progress).await;
         match pushed {
             Ok(outcome) => {
                 let now = Timestamp::now();
@@ -380,6 +367,25 @@ impl Migration {
                 Err(MigrateError::PushStopped(Box::new(e)))
             }
         }
+    }
+
+    /// Runs the push (or its dry run) with its progress forwarded to `progress`.
+    async fn run_push(
+        &self,
+        client: &mut Client,
+        opts: &PushOptions,
+        step: &str,
+        progress: ProgressSink<'_>,
+    ) -> MigrateResult<PushOutcome> {
+        let (tx, rx) = channel();
+        client.report_to(Some(tx.clone()));
+        drive(
+            step,
+            progress,
+            push::push(&self.store, client, opts, &tx),
+            rx,
+        )
+        .await
     }
 
     /// Replays pending changes to the target (the mirror's step). Returns how many.

@@ -102,6 +102,12 @@ pub struct MigrationState {
     /// The last push stopped before it finished; running it again resumes.
     #[serde(default)]
     pub push_incomplete: bool,
+    /// Lookup filters the target refused (RFC 7644 §3.4.2.2 lets it refuse filters
+    /// on attributes it does not support), by endpoint and attribute
+    /// (`"/Users externalId"`) → the note shown, with the target's `detail`. Each
+    /// push learns them afresh; the mirror skips them.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub refused_filters: std::collections::BTreeMap<String, String>,
 }
 
 impl MigrationState {
