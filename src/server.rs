@@ -68,7 +68,7 @@ fn prepare_data_dir(dir: &Path) -> Result<()> {
 /// Runs the server until SIGTERM or Ctrl-C: opens the store, sets up TLS, binds the
 /// listeners and the control socket, starts the background tasks (certificate
 /// reload, migration mirror, token-use flush) and drains everything on shutdown.
-pub fn run(cfg: Config) -> Result<()> {
+pub(crate) fn run(cfg: Config) -> Result<()> {
     init_logging(&cfg);
     // The schemas are fixed for the life of the process, before any request is parsed.
     crate::scim::schema::install_extensions(&cfg.scim.extensions).map_err(|e| anyhow!(e))?;

@@ -105,7 +105,7 @@ impl ScimRoute {
     }
 }
 
-pub async fn handle(
+pub(crate) async fn handle(
     state: &Arc<AppState>,
     req: Request<RequestBody>,
     rest: &str,
@@ -481,7 +481,6 @@ impl ResourceEndpoint<'_> {
                 *r.status_mut() = StatusCode::NO_CONTENT;
                 r
             }
-            Outcome::Page(page) => list_response(page, &Paging::Index),
         })
     }
 

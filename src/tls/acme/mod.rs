@@ -24,17 +24,13 @@ use instant_acme::{
 };
 use rustls_pki_types::CertificateDer;
 
-pub use challenge::Http01Tokens;
+pub(crate) use challenge::Http01Tokens;
 
 use super::{CertSource, CertStore, Served};
 use crate::clock::Timestamp;
 use crate::config::AcmeConfig;
 use client::{CaClient, RetryAfter};
 use storage::Storage;
-
-// The directory defaults belong to the configuration (`[tls.acme] directory`);
-// named here too for the ACME code and its tests.
-pub use crate::config::{LETS_ENCRYPT, LETS_ENCRYPT_STAGING};
 
 /// The first retry after a failure waits this long; each further failure doubles it.
 const FIRST_RETRY: Duration = Duration::from_secs(30);
@@ -49,7 +45,7 @@ const ORDER_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Why the last order failed, as a fixed set (the `/metrics` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AcmeErrorKind {
+pub(crate) enum AcmeErrorKind {
     /// The CA could not be reached, or answered something that is not ACME.
     Network,
     /// The CA's rate limit (`rateLimited`).
@@ -70,7 +66,7 @@ pub enum AcmeErrorKind {
 }
 
 impl AcmeErrorKind {
-    pub const ALL: [AcmeErrorKind; 8] = [
+    pub(crate) const ALL: [AcmeErrorKind; 8] = [
         AcmeErrorKind::Network,
         AcmeErrorKind::RateLimited,
         AcmeErrorKind::Rejected,
@@ -81,7 +77,7 @@ impl AcmeErrorKind {
         AcmeErrorKind::Other,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             AcmeErrorKind::Network => "network",
             AcmeErrorKind::RateLimited => "rate_limited",
@@ -97,7 +93,7 @@ impl AcmeErrorKind {
 
 /// A failed attempt to obtain a certificate, in words.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AcmeFailure {
+pub(crate) struct AcmeFailure {
     pub kind: AcmeErrorKind,
     /// One sentence for the admin (the CA's own explanation included).
     pub message: String,
@@ -113,7 +109,7 @@ impl fmt::Display for AcmeFailure {
 
 /// What the dashboard and `/metrics` show about ACME.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AcmeStatus {
+pub(crate) struct AcmeStatus {
     /// The directory URL orders go to.
     pub directory: String,
     /// When the next order is due (renewal, or retry after a failure).
@@ -135,7 +131,7 @@ fn until(t: Timestamp, now: Timestamp) -> Duration {
 /// Warnings about the listening ports, for `check-config` and the start-up log: CAs
 /// validate TLS-ALPN-01 on port 443 and HTTP-01 on port 80 only (RFC 8737 §3,
 /// RFC 8555 §8.3).
-pub fn port_warnings(listen: SocketAddr, acme: &AcmeConfig) -> Vec<String> {
+pub(crate) fn port_warnings(listen: SocketAddr, acme: &AcmeConfig) -> Vec<String> {
     let mut w = Vec::new();
     match acme.http_listen {
         None if listen.port() != 443 => w.push(format!(
@@ -158,7 +154,7 @@ pub fn port_warnings(listen: SocketAddr, acme: &AcmeConfig) -> Vec<String> {
 
 /// Reads what an ACME run needs from files (the CA file, the EAB key), so that
 /// `check-config` and the start name a bad file at once rather than at the first order.
-pub fn check_files(acme: &AcmeConfig) -> Result<()> {
+pub(crate) fn check_files(acme: &AcmeConfig) -> Result<()> {
     ca_pem(acme)?;
     if let Some(eab) = &acme.eab {
         eab_key(&eab.hmac_key_file)?;
@@ -355,7 +351,7 @@ fn random_fraction() -> f64 {
 
 /// The ACME task: owns the account, orders and renews, and keeps the `CertStore`'s
 /// ACME status current.
-pub struct Acme {
+pub(crate) struct Acme {
     cfg: AcmeConfig,
     storage: Storage,
     certs: Arc<CertStore>,
@@ -385,7 +381,7 @@ impl Acme {
     /// Prepares ACME mode before the listener starts: the stored certificate if there
     /// is one, else a temporary self-signed one (logged as such). The returned store
     /// serves at once; `run` obtains and renews.
-    pub fn prepare(
+    pub(crate) fn prepare(
         cfg: &AcmeConfig,
         data_dir: &Path,
         public_host: Option<String>,
@@ -428,12 +424,12 @@ impl Acme {
     }
 
     /// The HTTP-01 answers, for the plain listener.
-    pub fn http01_tokens(&self) -> Arc<Http01Tokens> {
+    pub(crate) fn http01_tokens(&self) -> Arc<Http01Tokens> {
         self.http01.clone()
     }
 
     /// Obtains and renews for as long as the server runs.
-    pub async fn run(mut self) {
+    pub(crate) async fn run(mut self) {
         let mut failures = 0u32;
         loop {
             let plan = self.plan().await;
@@ -993,7 +989,7 @@ mod tests {
         AcmeConfig {
             domains: vec!["scim.example.com".into()],
             email: None,
-            directory: LETS_ENCRYPT.into(),
+            directory: crate::config::LETS_ENCRYPT.into(),
             ca_file: None,
             http_listen: listen_http.map(|a| a.parse().unwrap()),
             eab: None,
