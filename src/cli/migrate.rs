@@ -110,9 +110,10 @@ pub(super) fn run(cfg: &Config, cmd: &MigrateCommand) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        MigrateCommand::Verify { json } => {
+        MigrateCommand::Verify { json, token_file } => {
+            let token = token_file.as_deref().map(read_token).transpose()?;
             let mut line = StatusLine::new();
-            let reply = request(cfg, Request::MigrateVerify, &mut |p| {
+            let reply = request(cfg, Request::MigrateVerify { token }, &mut |p| {
                 if let Progress::Retrying { .. } = p {
                     line.note(&p.to_string());
                 } else {
@@ -158,6 +159,12 @@ pub(super) fn run(cfg: &Config, cmd: &MigrateCommand) -> Result<ExitCode> {
                 other => return Err(unexpected(other)),
             };
             let target = done.target.as_deref().unwrap_or("the target");
+            if let Some(e) = &done.erase_error {
+                eprintln!(
+                    "warning: the database file could not be rewritten without the target's token ({e}); \
+                     the bridge retries at its next start"
+                );
+            }
             println!(
                 "cut over to {target}. This bridge now refuses SCIM writes; reads keep working."
             );
@@ -170,6 +177,17 @@ pub(super) fn run(cfg: &Config, cmd: &MigrateCommand) -> Result<ExitCode> {
     }
 }
 
+/// A target's token from its file (kept out of the process list).
+fn read_token(token_file: &Path) -> Result<Secret> {
+    let token = std::fs::read_to_string(token_file)
+        .with_context(|| format!("cannot read the token file {}", token_file.display()))?;
+    let token = Secret::new(token.trim());
+    if token.is_empty() {
+        anyhow::bail!("the token file {} is empty", token_file.display());
+    }
+    Ok(token)
+}
+
 /// The target, its token (read from a file, kept out of the process list) and CA.
 fn push_request(
     to: &str,
@@ -177,12 +195,7 @@ fn push_request(
     cacert: Option<&Path>,
     allow_http: bool,
 ) -> Result<PushRequest> {
-    let token = std::fs::read_to_string(token_file)
-        .with_context(|| format!("cannot read the token file {}", token_file.display()))?;
-    let token = Secret::new(token.trim());
-    if token.is_empty() {
-        anyhow::bail!("the token file {} is empty", token_file.display());
-    }
+    let token = read_token(token_file)?;
     let cacert = match cacert {
         Some(p) => Some(
             std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?,

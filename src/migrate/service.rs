@@ -106,6 +106,10 @@ pub(crate) struct PushRequest {
 pub(crate) struct CutoverReport {
     /// The SCIM URL the identity provider must now use.
     pub target: Option<String>,
+    /// Why the database file could not be rewritten without the target token (it is
+    /// no longer in the migration state; the rewrite is retried at the next start).
+    #[serde(default)]
+    pub erase_error: Option<String>,
 }
 
 impl Migration {
@@ -323,7 +327,7 @@ impl Migration {
                     })
                     .await?;
                 // Read the target back right away and report every difference.
-                let verified = self.verify_locked(&mut client, progress).await?;
+                let verified = self.verify_locked(&mut client, true, progress).await?;
                 Ok(match outcome {
                     PushOutcome::Pushed(mut report) => {
                         report.differences = verified.differences;
@@ -458,24 +462,37 @@ impl Migration {
         })
     }
 
-    /// Drains the mirror, then compares the target with the directory.
-    pub(crate) async fn verify(&self, progress: ProgressSink<'_>) -> MigrateResult<VerifyReport> {
-        let state = self.state()?;
-        if !state.phase.is_mirroring() {
+    /// Drains the mirror, then compares the target with the directory. After the
+    /// cut-over (the stored token is gone) it only compares, with `token` (from
+    /// `migrate verify --token-file`), used for this run and never stored; before,
+    /// `token` replaces the stored one for this run.
+    pub(crate) async fn verify(
+        &self,
+        token: Option<Secret>,
+        progress: ProgressSink<'_>,
+    ) -> MigrateResult<VerifyReport> {
+        let mut state = self.state()?;
+        let cut_over = state.phase == Phase::CutOver;
+        if !state.phase.is_mirroring() && !cut_over {
             return Err(MigrateError::WrongPhase {
                 step: Step::Verify,
                 phase: state.phase,
             });
         }
+        if token.is_some() {
+            state.token = token;
+        }
         let _guard = self.lock.lock().await;
         let mut client = Self::client_for(&state)?;
-        self.verify_locked(&mut client, progress).await
+        self.verify_locked(&mut client, !cut_over, progress).await
     }
 
-    /// Drains the mirror and compares; the caller holds the lock.
+    /// Compares, after draining the mirror and recording the outcome when
+    /// `mirroring` (else the state is left as it is); the caller holds the lock.
     async fn verify_locked(
         &self,
         client: &mut Client,
+        mirroring: bool,
         progress: ProgressSink<'_>,
     ) -> MigrateResult<VerifyReport> {
         let (tx, rx) = channel();
@@ -484,7 +501,7 @@ impl Migration {
             "verifying",
             progress,
             async {
-                while push::drain(&self.store, client, 500, &tx).await? > 0 {}
+                while mirroring && push::drain(&self.store, client, 500, &tx).await? > 0 {}
                 push::verify(&self.store, client, &tx).await
             },
             rx,
@@ -493,15 +510,17 @@ impl Migration {
         let diffs = found.differences;
         let n = diffs.len() as u64;
         let now = Timestamp::now();
-        self.store
-            .update_migration(move |s| {
-                s.differences = Some(n);
-                if n == 0 {
-                    s.phase = Phase::Verified;
-                    s.verified_at = Some(now);
-                }
-            })
-            .await?;
+        if mirroring {
+            self.store
+                .update_migration(move |s| {
+                    s.differences = Some(n);
+                    if n == 0 {
+                        s.phase = Phase::Verified;
+                        s.verified_at = Some(now);
+                    }
+                })
+                .await?;
+        }
         Ok(VerifyReport {
             differences: diffs,
             count: n,
@@ -579,8 +598,17 @@ impl Migration {
                     s.token = None;
                 })
                 .await?;
+            // Forgotten is not gone: redb keeps the freed pages that held it.
+            let erase_error = match self.store.erase_target_token().await {
+                Ok(()) => None,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cut over, but the database file still holds the target token's bytes; the rewrite is retried at the next start");
+                    Some(e.to_string())
+                }
+            };
             Ok(CutoverReport {
                 target: state.target.clone(),
+                erase_error,
             })
         }
         .await;
@@ -601,6 +629,20 @@ pub(crate) struct MirrorClient {
 /// The mirror: replays accepted changes to the target while a migration mirrors.
 /// Runs in the server; survives restarts because its position is in the store.
 pub(crate) async fn run_mirror(m: Arc<Migration>) {
+    // A cut-over whose rewrite failed, or one made by a release without it: the
+    // file may still hold the target token's bytes.
+    if m.state()
+        .is_ok_and(|s| s.phase == Phase::CutOver && !s.token_erased)
+    {
+        match m.store.erase_target_token().await {
+            Ok(()) => tracing::info!(
+                "rewrote the database file without the migration target's token (cut over)"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot rewrite the database file without the migration target's token")
+            }
+        }
+    }
     // A push that was running when the server stopped is not running now: let the
     // mirror carry on and say that the push should be run again to finish.
     if m.state().is_ok_and(|s| s.phase == Phase::Pushing) {

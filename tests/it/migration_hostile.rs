@@ -13,12 +13,7 @@ use crate::support::*;
 /// in a file; returns (server, config dir holding the token file).
 fn bridge(t: &Quirky) -> (Server, tempfile::TempDir, String) {
     let cfg = tempfile::tempdir().unwrap();
-    let cfg_file = cfg.path().join("source.toml");
-    std::fs::write(
-        &cfg_file,
-        "[migration]\nallowed_domains = [\"example.com\"]\n",
-    )
-    .unwrap();
+    let cfg_file = migration_config(cfg.path());
     let server = Server::start_with(&["--config", cfg_file.to_str().unwrap()]);
     let c = server.client();
     for i in 0..3 {

@@ -90,12 +90,7 @@ fn source(target: &Quirky) -> Source {
 /// `source` with another directory, written by `seed` as an export file.
 fn source_of(target: &Quirky, seed: fn(&Path)) -> Source {
     let cfg = tempfile::tempdir().unwrap();
-    let cfg_file = cfg.path().join("source.toml");
-    std::fs::write(
-        &cfg_file,
-        "[migration]\nallowed_domains = [\"example.com\"]\n",
-    )
-    .unwrap();
+    let cfg_file = migration_config(cfg.path());
     let export = cfg.path().join("seed.jsonl");
     seed(&export);
     let dir = tempfile::tempdir().unwrap();
