@@ -939,6 +939,63 @@ pub(crate) fn validate(s: Settings, file: Option<&Path>) -> Result<Config> {
         ),
     };
     let limits = s.limits;
+    check_limits(&limits, &origin)?;
+    if s.metrics.token.as_ref().is_some_and(|t| t.len() < 16) {
+        bail!(
+            "{}: the metrics token must be at least 16 characters",
+            origin("metrics.token")
+        );
+    }
+    let migration = migration_policy(s.migration, &origin)?;
+    let admin_listen = match &s.admin.listen {
+        Some(l) => {
+            let addr: SocketAddr = l.parse().with_context(|| {
+                format!(
+                    "{}: \"{l}\" is not an address like 127.0.0.1:9443",
+                    origin("admin.listen")
+                )
+            })?;
+            if addr == listen && addr.port() != 0 {
+                bail!(
+                    "{}: {addr} is also the SCIM listener; choose another port, or leave admin.listen unset \
+                     to serve the admin page on the SCIM listener",
+                    origin("admin.listen")
+                );
+            }
+            Some(addr)
+        }
+        None => None,
+    };
+    let scim = scim_config(s.scim, &origin)?;
+    check_storage(&s.storage, &origin)?;
+    Ok(Config {
+        data_dir: s
+            .data_dir
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+        listen,
+        public_url,
+        tls,
+        log_format: s.log_format.unwrap_or_default(),
+        limits,
+        cache_bytes: s.storage.cache_mb.map(|mb| mb << 20),
+        event_retention: EventRetention {
+            max_age: Duration::from_secs(s.storage.events_max_age_days.saturating_mul(86_400)),
+            max_count: s.storage.events_max_count,
+        },
+        metrics_token: s.metrics.token,
+        migration,
+        admin: AdminConfig {
+            enabled: s.admin.enabled.unwrap_or(true),
+            listen: admin_listen,
+        },
+        trusted_proxies: s.trusted_proxies,
+        scim,
+    })
+}
+
+/// `[limits]`: no unknown keys, sizes above their floors, counts and timeouts at
+/// least 1, `default_page_size` ≤ `max_page_size` (docs/SECURITY.md lists them).
+fn check_limits(limits: &Limits, origin: &dyn Fn(&str) -> String) -> Result<()> {
     if let Some(key) = limits.unknown.keys().next() {
         bail!(
             "{}: unknown key; docs/SECURITY.md lists the limits",
@@ -991,14 +1048,16 @@ pub(crate) fn validate(s: Settings, file: Option<&Path>) -> Result<Config> {
             origin("limits")
         );
     }
-    if s.metrics.token.as_ref().is_some_and(|t| t.len() < 16) {
-        bail!(
-            "{}: the metrics token must be at least 16 characters",
-            origin("metrics.token")
-        );
-    }
-    let mut migration = s.migration;
-    for domain in &migration.allowed_domains {
+    Ok(())
+}
+
+/// `[migration]`: each allowed domain a bare domain name; domains lowercased
+/// (RFC 4343: DNS names compare without case).
+fn migration_policy(
+    mut policy: MigrationPolicy,
+    origin: &dyn Fn(&str) -> String,
+) -> Result<MigrationPolicy> {
+    for domain in &policy.allowed_domains {
         if domain.is_empty() || domain.contains('@') || domain.contains(char::is_whitespace) {
             bail!(
                 "{}: \"{domain}\" is not a domain like example.com",
@@ -1006,72 +1065,33 @@ pub(crate) fn validate(s: Settings, file: Option<&Path>) -> Result<Config> {
             );
         }
     }
-    for list in [
-        &mut migration.allowed_domains,
-        &mut migration.public_domains,
-    ] {
+    for list in [&mut policy.allowed_domains, &mut policy.public_domains] {
         for d in list.iter_mut() {
             *d = d.to_lowercase();
         }
     }
-    let admin_listen = match &s.admin.listen {
-        Some(l) => {
-            let addr: SocketAddr = l.parse().with_context(|| {
-                format!(
-                    "{}: \"{l}\" is not an address like 127.0.0.1:9443",
-                    origin("admin.listen")
-                )
-            })?;
-            if addr == listen && addr.port() != 0 {
-                bail!(
-                    "{}: {addr} is also the SCIM listener; choose another port, or leave admin.listen unset \
-                     to serve the admin page on the SCIM listener",
-                    origin("admin.listen")
-                );
-            }
-            Some(addr)
-        }
-        None => None,
-    };
-    let scim = scim_config(s.scim, &origin)?;
-    if s.storage.cache_mb == Some(0) {
+    Ok(policy)
+}
+
+/// `[storage]`: a page cache of at least 1 MiB, events kept at least a day and at
+/// least 1,000 of them (the mirror and the activity views read them).
+fn check_storage(storage: &Storage, origin: &dyn Fn(&str) -> String) -> Result<()> {
+    if storage.cache_mb == Some(0) {
         bail!("{}: must be at least 1", origin("storage.cache_mb"));
     }
-    if s.storage.events_max_age_days < 1 {
+    if storage.events_max_age_days < 1 {
         bail!(
             "{}: must be at least 1",
             origin("storage.events_max_age_days")
         );
     }
-    if s.storage.events_max_count < 1000 {
+    if storage.events_max_count < 1000 {
         bail!(
             "{}: must be at least 1000",
             origin("storage.events_max_count")
         );
     }
-    Ok(Config {
-        data_dir: s
-            .data_dir
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
-        listen,
-        public_url,
-        tls,
-        log_format: s.log_format.unwrap_or_default(),
-        limits,
-        cache_bytes: s.storage.cache_mb.map(|mb| mb << 20),
-        event_retention: EventRetention {
-            max_age: Duration::from_secs(s.storage.events_max_age_days.saturating_mul(86_400)),
-            max_count: s.storage.events_max_count,
-        },
-        metrics_token: s.metrics.token,
-        migration,
-        admin: AdminConfig {
-            enabled: s.admin.enabled.unwrap_or(true),
-            listen: admin_listen,
-        },
-        trusted_proxies: s.trusted_proxies,
-        scim,
-    })
+    Ok(())
 }
 
 /// `[scim]` checked: the policy's name, and each declared extension as the core's

@@ -257,11 +257,6 @@ impl App {
             .map_err(|_| ScimError::internal())?
     }
 
-    /// Number of resources of a type in the directory.
-    pub(crate) fn resource_count(&self, rt: ResourceType) -> StoreResult<u64> {
-        self.store.snapshot()?.count(rt)
-    }
-
     async fn patch(
         &self,
         target: Target,

@@ -707,68 +707,7 @@ impl Acme {
         } else {
             ChallengeType::TlsAlpn01
         };
-        let mut authorizations = order.authorizations();
-        while let Some(authz) = authorizations.next().await {
-            let mut authz = authz.map_err(|e| {
-                (
-                    Failed::from_acme("reading the order's authorizations", e),
-                    false,
-                )
-            })?;
-            match authz.status {
-                AuthorizationStatus::Pending => {}
-                AuthorizationStatus::Valid => continue,
-                other => {
-                    let name = authz.identifier().to_string();
-                    return Err((
-                        Failed::new(
-                            AcmeErrorKind::Rejected,
-                            format!("the CA's authorization for {name} is {other:?}, not pending"),
-                        ),
-                        false,
-                    ));
-                }
-            }
-            let name = authz.identifier().to_string();
-            let mut challenge = authz.challenge(kind.clone()).ok_or_else(|| {
-                (
-                    Failed::new(
-                        AcmeErrorKind::Rejected,
-                        format!(
-                            "the CA offers no {} challenge for {name}",
-                            challenge_name(&kind)
-                        ),
-                    ),
-                    false,
-                )
-            })?;
-            let key_authorization = challenge.key_authorization();
-            match kind {
-                ChallengeType::Http01 => self
-                    .http01
-                    .insert(&challenge.token, key_authorization.as_str()),
-                _ => {
-                    let cert =
-                        challenge::tls_alpn_certificate(&name, key_authorization.digest().as_ref())
-                            .map_err(|e| {
-                                (Failed::new(AcmeErrorKind::Other, format!("{e:#}")), false)
-                            })?;
-                    self.certs.set_challenge(&name, cert);
-                }
-            }
-            challenge.set_ready().await.map_err(|e| {
-                (
-                    Failed::from_acme(
-                        &format!(
-                            "answering the {} challenge for {name}",
-                            challenge_name(&kind)
-                        ),
-                        e,
-                    ),
-                    false,
-                )
-            })?;
-        }
+        self.authorize(&mut order, &kind).await?;
         let retries = RetryPolicy::new().timeout(ORDER_TIMEOUT);
         let status = order.poll_ready(&retries).await.map_err(|e| {
             (
@@ -779,25 +718,7 @@ impl Acme {
         if status != OrderStatus::Ready {
             return Err((self.validation_failure(&mut order, &kind).await, false));
         }
-        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| {
-            (
-                Failed::new(AcmeErrorKind::Other, format!("generating a key: {e}")),
-                false,
-            )
-        })?;
-        let mut params = rcgen::CertificateParams::new(self.cfg.domains.clone()).map_err(|e| {
-            (
-                Failed::new(AcmeErrorKind::Other, format!("certificate request: {e}")),
-                false,
-            )
-        })?;
-        params.distinguished_name = rcgen::DistinguishedName::new();
-        let csr = params.serialize_request(&key).map_err(|e| {
-            (
-                Failed::new(AcmeErrorKind::Other, format!("certificate request: {e}")),
-                false,
-            )
-        })?;
+        let (key, csr) = key_and_request(&self.cfg.domains).map_err(|f| (f, false))?;
         order.finalize_csr(csr.der()).await.map_err(|e| {
             (
                 Failed::from_acme("sending the certificate request", e),
@@ -839,6 +760,79 @@ impl Acme {
             })
     }
 
+    /// Answers every pending authorization of `order` with a `kind` challenge (the
+    /// HTTP-01 token or the TLS-ALPN-01 certificate set up first, then the CA told
+    /// it may validate). The error's flag is always false (see `order_once`).
+    async fn authorize(
+        &mut self,
+        order: &mut instant_acme::Order,
+        kind: &ChallengeType,
+    ) -> Result<(), (Failed, bool)> {
+        let mut authorizations = order.authorizations();
+        while let Some(authz) = authorizations.next().await {
+            let mut authz = authz.map_err(|e| {
+                (
+                    Failed::from_acme("reading the order's authorizations", e),
+                    false,
+                )
+            })?;
+            match authz.status {
+                AuthorizationStatus::Pending => {}
+                AuthorizationStatus::Valid => continue,
+                other => {
+                    let name = authz.identifier().to_string();
+                    return Err((
+                        Failed::new(
+                            AcmeErrorKind::Rejected,
+                            format!("the CA's authorization for {name} is {other:?}, not pending"),
+                        ),
+                        false,
+                    ));
+                }
+            }
+            let name = authz.identifier().to_string();
+            let mut challenge = authz.challenge(kind.clone()).ok_or_else(|| {
+                (
+                    Failed::new(
+                        AcmeErrorKind::Rejected,
+                        format!(
+                            "the CA offers no {} challenge for {name}",
+                            challenge_name(kind)
+                        ),
+                    ),
+                    false,
+                )
+            })?;
+            let key_authorization = challenge.key_authorization();
+            match kind {
+                ChallengeType::Http01 => self
+                    .http01
+                    .insert(&challenge.token, key_authorization.as_str()),
+                _ => {
+                    let cert =
+                        challenge::tls_alpn_certificate(&name, key_authorization.digest().as_ref())
+                            .map_err(|e| {
+                                (Failed::new(AcmeErrorKind::Other, format!("{e:#}")), false)
+                            })?;
+                    self.certs.set_challenge(&name, cert);
+                }
+            }
+            challenge.set_ready().await.map_err(|e| {
+                (
+                    Failed::from_acme(
+                        &format!(
+                            "answering the {} challenge for {name}",
+                            challenge_name(kind)
+                        ),
+                        e,
+                    ),
+                    false,
+                )
+            })?;
+        }
+        Ok(())
+    }
+
     /// Why an order ended invalid: the failed challenge's problem, in words.
     async fn validation_failure(
         &self,
@@ -876,6 +870,22 @@ fn challenge_name(kind: &ChallengeType) -> &'static str {
         ChallengeType::TlsAlpn01 => "TLS-ALPN-01",
         _ => "this",
     }
+}
+
+/// A new P-256 key and a certificate request for `domains` (no subject name: the
+/// names are in the SAN extension, as CAs expect; RFC 8555 §7.4).
+fn key_and_request(
+    domains: &[String],
+) -> Result<(rcgen::KeyPair, rcgen::CertificateSigningRequest), Failed> {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+        .map_err(|e| Failed::new(AcmeErrorKind::Other, format!("generating a key: {e}")))?;
+    let mut params = rcgen::CertificateParams::new(domains.to_vec())
+        .map_err(|e| Failed::new(AcmeErrorKind::Other, format!("certificate request: {e}")))?;
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    let csr = params
+        .serialize_request(&key)
+        .map_err(|e| Failed::new(AcmeErrorKind::Other, format!("certificate request: {e}")))?;
+    Ok((key, csr))
 }
 
 #[cfg(test)]
