@@ -377,23 +377,17 @@ mod tests {
         assert_eq!(main_email(serde_json::json!({}).as_object().unwrap()), None);
     }
 
-    /// One user of each kind reads "1 user has", never "1 users have" (issue 14
-    /// point 13); two read in the plural.
-    #[test]
-    fn findings_count_in_the_right_number() {
-        use crate::clock::Timestamp;
-        use crate::store::{Actor, Store, StoreOptions};
+    /// A store holding `users` (attributes as stored), the runtime to drive it and
+    /// the directory that holds its file.
+    fn store_with(
+        users: impl IntoIterator<Item = Value>,
+    ) -> (tempfile::TempDir, Store, tokio::runtime::Runtime) {
+        use crate::store::{Actor, StoreOptions};
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("db.redb"), &StoreOptions::default()).unwrap();
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
-        let users = [
-            serde_json::json!({"userName": "no-mail", "active": false}),
-            serde_json::json!({"userName": "a", "emails": [{"value": "a@gmail.com"}]}),
-            serde_json::json!({"userName": "b", "emails": [{"value": "b@other.org"}]}),
-            serde_json::json!({"userName": "c", "emails": [{"value": "c@other.org"}]}),
-        ];
         for u in users {
             rt.block_on(store.create(
                 ResourceType::User,
@@ -404,6 +398,19 @@ mod tests {
             ))
             .unwrap();
         }
+        (dir, store, rt)
+    }
+
+    /// One user of each kind reads "1 user has", never "1 users have" (issue 14
+    /// point 13); two read in the plural.
+    #[test]
+    fn findings_count_in_the_right_number() {
+        let (_dir, store, _rt) = store_with([
+            serde_json::json!({"userName": "no-mail", "active": false}),
+            serde_json::json!({"userName": "a", "emails": [{"value": "a@gmail.com"}]}),
+            serde_json::json!({"userName": "b", "emails": [{"value": "b@other.org"}]}),
+            serde_json::json!({"userName": "c", "emails": [{"value": "c@other.org"}]}),
+        ]);
         let policy = MigrationPolicy {
             allowed_domains: vec!["example.com".into()],
             ..MigrationPolicy::default()
@@ -428,23 +435,9 @@ mod tests {
     /// rest counted, and read back as it was stored.
     #[test]
     fn last_check_is_kept_small_and_read_back() {
-        use crate::store::{Actor, StoreOptions};
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("db.redb"), &StoreOptions::default()).unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        for i in 0..KEPT_SUBJECTS + 3 {
-            let u = serde_json::json!({"userName": format!("u{i}")});
-            rt.block_on(store.create(
-                ResourceType::User,
-                u.as_object().unwrap().clone(),
-                vec![],
-                Actor::system("test"),
-                Timestamp::now(),
-            ))
-            .unwrap();
-        }
+        let (_dir, store, rt) = store_with(
+            (0..KEPT_SUBJECTS + 3).map(|i| serde_json::json!({"userName": format!("u{i}")})),
+        );
         assert_eq!(LastCheck::load(&store.snapshot().unwrap()).unwrap(), None);
         let report = check(&store.snapshot().unwrap(), &MigrationPolicy::default()).unwrap();
         let at = Timestamp::now();

@@ -173,9 +173,9 @@ impl DbSlot {
         self.reopen();
     }
 
-    /// Closes the database (once the writer's reference is gone, the slot holds the
-    /// last one: snapshots keep read transactions, not the `Database`) and opens the
-    /// file again; redb recovers it to its last durable commit.
+    /// Closes the database (once the writer's reference is gone and the snapshots
+    /// that keep it have ended; until then the open fails and the next batch tries
+    /// again) and opens the file again; redb recovers it to its last durable commit.
     pub(crate) fn reopen(&self) {
         let Ok(mut slot) = self.db.write() else {
             return;
@@ -193,6 +193,14 @@ impl DbSlot {
                 "cannot reopen the database: reads and writes answer 503 until it opens"
             ),
         }
+    }
+
+    /// Goes on with `fresh` (the database rewritten into a new file,
+    /// `Store::rewrite_file`); snapshots of the old one finish on it.
+    pub(crate) fn replace(&self, fresh: Database) -> Result<(), StoreError> {
+        let mut slot = self.db.write().map_err(|_| unavailable())?;
+        *slot = Some(Arc::new(fresh));
+        Ok(())
     }
 
     /// The writer found no open database: tries to open it again (at most once per

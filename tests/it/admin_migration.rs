@@ -23,6 +23,17 @@ fn policy_json(s: &Server, cfg: &std::path::Path) -> Value {
     serde_json::from_str(&out).unwrap()
 }
 
+/// Posts a Migration page form (with the CSRF token of `page`, the page it is on)
+/// and returns the page it leads back to.
+fn submit(c: &Client, cookie: &str, page: &str, path: &str, fields: &[(&str, &str)]) -> String {
+    let token = csrf(page);
+    let mut all = vec![("csrf", token.as_str())];
+    all.extend_from_slice(fields);
+    let r = post_form(c, path, Some(cookie), &all);
+    assert_eq!(r.status, 303, "{}", text(&r));
+    text(&get_page(c, "/admin/migration", cookie))
+}
+
 /// The text of the `<textarea id="KEY">` on the page.
 fn textarea(page: &str, key: &str) -> String {
     let open = format!("<textarea id=\"{key}\"");
@@ -70,12 +81,12 @@ fn policy_is_edited_on_the_migration_page_with_its_source_and_reset() {
     // Saved from the page: the changed field is stored, the unchanged ones are not.
     let public = textarea(&page, "public_domains");
     let groups = textarea(&page, "protected_groups");
-    let r = post_form(
+    let page = submit(
         &c,
+        &cookie,
+        &page,
         "/admin/migration/policy",
-        Some(&cookie),
         &[
-            ("csrf", &csrf(&page)),
             (
                 "allowed_domains",
                 "example.org\r\n Example.COM, example.org",
@@ -84,8 +95,6 @@ fn policy_is_edited_on_the_migration_page_with_its_source_and_reset() {
             ("protected_groups", &groups),
         ],
     );
-    assert_eq!(r.status, 303);
-    let page = text(&get_page(&c, "/admin/migration", &cookie));
     assert!(page.contains("Policy saved"), "{page}");
     assert_eq!(
         textarea(&page, "allowed_domains"),
@@ -103,28 +112,17 @@ fn policy_is_edited_on_the_migration_page_with_its_source_and_reset() {
     assert_eq!(v["protectedGroups"]["source"], "default");
 
     // In effect at the next check, without a restart: ada's domain is now allowed.
-    let r = post_form(
-        &c,
-        "/admin/migration/check",
-        Some(&cookie),
-        &[("csrf", &csrf(&page))],
-    );
-    assert_eq!(r.status, 303);
-    let page = text(&get_page(&c, "/admin/migration", &cookie));
+    let page = submit(&c, &cookie, &page, "/admin/migration/check", &[]);
     assert!(page.contains("Ready: nothing blocks"), "{page}");
 
     // A value that cannot be a domain is refused with the reason; nothing changes.
-    let r = post_form(
+    let page = submit(
         &c,
+        &cookie,
+        &page,
         "/admin/migration/policy",
-        Some(&cookie),
-        &[
-            ("csrf", &csrf(&page)),
-            ("allowed_domains", "ada@example.org"),
-        ],
+        &[("allowed_domains", "ada@example.org")],
     );
-    assert_eq!(r.status, 303);
-    let page = text(&get_page(&c, "/admin/migration", &cookie));
     assert!(
         page.contains("Not saved: allowed_domains:") && page.contains("is not a domain"),
         "{page}"
@@ -135,14 +133,13 @@ fn policy_is_edited_on_the_migration_page_with_its_source_and_reset() {
     );
 
     // Reset: the file's value applies again.
-    let r = post_form(
+    let page = submit(
         &c,
+        &cookie,
+        &page,
         "/admin/migration/policy-reset",
-        Some(&cookie),
-        &[("csrf", &csrf(&page)), ("field", "allowed_domains")],
+        &[("field", "allowed_domains")],
     );
-    assert_eq!(r.status, 303);
-    let page = text(&get_page(&c, "/admin/migration", &cookie));
     assert!(
         page.contains("allowed_domains reset: file.example (config file) applies again"),
         "{page}"
