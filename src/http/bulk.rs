@@ -334,6 +334,8 @@ async fn run_op(
         }
         Outcome::Resource(w) => (200, Some(w.location), Some(w.version), None),
         Outcome::Deleted => (204, None, None, None),
-        Outcome::NotModified { .. } | Outcome::Page(_) => return Err(ScimError::internal()),
+        Outcome::NotModified { .. } | Outcome::Page(_) | Outcome::Streamed { .. } => {
+            return Err(ScimError::internal())
+        }
     })
 }
