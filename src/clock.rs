@@ -133,14 +133,16 @@ impl<'de> serde::Deserialize<'de> for Timestamp {
 
 /// Serde of a `Timestamp` as a JSON number of Unix milliseconds, for records that
 /// were first stored that way (`#[serde(with = "crate::clock::unix_ms")]`).
-pub mod unix_ms {
+pub(crate) mod unix_ms {
     use super::Timestamp;
 
-    pub fn serialize<S: serde::Serializer>(t: &Timestamp, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: serde::Serializer>(t: &Timestamp, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_i64(t.unix_ms())
     }
 
-    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Timestamp, D::Error> {
+    pub(crate) fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<Timestamp, D::Error> {
         let ms = <i64 as serde::Deserialize>::deserialize(d)?;
         Timestamp::from_unix_ms(ms)
             .ok_or_else(|| serde::de::Error::custom(format!("{ms} ms is out of range")))

@@ -18,12 +18,13 @@ use serde::Deserialize;
 
 use crate::secret::Secret;
 
-pub const DEFAULT_DATA_DIR: &str = "./scimbridge-data";
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
+pub(crate) const DEFAULT_DATA_DIR: &str = "./scimbridge-data";
+pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
 /// Let's Encrypt's production ACME directory, the default of `tls.acme.directory`.
-pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
+pub(crate) const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
 /// Let's Encrypt's staging directory (`--acme-staging`): untrusted certificates, high limits.
-pub const LETS_ENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
+pub(crate) const LETS_ENCRYPT_STAGING: &str =
+    "https://acme-staging-v02.api.letsencrypt.org/directory";
 
 /// The only setting that comes from the environment alone: a flag would show it in
 /// `ps`.
@@ -33,7 +34,7 @@ const METRICS_TOKEN_ENV: &str = "SCIMBRIDGE_METRICS_TOKEN";
 /// defaults are applied by `validate`). The root of the TOML file.
 #[derive(Debug, Default, Clone, Args, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Settings {
+pub(crate) struct Settings {
     /// Directory holding the database and the generated certificate
     /// [default: ./scimbridge-data]. Its flag is the global `--data-dir`
     /// (`SCIMBRIDGE_DATA_DIR`), which every command takes.
@@ -84,7 +85,7 @@ pub struct Settings {
 /// `[scim]` as the file gives it.
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ScimSettings {
+pub(crate) struct ScimSettings {
     /// `reject` (default) or `drop`.
     pub unknown_attributes: Option<String>,
     /// `[[scim.extensions]]`.
@@ -95,7 +96,7 @@ pub struct ScimSettings {
 /// One `[[scim.extensions]]` table.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ExtensionSettings {
+pub(crate) struct ExtensionSettings {
     pub urn: String,
     /// `User` or `Group`.
     pub resource_type: String,
@@ -107,7 +108,7 @@ pub struct ExtensionSettings {
 /// One attribute of a declared extension (RFC 7643 §7 characteristics).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ExtensionAttributeSettings {
+pub(crate) struct ExtensionAttributeSettings {
     pub name: String,
     #[serde(rename = "type")]
     pub ty: String,
@@ -123,7 +124,7 @@ pub struct ExtensionAttributeSettings {
 /// `[tls]`: how the listener speaks TLS.
 #[derive(Debug, Default, Clone, Args, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct TlsSettings {
+pub(crate) struct TlsSettings {
     /// self-signed (generated on first start), files (--tls-cert/--tls-key), acme (--acme-domain,
     /// a certificate from Let's Encrypt or another ACME CA) or off (behind a TLS proxy).
     #[arg(id = "tls", long = "tls", env = "SCIMBRIDGE_TLS", value_name = "MODE")]
@@ -153,7 +154,7 @@ pub struct TlsSettings {
 /// `[admin]`: where and whether the admin page is served.
 #[derive(Debug, Default, Clone, Args, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct AdminSettings {
+pub(crate) struct AdminSettings {
     /// Serve the admin page on this address instead of the SCIM listener, e.g. 127.0.0.1:9443.
     #[arg(
         id = "admin_listen",
@@ -175,7 +176,7 @@ pub struct AdminSettings {
 /// `[metrics]`.
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct MetricsSettings {
+pub(crate) struct MetricsSettings {
     /// When set, `/metrics` requires `Authorization: Bearer <this>` (at least 16
     /// characters). From the file or `SCIMBRIDGE_METRICS_TOKEN`, never a flag.
     pub token: Option<Secret>,
@@ -184,7 +185,7 @@ pub struct MetricsSettings {
 /// `[storage]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct Storage {
+pub(crate) struct Storage {
     /// redb page cache in MiB (at least 1); unset, it is sized at start from the
     /// database file and the machine's memory (`store::default_cache_bytes`).
     pub cache_mb: Option<usize>,
@@ -209,7 +210,7 @@ impl Default for Storage {
 /// How long change events are kept (issue 11: the `events` table grew without
 /// bound); events the migration mirror has not sent are never deleted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EventRetention {
+pub(crate) struct EventRetention {
     pub max_age: Duration,
     pub max_count: u64,
 }
@@ -227,7 +228,7 @@ impl Default for EventRetention {
 /// `[tls] mode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, ValueEnum)]
 #[serde(rename_all = "kebab-case")]
-pub enum TlsModeName {
+pub(crate) enum TlsModeName {
     /// A certificate generated on first start and kept in the data directory.
     #[default]
     SelfSigned,
@@ -241,7 +242,7 @@ pub enum TlsModeName {
 
 /// How the listener speaks TLS (the validated `[tls]` section).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TlsMode {
+pub(crate) enum TlsMode {
     /// A certificate generated on first start and kept in the data directory.
     SelfSigned,
     /// Certificate chain and private key from PEM files.
@@ -254,7 +255,7 @@ pub enum TlsMode {
 
 /// ACME mode, validated (`[tls.acme]`, `--acme-*`, `SCIMBRIDGE_ACME_*`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AcmeConfig {
+pub(crate) struct AcmeConfig {
     /// The DNS names the certificate is for (lowercase, no wildcards: TLS-ALPN-01 and
     /// HTTP-01 cannot validate them, RFC 8555 §7.1.3).
     pub domains: Vec<String>,
@@ -273,7 +274,7 @@ pub struct AcmeConfig {
 
 /// External Account Binding: the key id and the file holding the base64url HMAC key.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EabConfig {
+pub(crate) struct EabConfig {
     pub kid: String,
     pub hmac_key_file: PathBuf,
 }
@@ -282,7 +283,7 @@ pub struct EabConfig {
 /// variables: each key declared once, for the file (serde) and the command line (clap).
 #[derive(Debug, Default, Clone, clap::Args, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct AcmeSection {
+pub(crate) struct AcmeSection {
     /// --tls acme: a DNS name to obtain the certificate for (repeat for more names).
     #[arg(
         long = "acme-domain",
@@ -450,7 +451,7 @@ fn dns_name_fault(name: &str) -> Option<&'static str> {
 /// `log_format`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, ValueEnum)]
 #[serde(rename_all = "lowercase")]
-pub enum LogFormat {
+pub(crate) enum LogFormat {
     #[default]
     Human,
     Json,
@@ -461,7 +462,7 @@ pub enum LogFormat {
 /// ending in `_secs`); every count is at least 1.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
-pub struct Limits {
+pub(crate) struct Limits {
     /// Largest request body accepted (bytes, at least 1024); larger ones answer 413.
     pub max_body_bytes: usize,
     /// Connections served at once; further ones wait in the accept queue (and idle
@@ -515,12 +516,12 @@ pub struct Limits {
 
 impl Limits {
     /// The largest request body any endpoint accepts.
-    pub fn max_request_bytes(&self) -> usize {
+    pub(crate) fn max_request_bytes(&self) -> usize {
         self.max_body_bytes.max(self.bulk_max_payload_bytes)
     }
 
     /// The bounds on one request operation, for the SCIM core.
-    pub fn request(&self) -> crate::scim::resource::RequestLimits {
+    pub(crate) fn request(&self) -> crate::scim::resource::RequestLimits {
         crate::scim::resource::RequestLimits {
             max_value_bytes: self.max_value_bytes,
             max_values: self.max_values_per_operation,
@@ -556,7 +557,7 @@ impl Default for Limits {
 /// (`trusted_proxies`, e.g. `["127.0.0.1", "10.0.0.0/8"]`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "Vec<String>")]
-pub struct TrustedProxies(Vec<(IpAddr, u8)>);
+pub(crate) struct TrustedProxies(Vec<(IpAddr, u8)>);
 
 impl TryFrom<Vec<String>> for TrustedProxies {
     type Error = String;
@@ -567,7 +568,7 @@ impl TryFrom<Vec<String>> for TrustedProxies {
 
 impl TrustedProxies {
     /// Parses `ADDRESS` or `ADDRESS/PREFIX`.
-    pub fn parse(entries: &[String]) -> std::result::Result<TrustedProxies, String> {
+    pub(crate) fn parse(entries: &[String]) -> std::result::Result<TrustedProxies, String> {
         let mut out = Vec::new();
         for e in entries {
             let (addr, prefix) = match e.split_once('/') {
@@ -591,7 +592,7 @@ impl TrustedProxies {
         Ok(TrustedProxies(out))
     }
 
-    pub fn contains(&self, ip: IpAddr) -> bool {
+    pub(crate) fn contains(&self, ip: IpAddr) -> bool {
         let ip = match ip {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
             v4 => v4,
@@ -608,10 +609,6 @@ impl TrustedProxies {
             _ => false,
         })
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
 }
 
 fn seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
@@ -620,7 +617,7 @@ fn seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error>
 
 /// Free and consumer mail providers: accounts there are personal, not the
 /// organisation's, and hosted provisioning cannot verify the domain.
-pub const DEFAULT_PUBLIC_DOMAINS: &[&str] = &[
+pub(crate) const DEFAULT_PUBLIC_DOMAINS: &[&str] = &[
     "gmail.com",
     "googlemail.com",
     "outlook.com",
@@ -659,12 +656,12 @@ pub const DEFAULT_PUBLIC_DOMAINS: &[&str] = &[
 
 /// Groups that hosted provisioning typically refuses to manage because they grant
 /// account recovery or administration of all groups.
-pub const DEFAULT_PROTECTED_GROUPS: &[&str] = &["Owners", "Administrators"];
+pub(crate) const DEFAULT_PROTECTED_GROUPS: &[&str] = &["Owners", "Administrators"];
 
 /// `[migration]`: what `migrate check` looks for (unset keys keep the defaults).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct MigrationPolicy {
+pub(crate) struct MigrationPolicy {
     /// Email domains the hosted service accepts (lowercase). Empty: not configured.
     pub allowed_domains: Vec<String>,
     /// Public mail providers (lowercase); setting it replaces `DEFAULT_PUBLIC_DOMAINS`.
@@ -691,7 +688,7 @@ impl Default for MigrationPolicy {
 
 /// The validated configuration of one run.
 #[derive(Debug, Clone)]
-pub struct Config {
+pub(crate) struct Config {
     /// Where the database, the generated certificate and the control socket live.
     pub data_dir: PathBuf,
     /// Address of the SCIM listener.
@@ -721,7 +718,7 @@ pub struct Config {
 
 /// How the SCIM core treats what clients send (`[scim]`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ScimConfig {
+pub(crate) struct ScimConfig {
     /// Attributes no schema defines: refused (default) or dropped, counted and shown.
     pub unknown_attributes: crate::scim::resource::UnknownAttributes,
     /// Schema extensions the admin declared, published and stored like the built-in
@@ -731,7 +728,7 @@ pub struct ScimConfig {
 
 /// Where and whether the admin page (`/admin`) is served.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AdminConfig {
+pub(crate) struct AdminConfig {
     /// Off: `/admin` answers 404 everywhere.
     pub enabled: bool,
     /// A separate listener for the admin page (same TLS as the SCIM listener); when
@@ -748,13 +745,13 @@ impl Default for Config {
 
 impl Config {
     /// The database file in the data directory.
-    pub fn db_path(&self) -> PathBuf {
+    pub(crate) fn db_path(&self) -> PathBuf {
         self.data_dir.join("scimbridge.redb")
     }
 
     /// Whether answers carry `Strict-Transport-Security`: only with a certificate a
     /// browser can verify (from files or ACME), never self-signed or without TLS.
-    pub fn hsts(&self) -> bool {
+    pub(crate) fn hsts(&self) -> bool {
         matches!(self.tls, TlsMode::Files { .. } | TlsMode::Acme(_))
     }
 
@@ -762,7 +759,7 @@ impl Config {
     /// with the fix (issue 14): shown by `check-config` and logged at start. The
     /// certificate's own faults (a missing intermediate, expiry, names) are the TLS
     /// checks' (`tls::check_config`).
-    pub fn misconfigurations(&self) -> Vec<String> {
+    pub(crate) fn misconfigurations(&self) -> Vec<String> {
         let mut out = Vec::new();
         let public = !self.listen.ip().is_loopback();
         if public && self.tls == TlsMode::SelfSigned && self.public_url.is_none() {
@@ -801,7 +798,7 @@ impl Config {
 /// pasted (`https://x/scim/v2`, what the identity provider is given) is taken back to
 /// its base, so URLs never read `…/scim/v2/scim/v2` (issue 14). Errors are sentences
 /// for the admin.
-pub fn normalise_public_url(given: &str) -> std::result::Result<String, String> {
+pub(crate) fn normalise_public_url(given: &str) -> std::result::Result<String, String> {
     let u = given.trim().trim_end_matches('/');
     let Some((scheme, rest)) = u.split_once("://") else {
         return Err(format!(
@@ -871,7 +868,7 @@ fn in_admins_words(why: &str) -> String {
 /// Reads a TOML file. Unknown keys are errors: a typo must not silently fall back to
 /// a default. Errors name the file and the key (`serde_path_to_error` tracks where
 /// in the document the TOML parser gave up).
-pub fn read_file(path: &Path) -> Result<Settings> {
+pub(crate) fn read_file(path: &Path) -> Result<Settings> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read the config file {}", path.display()))?;
     serde_path_to_error::deserialize(toml::Deserializer::new(&text)).map_err(|e| {
@@ -886,7 +883,7 @@ pub fn read_file(path: &Path) -> Result<Settings> {
 
 /// Applies the settings that only the environment gives (`SCIMBRIDGE_METRICS_TOKEN`)
 /// over the file's.
-pub fn apply_environment(s: &mut Settings) {
+pub(crate) fn apply_environment(s: &mut Settings) {
     if let Ok(token) = std::env::var(METRICS_TOKEN_ENV) {
         s.metrics.token = Some(Secret::new(token));
     }
@@ -894,7 +891,7 @@ pub fn apply_environment(s: &mut Settings) {
 
 /// Builds the configuration: the file (if any), then `layer` (the environment and
 /// the flags, applied by the CLI), validated.
-pub fn load(
+pub(crate) fn load(
     file: Option<&Path>,
     layer: impl FnOnce(&mut Settings) -> Result<()>,
 ) -> Result<Config> {
@@ -907,7 +904,7 @@ pub fn load(
 }
 
 /// Checks every setting and applies the defaults. Messages name the file and the key.
-pub fn validate(s: Settings, file: Option<&Path>) -> Result<Config> {
+pub(crate) fn validate(s: Settings, file: Option<&Path>) -> Result<Config> {
     let origin = |key: &str| match file {
         Some(p) => format!("{} (key {key})", p.display()),
         None => key.to_owned(),
@@ -942,6 +939,63 @@ pub fn validate(s: Settings, file: Option<&Path>) -> Result<Config> {
         ),
     };
     let limits = s.limits;
+    check_limits(&limits, &origin)?;
+    if s.metrics.token.as_ref().is_some_and(|t| t.len() < 16) {
+        bail!(
+            "{}: the metrics token must be at least 16 characters",
+            origin("metrics.token")
+        );
+    }
+    let migration = migration_policy(s.migration, &origin)?;
+    let admin_listen = match &s.admin.listen {
+        Some(l) => {
+            let addr: SocketAddr = l.parse().with_context(|| {
+                format!(
+                    "{}: \"{l}\" is not an address like 127.0.0.1:9443",
+                    origin("admin.listen")
+                )
+            })?;
+            if addr == listen && addr.port() != 0 {
+                bail!(
+                    "{}: {addr} is also the SCIM listener; choose another port, or leave admin.listen unset \
+                     to serve the admin page on the SCIM listener",
+                    origin("admin.listen")
+                );
+            }
+            Some(addr)
+        }
+        None => None,
+    };
+    let scim = scim_config(s.scim, &origin)?;
+    check_storage(&s.storage, &origin)?;
+    Ok(Config {
+        data_dir: s
+            .data_dir
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+        listen,
+        public_url,
+        tls,
+        log_format: s.log_format.unwrap_or_default(),
+        limits,
+        cache_bytes: s.storage.cache_mb.map(|mb| mb << 20),
+        event_retention: EventRetention {
+            max_age: Duration::from_secs(s.storage.events_max_age_days.saturating_mul(86_400)),
+            max_count: s.storage.events_max_count,
+        },
+        metrics_token: s.metrics.token,
+        migration,
+        admin: AdminConfig {
+            enabled: s.admin.enabled.unwrap_or(true),
+            listen: admin_listen,
+        },
+        trusted_proxies: s.trusted_proxies,
+        scim,
+    })
+}
+
+/// `[limits]`: no unknown keys, sizes above their floors, counts and timeouts at
+/// least 1, `default_page_size` ≤ `max_page_size` (docs/SECURITY.md lists them).
+fn check_limits(limits: &Limits, origin: &dyn Fn(&str) -> String) -> Result<()> {
     if let Some(key) = limits.unknown.keys().next() {
         bail!(
             "{}: unknown key; docs/SECURITY.md lists the limits",
@@ -994,14 +1048,16 @@ pub fn validate(s: Settings, file: Option<&Path>) -> Result<Config> {
             origin("limits")
         );
     }
-    if s.metrics.token.as_ref().is_some_and(|t| t.len() < 16) {
-        bail!(
-            "{}: the metrics token must be at least 16 characters",
-            origin("metrics.token")
-        );
-    }
-    let mut migration = s.migration;
-    for domain in &migration.allowed_domains {
+    Ok(())
+}
+
+/// `[migration]`: each allowed domain a bare domain name; domains lowercased
+/// (RFC 4343: DNS names compare without case).
+fn migration_policy(
+    mut policy: MigrationPolicy,
+    origin: &dyn Fn(&str) -> String,
+) -> Result<MigrationPolicy> {
+    for domain in &policy.allowed_domains {
         if domain.is_empty() || domain.contains('@') || domain.contains(char::is_whitespace) {
             bail!(
                 "{}: \"{domain}\" is not a domain like example.com",
@@ -1009,72 +1065,33 @@ pub fn validate(s: Settings, file: Option<&Path>) -> Result<Config> {
             );
         }
     }
-    for list in [
-        &mut migration.allowed_domains,
-        &mut migration.public_domains,
-    ] {
+    for list in [&mut policy.allowed_domains, &mut policy.public_domains] {
         for d in list.iter_mut() {
             *d = d.to_lowercase();
         }
     }
-    let admin_listen = match &s.admin.listen {
-        Some(l) => {
-            let addr: SocketAddr = l.parse().with_context(|| {
-                format!(
-                    "{}: \"{l}\" is not an address like 127.0.0.1:9443",
-                    origin("admin.listen")
-                )
-            })?;
-            if addr == listen && addr.port() != 0 {
-                bail!(
-                    "{}: {addr} is also the SCIM listener; choose another port, or leave admin.listen unset \
-                     to serve the admin page on the SCIM listener",
-                    origin("admin.listen")
-                );
-            }
-            Some(addr)
-        }
-        None => None,
-    };
-    let scim = scim_config(s.scim, &origin)?;
-    if s.storage.cache_mb == Some(0) {
+    Ok(policy)
+}
+
+/// `[storage]`: a page cache of at least 1 MiB, events kept at least a day and at
+/// least 1,000 of them (the mirror and the activity views read them).
+fn check_storage(storage: &Storage, origin: &dyn Fn(&str) -> String) -> Result<()> {
+    if storage.cache_mb == Some(0) {
         bail!("{}: must be at least 1", origin("storage.cache_mb"));
     }
-    if s.storage.events_max_age_days < 1 {
+    if storage.events_max_age_days < 1 {
         bail!(
             "{}: must be at least 1",
             origin("storage.events_max_age_days")
         );
     }
-    if s.storage.events_max_count < 1000 {
+    if storage.events_max_count < 1000 {
         bail!(
             "{}: must be at least 1000",
             origin("storage.events_max_count")
         );
     }
-    Ok(Config {
-        data_dir: s
-            .data_dir
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
-        listen,
-        public_url,
-        tls,
-        log_format: s.log_format.unwrap_or_default(),
-        limits,
-        cache_bytes: s.storage.cache_mb.map(|mb| mb << 20),
-        event_retention: EventRetention {
-            max_age: Duration::from_secs(s.storage.events_max_age_days.saturating_mul(86_400)),
-            max_count: s.storage.events_max_count,
-        },
-        metrics_token: s.metrics.token,
-        migration,
-        admin: AdminConfig {
-            enabled: s.admin.enabled.unwrap_or(true),
-            listen: admin_listen,
-        },
-        trusted_proxies: s.trusted_proxies,
-        scim,
-    })
+    Ok(())
 }
 
 /// `[scim]` checked: the policy's name, and each declared extension as the core's

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// How long heavy work waits for a shared slot before it is refused.
-pub const HEAVY_WAIT: Duration = Duration::from_secs(2);
+pub(crate) const HEAVY_WAIT: Duration = Duration::from_secs(2);
 /// What a refusal of concurrent work announces as `Retry-After`.
 const BUSY_RETRY: Duration = Duration::from_secs(1);
 /// Addresses whose failed authentications are remembered; beyond this the ones with
@@ -42,7 +42,7 @@ const MAX_TRACKED_ADDRESSES: usize = 16_384;
 /// these fields' names; unset keys keep the defaults).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 #[serde(default)]
-pub struct LimiterConfig {
+pub(crate) struct LimiterConfig {
     /// Requests in progress per SCIM token (`limits.token_requests`).
     pub token_requests: usize,
     /// Heavy requests in progress per SCIM token (`limits.token_heavy`).
@@ -85,7 +85,7 @@ impl Default for LimiterConfig {
 
 /// Who is asking.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Subject {
+pub(crate) enum Subject {
     /// A request authenticated by this token id.
     Token(String),
     /// A request without a valid token, from this client address.
@@ -94,14 +94,14 @@ pub enum Subject {
 
 /// The class of work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Work {
+pub(crate) enum Work {
     Request,
     Heavy,
 }
 
 /// Why work was refused: a closed set, used as a metric label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reason {
+pub(crate) enum Reason {
     TokenRequests,
     TokenHeavy,
     AddressRequests,
@@ -111,7 +111,7 @@ pub enum Reason {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 6] = [
+    pub(crate) const ALL: [Reason; 6] = [
         Reason::TokenRequests,
         Reason::TokenHeavy,
         Reason::AddressRequests,
@@ -121,7 +121,7 @@ impl Reason {
     ];
 
     /// The metric label.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Reason::TokenRequests => "token_requests",
             Reason::TokenHeavy => "token_heavy",
@@ -133,7 +133,7 @@ impl Reason {
     }
 
     /// Words for the client: which limit, and what to do.
-    pub fn explain(self) -> &'static str {
+    pub(crate) fn explain(self) -> &'static str {
         match self {
             Reason::TokenRequests => "too many requests in progress with this token",
             Reason::TokenHeavy => {
@@ -149,21 +149,21 @@ impl Reason {
 
 /// A refusal: which limit, and how long to wait before retrying.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Throttled {
+pub(crate) struct Throttled {
     pub reason: Reason,
     pub retry_after: Duration,
 }
 
 impl Throttled {
     /// `Retry-After` in whole seconds, at least 1.
-    pub fn retry_after_secs(&self) -> u64 {
+    pub(crate) fn retry_after_secs(&self) -> u64 {
         self.retry_after.as_secs_f64().ceil().max(1.0) as u64
     }
 }
 
 /// Work admitted; dropping it gives the capacity back.
 #[must_use = "the work is admitted only while the permit is held"]
-pub struct Permit {
+pub(crate) struct Permit {
     inner: Arc<Inner>,
     key: (Subject, Work),
     _slot: Option<OwnedSemaphorePermit>,
@@ -205,13 +205,13 @@ struct Inner {
 
 /// The limiter; cheap to clone (shared state).
 #[derive(Clone)]
-pub struct Limiter {
+pub(crate) struct Limiter {
     inner: Arc<Inner>,
 }
 
 /// The key an address is counted under: IPv4 as is, IPv6 by its /64 (IPv4-mapped
 /// IPv6 as the IPv4 address).
-pub fn address_key(addr: IpAddr) -> IpAddr {
+pub(crate) fn address_key(addr: IpAddr) -> IpAddr {
     match addr {
         IpAddr::V4(_) => addr,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
@@ -225,7 +225,7 @@ pub fn address_key(addr: IpAddr) -> IpAddr {
 }
 
 impl Limiter {
-    pub fn new(config: LimiterConfig) -> Limiter {
+    pub(crate) fn new(config: LimiterConfig) -> Limiter {
         let slots = config.heavy_slots.max(1);
         Limiter {
             inner: Arc::new(Inner {
@@ -238,10 +238,6 @@ impl Limiter {
         }
     }
 
-    pub fn config(&self) -> &LimiterConfig {
-        &self.inner.config
-    }
-
     fn refuse(&self, reason: Reason, retry_after: Duration) -> Throttled {
         self.inner.refused[reason as usize].fetch_add(1, Ordering::Relaxed);
         Throttled {
@@ -251,7 +247,7 @@ impl Limiter {
     }
 
     /// How many times each limit refused work since start (for metrics).
-    pub fn refusals(&self) -> impl Iterator<Item = (Reason, u64)> + '_ {
+    pub(crate) fn refusals(&self) -> impl Iterator<Item = (Reason, u64)> + '_ {
         Reason::ALL
             .iter()
             .map(|r| (*r, self.inner.refused[*r as usize].load(Ordering::Relaxed)))
@@ -298,13 +294,13 @@ impl Limiter {
     }
 
     /// Admits one request in progress for `subject`, or refuses at once.
-    pub fn request(&self, subject: Subject) -> Result<Permit, Throttled> {
+    pub(crate) fn request(&self, subject: Subject) -> Result<Permit, Throttled> {
         self.admit(subject, Work::Request)
     }
 
     /// Admits heavy work for `subject`: its own heavy limit (refused at once when
     /// reached), then a shared slot (waiting up to `HEAVY_WAIT`).
-    pub async fn heavy(&self, subject: Subject) -> Result<Permit, Throttled> {
+    pub(crate) async fn heavy(&self, subject: Subject) -> Result<Permit, Throttled> {
         let mut permit = self.admit(subject, Work::Heavy)?;
         let slots = self.inner.heavy_slots.clone();
         match tokio::time::timeout(HEAVY_WAIT, slots.acquire_owned()).await {
@@ -316,8 +312,11 @@ impl Limiter {
         }
     }
 
-    /// Whether `addr` has used up its failed authentications (then the wait).
-    pub fn auth_throttled(&self, addr: IpAddr, now: Instant) -> Option<Throttled> {
+    /// Whether `addr` has used up its failed authentications (then the wait). The
+    /// server does not ask before checking a token (a check is one hash lookup);
+    /// the tests use it to watch the bucket.
+    #[cfg(test)]
+    pub(crate) fn auth_throttled(&self, addr: IpAddr, now: Instant) -> Option<Throttled> {
         let key = address_key(addr);
         let m = self.inner.failures.lock().ok()?;
         let b = m.get(&key)?;
@@ -327,7 +326,7 @@ impl Limiter {
 
     /// Counts one failed authentication from `addr`; `Err` when that used up the
     /// last allowed one (the request is then answered 429 rather than 401).
-    pub fn auth_failed(&self, addr: IpAddr, now: Instant) -> Result<(), Throttled> {
+    pub(crate) fn auth_failed(&self, addr: IpAddr, now: Instant) -> Result<(), Throttled> {
         let key = address_key(addr);
         let Ok(mut m) = self.inner.failures.lock() else {
             return Ok(());

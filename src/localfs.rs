@@ -16,11 +16,11 @@ use std::path::{Path, PathBuf};
 
 /// What the bridge keeps in its data directory (relative paths): the database, the
 /// generated certificate, the ACME account and certificate, the control socket.
-pub const DATA_ENTRIES: &[&str] = &["scimbridge.redb", "tls", "acme", "control.sock"];
+pub(crate) const DATA_ENTRIES: &[&str] = &["scimbridge.redb", "tls", "acme", "control.sock"];
 
 /// Why a local path is not trusted; each message says what to do.
 #[derive(Debug, thiserror::Error)]
-pub enum TrustError {
+pub(crate) enum TrustError {
     #[error(
         "{path} belongs to {owner}, not to {me}; run scimbridge as {owner} \
          (e.g. `runuser -u {owner} -- scimbridge …`) or give the directory to the user that runs it"
@@ -71,13 +71,13 @@ pub fn private_umask() {
 }
 
 /// The effective user id of this process.
-pub fn effective_uid() -> u32 {
+pub(crate) fn effective_uid() -> u32 {
     // SAFETY: geteuid(2) cannot fail and touches no memory.
     unsafe { libc::geteuid() }
 }
 
 /// A user's name for messages (the number when it has none).
-pub fn user_name(uid: u32) -> String {
+pub(crate) fn user_name(uid: u32) -> String {
     passwd(uid)
         .map(|(name, _)| name)
         .unwrap_or_else(|| format!("uid {uid}"))
@@ -110,20 +110,20 @@ fn passwd(uid: u32) -> Option<(String, u32)> {
 
 /// Who may own the bridge's files in one data directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Trust {
+pub(crate) struct Trust {
     /// The user the files must belong to.
-    pub uid: u32,
+    pub(crate) uid: u32,
     /// Its group, for files root creates and hands over.
-    pub gid: u32,
+    pub(crate) gid: u32,
     /// This process runs as root on another user's directory: whatever it creates
     /// there is handed to `uid`.
-    pub hand_over: bool,
+    pub(crate) hand_over: bool,
 }
 
 impl Trust {
     /// The trust for `data_dir` (which must exist): this process's user, or when it
     /// is root, the directory's owner.
-    pub fn of(data_dir: &Path) -> Result<Trust, TrustError> {
+    pub(crate) fn of(data_dir: &Path) -> Result<Trust, TrustError> {
         let meta = std::fs::metadata(data_dir).map_err(io("cannot read", data_dir))?;
         let me = effective_uid();
         if me == 0 {
@@ -192,7 +192,7 @@ impl Trust {
     }
 
     /// Gives `path` (created by root) to the trusted user; nothing when not needed.
-    pub fn adopt(&self, path: &Path) -> Result<(), TrustError> {
+    pub(crate) fn adopt(&self, path: &Path) -> Result<(), TrustError> {
         if !self.hand_over {
             return Ok(());
         }
@@ -203,17 +203,17 @@ impl Trust {
 
 /// What `prepare_data_dir` found and did.
 #[derive(Debug)]
-pub struct Prepared {
-    pub trust: Trust,
+pub(crate) struct Prepared {
+    pub(crate) trust: Trust,
     /// One sentence per file whose mode was tightened, for the log.
-    pub tightened: Vec<String>,
+    pub(crate) tightened: Vec<String>,
 }
 
 /// Creates `dir` (0700) when `create` and it is missing, then checks it and every
 /// entry the bridge keeps in it (`entries`, relative paths; subdirectories are
 /// checked with their files): the trusted owner, nobody else able to write, no
 /// symbolic links. Looser modes of our own files are tightened and reported.
-pub fn prepare_data_dir(
+pub(crate) fn prepare_data_dir(
     dir: &Path,
     create: bool,
     entries: &[&str],
@@ -268,7 +268,7 @@ fn check_tree(trust: &Trust, path: &Path, out: &mut Vec<String>) -> Result<(), T
 
 /// Hands every root-owned entry below `dir` to the trusted user (after a command
 /// run as root created files there). Returns the paths it could not hand over.
-pub fn hand_over_tree(trust: &Trust, dir: &Path) -> Vec<(PathBuf, String)> {
+pub(crate) fn hand_over_tree(trust: &Trust, dir: &Path) -> Vec<(PathBuf, String)> {
     let mut failed = Vec::new();
     if !trust.hand_over {
         return failed;
@@ -294,7 +294,7 @@ pub fn hand_over_tree(trust: &Trust, dir: &Path) -> Vec<(PathBuf, String)> {
 
 /// Creates (or truncates) a private file (0600) for writing, refusing to follow a
 /// symbolic link at `path`: backups, exports and their partial files.
-pub fn create_private(path: &Path) -> std::io::Result<File> {
+pub(crate) fn create_private(path: &Path) -> std::io::Result<File> {
     if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
         return Err(std::io::Error::other(format!(
             "{} is a symbolic link; refusing to write through it",
@@ -317,7 +317,10 @@ pub fn create_private(path: &Path) -> std::io::Result<File> {
 /// `sun_path` (108 bytes) whatever the directory's length: `/proc/self/fd/N/name`
 /// through a descriptor of the directory, kept open by the returned guard. The
 /// plain path when it is short enough or /proc is missing.
-pub fn short_socket_path(dir: &Path, name: &str) -> std::io::Result<(PathBuf, Option<File>)> {
+pub(crate) fn short_socket_path(
+    dir: &Path,
+    name: &str,
+) -> std::io::Result<(PathBuf, Option<File>)> {
     let plain = dir.join(name);
     if plain.as_os_str().len() < 100 || !Path::new("/proc/self/fd").is_dir() {
         return Ok((plain, None));
@@ -333,7 +336,7 @@ pub fn short_socket_path(dir: &Path, name: &str) -> std::io::Result<(PathBuf, Op
 
 /// The user id of the process at the other end of a connected Unix socket
 /// (SO_PEERCRED): the CLI checks it before it sends a secret to the server.
-pub fn peer_uid(sock: &impl std::os::fd::AsRawFd) -> std::io::Result<u32> {
+pub(crate) fn peer_uid(sock: &impl std::os::fd::AsRawFd) -> std::io::Result<u32> {
     let mut cred = libc::ucred {
         pid: 0,
         uid: 0,

@@ -11,7 +11,7 @@ use std::io::{self, Write};
 use tracing_subscriber::fmt::MakeWriter;
 
 /// Wraps a `MakeWriter` so that each event it writes is escaped.
-pub struct Escaping<M>(pub M);
+pub(crate) struct Escaping<M>(pub M);
 
 impl<'a, M: MakeWriter<'a>> MakeWriter<'a> for Escaping<M> {
     type Writer = EscapingWriter<M::Writer>;
@@ -22,10 +22,10 @@ impl<'a, M: MakeWriter<'a>> MakeWriter<'a> for Escaping<M> {
 }
 
 /// The writer of one event: the formatter hands it the whole line, ending in `\n`.
-pub struct EscapingWriter<W>(W);
+pub(crate) struct EscapingWriter<W>(W);
 
 /// `line` with every control character but a final newline escaped.
-pub fn escape_line(line: &[u8]) -> Vec<u8> {
+pub(crate) fn escape_line(line: &[u8]) -> Vec<u8> {
     let (body, newline) = match line.strip_suffix(b"\n") {
         Some(b) => (b, true),
         None => (line, false),

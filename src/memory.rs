@@ -39,7 +39,7 @@ fn trimmer() -> Option<&'static SyncSender<()>> {
 
 /// Asks for freed memory to be returned to the operating system soon (after
 /// `SETTLE`); never blocks.
-pub fn release_soon() {
+pub(crate) fn release_soon() {
     if PENDING.swap(true, Ordering::SeqCst) {
         return;
     }

@@ -5,7 +5,7 @@
 use std::os::unix::net::UnixDatagram;
 
 /// Sends one notification; failures are logged, never fatal.
-pub fn notify(state: &str) {
+pub(crate) fn notify(state: &str) {
     let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
         return;
     };

@@ -11,32 +11,32 @@ use std::fmt;
 /// A secret string. Compare with [`Secret::matches`] (constant time), show with
 /// [`Secret::expose`] only where the user is meant to see it.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+pub(crate) struct Secret(String);
 
 impl Secret {
     /// Wraps a secret value.
-    pub fn new(value: impl Into<String>) -> Secret {
+    pub(crate) fn new(value: impl Into<String>) -> Secret {
         Secret(value.into())
     }
 
     /// The secret itself, for the one place that must use it (an Authorization
     /// header, the line that shows a new token once).
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 
     /// Whether `given` equals the secret (see [`equal`]: constant time).
-    pub fn matches(&self, given: &str) -> bool {
+    pub(crate) fn matches(&self, given: &str) -> bool {
         equal(&self.0, given)
     }
 
     /// Length in bytes (for rules such as "at least 16 characters").
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.0.len()
     }
 
     /// True for an empty secret (a blank token file, say).
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 }
@@ -57,7 +57,7 @@ impl fmt::Display for Secret {
 /// fixed-length digests, which are compared with a full XOR fold, so the time taken
 /// says nothing about where they differ. For secrets kept as plain strings by their
 /// owner (session CSRF tokens).
-pub fn equal(a: &str, b: &str) -> bool {
+pub(crate) fn equal(a: &str, b: &str) -> bool {
     let digest = |s: &str| ring::digest::digest(&ring::digest::SHA256, s.as_bytes());
     let (x, y) = (digest(a), digest(b));
     x.as_ref()
@@ -76,26 +76,29 @@ impl<'de> serde::Deserialize<'de> for Secret {
 
 /// `#[serde(with = "crate::secret::exposed")]` on a `Secret` field: the one way to
 /// write a secret out, so every place that does is marked.
-pub mod exposed {
+pub(crate) mod exposed {
     use super::Secret;
 
     /// Writes the secret in clear.
-    pub fn serialize<S: serde::Serializer>(s: &Secret, ser: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: serde::Serializer>(s: &Secret, ser: S) -> Result<S::Ok, S::Error> {
         ser.serialize_str(s.expose())
     }
 
     /// Reads a secret.
-    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Secret, D::Error> {
+    pub(crate) fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Secret, D::Error> {
         serde::Deserialize::deserialize(d)
     }
 }
 
 /// `exposed` for an `Option<Secret>` field.
-pub mod exposed_opt {
+pub(crate) mod exposed_opt {
     use super::Secret;
 
     /// Writes the secret in clear, or `null`.
-    pub fn serialize<S: serde::Serializer>(s: &Option<Secret>, ser: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: serde::Serializer>(
+        s: &Option<Secret>,
+        ser: S,
+    ) -> Result<S::Ok, S::Error> {
         match s {
             Some(s) => ser.serialize_some(s.expose()),
             None => ser.serialize_none(),
@@ -103,7 +106,9 @@ pub mod exposed_opt {
     }
 
     /// Reads an optional secret.
-    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Secret>, D::Error> {
+    pub(crate) fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Secret>, D::Error> {
         serde::Deserialize::deserialize(d)
     }
 }

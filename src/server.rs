@@ -68,7 +68,7 @@ fn prepare_data_dir(dir: &Path) -> Result<()> {
 /// Runs the server until SIGTERM or Ctrl-C: opens the store, sets up TLS, binds the
 /// listeners and the control socket, starts the background tasks (certificate
 /// reload, migration mirror, token-use flush) and drains everything on shutdown.
-pub fn run(cfg: Config) -> Result<()> {
+pub(crate) fn run(cfg: Config) -> Result<()> {
     init_logging(&cfg);
     // The schemas are fixed for the life of the process, before any request is parsed.
     crate::scim::schema::install_extensions(&cfg.scim.extensions).map_err(|e| anyhow!(e))?;
@@ -81,19 +81,7 @@ pub fn run(cfg: Config) -> Result<()> {
         );
     }
     prepare_data_dir(&cfg.data_dir)?;
-    let cache_bytes = cfg.cache_bytes.unwrap_or_else(|| {
-        let file = std::fs::metadata(cfg.db_path()).map_or(0, |m| m.len());
-        let bytes = crate::store::default_cache_bytes(file, machine_memory());
-        tracing::info!(cache_mb = bytes >> 20, "page cache sized from the database file and the machine's memory (storage.cache_mb overrides)");
-        bytes
-    });
-    let store = Store::open(&cfg.db_path(), &StoreOptions { cache_bytes }).map_err(|e| match e {
-        StoreError::AlreadyOpen(p) => anyhow!(
-            "the database {} is already in use: another scimbridge is running with this data directory",
-            p.display()
-        ),
-        other => anyhow!(other),
-    })?;
+    let store = open_store(&cfg)?;
     for w in cfg.misconfigurations() {
         tracing::warn!("{w}");
     }
@@ -122,22 +110,7 @@ pub fn run(cfg: Config) -> Result<()> {
             None => None,
         };
         let scheme = if certs.is_some() { "https" } else { "http" };
-        // In ACME mode the identity provider connects by the certificate's name.
-        let origin = match (&cfg.public_url, &cfg.tls) {
-            (Some(u), _) => u.clone(),
-            (None, TlsMode::Acme(a)) if local.port() == 443 => format!("https://{}", a.domains[0]),
-            (None, TlsMode::Acme(a)) => format!("https://{}:{}", a.domains[0], local.port()),
-            // Never the request's Host header: the listener's own name.
-            (None, _) if local.ip().is_unspecified() => {
-                let name = machine_hostname().unwrap_or_else(|| local.ip().to_string());
-                tracing::warn!(
-                    "public_url is not set and the listener is {local}: SCIM answers name this machine \
-                     ({name}) in meta.location; set public_url to the name identity providers use"
-                );
-                format!("{scheme}://{name}:{}", local.port())
-            }
-            (None, _) => format!("{scheme}://{local}"),
-        };
+        let origin = public_origin(&cfg, local, scheme);
         let url = format!("{origin}{}", http::SCIM_PREFIX);
         let http01 = match keeper.as_ref().and_then(|k| k.http01(&cfg)) {
             Some((addr, tokens)) => {
@@ -188,37 +161,8 @@ pub fn run(cfg: Config) -> Result<()> {
         tracing::info!(version = env!("CARGO_PKG_VERSION"), data_dir = %cfg.data_dir.display(), "scimbridge started");
         http::admin::announce(&state, &admin_url, &url).await;
         tracing::info!("SCIM URL for your identity provider: {url}");
-        let flusher = {
-            let state = state.clone();
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
-                loop {
-                    tick.tick().await;
-                    state.app.flush_token_uses().await;
-                }
-            })
-        };
-        // Change events are kept by age and count ([storage] events_*), from the
-        // start and then hourly; the mirror's unsent events are never deleted.
-        let pruner = {
-            let (store, keep) = (store.clone(), cfg.event_retention);
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
-                loop {
-                    tick.tick().await;
-                    loop {
-                        match store.prune_events(crate::clock::Timestamp::now(), keep.max_age, keep.max_count).await {
-                            Ok(0) => break,
-                            Ok(n) => tracing::info!(deleted = n, "old change events deleted ([storage] events_max_age_days, events_max_count)"),
-                            Err(e) => {
-                                tracing::warn!(error = %e, "could not delete old change events; retrying in an hour");
-                                break;
-                            }
-                        }
-                    }
-                }
-            })
-        };
+        let flusher = spawn_token_use_flusher(state.clone());
+        let pruner = spawn_event_pruner(store.clone(), cfg.event_retention);
         #[cfg(unix)]
         crate::sdnotify::notify(&format!("READY=1\nSTATUS=serving {url}"));
         // One signal stops both listeners.
@@ -264,6 +208,76 @@ pub fn run(cfg: Config) -> Result<()> {
     });
     store.close();
     result
+}
+
+/// Opens the database with a page cache of `storage.cache_mb`, or one sized from the
+/// file and the machine's memory; a database another process holds is named.
+fn open_store(cfg: &Config) -> Result<Store> {
+    let cache_bytes = cfg.cache_bytes.unwrap_or_else(|| {
+        let file = std::fs::metadata(cfg.db_path()).map_or(0, |m| m.len());
+        let bytes = crate::store::default_cache_bytes(file, machine_memory());
+        tracing::info!(cache_mb = bytes >> 20, "page cache sized from the database file and the machine's memory (storage.cache_mb overrides)");
+        bytes
+    });
+    Store::open(&cfg.db_path(), &StoreOptions { cache_bytes }).map_err(|e| match e {
+        StoreError::AlreadyOpen(p) => anyhow!(
+            "the database {} is already in use: another scimbridge is running with this data directory",
+            p.display()
+        ),
+        other => anyhow!(other),
+    })
+}
+
+/// The origin (`scheme://host[:port]`) that SCIM answers name in `meta.location`:
+/// `public_url`, else the ACME certificate's first name, else the listener's own
+/// name — never a request's Host header.
+fn public_origin(cfg: &Config, local: std::net::SocketAddr, scheme: &str) -> String {
+    match (&cfg.public_url, &cfg.tls) {
+        (Some(u), _) => u.clone(),
+        (None, TlsMode::Acme(a)) if local.port() == 443 => format!("https://{}", a.domains[0]),
+        (None, TlsMode::Acme(a)) => format!("https://{}:{}", a.domains[0], local.port()),
+        (None, _) if local.ip().is_unspecified() => {
+            let name = machine_hostname().unwrap_or_else(|| local.ip().to_string());
+            tracing::warn!(
+                "public_url is not set and the listener is {local}: SCIM answers name this machine \
+                 ({name}) in meta.location; set public_url to the name identity providers use"
+            );
+            format!("{scheme}://{name}:{}", local.port())
+        }
+        (None, _) => format!("{scheme}://{local}"),
+    }
+}
+
+/// Every 30 s, writes the batched last-use times of tokens to the store.
+fn spawn_token_use_flusher(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
+        loop {
+            tick.tick().await;
+            state.app.flush_token_uses().await;
+        }
+    })
+}
+
+/// Change events are kept by age and count (`[storage] events_*`), from the start
+/// and then hourly; the mirror's unsent events are never deleted.
+fn spawn_event_pruner(store: Store, keep: config::EventRetention) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
+        loop {
+            tick.tick().await;
+            loop {
+                match store.prune_events(crate::clock::Timestamp::now(), keep.max_age, keep.max_count).await {
+                    Ok(0) => break,
+                    Ok(n) => tracing::info!(deleted = n, "old change events deleted ([storage] events_max_age_days, events_max_count)"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not delete old change events; retrying in an hour");
+                        break;
+                    }
+                }
+            }
+        }
+    })
 }
 
 async fn shutdown_signal() {

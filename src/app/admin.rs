@@ -16,7 +16,7 @@ use crate::store::{SetupCode, SetupRefusal, Store, StoreError};
 /// its admin URL.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct SetupLink {
+pub(crate) struct SetupLink {
     /// Crosses the control socket in this field only.
     #[serde(with = "crate::secret::exposed")]
     pub code: Secret,
@@ -30,7 +30,7 @@ pub struct SetupLink {
 
 /// What a starting server does about the admin password.
 #[derive(Debug)]
-pub enum FirstRun {
+pub(crate) enum FirstRun {
     /// A password is set: nothing to do.
     PasswordSet,
     /// A code printed by `admin reset-password` is still valid: keep it.
@@ -41,7 +41,7 @@ pub enum FirstRun {
 
 /// Why a credential operation failed.
 #[derive(Debug, thiserror::Error)]
-pub enum CredentialError {
+pub(crate) enum CredentialError {
     #[error("the operating system's random generator failed")]
     Random,
     /// The setup code is unknown, used, replaced or expired.
@@ -76,7 +76,10 @@ async fn store_new_code(
 
 /// `admin reset-password`: a new one-time code replacing any pending one; the
 /// current password keeps working until the code is used.
-pub async fn reset_password(store: &Store, now: Timestamp) -> Result<SetupLink, CredentialError> {
+pub(crate) async fn reset_password(
+    store: &Store,
+    now: Timestamp,
+) -> Result<SetupLink, CredentialError> {
     let (code, expires) = store_new_code(store, now, true).await?;
     let url = store.snapshot().and_then(|s| s.admin_url())?;
     let link = url.map(|u| Secret::new(format!("{u}/setup?code={}", code.expose())));
@@ -89,7 +92,7 @@ pub async fn reset_password(store: &Store, now: Timestamp) -> Result<SetupLink, 
 
 /// At server start: records the admin URL and, while no password is set, issues a
 /// code unless one printed by `admin reset-password` is still valid.
-pub async fn first_run(
+pub(crate) async fn first_run(
     store: &Store,
     admin_url: String,
     now: Timestamp,
@@ -111,7 +114,7 @@ pub async fn first_run(
 
 /// Whether an admin password is set (a store failure counts as set: the page then
 /// offers sign-in, not setup).
-pub fn password_is_set(store: &Store) -> bool {
+pub(crate) fn password_is_set(store: &Store) -> bool {
     store
         .snapshot()
         .and_then(|s| s.admin_password())
@@ -120,7 +123,11 @@ pub fn password_is_set(store: &Store) -> bool {
 }
 
 /// Whether `code` is the pending, unexpired setup code.
-pub fn check_setup_code(store: &Store, code: &str, now: Timestamp) -> Result<(), SetupRefusal> {
+pub(crate) fn check_setup_code(
+    store: &Store,
+    code: &str,
+    now: Timestamp,
+) -> Result<(), SetupRefusal> {
     if code.is_empty() || code.len() > 200 {
         return Err(SetupRefusal::Unknown);
     }
@@ -133,7 +140,7 @@ pub fn check_setup_code(store: &Store, code: &str, now: Timestamp) -> Result<(),
 /// Sets the admin password with a setup code: checks the code and the password
 /// rules, hashes off the async runtime (PBKDF2, slow on purpose), and stores the
 /// password while consuming the code in one transaction.
-pub async fn set_password(
+pub(crate) async fn set_password(
     store: &Store,
     code: &str,
     password: String,
@@ -158,7 +165,7 @@ pub async fn set_password(
 
 /// Whether `password` is the admin password (false when none is set). Hashing runs
 /// off the async runtime.
-pub async fn verify_password(store: &Store, password: String) -> Result<bool, StoreError> {
+pub(crate) async fn verify_password(store: &Store, password: String) -> Result<bool, StoreError> {
     let Some(record) = store.snapshot().and_then(|s| s.admin_password())? else {
         return Ok(false);
     };

@@ -18,11 +18,11 @@ use crate::store::{ActorKind, AuditOutcome, AuditRecord, StoreError, StoreResult
 
 /// Audit writes in flight from the SCIM path; past this, entries are logged but not
 /// stored (a flood of refused requests cannot queue unbounded work).
-pub const MAX_PENDING: usize = 1024;
+pub(crate) const MAX_PENDING: usize = 1024;
 
 /// Who is acting, and from where.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Caller {
+pub(crate) struct Caller {
     pub kind: ActorKind,
     /// The token's name, the admin account, or the operating-system user.
     pub name: String,
@@ -30,21 +30,21 @@ pub struct Caller {
 }
 
 impl Caller {
-    pub fn token(name: &str, client: IpAddr) -> Caller {
+    pub(crate) fn token(name: &str, client: IpAddr) -> Caller {
         Caller {
             kind: ActorKind::Token,
             name: name.to_owned(),
             client: Some(client),
         }
     }
-    pub fn admin(name: &str, client: IpAddr) -> Caller {
+    pub(crate) fn admin(name: &str, client: IpAddr) -> Caller {
         Caller {
             kind: ActorKind::Admin,
             name: name.to_owned(),
             client: Some(client),
         }
     }
-    pub fn cli(user: &str) -> Caller {
+    pub(crate) fn cli(user: &str) -> Caller {
         Caller {
             kind: ActorKind::Cli,
             name: user.to_owned(),
@@ -55,7 +55,7 @@ impl Caller {
 
 /// What happened, before it is stamped with a caller and a time.
 #[derive(Debug, Clone, Default)]
-pub struct Entry {
+pub(crate) struct Entry {
     /// `scim.create`, `token.revoke`, `migration.cutover`…
     pub action: String,
     pub resource_type: Option<String>,
@@ -68,26 +68,26 @@ pub struct Entry {
 }
 
 impl Entry {
-    pub fn new(action: &str) -> Entry {
+    pub(crate) fn new(action: &str) -> Entry {
         Entry {
             action: action.to_owned(),
             ..Entry::default()
         }
     }
     /// The resource acted on: its type, id and name as it was.
-    pub fn on(mut self, rt: &str, id: Option<&str>, name: Option<&str>) -> Entry {
+    pub(crate) fn on(mut self, rt: &str, id: Option<&str>, name: Option<&str>) -> Entry {
         self.resource_type = Some(rt.to_owned());
         self.resource_id = id.map(str::to_owned);
         self.resource_name = name.map(str::to_owned);
         self
     }
     /// Marks the entry refused, with the reason shown to the caller.
-    pub fn refused(mut self, reason: impl Into<String>) -> Entry {
+    pub(crate) fn refused(mut self, reason: impl Into<String>) -> Entry {
         self.refused = Some(reason.into());
         self
     }
     /// The outcome of `r`: done, or refused with the error's message.
-    pub fn outcome<T, E: std::fmt::Display>(self, r: &Result<T, E>) -> Entry {
+    pub(crate) fn outcome<T, E: std::fmt::Display>(self, r: &Result<T, E>) -> Entry {
         match r {
             Ok(_) => self,
             Err(e) => self.refused(e.to_string()),
@@ -137,7 +137,7 @@ fn log(r: &AuditRecord) {
 impl App {
     /// A resource's name (a User's userName, a Group's displayName) as it is now, for
     /// an audit entry that must still read after the resource is gone.
-    pub fn resource_name(&self, rt: ResourceType, id: &str) -> Option<String> {
+    pub(crate) fn resource_name(&self, rt: ResourceType, id: &str) -> Option<String> {
         let r = self.store.snapshot().ok()?.get(rt, id).ok()??;
         let key = match rt {
             ResourceType::User => "userName",
@@ -147,7 +147,7 @@ impl App {
     }
 
     /// Records `entry` for `caller`: logged now, stored durably before this returns.
-    pub async fn audit(&self, caller: &Caller, entry: Entry) {
+    pub(crate) async fn audit(&self, caller: &Caller, entry: Entry) {
         let r = entry.stamp(caller, Timestamp::now());
         log(&r);
         if let Err(e) = self.store.append_audit(vec![r]).await {
@@ -158,7 +158,7 @@ impl App {
     /// Records `entry` without waiting (the SCIM path: the answer is not held up by
     /// the audit commit). At most `MAX_PENDING` in flight; beyond, the entry is only
     /// logged.
-    pub fn audit_later(self: &Arc<Self>, caller: &Caller, entry: Entry) {
+    pub(crate) fn audit_later(self: &Arc<Self>, caller: &Caller, entry: Entry) {
         let r = entry.stamp(caller, Timestamp::now());
         log(&r);
         let Ok(permit) = self.audit_slots.clone().try_acquire_owned() else {
@@ -180,7 +180,7 @@ impl App {
 /// Which entries to show: every given condition must hold.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
-pub struct AuditFilter {
+pub(crate) struct AuditFilter {
     /// Text found (case-insensitively) in the actor, the action, the resource's name
     /// or id, the client address or the reason.
     pub q: String,
@@ -193,7 +193,7 @@ pub struct AuditFilter {
 }
 
 impl AuditFilter {
-    pub fn matches(&self, r: &AuditRecord) -> bool {
+    pub(crate) fn matches(&self, r: &AuditRecord) -> bool {
         if !self.actor.is_empty() && r.actor_kind.as_str() != self.actor {
             return false;
         }
@@ -225,7 +225,7 @@ impl AuditFilter {
 
 /// One page of matching entries, newest first.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AuditPage {
+pub(crate) struct AuditPage {
     pub records: Vec<AuditRecord>,
     /// Matching entries in all (the page is `offset+1 ..= offset+records.len()` of it).
     pub matched: u64,
@@ -234,7 +234,7 @@ pub struct AuditPage {
 
 /// The export formats of the Activity page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExportFormat {
+pub(crate) enum ExportFormat {
     Csv,
     JsonLines,
 }
@@ -245,7 +245,7 @@ const CSV_HEADER: &str =
 /// One CSV cell (RFC 4180 quoting). A cell that a spreadsheet would run as a
 /// formula (starting with `= + - @`, or a tab or carriage return) gets a leading `'`:
 /// names come from identity providers (OWASP "CSV injection").
-pub fn csv_cell(s: &str) -> String {
+pub(crate) fn csv_cell(s: &str) -> String {
     let guarded = if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
         format!("'{s}")
     } else {
@@ -284,7 +284,7 @@ fn export_failed(e: std::io::Error) -> StoreError {
 impl App {
     /// The `limit` matching entries after the first `offset` matches, newest first,
     /// and how many match in all. Scans the audit table once (one snapshot).
-    pub fn audit_search(
+    pub(crate) fn audit_search(
         &self,
         filter: &AuditFilter,
         offset: u64,
@@ -310,7 +310,7 @@ impl App {
     }
 
     /// Every matching entry, newest first, as CSV (with a header line) or JSON Lines.
-    pub fn audit_export(
+    pub(crate) fn audit_export(
         &self,
         filter: &AuditFilter,
         format: ExportFormat,

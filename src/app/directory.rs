@@ -26,11 +26,11 @@ use crate::store::{
 };
 
 /// Members beyond which reading a group with its members is heavy work.
-pub const LARGE_GROUP: usize = 1000;
+pub(crate) const LARGE_GROUP: usize = 1000;
 
 /// One directory request, already parsed from its edge's wire form.
 #[derive(Debug, Clone)]
-pub enum Operation {
+pub(crate) enum Operation {
     /// Create a resource from the client's representation (`POST /Users`).
     Create {
         rt: ResourceType,
@@ -60,12 +60,11 @@ pub enum Operation {
         if_none_match: Option<String>,
         projection: Projection,
     },
-    Query(Query),
 }
 
 /// What a write answers with.
 #[derive(Debug, Clone)]
-pub enum Reply {
+pub(crate) enum Reply {
     /// The resource's representation, projected (RFC 7644 §3.9).
     Representation(Projection),
     /// Only its id, version and location: the caller sends no representation (a
@@ -77,7 +76,7 @@ pub enum Reply {
 
 /// What an operation did.
 #[derive(Debug)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// The resource as created, changed or read.
     Resource(Written),
     /// A group read with more than `LARGE_GROUP` members: its ETag, and its
@@ -91,12 +90,11 @@ pub enum Outcome {
     NotModified {
         version: String,
     },
-    Page(Page),
 }
 
 /// A resource after an operation.
 #[derive(Debug, Clone)]
-pub struct Written {
+pub(crate) struct Written {
     pub id: String,
     /// Weak ETag of this version, `W/"n"` (RFC 7644 §3.14).
     pub version: String,
@@ -112,7 +110,12 @@ impl App {
     /// (no trailing slash) for `meta.location` and `$ref`. Errors: `StoreError::Scim`
     /// for refusals the client must see (400 invalid input, 404, 409 uniqueness, 412
     /// version mismatch), other `StoreError`s when storage fails.
-    pub async fn execute(&self, op: Operation, actor: &Actor, base: &str) -> StoreResult<Outcome> {
+    pub(crate) async fn execute(
+        &self,
+        op: Operation,
+        actor: &Actor,
+        base: &str,
+    ) -> StoreResult<Outcome> {
         let now = Timestamp::now();
         match op {
             Operation::Create {
@@ -184,12 +187,11 @@ impl App {
                 self.stream_large_group(id, if_none_match, projection, base)
                     .await
             }
-            Operation::Query(q) => self.query(q, base).await.map(Outcome::Page),
         }
     }
 
     /// Runs a list query on one snapshot (see `query::run` for its errors).
-    pub async fn query(&self, q: Query, base: &str) -> StoreResult<Page> {
+    pub(crate) async fn query(&self, q: Query, base: &str) -> StoreResult<Page> {
         // A scan can take long: keep it off the async workers.
         let (store, base) = (self.store.clone(), base.to_owned());
         tokio::task::spawn_blocking(move || query::run(&store.snapshot()?, &q, &base))
@@ -202,7 +204,7 @@ impl App {
     /// the async workers, and edges take a heavy permit for it (issue 10: a full GET
     /// of a 100,000-member group must not stall `/healthz`). Costs at most
     /// `LARGE_GROUP + 1` membership-key reads.
-    pub fn is_large_read(
+    pub(crate) fn is_large_read(
         &self,
         rt: ResourceType,
         id: &str,
@@ -298,7 +300,7 @@ impl App {
     }
 
     /// Number of resources of a type in the directory.
-    pub fn resource_count(&self, rt: ResourceType) -> StoreResult<u64> {
+    pub(crate) fn resource_count(&self, rt: ResourceType) -> StoreResult<u64> {
         self.store.snapshot()?.count(rt)
     }
 

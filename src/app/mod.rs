@@ -5,21 +5,21 @@
 //! hyper types, no status lines) nor redb (only the store's typed API); an edge turns
 //! its input into these calls and renders their typed results and errors.
 
-pub mod admin;
-pub mod audit;
-pub mod directory;
-pub mod query;
-pub mod render;
-pub mod tokens;
+pub(crate) mod admin;
+pub(crate) mod audit;
+pub(crate) mod directory;
+pub(crate) mod query;
+pub(crate) mod render;
+pub(crate) mod tokens;
 
-pub use directory::{Operation, Outcome, Reply, Written};
-pub use query::{Page, Paging, Query};
-pub use render::Resource;
+pub(crate) use directory::{Operation, Outcome, Reply, Written};
+pub(crate) use query::{Page, Paging, Query};
+pub(crate) use render::Resource;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-pub mod unknown;
+pub(crate) mod unknown;
 
 use crate::clock::Timestamp;
 use crate::config::Config;
@@ -29,7 +29,7 @@ use crate::store::Store;
 
 /// The running bridge's application state, shared by every edge (cheap to share
 /// behind an `Arc`). The HTTP edge's own state holds one.
-pub struct App {
+pub(crate) struct App {
     /// The directory, tokens, settings and migration journal.
     pub store: Store,
     /// The validated configuration (limits, public URL, migration policy…).
@@ -51,7 +51,7 @@ pub struct App {
 }
 
 impl App {
-    pub fn new(store: Store, config: Config, migration: Arc<Migration>) -> App {
+    pub(crate) fn new(store: Store, config: Config, migration: Arc<Migration>) -> App {
         App {
             limiter: Limiter::new(config.limits.limiter.clone()),
             store,
@@ -64,12 +64,12 @@ impl App {
     }
 
     /// A token's last use not yet flushed to the store.
-    pub fn pending_token_use(&self, token_id: &str) -> Option<Timestamp> {
+    pub(crate) fn pending_token_use(&self, token_id: &str) -> Option<Timestamp> {
         self.token_uses.lock().ok()?.get(token_id).copied()
     }
 
     /// Remembers that a token was used at `now` (kept in memory until the next flush).
-    pub fn note_token_use(&self, token_id: &str, now: Timestamp) {
+    pub(crate) fn note_token_use(&self, token_id: &str, now: Timestamp) {
         if let Ok(mut m) = self.token_uses.lock() {
             match m.get_mut(token_id) {
                 // Same second: not worth remembering.
@@ -83,7 +83,7 @@ impl App {
     }
 
     /// Writes the pending token-use times to the store.
-    pub async fn flush_token_uses(&self) {
+    pub(crate) async fn flush_token_uses(&self) {
         let uses: Vec<(String, Timestamp)> = match self.token_uses.lock() {
             Ok(mut m) => m.drain().collect(),
             Err(_) => return,

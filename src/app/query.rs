@@ -23,7 +23,7 @@ use crate::store::{Snapshot, StoreResult, StoredResource};
 
 /// A list query: which resources, which page, which attributes.
 #[derive(Debug, Clone)]
-pub struct Query {
+pub(crate) struct Query {
     /// The resource type listed; `None` lists every type (`POST /.search` at the
     /// root, RFC 7644 §3.4.3).
     pub rt: Option<ResourceType>,
@@ -36,7 +36,7 @@ pub struct Query {
 
 /// How a query pages through its matches.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Paging {
+pub(crate) enum Paging {
     /// RFC 7644 §3.4.2.4: `params.start_index` (1-based) and `params.count`; the
     /// total number of matches is counted.
     Index,
@@ -48,7 +48,7 @@ pub enum Paging {
 
 /// One page of a query's matches.
 #[derive(Debug, Clone)]
-pub struct Page {
+pub(crate) struct Page {
     /// All matches (`totalResults`); with `Paging::After` only when known without
     /// counting (no filter: the table's length), as the page stops after itself.
     pub total: Option<usize>,

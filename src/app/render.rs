@@ -16,7 +16,7 @@ use crate::store::{Snapshot, StoreResult, StoredResource};
 /// is made on a blocking thread from one snapshot. An `Err` (why, for the log) means
 /// the text stopped part-way and must not be completed. At most
 /// [`STREAM_DEPTH`] pieces wait at a time, so the memory is bounded whatever the size.
-pub type JsonChunks = tokio::sync::mpsc::Receiver<Result<Bytes, String>>;
+pub(crate) type JsonChunks = tokio::sync::mpsc::Receiver<Result<Bytes, String>>;
 
 /// Pieces a streamed representation may have waiting for the client.
 pub(super) const STREAM_DEPTH: usize = 4;
@@ -26,37 +26,32 @@ const MEMBERS_PER_CHUNK: usize = 1000;
 /// A resource rendered for a client (`schemas`, attributes, references, `meta`).
 /// Edges serialize it; how it is built is this layer's business.
 #[derive(Debug, Clone)]
-pub struct Resource {
+pub(crate) struct Resource {
     pub(super) rt: ResourceType,
     pub(super) full: Map<String, Value>,
 }
 
 impl Resource {
-    pub fn rt(&self) -> ResourceType {
+    pub(crate) fn rt(&self) -> ResourceType {
         self.rt
     }
 
     /// The resource's `id`.
-    pub fn id(&self) -> &str {
+    pub(crate) fn id(&self) -> &str {
         self.full.get("id").and_then(Value::as_str).unwrap_or("")
     }
 
     /// The representation's top-level members.
-    pub fn attributes(&self) -> &Map<String, Value> {
+    pub(crate) fn attributes(&self) -> &Map<String, Value> {
         &self.full
     }
 
     /// A top-level attribute of the representation (canonical name).
-    pub fn get(&self, name: &str) -> Option<&Value> {
+    pub(crate) fn get(&self, name: &str) -> Option<&Value> {
         self.full.get(name)
     }
 
-    /// The JSON object sent to clients.
-    pub fn to_json(&self) -> Value {
-        Value::Object(self.full.clone())
-    }
-
-    pub fn into_json(self) -> Value {
+    pub(crate) fn into_json(self) -> Value {
         Value::Object(self.full)
     }
 

@@ -8,19 +8,19 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::Timestamp;
 use crate::secret::Secret;
-pub use crate::store::TokenState;
+pub(crate) use crate::store::TokenState;
 use crate::store::{Scope, Store, StoreError, TokenRecord};
 
 /// Longest token lifetime in days (ten years); also keeps the date arithmetic in range.
-pub const MAX_TOKEN_DAYS: u32 = 3650;
+pub(crate) const MAX_TOKEN_DAYS: u32 = 3650;
 /// Longest token name, in bytes.
-pub const MAX_NAME_BYTES: usize = 100;
+pub(crate) const MAX_NAME_BYTES: usize = 100;
 
 /// A token as shown to an admin: never its secret or hash. Its JSON form is what
 /// `token list --json` prints.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct TokenInfo {
+pub(crate) struct TokenInfo {
     pub id: String,
     pub name: String,
     pub scope: Scope,
@@ -33,7 +33,7 @@ pub struct TokenInfo {
 
 impl TokenInfo {
     /// The record as seen at `now`.
-    pub fn at(t: TokenRecord, now: Timestamp) -> TokenInfo {
+    pub(crate) fn at(t: TokenRecord, now: Timestamp) -> TokenInfo {
         TokenInfo {
             state: t.state(now),
             id: t.id,
@@ -49,7 +49,7 @@ impl TokenInfo {
 
 /// What `token issue` asks for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct IssueRequest {
+pub(crate) struct IssueRequest {
     /// 1 to 100 printable characters (trimmed), unique among active tokens.
     pub name: String,
     pub scope: Scope,
@@ -60,7 +60,7 @@ pub struct IssueRequest {
 /// A token just issued, with its secret: the only time the secret exists outside
 /// the caller's hands (only its SHA-256 is stored).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct IssuedToken {
+pub(crate) struct IssuedToken {
     pub token: TokenInfo,
     /// Crosses the control socket in this field only.
     #[serde(with = "crate::secret::exposed")]
@@ -69,7 +69,7 @@ pub struct IssuedToken {
 
 /// Why a token operation was refused.
 #[derive(Debug, thiserror::Error)]
-pub enum TokenError {
+pub(crate) enum TokenError {
     #[error("the token name must be 1 to {MAX_NAME_BYTES} printable characters")]
     InvalidName,
     #[error("a token may expire in at most {MAX_TOKEN_DAYS} days")]
@@ -83,7 +83,7 @@ pub enum TokenError {
 
 /// Issues a token: checks the name and expiry, generates 256 random bits, stores
 /// the record with the secret's SHA-256.
-pub async fn issue(
+pub(crate) async fn issue(
     store: &Store,
     req: IssueRequest,
     now: Timestamp,
@@ -108,14 +108,14 @@ pub async fn issue(
 }
 
 /// Every token (revoked and expired ones too), in the store's order.
-pub fn list(store: &Store, now: Timestamp) -> Result<Vec<TokenInfo>, TokenError> {
+pub(crate) fn list(store: &Store, now: Timestamp) -> Result<Vec<TokenInfo>, TokenError> {
     let tokens = store.snapshot().and_then(|s| s.tokens())?;
     Ok(tokens.into_iter().map(|t| TokenInfo::at(t, now)).collect())
 }
 
 /// Revokes the active token with this name (or id); the next request with it is
 /// refused.
-pub async fn revoke(
+pub(crate) async fn revoke(
     store: &Store,
     name_or_id: String,
     now: Timestamp,

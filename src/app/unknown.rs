@@ -18,18 +18,18 @@ use crate::scim::resource::{UnknownAttr, UnknownAttributes};
 use crate::scim::schema::ResourceType;
 
 /// Distinct (resource type, name) pairs kept for the dashboard.
-pub const MAX_NAMES: usize = 200;
+pub(crate) const MAX_NAMES: usize = 200;
 
 /// What the server did with an unknown attribute.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
+pub(crate) enum Action {
     Refused,
     Dropped,
 }
 
 impl Action {
     /// The metric label (a closed set).
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Action::Refused => "refused",
             Action::Dropped => "dropped",
@@ -39,7 +39,7 @@ impl Action {
 
 /// One unknown attribute as the dashboard shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
+pub(crate) struct Entry {
     pub rt: ResourceType,
     pub name: String,
     pub json_type: &'static str,
@@ -58,26 +58,26 @@ struct Inner {
     dropped: u64,
 }
 
-pub struct UnknownLedger {
+pub(crate) struct UnknownLedger {
     policy: UnknownAttributes,
     inner: Mutex<Inner>,
 }
 
 impl UnknownLedger {
-    pub fn new(policy: UnknownAttributes) -> UnknownLedger {
+    pub(crate) fn new(policy: UnknownAttributes) -> UnknownLedger {
         UnknownLedger {
             policy,
             inner: Mutex::new(Inner::default()),
         }
     }
 
-    pub fn policy(&self) -> UnknownAttributes {
+    pub(crate) fn policy(&self) -> UnknownAttributes {
         self.policy
     }
 
     /// Records the unknown attributes of one request operation and applies the
     /// policy: `Err` (400 invalidSyntax naming them) under `reject`.
-    pub fn admit(
+    pub(crate) fn admit(
         &self,
         rt: ResourceType,
         unknown: &[UnknownAttr],
@@ -132,7 +132,7 @@ impl UnknownLedger {
     }
 
     /// (refused, dropped) attribute counts since start, for /metrics.
-    pub fn totals(&self) -> (u64, u64) {
+    pub(crate) fn totals(&self) -> (u64, u64) {
         self.inner
             .lock()
             .map(|i| (i.refused, i.dropped))
@@ -140,7 +140,7 @@ impl UnknownLedger {
     }
 
     /// The listed names, most recent first.
-    pub fn entries(&self) -> Vec<Entry> {
+    pub(crate) fn entries(&self) -> Vec<Entry> {
         let mut out: Vec<Entry> = self
             .inner
             .lock()
@@ -168,7 +168,7 @@ fn split_urn(name: &str) -> Option<(&str, &str)> {
 /// dashboard. An unqualified name (`favouriteColour`) or a sub-attribute of a core
 /// attribute (`name.foo`) cannot be declared as sent: the suggestion puts it under an
 /// extension URN that the identity provider's mapping must then use.
-pub fn declaration(e: &Entry) -> String {
+pub(crate) fn declaration(e: &Entry) -> String {
     let (urn, attr, note) = match split_urn(&e.name) {
         Some((urn, attr)) if !attr.contains('.') => (urn.to_owned(), attr.to_owned(), None),
         _ => {

@@ -13,18 +13,18 @@ use crate::secret::Secret;
 use crate::store::{hex, AdminPassword};
 
 /// PBKDF2 rounds for new passwords (OWASP's 2023 figure for HMAC-SHA256).
-pub const PBKDF2_ITERATIONS: u32 = 600_000;
+pub(crate) const PBKDF2_ITERATIONS: u32 = 600_000;
 /// Shortest admin password accepted.
-pub const MIN_PASSWORD_CHARS: usize = 12;
+pub(crate) const MIN_PASSWORD_CHARS: usize = 12;
 /// Longest admin password accepted (bounds the hashing work one request can cause).
-pub const MAX_PASSWORD_BYTES: usize = 1024;
+pub(crate) const MAX_PASSWORD_BYTES: usize = 1024;
 /// How long a setup code stays usable.
-pub const SETUP_CODE_LIFETIME: time::Duration = time::Duration::hours(1);
+pub(crate) const SETUP_CODE_LIFETIME: time::Duration = time::Duration::hours(1);
 
 const ALGORITHM: ring::pbkdf2::Algorithm = ring::pbkdf2::PBKDF2_HMAC_SHA256;
 
 /// `bytes` random bytes, URL-safe base64 without padding.
-pub fn random_string(bytes: usize) -> Result<String, ring::error::Unspecified> {
+pub(crate) fn random_string(bytes: usize) -> Result<String, ring::error::Unspecified> {
     let mut buf = vec![0u8; bytes];
     ring::rand::SystemRandom::new().fill(&mut buf)?;
     Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf))
@@ -43,7 +43,7 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
 /// Base words of the most common passwords (see the file's header).
 const COMMON_PASSWORDS: &str = include_str!("common_passwords.txt");
 /// Fewest different characters a new password must have.
-pub const MIN_DISTINCT_CHARS: usize = 6;
+pub(crate) const MIN_DISTINCT_CHARS: usize = 6;
 /// Rows of keys and runs of characters that people type as "random" passwords.
 const SEQUENCES: [&str; 4] = [
     "abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyz",
@@ -92,7 +92,7 @@ fn made_of_common_words(text: &str) -> bool {
 /// or look-alikes around them; not a keyboard or alphabet run; not the name of this
 /// service; at least `MIN_DISTINCT_CHARS` different characters. (NIST SP 800-63B
 /// §3.1.1.2: check new passwords against commonly used and expected values.)
-pub fn password_problem(password: &str, confirm: &str) -> Option<String> {
+pub(crate) fn password_problem(password: &str, confirm: &str) -> Option<String> {
     if password.chars().count() < MIN_PASSWORD_CHARS {
         return Some(format!(
             "the password must be at least {MIN_PASSWORD_CHARS} characters long"
@@ -143,7 +143,7 @@ pub fn password_problem(password: &str, confirm: &str) -> Option<String> {
 
 /// Hashes a new password with a fresh random salt. Slow on purpose (hundreds of
 /// milliseconds): call it off the async runtime.
-pub fn hash_password(
+pub(crate) fn hash_password(
     password: &str,
     now: Timestamp,
     iterations: u32,
@@ -163,7 +163,7 @@ pub fn hash_password(
 
 /// Whether `password` is the stored one (constant-time comparison inside `ring`).
 /// Slow on purpose: call it off the async runtime.
-pub fn verify_password(record: &AdminPassword, password: &str) -> bool {
+pub(crate) fn verify_password(record: &AdminPassword, password: &str) -> bool {
     let (Some(salt), Some(hash), Some(rounds)) = (
         unhex(&record.salt),
         unhex(&record.hash),
@@ -177,14 +177,14 @@ pub fn verify_password(record: &AdminPassword, password: &str) -> bool {
 
 /// A new one-time setup code (192 random bits, URL-safe) and the hex SHA-256 that
 /// is stored in its place.
-pub fn new_setup_code() -> Result<(Secret, String), ring::error::Unspecified> {
+pub(crate) fn new_setup_code() -> Result<(Secret, String), ring::error::Unspecified> {
     let code = random_string(24)?;
     let hash = hex(&super::hash_secret(&code));
     Ok((Secret::new(code), hash))
 }
 
 /// The hex SHA-256 under which a setup code is stored.
-pub fn setup_code_hash(code: &str) -> String {
+pub(crate) fn setup_code_hash(code: &str) -> String {
     hex(&super::hash_secret(code))
 }
 

@@ -2,7 +2,7 @@
 //! hash is stored) and verification of an `Authorization` header into a `Principal`.
 //! Tokens are never logged: a secret is a `crate::secret::Secret`.
 
-pub mod admin;
+pub(crate) mod admin;
 
 use base64::Engine;
 use ring::rand::SecureRandom;
@@ -12,11 +12,11 @@ use crate::secret::Secret;
 use crate::store::{Scope, Store, StoreError, TokenRecord, TokenState};
 
 /// The prefix of every token this bridge issues; lets secret scanners recognise them.
-pub const TOKEN_PREFIX: &str = "scimb_";
+pub(crate) const TOKEN_PREFIX: &str = "scimb_";
 
 /// The authenticated caller of a SCIM request.
 #[derive(Debug, Clone)]
-pub struct Principal {
+pub(crate) struct Principal {
     pub token_id: String,
     pub name: String,
     pub scope: Scope,
@@ -29,20 +29,24 @@ pub struct Principal {
 /// work (a Bulk request) asks between operations, so a revocation stops it at the
 /// next operation rather than when it ends. Served from the token cache, which
 /// issue and revoke invalidate.
-pub fn still_valid(store: &Store, p: &Principal, now: Timestamp) -> Result<bool, StoreError> {
+pub(crate) fn still_valid(
+    store: &Store,
+    p: &Principal,
+    now: Timestamp,
+) -> Result<bool, StoreError> {
     Ok(store
         .token_by_hash(&p.secret_hash)?
         .is_some_and(|r| r.id == p.token_id && r.state(now) == TokenState::Active))
 }
 
-pub fn hash_secret(secret: &str) -> Vec<u8> {
+pub(crate) fn hash_secret(secret: &str) -> Vec<u8> {
     ring::digest::digest(&ring::digest::SHA256, secret.as_bytes())
         .as_ref()
         .to_vec()
 }
 
 /// A fresh token secret and its hash.
-pub fn generate_secret() -> Result<(Secret, Vec<u8>), ring::error::Unspecified> {
+pub(crate) fn generate_secret() -> Result<(Secret, Vec<u8>), ring::error::Unspecified> {
     let mut bytes = [0u8; 32];
     ring::rand::SystemRandom::new().fill(&mut bytes)?;
     let secret = format!(
@@ -54,7 +58,7 @@ pub fn generate_secret() -> Result<(Secret, Vec<u8>), ring::error::Unspecified> 
 }
 
 /// A new token record (not yet stored) and its secret, shown once.
-pub fn new_token(
+pub(crate) fn new_token(
     name: &str,
     scope: Scope,
     now: Timestamp,
@@ -76,7 +80,7 @@ pub fn new_token(
 
 /// Why a request was not authenticated. The client only ever learns "invalid".
 #[derive(Debug, PartialEq, Eq)]
-pub enum AuthFailure {
+pub(crate) enum AuthFailure {
     Missing,
     Malformed,
     Unknown,
@@ -85,7 +89,7 @@ pub enum AuthFailure {
 }
 
 impl AuthFailure {
-    pub fn as_str(&self) -> &'static str {
+    pub(crate) fn as_str(&self) -> &'static str {
         match self {
             AuthFailure::Missing => "missing",
             AuthFailure::Malformed => "malformed",
@@ -97,7 +101,7 @@ impl AuthFailure {
 }
 
 /// Verifies an `Authorization` header value against the stored tokens.
-pub fn authenticate(
+pub(crate) fn authenticate(
     store: &Store,
     header: Option<&str>,
     now: Timestamp,

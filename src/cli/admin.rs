@@ -8,7 +8,7 @@ use super::local::{request, unexpected};
 use crate::config::Config;
 use crate::control::wire::{Reply, Request};
 
-pub fn reset_password(cfg: &Config) -> Result<ExitCode> {
+pub(super) fn reset_password(cfg: &Config) -> Result<ExitCode> {
     let setup = match request(cfg, Request::AdminResetPassword, &mut |_| {})? {
         Reply::SetupLink(s) => s,
         other => return Err(unexpected(other)),

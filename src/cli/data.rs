@@ -18,7 +18,7 @@ use crate::control::wire::{Reply, Request};
 use crate::migrate::export;
 
 /// `export --out FILE` (or `-` for stdout).
-pub fn export(cfg: &Config, out: &Path) -> Result<ExitCode> {
+pub(super) fn export(cfg: &Config, out: &Path) -> Result<ExitCode> {
     let to_stdout = out.as_os_str() == "-";
     let partial = out.with_extension("partial");
     let mut sink: Box<dyn Write> = if to_stdout {
@@ -86,7 +86,7 @@ pub fn export(cfg: &Config, out: &Path) -> Result<ExitCode> {
 }
 
 /// `import FILE`: restores an export into an empty bridge.
-pub fn import(cfg: &Config, file: &Path) -> Result<ExitCode> {
+pub(super) fn import(cfg: &Config, file: &Path) -> Result<ExitCode> {
     let opened = std::fs::File::open(file).and_then(|f| Ok((f.metadata()?.len(), f)));
     let (size, f) = opened.with_context(|| format!("cannot read {}", file.display()))?;
     let (counts, repaired) = match client::call_import(&cfg.data_dir, f, size) {
@@ -118,7 +118,7 @@ pub fn import(cfg: &Config, file: &Path) -> Result<ExitCode> {
 
 /// `backup --out FILE`: from a running server over the control socket (the server
 /// makes the copy in its data directory and streams it), or directly.
-pub fn backup(cfg: &Config, out: &Path) -> Result<ExitCode> {
+pub(super) fn backup(cfg: &Config, out: &Path) -> Result<ExitCode> {
     let out = std::path::absolute(out).with_context(|| format!("bad path {}", out.display()))?;
     if out == std::path::absolute(cfg.db_path()).unwrap_or_default() {
         anyhow::bail!("--out must not be the live database file");

@@ -14,7 +14,7 @@ use crate::store::{Store, StoreError, StoreOptions};
 
 /// Runs a request on the running server, or directly on the database when no
 /// server runs; `progress` sees the progress reports of long requests.
-pub fn request(
+pub(super) fn request(
     cfg: &Config,
     req: Request,
     progress: &mut (dyn FnMut(Progress) + Send),
@@ -48,14 +48,14 @@ pub fn request(
 }
 
 /// The reply did not fit the request (a server of another version).
-pub fn unexpected(reply: Reply) -> anyhow::Error {
+pub(super) fn unexpected(reply: Reply) -> anyhow::Error {
     anyhow!("unexpected answer from the server: {reply:?}")
 }
 
 /// What a command does when the data directory holds no database (issue 14: a
 /// wrong `--data-dir` must not yield an empty backup and exit 0).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IfMissing {
+pub(super) enum IfMissing {
     /// Refuse, naming the path looked at: the command needs existing data.
     Refuse,
     /// Create it silently (`import` fills it at once).
@@ -65,7 +65,7 @@ pub enum IfMissing {
 }
 
 /// The refusal of a command that needs an existing database.
-pub fn missing_database(cfg: &Config) -> anyhow::Error {
+pub(super) fn missing_database(cfg: &Config) -> anyhow::Error {
     let dir = &cfg.data_dir;
     let what = if dir.is_dir() {
         format!("the data directory {} holds no database", dir.display())
@@ -84,7 +84,7 @@ pub fn missing_database(cfg: &Config) -> anyhow::Error {
 /// Opens the store for a one-off command when no server runs: the data directory
 /// checked (and created 0700 where the command may create a database), and what a
 /// root-run command created there handed to the directory's owner.
-pub fn open_store(cfg: &Config, if_missing: IfMissing) -> Result<Store> {
+pub(super) fn open_store(cfg: &Config, if_missing: IfMissing) -> Result<Store> {
     let db = cfg.db_path();
     let exists = std::fs::symlink_metadata(&db).is_ok();
     if !exists && if_missing == IfMissing::Refuse {
@@ -137,13 +137,13 @@ pub fn open_store(cfg: &Config, if_missing: IfMissing) -> Result<Store> {
 }
 
 /// A one-line progress display on stderr when it is a terminal.
-pub struct StatusLine {
+pub(super) struct StatusLine {
     on: bool,
     last: std::time::Instant,
 }
 
 impl StatusLine {
-    pub fn new() -> StatusLine {
+    pub(super) fn new() -> StatusLine {
         use std::io::IsTerminal;
         StatusLine {
             on: std::io::stderr().is_terminal(),
@@ -152,7 +152,7 @@ impl StatusLine {
     }
 
     /// Shows `text()` (at most ten times a second).
-    pub fn show(&mut self, text: impl FnOnce() -> String) {
+    pub(super) fn show(&mut self, text: impl FnOnce() -> String) {
         if self.on && self.last.elapsed() > std::time::Duration::from_millis(100) {
             self.last = std::time::Instant::now();
             eprint!("\r\x1b[2K{}", text());
@@ -161,7 +161,7 @@ impl StatusLine {
 
     /// Like `show`, and when stderr is not a terminal (a script, a log), a full line
     /// every five seconds: a long migration step never runs silent.
-    pub fn tick(&mut self, text: impl FnOnce() -> String) {
+    pub(super) fn tick(&mut self, text: impl FnOnce() -> String) {
         if self.on {
             return self.show(text);
         }
@@ -172,7 +172,7 @@ impl StatusLine {
     }
 
     /// A line that stays (a retry and its reason), whatever stderr is.
-    pub fn note(&mut self, text: &str) {
+    pub(super) fn note(&mut self, text: &str) {
         if self.on {
             eprint!("\r\x1b[2K");
         }
@@ -180,7 +180,7 @@ impl StatusLine {
     }
 
     /// Clears the line.
-    pub fn done(&self) {
+    pub(super) fn done(&self) {
         if self.on {
             eprint!("\r\x1b[2K");
         }

@@ -24,7 +24,7 @@ use crate::secret::Secret;
 /// Exit code of a report that found something to fix.
 const FOUND_PROBLEMS: u8 = 2;
 
-pub fn run(cfg: &Config, cmd: &MigrateCommand) -> Result<ExitCode> {
+pub(super) fn run(cfg: &Config, cmd: &MigrateCommand) -> Result<ExitCode> {
     match cmd {
         MigrateCommand::Check {
             json,

@@ -31,16 +31,16 @@ use crate::migrate::policy::PolicyView;
 pub struct Cli {
     /// TOML configuration file (see config/scimbridge.toml).
     #[arg(long, global = true, env = "SCIMBRIDGE_CONFIG", value_name = "FILE")]
-    pub config: Option<PathBuf>,
+    pub(crate) config: Option<PathBuf>,
     /// Directory holding the database and the generated certificate [default: ./scimbridge-data].
     #[arg(long, global = true, env = "SCIMBRIDGE_DATA_DIR", value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
+    pub(crate) data_dir: Option<PathBuf>,
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Run the SCIM server.
     Serve(Settings),
     /// Issue, list and revoke SCIM bearer tokens.
@@ -74,14 +74,14 @@ pub enum Command {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum AdminCommand {
+pub(crate) enum AdminCommand {
     /// Print a one-time link (valid for an hour) to set a new admin password; the
     /// current password keeps working until the new one is set.
     ResetPassword,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum TokenCommand {
+pub(crate) enum TokenCommand {
     /// Issue a new token; the secret is printed once, alone on the last line of stdout.
     Issue {
         /// A name for the token, e.g. the identity provider that uses it.
@@ -111,7 +111,7 @@ pub enum TokenCommand {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum PolicyCommand {
+pub(crate) enum PolicyCommand {
     /// Print each value and where it came from (stored, config file, default).
     Show {
         /// Print JSON.
@@ -141,14 +141,14 @@ pub enum PolicyCommand {
 
 /// A policy field on the command line.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum PolicyFieldName {
+pub(crate) enum PolicyFieldName {
     AllowedDomains,
     PublicDomains,
     ProtectedGroups,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum MigrateCommand {
+pub(crate) enum MigrateCommand {
     /// Readiness report; exits non-zero when something blocks a migration. With
     /// --to, also reads the target's capabilities and lists the attributes of the
     /// directory it cannot hold (nothing is written).
@@ -225,7 +225,7 @@ pub enum MigrateCommand {
 
 /// The packaged install's configuration file (packaging/scimbridge.toml), which
 /// management commands read when nothing else names the bridge's data.
-pub const PACKAGED_CONFIG: &str = "/etc/scimbridge/scimbridge.toml";
+pub(crate) const PACKAGED_CONFIG: &str = "/etc/scimbridge/scimbridge.toml";
 
 /// Whether a command falls back to `PACKAGED_CONFIG` (issue 14): only a management
 /// command (not `serve`), only when neither `--config`/`SCIMBRIDGE_CONFIG` nor

@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::control::wire::{Reply, Request};
 use crate::store::Scope;
 
-pub fn run(cfg: &Config, cmd: &TokenCommand) -> Result<ExitCode> {
+pub(super) fn run(cfg: &Config, cmd: &TokenCommand) -> Result<ExitCode> {
     match cmd {
         TokenCommand::Issue {
             name,

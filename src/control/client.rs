@@ -14,7 +14,7 @@ use crate::migrate::report::Progress;
 
 /// Why a call to the running server failed.
 #[derive(Debug, thiserror::Error)]
-pub enum ClientError {
+pub(crate) enum ClientError {
     /// The server ran the request and refused it; its message says why.
     #[error("{0}")]
     Refused(String),
@@ -124,7 +124,7 @@ fn answer(
 
 /// Sends a request to a running server, handing progress reports to `progress` as
 /// they arrive. `None` when no server listens.
-pub fn call(data_dir: &Path, req: &Request, progress: &mut dyn FnMut(Progress)) -> Answer {
+pub(crate) fn call(data_dir: &Path, req: &Request, progress: &mut dyn FnMut(Progress)) -> Answer {
     let stream = match open(data_dir, req)? {
         Ok(s) => s,
         Err(e) => return Some(Err(e)),
@@ -136,7 +136,7 @@ pub fn call(data_dir: &Path, req: &Request, progress: &mut dyn FnMut(Progress)) 
 
 /// Sends a streaming request (export, backup) and copies the data that follows the
 /// answer line to `out`, calling `progress` with the bytes received so far.
-pub fn call_stream(
+pub(crate) fn call_stream(
     data_dir: &Path,
     req: &Request,
     out: &mut dyn Write,
@@ -170,7 +170,7 @@ pub fn call_stream(
 
 /// Sends an export file (`size` bytes) to a running server for import. `None` when
 /// no server listens.
-pub fn call_import(data_dir: &Path, mut file: std::fs::File, size: u64) -> Answer {
+pub(crate) fn call_import(data_dir: &Path, mut file: std::fs::File, size: u64) -> Answer {
     let stream = match open(data_dir, &Request::Import { size })? {
         Ok(s) => s,
         Err(e) => return Some(Err(e)),

@@ -6,17 +6,17 @@
 //! An edge: it calls the application layer and is called by nothing but the server
 //! bootstrap and the CLI.
 
-pub mod client;
-pub mod server;
-pub mod wire;
+pub(crate) mod client;
+pub(crate) mod server;
+pub(crate) mod wire;
 
 use std::path::{Path, PathBuf};
 
-pub use server::{bind, execute, serve, ExecError};
+pub(crate) use server::{bind, execute, serve};
 
 /// The audit caller for a command-line user: the operating-system account of `uid`
 /// (from /etc/passwd), or `uid N` when it has no entry.
-pub fn cli_caller(uid: u32) -> crate::app::audit::Caller {
+pub(crate) fn cli_caller(uid: u32) -> crate::app::audit::Caller {
     let name = std::fs::read_to_string("/etc/passwd")
         .ok()
         .and_then(|passwd| {
@@ -31,16 +31,16 @@ pub fn cli_caller(uid: u32) -> crate::app::audit::Caller {
 }
 
 /// The uid this process runs as (the owner of `/proc/self`).
-pub fn own_uid() -> Option<u32> {
+pub(crate) fn own_uid() -> Option<u32> {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata("/proc/self").ok().map(|m| m.uid())
 }
 
 /// The control socket's file name in the data directory.
-pub const SOCKET_NAME: &str = "control.sock";
+pub(crate) const SOCKET_NAME: &str = "control.sock";
 
 /// Where the control socket lives in a data directory. Bind and connect through
 /// `crate::localfs::short_socket_path`, which fits any directory into `sun_path`.
-pub fn socket_path(data_dir: &Path) -> PathBuf {
+pub(crate) fn socket_path(data_dir: &Path) -> PathBuf {
     data_dir.join(SOCKET_NAME)
 }

@@ -24,7 +24,7 @@ use crate::store::{Store, StoreError};
 
 /// Every way a control request can fail.
 #[derive(Debug, thiserror::Error)]
-pub enum ExecError {
+pub(crate) enum ExecError {
     #[error(transparent)]
     Token(#[from] TokenError),
     #[error(transparent)]
@@ -55,7 +55,7 @@ impl From<ExecError> for Response {
 
 /// Runs one (non-streaming) request; `progress` receives intermediate reports of
 /// long ones.
-pub async fn execute(
+pub(crate) async fn execute(
     app: &App,
     caller: &Caller,
     req: Request,
@@ -287,7 +287,7 @@ async fn receive_import(
 /// Binds the control socket (mode 0600), replacing a stale one left by a killed
 /// server. Bound through a short path, so a long data directory cannot push it
 /// past `sun_path`'s 108 bytes (issue 11).
-pub fn bind(data_dir: &Path) -> std::io::Result<tokio::net::UnixListener> {
+pub(crate) fn bind(data_dir: &Path) -> std::io::Result<tokio::net::UnixListener> {
     let path = super::socket_path(data_dir);
     let (short, _dir) = crate::localfs::short_socket_path(data_dir, super::SOCKET_NAME)?;
     if path.exists() && std::os::unix::net::UnixStream::connect(&short).is_err() {
@@ -302,7 +302,11 @@ pub fn bind(data_dir: &Path) -> std::io::Result<tokio::net::UnixListener> {
 }
 
 /// Serves the control socket until the task is dropped.
-pub async fn serve(data_dir: &Path, listener: tokio::net::UnixListener, app: std::sync::Arc<App>) {
+pub(crate) async fn serve(
+    data_dir: &Path,
+    listener: tokio::net::UnixListener,
+    app: std::sync::Arc<App>,
+) {
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(s) => s,

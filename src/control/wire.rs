@@ -17,12 +17,12 @@ use crate::migrate::report::{MigrationStatus, Progress, PushOutcome, TargetCheck
 use crate::migrate::service::{CutoverReport, PushRequest};
 
 /// Largest request line the server reads.
-pub const MAX_LINE: usize = 64 * 1024;
+pub(crate) const MAX_LINE: usize = 64 * 1024;
 
 /// One request, one variant per command the CLI sends.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "kebab-case")]
-pub enum Request {
+pub(crate) enum Request {
     TokenIssue(IssueRequest),
     TokenList,
     TokenRevoke {
@@ -57,7 +57,7 @@ pub enum Request {
 /// What `migrate policy` asks.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "kebab-case")]
-pub enum PolicyRequest {
+pub(crate) enum PolicyRequest {
     Show,
     Set(PolicyChange),
     /// Forget the stored value of these fields (all when empty).
@@ -69,7 +69,7 @@ pub enum PolicyRequest {
 /// One line from the server.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Response {
+pub(crate) enum Response {
     /// An intermediate report of a long request; more lines follow.
     Progress(Progress),
     /// The request succeeded. (Boxed: a reply is much larger than a progress line.)
@@ -81,7 +81,7 @@ pub enum Response {
 /// What a request produced.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "reply", content = "value", rename_all = "kebab-case")]
-pub enum Reply {
+pub(crate) enum Reply {
     TokenIssued(IssuedToken),
     Tokens(Vec<TokenInfo>),
     TokenRevoked(TokenInfo),
@@ -104,7 +104,7 @@ pub enum Reply {
 
 /// A backup the server made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BackupDone {
+pub(crate) struct BackupDone {
     pub users: u64,
     pub groups: u64,
     /// Bytes of the database copy that follow.
@@ -114,7 +114,7 @@ pub struct BackupDone {
 /// An import the server made.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Imported {
+pub(crate) struct Imported {
     pub counts: Counts,
     /// When the imported file was exported.
     pub exported_at: Timestamp,
@@ -125,7 +125,7 @@ pub struct Imported {
 }
 
 /// A value as one line: JSON and a newline.
-pub fn line<T: Serialize>(value: &T) -> Vec<u8> {
+pub(crate) fn line<T: Serialize>(value: &T) -> Vec<u8> {
     // Serializing these types cannot fail (string keys, no custom errors).
     let mut out = serde_json::to_vec(value).unwrap_or_default();
     out.push(b'\n');

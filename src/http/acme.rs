@@ -87,7 +87,7 @@ fn text(status: StatusCode, body: String) -> Response<Body> {
 }
 
 /// Serves the plain listener until the task is aborted.
-pub async fn serve_http01(
+pub(crate) async fn serve_http01(
     listener: TcpListener,
     tokens: Arc<Http01Tokens>,
     https_port: u16,

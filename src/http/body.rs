@@ -30,7 +30,7 @@ use tokio::time::{Instant, Sleep};
 
 /// Why a request body could not be read.
 #[derive(Debug, thiserror::Error)]
-pub enum BodyError {
+pub(crate) enum BodyError {
     /// The whole body did not arrive within `limits.body_timeout_secs`.
     #[error("the request body did not arrive in time")]
     TimedOut,
@@ -39,10 +39,10 @@ pub enum BodyError {
 }
 
 /// Where a body that a handler dropped unread is left for the server.
-pub type Leftover = Arc<Mutex<Option<Incoming>>>;
+pub(crate) type Leftover = Arc<Mutex<Option<Incoming>>>;
 
 /// A request body with a deadline; see the module documentation.
-pub struct RequestBody {
+pub(crate) struct RequestBody {
     inner: Option<Incoming>,
     deadline: Pin<Box<Sleep>>,
     leftover: Leftover,
@@ -50,7 +50,7 @@ pub struct RequestBody {
 
 impl RequestBody {
     /// `timeout` counts from now (the request's admission).
-    pub fn new(inner: Incoming, timeout: Duration, leftover: Leftover) -> RequestBody {
+    pub(crate) fn new(inner: Incoming, timeout: Duration, leftover: Leftover) -> RequestBody {
         RequestBody {
             inner: Some(inner),
             deadline: Box::pin(tokio::time::sleep_until(Instant::now() + timeout)),
@@ -111,7 +111,11 @@ impl Drop for RequestBody {
 /// Reads and discards up to `max_bytes` of `body` within `time`. Returns the body if
 /// it did not end by then (the caller keeps it alive until the answer is sent, so
 /// HTTP/2 resets the stream with NO_ERROR after the answer rather than CANCEL before).
-pub async fn drain(mut body: Incoming, max_bytes: usize, time: Duration) -> Option<Incoming> {
+pub(crate) async fn drain(
+    mut body: Incoming,
+    max_bytes: usize,
+    time: Duration,
+) -> Option<Incoming> {
     let mut seen = 0usize;
     let read = async {
         while let Some(frame) = body.frame().await {
@@ -136,7 +140,7 @@ pub async fn drain(mut body: Incoming, max_bytes: usize, time: Duration) -> Opti
 }
 
 /// Lives inside a response body until hyper has sent it (or given up on it).
-pub type Keepalive = Box<dyn Send>;
+pub(crate) type Keepalive = Box<dyn Send>;
 
 /// A response body the server abandoned part-way (its producer failed after the
 /// status line was sent): hyper then ends the connection without the body's proper
@@ -147,7 +151,7 @@ pub struct Abandoned(pub String);
 
 /// Chunks of a body made elsewhere, in order; an `Err` (why, for the log) abandons
 /// the answer.
-pub type Chunks = tokio::sync::mpsc::Receiver<Result<Bytes, String>>;
+pub(crate) type Chunks = tokio::sync::mpsc::Receiver<Result<Bytes, String>>;
 
 /// A handler's response body; see the module documentation.
 pub struct Body {
@@ -228,13 +232,13 @@ impl HttpBody for Body {
 }
 
 /// The body hyper sends: the handler's body plus what must outlive the handler.
-pub struct ResponseBody {
+pub(crate) struct ResponseBody {
     inner: super::Body,
     _keep: Vec<Keepalive>,
 }
 
 impl ResponseBody {
-    pub fn new(inner: super::Body, keep: Vec<Keepalive>) -> ResponseBody {
+    pub(crate) fn new(inner: super::Body, keep: Vec<Keepalive>) -> ResponseBody {
         ResponseBody { inner, _keep: keep }
     }
 }

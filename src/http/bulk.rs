@@ -17,8 +17,8 @@ use crate::scim::error::{ScimError, ScimResult, ScimType};
 use crate::scim::schema::ResourceType;
 use crate::store::{Actor, Target};
 
-pub const BULK_REQUEST_URN: &str = "urn:ietf:params:scim:api:messages:2.0:BulkRequest";
-pub const BULK_RESPONSE_URN: &str = "urn:ietf:params:scim:api:messages:2.0:BulkResponse";
+pub(crate) const BULK_REQUEST_URN: &str = "urn:ietf:params:scim:api:messages:2.0:BulkRequest";
+pub(crate) const BULK_RESPONSE_URN: &str = "urn:ietf:params:scim:api:messages:2.0:BulkResponse";
 
 struct BulkOp {
     method: Method,
@@ -151,7 +151,12 @@ fn parse_path(path: &str) -> Option<(ResourceType, Option<String>)> {
     }
 }
 
-pub async fn handle(state: &AppState, body: Value, principal: &Principal, base: &str) -> Handled {
+pub(crate) async fn handle(
+    state: &AppState,
+    body: Value,
+    principal: &Principal,
+    base: &str,
+) -> Handled {
     let actor = &Actor {
         token_id: Some(principal.token_id.clone()),
         name: principal.name.clone(),
@@ -334,8 +339,6 @@ async fn run_op(
         }
         Outcome::Resource(w) => (200, Some(w.location), Some(w.version), None),
         Outcome::Deleted => (204, None, None, None),
-        Outcome::NotModified { .. } | Outcome::Page(_) | Outcome::Streamed { .. } => {
-            return Err(ScimError::internal())
-        }
+        Outcome::NotModified { .. } | Outcome::Streamed { .. } => return Err(ScimError::internal()),
     })
 }

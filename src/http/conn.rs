@@ -31,14 +31,14 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 /// Idle time allowed while the listener has no free connection slot.
-pub const PRESSURE_IDLE: Duration = Duration::from_secs(1);
+pub(crate) const PRESSURE_IDLE: Duration = Duration::from_secs(1);
 /// How long and how much a closing connection keeps reading what the peer sends.
 const LINGER_TIME: Duration = Duration::from_secs(2);
 const LINGER_BYTES: usize = 256 * 1024;
 
 /// The deadlines of one connection (from `[limits]`).
 #[derive(Debug, Clone, Copy)]
-pub struct ConnLimits {
+pub(crate) struct ConnLimits {
     pub first_request: Duration,
     pub idle: Duration,
     pub write_timeout: Duration,
@@ -48,7 +48,7 @@ pub struct ConnLimits {
 
 /// Why a connection was closed by the server: a closed set, used as a metric label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     FirstRequest,
     Idle,
     Pressure,
@@ -56,14 +56,7 @@ pub enum Verdict {
 }
 
 impl Verdict {
-    pub const ALL: [Verdict; 4] = [
-        Verdict::FirstRequest,
-        Verdict::Idle,
-        Verdict::Pressure,
-        Verdict::WriteStall,
-    ];
-
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Verdict::FirstRequest => "first_request_timeout",
             Verdict::Idle => "idle_timeout",
@@ -74,7 +67,7 @@ impl Verdict {
 }
 
 /// What a connection has done, shared by its stream, its requests and its checker.
-pub struct Watch {
+pub(crate) struct Watch {
     born: Instant,
     in_flight: AtomicUsize,
     requests: AtomicU64,
@@ -88,7 +81,7 @@ pub struct Watch {
 }
 
 impl Watch {
-    pub fn new() -> Arc<Watch> {
+    pub(crate) fn new() -> Arc<Watch> {
         Arc::new(Watch {
             born: Instant::now(),
             in_flight: AtomicUsize::new(0),
@@ -108,20 +101,20 @@ impl Watch {
 
     /// A request started; it is in progress until the returned value is dropped
     /// (which the server does when its answer has been sent).
-    pub fn request_started(self: &Arc<Self>) -> InFlight {
+    pub(crate) fn request_started(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.requests.fetch_add(1, Ordering::Relaxed);
         self.mark_edge();
         InFlight(self.clone())
     }
 
-    pub fn kill(&self) {
+    pub(crate) fn kill(&self) {
         self.killed.store(true, Ordering::Relaxed);
     }
 }
 
 /// A request in progress on a connection.
-pub struct InFlight(Arc<Watch>);
+pub(crate) struct InFlight(Arc<Watch>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
@@ -131,7 +124,7 @@ impl Drop for InFlight {
 }
 
 /// Decides, once a second, whether a connection has missed a deadline.
-pub struct Checker {
+pub(crate) struct Checker {
     limits: ConnLimits,
     episode: Option<Instant>,
     last_events: u64,
@@ -139,7 +132,7 @@ pub struct Checker {
 }
 
 impl Checker {
-    pub fn new(limits: ConnLimits) -> Checker {
+    pub(crate) fn new(limits: ConnLimits) -> Checker {
         Checker {
             limits,
             episode: None,
@@ -148,7 +141,7 @@ impl Checker {
         }
     }
 
-    pub fn check(&mut self, w: &Watch, now: Instant, pressure: bool) -> Option<Verdict> {
+    pub(crate) fn check(&mut self, w: &Watch, now: Instant, pressure: bool) -> Option<Verdict> {
         let l = self.limits;
         let written = w.written.load(Ordering::Relaxed);
         let events = w.blocked_events.load(Ordering::Relaxed);
@@ -194,13 +187,13 @@ impl Checker {
 }
 
 /// The TCP stream of a connection, reporting its writes to the `Watch`.
-pub struct Watched {
+pub(crate) struct Watched {
     io: Option<TcpStream>,
     watch: Arc<Watch>,
 }
 
 impl Watched {
-    pub fn new(io: TcpStream, watch: Arc<Watch>) -> Watched {
+    pub(crate) fn new(io: TcpStream, watch: Arc<Watch>) -> Watched {
         Watched {
             io: Some(io),
             watch,

@@ -25,7 +25,7 @@ struct Histogram {
 }
 
 #[derive(Default)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     requests: Mutex<BTreeMap<(&'static str, &'static str, u16), u64>>,
     latency: Mutex<BTreeMap<&'static str, Histogram>>,
     auth_failures: Mutex<BTreeMap<&'static str, u64>>,
@@ -33,7 +33,7 @@ pub struct Metrics {
 }
 
 /// The method label: the methods RFC 9110 and RFC 5789 define, else "other".
-pub fn method_label(m: &hyper::Method) -> &'static str {
+pub(crate) fn method_label(m: &hyper::Method) -> &'static str {
     use hyper::Method as M;
     match *m {
         M::GET => "GET",
@@ -59,7 +59,7 @@ fn status_label(status: u16) -> u16 {
 }
 
 /// A route label with ids stripped, so label cardinality stays bounded.
-pub fn route_label(path: &str) -> &'static str {
+pub(crate) fn route_label(path: &str) -> &'static str {
     let Some(rest) = path.strip_prefix("/scim/v2") else {
         return match path {
             "/healthz" => "/healthz",
@@ -93,7 +93,7 @@ fn escape(v: &str) -> String {
 }
 
 impl Metrics {
-    pub fn record(
+    pub(crate) fn record(
         &self,
         route: &'static str,
         method: &hyper::Method,
@@ -117,19 +117,19 @@ impl Metrics {
         }
     }
 
-    pub fn auth_failure(&self, reason: &'static str) {
+    pub(crate) fn auth_failure(&self, reason: &'static str) {
         if let Ok(mut m) = self.auth_failures.lock() {
             *m.entry(reason).or_default() += 1;
         }
     }
 
     /// A connection closed by a deadline.
-    pub fn connection_closed(&self, why: crate::http::conn::Verdict) {
+    pub(crate) fn connection_closed(&self, why: crate::http::conn::Verdict) {
         self.connection_event(why.as_str());
     }
 
     /// A connection refused at accept (`reason` is a fixed word).
-    pub fn connection_refused(&self, reason: &'static str) {
+    pub(crate) fn connection_refused(&self, reason: &'static str) {
         self.connection_event(reason);
     }
 
@@ -141,7 +141,7 @@ impl Metrics {
 
     /// The exposition text; `gauges` are (name, help, value) read at scrape time,
     /// `refusals` the limiter's counts.
-    pub fn render(
+    pub(crate) fn render(
         &self,
         gauges: &[(&str, &str, f64)],
         refusals: impl Iterator<Item = (crate::limiter::Reason, u64)>,
@@ -242,7 +242,7 @@ impl Metrics {
 /// kind and, in ACME mode, the next renewal and the last error by kind. Every label
 /// value comes from a closed set (`WarningKind::ALL`, `AcmeErrorKind::ALL` and
 /// `none`), so a scrape always shows the same series.
-pub fn render_tls(view: &crate::tls::CertView, out: &mut String) {
+pub(crate) fn render_tls(view: &crate::tls::CertView, out: &mut String) {
     use crate::tls::acme::AcmeErrorKind;
     use crate::tls::WarningKind;
     if let Some(info) = &view.info {

@@ -2,14 +2,14 @@
 //! (`scim`) and the plain ACME HTTP-01 listener (`acme`); TLS itself is `crate::tls`. Only this layer knows HTTP; it turns requests into calls on the
 //! SCIM core and the store, and errors into SCIM error documents in one place.
 
-pub mod acme;
-pub mod admin;
-pub mod body;
-pub mod bulk;
-pub mod conn;
-pub mod metrics;
-pub mod scim;
-pub mod server;
+pub(crate) mod acme;
+pub(crate) mod admin;
+pub(crate) mod body;
+pub(crate) mod bulk;
+pub(crate) mod conn;
+pub(crate) mod metrics;
+pub(crate) mod scim;
+pub(crate) mod server;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,7 +20,7 @@ use bytes::Bytes;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Request, Response, StatusCode};
 
-pub use body::RequestBody;
+pub(crate) use body::RequestBody;
 
 use crate::app::App;
 use crate::config::TrustedProxies;
@@ -28,17 +28,17 @@ use crate::limiter::{Permit, Subject, Throttled};
 use crate::scim::error::ScimError;
 use crate::store::StoreError;
 
-pub use body::Body;
+pub(crate) use body::Body;
 
 /// A handler's answer: a response, or a SCIM error to render as one.
-pub type Handled = Result<Response<Body>, ScimError>;
+pub(crate) type Handled = Result<Response<Body>, ScimError>;
 
-pub const SCIM_PREFIX: &str = "/scim/v2";
-pub const SCIM_CONTENT_TYPE: &str = "application/scim+json";
+pub(crate) const SCIM_PREFIX: &str = "/scim/v2";
+pub(crate) const SCIM_CONTENT_TYPE: &str = "application/scim+json";
 
 /// Which listener a connection came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Listener {
+pub(crate) enum Listener {
     /// The SCIM listener (`listen`); also serves the admin page unless `admin.listen` is set.
     Main,
     /// The separate admin listener (`admin.listen`): only `/admin`.
@@ -47,7 +47,7 @@ pub enum Listener {
 
 /// Facts about the connection of a request, put into its extensions by the server.
 #[derive(Debug, Clone, Copy)]
-pub struct ConnInfo {
+pub(crate) struct ConnInfo {
     /// The TCP peer (a reverse proxy, when there is one).
     pub peer: SocketAddr,
     /// The client: the peer, or the address a trusted proxy forwarded for
@@ -59,13 +59,13 @@ pub struct ConnInfo {
 /// Per request, in its extensions: what must live until its answer has been sent
 /// (the limiter's permits).
 #[derive(Default)]
-pub struct RequestCtx {
+pub(crate) struct RequestCtx {
     permits: Mutex<Vec<Permit>>,
 }
 
 impl RequestCtx {
     /// Keeps `permit` until the answer to this request has been sent.
-    pub fn hold(&self, permit: Permit) {
+    pub(crate) fn hold(&self, permit: Permit) {
         if let Ok(mut p) = self.permits.lock() {
             p.push(permit);
         }
@@ -73,7 +73,7 @@ impl RequestCtx {
 }
 
 /// The request's context (a fresh one when the server did not set one, in tests).
-pub fn request_ctx<B>(req: &Request<B>) -> Arc<RequestCtx> {
+pub(crate) fn request_ctx<B>(req: &Request<B>) -> Arc<RequestCtx> {
     req.extensions()
         .get::<Arc<RequestCtx>>()
         .cloned()
@@ -81,7 +81,7 @@ pub fn request_ctx<B>(req: &Request<B>) -> Arc<RequestCtx> {
 }
 
 /// The client address of a request (the peer when the server did not say).
-pub fn client_of<B>(req: &Request<B>) -> IpAddr {
+pub(crate) fn client_of<B>(req: &Request<B>) -> IpAddr {
     req.extensions()
         .get::<ConnInfo>()
         .map_or(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), |c| c.client)
@@ -91,7 +91,7 @@ pub fn client_of<B>(req: &Request<B>) -> IpAddr {
 /// right-most address in `X-Forwarded-For` that is not itself a trusted proxy (the
 /// left part of the header is whatever the client wrote and proves nothing).
 /// A malformed entry ends the walk at the proxy that added it.
-pub fn client_address(
+pub(crate) fn client_address(
     trusted: &TrustedProxies,
     peer: IpAddr,
     headers: &hyper::HeaderMap,
@@ -120,10 +120,10 @@ pub fn client_address(
 
 /// `Strict-Transport-Security` for certificates a browser can verify: a year, and
 /// never `includeSubDomains` (the bridge speaks only for its own name).
-pub const HSTS: &str = "max-age=31536000";
+pub(crate) const HSTS: &str = "max-age=31536000";
 
 /// Everything a request handler needs, shared by all connections.
-pub struct AppState {
+pub(crate) struct AppState {
     /// The application layer every edge shares (store, config, migration…).
     pub app: Arc<App>,
     /// The served certificate, when TLS is on.
@@ -145,10 +145,10 @@ pub struct AppState {
 }
 
 /// How long a readiness probe's result is reused.
-pub const READY_PROBE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+pub(crate) const READY_PROBE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl AppState {
-    pub fn new(app: Arc<App>, certs: Option<Arc<crate::tls::CertStore>>) -> Self {
+    pub(crate) fn new(app: Arc<App>, certs: Option<Arc<crate::tls::CertStore>>) -> Self {
         AppState {
             app,
             certs,
@@ -164,7 +164,7 @@ impl AppState {
 
     /// The SCIM base URL (`https://host:port/scim/v2`): the one announced at start,
     /// else built from the configuration alone.
-    pub fn scim_base(&self) -> String {
+    pub(crate) fn scim_base(&self) -> String {
         if let Some(u) = self.scim_url.get() {
             return u.clone();
         }
@@ -183,7 +183,7 @@ impl AppState {
 
     /// Whether the database is writable, probing at most once per
     /// `READY_PROBE_EVERY` (concurrent callers share one probe).
-    pub async fn ready(&self) -> bool {
+    pub(crate) async fn ready(&self) -> bool {
         let mut last = self.readiness.lock().await;
         if let Some((at, ok)) = *last {
             if at.elapsed() < READY_PROBE_EVERY {
@@ -202,7 +202,7 @@ impl AppState {
     }
 }
 
-pub fn scim_json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+pub(crate) fn scim_json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
     let body = serde_json::to_vec(value).unwrap_or_default();
     let mut r = Response::new(Body::new(body));
     *r.status_mut() = status;
@@ -211,7 +211,7 @@ pub fn scim_json(status: StatusCode, value: &serde_json::Value) -> Response<Body
     r
 }
 
-pub fn scim_error(e: &ScimError) -> Response<Body> {
+pub(crate) fn scim_error(e: &ScimError) -> Response<Body> {
     let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut r = scim_json(status, &e.to_json());
     if e.status == 401 {
@@ -225,7 +225,7 @@ pub fn scim_error(e: &ScimError) -> Response<Body> {
 
 /// Maps a store error to a SCIM error; storage failures are logged here and never
 /// shown to the client.
-pub fn store_error(e: StoreError) -> ScimError {
+pub(crate) fn store_error(e: StoreError) -> ScimError {
     match e {
         StoreError::Scim(s) => s,
         StoreError::Closed => ScimError::new(503, None, "the server is shutting down"),
@@ -355,7 +355,7 @@ fn metrics_response(state: &AppState, req: &Request<RequestBody>) -> Response<Bo
 
 /// A 429 answer for a limiter refusal: a SCIM error below `/scim/v2`, plain text
 /// elsewhere, with `Retry-After` in seconds (RFC 6585 §4).
-pub fn throttled(t: &Throttled, scim: bool) -> Response<Body> {
+pub(crate) fn throttled(t: &Throttled, scim: bool) -> Response<Body> {
     let secs = t.retry_after_secs();
     let text = format!("{}; retry after {secs} s", t.reason.explain());
     let mut r = if scim {
@@ -375,7 +375,7 @@ pub fn throttled(t: &Throttled, scim: bool) -> Response<Body> {
 }
 
 /// Routes one request and logs it with a request id.
-pub async fn route(state: Arc<AppState>, req: Request<RequestBody>) -> Response<Body> {
+pub(crate) async fn route(state: Arc<AppState>, req: Request<RequestBody>) -> Response<Body> {
     let started = Instant::now();
     let rid = state.request_ids.fetch_add(1, Ordering::Relaxed);
     let method = req.method().clone();

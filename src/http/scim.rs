@@ -105,7 +105,7 @@ impl ScimRoute {
     }
 }
 
-pub async fn handle(
+pub(crate) async fn handle(
     state: &Arc<AppState>,
     req: Request<RequestBody>,
     rest: &str,
@@ -496,7 +496,6 @@ impl ResourceEndpoint<'_> {
                 *r.status_mut() = StatusCode::NO_CONTENT;
                 r
             }
-            Outcome::Page(page) => list_response(page, &Paging::Index),
         })
     }
 

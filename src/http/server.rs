@@ -50,7 +50,7 @@ const H2_STREAM_WINDOW: u32 = 256 * 1024;
 const H2_CONN_WINDOW: u32 = 1024 * 1024;
 
 /// Serves connections from `listener` until `shutdown` resolves, then drains.
-pub async fn run(
+pub(crate) async fn run(
     state: Arc<AppState>,
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
@@ -92,7 +92,7 @@ impl Drop for AddressSlot {
 }
 
 /// `run` for a listener of the given kind (the separate admin listener).
-pub async fn run_listener(
+pub(crate) async fn run_listener(
     state: Arc<AppState>,
     listener: TcpListener,
     tls: Option<TlsAcceptor>,

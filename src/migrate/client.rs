@@ -29,7 +29,7 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(120);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone)]
-pub struct Target {
+pub(crate) struct Target {
     /// Normalised base URL, no trailing slash, e.g. `https://scim.example.com/scim/v2`.
     pub base: String,
     scheme_https: bool,
@@ -42,7 +42,7 @@ pub struct Target {
 impl Target {
     /// Parses and normalises a target URL. Refuses plain http except on loopback or
     /// with `allow_http`.
-    pub fn parse(url: &str, allow_http: bool) -> MigrateResult<Target> {
+    pub(crate) fn parse(url: &str, allow_http: bool) -> MigrateResult<Target> {
         let invalid = MigrateError::InvalidTarget;
         let trimmed = url.trim().trim_end_matches('/');
         let uri: Uri = trimmed
@@ -106,24 +106,24 @@ fn authority(host: &str, port: u16, https: bool) -> String {
 }
 
 #[derive(Debug)]
-pub struct Response {
+pub(crate) struct Response {
     pub status: u16,
     pub body: Bytes,
 }
 
 impl Response {
     /// The body as JSON (a SCIM document).
-    pub fn json(&self) -> MigrateResult<Value> {
+    pub(crate) fn json(&self) -> MigrateResult<Value> {
         serde_json::from_slice(&self.body).map_err(|e| {
             MigrateError::TargetProtocol(format!("the target answered non-JSON ({e})"))
         })
     }
 
     /// The start of the body, for an error message.
-    pub fn detail(&self) -> String {
+    pub(crate) fn detail(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
-    pub fn is_success(&self) -> bool {
+    pub(crate) fn is_success(&self) -> bool {
         (200..300).contains(&self.status)
     }
 }
@@ -145,7 +145,7 @@ struct Shared {
 /// A SCIM client of one target. `Clone` gives a client with its own connection that
 /// shares counters, the throttle gate and the notice channel: the push runs a bounded
 /// number of them side by side.
-pub struct Client {
+pub(crate) struct Client {
     shared: Arc<Shared>,
     conn: Option<SendRequest<Full<Bytes>>>,
 }
@@ -161,7 +161,7 @@ impl Clone for Client {
 
 /// The answer to a request that must not be repeated blindly (a create).
 #[derive(Debug)]
-pub enum Sent {
+pub(crate) enum Sent {
     /// The target answered (any status but 429, which is waited for and retried).
     Answered(Response),
     /// The request went out and no usable answer came back (5xx, a broken connection,
@@ -206,7 +206,11 @@ fn certificate_refused(e: &std::io::Error) -> bool {
 }
 
 impl Client {
-    pub fn new(target: Target, token: Secret, cacert_pem: Option<&[u8]>) -> MigrateResult<Client> {
+    pub(crate) fn new(
+        target: Target,
+        token: Secret,
+        cacert_pem: Option<&[u8]>,
+    ) -> MigrateResult<Client> {
         let tls = if target.scheme_https {
             Some(tls_connector(cacert_pem)?)
         } else {
@@ -226,22 +230,22 @@ impl Client {
         })
     }
 
-    pub fn target(&self) -> &Target {
+    pub(crate) fn target(&self) -> &Target {
         &self.shared.target
     }
 
     /// Requests sent so far by this client and its clones (retries included).
-    pub fn requests(&self) -> u64 {
+    pub(crate) fn requests(&self) -> u64 {
         self.shared.requests.load(Ordering::Relaxed)
     }
 
     /// Answers 429 received so far by this client and its clones.
-    pub fn throttled(&self) -> u64 {
+    pub(crate) fn throttled(&self) -> u64 {
         self.shared.throttled.load(Ordering::Relaxed)
     }
 
     /// Sends retry notices (`Progress::Retrying`) to `tx` from now on.
-    pub fn report_to(&self, tx: Option<tokio::sync::mpsc::UnboundedSender<Progress>>) {
+    pub(crate) fn report_to(&self, tx: Option<tokio::sync::mpsc::UnboundedSender<Progress>>) {
         if let Ok(mut n) = self.shared.notices.lock() {
             *n = tx;
         }
@@ -393,7 +397,7 @@ impl Client {
     /// too; otherwise they come back as `Sent::Uncertain` so that the caller can look
     /// for the resource before creating it again (RFC 7231 §4.2.2: POST is not
     /// idempotent; a gateway may answer 503 after the target did the work).
-    pub async fn send(
+    pub(crate) async fn send(
         &mut self,
         method: Method,
         path: &str,
@@ -471,7 +475,7 @@ impl Client {
     }
 
     /// An idempotent request (GET, PUT, PATCH, DELETE), retried as `send` says.
-    pub async fn request(
+    pub(crate) async fn request(
         &mut self,
         method: Method,
         path: &str,

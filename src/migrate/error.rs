@@ -12,14 +12,14 @@ use super::report::Difference;
 
 /// A step of the state machine that needs a pushed, mirroring migration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step {
+pub(crate) enum Step {
     Verify,
     Cutover,
 }
 
 /// Why a migration step failed.
 #[derive(Debug, thiserror::Error)]
-pub enum MigrateError {
+pub(crate) enum MigrateError {
     /// The directory store failed or refused.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -134,7 +134,7 @@ fn stopped_hint(e: &MigrateError) -> &'static str {
 impl MigrateError {
     /// Could running the same step again succeed without anything changing? (The
     /// target was unreachable, overloaded or failing; not when it refused.)
-    pub fn is_transient(&self) -> bool {
+    pub(crate) fn is_transient(&self) -> bool {
         match self {
             MigrateError::Unreachable(_) | MigrateError::Store(_) | MigrateError::TaskFailed(_) => {
                 true
@@ -156,7 +156,7 @@ fn step_needs(step: Step) -> &'static str {
 }
 
 /// Shorthand for results of migration steps.
-pub type MigrateResult<T> = Result<T, MigrateError>;
+pub(crate) type MigrateResult<T> = Result<T, MigrateError>;
 
 #[cfg(test)]
 mod tests {

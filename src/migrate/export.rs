@@ -12,33 +12,33 @@ use crate::scim::resource::{Attributes, Meta};
 use crate::scim::schema::ResourceType;
 use crate::store::{hex, ImportItem, Snapshot, StoreError, StoredResource};
 
-pub const FORMAT_NAME: &str = "scimbridge-export";
-pub const FORMAT_VERSION: u32 = 1;
+pub(crate) const FORMAT_NAME: &str = "scimbridge-export";
+pub(crate) const FORMAT_VERSION: u32 = 1;
 /// Longest line accepted on import (a resource is far smaller).
-pub const MAX_LINE: usize = 4 << 20;
+pub(crate) const MAX_LINE: usize = 4 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-pub struct Counts {
-    pub users: u64,
-    pub groups: u64,
-    pub memberships: u64,
+pub(crate) struct Counts {
+    pub(crate) users: u64,
+    pub(crate) groups: u64,
+    pub(crate) memberships: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Manifest {
-    pub format: String,
-    pub format_version: u32,
+    pub(crate) format: String,
+    pub(crate) format_version: u32,
     /// The scimbridge version that wrote the file.
-    pub source_version: String,
-    pub exported_at: Timestamp,
-    pub counts: Counts,
+    pub(crate) source_version: String,
+    pub(crate) exported_at: Timestamp,
+    pub(crate) counts: Counts,
 }
 
 /// One line of the file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type")]
-pub enum Line {
+pub(crate) enum Line {
     #[serde(rename = "manifest")]
     Manifest(Manifest),
     User(Record),
@@ -62,10 +62,10 @@ pub enum Line {
 /// extension attributes under their URN). No secrets exist to leave out: passwords
 /// are never stored and tokens are not part of the directory.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Record {
-    pub id: String,
-    pub meta: Meta,
-    pub attributes: Attributes,
+pub(crate) struct Record {
+    pub(crate) id: String,
+    pub(crate) meta: Meta,
+    pub(crate) attributes: Attributes,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -123,7 +123,7 @@ impl<W: Write> HashingWriter<W> {
 
 /// Streams the whole directory of `snapshot` to `out`. `progress(done, total)` is
 /// called as records are written. Returns the counts.
-pub fn write_export<W: Write>(
+pub(crate) fn write_export<W: Write>(
     snapshot: &Snapshot,
     out: W,
     exported_at: Timestamp,
@@ -313,7 +313,7 @@ pub fn verify<R: BufRead>(r: R) -> Result<Manifest, ExportError> {
 }
 
 /// Reads a verified file into import batches of at most `batch` records.
-pub fn read_items<R: BufRead>(
+pub(crate) fn read_items<R: BufRead>(
     r: R,
     batch: usize,
     mut f: impl FnMut(Vec<ImportItem>) -> Result<(), ExportError>,
@@ -360,14 +360,14 @@ fn stored(rec: Record) -> StoredResource {
 /// (an older export's extra primary values, userNames that are one name under the
 /// caseless rule), rather than refusing the file.
 #[derive(Debug, Clone)]
-pub struct ImportReport {
-    pub manifest: Manifest,
-    pub repaired: Vec<String>,
+pub(crate) struct ImportReport {
+    pub(crate) manifest: Manifest,
+    pub(crate) repaired: Vec<String>,
 }
 
 /// Imports a verified export file into an empty directory, in one transaction.
 /// Refuses a damaged or tampered file, and a non-empty directory, before writing.
-pub fn import_file(
+pub(crate) fn import_file(
     store: &crate::store::Store,
     path: &std::path::Path,
     now: Timestamp,

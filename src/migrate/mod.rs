@@ -5,12 +5,12 @@
 //! so are errors (`error::MigrateError`). Sits on top of the store; knows nothing of
 //! HTTP serving, the control socket or the CLI.
 
-pub mod client;
-pub mod error;
+pub(crate) mod client;
+pub(crate) mod error;
 pub mod export;
-pub mod policy;
-pub mod push;
-pub mod readiness;
-pub mod report;
-pub mod service;
-pub mod target;
+pub(crate) mod policy;
+pub(crate) mod push;
+pub(crate) mod readiness;
+pub(crate) mod report;
+pub(crate) mod service;
+pub(crate) mod target;

@@ -13,7 +13,7 @@ use crate::store::StoredPolicy;
 /// Where a policy value came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Source {
+pub(crate) enum Source {
     /// Set with `migrate policy set` or on the Migration page.
     Stored,
     /// The config file's `[migration]`.
@@ -23,7 +23,7 @@ pub enum Source {
 }
 
 impl Source {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Source::Stored => "stored",
             Source::File => "config file",
@@ -35,7 +35,7 @@ impl Source {
 /// One field of the policy as it applies.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct PolicyValue {
+pub(crate) struct PolicyValue {
     pub value: Vec<String>,
     pub source: Source,
     /// The config file's value where a stored value overrides a different one.
@@ -47,7 +47,7 @@ pub struct PolicyValue {
 /// Migration page shows.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct PolicyView {
+pub(crate) struct PolicyView {
     pub allowed_domains: PolicyValue,
     pub public_domains: PolicyValue,
     pub protected_groups: PolicyValue,
@@ -56,21 +56,21 @@ pub struct PolicyView {
 /// One field of the policy, by its config key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum PolicyField {
+pub(crate) enum PolicyField {
     AllowedDomains,
     PublicDomains,
     ProtectedGroups,
 }
 
 impl PolicyField {
-    pub const ALL: [PolicyField; 3] = [
+    pub(crate) const ALL: [PolicyField; 3] = [
         PolicyField::AllowedDomains,
         PolicyField::PublicDomains,
         PolicyField::ProtectedGroups,
     ];
 
     /// The config key (`[migration] allowed_domains`…).
-    pub fn key(self) -> &'static str {
+    pub(crate) fn key(self) -> &'static str {
         match self {
             PolicyField::AllowedDomains => "allowed_domains",
             PolicyField::PublicDomains => "public_domains",
@@ -82,7 +82,7 @@ impl PolicyField {
 /// A change to the stored policy: each `Some` replaces that field's stored value.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct PolicyChange {
+pub(crate) struct PolicyChange {
     #[serde(default)]
     pub allowed_domains: Option<Vec<String>>,
     #[serde(default)]
@@ -92,7 +92,7 @@ pub struct PolicyChange {
 }
 
 /// A domain an admin typed that cannot be one (the same rule as the config file's).
-pub fn domain_fault(domain: &str) -> Option<String> {
+pub(crate) fn domain_fault(domain: &str) -> Option<String> {
     if domain.is_empty() || domain.contains('@') || domain.contains(char::is_whitespace) {
         Some(format!("\"{domain}\" is not a domain like example.com"))
     } else {
@@ -103,7 +103,7 @@ pub fn domain_fault(domain: &str) -> Option<String> {
 impl PolicyChange {
     /// The change with domains trimmed and lowercased and group names trimmed;
     /// an error sentence for a value that cannot be right.
-    pub fn normalised(self) -> Result<PolicyChange, String> {
+    pub(crate) fn normalised(self) -> Result<PolicyChange, String> {
         let domains = |v: Option<Vec<String>>, key: &str| -> Result<Option<Vec<String>>, String> {
             let Some(v) = v else { return Ok(None) };
             let mut out: Vec<String> = Vec::with_capacity(v.len());
@@ -142,7 +142,7 @@ impl PolicyChange {
     }
 
     /// Applies the change to a stored policy.
-    pub fn apply(self, stored: &mut StoredPolicy) {
+    pub(crate) fn apply(self, stored: &mut StoredPolicy) {
         if let Some(v) = self.allowed_domains {
             stored.allowed_domains = Some(v);
         }
@@ -156,7 +156,7 @@ impl PolicyChange {
 }
 
 /// Forgets the stored value of `fields` (all of them when empty).
-pub fn reset(stored: &mut StoredPolicy, fields: &[PolicyField]) {
+pub(crate) fn reset(stored: &mut StoredPolicy, fields: &[PolicyField]) {
     let fields: &[PolicyField] = if fields.is_empty() {
         &PolicyField::ALL
     } else {
@@ -194,7 +194,7 @@ impl PolicyView {
     /// Stored value, else the file's, else the default, field by field. `file` is
     /// the configuration's `[migration]` (defaults where the file says nothing, so a
     /// file value equal to the default counts as the default).
-    pub fn resolve(stored: &StoredPolicy, file: &MigrationPolicy) -> PolicyView {
+    pub(crate) fn resolve(stored: &StoredPolicy, file: &MigrationPolicy) -> PolicyView {
         let d = MigrationPolicy::default();
         PolicyView {
             allowed_domains: resolve_one(
@@ -216,7 +216,7 @@ impl PolicyView {
     }
 
     /// The policy the readiness check applies.
-    pub fn effective(&self) -> MigrationPolicy {
+    pub(crate) fn effective(&self) -> MigrationPolicy {
         MigrationPolicy {
             allowed_domains: self.allowed_domains.value.clone(),
             public_domains: self.public_domains.value.clone(),
@@ -225,7 +225,7 @@ impl PolicyView {
     }
 
     /// The stored part alone (to compare with another config file).
-    pub fn stored(&self) -> StoredPolicy {
+    pub(crate) fn stored(&self) -> StoredPolicy {
         let s = |v: &PolicyValue| (v.source == Source::Stored).then(|| v.value.clone());
         StoredPolicy {
             allowed_domains: s(&self.allowed_domains),
@@ -235,7 +235,7 @@ impl PolicyView {
     }
 
     /// The fields in `PolicyField` order.
-    pub fn fields(&self) -> [(PolicyField, &PolicyValue); 3] {
+    pub(crate) fn fields(&self) -> [(PolicyField, &PolicyValue); 3] {
         [
             (PolicyField::AllowedDomains, &self.allowed_domains),
             (PolicyField::PublicDomains, &self.public_domains),
@@ -245,7 +245,7 @@ impl PolicyView {
 
     /// One sentence per field where the config file says something else than the
     /// stored value that applies (logged at start, printed by `check-config`).
-    pub fn file_warnings(&self) -> Vec<String> {
+    pub(crate) fn file_warnings(&self) -> Vec<String> {
         self.fields()
             .iter()
             .filter_map(|(f, v)| {
@@ -265,7 +265,7 @@ impl PolicyView {
 }
 
 /// A list for people: `a, b, c` or `(none)`.
-pub fn list(v: &[String]) -> String {
+pub(crate) fn list(v: &[String]) -> String {
     if v.is_empty() {
         "(none)".into()
     } else {

@@ -35,7 +35,7 @@ use super::report::{
 use super::target::{self, attr_name, encode, name_attr, Discovery, Events, TargetIndex};
 use crate::clock::Timestamp;
 use crate::scim::schema::{ResourceType, ENTERPRISE_USER_URN};
-use crate::store::{Event, MigrationState, Phase, Snapshot, Store, StoredResource};
+use crate::store::{Event, MigrationState, Snapshot, Store, StoredResource};
 
 /// Resources read from the snapshot and sent per round (memory is bounded by this;
 /// the journal is written after each round).
@@ -45,9 +45,9 @@ const MEMBER_CHUNK: usize = 1000;
 /// Operations per Bulk request at most, whatever the target allows.
 const BULK_CHUNK: usize = 100;
 /// Requests in flight at once unless the admin says otherwise.
-pub const DEFAULT_PARALLEL: usize = 8;
+pub(crate) const DEFAULT_PARALLEL: usize = 8;
 /// Upper bound of the parallelism an admin may ask for.
-pub const MAX_PARALLEL: usize = 64;
+pub(crate) const MAX_PARALLEL: usize = 64;
 /// A target this many times larger than the unmatched part of the directory is
 /// searched per resource instead of listed.
 const LIST_FACTOR: u64 = 2;
@@ -58,7 +58,7 @@ fn filter_value(v: &str) -> String {
 
 /// Options of one push.
 #[derive(Debug, Clone, Default)]
-pub struct PushOptions {
+pub(crate) struct PushOptions {
     /// Plan only: read the target, send no writes.
     pub dry_run: bool,
     /// Leave out the attributes the target cannot hold instead of refusing.
@@ -842,7 +842,7 @@ struct Outcome {
 /// The push: discover, refuse unsupported attributes unless told to omit them,
 /// match, create or update users, set managers, create groups, set members. Resumes
 /// from the journal. A dry run returns the plan and sends no write.
-pub async fn push(
+pub(crate) async fn push(
     store: &Store,
     client: &mut Client,
     opts: &PushOptions,
@@ -1489,7 +1489,7 @@ fn run_from_state(store: &Store, events: &Events) -> MigrateResult<Run> {
 }
 
 /// Replays every pending event (up to `max`); returns how many were replayed.
-pub async fn drain(
+pub(crate) async fn drain(
     store: &Store,
     client: &mut Client,
     max: usize,
@@ -1537,7 +1537,11 @@ pub async fn drain(
 }
 
 /// Lag of the mirror: events behind, seconds since the oldest pending event.
-pub fn lag(snapshot: &Snapshot, state: &MigrationState, now: Timestamp) -> MigrateResult<Lag> {
+pub(crate) fn lag(
+    snapshot: &Snapshot,
+    state: &MigrationState,
+    now: Timestamp,
+) -> MigrateResult<Lag> {
     let last = snapshot.last_event_seq()?;
     let seconds = match snapshot.events_after(state.mirror_from, 1)?.first() {
         Some(ev) => now.since(ev.time).as_seconds_f64().max(0.0),
@@ -1575,7 +1579,7 @@ fn covers(local: &Value, target: &Value, case_insensitive: bool) -> bool {
 }
 
 /// What verify found besides differences.
-pub struct Verified {
+pub(crate) struct Verified {
     pub differences: Vec<Difference>,
     pub only_on_target: Vec<String>,
     pub not_kept: Vec<String>,
@@ -1652,7 +1656,7 @@ fn compare(
 /// group's members) and compares it with the directory. Accounts only the target
 /// has are listed by name and left out of the differences; duplicates on the target
 /// are differences named by userName / displayName.
-pub async fn verify(
+pub(crate) async fn verify(
     store: &Store,
     client: &mut Client,
     events: &Events,
@@ -1829,11 +1833,6 @@ pub async fn verify(
         only_on_target: only,
         not_kept,
     })
-}
-
-/// True when a phase allows SCIM writes.
-pub fn writes_allowed(phase: Phase) -> bool {
-    phase != Phase::CutOver
 }
 
 #[cfg(test)]

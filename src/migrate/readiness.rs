@@ -15,7 +15,7 @@ use crate::store::{Snapshot, StoreResult, StoredResource};
 
 /// A user or group a finding is about.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Subject {
+pub(crate) struct Subject {
     #[serde(rename = "resourceType")]
     pub resource_type: ResourceType,
     pub id: String,
@@ -28,7 +28,7 @@ pub struct Subject {
 /// What a finding is about; its kebab-case name is the stable code scripts match.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
-pub enum FindingCode {
+pub(crate) enum FindingCode {
     /// Blocker: `migration.allowed_domains` is empty.
     AllowedDomainsNotConfigured,
     /// Blocker: users whose email domain is not allowed.
@@ -47,7 +47,7 @@ pub enum FindingCode {
 
 impl FindingCode {
     /// The code as `--json` prints it, e.g. `public-mail-domain`.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             FindingCode::AllowedDomainsNotConfigured => "allowed-domains-not-configured",
             FindingCode::DomainNotAllowed => "domain-not-allowed",
@@ -62,7 +62,7 @@ impl FindingCode {
 
 /// One blocker or warning, with every user or group concerned.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Finding {
+pub(crate) struct Finding {
     pub code: FindingCode,
     pub message: String,
     pub subjects: Vec<Subject>,
@@ -70,7 +70,7 @@ pub struct Finding {
 
 /// `migrate check`: ready when there is no blocker.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct ReadinessReport {
+pub(crate) struct ReadinessReport {
     pub ready: bool,
     pub users: u64,
     pub groups: u64,
@@ -80,7 +80,7 @@ pub struct ReadinessReport {
 
 /// The user's email for the hosted service: the primary one, else the work one,
 /// else the first.
-pub fn main_email(attrs: &serde_json::Map<String, Value>) -> Option<String> {
+pub(crate) fn main_email(attrs: &serde_json::Map<String, Value>) -> Option<String> {
     let emails = attrs.get("emails")?.as_array()?;
     let value = |e: &Value| e.get("value").and_then(Value::as_str).map(str::to_owned);
     emails
@@ -116,7 +116,7 @@ fn user_subject(r: &StoredResource, email: Option<String>) -> Subject {
 }
 
 /// Runs every check over one snapshot.
-pub fn check(snapshot: &Snapshot, policy: &MigrationPolicy) -> StoreResult<ReadinessReport> {
+pub(crate) fn check(snapshot: &Snapshot, policy: &MigrationPolicy) -> StoreResult<ReadinessReport> {
     let allowed: Vec<String> = policy
         .allowed_domains
         .iter()
@@ -249,7 +249,7 @@ pub fn check(snapshot: &Snapshot, policy: &MigrationPolicy) -> StoreResult<Readi
 }
 
 /// The report for a terminal: each finding with up to `limit` names.
-pub fn render_text(r: &ReadinessReport, limit: usize) -> String {
+pub(crate) fn render_text(r: &ReadinessReport, limit: usize) -> String {
     let mut out = String::new();
     out.push_str(&format!(
         "Migration readiness: {} ({} users, {} groups)\n",

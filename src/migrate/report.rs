@@ -15,7 +15,7 @@ use crate::store::{MigrationState, Phase};
 /// Where a long migration step is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "phase", rename_all = "camelCase")]
-pub enum Progress {
+pub(crate) enum Progress {
     /// Users pushed so far.
     Users { done: u64, total: u64 },
     /// Groups created (without members) so far.
@@ -79,11 +79,11 @@ impl fmt::Display for Progress {
 }
 
 /// Receives progress reports (a terminal line, the admin page's job, the wire).
-pub type ProgressSink<'a> = &'a mut (dyn FnMut(Progress) + Send);
+pub(crate) type ProgressSink<'a> = &'a mut (dyn FnMut(Progress) + Send);
 
 /// How many resources of one type a dry run would create and update.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PlanCounts {
+pub(crate) struct PlanCounts {
     pub total: u64,
     pub create: u64,
     pub update: u64,
@@ -92,7 +92,7 @@ pub struct PlanCounts {
 /// What a push would do (`--dry-run`): nothing was sent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct PushPlan {
+pub(crate) struct PushPlan {
     /// The normalised target base URL.
     pub target: String,
     /// Whether the target offers Bulk (users are then created in Bulk requests).
@@ -124,7 +124,7 @@ pub struct PushPlan {
 /// One resource of a preview: its name, the action and the rule that decided it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct PreviewItem {
+pub(crate) struct PreviewItem {
     pub resource_type: ResourceType,
     /// userName or displayName.
     pub name: String,
@@ -134,7 +134,7 @@ pub struct PreviewItem {
 /// Which rule matched a local resource to a target resource, or that none did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum MatchRule {
+pub(crate) enum MatchRule {
     /// Already mapped by an earlier push (the journal).
     Journal,
     /// The same externalId on the target.
@@ -155,7 +155,7 @@ pub enum MatchRule {
 }
 
 impl MatchRule {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             MatchRule::Journal => "already pushed (journal)",
             MatchRule::ExternalId => "matched by externalId",
@@ -172,7 +172,7 @@ impl MatchRule {
 /// (RFC 7643 §5–7, RFC 9865 for cursor paging), and what the push observed.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
-pub struct Capabilities {
+pub(crate) struct Capabilities {
     /// Bulk supported, with its limits (0 when not announced).
     pub bulk: bool,
     pub bulk_max_operations: u64,
@@ -197,7 +197,7 @@ pub struct Capabilities {
 
 impl Capabilities {
     /// One line per capability, for `migrate status` and the page.
-    pub fn lines(&self) -> Vec<String> {
+    pub(crate) fn lines(&self) -> Vec<String> {
         let yes = |b: bool| if b { "yes" } else { "no" };
         let limit = |n: u64| {
             if n == 0 {
@@ -250,7 +250,7 @@ impl Capabilities {
 
 /// What a push did.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PushReport {
+pub(crate) struct PushReport {
     /// Users and groups in the directory.
     pub users: u64,
     pub groups: u64,
@@ -279,7 +279,7 @@ pub struct PushReport {
 /// The outcome of `migrate push`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "camelCase")]
-pub enum PushOutcome {
+pub(crate) enum PushOutcome {
     /// A dry run's plan.
     Planned(PushPlan),
     /// A push, now mirroring.
@@ -288,7 +288,7 @@ pub enum PushOutcome {
 
 /// How far the mirror is behind.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
-pub struct Lag {
+pub(crate) struct Lag {
     /// Change events not yet replayed to the target.
     pub events: u64,
     /// Seconds since the oldest of them.
@@ -298,7 +298,7 @@ pub struct Lag {
 /// `migrate status`: where the migration stands.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct MigrationStatus {
+pub(crate) struct MigrationStatus {
     pub phase: Phase,
     /// The phase in words ("not started", "cut over").
     pub phase_text: String,
@@ -318,7 +318,7 @@ pub struct MigrationStatus {
 /// `migrate check --to URL`: what the target can hold, read before any write.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct TargetCheck {
+pub(crate) struct TargetCheck {
     /// The normalised target base URL.
     pub target: String,
     pub capabilities: Capabilities,
@@ -330,7 +330,7 @@ pub struct TargetCheck {
 /// `migrate verify`: every difference between the directory and the target.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct VerifyReport {
+pub(crate) struct VerifyReport {
     pub differences: Vec<Difference>,
     pub count: u64,
     /// Accounts only the target has (owner, billing admin, break-glass), by name:
@@ -346,7 +346,7 @@ pub struct VerifyReport {
 /// One difference between the directory and the target.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(into = "DifferenceJson", from = "DifferenceJson")]
-pub struct Difference {
+pub(crate) struct Difference {
     pub resource_type: ResourceType,
     /// The local id; `None` for a count difference.
     pub id: Option<String>,
@@ -358,7 +358,7 @@ pub struct Difference {
 /// What differs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
-pub enum DifferenceKind {
+pub(crate) enum DifferenceKind {
     /// The resource has no target id: it was never pushed.
     NeverPushed,
     /// The target answers 404 for the mapped id.
@@ -387,7 +387,7 @@ pub enum DifferenceKind {
 
 impl Difference {
     /// What differs, as a sentence ("title: local \"CEO\", target null").
-    pub fn sentence(&self) -> String {
+    pub(crate) fn sentence(&self) -> String {
         match &self.kind {
             DifferenceKind::NeverPushed => "not on the target (never pushed)".into(),
             DifferenceKind::MissingOnTarget { target_id } => {

@@ -24,9 +24,9 @@ use crate::secret::Secret;
 use crate::store::{MigrationState, Phase, Store};
 
 /// SCIM writes: accepted, paused for a cut-over, or refused for good.
-pub const WRITES_OPEN: u8 = 0;
-pub const WRITES_PAUSED: u8 = 1;
-pub const WRITES_CUT_OVER: u8 = 2;
+pub(crate) const WRITES_OPEN: u8 = 0;
+pub(crate) const WRITES_PAUSED: u8 = 1;
+pub(crate) const WRITES_CUT_OVER: u8 = 2;
 
 /// Longest a cut-over waits for the mirror to catch up.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(120);
@@ -67,7 +67,7 @@ fn channel() -> (Events, tokio::sync::mpsc::UnboundedReceiver<Progress>) {
     tokio::sync::mpsc::unbounded_channel()
 }
 
-pub struct Migration {
+pub(crate) struct Migration {
     pub store: Store,
     /// The config file's `[migration]` (defaults where it says nothing); a stored
     /// policy overrides it field by field (`policy_view`).
@@ -80,7 +80,7 @@ pub struct Migration {
 
 /// What `migrate push` is given.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct PushRequest {
+pub(crate) struct PushRequest {
     /// The target's SCIM base URL, e.g. `https://provisioning.example.com/scim/v2`.
     pub target: String,
     /// The target's bearer token; crosses the control socket in this field only.
@@ -103,14 +103,14 @@ pub struct PushRequest {
 
 /// What `migrate cutover` did.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct CutoverReport {
+pub(crate) struct CutoverReport {
     /// The SCIM URL the identity provider must now use.
     pub target: Option<String>,
 }
 
 impl Migration {
     /// Loads the persisted state (a cut-over bridge refuses writes from the start).
-    pub fn new(store: Store, policy: MigrationPolicy) -> MigrateResult<Arc<Migration>> {
+    pub(crate) fn new(store: Store, policy: MigrationPolicy) -> MigrateResult<Arc<Migration>> {
         let state = store.snapshot().and_then(|s| s.migration_state())?;
         let writes = if state.phase == Phase::CutOver {
             WRITES_CUT_OVER
@@ -127,7 +127,7 @@ impl Migration {
     }
 
     /// `None` when SCIM writes may proceed, else (status, message) to refuse them with.
-    pub fn write_refusal(&self) -> Option<(u16, String)> {
+    pub(crate) fn write_refusal(&self) -> Option<(u16, String)> {
         match self.writes.load(Ordering::Acquire) {
             WRITES_OPEN => None,
             WRITES_PAUSED => Some((503, "writes are paused for a moment while this bridge cuts over to hosted provisioning; retry shortly".into())),
@@ -142,14 +142,14 @@ impl Migration {
     }
 
     /// The migration policy that applies, with where each value came from.
-    pub fn policy_view(&self) -> MigrateResult<PolicyView> {
+    pub(crate) fn policy_view(&self) -> MigrateResult<PolicyView> {
         let stored = self.store.snapshot()?.migration_policy()?;
         Ok(PolicyView::resolve(&stored, &self.policy))
     }
 
     /// Stores the given fields of the policy (`migrate policy set`, the Migration
     /// page); the next readiness check applies them.
-    pub async fn set_policy(&self, change: PolicyChange) -> MigrateResult<PolicyView> {
+    pub(crate) async fn set_policy(&self, change: PolicyChange) -> MigrateResult<PolicyView> {
         let change = change.normalised().map_err(MigrateError::InvalidPolicy)?;
         let stored = self
             .store
@@ -160,7 +160,7 @@ impl Migration {
 
     /// Forgets the stored value of `fields` (all when empty): the file's or the
     /// default applies again.
-    pub async fn reset_policy(&self, fields: Vec<PolicyField>) -> MigrateResult<PolicyView> {
+    pub(crate) async fn reset_policy(&self, fields: Vec<PolicyField>) -> MigrateResult<PolicyView> {
         let stored = self
             .store
             .update_migration_policy(move |p| super::policy::reset(p, &fields))
@@ -169,7 +169,7 @@ impl Migration {
     }
 
     /// The persisted state, secrets included (for the state machine only).
-    pub fn state(&self) -> MigrateResult<MigrationState> {
+    pub(crate) fn state(&self) -> MigrateResult<MigrationState> {
         Ok(self.store.snapshot().and_then(|s| s.migration_state())?)
     }
 
@@ -181,7 +181,7 @@ impl Migration {
     }
 
     /// Readiness report; moves `not started` to `checked` when nothing blocks.
-    pub async fn check(&self) -> MigrateResult<ReadinessReport> {
+    pub(crate) async fn check(&self) -> MigrateResult<ReadinessReport> {
         let snapshot = self.store.snapshot()?;
         let policy = PolicyView::resolve(&snapshot.migration_policy()?, &self.policy).effective();
         let report = readiness::check(&snapshot, &policy)?;
@@ -199,7 +199,7 @@ impl Migration {
 
     /// What a target can hold, before any write: its capabilities and the attributes
     /// of the directory it does not define (`migrate check --to`).
-    pub async fn check_target(&self, req: PushRequest) -> MigrateResult<TargetCheck> {
+    pub(crate) async fn check_target(&self, req: PushRequest) -> MigrateResult<TargetCheck> {
         let target = Target::parse(&req.target, req.allow_http)?;
         let mut client = Client::new(
             target.clone(),
@@ -223,7 +223,7 @@ impl Migration {
     }
 
     /// The initial push (or its resumption), then mirroring.
-    pub async fn push(
+    pub(crate) async fn push(
         &self,
         req: PushRequest,
         progress: ProgressSink<'_>,
@@ -383,7 +383,10 @@ impl Migration {
     }
 
     /// Replays pending changes to the target (the mirror's step). Returns how many.
-    pub async fn mirror_step(&self, cached: &mut Option<MirrorClient>) -> MigrateResult<usize> {
+    pub(crate) async fn mirror_step(
+        &self,
+        cached: &mut Option<MirrorClient>,
+    ) -> MigrateResult<usize> {
         let state = self.state()?;
         if !state.phase.is_mirroring() || self.writes.load(Ordering::Acquire) == WRITES_CUT_OVER {
             *cached = None;
@@ -415,7 +418,7 @@ impl Migration {
     }
 
     /// State, lag and counts for `migrate status` and the admin page.
-    pub fn status(&self) -> MigrateResult<MigrationStatus> {
+    pub(crate) fn status(&self) -> MigrateResult<MigrationStatus> {
         let snapshot = self.store.snapshot()?;
         let state = snapshot.migration_state()?;
         let now = Timestamp::now();
@@ -450,7 +453,7 @@ impl Migration {
     }
 
     /// Drains the mirror, then compares the target with the directory.
-    pub async fn verify(&self, progress: ProgressSink<'_>) -> MigrateResult<VerifyReport> {
+    pub(crate) async fn verify(&self, progress: ProgressSink<'_>) -> MigrateResult<VerifyReport> {
         let state = self.state()?;
         if !state.phase.is_mirroring() {
             return Err(MigrateError::WrongPhase {
@@ -503,7 +506,7 @@ impl Migration {
 
     /// Stops mirroring and returns to not started; the local directory stays the
     /// source of truth.
-    pub async fn abort(&self) -> MigrateResult<()> {
+    pub(crate) async fn abort(&self) -> MigrateResult<()> {
         let _guard = self.lock.lock().await;
         let state = self.state()?;
         if state.phase == Phase::CutOver {
@@ -521,7 +524,7 @@ impl Migration {
 
     /// Pauses writes, drains the mirror to zero, verifies, and flips to cut over.
     /// Irreversible. On any failure writes resume and the migration stays as it was.
-    pub async fn cutover(&self, progress: ProgressSink<'_>) -> MigrateResult<CutoverReport> {
+    pub(crate) async fn cutover(&self, progress: ProgressSink<'_>) -> MigrateResult<CutoverReport> {
         let state = self.state()?;
         if !state.phase.is_mirroring() {
             return Err(MigrateError::WrongPhase {
@@ -584,14 +587,14 @@ impl Migration {
 }
 
 /// The mirror's connection to the target, with what it was made for.
-pub struct MirrorClient {
+pub(crate) struct MirrorClient {
     key: (Option<String>, Option<Secret>),
     client: Client,
 }
 
 /// The mirror: replays accepted changes to the target while a migration mirrors.
 /// Runs in the server; survives restarts because its position is in the store.
-pub async fn run_mirror(m: Arc<Migration>) {
+pub(crate) async fn run_mirror(m: Arc<Migration>) {
     // A push that was running when the server stopped is not running now: let the
     // mirror carry on and say that the push should be run again to finish.
     if m.state().is_ok_and(|s| s.phase == Phase::Pushing) {

@@ -18,7 +18,7 @@ use super::report::{Capabilities, Progress};
 use crate::scim::schema::ResourceType;
 
 /// Where progress goes while a migration step runs.
-pub type Events = tokio::sync::mpsc::UnboundedSender<Progress>;
+pub(crate) type Events = tokio::sync::mpsc::UnboundedSender<Progress>;
 
 /// Percent-encodes a query parameter value.
 pub(crate) fn encode(q: &str) -> String {
@@ -35,7 +35,7 @@ const COMMON: [&str; 6] = ["id", "meta", "schemas", "externalId", "groups", "mem
 /// The attribute names a target's /Schemas defines: schema id (lowercase) → attribute
 /// name (lowercase) → its sub-attribute names (lowercase; empty for simple ones).
 #[derive(Debug, Default, Clone)]
-pub struct TargetSchema {
+pub(crate) struct TargetSchema {
     schemas: HashMap<String, HashMap<String, HashSet<String>>>,
     /// The User resource type's schemaExtensions (lowercase), when /ResourceTypes
     /// answered.
@@ -44,7 +44,7 @@ pub struct TargetSchema {
 
 /// What discovery found.
 #[derive(Debug, Clone, Default)]
-pub struct Discovery {
+pub(crate) struct Discovery {
     pub caps: Capabilities,
     /// `None` when /Schemas could not be read: nothing is known to be unsupported.
     pub schema: Option<TargetSchema>,
@@ -66,7 +66,7 @@ fn resources(v: &Value) -> Vec<Value> {
 /// Reads the target's ServiceProviderConfig (is it SCIM, does it take the token,
 /// its limits), then /Schemas and /ResourceTypes (which may be missing: then nothing
 /// is assumed unsupported).
-pub async fn discover(client: &mut Client) -> MigrateResult<Discovery> {
+pub(crate) async fn discover(client: &mut Client) -> MigrateResult<Discovery> {
     let r = client
         .request(Method::GET, "/ServiceProviderConfig", None)
         .await?;
@@ -178,7 +178,7 @@ impl TargetSchema {
 
 /// The name of an attribute as the admin reads it: `title`, `name.givenName`,
 /// `urn:…:enterprise:2.0:User:department`, `urn:…:User:manager.value`.
-pub fn attr_name(urn: Option<&str>, attr: &str, sub: Option<&str>) -> String {
+pub(crate) fn attr_name(urn: Option<&str>, attr: &str, sub: Option<&str>) -> String {
     let mut n = match urn {
         Some(u) => format!("{u}:{attr}"),
         None => attr.to_owned(),
@@ -195,7 +195,7 @@ pub fn attr_name(urn: Option<&str>, attr: &str, sub: Option<&str>) -> String {
 /// Receives (extension URN or `None`, attribute, sub-attribute).
 type Visit<'a> = dyn FnMut(Option<&str>, &str, Option<&str>) + 'a;
 
-pub fn each_attribute(
+pub(crate) fn each_attribute(
     attrs: &Map<String, Value>,
     mut f: impl FnMut(Option<&str>, &str, Option<&str>),
 ) {
@@ -235,7 +235,7 @@ pub fn each_attribute(
 
 impl Discovery {
     /// The attributes present in `attrs` that the target cannot hold, by name.
-    pub fn unsupported_in(
+    pub(crate) fn unsupported_in(
         &self,
         rt: ResourceType,
         attrs: &Map<String, Value>,
@@ -259,7 +259,7 @@ impl Discovery {
 }
 
 /// Leaves out of `attrs` every attribute named in `omit` (names as `attr_name`).
-pub fn strip(attrs: &mut Map<String, Value>, omit: &HashSet<String>) {
+pub(crate) fn strip(attrs: &mut Map<String, Value>, omit: &HashSet<String>) {
     if omit.is_empty() {
         return;
     }
@@ -317,7 +317,7 @@ pub fn strip(attrs: &mut Map<String, Value>, omit: &HashSet<String>) {
 
 /// The target's resources of one type, indexed for matching. Built from one listing.
 #[derive(Debug, Default)]
-pub struct TargetIndex {
+pub(crate) struct TargetIndex {
     /// externalId (exact) → target ids.
     pub by_external: HashMap<String, Vec<String>>,
     /// userName / displayName lowercased → target ids.
@@ -327,7 +327,7 @@ pub struct TargetIndex {
 }
 
 impl TargetIndex {
-    pub fn add(&mut self, rt: ResourceType, v: &Value) {
+    pub(crate) fn add(&mut self, rt: ResourceType, v: &Value) {
         let Some(id) = v["id"].as_str() else {
             return;
         };
@@ -347,7 +347,7 @@ impl TargetIndex {
 }
 
 /// The attribute that names a resource: userName or displayName.
-pub fn name_attr(rt: ResourceType) -> &'static str {
+pub(crate) fn name_attr(rt: ResourceType) -> &'static str {
     match rt {
         ResourceType::User => "userName",
         ResourceType::Group => "displayName",
@@ -358,7 +358,7 @@ pub fn name_attr(rt: ResourceType) -> &'static str {
 /// the target offers it, else by startIndex, following the page sizes the target
 /// actually serves), calling `each` on every resource. `query` is appended to every
 /// page request (e.g. `&excludedAttributes=members`). Returns how many were listed.
-pub async fn list(
+pub(crate) async fn list(
     client: &mut Client,
     caps: &Capabilities,
     rt: ResourceType,
@@ -427,7 +427,7 @@ pub async fn list(
 }
 
 /// Total number of resources of `rt` on the target (one small request).
-pub async fn total(client: &mut Client, rt: ResourceType) -> MigrateResult<u64> {
+pub(crate) async fn total(client: &mut Client, rt: ResourceType) -> MigrateResult<u64> {
     let r = client
         .request(Method::GET, &format!("{}?count=1", rt.endpoint()), None)
         .await?;

@@ -15,7 +15,7 @@ const URL_KEY: &str = "admin_url";
 
 /// The admin password as stored: never the password itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AdminPassword {
+pub(crate) struct AdminPassword {
     /// Hex of the random salt.
     pub salt: String,
     pub iterations: u32,
@@ -27,7 +27,7 @@ pub struct AdminPassword {
 
 /// A pending setup code: it lets whoever holds it set a new admin password, once.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SetupCode {
+pub(crate) struct SetupCode {
     /// Hex SHA-256 of the code.
     pub hash: String,
     /// The code is refused after this instant (stored as Unix milliseconds).
@@ -41,7 +41,7 @@ pub struct SetupCode {
 
 /// Why a setup code was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SetupRefusal {
+pub(crate) enum SetupRefusal {
     /// No code is pending, or the code differs (used codes are deleted).
     Unknown,
     Expired,
@@ -73,7 +73,7 @@ fn check_code(
 }
 
 impl Snapshot {
-    pub fn admin_password(&self) -> StoreResult<Option<AdminPassword>> {
+    pub(crate) fn admin_password(&self) -> StoreResult<Option<AdminPassword>> {
         let t = self.txn().open_table(SETTINGS)?;
         let r = match t.get(PASSWORD_KEY)? {
             Some(v) => Some(serde_json::from_slice(v.value())?),
@@ -82,7 +82,7 @@ impl Snapshot {
         Ok(r)
     }
 
-    pub fn admin_setup_code(&self) -> StoreResult<Option<SetupCode>> {
+    pub(crate) fn admin_setup_code(&self) -> StoreResult<Option<SetupCode>> {
         let t = self.txn().open_table(SETTINGS)?;
         let r = match t.get(SETUP_KEY)? {
             Some(v) => Some(serde_json::from_slice(v.value())?),
@@ -92,7 +92,7 @@ impl Snapshot {
     }
 
     /// Whether `code_hash` (hex SHA-256) is the pending, unexpired setup code.
-    pub fn check_admin_setup_code(
+    pub(crate) fn check_admin_setup_code(
         &self,
         code_hash: &str,
         now: Timestamp,
@@ -102,7 +102,7 @@ impl Snapshot {
 
     /// The admin page's base URL as the running server announced it (for the link
     /// that `admin reset-password` prints).
-    pub fn admin_url(&self) -> StoreResult<Option<String>> {
+    pub(crate) fn admin_url(&self) -> StoreResult<Option<String>> {
         let t = self.txn().open_table(SETTINGS)?;
         let r = t
             .get(URL_KEY)?
@@ -113,7 +113,7 @@ impl Snapshot {
 
 impl Store {
     /// Replaces any pending setup code with this one.
-    pub async fn set_admin_setup_code(&self, code: SetupCode) -> StoreResult<()> {
+    pub(crate) async fn set_admin_setup_code(&self, code: SetupCode) -> StoreResult<()> {
         self.write(move |txn| {
             txn.open_table(SETTINGS)?
                 .insert(SETUP_KEY, serde_json::to_vec(&code)?.as_slice())?;
@@ -122,7 +122,7 @@ impl Store {
         .await
     }
 
-    pub async fn set_admin_url(&self, url: String) -> StoreResult<()> {
+    pub(crate) async fn set_admin_url(&self, url: String) -> StoreResult<()> {
         self.write(move |txn| {
             txn.open_table(SETTINGS)?.insert(URL_KEY, url.as_bytes())?;
             Ok(())
@@ -132,7 +132,7 @@ impl Store {
 
     /// Consumes the setup code and stores the new password in one transaction, so a
     /// code sets a password at most once.
-    pub async fn complete_admin_setup(
+    pub(crate) async fn complete_admin_setup(
         &self,
         code_hash: String,
         now: Timestamp,

@@ -8,7 +8,7 @@
 
 use std::net::IpAddr;
 
-use redb::{ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
+use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
 use super::{Snapshot, StoreResult};
@@ -21,7 +21,7 @@ pub(super) const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audi
 /// user of the command line (the operating-system account), or the bridge itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum ActorKind {
+pub(crate) enum ActorKind {
     Token,
     Admin,
     Cli,
@@ -29,14 +29,14 @@ pub enum ActorKind {
 }
 
 impl ActorKind {
-    pub const ALL: [ActorKind; 4] = [
+    pub(crate) const ALL: [ActorKind; 4] = [
         ActorKind::Token,
         ActorKind::Admin,
         ActorKind::Cli,
         ActorKind::System,
     ];
     /// `token`, `admin`, `cli` or `system`.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ActorKind::Token => "token",
             ActorKind::Admin => "admin",
@@ -44,15 +44,12 @@ impl ActorKind {
             ActorKind::System => "system",
         }
     }
-    pub fn parse(s: &str) -> Option<ActorKind> {
-        ActorKind::ALL.into_iter().find(|k| k.as_str() == s)
-    }
 }
 
 /// How an attempt ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum AuditOutcome {
+pub(crate) enum AuditOutcome {
     /// It took effect (or, for a background step, it was started).
     Done,
     /// It was refused or failed; `reason` says why.
@@ -61,7 +58,7 @@ pub enum AuditOutcome {
 
 impl AuditOutcome {
     /// `done` or `refused`.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             AuditOutcome::Done => "done",
             AuditOutcome::Refused => "refused",
@@ -71,7 +68,7 @@ impl AuditOutcome {
 
 /// One audit entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AuditRecord {
+pub(crate) struct AuditRecord {
     /// Assigned when stored (0 before).
     #[serde(default)]
     pub seq: u64,
@@ -116,13 +113,11 @@ pub(crate) fn append(txn: &WriteTransaction, records: &[AuditRecord]) -> StoreRe
 }
 
 impl Snapshot {
-    /// Number of audit entries.
-    pub fn audit_len(&self) -> StoreResult<u64> {
-        Ok(self.txn().open_table(AUDIT)?.len()?)
-    }
-
     /// Calls `f` with every audit entry, newest first, until it returns `false`.
-    pub fn audit_newest_first(&self, mut f: impl FnMut(AuditRecord) -> bool) -> StoreResult<()> {
+    pub(crate) fn audit_newest_first(
+        &self,
+        mut f: impl FnMut(AuditRecord) -> bool,
+    ) -> StoreResult<()> {
         let t = self.txn().open_table(AUDIT)?;
         for row in t.iter()?.rev() {
             let (_, v) = row?;
@@ -136,7 +131,7 @@ impl Snapshot {
 
 impl super::Store {
     /// Appends `records` durably (in the next group commit).
-    pub async fn append_audit(&self, records: Vec<AuditRecord>) -> StoreResult<()> {
+    pub(crate) async fn append_audit(&self, records: Vec<AuditRecord>) -> StoreResult<()> {
         self.write(move |txn| append(txn, &records)).await
     }
 }

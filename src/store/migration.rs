@@ -17,7 +17,7 @@ const STATE_KEY: &str = "migration";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
-pub enum Phase {
+pub(crate) enum Phase {
     #[default]
     NotStarted,
     Checked,
@@ -28,7 +28,7 @@ pub enum Phase {
 }
 
 impl Phase {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Phase::NotStarted => "not started",
             Phase::Checked => "checked",
@@ -39,14 +39,14 @@ impl Phase {
         }
     }
     /// After the initial push, before cut-over: every accepted change is replayed.
-    pub fn is_mirroring(self) -> bool {
+    pub(crate) fn is_mirroring(self) -> bool {
         matches!(self, Phase::Mirroring | Phase::Verified)
     }
 }
 
 /// Progress counters of a push.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PushProgress {
+pub(crate) struct PushProgress {
     pub users_total: u64,
     pub users_done: u64,
     pub groups_total: u64,
@@ -57,7 +57,7 @@ pub struct PushProgress {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct MigrationState {
+pub(crate) struct MigrationState {
     pub phase: Phase,
     /// The target's SCIM base URL (normalised).
     pub target: Option<String>,
@@ -106,7 +106,7 @@ pub struct MigrationState {
 
 impl MigrationState {
     /// The state without secrets, for status displays.
-    pub fn public(&self) -> MigrationState {
+    pub(crate) fn public(&self) -> MigrationState {
         MigrationState {
             token: None,
             cacert: None,
@@ -124,7 +124,7 @@ const POLICY_KEY: &str = "migration_policy";
 /// databases, which read as "nothing stored": no format upgrade needed.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct StoredPolicy {
+pub(crate) struct StoredPolicy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allowed_domains: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -150,7 +150,7 @@ pub(crate) fn drop_target_token(txn: &WriteTransaction) -> StoreResult<()> {
 
 impl Snapshot {
     /// The stored migration policy (all fields unset when none was stored).
-    pub fn migration_policy(&self) -> StoreResult<StoredPolicy> {
+    pub(crate) fn migration_policy(&self) -> StoreResult<StoredPolicy> {
         let t = self.txn().open_table(SETTINGS)?;
         let r = match t.get(POLICY_KEY)? {
             Some(v) => serde_json::from_slice(v.value())?,
@@ -159,7 +159,7 @@ impl Snapshot {
         Ok(r)
     }
 
-    pub fn migration_state(&self) -> StoreResult<MigrationState> {
+    pub(crate) fn migration_state(&self) -> StoreResult<MigrationState> {
         let t = self.txn().open_table(SETTINGS)?;
         let r = match t.get(STATE_KEY)? {
             Some(v) => serde_json::from_slice(v.value())?,
@@ -168,14 +168,8 @@ impl Snapshot {
         Ok(r)
     }
 
-    pub fn target_id(&self, rt: ResourceType, local: &str) -> StoreResult<Option<String>> {
-        let t = self.txn().open_table(MIGRATION_MAP)?;
-        let r = t.get((rt_code(rt), local))?.map(|v| v.value().to_owned());
-        Ok(r)
-    }
-
     /// Every (local id, target id) pair of one resource type, in local id order.
-    pub fn target_ids(&self, rt: ResourceType) -> StoreResult<Vec<(String, String)>> {
+    pub(crate) fn target_ids(&self, rt: ResourceType) -> StoreResult<Vec<(String, String)>> {
         let t = self.txn().open_table(MIGRATION_MAP)?;
         let code = rt_code(rt);
         let mut out = Vec::new();
@@ -186,14 +180,14 @@ impl Snapshot {
         Ok(out)
     }
 
-    pub fn mapped_count(&self) -> StoreResult<u64> {
+    pub(crate) fn mapped_count(&self) -> StoreResult<u64> {
         Ok(self.txn().open_table(MIGRATION_MAP)?.len()?)
     }
 }
 
 impl Store {
     /// Changes the stored migration policy with `f`, durably; returns the new value.
-    pub async fn update_migration_policy(
+    pub(crate) async fn update_migration_policy(
         &self,
         f: impl FnOnce(&mut StoredPolicy) + Send + 'static,
     ) -> StoreResult<StoredPolicy> {
@@ -215,7 +209,7 @@ impl Store {
     }
 
     /// Replaces the migration state after `f` changed it; returns the new state.
-    pub async fn update_migration(
+    pub(crate) async fn update_migration(
         &self,
         f: impl FnOnce(&mut MigrationState) + Send + 'static,
     ) -> StoreResult<MigrationState> {
@@ -233,7 +227,7 @@ impl Store {
     }
 
     /// Records local → target ids (None removes the mapping).
-    pub async fn map_ids(
+    pub(crate) async fn map_ids(
         &self,
         entries: Vec<(ResourceType, String, Option<String>)>,
     ) -> StoreResult<()> {
@@ -255,7 +249,7 @@ impl Store {
     }
 
     /// Forgets every mapping (abort).
-    pub async fn clear_map(&self) -> StoreResult<()> {
+    pub(crate) async fn clear_map(&self) -> StoreResult<()> {
         self.write(|txn| {
             txn.delete_table(MIGRATION_MAP)?;
             txn.open_table(MIGRATION_MAP)?;

@@ -18,11 +18,11 @@ mod tables;
 mod tokens;
 mod upgrade;
 
-pub use admin::{AdminPassword, SetupCode, SetupRefusal};
-pub use audit::{ActorKind, AuditOutcome, AuditRecord};
-pub use migration::{MigrationState, Phase, StoredPolicy};
-pub use tokens::{hex, Scope, TokenRecord, TokenState};
-pub use upgrade::{backup_path, Upgrade, FORMAT_VERSION};
+pub(crate) use admin::{AdminPassword, SetupCode, SetupRefusal};
+pub(crate) use audit::{ActorKind, AuditOutcome, AuditRecord};
+pub(crate) use migration::{MigrationState, Phase, StoredPolicy};
+pub(crate) use tokens::{hex, Scope, TokenRecord, TokenState};
+pub(crate) use upgrade::{Upgrade, FORMAT_VERSION};
 
 use std::any::Any;
 use std::collections::HashSet;
@@ -117,7 +117,7 @@ storage_from!(
     serde_json::Error
 );
 
-pub type StoreResult<T> = Result<T, StoreError>;
+pub(crate) type StoreResult<T> = Result<T, StoreError>;
 
 fn rt_code(rt: ResourceType) -> u8 {
     match rt {
@@ -144,7 +144,7 @@ fn table(rt: ResourceType) -> TableDefinition<'static, &'static str, &'static [u
 /// A resource as kept in the store: id, server metadata and the normalized attributes
 /// (a group's members live in the membership tables, not here).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct StoredResource {
+pub(crate) struct StoredResource {
     pub id: String,
     pub meta: Meta,
     pub attrs: Attributes,
@@ -152,13 +152,13 @@ pub struct StoredResource {
 
 /// Who made a change, for the audit trail.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Actor {
+pub(crate) struct Actor {
     pub token_id: Option<String>,
     pub name: String,
 }
 
 impl Actor {
-    pub fn system(name: &str) -> Actor {
+    pub(crate) fn system(name: &str) -> Actor {
         Actor {
             token_id: None,
             name: name.to_owned(),
@@ -169,7 +169,7 @@ impl Actor {
 /// What a change event records: stored as the lowercase word (`"create"`, …).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum EventOp {
+pub(crate) enum EventOp {
     /// A resource was created (POST, Bulk POST).
     Create,
     /// A resource changed (PUT, PATCH, or a group whose member was deleted).
@@ -182,7 +182,7 @@ pub enum EventOp {
 
 impl EventOp {
     /// The stored word: `create`, `update`, `delete` or `import`.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             EventOp::Create => "create",
             EventOp::Update => "update",
@@ -200,7 +200,7 @@ impl std::fmt::Display for EventOp {
 
 /// One entry of the change/audit log.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Event {
+pub(crate) struct Event {
     pub seq: u64,
     pub time: Timestamp,
     pub actor: Actor,
@@ -213,7 +213,7 @@ pub struct Event {
 
 /// A member given by a client: an id and, when the client said, its type.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MemberRef {
+pub(crate) struct MemberRef {
     pub id: String,
     pub rt: Option<ResourceType>,
     /// The `display` the client sent for this member, kept as given.
@@ -258,7 +258,7 @@ fn shown_member(v: &[u8]) -> (ResourceType, Option<String>) {
 
 /// What a write does to a group's members.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MembersChange {
+pub(crate) enum MembersChange {
     Keep,
     Set(Vec<MemberRef>),
     /// Add these, and remove those that are members (removing a non-member is a
@@ -271,7 +271,7 @@ pub enum MembersChange {
 
 /// The resource a write changes, and the version the client expects it to have.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
+pub(crate) struct Target {
     pub rt: ResourceType,
     pub id: String,
     /// The client's `If-Match` (or a Bulk operation's `version`): one or more ETags
@@ -283,7 +283,7 @@ pub struct Target {
 /// needs a group's members materialized into `attrs["members"]` (a general PATCH does;
 /// PUT and member-only PATCHes do not, so a big group is never loaded for them).
 #[derive(Debug, Clone)]
-pub struct UpdateRequest {
+pub(crate) struct UpdateRequest {
     pub target: Target,
     pub with_members: bool,
     pub actor: Actor,
@@ -291,7 +291,7 @@ pub struct UpdateRequest {
 }
 
 /// The outcome of an update closure: the new attributes and the membership change.
-pub struct Update {
+pub(crate) struct Update {
     pub attrs: Attributes,
     pub members: MembersChange,
 }
@@ -316,7 +316,7 @@ struct Inner {
 
 /// A handle on the open store; cheap to clone.
 #[derive(Clone)]
-pub struct Store {
+pub(crate) struct Store {
     inner: Arc<Inner>,
 }
 
@@ -328,7 +328,7 @@ pub struct Store {
 /// million-user directory read from the OS for every lookup. `memory` is the
 /// memory available to the process in bytes (`None` when unknown: 1 GiB is
 /// assumed).
-pub fn default_cache_bytes(file_size: u64, memory: Option<u64>) -> usize {
+pub(crate) fn default_cache_bytes(file_size: u64, memory: Option<u64>) -> usize {
     const MIN: u64 = 16 << 20;
     const MAX: u64 = 1 << 30;
     let share = memory.unwrap_or(1 << 30) / 8;
@@ -337,7 +337,7 @@ pub fn default_cache_bytes(file_size: u64, memory: Option<u64>) -> usize {
 
 /// Options for opening the store.
 #[derive(Debug, Clone)]
-pub struct StoreOptions {
+pub(crate) struct StoreOptions {
     /// redb page cache size in bytes.
     pub cache_bytes: usize,
 }
@@ -353,7 +353,7 @@ impl Default for StoreOptions {
 /// A new time-ordered id: a UUIDv7 (RFC 9562 §5.7) for `now`, in lowercase hyphenated
 /// text. Ids made in this process sort in creation order even within one millisecond
 /// (the `uuid` crate's counter), so inserts land next to each other in the B-tree.
-pub fn new_id(now: Timestamp) -> String {
+pub(crate) fn new_id(now: Timestamp) -> String {
     static CONTEXT: Mutex<uuid::ContextV7> = Mutex::new(uuid::ContextV7::new());
     let ms = u64::try_from(now.unix_ms()).unwrap_or(0);
     let ts = uuid::Timestamp::from_unix(&CONTEXT, ms / 1000, (ms % 1000) as u32 * 1_000_000);
@@ -374,7 +374,7 @@ impl Store {
     /// Opens (creating if needed) the database file and starts the writer thread. A
     /// file of an older format is upgraded in place first (after a backup copy, see
     /// `upgrade.rs`); a newer one is refused.
-    pub fn open(path: &Path, opts: &StoreOptions) -> StoreResult<Store> {
+    pub(crate) fn open(path: &Path, opts: &StoreOptions) -> StoreResult<Store> {
         let mut db = open_database(path, opts)?;
         let mut upgraded = None;
         if let Some(found) = upgrade::recorded_version(&db)? {
@@ -419,16 +419,12 @@ impl Store {
     }
 
     /// The format upgrade this open performed, if any.
-    pub fn upgraded(&self) -> Option<&Upgrade> {
+    pub(crate) fn upgraded(&self) -> Option<&Upgrade> {
         self.inner.upgraded.as_ref()
     }
 
-    pub fn path(&self) -> &Path {
-        &self.inner.path
-    }
-
     /// Stops the writer after the jobs already queued and waits for it.
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         if let Ok(mut w) = self.inner.writer.lock() {
             w.take();
         }
@@ -463,7 +459,7 @@ impl Store {
     }
 
     /// Runs `f` in the next group commit and returns its result once durable.
-    pub async fn write<T: Send + 'static>(
+    pub(crate) async fn write<T: Send + 'static>(
         &self,
         f: impl FnOnce(&WriteTransaction) -> StoreResult<T> + Send + 'static,
     ) -> StoreResult<T> {
@@ -472,7 +468,7 @@ impl Store {
     }
 
     /// `write` for callers outside an async runtime (CLI commands).
-    pub fn write_blocking<T: Send + 'static>(
+    pub(crate) fn write_blocking<T: Send + 'static>(
         &self,
         f: impl FnOnce(&WriteTransaction) -> StoreResult<T> + Send + 'static,
     ) -> StoreResult<T> {
@@ -481,14 +477,14 @@ impl Store {
     }
 
     /// A consistent read-only view.
-    pub fn snapshot(&self) -> StoreResult<Snapshot> {
+    pub(crate) fn snapshot(&self) -> StoreResult<Snapshot> {
         Ok(Snapshot {
             txn: self.inner.db.begin_read()?,
         })
     }
 
     /// Proves the database takes a durable write (for `/readyz`).
-    pub async fn check_writable(&self) -> StoreResult<()> {
+    pub(crate) async fn check_writable(&self) -> StoreResult<()> {
         self.write(|txn| {
             txn.open_table(SETTINGS)?
                 .insert("ready_probe", [1u8].as_slice())?;
@@ -500,7 +496,7 @@ impl Store {
     /// Writes a consistent copy of the whole database to `out` (via `out.tmp` and a
     /// rename, so `out` is either the old file or a complete backup). Runs from one
     /// read snapshot; writers are not blocked. Returns (users, groups) copied.
-    pub fn backup_to(&self, out: &Path) -> StoreResult<(u64, u64)> {
+    pub(crate) fn backup_to(&self, out: &Path) -> StoreResult<(u64, u64)> {
         let snapshot = self.snapshot()?;
         let tmp = out.with_extension("tmp");
         let _ = std::fs::remove_file(&tmp);
@@ -533,7 +529,7 @@ impl Store {
     }
 
     /// Size of the database file in bytes.
-    pub fn file_size(&self) -> u64 {
+    pub(crate) fn file_size(&self) -> u64 {
         std::fs::metadata(&self.inner.path)
             .map(|m| m.len())
             .unwrap_or(0)
@@ -541,7 +537,7 @@ impl Store {
 
     // ---- resource writes -------------------------------------------------------
 
-    pub async fn create(
+    pub(crate) async fn create(
         &self,
         rt: ResourceType,
         attrs: Attributes,
@@ -558,7 +554,7 @@ impl Store {
     /// updates of one resource cannot lose each other. Errors: 404 `Scim` when the
     /// resource does not exist, 412 when `if_match` does not match, whatever `f`
     /// refuses, 409 uniqueness, 400 for unknown members.
-    pub async fn update(
+    pub(crate) async fn update(
         &self,
         req: UpdateRequest,
         f: impl FnOnce(StoredResource) -> Result<Update, ScimError> + Send + 'static,
@@ -568,7 +564,12 @@ impl Store {
 
     /// Deletes a resource, its index entries and its memberships in both directions
     /// (each group it leaves gets a new version and an `update` event).
-    pub async fn delete(&self, target: Target, actor: Actor, now: Timestamp) -> StoreResult<()> {
+    pub(crate) async fn delete(
+        &self,
+        target: Target,
+        actor: Actor,
+        now: Timestamp,
+    ) -> StoreResult<()> {
         self.write(move |txn| delete_in(txn, &target, &actor, now))
             .await
     }
@@ -576,7 +577,7 @@ impl Store {
 
 /// One record of an import: a resource as exported, or a membership.
 #[derive(Debug, Clone)]
-pub enum ImportItem {
+pub(crate) enum ImportItem {
     Resource(ResourceType, StoredResource),
     Membership {
         group: String,
@@ -588,7 +589,7 @@ pub enum ImportItem {
 
 impl Store {
     /// True when the directory holds no users and no groups.
-    pub fn is_empty(&self) -> StoreResult<bool> {
+    pub(crate) fn is_empty(&self) -> StoreResult<bool> {
         let s = self.snapshot()?;
         Ok(s.count(ResourceType::User)? == 0 && s.count(ResourceType::Group)? == 0)
     }
@@ -597,7 +598,7 @@ impl Store {
     /// any error rolls back everything. Constant memory whatever the size. Returns one
     /// note per record it had to repair (see [`repair_primaries`] and
     /// [`index_keeping_first`]).
-    pub fn import_blocking(
+    pub(crate) fn import_blocking(
         &self,
         actor: Actor,
         now: Timestamp,
@@ -992,7 +993,7 @@ impl Store {
     /// (after `mirror_from` while a push or mirror runs). At most `PRUNE_BATCH` per
     /// call, in one commit. Returns how many were deleted (issue 11: the table grew
     /// without bound over years of syncs).
-    pub async fn prune_events(
+    pub(crate) async fn prune_events(
         &self,
         now: Timestamp,
         max_age: std::time::Duration,
@@ -1482,12 +1483,12 @@ fn delete_in(
 // ---- reads ---------------------------------------------------------------------
 
 /// A consistent, read-only view of the store.
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     txn: ReadTransaction,
 }
 
 impl Snapshot {
-    pub fn get(&self, rt: ResourceType, id: &str) -> StoreResult<Option<StoredResource>> {
+    pub(crate) fn get(&self, rt: ResourceType, id: &str) -> StoreResult<Option<StoredResource>> {
         let t = self.txn.open_table(table(rt))?;
         let r = match t.get(id)? {
             Some(v) => Some(serde_json::from_slice(v.value())?),
@@ -1507,7 +1508,7 @@ impl Snapshot {
 
     /// Gives a resource read from this snapshot the meta its representation has: a
     /// user's version and lastModified also follow its groups (direct and indirect).
-    pub fn derive_meta(&self, rt: ResourceType, r: &mut StoredResource) -> StoreResult<()> {
+    pub(crate) fn derive_meta(&self, rt: ResourceType, r: &mut StoredResource) -> StoreResult<()> {
         if rt == ResourceType::User {
             let ms = self.memberships(&r.id)?;
             nesting::derive_user_meta(&mut r.meta, &ms);
@@ -1517,7 +1518,7 @@ impl Snapshot {
 
     /// A group's members (with display names), or the groups a user belongs to,
     /// direct ones first, then indirect ones (RFC 7643 §4.1.2).
-    pub fn references(&self, rt: ResourceType, id: &str) -> StoreResult<Vec<Reference>> {
+    pub(crate) fn references(&self, rt: ResourceType, id: &str) -> StoreResult<Vec<Reference>> {
         match rt {
             ResourceType::Group => {
                 let mut out = Vec::new();
@@ -1534,7 +1535,7 @@ impl Snapshot {
     /// Calls `f` with each direct member of `group` in member-id order, with the name
     /// the group shows for it, until `f` returns false. Reads membership rows only
     /// (the names are kept in them), so a 100,000-member group costs one range scan.
-    pub fn visit_members(
+    pub(crate) fn visit_members(
         &self,
         group: &str,
         mut f: impl FnMut(Reference) -> bool,
@@ -1562,7 +1563,7 @@ impl Snapshot {
 
     /// Whether the group `group` has more than `n` direct members; reads at most
     /// `n + 1` membership keys, never a member's value.
-    pub fn has_more_members_than(&self, group: &str, n: usize) -> StoreResult<bool> {
+    pub(crate) fn has_more_members_than(&self, group: &str, n: usize) -> StoreResult<bool> {
         let t = self.txn.open_table(MEMBERS)?;
         let mut seen = 0usize;
         for row in t.range((group, "")..)? {
@@ -1578,7 +1579,7 @@ impl Snapshot {
         Ok(false)
     }
 
-    pub fn is_member(&self, group: &str, member: &str) -> StoreResult<bool> {
+    pub(crate) fn is_member(&self, group: &str, member: &str) -> StoreResult<bool> {
         Ok(self
             .txn
             .open_table(MEMBERS)?
@@ -1586,7 +1587,7 @@ impl Snapshot {
             .is_some())
     }
 
-    pub fn find_by_user_name(&self, user_name: &str) -> StoreResult<Option<String>> {
+    pub(crate) fn find_by_user_name(&self, user_name: &str) -> StoreResult<Option<String>> {
         let t = self.txn.open_table(USER_NAMES)?;
         let r = t
             .get(caseless(user_name).as_ref())?
@@ -1594,7 +1595,7 @@ impl Snapshot {
         Ok(r)
     }
 
-    pub fn find_by_external_id(
+    pub(crate) fn find_by_external_id(
         &self,
         rt: ResourceType,
         external_id: &str,
@@ -1607,7 +1608,7 @@ impl Snapshot {
         Ok(out)
     }
 
-    pub fn find_groups_by_name(&self, name: &str) -> StoreResult<Vec<String>> {
+    pub(crate) fn find_groups_by_name(&self, name: &str) -> StoreResult<Vec<String>> {
         let t = self.txn.open_multimap_table(GROUP_NAMES)?;
         let mut out = Vec::new();
         for v in t.get(caseless(name).as_ref())? {
@@ -1616,7 +1617,7 @@ impl Snapshot {
         Ok(out)
     }
 
-    pub fn find_users_by_email(&self, email: &str) -> StoreResult<Vec<String>> {
+    pub(crate) fn find_users_by_email(&self, email: &str) -> StoreResult<Vec<String>> {
         let t = self.txn.open_multimap_table(EMAILS)?;
         let mut out = Vec::new();
         for v in t.get(caseless(email).as_ref())? {
@@ -1625,12 +1626,12 @@ impl Snapshot {
         Ok(out)
     }
 
-    pub fn count(&self, rt: ResourceType) -> StoreResult<u64> {
+    pub(crate) fn count(&self, rt: ResourceType) -> StoreResult<u64> {
         Ok(self.txn.open_table(table(rt))?.len()?)
     }
 
     /// Visits every resource of a type in id (≈ creation) order until `f` returns false.
-    pub fn scan(
+    pub(crate) fn scan(
         &self,
         rt: ResourceType,
         f: impl FnMut(StoredResource) -> StoreResult<bool>,
@@ -1639,7 +1640,7 @@ impl Snapshot {
     }
 
     /// `scan` starting after the id `after` (from the start when `None`).
-    pub fn scan_after(
+    pub(crate) fn scan_after(
         &self,
         rt: ResourceType,
         after: Option<&str>,
@@ -1663,7 +1664,7 @@ impl Snapshot {
 
     /// `scan` after skipping the first `skip` resources in id order; skipped rows
     /// are stepped over by key, their values never parsed (offset paging).
-    pub fn scan_skipping(
+    pub(crate) fn scan_skipping(
         &self,
         rt: ResourceType,
         skip: usize,
@@ -1682,7 +1683,7 @@ impl Snapshot {
     /// Visits user ids in the order of their lowercased userName (the uniqueness
     /// index), descending when asked, after skipping `skip` of them by key alone.
     /// Stops when `f` returns false.
-    pub fn users_by_name(
+    pub(crate) fn users_by_name(
         &self,
         descending: bool,
         skip: usize,
@@ -1705,13 +1706,13 @@ impl Snapshot {
     }
 
     /// Number of (group, member) rows.
-    pub fn membership_count(&self) -> StoreResult<u64> {
+    pub(crate) fn membership_count(&self) -> StoreResult<u64> {
         Ok(self.txn.open_table(MEMBERS)?.len()?)
     }
 
     /// Visits every membership (group id, member id, member type, given display) in
     /// group order.
-    pub fn scan_memberships(
+    pub(crate) fn scan_memberships(
         &self,
         mut f: impl FnMut(&str, &str, ResourceType, Option<String>) -> StoreResult<bool>,
     ) -> StoreResult<()> {
@@ -1728,7 +1729,7 @@ impl Snapshot {
     }
 
     /// Up to `limit` resources of a type with ids after `after`, in id order.
-    pub fn page_after(
+    pub(crate) fn page_after(
         &self,
         rt: ResourceType,
         after: Option<&str>,
@@ -1750,7 +1751,7 @@ impl Snapshot {
     }
 
     /// Sequence number of the newest event (0 when there is none).
-    pub fn last_event_seq(&self) -> StoreResult<u64> {
+    pub(crate) fn last_event_seq(&self) -> StoreResult<u64> {
         Ok(self
             .txn
             .open_table(EVENTS)?
@@ -1760,7 +1761,7 @@ impl Snapshot {
     }
 
     /// Up to `limit` events with a sequence number above `after`, oldest first.
-    pub fn events_after(&self, after: u64, limit: usize) -> StoreResult<Vec<Event>> {
+    pub(crate) fn events_after(&self, after: u64, limit: usize) -> StoreResult<Vec<Event>> {
         let t = self.txn.open_table(EVENTS)?;
         let mut out = Vec::new();
         for row in t.range(after + 1..)?.take(limit) {
@@ -1771,7 +1772,7 @@ impl Snapshot {
     }
 
     /// The newest `limit` events, newest first.
-    pub fn recent_events(&self, limit: usize) -> StoreResult<Vec<Event>> {
+    pub(crate) fn recent_events(&self, limit: usize) -> StoreResult<Vec<Event>> {
         let t = self.txn.open_table(EVENTS)?;
         let mut out = Vec::new();
         for row in t.iter()?.rev().take(limit) {

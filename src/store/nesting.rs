@@ -19,18 +19,18 @@ use crate::scim::schema::ResourceType;
 
 /// Most groups one user is shown in; a bound on the read's work that no real
 /// directory reaches (the walk logs a warning if one does).
-pub const MAX_GROUPS_PER_USER: usize = 4096;
+pub(super) const MAX_GROUPS_PER_USER: usize = 4096;
 
 /// One group a user belongs to, with what its representation depends on.
 #[derive(Debug, Clone)]
-pub struct Membership {
+pub(super) struct Membership {
     pub group: StoredResource,
     pub indirect: bool,
 }
 
 /// The groups `id` belongs to: direct ones first (in id order), then each level of
 /// nesting. `member_of` is the MEMBER_OF table, `groups` the GROUPS table.
-pub fn memberships(
+pub(super) fn memberships(
     member_of: &impl ReadableTable<(&'static str, &'static str), ()>,
     groups: &impl ReadableTable<&'static str, &'static [u8]>,
     id: &str,
@@ -69,7 +69,7 @@ pub fn memberships(
 }
 
 /// The references a user's `groups` attribute shows.
-pub fn references(ms: &[Membership]) -> Vec<Reference> {
+pub(super) fn references(ms: &[Membership]) -> Vec<Reference> {
     ms.iter()
         .map(|m| Reference {
             id: m.group.id.clone(),
@@ -89,7 +89,7 @@ pub fn references(ms: &[Membership]) -> Vec<Reference> {
 /// group's version moves on rename, membership change and deletion of a member): the
 /// ETag carries a digest of the groups' ids and versions and `lastModified` is the
 /// latest of them all.
-pub fn derive_user_meta(meta: &mut Meta, ms: &[Membership]) {
+pub(super) fn derive_user_meta(meta: &mut Meta, ms: &[Membership]) {
     if ms.is_empty() {
         meta.groups_tag = None;
         return;

@@ -16,14 +16,14 @@ pub(super) const TOKEN_HASHES: TableDefinition<&[u8], &str> = TableDefinition::n
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Scope {
+pub(crate) enum Scope {
     /// GET only; writes answer 403.
     ReadOnly,
     ReadWrite,
 }
 
 impl Scope {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Scope::ReadOnly => "read-only",
             Scope::ReadWrite => "read-write",
@@ -32,7 +32,7 @@ impl Scope {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TokenRecord {
+pub(crate) struct TokenRecord {
     pub id: String,
     pub name: String,
     /// Hex SHA-256 of the secret.
@@ -48,7 +48,7 @@ pub struct TokenRecord {
 /// Whether a token is accepted at a given time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum TokenState {
+pub(crate) enum TokenState {
     Active,
     Revoked,
     Expired,
@@ -56,7 +56,7 @@ pub enum TokenState {
 
 impl TokenState {
     /// `active`, `revoked` or `expired`.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             TokenState::Active => "active",
             TokenState::Revoked => "revoked",
@@ -67,7 +67,7 @@ impl TokenState {
 
 impl TokenRecord {
     /// The token's state at `now`.
-    pub fn state(&self, now: Timestamp) -> TokenState {
+    pub(crate) fn state(&self, now: Timestamp) -> TokenState {
         if self.revoked.is_some() {
             TokenState::Revoked
         } else if self.expires.is_some_and(|e| e <= now) {
@@ -78,7 +78,7 @@ impl TokenRecord {
     }
 }
 
-pub fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -94,12 +94,12 @@ fn all_tokens(
 }
 
 impl Snapshot {
-    pub fn tokens(&self) -> StoreResult<Vec<TokenRecord>> {
+    pub(crate) fn tokens(&self) -> StoreResult<Vec<TokenRecord>> {
         all_tokens(&self.txn().open_table(TOKENS)?)
     }
 
     /// The token whose secret hashes to `hash`, whatever its state.
-    pub fn token_by_hash(&self, hash: &[u8]) -> StoreResult<Option<TokenRecord>> {
+    pub(crate) fn token_by_hash(&self, hash: &[u8]) -> StoreResult<Option<TokenRecord>> {
         let ids = self.txn().open_table(TOKEN_HASHES)?;
         let Some(id) = ids.get(hash)?.map(|v| v.value().to_owned()) else {
             return Ok(None);
@@ -127,7 +127,7 @@ const CACHE_LIMIT: usize = 4096;
 
 impl Store {
     /// The token whose secret hashes to `hash`, whatever its state; cached.
-    pub fn token_by_hash(&self, hash: &[u8]) -> StoreResult<Option<TokenRecord>> {
+    pub(crate) fn token_by_hash(&self, hash: &[u8]) -> StoreResult<Option<TokenRecord>> {
         let generation = {
             let cache = self.inner.tokens.lock().map_err(|_| StoreError::Closed)?;
             if let Some(r) = cache.by_hash.get(hash) {
@@ -153,7 +153,7 @@ impl Store {
     }
 
     /// Stores a new token. Names are unique among tokens that are not revoked.
-    pub async fn add_token(
+    pub(crate) async fn add_token(
         &self,
         record: TokenRecord,
         secret_hash: Vec<u8>,
@@ -166,7 +166,11 @@ impl Store {
     }
 
     /// Revokes the token with this name (or id); takes effect on the next request.
-    pub async fn revoke_token(&self, name: String, now: Timestamp) -> StoreResult<TokenRecord> {
+    pub(crate) async fn revoke_token(
+        &self,
+        name: String,
+        now: Timestamp,
+    ) -> StoreResult<TokenRecord> {
         let r = self.write(move |txn| revoke_in(txn, &name, now)).await;
         self.invalidate_tokens();
         r
@@ -174,7 +178,7 @@ impl Store {
 
     /// Records when tokens were last used (batched by the caller; not worth an fsync
     /// per request).
-    pub async fn record_token_use(&self, uses: Vec<(String, Timestamp)>) -> StoreResult<()> {
+    pub(crate) async fn record_token_use(&self, uses: Vec<(String, Timestamp)>) -> StoreResult<()> {
         self.write(move |txn| {
             let mut t = txn.open_table(TOKENS)?;
             for (id, when) in uses {

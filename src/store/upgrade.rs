@@ -25,7 +25,7 @@ use crate::clock::Timestamp;
 use crate::scim::schema::ResourceType;
 
 /// The on-disk format this binary reads and writes.
-pub const FORMAT_VERSION: u32 = 3;
+pub(crate) const FORMAT_VERSION: u32 = 3;
 
 /// One upgrade: from format `from` to `from + 1`, inside the caller's transaction.
 struct Step {
@@ -52,7 +52,7 @@ const STEPS: &[Step] = &[
 
 /// What an upgrade did, for the log and the tests.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Upgrade {
+pub(crate) struct Upgrade {
     pub from: u32,
     pub to: u32,
     /// The copy of the file as it was before the upgrade.
@@ -80,7 +80,7 @@ pub(super) fn recorded_version(db: &Database) -> StoreResult<Option<u32>> {
 }
 
 /// Where the pre-upgrade copy of `path` goes.
-pub fn backup_path(path: &Path, from: u32) -> PathBuf {
+pub(crate) fn backup_path(path: &Path, from: u32) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(format!(".format{from}-backup"));
     path.with_file_name(name)

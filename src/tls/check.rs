@@ -13,7 +13,7 @@ use crate::clock::Timestamp;
 
 /// The kinds of warning, for metric labels (a fixed set, never free text).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WarningKind {
+pub(crate) enum WarningKind {
     ChainIncomplete,
     Expired,
     NotYetValid,
@@ -21,14 +21,14 @@ pub enum WarningKind {
 }
 
 impl WarningKind {
-    pub const ALL: [WarningKind; 4] = [
+    pub(crate) const ALL: [WarningKind; 4] = [
         WarningKind::ChainIncomplete,
         WarningKind::Expired,
         WarningKind::NotYetValid,
         WarningKind::NameMismatch,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             WarningKind::ChainIncomplete => "chain_incomplete",
             WarningKind::Expired => "expired",
@@ -40,7 +40,7 @@ impl WarningKind {
 
 /// Something wrong with a certificate that still loads.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CertWarning {
+pub(crate) enum CertWarning {
     /// The leaf's issuer is not in the file and the leaf did not sign itself. A
     /// private CA may sign straight from a root its clients hold, so this is no error.
     ChainIncomplete { issuer: String },
@@ -53,7 +53,7 @@ pub enum CertWarning {
 }
 
 impl CertWarning {
-    pub fn kind(&self) -> WarningKind {
+    pub(crate) fn kind(&self) -> WarningKind {
         match self {
             CertWarning::ChainIncomplete { .. } => WarningKind::ChainIncomplete,
             CertWarning::Expired { .. } => WarningKind::Expired,
@@ -94,7 +94,7 @@ impl fmt::Display for CertWarning {
 }
 
 /// Whether the leaf's issuer is in the chain or the leaf issued itself.
-pub fn chain_complete(chain: &[CertificateDer<'_>], leaf: Option<&CertInfo>) -> bool {
+pub(crate) fn chain_complete(chain: &[CertificateDer<'_>], leaf: Option<&CertInfo>) -> bool {
     let Some(leaf) = leaf else {
         return true;
     };
@@ -108,7 +108,7 @@ pub fn chain_complete(chain: &[CertificateDer<'_>], leaf: Option<&CertInfo>) -> 
 
 /// The warnings about a served leaf at `now`, given whether its chain
 /// is complete and the host the public URL names.
-pub fn warnings(
+pub(crate) fn warnings(
     leaf: &CertInfo,
     chain_complete: bool,
     public_host: Option<&str>,
@@ -143,7 +143,7 @@ pub fn warnings(
 
 /// The host of a URL such as `https://scim.example.com:8443/x` (`scim.example.com`),
 /// or of `https://[::1]/` (`::1`).
-pub fn url_host(url: &str) -> Option<String> {
+pub(crate) fn url_host(url: &str) -> Option<String> {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
     let authority = rest.split(['/', '?', '#']).next()?;
     let authority = authority.rsplit_once('@').map_or(authority, |(_, h)| h);

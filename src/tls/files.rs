@@ -17,7 +17,7 @@ use super::{CertSource, CertStore, Served};
 /// A certificate/key pair that cannot be served: the server refuses to start with it,
 /// and a reload that meets it keeps the previous certificate.
 #[derive(Debug, thiserror::Error)]
-pub enum FileFault {
+pub(crate) enum FileFault {
     #[error("cannot read the certificate file {}: {reason}; check tls.cert / --tls-cert", path.display())]
     CertUnreadable { path: PathBuf, reason: String },
     #[error(
@@ -62,7 +62,7 @@ fn io_reason(e: &std::io::Error) -> String {
 }
 
 /// Reads a PEM certificate chain (server certificate first) and its private key.
-pub fn load_pem(cert: &Path, key: &Path) -> Result<CertifiedKey, FileFault> {
+pub(crate) fn load_pem(cert: &Path, key: &Path) -> Result<CertifiedKey, FileFault> {
     let cert_pem = std::fs::read(cert).map_err(|e| FileFault::CertUnreadable {
         path: cert.to_owned(),
         reason: io_reason(&e),
@@ -145,7 +145,7 @@ pub(crate) fn certified_key(cert_pem: &[u8], key_pem: &[u8]) -> Result<Certified
 
 /// Writes `bytes` to `path` readable by its owner only (0600), atomically: a reader
 /// sees the old file or the new one, never a part.
-pub fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     let tmp = path.with_extension("tmp");
     let _ = std::fs::remove_file(&tmp);
@@ -179,7 +179,7 @@ fn modified(path: &Path) -> Option<std::time::SystemTime> {
 /// seconds). A certificate that does not load keeps the old one serving, and the
 /// log says why. Established connections are unaffected: only new handshakes see
 /// the new certificate.
-pub async fn watch(certs: Arc<CertStore>, source: CertSource, cert: PathBuf, key: PathBuf) {
+pub(crate) async fn watch(certs: Arc<CertStore>, source: CertSource, cert: PathBuf, key: PathBuf) {
     use tokio::signal::unix::{signal, SignalKind};
     let mut hup = signal(SignalKind::hangup()).ok();
     let mut seen = (modified(&cert), modified(&key));

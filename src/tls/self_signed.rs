@@ -10,7 +10,7 @@ use rustls::sign::CertifiedKey;
 use super::files::{certified_key, write_private};
 
 /// Paths of the generated certificate in the data directory.
-pub fn paths(data_dir: &Path) -> (PathBuf, PathBuf) {
+pub(crate) fn paths(data_dir: &Path) -> (PathBuf, PathBuf) {
     let dir = data_dir.join("tls");
     (dir.join("cert.pem"), dir.join("key.pem"))
 }
@@ -38,7 +38,7 @@ fn generate(names: Vec<String>, common_name: &str, days: i64) -> Result<(String,
 /// Returns the self-signed certificate of this data directory, generating it on first
 /// start (valid for localhost, 127.0.0.1, ::1 and `extra_names`); the flag says
 /// whether it was generated now.
-pub fn ensure(data_dir: &Path, extra_names: &[String]) -> Result<(PathBuf, PathBuf, bool)> {
+pub(crate) fn ensure(data_dir: &Path, extra_names: &[String]) -> Result<(PathBuf, PathBuf, bool)> {
     let (cert, key) = paths(data_dir);
     if cert.exists() && key.exists() {
         return Ok((cert, key, false));
@@ -63,7 +63,7 @@ pub fn ensure(data_dir: &Path, extra_names: &[String]) -> Result<(PathBuf, PathB
 
 /// A certificate for `names` that lives only in memory: what ACME mode serves until
 /// the CA has issued one. Identity providers refuse it; the log says so.
-pub fn temporary(names: &[String]) -> Result<CertifiedKey> {
+pub(crate) fn temporary(names: &[String]) -> Result<CertifiedKey> {
     let (cert_pem, key_pem) = generate(
         names.to_vec(),
         "scimbridge temporary (waiting for the ACME CA)",

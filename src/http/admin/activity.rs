@@ -10,11 +10,11 @@ use std::sync::Mutex;
 use crate::http::Body;
 
 /// How many requests are kept.
-pub const CAPACITY: usize = 200;
+pub(crate) const CAPACITY: usize = 200;
 
 /// One SCIM request as the dashboard shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ScimRequestRecord {
+pub(crate) struct ScimRequestRecord {
     pub time: crate::clock::Timestamp,
     /// The authenticated token's name; `None` when authentication failed.
     pub token: Option<String>,
@@ -31,7 +31,7 @@ pub struct ScimRequestRecord {
 }
 
 #[derive(Default)]
-pub struct Activity {
+pub(crate) struct Activity {
     ring: Mutex<VecDeque<ScimRequestRecord>>,
 }
 
@@ -50,7 +50,7 @@ fn split(rest: &str) -> (String, Option<String>) {
 impl Activity {
     /// Keeps one answered request; returns it as recorded (the id a create got
     /// included).
-    pub fn record(
+    pub(crate) fn record(
         &self,
         method: &str,
         rest: &str,
@@ -88,7 +88,7 @@ impl Activity {
     }
 
     /// Up to `limit` requests, newest first.
-    pub fn recent(&self, limit: usize) -> Vec<ScimRequestRecord> {
+    pub(crate) fn recent(&self, limit: usize) -> Vec<ScimRequestRecord> {
         match self.ring.lock() {
             Ok(ring) => ring.iter().rev().take(limit).cloned().collect(),
             Err(_) => Vec::new(),

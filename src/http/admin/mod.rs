@@ -7,9 +7,9 @@
 //! Credentials are separate from SCIM: a SCIM bearer token never signs in here and
 //! the admin cookie is never looked at by the SCIM endpoints.
 
-pub mod activity;
-pub mod pages;
-pub mod session;
+pub(crate) mod activity;
+pub(crate) mod pages;
+pub(crate) mod session;
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -84,7 +84,7 @@ struct Job {
 }
 
 /// The admin page's state, in memory.
-pub struct AdminState {
+pub(crate) struct AdminState {
     pub sessions: session::Sessions,
     pub throttle: session::Throttle,
     /// Password hashing is slow on purpose; at most two at once so that sign-in
@@ -113,13 +113,13 @@ impl Default for AdminState {
 }
 
 /// Whether `/admin` is served on this listener.
-pub fn served_on(config: &Config, listener: Listener) -> bool {
+pub(crate) fn served_on(config: &Config, listener: Listener) -> bool {
     config.admin.enabled && (listener == Listener::Admin) == config.admin.listen.is_some()
 }
 
 /// At server start: remembers the URLs and, while no admin password is set, logs a
 /// one-time setup link (unless one printed by `admin reset-password` is pending).
-pub async fn announce(state: &AppState, admin_url: &str, scim_url: &str) {
+pub(crate) async fn announce(state: &AppState, admin_url: &str, scim_url: &str) {
     let _ = state.scim_url.set(scim_url.to_owned());
     if !state.app.config.admin.enabled {
         return;
@@ -408,7 +408,7 @@ fn chrome<'a>(me: &'a SignedIn, title: &'a str, active: &'a str) -> Chrome<'a> {
 // ---- entry -------------------------------------------------------------------------
 
 /// Serves one request below `/admin`.
-pub async fn handle(state: &Arc<AppState>, req: Request<RequestBody>) -> Response<Body> {
+pub(crate) async fn handle(state: &Arc<AppState>, req: Request<RequestBody>) -> Response<Body> {
     let mut r = dispatch(state, req).await;
     security_headers(&mut r);
     r

@@ -32,17 +32,17 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
 
 /// Percent-encodes one URL path segment (RFC 3986 §3.3): `a b/c+d` → `a%20b%2Fc%2Bd`.
 /// Form encoding (`+` for space) is for query strings only.
-pub fn segment(s: &str) -> String {
+pub(crate) fn segment(s: &str) -> String {
     utf8_percent_encode(s, SEGMENT).to_string()
 }
 
 /// The admin URL of one resource: `/admin/users/ID` or `/admin/groups/ID`.
-pub fn resource_href(rt: ResourceType, id: &str) -> String {
+pub(crate) fn resource_href(rt: ResourceType, id: &str) -> String {
     format!("/admin/{}/{}", section(rt), segment(id))
 }
 
 /// An RFC 3339 time (text or `Timestamp`) as `YYYY-MM-DD HH:MM:SS UTC`.
-pub fn when(t: impl std::fmt::Display) -> String {
+pub(crate) fn when(t: impl std::fmt::Display) -> String {
     let t = t.to_string().replacen('T', " ", 1);
     let t = match t.find('.') {
         Some(i) => t[..i].to_owned(),
@@ -51,7 +51,7 @@ pub fn when(t: impl std::fmt::Display) -> String {
     format!("{} UTC", t.trim_end_matches('Z'))
 }
 
-pub fn duration(d: Duration) -> String {
+pub(crate) fn duration(d: Duration) -> String {
     let s = d.as_secs();
     match s {
         0..=59 => format!("{s} s"),
@@ -61,7 +61,7 @@ pub fn duration(d: Duration) -> String {
     }
 }
 
-pub fn bytes(n: u64) -> String {
+pub(crate) fn bytes(n: u64) -> String {
     match n {
         0..=1023 => format!("{n} B"),
         1024..=1_048_575 => format!("{:.1} KiB", n as f64 / 1024.0),
@@ -71,7 +71,7 @@ pub fn bytes(n: u64) -> String {
 }
 
 /// `n` and the noun, singular for one: "1 member", "3 members".
-pub fn count(n: impl Into<u64>, one: &str, many: &str) -> String {
+pub(crate) fn count(n: impl Into<u64>, one: &str, many: &str) -> String {
     let n = n.into();
     format!("{n} {}", if n == 1 { one } else { many })
 }
@@ -82,7 +82,7 @@ fn csrf_field(csrf: &str) -> Markup {
 }
 
 /// What every signed-in page shares.
-pub struct Chrome<'a> {
+pub(crate) struct Chrome<'a> {
     pub title: &'a str,
     /// The nav entry to highlight ("dashboard", "tokens", …).
     pub active: &'a str,
@@ -119,7 +119,7 @@ fn document(title: &str, body: Markup) -> String {
 }
 
 /// A signed-in page: header with navigation and sign-out, flash message, content.
-pub fn layout(c: &Chrome, content: Markup) -> String {
+pub(crate) fn layout(c: &Chrome, content: Markup) -> String {
     document(
         c.title,
         html! {
@@ -162,13 +162,13 @@ fn public_page(title: &str, content: Markup) -> String {
 }
 
 /// The sign-in page.
-pub struct LoginView<'a> {
+pub(crate) struct LoginView<'a> {
     pub error: Option<&'a str>,
     pub notice: Option<&'a str>,
     pub password_set: bool,
 }
 
-pub fn login(v: &LoginView) -> String {
+pub(crate) fn login(v: &LoginView) -> String {
     public_page(
         "Sign in",
         html! {
@@ -192,13 +192,13 @@ pub fn login(v: &LoginView) -> String {
 }
 
 /// The first-run (or reset) page that sets the password.
-pub struct SetupView<'a> {
+pub(crate) struct SetupView<'a> {
     /// The one-time code from the link, carried in a hidden field.
     pub code: &'a str,
     pub error: Option<&'a str>,
 }
 
-pub fn setup(v: &SetupView) -> String {
+pub(crate) fn setup(v: &SetupView) -> String {
     let min = crate::auth::admin::MIN_PASSWORD_CHARS;
     public_page(
         "Set the admin password",
@@ -223,14 +223,14 @@ pub fn setup(v: &SetupView) -> String {
 }
 
 /// A short explanation page (refusals, not found).
-pub struct MessageView<'a> {
+pub(crate) struct MessageView<'a> {
     pub title: &'a str,
     pub text: &'a str,
     /// (href, label) of the way on.
     pub link: Option<(&'a str, &'a str)>,
 }
 
-pub fn message(v: &MessageView) -> String {
+pub(crate) fn message(v: &MessageView) -> String {
     public_page(
         v.title,
         html! {
@@ -247,7 +247,7 @@ fn copy_button(target: &str) -> Markup {
 // ---- dashboard ---------------------------------------------------------------
 
 /// The served certificate, for the dashboard's Health table.
-pub struct CertSummary {
+pub(crate) struct CertSummary {
     /// Where it came from, in words.
     pub source: &'static str,
     pub subject: Option<String>,
@@ -261,7 +261,7 @@ pub struct CertSummary {
 }
 
 /// ACME mode's renewal state.
-pub struct AcmeSummary {
+pub(crate) struct AcmeSummary {
     pub directory: String,
     pub next_renewal: Option<String>,
     /// The last failure in words, with when it happened.
@@ -269,7 +269,7 @@ pub struct AcmeSummary {
 }
 
 impl CertSummary {
-    pub fn new(v: &crate::tls::CertView, now: crate::clock::Timestamp) -> CertSummary {
+    pub(crate) fn new(v: &crate::tls::CertView, now: crate::clock::Timestamp) -> CertSummary {
         let (subject, issuer, names, not_after) = match &v.info {
             Some(i) => (
                 i.subject_cn.clone(),
@@ -299,7 +299,7 @@ impl CertSummary {
     }
 }
 
-pub struct Dashboard {
+pub(crate) struct Dashboard {
     pub scim_url: String,
     pub users: u64,
     pub inactive_users: u64,
@@ -326,7 +326,7 @@ pub struct Dashboard {
 }
 
 /// One unknown attribute on the dashboard.
-pub struct UnknownRow {
+pub(crate) struct UnknownRow {
     pub resource_type: &'static str,
     pub name: String,
     pub count: u64,
@@ -454,7 +454,7 @@ fn decommission(target: Option<&str>) -> Markup {
     }
 }
 
-pub fn dashboard(c: &Chrome, d: &Dashboard) -> String {
+pub(crate) fn dashboard(c: &Chrome, d: &Dashboard) -> String {
     let content = html! {
         @if d.phase == Phase::CutOver { (decommission(d.target.as_deref())) }
         @if d.phase != Phase::CutOver {
@@ -536,27 +536,27 @@ pub fn dashboard(c: &Chrome, d: &Dashboard) -> String {
 
 // ---- tokens ------------------------------------------------------------------
 
-pub struct TokenRow {
+pub(crate) struct TokenRow {
     pub record: TokenInfo,
     pub state: &'static str,
     pub last_used: Option<crate::clock::Timestamp>,
 }
 
 /// A token that was just issued: its secret is on this page and nowhere else.
-pub struct Issued {
+pub(crate) struct Issued {
     pub name: String,
     pub scope: &'static str,
     pub secret: Secret,
 }
 
 /// The Tokens page: the issue form, a just-issued secret or a refusal, the list.
-pub struct TokensView<'a> {
+pub(crate) struct TokensView<'a> {
     pub rows: &'a [TokenRow],
     pub issued: Option<&'a Issued>,
     pub error: Option<&'a str>,
 }
 
-pub fn tokens(c: &Chrome, v: &TokensView) -> String {
+pub(crate) fn tokens(c: &Chrome, v: &TokensView) -> String {
     let content = html! {
         @if let Some(i) = v.issued {
             section.card.secret {
@@ -624,11 +624,11 @@ pub fn tokens(c: &Chrome, v: &TokensView) -> String {
 }
 
 /// The question before a token is revoked.
-pub struct ConfirmRevokeView<'a> {
+pub(crate) struct ConfirmRevokeView<'a> {
     pub token: &'a TokenInfo,
 }
 
-pub fn confirm_revoke(c: &Chrome, v: &ConfirmRevokeView) -> String {
+pub(crate) fn confirm_revoke(c: &Chrome, v: &ConfirmRevokeView) -> String {
     let t = v.token;
     let content = html! {
         section.card #confirm-revoke {
@@ -652,7 +652,7 @@ pub fn confirm_revoke(c: &Chrome, v: &ConfirmRevokeView) -> String {
 
 // ---- users and groups --------------------------------------------------------
 
-pub struct ListRow {
+pub(crate) struct ListRow {
     pub id: String,
     pub name: String,
     pub detail: String,
@@ -661,7 +661,7 @@ pub struct ListRow {
     pub modified: String,
 }
 
-pub struct ListView {
+pub(crate) struct ListView {
     pub rt: ResourceType,
     pub query: String,
     pub rows: Vec<ListRow>,
@@ -674,7 +674,7 @@ pub struct ListView {
 /// The query string of a Users or Groups list page (form-encoded, as a browser sends
 /// the search form).
 #[derive(Debug, Default, Serialize, serde::Deserialize)]
-pub struct ListQuery {
+pub(crate) struct ListQuery {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub q: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -700,7 +700,7 @@ fn section(rt: ResourceType) -> &'static str {
     }
 }
 
-pub fn list(c: &Chrome, v: &ListView) -> String {
+pub(crate) fn list(c: &Chrome, v: &ListView) -> String {
     let sec = section(v.rt);
     let users = v.rt == ResourceType::User;
     let (placeholder, name_col, detail_col) = match v.rt {
@@ -751,7 +751,7 @@ pub fn list(c: &Chrome, v: &ListView) -> String {
     layout(c, content)
 }
 
-pub struct DetailView {
+pub(crate) struct DetailView {
     pub rt: ResourceType,
     pub facts: Vec<(&'static str, String)>,
     pub refs: Vec<Reference>,
@@ -761,7 +761,7 @@ pub struct DetailView {
     pub json: String,
 }
 
-pub fn detail(c: &Chrome, v: &DetailView) -> String {
+pub(crate) fn detail(c: &Chrome, v: &DetailView) -> String {
     let heading = match v.rt {
         ResourceType::User => "Groups",
         ResourceType::Group => "Members",
@@ -804,7 +804,7 @@ pub fn detail(c: &Chrome, v: &DetailView) -> String {
 /// The Activity page's query string: the filter and the page number (from 1).
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
 #[serde(default)]
-pub struct ActivityQuery {
+pub(crate) struct ActivityQuery {
     pub q: String,
     pub actor: String,
     pub outcome: String,
@@ -813,7 +813,7 @@ pub struct ActivityQuery {
 }
 
 impl ActivityQuery {
-    pub fn filter(&self) -> AuditFilter {
+    pub(crate) fn filter(&self) -> AuditFilter {
         AuditFilter {
             q: self.q.clone(),
             actor: self.actor.clone(),
@@ -823,7 +823,7 @@ impl ActivityQuery {
     }
 
     /// `/admin/activity{suffix}?…` with this filter and page (empty values dropped).
-    pub fn href(&self, path: &str) -> String {
+    pub(crate) fn href(&self, path: &str) -> String {
         let mut pairs: Vec<(&str, String)> = [
             ("q", self.q.clone()),
             ("actor", self.actor.clone()),
@@ -843,21 +843,21 @@ impl ActivityQuery {
     }
 }
 
-pub struct ActivityView {
+pub(crate) struct ActivityView {
     pub query: ActivityQuery,
     pub page: AuditPage,
     pub page_size: usize,
 }
 
 /// "1–50 of 312" (positions are 1-based; an empty page reads "0 of 0").
-pub fn range_text(offset: u64, shown: usize, total: u64) -> String {
+pub(crate) fn range_text(offset: u64, shown: usize, total: u64) -> String {
     if shown == 0 {
         return format!("0 of {total}");
     }
     format!("{}–{} of {total}", offset + 1, offset + shown as u64)
 }
 
-pub fn activity(c: &Chrome, v: &ActivityView) -> String {
+pub(crate) fn activity(c: &Chrome, v: &ActivityView) -> String {
     let f = &v.query;
     let page = v.query.page.unwrap_or(1).max(1);
     let at = |page: u64| ActivityQuery {
@@ -940,14 +940,14 @@ pub fn activity(c: &Chrome, v: &ActivityView) -> String {
 /// What a finished background job produced (shown as JSON under "Result").
 #[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
-pub enum JobOutcome {
+pub(crate) enum JobOutcome {
     Push(PushOutcome),
     Verify(VerifyReport),
     Cutover(CutoverReport),
 }
 
 /// A background migration job as the page shows it.
-pub struct JobView {
+pub(crate) struct JobView {
     pub kind: &'static str,
     pub started: String,
     pub progress: Option<Progress>,
@@ -955,7 +955,7 @@ pub struct JobView {
     pub outcome: Option<Result<JobOutcome, String>>,
 }
 
-pub struct MigrationView {
+pub(crate) struct MigrationView {
     pub status: MigrationStatus,
     pub check: Option<(String, ReadinessReport)>,
     pub job: Option<JobView>,
@@ -1030,7 +1030,7 @@ fn job_view(j: &JobView) -> Markup {
 /// into the same target) from `checked` on, verify and cut-over while mirroring,
 /// abort until cut-over; nothing after cut-over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Actions {
+pub(crate) struct Actions {
     pub check: bool,
     pub push: bool,
     pub verify: bool,
@@ -1039,7 +1039,7 @@ pub struct Actions {
 }
 
 impl Actions {
-    pub fn for_phase(phase: Phase) -> Actions {
+    pub(crate) fn for_phase(phase: Phase) -> Actions {
         let mirroring = phase.is_mirroring();
         Actions {
             check: matches!(phase, Phase::NotStarted | Phase::Checked),
@@ -1148,7 +1148,7 @@ fn target_facts(st: &crate::migrate::report::MigrationStatus) -> Markup {
     }
 }
 
-pub fn migration(c: &Chrome, v: &MigrationView) -> String {
+pub(crate) fn migration(c: &Chrome, v: &MigrationView) -> String {
     let st = &v.status;
     let phase = st.phase;
     let state = &st.state;

@@ -17,23 +17,23 @@ use crate::auth::hash_secret;
 use crate::secret::equal as secrets_equal;
 
 /// A session ends after this long without a request.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// A session ends this long after sign-in, however busy.
-pub const ABSOLUTE_TIMEOUT: Duration = Duration::from_secs(12 * 60 * 60);
+pub(crate) const ABSOLUTE_TIMEOUT: Duration = Duration::from_secs(12 * 60 * 60);
 /// Most sessions kept; the least recently used goes first.
 const MAX_SESSIONS: usize = 256;
 
 /// The window over which failed sign-ins are counted.
-pub const THROTTLE_WINDOW: Duration = Duration::from_secs(15 * 60);
+pub(crate) const THROTTLE_WINDOW: Duration = Duration::from_secs(15 * 60);
 /// Failures from one address within the window that cost nothing but `FAILURE_DELAY`.
-pub const FAILURES_PER_ADDRESS: usize = 5;
+pub(crate) const FAILURES_PER_ADDRESS: usize = 5;
 /// Past those, one attempt per address per this interval: slow enough to make
 /// guessing useless (≤ 15 an hour), short enough that an admin whose address is
 /// shared with a guesser still gets in.
-pub const SLOW_INTERVAL: Duration = Duration::from_secs(60);
+pub(crate) const SLOW_INTERVAL: Duration = Duration::from_secs(60);
 /// Every failed sign-in is answered this late (sequential guessing slows down; a
 /// reservation is held meanwhile, so concurrent guesses do not get around it).
-pub const FAILURE_DELAY: Duration = Duration::from_millis(500);
+pub(crate) const FAILURE_DELAY: Duration = Duration::from_millis(500);
 /// Addresses remembered; beyond this, the quiet ones are forgotten first.
 const MAX_ADDRESSES: usize = 10_000;
 
@@ -51,7 +51,7 @@ struct Entry {
 /// handler takes (as vaultwarden's `AdminToken` request guard). Its fields are
 /// private to this module, so the only way to get one is `Sessions::signed_in`.
 #[derive(Debug)]
-pub struct SignedIn {
+pub(crate) struct SignedIn {
     /// The session id from the cookie (needed to sign out and to leave a message).
     id: String,
     account: String,
@@ -61,15 +61,15 @@ pub struct SignedIn {
 
 impl SignedIn {
     /// The admin account this session belongs to.
-    pub fn account(&self) -> &str {
+    pub(crate) fn account(&self) -> &str {
         &self.account
     }
     /// The session's CSRF token, for the hidden field of every form.
-    pub fn csrf(&self) -> &str {
+    pub(crate) fn csrf(&self) -> &str {
         &self.csrf
     }
     /// The one-line message left for this page, if any.
-    pub fn flash(&self) -> Option<&str> {
+    pub(crate) fn flash(&self) -> Option<&str> {
         self.flash.as_deref()
     }
     pub(super) fn id(&self) -> &str {
@@ -78,13 +78,17 @@ impl SignedIn {
 }
 
 #[derive(Default)]
-pub struct Sessions {
+pub(crate) struct Sessions {
     map: Mutex<HashMap<Vec<u8>, Entry>>,
 }
 
 impl Sessions {
     /// Starts a session for `account`; returns its id (for the cookie).
-    pub fn create(&self, now: Instant, account: &str) -> Result<String, ring::error::Unspecified> {
+    pub(crate) fn create(
+        &self,
+        now: Instant,
+        account: &str,
+    ) -> Result<String, ring::error::Unspecified> {
         let id = random_string(32)?;
         let csrf = random_string(32)?;
         let mut map = self.map.lock().map_err(|_| ring::error::Unspecified)?;
@@ -113,7 +117,7 @@ impl Sessions {
 
     /// The session with this id if it is still valid, marking it used now and
     /// taking its flash message.
-    pub fn signed_in(&self, id: &str, now: Instant) -> Option<SignedIn> {
+    pub(crate) fn signed_in(&self, id: &str, now: Instant) -> Option<SignedIn> {
         let key = hash_secret(id);
         let mut map = self.map.lock().ok()?;
         let entry = map.get_mut(&key)?;
@@ -131,7 +135,7 @@ impl Sessions {
     }
 
     /// Whether `given` is this session's CSRF token (constant time).
-    pub fn csrf_ok(&self, id: &str, given: Option<&str>, now: Instant) -> bool {
+    pub(crate) fn csrf_ok(&self, id: &str, given: Option<&str>, now: Instant) -> bool {
         let Some(given) = given.filter(|g| !g.is_empty()) else {
             return false;
         };
@@ -143,7 +147,7 @@ impl Sessions {
             .is_some_and(|e| alive(e, now) && secrets_equal(&e.csrf, given))
     }
 
-    pub fn set_flash(&self, id: &str, message: String) {
+    pub(crate) fn set_flash(&self, id: &str, message: String) {
         if let Ok(mut map) = self.map.lock() {
             if let Some(e) = map.get_mut(&hash_secret(id)) {
                 e.flash = Some(message);
@@ -151,14 +155,14 @@ impl Sessions {
         }
     }
 
-    pub fn remove(&self, id: &str) {
+    pub(crate) fn remove(&self, id: &str) {
         if let Ok(mut map) = self.map.lock() {
             map.remove(&hash_secret(id));
         }
     }
 
     /// Signs everyone out (a new password was set).
-    pub fn clear(&self) {
+    pub(crate) fn clear(&self) {
         if let Ok(mut map) = self.map.lock() {
             map.clear();
         }
@@ -176,7 +180,7 @@ fn alive(e: &Entry, now: Instant) -> bool {
 /// an address other than their own, and `scimbridge admin reset-password` on the
 /// machine never goes through this.
 #[derive(Default)]
-pub struct Throttle {
+pub(crate) struct Throttle {
     inner: Mutex<HashMap<IpAddr, Attempts>>,
 }
 
@@ -200,7 +204,7 @@ fn expire(q: &mut VecDeque<Instant>, now: Instant) {
 /// One attempt in progress; say how it ended (dropping it counts as a failure, so
 /// a client that hangs up during the check gains nothing).
 #[must_use]
-pub struct Reservation<'a> {
+pub(crate) struct Reservation<'a> {
     throttle: &'a Throttle,
     key: IpAddr,
     done: bool,
@@ -208,13 +212,13 @@ pub struct Reservation<'a> {
 
 impl Reservation<'_> {
     /// The attempt failed.
-    pub fn failed(mut self, now: Instant) {
+    pub(crate) fn failed(mut self, now: Instant) {
         self.done = true;
         self.throttle.finish(self.key, Some(now));
     }
 
     /// The attempt succeeded: the address's failures are forgotten.
-    pub fn succeeded(mut self) {
+    pub(crate) fn succeeded(mut self) {
         self.done = true;
         self.throttle.finish(self.key, None);
     }
@@ -230,7 +234,7 @@ impl Drop for Reservation<'_> {
 
 impl Throttle {
     /// Reserves an attempt for `addr`, or says how long to wait.
-    pub fn reserve(&self, addr: IpAddr, now: Instant) -> Result<Reservation<'_>, Duration> {
+    pub(crate) fn reserve(&self, addr: IpAddr, now: Instant) -> Result<Reservation<'_>, Duration> {
         let key = crate::limiter::address_key(addr);
         let Ok(mut m) = self.inner.lock() else {
             return Err(SLOW_INTERVAL);
@@ -285,7 +289,7 @@ impl Throttle {
 
     /// Forgets every address (a new password was set on the machine or by a setup
     /// link: whatever was guessed at is gone).
-    pub fn clear(&self) {
+    pub(crate) fn clear(&self) {
         if let Ok(mut m) = self.inner.lock() {
             m.retain(|_, a| a.in_flight > 0);
             for a in m.values_mut() {

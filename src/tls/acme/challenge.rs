@@ -40,11 +40,11 @@ pub(crate) fn tls_alpn_certificate(
 
 /// HTTP-01 tokens → key authorizations, while an order is being validated.
 #[derive(Debug, Default)]
-pub struct Http01Tokens(RwLock<HashMap<String, String>>);
+pub(crate) struct Http01Tokens(RwLock<HashMap<String, String>>);
 
 impl Http01Tokens {
     /// The key authorization to answer for `token`, if one is being validated.
-    pub fn get(&self, token: &str) -> Option<String> {
+    pub(crate) fn get(&self, token: &str) -> Option<String> {
         self.0.read().ok()?.get(token).cloned()
     }
 

@@ -24,17 +24,13 @@ use instant_acme::{
 };
 use rustls_pki_types::CertificateDer;
 
-pub use challenge::Http01Tokens;
+pub(crate) use challenge::Http01Tokens;
 
 use super::{CertSource, CertStore, Served};
 use crate::clock::Timestamp;
 use crate::config::AcmeConfig;
 use client::{CaClient, RetryAfter};
 use storage::Storage;
-
-// The directory defaults belong to the configuration (`[tls.acme] directory`);
-// named here too for the ACME code and its tests.
-pub use crate::config::{LETS_ENCRYPT, LETS_ENCRYPT_STAGING};
 
 /// The first retry after a failure waits this long; each further failure doubles it.
 const FIRST_RETRY: Duration = Duration::from_secs(30);
@@ -49,7 +45,7 @@ const ORDER_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Why the last order failed, as a fixed set (the `/metrics` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AcmeErrorKind {
+pub(crate) enum AcmeErrorKind {
     /// The CA could not be reached, or answered something that is not ACME.
     Network,
     /// The CA's rate limit (`rateLimited`).
@@ -70,7 +66,7 @@ pub enum AcmeErrorKind {
 }
 
 impl AcmeErrorKind {
-    pub const ALL: [AcmeErrorKind; 8] = [
+    pub(crate) const ALL: [AcmeErrorKind; 8] = [
         AcmeErrorKind::Network,
         AcmeErrorKind::RateLimited,
         AcmeErrorKind::Rejected,
@@ -81,7 +77,7 @@ impl AcmeErrorKind {
         AcmeErrorKind::Other,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             AcmeErrorKind::Network => "network",
             AcmeErrorKind::RateLimited => "rate_limited",
@@ -97,7 +93,7 @@ impl AcmeErrorKind {
 
 /// A failed attempt to obtain a certificate, in words.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AcmeFailure {
+pub(crate) struct AcmeFailure {
     pub kind: AcmeErrorKind,
     /// One sentence for the admin (the CA's own explanation included).
     pub message: String,
@@ -113,7 +109,7 @@ impl fmt::Display for AcmeFailure {
 
 /// What the dashboard and `/metrics` show about ACME.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AcmeStatus {
+pub(crate) struct AcmeStatus {
     /// The directory URL orders go to.
     pub directory: String,
     /// When the next order is due (renewal, or retry after a failure).
@@ -135,7 +131,7 @@ fn until(t: Timestamp, now: Timestamp) -> Duration {
 /// Warnings about the listening ports, for `check-config` and the start-up log: CAs
 /// validate TLS-ALPN-01 on port 443 and HTTP-01 on port 80 only (RFC 8737 §3,
 /// RFC 8555 §8.3).
-pub fn port_warnings(listen: SocketAddr, acme: &AcmeConfig) -> Vec<String> {
+pub(crate) fn port_warnings(listen: SocketAddr, acme: &AcmeConfig) -> Vec<String> {
     let mut w = Vec::new();
     match acme.http_listen {
         None if listen.port() != 443 => w.push(format!(
@@ -158,7 +154,7 @@ pub fn port_warnings(listen: SocketAddr, acme: &AcmeConfig) -> Vec<String> {
 
 /// Reads what an ACME run needs from files (the CA file, the EAB key), so that
 /// `check-config` and the start name a bad file at once rather than at the first order.
-pub fn check_files(acme: &AcmeConfig) -> Result<()> {
+pub(crate) fn check_files(acme: &AcmeConfig) -> Result<()> {
     ca_pem(acme)?;
     if let Some(eab) = &acme.eab {
         eab_key(&eab.hmac_key_file)?;
@@ -355,7 +351,7 @@ fn random_fraction() -> f64 {
 
 /// The ACME task: owns the account, orders and renews, and keeps the `CertStore`'s
 /// ACME status current.
-pub struct Acme {
+pub(crate) struct Acme {
     cfg: AcmeConfig,
     storage: Storage,
     certs: Arc<CertStore>,
@@ -385,7 +381,7 @@ impl Acme {
     /// Prepares ACME mode before the listener starts: the stored certificate if there
     /// is one, else a temporary self-signed one (logged as such). The returned store
     /// serves at once; `run` obtains and renews.
-    pub fn prepare(
+    pub(crate) fn prepare(
         cfg: &AcmeConfig,
         data_dir: &Path,
         public_host: Option<String>,
@@ -428,12 +424,12 @@ impl Acme {
     }
 
     /// The HTTP-01 answers, for the plain listener.
-    pub fn http01_tokens(&self) -> Arc<Http01Tokens> {
+    pub(crate) fn http01_tokens(&self) -> Arc<Http01Tokens> {
         self.http01.clone()
     }
 
     /// Obtains and renews for as long as the server runs.
-    pub async fn run(mut self) {
+    pub(crate) async fn run(mut self) {
         let mut failures = 0u32;
         loop {
             let plan = self.plan().await;
@@ -711,68 +707,7 @@ impl Acme {
         } else {
             ChallengeType::TlsAlpn01
         };
-        let mut authorizations = order.authorizations();
-        while let Some(authz) = authorizations.next().await {
-            let mut authz = authz.map_err(|e| {
-                (
-                    Failed::from_acme("reading the order's authorizations", e),
-                    false,
-                )
-            })?;
-            match authz.status {
-                AuthorizationStatus::Pending => {}
-                AuthorizationStatus::Valid => continue,
-                other => {
-                    let name = authz.identifier().to_string();
-                    return Err((
-                        Failed::new(
-                            AcmeErrorKind::Rejected,
-                            format!("the CA's authorization for {name} is {other:?}, not pending"),
-                        ),
-                        false,
-                    ));
-                }
-            }
-            let name = authz.identifier().to_string();
-            let mut challenge = authz.challenge(kind.clone()).ok_or_else(|| {
-                (
-                    Failed::new(
-                        AcmeErrorKind::Rejected,
-                        format!(
-                            "the CA offers no {} challenge for {name}",
-                            challenge_name(&kind)
-                        ),
-                    ),
-                    false,
-                )
-            })?;
-            let key_authorization = challenge.key_authorization();
-            match kind {
-                ChallengeType::Http01 => self
-                    .http01
-                    .insert(&challenge.token, key_authorization.as_str()),
-                _ => {
-                    let cert =
-                        challenge::tls_alpn_certificate(&name, key_authorization.digest().as_ref())
-                            .map_err(|e| {
-                                (Failed::new(AcmeErrorKind::Other, format!("{e:#}")), false)
-                            })?;
-                    self.certs.set_challenge(&name, cert);
-                }
-            }
-            challenge.set_ready().await.map_err(|e| {
-                (
-                    Failed::from_acme(
-                        &format!(
-                            "answering the {} challenge for {name}",
-                            challenge_name(&kind)
-                        ),
-                        e,
-                    ),
-                    false,
-                )
-            })?;
-        }
+        self.authorize(&mut order, &kind).await?;
         let retries = RetryPolicy::new().timeout(ORDER_TIMEOUT);
         let status = order.poll_ready(&retries).await.map_err(|e| {
             (
@@ -783,25 +718,7 @@ impl Acme {
         if status != OrderStatus::Ready {
             return Err((self.validation_failure(&mut order, &kind).await, false));
         }
-        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| {
-            (
-                Failed::new(AcmeErrorKind::Other, format!("generating a key: {e}")),
-                false,
-            )
-        })?;
-        let mut params = rcgen::CertificateParams::new(self.cfg.domains.clone()).map_err(|e| {
-            (
-                Failed::new(AcmeErrorKind::Other, format!("certificate request: {e}")),
-                false,
-            )
-        })?;
-        params.distinguished_name = rcgen::DistinguishedName::new();
-        let csr = params.serialize_request(&key).map_err(|e| {
-            (
-                Failed::new(AcmeErrorKind::Other, format!("certificate request: {e}")),
-                false,
-            )
-        })?;
+        let (key, csr) = key_and_request(&self.cfg.domains).map_err(|f| (f, false))?;
         order.finalize_csr(csr.der()).await.map_err(|e| {
             (
                 Failed::from_acme("sending the certificate request", e),
@@ -843,6 +760,79 @@ impl Acme {
             })
     }
 
+    /// Answers every pending authorization of `order` with a `kind` challenge (the
+    /// HTTP-01 token or the TLS-ALPN-01 certificate set up first, then the CA told
+    /// it may validate). The error's flag is always false (see `order_once`).
+    async fn authorize(
+        &mut self,
+        order: &mut instant_acme::Order,
+        kind: &ChallengeType,
+    ) -> Result<(), (Failed, bool)> {
+        let mut authorizations = order.authorizations();
+        while let Some(authz) = authorizations.next().await {
+            let mut authz = authz.map_err(|e| {
+                (
+                    Failed::from_acme("reading the order's authorizations", e),
+                    false,
+                )
+            })?;
+            match authz.status {
+                AuthorizationStatus::Pending => {}
+                AuthorizationStatus::Valid => continue,
+                other => {
+                    let name = authz.identifier().to_string();
+                    return Err((
+                        Failed::new(
+                            AcmeErrorKind::Rejected,
+                            format!("the CA's authorization for {name} is {other:?}, not pending"),
+                        ),
+                        false,
+                    ));
+                }
+            }
+            let name = authz.identifier().to_string();
+            let mut challenge = authz.challenge(kind.clone()).ok_or_else(|| {
+                (
+                    Failed::new(
+                        AcmeErrorKind::Rejected,
+                        format!(
+                            "the CA offers no {} challenge for {name}",
+                            challenge_name(kind)
+                        ),
+                    ),
+                    false,
+                )
+            })?;
+            let key_authorization = challenge.key_authorization();
+            match kind {
+                ChallengeType::Http01 => self
+                    .http01
+                    .insert(&challenge.token, key_authorization.as_str()),
+                _ => {
+                    let cert =
+                        challenge::tls_alpn_certificate(&name, key_authorization.digest().as_ref())
+                            .map_err(|e| {
+                                (Failed::new(AcmeErrorKind::Other, format!("{e:#}")), false)
+                            })?;
+                    self.certs.set_challenge(&name, cert);
+                }
+            }
+            challenge.set_ready().await.map_err(|e| {
+                (
+                    Failed::from_acme(
+                        &format!(
+                            "answering the {} challenge for {name}",
+                            challenge_name(kind)
+                        ),
+                        e,
+                    ),
+                    false,
+                )
+            })?;
+        }
+        Ok(())
+    }
+
     /// Why an order ended invalid: the failed challenge's problem, in words.
     async fn validation_failure(
         &self,
@@ -880,6 +870,22 @@ fn challenge_name(kind: &ChallengeType) -> &'static str {
         ChallengeType::TlsAlpn01 => "TLS-ALPN-01",
         _ => "this",
     }
+}
+
+/// A new P-256 key and a certificate request for `domains` (no subject name: the
+/// names are in the SAN extension, as CAs expect; RFC 8555 §7.4).
+fn key_and_request(
+    domains: &[String],
+) -> Result<(rcgen::KeyPair, rcgen::CertificateSigningRequest), Failed> {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+        .map_err(|e| Failed::new(AcmeErrorKind::Other, format!("generating a key: {e}")))?;
+    let mut params = rcgen::CertificateParams::new(domains.to_vec())
+        .map_err(|e| Failed::new(AcmeErrorKind::Other, format!("certificate request: {e}")))?;
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    let csr = params
+        .serialize_request(&key)
+        .map_err(|e| Failed::new(AcmeErrorKind::Other, format!("certificate request: {e}")))?;
+    Ok((key, csr))
 }
 
 #[cfg(test)]
@@ -993,7 +999,7 @@ mod tests {
         AcmeConfig {
             domains: vec!["scim.example.com".into()],
             email: None,
-            directory: LETS_ENCRYPT.into(),
+            directory: crate::config::LETS_ENCRYPT.into(),
             ca_file: None,
             http_listen: listen_http.map(|a| a.parse().unwrap()),
             eab: None,
