@@ -175,7 +175,6 @@ pub(super) fn stream_group(
         return;
     }
     flush(&mut text, &mut batch);
-    drop(flush);
     if opened {
         text.push(b']');
     }
