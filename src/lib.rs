@@ -2,6 +2,7 @@
 //! `scim` (pure protocol core) ← `store` (redb) ← `auth` ← `http`, `cli` on top.
 
 #![warn(unreachable_pub)]
+#![warn(missing_docs)]
 
 mod app;
 mod auth;
@@ -18,6 +19,7 @@ pub mod localfs;
 mod logline;
 mod memory;
 pub mod migrate;
+mod plural;
 pub mod scim;
 #[cfg(unix)]
 mod sdnotify;

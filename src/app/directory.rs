@@ -299,11 +299,6 @@ impl App {
         }
     }
 
-    /// Number of resources of a type in the directory.
-    pub(crate) fn resource_count(&self, rt: ResourceType) -> StoreResult<u64> {
-        self.store.snapshot()?.count(rt)
-    }
-
     async fn patch(
         &self,
         target: Target,

@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::control::client;
 use crate::control::wire::{Reply, Request};
 use crate::migrate::export;
+use crate::plural::count;
 
 /// `export --out FILE` (or `-` for stdout).
 pub(super) fn export(cfg: &Config, out: &Path) -> Result<ExitCode> {
@@ -75,10 +76,8 @@ pub(super) fn export(cfg: &Config, out: &Path) -> Result<ExitCode> {
         let manifest = export::verify(std::io::BufReader::new(std::fs::File::open(out)?))
             .map_err(|e| anyhow!("the written export does not verify: {e}"))?;
         eprintln!(
-            "exported {} users, {} groups and {} memberships to {}",
-            manifest.counts.users,
-            manifest.counts.groups,
-            manifest.counts.memberships,
+            "exported {} to {}",
+            counts_text(&manifest.counts),
             out.display()
         );
     }
@@ -102,13 +101,7 @@ pub(super) fn import(cfg: &Config, file: &Path) -> Result<ExitCode> {
             (r.manifest.counts, r.repaired)
         }
     };
-    println!(
-        "imported {} users, {} groups and {} memberships from {}",
-        counts.users,
-        counts.groups,
-        counts.memberships,
-        file.display()
-    );
+    println!("imported {} from {}", counts_text(&counts), file.display());
     // An older export may hold what the current rules forbid: repaired and listed.
     for note in repaired {
         eprintln!("repaired: {note}");
@@ -153,8 +146,20 @@ pub(super) fn backup(cfg: &Config, out: &Path) -> Result<ExitCode> {
     std::fs::File::open(&partial).and_then(|f| f.sync_all())?;
     std::fs::rename(&partial, &out).with_context(|| format!("cannot write {}", out.display()))?;
     println!(
-        "backup written to {} ({users} users, {groups} groups)",
-        out.display()
+        "backup written to {} ({}, {})",
+        out.display(),
+        count(users, "user", "users"),
+        count(groups, "group", "groups")
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// "25 users, 2 groups and 1 membership": an export's or import's counts.
+fn counts_text(c: &export::Counts) -> String {
+    format!(
+        "{}, {} and {}",
+        count(c.users, "user", "users"),
+        count(c.groups, "group", "groups"),
+        count(c.memberships, "membership", "memberships")
+    )
 }

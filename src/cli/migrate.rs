@@ -2,6 +2,7 @@
 //! rendered from its typed reports. `check` and `verify` exit with 2 when they find
 //! blockers or differences; `--json` prints the report's serde form.
 
+use crate::plural::count;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -214,8 +215,8 @@ fn print_unsupported(unsupported: &[String]) {
         return;
     }
     println!(
-        "  {} attributes the target cannot hold (the push refuses unless --omit-unsupported):",
-        unsupported.len()
+        "  {} the target cannot hold (the push refuses unless --omit-unsupported):",
+        count(unsupported.len() as u64, "attribute", "attributes")
     );
     for a in unsupported {
         println!("    {a}");
@@ -341,8 +342,13 @@ const PREVIEW_NAMES: usize = 20;
 
 fn print_pushed(r: &PushReport) {
     println!(
-        "pushed {} users and {} groups ({} created, {} updated, {} requests, {} throttled); now mirroring changes",
-        r.users, r.groups, r.created, r.updated, r.requests, r.throttled
+        "pushed {} and {} ({} created, {} updated, {}, {} throttled); now mirroring changes",
+        count(r.users, "user", "users"),
+        count(r.groups, "group", "groups"),
+        r.created,
+        r.updated,
+        count(r.requests, "request", "requests"),
+        r.throttled
     );
     for (rule, n) in &r.rules {
         println!("  {}: {n}", rule.as_str());
@@ -359,8 +365,8 @@ fn print_pushed(r: &PushReport) {
 fn print_extras(only: &[String], not_kept: &[String]) {
     if !only.is_empty() {
         println!(
-            "{} accounts only on the target (left alone, not counted as differences):",
-            only.len()
+            "{} only on the target (left alone, not counted as differences):",
+            count(only.len() as u64, "account", "accounts")
         );
         for o in only {
             println!("  {o}");
@@ -386,8 +392,9 @@ fn print_status(s: &MigrationStatus) {
         p.users_done, p.users_total, p.groups_done, p.groups_total
     );
     println!(
-        "mirror:    {} events behind ({:.1} s)",
-        s.lag.events, s.lag.seconds
+        "mirror:    {} behind ({:.1} s)",
+        count(s.lag.events, "event", "events"),
+        s.lag.seconds
     );
     if st.push_incomplete {
         println!("push:      incomplete; run `scimbridge migrate push` again to finish it");
@@ -422,8 +429,8 @@ fn print_differences(diffs: &[Difference]) {
         return;
     }
     println!(
-        "{} differences between the directory and the target:",
-        diffs.len()
+        "{} between the directory and the target:",
+        count(diffs.len() as u64, "difference", "differences")
     );
     for d in diffs {
         println!("  {d}");

@@ -22,6 +22,10 @@ use crate::config::{self, Config, Settings, TlsMode};
 use crate::control::wire::{PolicyRequest, Reply, Request};
 use crate::migrate::policy::PolicyView;
 
+/// The command line (clap): global `--config` and `--data-dir`, then one subcommand
+/// (`serve`, `token`, `check-config`, `migrate`, `export`, `import`, `admin`,
+/// `backup`); `--help` and the man pages (examples/manpage.rs) come from it. (One
+/// paragraph on purpose: clap would turn a second one into `long_about`.)
 #[derive(Debug, Parser)]
 #[command(
     name = "scimbridge",

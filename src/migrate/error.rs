@@ -81,7 +81,7 @@ pub(crate) enum MigrateError {
     #[error("the mirror did not catch up in time; writes resume, try again")]
     DrainTimeout,
     /// The cut-over's verification found differences.
-    #[error("verification found {count} differences; not cutting over. First: {first}")]
+    #[error("verification found {}; not cutting over. First: {first}", crate::plural::count(*count as u64, "difference", "differences"))]
     Differences {
         count: usize,
         first: Box<Difference>,

@@ -24,6 +24,10 @@ pub(crate) struct Counts {
     pub(crate) memberships: u64,
 }
 
+/// Line 1 of an export file (docs/EXPORT_FORMAT.md): the format name
+/// (`scimbridge-export`) and version (1), the scimbridge version that wrote it, when
+/// (`exportedAt`, RFC 3339 UTC) and how many users, groups and memberships follow
+/// (`counts`, each a count of lines). [`verify`] returns it once the whole file checks.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Manifest {
@@ -68,24 +72,44 @@ pub(crate) struct Record {
     pub(crate) attributes: Attributes,
 }
 
+/// Why writing, verifying or importing an export file failed. The `Display` text is
+/// the message the CLI prints: it names the line or file and the cause.
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
+    /// The database could not be read for the export or written by the import (the
+    /// store's message, with its remedy).
     #[error("{0}")]
     Store(#[from] StoreError),
+    /// Reading or writing the file's bytes failed (disk full, closed pipe, read error).
     #[error("writing the export failed: {0}")]
     Io(#[from] std::io::Error),
+    /// The file is not a valid export: a line over 4 MiB, a line without its final
+    /// newline, a record that is not JSON of the format, a missing or second manifest,
+    /// another format or version, an unknown member type, data after the trailer, a
+    /// trailer whose line count or SHA-256 does not match, no trailer (truncated), or
+    /// counts that differ from the manifest's.
     #[error("line {line}: {reason}")]
-    Invalid { line: u64, reason: String },
+    Invalid {
+        /// The 1-based line number; 0 when the file is empty or the store refused a
+        /// batch of records during import.
+        line: u64,
+        /// What is wrong there, in words for the admin.
+        reason: String,
+    },
     /// The file cannot be opened.
     #[error("cannot read {}: {source}", .path.display())]
     Open {
+        /// The file that was asked for.
         path: std::path::PathBuf,
+        /// Why it could not be opened (not found, permission denied, ...).
         source: std::io::Error,
     },
     /// The file does not verify (damaged, tampered, truncated, another format).
     #[error("{} is not a valid export: {source}", .path.display())]
     NotAnExport {
+        /// The file that was checked.
         path: std::path::PathBuf,
+        /// The first problem [`verify`] found (usually [`ExportError::Invalid`]).
         source: Box<ExportError>,
     },
     /// Import only restores into an empty bridge.
@@ -234,7 +258,10 @@ fn member_type(line: u64, t: &str) -> Result<ResourceType, ExportError> {
 }
 
 /// Checks a whole file without writing anything: structure, manifest, counts and the
-/// SHA-256 in the trailer. Returns the manifest.
+/// SHA-256 in the trailer (docs/EXPORT_FORMAT.md). Returns the manifest. Errors:
+/// [`ExportError::Invalid`] naming the first bad line and why,
+/// [`ExportError::Io`] when reading fails. Memory stays bounded by the longest line
+/// (at most 4 MiB), whatever the file's size.
 pub fn verify<R: BufRead>(r: R) -> Result<Manifest, ExportError> {
     let mut digest = Context::new(&SHA256);
     let mut manifest: Option<Manifest> = None;

@@ -9,9 +9,11 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::clock::Timestamp;
 use crate::config::MigrationPolicy;
+use crate::plural::count;
 use crate::scim::schema::ResourceType;
-use crate::store::{Snapshot, StoreResult, StoredResource};
+use crate::store::{Snapshot, Store, StoreResult, StoredResource};
 
 /// A user or group a finding is about.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -66,6 +68,55 @@ pub(crate) struct Finding {
     pub code: FindingCode,
     pub message: String,
     pub subjects: Vec<Subject>,
+    /// Subjects concerned but not listed: 0 in a fresh report (every one is
+    /// listed); the stored copy of the last check (`LastCheck`) keeps
+    /// `KEPT_SUBJECTS` names per finding and counts the rest here.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub more: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// Names kept per finding in the stored last check: what the Migration page lists;
+/// `migrate check --json` runs the check again and lists all.
+pub(crate) const KEPT_SUBJECTS: usize = 100;
+
+/// The last readiness check and when it ran, kept in the database so that the
+/// Migration page shows it after a restart (issue 14 point 8).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct LastCheck {
+    pub at: Timestamp,
+    pub report: ReadinessReport,
+}
+
+impl LastCheck {
+    /// Stores `report` as the last check (at most `KEPT_SUBJECTS` names per finding,
+    /// so a directory of a million unreachable users stores a small record).
+    pub(crate) async fn remember(
+        store: &Store,
+        at: Timestamp,
+        report: &ReadinessReport,
+    ) -> StoreResult<()> {
+        let mut kept = report.clone();
+        for f in kept.blockers.iter_mut().chain(kept.warnings.iter_mut()) {
+            if f.subjects.len() > KEPT_SUBJECTS {
+                f.more += (f.subjects.len() - KEPT_SUBJECTS) as u64;
+                f.subjects.truncate(KEPT_SUBJECTS);
+            }
+        }
+        let check = serde_json::to_value(LastCheck { at, report: kept })?;
+        store.set_last_readiness(check).await
+    }
+
+    /// The stored last check; `None` when none ran, or when the stored one is not
+    /// readable as a report (written by a later release: then it is run again).
+    pub(crate) fn load(snapshot: &Snapshot) -> StoreResult<Option<LastCheck>> {
+        Ok(snapshot
+            .last_readiness()?
+            .and_then(|v| serde_json::from_value(v).ok()))
+    }
 }
 
 /// `migrate check`: ready when there is no blocker.
@@ -182,8 +233,12 @@ pub(crate) fn check(snapshot: &Snapshot, policy: &MigrationPolicy) -> StoreResul
     if allowed.is_empty() {
         blockers.push(Finding {
             code: FindingCode::AllowedDomainsNotConfigured,
-            message: "migration.allowed_domains is empty: list the email domains your hosted provisioning account has verified".into(),
+            message: "migration.allowed_domains is empty: list the email domains your hosted \
+                      provisioning account has verified (the Migration page's policy, or \
+                      `scimbridge migrate policy set --allowed-domains example.com`)"
+                .into(),
             subjects: vec![],
+            more: 0,
         });
     }
     let push = |list: &mut Vec<Finding>, code, message: String, subjects: Vec<Subject>| {
@@ -192,6 +247,7 @@ pub(crate) fn check(snapshot: &Snapshot, policy: &MigrationPolicy) -> StoreResul
                 code,
                 message,
                 subjects,
+                more: 0,
             });
         }
     };
@@ -199,8 +255,8 @@ pub(crate) fn check(snapshot: &Snapshot, policy: &MigrationPolicy) -> StoreResul
         &mut blockers,
         FindingCode::DomainNotAllowed,
         format!(
-            "{} users have an email domain outside migration.allowed_domains ({})",
-            outside.len(),
+            "{} an email domain outside migration.allowed_domains ({})",
+            count(outside.len() as u64, "user has", "users have"),
             allowed.join(", ")
         ),
         outside,
@@ -208,34 +264,43 @@ pub(crate) fn check(snapshot: &Snapshot, policy: &MigrationPolicy) -> StoreResul
     push(
         &mut blockers,
         FindingCode::PublicMailDomain,
-        format!("{} users use a public mail provider; hosted provisioning needs an address on your own domain", on_public.len()),
+        format!(
+            "{} a public mail provider; hosted provisioning needs an address on your own domain",
+            count(on_public.len() as u64, "user uses", "users use")
+        ),
         on_public,
     );
     push(
         &mut blockers,
         FindingCode::NoEmail,
-        format!("{} users have no email address", no_email.len()),
+        format!(
+            "{} no email address",
+            count(no_email.len() as u64, "user has", "users have")
+        ),
         no_email,
     );
     let mut warnings = Vec::new();
     push(
         &mut warnings,
         FindingCode::ProtectedGroup,
-        format!("{} groups will not be managed by hosted provisioning (they grant recovery or administration)", protected.len()),
+        format!("{} not be managed by hosted provisioning (groups that grant recovery or administration)", count(protected.len() as u64, "group will", "groups will")),
         protected,
     );
     push(
         &mut warnings,
         FindingCode::InactiveUser,
-        format!("{} users are inactive (suspended)", inactive.len()),
+        format!(
+            "{} inactive (suspended)",
+            count(inactive.len() as u64, "user is", "users are")
+        ),
         inactive,
     );
     push(
         &mut warnings,
         FindingCode::DuplicateEmail,
         format!(
-            "{} users share an email address with another user",
-            duplicates.len()
+            "{} an email address with another user",
+            count(duplicates.len() as u64, "user shares", "users share")
         ),
         duplicates,
     );
@@ -252,10 +317,10 @@ pub(crate) fn check(snapshot: &Snapshot, policy: &MigrationPolicy) -> StoreResul
 pub(crate) fn render_text(r: &ReadinessReport, limit: usize) -> String {
     let mut out = String::new();
     out.push_str(&format!(
-        "Migration readiness: {} ({} users, {} groups)\n",
+        "Migration readiness: {} ({}, {})\n",
         if r.ready { "READY" } else { "BLOCKED" },
-        r.users,
-        r.groups
+        count(r.users, "user", "users"),
+        count(r.groups, "group", "groups")
     ));
     for (title, list) in [("Blockers", &r.blockers), ("Warnings", &r.warnings)] {
         if list.is_empty() {
@@ -310,6 +375,89 @@ mod tests {
             Some("h@x.org")
         );
         assert_eq!(main_email(serde_json::json!({}).as_object().unwrap()), None);
+    }
+
+    /// A store holding `users` (attributes as stored), the runtime to drive it and
+    /// the directory that holds its file.
+    fn store_with(
+        users: impl IntoIterator<Item = Value>,
+    ) -> (tempfile::TempDir, Store, tokio::runtime::Runtime) {
+        use crate::store::{Actor, StoreOptions};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db.redb"), &StoreOptions::default()).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        for u in users {
+            rt.block_on(store.create(
+                ResourceType::User,
+                u.as_object().unwrap().clone(),
+                vec![],
+                Actor::system("test"),
+                Timestamp::now(),
+            ))
+            .unwrap();
+        }
+        (dir, store, rt)
+    }
+
+    /// One user of each kind reads "1 user has", never "1 users have" (issue 14
+    /// point 13); two read in the plural.
+    #[test]
+    fn findings_count_in_the_right_number() {
+        let (_dir, store, _rt) = store_with([
+            serde_json::json!({"userName": "no-mail", "active": false}),
+            serde_json::json!({"userName": "a", "emails": [{"value": "a@gmail.com"}]}),
+            serde_json::json!({"userName": "b", "emails": [{"value": "b@other.org"}]}),
+            serde_json::json!({"userName": "c", "emails": [{"value": "c@other.org"}]}),
+        ]);
+        let policy = MigrationPolicy {
+            allowed_domains: vec!["example.com".into()],
+            ..MigrationPolicy::default()
+        };
+        let r = check(&store.snapshot().unwrap(), &policy).unwrap();
+        let messages: Vec<&str> = r
+            .blockers
+            .iter()
+            .chain(&r.warnings)
+            .map(|f| f.message.as_str())
+            .collect();
+        let has = |m: &str| messages.iter().any(|x| x.starts_with(m));
+        assert!(has("2 users have an email domain outside"), "{messages:?}");
+        assert!(has("1 user uses a public mail provider"), "{messages:?}");
+        assert!(has("1 user has no email address"), "{messages:?}");
+        assert!(has("1 user is inactive"), "{messages:?}");
+        assert!(render_text(&r, 5).starts_with("Migration readiness: BLOCKED (4 users, 0 groups)"));
+        store.close();
+    }
+
+    /// The last check is kept with at most `KEPT_SUBJECTS` names per finding, the
+    /// rest counted, and read back as it was stored.
+    #[test]
+    fn last_check_is_kept_small_and_read_back() {
+        let (_dir, store, rt) = store_with(
+            (0..KEPT_SUBJECTS + 3).map(|i| serde_json::json!({"userName": format!("u{i}")})),
+        );
+        assert_eq!(LastCheck::load(&store.snapshot().unwrap()).unwrap(), None);
+        let report = check(&store.snapshot().unwrap(), &MigrationPolicy::default()).unwrap();
+        let at = Timestamp::now();
+        rt.block_on(LastCheck::remember(&store, at, &report))
+            .unwrap();
+        let kept = LastCheck::load(&store.snapshot().unwrap())
+            .unwrap()
+            .expect("stored");
+        assert_eq!(kept.at, at);
+        let no_email = kept
+            .report
+            .blockers
+            .iter()
+            .find(|f| f.code == FindingCode::NoEmail)
+            .unwrap();
+        assert_eq!(no_email.subjects.len(), KEPT_SUBJECTS);
+        assert_eq!(no_email.more, 3);
+        assert!(no_email.message.starts_with("103 users have no email"));
+        assert_eq!(kept.report.users, 103);
+        store.close();
     }
 
     #[test]

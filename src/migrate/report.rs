@@ -4,6 +4,7 @@
 //! form is what `--json` prints and what crosses the control socket. Knows nothing
 //! of the edges.
 
+use crate::plural::count;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -401,23 +402,26 @@ impl Difference {
             DifferenceKind::ExtraOnTarget {
                 target_count,
                 local_count,
-            } => format!(
-                "the target has {target_count} {}s, the bridge {local_count}",
-                self.resource_type.name()
-            ),
+            } => {
+                let name = self.resource_type.name();
+                format!(
+                    "the target has {}, the bridge {local_count}",
+                    count(*target_count, name, &format!("{name}s"))
+                )
+            }
             DifferenceKind::Members { missing, extra } => {
                 let mut parts = Vec::new();
                 if !missing.is_empty() {
                     parts.push(format!(
-                        "{} members missing on the target ({})",
-                        missing.len(),
+                        "{} missing on the target ({})",
+                        count(missing.len() as u64, "member", "members"),
                         list_some(missing)
                     ));
                 }
                 if !extra.is_empty() {
                     parts.push(format!(
-                        "{} members only on the target ({})",
-                        extra.len(),
+                        "{} only on the target ({})",
+                        count(extra.len() as u64, "member", "members"),
                         list_some(extra)
                     ));
                 }

@@ -185,6 +185,7 @@ impl Migration {
         let snapshot = self.store.snapshot()?;
         let policy = PolicyView::resolve(&snapshot.migration_policy()?, &self.policy).effective();
         let report = readiness::check(&snapshot, &policy)?;
+        readiness::LastCheck::remember(&self.store, Timestamp::now(), &report).await?;
         if report.ready {
             self.store
                 .update_migration(|s| {

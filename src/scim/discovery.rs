@@ -6,17 +6,29 @@ use serde_json::{json, Map, Value};
 
 use super::schema::{all_schemas, AttrDef, ResourceType, SchemaDef};
 
+/// The schema URN of the ServiceProviderConfig document (RFC 7643 §5, §8.7.2).
 pub const SPC_URN: &str = "urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig";
+/// The schema URN of a ResourceType document (RFC 7643 §6, §8.7.2).
 pub const RESOURCE_TYPE_URN: &str = "urn:ietf:params:scim:schemas:core:2.0:ResourceType";
+/// The schema URN of a Schema document (RFC 7643 §7, §8.7.2).
 pub const SCHEMA_URN: &str = "urn:ietf:params:scim:schemas:core:2.0:Schema";
+/// The schema URN of a ListResponse (RFC 7644 §3.4.2).
 pub const LIST_URN: &str = "urn:ietf:params:scim:api:messages:2.0:ListResponse";
 
 /// What the server announces about its limits and features.
 #[derive(Debug, Clone)]
 pub struct Capabilities {
+    /// Largest page a query returns, in resources: published as `filter.maxResults`
+    /// (RFC 7643 §5) and `pagination.maxPageSize` (RFC 9865 §4).
     pub max_results: usize,
+    /// Page size when a query gives no `count`, in resources: published as
+    /// `pagination.defaultPageSize` (RFC 9865 §4).
     pub default_page_size: usize,
+    /// Largest request body the server reads, in bytes. RFC 7643 §5 has no field for it
+    /// (only Bulk's `maxPayloadSize`), so the ServiceProviderConfig does not publish it.
     pub max_body_bytes: usize,
+    /// Bulk support (RFC 7644 §3.7) as (`maxOperations` in operations, `maxPayloadSize` in
+    /// bytes); `None` publishes `bulk.supported: false` with both limits 0.
     pub bulk: Option<(usize, usize)>,
 }
 
@@ -24,6 +36,10 @@ fn meta(resource_type: &str, location: String) -> Value {
     json!({"resourceType": resource_type, "location": location})
 }
 
+/// The `/ServiceProviderConfig` document (RFC 7643 §5, RFC 9865 §4 `pagination`): PATCH,
+/// filter, sort and ETags supported, password change not, bearer-token authentication,
+/// cursor and index paging. `base` is the SCIM base URL without a trailing `/`
+/// (`https://host/scim/v2`); `meta.location` is built from it.
 pub fn service_provider_config(caps: &Capabilities, base: &str) -> Value {
     let (bulk_ops, bulk_payload) = caps.bulk.unwrap_or((0, 0));
     json!({
@@ -86,6 +102,9 @@ pub fn schema_location(s: &SchemaDef, base: &str) -> String {
     format!("{base}/Schemas/{id}")
 }
 
+/// A schema's `/Schemas/{id}` document (RFC 7643 §7): its attributes with all their
+/// characteristics. `base` is the SCIM base URL; the id is percent-encoded in
+/// `meta.location`.
 pub fn schema_json(s: &SchemaDef, base: &str) -> Value {
     json!({
         "schemas": [SCHEMA_URN],
@@ -120,6 +139,9 @@ pub fn find_schema(id: &str) -> Option<&'static SchemaDef> {
         .find(|s| s.id.eq_ignore_ascii_case(id))
 }
 
+/// A resource type's `/ResourceTypes/{name}` document (RFC 7643 §6): endpoint, core
+/// schema and the listed extensions with `required` (see [`is_listed`]). `base` is the
+/// SCIM base URL, used in `meta.location`.
 pub fn resource_type_json(rt: ResourceType, base: &str) -> Value {
     json!({
         "schemas": [RESOURCE_TYPE_URN],

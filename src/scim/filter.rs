@@ -34,16 +34,29 @@ pub const MAX_FILTER_LEN: usize = 4096;
 /// Deepest nesting of parentheses, `not` and value paths accepted.
 pub const MAX_NESTING: usize = 32;
 
+/// An attribute operator of a filter (RFC 7644 §3.4.2.2, Table 3), written in either case
+/// in the filter text. `pr` is not here: it is [`Filter::Present`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CompareOp {
+    /// `eq`: the attribute and the value are equal.
     Eq,
+    /// `ne`: the negation of `eq` (an absent attribute is "not equal").
     Ne,
+    /// `co`: the string value is a substring of the attribute value.
     Co,
+    /// `sw`: the attribute value starts with the string value.
     Sw,
+    /// `ew`: the attribute value ends with the string value.
     Ew,
+    /// `gt`: the attribute value is greater. Strings compare by code point (of their
+    /// caseless forms unless `caseExact`), dateTimes as instants, numbers numerically;
+    /// refused for booleans and binary.
     Gt,
+    /// `ge`: greater than or equal, ordered as for `gt`.
     Ge,
+    /// `lt`: less than, ordered as for `gt`.
     Lt,
+    /// `le`: less than or equal, ordered as for `gt`.
     Le,
 }
 
@@ -65,6 +78,8 @@ impl CompareOp {
             .map(|(_, op)| *op)
     }
 
+    /// The operator's keyword in lower case (`"eq"`, `"sw"`, ...), as RFC 7644 §3.4.2.2
+    /// spells it.
     pub fn as_str(self) -> &'static str {
         match self {
             CompareOp::Eq => "eq",
@@ -91,22 +106,35 @@ impl CompareOp {
     }
 }
 
+/// A parsed filter expression (RFC 7644 §3.4.2.2): the tree [`parse`] builds and
+/// [`validate`] / [`matches()`] read.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Filter {
-    /// `value` is a string, number, bool or null.
+    /// `attr op value`: compares an attribute with a literal (RFC 7644 §3.4.2.2).
     Compare {
+        /// The attribute compared, as written (names resolve case-insensitively).
         path: AttrPath,
+        /// The comparison.
         op: CompareOp,
+        /// The comparison value: a JSON string, number, boolean or null (`eq null` holds when
+        /// the attribute is absent).
         value: Value,
     },
+    /// `attr pr`: the attribute has a value: not null, not an empty string, and for arrays
+    /// and objects at least one element or member that is present (RFC 7644 §3.4.2.2).
     Present(AttrPath),
+    /// `a and b`: both hold.
     And(Box<Filter>, Box<Filter>),
+    /// `a or b`: either holds.
     Or(Box<Filter>, Box<Filter>),
+    /// `not (a)`: the inner filter does not hold.
     Not(Box<Filter>),
     /// `attr[valFilter]`: paths inside are relative to the complex attribute's
     /// sub-attributes.
     ValuePath {
+        /// The multi-valued (or singular) complex attribute, e.g. `emails`.
         path: AttrPath,
+        /// The filter one value (element) must satisfy, e.g. `type eq "work"`.
         filter: Box<Filter>,
     },
 }
@@ -583,6 +611,7 @@ fn display_path(path: &AttrPath) -> String {
 
 /// Checks a parsed filter against a resource type's schema: unknown attributes,
 /// operators that make no sense for the attribute's type, values of the wrong kind.
+/// Each is 400 `invalidFilter` naming the attribute (RFC 7644 §3.4.2.2).
 pub fn validate(filter: &Filter, rt: ResourceType) -> ScimResult<()> {
     validate_in(filter, Scope::Resource(rt))
 }

@@ -34,14 +34,23 @@ use super::resource::UnknownAttr;
 use super::schema::{AttrDef, AttrType, Mutability, ResourceType, SchemaDef, GROUP_URN};
 use super::text::caseless;
 
+/// The schema URN a PATCH request body must list in `schemas` (RFC 7644 §3.5.2).
 pub const PATCH_OP_URN: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
 /// Most operations accepted in one PATCH request.
 pub const MAX_OPERATIONS: usize = 1000;
 
+/// The `op` of one PATCH operation (RFC 7644 §3.5.2), accepted in any case (Entra ID
+/// sends `"Replace"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PatchOpKind {
+    /// `add` (RFC 7644 §3.5.2.1): sets a singular attribute, appends to a multi-valued one;
+    /// needs a `value`.
     Add,
+    /// `remove` (RFC 7644 §3.5.2.2): unassigns what the `path` selects; needs a `path`
+    /// (else 400 `noTarget`), the `value` is optional (a member list for `members`).
     Remove,
+    /// `replace` (RFC 7644 §3.5.2.3): sets what the `path` selects, or with no path merges
+    /// the `value` object into the resource; needs a `value`.
     Replace,
 }
 
@@ -59,7 +68,11 @@ impl PatchOpKind {
 /// `.subAttr`. With a filter, `attr.sub` holds the sub-attribute written after `]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PatchPath {
+    /// The attribute the path names (`emails`, `name.givenName`, `urn:…:User:manager`); after
+    /// a filter, `attr.sub` is the sub-attribute written after `]`.
     pub attr: AttrPath,
+    /// The value filter of `attr[valFilter]`, selecting elements of a multi-valued complex
+    /// attribute (RFC 7644 §3.5.2, `valuePath`); `None` for a plain attribute path.
     pub filter: Option<Filter>,
 }
 
@@ -102,10 +115,17 @@ impl PatchPath {
     }
 }
 
+/// One parsed operation of a PATCH request (RFC 7644 §3.5.2), as [`parse_request`]
+/// returns it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PatchOp {
+    /// What the operation does.
     pub op: PatchOpKind,
+    /// The target; `None` when the request has no `path` (or an empty one), which `add` and
+    /// `replace` read as "the value is an object of attributes".
     pub path: Option<PatchPath>,
+    /// The JSON value as sent, not yet type-checked; `Some` for every `add` and `replace`
+    /// ([`parse_request`] answers 400 `invalidValue` otherwise).
     pub value: Option<Value>,
 }
 

@@ -11,7 +11,11 @@ use super::schema::{all_schemas, is_attr_name, AttrRef, ResourceType};
 pub struct AttrPath {
     /// The schema URN as written, when the path was qualified with one.
     pub urn: Option<String>,
+    /// The attribute name as written (`userName`, `name`); empty when the path is a bare
+    /// schema URN naming a whole extension object.
     pub attr: String,
+    /// The sub-attribute after `.` as written (`givenName` in `name.givenName`); `None` for a
+    /// top-level attribute.
     pub sub: Option<String>,
 }
 
@@ -30,7 +34,10 @@ fn known_urn_prefix(s: &str) -> Option<&'static str> {
 
 impl AttrPath {
     /// Parses an attribute path. A bare schema URN yields `attr == ""` (the whole
-    /// extension object), which callers that need an attribute reject.
+    /// extension object), which callers that need an attribute reject. An unknown
+    /// URN is kept; the attribute is what follows its last `:`. Errors: 400
+    /// `invalidPath` for an empty path, or when the attribute or sub-attribute is not
+    /// an ATTRNAME (RFC 7644 §3.10: a letter, then letters, digits, `-` or `_`).
     pub fn parse(s: &str) -> ScimResult<AttrPath> {
         let s = s.trim();
         if s.is_empty() {

@@ -16,13 +16,21 @@ use super::filter::{CompareOp, Filter};
 use super::path::AttrPath;
 use super::schema::{AttrType, ResourceType};
 
-/// An index lookup that yields candidate ids.
+/// An index lookup that yields candidate ids (the resources' `id` strings); each
+/// candidate is still checked against the whole filter. Built by [`plan`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Lookup {
+    /// The resource with this `id` (`id eq "…"`).
     Id(String),
+    /// The User with this `userName` (`userName eq "…"`), compared by its caseless form as
+    /// `userName` is not `caseExact` (RFC 7643 §4.1).
     UserName(String),
+    /// The resources with this `externalId` (`externalId eq "…"`).
     ExternalId(String),
+    /// The Groups with this `displayName` (`displayName eq "…"` on `/Groups`).
     GroupName(String),
+    /// The Users with an `emails` value equal to this address (`emails eq "…"` or
+    /// `emails.value eq "…"`).
     Email(String),
     /// Ids in every one of these.
     All(Vec<Lookup>),
@@ -138,19 +146,31 @@ pub fn resolve_member_checks(
     })
 }
 
-/// Validated list parameters.
+/// Validated list parameters of a query (RFC 7644 §3.4.2: filter, sorting, paging by
+/// index), built by [`ListParams::parse`].
 #[derive(Debug, Clone)]
 pub struct ListParams {
+    /// The parsed `filter` parameter (RFC 7644 §3.4.2.2); `None` when absent or blank (all
+    /// resources of the type).
     pub filter: Option<Filter>,
+    /// The `sortBy` attribute (RFC 7644 §3.4.2.3); `None` keeps the store's order.
     pub sort_by: Option<AttrPath>,
+    /// `sortOrder=descending`; ascending (`false`) is the default (RFC 7644 §3.4.2.3).
     pub descending: bool,
     /// 1-based.
     pub start_index: usize,
+    /// The `count` parameter: most resources in the page, from 0 to the configured maximum
+    /// page size (RFC 7644 §3.4.2.4 clamps a negative count to 0; a larger one is cut to the
+    /// maximum). Absent: the configured default page size.
     pub count: usize,
 }
 
 impl ListParams {
-    /// From raw parameter values (query string or `.search` body).
+    /// From raw parameter values (query string or `.search` body, RFC 7644 §3.4.2,
+    /// §3.4.3); blank values count as absent, `startIndex` below 1 becomes 1.
+    /// Errors: 400 `invalidFilter` when the filter does not parse; 400 `invalidValue`
+    /// for an unparsable `sortBy`, a `sortOrder` other than `ascending` or
+    /// `descending` (any case), or a `startIndex` or `count` that is not an integer.
     pub fn parse(
         filter: Option<&str>,
         sort_by: Option<&str>,

@@ -51,8 +51,14 @@ impl Meta {
 /// A reference from a group to a member, or from a user to a group it belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reference {
+    /// The `id` of the resource referred to: rendered as the reference's `value` and at
+    /// the end of its `$ref` URL.
     pub id: String,
+    /// The type of the resource referred to: gives the endpoint of `$ref` and, for a
+    /// group's `members`, the `type` (`User` or `Group`, RFC 7643 §4.2).
     pub rt: ResourceType,
+    /// The `display` name rendered with the reference (a member's or group's display
+    /// name); `None` renders no `display`.
     pub display: Option<String>,
     /// For a user's `groups`: the membership comes through a nested group
     /// (RFC 7643 §4.1.2 `type: indirect`). Always false for a group's `members`.
@@ -64,6 +70,7 @@ pub struct Reference {
 /// the JSON type of its value, so that the admin can be shown a declaration to paste.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnknownAttr {
+    /// The attribute path exactly as the client wrote it (case and URN kept).
     pub name: String,
     /// The RFC 7643 §2.3 type the value looked like: string, boolean, integer,
     /// decimal or complex.
@@ -144,7 +151,10 @@ impl UnknownAttributes {
 /// (left out of `attrs`; the caller applies [`UnknownAttributes`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Normalized {
+    /// The resource in its stored form (see [`Attributes`]): canonical names, coerced
+    /// values, read-only attributes and `password` removed.
     pub attrs: Attributes,
+    /// The attributes of the input that no schema defines; left out of `attrs`.
     pub unknown: Vec<UnknownAttr>,
 }
 
@@ -744,6 +754,9 @@ fn names(path: &AttrPath, rt: ResourceType, ext: Option<&str>, name: &str) -> bo
 }
 
 impl Projection {
+    /// From the raw comma-separated `attributes` and `excludedAttributes` parameters
+    /// (RFC 7644 §3.4.2.5, §3.9); `None` or blank entries are ignored. Errors: 400
+    /// `invalidPath` when an entry is not an attribute path.
     pub fn parse(attributes: Option<&str>, excluded: Option<&str>) -> ScimResult<Projection> {
         Ok(Projection {
             attributes: parse_list(attributes)?,

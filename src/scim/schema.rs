@@ -11,19 +11,37 @@
 
 use std::sync::OnceLock;
 
+/// The data type of an attribute: the `type` characteristic (RFC 7643 §2.3, §7). It decides
+/// how values are validated, coerced (see [`Leniency`]) and compared in filters (§2.3,
+/// RFC 7644 §3.4.2.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AttrType {
+    /// A JSON string (RFC 7643 §2.3.1); compared case-insensitively unless `caseExact`.
     String,
+    /// A JSON `true` or `false` (RFC 7643 §2.3.2); filters apply only `eq`, `ne` and
+    /// `pr` to it.
     Boolean,
+    /// A JSON number, integer or fractional (RFC 7643 §2.3.3).
     Decimal,
+    /// A JSON number without a fractional part (RFC 7643 §2.3.4).
     Integer,
+    /// An `xsd:dateTime` string such as `2008-01-23T04:56:22Z` (RFC 7643 §2.3.5); compared
+    /// as an instant, not as text.
     DateTime,
+    /// Base64-encoded bytes in a JSON string (RFC 7643 §2.3.6); compared case-exactly,
+    /// never with the ordering operators (`gt`, `ge`, `lt`, `le`).
     Binary,
+    /// A URI in a JSON string (RFC 7643 §2.3.7); which kinds it may name is in
+    /// [`AttrDef::reference_types`].
     Reference,
+    /// A JSON object of sub-attributes (RFC 7643 §2.3.8), listed in
+    /// [`AttrDef::sub_attributes`]; complex attributes do not nest further.
     Complex,
 }
 
 impl AttrType {
+    /// The type's name as RFC 7643 §2.3 spells it and /Schemas publishes it (`"string"`,
+    /// `"dateTime"`, ...).
     pub fn as_str(self) -> &'static str {
         match self {
             AttrType::String => "string",
@@ -38,15 +56,24 @@ impl AttrType {
     }
 }
 
+/// Whether and when a client may write an attribute: the `mutability` characteristic
+/// (RFC 7643 §7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mutability {
+    /// Set by the bridge only (`id`, `meta`, a User's `groups`); a client's value is ignored
+    /// on create and replace, and a PATCH naming it answers 400 `mutability`.
     ReadOnly,
+    /// The client may set, replace and remove it (the default).
     ReadWrite,
+    /// Set on create or when added, never changed afterwards (a Group member's `value`).
     Immutable,
+    /// Accepted on write, never returned (`password`); `returned` is then `never`.
     WriteOnly,
 }
 
 impl Mutability {
+    /// The characteristic's value as RFC 7643 §7 spells it (`"readOnly"`, `"readWrite"`,
+    /// `"immutable"`, `"writeOnly"`).
     pub fn as_str(self) -> &'static str {
         match self {
             Mutability::ReadOnly => "readOnly",
@@ -57,15 +84,24 @@ impl Mutability {
     }
 }
 
+/// When an attribute appears in a response: the `returned` characteristic (RFC 7643 §7),
+/// applied with the `attributes` / `excludedAttributes` parameters (RFC 7644 §3.4.2.5,
+/// §3.9).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Returned {
+    /// In every response, whatever the request's parameters (`id`, `schemas`).
     Always,
+    /// In no response (`password`).
     Never,
+    /// Unless `attributes` lists others or `excludedAttributes` names it (the default).
     Default,
+    /// Only when `attributes` names it.
     Request,
 }
 
 impl Returned {
+    /// The characteristic's value as RFC 7643 §7 spells it (`"always"`, `"never"`,
+    /// `"default"`, `"request"`).
     pub fn as_str(self) -> &'static str {
         match self {
             Returned::Always => "always",
@@ -76,14 +112,22 @@ impl Returned {
     }
 }
 
+/// The uniqueness a service provider enforces for an attribute: the `uniqueness`
+/// characteristic (RFC 7643 §7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Uniqueness {
+    /// No uniqueness (the default).
     None,
+    /// Unique within the bridge for its resource type (a User's `userName`); a clash
+    /// answers 409 `uniqueness` (RFC 7644 §3.3).
     Server,
+    /// Unique across all services (RFC 7643 §7); no attribute of the bridge uses it.
     Global,
 }
 
 impl Uniqueness {
+    /// The characteristic's value as RFC 7643 §7 spells it (`"none"`, `"server"`,
+    /// `"global"`).
     pub fn as_str(self) -> &'static str {
         match self {
             Uniqueness::None => "none",
@@ -97,19 +141,34 @@ impl Uniqueness {
 /// read like the RFC's.
 #[derive(Debug)]
 pub struct AttrDef {
+    /// The attribute name as published (`userName`, `$ref`); matched case-insensitively
+    /// (RFC 7643 §2.1).
     pub name: &'static str,
+    /// The `type` characteristic (RFC 7643 §2.3).
     pub ty: AttrType,
+    /// `multiValued` (RFC 7643 §2.4): the value is a JSON array of values of [`Self::ty`].
     pub multi_valued: bool,
+    /// The human-readable `description` published in /Schemas (RFC 7643 §7).
     pub description: &'static str,
+    /// `required` (RFC 7643 §7): a create or replace of a resource whose top-level
+    /// attribute (core or extension) is missing or blank answers 400 `invalidValue`.
     pub required: bool,
+    /// `caseExact` (RFC 7643 §7): whether string comparisons in filters, PATCH value
+    /// paths and uniqueness checks respect case.
     pub case_exact: bool,
+    /// The `mutability` characteristic (RFC 7643 §7).
     pub mutability: Mutability,
+    /// The `returned` characteristic (RFC 7643 §7).
     pub returned: Returned,
+    /// The `uniqueness` characteristic (RFC 7643 §7).
     pub uniqueness: Uniqueness,
     /// Published as `canonicalValues` when set (RFC 7643 §7); `Some(&[])` publishes
     /// the empty list RFC 7643 §8.7.1 gives where no vocabulary is specified.
     pub canonical_values: Option<&'static [&'static str]>,
+    /// For `reference` attributes, the `referenceTypes` (RFC 7643 §7): resource type names
+    /// (`"User"`, `"Group"`), `"external"` (any URL) or `"uri"`; empty for other types.
     pub reference_types: &'static [&'static str],
+    /// For `complex` attributes, their `subAttributes` (RFC 7643 §2.3.8); empty otherwise.
     pub sub_attributes: &'static [AttrDef],
     /// Which wrong-typed values IdPs send for this attribute and are accepted.
     pub leniency: Leniency,
@@ -213,6 +272,8 @@ impl AttrDef {
         find_in(self.sub_attributes, name)
     }
 
+    /// Whether the `mutability` is `readOnly` (RFC 7643 §7), i.e. client values for it are
+    /// ignored on create/replace and refused by PATCH.
     pub fn is_read_only(&self) -> bool {
         self.mutability == Mutability::ReadOnly
     }
@@ -225,9 +286,13 @@ fn find_in(attrs: &'static [AttrDef], name: &str) -> Option<&'static AttrDef> {
 /// A schema: a URN and its attributes.
 #[derive(Debug)]
 pub struct SchemaDef {
+    /// The schema URN, the `id` of its /Schemas document (RFC 7643 §7), e.g. [`USER_URN`].
     pub id: &'static str,
+    /// The schema's human-readable `name` (`"User"`, `"EnterpriseUser"`).
     pub name: &'static str,
+    /// The schema's human-readable `description` published in /Schemas.
     pub description: &'static str,
+    /// The top-level attributes, in the order /Schemas publishes them.
     pub attributes: &'static [AttrDef],
 }
 
@@ -240,6 +305,8 @@ impl SchemaDef {
 }
 
 impl SchemaDef {
+    /// A top-level attribute of this schema by name, case-insensitively (RFC 7643 §2.1);
+    /// `None` when the schema has no such attribute.
     pub fn attr(&self, name: &str) -> Option<&'static AttrDef> {
         find_in(self.attributes, name)
     }
@@ -250,13 +317,18 @@ impl SchemaDef {
     Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
 )]
 pub enum ResourceType {
+    /// A User (RFC 7643 §4.1), served at `/Users`, core schema [`USER_URN`].
     User,
+    /// A Group (RFC 7643 §4.2), served at `/Groups`, core schema [`GROUP_URN`].
     Group,
 }
 
 impl ResourceType {
+    /// Every resource type, in the order /ResourceTypes lists them.
     pub const ALL: [ResourceType; 2] = [ResourceType::User, ResourceType::Group];
 
+    /// The resource type's name (`"User"`, `"Group"`): its /ResourceTypes `name` and `id`
+    /// and the `meta.resourceType` of its resources (RFC 7643 §3.1, §6).
     pub fn name(self) -> &'static str {
         match self {
             ResourceType::User => "User",
@@ -270,11 +342,15 @@ impl ResourceType {
             ResourceType::Group => "/Groups",
         }
     }
+    /// The resource type with this [`name`](Self::name), case-insensitively; `None` for
+    /// any other name.
     pub fn from_name(name: &str) -> Option<ResourceType> {
         ResourceType::ALL
             .into_iter()
             .find(|rt| rt.name().eq_ignore_ascii_case(name))
     }
+    /// The core schema of this resource type ([`USER_SCHEMA`] or [`GROUP_SCHEMA`]),
+    /// without extensions.
     pub fn schema(self) -> &'static SchemaDef {
         match self {
             ResourceType::User => &USER_SCHEMA,
@@ -290,6 +366,7 @@ impl ResourceType {
             ResourceType::Group => &r.group,
         }
     }
+    /// The `description` its /ResourceTypes document publishes (RFC 7643 §6).
     pub fn description(self) -> &'static str {
         match self {
             ResourceType::User => "User Account",
@@ -365,12 +442,18 @@ impl ResourceType {
 /// attributes, the extension schema whose object holds it.
 #[derive(Debug, Clone, Copy)]
 pub struct AttrRef {
+    /// The extension schema whose object (keyed by its URN) holds the attribute; `None` for
+    /// core-schema and common attributes, which sit at the top level of the resource.
     pub schema: Option<&'static SchemaDef>,
+    /// The attribute's definition.
     pub def: &'static AttrDef,
 }
 
+/// The User core schema URN (RFC 7643 §8.7.1).
 pub const USER_URN: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
+/// The Group core schema URN (RFC 7643 §8.7.1).
 pub const GROUP_URN: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
+/// The Enterprise User extension schema URN (RFC 7643 §4.3, §8.7.1).
 pub const ENTERPRISE_USER_URN: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
 
 use Mutability::{Immutable, ReadOnly, WriteOnly};
@@ -509,6 +592,9 @@ static NAME_SUB: &[AttrDef] = &[
     AttrDef::string("honorificSuffix", "The honorific suffix(es) of the User."),
 ];
 
+/// The User core schema (RFC 7643 §4.1, §8.7.1): `userName` required and unique within
+/// the server, `password` write-only and never returned, `groups` read-only (derived
+/// from Group membership).
 pub static USER_SCHEMA: SchemaDef = SchemaDef {
     id: USER_URN,
     name: "User",
@@ -557,6 +643,9 @@ static MANAGER_SUB: &[AttrDef] = &[
     AttrDef::string("displayName", "The displayName of the User's manager.").mutability(ReadOnly),
 ];
 
+/// The Enterprise User extension (RFC 7643 §4.3). `employeeNumber` and `costCenter`
+/// also accept JSON numbers and `manager` a bare id (see [`Leniency`]), as Okta and
+/// Entra ID send them.
 pub static ENTERPRISE_USER_SCHEMA: SchemaDef = SchemaDef {
     id: ENTERPRISE_USER_URN,
     name: "EnterpriseUser",
@@ -594,6 +683,8 @@ static MEMBER_SUB: &[AttrDef] = &[
     .mutability(Immutable),
 ];
 
+/// The Group core schema (RFC 7643 §4.2, §8.7.1): `displayName` required; `members`
+/// with an immutable `value` and `$ref`, `type` one of `User` or `Group`.
 pub static GROUP_SCHEMA: SchemaDef = SchemaDef {
     id: GROUP_URN,
     name: "Group",
@@ -610,6 +701,8 @@ pub static GROUP_SCHEMA: SchemaDef = SchemaDef {
 pub const ADSCIM_GROUP_URN: &str =
     "http://schemas.microsoft.com/2006/11/ResourceManagement/ADSCIM/2.0/Group";
 
+/// The Entra ID group schema ([`ADSCIM_GROUP_URN`]): no attributes, published so that
+/// Entra ID's Group requests name only schemas the bridge defines.
 pub static ADSCIM_GROUP_SCHEMA: SchemaDef = SchemaDef {
     id: ADSCIM_GROUP_URN,
     name: "ADSCIMGroup",
@@ -632,21 +725,36 @@ pub struct ExtensionDecl {
     /// The schema URN, e.g. `urn:ietf:params:scim:schemas:extension:acme:2.0:User`
     /// (Entra ID's custom attributes use this form; Okta's custom namespaces too).
     pub urn: String,
+    /// The resource type the extension extends (config `resource_type = "User"` or
+    /// `"Group"`); only resources of that type accept it.
     pub resource_type: ResourceType,
     /// Published `name`; defaults to the segment after `extension:` in the URN.
     pub name: Option<String>,
+    /// Published `description`; defaults to "Declared in the scimbridge configuration.".
     pub description: Option<String>,
+    /// The extension's attributes; at least one, names unique case-insensitively
+    /// ([`validate_extensions`] refuses otherwise).
     pub attributes: Vec<AttrDecl>,
 }
 
 /// One attribute of a declared extension.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AttrDecl {
+    /// The attribute name: a letter, then letters, digits, `-` or `_` (ATTRNAME of
+    /// RFC 7644 §3.10).
     pub name: String,
+    /// The attribute's type; never [`AttrType::Complex`] ([`AttrType::from_declared`]
+    /// refuses it).
     pub ty: AttrType,
+    /// `multiValued` (RFC 7643 §2.4): the value is a JSON array.
     pub multi_valued: bool,
+    /// `caseExact` (RFC 7643 §7): string comparisons respect case.
     pub case_exact: bool,
+    /// `required` (RFC 7643 §7): a resource of the extended type must carry it, which also
+    /// makes the extension itself required (`schemaExtensions.required`, RFC 7643 §6).
     pub required: bool,
+    /// Published `description`; defaults to "NAME (declared in the scimbridge
+    /// configuration)".
     pub description: Option<String>,
 }
 
@@ -677,7 +785,11 @@ impl AttrType {
 }
 
 /// Checks declarations against each other and the built-in schemas; the message says
-/// which declaration is wrong and how to fix it.
+/// which declaration is wrong (`scim.extensions[i] ("urn")`) and how to fix it.
+/// Errors: a URN that does not start with `urn:`, ends with `:` or holds spaces,
+/// control characters, quotes, brackets or backslashes; a built-in schema's URN; a
+/// URN declared twice; an extension without attributes; an attribute name that is
+/// not an ATTRNAME (RFC 7644 §3.10); an attribute declared twice.
 pub fn validate_extensions(decls: &[ExtensionDecl]) -> Result<(), String> {
     let builtin = [
         USER_URN,

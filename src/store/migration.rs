@@ -133,6 +133,12 @@ pub(crate) struct StoredPolicy {
     pub protected_groups: Option<Vec<String>>,
 }
 
+/// Where the last readiness check's result lives in `settings` (issue 14 point 8:
+/// it survives a restart). The store keeps it as JSON without knowing its shape
+/// (`migrate::readiness::LastCheck`); a new key, absent in older databases, which
+/// read as "not checked yet": no format upgrade needed.
+const READINESS_KEY: &str = "migration_readiness";
+
 /// Removes the push target's token from the migration state in `txn` (a backup
 /// copy keeps the target's address, so a restored bridge resumes with
 /// `migrate push --token-file`).
@@ -155,6 +161,16 @@ impl Snapshot {
         let r = match t.get(POLICY_KEY)? {
             Some(v) => serde_json::from_slice(v.value())?,
             None => StoredPolicy::default(),
+        };
+        Ok(r)
+    }
+
+    /// The last readiness check as stored by `Store::set_last_readiness`, if any.
+    pub(crate) fn last_readiness(&self) -> StoreResult<Option<serde_json::Value>> {
+        let t = self.txn().open_table(SETTINGS)?;
+        let r = match t.get(READINESS_KEY)? {
+            Some(v) => Some(serde_json::from_slice(v.value())?),
+            None => None,
         };
         Ok(r)
     }
@@ -204,6 +220,16 @@ impl Store {
                 t.insert(POLICY_KEY, serde_json::to_vec(&policy)?.as_slice())?;
             }
             Ok(policy)
+        })
+        .await
+    }
+
+    /// Keeps the last readiness check's result, durably, replacing the one before.
+    pub(crate) async fn set_last_readiness(&self, check: serde_json::Value) -> StoreResult<()> {
+        self.write(move |txn| {
+            let mut t = txn.open_table(SETTINGS)?;
+            t.insert(READINESS_KEY, serde_json::to_vec(&check)?.as_slice())?;
+            Ok(())
         })
         .await
     }

@@ -1561,6 +1561,45 @@ impl Snapshot {
         Ok(())
     }
 
+    /// How many direct members `group` has: one range scan of membership keys,
+    /// never a member's value (≈ milliseconds for 100,000 members).
+    pub(crate) fn member_count(&self, group: &str) -> StoreResult<u64> {
+        let t = self.txn.open_table(MEMBERS)?;
+        let mut n = 0u64;
+        for row in t.range((group, "")..)? {
+            let (k, _) = row?;
+            if k.value().0 != group {
+                break;
+            }
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// At most `limit` direct members of `group` after skipping the first `skip`, in
+    /// member-id order, with the names the group shows for them (as `references`):
+    /// the admin page's members table, one page at a time, whatever the group's size.
+    pub(crate) fn members_page(
+        &self,
+        group: &str,
+        skip: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<Reference>> {
+        let mut out = Vec::with_capacity(limit.min(1024));
+        let mut seen = 0u64;
+        self.visit_members(group, |r| {
+            if out.len() >= limit {
+                return false;
+            }
+            seen += 1;
+            if seen > skip {
+                out.push(r);
+            }
+            true
+        })?;
+        Ok(out)
+    }
+
     /// Whether the group `group` has more than `n` direct members; reads at most
     /// `n + 1` membership keys, never a member's value.
     pub(crate) fn has_more_members_than(&self, group: &str, n: usize) -> StoreResult<bool> {

@@ -24,13 +24,18 @@ pub struct CertInfo {
     /// and IP addresses (RFC 5280 §4.2.1.6), in certificate order. When there is no
     /// subjectAltName, the subject's common name stands in, as older clients do.
     pub names: Vec<String>,
+    /// Start of the validity period, `notBefore` (RFC 5280 §4.1.2.5), in UTC.
     pub not_before: Timestamp,
+    /// End of the validity period, `notAfter` (RFC 5280 §4.1.2.5), in UTC; the certificate
+    /// is valid up to and including this instant.
     pub not_after: Timestamp,
     /// Issuer and subject are the same name (a self-signed or root certificate).
     pub self_issued: bool,
     /// The DER of the issuer and subject names, to find a certificate's issuer in a
     /// chain (RFC 5280 §4.1.2.4: names compare as encoded by the CA).
     pub issuer_der: Vec<u8>,
+    /// The DER of the subject name (RFC 5280 §4.1.2.6), compared with another
+    /// certificate's `issuer_der` to link a chain.
     pub subject_der: Vec<u8>,
 }
 

@@ -300,7 +300,7 @@ fn admin_flow_in_headless_chromium() {
     let page = b.wait_for("the dashboard", |s| s.contains("Recent SCIM requests"));
     assert!(page.contains("401 unauthenticated") && page.contains("201 ok"));
     assert!(
-        page.contains("<b>1</b> users"),
+        page.contains("<b>1</b> user<small>"),
         "counts follow the directory"
     );
     let shot_dashboard = b.screenshot(&artifacts, "admin-dashboard.png");
@@ -315,6 +315,33 @@ fn admin_flow_in_headless_chromium() {
     assert!(page.contains("token.issue") && page.contains("browser-idp"));
     assert!(!page.contains("scim.create"), "filtered to the admin");
     let shot_activity = b.screenshot(&artifacts, "admin-activity.png");
+
+    // The Users list sorts by a column heading and says which one.
+    for name in ["ada@example.com", "bob@example.com"] {
+        assert_eq!(scim.post("/Users", &user_body(name)).status, 201);
+    }
+    b.go(&format!("{base}/admin/users"));
+    let page = b.wait_for("the users list", |s| s.contains("id=\"range\""));
+    assert!(page.contains("1–3 of 3 users"), "{page}");
+    b.click("th a[data-sort='name']");
+    b.wait_for_url("the descending sort", |u| u.contains("order=desc"));
+    let page = b.wait_for("the sorted list", |s| {
+        s.contains("aria-sort=\"descending\"")
+    });
+    let (g, a) = (
+        page.find("grace.hopper@gmail.com").unwrap(),
+        page.find("ada@example.com").unwrap(),
+    );
+    assert!(g < a, "descending by userName");
+    let shot_users = b.screenshot(&artifacts, "admin-users-sorted.png");
+
+    // The migration policy is a setting on the Migration page.
+    b.go(&format!("{base}/admin/migration"));
+    b.wait_for("the policy form", |s| s.contains("id=\"allowed_domains\""));
+    b.type_into("textarea#allowed_domains", "example.com");
+    b.click("form[action='/admin/migration/policy'] button");
+    let page = b.wait_for("the saved policy", |s| s.contains("Policy saved"));
+    assert!(page.contains("data-source=\"stored\""), "{page}");
 
     // The migration page: the readiness check names the blocking user.
     b.go(&format!("{base}/admin/migration"));
@@ -348,6 +375,7 @@ fn admin_flow_in_headless_chromium() {
     for (path, file) in [
         ("/admin/activity", "admin-activity-phone.png"),
         ("/admin/migration", "admin-migration-phone.png"),
+        ("/admin/users", "admin-users-phone.png"),
     ] {
         b.go(&format!("{base}{path}"));
         b.wait_for(path, |s| s.contains("</main>"));
@@ -373,6 +401,7 @@ fn admin_flow_in_headless_chromium() {
         shot_migration,
         shot_phone,
         shot_activity,
+        shot_users,
     ] {
         eprintln!("screenshot: {}", p.display());
     }

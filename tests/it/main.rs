@@ -10,6 +10,8 @@ mod acme;
 mod admin_activity;
 mod admin_browser;
 mod admin_http;
+mod admin_lists;
+mod admin_migration;
 mod cli_data_dir;
 mod crash_safety;
 mod export_import;

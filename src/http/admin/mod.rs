@@ -31,7 +31,8 @@ use crate::app::{Paging, Query, Resource};
 use crate::clock::Timestamp;
 use crate::config::Config;
 use crate::migrate::error::MigrateError;
-use crate::migrate::readiness::ReadinessReport;
+use crate::migrate::policy::{PolicyChange, PolicyField, PolicyValue, PolicyView};
+use crate::migrate::readiness::LastCheck;
 use crate::migrate::report::Progress;
 use crate::migrate::service::{Migration, PushRequest};
 use crate::scim::query::ListParams;
@@ -49,6 +50,8 @@ const COPY_JS: &str = include_str!("../../admin/static/copy.js");
 const MAX_FORM_BYTES: usize = 256 * 1024;
 /// Rows per page in the Users and Groups views.
 const PAGE_SIZE: usize = 50;
+/// Members shown per page on a group's page.
+const MEMBERS_PAGE_SIZE: usize = 100;
 /// Entries per page on the Activity page.
 const ACTIVITY_PAGE_SIZE: usize = 50;
 /// The account name of the admin password (until named accounts exist).
@@ -90,8 +93,6 @@ pub(crate) struct AdminState {
     /// Password hashing is slow on purpose; at most two at once so that sign-in
     /// attempts cannot take every core from SCIM traffic.
     hashing: tokio::sync::Semaphore,
-    /// The last readiness report (time, report).
-    last_check: Mutex<Option<(String, ReadinessReport)>>,
     /// The last background migration job.
     job: Arc<Mutex<Option<Job>>>,
     /// ((last event sequence, users) when counted, inactive users): counting inactive
@@ -105,7 +106,6 @@ impl Default for AdminState {
             sessions: Default::default(),
             throttle: Default::default(),
             hashing: tokio::sync::Semaphore::new(2),
-            last_check: Mutex::new(None),
             job: Arc::new(Mutex::new(None)),
             user_counts: Mutex::new(None),
         }
@@ -355,6 +355,54 @@ struct RevokeForm {
     confirm: String,
 }
 
+/// The migration policy form: each field's text box, one value per line (domains
+/// may also be separated by commas). A field left as it was is not stored.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct PolicyForm {
+    allowed_domains: Option<String>,
+    public_domains: Option<String>,
+    protected_groups: Option<String>,
+}
+
+impl PolicyForm {
+    /// The change the form asks for: every field it carries.
+    fn change(self) -> PolicyChange {
+        let split = |text: Option<String>, commas: bool| -> Option<Vec<String>> {
+            let text = text?;
+            let sep = |c: char| c == '\n' || c == '\r' || (commas && c == ',');
+            Some(
+                text.split(sep)
+                    .map(str::trim)
+                    .filter(|v| !v.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+            )
+        };
+        PolicyChange {
+            allowed_domains: split(self.allowed_domains, true),
+            public_domains: split(self.public_domains, true),
+            protected_groups: split(self.protected_groups, false),
+        }
+    }
+}
+
+/// `change` without the fields whose (normalised) values are what applies now, so
+/// that saving the form stores only what the admin changed.
+fn only_changed(change: PolicyChange, now: &PolicyView) -> PolicyChange {
+    let changed = |new: Option<Vec<String>>, old: &PolicyValue| new.filter(|n| *n != old.value);
+    PolicyChange {
+        allowed_domains: changed(change.allowed_domains, &now.allowed_domains),
+        public_domains: changed(change.public_domains, &now.public_domains),
+        protected_groups: changed(change.protected_groups, &now.protected_groups),
+    }
+}
+
+#[derive(Deserialize)]
+struct PolicyResetForm {
+    field: PolicyField,
+}
+
 #[derive(Deserialize, Default)]
 #[serde(default)]
 struct PushForm {
@@ -487,13 +535,18 @@ async fn dispatch(state: &Arc<AppState>, req: Request<RequestBody>) -> Response<
             )
             .await
         }
-        ["admin", "users", id] => {
-            detail(state, ResourceType::User, id, chrome(&me, "User", "users"))
-        }
+        ["admin", "users", id] => detail(
+            state,
+            ResourceType::User,
+            id,
+            query(&req),
+            chrome(&me, "User", "users"),
+        ),
         ["admin", "groups", id] => detail(
             state,
             ResourceType::Group,
             id,
+            query(&req),
             chrome(&me, "Group", "groups"),
         ),
         ["admin", "activity"] => {
@@ -1107,66 +1160,81 @@ async fn list(
     q: ListQuery,
     chrome: Chrome<'_>,
 ) -> Response<Body> {
-    let query = q.q.trim().to_owned();
-    let after = q.after.filter(|a| !a.is_empty());
-    let found = match (query.is_empty(), search_filter(rt, &query)) {
-        (true, _) => list_rows(state, rt, None, after.clone()).await,
-        (false, Some(f)) => list_rows(state, rt, Some(f), after.clone()).await,
+    let search = q.q.trim();
+    let filter = match (search.is_empty(), search_filter(rt, search)) {
+        (true, _) => None,
+        (false, Some(f)) => Some(f),
         // A search the filter language cannot express finds nothing.
-        (false, None) => Ok((Vec::new(), None)),
+        (false, None) => {
+            let v = pages::ListView {
+                rt,
+                query: q,
+                rows: Vec::new(),
+                matched: 0,
+                page_size: PAGE_SIZE as u64,
+            };
+            return html(StatusCode::OK, pages::list(&chrome, &v));
+        }
     };
-    let (rows, next_after) = match found {
+    let (rows, matched) = match list_rows(state, rt, filter, &q).await {
         Ok(x) => x,
-        Err(e) => return unavailable(e),
-    };
-    let total = match state.app.resource_count(rt) {
-        Ok(n) => n,
         Err(e) => return unavailable(e),
     };
     let v = pages::ListView {
         rt,
-        query,
+        query: q,
         rows,
-        next_after,
-        is_first_page: after.is_none(),
-        total,
+        matched,
+        page_size: PAGE_SIZE as u64,
     };
     html(StatusCode::OK, pages::list(&chrome, &v))
 }
 
-/// A page of list rows after the id `after`, and the id to continue after: the same
-/// query engine as the SCIM API.
+/// One page of list rows, sorted as asked, and how many resources match: the same
+/// query engine as the SCIM API (`sortBy`, `sortOrder`, `startIndex`, `count`).
 async fn list_rows(
     state: &AppState,
     rt: ResourceType,
     filter: Option<crate::scim::filter::Filter>,
-    after: Option<String>,
-) -> Result<(Vec<pages::ListRow>, Option<String>), crate::store::StoreError> {
+    q: &ListQuery,
+) -> Result<(Vec<pages::ListRow>, u64), crate::store::StoreError> {
+    let column = q.sort.unwrap_or_default();
+    let start = (q.page() - 1)
+        .saturating_mul(PAGE_SIZE as u64)
+        .saturating_add(1)
+        .min(u64::from(u32::MAX)) as usize;
     let q = Query {
         rt: Some(rt),
         params: ListParams {
             filter,
-            sort_by: None,
-            descending: false,
-            start_index: 1,
+            sort_by: crate::scim::path::AttrPath::parse(column.attribute(rt)).ok(),
+            descending: q.order == Some(pages::SortOrder::Desc),
+            start_index: start,
             count: PAGE_SIZE,
         },
-        // A user's groups are not shown in the list.
+        // The list shows neither a user's groups nor a group's members (a group's
+        // member count is read from the membership rows).
         projection: match rt {
             ResourceType::User => Projection::parse(None, Some("groups")).unwrap_or_default(),
-            ResourceType::Group => Projection::default(),
+            ResourceType::Group => Projection::parse(None, Some("members")).unwrap_or_default(),
         },
-        paging: Paging::After(after),
+        paging: Paging::Index,
     };
     let page = state.app.query(q, "").await?;
-    Ok((
-        page.resources.iter().map(list_row).collect(),
-        page.next_after,
-    ))
+    let snap = state.app.store.snapshot()?;
+    let mut rows = Vec::with_capacity(page.resources.len());
+    for r in &page.resources {
+        let members = match rt {
+            ResourceType::Group => Some(snap.member_count(r.id())?),
+            ResourceType::User => None,
+        };
+        rows.push(list_row(r, members));
+    }
+    Ok((rows, page.total.unwrap_or(0) as u64))
 }
 
 /// One row of the Users or Groups list, from the resource as a client would see it.
-fn list_row(r: &Resource) -> pages::ListRow {
+fn list_row(r: &Resource, members: Option<u64>) -> pages::ListRow {
     let s = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or("").to_owned();
     let modified = s(r.get("meta").and_then(|m| m.get("lastModified")));
     match r.rt() {
@@ -1188,13 +1256,7 @@ fn list_row(r: &Resource) -> pages::ListRow {
         ResourceType::Group => pages::ListRow {
             id: r.id().to_owned(),
             name: s(r.get("displayName")),
-            detail: pages::count(
-                r.get("members")
-                    .and_then(Value::as_array)
-                    .map_or(0, |m| m.len() as u64),
-                "member",
-                "members",
-            ),
+            detail: pages::count(members.unwrap_or(0), "member", "members"),
             email: None,
             active: None,
             modified,
@@ -1202,7 +1264,41 @@ fn list_row(r: &Resource) -> pages::ListRow {
     }
 }
 
-fn detail(state: &AppState, rt: ResourceType, id: &str, chrome: Chrome<'_>) -> Response<Body> {
+/// The query string of a user's or group's page: which page of members to show.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct DetailQuery {
+    page: Option<u64>,
+}
+
+/// A user's groups (all), or one page of a group's members, with their total.
+fn detail_refs(
+    snap: &crate::store::Snapshot,
+    rt: ResourceType,
+    id: &str,
+    page: u64,
+) -> Result<(Vec<crate::scim::resource::Reference>, u64), StoreError> {
+    match rt {
+        ResourceType::User => {
+            let refs = snap.references(rt, id)?;
+            let n = refs.len() as u64;
+            Ok((refs, n))
+        }
+        ResourceType::Group => {
+            let skip = (page - 1).saturating_mul(MEMBERS_PAGE_SIZE as u64);
+            let refs = snap.members_page(id, skip, MEMBERS_PAGE_SIZE)?;
+            Ok((refs, snap.member_count(id)?))
+        }
+    }
+}
+
+fn detail(
+    state: &AppState,
+    rt: ResourceType,
+    id: &str,
+    q: DetailQuery,
+    chrome: Chrome<'_>,
+) -> Response<Body> {
     let id = percent_encoding::percent_decode_str(id)
         .decode_utf8_lossy()
         .into_owned();
@@ -1210,7 +1306,8 @@ fn detail(state: &AppState, rt: ResourceType, id: &str, chrome: Chrome<'_>) -> R
         Ok(s) => s,
         Err(e) => return unavailable(e),
     };
-    let (mut r, refs) = match (snap.get(rt, &id), snap.references(rt, &id)) {
+    let page = q.page.unwrap_or(1).max(1);
+    let (mut r, (refs, refs_total)) = match (snap.get(rt, &id), detail_refs(&snap, rt, &id, page)) {
         (Ok(Some(r)), Ok(refs)) => (r, refs),
         (Ok(None), _) => {
             return refuse(
@@ -1225,8 +1322,11 @@ fn detail(state: &AppState, rt: ResourceType, id: &str, chrome: Chrome<'_>) -> R
         return unavailable(e);
     }
     let base = state.scim_base();
+    // The SCIM representation lists a user's groups; a group's members are the
+    // table above, page by page (a 100,000-member group is not rendered whole).
+    let shown_refs = (rt == ResourceType::User).then_some(refs.as_slice());
     let rendered =
-        crate::scim::resource::render(rt, &r.id, r.attrs.clone(), &r.meta, Some(&refs), &base);
+        crate::scim::resource::render(rt, &r.id, r.attrs.clone(), &r.meta, shown_refs, &base);
     let s = |k: &str| r.attrs.get(k).and_then(Value::as_str).map(str::to_owned);
     let mut facts: Vec<(&'static str, String)> = Vec::new();
     match rt {
@@ -1274,20 +1374,32 @@ fn detail(state: &AppState, rt: ResourceType, id: &str, chrome: Chrome<'_>) -> R
             })
         })
         .collect();
+    let name = match rt {
+        ResourceType::User => s("userName"),
+        ResourceType::Group => s("displayName"),
+    }
+    .filter(|n| !n.is_empty())
+    .unwrap_or_else(|| r.id.clone());
     let v = pages::DetailView {
         rt,
+        id: r.id.clone(),
+        refs_total,
+        refs_page: page,
+        refs_page_size: MEMBERS_PAGE_SIZE as u64,
         facts,
         extensions,
         refs,
         json: serde_json::to_string_pretty(&Value::Object(rendered)).unwrap_or_default(),
     };
-    let title = match rt {
-        ResourceType::User => "User",
-        ResourceType::Group => "Group",
-    };
     html(
         StatusCode::OK,
-        pages::detail(&Chrome { title, ..chrome }, &v),
+        pages::detail(
+            &Chrome {
+                title: &name,
+                ..chrome
+            },
+            &v,
+        ),
     )
 }
 
@@ -1359,7 +1471,10 @@ fn migration_page(state: &AppState, chrome: Chrome<'_>) -> Response<Body> {
             )
         }
     };
-    let check = state.admin.last_check.lock().ok().and_then(|c| c.clone());
+    let check = match state.app.store.snapshot().and_then(|s| LastCheck::load(&s)) {
+        Ok(c) => c,
+        Err(e) => return unavailable(e),
+    };
     let job = state.admin.job.lock().ok().and_then(|j| {
         j.as_ref().map(|j| pages::JobView {
             kind: j.kind,
@@ -1369,7 +1484,22 @@ fn migration_page(state: &AppState, chrome: Chrome<'_>) -> Response<Body> {
             outcome: j.outcome.clone(),
         })
     });
-    let v = pages::MigrationView { status, check, job };
+    let policy = match state.app.migration.policy_view() {
+        Ok(p) => p,
+        Err(e) => {
+            return refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Unavailable",
+                &e.page_message(),
+            )
+        }
+    };
+    let v = pages::MigrationView {
+        status,
+        check,
+        job,
+        policy,
+    };
     html(StatusCode::OK, pages::migration(&chrome, &v))
 }
 
@@ -1393,9 +1523,6 @@ async fn migration_action(
                         pages::count(report.warnings.len() as u64, "warning", "warnings")
                     )
                 };
-                if let Ok(mut c) = state.admin.last_check.lock() {
-                    *c = Some((Timestamp::now().to_rfc3339(), report));
-                }
                 (msg, None)
             }
             Err(e) => {
@@ -1423,6 +1550,13 @@ async fn migration_action(
                 };
                 start_job(state, who, JobKind::Push(req)).await
             }
+        }
+        "policy" | "policy-reset" => {
+            let (entry, msg) = policy_action(state, action, body).await?;
+            if let Some(entry) = entry {
+                state.app.audit(who, entry).await;
+            }
+            return Ok(msg);
         }
         "verify" => start_job(state, who, JobKind::Verify).await,
         "cutover" => {
@@ -1463,6 +1597,86 @@ async fn migration_action(
         state.app.audit(who, entry).await;
     }
     Ok(msg)
+}
+
+/// Saves or resets the migration policy from the page: the audit entry (named as the
+/// control socket names it, with what was set; none when nothing changed) and the
+/// page's message.
+async fn policy_action(
+    state: &AppState,
+    action: &str,
+    body: &[u8],
+) -> Result<(Option<Entry>, String), Refused> {
+    let m = &state.app.migration;
+    let (entry, result) = if action == "policy" {
+        let form: PolicyForm = parse_form(body)?;
+        let now = match m.policy_view() {
+            Ok(v) => v,
+            Err(e) => return Ok((None, format!("Not saved: {}", e.page_message()))),
+        };
+        // Normalised first, so that the audit names the values as stored.
+        let change = match form.change().normalised() {
+            Ok(c) => only_changed(c, &now),
+            Err(why) => {
+                let entry = Entry::new("migration.policy_set").refused(why.clone());
+                return Ok((Some(entry), format!("Not saved: {why}")));
+            }
+        };
+        if change == PolicyChange::default() {
+            return Ok((None, "The policy is unchanged: nothing was saved.".into()));
+        }
+        let what = [
+            ("allowed_domains", &change.allowed_domains),
+            ("public_domains", &change.public_domains),
+            ("protected_groups", &change.protected_groups),
+        ]
+        .iter()
+        .filter_map(|(k, v)| {
+            Some(format!(
+                "{k} = {}",
+                crate::migrate::policy::list(v.as_ref()?)
+            ))
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+        let entry = Entry::new("migration.policy_set").on("Migration", None, Some(&what));
+        (
+            entry,
+            m.set_policy(change)
+                .await
+                .map(|_| format!("Policy saved: {what}. Run the check again to apply it.")),
+        )
+    } else {
+        let form: PolicyResetForm = parse_form(body)?;
+        let key = form.field.key();
+        let entry = Entry::new("migration.policy_reset").on("Migration", None, Some(key));
+        let result = m.reset_policy(vec![form.field]).await.map(|v| {
+            let now = v
+                .fields()
+                .into_iter()
+                .find(|(f, _)| *f == form.field)
+                .map(|(_, v)| v.clone());
+            match now {
+                Some(v) => format!(
+                    "{key} reset: {} ({}) applies again.",
+                    crate::migrate::policy::list(&v.value),
+                    v.source.as_str()
+                ),
+                None => format!("{key} reset."),
+            }
+        });
+        (entry, result)
+    };
+    Ok(match result {
+        Ok(msg) => (Some(entry), msg),
+        Err(e) => {
+            let why = e.page_message();
+            (
+                Some(entry.refused(why.clone())),
+                format!("Not saved: {why}"),
+            )
+        }
+    })
 }
 
 /// Starts a migration step in the background unless one is running; the page shows

@@ -15,7 +15,10 @@ use serde::Serialize;
 use super::activity::ScimRequestRecord;
 use crate::app::audit::{AuditFilter, AuditPage};
 use crate::app::tokens::TokenInfo;
-use crate::migrate::readiness::{Finding, ReadinessReport};
+use crate::migrate::policy::{
+    list as policy_list, PolicyField, PolicyView, Source as PolicySource,
+};
+use crate::migrate::readiness::{Finding, LastCheck, KEPT_SUBJECTS};
 use crate::migrate::report::{MigrationStatus, Progress, PushOutcome, VerifyReport};
 use crate::migrate::service::CutoverReport;
 use crate::scim::resource::Reference;
@@ -70,11 +73,7 @@ pub(crate) fn bytes(n: u64) -> String {
     }
 }
 
-/// `n` and the noun, singular for one: "1 member", "3 members".
-pub(crate) fn count(n: impl Into<u64>, one: &str, many: &str) -> String {
-    let n = n.into();
-    format!("{n} {}", if n == 1 { one } else { many })
-}
+pub(crate) use crate::plural::count;
 
 /// The hidden field every state-changing form carries.
 fn csrf_field(csrf: &str) -> Markup {
@@ -380,7 +379,11 @@ fn cert_rows(c: &CertSummary) -> Markup {
         tr { th { "Source" } td { (c.source) } }
         tr { th { "Issuer" } td { (c.issuer) } }
         tr { th { "Names" } td { (c.names.join(", ")) } }
-        tr { th { "Expires" } td class=[(c.days_left < 14).then_some("bad")] { (c.not_after) " (" (c.days_left) " days)" } }
+        tr { th { "Expires" } td class=[(c.days_left < 14).then_some("bad")] {
+            (c.not_after) " ("
+            @if c.days_left < 0 { "expired" } @else { "in " (count(c.days_left as u64, "day", "days")) }
+            ")"
+        } }
         @for w in &c.warnings {
             tr { th { "Certificate warning" } td.bad { (w) } }
         }
@@ -467,8 +470,8 @@ pub(crate) fn dashboard(c: &Chrome, d: &Dashboard) -> String {
         }
         (unknown_attributes(d))
         section.stats {
-            a.stat href="/admin/users" { b { (d.users) } " users" small { (d.users.saturating_sub(d.inactive_users)) " active, " (d.inactive_users) " inactive" } }
-            a.stat href="/admin/groups" { b { (d.groups) } " groups" }
+            a.stat href="/admin/users" { b { (d.users) } " " (if d.users == 1 { "user" } else { "users" }) small { (d.users.saturating_sub(d.inactive_users)) " active, " (d.inactive_users) " inactive" } }
+            a.stat href="/admin/groups" { b { (d.groups) } " " (if d.groups == 1 { "group" } else { "groups" }) }
             a.stat href="/admin/migration" {
                 b { (d.phase.as_str()) } " migration"
                 @if let Some(e) = d.migration_error.as_deref() { small.bad #migration-error { "error: " (e) } }
@@ -663,32 +666,126 @@ pub(crate) struct ListRow {
 
 pub(crate) struct ListView {
     pub rt: ResourceType,
-    pub query: String,
+    /// The query string as asked (search, sort, page).
+    pub query: ListQuery,
     pub rows: Vec<ListRow>,
-    /// The cursor for the next page, when there is one.
-    pub next_after: Option<String>,
-    pub is_first_page: bool,
-    pub total: u64,
+    /// Resources matching the search (`totalResults`), not the directory's size.
+    pub matched: u64,
+    /// Rows per page.
+    pub page_size: u64,
+}
+
+/// A column the Users and Groups lists sort by (issue 14 point 9).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum SortColumn {
+    /// userName of a user, displayName of a group (the default).
+    #[default]
+    Name,
+    /// A user's displayName.
+    Display,
+    /// meta.lastModified.
+    Modified,
+}
+
+impl SortColumn {
+    /// The value in the query string (`sort=modified`).
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            SortColumn::Name => "name",
+            SortColumn::Display => "display",
+            SortColumn::Modified => "modified",
+        }
+    }
+
+    /// The SCIM attribute path this column sorts by (RFC 7644 §3.4.2.3 `sortBy`).
+    pub(crate) fn attribute(self, rt: ResourceType) -> &'static str {
+        match (self, rt) {
+            (SortColumn::Name, ResourceType::User) => "userName",
+            (SortColumn::Name | SortColumn::Display, _) => "displayName",
+            (SortColumn::Modified, _) => "meta.lastModified",
+        }
+    }
+}
+
+/// Ascending or descending.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum SortOrder {
+    #[default]
+    Asc,
+    Desc,
 }
 
 /// The query string of a Users or Groups list page (form-encoded, as a browser sends
-/// the search form).
-#[derive(Debug, Default, Serialize, serde::Deserialize)]
+/// the search form): `q` searched, sorted by `sort` in `order`, page `page` (1-based).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(default)]
 pub(crate) struct ListQuery {
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub q: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub after: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sort: Option<SortColumn>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub order: Option<SortOrder>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub page: Option<u64>,
 }
 
 impl ListQuery {
-    /// `/admin/users?q=…&after=…`
+    /// The 1-based page asked for (1 when absent or 0).
+    pub(crate) fn page(&self) -> u64 {
+        self.page.unwrap_or(1).max(1)
+    }
+
+    /// `/admin/users?q=…&sort=…&order=…&page=…`
     fn href(&self, rt: ResourceType) -> String {
         let query = serde_urlencoded::to_string(self).unwrap_or_default();
         if query.is_empty() {
             format!("/admin/{}", section(rt))
         } else {
             format!("/admin/{}?{query}", section(rt))
+        }
+    }
+
+    /// The same search on page `page`.
+    fn at(&self, page: u64) -> ListQuery {
+        ListQuery {
+            page: (page > 1).then_some(page),
+            ..self.clone()
+        }
+    }
+
+    /// The same search sorted by `column`: ascending first, descending when it is
+    /// already the ascending sort; back to page 1.
+    fn sorted_by(&self, column: SortColumn) -> ListQuery {
+        let same = self.sort.unwrap_or_default() == column;
+        let order = if same && self.order.unwrap_or_default() == SortOrder::Asc {
+            Some(SortOrder::Desc)
+        } else {
+            None
+        };
+        ListQuery {
+            q: self.q.clone(),
+            sort: (column != SortColumn::Name).then_some(column),
+            order,
+            page: None,
+        }
+    }
+}
+
+/// A sortable column heading: a link that sorts by it, with an arrow and
+/// `aria-sort` on the column the list is sorted by.
+fn sort_heading(rt: ResourceType, q: &ListQuery, column: SortColumn, label: &str) -> Markup {
+    let current = q.sort.unwrap_or_default() == column;
+    let desc = q.order.unwrap_or_default() == SortOrder::Desc;
+    let aria = current.then_some(if desc { "descending" } else { "ascending" });
+    html! {
+        th aria-sort=[aria] {
+            a href=(q.sorted_by(column).href(rt)) data-sort=(column.as_str()) {
+                (label)
+                @if current { @if desc { " ▼" } @else { " ▲" } }
+            }
         }
     }
 }
@@ -703,32 +800,41 @@ fn section(rt: ResourceType) -> &'static str {
 pub(crate) fn list(c: &Chrome, v: &ListView) -> String {
     let sec = section(v.rt);
     let users = v.rt == ResourceType::User;
-    let (placeholder, name_col, detail_col) = match v.rt {
-        ResourceType::User => ("userName, displayName or email", "userName", "Name"),
-        ResourceType::Group => ("displayName", "displayName", "Members"),
+    let (placeholder, name_col, detail_col, one, many) = match v.rt {
+        ResourceType::User => (
+            "userName, displayName or email",
+            "userName",
+            "Name",
+            "user",
+            "users",
+        ),
+        ResourceType::Group => ("displayName", "displayName", "Members", "group", "groups"),
     };
-    let first = ListQuery {
-        q: v.query.clone(),
-        after: None,
-    };
-    let next = v.next_after.as_ref().map(|after| ListQuery {
-        q: v.query.clone(),
-        after: Some(after.clone()),
-    });
+    let q = &v.query;
+    let page = q.page();
+    let offset = (page - 1).saturating_mul(v.page_size);
+    let last_page = v.matched.div_ceil(v.page_size).max(1);
     let content = html! {
         form.search method="get" action={ "/admin/" (sec) } role="search" {
-            input name="q" type="search" value=(v.query) placeholder=(placeholder) aria-label="Search";
+            input name="q" type="search" value=(q.q) placeholder=(placeholder) aria-label="Search";
+            @if let Some(s) = q.sort { input type="hidden" name="sort" value=(s.as_str()); }
+            @if q.order == Some(SortOrder::Desc) { input type="hidden" name="order" value="desc"; }
             button type="submit" { "Search" }
         }
-        p.note { (v.total) " in the directory. Read-only: your identity provider is the source of truth." }
+        p.note #range {
+            (range_text(offset, v.rows.len(), v.matched, one, many))
+            @if !q.q.trim().is_empty() { " matching " q { (q.q.trim()) } }
+            ". Read-only: your identity provider is the source of truth."
+        }
         @if v.rows.is_empty() {
             p { "Nothing found." }
         } @else {
-            div.scroll { table {
+            div.scroll { table #list {
                 thead { tr {
-                    th { (name_col) } th { (detail_col) }
+                    (sort_heading(v.rt, q, SortColumn::Name, name_col))
+                    @if users { (sort_heading(v.rt, q, SortColumn::Display, detail_col)) } @else { th { (detail_col) } }
                     @if users { th { "Email" } th { "Active" } }
-                    th { "Last modified" }
+                    (sort_heading(v.rt, q, SortColumn::Modified, "Last modified"))
                 } }
                 tbody { @for r in &v.rows {
                     tr {
@@ -743,18 +849,34 @@ pub(crate) fn list(c: &Chrome, v: &ListView) -> String {
                 } }
             } }
         }
-        nav.pager {
-            @if !v.is_first_page { a href=(first.href(v.rt)) { "First page" } }
-            @if let Some(next) = &next { a href=(next.href(v.rt)) { "Next page" } }
-        }
+        (pager(page, last_page, |p| q.at(p).href(v.rt)))
     };
     layout(c, content)
 }
 
+/// Previous / next links (and first / last when they are further away).
+fn pager(page: u64, last_page: u64, href: impl Fn(u64) -> String) -> Markup {
+    html! {
+        nav.pager aria-label="Pages" {
+            @if page > 2 { a href=(href(1)) rel="first" { "First" } }
+            @if page > 1 { a href=(href(page - 1)) rel="prev" { "Previous" } }
+            @if page < last_page { a href=(href(page + 1)) rel="next" { "Next" } }
+            @if page + 1 < last_page { a href=(href(last_page)) rel="last" { "Last" } }
+        }
+    }
+}
+
 pub(crate) struct DetailView {
     pub rt: ResourceType,
+    pub id: String,
     pub facts: Vec<(&'static str, String)>,
+    /// A user's groups, or one page of a group's members.
     pub refs: Vec<Reference>,
+    /// All of them (a group's direct members; a user's groups, direct and indirect).
+    pub refs_total: u64,
+    /// The 1-based page of members shown (groups).
+    pub refs_page: u64,
+    pub refs_page_size: u64,
     /// Attributes of schema extensions (enterprise and declared ones): (schema URN,
     /// attribute name, value as text).
     pub extensions: Vec<(String, String, String)>,
@@ -779,10 +901,14 @@ pub(crate) fn detail(c: &Chrome, v: &DetailView) -> String {
                 }
             } }
         }
-        h2 { (heading) " (" (v.refs.len()) ")" }
+        h2 { (heading) " (" (v.refs_total) ")" }
         @if v.refs.is_empty() {
             p.note { "None." }
         } @else {
+            @if v.refs_total > v.refs.len() as u64 || v.refs_page > 1 {
+                @let offset = (v.refs_page - 1).saturating_mul(v.refs_page_size);
+                p.note #members-range { (range_text(offset, v.refs.len(), v.refs_total, "member", "members")) ", in id order." }
+            }
             ul.refs { @for r in &v.refs {
                 li {
                     a href=(resource_href(r.rt, &r.id)) { (r.display.as_deref().unwrap_or(&r.id)) }
@@ -790,8 +916,13 @@ pub(crate) fn detail(c: &Chrome, v: &DetailView) -> String {
                     small { @if r.indirect { "Group (indirect)" } @else { (r.rt.name()) } }
                 }
             } }
+            @let last = v.refs_total.div_ceil(v.refs_page_size).max(1);
+            @if last > 1 {
+                (pager(v.refs_page, last, |p| if p > 1 { format!("{}?page={p}", resource_href(v.rt, &v.id)) } else { resource_href(v.rt, &v.id) }))
+            }
         }
         h2 { "SCIM representation" }
+        @if v.rt == ResourceType::Group { p.note { "Without " code { "members" } " (listed above, page by page)." } }
         pre.json { (v.json) }
         p.note { "Read-only: change this in your identity provider." }
         p { a href={ "/admin/" (section(v.rt)) } { "Back to the list" } }
@@ -849,12 +980,18 @@ pub(crate) struct ActivityView {
     pub page_size: usize,
 }
 
-/// "1–50 of 312" (positions are 1-based; an empty page reads "0 of 0").
-pub(crate) fn range_text(offset: u64, shown: usize, total: u64) -> String {
+/// "1–50 of 312 entries" (positions are 1-based; an empty page reads "0 of 0
+/// entries"; the noun is singular for a total of one).
+pub(crate) fn range_text(offset: u64, shown: usize, total: u64, one: &str, many: &str) -> String {
     if shown == 0 {
-        return format!("0 of {total}");
+        return format!("0 of {}", count(total, one, many));
     }
-    format!("{}–{} of {total}", offset + 1, offset + shown as u64)
+    format!(
+        "{}–{} of {}",
+        offset + 1,
+        offset + shown as u64,
+        count(total, one, many)
+    )
 }
 
 pub(crate) fn activity(c: &Chrome, v: &ActivityView) -> String {
@@ -890,7 +1027,7 @@ pub(crate) fn activity(c: &Chrome, v: &ActivityView) -> String {
             button type="submit" { "Filter" }
         }
         p.note #range {
-            (range_text(v.page.offset, shown, v.page.matched)) " entries, newest first. Export: "
+            (range_text(v.page.offset, shown, v.page.matched, "entry", "entries")) ", newest first. Export: "
             a href=(at(1).href("/admin/activity.csv")) { "CSV" } ", "
             a href=(at(1).href("/admin/activity.jsonl")) { "JSON Lines" } "."
         }
@@ -957,8 +1094,67 @@ pub(crate) struct JobView {
 
 pub(crate) struct MigrationView {
     pub status: MigrationStatus,
-    pub check: Option<(String, ReadinessReport)>,
+    /// The last readiness check, kept in the database.
+    pub check: Option<LastCheck>,
     pub job: Option<JobView>,
+    /// The migration policy as it applies, each field with its source.
+    pub policy: PolicyView,
+}
+
+/// What each policy field means, for its label and help line.
+fn policy_help(f: PolicyField) -> (&'static str, &'static str) {
+    match f {
+        PolicyField::AllowedDomains => (
+            "Allowed email domains",
+            "The domains your hosted provisioning account has verified; users outside them block the migration. Empty: not configured.",
+        ),
+        PolicyField::PublicDomains => (
+            "Public mail domains",
+            "Mail providers anyone can sign up with; users on them block the migration.",
+        ),
+        PolicyField::ProtectedGroups => (
+            "Protected groups",
+            "Groups the hosted service will not manage (recovery or administration groups); reported as warnings.",
+        ),
+    }
+}
+
+/// The migration policy form: one text box per field (one value per line), each
+/// with where its value comes from and, for a stored value, a reset button.
+fn policy_form(csrf: &str, policy: &PolicyView) -> Markup {
+    html! {
+        details #policy open[policy.allowed_domains.value.is_empty()] {
+            summary { "Migration policy" }
+            p.note {
+                "Applies at the next check, without a restart. A value saved here is stored in the                  database and takes precedence over the config file's " code { "[migration]" } ",                  which takes precedence over the default (the same setting as "
+                code { "scimbridge migrate policy" } ")."
+            }
+            form.grid method="post" action="/admin/migration/policy" {
+                (csrf_field(csrf))
+                @for (f, v) in policy.fields() {
+                    @let (label, help) = policy_help(f);
+                    label for=(f.key()) { (label) }
+                    div {
+                        textarea id=(f.key()) name=(f.key()) rows="3" { (v.value.join("\n")) }
+                        small.source data-source=(v.source.as_str()) { "From: " b { (v.source.as_str()) } ". " (help) }
+                        @if let Some(file) = &v.file_differs {
+                            small.bad { " The config file says " (policy_list(file)) "; the stored value applies." }
+                        }
+                    }
+                }
+                button type="submit" { "Save policy" }
+            }
+            @for (f, v) in policy.fields() {
+                @if v.source == PolicySource::Stored {
+                    form.inline method="post" action="/admin/migration/policy-reset" {
+                        (csrf_field(csrf))
+                        input type="hidden" name="field" value=(f.key());
+                        button type="submit" { "Reset " (policy_help(f).0.to_lowercase()) " to the " @if v.file_differs.is_some() { "config file's value" } @else { "config file's or default value" } }
+                    }
+                }
+            }
+        }
+    }
 }
 
 const STEPS: [Phase; 6] = [
@@ -970,9 +1166,6 @@ const STEPS: [Phase; 6] = [
     Phase::CutOver,
 ];
 
-/// Subjects listed per finding; `migrate check --json` lists all.
-const SUBJECTS_SHOWN: usize = 100;
-
 fn findings(title: &str, class: &str, list: &[Finding]) -> Markup {
     html! {
         h3 { (title) " (" (list.len()) ")" }
@@ -983,7 +1176,7 @@ fn findings(title: &str, class: &str, list: &[Finding]) -> Markup {
                 @if !f.subjects.is_empty() {
                     div.scroll { table {
                         thead { tr { th { "Type" } th { "Name" } th { "Email" } } }
-                        tbody { @for s in f.subjects.iter().take(SUBJECTS_SHOWN) {
+                        tbody { @for s in f.subjects.iter().take(KEPT_SUBJECTS) {
                             tr {
                                 td { (s.resource_type.name()) }
                                 td { a href=(resource_href(s.resource_type, &s.id)) { (s.name) } }
@@ -991,8 +1184,9 @@ fn findings(title: &str, class: &str, list: &[Finding]) -> Markup {
                             }
                         } }
                     } }
-                    @if f.subjects.len() > SUBJECTS_SHOWN {
-                        p.note { "… and " (f.subjects.len() - SUBJECTS_SHOWN) " more (" code { "scimbridge migrate check --json" } " lists all)." }
+                    @let more = f.more + f.subjects.len().saturating_sub(KEPT_SUBJECTS) as u64;
+                    @if more > 0 {
+                        p.note { "… and " (more) " more (" code { "scimbridge migrate check --json" } " lists all)." }
                     }
                 }
             }
@@ -1167,17 +1361,18 @@ pub(crate) fn migration(c: &Chrome, v: &MigrationView) -> String {
         (guide(phase))
         section.card #readiness-step {
             h2 { "1. " (GUIDE[0]) }
+            (policy_form(c.csrf, &v.policy))
             @if can.check {
                 form method="post" action="/admin/migration/check" { (csrf_field(c.csrf)) button type="submit" { "Run check" } }
             }
             @match &v.check {
-                None => p.note { "Not run since the server started." },
-                Some((at, r)) => div #readiness {
+                None => p.note { "Not run yet." },
+                Some(LastCheck { at, report: r }) => div #readiness {
                     p { "Checked " (when(at)) " (" (count(r.users, "user", "users")) ", " (count(r.groups, "group", "groups")) ")." }
                     @if r.ready {
                         p.pill.ok { "Ready: nothing blocks a migration." }
                     } @else {
-                        p.pill.bad { "Not ready: fix the blockers in your identity provider, then run the check again." }
+                        p.pill.bad { "Not ready: fix the blockers (the users in your identity provider, or the migration policy above), then run the check again." }
                     }
                     (findings("Blockers", "blocker", &r.blockers))
                     (findings("Warnings", "warning", &r.warnings))
@@ -1191,7 +1386,7 @@ pub(crate) fn migration(c: &Chrome, v: &MigrationView) -> String {
                 tr { th { "Users pushed" } td { (p.users_done) " / " (p.users_total) } }
                 tr { th { "Groups pushed" } td { (p.groups_done) " / " (p.groups_total) } }
                 tr { th { "Created / updated" } td { (p.created) " / " (p.updated) } }
-                tr { th { "Mirror lag" } td { (st.lag.events) " events, " (format!("{:.1}", st.lag.seconds)) " s" } }
+                tr { th { "Mirror lag" } td { (count(st.lag.events, "event", "events")) ", " (format!("{:.1}", st.lag.seconds)) " s" } }
                 @if let Some(e) = state.last_error.as_deref() {
                     tr { th { "Last error" } td.bad #migration-error { (e) } }
                 }
@@ -1263,8 +1458,16 @@ mod tests {
         assert_eq!(when("2024-05-01T12:34:56Z"), "2024-05-01 12:34:56 UTC");
         assert_eq!(duration(Duration::from_secs(3 * 86_400 + 7200)), "3 d 2 h");
         assert_eq!(bytes(2 * 1_048_576), "2.0 MiB");
-        assert_eq!(count(1u64, "member", "members"), "1 member");
-        assert_eq!(count(2u64, "member", "members"), "2 members");
+    }
+
+    #[test]
+    fn ranges_name_their_entries_in_the_right_number() {
+        assert_eq!(range_text(0, 1, 1, "entry", "entries"), "1–1 of 1 entry");
+        assert_eq!(
+            range_text(50, 2, 52, "entry", "entries"),
+            "51–52 of 52 entries"
+        );
+        assert_eq!(range_text(0, 0, 0, "user", "users"), "0 of 0 users");
     }
 
     #[test]
@@ -1314,7 +1517,11 @@ mod tests {
         };
         let v = ListView {
             rt: ResourceType::User,
-            query: "\"><script>".into(),
+            query: ListQuery {
+                q: "\"><script>".into(),
+                page: Some(2),
+                ..ListQuery::default()
+            },
             rows: vec![ListRow {
                 id: "1/2".into(),
                 name: "<img src=x onerror=alert(1)>".into(),
@@ -1323,16 +1530,16 @@ mod tests {
                 active: Some(false),
                 modified: "2024-05-01T00:00:00Z".into(),
             }],
-            next_after: Some("a b".into()),
-            is_first_page: false,
-            total: 1,
+            matched: 51,
+            page_size: 50,
         };
         let html = list(&c, &v);
         assert!(!html.contains("<img src=x"));
         assert!(!html.contains("\"><script>"));
         assert!(!html.contains("<b>"));
         assert!(html.contains("a&amp;b@example.com"));
-        assert!(html.contains("after=a+b"));
+        assert!(html.contains("href=\"/admin/users?q=%22%3E%3Cscript%3E\" rel=\"prev\""));
+        assert!(html.contains("51–51 of 51 users"));
         assert!(html.contains("href=\"/admin/users/1%2F2\""));
         assert!(!html.contains("<script>"), "no inline script");
     }

@@ -1,0 +1,155 @@
+//! Lists that scale (issue 14 point 9): Users and Groups sorted by name by default,
+//! by any column on request, paged with previous/next and "x–y of N" counting the
+//! matches (not the directory); a group's members paged, so a 100,000-member group
+//! never renders whole; names as page titles.
+
+use crate::support::admin::*;
+use crate::support::*;
+use serde_json::json;
+
+/// The names in the list's first column, top to bottom.
+fn names(page: &str) -> Vec<String> {
+    let table = &page[page.find("<table id=\"list\"").expect("list table")..];
+    table
+        .split("<tr><td><a href=\"")
+        .skip(1)
+        .filter_map(|row| {
+            let start = row.find('>')? + 1;
+            let end = row.find("</a>")?;
+            Some(row[start..end].to_owned())
+        })
+        .collect()
+}
+
+fn range(page: &str) -> String {
+    let i = page.find("id=\"range\">").expect("range") + "id=\"range\">".len();
+    let end = page[i..].find('.').unwrap() + i;
+    page[i..end].replace("<q>", "").replace("</q>", "")
+}
+
+#[test]
+fn lists_sort_by_column_and_page_with_match_counts() {
+    let (s, cookie) = signed_in_server(&[]);
+    let c = s.client();
+    // userName order is the reverse of displayName order.
+    for i in 0..55 {
+        let mut u = user_body(&format!("u{i:02}@example.com"));
+        u["displayName"] = json!(format!("Name {:02}", 54 - i));
+        assert_eq!(c.post("/Users", &u).status, 201);
+    }
+    let first = text(&get_page(&c, "/admin/users", &cookie));
+    let n = names(&first);
+    assert_eq!(n.len(), 50);
+    assert_eq!(n[0], "u00@example.com");
+    assert_eq!(n[49], "u49@example.com");
+    assert_eq!(range(&first), "1–50 of 55 users");
+    assert!(first.contains("aria-sort=\"ascending\""), "sorted by name");
+    assert!(!first.contains("rel=\"prev\""));
+    let next = first
+        .split("<a href=\"")
+        .find(|a| a.contains("rel=\"next\""))
+        .and_then(|a| a.split('"').next())
+        .expect("next link")
+        .replace("&amp;", "&");
+    assert_eq!(next, "/admin/users?page=2");
+    let second = text(&get_page(&c, &next, &cookie));
+    assert_eq!(
+        names(&second),
+        ["u50", "u51", "u52", "u53", "u54"].map(|u| format!("{u}@example.com"))
+    );
+    assert_eq!(range(&second), "51–55 of 55 users");
+    assert!(second.contains("rel=\"prev\"") && !second.contains("rel=\"next\""));
+
+    // Column sorting: by name descending, by display name, by last modified.
+    let desc = text(&get_page(&c, "/admin/users?order=desc", &cookie));
+    assert_eq!(names(&desc)[0], "u54@example.com");
+    assert!(desc.contains("aria-sort=\"descending\""));
+    let by_display = text(&get_page(&c, "/admin/users?sort=display", &cookie));
+    assert_eq!(names(&by_display)[0], "u54@example.com", "Name 00 first");
+    let by_modified = text(&get_page(
+        &c,
+        "/admin/users?sort=modified&order=desc",
+        &cookie,
+    ));
+    assert_eq!(
+        names(&by_modified)[0],
+        "u54@example.com",
+        "the newest first"
+    );
+    // The heading of the sorted column links to the opposite order.
+    assert!(by_display.contains("href=\"/admin/users?sort=display&amp;order=desc\""));
+
+    // A search counts its matches, keeps the sort, and pages within them.
+    let searched = text(&get_page(&c, "/admin/users?q=u5&order=desc", &cookie));
+    assert_eq!(range(&searched), "1–5 of 5 users matching u5");
+    assert_eq!(names(&searched)[0], "u54@example.com");
+    let one = text(&get_page(&c, "/admin/users?q=u07", &cookie));
+    assert_eq!(range(&one), "1–1 of 1 user matching u07");
+    // A page past the end and a nonsense sort show the list, not an error.
+    let past = text(&get_page(&c, "/admin/users?page=99", &cookie));
+    assert!(past.contains("Nothing found"), "{past}");
+    assert_eq!(
+        get_page(&c, "/admin/users?sort=nonsense", &cookie).status,
+        200
+    );
+
+    // Groups: by displayName, with member counts.
+    for g in ["Zeta", "alpha", "Mid"] {
+        assert_eq!(c.post("/Groups", &json!({"displayName": g})).status, 201);
+    }
+    let groups = text(&get_page(&c, "/admin/groups", &cookie));
+    assert_eq!(names(&groups), ["alpha", "Mid", "Zeta"]);
+    assert_eq!(range(&groups), "1–3 of 3 groups");
+    assert!(groups.contains("0 members"));
+}
+
+#[test]
+fn a_large_groups_page_shows_its_members_page_by_page() {
+    const MEMBERS: usize = 100_000;
+    let (s, cookie) = signed_in_server(&[]);
+    let mut export = export::ExportFile::default();
+    let group = export.group(json!({"displayName": "All staff"}));
+    for i in 0..MEMBERS {
+        let id = export.user(json!({"userName": format!("m{i:06}@example.com")}));
+        export.member(&group, &id, "User");
+    }
+    s.import(&export);
+    let c = s.client();
+
+    let list = text(&get_page(&c, "/admin/groups", &cookie));
+    assert!(list.contains(&format!("{MEMBERS} members")), "{list}");
+
+    let path = format!("/admin/groups/{group}");
+    let r = get_page(&c, &path, &cookie);
+    assert_eq!(r.status, 200);
+    let page = text(&r);
+    assert!(
+        page.contains("<title>All staff · scimbridge</title>"),
+        "name as title"
+    );
+    assert!(page.contains(&format!("Members ({MEMBERS})")));
+    assert!(
+        page.contains(&format!("1–100 of {MEMBERS} members")),
+        "{page}"
+    );
+    assert!(page.contains("m000099@example.com") && !page.contains("m000100@example.com"));
+    // The whole page stays small: one page of members, not 100,000.
+    assert!(r.body.len() < 200_000, "{} bytes", r.body.len());
+
+    let last = text(&get_page(&c, &format!("{path}?page=1000"), &cookie));
+    assert!(last.contains(&format!("99901–100000 of {MEMBERS} members")));
+    assert!(last.contains("m099999@example.com") && !last.contains("m000000@example.com"));
+    assert!(last.contains("rel=\"prev\"") && !last.contains("rel=\"next\""));
+
+    let users = text(&get_page(&c, "/admin/users", &cookie));
+    assert!(users.contains(&format!("1–50 of {MEMBERS} users")));
+    // A user's page is titled by its userName.
+    let first = users
+        .split("<tr><td><a href=\"")
+        .nth(1)
+        .and_then(|row| row.split('"').next())
+        .expect("first user link")
+        .to_owned();
+    let user = text(&get_page(&c, &first, &cookie));
+    assert!(user.contains("<title>m000000@example.com · scimbridge</title>"));
+}
