@@ -3,7 +3,8 @@
 //! 2,000 members, two nested) into the quirky test target answering every request
 //! after 200 ms — once without Bulk and once with it. Prints numbers; asserts only
 //! that the push succeeded. Run: `cargo bench --bench push` (PUSH_LATENCY_MS and
-//! PUSH_USERS override the defaults).
+//! PUSH_USERS override the defaults; PUSH_THROTTLE_EVERY=10 makes every 10th request
+//! answer 429 with Retry-After: 1).
 
 #[path = "../tests/it/support/export.rs"]
 #[allow(dead_code)]
@@ -79,16 +80,33 @@ fn seed(users: usize) -> (tempfile::TempDir, std::path::PathBuf) {
     (dir, cfg)
 }
 
+/// The count the push's summary line reports: "pushed … (…, N requests, T
+/// throttled); now mirroring changes" (other lines follow it).
+fn throttled_of(stdout: &str) -> Option<u64> {
+    let line = stdout.lines().find(|l| l.starts_with("pushed "))?;
+    let before = line.split(" throttled)").next()?;
+    before.rsplit([' ', ',']).next()?.parse().ok()
+}
+
 fn main() {
     let latency = env_num("PUSH_LATENCY_MS", 200) as u64;
     let users = env_num("PUSH_USERS", 2500);
-    println!("push of {users} users, 33 groups, into a target answering after {latency} ms");
+    let throttle_every = env_num("PUSH_THROTTLE_EVERY", 0) as u32;
+    println!(
+        "push of {users} users, 33 groups, into a target answering after {latency} ms{}",
+        if throttle_every > 0 {
+            format!(", 429 on every {throttle_every}th request")
+        } else {
+            String::new()
+        }
+    );
     println!("| target | seconds | requests to the target | throttled | users on target |");
     println!("|---|---|---|---|---|");
     for (name, bulk) in [("no Bulk", false), ("Bulk", true)] {
         let (dir, cfg) = seed(users);
         let target = quirky::Quirky::start(quirky::Quirks {
             latency_ms: latency,
+            throttle_every,
             bulk,
             ..quirky::Quirks::default()
         });
@@ -111,12 +129,8 @@ fn main() {
             "{stdout}{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let throttled = stdout
-            .split(", ")
-            .find(|p| p.ends_with("throttled); now mirroring changes"))
-            .and_then(|p| p.split_whitespace().next())
-            .unwrap_or("?")
-            .to_owned();
+        let throttled = throttled_of(&stdout)
+            .unwrap_or_else(|| panic!("no `… N throttled)` in the push's report:\n{stdout}"));
         println!(
             "| {name} | {secs:.1} | {} | {throttled} | {} |",
             target.requests(),

@@ -33,22 +33,42 @@ pub(crate) fn escape_line(line: &[u8]) -> Vec<u8> {
     let text = String::from_utf8_lossy(body);
     let mut out = String::with_capacity(text.len() + 1);
     for c in text.chars() {
-        match c {
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
-            // Bidirectional overrides reorder what a reader sees.
-            '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' => {
-                out.push_str(&format!("\\u{{{:x}}}", c as u32))
-            }
-            c => out.push(c),
-        }
+        push_escaped(&mut out, c);
     }
     if newline {
         out.push('\n');
     }
     out.into_bytes()
+}
+
+/// Text from outside (a remote server's error `detail`) made safe to show on one
+/// line of a terminal, a log or a page: control characters and bidirectional
+/// overrides escaped as `escape_line` does, at most `max_chars` characters of the
+/// text kept (then `…`).
+pub(crate) fn printable(text: &str, max_chars: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(max_chars) + 3);
+    for (i, c) in text.chars().enumerate() {
+        if i == max_chars {
+            out.push('…');
+            break;
+        }
+        push_escaped(&mut out, c);
+    }
+    out
+}
+
+fn push_escaped(out: &mut String, c: char) {
+    match c {
+        '\n' => out.push_str("\\n"),
+        '\r' => out.push_str("\\r"),
+        '\t' => out.push_str("\\t"),
+        c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+        // Bidirectional overrides reorder what a reader sees.
+        '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' => {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32))
+        }
+        c => out.push(c),
+    }
 }
 
 impl<W: Write> Write for EscapingWriter<W> {
@@ -75,6 +95,16 @@ mod tests {
             "WARN push failed: error 500\\nINFO admin signed in\\u{1b}[2K\\r\n"
         );
         assert_eq!(out.matches('\n').count(), 1);
+    }
+
+    #[test]
+    fn printable_text_is_one_line_and_bounded() {
+        assert_eq!(
+            printable("bad\nINFO forged\x1b[31m", 100),
+            "bad\\nINFO forged\\u{1b}[31m"
+        );
+        assert_eq!(printable("abcdef", 3), "abc…");
+        assert_eq!(printable("café", 4), "café");
     }
 
     #[test]

@@ -111,9 +111,10 @@ pub(super) fn run(cfg: &Config, cmd: &MigrateCommand) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        MigrateCommand::Verify { json } => {
+        MigrateCommand::Verify { json, token_file } => {
+            let token = token_file.as_deref().map(read_token).transpose()?;
             let mut line = StatusLine::new();
-            let reply = request(cfg, Request::MigrateVerify, &mut |p| {
+            let reply = request(cfg, Request::MigrateVerify { token }, &mut |p| {
                 if let Progress::Retrying { .. } = p {
                     line.note(&p.to_string());
                 } else {
@@ -159,6 +160,12 @@ pub(super) fn run(cfg: &Config, cmd: &MigrateCommand) -> Result<ExitCode> {
                 other => return Err(unexpected(other)),
             };
             let target = done.target.as_deref().unwrap_or("the target");
+            if let Some(e) = &done.erase_error {
+                eprintln!(
+                    "warning: the database file could not be rewritten without the target's token ({e}); \
+                     the bridge retries at its next start"
+                );
+            }
             println!(
                 "cut over to {target}. This bridge now refuses SCIM writes; reads keep working."
             );
@@ -171,6 +178,17 @@ pub(super) fn run(cfg: &Config, cmd: &MigrateCommand) -> Result<ExitCode> {
     }
 }
 
+/// A target's token from its file (kept out of the process list).
+fn read_token(token_file: &Path) -> Result<Secret> {
+    let token = std::fs::read_to_string(token_file)
+        .with_context(|| format!("cannot read the token file {}", token_file.display()))?;
+    let token = Secret::new(token.trim());
+    if token.is_empty() {
+        anyhow::bail!("the token file {} is empty", token_file.display());
+    }
+    Ok(token)
+}
+
 /// The target, its token (read from a file, kept out of the process list) and CA.
 fn push_request(
     to: &str,
@@ -178,12 +196,7 @@ fn push_request(
     cacert: Option<&Path>,
     allow_http: bool,
 ) -> Result<PushRequest> {
-    let token = std::fs::read_to_string(token_file)
-        .with_context(|| format!("cannot read the token file {}", token_file.display()))?;
-    let token = Secret::new(token.trim());
-    if token.is_empty() {
-        anyhow::bail!("the token file {} is empty", token_file.display());
-    }
+    let token = read_token(token_file)?;
     let cacert = match cacert {
         Some(p) => Some(
             std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?,
@@ -412,6 +425,12 @@ fn print_status(s: &MigrationStatus) {
         println!("matching (last push):");
         for (rule, n) in &s.rules {
             println!("  {}: {n}", rule.as_str());
+        }
+    }
+    if !st.refused_filters.is_empty() {
+        println!("filters the target refused (skipped):");
+        for n in st.refused_filters.values() {
+            println!("  {n}");
         }
     }
     if !st.omitted.is_empty() || !st.not_kept.is_empty() {

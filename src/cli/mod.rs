@@ -210,6 +210,10 @@ pub(crate) enum MigrateCommand {
     Verify {
         #[arg(long)]
         json: bool,
+        /// File holding the target's bearer token, for this run only: needed after
+        /// the cut-over, which removes the stored token.
+        #[arg(long, value_name = "FILE")]
+        token_file: Option<PathBuf>,
     },
     /// Stop mirroring and return to "not started" (only before cut-over).
     Abort,

@@ -85,7 +85,7 @@ fn audit_entry(req: &Request) -> Option<Entry> {
         Request::MigratePush(r) => {
             Entry::new("migration.push").on("Migration", None, Some(&r.target))
         }
-        Request::MigrateVerify => Entry::new("migration.verify"),
+        Request::MigrateVerify { .. } => Entry::new("migration.verify"),
         Request::MigratePolicy(super::wire::PolicyRequest::Set(_)) => {
             Entry::new("migration.policy_set")
         }
@@ -118,7 +118,7 @@ async fn run(app: &App, req: Request, progress: ProgressSink<'_>) -> Result<Repl
         Request::MigrateCheckTarget(req) => Reply::TargetCheck(m.check_target(req).await?),
         Request::MigratePush(req) => Reply::Push(m.push(req, progress).await?),
         Request::MigrateStatus => Reply::Status(Box::new(m.status()?)),
-        Request::MigrateVerify => Reply::Verify(m.verify(progress).await?),
+        Request::MigrateVerify { token } => Reply::Verify(m.verify(token, progress).await?),
         Request::MigrateAbort => {
             m.abort().await?;
             Reply::Aborted

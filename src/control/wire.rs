@@ -37,7 +37,12 @@ pub(crate) enum Request {
     MigrateCheckTarget(PushRequest),
     MigratePush(PushRequest),
     MigrateStatus,
-    MigrateVerify,
+    MigrateVerify {
+        /// The target's token for this run only (`migrate verify --token-file`;
+        /// after the cut-over none is stored).
+        #[serde(with = "crate::secret::exposed_opt", default)]
+        token: Option<crate::secret::Secret>,
+    },
     MigrateAbort,
     /// Show, set or reset the stored migration policy.
     MigratePolicy(PolicyRequest),

@@ -20,6 +20,7 @@ use serde_json::Value;
 
 use super::error::{MigrateError, MigrateResult};
 use super::report::Progress;
+use crate::logline::printable;
 use crate::secret::Secret;
 
 /// Attempts per request before giving up (429 and 5xx and broken connections).
@@ -27,6 +28,11 @@ const MAX_ATTEMPTS: u32 = 8;
 /// Longest wait honoured from a Retry-After header.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(120);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// The largest answer read from a target (issue 11: a 1.5 GB body must not be read
+/// whole). A page of 1,000 users or a group of 100,000 members is well below it.
+pub(crate) const MAX_RESPONSE_BYTES: usize = 64 << 20;
+/// Characters of a target's error text kept in a message.
+const DETAIL_CHARS: usize = 300;
 
 #[derive(Debug, Clone)]
 pub(crate) struct Target {
@@ -119,9 +125,24 @@ impl Response {
         })
     }
 
-    /// The start of the body, for an error message.
+    /// The target's explanation, safe to show on one line of a terminal, a log or
+    /// the admin page: a SCIM error's `scimType` and `detail` (RFC 7644 §3.12),
+    /// else the start of the body; control characters escaped
+    /// (`logline::printable`), at most `DETAIL_CHARS` characters.
     pub(crate) fn detail(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
+        let scim = serde_json::from_slice::<Value>(&self.body)
+            .ok()
+            .filter(|v| v.get("detail").is_some() || v.get("scimType").is_some());
+        let text = match scim {
+            Some(v) => [&v["scimType"], &v["detail"]]
+                .iter()
+                .filter_map(|x| x.as_str())
+                .collect::<Vec<_>>()
+                .join(": "),
+            None => String::from_utf8_lossy(&self.body[..self.body.len().min(4 * DETAIL_CHARS)])
+                .into_owned(),
+        };
+        printable(&text, DETAIL_CHARS)
     }
     pub(crate) fn is_success(&self) -> bool {
         (200..300).contains(&self.status)
@@ -366,11 +387,34 @@ impl Client {
             .get(hyper::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(retry_after);
-        let body = tokio::time::timeout(REQUEST_TIMEOUT, resp.into_body().collect())
-            .await
-            .map_err(|_| lost("the target's answer stalled".to_owned()))?
-            .map_err(|e| lost(e.to_string()))?
-            .to_bytes();
+        let too_large = || {
+            Attempt::Fatal(MigrateError::TargetProtocol(format!(
+                "the target's answer to {method} {path} is larger than {} MiB; it was not read \
+                 (a SCIM answer that large is a fault of the target or of a proxy before it)",
+                MAX_RESPONSE_BYTES >> 20
+            )))
+        };
+        let announced = resp
+            .headers()
+            .get(hyper::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if announced.is_some_and(|n| n > MAX_RESPONSE_BYTES as u64) {
+            // The connection still carries the unread body: never reuse it.
+            self.conn = None;
+            return Err(too_large());
+        }
+        let limited = http_body_util::Limited::new(resp.into_body(), MAX_RESPONSE_BYTES);
+        let read = tokio::time::timeout(REQUEST_TIMEOUT, limited.collect()).await;
+        let body = match read {
+            Err(_) => return Err(lost("the target's answer stalled".to_owned())),
+            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+                self.conn = None;
+                return Err(too_large());
+            }
+            Ok(Err(e)) => return Err(lost(e.to_string())),
+            Ok(Ok(b)) => b.to_bytes(),
+        };
         Ok((status, wait, body))
     }
 
@@ -430,13 +474,11 @@ impl Client {
                         continue;
                     }
                     if status.is_server_error() {
-                        let text = format!(
-                            "{status}: {}",
-                            String::from_utf8_lossy(&body)
-                                .chars()
-                                .take(200)
-                                .collect::<String>()
-                        );
+                        let answer = Response {
+                            status: status.as_u16(),
+                            body,
+                        };
+                        let text = format!("{status}: {}", answer.detail());
                         if !idempotent {
                             return Ok(Sent::Uncertain(text));
                         }

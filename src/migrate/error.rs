@@ -71,8 +71,8 @@ pub(crate) enum MigrateError {
     /// The stored state has no target.
     #[error("no migration target is set")]
     NoTarget,
-    /// The stored state has no target token.
-    #[error("no target token is stored")]
+    /// The stored state has no target token (a cut-over removes it).
+    #[error("no target token is stored (a cut-over removes it); pass it for this run with `scimbridge migrate verify --token-file FILE`")]
     NoTargetToken,
     /// The cut-over was not confirmed.
     #[error("cut-over is irreversible: confirm it explicitly")]

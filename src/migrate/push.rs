@@ -34,6 +34,7 @@ use super::report::{
 };
 use super::target::{self, attr_name, encode, name_attr, Discovery, Events, TargetIndex};
 use crate::clock::Timestamp;
+use crate::logline::printable;
 use crate::scim::schema::{ResourceType, ENTERPRISE_USER_URN};
 use crate::store::{Event, MigrationState, Snapshot, Store, StoredResource};
 
@@ -51,6 +52,9 @@ pub(crate) const MAX_PARALLEL: usize = 64;
 /// A target this many times larger than the unmatched part of the directory is
 /// searched per resource instead of listed.
 const LIST_FACTOR: u64 = 2;
+/// Characters of a name read from the target kept in a report (escaped: a
+/// target's names reach the terminal and the page).
+const NAME_CHARS: usize = 200;
 
 fn filter_value(v: &str) -> String {
     v.replace('\\', "\\\\").replace('"', "\\\"")
@@ -112,14 +116,6 @@ impl IdMap {
     }
 }
 
-/// Matchers the target refused, with its detail.
-#[derive(Debug, Default)]
-struct Refused {
-    external_id: bool,
-    name: bool,
-    notes: Vec<String>,
-}
-
 /// What every worker of one run shares. Locks are never held across an await.
 struct Run {
     caps: Mutex<Capabilities>,
@@ -128,7 +124,9 @@ struct Run {
     index: Mutex<HashMap<ResourceType, TargetIndex>>,
     /// Target ids already matched in this run (one target resource, one local one).
     claimed: Mutex<HashSet<String>>,
-    refused: Mutex<Refused>,
+    /// Lookup filters the target refused: "endpoint attribute" → note (kept in the
+    /// migration state as `refused_filters`).
+    refused: Mutex<BTreeMap<String, String>>,
     not_kept: Mutex<BTreeSet<String>>,
     rules: Mutex<BTreeMap<MatchRule, u64>>,
     omit: HashSet<String>,
@@ -146,7 +144,7 @@ impl Run {
             map: Mutex::new(map),
             index: Mutex::new(HashMap::new()),
             claimed: Mutex::new(HashSet::new()),
-            refused: Mutex::new(Refused::default()),
+            refused: Mutex::new(BTreeMap::new()),
             not_kept: Mutex::new(BTreeSet::new()),
             rules: Mutex::new(BTreeMap::new()),
             omit,
@@ -165,6 +163,10 @@ impl Run {
     /// The largest body the target takes, in bytes (0: no limit announced).
     fn max_payload(&self) -> usize {
         lock(&self.caps).max_payload as usize
+    }
+    /// The notes of the filters the target refused, for a report.
+    fn refused_notes(&self) -> Vec<String> {
+        lock(&self.refused).values().cloned().collect()
     }
 }
 
@@ -431,11 +433,9 @@ async fn lookup(
     }
     for (attr, value, rule) in tries {
         let is_ext = attr == "externalId";
-        {
-            let refused = lock(&run.refused);
-            if (is_ext && refused.external_id) || (!is_ext && refused.name) {
-                continue;
-            }
+        let key = format!("{} {attr}", rt.endpoint());
+        if lock(&run.refused).contains_key(&key) {
+            continue;
         }
         let f = format!("{attr} eq \"{}\"", filter_value(&value));
         let r = client
@@ -446,21 +446,13 @@ async fn lookup(
             )
             .await?;
         if matches!(r.status, 400 | 403 | 404 | 501) {
-            let detail = r
-                .json()
-                .ok()
-                .and_then(|v| v["detail"].as_str().map(str::to_owned));
-            let mut refused = lock(&run.refused);
-            if is_ext {
-                refused.external_id = true;
-            } else {
-                refused.name = true;
-            }
-            refused.notes.push(format!(
-                "the target refused the filter `{attr} eq …` ({}{}); matching goes on without it",
+            let note = format!(
+                "the target refused the filter `{attr} eq …` on {} ({}: {}); matching goes on without it",
+                rt.endpoint(),
                 r.status,
-                detail.map(|d| format!(": {d}")).unwrap_or_default()
-            ));
+                r.detail()
+            );
+            lock(&run.refused).insert(key, note);
             continue;
         }
         if !r.is_success() {
@@ -902,8 +894,10 @@ pub(crate) async fn push(
         .collect();
     let not_kept: Vec<String> = lock(&run.not_kept).iter().cloned().collect();
     let caps_now = serde_json::to_value(run.caps()).ok();
+    let refused = lock(&run.refused).clone();
     save_progress(store, move |s| {
         s.match_rules = rules;
+        s.refused_filters = refused;
         for n in not_kept {
             if !s.not_kept.contains(&n) {
                 s.not_kept.push(n);
@@ -913,7 +907,7 @@ pub(crate) async fn push(
     })
     .await?;
     let o = outcome?;
-    let notes = lock(&run.refused).notes.clone();
+    let notes = run.refused_notes();
     let rules: Vec<(MatchRule, u64)> = lock(&run.rules).iter().map(|(k, v)| (*k, *v)).collect();
     Ok(PushOutcome::Pushed(PushReport {
         users: snapshot.count(ResourceType::User)?,
@@ -1177,10 +1171,15 @@ fn member_chunk(run: &Run, id_len: usize) -> usize {
     (limit.saturating_sub(300) / per).clamp(1, MEMBER_CHUNK)
 }
 
-/// Reads a group from the target: its attributes and member ids. `None` on 404.
-async fn read_group(client: &mut Client, tid: &str) -> MigrateResult<Option<(Value, Vec<String>)>> {
+/// Reads a group from the target (`query`: `""` or `?attributes=…`): its
+/// attributes and member ids. `None` on 404.
+async fn read_group(
+    client: &mut Client,
+    tid: &str,
+    query: &str,
+) -> MigrateResult<Option<(Value, Vec<String>)>> {
     let r = client
-        .request(Method::GET, &format!("/Groups/{tid}"), None)
+        .request(Method::GET, &format!("/Groups/{tid}{query}"), None)
         .await?;
     if r.status == 404 {
         return Ok(None);
@@ -1213,7 +1212,7 @@ async fn sync_group(
     let (current, attrs_differ) = if is_new {
         (Vec::new(), false)
     } else {
-        match read_group(client, tid).await? {
+        match read_group(client, tid, "").await? {
             Some((remote, members)) => {
                 let body = group_body(run, g);
                 let differ = body.as_object().into_iter().flatten().any(|(k, v)| {
@@ -1392,7 +1391,7 @@ async fn dry_run(
             }
         }
     }
-    let notes = lock(&run.refused).notes.clone();
+    let notes = run.refused_notes();
     Ok(PushPlan {
         target: client.target().base.clone(),
         bulk: caps.bulk,
@@ -1480,12 +1479,10 @@ fn run_from_state(store: &Store, events: &Events) -> MigrateResult<Run> {
             ..Capabilities::default()
         });
     let omit = state.omitted.iter().cloned().collect();
-    Ok(Run::new(
-        caps,
-        IdMap::load(&snapshot)?,
-        omit,
-        events.clone(),
-    ))
+    let run = Run::new(caps, IdMap::load(&snapshot)?, omit, events.clone());
+    // What the push (or an earlier step) found refused stays skipped.
+    *lock(&run.refused) = state.refused_filters;
+    Ok(run)
 }
 
 /// Replays every pending event (up to `max`); returns how many were replayed.
@@ -1525,12 +1522,15 @@ pub(crate) async fn drain(
         .await?;
         n += 1;
     }
-    // A target that turned out to refuse PATCH stays on PUT.
+    // A target that turned out to refuse PATCH stays on PUT; a filter it refused
+    // stays skipped, and shown.
     let caps = serde_json::to_value(run.caps()).ok();
+    let refused = lock(&run.refused).clone();
     save_progress(store, move |s| {
         if caps.is_some() && s.capabilities.is_some() {
             s.capabilities = caps;
         }
+        s.refused_filters.extend(refused);
     })
     .await?;
     Ok(n)
@@ -1694,7 +1694,7 @@ pub(crate) async fn verify(
             by_name
                 .entry(n.to_lowercase())
                 .or_default()
-                .push((n.to_owned(), id.clone()));
+                .push((printable(n, NAME_CHARS), id.clone()));
         }
         for (_, mut ids) in by_name.into_iter().filter(|(_, v)| v.len() > 1) {
             ids.sort();
@@ -1765,27 +1765,20 @@ pub(crate) async fn verify(
         names.extend(remote.iter().map(|(id, v)| {
             (
                 id.clone(),
-                v[name_attr(rt)].as_str().unwrap_or(id).to_owned(),
+                printable(v[name_attr(rt)].as_str().unwrap_or(id), NAME_CHARS),
             )
         }));
         for (g, tid) in groups {
-            let r = client
-                .request(
-                    Method::GET,
-                    &format!("/Groups/{tid}?attributes=members"),
-                    None,
-                )
-                .await?;
-            if !r.is_success() {
-                return Err(answered(format!("reading the members of group {tid}"), &r));
-            }
-            let v = r.json()?;
-            let got: HashSet<String> = v["members"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|m| m["value"].as_str().map(str::to_owned))
-                .collect();
+            let Some((_, got)) = read_group(client, &tid, "?attributes=members").await? else {
+                // Listed a moment ago, gone now.
+                diffs.push(difference(
+                    ResourceType::Group,
+                    &g,
+                    DifferenceKind::MissingOnTarget { target_id: tid },
+                ));
+                continue;
+            };
+            let got: HashSet<String> = got.into_iter().collect();
             let refs = snapshot.references(ResourceType::Group, &g.id)?;
             let mut missing = Vec::new();
             let mut want = HashSet::new();
@@ -1820,7 +1813,7 @@ pub(crate) async fn verify(
                 only.push(format!(
                     "{} {}",
                     rt.name(),
-                    v[name_attr(rt)].as_str().unwrap_or(id)
+                    printable(v[name_attr(rt)].as_str().unwrap_or(id), NAME_CHARS)
                 ));
             }
         }

@@ -106,6 +106,10 @@ pub(crate) struct PushRequest {
 pub(crate) struct CutoverReport {
     /// The SCIM URL the identity provider must now use.
     pub target: Option<String>,
+    /// Why the database file could not be rewritten without the target token (it is
+    /// no longer in the migration state; the rewrite is retried at the next start).
+    #[serde(default)]
+    pub erase_error: Option<String>,
 }
 
 impl Migration {
@@ -266,15 +270,9 @@ impl Migration {
             parallel: req.parallel.unwrap_or(0),
         };
         if req.dry_run {
-            let (tx, rx) = channel();
-            client.report_to(Some(tx.clone()));
-            let out = drive(
-                "planning",
-                progress,
-                push::push(&self.store, &mut client, &opts, &tx),
-                rx,
-            )
-            .await?;
+            let out = self
+                .run_push(&mut client, &opts, "planning", progress)
+                .await?;
             return Ok(match out {
                 PushOutcome::Planned(mut plan) => {
                     plan.protected_groups = report
@@ -303,6 +301,7 @@ impl Migration {
                     s.not_kept.clear();
                     s.omitted.clear();
                     s.capabilities = None;
+                    s.refused_filters.clear();
                 }
                 s.phase = Phase::Pushing;
                 s.target = Some(base);
@@ -317,15 +316,7 @@ impl Migration {
         if let Ok(mut t) = self.target.write() {
             *t = Some(target.base.clone());
         }
-        let (tx, rx) = channel();
-        client.report_to(Some(tx.clone()));
-        let pushed = drive(
-            "pushing",
-            progress,
-            push::push(&self.store, &mut client, &opts, &tx),
-            rx,
-        )
-        .await;
+        let pushed = self.run_push(&mut client, &opts, "pushing", progress).await;
         match pushed {
             Ok(outcome) => {
                 let now = Timestamp::now();
@@ -337,7 +328,7 @@ impl Migration {
                     })
                     .await?;
                 // Read the target back right away and report every difference.
-                let verified = self.verify_locked(&mut client, progress).await?;
+                let verified = self.verify_locked(&mut client, true, progress).await?;
                 Ok(match outcome {
                     PushOutcome::Pushed(mut report) => {
                         report.differences = verified.differences;
@@ -381,6 +372,25 @@ impl Migration {
                 Err(MigrateError::PushStopped(Box::new(e)))
             }
         }
+    }
+
+    /// Runs the push (or its dry run) with its progress forwarded to `progress`.
+    async fn run_push(
+        &self,
+        client: &mut Client,
+        opts: &PushOptions,
+        step: &str,
+        progress: ProgressSink<'_>,
+    ) -> MigrateResult<PushOutcome> {
+        let (tx, rx) = channel();
+        client.report_to(Some(tx.clone()));
+        drive(
+            step,
+            progress,
+            push::push(&self.store, client, opts, &tx),
+            rx,
+        )
+        .await
     }
 
     /// Replays pending changes to the target (the mirror's step). Returns how many.
@@ -453,24 +463,37 @@ impl Migration {
         })
     }
 
-    /// Drains the mirror, then compares the target with the directory.
-    pub(crate) async fn verify(&self, progress: ProgressSink<'_>) -> MigrateResult<VerifyReport> {
-        let state = self.state()?;
-        if !state.phase.is_mirroring() {
+    /// Drains the mirror, then compares the target with the directory. After the
+    /// cut-over (the stored token is gone) it only compares, with `token` (from
+    /// `migrate verify --token-file`), used for this run and never stored; before,
+    /// `token` replaces the stored one for this run.
+    pub(crate) async fn verify(
+        &self,
+        token: Option<Secret>,
+        progress: ProgressSink<'_>,
+    ) -> MigrateResult<VerifyReport> {
+        let mut state = self.state()?;
+        let cut_over = state.phase == Phase::CutOver;
+        if !state.phase.is_mirroring() && !cut_over {
             return Err(MigrateError::WrongPhase {
                 step: Step::Verify,
                 phase: state.phase,
             });
         }
+        if token.is_some() {
+            state.token = token;
+        }
         let _guard = self.lock.lock().await;
         let mut client = Self::client_for(&state)?;
-        self.verify_locked(&mut client, progress).await
+        self.verify_locked(&mut client, !cut_over, progress).await
     }
 
-    /// Drains the mirror and compares; the caller holds the lock.
+    /// Compares, after draining the mirror and recording the outcome when
+    /// `mirroring` (else the state is left as it is); the caller holds the lock.
     async fn verify_locked(
         &self,
         client: &mut Client,
+        mirroring: bool,
         progress: ProgressSink<'_>,
     ) -> MigrateResult<VerifyReport> {
         let (tx, rx) = channel();
@@ -479,7 +502,7 @@ impl Migration {
             "verifying",
             progress,
             async {
-                while push::drain(&self.store, client, 500, &tx).await? > 0 {}
+                while mirroring && push::drain(&self.store, client, 500, &tx).await? > 0 {}
                 push::verify(&self.store, client, &tx).await
             },
             rx,
@@ -488,15 +511,17 @@ impl Migration {
         let diffs = found.differences;
         let n = diffs.len() as u64;
         let now = Timestamp::now();
-        self.store
-            .update_migration(move |s| {
-                s.differences = Some(n);
-                if n == 0 {
-                    s.phase = Phase::Verified;
-                    s.verified_at = Some(now);
-                }
-            })
-            .await?;
+        if mirroring {
+            self.store
+                .update_migration(move |s| {
+                    s.differences = Some(n);
+                    if n == 0 {
+                        s.phase = Phase::Verified;
+                        s.verified_at = Some(now);
+                    }
+                })
+                .await?;
+        }
         Ok(VerifyReport {
             differences: diffs,
             count: n,
@@ -574,8 +599,17 @@ impl Migration {
                     s.token = None;
                 })
                 .await?;
+            // Forgotten is not gone: redb keeps the freed pages that held it.
+            let erase_error = match self.store.erase_target_token().await {
+                Ok(()) => None,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cut over, but the database file still holds the target token's bytes; the rewrite is retried at the next start");
+                    Some(e.to_string())
+                }
+            };
             Ok(CutoverReport {
                 target: state.target.clone(),
+                erase_error,
             })
         }
         .await;
@@ -596,6 +630,20 @@ pub(crate) struct MirrorClient {
 /// The mirror: replays accepted changes to the target while a migration mirrors.
 /// Runs in the server; survives restarts because its position is in the store.
 pub(crate) async fn run_mirror(m: Arc<Migration>) {
+    // A cut-over whose rewrite failed, or one made by a release without it: the
+    // file may still hold the target token's bytes.
+    if m.state()
+        .is_ok_and(|s| s.phase == Phase::CutOver && !s.token_erased)
+    {
+        match m.store.erase_target_token().await {
+            Ok(()) => tracing::info!(
+                "rewrote the database file without the migration target's token (cut over)"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot rewrite the database file without the migration target's token")
+            }
+        }
+    }
     // A push that was running when the server stopped is not running now: let the
     // mirror carry on and say that the push should be run again to finish.
     if m.state().is_ok_and(|s| s.phase == Phase::Pushing) {

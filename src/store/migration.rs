@@ -102,6 +102,18 @@ pub(crate) struct MigrationState {
     /// The last push stopped before it finished; running it again resumes.
     #[serde(default)]
     pub push_incomplete: bool,
+    /// Lookup filters the target refused (RFC 7644 §3.4.2.2 lets it refuse filters
+    /// on attributes it does not support), by endpoint and attribute
+    /// (`"/Users externalId"`) → the note shown, with the target's `detail`. Each
+    /// push learns them afresh; the mirror skips them.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub refused_filters: std::collections::BTreeMap<String, String>,
+    /// Set in the copy `Store::erase_target_token` renames over the database file:
+    /// the target token's bytes are gone from the file. A cut-over state without it
+    /// (a failed rewrite, or a cut-over by an earlier release) is rewritten at the
+    /// next start.
+    #[serde(default)]
+    pub token_erased: bool,
 }
 
 impl MigrationState {
@@ -143,11 +155,22 @@ const READINESS_KEY: &str = "migration_readiness";
 /// copy keeps the target's address, so a restored bridge resumes with
 /// `migrate push --token-file`).
 pub(crate) fn drop_target_token(txn: &WriteTransaction) -> StoreResult<()> {
+    drop_token_and(txn, |_| {})
+}
+
+/// `drop_target_token`, then `also` changes the state (when there is one).
+fn drop_token_and(
+    txn: &WriteTransaction,
+    also: impl FnOnce(&mut MigrationState),
+) -> StoreResult<()> {
     let mut t = txn.open_table(SETTINGS)?;
     let state = t.get(STATE_KEY)?.map(|v| v.value().to_vec());
     if let Some(bytes) = state {
         let mut state: MigrationState = serde_json::from_slice(&bytes)?;
-        if state.token.take().is_some() {
+        let before = state.clone();
+        state.token = None;
+        also(&mut state);
+        if state != before {
             t.insert(STATE_KEY, serde_json::to_vec(&state)?.as_slice())?;
         }
     }
@@ -222,6 +245,16 @@ impl Store {
             Ok(policy)
         })
         .await
+    }
+
+    /// Removes the push target's token for good (issue 11): drops it from the
+    /// migration state, then rewrites the database into a fresh file
+    /// (`rewrite_file`) whose state says `token_erased`, so no freed page of the
+    /// file holds the token's bytes any more.
+    pub(crate) async fn erase_target_token(&self) -> StoreResult<()> {
+        self.update_migration(|s| s.token = None).await?;
+        self.rewrite_file(|txn| drop_token_and(txn, |s| s.token_erased = true))
+            .await
     }
 
     /// Keeps the last readiness check's result, durably, replacing the one before.

@@ -27,7 +27,7 @@ pub(crate) use upgrade::{Upgrade, FORMAT_VERSION};
 use std::any::Any;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 
 use redb::{
@@ -303,10 +303,27 @@ struct Job {
     reply: tokio::sync::oneshot::Sender<AnyResult>,
 }
 
+/// A change to the copy the database is rewritten into (`Store::rewrite_file`).
+type CopyEdit = Box<dyn FnOnce(&WriteTransaction) -> StoreResult<()> + Send>;
+
+/// What the writer thread is asked to do, in order.
+enum Msg {
+    Write(Job),
+    /// Rewrite the database into a fresh file, edited, and go on with that file.
+    Rewrite {
+        edit: CopyEdit,
+        reply: tokio::sync::oneshot::Sender<StoreResult<()>>,
+    },
+}
+
+/// The open database; replaced (by the writer thread only) when the file is
+/// rewritten.
+type SharedDb = Arc<RwLock<Arc<Database>>>;
+
 struct Inner {
-    db: Arc<Database>,
+    db: SharedDb,
     path: PathBuf,
-    writer: Mutex<Option<mpsc::Sender<Job>>>,
+    writer: Mutex<Option<mpsc::Sender<Msg>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
     /// Known tokens by secret hash, so authentication costs no database read.
     tokens: Mutex<tokens::TokenCache>,
@@ -398,13 +415,14 @@ impl Store {
                 upgraded = Some(report);
             }
         }
-        let db = Arc::new(db);
         init_tables(&db)?;
-        let (tx, rx) = mpsc::channel::<Job>();
+        let db: SharedDb = Arc::new(RwLock::new(Arc::new(db)));
+        let (tx, rx) = mpsc::channel::<Msg>();
         let wdb = db.clone();
+        let (wpath, cache) = (path.to_owned(), opts.cache_bytes);
         let thread = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer_loop(&wdb, rx))
+            .spawn(move || writer_loop(&wdb, &wpath, cache, rx))
             .map_err(|e| StoreError::Storage(format!("cannot start the writer thread: {e}")))?;
         Ok(Store {
             inner: Arc::new(Inner {
@@ -443,10 +461,42 @@ impl Store {
             run: Box::new(move |txn| f(txn).map(|v| Box::new(v) as Box<dyn Any + Send>)),
             reply,
         };
+        self.send(Msg::Write(job))?;
+        Ok(rx)
+    }
+
+    fn send(&self, msg: Msg) -> StoreResult<()> {
         let guard = self.inner.writer.lock().map_err(|_| StoreError::Closed)?;
         let sender = guard.as_ref().ok_or(StoreError::Closed)?;
-        sender.send(job).map_err(|_| StoreError::Closed)?;
-        Ok(rx)
+        sender.send(msg).map_err(|_| StoreError::Closed)
+    }
+
+    /// The database as it is now (the file may be rewritten between two calls).
+    fn db(&self) -> StoreResult<Arc<Database>> {
+        self.inner
+            .db
+            .read()
+            .map(|d| d.clone())
+            .map_err(|_| StoreError::Closed)
+    }
+
+    /// Rewrites the whole database into a fresh file (`<file>.rewrite`, 0600),
+    /// applies `edit` to the copy, and renames it over the database file; the store
+    /// goes on with the new file, readers holding a snapshot finish on the old one.
+    /// Runs on the writer thread between two commits, so no write is lost or split.
+    /// redb reuses freed pages but never overwrites them, so this is the way to make
+    /// bytes that a write removed (the push target's token after cut-over, issue 11)
+    /// disappear from the file. On failure the old file stays in use unchanged.
+    pub(crate) async fn rewrite_file(
+        &self,
+        edit: impl FnOnce(&WriteTransaction) -> StoreResult<()> + Send + 'static,
+    ) -> StoreResult<()> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.send(Msg::Rewrite {
+            edit: Box::new(edit),
+            reply,
+        })?;
+        rx.await.map_err(|_| StoreError::Closed)?
     }
 
     fn unpack<T: 'static>(
@@ -478,8 +528,10 @@ impl Store {
 
     /// A consistent read-only view.
     pub(crate) fn snapshot(&self) -> StoreResult<Snapshot> {
+        let db = self.db()?;
         Ok(Snapshot {
-            txn: self.inner.db.begin_read()?,
+            txn: db.begin_read()?,
+            _db: db,
         })
     }
 
@@ -498,33 +550,16 @@ impl Store {
     /// read snapshot; writers are not blocked. Returns (users, groups) copied.
     pub(crate) fn backup_to(&self, out: &Path) -> StoreResult<(u64, u64)> {
         let snapshot = self.snapshot()?;
-        let tmp = out.with_extension("tmp");
-        let _ = std::fs::remove_file(&tmp);
-        // 0600 whatever the umask: a backup holds token hashes and the admin's
-        // password hash.
-        crate::localfs::create_private(&tmp)
-            .map_err(|e| StoreError::Storage(format!("cannot create {}: {e}", tmp.display())))?;
-        let dst = redb::Builder::new()
-            .set_cache_size(16 << 20)
-            .create(&tmp)
-            .map_err(|e| StoreError::Storage(format!("cannot create {}: {e}", tmp.display())))?;
-        let src = snapshot.txn();
-        let txn = dst.begin_write()?;
-        for table in tables::ALL {
-            table.copy(src, &txn).map_err(|e| {
-                StoreError::Storage(format!("copying the table {}: {e}", table.name()))
-            })?;
-        }
         // The push target's token never leaves the live database (issue 11).
-        migration::drop_target_token(&txn)?;
-        txn.commit()?;
-        drop(dst);
+        let copy = write_copy(
+            snapshot.txn(),
+            out,
+            16 << 20,
+            Box::new(migration::drop_target_token),
+        )?;
+        drop(copy);
         let users = snapshot.count(ResourceType::User)?;
         let groups = snapshot.count(ResourceType::Group)?;
-        std::fs::File::open(&tmp)
-            .and_then(|f| f.sync_all())
-            .and_then(|_| std::fs::rename(&tmp, out))
-            .map_err(|e| StoreError::Storage(format!("cannot write {}: {e}", out.display())))?;
         Ok((users, groups))
     }
 
@@ -740,68 +775,152 @@ fn index_keeping_first(
     write_index(txn, rt, &r.id, &IndexKeys::default(), &keys)
 }
 
-fn writer_loop(db: &Database, rx: mpsc::Receiver<Job>) {
+/// A consistent copy of `src` in a new 0600 redb file written as `out.tmp`, with
+/// `edit` applied, made durable and renamed to `out` (so `out` is either what it
+/// was or a complete copy). Returns the copy, still open (the rename keeps it
+/// valid): the rewrite goes on with it.
+fn write_copy(
+    src: &ReadTransaction,
+    out: &Path,
+    cache_bytes: usize,
+    edit: CopyEdit,
+) -> StoreResult<Database> {
+    let tmp = out.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    // 0600 whatever the umask: a copy holds token hashes and the admin's password
+    // hash.
+    crate::localfs::create_private(&tmp)
+        .map_err(|e| StoreError::Storage(format!("cannot create {}: {e}", tmp.display())))?;
+    let written = (|| -> StoreResult<Database> {
+        let dst = redb::Builder::new()
+            .set_cache_size(cache_bytes)
+            .create(&tmp)
+            .map_err(|e| StoreError::Storage(format!("cannot create {}: {e}", tmp.display())))?;
+        let txn = dst.begin_write()?;
+        for table in tables::ALL {
+            table.copy(src, &txn).map_err(|e| {
+                StoreError::Storage(format!("copying the table {}: {e}", table.name()))
+            })?;
+        }
+        edit(&txn)?;
+        txn.commit()?;
+        std::fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .and_then(|_| std::fs::rename(&tmp, out))
+            .map_err(|e| StoreError::Storage(format!("cannot write {}: {e}", out.display())))?;
+        Ok(dst)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    let dst = written?;
+    // The rename itself made durable.
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| StoreError::Storage(format!("cannot sync {}: {e}", dir.display())))?;
+    }
+    Ok(dst)
+}
+
+fn writer_loop(
+    db: &RwLock<Arc<Database>>,
+    path: &Path,
+    cache_bytes: usize,
+    rx: mpsc::Receiver<Msg>,
+) {
     while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
-        let txn = match db.begin_write() {
-            Ok(t) => t,
-            Err(e) => {
-                let err = StoreError::from(e);
-                for job in batch {
-                    let _ = job.reply.send(Err(err.clone()));
-                }
-                continue;
-            }
-        };
-        let mut done = Vec::with_capacity(batch.len());
-        let mut fatal: Option<StoreError> = None;
-        for job in batch {
-            if fatal.is_some() {
-                done.push((job.reply, Err(StoreError::Closed)));
-                continue;
-            }
-            // A bug in one job must not take the writer (and every later write) down:
-            // a panic fails this batch like a storage error and the thread goes on.
-            let run = job.run;
-            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&txn)))
-                .unwrap_or_else(|_| {
-                    Err(StoreError::Storage(
-                        "a write operation panicked; the batch was rolled back".into(),
-                    ))
-                });
-            if let Err(e) = &r {
-                if !matches!(e, StoreError::Scim(_)) {
-                    fatal = Some(e.clone());
+        let mut batch = Vec::new();
+        let mut rewrite = None;
+        let mut next = Some(first);
+        while let Some(msg) = next.take() {
+            match msg {
+                Msg::Write(job) => batch.push(job),
+                // Jobs sent after it wait for it.
+                Msg::Rewrite { edit, reply } => {
+                    rewrite = Some((edit, reply));
+                    break;
                 }
             }
-            done.push((job.reply, r));
-        }
-        if let Some(err) = fatal {
-            tracing::error!(error = %err, "storage error; the batch is rolled back");
-            drop(txn);
-            for (reply, _) in done {
-                let _ = reply.send(Err(err.clone()));
+            if batch.len() < MAX_BATCH {
+                next = rx.try_recv().ok();
             }
+        }
+        let current = db.read().map(|d| d.clone());
+        if let Ok(current) = current {
+            if !batch.is_empty() {
+                commit_batch(&current, batch);
+            }
+            if let Some((edit, reply)) = rewrite {
+                let result = current
+                    .begin_read()
+                    .map_err(StoreError::from)
+                    .and_then(|src| write_copy(&src, path, cache_bytes, edit));
+                let _ = reply.send(result.and_then(|fresh| {
+                    let mut slot = db.write().map_err(|_| StoreError::Closed)?;
+                    *slot = Arc::new(fresh);
+                    Ok(())
+                }));
+            }
+        }
+    }
+}
+
+/// Runs `batch` in one write transaction and commits it once; each job is answered
+/// after the commit (or with the error that rolled the batch back).
+fn commit_batch(db: &Database, batch: Vec<Job>) {
+    let txn = match db.begin_write() {
+        Ok(t) => t,
+        Err(e) => {
+            let err = StoreError::from(e);
+            for job in batch {
+                let _ = job.reply.send(Err(err.clone()));
+            }
+            return;
+        }
+    };
+    let mut done = Vec::with_capacity(batch.len());
+    let mut fatal: Option<StoreError> = None;
+    for job in batch {
+        if fatal.is_some() {
+            done.push((job.reply, Err(StoreError::Closed)));
             continue;
         }
-        match txn.commit() {
-            Ok(()) => {
-                for (reply, r) in done {
-                    let _ = reply.send(r);
-                }
+        // A bug in one job must not take the writer (and every later write) down:
+        // a panic fails this batch like a storage error and the thread goes on.
+        let run = job.run;
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&txn)))
+            .unwrap_or_else(|_| {
+                Err(StoreError::Storage(
+                    "a write operation panicked; the batch was rolled back".into(),
+                ))
+            });
+        if let Err(e) = &r {
+            if !matches!(e, StoreError::Scim(_)) {
+                fatal = Some(e.clone());
             }
-            Err(e) => {
-                let err = StoreError::from(e);
-                tracing::error!(error = %err, "commit failed; the batch is rolled back");
-                for (reply, _) in done {
-                    let _ = reply.send(Err(err.clone()));
-                }
+        }
+        done.push((job.reply, r));
+    }
+    if let Some(err) = fatal {
+        tracing::error!(error = %err, "storage error; the batch is rolled back");
+        drop(txn);
+        for (reply, _) in done {
+            let _ = reply.send(Err(err.clone()));
+        }
+        return;
+    }
+    match txn.commit() {
+        Ok(()) => {
+            for (reply, r) in done {
+                let _ = reply.send(r);
+            }
+        }
+        Err(e) => {
+            let err = StoreError::from(e);
+            tracing::error!(error = %err, "commit failed; the batch is rolled back");
+            for (reply, _) in done {
+                let _ = reply.send(Err(err.clone()));
             }
         }
     }
@@ -1485,6 +1604,9 @@ fn delete_in(
 /// A consistent, read-only view of the store.
 pub(crate) struct Snapshot {
     txn: ReadTransaction,
+    /// The database the transaction reads: a read transaction fails once its
+    /// database is dropped, and `Store::rewrite_file` replaces the store's.
+    _db: Arc<Database>,
 }
 
 impl Snapshot {

@@ -317,6 +317,91 @@ fn backup_leaves_out_the_push_targets_token_and_is_private() {
 
 /// Issue 11: change events are kept by age and count, never the newest (sequence
 /// numbers continue from it) and never those the migration mirror has not sent.
+/// Issue 11: after the cut-over the target token's bytes must leave the file.
+/// Removing the value is not enough (redb keeps the freed pages); the rewrite into
+/// a fresh file is, while writes sent during it are neither lost nor split, a
+/// reader's snapshot stays valid, and the file reopens with everything.
+#[test]
+fn erasing_the_target_token_rewrites_the_file_without_its_bytes() {
+    use std::os::unix::fs::PermissionsExt;
+    let (dir, store) = open();
+    let path = dir.path().join("db.redb");
+    let secret = b"target-secret-9f8e7d6c5b4a";
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap();
+    let in_file = || {
+        let bytes = std::fs::read(&path).unwrap();
+        bytes.windows(secret.len()).any(|w| w == secret)
+    };
+    rt.block_on(store.update_migration(|m| {
+        m.target = Some("https://target.example/scim/v2".into());
+        m.token = Some(crate::secret::Secret::new("target-secret-9f8e7d6c5b4a"));
+    }))
+    .unwrap();
+    for i in 0..50 {
+        user(&store, &format!("before{i}"));
+    }
+    // A forgotten token is still in the file.
+    rt.block_on(store.update_migration(|m| m.token = None))
+        .unwrap();
+    assert!(
+        in_file(),
+        "redb keeps freed pages: the test would prove nothing"
+    );
+    let reader = store.snapshot().unwrap();
+    // Writes sent while the rewrite runs.
+    let writers: Vec<_> = (0..40)
+        .map(|i| {
+            let store = store.clone();
+            rt.spawn(async move {
+                let a = attrs(json!({"userName": format!("during{i}")}));
+                store
+                    .write(move |txn| {
+                        create_in(txn, ResourceType::User, a, vec![], &actor(), now())
+                    })
+                    .await
+                    .map(|r| r.id)
+            })
+        })
+        .collect();
+    rt.block_on(store.erase_target_token()).unwrap();
+    let during: Vec<String> = writers
+        .into_iter()
+        .map(|w| rt.block_on(w).unwrap().unwrap())
+        .collect();
+    assert!(!in_file(), "the token's bytes are still in the file");
+    assert_eq!(
+        reader.count(ResourceType::User).unwrap(),
+        50,
+        "an old snapshot reads on"
+    );
+    let state = store.snapshot().unwrap().migration_state().unwrap();
+    assert!(state.token.is_none() && state.token_erased);
+    assert_eq!(
+        state.target.as_deref(),
+        Some("https://target.example/scim/v2")
+    );
+    user(&store, "after");
+    drop(reader);
+    store.close();
+    drop(store);
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let store = Store::open(&path, &StoreOptions::default()).unwrap();
+    let snap = store.snapshot().unwrap();
+    assert_eq!(snap.count(ResourceType::User).unwrap(), 50 + 40 + 1);
+    for id in &during {
+        assert!(
+            snap.get(ResourceType::User, id).unwrap().is_some(),
+            "{id} lost"
+        );
+    }
+    assert!(snap.migration_state().unwrap().token_erased);
+    assert!(!dir.path().join("db.tmp").exists());
+}
+
 #[test]
 fn event_retention_by_age_and_count_spares_the_newest_and_the_unsent() {
     let (_dir, store) = open();

@@ -20,6 +20,7 @@ mod hostile;
 mod idp_replay;
 mod local_trust;
 mod migration_check;
+mod migration_hostile;
 mod migration_policy;
 mod migration_push;
 mod migration_quirks;

@@ -18,12 +18,6 @@ const IMPORTED_USERS: usize = 1950;
 const GROUPS: usize = 100;
 const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
 
-fn config_file(dir: &std::path::Path) -> std::path::PathBuf {
-    let p = dir.join("source.toml");
-    std::fs::write(&p, "[migration]\nallowed_domains = [\"example.com\"]\n").unwrap();
-    p
-}
-
 /// A user of the filled directory, as the identity provider sends it.
 fn user(i: usize) -> Value {
     json!({"userName": format!("user{i}@example.com"), "externalId": format!("ext-u{i}"),
@@ -213,7 +207,7 @@ fn push(
 #[test]
 fn push_into_a_second_scimbridge_mirror_resume_and_cut_over() {
     let cfgdir = tempfile::tempdir().unwrap();
-    let cfg = config_file(cfgdir.path());
+    let cfg = migration_config(cfgdir.path());
     let mut a = Server::start_with(&["--config", cfg.to_str().unwrap()]);
     fill(&a);
     let b = Server::start();
@@ -387,12 +381,39 @@ fn push_into_a_second_scimbridge_mirror_resume_and_cut_over() {
     assert!(out.contains("verified"), "{out}");
     let (ok, _, err) = cli(&a.data_dir(), &["migrate", "cutover"]);
     assert!(!ok && err.contains("irreversible"), "{err}");
+    // Until the cut-over the database holds the target's token (the mirror needs
+    // it); afterwards not one byte of it is left in the file (issue 11).
+    let db_file = a.data_dir().join("scimbridge.redb");
+    let holds_token = || {
+        let bytes = std::fs::read(&db_file).unwrap();
+        bytes
+            .windows(b.token.len())
+            .any(|w| w == b.token.as_bytes())
+    };
+    assert!(holds_token(), "the scan finds the token while it is stored");
     let (ok, out, err) = cli(
         &a.data_dir(),
         &["migrate", "cutover", "--confirm-irreversible"],
     );
     assert!(ok, "{out}{err}");
+    assert!(!err.contains("warning"), "{err}");
     assert!(out.contains("Tenant URL") && out.contains(&b.base), "{out}");
+    assert!(!holds_token(), "the target token is still in {db_file:?}");
+    // Verify after the cut-over: the token comes from the file, for this run only.
+    let (ok, _, err) = cli(&a.data_dir(), &["migrate", "verify"]);
+    assert!(!ok && err.contains("--token-file"), "{err}");
+    let (ok, out, err) = cli(
+        &a.data_dir(),
+        &[
+            "migrate",
+            "verify",
+            "--token-file",
+            token_file.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("verified"), "{out}");
+    assert!(!holds_token(), "verify stored the token");
     let refused = ca.post("/Users", &user_body("too-late@example.com"));
     assert_scim_error(&refused, 410, None);
     assert!(refused.json()["detail"].as_str().unwrap().contains(&b.base));
@@ -414,7 +435,7 @@ fn push_into_a_second_scimbridge_mirror_resume_and_cut_over() {
 #[test]
 fn abort_returns_to_not_started() {
     let cfgdir = tempfile::tempdir().unwrap();
-    let cfg = config_file(cfgdir.path());
+    let cfg = migration_config(cfgdir.path());
     let a = Server::start_with(&["--config", cfg.to_str().unwrap()]);
     let ca = a.client();
     assert_eq!(ca.post("/Users", &user_body("one@example.com")).status, 201);
@@ -545,7 +566,7 @@ fn throttling_proxy(
 #[test]
 fn a_target_answering_429_is_waited_for() {
     let cfgdir = tempfile::tempdir().unwrap();
-    let cfg = config_file(cfgdir.path());
+    let cfg = migration_config(cfgdir.path());
     let a = Server::start_with(&["--config", cfg.to_str().unwrap()]);
     let ca = a.client();
     for i in 0..12 {
@@ -610,7 +631,7 @@ fn push_into_scim2_server_from_pypi() {
     };
 
     let cfgdir = tempfile::tempdir().unwrap();
-    let cfg = config_file(cfgdir.path());
+    let cfg = migration_config(cfgdir.path());
     let a = Server::start_with(&["--config", cfg.to_str().unwrap()]);
     fill(&a);
     let ca = a.client();

@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::support::admin;
 use crate::support::export::ExportFile;
 use crate::support::quirky::{Quirks, Quirky, ENTERPRISE};
 use crate::support::*;
@@ -83,15 +84,15 @@ struct Source {
 }
 
 fn source(target: &Quirky) -> Source {
+    source_of(target, write_export)
+}
+
+/// `source` with another directory, written by `seed` as an export file.
+fn source_of(target: &Quirky, seed: fn(&Path)) -> Source {
     let cfg = tempfile::tempdir().unwrap();
-    let cfg_file = cfg.path().join("source.toml");
-    std::fs::write(
-        &cfg_file,
-        "[migration]\nallowed_domains = [\"example.com\"]\n",
-    )
-    .unwrap();
+    let cfg_file = migration_config(cfg.path());
     let export = cfg.path().join("seed.jsonl");
-    write_export(&export);
+    seed(&export);
     let dir = tempfile::tempdir().unwrap();
     let (ok, out, err) = cli(dir.path(), &["import", export.to_str().unwrap()]);
     assert!(ok, "{out}{err}");
@@ -468,6 +469,139 @@ fn quirk_1_refused_external_id_filter_is_skipped() {
         .count();
     assert_eq!(n, 1, "matched, not duplicated");
     assert!(t.count("GET", 400) >= 1, "the refused filter was tried");
+}
+
+/// Six users (user1 managed by user0) and one group of four, for a target much
+/// larger than the directory.
+fn write_small_export(path: &Path) {
+    let mut f = ExportFile::default();
+    for i in 0..6 {
+        let mut ent = json!({"department": "dept"});
+        if i == 1 {
+            ent["manager"] = json!({"value": uid(0)});
+        }
+        f.user(json!({
+            "userName": format!("user{i}@example.com"), "externalId": format!("ext-u{i}"),
+            "displayName": format!("User {i}"), "active": true,
+            "emails": [{"value": format!("user{i}@example.com"), "type": "work", "primary": true}],
+            ENTERPRISE: ent}));
+    }
+    let g = f.group(json!({"displayName": "Small team", "externalId": "ext-g0"}));
+    for i in 0..4 {
+        f.member(&g, &uid(i), "User");
+    }
+    f.write(path);
+}
+
+/// A first push does not always list the target: into a tenant far larger than the
+/// directory (1,000 accounts in pages of 50 for 6 users) it looks each user up by
+/// filter, so a refused `externalId` filter is met there, skipped after one refusal
+/// for the rest of the run, kept in the migration state with the target's detail
+/// (shown by `migrate status` and the Migration page), and skipped by the mirror.
+#[test]
+fn quirk_1_refused_filter_on_a_first_push_into_a_large_target() {
+    let t = Quirky::start(Quirks {
+        refuse_external_id_filter: true,
+        page_cap: 50,
+        ..Quirks::default()
+    });
+    for i in 0..1000 {
+        t.seed_user(json!({"userName": format!("staff{i}@corp.example")}));
+    }
+    // The same person as user3, by our case-insensitive rule.
+    let existing = t.seed_user(json!({"userName": "USER3@example.com"}));
+    t.seed_user(json!({"userName": "later@example.com", "displayName": "Later"}));
+    let src = source_of(&t, write_small_export);
+    let (ok, out, err) = src.push(&t, &["--parallel", "2"]);
+    assert!(ok, "push failed:\n{out}\n{err}");
+    let note = "the target refused the filter `externalId eq …` on /Users \
+                (400: invalidFilter: filtering on externalId is not supported); \
+                matching goes on without it";
+    assert!(out.contains(note), "{out}");
+    // A listing never filters: the lookups were made, and the refused one only by
+    // the two lookups in flight when the first refusal came (of six users).
+    let refusals = t.count("GET", 400);
+    assert!((1..=2).contains(&refusals), "{refusals} refusals");
+    let users = t.users();
+    assert_eq!(
+        users.len(),
+        1002 + 5,
+        "user3 matched, the other five created"
+    );
+    let user = |n: &str| {
+        let found = users.iter().find(|u| {
+            u["userName"]
+                .as_str()
+                .is_some_and(|x| x.eq_ignore_ascii_case(n))
+        });
+        found
+            .unwrap_or_else(|| panic!("{n} not on the target"))
+            .clone()
+    };
+    assert_eq!(user("user3@example.com")["id"], existing.as_str());
+    assert_eq!(
+        user("user1@example.com")[ENTERPRISE]["manager"]["value"],
+        user("user0@example.com")["id"],
+        "the manager link is mapped to the target's id"
+    );
+    let groups = t.groups();
+    assert_eq!(groups.len(), 1);
+    let members: BTreeSet<&str> = groups[0]["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["value"].as_str().unwrap())
+        .collect();
+    assert!(members.contains(existing.as_str()), "{members:?}");
+    assert_eq!(members.len(), 4);
+    // Kept for `migrate status` and the page.
+    let st = src.status();
+    assert_eq!(
+        st["state"]["refusedFilters"]["/Users externalId"], note,
+        "{st}"
+    );
+    let (ok, text, _) = cli(&src.server.data_dir(), &["migrate", "status"]);
+    assert!(ok);
+    assert!(
+        text.contains("filters the target refused (skipped):") && text.contains(note),
+        "{text}"
+    );
+    let c = src.server.client();
+    let r = admin::set_password(&c, &admin::setup_link(&src.server), admin::PASSWORD);
+    assert_eq!(r.status, 303);
+    let cookie = admin::login(&c, admin::PASSWORD);
+    let page = admin::text(&admin::get_page(&c, "/admin/migration", &cookie));
+    assert!(
+        page.contains("id=\"refused-filters\"")
+            && page.contains(
+                "on /Users (400: invalidFilter: filtering on externalId is not supported)"
+            ),
+        "{page}"
+    );
+    // The mirror skips the refused filter and matches a new user by userName.
+    let created = c.post(
+        "/Users",
+        &json!({"userName": "Later@example.com", "externalId": "ext-later",
+            "emails": [{"value": "later@example.com", "primary": true}]}),
+    );
+    assert_eq!(created.status, 201);
+    src.wait_for_mirror();
+    let later = t
+        .users()
+        .into_iter()
+        .filter(|u| {
+            u["userName"]
+                .as_str()
+                .unwrap()
+                .eq_ignore_ascii_case("later@example.com")
+        })
+        .count();
+    assert_eq!(later, 1, "matched, not duplicated");
+    assert_eq!(
+        t.count("GET", 400),
+        refusals,
+        "the mirror did not try it again"
+    );
 }
 
 #[test]

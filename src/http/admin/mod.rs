@@ -1737,7 +1737,7 @@ async fn start_job(state: &Arc<AppState>, who: &Caller, kind: JobKind) -> (Strin
         };
         let outcome = match kind {
             JobKind::Push(req) => m.push(req, &mut progress).await.map(JobOutcome::Push),
-            JobKind::Verify => m.verify(&mut progress).await.map(JobOutcome::Verify),
+            JobKind::Verify => m.verify(None, &mut progress).await.map(JobOutcome::Verify),
             JobKind::Cutover => m.cutover(&mut progress).await.map(JobOutcome::Cutover),
         };
         if let Err(e) = &outcome {

@@ -1336,6 +1336,9 @@ fn target_facts(st: &crate::migrate::report::MigrationStatus) -> Markup {
         @if !st.rules.is_empty() {
             details #match-rules open { summary { "Matching (last push)" } ul { @for (rule, n) in &st.rules { li { (rule.as_str()) ": " (n) } } } }
         }
+        @if !st.state.refused_filters.is_empty() {
+            details #refused-filters open { summary { "Filters the target refused (skipped)" } ul { @for n in st.state.refused_filters.values() { li { (n) } } } }
+        }
         @if !lost.is_empty() {
             p.note { "Not kept by the target: " @for (i, a) in lost.iter().enumerate() { @if i > 0 { ", " } code { (a) } } }
         }

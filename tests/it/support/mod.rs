@@ -59,6 +59,14 @@ pub fn assert_not_within(what: &str, window: Duration, mut happened: impl FnMut(
 }
 
 /// Runs a scimbridge CLI command and returns (status ok, stdout, stderr).
+/// `source.toml` in `dir`: a migration policy allowing the tests' domain
+/// (example.com), for a bridge to push from; returns its path.
+pub fn migration_config(dir: &Path) -> PathBuf {
+    let p = dir.join("source.toml");
+    std::fs::write(&p, "[migration]\nallowed_domains = [\"example.com\"]\n").unwrap();
+    p
+}
+
 pub fn cli(data_dir: &Path, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(BIN)
         .arg("--data-dir")

@@ -55,6 +55,14 @@ pub struct Quirks {
     pub refuse_creates: bool,
     /// Stores a User's displayName in upper case (a target that changes data).
     pub mangle_display_name: bool,
+    /// The `detail` of refused creates (default: "creates are refused right now");
+    /// a hostile target puts newlines and ANSI escapes in it (issue 11).
+    pub refusal_detail: Option<String>,
+    /// Every GET of /Users answers a body of this many bytes, streamed (a hostile
+    /// or broken target, issue 11); written until the client goes away.
+    pub huge_users_answer: Option<u64>,
+    /// With `huge_users_answer`: announce the size in Content-Length (else chunked).
+    pub huge_with_length: bool,
 }
 
 #[derive(Debug, Default)]
@@ -202,9 +210,22 @@ fn serve(stream: TcpStream, state: &Mutex<State>, token: &str) {
         if reader.read_exact(&mut body).is_err() {
             return;
         }
-        let latency = state.lock().unwrap().quirks.latency_ms;
+        let (latency, huge, with_length) = {
+            let q = &state.lock().unwrap().quirks;
+            (q.latency_ms, q.huge_users_answer, q.huge_with_length)
+        };
         if latency > 0 {
             std::thread::sleep(Duration::from_millis(latency));
+        }
+        if let Some(size) = huge.filter(|_| method == "GET" && target.contains("/Users")) {
+            *state
+                .lock()
+                .unwrap()
+                .by_status
+                .entry((method.clone(), 200))
+                .or_default() += 1;
+            stream_huge(&mut out, size, with_length);
+            return;
         }
         let (status, extra, answer) = if auth != format!("Bearer {token}") {
             (401, "", error(401, None, "no or wrong token"))
@@ -223,6 +244,47 @@ fn serve(stream: TcpStream, state: &Mutex<State>, token: &str) {
         if out.write_all(head.as_bytes()).is_err() || out.write_all(&bytes).is_err() {
             return;
         }
+    }
+}
+
+/// Writes a 200 answer of `size` bytes (a list response that never ends), in 1 MiB
+/// pieces, until done or the client closes the connection.
+fn stream_huge(out: &mut TcpStream, size: u64, with_length: bool) {
+    let framing = if with_length {
+        format!("Content-Length: {size}")
+    } else {
+        "Transfer-Encoding: chunked".to_owned()
+    };
+    let head =
+        format!("HTTP/1.1 200 OK\r\nContent-Type: application/scim+json\r\n{framing}\r\n\r\n");
+    if out.write_all(head.as_bytes()).is_err() {
+        return;
+    }
+    let piece = {
+        let mut p = b"{\"Resources\":[".to_vec();
+        while p.len() < (1 << 20) - 16 {
+            p.extend_from_slice(b"{\"id\":\"x\"},");
+        }
+        p.resize(1 << 20, b' ');
+        p
+    };
+    let mut sent = 0u64;
+    while sent < size {
+        let n = (size - sent).min(piece.len() as u64) as usize;
+        let ok = if with_length {
+            out.write_all(&piece[..n])
+        } else {
+            write!(out, "{n:x}\r\n")
+                .and_then(|_| out.write_all(&piece[..n]))
+                .and_then(|_| out.write_all(b"\r\n"))
+        };
+        if ok.is_err() {
+            return;
+        }
+        sent += n as u64;
+    }
+    if !with_length {
+        let _ = out.write_all(b"0\r\n\r\n");
     }
 }
 
@@ -321,7 +383,7 @@ fn handle(state: &Mutex<State>, method: &str, target: &str, body: &[u8]) -> Answ
         ("POST", ["Bulk"]) if q.bulk => bulk(&mut st, &q, &json),
         ("POST", [kind @ ("Users" | "Groups")]) => {
             if q.refuse_creates {
-                return (400, "", error(400, None, "creates are refused right now"));
+                return (400, "", error(400, None, &refusal(&q)));
             }
             st.posts += 1;
             let fail =
@@ -623,9 +685,15 @@ fn create(st: &mut State, q: &Quirks, kind: &str, body: Value) -> Answer {
     (201, "", v)
 }
 
+fn refusal(q: &Quirks) -> String {
+    q.refusal_detail
+        .clone()
+        .unwrap_or_else(|| "creates are refused right now".to_owned())
+}
+
 fn bulk(st: &mut State, q: &Quirks, req: &Value) -> Answer {
     if q.refuse_creates {
-        return (400, "", error(400, None, "creates are refused right now"));
+        return (400, "", error(400, None, &refusal(q)));
     }
     st.posts += 1;
     let fail = q.fail_after_processing > 0 && st.posts.is_multiple_of(q.fail_after_processing);
