@@ -16,8 +16,13 @@
 //! page, `sortBy=title`), scan (`title co "Engineer"`), large-group (building a
 //! group in PATCHes of 1,000, one-member add/remove, the Entra membership probe,
 //! `excludedAttributes=members` and full reads), sync (Entra-like: lookup-then-create
-//! users, groups, members in batches, updates, deactivations). With a server started
-//! here the RSS growth of heavy requests is printed too (from /proc).
+//! users, groups, members in batches, updates, deactivations), export (`scimbridge
+//! export` through the running server; only with a server started here). With a
+//! server started here the RSS growth of heavy requests is printed too (from /proc),
+//! and the RSS `--settle` seconds (default 3) after the last scenario.
+//!
+//!   cargo bench --bench load -- --data-dir /work/scratch/big --scenarios large-group \
+//!       --group-size 100000 --settle 60
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -47,6 +52,7 @@ const ALL: &[&str] = &[
     "scan",
     "large-group",
     "sync",
+    "export",
 ];
 
 /// Where requests go: host:port, the path prefix of the SCIM base, the token and,
@@ -267,7 +273,8 @@ async fn once(t: &Arc<Target>, method: &'static str, path: String, body: Option<
 /// The server this run started: its process (for RSS) and data directory.
 struct Local {
     child: Child,
-    _dir: Option<tempfile::TempDir>,
+    dir: std::path::PathBuf,
+    _tmp: Option<tempfile::TempDir>,
 }
 
 impl Local {
@@ -362,7 +369,14 @@ fn start_local(data_dir: Option<&str>) -> (Target, Local) {
         token,
         tls: Some(tokio_rustls::TlsConnector::from(Arc::new(cfg))),
     };
-    (target, Local { child, _dir: tmp })
+    (
+        target,
+        Local {
+            child,
+            dir,
+            _tmp: tmp,
+        },
+    )
 }
 
 fn arg(args: &HashMap<String, String>, name: &str) -> Option<String> {
@@ -435,6 +449,9 @@ fn main() {
     let big: usize = arg(&args, "group-size")
         .and_then(|s| s.parse().ok())
         .unwrap_or(20_000);
+    let settle: u64 = arg(&args, "settle")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
     let limit = Duration::from_secs(secs);
 
     let (target, local) = match arg(&args, "base") {
@@ -490,7 +507,7 @@ fn main() {
             st.print("create: POST /Users, 64 clients (durable)");
         }
         println!("# server RSS {:.0} MB", rss(&local));
-        let sample = Arc::new(sample_users(t, 20_000).await);
+        let sample = Arc::new(sample_users(t, big.max(20_000) + 64).await);
         let total = t.json(&mut s, "GET", "/Users?count=0", None).await["totalResults"]
             .as_u64()
             .unwrap_or(0) as usize;
@@ -574,12 +591,17 @@ fn main() {
                 assert!(st < 300, "{st} {}", String::from_utf8_lossy(&b));
                 batches.push(t0.elapsed().as_secs_f64() * 1000.0);
             }
+            let mut sorted = batches.clone();
+            sorted.sort_by(f64::total_cmp);
             println!(
-                "# built a group of {} in PATCHes of 1,000: first {:.1} ms, last {:.1} ms, total {:.1} s",
+                "# built a group of {} in PATCHes of 1,000: first {:.1} ms, median {:.1} ms, last {:.1} ms, max {:.1} ms, total {:.1} s; RSS {:.0} MB",
                 members.len(),
                 batches.first().unwrap_or(&0.0),
+                sorted.get(sorted.len() / 2).unwrap_or(&0.0),
                 batches.last().unwrap_or(&0.0),
-                batches.iter().sum::<f64>() / 1000.0
+                sorted.last().unwrap_or(&0.0),
+                batches.iter().sum::<f64>() / 1000.0,
+                rss(&local)
             );
             let extra: Vec<String> = sample.iter().rev().take(64).map(|(id, _)| id.clone()).collect();
             let (gid2, extra2) = (gid.clone(), extra.clone());
@@ -682,11 +704,49 @@ fn main() {
             let errors = lookups.errors + creates.errors + gcreates.errors + adds.errors + updates.errors + deactivations.errors;
             println!("# sync of {n} users and {} groups of 50: {:.1} s, {errors} errors", gids.len(), t0.elapsed().as_secs_f64());
         }
+        if want("export") {
+            if let Some(l) = &local {
+                // The export streams through the running server's control socket;
+                // the file goes next to the data directory's database.
+                let out = l.dir.join("bench-export.jsonl");
+                let before = l.rss_mb();
+                let mut peak = before;
+                let t0 = Instant::now();
+                let mut child = Command::new(BIN)
+                    .arg("--data-dir")
+                    .arg(&l.dir)
+                    .args(["export", "--out"])
+                    .arg(&out)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap();
+                let status = loop {
+                    if let Some(st) = child.try_wait().unwrap() {
+                        break st;
+                    }
+                    peak = peak.max(l.rss_mb());
+                    if t0.elapsed() > Duration::from_secs(600) {
+                        let _ = child.kill();
+                        break child.wait().unwrap();
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                };
+                let size = std::fs::metadata(&out).map_or(0, |m| m.len());
+                let _ = std::fs::remove_file(&out);
+                println!(
+                    "# export: {status}, {:.1} s, {:.0} MB written, server RSS {before:.0} → peak {peak:.0} MB (growth {:.0} MB)",
+                    t0.elapsed().as_secs_f64(),
+                    size as f64 / 1e6,
+                    peak - before
+                );
+            }
+        }
         // Memory is given back after heavy work: RSS once things settled.
         if let Some(l) = &local {
             let now = l.rss_mb();
-            tokio::time::sleep(Duration::from_secs(3)).await;
-            println!("# server RSS at the end: {now:.0} MB, 3 s later {:.0} MB", l.rss_mb());
+            tokio::time::sleep(Duration::from_secs(settle)).await;
+            println!("# server RSS at the end: {now:.0} MB, {settle} s later {:.0} MB", l.rss_mb());
         }
     });
     drop(local);

@@ -11,7 +11,7 @@
 use serde_json::Value;
 
 use super::query::{self, Page, Query};
-use super::render::{refs_attr, render, Resource};
+use super::render::{refs_attr, render, stream_group, JsonChunks, Resource, STREAM_DEPTH};
 use super::App;
 use crate::clock::Timestamp;
 use crate::scim::error::{ScimError, ScimResult};
@@ -75,10 +75,16 @@ pub(crate) enum Reply {
 }
 
 /// What an operation did.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) enum Outcome {
     /// The resource as created, changed or read.
     Resource(Written),
+    /// A group read with more than `LARGE_GROUP` members: its ETag, and its
+    /// representation as JSON text in pieces, made while the client reads them.
+    Streamed {
+        version: String,
+        json: JsonChunks,
+    },
     Deleted,
     /// `Get` whose `if_none_match` holds the current version.
     NotModified {
@@ -178,21 +184,8 @@ impl App {
                         base,
                     );
                 }
-                // A large group renders for a while: keep it off the async workers.
-                let (store, base) = (self.store.clone(), base.to_owned());
-                tokio::task::spawn_blocking(move || {
-                    let snapshot = store.snapshot()?;
-                    get(
-                        &snapshot,
-                        rt,
-                        &id,
-                        if_none_match.as_deref(),
-                        &projection,
-                        &base,
-                    )
-                })
-                .await
-                .map_err(|_| ScimError::internal())?
+                self.stream_large_group(id, if_none_match, projection, base)
+                    .await
             }
         }
     }
@@ -255,6 +248,55 @@ impl App {
         tokio::task::spawn_blocking(work)
             .await
             .map_err(|_| ScimError::internal())?
+    }
+
+    /// Reads a large group with its members (see `is_large_read`) off the async
+    /// workers: one snapshot, the group's head rendered first, then its members sent
+    /// in pieces as the client reads them (`Outcome::Streamed`), so neither a worker
+    /// nor memory holds the whole answer. Errors before the first piece (404, storage)
+    /// are returned as for any read; `NotModified` as well.
+    async fn stream_large_group(
+        &self,
+        id: String,
+        if_none_match: Option<String>,
+        projection: Projection,
+        base: &str,
+    ) -> StoreResult<Outcome> {
+        let rt = ResourceType::Group;
+        let (store, base) = (self.store.clone(), base.to_owned());
+        let (tx, rx) = tokio::sync::mpsc::channel(STREAM_DEPTH);
+        let (head_tx, head_rx) = tokio::sync::oneshot::channel();
+        tokio::task::spawn_blocking(move || {
+            let head = store.snapshot().and_then(|snapshot| {
+                let Some(r) = snapshot.get(rt, &id)? else {
+                    return Err(ScimError::not_found(format!("Group {id} not found")).into());
+                };
+                let version = r.meta.etag();
+                if matches_etag(if_none_match.as_deref(), &version) {
+                    return Ok(Err(Outcome::NotModified { version }));
+                }
+                let full = render(&snapshot, rt, r, false, &base)?;
+                let head = Resource { rt, full }.project(&projection).full;
+                Ok(Ok((snapshot, version, head)))
+            });
+            match head {
+                Ok(Ok((snapshot, version, head))) => {
+                    if head_tx.send(Ok(Ok(version))).is_ok() {
+                        stream_group(&snapshot, &id, head, &projection, &base, &tx);
+                    }
+                }
+                Ok(Err(outcome)) => {
+                    let _ = head_tx.send(Ok(Err(outcome)));
+                }
+                Err(e) => {
+                    let _ = head_tx.send(Err(e));
+                }
+            }
+        });
+        match head_rx.await.map_err(|_| ScimError::internal())?? {
+            Ok(version) => Ok(Outcome::Streamed { version, json: rx }),
+            Err(outcome) => Ok(outcome),
+        }
     }
 
     async fn patch(
@@ -356,16 +398,19 @@ fn get(
     // A user's version follows its groups (direct and indirect).
     snapshot.derive_meta(rt, &mut r)?;
     let version = r.meta.etag();
-    if let Some(inm) = if_none_match {
-        if inm
-            .split(',')
-            .map(str::trim)
-            .any(|t| t == "*" || t == version)
-        {
-            return Ok(Outcome::NotModified { version });
-        }
+    if matches_etag(if_none_match, &version) {
+        return Ok(Outcome::NotModified { version });
     }
     written(snapshot, rt, r, projection, base).map(Outcome::Resource)
+}
+
+/// Whether an `If-None-Match` list (ETags or `*`, RFC 9110 §13.1.2) holds `version`.
+fn matches_etag(if_none_match: Option<&str>, version: &str) -> bool {
+    if_none_match.is_some_and(|inm| {
+        inm.split(',')
+            .map(str::trim)
+            .any(|t| t == "*" || t == version)
+    })
 }
 
 fn written(

@@ -5,11 +5,23 @@
 //! render through here, so a different rendering (say, bytes cached per version)
 //! changes this file and not its callers. It knows neither HTTP nor redb.
 
+use bytes::Bytes;
 use serde_json::{Map, Value};
 
-use crate::scim::resource::{add_references, Projection};
+use crate::scim::resource::{add_references, references_value, Projection, Reference};
 use crate::scim::schema::ResourceType;
 use crate::store::{Snapshot, StoreResult, StoredResource};
+
+/// A representation sent in pieces: the JSON text of one resource, in order, as it
+/// is made on a blocking thread from one snapshot. An `Err` (why, for the log) means
+/// the text stopped part-way and must not be completed. At most
+/// [`STREAM_DEPTH`] pieces wait at a time, so the memory is bounded whatever the size.
+pub(crate) type JsonChunks = tokio::sync::mpsc::Receiver<Result<Bytes, String>>;
+
+/// Pieces a streamed representation may have waiting for the client.
+pub(super) const STREAM_DEPTH: usize = 4;
+/// Members per piece of a streamed group (about 150 bytes each).
+const MEMBERS_PER_CHUNK: usize = 1000;
 
 /// A resource rendered for a client (`schemas`, attributes, references, `meta`).
 /// Edges serialize it; how it is built is this layer's business.
@@ -98,4 +110,74 @@ pub(super) fn with_references(
     let refs = snapshot.references(rt, id)?;
     add_references(rt, full, &refs, base);
     Ok(())
+}
+
+/// Sends a group's representation into `tx` in pieces: `head` (the group rendered
+/// and projected without its members) first, then its members [`MEMBERS_PER_CHUNK`]
+/// at a time, projected as the request asked, read from the membership rows of
+/// `snapshot`. Stops early when the receiver is gone (the client left). Runs on a
+/// blocking thread: `blocking_send` waits while the client reads.
+pub(super) fn stream_group(
+    snapshot: &Snapshot,
+    id: &str,
+    head: Map<String, Value>,
+    projection: &Projection,
+    base: &str,
+    tx: &tokio::sync::mpsc::Sender<Result<Bytes, String>>,
+) {
+    let mut text = match serde_json::to_vec(&Value::Object(head)) {
+        Ok(t) => t,
+        Err(e) => {
+            let _ = tx.blocking_send(Err(e.to_string()));
+            return;
+        }
+    };
+    // The head is an object: its closing brace comes after the members.
+    text.pop();
+    let mut opened = false;
+    let mut batch: Vec<Reference> = Vec::with_capacity(MEMBERS_PER_CHUNK);
+    // Appends `batch`, projected, to `text` as elements of the `members` array.
+    let mut flush = |text: &mut Vec<u8>, batch: &mut Vec<Reference>| {
+        let Some((name, list)) = references_value(ResourceType::Group, batch, base) else {
+            return;
+        };
+        batch.clear();
+        let mut one = Map::new();
+        one.insert(name.into(), list);
+        let Some(Value::Array(items)) = projection.apply(ResourceType::Group, one).remove(name)
+        else {
+            return;
+        };
+        for item in items {
+            text.extend_from_slice(if opened { b"," } else { b",\"members\":[" });
+            opened = true;
+            // A Value always serializes.
+            let _ = serde_json::to_writer(&mut *text, &item);
+        }
+    };
+    let mut gone = false;
+    let visited = snapshot.visit_members(id, |r| {
+        batch.push(r);
+        if batch.len() < MEMBERS_PER_CHUNK {
+            return true;
+        }
+        flush(&mut text, &mut batch);
+        gone = tx
+            .blocking_send(Ok(Bytes::from(std::mem::take(&mut text))))
+            .is_err();
+        !gone
+    });
+    if gone {
+        return;
+    }
+    if let Err(e) = visited {
+        let _ = tx.blocking_send(Err(e.to_string()));
+        return;
+    }
+    flush(&mut text, &mut batch);
+    if opened {
+        text.push(b']');
+    }
+    text.push(b'}');
+    let _ = tx.blocking_send(Ok(Bytes::from(text)));
 }

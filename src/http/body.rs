@@ -9,9 +9,11 @@
 //! CANCEL before the answer goes out, and clients then discard the answer; over
 //! HTTP/1.1 the unread bytes would end keep-alive.
 //!
-//! `ResponseBody` is what hyper sends: the handler's body plus whatever must live
-//! until the answer has been sent (limiter permits, the connection's count of
-//! requests in progress).
+//! `Body` is what a handler answers with: bytes in hand, or chunks that another
+//! thread produces while hyper sends them (a large group's representation), so an
+//! answer of any size holds only a few chunks in memory. `ResponseBody` is what
+//! hyper sends: the handler's body plus whatever must live until the answer has been
+//! sent (limiter permits, the connection's count of requests in progress).
 //!
 //! Knows hyper's body traits; nothing of routes or SCIM.
 
@@ -140,6 +142,95 @@ pub(crate) async fn drain(
 /// Lives inside a response body until hyper has sent it (or given up on it).
 pub(crate) type Keepalive = Box<dyn Send>;
 
+/// A response body the server abandoned part-way (its producer failed after the
+/// status line was sent): hyper then ends the connection without the body's proper
+/// end, so the client sees an incomplete answer, never a truncated one that parses.
+#[derive(Debug, thiserror::Error)]
+#[error("the response body could not be completed: {0}")]
+pub struct Abandoned(pub String);
+
+/// Chunks of a body made elsewhere, in order; an `Err` (why, for the log) abandons
+/// the answer.
+pub(crate) type Chunks = tokio::sync::mpsc::Receiver<Result<Bytes, String>>;
+
+/// A handler's response body; see the module documentation.
+pub struct Body {
+    kind: Kind,
+    _keep: Option<Keepalive>,
+}
+
+enum Kind {
+    Full(Option<Bytes>),
+    Chunks(Chunks),
+}
+
+impl Body {
+    /// A body whose bytes are all known.
+    pub fn new(bytes: impl Into<Bytes>) -> Body {
+        let bytes = bytes.into();
+        Body {
+            kind: Kind::Full((!bytes.is_empty()).then_some(bytes)),
+            _keep: None,
+        }
+    }
+
+    /// A body sent as its chunks arrive; it ends when the sender is dropped.
+    pub fn chunks(rx: Chunks) -> Body {
+        Body {
+            kind: Kind::Chunks(rx),
+            _keep: None,
+        }
+    }
+
+    /// Keeps `keep` (a limiter permit) until this body has been sent or dropped.
+    pub fn keeping(mut self, keep: Keepalive) -> Body {
+        self._keep = Some(keep);
+        self
+    }
+}
+
+impl Default for Body {
+    fn default() -> Body {
+        Body::new(Bytes::new())
+    }
+}
+
+impl HttpBody for Body {
+    type Data = Bytes;
+    type Error = Abandoned;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Abandoned>>> {
+        match &mut self.kind {
+            Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Kind::Chunks(rx) => rx.poll_recv(cx).map(|c| {
+                c.map(|c| {
+                    c.map(Frame::data).map_err(|why| {
+                        tracing::error!(error = %why, "a streamed answer was abandoned");
+                        Abandoned(why)
+                    })
+                })
+            }),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Full(bytes) => bytes.is_none(),
+            Kind::Chunks(_) => false,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+            Kind::Chunks(_) => SizeHint::default(),
+        }
+    }
+}
+
 /// The body hyper sends: the handler's body plus what must outlive the handler.
 pub(crate) struct ResponseBody {
     inner: super::Body,
@@ -154,7 +245,7 @@ impl ResponseBody {
 
 impl HttpBody for ResponseBody {
     type Data = Bytes;
-    type Error = std::convert::Infallible;
+    type Error = Abandoned;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,

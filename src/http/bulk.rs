@@ -378,6 +378,6 @@ async fn run_op(
         }
         Outcome::Resource(w) => (200, Some(w.location), Some(w.version), None),
         Outcome::Deleted => (204, None, None, None),
-        Outcome::NotModified { .. } => return Err(ScimError::internal()),
+        Outcome::NotModified { .. } | Outcome::Streamed { .. } => return Err(ScimError::internal()),
     })
 }

@@ -17,7 +17,6 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use bytes::Bytes;
-use http_body_util::Full;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Request, Response, StatusCode};
 
@@ -29,7 +28,7 @@ use crate::limiter::{Permit, Subject, Throttled};
 use crate::scim::error::ScimError;
 use crate::store::StoreError;
 
-pub(crate) type Body = Full<Bytes>;
+pub(crate) use body::Body;
 
 /// A handler's answer: a response, or a SCIM error to render as one.
 pub(crate) type Handled = Result<Response<Body>, ScimError>;
@@ -205,7 +204,7 @@ impl AppState {
 
 pub(crate) fn scim_json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
     let body = serde_json::to_vec(value).unwrap_or_default();
-    let mut r = Response::new(Full::new(Bytes::from(body)));
+    let mut r = Response::new(Body::new(body));
     *r.status_mut() = status;
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(SCIM_CONTENT_TYPE));
@@ -254,7 +253,7 @@ pub(crate) fn store_error(e: StoreError) -> ScimError {
 }
 
 fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
+    let mut r = Response::new(Body::new(Bytes::from_static(text.as_bytes())));
     *r.status_mut() = status;
     r.headers_mut().insert(
         CONTENT_TYPE,
@@ -370,7 +369,7 @@ fn metrics_response(state: &AppState, req: &Request<RequestBody>) -> Response<Bo
         h.io_failures,
         h.reopens
     ));
-    let mut r = Response::new(Full::new(Bytes::from(text)));
+    let mut r = Response::new(Body::new(text));
     r.headers_mut().insert(
         CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
@@ -386,7 +385,7 @@ pub(crate) fn throttled(t: &Throttled, scim: bool) -> Response<Body> {
     let mut r = if scim {
         scim_error(&ScimError::new(429, None, text))
     } else {
-        let mut r = Response::new(Full::new(Bytes::from(format!("{text}\n"))));
+        let mut r = Response::new(Body::new(format!("{text}\n")));
         *r.status_mut() = StatusCode::TOO_MANY_REQUESTS;
         r.headers_mut().insert(
             CONTENT_TYPE,

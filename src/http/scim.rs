@@ -464,10 +464,25 @@ impl ResourceEndpoint<'_> {
             .execute(op, &actor(self.principal), self.base)
             .await
             .map_err(store_error)?;
-        if heavy.take().is_some() {
+        // A streamed answer keeps its heavy permit until it has been sent.
+        let streamed = matches!(outcome, Outcome::Streamed { .. });
+        if !streamed && heavy.take().is_some() {
             crate::memory::release_soon();
         }
         Ok(match outcome {
+            Outcome::Streamed { version, json } => {
+                let mut body = Body::chunks(json);
+                if let Some(p) = heavy.take() {
+                    body = body.keeping(Box::new(p));
+                }
+                let mut resp = Response::new(body);
+                resp.headers_mut().insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static(super::SCIM_CONTENT_TYPE),
+                );
+                set_etag(&mut resp, &version);
+                resp
+            }
             Outcome::Resource(w) if created => written_response(StatusCode::CREATED, w),
             Outcome::Resource(w) => written_response(StatusCode::OK, w),
             Outcome::NotModified { version } => {

@@ -16,8 +16,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::Full;
 use hyper::body::{Body as _, Incoming};
 use hyper::header::{HeaderValue, CONTENT_LENGTH};
 use hyper::service::service_fn;
@@ -311,11 +309,14 @@ async fn handle(
     if is_head {
         // RFC 9110 §9.3.2: the headers of a GET, no content. hyper leaves this to
         // the service over HTTP/2.
-        let len = response.body().size_hint().exact().unwrap_or(0);
-        response
-            .headers_mut()
-            .insert(CONTENT_LENGTH, HeaderValue::from(len));
-        *response.body_mut() = Full::new(Bytes::new());
+        // A streamed body's length is not known before it is made: no
+        // Content-Length then (dropping the body stops its producer).
+        if let Some(len) = response.body().size_hint().exact() {
+            response
+                .headers_mut()
+                .insert(CONTENT_LENGTH, HeaderValue::from(len));
+        }
+        *response.body_mut() = super::Body::default();
     }
     response.map(|b| ResponseBody::new(b, keep))
 }

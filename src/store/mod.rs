@@ -59,9 +59,15 @@ const GROUP_NAMES: MultimapTableDefinition<&str, &str> =
     MultimapTableDefinition::new("idx_group_name");
 /// caseless email value → user ids.
 const EMAILS: MultimapTableDefinition<&str, &str> = MultimapTableDefinition::new("idx_email");
-/// (group id, member id) → member resource type (1 byte), then the display name the
-/// client gave for the member, if any (UTF-8).
+/// (group id, member id) → one byte, the member's resource type code (1 User, 2
+/// Group) with [`OWN_NAME`] set when the name that follows is the member's own, then
+/// the name a group shows for that member (UTF-8): the `display` the client gave, or
+/// else the member's current name (kept up to date on rename), so a group's members
+/// render without reading any member (format 3).
 const MEMBERS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("members");
+/// Flag in a MEMBERS value's first byte: the name is the member's own (no `display`
+/// was given), rewritten when the member is renamed.
+const OWN_NAME: u8 = 0x80;
 /// (member id, group id) → (): the reverse of MEMBERS.
 const MEMBER_OF: TableDefinition<(&str, &str), ()> = TableDefinition::new("member_of");
 /// sequence → change/audit event (JSON).
@@ -146,7 +152,7 @@ fn rt_code(rt: ResourceType) -> u8 {
 }
 
 fn rt_from_code(code: u8) -> ResourceType {
-    if code == 2 {
+    if code & !OWN_NAME == 2 {
         ResourceType::Group
     } else {
         ResourceType::User
@@ -242,18 +248,37 @@ pub(crate) struct MemberRef {
 /// A member as resolved against the directory.
 type Member = (String, ResourceType, Option<String>);
 
-fn member_value(rt: ResourceType, display: Option<&str>) -> Vec<u8> {
-    let mut v = vec![rt_code(rt)];
-    if let Some(d) = display {
-        v.extend_from_slice(d.as_bytes());
-    }
+/// A MEMBERS value: the client-given `display`, or else the member's own name.
+fn member_value(rt: ResourceType, given: Option<&str>, own: Option<&str>) -> Vec<u8> {
+    let (flag, name) = match given {
+        Some(d) => (0, d),
+        None => (OWN_NAME, own.unwrap_or("")),
+    };
+    let mut v = Vec::with_capacity(1 + name.len());
+    v.push(rt_code(rt) | flag);
+    v.extend_from_slice(name.as_bytes());
     v
 }
 
+/// A MEMBERS value read back: the member's type, whether the name is its own (not
+/// client-given), and the name (none when empty).
+fn member_fields(v: &[u8]) -> (ResourceType, bool, Option<&[u8]>) {
+    let code = v.first().copied().unwrap_or(1);
+    let name = (v.len() > 1).then(|| &v[1..]);
+    (rt_from_code(code), code & OWN_NAME != 0, name)
+}
+
+/// The member's type and the `display` the client gave, if any.
 fn parse_member_value(v: &[u8]) -> (ResourceType, Option<String>) {
-    let rt = rt_from_code(v.first().copied().unwrap_or(1));
-    let display = (v.len() > 1).then(|| String::from_utf8_lossy(&v[1..]).into_owned());
-    (rt, display)
+    let (rt, own, name) = member_fields(v);
+    let given = name.filter(|_| !own);
+    (rt, given.map(|n| String::from_utf8_lossy(n).into_owned()))
+}
+
+/// The member's type and the name the group shows for it.
+fn shown_member(v: &[u8]) -> (ResourceType, Option<String>) {
+    let (rt, _, name) = member_fields(v);
+    (rt, name.map(|n| String::from_utf8_lossy(n).into_owned()))
 }
 
 /// What a write does to a group's members.
@@ -1204,6 +1229,8 @@ fn resolve_members(
     Ok(out)
 }
 
+/// Writes a membership in both directions. Without a client-given `display` the row
+/// keeps the member's own name (read from its record, which must be written already).
 fn add_member(
     txn: &WriteTransaction,
     group: &str,
@@ -1211,9 +1238,75 @@ fn add_member(
     rt: ResourceType,
     display: Option<&str>,
 ) -> StoreResult<()> {
-    txn.open_table(MEMBERS)?
-        .insert((group, member), member_value(rt, display).as_slice())?;
+    let own = match display {
+        Some(_) => None,
+        None => own_name_in(txn, rt, member)?,
+    };
+    txn.open_table(MEMBERS)?.insert(
+        (group, member),
+        member_value(rt, display, own.as_deref()).as_slice(),
+    )?;
     txn.open_table(MEMBER_OF)?.insert((member, group), ())?;
+    Ok(())
+}
+
+/// The name a group shows for `id` when no `display` was given ([`shown_name`]),
+/// read without building the record's attribute tree.
+fn own_name_in(txn: &WriteTransaction, rt: ResourceType, id: &str) -> StoreResult<Option<String>> {
+    let t = txn.open_table(table(rt))?;
+    let Some(v) = t.get(id)? else {
+        return Ok(None);
+    };
+    own_name(rt, v.value())
+}
+
+/// [`shown_name`] of a stored record's bytes: parses the two name attributes only.
+fn own_name(rt: ResourceType, record: &[u8]) -> StoreResult<Option<String>> {
+    #[derive(Deserialize)]
+    struct Record {
+        attrs: Names,
+    }
+    #[derive(Deserialize)]
+    struct Names {
+        #[serde(rename = "displayName")]
+        display_name: Option<Value>,
+        #[serde(rename = "userName")]
+        user_name: Option<Value>,
+    }
+    let r: Record = serde_json::from_slice(record)?;
+    let text = |v: Option<Value>| match v {
+        Some(Value::String(s)) => Some(s),
+        _ => None,
+    };
+    Ok(match rt {
+        ResourceType::User => text(r.attrs.display_name).or_else(|| text(r.attrs.user_name)),
+        ResourceType::Group => text(r.attrs.display_name),
+    })
+}
+
+/// After `member` was renamed: every group row that shows its own name gets the new
+/// one (rows with a client-given `display` keep it), and those groups' versions move.
+fn rename_member(
+    txn: &WriteTransaction,
+    rt: ResourceType,
+    member: &str,
+    name: Option<&str>,
+    now: Timestamp,
+) -> StoreResult<()> {
+    for group in group_rows(&txn.open_table(MEMBER_OF)?, member)? {
+        let mut members = txn.open_table(MEMBERS)?;
+        let own = members
+            .get((group.as_str(), member))?
+            .is_some_and(|v| member_fields(v.value()).1);
+        if own {
+            members.insert(
+                (group.as_str(), member),
+                member_value(rt, None, name).as_slice(),
+            )?;
+        }
+        drop(members);
+        touch(txn, ResourceType::Group, &group, now)?;
+    }
     Ok(())
 }
 
@@ -1434,10 +1527,9 @@ fn update_in(
         }
     }
     // A new name shows in the groups that list this resource as a member.
-    if shown_name(rt, &attrs) != shown_name(rt, &old_attrs) {
-        for group in group_rows(&txn.open_table(MEMBER_OF)?, id)? {
-            touch(txn, ResourceType::Group, &group, now)?;
-        }
+    let name = shown_name(rt, &attrs);
+    if name != shown_name(rt, &old_attrs) {
+        rename_member(txn, rt, id, name, now)?;
     }
     let r = StoredResource {
         id: id.to_owned(),
@@ -1555,13 +1647,6 @@ impl Snapshot {
         Ok(r)
     }
 
-    fn display_of(&self, rt: ResourceType, id: &str) -> StoreResult<Option<String>> {
-        let Some(r) = self.get(rt, id)? else {
-            return Ok(None);
-        };
-        Ok(shown_name(rt, &r.attrs).map(str::to_owned))
-    }
-
     /// The groups a user belongs to, directly and through nested groups.
     fn memberships(&self, id: &str) -> StoreResult<Vec<nesting::Membership>> {
         nesting::memberships(
@@ -1586,24 +1671,44 @@ impl Snapshot {
     pub(crate) fn references(&self, rt: ResourceType, id: &str) -> StoreResult<Vec<Reference>> {
         match rt {
             ResourceType::Group => {
-                let rows = member_rows(&self.txn.open_table(MEMBERS)?, id)?;
-                let mut out = Vec::with_capacity(rows.len());
-                for (m, mrt, given) in rows {
-                    let display = match given {
-                        Some(d) => Some(d),
-                        None => self.display_of(mrt, &m)?,
-                    };
-                    out.push(Reference {
-                        display,
-                        id: m,
-                        rt: mrt,
-                        indirect: false,
-                    });
-                }
+                let mut out = Vec::new();
+                self.visit_members(id, |r| {
+                    out.push(r);
+                    true
+                })?;
                 Ok(out)
             }
             ResourceType::User => Ok(nesting::references(&self.memberships(id)?)),
         }
+    }
+
+    /// Calls `f` with each direct member of `group` in member-id order, with the name
+    /// the group shows for it, until `f` returns false. Reads membership rows only
+    /// (the names are kept in them), so a 100,000-member group costs one range scan.
+    pub(crate) fn visit_members(
+        &self,
+        group: &str,
+        mut f: impl FnMut(Reference) -> bool,
+    ) -> StoreResult<()> {
+        let t = self.txn.open_table(MEMBERS)?;
+        for row in t.range((group, "")..)? {
+            let (k, v) = row?;
+            let (g, m) = k.value();
+            if g != group {
+                break;
+            }
+            let (rt, display) = shown_member(v.value());
+            let r = Reference {
+                display,
+                id: m.to_owned(),
+                rt,
+                indirect: false,
+            };
+            if !f(r) {
+                break;
+            }
+        }
+        Ok(())
     }
 
     /// How many direct members `group` has: one range scan of membership keys,
@@ -1630,34 +1735,18 @@ impl Snapshot {
         skip: u64,
         limit: usize,
     ) -> StoreResult<Vec<Reference>> {
-        let t = self.txn.open_table(MEMBERS)?;
         let mut out = Vec::with_capacity(limit.min(1024));
         let mut seen = 0u64;
-        for row in t.range((group, "")..)? {
+        self.visit_members(group, |r| {
             if out.len() >= limit {
-                break;
-            }
-            let (k, v) = row?;
-            let (g, m) = k.value();
-            if g != group {
-                break;
+                return false;
             }
             seen += 1;
-            if seen <= skip {
-                continue;
+            if seen > skip {
+                out.push(r);
             }
-            let (rt, given) = parse_member_value(v.value());
-            let display = match given {
-                Some(d) => Some(d),
-                None => self.display_of(rt, m)?,
-            };
-            out.push(Reference {
-                display,
-                id: m.to_owned(),
-                rt,
-                indirect: false,
-            });
-        }
+            true
+        })?;
         Ok(out)
     }
 

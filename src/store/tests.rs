@@ -775,6 +775,99 @@ fn a_groups_etag_changes_when_a_members_name_does() {
     assert_eq!(seen(&store, ResourceType::Group, &g.id).0, v2);
 }
 
+/// Format 3: a group's members render from the membership rows alone, which keep
+/// the member's own name (or the display the client gave) and follow renames.
+#[test]
+fn membership_rows_keep_the_shown_name_and_follow_renames() {
+    let (_d, store) = open();
+    let u = user(&store, "u");
+    let okta = user(&store, "okta");
+    let inner = group(&store, "Inner", &[], now());
+    let given = MemberRef {
+        display: Some("Okta's name".into()),
+        ..member(&okta.id)
+    };
+    let (a, m) = (
+        attrs(json!({"displayName": "G"})),
+        vec![member(&u.id), given, member(&inner.id)],
+    );
+    let g = store
+        .write_blocking(move |txn| create_in(txn, ResourceType::Group, a, m, &actor(), now()))
+        .unwrap();
+    let shown = |store: &Store| -> Vec<(String, Option<String>)> {
+        let mut v: Vec<_> = store
+            .snapshot()
+            .unwrap()
+            .references(ResourceType::Group, &g.id)
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.id, r.display))
+            .collect();
+        v.sort();
+        v
+    };
+    let expect = |names: [&str; 3]| {
+        let mut v: Vec<_> = [&u.id, &okta.id, &inner.id]
+            .into_iter()
+            .zip(names)
+            .map(|(id, n)| (id.clone(), Some(n.to_owned())))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(shown(&store), expect(["u", "Okta's name", "Inner"]));
+    // The name is in the row itself, flagged as the member's own.
+    let row = |member: &str| {
+        let snap = store.snapshot().unwrap();
+        let t = snap.txn.open_table(MEMBERS).unwrap();
+        let v = t
+            .get((g.id.as_str(), member))
+            .unwrap()
+            .unwrap()
+            .value()
+            .to_vec();
+        v
+    };
+    assert_eq!(row(&u.id), [&[1 | OWN_NAME][..], b"u"].concat());
+    assert_eq!(row(&okta.id), [&[1][..], "Okta's name".as_bytes()].concat());
+    set_attrs(
+        &store,
+        ResourceType::User,
+        &u.id,
+        json!({"userName": "u", "displayName": "You"}),
+        now(),
+    )
+    .unwrap();
+    set_attrs(
+        &store,
+        ResourceType::User,
+        &okta.id,
+        json!({"userName": "okta", "displayName": "Renamed"}),
+        now(),
+    )
+    .unwrap();
+    set_attrs(
+        &store,
+        ResourceType::Group,
+        &inner.id,
+        json!({"displayName": "Inner 2"}),
+        now(),
+    )
+    .unwrap();
+    // Renames show; the display the client gave is kept.
+    assert_eq!(shown(&store), expect(["You", "Okta's name", "Inner 2"]));
+    // Without a displayName the userName shows again.
+    set_attrs(
+        &store,
+        ResourceType::User,
+        &u.id,
+        json!({"userName": "u2"}),
+        now(),
+    )
+    .unwrap();
+    assert_eq!(shown(&store), expect(["u2", "Okta's name", "Inner 2"]));
+}
+
 #[test]
 fn removing_a_non_member_is_a_no_op_that_keeps_the_version() {
     let (_d, store) = open();

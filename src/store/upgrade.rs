@@ -17,14 +17,15 @@ use std::path::{Path, PathBuf};
 use redb::{Database, ReadableDatabase, ReadableTable, WriteTransaction};
 
 use super::{
-    get_in, index_keeping_first, put_in, repair_primaries, table, StoreError, StoreResult, EMAILS,
-    FORMAT_KEY, GROUP_NAMES, SETTINGS, USER_NAMES,
+    get_in, index_keeping_first, member_fields, member_value, own_name_in, put_in,
+    repair_primaries, table, StoreError, StoreResult, EMAILS, FORMAT_KEY, GROUP_NAMES, MEMBERS,
+    SETTINGS, USER_NAMES,
 };
 use crate::clock::Timestamp;
 use crate::scim::schema::ResourceType;
 
 /// The on-disk format this binary reads and writes.
-pub(crate) const FORMAT_VERSION: u32 = 2;
+pub(crate) const FORMAT_VERSION: u32 = 3;
 
 /// One upgrade: from format `from` to `from + 1`, inside the caller's transaction.
 struct Step {
@@ -34,12 +35,20 @@ struct Step {
     run: fn(&WriteTransaction, &mut Upgrade) -> StoreResult<()>,
 }
 
-const STEPS: &[Step] = &[Step {
-    from: 1,
-    what: "userName, group name and email index keys become caseless (Unicode NFC + case \
-           folding); values with more than one primary: true keep only the first",
-    run: v1_to_v2,
-}];
+const STEPS: &[Step] = &[
+    Step {
+        from: 1,
+        what: "userName, group name and email index keys become caseless (Unicode NFC + \
+               case folding); values with more than one primary: true keep only the first",
+        run: v1_to_v2,
+    },
+    Step {
+        from: 2,
+        what: "membership rows keep the member's name, so a group's members render \
+               without reading each member",
+        run: v2_to_v3,
+    },
+];
 
 /// What an upgrade did, for the log and the tests.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -204,6 +213,49 @@ fn upgrade_v1_record(
     index_keeping_first(txn, rt, &r, &mut report.notes)
 }
 
+/// Format 3 keeps, in each membership row without a client-given `display`, the
+/// member's own name (flagged `OWN_NAME`), which format 2 looked up in the member's
+/// record at every read. Rows with a given `display` are format 3 already. Walks the
+/// table in pages of 1,000 rows so memory does not grow with the directory.
+fn v2_to_v3(txn: &WriteTransaction, _report: &mut Upgrade) -> StoreResult<()> {
+    let mut after: Option<(String, String)> = None;
+    loop {
+        let mut page = Vec::with_capacity(1000);
+        let mut last = None;
+        {
+            let t = txn.open_table(MEMBERS)?;
+            let range = match &after {
+                Some((g, m)) => t.range::<(&str, &str)>((
+                    std::ops::Bound::Excluded((g.as_str(), m.as_str())),
+                    std::ops::Bound::Unbounded,
+                ))?,
+                None => t.range::<(&str, &str)>(..)?,
+            };
+            for row in range.take(1000) {
+                let (k, v) = row?;
+                let (g, m) = k.value();
+                let (rt, own, name) = member_fields(v.value());
+                // Format 2 wrote the type code alone when no display was given.
+                if !own && name.is_none() {
+                    page.push((g.to_owned(), m.to_owned(), rt));
+                }
+                last = Some((g.to_owned(), m.to_owned()));
+            }
+        }
+        let Some(last) = last else { break };
+        let mut t = txn.open_table(MEMBERS)?;
+        for (g, m, rt) in page {
+            let name = own_name_in(txn, rt, &m)?;
+            t.insert(
+                (g.as_str(), m.as_str()),
+                member_value(rt, None, name.as_deref()).as_slice(),
+            )?;
+        }
+        after = Some(last);
+    }
+    Ok(())
+}
+
 /// Up to `limit` ids after `after`, in order: the upgrade walks a table in pages so
 /// its memory does not grow with the directory.
 fn ids_after(
@@ -324,6 +376,53 @@ mod tests {
         let again = Store::open(&path, &StoreOptions::default()).unwrap();
         again.close();
         assert!(!backup_path(&path, 1).exists());
+    }
+
+    #[test]
+    fn format_2_membership_rows_get_the_members_names() {
+        let (_dir, path) = fixture("format2/format2.redb");
+        assert_eq!(version_of(&path), Some(2));
+        let store = Store::open(&path, &StoreOptions::default()).unwrap();
+        assert_eq!(store.upgraded().map(|u| (u.from, u.to)), Some((2, 3)));
+        assert_eq!(version_of(&backup_path(&path, 2)), Some(2));
+        let snap = store.snapshot().unwrap();
+        let id = |name: &str| snap.find_by_user_name(name).unwrap().unwrap();
+        let (alice, bob) = (id("alice@example.com"), id("bob@example.com"));
+        let group = |name: &str| snap.find_groups_by_name(name).unwrap()[0].clone();
+        let rows = |g: &str| -> Vec<(String, Vec<u8>)> {
+            let t = snap.txn.open_table(MEMBERS).unwrap();
+            t.range((g, "")..)
+                .unwrap()
+                .map(|r| r.unwrap())
+                .take_while(|(k, _)| k.value().0 == g)
+                .map(|(k, v)| (k.value().1.to_owned(), v.value().to_vec()))
+                .collect()
+        };
+        let own =
+            |code: u8, name: &str| [&[code | super::super::OWN_NAME][..], name.as_bytes()].concat();
+        // The display the client gave stays as it was; rows without one now hold
+        // the member's own name (a user's userName when it has no displayName, a
+        // group's displayName).
+        let mut shown = rows(&group("Shown"));
+        shown.sort();
+        let mut want = vec![
+            (alice.clone(), [&[1u8][..], b"Alice from Okta"].concat()),
+            (bob.clone(), own(1, "bob@example.com")),
+        ];
+        want.sort();
+        assert_eq!(shown, want);
+        assert_eq!(
+            rows(&group("Inner")),
+            [(alice.clone(), own(1, "alice@example.com"))]
+        );
+        assert_eq!(rows(&group("Outer")), [(group("Inner"), own(2, "Inner"))]);
+        let refs = snap
+            .references(ResourceType::Group, &group("Outer"))
+            .unwrap();
+        assert_eq!(refs[0].display.as_deref(), Some("Inner"));
+        assert_eq!(refs[0].rt, ResourceType::Group);
+        drop(snap);
+        store.close();
     }
 
     #[test]

@@ -487,16 +487,68 @@ fn a_group_larger_than_a_thousand_members_reads_whole_and_without_members() {
         );
         assert_eq!(r.status, 204);
     }
-    // The full read runs as heavy work off the async workers: same answer.
+    // One member shows the display its client gave, the others their own names.
+    let given = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [{"op": "add", "path": "members",
+                        "value": [{"value": ids[3], "display": "Given name"}]}]});
+    assert_eq!(c.patch(&format!("/Groups/{gid}"), &given).status, 204);
+    let renamed = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [{"op": "replace", "path": "displayName", "value": "Renamed Seven"}]});
+    assert_eq!(c.patch(&format!("/Users/{}", ids[7]), &renamed).status, 200);
+    // The full read runs off the async workers and is streamed (no Content-Length,
+    // chunked): same answer as a whole body would be.
     let full = c.get(&format!("/Groups/{gid}"));
     assert_eq!(full.status, 200);
-    let members = full.json()["members"].as_array().unwrap().clone();
+    assert_eq!(full.header("content-length"), None);
+    assert_eq!(full.header("transfer-encoding").as_deref(), Some("chunked"));
+    assert_eq!(
+        full.header("content-type").as_deref(),
+        Some("application/scim+json")
+    );
+    let body = full.json();
+    assert_eq!(body["displayName"], "All staff");
+    assert_eq!(
+        body["meta"]["version"].as_str(),
+        full.header("etag").as_deref()
+    );
+    let members = body["members"].as_array().unwrap().clone();
     assert_eq!(members.len(), 1005);
     assert!(members.iter().any(|m| m["value"] == ids[1004].as_str()));
+    let shown = |id: &str| {
+        let m = members.iter().find(|m| m["value"] == id).unwrap();
+        assert_eq!(m["type"], "User");
+        assert!(m["$ref"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("/Users/{id}")));
+        m["display"].as_str().unwrap().to_owned()
+    };
+    assert_eq!(shown(&ids[3]), "Given name");
+    assert_eq!(shown(&ids[7]), "Renamed Seven");
+    assert_eq!(shown(&ids[9]), "m9@example.com");
+    // A projection applies to the streamed members too.
+    let values = c.get(&format!("/Groups/{gid}?attributes=members.value"));
+    assert_eq!(values.status, 200);
+    let values = values.json();
+    assert!(values.get("displayName").is_none());
+    let list = values["members"].as_array().unwrap();
+    assert_eq!(list.len(), 1005);
+    assert!(list.iter().all(|m| m.as_object().unwrap().len() == 1));
+    // The ETag answers 304 without a body.
+    let etag = full.header("etag").unwrap();
+    let same = c.scim_with(
+        "GET",
+        &format!("/Groups/{gid}"),
+        None,
+        &[("if-none-match", &etag)],
+    );
+    assert_eq!((same.status, same.body.len()), (304, 0));
     let slim = c.get(&format!("/Groups/{gid}?excludedAttributes=members"));
     assert_eq!(slim.status, 200);
     assert!(slim.json().get("members").is_none());
-    assert_eq!(slim.header("etag"), full.header("etag"));
+    assert_eq!(slim.header("etag"), Some(etag));
+    // A group read without members is not streamed.
+    assert!(slim.header("content-length").is_some());
 }
 
 #[test]

@@ -11,7 +11,7 @@ use crate::support::{cli, Server};
 
 fn fixture(name: &str) -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/format1")
+        .join("tests/fixtures")
         .join(name)
 }
 
@@ -27,12 +27,12 @@ fn users_named(c: &crate::support::Client, name: &str) -> Value {
 fn a_format_1_database_is_upgraded_at_start_and_keeps_working() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("scimbridge.redb");
-    std::fs::copy(fixture("format1.redb"), &db).unwrap();
+    std::fs::copy(fixture("format1/format1.redb"), &db).unwrap();
     // The first command that opens the database upgrades it, and says so.
     let (ok, _, stderr) = cli(dir.path(), &["token", "list"]);
     assert!(ok, "{stderr}");
     assert!(
-        stderr.contains("upgraded the database from format 1 to 2")
+        stderr.contains("upgraded the database from format 1 to 3")
             && stderr.contains("format1-backup")
             && stderr.contains("repaired:"),
         "{stderr}"
@@ -42,7 +42,7 @@ fn a_format_1_database_is_upgraded_at_start_and_keeps_working() {
     let mut s = Server::start_in(dir, "after-upgrade");
     let c = s.client();
     // The token the format-1 release issued still authenticates.
-    let old_token = std::fs::read_to_string(fixture("token.txt")).unwrap();
+    let old_token = std::fs::read_to_string(fixture("format1/token.txt")).unwrap();
     let old = c.with_token(old_token.trim());
     assert_eq!(old.get("/Users").json()["totalResults"], 5);
     // Caseless userNames: both spellings find the one the index kept.
@@ -79,7 +79,7 @@ fn a_format_1_export_is_imported_and_its_repairs_are_reported() {
     let dir = tempfile::tempdir().unwrap();
     let (ok, stdout, stderr) = cli(
         dir.path(),
-        &["import", fixture("format1.jsonl").to_str().unwrap()],
+        &["import", fixture("format1/format1.jsonl").to_str().unwrap()],
     );
     assert!(ok, "{stderr}");
     assert!(
@@ -91,4 +91,56 @@ fn a_format_1_export_is_imported_and_its_repairs_are_reported() {
         "{stderr}"
     );
     assert!(stderr.contains("STRASSE@example.com"), "{stderr}");
+}
+
+#[test]
+fn a_format_2_database_shows_member_names_from_its_rows_and_follows_renames() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        fixture("format2/format2.redb"),
+        dir.path().join("scimbridge.redb"),
+    )
+    .unwrap();
+    let (ok, _, stderr) = cli(dir.path(), &["token", "list"]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains("upgraded the database from format 2 to 3"),
+        "{stderr}"
+    );
+    assert!(dir.path().join("scimbridge.redb.format2-backup").exists());
+    let mut s = Server::start_in(dir, "after-upgrade");
+    // The token the format-2 release issued still authenticates.
+    let token = std::fs::read_to_string(fixture("format2/token.txt")).unwrap();
+    let c = s.client().with_token(token.trim());
+    let filter: String = form_urlencoded::byte_serialize(b"displayName eq \"Shown\"").collect();
+    let shown = |c: &crate::support::Client| -> Vec<String> {
+        let page = c.get(&format!("/Groups?filter={filter}")).json();
+        let mut names: Vec<String> = page["Resources"][0]["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["display"].as_str().unwrap().to_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(shown(&c), ["Alice from Okta", "bob@example.com"]);
+    // Renaming a member shows at once; the display the client gave stays.
+    let bob = users_named(&c, "bob@example.com")["Resources"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let alice = users_named(&c, "alice@example.com")["Resources"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let rename = |id: &str, name: &str| {
+        let body = serde_json::json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+            "Operations": [{"op": "replace", "path": "displayName", "value": name}]});
+        assert_eq!(c.patch(&format!("/Users/{id}"), &body).status, 200);
+    };
+    rename(&bob, "Bob Builder");
+    rename(&alice, "Alice Liddell");
+    assert_eq!(shown(&c), ["Alice from Okta", "Bob Builder"]);
+    s.stop();
 }
