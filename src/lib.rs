@@ -28,20 +28,7 @@ mod server;
 mod store;
 pub mod tls;
 
-/// Entry points of the fuzz targets (`fuzz/targets.rs`, run by cargo-fuzz and by
-/// the replay test in `cargo test`) into parsers of the edges, which are not part
-/// of the library's API. Not an API either.
+/// Entry points of the fuzz targets into parsers of the edges (each edge owns its
+/// own); not an API.
 #[doc(hidden)]
-pub mod fuzzing {
-    use crate::scim::error::ScimError;
-
-    /// `POST /Bulk`'s parsing and per-operation checks with nothing executed
-    /// (`http::bulk::check_request`): the request's refusal, or one result per
-    /// operation.
-    pub fn bulk(
-        body: &serde_json::Value,
-        max_ops: usize,
-    ) -> Result<Vec<Result<(), ScimError>>, ScimError> {
-        crate::http::bulk::check_request(body, max_ops)
-    }
-}
+pub use http::bulk::fuzzing;

@@ -381,3 +381,19 @@ async fn run_op(
         Outcome::NotModified { .. } | Outcome::Streamed { .. } => return Err(ScimError::internal()),
     })
 }
+
+/// The fuzz targets' entry into Bulk (`fuzz/targets.rs`, run by cargo-fuzz and by
+/// the replay test in `cargo test`), re-exported as `scimbridge::fuzzing`. Not an API.
+pub mod fuzzing {
+    use crate::scim::error::ScimError;
+
+    /// `POST /Bulk`'s parsing and per-operation checks with nothing executed
+    /// (`check_request`): the request's refusal, or one result per
+    /// operation.
+    pub fn bulk(
+        body: &serde_json::Value,
+        max_ops: usize,
+    ) -> Result<Vec<Result<(), ScimError>>, ScimError> {
+        super::check_request(body, max_ops)
+    }
+}
