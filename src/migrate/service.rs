@@ -205,12 +205,7 @@ impl Migration {
     /// What a target can hold, before any write: its capabilities and the attributes
     /// of the directory it does not define (`migrate check --to`).
     pub(crate) async fn check_target(&self, req: PushRequest) -> MigrateResult<TargetCheck> {
-        let target = Target::parse(&req.target, req.allow_http)?;
-        let mut client = Client::new(
-            target.clone(),
-            req.token.clone(),
-            req.cacert.as_deref().map(str::as_bytes),
-        )?;
+        let (target, mut client) = connect(&req)?;
         let d = target::discover(&mut client).await?;
         let snapshot = self.store.snapshot()?;
         let mut unsupported = std::collections::BTreeSet::new();
@@ -233,12 +228,7 @@ impl Migration {
         req: PushRequest,
         progress: ProgressSink<'_>,
     ) -> MigrateResult<PushOutcome> {
-        let target = Target::parse(&req.target, req.allow_http)?;
-        let mut client = Client::new(
-            target.clone(),
-            req.token.clone(),
-            req.cacert.as_deref().map(str::as_bytes),
-        )?;
+        let (target, mut client) = connect(&req)?;
         let _guard = self.lock.lock().await;
         let current = self.state()?;
         if current.phase == Phase::CutOver {
@@ -691,4 +681,16 @@ fn rule_from_text(t: &str) -> Option<MatchRule> {
     ]
     .into_iter()
     .find(|r| r.as_str() == t)
+}
+
+/// The push target named by a request and a SCIM client for it (its token, and the
+/// CA file's certificates when given).
+fn connect(req: &PushRequest) -> MigrateResult<(Target, Client)> {
+    let target = Target::parse(&req.target, req.allow_http)?;
+    let client = Client::new(
+        target.clone(),
+        req.token.clone(),
+        req.cacert.as_deref().map(str::as_bytes),
+    )?;
+    Ok((target, client))
 }
