@@ -14,12 +14,12 @@ use serde_json::{Map, Value};
 
 use super::render::{refs_attr, render, with_references, Resource};
 use crate::scim::error::ScimError;
-use crate::scim::filter::{self, Filter};
+use crate::scim::filter::{self, Filter, Prefilter};
 use crate::scim::path::AttrPath;
 use crate::scim::query::{self, ListParams, Lookup};
 use crate::scim::resource::Projection;
 use crate::scim::schema::ResourceType;
-use crate::store::{Snapshot, StoreResult, StoredResource};
+use crate::store::{RawResource, Snapshot, StoreError, StoreResult, StoredResource};
 
 /// A list query: which resources, which page, which attributes.
 #[derive(Debug, Clone)]
@@ -198,7 +198,7 @@ fn user_name_order(
         let Some(r) = snapshot.get(rt, id)? else {
             return Ok(true);
         };
-        if let Some(m) = eval.matching(r)? {
+        if let Some(m) = eval.matching(Candidate::Whole(r))? {
             offer(&eval, m, &mut matched, start..end, &mut page)?;
         }
         Ok(true)
@@ -300,14 +300,15 @@ fn after_page(
 }
 
 /// Feeds `f` the resources of `rt` that the filter may match, in id order: the
-/// index plan's candidates when the filter has one, else every resource. Only ids
+/// index plan's candidates (read whole) when the filter has one, else every row of
+/// the table, undecoded. Only ids
 /// after `after` are considered. Stops when `f` returns false.
 fn candidates(
     snapshot: &Snapshot,
     rt: ResourceType,
     filter: Option<&Filter>,
     after: Option<&str>,
-    f: &mut dyn FnMut(StoredResource) -> StoreResult<bool>,
+    f: &mut dyn FnMut(Candidate<'_>) -> StoreResult<bool>,
 ) -> StoreResult<()> {
     match filter.and_then(|f| query::plan(f, rt)) {
         Some(lookup) => {
@@ -319,14 +320,14 @@ fn candidates(
                     continue;
                 }
                 if let Some(r) = snapshot.get(rt, &id)? {
-                    if !f(r)? {
+                    if !f(Candidate::Whole(r))? {
                         break;
                     }
                 }
             }
             Ok(())
         }
-        None => snapshot.scan_after(rt, after, f),
+        None => snapshot.scan_raw_after(rt, after, |raw| f(Candidate::Row(raw))),
     }
 }
 
@@ -362,9 +363,19 @@ fn execute(snapshot: &Snapshot, rt: ResourceType, lookup: &Lookup) -> StoreResul
     })
 }
 
+/// A resource the filter may match: read whole (an index plan's candidate) or the
+/// stored row as a scan found it, which the evaluator decodes only as far as it needs.
+enum Candidate<'r> {
+    Whole(StoredResource),
+    Row(RawResource<'r>),
+}
+
 /// A candidate that passed the filter: rendered when the filter needed it.
 enum Match {
     Stored(StoredResource),
+    /// Decoded with only the attributes the filter and the sort read (`Evaluator::
+    /// keys`): read whole again by id if it is rendered.
+    Sparse(StoredResource),
     Rendered {
         full: Map<String, Value>,
         with_refs: bool,
@@ -384,6 +395,12 @@ struct Evaluator<'a> {
     wants_refs: bool,
     /// The filter can be evaluated on the stored attributes (see `matching`).
     on_stored_form: bool,
+    /// What a scanned row's bytes must contain to possibly match (`on_stored_form`
+    /// filters only): rows without it are never decoded.
+    prefilter: Option<Prefilter>,
+    /// The only top-level attributes the filter and the sort read, when both can do
+    /// with stored attributes: scanned rows are decoded with just these.
+    keys: Option<Vec<&'static str>>,
     base: &'a str,
 }
 
@@ -391,14 +408,36 @@ impl<'a> Evaluator<'a> {
     fn new(snapshot: &'a Snapshot, rt: ResourceType, q: &'a Query, base: &'a str) -> Self {
         let filter = q.params.filter.as_ref();
         let names = |n: &str| filter.is_some_and(|f| query::mentions(f, n));
+        let not_stored = ["id", "meta", "schemas", refs_attr(rt)];
+        let on_stored_form = !not_stored.iter().any(|n| names(n));
+        let filter_keys = match filter {
+            None => Some(Vec::new()),
+            Some(f) if on_stored_form => query::filter_keys(f, rt),
+            Some(_) => None,
+        };
+        let sort_key = match &q.params.sort_by {
+            None => Some(None),
+            Some(path) => query::top_level_key(rt, path)
+                .filter(|k| !not_stored.iter().any(|n| n.eq_ignore_ascii_case(k)))
+                .map(Some),
+        };
+        let keys = match (filter_keys, sort_key) {
+            (Some(mut keys), Some(sort)) => {
+                keys.extend(sort.filter(|k| !keys.contains(k)));
+                Some(keys)
+            }
+            _ => None,
+        };
         Evaluator {
             snapshot,
             rt,
             filter,
             refs_in_filter: names(refs_attr(rt)),
-            on_stored_form: !["id", "meta", "schemas", refs_attr(rt)]
-                .iter()
-                .any(|n| names(n)),
+            on_stored_form,
+            prefilter: filter
+                .filter(|_| on_stored_form)
+                .and_then(|f| Prefilter::new(f, rt)),
+            keys,
             wants_refs: q.projection.includes(rt, refs_attr(rt)),
             base,
         }
@@ -407,13 +446,35 @@ impl<'a> Evaluator<'a> {
     /// The candidate if the filter matches it. A filter that names neither `id`,
     /// `meta`, `schemas` nor the references is evaluated on the stored attributes,
     /// which have the rendered shape for every other attribute, so a scan renders
-    /// only what it returns.
-    fn matching(&self, r: StoredResource) -> StoreResult<Option<Match>> {
+    /// only what it returns; a scanned row is first checked by the prefilter on its
+    /// bytes, then decoded with only the attributes the filter and sort read.
+    fn matching(&self, c: Candidate<'_>) -> StoreResult<Option<Match>> {
+        let (r, sparse) = match c {
+            Candidate::Whole(r) => (r, false),
+            Candidate::Row(raw) => {
+                if let Some(p) = &self.prefilter {
+                    if !p.may_match(raw.bytes()) {
+                        return Ok(None);
+                    }
+                }
+                match &self.keys {
+                    Some(keys) => (raw.decode_only(keys)?, true),
+                    None => (raw.decode()?, false),
+                }
+            }
+        };
+        let kept = |r| {
+            if sparse {
+                Match::Sparse(r)
+            } else {
+                Match::Stored(r)
+            }
+        };
         let Some(f) = self.filter else {
-            return Ok(Some(Match::Stored(r)));
+            return Ok(Some(kept(r)));
         };
         if self.on_stored_form {
-            return Ok(filter::matches(f, self.rt, &r.attrs).then_some(Match::Stored(r)));
+            return Ok(filter::matches(f, self.rt, &r.attrs).then(|| kept(r)));
         }
         // Evaluate without loading references when the filter can do without: a
         // group's `members[value eq "X"]` becomes one membership-table lookup.
@@ -457,6 +518,7 @@ impl<'a> Evaluator<'a> {
                 let full = render(self.snapshot, self.rt, r, false, self.base)?;
                 (query::sort_value(self.rt, &full, path), id)
             }
+            Match::Sparse(r) => (query::sort_value(self.rt, &r.attrs, path), r.id),
             Match::Rendered { full, id, .. } => (query::sort_value(self.rt, &full, path), id),
         })
     }
@@ -465,6 +527,17 @@ impl<'a> Evaluator<'a> {
     fn finish(&self, m: Match) -> StoreResult<Resource> {
         let full = match m {
             Match::Stored(r) => render(self.snapshot, self.rt, r, self.wants_refs, self.base)?,
+            Match::Sparse(r) => {
+                // The row was read from this snapshot a moment ago.
+                let whole = self.snapshot.get(self.rt, &r.id)?.ok_or_else(|| {
+                    StoreError::Storage(format!(
+                        "{} {} vanished from a snapshot",
+                        self.rt.name(),
+                        r.id
+                    ))
+                })?;
+                render(self.snapshot, self.rt, whole, self.wants_refs, self.base)?
+            }
             Match::Rendered {
                 mut full,
                 with_refs,
@@ -663,6 +736,74 @@ mod tests {
         assert_eq!(names(&page), ["u02@example.com", "u04@example.com"]);
         let past = run(&snap, &sorted(None, "userName", "ascending", 9, 3), "").unwrap();
         assert!(past.resources.is_empty());
+    }
+
+    #[test]
+    fn scans_decode_only_what_they_read_and_render_the_page_whole() {
+        // Titles: "Senior Engineer" (i % 3 == 0), the Kelvin sign (U+212A, which
+        // folds to "k": the prefilter must keep its non-ASCII row), "Accountant".
+        let (_d, store) = store_with(30, |i| {
+            let title = match i % 3 {
+                0 => "Senior Engineer",
+                1 => "\u{212A}iosk lead",
+                _ => "Accountant",
+            };
+            json!({"userName": format!("u{i:02}@example.com"), "title": title,
+                   "displayName": format!("User {i}")})
+        });
+        let snap = store.snapshot().unwrap();
+        let eval_for = |f: &str| {
+            let q = query(Some(f), 5, Paging::Index);
+            let e = Evaluator::new(&snap, ResourceType::User, &q, "");
+            (e.prefilter.is_some(), e.keys.clone())
+        };
+        assert_eq!(
+            eval_for(r#"title co "engineer""#),
+            (true, Some(vec!["title"]))
+        );
+        assert_eq!(eval_for(r#"meta.version pr"#), (false, None));
+
+        let page = run(
+            &snap,
+            &query(Some(r#"title co "ENGINEER""#), 5, Paging::Index),
+            "",
+        )
+        .unwrap();
+        assert_eq!(page.total, Some(10));
+        assert_eq!(
+            names(&page),
+            [
+                "u00@example.com",
+                "u03@example.com",
+                "u06@example.com",
+                "u09@example.com",
+                "u12@example.com"
+            ]
+        );
+        // The page is the whole resource, not the attributes the filter read.
+        let first = page.resources[0].attributes();
+        assert_eq!(first["displayName"], "User 0");
+        assert_eq!(first["meta"]["resourceType"], "User");
+        let page = run(
+            &snap,
+            &query(Some(r#"title sw "k""#), 100, Paging::Index),
+            "",
+        )
+        .unwrap();
+        assert_eq!(
+            page.total,
+            Some(10),
+            "the Kelvin-sign titles match caselessly"
+        );
+        let page = run(
+            &snap,
+            &query(Some(r#"title co "eng""#), 4, Paging::After(None)),
+            "",
+        )
+        .unwrap();
+        assert_eq!(page.resources.len(), 4);
+        assert_eq!(page.resources[3].get("displayName").unwrap(), "User 9");
+        assert!(page.next_after.is_some());
     }
 
     #[test]

@@ -29,6 +29,9 @@ use super::error::{ScimError, ScimResult};
 use super::path::AttrPath;
 use super::schema::{AttrDef, AttrType, ResourceType};
 
+mod prefilter;
+pub use prefilter::Prefilter;
+
 /// Longest filter accepted, in bytes.
 pub const MAX_FILTER_LEN: usize = 4096;
 /// Deepest nesting of parentheses, `not` and value paths accepted.

@@ -88,6 +88,45 @@ pub fn mentions(filter: &Filter, name: &str) -> bool {
     }
 }
 
+/// The top-level key of a resource object that holds the attribute `path` names: the
+/// attribute's canonical name, or the URN of the extension schema holding it.
+/// `None` when the path does not resolve for `rt`.
+pub fn top_level_key(rt: ResourceType, path: &AttrPath) -> Option<&'static str> {
+    let found = path.resolve(rt)?;
+    Some(match found.schema {
+        Some(ext) => ext.id,
+        None => found.def.name,
+    })
+}
+
+/// The top-level keys whose values decide `filter` (see [`top_level_key`]); a
+/// resource object holding only these keys (matched case-insensitively) gives the
+/// same [`filter::matches`](super::filter::matches) answer as the whole resource.
+/// `None` when a path does not resolve (then nothing may be left out).
+pub fn filter_keys(filter: &Filter, rt: ResourceType) -> Option<Vec<&'static str>> {
+    let mut keys = Vec::new();
+    fn walk(f: &Filter, rt: ResourceType, keys: &mut Vec<&'static str>) -> Option<()> {
+        match f {
+            Filter::Compare { path, .. }
+            | Filter::Present(path)
+            | Filter::ValuePath { path, .. } => {
+                let k = top_level_key(rt, path)?;
+                if !keys.contains(&k) {
+                    keys.push(k);
+                }
+            }
+            Filter::And(a, b) | Filter::Or(a, b) => {
+                walk(a, rt, keys)?;
+                walk(b, rt, keys)?;
+            }
+            Filter::Not(a) => walk(a, rt, keys)?,
+        }
+        Some(())
+    }
+    walk(filter, rt, &mut keys)?;
+    Some(keys)
+}
+
 /// Always true / always false, written in the filter language (`id` is always
 /// present), so a resolved membership check stays a `Filter`.
 fn constant(v: bool) -> Filter {

@@ -15,6 +15,7 @@ pub(crate) mod audit;
 mod health;
 mod migration;
 mod nesting;
+mod sparse;
 mod tables;
 mod tokens;
 mod upgrade;
@@ -23,6 +24,7 @@ pub(crate) use admin::{AdminPassword, SetupCode, SetupRefusal};
 pub(crate) use audit::{ActorKind, AuditOutcome, AuditRecord};
 pub(crate) use health::StorageHealth;
 pub(crate) use migration::{MigrationState, Phase, StoredPolicy};
+pub(crate) use sparse::RawResource;
 pub(crate) use tokens::{hex, Scope, TokenRecord, TokenState};
 pub(crate) use upgrade::{Upgrade, FORMAT_VERSION};
 
@@ -1835,6 +1837,17 @@ impl Snapshot {
         after: Option<&str>,
         mut f: impl FnMut(StoredResource) -> StoreResult<bool>,
     ) -> StoreResult<()> {
+        self.scan_raw_after(rt, after, |r| f(r.decode()?))
+    }
+
+    /// `scan_after` handing over each row undecoded, so the caller decodes only
+    /// what it needs (a filter's prefilter on the bytes, a sparse decode).
+    pub(crate) fn scan_raw_after(
+        &self,
+        rt: ResourceType,
+        after: Option<&str>,
+        mut f: impl FnMut(RawResource<'_>) -> StoreResult<bool>,
+    ) -> StoreResult<()> {
         let t = self.txn.open_table(table(rt))?;
         let rows = match after {
             Some(a) => {
@@ -1844,7 +1857,7 @@ impl Snapshot {
         };
         for row in rows {
             let (_, v) = row?;
-            if !f(serde_json::from_slice(v.value())?)? {
+            if !f(RawResource(v.value()))? {
                 break;
             }
         }
