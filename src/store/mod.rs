@@ -24,7 +24,6 @@ pub(crate) use admin::{AdminPassword, SetupCode, SetupRefusal};
 pub(crate) use audit::{ActorKind, AuditOutcome, AuditRecord};
 pub(crate) use health::StorageHealth;
 pub(crate) use migration::{MigrationState, Phase, StoredPolicy};
-pub(crate) use sparse::RawResource;
 pub(crate) use tokens::{hex, Scope, TokenRecord, TokenState};
 pub(crate) use upgrade::{Upgrade, FORMAT_VERSION};
 
@@ -46,6 +45,8 @@ use crate::scim::error::ScimError;
 use crate::scim::resource::{Attributes, Meta, Reference};
 use crate::scim::schema::ResourceType;
 use crate::scim::text::caseless;
+
+pub(crate) use sparse::RawResource;
 
 pub(crate) const SETTINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("settings");
 const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
