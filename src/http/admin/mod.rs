@@ -80,9 +80,9 @@ impl JobKind {
 
 struct Job {
     kind: &'static str,
-    started: String,
+    started: Timestamp,
     progress: Option<Progress>,
-    finished: Option<String>,
+    finished: Option<Timestamp>,
     outcome: Option<Result<JobOutcome, String>>,
 }
 
@@ -1478,9 +1478,9 @@ fn migration_page(state: &AppState, chrome: Chrome<'_>) -> Response<Body> {
     let job = state.admin.job.lock().ok().and_then(|j| {
         j.as_ref().map(|j| pages::JobView {
             kind: j.kind,
-            started: j.started.clone(),
+            started: j.started,
             progress: j.progress.clone(),
-            finished: j.finished.clone(),
+            finished: j.finished,
             outcome: j.outcome.clone(),
         })
     });
@@ -1705,7 +1705,7 @@ async fn start_job(state: &Arc<AppState>, who: &Caller, kind: JobKind) -> (Strin
                 None => {
                     *slot = Some(Job {
                         kind: name,
-                        started: Timestamp::now().to_rfc3339(),
+                        started: Timestamp::now(),
                         progress: None,
                         finished: None,
                         outcome: None,
@@ -1747,7 +1747,7 @@ async fn start_job(state: &Arc<AppState>, who: &Caller, kind: JobKind) -> (Strin
         app.audit(&who, entry.outcome(&outcome)).await;
         if let Ok(mut j) = slot.lock() {
             if let Some(j) = j.as_mut() {
-                j.finished = Some(Timestamp::now().to_rfc3339());
+                j.finished = Some(Timestamp::now());
                 j.outcome = Some(outcome);
             }
         }

@@ -1083,12 +1083,13 @@ pub(crate) enum JobOutcome {
     Cutover(CutoverReport),
 }
 
-/// A background migration job as the page shows it.
+/// A background migration job as the page shows it; the times are formatted only
+/// when rendered (`when`).
 pub(crate) struct JobView {
     pub kind: &'static str,
-    pub started: String,
+    pub started: crate::clock::Timestamp,
     pub progress: Option<Progress>,
-    pub finished: Option<String>,
+    pub finished: Option<crate::clock::Timestamp>,
     pub outcome: Option<Result<JobOutcome, String>>,
 }
 
