@@ -129,6 +129,9 @@ pub(super) fn run(cfg: &Config, cmd: &MigrateCommand) -> Result<ExitCode> {
             if *json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
+                for n in &report.notes {
+                    println!("note: {n}");
+                }
                 print_extras(&report.only_on_target, &report.not_kept);
                 print_differences(&report.differences);
             }

@@ -168,6 +168,41 @@ impl Run {
     fn refused_notes(&self) -> Vec<String> {
         lock(&self.refused).values().cloned().collect()
     }
+    /// Did the target refuse to list `rt` without a filter (in this run or, for the
+    /// mirror and verify, in the push)?
+    fn listing_refused(&self, rt: ResourceType) -> bool {
+        lock(&self.refused).contains_key(&listing_key(rt))
+    }
+    /// Records that the target lists `rt` only through a filter: matching goes on by
+    /// lookups, verify reads each resource by id. Kept with the refused filters
+    /// (`refused_filters`: `migrate status`, the Migration page).
+    fn refuse_listing(&self, e: MigrateError) -> MigrateResult<()> {
+        let MigrateError::ListingRefused {
+            endpoint,
+            status,
+            detail,
+        } = e
+        else {
+            return Err(e);
+        };
+        let note = format!(
+            "the target refused to list {endpoint} without a filter ({status}: {detail}); \
+             each resource is looked up by filter instead and verify reads each one by id \
+             (duplicates and accounts only on the target are not looked for)"
+        );
+        let rt = if endpoint == ResourceType::Group.endpoint() {
+            ResourceType::Group
+        } else {
+            ResourceType::User
+        };
+        lock(&self.refused).insert(listing_key(rt), note);
+        Ok(())
+    }
+}
+
+/// The `refused` key of an unfiltered listing the target refused.
+fn listing_key(rt: ResourceType) -> String {
+    format!("{} listing", rt.endpoint())
 }
 
 /// Runs `work` over `jobs` with one client per worker (at most `pool.len()` at once),
@@ -482,18 +517,24 @@ async fn lookup(
 
 /// Lists the target's resources of `rt` into the run's index (once per run).
 async fn ensure_index(client: &mut Client, run: &Run, rt: ResourceType) -> MigrateResult<()> {
-    if lock(&run.index).contains_key(&rt) {
+    if lock(&run.index).contains_key(&rt) || run.listing_refused(rt) {
         return Ok(());
     }
     let caps = run.caps();
     let mut index = TargetIndex::default();
     let query = format!("&attributes=externalId,{}", name_attr(rt));
-    target::list(client, &caps, rt, &query, &run.events, |v| {
+    let listed = target::list(client, &caps, rt, &query, &run.events, |v| {
         index.add(rt, &v)
     })
-    .await?;
-    lock(&run.index).insert(rt, index);
-    Ok(())
+    .await;
+    match listed {
+        Ok(_) => {
+            lock(&run.index).insert(rt, index);
+            Ok(())
+        }
+        // Without an index, `find` looks each resource up by filter.
+        Err(e) => run.refuse_listing(e),
+    }
 }
 
 /// Finds an existing resource for `attrs`: in the index when there is one, else by
@@ -529,6 +570,10 @@ async fn find_fresh(
 ) -> MigrateResult<Option<(String, MatchRule)>> {
     if let Some(m) = lookup(client, run, rt, attrs).await? {
         return Ok(Some(m));
+    }
+    if run.listing_refused(rt) {
+        // Nothing to list; the lookup above was all the target allows.
+        return Ok(None);
     }
     find(client, run, rt, attrs, true).await
 }
@@ -800,14 +845,21 @@ fn unsupported(snapshot: &Snapshot, d: &Discovery) -> MigrateResult<Vec<String>>
 }
 
 /// Lists the target when that costs fewer requests than looking each unmatched
-/// resource up, or when the target cannot filter.
+/// resource up, or when the target cannot filter. A target that refuses to list
+/// without a filter is searched per resource (noted, not a failure).
 async fn choose_matching(client: &mut Client, run: &Run, snapshot: &Snapshot) -> MigrateResult<()> {
     let caps = run.caps();
     for rt in ResourceType::ALL {
         let unmapped = snapshot
             .count(rt)?
             .saturating_sub(snapshot.target_ids(rt)?.len() as u64);
-        let total = target::total(client, rt).await?;
+        let total = match target::total(client, rt).await {
+            Ok(total) => total,
+            Err(e) => {
+                run.refuse_listing(e)?;
+                continue;
+            }
+        };
         let page = if caps.max_results > 0 {
             caps.max_results.min(1000)
         } else {
@@ -1583,6 +1635,63 @@ pub(crate) struct Verified {
     pub differences: Vec<Difference>,
     pub only_on_target: Vec<String>,
     pub not_kept: Vec<String>,
+    /// What verify could not look at, and why (a target that refuses to list).
+    pub notes: Vec<String>,
+}
+
+/// The target's resources of `rt` by target id (groups without their members):
+/// listed page by page, or, when the target refuses to list without a filter, each
+/// resource the journal maps read by id (one not found is left out; verify names it
+/// missing).
+async fn read_target(
+    client: &mut Client,
+    run: &Run,
+    caps: &Capabilities,
+    rt: ResourceType,
+) -> MigrateResult<HashMap<String, Value>> {
+    let mut remote: HashMap<String, Value> = HashMap::new();
+    if !run.listing_refused(rt) {
+        let query = match rt {
+            ResourceType::User => "",
+            ResourceType::Group => "&excludedAttributes=members",
+        };
+        let listed = target::list(client, caps, rt, query, &run.events, |v| {
+            if let Some(id) = v["id"].as_str() {
+                remote.insert(id.to_owned(), v);
+            }
+        })
+        .await;
+        match listed {
+            Ok(_) => return Ok(remote),
+            Err(e) => run.refuse_listing(e)?,
+        }
+    }
+    let tids: Vec<String> = lock(&run.map)
+        .ids
+        .iter()
+        .filter(|((t, _), _)| *t == rt)
+        .map(|(_, tid)| tid.clone())
+        .collect();
+    let query = match rt {
+        ResourceType::User => "",
+        ResourceType::Group => "?excludedAttributes=members",
+    };
+    for tid in tids {
+        let r = client
+            .request(Method::GET, &format!("{}/{tid}{query}", rt.endpoint()), None)
+            .await?;
+        if r.status == 404 {
+            continue;
+        }
+        if !r.is_success() {
+            return Err(answered(
+                format!("reading {} {tid} from the target", rt.name()),
+                &r,
+            ));
+        }
+        remote.insert(tid, r.json()?);
+    }
+    Ok(remote)
 }
 
 fn difference(rt: ResourceType, r: &StoredResource, kind: DifferenceKind) -> Difference {
@@ -1676,17 +1785,7 @@ pub(crate) async fn verify(
     // Target id → name, for members named in a difference.
     let mut names: HashMap<String, String> = HashMap::new();
     for rt in ResourceType::ALL {
-        let query = match rt {
-            ResourceType::User => "",
-            ResourceType::Group => "&excludedAttributes=members",
-        };
-        let mut remote: HashMap<String, Value> = HashMap::new();
-        target::list(client, &caps, rt, query, events, |v| {
-            if let Some(id) = v["id"].as_str() {
-                remote.insert(id.to_owned(), v);
-            }
-        })
-        .await?;
+        let remote = read_target(client, &run, &caps, rt).await?;
         // Duplicates by our rule.
         let mut by_name: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
         for (id, v) in &remote {
@@ -1821,10 +1920,15 @@ pub(crate) async fn verify(
     only.sort();
     let mut not_kept: Vec<String> = skip.into_iter().collect();
     not_kept.sort();
+    let notes = ResourceType::ALL
+        .into_iter()
+        .filter_map(|rt| lock(&run.refused).get(&listing_key(rt)).cloned())
+        .collect();
     Ok(Verified {
         differences: diffs,
         only_on_target: only,
         not_kept,
+        notes,
     })
 }
 

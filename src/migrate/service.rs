@@ -324,6 +324,11 @@ impl Migration {
                         report.differences = verified.differences;
                         report.only_on_target = verified.only_on_target;
                         report.not_kept = verified.not_kept;
+                        for n in verified.notes {
+                            if !report.notes.contains(&n) {
+                                report.notes.push(n);
+                            }
+                        }
                         report.requests = client.requests();
                         report.throttled = client.throttled();
                         PushOutcome::Pushed(report)
@@ -517,6 +522,7 @@ impl Migration {
             count: n,
             only_on_target: found.only_on_target,
             not_kept: found.not_kept,
+            notes: found.notes,
         })
     }
 

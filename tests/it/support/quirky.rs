@@ -2,7 +2,8 @@
 //! which the push allows) with one switch for each quirk hosted provisioning services
 //! have (issue 15): refused filters, accounts only the target has, case rules,
 //! strict schemas, dropped attributes, PATCH-only or PUT-only membership, body
-//! limits, 503 after processing, 429, capped pages, latency. The test reads the
+//! limits, 503 after processing, 429, capped pages, listings refused without a
+//! filter, latency. The test reads the
 //! target's true state directly (`Quirky::users`, `Quirky::groups`), not through its
 //! SCIM answers, and counts every request by method and status.
 
@@ -43,6 +44,9 @@ pub struct Quirks {
     pub fail_after_processing: u32,
     /// 9: every Nth request answers 429 with Retry-After: 1.
     pub throttle_every: u32,
+    /// GET /Users or /Groups without a filter answers 403 (a hosted service that
+    /// answers only filtered searches); filtered searches and reads by id work.
+    pub refuse_unfiltered_list: bool,
     /// Pages hold at most this many resources (0: 200).
     pub page_cap: usize,
     /// Every answer waits this long.
@@ -360,6 +364,15 @@ fn handle(state: &Mutex<State>, method: &str, target: &str, body: &[u8]) -> Answ
                 "Resources": [
                     {"id": "User", "name": "User", "endpoint": "/Users", "schema": "urn:ietf:params:scim:schemas:core:2.0:User", "schemaExtensions": exts},
                     {"id": "Group", "name": "Group", "endpoint": "/Groups", "schema": "urn:ietf:params:scim:schemas:core:2.0:Group"}]}),
+            )
+        }
+        ("GET", ["Users" | "Groups"])
+            if q.refuse_unfiltered_list && !params.contains_key("filter") =>
+        {
+            (
+                403,
+                "",
+                error(403, None, "listing without a filter is not allowed"),
             )
         }
         ("GET", [kind @ ("Users" | "Groups")]) => list(&st, &q, kind, &params),
