@@ -1678,7 +1678,11 @@ async fn read_target(
     };
     for tid in tids {
         let r = client
-            .request(Method::GET, &format!("{}/{tid}{query}", rt.endpoint()), None)
+            .request(
+                Method::GET,
+                &format!("{}/{tid}{query}", rt.endpoint()),
+                None,
+            )
             .await?;
         if r.status == 404 {
             continue;

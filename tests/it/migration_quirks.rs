@@ -415,8 +415,11 @@ fn write_after_push(c: &Client, size: Size) -> &'static str {
         json!([{"op": "replace", "path": format!("{ENTERPRISE}:manager"), "value": {"value": ids["user1@example.com"]}}]),
     );
     assert_eq!(
-        c.delete(&format!("/Users/{}", ids[&format!("user{last}@example.com")]))
-            .status,
+        c.delete(&format!(
+            "/Users/{}",
+            ids[&format!("user{last}@example.com")]
+        ))
+        .status,
         204
     );
     "late@example.com"
@@ -954,11 +957,19 @@ fn quirk_11_unfiltered_listing_refused_falls_back_to_lookups() {
     assert!(out.contains(note), "{out}");
     full_course(&t, &src, &[], &[], Expect::default());
     let refused = t.count("GET", 403);
-    assert!(refused >= 4, "users and groups, dry run and push: {refused}");
+    assert!(
+        refused >= 4,
+        "users and groups, dry run and push: {refused}"
+    );
     let user3: Vec<Value> = t
         .users()
         .into_iter()
-        .filter(|u| u["userName"].as_str().unwrap().eq_ignore_ascii_case("user3@example.com"))
+        .filter(|u| {
+            u["userName"]
+                .as_str()
+                .unwrap()
+                .eq_ignore_ascii_case("user3@example.com")
+        })
         .collect();
     assert_eq!(user3.len(), 1);
     assert_eq!(user3[0]["id"], existing.as_str(), "matched, not created");
