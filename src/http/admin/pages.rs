@@ -1204,15 +1204,15 @@ fn job_view(j: &JobView) -> Markup {
         div.job #job {
             @match (&j.finished, &j.outcome) {
                 (Some(f), Some(Ok(val))) => {
-                    p { b { (j.kind) } " started " (when(&j.started)) ", finished " (when(f)) ": " span.pill.ok { "done" } }
+                    p { b { (j.kind) } " started " (when(j.started)) ", finished " (when(f)) ": " span.pill.ok { "done" } }
                     details { summary { "Result" } pre.json { (pretty(val)) } }
                 }
                 (Some(f), Some(Err(e))) => {
-                    p { b { (j.kind) } " started " (when(&j.started)) ", failed " (when(f)) ":" }
+                    p { b { (j.kind) } " started " (when(j.started)) ", failed " (when(f)) ":" }
                     pre.error { (e) }
                 }
                 _ => {
-                    p { b { (j.kind) } " started " (when(&j.started)) ": " span.pill.warn { "running" } " — reload this page for progress." }
+                    p { b { (j.kind) } " started " (when(j.started)) ": " span.pill.warn { "running" } " — reload this page for progress." }
                     @if let Some(p) = &j.progress { pre.json { (p.to_string()) } }
                 }
             }
