@@ -218,6 +218,14 @@ impl Source {
     }
 }
 
+/// The target's users whose userName is `name` by our rule (case-insensitive).
+fn users_named(t: &Quirky, name: &str) -> Vec<Value> {
+    t.users()
+        .into_iter()
+        .filter(|u| u["userName"].as_str().unwrap().eq_ignore_ascii_case(name))
+        .collect()
+}
+
 /// What a test expects the target not to have kept.
 #[derive(Default, Clone, Copy)]
 struct Expect {
@@ -633,16 +641,7 @@ fn quirk_1_refused_filter_on_a_first_push_into_a_large_target() {
     );
     assert_eq!(created.status, 201);
     src.wait_for_mirror();
-    let later = t
-        .users()
-        .into_iter()
-        .filter(|u| {
-            u["userName"]
-                .as_str()
-                .unwrap()
-                .eq_ignore_ascii_case("later@example.com")
-        })
-        .count();
+    let later = users_named(&t, "later@example.com").len();
     assert_eq!(later, 1, "matched, not duplicated");
     assert_eq!(
         t.count("GET", 400),
@@ -961,16 +960,7 @@ fn quirk_11_unfiltered_listing_refused_falls_back_to_lookups() {
         refused >= 4,
         "users and groups, dry run and push: {refused}"
     );
-    let user3: Vec<Value> = t
-        .users()
-        .into_iter()
-        .filter(|u| {
-            u["userName"]
-                .as_str()
-                .unwrap()
-                .eq_ignore_ascii_case("user3@example.com")
-        })
-        .collect();
+    let user3 = users_named(&t, "user3@example.com");
     assert_eq!(user3.len(), 1);
     assert_eq!(user3[0]["id"], existing.as_str(), "matched, not created");
     let (ok, out, err) = cli(&src.server.data_dir(), &["migrate", "verify"]);
