@@ -257,3 +257,105 @@ fn a_rotated_token_keeps_its_old_secret_until_it_is_revoked() {
         "{err}"
     );
 }
+
+/// The (state, id) of every row of the Tokens page named `name`, in page order.
+fn token_rows(page: &str, name: &str) -> Vec<(String, String)> {
+    page.split(&format!("<tr data-token=\"{name}\""))
+        .skip(1)
+        .map(|row| {
+            let row = &row[..row.find("</tr>").unwrap()];
+            let state = ["superseded", "active", "revoked", "expired"]
+                .into_iter()
+                .find(|s| row.contains(&format!(">{s}</span>")))
+                .unwrap_or("?");
+            let id = attr_after(row, "name=\"id\" value=\"").unwrap_or_default();
+            (state.to_owned(), id)
+        })
+        .collect()
+}
+
+#[test]
+fn tokens_are_rotated_on_the_page_and_revoked_after_a_confirmation() {
+    let (s, cookie) = signed_in_server(&[]);
+    let old = s.client();
+    assert_eq!(
+        old.get("/Users").status,
+        200,
+        "the old secret has been used"
+    );
+    let page = text(&get_page(&old, "/admin/tokens", &cookie));
+    let id = token_id(&page, "test");
+    let r = post_form(
+        &old,
+        "/admin/tokens/rotate",
+        Some(&cookie),
+        &[("csrf", &csrf(&page)), ("id", &id)],
+    );
+    assert_eq!(r.status, 200, "{}", text(&r));
+    let page = text(&r);
+    assert!(
+        page.contains("Token &quot;test&quot; rotated") || page.contains("Token \"test\" rotated")
+    );
+    assert!(page.contains("id=\"rotated\""), "{page}");
+    let secret = attr_after(&page, "id=\"secret\" class=\"mono\" readonly value=\"").unwrap();
+    let new = old.with_token(&secret);
+    assert_eq!(new.get("/Users").status, 200);
+    assert_eq!(old.get("/Users").status, 200, "superseded, still valid");
+    let rows = token_rows(&page, "test");
+    assert_eq!(
+        rows.iter().map(|(s, _)| s.as_str()).collect::<Vec<_>>(),
+        ["active", "superseded"]
+    );
+    let superseded = rows[1].1.clone();
+    assert_eq!(superseded, id);
+    // A second rotation of the superseded secret is refused (it is not current).
+    let r = post_form(
+        &old,
+        "/admin/tokens/rotate",
+        Some(&cookie),
+        &[("csrf", &csrf(&page)), ("id", &id)],
+    );
+    assert_eq!(r.status, 400);
+    assert!(text(&r).contains("Not rotated"));
+
+    // Revoke asks first, naming the token and its last use; only the confirmation
+    // revokes.
+    let r = post_form(
+        &old,
+        "/admin/tokens/revoke",
+        Some(&cookie),
+        &[("csrf", &csrf(&page)), ("id", &superseded)],
+    );
+    assert_eq!(r.status, 200);
+    let ask = text(&r);
+    assert!(ask.contains("id=\"confirm-revoke\""), "{ask}");
+    assert!(ask.contains("superseded by a rotation"), "{ask}");
+    let last_use = &ask[ask.find("id=\"last-use\"").unwrap()..];
+    assert!(
+        !last_use.starts_with("id=\"last-use\">Last used: never"),
+        "{ask}"
+    );
+    assert!(last_use.contains("Last used: 20"), "{ask}");
+    assert_eq!(old.get("/Users").status, 200, "asking changed nothing");
+    let r = post_form(
+        &old,
+        "/admin/tokens/revoke",
+        Some(&cookie),
+        &[
+            ("csrf", &csrf(&ask)),
+            ("id", &superseded),
+            ("confirm", "yes"),
+        ],
+    );
+    assert_eq!(r.status, 303);
+    assert_eq!(old.get("/Users").status, 401);
+    assert_eq!(new.get("/Users").status, 200);
+    let rotated = audit(&old, &cookie, "token.rotate");
+    assert!(
+        rotated.iter().any(|e| e["actor"] == "admin"
+            && e["outcome"] == "done"
+            && e["resource_name"] == "test"),
+        "{rotated:?}"
+    );
+    assert!(rotated.iter().any(|e| e["outcome"] == "refused"));
+}
