@@ -259,11 +259,11 @@ fn admin_flow_in_headless_chromium() {
     b.type_into("#name", "browser-idp");
     b.click("form[action='/admin/tokens'] button[type=submit]");
     b.wait_for("the issued token", |s| s.contains("id=\"secret\""));
-    let secret = b
-        .property("#secret", "value")
-        .as_str()
-        .expect("secret")
-        .to_owned();
+    let shown_secret = |b: &Browser<'_>| -> String {
+        let v = b.property("#secret", "value");
+        v.as_str().expect("the secret on the page").to_owned()
+    };
+    let secret = shown_secret(&b);
     assert!(secret.starts_with("scimb_"), "{secret}");
     assert_eq!(
         b.property("button[data-copy='secret']", "hidden"),
@@ -292,11 +292,7 @@ fn admin_flow_in_headless_chromium() {
     b.go(&format!("{base}/admin/tokens"));
     b.click("tr[data-token='browser-idp'] form[action='/admin/tokens/rotate'] button");
     b.wait_for("the successor", |s| s.contains("id=\"rotated\""));
-    let successor = b
-        .property("#secret", "value")
-        .as_str()
-        .expect("successor secret")
-        .to_owned();
+    let successor = shown_secret(&b);
     assert_ne!(successor, secret);
     let shot_rotated = b.screenshot(&artifacts, "admin-tokens-rotated.png");
     let next = scim.with_token(&successor);
