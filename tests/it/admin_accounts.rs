@@ -359,3 +359,60 @@ fn tokens_are_rotated_on_the_page_and_revoked_after_a_confirmation() {
     );
     assert!(rotated.iter().any(|e| e["outcome"] == "refused"));
 }
+
+/// Runs the CLI at a terminal (a pseudo-terminal from util-linux `script`), typing
+/// `answer`; returns (success, everything the terminal showed).
+fn cli_at_terminal(data_dir: &std::path::Path, args: &str, answer: &str) -> (bool, String) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let cmd = format!("{BIN} --data-dir {} {args}", data_dir.display());
+    let mut child = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env_remove("SCIMBRIDGE_CONFIG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("script(1) from util-linux");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(answer.as_bytes()).unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    let shown =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), shown)
+}
+
+#[test]
+fn token_revoke_asks_only_at_a_terminal_and_yes_skips_it() {
+    let s = Server::start();
+    let dir = s.data_dir();
+    for name in ["kept", "gone", "quiet"] {
+        issue_token(&dir, name, &[]);
+    }
+    // At a terminal the question comes first; anything but yes keeps the token.
+    let (ok, shown) = cli_at_terminal(&dir, "token revoke kept", "n\n");
+    assert!(!ok, "{shown}");
+    assert!(
+        shown.contains("Revoke the token \"kept\"?") && shown.contains("not revoked"),
+        "{shown}"
+    );
+    let (ok, shown) = cli_at_terminal(&dir, "token revoke gone", "yes\n");
+    assert!(
+        ok && shown.contains("revoked the token \"gone\""),
+        "{shown}"
+    );
+    // --yes skips the question even at a terminal.
+    let (ok, shown) = cli_at_terminal(&dir, "token revoke quiet --yes", "");
+    assert!(ok && !shown.contains("[y/N]"), "{shown}");
+    // A script's stdin (here /dev/null) is never asked.
+    let (ok, out, err) = cli(&dir, &["token", "revoke", "kept"]);
+    assert!(ok && !err.contains("[y/N]"), "{out}{err}");
+    let (_, list, _) = cli(&dir, &["token", "list", "--json"]);
+    let list: Vec<Value> = serde_json::from_str(&list).unwrap();
+    let state = |n: &str| list.iter().find(|t| t["name"] == n).unwrap()["state"].clone();
+    assert_eq!(
+        [state("kept"), state("gone"), state("quiet"), state("test")],
+        ["revoked", "revoked", "revoked", "active"]
+    );
+}
