@@ -571,6 +571,8 @@ pub(crate) struct Issued {
     pub name: String,
     pub scope: &'static str,
     pub secret: Secret,
+    /// A rotation's successor: the old secret stays valid until it is revoked.
+    pub rotated: bool,
 }
 
 /// The Tokens page: the issue form, a just-issued secret or a refusal, the list.
@@ -584,10 +586,17 @@ pub(crate) fn tokens(c: &Chrome, v: &TokensView) -> String {
     let content = html! {
         @if let Some(i) = v.issued {
             section.card.secret {
-                h2 { "Token \"" (i.name) "\" issued (" (i.scope) ")" }
+                h2 { "Token \"" (i.name) "\" " (if i.rotated { "rotated" } else { "issued" }) " (" (i.scope) ")" }
                 p {
                     b { "Copy it now: it is shown only this once" } " and stored only as a hash. \
                      Paste it into your identity provider as the Secret Token (Entra ID) or API token (Okta)."
+                }
+                @if i.rotated {
+                    p #rotated {
+                        "The old secret keeps working, listed below as superseded with its last use, \
+                         until you revoke it; it is never revoked by itself. Revoke it once its last \
+                         use stops moving."
+                    }
                 }
                 p.copyrow {
                     input id="secret" class="mono" readonly value=(i.secret.expose()) aria-label="token secret";
@@ -621,14 +630,21 @@ pub(crate) fn tokens(c: &Chrome, v: &TokensView) -> String {
                     thead { tr { th { "Name" } th { "Scope" } th { "Created" } th { "Last used" } th { "Expires" } th { "State" } th {} } }
                     tbody { @for r in v.rows {
                         @let t = &r.record;
-                        tr data-token=(t.name) {
+                        tr data-token=(t.name) data-state=(r.state) {
                             td { (t.name) }
                             td { (t.scope.as_str()) }
                             td { (when(t.created)) }
                             td { (r.last_used.map(when).as_deref().unwrap_or("never")) }
                             td { (t.expires.map(when).as_deref().unwrap_or("never")) }
                             td { span class={ "pill " (match r.state { "active" => "ok", "superseded" => "warn", _ => "bad" }) } { (r.state) } }
-                            td {
+                            td.actions {
+                                @if r.state == "active" {
+                                    form method="post" action="/admin/tokens/rotate" {
+                                        (csrf_field(c.csrf))
+                                        input type="hidden" name="id" value=(t.id);
+                                        button type="submit" aria-label={ "Rotate " (t.name) } { "Rotate" }
+                                    }
+                                }
                                 @if r.state == "active" || r.state == "superseded" {
                                     form method="post" action="/admin/tokens/revoke" {
                                         (csrf_field(c.csrf))
@@ -641,7 +657,11 @@ pub(crate) fn tokens(c: &Chrome, v: &TokensView) -> String {
                     } }
                 } }
             }
-            p.note { "Revoking takes effect on the token's next request." }
+            p.note {
+                "Revoking takes effect on the token's next request. Rotating issues a new secret under \
+                 the same name and keeps the old one working (superseded) until you revoke it, so the \
+                 identity provider can be switched without an outage."
+            }
         }
     };
     layout(c, content)
@@ -664,8 +684,14 @@ pub(crate) fn confirm_revoke(c: &Chrome, v: &ConfirmRevokeView) -> String {
                 "Last used: " (v.last_used.map(when).as_deref().unwrap_or("never")) "."
             }
             p {
-                "Its next request is refused: the identity provider that uses it stops provisioning \
-                 until it gets a new token. This cannot be undone."
+                @if t.superseded.is_some() {
+                    "Its next request is refused: an identity provider still using this old secret \
+                     stops provisioning; the current secret of \"" (t.name) "\" keeps working. \
+                     This cannot be undone."
+                } @else {
+                    "Its next request is refused: the identity provider that uses it stops provisioning \
+                     until it gets a new token. This cannot be undone."
+                }
             }
             form method="post" action="/admin/tokens/revoke" {
                 (csrf_field(c.csrf))
