@@ -10,8 +10,8 @@ use redb::{
 };
 
 use super::{
-    audit, migration, tokens, StoreResult, EMAILS, EVENTS, EXTERNAL_IDS, GROUPS, GROUP_NAMES,
-    MEMBERS, MEMBER_OF, SETTINGS, USERS, USER_NAMES,
+    admin, audit, migration, tokens, StoreResult, EMAILS, EVENTS, EXTERNAL_IDS, GROUPS,
+    GROUP_NAMES, MEMBERS, MEMBER_OF, SETTINGS, USERS, USER_NAMES,
 };
 
 /// What the store does with every table, whatever its key and value types.
@@ -123,6 +123,8 @@ pub(super) static ALL: &[&dyn Table] = &[
     &Plain(audit::AUDIT),
     &Plain(tokens::TOKENS),
     &Plain(tokens::TOKEN_HASHES),
+    &Plain(admin::ACCOUNTS),
+    &Plain(admin::SETUP_CODES),
     &Plain(migration::MIGRATION_MAP),
 ];
 
@@ -182,6 +184,7 @@ mod tests {
                 expires: None,
                 last_used: None,
                 revoked: None,
+                superseded: None,
             };
             store.add_token(record, vec![0x00, 0xff]).await.unwrap();
             let entry = crate::store::AuditRecord {
@@ -199,6 +202,17 @@ mod tests {
                 reason: None,
             };
             store.append_audit(vec![entry]).await.unwrap();
+            for (purpose, hash) in [
+                (super::super::CodePurpose::NewAccount("ada".into()), "c1"),
+                (super::super::CodePurpose::FirstAccount, "c2"),
+            ] {
+                let expires = now.saturating_add(time::Duration::hours(1));
+                store
+                    .add_admin_setup_code(purpose, hash.into(), expires, true, now)
+                    .await
+                    .unwrap()
+                    .unwrap();
+            }
             store
                 .map_ids(vec![(ResourceType::User, user.id, Some("remote".into()))])
                 .await

@@ -26,7 +26,9 @@ use serde_json::Value;
 use super::{AppState, Body, Listener, RequestBody};
 use crate::app::admin::{self as credentials, CredentialError, FirstRun};
 use crate::app::audit::{Caller, Entry, ExportFormat};
-use crate::app::tokens::{self, IssueRequest, TokenError, TokenInfo, TokenState, MAX_TOKEN_DAYS};
+use crate::app::tokens::{
+    self, IssueRequest, RevokeWhich, TokenError, TokenInfo, TokenState, MAX_TOKEN_DAYS,
+};
 use crate::app::{Paging, Query, Resource};
 use crate::clock::Timestamp;
 use crate::config::Config;
@@ -54,8 +56,6 @@ const PAGE_SIZE: usize = 50;
 const MEMBERS_PAGE_SIZE: usize = 100;
 /// Entries per page on the Activity page.
 const ACTIVITY_PAGE_SIZE: usize = 50;
-/// The account name of the admin password (until named accounts exist).
-const ADMIN_ACCOUNT: &str = "admin";
 
 const CSP: &str = "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; \
                    form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
@@ -80,9 +80,9 @@ impl JobKind {
 
 struct Job {
     kind: &'static str,
-    started: String,
+    started: Timestamp,
     progress: Option<Progress>,
-    finished: Option<String>,
+    finished: Option<Timestamp>,
     outcome: Option<Result<JobOutcome, String>>,
 }
 
@@ -117,8 +117,9 @@ pub(crate) fn served_on(config: &Config, listener: Listener) -> bool {
     config.admin.enabled && (listener == Listener::Admin) == config.admin.listen.is_some()
 }
 
-/// At server start: remembers the URLs and, while no admin password is set, logs a
-/// one-time setup link (unless one printed by `admin reset-password` is pending).
+/// At server start: remembers the URLs and, while no admin account can sign in, logs
+/// a one-time link that creates the first one (unless a link printed by
+/// `admin reset-password` or `admin add` is pending).
 pub(crate) async fn announce(state: &AppState, admin_url: &str, scim_url: &str) {
     let _ = state.scim_url.set(scim_url.to_owned());
     if !state.app.config.admin.enabled {
@@ -128,12 +129,13 @@ pub(crate) async fn announce(state: &AppState, admin_url: &str, scim_url: &str) 
     match credentials::first_run(&state.app.store, admin_url.to_owned(), Timestamp::now()).await {
         Ok(FirstRun::PasswordSet) => {}
         Ok(FirstRun::ResetPending) => tracing::info!(
-            "no admin password is set yet; use the setup link printed by `scimbridge admin reset-password` \
-             (or run it again for a new one)"
+            "no admin account can sign in yet; use the setup link printed by `scimbridge admin \
+             reset-password` or `admin add` (or run it again for a new one)"
         ),
         Ok(FirstRun::Issued(code)) => tracing::info!(
-            "no admin password is set yet: within an hour, open {admin_url}/setup?code={} to set it \
-             (the link works once; `scimbridge admin reset-password` prints a new one)",
+            "no admin account is set up yet: within an hour, open {admin_url}/setup?code={} to \
+             create the first one (the link works once; `scimbridge admin reset-password` prints \
+             a new one)",
             // The log is where a first-run code is meant to be read.
             code.expose()
         ),
@@ -314,6 +316,7 @@ struct CsrfField {
 #[derive(Deserialize, Default)]
 #[serde(default)]
 struct LoginForm {
+    name: String,
     password: String,
 }
 
@@ -321,6 +324,8 @@ struct LoginForm {
 #[serde(default)]
 struct SetupForm {
     code: String,
+    /// The account's name, asked only by the first account's link.
+    name: String,
     password: String,
     confirm: String,
 }
@@ -353,6 +358,13 @@ struct RevokeForm {
     id: String,
     /// `yes` from the confirmation page; without it the page asks first.
     confirm: String,
+}
+
+/// The Rotate button of a token's row.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RotateForm {
+    id: String,
 }
 
 /// The migration policy form: each field's text box, one value per line (domains
@@ -479,7 +491,10 @@ async fn dispatch(state: &Arc<AppState>, req: Request<RequestBody>) -> Response<
         _ => {}
     }
     let now = Instant::now();
-    let me = cookie(&req).and_then(|id| state.admin.sessions.signed_in(&id, now));
+    let me = cookie(&req).and_then(|id| {
+        let store = &state.app.store;
+        (state.admin.sessions).signed_in(&id, now, |c| credentials::still_current(store, c))
+    });
     let Some(me) = me else {
         return if method == Method::GET || method == Method::HEAD {
             redirect("/admin/login")
@@ -618,6 +633,10 @@ async fn signed_in_post(
             let f = parse_form(&body)?;
             issue_token(state, &who, f, chrome(me, "Tokens", "tokens")).await
         }
+        "/admin/tokens/rotate" => {
+            let f: RotateForm = parse_form(&body)?;
+            rotate_token(state, &who, f.id, chrome(me, "Tokens", "tokens")).await
+        }
         "/admin/tokens/revoke" => {
             let f: RevokeForm = parse_form(&body)?;
             if f.confirm != "yes" {
@@ -627,23 +646,7 @@ async fn signed_in_post(
                     chrome(me, "Revoke a token", "tokens"),
                 ));
             }
-            let entry = Entry::new("token.revoke");
-            let (msg, entry) =
-                match tokens::revoke(&state.app.store, f.id.clone(), Timestamp::now()).await {
-                    Ok(t) => (
-                        format!(
-                            "Revoked the token \"{}\": its next request is refused.",
-                            t.name
-                        ),
-                        entry.on("Token", Some(&t.id), Some(&t.name)),
-                    ),
-                    Err(e) => {
-                        let why = e.page_message();
-                        let entry = entry.on("Token", Some(&f.id), None).refused(why.clone());
-                        (format!("Not revoked: {why}"), entry)
-                    }
-                };
-            state.app.audit(&who, entry).await;
+            let msg = revoke_token(state, &who, f.id).await;
             state.admin.sessions.set_flash(me.id(), msg);
             redirect("/admin/tokens")
         }
@@ -718,8 +721,9 @@ async fn setup_code_refused(state: &AppState, ip: IpAddr, why: SetupRefusal) -> 
     }
 }
 
-fn check_setup_code(state: &AppState, code: &str) -> Result<(), SetupRefusal> {
-    credentials::check_setup_code(&state.app.store, code, Timestamp::now())
+/// The pending code's account (`None`: the first account's link).
+fn check_setup_code(state: &AppState, code: &str) -> Result<Option<String>, SetupRefusal> {
+    credentials::check_setup_code(&state.app.store, code, Timestamp::now()).map(|c| c.account)
 }
 
 async fn setup_form(state: &AppState, req: &Request<RequestBody>) -> Response<Body> {
@@ -729,9 +733,14 @@ async fn setup_form(state: &AppState, req: &Request<RequestBody>) -> Response<Bo
     // A valid code is never throttled: it cannot be guessed, and whoever holds it
     // must not be locked out by someone else's failures.
     match check_setup_code(state, code) {
-        Ok(()) => html(
+        Ok(account) => html(
             StatusCode::OK,
-            pages::setup(&pages::SetupView { code, error: None }),
+            pages::setup(&pages::SetupView {
+                code,
+                account: account.as_deref(),
+                name: credentials::FIRST_ACCOUNT,
+                error: None,
+            }),
         ),
         Err(why) => setup_code_refused(state, ip, why).await,
     }
@@ -766,9 +775,10 @@ async fn setup_submit(state: &AppState, req: Request<RequestBody>) -> Response<B
         Err(refused) => return refused,
     };
     let code = f.code.as_str();
-    if let Err(why) = check_setup_code(state, code) {
-        return setup_code_refused(state, ip, why).await;
-    }
+    let account = match check_setup_code(state, code) {
+        Ok(account) => account,
+        Err(why) => return setup_code_refused(state, ip, why).await,
+    };
     let Ok(_permit) = state.admin.hashing.acquire().await else {
         return refuse(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -779,24 +789,27 @@ async fn setup_submit(state: &AppState, req: Request<RequestBody>) -> Response<B
     let set = credentials::set_password(
         &state.app.store,
         code,
+        &f.name,
         f.password.clone(),
         &f.confirm,
         Timestamp::now(),
     )
     .await;
     match set {
-        Ok(()) => {
-            // A new password signs everyone out and ends every throttle.
-            state.admin.sessions.clear();
+        Ok(name) => {
+            // The account's other sessions end on their next request (their password
+            // is no longer current); every throttle ends.
             state.admin.throttle.clear();
-            let entry = Entry::new("admin.set_password");
-            state
-                .app
-                .audit(&Caller::admin(ADMIN_ACCOUNT, ip), entry)
-                .await;
+            let entry = Entry::new("admin.set_password").on("AdminAccount", None, Some(&name));
+            state.app.audit(&Caller::admin(&name, ip), entry).await;
             redirect("/admin/login?setup=done")
         }
-        Err(CredentialError::WeakPassword(mut msg)) => {
+        Err(
+            e @ (CredentialError::WeakPassword(_)
+            | CredentialError::InvalidName
+            | CredentialError::Exists(_)),
+        ) => {
+            let mut msg = e.to_string();
             if let Some(first) = msg.get_mut(..1) {
                 first.make_ascii_uppercase();
             }
@@ -804,12 +817,19 @@ async fn setup_submit(state: &AppState, req: Request<RequestBody>) -> Response<B
                 StatusCode::BAD_REQUEST,
                 pages::setup(&pages::SetupView {
                     code,
+                    account: account.as_deref(),
+                    name: &f.name,
                     error: Some(&format!("{msg}.")),
                 }),
             )
         }
         Err(CredentialError::Refused(why)) => setup_refused(why),
         Err(CredentialError::Store(e)) => unavailable(e),
+        Err(
+            e @ (CredentialError::NoSuchAccount(_)
+            | CredentialError::LastAccount(_)
+            | CredentialError::NameNeeded(_)),
+        ) => refuse(StatusCode::CONFLICT, "Refused", &e.to_string()),
         Err(CredentialError::Random | CredentialError::Hashing) => refuse(
             StatusCode::SERVICE_UNAVAILABLE,
             "Unavailable",
@@ -821,7 +841,7 @@ async fn setup_submit(state: &AppState, req: Request<RequestBody>) -> Response<B
 fn login_form(state: &AppState, req: &Request<RequestBody>) -> Response<Body> {
     let q: LoginQuery = query(req);
     let notice = if q.setup.is_some() {
-        Some("The admin password is set. Sign in with it.")
+        Some("The password is set. Sign in with the account's name and it.")
     } else if q.signed_out.is_some() {
         Some("You are signed out.")
     } else {
@@ -832,6 +852,7 @@ fn login_form(state: &AppState, req: &Request<RequestBody>) -> Response<Body> {
         pages::login(&pages::LoginView {
             error: None,
             notice,
+            name: "",
             password_set: credentials::password_is_set(&state.app.store),
         }),
     )
@@ -856,6 +877,13 @@ async fn login_submit(state: &AppState, req: Request<RequestBody>) -> Response<B
         }
     };
     let password = f.password;
+    // Named in the audit of a failed attempt (as typed, bounded: it is not an account).
+    let tried: String = f
+        .name
+        .trim()
+        .chars()
+        .take(credentials::MAX_NAME_CHARS)
+        .collect();
     let Ok(_permit) = state.admin.hashing.acquire().await else {
         return refuse(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -863,30 +891,35 @@ async fn login_submit(state: &AppState, req: Request<RequestBody>) -> Response<B
             "The server is shutting down.",
         );
     };
-    let ok = match credentials::verify_password(&state.app.store, password).await {
-        Ok(ok) => ok,
+    let checked = credentials::verify_password(&state.app.store, &f.name, password).await;
+    let credential = match checked {
+        Ok(Some(c)) => c,
+        Ok(None) => {
+            tokio::time::sleep(session::FAILURE_DELAY).await;
+            reservation.failed(Instant::now());
+            tracing::warn!(client = %ip, account = ?tried, "admin sign-in failed");
+            let entry = Entry::new("admin.sign_in")
+                .on("AdminAccount", None, Some(&tried))
+                .refused("wrong name or password");
+            state
+                .app
+                .audit(&Caller::admin("(unknown)", ip), entry)
+                .await;
+            return html(
+                StatusCode::UNAUTHORIZED,
+                pages::login(&pages::LoginView {
+                    error: Some("Wrong name or password."),
+                    notice: None,
+                    name: &tried,
+                    password_set: credentials::password_is_set(&state.app.store),
+                }),
+            );
+        }
         Err(e) => return unavailable(e),
     };
-    if !ok {
-        tokio::time::sleep(session::FAILURE_DELAY).await;
-        reservation.failed(Instant::now());
-        tracing::warn!(client = %ip, "admin sign-in failed");
-        let entry = Entry::new("admin.sign_in").refused("wrong password");
-        state
-            .app
-            .audit(&Caller::admin("(unknown)", ip), entry)
-            .await;
-        return html(
-            StatusCode::UNAUTHORIZED,
-            pages::login(&pages::LoginView {
-                error: Some("Wrong password."),
-                notice: None,
-                password_set: credentials::password_is_set(&state.app.store),
-            }),
-        );
-    }
     reservation.succeeded();
-    let Ok(id) = state.admin.sessions.create(Instant::now(), ADMIN_ACCOUNT) else {
+    let account = credential.account.clone();
+    let Ok(id) = state.admin.sessions.create(Instant::now(), credential) else {
         return refuse(
             StatusCode::SERVICE_UNAVAILABLE,
             "Unavailable",
@@ -896,8 +929,8 @@ async fn login_submit(state: &AppState, req: Request<RequestBody>) -> Response<B
     state
         .app
         .audit(
-            &Caller::admin(ADMIN_ACCOUNT, ip),
-            Entry::new("admin.sign_in"),
+            &Caller::admin(&account, ip),
+            Entry::new("admin.sign_in").on("AdminAccount", None, Some(&account)),
         )
         .await;
     let mut r = redirect("/admin");
@@ -1061,13 +1094,106 @@ fn confirm_revoke(state: &AppState, id: String, chrome: Chrome<'_>) -> Response<
     match found {
         Some(t) => html(
             StatusCode::OK,
-            pages::confirm_revoke(&chrome, &pages::ConfirmRevokeView { token: &t }),
+            pages::confirm_revoke(
+                &chrome,
+                &pages::ConfirmRevokeView {
+                    last_used: state.app.pending_token_use(&t.id).or(t.last_used),
+                    token: &t,
+                },
+            ),
         ),
         None => refuse(
             StatusCode::NOT_FOUND,
             "Not found",
             "There is no such token; nothing was changed.",
         ),
+    }
+}
+
+/// The confirmed revocation of one token (by id, so one secret of a rotated name),
+/// audited; returns the message for the next page.
+async fn revoke_token(state: &AppState, who: &Caller, id: String) -> String {
+    let entry = Entry::new("token.revoke");
+    let revoked = tokens::revoke(
+        &state.app.store,
+        id.clone(),
+        RevokeWhich::Only,
+        Timestamp::now(),
+    )
+    .await
+    .map(|mut v| v.pop());
+    let (msg, entry) = match revoked {
+        Ok(Some(t)) => (
+            format!(
+                "Revoked the {}token \"{}\": its next request is refused.",
+                if t.superseded.is_some() {
+                    "superseded "
+                } else {
+                    ""
+                },
+                t.name
+            ),
+            entry.on("Token", Some(&t.id), Some(&t.name)),
+        ),
+        Ok(None) => (
+            "Not revoked: no such token.".into(),
+            entry.on("Token", Some(&id), None).refused("no such token"),
+        ),
+        Err(e) => {
+            let why = e.page_message();
+            let entry = entry.on("Token", Some(&id), None).refused(why.clone());
+            (format!("Not revoked: {why}"), entry)
+        }
+    };
+    state.app.audit(who, entry).await;
+    msg
+}
+
+/// The Tokens page with the list as it is now, a secret just issued or a refusal.
+fn tokens_page(
+    state: &AppState,
+    chrome: &Chrome<'_>,
+    status: StatusCode,
+    issued: Option<&pages::Issued>,
+    error: Option<&str>,
+) -> Response<Body> {
+    let rows = token_rows(state);
+    let v = pages::TokensView {
+        rows: &rows,
+        issued,
+        error,
+    };
+    html(status, pages::tokens(chrome, &v))
+}
+
+/// The Rotate button: a successor under the token's name, its secret shown once;
+/// the old secret stays valid, superseded, until it is revoked.
+async fn rotate_token(
+    state: &AppState,
+    who: &Caller,
+    id: String,
+    chrome: Chrome<'_>,
+) -> Response<Body> {
+    let entry = Entry::new("token.rotate");
+    match tokens::rotate(&state.app.store, id.clone(), Timestamp::now()).await {
+        Ok((old, new)) => {
+            let entry = entry.on("Token", Some(&old.id), Some(&old.name));
+            state.app.audit(who, entry).await;
+            let issued = pages::Issued {
+                name: new.token.name,
+                scope: new.token.scope.as_str(),
+                secret: new.secret,
+                rotated: true,
+            };
+            tokens_page(state, &chrome, StatusCode::OK, Some(&issued), None)
+        }
+        Err(e) => {
+            let why = e.page_message();
+            let entry = entry.on("Token", Some(&id), None).refused(why.clone());
+            state.app.audit(who, entry).await;
+            let msg = format!("Not rotated: {why}");
+            tokens_page(state, &chrome, StatusCode::BAD_REQUEST, None, Some(&msg))
+        }
     }
 }
 
@@ -1082,13 +1208,7 @@ async fn issue_token(
     let refused_entry = entry.clone();
     let audit_refused = |msg: &str| state.app.audit(who, refused_entry.clone().refused(msg));
     let page = |status, issued: Option<&pages::Issued>, error: Option<&str>| {
-        let rows = token_rows(state);
-        let v = pages::TokensView {
-            rows: &rows,
-            issued,
-            error,
-        };
-        html(status, pages::tokens(&chrome, &v))
+        tokens_page(state, &chrome, status, issued, error)
     };
     let refused = |msg: &str| page(StatusCode::BAD_REQUEST, None, Some(msg));
     let scope = match f.scope.as_str() {
@@ -1126,6 +1246,7 @@ async fn issue_token(
                 name: t.token.name,
                 scope: t.token.scope.as_str(),
                 secret: t.secret,
+                rotated: false,
             };
             let entry = entry.on("Token", Some(&t.token.id), Some(&issued.name));
             state.app.audit(who, entry).await;
@@ -1478,9 +1599,9 @@ fn migration_page(state: &AppState, chrome: Chrome<'_>) -> Response<Body> {
     let job = state.admin.job.lock().ok().and_then(|j| {
         j.as_ref().map(|j| pages::JobView {
             kind: j.kind,
-            started: j.started.clone(),
+            started: j.started,
             progress: j.progress.clone(),
-            finished: j.finished.clone(),
+            finished: j.finished,
             outcome: j.outcome.clone(),
         })
     });
@@ -1705,7 +1826,7 @@ async fn start_job(state: &Arc<AppState>, who: &Caller, kind: JobKind) -> (Strin
                 None => {
                     *slot = Some(Job {
                         kind: name,
-                        started: Timestamp::now().to_rfc3339(),
+                        started: Timestamp::now(),
                         progress: None,
                         finished: None,
                         outcome: None,
@@ -1747,7 +1868,7 @@ async fn start_job(state: &Arc<AppState>, who: &Caller, kind: JobKind) -> (Strin
         app.audit(&who, entry.outcome(&outcome)).await;
         if let Ok(mut j) = slot.lock() {
             if let Some(j) = j.as_mut() {
-                j.finished = Some(Timestamp::now().to_rfc3339());
+                j.finished = Some(Timestamp::now());
                 j.outcome = Some(outcome);
             }
         }

@@ -164,6 +164,8 @@ fn public_page(title: &str, content: Markup) -> String {
 pub(crate) struct LoginView<'a> {
     pub error: Option<&'a str>,
     pub notice: Option<&'a str>,
+    /// The account name as typed before (kept after a wrong password).
+    pub name: &'a str,
     pub password_set: bool,
 }
 
@@ -175,15 +177,17 @@ pub(crate) fn login(v: &LoginView) -> String {
             @if let Some(e) = v.error { p.error role="alert" { (e) } }
             @if !v.password_set {
                 p.note {
-                    "No admin password is set yet. Open the one-time setup link that the server \
+                    "No admin account is set up yet. Open the one-time setup link that the server \
                      printed in its log when it started, or run "
                     code { "scimbridge admin reset-password" }
                     " on the server for a new link."
                 }
             }
             form.card method="post" action="/admin/login" {
-                label for="password" { "Admin password" }
-                input #password name="password" type="password" autocomplete="current-password" required autofocus;
+                label for="name" { "Account" }
+                input #name name="name" autocomplete="username" required maxlength="64" value=(v.name) autofocus[v.name.is_empty()];
+                label for="password" { "Password" }
+                input #password name="password" type="password" autocomplete="current-password" required autofocus[!v.name.is_empty()];
                 button type="submit" { "Sign in" }
             }
         },
@@ -194,23 +198,40 @@ pub(crate) fn login(v: &LoginView) -> String {
 pub(crate) struct SetupView<'a> {
     /// The one-time code from the link, carried in a hidden field.
     pub code: &'a str,
+    /// The account the link is for; `None`: the first account, named here.
+    pub account: Option<&'a str>,
+    /// The name the form shows for the first account (the default, or as typed).
+    pub name: &'a str,
     pub error: Option<&'a str>,
 }
 
 pub(crate) fn setup(v: &SetupView) -> String {
     let min = crate::auth::admin::MIN_PASSWORD_CHARS;
+    let max = crate::app::admin::MAX_NAME_CHARS;
     public_page(
-        "Set the admin password",
+        match v.account {
+            Some(_) => "Set the account's password",
+            None => "Create the first admin account",
+        },
         html! {
             @if let Some(e) = v.error { p.error role="alert" { (e) } }
+            @if let Some(a) = v.account {
+                p { "This link sets the password of the admin account " b { (a) } "." }
+            }
             p {
-                "Choose the password for this bridge's admin page: at least " (min) " characters, \
+                "Choose the password: at least " (min) " characters, \
                  not a common password (or common words with digits or symbols added), not a keyboard \
                  or alphabet run, with at least 6 different characters. Four random words work well. \
-                 This link works once; afterwards every admin signs in with the new password."
+                 This link works once; afterwards the account signs in with its name and the new password, \
+                 and its other sessions end."
             }
             form.card method="post" action="/admin/setup" {
                 input type="hidden" name="code" value=(v.code);
+                @if v.account.is_none() {
+                    label for="name" { "Account name" }
+                    input #name name="name" autocomplete="username" required maxlength=(max) value=(v.name);
+                    p.note { "Letters, digits and . _ - @; each admin gets an account of their own (" code { "scimbridge admin add NAME" } "), so the Activity page says who did what." }
+                }
                 label for="password" { "New password" }
                 input #password name="password" type="password" autocomplete="new-password" minlength=(min) required autofocus;
                 label for="confirm" { "Repeat the password" }
@@ -550,6 +571,8 @@ pub(crate) struct Issued {
     pub name: String,
     pub scope: &'static str,
     pub secret: Secret,
+    /// A rotation's successor: the old secret stays valid until it is revoked.
+    pub rotated: bool,
 }
 
 /// The Tokens page: the issue form, a just-issued secret or a refusal, the list.
@@ -563,10 +586,17 @@ pub(crate) fn tokens(c: &Chrome, v: &TokensView) -> String {
     let content = html! {
         @if let Some(i) = v.issued {
             section.card.secret {
-                h2 { "Token \"" (i.name) "\" issued (" (i.scope) ")" }
+                h2 { "Token \"" (i.name) "\" " (if i.rotated { "rotated" } else { "issued" }) " (" (i.scope) ")" }
                 p {
                     b { "Copy it now: it is shown only this once" } " and stored only as a hash. \
                      Paste it into your identity provider as the Secret Token (Entra ID) or API token (Okta)."
+                }
+                @if i.rotated {
+                    p #rotated {
+                        "The old secret keeps working, listed below as superseded with its last use, \
+                         until you revoke it; it is never revoked by itself. Revoke it once its last \
+                         use stops moving."
+                    }
                 }
                 p.copyrow {
                     input id="secret" class="mono" readonly value=(i.secret.expose()) aria-label="token secret";
@@ -600,15 +630,22 @@ pub(crate) fn tokens(c: &Chrome, v: &TokensView) -> String {
                     thead { tr { th { "Name" } th { "Scope" } th { "Created" } th { "Last used" } th { "Expires" } th { "State" } th {} } }
                     tbody { @for r in v.rows {
                         @let t = &r.record;
-                        tr data-token=(t.name) {
+                        tr data-token=(t.name) data-state=(r.state) {
                             td { (t.name) }
                             td { (t.scope.as_str()) }
                             td { (when(t.created)) }
                             td { (r.last_used.map(when).as_deref().unwrap_or("never")) }
                             td { (t.expires.map(when).as_deref().unwrap_or("never")) }
-                            td { span class={ "pill " (if r.state == "active" { "ok" } else { "bad" }) } { (r.state) } }
-                            td {
+                            td { span class={ "pill " (match r.state { "active" => "ok", "superseded" => "warn", _ => "bad" }) } { (r.state) } }
+                            td.actions {
                                 @if r.state == "active" {
+                                    form method="post" action="/admin/tokens/rotate" {
+                                        (csrf_field(c.csrf))
+                                        input type="hidden" name="id" value=(t.id);
+                                        button type="submit" aria-label={ "Rotate " (t.name) } { "Rotate" }
+                                    }
+                                }
+                                @if r.state == "active" || r.state == "superseded" {
                                     form method="post" action="/admin/tokens/revoke" {
                                         (csrf_field(c.csrf))
                                         input type="hidden" name="id" value=(t.id);
@@ -620,7 +657,11 @@ pub(crate) fn tokens(c: &Chrome, v: &TokensView) -> String {
                     } }
                 } }
             }
-            p.note { "Revoking takes effect on the token's next request." }
+            p.note {
+                "Revoking takes effect on the token's next request. Rotating issues a new secret under \
+                 the same name and keeps the old one working (superseded) until you revoke it, so the \
+                 identity provider can be switched without an outage."
+            }
         }
     };
     layout(c, content)
@@ -629,6 +670,8 @@ pub(crate) fn tokens(c: &Chrome, v: &TokensView) -> String {
 /// The question before a token is revoked.
 pub(crate) struct ConfirmRevokeView<'a> {
     pub token: &'a TokenInfo,
+    /// Its last use, including uses not yet flushed to the store.
+    pub last_used: Option<crate::clock::Timestamp>,
 }
 
 pub(crate) fn confirm_revoke(c: &Chrome, v: &ConfirmRevokeView) -> String {
@@ -636,9 +679,19 @@ pub(crate) fn confirm_revoke(c: &Chrome, v: &ConfirmRevokeView) -> String {
     let content = html! {
         section.card #confirm-revoke {
             h2 { "Revoke the token \"" (t.name) "\"?" }
+            p #last-use {
+                @if t.superseded.is_some() { "This secret was superseded by a rotation. " }
+                "Last used: " (v.last_used.map(when).as_deref().unwrap_or("never")) "."
+            }
             p {
-                "Its next request is refused: the identity provider that uses it stops provisioning \
-                 until it gets a new token. This cannot be undone."
+                @if t.superseded.is_some() {
+                    "Its next request is refused: an identity provider still using this old secret \
+                     stops provisioning; the current secret of \"" (t.name) "\" keeps working. \
+                     This cannot be undone."
+                } @else {
+                    "Its next request is refused: the identity provider that uses it stops provisioning \
+                     until it gets a new token. This cannot be undone."
+                }
             }
             form method="post" action="/admin/tokens/revoke" {
                 (csrf_field(c.csrf))
@@ -1083,12 +1136,13 @@ pub(crate) enum JobOutcome {
     Cutover(CutoverReport),
 }
 
-/// A background migration job as the page shows it.
+/// A background migration job as the page shows it; the times are formatted only
+/// when rendered (`when`).
 pub(crate) struct JobView {
     pub kind: &'static str,
-    pub started: String,
+    pub started: crate::clock::Timestamp,
     pub progress: Option<Progress>,
-    pub finished: Option<String>,
+    pub finished: Option<crate::clock::Timestamp>,
     pub outcome: Option<Result<JobOutcome, String>>,
 }
 
@@ -1203,15 +1257,15 @@ fn job_view(j: &JobView) -> Markup {
         div.job #job {
             @match (&j.finished, &j.outcome) {
                 (Some(f), Some(Ok(val))) => {
-                    p { b { (j.kind) } " started " (when(&j.started)) ", finished " (when(f)) ": " span.pill.ok { "done" } }
+                    p { b { (j.kind) } " started " (when(j.started)) ", finished " (when(f)) ": " span.pill.ok { "done" } }
                     details { summary { "Result" } pre.json { (pretty(val)) } }
                 }
                 (Some(f), Some(Err(e))) => {
-                    p { b { (j.kind) } " started " (when(&j.started)) ", failed " (when(f)) ":" }
+                    p { b { (j.kind) } " started " (when(j.started)) ", failed " (when(f)) ":" }
                     pre.error { (e) }
                 }
                 _ => {
-                    p { b { (j.kind) } " started " (when(&j.started)) ": " span.pill.warn { "running" } " — reload this page for progress." }
+                    p { b { (j.kind) } " started " (when(j.started)) ": " span.pill.warn { "running" } " — reload this page for progress." }
                     @if let Some(p) = &j.progress { pre.json { (p.to_string()) } }
                 }
             }
