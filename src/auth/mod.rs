@@ -74,6 +74,7 @@ pub(crate) fn new_token(
         expires,
         last_used: None,
         revoked: None,
+        quiet_after_minutes: None,
     };
     Ok((record, secret, hash))
 }

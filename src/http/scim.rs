@@ -123,8 +123,9 @@ pub(crate) async fn handle(
         Some((rt, id)) if writes => state.app.resource_name(*rt, id),
         _ => None,
     };
-    let mut token_name = None;
-    let (response, reason) = match handle_inner(state, req, rest, &mut token_name).await {
+    // (token id, token name) once authenticated.
+    let mut token = None;
+    let (response, reason) = match handle_inner(state, req, rest, &mut token).await {
         Ok(r) => {
             let reason = (r.status() == StatusCode::TOO_MANY_REQUESTS)
                 .then(|| "throttled: too many requests in progress".to_owned());
@@ -132,6 +133,14 @@ pub(crate) async fn handle(
         }
         Err(e) => (scim_error(&e), Some(e.detail)),
     };
+    let token_name = token.map(|(id, name)| {
+        let status = response.status().as_u16();
+        state
+            .app
+            .liveness
+            .count(&id, status, reason.as_deref(), Timestamp::now());
+        name
+    });
     // Kept for the admin dashboard, refusals included.
     let seen = state.activity.record(
         method.as_str(),
@@ -196,7 +205,7 @@ async fn handle_inner(
     state: &Arc<AppState>,
     req: Request<RequestBody>,
     rest: &str,
-    token_name: &mut Option<String>,
+    token: &mut Option<(String, String)>,
 ) -> Handled {
     let now = Timestamp::now();
     let header = req
@@ -223,6 +232,8 @@ async fn handle_inner(
             ));
         }
     };
+    // Throttled requests too are the token's (its traffic and audit entries).
+    *token = Some((principal.token_id.clone(), principal.name.clone()));
     match state
         .app
         .limiter
@@ -232,7 +243,6 @@ async fn handle_inner(
         Err(t) => return Ok(super::throttled(&t, true)),
     }
     state.app.note_token_use(&principal.token_id, now);
-    *token_name = Some(principal.name.clone());
 
     let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
     if segments.first() == Some(&"Me") {

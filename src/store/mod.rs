@@ -17,6 +17,7 @@ mod migration;
 mod nesting;
 mod tables;
 mod tokens;
+mod traffic;
 mod upgrade;
 
 pub(crate) use admin::{AdminPassword, SetupCode, SetupRefusal};
@@ -24,6 +25,7 @@ pub(crate) use audit::{ActorKind, AuditOutcome, AuditRecord};
 pub(crate) use health::StorageHealth;
 pub(crate) use migration::{MigrationState, Phase, StoredPolicy};
 pub(crate) use tokens::{hex, Scope, TokenRecord, TokenState};
+pub(crate) use traffic::{hour_of, OutcomeClass, OutcomeCounts, TokenTraffic};
 pub(crate) use upgrade::{Upgrade, FORMAT_VERSION};
 
 use std::any::Any;

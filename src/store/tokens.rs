@@ -5,6 +5,7 @@
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
+use super::traffic::{drop_traffic_in, put_traffic_in, TokenTraffic};
 use super::{Snapshot, Store, StoreError, StoreResult};
 use crate::clock::Timestamp;
 use crate::scim::error::ScimError;
@@ -43,6 +44,11 @@ pub(crate) struct TokenRecord {
     pub expires: Option<Timestamp>,
     pub last_used: Option<Timestamp>,
     pub revoked: Option<Timestamp>,
+    /// The quiet-time alarm: warn when the token has sent nothing for this many
+    /// minutes (issue 14 point 5). `None` (the default, and every record stored
+    /// before the alarm existed): never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quiet_after_minutes: Option<u32>,
 }
 
 /// Whether a token is accepted at a given time.
@@ -176,24 +182,74 @@ impl Store {
         r
     }
 
-    /// Records when tokens were last used (batched by the caller; not worth an fsync
-    /// per request).
-    pub(crate) async fn record_token_use(&self, uses: Vec<(String, Timestamp)>) -> StoreResult<()> {
+    /// Records when tokens were last used and their traffic (batched by the caller;
+    /// not worth an fsync per request), in one transaction. Returns the ids whose
+    /// traffic was refused because the token is revoked or gone.
+    pub(crate) async fn record_token_use(
+        &self,
+        uses: Vec<(String, Timestamp)>,
+        traffic: Vec<(String, TokenTraffic)>,
+    ) -> StoreResult<Vec<String>> {
         self.write(move |txn| {
-            let mut t = txn.open_table(TOKENS)?;
-            for (id, when) in uses {
-                let rec = t.get(id.as_str())?.map(|v| v.value().to_vec());
-                if let Some(bytes) = rec {
-                    let mut r: TokenRecord = serde_json::from_slice(&bytes)?;
-                    if r.last_used < Some(when) {
-                        r.last_used = Some(when);
-                        t.insert(id.as_str(), serde_json::to_vec(&r)?.as_slice())?;
+            {
+                let mut t = txn.open_table(TOKENS)?;
+                for (id, when) in uses {
+                    let rec = t.get(id.as_str())?.map(|v| v.value().to_vec());
+                    if let Some(bytes) = rec {
+                        let mut r: TokenRecord = serde_json::from_slice(&bytes)?;
+                        if r.last_used < Some(when) {
+                            r.last_used = Some(when);
+                            t.insert(id.as_str(), serde_json::to_vec(&r)?.as_slice())?;
+                        }
                     }
                 }
             }
-            Ok(())
+            // Traffic of tokens that are revoked or gone is refused and deleted.
+            let (live, refused): (Vec<_>, Vec<_>) = {
+                let t = txn.open_table(TOKENS)?;
+                let mut split = (Vec::new(), Vec::new());
+                for (id, row) in traffic {
+                    let live = match t.get(id.as_str())? {
+                        Some(v) => serde_json::from_slice::<TokenRecord>(v.value())?
+                            .revoked
+                            .is_none(),
+                        None => false,
+                    };
+                    if live {
+                        split.0.push((id, row));
+                    } else {
+                        split.1.push(id);
+                    }
+                }
+                split
+            };
+            put_traffic_in(txn, live)?;
+            for id in &refused {
+                drop_traffic_in(txn, id)?;
+            }
+            Ok(refused)
         })
         .await
+    }
+
+    /// Sets (or with `None` turns off) the quiet-time alarm of the unrevoked token
+    /// with this name (or id).
+    pub(crate) async fn set_token_quiet_after(
+        &self,
+        name: String,
+        minutes: Option<u32>,
+    ) -> StoreResult<TokenRecord> {
+        let r = self
+            .write(move |txn| {
+                let mut rec = unrevoked_in(txn, &name)?;
+                rec.quiet_after_minutes = minutes;
+                txn.open_table(TOKENS)?
+                    .insert(rec.id.as_str(), serde_json::to_vec(&rec)?.as_slice())?;
+                Ok(rec)
+            })
+            .await;
+        self.invalidate_tokens();
+        r
     }
 }
 
@@ -220,18 +276,25 @@ fn add_token_in(
     Ok(record)
 }
 
-fn revoke_in(txn: &WriteTransaction, name: &str, now: Timestamp) -> StoreResult<TokenRecord> {
+/// The unrevoked token with this name (or id).
+fn unrevoked_in(txn: &WriteTransaction, name: &str) -> StoreResult<TokenRecord> {
     let existing = all_tokens(&txn.open_table(TOKENS)?)?;
-    let Some(mut rec) = existing
+    existing
         .into_iter()
         .find(|t| t.revoked.is_none() && (t.name == name || t.id == name))
-    else {
-        return Err(StoreError::Scim(ScimError::not_found(format!(
-            "no active token named \"{name}\""
-        ))));
-    };
+        .ok_or_else(|| {
+            StoreError::Scim(ScimError::not_found(format!(
+                "no active token named \"{name}\""
+            )))
+        })
+}
+
+fn revoke_in(txn: &WriteTransaction, name: &str, now: Timestamp) -> StoreResult<TokenRecord> {
+    let mut rec = unrevoked_in(txn, name)?;
     rec.revoked = Some(now);
     txn.open_table(TOKENS)?
         .insert(rec.id.as_str(), serde_json::to_vec(&rec)?.as_slice())?;
+    // The token's traffic and metric series go with it.
+    drop_traffic_in(txn, &rec.id)?;
     Ok(rec)
 }

@@ -8,6 +8,8 @@
 //! the admin cookie is never looked at by the SCIM endpoints.
 
 pub(crate) mod activity;
+mod fragments;
+mod liveness;
 pub(crate) mod pages;
 pub(crate) mod session;
 
@@ -26,7 +28,7 @@ use serde_json::Value;
 use super::{AppState, Body, Listener, RequestBody};
 use crate::app::admin::{self as credentials, CredentialError, FirstRun};
 use crate::app::audit::{Caller, Entry, ExportFormat};
-use crate::app::tokens::{self, IssueRequest, TokenError, TokenInfo, TokenState, MAX_TOKEN_DAYS};
+use crate::app::tokens::{self, IssueRequest, TokenError, TokenState, MAX_TOKEN_DAYS};
 use crate::app::{Paging, Query, Resource};
 use crate::clock::Timestamp;
 use crate::config::Config;
@@ -512,6 +514,7 @@ async fn dispatch(state: &Arc<AppState>, req: Request<RequestBody>) -> Response<
                 &chrome(&me, "Tokens", "tokens"),
                 &pages::TokensView {
                     rows: &token_rows(state),
+                    now: Timestamp::now(),
                     issued: None,
                     error: None,
                 },
@@ -644,6 +647,12 @@ async fn signed_in_post(
                     }
                 };
             state.app.audit(&who, entry).await;
+            state.admin.sessions.set_flash(me.id(), msg);
+            redirect("/admin/tokens")
+        }
+        "/admin/tokens/quiet" => {
+            let f: QuietForm = parse_form(&body)?;
+            let msg = set_quiet_after(state, &who, f).await;
             state.admin.sessions.set_flash(me.id(), msg);
             redirect("/admin/tokens")
         }
@@ -994,14 +1003,25 @@ async fn dashboard(
         .as_ref()
         .and_then(|c| c.view(now))
         .map(|v| pages::CertSummary::new(&v, now));
+    let tokens = state.app.token_liveness(now).unwrap_or_default();
+    let mut attention: Vec<_> = cert
+        .iter()
+        .filter_map(|c| liveness::cert_attention(c.days_left, &c.not_after))
+        .collect();
+    attention.extend(liveness::token_attention(&tokens));
+    attention.sort_by_key(|a| !a.error);
     let d = pages::Dashboard {
+        attention,
+        traffic: crate::app::liveness::combined(tokens.iter().map(|(_, l)| l)),
+        now,
         scim_url: scim_url(state, req),
         users,
         inactive_users,
         groups: snap.count(ResourceType::Group).unwrap_or(0),
-        active_tokens: tokens::list(&state.app.store, now)
-            .map(|t| t.iter().filter(|t| t.state == TokenState::Active).count())
-            .unwrap_or(0),
+        active_tokens: tokens
+            .iter()
+            .filter(|(t, _)| t.state == TokenState::Active)
+            .count(),
         requests: state.activity.recent(25),
         events: snap.recent_events(25).unwrap_or_default(),
         version: env!("CARGO_PKG_VERSION"),
@@ -1037,17 +1057,19 @@ async fn dashboard(
 // ---- tokens ------------------------------------------------------------------------
 
 fn token_rows(state: &AppState) -> Vec<pages::TokenRow> {
-    let mut list: Vec<TokenInfo> =
-        tokens::list(&state.app.store, Timestamp::now()).unwrap_or_default();
+    let mut list = state
+        .app
+        .token_liveness(Timestamp::now())
+        .unwrap_or_default();
     // Active first, then newest first.
-    list.sort_by(|a, b| {
+    list.sort_by(|(a, _), (b, _)| {
         (a.state != TokenState::Active, &b.created)
             .cmp(&(b.state != TokenState::Active, &a.created))
     });
     list.into_iter()
-        .map(|t| pages::TokenRow {
+        .map(|(t, liveness)| pages::TokenRow {
             state: t.state.as_str(),
-            last_used: state.app.pending_token_use(&t.id).or(t.last_used),
+            liveness,
             record: t,
         })
         .collect()
@@ -1071,6 +1093,46 @@ fn confirm_revoke(state: &AppState, id: String, chrome: Chrome<'_>) -> Response<
     }
 }
 
+/// The quiet-time alarm form of one token: `off`/empty or a duration (`6h`).
+#[derive(Deserialize)]
+struct QuietForm {
+    id: String,
+    #[serde(default)]
+    quiet_after: String,
+}
+
+/// Sets a token's quiet-time alarm; audited (`token.quiet_alarm`) with the value.
+async fn set_quiet_after(state: &AppState, who: &Caller, f: QuietForm) -> String {
+    let entry = Entry::new("token.quiet_alarm");
+    let set = match tokens::parse_quiet_after(&f.quiet_after) {
+        Ok(minutes) => {
+            tokens::set_quiet_after(&state.app.store, f.id.clone(), minutes, Timestamp::now()).await
+        }
+        Err(e) => Err(e),
+    };
+    let (msg, entry) = match set {
+        Ok(t) => {
+            let (what, value) = match t.quiet_after_minutes.map(tokens::quiet_after_text) {
+                Some(v) => (format!("warns when it has sent nothing for {v}"), v),
+                None => ("is off".to_owned(), "off".to_owned()),
+            };
+            // The name as the audit shows it carries the new value.
+            let shown = format!("{}: quiet alarm {value}", t.name);
+            (
+                format!("The quiet-time alarm of \"{}\" {what}.", t.name),
+                entry.on("Token", Some(&t.id), Some(&shown)),
+            )
+        }
+        Err(e) => {
+            let why = e.page_message();
+            let entry = entry.on("Token", Some(&f.id), None).refused(why.clone());
+            (format!("Not changed: {why}"), entry)
+        }
+    };
+    state.app.audit(who, entry).await;
+    msg
+}
+
 /// The token form: a name, a scope and an optional expiry in days.
 async fn issue_token(
     state: &AppState,
@@ -1085,6 +1147,7 @@ async fn issue_token(
         let rows = token_rows(state);
         let v = pages::TokensView {
             rows: &rows,
+            now: Timestamp::now(),
             issued,
             error,
         };

@@ -13,6 +13,9 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::Serialize;
 
 use super::activity::ScimRequestRecord;
+use super::fragments::csrf_field;
+pub(crate) use super::fragments::when;
+use super::liveness;
 use crate::app::audit::{AuditFilter, AuditPage};
 use crate::app::tokens::TokenInfo;
 use crate::migrate::policy::{
@@ -44,16 +47,6 @@ pub(crate) fn resource_href(rt: ResourceType, id: &str) -> String {
     format!("/admin/{}/{}", section(rt), segment(id))
 }
 
-/// An RFC 3339 time (text or `Timestamp`) as `YYYY-MM-DD HH:MM:SS UTC`.
-pub(crate) fn when(t: impl std::fmt::Display) -> String {
-    let t = t.to_string().replacen('T', " ", 1);
-    let t = match t.find('.') {
-        Some(i) => t[..i].to_owned(),
-        None => t.trim_end_matches('Z').to_owned(),
-    };
-    format!("{} UTC", t.trim_end_matches('Z'))
-}
-
 pub(crate) fn duration(d: Duration) -> String {
     let s = d.as_secs();
     match s {
@@ -74,11 +67,6 @@ pub(crate) fn bytes(n: u64) -> String {
 }
 
 pub(crate) use crate::plural::count;
-
-/// The hidden field every state-changing form carries.
-fn csrf_field(csrf: &str) -> Markup {
-    html! { input type="hidden" name="csrf" value=(csrf); }
-}
 
 /// What every signed-in page shares.
 pub(crate) struct Chrome<'a> {
@@ -322,6 +310,12 @@ pub(crate) struct Dashboard {
     pub unknown: Vec<UnknownRow>,
     /// "reject" or "drop".
     pub unknown_policy: &'static str,
+    /// Token warnings and certificate expiry (`liveness.rs`), errors first.
+    pub attention: Vec<liveness::Attention>,
+    /// Every unrevoked token's requests per hour, the last 24 clock hours.
+    pub traffic: Vec<crate::store::OutcomeCounts>,
+    /// When the page was made.
+    pub now: crate::clock::Timestamp,
 }
 
 /// One unknown attribute on the dashboard.
@@ -468,6 +462,7 @@ pub(crate) fn dashboard(c: &Chrome, d: &Dashboard) -> String {
                 p { "Secret token: issue one on the " a href="/admin/tokens" { "Tokens" } " page (" (d.active_tokens) " active)." }
             }
         }
+        (liveness::attention(&d.attention))
         (unknown_attributes(d))
         section.stats {
             a.stat href="/admin/users" { b { (d.users) } " " (if d.users == 1 { "user" } else { "users" }) small { (d.users.saturating_sub(d.inactive_users)) " active, " (d.inactive_users) " inactive" } }
@@ -477,6 +472,7 @@ pub(crate) fn dashboard(c: &Chrome, d: &Dashboard) -> String {
                 @if let Some(e) = d.migration_error.as_deref() { small.bad #migration-error { "error: " (e) } }
             }
         }
+        (liveness::traffic_card(&d.traffic, d.now))
         section {
             h2 { "Recent SCIM requests" }
             @if d.requests.is_empty() {
@@ -542,7 +538,8 @@ pub(crate) fn dashboard(c: &Chrome, d: &Dashboard) -> String {
 pub(crate) struct TokenRow {
     pub record: TokenInfo,
     pub state: &'static str,
-    pub last_used: Option<crate::clock::Timestamp>,
+    /// Last request, 24 h counts, warnings (`liveness.rs`).
+    pub liveness: crate::app::liveness::TokenLiveness,
 }
 
 /// A token that was just issued: its secret is on this page and nowhere else.
@@ -555,6 +552,8 @@ pub(crate) struct Issued {
 /// The Tokens page: the issue form, a just-issued secret or a refusal, the list.
 pub(crate) struct TokensView<'a> {
     pub rows: &'a [TokenRow],
+    /// When the page was made (relative times).
+    pub now: crate::clock::Timestamp,
     pub issued: Option<&'a Issued>,
     pub error: Option<&'a str>,
 }
@@ -597,16 +596,18 @@ pub(crate) fn tokens(c: &Chrome, v: &TokensView) -> String {
                 p.note { "No token yet." }
             } @else {
                 div.scroll { table #tokens {
-                    thead { tr { th { "Name" } th { "Scope" } th { "Created" } th { "Last used" } th { "Expires" } th { "State" } th {} } }
+                    thead { tr { th { "Name" } th { "Scope" } th { "Created" } th { "Last request" } th { "Last 24 h" } th { "Expires" } th { "State" } th { "Quiet alarm" } th {} } }
                     tbody { @for r in v.rows {
                         @let t = &r.record;
                         tr data-token=(t.name) {
                             td { (t.name) }
                             td { (t.scope.as_str()) }
                             td { (when(t.created)) }
-                            td { (r.last_used.map(when).as_deref().unwrap_or("never")) }
+                            (liveness::last_request_cell(&r.liveness, v.now))
+                            (liveness::day_cell(t, &r.liveness, v.now))
                             td { (t.expires.map(when).as_deref().unwrap_or("never")) }
-                            td { span class={ "pill " (if r.state == "active" { "ok" } else { "bad" }) } { (r.state) } }
+                            td { span class={ "pill " (if r.state == "active" { "ok" } else { "bad" }) } { (r.state) } (liveness::badges(&r.liveness)) }
+                            (liveness::quiet_cell(t, c.csrf))
                             td {
                                 @if r.state == "active" {
                                     form method="post" action="/admin/tokens/revoke" {
@@ -621,6 +622,7 @@ pub(crate) fn tokens(c: &Chrome, v: &TokensView) -> String {
                 } }
             }
             p.note { "Revoking takes effect on the token's next request." }
+            (liveness::explained())
         }
     };
     layout(c, content)
