@@ -207,42 +207,12 @@ async fn handle_inner(
     rest: &str,
     token: &mut Option<(String, String)>,
 ) -> Handled {
-    let now = Timestamp::now();
-    let header = req
-        .headers()
-        .get(hyper::header::AUTHORIZATION)
-        .and_then(|h| h.to_str().ok());
-    let client = super::client_of(&req);
-    let principal = match authenticate(&state.app.store, header, now).map_err(store_error)? {
+    let principal = match admit(state, &req) {
         Ok(p) => p,
-        Err(why) => {
-            state.metrics.auth_failure(why.as_str());
-            // Only failures are throttled: a valid token is never refused for its
-            // address (identity providers share theirs).
-            let limiter = &state.app.limiter;
-            if let Err(t) = limiter.auth_failed(client, std::time::Instant::now()) {
-                tracing::debug!(client = %client, reason = why.as_str(), "SCIM authentication failed (throttled)");
-                return Ok(super::throttled(&t, true));
-            }
-            tracing::warn!(client = %client, reason = why.as_str(), "SCIM authentication failed");
-            return Err(ScimError::new(
-                401,
-                None,
-                "authentication required: send \"Authorization: Bearer <token>\" with a valid, unrevoked token",
-            ));
-        }
+        Err(Refusal::Throttled(t)) => return Ok(super::throttled(&t, true)),
+        Err(Refusal::Error(e)) => return Err(e),
     };
-    // Throttled requests too are the token's (its traffic and audit entries).
     *token = Some((principal.token_id.clone(), principal.name.clone()));
-    match state
-        .app
-        .limiter
-        .request(Subject::Token(principal.token_id.clone()))
-    {
-        Ok(p) => super::request_ctx(&req).hold(p),
-        Err(t) => return Ok(super::throttled(&t, true)),
-    }
-    state.app.note_token_use(&principal.token_id, now);
 
     let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
     if segments.first() == Some(&"Me") {
@@ -257,25 +227,8 @@ async fn handle_inner(
     let method = req.method().clone();
     // Scope and the cut-over gate are decided by the parsed route, not by how the
     // path ends.
-    let is_write = ScimRoute::parse(&method, &segments).writes();
-    if is_write {
-        if let Some((status, why)) = state.app.migration.write_refusal() {
-            let mut e = ScimError::new(status, None, why);
-            if status == 503 {
-                e.detail.push_str(" (Retry-After: 10)");
-            }
-            return Err(e);
-        }
-    }
-    if is_write && principal.scope == Scope::ReadOnly {
-        return Err(ScimError::new(
-            403,
-            None,
-            format!(
-                "the token \"{}\" is read-only; this request needs a read-write token",
-                principal.name
-            ),
-        ));
+    if ScimRoute::parse(&method, &segments).writes() {
+        write_gate(state, &principal)?;
     }
     let base = state.scim_base();
     let params = query_params(&req);
@@ -289,76 +242,229 @@ async fn handle_inner(
         };
         return endpoint.handle(req, method, &segments[1..]).await;
     }
-    match (method, segments.as_slice()) {
-        (Method::GET, ["ServiceProviderConfig"]) => Ok(scim_json(
-            StatusCode::OK,
-            &discovery::service_provider_config(&capabilities(state), &base),
-        )),
-        (Method::GET, ["Schemas"]) => {
-            let docs = discovery::listed_schemas()
-                .map(|s| discovery::schema_json(s, &base))
-                .collect();
-            Ok(scim_json(StatusCode::OK, &discovery::list_response(docs)))
-        }
-        (Method::GET, ["Schemas", id @ ..]) => {
-            // Ids are URNs, or (Entra's ADSCIM schema) an http URL, percent-encoded in
-            // its location or sent with its slashes.
-            let raw = id.join("/");
-            let id: String =
-                form_urlencoded::parse(format!("i={}", raw.replace('+', "%2B")).as_bytes())
-                    .next()
-                    .map(|(_, v)| v.into_owned())
-                    .unwrap_or(raw);
-            match discovery::find_schema(&id) {
-                Some(s) => Ok(scim_json(StatusCode::OK, &discovery::schema_json(s, &base))),
-                None => Err(ScimError::not_found(format!("no schema \"{id}\""))),
+    let service = ServiceEndpoint {
+        state,
+        principal: &principal,
+        base: &base,
+    };
+    service.handle(req, method, &segments, rest).await
+}
+
+/// Authenticates the request's bearer token (RFC 7644 §2) and takes the token's
+/// request permit from the limiter; records the token's use.
+///
+/// Refusals: 401 for a missing, unknown, revoked or expired
+/// token (each failure counted in /metrics and logged with the client address;
+/// repeated failures from one address are throttled with 429), 429 when the
+/// token already has its limit of requests in progress.
+fn admit(state: &Arc<AppState>, req: &Request<RequestBody>) -> Result<Principal, Refusal> {
+    let now = Timestamp::now();
+    let header = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok());
+    let client = super::client_of(req);
+    let authenticated =
+        authenticate(&state.app.store, header, now).map_err(|e| Refusal::Error(store_error(e)))?;
+    let principal = match authenticated {
+        Ok(p) => p,
+        Err(why) => {
+            state.metrics.auth_failure(why.as_str());
+            // Only failures are throttled: a valid token is never refused for its
+            // address (identity providers share theirs).
+            let limiter = &state.app.limiter;
+            if let Err(t) = limiter.auth_failed(client, std::time::Instant::now()) {
+                tracing::debug!(client = %client, reason = why.as_str(), "SCIM authentication failed (throttled)");
+                return Err(Refusal::Throttled(t));
             }
-        }
-        (Method::GET, ["ResourceTypes"]) => {
-            let docs = ResourceType::ALL
-                .iter()
-                .map(|rt| discovery::resource_type_json(*rt, &base))
-                .collect();
-            Ok(scim_json(StatusCode::OK, &discovery::list_response(docs)))
-        }
-        (Method::GET, ["ResourceTypes", id]) => match ResourceType::from_name(id) {
-            Some(rt) => Ok(scim_json(
-                StatusCode::OK,
-                &discovery::resource_type_json(rt, &base),
-            )),
-            None => Err(ScimError::not_found(format!("no resource type \"{id}\""))),
-        },
-        (Method::POST, [".search"]) => {
-            let body = read_json(req, state.app.config.limits.max_body_bytes).await?;
-            search(state, None, &search_params(&body)?, &base, &principal).await
-        }
-        (Method::POST, ["Bulk"]) => {
-            let body = read_json(req, state.app.config.limits.bulk_max_payload_bytes).await?;
-            let subject = Subject::Token(principal.token_id.clone());
-            let _heavy = match state.app.limiter.heavy(subject).await {
-                Ok(p) => p,
-                Err(t) => return Ok(super::throttled(&t, true)),
-            };
-            let answer = super::bulk::handle(state, body, &principal, &base).await;
-            crate::memory::release_soon();
-            answer
-        }
-        (_, [seg, ..])
-            if matches!(
-                *seg,
-                "ServiceProviderConfig" | "Schemas" | "ResourceTypes" | "Bulk" | ".search"
-            ) =>
-        {
-            Err(ScimError::new(
-                405,
+            tracing::warn!(client = %client, reason = why.as_str(), "SCIM authentication failed");
+            return Err(Refusal::Error(ScimError::new(
+                401,
                 None,
-                "this method is not allowed on this endpoint",
-            ))
+                "authentication required: send \"Authorization: Bearer <token>\" with a valid, unrevoked token",
+            )));
         }
-        _ => Err(ScimError::not_found(format!(
-            "no SCIM endpoint at {}{rest}",
-            super::SCIM_PREFIX
-        ))),
+    };
+    match state
+        .app
+        .limiter
+        .request(Subject::Token(principal.token_id.clone()))
+    {
+        Ok(p) => super::request_ctx(req).hold(p),
+        Err(t) => return Err(Refusal::Throttled(t)),
+    }
+    state.app.note_token_use(&principal.token_id, now);
+    Ok(principal)
+}
+
+/// Why `admit` turned a request away.
+enum Refusal {
+    /// Answered 429 with `Retry-After`.
+    Throttled(crate::limiter::Throttled),
+    /// Answered with this SCIM error.
+    Error(ScimError),
+}
+
+/// Whether a write may run: refused after cut-over (or 503 while the migration
+/// holds writes, with `Retry-After: 10` in the detail) and for read-only tokens
+/// (403).
+fn write_gate(state: &AppState, principal: &Principal) -> ScimResult<()> {
+    if let Some((status, why)) = state.app.migration.write_refusal() {
+        let mut e = ScimError::new(status, None, why);
+        if status == 503 {
+            e.detail.push_str(" (Retry-After: 10)");
+        }
+        return Err(e);
+    }
+    if principal.scope == Scope::ReadOnly {
+        return Err(ScimError::new(
+            403,
+            None,
+            format!(
+                "the token \"{}\" is read-only; this request needs a read-write token",
+                principal.name
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A request to an endpoint of the service itself rather than of a resource type:
+/// discovery (RFC 7644 §4), the root `/.search` (§3.4.3) and `/Bulk` (§3.7).
+struct ServiceEndpoint<'a> {
+    state: &'a Arc<AppState>,
+    principal: &'a Principal,
+    base: &'a str,
+}
+
+impl ServiceEndpoint<'_> {
+    async fn handle(
+        &self,
+        req: Request<RequestBody>,
+        method: Method,
+        segments: &[&str],
+        rest: &str,
+    ) -> Handled {
+        let (state, base) = (self.state, self.base);
+        match (method, segments) {
+            (Method::GET, ["ServiceProviderConfig"]) => Ok(scim_json(
+                StatusCode::OK,
+                &discovery::service_provider_config(&capabilities(state), base),
+            )),
+            (Method::GET, ["Schemas"]) => {
+                let docs = discovery::listed_schemas()
+                    .map(|s| discovery::schema_json(s, base))
+                    .collect();
+                Ok(scim_json(StatusCode::OK, &discovery::list_response(docs)))
+            }
+            (Method::GET, ["Schemas", id @ ..]) => schema(id, base),
+            (Method::GET, ["ResourceTypes"]) => {
+                let docs = ResourceType::ALL
+                    .iter()
+                    .map(|rt| discovery::resource_type_json(*rt, base))
+                    .collect();
+                Ok(scim_json(StatusCode::OK, &discovery::list_response(docs)))
+            }
+            (Method::GET, ["ResourceTypes", id]) => match ResourceType::from_name(id) {
+                Some(rt) => Ok(scim_json(
+                    StatusCode::OK,
+                    &discovery::resource_type_json(rt, base),
+                )),
+                None => Err(ScimError::not_found(format!("no resource type \"{id}\""))),
+            },
+            (Method::POST, [".search"]) => {
+                let body = read_json(req, state.app.config.limits.max_body_bytes).await?;
+                search(state, None, &search_params(&body)?, base, self.principal).await
+            }
+            (Method::POST, ["Bulk"]) => self.bulk(req).await,
+            (_, [seg, ..])
+                if matches!(
+                    *seg,
+                    "ServiceProviderConfig" | "Schemas" | "ResourceTypes" | "Bulk" | ".search"
+                ) =>
+            {
+                Err(ScimError::new(
+                    405,
+                    None,
+                    "this method is not allowed on this endpoint",
+                ))
+            }
+            _ => Err(ScimError::not_found(format!(
+                "no SCIM endpoint at {}{rest}",
+                super::SCIM_PREFIX
+            ))),
+        }
+    }
+
+    /// `POST /Bulk` (RFC 7644 §3.7) as heavy work (`Limiter::heavy`: the token's own
+    /// heavy-work limit, then a shared slot); 429 when none is free.
+    async fn bulk(&self, req: Request<RequestBody>) -> Handled {
+        let state = self.state;
+        let body = read_json(req, state.app.config.limits.bulk_max_payload_bytes).await?;
+        let subject = Subject::Token(self.principal.token_id.clone());
+        let _heavy = match state.app.limiter.heavy(subject).await {
+            Ok(p) => p,
+            Err(t) => return Ok(super::throttled(&t, true)),
+        };
+        let answer = super::bulk::handle(state, body, self.principal, self.base).await;
+        crate::memory::release_soon();
+        answer
+    }
+}
+
+/// The SCIM response for an operation's outcome: 201 for a create, 200 with the
+/// resource, 304 with the ETag, 204 for a delete, or a streamed 200 that keeps the
+/// heavy-work permit (`heavy`) until its last byte is sent.
+fn outcome_response(
+    outcome: Outcome,
+    created: bool,
+    mut heavy: Option<crate::limiter::Permit>,
+) -> Response<Body> {
+    let streamed = matches!(outcome, Outcome::Streamed { .. });
+    if !streamed && heavy.take().is_some() {
+        crate::memory::release_soon();
+    }
+    match outcome {
+        Outcome::Streamed { version, json } => {
+            let mut body = Body::chunks(json);
+            if let Some(p) = heavy.take() {
+                body = body.keeping(Box::new(p));
+            }
+            let mut resp = Response::new(body);
+            resp.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static(super::SCIM_CONTENT_TYPE),
+            );
+            set_etag(&mut resp, &version);
+            resp
+        }
+        Outcome::Resource(w) if created => written_response(StatusCode::CREATED, w),
+        Outcome::Resource(w) => written_response(StatusCode::OK, w),
+        Outcome::NotModified { version } => {
+            let mut resp = Response::new(Body::new(Bytes::new()));
+            *resp.status_mut() = StatusCode::NOT_MODIFIED;
+            set_etag(&mut resp, &version);
+            resp
+        }
+        Outcome::Deleted => {
+            let mut r = Response::new(Body::new(Bytes::new()));
+            *r.status_mut() = StatusCode::NO_CONTENT;
+            r
+        }
+    }
+}
+
+/// `GET /Schemas/{id}`: ids are URNs, or (Entra's ADSCIM schema) an http URL,
+/// percent-encoded in its location or sent with its slashes. 404 for an unknown id.
+fn schema(id: &[&str], base: &str) -> Handled {
+    let raw = id.join("/");
+    let id: String = form_urlencoded::parse(format!("i={}", raw.replace('+', "%2B")).as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or(raw);
+    match discovery::find_schema(&id) {
+        Some(s) => Ok(scim_json(StatusCode::OK, &discovery::schema_json(s, base))),
+        None => Err(ScimError::not_found(format!("no schema \"{id}\""))),
     }
 }
 
@@ -474,39 +580,7 @@ impl ResourceEndpoint<'_> {
             .execute(op, &actor(self.principal), self.base)
             .await
             .map_err(store_error)?;
-        // A streamed answer keeps its heavy permit until it has been sent.
-        let streamed = matches!(outcome, Outcome::Streamed { .. });
-        if !streamed && heavy.take().is_some() {
-            crate::memory::release_soon();
-        }
-        Ok(match outcome {
-            Outcome::Streamed { version, json } => {
-                let mut body = Body::chunks(json);
-                if let Some(p) = heavy.take() {
-                    body = body.keeping(Box::new(p));
-                }
-                let mut resp = Response::new(body);
-                resp.headers_mut().insert(
-                    CONTENT_TYPE,
-                    HeaderValue::from_static(super::SCIM_CONTENT_TYPE),
-                );
-                set_etag(&mut resp, &version);
-                resp
-            }
-            Outcome::Resource(w) if created => written_response(StatusCode::CREATED, w),
-            Outcome::Resource(w) => written_response(StatusCode::OK, w),
-            Outcome::NotModified { version } => {
-                let mut resp = Response::new(Body::new(Bytes::new()));
-                *resp.status_mut() = StatusCode::NOT_MODIFIED;
-                set_etag(&mut resp, &version);
-                resp
-            }
-            Outcome::Deleted => {
-                let mut r = Response::new(Body::new(Bytes::new()));
-                *r.status_mut() = StatusCode::NO_CONTENT;
-                r
-            }
-        })
+        Ok(outcome_response(outcome, created, heavy))
     }
 
     async fn search(&self, rt: Option<ResourceType>, req: &SearchRequest) -> Handled {
