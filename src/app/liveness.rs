@@ -285,6 +285,7 @@ mod tests {
             last_used: None,
             expires: None,
             revoked: None,
+            superseded: None,
             quiet_after_minutes: None,
         }
     }

@@ -1,6 +1,7 @@
 //! SCIM bearer tokens as the admin page, the control socket and the CLI manage them:
 //! issue (name rules, scope, expiry of at most `MAX_TOKEN_DAYS`), list (with each
-//! token's state at a given time) and revoke. Typed requests, results and errors;
+//! token's state at a given time), rotate (a successor under the same name; the old
+//! secret stays valid, superseded, until it is revoked) and revoke. Typed requests, results and errors;
 //! the secret of a new token is a `Secret`, shown once by the edge that asked.
 //! Knows neither HTTP nor the control wire nor redb (it calls the store's typed API).
 
@@ -8,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::Timestamp;
 use crate::secret::Secret;
+pub(crate) use crate::store::RevokeWhich;
 pub(crate) use crate::store::TokenState;
 use crate::store::{Scope, Store, StoreError, TokenRecord};
 
@@ -29,6 +31,9 @@ pub(crate) struct TokenInfo {
     pub last_used: Option<Timestamp>,
     pub expires: Option<Timestamp>,
     pub revoked: Option<Timestamp>,
+    /// When a successor was issued under its name (`token rotate`).
+    #[serde(default)]
+    pub superseded: Option<Timestamp>,
     /// The quiet-time alarm in minutes (`app::liveness`); `None`: off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quiet_after_minutes: Option<u32>,
@@ -46,6 +51,7 @@ impl TokenInfo {
             last_used: t.last_used,
             expires: t.expires,
             revoked: t.revoked,
+            superseded: t.superseded,
             quiet_after_minutes: t.quiet_after_minutes,
         }
     }
@@ -85,6 +91,8 @@ pub(crate) enum TokenError {
     QuietAfter,
     #[error("the operating system's random generator failed")]
     Random,
+    #[error("no current token named \"{0}\" to rotate (token list shows them)")]
+    NotRotatable(String),
     /// The store refused (a duplicate active name, no such token) or failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -177,15 +185,57 @@ pub(crate) fn list(store: &Store, now: Timestamp) -> Result<Vec<TokenInfo>, Toke
     Ok(tokens.into_iter().map(|t| TokenInfo::at(t, now)).collect())
 }
 
-/// Revokes the active token with this name (or id); the next request with it is
-/// refused.
+/// Revokes the token with this name (or id) — with `RevokeWhich::Superseded`, the
+/// superseded secrets a rotation left under the name; the next request with a
+/// revoked secret is refused. A name that holds several valid secrets is refused
+/// with `Only` (the message says how to choose).
 pub(crate) async fn revoke(
     store: &Store,
     name_or_id: String,
+    which: RevokeWhich,
     now: Timestamp,
-) -> Result<TokenInfo, TokenError> {
-    let record = store.revoke_token(name_or_id, now).await?;
-    Ok(TokenInfo::at(record, now))
+) -> Result<Vec<TokenInfo>, TokenError> {
+    let records = store.revoke_token(name_or_id, which, now).await?;
+    Ok(records.into_iter().map(|r| TokenInfo::at(r, now)).collect())
+}
+
+/// `token rotate NAME`: issues a successor under the same name, with the same scope
+/// and the same lifetime from now (none if the old one had none); the old secret
+/// stays valid, shown as superseded, until it is revoked, never automatically (the
+/// identity provider may keep using it until an admin pastes the new one).
+pub(crate) async fn rotate(
+    store: &Store,
+    name_or_id: String,
+    now: Timestamp,
+) -> Result<(TokenInfo, IssuedToken), TokenError> {
+    let current = store
+        .snapshot()
+        .and_then(|s| s.tokens())?
+        .into_iter()
+        .find(|t| {
+            t.revoked.is_none()
+                && t.superseded.is_none()
+                && (t.name == name_or_id || t.id == name_or_id)
+        });
+    let Some(old) = current else {
+        return Err(TokenError::NotRotatable(name_or_id));
+    };
+    let expires = old
+        .expires
+        .map(|e| now.saturating_add(e.since(old.created)));
+    let (mut record, secret, hash) = crate::auth::new_token(&old.name, old.scope, now, expires)
+        .map_err(|_| TokenError::Random)?;
+    // The successor watches the same identity provider: it keeps the quiet alarm.
+    record.quiet_after_minutes = old.quiet_after_minutes;
+    // The store checks again, in the transaction, that `old` is still current.
+    let (old, new) = store.rotate_token(old.id, record, hash, now).await?;
+    Ok((
+        TokenInfo::at(old, now),
+        IssuedToken {
+            token: TokenInfo::at(new, now),
+            secret,
+        },
+    ))
 }
 
 #[cfg(test)]
@@ -271,7 +321,9 @@ mod tests {
             .is_err());
         set_quiet_after(&s, "idp".into(), None, now).await.unwrap();
         assert_eq!(list(&s, now).unwrap()[0].quiet_after_minutes, None);
-        revoke(&s, "idp".into(), now).await.unwrap();
+        revoke(&s, "idp".into(), RevokeWhich::Only, now)
+            .await
+            .unwrap();
         let e = set_quiet_after(&s, "idp".into(), Some(60), now)
             .await
             .unwrap_err();
@@ -295,13 +347,70 @@ mod tests {
             .collect();
         assert!(states.contains(&("a".into(), TokenState::Expired)));
         assert!(states.contains(&("b".into(), TokenState::Active)));
-        let r = revoke(&s, "b".into(), later).await.unwrap();
+        let r = revoke(&s, "b".into(), RevokeWhich::Only, later)
+            .await
+            .unwrap();
+        let r = r.into_iter().next().unwrap();
         assert_eq!(r.state, TokenState::Revoked);
-        let e = revoke(&s, "b".into(), later).await.unwrap_err();
+        let e = revoke(&s, "b".into(), RevokeWhich::Only, later)
+            .await
+            .unwrap_err();
         assert!(e.to_string().contains("no active token named"), "{e}");
         let json = serde_json::to_value(&r).unwrap();
         assert_eq!(json["state"], "revoked");
         assert_eq!(json["scope"], "read-write");
         assert!(json.get("lastUsed").is_some());
+    }
+
+    #[tokio::test]
+    async fn rotation_keeps_the_old_secret_until_it_is_revoked() {
+        let (_d, s) = store();
+        let t0 = at("2024-05-01T10:00:00Z");
+        let first = issue(&s, req("entra", Some(30)), t0).await.unwrap();
+        let t1 = at("2024-05-11T10:00:00Z");
+        let (old, new) = rotate(&s, "entra".into(), t1).await.unwrap();
+        assert_eq!(
+            (old.id.as_str(), old.state),
+            (first.token.id.as_str(), TokenState::Superseded)
+        );
+        assert_eq!(new.token.name, "entra");
+        assert_eq!(new.token.state, TokenState::Active);
+        // The same scope and lifetime, from now.
+        assert_eq!(new.token.expires, Some(at("2024-06-10T10:00:00Z")));
+        // Both secrets authenticate; the old one is never revoked by itself.
+        let accepted = |secret: &Secret| {
+            let r = s
+                .token_by_hash(&crate::auth::hash_secret(secret.expose()))
+                .unwrap()
+                .unwrap();
+            r.state(at("2024-05-20T00:00:00Z")).accepted()
+        };
+        assert!(accepted(&first.secret) && accepted(&new.secret));
+        // A name under rotation is unambiguous only with --superseded or an id.
+        let e = revoke(&s, "entra".into(), RevokeWhich::Only, t1)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("--superseded"), "{e}");
+        assert!(issue(&s, req("entra", None), t1).await.is_err());
+        // A second rotation supersedes the successor; the name then holds three.
+        let (_, newest) = rotate(&s, "entra".into(), t1).await.unwrap();
+        let gone = revoke(&s, "entra".into(), RevokeWhich::Superseded, t1)
+            .await
+            .unwrap();
+        assert_eq!(gone.len(), 2);
+        assert!(gone.iter().all(|t| t.state == TokenState::Revoked));
+        assert!(!accepted(&first.secret) && !accepted(&new.secret) && accepted(&newest.secret));
+        let none = revoke(&s, "entra".into(), RevokeWhich::Superseded, t1)
+            .await
+            .unwrap_err();
+        assert!(none.to_string().contains("no superseded"), "{none}");
+        // Now one secret again: revoking by name works as before.
+        revoke(&s, "entra".into(), RevokeWhich::Only, t1)
+            .await
+            .unwrap();
+        assert!(matches!(
+            rotate(&s, "entra".into(), t1).await,
+            Err(TokenError::NotRotatable(_))
+        ));
     }
 }

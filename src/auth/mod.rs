@@ -36,7 +36,7 @@ pub(crate) fn still_valid(
 ) -> Result<bool, StoreError> {
     Ok(store
         .token_by_hash(&p.secret_hash)?
-        .is_some_and(|r| r.id == p.token_id && r.state(now) == TokenState::Active))
+        .is_some_and(|r| r.id == p.token_id && r.state(now).accepted()))
 }
 
 pub(crate) fn hash_secret(secret: &str) -> Vec<u8> {
@@ -74,6 +74,7 @@ pub(crate) fn new_token(
         expires,
         last_used: None,
         revoked: None,
+        superseded: None,
         quiet_after_minutes: None,
     };
     Ok((record, secret, hash))
@@ -127,7 +128,8 @@ pub(crate) fn authenticate(
     match record.state(now) {
         TokenState::Revoked => return Ok(Err(AuthFailure::Revoked)),
         TokenState::Expired => return Ok(Err(AuthFailure::Expired)),
-        TokenState::Active => {}
+        // A superseded secret works until it is revoked (`token rotate`).
+        TokenState::Active | TokenState::Superseded => {}
     }
     Ok(Ok(Principal {
         secret_hash: hash,

@@ -66,7 +66,7 @@ pub(crate) enum Command {
         /// The export file.
         file: PathBuf,
     },
-    /// The admin page's password.
+    /// The admin page's accounts: add, remove, list, reset a password.
     #[command(subcommand)]
     Admin(AdminCommand),
     /// Write a consistent copy of the database while the server keeps serving.
@@ -79,9 +79,25 @@ pub(crate) enum Command {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum AdminCommand {
-    /// Print a one-time link (valid for an hour) to set a new admin password; the
-    /// current password keeps working until the new one is set.
-    ResetPassword,
+    /// Create a named admin account and print a one-time link (valid for an hour)
+    /// that sets its password.
+    Add {
+        /// Letters, digits and . _ - @ (at most 64; case does not matter).
+        name: String,
+    },
+    /// Remove an admin account; its sessions end. The last account that can sign in
+    /// cannot be removed.
+    Remove { name: String },
+    /// Print a one-time link (valid for an hour) to set a new password for NAME (may
+    /// be left out when there is one account); the current password keeps working
+    /// until the new one is set, then the account's sessions end.
+    ResetPassword { name: Option<String> },
+    /// List the admin accounts (never their passwords).
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -104,10 +120,17 @@ pub(crate) enum TokenCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Revoke a token by name; takes effect on the next request. Asks first when
-    /// stdin is a terminal.
+    /// Issue a successor under the token's name (same scope and lifetime), printed
+    /// once; the old secret stays valid, shown as superseded, until it is revoked.
+    Rotate { name: String },
+    /// Revoke a token by name (or by id, from `token list`); takes effect on the
+    /// next request. Asks first when stdin is a terminal. After a rotation the name
+    /// holds several secrets: --superseded revokes the old ones.
     Revoke {
         name: String,
+        /// Revoke only the secrets superseded by `token rotate` under this name.
+        #[arg(long)]
+        superseded: bool,
         /// Do not ask for confirmation.
         #[arg(long)]
         yes: bool,
@@ -302,7 +325,7 @@ pub fn run(matches: &ArgMatches) -> Result<ExitCode> {
         Command::CheckConfig(_) => check_config(&cli.load(flags)?),
         Command::Token(cmd) => token::run(&cli.load(None)?, cmd),
         Command::Migrate(cmd) => migrate::run(&cli.load(None)?, cmd),
-        Command::Admin(AdminCommand::ResetPassword) => admin::reset_password(&cli.load(None)?),
+        Command::Admin(cmd) => admin::run(&cli.load(None)?, cmd),
         Command::Export { out } => data::export(&cli.load(None)?, out),
         Command::Import { file } => data::import(&cli.load(None)?, file),
         Command::Backup { out } => data::backup(&cli.load(None)?, out),

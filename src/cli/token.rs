@@ -1,6 +1,7 @@
-//! `token issue|list|revoke`: SCIM bearer tokens, rendered from the typed replies.
-//! `issue` prints the secret alone on stdout (so `TOKEN=$(scimbridge token issue
-//! --name x)` works) and its explanation on stderr.
+//! `token issue|list|rotate|revoke`: SCIM bearer tokens, rendered from the typed
+//! replies. `issue` and `rotate` print the secret alone on stdout (so
+//! `TOKEN=$(scimbridge token issue --name x)` works) and its explanation on stderr;
+//! `revoke` asks first only when stdin is a terminal.
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
@@ -57,28 +58,75 @@ pub(super) fn run(cfg: &Config, cmd: &TokenCommand) -> Result<ExitCode> {
                 print!("{}", table(&tokens));
             }
         }
-        TokenCommand::Revoke { name, yes } => {
+        TokenCommand::Rotate { name } => {
+            let req = Request::TokenRotate { name: name.clone() };
+            let r = match request(cfg, req, &mut |_| {})? {
+                Reply::TokenRotated(r) => r,
+                other => return Err(unexpected(other)),
+            };
+            eprintln!(
+                "Issued a successor of the token \"{}\"{}. Copy it now: it is shown only once. \
+                 The old secret keeps working (superseded, last used {}) until you revoke it: \
+                 scimbridge token revoke {} --superseded",
+                r.new.token.name,
+                r.new
+                    .token
+                    .expires
+                    .map(|e| format!(", expiring {e}"))
+                    .unwrap_or_default(),
+                r.old.last_used.map_or("never".into(), |t| t.to_string()),
+                r.old.name
+            );
+            // The one other place the CLI shows a secret: the successor just issued.
+            println!("{}", r.new.secret.expose());
+        }
+        TokenCommand::Revoke {
+            name,
+            superseded,
+            yes,
+        } => {
             // Only a person at a terminal is asked; scripts stay non-interactive.
-            if !*yes && std::io::stdin().is_terminal() && !confirmed(name)? {
+            if !*yes && std::io::stdin().is_terminal() && !confirmed(name, *superseded)? {
                 eprintln!("not revoked");
                 return Ok(ExitCode::FAILURE);
             }
-            let req = Request::TokenRevoke { name: name.clone() };
-            let t = match request(cfg, req, &mut |_| {})? {
+            let req = Request::TokenRevoke {
+                name: name.clone(),
+                superseded: *superseded,
+            };
+            let revoked = match request(cfg, req, &mut |_| {})? {
                 Reply::TokenRevoked(t) => t,
                 other => return Err(unexpected(other)),
             };
-            println!("revoked the token \"{}\"", t.name);
+            for t in revoked {
+                println!(
+                    "revoked the {}token \"{}\" ({})",
+                    if t.superseded.is_some() {
+                        "superseded "
+                    } else {
+                        ""
+                    },
+                    t.name,
+                    t.id
+                );
+            }
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
 /// Asks on the terminal whether to revoke `name`; true for "y" or "yes".
-fn confirmed(name: &str) -> Result<bool> {
-    eprint!(
-        "Revoke the token \"{name}\"? The identity provider using it stops provisioning. [y/N] "
-    );
+fn confirmed(name: &str, superseded: bool) -> Result<bool> {
+    if superseded {
+        eprint!(
+            "Revoke the superseded secrets of the token \"{name}\"? An identity provider \
+             still using one stops provisioning. [y/N] "
+        );
+    } else {
+        eprint!(
+            "Revoke the token \"{name}\"? The identity provider using it stops provisioning. [y/N] "
+        );
+    }
     std::io::stderr().flush()?;
     let mut answer = String::new();
     std::io::stdin().read_line(&mut answer)?;
@@ -94,18 +142,19 @@ fn table(tokens: &[TokenInfo]) -> String {
         return "no tokens; issue one with: scimbridge token issue --name NAME\n".into();
     }
     let mut out = format!(
-        "{:<24} {:<10} {:<8} {:<24} {:<24} EXPIRES\n",
-        "NAME", "SCOPE", "STATE", "CREATED", "LAST USED"
+        "{:<24} {:<10} {:<10} {:<24} {:<24} {:<24} ID\n",
+        "NAME", "SCOPE", "STATE", "CREATED", "LAST USED", "EXPIRES"
     );
     for t in tokens {
         out.push_str(&format!(
-            "{:<24} {:<10} {:<8} {:<24} {:<24} {}\n",
+            "{:<24} {:<10} {:<10} {:<24} {:<24} {:<24} {}\n",
             t.name,
             t.scope.as_str(),
             t.state.as_str(),
             t.created.to_string(),
             t.last_used.map_or("never".into(), |t| t.to_string()),
-            t.expires.map_or("never".into(), |t| t.to_string())
+            t.expires.map_or("never".into(), |t| t.to_string()),
+            t.id
         ));
     }
     out

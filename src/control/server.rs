@@ -11,10 +11,10 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 
-use super::wire::{self, BackupDone, Imported, PolicyRequest, Reply, Request, Response};
+use super::wire::{self, BackupDone, Imported, PolicyRequest, Reply, Request, Response, Rotated};
 use crate::app::admin::{self as credentials, CredentialError};
 use crate::app::audit::{Caller, Entry};
-use crate::app::tokens::{self, TokenError};
+use crate::app::tokens::{self, RevokeWhich, TokenError};
 use crate::app::App;
 use crate::clock::Timestamp;
 use crate::migrate::error::MigrateError;
@@ -73,8 +73,17 @@ pub(crate) async fn execute(
 fn audit_entry(req: &Request) -> Option<Entry> {
     Some(match req {
         Request::TokenIssue(r) => Entry::new("token.issue").on("Token", None, Some(&r.name)),
-        Request::TokenRevoke { name } => Entry::new("token.revoke").on("Token", None, Some(name)),
-        Request::AdminResetPassword => Entry::new("admin.reset_password"),
+        Request::TokenRevoke { name, .. } => {
+            Entry::new("token.revoke").on("Token", None, Some(name))
+        }
+        Request::TokenRotate { name } => Entry::new("token.rotate").on("Token", None, Some(name)),
+        Request::AdminResetPassword { name } => {
+            Entry::new("admin.reset_password").on("AdminAccount", None, name.as_deref())
+        }
+        Request::AdminAdd { name } => Entry::new("admin.add").on("AdminAccount", None, Some(name)),
+        Request::AdminRemove { name } => {
+            Entry::new("admin.remove").on("AdminAccount", None, Some(name))
+        }
         Request::MigrateCheck => Entry::new("migration.check"),
         Request::MigrateCheckTarget(r) => {
             Entry::new("migration.check_target").on("Migration", None, Some(&r.target))
@@ -96,9 +105,11 @@ fn audit_entry(req: &Request) -> Option<Entry> {
         Request::MigrateAbort => Entry::new("migration.abort"),
         Request::MigrateCutover { .. } => Entry::new("migration.cutover"),
         Request::Import { .. } => Entry::new("directory.import"),
-        Request::TokenList | Request::MigrateStatus | Request::Export | Request::Backup => {
-            return None
-        }
+        Request::TokenList
+        | Request::AdminList
+        | Request::MigrateStatus
+        | Request::Export
+        | Request::Backup => return None,
     })
 }
 
@@ -108,12 +119,26 @@ async fn run(app: &App, req: Request, progress: ProgressSink<'_>) -> Result<Repl
     Ok(match req {
         Request::TokenIssue(r) => Reply::TokenIssued(tokens::issue(store, r, now).await?),
         Request::TokenList => Reply::Tokens(tokens::list(store, now)?),
-        Request::TokenRevoke { name } => {
-            Reply::TokenRevoked(tokens::revoke(store, name, now).await?)
+        Request::TokenRevoke { name, superseded } => {
+            let which = if superseded {
+                RevokeWhich::Superseded
+            } else {
+                RevokeWhich::Only
+            };
+            Reply::TokenRevoked(tokens::revoke(store, name, which, now).await?)
         }
-        Request::AdminResetPassword => {
-            Reply::SetupLink(credentials::reset_password(store, now).await?)
+        Request::TokenRotate { name } => {
+            let (old, new) = tokens::rotate(store, name, now).await?;
+            Reply::TokenRotated(Rotated { old, new })
         }
+        Request::AdminResetPassword { name } => {
+            Reply::SetupLink(credentials::reset_password(store, name, now).await?)
+        }
+        Request::AdminAdd { name } => Reply::SetupLink(credentials::add(store, &name, now).await?),
+        Request::AdminRemove { name } => {
+            Reply::AdminRemoved(credentials::remove(store, &name).await?)
+        }
+        Request::AdminList => Reply::AdminAccounts(credentials::list(store, now)?),
         Request::MigrateCheck => Reply::Readiness(m.check().await?),
         Request::MigrateCheckTarget(req) => Reply::TargetCheck(m.check_target(req).await?),
         Request::MigratePush(req) => Reply::Push(m.push(req, progress).await?),

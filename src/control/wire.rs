@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::app::admin::SetupLink;
+use crate::app::admin::{AccountInfo, SetupLink};
 use crate::app::tokens::{IssueRequest, IssuedToken, TokenInfo};
 use crate::clock::Timestamp;
 use crate::migrate::export::Counts;
@@ -27,6 +27,13 @@ pub(crate) enum Request {
     TokenList,
     TokenRevoke {
         /// The token's name (or id).
+        name: String,
+        /// Only the secrets a rotation superseded under the name.
+        #[serde(default)]
+        superseded: bool,
+    },
+    /// A successor under the token's name; the old secret stays valid, superseded.
+    TokenRotate {
         name: String,
     },
     /// A consistent copy of the database, streamed back after the `Ok` line.
@@ -55,8 +62,20 @@ pub(crate) enum Request {
     Import {
         size: u64,
     },
-    /// A new one-time setup code for the admin password.
-    AdminResetPassword,
+    /// A new one-time setup code for an account's password (without a name: the
+    /// only account's, or the first account's while none exists).
+    AdminResetPassword {
+        #[serde(default)]
+        name: Option<String>,
+    },
+    /// A new account and the one-time code that sets its password.
+    AdminAdd {
+        name: String,
+    },
+    AdminRemove {
+        name: String,
+    },
+    AdminList,
 }
 
 /// What `migrate policy` asks.
@@ -89,8 +108,12 @@ pub(crate) enum Response {
 pub(crate) enum Reply {
     TokenIssued(IssuedToken),
     Tokens(Vec<TokenInfo>),
-    TokenRevoked(TokenInfo),
+    /// The secrets revoked (several with `superseded`).
+    TokenRevoked(Vec<TokenInfo>),
+    TokenRotated(Rotated),
     SetupLink(SetupLink),
+    AdminRemoved(AccountInfo),
+    AdminAccounts(Vec<AccountInfo>),
     Readiness(ReadinessReport),
     TargetCheck(TargetCheck),
     Push(PushOutcome),
@@ -105,6 +128,13 @@ pub(crate) enum Reply {
     /// The migration policy that applies, with sources.
     Policy(PolicyView),
     Imported(Imported),
+}
+
+/// A rotation: the old token, now superseded, and its successor with its secret.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Rotated {
+    pub old: TokenInfo,
+    pub new: IssuedToken,
 }
 
 /// A backup the server made.
@@ -171,6 +201,20 @@ mod tests {
         assert!(
             matches!(back, Response::Ok(r) if matches!(*r, Reply::Backup(BackupDone { size: 3, .. })))
         );
+    }
+
+    #[test]
+    fn an_older_clients_reset_request_still_reads() {
+        let r: Request = serde_json::from_str(r#"{"cmd":"admin-reset-password"}"#).unwrap();
+        assert!(matches!(r, Request::AdminResetPassword { name: None }));
+        let r: Request = serde_json::from_str(r#"{"cmd":"token-revoke","name":"x"}"#).unwrap();
+        assert!(matches!(
+            r,
+            Request::TokenRevoke {
+                superseded: false,
+                ..
+            }
+        ));
     }
 
     #[test]

@@ -20,11 +20,13 @@ mod tokens;
 mod traffic;
 mod upgrade;
 
-pub(crate) use admin::{AdminPassword, SetupCode, SetupRefusal};
+pub(crate) use admin::{
+    AccountRefusal, AdminAccount, AdminPassword, CodePurpose, SetupCode, SetupRefusal,
+};
 pub(crate) use audit::{ActorKind, AuditOutcome, AuditRecord};
 pub(crate) use health::StorageHealth;
 pub(crate) use migration::{MigrationState, Phase, StoredPolicy};
-pub(crate) use tokens::{hex, Scope, TokenRecord, TokenState};
+pub(crate) use tokens::{hex, RevokeWhich, Scope, TokenRecord, TokenState};
 pub(crate) use traffic::{hour_of, OutcomeClass, OutcomeCounts, TokenTraffic};
 pub(crate) use upgrade::{Upgrade, FORMAT_VERSION};
 

@@ -10,7 +10,7 @@ use redb::{
 };
 
 use super::{
-    audit, migration, tokens, traffic, StoreResult, EMAILS, EVENTS, EXTERNAL_IDS, GROUPS,
+    admin, audit, migration, tokens, traffic, StoreResult, EMAILS, EVENTS, EXTERNAL_IDS, GROUPS,
     GROUP_NAMES, MEMBERS, MEMBER_OF, SETTINGS, USERS, USER_NAMES,
 };
 
@@ -124,6 +124,8 @@ pub(super) static ALL: &[&dyn Table] = &[
     &Plain(tokens::TOKENS),
     &Plain(tokens::TOKEN_HASHES),
     &Plain(traffic::TOKEN_TRAFFIC),
+    &Plain(admin::ACCOUNTS),
+    &Plain(admin::SETUP_CODES),
     &Plain(migration::MIGRATION_MAP),
 ];
 
@@ -183,6 +185,7 @@ mod tests {
                 expires: None,
                 last_used: None,
                 revoked: None,
+                superseded: None,
                 quiet_after_minutes: None,
             };
             store.add_token(record, vec![0x00, 0xff]).await.unwrap();
@@ -207,6 +210,17 @@ mod tests {
                 reason: None,
             };
             store.append_audit(vec![entry]).await.unwrap();
+            for (purpose, hash) in [
+                (super::super::CodePurpose::NewAccount("ada".into()), "c1"),
+                (super::super::CodePurpose::FirstAccount, "c2"),
+            ] {
+                let expires = now.saturating_add(time::Duration::hours(1));
+                store
+                    .add_admin_setup_code(purpose, hash.into(), expires, true, now)
+                    .await
+                    .unwrap()
+                    .unwrap();
+            }
             store
                 .map_ids(vec![(ResourceType::User, user.id, Some("remote".into()))])
                 .await

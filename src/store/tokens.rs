@@ -44,6 +44,10 @@ pub(crate) struct TokenRecord {
     pub expires: Option<Timestamp>,
     pub last_used: Option<Timestamp>,
     pub revoked: Option<Timestamp>,
+    /// When `token rotate` issued a successor under the same name: the secret stays
+    /// valid until it is revoked, never automatically. Absent in format 3's records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub superseded: Option<Timestamp>,
     /// The quiet-time alarm: warn when the token has sent nothing for this many
     /// minutes (issue 14 point 5). `None` (the default, and every record stored
     /// before the alarm existed): never.
@@ -56,18 +60,26 @@ pub(crate) struct TokenRecord {
 #[serde(rename_all = "lowercase")]
 pub(crate) enum TokenState {
     Active,
+    /// Accepted, but a successor was issued under its name (`token rotate`).
+    Superseded,
     Revoked,
     Expired,
 }
 
 impl TokenState {
-    /// `active`, `revoked` or `expired`.
+    /// `active`, `superseded`, `revoked` or `expired`.
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             TokenState::Active => "active",
+            TokenState::Superseded => "superseded",
             TokenState::Revoked => "revoked",
             TokenState::Expired => "expired",
         }
+    }
+
+    /// Whether a request with the token is accepted.
+    pub(crate) fn accepted(self) -> bool {
+        matches!(self, TokenState::Active | TokenState::Superseded)
     }
 }
 
@@ -78,6 +90,8 @@ impl TokenRecord {
             TokenState::Revoked
         } else if self.expires.is_some_and(|e| e <= now) {
             TokenState::Expired
+        } else if self.superseded.is_some() {
+            TokenState::Superseded
         } else {
             TokenState::Active
         }
@@ -171,13 +185,50 @@ impl Store {
         r
     }
 
-    /// Revokes the token with this name (or id); takes effect on the next request.
+    /// Revokes the secrets `which` selects under this name (or the one with this
+    /// id); takes effect on the next request.
     pub(crate) async fn revoke_token(
         &self,
         name: String,
+        which: RevokeWhich,
         now: Timestamp,
-    ) -> StoreResult<TokenRecord> {
-        let r = self.write(move |txn| revoke_in(txn, &name, now)).await;
+    ) -> StoreResult<Vec<TokenRecord>> {
+        let r = self
+            .write(move |txn| revoke_in(txn, &name, which, now))
+            .await;
+        self.invalidate_tokens();
+        r
+    }
+
+    /// Marks the token `old_id` superseded and stores its successor, in one
+    /// transaction; refused when `old_id` was revoked or rotated meanwhile. Returns
+    /// (old, new).
+    pub(crate) async fn rotate_token(
+        &self,
+        old_id: String,
+        successor: TokenRecord,
+        secret_hash: Vec<u8>,
+        now: Timestamp,
+    ) -> StoreResult<(TokenRecord, TokenRecord)> {
+        let r = self
+            .write(move |txn| {
+                let old: Option<TokenRecord> = match txn.open_table(TOKENS)?.get(old_id.as_str())? {
+                    Some(v) => Some(serde_json::from_slice(v.value())?),
+                    None => None,
+                };
+                let Some(mut old) = old.filter(|t| t.revoked.is_none() && t.superseded.is_none())
+                else {
+                    return Err(StoreError::Scim(ScimError::not_found(format!(
+                        "the token {old_id} was revoked or rotated meanwhile; nothing was issued"
+                    ))));
+                };
+                old.superseded = Some(now);
+                txn.open_table(TOKENS)?
+                    .insert(old.id.as_str(), serde_json::to_vec(&old)?.as_slice())?;
+                let new = add_token_in(txn, successor, &secret_hash)?;
+                Ok((old, new))
+            })
+            .await;
         self.invalidate_tokens();
         r
     }
@@ -233,7 +284,9 @@ impl Store {
     }
 
     /// Sets (or with `None` turns off) the quiet-time alarm of the unrevoked token
-    /// with this name (or id).
+    /// with this id, or of every unrevoked secret with this name (after a rotation
+    /// the alarm watches the identity provider, whichever secret it sends); returns
+    /// the first record changed.
     pub(crate) async fn set_token_quiet_after(
         &self,
         name: String,
@@ -241,11 +294,19 @@ impl Store {
     ) -> StoreResult<TokenRecord> {
         let r = self
             .write(move |txn| {
-                let mut rec = unrevoked_in(txn, &name)?;
-                rec.quiet_after_minutes = minutes;
-                txn.open_table(TOKENS)?
-                    .insert(rec.id.as_str(), serde_json::to_vec(&rec)?.as_slice())?;
-                Ok(rec)
+                let chosen = unrevoked_in(txn, &name)?;
+                let mut t = txn.open_table(TOKENS)?;
+                let mut first = None;
+                for mut rec in chosen {
+                    rec.quiet_after_minutes = minutes;
+                    t.insert(rec.id.as_str(), serde_json::to_vec(&rec)?.as_slice())?;
+                    first.get_or_insert(rec);
+                }
+                first.ok_or_else(|| {
+                    StoreError::Scim(ScimError::not_found(format!(
+                        "no active token named \"{name}\""
+                    )))
+                })
             })
             .await;
         self.invalidate_tokens();
@@ -261,10 +322,10 @@ fn add_token_in(
     let existing = all_tokens(&txn.open_table(TOKENS)?)?;
     if existing
         .iter()
-        .any(|t| t.name == record.name && t.revoked.is_none())
+        .any(|t| t.name == record.name && t.revoked.is_none() && t.superseded.is_none())
     {
         return Err(StoreError::Scim(ScimError::uniqueness(format!(
-            "a token named \"{}\" already exists; revoke it first or choose another name",
+            "a token named \"{}\" already exists; rotate or revoke it first, or choose another name",
             record.name
         ))));
     }
@@ -276,25 +337,79 @@ fn add_token_in(
     Ok(record)
 }
 
-/// The unrevoked token with this name (or id).
-fn unrevoked_in(txn: &WriteTransaction, name: &str) -> StoreResult<TokenRecord> {
-    let existing = all_tokens(&txn.open_table(TOKENS)?)?;
-    existing
+/// The unrevoked secrets this name (or id) means: the token with this id, else
+/// every unrevoked secret under this name (a rotation leaves several).
+fn unrevoked_in(txn: &WriteTransaction, name: &str) -> StoreResult<Vec<TokenRecord>> {
+    let live: Vec<TokenRecord> = all_tokens(&txn.open_table(TOKENS)?)?
         .into_iter()
-        .find(|t| t.revoked.is_none() && (t.name == name || t.id == name))
-        .ok_or_else(|| {
-            StoreError::Scim(ScimError::not_found(format!(
-                "no active token named \"{name}\""
-            )))
-        })
+        .filter(|t| t.revoked.is_none())
+        .collect();
+    let chosen: Vec<TokenRecord> = match live.iter().find(|t| t.id == name) {
+        Some(by_id) => vec![by_id.clone()],
+        None => live.into_iter().filter(|t| t.name == name).collect(),
+    };
+    if chosen.is_empty() {
+        return Err(StoreError::Scim(ScimError::not_found(format!(
+            "no active token named \"{name}\""
+        ))));
+    }
+    Ok(chosen)
 }
 
-fn revoke_in(txn: &WriteTransaction, name: &str, now: Timestamp) -> StoreResult<TokenRecord> {
-    let mut rec = unrevoked_in(txn, name)?;
-    rec.revoked = Some(now);
-    txn.open_table(TOKENS)?
-        .insert(rec.id.as_str(), serde_json::to_vec(&rec)?.as_slice())?;
-    // The token's traffic and metric series go with it.
-    drop_traffic_in(txn, &rec.id)?;
-    Ok(rec)
+/// Which secrets `token revoke NAME` means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum RevokeWhich {
+    /// The one unrevoked secret with this name, or the token with this id; refused
+    /// when a rotation left several under the name (the error says how to choose).
+    Only,
+    /// Every superseded, unrevoked secret under this name (ending a rotation).
+    Superseded,
+}
+
+fn revoke_in(
+    txn: &WriteTransaction,
+    name: &str,
+    which: RevokeWhich,
+    now: Timestamp,
+) -> StoreResult<Vec<TokenRecord>> {
+    let live: Vec<TokenRecord> = all_tokens(&txn.open_table(TOKENS)?)?
+        .into_iter()
+        .filter(|t| t.revoked.is_none())
+        .collect();
+    let chosen: Vec<TokenRecord> = match which {
+        RevokeWhich::Only => match live.iter().find(|t| t.id == name) {
+            Some(by_id) => vec![by_id.clone()],
+            None => live.into_iter().filter(|t| t.name == name).collect(),
+        },
+        RevokeWhich::Superseded => live
+            .into_iter()
+            .filter(|t| t.name == name && t.superseded.is_some())
+            .collect(),
+    };
+    if chosen.is_empty() {
+        return Err(StoreError::Scim(ScimError::not_found(match which {
+            RevokeWhich::Only => format!("no active token named \"{name}\""),
+            RevokeWhich::Superseded => {
+                format!("no superseded secret of the token \"{name}\" is left to revoke")
+            }
+        })));
+    }
+    if which == RevokeWhich::Only && chosen.len() > 1 {
+        return Err(StoreError::Scim(ScimError::invalid_value(format!(
+            "the token \"{name}\" has {} valid secrets after a rotation; revoke the old ones \
+             with --superseded, or one secret by its id (token list shows them)",
+            chosen.len()
+        ))));
+    }
+    let mut t = txn.open_table(TOKENS)?;
+    let mut out = Vec::with_capacity(chosen.len());
+    for mut rec in chosen {
+        rec.revoked = Some(now);
+        t.insert(rec.id.as_str(), serde_json::to_vec(&rec)?.as_slice())?;
+        // The token's traffic and metric series go with it.
+        drop_traffic_in(txn, &rec.id)?;
+        out.push(rec);
+    }
+    Ok(out)
 }

@@ -25,7 +25,7 @@ use crate::clock::Timestamp;
 use crate::scim::schema::ResourceType;
 
 /// The on-disk format this binary reads and writes.
-pub(crate) const FORMAT_VERSION: u32 = 3;
+pub(crate) const FORMAT_VERSION: u32 = 4;
 
 /// One upgrade: from format `from` to `from + 1`, inside the caller's transaction.
 struct Step {
@@ -47,6 +47,12 @@ const STEPS: &[Step] = &[
         what: "membership rows keep the member's name, so a group's members render \
                without reading each member",
         run: v2_to_v3,
+    },
+    Step {
+        from: 3,
+        what: "the admin password becomes the account \"admin\" (named admin accounts); \
+               tokens may be rotated (a superseded secret stays valid until revoked)",
+        run: v3_to_v4,
     },
 ];
 
@@ -258,6 +264,14 @@ fn v2_to_v3(txn: &WriteTransaction, _report: &mut Upgrade) -> StoreResult<()> {
 
 /// Up to `limit` ids after `after`, in order: the upgrade walks a table in pages so
 /// its memory does not grow with the directory.
+/// Format 4 keeps named admin accounts in their own table (`store/admin.rs`): the
+/// single password of format 3 becomes the account "admin", so the old password
+/// signs in as "admin". Token records gain `superseded` (rotation); it defaults to
+/// none, so format 3's records read unchanged and need no rewrite.
+fn v3_to_v4(txn: &WriteTransaction, report: &mut Upgrade) -> StoreResult<()> {
+    super::admin::upgrade_single_password(txn, report.now)
+}
+
 fn ids_after(
     txn: &WriteTransaction,
     rt: ResourceType,
@@ -383,7 +397,10 @@ mod tests {
         let (_dir, path) = fixture("format2/format2.redb");
         assert_eq!(version_of(&path), Some(2));
         let store = Store::open(&path, &StoreOptions::default()).unwrap();
-        assert_eq!(store.upgraded().map(|u| (u.from, u.to)), Some((2, 3)));
+        assert_eq!(
+            store.upgraded().map(|u| (u.from, u.to)),
+            Some((2, FORMAT_VERSION))
+        );
         assert_eq!(version_of(&backup_path(&path, 2)), Some(2));
         let snap = store.snapshot().unwrap();
         let id = |name: &str| snap.find_by_user_name(name).unwrap().unwrap();
@@ -421,6 +438,44 @@ mod tests {
             .unwrap();
         assert_eq!(refs[0].display.as_deref(), Some("Inner"));
         assert_eq!(refs[0].rt, ResourceType::Group);
+        drop(snap);
+        store.close();
+    }
+
+    #[test]
+    fn format_3_admin_password_becomes_the_account_admin() {
+        let (_dir, path) = fixture("format3/format3.redb");
+        assert_eq!(version_of(&path), Some(3));
+        let before = {
+            let db = Database::open(&path).unwrap();
+            let read = db.begin_read().unwrap();
+            let settings = read.open_table(SETTINGS).unwrap();
+            let bytes = settings
+                .get("admin_password")
+                .unwrap()
+                .unwrap()
+                .value()
+                .to_vec();
+            serde_json::from_slice::<super::super::AdminPassword>(&bytes).unwrap()
+        };
+        let store = Store::open(&path, &StoreOptions::default()).unwrap();
+        assert_eq!(store.upgraded().map(|u| (u.from, u.to)), Some((3, 4)));
+        assert_eq!(version_of(&backup_path(&path, 3)), Some(3));
+        let snap = store.snapshot().unwrap();
+        let accounts = snap.admin_accounts().unwrap();
+        assert_eq!(accounts.len(), 1);
+        assert_eq!(accounts[0].name, "admin");
+        assert_eq!(accounts[0].password.as_ref(), Some(&before));
+        // The old keys are gone; the format-3 token reads as active, not superseded.
+        let settings = snap.txn.open_table(SETTINGS).unwrap();
+        assert!(settings.get("admin_password").unwrap().is_none());
+        assert!(settings.get("admin_setup").unwrap().is_none());
+        let tokens = snap.tokens().unwrap();
+        assert_eq!(tokens.len(), 1);
+        assert_eq!(tokens[0].superseded, None);
+        // Format 3 refused two of make.sh's users (caseless twin, two primaries).
+        assert_eq!(snap.count(ResourceType::User).unwrap(), 3);
+        drop(settings);
         drop(snap);
         store.close();
     }

@@ -95,15 +95,24 @@ fn setup_link_expires() {
     {
         use redb::ReadableTable;
         let db = redb::Database::create(s.data_dir().join("scimbridge.redb")).unwrap();
-        let settings: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("settings");
+        let codes: redb::TableDefinition<&str, &[u8]> =
+            redb::TableDefinition::new("admin_setup_codes");
         let w = db.begin_write().unwrap();
         {
-            let mut t = w.open_table(settings).unwrap();
-            let raw = t.get("admin_setup").unwrap().unwrap().value().to_vec();
-            let mut v: serde_json::Value = serde_json::from_slice(&raw).unwrap();
-            v["expires_ms"] = json!(1000);
-            t.insert("admin_setup", serde_json::to_vec(&v).unwrap().as_slice())
-                .unwrap();
+            let mut t = w.open_table(codes).unwrap();
+            let rows: Vec<(String, Vec<u8>)> = t
+                .iter()
+                .unwrap()
+                .map(|r| r.unwrap())
+                .map(|(k, v)| (k.value().to_owned(), v.value().to_vec()))
+                .collect();
+            assert_eq!(rows.len(), 1, "the reset link's code");
+            for (hash, raw) in rows {
+                let mut v: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+                v["expires_ms"] = json!(1000);
+                t.insert(hash.as_str(), serde_json::to_vec(&v).unwrap().as_slice())
+                    .unwrap();
+            }
         }
         w.commit().unwrap();
     }
@@ -131,7 +140,7 @@ fn sign_in_wrong_password_cookie_flags_and_sign_out() {
     let r = login_response(&c, "correct horse battery stapler");
     assert_eq!(r.status, 401);
     assert!(r.header("set-cookie").is_none());
-    assert!(text(&r).contains("Wrong password"));
+    assert!(text(&r).contains("Wrong name or password"));
 
     let r = login_response(&c, PASSWORD);
     assert_eq!(r.status, 303);

@@ -19,6 +19,8 @@ fn refusing_commands(files: &Path) -> Vec<Vec<String>> {
         vec!["token", "list"],
         vec!["token", "list", "--json"],
         vec!["token", "revoke", "entra"],
+        vec!["token", "revoke", "entra", "--superseded", "--yes"],
+        vec!["token", "rotate", "entra"],
         vec!["migrate", "check"],
         vec!["migrate", "status"],
         vec!["migrate", "verify"],
@@ -35,6 +37,10 @@ fn refusing_commands(files: &Path) -> Vec<Vec<String>> {
         vec!["export", "--out", &f("export.jsonl")],
         vec!["backup", "--out", &f("backup.redb")],
         vec!["admin", "reset-password"],
+        vec!["admin", "reset-password", "bob"],
+        vec!["admin", "add", "bob"],
+        vec!["admin", "remove", "bob"],
+        vec!["admin", "list"],
     ]
     .into_iter()
     .map(|a| a.into_iter().map(str::to_owned).collect())

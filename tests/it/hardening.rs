@@ -765,7 +765,7 @@ fn concurrent_wrong_passwords_are_reserved_before_checking() {
                         ("content-type", "application/x-www-form-urlencoded"),
                         ("x-forwarded-for", "203.0.113.50"),
                     ],
-                    Some(b"password=not+the+password".to_vec()),
+                    Some(b"name=admin&password=not+the+password".to_vec()),
                 )
                 .status
             })
@@ -784,7 +784,13 @@ fn concurrent_wrong_passwords_are_reserved_before_checking() {
             ("content-type", "application/x-www-form-urlencoded"),
             ("x-forwarded-for", "203.0.113.51"),
         ],
-        Some(format!("password={}", admin_support::PASSWORD.replace(' ', "+")).into_bytes()),
+        Some(
+            format!(
+                "name=admin&password={}",
+                admin_support::PASSWORD.replace(' ', "+")
+            )
+            .into_bytes(),
+        ),
     );
     assert_eq!(r.status, 303);
 }

@@ -7,6 +7,7 @@
 mod support;
 
 mod acme;
+mod admin_accounts;
 mod admin_activity;
 mod admin_browser;
 mod admin_http;

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
+use crate::support::admin::{get_page, login_as, login_as_response, text};
 use crate::support::{cli, Server};
 
 fn fixture(name: &str) -> std::path::PathBuf {
@@ -32,7 +33,7 @@ fn a_format_1_database_is_upgraded_at_start_and_keeps_working() {
     let (ok, _, stderr) = cli(dir.path(), &["token", "list"]);
     assert!(ok, "{stderr}");
     assert!(
-        stderr.contains("upgraded the database from format 1 to 3")
+        stderr.contains("upgraded the database from format 1 to 4")
             && stderr.contains("format1-backup")
             && stderr.contains("repaired:"),
         "{stderr}"
@@ -104,7 +105,7 @@ fn a_format_2_database_shows_member_names_from_its_rows_and_follows_renames() {
     let (ok, _, stderr) = cli(dir.path(), &["token", "list"]);
     assert!(ok, "{stderr}");
     assert!(
-        stderr.contains("upgraded the database from format 2 to 3"),
+        stderr.contains("upgraded the database from format 2 to 4"),
         "{stderr}"
     );
     assert!(dir.path().join("scimbridge.redb.format2-backup").exists());
@@ -142,5 +143,40 @@ fn a_format_2_database_shows_member_names_from_its_rows_and_follows_renames() {
     rename(&bob, "Bob Builder");
     rename(&alice, "Alice Liddell");
     assert_eq!(shown(&c), ["Alice from Okta", "Bob Builder"]);
+    s.stop();
+}
+
+#[test]
+fn a_format_3_admin_password_signs_in_as_admin_after_the_upgrade() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        fixture("format3/format3.redb"),
+        dir.path().join("scimbridge.redb"),
+    )
+    .unwrap();
+    // `admin list` is the first command: it upgrades, and shows the account.
+    let (ok, stdout, stderr) = cli(dir.path(), &["admin", "list"]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains("upgraded the database from format 3 to 4"),
+        "{stderr}"
+    );
+    assert!(stdout.lines().any(|l| l.starts_with("admin ")), "{stdout}");
+    assert!(dir.path().join("scimbridge.redb.format3-backup").exists());
+    let mut s = Server::start_in(dir, "after-upgrade");
+    let c = s.client();
+    // The password the format-3 release set is the account "admin"'s.
+    let password = std::fs::read_to_string(fixture("format3/admin_password.txt")).unwrap();
+    let password = password.trim();
+    assert_eq!(login_as_response(&c, "someone", password).status, 401);
+    let cookie = login_as(&c, "admin", password);
+    let tokens = text(&get_page(&c, "/admin/tokens", &cookie));
+    assert!(tokens.contains("data-token=\"fixture\""), "{tokens}");
+    // Its token, users and groups came through.
+    let token = std::fs::read_to_string(fixture("format3/token.txt")).unwrap();
+    let old = c.with_token(token.trim());
+    assert_eq!(old.get("/Users").json()["totalResults"], 3);
+    assert_eq!(old.get("/Groups").json()["totalResults"], 3);
+    assert_eq!(users_named(&old, "alice@example.com")["totalResults"], 1);
     s.stop();
 }

@@ -28,7 +28,7 @@ use serde_json::Value;
 use super::{AppState, Body, Listener, RequestBody};
 use crate::app::admin::{self as credentials, CredentialError, FirstRun};
 use crate::app::audit::{Caller, Entry, ExportFormat};
-use crate::app::tokens::{self, IssueRequest, TokenError, TokenState, MAX_TOKEN_DAYS};
+use crate::app::tokens::{self, IssueRequest, RevokeWhich, TokenError, TokenState, MAX_TOKEN_DAYS};
 use crate::app::{Paging, Query, Resource};
 use crate::clock::Timestamp;
 use crate::config::Config;
@@ -56,8 +56,6 @@ const PAGE_SIZE: usize = 50;
 const MEMBERS_PAGE_SIZE: usize = 100;
 /// Entries per page on the Activity page.
 const ACTIVITY_PAGE_SIZE: usize = 50;
-/// The account name of the admin password (until named accounts exist).
-const ADMIN_ACCOUNT: &str = "admin";
 
 const CSP: &str = "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; \
                    form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
@@ -119,8 +117,9 @@ pub(crate) fn served_on(config: &Config, listener: Listener) -> bool {
     config.admin.enabled && (listener == Listener::Admin) == config.admin.listen.is_some()
 }
 
-/// At server start: remembers the URLs and, while no admin password is set, logs a
-/// one-time setup link (unless one printed by `admin reset-password` is pending).
+/// At server start: remembers the URLs and, while no admin account can sign in, logs
+/// a one-time link that creates the first one (unless a link printed by
+/// `admin reset-password` or `admin add` is pending).
 pub(crate) async fn announce(state: &AppState, admin_url: &str, scim_url: &str) {
     let _ = state.scim_url.set(scim_url.to_owned());
     if !state.app.config.admin.enabled {
@@ -130,12 +129,13 @@ pub(crate) async fn announce(state: &AppState, admin_url: &str, scim_url: &str) 
     match credentials::first_run(&state.app.store, admin_url.to_owned(), Timestamp::now()).await {
         Ok(FirstRun::PasswordSet) => {}
         Ok(FirstRun::ResetPending) => tracing::info!(
-            "no admin password is set yet; use the setup link printed by `scimbridge admin reset-password` \
-             (or run it again for a new one)"
+            "no admin account can sign in yet; use the setup link printed by `scimbridge admin \
+             reset-password` or `admin add` (or run it again for a new one)"
         ),
         Ok(FirstRun::Issued(code)) => tracing::info!(
-            "no admin password is set yet: within an hour, open {admin_url}/setup?code={} to set it \
-             (the link works once; `scimbridge admin reset-password` prints a new one)",
+            "no admin account is set up yet: within an hour, open {admin_url}/setup?code={} to \
+             create the first one (the link works once; `scimbridge admin reset-password` prints \
+             a new one)",
             // The log is where a first-run code is meant to be read.
             code.expose()
         ),
@@ -316,6 +316,7 @@ struct CsrfField {
 #[derive(Deserialize, Default)]
 #[serde(default)]
 struct LoginForm {
+    name: String,
     password: String,
 }
 
@@ -323,6 +324,8 @@ struct LoginForm {
 #[serde(default)]
 struct SetupForm {
     code: String,
+    /// The account's name, asked only by the first account's link.
+    name: String,
     password: String,
     confirm: String,
 }
@@ -481,7 +484,10 @@ async fn dispatch(state: &Arc<AppState>, req: Request<RequestBody>) -> Response<
         _ => {}
     }
     let now = Instant::now();
-    let me = cookie(&req).and_then(|id| state.admin.sessions.signed_in(&id, now));
+    let me = cookie(&req).and_then(|id| {
+        let store = &state.app.store;
+        (state.admin.sessions).signed_in(&id, now, |c| credentials::still_current(store, c))
+    });
     let Some(me) = me else {
         return if method == Method::GET || method == Method::HEAD {
             redirect("/admin/login")
@@ -630,23 +636,7 @@ async fn signed_in_post(
                     chrome(me, "Revoke a token", "tokens"),
                 ));
             }
-            let entry = Entry::new("token.revoke");
-            let (msg, entry) =
-                match tokens::revoke(&state.app.store, f.id.clone(), Timestamp::now()).await {
-                    Ok(t) => (
-                        format!(
-                            "Revoked the token \"{}\": its next request is refused.",
-                            t.name
-                        ),
-                        entry.on("Token", Some(&t.id), Some(&t.name)),
-                    ),
-                    Err(e) => {
-                        let why = e.page_message();
-                        let entry = entry.on("Token", Some(&f.id), None).refused(why.clone());
-                        (format!("Not revoked: {why}"), entry)
-                    }
-                };
-            state.app.audit(&who, entry).await;
+            let msg = revoke_token(state, &who, f.id).await;
             state.admin.sessions.set_flash(me.id(), msg);
             redirect("/admin/tokens")
         }
@@ -727,8 +717,9 @@ async fn setup_code_refused(state: &AppState, ip: IpAddr, why: SetupRefusal) -> 
     }
 }
 
-fn check_setup_code(state: &AppState, code: &str) -> Result<(), SetupRefusal> {
-    credentials::check_setup_code(&state.app.store, code, Timestamp::now())
+/// The pending code's account (`None`: the first account's link).
+fn check_setup_code(state: &AppState, code: &str) -> Result<Option<String>, SetupRefusal> {
+    credentials::check_setup_code(&state.app.store, code, Timestamp::now()).map(|c| c.account)
 }
 
 async fn setup_form(state: &AppState, req: &Request<RequestBody>) -> Response<Body> {
@@ -738,9 +729,14 @@ async fn setup_form(state: &AppState, req: &Request<RequestBody>) -> Response<Bo
     // A valid code is never throttled: it cannot be guessed, and whoever holds it
     // must not be locked out by someone else's failures.
     match check_setup_code(state, code) {
-        Ok(()) => html(
+        Ok(account) => html(
             StatusCode::OK,
-            pages::setup(&pages::SetupView { code, error: None }),
+            pages::setup(&pages::SetupView {
+                code,
+                account: account.as_deref(),
+                name: credentials::FIRST_ACCOUNT,
+                error: None,
+            }),
         ),
         Err(why) => setup_code_refused(state, ip, why).await,
     }
@@ -775,9 +771,10 @@ async fn setup_submit(state: &AppState, req: Request<RequestBody>) -> Response<B
         Err(refused) => return refused,
     };
     let code = f.code.as_str();
-    if let Err(why) = check_setup_code(state, code) {
-        return setup_code_refused(state, ip, why).await;
-    }
+    let account = match check_setup_code(state, code) {
+        Ok(account) => account,
+        Err(why) => return setup_code_refused(state, ip, why).await,
+    };
     let Ok(_permit) = state.admin.hashing.acquire().await else {
         return refuse(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -788,24 +785,27 @@ async fn setup_submit(state: &AppState, req: Request<RequestBody>) -> Response<B
     let set = credentials::set_password(
         &state.app.store,
         code,
+        &f.name,
         f.password.clone(),
         &f.confirm,
         Timestamp::now(),
     )
     .await;
     match set {
-        Ok(()) => {
-            // A new password signs everyone out and ends every throttle.
-            state.admin.sessions.clear();
+        Ok(name) => {
+            // The account's other sessions end on their next request (their password
+            // is no longer current); every throttle ends.
             state.admin.throttle.clear();
-            let entry = Entry::new("admin.set_password");
-            state
-                .app
-                .audit(&Caller::admin(ADMIN_ACCOUNT, ip), entry)
-                .await;
+            let entry = Entry::new("admin.set_password").on("AdminAccount", None, Some(&name));
+            state.app.audit(&Caller::admin(&name, ip), entry).await;
             redirect("/admin/login?setup=done")
         }
-        Err(CredentialError::WeakPassword(mut msg)) => {
+        Err(
+            e @ (CredentialError::WeakPassword(_)
+            | CredentialError::InvalidName
+            | CredentialError::Exists(_)),
+        ) => {
+            let mut msg = e.to_string();
             if let Some(first) = msg.get_mut(..1) {
                 first.make_ascii_uppercase();
             }
@@ -813,12 +813,19 @@ async fn setup_submit(state: &AppState, req: Request<RequestBody>) -> Response<B
                 StatusCode::BAD_REQUEST,
                 pages::setup(&pages::SetupView {
                     code,
+                    account: account.as_deref(),
+                    name: &f.name,
                     error: Some(&format!("{msg}.")),
                 }),
             )
         }
         Err(CredentialError::Refused(why)) => setup_refused(why),
         Err(CredentialError::Store(e)) => unavailable(e),
+        Err(
+            e @ (CredentialError::NoSuchAccount(_)
+            | CredentialError::LastAccount(_)
+            | CredentialError::NameNeeded(_)),
+        ) => refuse(StatusCode::CONFLICT, "Refused", &e.to_string()),
         Err(CredentialError::Random | CredentialError::Hashing) => refuse(
             StatusCode::SERVICE_UNAVAILABLE,
             "Unavailable",
@@ -830,7 +837,7 @@ async fn setup_submit(state: &AppState, req: Request<RequestBody>) -> Response<B
 fn login_form(state: &AppState, req: &Request<RequestBody>) -> Response<Body> {
     let q: LoginQuery = query(req);
     let notice = if q.setup.is_some() {
-        Some("The admin password is set. Sign in with it.")
+        Some("The password is set. Sign in with the account's name and it.")
     } else if q.signed_out.is_some() {
         Some("You are signed out.")
     } else {
@@ -841,6 +848,7 @@ fn login_form(state: &AppState, req: &Request<RequestBody>) -> Response<Body> {
         pages::login(&pages::LoginView {
             error: None,
             notice,
+            name: "",
             password_set: credentials::password_is_set(&state.app.store),
         }),
     )
@@ -865,6 +873,13 @@ async fn login_submit(state: &AppState, req: Request<RequestBody>) -> Response<B
         }
     };
     let password = f.password;
+    // Named in the audit of a failed attempt (as typed, bounded: it is not an account).
+    let tried: String = f
+        .name
+        .trim()
+        .chars()
+        .take(credentials::MAX_NAME_CHARS)
+        .collect();
     let Ok(_permit) = state.admin.hashing.acquire().await else {
         return refuse(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -872,30 +887,35 @@ async fn login_submit(state: &AppState, req: Request<RequestBody>) -> Response<B
             "The server is shutting down.",
         );
     };
-    let ok = match credentials::verify_password(&state.app.store, password).await {
-        Ok(ok) => ok,
+    let checked = credentials::verify_password(&state.app.store, &f.name, password).await;
+    let credential = match checked {
+        Ok(Some(c)) => c,
+        Ok(None) => {
+            tokio::time::sleep(session::FAILURE_DELAY).await;
+            reservation.failed(Instant::now());
+            tracing::warn!(client = %ip, account = ?tried, "admin sign-in failed");
+            let entry = Entry::new("admin.sign_in")
+                .on("AdminAccount", None, Some(&tried))
+                .refused("wrong name or password");
+            state
+                .app
+                .audit(&Caller::admin("(unknown)", ip), entry)
+                .await;
+            return html(
+                StatusCode::UNAUTHORIZED,
+                pages::login(&pages::LoginView {
+                    error: Some("Wrong name or password."),
+                    notice: None,
+                    name: &tried,
+                    password_set: credentials::password_is_set(&state.app.store),
+                }),
+            );
+        }
         Err(e) => return unavailable(e),
     };
-    if !ok {
-        tokio::time::sleep(session::FAILURE_DELAY).await;
-        reservation.failed(Instant::now());
-        tracing::warn!(client = %ip, "admin sign-in failed");
-        let entry = Entry::new("admin.sign_in").refused("wrong password");
-        state
-            .app
-            .audit(&Caller::admin("(unknown)", ip), entry)
-            .await;
-        return html(
-            StatusCode::UNAUTHORIZED,
-            pages::login(&pages::LoginView {
-                error: Some("Wrong password."),
-                notice: None,
-                password_set: credentials::password_is_set(&state.app.store),
-            }),
-        );
-    }
     reservation.succeeded();
-    let Ok(id) = state.admin.sessions.create(Instant::now(), ADMIN_ACCOUNT) else {
+    let account = credential.account.clone();
+    let Ok(id) = state.admin.sessions.create(Instant::now(), credential) else {
         return refuse(
             StatusCode::SERVICE_UNAVAILABLE,
             "Unavailable",
@@ -905,8 +925,8 @@ async fn login_submit(state: &AppState, req: Request<RequestBody>) -> Response<B
     state
         .app
         .audit(
-            &Caller::admin(ADMIN_ACCOUNT, ip),
-            Entry::new("admin.sign_in"),
+            &Caller::admin(&account, ip),
+            Entry::new("admin.sign_in").on("AdminAccount", None, Some(&account)),
         )
         .await;
     let mut r = redirect("/admin");
@@ -1083,7 +1103,13 @@ fn confirm_revoke(state: &AppState, id: String, chrome: Chrome<'_>) -> Response<
     match found {
         Some(t) => html(
             StatusCode::OK,
-            pages::confirm_revoke(&chrome, &pages::ConfirmRevokeView { token: &t }),
+            pages::confirm_revoke(
+                &chrome,
+                &pages::ConfirmRevokeView {
+                    last_used: state.app.pending_token_use(&t.id).or(t.last_used),
+                    token: &t,
+                },
+            ),
         ),
         None => refuse(
             StatusCode::NOT_FOUND,
@@ -1127,6 +1153,45 @@ async fn set_quiet_after(state: &AppState, who: &Caller, f: QuietForm) -> String
             let why = e.page_message();
             let entry = entry.on("Token", Some(&f.id), None).refused(why.clone());
             (format!("Not changed: {why}"), entry)
+        }
+    };
+    state.app.audit(who, entry).await;
+    msg
+}
+
+/// The confirmed revocation of one token (by id, so one secret of a rotated name),
+/// audited; returns the message for the next page.
+async fn revoke_token(state: &AppState, who: &Caller, id: String) -> String {
+    let entry = Entry::new("token.revoke");
+    let revoked = tokens::revoke(
+        &state.app.store,
+        id.clone(),
+        RevokeWhich::Only,
+        Timestamp::now(),
+    )
+    .await
+    .map(|mut v| v.pop());
+    let (msg, entry) = match revoked {
+        Ok(Some(t)) => (
+            format!(
+                "Revoked the {}token \"{}\": its next request is refused.",
+                if t.superseded.is_some() {
+                    "superseded "
+                } else {
+                    ""
+                },
+                t.name
+            ),
+            entry.on("Token", Some(&t.id), Some(&t.name)),
+        ),
+        Ok(None) => (
+            "Not revoked: no such token.".into(),
+            entry.on("Token", Some(&id), None).refused("no such token"),
+        ),
+        Err(e) => {
+            let why = e.page_message();
+            let entry = entry.on("Token", Some(&id), None).refused(why.clone());
+            (format!("Not revoked: {why}"), entry)
         }
     };
     state.app.audit(who, entry).await;

@@ -152,6 +152,8 @@ fn public_page(title: &str, content: Markup) -> String {
 pub(crate) struct LoginView<'a> {
     pub error: Option<&'a str>,
     pub notice: Option<&'a str>,
+    /// The account name as typed before (kept after a wrong password).
+    pub name: &'a str,
     pub password_set: bool,
 }
 
@@ -163,15 +165,17 @@ pub(crate) fn login(v: &LoginView) -> String {
             @if let Some(e) = v.error { p.error role="alert" { (e) } }
             @if !v.password_set {
                 p.note {
-                    "No admin password is set yet. Open the one-time setup link that the server \
+                    "No admin account is set up yet. Open the one-time setup link that the server \
                      printed in its log when it started, or run "
                     code { "scimbridge admin reset-password" }
                     " on the server for a new link."
                 }
             }
             form.card method="post" action="/admin/login" {
-                label for="password" { "Admin password" }
-                input #password name="password" type="password" autocomplete="current-password" required autofocus;
+                label for="name" { "Account" }
+                input #name name="name" autocomplete="username" required maxlength="64" value=(v.name) autofocus[v.name.is_empty()];
+                label for="password" { "Password" }
+                input #password name="password" type="password" autocomplete="current-password" required autofocus[!v.name.is_empty()];
                 button type="submit" { "Sign in" }
             }
         },
@@ -182,23 +186,40 @@ pub(crate) fn login(v: &LoginView) -> String {
 pub(crate) struct SetupView<'a> {
     /// The one-time code from the link, carried in a hidden field.
     pub code: &'a str,
+    /// The account the link is for; `None`: the first account, named here.
+    pub account: Option<&'a str>,
+    /// The name the form shows for the first account (the default, or as typed).
+    pub name: &'a str,
     pub error: Option<&'a str>,
 }
 
 pub(crate) fn setup(v: &SetupView) -> String {
     let min = crate::auth::admin::MIN_PASSWORD_CHARS;
+    let max = crate::app::admin::MAX_NAME_CHARS;
     public_page(
-        "Set the admin password",
+        match v.account {
+            Some(_) => "Set the account's password",
+            None => "Create the first admin account",
+        },
         html! {
             @if let Some(e) = v.error { p.error role="alert" { (e) } }
+            @if let Some(a) = v.account {
+                p { "This link sets the password of the admin account " b { (a) } "." }
+            }
             p {
-                "Choose the password for this bridge's admin page: at least " (min) " characters, \
+                "Choose the password: at least " (min) " characters, \
                  not a common password (or common words with digits or symbols added), not a keyboard \
                  or alphabet run, with at least 6 different characters. Four random words work well. \
-                 This link works once; afterwards every admin signs in with the new password."
+                 This link works once; afterwards the account signs in with its name and the new password, \
+                 and its other sessions end."
             }
             form.card method="post" action="/admin/setup" {
                 input type="hidden" name="code" value=(v.code);
+                @if v.account.is_none() {
+                    label for="name" { "Account name" }
+                    input #name name="name" autocomplete="username" required maxlength=(max) value=(v.name);
+                    p.note { "Letters, digits and . _ - @; each admin gets an account of their own (" code { "scimbridge admin add NAME" } "), so the Activity page says who did what." }
+                }
                 label for="password" { "New password" }
                 input #password name="password" type="password" autocomplete="new-password" minlength=(min) required autofocus;
                 label for="confirm" { "Repeat the password" }
@@ -606,10 +627,10 @@ pub(crate) fn tokens(c: &Chrome, v: &TokensView) -> String {
                             (liveness::last_request_cell(&r.liveness, v.now))
                             (liveness::day_cell(t, &r.liveness, v.now))
                             td { (t.expires.map(when).as_deref().unwrap_or("never")) }
-                            td { span class={ "pill " (if r.state == "active" { "ok" } else { "bad" }) } { (r.state) } (liveness::badges(&r.liveness)) }
+                            td { span class={ "pill " (match r.state { "active" => "ok", "superseded" => "warn", _ => "bad" }) } { (r.state) } (liveness::badges(&r.liveness)) }
                             (liveness::quiet_cell(t, c.csrf))
                             td {
-                                @if r.state == "active" {
+                                @if r.state == "active" || r.state == "superseded" {
                                     form method="post" action="/admin/tokens/revoke" {
                                         (csrf_field(c.csrf))
                                         input type="hidden" name="id" value=(t.id);
@@ -631,6 +652,8 @@ pub(crate) fn tokens(c: &Chrome, v: &TokensView) -> String {
 /// The question before a token is revoked.
 pub(crate) struct ConfirmRevokeView<'a> {
     pub token: &'a TokenInfo,
+    /// Its last use, including uses not yet flushed to the store.
+    pub last_used: Option<crate::clock::Timestamp>,
 }
 
 pub(crate) fn confirm_revoke(c: &Chrome, v: &ConfirmRevokeView) -> String {
@@ -638,6 +661,10 @@ pub(crate) fn confirm_revoke(c: &Chrome, v: &ConfirmRevokeView) -> String {
     let content = html! {
         section.card #confirm-revoke {
             h2 { "Revoke the token \"" (t.name) "\"?" }
+            p #last-use {
+                @if t.superseded.is_some() { "This secret was superseded by a rotation. " }
+                "Last used: " (v.last_used.map(when).as_deref().unwrap_or("never")) "."
+            }
             p {
                 "Its next request is refused: the identity provider that uses it stops provisioning \
                  until it gets a new token. This cannot be undone."

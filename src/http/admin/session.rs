@@ -1,6 +1,10 @@
 //! Admin sessions, their CSRF tokens and sign-in throttling. All in memory: a restart
 //! signs every admin out and forgets failed attempts. Time is passed in so the rules
-//! are tested without waiting.
+//! are tested without waiting. A session belongs to one account and the password it
+//! signed in with (`app::admin::Credential`): each request asks whether that is still
+//! the account's current password, so removing an account or setting its password
+//! again (on the page, or by the CLI through the store) ends its sessions and no
+//! other account's.
 //!
 //! A session id is 256 random bits sent only in an `HttpOnly` cookie; the table is
 //! keyed by its SHA-256 so that the lookup's timing says nothing about stored ids.
@@ -12,6 +16,7 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::app::admin::Credential;
 use crate::auth::admin::random_string;
 use crate::auth::hash_secret;
 use crate::secret::equal as secrets_equal;
@@ -38,8 +43,8 @@ pub(crate) const FAILURE_DELAY: Duration = Duration::from_millis(500);
 const MAX_ADDRESSES: usize = 10_000;
 
 struct Entry {
-    /// The admin account signed in (named in the audit trail).
-    account: String,
+    /// The admin account signed in (named in the audit trail) and its password.
+    credential: Credential,
     csrf: String,
     created: Instant,
     last_seen: Instant,
@@ -54,7 +59,7 @@ struct Entry {
 pub(crate) struct SignedIn {
     /// The session id from the cookie (needed to sign out and to leave a message).
     id: String,
-    account: String,
+    credential: Credential,
     csrf: String,
     flash: Option<String>,
 }
@@ -62,7 +67,7 @@ pub(crate) struct SignedIn {
 impl SignedIn {
     /// The admin account this session belongs to.
     pub(crate) fn account(&self) -> &str {
-        &self.account
+        &self.credential.account
     }
     /// The session's CSRF token, for the hidden field of every form.
     pub(crate) fn csrf(&self) -> &str {
@@ -83,11 +88,12 @@ pub(crate) struct Sessions {
 }
 
 impl Sessions {
-    /// Starts a session for `account`; returns its id (for the cookie).
+    /// Starts a session for an account that just signed in; returns its id (for the
+    /// cookie).
     pub(crate) fn create(
         &self,
         now: Instant,
-        account: &str,
+        credential: Credential,
     ) -> Result<String, ring::error::Unspecified> {
         let id = random_string(32)?;
         let csrf = random_string(32)?;
@@ -105,7 +111,7 @@ impl Sessions {
         map.insert(
             hash_secret(&id),
             Entry {
-                account: account.to_owned(),
+                credential,
                 csrf,
                 created: now,
                 last_seen: now,
@@ -115,20 +121,38 @@ impl Sessions {
         Ok(id)
     }
 
-    /// The session with this id if it is still valid, marking it used now and
-    /// taking its flash message.
-    pub(crate) fn signed_in(&self, id: &str, now: Instant) -> Option<SignedIn> {
+    /// The session with this id if it is still valid and `current` says its
+    /// credential still is the account's password, marking it used now and taking
+    /// its flash message. A session whose account was removed or whose password was
+    /// set again ends here.
+    pub(crate) fn signed_in(
+        &self,
+        id: &str,
+        now: Instant,
+        current: impl FnOnce(&Credential) -> bool,
+    ) -> Option<SignedIn> {
         let key = hash_secret(id);
+        let credential = {
+            let mut map = self.map.lock().ok()?;
+            let entry = map.get(&key)?;
+            if !alive(entry, now) {
+                map.remove(&key);
+                return None;
+            }
+            entry.credential.clone()
+        };
+        // Checked without the lock held: it reads the store.
+        let still = current(&credential);
         let mut map = self.map.lock().ok()?;
-        let entry = map.get_mut(&key)?;
-        if !alive(entry, now) {
+        if !still {
             map.remove(&key);
             return None;
         }
+        let entry = map.get_mut(&key)?;
         entry.last_seen = now;
         Some(SignedIn {
             id: id.to_owned(),
-            account: entry.account.clone(),
+            credential,
             csrf: entry.csrf.clone(),
             flash: entry.flash.take(),
         })
@@ -158,13 +182,6 @@ impl Sessions {
     pub(crate) fn remove(&self, id: &str) {
         if let Ok(mut map) = self.map.lock() {
             map.remove(&hash_secret(id));
-        }
-    }
-
-    /// Signs everyone out (a new password was set).
-    pub(crate) fn clear(&self) {
-        if let Ok(mut map) = self.map.lock() {
-            map.clear();
         }
     }
 }
@@ -304,46 +321,63 @@ impl Throttle {
 mod tests {
     use super::*;
 
+    fn cred(account: &str, salt: &str) -> Credential {
+        Credential {
+            account: account.into(),
+            password_salt: salt.into(),
+        }
+    }
+
+    fn yes(_: &Credential) -> bool {
+        true
+    }
+
     #[test]
     fn session_expires_when_idle_and_absolutely() {
         let s = Sessions::default();
         let t0 = Instant::now();
-        let id = s.create(t0, "admin").unwrap();
-        assert!(s.signed_in(&id, t0 + Duration::from_secs(60)).is_some());
+        let id = s.create(t0, cred("admin", "s1")).unwrap();
+        assert!(s
+            .signed_in(&id, t0 + Duration::from_secs(60), yes)
+            .is_some());
         // Idle: 30 minutes after the last request.
         assert!(s
-            .signed_in(&id, t0 + Duration::from_secs(60) + IDLE_TIMEOUT)
+            .signed_in(&id, t0 + Duration::from_secs(60) + IDLE_TIMEOUT, yes)
             .is_none());
         // Busy but old: gone after 12 hours.
-        let id = s.create(t0, "admin").unwrap();
+        let id = s.create(t0, cred("admin", "s1")).unwrap();
         let mut t = t0;
         while t < t0 + ABSOLUTE_TIMEOUT - Duration::from_secs(20 * 60) {
             t += Duration::from_secs(20 * 60);
-            assert!(s.signed_in(&id, t).is_some());
+            assert!(s.signed_in(&id, t, yes).is_some());
         }
-        assert!(s.signed_in(&id, t0 + ABSOLUTE_TIMEOUT).is_none());
+        assert!(s.signed_in(&id, t0 + ABSOLUTE_TIMEOUT, yes).is_none());
     }
 
     #[test]
     fn unknown_and_removed_sessions_are_refused() {
         let s = Sessions::default();
         let t0 = Instant::now();
-        assert!(s.signed_in("nope", t0).is_none());
-        let id = s.create(t0, "admin").unwrap();
+        assert!(s.signed_in("nope", t0, yes).is_none());
+        let id = s.create(t0, cred("admin", "s1")).unwrap();
         s.remove(&id);
-        assert!(s.signed_in(&id, t0).is_none());
-        let id = s.create(t0, "admin").unwrap();
-        s.clear();
-        assert!(s.signed_in(&id, t0).is_none());
+        assert!(s.signed_in(&id, t0, yes).is_none());
+        // A credential that is no longer current ends the session for good.
+        let admin = s.create(t0, cred("admin", "s1")).unwrap();
+        let bob = s.create(t0, cred("bob", "s2")).unwrap();
+        let only_bob = |c: &Credential| c.account == "bob";
+        assert!(s.signed_in(&admin, t0, only_bob).is_none());
+        assert!(s.signed_in(&admin, t0, yes).is_none());
+        assert_eq!(s.signed_in(&bob, t0, only_bob).unwrap().account(), "bob");
     }
 
     #[test]
     fn csrf_token_is_per_session() {
         let s = Sessions::default();
         let t0 = Instant::now();
-        let a = s.create(t0, "admin").unwrap();
-        let b = s.create(t0, "admin").unwrap();
-        let ca = s.signed_in(&a, t0).unwrap().csrf().to_owned();
+        let a = s.create(t0, cred("admin", "s1")).unwrap();
+        let b = s.create(t0, cred("admin", "s1")).unwrap();
+        let ca = s.signed_in(&a, t0, yes).unwrap().csrf().to_owned();
         assert!(s.csrf_ok(&a, Some(&ca), t0));
         assert!(!s.csrf_ok(&b, Some(&ca), t0));
         assert!(!s.csrf_ok(&a, None, t0));
@@ -355,10 +389,10 @@ mod tests {
     fn flash_is_shown_once() {
         let s = Sessions::default();
         let t0 = Instant::now();
-        let id = s.create(t0, "admin").unwrap();
+        let id = s.create(t0, cred("admin", "s1")).unwrap();
         s.set_flash(&id, "done".into());
-        assert_eq!(s.signed_in(&id, t0).unwrap().flash(), Some("done"));
-        assert_eq!(s.signed_in(&id, t0).unwrap().flash(), None);
+        assert_eq!(s.signed_in(&id, t0, yes).unwrap().flash(), Some("done"));
+        assert_eq!(s.signed_in(&id, t0, yes).unwrap().flash(), None);
     }
 
     #[test]

@@ -55,7 +55,12 @@ pub fn text(r: &Resp) -> String {
     String::from_utf8_lossy(&r.body).into_owned()
 }
 
-/// Sets the admin password through a setup link.
+/// The account the setup helpers create and `login` signs in as (the setup page's
+/// default for the first account).
+pub const ADMIN: &str = "admin";
+
+/// Sets a password through a setup link (the first account's link names it "admin";
+/// another account's link ignores the name).
 pub fn set_password(c: &Client, link: &str, password: &str) -> Resp {
     post_form(
         c,
@@ -63,15 +68,33 @@ pub fn set_password(c: &Client, link: &str, password: &str) -> Resp {
         None,
         &[
             ("code", &code_of(link)),
+            ("name", ADMIN),
             ("password", password),
             ("confirm", password),
         ],
     )
 }
 
-/// Signs in; returns the response (303 with a cookie on success).
+/// Signs in as "admin"; returns the response (303 with a cookie on success).
 pub fn login_response(c: &Client, password: &str) -> Resp {
-    post_form(c, "/admin/login", None, &[("password", password)])
+    login_as_response(c, ADMIN, password)
+}
+
+/// Signs in as `name`; returns the response.
+pub fn login_as_response(c: &Client, name: &str, password: &str) -> Resp {
+    post_form(
+        c,
+        "/admin/login",
+        None,
+        &[("name", name), ("password", password)],
+    )
+}
+
+/// Signs in as `name` and returns the session id.
+pub fn login_as(c: &Client, name: &str, password: &str) -> String {
+    let r = login_as_response(c, name, password);
+    assert_eq!(r.status, 303, "sign-in as {name} failed: {}", text(&r));
+    session_cookie(&r).expect("session cookie")
 }
 
 /// The session id from a sign-in response's Set-Cookie.
@@ -83,9 +106,7 @@ pub fn session_cookie(r: &Resp) -> Option<String> {
 
 /// Signs in and returns the session id.
 pub fn login(c: &Client, password: &str) -> String {
-    let r = login_response(c, password);
-    assert_eq!(r.status, 303, "sign-in failed: {}", text(&r));
-    session_cookie(&r).expect("session cookie")
+    login_as(c, ADMIN, password)
 }
 
 /// A fresh server with the admin password set; returns (server, session id).

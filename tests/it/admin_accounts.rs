@@ -1,0 +1,259 @@
+//! Named admin accounts and token rotation (issue 14 point 12), over real HTTPS
+//! against the real binary, with the CLI talking to the running server through its
+//! control socket: `admin add|remove|reset-password|list`, sign-in by name, sessions
+//! ended by a removal or a new password (and only that account's), the audit naming
+//! the account; `token rotate` keeping the old secret valid, superseded, until it is
+//! revoked by `--superseded` or by id.
+
+use serde_json::Value;
+
+use crate::support::admin::*;
+use crate::support::*;
+
+const BOB_PASSWORD: &str = "bob keeps a long pass phrase";
+
+/// The admin page's audit entries (JSON Lines export) with this action.
+fn audit(c: &Client, cookie: &str, action: &str) -> Vec<Value> {
+    let r = get_page(c, &format!("/admin/activity.jsonl?q={action}"), cookie);
+    assert_eq!(r.status, 200, "{}", text(&r));
+    text(&r)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|e| e["action"] == action)
+        .collect()
+}
+
+/// Whether a session still opens the dashboard (a ended one is sent to sign in).
+fn signed_in(c: &Client, cookie: &str) -> bool {
+    let r = get_page(c, "/admin", cookie);
+    match r.status {
+        200 => true,
+        303 => false,
+        other => panic!("GET /admin answered {other}"),
+    }
+}
+
+#[test]
+fn accounts_sign_in_by_name_and_each_ends_only_its_own_sessions() {
+    let (s, admin) = signed_in_server(&[]);
+    let c = s.client();
+    let dir = s.data_dir();
+
+    // `admin add` prints bob's one-time link; it sets bob's password whatever name
+    // the form sends.
+    let (ok, link, err) = cli(&dir, &["admin", "add", "Bob"]);
+    assert!(ok, "{err}");
+    assert!(err.contains("Added the admin account \"bob\""), "{err}");
+    let link = link.trim().to_owned();
+    assert!(link.contains("/admin/setup?code="), "{link}");
+    let page = text(&c.send("GET", &path_of(&link), &[], None));
+    assert!(page.contains("admin account <b>bob</b>"), "{page}");
+    assert!(
+        !page.contains("name=\"name\""),
+        "bob's link does not ask a name"
+    );
+    assert_eq!(set_password(&c, &link, BOB_PASSWORD).status, 303);
+    let (ok, _, err) = cli(&dir, &["admin", "add", "bob"]);
+    assert!(!ok && err.contains("already exists"), "{err}");
+    let (ok, _, err) = cli(&dir, &["admin", "add", "two words"]);
+    assert!(!ok && err.contains("letters, digits"), "{err}");
+
+    // Sign-in needs the right name for the password; case does not matter.
+    let r = login_as_response(&c, "admin", BOB_PASSWORD);
+    assert_eq!(r.status, 401);
+    assert!(text(&r).contains("Wrong name or password"));
+    assert_eq!(login_as_response(&c, "carol", BOB_PASSWORD).status, 401);
+    let bob = login_as(&c, "BOB", BOB_PASSWORD);
+    let bob_too = login_as(&c, "bob", BOB_PASSWORD);
+
+    // Page actions are attributed to the account that did them.
+    issue_on_page(&c, &bob, "bobs-token", "read-write");
+    let issued = audit(&c, &admin, "token.issue");
+    assert!(
+        issued
+            .iter()
+            .any(|e| e["actor"] == "bob" && e["resource_name"] == "bobs-token"),
+        "{issued:?}"
+    );
+    let sign_ins = audit(&c, &admin, "admin.sign_in");
+    assert!(sign_ins
+        .iter()
+        .any(|e| e["actor"] == "bob" && e["outcome"] == "done"));
+    assert!(sign_ins.iter().any(|e| e["outcome"] == "refused"
+        && e["resource_name"] == "carol"
+        && e["actor"] == "(unknown)"));
+    // Refused attempts are audited too, with the reason.
+    let added = audit(&c, &admin, "admin.add");
+    let outcomes: Vec<(&str, &str)> = added
+        .iter()
+        .map(|e| {
+            assert_eq!(e["actor_kind"], "cli");
+            (
+                e["resource_name"].as_str().unwrap(),
+                e["outcome"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            ("two words", "refused"),
+            ("bob", "refused"),
+            ("Bob", "done")
+        ]
+    );
+    assert!(audit(&c, &admin, "admin.set_password")
+        .iter()
+        .any(|e| e["actor"] == "bob"));
+
+    // `admin list` shows both, never a password.
+    let (ok, out, err) = cli(&dir, &["admin", "list", "--json"]);
+    assert!(ok, "{err}");
+    let list: Vec<Value> = serde_json::from_str(&out).unwrap();
+    let names: Vec<&str> = list.iter().map(|a| a["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["admin", "bob"]);
+    assert!(list.iter().all(|a| a["passwordSet"].is_string()));
+    assert!(!out.contains("salt") && !out.contains("hash"));
+
+    // With two accounts, reset-password needs a name; bob's link ends bob's
+    // sessions once used, and only bob's.
+    let (ok, _, err) = cli(&dir, &["admin", "reset-password"]);
+    assert!(!ok && err.contains("admin, bob"), "{err}");
+    let (ok, _, err) = cli(&dir, &["admin", "reset-password", "carol"]);
+    assert!(
+        !ok && err.contains("no admin account named \"carol\""),
+        "{err}"
+    );
+    let (ok, reset, err) = cli(&dir, &["admin", "reset-password", "bob"]);
+    assert!(ok, "{err}");
+    assert!(
+        signed_in(&c, &bob),
+        "the old password works until the link is used"
+    );
+    let new_password = "bob's second pass phrase";
+    assert_eq!(set_password(&c, reset.trim(), new_password).status, 303);
+    assert!(!signed_in(&c, &bob) && !signed_in(&c, &bob_too));
+    assert!(signed_in(&c, &admin));
+    assert_eq!(login_as_response(&c, "bob", BOB_PASSWORD).status, 401);
+    let bob = login_as(&c, "bob", new_password);
+    let resets = audit(&c, &admin, "admin.reset_password");
+    assert!(resets.iter().any(|e| e["resource_name"] == "bob"));
+
+    // Removing an account ends its sessions; the last one that can sign in stays.
+    let (ok, out, err) = cli(&dir, &["admin", "remove", "admin"]);
+    assert!(
+        ok && out.contains("removed the admin account \"admin\""),
+        "{out}{err}"
+    );
+    assert!(!signed_in(&c, &admin));
+    assert!(signed_in(&c, &bob));
+    assert_eq!(login_response(&c, PASSWORD).status, 401);
+    let (ok, _, err) = cli(&dir, &["admin", "remove", "bob"]);
+    assert!(!ok && err.contains("only admin account"), "{err}");
+    assert!(audit(&c, &bob, "admin.remove")
+        .iter()
+        .any(|e| e["resource_name"] == "admin" && e["outcome"] == "done"));
+    // One account again: reset-password without a name means it (today's scripts).
+    let (ok, out, err) = cli(&dir, &["admin", "reset-password"]);
+    assert!(ok && out.contains("/admin/setup?code="), "{err}");
+    assert!(err.contains("\"bob\""), "{err}");
+}
+
+#[test]
+fn the_first_account_is_named_on_the_setup_page() {
+    let s = Server::start();
+    let c = s.client();
+    let link = setup_link(&s);
+    let page = text(&c.send("GET", &path_of(&link), &[], None));
+    assert!(page.contains("name=\"name\""), "{page}");
+    assert!(page.contains("value=\"admin\""), "the default name: {page}");
+    let form = |name: &str| {
+        let code = code_of(&link);
+        post_form(
+            &c,
+            "/admin/setup",
+            None,
+            &[
+                ("code", &code),
+                ("name", name),
+                ("password", PASSWORD),
+                ("confirm", PASSWORD),
+            ],
+        )
+    };
+    let r = form(" -bad name");
+    assert_eq!(r.status, 400);
+    assert!(text(&r).contains("letters, digits"), "{}", text(&r));
+    assert_eq!(form("Ops@Example.com").status, 303);
+    assert_eq!(login_response(&c, PASSWORD).status, 401, "not \"admin\"");
+    let cookie = login_as(&c, "ops@example.com", PASSWORD);
+    assert!(signed_in(&c, &cookie));
+    let (ok, out, _) = cli(&s.data_dir(), &["admin", "list"]);
+    assert!(ok && out.contains("ops@example.com"), "{out}");
+}
+
+#[test]
+fn a_rotated_token_keeps_its_old_secret_until_it_is_revoked() {
+    let s = Server::start();
+    let dir = s.data_dir();
+    let old = s.client();
+    // The CLI, through the running server: a successor under the same name.
+    let (ok, out, err) = cli(&dir, &["token", "rotate", "test"]);
+    assert!(ok, "{err}");
+    assert!(err.contains("--superseded"), "{err}");
+    let new_secret = out.trim().to_owned();
+    assert!(new_secret.starts_with("scimb_"), "{out}");
+    let new = old.with_token(&new_secret);
+    assert_eq!(old.get("/Users").status, 200, "the old secret still works");
+    assert_eq!(new.get("/Users").status, 200);
+
+    let (ok, out, _) = cli(&dir, &["token", "list", "--json"]);
+    assert!(ok);
+    let tokens: Vec<Value> = serde_json::from_str(&out).unwrap();
+    let states: Vec<(&str, &str)> = tokens
+        .iter()
+        .map(|t| (t["name"].as_str().unwrap(), t["state"].as_str().unwrap()))
+        .collect();
+    assert_eq!(states.len(), 2);
+    assert!(states.contains(&("test", "superseded")) && states.contains(&("test", "active")));
+    let superseded = tokens.iter().find(|t| t["state"] == "superseded").unwrap();
+    assert!(superseded["lastUsed"].is_string() || superseded["lastUsed"].is_null());
+    let (ok, table, _) = cli(&dir, &["token", "list"]);
+    assert!(ok && table.contains("superseded"), "{table}");
+
+    // Never revoked by itself; revoking by the bare name is ambiguous now.
+    assert_eq!(old.get("/Users").status, 200);
+    let (ok, _, err) = cli(&dir, &["token", "revoke", "test"]);
+    assert!(!ok && err.contains("--superseded"), "{err}");
+    assert_eq!(
+        old.get("/Users").status,
+        200,
+        "a refused revoke changes nothing"
+    );
+    let (ok, out, err) = cli(&dir, &["token", "revoke", "test", "--superseded"]);
+    assert!(
+        ok && out.contains("revoked the superseded token"),
+        "{out}{err}"
+    );
+    assert_eq!(old.get("/Users").status, 401);
+    assert_eq!(new.get("/Users").status, 200);
+    // Rotated and revoked again: by id this time.
+    let (ok, _, err) = cli(&dir, &["token", "rotate", "test"]);
+    assert!(ok, "{err}");
+    let (_, out, _) = cli(&dir, &["token", "list", "--json"]);
+    let tokens: Vec<Value> = serde_json::from_str(&out).unwrap();
+    let id = tokens
+        .iter()
+        .find(|t| t["state"] == "superseded")
+        .and_then(|t| t["id"].as_str())
+        .unwrap()
+        .to_owned();
+    let (ok, _, err) = cli(&dir, &["token", "revoke", &id]);
+    assert!(ok, "{err}");
+    assert_eq!(new.get("/Users").status, 401);
+    let (ok, _, err) = cli(&dir, &["token", "rotate", "nobody"]);
+    assert!(
+        !ok && err.contains("no current token named \"nobody\""),
+        "{err}"
+    );
+}
