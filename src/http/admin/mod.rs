@@ -63,7 +63,8 @@ const CSP: &str = "default-src 'none'; style-src 'self'; script-src 'self'; img-
 /// A migration step that runs in the background, started from the page.
 enum JobKind {
     Push(PushRequest),
-    Verify,
+    /// With the target's token for this run after the cut-over (never stored).
+    Verify(Option<Secret>),
     Cutover,
 }
 
@@ -72,7 +73,7 @@ impl JobKind {
         match self {
             JobKind::Push(r) if r.dry_run => "Push (dry run)",
             JobKind::Push(_) => "Push",
-            JobKind::Verify => "Verification",
+            JobKind::Verify(_) => "Verification",
             JobKind::Cutover => "Cut-over",
         }
     }
@@ -418,6 +419,13 @@ struct PushForm {
     dry_run: Option<String>,
     /// Present (any value) when "omit unsupported attributes" is ticked.
     omit_unsupported: Option<String>,
+}
+
+/// The verify form: after the cut-over it carries the target's token for the run.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct VerifyForm {
+    token: String,
 }
 
 #[derive(Deserialize, Default)]
@@ -1540,10 +1548,11 @@ async fn activity_page(
 ) -> Response<Body> {
     let page = q.page.unwrap_or(1).max(1);
     let offset = (page - 1).saturating_mul(ACTIVITY_PAGE_SIZE as u64);
-    let (app, filter) = (state.app.clone(), q.filter());
-    let found =
-        tokio::task::spawn_blocking(move || app.audit_search(&filter, offset, ACTIVITY_PAGE_SIZE))
-            .await;
+    let (app, filter, sort) = (state.app.clone(), q.filter(), q.sorting());
+    let found = tokio::task::spawn_blocking(move || {
+        app.audit_search(&filter, sort, offset, ACTIVITY_PAGE_SIZE)
+    })
+    .await;
     let found = match found {
         Ok(Ok(p)) => p,
         Ok(Err(e)) => return unavailable(e),
@@ -1686,7 +1695,25 @@ async fn migration_action(
             }
             return Ok(msg);
         }
-        "verify" => start_job(state, who, JobKind::Verify).await,
+        "verify" => {
+            // After the cut-over the stored token is gone: the form brings one for
+            // this run (a password field; never stored, logged or audited).
+            let f: VerifyForm = parse_form(body)?;
+            let token = Some(Secret::new(f.token.trim())).filter(|t| !t.is_empty());
+            let cut_over = state
+                .app
+                .migration
+                .state()
+                .is_ok_and(|s| s.phase == crate::store::Phase::CutOver);
+            if cut_over && token.is_none() {
+                let msg = "Not verified: after the cut-over the target's token is not stored; \
+                           paste it into the form."
+                    .to_owned();
+                (msg.clone(), Some(msg))
+            } else {
+                start_job(state, who, JobKind::Verify(token)).await
+            }
+        }
         "cutover" => {
             let f: CutoverForm = parse_form(body)?;
             let target = state.app.migration.state().ok().and_then(|s| s.target);
@@ -1815,7 +1842,7 @@ async fn start_job(state: &Arc<AppState>, who: &Caller, kind: JobKind) -> (Strin
     let action = match &kind {
         JobKind::Push(r) if r.dry_run => "migration.push_dry_run",
         JobKind::Push(_) => "migration.push",
-        JobKind::Verify => "migration.verify",
+        JobKind::Verify(_) => "migration.verify",
         JobKind::Cutover => "migration.cutover",
     };
     let mut entry = Entry::new(action);
@@ -1865,7 +1892,7 @@ async fn start_job(state: &Arc<AppState>, who: &Caller, kind: JobKind) -> (Strin
         };
         let outcome = match kind {
             JobKind::Push(req) => m.push(req, &mut progress).await.map(JobOutcome::Push),
-            JobKind::Verify => m.verify(None, &mut progress).await.map(JobOutcome::Verify),
+            JobKind::Verify(token) => m.verify(token, &mut progress).await.map(JobOutcome::Verify),
             JobKind::Cutover => m.cutover(&mut progress).await.map(JobOutcome::Cutover),
         };
         if let Err(e) = &outcome {

@@ -16,7 +16,7 @@ use super::activity::ScimRequestRecord;
 use super::fragments::csrf_field;
 pub(crate) use super::fragments::when;
 use super::liveness;
-use crate::app::audit::{AuditFilter, AuditPage};
+use crate::app::audit::{AuditFilter, AuditPage, AuditSort};
 use crate::app::tokens::TokenInfo;
 use crate::migrate::policy::{
     list as policy_list, PolicyField, PolicyView, Source as PolicySource,
@@ -803,17 +803,28 @@ impl ListQuery {
     }
 }
 
-/// A sortable column heading: a link that sorts by it, with an arrow and
-/// `aria-sort` on the column the list is sorted by.
+/// A Users or Groups column heading that sorts by `column`.
 fn sort_heading(rt: ResourceType, q: &ListQuery, column: SortColumn, label: &str) -> Markup {
-    let current = q.sort.unwrap_or_default() == column;
-    let desc = q.order.unwrap_or_default() == SortOrder::Desc;
-    let aria = current.then_some(if desc { "descending" } else { "ascending" });
+    let current = (q.sort.unwrap_or_default() == column).then(|| q.order.unwrap_or_default());
+    sortable_heading(
+        label,
+        column.as_str(),
+        current,
+        &q.sorted_by(column).href(rt),
+    )
+}
+
+/// A sortable column heading (every sortable table: Users, Groups, Activity): a
+/// link to `href`, the table sorted by this column (`key`), with an arrow and
+/// `aria-sort` when the table is sorted by it (`current`: in that order).
+fn sortable_heading(label: &str, key: &str, current: Option<SortOrder>, href: &str) -> Markup {
+    let desc = current == Some(SortOrder::Desc);
+    let aria = current.map(|_| if desc { "descending" } else { "ascending" });
     html! {
         th aria-sort=[aria] {
-            a href=(q.sorted_by(column).href(rt)) data-sort=(column.as_str()) {
+            a href=(href) data-sort=(key) {
                 (label)
-                @if current { @if desc { " ▼" } @else { " ▲" } }
+                @if current.is_some() { @if desc { " ▼" } @else { " ▲" } }
             }
         }
     }
@@ -961,7 +972,8 @@ pub(crate) fn detail(c: &Chrome, v: &DetailView) -> String {
 
 // ---- activity ----------------------------------------------------------------
 
-/// The Activity page's query string: the filter and the page number (from 1).
+/// The Activity page's query string: the filter, the sort (`sort`, `order`; newest
+/// first when absent) and the page number (from 1).
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
 #[serde(default)]
 pub(crate) struct ActivityQuery {
@@ -969,6 +981,8 @@ pub(crate) struct ActivityQuery {
     pub actor: String,
     pub outcome: String,
     pub action: String,
+    pub sort: Option<AuditSort>,
+    pub order: Option<SortOrder>,
     pub page: Option<u64>,
 }
 
@@ -982,13 +996,56 @@ impl ActivityQuery {
         }
     }
 
-    /// `/admin/activity{suffix}?…` with this filter and page (empty values dropped).
+    /// The column and whether descending (each column's first order when absent).
+    pub(crate) fn sorting(&self) -> (AuditSort, bool) {
+        let sort = self.sort.unwrap_or_default();
+        let desc = match self.order {
+            Some(o) => o == SortOrder::Desc,
+            None => sort.first_descending(),
+        };
+        (sort, desc)
+    }
+
+    /// The same filter sorted by `column`: its first order, the other one when it is
+    /// already sorted so; back to page 1.
+    fn sorted_by(&self, column: AuditSort) -> ActivityQuery {
+        let (sort, desc) = self.sorting();
+        let desc = if sort == column {
+            !desc
+        } else {
+            column.first_descending()
+        };
+        let order = if desc {
+            SortOrder::Desc
+        } else {
+            SortOrder::Asc
+        };
+        ActivityQuery {
+            sort: (column != AuditSort::Time).then_some(column),
+            order: (desc != column.first_descending()).then_some(order),
+            page: None,
+            ..self.clone()
+        }
+    }
+
+    /// `/admin/activity{suffix}?…` with this filter, sort and page (empty values
+    /// dropped).
     pub(crate) fn href(&self, path: &str) -> String {
+        let order = match self.order {
+            Some(SortOrder::Asc) => "asc",
+            Some(SortOrder::Desc) => "desc",
+            None => "",
+        };
         let mut pairs: Vec<(&str, String)> = [
             ("q", self.q.clone()),
             ("actor", self.actor.clone()),
             ("outcome", self.outcome.clone()),
             ("action", self.action.clone()),
+            (
+                "sort",
+                self.sort.map(AuditSort::as_str).unwrap_or("").to_owned(),
+            ),
+            ("order", order.to_owned()),
         ]
         .into_iter()
         .filter(|(_, v)| !v.is_empty())
@@ -1031,7 +1088,26 @@ pub(crate) fn activity(c: &Chrome, v: &ActivityView) -> String {
         ..f.clone()
     };
     let shown = v.page.records.len();
-    let has_next = v.page.offset + (shown as u64) < v.page.matched;
+    let last_page = v.page.matched.div_ceil(v.page_size as u64).max(1);
+    let (sort, desc) = f.sorting();
+    let heading = |column: AuditSort, label: &str| {
+        let current = (sort == column).then_some(if desc {
+            SortOrder::Desc
+        } else {
+            SortOrder::Asc
+        });
+        sortable_heading(
+            label,
+            column.as_str(),
+            current,
+            &f.sorted_by(column).href("/admin/activity"),
+        )
+    };
+    let order_words = match (sort, desc) {
+        (AuditSort::Time, true) => "newest first".to_owned(),
+        (AuditSort::Time, false) => "oldest first".to_owned(),
+        (s, d) => format!("by {}, {}", s.as_str(), if d { "Z to A" } else { "A to Z" }),
+    };
     let select = |name: &'static str, current: &str, options: &[(&str, &str)]| {
         html! {
             select id=(name) name=(name) {
@@ -1053,10 +1129,12 @@ pub(crate) fn activity(c: &Chrome, v: &ActivityView) -> String {
             (select("outcome", &f.outcome, &[("", "any"), ("done", "done"), ("refused", "refused")]))
             label for="action" { "Action" }
             (select("action", &f.action, &[("", "any"), ("scim.", "SCIM writes"), ("token.", "tokens"), ("admin.", "admin accounts"), ("migration.", "migration"), ("directory.", "import")]))
+            @if let Some(s) = f.sort { input type="hidden" name="sort" value=(s.as_str()); }
+            @if let Some(o) = f.order { input type="hidden" name="order" value=(if o == SortOrder::Desc { "desc" } else { "asc" }); }
             button type="submit" { "Filter" }
         }
         p.note #range {
-            (range_text(v.page.offset, shown, v.page.matched, "entry", "entries")) ", newest first. Export: "
+            (range_text(v.page.offset, shown, v.page.matched, "entry", "entries")) ", " (order_words) ". Export (newest first): "
             a href=(at(1).href("/admin/activity.csv")) { "CSV" } ", "
             a href=(at(1).href("/admin/activity.jsonl")) { "JSON Lines" } "."
         }
@@ -1064,7 +1142,15 @@ pub(crate) fn activity(c: &Chrome, v: &ActivityView) -> String {
             p { "Nothing found." }
         } @else {
             div.scroll { table #activity {
-                thead { tr { th { "Time" } th { "Actor" } th { "Client" } th { "Action" } th { "Resource" } th { "Outcome" } th { "Reason" } } }
+                thead { tr {
+                    (heading(AuditSort::Time, "Time"))
+                    (heading(AuditSort::Actor, "Actor"))
+                    th { "Client" }
+                    (heading(AuditSort::Action, "Action"))
+                    (heading(AuditSort::Resource, "Resource"))
+                    (heading(AuditSort::Outcome, "Outcome"))
+                    th { "Reason" }
+                } }
                 tbody { @for r in &v.page.records {
                     tr {
                         td { (when(r.time)) }
@@ -1092,10 +1178,7 @@ pub(crate) fn activity(c: &Chrome, v: &ActivityView) -> String {
                 } }
             } }
         }
-        nav.pager {
-            @if page > 1 { a rel="prev" href=(at(page - 1).href("/admin/activity")) { "Previous" } }
-            @if has_next { a rel="next" href=(at(page + 1).href("/admin/activity")) { "Next" } }
-        }
+        (pager(page, last_page, |p| at(p).href("/admin/activity")))
         p.note { "Every SCIM, admin-page and command-line write, refused ones included; also written to the server log. Page size " (v.page_size) "." }
     };
     layout(c, content)
@@ -1251,12 +1334,15 @@ fn job_view(j: &JobView) -> Markup {
 /// Which of the page's actions the migration's phase allows (the state machine in
 /// `migrate::service`): a readiness check before a push, a push (or its resumption
 /// into the same target) from `checked` on, verify and cut-over while mirroring,
-/// abort until cut-over; nothing after cut-over.
+/// abort until cut-over; after cut-over only a verification with the target's token
+/// typed for that run (it is no longer stored).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Actions {
     pub check: bool,
     pub push: bool,
     pub verify: bool,
+    /// Verify with a token given for the run (after cut-over).
+    pub verify_with_token: bool,
     pub cutover: bool,
     pub abort: bool,
 }
@@ -1271,6 +1357,7 @@ impl Actions {
                 Phase::Checked | Phase::Pushing | Phase::Mirroring | Phase::Verified
             ),
             verify: mirroring,
+            verify_with_token: phase == Phase::CutOver,
             cutover: mirroring,
             abort: matches!(phase, Phase::Pushing | Phase::Mirroring | Phase::Verified),
         }
@@ -1453,6 +1540,20 @@ pub(crate) fn migration(c: &Chrome, v: &MigrationView) -> String {
                 form method="post" action="/admin/migration/verify" { (csrf_field(c.csrf)) button type="submit" { "Verify" } }
             }
         }
+        @if can.verify_with_token {
+            section.card #verify-after-cutover {
+                h2 { "Verify the target" }
+                p {
+                    "Compares the target with this bridge's directory (which no longer changes) and lists                      the differences. The target's token was erased at the cut-over: paste it here. It is                      used for this verification only, never stored or logged."
+                }
+                form.grid method="post" action="/admin/migration/verify" {
+                    (csrf_field(c.csrf))
+                    label for="verify-token" { "Target bearer token" }
+                    input #verify-token name="token" type="password" required autocomplete="off";
+                    button type="submit" { "Verify" }
+                }
+            }
+        }
         @if can.cutover {
             section.card #cutover-step {
                 h2 { "6. " (GUIDE[5]) }
@@ -1523,6 +1624,8 @@ mod tests {
         }
         let cut = a(Phase::CutOver);
         assert!(!cut.check && !cut.push && !cut.verify && !cut.cutover && !cut.abort);
+        assert!(cut.verify_with_token);
+        assert!(!a(Phase::Verified).verify_with_token);
     }
 
     #[test]
