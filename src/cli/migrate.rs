@@ -34,34 +34,11 @@ pub(super) fn run(cfg: &Config, cmd: &MigrateCommand) -> Result<ExitCode> {
             cacert,
             allow_http,
         } => {
-            let report = match request(cfg, Request::MigrateCheck, &mut |_| {})? {
-                Reply::Readiness(r) => r,
-                other => return Err(unexpected(other)),
-            };
             let target = match (to, token_file) {
-                (Some(to), Some(tf)) => {
-                    let req = push_request(to, tf, cacert.as_deref(), *allow_http)?;
-                    match request(cfg, Request::MigrateCheckTarget(req), &mut |_| {})? {
-                        Reply::TargetCheck(t) => Some(t),
-                        other => return Err(unexpected(other)),
-                    }
-                }
+                (Some(to), Some(tf)) => Some(push_request(to, tf, cacert.as_deref(), *allow_http)?),
                 _ => None,
             };
-            if *json {
-                let mut v = serde_json::to_value(&report)?;
-                if let Some(t) = &target {
-                    v["target"] = serde_json::to_value(t)?;
-                }
-                println!("{}", serde_json::to_string_pretty(&v)?);
-            } else {
-                print!("{}", readiness::render_text(&report, 50));
-                if let Some(t) = &target {
-                    print_target_check(t);
-                }
-            }
-            let target_ok = target.as_ref().is_none_or(|t| t.unsupported.is_empty());
-            Ok(exit_code(report.ready && target_ok))
+            check(cfg, target, *json)
         }
         MigrateCommand::Push {
             to,
@@ -76,106 +53,162 @@ pub(super) fn run(cfg: &Config, cmd: &MigrateCommand) -> Result<ExitCode> {
             req.dry_run = *dry_run;
             req.omit_unsupported = *omit_unsupported;
             req.parallel = parallel.map(usize::from);
-            let mut line = StatusLine::new();
-            let reply = request(cfg, Request::MigratePush(req), &mut |p| {
-                // A retry's reason stays on screen; the rest overwrite one line.
-                if let Progress::Retrying { .. } = p {
-                    line.note(&p.to_string());
-                } else {
-                    line.tick(|| p.to_string())
-                }
-            });
-            line.done();
-            match reply? {
-                Reply::Push(PushOutcome::Planned(plan)) => {
-                    print_plan(&plan);
-                    Ok(exit_code(plan.unsupported.is_empty()))
-                }
-                Reply::Push(PushOutcome::Pushed(report)) => {
-                    print_pushed(&report);
-                    // The closing verification found differences: not a success.
-                    Ok(exit_code(report.differences.is_empty()))
-                }
-                other => Err(unexpected(other)),
-            }
+            push(cfg, req)
         }
-        MigrateCommand::Status { json } => {
-            let status = match request(cfg, Request::MigrateStatus, &mut |_| {})? {
-                Reply::Status(s) => s,
-                other => return Err(unexpected(other)),
-            };
-            if *json {
-                println!("{}", serde_json::to_string_pretty(&status)?);
-            } else {
-                print_status(&status);
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        MigrateCommand::Status { json } => status(cfg, *json),
         MigrateCommand::Verify { json, token_file } => {
             let token = token_file.as_deref().map(read_token).transpose()?;
-            let mut line = StatusLine::new();
-            let reply = request(cfg, Request::MigrateVerify { token }, &mut |p| {
-                if let Progress::Retrying { .. } = p {
-                    line.note(&p.to_string());
-                } else {
-                    line.tick(|| p.to_string())
-                }
-            });
-            line.done();
-            let report = match reply? {
-                Reply::Verify(r) => r,
-                other => return Err(unexpected(other)),
-            };
-            if *json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                print_extras(&report.only_on_target, &report.not_kept);
-                print_differences(&report.differences);
-            }
-            Ok(exit_code(report.count == 0))
+            verify(cfg, token, *json)
         }
-        MigrateCommand::Abort => {
-            match request(cfg, Request::MigrateAbort, &mut |_| {})? {
-                Reply::Aborted => {}
-                other => return Err(unexpected(other)),
-            }
-            println!("migration aborted: mirroring stopped, the bridge stays the source of truth");
-            Ok(ExitCode::SUCCESS)
-        }
+        MigrateCommand::Abort => abort(cfg),
         MigrateCommand::Policy(cmd) => policy(cfg, cmd),
         MigrateCommand::Cutover {
             confirm_irreversible,
-        } => {
-            if !confirm_irreversible {
-                anyhow::bail!(
-                    "cut-over is irreversible: afterwards this bridge refuses every SCIM write. \
-                     Re-run with --confirm-irreversible once the identity provider is ready to be repointed"
-                );
-            }
-            let req = Request::MigrateCutover {
-                confirm_irreversible: true,
-            };
-            let done = match request(cfg, req, &mut |_| {})? {
-                Reply::CutOver(c) => c,
-                other => return Err(unexpected(other)),
-            };
-            let target = done.target.as_deref().unwrap_or("the target");
-            if let Some(e) = &done.erase_error {
-                eprintln!(
-                    "warning: the database file could not be rewritten without the target's token ({e}); \
-                     the bridge retries at its next start"
-                );
-            }
-            println!(
-                "cut over to {target}. This bridge now refuses SCIM writes; reads keep working."
-            );
-            println!("Repoint your identity provider:");
-            println!("  Entra ID: Provisioning → Admin Credentials → Tenant URL = {target}, Secret Token = the new service's token");
-            println!("  Okta:     Provisioning → Integration → SCIM connector base URL = {target}, API token = the new service's token");
-            println!("Then the bridge can be decommissioned (keep an export: scimbridge export --out FILE).");
-            Ok(ExitCode::SUCCESS)
+        } => cutover(cfg, *confirm_irreversible),
+    }
+}
+
+/// `migrate check [--to URL --token-file FILE]`: the readiness report and, with a
+/// target, what it cannot hold. Exit 2 when either finds something to fix.
+fn check(cfg: &Config, target: Option<PushRequest>, json: bool) -> Result<ExitCode> {
+    let report = match request(cfg, Request::MigrateCheck, &mut |_| {})? {
+        Reply::Readiness(r) => r,
+        other => return Err(unexpected(other)),
+    };
+    let target = match target {
+        Some(req) => match request(cfg, Request::MigrateCheckTarget(req), &mut |_| {})? {
+            Reply::TargetCheck(t) => Some(t),
+            other => return Err(unexpected(other)),
+        },
+        None => None,
+    };
+    if json {
+        let mut v = serde_json::to_value(&report)?;
+        if let Some(t) = &target {
+            v["target"] = serde_json::to_value(t)?;
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        print!("{}", readiness::render_text(&report, 50));
+        if let Some(t) = &target {
+            print_target_check(t);
         }
     }
+    let target_ok = target.as_ref().is_none_or(|t| t.unsupported.is_empty());
+    Ok(exit_code(report.ready && target_ok))
+}
+
+/// Shows a step's progress: a retry's reason stays on screen, the rest overwrite
+/// one line.
+fn show_progress(line: &mut StatusLine, p: &Progress) {
+    if let Progress::Retrying { .. } = p {
+        line.note(&p.to_string());
+    } else {
+        line.tick(|| p.to_string())
+    }
+}
+
+/// `migrate push`: the plan of a dry run (exit 2 when something cannot be pushed),
+/// or the push's report (exit 2 when its closing verification found differences).
+fn push(cfg: &Config, req: PushRequest) -> Result<ExitCode> {
+    let mut line = StatusLine::new();
+    let reply = request(cfg, Request::MigratePush(req), &mut |p| {
+        show_progress(&mut line, &p)
+    });
+    line.done();
+    match reply? {
+        Reply::Push(PushOutcome::Planned(plan)) => {
+            print_plan(&plan);
+            Ok(exit_code(plan.unsupported.is_empty()))
+        }
+        Reply::Push(PushOutcome::Pushed(report)) => {
+            print_pushed(&report);
+            // The closing verification found differences: not a success.
+            Ok(exit_code(report.differences.is_empty()))
+        }
+        other => Err(unexpected(other)),
+    }
+}
+
+/// `migrate status [--json]`: where the migration stands.
+fn status(cfg: &Config, json: bool) -> Result<ExitCode> {
+    let status = match request(cfg, Request::MigrateStatus, &mut |_| {})? {
+        Reply::Status(s) => s,
+        other => return Err(unexpected(other)),
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        print_status(&status);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `migrate verify [--token-file FILE]`: every difference between the directory and
+/// the target (exit 2 when there is one); `token` for a run after the cut-over.
+fn verify(cfg: &Config, token: Option<Secret>, json: bool) -> Result<ExitCode> {
+    let mut line = StatusLine::new();
+    let reply = request(cfg, Request::MigrateVerify { token }, &mut |p| {
+        show_progress(&mut line, &p)
+    });
+    line.done();
+    let report = match reply? {
+        Reply::Verify(r) => r,
+        other => return Err(unexpected(other)),
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        for n in &report.notes {
+            println!("note: {n}");
+        }
+        print_extras(&report.only_on_target, &report.not_kept);
+        print_differences(&report.differences);
+    }
+    Ok(exit_code(report.count == 0))
+}
+
+/// `migrate abort`: mirroring stops, the bridge stays the source of truth.
+fn abort(cfg: &Config) -> Result<ExitCode> {
+    match request(cfg, Request::MigrateAbort, &mut |_| {})? {
+        Reply::Aborted => {}
+        other => return Err(unexpected(other)),
+    }
+    println!("migration aborted: mirroring stopped, the bridge stays the source of truth");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `migrate cutover --confirm-irreversible`: the flip, then how to repoint the
+/// identity provider. Refused without the confirmation.
+fn cutover(cfg: &Config, confirm_irreversible: bool) -> Result<ExitCode> {
+    if !confirm_irreversible {
+        anyhow::bail!(
+            "cut-over is irreversible: afterwards this bridge refuses every SCIM write. \
+             Re-run with --confirm-irreversible once the identity provider is ready to be repointed"
+        );
+    }
+    let req = Request::MigrateCutover {
+        confirm_irreversible: true,
+    };
+    let done = match request(cfg, req, &mut |_| {})? {
+        Reply::CutOver(c) => c,
+        other => return Err(unexpected(other)),
+    };
+    let target = done.target.as_deref().unwrap_or("the target");
+    if let Some(e) = &done.erase_error {
+        eprintln!(
+            "warning: the database file could not be rewritten without the target's token ({e}); \
+             the bridge retries at its next start"
+        );
+    }
+    println!("cut over to {target}. This bridge now refuses SCIM writes; reads keep working.");
+    println!("Repoint your identity provider:");
+    println!("  Entra ID: Provisioning → Admin Credentials → Tenant URL = {target}, Secret Token = the new service's token");
+    println!("  Okta:     Provisioning → Integration → SCIM connector base URL = {target}, API token = the new service's token");
+    println!(
+        "Then the bridge can be decommissioned (keep an export: scimbridge export --out FILE)."
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// A target's token from its file (kept out of the process list).

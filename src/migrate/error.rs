@@ -50,6 +50,17 @@ pub(crate) enum MigrateError {
         /// The start of the target's body, or empty.
         detail: String,
     },
+    /// The target refused to list a resource type without a filter (some hosted
+    /// services answer only filtered searches, RFC 7644 §3.4.2 leaves it to them):
+    /// the push and verify go on with lookups one resource at a time.
+    #[error("listing the target's {endpoint} without a filter answered {status}{}", detail_suffix(.detail))]
+    ListingRefused {
+        /// "/Users" or "/Groups".
+        endpoint: &'static str,
+        status: u16,
+        /// The start of the target's body, or empty.
+        detail: String,
+    },
     /// The target answered something this client cannot use.
     #[error("{0}")]
     TargetProtocol(String),

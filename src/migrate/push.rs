@@ -168,6 +168,41 @@ impl Run {
     fn refused_notes(&self) -> Vec<String> {
         lock(&self.refused).values().cloned().collect()
     }
+    /// Did the target refuse to list `rt` without a filter (in this run or, for the
+    /// mirror and verify, in the push)?
+    fn listing_refused(&self, rt: ResourceType) -> bool {
+        lock(&self.refused).contains_key(&listing_key(rt))
+    }
+    /// Records that the target lists `rt` only through a filter: matching goes on by
+    /// lookups, verify reads each resource by id. Kept with the refused filters
+    /// (`refused_filters`: `migrate status`, the Migration page).
+    fn refuse_listing(&self, e: MigrateError) -> MigrateResult<()> {
+        let MigrateError::ListingRefused {
+            endpoint,
+            status,
+            detail,
+        } = e
+        else {
+            return Err(e);
+        };
+        let note = format!(
+            "the target refused to list {endpoint} without a filter ({status}: {detail}); \
+             each resource is looked up by filter instead and verify reads each one by id \
+             (duplicates and accounts only on the target are not looked for)"
+        );
+        let rt = if endpoint == ResourceType::Group.endpoint() {
+            ResourceType::Group
+        } else {
+            ResourceType::User
+        };
+        lock(&self.refused).insert(listing_key(rt), note);
+        Ok(())
+    }
+}
+
+/// The `refused` key of an unfiltered listing the target refused.
+fn listing_key(rt: ResourceType) -> String {
+    format!("{} listing", rt.endpoint())
 }
 
 /// Runs `work` over `jobs` with one client per worker (at most `pool.len()` at once),
@@ -482,18 +517,24 @@ async fn lookup(
 
 /// Lists the target's resources of `rt` into the run's index (once per run).
 async fn ensure_index(client: &mut Client, run: &Run, rt: ResourceType) -> MigrateResult<()> {
-    if lock(&run.index).contains_key(&rt) {
+    if lock(&run.index).contains_key(&rt) || run.listing_refused(rt) {
         return Ok(());
     }
     let caps = run.caps();
     let mut index = TargetIndex::default();
     let query = format!("&attributes=externalId,{}", name_attr(rt));
-    target::list(client, &caps, rt, &query, &run.events, |v| {
+    let listed = target::list(client, &caps, rt, &query, &run.events, |v| {
         index.add(rt, &v)
     })
-    .await?;
-    lock(&run.index).insert(rt, index);
-    Ok(())
+    .await;
+    match listed {
+        Ok(_) => {
+            lock(&run.index).insert(rt, index);
+            Ok(())
+        }
+        // Without an index, `find` looks each resource up by filter.
+        Err(e) => run.refuse_listing(e),
+    }
 }
 
 /// Finds an existing resource for `attrs`: in the index when there is one, else by
@@ -529,6 +570,10 @@ async fn find_fresh(
 ) -> MigrateResult<Option<(String, MatchRule)>> {
     if let Some(m) = lookup(client, run, rt, attrs).await? {
         return Ok(Some(m));
+    }
+    if run.listing_refused(rt) {
+        // Nothing to list; the lookup above was all the target allows.
+        return Ok(None);
     }
     find(client, run, rt, attrs, true).await
 }
@@ -758,23 +803,51 @@ async fn save_progress(
     Ok(())
 }
 
-/// Walks a resource type of a snapshot in pages of `PAGE`, in id order.
-#[derive(Default)]
-struct Pager {
+/// The resources of one type of a snapshot in pages of `PAGE`, in id order: the
+/// walk every step of the push, the dry run and verify makes. Ends at the first
+/// empty page or after the first error.
+struct Pages<'a> {
+    snapshot: &'a Snapshot,
+    rt: ResourceType,
+    /// The id of the last resource returned; `None` before the first page.
     after: Option<String>,
+    done: bool,
 }
 
-impl Pager {
-    fn next(
-        &mut self,
-        snapshot: &Snapshot,
-        rt: ResourceType,
-    ) -> MigrateResult<Vec<StoredResource>> {
-        let page = snapshot.page_after(rt, self.after.as_deref(), PAGE)?;
-        if let Some(last) = page.last() {
-            self.after = Some(last.id.clone());
+impl Iterator for Pages<'_> {
+    type Item = MigrateResult<Vec<StoredResource>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
         }
-        Ok(page)
+        match self
+            .snapshot
+            .page_after(self.rt, self.after.as_deref(), PAGE)
+        {
+            Ok(page) if page.is_empty() => {
+                self.done = true;
+                None
+            }
+            Ok(page) => {
+                self.after = page.last().map(|r| r.id.clone());
+                Some(Ok(page))
+            }
+            Err(e) => {
+                self.done = true;
+                Some(Err(e.into()))
+            }
+        }
+    }
+}
+
+/// Walks the resources of `rt` in `snapshot` page by page.
+fn pages(snapshot: &Snapshot, rt: ResourceType) -> Pages<'_> {
+    Pages {
+        snapshot,
+        rt,
+        after: None,
+        done: false,
     }
 }
 
@@ -785,13 +858,8 @@ fn unsupported(snapshot: &Snapshot, d: &Discovery) -> MigrateResult<Vec<String>>
         return Ok(Vec::new());
     }
     for rt in ResourceType::ALL {
-        let mut pager = Pager::default();
-        loop {
-            let page = pager.next(snapshot, rt)?;
-            if page.is_empty() {
-                break;
-            }
-            for r in &page {
+        for page in pages(snapshot, rt) {
+            for r in &page? {
                 d.unsupported_in(rt, &r.attrs, &mut out);
             }
         }
@@ -800,14 +868,21 @@ fn unsupported(snapshot: &Snapshot, d: &Discovery) -> MigrateResult<Vec<String>>
 }
 
 /// Lists the target when that costs fewer requests than looking each unmatched
-/// resource up, or when the target cannot filter.
+/// resource up, or when the target cannot filter. A target that refuses to list
+/// without a filter is searched per resource (noted, not a failure).
 async fn choose_matching(client: &mut Client, run: &Run, snapshot: &Snapshot) -> MigrateResult<()> {
     let caps = run.caps();
     for rt in ResourceType::ALL {
         let unmapped = snapshot
             .count(rt)?
             .saturating_sub(snapshot.target_ids(rt)?.len() as u64);
-        let total = target::total(client, rt).await?;
+        let total = match target::total(client, rt).await {
+            Ok(total) => total,
+            Err(e) => {
+                run.refuse_listing(e)?;
+                continue;
+            }
+        };
         let page = if caps.max_results > 0 {
             caps.max_results.min(1000)
         } else {
@@ -924,6 +999,10 @@ pub(crate) async fn push(
     }))
 }
 
+/// Sends the whole directory, in the order references need: users (page by page,
+/// the journal written after each), the managers that had no target id yet, groups
+/// without members, then every group's members as deltas. `resume`: an earlier push
+/// was interrupted, so the managers of users it pushed are set again.
 async fn push_all(
     store: &Store,
     run: &Run,
@@ -931,74 +1010,62 @@ async fn push_all(
     snapshot: &Snapshot,
     resume: bool,
 ) -> MigrateResult<Outcome> {
+    let mut tally = Tally {
+        run,
+        outcome: Outcome {
+            created: 0,
+            updated: 0,
+        },
+    };
+    let managers = push_users(store, run, pool, snapshot, resume, &mut tally).await?;
+    set_managers(run, pool, snapshot, &managers).await?;
+    let fresh = create_groups(store, run, pool, snapshot, &mut tally).await?;
+    sync_all_members(store, run, pool, snapshot, &fresh, &tally).await?;
+    Ok(tally.outcome)
+}
+
+/// Counts each decision for the report (`Run::count`) and for the push's progress
+/// (created; updated when matched, not when already in the journal).
+struct Tally<'a> {
+    run: &'a Run,
+    outcome: Outcome,
+}
+
+impl Tally<'_> {
+    fn count(&mut self, rule: MatchRule) {
+        self.run.count(rule);
+        if rule == MatchRule::Created {
+            self.outcome.created += 1
+        } else if rule != MatchRule::Journal {
+            self.outcome.updated += 1
+        }
+    }
+}
+
+/// Users, page by page: each one already in the journal is skipped, the others are
+/// matched and updated or created (by Bulk when offered and the listed target surely
+/// lacks them); the journal and the progress are written after every page. Returns
+/// the local ids of users whose manager could not be set yet.
+async fn push_users(
+    store: &Store,
+    run: &Run,
+    pool: &mut Vec<Client>,
+    snapshot: &Snapshot,
+    resume: bool,
+    tally: &mut Tally<'_>,
+) -> MigrateResult<Vec<String>> {
     let users_total = snapshot.count(ResourceType::User)?;
     let groups_total = snapshot.count(ResourceType::Group)?;
-    let mut tally = Outcome {
-        created: 0,
-        updated: 0,
-    };
-    let count = |rule: MatchRule, tally: &mut Outcome| {
-        run.count(rule);
-        if rule == MatchRule::Created {
-            tally.created += 1
-        } else if rule != MatchRule::Journal {
-            tally.updated += 1
-        }
-    };
-    // Users, page by page.
-    let mut pager = Pager::default();
     let mut done = 0u64;
     let mut managers: Vec<String> = Vec::new();
-    let bulk = run.caps().bulk;
-    loop {
-        let page = pager.next(snapshot, ResourceType::User)?;
-        if page.is_empty() {
-            break;
-        }
-        let mut to_send = Vec::new();
-        let mut to_create = Vec::new();
-        for r in page.iter() {
-            if run.target_of(ResourceType::User, &r.id).is_some() {
-                // Pushed before; the mirror brings later changes. If that push was
-                // interrupted, its manager may have been left out: set it again.
-                count(MatchRule::Journal, &mut tally);
-                if resume && has_manager(r) {
-                    managers.push(r.id.clone());
-                }
-                continue;
-            }
-            // Bulk creates only what the listed target surely lacks; without a listing
-            // each user is looked up first.
-            let has_index = lock(&run.index).contains_key(&ResourceType::User);
-            let matched = has_index && match_in_index(run, ResourceType::User, &r.attrs).is_some();
-            if matched || !bulk || !has_index {
-                to_send.push(r.clone());
-            } else {
-                to_create.push(r.clone());
-            }
-        }
-        // `push_user` matches again; undo the claims made while sorting.
-        lock(&run.claimed).clear();
-        let mut results: Vec<(String, String, MatchRule, bool)> =
-            in_parallel(pool, to_send, |mut c, r: StoredResource| async move {
-                let res = push_user(&mut c, run, &r).await;
-                (c, res.map(|(t, rule, u)| (r.id.clone(), t, rule, u)))
-            })
-            .await?;
-        if !to_create.is_empty() {
-            let chunks: Vec<Vec<StoredResource>> =
-                to_create.chunks(BULK_CHUNK).map(|c| c.to_vec()).collect();
-            let more = in_parallel(pool, chunks, |mut c, rs: Vec<StoredResource>| async move {
-                let res = bulk_create(&mut c, run, &rs).await;
-                (c, res)
-            })
-            .await?;
-            results.extend(more.into_iter().flatten());
-        }
+    for page in pages(snapshot, ResourceType::User) {
+        let page = page?;
+        let (to_send, to_create) = sort_users(run, &page, resume, tally, &mut managers);
+        let results = send_users(run, pool, to_send, to_create).await?;
         let mut mapped = Vec::new();
         for (local, tid, rule, unresolved) in results {
             lock(&run.map).set(ResourceType::User, &local, Some(&tid));
-            count(rule, &mut tally);
+            tally.count(rule);
             if unresolved {
                 managers.push(local.clone());
             }
@@ -1007,7 +1074,7 @@ async fn push_all(
         // Map before anything else, so a kill loses nothing that was done.
         store.map_ids(mapped).await?;
         done += page.len() as u64;
-        let (c, u) = (tally.created, tally.updated);
+        let (c, u) = (tally.outcome.created, tally.outcome.updated);
         save_progress(store, move |s| {
             s.progress.users_total = users_total;
             s.progress.users_done = done;
@@ -1021,8 +1088,82 @@ async fn push_all(
             total: users_total,
         });
     }
-    // Managers that had no target id when their report was sent: every user has one
-    // now, so each body built here carries the manager.
+    Ok(managers)
+}
+
+/// Sorts a page of users into those sent one by one (matched first) and those
+/// created by Bulk; users already in the journal are counted and left out (their
+/// manager queued again when resuming).
+fn sort_users(
+    run: &Run,
+    page: &[StoredResource],
+    resume: bool,
+    tally: &mut Tally<'_>,
+    managers: &mut Vec<String>,
+) -> (Vec<StoredResource>, Vec<StoredResource>) {
+    let bulk = run.caps().bulk;
+    let mut to_send = Vec::new();
+    let mut to_create = Vec::new();
+    for r in page {
+        if run.target_of(ResourceType::User, &r.id).is_some() {
+            // Pushed before; the mirror brings later changes. If that push was
+            // interrupted, its manager may have been left out: set it again.
+            tally.count(MatchRule::Journal);
+            if resume && has_manager(r) {
+                managers.push(r.id.clone());
+            }
+            continue;
+        }
+        // Bulk creates only what the listed target surely lacks; without a listing
+        // each user is looked up first.
+        let has_index = lock(&run.index).contains_key(&ResourceType::User);
+        let matched = has_index && match_in_index(run, ResourceType::User, &r.attrs).is_some();
+        if matched || !bulk || !has_index {
+            to_send.push(r.clone());
+        } else {
+            to_create.push(r.clone());
+        }
+    }
+    // `push_user` matches again; undo the claims made while sorting.
+    lock(&run.claimed).clear();
+    (to_send, to_create)
+}
+
+/// Sends one page's users: `to_send` one request each, `to_create` in Bulk chunks,
+/// on the pool's workers. Returns (local id, target id, rule, manager unresolved).
+async fn send_users(
+    run: &Run,
+    pool: &mut Vec<Client>,
+    to_send: Vec<StoredResource>,
+    to_create: Vec<StoredResource>,
+) -> MigrateResult<Vec<(String, String, MatchRule, bool)>> {
+    let mut results: Vec<(String, String, MatchRule, bool)> =
+        in_parallel(pool, to_send, |mut c, r: StoredResource| async move {
+            let res = push_user(&mut c, run, &r).await;
+            (c, res.map(|(t, rule, u)| (r.id.clone(), t, rule, u)))
+        })
+        .await?;
+    if !to_create.is_empty() {
+        let chunks: Vec<Vec<StoredResource>> =
+            to_create.chunks(BULK_CHUNK).map(|c| c.to_vec()).collect();
+        let more = in_parallel(pool, chunks, |mut c, rs: Vec<StoredResource>| async move {
+            let res = bulk_create(&mut c, run, &rs).await;
+            (c, res)
+        })
+        .await?;
+        results.extend(more.into_iter().flatten());
+    }
+    Ok(results)
+}
+
+/// Sets the managers that had no target id when their user's body was sent: every
+/// user has one now, so each body built here carries the manager (a PUT each).
+async fn set_managers(
+    run: &Run,
+    pool: &mut Vec<Client>,
+    snapshot: &Snapshot,
+    managers: &[String],
+) -> MigrateResult<()> {
     let total = managers.len() as u64;
     let mut fixed = 0u64;
     for chunk in managers.chunks(PAGE) {
@@ -1054,15 +1195,24 @@ async fn push_all(
         fixed += chunk.len() as u64;
         let _ = run.events.send(Progress::Managers { done: fixed, total });
     }
-    // Groups without members first (nested groups need each other's ids).
-    let mut pager = Pager::default();
+    Ok(())
+}
+
+/// Groups without members first (nested groups need each other's ids): each not in
+/// the journal is matched or created. Returns the local ids of the groups created
+/// in this run (nothing on the target to read before setting their members).
+async fn create_groups(
+    store: &Store,
+    run: &Run,
+    pool: &mut Vec<Client>,
+    snapshot: &Snapshot,
+    tally: &mut Tally<'_>,
+) -> MigrateResult<HashSet<String>> {
+    let groups_total = snapshot.count(ResourceType::Group)?;
     let mut done = 0u64;
     let mut fresh: HashSet<String> = HashSet::new();
-    loop {
-        let page = pager.next(snapshot, ResourceType::Group)?;
-        if page.is_empty() {
-            break;
-        }
+    for page in pages(snapshot, ResourceType::Group) {
+        let page = page?;
         let todo: Vec<StoredResource> = page
             .iter()
             .filter(|g| run.target_of(ResourceType::Group, &g.id).is_none())
@@ -1091,11 +1241,11 @@ async fn push_all(
             if rule == MatchRule::Created {
                 fresh.insert(local.clone());
             }
-            count(rule, &mut tally);
+            tally.count(rule);
             mapped.push((ResourceType::Group, local, Some(tid)));
         }
         for _ in 0..(page.len() - mapped.len()) {
-            count(MatchRule::Journal, &mut tally);
+            tally.count(MatchRule::Journal);
         }
         store.map_ids(mapped).await?;
         done += page.len() as u64;
@@ -1104,14 +1254,23 @@ async fn push_all(
             total: groups_total,
         });
     }
-    // Members (and the attributes of groups that existed), as deltas.
-    let mut pager = Pager::default();
+    Ok(fresh)
+}
+
+/// Members (and the attributes of groups that existed), group by group, as deltas
+/// (`sync_group`); the progress is written after every page of groups.
+async fn sync_all_members(
+    store: &Store,
+    run: &Run,
+    pool: &mut Vec<Client>,
+    snapshot: &Snapshot,
+    fresh: &HashSet<String>,
+    tally: &Tally<'_>,
+) -> MigrateResult<()> {
+    let groups_total = snapshot.count(ResourceType::Group)?;
     let mut done = 0u64;
-    loop {
-        let page = pager.next(snapshot, ResourceType::Group)?;
-        if page.is_empty() {
-            break;
-        }
+    for page in pages(snapshot, ResourceType::Group) {
+        let page = page?;
         let mut jobs = Vec::new();
         for g in page.iter() {
             jobs.push((
@@ -1136,7 +1295,7 @@ async fn push_all(
         )
         .await?;
         done += page.len() as u64;
-        let (c, u) = (tally.created, tally.updated);
+        let (c, u) = (tally.outcome.created, tally.outcome.updated);
         save_progress(store, move |s| {
             s.progress.groups_done = done;
             s.progress.created = c;
@@ -1148,7 +1307,7 @@ async fn push_all(
             total: groups_total,
         });
     }
-    Ok(tally)
+    Ok(())
 }
 
 /// The target ids a group's members should have, from the map as it is now.
@@ -1363,13 +1522,8 @@ async fn dry_run(
     let mut counts = [PlanCounts::default(); 2];
     let mut preview = Vec::new();
     for (i, rt) in ResourceType::ALL.into_iter().enumerate() {
-        let mut pager = Pager::default();
-        loop {
-            let page = pager.next(snapshot, rt)?;
-            if page.is_empty() {
-                break;
-            }
-            for r in &page {
+        for page in pages(snapshot, rt) {
+            for r in &page? {
                 let rule = match run.target_of(rt, &r.id) {
                     Some(_) => MatchRule::Journal,
                     None => match find(client, run, rt, &r.attrs, false).await? {
@@ -1583,6 +1737,67 @@ pub(crate) struct Verified {
     pub differences: Vec<Difference>,
     pub only_on_target: Vec<String>,
     pub not_kept: Vec<String>,
+    /// What verify could not look at, and why (a target that refuses to list).
+    pub notes: Vec<String>,
+}
+
+/// The target's resources of `rt` by target id (groups without their members):
+/// listed page by page, or, when the target refuses to list without a filter, each
+/// resource the journal maps read by id (one not found is left out; verify names it
+/// missing).
+async fn read_target(
+    client: &mut Client,
+    run: &Run,
+    caps: &Capabilities,
+    rt: ResourceType,
+) -> MigrateResult<HashMap<String, Value>> {
+    let mut remote: HashMap<String, Value> = HashMap::new();
+    if !run.listing_refused(rt) {
+        let query = match rt {
+            ResourceType::User => "",
+            ResourceType::Group => "&excludedAttributes=members",
+        };
+        let listed = target::list(client, caps, rt, query, &run.events, |v| {
+            if let Some(id) = v["id"].as_str() {
+                remote.insert(id.to_owned(), v);
+            }
+        })
+        .await;
+        match listed {
+            Ok(_) => return Ok(remote),
+            Err(e) => run.refuse_listing(e)?,
+        }
+    }
+    let tids: Vec<String> = lock(&run.map)
+        .ids
+        .iter()
+        .filter(|((t, _), _)| *t == rt)
+        .map(|(_, tid)| tid.clone())
+        .collect();
+    let query = match rt {
+        ResourceType::User => "",
+        ResourceType::Group => "?excludedAttributes=members",
+    };
+    for tid in tids {
+        let r = client
+            .request(
+                Method::GET,
+                &format!("{}/{tid}{query}", rt.endpoint()),
+                None,
+            )
+            .await?;
+        if r.status == 404 {
+            continue;
+        }
+        if !r.is_success() {
+            return Err(answered(
+                format!("reading {} {tid} from the target", rt.name()),
+                &r,
+            ));
+        }
+        remote.insert(tid, r.json()?);
+    }
+    Ok(remote)
 }
 
 fn difference(rt: ResourceType, r: &StoredResource, kind: DifferenceKind) -> Difference {
@@ -1676,140 +1891,18 @@ pub(crate) async fn verify(
     // Target id → name, for members named in a difference.
     let mut names: HashMap<String, String> = HashMap::new();
     for rt in ResourceType::ALL {
-        let query = match rt {
-            ResourceType::User => "",
-            ResourceType::Group => "&excludedAttributes=members",
-        };
-        let mut remote: HashMap<String, Value> = HashMap::new();
-        target::list(client, &caps, rt, query, events, |v| {
-            if let Some(id) = v["id"].as_str() {
-                remote.insert(id.to_owned(), v);
-            }
-        })
-        .await?;
-        // Duplicates by our rule.
-        let mut by_name: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
-        for (id, v) in &remote {
-            let n = v[name_attr(rt)].as_str().unwrap_or_default();
-            by_name
-                .entry(n.to_lowercase())
-                .or_default()
-                .push((printable(n, NAME_CHARS), id.clone()));
-        }
-        for (_, mut ids) in by_name.into_iter().filter(|(_, v)| v.len() > 1) {
-            ids.sort();
-            diffs.push(Difference {
-                resource_type: rt,
-                id: None,
-                name: Some(ids[0].0.clone()),
-                kind: DifferenceKind::Duplicate {
-                    target_ids: ids.into_iter().map(|(_, id)| id).collect(),
-                },
-            });
-        }
-        let total = snapshot.count(rt)?;
-        let mut pager = Pager::default();
-        let mut done = 0u64;
-        let mut ours: HashSet<String> = HashSet::new();
-        let mut groups: Vec<(StoredResource, String)> = Vec::new();
-        loop {
-            let page = pager.next(&snapshot, rt)?;
-            if page.is_empty() {
-                break;
-            }
-            for r in &page {
-                let Some(tid) = run.target_of(rt, &r.id) else {
-                    diffs.push(difference(rt, r, DifferenceKind::NeverPushed));
-                    continue;
-                };
-                ours.insert(tid.clone());
-                let Some(got) = remote.get(&tid) else {
-                    diffs.push(difference(
-                        rt,
-                        r,
-                        DifferenceKind::MissingOnTarget { target_id: tid },
-                    ));
-                    continue;
-                };
-                let expected = match rt {
-                    ResourceType::User => {
-                        let (body, unresolved) = user_body(&run, r);
-                        if unresolved {
-                            diffs.push(difference(
-                                rt,
-                                r,
-                                DifferenceKind::Attribute {
-                                    attribute: format!("{ENTERPRISE_USER_URN}:manager"),
-                                    local: json!("a manager that was never pushed"),
-                                    target: Value::Null,
-                                },
-                            ));
-                        }
-                        body
-                    }
-                    ResourceType::Group => {
-                        groups.push((r.clone(), tid.clone()));
-                        group_body(&run, r)
-                    }
-                };
-                compare(rt, r, &expected, got, &skip, &mut diffs);
-            }
-            done += page.len() as u64;
-            let _ = events.send(Progress::Verify {
-                resource_type: rt,
-                done,
-                total,
-            });
-        }
-        // Members, group by group.
+        let remote = read_target(client, &run, &caps, rt).await?;
+        diffs.extend(duplicates(rt, &remote));
+        let compared = compare_each(&run, &snapshot, rt, &remote, &skip, &mut diffs)?;
         names.extend(remote.iter().map(|(id, v)| {
             (
                 id.clone(),
                 printable(v[name_attr(rt)].as_str().unwrap_or(id), NAME_CHARS),
             )
         }));
-        for (g, tid) in groups {
-            let Some((_, got)) = read_group(client, &tid, "?attributes=members").await? else {
-                // Listed a moment ago, gone now.
-                diffs.push(difference(
-                    ResourceType::Group,
-                    &g,
-                    DifferenceKind::MissingOnTarget { target_id: tid },
-                ));
-                continue;
-            };
-            let got: HashSet<String> = got.into_iter().collect();
-            let refs = snapshot.references(ResourceType::Group, &g.id)?;
-            let mut missing = Vec::new();
-            let mut want = HashSet::new();
-            for m in &refs {
-                match run.target_of(m.rt, &m.id) {
-                    Some(t) => {
-                        if !got.contains(&t) {
-                            missing.push(m.display.clone().unwrap_or_else(|| m.id.clone()));
-                        }
-                        want.insert(t);
-                    }
-                    None => missing.push(m.display.clone().unwrap_or_else(|| m.id.clone())),
-                }
-            }
-            let map = lock(&run.map);
-            let extra: Vec<String> = got
-                .iter()
-                .filter(|t| !want.contains(*t) && map.targets.contains(*t))
-                .map(|t| names.get(t).cloned().unwrap_or_else(|| t.clone()))
-                .collect();
-            drop(map);
-            if !missing.is_empty() || !extra.is_empty() {
-                diffs.push(difference(
-                    ResourceType::Group,
-                    &g,
-                    DifferenceKind::Members { missing, extra },
-                ));
-            }
-        }
+        compare_members(client, &run, &snapshot, compared.groups, &names, &mut diffs).await?;
         for (id, v) in &remote {
-            if !ours.contains(id) {
+            if !compared.ours.contains(id) {
                 only.push(format!(
                     "{} {}",
                     rt.name(),
@@ -1821,11 +1914,171 @@ pub(crate) async fn verify(
     only.sort();
     let mut not_kept: Vec<String> = skip.into_iter().collect();
     not_kept.sort();
+    let notes = ResourceType::ALL
+        .into_iter()
+        .filter_map(|rt| lock(&run.refused).get(&listing_key(rt)).cloned())
+        .collect();
     Ok(Verified {
         differences: diffs,
         only_on_target: only,
         not_kept,
+        notes,
     })
+}
+
+/// The target's resources (by target id) that share a name by our rule
+/// (case-insensitive), one difference per name.
+fn duplicates(rt: ResourceType, remote: &HashMap<String, Value>) -> Vec<Difference> {
+    let mut by_name: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+    for (id, v) in remote {
+        let n = v[name_attr(rt)].as_str().unwrap_or_default();
+        by_name
+            .entry(n.to_lowercase())
+            .or_default()
+            .push((printable(n, NAME_CHARS), id.clone()));
+    }
+    let mut out = Vec::new();
+    for (_, mut ids) in by_name.into_iter().filter(|(_, v)| v.len() > 1) {
+        ids.sort();
+        out.push(Difference {
+            resource_type: rt,
+            id: None,
+            name: Some(ids[0].0.clone()),
+            kind: DifferenceKind::Duplicate {
+                target_ids: ids.into_iter().map(|(_, id)| id).collect(),
+            },
+        });
+    }
+    out
+}
+
+/// What `compare_each` leaves for the rest of verify.
+struct Compared {
+    /// Target ids the journal maps (a listed resource not in here is the target's own).
+    ours: HashSet<String>,
+    /// Groups found on the target, with their target id, whose members are compared next.
+    groups: Vec<(StoredResource, String)>,
+}
+
+/// Compares every local resource of `rt` with its target representation in
+/// `remote`: never pushed, missing on the target, or attribute by attribute
+/// (`compare`), skipping the attributes in `skip`. Reports progress per page.
+fn compare_each(
+    run: &Run,
+    snapshot: &Snapshot,
+    rt: ResourceType,
+    remote: &HashMap<String, Value>,
+    skip: &HashSet<String>,
+    diffs: &mut Vec<Difference>,
+) -> MigrateResult<Compared> {
+    let total = snapshot.count(rt)?;
+    let mut done = 0u64;
+    let mut compared = Compared {
+        ours: HashSet::new(),
+        groups: Vec::new(),
+    };
+    for page in pages(snapshot, rt) {
+        let page = page?;
+        for r in &page {
+            let Some(tid) = run.target_of(rt, &r.id) else {
+                diffs.push(difference(rt, r, DifferenceKind::NeverPushed));
+                continue;
+            };
+            compared.ours.insert(tid.clone());
+            let Some(got) = remote.get(&tid) else {
+                diffs.push(difference(
+                    rt,
+                    r,
+                    DifferenceKind::MissingOnTarget { target_id: tid },
+                ));
+                continue;
+            };
+            let expected = match rt {
+                ResourceType::User => {
+                    let (body, unresolved) = user_body(run, r);
+                    if unresolved {
+                        diffs.push(difference(
+                            rt,
+                            r,
+                            DifferenceKind::Attribute {
+                                attribute: format!("{ENTERPRISE_USER_URN}:manager"),
+                                local: json!("a manager that was never pushed"),
+                                target: Value::Null,
+                            },
+                        ));
+                    }
+                    body
+                }
+                ResourceType::Group => {
+                    compared.groups.push((r.clone(), tid.clone()));
+                    group_body(run, r)
+                }
+            };
+            compare(rt, r, &expected, got, skip, diffs);
+        }
+        done += page.len() as u64;
+        let _ = run.events.send(Progress::Verify {
+            resource_type: rt,
+            done,
+            total,
+        });
+    }
+    Ok(compared)
+}
+
+/// Reads each group's members from the target and compares them with the
+/// directory's, through the journal: members missing on the target and members of
+/// ours the target has in excess, by name (`names`: target id → name). Members that
+/// are the target's own accounts are left alone.
+async fn compare_members(
+    client: &mut Client,
+    run: &Run,
+    snapshot: &Snapshot,
+    groups: Vec<(StoredResource, String)>,
+    names: &HashMap<String, String>,
+    diffs: &mut Vec<Difference>,
+) -> MigrateResult<()> {
+    for (g, tid) in groups {
+        let Some((_, got)) = read_group(client, &tid, "?attributes=members").await? else {
+            // Listed a moment ago, gone now.
+            diffs.push(difference(
+                ResourceType::Group,
+                &g,
+                DifferenceKind::MissingOnTarget { target_id: tid },
+            ));
+            continue;
+        };
+        let got: HashSet<String> = got.into_iter().collect();
+        let refs = snapshot.references(ResourceType::Group, &g.id)?;
+        let mut missing = Vec::new();
+        let mut want = HashSet::new();
+        for m in &refs {
+            match run.target_of(m.rt, &m.id) {
+                Some(t) => {
+                    if !got.contains(&t) {
+                        missing.push(m.display.clone().unwrap_or_else(|| m.id.clone()));
+                    }
+                    want.insert(t);
+                }
+                None => missing.push(m.display.clone().unwrap_or_else(|| m.id.clone())),
+            }
+        }
+        let map = lock(&run.map);
+        let extra: Vec<String> = got
+            .iter()
+            .filter(|t| !want.contains(*t) && map.targets.contains(*t))
+            .map(|t| names.get(t).cloned().unwrap_or_else(|| t.clone()))
+            .collect();
+        drop(map);
+        if !missing.is_empty() || !extra.is_empty() {
+            diffs.push(difference(
+                ResourceType::Group,
+                &g,
+                DifferenceKind::Members { missing, extra },
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

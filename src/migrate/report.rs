@@ -342,6 +342,10 @@ pub(crate) struct VerifyReport {
     /// observed to be dropped): reported once, not counted as differences.
     #[serde(default)]
     pub not_kept: Vec<String>,
+    /// What could not be compared, and why (e.g. a target that refuses to list
+    /// without a filter: duplicates and accounts only on the target not looked for).
+    #[serde(default)]
+    pub notes: Vec<String>,
 }
 
 /// One difference between the directory and the target.

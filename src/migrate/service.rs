@@ -231,20 +231,30 @@ impl Migration {
         let (target, mut client) = connect(&req)?;
         let _guard = self.lock.lock().await;
         let current = self.state()?;
-        if current.phase == Phase::CutOver {
-            return Err(MigrateError::AlreadyCutOver);
+        may_push_to(&current, &target)?;
+        let readiness = self.require_ready()?;
+        let opts = PushOptions {
+            resume: current.phase == Phase::Pushing || current.push_incomplete,
+            dry_run: req.dry_run,
+            omit_unsupported: req.omit_unsupported,
+            parallel: req.parallel.unwrap_or(0),
+        };
+        if req.dry_run {
+            return self.plan(&mut client, &opts, &readiness, progress).await;
         }
-        if let Some(t) = &current.target {
-            if current.phase != Phase::NotStarted
-                && current.phase != Phase::Checked
-                && *t != target.base
-            {
-                return Err(MigrateError::OtherTarget {
-                    current: t.clone(),
-                    requested: target.base.clone(),
-                });
+        self.begin_push(&target, &req).await?;
+        match self.run_push(&mut client, &opts, "pushing", progress).await {
+            Ok(outcome) => self.finish_push(&mut client, outcome, progress).await,
+            Err(e) => {
+                self.record_stopped_push(current.phase, &e).await;
+                Err(MigrateError::PushStopped(Box::new(e)))
             }
         }
+    }
+
+    /// The readiness check under the policy that applies now; its blockers refuse
+    /// the push (`NotReady`, their messages).
+    fn require_ready(&self) -> MigrateResult<ReadinessReport> {
         let snapshot = self.store.snapshot()?;
         let policy = PolicyView::resolve(&snapshot.migration_policy()?, &self.policy).effective();
         let report = readiness::check(&snapshot, &policy)?;
@@ -253,35 +263,42 @@ impl Migration {
                 report.blockers.into_iter().map(|b| b.message).collect(),
             ));
         }
-        let opts = PushOptions {
-            resume: current.phase == Phase::Pushing || current.push_incomplete,
-            dry_run: req.dry_run,
-            omit_unsupported: req.omit_unsupported,
-            parallel: req.parallel.unwrap_or(0),
-        };
-        if req.dry_run {
-            let out = self
-                .run_push(&mut client, &opts, "planning", progress)
-                .await?;
-            return Ok(match out {
-                PushOutcome::Planned(mut plan) => {
-                    plan.protected_groups = report
-                        .warnings
-                        .iter()
-                        .filter(|w| w.code == FindingCode::ProtectedGroup)
-                        .flat_map(|w| w.subjects.iter().map(|s| s.name.clone()))
-                        .collect();
-                    PushOutcome::Planned(plan)
-                }
-                other => other,
-            });
-        }
+        Ok(report)
+    }
+
+    /// The dry run: the plan, with the protected groups the readiness check warned
+    /// about; nothing is written and the state is left as it is.
+    async fn plan(
+        &self,
+        client: &mut Client,
+        opts: &PushOptions,
+        readiness: &ReadinessReport,
+        progress: ProgressSink<'_>,
+    ) -> MigrateResult<PushOutcome> {
+        let out = self.run_push(client, opts, "planning", progress).await?;
+        Ok(match out {
+            PushOutcome::Planned(mut plan) => {
+                plan.protected_groups = readiness
+                    .warnings
+                    .iter()
+                    .filter(|w| w.code == FindingCode::ProtectedGroup)
+                    .flat_map(|w| w.subjects.iter().map(|s| s.name.clone()))
+                    .collect();
+                PushOutcome::Planned(plan)
+            }
+            other => other,
+        })
+    }
+
+    /// Records the start of a push: the target, its token and TLS choices, phase
+    /// pushing; a new migration (not a resumption) also starts mirroring from the
+    /// last change event and forgets what an earlier one learned.
+    async fn begin_push(&self, target: &Target, req: &PushRequest) -> MigrateResult<()> {
         let now = Timestamp::now();
         let last_seq = self.store.snapshot().and_then(|s| s.last_event_seq())?;
         let base = target.base.clone();
         let r = req.clone();
-        let before = self
-            .store
+        self.store
             .update_migration(move |s| {
                 if !matches!(s.phase, Phase::Pushing | Phase::Mirroring | Phase::Verified) {
                     // A new migration: mirror every change made from now on.
@@ -301,67 +318,77 @@ impl Migration {
                 s.updated_at = Some(now);
                 s.last_error = None;
             })
-            .await;
-        before?;
+            .await?;
         if let Ok(mut t) = self.target.write() {
             *t = Some(target.base.clone());
         }
-        let pushed = self.run_push(&mut client, &opts, "pushing", progress).await;
-        match pushed {
-            Ok(outcome) => {
-                let now = Timestamp::now();
-                self.store
-                    .update_migration(move |s| {
-                        s.phase = Phase::Mirroring;
-                        s.push_incomplete = false;
-                        s.updated_at = Some(now);
-                    })
-                    .await?;
-                // Read the target back right away and report every difference.
-                let verified = self.verify_locked(&mut client, true, progress).await?;
-                Ok(match outcome {
-                    PushOutcome::Pushed(mut report) => {
-                        report.differences = verified.differences;
-                        report.only_on_target = verified.only_on_target;
-                        report.not_kept = verified.not_kept;
-                        report.requests = client.requests();
-                        report.throttled = client.throttled();
-                        PushOutcome::Pushed(report)
+        Ok(())
+    }
+
+    /// After a push that ran to its end: phase mirroring, then the target read back
+    /// at once, every difference, account only on the target, attribute not kept and
+    /// note of verify added to the report, with the run's request counts.
+    async fn finish_push(
+        &self,
+        client: &mut Client,
+        outcome: PushOutcome,
+        progress: ProgressSink<'_>,
+    ) -> MigrateResult<PushOutcome> {
+        let now = Timestamp::now();
+        self.store
+            .update_migration(move |s| {
+                s.phase = Phase::Mirroring;
+                s.push_incomplete = false;
+                s.updated_at = Some(now);
+            })
+            .await?;
+        let verified = self.verify_locked(client, true, progress).await?;
+        Ok(match outcome {
+            PushOutcome::Pushed(mut report) => {
+                report.differences = verified.differences;
+                report.only_on_target = verified.only_on_target;
+                report.not_kept = verified.not_kept;
+                for n in verified.notes {
+                    if !report.notes.contains(&n) {
+                        report.notes.push(n);
                     }
-                    planned => planned,
-                })
+                }
+                report.requests = client.requests();
+                report.throttled = client.throttled();
+                PushOutcome::Pushed(report)
             }
-            Err(e) => {
-                let m = e.to_string();
-                // Refused before anything was written: back to where it was. Else the
-                // mirror takes over the changes made since the start (the journal
-                // keeps what was pushed) and the push can be run again to finish.
-                let nothing_written = matches!(
-                    e,
-                    MigrateError::Unsupported(_)
-                        | MigrateError::TokenRefused { .. }
-                        | MigrateError::NotScim { .. }
-                        | MigrateError::Tls(_)
-                );
-                let prior = current.phase;
-                let _ = self
-                    .store
-                    .update_migration(move |s| {
-                        s.last_error = Some(m);
-                        if nothing_written {
-                            s.phase = prior;
-                            if prior == Phase::NotStarted || prior == Phase::Checked {
-                                s.target = None;
-                            }
-                        } else {
-                            s.phase = Phase::Mirroring;
-                            s.push_incomplete = true;
-                        }
-                    })
-                    .await;
-                Err(MigrateError::PushStopped(Box::new(e)))
-            }
-        }
+            planned => planned,
+        })
+    }
+
+    /// Records a push that stopped with `e`. Refused before anything was written:
+    /// back to the phase it was in (`prior`). Else the mirror takes over the changes
+    /// made since the start (the journal keeps what was pushed) and the push can be
+    /// run again to finish.
+    async fn record_stopped_push(&self, prior: Phase, e: &MigrateError) {
+        let m = e.to_string();
+        let nothing_written = matches!(
+            e,
+            MigrateError::Unsupported(_)
+                | MigrateError::TokenRefused { .. }
+                | MigrateError::NotScim { .. }
+                | MigrateError::Tls(_)
+        );
+        let _ = self
+            .store
+            .update_migration(move |s| {
+                s.last_error = Some(m);
+                if nothing_written {
+                    s.phase = prior;
+                    if prior == Phase::NotStarted || prior == Phase::Checked {
+                        s.target = None;
+                    }
+                } else {
+                    s.phase = Phase::Mirroring;
+                    s.push_incomplete = true;
+                }
+            })
+            .await;
     }
 
     /// Runs the push (or its dry run) with its progress forwarded to `progress`.
@@ -517,6 +544,7 @@ impl Migration {
             count: n,
             only_on_target: found.only_on_target,
             not_kept: found.not_kept,
+            notes: found.notes,
         })
     }
 
@@ -666,6 +694,26 @@ pub(crate) async fn run_mirror(m: Arc<Migration>) {
             }
         }
     }
+}
+
+/// A push is refused after a cut-over, and to another target than the one a
+/// migration under way pushes to (`migrate abort` first).
+fn may_push_to(current: &MigrationState, target: &Target) -> MigrateResult<()> {
+    if current.phase == Phase::CutOver {
+        return Err(MigrateError::AlreadyCutOver);
+    }
+    if let Some(t) = &current.target {
+        if current.phase != Phase::NotStarted
+            && current.phase != Phase::Checked
+            && *t != target.base
+        {
+            return Err(MigrateError::OtherTarget {
+                current: t.clone(),
+                requested: target.base.clone(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Reads a rule stored under its text (older states).

@@ -386,6 +386,13 @@ pub(crate) async fn list(
             None => format!("{}?startIndex={start}&count={count}{query}", rt.endpoint()),
         };
         let r = client.request(Method::GET, &path, None).await?;
+        if pages == 0 && refuses_listing(r.status) {
+            return Err(MigrateError::ListingRefused {
+                endpoint: rt.endpoint(),
+                status: r.status,
+                detail: r.detail(),
+            });
+        }
         if !r.is_success() {
             return Err(MigrateError::TargetAnswered {
                 action: format!("listing the target's {}", rt.endpoint()),
@@ -426,11 +433,26 @@ pub(crate) async fn list(
     Ok(done)
 }
 
+/// Whether the status of an unfiltered listing's first answer means "not allowed
+/// here" rather than a failure: 400 (e.g. `invalidFilter`, "a filter is required"),
+/// 403 or 501. The push then looks resources up one at a time.
+fn refuses_listing(status: u16) -> bool {
+    matches!(status, 400 | 403 | 501)
+}
+
 /// Total number of resources of `rt` on the target (one small request).
+/// `ListingRefused` when the target answers only filtered searches.
 pub(crate) async fn total(client: &mut Client, rt: ResourceType) -> MigrateResult<u64> {
     let r = client
         .request(Method::GET, &format!("{}?count=1", rt.endpoint()), None)
         .await?;
+    if refuses_listing(r.status) {
+        return Err(MigrateError::ListingRefused {
+            endpoint: rt.endpoint(),
+            status: r.status,
+            detail: r.detail(),
+        });
+    }
     if !r.is_success() {
         return Err(MigrateError::TargetAnswered {
             action: format!("counting the target's {}", rt.endpoint()),

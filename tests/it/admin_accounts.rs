@@ -257,3 +257,162 @@ fn a_rotated_token_keeps_its_old_secret_until_it_is_revoked() {
         "{err}"
     );
 }
+
+/// The (state, id) of every row of the Tokens page named `name`, in page order.
+fn token_rows(page: &str, name: &str) -> Vec<(String, String)> {
+    page.split(&format!("<tr data-token=\"{name}\""))
+        .skip(1)
+        .map(|row| {
+            let row = &row[..row.find("</tr>").unwrap()];
+            let state = ["superseded", "active", "revoked", "expired"]
+                .into_iter()
+                .find(|s| row.contains(&format!(">{s}</span>")))
+                .unwrap_or("?");
+            let id = attr_after(row, "name=\"id\" value=\"").unwrap_or_default();
+            (state.to_owned(), id)
+        })
+        .collect()
+}
+
+#[test]
+fn tokens_are_rotated_on_the_page_and_revoked_after_a_confirmation() {
+    let (s, cookie) = signed_in_server(&[]);
+    let old = s.client();
+    assert_eq!(
+        old.get("/Users").status,
+        200,
+        "the old secret has been used"
+    );
+    let page = text(&get_page(&old, "/admin/tokens", &cookie));
+    let id = token_id(&page, "test");
+    let r = post_form(
+        &old,
+        "/admin/tokens/rotate",
+        Some(&cookie),
+        &[("csrf", &csrf(&page)), ("id", &id)],
+    );
+    assert_eq!(r.status, 200, "{}", text(&r));
+    let page = text(&r);
+    assert!(
+        page.contains("Token &quot;test&quot; rotated") || page.contains("Token \"test\" rotated")
+    );
+    assert!(page.contains("id=\"rotated\""), "{page}");
+    let secret = attr_after(&page, "id=\"secret\" class=\"mono\" readonly value=\"").unwrap();
+    let new = old.with_token(&secret);
+    assert_eq!(new.get("/Users").status, 200);
+    assert_eq!(old.get("/Users").status, 200, "superseded, still valid");
+    let rows = token_rows(&page, "test");
+    assert_eq!(
+        rows.iter().map(|(s, _)| s.as_str()).collect::<Vec<_>>(),
+        ["active", "superseded"]
+    );
+    let superseded = rows[1].1.clone();
+    assert_eq!(superseded, id);
+    // A second rotation of the superseded secret is refused (it is not current).
+    let r = post_form(
+        &old,
+        "/admin/tokens/rotate",
+        Some(&cookie),
+        &[("csrf", &csrf(&page)), ("id", &id)],
+    );
+    assert_eq!(r.status, 400);
+    assert!(text(&r).contains("Not rotated"));
+
+    // Revoke asks first, naming the token and its last use; only the confirmation
+    // revokes.
+    let r = post_form(
+        &old,
+        "/admin/tokens/revoke",
+        Some(&cookie),
+        &[("csrf", &csrf(&page)), ("id", &superseded)],
+    );
+    assert_eq!(r.status, 200);
+    let ask = text(&r);
+    assert!(ask.contains("id=\"confirm-revoke\""), "{ask}");
+    assert!(ask.contains("superseded by a rotation"), "{ask}");
+    let last_use = &ask[ask.find("id=\"last-use\"").unwrap()..];
+    assert!(
+        !last_use.starts_with("id=\"last-use\">Last used: never"),
+        "{ask}"
+    );
+    assert!(last_use.contains("Last used: 20"), "{ask}");
+    assert_eq!(old.get("/Users").status, 200, "asking changed nothing");
+    let r = post_form(
+        &old,
+        "/admin/tokens/revoke",
+        Some(&cookie),
+        &[
+            ("csrf", &csrf(&ask)),
+            ("id", &superseded),
+            ("confirm", "yes"),
+        ],
+    );
+    assert_eq!(r.status, 303);
+    assert_eq!(old.get("/Users").status, 401);
+    assert_eq!(new.get("/Users").status, 200);
+    let rotated = audit(&old, &cookie, "token.rotate");
+    assert!(
+        rotated.iter().any(|e| e["actor"] == "admin"
+            && e["outcome"] == "done"
+            && e["resource_name"] == "test"),
+        "{rotated:?}"
+    );
+    assert!(rotated.iter().any(|e| e["outcome"] == "refused"));
+}
+
+/// Runs the CLI at a terminal (a pseudo-terminal from util-linux `script`), typing
+/// `answer`; returns (success, everything the terminal showed).
+fn cli_at_terminal(data_dir: &std::path::Path, args: &str, answer: &str) -> (bool, String) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let cmd = format!("{BIN} --data-dir {} {args}", data_dir.display());
+    let mut child = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env_remove("SCIMBRIDGE_CONFIG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("script(1) from util-linux");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(answer.as_bytes()).unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    let shown =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), shown)
+}
+
+#[test]
+fn token_revoke_asks_only_at_a_terminal_and_yes_skips_it() {
+    let s = Server::start();
+    let dir = s.data_dir();
+    for name in ["kept", "gone", "quiet"] {
+        issue_token(&dir, name, &[]);
+    }
+    // At a terminal the question comes first; anything but yes keeps the token.
+    let (ok, shown) = cli_at_terminal(&dir, "token revoke kept", "n\n");
+    assert!(!ok, "{shown}");
+    assert!(
+        shown.contains("Revoke the token \"kept\"?") && shown.contains("not revoked"),
+        "{shown}"
+    );
+    let (ok, shown) = cli_at_terminal(&dir, "token revoke gone", "yes\n");
+    assert!(
+        ok && shown.contains("revoked the token \"gone\""),
+        "{shown}"
+    );
+    // --yes skips the question even at a terminal.
+    let (ok, shown) = cli_at_terminal(&dir, "token revoke quiet --yes", "");
+    assert!(ok && !shown.contains("[y/N]"), "{shown}");
+    // A script's stdin (here /dev/null) is never asked.
+    let (ok, out, err) = cli(&dir, &["token", "revoke", "kept"]);
+    assert!(ok && !err.contains("[y/N]"), "{out}{err}");
+    let (_, list, _) = cli(&dir, &["token", "list", "--json"]);
+    let list: Vec<Value> = serde_json::from_str(&list).unwrap();
+    let state = |n: &str| list.iter().find(|t| t["name"] == n).unwrap()["state"].clone();
+    assert_eq!(
+        [state("kept"), state("gone"), state("quiet"), state("test")],
+        ["revoked", "revoked", "revoked", "active"]
+    );
+}

@@ -259,11 +259,11 @@ fn admin_flow_in_headless_chromium() {
     b.type_into("#name", "browser-idp");
     b.click("form[action='/admin/tokens'] button[type=submit]");
     b.wait_for("the issued token", |s| s.contains("id=\"secret\""));
-    let secret = b
-        .property("#secret", "value")
-        .as_str()
-        .expect("secret")
-        .to_owned();
+    let shown_secret = |b: &Browser<'_>| -> String {
+        let v = b.property("#secret", "value");
+        v.as_str().expect("the secret on the page").to_owned()
+    };
+    let secret = shown_secret(&b);
     assert!(secret.starts_with("scimb_"), "{secret}");
     assert_eq!(
         b.property("button[data-copy='secret']", "hidden"),
@@ -287,9 +287,40 @@ fn admin_flow_in_headless_chromium() {
         s.contains("SCIM representation") && s.contains("grace.hopper@gmail.com")
     });
 
-    // Revoke it in the browser: the next SCIM request is refused.
+    // Rotate it: a successor under the same name, the old secret still valid and
+    // shown as superseded with its last use, until it is revoked after a question.
     b.go(&format!("{base}/admin/tokens"));
-    b.click("tr[data-token='browser-idp'] button.danger");
+    b.click("tr[data-token='browser-idp'] form[action='/admin/tokens/rotate'] button");
+    b.wait_for("the successor", |s| s.contains("id=\"rotated\""));
+    let successor = shown_secret(&b);
+    assert_ne!(successor, secret);
+    let shot_rotated = b.screenshot(&artifacts, "admin-tokens-rotated.png");
+    let next = scim.with_token(&successor);
+    assert_eq!(next.get("/Users").status, 200);
+    assert_eq!(
+        idp.get("/Users").status,
+        200,
+        "the superseded secret still works"
+    );
+    b.click("tr[data-token='browser-idp'][data-state='superseded'] button.danger");
+    let ask = b.wait_for("the question", |s| s.contains("id=\"confirm-revoke\""));
+    assert!(ask.contains("superseded by a rotation"), "{ask}");
+    assert!(
+        !ask.contains("Last used: never"),
+        "its last use is named: {ask}"
+    );
+    let shot_confirm = b.screenshot(&artifacts, "admin-revoke-confirm.png");
+    b.click("#confirm-revoke button.danger");
+    b.wait_for("the revocation", |s| {
+        s.contains("Revoked the superseded token")
+    });
+    assert_scim_error(&idp.get("/Users"), 401, None);
+    assert_eq!(next.get("/Users").status, 200);
+    let idp = next;
+
+    // Revoke the successor in the browser: the next SCIM request is refused.
+    b.go(&format!("{base}/admin/tokens"));
+    b.click("tr[data-token='browser-idp'][data-state='active'] button.danger");
     b.wait_for("the question", |s| s.contains("id=\"confirm-revoke\""));
     assert_eq!(idp.get("/Users").status, 200, "asking revokes nothing");
     b.click("#confirm-revoke button.danger");
@@ -429,6 +460,8 @@ fn admin_flow_in_headless_chromium() {
     for p in [
         shot_dashboard,
         shot_tokens,
+        shot_rotated,
+        shot_confirm,
         shot_migration,
         shot_phone,
         shot_activity,

@@ -1,10 +1,13 @@
 //! Issue 15: the migration against the quirks of hosted SCIM targets. Each test
-//! seeds a bridge with `scimbridge import` (2,100 users, 33 groups: "All staff" with
-//! 2,000 members, Inner nested in Outer, 174 manager links), starts the quirky target
-//! (`support::quirky`) with one switch on, pushes, compares the target's true state
-//! with the source (users, attributes, manager links mapped to the target's ids,
-//! groups, nested and large memberships, no duplicates), runs verify, mirrors writes
-//! made after the push, and pushes again.
+//! seeds a bridge with `scimbridge import` (`SMALL`: 300 users, 13 groups: "All staff"
+//! with 250 members, Inner nested in Outer, 24 manager links; `LARGE`, for the one
+//! test where size is the point: 2,100 users, 33 groups, "All staff" with 2,000
+//! members, 174 manager links), starts the quirky target (`support::quirky`) with
+//! one switch on, pushes, compares the target's true state with the source (users,
+//! attributes, manager links mapped to the target's ids, groups, nested and large
+//! memberships, no duplicates), runs verify, mirrors writes made after the push, and
+//! pushes again. Issue 9: the size costs minutes per test in a debug build, so only
+//! the PATCH batching test (a group over 1,000 members) pushes `LARGE`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -16,8 +19,43 @@ use crate::support::quirky::{Quirks, Quirky, ENTERPRISE};
 use crate::support::*;
 use serde_json::{json, Value};
 
-const USERS: usize = 2100;
-const BIG: usize = 2000;
+/// The directory a test pushes.
+#[derive(Debug, Clone, Copy)]
+struct Size {
+    users: usize,
+    /// Members of "All staff" (users 0..big).
+    big: usize,
+    /// "Team t" groups of `team` members each.
+    teams: usize,
+    team: usize,
+}
+
+impl Size {
+    /// Groups: All staff, the teams, Inner and Outer.
+    fn groups(self) -> usize {
+        self.teams + 3
+    }
+    /// Users with a manager (every 12th from user12 on).
+    fn manager_links(self) -> usize {
+        (12..self.users).step_by(12).count()
+    }
+}
+
+/// What every quirk but the sizes needs: more than one page of users (200), nested
+/// groups, a large group, manager links.
+const SMALL: Size = Size {
+    users: 300,
+    big: 250,
+    teams: 10,
+    team: 5,
+};
+/// Issue 15's directory: "All staff" over 1,000 members (PATCH batches of 1,000).
+const LARGE: Size = Size {
+    users: 2100,
+    big: 2000,
+    teams: 30,
+    team: 20,
+};
 const PATCH_OP: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
 
 /// The id `ExportFile` gives the i-th user / group.
@@ -29,10 +67,10 @@ fn gid(i: usize) -> String {
 }
 
 /// Writes an export file of the test directory.
-fn write_export(path: &Path) {
+fn write_export(path: &Path, size: Size) {
     let mut f = ExportFile::default();
     let mut manager_links = 0;
-    for i in 0..USERS {
+    for i in 0..size.users {
         let mut ent = json!({"department": format!("dept{}", i % 7)});
         if i >= 12 && i % 12 == 0 {
             ent["manager"] = json!({"value": uid(i / 12)});
@@ -46,32 +84,33 @@ fn write_export(path: &Path) {
             ENTERPRISE: ent}));
         assert_eq!(id, uid(i));
     }
-    assert_eq!(manager_links, 174);
+    assert_eq!(manager_links, size.manager_links());
     let mut group = |name: &str, i: usize| {
         let id = f.group(json!({"displayName": name, "externalId": format!("ext-g{i}")}));
         assert_eq!(id, gid(i));
     };
+    let (inner, outer) = (size.teams + 1, size.teams + 2);
     group("All staff", 0);
-    for t in 0..30 {
+    for t in 0..size.teams {
         group(&format!("Team {t}"), t + 1);
     }
-    group("Inner", 31);
-    group("Outer", 32);
-    for u in 0..BIG {
+    group("Inner", inner);
+    group("Outer", outer);
+    for u in 0..size.big {
         f.member(&gid(0), &uid(u), "User");
     }
-    for t in 0..30 {
-        for u in 20 * t..20 * t + 20 {
+    for t in 0..size.teams {
+        for u in size.team * t..size.team * (t + 1) {
             f.member(&gid(t + 1), &uid(u), "User");
         }
     }
-    for u in 2000..2010 {
-        f.member(&gid(31), &uid(u), "User");
+    for u in size.big..size.big + 10 {
+        f.member(&gid(inner), &uid(u), "User");
     }
-    for u in 2010..2020 {
-        f.member(&gid(32), &uid(u), "User");
+    for u in size.big + 10..size.big + 20 {
+        f.member(&gid(outer), &uid(u), "User");
     }
-    f.member(&gid(32), &gid(31), "Group");
+    f.member(&gid(outer), &gid(inner), "Group");
     f.write(path);
 }
 
@@ -81,14 +120,16 @@ struct Source {
     server: Server,
     _cfg: tempfile::TempDir,
     token_file: PathBuf,
+    /// The directory it was seeded with.
+    size: Size,
 }
 
-fn source(target: &Quirky) -> Source {
-    source_of(target, write_export)
+fn source(target: &Quirky, size: Size) -> Source {
+    source_of(target, size, |p| write_export(p, size))
 }
 
 /// `source` with another directory, written by `seed` as an export file.
-fn source_of(target: &Quirky, seed: fn(&Path)) -> Source {
+fn source_of(target: &Quirky, size: Size, seed: impl FnOnce(&Path)) -> Source {
     let cfg = tempfile::tempdir().unwrap();
     let cfg_file = migration_config(cfg.path());
     let export = cfg.path().join("seed.jsonl");
@@ -103,6 +144,7 @@ fn source_of(target: &Quirky, seed: fn(&Path)) -> Source {
         server,
         _cfg: cfg,
         token_file,
+        size,
     }
 }
 
@@ -174,6 +216,14 @@ impl Source {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
+}
+
+/// The target's users whose userName is `name` by our rule (case-insensitive).
+fn users_named(t: &Quirky, name: &str) -> Vec<Value> {
+    t.users()
+        .into_iter()
+        .filter(|u| u["userName"].as_str().unwrap().eq_ignore_ascii_case(name))
+        .collect()
 }
 
 /// What a test expects the target not to have kept.
@@ -262,7 +312,10 @@ fn assert_target_matches(src: &Source, t: &Quirky, only: &[&str], expect: Expect
         }
     }
     if !expect.no_enterprise {
-        assert!(links >= 170, "manager links compared: {links}");
+        assert!(
+            links >= src.size.manager_links(),
+            "manager links compared: {links}"
+        );
     }
     // Groups by displayName, members by name.
     let tname: HashMap<String, String> = tusers
@@ -322,10 +375,11 @@ fn assert_target_matches(src: &Source, t: &Quirky, only: &[&str], expect: Expect
 
 /// The identity provider keeps writing after the push: a new user with a manager,
 /// one-member changes to a small and to the large group, a manager change, a rename,
-/// a deletion. Returns the new user's name.
-fn write_after_push(c: &Client) -> &'static str {
+/// a deletion (of the last user). Returns the new user's name.
+fn write_after_push(c: &Client, size: Size) -> &'static str {
+    let last = size.users - 1;
     // The ids the export file gave them (`import` keeps ids).
-    let ids: HashMap<String, String> = [0, 1, 5, 24, 2099]
+    let ids: HashMap<String, String> = [0, 1, 5, 24, last]
         .into_iter()
         .map(|i| (format!("user{i}@example.com"), uid(i)))
         .chain([
@@ -369,8 +423,11 @@ fn write_after_push(c: &Client) -> &'static str {
         json!([{"op": "replace", "path": format!("{ENTERPRISE}:manager"), "value": {"value": ids["user1@example.com"]}}]),
     );
     assert_eq!(
-        c.delete(&format!("/Users/{}", ids["user2099@example.com"]))
-            .status,
+        c.delete(&format!(
+            "/Users/{}",
+            ids[&format!("user{last}@example.com")]
+        ))
+        .status,
         204
     );
     "late@example.com"
@@ -392,7 +449,7 @@ fn full_course(t: &Quirky, src: &Source, push_args: &[&str], only: &[&str], expe
     for o in only {
         assert!(out.contains(o), "verify names {o}: {out}");
     }
-    write_after_push(&c);
+    write_after_push(&c, src.size);
     src.wait_for_mirror();
     assert_target_matches(src, t, only, expect);
     let posts = t.count("POST", 201);
@@ -409,16 +466,14 @@ fn full_course(t: &Quirky, src: &Source, push_args: &[&str], only: &[&str], expe
 #[test]
 fn quirk_none_compliant_target_costs_few_requests() {
     let t = Quirky::start(Quirks::default());
-    let src = source(&t);
+    let src = source(&t, SMALL);
     let (ok, out, err) = src.push(&t, &[]);
     assert!(ok, "{out}{err}");
     // One POST per resource, one PATCH per 1,000 members, one PUT per manager link
     // set after its manager existed, pages to verify: far from two lookups per user.
     let requests = t.requests();
-    assert!(
-        requests < (USERS as u64 + 33) * 13 / 10,
-        "{requests} requests"
-    );
+    let resources = (SMALL.users + SMALL.groups()) as u64;
+    assert!(requests < resources * 13 / 10, "{requests} requests");
     assert!(t.count("GET", 200) < 200, "GETs: {}", t.count("GET", 200));
     full_course(&t, &src, &[], &[], Expect::default());
     // The status names the capabilities found and the rules that matched.
@@ -446,7 +501,7 @@ fn quirk_1_refused_external_id_filter_is_skipped() {
         refuse_external_id_filter: true,
         ..Quirks::default()
     });
-    let src = source(&t);
+    let src = source(&t, SMALL);
     full_course(&t, &src, &[], &[], Expect::default());
     // The mirror looked a new user up: the refused matcher was skipped, userName
     // matched an account the target already had.
@@ -511,7 +566,7 @@ fn quirk_1_refused_filter_on_a_first_push_into_a_large_target() {
     // The same person as user3, by our case-insensitive rule.
     let existing = t.seed_user(json!({"userName": "USER3@example.com"}));
     t.seed_user(json!({"userName": "later@example.com", "displayName": "Later"}));
-    let src = source_of(&t, write_small_export);
+    let src = source_of(&t, SMALL, write_small_export);
     let (ok, out, err) = src.push(&t, &["--parallel", "2"]);
     assert!(ok, "push failed:\n{out}\n{err}");
     let note = "the target refused the filter `externalId eq …` on /Users \
@@ -586,16 +641,7 @@ fn quirk_1_refused_filter_on_a_first_push_into_a_large_target() {
     );
     assert_eq!(created.status, 201);
     src.wait_for_mirror();
-    let later = t
-        .users()
-        .into_iter()
-        .filter(|u| {
-            u["userName"]
-                .as_str()
-                .unwrap()
-                .eq_ignore_ascii_case("later@example.com")
-        })
-        .count();
+    let later = users_named(&t, "later@example.com").len();
     assert_eq!(later, 1, "matched, not duplicated");
     assert_eq!(
         t.count("GET", 400),
@@ -607,9 +653,9 @@ fn quirk_1_refused_filter_on_a_first_push_into_a_large_target() {
 #[test]
 fn quirk_2_3_existing_accounts_manager_links_resume_and_abort() {
     let t = Quirky::start(Quirks::default());
-    // The hosted side already knows 100 of the team (ids of its own, no manager) and
+    // The hosted side already knows 13 of the team (ids of its own, no manager) and
     // has three accounts the identity provider never provisioned.
-    for i in (0..2000).step_by(20) {
+    for i in (0..SMALL.big).step_by(20) {
         t.seed_user(
             json!({"userName": format!("user{i}@example.com"), "displayName": format!("User {i}")}),
         );
@@ -626,7 +672,7 @@ fn quirk_2_3_existing_accounts_manager_links_resume_and_abort() {
         "billing@example.com",
         "break-glass@example.com",
     ];
-    let src = source(&t);
+    let src = source(&t, SMALL);
     // Interrupted: the target refuses creates after the matched users were updated.
     t.set(|q| q.refuse_creates = true);
     let (ok, out, err) = src.push(&t, &[]);
@@ -671,7 +717,7 @@ fn quirk_4_case_sensitive_lookup_409_means_match() {
         ..Quirks::default()
     });
     t.seed_user(json!({"userName": "User50@EXAMPLE.COM", "displayName": "User 50"}));
-    let src = source(&t);
+    let src = source(&t, SMALL);
     full_course(&t, &src, &[], &[], Expect::default());
     // The mirror creates a user the target knows under another case: its filter
     // misses, the create answers 409 uniqueness, and the push finds and matches.
@@ -705,7 +751,7 @@ fn quirk_4_case_sensitive_target_gets_no_duplicates_and_verify_names_them() {
         ..Quirks::default()
     });
     t.seed_user(json!({"userName": "User51@EXAMPLE.COM", "displayName": "User 51"}));
-    let src = source(&t);
+    let src = source(&t, SMALL);
     full_course(&t, &src, &[], &[], Expect::default());
     // A duplicate made on the target is named by userName.
     let dup = t.seed_user(json!({"userName": "USER7@example.com", "displayName": "dup"}));
@@ -727,7 +773,7 @@ fn quirk_5_strict_schemas_are_listed_before_any_write() {
         strict_schemas: true,
         ..Quirks::default()
     });
-    let src = source(&t);
+    let src = source(&t, SMALL);
     let dir = src.server.data_dir();
     let tf = src.token_file.to_str().unwrap().to_owned();
     let (ok, out, _) = cli(
@@ -740,7 +786,8 @@ fn quirk_5_strict_schemas_are_listed_before_any_write() {
     let (ok, out, _) = src.push(&t, &["--dry-run"]);
     assert!(!ok, "a plan that cannot be pushed is not clean: {out}");
     assert!(out.contains(&format!("{ENTERPRISE}:department")), "{out}");
-    assert!(out.contains("created (2133)"), "{out}");
+    let created = format!("created ({})", SMALL.users + SMALL.groups());
+    assert!(out.contains(&created), "{out}");
     let (ok, out, err) = src.push(&t, &[]);
     assert!(!ok, "{out}");
     assert!(
@@ -774,7 +821,7 @@ fn quirk_5_an_attribute_dropped_by_the_target_is_reported_once() {
         drops_external_id: true,
         ..Quirks::default()
     });
-    let src = source(&t);
+    let src = source(&t, SMALL);
     let expect = Expect {
         no_external_id: true,
         ..Expect::default()
@@ -792,7 +839,8 @@ fn quirk_6_membership_only_by_patch_one_member_mirrored_as_one() {
         no_group_put: true,
         ..Quirks::default()
     });
-    let src = source(&t);
+    // The one test that pushes a group over 1,000 members (PATCH batches).
+    let src = source(&t, LARGE);
     full_course(&t, &src, &[], &[], Expect::default());
     assert_eq!(t.count("PUT", 405), 0, "no whole-group PUT was tried");
     // The mirrored one-member changes were one-member PATCHes.
@@ -821,7 +869,7 @@ fn quirk_6_membership_only_by_put() {
         no_group_patch: true,
         ..Quirks::default()
     });
-    let src = source(&t);
+    let src = source(&t, SMALL);
     full_course(&t, &src, &[], &[], Expect::default());
     let (_, out, _) = cli(&src.server.data_dir(), &["migrate", "status"]);
     assert!(out.contains("group members sent by: PUT"), "{out}");
@@ -834,7 +882,7 @@ fn quirk_7_body_limit_found_by_413_is_split() {
         bulk: true,
         ..Quirks::default()
     });
-    let src = source(&t);
+    let src = source(&t, SMALL);
     full_course(&t, &src, &[], &[], Expect::default());
     assert!(t.count("PATCH", 413) + t.count("POST", 413) > 0);
 }
@@ -847,7 +895,7 @@ fn quirk_7_announced_body_limit_is_respected() {
         bulk: true,
         ..Quirks::default()
     });
-    let src = source(&t);
+    let src = source(&t, SMALL);
     full_course(&t, &src, &[], &[], Expect::default());
     let refused: u64 = ["POST", "PATCH", "PUT"]
         .iter()
@@ -864,7 +912,7 @@ fn quirk_8_503_after_processing_creates_no_duplicates() {
             bulk,
             ..Quirks::default()
         });
-        let src = source(&t);
+        let src = source(&t, SMALL);
         full_course(&t, &src, &[], &[], Expect::default());
         assert!(t.count("POST", 503) > 0, "bulk {bulk}");
     }
@@ -880,12 +928,50 @@ fn quirk_9_throttled_capped_pages_and_cursor() {
         ..Quirks::default()
     });
     t.seed_user(json!({"userName": "owner@example.com"}));
-    let src = source(&t);
+    let src = source(&t, SMALL);
     let (ok, out, err) = src.push(&t, &["--parallel", "4"]);
     assert!(ok, "{out}{err}");
     assert!(!out.contains(" 0 throttled"), "{out}");
     assert!(err.contains("429"), "the retry reason is shown: {err}");
     full_course(&t, &src, &[], &["owner@example.com"], Expect::default());
+}
+
+/// A hosted service that answers only filtered searches (403 on GET /Users or
+/// /Groups without a filter): the push does not stop at its first count; it looks
+/// each resource up by filter, verify reads each one by id, and both say what could
+/// not be looked for.
+#[test]
+fn quirk_11_unfiltered_listing_refused_falls_back_to_lookups() {
+    let t = Quirky::start(Quirks {
+        refuse_unfiltered_list: true,
+        ..Quirks::default()
+    });
+    // An account the push must match by userName (it cannot be listed).
+    let existing = t.seed_user(json!({"userName": "User3@example.com", "displayName": "x"}));
+    let src = source(&t, SMALL);
+    let note = "the target refused to list /Users without a filter \
+                (403: listing without a filter is not allowed)";
+    let (ok, out, err) = src.push(&t, &["--dry-run"]);
+    assert!(ok, "dry run:\n{out}\n{err}");
+    assert!(out.contains(note), "{out}");
+    full_course(&t, &src, &[], &[], Expect::default());
+    let refused = t.count("GET", 403);
+    assert!(
+        refused >= 4,
+        "users and groups, dry run and push: {refused}"
+    );
+    let user3 = users_named(&t, "user3@example.com");
+    assert_eq!(user3.len(), 1);
+    assert_eq!(user3[0]["id"], existing.as_str(), "matched, not created");
+    let (ok, out, err) = cli(&src.server.data_dir(), &["migrate", "verify"]);
+    assert!(ok, "verify:\n{out}\n{err}");
+    assert!(
+        out.contains(note) && out.contains("/Groups without a filter"),
+        "verify says what it could not look for: {out}"
+    );
+    let (ok, text, _) = cli(&src.server.data_dir(), &["migrate", "status"]);
+    assert!(ok);
+    assert!(text.contains(note), "{text}");
 }
 
 #[test]
@@ -894,7 +980,7 @@ fn quirk_10_differences_fail_the_push_and_are_named() {
         mangle_display_name: true,
         ..Quirks::default()
     });
-    let src = source(&t);
+    let src = source(&t, SMALL);
     let (ok, out, _) = src.push(&t, &[]);
     assert!(
         !ok,

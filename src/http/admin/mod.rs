@@ -81,9 +81,9 @@ impl JobKind {
 
 struct Job {
     kind: &'static str,
-    started: String,
+    started: Timestamp,
     progress: Option<Progress>,
-    finished: Option<String>,
+    finished: Option<Timestamp>,
     outcome: Option<Result<JobOutcome, String>>,
 }
 
@@ -361,6 +361,13 @@ struct RevokeForm {
     confirm: String,
 }
 
+/// The Rotate button of a token's row.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RotateForm {
+    id: String,
+}
+
 /// The migration policy form: each field's text box, one value per line (domains
 /// may also be separated by commas). A field left as it was is not stored.
 #[derive(Deserialize, Default)]
@@ -634,6 +641,10 @@ async fn signed_in_post(
         "/admin/tokens" => {
             let f = parse_form(&body)?;
             issue_token(state, &who, f, chrome(me, "Tokens", "tokens")).await
+        }
+        "/admin/tokens/rotate" => {
+            let f: RotateForm = parse_form(&body)?;
+            rotate_token(state, &who, f.id, chrome(me, "Tokens", "tokens")).await
         }
         "/admin/tokens/revoke" => {
             let f: RevokeForm = parse_form(&body)?;
@@ -1206,6 +1217,55 @@ async fn revoke_token(state: &AppState, who: &Caller, id: String) -> String {
     msg
 }
 
+/// The Tokens page with the list as it is now, a secret just issued or a refusal.
+fn tokens_page(
+    state: &AppState,
+    chrome: &Chrome<'_>,
+    status: StatusCode,
+    issued: Option<&pages::Issued>,
+    error: Option<&str>,
+) -> Response<Body> {
+    let rows = token_rows(state);
+    let v = pages::TokensView {
+        rows: &rows,
+        now: Timestamp::now(),
+        issued,
+        error,
+    };
+    html(status, pages::tokens(chrome, &v))
+}
+
+/// The Rotate button: a successor under the token's name, its secret shown once;
+/// the old secret stays valid, superseded, until it is revoked.
+async fn rotate_token(
+    state: &AppState,
+    who: &Caller,
+    id: String,
+    chrome: Chrome<'_>,
+) -> Response<Body> {
+    let entry = Entry::new("token.rotate");
+    match tokens::rotate(&state.app.store, id.clone(), Timestamp::now()).await {
+        Ok((old, new)) => {
+            let entry = entry.on("Token", Some(&old.id), Some(&old.name));
+            state.app.audit(who, entry).await;
+            let issued = pages::Issued {
+                name: new.token.name,
+                scope: new.token.scope.as_str(),
+                secret: new.secret,
+                rotated: true,
+            };
+            tokens_page(state, &chrome, StatusCode::OK, Some(&issued), None)
+        }
+        Err(e) => {
+            let why = e.page_message();
+            let entry = entry.on("Token", Some(&id), None).refused(why.clone());
+            state.app.audit(who, entry).await;
+            let msg = format!("Not rotated: {why}");
+            tokens_page(state, &chrome, StatusCode::BAD_REQUEST, None, Some(&msg))
+        }
+    }
+}
+
 /// The token form: a name, a scope and an optional expiry in days.
 async fn issue_token(
     state: &AppState,
@@ -1217,14 +1277,7 @@ async fn issue_token(
     let refused_entry = entry.clone();
     let audit_refused = |msg: &str| state.app.audit(who, refused_entry.clone().refused(msg));
     let page = |status, issued: Option<&pages::Issued>, error: Option<&str>| {
-        let rows = token_rows(state);
-        let v = pages::TokensView {
-            rows: &rows,
-            now: Timestamp::now(),
-            issued,
-            error,
-        };
-        html(status, pages::tokens(&chrome, &v))
+        tokens_page(state, &chrome, status, issued, error)
     };
     let refused = |msg: &str| page(StatusCode::BAD_REQUEST, None, Some(msg));
     let scope = match f.scope.as_str() {
@@ -1262,6 +1315,7 @@ async fn issue_token(
                 name: t.token.name,
                 scope: t.token.scope.as_str(),
                 secret: t.secret,
+                rotated: false,
             };
             let entry = entry.on("Token", Some(&t.token.id), Some(&issued.name));
             state.app.audit(who, entry).await;
@@ -1615,9 +1669,9 @@ fn migration_page(state: &AppState, chrome: Chrome<'_>) -> Response<Body> {
     let job = state.admin.job.lock().ok().and_then(|j| {
         j.as_ref().map(|j| pages::JobView {
             kind: j.kind,
-            started: j.started.clone(),
+            started: j.started,
             progress: j.progress.clone(),
-            finished: j.finished.clone(),
+            finished: j.finished,
             outcome: j.outcome.clone(),
         })
     });
@@ -1860,7 +1914,7 @@ async fn start_job(state: &Arc<AppState>, who: &Caller, kind: JobKind) -> (Strin
                 None => {
                     *slot = Some(Job {
                         kind: name,
-                        started: Timestamp::now().to_rfc3339(),
+                        started: Timestamp::now(),
                         progress: None,
                         finished: None,
                         outcome: None,
@@ -1902,7 +1956,7 @@ async fn start_job(state: &Arc<AppState>, who: &Caller, kind: JobKind) -> (Strin
         app.audit(&who, entry.outcome(&outcome)).await;
         if let Ok(mut j) = slot.lock() {
             if let Some(j) = j.as_mut() {
-                j.finished = Some(Timestamp::now().to_rfc3339());
+                j.finished = Some(Timestamp::now());
                 j.outcome = Some(outcome);
             }
         }

@@ -568,6 +568,8 @@ pub(crate) struct Issued {
     pub name: String,
     pub scope: &'static str,
     pub secret: Secret,
+    /// A rotation's successor: the old secret stays valid until it is revoked.
+    pub rotated: bool,
 }
 
 /// The Tokens page: the issue form, a just-issued secret or a refusal, the list.
@@ -583,10 +585,17 @@ pub(crate) fn tokens(c: &Chrome, v: &TokensView) -> String {
     let content = html! {
         @if let Some(i) = v.issued {
             section.card.secret {
-                h2 { "Token \"" (i.name) "\" issued (" (i.scope) ")" }
+                h2 { "Token \"" (i.name) "\" " (if i.rotated { "rotated" } else { "issued" }) " (" (i.scope) ")" }
                 p {
                     b { "Copy it now: it is shown only this once" } " and stored only as a hash. \
                      Paste it into your identity provider as the Secret Token (Entra ID) or API token (Okta)."
+                }
+                @if i.rotated {
+                    p #rotated {
+                        "The old secret keeps working, listed below as superseded with its last use, \
+                         until you revoke it; it is never revoked by itself. Revoke it once its last \
+                         use stops moving."
+                    }
                 }
                 p.copyrow {
                     input id="secret" class="mono" readonly value=(i.secret.expose()) aria-label="token secret";
@@ -620,7 +629,7 @@ pub(crate) fn tokens(c: &Chrome, v: &TokensView) -> String {
                     thead { tr { th { "Name" } th { "Scope" } th { "Created" } th { "Last request" } th { "Last 24 h" } th { "Expires" } th { "State" } th { "Quiet alarm" } th {} } }
                     tbody { @for r in v.rows {
                         @let t = &r.record;
-                        tr data-token=(t.name) {
+                        tr data-token=(t.name) data-state=(r.state) {
                             td { (t.name) }
                             td { (t.scope.as_str()) }
                             td { (when(t.created)) }
@@ -629,7 +638,14 @@ pub(crate) fn tokens(c: &Chrome, v: &TokensView) -> String {
                             td { (t.expires.map(when).as_deref().unwrap_or("never")) }
                             td { span class={ "pill " (match r.state { "active" => "ok", "superseded" => "warn", _ => "bad" }) } { (r.state) } (liveness::badges(&r.liveness)) }
                             (liveness::quiet_cell(t, c.csrf))
-                            td {
+                            td.actions {
+                                @if r.state == "active" {
+                                    form method="post" action="/admin/tokens/rotate" {
+                                        (csrf_field(c.csrf))
+                                        input type="hidden" name="id" value=(t.id);
+                                        button type="submit" aria-label={ "Rotate " (t.name) } { "Rotate" }
+                                    }
+                                }
                                 @if r.state == "active" || r.state == "superseded" {
                                     form method="post" action="/admin/tokens/revoke" {
                                         (csrf_field(c.csrf))
@@ -642,7 +658,11 @@ pub(crate) fn tokens(c: &Chrome, v: &TokensView) -> String {
                     } }
                 } }
             }
-            p.note { "Revoking takes effect on the token's next request." }
+            p.note {
+                "Revoking takes effect on the token's next request. Rotating issues a new secret under \
+                 the same name and keeps the old one working (superseded) until you revoke it, so the \
+                 identity provider can be switched without an outage."
+            }
             (liveness::explained())
         }
     };
@@ -666,8 +686,14 @@ pub(crate) fn confirm_revoke(c: &Chrome, v: &ConfirmRevokeView) -> String {
                 "Last used: " (v.last_used.map(when).as_deref().unwrap_or("never")) "."
             }
             p {
-                "Its next request is refused: the identity provider that uses it stops provisioning \
-                 until it gets a new token. This cannot be undone."
+                @if t.superseded.is_some() {
+                    "Its next request is refused: an identity provider still using this old secret \
+                     stops provisioning; the current secret of \"" (t.name) "\" keeps working. \
+                     This cannot be undone."
+                } @else {
+                    "Its next request is refused: the identity provider that uses it stops provisioning \
+                     until it gets a new token. This cannot be undone."
+                }
             }
             form method="post" action="/admin/tokens/revoke" {
                 (csrf_field(c.csrf))
@@ -1195,12 +1221,13 @@ pub(crate) enum JobOutcome {
     Cutover(CutoverReport),
 }
 
-/// A background migration job as the page shows it.
+/// A background migration job as the page shows it; the times are formatted only
+/// when rendered (`when`).
 pub(crate) struct JobView {
     pub kind: &'static str,
-    pub started: String,
+    pub started: crate::clock::Timestamp,
     pub progress: Option<Progress>,
-    pub finished: Option<String>,
+    pub finished: Option<crate::clock::Timestamp>,
     pub outcome: Option<Result<JobOutcome, String>>,
 }
 
@@ -1315,15 +1342,15 @@ fn job_view(j: &JobView) -> Markup {
         div.job #job {
             @match (&j.finished, &j.outcome) {
                 (Some(f), Some(Ok(val))) => {
-                    p { b { (j.kind) } " started " (when(&j.started)) ", finished " (when(f)) ": " span.pill.ok { "done" } }
+                    p { b { (j.kind) } " started " (when(j.started)) ", finished " (when(f)) ": " span.pill.ok { "done" } }
                     details { summary { "Result" } pre.json { (pretty(val)) } }
                 }
                 (Some(f), Some(Err(e))) => {
-                    p { b { (j.kind) } " started " (when(&j.started)) ", failed " (when(f)) ":" }
+                    p { b { (j.kind) } " started " (when(j.started)) ", failed " (when(f)) ":" }
                     pre.error { (e) }
                 }
                 _ => {
-                    p { b { (j.kind) } " started " (when(&j.started)) ": " span.pill.warn { "running" } " — reload this page for progress." }
+                    p { b { (j.kind) } " started " (when(j.started)) ": " span.pill.warn { "running" } " — reload this page for progress." }
                     @if let Some(p) = &j.progress { pre.json { (p.to_string()) } }
                 }
             }

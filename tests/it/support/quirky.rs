@@ -2,7 +2,8 @@
 //! which the push allows) with one switch for each quirk hosted provisioning services
 //! have (issue 15): refused filters, accounts only the target has, case rules,
 //! strict schemas, dropped attributes, PATCH-only or PUT-only membership, body
-//! limits, 503 after processing, 429, capped pages, latency. The test reads the
+//! limits, 503 after processing, 429, capped pages, listings refused without a
+//! filter, latency. The test reads the
 //! target's true state directly (`Quirky::users`, `Quirky::groups`), not through its
 //! SCIM answers, and counts every request by method and status.
 
@@ -43,6 +44,9 @@ pub struct Quirks {
     pub fail_after_processing: u32,
     /// 9: every Nth request answers 429 with Retry-After: 1.
     pub throttle_every: u32,
+    /// GET /Users or /Groups without a filter answers 403 (a hosted service that
+    /// answers only filtered searches); filtered searches and reads by id work.
+    pub refuse_unfiltered_list: bool,
     /// Pages hold at most this many resources (0: 200).
     pub page_cap: usize,
     /// Every answer waits this long.
@@ -176,6 +180,7 @@ impl Quirky {
 
 fn serve(stream: TcpStream, state: &Mutex<State>, token: &str) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(120)));
+    let _ = stream.set_nodelay(true);
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut out = stream;
     loop {
@@ -237,11 +242,15 @@ fn serve(stream: TcpStream, state: &Mutex<State>, token: &str) {
             *st.by_status.entry((method.clone(), status)).or_default() += 1;
         }
         let bytes = serde_json::to_vec(&answer).unwrap();
-        let head = format!(
+        // Head and body in one write: written apart, the body waits behind Nagle's
+        // algorithm for the client's delayed ACK (about 40 ms an answer on Linux).
+        let mut message = format!(
             "HTTP/1.1 {status} X\r\nContent-Type: application/scim+json\r\nContent-Length: {}\r\n{extra}\r\n",
             bytes.len()
-        );
-        if out.write_all(head.as_bytes()).is_err() || out.write_all(&bytes).is_err() {
+        )
+        .into_bytes();
+        message.extend_from_slice(&bytes);
+        if out.write_all(&message).is_err() {
             return;
         }
     }
@@ -360,6 +369,15 @@ fn handle(state: &Mutex<State>, method: &str, target: &str, body: &[u8]) -> Answ
                 "Resources": [
                     {"id": "User", "name": "User", "endpoint": "/Users", "schema": "urn:ietf:params:scim:schemas:core:2.0:User", "schemaExtensions": exts},
                     {"id": "Group", "name": "Group", "endpoint": "/Groups", "schema": "urn:ietf:params:scim:schemas:core:2.0:Group"}]}),
+            )
+        }
+        ("GET", ["Users" | "Groups"])
+            if q.refuse_unfiltered_list && !params.contains_key("filter") =>
+        {
+            (
+                403,
+                "",
+                error(403, None, "listing without a filter is not allowed"),
             )
         }
         ("GET", [kind @ ("Users" | "Groups")]) => list(&st, &q, kind, &params),
