@@ -835,6 +835,11 @@ fn search_params(body: &Value) -> ScimResult<SearchRequest> {
     })
 }
 
+/// A page of more than this many resources is heavy work (`Limiter::heavy`); the
+/// identity providers page by 100 or less (Okta imports ask for 100; Entra ID
+/// looks resources up by filter).
+const LARGE_PAGE: usize = 200;
+
 async fn search(
     state: &AppState,
     rt: Option<ResourceType>,
@@ -852,9 +857,13 @@ async fn search(
         limits.default_page_size,
         limits.max_page_size,
     )?;
-    // Scans and sorts cost in proportion to the directory: heavy work.
+    // Scans and sorts cost in proportion to the directory, a large page in
+    // proportion to its count: heavy work, so that clients holding many large pages
+    // unread (HTTP/2 streams never read) cannot make the server render and keep
+    // more than the heavy-work limits allow.
     let types: Vec<ResourceType> = rt.map_or_else(|| ResourceType::ALL.to_vec(), |t| vec![t]);
     let scans = params.sort_by.is_some()
+        || params.count > LARGE_PAGE
         || types.len() > 1
         || params.filter.as_ref().is_some_and(|f| {
             types
