@@ -223,7 +223,140 @@ impl AuditFilter {
     }
 }
 
-/// One page of matching entries, newest first.
+/// The column the Activity page sorts by (issue 14 point 9 for the lists, applied to
+/// the audit).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum AuditSort {
+    /// When it happened (the entry's sequence number): newest first by default.
+    #[default]
+    Time,
+    /// The actor's name (token, admin account, CLI user), caseless.
+    Actor,
+    /// `scim.create`, `token.revoke`…
+    Action,
+    /// The resource's name as it was (else its id, else its type), caseless.
+    Resource,
+    /// `done` before `refused`, then by HTTP status.
+    Outcome,
+}
+
+impl AuditSort {
+    /// The query-string value (`sort=actor`).
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            AuditSort::Time => "time",
+            AuditSort::Actor => "actor",
+            AuditSort::Action => "action",
+            AuditSort::Resource => "resource",
+            AuditSort::Outcome => "outcome",
+        }
+    }
+
+    /// The order a click on the column asks for first: newest first for time,
+    /// A to Z for the others.
+    pub(crate) fn first_descending(self) -> bool {
+        self == AuditSort::Time
+    }
+
+    /// The sort key: the column's value, then the sequence number, so that equal
+    /// values keep their time order and every order is total.
+    fn key(self, r: &AuditRecord) -> (String, u64) {
+        let text = match self {
+            AuditSort::Time => String::new(),
+            AuditSort::Actor => r.actor.to_lowercase(),
+            AuditSort::Action => r.action.clone(),
+            AuditSort::Resource => r
+                .resource_name
+                .as_deref()
+                .or(r.resource_id.as_deref())
+                .or(r.resource_type.as_deref())
+                .unwrap_or("")
+                .to_lowercase(),
+            AuditSort::Outcome => format!("{}{:03}", r.outcome.as_str(), r.status.unwrap_or(0)),
+        };
+        (text, r.seq)
+    }
+}
+
+/// An entry ranked for a sorted page; `Ord` is the page's order (descending
+/// reverses it), so a max-heap's top is the entry that would be shown last.
+struct Ranked {
+    key: (String, u64),
+    descending: bool,
+    record: AuditRecord,
+}
+
+impl Ord for Ranked {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        let natural = self.key.cmp(&other.key);
+        if self.descending {
+            natural.reverse()
+        } else {
+            natural
+        }
+    }
+}
+
+impl PartialOrd for Ranked {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for Ranked {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key
+    }
+}
+
+impl Eq for Ranked {}
+
+/// The entries of one page in a sorted order, from entries offered in any order:
+/// a max-heap holds the first `offset + limit` seen so far.
+struct SortedPage {
+    sort: AuditSort,
+    descending: bool,
+    offset: usize,
+    keep: usize,
+    best: std::collections::BinaryHeap<Ranked>,
+}
+
+impl SortedPage {
+    fn new((sort, descending): (AuditSort, bool), offset: u64, limit: usize) -> SortedPage {
+        let offset = usize::try_from(offset).unwrap_or(usize::MAX);
+        SortedPage {
+            sort,
+            descending,
+            offset,
+            keep: offset.saturating_add(limit),
+            best: std::collections::BinaryHeap::new(),
+        }
+    }
+
+    fn offer(&mut self, record: AuditRecord) {
+        self.best.push(Ranked {
+            key: self.sort.key(&record),
+            descending: self.descending,
+            record,
+        });
+        if self.best.len() > self.keep {
+            self.best.pop();
+        }
+    }
+
+    /// The page: entries `offset + 1 ..= offset + limit` in order.
+    fn finish(self) -> Vec<AuditRecord> {
+        self.best
+            .into_sorted_vec()
+            .into_iter()
+            .skip(self.offset)
+            .map(|r| r.record)
+            .collect()
+    }
+}
+
+/// One page of matching entries, in the asked order (newest first by default).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct AuditPage {
     pub records: Vec<AuditRecord>,
@@ -282,26 +415,42 @@ fn export_failed(e: std::io::Error) -> StoreError {
 }
 
 impl App {
-    /// The `limit` matching entries after the first `offset` matches, newest first,
-    /// and how many match in all. Scans the audit table once (one snapshot).
+    /// The `limit` matching entries after the first `offset` matches in the order
+    /// `sort` (`descending` or not), and how many match in all. Scans the audit
+    /// table once (one snapshot). Newest first streams; any other order keeps only
+    /// the best `offset + limit` entries in a heap, so memory follows the page asked
+    /// for, not the size of the audit.
     pub(crate) fn audit_search(
         &self,
         filter: &AuditFilter,
+        (sort, descending): (AuditSort, bool),
         offset: u64,
         limit: usize,
     ) -> StoreResult<AuditPage> {
         let snap = self.store.snapshot()?;
         let mut matched = 0u64;
         let mut records = Vec::new();
-        snap.audit_newest_first(|r| {
-            if filter.matches(&r) {
-                if matched >= offset && records.len() < limit {
-                    records.push(r);
+        if sort == AuditSort::Time && descending {
+            snap.audit_newest_first(|r| {
+                if filter.matches(&r) {
+                    if matched >= offset && records.len() < limit {
+                        records.push(r);
+                    }
+                    matched += 1;
                 }
-                matched += 1;
-            }
-            true
-        })?;
+                true
+            })?;
+        } else {
+            let mut best = SortedPage::new((sort, descending), offset, limit);
+            snap.audit_newest_first(|r| {
+                if filter.matches(&r) {
+                    matched += 1;
+                    best.offer(r);
+                }
+                true
+            })?;
+            records = best.finish();
+        }
         Ok(AuditPage {
             records,
             matched,
@@ -358,6 +507,57 @@ mod tests {
         assert_eq!(csv_cell("@SUM(A1)"), "'@SUM(A1)");
         assert_eq!(csv_cell("ada"), "ada");
         assert_eq!(csv_cell("a,b"), "\"a,b\"");
+    }
+
+    #[test]
+    fn sorted_pages_follow_the_column_then_time() {
+        let who = |name: &str, seq: u64, status: Option<u16>| {
+            let mut r = Entry::new(if seq.is_multiple_of(2) {
+                "scim.create"
+            } else {
+                "token.issue"
+            })
+            .on("User", Some("id"), Some(&format!("user{}", 9 - seq)))
+            .stamp(
+                &Caller::token(name, "192.0.2.7".parse().unwrap()),
+                Timestamp::now(),
+            );
+            r.seq = seq;
+            r.status = status;
+            r
+        };
+        let all = [
+            who("okta", 1, Some(201)),
+            who("Entra", 2, Some(409)),
+            who("admin", 3, None),
+            who("entra", 4, Some(201)),
+            who("bob", 5, None),
+        ];
+        let page = |sort: AuditSort, desc: bool, offset: u64, limit: usize| {
+            let mut p = SortedPage::new((sort, desc), offset, limit);
+            // Offered newest first, as the store scans.
+            for r in all.iter().rev() {
+                p.offer(r.clone());
+            }
+            p.finish().into_iter().map(|r| r.seq).collect::<Vec<_>>()
+        };
+        // Caseless, ties in time order.
+        assert_eq!(page(AuditSort::Actor, false, 0, 10), [3, 5, 2, 4, 1]);
+        assert_eq!(page(AuditSort::Actor, true, 0, 10), [1, 4, 2, 5, 3]);
+        assert_eq!(
+            page(AuditSort::Actor, false, 1, 2),
+            [5, 2],
+            "page 2 of size 2, offset 1"
+        );
+        assert_eq!(page(AuditSort::Time, false, 0, 3), [1, 2, 3]);
+        assert_eq!(
+            page(AuditSort::Resource, false, 0, 2),
+            [5, 4],
+            "user4, user5"
+        );
+        assert_eq!(page(AuditSort::Action, false, 0, 10), [2, 4, 1, 3, 5]);
+        assert_eq!(page(AuditSort::Outcome, false, 0, 10), [3, 5, 1, 4, 2]);
+        assert!(page(AuditSort::Outcome, false, 5, 10).is_empty());
     }
 
     #[test]

@@ -8,6 +8,7 @@
 pub(crate) mod admin;
 pub(crate) mod audit;
 pub(crate) mod directory;
+pub(crate) mod liveness;
 pub(crate) mod query;
 pub(crate) mod render;
 pub(crate) mod tokens;
@@ -46,19 +47,24 @@ pub(crate) struct App {
     /// Last use of each token since the last flush (token id → time): recording it
     /// costs no fsync per request; `flush_token_uses` writes it every 30 s.
     token_uses: Mutex<HashMap<String, Timestamp>>,
+    /// Each token's requests per hour by outcome (issue 14 point 5), flushed with
+    /// `token_uses`.
+    pub liveness: liveness::Liveness,
     /// Bounds the audit writes in flight from the SCIM path (`audit::MAX_PENDING`).
     audit_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl App {
     pub(crate) fn new(store: Store, config: Config, migration: Arc<Migration>) -> App {
+        let liveness = liveness::Liveness::load(&store);
         App {
             limiter: Limiter::new(config.limits.limiter.clone()),
-            store,
             unknown: Arc::new(unknown::UnknownLedger::new(config.scim.unknown_attributes)),
             config,
             migration,
+            store,
             token_uses: Mutex::new(HashMap::new()),
+            liveness,
             audit_slots: Arc::new(tokio::sync::Semaphore::new(audit::MAX_PENDING)),
         }
     }
@@ -82,17 +88,41 @@ impl App {
         }
     }
 
-    /// Writes the pending token-use times to the store.
+    /// Writes the pending token-use times and the changed traffic counts to the
+    /// store; forgets the counts of tokens revoked meanwhile.
     pub(crate) async fn flush_token_uses(&self) {
         let uses: Vec<(String, Timestamp)> = match self.token_uses.lock() {
             Ok(mut m) => m.drain().collect(),
             Err(_) => return,
         };
-        if uses.is_empty() {
+        let traffic = self.liveness.take_changed();
+        if uses.is_empty() && traffic.is_empty() {
             return;
         }
-        if let Err(e) = self.store.record_token_use(uses).await {
-            tracing::warn!(error = %e, "could not record token use");
+        let ids: Vec<String> = traffic.iter().map(|(id, _)| id.clone()).collect();
+        match self.store.record_token_use(uses, traffic).await {
+            Ok(gone) => self.liveness.forget(&gone),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not record token use");
+                self.liveness.retry(ids);
+            }
         }
+    }
+
+    /// Every token with its liveness at `now` (revoked ones without counts), in the
+    /// store's order.
+    pub(crate) fn token_liveness(
+        &self,
+        now: Timestamp,
+    ) -> Result<Vec<(tokens::TokenInfo, liveness::TokenLiveness)>, tokens::TokenError> {
+        Ok(tokens::list(&self.store, now)?
+            .into_iter()
+            .map(|t| {
+                let last = self.pending_token_use(&t.id).or(t.last_used);
+                let traffic = self.liveness.traffic(&t.id);
+                let l = liveness::assess(&t, last, traffic, now);
+                (t, l)
+            })
+            .collect())
     }
 }

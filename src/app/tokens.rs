@@ -34,6 +34,9 @@ pub(crate) struct TokenInfo {
     /// When a successor was issued under its name (`token rotate`).
     #[serde(default)]
     pub superseded: Option<Timestamp>,
+    /// The quiet-time alarm in minutes (`app::liveness`); `None`: off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quiet_after_minutes: Option<u32>,
 }
 
 impl TokenInfo {
@@ -49,6 +52,7 @@ impl TokenInfo {
             expires: t.expires,
             revoked: t.revoked,
             superseded: t.superseded,
+            quiet_after_minutes: t.quiet_after_minutes,
         }
     }
 }
@@ -80,6 +84,11 @@ pub(crate) enum TokenError {
     InvalidName,
     #[error("a token may expire in at most {MAX_TOKEN_DAYS} days")]
     TooLong,
+    #[error(
+        "the quiet-time alarm must be off, or a number followed by m, h or d \
+         from {QUIET_MIN_MINUTES}m to {}d (e.g. 6h)", QUIET_MAX_MINUTES / 1440
+    )]
+    QuietAfter,
     #[error("the operating system's random generator failed")]
     Random,
     #[error("no current token named \"{0}\" to rotate (token list shows them)")]
@@ -113,6 +122,61 @@ pub(crate) async fn issue(
         token: TokenInfo::at(record, now),
         secret,
     })
+}
+
+/// Shortest quiet-time alarm, in minutes: Entra ID provisions every 40 minutes.
+pub(crate) const QUIET_MIN_MINUTES: u32 = 15;
+/// Longest quiet-time alarm, in minutes (90 days).
+pub(crate) const QUIET_MAX_MINUTES: u32 = 90 * 1440;
+
+/// Parses a quiet-time alarm as an admin types it: `off` or empty → `None`, else a
+/// whole number and a unit, `m` (minutes), `h` (hours) or `d` (days): `90m`,
+/// `6h`, `2d` → minutes, from `QUIET_MIN_MINUTES` to `QUIET_MAX_MINUTES`.
+pub(crate) fn parse_quiet_after(text: &str) -> Result<Option<u32>, TokenError> {
+    let t = text.trim().to_ascii_lowercase();
+    if t.is_empty() || t == "off" {
+        return Ok(None);
+    }
+    let (number, per) = match t.as_bytes()[t.len() - 1] {
+        b'm' => (&t[..t.len() - 1], 1),
+        b'h' => (&t[..t.len() - 1], 60),
+        b'd' => (&t[..t.len() - 1], 1440),
+        _ => return Err(TokenError::QuietAfter),
+    };
+    let minutes = number
+        .trim()
+        .parse::<u32>()
+        .ok()
+        .and_then(|n| n.checked_mul(per))
+        .filter(|m| (QUIET_MIN_MINUTES..=QUIET_MAX_MINUTES).contains(m))
+        .ok_or(TokenError::QuietAfter)?;
+    Ok(Some(minutes))
+}
+
+/// A quiet-time alarm as `parse_quiet_after` reads it back: `6h`, `90m`, `2d`.
+pub(crate) fn quiet_after_text(minutes: u32) -> String {
+    if minutes.is_multiple_of(1440) {
+        format!("{}d", minutes / 1440)
+    } else if minutes.is_multiple_of(60) {
+        format!("{}h", minutes / 60)
+    } else {
+        format!("{minutes}m")
+    }
+}
+
+/// Sets or (with `None`) turns off the quiet-time alarm of the unrevoked token with
+/// this name (or id).
+pub(crate) async fn set_quiet_after(
+    store: &Store,
+    name_or_id: String,
+    minutes: Option<u32>,
+    now: Timestamp,
+) -> Result<TokenInfo, TokenError> {
+    if minutes.is_some_and(|m| !(QUIET_MIN_MINUTES..=QUIET_MAX_MINUTES).contains(&m)) {
+        return Err(TokenError::QuietAfter);
+    }
+    let record = store.set_token_quiet_after(name_or_id, minutes).await?;
+    Ok(TokenInfo::at(record, now))
 }
 
 /// Every token (revoked and expired ones too), in the store's order.
@@ -159,8 +223,10 @@ pub(crate) async fn rotate(
     let expires = old
         .expires
         .map(|e| now.saturating_add(e.since(old.created)));
-    let (record, secret, hash) = crate::auth::new_token(&old.name, old.scope, now, expires)
+    let (mut record, secret, hash) = crate::auth::new_token(&old.name, old.scope, now, expires)
         .map_err(|_| TokenError::Random)?;
+    // The successor watches the same identity provider: it keeps the quiet alarm.
+    record.quiet_after_minutes = old.quiet_after_minutes;
     // The store checks again, in the transaction, that `old` is still current.
     let (old, new) = store.rotate_token(old.id, record, hash, now).await?;
     Ok((
@@ -222,6 +288,46 @@ mod tests {
             .await
             .unwrap_err();
         assert!(dup.to_string().contains("already exists"), "{dup}");
+    }
+
+    #[test]
+    fn quiet_times_read_as_typed() {
+        assert_eq!(parse_quiet_after("").unwrap(), None);
+        assert_eq!(parse_quiet_after(" Off ").unwrap(), None);
+        assert_eq!(parse_quiet_after("90m").unwrap(), Some(90));
+        assert_eq!(parse_quiet_after("6H").unwrap(), Some(360));
+        assert_eq!(parse_quiet_after("2d").unwrap(), Some(2880));
+        for bad in ["6", "h", "-1h", "5m", "91d", "1.5h", "99999999999d", "é"] {
+            assert!(parse_quiet_after(bad).is_err(), "{bad}");
+        }
+        for m in [90, 360, 2880, 15] {
+            assert_eq!(parse_quiet_after(&quiet_after_text(m)).unwrap(), Some(m));
+        }
+    }
+
+    #[tokio::test]
+    async fn the_quiet_alarm_is_stored_per_token() {
+        let (_d, s) = store();
+        let now = at("2024-05-01T10:00:00Z");
+        issue(&s, req("idp", None), now).await.unwrap();
+        assert_eq!(list(&s, now).unwrap()[0].quiet_after_minutes, None);
+        let t = set_quiet_after(&s, "idp".into(), Some(360), now)
+            .await
+            .unwrap();
+        assert_eq!(t.quiet_after_minutes, Some(360));
+        assert_eq!(list(&s, now).unwrap()[0].quiet_after_minutes, Some(360));
+        assert!(set_quiet_after(&s, "idp".into(), Some(1), now)
+            .await
+            .is_err());
+        set_quiet_after(&s, "idp".into(), None, now).await.unwrap();
+        assert_eq!(list(&s, now).unwrap()[0].quiet_after_minutes, None);
+        revoke(&s, "idp".into(), RevokeWhich::Only, now)
+            .await
+            .unwrap();
+        let e = set_quiet_after(&s, "idp".into(), Some(60), now)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("no active token"), "{e}");
     }
 
     #[tokio::test]

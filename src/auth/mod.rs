@@ -75,6 +75,7 @@ pub(crate) fn new_token(
         last_used: None,
         revoked: None,
         superseded: None,
+        quiet_after_minutes: None,
     };
     Ok((record, secret, hash))
 }

@@ -238,6 +238,77 @@ impl Metrics {
     }
 }
 
+/// The per-token series (issue 14 point 5), one set per token that is not revoked:
+/// requests by outcome class since the token's first request (a counter kept
+/// across restarts), the time of its last request, and each liveness warning as 0
+/// or 1. Token names are chosen by the admin, not by a request, and a token's
+/// series disappear when it is revoked, so the label set is bounded by the issued
+/// tokens. `token_id` tells apart two unrevoked tokens that share a name.
+pub(crate) fn render_tokens(
+    tokens: &[(
+        crate::app::tokens::TokenInfo,
+        crate::app::liveness::TokenLiveness,
+    )],
+    out: &mut String,
+) {
+    use crate::app::liveness::TokenWarning;
+    use crate::app::tokens::TokenState;
+    use crate::store::OutcomeClass;
+    let live: Vec<_> = tokens
+        .iter()
+        .filter(|(t, _)| t.state != TokenState::Revoked)
+        .map(|(t, l)| {
+            let labels = format!(
+                "token=\"{}\",token_id=\"{}\"",
+                escape(&t.name),
+                escape(&t.id)
+            );
+            (labels, l)
+        })
+        .collect();
+    out.push_str(
+        "# HELP scimbridge_token_requests_total SCIM requests of each unrevoked token by outcome (ok: 1xx-3xx, refused: 4xx but 401/403, denied: 401/403, failed: 5xx).\n\
+         # TYPE scimbridge_token_requests_total counter\n",
+    );
+    for (labels, l) in &live {
+        for c in OutcomeClass::ALL {
+            let _ = writeln!(
+                out,
+                "scimbridge_token_requests_total{{{labels},outcome=\"{}\"}} {}",
+                c.as_str(),
+                l.traffic.totals.get(c)
+            );
+        }
+    }
+    out.push_str(
+        "# HELP scimbridge_token_last_request_timestamp_seconds Unix time of each unrevoked token's last SCIM request.\n\
+         # TYPE scimbridge_token_last_request_timestamp_seconds gauge\n",
+    );
+    for (labels, l) in &live {
+        if let Some(t) = l.last_request {
+            let _ = writeln!(
+                out,
+                "scimbridge_token_last_request_timestamp_seconds{{{labels}}} {}",
+                t.unix_seconds()
+            );
+        }
+    }
+    out.push_str(
+        "# HELP scimbridge_token_warning 1 while the token's liveness warning of this kind holds (failing, quiet, expiring, expired), else 0.\n\
+         # TYPE scimbridge_token_warning gauge\n",
+    );
+    for (labels, l) in &live {
+        for kind in TokenWarning::KINDS {
+            let on = l.warnings.iter().any(|w| w.kind() == kind);
+            let _ = writeln!(
+                out,
+                "scimbridge_token_warning{{{labels},kind=\"{kind}\"}} {}",
+                u8::from(on)
+            );
+        }
+    }
+}
+
 /// The served certificate's gauges, appended to the exposition: expiry, warnings by
 /// kind and, in ACME mode, the next renewal and the last error by kind. Every label
 /// value comes from a closed set (`WarningKind::ALL`, `AcmeErrorKind::ALL` and

@@ -345,6 +345,11 @@ fn metrics_response(state: &AppState, req: &Request<RequestBody>) -> Response<Bo
     {
         metrics::render_tls(&view, &mut text);
     }
+    let now = crate::clock::Timestamp::now();
+    metrics::render_tokens(
+        &state.app.token_liveness(now).unwrap_or_default(),
+        &mut text,
+    );
     let (refused, dropped) = state.app.unknown.totals();
     text.push_str(&format!(
         "# HELP scimbridge_unknown_attributes_total Attributes no schema defines that SCIM requests named, by what the server did ([scim] unknown_attributes).\n\

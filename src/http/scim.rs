@@ -123,8 +123,9 @@ pub(crate) async fn handle(
         Some((rt, id)) if writes => state.app.resource_name(*rt, id),
         _ => None,
     };
-    let mut token_name = None;
-    let (response, reason) = match handle_inner(state, req, rest, &mut token_name).await {
+    // (token id, token name) once authenticated.
+    let mut token = None;
+    let (response, reason) = match handle_inner(state, req, rest, &mut token).await {
         Ok(r) => {
             let reason = (r.status() == StatusCode::TOO_MANY_REQUESTS)
                 .then(|| "throttled: too many requests in progress".to_owned());
@@ -132,6 +133,14 @@ pub(crate) async fn handle(
         }
         Err(e) => (scim_error(&e), Some(e.detail)),
     };
+    let token_name = token.map(|(id, name)| {
+        let status = response.status().as_u16();
+        state
+            .app
+            .liveness
+            .count(&id, status, reason.as_deref(), Timestamp::now());
+        name
+    });
     // Kept for the admin dashboard, refusals included.
     let seen = state.activity.record(
         method.as_str(),
@@ -196,14 +205,14 @@ async fn handle_inner(
     state: &Arc<AppState>,
     req: Request<RequestBody>,
     rest: &str,
-    token_name: &mut Option<String>,
+    token: &mut Option<(String, String)>,
 ) -> Handled {
     let principal = match admit(state, &req) {
         Ok(p) => p,
         Err(Refusal::Throttled(t)) => return Ok(super::throttled(&t, true)),
         Err(Refusal::Error(e)) => return Err(e),
     };
-    *token_name = Some(principal.name.clone());
+    *token = Some((principal.token_id.clone(), principal.name.clone()));
 
     let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
     if segments.first() == Some(&"Me") {
@@ -826,6 +835,11 @@ fn search_params(body: &Value) -> ScimResult<SearchRequest> {
     })
 }
 
+/// A page of more than this many resources is heavy work (`Limiter::heavy`); the
+/// identity providers page by 100 or less (Okta imports ask for 100; Entra ID
+/// looks resources up by filter).
+const LARGE_PAGE: usize = 200;
+
 async fn search(
     state: &AppState,
     rt: Option<ResourceType>,
@@ -843,9 +857,13 @@ async fn search(
         limits.default_page_size,
         limits.max_page_size,
     )?;
-    // Scans and sorts cost in proportion to the directory: heavy work.
+    // Scans and sorts cost in proportion to the directory, a large page in
+    // proportion to its count: heavy work, so that clients holding many large pages
+    // unread (HTTP/2 streams never read) cannot make the server render and keep
+    // more than the heavy-work limits allow.
     let types: Vec<ResourceType> = rt.map_or_else(|| ResourceType::ALL.to_vec(), |t| vec![t]);
     let scans = params.sort_by.is_some()
+        || params.count > LARGE_PAGE
         || types.len() > 1
         || params.filter.as_ref().is_some_and(|f| {
             types

@@ -18,6 +18,7 @@ mod nesting;
 mod sparse;
 mod tables;
 mod tokens;
+mod traffic;
 mod upgrade;
 
 pub(crate) use admin::{
@@ -27,6 +28,7 @@ pub(crate) use audit::{ActorKind, AuditOutcome, AuditRecord};
 pub(crate) use health::StorageHealth;
 pub(crate) use migration::{MigrationState, Phase, StoredPolicy};
 pub(crate) use tokens::{hex, RevokeWhich, Scope, TokenRecord, TokenState};
+pub(crate) use traffic::{hour_of, OutcomeClass, OutcomeCounts, TokenTraffic};
 pub(crate) use upgrade::{Upgrade, FORMAT_VERSION};
 
 use std::any::Any;

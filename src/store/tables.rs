@@ -10,7 +10,7 @@ use redb::{
 };
 
 use super::{
-    admin, audit, migration, tokens, StoreResult, EMAILS, EVENTS, EXTERNAL_IDS, GROUPS,
+    admin, audit, migration, tokens, traffic, StoreResult, EMAILS, EVENTS, EXTERNAL_IDS, GROUPS,
     GROUP_NAMES, MEMBERS, MEMBER_OF, SETTINGS, USERS, USER_NAMES,
 };
 
@@ -123,6 +123,7 @@ pub(super) static ALL: &[&dyn Table] = &[
     &Plain(audit::AUDIT),
     &Plain(tokens::TOKENS),
     &Plain(tokens::TOKEN_HASHES),
+    &Plain(traffic::TOKEN_TRAFFIC),
     &Plain(admin::ACCOUNTS),
     &Plain(admin::SETUP_CODES),
     &Plain(migration::MIGRATION_MAP),
@@ -185,8 +186,15 @@ mod tests {
                 last_used: None,
                 revoked: None,
                 superseded: None,
+                quiet_after_minutes: None,
             };
             store.add_token(record, vec![0x00, 0xff]).await.unwrap();
+            let mut traffic = crate::store::TokenTraffic::default();
+            traffic.count(201, None, now);
+            store
+                .record_token_use(vec![("t1".into(), now)], vec![("t1".into(), traffic)])
+                .await
+                .unwrap();
             let entry = crate::store::AuditRecord {
                 seq: 0,
                 time: now,

@@ -5,6 +5,7 @@
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
+use super::traffic::{drop_traffic_in, put_traffic_in, TokenTraffic};
 use super::{Snapshot, Store, StoreError, StoreResult};
 use crate::clock::Timestamp;
 use crate::scim::error::ScimError;
@@ -47,6 +48,11 @@ pub(crate) struct TokenRecord {
     /// valid until it is revoked, never automatically. Absent in format 3's records.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub superseded: Option<Timestamp>,
+    /// The quiet-time alarm: warn when the token has sent nothing for this many
+    /// minutes (issue 14 point 5). `None` (the default, and every record stored
+    /// before the alarm existed): never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quiet_after_minutes: Option<u32>,
 }
 
 /// Whether a token is accepted at a given time.
@@ -227,24 +233,84 @@ impl Store {
         r
     }
 
-    /// Records when tokens were last used (batched by the caller; not worth an fsync
-    /// per request).
-    pub(crate) async fn record_token_use(&self, uses: Vec<(String, Timestamp)>) -> StoreResult<()> {
+    /// Records when tokens were last used and their traffic (batched by the caller;
+    /// not worth an fsync per request), in one transaction. Returns the ids whose
+    /// traffic was refused because the token is revoked or gone.
+    pub(crate) async fn record_token_use(
+        &self,
+        uses: Vec<(String, Timestamp)>,
+        traffic: Vec<(String, TokenTraffic)>,
+    ) -> StoreResult<Vec<String>> {
         self.write(move |txn| {
-            let mut t = txn.open_table(TOKENS)?;
-            for (id, when) in uses {
-                let rec = t.get(id.as_str())?.map(|v| v.value().to_vec());
-                if let Some(bytes) = rec {
-                    let mut r: TokenRecord = serde_json::from_slice(&bytes)?;
-                    if r.last_used < Some(when) {
-                        r.last_used = Some(when);
-                        t.insert(id.as_str(), serde_json::to_vec(&r)?.as_slice())?;
+            {
+                let mut t = txn.open_table(TOKENS)?;
+                for (id, when) in uses {
+                    let rec = t.get(id.as_str())?.map(|v| v.value().to_vec());
+                    if let Some(bytes) = rec {
+                        let mut r: TokenRecord = serde_json::from_slice(&bytes)?;
+                        if r.last_used < Some(when) {
+                            r.last_used = Some(when);
+                            t.insert(id.as_str(), serde_json::to_vec(&r)?.as_slice())?;
+                        }
                     }
                 }
             }
-            Ok(())
+            // Traffic of tokens that are revoked or gone is refused and deleted.
+            let (live, refused): (Vec<_>, Vec<_>) = {
+                let t = txn.open_table(TOKENS)?;
+                let mut split = (Vec::new(), Vec::new());
+                for (id, row) in traffic {
+                    let live = match t.get(id.as_str())? {
+                        Some(v) => serde_json::from_slice::<TokenRecord>(v.value())?
+                            .revoked
+                            .is_none(),
+                        None => false,
+                    };
+                    if live {
+                        split.0.push((id, row));
+                    } else {
+                        split.1.push(id);
+                    }
+                }
+                split
+            };
+            put_traffic_in(txn, live)?;
+            for id in &refused {
+                drop_traffic_in(txn, id)?;
+            }
+            Ok(refused)
         })
         .await
+    }
+
+    /// Sets (or with `None` turns off) the quiet-time alarm of the unrevoked token
+    /// with this id, or of every unrevoked secret with this name (after a rotation
+    /// the alarm watches the identity provider, whichever secret it sends); returns
+    /// the first record changed.
+    pub(crate) async fn set_token_quiet_after(
+        &self,
+        name: String,
+        minutes: Option<u32>,
+    ) -> StoreResult<TokenRecord> {
+        let r = self
+            .write(move |txn| {
+                let chosen = unrevoked_in(txn, &name)?;
+                let mut t = txn.open_table(TOKENS)?;
+                let mut first = None;
+                for mut rec in chosen {
+                    rec.quiet_after_minutes = minutes;
+                    t.insert(rec.id.as_str(), serde_json::to_vec(&rec)?.as_slice())?;
+                    first.get_or_insert(rec);
+                }
+                first.ok_or_else(|| {
+                    StoreError::Scim(ScimError::not_found(format!(
+                        "no active token named \"{name}\""
+                    )))
+                })
+            })
+            .await;
+        self.invalidate_tokens();
+        r
     }
 }
 
@@ -269,6 +335,25 @@ fn add_token_in(
     txn.open_table(TOKEN_HASHES)?
         .insert(secret_hash, record.id.as_str())?;
     Ok(record)
+}
+
+/// The unrevoked secrets this name (or id) means: the token with this id, else
+/// every unrevoked secret under this name (a rotation leaves several).
+fn unrevoked_in(txn: &WriteTransaction, name: &str) -> StoreResult<Vec<TokenRecord>> {
+    let live: Vec<TokenRecord> = all_tokens(&txn.open_table(TOKENS)?)?
+        .into_iter()
+        .filter(|t| t.revoked.is_none())
+        .collect();
+    let chosen: Vec<TokenRecord> = match live.iter().find(|t| t.id == name) {
+        Some(by_id) => vec![by_id.clone()],
+        None => live.into_iter().filter(|t| t.name == name).collect(),
+    };
+    if chosen.is_empty() {
+        return Err(StoreError::Scim(ScimError::not_found(format!(
+            "no active token named \"{name}\""
+        ))));
+    }
+    Ok(chosen)
 }
 
 /// Which secrets `token revoke NAME` means.
@@ -322,6 +407,8 @@ fn revoke_in(
     for mut rec in chosen {
         rec.revoked = Some(now);
         t.insert(rec.id.as_str(), serde_json::to_vec(&rec)?.as_slice())?;
+        // The token's traffic and metric series go with it.
+        drop_traffic_in(txn, &rec.id)?;
         out.push(rec);
     }
     Ok(out)

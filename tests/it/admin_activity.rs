@@ -178,7 +178,7 @@ fn activity_pages_through_the_matches_with_counts() {
         "newest first"
     );
     assert!(
-        first.contains("rel=\"next\" href=\"/admin/activity?action=scim.&amp;page=2\""),
+        first.contains("href=\"/admin/activity?action=scim.&amp;page=2\" rel=\"next\""),
         "{first}"
     );
     let second = text(&get_page(
@@ -191,4 +191,104 @@ fn activity_pages_through_the_matches_with_counts() {
     assert!(second.contains("rel=\"prev\"") && !second.contains("rel=\"next\""));
     let none = text(&get_page(&c, "/admin/activity?q=nobody-at-all", &cookie));
     assert!(none.contains("0 of 0") && none.contains("Nothing found"));
+}
+
+/// The positions of `names` in `page`, which must all be there.
+fn order_of(page: &str, names: &[&str]) -> Vec<usize> {
+    names
+        .iter()
+        .map(|n| {
+            page.find(n)
+                .unwrap_or_else(|| panic!("{n} missing: {page}"))
+        })
+        .collect()
+}
+
+#[test]
+fn activity_sorts_by_each_column_with_aria_sort() {
+    let (s, cookie) = signed_in_server(&[]);
+    let c = s.client();
+    let alpha = c.with_token(&issue_on_page(&c, &cookie, "alpha", "read-write"));
+    assert_eq!(
+        c.post("/Users", &user_body("m-user@example.com")).status,
+        201
+    );
+    assert_eq!(
+        alpha
+            .post("/Users", &user_body("z-user@example.com"))
+            .status,
+        201
+    );
+    assert_eq!(
+        c.post("/Users", &user_body("a-user@example.com")).status,
+        201
+    );
+    assert_eq!(
+        alpha
+            .post("/Users", &user_body("m-user@example.com"))
+            .status,
+        409
+    );
+    let base = "/admin/activity?action=scim.";
+    let newest = page_when(&c, &cookie, base, |p| p.contains("1–4 of 4"));
+    assert!(newest.contains("newest first"), "{newest}");
+    assert!(
+        newest.contains("<th aria-sort=\"descending\"><a href=\"/admin/activity?action=scim.&amp;order=asc\" data-sort=\"time\">Time ▼</a></th>"),
+        "{newest}"
+    );
+    let rows = |p: &str| order_of(p, &["a-user@", "z-user@", "m-user@"]);
+    let r = rows(&newest);
+    // Newest first: the refused m-user (by alpha), a-user, z-user, the first m-user.
+    assert!(r[2] < r[0] && r[0] < r[1], "newest first: m, a, z");
+
+    let oldest = text(&get_page(&c, &format!("{base}&order=asc"), &cookie));
+    assert!(oldest.contains("oldest first"));
+    let r = rows(&oldest);
+    assert!(r[2] < r[1] && r[1] < r[0], "oldest first: m, z, a");
+
+    // By actor: alpha's entries first, then test's; the heading says so.
+    let by_actor = text(&get_page(&c, &format!("{base}&sort=actor"), &cookie));
+    assert!(
+        by_actor.contains("<th aria-sort=\"ascending\"><a href=\"/admin/activity?action=scim.&amp;sort=actor&amp;order=desc\" data-sort=\"actor\">Actor ▲</a></th>"),
+        "{by_actor}"
+    );
+    assert_eq!(
+        by_actor.matches("aria-sort=").count(),
+        1,
+        "one sorted column"
+    );
+    let z = by_actor.find("z-user@").unwrap();
+    let a = by_actor.find("a-user@").unwrap();
+    assert!(z < a, "alpha (z-user) before test (a-user)");
+    let desc = text(&get_page(
+        &c,
+        &format!("{base}&sort=actor&order=desc"),
+        &cookie,
+    ));
+    assert!(desc.contains("aria-sort=\"descending\"") && desc.contains("by actor, Z to A"));
+    assert!(desc.find("a-user@").unwrap() < desc.find("z-user@").unwrap());
+
+    // By resource name, and by outcome (done before refused).
+    let by_name = text(&get_page(&c, &format!("{base}&sort=resource"), &cookie));
+    let r = rows(&by_name);
+    assert!(r[0] < r[2] && r[2] < r[1], "a, m, z: {by_name}");
+    let by_outcome = text(&get_page(
+        &c,
+        &format!("{base}&sort=outcome&order=desc"),
+        &cookie,
+    ));
+    let conflict = by_outcome.find("409 conflict").expect("the refused write");
+    assert!(
+        conflict < by_outcome.find("201 ").unwrap(),
+        "refused first when descending"
+    );
+    let by_action = text(&get_page(&c, &format!("{base}&sort=action"), &cookie));
+    assert!(by_action.contains("aria-sort=\"ascending\"><a href=\"/admin/activity?action=scim.&amp;sort=action&amp;order=desc\""));
+
+    // The filter form and the pages keep the sort.
+    assert!(by_actor.contains("<input type=\"hidden\" name=\"sort\" value=\"actor\">"));
+    // Unknown sort values are refused by the query parser as a whole: the page falls
+    // back to its defaults rather than failing.
+    let odd = get_page(&c, &format!("{base}&sort=nonsense"), &cookie);
+    assert_eq!(odd.status, 200);
 }

@@ -334,6 +334,20 @@ fn admin_flow_in_headless_chromium() {
         page.contains("<b>1</b> user<small>"),
         "counts follow the directory"
     );
+    // The requests-per-hour chart is drawn (inline SVG, no script).
+    assert!(page.contains("id=\"chart-all\"") && page.contains("SCIM requests per hour"));
+    let chart_width = b
+        .call(
+            "POST",
+            "/execute/sync",
+            Some(json!({"script": "return document.getElementById('chart-all').getBoundingClientRect().width", "args": []})),
+        )
+        .as_f64()
+        .unwrap_or(0.0);
+    assert!(
+        chart_width > 100.0,
+        "the chart is laid out: {chart_width}px"
+    );
     let shot_dashboard = b.screenshot(&artifacts, "admin-dashboard.png");
 
     // The Activity page: every write with who did it, filtered to the admin's own.
@@ -346,6 +360,13 @@ fn admin_flow_in_headless_chromium() {
     assert!(page.contains("token.issue") && page.contains("browser-idp"));
     assert!(!page.contains("scim.create"), "filtered to the admin");
     let shot_activity = b.screenshot(&artifacts, "admin-activity.png");
+    // Its columns sort too, and say so.
+    b.click("th a[data-sort='actor']");
+    b.wait_for_url("the activity by actor", |u| u.contains("sort=actor"));
+    let page = b.wait_for("the sorted activity", |s| {
+        s.contains("aria-sort=\"ascending\"")
+    });
+    assert!(page.contains("by actor, A to Z"), "{page}");
 
     // The Users list sorts by a column heading and says which one.
     for name in ["ada@example.com", "bob@example.com"] {
@@ -365,6 +386,15 @@ fn admin_flow_in_headless_chromium() {
     );
     assert!(g < a, "descending by userName");
     let shot_users = b.screenshot(&artifacts, "admin-users-sorted.png");
+
+    // The Tokens page: the test token's requests, errors and its own chart.
+    b.go(&format!("{base}/admin/tokens"));
+    let page = b.wait_for("the token's traffic", |s| {
+        s.contains("<tr data-token=\"test\"") && s.contains("class=\"requests\"")
+    });
+    let row = &page[page.find("<tr data-token=\"test\"").unwrap()..];
+    assert!(row.contains("<svg") && row.contains("just now"), "{row}");
+    let shot_tokens_liveness = b.screenshot(&artifacts, "admin-tokens-liveness.png");
 
     // The migration policy is a setting on the Migration page.
     b.go(&format!("{base}/admin/migration"));
@@ -407,6 +437,7 @@ fn admin_flow_in_headless_chromium() {
         ("/admin/activity", "admin-activity-phone.png"),
         ("/admin/migration", "admin-migration-phone.png"),
         ("/admin/users", "admin-users-phone.png"),
+        ("/admin/tokens", "admin-tokens-phone.png"),
     ] {
         b.go(&format!("{base}{path}"));
         b.wait_for(path, |s| s.contains("</main>"));
@@ -435,6 +466,7 @@ fn admin_flow_in_headless_chromium() {
         shot_phone,
         shot_activity,
         shot_users,
+        shot_tokens_liveness,
     ] {
         eprintln!("screenshot: {}", p.display());
     }

@@ -753,12 +753,100 @@ fn migration_from_the_page_push_verify_cut_over() {
     );
     let page = wait_for_job(&c, &cookie);
     assert!(page.contains("aria-current=\"step\">cut over<"), "{page}");
-    assert!(forms(&page).is_empty(), "nothing to do after cut-over");
+    // After cut-over only a verification is offered, with the target's token typed
+    // for that run (issue 14 point 8).
+    assert_eq!(forms(&page), ["verify"], "only verify after cut-over");
+    assert!(
+        page.contains("id=\"verify-token\" name=\"token\" type=\"password\""),
+        "{page}"
+    );
     assert!(page.contains("can be decommissioned"));
     assert!(page.contains("Tenant URL") && page.contains("SCIM connector base URL"));
     let dashboard = text(&get_page(&c, "/admin", &cookie));
     assert!(dashboard.contains("can be decommissioned") && dashboard.contains(&target));
     assert_eq!(c.post("/Users", &user_body("late@example.com")).status, 410);
+    verify_after_cut_over(&a, &b, &c, &cookie);
+}
+
+/// Verify from the page after the cut-over: without a token it is refused, without
+/// the CSRF token nothing runs, with a wrong token it fails, with the right one it
+/// names what the target lacks; the token is stored, shown and logged nowhere.
+fn verify_after_cut_over(a: &Server, b: &Server, c: &Client, cookie: &str) {
+    let bob = b
+        .client()
+        .get("/Users?filter=userName%20eq%20%22bob@example.com%22")
+        .json();
+    let bob_id = bob["Resources"][0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(b.client().delete(&format!("/Users/{bob_id}")).status, 204);
+
+    let page = text(&get_page(c, "/admin/migration", cookie));
+    let r = post_form(
+        c,
+        "/admin/migration/verify",
+        Some(cookie),
+        &[("csrf", &csrf(&page))],
+    );
+    assert_eq!(r.status, 303);
+    let page = text(&get_page(c, "/admin/migration", cookie));
+    assert!(
+        page.contains("Not verified: after the cut-over the target&#39;s token is not stored")
+            || page.contains("Not verified: after the cut-over the target's token is not stored"),
+        "{page}"
+    );
+    let r = post_form(
+        c,
+        "/admin/migration/verify",
+        Some(cookie),
+        &[("csrf", "forged"), ("token", &b.token)],
+    );
+    assert_eq!(r.status, 403, "CSRF-protected");
+
+    let page = text(&get_page(c, "/admin/migration", cookie));
+    post_form(
+        c,
+        "/admin/migration/verify",
+        Some(cookie),
+        &[("csrf", &csrf(&page)), ("token", "scimb_not_the_token")],
+    );
+    let page = wait_for_job(c, cookie);
+    let job = &page[page.find("id=\"job\"").unwrap()..];
+    assert!(
+        job.contains("<b>Verification</b>") && job.contains("failed"),
+        "{job}"
+    );
+
+    post_form(
+        c,
+        "/admin/migration/verify",
+        Some(cookie),
+        &[("csrf", &csrf(&page)), ("token", &b.token)],
+    );
+    let page = wait_for_job(c, cookie);
+    let job = &page[page.find("id=\"job\"").unwrap()..];
+    assert!(
+        job.contains("<b>Verification</b>") && job.contains("pill ok\">done"),
+        "{job}"
+    );
+    assert!(
+        job.contains("bob@example.com"),
+        "the missing user by name: {job}"
+    );
+    assert!(job.contains("&quot;count&quot;: 1"), "{job}");
+    assert!(
+        page.contains("aria-current=\"step\">cut over<"),
+        "still cut over"
+    );
+    assert!(!page.contains(&b.token), "the token is not shown");
+    assert!(!a.log_text().contains(&b.token), "nor logged");
+    let audit = text(&get_page(c, "/admin/activity?q=migration.verify", cookie));
+    assert!(audit.contains("migration.verify") && !audit.contains(&b.token));
+    // Nothing kept it: the database file holds no trace of the token either.
+    let db = std::fs::read(a.data_dir().join("scimbridge.redb")).unwrap();
+    let secret = b.token.as_bytes();
+    assert!(
+        !db.windows(secret.len()).any(|w| w == secret),
+        "the token was stored"
+    );
 }
 
 #[test]

@@ -12,6 +12,7 @@ mod admin_activity;
 mod admin_browser;
 mod admin_http;
 mod admin_lists;
+mod admin_liveness;
 mod admin_migration;
 mod cli_data_dir;
 mod crash_safety;

@@ -8,6 +8,8 @@
 //! the admin cookie is never looked at by the SCIM endpoints.
 
 pub(crate) mod activity;
+mod fragments;
+mod liveness;
 pub(crate) mod pages;
 pub(crate) mod session;
 
@@ -26,9 +28,7 @@ use serde_json::Value;
 use super::{AppState, Body, Listener, RequestBody};
 use crate::app::admin::{self as credentials, CredentialError, FirstRun};
 use crate::app::audit::{Caller, Entry, ExportFormat};
-use crate::app::tokens::{
-    self, IssueRequest, RevokeWhich, TokenError, TokenInfo, TokenState, MAX_TOKEN_DAYS,
-};
+use crate::app::tokens::{self, IssueRequest, RevokeWhich, TokenError, TokenState, MAX_TOKEN_DAYS};
 use crate::app::{Paging, Query, Resource};
 use crate::clock::Timestamp;
 use crate::config::Config;
@@ -63,7 +63,8 @@ const CSP: &str = "default-src 'none'; style-src 'self'; script-src 'self'; img-
 /// A migration step that runs in the background, started from the page.
 enum JobKind {
     Push(PushRequest),
-    Verify,
+    /// With the target's token for this run after the cut-over (never stored).
+    Verify(Option<Secret>),
     Cutover,
 }
 
@@ -72,7 +73,7 @@ impl JobKind {
         match self {
             JobKind::Push(r) if r.dry_run => "Push (dry run)",
             JobKind::Push(_) => "Push",
-            JobKind::Verify => "Verification",
+            JobKind::Verify(_) => "Verification",
             JobKind::Cutover => "Cut-over",
         }
     }
@@ -427,6 +428,13 @@ struct PushForm {
     omit_unsupported: Option<String>,
 }
 
+/// The verify form: after the cut-over it carries the target's token for the run.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct VerifyForm {
+    token: String,
+}
+
 #[derive(Deserialize, Default)]
 #[serde(default)]
 struct CutoverForm {
@@ -527,6 +535,7 @@ async fn dispatch(state: &Arc<AppState>, req: Request<RequestBody>) -> Response<
                 &chrome(&me, "Tokens", "tokens"),
                 &pages::TokensView {
                     rows: &token_rows(state),
+                    now: Timestamp::now(),
                     issued: None,
                     error: None,
                 },
@@ -647,6 +656,12 @@ async fn signed_in_post(
                 ));
             }
             let msg = revoke_token(state, &who, f.id).await;
+            state.admin.sessions.set_flash(me.id(), msg);
+            redirect("/admin/tokens")
+        }
+        "/admin/tokens/quiet" => {
+            let f: QuietForm = parse_form(&body)?;
+            let msg = set_quiet_after(state, &who, f).await;
             state.admin.sessions.set_flash(me.id(), msg);
             redirect("/admin/tokens")
         }
@@ -1027,14 +1042,25 @@ async fn dashboard(
         .as_ref()
         .and_then(|c| c.view(now))
         .map(|v| pages::CertSummary::new(&v, now));
+    let tokens = state.app.token_liveness(now).unwrap_or_default();
+    let mut attention: Vec<_> = cert
+        .iter()
+        .filter_map(|c| liveness::cert_attention(c.days_left, &c.not_after))
+        .collect();
+    attention.extend(liveness::token_attention(&tokens));
+    attention.sort_by_key(|a| !a.error);
     let d = pages::Dashboard {
+        attention,
+        traffic: crate::app::liveness::combined(tokens.iter().map(|(_, l)| l)),
+        now,
         scim_url: scim_url(state, req),
         users,
         inactive_users,
         groups: snap.count(ResourceType::Group).unwrap_or(0),
-        active_tokens: tokens::list(&state.app.store, now)
-            .map(|t| t.iter().filter(|t| t.state == TokenState::Active).count())
-            .unwrap_or(0),
+        active_tokens: tokens
+            .iter()
+            .filter(|(t, _)| t.state == TokenState::Active)
+            .count(),
         requests: state.activity.recent(25),
         events: snap.recent_events(25).unwrap_or_default(),
         version: env!("CARGO_PKG_VERSION"),
@@ -1070,17 +1096,19 @@ async fn dashboard(
 // ---- tokens ------------------------------------------------------------------------
 
 fn token_rows(state: &AppState) -> Vec<pages::TokenRow> {
-    let mut list: Vec<TokenInfo> =
-        tokens::list(&state.app.store, Timestamp::now()).unwrap_or_default();
+    let mut list = state
+        .app
+        .token_liveness(Timestamp::now())
+        .unwrap_or_default();
     // Active first, then newest first.
-    list.sort_by(|a, b| {
+    list.sort_by(|(a, _), (b, _)| {
         (a.state != TokenState::Active, &b.created)
             .cmp(&(b.state != TokenState::Active, &a.created))
     });
     list.into_iter()
-        .map(|t| pages::TokenRow {
+        .map(|(t, liveness)| pages::TokenRow {
             state: t.state.as_str(),
-            last_used: state.app.pending_token_use(&t.id).or(t.last_used),
+            liveness,
             record: t,
         })
         .collect()
@@ -1108,6 +1136,46 @@ fn confirm_revoke(state: &AppState, id: String, chrome: Chrome<'_>) -> Response<
             "There is no such token; nothing was changed.",
         ),
     }
+}
+
+/// The quiet-time alarm form of one token: `off`/empty or a duration (`6h`).
+#[derive(Deserialize)]
+struct QuietForm {
+    id: String,
+    #[serde(default)]
+    quiet_after: String,
+}
+
+/// Sets a token's quiet-time alarm; audited (`token.quiet_alarm`) with the value.
+async fn set_quiet_after(state: &AppState, who: &Caller, f: QuietForm) -> String {
+    let entry = Entry::new("token.quiet_alarm");
+    let set = match tokens::parse_quiet_after(&f.quiet_after) {
+        Ok(minutes) => {
+            tokens::set_quiet_after(&state.app.store, f.id.clone(), minutes, Timestamp::now()).await
+        }
+        Err(e) => Err(e),
+    };
+    let (msg, entry) = match set {
+        Ok(t) => {
+            let (what, value) = match t.quiet_after_minutes.map(tokens::quiet_after_text) {
+                Some(v) => (format!("warns when it has sent nothing for {v}"), v),
+                None => ("is off".to_owned(), "off".to_owned()),
+            };
+            // The name as the audit shows it carries the new value.
+            let shown = format!("{}: quiet alarm {value}", t.name);
+            (
+                format!("The quiet-time alarm of \"{}\" {what}.", t.name),
+                entry.on("Token", Some(&t.id), Some(&shown)),
+            )
+        }
+        Err(e) => {
+            let why = e.page_message();
+            let entry = entry.on("Token", Some(&f.id), None).refused(why.clone());
+            (format!("Not changed: {why}"), entry)
+        }
+    };
+    state.app.audit(who, entry).await;
+    msg
 }
 
 /// The confirmed revocation of one token (by id, so one secret of a rotated name),
@@ -1160,6 +1228,7 @@ fn tokens_page(
     let rows = token_rows(state);
     let v = pages::TokensView {
         rows: &rows,
+        now: Timestamp::now(),
         issued,
         error,
     };
@@ -1533,10 +1602,11 @@ async fn activity_page(
 ) -> Response<Body> {
     let page = q.page.unwrap_or(1).max(1);
     let offset = (page - 1).saturating_mul(ACTIVITY_PAGE_SIZE as u64);
-    let (app, filter) = (state.app.clone(), q.filter());
-    let found =
-        tokio::task::spawn_blocking(move || app.audit_search(&filter, offset, ACTIVITY_PAGE_SIZE))
-            .await;
+    let (app, filter, sort) = (state.app.clone(), q.filter(), q.sorting());
+    let found = tokio::task::spawn_blocking(move || {
+        app.audit_search(&filter, sort, offset, ACTIVITY_PAGE_SIZE)
+    })
+    .await;
     let found = match found {
         Ok(Ok(p)) => p,
         Ok(Err(e)) => return unavailable(e),
@@ -1679,7 +1749,25 @@ async fn migration_action(
             }
             return Ok(msg);
         }
-        "verify" => start_job(state, who, JobKind::Verify).await,
+        "verify" => {
+            // After the cut-over the stored token is gone: the form brings one for
+            // this run (a password field; never stored, logged or audited).
+            let f: VerifyForm = parse_form(body)?;
+            let token = Some(Secret::new(f.token.trim())).filter(|t| !t.is_empty());
+            let cut_over = state
+                .app
+                .migration
+                .state()
+                .is_ok_and(|s| s.phase == crate::store::Phase::CutOver);
+            if cut_over && token.is_none() {
+                let msg = "Not verified: after the cut-over the target's token is not stored; \
+                           paste it into the form."
+                    .to_owned();
+                (msg.clone(), Some(msg))
+            } else {
+                start_job(state, who, JobKind::Verify(token)).await
+            }
+        }
         "cutover" => {
             let f: CutoverForm = parse_form(body)?;
             let target = state.app.migration.state().ok().and_then(|s| s.target);
@@ -1808,7 +1896,7 @@ async fn start_job(state: &Arc<AppState>, who: &Caller, kind: JobKind) -> (Strin
     let action = match &kind {
         JobKind::Push(r) if r.dry_run => "migration.push_dry_run",
         JobKind::Push(_) => "migration.push",
-        JobKind::Verify => "migration.verify",
+        JobKind::Verify(_) => "migration.verify",
         JobKind::Cutover => "migration.cutover",
     };
     let mut entry = Entry::new(action);
@@ -1858,7 +1946,7 @@ async fn start_job(state: &Arc<AppState>, who: &Caller, kind: JobKind) -> (Strin
         };
         let outcome = match kind {
             JobKind::Push(req) => m.push(req, &mut progress).await.map(JobOutcome::Push),
-            JobKind::Verify => m.verify(None, &mut progress).await.map(JobOutcome::Verify),
+            JobKind::Verify(token) => m.verify(token, &mut progress).await.map(JobOutcome::Verify),
             JobKind::Cutover => m.cutover(&mut progress).await.map(JobOutcome::Cutover),
         };
         if let Err(e) = &outcome {

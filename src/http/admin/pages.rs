@@ -13,7 +13,10 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::Serialize;
 
 use super::activity::ScimRequestRecord;
-use crate::app::audit::{AuditFilter, AuditPage};
+use super::fragments::csrf_field;
+pub(crate) use super::fragments::when;
+use super::liveness;
+use crate::app::audit::{AuditFilter, AuditPage, AuditSort};
 use crate::app::tokens::TokenInfo;
 use crate::migrate::policy::{
     list as policy_list, PolicyField, PolicyView, Source as PolicySource,
@@ -44,16 +47,6 @@ pub(crate) fn resource_href(rt: ResourceType, id: &str) -> String {
     format!("/admin/{}/{}", section(rt), segment(id))
 }
 
-/// An RFC 3339 time (text or `Timestamp`) as `YYYY-MM-DD HH:MM:SS UTC`.
-pub(crate) fn when(t: impl std::fmt::Display) -> String {
-    let t = t.to_string().replacen('T', " ", 1);
-    let t = match t.find('.') {
-        Some(i) => t[..i].to_owned(),
-        None => t.trim_end_matches('Z').to_owned(),
-    };
-    format!("{} UTC", t.trim_end_matches('Z'))
-}
-
 pub(crate) fn duration(d: Duration) -> String {
     let s = d.as_secs();
     match s {
@@ -74,11 +67,6 @@ pub(crate) fn bytes(n: u64) -> String {
 }
 
 pub(crate) use crate::plural::count;
-
-/// The hidden field every state-changing form carries.
-fn csrf_field(csrf: &str) -> Markup {
-    html! { input type="hidden" name="csrf" value=(csrf); }
-}
 
 /// What every signed-in page shares.
 pub(crate) struct Chrome<'a> {
@@ -343,6 +331,12 @@ pub(crate) struct Dashboard {
     pub unknown: Vec<UnknownRow>,
     /// "reject" or "drop".
     pub unknown_policy: &'static str,
+    /// Token warnings and certificate expiry (`liveness.rs`), errors first.
+    pub attention: Vec<liveness::Attention>,
+    /// Every unrevoked token's requests per hour, the last 24 clock hours.
+    pub traffic: Vec<crate::store::OutcomeCounts>,
+    /// When the page was made.
+    pub now: crate::clock::Timestamp,
 }
 
 /// One unknown attribute on the dashboard.
@@ -489,6 +483,7 @@ pub(crate) fn dashboard(c: &Chrome, d: &Dashboard) -> String {
                 p { "Secret token: issue one on the " a href="/admin/tokens" { "Tokens" } " page (" (d.active_tokens) " active)." }
             }
         }
+        (liveness::attention(&d.attention))
         (unknown_attributes(d))
         section.stats {
             a.stat href="/admin/users" { b { (d.users) } " " (if d.users == 1 { "user" } else { "users" }) small { (d.users.saturating_sub(d.inactive_users)) " active, " (d.inactive_users) " inactive" } }
@@ -498,6 +493,7 @@ pub(crate) fn dashboard(c: &Chrome, d: &Dashboard) -> String {
                 @if let Some(e) = d.migration_error.as_deref() { small.bad #migration-error { "error: " (e) } }
             }
         }
+        (liveness::traffic_card(&d.traffic, d.now))
         section {
             h2 { "Recent SCIM requests" }
             @if d.requests.is_empty() {
@@ -563,7 +559,8 @@ pub(crate) fn dashboard(c: &Chrome, d: &Dashboard) -> String {
 pub(crate) struct TokenRow {
     pub record: TokenInfo,
     pub state: &'static str,
-    pub last_used: Option<crate::clock::Timestamp>,
+    /// Last request, 24 h counts, warnings (`liveness.rs`).
+    pub liveness: crate::app::liveness::TokenLiveness,
 }
 
 /// A token that was just issued: its secret is on this page and nowhere else.
@@ -578,6 +575,8 @@ pub(crate) struct Issued {
 /// The Tokens page: the issue form, a just-issued secret or a refusal, the list.
 pub(crate) struct TokensView<'a> {
     pub rows: &'a [TokenRow],
+    /// When the page was made (relative times).
+    pub now: crate::clock::Timestamp,
     pub issued: Option<&'a Issued>,
     pub error: Option<&'a str>,
 }
@@ -627,16 +626,18 @@ pub(crate) fn tokens(c: &Chrome, v: &TokensView) -> String {
                 p.note { "No token yet." }
             } @else {
                 div.scroll { table #tokens {
-                    thead { tr { th { "Name" } th { "Scope" } th { "Created" } th { "Last used" } th { "Expires" } th { "State" } th {} } }
+                    thead { tr { th { "Name" } th { "Scope" } th { "Created" } th { "Last request" } th { "Last 24 h" } th { "Expires" } th { "State" } th { "Quiet alarm" } th {} } }
                     tbody { @for r in v.rows {
                         @let t = &r.record;
                         tr data-token=(t.name) data-state=(r.state) {
                             td { (t.name) }
                             td { (t.scope.as_str()) }
                             td { (when(t.created)) }
-                            td { (r.last_used.map(when).as_deref().unwrap_or("never")) }
+                            (liveness::last_request_cell(&r.liveness, v.now))
+                            (liveness::day_cell(t, &r.liveness, v.now))
                             td { (t.expires.map(when).as_deref().unwrap_or("never")) }
-                            td { span class={ "pill " (match r.state { "active" => "ok", "superseded" => "warn", _ => "bad" }) } { (r.state) } }
+                            td { span class={ "pill " (match r.state { "active" => "ok", "superseded" => "warn", _ => "bad" }) } { (r.state) } (liveness::badges(&r.liveness)) }
+                            (liveness::quiet_cell(t, c.csrf))
                             td.actions {
                                 @if r.state == "active" {
                                     form method="post" action="/admin/tokens/rotate" {
@@ -662,6 +663,7 @@ pub(crate) fn tokens(c: &Chrome, v: &TokensView) -> String {
                  the same name and keeps the old one working (superseded) until you revoke it, so the \
                  identity provider can be switched without an outage."
             }
+            (liveness::explained())
         }
     };
     layout(c, content)
@@ -827,17 +829,28 @@ impl ListQuery {
     }
 }
 
-/// A sortable column heading: a link that sorts by it, with an arrow and
-/// `aria-sort` on the column the list is sorted by.
+/// A Users or Groups column heading that sorts by `column`.
 fn sort_heading(rt: ResourceType, q: &ListQuery, column: SortColumn, label: &str) -> Markup {
-    let current = q.sort.unwrap_or_default() == column;
-    let desc = q.order.unwrap_or_default() == SortOrder::Desc;
-    let aria = current.then_some(if desc { "descending" } else { "ascending" });
+    let current = (q.sort.unwrap_or_default() == column).then(|| q.order.unwrap_or_default());
+    sortable_heading(
+        label,
+        column.as_str(),
+        current,
+        &q.sorted_by(column).href(rt),
+    )
+}
+
+/// A sortable column heading (every sortable table: Users, Groups, Activity): a
+/// link to `href`, the table sorted by this column (`key`), with an arrow and
+/// `aria-sort` when the table is sorted by it (`current`: in that order).
+fn sortable_heading(label: &str, key: &str, current: Option<SortOrder>, href: &str) -> Markup {
+    let desc = current == Some(SortOrder::Desc);
+    let aria = current.map(|_| if desc { "descending" } else { "ascending" });
     html! {
         th aria-sort=[aria] {
-            a href=(q.sorted_by(column).href(rt)) data-sort=(column.as_str()) {
+            a href=(href) data-sort=(key) {
                 (label)
-                @if current { @if desc { " ▼" } @else { " ▲" } }
+                @if current.is_some() { @if desc { " ▼" } @else { " ▲" } }
             }
         }
     }
@@ -985,7 +998,8 @@ pub(crate) fn detail(c: &Chrome, v: &DetailView) -> String {
 
 // ---- activity ----------------------------------------------------------------
 
-/// The Activity page's query string: the filter and the page number (from 1).
+/// The Activity page's query string: the filter, the sort (`sort`, `order`; newest
+/// first when absent) and the page number (from 1).
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
 #[serde(default)]
 pub(crate) struct ActivityQuery {
@@ -993,6 +1007,8 @@ pub(crate) struct ActivityQuery {
     pub actor: String,
     pub outcome: String,
     pub action: String,
+    pub sort: Option<AuditSort>,
+    pub order: Option<SortOrder>,
     pub page: Option<u64>,
 }
 
@@ -1006,13 +1022,56 @@ impl ActivityQuery {
         }
     }
 
-    /// `/admin/activity{suffix}?…` with this filter and page (empty values dropped).
+    /// The column and whether descending (each column's first order when absent).
+    pub(crate) fn sorting(&self) -> (AuditSort, bool) {
+        let sort = self.sort.unwrap_or_default();
+        let desc = match self.order {
+            Some(o) => o == SortOrder::Desc,
+            None => sort.first_descending(),
+        };
+        (sort, desc)
+    }
+
+    /// The same filter sorted by `column`: its first order, the other one when it is
+    /// already sorted so; back to page 1.
+    fn sorted_by(&self, column: AuditSort) -> ActivityQuery {
+        let (sort, desc) = self.sorting();
+        let desc = if sort == column {
+            !desc
+        } else {
+            column.first_descending()
+        };
+        let order = if desc {
+            SortOrder::Desc
+        } else {
+            SortOrder::Asc
+        };
+        ActivityQuery {
+            sort: (column != AuditSort::Time).then_some(column),
+            order: (desc != column.first_descending()).then_some(order),
+            page: None,
+            ..self.clone()
+        }
+    }
+
+    /// `/admin/activity{suffix}?…` with this filter, sort and page (empty values
+    /// dropped).
     pub(crate) fn href(&self, path: &str) -> String {
+        let order = match self.order {
+            Some(SortOrder::Asc) => "asc",
+            Some(SortOrder::Desc) => "desc",
+            None => "",
+        };
         let mut pairs: Vec<(&str, String)> = [
             ("q", self.q.clone()),
             ("actor", self.actor.clone()),
             ("outcome", self.outcome.clone()),
             ("action", self.action.clone()),
+            (
+                "sort",
+                self.sort.map(AuditSort::as_str).unwrap_or("").to_owned(),
+            ),
+            ("order", order.to_owned()),
         ]
         .into_iter()
         .filter(|(_, v)| !v.is_empty())
@@ -1055,7 +1114,26 @@ pub(crate) fn activity(c: &Chrome, v: &ActivityView) -> String {
         ..f.clone()
     };
     let shown = v.page.records.len();
-    let has_next = v.page.offset + (shown as u64) < v.page.matched;
+    let last_page = v.page.matched.div_ceil(v.page_size as u64).max(1);
+    let (sort, desc) = f.sorting();
+    let heading = |column: AuditSort, label: &str| {
+        let current = (sort == column).then_some(if desc {
+            SortOrder::Desc
+        } else {
+            SortOrder::Asc
+        });
+        sortable_heading(
+            label,
+            column.as_str(),
+            current,
+            &f.sorted_by(column).href("/admin/activity"),
+        )
+    };
+    let order_words = match (sort, desc) {
+        (AuditSort::Time, true) => "newest first".to_owned(),
+        (AuditSort::Time, false) => "oldest first".to_owned(),
+        (s, d) => format!("by {}, {}", s.as_str(), if d { "Z to A" } else { "A to Z" }),
+    };
     let select = |name: &'static str, current: &str, options: &[(&str, &str)]| {
         html! {
             select id=(name) name=(name) {
@@ -1077,10 +1155,12 @@ pub(crate) fn activity(c: &Chrome, v: &ActivityView) -> String {
             (select("outcome", &f.outcome, &[("", "any"), ("done", "done"), ("refused", "refused")]))
             label for="action" { "Action" }
             (select("action", &f.action, &[("", "any"), ("scim.", "SCIM writes"), ("token.", "tokens"), ("admin.", "admin accounts"), ("migration.", "migration"), ("directory.", "import")]))
+            @if let Some(s) = f.sort { input type="hidden" name="sort" value=(s.as_str()); }
+            @if let Some(o) = f.order { input type="hidden" name="order" value=(if o == SortOrder::Desc { "desc" } else { "asc" }); }
             button type="submit" { "Filter" }
         }
         p.note #range {
-            (range_text(v.page.offset, shown, v.page.matched, "entry", "entries")) ", newest first. Export: "
+            (range_text(v.page.offset, shown, v.page.matched, "entry", "entries")) ", " (order_words) ". Export (newest first): "
             a href=(at(1).href("/admin/activity.csv")) { "CSV" } ", "
             a href=(at(1).href("/admin/activity.jsonl")) { "JSON Lines" } "."
         }
@@ -1088,7 +1168,15 @@ pub(crate) fn activity(c: &Chrome, v: &ActivityView) -> String {
             p { "Nothing found." }
         } @else {
             div.scroll { table #activity {
-                thead { tr { th { "Time" } th { "Actor" } th { "Client" } th { "Action" } th { "Resource" } th { "Outcome" } th { "Reason" } } }
+                thead { tr {
+                    (heading(AuditSort::Time, "Time"))
+                    (heading(AuditSort::Actor, "Actor"))
+                    th { "Client" }
+                    (heading(AuditSort::Action, "Action"))
+                    (heading(AuditSort::Resource, "Resource"))
+                    (heading(AuditSort::Outcome, "Outcome"))
+                    th { "Reason" }
+                } }
                 tbody { @for r in &v.page.records {
                     tr {
                         td { (when(r.time)) }
@@ -1116,10 +1204,7 @@ pub(crate) fn activity(c: &Chrome, v: &ActivityView) -> String {
                 } }
             } }
         }
-        nav.pager {
-            @if page > 1 { a rel="prev" href=(at(page - 1).href("/admin/activity")) { "Previous" } }
-            @if has_next { a rel="next" href=(at(page + 1).href("/admin/activity")) { "Next" } }
-        }
+        (pager(page, last_page, |p| at(p).href("/admin/activity")))
         p.note { "Every SCIM, admin-page and command-line write, refused ones included; also written to the server log. Page size " (v.page_size) "." }
     };
     layout(c, content)
@@ -1276,12 +1361,15 @@ fn job_view(j: &JobView) -> Markup {
 /// Which of the page's actions the migration's phase allows (the state machine in
 /// `migrate::service`): a readiness check before a push, a push (or its resumption
 /// into the same target) from `checked` on, verify and cut-over while mirroring,
-/// abort until cut-over; nothing after cut-over.
+/// abort until cut-over; after cut-over only a verification with the target's token
+/// typed for that run (it is no longer stored).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Actions {
     pub check: bool,
     pub push: bool,
     pub verify: bool,
+    /// Verify with a token given for the run (after cut-over).
+    pub verify_with_token: bool,
     pub cutover: bool,
     pub abort: bool,
 }
@@ -1296,6 +1384,7 @@ impl Actions {
                 Phase::Checked | Phase::Pushing | Phase::Mirroring | Phase::Verified
             ),
             verify: mirroring,
+            verify_with_token: phase == Phase::CutOver,
             cutover: mirroring,
             abort: matches!(phase, Phase::Pushing | Phase::Mirroring | Phase::Verified),
         }
@@ -1478,6 +1567,20 @@ pub(crate) fn migration(c: &Chrome, v: &MigrationView) -> String {
                 form method="post" action="/admin/migration/verify" { (csrf_field(c.csrf)) button type="submit" { "Verify" } }
             }
         }
+        @if can.verify_with_token {
+            section.card #verify-after-cutover {
+                h2 { "Verify the target" }
+                p {
+                    "Compares the target with this bridge's directory (which no longer changes) and lists                      the differences. The target's token was erased at the cut-over: paste it here. It is                      used for this verification only, never stored or logged."
+                }
+                form.grid method="post" action="/admin/migration/verify" {
+                    (csrf_field(c.csrf))
+                    label for="verify-token" { "Target bearer token" }
+                    input #verify-token name="token" type="password" required autocomplete="off";
+                    button type="submit" { "Verify" }
+                }
+            }
+        }
         @if can.cutover {
             section.card #cutover-step {
                 h2 { "6. " (GUIDE[5]) }
@@ -1548,6 +1651,8 @@ mod tests {
         }
         let cut = a(Phase::CutOver);
         assert!(!cut.check && !cut.push && !cut.verify && !cut.cutover && !cut.abort);
+        assert!(cut.verify_with_token);
+        assert!(!a(Phase::Verified).verify_with_token);
     }
 
     #[test]

@@ -1,0 +1,434 @@
+//! The admin page's IdP liveness (issue 14 point 5): the per-token cells of the
+//! Tokens page (last request, requests and errors in 24 h, warning badges, the
+//! quiet-time alarm form), the dashboard's "needs attention" list (token warnings
+//! and certificate expiry) and the requests-per-hour chart. The chart is inline SVG
+//! drawn here (no script; colours come from classes in `style.css`, as the CSP
+//! allows no inline style), with a title, a description and a title per hour for
+//! screen readers. Like `pages.rs` it reads neither the store nor the clock: `now`
+//! arrives in the view model.
+
+use maud::{html, Markup};
+
+use super::fragments::{csrf_field, when};
+use crate::app::liveness::{
+    TokenLiveness, TokenWarning, EXPIRY_WARNING_DAYS, SHARE_MIN_REQUESTS, STREAK, WINDOW_HOURS,
+};
+use crate::app::tokens::{quiet_after_text, TokenInfo, TokenState};
+use crate::clock::Timestamp;
+use crate::plural::count;
+use crate::store::{hour_of, OutcomeClass, OutcomeCounts};
+
+/// How long ago, in the admin's words: "just now", "5 minutes ago", "3 hours ago",
+/// "2 days ago" (rounded down; a clock that went back reads "just now").
+pub(crate) fn ago(then: Timestamp, now: Timestamp) -> String {
+    let s = now.since(then).whole_seconds().max(0) as u64;
+    match s {
+        0..=59 => "just now".to_owned(),
+        60..=3599 => format!("{} ago", count(s / 60, "minute", "minutes")),
+        3600..=86_399 => format!("{} ago", count(s / 3600, "hour", "hours")),
+        _ => format!("{} ago", count(s / 86_400, "day", "days")),
+    }
+}
+
+/// A length of time in its largest whole unit: "3 days", "5 hours", "40 minutes".
+fn span(d: time::Duration) -> String {
+    let m = d.whole_minutes().max(0) as u64;
+    match m {
+        0..=59 => count(m, "minute", "minutes"),
+        60..=1439 => count(m / 60, "hour", "hours"),
+        _ => count(m / 1440, "day", "days"),
+    }
+}
+
+/// One warning as a sentence about the token `name`.
+pub(crate) fn sentence(name: &str, w: &TokenWarning) -> String {
+    match w {
+        TokenWarning::Failing {
+            streak,
+            errors,
+            requests,
+        } => format!(
+            "The token \"{name}\" is failing: {} in a row, {errors} of {} in the last two hours. \
+             See its last error on the Tokens page and the refused requests on the Activity page.",
+            count(*streak, "request failed", "requests failed"),
+            count(*requests, "request", "requests"),
+        ),
+        TokenWarning::Quiet {
+            silent,
+            after_minutes,
+        } => format!(
+            "The token \"{name}\" has sent nothing for {} (its quiet-time alarm is {}): check \
+             that provisioning is running in your identity provider.",
+            span(*silent),
+            quiet_after_text(*after_minutes),
+        ),
+        TokenWarning::Expiring { left } => format!(
+            "The token \"{name}\" expires in {}: issue a new one, paste it into your identity \
+             provider, then revoke this one.",
+            span(*left),
+        ),
+        TokenWarning::Expired => format!(
+            "The token \"{name}\" has expired: its identity provider gets 401. Issue a new one, \
+             or revoke it if it is no longer used."
+        ),
+    }
+}
+
+/// The short badge of a warning on the Tokens page.
+fn badge(w: &TokenWarning) -> Markup {
+    let (class, text) = match w {
+        TokenWarning::Failing { .. } => ("bad", "failing".to_owned()),
+        TokenWarning::Quiet { silent, .. } => ("warn", format!("quiet for {}", span(*silent))),
+        TokenWarning::Expiring { left } => ("warn", format!("expires in {}", span(*left))),
+        TokenWarning::Expired => ("bad", "expired".to_owned()),
+    };
+    html! { span class={ "pill " (class) } data-warning=(w.kind()) { (text) } }
+}
+
+/// The Tokens page's "Last request" cell: relative, then the exact time.
+pub(crate) fn last_request_cell(l: &TokenLiveness, now: Timestamp) -> Markup {
+    html! {
+        td.last-request {
+            @match l.last_request {
+                Some(t) => { (ago(t, now)) br; small.note { (when(t)) } }
+                None => "never",
+            }
+        }
+    }
+}
+
+/// The Tokens page's "Last 24 h" cell: counts, the last error, a small chart.
+pub(crate) fn day_cell(t: &TokenInfo, l: &TokenLiveness, now: Timestamp) -> Markup {
+    html! {
+        td.traffic {
+            @if t.state == TokenState::Revoked {
+                span.note { "—" }
+            } @else {
+                span.requests { (count(l.day.total(), "request", "requests")) }
+                ", "
+                span class={ "errors" @if l.day.errors() > 0 { " bad" } } { (count(l.day.errors(), "error", "errors")) }
+                @if let Some(e) = &l.traffic.last_error {
+                    br;
+                    small.reason { "last error " (e.status) " " (ago(e.at, now)) @if let Some(r) = &e.reason { ": " (r) } }
+                }
+                @if l.day.total() > 0 {
+                    br;
+                    (chart(&l.hourly, now, &format!("Requests per hour of {}", t.name), &format!("chart-{}", t.id), ChartSize::Small))
+                }
+            }
+        }
+    }
+}
+
+/// The warning badges of a token (in its State cell).
+pub(crate) fn badges(l: &TokenLiveness) -> Markup {
+    html! { @for w in &l.warnings { " " (badge(w)) } }
+}
+
+/// The quiet-time alarm cell: the current setting and a form to change it.
+pub(crate) fn quiet_cell(t: &TokenInfo, csrf: &str) -> Markup {
+    let current = t.quiet_after_minutes.map(quiet_after_text);
+    html! {
+        td.quiet {
+            @if t.state == TokenState::Active {
+                form.quiet method="post" action="/admin/tokens/quiet" {
+                    (csrf_field(csrf))
+                    input type="hidden" name="id" value=(t.id);
+                    input.short name="quiet_after" value=[current.as_deref()] placeholder="off"
+                        size="5" maxlength="12" aria-label={ "Quiet-time alarm of " (t.name) " (e.g. 6h, 2d; empty: off)" };
+                    button type="submit" aria-label={ "Save the quiet-time alarm of " (t.name) } { "Set" }
+                }
+            } @else {
+                (current.as_deref().unwrap_or("off"))
+            }
+        }
+    }
+}
+
+/// The rules behind the badges, under the Tokens table.
+pub(crate) fn explained() -> Markup {
+    html! {
+        p.note #liveness-rules {
+            "A token is " b { "failing" } " when its last " (STREAK) " requests all failed, or more than half \
+             of at least " (SHARE_MIN_REQUESTS) " requests in the last two hours did. The "
+            b { "quiet alarm" } " (off unless set: Entra ID's incremental cycles and Okta send nothing when \
+             nothing changed) warns on the dashboard when the token has sent nothing for that long: "
+            code { "90m" } ", " code { "6h" } ", " code { "2d" } "; empty turns it off. Tokens that expire \
+             within " (EXPIRY_WARNING_DAYS) " days are flagged. Counts are kept per clock hour for two days \
+             and deleted when the token is revoked."
+        }
+    }
+}
+
+/// One entry of the dashboard's "needs attention" list.
+pub(crate) struct Attention {
+    pub error: bool,
+    pub text: String,
+}
+
+/// The certificate's expiry (`days_left`, whole days; `not_after` as shown) as an
+/// attention entry: expired is an error, within `EXPIRY_WARNING_DAYS` a warning.
+pub(crate) fn cert_attention(days_left: i64, not_after: &str) -> Option<Attention> {
+    if days_left < 0 {
+        Some(Attention {
+            error: true,
+            text: format!(
+                "The server's certificate expired on {}: identity providers refuse to connect. \
+                 Replace the certificate files (or check the ACME renewal below).",
+                not_after
+            ),
+        })
+    } else if days_left < EXPIRY_WARNING_DAYS {
+        Some(Attention {
+            error: false,
+            text: format!(
+                "The server's certificate expires in {} ({}): renew it before identity providers \
+                 refuse to connect.",
+                count(days_left as u64, "day", "days"),
+                not_after
+            ),
+        })
+    } else {
+        None
+    }
+}
+
+/// Every token's warnings as attention entries, errors first.
+pub(crate) fn token_attention(tokens: &[(TokenInfo, TokenLiveness)]) -> Vec<Attention> {
+    let mut out: Vec<Attention> = tokens
+        .iter()
+        .flat_map(|(t, l)| {
+            l.warnings.iter().map(|w| Attention {
+                error: w.is_error(),
+                text: sentence(&t.name, w),
+            })
+        })
+        .collect();
+    out.sort_by_key(|a| !a.error);
+    out
+}
+
+/// The dashboard's "Needs attention" card; nothing when all is well.
+pub(crate) fn attention(items: &[Attention]) -> Markup {
+    html! {
+        @if !items.is_empty() {
+            section.card #attention {
+                h2 { "Needs attention" }
+                ul.attention {
+                    @for a in items {
+                        li class=(if a.error { "bad" } else { "warn" }) {
+                            span class={ "pill " (if a.error { "bad" } else { "warn" }) } { (if a.error { "error" } else { "warning" }) }
+                            " " (a.text)
+                        }
+                    }
+                }
+                p.note { "Token warnings are explained on the " a href="/admin/tokens" { "Tokens" } " page." }
+            }
+        }
+    }
+}
+
+/// The dashboard's traffic card: the chart of every token together and a legend.
+pub(crate) fn traffic_card(hourly: &[OutcomeCounts], now: Timestamp) -> Markup {
+    let mut day = OutcomeCounts::default();
+    for h in hourly {
+        day.merge(h);
+    }
+    html! {
+        section.card #traffic {
+            h2 { "SCIM requests per hour (last 24 h)" }
+            p {
+                (count(day.total(), "request", "requests")) " from every token, "
+                (count(day.errors(), "error", "errors")) "."
+            }
+            (chart(hourly, now, "SCIM requests per hour by outcome, last 24 hours", "chart-all", ChartSize::Large))
+            (legend())
+        }
+    }
+}
+
+fn legend() -> Markup {
+    html! {
+        ul.legend {
+            @for c in OutcomeClass::ALL {
+                li { span class={ "swatch " (c.as_str()) } {} " " (class_words(c)) }
+            }
+        }
+    }
+}
+
+fn class_words(c: OutcomeClass) -> &'static str {
+    match c {
+        OutcomeClass::Ok => "ok (2xx, 304)",
+        OutcomeClass::Refused => "refused (4xx)",
+        OutcomeClass::Denied => "denied (401, 403)",
+        OutcomeClass::Failed => "failed (5xx)",
+    }
+}
+
+#[derive(Clone, Copy)]
+pub(crate) enum ChartSize {
+    /// In a table cell: bars only.
+    Small,
+    /// The dashboard's: axis labels every six hours and the scale.
+    Large,
+}
+
+/// A stacked bar chart of `hourly` (the `WINDOW_HOURS` clock hours ending with the
+/// one holding `now`, oldest first) as inline SVG: one bar per hour, one segment per
+/// outcome class, each hour with a `<title>` naming its counts. Inline in HTML the
+/// parser puts `svg` in the SVG namespace, so no `xmlns` (the page names no other
+/// origin); the markup is well-formed XML all the same.
+pub(crate) fn chart(
+    hourly: &[OutcomeCounts],
+    now: Timestamp,
+    title: &str,
+    id: &str,
+    size: ChartSize,
+) -> Markup {
+    let (width, height, top, bottom, left) = match size {
+        ChartSize::Small => (144.0, 28.0, 1.0, 1.0, 0.0),
+        ChartSize::Large => (600.0, 180.0, 14.0, 20.0, 34.0),
+    };
+    let plot_h: f64 = height - top - bottom;
+    let slot = (width - left) / WINDOW_HOURS as f64;
+    let max = hourly
+        .iter()
+        .map(OutcomeCounts::total)
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let end = hour_of(now);
+    let first = end - WINDOW_HOURS + 1;
+    let total: u64 = hourly.iter().map(OutcomeCounts::total).sum();
+    let desc = format!(
+        "{} in the last 24 hours, at most {} in one hour; hours in UTC.",
+        count(total, "request", "requests"),
+        max
+    );
+    let (title_id, desc_id) = (format!("{id}-title"), format!("{id}-desc"));
+    let labelled = format!("{title_id} {desc_id}");
+    html! {
+        svg.chart id=(id) role="img"
+            viewBox={ "0 0 " (width) " " (height) } width=(width) height=(height)
+            aria-labelledby=(labelled) {
+            title id=(title_id) { (title) }
+            desc id=(desc_id) { (desc) }
+            @if let ChartSize::Large = size {
+                line.axis x1=(left) y1=(top + plot_h) x2=(width) y2=(top + plot_h) {}
+                text.scale x=(left - 4.0) y=(top + 4.0) text-anchor="end" { (max) }
+                text.scale x=(left - 4.0) y=(top + plot_h) text-anchor="end" { "0" }
+            }
+            @for (i, h) in hourly.iter().enumerate() {
+                @let hour = first + i as i64;
+                @let x = left + i as f64 * slot;
+                g.hour {
+                    title { (hour_title(hour, h)) }
+                    @for (c, y, bar) in stack(h, max, top + plot_h, plot_h) {
+                        rect class={ "bar " (c.as_str()) } x=(fmt(x + slot * 0.1)) y=(fmt(y))
+                            width=(fmt(slot * 0.8)) height=(fmt(bar)) {}
+                    }
+                }
+                @if let ChartSize::Large = size {
+                    @if (hour - first) % 6 == 0 {
+                        text.hour-label x=(fmt(x)) y=(height - 5.0) { (clock_hour(hour)) }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The segments of one bar, bottom up: (class, top edge, height), each class with
+/// requests at least one unit high so that a single failure stays visible.
+fn stack(h: &OutcomeCounts, max: u64, base: f64, plot_h: f64) -> Vec<(OutcomeClass, f64, f64)> {
+    let mut y = base;
+    let mut out = Vec::new();
+    for c in OutcomeClass::ALL {
+        let n = h.get(c);
+        if n > 0 {
+            let bar = (n as f64 / max as f64 * plot_h).max(1.0);
+            y -= bar;
+            out.push((c, y, bar));
+        }
+    }
+    out
+}
+
+/// `HH:00` (UTC) of an hour counted from the epoch.
+fn clock_hour(hour: i64) -> String {
+    format!("{:02}:00", hour.rem_euclid(24))
+}
+
+fn hour_title(hour: i64, h: &OutcomeCounts) -> String {
+    let mut parts: Vec<String> = OutcomeClass::ALL
+        .iter()
+        .filter(|c| h.get(**c) > 0)
+        .map(|c| format!("{} {}", h.get(*c), c.as_str()))
+        .collect();
+    if parts.is_empty() {
+        parts.push("no requests".to_owned());
+    }
+    format!(
+        "{}–{} UTC: {}",
+        clock_hour(hour),
+        clock_hour(hour + 1),
+        parts.join(", ")
+    )
+}
+
+/// A coordinate with at most one decimal.
+fn fmt(v: f64) -> String {
+    let r = (v * 10.0).round() / 10.0;
+    if r.fract() == 0.0 {
+        format!("{}", r as i64)
+    } else {
+        format!("{r:.1}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> Timestamp {
+        Timestamp::parse(s).unwrap()
+    }
+
+    #[test]
+    fn times_read_in_words() {
+        let now = at("2024-05-03T10:00:00Z");
+        assert_eq!(ago(at("2024-05-03T09:59:30Z"), now), "just now");
+        assert_eq!(ago(at("2024-05-03T09:59:00Z"), now), "1 minute ago");
+        assert_eq!(ago(at("2024-05-03T07:00:00Z"), now), "3 hours ago");
+        assert_eq!(ago(at("2024-05-01T10:00:00Z"), now), "2 days ago");
+        assert_eq!(ago(at("2024-05-04T10:00:00Z"), now), "just now");
+        assert_eq!(span(time::Duration::hours(25)), "1 day");
+        assert_eq!(fmt(2.25), "2.3");
+        assert_eq!(fmt(4.0), "4");
+    }
+
+    #[test]
+    fn the_chart_stacks_classes_per_hour_and_labels_hours() {
+        let now = at("2024-05-03T10:20:00Z");
+        let mut hourly = vec![OutcomeCounts::default(); 24];
+        hourly[23] = OutcomeCounts([3, 1, 0, 0]);
+        hourly[0] = OutcomeCounts([0, 0, 0, 2]);
+        let svg = chart(&hourly, now, "T", "c", ChartSize::Large).into_string();
+        assert_eq!(svg.matches("<rect").count(), 3, "{svg}");
+        assert!(
+            svg.contains("<title>10:00–11:00 UTC: 3 ok, 1 refused</title>"),
+            "{svg}"
+        );
+        assert!(
+            svg.contains("<title>11:00–12:00 UTC: 2 failed</title>"),
+            "{svg}"
+        );
+        assert!(
+            svg.contains(">11:00</text>") && svg.contains(">17:00</text>"),
+            "{svg}"
+        );
+        assert!(svg.contains("6 requests in the last 24 hours, at most 4 in one hour"));
+        assert!(!svg.contains("<script") && !svg.contains("style="));
+    }
+}

@@ -1,0 +1,478 @@
+//! IdP liveness (issue 14 point 5) over real HTTPS against the real binary: each
+//! token's requests and errors after real SCIM requests, kept across a restart; the
+//! failing warning; the quiet-time alarm off by default and firing once set; token
+//! and certificate expiry warnings; per-token `/metrics` series only for issued,
+//! unrevoked tokens; the requests-per-hour chart as well-formed SVG without script.
+//!
+//! Times in the past (a token silent for hours, an expired token) are made by
+//! editing the stopped server's database, as no test may wait hours.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::support::admin::*;
+use crate::support::*;
+use serde_json::{json, Value};
+
+/// The HTML of the Tokens table row of `name`.
+fn row<'a>(page: &'a str, name: &str) -> &'a str {
+    let start = page
+        .find(&format!("<tr data-token=\"{name}\""))
+        .unwrap_or_else(|| panic!("no row for {name}: {page}"));
+    let end = page[start..].find("</tr>").expect("row end") + start;
+    &page[start..end]
+}
+
+/// The Tokens page once the row of `name` satisfies `ready` (SCIM requests are
+/// counted right after their answer is sent).
+fn tokens_when(c: &Client, cookie: &str, name: &str, ready: impl Fn(&str) -> bool) -> String {
+    wait_until(name, Duration::from_secs(10), || {
+        let page = text(&get_page(c, "/admin/tokens", cookie));
+        ready(row(&page, name)).then_some(page)
+    })
+}
+
+fn metrics(c: &Client) -> String {
+    let r = c.send("GET", "/metrics", &[], None);
+    assert_eq!(r.status, 200);
+    text(&r)
+}
+
+fn metric(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Edits the stored record of the unrevoked token `name` (server stopped).
+fn edit_token(data_dir: &Path, name: &str, edit: impl Fn(&mut Value)) {
+    use redb::{ReadableDatabase, ReadableTable};
+    let table: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("tokens");
+    let db = redb::Database::create(data_dir.join("scimbridge.redb")).unwrap();
+    let found = {
+        let txn = db.begin_read().unwrap();
+        let t = txn.open_table(table).unwrap();
+        t.iter()
+            .unwrap()
+            .map(|r| {
+                let (k, v) = r.unwrap();
+                let rec: Value = serde_json::from_slice(v.value()).unwrap();
+                (k.value().to_owned(), rec)
+            })
+            .find(|(_, rec)| rec["name"] == name && rec["revoked"].is_null())
+    };
+    let (id, mut rec) = found.unwrap_or_else(|| panic!("no token {name}"));
+    edit(&mut rec);
+    let txn = db.begin_write().unwrap();
+    txn.open_table(table)
+        .unwrap()
+        .insert(id.as_str(), serde_json::to_vec(&rec).unwrap().as_slice())
+        .unwrap();
+    txn.commit().unwrap();
+}
+
+/// `hours` before now (negative: after), as the store writes times.
+fn hours_ago(hours: i64) -> String {
+    let t = time::OffsetDateTime::now_utc() - time::Duration::hours(hours);
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
+}
+
+/// Restarts the server and signs in again (sessions live in memory).
+fn restart_signed_in(s: &mut Server, c: &Client) -> String {
+    s.restart();
+    login(c, PASSWORD)
+}
+
+fn set_quiet(c: &Client, cookie: &str, id: &str, value: &str) -> String {
+    let page = text(&get_page(c, "/admin/tokens", cookie));
+    let r = post_form(
+        c,
+        "/admin/tokens/quiet",
+        Some(cookie),
+        &[("csrf", &csrf(&page)), ("id", id), ("quiet_after", value)],
+    );
+    assert_eq!(r.status, 303, "{}", text(&r));
+    text(&get_page(c, "/admin/tokens", cookie))
+}
+
+fn no_user_name() -> Value {
+    json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"]})
+}
+
+#[test]
+fn each_token_counts_its_requests_and_errors_and_a_restart_keeps_them() {
+    let (mut s, cookie) = signed_in_server(&[]);
+    let c = s.client();
+    let okta_secret = issue_on_page(&c, &cookie, "okta", "read-only");
+    let okta = c.with_token(&okta_secret);
+    // test: two done (201, 200), two refused (409, 400).
+    assert_eq!(c.post("/Users", &user_body("ann@example.com")).status, 201);
+    assert_eq!(c.post("/Users", &user_body("ann@example.com")).status, 409);
+    assert_eq!(c.post("/Users", &no_user_name()).status, 400);
+    assert_eq!(c.get("/Users").status, 200);
+    // okta (read-only): one read, one write refused with 403.
+    assert_eq!(okta.get("/Users").status, 200);
+    assert_eq!(
+        okta.post("/Users", &user_body("bob@example.com")).status,
+        403
+    );
+    // A wrong token is nobody's request.
+    assert_eq!(c.with_token("scimb_wrong").get("/Users").status, 401);
+
+    let page = tokens_when(&c, &cookie, "okta", |r| r.contains("2 requests"));
+    let test = row(&page, "test");
+    assert!(
+        test.contains("4 requests") && test.contains("2 errors"),
+        "{test}"
+    );
+    assert!(test.contains("just now"), "last request, relative: {test}");
+    assert!(test.contains(" UTC"), "last request, absolute: {test}");
+    assert!(test.contains("last error 400"), "{test}");
+    let okta_row = row(&page, "okta");
+    assert!(okta_row.contains("1 error"), "{okta_row}");
+    assert!(okta_row.contains("last error 403"), "{okta_row}");
+    assert!(
+        okta_row.contains("is read-only; this request needs a read-write token"),
+        "the reason is shown: {okta_row}"
+    );
+    assert!(!page.contains("data-warning="), "no warning yet: {page}");
+    assert!(test.contains("<svg"), "the token's own chart: {test}");
+
+    // The counts and the last request survive a restart (flushed at shutdown).
+    let cookie = restart_signed_in(&mut s, &c);
+    let page = text(&get_page(&c, "/admin/tokens", &cookie));
+    let test = row(&page, "test");
+    assert!(
+        test.contains("4 requests") && test.contains("2 errors"),
+        "{test}"
+    );
+    assert!(row(&page, "okta").contains("2 requests"), "{page}");
+    assert!(!test.contains("class=\"last-request\">never"), "{test}");
+}
+
+#[test]
+fn five_failures_in_a_row_warn_until_a_request_succeeds() {
+    let (s, cookie) = signed_in_server(&[]);
+    let c = s.client();
+    let id = token_id(&text(&get_page(&c, "/admin/tokens", &cookie)), "test");
+    for _ in 0..4 {
+        assert_eq!(c.post("/Users", &no_user_name()).status, 400);
+    }
+    let page = tokens_when(&c, &cookie, "test", |r| r.contains("4 requests"));
+    assert!(
+        !row(&page, "test").contains("data-warning"),
+        "4 is not a streak"
+    );
+    assert_eq!(c.post("/Users", &no_user_name()).status, 400);
+    let page = tokens_when(&c, &cookie, "test", |r| r.contains("5 errors"));
+    assert!(
+        row(&page, "test").contains("data-warning=\"failing\""),
+        "{page}"
+    );
+    let dash = text(&get_page(&c, "/admin", &cookie));
+    assert!(dash.contains("Needs attention"), "{dash}");
+    assert!(
+        dash.contains("The token &quot;test&quot; is failing: 5 requests failed in a row"),
+        "{dash}"
+    );
+    let m = metrics(&c);
+    let failing =
+        format!("scimbridge_token_warning{{token=\"test\",token_id=\"{id}\",kind=\"failing\"}}");
+    assert_eq!(metric(&m, &failing), Some(1.0), "{m}");
+
+    assert_eq!(c.get("/Users").status, 200);
+    let page = tokens_when(&c, &cookie, "test", |r| r.contains("6 requests"));
+    assert!(!row(&page, "test").contains("data-warning"), "{page}");
+    assert!(!text(&get_page(&c, "/admin", &cookie)).contains("is failing"));
+    assert_eq!(metric(&metrics(&c), &failing), Some(0.0));
+}
+
+#[test]
+fn the_quiet_alarm_is_off_by_default_and_warns_once_set() {
+    let (mut s, cookie) = signed_in_server(&[]);
+    let c = s.client();
+    issue_on_page(&c, &cookie, "okta", "read-write");
+    let page = text(&get_page(&c, "/admin/tokens", &cookie));
+    assert!(
+        row(&page, "test").contains("placeholder=\"off\"")
+            && !row(&page, "test").contains("name=\"quiet_after\" value="),
+        "off by default: {page}"
+    );
+    let id = token_id(&page, "test");
+
+    // Refused values change nothing and say why.
+    let page = set_quiet(&c, &cookie, &id, "5m");
+    assert!(
+        page.contains("Not changed: the quiet-time alarm must be"),
+        "{page}"
+    );
+    let page = set_quiet(&c, &cookie, &id, "2h");
+    assert!(
+        page.contains(
+            "The quiet-time alarm of &quot;test&quot; warns when it has sent nothing for 2h."
+        ),
+        "{page}"
+    );
+    assert!(row(&page, "test").contains("value=\"2h\""), "{page}");
+    assert!(
+        !page.contains("data-warning"),
+        "a new token is not quiet yet"
+    );
+
+    // Three hours of silence for both tokens: only the one with an alarm warns.
+    s.stop();
+    for name in ["test", "okta"] {
+        edit_token(&s.data_dir(), name, |r| {
+            r["created"] = json!(hours_ago(3));
+            r["last_used"] = json!(hours_ago(3));
+        });
+    }
+    let cookie = restart_signed_in(&mut s, &c);
+    let dash = text(&get_page(&c, "/admin", &cookie));
+    assert!(
+        dash.contains(
+            "The token &quot;test&quot; has sent nothing for 3 hours (its quiet-time alarm is 2h)"
+        ),
+        "{dash}"
+    );
+    assert!(
+        !dash.contains("&quot;okta&quot; has sent nothing"),
+        "{dash}"
+    );
+    let page = text(&get_page(&c, "/admin/tokens", &cookie));
+    assert!(
+        row(&page, "test").contains("data-warning=\"quiet\""),
+        "{page}"
+    );
+    assert!(!row(&page, "okta").contains("data-warning"), "{page}");
+    assert!(row(&page, "okta").contains("3 hours ago"), "{page}");
+
+    // A request ends the silence; turning the alarm off ends the warning too.
+    assert_eq!(c.get("/Users").status, 200);
+    assert!(!text(&get_page(&c, "/admin", &cookie)).contains("has sent nothing"));
+    let page = set_quiet(&c, &cookie, &id, "off");
+    assert!(
+        page.contains("The quiet-time alarm of &quot;test&quot; is off."),
+        "{page}"
+    );
+    let audit = text(&get_page(&c, "/admin/activity?q=quiet", &cookie));
+    assert!(
+        audit.contains("token.quiet_alarm") && audit.contains("test: quiet alarm 2h"),
+        "{audit}"
+    );
+}
+
+#[test]
+fn short_lived_tokens_and_certificates_are_warned_about() {
+    // A certificate for 127.0.0.1 that expires in five days.
+    let files = tempfile::tempdir().unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_pem = ca.self_signed(&ca_key).unwrap().pem();
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let mut p = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
+    p.not_before = now - time::Duration::days(1);
+    p.not_after = now + time::Duration::days(5);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let chain = format!("{}{ca_pem}", p.signed_by(&key, &issuer).unwrap().pem());
+    let (cert_file, key_file, ca_file) = (
+        files.path().join("cert.pem"),
+        files.path().join("key.pem"),
+        files.path().join("ca.pem"),
+    );
+    std::fs::write(&cert_file, chain).unwrap();
+    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+    std::fs::write(&ca_file, ca_pem).unwrap();
+    let mut s = Server::start_with(&[
+        "--tls",
+        "files",
+        "--tls-cert",
+        cert_file.to_str().unwrap(),
+        "--tls-key",
+        key_file.to_str().unwrap(),
+    ]);
+    let c = Client::new(&s.addr, Some(ca_file), s.token.clone());
+    assert_eq!(set_password(&c, &setup_link(&s), PASSWORD).status, 303);
+    let cookie = login(&c, PASSWORD);
+
+    // A token that expires in a day.
+    let page = text(&get_page(&c, "/admin/tokens", &cookie));
+    let r = post_form(
+        &c,
+        "/admin/tokens",
+        Some(&cookie),
+        &[
+            ("csrf", &csrf(&page)),
+            ("name", "short"),
+            ("scope", "read-write"),
+            ("expires_days", "1"),
+        ],
+    );
+    assert_eq!(r.status, 200, "{}", text(&r));
+    let page = text(&get_page(&c, "/admin/tokens", &cookie));
+    let short = row(&page, "short");
+    assert!(short.contains("data-warning=\"expiring\""), "{short}");
+    assert!(short.contains("expires in 23 hours"), "{short}");
+    assert!(!row(&page, "test").contains("data-warning"), "{page}");
+
+    let dash = text(&get_page(&c, "/admin", &cookie));
+    assert!(
+        dash.contains("The server&#39;s certificate expires in 4 days")
+            || dash.contains("The server's certificate expires in 4 days"),
+        "{dash}"
+    );
+    assert!(
+        dash.contains("The token &quot;short&quot; expires in 23 hours"),
+        "{dash}"
+    );
+
+    // Once expired (and not revoked) it is an error, listed first.
+    s.stop();
+    edit_token(&s.data_dir(), "short", |r| {
+        r["expires"] = json!(hours_ago(1))
+    });
+    let cookie = restart_signed_in(&mut s, &c);
+    let dash = text(&get_page(&c, "/admin", &cookie));
+    let expired = dash
+        .find("The token &quot;short&quot; has expired")
+        .unwrap_or_else(|| panic!("{dash}"));
+    let cert = dash
+        .find("certificate expires in")
+        .expect("certificate warning");
+    assert!(expired < cert, "errors before warnings: {dash}");
+    let m = metrics(&c);
+    assert!(
+        m.lines().any(
+            |l| l.starts_with("scimbridge_token_warning{token=\"short\"")
+                && l.contains("kind=\"expired\"} 1")
+        ),
+        "{m}"
+    );
+}
+
+#[test]
+fn token_series_exist_only_for_issued_unrevoked_tokens() {
+    let (mut s, cookie) = signed_in_server(&[]);
+    let c = s.client();
+    let okta = c.with_token(&issue_on_page(&c, &cookie, "okta", "read-write"));
+    let page = text(&get_page(&c, "/admin/tokens", &cookie));
+    let (test_id, okta_id) = (token_id(&page, "test"), token_id(&page, "okta"));
+    assert_eq!(
+        okta.post("/Users", &user_body("ann@example.com")).status,
+        201
+    );
+    assert_eq!(okta.post("/Users", &no_user_name()).status, 400);
+    // Unknown tokens add no series, whatever they send.
+    for i in 0..5 {
+        c.with_token(&format!("scimb_guess{i}")).get("/Users");
+    }
+    let series = |m: &str, id: &str, name: &str, outcome: &str| {
+        metric(
+            m,
+            &format!("scimbridge_token_requests_total{{token=\"{name}\",token_id=\"{id}\",outcome=\"{outcome}\"}}"),
+        )
+    };
+    let m = wait_until("okta series", Duration::from_secs(10), || {
+        let m = metrics(&c);
+        (series(&m, &okta_id, "okta", "refused") == Some(1.0)).then_some(m)
+    });
+    assert_eq!(series(&m, &okta_id, "okta", "ok"), Some(1.0), "{m}");
+    assert_eq!(series(&m, &okta_id, "okta", "failed"), Some(0.0), "{m}");
+    assert_eq!(series(&m, &test_id, "test", "ok"), Some(0.0), "{m}");
+    assert!(m.contains(&format!(
+        "scimbridge_token_last_request_timestamp_seconds{{token=\"okta\",token_id=\"{okta_id}\"}}"
+    )));
+    let token_series = |m: &str| m.lines().filter(|l| l.contains("token_id=\"")).count();
+    // Two tokens: 4 outcomes + 4 warning kinds each, and okta's last request.
+    assert_eq!(token_series(&m), 17, "{m}");
+
+    // Revoked: its series are gone, and stay gone after a restart.
+    let page = text(&get_page(&c, "/admin/tokens", &cookie));
+    let r = post_form(
+        &c,
+        "/admin/tokens/revoke",
+        Some(&cookie),
+        &[("csrf", &csrf(&page)), ("id", &okta_id), ("confirm", "yes")],
+    );
+    assert_eq!(r.status, 303, "{}", text(&r));
+    let m = metrics(&c);
+    assert!(!m.contains("token=\"okta\""), "{m}");
+    assert_eq!(token_series(&m), 8, "{m}");
+    let cookie = restart_signed_in(&mut s, &c);
+    assert!(!metrics(&c).contains("token=\"okta\""));
+    let page = text(&get_page(&c, "/admin/tokens", &cookie));
+    assert!(
+        row(&page, "okta").contains("<td class=\"traffic\"><span class=\"note\">—"),
+        "no counts for a revoked token: {page}"
+    );
+}
+
+#[test]
+fn the_dashboard_chart_is_well_formed_svg_without_script() {
+    let (s, cookie) = signed_in_server(&[]);
+    let c = s.client();
+    assert_eq!(c.post("/Users", &user_body("ann@example.com")).status, 201);
+    assert_eq!(c.post("/Users", &no_user_name()).status, 400);
+    let r = wait_until("chart", Duration::from_secs(10), || {
+        let r = get_page(&c, "/admin", &cookie);
+        text(&r)
+            .contains("2 requests from every token")
+            .then_some(r)
+    });
+    let csp = r.header("content-security-policy").expect("CSP");
+    assert!(
+        csp.contains("default-src 'none'") && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
+    let page = text(&r);
+    let start = page.find("<svg").expect("an inline SVG");
+    let end = page[start..].find("</svg>").expect("closed") + start + "</svg>".len();
+    let svg = &page[start..end];
+    let doc = roxmltree::Document::parse(svg).unwrap_or_else(|e| panic!("{e}: {svg}"));
+    let root = doc.root_element();
+    assert_eq!(root.tag_name().name(), "svg");
+    assert_eq!(root.attribute("role"), Some("img"));
+    assert_eq!(root.attribute("id"), Some("chart-all"));
+    let title = root
+        .children()
+        .find(|n| n.has_tag_name("title"))
+        .and_then(|n| n.text())
+        .expect("a title");
+    assert!(title.contains("requests per hour"), "{title}");
+    let nodes: Vec<_> = root.descendants().filter(|n| n.is_element()).collect();
+    assert!(nodes.iter().all(|n| n.tag_name().name() != "script"));
+    assert!(nodes.iter().all(|n| n
+        .attributes()
+        .all(|a| a.name() != "style" && !a.name().starts_with("on"))));
+    let hours = nodes.iter().filter(|n| n.has_tag_name("g")).count();
+    assert_eq!(hours, 24, "one group per hour");
+    let class_of = |c: &str| {
+        nodes
+            .iter()
+            .filter(|n| n.attribute("class") == Some(c))
+            .count()
+    };
+    assert_eq!(class_of("bar ok"), 1, "{svg}");
+    assert_eq!(class_of("bar refused"), 1, "{svg}");
+    let hour_title = nodes
+        .iter()
+        .filter(|n| n.has_tag_name("title"))
+        .filter_map(|n| n.text())
+        .find(|t| t.contains("1 ok, 1 refused"));
+    assert!(
+        hour_title.is_some(),
+        "the current hour names its counts: {svg}"
+    );
+    // The legend names every class.
+    for words in [
+        "ok (2xx, 304)",
+        "refused (4xx)",
+        "denied (401, 403)",
+        "failed (5xx)",
+    ] {
+        assert!(page.contains(words), "{words}");
+    }
+}
