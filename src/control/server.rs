@@ -115,6 +115,14 @@ fn audit_entry(req: &Request) -> Option<Entry> {
 
 async fn run(app: &App, req: Request, progress: ProgressSink<'_>) -> Result<Reply, ExecError> {
     let (store, m) = (&app.store, &app.migration);
+    // Token answers show each token's last use from the store: write the uses still
+    // held in memory first, so a use seconds ago is not shown as "never".
+    if matches!(
+        req,
+        Request::TokenList | Request::TokenRotate { .. } | Request::TokenRevoke { .. }
+    ) {
+        app.flush_token_uses().await;
+    }
     let now = Timestamp::now();
     Ok(match req {
         Request::TokenIssue(r) => Reply::TokenIssued(tokens::issue(store, r, now).await?),

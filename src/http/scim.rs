@@ -835,6 +835,23 @@ fn search_params(body: &Value) -> ScimResult<SearchRequest> {
     })
 }
 
+/// Whether a query is heavy work (`Limiter::heavy`): scans and sorts cost in
+/// proportion to the directory, a search over every resource type too, and a large
+/// page in proportion to its count (so that clients holding many large pages
+/// unread, e.g. HTTP/2 streams never read, cannot make the server render more at a
+/// time than the heavy-work limits allow). An indexed lookup of a small page is not.
+fn is_heavy(params: &ListParams, rt: Option<ResourceType>) -> bool {
+    let types: Vec<ResourceType> = rt.map_or_else(|| ResourceType::ALL.to_vec(), |t| vec![t]);
+    params.sort_by.is_some()
+        || params.count > LARGE_PAGE
+        || types.len() > 1
+        || params.filter.as_ref().is_some_and(|f| {
+            types
+                .iter()
+                .any(|t| crate::scim::query::plan(f, *t).is_none())
+        })
+}
+
 /// A page of more than this many resources is heavy work (`Limiter::heavy`); the
 /// identity providers page by 100 or less (Okta imports ask for 100; Entra ID
 /// looks resources up by filter).
@@ -857,19 +874,7 @@ async fn search(
         limits.default_page_size,
         limits.max_page_size,
     )?;
-    // Scans and sorts cost in proportion to the directory, a large page in
-    // proportion to its count: heavy work, so that clients holding many large pages
-    // unread (HTTP/2 streams never read) cannot make the server render and keep
-    // more than the heavy-work limits allow.
-    let types: Vec<ResourceType> = rt.map_or_else(|| ResourceType::ALL.to_vec(), |t| vec![t]);
-    let scans = params.sort_by.is_some()
-        || params.count > LARGE_PAGE
-        || types.len() > 1
-        || params.filter.as_ref().is_some_and(|f| {
-            types
-                .iter()
-                .any(|t| crate::scim::query::plan(f, *t).is_none())
-        });
+    let scans = is_heavy(&params, rt);
     let _heavy = if scans {
         let subject = Subject::Token(principal.token_id.clone());
         match state.app.limiter.heavy(subject).await {
@@ -892,4 +897,27 @@ async fn search(
         crate::memory::release_soon();
     }
     Ok(answer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(filter: Option<&str>, sort_by: Option<&str>, count: Option<&str>) -> ListParams {
+        ListParams::parse(filter, sort_by, None, None, count, 100, 1000).unwrap()
+    }
+
+    #[test]
+    fn scans_sorts_large_pages_and_root_searches_are_heavy_indexed_small_pages_are_not() {
+        let user = Some(ResourceType::User);
+        let lookup = Some("userName eq \"a@example.com\"");
+        assert!(!is_heavy(&params(None, None, None), user));
+        assert!(!is_heavy(&params(lookup, None, Some("100")), user));
+        assert!(!is_heavy(&params(None, None, Some("200")), user));
+        assert!(is_heavy(&params(None, None, Some("201")), user));
+        assert!(is_heavy(&params(None, None, Some("1000")), user));
+        assert!(is_heavy(&params(None, Some("userName"), None), user));
+        assert!(is_heavy(&params(Some("title co \"x\""), None, None), user));
+        assert!(is_heavy(&params(lookup, None, None), None));
+    }
 }

@@ -690,7 +690,8 @@ fn setup_refused(why: SetupRefusal) -> Response<Body> {
         pages::message(&MessageView {
             title: "Setup link refused",
             text: &format!(
-                "{text} Run `scimbridge admin reset-password` on the server for a new link."
+                "{text} Run `scimbridge admin reset-password NAME` on the server for a new link \
+                 (NAME may be left out when there is only one account)."
             ),
             link: Some(("/admin/login", "Sign in")),
         }),
@@ -706,7 +707,7 @@ fn throttled(wait: Duration) -> Response<Body> {
             text: &format!(
                 "Too many failed attempts from your address ({} in {} minutes; after that one \
                  attempt a minute). Wait {secs} second{} and try again. On the server, \
-                 `scimbridge admin reset-password` always works.",
+                 `scimbridge admin reset-password NAME` always works.",
                 session::FAILURES_PER_ADDRESS,
                 session::THROTTLE_WINDOW.as_secs() / 60,
                 if secs == 1 { "" } else { "s" }
