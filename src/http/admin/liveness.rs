@@ -63,8 +63,9 @@ pub(crate) fn sentence(name: &str, w: &TokenWarning) -> String {
             quiet_after_text(*after_minutes),
         ),
         TokenWarning::Expiring { left } => format!(
-            "The token \"{name}\" expires in {}: issue a new one, paste it into your identity \
-             provider, then revoke this one.",
+            "The token \"{name}\" expires in {}: rotate it (Rotate on the Tokens page, or `scimbridge token \
+             rotate {name}`), paste the new secret into your identity provider, then revoke \
+             the superseded one.",
             span(*left),
         ),
         TokenWarning::Expired => format!(
