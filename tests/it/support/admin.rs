@@ -140,13 +140,16 @@ pub fn attr_after(html: &str, marker: &str) -> Option<String> {
 
 /// Issues a token on the Tokens page; returns its secret.
 pub fn issue_on_page(c: &Client, cookie: &str, name: &str, scope: &str) -> String {
+    issue_on_page_with(c, cookie, &[("name", name), ("scope", scope)])
+}
+
+/// `issue_on_page` with the form's fields given (`name`, `scope`, `expires_days`).
+pub fn issue_on_page_with(c: &Client, cookie: &str, fields: &[(&str, &str)]) -> String {
     let page = text(&get_page(c, "/admin/tokens", cookie));
-    let r = post_form(
-        c,
-        "/admin/tokens",
-        Some(cookie),
-        &[("csrf", &csrf(&page)), ("name", name), ("scope", scope)],
-    );
+    let csrf = csrf(&page);
+    let mut form = vec![("csrf", csrf.as_str())];
+    form.extend_from_slice(fields);
+    let r = post_form(c, "/admin/tokens", Some(cookie), &form);
     assert_eq!(r.status, 200, "{}", text(&r));
     attr_after(&text(&r), "id=\"secret\" class=\"mono\" readonly value=\"").expect("secret shown")
 }
