@@ -267,6 +267,32 @@ fn a_panicking_job_fails_alone_and_the_writer_survives() {
         .is_some());
 }
 
+/// Issue 11 (disk full): a reopen that fails because a read still holds the old
+/// handle (redb's file lock) does not leave reads answering 503 until the next
+/// write: the next read opens the file again once that read has ended.
+#[test]
+fn a_reopen_blocked_by_a_running_read_is_retried_by_the_next_read() {
+    let (_d, store) = open();
+    let u = user(&store, "kept");
+    let running = store.snapshot().unwrap();
+    store.inner.slot.reopen();
+    assert!(
+        store.inner.slot.current().unwrap().is_none(),
+        "the open must fail while the old handle is held"
+    );
+    drop(running);
+    std::thread::sleep(std::time::Duration::from_millis(25));
+    let found = store
+        .snapshot()
+        .unwrap()
+        .get(ResourceType::User, &u.id)
+        .unwrap();
+    assert!(found.is_some());
+    assert_eq!(store.health().reopens, 1);
+    // And writes go on on the reopened file.
+    user(&store, "after");
+}
+
 /// Issue 11: a backup holds everything but the push target's token.
 #[test]
 fn backup_leaves_out_the_push_targets_token_and_is_private() {
