@@ -956,6 +956,9 @@ fn commit_batch(slot: &health::DbSlot, db: Arc<Database>, batch: Vec<Job>) {
     match txn.commit() {
         Ok(()) => {
             slot.committed();
+            // The handle is given back before anyone is answered, so that a reopen
+            // right after (a reader recovering, a backup) does not find it held.
+            drop(db);
             for (reply, r) in done {
                 let _ = reply.send(r);
             }

@@ -281,14 +281,23 @@ fn a_reopen_blocked_by_a_running_read_is_retried_by_the_next_read() {
         "the open must fail while the old handle is held"
     );
     drop(running);
-    std::thread::sleep(std::time::Duration::from_millis(25));
-    let found = store
-        .snapshot()
-        .unwrap()
-        .get(ResourceType::User, &u.id)
-        .unwrap();
+    // No write comes: reads alone bring the file back (a few retries at most, each
+    // REOPEN_RETRY apart; without them every read would fail until a write).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let snapshot = loop {
+        match store.snapshot() {
+            Ok(s) => break s,
+            Err(e) if std::time::Instant::now() < deadline => {
+                assert!(matches!(e, StoreError::Io(_)), "{e}");
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(e) => panic!("reads did not recover: {e}"),
+        }
+    };
+    let found = snapshot.get(ResourceType::User, &u.id).unwrap();
     assert!(found.is_some());
     assert_eq!(store.health().reopens, 1);
+    drop(snapshot);
     // And writes go on on the reopened file.
     user(&store, "after");
 }
