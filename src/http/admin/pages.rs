@@ -522,7 +522,7 @@ pub(crate) fn dashboard(c: &Chrome, d: &Dashboard) -> String {
             a.stat href="/admin/groups" { b { (d.groups) } " " (if d.groups == 1 { "group" } else { "groups" }) }
             a.stat href="/admin/migration" {
                 b { (d.phase.as_str()) } " migration"
-                @if let Some(e) = d.migration_error.as_deref() { small.bad #migration-error { "error: " (e) } }
+                @if let Some(e) = d.migration_error.as_deref() { small.bad #migration-error { "Error: " (e) } }
             }
         }
         (liveness::traffic_card(&d.traffic, &d.traffic_by_token, d.now))
