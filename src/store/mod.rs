@@ -1992,6 +1992,7 @@ impl Snapshot {
     }
 
     /// The newest `limit` events, newest first.
+    #[cfg(test)]
     pub(crate) fn recent_events(&self, limit: usize) -> StoreResult<Vec<Event>> {
         let t = self.txn.open_table(EVENTS)?;
         let mut out = Vec::new();
