@@ -1188,7 +1188,7 @@ pub(crate) fn activity(c: &Chrome, v: &ActivityView) -> String {
             label for="actor" { "Actor" }
             (select("actor", &f.actor, &actors))
             label for="outcome" { "Outcome" }
-            (select("outcome", &f.outcome, &[("", "any"), ("done", "done"), ("refused", "refused")]))
+            (select("outcome", &f.outcome, &[("", "any"), ("done", "done"), ("refused", "refused or failed")]))
             label for="action" { "Action" }
             (select("action", &f.action, &[("", "any"), ("scim.", "SCIM writes"), ("token.", "tokens"), ("admin.", "admin accounts"), ("migration.", "migration"), ("directory.", "import")]))
             @if let Some(s) = f.sort { input type="hidden" name="sort" value=(s.as_str()); }
@@ -1293,7 +1293,7 @@ fn policy_form(csrf: &str, policy: &PolicyView) -> Markup {
         details #policy open[policy.allowed_domains.value.is_empty()] {
             summary { "Migration policy" }
             p.note {
-                "Applies at the next check, without a restart. A value saved here is stored in the                  database and takes precedence over the config file's " code { "[migration]" } ",                  which takes precedence over the default (the same setting as "
+                "Applies at the next check, without a restart. A value saved here is stored in the database and takes precedence over the config file's " code { "[migration]" } ", which takes precedence over the default (the same setting as "
                 code { "scimbridge migrate policy" } ")."
             }
             form.grid method="post" action="/admin/migration/policy" {
