@@ -19,7 +19,10 @@
 //! users, groups, members in batches, updates, deactivations), export (`scimbridge
 //! export` through the running server; only with a server started here). With a
 //! server started here the RSS growth of heavy requests is printed too (from /proc),
-//! and the RSS `--settle` seconds (default 3) after the last scenario.
+//! and the RSS `--settle` seconds (default 3) after the last scenario. `--warmup S`
+//! first sends S seconds of unmeasured GETs by id and `userName eq` lookups over
+//! the sampled users (8 connections), so read and lookup measure a filled page
+//! cache rather than its first fill.
 //!
 //!   cargo bench --bench load -- --data-dir /work/scratch/big --scenarios large-group \
 //!       --group-size 100000 --settle 60
@@ -449,6 +452,9 @@ fn main() {
     let big: usize = arg(&args, "group-size")
         .and_then(|s| s.parse().ok())
         .unwrap_or(20_000);
+    let warmup: u64 = arg(&args, "warmup")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     let settle: u64 = arg(&args, "settle")
         .and_then(|s| s.parse().ok())
         .unwrap_or(3);
@@ -512,6 +518,19 @@ fn main() {
             .as_u64()
             .unwrap_or(0) as usize;
         println!("# {total} users in the directory");
+        if warmup > 0 {
+            let ids = sample.clone();
+            let st = run(t, 8, usize::MAX, Duration::from_secs(warmup), Arc::new(move |i| {
+                let (id, name) = &ids[(i * 7919) % ids.len()];
+                if i.is_multiple_of(2) {
+                    ("GET", format!("/Users/{id}"), None)
+                } else {
+                    ("GET", format!("/Users?filter=userName%20eq%20%22{name}%22"), None)
+                }
+            }))
+            .await;
+            println!("# warm-up: {} GETs by id and userName lookups in {:.0} s, RSS {:.0} MB", st.lat.len(), st.secs, rss(&local));
+        }
 
         if want("read") {
             for conns in [8, 64] {

@@ -61,6 +61,11 @@ pub(crate) struct SetupLink {
     pub link: Option<Secret>,
     /// When the code stops working.
     pub expires: Timestamp,
+    /// Whether `account` has a password now (one that keeps working until the link
+    /// is used); `false` for an account `admin add` made whose link was never used:
+    /// it cannot sign in until this link is used.
+    #[serde(default)]
+    pub password_set: bool,
 }
 
 /// An account as `admin list` and the page show it: never its password record.
@@ -153,18 +158,28 @@ async fn new_link(
     store
         .add_admin_setup_code(purpose, hash, expires, from_reset, now)
         .await??;
-    let url = store.snapshot().and_then(|s| s.admin_url())?;
+    let snap = store.snapshot()?;
+    let url = snap.admin_url()?;
     let link = url.map(|u| Secret::new(format!("{u}/setup?code={}", code.expose())));
+    let password_set = match &account {
+        Some(name) => snap
+            .admin_accounts()?
+            .iter()
+            .any(|a| &a.name == name && a.password.is_some()),
+        None => false,
+    };
     Ok(SetupLink {
         account,
         code,
         link,
         expires,
+        password_set,
     })
 }
 
 /// `admin reset-password [NAME]`: a new one-time link for the account, replacing its
-/// pending one; its current password keeps working until the link is used. Without
+/// pending one; its current password, if it has one (`SetupLink::password_set`),
+/// keeps working until the link is used. Without
 /// a name: the only account, or the first account's link while none exists; refused
 /// (naming them) when there are several.
 pub(crate) async fn reset_password(

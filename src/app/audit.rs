@@ -53,6 +53,27 @@ impl Caller {
     }
 }
 
+/// An actor in words, as (name, kind), shown as "name (kind)" wherever an actor is
+/// named: "entra (token)", "alice (admin account)", "CLI (unix user root)",
+/// "import (scimbridge)". A command-line user is the operating-system account, so it
+/// is never written as a bare name that could be read as an admin account's.
+pub(crate) fn actor_words(kind: ActorKind, name: &str) -> (String, String) {
+    match kind {
+        ActorKind::Cli => ("CLI".to_owned(), format!("unix user {name}")),
+        other => (name.to_owned(), kind_words(other).to_owned()),
+    }
+}
+
+/// What kind of actor, in words (the Activity page's filter and `actor_words`).
+pub(crate) fn kind_words(kind: ActorKind) -> &'static str {
+    match kind {
+        ActorKind::Token => "token",
+        ActorKind::Admin => "admin account",
+        ActorKind::Cli => "command line",
+        ActorKind::System => "scimbridge",
+    }
+}
+
 /// What happened, before it is stamped with a caller and a time.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Entry {

@@ -4,12 +4,19 @@
 //! per request), handed to the store by the token-use flusher every 30 s and loaded
 //! back at start, so a restart does not zero them. Decides the per-token warnings:
 //! failing requests, the quiet-time alarm, expiry. Memory and metric series are
-//! bounded by the issued tokens: only authenticated tokens are counted, and a
-//! revoked token's row is deleted with it (the flusher forgets it here).
+//! bounded by the issued tokens: only authenticated tokens (and an expired token's
+//! refused requests) are counted. A revoked token keeps its past hours, so the
+//! dashboard's chart still shows the traffic that happened (a row stops growing
+//! once its token can no longer authenticate; `/metrics` drops its series).
+//!
+//! Also keeps the requests turned away before any token could be counted (`TurnedAway`):
+//! a token that is not valid (401) and the limiter's refusals (429), per minute over
+//! the last hour with the last one's client, time and token, for the dashboard.
 //!
 //! Knows neither HTTP (it is given a status code and a reason) nor redb.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
 use std::sync::Mutex;
 
 use time::Duration;
@@ -34,9 +41,90 @@ struct Tracked {
     dirty: bool,
 }
 
-/// Every counted token's traffic (token id → counts).
+/// Every counted token's traffic (token id → counts), and the requests turned away.
 pub(crate) struct Liveness {
     tokens: Mutex<HashMap<String, Tracked>>,
+    /// Requests with a token that is not valid (401, or 429 once the address is
+    /// throttled for failing).
+    invalid: Mutex<TurnedAwayLog>,
+    /// Requests the limiter refused (429), with a valid token or without one.
+    throttled: Mutex<TurnedAwayLog>,
+}
+
+/// How long the dashboard looks back for turned-away requests, in minutes.
+pub(crate) const TURNED_AWAY_MINUTES: i64 = 60;
+
+/// Why a request was turned away before it reached the directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum TurnedAway {
+    /// 401: no token, a malformed header, or a secret no token has (`why` says which).
+    Unrecognised { why: &'static str },
+    /// 401: a secret of the token `name`, revoked.
+    Revoked { name: String },
+    /// 401: a secret of the token `name`, expired.
+    Expired { name: String },
+    /// 429 from the limiter: too much work in progress for the token `token` (when
+    /// the request had a valid one), or too many failed authentications from the
+    /// address.
+    Throttled { token: Option<String> },
+}
+
+/// The last request turned away, as the dashboard names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LastTurnedAway {
+    pub at: Timestamp,
+    pub client: IpAddr,
+    pub why: TurnedAway,
+}
+
+/// Requests turned away in the last `TURNED_AWAY_MINUTES`, and the last of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TurnedAwaySummary {
+    pub requests: u64,
+    pub last: LastTurnedAway,
+}
+
+/// Per-minute counts (minute since the epoch, count), oldest first, at most
+/// `TURNED_AWAY_MINUTES` of them: memory stays fixed however many arrive.
+#[derive(Default)]
+struct TurnedAwayLog {
+    minutes: VecDeque<(i64, u64)>,
+    last: Option<LastTurnedAway>,
+}
+
+impl TurnedAwayLog {
+    fn note(&mut self, why: TurnedAway, client: IpAddr, now: Timestamp) {
+        let minute = now.unix_seconds().div_euclid(60);
+        match self.minutes.back_mut() {
+            // A clock stepped back counts into the latest minute.
+            Some((m, n)) if *m >= minute => *n = n.saturating_add(1),
+            _ => self.minutes.push_back((minute, 1)),
+        }
+        while self
+            .minutes
+            .front()
+            .is_some_and(|(m, _)| *m <= minute - TURNED_AWAY_MINUTES)
+        {
+            self.minutes.pop_front();
+        }
+        self.last = Some(LastTurnedAway {
+            at: now,
+            client,
+            why,
+        });
+    }
+
+    fn summary(&self, now: Timestamp) -> Option<TurnedAwaySummary> {
+        let minute = now.unix_seconds().div_euclid(60);
+        let requests = self
+            .minutes
+            .iter()
+            .filter(|(m, _)| *m > minute - TURNED_AWAY_MINUTES)
+            .map(|(_, n)| *n)
+            .sum();
+        let last = self.last.clone()?;
+        (requests > 0).then_some(TurnedAwaySummary { requests, last })
+    }
 }
 
 impl Liveness {
@@ -60,7 +148,31 @@ impl Liveness {
             .collect();
         Liveness {
             tokens: Mutex::new(tokens),
+            invalid: Mutex::new(TurnedAwayLog::default()),
+            throttled: Mutex::new(TurnedAwayLog::default()),
         }
+    }
+
+    /// Notes a request turned away from `client` at `now`: a token that is not
+    /// valid, or a limiter refusal (`TurnedAway::Throttled`).
+    pub(crate) fn turned_away(&self, why: TurnedAway, client: IpAddr, now: Timestamp) {
+        let log = match why {
+            TurnedAway::Throttled { .. } => &self.throttled,
+            _ => &self.invalid,
+        };
+        if let Ok(mut l) = log.lock() {
+            l.note(why, client, now);
+        }
+    }
+
+    /// Requests with a token that is not valid in the last hour, if any.
+    pub(crate) fn invalid_tokens(&self, now: Timestamp) -> Option<TurnedAwaySummary> {
+        self.invalid.lock().ok()?.summary(now)
+    }
+
+    /// Requests the limiter refused in the last hour, if any.
+    pub(crate) fn throttled(&self, now: Timestamp) -> Option<TurnedAwaySummary> {
+        self.throttled.lock().ok()?.summary(now)
     }
 
     /// Counts one answered request of the authenticated token `token_id`.
@@ -100,7 +212,7 @@ impl Liveness {
         }
     }
 
-    /// Drops the counts of tokens that are revoked or gone.
+    /// Drops the counts of tokens that are gone from the store.
     pub(crate) fn forget(&self, ids: &[String]) {
         if let Ok(mut m) = self.tokens.lock() {
             for id in ids {
@@ -122,13 +234,10 @@ impl Liveness {
 /// Why a token needs the admin's eye. Each carries what the sentence needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum TokenWarning {
-    /// The failing rule (`STREAK`, `SHARE_MIN_REQUESTS`) holds: `errors` of the
-    /// `requests` in the last two clock hours failed, the last `streak` in a row.
-    Failing {
-        streak: u32,
-        errors: u64,
-        requests: u64,
-    },
+    /// The failing rule (`STREAK`, `SHARE_MIN_REQUESTS`) holds: the last `streak`
+    /// requests in a row got an error; `recent` are the last two clock hours' counts
+    /// by outcome class (refused, denied, failed: one vocabulary with the chart).
+    Failing { streak: u32, recent: OutcomeCounts },
     /// The quiet-time alarm: nothing for `silent`, longer than the token's
     /// `quiet_after_minutes`.
     Quiet {
@@ -176,7 +285,8 @@ pub(crate) struct TokenLiveness {
     pub warnings: Vec<TokenWarning>,
 }
 
-/// Assesses one token at `now`. Revoked tokens get no counts and no warnings.
+/// Assesses one token at `now`. Revoked tokens keep their past hours' counts (the
+/// chart shows what happened) and get no warnings.
 ///
 /// Rules (issue 14 point 5), each a `TokenWarning`:
 /// - **failing**: the last `STREAK` (5) requests all failed (status ≥ 400), or in
@@ -194,10 +304,8 @@ pub(crate) fn assess(
     traffic: Option<TokenTraffic>,
     now: Timestamp,
 ) -> TokenLiveness {
-    let traffic = match token.state {
-        TokenState::Revoked => TokenTraffic::default(),
-        _ => traffic.unwrap_or_default(),
-    };
+    let traffic = traffic.unwrap_or_default();
+    let revoked = token.state == TokenState::Revoked;
     let end = hour_of(now);
     let hourly: Vec<OutcomeCounts> = (end - WINDOW_HOURS + 1..=end)
         .map(|h| {
@@ -211,13 +319,13 @@ pub(crate) fn assess(
         .collect();
     let mut warnings = Vec::new();
     let recent = traffic.window(now, 2);
-    if traffic.failing_streak >= STREAK
-        || (recent.total() >= SHARE_MIN_REQUESTS && recent.errors() * 2 > recent.total())
+    if !revoked
+        && (traffic.failing_streak >= STREAK
+            || (recent.total() >= SHARE_MIN_REQUESTS && recent.errors() * 2 > recent.total()))
     {
         warnings.push(TokenWarning::Failing {
             streak: traffic.failing_streak,
-            errors: recent.errors(),
-            requests: recent.total(),
+            recent,
         });
     }
     if token.state == TokenState::Active {
@@ -408,7 +516,7 @@ mod tests {
     }
 
     #[test]
-    fn revoked_tokens_have_no_counts_and_the_window_is_24_hours() {
+    fn revoked_tokens_keep_their_counts_without_warnings_and_the_window_is_24_hours() {
         let now = at("2024-05-02T10:30:00Z");
         let mut tr = traffic(&[200, 500], at("2024-05-01T10:10:00Z"));
         tr.count(201, None, at("2024-05-01T11:00:00Z"));
@@ -424,13 +532,54 @@ mod tests {
         assert_eq!(l.hourly[23].get(OutcomeClass::Refused), 1);
         assert_eq!(l.traffic.totals.total(), 4);
         assert_eq!(combined([&l, &l])[23].total(), 2);
-        let r = assess(&token(TokenState::Revoked), None, Some(tr), now);
-        assert_eq!(r.traffic.totals.total(), 0);
-        assert!(r.warnings.is_empty());
+        let mut failing = tr.clone();
+        for _ in 0..STREAK {
+            failing.count(500, None, now);
+        }
+        let r = assess(&token(TokenState::Revoked), None, Some(failing), now);
+        assert_eq!(
+            r.day.total(),
+            2 + u64::from(STREAK),
+            "a revoked token's past hours stay on the chart"
+        );
+        assert_eq!(r.hourly[23].get(OutcomeClass::Failed), u64::from(STREAK));
+        assert!(r.warnings.is_empty(), "{:?}", r.warnings);
     }
 
     #[test]
-    fn counts_wait_for_the_flusher_and_revoked_ones_are_forgotten() {
+    fn turned_away_requests_are_counted_for_an_hour_with_the_last_one_named() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(&d.path().join("db"), &Default::default()).unwrap();
+        let l = Liveness::load(&s);
+        let now = at("2024-05-01T10:00:00Z");
+        assert!(l.invalid_tokens(now).is_none() && l.throttled(now).is_none());
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        let why = TurnedAway::Unrecognised {
+            why: "unknown token",
+        };
+        l.turned_away(why.clone(), a, at("2024-05-01T09:00:30Z"));
+        for _ in 0..3 {
+            l.turned_away(why.clone(), a, at("2024-05-01T09:30:00Z"));
+        }
+        let revoked = TurnedAway::Revoked {
+            name: "okta".into(),
+        };
+        l.turned_away(revoked.clone(), b, at("2024-05-01T09:59:00Z"));
+        let seen = l.invalid_tokens(now).unwrap();
+        assert_eq!(seen.requests, 4, "09:00 is more than an hour ago");
+        assert_eq!(seen.last.client, b);
+        assert_eq!(seen.last.why, revoked);
+        assert!(l.throttled(now).is_none(), "kept apart");
+        l.turned_away(TurnedAway::Throttled { token: None }, a, now);
+        assert_eq!(l.throttled(now).unwrap().requests, 1);
+        assert!(l.invalid_tokens(at("2024-05-01T11:00:00Z")).is_none());
+        let log = l.invalid.lock().unwrap();
+        assert!(log.minutes.len() <= TURNED_AWAY_MINUTES as usize);
+    }
+
+    #[test]
+    fn counts_wait_for_the_flusher_and_gone_ones_are_forgotten() {
         let d = tempfile::tempdir().unwrap();
         let s = Store::open(&d.path().join("db"), &Default::default()).unwrap();
         let l = Liveness::load(&s);

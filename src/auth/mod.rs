@@ -80,14 +80,24 @@ pub(crate) fn new_token(
     Ok((record, secret, hash))
 }
 
-/// Why a request was not authenticated. The client only ever learns "invalid".
+/// Why a request was not authenticated. The client only ever learns "invalid"; the
+/// admin's dashboard learns which token a revoked or expired secret belonged to
+/// (recognised by its hash), so it can say which identity provider still sends it.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum AuthFailure {
     Missing,
     Malformed,
     Unknown,
-    Revoked,
-    Expired,
+    /// A revoked secret of the token (id, name).
+    Revoked {
+        id: String,
+        name: String,
+    },
+    /// An expired secret of the token (id, name).
+    Expired {
+        id: String,
+        name: String,
+    },
 }
 
 impl AuthFailure {
@@ -96,8 +106,8 @@ impl AuthFailure {
             AuthFailure::Missing => "missing",
             AuthFailure::Malformed => "malformed",
             AuthFailure::Unknown => "unknown token",
-            AuthFailure::Revoked => "revoked token",
-            AuthFailure::Expired => "expired token",
+            AuthFailure::Revoked { .. } => "revoked token",
+            AuthFailure::Expired { .. } => "expired token",
         }
     }
 }
@@ -126,8 +136,14 @@ pub(crate) fn authenticate(
         return Ok(Err(AuthFailure::Unknown));
     };
     match record.state(now) {
-        TokenState::Revoked => return Ok(Err(AuthFailure::Revoked)),
-        TokenState::Expired => return Ok(Err(AuthFailure::Expired)),
+        TokenState::Revoked => {
+            let (id, name) = (record.id, record.name);
+            return Ok(Err(AuthFailure::Revoked { id, name }));
+        }
+        TokenState::Expired => {
+            let (id, name) = (record.id, record.name);
+            return Ok(Err(AuthFailure::Expired { id, name }));
+        }
         // A superseded secret works until it is revoked (`token rotate`).
         TokenState::Active | TokenState::Superseded => {}
     }

@@ -39,10 +39,15 @@ pub(super) fn run(cfg: &Config, cmd: &AdminCommand) -> Result<ExitCode> {
             let req = Request::AdminResetPassword { name: name.clone() };
             let setup = setup_link(cfg, req)?;
             match &setup.account {
-                Some(account) => eprintln!(
+                Some(account) if setup.password_set => eprintln!(
                     "Open this link within an hour to set a new password for the admin account \
                      \"{account}\" (it works once; the current password keeps working until then, \
                      and the account's sessions end when it is used):"
+                ),
+                Some(account) => eprintln!(
+                    "The admin account \"{account}\" has no password yet (its setup link was never \
+                     used), so it cannot sign in. Open this link within an hour to set its password \
+                     (it works once; any earlier link of this account no longer works):"
                 ),
                 None => eprintln!(
                     "No admin account exists yet. Open this link within an hour to create the \

@@ -89,8 +89,9 @@ pub(crate) enum AdminCommand {
     /// cannot be removed.
     Remove { name: String },
     /// Print a one-time link (valid for an hour) to set a new password for NAME (may
-    /// be left out when there is one account); the current password keeps working
-    /// until the new one is set, then the account's sessions end.
+    /// be left out when there is one account); a current password keeps working
+    /// until the new one is set, then the account's sessions end. An account that
+    /// never set a password gets the link that sets its first one.
     ResetPassword { name: Option<String> },
     /// List the admin accounts (never their passwords).
     List {
@@ -113,6 +114,10 @@ pub(crate) enum TokenCommand {
         /// Expire the token after this many days.
         #[arg(long, value_name = "DAYS")]
         expires_in: Option<u32>,
+        /// Print only the secret (on stdout), without the explanation on stderr: for
+        /// scripts, e.g. `TOKEN=$(scimbridge token issue --name entra --quiet)`.
+        #[arg(long, short)]
+        quiet: bool,
     },
     /// List tokens (never their secrets).
     List {

@@ -1,6 +1,7 @@
 //! `token issue|list|rotate|revoke`: SCIM bearer tokens, rendered from the typed
 //! replies. `issue` and `rotate` print the secret alone on stdout (so
-//! `TOKEN=$(scimbridge token issue --name x)` works) and its explanation on stderr;
+//! `TOKEN=$(scimbridge token issue --name x)` works) and its explanation on stderr
+//! (`issue --quiet` leaves the explanation out);
 //! `revoke` asks first only when stdin is a terminal.
 
 use std::io::{IsTerminal, Write};
@@ -21,6 +22,7 @@ pub(super) fn run(cfg: &Config, cmd: &TokenCommand) -> Result<ExitCode> {
             name,
             read_only,
             expires_in,
+            quiet,
         } => {
             let req = Request::TokenIssue(IssueRequest {
                 name: name.clone(),
@@ -35,15 +37,17 @@ pub(super) fn run(cfg: &Config, cmd: &TokenCommand) -> Result<ExitCode> {
                 Reply::TokenIssued(t) => t,
                 other => return Err(unexpected(other)),
             };
-            eprintln!(
-                "Issued the {} token \"{}\"{}. Copy it now: it is shown only once and stored only as a hash.",
-                t.token.scope.as_str(),
-                t.token.name,
-                t.token
-                    .expires
-                    .map(|e| format!(", expiring {e}"))
-                    .unwrap_or_default()
-            );
+            if !quiet {
+                eprintln!(
+                    "Issued the {} token \"{}\"{}. Copy it now: it is shown only once and stored only as a hash.",
+                    t.token.scope.as_str(),
+                    t.token.name,
+                    t.token
+                        .expires
+                        .map(|e| format!(", expiring {e}"))
+                        .unwrap_or_default()
+                );
+            }
             // The one place the CLI shows a secret: the token just issued.
             println!("{}", t.secret.expose());
         }

@@ -17,7 +17,7 @@ use super::admin::activity::ScimRequestRecord;
 use super::{scim_error, scim_json, store_error, AppState, Body, Handled, RequestBody};
 use crate::app::audit::{Caller, Entry};
 use crate::app::{Operation, Outcome, Page, Paging, Query, Reply, Written};
-use crate::auth::{authenticate, Principal};
+use crate::auth::{authenticate, AuthFailure, Principal};
 use crate::clock::Timestamp;
 use crate::limiter::Subject;
 use crate::scim::discovery::{self, Capabilities};
@@ -123,9 +123,12 @@ pub(crate) async fn handle(
         Some((rt, id)) if writes => state.app.resource_name(*rt, id),
         _ => None,
     };
-    // (token id, token name) once authenticated.
+    // (token id, token name) once authenticated, or once an expired secret is
+    // recognised; why authentication failed, when it did.
     let mut token = None;
-    let (response, reason) = match handle_inner(state, req, rest, &mut token).await {
+    let mut failure = None;
+    let (response, reason) = match handle_inner(state, req, rest, (&mut token, &mut failure)).await
+    {
         Ok(r) => {
             let reason = (r.status() == StatusCode::TOO_MANY_REQUESTS)
                 .then(|| "throttled: too many requests in progress".to_owned());
@@ -133,14 +136,27 @@ pub(crate) async fn handle(
         }
         Err(e) => (scim_error(&e), Some(e.detail)),
     };
+    let status = response.status().as_u16();
+    let now = Timestamp::now();
     let token_name = token.map(|(id, name)| {
-        let status = response.status().as_u16();
         state
             .app
             .liveness
-            .count(&id, status, reason.as_deref(), Timestamp::now());
+            .count(&id, status, reason.as_deref(), now);
         name
     });
+    // Turned away before the directory: shown on the dashboard.
+    if let Some(why) = failure {
+        state
+            .app
+            .liveness
+            .turned_away(turned_away(why), client, now);
+    }
+    if status == 429 {
+        let token = token_name.clone();
+        let why = crate::app::liveness::TurnedAway::Throttled { token };
+        state.app.liveness.turned_away(why, client, now);
+    }
     // Kept for the admin dashboard, refusals included.
     let seen = state.activity.record(
         method.as_str(),
@@ -201,18 +217,40 @@ fn audit_write(
     state.app.audit_later(&caller, entry);
 }
 
+/// Why a request was not authenticated, as the dashboard shows it.
+fn turned_away(why: AuthFailure) -> crate::app::liveness::TurnedAway {
+    use crate::app::liveness::TurnedAway as T;
+    match why {
+        AuthFailure::Revoked { name, .. } => T::Revoked { name },
+        AuthFailure::Expired { name, .. } => T::Expired { name },
+        other => T::Unrecognised {
+            why: match other {
+                AuthFailure::Missing => "no token",
+                AuthFailure::Malformed => "a malformed Authorization header",
+                _ => "an unknown token",
+            },
+        },
+    }
+}
+
+/// The token of a request (id, name) and why it was not authenticated, as
+/// `handle_inner` finds them.
+type Sender<'a> = (
+    &'a mut Option<(String, String)>,
+    &'a mut Option<AuthFailure>,
+);
+
 async fn handle_inner(
     state: &Arc<AppState>,
     req: Request<RequestBody>,
     rest: &str,
-    token: &mut Option<(String, String)>,
+    (token, failure): Sender<'_>,
 ) -> Handled {
-    let principal = match admit(state, &req) {
+    let principal = match admit(state, &req, (token, failure)) {
         Ok(p) => p,
         Err(Refusal::Throttled(t)) => return Ok(super::throttled(&t, true)),
         Err(Refusal::Error(e)) => return Err(e),
     };
-    *token = Some((principal.token_id.clone(), principal.name.clone()));
 
     let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
     if segments.first() == Some(&"Me") {
@@ -256,8 +294,14 @@ async fn handle_inner(
 /// Refusals: 401 for a missing, unknown, revoked or expired
 /// token (each failure counted in /metrics and logged with the client address;
 /// repeated failures from one address are throttled with 429), 429 when the
-/// token already has its limit of requests in progress.
-fn admit(state: &Arc<AppState>, req: &Request<RequestBody>) -> Result<Principal, Refusal> {
+/// token already has its limit of requests in progress. Sets `token` as soon as it
+/// is known (an expired secret's token included, so its refusals count for it) and
+/// `failure` when authentication failed.
+fn admit(
+    state: &Arc<AppState>,
+    req: &Request<RequestBody>,
+    (token, failure): Sender<'_>,
+) -> Result<Principal, Refusal> {
     let now = Timestamp::now();
     let header = req
         .headers()
@@ -270,14 +314,19 @@ fn admit(state: &Arc<AppState>, req: &Request<RequestBody>) -> Result<Principal,
         Ok(p) => p,
         Err(why) => {
             state.metrics.auth_failure(why.as_str());
+            let reason = why.as_str();
+            if let AuthFailure::Expired { id, name } = &why {
+                *token = Some((id.clone(), name.clone()));
+            }
+            *failure = Some(why);
             // Only failures are throttled: a valid token is never refused for its
             // address (identity providers share theirs).
             let limiter = &state.app.limiter;
             if let Err(t) = limiter.auth_failed(client, std::time::Instant::now()) {
-                tracing::debug!(client = %client, reason = why.as_str(), "SCIM authentication failed (throttled)");
+                tracing::debug!(client = %client, reason, "SCIM authentication failed (throttled)");
                 return Err(Refusal::Throttled(t));
             }
-            tracing::warn!(client = %client, reason = why.as_str(), "SCIM authentication failed");
+            tracing::warn!(client = %client, reason, "SCIM authentication failed");
             return Err(Refusal::Error(ScimError::new(
                 401,
                 None,
@@ -285,6 +334,7 @@ fn admit(state: &Arc<AppState>, req: &Request<RequestBody>) -> Result<Principal,
             )));
         }
     };
+    *token = Some((principal.token_id.clone(), principal.name.clone()));
     match state
         .app
         .limiter

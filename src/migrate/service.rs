@@ -528,6 +528,11 @@ impl Migration {
         let diffs = found.differences;
         let n = diffs.len() as u64;
         let now = Timestamp::now();
+        // Kept for the Migration page, whoever ran verify (the page or the CLI).
+        let notes = found.notes.clone();
+        self.store
+            .update_migration(move |s| s.verify_notes = notes)
+            .await?;
         if mirroring {
             self.store
                 .update_migration(move |s| {

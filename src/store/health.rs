@@ -27,6 +27,10 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 /// The longest pause between two attempts to write on a full disk: how long writing
 /// may lag behind the space coming back.
 const MAX_BACKOFF: Duration = Duration::from_secs(8);
+/// After an open failed, how soon a reader may try again. The usual cause is a read
+/// that still held the old handle (redb's file lock keeps a second handle out); it
+/// ends within milliseconds, and reads should not wait for the writer's back-off.
+const REOPEN_RETRY: Duration = Duration::from_millis(20);
 
 /// An I/O error meaning "no space": the disk or the user's quota is full, or the file
 /// reached the process's file size limit (RLIMIT_FSIZE).
@@ -79,6 +83,9 @@ pub(crate) struct DbSlot {
     /// While the disk is full: no write is tried before this instant, and the pause
     /// that follows the next failure.
     backoff: Mutex<Option<(Instant, Duration)>>,
+    /// When the last open failed (`None` after a success): readers retry the open no
+    /// sooner than [`REOPEN_RETRY`] after it.
+    open_failed_at: Mutex<Option<Instant>>,
 }
 
 fn unavailable() -> StoreError {
@@ -96,13 +103,58 @@ impl DbSlot {
             io_failures: AtomicU64::new(0),
             reopens: AtomicU64::new(0),
             backoff: Mutex::new(None),
+            open_failed_at: Mutex::new(None),
         }
     }
 
-    /// The open database.
+    /// The open database. If the last reopen failed, tries to open the file again
+    /// first (at most once per [`REOPEN_RETRY`]): the read that kept the old handle
+    /// open has usually ended, and reads go on without waiting for the next write.
     pub(crate) fn get(&self) -> Result<Arc<Database>, StoreError> {
-        let guard = self.db.read().map_err(|_| unavailable())?;
-        guard.clone().ok_or_else(unavailable)
+        if let Some(db) = self.current()? {
+            return Ok(db);
+        }
+        let due = self
+            .open_failed_at
+            .lock()
+            .map_err(|_| unavailable())?
+            .is_none_or(|t| t.elapsed() >= REOPEN_RETRY);
+        if due {
+            self.open_if_closed();
+        }
+        self.current()?.ok_or_else(unavailable)
+    }
+
+    /// The slot's handle as it is (`None` while a reopen failed).
+    pub(crate) fn current(&self) -> Result<Option<Arc<Database>>, StoreError> {
+        Ok(self.db.read().map_err(|_| unavailable())?.clone())
+    }
+
+    /// A reader found `latched` failing with a previous I/O error (the writer's
+    /// commit failed on it a moment ago): unless the slot already holds another
+    /// handle, gives this one up and opens the file again. The caller then begins
+    /// its read again with [`DbSlot::get`].
+    pub(crate) fn recover(&self, latched: Arc<Database>) {
+        let Ok(mut slot) = self.db.write() else {
+            return;
+        };
+        if slot.as_ref().is_some_and(|db| Arc::ptr_eq(db, &latched)) {
+            drop(slot.take());
+        }
+        drop(latched);
+        if slot.is_none() {
+            self.open_into(&mut slot);
+        }
+    }
+
+    /// Opens the file if the slot is empty (another thread may have opened it).
+    fn open_if_closed(&self) {
+        let Ok(mut slot) = self.db.write() else {
+            return;
+        };
+        if slot.is_none() {
+            self.open_into(&mut slot);
+        }
     }
 
     pub(crate) fn health(&self) -> StorageHealth {
@@ -181,17 +233,31 @@ impl DbSlot {
             return;
         };
         drop(slot.take());
-        match super::open_database(&self.path, &self.opts) {
+        self.open_into(&mut slot);
+    }
+
+    /// Opens the file into the (empty) slot; on failure leaves it empty, notes when,
+    /// and logs why.
+    fn open_into(&self, slot: &mut Option<Arc<Database>>) {
+        let failed_at = match super::open_database(&self.path, &self.opts) {
             Ok(db) => {
                 self.reopens.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(path = %self.path.display(), "reopened the database after a storage failure");
                 *slot = Some(Arc::new(db));
+                None
             }
-            Err(e) => tracing::error!(
-                path = %self.path.display(),
-                error = %e,
-                "cannot reopen the database: reads and writes answer 503 until it opens"
-            ),
+            Err(e) => {
+                tracing::warn!(
+                    path = %self.path.display(),
+                    error = %e,
+                    "cannot reopen the database yet (tried again at the next read or write); \
+                     until then reads and writes answer 503"
+                );
+                Some(Instant::now())
+            }
+        };
+        if let Ok(mut t) = self.open_failed_at.lock() {
+            *t = failed_at;
         }
     }
 

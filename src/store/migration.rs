@@ -108,6 +108,11 @@ pub(crate) struct MigrationState {
     /// push learns them afresh; the mirror skips them.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub refused_filters: std::collections::BTreeMap<String, String>,
+    /// What the last verification could not compare, and why (a target that refuses
+    /// to list without a filter: duplicates and accounts only on the target not
+    /// looked for), as `migrate verify` prints them; the Migration page shows them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub verify_notes: Vec<String>,
     /// Set in the copy `Store::erase_target_token` renames over the database file:
     /// the target token's bytes are gone from the file. A cut-over state without it
     /// (a failed rewrite, or a cut-over by an earlier release) is rewritten at the

@@ -559,13 +559,23 @@ impl Store {
         Self::unpack(rx.blocking_recv())
     }
 
-    /// A consistent read-only view.
+    /// A consistent read-only view. A handle latched by a write that failed a moment
+    /// ago (full disk, I/O error) is given up and the view begun again on the reopened
+    /// file, once (health.rs).
     pub(crate) fn snapshot(&self) -> StoreResult<Snapshot> {
         let db = self.db()?;
-        Ok(Snapshot {
-            txn: db.begin_read()?,
-            _db: db,
-        })
+        match db.begin_read().map_err(StoreError::from) {
+            Ok(txn) => Ok(Snapshot { txn, _db: db }),
+            Err(StoreError::Io(_)) => {
+                self.inner.slot.recover(db);
+                let db = self.db()?;
+                Ok(Snapshot {
+                    txn: db.begin_read()?,
+                    _db: db,
+                })
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Proves the database takes a durable write (for `/readyz`).
@@ -948,6 +958,9 @@ fn commit_batch(slot: &health::DbSlot, db: Arc<Database>, batch: Vec<Job>) {
     match txn.commit() {
         Ok(()) => {
             slot.committed();
+            // The handle is given back before anyone is answered, so that a reopen
+            // right after (a reader recovering, a backup) does not find it held.
+            drop(db);
             for (reply, r) in done {
                 let _ = reply.send(r);
             }
@@ -2046,6 +2059,7 @@ impl Snapshot {
     }
 
     /// The newest `limit` events, newest first.
+    #[cfg(test)]
     pub(crate) fn recent_events(&self, limit: usize) -> StoreResult<Vec<Event>> {
         let t = self.txn.open_table(EVENTS)?;
         let mut out = Vec::new();

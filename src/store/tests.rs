@@ -267,6 +267,41 @@ fn a_panicking_job_fails_alone_and_the_writer_survives() {
         .is_some());
 }
 
+/// Issue 11 (disk full): a reopen that fails because a read still holds the old
+/// handle (redb's file lock) does not leave reads answering 503 until the next
+/// write: the next read opens the file again once that read has ended.
+#[test]
+fn a_reopen_blocked_by_a_running_read_is_retried_by_the_next_read() {
+    let (_d, store) = open();
+    let u = user(&store, "kept");
+    let running = store.snapshot().unwrap();
+    store.inner.slot.reopen();
+    assert!(
+        store.inner.slot.current().unwrap().is_none(),
+        "the open must fail while the old handle is held"
+    );
+    drop(running);
+    // No write comes: reads alone bring the file back (a few retries at most, each
+    // REOPEN_RETRY apart; without them every read would fail until a write).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let snapshot = loop {
+        match store.snapshot() {
+            Ok(s) => break s,
+            Err(e) if std::time::Instant::now() < deadline => {
+                assert!(matches!(e, StoreError::Io(_)), "{e}");
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(e) => panic!("reads did not recover: {e}"),
+        }
+    };
+    let found = snapshot.get(ResourceType::User, &u.id).unwrap();
+    assert!(found.is_some());
+    assert_eq!(store.health().reopens, 1);
+    drop(snapshot);
+    // And writes go on on the reopened file.
+    user(&store, "after");
+}
+
 /// Issue 11: a backup holds everything but the push target's token.
 #[test]
 fn backup_leaves_out_the_push_targets_token_and_is_private() {

@@ -235,7 +235,7 @@ impl Store {
 
     /// Records when tokens were last used and their traffic (batched by the caller;
     /// not worth an fsync per request), in one transaction. Returns the ids whose
-    /// traffic was refused because the token is revoked or gone.
+    /// traffic was refused because the token is gone.
     pub(crate) async fn record_token_use(
         &self,
         uses: Vec<(String, Timestamp)>,
@@ -255,18 +255,14 @@ impl Store {
                     }
                 }
             }
-            // Traffic of tokens that are revoked or gone is refused and deleted.
+            // Traffic of tokens that are gone is refused and deleted. A revoked
+            // token's row is kept: its past hours stay on the dashboard's chart, and
+            // it cannot grow (a revoked secret no longer authenticates).
             let (live, refused): (Vec<_>, Vec<_>) = {
                 let t = txn.open_table(TOKENS)?;
                 let mut split = (Vec::new(), Vec::new());
                 for (id, row) in traffic {
-                    let live = match t.get(id.as_str())? {
-                        Some(v) => serde_json::from_slice::<TokenRecord>(v.value())?
-                            .revoked
-                            .is_none(),
-                        None => false,
-                    };
-                    if live {
+                    if t.get(id.as_str())?.is_some() {
                         split.0.push((id, row));
                     } else {
                         split.1.push(id);
@@ -407,8 +403,7 @@ fn revoke_in(
     for mut rec in chosen {
         rec.revoked = Some(now);
         t.insert(rec.id.as_str(), serde_json::to_vec(&rec)?.as_slice())?;
-        // The token's traffic and metric series go with it.
-        drop_traffic_in(txn, &rec.id)?;
+        // The token's traffic stays (the chart's history); its metric series end.
         out.push(rec);
     }
     Ok(out)

@@ -105,6 +105,20 @@ fn accounts_sign_in_by_name_and_each_ends_only_its_own_sessions() {
     assert!(audit(&c, &admin, "admin.set_password")
         .iter()
         .any(|e| e["actor"] == "bob"));
+    // A command-line actor reads as the command line and its unix user, on the
+    // Activity page and the dashboard alike, never as a bare name that could be an
+    // admin account's (the trial saw "root cli").
+    let cli_actor = ">CLI <small>(unix user ";
+    let page = text(&get_page(&c, "/admin/activity?action=admin.add", &admin));
+    assert!(page.contains(cli_actor), "{page}");
+    assert!(!page.contains("<small>cli</small>"), "{page}");
+    let dash = text(&get_page(&c, "/admin", &admin));
+    let changes = &dash[dash.find("id=\"changes\"").expect("recent changes")..];
+    assert!(changes.contains(cli_actor), "{changes}");
+    assert!(
+        changes.contains(">bob <small>(admin account)</small>"),
+        "{changes}"
+    );
 
     // `admin list` shows both, never a password.
     let (ok, out, err) = cli(&dir, &["admin", "list", "--json"]);
@@ -126,6 +140,10 @@ fn accounts_sign_in_by_name_and_each_ends_only_its_own_sessions() {
     );
     let (ok, reset, err) = cli(&dir, &["admin", "reset-password", "bob"]);
     assert!(ok, "{err}");
+    assert!(
+        err.contains("the current password keeps working until then"),
+        "{err}"
+    );
     assert!(
         signed_in(&c, &bob),
         "the old password works until the link is used"
@@ -157,6 +175,32 @@ fn accounts_sign_in_by_name_and_each_ends_only_its_own_sessions() {
     let (ok, out, err) = cli(&dir, &["admin", "reset-password"]);
     assert!(ok && out.contains("/admin/setup?code="), "{err}");
     assert!(err.contains("\"bob\""), "{err}");
+
+    // An account that never set a password has no current password to keep
+    // working: the CLI says what is true (the trial saw "keeps working" for it).
+    let (ok, _, err) = cli(&dir, &["admin", "add", "carol"]);
+    assert!(ok, "{err}");
+    let (ok, out, err) = cli(&dir, &["admin", "reset-password", "carol"]);
+    assert!(ok && out.contains("/admin/setup?code="), "{err}");
+    assert!(!err.contains("keeps working"), "{err}");
+    assert!(
+        err.contains(
+            "\"carol\" has no password yet (its setup link was never used), so it cannot sign in"
+        ),
+        "{err}"
+    );
+
+    // `token issue --quiet`: the secret alone, nothing on stderr (for scripts).
+    let (ok, out, err) = cli(&dir, &["token", "issue", "--name", "script", "--quiet"]);
+    assert!(ok, "{err}");
+    assert!(err.trim().is_empty(), "{err}");
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(out.starts_with("scimb_"), "{out}");
+    let (ok, _, err) = cli(&dir, &["token", "issue", "--name", "chatty"]);
+    assert!(
+        ok && err.contains("Issued the read-write token \"chatty\""),
+        "{err}"
+    );
 }
 
 #[test]

@@ -45,8 +45,22 @@ fn who_deleted_bob_is_answered_by_name_with_reasons_and_exports() {
     assert!(page.contains("=bob@example.com"));
     assert!(page.contains("127.0.0.1"), "client address shown");
     assert!(
-        page.contains(">test <small>token</small>"),
-        "actor: the token's name"
+        page.contains(">test <small>(token)</small>"),
+        "actor: the token's name: {page}"
+    );
+    // The dashboard's recent changes name the resource as it was (Bob is gone),
+    // with its id beside the name, and the actor the same way.
+    let dash = page_when(&c, &cookie, "/admin", |p| p.contains("scim.delete"));
+    let changes = &dash[dash.find("id=\"changes\"").expect("recent changes")..];
+    assert!(
+        changes.contains(&format!(
+            ">=bob@example.com</a> <small class=\"note id\">{id}</small>"
+        )),
+        "{changes}"
+    );
+    assert!(
+        changes.contains(">test <small>(token)</small>"),
+        "{changes}"
     );
 
     // Refusals carry the SCIM error's detail.
@@ -127,7 +141,7 @@ fn who_deleted_bob_is_answered_by_name_with_reasons_and_exports() {
         .unwrap();
     let user = String::from_utf8_lossy(&user.stdout).trim().to_owned();
     assert!(
-        cli_page.contains(&format!(">{user} <small>cli</small>")),
+        cli_page.contains(&format!(">CLI <small>(unix user {user})</small>")),
         "{cli_page}"
     );
 

@@ -348,6 +348,20 @@ fn admin_flow_in_headless_chromium() {
         chart_width > 100.0,
         "the chart is laid out: {chart_width}px"
     );
+    // The revoked secrets the IdP kept sending are named under "Needs attention", and
+    // their past hours stay on the chart, marked revoked (the trial: both vanished).
+    let attention = b.property("#attention", "innerText");
+    let attention = attention.as_str().unwrap_or_default();
+    assert!(
+        attention.contains("with a token that is not valid")
+            && attention.contains("the revoked token \"browser-idp\""),
+        "{attention}"
+    );
+    assert!(
+        page.contains("id=\"traffic-by-token\"")
+            && page.contains("<li data-token=\"browser-idp\"><b>browser-idp</b> <span class=\"pill warn\">revoked</span>"),
+        "{page}"
+    );
     let shot_dashboard = b.screenshot(&artifacts, "admin-dashboard.png");
 
     // The Activity page: every write with who did it, filtered to the admin's own.

@@ -7,6 +7,7 @@
 //! Times in the past (a token silent for hours, an expired token) are made by
 //! editing the stopped server's database, as no test may wait hours.
 
+use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
@@ -128,10 +129,11 @@ fn each_token_counts_its_requests_and_errors_and_a_restart_keeps_them() {
     );
     assert!(test.contains("just now"), "last request, relative: {test}");
     assert!(test.contains(" UTC"), "last request, absolute: {test}");
-    assert!(test.contains("last error 400"), "{test}");
+    assert!(test.contains("Last error: 400 refused"), "{test}");
+    assert!(test.contains("2 errors</span> (2 refused)"), "{test}");
     let okta_row = row(&page, "okta");
     assert!(okta_row.contains("1 error"), "{okta_row}");
-    assert!(okta_row.contains("last error 403"), "{okta_row}");
+    assert!(okta_row.contains("Last error: 403 denied"), "{okta_row}");
     assert!(
         okta_row.contains("is read-only; this request needs a read-write token"),
         "the reason is shown: {okta_row}"
@@ -172,9 +174,18 @@ fn five_failures_in_a_row_warn_until_a_request_succeeds() {
     );
     let dash = text(&get_page(&c, "/admin", &cookie));
     assert!(dash.contains("Needs attention"), "{dash}");
+    // One vocabulary with the chart: 4xx are refused, not "failed".
     assert!(
-        dash.contains("The token &quot;test&quot; is failing: 5 requests failed in a row"),
+        dash.contains(
+            "The token &quot;test&quot; is failing: its last 5 requests got an error; in the \
+             last two hours 5 of 5 requests: 5 refused."
+        ),
         "{dash}"
+    );
+    assert!(!dash.contains("requests failed"), "{dash}");
+    assert!(
+        row(&page, "test").contains(">failing (5 refused)</span>"),
+        "{page}"
     );
     let m = metrics(&c);
     let failing =
@@ -299,7 +310,7 @@ fn short_lived_tokens_and_certificates_are_warned_about() {
     let cookie = login(&c, PASSWORD);
 
     // A token that expires in a day.
-    issue_on_page_with(
+    let short_secret = issue_on_page_with(
         &c,
         &cookie,
         &[
@@ -347,6 +358,83 @@ fn short_lived_tokens_and_certificates_are_warned_about() {
         ),
         "{m}"
     );
+
+    // Its identity provider keeps sending it: each 401 counts for the token (denied)
+    // and the dashboard names the expired token, the client and the time.
+    assert_eq!(c.with_token(&short_secret).get("/Users").status, 401);
+    let page = tokens_when(&c, &cookie, "short", |r| r.contains("1 request"));
+    assert!(row(&page, "short").contains("1 denied"), "{page}");
+    let dash = text(&get_page(&c, "/admin", &cookie));
+    assert!(
+        dash.contains("1 request in the last hour with a token that is not valid")
+            && dash.contains("The last, from 127.0.0.1 at ")
+            && dash.contains("came with the expired token &quot;short&quot;"),
+        "{dash}"
+    );
+}
+
+/// The trial: 401s for a token that is not valid and the limiter's 429s were nowhere
+/// on the dashboard, and a 429 did not count for its token.
+#[test]
+fn turned_away_requests_are_on_the_dashboard_and_429s_count_for_their_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("limits.toml");
+    std::fs::write(&cfg, "[limits]\ntoken_requests = 1\n").unwrap();
+    let (s, cookie) = signed_in_server(&["--config", cfg.to_str().unwrap()]);
+    let c = s.client();
+    let okta = issue_on_page(&c, &cookie, "okta", "read-write");
+    let page = text(&get_page(&c, "/admin/tokens", &cookie));
+    let r = post_form(
+        &c,
+        "/admin/tokens/revoke",
+        Some(&cookie),
+        &[
+            ("csrf", &csrf(&page)),
+            ("id", &token_id(&page, "okta")),
+            ("confirm", "yes"),
+        ],
+    );
+    assert_eq!(r.status, 303, "{}", text(&r));
+    let dash = text(&get_page(&c, "/admin", &cookie));
+    assert!(
+        !dash.contains("not valid"),
+        "nothing turned away yet: {dash}"
+    );
+
+    assert_eq!(c.with_token("scimb_not-a-token").get("/Users").status, 401);
+    assert_eq!(c.with_token(&okta).get("/Users").status, 401);
+    let dash = text(&get_page(&c, "/admin", &cookie));
+    assert!(
+        dash.contains("2 requests in the last hour with a token that is not valid (answered 401)")
+            && dash.contains("The last, from 127.0.0.1 at ")
+            && dash.contains("came with the revoked token &quot;okta&quot;"),
+        "{dash}"
+    );
+    assert!(!dash.contains("refused by the limiter"), "{dash}");
+
+    // A request whose body never arrives holds the test token's only permit.
+    let ca = s.data_dir().join("tls/cert.pem");
+    let (mut held, _) = tls_connect(&s.addr, "127.0.0.1", &[ca.as_path()]);
+    write!(
+        held,
+        "POST /scim/v2/Users HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/scim+json\r\nContent-Length: 1000\r\n\r\n{{",
+        s.token
+    )
+    .unwrap();
+    held.flush().unwrap();
+    wait_until("the limiter to refuse", Duration::from_secs(10), || {
+        (c.get("/Users").status == 429).then_some(())
+    });
+    let page = tokens_when(&c, &cookie, "test", |r| r.contains("Last error: 429"));
+    assert!(row(&page, "test").contains(" refused"), "{page}");
+    let dash = text(&get_page(&c, "/admin", &cookie));
+    assert!(
+        dash.contains("in the last hour refused by the limiter (429 Too Many Requests")
+            && dash.contains("was for the token &quot;test&quot;"),
+        "{dash}"
+    );
+    drop(held);
 }
 
 #[test]
@@ -399,10 +487,27 @@ fn token_series_exist_only_for_issued_unrevoked_tokens() {
     assert_eq!(token_series(&m), 8, "{m}");
     let cookie = restart_signed_in(&mut s, &c);
     assert!(!metrics(&c).contains("token=\"okta\""));
+    // Its past hours stay: on its row, marked revoked, and on the dashboard's chart
+    // (the trial: a rotation emptied the chart's history).
     let page = text(&get_page(&c, "/admin/tokens", &cookie));
+    let okta_row = row(&page, "okta");
     assert!(
-        row(&page, "okta").contains("<td class=\"traffic\"><span class=\"note\">—"),
-        "no counts for a revoked token: {page}"
+        okta_row.contains("before it was revoked: ")
+            && okta_row.contains("2 requests")
+            && okta_row.contains("1 refused"),
+        "{okta_row}"
+    );
+    let dash = text(&get_page(&c, "/admin", &cookie));
+    assert!(dash.contains("2 requests from every token"), "{dash}");
+    let by_token = dash
+        .find("id=\"traffic-by-token\"")
+        .map(|i| &dash[i..])
+        .unwrap_or_else(|| panic!("{dash}"));
+    assert!(
+        by_token.contains(
+            "<b>okta</b> <span class=\"pill warn\">revoked</span>: 2 requests (1 refused)"
+        ),
+        "{by_token}"
     );
 }
 

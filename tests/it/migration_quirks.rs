@@ -969,6 +969,24 @@ fn quirk_11_unfiltered_listing_refused_falls_back_to_lookups() {
         out.contains(note) && out.contains("/Groups without a filter"),
         "verify says what it could not look for: {out}"
     );
+    // The Migration page shows the same notes (the trial: only the CLI printed them).
+    {
+        use crate::support::admin as ui;
+        let c = src.server.client();
+        let link = ui::setup_link(&src.server);
+        assert_eq!(ui::set_password(&c, &link, ui::PASSWORD).status, 303);
+        let cookie = ui::login(&c, ui::PASSWORD);
+        let page = ui::text(&ui::get_page(&c, "/admin/migration", &cookie));
+        let notes = page
+            .find("id=\"verify-notes\"")
+            .map(|i| &page[i..])
+            .unwrap_or_else(|| panic!("no verify notes: {page}"));
+        let notes = &notes[..notes.find("</details>").unwrap_or(notes.len())];
+        assert!(
+            notes.contains(note) && notes.contains("/Groups without a filter"),
+            "{notes}"
+        );
+    }
     let (ok, text, _) = cli(&src.server.data_dir(), &["migrate", "status"]);
     assert!(ok);
     assert!(text.contains(note), "{text}");

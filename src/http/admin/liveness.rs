@@ -1,7 +1,10 @@
 //! The admin page's IdP liveness (issue 14 point 5): the per-token cells of the
 //! Tokens page (last request, requests and errors in 24 h, warning badges, the
-//! quiet-time alarm form), the dashboard's "needs attention" list (token warnings
-//! and certificate expiry) and the requests-per-hour chart. The chart is inline SVG
+//! quiet-time alarm form), the dashboard's "needs attention" list (token warnings,
+//! requests turned away for a token that is not valid or by the limiter, certificate
+//! expiry) and the requests-per-hour chart with its per-token counts. One vocabulary
+//! for outcomes everywhere (`OutcomeClass`): refused is a 4xx the client caused,
+//! denied a 401/403, failed a 5xx of this server; "error" is any of them. The chart is inline SVG
 //! drawn here (no script; colours come from classes in `style.css`, as the CSP
 //! allows no inline style), with a title, a description and a title per hour for
 //! screen readers. Like `pages.rs` it reads neither the store nor the clock: `now`
@@ -11,7 +14,8 @@ use maud::{html, Markup};
 
 use super::fragments::{csrf_field, when};
 use crate::app::liveness::{
-    TokenLiveness, TokenWarning, EXPIRY_WARNING_DAYS, SHARE_MIN_REQUESTS, STREAK, WINDOW_HOURS,
+    TokenLiveness, TokenWarning, TurnedAway, TurnedAwaySummary, EXPIRY_WARNING_DAYS,
+    SHARE_MIN_REQUESTS, STREAK, WINDOW_HOURS,
 };
 use crate::app::tokens::{quiet_after_text, TokenInfo, TokenState};
 use crate::clock::Timestamp;
@@ -40,18 +44,30 @@ fn span(d: time::Duration) -> String {
     }
 }
 
+/// The error classes of `c` that occurred, in the chart's words: "3 refused, 1 failed".
+pub(crate) fn error_words(c: &OutcomeCounts) -> String {
+    let parts: Vec<String> = OutcomeClass::ALL
+        .into_iter()
+        .filter(|k| k.is_error() && c.get(*k) > 0)
+        .map(|k| format!("{} {}", c.get(k), k.as_str()))
+        .collect();
+    if parts.is_empty() {
+        "no errors".to_owned()
+    } else {
+        parts.join(", ")
+    }
+}
+
 /// One warning as a sentence about the token `name`.
 pub(crate) fn sentence(name: &str, w: &TokenWarning) -> String {
     match w {
-        TokenWarning::Failing {
-            streak,
-            errors,
-            requests,
-        } => format!(
-            "The token \"{name}\" is failing: {} in a row, {errors} of {} in the last two hours. \
-             See its last error on the Tokens page and the refused requests on the Activity page.",
-            count(*streak, "request failed", "requests failed"),
-            count(*requests, "request", "requests"),
+        TokenWarning::Failing { streak, recent } => format!(
+            "The token \"{name}\" is failing: its last {} got an error; in the last two hours {} \
+             of {}: {}. See its last error on the Tokens page and the requests on the Activity page.",
+            count(u64::from(*streak), "request", "requests"),
+            recent.errors(),
+            count(recent.total(), "request", "requests"),
+            error_words(recent),
         ),
         TokenWarning::Quiet {
             silent,
@@ -69,7 +85,8 @@ pub(crate) fn sentence(name: &str, w: &TokenWarning) -> String {
             span(*left),
         ),
         TokenWarning::Expired => format!(
-            "The token \"{name}\" has expired: its identity provider gets 401. Issue a new one, \
+            "The token \"{name}\" has expired: its identity provider gets 401 (denied). Rotate it \
+             (`scimbridge token rotate {name}`) and paste the new secret into the identity provider, \
              or revoke it if it is no longer used."
         ),
     }
@@ -78,7 +95,9 @@ pub(crate) fn sentence(name: &str, w: &TokenWarning) -> String {
 /// The short badge of a warning on the Tokens page.
 fn badge(w: &TokenWarning) -> Markup {
     let (class, text) = match w {
-        TokenWarning::Failing { .. } => ("bad", "failing".to_owned()),
+        TokenWarning::Failing { recent, .. } => {
+            ("bad", format!("failing ({})", error_words(recent)))
+        }
         TokenWarning::Quiet { silent, .. } => ("warn", format!("quiet for {}", span(*silent))),
         TokenWarning::Expiring { left } => ("warn", format!("expires in {}", span(*left))),
         TokenWarning::Expired => ("bad", "expired".to_owned()),
@@ -102,15 +121,17 @@ pub(crate) fn last_request_cell(l: &TokenLiveness, now: Timestamp) -> Markup {
 pub(crate) fn day_cell(t: &TokenInfo, l: &TokenLiveness, now: Timestamp) -> Markup {
     html! {
         td.traffic {
-            @if t.state == TokenState::Revoked {
+            @if t.state == TokenState::Revoked && l.day.total() == 0 {
                 span.note { "—" }
             } @else {
+                @if t.state == TokenState::Revoked { span.note { "before it was revoked: " } }
                 span.requests { (count(l.day.total(), "request", "requests")) }
                 ", "
                 span class={ "errors" @if l.day.errors() > 0 { " bad" } } { (count(l.day.errors(), "error", "errors")) }
+                @if l.day.errors() > 0 { " (" (error_words(&l.day)) ")" }
                 @if let Some(e) = &l.traffic.last_error {
                     br;
-                    small.reason { "last error " (e.status) " " (ago(e.at, now)) @if let Some(r) = &e.reason { ": " (r) } }
+                    small.reason { "Last error: " (e.status) " " (OutcomeClass::of(e.status).as_str()) ", " (ago(e.at, now)) @if let Some(r) = &e.reason { ": " (r) } }
                 }
                 @if l.day.total() > 0 {
                     br;
@@ -150,13 +171,16 @@ pub(crate) fn quiet_cell(t: &TokenInfo, csrf: &str) -> Markup {
 pub(crate) fn explained() -> Markup {
     html! {
         p.note #liveness-rules {
-            "A token is " b { "failing" } " when its last " (STREAK) " requests all failed, or more than half \
-             of at least " (SHARE_MIN_REQUESTS) " requests in the last two hours did. The "
+            "A request gets an " b { "error" } " when it is refused (4xx: the request was wrong, \
+             conflicting or too many), denied (401, 403: the token is not valid or may not do this) or \
+             failed (5xx: this server failed). A token is " b { "failing" } " when its last " (STREAK) " requests \
+             all got an error, or more than half of at least " (SHARE_MIN_REQUESTS) " requests in the last two \
+             hours did. The "
             b { "quiet alarm" } " (off unless set: Entra ID's incremental cycles and Okta send nothing when \
              nothing changed) warns on the dashboard when the token has sent nothing for that long: "
             code { "90m" } ", " code { "6h" } ", " code { "2d" } "; empty turns it off. Tokens that expire \
-             within " (EXPIRY_WARNING_DAYS) " days are flagged. Counts are kept per clock hour for two days \
-             and deleted when the token is revoked."
+             within " (EXPIRY_WARNING_DAYS) " days are flagged. Counts are kept per clock hour for two days; \
+             a revoked token keeps the counts of before its revocation."
         }
     }
 }
@@ -209,6 +233,61 @@ pub(crate) fn token_attention(tokens: &[(TokenInfo, TokenLiveness)]) -> Vec<Atte
     out
 }
 
+/// Requests turned away in the last hour as attention entries: with a token that is
+/// not valid (naming the revoked or expired token when its secret was recognised),
+/// and refused by the limiter.
+pub(crate) fn turned_away_attention(
+    invalid: Option<&TurnedAwaySummary>,
+    throttled: Option<&TurnedAwaySummary>,
+) -> Vec<Attention> {
+    let mut out = Vec::new();
+    if let Some(s) = invalid {
+        let what = match &s.last.why {
+            TurnedAway::Revoked { name } => format!(
+                "the revoked token \"{name}\": the identity provider still sends it; paste the \
+                 current secret into it (or stop that provisioning)"
+            ),
+            TurnedAway::Expired { name } => format!(
+                "the expired token \"{name}\": rotate it (`scimbridge token rotate {name}`) and \
+                 paste the new secret into the identity provider"
+            ),
+            TurnedAway::Unrecognised { why } => format!(
+                "{why}: no token of this bridge has that secret (a typo, a token of another \
+                 installation, or someone guessing)"
+            ),
+            TurnedAway::Throttled { .. } => "refused by the limiter".to_owned(),
+        };
+        out.push(Attention {
+            error: true,
+            text: format!(
+                "{} in the last hour with a token that is not valid (answered 401). The last, from \
+                 {} at {}, came with {what}.",
+                count(s.requests, "request", "requests"),
+                s.last.client,
+                when(s.last.at),
+            ),
+        });
+    }
+    if let Some(s) = throttled {
+        let who = match &s.last.why {
+            TurnedAway::Throttled { token: Some(name) } => format!("the token \"{name}\""),
+            _ => "an address failing to authenticate".to_owned(),
+        };
+        out.push(Attention {
+            error: false,
+            text: format!(
+                "{} in the last hour refused by the limiter (429 Too Many Requests, with \
+                 Retry-After). The last, from {} at {}, was for {who}. Identity providers retry; if \
+                 it keeps happening, raise token_requests or token_heavy under [limits].",
+                count(s.requests, "request was", "requests were"),
+                s.last.client,
+                when(s.last.at),
+            ),
+        });
+    }
+    out
+}
+
 /// The dashboard's "Needs attention" card; nothing when all is well.
 pub(crate) fn attention(items: &[Attention]) -> Markup {
     html! {
@@ -229,8 +308,34 @@ pub(crate) fn attention(items: &[Attention]) -> Markup {
     }
 }
 
-/// The dashboard's traffic card: the chart of every token together and a legend.
-pub(crate) fn traffic_card(hourly: &[OutcomeCounts], now: Timestamp) -> Markup {
+/// One token's requests in the chart's 24 hours, for the list under it.
+pub(crate) struct TokenDay {
+    pub name: String,
+    pub revoked: bool,
+    pub day: OutcomeCounts,
+}
+
+/// The per-token lines under the chart: every token that sent something in the
+/// window, revoked ones marked (their past hours stay on the chart).
+pub(crate) fn token_days(tokens: &[(TokenInfo, TokenLiveness)]) -> Vec<TokenDay> {
+    tokens
+        .iter()
+        .filter(|(_, l)| l.day.total() > 0)
+        .map(|(t, l)| TokenDay {
+            name: t.name.clone(),
+            revoked: t.state == TokenState::Revoked,
+            day: l.day,
+        })
+        .collect()
+}
+
+/// The dashboard's traffic card: the chart of every token together, a legend, and
+/// each token's share.
+pub(crate) fn traffic_card(
+    hourly: &[OutcomeCounts],
+    by_token: &[TokenDay],
+    now: Timestamp,
+) -> Markup {
     let mut day = OutcomeCounts::default();
     for h in hourly {
         day.merge(h);
@@ -240,10 +345,23 @@ pub(crate) fn traffic_card(hourly: &[OutcomeCounts], now: Timestamp) -> Markup {
             h2 { "SCIM requests per hour (last 24 h)" }
             p {
                 (count(day.total(), "request", "requests")) " from every token, "
-                (count(day.errors(), "error", "errors")) "."
+                (count(day.errors(), "error", "errors"))
+                @if day.errors() > 0 { " (" (error_words(&day)) ")" }
+                "."
             }
             (chart(hourly, now, "SCIM requests per hour by outcome, last 24 hours", "chart-all", ChartSize::Large))
             (legend())
+            @if !by_token.is_empty() {
+                ul.by-token #traffic-by-token {
+                    @for t in by_token {
+                        li data-token=(t.name) {
+                            b { (t.name) } @if t.revoked { " " span.pill.warn { "revoked" } }
+                            ": " (count(t.day.total(), "request", "requests"))
+                            @if t.day.errors() > 0 { " (" (error_words(&t.day)) ")" }
+                        }
+                    }
+                }
+            }
         }
     }
 }

@@ -1049,10 +1049,25 @@ async fn dashboard(
         .filter_map(|c| liveness::cert_attention(c.days_left, &c.not_after))
         .collect();
     attention.extend(liveness::token_attention(&tokens));
+    attention.extend(liveness::turned_away_attention(
+        state.app.liveness.invalid_tokens(now).as_ref(),
+        state.app.liveness.throttled(now).as_ref(),
+    ));
     attention.sort_by_key(|a| !a.error);
+    // The last changes as the audit has them: names as they were, who in words.
+    let done = crate::app::audit::AuditFilter {
+        outcome: "done".to_owned(),
+        ..Default::default()
+    };
+    let changes = state
+        .app
+        .audit_search(&done, (crate::app::audit::AuditSort::Time, true), 0, 25)
+        .map(|p| p.records)
+        .unwrap_or_default();
     let d = pages::Dashboard {
         attention,
         traffic: crate::app::liveness::combined(tokens.iter().map(|(_, l)| l)),
+        traffic_by_token: liveness::token_days(&tokens),
         now,
         scim_url: scim_url(state, req),
         users,
@@ -1063,7 +1078,7 @@ async fn dashboard(
             .filter(|(t, _)| t.state == TokenState::Active)
             .count(),
         requests: state.activity.recent(25),
-        events: snap.recent_events(25).unwrap_or_default(),
+        changes,
         version: env!("CARGO_PKG_VERSION"),
         uptime: state.started.elapsed(),
         db_bytes: state.app.store.file_size(),

@@ -27,7 +27,7 @@ use crate::migrate::service::CutoverReport;
 use crate::scim::resource::Reference;
 use crate::scim::schema::ResourceType;
 use crate::secret::Secret;
-use crate::store::{ActorKind, AuditOutcome, Event, Phase};
+use crate::store::{ActorKind, AuditOutcome, AuditRecord, Phase};
 
 /// What stays literal in a path segment: RFC 3986 §2.3 unreserved characters.
 const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
@@ -314,7 +314,8 @@ pub(crate) struct Dashboard {
     pub groups: u64,
     pub active_tokens: usize,
     pub requests: Vec<ScimRequestRecord>,
-    pub events: Vec<Event>,
+    /// The newest audit entries that took effect, newest first.
+    pub changes: Vec<AuditRecord>,
     pub version: &'static str,
     pub uptime: Duration,
     pub db_bytes: u64,
@@ -333,8 +334,11 @@ pub(crate) struct Dashboard {
     pub unknown_policy: &'static str,
     /// Token warnings and certificate expiry (`liveness.rs`), errors first.
     pub attention: Vec<liveness::Attention>,
-    /// Every unrevoked token's requests per hour, the last 24 clock hours.
+    /// Every token's requests per hour, the last 24 clock hours (a revoked token's
+    /// hours from before its revocation included).
     pub traffic: Vec<crate::store::OutcomeCounts>,
+    /// Each token's share of `traffic`.
+    pub traffic_by_token: Vec<liveness::TokenDay>,
     /// When the page was made.
     pub now: crate::clock::Timestamp,
 }
@@ -426,9 +430,37 @@ fn outcome(status: u16) -> Markup {
         412 => ("warn", "precondition failed"),
         429 => ("warn", "throttled"),
         400..=499 => ("warn", "refused"),
-        _ => ("bad", "server error"),
+        _ => ("bad", "failed"),
     };
     html! { span class={ "pill " (class) } { (status) " " (text) } }
+}
+
+/// Who did it, the same way on the dashboard and the Activity page: the name, then
+/// what kind of actor in parentheses — "CLI (unix user root)" is never mistaken
+/// for an admin account named root (`audit::actor_words`).
+fn actor_cell(r: &AuditRecord) -> Markup {
+    let (name, kind) = crate::app::audit::actor_words(r.actor_kind, &r.actor);
+    html! { span.actor data-kind=(r.actor_kind.as_str()) { (name) " " small { "(" (kind) ")" } } }
+}
+
+/// The resource of an audit entry: its type, then its name as it was linked to its
+/// page, with the id as secondary text (the name alone when there is no id).
+fn audit_resource(r: &AuditRecord) -> Markup {
+    let rt = match r.resource_type.as_deref() {
+        Some("User") => Some(ResourceType::User),
+        Some("Group") => Some(ResourceType::Group),
+        _ => None,
+    };
+    html! {
+        @if let Some(t) = &r.resource_type { (t) " " }
+        @match (rt, r.resource_id.as_deref(), r.resource_name.as_deref()) {
+            (Some(rt), Some(id), Some(name)) => { a href=(resource_href(rt, id)) { (name) } " " small.note.id { (id) } },
+            (Some(rt), Some(id), None) => a href=(resource_href(rt, id)) { (id) },
+            (_, _, Some(name)) => (name),
+            (_, Some(id), None) => (id),
+            _ => "",
+        }
+    }
 }
 
 /// A resource's id linked to its admin page, when the endpoint names a resource type.
@@ -493,7 +525,7 @@ pub(crate) fn dashboard(c: &Chrome, d: &Dashboard) -> String {
                 @if let Some(e) = d.migration_error.as_deref() { small.bad #migration-error { "error: " (e) } }
             }
         }
-        (liveness::traffic_card(&d.traffic, d.now))
+        (liveness::traffic_card(&d.traffic, &d.traffic_by_token, d.now))
         section {
             h2 { "Recent SCIM requests" }
             @if d.requests.is_empty() {
@@ -520,22 +552,22 @@ pub(crate) fn dashboard(c: &Chrome, d: &Dashboard) -> String {
         }
         section {
             h2 { "Recent changes (audit log)" }
-            @if d.events.is_empty() {
+            @if d.changes.is_empty() {
                 p.note { "No change recorded yet." }
             } @else {
-                div.scroll { table {
-                    thead { tr { th { "Time" } th { "Token" } th { "Operation" } th { "Resource" } th { "Outcome" } } }
-                    tbody { @for e in &d.events {
+                div.scroll { table #changes {
+                    thead { tr { th { "Time" } th { "Actor" } th { "Action" } th { "Resource" } } }
+                    tbody { @for r in &d.changes {
                         tr {
-                            td { (when(e.time)) }
-                            td { (e.actor.name) }
-                            td { (e.op.as_str()) }
-                            td { (e.resource_type.name()) " " (resource_link(e.resource_type.name(), &e.id)) }
-                            td { span.pill.ok { "done" } }
+                            td { (when(r.time)) }
+                            td { (actor_cell(r)) }
+                            td { code { (r.action) } }
+                            td { (audit_resource(r)) }
                         }
                     } }
                 } }
             }
+            p.note { "Refused attempts and older entries are on the " a href="/admin/activity" { "Activity" } " page." }
         }
         section {
             h2 { "Health" }
@@ -1144,7 +1176,11 @@ pub(crate) fn activity(c: &Chrome, v: &ActivityView) -> String {
         }
     };
     let actors: Vec<(&str, &str)> = std::iter::once(("", "anyone"))
-        .chain(ActorKind::ALL.iter().map(|k| (k.as_str(), k.as_str())))
+        .chain(
+            ActorKind::ALL
+                .iter()
+                .map(|k| (k.as_str(), crate::app::audit::kind_words(*k))),
+        )
         .collect();
     let content = html! {
         form.search.filters method="get" action="/admin/activity" role="search" {
@@ -1180,18 +1216,10 @@ pub(crate) fn activity(c: &Chrome, v: &ActivityView) -> String {
                 tbody { @for r in &v.page.records {
                     tr {
                         td { (when(r.time)) }
-                        td { (r.actor) " " small { (r.actor_kind.as_str()) } }
+                        td { (actor_cell(r)) }
                         td { (r.client.map(|c| c.to_string()).unwrap_or_default()) }
                         td { code { (r.action) } }
-                        td {
-                            @if let Some(t) = &r.resource_type { (t) " " }
-                            @let label = r.resource_name.as_deref().or(r.resource_id.as_deref()).unwrap_or("");
-                            @match (r.resource_type.as_deref(), r.resource_id.as_deref()) {
-                                (Some("User"), Some(id)) => a href=(resource_href(ResourceType::User, id)) { (label) },
-                                (Some("Group"), Some(id)) => a href=(resource_href(ResourceType::Group, id)) { (label) },
-                                _ => (label),
-                            }
-                        }
+                        td { (audit_resource(r)) }
                         td {
                             @match (r.outcome, r.status) {
                                 (_, Some(status)) => (outcome(status)),
@@ -1485,6 +1513,12 @@ fn target_facts(st: &crate::migrate::report::MigrationStatus) -> Markup {
         @if !lost.is_empty() {
             p.note { "Not kept by the target: " @for (i, a) in lost.iter().enumerate() { @if i > 0 { ", " } code { (a) } } }
         }
+        @if !st.state.verify_notes.is_empty() {
+            details #verify-notes open {
+                summary { "What the last verification could not compare" }
+                ul { @for n in &st.state.verify_notes { li { (n) } } }
+            }
+        }
     }
 }
 
@@ -1571,7 +1605,7 @@ pub(crate) fn migration(c: &Chrome, v: &MigrationView) -> String {
             section.card #verify-after-cutover {
                 h2 { "Verify the target" }
                 p {
-                    "Compares the target with this bridge's directory (which no longer changes) and lists                      the differences. The target's token was erased at the cut-over: paste it here. It is                      used for this verification only, never stored or logged."
+                    "Compares the target with this bridge's directory (which no longer changes) and lists the differences. The target's token was erased at the cut-over: paste it here. It is used for this verification only, never stored or logged."
                 }
                 form.grid method="post" action="/admin/migration/verify" {
                     (csrf_field(c.csrf))
@@ -1611,6 +1645,14 @@ pub(crate) fn migration(c: &Chrome, v: &MigrationView) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn outcome_pills_use_the_charts_words() {
+        // refused = 4xx the client caused, failed = 5xx of this server.
+        assert!(outcome(422).into_string().contains("422 refused"));
+        assert!(outcome(503).into_string().contains("503 failed"));
+        assert!(!outcome(500).into_string().contains("error"));
+    }
 
     #[test]
     fn times_and_sizes_read_well() {

@@ -302,7 +302,20 @@ impl Server {
 }
 
 impl Drop for Server {
+    /// Stops the server; when a test is failing, prints the end of the server's log
+    /// first, so that a CI failure shows what the server said (a dropped connection,
+    /// a panic, a refused open) next to the test's own message.
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = self.log.lock().map(|l| l.clone()).unwrap_or_default();
+            let tail = &log[log.len().saturating_sub(80)..];
+            eprintln!(
+                "---- the last {} lines of the server log ({}) ----\n{}\n---- end of the server log ----",
+                tail.len(),
+                self.base,
+                tail.join("\n")
+            );
+        }
         self.kill();
     }
 }
@@ -400,10 +413,18 @@ impl Client {
         headers: &[(&str, &str)],
         body: Option<Vec<u8>>,
     ) -> Resp {
+        let started = std::time::Instant::now();
+        // A failure names the request, the step and how long it had waited.
+        let fail = |step: &str, e: &dyn std::fmt::Display| -> ! {
+            panic!(
+                "{method} {path}: {step} failed after {:?}: {e}",
+                started.elapsed()
+            )
+        };
         self.rt.block_on(async {
             let tcp = tokio::net::TcpStream::connect(&self.addr)
                 .await
-                .expect("connect");
+                .unwrap_or_else(|e| fail("connect", &e));
             let mut builder = Request::builder()
                 .method(Method::from_bytes(method.as_bytes()).unwrap())
                 .uri(path)
@@ -417,26 +438,40 @@ impl Client {
             let resp = match &self.tls {
                 Some(tls) => {
                     let name = ServerName::try_from(self.server_name.clone()).unwrap();
-                    let stream = tls.connect(name, tcp).await.expect("TLS handshake");
+                    let stream = tls
+                        .connect(name, tcp)
+                        .await
+                        .unwrap_or_else(|e| fail("TLS handshake", &e));
                     let (mut sender, conn) =
                         hyper::client::conn::http1::handshake(TokioIo::new(stream))
                             .await
-                            .expect("http handshake");
+                            .unwrap_or_else(|e| fail("http handshake", &e));
                     tokio::spawn(conn);
-                    sender.send_request(req).await.expect("request")
+                    sender
+                        .send_request(req)
+                        .await
+                        .unwrap_or_else(|e| fail("request", &e))
                 }
                 None => {
                     let (mut sender, conn) =
                         hyper::client::conn::http1::handshake(TokioIo::new(tcp))
                             .await
-                            .expect("http handshake");
+                            .unwrap_or_else(|e| fail("http handshake", &e));
                     tokio::spawn(conn);
-                    sender.send_request(req).await.expect("request")
+                    sender
+                        .send_request(req)
+                        .await
+                        .unwrap_or_else(|e| fail("request", &e))
                 }
             };
             let status = resp.status().as_u16();
             let headers = resp.headers().clone();
-            let body = resp.into_body().collect().await.expect("body").to_bytes();
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .unwrap_or_else(|e| fail("reading the body", &e))
+                .to_bytes();
             Resp {
                 status,
                 headers,
