@@ -65,7 +65,7 @@ fn who_deleted_bob_is_answered_by_name_with_reasons_and_exports() {
 
     // Refusals carry the SCIM error's detail.
     let refused = page_when(&c, &cookie, "/admin/activity?outcome=refused", |p| {
-        p.contains("409 conflict") && p.contains("authentication required")
+        p.contains("409 refused: conflict") && p.contains("authentication required")
     });
     assert!(
         refused.contains(&detail.replace('"', "&quot;")),
@@ -76,7 +76,7 @@ fn who_deleted_bob_is_answered_by_name_with_reasons_and_exports() {
 
     // The dashboard and the log give the reasons too.
     let dash = text(&get_page(&c, "/admin", &cookie));
-    assert!(dash.contains("409 conflict") && dash.contains("127.0.0.1"));
+    assert!(dash.contains("409 refused: conflict") && dash.contains("127.0.0.1"));
     assert!(dash.contains(&detail.replace('"', "&quot;")));
     s.wait_for_log("scim.delete");
     let log = s.log_text();
@@ -291,7 +291,9 @@ fn activity_sorts_by_each_column_with_aria_sort() {
         &format!("{base}&sort=outcome&order=desc"),
         &cookie,
     ));
-    let conflict = by_outcome.find("409 conflict").expect("the refused write");
+    let conflict = by_outcome
+        .find("409 refused: conflict")
+        .expect("the refused write");
     assert!(
         conflict < by_outcome.find("201 ").unwrap(),
         "refused first when descending"

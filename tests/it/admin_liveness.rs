@@ -379,7 +379,7 @@ fn short_lived_tokens_and_certificates_are_warned_about() {
 fn turned_away_requests_are_on_the_dashboard_and_429s_count_for_their_token() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("limits.toml");
-    std::fs::write(&cfg, "[limits]\ntoken_requests = 1\n").unwrap();
+    std::fs::write(&cfg, "[limits]\ntoken_requests = 1\nauth_failures = 3\n").unwrap();
     let (s, cookie) = signed_in_server(&["--config", cfg.to_str().unwrap()]);
     let c = s.client();
     let okta = issue_on_page(&c, &cookie, "okta", "read-write");
@@ -405,7 +405,7 @@ fn turned_away_requests_are_on_the_dashboard_and_429s_count_for_their_token() {
     assert_eq!(c.with_token(&okta).get("/Users").status, 401);
     let dash = text(&get_page(&c, "/admin", &cookie));
     assert!(
-        dash.contains("2 requests in the last hour with a token that is not valid (answered 401)")
+        dash.contains("2 requests in the last hour with a token that is not valid (answered 401")
             && dash.contains("The last, from 127.0.0.1 at ")
             && dash.contains("came with the revoked token &quot;okta&quot;"),
         "{dash}"
@@ -435,6 +435,24 @@ fn turned_away_requests_are_on_the_dashboard_and_429s_count_for_their_token() {
         "{dash}"
     );
     drop(held);
+
+    // An address that keeps failing to authenticate is throttled: that 429 is the
+    // address's, not a token's, and the requests still had no valid token.
+    let guess = c.with_token("scimb_guess");
+    wait_until(
+        "the address to be throttled",
+        Duration::from_secs(10),
+        || (guess.get("/Users").status == 429).then_some(()),
+    );
+    let dash = text(&get_page(&c, "/admin", &cookie));
+    assert!(
+        dash.contains("was for an address failing to authenticate"),
+        "{dash}"
+    );
+    assert!(
+        !dash.contains("2 requests in the last hour with a token that is not valid"),
+        "the throttled ones count too: {dash}"
+    );
 }
 
 #[test]
@@ -492,7 +510,7 @@ fn token_series_exist_only_for_issued_unrevoked_tokens() {
     let page = text(&get_page(&c, "/admin/tokens", &cookie));
     let okta_row = row(&page, "okta");
     assert!(
-        okta_row.contains("before it was revoked: ")
+        okta_row.contains("Before it was revoked: ")
             && okta_row.contains("2 requests")
             && okta_row.contains("1 refused"),
         "{okta_row}"
