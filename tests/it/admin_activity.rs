@@ -95,18 +95,7 @@ fn who_deleted_bob_is_answered_by_name_with_reasons_and_exports() {
 
     // Admin actions: a token issued and revoked on the page, by the admin account.
     issue_on_page(&c, &cookie, "pager", "read-write");
-    let tokens = text(&get_page(&c, "/admin/tokens", &cookie));
-    let r = post_form(
-        &c,
-        "/admin/tokens/revoke",
-        Some(&cookie),
-        &[
-            ("csrf", &csrf(&tokens)),
-            ("id", &token_id(&tokens, "pager")),
-            ("confirm", "yes"),
-        ],
-    );
-    assert_eq!(r.status, 303);
+    assert_eq!(revoke_on_page(&c, &cookie, "pager").status, 303);
     let admin = text(&get_page(
         &c,
         "/admin/activity?actor=admin&action=token.",

@@ -383,17 +383,7 @@ fn turned_away_requests_are_on_the_dashboard_and_429s_count_for_their_token() {
     let (s, cookie) = signed_in_server(&["--config", cfg.to_str().unwrap()]);
     let c = s.client();
     let okta = issue_on_page(&c, &cookie, "okta", "read-write");
-    let page = text(&get_page(&c, "/admin/tokens", &cookie));
-    let r = post_form(
-        &c,
-        "/admin/tokens/revoke",
-        Some(&cookie),
-        &[
-            ("csrf", &csrf(&page)),
-            ("id", &token_id(&page, "okta")),
-            ("confirm", "yes"),
-        ],
-    );
+    let r = revoke_on_page(&c, &cookie, "okta");
     assert_eq!(r.status, 303, "{}", text(&r));
     let dash = text(&get_page(&c, "/admin", &cookie));
     assert!(
@@ -492,13 +482,7 @@ fn token_series_exist_only_for_issued_unrevoked_tokens() {
     assert_eq!(token_series(&m), 17, "{m}");
 
     // Revoked: its series are gone, and stay gone after a restart.
-    let page = text(&get_page(&c, "/admin/tokens", &cookie));
-    let r = post_form(
-        &c,
-        "/admin/tokens/revoke",
-        Some(&cookie),
-        &[("csrf", &csrf(&page)), ("id", &okta_id), ("confirm", "yes")],
-    );
+    let r = revoke_on_page(&c, &cookie, "okta");
     assert_eq!(r.status, 303, "{}", text(&r));
     let m = metrics(&c);
     assert!(!m.contains("token=\"okta\""), "{m}");
