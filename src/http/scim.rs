@@ -145,17 +145,18 @@ pub(crate) async fn handle(
             .count(&id, status, reason.as_deref(), now);
         name
     });
-    // Turned away before the directory: shown on the dashboard.
+    // Turned away before the directory: shown on the dashboard. A 429 after a
+    // failed authentication throttled the address, not a token.
+    if status == 429 {
+        let token = token_name.clone().filter(|_| failure.is_none());
+        let why = crate::app::liveness::TurnedAway::Throttled { token };
+        state.app.liveness.turned_away(why, client, now);
+    }
     if let Some(why) = failure {
         state
             .app
             .liveness
             .turned_away(turned_away(why), client, now);
-    }
-    if status == 429 {
-        let token = token_name.clone();
-        let why = crate::app::liveness::TurnedAway::Throttled { token };
-        state.app.liveness.turned_away(why, client, now);
     }
     // Kept for the admin dashboard, refusals included.
     let seen = state.activity.record(
@@ -490,6 +491,15 @@ fn outcome_response(
         }
         Outcome::Resource(w) if created => written_response(StatusCode::CREATED, w),
         Outcome::Resource(w) => written_response(StatusCode::OK, w),
+        Outcome::Json { version, json } => {
+            let mut resp = Response::new(Body::new(json));
+            resp.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static(super::SCIM_CONTENT_TYPE),
+            );
+            set_etag(&mut resp, &version);
+            resp
+        }
         Outcome::NotModified { version } => {
             let mut resp = Response::new(Body::new(Bytes::new()));
             *resp.status_mut() = StatusCode::NOT_MODIFIED;

@@ -65,7 +65,7 @@ fn who_deleted_bob_is_answered_by_name_with_reasons_and_exports() {
 
     // Refusals carry the SCIM error's detail.
     let refused = page_when(&c, &cookie, "/admin/activity?outcome=refused", |p| {
-        p.contains("409 conflict") && p.contains("authentication required")
+        p.contains("409 refused: conflict") && p.contains("authentication required")
     });
     assert!(
         refused.contains(&detail.replace('"', "&quot;")),
@@ -76,7 +76,7 @@ fn who_deleted_bob_is_answered_by_name_with_reasons_and_exports() {
 
     // The dashboard and the log give the reasons too.
     let dash = text(&get_page(&c, "/admin", &cookie));
-    assert!(dash.contains("409 conflict") && dash.contains("127.0.0.1"));
+    assert!(dash.contains("409 refused: conflict") && dash.contains("127.0.0.1"));
     assert!(dash.contains(&detail.replace('"', "&quot;")));
     s.wait_for_log("scim.delete");
     let log = s.log_text();
@@ -95,18 +95,7 @@ fn who_deleted_bob_is_answered_by_name_with_reasons_and_exports() {
 
     // Admin actions: a token issued and revoked on the page, by the admin account.
     issue_on_page(&c, &cookie, "pager", "read-write");
-    let tokens = text(&get_page(&c, "/admin/tokens", &cookie));
-    let r = post_form(
-        &c,
-        "/admin/tokens/revoke",
-        Some(&cookie),
-        &[
-            ("csrf", &csrf(&tokens)),
-            ("id", &token_id(&tokens, "pager")),
-            ("confirm", "yes"),
-        ],
-    );
-    assert_eq!(r.status, 303);
+    assert_eq!(revoke_on_page(&c, &cookie, "pager").status, 303);
     let admin = text(&get_page(
         &c,
         "/admin/activity?actor=admin&action=token.",
@@ -291,7 +280,9 @@ fn activity_sorts_by_each_column_with_aria_sort() {
         &format!("{base}&sort=outcome&order=desc"),
         &cookie,
     ));
-    let conflict = by_outcome.find("409 conflict").expect("the refused write");
+    let conflict = by_outcome
+        .find("409 refused: conflict")
+        .expect("the refused write");
     assert!(
         conflict < by_outcome.find("201 ").unwrap(),
         "refused first when descending"

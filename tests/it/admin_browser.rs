@@ -329,7 +329,7 @@ fn admin_flow_in_headless_chromium() {
 
     b.go(&format!("{base}/admin"));
     let page = b.wait_for("the dashboard", |s| s.contains("Recent SCIM requests"));
-    assert!(page.contains("401 unauthenticated") && page.contains("201 ok"));
+    assert!(page.contains("401 denied: no valid token") && page.contains("201 ok"));
     assert!(
         page.contains("<b>1</b> user<small>"),
         "counts follow the directory"

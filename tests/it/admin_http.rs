@@ -546,7 +546,7 @@ fn directory_views_and_activity() {
         page.contains("<b>1</b> group</a>"),
         "one group, not \"1 groups\""
     );
-    assert!(page.contains("401 unauthenticated"));
+    assert!(page.contains("401 denied: no valid token"));
     assert!(page.contains("201 ok"));
     assert!(page.contains(ada["id"].as_str().unwrap()));
     assert!(

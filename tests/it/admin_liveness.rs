@@ -379,21 +379,11 @@ fn short_lived_tokens_and_certificates_are_warned_about() {
 fn turned_away_requests_are_on_the_dashboard_and_429s_count_for_their_token() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("limits.toml");
-    std::fs::write(&cfg, "[limits]\ntoken_requests = 1\n").unwrap();
+    std::fs::write(&cfg, "[limits]\ntoken_requests = 1\nauth_failures = 3\n").unwrap();
     let (s, cookie) = signed_in_server(&["--config", cfg.to_str().unwrap()]);
     let c = s.client();
     let okta = issue_on_page(&c, &cookie, "okta", "read-write");
-    let page = text(&get_page(&c, "/admin/tokens", &cookie));
-    let r = post_form(
-        &c,
-        "/admin/tokens/revoke",
-        Some(&cookie),
-        &[
-            ("csrf", &csrf(&page)),
-            ("id", &token_id(&page, "okta")),
-            ("confirm", "yes"),
-        ],
-    );
+    let r = revoke_on_page(&c, &cookie, "okta");
     assert_eq!(r.status, 303, "{}", text(&r));
     let dash = text(&get_page(&c, "/admin", &cookie));
     assert!(
@@ -405,7 +395,7 @@ fn turned_away_requests_are_on_the_dashboard_and_429s_count_for_their_token() {
     assert_eq!(c.with_token(&okta).get("/Users").status, 401);
     let dash = text(&get_page(&c, "/admin", &cookie));
     assert!(
-        dash.contains("2 requests in the last hour with a token that is not valid (answered 401)")
+        dash.contains("2 requests in the last hour with a token that is not valid (answered 401")
             && dash.contains("The last, from 127.0.0.1 at ")
             && dash.contains("came with the revoked token &quot;okta&quot;"),
         "{dash}"
@@ -435,6 +425,24 @@ fn turned_away_requests_are_on_the_dashboard_and_429s_count_for_their_token() {
         "{dash}"
     );
     drop(held);
+
+    // An address that keeps failing to authenticate is throttled: that 429 is the
+    // address's, not a token's, and the requests still had no valid token.
+    let guess = c.with_token("scimb_guess");
+    wait_until(
+        "the address to be throttled",
+        Duration::from_secs(10),
+        || (guess.get("/Users").status == 429).then_some(()),
+    );
+    let dash = text(&get_page(&c, "/admin", &cookie));
+    assert!(
+        dash.contains("was for an address failing to authenticate"),
+        "{dash}"
+    );
+    assert!(
+        !dash.contains("2 requests in the last hour with a token that is not valid"),
+        "the throttled ones count too: {dash}"
+    );
 }
 
 #[test]
@@ -474,13 +482,7 @@ fn token_series_exist_only_for_issued_unrevoked_tokens() {
     assert_eq!(token_series(&m), 17, "{m}");
 
     // Revoked: its series are gone, and stay gone after a restart.
-    let page = text(&get_page(&c, "/admin/tokens", &cookie));
-    let r = post_form(
-        &c,
-        "/admin/tokens/revoke",
-        Some(&cookie),
-        &[("csrf", &csrf(&page)), ("id", &okta_id), ("confirm", "yes")],
-    );
+    let r = revoke_on_page(&c, &cookie, "okta");
     assert_eq!(r.status, 303, "{}", text(&r));
     let m = metrics(&c);
     assert!(!m.contains("token=\"okta\""), "{m}");
@@ -492,7 +494,7 @@ fn token_series_exist_only_for_issued_unrevoked_tokens() {
     let page = text(&get_page(&c, "/admin/tokens", &cookie));
     let okta_row = row(&page, "okta");
     assert!(
-        okta_row.contains("before it was revoked: ")
+        okta_row.contains("Before it was revoked: ")
             && okta_row.contains("2 requests")
             && okta_row.contains("1 refused"),
         "{okta_row}"

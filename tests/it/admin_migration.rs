@@ -67,6 +67,11 @@ fn policy_is_edited_on_the_migration_page_with_its_source_and_reset() {
     assert_eq!(source(&page, "public_domains"), "default");
     assert!(textarea(&page, "public_domains").contains("gmail.com"));
     assert_eq!(source(&page, "protected_groups"), "default");
+    // The explanation reads as one sentence (the trial found runs of spaces in it).
+    assert!(
+        page.contains("is stored in the database and takes precedence over the config file's <code>[migration]</code>, which takes"),
+        "{page}"
+    );
 
     // Without the session's CSRF token nothing is stored.
     let r = post_form(

@@ -124,7 +124,7 @@ pub(crate) fn day_cell(t: &TokenInfo, l: &TokenLiveness, now: Timestamp) -> Mark
             @if t.state == TokenState::Revoked && l.day.total() == 0 {
                 span.note { "—" }
             } @else {
-                @if t.state == TokenState::Revoked { span.note { "before it was revoked: " } }
+                @if t.state == TokenState::Revoked { span.note { "Before it was revoked: " } }
                 span.requests { (count(l.day.total(), "request", "requests")) }
                 ", "
                 span class={ "errors" @if l.day.errors() > 0 { " bad" } } { (count(l.day.errors(), "error", "errors")) }
@@ -260,7 +260,8 @@ pub(crate) fn turned_away_attention(
         out.push(Attention {
             error: true,
             text: format!(
-                "{} in the last hour with a token that is not valid (answered 401). The last, from \
+                "{} in the last hour with a token that is not valid (answered 401, or 429 once the \
+                 address was throttled). The last, from \
                  {} at {}, came with {what}.",
                 count(s.requests, "request", "requests"),
                 s.last.client,

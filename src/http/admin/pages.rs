@@ -27,7 +27,7 @@ use crate::migrate::service::CutoverReport;
 use crate::scim::resource::Reference;
 use crate::scim::schema::ResourceType;
 use crate::secret::Secret;
-use crate::store::{ActorKind, AuditOutcome, AuditRecord, Phase};
+use crate::store::{ActorKind, AuditOutcome, AuditRecord, OutcomeClass, Phase};
 
 /// What stays literal in a path segment: RFC 3986 §2.3 unreserved characters.
 const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
@@ -417,22 +417,33 @@ fn cert_rows(c: &CertSummary) -> Markup {
     }
 }
 
-/// A response status as a coloured pill: "201 ok", "409 conflict".
+/// A response status as a coloured pill in the chart's words (`OutcomeClass`: ok,
+/// refused 4xx, denied 401/403, failed 5xx), then what the status says where that
+/// helps: "201 ok", "409 refused: conflict", "401 denied: no valid token", "503 failed".
 fn outcome(status: u16) -> Markup {
-    let (class, text) = match status {
-        200..=299 => ("ok", "ok"),
-        304 => ("ok", "not modified"),
-        401 => ("bad", "unauthenticated"),
-        403 => ("bad", "forbidden"),
-        404 => ("warn", "not found"),
-        409 => ("warn", "conflict"),
-        410 => ("warn", "gone (cut over)"),
-        412 => ("warn", "precondition failed"),
-        429 => ("warn", "throttled"),
-        400..=499 => ("warn", "refused"),
-        _ => ("bad", "failed"),
+    let class = OutcomeClass::of(status);
+    let colour = match class {
+        OutcomeClass::Ok => "ok",
+        OutcomeClass::Refused => "warn",
+        OutcomeClass::Denied | OutcomeClass::Failed => "bad",
     };
-    html! { span class={ "pill " (class) } { (status) " " (text) } }
+    let detail = match status {
+        304 => Some("not modified"),
+        401 => Some("no valid token"),
+        403 => Some("not allowed"),
+        404 => Some("not found"),
+        409 => Some("conflict"),
+        410 => Some("gone (cut over)"),
+        412 => Some("precondition failed"),
+        413 => Some("too large"),
+        429 => Some("throttled"),
+        _ => None,
+    };
+    html! {
+        span class={ "pill " (colour) } data-outcome=(class.as_str()) {
+            (status) " " (class.as_str()) @if let Some(d) = detail { ": " (d) }
+        }
+    }
 }
 
 /// Who did it, the same way on the dashboard and the Activity page: the name, then
@@ -522,7 +533,7 @@ pub(crate) fn dashboard(c: &Chrome, d: &Dashboard) -> String {
             a.stat href="/admin/groups" { b { (d.groups) } " " (if d.groups == 1 { "group" } else { "groups" }) }
             a.stat href="/admin/migration" {
                 b { (d.phase.as_str()) } " migration"
-                @if let Some(e) = d.migration_error.as_deref() { small.bad #migration-error { "error: " (e) } }
+                @if let Some(e) = d.migration_error.as_deref() { small.bad #migration-error { "Error: " (e) } }
             }
         }
         (liveness::traffic_card(&d.traffic, &d.traffic_by_token, d.now))
@@ -1188,7 +1199,7 @@ pub(crate) fn activity(c: &Chrome, v: &ActivityView) -> String {
             label for="actor" { "Actor" }
             (select("actor", &f.actor, &actors))
             label for="outcome" { "Outcome" }
-            (select("outcome", &f.outcome, &[("", "any"), ("done", "done"), ("refused", "refused")]))
+            (select("outcome", &f.outcome, &[("", "any"), ("done", "done"), ("refused", "refused or failed")]))
             label for="action" { "Action" }
             (select("action", &f.action, &[("", "any"), ("scim.", "SCIM writes"), ("token.", "tokens"), ("admin.", "admin accounts"), ("migration.", "migration"), ("directory.", "import")]))
             @if let Some(s) = f.sort { input type="hidden" name="sort" value=(s.as_str()); }
@@ -1293,7 +1304,7 @@ fn policy_form(csrf: &str, policy: &PolicyView) -> Markup {
         details #policy open[policy.allowed_domains.value.is_empty()] {
             summary { "Migration policy" }
             p.note {
-                "Applies at the next check, without a restart. A value saved here is stored in the                  database and takes precedence over the config file's " code { "[migration]" } ",                  which takes precedence over the default (the same setting as "
+                "Applies at the next check, without a restart. A value saved here is stored in the database and takes precedence over the config file's " code { "[migration]" } ", which takes precedence over the default (the same setting as "
                 code { "scimbridge migrate policy" } ")."
             }
             form.grid method="post" action="/admin/migration/policy" {
@@ -1649,8 +1660,13 @@ mod tests {
     #[test]
     fn outcome_pills_use_the_charts_words() {
         // refused = 4xx the client caused, failed = 5xx of this server.
-        assert!(outcome(422).into_string().contains("422 refused"));
-        assert!(outcome(503).into_string().contains("503 failed"));
+        assert!(outcome(422).into_string().contains("422 refused<"));
+        assert!(outcome(409).into_string().contains("409 refused: conflict"));
+        assert!(outcome(401)
+            .into_string()
+            .contains("401 denied: no valid token"));
+        assert!(outcome(503).into_string().contains("503 failed<"));
+        assert!(outcome(304).into_string().contains("304 ok: not modified"));
         assert!(!outcome(500).into_string().contains("error"));
     }
 

@@ -161,3 +161,19 @@ pub fn token_id(page: &str, name: &str) -> String {
         .expect("token row");
     attr_after(&page[row..], "name=\"id\" value=\"").expect("token id")
 }
+
+/// Revokes the token row named `name` on the Tokens page, confirmed (the page asks
+/// first); returns the response (303 back to the Tokens page on success).
+pub fn revoke_on_page(c: &Client, cookie: &str, name: &str) -> Resp {
+    let page = text(&get_page(c, "/admin/tokens", cookie));
+    post_form(
+        c,
+        "/admin/tokens/revoke",
+        Some(cookie),
+        &[
+            ("csrf", &csrf(&page)),
+            ("id", &token_id(&page, name)),
+            ("confirm", "yes"),
+        ],
+    )
+}
