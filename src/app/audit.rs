@@ -159,12 +159,7 @@ impl App {
     /// A resource's name (a User's userName, a Group's displayName) as it is now, for
     /// an audit entry that must still read after the resource is gone.
     pub(crate) fn resource_name(&self, rt: ResourceType, id: &str) -> Option<String> {
-        let r = self.store.snapshot().ok()?.get(rt, id).ok()??;
-        let key = match rt {
-            ResourceType::User => "userName",
-            ResourceType::Group => "displayName",
-        };
-        r.attrs.get(key)?.as_str().map(str::to_owned)
+        self.store.snapshot().ok()?.name_of(rt, id).ok()?
     }
 
     /// Records `entry` for `caller`: logged now, stored durably before this returns.

@@ -11,7 +11,9 @@
 use serde_json::Value;
 
 use super::query::{self, Page, Query};
-use super::render::{refs_attr, render, stream_group, JsonChunks, Resource, STREAM_DEPTH};
+use super::render::{
+    refs_attr, render, stream_group, Derived, DerivedText, JsonChunks, Resource, STREAM_DEPTH,
+};
 use super::App;
 use crate::clock::Timestamp;
 use crate::scim::error::{ScimError, ScimResult};
@@ -86,6 +88,12 @@ pub(crate) enum Outcome {
         json: JsonChunks,
     },
     Deleted,
+    /// A read's representation as JSON text, with its ETag (a `Get` without
+    /// `attributes` / `excludedAttributes`: written from the stored text, issue 10).
+    Json {
+        version: String,
+        json: bytes::Bytes,
+    },
     /// `Get` whose `if_none_match` holds the current version.
     NotModified {
         version: String,
@@ -392,16 +400,39 @@ fn get(
     projection: &Projection,
     base: &str,
 ) -> StoreResult<Outcome> {
-    let Some(mut r) = snapshot.get(rt, id)? else {
-        return Err(ScimError::not_found(format!("{} {id} not found", rt.name())).into());
-    };
+    let not_found = || ScimError::not_found(format!("{} {id} not found", rt.name()));
     // A user's version follows its groups (direct and indirect).
-    snapshot.derive_meta(rt, &mut r)?;
-    let version = r.meta.etag();
+    let with_refs = projection.includes(rt, refs_attr(rt));
+    // Without a projection the stored attributes are copied as text (issue 10).
+    if projection.returns_default() {
+        let text = snapshot.get_text(rt, id, |r| {
+            let derived = DerivedText::new(snapshot, rt, r, with_refs)?;
+            let version = derived.version();
+            if matches_etag(if_none_match, &version) {
+                return Ok(Some(Outcome::NotModified { version }));
+            }
+            let json = derived.render(snapshot, with_refs, base)?;
+            Ok(json.map(|json| Outcome::Json {
+                version,
+                json: json.into(),
+            }))
+        })?;
+        match text {
+            None => return Err(not_found().into()),
+            Some(Some(outcome)) => return Ok(outcome),
+            // Attributes `render_text` leaves to `render`.
+            Some(None) => {}
+        }
+    }
+    let Some(r) = snapshot.get(rt, id)? else {
+        return Err(not_found().into());
+    };
+    let derived = Derived::new(snapshot, rt, r, with_refs)?;
+    let version = derived.version();
     if matches_etag(if_none_match, &version) {
         return Ok(Outcome::NotModified { version });
     }
-    written(snapshot, rt, r, projection, base).map(Outcome::Resource)
+    written_derived(snapshot, derived, with_refs, projection, base).map(Outcome::Resource)
 }
 
 /// Whether an `If-None-Match` list (ETags or `*`, RFC 9110 §13.1.2) holds `version`.
@@ -416,20 +447,27 @@ fn matches_etag(if_none_match: Option<&str>, version: &str) -> bool {
 fn written(
     snapshot: &Snapshot,
     rt: ResourceType,
-    mut r: StoredResource,
+    r: StoredResource,
     projection: &Projection,
     base: &str,
 ) -> StoreResult<Written> {
-    snapshot.derive_meta(rt, &mut r)?;
-    let version = r.meta.etag();
-    let id = r.id.clone();
-    let full = render(
-        snapshot,
-        rt,
-        r,
-        projection.includes(rt, refs_attr(rt)),
-        base,
-    )?;
+    let with_refs = projection.includes(rt, refs_attr(rt));
+    let derived = Derived::new(snapshot, rt, r, with_refs)?;
+    written_derived(snapshot, derived, with_refs, projection, base)
+}
+
+/// [`written`] of a resource whose meta is derived already.
+fn written_derived(
+    snapshot: &Snapshot,
+    derived: Derived,
+    with_refs: bool,
+    projection: &Projection,
+    base: &str,
+) -> StoreResult<Written> {
+    let rt = derived.rt();
+    let version = derived.version();
+    let id = derived.id().to_owned();
+    let full = derived.render(snapshot, with_refs, base)?;
     Ok(Written {
         location: location(base, rt, &id),
         id,

@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 
 use crate::scim::resource::{add_references, references_value, Projection, Reference};
 use crate::scim::schema::ResourceType;
-use crate::store::{Snapshot, StoreResult, StoredResource};
+use crate::store::{Snapshot, StoreResult, StoredResource, StoredText};
 
 /// A representation sent in pieces: the JSON text of one resource, in order, as it
 /// is made on a blocking thread from one snapshot. An `Err` (why, for the log) means
@@ -78,24 +78,130 @@ pub(super) fn refs_attr(rt: ResourceType) -> &'static str {
 pub(super) fn render(
     snapshot: &Snapshot,
     rt: ResourceType,
-    mut r: StoredResource,
+    r: StoredResource,
     with_refs: bool,
     base: &str,
 ) -> StoreResult<Map<String, Value>> {
-    snapshot.derive_meta(rt, &mut r)?;
-    let refs = if with_refs {
-        Some(snapshot.references(rt, &r.id)?)
-    } else {
-        None
-    };
-    Ok(crate::scim::resource::render(
-        rt,
-        &r.id,
-        r.attrs,
-        &r.meta,
-        refs.as_deref(),
-        base,
-    ))
+    Derived::new(snapshot, rt, r, with_refs)?.render(snapshot, with_refs, base)
+}
+
+/// A stored resource with the meta its representation has, derived once: a user's
+/// groups are walked once for its version and, when asked, its `groups` (issue 10:
+/// a read walked them up to four times). Lets a reader compare the version
+/// (`If-None-Match`) before anything is rendered.
+pub(super) struct Derived {
+    rt: ResourceType,
+    r: StoredResource,
+    /// A user's `groups`, found by the same walk; `None` for a group or when the
+    /// references are not asked for.
+    user_groups: Option<Vec<Reference>>,
+}
+
+impl Derived {
+    pub(super) fn new(
+        snapshot: &Snapshot,
+        rt: ResourceType,
+        mut r: StoredResource,
+        with_refs: bool,
+    ) -> StoreResult<Derived> {
+        let user_groups = snapshot.derive_meta_with_groups(rt, &r.id, &mut r.meta, with_refs)?;
+        Ok(Derived { rt, r, user_groups })
+    }
+
+    /// The representation's ETag (`meta.version`).
+    pub(super) fn version(&self) -> String {
+        self.r.meta.etag()
+    }
+
+    pub(super) fn id(&self) -> &str {
+        &self.r.id
+    }
+
+    pub(super) fn rt(&self) -> ResourceType {
+        self.rt
+    }
+
+    /// The representation, with its references when `with_refs` (a group's members
+    /// are read here, after the version was compared).
+    pub(super) fn render(
+        self,
+        snapshot: &Snapshot,
+        with_refs: bool,
+        base: &str,
+    ) -> StoreResult<Map<String, Value>> {
+        let Derived { rt, r, user_groups } = self;
+        let refs = references(snapshot, rt, &r.id, with_refs, user_groups)?;
+        Ok(crate::scim::resource::render(
+            rt,
+            &r.id,
+            r.attrs,
+            &r.meta,
+            refs.as_deref(),
+            base,
+        ))
+    }
+}
+
+/// The references a representation shows when `with_refs`: a user's groups found
+/// while its meta was derived, or a group's members read now.
+fn references(
+    snapshot: &Snapshot,
+    rt: ResourceType,
+    id: &str,
+    with_refs: bool,
+    user_groups: Option<Vec<Reference>>,
+) -> StoreResult<Option<Vec<Reference>>> {
+    Ok(match (with_refs, user_groups) {
+        (false, _) => None,
+        (true, Some(groups)) => Some(groups),
+        (true, None) => Some(snapshot.references(rt, id)?),
+    })
+}
+
+/// [`Derived`] of a resource read as text ([`StoredText`]): rendered straight to
+/// JSON text, for reads that ask for no projection (issue 10).
+pub(super) struct DerivedText<'a> {
+    rt: ResourceType,
+    r: StoredText<'a>,
+    user_groups: Option<Vec<Reference>>,
+}
+
+impl<'a> DerivedText<'a> {
+    pub(super) fn new(
+        snapshot: &Snapshot,
+        rt: ResourceType,
+        mut r: StoredText<'a>,
+        with_refs: bool,
+    ) -> StoreResult<DerivedText<'a>> {
+        let user_groups = snapshot.derive_meta_with_groups(rt, &r.id, &mut r.meta, with_refs)?;
+        Ok(DerivedText { rt, r, user_groups })
+    }
+
+    /// The representation's ETag (`meta.version`).
+    pub(super) fn version(&self) -> String {
+        self.r.meta.etag()
+    }
+
+    /// The representation as JSON text (the same text as serializing [`render`]'s
+    /// result); `None` when the stored attributes need [`render`] (see
+    /// `scim::resource::render_text`).
+    pub(super) fn render(
+        self,
+        snapshot: &Snapshot,
+        with_refs: bool,
+        base: &str,
+    ) -> StoreResult<Option<Vec<u8>>> {
+        let DerivedText { rt, r, user_groups } = self;
+        let refs = references(snapshot, rt, &r.id, with_refs, user_groups)?;
+        Ok(crate::scim::resource::render_text(
+            rt,
+            &r.id,
+            &r.attrs,
+            &r.meta,
+            refs.as_deref(),
+            base,
+        ))
+    }
 }
 
 /// Adds references to a rendered resource (used by the query engine when the

@@ -378,7 +378,9 @@ async fn run_op(
         }
         Outcome::Resource(w) => (200, Some(w.location), Some(w.version), None),
         Outcome::Deleted => (204, None, None, None),
-        Outcome::NotModified { .. } | Outcome::Streamed { .. } => return Err(ScimError::internal()),
+        Outcome::NotModified { .. } | Outcome::Streamed { .. } | Outcome::Json { .. } => {
+            return Err(ScimError::internal())
+        }
     })
 }
 

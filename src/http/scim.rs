@@ -491,6 +491,15 @@ fn outcome_response(
         }
         Outcome::Resource(w) if created => written_response(StatusCode::CREATED, w),
         Outcome::Resource(w) => written_response(StatusCode::OK, w),
+        Outcome::Json { version, json } => {
+            let mut resp = Response::new(Body::new(json));
+            resp.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static(super::SCIM_CONTENT_TYPE),
+            );
+            set_etag(&mut resp, &version);
+            resp
+        }
         Outcome::NotModified { version } => {
             let mut resp = Response::new(Body::new(Bytes::new()));
             *resp.status_mut() = StatusCode::NOT_MODIFIED;

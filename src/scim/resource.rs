@@ -670,6 +670,102 @@ pub fn render(
     out
 }
 
+/// A stored attribute as JSON text, in stored order: its name and its value's
+/// text exactly as stored (compact, as serde_json wrote it).
+pub type AttrText<'a> = (std::borrow::Cow<'a, str>, &'a serde_json::value::RawValue);
+
+/// [`render`] written straight to JSON text from the attributes' stored text: the
+/// bytes `serde_json::to_vec(&render(..))` gives, without building a `Value` tree
+/// of the attributes and serializing it again (issue 10: that round trip was most
+/// of a read's work). `None` when the attributes hold a name the representation
+/// sets itself (`schemas`, `id`, `meta`, `members`, `groups`), where [`render`]'s
+/// replacing rules apply; normalized attributes never do.
+pub fn render_text(
+    rt: ResourceType,
+    id: &str,
+    attrs: &[AttrText<'_>],
+    meta: &Meta,
+    refs: Option<&[Reference]>,
+    base: &str,
+) -> Option<Vec<u8>> {
+    const SET_BY_RENDER: [&str; 5] = ["schemas", "id", "meta", "members", "groups"];
+    if attrs
+        .iter()
+        .any(|(k, _)| SET_BY_RENDER.contains(&k.as_ref()))
+    {
+        return None;
+    }
+    let size: usize = attrs.iter().map(|(k, v)| k.len() + v.get().len() + 4).sum();
+    let mut out = Vec::with_capacity(size + 320);
+    // Writing JSON into a Vec cannot fail.
+    let text = |out: &mut Vec<u8>, s: &str| {
+        let _ = serde_json::to_writer(&mut *out, s);
+    };
+    out.extend_from_slice(b"{\"schemas\":[");
+    text(&mut out, rt.schema().id);
+    for ext in rt.extensions() {
+        if attrs.iter().any(|(k, _)| k == ext.id) {
+            out.push(b',');
+            text(&mut out, ext.id);
+        }
+    }
+    out.extend_from_slice(b"],\"id\":");
+    text(&mut out, id);
+    let external = attrs.iter().find(|(k, _)| k == "externalId");
+    for (k, v) in external
+        .into_iter()
+        .chain(attrs.iter().filter(|(k, _)| k != "externalId"))
+    {
+        out.push(b',');
+        text(&mut out, k);
+        out.push(b':');
+        out.extend_from_slice(v.get().as_bytes());
+    }
+    if let Some(refs) = refs.filter(|r| !r.is_empty()) {
+        // As `references_value` builds them, written directly.
+        out.extend_from_slice(match rt {
+            ResourceType::Group => b",\"members\":[",
+            ResourceType::User => b",\"groups\":[",
+        });
+        for (i, r) in refs.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(b"{\"value\":");
+            text(&mut out, &r.id);
+            out.extend_from_slice(b",\"$ref\":");
+            text(&mut out, &format!("{base}{}/{}", r.rt.endpoint(), r.id));
+            if let Some(d) = &r.display {
+                out.extend_from_slice(b",\"display\":");
+                text(&mut out, d);
+            }
+            out.extend_from_slice(b",\"type\":");
+            text(
+                &mut out,
+                match rt {
+                    ResourceType::Group => r.rt.name(),
+                    ResourceType::User if r.indirect => "indirect",
+                    ResourceType::User => "direct",
+                },
+            );
+            out.push(b'}');
+        }
+        out.push(b']');
+    }
+    out.extend_from_slice(b",\"meta\":{\"resourceType\":");
+    text(&mut out, rt.name());
+    out.extend_from_slice(b",\"created\":");
+    text(&mut out, &meta.created);
+    out.extend_from_slice(b",\"lastModified\":");
+    text(&mut out, &meta.last_modified);
+    out.extend_from_slice(b",\"location\":");
+    text(&mut out, &format!("{base}{}/{id}", rt.endpoint()));
+    out.extend_from_slice(b",\"version\":");
+    text(&mut out, &meta.etag());
+    out.extend_from_slice(b"}}");
+    Some(out)
+}
+
 /// The `members` of a group or the `groups` of a user as (attribute name, value);
 /// `None` when there are none.
 pub fn references_value(
@@ -840,11 +936,17 @@ impl Projection {
         }
     }
 
+    /// Whether the projection returns every attribute returned by default (no
+    /// `attributes` or `excludedAttributes`): `apply` then changes nothing.
+    pub fn returns_default(&self) -> bool {
+        self.attributes.is_empty() && self.excluded.is_empty()
+    }
+
     /// Applies the projection to a rendered resource.
     pub fn apply(&self, rt: ResourceType, resource: Map<String, Value>) -> Map<String, Value> {
         // No parameters: everything stored is returned by default (`password`, the one
         // never-returned attribute, is never stored), so there is nothing to drop.
-        if self.attributes.is_empty() && self.excluded.is_empty() {
+        if self.returns_default() {
             return resource;
         }
         let mut out = Map::new();

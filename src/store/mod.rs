@@ -17,6 +17,7 @@ mod migration;
 mod nesting;
 mod sparse;
 mod tables;
+mod text;
 mod tokens;
 mod traffic;
 mod upgrade;
@@ -49,6 +50,7 @@ use crate::scim::error::ScimError;
 use crate::scim::resource::{Attributes, Meta, Reference};
 use crate::scim::schema::ResourceType;
 use crate::scim::text::caseless;
+pub(crate) use text::StoredText;
 
 pub(crate) use sparse::RawResource;
 
@@ -1282,6 +1284,21 @@ fn own_name_in(txn: &WriteTransaction, rt: ResourceType, id: &str) -> StoreResul
 
 /// [`shown_name`] of a stored record's bytes: parses the two name attributes only.
 fn own_name(rt: ResourceType, record: &[u8]) -> StoreResult<Option<String>> {
+    let names = record_names(record)?;
+    Ok(match rt {
+        ResourceType::User => names.display_name.or(names.user_name),
+        ResourceType::Group => names.display_name,
+    })
+}
+
+/// The `displayName` and `userName` of a stored record (each when a string),
+/// parsed without building the record's other attributes.
+struct RecordNames {
+    display_name: Option<String>,
+    user_name: Option<String>,
+}
+
+fn record_names(record: &[u8]) -> StoreResult<RecordNames> {
     #[derive(Deserialize)]
     struct Record {
         attrs: Names,
@@ -1298,9 +1315,9 @@ fn own_name(rt: ResourceType, record: &[u8]) -> StoreResult<Option<String>> {
         Some(Value::String(s)) => Some(s),
         _ => None,
     };
-    Ok(match rt {
-        ResourceType::User => text(r.attrs.display_name).or_else(|| text(r.attrs.user_name)),
-        ResourceType::Group => text(r.attrs.display_name),
+    Ok(RecordNames {
+        display_name: text(r.attrs.display_name),
+        user_name: text(r.attrs.user_name),
     })
 }
 
@@ -1667,6 +1684,37 @@ impl Snapshot {
         Ok(r)
     }
 
+    /// The name that identifies a resource to people (a user's `userName`, a
+    /// group's `displayName`; audit entries show it), read without parsing the
+    /// rest of the record. `None` when the resource does not exist or has none.
+    pub(crate) fn name_of(&self, rt: ResourceType, id: &str) -> StoreResult<Option<String>> {
+        let t = self.txn.open_table(table(rt))?;
+        let Some(v) = t.get(id)? else {
+            return Ok(None);
+        };
+        let names = record_names(v.value())?;
+        Ok(match rt {
+            ResourceType::User => names.user_name,
+            ResourceType::Group => names.display_name,
+        })
+    }
+
+    /// Reads one resource as text ([`StoredText`]: attributes as stored, not parsed
+    /// into values) and hands it to `f`, whose result is returned; `None` when it
+    /// does not exist.
+    pub(crate) fn get_text<T>(
+        &self,
+        rt: ResourceType,
+        id: &str,
+        f: impl FnOnce(StoredText<'_>) -> StoreResult<T>,
+    ) -> StoreResult<Option<T>> {
+        let t = self.txn.open_table(table(rt))?;
+        let Some(v) = t.get(id)? else {
+            return Ok(None);
+        };
+        f(text::parse(v.value())?).map(Some)
+    }
+
     /// The groups a user belongs to, directly and through nested groups.
     fn memberships(&self, id: &str) -> StoreResult<Vec<nesting::Membership>> {
         nesting::memberships(
@@ -1684,6 +1732,25 @@ impl Snapshot {
             nesting::derive_user_meta(&mut r.meta, &ms);
         }
         Ok(())
+    }
+
+    /// [`Snapshot::derive_meta`] of the resource `id` with stored `meta`, and for a
+    /// user also its `groups` references when
+    /// `user_groups` (None otherwise), from one walk of its groups: what rendering a
+    /// user needs, which took up to four walks before (issue 10).
+    pub(crate) fn derive_meta_with_groups(
+        &self,
+        rt: ResourceType,
+        id: &str,
+        meta: &mut Meta,
+        user_groups: bool,
+    ) -> StoreResult<Option<Vec<Reference>>> {
+        if rt != ResourceType::User {
+            return Ok(None);
+        }
+        let ms = self.memberships(id)?;
+        nesting::derive_user_meta(meta, &ms);
+        Ok(user_groups.then(|| nesting::references(&ms)))
     }
 
     /// A group's members (with display names), or the groups a user belongs to,

@@ -13,7 +13,7 @@ use std::collections::HashSet;
 
 use redb::ReadableTable;
 
-use super::{group_rows, StoreResult, StoredResource};
+use super::{group_rows, StoreResult};
 use crate::scim::resource::{Meta, Reference};
 use crate::scim::schema::ResourceType;
 
@@ -24,8 +24,34 @@ pub(super) const MAX_GROUPS_PER_USER: usize = 4096;
 /// One group a user belongs to, with what its representation depends on.
 #[derive(Debug, Clone)]
 pub(super) struct Membership {
-    pub group: StoredResource,
+    pub group: GroupHead,
     pub indirect: bool,
+}
+
+/// What a user's representation needs of a group: its id, meta and display name.
+/// Parsed from the group's stored record without building its other attributes
+/// (issue 10: a user's read parses each of its groups).
+#[derive(Debug, Clone, serde::Deserialize)]
+pub(super) struct GroupHead {
+    pub id: String,
+    pub meta: Meta,
+    attrs: HeadAttrs,
+}
+
+#[derive(Debug, Clone, serde::Deserialize)]
+struct HeadAttrs {
+    /// A stored `displayName` is a string; anything else is shown as no name.
+    #[serde(rename = "displayName")]
+    display_name: Option<serde_json::Value>,
+}
+
+impl GroupHead {
+    fn display_name(&self) -> Option<&str> {
+        self.attrs
+            .display_name
+            .as_ref()
+            .and_then(serde_json::Value::as_str)
+    }
 }
 
 /// The groups `id` belongs to: direct ones first (in id order), then each level of
@@ -57,7 +83,7 @@ pub(super) fn memberships(
                 let Some(record) = groups.get(g.as_str())? else {
                     continue;
                 };
-                let group: StoredResource = serde_json::from_slice(record.value())?;
+                let group: GroupHead = serde_json::from_slice(record.value())?;
                 out.push(Membership { group, indirect });
                 next.push(g);
             }
@@ -74,12 +100,7 @@ pub(super) fn references(ms: &[Membership]) -> Vec<Reference> {
         .map(|m| Reference {
             id: m.group.id.clone(),
             rt: ResourceType::Group,
-            display: m
-                .group
-                .attrs
-                .get("displayName")
-                .and_then(serde_json::Value::as_str)
-                .map(str::to_owned),
+            display: m.group.display_name().map(str::to_owned),
             indirect: m.indirect,
         })
         .collect()
