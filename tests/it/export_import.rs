@@ -239,7 +239,9 @@ fn import_lists_every_record_a_create_would_refuse_and_imports_nothing() {
         assert!(!err.contains("line 2:"), "the good record is listed: {err}");
     }
     assert_eq!(s.client().get("/Users").json()["totalResults"], 0);
-    assert!(records_by_name(empty.path()).is_empty());
+    // Refused directly into a new data directory: nothing imported, and no empty
+    // database left behind either.
+    assert!(!empty.path().join("scimbridge.redb").exists());
 
     // What a create drops or repairs is imported that way and reported.
     let mut f = support::export::ExportFile::default();
