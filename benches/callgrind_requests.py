@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 
-SCENARIOS = ["healthz", "me", "get", "lookup", "create", "patch", "group-add", "group-remove"]
+SCENARIOS = ["healthz", "me", "get", "get-nogroups", "lookup", "create", "patch", "group-add", "group-remove"]
 PATCH_URN = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 
 
@@ -97,6 +97,7 @@ def main():
         print(f"# {len(in_groups)}/{len(users)} sampled users are in groups; "
               f"\"All staff\" has {len(members)} members; {len(outsiders)} sampled users are not in it")
         sample = in_groups or users
+        plain = [u for u in users if not u.get("groups")] or users
         big = (big_id, len(members))
 
         n = args.n
@@ -109,6 +110,8 @@ def main():
                 return req("GET", "/Me")
             if name == "get":
                 return req("GET", f"/Users/{sample[i % len(sample)]['id']}")
+            if name == "get-nogroups":  # as the load harness's users
+                return req("GET", f"/Users/{plain[i % len(plain)]['id']}")
             if name == "lookup":
                 u = sample[i % len(sample)]["userName"]
                 return req("GET", f'/Users?filter=userName%20eq%20%22{u}%22')

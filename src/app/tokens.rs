@@ -82,8 +82,9 @@ pub(crate) struct IssuedToken {
 pub(crate) enum TokenError {
     #[error("the token name must be 1 to {MAX_NAME_BYTES} printable characters")]
     InvalidName,
-    #[error("a token may expire in at most {MAX_TOKEN_DAYS} days")]
-    TooLong,
+    /// `--expires-in 0` would print a secret that is expired already (the trial).
+    #[error("a token's lifetime must be 1 to {MAX_TOKEN_DAYS} days, or none (it never expires)")]
+    Lifetime,
     #[error(
         "the quiet-time alarm must be off, or a number followed by m, h or d \
          from {QUIET_MIN_MINUTES}m to {}d (e.g. 6h)", QUIET_MAX_MINUTES / 1440
@@ -109,8 +110,11 @@ pub(crate) async fn issue(
     if name.is_empty() || name.len() > MAX_NAME_BYTES || name.chars().any(char::is_control) {
         return Err(TokenError::InvalidName);
     }
-    if req.expires_in_days.is_some_and(|d| d > MAX_TOKEN_DAYS) {
-        return Err(TokenError::TooLong);
+    if req
+        .expires_in_days
+        .is_some_and(|d| d == 0 || d > MAX_TOKEN_DAYS)
+    {
+        return Err(TokenError::Lifetime);
     }
     let expires = req
         .expires_in_days
@@ -269,14 +273,16 @@ mod tests {
                 .unwrap_err();
             assert!(matches!(e, TokenError::InvalidName), "{bad:?}: {e}");
         }
-        let e = issue(
-            &s,
-            req("idp", Some(MAX_TOKEN_DAYS + 1)),
-            at("2024-05-01T10:00:00Z"),
-        )
-        .await
-        .unwrap_err();
-        assert_eq!(e.to_string(), "a token may expire in at most 3650 days");
+        for days in [0, MAX_TOKEN_DAYS + 1] {
+            let e = issue(&s, req("idp", Some(days)), at("2024-05-01T10:00:00Z"))
+                .await
+                .unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                "a token's lifetime must be 1 to 3650 days, or none (it never expires)",
+                "{days}"
+            );
+        }
         let t = issue(&s, req("  idp ", Some(1)), at("2024-05-01T10:00:00Z"))
             .await
             .unwrap();

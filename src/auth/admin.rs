@@ -87,6 +87,39 @@ fn made_of_common_words(text: &str) -> bool {
     !text.is_empty() && split(text, &words, 0)
 }
 
+/// Whether `text` is made of at most four keyboard or alphabet runs of at least
+/// three characters each, forwards or backwards (`qwertyuiop`, `qwerty123`,
+/// `asdfzyxw`). Linear in the length: a prefix of a run is a run, so each start
+/// extends only while the piece stays one.
+fn made_of_runs(text: &str) -> bool {
+    fn is_run(piece: &str) -> bool {
+        let reversed: String = piece.chars().rev().collect();
+        SEQUENCES
+            .iter()
+            .any(|s| s.contains(piece) || s.contains(reversed.as_str()))
+    }
+    let chars: Vec<char> = text.chars().collect();
+    // fewest[i]: the fewest runs that make up chars[..i].
+    let mut fewest = vec![usize::MAX; chars.len() + 1];
+    fewest[0] = 0;
+    for start in 0..chars.len() {
+        if fewest[start] == usize::MAX {
+            continue;
+        }
+        let mut piece = String::new();
+        for (end, c) in (start + 1..).zip(&chars[start..]) {
+            piece.push(*c);
+            if !is_run(&piece) {
+                break;
+            }
+            if end - start >= 3 {
+                fewest[end] = fewest[end].min(fewest[start] + 1);
+            }
+        }
+    }
+    !chars.is_empty() && fewest[chars.len()] <= 4
+}
+
 /// Why a new password is refused, in words for the admin (each names its rule).
 /// Beyond the length: not a common password or common words with digits, symbols
 /// or look-alikes around them; not a keyboard or alphabet run; not the name of this
@@ -113,17 +146,6 @@ pub(crate) fn password_problem(password: &str, confirm: &str) -> Option<String> 
             "the password must use at least {MIN_DISTINCT_CHARS} different characters"
         ));
     }
-    let compact: String = lower.chars().filter(|c| c.is_alphanumeric()).collect();
-    let reversed: String = compact.chars().rev().collect();
-    if SEQUENCES
-        .iter()
-        .any(|s| s.contains(compact.as_str()) || s.contains(reversed.as_str()))
-    {
-        return Some(
-            "the password is a keyboard or alphabet sequence; choose something less predictable"
-                .into(),
-        );
-    }
     if lower.contains("scimbridge") {
         return Some("the password must not contain the name of this service".into());
     }
@@ -135,6 +157,15 @@ pub(crate) fn password_problem(password: &str, confirm: &str) -> Option<String> 
         return Some(
             "the password is a common password, or common words with digits or symbols added; \
              choose something less predictable, such as four random words"
+                .into(),
+        );
+    }
+    let compact: String = lower.chars().filter(|c| c.is_alphanumeric()).collect();
+    // `qwertyuiop12`: a run with a couple of digits added is still a run.
+    let core = compact.trim_matches(|c: char| c.is_ascii_digit());
+    if made_of_runs(&compact) || made_of_runs(core) {
+        return Some(
+            "the password is a keyboard or alphabet sequence; choose something less predictable"
                 .into(),
         );
     }
@@ -249,6 +280,11 @@ mod tests {
             "abcdefghijkl",
             "qwertyuiopas",
             "lkjhgfdsapoi",
+            // The trial: a run with digits added, and runs put together.
+            "qwertyuiop12",
+            "12qwertyuiop",
+            "poiuyt987654",
+            "asdfghzyxwvu",
         ] {
             assert!(problem(run).unwrap().contains("sequence"), "{run}");
         }

@@ -98,9 +98,16 @@ pub(super) fn import(cfg: &Config, file: &Path) -> Result<ExitCode> {
             // schema extensions must be known, as in `serve`.
             crate::scim::schema::install_extensions(&cfg.scim.extensions)
                 .map_err(|e| anyhow::anyhow!(e))?;
+            let db = cfg.db_path();
+            let created = !db.exists();
             let store = open_store(cfg, IfMissing::Create)?;
             let r = export::import_file(&store, file, &cfg.limits.request(), Timestamp::now());
             store.close();
+            // A refused import into a new data directory leaves no empty database
+            // behind (the next command would take it for a bridge with no data).
+            if r.is_err() && created {
+                let _ = std::fs::remove_file(&db);
+            }
             let r = r?;
             (r.manifest.counts, r.repaired)
         }

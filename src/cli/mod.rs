@@ -111,7 +111,8 @@ pub(crate) enum TokenCommand {
         /// The token may read but not write (writes answer 403).
         #[arg(long)]
         read_only: bool,
-        /// Expire the token after this many days.
+        /// Expire the token after this many days (1 to 3650; without it the token
+        /// never expires).
         #[arg(long, value_name = "DAYS")]
         expires_in: Option<u32>,
         /// Print only the secret (on stdout), without the explanation on stderr: for

@@ -98,20 +98,23 @@ pub enum ExportError {
         reason: String,
     },
     /// The file cannot be opened.
-    #[error("cannot read {}: {source}", .path.display())]
+    /// (Its cause is part of the message, not a `source`: printed as an error
+    /// chain, it would be said twice.)
+    #[error("cannot read {}: {cause}", .path.display())]
     Open {
         /// The file that was asked for.
         path: std::path::PathBuf,
         /// Why it could not be opened (not found, permission denied, ...).
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The file does not verify (damaged, tampered, truncated, another format).
-    #[error("{} is not a valid export: {source}", .path.display())]
+    #[error("{} is not a valid export: {problem}", .path.display())]
     NotAnExport {
         /// The file that was checked.
         path: std::path::PathBuf,
-        /// The first problem [`verify`] found (usually [`ExportError::Invalid`]).
-        source: Box<ExportError>,
+        /// The first problem [`verify`] found (usually [`ExportError::Invalid`]);
+        /// part of the message, not a `source`, so a chain does not repeat it.
+        problem: Box<ExportError>,
     },
     /// Import only restores into an empty bridge.
     #[error("the directory is not empty: import restores an export into an empty bridge (use a new data directory)")]
@@ -686,14 +689,14 @@ pub(crate) fn import_file(
     let open = || {
         std::fs::File::open(path)
             .map(std::io::BufReader::new)
-            .map_err(|source| ExportError::Open {
+            .map_err(|cause| ExportError::Open {
                 path: path.to_owned(),
-                source,
+                cause,
             })
     };
     let manifest = verify(open()?).map_err(|e| ExportError::NotAnExport {
         path: path.to_owned(),
-        source: Box::new(e),
+        problem: Box::new(e),
     })?;
     if !store.is_empty()? {
         return Err(ExportError::NotEmpty);

@@ -721,11 +721,36 @@ pub fn render_text(
         out.push(b':');
         out.extend_from_slice(v.get().as_bytes());
     }
-    if let Some((name, list)) = refs.and_then(|r| references_value(rt, r, base)) {
-        out.push(b',');
-        text(&mut out, name);
-        out.push(b':');
-        let _ = serde_json::to_writer(&mut out, &list);
+    if let Some(refs) = refs.filter(|r| !r.is_empty()) {
+        // As `references_value` builds them, written directly.
+        out.extend_from_slice(match rt {
+            ResourceType::Group => b",\"members\":[",
+            ResourceType::User => b",\"groups\":[",
+        });
+        for (i, r) in refs.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(b"{\"value\":");
+            text(&mut out, &r.id);
+            out.extend_from_slice(b",\"$ref\":");
+            text(&mut out, &format!("{base}{}/{}", r.rt.endpoint(), r.id));
+            if let Some(d) = &r.display {
+                out.extend_from_slice(b",\"display\":");
+                text(&mut out, d);
+            }
+            out.extend_from_slice(b",\"type\":");
+            text(
+                &mut out,
+                match rt {
+                    ResourceType::Group => r.rt.name(),
+                    ResourceType::User if r.indirect => "indirect",
+                    ResourceType::User => "direct",
+                },
+            );
+            out.push(b'}');
+        }
+        out.push(b']');
     }
     out.extend_from_slice(b",\"meta\":{\"resourceType\":");
     text(&mut out, rt.name());

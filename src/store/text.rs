@@ -31,7 +31,9 @@ pub(super) fn parse(record: &[u8]) -> serde_json::Result<StoredText<'_>> {
         #[serde(borrow)]
         attrs: Attrs<'a>,
     }
-    let r: Record<'_> = serde_json::from_slice(record)?;
+    // Validated once here: parsing from a `str` does not validate each value again.
+    let record = std::str::from_utf8(record).map_err(serde::de::Error::custom)?;
+    let r: Record<'_> = serde_json::from_str(record)?;
     Ok(StoredText {
         id: r.id,
         meta: r.meta,

@@ -181,3 +181,36 @@ fn without_flags_the_default_path_is_named() {
     assert!(!stderr.contains("using the packaged"), "{stderr}");
     assert!(stderr.contains("holds no database"), "{stderr}");
 }
+
+/// The trial: `scimbridge migrate status | head -1` panicked with "failed printing
+/// to stdout: Broken pipe" and a backtrace. A reader closing the pipe early ends the
+/// command quietly (exit 141, as SIGPIPE would), and the command still works whole.
+#[test]
+fn a_reader_closing_stdout_early_ends_the_command_quietly() {
+    let data = tempfile::tempdir().unwrap();
+    for n in 0..3 {
+        let (ok, _, stderr) = cli(
+            data.path(),
+            &["token", "issue", "--name", &format!("idp-{n}")],
+        );
+        assert!(ok, "{stderr}");
+    }
+    let (ok, whole, _) = cli(data.path(), &["token", "list"]);
+    assert!(ok && whole.contains("idp-2"), "{whole}");
+    let mut child = Command::new(BIN)
+        .arg("--data-dir")
+        .arg(data.path())
+        .args(["token", "list"])
+        .env("RUST_BACKTRACE", "1")
+        .env_remove("SCIMBRIDGE_CONFIG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reader is gone before the command prints its first line.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(141), "{stderr}");
+}

@@ -166,6 +166,14 @@ fn tampered_export_is_refused_before_anything_is_written() {
     let empty = tempfile::tempdir().unwrap();
     let (ok, _, err) = cli(empty.path(), &["import", truncated.to_str().unwrap()]);
     assert!(!ok && err.contains("not a valid export"), "{err}");
+    // Said once (the trial saw the reason printed twice), and the refused import
+    // leaves no empty database that later commands would take for a bridge.
+    let (ok, _, err) = cli(empty.path(), &["import", tampered.to_str().unwrap()]);
+    assert!(!ok, "{err}");
+    assert_eq!(err.matches("changed or damaged").count(), 1, "{err}");
+    assert!(!empty.path().join("scimbridge.redb").exists());
+    let (ok, _, err) = cli(empty.path(), &["token", "list"]);
+    assert!(!ok && err.contains("no database"), "{err}");
     // The good file imports into the running server.
     let (ok, out, err) = cli(&b.data_dir(), &["import", file.to_str().unwrap()]);
     assert!(ok, "{err}");
@@ -231,7 +239,9 @@ fn import_lists_every_record_a_create_would_refuse_and_imports_nothing() {
         assert!(!err.contains("line 2:"), "the good record is listed: {err}");
     }
     assert_eq!(s.client().get("/Users").json()["totalResults"], 0);
-    assert!(records_by_name(empty.path()).is_empty());
+    // Refused directly into a new data directory: nothing imported, and no empty
+    // database left behind either.
+    assert!(!empty.path().join("scimbridge.redb").exists());
 
     // What a create drops or repairs is imported that way and reported.
     let mut f = support::export::ExportFile::default();
