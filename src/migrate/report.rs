@@ -391,6 +391,38 @@ pub(crate) enum DifferenceKind {
 }
 
 impl Difference {
+    /// The kind in a few words, for a table: "missing on the target", "attribute
+    /// differs", "members differ", …
+    pub(crate) fn kind_label(&self) -> &'static str {
+        match &self.kind {
+            DifferenceKind::NeverPushed => "never pushed",
+            DifferenceKind::MissingOnTarget { .. } => "missing on the target",
+            DifferenceKind::Attribute { .. } => "attribute differs",
+            DifferenceKind::ExtraOnTarget { .. } => "more on the target",
+            DifferenceKind::Members { .. } => "members differ",
+            DifferenceKind::Duplicate { .. } => "duplicate on the target",
+        }
+    }
+
+    /// The difference in words, as the Migration page lists it.
+    pub(crate) fn listed(&self) -> crate::store::ListedDifference {
+        crate::store::ListedDifference {
+            resource_type: self.resource_type.name().to_owned(),
+            name: self
+                .name
+                .clone()
+                .or_else(|| self.id.clone())
+                .unwrap_or_default(),
+            kind: self.kind_label().to_owned(),
+            attribute: match &self.kind {
+                DifferenceKind::Attribute { attribute, .. } => Some(attribute.clone()),
+                DifferenceKind::Members { .. } => Some("members".to_owned()),
+                _ => None,
+            },
+            detail: self.sentence(),
+        }
+    }
+
     /// What differs, as a sentence ("title: local \"CEO\", target null").
     pub(crate) fn sentence(&self) -> String {
         match &self.kind {

@@ -21,7 +21,7 @@ use super::target::{self, Events};
 use crate::clock::Timestamp;
 use crate::config::MigrationPolicy;
 use crate::secret::Secret;
-use crate::store::{MigrationState, Phase, Store};
+use crate::store::{LastVerify, MigrationState, Phase, Store, KEPT_DIFFERENCES};
 
 /// SCIM writes: accepted, paused for a cut-over, or refused for good.
 pub(crate) const WRITES_OPEN: u8 = 0;
@@ -473,7 +473,7 @@ impl Migration {
             capabilities,
             rules,
             phase: state.phase,
-            phase_text: state.phase.as_str().to_owned(),
+            phase_text: phase_text(&state),
             state: state.public(),
             lag,
             mapped: snapshot.mapped_count()?,
@@ -530,8 +530,20 @@ impl Migration {
         let now = Timestamp::now();
         // Kept for the Migration page, whoever ran verify (the page or the CLI).
         let notes = found.notes.clone();
+        let last = LastVerify {
+            at: now,
+            count: n,
+            listed: diffs
+                .iter()
+                .take(KEPT_DIFFERENCES)
+                .map(|d| d.listed())
+                .collect(),
+        };
         self.store
-            .update_migration(move |s| s.verify_notes = notes)
+            .update_migration(move |s| {
+                s.verify_notes = notes;
+                s.last_verify = Some(last);
+            })
             .await?;
         if mirroring {
             self.store
@@ -540,6 +552,11 @@ impl Migration {
                     if n == 0 {
                         s.phase = Phase::Verified;
                         s.verified_at = Some(now);
+                    } else if s.phase == Phase::Verified {
+                        // Verified no longer: an earlier clean verify does not
+                        // outlive one that found differences (issue 15 trial).
+                        s.phase = Phase::Mirroring;
+                        s.verified_at = None;
                     }
                 })
                 .await?;
@@ -698,6 +715,20 @@ pub(crate) async fn run_mirror(m: Arc<Migration>) {
                 backoff = (backoff * 2).min(Duration::from_secs(30));
             }
         }
+    }
+}
+
+/// The phase in words for `migrate status`: while mirroring, a last verification
+/// that found differences is said ("mirroring (pushed; the last verify found 2
+/// differences)"), never "verified".
+fn phase_text(s: &MigrationState) -> String {
+    match (s.phase, s.differences) {
+        (Phase::Mirroring, Some(n)) if n > 0 => format!(
+            "{} (pushed; the last verify found {})",
+            s.phase.as_str(),
+            crate::plural::count(n, "difference", "differences")
+        ),
+        (phase, _) => phase.as_str().to_owned(),
     }
 }
 

@@ -119,6 +119,38 @@ pub(crate) struct MigrationState {
     /// next start.
     #[serde(default)]
     pub token_erased: bool,
+    /// The last verification (the CLI's, the Migration page's or the push's closing
+    /// one): when, how many differences and the first of them, for the Migration
+    /// page. Absent in states written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_verify: Option<LastVerify>,
+}
+
+/// How many differences `LastVerify` keeps (the page says "and N more").
+pub(crate) const KEPT_DIFFERENCES: usize = 50;
+
+/// The outcome of one verification as the Migration page shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct LastVerify {
+    pub at: Timestamp,
+    /// Every difference found (not only those listed).
+    pub count: u64,
+    /// The first `KEPT_DIFFERENCES`, in verify's order.
+    pub listed: Vec<ListedDifference>,
+}
+
+/// One difference in words: "User", "bob.jones@example.com", "missing on the
+/// target", the attribute when one differs, and verify's sentence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ListedDifference {
+    pub resource_type: String,
+    pub name: String,
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attribute: Option<String>,
+    pub detail: String,
 }
 
 impl MigrationState {

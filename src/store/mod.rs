@@ -27,7 +27,9 @@ pub(crate) use admin::{
 };
 pub(crate) use audit::{ActorKind, AuditOutcome, AuditRecord};
 pub(crate) use health::StorageHealth;
-pub(crate) use migration::{MigrationState, Phase, StoredPolicy};
+pub(crate) use migration::{
+    LastVerify, ListedDifference, MigrationState, Phase, StoredPolicy, KEPT_DIFFERENCES,
+};
 pub(crate) use tokens::{hex, RevokeWhich, Scope, TokenRecord, TokenState};
 pub(crate) use traffic::{hour_of, OutcomeClass, OutcomeCounts, TokenTraffic};
 pub(crate) use upgrade::{Upgrade, FORMAT_VERSION};

@@ -442,53 +442,87 @@ fn push_into_a_second_scimbridge_mirror_resume_and_cut_over() {
     assert_same(&a.client(), &cb);
 }
 
+/// The issue 15 trial's setup: bob.jones (alice's manager) and alice in Engineering,
+/// pushed into a second scimbridge, then bob deleted on the target by its admin.
+struct BobDeleted {
+    a: Server,
+    b: Server,
+    _cfg: tempfile::TempDir,
+    token_file: std::path::PathBuf,
+    /// bob's id on the target before it was deleted.
+    old: String,
+}
+
+impl BobDeleted {
+    fn start() -> BobDeleted {
+        let cfg = tempfile::tempdir().unwrap();
+        let cfg_file = migration_config(cfg.path());
+        let a = Server::start_with(&["--config", cfg_file.to_str().unwrap()]);
+        let ca = a.client();
+        let r = ca.post("/Users", &user_body("bob.jones@example.com"));
+        assert_eq!(r.status, 201);
+        let bob = r.json()["id"].as_str().unwrap().to_owned();
+        let mut alice = user_body("alice@example.com");
+        alice["schemas"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!(ENTERPRISE));
+        alice[ENTERPRISE] = json!({"manager": {"value": bob}});
+        let r = ca.post("/Users", &alice);
+        assert_eq!(r.status, 201, "{}", r.json());
+        let alice = r.json()["id"].as_str().unwrap().to_owned();
+        let r = ca.post(
+            "/Groups",
+            &json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+                "displayName": "Engineering", "members": [{"value": bob}, {"value": alice}]}),
+        );
+        assert_eq!(r.status, 201, "{}", r.json());
+        let b = Server::start();
+        let token_file = cfg.path().join("t");
+        std::fs::write(&token_file, &b.token).unwrap();
+        let s = BobDeleted {
+            a,
+            b,
+            _cfg: cfg,
+            token_file,
+            old: String::new(),
+        };
+        let (ok, out, err) = s.push();
+        assert!(ok, "{out}{err}");
+        assert_eq!(migration_status(&s.a)["phase"], "verified");
+        let cb = s.b.client();
+        let old = user_ids(&cb)["bob.jones@example.com"].clone();
+        assert_eq!(cb.delete(&format!("/Users/{old}")).status, 204);
+        BobDeleted { old, ..s }
+    }
+    fn push(&self) -> (bool, String, String) {
+        let b_ca = self.b.data_dir().join("tls/cert.pem");
+        push(
+            &self.a,
+            &self.b.base,
+            &self.token_file,
+            &["--cacert", b_ca.to_str().unwrap()],
+        )
+    }
+}
+
 /// Issue 15 trial: after a push the admin deletes a user on the target; a second push
 /// notices that the journal's id is gone (404), matches or creates the user again and
 /// points the group's members and the manager link at the new id. It used to send the
 /// old id and stop on the target's 400 until `migrate abort`.
 #[test]
 fn a_second_push_recreates_a_user_deleted_on_the_target_and_relinks_it() {
-    let cfgdir = tempfile::tempdir().unwrap();
-    let cfg = migration_config(cfgdir.path());
-    let a = Server::start_with(&["--config", cfg.to_str().unwrap()]);
-    let ca = a.client();
-    let r = ca.post("/Users", &user_body("bob.jones@example.com"));
-    assert_eq!(r.status, 201);
-    let bob = r.json()["id"].as_str().unwrap().to_owned();
-    let mut alice = user_body("alice@example.com");
-    alice["schemas"]
-        .as_array_mut()
-        .unwrap()
-        .push(json!(ENTERPRISE));
-    alice[ENTERPRISE] = json!({"manager": {"value": bob}});
-    let r = ca.post("/Users", &alice);
-    assert_eq!(r.status, 201, "{}", r.json());
-    let alice = r.json()["id"].as_str().unwrap().to_owned();
-    let r = ca.post(
-        "/Groups",
-        &json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
-            "displayName": "Engineering", "members": [{"value": bob}, {"value": alice}]}),
-    );
-    assert_eq!(r.status, 201, "{}", r.json());
-    let b = Server::start();
-    let token_file = cfgdir.path().join("t");
-    std::fs::write(&token_file, &b.token).unwrap();
-    let b_ca = b.data_dir().join("tls/cert.pem");
-    let cacert = ["--cacert", b_ca.to_str().unwrap()];
-    let (ok, out, err) = push(&a, &b.base, &token_file, &cacert);
-    assert!(ok, "{out}{err}");
-    let cb = b.client();
-    let old = user_ids(&cb)["bob.jones@example.com"].clone();
-    assert_eq!(cb.delete(&format!("/Users/{old}")).status, 204);
-    let (ok, out, err) = cli(&a.data_dir(), &["migrate", "verify"]);
+    let s = BobDeleted::start();
+    let (ok, out, err) = cli(&s.a.data_dir(), &["migrate", "verify"]);
     assert!(!ok && out.contains("bob.jones@example.com"), "{out}{err}");
 
-    let (ok, out, err) = push(&a, &b.base, &token_file, &cacert);
+    let (ok, out, err) = s.push();
     assert!(ok, "the second push repairs the target:\n{out}{err}");
+    let cb = s.b.client();
     let ids = user_ids(&cb);
     assert_eq!(ids.len(), 2, "{ids:?}");
     let new = &ids["bob.jones@example.com"];
-    assert_ne!(new, &old);
+    assert_ne!(new, &s.old);
     let alice_t = &ids["alice@example.com"];
     let groups = list_all(&cb, "/Groups");
     assert_eq!(groups.len(), 1);
@@ -505,8 +539,104 @@ fn a_second_push_recreates_a_user_deleted_on_the_target_and_relinks_it() {
         json!(new),
         "{alice_on_b}"
     );
-    let (ok, out, err) = cli(&a.data_dir(), &["migrate", "verify"]);
+    let (ok, out, err) = cli(&s.a.data_dir(), &["migrate", "verify"]);
     assert!(ok, "{out}{err}");
+}
+
+/// Issue 15 trial: a verify that finds differences after a clean one leaves the
+/// migration not verified (`migrate status`, the Migration page's guide, the
+/// dashboard tile), the cut-over refuses, and the Migration page lists the
+/// differences by name with the time of the verification, whether verify ran on
+/// the command line or on the page (it showed a bare count, or "done" and raw JSON).
+#[test]
+fn a_verify_with_differences_is_not_verified_and_is_listed_on_the_page() {
+    use crate::support::admin as ui;
+    let s = BobDeleted::start();
+    let (ok, out, err) = cli(&s.a.data_dir(), &["migrate", "verify"]);
+    assert!(!ok && out.contains("bob.jones@example.com"), "{out}{err}");
+    let status = migration_status(&s.a);
+    assert_eq!(status["phase"], "mirroring", "{status}");
+    // bob missing, and Engineering's members (alice's manager link may count too).
+    let n = status["state"]["differences"].as_u64().unwrap();
+    assert!(n >= 2, "{status}");
+    let found = format!("{n} differences");
+    let (ok, text, err) = cli(&s.a.data_dir(), &["migrate", "status"]);
+    assert!(ok, "{err}");
+    assert!(!text.contains("migration: verified"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "migration: mirroring (pushed; the last verify found {found})"
+        )),
+        "{text}"
+    );
+    let (ok, _, err) = cli(
+        &s.a.data_dir(),
+        &["migrate", "cutover", "--confirm-irreversible"],
+    );
+    assert!(!ok && err.contains("difference"), "{err}");
+
+    let c = s.a.client();
+    let link = ui::setup_link(&s.a);
+    assert_eq!(ui::set_password(&c, &link, ui::PASSWORD).status, 303);
+    let cookie = ui::login(&c, ui::PASSWORD);
+    let dashboard = ui::text(&ui::get_page(&c, "/admin", &cookie));
+    assert!(!dashboard.contains("verified migration"), "{dashboard}");
+    let page = ui::text(&ui::get_page(&c, "/admin/migration", &cookie));
+    let current = page
+        .find("aria-current=\"true\"")
+        .map(|i| &page[i..(i + 200).min(page.len())])
+        .unwrap_or_else(|| panic!("no current step: {page}"));
+    assert!(!current.contains("Cut over"), "{current}");
+    let listed = |page: &str| -> String {
+        let i = page
+            .find("id=\"last-verify\"")
+            .unwrap_or_else(|| panic!("no last verification: {page}"));
+        page[i..].split("</table>").next().unwrap().to_owned()
+    };
+    let cli_verify = listed(&page);
+    assert!(
+        cli_verify.contains("Last verification 20"),
+        "the time: {cli_verify}"
+    );
+    assert!(cli_verify.contains(&found), "{cli_verify}");
+    assert!(
+        cli_verify.contains("bob.jones@example.com")
+            && cli_verify.contains("missing on the target")
+            && cli_verify.contains("Engineering")
+            && cli_verify.contains("members differ"),
+        "{cli_verify}"
+    );
+
+    // The same after Verify on the page: no "done", no raw JSON.
+    let r = ui::post_form(
+        &c,
+        "/admin/migration/verify",
+        Some(&cookie),
+        &[("csrf", &ui::csrf(&page))],
+    );
+    assert_eq!(r.status, 303);
+    let mut page = String::new();
+    poll(Duration::from_secs(60), || {
+        page = ui::text(&ui::get_page(&c, "/admin/migration", &cookie));
+        let job = page
+            .find("<b>Verification</b> started")
+            .map(|i| &page[i..])?;
+        job[..job.find("</p>")?].contains("finished").then_some(())
+    })
+    .unwrap_or_else(|| panic!("the verification did not finish: {page}"));
+    let job = &page[page.find("id=\"job\"").unwrap()..];
+    let job = &job[..job.find("</div>").unwrap_or(job.len())];
+    assert!(!job.contains("done") && job.contains(&found), "{job}");
+    assert!(
+        !page.contains("&quot;differences&quot;"),
+        "raw JSON: {page}"
+    );
+    let listed_now = listed(&page);
+    assert!(
+        listed_now.contains("bob.jones@example.com")
+            && listed_now.contains("missing on the target"),
+        "{listed_now}"
+    );
 }
 
 #[test]

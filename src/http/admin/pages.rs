@@ -1376,10 +1376,60 @@ fn pretty(v: &impl Serialize) -> String {
     serde_json::to_string_pretty(v).unwrap_or_default()
 }
 
+/// The last verification, whoever ran it: when, how many differences and the first
+/// `KEPT_DIFFERENCES` of them as a table (type, name, kind, attribute, detail), with
+/// "and N more" (issue 15 trial: a bare count after the CLI's verify, raw JSON after
+/// the page's).
+fn last_verification(state: &crate::store::MigrationState) -> Markup {
+    html! {
+        div #last-verify {
+            @match &state.last_verify {
+                Some(v) => {
+                    p {
+                        "Last verification " (when(v.at)) ": "
+                        @if v.count == 0 { span.pill.ok { "no differences" } }
+                        @else { span.pill.bad { (count(v.count, "difference", "differences")) } }
+                    }
+                    @if !v.listed.is_empty() {
+                        div.scroll { table #verify-differences {
+                            thead { tr { th { "Type" } th { "Name" } th { "Difference" } th { "Attribute" } th { "Detail" } } }
+                            tbody { @for d in &v.listed {
+                                tr {
+                                    td { (d.resource_type) }
+                                    td { (d.name) }
+                                    td { (d.kind) }
+                                    td { (d.attribute.as_deref().unwrap_or("")) }
+                                    td { (d.detail) }
+                                }
+                            } }
+                        } }
+                        @let more = v.count.saturating_sub(v.listed.len() as u64);
+                        @if more > 0 {
+                            p.note { "… and " (more) " more (" code { "scimbridge migrate verify" } " lists all)." }
+                        }
+                    }
+                }
+                None => {
+                    p { @match state.differences { Some(d) => { "Last verification: " (count(d, "difference", "differences")) "." }, None => "Not verified yet." } }
+                }
+            }
+        }
+    }
+}
+
 fn job_view(j: &JobView) -> Markup {
     html! {
         div.job #job {
             @match (&j.finished, &j.outcome) {
+                (Some(f), Some(Ok(JobOutcome::Verify(r)))) => {
+                    // The differences themselves are listed under "Verify" (the state
+                    // keeps them for the CLI's verify too): no raw JSON here.
+                    p {
+                        b { (j.kind) } " started " (when(j.started)) ", finished " (when(f)) ": "
+                        @if r.count == 0 { span.pill.ok { "no differences" } }
+                        @else { span.pill.bad { (count(r.count, "difference", "differences")) } " (listed under " a href="#last-verify" { "Last verification" } ")" }
+                    }
+                }
                 (Some(f), Some(Ok(val))) => {
                     p { b { (j.kind) } " started " (when(j.started)) ", finished " (when(f)) ": " span.pill.ok { "done" } }
                     details { summary { "Result" } pre.json { (pretty(val)) } }
@@ -1608,7 +1658,7 @@ pub(crate) fn migration(c: &Chrome, v: &MigrationView) -> String {
         @if can.verify {
             section.card #verify-step {
                 h2 { "5. " (GUIDE[4]) }
-                p { @match state.differences { Some(d) => { "Last verification: " (count(d, "difference", "differences")) "." }, None => "Not verified yet." } }
+                (last_verification(state))
                 form method="post" action="/admin/migration/verify" { (csrf_field(c.csrf)) button type="submit" { "Verify" } }
             }
         }
@@ -1624,6 +1674,7 @@ pub(crate) fn migration(c: &Chrome, v: &MigrationView) -> String {
                     input #verify-token name="token" type="password" required autocomplete="off";
                     button type="submit" { "Verify" }
                 }
+                @if state.last_verify.is_some() { (last_verification(state)) }
             }
         }
         @if can.cutover {
