@@ -138,7 +138,10 @@ fn stopped_hint(e: &MigrateError) -> &'static str {
         "The push stopped; run the same command again to resume where it stopped."
     } else {
         "The push stopped; running it again will fail the same way until the cause above is fixed \
-         (what was pushed so far is kept and will not be sent twice)."
+         (what was pushed so far is kept and will not be sent twice). If the target's copy was \
+         changed by hand and the cause is a resource of the journal, `scimbridge migrate abort` \
+         then `scimbridge migrate push` starts again from an empty journal (what is already on \
+         the target is matched by userName, externalId or displayName, not doubled)."
     }
 }
 
@@ -201,6 +204,11 @@ mod tests {
             .to_string()
             .starts_with("creating user 1 on the target answered 400\n"));
         assert!(!e.to_string().contains("resume"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("`scimbridge migrate abort` then `scimbridge migrate push`"),
+            "{e}"
+        );
         let e = MigrateError::NotReady(vec!["a".into(), "b".into()]);
         assert!(e.to_string().ends_with(":\n  a\n  b"), "{e}");
     }

@@ -131,6 +131,10 @@ struct Run {
     rules: Mutex<BTreeMap<MatchRule, u64>>,
     omit: HashSet<String>,
     events: Events,
+    /// Member updates the target refused (400) in this pass: the error and the target
+    /// ids sent, re-checked before the push gives up (a mapped member may have been
+    /// deleted on the target since it was pushed).
+    refusals: Mutex<Vec<(MigrateError, Vec<String>)>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -149,6 +153,7 @@ impl Run {
             rules: Mutex::new(BTreeMap::new()),
             omit,
             events,
+            refusals: Mutex::new(Vec::new()),
         }
     }
     fn caps(&self) -> Capabilities {
@@ -337,12 +342,13 @@ fn group_body(run: &Run, r: &StoredResource) -> Value {
     with_schemas(ResourceType::Group, attrs, false).0
 }
 
-fn has_manager(r: &StoredResource) -> bool {
+/// The local id of a user's manager, if it has one.
+fn manager_of(r: &StoredResource) -> Option<&str> {
     r.attrs
         .get(ENTERPRISE_USER_URN)
         .and_then(|e| e.get("manager"))
         .and_then(|m| m.get("value"))
-        .is_some()
+        .and_then(Value::as_str)
 }
 
 fn name_of(rt: ResourceType, r: &StoredResource) -> String {
@@ -961,7 +967,10 @@ pub(crate) async fn push(
             opts.parallel
         },
     );
-    let outcome = push_all(store, &run, &mut pool, &snapshot, opts.resume).await;
+    let outcome = match recheck_journal(client, &run, store).await {
+        Ok(dropped) => push_all(store, &run, &mut pool, &snapshot, opts.resume, dropped).await,
+        Err(e) => Err(e),
+    };
     // Whatever happened, keep what was learned.
     let rules: BTreeMap<String, u64> = lock(&run.rules)
         .iter()
@@ -1002,13 +1011,20 @@ pub(crate) async fn push(
 /// Sends the whole directory, in the order references need: users (page by page,
 /// the journal written after each), the managers that had no target id yet, groups
 /// without members, then every group's members as deltas. `resume`: an earlier push
-/// was interrupted, so the managers of users it pushed are set again.
+/// was interrupted, so the managers of users it pushed are set again. `dropped`: the
+/// local ids whose journal entry `recheck_journal` dropped (deleted on the target).
+///
+/// When the target refuses a member update (400), the member ids sent are read back:
+/// those the target no longer has (404) lose their journal entry and one more pass
+/// matches or creates them and rebuilds the references to them; a refusal that no
+/// stale entry explains stops the push.
 async fn push_all(
     store: &Store,
     run: &Run,
     pool: &mut Vec<Client>,
     snapshot: &Snapshot,
     resume: bool,
+    mut dropped: HashSet<String>,
 ) -> MigrateResult<Outcome> {
     let mut tally = Tally {
         run,
@@ -1017,11 +1033,115 @@ async fn push_all(
             updated: 0,
         },
     };
-    let managers = push_users(store, run, pool, snapshot, resume, &mut tally).await?;
-    set_managers(run, pool, snapshot, &managers).await?;
-    let fresh = create_groups(store, run, pool, snapshot, &mut tally).await?;
-    sync_all_members(store, run, pool, snapshot, &fresh, &tally).await?;
+    for pass in 0..2 {
+        let managers = push_users(store, run, pool, snapshot, resume, &dropped, &mut tally).await?;
+        set_managers(run, pool, snapshot, &managers).await?;
+        let fresh = create_groups(store, run, pool, snapshot, &mut tally).await?;
+        sync_all_members(store, run, pool, snapshot, &fresh, &tally).await?;
+        let refusals = std::mem::take(&mut *lock(&run.refusals));
+        if refusals.is_empty() {
+            break;
+        }
+        let suspects: Vec<(ResourceType, String, String)> = {
+            let map = lock(&run.map);
+            let mut seen = HashSet::new();
+            refusals
+                .iter()
+                .flat_map(|(_, ids)| ids.iter())
+                .filter(|tid| seen.insert(tid.to_string()))
+                .filter_map(|tid| {
+                    map.ids
+                        .iter()
+                        .find(|(_, t)| *t == tid)
+                        .map(|((rt, local), t)| (*rt, local.clone(), t.clone()))
+                })
+                .collect()
+        };
+        let Some((first, _)) = refusals.into_iter().next() else {
+            break;
+        };
+        if pass == 0 {
+            dropped = drop_stale(&mut pool[0], run, store, suspects).await?;
+        }
+        if pass == 1 || dropped.is_empty() {
+            return Err(first);
+        }
+    }
     Ok(tally.outcome)
+}
+
+/// Before a push that has a journal: lists the target's resources of each type the
+/// journal maps and reads by id those the listing lacks (`drop_stale`), so that a
+/// resource deleted on the target after an earlier push is found again or created
+/// rather than referenced by an id the target refuses. A target that refuses to
+/// list is not checked here; its refusals of member ids are (`push_all`).
+async fn recheck_journal(
+    client: &mut Client,
+    run: &Run,
+    store: &Store,
+) -> MigrateResult<HashSet<String>> {
+    let mut suspects = Vec::new();
+    for rt in ResourceType::ALL {
+        let mapped: Vec<(String, String)> = lock(&run.map)
+            .ids
+            .iter()
+            .filter(|((t, _), _)| *t == rt)
+            .map(|((_, local), tid)| (local.clone(), tid.clone()))
+            .collect();
+        if mapped.is_empty() {
+            continue;
+        }
+        ensure_index(client, run, rt).await?;
+        let idx = lock(&run.index);
+        let Some(index) = idx.get(&rt) else {
+            continue;
+        };
+        suspects.extend(
+            mapped
+                .into_iter()
+                .filter(|(_, tid)| !index.names.contains_key(tid))
+                .map(|(local, tid)| (rt, local, tid)),
+        );
+    }
+    drop_stale(client, run, store, suspects).await
+}
+
+/// Reads each suspect (type, local id, target id) by id; those the target answers
+/// 404 for lose their journal entry (in memory and in the store). Returns their
+/// local ids.
+async fn drop_stale(
+    client: &mut Client,
+    run: &Run,
+    store: &Store,
+    suspects: Vec<(ResourceType, String, String)>,
+) -> MigrateResult<HashSet<String>> {
+    let mut gone = Vec::new();
+    for (rt, local, tid) in suspects {
+        let r = client
+            .request(Method::GET, &format!("{}/{tid}", rt.endpoint()), None)
+            .await?;
+        match r.status {
+            404 => gone.push((rt, local)),
+            200..=299 => {}
+            _ => {
+                return Err(answered(
+                    format!("reading {} {tid} from the target", rt.name()),
+                    &r,
+                ))
+            }
+        }
+    }
+    {
+        let mut map = lock(&run.map);
+        for (rt, local) in &gone {
+            map.set(*rt, local, None);
+        }
+    }
+    let dropped = gone.iter().map(|(_, l)| l.clone()).collect();
+    store
+        .map_ids(gone.into_iter().map(|(rt, l)| (rt, l, None)).collect())
+        .await?;
+    Ok(dropped)
 }
 
 /// Counts each decision for the report (`Run::count`) and for the push's progress
@@ -1052,6 +1172,7 @@ async fn push_users(
     pool: &mut Vec<Client>,
     snapshot: &Snapshot,
     resume: bool,
+    dropped: &HashSet<String>,
     tally: &mut Tally<'_>,
 ) -> MigrateResult<Vec<String>> {
     let users_total = snapshot.count(ResourceType::User)?;
@@ -1060,7 +1181,7 @@ async fn push_users(
     let mut managers: Vec<String> = Vec::new();
     for page in pages(snapshot, ResourceType::User) {
         let page = page?;
-        let (to_send, to_create) = sort_users(run, &page, resume, tally, &mut managers);
+        let (to_send, to_create) = sort_users(run, &page, resume, dropped, tally, &mut managers);
         let results = send_users(run, pool, to_send, to_create).await?;
         let mut mapped = Vec::new();
         for (local, tid, rule, unresolved) in results {
@@ -1098,6 +1219,7 @@ fn sort_users(
     run: &Run,
     page: &[StoredResource],
     resume: bool,
+    dropped: &HashSet<String>,
     tally: &mut Tally<'_>,
     managers: &mut Vec<String>,
 ) -> (Vec<StoredResource>, Vec<StoredResource>) {
@@ -1109,7 +1231,10 @@ fn sort_users(
             // Pushed before; the mirror brings later changes. If that push was
             // interrupted, its manager may have been left out: set it again.
             tally.count(MatchRule::Journal);
-            if resume && has_manager(r) {
+            // Its manager was deleted on the target and is pushed again: the link
+            // must carry the manager's new id.
+            let manager_gone = manager_of(r).is_some_and(|m| dropped.contains(m));
+            if (resume && manager_of(r).is_some()) || manager_gone {
                 managers.push(r.id.clone());
             }
             continue;
@@ -1447,6 +1572,19 @@ async fn sync_group(
                     return Err(too_large(format!("updating the members of {what}"), run));
                 };
                 queue.extend(split.into_iter().rev());
+            }
+            400 if ops.iter().any(|o| o["op"] == "add") => {
+                // Perhaps a member deleted on the target since it was pushed:
+                // `push_all` re-checks the ids sent before giving up.
+                let sent: Vec<String> = ops
+                    .iter()
+                    .filter(|o| o["op"] == "add")
+                    .flat_map(|o| o["value"].as_array().cloned().unwrap_or_default())
+                    .filter_map(|v| v["value"].as_str().map(str::to_owned))
+                    .collect();
+                let e = answered(format!("updating the members of {what} on the target"), &r);
+                lock(&run.refusals).push((e, sent));
+                return Ok(());
             }
             _ => {
                 return Err(answered(

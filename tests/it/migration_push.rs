@@ -442,6 +442,73 @@ fn push_into_a_second_scimbridge_mirror_resume_and_cut_over() {
     assert_same(&a.client(), &cb);
 }
 
+/// Issue 15 trial: after a push the admin deletes a user on the target; a second push
+/// notices that the journal's id is gone (404), matches or creates the user again and
+/// points the group's members and the manager link at the new id. It used to send the
+/// old id and stop on the target's 400 until `migrate abort`.
+#[test]
+fn a_second_push_recreates_a_user_deleted_on_the_target_and_relinks_it() {
+    let cfgdir = tempfile::tempdir().unwrap();
+    let cfg = migration_config(cfgdir.path());
+    let a = Server::start_with(&["--config", cfg.to_str().unwrap()]);
+    let ca = a.client();
+    let r = ca.post("/Users", &user_body("bob.jones@example.com"));
+    assert_eq!(r.status, 201);
+    let bob = r.json()["id"].as_str().unwrap().to_owned();
+    let mut alice = user_body("alice@example.com");
+    alice["schemas"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!(ENTERPRISE));
+    alice[ENTERPRISE] = json!({"manager": {"value": bob}});
+    let r = ca.post("/Users", &alice);
+    assert_eq!(r.status, 201, "{}", r.json());
+    let alice = r.json()["id"].as_str().unwrap().to_owned();
+    let r = ca.post(
+        "/Groups",
+        &json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+            "displayName": "Engineering", "members": [{"value": bob}, {"value": alice}]}),
+    );
+    assert_eq!(r.status, 201, "{}", r.json());
+    let b = Server::start();
+    let token_file = cfgdir.path().join("t");
+    std::fs::write(&token_file, &b.token).unwrap();
+    let b_ca = b.data_dir().join("tls/cert.pem");
+    let cacert = ["--cacert", b_ca.to_str().unwrap()];
+    let (ok, out, err) = push(&a, &b.base, &token_file, &cacert);
+    assert!(ok, "{out}{err}");
+    let cb = b.client();
+    let old = user_ids(&cb)["bob.jones@example.com"].clone();
+    assert_eq!(cb.delete(&format!("/Users/{old}")).status, 204);
+    let (ok, out, err) = cli(&a.data_dir(), &["migrate", "verify"]);
+    assert!(!ok && out.contains("bob.jones@example.com"), "{out}{err}");
+
+    let (ok, out, err) = push(&a, &b.base, &token_file, &cacert);
+    assert!(ok, "the second push repairs the target:\n{out}{err}");
+    let ids = user_ids(&cb);
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    let new = &ids["bob.jones@example.com"];
+    assert_ne!(new, &old);
+    let alice_t = &ids["alice@example.com"];
+    let groups = list_all(&cb, "/Groups");
+    assert_eq!(groups.len(), 1);
+    let members: BTreeSet<&str> = groups[0]["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["value"].as_str().unwrap())
+        .collect();
+    assert_eq!(members, BTreeSet::from([new.as_str(), alice_t.as_str()]));
+    let alice_on_b = cb.get(&format!("/Users/{alice_t}")).json();
+    assert_eq!(
+        alice_on_b[ENTERPRISE]["manager"]["value"],
+        json!(new),
+        "{alice_on_b}"
+    );
+    let (ok, out, err) = cli(&a.data_dir(), &["migrate", "verify"]);
+    assert!(ok, "{out}{err}");
+}
+
 #[test]
 fn abort_returns_to_not_started() {
     let cfgdir = tempfile::tempdir().unwrap();

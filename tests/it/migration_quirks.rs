@@ -992,6 +992,34 @@ fn quirk_11_unfiltered_listing_refused_falls_back_to_lookups() {
     assert!(text.contains(note), "{text}");
 }
 
+/// Issue 15 trial: a user deleted on the target after a push, on a target that will
+/// not be listed (so the push cannot see beforehand that it is gone). The target's 400
+/// for the old member id makes the push read the ids it sent, drop the one answering
+/// 404 from the journal and go round once more: user1 is created anew, and "All
+/// staff" and user12's manager link carry its new id. The push used to stop on the
+/// 400 for good ("running it again will fail the same way").
+#[test]
+fn quirk_11_user_deleted_on_an_unlistable_target_is_pushed_again() {
+    let t = Quirky::start(Quirks {
+        refuse_unfiltered_list: true,
+        ..Quirks::default()
+    });
+    let src = source(&t, SMALL);
+    let (ok, out, err) = src.push(&t, &[]);
+    assert!(ok, "{out}{err}");
+    let old = users_named(&t, "user1@example.com")[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(t.state.lock().unwrap().delete("Users", &old));
+    let (ok, out, err) = src.push(&t, &[]);
+    assert!(ok, "the second push repairs the target:\n{out}\n{err}");
+    let again = users_named(&t, "user1@example.com");
+    assert_eq!(again.len(), 1);
+    assert_ne!(again[0]["id"], old.as_str(), "created anew");
+    assert_target_matches(&src, &t, &[], Expect::default());
+}
+
 #[test]
 fn quirk_10_differences_fail_the_push_and_are_named() {
     let t = Quirky::start(Quirks {

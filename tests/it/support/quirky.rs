@@ -99,6 +99,25 @@ impl State {
             }
         }
     }
+    /// Deletes a User or Group (`kind`: the endpoint's name) as DELETE does, with
+    /// its memberships. `false` when there is no such resource.
+    pub fn delete(&mut self, kind: &str, id: &str) -> bool {
+        let removed = if kind == "Users" {
+            self.unindex_user(id);
+            self.users.remove(id)
+        } else {
+            self.groups.remove(id)
+        };
+        if removed.is_none() {
+            return false;
+        }
+        for g in self.groups.values_mut() {
+            if let Some(m) = g["members"].as_array_mut() {
+                m.retain(|x| x["value"] != id);
+            }
+        }
+        true
+    }
     /// Removes a user the test planted (a duplicate) as if it never was.
     pub fn remove_user(&mut self, id: &str) {
         self.unindex_user(id);
@@ -445,6 +464,23 @@ fn handle(state: &Mutex<State>, method: &str, target: &str, body: &[u8]) -> Answ
         }
         ("PATCH", ["Groups", id]) => {
             st.group_patches.push(json.clone());
+            // As a compliant target: a member added must be a User or Group it has.
+            let unknown = json["Operations"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|op| {
+                    op["op"]
+                        .as_str()
+                        .is_some_and(|o| o.eq_ignore_ascii_case("add"))
+                })
+                .flat_map(|op| op["value"].as_array().cloned().unwrap_or_default())
+                .filter_map(|v| v["value"].as_str().map(str::to_owned))
+                .find(|m| !st.users.contains_key(m) && !st.groups.contains_key(m));
+            if let Some(m) = unknown {
+                let detail = format!("the member \"{m}\" is not a User or Group of this directory");
+                return (400, "", error(400, Some("invalidValue"), &detail));
+            }
             let Some(g) = st.groups.get_mut(*id) else {
                 return (404, "", error(404, None, "not found"));
             };
@@ -490,19 +526,8 @@ fn handle(state: &Mutex<State>, method: &str, target: &str, body: &[u8]) -> Answ
             (204, "", Value::Null)
         }
         ("DELETE", [kind @ ("Users" | "Groups"), id]) => {
-            let removed = if *kind == "Users" {
-                st.unindex_user(id);
-                st.users.remove(*id)
-            } else {
-                st.groups.remove(*id)
-            };
-            if removed.is_none() {
+            if !st.delete(kind, id) {
                 return (404, "", error(404, None, "not found"));
-            }
-            for g in st.groups.values_mut() {
-                if let Some(m) = g["members"].as_array_mut() {
-                    m.retain(|x| x["value"] != *id);
-                }
             }
             (204, "", Value::Null)
         }
