@@ -53,6 +53,9 @@ impl Caller {
     }
 }
 
+/// The actor name recorded for a SCIM request that carried no valid token.
+pub(crate) const NO_VALID_TOKEN: &str = "(no valid token)";
+
 /// An actor in words, as (name, kind), shown as "name (kind)" wherever an actor is
 /// named: "entra (token)", "alice (admin account)", "CLI (unix user root)",
 /// "import (scimbridge)". A command-line user is the operating-system account, so it
@@ -60,6 +63,10 @@ impl Caller {
 pub(crate) fn actor_words(kind: ActorKind, name: &str) -> (String, String) {
     match kind {
         ActorKind::Cli => ("CLI".to_owned(), format!("unix user {name}")),
+        // Not "(no valid token) (token)", as the trial saw it.
+        ActorKind::Token if name == NO_VALID_TOKEN => {
+            ("unknown caller".to_owned(), "no valid token".to_owned())
+        }
         other => (name.to_owned(), kind_words(other).to_owned()),
     }
 }
@@ -514,6 +521,23 @@ impl App {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn actors_are_named_with_their_kind_once() {
+        let words = |k, n| actor_words(k, n);
+        assert_eq!(
+            words(ActorKind::Token, "entra"),
+            ("entra".into(), "token".into())
+        );
+        assert_eq!(
+            words(ActorKind::Cli, "root"),
+            ("CLI".into(), "unix user root".into())
+        );
+        assert_eq!(
+            words(ActorKind::Token, NO_VALID_TOKEN),
+            ("unknown caller".into(), "no valid token".into())
+        );
+    }
 
     #[test]
     fn csv_cells_that_look_like_formulas_are_defused() {

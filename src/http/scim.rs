@@ -213,7 +213,7 @@ fn audit_write(
     }
     let caller = match &seen.token {
         Some(name) => Caller::token(name, seen.client),
-        None => Caller::token("(no valid token)", seen.client),
+        None => Caller::token(crate::app::audit::NO_VALID_TOKEN, seen.client),
     };
     state.app.audit_later(&caller, entry);
 }

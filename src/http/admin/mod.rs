@@ -857,7 +857,7 @@ async fn setup_submit(state: &AppState, req: Request<RequestBody>) -> Response<B
 fn login_form(state: &AppState, req: &Request<RequestBody>) -> Response<Body> {
     let q: LoginQuery = query(req);
     let notice = if q.setup.is_some() {
-        Some("The password is set. Sign in with the account's name and it.")
+        Some("The password is set. Sign in with the account's name and the new password.")
     } else if q.signed_out.is_some() {
         Some("You are signed out.")
     } else {
