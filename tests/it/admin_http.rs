@@ -823,15 +823,20 @@ fn verify_after_cut_over(a: &Server, b: &Server, c: &Client, cookie: &str) {
     );
     let page = wait_for_job(c, cookie);
     let job = &page[page.find("id=\"job\"").unwrap()..];
+    // Issue 15 trial: never "done" when there were differences, and no raw JSON;
+    // the differences are listed by name under "Last verification".
     assert!(
-        job.contains("<b>Verification</b>") && job.contains("pill ok\">done"),
+        job.contains("<b>Verification</b>")
+            && job.contains("pill bad\">1 difference<")
+            && !job.contains(">done<"),
         "{job}"
     );
+    let listed = &page[page.find("id=\"last-verify\"").unwrap()..];
     assert!(
-        job.contains("bob@example.com"),
-        "the missing user by name: {job}"
+        listed.contains("<td>bob@example.com</td><td>missing on the target</td>"),
+        "the missing user by name: {listed}"
     );
-    assert!(job.contains("&quot;count&quot;: 1"), "{job}");
+    assert!(!job.contains("&quot;count&quot;"), "{job}");
     assert!(
         page.contains("aria-current=\"step\">cut over<"),
         "still cut over"
