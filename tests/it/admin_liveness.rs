@@ -8,7 +8,6 @@
 //! editing the stopped server's database, as no test may wait hours.
 
 use std::io::Write;
-use std::path::Path;
 use std::time::Duration;
 
 use crate::support::admin::*;
@@ -43,40 +42,6 @@ fn metric(metrics: &str, series: &str) -> Option<f64> {
     metrics
         .lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-}
-
-/// Edits the stored record of the unrevoked token `name` (server stopped).
-fn edit_token(data_dir: &Path, name: &str, edit: impl Fn(&mut Value)) {
-    use redb::{ReadableDatabase, ReadableTable};
-    let table: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("tokens");
-    let db = redb::Database::create(data_dir.join("scimbridge.redb")).unwrap();
-    let found = {
-        let txn = db.begin_read().unwrap();
-        let t = txn.open_table(table).unwrap();
-        t.iter()
-            .unwrap()
-            .map(|r| {
-                let (k, v) = r.unwrap();
-                let rec: Value = serde_json::from_slice(v.value()).unwrap();
-                (k.value().to_owned(), rec)
-            })
-            .find(|(_, rec)| rec["name"] == name && rec["revoked"].is_null())
-    };
-    let (id, mut rec) = found.unwrap_or_else(|| panic!("no token {name}"));
-    edit(&mut rec);
-    let txn = db.begin_write().unwrap();
-    txn.open_table(table)
-        .unwrap()
-        .insert(id.as_str(), serde_json::to_vec(&rec).unwrap().as_slice())
-        .unwrap();
-    txn.commit().unwrap();
-}
-
-/// `hours` before now (negative: after), as the store writes times.
-fn hours_ago(hours: i64) -> String {
-    let t = time::OffsetDateTime::now_utc() - time::Duration::hours(hours);
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap()
 }
 
 /// Restarts the server and signs in again (sessions live in memory).

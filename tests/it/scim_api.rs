@@ -663,7 +663,18 @@ fn unauthenticated_requests_get_401_with_bearer_challenge() {
 #[test]
 fn revoked_and_expired_tokens_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let expired = issue_token(dir.path(), "old", &["--expires-in", "0"]);
+    // A lifetime of 0 days is refused (it would print a secret expired already);
+    // an expired token is made by moving a 1-day token's expiry into the past.
+    let (ok, _, err) = cli(
+        dir.path(),
+        &["token", "issue", "--name", "old", "--expires-in", "0"],
+    );
+    assert!(
+        !ok && err.contains("lifetime must be 1 to 3650 days"),
+        "{err}"
+    );
+    let expired = issue_token(dir.path(), "old", &["--expires-in", "1"]);
+    edit_token(dir.path(), "old", |r| r["expires"] = json!(hours_ago(1)));
     let revoked = issue_token(dir.path(), "gone", &[]);
     let (ok, out, err) = cli(dir.path(), &["token", "revoke", "gone"]);
     assert!(ok, "{err}");

@@ -618,3 +618,38 @@ pub fn request_on<S: std::io::Read + std::io::Write>(stream: &mut S, path: &str)
         }
     }
 }
+
+/// Edits the stored record of the unrevoked token `name` (server stopped): how tests
+/// make times in the past (an expired token), as no test may wait for them.
+pub fn edit_token(data_dir: &Path, name: &str, edit: impl Fn(&mut Value)) {
+    use redb::{ReadableDatabase, ReadableTable};
+    let table: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("tokens");
+    let db = redb::Database::create(data_dir.join("scimbridge.redb")).unwrap();
+    let found = {
+        let txn = db.begin_read().unwrap();
+        let t = txn.open_table(table).unwrap();
+        t.iter()
+            .unwrap()
+            .map(|r| {
+                let (k, v) = r.unwrap();
+                let rec: Value = serde_json::from_slice(v.value()).unwrap();
+                (k.value().to_owned(), rec)
+            })
+            .find(|(_, rec)| rec["name"] == name && rec["revoked"].is_null())
+    };
+    let (id, mut rec) = found.unwrap_or_else(|| panic!("no token {name}"));
+    edit(&mut rec);
+    let txn = db.begin_write().unwrap();
+    txn.open_table(table)
+        .unwrap()
+        .insert(id.as_str(), serde_json::to_vec(&rec).unwrap().as_slice())
+        .unwrap();
+    txn.commit().unwrap();
+}
+
+/// `hours` before now (negative: after), as the store writes times.
+pub fn hours_ago(hours: i64) -> String {
+    let t = time::OffsetDateTime::now_utc() - time::Duration::hours(hours);
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
+}
