@@ -526,12 +526,7 @@ fn a_second_push_recreates_a_user_deleted_on_the_target_and_relinks_it() {
     let alice_t = &ids["alice@example.com"];
     let groups = list_all(&cb, "/Groups");
     assert_eq!(groups.len(), 1);
-    let members: BTreeSet<&str> = groups[0]["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["value"].as_str().unwrap())
-        .collect();
+    let members = member_values(&groups[0]);
     assert_eq!(members, BTreeSet::from([new.as_str(), alice_t.as_str()]));
     let alice_on_b = cb.get(&format!("/Users/{alice_t}")).json();
     assert_eq!(

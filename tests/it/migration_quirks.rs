@@ -601,12 +601,7 @@ fn quirk_1_refused_filter_on_a_first_push_into_a_large_target() {
     );
     let groups = t.groups();
     assert_eq!(groups.len(), 1);
-    let members: BTreeSet<&str> = groups[0]["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["value"].as_str().unwrap())
-        .collect();
+    let members = member_values(&groups[0]);
     assert!(members.contains(existing.as_str()), "{members:?}");
     assert_eq!(members.len(), 4);
     // Kept for `migrate status` and the page.

@@ -653,3 +653,13 @@ pub fn hours_ago(hours: i64) -> String {
     t.format(&time::format_description::well_known::Rfc3339)
         .unwrap()
 }
+
+/// The `value`s of a group's `members` (a group without members: none).
+pub fn member_values(group: &Value) -> std::collections::BTreeSet<&str> {
+    group["members"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| m["value"].as_str().unwrap())
+        .collect()
+}
