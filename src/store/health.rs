@@ -2,7 +2,7 @@
 //! limit) and other I/O errors. redb latches an I/O error: after one, every operation
 //! on that `Database`, reads included, answers `PreviousIo` until it is closed and
 //! opened again. So the writer thread, which sees the failure first, closes and
-//! reopens the file ([`DbSlot::reopen`]); redb's commit protocol keeps the last
+//! reopens the file ([`DbSlot::give_up`]); redb's commit protocol keeps the last
 //! durable commit, so no acknowledged write is lost, and reads go on from the
 //! reopened file. While the disk is full, writes are refused for a back-off without
 //! touching the file (each attempt on a full disk costs a reopen), then tried again,
@@ -130,11 +130,13 @@ impl DbSlot {
         Ok(self.db.read().map_err(|_| unavailable())?.clone())
     }
 
-    /// A reader found `latched` failing with a previous I/O error (the writer's
-    /// commit failed on it a moment ago): unless the slot already holds another
-    /// handle, gives this one up and opens the file again. The caller then begins
-    /// its read again with [`DbSlot::get`].
-    pub(crate) fn recover(&self, latched: Arc<Database>) {
+    /// `latched` failed with an I/O error (a full disk, or a previous one that redb
+    /// latched): unless the slot already holds another handle (someone recovered
+    /// first), gives this one up, then opens the file again if the slot is empty.
+    /// redb's file lock keeps the open out until every reference to the old handle
+    /// is gone; until then reads retry it ([`DbSlot::get`]). Used by the writer after
+    /// a failed batch and by a reader whose snapshot found the handle latched.
+    pub(crate) fn give_up(&self, latched: Arc<Database>) {
         let Ok(mut slot) = self.db.write() else {
             return;
         };
@@ -221,19 +223,7 @@ impl DbSlot {
             }
             _ => return,
         }
-        drop(db);
-        self.reopen();
-    }
-
-    /// Closes the database (once the writer's reference is gone and the snapshots
-    /// that keep it have ended; until then the open fails and the next batch tries
-    /// again) and opens the file again; redb recovers it to its last durable commit.
-    pub(crate) fn reopen(&self) {
-        let Ok(mut slot) = self.db.write() else {
-            return;
-        };
-        drop(slot.take());
-        self.open_into(&mut slot);
+        self.give_up(db);
     }
 
     /// Opens the file into the (empty) slot; on failure leaves it empty, notes when,
@@ -276,7 +266,7 @@ impl DbSlot {
             return Ok(db);
         }
         self.check_backoff()?;
-        self.reopen();
+        self.open_if_closed();
         self.get()
     }
 }

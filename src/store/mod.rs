@@ -569,7 +569,7 @@ impl Store {
         match db.begin_read().map_err(StoreError::from) {
             Ok(txn) => Ok(Snapshot { txn, _db: db }),
             Err(StoreError::Io(_)) => {
-                self.inner.slot.recover(db);
+                self.inner.slot.give_up(db);
                 let db = self.db()?;
                 Ok(Snapshot {
                     txn: db.begin_read()?,
