@@ -143,6 +143,32 @@ impl Entry {
     }
 }
 
+/// The audit entry of one directory write, stored in the write's own transaction
+/// when the write succeeds (`App::execute`, `store::Store::create`), so an
+/// acknowledged write always has its entry and costs one group-commit job, not two
+/// (issue 10). The store fills in the resource's id and name; a refused write
+/// changes nothing and is audited by its edge afterwards (`App::audit_later`).
+#[derive(Debug, Clone)]
+pub(crate) struct WriteAudit {
+    pub caller: Caller,
+    /// The action and resource type, and the status the edge answers with when the
+    /// write succeeds.
+    pub entry: Entry,
+}
+
+impl WriteAudit {
+    /// The record to store with the write, stamped at `time`.
+    pub(crate) fn record(self, time: Timestamp) -> AuditRecord {
+        self.entry.stamp(&self.caller, time)
+    }
+}
+
+/// Writes the log line of an entry stored with its write (`WriteAudit`), once that
+/// write is durable.
+pub(crate) fn log_stored(r: &AuditRecord) {
+    log(r);
+}
+
 /// Writes one entry to the log (target `audit`). Names come from identity providers:
 /// they are written with `?` so control characters are escaped.
 fn log(r: &AuditRecord) {

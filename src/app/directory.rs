@@ -10,6 +10,7 @@
 
 use serde_json::Value;
 
+use super::audit::{log_stored, WriteAudit};
 use super::query::{self, Page, Query};
 use super::render::{
     refs_attr, render, stream_group, Derived, DerivedText, JsonChunks, Resource, STREAM_DEPTH,
@@ -23,8 +24,8 @@ use crate::scim::resource::{
 };
 use crate::scim::schema::ResourceType;
 use crate::store::{
-    Actor, MemberRef, MembersChange, Snapshot, StoreResult, StoredResource, Target, Update,
-    UpdateRequest,
+    Actor, AuditOnWrite, MemberRef, MembersChange, Snapshot, StoreResult, StoredResource, Target,
+    Update, UpdateRequest,
 };
 
 /// Members beyond which reading a group with its members is heavy work.
@@ -118,13 +119,21 @@ impl App {
     /// (no trailing slash) for `meta.location` and `$ref`. Errors: `StoreError::Scim`
     /// for refusals the client must see (400 invalid input, 404, 409 uniqueness, 412
     /// version mismatch), other `StoreError`s when storage fails.
+    /// `audit`, for a write, is stored in the write's own transaction when the
+    /// write succeeds, and logged once durable (`WriteAudit`); a failed write stores
+    /// none.
     pub(crate) async fn execute(
         &self,
         op: Operation,
         actor: &Actor,
         base: &str,
+        audit: Option<WriteAudit>,
     ) -> StoreResult<Outcome> {
         let now = Timestamp::now();
+        let audit = audit.map(|a| AuditOnWrite {
+            record: a.record(now),
+            durable: log_stored,
+        });
         match op {
             Operation::Create {
                 rt,
@@ -135,7 +144,7 @@ impl App {
                 let members = members.unwrap_or_default();
                 let stored = self
                     .store
-                    .create(rt, attrs, members, actor.clone(), now)
+                    .create(rt, attrs, members, actor.clone(), now, audit)
                     .await?;
                 self.written(rt, stored, &reply, base)
                     .map(Outcome::Resource)
@@ -147,7 +156,7 @@ impl App {
             } => {
                 let rt = target.rt;
                 let (attrs, members) = self.admitted(rt, resource, now).await?;
-                let req = update_request(target, false, actor, now);
+                let req = update_request(target, false, actor, now, audit);
                 let stored = self
                     .store
                     .update(req, move |_current| {
@@ -167,12 +176,12 @@ impl App {
                 reply,
             } => {
                 let rt = target.rt;
-                let stored = self.patch(target, &request, actor, now).await?;
+                let stored = self.patch(target, &request, actor, now, audit).await?;
                 self.written(rt, stored, &reply, base)
                     .map(Outcome::Resource)
             }
             Operation::Delete { target } => {
-                self.store.delete(target, actor.clone(), now).await?;
+                self.store.delete(target, actor.clone(), now, audit).await?;
                 Ok(Outcome::Deleted)
             }
             Operation::Get {
@@ -313,6 +322,7 @@ impl App {
         request: &Value,
         actor: &Actor,
         now: Timestamp,
+        audit: Option<AuditOnWrite>,
     ) -> StoreResult<StoredResource> {
         let rt = target.rt;
         check_request_limits(request, &self.config.limits.request())?;
@@ -332,7 +342,7 @@ impl App {
             }
             let add = take_members(&mut holder)?.unwrap_or_default();
             let remove = delta.remove;
-            let req = update_request(target, false, actor, now);
+            let req = update_request(target, false, actor, now, audit);
             return self
                 .store
                 .update(req, move |current| {
@@ -343,7 +353,7 @@ impl App {
                 })
                 .await;
         }
-        let req = update_request(target, true, actor, now);
+        let req = update_request(target, true, actor, now, audit);
         let ledger = self.unknown.clone();
         self.store
             .update(req, move |current| {
@@ -486,12 +496,14 @@ fn update_request(
     with_members: bool,
     actor: &Actor,
     now: Timestamp,
+    audit: Option<AuditOnWrite>,
 ) -> UpdateRequest {
     UpdateRequest {
         target,
         with_members,
         actor: actor.clone(),
         now,
+        audit,
     }
 }
 

@@ -582,6 +582,7 @@ mod tests {
                 vec![],
                 Actor::system("test"),
                 Timestamp::now(),
+                None,
             ))
             .unwrap();
         }

@@ -367,9 +367,10 @@ async fn run_op(
     base: &str,
 ) -> ScimResult<(u16, Option<String>, Option<String>, Option<String>)> {
     let operation = operation(op, path, data)?;
+    // A Bulk request has one audit entry for the whole request (`scim::handle`).
     let outcome = state
         .app
-        .execute(operation, actor, base)
+        .execute(operation, actor, base, None)
         .await
         .map_err(store_error)?;
     Ok(match outcome {

@@ -374,12 +374,51 @@ fn metrics_response(state: &AppState, req: &Request<RequestBody>) -> Response<Bo
         h.io_failures,
         h.reopens
     ));
+    render_commits(&h, &mut text);
     let mut r = Response::new(Body::new(text));
     r.headers_mut().insert(
         CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
     r
+}
+
+/// The store's group commits: how many, the writes they held (their ratio is the
+/// mean batch size) and a histogram of their durations, fsync included (issue 10:
+/// whether a write's latency is the disk's).
+fn render_commits(h: &crate::store::StorageHealth, text: &mut String) {
+    use std::fmt::Write;
+    let _ = write!(
+        text,
+        "# HELP scimbridge_storage_commits_total Group commits of the database (each one fsync).
+         # TYPE scimbridge_storage_commits_total counter
+         scimbridge_storage_commits_total {}
+         # HELP scimbridge_storage_committed_writes_total Write operations those commits held.
+         # TYPE scimbridge_storage_committed_writes_total counter
+         scimbridge_storage_committed_writes_total {}
+         # HELP scimbridge_storage_commit_duration_seconds Time to commit a batch, fsync included.
+         # TYPE scimbridge_storage_commit_duration_seconds histogram
+",
+        h.commits, h.committed_writes
+    );
+    let mut cumulative = 0;
+    for (bound, n) in crate::store::COMMIT_BUCKETS.iter().zip(h.commit_buckets) {
+        cumulative += n;
+        let _ = writeln!(
+            text,
+            "scimbridge_storage_commit_duration_seconds_bucket{{le=\"{bound}\"}} {cumulative}"
+        );
+    }
+    let _ = write!(
+        text,
+        "scimbridge_storage_commit_duration_seconds_bucket{{le=\"+Inf\"}} {}
+         scimbridge_storage_commit_duration_seconds_sum {}
+         scimbridge_storage_commit_duration_seconds_count {}
+",
+        h.commits,
+        h.commit_micros as f64 / 1e6,
+        h.commits
+    );
 }
 
 /// A 429 answer for a limiter refusal: a SCIM error below `/scim/v2`, plain text

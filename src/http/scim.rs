@@ -5,6 +5,7 @@
 //! this file knows HTTP and nothing of the store.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -15,7 +16,7 @@ use serde_json::Value;
 
 use super::admin::activity::ScimRequestRecord;
 use super::{scim_error, scim_json, store_error, AppState, Body, Handled, RequestBody};
-use crate::app::audit::{Caller, Entry};
+use crate::app::audit::{Caller, Entry, WriteAudit};
 use crate::app::{Operation, Outcome, Page, Paging, Query, Reply, Written};
 use crate::auth::{authenticate, AuthFailure, Principal};
 use crate::clock::Timestamp;
@@ -114,28 +115,25 @@ pub(crate) async fn handle(
     let client = super::client_of(&req);
     let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
     let writes = ScimRoute::parse(&method, &segments).writes();
-    let path_target = match segments.as_slice() {
-        [rt, id] if !id.starts_with('.') => resource_type_of(rt).map(|rt| (rt, (*id).to_owned())),
-        _ => None,
-    };
-    // The name as it was, before a replace, patch or delete changes it.
-    let name_before = match &path_target {
-        Some((rt, id)) if writes => state.app.resource_name(*rt, id),
+    let path_rt = match segments.as_slice() {
+        [rt, id] if !id.starts_with('.') => resource_type_of(rt),
         _ => None,
     };
     // (token id, token name) once authenticated, or once an expired secret is
     // recognised; why authentication failed, when it did.
     let mut token = None;
     let mut failure = None;
-    let (response, reason) = match handle_inner(state, req, rest, (&mut token, &mut failure)).await
-    {
-        Ok(r) => {
-            let reason = (r.status() == StatusCode::TOO_MANY_REQUESTS)
-                .then(|| "throttled: too many requests in progress".to_owned());
-            (r, reason)
-        }
-        Err(e) => (scim_error(&e), Some(e.detail)),
-    };
+    // Set when the write's audit entry was stored with the write (`WriteAudit`).
+    let audited = AtomicBool::new(false);
+    let (response, reason) =
+        match handle_inner(state, req, rest, (&mut token, &mut failure), &audited).await {
+            Ok(r) => {
+                let reason = (r.status() == StatusCode::TOO_MANY_REQUESTS)
+                    .then(|| "throttled: too many requests in progress".to_owned());
+                (r, reason)
+            }
+            Err(e) => (scim_error(&e), Some(e.detail)),
+        };
     let status = response.status().as_u16();
     let now = Timestamp::now();
     let token_name = token.map(|(id, name)| {
@@ -167,7 +165,9 @@ pub(crate) async fn handle(
         &response,
     );
     if writes {
-        audit_write(state, &seen, path_target.map(|(rt, _)| rt), name_before);
+        if !audited.load(Ordering::Relaxed) {
+            audit_write(state, &seen, path_rt);
+        }
     } else if let Some(why) = &seen.reason {
         tracing::info!(
             token = ?seen.token,
@@ -182,29 +182,29 @@ pub(crate) async fn handle(
     response
 }
 
-/// The audit entry of a SCIM write (answered, refused or throttled).
-fn audit_write(
-    state: &Arc<AppState>,
-    seen: &ScimRequestRecord,
-    rt: Option<ResourceType>,
-    name_before: Option<String>,
-) {
-    let rt = rt.or_else(|| resource_type_of(&seen.endpoint));
-    let action = match (seen.method.as_str(), seen.endpoint.as_str()) {
+/// The audit action of a SCIM write by its method and endpoint (`Users`, `Bulk`…).
+fn write_action(method: &str, endpoint: &str) -> &'static str {
+    match (method, endpoint) {
         (_, "Bulk") => "scim.bulk",
         ("POST", _) => "scim.create",
         ("PUT", _) => "scim.replace",
         ("PATCH", _) => "scim.patch",
         ("DELETE", _) => "scim.delete",
         _ => "scim.write",
-    };
-    let mut entry = Entry::new(action);
+    }
+}
+
+/// The audit entry of a SCIM write whose entry was not stored with it: refused,
+/// throttled, or a Bulk request (one entry for the request). A refused write
+/// changed nothing, so the resource's name read now is its name as it was.
+fn audit_write(state: &Arc<AppState>, seen: &ScimRequestRecord, rt: Option<ResourceType>) {
+    let rt = rt.or_else(|| resource_type_of(&seen.endpoint));
+    let mut entry = Entry::new(write_action(&seen.method, &seen.endpoint));
     if let Some(rt) = rt {
-        let name = name_before.or_else(|| {
-            seen.id
-                .as_deref()
-                .and_then(|id| state.app.resource_name(rt, id))
-        });
+        let name = seen
+            .id
+            .as_deref()
+            .and_then(|id| state.app.resource_name(rt, id));
         entry = entry.on(rt.name(), seen.id.as_deref(), name.as_deref());
     }
     entry.status = Some(seen.status);
@@ -246,6 +246,7 @@ async fn handle_inner(
     req: Request<RequestBody>,
     rest: &str,
     (token, failure): Sender<'_>,
+    audited: &AtomicBool,
 ) -> Handled {
     let principal = match admit(state, &req, (token, failure)) {
         Ok(p) => p,
@@ -278,6 +279,7 @@ async fn handle_inner(
             principal: &principal,
             params: &params,
             base: &base,
+            audited,
         };
         return endpoint.handle(req, method, &segments[1..]).await;
     }
@@ -535,11 +537,14 @@ struct ResourceEndpoint<'a> {
     principal: &'a Principal,
     params: &'a HashMap<String, String>,
     base: &'a str,
+    /// Set once a write succeeded with its audit entry stored in its transaction.
+    audited: &'a AtomicBool,
 }
 
 impl ResourceEndpoint<'_> {
     async fn handle(&self, req: Request<RequestBody>, method: Method, tail: &[&str]) -> Handled {
         let rt = self.rt;
+        let client = super::client_of(&req);
         let limit = self.state.app.config.limits.max_body_bytes;
         let target = |id: &str, req: &Request<RequestBody>| Target {
             rt,
@@ -634,12 +639,36 @@ impl ResourceEndpoint<'_> {
             }
         };
         let created = matches!(op, Operation::Create { .. });
+        // The status a successful write answers with (`outcome_response`).
+        let done = match &op {
+            Operation::Create { .. } => Some(("POST", 201)),
+            Operation::Replace { .. } => Some(("PUT", 200)),
+            Operation::Patch {
+                reply: Reply::VersionOnly,
+                ..
+            } => Some(("PATCH", 204)),
+            Operation::Patch { .. } => Some(("PATCH", 200)),
+            Operation::Delete { .. } => Some(("DELETE", 204)),
+            Operation::Get { .. } => None,
+        };
+        let audit = done.map(|(method, status)| {
+            let mut entry = Entry::new(write_action(method, rt.endpoint()));
+            entry.resource_type = Some(rt.name().to_owned());
+            entry.status = Some(status);
+            WriteAudit {
+                caller: Caller::token(&self.principal.name, client),
+                entry,
+            }
+        });
         let outcome = self
             .state
             .app
-            .execute(op, &actor(self.principal), self.base)
+            .execute(op, &actor(self.principal), self.base, audit)
             .await
             .map_err(store_error)?;
+        if done.is_some() {
+            self.audited.store(true, Ordering::Relaxed);
+        }
         Ok(outcome_response(outcome, created, heavy))
     }
 

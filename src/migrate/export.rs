@@ -762,18 +762,18 @@ mod tests {
                 let a = json!({"userName": format!("u{i}@example.com"), "externalId": format!("e{i}"),
                                "emails": [{"value": format!("u{i}@example.com")}]});
                 let r = s
-                    .create(ResourceType::User, a.as_object().unwrap().clone(), vec![], Actor::system("t"), Timestamp::from_unix_ms(1_700_000_000_000 + i).unwrap())
+                    .create(ResourceType::User, a.as_object().unwrap().clone(), vec![], Actor::system("t"), Timestamp::from_unix_ms(1_700_000_000_000 + i).unwrap(), None)
                     .await
                     .unwrap();
                 ids.push(r.id);
             }
             let members = ids.iter().take(10).map(|id| MemberRef { id: id.clone(), rt: None, display: None }).collect();
             let g = s
-                .create(ResourceType::Group, json!({"displayName": "G"}).as_object().unwrap().clone(), members, Actor::system("t"), Timestamp::from_unix_ms(1_800_000_000_000).unwrap())
+                .create(ResourceType::Group, json!({"displayName": "G"}).as_object().unwrap().clone(), members, Actor::system("t"), Timestamp::from_unix_ms(1_800_000_000_000).unwrap(), None)
                 .await
                 .unwrap();
             s.create(ResourceType::Group, json!({"displayName": "Outer"}).as_object().unwrap().clone(),
-                     vec![MemberRef { id: g.id, rt: Some(ResourceType::Group), display: None }], Actor::system("t"), Timestamp::from_unix_ms(1_800_000_000_001).unwrap())
+                     vec![MemberRef { id: g.id, rt: Some(ResourceType::Group), display: None }], Actor::system("t"), Timestamp::from_unix_ms(1_800_000_000_001).unwrap(), None)
                 .await
                 .unwrap();
         });

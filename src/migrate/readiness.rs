@@ -395,6 +395,7 @@ mod tests {
                 vec![],
                 Actor::system("test"),
                 Timestamp::now(),
+                None,
             ))
             .unwrap();
         }

@@ -99,15 +99,14 @@ pub(crate) struct AuditRecord {
     pub reason: Option<String>,
 }
 
-/// Appends `records` in order, numbering them after the newest entry.
-pub(crate) fn append(txn: &WriteTransaction, records: &[AuditRecord]) -> StoreResult<()> {
+/// Appends `records` in order, numbering them (`seq`) after the newest entry.
+pub(crate) fn append(txn: &WriteTransaction, records: &mut [AuditRecord]) -> StoreResult<()> {
     let mut t = txn.open_table(AUDIT)?;
     let mut seq = t.last()?.map(|(k, _)| k.value()).unwrap_or(0);
     for r in records {
         seq += 1;
-        let mut r = r.clone();
         r.seq = seq;
-        t.insert(seq, serde_json::to_vec(&r)?.as_slice())?;
+        t.insert(seq, serde_json::to_vec(r)?.as_slice())?;
     }
     Ok(())
 }
@@ -131,7 +130,7 @@ impl Snapshot {
 
 impl super::Store {
     /// Appends `records` durably (in the next group commit).
-    pub(crate) async fn append_audit(&self, records: Vec<AuditRecord>) -> StoreResult<()> {
-        self.write(move |txn| append(txn, &records)).await
+    pub(crate) async fn append_audit(&self, mut records: Vec<AuditRecord>) -> StoreResult<()> {
+        self.write(move |txn| append(txn, &mut records)).await
     }
 }

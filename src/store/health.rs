@@ -68,7 +68,21 @@ pub(crate) struct StorageHealth {
     pub(crate) io_failures: u64,
     /// Times the database was closed and opened again after a failure.
     pub(crate) reopens: u64,
+    /// Group commits since start, and the writes (jobs) they held: their ratio is
+    /// the mean batch size.
+    pub(crate) commits: u64,
+    pub(crate) committed_writes: u64,
+    /// Commits by duration (`txn.commit()`, the fsync included): how many took at
+    /// most `COMMIT_BUCKETS[i]` seconds and more than the bucket before; the last
+    /// counts those longer than every bound.
+    pub(crate) commit_buckets: [u64; COMMIT_BUCKETS.len() + 1],
+    /// The commits' durations added up, in microseconds.
+    pub(crate) commit_micros: u64,
 }
+
+/// Upper bounds (seconds) of the commit-duration histogram (`/metrics`).
+pub(crate) const COMMIT_BUCKETS: [f64; 10] =
+    [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 2.0];
 
 /// The open database, replaced when it is reopened after an I/O failure.
 pub(crate) struct DbSlot {
@@ -80,6 +94,10 @@ pub(crate) struct DbSlot {
     disk_full_failures: AtomicU64,
     io_failures: AtomicU64,
     reopens: AtomicU64,
+    commits: AtomicU64,
+    committed_writes: AtomicU64,
+    commit_buckets: [AtomicU64; COMMIT_BUCKETS.len() + 1],
+    commit_micros: AtomicU64,
     /// While the disk is full: no write is tried before this instant, and the pause
     /// that follows the next failure.
     backoff: Mutex<Option<(Instant, Duration)>>,
@@ -102,6 +120,10 @@ impl DbSlot {
             disk_full_failures: AtomicU64::new(0),
             io_failures: AtomicU64::new(0),
             reopens: AtomicU64::new(0),
+            commits: AtomicU64::new(0),
+            committed_writes: AtomicU64::new(0),
+            commit_buckets: Default::default(),
+            commit_micros: AtomicU64::new(0),
             backoff: Mutex::new(None),
             open_failed_at: Mutex::new(None),
         }
@@ -165,6 +187,10 @@ impl DbSlot {
             disk_full_failures: self.disk_full_failures.load(Ordering::Relaxed),
             io_failures: self.io_failures.load(Ordering::Relaxed),
             reopens: self.reopens.load(Ordering::Relaxed),
+            commits: self.commits.load(Ordering::Relaxed),
+            committed_writes: self.committed_writes.load(Ordering::Relaxed),
+            commit_buckets: std::array::from_fn(|i| self.commit_buckets[i].load(Ordering::Relaxed)),
+            commit_micros: self.commit_micros.load(Ordering::Relaxed),
         }
     }
 
@@ -180,8 +206,22 @@ impl DbSlot {
         }
     }
 
-    /// A batch committed: the disk has room again if it was full.
-    pub(crate) fn committed(&self) {
+    /// A batch of `writes` jobs committed in `took` (counted for `/metrics`): the
+    /// disk has room again if it was full.
+    pub(crate) fn committed(&self, writes: usize, took: Duration) {
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        self.committed_writes
+            .fetch_add(writes as u64, Ordering::Relaxed);
+        let secs = took.as_secs_f64();
+        let bucket = COMMIT_BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(COMMIT_BUCKETS.len());
+        self.commit_buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        self.commit_micros.fetch_add(
+            u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
         if self.disk_full.swap(false, Ordering::Relaxed) {
             tracing::warn!(
                 path = %self.path.display(),

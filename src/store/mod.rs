@@ -26,7 +26,7 @@ pub(crate) use admin::{
     AccountRefusal, AdminAccount, AdminPassword, CodePurpose, SetupCode, SetupRefusal,
 };
 pub(crate) use audit::{ActorKind, AuditOutcome, AuditRecord};
-pub(crate) use health::StorageHealth;
+pub(crate) use health::{StorageHealth, COMMIT_BUCKETS};
 pub(crate) use migration::{
     LastVerify, ListedDifference, MigrationState, Phase, StoredPolicy, KEPT_DIFFERENCES,
 };
@@ -324,6 +324,8 @@ pub(crate) struct UpdateRequest {
     pub with_members: bool,
     pub actor: Actor,
     pub now: Timestamp,
+    /// Appended in the update's transaction when it succeeds (`Store::update`).
+    pub audit: Option<AuditOnWrite>,
 }
 
 /// The outcome of an update closure: the new attributes and the membership change.
@@ -617,6 +619,11 @@ impl Store {
 
     // ---- resource writes -------------------------------------------------------
 
+    /// Creates a resource (a new id, version 1) with a group's `members`. `audit`,
+    /// when given, is appended in the same transaction once the resource is written,
+    /// with its id and name ([`append_write_audit`]): the write and its audit entry
+    /// are durable together or not at all. Errors: 409 uniqueness, 400 for unknown
+    /// members (nothing written, no entry).
     pub(crate) async fn create(
         &self,
         rt: ResourceType,
@@ -624,35 +631,147 @@ impl Store {
         members: Vec<MemberRef>,
         actor: Actor,
         now: Timestamp,
+        audit: Option<AuditOnWrite>,
     ) -> StoreResult<StoredResource> {
-        self.write(move |txn| create_in(txn, rt, attrs, members, &actor, now))
-            .await
+        let durable = audit.as_ref().map(|a| a.durable);
+        let (r, entry) = self
+            .write(move |txn| {
+                let r = create_in(txn, rt, attrs, members, &actor, now)?;
+                let name = identifying_name(rt, &r.attrs);
+                let entry = append_write_audit(txn, audit, &r.id, name)?;
+                Ok((r, entry))
+            })
+            .await?;
+        announce(durable, entry);
+        Ok(r)
     }
 
     /// Reads the current resource inside the writer's transaction, lets `f` compute
     /// the change and writes it: PUT and PATCH both go through here, so concurrent
-    /// updates of one resource cannot lose each other. Errors: 404 `Scim` when the
-    /// resource does not exist, 412 when `if_match` does not match, whatever `f`
-    /// refuses, 409 uniqueness, 400 for unknown members.
+    /// updates of one resource cannot lose each other. `req.audit` is appended in the
+    /// same transaction (with the name the resource had before) when the update
+    /// succeeds. Errors: 404 `Scim` when the resource does not exist, 412 when
+    /// `if_match` does not match, whatever `f` refuses, 409 uniqueness, 400 for
+    /// unknown members.
     pub(crate) async fn update(
         &self,
-        req: UpdateRequest,
+        mut req: UpdateRequest,
         f: impl FnOnce(StoredResource) -> Result<Update, ScimError> + Send + 'static,
     ) -> StoreResult<StoredResource> {
-        self.write(move |txn| update_in(txn, &req, f)).await
+        let audit = req.audit.take();
+        let durable = audit.as_ref().map(|a| a.durable);
+        let (r, entry) = self
+            .write(move |txn| {
+                let (rt, id) = (req.target.rt, req.target.id.as_str());
+                let name = name_before(txn, audit.is_some(), rt, id)?;
+                let r = update_in(txn, &req, f)?;
+                let entry = append_write_audit(txn, audit, id, name)?;
+                Ok((r, entry))
+            })
+            .await?;
+        announce(durable, entry);
+        Ok(r)
     }
 
     /// Deletes a resource, its index entries and its memberships in both directions
-    /// (each group it leaves gets a new version and an `update` event).
+    /// (each group it leaves gets a new version and an `update` event); `audit` as
+    /// for [`Store::update`].
     pub(crate) async fn delete(
         &self,
         target: Target,
         actor: Actor,
         now: Timestamp,
+        audit: Option<AuditOnWrite>,
     ) -> StoreResult<()> {
-        self.write(move |txn| delete_in(txn, &target, &actor, now))
-            .await
+        let durable = audit.as_ref().map(|a| a.durable);
+        let entry = self
+            .write(move |txn| {
+                let (rt, id) = (target.rt, target.id.as_str());
+                let name = name_before(txn, audit.is_some(), rt, id)?;
+                delete_in(txn, &target, &actor, now)?;
+                append_write_audit(txn, audit, id, name)
+            })
+            .await?;
+        announce(durable, entry);
+        Ok(())
     }
+}
+
+/// The audit entry of a resource write (`Store::create`, `update`, `delete`),
+/// appended in the write's own transaction when the write succeeds, so that an
+/// acknowledged write always has its entry (issue 10: they were two group-commit
+/// jobs, and a crash between the two commits lost the entry).
+#[derive(Debug, Clone)]
+pub(crate) struct AuditOnWrite {
+    /// The entry; its `resource_id` and `resource_name` are filled in by the store.
+    pub record: AuditRecord,
+    /// Called with the entry as stored once the commit holding it is durable (the
+    /// application writes it to the log).
+    pub durable: fn(&AuditRecord),
+}
+
+/// Calls `durable` with the stored entry, after the commit.
+fn announce(durable: Option<fn(&AuditRecord)>, entry: Option<AuditRecord>) {
+    if let (Some(durable), Some(entry)) = (durable, entry) {
+        durable(&entry);
+    }
+}
+
+/// The resource's name before a write changes it, when an audit entry needs it.
+fn name_before(
+    txn: &WriteTransaction,
+    wanted: bool,
+    rt: ResourceType,
+    id: &str,
+) -> StoreResult<Option<String>> {
+    if !wanted {
+        return Ok(None);
+    }
+    name_in(&txn.open_table(table(rt))?, rt, id)
+}
+
+/// Appends `audit` (if any) with the resource's `id` and `name`; returns it as
+/// stored.
+fn append_write_audit(
+    txn: &WriteTransaction,
+    audit: Option<AuditOnWrite>,
+    id: &str,
+    name: Option<String>,
+) -> StoreResult<Option<AuditRecord>> {
+    let Some(AuditOnWrite { mut record, .. }) = audit else {
+        return Ok(None);
+    };
+    record.resource_id = Some(id.to_owned());
+    record.resource_name = name;
+    audit::append(txn, std::slice::from_mut(&mut record))?;
+    Ok(Some(record))
+}
+
+/// The name that identifies a resource to people: a user's `userName`, a group's
+/// `displayName` (what audit entries show, `Snapshot::name_of`).
+fn identifying_name(rt: ResourceType, attrs: &Attributes) -> Option<String> {
+    let key = match rt {
+        ResourceType::User => "userName",
+        ResourceType::Group => "displayName",
+    };
+    attrs.get(key).and_then(Value::as_str).map(str::to_owned)
+}
+
+/// [`identifying_name`] of a stored resource in `t` (its type's table), read
+/// without parsing the rest of its record; `None` when it does not exist.
+fn name_in(
+    t: &impl ReadableTable<&'static str, &'static [u8]>,
+    rt: ResourceType,
+    id: &str,
+) -> StoreResult<Option<String>> {
+    let Some(v) = t.get(id)? else {
+        return Ok(None);
+    };
+    let names = record_names(v.value())?;
+    Ok(match rt {
+        ResourceType::User => names.user_name,
+        ResourceType::Group => names.display_name,
+    })
 }
 
 /// One record of an import: a resource as exported, or a membership.
@@ -957,9 +1076,10 @@ fn commit_batch(slot: &health::DbSlot, db: Arc<Database>, batch: Vec<Job>) {
         }
         return;
     }
+    let (writes, started) = (done.len(), std::time::Instant::now());
     match txn.commit() {
         Ok(()) => {
-            slot.committed();
+            slot.committed(writes, started.elapsed());
             // The handle is given back before anyone is answered, so that a reopen
             // right after (a reader recovering, a backup) does not find it held.
             drop(db);
@@ -1690,15 +1810,7 @@ impl Snapshot {
     /// group's `displayName`; audit entries show it), read without parsing the
     /// rest of the record. `None` when the resource does not exist or has none.
     pub(crate) fn name_of(&self, rt: ResourceType, id: &str) -> StoreResult<Option<String>> {
-        let t = self.txn.open_table(table(rt))?;
-        let Some(v) = t.get(id)? else {
-            return Ok(None);
-        };
-        let names = record_names(v.value())?;
-        Ok(match rt {
-            ResourceType::User => names.user_name,
-            ResourceType::Group => names.display_name,
-        })
+        name_in(&self.txn.open_table(table(rt))?, rt, id)
     }
 
     /// Reads one resource as text ([`StoredText`]: attributes as stored, not parsed

@@ -158,6 +158,7 @@ mod tests {
                     vec![],
                     Actor::system("test"),
                     now,
+                    None,
                 )
                 .await
                 .unwrap();
@@ -173,6 +174,7 @@ mod tests {
                     vec![member],
                     Actor::system("test"),
                     now,
+                    None,
                 )
                 .await
                 .unwrap();

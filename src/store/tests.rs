@@ -545,6 +545,7 @@ fn change_members(store: &Store, group: &str, add: &[&str], remove: &[&str], now
                     with_members: false,
                     actor: actor(),
                     now,
+                    audit: None,
                 },
                 |c| {
                     Ok(Update {
@@ -573,6 +574,7 @@ fn set_attrs(
                 with_members: false,
                 actor: actor(),
                 now,
+                audit: None,
             },
             |_| {
                 Ok(Update {
@@ -1006,6 +1008,7 @@ fn membership_changes_are_linear_in_the_request() {
                     with_members: false,
                     actor: actor(),
                     now: now(),
+                    audit: None,
                 },
                 |c| {
                     Ok(Update {
@@ -1072,4 +1075,132 @@ proptest::proptest! {
         let second = create_named(&store, &other);
         proptest::prop_assert_eq!(second.is_err(), conflict, "{:?} after {:?}", other, name);
     }
+}
+
+/// An audit entry as the SCIM edge prepares it (`app::audit::WriteAudit`).
+fn entry(action: &str) -> Option<AuditOnWrite> {
+    let record = AuditRecord {
+        seq: 0,
+        time: now(),
+        actor_kind: ActorKind::Token,
+        actor: "idp".into(),
+        client: None,
+        action: action.into(),
+        resource_type: Some("User".into()),
+        resource_id: None,
+        resource_name: None,
+        outcome: AuditOutcome::Done,
+        status: Some(201),
+        reason: None,
+    };
+    Some(AuditOnWrite {
+        record,
+        durable: |r| {
+            assert!(r.seq > 0 && r.resource_id.is_some(), "announced as stored");
+            ANNOUNCED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        },
+    })
+}
+
+/// Entries announced durable by `entry`'s `durable`.
+static ANNOUNCED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+fn audit_log(store: &Store) -> Vec<AuditRecord> {
+    let mut out = Vec::new();
+    store
+        .snapshot()
+        .unwrap()
+        .audit_newest_first(|r| {
+            out.push(r);
+            true
+        })
+        .unwrap();
+    out.reverse();
+    out
+}
+
+#[test]
+fn a_write_stores_its_audit_entry_in_its_own_transaction_and_a_refused_one_none() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let (_d, store) = open();
+    let alice = |name: &str| attrs(json!({"userName": name}));
+    let created = rt
+        .block_on(store.create(
+            ResourceType::User,
+            alice("alice"),
+            vec![],
+            actor(),
+            now(),
+            entry("scim.create"),
+        ))
+        .unwrap();
+    // Refused (409): nothing is written, the entry neither.
+    let dup = rt.block_on(store.create(
+        ResourceType::User,
+        alice("ALICE"),
+        vec![],
+        actor(),
+        now(),
+        entry("scim.create"),
+    ));
+    assert!(matches!(dup, Err(StoreError::Scim(ref e)) if e.status == 409));
+    // A rename is audited with the name as it was.
+    let req = UpdateRequest {
+        target: target(ResourceType::User, &created.id, None),
+        with_members: false,
+        actor: actor(),
+        now: now(),
+        audit: entry("scim.patch"),
+    };
+    rt.block_on(store.update(req, |mut c| {
+        c.attrs.insert("userName".into(), json!("alicia"));
+        Ok(Update {
+            attrs: c.attrs,
+            members: MembersChange::Keep,
+        })
+    }))
+    .unwrap();
+    // Refused by `f` (400): no entry.
+    let req = UpdateRequest {
+        target: target(ResourceType::User, &created.id, None),
+        with_members: false,
+        actor: actor(),
+        now: now(),
+        audit: entry("scim.patch"),
+    };
+    let refused = rt.block_on(store.update(req, |_| Err(ScimError::invalid_value("no"))));
+    assert!(refused.is_err());
+    rt.block_on(store.delete(
+        target(ResourceType::User, &created.id, None),
+        actor(),
+        now(),
+        entry("scim.delete"),
+    ))
+    .unwrap();
+
+    let log = audit_log(&store);
+    let seen: Vec<(&str, Option<&str>, Option<&str>)> = log
+        .iter()
+        .map(|r| {
+            (
+                r.action.as_str(),
+                r.resource_id.as_deref(),
+                r.resource_name.as_deref(),
+            )
+        })
+        .collect();
+    let id = Some(created.id.as_str());
+    assert_eq!(
+        seen,
+        vec![
+            ("scim.create", id, Some("alice")),
+            ("scim.patch", id, Some("alice")),
+            ("scim.delete", id, Some("alicia")),
+        ]
+    );
+    assert_eq!(log.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![1, 2, 3]);
+    // Only the writes that were done, each after its commit.
+    assert_eq!(ANNOUNCED.load(std::sync::atomic::Ordering::Relaxed), 3);
 }

@@ -9,8 +9,9 @@ use crate::support::*;
 use serde_json::{json, Value};
 use std::time::Duration;
 
-/// The page at `path` once `ready` holds: SCIM writes are audited right after the
-/// answer is sent, so the entry may land a commit later.
+/// The page at `path` once `ready` holds: a refused SCIM write is audited right
+/// after the answer is sent, so its entry may land a commit later (a write that is
+/// done has its entry stored with it).
 fn page_when(c: &Client, cookie: &str, path: &str, ready: impl Fn(&str) -> bool) -> String {
     wait_until(path, Duration::from_secs(10), || {
         Some(text(&get_page(c, path, cookie))).filter(|p| ready(p))

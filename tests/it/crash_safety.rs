@@ -1,8 +1,9 @@
 //! Crash safety (issue 11): the server is SIGKILLed 20 times at random moments while
 //! concurrent writers create users and add them to a group. After every restart,
 //! every write that was acknowledged before any kill is there, by id and by a
-//! `userName eq` filter (the index agrees with the resource), and the group's
-//! members and the users' `groups` agree with each other.
+//! `userName eq` filter (the index agrees with the resource), the group's
+//! members and the users' `groups` agree with each other, and every acknowledged
+//! write has its audit entry (issue 10: stored in the write's own transaction).
 
 use std::collections::{HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
@@ -12,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use crate::support::admin::{get_page, login, signed_in_server, text, PASSWORD};
 use crate::support::*;
 
 const KILLS: usize = 20;
@@ -68,6 +70,21 @@ fn writer(
     }
 }
 
+/// The audit entries of SCIM writes done with `action` (`scim.create`…), as
+/// resource id → how many, read from the Activity export after signing in.
+fn audited(c: &Client, action: &str) -> HashMap<String, usize> {
+    let cookie = login(c, PASSWORD);
+    let path = format!("/admin/activity.jsonl?action={action}&outcome=done");
+    let mut out = HashMap::new();
+    for line in text(&get_page(c, &path, &cookie)).lines() {
+        let entry: Value = serde_json::from_str(line).expect("a JSON object per line");
+        if let Some(id) = entry["resource_id"].as_str() {
+            *out.entry(id.to_owned()).or_default() += 1;
+        }
+    }
+    out
+}
+
 /// Every user, id → (userName, ids of its groups), read page by page.
 fn all_users(c: &Client) -> HashMap<String, (String, HashSet<String>)> {
     let mut out = HashMap::new();
@@ -120,7 +137,7 @@ fn acknowledged_writes_survive_twenty_sigkills_under_concurrent_writers() {
     // Seeded from the clock: the kill moments differ run to run (the seed is
     // printed so a failure can be replayed by hand).
     let mut rng = Rng(seed);
-    let mut s = Server::start();
+    let (mut s, _) = signed_in_server(&[]);
     let group = s
         .client()
         .post("/Groups", &json!({"displayName": "Crash"}))
@@ -187,6 +204,21 @@ fn acknowledged_writes_survive_twenty_sigkills_under_concurrent_writers() {
             assert_eq!(found["Resources"][0]["id"], Value::from(a.id.clone()));
         }
         verified = acked.len();
+        // Every acknowledged write has its audit entry: it was stored with the write.
+        let created = audited(&c, "scim.create");
+        for a in &acked {
+            assert!(
+                created.contains_key(&a.id),
+                "round {round}: the create of {} was acknowledged without its audit entry",
+                a.name
+            );
+        }
+        let patched = audited(&c, "scim.patch").remove(&group).unwrap_or(0);
+        let joined = acked.iter().filter(|a| a.member).count();
+        assert!(
+            patched >= joined,
+            "round {round}: {joined} acknowledged member PATCHes, {patched} audit entries"
+        );
         // Memberships agree in both directions, acknowledged or not.
         for id in &in_group {
             let (_, groups) = users.get(id).expect("a member that is no user");
