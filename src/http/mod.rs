@@ -390,15 +390,14 @@ fn render_commits(h: &crate::store::StorageHealth, text: &mut String) {
     use std::fmt::Write;
     let _ = write!(
         text,
-        "# HELP scimbridge_storage_commits_total Group commits of the database (each one fsync).
-         # TYPE scimbridge_storage_commits_total counter
-         scimbridge_storage_commits_total {}
-         # HELP scimbridge_storage_committed_writes_total Write operations those commits held.
-         # TYPE scimbridge_storage_committed_writes_total counter
-         scimbridge_storage_committed_writes_total {}
-         # HELP scimbridge_storage_commit_duration_seconds Time to commit a batch, fsync included.
-         # TYPE scimbridge_storage_commit_duration_seconds histogram
-",
+        "# HELP scimbridge_storage_commits_total Group commits of the database (each one fsync).\n\
+         # TYPE scimbridge_storage_commits_total counter\n\
+         scimbridge_storage_commits_total {}\n\
+         # HELP scimbridge_storage_committed_writes_total Write operations those commits held.\n\
+         # TYPE scimbridge_storage_committed_writes_total counter\n\
+         scimbridge_storage_committed_writes_total {}\n\
+         # HELP scimbridge_storage_commit_duration_seconds Time to commit a batch, fsync included.\n\
+         # TYPE scimbridge_storage_commit_duration_seconds histogram\n",
         h.commits, h.committed_writes
     );
     let mut cumulative = 0;
@@ -411,10 +410,9 @@ fn render_commits(h: &crate::store::StorageHealth, text: &mut String) {
     }
     let _ = write!(
         text,
-        "scimbridge_storage_commit_duration_seconds_bucket{{le=\"+Inf\"}} {}
-         scimbridge_storage_commit_duration_seconds_sum {}
-         scimbridge_storage_commit_duration_seconds_count {}
-",
+        "scimbridge_storage_commit_duration_seconds_bucket{{le=\"+Inf\"}} {}\n\
+         scimbridge_storage_commit_duration_seconds_sum {}\n\
+         scimbridge_storage_commit_duration_seconds_count {}\n",
         h.commits,
         h.commit_micros as f64 / 1e6,
         h.commits

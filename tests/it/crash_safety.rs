@@ -244,3 +244,57 @@ fn acknowledged_writes_survive_twenty_sigkills_under_concurrent_writers() {
         "the writers hardly wrote"
     );
 }
+
+/// A series' value in the `/metrics` text (0 when absent).
+fn series(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// `/metrics` counts the store's group commits (issue 10: is a write's latency the
+/// disk's?): 40 creates from 8 clients are committed in at most 40 commits holding at
+/// least 40 writes, and the duration histogram counts every commit.
+#[test]
+fn metrics_count_the_group_commits_and_their_durations() {
+    let s = Server::start();
+    let scrape = || {
+        let r = s.client().send("GET", "/metrics", &[], None);
+        assert_eq!(r.status, 200);
+        String::from_utf8_lossy(&r.body).into_owned()
+    };
+    let before = scrape();
+    let threads: Vec<_> = (0..8)
+        .map(|w| {
+            let c = s.client();
+            std::thread::spawn(move || {
+                for n in 0..5 {
+                    let r = c.post("/Users", &user_body(&format!("m{w}-{n}@example.com")));
+                    assert_eq!(r.status, 201);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let after = scrape();
+    let delta = |name: &str| series(&after, name) - series(&before, name);
+    let commits = delta("scimbridge_storage_commits_total");
+    let writes = delta("scimbridge_storage_committed_writes_total");
+    assert!(writes >= 40.0, "{writes} writes committed\n{after}");
+    assert!((1.0..=writes).contains(&commits), "{commits} commits");
+    let total = series(&after, "scimbridge_storage_commits_total");
+    assert_eq!(
+        series(
+            &after,
+            "scimbridge_storage_commit_duration_seconds_bucket{le=\"+Inf\"}"
+        ),
+        total
+    );
+    assert_eq!(
+        series(&after, "scimbridge_storage_commit_duration_seconds_count"),
+        total
+    );
+    assert!(series(&after, "scimbridge_storage_commit_duration_seconds_sum") > 0.0);
+}
