@@ -467,6 +467,18 @@ fn full_course(t: &Quirky, src: &Source, push_args: &[&str], only: &[&str], expe
 fn quirk_none_compliant_target_costs_few_requests() {
     let t = Quirky::start(Quirks::default());
     let src = source(&t, SMALL);
+    // Before any push the status says what the directory holds and what to run
+    // (it said "0/0 users, 0/0 groups").
+    let (ok, out, _) = cli(&src.server.data_dir(), &["migrate", "status"]);
+    assert!(ok);
+    assert!(
+        out.contains(
+            "pushed:    nothing yet; the directory holds 300 users, 13 groups and 321 memberships\n"
+        ) && out.contains("next:      `scimbridge migrate check`"),
+        "{out}"
+    );
+    assert!(!out.contains("0/0"), "{out}");
+    assert_eq!(src.status()["directory"]["memberships"], 321);
     let (ok, out, err) = src.push(&t, &[]);
     assert!(ok, "{out}{err}");
     // One POST per resource, one PATCH per 1,000 members, one PUT per manager link
