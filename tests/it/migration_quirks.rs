@@ -1047,17 +1047,8 @@ fn quirk_11_unfiltered_listing_refused_falls_back_to_lookups() {
 /// 400 for good ("running it again will fail the same way").
 #[test]
 fn quirk_11_user_deleted_on_an_unlistable_target_is_pushed_again() {
-    let t = Quirky::start(Quirks {
-        refuse_unfiltered_list: true,
-        ..Quirks::default()
-    });
-    let src = source(&t, SMALL);
-    let (ok, out, err) = src.push(&t, &[]);
-    assert!(ok, "{out}{err}");
-    let old = users_named(&t, "user1@example.com")[0]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (t, src) = pushed_into_unlistable(Quirks::default());
+    let old = user_id(&t, "user1@example.com");
     assert!(t.state.lock().unwrap().delete("Users", &old));
     let (ok, out, err) = src.push(&t, &[]);
     assert!(ok, "the second push repairs the target:\n{out}\n{err}");
@@ -1097,6 +1088,25 @@ fn assert_counts(out: &str, created: u64, rules: &[(&str, u64)]) {
     assert_eq!(sum as usize, SMALL.users + SMALL.groups(), "{out}");
 }
 
+/// A target that cannot be listed (with `quirks` besides), `SMALL` pushed into it.
+fn pushed_into_unlistable(quirks: Quirks) -> (Quirky, Source) {
+    let t = Quirky::start(Quirks {
+        refuse_unfiltered_list: true,
+        ..quirks
+    });
+    let src = source(&t, SMALL);
+    let (ok, out, err) = src.push(&t, &[]);
+    assert!(ok, "{out}{err}");
+    (t, src)
+}
+
+/// The target's id of the one user named `name` by our rule.
+fn user_id(t: &Quirky, name: &str) -> String {
+    let found = users_named(t, name);
+    assert_eq!(found.len(), 1, "{name}: {found:?}");
+    found[0]["id"].as_str().unwrap().to_owned()
+}
+
 /// The target's id of the group named `name`.
 fn group_id(t: &Quirky, name: &str) -> String {
     let found: Vec<String> = t
@@ -1117,18 +1127,11 @@ fn group_id(t: &Quirky, name: &str) -> String {
 /// used to stop on the first of them, pointing to `migrate abort`.
 #[test]
 fn quirk_11_deleted_on_an_unlistable_put_only_target_are_pushed_again() {
-    let t = Quirky::start(Quirks {
-        refuse_unfiltered_list: true,
+    let (t, src) = pushed_into_unlistable(Quirks {
         no_group_patch: true,
         ..Quirks::default()
     });
-    let src = source(&t, SMALL);
-    let (ok, out, err) = src.push(&t, &[]);
-    assert!(ok, "{out}{err}");
-    let old_user = users_named(&t, "user1@example.com")[0]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let old_user = user_id(&t, "user1@example.com");
     let old_team = group_id(&t, "Team 0");
     {
         let mut st = t.state.lock().unwrap();
@@ -1138,10 +1141,7 @@ fn quirk_11_deleted_on_an_unlistable_put_only_target_are_pushed_again() {
     let (ok, out, err) = src.push(&t, &[]);
     assert!(ok, "the second push repairs the target:\n{out}\n{err}");
     assert!(t.count("PUT", 400) > 0 && t.count("GET", 404) > 0, "{out}");
-    assert_ne!(
-        users_named(&t, "user1@example.com")[0]["id"],
-        old_user.as_str()
-    );
+    assert_ne!(user_id(&t, "user1@example.com"), old_user);
     assert_ne!(group_id(&t, "Team 0"), old_team);
     assert_target_matches(&src, &t, &[], Expect::default());
     assert_counts(
@@ -1168,16 +1168,13 @@ fn quirk_11_manager_deleted_on_an_unlistable_target_before_a_resumed_push() {
     let (ok, out, err) = src.push(&t, &[]);
     assert!(!ok, "the target refused to create groups:\n{out}\n{err}");
     assert_eq!(src.status()["state"]["pushIncomplete"], true);
-    let old = users_named(&t, "user1@example.com")[0]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let old = user_id(&t, "user1@example.com");
     assert!(t.state.lock().unwrap().delete("Users", &old));
     t.set(|q| q.refuse_group_creates = false);
     let (ok, out, err) = src.push(&t, &[]);
     assert!(ok, "the resumed push repairs the target:\n{out}\n{err}");
     assert!(t.count("PUT", 400) > 0, "user12's manager was refused once");
-    assert_ne!(users_named(&t, "user1@example.com")[0]["id"], old.as_str());
+    assert_ne!(user_id(&t, "user1@example.com"), old);
     assert_target_matches(&src, &t, &[], Expect::default());
     assert_counts(
         &out,
