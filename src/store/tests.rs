@@ -1147,14 +1147,14 @@ fn a_write_stores_its_audit_entry_in_its_own_transaction_and_a_refused_one_none(
     ));
     assert!(matches!(dup, Err(StoreError::Scim(ref e)) if e.status == 409));
     // A rename is audited with the name as it was.
-    let req = UpdateRequest {
+    let patch = || UpdateRequest {
         target: target(ResourceType::User, &created.id, None),
         with_members: false,
         actor: actor(),
         now: now(),
         audit: entry("scim.patch"),
     };
-    rt.block_on(store.update(req, |mut c| {
+    rt.block_on(store.update(patch(), |mut c| {
         c.attrs.insert("userName".into(), json!("alicia"));
         Ok(Update {
             attrs: c.attrs,
@@ -1163,14 +1163,7 @@ fn a_write_stores_its_audit_entry_in_its_own_transaction_and_a_refused_one_none(
     }))
     .unwrap();
     // Refused by `f` (400): no entry.
-    let req = UpdateRequest {
-        target: target(ResourceType::User, &created.id, None),
-        with_members: false,
-        actor: actor(),
-        now: now(),
-        audit: entry("scim.patch"),
-    };
-    let refused = rt.block_on(store.update(req, |_| Err(ScimError::invalid_value("no"))));
+    let refused = rt.block_on(store.update(patch(), |_| Err(ScimError::invalid_value("no"))));
     assert!(refused.is_err());
     rt.block_on(store.delete(
         target(ResourceType::User, &created.id, None),
