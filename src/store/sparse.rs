@@ -3,12 +3,14 @@
 //! named top-level attributes, stepping over the others without building values
 //! (`serde::de::IgnoredAny`), so a scan that needs one or two attributes of each
 //! record does not build a JSON tree per record. Knows the row's serialized form
-//! (`StoredResource` as JSON), nothing of queries.
+//! (`StoredResource` as JSON), nothing of queries. `RawResource::parts` hands the
+//! attributes out as their stored text, for the export.
 
 use std::borrow::Cow;
 use std::fmt;
 
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use super::{StoreResult, StoredResource};
@@ -27,6 +29,26 @@ impl<'a> RawResource<'a> {
     /// The whole resource.
     pub(crate) fn decode(&self) -> StoreResult<StoredResource> {
         Ok(serde_json::from_slice(self.0)?)
+    }
+
+    /// The id, the meta and the attributes as the JSON text they are stored as
+    /// (an object), borrowed from the row: for copying a record out whole (the
+    /// export) without building its attributes.
+    pub(crate) fn parts(&self) -> StoreResult<(String, Meta, &'a RawValue)> {
+        #[derive(serde::Deserialize)]
+        struct Parts<'a> {
+            id: String,
+            meta: Meta,
+            #[serde(borrow)]
+            attrs: &'a RawValue,
+        }
+        let p: Parts<'a> = serde_json::from_slice(self.0)?;
+        if !p.attrs.get().starts_with('{') {
+            let e: serde_json::Error =
+                serde::de::Error::custom("a stored record's attrs is not an object");
+            return Err(e.into());
+        }
+        Ok((p.id, p.meta, p.attrs))
     }
 
     /// The resource with only the top-level attributes named in `keys` (compared
