@@ -20,7 +20,7 @@ use crate::clock::Timestamp;
 use crate::migrate::error::MigrateError;
 use crate::migrate::export::ExportError;
 use crate::migrate::report::{Progress, ProgressSink};
-use crate::store::{Store, StoreError};
+use crate::store::{AuditOutcome, Store, StoreError};
 
 /// Every way a control request can fail.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +44,17 @@ pub(crate) enum ExecError {
     Io(String),
 }
 
+impl ExecError {
+    /// How the request ended, for the audit: a migration step says refused, denied
+    /// or failed (`MigrateError::audit_outcome`); anything else was refused.
+    fn audit_outcome(&self) -> AuditOutcome {
+        match self {
+            ExecError::Migrate(e) => e.audit_outcome(),
+            _ => AuditOutcome::Refused,
+        }
+    }
+}
+
 /// The one place where a failed request becomes a wire line.
 impl From<ExecError> for Response {
     fn from(e: ExecError) -> Response {
@@ -64,7 +75,8 @@ pub(crate) async fn execute(
     let entry = audit_entry(&req);
     let result = run(app, req, progress).await;
     if let Some(entry) = entry {
-        app.audit(caller, entry.outcome(&result)).await;
+        app.audit(caller, entry.outcome_as(&result, ExecError::audit_outcome))
+            .await;
     }
     result
 }
