@@ -1047,9 +1047,7 @@ fn quirk_11_unfiltered_listing_refused_falls_back_to_lookups() {
 /// 400 for good ("running it again will fail the same way").
 #[test]
 fn quirk_11_user_deleted_on_an_unlistable_target_is_pushed_again() {
-    let (t, src) = pushed_into_unlistable(Quirks::default());
-    let old = user_id(&t, "user1@example.com");
-    assert!(t.state.lock().unwrap().delete("Users", &old));
+    let (t, src, old) = user1_deleted_from_unlistable();
     let (ok, out, err) = src.push(&t, &[]);
     assert!(ok, "the second push repairs the target:\n{out}\n{err}");
     let again = users_named(&t, "user1@example.com");
@@ -1098,6 +1096,15 @@ fn pushed_into_unlistable(quirks: Quirks) -> (Quirky, Source) {
     let (ok, out, err) = src.push(&t, &[]);
     assert!(ok, "{out}{err}");
     (t, src)
+}
+
+/// `pushed_into_unlistable`, then user1 (in All staff and Team 0, user12's
+/// manager) deleted on the target; its old id.
+fn user1_deleted_from_unlistable() -> (Quirky, Source, String) {
+    let (t, src) = pushed_into_unlistable(Quirks::default());
+    let old = user_id(&t, "user1@example.com");
+    assert!(t.state.lock().unwrap().delete("Users", &old));
+    (t, src, old)
 }
 
 /// The target's id of the one user named `name` by our rule.
@@ -1158,9 +1165,7 @@ fn quirk_11_deleted_on_an_unlistable_put_only_target_are_pushed_again() {
 /// stops there, shows the error, and the next push repairs both.
 #[test]
 fn quirk_11_mirror_stops_on_a_refused_member_change_and_the_push_repairs() {
-    let (t, src) = pushed_into_unlistable(Quirks::default());
-    let old = user_id(&t, "user1@example.com");
-    assert!(t.state.lock().unwrap().delete("Users", &old));
+    let (t, src, old) = user1_deleted_from_unlistable();
     let r = src.server.client().patch(
         &format!("/Groups/{}", gid(1)),
         &json!({"schemas": [PATCH_OP], "Operations": [
@@ -1194,9 +1199,7 @@ fn quirk_11_mirror_stops_on_a_refused_member_change_and_the_push_repairs() {
 /// the mirror stops on it, as it should).
 #[test]
 fn quirk_11_new_user_whose_manager_was_deleted_on_an_unlistable_target() {
-    let (t, src) = pushed_into_unlistable(Quirks::default());
-    let old = user_id(&t, "user1@example.com");
-    assert!(t.state.lock().unwrap().delete("Users", &old));
+    let (t, src, old) = user1_deleted_from_unlistable();
     let late = src.server.client().post(
         "/Users",
         &json!({"userName": "late@example.com", "displayName": "Late", "active": true,
