@@ -64,9 +64,30 @@ pub(crate) async fn execute(
     let entry = audit_entry(&req);
     let result = run(app, req, progress).await;
     if let Some(entry) = entry {
-        app.audit(caller, entry.outcome(&result)).await;
+        for entry in audit_outcome(entry, &result) {
+            app.audit(caller, entry).await;
+        }
     }
     result
+}
+
+/// The audit entries of a request's outcome: a refusal as asked; a token revoked or
+/// rotated named by what the store changed (its name and id, whichever the command
+/// was given: the trial's `token revoke ID` read as the bare id), one entry per secret
+/// revoked, a superseded one as `token.revoke_superseded`.
+fn audit_outcome(entry: Entry, result: &Result<Reply, ExecError>) -> Vec<Entry> {
+    let token = |action: &str, t: &tokens::TokenInfo| {
+        Entry::new(action).on("Token", Some(&t.id), Some(&t.name))
+    };
+    match result {
+        Ok(Reply::TokenRevoked(revoked)) => revoked
+            .iter()
+            .map(|t| token(tokens::revoke_action(t), t))
+            .collect(),
+        Ok(Reply::TokenRotated(r)) => vec![token("token.rotate", &r.old)],
+        Ok(Reply::TokenIssued(t)) => vec![token("token.issue", &t.token)],
+        _ => vec![entry.outcome(result)],
+    }
 }
 
 /// The audit entry of a request that changes something; `None` for reads.

@@ -544,3 +544,45 @@ fn the_dashboard_chart_is_well_formed_svg_without_script() {
         assert!(page.contains(words), "{words}");
     }
 }
+
+/// The trial asked how "expires in 2 days" is rounded. Time left is rounded down, in
+/// hours under two days, so it is never overstated: 47 hours read "1 day" before.
+#[test]
+fn time_left_is_rounded_down_in_hours_under_two_days() {
+    let dir = tempfile::tempdir().unwrap();
+    let in_minutes = |m: i64| {
+        (time::OffsetDateTime::now_utc() + time::Duration::minutes(m))
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    };
+    // A few minutes of slack, so that a slow run still reads the same hour.
+    for (name, minutes) in [("h47", 47 * 60 + 5), ("h25", 25 * 60 + 5), ("m30", 35)] {
+        issue_token(dir.path(), name, &["--expires-in", "3"]);
+        edit_token(dir.path(), name, |r| {
+            r["expires"] = json!(in_minutes(minutes))
+        });
+    }
+    let s = Server::start_in(dir, "test");
+    let c = s.client();
+    assert_eq!(set_password(&c, &setup_link(&s), PASSWORD).status, 303);
+    let cookie = login(&c, PASSWORD);
+    let page = text(&get_page(&c, "/admin/tokens", &cookie));
+    assert!(row(&page, "h47").contains("expires in 47 hours"), "{page}");
+    assert!(row(&page, "h25").contains("expires in 25 hours"), "{page}");
+    let m30 = row(&page, "m30");
+    assert!(
+        [
+            "expires in 34 minutes",
+            "expires in 33 minutes",
+            "expires in 32 minutes"
+        ]
+        .iter()
+        .any(|w| m30.contains(w)),
+        "{m30}"
+    );
+    let dash = text(&get_page(&c, "/admin", &cookie));
+    assert!(
+        dash.contains("The token &quot;h47&quot; expires in 47 hours"),
+        "{dash}"
+    );
+}

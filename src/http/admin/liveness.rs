@@ -34,12 +34,16 @@ pub(crate) fn ago(then: Timestamp, now: Timestamp) -> String {
     }
 }
 
-/// A length of time in its largest whole unit: "3 days", "5 hours", "40 minutes".
-fn span(d: time::Duration) -> String {
+/// A length of time in words, always rounded down so that a time left is never
+/// overstated: under a minute "less than a minute", under an hour minutes ("30
+/// minutes"), under two days hours ("47 hours", "25 hours": a whole-day count
+/// would read 47 hours as "1 day", or rounded as "2 days"), else whole days.
+pub(crate) fn span(d: time::Duration) -> String {
     let m = d.whole_minutes().max(0) as u64;
     match m {
-        0..=59 => count(m, "minute", "minutes"),
-        60..=1439 => count(m / 60, "hour", "hours"),
+        0 => "less than a minute".to_owned(),
+        1..=59 => count(m, "minute", "minutes"),
+        60..=2879 => count(m / 60, "hour", "hours"),
         _ => count(m / 1440, "day", "days"),
     }
 }
@@ -191,10 +195,10 @@ pub(crate) struct Attention {
     pub text: String,
 }
 
-/// The certificate's expiry (`days_left`, whole days; `not_after` as shown) as an
+/// The certificate's expiry (`left` until `not_after`, which is as shown) as an
 /// attention entry: expired is an error, within `EXPIRY_WARNING_DAYS` a warning.
-pub(crate) fn cert_attention(days_left: i64, not_after: &str) -> Option<Attention> {
-    if days_left < 0 {
+pub(crate) fn cert_attention(left: time::Duration, not_after: &str) -> Option<Attention> {
+    if left <= time::Duration::ZERO {
         Some(Attention {
             error: true,
             text: format!(
@@ -203,13 +207,13 @@ pub(crate) fn cert_attention(days_left: i64, not_after: &str) -> Option<Attentio
                 not_after
             ),
         })
-    } else if days_left < EXPIRY_WARNING_DAYS {
+    } else if left < time::Duration::days(EXPIRY_WARNING_DAYS) {
         Some(Attention {
             error: false,
             text: format!(
                 "The server's certificate expires in {} ({}): renew it before identity providers \
                  refuse to connect.",
-                count(days_left as u64, "day", "days"),
+                span(left),
                 not_after
             ),
         })
@@ -523,7 +527,16 @@ mod tests {
         assert_eq!(ago(at("2024-05-03T07:00:00Z"), now), "3 hours ago");
         assert_eq!(ago(at("2024-05-01T10:00:00Z"), now), "2 days ago");
         assert_eq!(ago(at("2024-05-04T10:00:00Z"), now), "just now");
-        assert_eq!(span(time::Duration::hours(25)), "1 day");
+        // Rounded down, never overstating a time left (the trial's question).
+        let h = time::Duration::hours;
+        assert_eq!(span(h(47)), "47 hours");
+        assert_eq!(span(h(25)), "25 hours");
+        assert_eq!(span(h(48)), "2 days");
+        assert_eq!(span(h(71)), "2 days");
+        assert_eq!(span(time::Duration::minutes(30)), "30 minutes");
+        assert_eq!(span(time::Duration::minutes(61)), "1 hour");
+        assert_eq!(span(time::Duration::seconds(59)), "less than a minute");
+        assert_eq!(span(time::Duration::seconds(-5)), "less than a minute");
         assert_eq!(fmt(2.25), "2.3");
         assert_eq!(fmt(4.0), "4");
     }

@@ -1046,7 +1046,7 @@ async fn dashboard(
     let tokens = state.app.token_liveness(now).unwrap_or_default();
     let mut attention: Vec<_> = cert
         .iter()
-        .filter_map(|c| liveness::cert_attention(c.days_left, &c.not_after))
+        .filter_map(|c| liveness::cert_attention(c.left, &c.not_after))
         .collect();
     attention.extend(liveness::token_attention(&tokens));
     attention.extend(liveness::turned_away_attention(
@@ -1217,7 +1217,7 @@ async fn revoke_token(state: &AppState, who: &Caller, id: String) -> String {
                 },
                 t.name
             ),
-            entry.on("Token", Some(&t.id), Some(&t.name)),
+            Entry::new(tokens::revoke_action(&t)).on("Token", Some(&t.id), Some(&t.name)),
         ),
         Ok(None) => (
             "Not revoked: no such token.".into(),
@@ -1225,7 +1225,14 @@ async fn revoke_token(state: &AppState, who: &Caller, id: String) -> String {
         ),
         Err(e) => {
             let why = e.page_message();
-            let entry = entry.on("Token", Some(&id), None).refused(why.clone());
+            // Named as the list names it, also when the revocation was refused.
+            let name = tokens::list(&state.app.store, Timestamp::now())
+                .ok()
+                .and_then(|l| l.into_iter().find(|t| t.id == id))
+                .map(|t| t.name);
+            let entry = entry
+                .on("Token", Some(&id), name.as_deref())
+                .refused(why.clone());
             (format!("Not revoked: {why}"), entry)
         }
     };
@@ -1269,6 +1276,7 @@ async fn rotate_token(
                 scope: new.token.scope.as_str(),
                 secret: new.secret,
                 rotated: true,
+                old_expired: old.expires.filter(|_| old.state == TokenState::Expired),
             };
             tokens_page(state, &chrome, StatusCode::OK, Some(&issued), None)
         }
@@ -1332,6 +1340,7 @@ async fn issue_token(
                 scope: t.token.scope.as_str(),
                 secret: t.secret,
                 rotated: false,
+                old_expired: None,
             };
             let entry = entry.on("Token", Some(&t.token.id), Some(&issued.name));
             state.app.audit(who, entry).await;
