@@ -89,8 +89,11 @@ pub(crate) struct Entry {
     pub resource_type: Option<String>,
     pub resource_id: Option<String>,
     pub resource_name: Option<String>,
-    /// `None`: done; `Some(reason)`: refused or failed for that reason.
+    /// `None`: done; `Some(reason)`: refused, denied or failed (`ended`) for that
+    /// reason.
     pub refused: Option<String>,
+    /// How an attempt that did not take effect ended (refused unless told).
+    pub ended: Option<AuditOutcome>,
     /// The HTTP status, for SCIM requests.
     pub status: Option<u16>,
 }
@@ -116,9 +119,21 @@ impl Entry {
     }
     /// The outcome of `r`: done, or refused with the error's message.
     pub(crate) fn outcome<T, E: std::fmt::Display>(self, r: &Result<T, E>) -> Entry {
+        self.outcome_as(r, |_| AuditOutcome::Refused)
+    }
+    /// The outcome of `r`: done, or ended as `class` says (refused, denied or
+    /// failed) with the error's message.
+    pub(crate) fn outcome_as<T, E: std::fmt::Display>(
+        mut self,
+        r: &Result<T, E>,
+        class: impl FnOnce(&E) -> AuditOutcome,
+    ) -> Entry {
         match r {
             Ok(_) => self,
-            Err(e) => self.refused(e.to_string()),
+            Err(e) => {
+                self.ended = Some(class(e));
+                self.refused(e.to_string())
+            }
         }
     }
     fn stamp(self, caller: &Caller, time: Timestamp) -> AuditRecord {
@@ -132,10 +147,10 @@ impl Entry {
             resource_type: self.resource_type,
             resource_id: self.resource_id,
             resource_name: self.resource_name,
-            outcome: if self.refused.is_some() {
-                AuditOutcome::Refused
-            } else {
-                AuditOutcome::Done
+            outcome: match (&self.refused, self.ended) {
+                (None, _) => AuditOutcome::Done,
+                (Some(_), Some(ended)) => ended,
+                (Some(_), None) => AuditOutcome::Refused,
             },
             status: self.status,
             reason: self.refused,
@@ -209,7 +224,7 @@ pub(crate) struct AuditFilter {
     pub q: String,
     /// `token`, `admin`, `cli` or `system`; empty for all.
     pub actor: String,
-    /// `done` or `refused`; empty for both.
+    /// `done`, `refused`, `denied` or `failed`; empty for all.
     pub outcome: String,
     /// An action or its prefix (`scim.`, `token.`, `migration.`); empty for all.
     pub action: String,

@@ -21,6 +21,7 @@ use crate::migrate::report::{
 };
 use crate::migrate::service::PushRequest;
 use crate::secret::Secret;
+use crate::store::Phase;
 
 /// Exit code of a report that found something to fix.
 const FOUND_PROBLEMS: u8 = 2;
@@ -433,15 +434,27 @@ fn print_status(s: &MigrationStatus) {
         println!("target:    {t}");
     }
     let p = &st.progress;
-    println!(
-        "pushed:    {}/{} users, {}/{} groups",
-        p.users_done, p.users_total, p.groups_done, p.groups_total
-    );
-    println!(
-        "mirror:    {} behind ({:.1} s)",
-        count(s.lag.events, "event", "events"),
-        s.lag.seconds
-    );
+    let d = &s.directory;
+    if matches!(s.phase, Phase::NotStarted | Phase::Checked) {
+        // Nothing to count against yet: say what a push would send, and how to start.
+        println!(
+            "pushed:    nothing yet; the directory holds {}, {} and {}",
+            count(d.users, "user", "users"),
+            count(d.groups, "group", "groups"),
+            count(d.memberships, "membership", "memberships")
+        );
+        println!("next:      {}", next_step(s.phase));
+    } else {
+        println!(
+            "pushed:    {}/{} users, {}/{} groups",
+            p.users_done, p.users_total, p.groups_done, p.groups_total
+        );
+        println!(
+            "mirror:    {} behind ({:.1} s)",
+            count(s.lag.events, "event", "events"),
+            s.lag.seconds
+        );
+    }
     if st.push_incomplete {
         println!("push:      incomplete; run `scimbridge migrate push` again to finish it");
     }
@@ -471,6 +484,16 @@ fn print_status(s: &MigrationStatus) {
         for a in st.omitted.iter().chain(st.not_kept.iter()) {
             println!("  {a}");
         }
+    }
+}
+
+/// The command to run next before anything was pushed.
+fn next_step(phase: Phase) -> &'static str {
+    if phase == Phase::NotStarted {
+        "`scimbridge migrate check` (readiness), then \
+         `scimbridge migrate push --to URL --token-file FILE` (--dry-run first shows the plan)"
+    } else {
+        "`scimbridge migrate push --to URL --token-file FILE` (--dry-run first shows the plan)"
     }
 }
 

@@ -237,11 +237,14 @@ pub(crate) enum MigrateCommand {
     },
     /// Where the migration stands: state, push progress, mirror lag.
     Status {
+        /// Print the status as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Read the target back and report every difference from the directory.
     Verify {
+        /// Print the report as JSON (exit code 2 when there are differences, as
+        /// without it).
         #[arg(long)]
         json: bool,
         /// File holding the target's bearer token, for this run only: needed after
@@ -439,6 +442,29 @@ fn check_config(cfg: &Config) -> Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::falls_back_to_packaged as fallback;
+
+    /// Issue 15 trial: `migrate verify --help` showed `--json` without a word.
+    #[test]
+    fn every_migrate_flag_and_argument_has_help() {
+        use clap::CommandFactory;
+        fn undocumented(cmd: &clap::Command, path: &str, out: &mut Vec<String>) {
+            for a in cmd.get_arguments() {
+                let id = a.get_id().as_str();
+                if id != "help" && id != "version" && a.get_help().is_none() {
+                    out.push(format!("{path}: {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                undocumented(sub, &format!("{path} {}", sub.get_name()), out);
+            }
+        }
+        let cli = super::Cli::command();
+        let migrate = cli.find_subcommand("migrate").expect("a migrate command");
+        let mut missing = Vec::new();
+        undocumented(migrate, "migrate", &mut missing);
+        assert!(migrate.get_subcommands().count() >= 7);
+        assert_eq!(missing, Vec::<String>::new());
+    }
 
     #[test]
     fn packaged_config_only_when_nothing_names_the_data() {

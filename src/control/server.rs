@@ -20,7 +20,7 @@ use crate::clock::Timestamp;
 use crate::migrate::error::MigrateError;
 use crate::migrate::export::ExportError;
 use crate::migrate::report::{Progress, ProgressSink};
-use crate::store::{Store, StoreError};
+use crate::store::{AuditOutcome, Store, StoreError};
 
 /// Every way a control request can fail.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +44,17 @@ pub(crate) enum ExecError {
     Io(String),
 }
 
+impl ExecError {
+    /// How the request ended, for the audit: a migration step says refused, denied
+    /// or failed (`MigrateError::audit_outcome`); anything else was refused.
+    fn audit_outcome(&self) -> AuditOutcome {
+        match self {
+            ExecError::Migrate(e) => e.audit_outcome(),
+            _ => AuditOutcome::Refused,
+        }
+    }
+}
+
 /// The one place where a failed request becomes a wire line.
 impl From<ExecError> for Response {
     fn from(e: ExecError) -> Response {
@@ -64,18 +75,18 @@ pub(crate) async fn execute(
     let entry = audit_entry(&req);
     let result = run(app, req, progress).await;
     if let Some(entry) = entry {
-        for entry in audit_outcome(entry, &result) {
+        for entry in audit_entries(entry, &result) {
             app.audit(caller, entry).await;
         }
     }
     result
 }
 
-/// The audit entries of a request's outcome: a refusal as asked; a token revoked or
+/// The audit entries of a request's outcome: a refusal or failure as asked; a token revoked or
 /// rotated named by what the store changed (its name and id, whichever the command
 /// was given: the trial's `token revoke ID` read as the bare id), one entry per secret
 /// revoked, a superseded one as `token.revoke_superseded`.
-fn audit_outcome(entry: Entry, result: &Result<Reply, ExecError>) -> Vec<Entry> {
+fn audit_entries(entry: Entry, result: &Result<Reply, ExecError>) -> Vec<Entry> {
     let token = |action: &str, t: &tokens::TokenInfo| {
         Entry::new(action).on("Token", Some(&t.id), Some(&t.name))
     };
@@ -86,7 +97,7 @@ fn audit_outcome(entry: Entry, result: &Result<Reply, ExecError>) -> Vec<Entry> 
             .collect(),
         Ok(Reply::TokenRotated(r)) => vec![token("token.rotate", &r.old)],
         Ok(Reply::TokenIssued(t)) => vec![token("token.issue", &t.token)],
-        _ => vec![entry.outcome(result)],
+        _ => vec![entry.outcome_as(result, ExecError::audit_outcome)],
     }
 }
 

@@ -5,7 +5,7 @@
 //! the edges.
 
 use crate::scim::schema::ResourceType;
-use crate::store::{EventOp, Phase, StoreError};
+use crate::store::{AuditOutcome, EventOp, Phase, StoreError};
 
 use super::export::ExportError;
 use super::report::Difference;
@@ -146,6 +146,35 @@ fn stopped_hint(e: &MigrateError) -> &'static str {
 }
 
 impl MigrateError {
+    /// How the step ended, for the audit (Activity), in the words of the traffic
+    /// chart: failed when the target or the way to it failed (unreachable, TLS, 5xx,
+    /// a timeout, an answer that is not SCIM), denied when it did not accept the
+    /// token (401/403), refused otherwise (a 4xx of the target, or this bridge
+    /// refusing the step).
+    pub(crate) fn audit_outcome(&self) -> AuditOutcome {
+        let of_status = |status: u16| match status {
+            401 | 403 => AuditOutcome::Denied,
+            500.. => AuditOutcome::Failed,
+            _ => AuditOutcome::Refused,
+        };
+        match self {
+            MigrateError::Unreachable(_)
+            | MigrateError::Tls(_)
+            | MigrateError::Store(_)
+            | MigrateError::TaskFailed(_)
+            | MigrateError::TargetProtocol(_)
+            | MigrateError::DrainTimeout => AuditOutcome::Failed,
+            MigrateError::TokenRefused { status } => of_status(*status),
+            MigrateError::TargetAnswered { status, .. }
+            | MigrateError::ListingRefused { status, .. }
+            | MigrateError::NotScim { status, .. } => of_status(*status),
+            MigrateError::Mirror { source, .. } | MigrateError::PushStopped(source) => {
+                source.audit_outcome()
+            }
+            _ => AuditOutcome::Refused,
+        }
+    }
+
     /// Could running the same step again succeed without anything changing? (The
     /// target was unreachable, overloaded or failing; not when it refused.)
     pub(crate) fn is_transient(&self) -> bool {
@@ -211,5 +240,33 @@ mod tests {
         );
         let e = MigrateError::NotReady(vec!["a".into(), "b".into()]);
         assert!(e.to_string().ends_with(":\n  a\n  b"), "{e}");
+    }
+
+    #[test]
+    fn audit_outcomes_use_the_charts_words() {
+        let answered = |status| MigrateError::TargetAnswered {
+            action: "creating user 1 on the target".into(),
+            status,
+            detail: String::new(),
+        };
+        // Issue 15 trial: a TLS failure was "refused" on the Activity page.
+        let tls = MigrateError::Tls("TLS with https://x failed: invalid peer certificate".into());
+        assert_eq!(tls.audit_outcome(), AuditOutcome::Failed);
+        let down = MigrateError::Unreachable("cannot connect to https://x".into());
+        assert_eq!(
+            MigrateError::PushStopped(Box::new(down)).audit_outcome(),
+            AuditOutcome::Failed
+        );
+        assert_eq!(answered(503).audit_outcome(), AuditOutcome::Failed);
+        assert_eq!(answered(400).audit_outcome(), AuditOutcome::Refused);
+        assert_eq!(answered(403).audit_outcome(), AuditOutcome::Denied);
+        assert_eq!(
+            MigrateError::TokenRefused { status: 401 }.audit_outcome(),
+            AuditOutcome::Denied
+        );
+        assert_eq!(
+            MigrateError::NotConfirmed.audit_outcome(),
+            AuditOutcome::Refused
+        );
     }
 }

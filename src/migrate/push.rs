@@ -79,8 +79,10 @@ pub(crate) struct PushOptions {
 #[derive(Debug, Default)]
 struct IdMap {
     ids: HashMap<(ResourceType, String), String>,
-    /// Every target id in the map: a target resource not in here is not ours.
-    targets: HashSet<String>,
+    /// Every target id in the map: a target resource not in here is not ours. With
+    /// the rule that mapped it in this push (`None`: from the journal, or by the
+    /// mirror), so that an entry dropped between two passes is counted once.
+    targets: HashMap<String, Option<MatchRule>>,
 }
 
 impl IdMap {
@@ -88,7 +90,7 @@ impl IdMap {
         let mut m = IdMap::default();
         for rt in ResourceType::ALL {
             for (local, tid) in snapshot.target_ids(rt)? {
-                m.targets.insert(tid.clone());
+                m.targets.insert(tid.clone(), None);
                 m.ids.insert((rt, local), tid);
             }
         }
@@ -98,9 +100,19 @@ impl IdMap {
         self.ids.get(&(rt, local.to_owned())).cloned()
     }
     fn set(&mut self, rt: ResourceType, local: &str, tid: Option<&str>) {
+        self.decide(rt, local, tid, None)
+    }
+    /// `set`, remembering the rule that decided the mapping in this push.
+    fn decide(
+        &mut self,
+        rt: ResourceType,
+        local: &str,
+        tid: Option<&str>,
+        rule: Option<MatchRule>,
+    ) {
         match tid {
             Some(t) => {
-                self.targets.insert(t.to_owned());
+                self.targets.insert(t.to_owned(), rule);
                 if let Some(old) = self.ids.insert((rt, local.to_owned()), t.to_owned()) {
                     if old != t {
                         self.targets.remove(&old);
@@ -131,10 +143,15 @@ struct Run {
     rules: Mutex<BTreeMap<MatchRule, u64>>,
     omit: HashSet<String>,
     events: Events,
-    /// Member updates the target refused (400) in this pass: the error and the target
-    /// ids sent, re-checked before the push gives up (a mapped member may have been
-    /// deleted on the target since it was pushed).
+    /// Updates the target refused in this pass (400 on a member PATCH, a group PUT or
+    /// a manager update; 404 for a mapped group or user): the error and the target
+    /// ids involved, re-checked before the push gives up (a mapped resource may have
+    /// been deleted on the target since it was pushed). Only a push collects them
+    /// (`repairs`); the mirror stops on the error.
     refusals: Mutex<Vec<(MigrateError, Vec<String>)>>,
+    /// A push, which re-checks refused ids and repairs stale journal entries; not the
+    /// mirror or verify.
+    repairs: bool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -154,6 +171,7 @@ impl Run {
             omit,
             events,
             refusals: Mutex::new(Vec::new()),
+            repairs: false,
         }
     }
     fn caps(&self) -> Capabilities {
@@ -164,6 +182,25 @@ impl Run {
     }
     fn count(&self, rule: MatchRule) {
         *lock(&self.rules).entry(rule).or_default() += 1;
+    }
+    fn uncount(&self, rule: MatchRule) {
+        let mut rules = lock(&self.rules);
+        if let Some(n) = rules.get_mut(&rule) {
+            *n -= 1;
+            if *n == 0 {
+                rules.remove(&rule);
+            }
+        }
+    }
+    /// A refusal that a resource deleted on the target may explain: kept for
+    /// `push_all` to re-check `ids` (target ids) in a push; the error itself
+    /// otherwise.
+    fn record_refusal(&self, e: MigrateError, ids: Vec<String>) -> MigrateResult<()> {
+        if !self.repairs {
+            return Err(e);
+        }
+        lock(&self.refusals).push((e, ids));
+        Ok(())
     }
     /// The largest body the target takes, in bytes (0: no limit announced).
     fn max_payload(&self) -> usize {
@@ -344,7 +381,13 @@ fn group_body(run: &Run, r: &StoredResource) -> Value {
 
 /// The local id of a user's manager, if it has one.
 fn manager_of(r: &StoredResource) -> Option<&str> {
-    r.attrs
+    manager_in(&r.attrs)
+}
+
+/// The manager's id in a user's attributes (a local id, or a target id in a body
+/// built by `user_body`).
+fn manager_in(attrs: &Map<String, Value>) -> Option<&str> {
+    attrs
         .get(ENTERPRISE_USER_URN)
         .and_then(|e| e.get("manager"))
         .and_then(|m| m.get("value"))
@@ -421,7 +464,7 @@ fn claim(run: &Run, ids: &[String]) -> Option<String> {
     let map = lock(&run.map);
     let mut claimed = lock(&run.claimed);
     for id in ids {
-        if !map.targets.contains(id) && claimed.insert(id.clone()) {
+        if !map.targets.contains_key(id) && claimed.insert(id.clone()) {
             return Some(id.clone());
         }
     }
@@ -940,7 +983,8 @@ pub(crate) async fn push(
     } else {
         HashSet::new()
     };
-    let run = Run::new(caps.clone(), IdMap::load(&snapshot)?, omit, events.clone());
+    let mut run = Run::new(caps.clone(), IdMap::load(&snapshot)?, omit, events.clone());
+    run.repairs = true;
     choose_matching(client, &run, &snapshot).await?;
     if opts.dry_run {
         return Ok(PushOutcome::Planned(
@@ -1014,10 +1058,13 @@ pub(crate) async fn push(
 /// was interrupted, so the managers of users it pushed are set again. `dropped`: the
 /// local ids whose journal entry `recheck_journal` dropped (deleted on the target).
 ///
-/// When the target refuses a member update (400), the member ids sent are read back:
-/// those the target no longer has (404) lose their journal entry and one more pass
-/// matches or creates them and rebuilds the references to them; a refusal that no
-/// stale entry explains stops the push.
+/// When the target refuses an update that names mapped ids (400 on a member PATCH,
+/// a whole-group PUT or a manager update; 404 for the mapped group or user itself),
+/// those ids are read back: the ones the target no longer has (404) lose their
+/// journal entry and one more pass matches or creates them and rebuilds the
+/// references to them; a refusal that no stale entry explains stops the push. Each
+/// resource is counted once, by the decision that stands (the second pass counts
+/// only what it decides again, and takes back what the first counted for it).
 async fn push_all(
     store: &Store,
     run: &Run,
@@ -1032,8 +1079,10 @@ async fn push_all(
             created: 0,
             updated: 0,
         },
+        count_journal: true,
     };
     for pass in 0..2 {
+        tally.count_journal = pass == 0;
         let managers = push_users(store, run, pool, snapshot, resume, &dropped, &mut tally).await?;
         set_managers(run, pool, snapshot, &managers).await?;
         let fresh = create_groups(store, run, pool, snapshot, &mut tally).await?;
@@ -1043,25 +1092,23 @@ async fn push_all(
             break;
         }
         let suspects: Vec<(ResourceType, String, String)> = {
+            let refused: HashSet<&String> = refusals.iter().flat_map(|(_, ids)| ids).collect();
             let map = lock(&run.map);
-            let mut seen = HashSet::new();
-            refusals
+            map.ids
                 .iter()
-                .flat_map(|(_, ids)| ids.iter())
-                .filter(|tid| seen.insert(tid.to_string()))
-                .filter_map(|tid| {
-                    map.ids
-                        .iter()
-                        .find(|(_, t)| *t == tid)
-                        .map(|((rt, local), t)| (*rt, local.clone(), t.clone()))
-                })
+                .filter(|(_, t)| refused.contains(t))
+                .map(|((rt, local), t)| (*rt, local.clone(), t.clone()))
                 .collect()
         };
         let Some((first, _)) = refusals.into_iter().next() else {
             break;
         };
         if pass == 0 {
-            dropped = drop_stale(&mut pool[0], run, store, suspects).await?;
+            let gone = drop_stale(&mut pool[0], run, store, suspects).await?;
+            for (_, _, counted) in &gone {
+                tally.uncount(counted.unwrap_or(MatchRule::Journal));
+            }
+            dropped = gone.into_iter().map(|(_, local, _)| local).collect();
         }
         if pass == 1 || dropped.is_empty() {
             return Err(first);
@@ -1074,7 +1121,7 @@ async fn push_all(
 /// journal maps and reads by id those the listing lacks (`drop_stale`), so that a
 /// resource deleted on the target after an earlier push is found again or created
 /// rather than referenced by an id the target refuses. A target that refuses to
-/// list is not checked here; its refusals of member ids are (`push_all`).
+/// list is not checked here; the ids of the updates it refuses are (`push_all`).
 async fn recheck_journal(
     client: &mut Client,
     run: &Run,
@@ -1103,25 +1150,30 @@ async fn recheck_journal(
                 .map(|(local, tid)| (rt, local, tid)),
         );
     }
-    drop_stale(client, run, store, suspects).await
+    let gone = drop_stale(client, run, store, suspects).await?;
+    Ok(gone.into_iter().map(|(_, local, _)| local).collect())
 }
 
 /// Reads each suspect (type, local id, target id) by id; those the target answers
-/// 404 for lose their journal entry (in memory and in the store). Returns their
-/// local ids.
+/// 404 for lose their journal entry (in memory and in the store). Returns them
+/// (type, local id) with the rule that mapped them in this push (`None`: the
+/// journal), which the push counted.
 async fn drop_stale(
     client: &mut Client,
     run: &Run,
     store: &Store,
     suspects: Vec<(ResourceType, String, String)>,
-) -> MigrateResult<HashSet<String>> {
+) -> MigrateResult<Vec<(ResourceType, String, Option<MatchRule>)>> {
     let mut gone = Vec::new();
     for (rt, local, tid) in suspects {
         let r = client
             .request(Method::GET, &format!("{}/{tid}", rt.endpoint()), None)
             .await?;
         match r.status {
-            404 => gone.push((rt, local)),
+            404 => {
+                let counted = lock(&run.map).targets.get(&tid).copied().flatten();
+                gone.push((rt, local, counted))
+            }
             200..=299 => {}
             _ => {
                 return Err(answered(
@@ -1133,15 +1185,18 @@ async fn drop_stale(
     }
     {
         let mut map = lock(&run.map);
-        for (rt, local) in &gone {
+        for (rt, local, _) in &gone {
             map.set(*rt, local, None);
         }
     }
-    let dropped = gone.iter().map(|(_, l)| l.clone()).collect();
     store
-        .map_ids(gone.into_iter().map(|(rt, l)| (rt, l, None)).collect())
+        .map_ids(
+            gone.iter()
+                .map(|(rt, l, _)| (*rt, l.clone(), None))
+                .collect(),
+        )
         .await?;
-    Ok(dropped)
+    Ok(gone)
 }
 
 /// Counts each decision for the report (`Run::count`) and for the push's progress
@@ -1149,15 +1204,30 @@ async fn drop_stale(
 struct Tally<'a> {
     run: &'a Run,
     outcome: Outcome,
+    /// Count resources found in the journal: in the first pass only (a second pass
+    /// finds there everything the first one mapped).
+    count_journal: bool,
 }
 
 impl Tally<'_> {
     fn count(&mut self, rule: MatchRule) {
+        if rule == MatchRule::Journal && !self.count_journal {
+            return;
+        }
         self.run.count(rule);
-        if rule == MatchRule::Created {
-            self.outcome.created += 1
-        } else if rule != MatchRule::Journal {
-            self.outcome.updated += 1
+        match rule {
+            MatchRule::Created => self.outcome.created += 1,
+            MatchRule::Journal => {}
+            _ => self.outcome.updated += 1,
+        }
+    }
+    /// Takes back a decision counted for a resource that is decided again.
+    fn uncount(&mut self, rule: MatchRule) {
+        self.run.uncount(rule);
+        match rule {
+            MatchRule::Created => self.outcome.created = self.outcome.created.saturating_sub(1),
+            MatchRule::Journal => {}
+            _ => self.outcome.updated = self.outcome.updated.saturating_sub(1),
         }
     }
 }
@@ -1185,7 +1255,7 @@ async fn push_users(
         let results = send_users(run, pool, to_send, to_create).await?;
         let mut mapped = Vec::new();
         for (local, tid, rule, unresolved) in results {
-            lock(&run.map).set(ResourceType::User, &local, Some(&tid));
+            lock(&run.map).decide(ResourceType::User, &local, Some(&tid), Some(rule));
             tally.count(rule);
             if unresolved {
                 managers.push(local.clone());
@@ -1302,16 +1372,19 @@ async fn set_managers(
                     return Ok(());
                 };
                 let (body, _) = user_body(run, &r);
-                replace(
-                    &mut c,
-                    run,
-                    ResourceType::User,
-                    &tid,
-                    &format!("the manager of user {}", name_of(ResourceType::User, &r)),
-                    &body,
-                )
-                .await?;
-                Ok(())
+                let what = format!("the manager of user {}", name_of(ResourceType::User, &r));
+                match replace(&mut c, run, ResourceType::User, &tid, &what, &body).await {
+                    Ok(true) => Ok(()),
+                    // The user deleted on the target since it was mapped?
+                    Ok(false) => run.record_refusal(gone(&what), vec![tid]),
+                    // Its manager deleted there?
+                    Err(e @ MigrateError::TargetAnswered { status: 400, .. }) => {
+                        let mut ids = vec![tid];
+                        ids.extend(body.as_object().and_then(manager_in).map(str::to_owned));
+                        run.record_refusal(e, ids)
+                    }
+                    Err(e) => Err(e),
+                }
             }
             .await;
             (c, res)
@@ -1362,7 +1435,7 @@ async fn create_groups(
         .await?;
         let mut mapped = Vec::new();
         for (local, tid, rule) in results {
-            lock(&run.map).set(ResourceType::Group, &local, Some(&tid));
+            lock(&run.map).decide(ResourceType::Group, &local, Some(&tid), Some(rule));
             if rule == MatchRule::Created {
                 fresh.insert(local.clone());
             }
@@ -1493,6 +1566,7 @@ async fn sync_group(
     desired: Vec<String>,
     is_new: bool,
 ) -> MigrateResult<()> {
+    let what = format!("group {}", name_of(ResourceType::Group, g));
     let (current, attrs_differ) = if is_new {
         (Vec::new(), false)
     } else {
@@ -1504,6 +1578,9 @@ async fn sync_group(
                 });
                 (members, differ)
             }
+            // Deleted on the target since it was mapped: a push drops the entry and
+            // creates the group again (the mirror leaves it to the next push).
+            None if run.repairs => return run.record_refusal(gone(&what), vec![tid.to_owned()]),
             None => return Ok(()),
         }
     };
@@ -1517,10 +1594,9 @@ async fn sync_group(
         let map = lock(&run.map);
         current
             .iter()
-            .filter(|m| !desired_set.contains(m) && map.targets.contains(*m))
+            .filter(|m| !desired_set.contains(m) && map.targets.contains_key(*m))
             .collect()
     };
-    let what = format!("group {}", name_of(ResourceType::Group, g));
     if run.caps().members_by_put {
         if add.is_empty() && remove.is_empty() && !attrs_differ {
             return Ok(());
@@ -1583,8 +1659,7 @@ async fn sync_group(
                     .filter_map(|v| v["value"].as_str().map(str::to_owned))
                     .collect();
                 let e = answered(format!("updating the members of {what} on the target"), &r);
-                lock(&run.refusals).push((e, sent));
-                return Ok(());
+                return run.record_refusal(e, sent);
             }
             _ => {
                 return Err(answered(
@@ -1618,7 +1693,9 @@ fn split_patch(mut ops: Vec<Value>) -> Option<Vec<Vec<Value>>> {
 }
 
 /// The whole group by PUT, for targets that refuse PATCH: our members plus the
-/// members only the target has (left alone).
+/// members only the target has (left alone). A 400 (a member deleted on the target
+/// since it was mapped?) or a 404 (the group itself?) is a refusal of the ids sent
+/// (`Run::record_refusal`).
 async fn put_group(
     client: &mut Client,
     run: &Run,
@@ -1633,20 +1710,31 @@ async fn put_group(
     {
         let map = lock(&run.map);
         for m in current {
-            if !map.targets.contains(m) && !members.contains(m) {
+            if !map.targets.contains_key(m) && !members.contains(m) {
                 members.push(m.clone());
             }
         }
     }
     body["members"] = Value::Array(members.iter().map(|m| json!({"value": m})).collect());
-    if !replace(client, run, ResourceType::Group, tid, what, &body).await? {
-        return Err(MigrateError::TargetAnswered {
-            action: format!("replacing {what} on the target"),
-            status: 404,
-            detail: String::new(),
-        });
+    match replace(client, run, ResourceType::Group, tid, what, &body).await {
+        Ok(true) => Ok(()),
+        Ok(false) => run.record_refusal(gone(what), vec![tid.to_owned()]),
+        Err(e @ MigrateError::TargetAnswered { status: 400, .. }) => {
+            let mut ids = desired.to_vec();
+            ids.push(tid.to_owned());
+            run.record_refusal(e, ids)
+        }
+        Err(e) => Err(e),
     }
-    Ok(())
+}
+
+/// The target answered 404 for a resource the journal maps.
+fn gone(what: &str) -> MigrateError {
+    MigrateError::TargetAnswered {
+        action: format!("updating {what} on the target"),
+        status: 404,
+        detail: "not found (deleted on the target since it was pushed?)".into(),
+    }
 }
 
 /// The plan of a dry run: every resource by name with the rule that would decide it.
@@ -2204,7 +2292,7 @@ async fn compare_members(
         let map = lock(&run.map);
         let extra: Vec<String> = got
             .iter()
-            .filter(|t| !want.contains(*t) && map.targets.contains(*t))
+            .filter(|t| !want.contains(*t) && map.targets.contains_key(*t))
             .map(|t| names.get(t).cloned().unwrap_or_else(|| t.clone()))
             .collect();
         drop(map);

@@ -314,6 +314,17 @@ pub(crate) struct MigrationStatus {
     /// How many resources each matching rule decided in the last push.
     #[serde(default)]
     pub rules: Vec<(MatchRule, u64)>,
+    /// What the directory holds now (what a push would send).
+    #[serde(default)]
+    pub directory: DirectoryCounts,
+}
+
+/// Users, groups and (group, member) rows in the directory.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct DirectoryCounts {
+    pub users: u64,
+    pub groups: u64,
+    pub memberships: u64,
 }
 
 /// `migrate check --to URL`: what the target can hold, read before any write.

@@ -14,12 +14,13 @@ use super::policy::{PolicyChange, PolicyField, PolicyView};
 use super::push::{self, PushOptions};
 use super::readiness::{self, FindingCode, ReadinessReport};
 use super::report::{
-    Capabilities, Lag, MatchRule, MigrationStatus, Progress, ProgressSink, PushOutcome,
-    TargetCheck, VerifyReport,
+    Capabilities, DirectoryCounts, Lag, MatchRule, MigrationStatus, Progress, ProgressSink,
+    PushOutcome, TargetCheck, VerifyReport,
 };
 use super::target::{self, Events};
 use crate::clock::Timestamp;
 use crate::config::MigrationPolicy;
+use crate::scim::schema::ResourceType;
 use crate::secret::Secret;
 use crate::store::{LastVerify, MigrationState, Phase, Store, KEPT_DIFFERENCES};
 
@@ -209,7 +210,7 @@ impl Migration {
         let d = target::discover(&mut client).await?;
         let snapshot = self.store.snapshot()?;
         let mut unsupported = std::collections::BTreeSet::new();
-        for rt in crate::scim::schema::ResourceType::ALL {
+        for rt in ResourceType::ALL {
             snapshot.scan(rt, |r| {
                 d.unsupported_in(rt, &r.attrs, &mut unsupported);
                 Ok(true)
@@ -477,6 +478,11 @@ impl Migration {
             state: state.public(),
             lag,
             mapped: snapshot.mapped_count()?,
+            directory: DirectoryCounts {
+                users: snapshot.count(ResourceType::User)?,
+                groups: snapshot.count(ResourceType::Group)?,
+                memberships: snapshot.membership_count()?,
+            },
         })
     }
 

@@ -46,22 +46,31 @@ impl ActorKind {
     }
 }
 
-/// How an attempt ended.
+/// How an attempt ended, in the words of the traffic chart (`OutcomeClass`):
+/// refused (the request or the other side's 4xx), denied (401/403), failed (5xx,
+/// the network, TLS). `reason` says why. Stored by name: entries written before
+/// `Denied` and `Failed` existed read unchanged (both were `refused` then).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum AuditOutcome {
     /// It took effect (or, for a background step, it was started).
     Done,
-    /// It was refused or failed; `reason` says why.
+    /// It was refused: bad input, a wrong state, or a 4xx of the other side.
     Refused,
+    /// A credential was not accepted (401/403).
+    Denied,
+    /// It failed: a 5xx, the network or TLS, a timeout.
+    Failed,
 }
 
 impl AuditOutcome {
-    /// `done` or `refused`.
+    /// `done`, `refused`, `denied` or `failed`.
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             AuditOutcome::Done => "done",
             AuditOutcome::Refused => "refused",
+            AuditOutcome::Denied => "denied",
+            AuditOutcome::Failed => "failed",
         }
     }
 }

@@ -673,7 +673,8 @@ fn migration_from_the_page_push_verify_cut_over() {
     for text in [
         "1. Check readiness",
         "Set up the hosted service",
-        "Only Microsoft Entra ID and Okta",
+        "Limits of the target",
+        "which identity providers it accepts for provisioning",
         "Tenant URL",
         "Test API Credentials",
         "Profile Editor",

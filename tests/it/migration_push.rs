@@ -576,6 +576,17 @@ fn a_verify_with_differences_is_not_verified_and_is_listed_on_the_page() {
     let cookie = ui::login(&c, ui::PASSWORD);
     let dashboard = ui::text(&ui::get_page(&c, "/admin", &cookie));
     assert!(!dashboard.contains("verified migration"), "{dashboard}");
+    // The tile says how many differences the last verify found (it said only
+    // "mirroring migration").
+    let tile = dashboard
+        .find("id=\"migration-verify\"")
+        .map(|i| &dashboard[i..])
+        .unwrap_or_else(|| panic!("no verification on the tile: {dashboard}"));
+    let tile = &tile[..tile.find("</small>").unwrap()];
+    assert!(
+        tile.contains("last verify 20") && tile.contains(&format!(": {found} (listed on")),
+        "{tile}"
+    );
     let page = ui::text(&ui::get_page(&c, "/admin/migration", &cookie));
     let current = page
         .find("aria-current=\"true\"")
@@ -631,6 +642,47 @@ fn a_verify_with_differences_is_not_verified_and_is_listed_on_the_page() {
         listed_now.contains("bob.jones@example.com")
             && listed_now.contains("missing on the target"),
         "{listed_now}"
+    );
+}
+
+/// Issue 15 trial: a push that fails on TLS (the target's certificate is not
+/// trusted) is "failed" on the Activity page, with the cause; it was called
+/// "refused", the word for a request the other side turned down.
+#[test]
+fn a_tls_failure_is_failed_on_the_activity_page() {
+    use crate::support::admin as ui;
+    let cfgdir = tempfile::tempdir().unwrap();
+    let cfg = migration_config(cfgdir.path());
+    let a = Server::start_with(&["--config", cfg.to_str().unwrap()]);
+    let b = Server::start();
+    let token_file = cfgdir.path().join("target.token");
+    std::fs::write(&token_file, &b.token).unwrap();
+    let (ok, _, err) = push(&a, &b.base, &token_file, &[]);
+    assert!(!ok && err.contains("--cacert"), "{err}");
+
+    let c = a.client();
+    let link = ui::setup_link(&a);
+    assert_eq!(ui::set_password(&c, &link, ui::PASSWORD).status, 303);
+    let cookie = ui::login(&c, ui::PASSWORD);
+    let jsonl = ui::text(&ui::get_page(
+        &c,
+        "/admin/activity.jsonl?action=migration.push",
+        &cookie,
+    ));
+    let pushes: Vec<Value> = jsonl
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(pushes.len(), 1, "{jsonl}");
+    assert_eq!(pushes[0]["outcome"], "failed", "{jsonl}");
+    assert!(
+        pushes[0]["reason"].as_str().unwrap().contains("TLS with"),
+        "the cause: {jsonl}"
+    );
+    let page = ui::text(&ui::get_page(&c, "/admin/activity?outcome=failed", &cookie));
+    assert!(
+        page.contains("migration.push") && page.contains("pill bad\">failed<"),
+        "{page}"
     );
 }
 

@@ -467,6 +467,18 @@ fn full_course(t: &Quirky, src: &Source, push_args: &[&str], only: &[&str], expe
 fn quirk_none_compliant_target_costs_few_requests() {
     let t = Quirky::start(Quirks::default());
     let src = source(&t, SMALL);
+    // Before any push the status says what the directory holds and what to run
+    // (it said "0/0 users, 0/0 groups").
+    let (ok, out, _) = cli(&src.server.data_dir(), &["migrate", "status"]);
+    assert!(ok);
+    assert!(
+        out.contains(
+            "pushed:    nothing yet; the directory holds 300 users, 13 groups and 321 memberships\n"
+        ) && out.contains("next:      `scimbridge migrate check`"),
+        "{out}"
+    );
+    assert!(!out.contains("0/0"), "{out}");
+    assert_eq!(src.status()["directory"]["memberships"], 321);
     let (ok, out, err) = src.push(&t, &[]);
     assert!(ok, "{out}{err}");
     // One POST per resource, one PATCH per 1,000 members, one PUT per manager link
@@ -858,6 +870,46 @@ fn quirk_6_membership_only_by_patch_one_member_mirrored_as_one() {
         .all(|o| o["value"].as_array().is_none_or(|v| v.len() <= 1000))));
 }
 
+/// Issue 10: verify reads the groups page by page without their members
+/// (`excludedAttributes=members`: a 100,000-member group in a listing page is tens
+/// of MB), then each group's members on their own (`attributes=members`); the push
+/// sent members only as PATCH batches, never a whole-group PUT.
+#[test]
+fn quirk_9_verify_lists_groups_without_members_page_by_page() {
+    let t = Quirky::start(Quirks {
+        page_cap: 5,
+        no_group_put: true,
+        ..Quirks::default()
+    });
+    let src = source(&t, SMALL);
+    let (ok, out, err) = src.push(&t, &[]);
+    assert!(ok, "{out}{err}");
+    assert_eq!(t.count("PUT", 405), 0, "no whole-group PUT was tried");
+    t.state.lock().unwrap().group_gets.clear();
+    let (ok, out, err) = cli(&src.server.data_dir(), &["migrate", "verify"]);
+    assert!(ok, "{out}{err}");
+    let gets = t.state.lock().unwrap().group_gets.clone();
+    let (listings, reads): (Vec<_>, Vec<_>) = gets.iter().partition(|(p, _)| p == "/Groups");
+    // 13 groups, 5 a page.
+    assert_eq!(listings.len(), SMALL.groups().div_ceil(5), "{listings:?}");
+    assert!(
+        listings
+            .iter()
+            .all(
+                |(_, q)| q.get("excludedAttributes").map(String::as_str) == Some("members")
+                    && q.get("attributes").is_none()
+            ),
+        "{listings:?}"
+    );
+    assert_eq!(reads.len(), SMALL.groups(), "{reads:?}");
+    assert!(
+        reads
+            .iter()
+            .all(|(_, q)| q.get("attributes").map(String::as_str) == Some("members")),
+        "{reads:?}"
+    );
+}
+
 #[test]
 fn quirk_6_membership_only_by_put() {
     let t = Quirky::start(Quirks {
@@ -995,17 +1047,8 @@ fn quirk_11_unfiltered_listing_refused_falls_back_to_lookups() {
 /// 400 for good ("running it again will fail the same way").
 #[test]
 fn quirk_11_user_deleted_on_an_unlistable_target_is_pushed_again() {
-    let t = Quirky::start(Quirks {
-        refuse_unfiltered_list: true,
-        ..Quirks::default()
-    });
-    let src = source(&t, SMALL);
-    let (ok, out, err) = src.push(&t, &[]);
-    assert!(ok, "{out}{err}");
-    let old = users_named(&t, "user1@example.com")[0]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (t, src) = pushed_into_unlistable(Quirks::default());
+    let old = user_id(&t, "user1@example.com");
     assert!(t.state.lock().unwrap().delete("Users", &old));
     let (ok, out, err) = src.push(&t, &[]);
     assert!(ok, "the second push repairs the target:\n{out}\n{err}");
@@ -1013,6 +1056,131 @@ fn quirk_11_user_deleted_on_an_unlistable_target_is_pushed_again() {
     assert_eq!(again.len(), 1);
     assert_ne!(again[0]["id"], old.as_str(), "created anew");
     assert_target_matches(&src, &t, &[], Expect::default());
+    // Each resource counted once, by the decision that stands: the push went round
+    // twice and counted every resource of the journal again in the second round.
+    assert_counts(
+        &out,
+        1,
+        &[("already pushed (journal)", 312), ("created", 1)],
+    );
+}
+
+/// The push's summary: "pushed 300 users and 13 groups (N created, 0 updated, …)",
+/// then one line per matching rule, which add up to the directory.
+fn assert_counts(out: &str, created: u64, rules: &[(&str, u64)]) {
+    let head = format!(
+        "pushed {} users and {} groups ({created} created, 0 updated, ",
+        SMALL.users,
+        SMALL.groups()
+    );
+    assert!(out.contains(&head), "{head}\n{out}");
+    let listed: Vec<(String, u64)> = out
+        .lines()
+        .take_while(|l| !l.starts_with("verified") && !l.contains("difference"))
+        .filter_map(|l| {
+            let (rule, n) = l.strip_prefix("  ")?.rsplit_once(": ")?;
+            Some((rule.to_owned(), n.parse().ok()?))
+        })
+        .collect();
+    let want: Vec<(String, u64)> = rules.iter().map(|(r, n)| (r.to_string(), *n)).collect();
+    assert_eq!(listed, want, "{out}");
+    let sum: u64 = listed.iter().map(|(_, n)| n).sum();
+    assert_eq!(sum as usize, SMALL.users + SMALL.groups(), "{out}");
+}
+
+/// A target that cannot be listed (with `quirks` besides), `SMALL` pushed into it.
+fn pushed_into_unlistable(quirks: Quirks) -> (Quirky, Source) {
+    let t = Quirky::start(Quirks {
+        refuse_unfiltered_list: true,
+        ..quirks
+    });
+    let src = source(&t, SMALL);
+    let (ok, out, err) = src.push(&t, &[]);
+    assert!(ok, "{out}{err}");
+    (t, src)
+}
+
+/// The target's id of the one user named `name` by our rule.
+fn user_id(t: &Quirky, name: &str) -> String {
+    let found = users_named(t, name);
+    assert_eq!(found.len(), 1, "{name}: {found:?}");
+    found[0]["id"].as_str().unwrap().to_owned()
+}
+
+/// The target's id of the group named `name`.
+fn group_id(t: &Quirky, name: &str) -> String {
+    let found: Vec<String> = t
+        .groups()
+        .into_iter()
+        .filter(|g| g["displayName"] == name)
+        .map(|g| g["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(found.len(), 1, "{name}: {found:?}");
+    found[0].clone()
+}
+
+/// Issue 15 follow-up: on a target that cannot be listed and takes members only by
+/// PUT, a user and a group deleted on the target after the push. The whole-group PUT
+/// naming the deleted user (400) and the read of the deleted group (404) make the
+/// push read the ids involved, drop the stale journal entries and go round once
+/// more: both are created anew and linked (members, user12's manager). The push
+/// used to stop on the first of them, pointing to `migrate abort`.
+#[test]
+fn quirk_11_deleted_on_an_unlistable_put_only_target_are_pushed_again() {
+    let (t, src) = pushed_into_unlistable(Quirks {
+        no_group_patch: true,
+        ..Quirks::default()
+    });
+    let old_user = user_id(&t, "user1@example.com");
+    let old_team = group_id(&t, "Team 0");
+    {
+        let mut st = t.state.lock().unwrap();
+        assert!(st.delete("Users", &old_user));
+        assert!(st.delete("Groups", &old_team));
+    }
+    let (ok, out, err) = src.push(&t, &[]);
+    assert!(ok, "the second push repairs the target:\n{out}\n{err}");
+    assert!(t.count("PUT", 400) > 0 && t.count("GET", 404) > 0, "{out}");
+    assert_ne!(user_id(&t, "user1@example.com"), old_user);
+    assert_ne!(group_id(&t, "Team 0"), old_team);
+    assert_target_matches(&src, &t, &[], Expect::default());
+    assert_counts(
+        &out,
+        2,
+        &[("already pushed (journal)", 311), ("created", 2)],
+    );
+}
+
+/// Issue 15 follow-up: a push that stopped after its users (the target refused to
+/// create groups) is resumed after user1, user12's manager, was deleted on a target
+/// that cannot be listed. The resumed push sets the managers again; the target
+/// refuses user12's manager (400: no such user), so the push reads the ids, drops
+/// user1's journal entry, creates user1 anew and links user12 to it. It used to
+/// stop on that 400 for good.
+#[test]
+fn quirk_11_manager_deleted_on_an_unlistable_target_before_a_resumed_push() {
+    let t = Quirky::start(Quirks {
+        refuse_unfiltered_list: true,
+        refuse_group_creates: true,
+        ..Quirks::default()
+    });
+    let src = source(&t, SMALL);
+    let (ok, out, err) = src.push(&t, &[]);
+    assert!(!ok, "the target refused to create groups:\n{out}\n{err}");
+    assert_eq!(src.status()["state"]["pushIncomplete"], true);
+    let old = user_id(&t, "user1@example.com");
+    assert!(t.state.lock().unwrap().delete("Users", &old));
+    t.set(|q| q.refuse_group_creates = false);
+    let (ok, out, err) = src.push(&t, &[]);
+    assert!(ok, "the resumed push repairs the target:\n{out}\n{err}");
+    assert!(t.count("PUT", 400) > 0, "user12's manager was refused once");
+    assert_ne!(user_id(&t, "user1@example.com"), old);
+    assert_target_matches(&src, &t, &[], Expect::default());
+    assert_counts(
+        &out,
+        SMALL.groups() as u64 + 1,
+        &[("already pushed (journal)", 299), ("created", 14)],
+    );
 }
 
 #[test]

@@ -41,7 +41,7 @@ use crate::scim::query::ListParams;
 use crate::scim::resource::Projection;
 use crate::scim::schema::ResourceType;
 use crate::secret::Secret;
-use crate::store::{Scope, SetupRefusal, StoreError};
+use crate::store::{AuditOutcome, Scope, SetupRefusal, StoreError};
 use pages::{Chrome, JobOutcome, ListQuery, MessageView};
 use session::SignedIn;
 
@@ -1086,6 +1086,7 @@ async fn dashboard(
         tls_on: state.certs.is_some(),
         phase: migration.phase,
         migration_error: migration.last_error.clone(),
+        last_verify: migration.last_verify.as_ref().map(|v| (v.at, v.count)),
         target: migration.target,
         unknown: state
             .app
@@ -1977,8 +1978,13 @@ async fn start_job(state: &Arc<AppState>, who: &Caller, kind: JobKind) -> (Strin
         if let Err(e) = &outcome {
             tracing::warn!(job = name, error = %e, "migration step from the admin page failed");
         }
+        let ended = outcome.as_ref().err().map(MigrateError::audit_outcome);
         let outcome = outcome.map_err(PageMessage::page_message);
-        app.audit(&who, entry.outcome(&outcome)).await;
+        app.audit(
+            &who,
+            entry.outcome_as(&outcome, |_| ended.unwrap_or(AuditOutcome::Refused)),
+        )
+        .await;
         if let Ok(mut j) = slot.lock() {
             if let Some(j) = j.as_mut() {
                 j.finished = Some(Timestamp::now());

@@ -328,6 +328,8 @@ pub(crate) struct Dashboard {
     /// The migration's last push or mirror error: shown as an error, whatever the
     /// phase says.
     pub migration_error: Option<String>,
+    /// When the last verification ran and how many differences it found.
+    pub last_verify: Option<(crate::clock::Timestamp, u64)>,
     /// Attributes no schema defines that SCIM requests named (`[scim]
     /// unknown_attributes`), with what the server did and a declaration to paste.
     pub unknown: Vec<UnknownRow>,
@@ -534,6 +536,7 @@ pub(crate) fn dashboard(c: &Chrome, d: &Dashboard) -> String {
             a.stat href="/admin/groups" { b { (d.groups) } " " (if d.groups == 1 { "group" } else { "groups" }) }
             a.stat href="/admin/migration" {
                 b { (d.phase.as_str()) } " migration"
+                (migration_tile_verify(d))
                 @if let Some(e) = d.migration_error.as_deref() { small.bad #migration-error { "Error: " (e) } }
             }
         }
@@ -1215,7 +1218,7 @@ pub(crate) fn activity(c: &Chrome, v: &ActivityView) -> String {
             label for="actor" { "Actor" }
             (select("actor", &f.actor, &actors))
             label for="outcome" { "Outcome" }
-            (select("outcome", &f.outcome, &[("", "any"), ("done", "done"), ("refused", "refused or failed")]))
+            (select("outcome", &f.outcome, &[("", "any"), ("done", "done"), ("refused", "refused"), ("denied", "denied"), ("failed", "failed")]))
             label for="action" { "Action" }
             (select("action", &f.action, &[("", "any"), ("scim.", "SCIM writes"), ("token.", "tokens"), ("admin.", "admin accounts"), ("migration.", "migration"), ("directory.", "import")]))
             @if let Some(s) = f.sort { input type="hidden" name="sort" value=(s.as_str()); }
@@ -1252,6 +1255,8 @@ pub(crate) fn activity(c: &Chrome, v: &ActivityView) -> String {
                                 (_, Some(status)) => (outcome(status)),
                                 (AuditOutcome::Done, None) => span.pill.ok { "done" },
                                 (AuditOutcome::Refused, None) => span.pill.bad { "refused" },
+                                (AuditOutcome::Denied, None) => span.pill.bad { "denied" },
+                                (AuditOutcome::Failed, None) => span.pill.bad { "failed" },
                             }
                         }
                         td { (r.reason.as_deref().unwrap_or("")) }
@@ -1266,6 +1271,24 @@ pub(crate) fn activity(c: &Chrome, v: &ActivityView) -> String {
 }
 
 // ---- migration ---------------------------------------------------------------
+
+/// The dashboard tile's line about verification, once something was pushed: the
+/// differences the last verify found (the Migration page lists them), or that none
+/// ran yet.
+fn migration_tile_verify(d: &Dashboard) -> Markup {
+    if matches!(d.phase, Phase::NotStarted | Phase::Checked) {
+        return html! {};
+    }
+    html! {
+        @match &d.last_verify {
+            Some((at, 0)) => small #migration-verify { "last verify " (when(at)) ": no differences" },
+            Some((at, n)) => small.bad #migration-verify {
+                "last verify " (when(at)) ": " (count(*n, "difference", "differences")) " (listed on the Migration page)"
+            },
+            None => small #migration-verify { "not verified yet" },
+        }
+    }
+}
 
 /// What a finished background job produced (shown as JSON under "Result").
 #[derive(Debug, Clone, Serialize)]
@@ -1508,42 +1531,68 @@ const GUIDE: [&str; 7] = [
     "Decommission",
 ];
 
-/// How far along the guide a phase is: steps below the index are done.
-fn guide_position(phase: Phase) -> usize {
-    match phase {
-        Phase::NotStarted => 0,
-        Phase::Checked => 1,
-        Phase::Pushing => 2,
-        Phase::Mirroring => 3,
-        Phase::Verified => 5,
-        Phase::CutOver => 6,
+/// Whether the guide's step `i` is done in `phase`. Repointing the identity provider
+/// happens outside this bridge, which cannot see it: it counts as done only once
+/// the bridge has cut over (from then on it refuses the writes of an IdP still
+/// pointed at it).
+fn guide_step_done(phase: Phase, i: usize) -> bool {
+    match i {
+        0 => phase != Phase::NotStarted,
+        1 => matches!(
+            phase,
+            Phase::Pushing | Phase::Mirroring | Phase::Verified | Phase::CutOver
+        ),
+        2 => matches!(phase, Phase::Mirroring | Phase::Verified | Phase::CutOver),
+        4 => matches!(phase, Phase::Verified | Phase::CutOver),
+        3 | 5 => phase == Phase::CutOver,
+        _ => false,
     }
 }
 
-fn guide(phase: Phase) -> Markup {
-    let at = guide_position(phase);
+fn guide(st: &MigrationStatus) -> Markup {
+    let phase = st.phase;
+    // The first step not done is the one to take now.
+    let at = (0..GUIDE.len())
+        .find(|i| !guide_step_done(phase, *i))
+        .unwrap_or(GUIDE.len());
+    let target = st.state.target.as_deref();
     html! {
         section.card #guide {
             h2 { "The migration, step by step" }
             ol.guide {
                 @for (i, step) in GUIDE.iter().enumerate() {
-                    @let class = if i < at { "past" } else if i == at { "current" } else { "" };
+                    @let class = if guide_step_done(phase, i) { "past" } else if i == at { "current" } else { "" };
                     li class=(class) aria-current=[(i == at).then_some("true")] {
                         b { (step) }
                         @match i {
                             1 => {
                                 " — create the SCIM integration in the hosted service and keep its SCIM URL \
                                  and API token: the push needs both. "
-                                details {
+                                details #target-limits {
                                     summary { "Limits of the target" }
-                                    p { b { "1Password (hosted provisioning):" } }
-                                    ul {
-                                        li { "Only Microsoft Entra ID and Okta are supported as identity providers." }
-                                        li { "Groups that grant account recovery or manage all groups are not managed \
-                                              (the readiness check warns about them)." }
-                                        li { "Users are confirmed immediately: there is no invitation step." }
+                                    p {
+                                        "Every hosted service holds less than a SCIM directory can. "
+                                        @match target {
+                                            Some(t) => { "The target of this migration, " code { (t) } ", " }
+                                            None => { "The target " }
+                                        }
+                                        "is read before anything is written: the check with a target URL, and a dry run, \
+                                         list what it announces (Bulk, filters, PATCH, page sizes) and the attributes \
+                                         and extensions of this directory it cannot hold."
                                     }
-                                    p { b { "Any other SCIM 2.0 service:" } " check which identity providers and group kinds it manages before the push." }
+                                    @if let Some(caps) = &st.capabilities {
+                                        p { "What it announced at the last push:" }
+                                        ul { @for l in caps.lines() { li { (l) } } }
+                                    }
+                                    p { "Its own documentation says what no protocol announces; check before the push:" }
+                                    ul {
+                                        li { "which identity providers it accepts for provisioning after the cut-over;" }
+                                        li { "groups it will not manage (list them as protected groups in the policy \
+                                              above: the readiness check warns about them);" }
+                                        li { "whether pushed users are active at once or invited first;" }
+                                        li { "accounts it already has (owners, administrators): they are matched by \
+                                              userName, externalId or displayName, or left alone." }
+                                    }
                                 }
                             }
                             3 => {
@@ -1553,6 +1602,14 @@ fn guide(phase: Phase) -> Markup {
                                           Secret Token (its API token), then Test Connection." }
                                     li { b { "Okta:" } " Base URL, API Token, then Test API Credentials; afterwards map the \
                                           " code { "displayName" } " attribute in the Profile Editor." }
+                                }
+                                @if i == at && phase.is_mirroring() {
+                                    p.note #repoint-now {
+                                        b { "Do this now, before the cut-over." }
+                                        " This bridge cannot see your identity provider, so this step stays open \
+                                         until the cut-over; until then every change still made here is mirrored \
+                                         to the target."
+                                    }
                                 }
                             }
                             0 => " — blockers must be fixed in your identity provider.",
@@ -1615,7 +1672,7 @@ pub(crate) fn migration(c: &Chrome, v: &MigrationView) -> String {
                 li class=(class) aria-current=[(i == current).then_some("step")] { (step.as_str()) }
             }
         }
-        (guide(phase))
+        (guide(st))
         section.card #readiness-step {
             h2 { "1. " (GUIDE[0]) }
             (policy_form(c.csrf, &v.policy))
@@ -1723,6 +1780,78 @@ pub(crate) fn migration(c: &Chrome, v: &MigrationView) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn status_in(phase: Phase) -> MigrationStatus {
+        MigrationStatus {
+            phase,
+            phase_text: phase.as_str().into(),
+            state: crate::store::MigrationState {
+                phase,
+                target: Some("https://scim.example.net/v2".into()),
+                ..Default::default()
+            },
+            lag: Default::default(),
+            mapped: 0,
+            capabilities: None,
+            rules: Vec::new(),
+            directory: Default::default(),
+        }
+    }
+
+    /// The guide's `<li>` of `step` (the steps' items carry a class; the lists
+    /// inside them do not).
+    fn step_of(html: &str, step: &str) -> String {
+        html.split("<li class=")
+            .find(|li| li.contains(&format!("<b>{step}</b>")))
+            .map(|li| format!("class={li}"))
+            .unwrap_or_else(|| panic!("no step {step}: {html}"))
+    }
+
+    /// Issue 15 trial: "Repoint your identity provider" was drawn done as soon as
+    /// the migration was verified; the bridge cannot see the IdP, so the step stays
+    /// the one to take now until the cut-over.
+    #[test]
+    fn repointing_the_idp_is_done_only_after_the_cut_over() {
+        for phase in [Phase::Mirroring, Phase::Verified] {
+            let html = guide(&status_in(phase)).into_string();
+            let repoint = step_of(&html, "Repoint your identity provider");
+            assert!(
+                repoint.contains("class=\"current\" aria-current=\"true\"")
+                    && repoint.contains("Do this now, before the cut-over."),
+                "{phase:?}: {repoint}"
+            );
+            assert!(!step_of(&html, "Cut over").contains("class=\"past\""));
+        }
+        let verified = guide(&status_in(Phase::Verified)).into_string();
+        assert!(step_of(&verified, "Verify").contains("class=\"past\""));
+        let cut = guide(&status_in(Phase::CutOver)).into_string();
+        let repoint = step_of(&cut, "Repoint your identity provider");
+        assert!(
+            repoint.contains("class=\"past\"") && !repoint.contains("Do this now"),
+            "{repoint}"
+        );
+        assert!(step_of(&cut, "Decommission").contains("aria-current=\"true\""));
+    }
+
+    /// The limits box is about the configured target, not one vendor.
+    #[test]
+    fn the_limits_of_the_target_name_the_target_not_a_vendor() {
+        let mut st = status_in(Phase::Checked);
+        st.capabilities = Some(crate::migrate::report::Capabilities {
+            bulk: true,
+            ..Default::default()
+        });
+        let html = guide(&st).into_string();
+        let limits = &html[html.find("id=\"target-limits\"").unwrap()..];
+        let limits = &limits[..limits.find("</details>").unwrap()];
+        assert!(!limits.contains("1Password"), "{limits}");
+        assert!(
+            limits.contains("<code>https://scim.example.net/v2</code>")
+                && limits.contains("bulk: yes")
+                && limits.contains("which identity providers it accepts"),
+            "{limits}"
+        );
+    }
 
     #[test]
     fn outcome_pills_use_the_charts_words() {

@@ -57,6 +57,9 @@ pub struct Quirks {
     pub cursor: bool,
     /// Every POST answers 400 from now on (an interruption the test can lift).
     pub refuse_creates: bool,
+    /// Every POST /Groups answers 400 (a push that stops after its users; the test
+    /// can lift it).
+    pub refuse_group_creates: bool,
     /// Stores a User's displayName in upper case (a target that changes data).
     pub mangle_display_name: bool,
     /// The `detail` of refused creates (default: "creates are refused right now");
@@ -80,6 +83,9 @@ pub struct State {
     pub by_status: BTreeMap<(String, u16), u64>,
     /// Bodies of Group PATCH requests, in order.
     pub group_patches: Vec<Value>,
+    /// GET /Groups requests (listings and reads by id), as (path after the base,
+    /// query parameters), in order.
+    pub group_gets: Vec<(String, BTreeMap<String, String>)>,
     posts: u32,
     /// userName lowercased → ids (uniqueness checks without a scan).
     names: BTreeMap<String, Vec<String>>,
@@ -357,6 +363,9 @@ fn handle(state: &Mutex<State>, method: &str, target: &str, body: &[u8]) -> Answ
         return (400, "", error(400, Some("invalidSyntax"), "not JSON"));
     };
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    if method == "GET" && segs.first() == Some(&"Groups") {
+        st.group_gets.push((path.clone(), params.clone()));
+    }
     match (method, segs.as_slice()) {
         ("GET", ["ServiceProviderConfig"]) => {
             let mut bulk = json!({"supported": q.bulk, "maxOperations": 100});
@@ -419,7 +428,7 @@ fn handle(state: &Mutex<State>, method: &str, target: &str, body: &[u8]) -> Answ
         }
         ("POST", ["Bulk"]) if q.bulk => bulk(&mut st, &q, &json),
         ("POST", [kind @ ("Users" | "Groups")]) => {
-            if q.refuse_creates {
+            if q.refuse_creates || (q.refuse_group_creates && *kind == "Groups") {
                 return (400, "", error(400, None, &refusal(&q)));
             }
             st.posts += 1;
@@ -438,6 +447,15 @@ fn handle(state: &Mutex<State>, method: &str, target: &str, body: &[u8]) -> Answ
                 if let Some(e) = refuse_user(&q, &json) {
                     return e;
                 }
+            }
+            // As a compliant target: a manager or member must be a resource it has.
+            let refs: Vec<Value> = if *kind == "Users" {
+                vec![json[ENTERPRISE]["manager"].clone()]
+            } else {
+                json["members"].as_array().cloned().unwrap_or_default()
+            };
+            if let Some(e) = unknown_reference(&st, refs) {
+                return e;
             }
             let users = *kind == "Users";
             if users {
@@ -465,7 +483,7 @@ fn handle(state: &Mutex<State>, method: &str, target: &str, body: &[u8]) -> Answ
         ("PATCH", ["Groups", id]) => {
             st.group_patches.push(json.clone());
             // As a compliant target: a member added must be a User or Group it has.
-            let unknown = json["Operations"]
+            let added = json["Operations"]
                 .as_array()
                 .into_iter()
                 .flatten()
@@ -475,11 +493,9 @@ fn handle(state: &Mutex<State>, method: &str, target: &str, body: &[u8]) -> Answ
                         .is_some_and(|o| o.eq_ignore_ascii_case("add"))
                 })
                 .flat_map(|op| op["value"].as_array().cloned().unwrap_or_default())
-                .filter_map(|v| v["value"].as_str().map(str::to_owned))
-                .find(|m| !st.users.contains_key(m) && !st.groups.contains_key(m));
-            if let Some(m) = unknown {
-                let detail = format!("the member \"{m}\" is not a User or Group of this directory");
-                return (400, "", error(400, Some("invalidValue"), &detail));
+                .collect();
+            if let Some(e) = unknown_reference(&st, added) {
+                return e;
             }
             let Some(g) = st.groups.get_mut(*id) else {
                 return (404, "", error(404, None, "not found"));
@@ -655,6 +671,17 @@ fn list(st: &State, q: &Quirks, kind: &str, params: &BTreeMap<String, String>) -
         out["nextCursor"] = json!(n);
     }
     (200, "", out)
+}
+
+/// 400 when a reference (`{"value": id}`: a member, a manager) names no User or
+/// Group of this target.
+fn unknown_reference(st: &State, refs: Vec<Value>) -> Option<Answer> {
+    let m = refs
+        .iter()
+        .filter_map(|v| v["value"].as_str())
+        .find(|m| !st.users.contains_key(*m) && !st.groups.contains_key(*m))?;
+    let detail = format!("\"{m}\" is not a User or Group of this directory");
+    Some((400, "", error(400, Some("invalidValue"), &detail)))
 }
 
 fn refuse_user(q: &Quirks, body: &Value) -> Option<Answer> {
