@@ -128,7 +128,7 @@ pub(crate) fn day_cell(t: &TokenInfo, l: &TokenLiveness, now: Timestamp) -> Mark
             @if t.state == TokenState::Revoked && l.day.total() == 0 {
                 span.note { "—" }
             } @else {
-                @if t.state == TokenState::Revoked { span.note { "Before it was revoked: " } }
+                @if t.state == TokenState::Revoked { span.note { "Revoked; in 24 h: " } }
                 span.requests { (count(l.day.total(), "request", "requests")) }
                 ", "
                 span class={ "errors" @if l.day.errors() > 0 { " bad" } } { (count(l.day.errors(), "error", "errors")) }
@@ -184,7 +184,8 @@ pub(crate) fn explained() -> Markup {
              nothing changed) warns on the dashboard when the token has sent nothing for that long: "
             code { "90m" } ", " code { "6h" } ", " code { "2d" } "; empty turns it off. Tokens that expire \
              within " (EXPIRY_WARNING_DAYS) " days are flagged. Counts are kept per clock hour for two days; \
-             a revoked token keeps the counts of before its revocation."
+             a revoked token keeps its counts, and requests still sent with a revoked or expired \
+             secret count for its token as denied (401)."
         }
     }
 }
@@ -222,15 +223,52 @@ pub(crate) fn cert_attention(left: time::Duration, not_after: &str) -> Option<At
     }
 }
 
-/// Every token's warnings as attention entries, errors first.
+/// Every token's warnings as attention entries, errors first: one entry per token
+/// name and kind of warning. A name holds several secrets after a rotation; when
+/// two of them expired the trial got two identical "has expired" lines. The entry
+/// then says how many secrets and when the last one expired.
 pub(crate) fn token_attention(tokens: &[(TokenInfo, TokenLiveness)]) -> Vec<Attention> {
-    let mut out: Vec<Attention> = tokens
-        .iter()
-        .flat_map(|(t, l)| {
-            l.warnings.iter().map(|w| Attention {
-                error: w.is_error(),
-                text: sentence(&t.name, w),
-            })
+    /// One name's warning of one kind: the first secret's, how many secrets have
+    /// it, the latest expiry among them.
+    struct Group<'a> {
+        name: &'a str,
+        warning: &'a TokenWarning,
+        secrets: u64,
+        expired: Option<Timestamp>,
+    }
+    let mut groups: Vec<Group> = Vec::new();
+    for (t, l) in tokens {
+        for w in &l.warnings {
+            let same = |g: &&mut Group| g.name == t.name && g.warning.kind() == w.kind();
+            match groups.iter_mut().find(same) {
+                Some(g) => {
+                    g.secrets += 1;
+                    g.expired = g.expired.max(t.expires);
+                }
+                None => groups.push(Group {
+                    name: &t.name,
+                    warning: w,
+                    secrets: 1,
+                    expired: t.expires,
+                }),
+            }
+        }
+    }
+    let mut out: Vec<Attention> = groups
+        .into_iter()
+        .map(|Group { name, warning: w, secrets, expired }| Attention {
+            error: w.is_error(),
+            text: match w {
+                TokenWarning::Expired if secrets > 1 => format!(
+                    "The token \"{name}\" has expired: its {secrets} secrets (a rotation leaves the \
+                     old one under the name), the last at {}. Its identity provider gets 401 (denied). \
+                     Rotate it (`scimbridge token rotate {name}`) and paste the new secret into the \
+                     identity provider, or revoke it if it is no longer used.",
+                    expired.map(when).unwrap_or_default()
+                ),
+                _ if secrets > 1 => format!("{} ({secrets} secrets under this name)", sentence(name, w)),
+                _ => sentence(name, w),
+            },
         })
         .collect();
     out.sort_by_key(|a| !a.error);
@@ -339,24 +377,32 @@ pub(crate) fn token_days(tokens: &[(TokenInfo, TokenLiveness)]) -> Vec<TokenDay>
 pub(crate) fn traffic_card(
     hourly: &[OutcomeCounts],
     by_token: &[TokenDay],
+    unrecognised: &OutcomeCounts,
     now: Timestamp,
 ) -> Markup {
     let mut day = OutcomeCounts::default();
     for h in hourly {
         day.merge(h);
     }
+    let from_tokens = day.total().saturating_sub(unrecognised.total());
     html! {
         section.card #traffic {
             h2 { "SCIM requests per hour (last 24 h)" }
-            p {
-                (count(day.total(), "request", "requests")) " from every token, "
+            p #traffic-summary {
+                @if unrecognised.total() == 0 {
+                    (count(day.total(), "request", "requests")) " from every token, "
+                } @else {
+                    (count(day.total(), "request", "requests")) ": "
+                    (from_tokens) " with a token of this bridge, "
+                    (unrecognised.total()) " with no recognised token; "
+                }
                 (count(day.errors(), "error", "errors"))
                 @if day.errors() > 0 { " (" (error_words(&day)) ")" }
                 "."
             }
             (chart(hourly, now, "SCIM requests per hour by outcome, last 24 hours", "chart-all", ChartSize::Large))
             (legend())
-            @if !by_token.is_empty() {
+            @if !by_token.is_empty() || unrecognised.total() > 0 {
                 ul.by-token #traffic-by-token {
                     @for t in by_token {
                         li data-token=(t.name) {
@@ -365,7 +411,20 @@ pub(crate) fn traffic_card(
                             @if t.day.errors() > 0 { " (" (error_words(&t.day)) ")" }
                         }
                     }
+                    @if unrecognised.total() > 0 {
+                        li #traffic-unrecognised {
+                            i { "no recognised token" } " (unknown, missing or malformed; since the server started): "
+                            (count(unrecognised.total(), "request", "requests"))
+                            " (" (error_words(unrecognised)) ")"
+                        }
+                    }
                 }
+            }
+            p.note {
+                "Requests refused for their token count in the chart as denied (401; refused, 429, \
+                 once the address is throttled): under the token's name when the secret is a revoked \
+                 or expired one of this bridge, else as no recognised token. \"Needs attention\" \
+                 counts the same requests over the last hour."
             }
         }
     }

@@ -337,11 +337,14 @@ pub(crate) struct Dashboard {
     pub unknown_policy: &'static str,
     /// Token warnings and certificate expiry (`liveness.rs`), errors first.
     pub attention: Vec<liveness::Attention>,
-    /// Every token's requests per hour, the last 24 clock hours (a revoked token's
-    /// hours from before its revocation included).
+    /// Every SCIM request per hour, the last 24 clock hours: each token's (a revoked
+    /// token's past hours and its secret's refusals included) and those with no
+    /// recognised token.
     pub traffic: Vec<crate::store::OutcomeCounts>,
     /// Each token's share of `traffic`.
     pub traffic_by_token: Vec<liveness::TokenDay>,
+    /// The share of `traffic` with no recognised token (since the server started).
+    pub traffic_unrecognised: crate::store::OutcomeCounts,
     /// When the page was made.
     pub now: crate::clock::Timestamp,
 }
@@ -540,7 +543,7 @@ pub(crate) fn dashboard(c: &Chrome, d: &Dashboard) -> String {
                 @if let Some(e) = d.migration_error.as_deref() { small.bad #migration-error { "Error: " (e) } }
             }
         }
-        (liveness::traffic_card(&d.traffic, &d.traffic_by_token, d.now))
+        (liveness::traffic_card(&d.traffic, &d.traffic_by_token, &d.traffic_unrecognised, d.now))
         section {
             h2 { "Recent SCIM requests" }
             @if d.requests.is_empty() {
