@@ -728,20 +728,49 @@ async fn push_user(
     r: &StoredResource,
 ) -> MigrateResult<(String, MatchRule, bool)> {
     let rt = ResourceType::User;
-    let what = format!("user {}", name_of(rt, r));
     let (body, unresolved) = user_body(run, r);
     let matched = match run.target_of(rt, &r.id) {
         Some(t) => Some((t, MatchRule::Journal)),
         None => find(client, run, rt, &r.attrs, false).await?,
     };
+    match send_user(client, run, r, matched.clone(), &body).await {
+        // Its manager deleted on the target since it was mapped? A push sends the
+        // user without it, sets the manager afterwards, and re-checks its id
+        // (`Run::record_refusal`); the mirror stops on the refusal.
+        Err(e @ MigrateError::TargetAnswered { status: 400, .. }) if run.repairs => {
+            let Some(manager) = body.as_object().and_then(manager_in).map(str::to_owned) else {
+                return Err(e);
+            };
+            let mut bare = body;
+            if let Some(ext) = bare[ENTERPRISE_USER_URN].as_object_mut() {
+                ext.remove("manager");
+            }
+            let (tid, rule) = send_user(client, run, r, matched, &bare).await?;
+            run.record_refusal(e, vec![manager])?;
+            Ok((tid, rule, true))
+        }
+        sent => sent.map(|(tid, rule)| (tid, rule, unresolved)),
+    }
+}
+
+/// Updates the matched user (`matched`: its target id and the rule) with `body`,
+/// or creates it when nothing matched or the target no longer has it.
+async fn send_user(
+    client: &mut Client,
+    run: &Run,
+    r: &StoredResource,
+    matched: Option<(String, MatchRule)>,
+    body: &Value,
+) -> MigrateResult<(String, MatchRule)> {
+    let rt = ResourceType::User;
     if let Some((tid, rule)) = matched {
-        if replace(client, run, rt, &tid, &what, &body).await? {
-            return Ok((tid, rule, unresolved));
+        let what = format!("user {}", name_of(rt, r));
+        if replace(client, run, rt, &tid, &what, body).await? {
+            return Ok((tid, rule));
         }
         // Mapped, but gone on the target: create it again.
     }
-    let (tid, rule) = create(client, run, rt, r, &body).await?;
-    Ok((tid, rule, unresolved))
+    create(client, run, rt, r, body).await
 }
 
 /// Creates users with Bulk requests sized to the target's limits, split on 413.

@@ -670,6 +670,12 @@ fn migration_from_the_page_push_verify_cut_over() {
             .collect()
     };
     assert_eq!(forms(&page), ["check"], "not started");
+    // Before a push: what the directory holds, not "0 / 0".
+    assert!(
+        page.contains("nothing yet; the directory holds 2 users, 0 groups and 0 memberships"),
+        "{page}"
+    );
+    assert!(!page.contains("0 / 0"), "{page}");
     for text in [
         "1. Check readiness",
         "Set up the hosted service",

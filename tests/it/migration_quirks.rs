@@ -1047,9 +1047,7 @@ fn quirk_11_unfiltered_listing_refused_falls_back_to_lookups() {
 /// 400 for good ("running it again will fail the same way").
 #[test]
 fn quirk_11_user_deleted_on_an_unlistable_target_is_pushed_again() {
-    let (t, src) = pushed_into_unlistable(Quirks::default());
-    let old = user_id(&t, "user1@example.com");
-    assert!(t.state.lock().unwrap().delete("Users", &old));
+    let (t, src, old) = user1_deleted_from_unlistable();
     let (ok, out, err) = src.push(&t, &[]);
     assert!(ok, "the second push repairs the target:\n{out}\n{err}");
     let again = users_named(&t, "user1@example.com");
@@ -1098,6 +1096,15 @@ fn pushed_into_unlistable(quirks: Quirks) -> (Quirky, Source) {
     let (ok, out, err) = src.push(&t, &[]);
     assert!(ok, "{out}{err}");
     (t, src)
+}
+
+/// `pushed_into_unlistable`, then user1 (in All staff and Team 0, user12's
+/// manager) deleted on the target; its old id.
+fn user1_deleted_from_unlistable() -> (Quirky, Source, String) {
+    let (t, src) = pushed_into_unlistable(Quirks::default());
+    let old = user_id(&t, "user1@example.com");
+    assert!(t.state.lock().unwrap().delete("Users", &old));
+    (t, src, old)
 }
 
 /// The target's id of the one user named `name` by our rule.
@@ -1149,6 +1156,69 @@ fn quirk_11_deleted_on_an_unlistable_put_only_target_are_pushed_again() {
         2,
         &[("already pushed (journal)", 311), ("created", 2)],
     );
+}
+
+/// The mirror does not skip a group change the target refuses. With user1 deleted
+/// on a target that cannot be listed, the mirrored change of Team 0 (user299 added)
+/// is one PATCH that also names user1's old id, and the target answers 400: the
+/// mirror used to drop the refusal silently (user299 never reached Team 0). It now
+/// stops there, shows the error, and the next push repairs both.
+#[test]
+fn quirk_11_mirror_stops_on_a_refused_member_change_and_the_push_repairs() {
+    let (t, src, old) = user1_deleted_from_unlistable();
+    let r = src.server.client().patch(
+        &format!("/Groups/{}", gid(1)),
+        &json!({"schemas": [PATCH_OP], "Operations": [
+            {"op": "add", "path": "members", "value": [{"value": uid(299)}]}]}),
+    );
+    assert!(r.status == 200 || r.status == 204, "{}", r.status);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let error = loop {
+        let v = src.status();
+        if let Some(e) = v["state"]["lastError"].as_str() {
+            break e.to_owned();
+        }
+        assert!(Instant::now() < deadline, "the mirror showed no error: {v}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        error.contains("group Team 0") && error.contains("400"),
+        "{error}"
+    );
+    let (ok, out, err) = src.push(&t, &[]);
+    assert!(ok, "the push repairs the target:\n{out}\n{err}");
+    assert_ne!(user_id(&t, "user1@example.com"), old);
+    src.wait_for_mirror();
+    assert_target_matches(&src, &t, &[], Expect::default());
+}
+
+/// A user added to the directory after user1 was deleted on a target that cannot be
+/// listed, with user1 as its manager: its create names user1's old id and the target
+/// answers 400. The push sends it without the manager, re-checks the manager's id,
+/// creates user1 anew and sets the link (it used to stop on that create for good;
+/// the mirror stops on it, as it should).
+#[test]
+fn quirk_11_new_user_whose_manager_was_deleted_on_an_unlistable_target() {
+    let (t, src, old) = user1_deleted_from_unlistable();
+    let late = src.server.client().post(
+        "/Users",
+        &json!({"userName": "late@example.com", "displayName": "Late", "active": true,
+        "emails": [{"value": "late@example.com", "type": "work", "primary": true}],
+        ENTERPRISE: {"manager": {"value": uid(1)}}}),
+    );
+    assert_eq!(late.status, 201);
+    let (ok, out, err) = src.push(&t, &[]);
+    assert!(ok, "the push repairs the target:\n{out}\n{err}");
+    let user1 = user_id(&t, "user1@example.com");
+    assert_ne!(user1, old);
+    let late = &users_named(&t, "late@example.com")[0];
+    assert_eq!(
+        late[ENTERPRISE]["manager"]["value"],
+        user1.as_str(),
+        "{late}"
+    );
+    src.wait_for_mirror();
+    assert_target_matches(&src, &t, &[], Expect::default());
 }
 
 /// Issue 15 follow-up: a push that stopped after its users (the target refused to

@@ -1700,10 +1700,18 @@ pub(crate) fn migration(c: &Chrome, v: &MigrationView) -> String {
             h2 { "3. " (GUIDE[2]) }
             table.facts { tbody {
                 tr { th { "Target" } td #target-url { (target.unwrap_or("none yet")) } }
-                tr { th { "Users pushed" } td { (p.users_done) " / " (p.users_total) } }
-                tr { th { "Groups pushed" } td { (p.groups_done) " / " (p.groups_total) } }
-                tr { th { "Created / updated" } td { (p.created) " / " (p.updated) } }
-                tr { th { "Mirror lag" } td { (count(st.lag.events, "event", "events")) ", " (format!("{:.1}", st.lag.seconds)) " s" } }
+                @if matches!(phase, Phase::NotStarted | Phase::Checked) {
+                    @let d = &st.directory;
+                    tr { th { "Pushed" } td #pushed-nothing {
+                        "nothing yet; the directory holds " (count(d.users, "user", "users")) ", "
+                        (count(d.groups, "group", "groups")) " and " (count(d.memberships, "membership", "memberships"))
+                    } }
+                } @else {
+                    tr { th { "Users pushed" } td { (p.users_done) " / " (p.users_total) } }
+                    tr { th { "Groups pushed" } td { (p.groups_done) " / " (p.groups_total) } }
+                    tr { th { "Created / updated" } td { (p.created) " / " (p.updated) } }
+                    tr { th { "Mirror lag" } td { (count(st.lag.events, "event", "events")) ", " (format!("{:.1}", st.lag.seconds)) " s" } }
+                }
                 @if let Some(e) = state.last_error.as_deref() {
                     tr { th { "Last error" } td.bad #migration-error { (e) } }
                 }

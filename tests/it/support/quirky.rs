@@ -739,6 +739,9 @@ fn create(st: &mut State, q: &Quirks, kind: &str, body: Value) -> Answer {
         if let Some(e) = refuse_user(q, &body) {
             return e;
         }
+        if let Some(e) = unknown_reference(st, vec![body[ENTERPRISE]["manager"].clone()]) {
+            return e;
+        }
         if let Some(e) = conflict(st, q, &body, None) {
             return e;
         }
