@@ -449,8 +449,7 @@ fn admin_flow_in_headless_chromium() {
     let row = &page[page.find("<tr data-token=\"test\"").unwrap()..];
     // Its last use is this test's own traffic: "just now", or a few minutes ago
     // when a loaded machine made the browser flow slow (never hours, never "never").
-    let recent = row.contains("just now")
-        || (1..=9).any(|m| row.contains(&format!("{m} minute")));
+    let recent = row.contains("just now") || (1..=9).any(|m| row.contains(&format!("{m} minute")));
     assert!(row.contains("<svg") && recent, "{row}");
     let shot_tokens_liveness = b.screenshot(&artifacts, "admin-tokens-liveness.png");
 
