@@ -47,7 +47,7 @@ pub(super) fn export(cfg: &Config, out: &Path) -> Result<ExitCode> {
             }),
         None => {
             let now = Timestamp::now();
-            open_store(cfg, IfMissing::Refuse).and_then(|store| {
+            open_store(cfg, IfMissing::Refuse, false).and_then(|store| {
                 let r = store
                     .snapshot()
                     .map_err(anyhow::Error::from)
@@ -100,7 +100,7 @@ pub(super) fn import(cfg: &Config, file: &Path) -> Result<ExitCode> {
                 .map_err(|e| anyhow::anyhow!(e))?;
             let db = cfg.db_path();
             let created = !db.exists();
-            let store = open_store(cfg, IfMissing::Create)?;
+            let store = open_store(cfg, IfMissing::Create, false)?;
             let r = export::import_file(&store, file, &cfg.limits.request(), Timestamp::now());
             store.close();
             // A refused import into a new data directory leaves no empty database
@@ -140,7 +140,7 @@ pub(super) fn backup(cfg: &Config, out: &Path) -> Result<ExitCode> {
             }),
         None => {
             drop(file);
-            open_store(cfg, IfMissing::Refuse).and_then(|store| {
+            open_store(cfg, IfMissing::Refuse, false).and_then(|store| {
                 let r = store.backup_to(&partial).map_err(anyhow::Error::from);
                 store.close();
                 r
