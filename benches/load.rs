@@ -22,7 +22,11 @@
 //! and the RSS `--settle` seconds (default 3) after the last scenario. `--warmup S`
 //! first sends S seconds of unmeasured GETs by id and `userName eq` lookups over
 //! the sampled users (8 connections), so read and lookup measure a filled page
-//! cache rather than its first fill.
+//! cache rather than its first fill. `--bin PATH` starts that scimbridge binary
+//! instead of this build's (to compare two builds under the same harness). With a
+//! server started here each line also gives the CPU microseconds per request of the
+//! server and of this load generator (from /proc/PID/stat), since both share the
+//! machine's cores.
 //!
 //!   cargo bench --bench load -- --data-dir /work/scratch/big --scenarios large-group \
 //!       --group-size 100000 --settle 60
@@ -43,7 +47,34 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
 use serde_json::{json, Value};
 
-const BIN: &str = env!("CARGO_BIN_EXE_scimbridge");
+/// The scimbridge binary started here: this build's, or `--bin PATH` (to measure
+/// another build with the same harness).
+fn bin() -> &'static str {
+    BIN.get()
+        .map_or(env!("CARGO_BIN_EXE_scimbridge"), String::as_str)
+}
+static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+/// The process id of the server started here (0: none, the target is remote).
+static SERVER_PID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// CPU seconds (user + system) a process has used, from `/proc/PID/stat` (fields
+/// 14 and 15, in clock ticks of 1/100 s: `getconf CLK_TCK` on Linux); `None` when
+/// it cannot be read.
+fn cpu_secs(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces: count fields after its ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+/// The CPU seconds of the server started here and of this load generator.
+fn cpu_now() -> (Option<f64>, Option<f64>) {
+    let pid = SERVER_PID.load(Ordering::Relaxed);
+    let server = (pid != 0).then(|| cpu_secs(&pid.to_string())).flatten();
+    (server, cpu_secs("self"))
+}
 const PATCH_URN: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
 const ALL: &[&str] = &[
     "read",
@@ -155,6 +186,10 @@ struct Stats {
     lat: Vec<Duration>,
     errors: usize,
     health: Vec<Duration>,
+    /// CPU seconds used during the measurement by the server started here, and by
+    /// this load generator (its `/healthz` probe included).
+    server_cpu: Option<f64>,
+    generator_cpu: Option<f64>,
 }
 
 impl Stats {
@@ -165,6 +200,11 @@ impl Stats {
             .map(|d| d.as_secs_f64() * 1000.0)
             .unwrap_or(0.0)
     }
+    /// Server CPU microseconds per request, when the server was started here.
+    fn server_us(&self) -> Option<f64> {
+        let n = self.lat.len().max(1) as f64;
+        self.server_cpu.map(|c| c * 1e6 / n)
+    }
     fn rate(&self) -> f64 {
         self.lat.len() as f64 / self.secs.max(1e-9)
     }
@@ -174,23 +214,39 @@ impl Stats {
         } else {
             format!("{:>7.2}", Stats::pct(&self.health, 0.99))
         };
+        let per_op = |cpu: Option<f64>| match cpu {
+            Some(c) if !self.lat.is_empty() => format!("{:>8.1}", c * 1e6 / self.lat.len() as f64),
+            _ => format!("{:>8}", "-"),
+        };
         println!(
-            "{name:<52} {:>7} {:>9.0} {:>8.2} {:>8.2} {:>8.2} {:>6} {health}",
+            "{name:<52} {:>7} {:>9.0} {:>8.2} {:>8.2} {:>8.2} {:>6} {health} {} {}",
             self.lat.len(),
             self.rate(),
             Stats::pct(&self.lat, 0.5),
             Stats::pct(&self.lat, 0.99),
             Stats::pct(&self.lat, 0.999),
             self.errors,
+            per_op(self.server_cpu),
+            per_op(self.generator_cpu),
         );
     }
 }
 
 fn header() {
     println!(
-        "{:<52} {:>7} {:>9} {:>8} {:>8} {:>8} {:>6} {:>7}",
-        "measurement", "ops", "ops/s", "p50 ms", "p99 ms", "p99.9", "errors", "hz p99"
+        "{:<52} {:>7} {:>9} {:>8} {:>8} {:>8} {:>6} {:>7} {:>8} {:>8}",
+        "measurement",
+        "ops",
+        "ops/s",
+        "p50 ms",
+        "p99 ms",
+        "p99.9",
+        "errors",
+        "hz p99",
+        "srv us",
+        "gen us"
     );
+    println!("# srv us / gen us: CPU microseconds per request of the server started here and of this load generator (both threads, its /healthz probe included), from /proc/PID/stat");
 }
 
 type Make = dyn Fn(usize) -> (&'static str, String, Option<Value>) + Send + Sync;
@@ -208,6 +264,7 @@ async fn run(
     let errors = Arc::new(AtomicUsize::new(0));
     let done = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
+    let cpu0 = cpu_now();
     let probe = {
         let (t, done) = (t.clone(), done.clone());
         tokio::spawn(async move {
@@ -251,12 +308,16 @@ async fn run(
         lat.extend(task.await.unwrap());
     }
     let secs = started.elapsed().as_secs_f64();
+    let cpu1 = cpu_now();
     done.store(true, Ordering::Relaxed);
+    let used = |a: Option<f64>, b: Option<f64>| Some(b? - a?);
     Stats {
         secs,
         lat,
         errors: errors.load(Ordering::Relaxed),
         health: probe.await.unwrap(),
+        server_cpu: used(cpu0.0, cpu1.0),
+        generator_cpu: used(cpu0.1, cpu1.1),
     }
 }
 
@@ -311,7 +372,7 @@ fn start_local(data_dir: Option<&str>) -> (Target, Local) {
         || tmp.as_ref().unwrap().path().to_path_buf(),
         std::path::PathBuf::from,
     );
-    let out = Command::new(BIN)
+    let out = Command::new(bin())
         .arg("--data-dir")
         .arg(&dir)
         .args([
@@ -328,7 +389,7 @@ fn start_local(data_dir: Option<&str>) -> (Target, Local) {
         "token issue: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let mut child = Command::new(BIN)
+    let mut child = Command::new(bin())
         .arg("--data-dir")
         .arg(&dir)
         .args(["serve", "--listen", "127.0.0.1:0"])
@@ -340,6 +401,7 @@ fn start_local(data_dir: Option<&str>) -> (Target, Local) {
         .spawn()
         .unwrap();
     let mut url = String::new();
+    SERVER_PID.store(child.id(), Ordering::Relaxed);
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     for line in lines.by_ref().map_while(Result::ok) {
         if let Some(i) = line.find("identity provider: ") {
@@ -460,6 +522,9 @@ fn main() {
         .unwrap_or(3);
     let limit = Duration::from_secs(secs);
 
+    if let Some(b) = arg(&args, "bin") {
+        let _ = BIN.set(b);
+    }
     let (target, local) = match arg(&args, "base") {
         Some(base) => {
             let rest = base.trim_start_matches("http://");
@@ -559,7 +624,12 @@ fn main() {
                 }))
                 .await;
                 get.print(&format!("read: GET /Users/{{id}}, {conns} conns"));
-                println!("# GET by id ÷ /healthz at {conns} conns: {:.2}", get.rate() / health.rate());
+                println!(
+                    "# GET by id ÷ /healthz at {conns} conns: {:.2}; server CPU per request {} ÷ {} us",
+                    get.rate() / health.rate(),
+                    get.server_us().map_or("-".into(), |u| format!("{u:.1}")),
+                    health.server_us().map_or("-".into(), |u| format!("{u:.1}")),
+                );
             }
         }
         if want("lookup") {
@@ -756,7 +826,7 @@ fn main() {
                 let before = l.rss_mb();
                 let mut peak = before;
                 let t0 = Instant::now();
-                let mut child = Command::new(BIN)
+                let mut child = Command::new(bin())
                     .arg("--data-dir")
                     .arg(&l.dir)
                     .args(["export", "--out"])

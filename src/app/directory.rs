@@ -200,6 +200,10 @@ impl App {
 
     /// Runs a list query on one snapshot (see `query::run` for its errors).
     pub(crate) async fn query(&self, q: Query, base: &str) -> StoreResult<Page> {
+        if query::reads_at_most_one(&q) {
+            // A lookup of one resource costs a GET by id: run here, as a GET does.
+            return query::run(&self.store.snapshot()?, &q, base);
+        }
         // A scan can take long: keep it off the async workers.
         let (store, base) = (self.store.clone(), base.to_owned());
         tokio::task::spawn_blocking(move || query::run(&store.snapshot()?, &q, &base))
@@ -284,7 +288,7 @@ impl App {
                     return Ok(Err(Outcome::NotModified { version }));
                 }
                 let full = render(&snapshot, rt, r, false, &base)?;
-                let head = Resource { rt, full }.project(&projection).full;
+                let head = projection.apply(rt, full);
                 Ok(Ok((snapshot, version, head)))
             });
             match head {
@@ -472,7 +476,7 @@ fn written_derived(
         location: location(base, rt, &id),
         id,
         version,
-        resource: Some(Resource { rt, full }.project(projection)),
+        resource: Some(Resource::tree(rt, full).project(projection)),
     })
 }
 

@@ -12,14 +12,14 @@ use std::borrow::Cow;
 
 use serde_json::{Map, Value};
 
-use super::render::{refs_attr, render, with_references, Resource};
+use super::render::{refs_attr, render, with_references, DerivedText, Resource};
 use crate::scim::error::ScimError;
 use crate::scim::filter::{self, Filter, Prefilter};
 use crate::scim::path::AttrPath;
 use crate::scim::query::{self, ListParams, Lookup};
-use crate::scim::resource::Projection;
+use crate::scim::resource::{Attributes, Projection};
 use crate::scim::schema::ResourceType;
-use crate::store::{RawResource, Snapshot, StoreError, StoreResult, StoredResource};
+use crate::store::{RawResource, Snapshot, StoreResult, StoredResource, StoredText};
 
 /// A list query: which resources, which page, which attributes.
 #[derive(Debug, Clone)]
@@ -84,6 +84,26 @@ pub(crate) fn run(snapshot: &Snapshot, q: &Query, base: &str) -> StoreResult<Pag
             .into()),
         },
     }
+}
+
+/// Whether `q` reads at most one resource, and not a group's members: one type and
+/// a filter whose index plan is an `id` or a `userName` (each names one resource),
+/// alone or in an `and`. Such a query costs what a GET by id costs, so callers may
+/// run it where they are, as a GET runs, without the hand-over to the blocking
+/// pool (a thread wake-up per request: issue 10's `userName eq` lookups).
+pub(crate) fn reads_at_most_one(q: &Query) -> bool {
+    fn one(l: &Lookup) -> bool {
+        match l {
+            Lookup::Id(_) | Lookup::UserName(_) => true,
+            Lookup::All(parts) => parts.iter().any(one),
+            _ => false,
+        }
+    }
+    let (Some(rt), Some(f)) = (q.rt, &q.params.filter) else {
+        return false;
+    };
+    let members = rt == ResourceType::Group && q.projection.includes(rt, refs_attr(rt));
+    !members && query::plan(f, rt).is_some_and(|l| one(&l))
 }
 
 /// Index paging: counts every match and keeps the page. Unsorted, the matches come in
@@ -187,8 +207,8 @@ fn user_name_order(
         let take = end.min(total).saturating_sub(start);
         if take > 0 {
             snapshot.users_by_name(descending, start, |id| {
-                if let Some(r) = snapshot.get(rt, id)? {
-                    page.push(eval.finish(Match::Stored(r))?);
+                if let Some(r) = snapshot.get_raw(rt, id, |raw| eval.finish(eval.whole(raw)?))? {
+                    page.push(r);
                 }
                 Ok(page.len() < take)
             })?;
@@ -197,12 +217,12 @@ fn user_name_order(
     }
     let mut matched = 0usize;
     snapshot.users_by_name(descending, 0, |id| {
-        let Some(r) = snapshot.get(rt, id)? else {
-            return Ok(true);
-        };
-        if let Some(m) = eval.matching(Candidate::Whole(r))? {
-            offer(&eval, m, &mut matched, start..end, &mut page)?;
-        }
+        snapshot.get_raw(rt, id, |raw| {
+            if let Some(m) = eval.matching(raw)? {
+                offer(&eval, m, &mut matched, start..end, &mut page)?;
+            }
+            Ok(())
+        })?;
         Ok(true)
     })?;
     Ok((page, matched))
@@ -252,8 +272,9 @@ fn best_sorted(
     best.truncate(end);
     let mut page = Vec::new();
     for (_, rt, id) in best.into_iter().skip(start) {
-        if let Some(r) = snapshot.get(rt, &id)? {
-            page.push(Evaluator::new(snapshot, rt, q, base).finish(Match::Stored(r))?);
+        let eval = Evaluator::new(snapshot, rt, q, base);
+        if let Some(r) = snapshot.get_raw(rt, &id, |raw| eval.finish(eval.whole(raw)?))? {
+            page.push(r);
         }
     }
     Ok((page, matched))
@@ -309,16 +330,15 @@ fn after_page(
     })
 }
 
-/// Feeds `f` the resources of `rt` that the filter may match, in id order: the
-/// index plan's candidates (read whole) when the filter has one, else every row of
-/// the table, undecoded. Only ids
-/// after `after` are considered. Stops when `f` returns false.
+/// Feeds `f` the rows of `rt` that the filter may match, undecoded, in id order: the
+/// index plan's candidates when the filter has one, else every row of the table.
+/// Only ids after `after` are considered. Stops when `f` returns false.
 fn candidates(
     snapshot: &Snapshot,
     rt: ResourceType,
     filter: Option<&Filter>,
     after: Option<&str>,
-    f: &mut dyn FnMut(Candidate<'_>) -> StoreResult<bool>,
+    f: &mut dyn FnMut(RawResource<'_>) -> StoreResult<bool>,
 ) -> StoreResult<()> {
     match filter.and_then(|f| query::plan(f, rt)) {
         Some(lookup) => {
@@ -329,15 +349,13 @@ fn candidates(
                 if after.is_some_and(|a| id.as_str() <= a) {
                     continue;
                 }
-                if let Some(r) = snapshot.get(rt, &id)? {
-                    if !f(Candidate::Whole(r))? {
-                        break;
-                    }
+                if snapshot.get_raw(rt, &id, &mut *f)? == Some(false) {
+                    break;
                 }
             }
             Ok(())
         }
-        None => snapshot.scan_raw_after(rt, after, |raw| f(Candidate::Row(raw))),
+        None => snapshot.scan_raw_after(rt, after, f),
     }
 }
 
@@ -373,19 +391,18 @@ fn execute(snapshot: &Snapshot, rt: ResourceType, lookup: &Lookup) -> StoreResul
     })
 }
 
-/// A resource the filter may match: read whole (an index plan's candidate) or the
-/// stored row as a scan found it, which the evaluator decodes only as far as it needs.
-enum Candidate<'r> {
-    Whole(StoredResource),
-    Row(RawResource<'r>),
-}
-
-/// A candidate that passed the filter: rendered when the filter needed it.
-enum Match {
+/// A candidate that passed the filter, as far as it was decoded to decide.
+enum Match<'r> {
+    /// Decoded whole.
     Stored(StoredResource),
-    /// Decoded with only the attributes the filter and the sort read (`Evaluator::
-    /// keys`): read whole again by id if it is rendered.
-    Sparse(StoredResource),
+    /// Read as text, with only the attributes the filter and the sort read parsed
+    /// (`Evaluator::keys`): rendered from that text when the page needs no
+    /// projection, else decoded whole from the row.
+    Text {
+        raw: RawResource<'r>,
+        text: StoredText<'r>,
+        attrs: Attributes,
+    },
     Rendered {
         full: Map<String, Value>,
         with_refs: bool,
@@ -409,8 +426,10 @@ struct Evaluator<'a> {
     /// filters only): rows without it are never decoded.
     prefilter: Option<Prefilter>,
     /// The only top-level attributes the filter and the sort read, when both can do
-    /// with stored attributes: scanned rows are decoded with just these.
+    /// with stored attributes: rows are read as text and only these parsed.
     keys: Option<Vec<&'static str>>,
+    /// The page is rendered without a projection: straight from the stored text.
+    as_text: bool,
     base: &'a str,
 }
 
@@ -449,42 +468,51 @@ impl<'a> Evaluator<'a> {
                 .and_then(|f| Prefilter::new(f, rt)),
             keys,
             wants_refs: q.projection.includes(rt, refs_attr(rt)),
+            as_text: q.projection.returns_default(),
             base,
         }
+    }
+
+    /// A row the page shows whatever the filter (it matched already, or there is
+    /// none): read as text when it will be rendered from it.
+    fn whole<'r>(&self, raw: RawResource<'r>) -> StoreResult<Match<'r>> {
+        Ok(if self.as_text {
+            Match::Text {
+                raw,
+                text: raw.text()?,
+                attrs: Attributes::new(),
+            }
+        } else {
+            Match::Stored(raw.decode()?)
+        })
     }
 
     /// The candidate if the filter matches it. A filter that names neither `id`,
     /// `meta`, `schemas` nor the references is evaluated on the stored attributes,
     /// which have the rendered shape for every other attribute, so a scan renders
-    /// only what it returns; a scanned row is first checked by the prefilter on its
-    /// bytes, then decoded with only the attributes the filter and sort read.
-    fn matching(&self, c: Candidate<'_>) -> StoreResult<Option<Match>> {
-        let (r, sparse) = match c {
-            Candidate::Whole(r) => (r, false),
-            Candidate::Row(raw) => {
-                if let Some(p) = &self.prefilter {
-                    if !p.may_match(raw.bytes()) {
-                        return Ok(None);
-                    }
-                }
-                match &self.keys {
-                    Some(keys) => (raw.decode_only(keys)?, true),
-                    None => (raw.decode()?, false),
-                }
+    /// only what it returns; the row is first checked by the prefilter on its
+    /// bytes, then read as text with only the attributes the filter and sort read
+    /// parsed.
+    fn matching<'r>(&self, raw: RawResource<'r>) -> StoreResult<Option<Match<'r>>> {
+        if let Some(p) = &self.prefilter {
+            if !p.may_match(raw.bytes()) {
+                return Ok(None);
             }
-        };
-        let kept = |r| {
-            if sparse {
-                Match::Sparse(r)
-            } else {
-                Match::Stored(r)
-            }
-        };
+        }
+        if let Some(keys) = &self.keys {
+            let text = raw.text()?;
+            let attrs = text.values_of(keys)?;
+            let matched = self
+                .filter
+                .is_none_or(|f| filter::matches(f, self.rt, &attrs));
+            return Ok(matched.then_some(Match::Text { raw, text, attrs }));
+        }
+        let r = raw.decode()?;
         let Some(f) = self.filter else {
-            return Ok(Some(kept(r)));
+            return Ok(Some(Match::Stored(r)));
         };
         if self.on_stored_form {
-            return Ok(filter::matches(f, self.rt, &r.attrs).then(|| kept(r)));
+            return Ok(filter::matches(f, self.rt, &r.attrs).then_some(Match::Stored(r)));
         }
         // Evaluate without loading references when the filter can do without: a
         // group's `members[value eq "X"]` becomes one membership-table lookup.
@@ -521,32 +549,38 @@ impl<'a> Evaluator<'a> {
     }
 
     /// A match's sort value and id (rendered without references to find the value).
-    fn sort_value(&self, m: Match, path: &AttrPath) -> StoreResult<(Option<Value>, String)> {
+    fn sort_value(&self, m: Match<'_>, path: &AttrPath) -> StoreResult<(Option<Value>, String)> {
         Ok(match m {
             Match::Stored(r) => {
                 let id = r.id.clone();
                 let full = render(self.snapshot, self.rt, r, false, self.base)?;
                 (query::sort_value(self.rt, &full, path), id)
             }
-            Match::Sparse(r) => (query::sort_value(self.rt, &r.attrs, path), r.id),
+            Match::Text { text, attrs, .. } => (query::sort_value(self.rt, &attrs, path), text.id),
             Match::Rendered { full, id, .. } => (query::sort_value(self.rt, &full, path), id),
         })
     }
 
     /// The match rendered with the references the projection wants.
-    fn finish(&self, m: Match) -> StoreResult<Resource> {
+    fn finish(&self, m: Match<'_>) -> StoreResult<Resource> {
         let full = match m {
             Match::Stored(r) => render(self.snapshot, self.rt, r, self.wants_refs, self.base)?,
-            Match::Sparse(r) => {
-                // The row was read from this snapshot a moment ago.
-                let whole = self.snapshot.get(self.rt, &r.id)?.ok_or_else(|| {
-                    StoreError::Storage(format!(
-                        "{} {} vanished from a snapshot",
-                        self.rt.name(),
-                        r.id
-                    ))
-                })?;
-                render(self.snapshot, self.rt, whole, self.wants_refs, self.base)?
+            Match::Text { raw, text, .. } => {
+                if self.as_text {
+                    let id = text.id.clone();
+                    let derived = DerivedText::new(self.snapshot, self.rt, text, self.wants_refs)?;
+                    if let Some(json) = derived.render(self.snapshot, self.wants_refs, self.base)? {
+                        return Ok(Resource::text(self.rt, id, json));
+                    }
+                }
+                // A projection, or attributes `render_text` leaves to `render`.
+                render(
+                    self.snapshot,
+                    self.rt,
+                    raw.decode()?,
+                    self.wants_refs,
+                    self.base,
+                )?
             }
             Match::Rendered {
                 mut full,
@@ -559,7 +593,7 @@ impl<'a> Evaluator<'a> {
                 full
             }
         };
-        Ok(Resource { rt: self.rt, full })
+        Ok(Resource::tree(self.rt, full))
     }
 }
 
@@ -613,6 +647,70 @@ mod tests {
             .iter()
             .map(|r| r.get("userName").unwrap().as_str().unwrap().to_owned())
             .collect()
+    }
+
+    #[test]
+    fn a_lookup_without_projection_is_written_from_the_stored_text_with_the_trees_bytes() {
+        let (_dir, store) = store_with_users(5);
+        let snapshot = store.snapshot().unwrap();
+        let base = "https://h/scim/v2";
+        let q = query(Some(r#"userName eq "U03@example.com""#), 10, Paging::Index);
+        assert!(reads_at_most_one(&q));
+        let page = run(&snapshot, &q, base).unwrap();
+        let r = &page.resources[0];
+        assert!(r.is_text());
+        let mut text = Vec::new();
+        r.write_json(&mut text);
+        let stored = snapshot.get(ResourceType::User, r.id()).unwrap().unwrap();
+        let tree = render(&snapshot, ResourceType::User, stored, true, base).unwrap();
+        assert_eq!(
+            String::from_utf8(text).unwrap(),
+            serde_json::to_string(&tree).unwrap()
+        );
+        assert_eq!(names(&page), ["u03@example.com"]);
+        // A projection renders the tree and applies it.
+        let mut q = q;
+        q.projection = Projection::parse(None, Some("active")).unwrap();
+        let page = run(&snapshot, &q, base).unwrap();
+        assert!(!page.resources[0].is_text());
+        assert_eq!(names(&page), ["u03@example.com"]);
+        assert_eq!(page.resources[0].get("active"), None);
+        // The filter is still evaluated on what the index found.
+        let q = query(
+            Some(r#"userName eq "u03@example.com" and active eq true"#),
+            10,
+            Paging::Index,
+        );
+        assert!(reads_at_most_one(&q));
+        assert_eq!(run(&snapshot, &q, base).unwrap().resources.len(), 0);
+    }
+
+    #[test]
+    fn only_lookups_of_one_resource_without_a_groups_members_read_at_most_one() {
+        let at_most_one = |rt, filter: Option<&str>, excluded: Option<&str>| {
+            let mut q = query(filter, 10, Paging::Index);
+            q.rt = rt;
+            q.projection = Projection::parse(None, excluded).unwrap();
+            reads_at_most_one(&q)
+        };
+        let (user, group) = (Some(ResourceType::User), Some(ResourceType::Group));
+        assert!(at_most_one(user, Some(r#"id eq "a""#), None));
+        assert!(at_most_one(
+            user,
+            Some(r#"emails eq "e" and userName eq "a""#),
+            None
+        ));
+        assert!(at_most_one(group, Some(r#"id eq "g""#), Some("members")));
+        assert!(!at_most_one(group, Some(r#"id eq "g""#), None));
+        assert!(!at_most_one(user, Some(r#"emails eq "e""#), None));
+        assert!(!at_most_one(
+            user,
+            Some(r#"userName eq "a" or id eq "b""#),
+            None
+        ));
+        assert!(!at_most_one(user, Some(r#"title co "x""#), None));
+        assert!(!at_most_one(user, None, None));
+        assert!(!at_most_one(None, Some(r#"id eq "a""#), None));
     }
 
     #[test]

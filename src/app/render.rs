@@ -5,6 +5,8 @@
 //! render through here, so a different rendering (say, bytes cached per version)
 //! changes this file and not its callers. It knows neither HTTP nor redb.
 
+use std::sync::OnceLock;
+
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
@@ -28,40 +30,111 @@ const MEMBERS_PER_CHUNK: usize = 1000;
 #[derive(Debug, Clone)]
 pub(crate) struct Resource {
     pub(super) rt: ResourceType,
-    pub(super) full: Map<String, Value>,
+    body: Rendered,
+}
+
+/// A representation as a `Value` tree, or as the JSON text a read without a
+/// projection writes straight from the stored text (issue 10), parsed only if an
+/// edge asks for its members.
+#[derive(Debug, Clone)]
+enum Rendered {
+    Tree(Map<String, Value>),
+    Text {
+        id: String,
+        json: Vec<u8>,
+        tree: OnceLock<Map<String, Value>>,
+    },
 }
 
 impl Resource {
+    pub(super) fn tree(rt: ResourceType, full: Map<String, Value>) -> Resource {
+        Resource {
+            rt,
+            body: Rendered::Tree(full),
+        }
+    }
+
+    /// `json`: the representation's JSON text (an object), as `render_text` writes it.
+    pub(super) fn text(rt: ResourceType, id: String, json: Vec<u8>) -> Resource {
+        Resource {
+            rt,
+            body: Rendered::Text {
+                id,
+                json,
+                tree: OnceLock::new(),
+            },
+        }
+    }
+
     pub(crate) fn rt(&self) -> ResourceType {
         self.rt
     }
 
     /// The resource's `id`.
     pub(crate) fn id(&self) -> &str {
-        self.full.get("id").and_then(Value::as_str).unwrap_or("")
+        match &self.body {
+            Rendered::Tree(full) => full.get("id").and_then(Value::as_str).unwrap_or(""),
+            Rendered::Text { id, .. } => id,
+        }
     }
 
     /// The representation's top-level members.
     pub(crate) fn attributes(&self) -> &Map<String, Value> {
-        &self.full
+        match &self.body {
+            Rendered::Tree(full) => full,
+            Rendered::Text { json, tree, .. } => tree.get_or_init(|| parse_object(json)),
+        }
     }
 
     /// A top-level attribute of the representation (canonical name).
     pub(crate) fn get(&self, name: &str) -> Option<&Value> {
-        self.full.get(name)
+        self.attributes().get(name)
     }
 
     pub(crate) fn into_json(self) -> Value {
-        Value::Object(self.full)
+        Value::Object(self.into_map())
+    }
+
+    /// Whether the representation was written as text (not built as a tree).
+    #[cfg(test)]
+    pub(super) fn is_text(&self) -> bool {
+        matches!(self.body, Rendered::Text { .. })
+    }
+
+    /// Appends the representation's JSON text to `out`.
+    pub(crate) fn write_json(&self, out: &mut Vec<u8>) {
+        match &self.body {
+            // A Value always serializes.
+            Rendered::Tree(full) => {
+                let _ = serde_json::to_writer(&mut *out, full);
+            }
+            Rendered::Text { json, .. } => out.extend_from_slice(json),
+        }
+    }
+
+    fn into_map(self) -> Map<String, Value> {
+        match self.body {
+            Rendered::Tree(full) => full,
+            Rendered::Text { json, tree, .. } => {
+                tree.into_inner().unwrap_or_else(|| parse_object(&json))
+            }
+        }
     }
 
     /// Keeps what `projection` returns (RFC 7644 §3.9).
     pub(super) fn project(self, projection: &Projection) -> Resource {
-        Resource {
-            full: projection.apply(self.rt, self.full),
-            rt: self.rt,
+        if projection.returns_default() {
+            return self;
         }
+        let rt = self.rt;
+        Resource::tree(rt, projection.apply(rt, self.into_map()))
     }
+}
+
+/// The members of a JSON object written by `render_text` (always an object; an
+/// empty map if it were not).
+fn parse_object(json: &[u8]) -> Map<String, Value> {
+    serde_json::from_slice(json).unwrap_or_default()
 }
 
 /// The attribute that holds a resource's references: a group's `members`, a user's

@@ -203,8 +203,12 @@ impl AppState {
 }
 
 pub(crate) fn scim_json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
-    let body = serde_json::to_vec(value).unwrap_or_default();
-    let mut r = Response::new(Body::new(body));
+    scim_json_text(status, serde_json::to_vec(value).unwrap_or_default())
+}
+
+/// A SCIM response whose body is `json`, JSON text written by the caller.
+pub(crate) fn scim_json_text(status: StatusCode, json: Vec<u8>) -> Response<Body> {
+    let mut r = Response::new(Body::new(json));
     *r.status_mut() = status;
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(SCIM_CONTENT_TYPE));

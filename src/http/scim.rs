@@ -775,30 +775,46 @@ fn written_response(status: StatusCode, w: Written) -> Response<Body> {
 /// always, GET or POST `.search`, filtered or not: the table's length when
 /// unfiltered, else the matches the first page counted (`carried` by the cursor).
 fn list_response(page: Page, paging: &Paging, carried: Option<usize>) -> Response<Body> {
-    let resources: Vec<Value> = page.resources.into_iter().map(|r| r.into_json()).collect();
-    let mut body = serde_json::Map::new();
-    body.insert("schemas".into(), serde_json::json!([discovery::LIST_URN]));
+    // Written as text: resources read without a projection are JSON text already
+    // (issue 10). The members are in the order a `Map` of them would serialize.
+    let n = page.resources.len();
+    let mut body = Vec::with_capacity(160 + n * 1024);
+    body.extend_from_slice(b"{\"schemas\":[");
+    json_text(&mut body, discovery::LIST_URN);
+    body.push(b']');
     let cursor = matches!(paging, Paging::After(_));
-    let total = page.total.or(carried);
-    match total {
-        Some(total) => {
-            body.insert("totalResults".into(), total.into());
-        }
-        None if !cursor => {
-            body.insert("totalResults".into(), resources.len().into());
-        }
-        None => {}
+    let total = match page.total.or(carried) {
+        Some(total) => Some(total),
+        None if !cursor => Some(n),
+        None => None,
+    };
+    if let Some(total) = total {
+        body.extend_from_slice(format!(",\"totalResults\":{total}").as_bytes());
     }
-    body.insert("itemsPerPage".into(), resources.len().into());
+    body.extend_from_slice(format!(",\"itemsPerPage\":{n}").as_bytes());
     if cursor {
-        if let Some(next) = page.next_after {
-            body.insert("nextCursor".into(), Value::String(cursor_of(&next, total)));
+        if let Some(next) = &page.next_after {
+            body.extend_from_slice(b",\"nextCursor\":");
+            json_text(&mut body, &cursor_of(next, total));
         }
     } else {
-        body.insert("startIndex".into(), page.start_index.into());
+        body.extend_from_slice(format!(",\"startIndex\":{}", page.start_index).as_bytes());
     }
-    body.insert("Resources".into(), Value::Array(resources));
-    scim_json(StatusCode::OK, &Value::Object(body))
+    body.extend_from_slice(b",\"Resources\":[");
+    for (i, r) in page.resources.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        r.write_json(&mut body);
+    }
+    body.extend_from_slice(b"]}");
+    super::scim_json_text(StatusCode::OK, body)
+}
+
+/// Appends `s` as a JSON string.
+fn json_text(out: &mut Vec<u8>, s: &str) {
+    // Writing a string into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
 }
 
 /// The `nextCursor` (RFC 9865 §2) that continues after the resource `id`: opaque to

@@ -701,6 +701,17 @@ pub fn render_text(
     let text = |out: &mut Vec<u8>, s: &str| {
         let _ = serde_json::to_writer(&mut *out, s);
     };
+    // `{base}{endpoint}/{id}`, as `render` formats it, without the formatting
+    // machinery (a read writes one per reference).
+    let url = |out: &mut Vec<u8>, rt: ResourceType, id: &str| {
+        let endpoint = rt.endpoint();
+        let mut s = String::with_capacity(base.len() + endpoint.len() + 1 + id.len());
+        s.push_str(base);
+        s.push_str(endpoint);
+        s.push('/');
+        s.push_str(id);
+        text(out, &s);
+    };
     out.extend_from_slice(b"{\"schemas\":[");
     text(&mut out, rt.schema().id);
     for ext in rt.extensions() {
@@ -734,7 +745,7 @@ pub fn render_text(
             out.extend_from_slice(b"{\"value\":");
             text(&mut out, &r.id);
             out.extend_from_slice(b",\"$ref\":");
-            text(&mut out, &format!("{base}{}/{}", r.rt.endpoint(), r.id));
+            url(&mut out, r.rt, &r.id);
             if let Some(d) = &r.display {
                 out.extend_from_slice(b",\"display\":");
                 text(&mut out, d);
@@ -759,7 +770,7 @@ pub fn render_text(
     out.extend_from_slice(b",\"lastModified\":");
     text(&mut out, &meta.last_modified);
     out.extend_from_slice(b",\"location\":");
-    text(&mut out, &format!("{base}{}/{id}", rt.endpoint()));
+    url(&mut out, rt, id);
     out.extend_from_slice(b",\"version\":");
     text(&mut out, &meta.etag());
     out.extend_from_slice(b"}}");

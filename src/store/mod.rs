@@ -15,9 +15,8 @@ pub(crate) mod audit;
 mod health;
 mod migration;
 mod nesting;
-mod sparse;
+mod row;
 mod tables;
-mod text;
 mod tokens;
 mod traffic;
 mod upgrade;
@@ -52,9 +51,7 @@ use crate::scim::error::ScimError;
 use crate::scim::resource::{Attributes, Meta, Reference};
 use crate::scim::schema::{ResourceType, ENTERPRISE_USER_URN};
 use crate::scim::text::caseless;
-pub(crate) use text::StoredText;
-
-pub(crate) use sparse::RawResource;
+pub(crate) use row::{RawResource, StoredText};
 
 pub(crate) const SETTINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("settings");
 const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
@@ -1511,8 +1508,11 @@ fn representation_meta(
 ) -> StoreResult<Meta> {
     let mut meta = r.meta.clone();
     if rt == ResourceType::User {
-        let ms =
-            nesting::memberships(&txn.open_table(MEMBER_OF)?, &txn.open_table(GROUPS)?, &r.id)?;
+        let ms = nesting::memberships(
+            &txn.open_table(MEMBER_OF)?,
+            || Ok(txn.open_table(GROUPS)?),
+            &r.id,
+        )?;
         nesting::derive_user_meta(&mut meta, &ms);
     }
     Ok(meta)
@@ -1764,18 +1764,29 @@ impl Snapshot {
         id: &str,
         f: impl FnOnce(StoredText<'_>) -> StoreResult<T>,
     ) -> StoreResult<Option<T>> {
+        self.get_raw(rt, id, |raw| f(raw.text()?))
+    }
+
+    /// Reads one resource's row undecoded ([`RawResource`]) and hands it to `f`,
+    /// whose result is returned; `None` when it does not exist.
+    pub(crate) fn get_raw<T>(
+        &self,
+        rt: ResourceType,
+        id: &str,
+        f: impl FnOnce(RawResource<'_>) -> StoreResult<T>,
+    ) -> StoreResult<Option<T>> {
         let t = self.txn.open_table(table(rt))?;
         let Some(v) = t.get(id)? else {
             return Ok(None);
         };
-        f(text::parse(v.value())?).map(Some)
+        f(RawResource(v.value())).map(Some)
     }
 
     /// The groups a user belongs to, directly and through nested groups.
     fn memberships(&self, id: &str) -> StoreResult<Vec<nesting::Membership>> {
         nesting::memberships(
             &self.txn.open_table(MEMBER_OF)?,
-            &self.txn.open_table(GROUPS)?,
+            || Ok(self.txn.open_table(GROUPS)?),
             id,
         )
     }

@@ -55,12 +55,16 @@ impl GroupHead {
 }
 
 /// The groups `id` belongs to: direct ones first (in id order), then each level of
-/// nesting. `member_of` is the MEMBER_OF table, `groups` the GROUPS table.
-pub(super) fn memberships(
+/// nesting. `member_of` is the MEMBER_OF table; `open_groups` opens the GROUPS
+/// table, called only for a member of some group (most reads are of users in none,
+/// and opening a table is a lookup in redb's table tree: issue 10).
+pub(super) fn memberships<G: ReadableTable<&'static str, &'static [u8]>>(
     member_of: &impl ReadableTable<(&'static str, &'static str), ()>,
-    groups: &impl ReadableTable<&'static str, &'static [u8]>,
+    open_groups: impl FnOnce() -> StoreResult<G>,
     id: &str,
 ) -> StoreResult<Vec<Membership>> {
+    let mut open_groups = Some(open_groups);
+    let mut groups: Option<G> = None;
     let mut out: Vec<Membership> = Vec::new();
     let mut seen: HashSet<String> = HashSet::new();
     let mut level: Vec<String> = vec![id.to_owned()];
@@ -80,6 +84,12 @@ pub(super) fn memberships(
                     );
                     return Ok(out);
                 }
+                if let Some(open) = open_groups.take() {
+                    groups = Some(open()?);
+                }
+                let Some(groups) = &groups else {
+                    continue;
+                };
                 let Some(record) = groups.get(g.as_str())? else {
                     continue;
                 };

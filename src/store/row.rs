@@ -1,9 +1,12 @@
-//! A stored record read as text: its id and meta parsed, its attributes kept as the
-//! JSON text they are stored as, borrowed from the read, in stored order. Lets one
-//! resource be rendered straight to JSON text (`scim::resource::render_text`)
-//! instead of being parsed into a `serde_json::Value` tree, rebuilt and serialized
-//! again (issue 10). Knows the record's layout (`{"id", "meta", "attrs"}`, as
-//! `StoredResource` serializes) and nothing of rendering.
+//! A stored resource row (`RawResource`: the bytes of a resource table's value, a
+//! `StoredResource` serialized as `{"id", "meta", "attrs"}`) and its decodings: whole
+//! (`decode`), or as text (`StoredText`: `id` and `meta` parsed, each top-level
+//! attribute kept as the JSON text it is stored as, borrowed from the row, in stored
+//! order). The text form is the one partial decoding: a read renders it straight to
+//! JSON text (`scim::resource::render_text`) instead of building a
+//! `serde_json::Value` tree, rebuilding and serializing it again, and a scan or an
+//! index lookup parses from it only the attributes its filter and sort read
+//! (`StoredText::values_of`) (issue 10). Knows the row's layout and nothing of queries or rendering.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -11,8 +14,31 @@ use std::fmt;
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
+use serde_json::Value;
 
-use crate::scim::resource::{AttrText, Meta};
+use super::{StoreResult, StoredResource};
+use crate::scim::resource::{AttrText, Attributes, Meta};
+
+/// One row of a resource table, undecoded.
+#[derive(Clone, Copy)]
+pub(crate) struct RawResource<'a>(pub(super) &'a [u8]);
+
+impl<'a> RawResource<'a> {
+    /// The row's bytes: the resource as JSON (`{"id":…,"meta":…,"attrs":{…}}`).
+    pub(crate) fn bytes(&self) -> &'a [u8] {
+        self.0
+    }
+
+    /// The whole resource.
+    pub(crate) fn decode(&self) -> StoreResult<StoredResource> {
+        Ok(serde_json::from_slice(self.0)?)
+    }
+
+    /// The resource as text: `id` and `meta` parsed, the attributes borrowed.
+    pub(crate) fn text(&self) -> StoreResult<StoredText<'a>> {
+        Ok(parse(self.0)?)
+    }
+}
 
 /// A stored resource whose attributes are JSON text borrowed from its record.
 pub(crate) struct StoredText<'a> {
@@ -22,8 +48,25 @@ pub(crate) struct StoredText<'a> {
     pub attrs: Vec<AttrText<'a>>,
 }
 
+impl StoredText<'_> {
+    /// The attributes named in `keys` (compared ASCII-case-insensitively, as the
+    /// filter evaluator looks names up), parsed; the others are not.
+    pub(crate) fn values_of(&self, keys: &[&str]) -> StoreResult<Attributes> {
+        let mut out = Attributes::new();
+        for (k, v) in &self.attrs {
+            if keys.iter().any(|n| n.eq_ignore_ascii_case(k)) {
+                out.insert(
+                    k.as_ref().to_owned(),
+                    serde_json::from_str::<Value>(v.get())?,
+                );
+            }
+        }
+        Ok(out)
+    }
+}
+
 /// Parses a record's bytes (as written from a `StoredResource`).
-pub(super) fn parse(record: &[u8]) -> serde_json::Result<StoredText<'_>> {
+fn parse(record: &[u8]) -> serde_json::Result<StoredText<'_>> {
     #[derive(Deserialize)]
     struct Record<'a> {
         id: String,
@@ -195,5 +238,45 @@ mod tests {
             render_text(ResourceType::User, "x", &t.attrs, &meta, None, "b"),
             None
         );
+    }
+
+    fn row() -> Vec<u8> {
+        serde_json::to_vec(&json!({
+            "id": "u1",
+            "meta": {"created": "2026-01-01T00:00:00Z", "lastModified": "2026-01-02T00:00:00Z", "version": 3},
+            "attrs": {
+                "userName": "bjensen",
+                "title": "Tour \"Guide\"",
+                "name": {"givenName": "Barbara"},
+                "emails": [{"value": "b@x.org"}],
+                "TITLE": "second spelling"
+            }
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn values_of_keeps_the_named_attributes_in_any_case_and_the_text_the_whole_meta() {
+        let raw = row();
+        let whole = RawResource(&raw).decode().unwrap();
+        let text = RawResource(&raw).text().unwrap();
+        let sparse = text.values_of(&["title", "emails"]).unwrap();
+        assert_eq!(text.id, whole.id);
+        assert_eq!(text.meta, whole.meta);
+        let kept: Vec<&str> = sparse.keys().map(String::as_str).collect();
+        assert_eq!(kept, ["title", "emails", "TITLE"]);
+        assert_eq!(sparse["title"], whole.attrs["title"]);
+        assert_eq!(sparse["emails"], whole.attrs["emails"]);
+        assert_eq!(sparse["TITLE"], whole.attrs["TITLE"]);
+    }
+
+    #[test]
+    fn reading_as_text_refuses_a_damaged_row() {
+        let raw = row();
+        assert!(RawResource(&raw[..raw.len() - 1]).text().is_err());
+        assert!(RawResource(br#"{"id":"u1","attrs":{}}"#).text().is_err());
+        assert!(RawResource(b"{\"id\":\"u\xff\",\"meta\":{},\"attrs\":{}}")
+            .text()
+            .is_err());
     }
 }
