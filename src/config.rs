@@ -884,8 +884,11 @@ pub(crate) fn read_file(path: &Path) -> Result<Settings> {
 /// Applies the settings that only the environment gives (`SCIMBRIDGE_METRICS_TOKEN`)
 /// over the file's.
 pub(crate) fn apply_environment(s: &mut Settings) {
+    // Set but empty counts as unset, as for every SCIMBRIDGE_* variable (`cli::command`).
     if let Ok(token) = std::env::var(METRICS_TOKEN_ENV) {
-        s.metrics.token = Some(Secret::new(token));
+        if !token.is_empty() {
+            s.metrics.token = Some(Secret::new(token));
+        }
     }
 }
 

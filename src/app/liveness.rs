@@ -4,10 +4,13 @@
 //! per request), handed to the store by the token-use flusher every 30 s and loaded
 //! back at start, so a restart does not zero them. Decides the per-token warnings:
 //! failing requests, the quiet-time alarm, expiry. Memory and metric series are
-//! bounded by the issued tokens: only authenticated tokens (and an expired token's
-//! refused requests) are counted. A revoked token keeps its past hours, so the
-//! dashboard's chart still shows the traffic that happened (a row stops growing
-//! once its token can no longer authenticate; `/metrics` drops its series).
+//! bounded by the issued tokens: only authenticated tokens, and the refused requests
+//! of a revoked or expired token's secret (the ones an admin must hear about), are
+//! counted per token. A revoked token keeps its past hours, so the dashboard's chart
+//! still shows the traffic that happened (`/metrics` drops its series). A request
+//! whose secret no token has (or with no token at all) counts in one row of its
+//! own, in memory only like the turned-away list below, so that the dashboard's
+//! chart holds every request the turned-away list counts.
 //!
 //! Also keeps the requests turned away before any token could be counted (`TurnedAway`):
 //! a token that is not valid (401) and the limiter's refusals (429), per minute over
@@ -44,6 +47,10 @@ struct Tracked {
 /// Every counted token's traffic (token id → counts), and the requests turned away.
 pub(crate) struct Liveness {
     tokens: Mutex<HashMap<String, Tracked>>,
+    /// Requests whose secret no token has, or without a token (401, or 429 once the
+    /// address is throttled): the chart's "no recognised token" row. Not stored: a
+    /// restart starts it from zero, as the turned-away list.
+    unrecognised: Mutex<TokenTraffic>,
     /// Requests with a token that is not valid (401, or 429 once the address is
     /// throttled for failing).
     invalid: Mutex<TurnedAwayLog>,
@@ -148,6 +155,7 @@ impl Liveness {
             .collect();
         Liveness {
             tokens: Mutex::new(tokens),
+            unrecognised: Mutex::new(TokenTraffic::default()),
             invalid: Mutex::new(TurnedAwayLog::default()),
             throttled: Mutex::new(TurnedAwayLog::default()),
         }
@@ -184,6 +192,22 @@ impl Liveness {
             });
             t.traffic.count(status, reason, now);
             t.dirty = true;
+        }
+    }
+
+    /// Counts one answered request whose secret no token has (or that had none).
+    pub(crate) fn count_unrecognised(&self, status: u16, now: Timestamp) {
+        if let Ok(mut t) = self.unrecognised.lock() {
+            t.count(status, None, now);
+        }
+    }
+
+    /// The requests with no recognised token in the chart's `WINDOW_HOURS` clock
+    /// hours ending with the one holding `now`, oldest first.
+    pub(crate) fn unrecognised_hourly(&self, now: Timestamp) -> Vec<OutcomeCounts> {
+        match self.unrecognised.lock() {
+            Ok(t) => window_hours(&t, now),
+            Err(_) => vec![OutcomeCounts::default(); WINDOW_HOURS as usize],
         }
     }
 
@@ -286,7 +310,8 @@ pub(crate) struct TokenLiveness {
 }
 
 /// Assesses one token at `now`. Revoked tokens keep their past hours' counts (the
-/// chart shows what happened) and get no warnings.
+/// chart shows what happened, and their secret's refused requests since) and get no
+/// warnings.
 ///
 /// Rules (issue 14 point 5), each a `TokenWarning`:
 /// - **failing**: the last `STREAK` (5) requests all failed (status ≥ 400), or in
@@ -306,17 +331,7 @@ pub(crate) fn assess(
 ) -> TokenLiveness {
     let traffic = traffic.unwrap_or_default();
     let revoked = token.state == TokenState::Revoked;
-    let end = hour_of(now);
-    let hourly: Vec<OutcomeCounts> = (end - WINDOW_HOURS + 1..=end)
-        .map(|h| {
-            traffic
-                .hours
-                .iter()
-                .find(|b| b.hour == h)
-                .map(|b| b.counts)
-                .unwrap_or_default()
-        })
-        .collect();
+    let hourly = window_hours(&traffic, now);
     let mut warnings = Vec::new();
     let recent = traffic.window(now, 2);
     if !revoked
@@ -359,6 +374,22 @@ pub(crate) fn assess(
         traffic,
         warnings,
     }
+}
+
+/// The counts of the `WINDOW_HOURS` clock hours ending with the one holding `now`,
+/// oldest first (an hour without requests: zero).
+fn window_hours(traffic: &TokenTraffic, now: Timestamp) -> Vec<OutcomeCounts> {
+    let end = hour_of(now);
+    (end - WINDOW_HOURS + 1..=end)
+        .map(|h| {
+            traffic
+                .hours
+                .iter()
+                .find(|b| b.hour == h)
+                .map(|b| b.counts)
+                .unwrap_or_default()
+        })
+        .collect()
 }
 
 /// The hourly counts of several tokens added up (the dashboard's chart).

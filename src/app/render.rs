@@ -147,7 +147,7 @@ pub(super) fn refs_attr(rt: ResourceType) -> &'static str {
 }
 
 /// Renders a stored resource, with its references when `with_refs`, and the meta
-/// its representation has (a user's version and lastModified follow its groups).
+/// its representation has (a user's version follows its groups).
 pub(super) fn render(
     snapshot: &Snapshot,
     rt: ResourceType,

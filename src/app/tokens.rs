@@ -60,7 +60,7 @@ impl TokenInfo {
 /// What `token issue` asks for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct IssueRequest {
-    /// 1 to 100 printable characters (trimmed), unique among active tokens.
+    /// `token_name`'s rule (trimmed), unique among active tokens.
     pub name: String,
     pub scope: Scope,
     /// Days until the token expires (at most `MAX_TOKEN_DAYS`); `None`: never.
@@ -80,7 +80,11 @@ pub(crate) struct IssuedToken {
 /// Why a token operation was refused.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum TokenError {
-    #[error("the token name must be 1 to {MAX_NAME_BYTES} printable characters")]
+    #[error(
+        "a token name is 1 to {MAX_NAME_BYTES} letters, digits and . _ - @, starting with a \
+         letter or digit, e.g. entra-prod (no spaces: the name is typed as a command-line \
+         argument and written into log lines)"
+    )]
     InvalidName,
     /// `--expires-in 0` would print a secret that is expired already (the trial).
     #[error("a token's lifetime must be 1 to {MAX_TOKEN_DAYS} days, or none (it never expires)")]
@@ -99,6 +103,27 @@ pub(crate) enum TokenError {
     Store(#[from] StoreError),
 }
 
+/// A new token's name as stored: trimmed, then 1 to `MAX_NAME_BYTES` ASCII letters,
+/// digits and `. _ - @`, starting with a letter or digit, case kept. The name is an
+/// argument of `token rotate|revoke NAME` (no space to quote, no leading `-` to read
+/// as a flag) and a field of log lines and metric labels. Checked only when a token
+/// is issued: a token named before this rule (issue 14's trial had "entra id") keeps
+/// its name and keeps working, and `token rotate` keeps the name it has.
+pub(crate) fn token_name(raw: &str) -> Result<String, TokenError> {
+    let name = raw.trim();
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME_BYTES
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'));
+    if ok {
+        Ok(name.to_owned())
+    } else {
+        Err(TokenError::InvalidName)
+    }
+}
+
 /// Issues a token: checks the name and expiry, generates 256 random bits, stores
 /// the record with the secret's SHA-256.
 pub(crate) async fn issue(
@@ -106,10 +131,7 @@ pub(crate) async fn issue(
     req: IssueRequest,
     now: Timestamp,
 ) -> Result<IssuedToken, TokenError> {
-    let name = req.name.trim().to_owned();
-    if name.is_empty() || name.len() > MAX_NAME_BYTES || name.chars().any(char::is_control) {
-        return Err(TokenError::InvalidName);
-    }
+    let name = token_name(&req.name)?;
     if req
         .expires_in_days
         .is_some_and(|d| d == 0 || d > MAX_TOKEN_DAYS)
@@ -203,6 +225,17 @@ pub(crate) async fn revoke(
     Ok(records.into_iter().map(|r| TokenInfo::at(r, now)).collect())
 }
 
+/// The audit action of a revocation: `token.revoke_superseded` for a secret that a
+/// rotation had superseded (`token revoke NAME --superseded`, or its Revoke button),
+/// `token.revoke` for a token revoked outright.
+pub(crate) fn revoke_action(revoked: &TokenInfo) -> &'static str {
+    if revoked.superseded.is_some() {
+        "token.revoke_superseded"
+    } else {
+        "token.revoke"
+    }
+}
+
 /// `token rotate NAME`: issues a successor under the same name, with the same scope
 /// and the same lifetime from now (none if the old one had none); the old secret
 /// stays valid, shown as superseded, until it is revoked, never automatically (the
@@ -267,7 +300,18 @@ mod tests {
     #[tokio::test]
     async fn names_and_lifetimes_follow_the_rules() {
         let (_d, s) = store();
-        for bad in ["", "   ", "a\u{7}b", &"x".repeat(101)] {
+        for bad in [
+            "",
+            "   ",
+            "a\u{7}b",
+            &"x".repeat(101),
+            "entra id",
+            "-x",
+            ".hidden",
+            "okta\"prod",
+            "é",
+            "a/b",
+        ] {
             let e = issue(&s, req(bad, None), at("2024-05-01T10:00:00Z"))
                 .await
                 .unwrap_err();
@@ -282,6 +326,9 @@ mod tests {
                 "a token's lifetime must be 1 to 3650 days, or none (it never expires)",
                 "{days}"
             );
+        }
+        for good in ["Entra-Prod_2", "okta@example.com", "a", &"x".repeat(100)] {
+            assert_eq!(token_name(good).unwrap(), good);
         }
         let t = issue(&s, req("  idp ", Some(1)), at("2024-05-01T10:00:00Z"))
             .await

@@ -1,13 +1,16 @@
 //! `admin add|remove|reset-password|list`: the admin page's named accounts. `add`
 //! and `reset-password` print a one-time link (valid an hour) that sets the
-//! account's password, alone on stdout, with its explanation on stderr.
+//! account's password, alone on stdout, with its explanation on stderr. `remove`
+//! asks first when stdin is a terminal (as `token revoke` does; `--yes` skips it).
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::Result;
 
 use super::local::{request, unexpected};
 use super::AdminCommand;
+use super::{confirmed, shell_word};
 use crate::app::admin::{AccountInfo, SetupLink};
 use crate::config::Config;
 use crate::control::wire::{Reply, Request};
@@ -24,7 +27,17 @@ pub(super) fn run(cfg: &Config, cmd: &AdminCommand) -> Result<ExitCode> {
             );
             print_link(&setup);
         }
-        AdminCommand::Remove { name } => {
+        AdminCommand::Remove { name, yes } => {
+            // Only a person at a terminal is asked; scripts stay non-interactive.
+            let question = format!(
+                "Remove the admin account \"{name}\"? It can no longer sign in and its \
+                 sessions end (`scimbridge admin add {}` makes it again, with a new password). [y/N] ",
+                shell_word(name)
+            );
+            if !*yes && std::io::stdin().is_terminal() && !confirmed(&question)? {
+                eprintln!("not removed");
+                return Ok(ExitCode::FAILURE);
+            }
             let req = Request::AdminRemove { name: name.clone() };
             let gone = match request(cfg, req, &mut |_| {})? {
                 Reply::AdminRemoved(a) => a,

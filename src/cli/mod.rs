@@ -86,8 +86,13 @@ pub(crate) enum AdminCommand {
         name: String,
     },
     /// Remove an admin account; its sessions end. The last account that can sign in
-    /// cannot be removed.
-    Remove { name: String },
+    /// cannot be removed. Asks first when stdin is a terminal.
+    Remove {
+        name: String,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
     /// Print a one-time link (valid for an hour) to set a new password for NAME (may
     /// be left out when there is one account); a current password keeps working
     /// until the new one is set, then the account's sessions end. An account that
@@ -327,7 +332,59 @@ impl Cli {
     }
 }
 
-/// Runs the command that `matches` (from `Cli::command()`) names. The exit code is
+/// The command line as `main` parses it: [`Cli`], with every `SCIMBRIDGE_*`
+/// variable that is set but empty taken as unset. clap would take the empty value
+/// and refuse it, even next to the flag (`SCIMBRIDGE_DATA_DIR= scimbridge token list
+/// --data-dir D` failed in the trial); a flag always wins over its variable.
+pub fn command() -> clap::Command {
+    fn unset_empty(cmd: clap::Command) -> clap::Command {
+        cmd.mut_args(|a| {
+            let empty = a
+                .get_env()
+                .and_then(std::env::var_os)
+                .is_some_and(|v| v.is_empty());
+            if empty {
+                a.env(None::<&'static str>)
+            } else {
+                a
+            }
+        })
+        .mut_subcommands(unset_empty)
+    }
+    unset_empty(<Cli as clap::CommandFactory>::command())
+}
+
+/// Asks a person at the terminal `question` (ending in "[y/N] ") on stderr; true
+/// for "y" or "yes". Destructive commands (`token revoke`, `admin remove`) ask only
+/// when stdin is a terminal and not with `--yes`, so scripts stay non-interactive.
+pub(super) fn confirmed(question: &str) -> Result<bool> {
+    use std::io::Write;
+    eprint!("{question}");
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    Ok(matches!(
+        answer.trim().to_ascii_lowercase().as_str(),
+        "y" | "yes"
+    ))
+}
+
+/// `NAME` as a shell user would type it back: quoted when it holds anything but
+/// letters, digits and `. _ - @` (a token named before names had rules may hold a
+/// space).
+pub(super) fn shell_word(name: &str) -> String {
+    let plain = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'));
+    if plain {
+        name.to_owned()
+    } else {
+        format!("'{}'", name.replace('\'', "'\\''"))
+    }
+}
+
+/// Runs the command that `matches` (from [`command`]) names. The exit code is
 /// 0, or 2 when a report found a problem (`migrate check` blockers, `migrate verify`
 /// differences); errors are printed by `main` (exit code 1).
 pub fn run(matches: &ArgMatches) -> Result<ExitCode> {

@@ -4,14 +4,14 @@
 //! (`issue --quiet` leaves the explanation out);
 //! `revoke` asks first only when stdin is a terminal.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::Result;
 
 use super::local::{request, request_quietly, unexpected};
-use super::TokenCommand;
-use crate::app::tokens::{IssueRequest, TokenInfo};
+use super::{confirmed, shell_word, TokenCommand};
+use crate::app::tokens::{IssueRequest, TokenInfo, TokenState};
 use crate::config::Config;
 use crate::control::wire::{Reply, Request};
 use crate::store::Scope;
@@ -68,18 +68,16 @@ pub(super) fn run(cfg: &Config, cmd: &TokenCommand) -> Result<ExitCode> {
                 Reply::TokenRotated(r) => r,
                 other => return Err(unexpected(other)),
             };
+            let expiring = r
+                .new
+                .token
+                .expires
+                .map(|e| format!(", expiring {e}"))
+                .unwrap_or_default();
             eprintln!(
-                "Issued a successor of the token \"{}\"{}. Copy it now: it is shown only once. \
-                 The old secret keeps working (superseded, last used {}) until you revoke it: \
-                 scimbridge token revoke {} --superseded",
+                "Issued a successor of the token \"{}\"{expiring}. Copy it now: it is shown only once. {}",
                 r.new.token.name,
-                r.new
-                    .token
-                    .expires
-                    .map(|e| format!(", expiring {e}"))
-                    .unwrap_or_default(),
-                r.old.last_used.map_or("never".into(), |t| t.to_string()),
-                r.old.name
+                old_secret(&r.old)
             );
             // The one other place the CLI shows a secret: the successor just issued.
             println!("{}", r.new.secret.expose());
@@ -90,7 +88,10 @@ pub(super) fn run(cfg: &Config, cmd: &TokenCommand) -> Result<ExitCode> {
             yes,
         } => {
             // Only a person at a terminal is asked; scripts stay non-interactive.
-            if !*yes && std::io::stdin().is_terminal() && !confirmed(name, *superseded)? {
+            if !*yes
+                && std::io::stdin().is_terminal()
+                && !confirmed(&revoke_question(name, *superseded))?
+            {
                 eprintln!("not revoked");
                 return Ok(ExitCode::FAILURE);
             }
@@ -119,25 +120,39 @@ pub(super) fn run(cfg: &Config, cmd: &TokenCommand) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Asks on the terminal whether to revoke `name`; true for "y" or "yes".
-fn confirmed(name: &str, superseded: bool) -> Result<bool> {
+/// What happens to the old secret after `token rotate`, in one sentence: a secret
+/// that had expired stays refused (the trial was told it "keeps working"); one that
+/// had not keeps working until it is revoked.
+fn old_secret(old: &TokenInfo) -> String {
+    let last_used = old.last_used.map_or("never".into(), |t| t.to_string());
+    match (old.state, old.expires) {
+        (TokenState::Expired, Some(expired)) => format!(
+            "The old secret expired at {expired} and stays refused (401; last used {last_used}): \
+             paste the new one into the identity provider. It needs no revoking."
+        ),
+        _ => format!(
+            "The old secret keeps working (superseded, last used {last_used}{}) until you revoke it: \
+             scimbridge token revoke {} --superseded",
+            old.expires
+                .map(|e| format!(", expiring {e}"))
+                .unwrap_or_default(),
+            shell_word(&old.name)
+        ),
+    }
+}
+
+/// The question before `token revoke` at a terminal.
+fn revoke_question(name: &str, superseded: bool) -> String {
     if superseded {
-        eprint!(
+        format!(
             "Revoke the superseded secrets of the token \"{name}\"? An identity provider \
              still using one stops provisioning. [y/N] "
-        );
+        )
     } else {
-        eprint!(
+        format!(
             "Revoke the token \"{name}\"? The identity provider using it stops provisioning. [y/N] "
-        );
+        )
     }
-    std::io::stderr().flush()?;
-    let mut answer = String::new();
-    std::io::stdin().read_line(&mut answer)?;
-    Ok(matches!(
-        answer.trim().to_ascii_lowercase().as_str(),
-        "y" | "yes"
-    ))
 }
 
 /// `token list` for a terminal.

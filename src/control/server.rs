@@ -75,10 +75,30 @@ pub(crate) async fn execute(
     let entry = audit_entry(&req);
     let result = run(app, req, progress).await;
     if let Some(entry) = entry {
-        app.audit(caller, entry.outcome_as(&result, ExecError::audit_outcome))
-            .await;
+        for entry in audit_entries(entry, &result) {
+            app.audit(caller, entry).await;
+        }
     }
     result
+}
+
+/// The audit entries of a request's outcome: a refusal or failure as asked; a token revoked or
+/// rotated named by what the store changed (its name and id, whichever the command
+/// was given: the trial's `token revoke ID` read as the bare id), one entry per secret
+/// revoked, a superseded one as `token.revoke_superseded`.
+fn audit_entries(entry: Entry, result: &Result<Reply, ExecError>) -> Vec<Entry> {
+    let token = |action: &str, t: &tokens::TokenInfo| {
+        Entry::new(action).on("Token", Some(&t.id), Some(&t.name))
+    };
+    match result {
+        Ok(Reply::TokenRevoked(revoked)) => revoked
+            .iter()
+            .map(|t| token(tokens::revoke_action(t), t))
+            .collect(),
+        Ok(Reply::TokenRotated(r)) => vec![token("token.rotate", &r.old)],
+        Ok(Reply::TokenIssued(t)) => vec![token("token.issue", &t.token)],
+        _ => vec![entry.outcome_as(result, ExecError::audit_outcome)],
+    }
 }
 
 /// The audit entry of a request that changes something; `None` for reads.

@@ -127,14 +127,27 @@ pub(crate) async fn handle(
     // recognised; why authentication failed, when it did.
     let mut token = None;
     let mut failure = None;
-    let (response, reason) = match handle_inner(state, req, rest, (&mut token, &mut failure)).await
-    {
+    // The name a refused create asked for (the audit names it).
+    let mut attempted = None;
+    let sender = (&mut token, &mut failure, &mut attempted);
+    let (response, reason) = match handle_inner(state, req, rest, sender).await {
         Ok(r) => {
             let reason = (r.status() == StatusCode::TOO_MANY_REQUESTS)
                 .then(|| "throttled: too many requests in progress".to_owned());
             (r, reason)
         }
-        Err(e) => (scim_error(&e), Some(e.detail)),
+        // The client learns only "invalid"; the admin learns whose secret it was.
+        Err(e) => match &failure {
+            Some(AuthFailure::Revoked { name, .. }) => (
+                scim_error(&e),
+                Some(format!("the secret of the revoked token \"{name}\"")),
+            ),
+            Some(AuthFailure::Expired { name, .. }) => (
+                scim_error(&e),
+                Some(format!("the secret of the expired token \"{name}\"")),
+            ),
+            _ => (scim_error(&e), Some(e.detail)),
+        },
     };
     let status = response.status().as_u16();
     let now = Timestamp::now();
@@ -153,6 +166,11 @@ pub(crate) async fn handle(
         state.app.liveness.turned_away(why, client, now);
     }
     if let Some(why) = failure {
+        // A secret no token has is counted apart, so that the dashboard's chart
+        // holds every request (a recognised one counted for its token above).
+        if token_name.is_none() {
+            state.app.liveness.count_unrecognised(status, now);
+        }
         state
             .app
             .liveness
@@ -167,7 +185,9 @@ pub(crate) async fn handle(
         &response,
     );
     if writes {
-        audit_write(state, &seen, path_target.map(|(rt, _)| rt), name_before);
+        // A create that was refused never got an id to look its name up by.
+        let name = name_before.or(attempted.filter(|_| seen.id.is_none()));
+        audit_write(state, &seen, path_target.map(|(rt, _)| rt), name);
     } else if let Some(why) = &seen.reason {
         tracing::info!(
             token = ?seen.token,
@@ -236,18 +256,28 @@ fn turned_away(why: AuthFailure) -> crate::app::liveness::TurnedAway {
     }
 }
 
-/// The token of a request (id, name) and why it was not authenticated, as
-/// `handle_inner` finds them.
+/// The token of a request (id, name), why it was not authenticated, and the name
+/// a refused create asked for, as `handle_inner` finds them.
 type Sender<'a> = (
     &'a mut Option<(String, String)>,
     &'a mut Option<AuthFailure>,
+    &'a mut Option<String>,
 );
+
+/// The name a create body asks for: a user's `userName`, a group's `displayName`.
+fn asked_name(rt: ResourceType, body: &Value) -> Option<String> {
+    let attr = match rt {
+        ResourceType::User => "userName",
+        ResourceType::Group => "displayName",
+    };
+    body.get(attr).and_then(Value::as_str).map(str::to_owned)
+}
 
 async fn handle_inner(
     state: &Arc<AppState>,
     req: Request<RequestBody>,
     rest: &str,
-    (token, failure): Sender<'_>,
+    (token, failure, attempted): Sender<'_>,
 ) -> Handled {
     let principal = match admit(state, &req, (token, failure)) {
         Ok(p) => p,
@@ -269,7 +299,19 @@ async fn handle_inner(
     // Scope and the cut-over gate are decided by the parsed route, not by how the
     // path ends.
     if ScimRoute::parse(&method, &segments).writes() {
-        write_gate(state, &principal)?;
+        if let Err(e) = write_gate(state, &principal) {
+            // A refused create is audited with the name it asked for (the trial's
+            // 403 rows named nothing): read its body, bounded as any, on refusal only.
+            if let (&Method::POST, [collection]) = (&method, segments.as_slice()) {
+                if let Some(rt) = resource_type_of(collection) {
+                    let limit = state.app.config.limits.max_body_bytes;
+                    if let Ok(body) = read_json(req, limit).await {
+                        *attempted = asked_name(rt, &body);
+                    }
+                }
+            }
+            return Err(e);
+        }
     }
     let base = state.scim_base();
     let params = query_params(&req);
@@ -281,7 +323,9 @@ async fn handle_inner(
             params: &params,
             base: &base,
         };
-        return endpoint.handle(req, method, &segments[1..]).await;
+        return endpoint
+            .handle(req, method, &segments[1..], attempted)
+            .await;
     }
     let service = ServiceEndpoint {
         state,
@@ -298,12 +342,12 @@ async fn handle_inner(
 /// token (each failure counted in /metrics and logged with the client address;
 /// repeated failures from one address are throttled with 429), 429 when the
 /// token already has its limit of requests in progress. Sets `token` as soon as it
-/// is known (an expired secret's token included, so its refusals count for it) and
-/// `failure` when authentication failed.
+/// is known (a revoked or expired secret's token included, so its refusals count
+/// for it and are named) and `failure` when authentication failed.
 fn admit(
     state: &Arc<AppState>,
     req: &Request<RequestBody>,
-    (token, failure): Sender<'_>,
+    (token, failure): (&mut Option<(String, String)>, &mut Option<AuthFailure>),
 ) -> Result<Principal, Refusal> {
     let now = Timestamp::now();
     let header = req
@@ -318,18 +362,27 @@ fn admit(
         Err(why) => {
             state.metrics.auth_failure(why.as_str());
             let reason = why.as_str();
-            if let AuthFailure::Expired { id, name } = &why {
-                *token = Some((id.clone(), name.clone()));
-            }
+            // A recognised secret (revoked or expired) names its token: its refusals
+            // count for it, and the dashboard and the log say which token an
+            // identity provider still sends (its name only, never the secret).
+            let named = match &why {
+                AuthFailure::Revoked { id, name } | AuthFailure::Expired { id, name } => {
+                    *token = Some((id.clone(), name.clone()));
+                    Some(name.clone())
+                }
+                _ => None,
+            };
             *failure = Some(why);
+            // `None` leaves the field out of the line.
+            let named = named.as_deref();
             // Only failures are throttled: a valid token is never refused for its
             // address (identity providers share theirs).
             let limiter = &state.app.limiter;
             if let Err(t) = limiter.auth_failed(client, std::time::Instant::now()) {
-                tracing::debug!(client = %client, reason, "SCIM authentication failed (throttled)");
+                tracing::debug!(client = %client, reason, token = named, "SCIM authentication failed (throttled)");
                 return Err(Refusal::Throttled(t));
             }
-            tracing::warn!(client = %client, reason, "SCIM authentication failed");
+            tracing::warn!(client = %client, reason, token = named, "SCIM authentication failed");
             return Err(Refusal::Error(ScimError::new(
                 401,
                 None,
@@ -540,7 +593,15 @@ struct ResourceEndpoint<'a> {
 }
 
 impl ResourceEndpoint<'_> {
-    async fn handle(&self, req: Request<RequestBody>, method: Method, tail: &[&str]) -> Handled {
+    /// Handles the request; `attempted` gets the name a create asked for, which the
+    /// audit shows when the create is refused (409 `uniqueness`).
+    async fn handle(
+        &self,
+        req: Request<RequestBody>,
+        method: Method,
+        tail: &[&str],
+        attempted: &mut Option<String>,
+    ) -> Handled {
         let rt = self.rt;
         let limit = self.state.app.config.limits.max_body_bytes;
         let target = |id: &str, req: &Request<RequestBody>| Target {
@@ -561,9 +622,11 @@ impl ResourceEndpoint<'_> {
             }
             (Method::POST, []) => {
                 let reply = Reply::Representation(projection(self.params)?);
+                let resource = read_json(req, limit).await?;
+                *attempted = asked_name(rt, &resource);
                 Operation::Create {
                     rt,
-                    resource: read_json(req, limit).await?,
+                    resource,
                     reply,
                 }
             }

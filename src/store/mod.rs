@@ -1499,8 +1499,8 @@ fn check_if_match(current: &Meta, if_match: Option<&str>) -> StoreResult<()> {
     }
 }
 
-/// The resource's meta as its representation has it: a user's version and
-/// lastModified include its groups' (see `nesting.rs`).
+/// The resource's meta as its representation has it: a user's version includes its
+/// groups' (see `nesting.rs`).
 fn representation_meta(
     txn: &WriteTransaction,
     rt: ResourceType,
@@ -1609,10 +1609,11 @@ fn update_in(
     if rt == ResourceType::Group {
         for m in &to_remove {
             // The former member's own representation changed (a user's `groups`, or
-            // the users of a nested group): its version moves, so lastModified and
-            // ETags never go back to what they were before it joined.
+            // the users of a nested group): its version moves, so ETags never go back
+            // to what they were before it joined. Its lastModified stays: `groups`
+            // is derived, not the member's own data (docs/ARCHITECTURE.md).
             if let Some(mrt) = remove_member(txn, id, m)? {
-                touch(txn, mrt, m, now)?;
+                bump_version(txn, mrt, m)?;
             }
         }
         for (m, mrt, display) in &to_add {
@@ -1671,6 +1672,16 @@ fn touch(txn: &WriteTransaction, rt: ResourceType, id: &str, now: Timestamp) -> 
     Ok(())
 }
 
+/// Bumps a member's version after it left a group (its derived `groups` changed):
+/// its ETag moves, its lastModified, the time of its own last change, does not.
+fn bump_version(txn: &WriteTransaction, rt: ResourceType, id: &str) -> StoreResult<()> {
+    if let Some(mut r) = get_in(txn, rt, id)? {
+        r.meta.version += 1;
+        put_in(txn, rt, &r)?;
+    }
+    Ok(())
+}
+
 fn delete_in(
     txn: &WriteTransaction,
     target: &Target,
@@ -1713,7 +1724,7 @@ fn delete_in(
         let members = member_rows(&txn.open_table(MEMBERS)?, id)?;
         for (member, mrt, _) in members {
             remove_member(txn, id, &member)?;
-            touch(txn, mrt, &member, now)?;
+            bump_version(txn, mrt, &member)?;
         }
     }
     append_event(txn, actor, now, EventOp::Delete, rt, id)?;
@@ -1792,7 +1803,7 @@ impl Snapshot {
     }
 
     /// Gives a resource read from this snapshot the meta its representation has: a
-    /// user's version and lastModified also follow its groups (direct and indirect).
+    /// user's version also follows its groups (direct and indirect).
     pub(crate) fn derive_meta(&self, rt: ResourceType, r: &mut StoredResource) -> StoreResult<()> {
         if rt == ResourceType::User {
             let ms = self.memberships(&r.id)?;

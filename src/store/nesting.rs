@@ -117,9 +117,11 @@ pub(super) fn references(ms: &[Membership]) -> Vec<Reference> {
 }
 
 /// A user's representation changes when it does or when any of its groups does (a
-/// group's version moves on rename, membership change and deletion of a member): the
-/// ETag carries a digest of the groups' ids and versions and `lastModified` is the
-/// latest of them all.
+/// group's version moves on rename, membership change and deletion of a member):
+/// the ETag carries a digest of the groups' ids and versions. `lastModified` stays
+/// the user's own (RFC 7643 §3.1: when the resource was last modified; `groups` is
+/// read-only and derived from the groups, whose own lastModified moves), so a GET,
+/// a list, a filter on `meta.lastModified` and an export all read the same time.
 pub(super) fn derive_user_meta(meta: &mut Meta, ms: &[Membership]) {
     if ms.is_empty() {
         meta.groups_tag = None;
@@ -137,26 +139,6 @@ pub(super) fn derive_user_meta(meta: &mut Meta, ms: &[Membership]) {
         h.write(&version.to_le_bytes());
     }
     meta.groups_tag = Some(h.0);
-    // lastModified: the latest of the user's and its groups'. Every stored time was
-    // written by the server as RFC 3339; one that is not is skipped, not an error
-    // that would make the user unreadable.
-    let parse = |s: &str| {
-        time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
-    };
-    let mut latest = parse(&meta.last_modified);
-    let mut latest_text = None;
-    for m in ms {
-        let Some(t) = parse(&m.group.meta.last_modified) else {
-            continue;
-        };
-        if latest.is_none_or(|l| t > l) {
-            latest = Some(t);
-            latest_text = Some(&m.group.meta.last_modified);
-        }
-    }
-    if let Some(t) = latest_text {
-        meta.last_modified = t.clone();
-    }
 }
 
 /// FNV-1a, 64 bits: a stable digest (the same on every run and release, unlike the

@@ -297,3 +297,66 @@ fn activity_sorts_by_each_column_with_aria_sort() {
     let odd = get_page(&c, &format!("{base}&sort=nonsense"), &cookie);
     assert_eq!(odd.status, 200);
 }
+
+/// The trial: refused creates (409 `uniqueness`, 403 for a read-only token) were
+/// audited without the userName or displayName they asked for; a request with a
+/// revoked secret read Token "none" in Recent SCIM requests, and its log line said
+/// `reason="revoked token"` without naming the token. All are named now (the
+/// token's name, never its secret).
+#[test]
+fn refusals_name_the_resource_asked_for_and_the_revoked_token() {
+    let (s, cookie) = signed_in_server(&[]);
+    let c = s.client();
+    assert_eq!(c.post("/Users", &user_body("ann@example.com")).status, 201);
+    assert_eq!(c.post("/Users", &user_body("ann@example.com")).status, 409);
+    let reader = c.with_token(&issue_on_page(&c, &cookie, "reader", "read-only"));
+    assert_eq!(
+        reader.post("/Users", &user_body("bob@example.com")).status,
+        403
+    );
+    let group =
+        json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "Staff"});
+    assert_eq!(reader.post("/Groups", &group).status, 403);
+    let jsonl = page_when(&c, &cookie, "/admin/activity.jsonl?outcome=refused", |p| {
+        p.matches("\"status\":403").count() == 2 && p.contains("\"status\":409")
+    });
+    let refused: Vec<Value> = jsonl
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let named = |status: u64, rt: &str, name: &str| {
+        refused.iter().any(|e| {
+            e["status"] == status
+                && e["action"] == "scim.create"
+                && e["resource_type"] == rt
+                && e["resource_name"] == name
+        })
+    };
+    assert!(named(409, "User", "ann@example.com"), "{jsonl}");
+    assert!(named(403, "User", "bob@example.com"), "{jsonl}");
+    assert!(named(403, "Group", "Staff"), "{jsonl}");
+    let page = text(&get_page(&c, "/admin/activity?outcome=refused", &cookie));
+    assert!(page.contains("User bob@example.com"), "{page}");
+
+    let okta = issue_on_page(&c, &cookie, "okta", "read-write");
+    assert_eq!(revoke_on_page(&c, &cookie, "okta").status, 303);
+    assert_eq!(c.with_token(&okta).get("/Users").status, 401);
+    let dash = text(&get_page(&c, "/admin", &cookie));
+    let requests = &dash[dash.find("id=\"requests\"").expect("recent requests")..];
+    // The header row, then the newest request.
+    let newest = requests.split("<tr>").nth(2).expect("a request row");
+    let newest = &newest[..newest.find("</tr>").unwrap()];
+    assert!(
+        newest.contains("<td>okta</td>")
+            && newest.contains("the secret of the revoked token &quot;okta&quot;")
+            && !newest.contains("none"),
+        "{newest}"
+    );
+    let log = s.wait_for_log("reason=\"revoked token\"");
+    let line = log
+        .lines()
+        .find(|l| l.contains("SCIM authentication failed") && l.contains("revoked token"))
+        .expect("the refusal's log line");
+    assert!(line.contains("token=\"okta\""), "{line}");
+    assert!(!log.contains(&okta), "the secret is never logged");
+}

@@ -254,8 +254,28 @@ fn admin_flow_in_headless_chromium() {
         "copy.js ran and showed the copy button"
     );
 
-    // Issue a token; its secret is on the page once.
+    // Issue a token; its secret is on the page once. A name with a space is
+    // refused by the browser already (the field's pattern states the rule).
     b.go(&format!("{base}/admin/tokens"));
+    let mismatch = b.call(
+        "POST",
+        "/execute/sync",
+        Some(
+            json!({"script": "const n = document.getElementById('name'); n.value = 'browser idp'; \
+            const bad = n.validity.patternMismatch; n.value = 'browser-idp'; \
+            return [bad, n.validity.valid]", "args": []}),
+        ),
+    );
+    assert_eq!(
+        mismatch,
+        json!([true, true]),
+        "the name's pattern compiles and applies"
+    );
+    b.call(
+        "POST",
+        "/execute/sync",
+        Some(json!({"script": "document.getElementById('name').value = ''", "args": []})),
+    );
     b.type_into("#name", "browser-idp");
     b.click("form[action='/admin/tokens'] button[type=submit]");
     b.wait_for("the issued token", |s| s.contains("id=\"secret\""));
@@ -279,13 +299,22 @@ fn admin_flow_in_headless_chromium() {
     b.type_into("input[name=q]", "grace");
     b.click("form.search button");
     b.wait_for_url("the search results", |u| u.contains("q=grace"));
-    b.wait_for("the user in the list", |s| {
+    let list = b.wait_for("the user in the list", |s| {
         s.contains("grace.hopper@gmail.com")
     });
+    // Its Name is composed from givenName and familyName (the IdP sent no
+    // `formatted`; the trial saw an empty column).
+    assert!(
+        list.contains("<td>Test grace.hopper@gmail.com</td>"),
+        "{list}"
+    );
     b.click("table a[href^='/admin/users/']");
     b.wait_for("the user's detail", |s| {
         s.contains("SCIM representation") && s.contains("grace.hopper@gmail.com")
     });
+
+    // A secret no token has: counted on the dashboard's chart apart from the tokens.
+    assert_eq!(scim.with_token("scimb_unknown").get("/Users").status, 401);
 
     // Rotate it: a successor under the same name, the old secret still valid and
     // shown as superseded with its last use, until it is revoked after a question.
@@ -330,6 +359,17 @@ fn admin_flow_in_headless_chromium() {
     b.go(&format!("{base}/admin"));
     let page = b.wait_for("the dashboard", |s| s.contains("Recent SCIM requests"));
     assert!(page.contains("401 denied: no valid token") && page.contains("201 ok"));
+    // The revoked secret's refusal names its token (it read "none").
+    assert!(
+        page.contains("the secret of the revoked token \"browser-idp\""),
+        "{page}"
+    );
+    let summary = b.property("#traffic-summary", "innerText");
+    let summary = summary.as_str().unwrap_or_default();
+    assert!(
+        summary.contains("with a token of this bridge, 1 with no recognised token"),
+        "{summary}"
+    );
     assert!(
         page.contains("<b>1</b> user<small>"),
         "counts follow the directory"

@@ -153,3 +153,40 @@ fn a_large_groups_page_shows_its_members_page_by_page() {
     let user = text(&get_page(&c, &first, &cookie));
     assert!(user.contains("<title>m000000@example.com · scimbridge</title>"));
 }
+
+/// The trial: the Users page's Name column was empty for a user with only
+/// name.givenName and name.familyName (Entra ID and Okta send no `formatted`). It is
+/// displayName, else `formatted`, else the parts in order; the user's page says it
+/// too.
+#[test]
+fn a_users_name_is_composed_from_its_parts() {
+    let (s, cookie) = signed_in_server(&[]);
+    let c = s.client();
+    let schemas = json!(["urn:ietf:params:scim:schemas:core:2.0:User"]);
+    let users = [
+        json!({"schemas": schemas, "userName": "ann@example.com",
+               "name": {"givenName": "Ann", "familyName": "Lee"}}),
+        json!({"schemas": schemas, "userName": "bea@example.com",
+               "name": {"honorificPrefix": "Dr.", "givenName": "Bea", "middleName": "M",
+                        "familyName": "Kay", "honorificSuffix": "PhD"}}),
+        json!({"schemas": schemas, "userName": "cy@example.com",
+               "name": {"formatted": "Cy Formatted", "givenName": "Cy"}}),
+        json!({"schemas": schemas, "userName": "di@example.com", "displayName": "Di Shown",
+               "name": {"givenName": "Di"}}),
+    ];
+    let mut ids = Vec::new();
+    for u in &users {
+        let r = c.post("/Users", u);
+        assert_eq!(r.status, 201);
+        ids.push(r.json()["id"].as_str().unwrap().to_owned());
+    }
+    let page = text(&get_page(&c, "/admin/users", &cookie));
+    for shown in ["Ann Lee", "Dr. Bea M Kay PhD", "Cy Formatted", "Di Shown"] {
+        assert!(
+            page.contains(&format!("<td>{shown}</td>")),
+            "{shown}: {page}"
+        );
+    }
+    let ann = text(&get_page(&c, &format!("/admin/users/{}", ids[0]), &cookie));
+    assert!(ann.contains("Ann Lee"), "{ann}");
+}

@@ -459,7 +459,7 @@ fn token_series_exist_only_for_issued_unrevoked_tokens() {
     let page = text(&get_page(&c, "/admin/tokens", &cookie));
     let okta_row = row(&page, "okta");
     assert!(
-        okta_row.contains("Before it was revoked: ")
+        okta_row.contains("Revoked; in 24 h: ")
             && okta_row.contains("2 requests")
             && okta_row.contains("1 refused"),
         "{okta_row}"
@@ -543,4 +543,122 @@ fn the_dashboard_chart_is_well_formed_svg_without_script() {
     ] {
         assert!(page.contains(words), "{words}");
     }
+}
+
+/// The trial asked how "expires in 2 days" is rounded. Time left is rounded down, in
+/// hours under two days, so it is never overstated: 47 hours read "1 day" before.
+#[test]
+fn time_left_is_rounded_down_in_hours_under_two_days() {
+    let dir = tempfile::tempdir().unwrap();
+    let in_minutes = |m: i64| {
+        (time::OffsetDateTime::now_utc() + time::Duration::minutes(m))
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    };
+    // A few minutes of slack, so that a slow run still reads the same hour.
+    for (name, minutes) in [("h47", 47 * 60 + 5), ("h25", 25 * 60 + 5), ("m30", 35)] {
+        issue_token(dir.path(), name, &["--expires-in", "3"]);
+        edit_token(dir.path(), name, |r| {
+            r["expires"] = json!(in_minutes(minutes))
+        });
+    }
+    let s = Server::start_in(dir, "test");
+    let c = s.client();
+    assert_eq!(set_password(&c, &setup_link(&s), PASSWORD).status, 303);
+    let cookie = login(&c, PASSWORD);
+    let page = text(&get_page(&c, "/admin/tokens", &cookie));
+    assert!(row(&page, "h47").contains("expires in 47 hours"), "{page}");
+    assert!(row(&page, "h25").contains("expires in 25 hours"), "{page}");
+    let m30 = row(&page, "m30");
+    assert!(
+        [
+            "expires in 34 minutes",
+            "expires in 33 minutes",
+            "expires in 32 minutes"
+        ]
+        .iter()
+        .any(|w| m30.contains(w)),
+        "{m30}"
+    );
+    let dash = text(&get_page(&c, "/admin", &cookie));
+    assert!(
+        dash.contains("The token &quot;h47&quot; expires in 47 hours"),
+        "{dash}"
+    );
+}
+
+/// The trial: a token name whose two secrets (the current one and the one a rotation
+/// left) had both expired gave two identical "has expired" lines. One line per name,
+/// with how many secrets and when the last one expired.
+#[test]
+fn a_token_name_whose_secrets_expired_is_one_attention_line() {
+    let dir = tempfile::tempdir().unwrap();
+    issue_token(dir.path(), "entra", &["--expires-in", "30"]);
+    let (ok, _, err) = cli(dir.path(), &["token", "rotate", "entra"]);
+    assert!(ok, "{err}");
+    edit_token(dir.path(), "entra", |r| {
+        r["created"] = json!(hours_ago(30 * 24 + 3));
+        r["expires"] = json!(hours_ago(3));
+    });
+    let s = Server::start_in(dir, "test");
+    let c = s.client();
+    assert_eq!(set_password(&c, &setup_link(&s), PASSWORD).status, 303);
+    let cookie = login(&c, PASSWORD);
+    let dash = text(&get_page(&c, "/admin", &cookie));
+    assert_eq!(
+        dash.matches("The token &quot;entra&quot; has expired")
+            .count(),
+        1,
+        "{dash}"
+    );
+    assert!(
+        dash.contains("The token &quot;entra&quot; has expired: its 2 secrets"),
+        "{dash}"
+    );
+    assert!(dash.contains("the last at 20"), "{dash}");
+}
+
+/// The trial: the chart's summary left out the 401s of unknown and revoked secrets
+/// that "Needs attention" counted. The chart holds every request: a revoked or
+/// expired secret's under its token's name, a secret no token has as "no recognised
+/// token"; the summary says which is which.
+#[test]
+fn the_chart_holds_every_request_the_turned_away_entry_counts() {
+    let (s, cookie) = signed_in_server(&[]);
+    let c = s.client();
+    let okta = issue_on_page(&c, &cookie, "okta", "read-write");
+    assert_eq!(revoke_on_page(&c, &cookie, "okta").status, 303);
+    assert_eq!(c.get("/Users").status, 200);
+    assert_eq!(c.with_token("scimb_unknown").get("/Users").status, 401);
+    assert_eq!(c.with_token(&okta).get("/Users").status, 401);
+    let dash = wait_until("the chart", Duration::from_secs(10), || {
+        let dash = text(&get_page(&c, "/admin", &cookie));
+        dash.contains("3 requests: 2 with a token of this bridge, 1 with no recognised token; 2 errors (2 denied).")
+            .then_some(dash)
+    });
+    assert!(
+        dash.contains("2 requests in the last hour with a token that is not valid"),
+        "{dash}"
+    );
+    assert!(dash.contains("3 requests in the last 24 hours"), "{dash}");
+    let by_token = &dash[dash.find("id=\"traffic-by-token\"").expect("by token")..];
+    assert!(
+        by_token
+            .contains("<b>okta</b> <span class=\"pill warn\">revoked</span>: 1 request (1 denied)"),
+        "{by_token}"
+    );
+    assert!(
+        by_token.contains("<b>test</b>: 1 request</li>"),
+        "{by_token}"
+    );
+    assert!(
+        by_token.contains("no recognised token</i> (unknown, missing or malformed; since the server started): 1 request (1 denied)"),
+        "{by_token}"
+    );
+    let page = text(&get_page(&c, "/admin/tokens", &cookie));
+    let okta_row = row(&page, "okta");
+    assert!(
+        okta_row.contains("Revoked; in 24 h: ") && okta_row.contains("1 denied"),
+        "{okta_row}"
+    );
 }

@@ -223,3 +223,51 @@ fn a_reader_closing_stdout_early_ends_the_command_quietly() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_eq!(out.status.code(), Some(141), "{stderr}");
 }
+
+/// The trial: `SCIMBRIDGE_DATA_DIR=` (set but empty, as a unit file's
+/// `Environment=SCIMBRIDGE_DATA_DIR=` leaves it) made every command fail with "a value
+/// is required for '--data-dir'", even with `--data-dir` given. An empty variable is
+/// unset: the flag wins, and without the flag the default path is used.
+#[test]
+fn an_empty_data_dir_variable_counts_as_unset_and_the_flag_wins() {
+    let data = tempfile::tempdir().unwrap();
+    let (ok, _, stderr) = cli(data.path(), &["token", "issue", "--name", "entra"]);
+    assert!(ok, "{stderr}");
+    let run = |cwd: &Path, before: &[&str], after: &[&str]| {
+        Command::new(BIN)
+            .args(before)
+            .args(["token", "list"])
+            .args(after)
+            .current_dir(cwd)
+            .env("SCIMBRIDGE_DATA_DIR", "")
+            .env("SCIMBRIDGE_CONFIG", "")
+            .output()
+            .unwrap()
+    };
+    let dir = data.path().to_str().unwrap();
+    let cwd = tempfile::tempdir().unwrap();
+    for (before, after) in [
+        (vec!["--data-dir", dir], vec![]),
+        (vec![], vec!["--data-dir", dir]),
+    ] {
+        let out = run(cwd.path(), &before, &after);
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert!(
+            out.status.success() && stdout.contains("entra"),
+            "{before:?} {after:?}: {stdout}{stderr}"
+        );
+    }
+    // Without the flag: the default ./scimbridge-data, as if the variable were unset
+    // (here it holds no database, and the message says so).
+    std::fs::create_dir(cwd.path().join("scimbridge-data")).unwrap();
+    let out = run(cwd.path(), &[], &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        !stderr.contains("a value is required") && stderr.contains("holds no database"),
+        "{stderr}"
+    );
+}

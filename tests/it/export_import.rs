@@ -367,3 +367,78 @@ fn generated_export_imports_like_the_api_stores() {
     // The generated ids are kept and serve.
     assert_eq!(b.client().get(&format!("/Users/{uid}")).status, 200);
 }
+
+/// The trial: a user's `meta.lastModified` moved on GET when a group it belongs to
+/// changed, but not in `export`. One rule (RFC 7643 §3.1; docs/ARCHITECTURE.md): a
+/// user's lastModified is its own data's last change; a membership change moves its
+/// ETag and the group's lastModified. GET, a list, a filter on it and the export
+/// agree after every step.
+#[test]
+fn a_users_last_modified_is_one_time_in_every_view() {
+    let s = Server::start();
+    let c = s.client();
+    let u = c.post("/Users", &user_body("ann@example.com")).json();
+    let id = u["id"].as_str().unwrap().to_owned();
+    let path = format!("/Users/{id}");
+    let views = |what: &str| -> (String, String) {
+        let got = c.get(&path).json();
+        let modified = got["meta"]["lastModified"].as_str().unwrap().to_owned();
+        let listed = c
+            .get("/Users?filter=userName%20eq%20%22ann@example.com%22")
+            .json();
+        assert_eq!(
+            listed["Resources"][0]["meta"]["lastModified"], modified,
+            "list after {what}"
+        );
+        let filter = format!("meta.lastModified eq \"{modified}\"");
+        let found = c
+            .get(&format!(
+                "/Users?filter={}",
+                form_urlencoded::byte_serialize(filter.as_bytes()).collect::<String>()
+            ))
+            .json();
+        assert_eq!(found["totalResults"], 1, "filter after {what}: {found}");
+        let (ok, export, err) = cli(&s.data_dir(), &["export", "--out", "-"]);
+        assert!(ok, "{err}");
+        let record: Value = export
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|r| r["id"] == id.as_str())
+            .expect("the user in the export");
+        assert_eq!(
+            record["meta"]["lastModified"], modified,
+            "export after {what}"
+        );
+        let etag = got["meta"]["version"].as_str().unwrap().to_owned();
+        (modified, etag)
+    };
+    let created = views("the create");
+    let g = c
+        .post(
+            "/Groups",
+            &json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+                    "displayName": "Staff", "members": [{"value": id}]}),
+        )
+        .json();
+    let gid = g["id"].as_str().unwrap().to_owned();
+    let joined = views("joining a group");
+    assert_eq!(joined.0, created.0, "a membership is the group's change");
+    assert_ne!(joined.1, created.1, "its groups changed: a new ETag");
+    let r = c.patch(
+        &format!("/Groups/{gid}"),
+        &json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                "Operations": [{"op": "remove", "path": format!("members[value eq \"{id}\"]")}]}),
+    );
+    assert!(r.status == 204 || r.status == 200, "{}", r.status);
+    let left = views("leaving it");
+    assert_eq!(left.0, created.0);
+    assert!(left.1 != joined.1 && left.1 != created.1);
+    let r = c.patch(
+        &path,
+        &json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                "Operations": [{"op": "replace", "path": "displayName", "value": "Ann"}]}),
+    );
+    assert_eq!(r.status, 200);
+    let changed = views("its own change");
+    assert!(changed.0 > created.0, "{changed:?} {created:?}");
+}

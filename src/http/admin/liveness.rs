@@ -34,12 +34,16 @@ pub(crate) fn ago(then: Timestamp, now: Timestamp) -> String {
     }
 }
 
-/// A length of time in its largest whole unit: "3 days", "5 hours", "40 minutes".
-fn span(d: time::Duration) -> String {
+/// A length of time in words, always rounded down so that a time left is never
+/// overstated: under a minute "less than a minute", under an hour minutes ("30
+/// minutes"), under two days hours ("47 hours", "25 hours": a whole-day count
+/// would read 47 hours as "1 day", or rounded as "2 days"), else whole days.
+pub(crate) fn span(d: time::Duration) -> String {
     let m = d.whole_minutes().max(0) as u64;
     match m {
-        0..=59 => count(m, "minute", "minutes"),
-        60..=1439 => count(m / 60, "hour", "hours"),
+        0 => "less than a minute".to_owned(),
+        1..=59 => count(m, "minute", "minutes"),
+        60..=2879 => count(m / 60, "hour", "hours"),
         _ => count(m / 1440, "day", "days"),
     }
 }
@@ -124,7 +128,7 @@ pub(crate) fn day_cell(t: &TokenInfo, l: &TokenLiveness, now: Timestamp) -> Mark
             @if t.state == TokenState::Revoked && l.day.total() == 0 {
                 span.note { "—" }
             } @else {
-                @if t.state == TokenState::Revoked { span.note { "Before it was revoked: " } }
+                @if t.state == TokenState::Revoked { span.note { "Revoked; in 24 h: " } }
                 span.requests { (count(l.day.total(), "request", "requests")) }
                 ", "
                 span class={ "errors" @if l.day.errors() > 0 { " bad" } } { (count(l.day.errors(), "error", "errors")) }
@@ -180,7 +184,8 @@ pub(crate) fn explained() -> Markup {
              nothing changed) warns on the dashboard when the token has sent nothing for that long: "
             code { "90m" } ", " code { "6h" } ", " code { "2d" } "; empty turns it off. Tokens that expire \
              within " (EXPIRY_WARNING_DAYS) " days are flagged. Counts are kept per clock hour for two days; \
-             a revoked token keeps the counts of before its revocation."
+             a revoked token keeps its counts, and requests still sent with a revoked or expired \
+             secret count for its token as denied (401)."
         }
     }
 }
@@ -191,10 +196,10 @@ pub(crate) struct Attention {
     pub text: String,
 }
 
-/// The certificate's expiry (`days_left`, whole days; `not_after` as shown) as an
+/// The certificate's expiry (`left` until `not_after`, which is as shown) as an
 /// attention entry: expired is an error, within `EXPIRY_WARNING_DAYS` a warning.
-pub(crate) fn cert_attention(days_left: i64, not_after: &str) -> Option<Attention> {
-    if days_left < 0 {
+pub(crate) fn cert_attention(left: time::Duration, not_after: &str) -> Option<Attention> {
+    if left <= time::Duration::ZERO {
         Some(Attention {
             error: true,
             text: format!(
@@ -203,13 +208,13 @@ pub(crate) fn cert_attention(days_left: i64, not_after: &str) -> Option<Attentio
                 not_after
             ),
         })
-    } else if days_left < EXPIRY_WARNING_DAYS {
+    } else if left < time::Duration::days(EXPIRY_WARNING_DAYS) {
         Some(Attention {
             error: false,
             text: format!(
                 "The server's certificate expires in {} ({}): renew it before identity providers \
                  refuse to connect.",
-                count(days_left as u64, "day", "days"),
+                span(left),
                 not_after
             ),
         })
@@ -218,15 +223,52 @@ pub(crate) fn cert_attention(days_left: i64, not_after: &str) -> Option<Attentio
     }
 }
 
-/// Every token's warnings as attention entries, errors first.
+/// Every token's warnings as attention entries, errors first: one entry per token
+/// name and kind of warning. A name holds several secrets after a rotation; when
+/// two of them expired the trial got two identical "has expired" lines. The entry
+/// then says how many secrets and when the last one expired.
 pub(crate) fn token_attention(tokens: &[(TokenInfo, TokenLiveness)]) -> Vec<Attention> {
-    let mut out: Vec<Attention> = tokens
-        .iter()
-        .flat_map(|(t, l)| {
-            l.warnings.iter().map(|w| Attention {
-                error: w.is_error(),
-                text: sentence(&t.name, w),
-            })
+    /// One name's warning of one kind: the first secret's, how many secrets have
+    /// it, the latest expiry among them.
+    struct Group<'a> {
+        name: &'a str,
+        warning: &'a TokenWarning,
+        secrets: u64,
+        expired: Option<Timestamp>,
+    }
+    let mut groups: Vec<Group> = Vec::new();
+    for (t, l) in tokens {
+        for w in &l.warnings {
+            let same = |g: &&mut Group| g.name == t.name && g.warning.kind() == w.kind();
+            match groups.iter_mut().find(same) {
+                Some(g) => {
+                    g.secrets += 1;
+                    g.expired = g.expired.max(t.expires);
+                }
+                None => groups.push(Group {
+                    name: &t.name,
+                    warning: w,
+                    secrets: 1,
+                    expired: t.expires,
+                }),
+            }
+        }
+    }
+    let mut out: Vec<Attention> = groups
+        .into_iter()
+        .map(|Group { name, warning: w, secrets, expired }| Attention {
+            error: w.is_error(),
+            text: match w {
+                TokenWarning::Expired if secrets > 1 => format!(
+                    "The token \"{name}\" has expired: its {secrets} secrets (a rotation leaves the \
+                     old one under the name), the last at {}. Its identity provider gets 401 (denied). \
+                     Rotate it (`scimbridge token rotate {name}`) and paste the new secret into the \
+                     identity provider, or revoke it if it is no longer used.",
+                    expired.map(when).unwrap_or_default()
+                ),
+                _ if secrets > 1 => format!("{} ({secrets} secrets under this name)", sentence(name, w)),
+                _ => sentence(name, w),
+            },
         })
         .collect();
     out.sort_by_key(|a| !a.error);
@@ -335,24 +377,32 @@ pub(crate) fn token_days(tokens: &[(TokenInfo, TokenLiveness)]) -> Vec<TokenDay>
 pub(crate) fn traffic_card(
     hourly: &[OutcomeCounts],
     by_token: &[TokenDay],
+    unrecognised: &OutcomeCounts,
     now: Timestamp,
 ) -> Markup {
     let mut day = OutcomeCounts::default();
     for h in hourly {
         day.merge(h);
     }
+    let from_tokens = day.total().saturating_sub(unrecognised.total());
     html! {
         section.card #traffic {
             h2 { "SCIM requests per hour (last 24 h)" }
-            p {
-                (count(day.total(), "request", "requests")) " from every token, "
+            p #traffic-summary {
+                @if unrecognised.total() == 0 {
+                    (count(day.total(), "request", "requests")) " from every token, "
+                } @else {
+                    (count(day.total(), "request", "requests")) ": "
+                    (from_tokens) " with a token of this bridge, "
+                    (unrecognised.total()) " with no recognised token; "
+                }
                 (count(day.errors(), "error", "errors"))
                 @if day.errors() > 0 { " (" (error_words(&day)) ")" }
                 "."
             }
             (chart(hourly, now, "SCIM requests per hour by outcome, last 24 hours", "chart-all", ChartSize::Large))
             (legend())
-            @if !by_token.is_empty() {
+            @if !by_token.is_empty() || unrecognised.total() > 0 {
                 ul.by-token #traffic-by-token {
                     @for t in by_token {
                         li data-token=(t.name) {
@@ -361,7 +411,20 @@ pub(crate) fn traffic_card(
                             @if t.day.errors() > 0 { " (" (error_words(&t.day)) ")" }
                         }
                     }
+                    @if unrecognised.total() > 0 {
+                        li #traffic-unrecognised {
+                            i { "no recognised token" } " (unknown, missing or malformed; since the server started): "
+                            (count(unrecognised.total(), "request", "requests"))
+                            " (" (error_words(unrecognised)) ")"
+                        }
+                    }
                 }
+            }
+            p.note {
+                "Requests refused for their token count in the chart as denied (401; refused, 429, \
+                 once the address is throttled): under the token's name when the secret is a revoked \
+                 or expired one of this bridge, else as no recognised token. \"Needs attention\" \
+                 counts the same requests over the last hour."
             }
         }
     }
@@ -523,7 +586,16 @@ mod tests {
         assert_eq!(ago(at("2024-05-03T07:00:00Z"), now), "3 hours ago");
         assert_eq!(ago(at("2024-05-01T10:00:00Z"), now), "2 days ago");
         assert_eq!(ago(at("2024-05-04T10:00:00Z"), now), "just now");
-        assert_eq!(span(time::Duration::hours(25)), "1 day");
+        // Rounded down, never overstating a time left (the trial's question).
+        let h = time::Duration::hours;
+        assert_eq!(span(h(47)), "47 hours");
+        assert_eq!(span(h(25)), "25 hours");
+        assert_eq!(span(h(48)), "2 days");
+        assert_eq!(span(h(71)), "2 days");
+        assert_eq!(span(time::Duration::minutes(30)), "30 minutes");
+        assert_eq!(span(time::Duration::minutes(61)), "1 hour");
+        assert_eq!(span(time::Duration::seconds(59)), "less than a minute");
+        assert_eq!(span(time::Duration::seconds(-5)), "less than a minute");
         assert_eq!(fmt(2.25), "2.3");
         assert_eq!(fmt(4.0), "4");
     }

@@ -1046,7 +1046,7 @@ async fn dashboard(
     let tokens = state.app.token_liveness(now).unwrap_or_default();
     let mut attention: Vec<_> = cert
         .iter()
-        .filter_map(|c| liveness::cert_attention(c.days_left, &c.not_after))
+        .filter_map(|c| liveness::cert_attention(c.left, &c.not_after))
         .collect();
     attention.extend(liveness::token_attention(&tokens));
     attention.extend(liveness::turned_away_attention(
@@ -1064,10 +1064,20 @@ async fn dashboard(
         .audit_search(&done, (crate::app::audit::AuditSort::Time, true), 0, 25)
         .map(|p| p.records)
         .unwrap_or_default();
+    // Every request is on the chart: each token's, and those with no recognised
+    // token (the same requests the turned-away entry counts for the last hour).
+    let unrecognised = state.app.liveness.unrecognised_hourly(now);
+    let mut traffic = crate::app::liveness::combined(tokens.iter().map(|(_, l)| l));
+    let mut traffic_unrecognised = crate::store::OutcomeCounts::default();
+    for (sum, h) in traffic.iter_mut().zip(&unrecognised) {
+        sum.merge(h);
+        traffic_unrecognised.merge(h);
+    }
     let d = pages::Dashboard {
         attention,
-        traffic: crate::app::liveness::combined(tokens.iter().map(|(_, l)| l)),
+        traffic,
         traffic_by_token: liveness::token_days(&tokens),
+        traffic_unrecognised,
         now,
         scim_url: scim_url(state, req),
         users,
@@ -1218,7 +1228,7 @@ async fn revoke_token(state: &AppState, who: &Caller, id: String) -> String {
                 },
                 t.name
             ),
-            entry.on("Token", Some(&t.id), Some(&t.name)),
+            Entry::new(tokens::revoke_action(&t)).on("Token", Some(&t.id), Some(&t.name)),
         ),
         Ok(None) => (
             "Not revoked: no such token.".into(),
@@ -1226,7 +1236,14 @@ async fn revoke_token(state: &AppState, who: &Caller, id: String) -> String {
         ),
         Err(e) => {
             let why = e.page_message();
-            let entry = entry.on("Token", Some(&id), None).refused(why.clone());
+            // Named as the list names it, also when the revocation was refused.
+            let name = tokens::list(&state.app.store, Timestamp::now())
+                .ok()
+                .and_then(|l| l.into_iter().find(|t| t.id == id))
+                .map(|t| t.name);
+            let entry = entry
+                .on("Token", Some(&id), name.as_deref())
+                .refused(why.clone());
             (format!("Not revoked: {why}"), entry)
         }
     };
@@ -1270,6 +1287,7 @@ async fn rotate_token(
                 scope: new.token.scope.as_str(),
                 secret: new.secret,
                 rotated: true,
+                old_expired: old.expires.filter(|_| old.state == TokenState::Expired),
             };
             tokens_page(state, &chrome, StatusCode::OK, Some(&issued), None)
         }
@@ -1333,6 +1351,7 @@ async fn issue_token(
                 scope: t.token.scope.as_str(),
                 secret: t.secret,
                 rotated: false,
+                old_expired: None,
             };
             let entry = entry.on("Token", Some(&t.token.id), Some(&issued.name));
             state.app.audit(who, entry).await;
@@ -1440,6 +1459,30 @@ async fn list_rows(
     Ok((rows, page.total.unwrap_or(0) as u64))
 }
 
+/// A user's `name` (RFC 7643 §4.1.1) in words: `formatted` when given, else its
+/// parts in order (honorificPrefix givenName middleName familyName honorificSuffix):
+/// Entra ID and Okta send givenName and familyName without formatted, and the trial's
+/// Users page showed an empty Name. `None` when there is nothing to show.
+fn person_name(name: Option<&Value>) -> Option<String> {
+    let name = name?;
+    let part = |k: &str| name.get(k).and_then(Value::as_str).map(str::trim);
+    if let Some(f) = part("formatted").filter(|f| !f.is_empty()) {
+        return Some(f.to_owned());
+    }
+    let parts: Vec<&str> = [
+        "honorificPrefix",
+        "givenName",
+        "middleName",
+        "familyName",
+        "honorificSuffix",
+    ]
+    .into_iter()
+    .filter_map(part)
+    .filter(|p| !p.is_empty())
+    .collect();
+    (!parts.is_empty()).then(|| parts.join(" "))
+}
+
 /// One row of the Users or Groups list, from the resource as a client would see it.
 fn list_row(r: &Resource, members: Option<u64>) -> pages::ListRow {
     let s = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or("").to_owned();
@@ -1451,7 +1494,7 @@ fn list_row(r: &Resource, members: Option<u64>) -> pages::ListRow {
                 id: r.id().to_owned(),
                 name: s(r.get("userName")),
                 detail: if display.is_empty() {
-                    s(r.get("name").and_then(|n| n.get("formatted")))
+                    person_name(r.get("name")).unwrap_or_default()
                 } else {
                     display
                 },
@@ -1541,6 +1584,9 @@ fn detail(
             facts.push(("userName", s("userName").unwrap_or_default()));
             if let Some(d) = s("displayName") {
                 facts.push(("displayName", d));
+            }
+            if let Some(n) = person_name(r.attrs.get("name")) {
+                facts.push(("Name", n));
             }
             if let Some(e) = crate::migrate::readiness::main_email(&r.attrs) {
                 facts.push(("Email", e));

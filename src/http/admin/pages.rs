@@ -262,7 +262,8 @@ pub(crate) struct CertSummary {
     pub issuer: String,
     pub names: Vec<String>,
     pub not_after: String,
-    pub days_left: i64,
+    /// Time left until `not_after` (negative once it has passed).
+    pub left: time::Duration,
     /// Each warning in one sentence.
     pub warnings: Vec<String>,
     pub acme: Option<AcmeSummary>,
@@ -293,7 +294,7 @@ impl CertSummary {
             issuer,
             names,
             not_after: when(not_after),
-            days_left: not_after.since(now).whole_days(),
+            left: not_after.since(now),
             warnings: v.warnings.iter().map(ToString::to_string).collect(),
             acme: v.acme.as_ref().map(|a| AcmeSummary {
                 directory: a.directory.clone(),
@@ -336,11 +337,14 @@ pub(crate) struct Dashboard {
     pub unknown_policy: &'static str,
     /// Token warnings and certificate expiry (`liveness.rs`), errors first.
     pub attention: Vec<liveness::Attention>,
-    /// Every token's requests per hour, the last 24 clock hours (a revoked token's
-    /// hours from before its revocation included).
+    /// Every SCIM request per hour, the last 24 clock hours: each token's (a revoked
+    /// token's past hours and its secret's refusals included) and those with no
+    /// recognised token.
     pub traffic: Vec<crate::store::OutcomeCounts>,
     /// Each token's share of `traffic`.
     pub traffic_by_token: Vec<liveness::TokenDay>,
+    /// The share of `traffic` with no recognised token (since the server started).
+    pub traffic_unrecognised: crate::store::OutcomeCounts,
     /// When the page was made.
     pub now: crate::clock::Timestamp,
 }
@@ -400,9 +404,9 @@ fn cert_rows(c: &CertSummary) -> Markup {
         tr { th { "Source" } td { (c.source) } }
         tr { th { "Issuer" } td { (c.issuer) } }
         tr { th { "Names" } td { (c.names.join(", ")) } }
-        tr { th { "Expires" } td class=[(c.days_left < 14).then_some("bad")] {
+        tr { th { "Expires" } td class=[(c.left < time::Duration::days(crate::app::liveness::EXPIRY_WARNING_DAYS)).then_some("bad")] {
             (c.not_after) " ("
-            @if c.days_left < 0 { "expired" } @else { "in " (count(c.days_left as u64, "day", "days")) }
+            @if c.left <= time::Duration::ZERO { "expired" } @else { "in " (liveness::span(c.left)) }
             ")"
         } }
         @for w in &c.warnings {
@@ -539,7 +543,7 @@ pub(crate) fn dashboard(c: &Chrome, d: &Dashboard) -> String {
                 @if let Some(e) = d.migration_error.as_deref() { small.bad #migration-error { "Error: " (e) } }
             }
         }
-        (liveness::traffic_card(&d.traffic, &d.traffic_by_token, d.now))
+        (liveness::traffic_card(&d.traffic, &d.traffic_by_token, &d.traffic_unrecognised, d.now))
         section {
             h2 { "Recent SCIM requests" }
             @if d.requests.is_empty() {
@@ -616,6 +620,9 @@ pub(crate) struct Issued {
     pub secret: Secret,
     /// A rotation's successor: the old secret stays valid until it is revoked.
     pub rotated: bool,
+    /// When the rotated secret had expired already (it stays refused; nothing to
+    /// revoke).
+    pub old_expired: Option<crate::clock::Timestamp>,
 }
 
 /// The Tokens page: the issue form, a just-issued secret or a refusal, the list.
@@ -638,9 +645,14 @@ pub(crate) fn tokens(c: &Chrome, v: &TokensView) -> String {
                 }
                 @if i.rotated {
                     p #rotated {
-                        "The old secret keeps working, listed below as superseded with its last use, \
-                         until you revoke it; it is never revoked by itself. Revoke it once its last \
-                         use stops moving."
+                        @if let Some(expired) = i.old_expired {
+                            "The old secret expired at " (when(expired)) " and stays refused (401): \
+                             paste this one into the identity provider. The old one needs no revoking."
+                        } @else {
+                            "The old secret keeps working, listed below as superseded with its last use, \
+                             until you revoke it; it is never revoked by itself. Revoke it once its last \
+                             use stops moving."
+                        }
                     }
                 }
                 p.copyrow {
@@ -654,8 +666,10 @@ pub(crate) fn tokens(c: &Chrome, v: &TokensView) -> String {
             h2 { "Issue a token" }
             form.grid method="post" action="/admin/tokens" {
                 (csrf_field(c.csrf))
-                label for="name" { "Name" }
-                input #name name="name" required maxlength="100" placeholder="e.g. entra-id";
+                label for="name" { "Name " small.note #name-rule { "(letters, digits and . _ - @; no spaces)" } }
+                input #name name="name" required maxlength="100" placeholder="e.g. entra-id"
+                    pattern="[A-Za-z0-9][A-Za-z0-9._@\\-]*" aria-describedby="name-rule"
+                    title="letters, digits and . _ - @, starting with a letter or digit";
                 label for="expires" { "Expires after (days)" }
                 input #expires name="expires_days" type="number" min="1" max="3650" placeholder="never";
                 fieldset {
@@ -685,14 +699,16 @@ pub(crate) fn tokens(c: &Chrome, v: &TokensView) -> String {
                             td { span class={ "pill " (match r.state { "active" => "ok", "superseded" => "warn", _ => "bad" }) } { (r.state) } (liveness::badges(&r.liveness)) }
                             (liveness::quiet_cell(t, c.csrf))
                             td.actions {
-                                @if r.state == "active" {
+                                // An expired token is rotated (its successor gets a new
+                                // secret) or revoked here too, as the dashboard advises.
+                                @if t.superseded.is_none() && (r.state == "active" || r.state == "expired") {
                                     form method="post" action="/admin/tokens/rotate" {
                                         (csrf_field(c.csrf))
                                         input type="hidden" name="id" value=(t.id);
                                         button type="submit" aria-label={ "Rotate " (t.name) } { "Rotate" }
                                     }
                                 }
-                                @if r.state == "active" || r.state == "superseded" {
+                                @if r.state != "revoked" {
                                     form method="post" action="/admin/tokens/revoke" {
                                         (csrf_field(c.csrf))
                                         input type="hidden" name="id" value=(t.id);
@@ -732,7 +748,10 @@ pub(crate) fn confirm_revoke(c: &Chrome, v: &ConfirmRevokeView) -> String {
                 "Last used: " (v.last_used.map(when).as_deref().unwrap_or("never")) "."
             }
             p {
-                @if t.superseded.is_some() {
+                @if t.state == crate::app::tokens::TokenState::Expired {
+                    "It has expired: its requests are refused (401) already. Revoking it ends the \
+                     dashboard's warning about it. This cannot be undone."
+                } @else if t.superseded.is_some() {
                     "Its next request is refused: an identity provider still using this old secret \
                      stops provisioning; the current secret of \"" (t.name) "\" keeps working. \
                      This cannot be undone."

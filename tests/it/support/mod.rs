@@ -619,13 +619,14 @@ pub fn request_on<S: std::io::Read + std::io::Write>(stream: &mut S, path: &str)
     }
 }
 
-/// Edits the stored record of the unrevoked token `name` (server stopped): how tests
-/// make times in the past (an expired token), as no test may wait for them.
+/// Edits the stored record of every unrevoked secret of the token `name` (one,
+/// unless a rotation left several; server stopped): how tests make times in the past
+/// (an expired token), as no test may wait for them.
 pub fn edit_token(data_dir: &Path, name: &str, edit: impl Fn(&mut Value)) {
     use redb::{ReadableDatabase, ReadableTable};
     let table: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("tokens");
     let db = redb::Database::create(data_dir.join("scimbridge.redb")).unwrap();
-    let found = {
+    let found: Vec<(String, Value)> = {
         let txn = db.begin_read().unwrap();
         let t = txn.open_table(table).unwrap();
         t.iter()
@@ -635,15 +636,19 @@ pub fn edit_token(data_dir: &Path, name: &str, edit: impl Fn(&mut Value)) {
                 let rec: Value = serde_json::from_slice(v.value()).unwrap();
                 (k.value().to_owned(), rec)
             })
-            .find(|(_, rec)| rec["name"] == name && rec["revoked"].is_null())
+            .filter(|(_, rec)| rec["name"] == name && rec["revoked"].is_null())
+            .collect()
     };
-    let (id, mut rec) = found.unwrap_or_else(|| panic!("no token {name}"));
-    edit(&mut rec);
+    assert!(!found.is_empty(), "no token {name}");
     let txn = db.begin_write().unwrap();
-    txn.open_table(table)
-        .unwrap()
-        .insert(id.as_str(), serde_json::to_vec(&rec).unwrap().as_slice())
-        .unwrap();
+    {
+        let mut t = txn.open_table(table).unwrap();
+        for (id, mut rec) in found {
+            edit(&mut rec);
+            t.insert(id.as_str(), serde_json::to_vec(&rec).unwrap().as_slice())
+                .unwrap();
+        }
+    }
     txn.commit().unwrap();
 }
 
