@@ -18,19 +18,51 @@ use crate::control::wire::{Reply, Request};
 use crate::migrate::export;
 use crate::plural::count;
 
-/// `export --out FILE` (or `-` for stdout).
+/// `export --out FILE` (or `-` for stdout). A file is checked as it is written (the
+/// checks of `export::verify`: every line a record of the format, the counts, the
+/// SHA-256), synced, and only then renamed into place.
 pub(super) fn export(cfg: &Config, out: &Path) -> Result<ExitCode> {
-    let to_stdout = out.as_os_str() == "-";
+    if out.as_os_str() == "-" {
+        let mut sink = std::io::BufWriter::new(std::io::stdout().lock());
+        return write_export(cfg, &mut sink).map(|()| ExitCode::SUCCESS);
+    }
     let partial = out.with_extension("partial");
-    let mut sink: Box<dyn Write> = if to_stdout {
-        Box::new(std::io::BufWriter::new(std::io::stdout().lock()))
-    } else {
-        let f = crate::localfs::create_private(&partial)
-            .with_context(|| format!("cannot create {}", partial.display()))?;
-        Box::new(std::io::BufWriter::with_capacity(256 * 1024, f))
+    let f = crate::localfs::create_private(&partial)
+        .with_context(|| format!("cannot create {}", partial.display()))?;
+    let mut sink = export::VerifyingWriter::new(std::io::BufWriter::with_capacity(256 * 1024, f));
+    let written = write_export(cfg, &mut sink);
+    // A failed check fails the write it happened in: then the check names the cause.
+    let check_failed = sink.check_failed();
+    let checked = match (written, sink.finish()) {
+        (Err(e), _) if !check_failed => Err(e),
+        (_, Err(e)) => Err(anyhow!("the written export does not verify: {e}")),
+        (written, Ok(done)) => written.map(|()| done),
     };
+    let manifest = checked
+        .and_then(|(file, manifest)| {
+            let file = file.into_inner().map_err(|e| e.into_error())?;
+            file.sync_all()?;
+            drop(file);
+            std::fs::rename(&partial, out)
+                .with_context(|| format!("cannot write {}", out.display()))?;
+            Ok(manifest)
+        })
+        .inspect_err(|_| {
+            let _ = std::fs::remove_file(&partial);
+        })?;
+    eprintln!(
+        "exported {} to {}",
+        counts_text(&manifest.counts),
+        out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Streams the export into `sink`: from a running server over the control socket,
+/// or from the database opened here.
+fn write_export(cfg: &Config, sink: &mut dyn Write) -> Result<()> {
     let mut line = StatusLine::new();
-    let streamed = client::call_stream(&cfg.data_dir, &Request::Export, &mut sink, |bytes| {
+    let streamed = client::call_stream(&cfg.data_dir, &Request::Export, sink, |bytes| {
         line.show(|| {
             format!(
                 "exporting from the running server… {:.1} MiB",
@@ -52,7 +84,7 @@ pub(super) fn export(cfg: &Config, out: &Path) -> Result<ExitCode> {
                     .snapshot()
                     .map_err(anyhow::Error::from)
                     .and_then(|snap| {
-                        export::write_export(&snap, &mut sink, now, |done, total| {
+                        export::write_export(&snap, &mut *sink, now, |done, total| {
                             line.show(|| format!("exporting… {done}/{total} records"))
                         })
                         .map_err(anyhow::Error::from)
@@ -64,24 +96,7 @@ pub(super) fn export(cfg: &Config, out: &Path) -> Result<ExitCode> {
         }
     };
     line.done();
-    drop(sink);
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&partial);
-        return Err(e);
-    }
-    if !to_stdout {
-        std::fs::File::open(&partial).and_then(|f| f.sync_all())?;
-        std::fs::rename(&partial, out)
-            .with_context(|| format!("cannot write {}", out.display()))?;
-        let manifest = export::verify(std::io::BufReader::new(std::fs::File::open(out)?))
-            .map_err(|e| anyhow!("the written export does not verify: {e}"))?;
-        eprintln!(
-            "exported {} to {}",
-            counts_text(&manifest.counts),
-            out.display()
-        );
-    }
-    Ok(ExitCode::SUCCESS)
+    result
 }
 
 /// `import FILE`: restores an export into an empty bridge.

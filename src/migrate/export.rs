@@ -11,7 +11,11 @@ use crate::clock::Timestamp;
 use crate::scim::error::ScimError;
 use crate::scim::resource::{Attributes, Meta, RequestLimits, UnknownAttributes};
 use crate::scim::schema::ResourceType;
-use crate::store::{hex, ImportItem, Snapshot, StoreError, StoredResource};
+use crate::store::{
+    hex, ImportItem, RawResource, Snapshot, StoreError, StoreResult, StoredResource,
+};
+
+mod check;
 
 pub(crate) const FORMAT_NAME: &str = "scimbridge-export";
 pub(crate) const FORMAT_VERSION: u32 = 1;
@@ -426,11 +430,36 @@ impl<W: Write> HashingWriter<W> {
         let mut bytes =
             serde_json::to_vec(line).map_err(|e| std::io::Error::other(e.to_string()))?;
         bytes.push(b'\n');
-        self.digest.update(&bytes);
+        self.bytes(&bytes)
+    }
+
+    /// One whole line, newline included.
+    fn bytes(&mut self, bytes: &[u8]) -> Result<(), ExportError> {
+        self.digest.update(bytes);
         self.lines += 1;
-        self.inner.write_all(&bytes)?;
+        self.inner.write_all(bytes)?;
         Ok(())
     }
+}
+
+/// Writes the line of a stored User or Group into `buf` (cleared first): the bytes
+/// `Line::User`/`Line::Group` of the decoded record serialize to, with the
+/// attributes copied as the text they are stored as instead of being parsed into a
+/// tree and serialized again (most of the server's time in a 1M-user export,
+/// issue 10).
+fn record_line(rt: ResourceType, raw: RawResource<'_>, buf: &mut Vec<u8>) -> StoreResult<()> {
+    let (id, meta, attrs) = raw.parts()?;
+    buf.clear();
+    buf.extend_from_slice(b"{\"type\":\"");
+    buf.extend_from_slice(rt.name().as_bytes());
+    buf.extend_from_slice(b"\",\"id\":");
+    serde_json::to_writer(&mut *buf, &id)?;
+    buf.extend_from_slice(b",\"meta\":");
+    serde_json::to_writer(&mut *buf, &meta)?;
+    buf.extend_from_slice(b",\"attributes\":");
+    buf.extend_from_slice(attrs.get().as_bytes());
+    buf.extend_from_slice(b"}\n");
+    Ok(())
 }
 
 /// Streams the whole directory of `snapshot` to `out`. `progress(done, total)` is
@@ -462,11 +491,15 @@ pub(crate) fn write_export<W: Write>(
     let mut done = 0u64;
     let mut io_error: Option<ExportError> = None;
     // Writes one record line; a write error stops the scan and is returned after it.
-    let mut emit = |line: Line| -> bool {
+    let mut emit = |w: &mut HashingWriter<W>, line: Result<&[u8], &Line>| -> bool {
         if io_error.is_some() {
             return false;
         }
-        if let Err(e) = w.line(&line) {
+        let written = match line {
+            Ok(bytes) => w.bytes(bytes),
+            Err(line) => w.line(line),
+        };
+        if let Err(e) = written {
             io_error = Some(e);
             return false;
         }
@@ -476,26 +509,21 @@ pub(crate) fn write_export<W: Write>(
         }
         true
     };
+    let mut buf = Vec::new();
     for rt in ResourceType::ALL {
-        snapshot.scan(rt, |r| {
-            let rec = Record {
-                id: r.id,
-                meta: r.meta,
-                attributes: r.attrs,
-            };
-            Ok(emit(match rt {
-                ResourceType::User => Line::User(rec),
-                ResourceType::Group => Line::Group(rec),
-            }))
+        snapshot.scan_raw_after(rt, None, |raw| {
+            record_line(rt, raw, &mut buf)?;
+            Ok(emit(&mut w, Ok(&buf)))
         })?;
     }
     snapshot.scan_memberships(|g, m, rt, display| {
-        Ok(emit(Line::Membership {
+        let line = Line::Membership {
             group: g.into(),
             member: m.into(),
             member_type: rt.name().into(),
             display,
-        }))
+        };
+        Ok(emit(&mut w, Err(&line)))
     })?;
     if let Some(e) = io_error.take() {
         return Err(e);
@@ -514,8 +542,21 @@ pub(crate) fn write_export<W: Write>(
 /// Reads lines (each at most `MAX_LINE` bytes) and hands each parsed line, with the
 /// raw bytes, to `f`.
 fn for_each_line<R: BufRead>(
-    mut r: R,
+    r: R,
     mut f: impl FnMut(u64, &[u8], Line) -> Result<(), ExportError>,
+) -> Result<(), ExportError> {
+    for_each_raw_line(r, |n, raw| {
+        let line: Line = serde_json::from_slice(&raw[..raw.len() - 1])
+            .map_err(|e| invalid(n, format!("not a valid export record: {e}")))?;
+        f(n, raw, line)
+    })
+}
+
+/// Reads lines (each at most `MAX_LINE` bytes, each ending in `\n`) and hands each,
+/// with its newline, to `f`.
+fn for_each_raw_line<R: BufRead>(
+    mut r: R,
+    mut f: impl FnMut(u64, &[u8]) -> Result<(), ExportError>,
 ) -> Result<(), ExportError> {
     let mut buf = Vec::new();
     let mut n = 0u64;
@@ -530,16 +571,13 @@ fn for_each_line<R: BufRead>(
             return Err(invalid(n, "line too long"));
         }
         if buf.last() != Some(&b'\n') {
-            return Err(invalid(
-                n,
-                "the file is truncated (last line has no newline)",
-            ));
+            return Err(invalid(n, TRUNCATED));
         }
-        let line: Line = serde_json::from_slice(&buf[..buf.len() - 1])
-            .map_err(|e| invalid(n, format!("not a valid export record: {e}")))?;
-        f(n, &buf, line)?;
+        f(n, &buf)?;
     }
 }
+
+const TRUNCATED: &str = "the file is truncated (last line has no newline)";
 
 fn member_type(line: u64, t: &str) -> Result<ResourceType, ExportError> {
     ResourceType::from_name(t).ok_or_else(|| invalid(line, format!("unknown member type \"{t}\"")))
@@ -551,17 +589,42 @@ fn member_type(line: u64, t: &str) -> Result<ResourceType, ExportError> {
 /// [`ExportError::Io`] when reading fails. Memory stays bounded by the longest line
 /// (at most 4 MiB), whatever the file's size.
 pub fn verify<R: BufRead>(r: R) -> Result<Manifest, ExportError> {
-    let mut digest = Context::new(&SHA256);
-    let mut manifest: Option<Manifest> = None;
-    let mut seen = Counts::default();
-    let mut trailer_ok = false;
-    let mut lines = 0u64;
-    for_each_line(r, |n, raw, line| {
-        if trailer_ok {
+    let mut verifier = Verifier::default();
+    for_each_raw_line(r, |n, raw| verifier.line(n, raw))?;
+    verifier.finish()
+}
+
+/// The checks of [`verify`], one line at a time, so that a file can be checked while
+/// it is written ([`VerifyingWriter`]) as well as read back.
+#[derive(Default)]
+struct Verifier {
+    digest: Digest,
+    manifest: Option<Manifest>,
+    seen: Counts,
+    trailer_ok: bool,
+    /// Lines hashed so far (every line before the trailer).
+    lines: u64,
+}
+
+/// The running SHA-256 (a newtype: `ring`'s context has no `Default`).
+struct Digest(Context);
+
+impl Default for Digest {
+    fn default() -> Digest {
+        Digest(Context::new(&SHA256))
+    }
+}
+
+impl Verifier {
+    /// Checks line `n` (1-based), `raw` with its final newline.
+    fn line(&mut self, n: u64, raw: &[u8]) -> Result<(), ExportError> {
+        let line = check::parse(&raw[..raw.len() - 1])
+            .map_err(|e| invalid(n, format!("not a valid export record: {e}")))?;
+        if self.trailer_ok {
             return Err(invalid(n, "data after the trailer"));
         }
         match line {
-            Line::Manifest(m) => {
+            check::Line::Manifest(m) => {
                 if n != 1 {
                     return Err(invalid(n, "a second manifest"));
                 }
@@ -577,24 +640,27 @@ pub fn verify<R: BufRead>(r: R) -> Result<Manifest, ExportError> {
                         format!("export format version {} is not supported (this scimbridge reads {FORMAT_VERSION})", m.format_version),
                     ));
                 }
-                manifest = Some(m);
+                self.manifest = Some(m);
             }
             _ if n == 1 => return Err(invalid(n, "the file does not start with a manifest")),
-            Line::User(_) => seen.users += 1,
-            Line::Group(_) => seen.groups += 1,
-            Line::Membership { member_type: t, .. } => {
+            check::Line::User => self.seen.users += 1,
+            check::Line::Group => self.seen.groups += 1,
+            check::Line::Membership { member_type: t } => {
                 member_type(n, &t)?;
-                seen.memberships += 1
+                self.seen.memberships += 1
             }
-            Line::Trailer {
+            check::Line::Trailer {
                 sha256,
                 lines: count,
             } => {
-                let actual = hex(digest.clone().finish().as_ref());
-                if count != lines {
+                let actual = hex(self.digest.0.clone().finish().as_ref());
+                if count != self.lines {
                     return Err(invalid(
                         n,
-                        format!("the trailer counts {count} lines, the file has {lines}"),
+                        format!(
+                            "the trailer counts {count} lines, the file has {}",
+                            self.lines
+                        ),
                     ));
                 }
                 if sha256 != actual {
@@ -603,28 +669,137 @@ pub fn verify<R: BufRead>(r: R) -> Result<Manifest, ExportError> {
                         "the SHA-256 does not match the content: the file was changed or damaged",
                     ));
                 }
-                trailer_ok = true;
+                self.trailer_ok = true;
                 return Ok(());
             }
         }
-        digest.update(raw);
-        lines += 1;
+        self.digest.0.update(raw);
+        self.lines += 1;
         Ok(())
-    })?;
-    let manifest = manifest.ok_or_else(|| invalid(0, "the file is empty"))?;
-    if !trailer_ok {
-        return Err(invalid(lines, "the file has no trailer: it is truncated"));
     }
-    if seen != manifest.counts {
-        return Err(invalid(
-            lines,
-            format!(
-                "the manifest announces {:?} but the file holds {:?}",
-                manifest.counts, seen
-            ),
-        ));
+
+    /// The manifest once every line has been checked: the file must have ended
+    /// with its trailer and hold the counts its manifest announced.
+    fn finish(self) -> Result<Manifest, ExportError> {
+        let manifest = self
+            .manifest
+            .ok_or_else(|| invalid(0, "the file is empty"))?;
+        if !self.trailer_ok {
+            return Err(invalid(
+                self.lines,
+                "the file has no trailer: it is truncated",
+            ));
+        }
+        if self.seen != manifest.counts {
+            return Err(invalid(
+                self.lines,
+                format!(
+                    "the manifest announces {:?} but the file holds {:?}",
+                    manifest.counts, self.seen
+                ),
+            ));
+        }
+        Ok(manifest)
     }
-    Ok(manifest)
+}
+
+/// Writes an export to `inner` and checks it as it passes, line by line, with the
+/// checks of [`verify`], so that a file is verified when its last byte is written
+/// instead of being read back whole (issue 10). Lines may arrive split across
+/// writes in any way. A line that fails a check fails that write (an
+/// `io::Error` naming it) and [`VerifyingWriter::finish`] returns the check's
+/// [`ExportError`].
+pub(crate) struct VerifyingWriter<W: Write> {
+    inner: W,
+    verifier: Verifier,
+    /// The line being received (without its newline yet).
+    partial: Vec<u8>,
+    /// Lines received whole.
+    lines: u64,
+    /// The first failed check; every later write fails with it.
+    failed: Option<ExportError>,
+}
+
+impl<W: Write> VerifyingWriter<W> {
+    pub(crate) fn new(inner: W) -> VerifyingWriter<W> {
+        VerifyingWriter {
+            inner,
+            verifier: Verifier::default(),
+            partial: Vec::new(),
+            lines: 0,
+            failed: None,
+        }
+    }
+
+    /// Checks the bytes `buf` (already written through), line by line.
+    fn check(&mut self, mut buf: &[u8]) -> Result<(), ExportError> {
+        while let Some(end) = memchr::memchr(b'\n', buf) {
+            let (line, rest) = buf.split_at(end + 1);
+            buf = rest;
+            self.lines += 1;
+            if self.partial.is_empty() {
+                self.one_line(line)?;
+            } else {
+                self.partial.extend_from_slice(line);
+                let whole = std::mem::take(&mut self.partial);
+                let r = self.one_line(&whole);
+                self.partial = whole;
+                self.partial.clear();
+                r?;
+            }
+        }
+        if self.partial.len() + buf.len() > MAX_LINE {
+            return Err(invalid(self.lines + 1, "line too long"));
+        }
+        self.partial.extend_from_slice(buf);
+        Ok(())
+    }
+
+    fn one_line(&mut self, line: &[u8]) -> Result<(), ExportError> {
+        if line.len() > MAX_LINE {
+            return Err(invalid(self.lines, "line too long"));
+        }
+        self.verifier.line(self.lines, line)
+    }
+
+    /// Whether a check has failed (and with it the write that brought the line).
+    pub(crate) fn check_failed(&self) -> bool {
+        self.failed.is_some()
+    }
+
+    /// Flushes and returns the inner writer with the file's manifest once everything
+    /// written checks as [`verify`] would check the whole file; otherwise the first
+    /// failed check.
+    pub(crate) fn finish(mut self) -> Result<(W, Manifest), ExportError> {
+        if let Some(e) = self.failed.take() {
+            return Err(e);
+        }
+        if !self.partial.is_empty() {
+            return Err(invalid(self.lines + 1, TRUNCATED));
+        }
+        self.inner.flush()?;
+        let manifest = self.verifier.finish()?;
+        Ok((self.inner, manifest))
+    }
+}
+
+impl<W: Write> Write for VerifyingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Some(e) = &self.failed {
+            return Err(std::io::Error::other(e.to_string()));
+        }
+        self.inner.write_all(buf)?;
+        if let Err(e) = self.check(buf) {
+            let message = e.to_string();
+            self.failed = Some(e);
+            return Err(std::io::Error::other(message));
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// Reads a verified file into import batches of at most `batch` records, each
@@ -836,6 +1011,57 @@ mod tests {
     }
 
     #[test]
+    fn record_lines_copied_from_the_stored_text_are_those_of_the_format_type() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = store(dir.path(), "a.redb");
+        fill(&a);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let attrs = json!({"userName": "ünï\"code\\\u{1}@example.com", "title": "A/B <c>",
+            "x509Certificates": [{"value": "TUlJ"}], "active": false,
+            "name": {"givenName": "Zoë", "familyName": "O'Brien"},
+            "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User":
+                {"department": "R&D", "manager": {"value": "m1"}}});
+        rt.block_on(a.create(
+            ResourceType::User,
+            attrs.as_object().unwrap().clone(),
+            vec![],
+            Actor::system("t"),
+            Timestamp::from_unix_ms(1_700_000_000_999).unwrap(),
+        ))
+        .unwrap();
+        let snap = a.snapshot().unwrap();
+        let mut checked = 0;
+        for rt in ResourceType::ALL {
+            snap.scan_raw_after(rt, None, |raw| {
+                let mut copied = Vec::new();
+                record_line(rt, raw, &mut copied).unwrap();
+                let r = raw.decode().unwrap();
+                let rec = Record {
+                    id: r.id,
+                    meta: r.meta,
+                    attributes: r.attrs,
+                };
+                let line = match rt {
+                    ResourceType::User => Line::User(rec),
+                    ResourceType::Group => Line::Group(rec),
+                };
+                let mut serialized = serde_json::to_vec(&line).unwrap();
+                serialized.push(b'\n');
+                assert_eq!(
+                    String::from_utf8(copied).unwrap(),
+                    String::from_utf8(serialized).unwrap()
+                );
+                checked += 1;
+                Ok(true)
+            })
+            .unwrap();
+        }
+        assert_eq!(checked, 33);
+    }
+
+    #[test]
     fn a_format_1_export_is_imported_with_its_records_repaired_and_reported() {
         // Written by the format-1 release (tests/fixtures/format1/make.sh): a user with
         // two primary emails, and two userNames that are one name under the caseless
@@ -866,6 +1092,68 @@ mod tests {
             .collect();
         assert_eq!(primaries, [true, false]);
         assert_eq!(r.meta.version, 2);
+    }
+
+    /// Writes `bytes` through a `VerifyingWriter` in pieces of `step` bytes: the
+    /// manifest, or the message of the first failed check.
+    fn written_through(bytes: &[u8], step: usize) -> Result<Manifest, String> {
+        let mut w = VerifyingWriter::new(Vec::new());
+        for piece in bytes.chunks(step) {
+            if w.write_all(piece).is_err() {
+                assert!(w.check_failed());
+                break;
+            }
+        }
+        match w.finish() {
+            Ok((copy, manifest)) => {
+                assert_eq!(copy, bytes);
+                Ok(manifest)
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    #[test]
+    fn a_file_checked_while_written_gets_the_verdict_of_verify() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = store(dir.path(), "a.redb");
+        fill(&a);
+        let good = String::from_utf8(export_bytes(&a)).unwrap();
+        let lines: Vec<&str> = good.lines().collect();
+        let mut dropped = lines.clone();
+        dropped.remove(5);
+        let mut after_trailer = good.clone();
+        after_trailer.push_str(lines[3]);
+        after_trailer.push('\n');
+        let long = format!("{good}{}\n", "x".repeat(MAX_LINE));
+        let cases = [
+            ("good", good.clone()),
+            (
+                "tampered",
+                good.replacen("u3@example.com", "evil@example.com", 1),
+            ),
+            ("truncated", lines[..lines.len() - 1].join("\n") + "\n"),
+            ("no newline", good.trim_end().to_owned()),
+            ("dropped", dropped.join("\n") + "\n"),
+            ("after the trailer", after_trailer),
+            ("line too long", long),
+            ("garbage", "{\"type\":\"manifest\"\n".to_owned()),
+            ("empty", String::new()),
+        ];
+        for (name, text) in cases {
+            let expected = verify(text.as_bytes()).map_err(|e| e.to_string());
+            for step in [1, 7, 4096, 1 << 20] {
+                if step == 1 && text.len() > 100_000 {
+                    continue;
+                }
+                assert_eq!(
+                    written_through(text.as_bytes(), step),
+                    expected,
+                    "{name}, pieces of {step}"
+                );
+            }
+            assert_eq!(expected.is_ok(), name == "good", "{name}: {expected:?}");
+        }
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! JSON text (`scim::resource::render_text`) instead of building a
 //! `serde_json::Value` tree, rebuilding and serializing it again, and a scan or an
 //! index lookup parses from it only the attributes its filter and sort read
-//! (`StoredText::values_of`) (issue 10). Knows the row's layout and nothing of queries or rendering.
+//! (`StoredText::values_of`) (issue 10); `parts` hands the attributes out as their
+//! stored text, for the export. Knows the row's layout and nothing of queries or rendering.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -32,6 +33,26 @@ impl<'a> RawResource<'a> {
     /// The whole resource.
     pub(crate) fn decode(&self) -> StoreResult<StoredResource> {
         Ok(serde_json::from_slice(self.0)?)
+    }
+
+    /// The id, the meta and the attributes as the JSON text they are stored as
+    /// (an object), borrowed from the row: for copying a record out whole (the
+    /// export) without building its attributes.
+    pub(crate) fn parts(&self) -> StoreResult<(String, Meta, &'a RawValue)> {
+        #[derive(Deserialize)]
+        struct Parts<'a> {
+            id: String,
+            meta: Meta,
+            #[serde(borrow)]
+            attrs: &'a RawValue,
+        }
+        let p: Parts<'a> = serde_json::from_slice(self.0)?;
+        if !p.attrs.get().starts_with('{') {
+            let e: serde_json::Error =
+                serde::de::Error::custom("a stored record's attrs is not an object");
+            return Err(e.into());
+        }
+        Ok((p.id, p.meta, p.attrs))
     }
 
     /// The resource as text: `id` and `meta` parsed, the attributes borrowed.

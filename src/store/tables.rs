@@ -11,7 +11,7 @@ use redb::{
 
 use super::{
     admin, audit, migration, tokens, traffic, StoreResult, EMAILS, EVENTS, EXTERNAL_IDS, GROUPS,
-    GROUP_NAMES, MEMBERS, MEMBER_OF, SETTINGS, USERS, USER_NAMES,
+    GROUP_IDS, GROUP_NAMES, MEMBERS, MEMBER_OF, SETTINGS, USERS, USER_IDS, USER_NAMES,
 };
 
 /// What the store does with every table, whatever its key and value types.
@@ -113,6 +113,8 @@ pub(super) static ALL: &[&dyn Table] = &[
     &Plain(SETTINGS),
     &Plain(USERS),
     &Plain(GROUPS),
+    &Plain(USER_IDS),
+    &Plain(GROUP_IDS),
     &Plain(USER_NAMES),
     &Multi(EXTERNAL_IDS),
     &Multi(GROUP_NAMES),

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use redb::{Database, ReadableDatabase, ReadableTable, WriteTransaction};
 
 use super::{
-    get_in, index_keeping_first, member_fields, member_value, own_name_in, put_in,
+    get_in, id_table, index_keeping_first, member_fields, member_value, own_name_in, put_in,
     repair_primaries, table, StoreError, StoreResult, EMAILS, FORMAT_KEY, GROUP_NAMES, MEMBERS,
     SETTINGS, USER_NAMES,
 };
@@ -25,7 +25,7 @@ use crate::clock::Timestamp;
 use crate::scim::schema::ResourceType;
 
 /// The on-disk format this binary reads and writes.
-pub(crate) const FORMAT_VERSION: u32 = 4;
+pub(crate) const FORMAT_VERSION: u32 = 5;
 
 /// One upgrade: from format `from` to `from + 1`, inside the caller's transaction.
 struct Step {
@@ -53,6 +53,12 @@ const STEPS: &[Step] = &[
         what: "the admin password becomes the account \"admin\" (named admin accounts); \
                tokens may be rotated (a superseded secret stays valid until revoked)",
         run: v3_to_v4,
+    },
+    Step {
+        from: 4,
+        what: "the ids of users and groups get tables of their own, so offset paging \
+               steps over ids instead of whole records",
+        run: v4_to_v5,
     },
 ];
 
@@ -262,8 +268,6 @@ fn v2_to_v3(txn: &WriteTransaction, _report: &mut Upgrade) -> StoreResult<()> {
     Ok(())
 }
 
-/// Up to `limit` ids after `after`, in order: the upgrade walks a table in pages so
-/// its memory does not grow with the directory.
 /// Format 4 keeps named admin accounts in their own table (`store/admin.rs`): the
 /// single password of format 3 becomes the account "admin", so the old password
 /// signs in as "admin". Token records gain `superseded` (rotation); it defaults to
@@ -272,6 +276,28 @@ fn v3_to_v4(txn: &WriteTransaction, report: &mut Upgrade) -> StoreResult<()> {
     super::admin::upgrade_single_password(txn, report.now)
 }
 
+/// Format 5 keeps each type's ids in a table of their own (`user_ids`, `group_ids`),
+/// which offset paging walks instead of the resource rows. Filled from the resource
+/// tables' keys in pages of 1,000 (memory does not grow with the directory); keys
+/// arrive in order, so the inserts append.
+fn v4_to_v5(txn: &WriteTransaction, _report: &mut Upgrade) -> StoreResult<()> {
+    for rt in ResourceType::ALL {
+        let mut ids_table = txn.open_table(id_table(rt))?;
+        let mut after: Option<String> = None;
+        loop {
+            let ids = ids_after(txn, rt, after.as_deref(), 1000)?;
+            let Some(last) = ids.last() else { break };
+            for id in &ids {
+                ids_table.insert(id.as_str(), ())?;
+            }
+            after = Some(last.clone());
+        }
+    }
+    Ok(())
+}
+
+/// Up to `limit` ids after `after`, in order: the upgrade walks a table in pages so
+/// its memory does not grow with the directory.
 fn ids_after(
     txn: &WriteTransaction,
     rt: ResourceType,
@@ -459,7 +485,10 @@ mod tests {
             serde_json::from_slice::<super::super::AdminPassword>(&bytes).unwrap()
         };
         let store = Store::open(&path, &StoreOptions::default()).unwrap();
-        assert_eq!(store.upgraded().map(|u| (u.from, u.to)), Some((3, 4)));
+        assert_eq!(
+            store.upgraded().map(|u| (u.from, u.to)),
+            Some((3, FORMAT_VERSION))
+        );
         assert_eq!(version_of(&backup_path(&path, 3)), Some(3));
         let snap = store.snapshot().unwrap();
         let accounts = snap.admin_accounts().unwrap();
@@ -476,6 +505,47 @@ mod tests {
         // Format 3 refused two of make.sh's users (caseless twin, two primaries).
         assert_eq!(snap.count(ResourceType::User).unwrap(), 3);
         drop(settings);
+        drop(snap);
+        store.close();
+    }
+
+    #[test]
+    fn format_4_gets_tables_of_every_user_and_group_id() {
+        let (_dir, path) = fixture("format4/format4.redb");
+        assert_eq!(version_of(&path), Some(4));
+        let store = Store::open(&path, &StoreOptions::default()).unwrap();
+        assert_eq!(store.upgraded().map(|u| (u.from, u.to)), Some((4, 5)));
+        assert_eq!(version_of(&backup_path(&path, 4)), Some(4));
+        let snap = store.snapshot().unwrap();
+        for rt in ResourceType::ALL {
+            let keys = |def: redb::TableDefinition<'static, &'static str, &'static [u8]>| {
+                let t = snap.txn.open_table(def).unwrap();
+                t.iter()
+                    .unwrap()
+                    .map(|r| r.unwrap().0.value().to_owned())
+                    .collect::<Vec<_>>()
+            };
+            let ids: Vec<String> = {
+                let t = snap.txn.open_table(id_table(rt)).unwrap();
+                t.iter()
+                    .unwrap()
+                    .map(|r| r.unwrap().0.value().to_owned())
+                    .collect()
+            };
+            assert_eq!(ids, keys(table(rt)), "{}", rt.name());
+            assert_eq!(ids.len(), 3, "{}", rt.name());
+            // Offset paging reads from the id table: skipping 1 starts at the second.
+            let mut seen = Vec::new();
+            snap.scan_skipping(rt, 1, |r| {
+                seen.push(r.id);
+                Ok(true)
+            })
+            .unwrap();
+            assert_eq!(seen, ids[1..]);
+        }
+        let tokens = snap.tokens().unwrap();
+        assert_eq!(tokens.len(), 1);
+        assert_eq!(snap.admin_accounts().unwrap()[0].name, "admin");
         drop(snap);
         store.close();
     }

@@ -33,7 +33,7 @@ fn a_format_1_database_is_upgraded_at_start_and_keeps_working() {
     let (ok, _, stderr) = cli(dir.path(), &["token", "list"]);
     assert!(ok, "{stderr}");
     assert!(
-        stderr.contains("upgraded the database from format 1 to 4")
+        stderr.contains("upgraded the database from format 1 to 5")
             && stderr.contains("format1-backup")
             && stderr.contains("repaired:"),
         "{stderr}"
@@ -105,7 +105,7 @@ fn a_format_2_database_shows_member_names_from_its_rows_and_follows_renames() {
     let (ok, _, stderr) = cli(dir.path(), &["token", "list"]);
     assert!(ok, "{stderr}");
     assert!(
-        stderr.contains("upgraded the database from format 2 to 4"),
+        stderr.contains("upgraded the database from format 2 to 5"),
         "{stderr}"
     );
     assert!(dir.path().join("scimbridge.redb.format2-backup").exists());
@@ -158,7 +158,7 @@ fn a_format_3_admin_password_signs_in_as_admin_after_the_upgrade() {
     let (ok, stdout, stderr) = cli(dir.path(), &["admin", "list"]);
     assert!(ok, "{stderr}");
     assert!(
-        stderr.contains("upgraded the database from format 3 to 4"),
+        stderr.contains("upgraded the database from format 3 to 5"),
         "{stderr}"
     );
     assert!(stdout.lines().any(|l| l.starts_with("admin ")), "{stdout}");
@@ -222,13 +222,101 @@ fn the_start_log_says_the_database_format_and_any_upgrade() {
     let backup = dir.path().join("scimbridge.redb.format3-backup");
     assert!(
         line.contains("INFO")
-            && line.contains("database format 4, upgraded from format 3")
+            && line.contains("database format 5, upgraded from format 3")
             && line.contains(&backup.display().to_string()),
         "{line}"
     );
     let line = format_line_at_start(dir.path());
     assert!(
-        line.contains("INFO") && line.contains("database format 4, no upgrade needed"),
+        line.contains("INFO") && line.contains("database format 5, no upgrade needed"),
         "{line}"
     );
+}
+
+/// The ids of every user of `c`'s directory by offset pages of `count`, and by
+/// cursor pages of `count` (RFC 9865): both walk id order.
+fn user_ids_paged(c: &crate::support::Client, count: usize) -> (Vec<String>, Vec<String>) {
+    let ids = |page: &Value| -> Vec<String> {
+        page["Resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let mut by_offset = Vec::new();
+    loop {
+        let r = c.get(&format!(
+            "/Users?startIndex={}&count={count}&attributes=id",
+            by_offset.len() + 1
+        ));
+        assert_eq!(r.status, 200);
+        let page = ids(&r.json());
+        if page.is_empty() {
+            break;
+        }
+        by_offset.extend(page);
+    }
+    let mut by_cursor = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let r = c.get(&format!(
+            "/Users?count={count}&cursor={cursor}&attributes=id"
+        ));
+        assert_eq!(r.status, 200);
+        let page = r.json();
+        by_cursor.extend(ids(&page));
+        match page["nextCursor"].as_str() {
+            Some(next) => cursor = next.to_owned(),
+            None => break,
+        }
+    }
+    (by_offset, by_cursor)
+}
+
+#[test]
+fn a_format_4_database_gets_its_id_tables_and_pages_by_offset_as_by_cursor() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        fixture("format4/format4.redb"),
+        dir.path().join("scimbridge.redb"),
+    )
+    .unwrap();
+    let (ok, _, stderr) = cli(dir.path(), &["token", "list"]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains("upgraded the database from format 4 to 5"),
+        "{stderr}"
+    );
+    assert!(dir.path().join("scimbridge.redb.format4-backup").exists());
+    let mut s = Server::start_in(dir, "after-upgrade");
+    let token = std::fs::read_to_string(fixture("format4/token.txt")).unwrap();
+    let c = s.client().with_token(token.trim());
+    // Format 4 refused two of make.sh's five users (caseless twin, two primaries).
+    let (by_offset, by_cursor) = user_ids_paged(&c, 1);
+    assert_eq!(by_offset.len(), 3);
+    assert_eq!(by_offset, by_cursor);
+    let mut sorted = by_offset.clone();
+    sorted.sort();
+    assert_eq!(by_offset, sorted, "offset pages are in id order");
+    // Creates and deletes after the upgrade keep the id table in step.
+    let created = c.post(
+        "/Users",
+        &serde_json::json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                            "userName": "carol@example.com"}),
+    );
+    assert_eq!(created.status, 201);
+    let carol = created.json()["id"].as_str().unwrap().to_owned();
+    assert_eq!(c.delete(&format!("/Users/{}", by_offset[1])).status, 204);
+    let (after, after_cursor) = user_ids_paged(&c, 2);
+    assert_eq!(after, [by_offset[0].clone(), by_offset[2].clone(), carol]);
+    assert_eq!(after, after_cursor);
+    assert_eq!(
+        c.get("/Groups?startIndex=1&count=10").json()["Resources"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+    s.stop();
 }
