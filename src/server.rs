@@ -82,6 +82,18 @@ pub(crate) fn run(cfg: Config) -> Result<()> {
     }
     prepare_data_dir(&cfg.data_dir)?;
     let store = open_store(&cfg)?;
+    match store.upgraded() {
+        Some(u) => tracing::info!(
+            "database format {}, upgraded from format {}; the file as it was is kept as {}",
+            u.to,
+            u.from,
+            u.backup.display()
+        ),
+        None => tracing::info!(
+            "database format {}, no upgrade needed",
+            crate::store::FORMAT_VERSION
+        ),
+    }
     for w in cfg.misconfigurations() {
         tracing::warn!("{w}");
     }

@@ -49,8 +49,9 @@ pub(crate) enum Paging {
 /// One page of a query's matches.
 #[derive(Debug, Clone)]
 pub(crate) struct Page {
-    /// All matches (`totalResults`); with `Paging::After` only when known without
-    /// counting (no filter: the table's length), as the page stops after itself.
+    /// All matches (`totalResults`); with `Paging::After` and a filter only on the
+    /// first page (which counts them; later pages stop after themselves and the
+    /// edge's cursor carries the first page's count).
     pub total: Option<usize>,
     /// The 1-based index of the first resource (`startIndex`; 1 with a cursor).
     pub start_index: usize,
@@ -77,7 +78,8 @@ pub(crate) fn run(snapshot: &Snapshot, q: &Query, base: &str) -> StoreResult<Pag
         Paging::After(after) => match (q.rt, &q.params.sort_by) {
             (Some(rt), None) => after_page(snapshot, rt, after.as_deref(), q, base),
             _ => Err(ScimError::invalid_value(
-                "paging after an id needs one resource type and no sortBy",
+                "cursor paging (RFC 9865) cannot be combined with sortBy, nor used on the service \
+                 root: its pages come in id order; drop sortBy, or page with startIndex",
             )
             .into()),
         },
@@ -291,13 +293,19 @@ fn after_page(
     let eval = Evaluator::new(snapshot, rt, q, base);
     let mut page: Vec<Resource> = Vec::new();
     let mut more = false;
+    // The first page of a filtered listing counts every match (as an index page
+    // does), once: the edge carries that total in its cursors (RFC 9865 §2: an
+    // accurate totalResults, or an estimate).
+    let counting = q.params.filter.is_some() && after.is_none();
+    let mut matched = 0usize;
     candidates(snapshot, rt, q.params.filter.as_ref(), after, &mut |r| {
         let Some(m) = eval.matching(r)? else {
             return Ok(true);
         };
+        matched += 1;
         if page.len() == count {
             more = true;
-            return Ok(false);
+            return Ok(counting);
         }
         page.push(eval.finish(m)?);
         Ok(true)
@@ -307,10 +315,12 @@ fn after_page(
     } else {
         None
     };
-    // Unfiltered, the table knows the total without counting.
-    let total = match q.params.filter {
-        None => Some(snapshot.count(rt)? as usize),
-        Some(_) => None,
+    // Unfiltered, the table knows the total without counting; filtered, the first
+    // page counted it and later pages leave it to the cursor.
+    let total = match (&q.params.filter, after) {
+        (None, _) => Some(snapshot.count(rt)? as usize),
+        (Some(_), None) => Some(matched),
+        (Some(_), Some(_)) => None,
     };
     Ok(Page {
         total,
@@ -777,6 +787,9 @@ mod tests {
         let third = run(&snap, &q(second.next_after.clone()), "").unwrap();
         assert_eq!(names(&third), ["u08@example.com"]);
         assert_eq!(third.next_after, None);
+        // The first page counts the matches; later ones leave it to the cursor.
+        assert_eq!(first.total, Some(5));
+        assert_eq!(second.total, None);
         // An indexed filter pages the same way.
         let one = query(
             Some("userName eq \"u05@example.com\""),

@@ -79,7 +79,7 @@ fn write_export(cfg: &Config, sink: &mut dyn Write) -> Result<()> {
             }),
         None => {
             let now = Timestamp::now();
-            open_store(cfg, IfMissing::Refuse).and_then(|store| {
+            open_store(cfg, IfMissing::Refuse, false).and_then(|store| {
                 let r = store
                     .snapshot()
                     .map_err(anyhow::Error::from)
@@ -115,7 +115,7 @@ pub(super) fn import(cfg: &Config, file: &Path) -> Result<ExitCode> {
                 .map_err(|e| anyhow::anyhow!(e))?;
             let db = cfg.db_path();
             let created = !db.exists();
-            let store = open_store(cfg, IfMissing::Create)?;
+            let store = open_store(cfg, IfMissing::Create, false)?;
             let r = export::import_file(&store, file, &cfg.limits.request(), Timestamp::now());
             store.close();
             // A refused import into a new data directory leaves no empty database
@@ -155,7 +155,7 @@ pub(super) fn backup(cfg: &Config, out: &Path) -> Result<ExitCode> {
             }),
         None => {
             drop(file);
-            open_store(cfg, IfMissing::Refuse).and_then(|store| {
+            open_store(cfg, IfMissing::Refuse, false).and_then(|store| {
                 let r = store.backup_to(&partial).map_err(anyhow::Error::from);
                 store.close();
                 r

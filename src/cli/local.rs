@@ -19,6 +19,18 @@ pub(super) fn request(
     req: Request,
     progress: &mut (dyn FnMut(Progress) + Send),
 ) -> Result<Reply> {
+    request_quietly(cfg, req, progress, false)
+}
+
+/// As [`request`]; with `quiet`, a direct open prints no notes on stderr (a database
+/// created, upgraded, its modes tightened), so `token issue --quiet` prints the token
+/// alone (README). Errors and warnings still go to stderr.
+pub(super) fn request_quietly(
+    cfg: &Config,
+    req: Request,
+    progress: &mut (dyn FnMut(Progress) + Send),
+    quiet: bool,
+) -> Result<Reply> {
     if let Some(answer) = control::client::call(&cfg.data_dir, &req, &mut *progress) {
         return Ok(answer?);
     }
@@ -29,7 +41,7 @@ pub(super) fn request(
         Request::Import { .. } => IfMissing::Create,
         _ => IfMissing::Refuse,
     };
-    let store = open_store(cfg, if_missing)?;
+    let store = open_store(cfg, if_missing, quiet)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -84,7 +96,7 @@ pub(super) fn missing_database(cfg: &Config) -> anyhow::Error {
 /// Opens the store for a one-off command when no server runs: the data directory
 /// checked (and created 0700 where the command may create a database), and what a
 /// root-run command created there handed to the directory's owner.
-pub(super) fn open_store(cfg: &Config, if_missing: IfMissing) -> Result<Store> {
+pub(super) fn open_store(cfg: &Config, if_missing: IfMissing, quiet: bool) -> Result<Store> {
     let db = cfg.db_path();
     let exists = std::fs::symlink_metadata(&db).is_ok();
     if !exists && if_missing == IfMissing::Refuse {
@@ -97,7 +109,7 @@ pub(super) fn open_store(cfg: &Config, if_missing: IfMissing) -> Result<Store> {
                 cfg.data_dir.display()
             )
         })?;
-    for t in &prepared.tightened {
+    for t in prepared.tightened.iter().filter(|_| !quiet) {
         eprintln!("scimbridge: {t} (the bridge's files are for its own user only)");
     }
     let store = Store::open(&db, &StoreOptions { cache_bytes: 16 << 20 }).map_err(|e| match e {
@@ -115,7 +127,7 @@ pub(super) fn open_store(cfg: &Config, if_missing: IfMissing) -> Result<Store> {
     for (path, e) in localfs::hand_over_tree(&prepared.trust, &cfg.data_dir) {
         eprintln!("scimbridge: warning: {}: {e}", path.display());
     }
-    if let Some(u) = store.upgraded() {
+    if let Some(u) = store.upgraded().filter(|_| !quiet) {
         eprintln!(
             "upgraded the database from format {} to {}; the file as it was is kept as {}",
             u.from,
@@ -126,7 +138,7 @@ pub(super) fn open_store(cfg: &Config, if_missing: IfMissing) -> Result<Store> {
             eprintln!("repaired: {note}");
         }
     }
-    if !exists && if_missing == IfMissing::CreateAndSay {
+    if !exists && if_missing == IfMissing::CreateAndSay && !quiet {
         eprintln!(
             "scimbridge: created a new database at {} (no server was running and the data \
              directory held none); `scimbridge serve` with the same --config/--data-dir serves it",

@@ -57,9 +57,14 @@ pub(super) fn run(cfg: &Config, cmd: &MigrateCommand) -> Result<ExitCode> {
             push(cfg, req)
         }
         MigrateCommand::Status { json } => status(cfg, *json),
-        MigrateCommand::Verify { json, token_file } => {
+        MigrateCommand::Verify {
+            json,
+            token_file,
+            cacert,
+        } => {
             let token = token_file.as_deref().map(read_token).transpose()?;
-            verify(cfg, token, *json)
+            let cacert = cacert.as_deref().map(read_cacert).transpose()?;
+            verify(cfg, token, cacert, *json)
         }
         MigrateCommand::Abort => abort(cfg),
         MigrateCommand::Policy(cmd) => policy(cfg, cmd),
@@ -145,11 +150,17 @@ fn status(cfg: &Config, json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `migrate verify [--token-file FILE]`: every difference between the directory and
-/// the target (exit 2 when there is one); `token` for a run after the cut-over.
-fn verify(cfg: &Config, token: Option<Secret>, json: bool) -> Result<ExitCode> {
+/// `migrate verify [--token-file FILE] [--cacert FILE]`: every difference between the
+/// directory and the target (exit 2 when there is one); `token` and `cacert` for this
+/// run only (after the cut-over no token is stored).
+fn verify(
+    cfg: &Config,
+    token: Option<Secret>,
+    cacert: Option<String>,
+    json: bool,
+) -> Result<ExitCode> {
     let mut line = StatusLine::new();
-    let reply = request(cfg, Request::MigrateVerify { token }, &mut |p| {
+    let reply = request(cfg, Request::MigrateVerify { token, cacert }, &mut |p| {
         show_progress(&mut line, &p)
     });
     line.done();
@@ -223,6 +234,11 @@ fn read_token(token_file: &Path) -> Result<Secret> {
     Ok(token)
 }
 
+/// A PEM CA file's text (`--cacert FILE`).
+fn read_cacert(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
 /// The target, its token (read from a file, kept out of the process list) and CA.
 fn push_request(
     to: &str,
@@ -231,12 +247,7 @@ fn push_request(
     allow_http: bool,
 ) -> Result<PushRequest> {
     let token = read_token(token_file)?;
-    let cacert = match cacert {
-        Some(p) => Some(
-            std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?,
-        ),
-        None => None,
-    };
+    let cacert = cacert.map(read_cacert).transpose()?;
     Ok(PushRequest {
         target: to.to_owned(),
         token,

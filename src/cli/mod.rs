@@ -251,6 +251,10 @@ pub(crate) enum MigrateCommand {
         /// the cut-over, which removes the stored token.
         #[arg(long, value_name = "FILE")]
         token_file: Option<PathBuf>,
+        /// PEM CA certificate(s) to verify the target with, for this run only; without
+        /// it, the CA given to `migrate push` (stored) is used, else the system roots.
+        #[arg(long, value_name = "FILE")]
+        cacert: Option<PathBuf>,
     },
     /// Stop mirroring and return to "not started" (only before cut-over).
     Abort,

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 
-use super::local::{request, unexpected};
+use super::local::{request, request_quietly, unexpected};
 use super::{confirmed, shell_word, TokenCommand};
 use crate::app::tokens::{IssueRequest, TokenInfo, TokenState};
 use crate::config::Config;
@@ -33,7 +33,7 @@ pub(super) fn run(cfg: &Config, cmd: &TokenCommand) -> Result<ExitCode> {
                 },
                 expires_in_days: *expires_in,
             });
-            let t = match request(cfg, req, &mut |_| {})? {
+            let t = match request_quietly(cfg, req, &mut |_| {}, *quiet)? {
                 Reply::TokenIssued(t) => t,
                 other => return Err(unexpected(other)),
             };

@@ -183,7 +183,9 @@ async fn run(app: &App, req: Request, progress: ProgressSink<'_>) -> Result<Repl
         Request::MigrateCheckTarget(req) => Reply::TargetCheck(m.check_target(req).await?),
         Request::MigratePush(req) => Reply::Push(m.push(req, progress).await?),
         Request::MigrateStatus => Reply::Status(Box::new(m.status()?)),
-        Request::MigrateVerify { token } => Reply::Verify(m.verify(token, progress).await?),
+        Request::MigrateVerify { token, cacert } => {
+            Reply::Verify(m.verify(token, cacert, progress).await?)
+        }
         Request::MigrateAbort => {
             m.abort().await?;
             Reply::Aborted

@@ -49,6 +49,10 @@ pub(crate) enum Request {
         /// after the cut-over none is stored).
         #[serde(with = "crate::secret::exposed_opt", default)]
         token: Option<crate::secret::Secret>,
+        /// PEM CA certificate(s) to verify the target with for this run only
+        /// (`migrate verify --cacert`); without it, the CA stored by the push.
+        #[serde(default)]
+        cacert: Option<String>,
     },
     MigrateAbort,
     /// Show, set or reset the stored migration policy.

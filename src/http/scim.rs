@@ -26,7 +26,7 @@ use crate::scim::error::{ScimError, ScimResult, ScimType};
 use crate::scim::query::ListParams;
 use crate::scim::resource::Projection;
 use crate::scim::schema::ResourceType;
-use crate::store::{Actor, Scope, Target};
+use crate::store::{Actor, OutcomeClass, Scope, Target};
 
 /// Query-string parameters, percent-decoded; a repeated name keeps its first value.
 fn query_params(req: &Request<RequestBody>) -> HashMap<String, String> {
@@ -196,7 +196,9 @@ pub(crate) async fn handle(
             path = ?rest,
             status = seen.status,
             reason = ?why,
-            "SCIM request refused"
+            // The documented vocabulary: refused (4xx), denied (401/403), failed (5xx).
+            "SCIM request {}",
+            OutcomeClass::of(seen.status).as_str()
         );
     }
     response
@@ -867,10 +869,11 @@ fn written_response(status: StatusCode, w: Written) -> Response<Body> {
     resp
 }
 
-/// A ListResponse (RFC 7644 §3.4.2). A cursor page (RFC 9865 §2.2) carries
-/// `nextCursor` while more matches follow, no `startIndex`, and `totalResults` only
-/// when it is known without counting (an unfiltered list).
-fn list_response(page: Page, paging: &Paging) -> Response<Body> {
+/// A ListResponse (RFC 7644 §3.4.2). A cursor page (RFC 9865 §2) carries
+/// `nextCursor` while more matches follow, no `startIndex`, and `totalResults`
+/// always, GET or POST `.search`, filtered or not: the table's length when
+/// unfiltered, else the matches the first page counted (`carried` by the cursor).
+fn list_response(page: Page, paging: &Paging, carried: Option<usize>) -> Response<Body> {
     // Written as text: resources read without a projection are JSON text already
     // (issue 10). The members are in the order a `Map` of them would serialize.
     let n = page.resources.len();
@@ -879,7 +882,7 @@ fn list_response(page: Page, paging: &Paging) -> Response<Body> {
     json_text(&mut body, discovery::LIST_URN);
     body.push(b']');
     let cursor = matches!(paging, Paging::After(_));
-    let total = match page.total {
+    let total = match page.total.or(carried) {
         Some(total) => Some(total),
         None if !cursor => Some(n),
         None => None,
@@ -891,7 +894,7 @@ fn list_response(page: Page, paging: &Paging) -> Response<Body> {
     if cursor {
         if let Some(next) = &page.next_after {
             body.extend_from_slice(b",\"nextCursor\":");
-            json_text(&mut body, next);
+            json_text(&mut body, &cursor_of(next, total));
         }
     } else {
         body.extend_from_slice(format!(",\"startIndex\":{}", page.start_index).as_bytes());
@@ -913,13 +916,55 @@ fn json_text(out: &mut Vec<u8>, s: &str) {
     let _ = serde_json::to_writer(&mut *out, s);
 }
 
-/// The paging a list request asks for: `cursor` (RFC 9865 §2.1; present and empty
-/// for the first page) or index paging. A cursor is the id of the last resource of
-/// the previous page; one that could not be an id is refused with 400
-/// `invalidCursor`, and `startIndex` beyond 1 with a cursor with 400 `invalidValue`.
-fn paging(req: &SearchRequest) -> ScimResult<Paging> {
+/// The `nextCursor` (RFC 9865 §2) that continues after the resource `id`: opaque to
+/// clients, `c1.` (the form's version), the id in unpadded base64url and, when known,
+/// `.` and the listing's total (so later pages of a filtered listing report the
+/// count its first page took): only RFC 3986 unreserved characters, as RFC 9865 §2
+/// requires. It names a position in id order, so it stays valid when that resource
+/// is deleted between pages.
+fn cursor_of(id: &str, total: Option<usize>) -> String {
+    use base64::Engine;
+    let id = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(id);
+    match total {
+        Some(t) => format!("{CURSOR_V1}{id}.{t}"),
+        None => format!("{CURSOR_V1}{id}"),
+    }
+}
+
+/// The id a cursor of [`cursor_of`] continues after and the total it carries;
+/// `None` for anything this server did not issue.
+fn cursor_id(cursor: &str) -> Option<(String, Option<usize>)> {
+    use base64::Engine;
+    let rest = cursor.strip_prefix(CURSOR_V1)?;
+    let (encoded, total) = match rest.split_once('.') {
+        Some((e, t)) if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) => {
+            (e, Some(t.parse().ok()?))
+        }
+        Some(_) => return None,
+        None => (rest, None),
+    };
+    if encoded.is_empty() || encoded.len() > MAX_CURSOR {
+        return None;
+    }
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(encoded)
+        .ok()?;
+    let id = String::from_utf8(bytes).ok()?;
+    (!id.chars().any(char::is_control)).then_some((id, total))
+}
+
+/// The version prefix of the cursors this server issues.
+const CURSOR_V1: &str = "c1.";
+
+/// The paging a list request asks for: `cursor` (RFC 9865 §2; present and empty for
+/// the first page) or index paging. A cursor other than one [`cursor_of`] made is
+/// refused with 400 `invalidCursor` (RFC 9865 §2.3: a client must not take an empty
+/// page for the end of the listing), and `startIndex` beyond 1 with a cursor with
+/// 400 `invalidValue`.
+/// With a cursor, also the listing's total it carries.
+fn paging(req: &SearchRequest) -> ScimResult<(Paging, Option<usize>)> {
     let Some(cursor) = req.cursor.as_deref() else {
-        return Ok(Paging::Index);
+        return Ok((Paging::Index, None));
     };
     if req.start_index.as_deref().is_some_and(|s| s.trim() != "1") {
         return Err(ScimError::invalid_value(
@@ -927,20 +972,31 @@ fn paging(req: &SearchRequest) -> ScimResult<Paging> {
         ));
     }
     if cursor.is_empty() {
-        return Ok(Paging::After(None));
+        return Ok((Paging::After(None), None));
     }
-    if cursor.len() > MAX_CURSOR || cursor.chars().any(char::is_control) {
-        return Err(ScimError::new(
-            400,
-            Some(ScimType::InvalidCursor),
-            "the cursor is not one this server issued; start again with an empty cursor",
-        ));
+    match cursor_id(cursor) {
+        Some((id, total)) => Ok((Paging::After(Some(id)), total)),
+        None => {
+            let shown: String = cursor
+                .chars()
+                .take(64)
+                .filter(|c| !c.is_control())
+                .collect();
+            Err(ScimError::new(
+                400,
+                Some(ScimType::InvalidCursor),
+                format!(
+                    "the cursor \"{shown}\" is not one this server issued: send the nextCursor \
+                     of the previous page as it came, or an empty cursor for the first page \
+                     (RFC 9865)"
+                ),
+            ))
+        }
     }
-    Ok(Paging::After(Some(cursor.to_owned())))
 }
 
-/// Longest cursor accepted: ids are at most this long.
-const MAX_CURSOR: usize = 1024;
+/// Longest encoded cursor accepted (ids are far shorter).
+const MAX_CURSOR: usize = 1400;
 
 /// The parameters of a list or `.search` request, before validation.
 #[derive(Debug, Default)]
@@ -1060,7 +1116,7 @@ async fn search(
     } else {
         None
     };
-    let paging = paging(req)?;
+    let (paging, carried) = paging(req)?;
     let query = Query {
         rt,
         params,
@@ -1068,7 +1124,7 @@ async fn search(
         paging: paging.clone(),
     };
     let page = state.app.query(query, base).await.map_err(store_error)?;
-    let answer = list_response(page, &paging);
+    let answer = list_response(page, &paging, carried);
     if _heavy.is_some() {
         crate::memory::release_soon();
     }

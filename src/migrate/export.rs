@@ -1018,11 +1018,20 @@ mod tests {
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
+        // A manager must be a user of the directory: the first one `fill` made.
+        let mut boss = String::new();
+        a.snapshot()
+            .unwrap()
+            .scan_raw_after(ResourceType::User, None, |raw| {
+                boss = raw.decode()?.id;
+                Ok(false)
+            })
+            .unwrap();
         let attrs = json!({"userName": "ünï\"code\\\u{1}@example.com", "title": "A/B <c>",
             "x509Certificates": [{"value": "TUlJ"}], "active": false,
             "name": {"givenName": "Zoë", "familyName": "O'Brien"},
             "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User":
-                {"department": "R&D", "manager": {"value": "m1"}}});
+                {"department": "R&D", "manager": {"value": boss}}});
         rt.block_on(a.create(
             ResourceType::User,
             attrs.as_object().unwrap().clone(),

@@ -2252,12 +2252,20 @@ fn compare_each(
                 ResourceType::User => {
                     let (body, unresolved) = user_body(run, r);
                     if unresolved {
+                        // A link to a deleted user (older releases kept them) is no
+                        // push failure: say so, `migrate check` lists what to fix.
+                        let local = match manager_of(r) {
+                            Some(m) if snapshot.get(ResourceType::User, m)?.is_none() => {
+                                format!("the manager \"{m}\" does not exist in this directory")
+                            }
+                            _ => "a manager that was never pushed".to_owned(),
+                        };
                         diffs.push(difference(
                             rt,
                             r,
                             DifferenceKind::Attribute {
                                 attribute: format!("{ENTERPRISE_USER_URN}:manager"),
-                                local: json!("a manager that was never pushed"),
+                                local: json!(local),
                                 target: Value::Null,
                             },
                         ));

@@ -12,7 +12,7 @@ use serde_json::Value;
 use crate::clock::Timestamp;
 use crate::config::MigrationPolicy;
 use crate::plural::count;
-use crate::scim::schema::ResourceType;
+use crate::scim::schema::{ResourceType, ENTERPRISE_USER_URN};
 use crate::store::{Snapshot, Store, StoreResult, StoredResource};
 
 /// A user or group a finding is about.
@@ -39,6 +39,9 @@ pub(crate) enum FindingCode {
     PublicMailDomain,
     /// Blocker: users without an email.
     NoEmail,
+    /// Blocker: users whose manager is no user of this directory (a link to a user
+    /// deleted before the bridge cleared such links on delete).
+    UnknownManager,
     /// Warning: groups the hosted service will not manage.
     ProtectedGroup,
     /// Warning: suspended users.
@@ -55,6 +58,7 @@ impl FindingCode {
             FindingCode::DomainNotAllowed => "domain-not-allowed",
             FindingCode::PublicMailDomain => "public-mail-domain",
             FindingCode::NoEmail => "no-email",
+            FindingCode::UnknownManager => "unknown-manager",
             FindingCode::ProtectedGroup => "protected-group",
             FindingCode::InactiveUser => "inactive-user",
             FindingCode::DuplicateEmail => "duplicate-email",
@@ -180,9 +184,20 @@ pub(crate) fn check(snapshot: &Snapshot, policy: &MigrationPolicy) -> StoreResul
         .collect();
     let (mut outside, mut on_public, mut no_email, mut inactive) = (vec![], vec![], vec![], vec![]);
     let mut by_email: HashMap<String, Vec<Subject>> = HashMap::new();
+    let mut unknown_manager = vec![];
     snapshot.scan(ResourceType::User, |r| {
         let email = main_email(&r.attrs);
         let subject = user_subject(&r, email.clone());
+        let manager = r
+            .attrs
+            .get(ENTERPRISE_USER_URN)
+            .and_then(|e| e.get("manager"))
+            .and_then(|m| m.get("value"));
+        if let Some(m) = manager.and_then(Value::as_str) {
+            if snapshot.get(ResourceType::User, m)?.is_none() {
+                unknown_manager.push(subject.clone());
+            }
+        }
         if r.attrs.get("active") == Some(&Value::Bool(false)) {
             inactive.push(subject.clone());
         }
@@ -278,6 +293,18 @@ pub(crate) fn check(snapshot: &Snapshot, policy: &MigrationPolicy) -> StoreResul
             count(no_email.len() as u64, "user has", "users have")
         ),
         no_email,
+    );
+    push(
+        &mut blockers,
+        FindingCode::UnknownManager,
+        format!(
+            "{} a manager that does not exist in this directory (a deleted user; the push \
+             cannot link it): set an existing manager or remove it (from the identity \
+             provider, or a SCIM PATCH \"remove\" of {ENTERPRISE_USER_URN}:manager), then \
+             check again",
+            count(unknown_manager.len() as u64, "user has", "users have")
+        ),
+        unknown_manager,
     );
     let mut warnings = Vec::new();
     push(

@@ -493,6 +493,7 @@ impl Migration {
     pub(crate) async fn verify(
         &self,
         token: Option<Secret>,
+        cacert: Option<String>,
         progress: ProgressSink<'_>,
     ) -> MigrateResult<VerifyReport> {
         let mut state = self.state()?;
@@ -505,6 +506,9 @@ impl Migration {
         }
         if token.is_some() {
             state.token = token;
+        }
+        if cacert.is_some() {
+            state.cacert = cacert;
         }
         let _guard = self.lock.lock().await;
         let mut client = Self::client_for(&state)?;

@@ -49,7 +49,7 @@ use serde_json::Value;
 use crate::clock::Timestamp;
 use crate::scim::error::ScimError;
 use crate::scim::resource::{Attributes, Meta, Reference};
-use crate::scim::schema::ResourceType;
+use crate::scim::schema::{ResourceType, ENTERPRISE_USER_URN};
 use crate::scim::text::caseless;
 pub(crate) use row::{RawResource, StoredText};
 
@@ -1167,24 +1167,38 @@ fn index_keys(rt: ResourceType, attrs: &Attributes) -> IndexKeys {
     keys
 }
 
+/// Refuses (409 `uniqueness`, RFC 7644 §3.3) a userName that another user holds,
+/// compared by `keys` (case-folded, NFC); the message names the value `attrs` sends and
+/// the stored user's own userName and id, which may differ from it in case or form.
 fn check_unique(
     txn: &WriteTransaction,
     rt: ResourceType,
     id: &str,
+    attrs: &Attributes,
     keys: &IndexKeys,
 ) -> StoreResult<()> {
     if rt == ResourceType::User {
         if let Some(name) = &keys.user_name {
             let t = txn.open_table(USER_NAMES)?;
             let owner = t.get(name.as_str())?.map(|v| v.value().to_owned());
-            if let Some(owner) = owner {
-                if owner != id {
-                    return Err(ScimError::uniqueness(format!(
-                        "a user with the userName \"{name}\" already exists (userNames are \
-                         compared ignoring case and Unicode normalization form)"
-                    ))
-                    .into());
-                }
+            drop(t);
+            if let Some(owner) = owner.filter(|o| o != id) {
+                let sent = attrs
+                    .get("userName")
+                    .and_then(Value::as_str)
+                    .unwrap_or(name);
+                let stored = get_in(txn, rt, &owner)?;
+                let held = stored
+                    .as_ref()
+                    .and_then(|u| u.attrs.get("userName"))
+                    .and_then(Value::as_str)
+                    .unwrap_or(name);
+                return Err(ScimError::uniqueness(format!(
+                    "the userName \"{sent}\" is taken: the user \"{held}\" (id {owner}) already \
+                     exists, and userNames are compared ignoring case and Unicode \
+                     normalization form"
+                ))
+                .into());
             }
         }
     }
@@ -1357,6 +1371,42 @@ impl Store {
 
 fn exists_in(txn: &WriteTransaction, rt: ResourceType, id: &str) -> StoreResult<bool> {
     Ok(txn.open_table(table(rt))?.get(id)?.is_some())
+}
+
+/// The id a user's enterprise `manager.value` names (RFC 7643 §4.3: "the id of the SCIM
+/// resource representing the User's manager"); a bare id as older records may hold it.
+fn manager_of(attrs: &Attributes) -> Option<&str> {
+    let m = attrs.get(ENTERPRISE_USER_URN)?.get("manager")?;
+    m.get("value")
+        .and_then(Value::as_str)
+        .or_else(|| m.as_str())
+}
+
+/// Refuses (400 `invalidValue`, naming the value) a manager that is no User of this
+/// directory, as a group member that is none is refused. Entra ID sends the manager's
+/// id in this directory (it resolves the reference before it sends it); Okta sends
+/// what the admin mapped, which must be that id as well. A link the record already
+/// holds (written before this check, or by an import) is left as it is.
+fn check_manager(
+    txn: &WriteTransaction,
+    id: Option<&str>,
+    attrs: &Attributes,
+    old: Option<&Attributes>,
+) -> StoreResult<()> {
+    let Some(manager) = manager_of(attrs) else {
+        return Ok(());
+    };
+    if old.and_then(manager_of) == Some(manager)
+        || id == Some(manager)
+        || exists_in(txn, ResourceType::User, manager)?
+    {
+        return Ok(());
+    }
+    Err(ScimError::invalid_value(format!(
+        "the manager \"{manager}\" is not a User of this directory \
+         (manager.value is the id of the manager's User resource, RFC 7643 §4.3)"
+    ))
+    .into())
 }
 
 /// Resolves the type of each member and checks that it exists.
@@ -1548,10 +1598,11 @@ fn create_in(
 ) -> StoreResult<StoredResource> {
     let id = new_id(now);
     let keys = index_keys(rt, &attrs);
-    check_unique(txn, rt, &id, &keys)?;
+    check_unique(txn, rt, &id, &attrs, &keys)?;
     let members = if rt == ResourceType::Group {
         resolve_members(txn, &id, members)?
     } else {
+        check_manager(txn, None, &attrs, None)?;
         Vec::new()
     };
     let r = StoredResource {
@@ -1656,7 +1707,10 @@ fn update_in(
     attrs.remove("members");
     attrs.remove("groups");
     let new_keys = index_keys(rt, &attrs);
-    check_unique(txn, rt, id, &new_keys)?;
+    check_unique(txn, rt, id, &attrs, &new_keys)?;
+    if rt == ResourceType::User {
+        check_manager(txn, Some(id), &attrs, Some(&old_attrs))?;
+    }
     // Check the membership change completely before writing anything: what to add
     // (new members, or a new display) and what to remove.
     let (to_add, to_remove) = match update.members {

@@ -114,6 +114,15 @@ fn token_issue_creates_the_database_and_says_where() {
         ok && stdout.contains("entra") && stdout.contains("okta"),
         "{stdout}"
     );
+    // `--quiet` is quiet even when it creates the database: the token alone on stdout,
+    // nothing on stderr (README), and the database is there for the server.
+    let data = root.path().join("scripted");
+    let (ok, stdout, stderr) = cli(&data, &["token", "issue", "--name", "ci", "-q"]);
+    assert!(ok, "{stderr}");
+    assert!(stderr.is_empty(), "{stderr}");
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    assert!(stdout.starts_with("scimb_"), "{stdout}");
+    assert!(data.join("scimbridge.redb").exists());
 }
 
 #[test]

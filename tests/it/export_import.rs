@@ -9,8 +9,11 @@ fn fill(c: &Client) -> Vec<String> {
     for i in 0..25 {
         let mut u = user_body(&format!("x{i}@example.com"));
         u["externalId"] = json!(format!("ext-{i}"));
-        u["urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"] =
-            json!({"department": "D", "manager": {"value": "m"}});
+        // Each user's manager is the one created before it (a manager must be a user).
+        u["urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"] = match ids.last() {
+            Some(m) => json!({"department": "D", "manager": {"value": m}}),
+            None => json!({"department": "D"}),
+        };
         let r = c.post("/Users", &u);
         assert_eq!(r.status, 201);
         ids.push(r.json()["id"].as_str().unwrap().to_owned());

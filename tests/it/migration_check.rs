@@ -139,3 +139,48 @@ fn allowed_domains_must_be_configured() {
         vec!["allowed-domains-not-configured"]
     );
 }
+
+/// A manager link to a user that no longer exists (what a database written before the
+/// bridge cleared them on delete holds) blocks the migration, naming the user and
+/// what to do; removing the link clears the blocker.
+#[test]
+fn a_manager_that_does_not_exist_is_a_blocker_with_the_remedy() {
+    let cfgdir = tempfile::tempdir().unwrap();
+    let cfg = config(cfgdir.path(), "\"example.com\"");
+    let s = Server::start_with(&["--config", cfg.to_str().unwrap()]);
+    let c = s.client();
+    let boss = user(&c, "boss@example.com", Some("boss@example.com"), true);
+    let alice = user(&c, "alice@example.com", Some("alice@example.com"), true);
+    let ent = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+    let set = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [{"op": "add", "path": format!("{ent}:manager"), "value": boss}]});
+    assert_eq!(c.patch(&format!("/Users/{alice}"), &set).status, 200);
+    let (ok, out, err) = check(&s, &cfg, true);
+    assert!(ok, "a manager that exists blocks nothing: {out}{err}");
+    // Deleting the manager leaves the link as databases of earlier releases hold it.
+    assert_eq!(c.delete(&format!("/Users/{boss}")).status, 204);
+    assert_eq!(get_manager(&c, &alice), Some(json!({"value": boss})));
+    let (ok, out, _) = check(&s, &cfg, true);
+    assert!(!ok, "{out}");
+    let r: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(codes(&r["blockers"]), vec!["unknown-manager"]);
+    assert_eq!(r["blockers"][0]["subjects"][0]["id"], alice.as_str());
+    let message = r["blockers"][0]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("1 user has a manager that does not exist in this directory")
+            && message.contains("remove"),
+        "{message}"
+    );
+    let remove = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [{"op": "remove", "path": format!("{ent}:manager")}]});
+    assert_eq!(c.patch(&format!("/Users/{alice}"), &remove).status, 200);
+    let (ok, out, err) = check(&s, &cfg, true);
+    assert!(ok, "{out}{err}");
+}
+
+fn get_manager(c: &Client, id: &str) -> Option<Value> {
+    let u = c.get(&format!("/Users/{id}")).json();
+    u["urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"]
+        .get("manager")
+        .cloned()
+}

@@ -412,15 +412,26 @@ fn push_into_a_second_scimbridge_mirror_resume_and_cut_over() {
     // Verify after the cut-over: the token comes from the file, for this run only.
     let (ok, _, err) = cli(&a.data_dir(), &["migrate", "verify"]);
     assert!(!ok && err.contains("--token-file"), "{err}");
-    let (ok, out, err) = cli(
-        &a.data_dir(),
-        &[
+    // `--cacert` is accepted as `check` and `push` accept it: this run trusts the file
+    // given (a CA that did not sign the target's certificate fails the TLS check),
+    // and without it the CA stored by the push.
+    let wrong_ca = a.data_dir().join("tls/cert.pem");
+    let verify_with = |extra: &[&str]| {
+        let mut args = vec![
             "migrate",
             "verify",
             "--token-file",
             token_file.to_str().unwrap(),
-        ],
-    );
+        ];
+        args.extend_from_slice(extra);
+        cli(&a.data_dir(), &args)
+    };
+    let (ok, out, err) = verify_with(&["--cacert", wrong_ca.to_str().unwrap()]);
+    assert!(!ok && !out.contains("verified"), "{out}{err}");
+    let (ok, out, err) = verify_with(&["--cacert", b_ca.to_str().unwrap()]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("verified"), "{out}");
+    let (ok, out, err) = verify_with(&[]);
     assert!(ok, "{out}{err}");
     assert!(out.contains("verified"), "{out}");
     assert!(!holds_token(), "verify stored the token");

@@ -5,7 +5,10 @@ use serde_json::{json, Value};
 
 const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
 
-fn full_user() -> Value {
+/// RFC 7643 §8.2's full user; its manager is a user of the directory (a manager that is
+/// none is refused), created here.
+fn full_user(c: &Client) -> Value {
+    let manager = c.post("/Users", &user_body("manager@example.com")).json()["id"].clone();
     json!({
         "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User", ENTERPRISE],
         "externalId": "ext-bjensen",
@@ -33,7 +36,7 @@ fn full_user() -> Value {
         "roles": [{"value": "tour-guide"}],
         "x509Certificates": [{"value": "MIIDQzCCAqygAwIBAgICEAAwDQYJKoZIhvcNAQEFBQAwTjELMAkGA1UEBhMCVVMx"}],
         ENTERPRISE: {"employeeNumber": "701984", "costCenter": "4130", "organization": "Universal Studios",
-                     "division": "Theme Park", "department": "Tour Operations", "manager": {"value": "26118915-6090-4610-87e4-49d8ca9f808d"}}
+                     "division": "Theme Park", "department": "Tour Operations", "manager": {"value": manager}}
     })
 }
 
@@ -116,7 +119,8 @@ fn discovery_endpoints() {
 fn user_with_every_attribute_round_trips() {
     let s = Server::start();
     let c = s.client();
-    let r = c.post("/Users", &full_user());
+    let sent = full_user(&c);
+    let r = c.post("/Users", &sent);
     assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
     let created = r.json();
     let id = created["id"].as_str().unwrap().to_owned();
@@ -131,7 +135,6 @@ fn user_with_every_attribute_round_trips() {
         created.get("password").is_none(),
         "password must never be returned"
     );
-    let sent = full_user();
     for (k, v) in sent.as_object().unwrap() {
         if k == "password" || k == "schemas" {
             continue;
@@ -266,7 +269,7 @@ fn groups_with_user_and_group_members_and_user_groups_attribute() {
 fn put_replaces_and_delete_removes() {
     let s = Server::start();
     let c = s.client();
-    let u = c.post("/Users", &full_user()).json();
+    let u = c.post("/Users", &full_user(&c)).json();
     let id = u["id"].as_str().unwrap();
     let r = c.put(
         &format!("/Users/{id}"),
@@ -421,26 +424,124 @@ fn cursor_pages_walk_every_resource_once() {
             .map(|i| format!("c{i}@example.com"))
             .collect::<Vec<_>>()
     );
-    // A filtered cursor page does not count the matches.
+    // One rule for totalResults on cursor pages (RFC 9865 §2: an accurate total):
+    // present, GET or POST .search, filtered or not; a filtered listing's later
+    // pages report what its first page counted.
     let page = c
         .get("/Users?cursor&count=1&filter=userName%20sw%20%22c%22")
         .json();
     assert_eq!(page["Resources"].as_array().unwrap().len(), 1);
-    assert!(page.get("totalResults").is_none(), "{page}");
-    assert!(page["nextCursor"].is_string());
-    // The same through POST .search.
+    assert_eq!(page["totalResults"], 5, "{page}");
+    let next = page["nextCursor"].as_str().unwrap();
     let page = c
-        .post("/Users/.search", &json!({"cursor": "", "count": 4}))
+        .get(&format!(
+            "/Users?cursor={next}&count=1&filter=userName%20sw%20%22c%22"
+        ))
         .json();
-    assert_eq!(page["Resources"].as_array().unwrap().len(), 4);
-    let r = c.get("/Users?cursor=%01x");
-    assert_eq!(r.status, 400);
+    assert_eq!(page["totalResults"], 5, "{page}");
+    for body in [
+        json!({"cursor": "", "count": 4}),
+        json!({"cursor": "", "count": 4, "filter": "userName sw \"c\""}),
+    ] {
+        let page = c.post("/Users/.search", &body).json();
+        assert_eq!(page["Resources"].as_array().unwrap().len(), 4);
+        assert_eq!(page["totalResults"], 5, "{body}: {page}");
+        let next = page["nextCursor"].as_str().unwrap();
+        let mut body = body.clone();
+        body["cursor"] = json!(next);
+        let page = c.post("/Users/.search", &body).json();
+        assert_eq!(page["Resources"].as_array().unwrap().len(), 1);
+        assert_eq!(page["totalResults"], 5, "{body}: {page}");
+    }
+    // Only cursors this server issued: anything else is 400 invalidCursor, never an
+    // empty last page (a client would conclude the listing ended) nor a restart.
+    for bad in [
+        "%01x",
+        "garbage",
+        "0",
+        "c1.",
+        "c1.%2A%2A",
+        "c1.__8",
+        "c2.YQ",
+    ] {
+        let r = c.get(&format!("/Users?count=10&cursor={bad}"));
+        assert_eq!(r.status, 400, "cursor={bad}");
+        assert_eq!(r.json()["scimType"], "invalidCursor", "cursor={bad}");
+    }
+    let r = c.post("/Users/.search", &json!({"cursor": "garbage", "count": 10}));
     assert_eq!(r.json()["scimType"], "invalidCursor");
+    assert!(
+        r.json()["detail"]
+            .as_str()
+            .unwrap()
+            .contains("\"garbage\" is not one this server issued"),
+        "{}",
+        r.json()
+    );
+    // Cursors are opaque (RFC 9865 §2: unreserved characters only), not ids, and one
+    // stays valid when the resource it continues after is deleted between pages.
+    let first = c.get("/Users?cursor=&count=2").json();
+    let next = first["nextCursor"].as_str().unwrap().to_owned();
+    let names = |page: &Value| -> Vec<String> {
+        page["Resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["userName"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert!(
+        next.chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || "-._~".contains(ch)),
+        "{next}"
+    );
+    let last_id = first["Resources"][1]["id"].as_str().unwrap();
+    assert_ne!(next, last_id, "the cursor is not the bare id");
+    assert_eq!(c.delete(&format!("/Users/{last_id}")).status, 204);
+    let second = c.get(&format!("/Users?count=2&cursor={next}")).json();
+    assert_eq!(names(&second), ["c2@example.com", "c3@example.com"]);
     let r = c.get("/Users?cursor=&startIndex=3");
     assert_eq!(r.status, 400);
     assert_eq!(r.json()["scimType"], "invalidValue");
     let r = c.get("/Users?cursor=&sortBy=userName");
     assert_eq!(r.status, 400);
+    let detail = r.json()["detail"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        detail.starts_with("cursor paging (RFC 9865) cannot be combined with sortBy"),
+        "words for an admin, not internals: {detail}"
+    );
+}
+
+/// The log's words are the documented vocabulary: denied (401/403), refused (other
+/// 4xx); and the README's sample start-up line is the one the server writes.
+#[test]
+fn the_log_says_denied_for_401_and_the_readme_shows_the_real_start_line() {
+    let s = Server::start();
+    let r = s.client().with_token("scimb_not-a-token").get("/Users");
+    assert_eq!(r.status, 401);
+    let log = s.wait_for_log("SCIM request denied");
+    let denied = log
+        .lines()
+        .find(|l| l.contains("SCIM request denied"))
+        .unwrap();
+    assert!(denied.contains("status=401"), "{denied}");
+    assert!(!log.contains("SCIM request refused"), "{log}");
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let sample = readme
+        .lines()
+        .find(|l| l.contains("SCIM URL for your identity provider:"))
+        .expect("the README shows the start-up line");
+    let target = sample
+        .split(": SCIM URL")
+        .next()
+        .unwrap()
+        .trim_start_matches("INFO ");
+    assert!(
+        log.lines()
+            .any(|l| l.contains(&format!("{target}: SCIM URL for your identity provider"))),
+        "the README's {sample:?} names a log target the server does not write:\n{log}"
+    );
 }
 
 #[test]

@@ -509,12 +509,13 @@ fn wrong_types_answer_invalid_value_naming_the_attribute_and_idp_coercions_stay(
         assert_scim_error(&r, 400, Some("invalidValue"));
         assert!(text(&r).contains(attr), "{body}: {}", text(&r));
     }
+    let m1 = created(&c, "/Users", json!({"userName": "m1@example.com"}))["id"].clone();
     let u = created(
         &c,
         "/Users",
         json!({"userName": "t@example.com", "active": "False",
                "emails": {"value": "t@example.com", "primary": "True"},
-               ENTERPRISE: {"employeeNumber": 1234, "costCenter": 42, "manager": "m1"}}),
+               ENTERPRISE: {"employeeNumber": 1234, "costCenter": 42, "manager": m1}}),
     );
     assert_eq!(u["active"], false);
     assert_eq!(
@@ -522,7 +523,7 @@ fn wrong_types_answer_invalid_value_naming_the_attribute_and_idp_coercions_stay(
         json!([{"value": "t@example.com", "primary": true}])
     );
     assert_eq!(u[ENTERPRISE]["employeeNumber"], "1234");
-    assert_eq!(u[ENTERPRISE]["manager"]["value"], "m1");
+    assert_eq!(u[ENTERPRISE]["manager"]["value"], m1);
     let uid = id(&u);
     let r = c.patch(
         &format!("/Users/{uid}"),
@@ -776,10 +777,15 @@ fn user_names_equal_after_nfc_and_case_folding_conflict_and_look_alikes_do_not()
         json!({"userName": "straße@example.com"}),
     ));
     for same in ["STRASSE@example.com", "Straße@EXAMPLE.com"] {
-        assert_scim_error(
-            &c.post("/Users", &json!({"userName": same})),
-            409,
-            Some("uniqueness"),
+        let r = c.post("/Users", &json!({"userName": same}));
+        assert_scim_error(&r, 409, Some("uniqueness"));
+        // The message names the value sent and the user that holds the name, as
+        // stored (not the case-folded key "strasse@example.com").
+        let detail = r.json()["detail"].as_str().unwrap().to_owned();
+        assert!(
+            detail.contains(&format!("the userName \"{same}\" is taken"))
+                && detail.contains(&format!("the user \"straße@example.com\" (id {first})")),
+            "{detail}"
         );
     }
     // Precomposed é and e + combining acute are one name.
@@ -891,4 +897,68 @@ fn large_requests_are_answered_in_full_and_the_server_stays_up() {
     );
     assert_scim_error(&r, 400, Some("invalidValue"));
     assert_eq!(s.client().send("GET", "/healthz", &[], None).status, 200);
+}
+
+/// A manager that is no User of this directory is refused the way a group member that
+/// is none is (400 invalidValue naming the value) on POST, PUT and PATCH, bare id or
+/// `{"value"}`, and a Group's id is no manager; nothing changes. A link that dangles
+/// already (its manager deleted; older releases wrote such links) still exports and
+/// imports.
+#[test]
+fn manager_that_is_no_user_of_this_directory_is_refused() {
+    let s = Server::start();
+    let c = s.client();
+    let boss = id(&created(
+        &c,
+        "/Users",
+        json!({"userName": "boss@example.com"}),
+    ));
+    let u = created(
+        &c,
+        "/Users",
+        json!({"userName": "u@example.com", ENTERPRISE: {"manager": boss}}),
+    );
+    let uid = id(&u);
+    let group = id(&created(&c, "/Groups", json!({"displayName": "G"})));
+    let manager_path = format!("{ENTERPRISE}:manager");
+    let cases = [
+        ("does-not-exist", c.post("/Users", &json!({"userName": "v@example.com", ENTERPRISE: {"manager": "does-not-exist"}}))),
+        ("does-not-exist", c.put(&format!("/Users/{uid}"), &json!({"userName": "u@example.com", ENTERPRISE: {"manager": {"value": "does-not-exist"}}}))),
+        ("does-not-exist", c.patch(&format!("/Users/{uid}"), &patch_body(json!([{"op": "replace", "path": manager_path, "value": "does-not-exist"}])))),
+        (group.as_str(), c.patch(&format!("/Users/{uid}"), &patch_body(json!([{"op": "add", "path": format!("{manager_path}.value"), "value": group}])))),
+    ];
+    for (value, r) in cases {
+        assert_scim_error(&r, 400, Some("invalidValue"));
+        let detail = text(&r);
+        assert!(
+            detail.contains(&format!(
+                "the manager \\\"{value}\\\" is not a User of this directory"
+            )),
+            "{detail}"
+        );
+    }
+    assert_eq!(c.get(&format!("/Users/{uid}")).json(), u, "nothing changed");
+    let none = c
+        .get("/Users?filter=userName%20eq%20%22v@example.com%22")
+        .json();
+    assert_eq!(none["totalResults"], 0);
+
+    // The manager deleted, the link dangles; an update that keeps it is not refused,
+    // and an export holding it imports.
+    assert_eq!(c.delete(&format!("/Users/{boss}")).status, 204);
+    let r = c.patch(
+        &format!("/Users/{uid}"),
+        &patch_body(json!([{"op": "replace", "path": "displayName", "value": "U"}])),
+    );
+    assert_eq!(r.status, 200, "{}", text(&r));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("directory.jsonl");
+    let (ok, _, err) = cli(&s.data_dir(), &["export", "--out", file.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let fresh = tempfile::tempdir().unwrap();
+    let (ok, out, err) = cli(fresh.path(), &["import", file.to_str().unwrap()]);
+    assert!(ok && out.contains("imported 1 user"), "{out}{err}");
+    let b = Server::start_in(fresh, "b");
+    let got = b.client().get(&format!("/Users/{uid}")).json();
+    assert_eq!(got[ENTERPRISE]["manager"]["value"], boss.as_str());
 }

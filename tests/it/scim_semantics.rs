@@ -902,15 +902,16 @@ fn patch_extension_attributes_by_urn_path() {
     let s = Server::start();
     let c = s.client();
     let p = format!("/Users/{}", user_with_emails(&c));
+    let m1 = create(&c, "/Users", json!({"userName": "m-1@example.com"}))["id"].clone();
     let j = patch_ok(
         &c,
         &p,
         json!([{"op": "add", "path": format!("{ENTERPRISE}:department"), "value": "Ops"},
-               {"op": "add", "path": format!("{ENTERPRISE}:manager.value"), "value": "m-1"}]),
+               {"op": "add", "path": format!("{ENTERPRISE}:manager.value"), "value": m1}]),
     );
     assert_eq!(
         j[ENTERPRISE],
-        json!({"department": "Ops", "manager": {"value": "m-1"}})
+        json!({"department": "Ops", "manager": {"value": m1}})
     );
     assert!(j["schemas"]
         .as_array()

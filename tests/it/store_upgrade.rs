@@ -181,6 +181,58 @@ fn a_format_3_admin_password_signs_in_as_admin_after_the_upgrade() {
     s.stop();
 }
 
+/// The first line of `scimbridge serve` on `dir` that says the database format (the
+/// server is stopped once it is read).
+fn format_line_at_start(dir: &Path) -> String {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(crate::support::BIN)
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env_remove("SCIMBRIDGE_CONFIG")
+        .env("SCIMBRIDGE_LOG", "info")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("database format") || line.contains("identity provider: ") {
+                let _ = tx.send(line);
+            }
+        }
+    });
+    let line = rx.recv_timeout(std::time::Duration::from_secs(20));
+    let _ = child.kill();
+    let _ = child.wait();
+    line.expect("the server said nothing of its database format within 20 s")
+}
+
+/// At start the log says the database format at info level: the upgrade done, with
+/// the backup's path, or that none was needed.
+#[test]
+fn the_start_log_says_the_database_format_and_any_upgrade() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("scimbridge.redb");
+    std::fs::copy(fixture("format3/format3.redb"), &db).unwrap();
+    let line = format_line_at_start(dir.path());
+    let backup = dir.path().join("scimbridge.redb.format3-backup");
+    assert!(
+        line.contains("INFO")
+            && line.contains("database format 5, upgraded from format 3")
+            && line.contains(&backup.display().to_string()),
+        "{line}"
+    );
+    let line = format_line_at_start(dir.path());
+    assert!(
+        line.contains("INFO") && line.contains("database format 5, no upgrade needed"),
+        "{line}"
+    );
+}
+
 /// The ids of every user of `c`'s directory by offset pages of `count`, and by
 /// cursor pages of `count` (RFC 9865): both walk id order.
 fn user_ids_paged(c: &crate::support::Client, count: usize) -> (Vec<String>, Vec<String>) {

@@ -2009,7 +2009,10 @@ async fn start_job(state: &Arc<AppState>, who: &Caller, kind: JobKind) -> (Strin
         };
         let outcome = match kind {
             JobKind::Push(req) => m.push(req, &mut progress).await.map(JobOutcome::Push),
-            JobKind::Verify(token) => m.verify(token, &mut progress).await.map(JobOutcome::Verify),
+            JobKind::Verify(token) => m
+                .verify(token, None, &mut progress)
+                .await
+                .map(JobOutcome::Verify),
             JobKind::Cutover => m.cutover(&mut progress).await.map(JobOutcome::Cutover),
         };
         if let Err(e) = &outcome {
