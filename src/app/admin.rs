@@ -30,13 +30,7 @@ pub(crate) const FIRST_ACCOUNT: &str = "admin";
 /// look-alike characters can make two accounts read the same in the audit.
 pub(crate) fn account_name(raw: &str) -> Result<String, CredentialError> {
     let name = raw.trim().to_ascii_lowercase();
-    let ok = !name.is_empty()
-        && name.len() <= MAX_NAME_CHARS
-        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'));
-    if ok {
+    if super::is_plain_name(&name, MAX_NAME_CHARS) {
         Ok(name)
     } else {
         Err(CredentialError::InvalidName)

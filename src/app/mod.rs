@@ -126,3 +126,16 @@ impl App {
             .collect())
     }
 }
+
+/// Whether `name` is a plain name, the rule token and account names share: 1 to
+/// `max` ASCII letters, digits and `. _ - @`, starting with a letter or digit (no
+/// space to quote on a command line, no leading `-` to read as a flag, nothing that
+/// looks like another character in the audit or a log field).
+pub(crate) fn is_plain_name(name: &str, max: usize) -> bool {
+    !name.is_empty()
+        && name.len() <= max
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'))
+}

@@ -111,13 +111,7 @@ pub(crate) enum TokenError {
 /// its name and keeps working, and `token rotate` keeps the name it has.
 pub(crate) fn token_name(raw: &str) -> Result<String, TokenError> {
     let name = raw.trim();
-    let ok = !name.is_empty()
-        && name.len() <= MAX_NAME_BYTES
-        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'));
-    if ok {
+    if super::is_plain_name(name, MAX_NAME_BYTES) {
         Ok(name.to_owned())
     } else {
         Err(TokenError::InvalidName)
