@@ -573,16 +573,10 @@ fn token_names_follow_a_rule_and_older_names_keep_working() {
             "{bad:?}: {err}"
         );
     }
-    let page = text(&get_page(&c, "/admin/tokens", &cookie));
-    let r = post_form(
+    let r = post_token_form(
         &c,
-        "/admin/tokens",
-        Some(&cookie),
-        &[
-            ("csrf", &csrf(&page)),
-            ("name", "okta prod"),
-            ("scope", "read-write"),
-        ],
+        &cookie,
+        &[("name", "okta prod"), ("scope", "read-write")],
     );
     assert_eq!(r.status, 400);
     assert!(

@@ -316,28 +316,10 @@ fn token_issued_on_the_page_works_and_revoking_it_refuses_the_next_request() {
     assert_scim_error(&idp.get("/Users"), 401, None);
 
     // A duplicate name or a bad expiry is explained, not issued.
-    let r = post_form(
-        &c,
-        "/admin/tokens",
-        Some(&cookie),
-        &[
-            ("csrf", &csrf(&page)),
-            ("name", "test"),
-            ("scope", "read-write"),
-        ],
-    );
+    let r = post_token_form(&c, &cookie, &[("name", "test"), ("scope", "read-write")]);
     assert_eq!(r.status, 400);
     assert!(text(&r).contains("already exists"));
-    let r = post_form(
-        &c,
-        "/admin/tokens",
-        Some(&cookie),
-        &[
-            ("csrf", &csrf(&page)),
-            ("name", "x"),
-            ("expires_days", "99999999"),
-        ],
-    );
+    let r = post_token_form(&c, &cookie, &[("name", "x"), ("expires_days", "99999999")]);
     assert_eq!(r.status, 400);
 }
 

@@ -145,13 +145,19 @@ pub fn issue_on_page(c: &Client, cookie: &str, name: &str, scope: &str) -> Strin
 
 /// `issue_on_page` with the form's fields given (`name`, `scope`, `expires_days`).
 pub fn issue_on_page_with(c: &Client, cookie: &str, fields: &[(&str, &str)]) -> String {
+    let r = post_token_form(c, cookie, fields);
+    assert_eq!(r.status, 200, "{}", text(&r));
+    attr_after(&text(&r), "id=\"secret\" class=\"mono\" readonly value=\"").expect("secret shown")
+}
+
+/// Posts the Tokens page's issue form with `fields` (and the page's CSRF token);
+/// returns the response, whatever its status (a refused name answers 400).
+pub fn post_token_form(c: &Client, cookie: &str, fields: &[(&str, &str)]) -> Resp {
     let page = text(&get_page(c, "/admin/tokens", cookie));
     let csrf = csrf(&page);
     let mut form = vec![("csrf", csrf.as_str())];
     form.extend_from_slice(fields);
-    let r = post_form(c, "/admin/tokens", Some(cookie), &form);
-    assert_eq!(r.status, 200, "{}", text(&r));
-    attr_after(&text(&r), "id=\"secret\" class=\"mono\" readonly value=\"").expect("secret shown")
+    post_form(c, "/admin/tokens", Some(cookie), &form)
 }
 
 /// The id of the token row named `name` on the Tokens page.
