@@ -7,7 +7,6 @@
 //! Times in the past (a token silent for hours, an expired token) are made by
 //! editing the stopped server's database, as no test may wait hours.
 
-use std::io::{Read, Write};
 use std::time::Duration;
 
 use crate::support::admin::*;
@@ -367,37 +366,8 @@ fn turned_away_requests_are_on_the_dashboard_and_429s_count_for_their_token() {
     );
     assert!(!dash.contains("refused by the limiter"), "{dash}");
 
-    // A request whose body never arrives holds the test token's only permit. The
-    // server may see a polled GET before the held request's headers (two
-    // connections): then the held request is the one refused, answered at once, and
-    // is sent again on a new connection until it is the one holding the permit.
-    let ca = s.data_dir().join("tls/cert.pem");
-    let hold = || {
-        let (mut held, _) = tls_connect(&s.addr, "127.0.0.1", &[ca.as_path()]);
-        write!(
-            held,
-            "POST /scim/v2/Users HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
-             Content-Type: application/scim+json\r\nContent-Length: 1000\r\n\r\n{{",
-            s.token
-        )
-        .unwrap();
-        held.flush().unwrap();
-        held.sock
-            .set_read_timeout(Some(Duration::from_millis(20)))
-            .unwrap();
-        held
-    };
-    let mut held = hold();
-    wait_until("the limiter to refuse", Duration::from_secs(10), || {
-        if c.get("/Users").status == 429 {
-            return Some(());
-        }
-        // Any answer on the held connection means it is no longer held.
-        if held.read(&mut [0u8; 1]).is_ok() {
-            held = hold();
-        }
-        None
-    });
+    // A request whose body never arrives holds the test token's only permit.
+    let held = hold_permits(&s, &s.token, 1, || c.get("/Users").status == 429);
     let page = tokens_when(&c, &cookie, "test", |r| r.contains("Last error: 429"));
     assert!(row(&page, "test").contains(" refused"), "{page}");
     let dash = text(&get_page(&c, "/admin", &cookie));
