@@ -50,7 +50,11 @@ pub(super) fn run(cfg: &Config, cmd: &MigrateCommand) -> Result<ExitCode> {
             omit_unsupported,
             parallel,
         } => {
-            let mut req = push_request(to, token_file, cacert.as_deref(), *allow_http)?;
+            let to = match to {
+                Some(to) => to.clone(),
+                None => stored_target(cfg)?,
+            };
+            let mut req = push_request(&to, token_file, cacert.as_deref(), *allow_http)?;
             req.dry_run = *dry_run;
             req.omit_unsupported = *omit_unsupported;
             req.parallel = parallel.map(usize::from);
@@ -125,7 +129,9 @@ fn push(cfg: &Config, req: PushRequest) -> Result<ExitCode> {
     match reply? {
         Reply::Push(PushOutcome::Planned(plan)) => {
             print_plan(&plan);
-            Ok(exit_code(plan.unsupported.is_empty()))
+            Ok(exit_code(
+                plan.unsupported.is_empty() && plan.blockers.is_empty(),
+            ))
         }
         Reply::Push(PushOutcome::Pushed(report)) => {
             print_pushed(&report);
@@ -136,12 +142,32 @@ fn push(cfg: &Config, req: PushRequest) -> Result<ExitCode> {
     }
 }
 
+/// The migration's status from the server.
+fn fetch_status(cfg: &Config) -> Result<MigrationStatus> {
+    match request(cfg, Request::MigrateStatus, &mut |_| {})? {
+        Reply::Status(s) => Ok(*s),
+        other => Err(unexpected(other)),
+    }
+}
+
+/// `migrate push` without `--to`: the target of the migration under way, said on
+/// stderr; without one, `--to` is required.
+fn stored_target(cfg: &Config) -> Result<String> {
+    let status = fetch_status(cfg)?;
+    match status.state.target {
+        Some(t) if !matches!(status.phase, Phase::NotStarted | Phase::Checked) => {
+            eprintln!("target: {t} (the migration's stored target; --to names another)");
+            Ok(t)
+        }
+        _ => anyhow::bail!(
+            "no migration is under way, so no target is stored: give it with --to URL"
+        ),
+    }
+}
+
 /// `migrate status [--json]`: where the migration stands.
 fn status(cfg: &Config, json: bool) -> Result<ExitCode> {
-    let status = match request(cfg, Request::MigrateStatus, &mut |_| {})? {
-        Reply::Status(s) => s,
-        other => return Err(unexpected(other)),
-    };
+    let status = fetch_status(cfg)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&status)?);
     } else {
@@ -349,6 +375,16 @@ fn exit_code(clean: bool) -> ExitCode {
 }
 
 fn print_plan(plan: &PushPlan) {
+    if !plan.blockers.is_empty() {
+        println!(
+            "The readiness check has {}; the push refuses until they are fixed \
+             (`scimbridge migrate check` names who is concerned):",
+            count(plan.blockers.len() as u64, "blocker", "blockers")
+        );
+        for b in &plan.blockers {
+            println!("  {b}");
+        }
+    }
     println!("Plan (dry run, nothing was sent):");
     println!("  target: {}", plan.target);
     for (name, c) in [("users: ", plan.users), ("groups:", plan.groups)] {
@@ -460,8 +496,13 @@ fn print_status(s: &MigrationStatus) {
             "pushed:    {}/{} users, {}/{} groups",
             p.users_done, p.users_total, p.groups_done, p.groups_total
         );
+        let problem = s
+            .mirror
+            .problem()
+            .map(|p| format!("; {p}"))
+            .unwrap_or_default();
         println!(
-            "mirror:    {} behind ({:.1} s)",
+            "mirror:    {} behind ({:.1} s){problem}",
             count(s.lag.events, "event", "events"),
             s.lag.seconds
         );

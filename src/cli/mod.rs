@@ -211,8 +211,10 @@ pub(crate) enum MigrateCommand {
     /// Run it again after an interruption: it resumes without duplicates.
     Push {
         /// The target's SCIM base URL, e.g. https://provisioning.example.com/scim/v2.
+        /// Optional when a migration is under way: its stored target is used (e.g.
+        /// after a restore from a backup, which leaves the target's token out).
         #[arg(long, value_name = "URL")]
-        to: String,
+        to: Option<String>,
         /// File holding the target's bearer token (kept out of the process list).
         #[arg(long, value_name = "FILE")]
         token_file: PathBuf,
@@ -220,7 +222,8 @@ pub(crate) enum MigrateCommand {
         #[arg(long, value_name = "FILE")]
         cacert: Option<PathBuf>,
         /// Print the plan (every resource by name: created or matched, and by what
-        /// rule; protected groups; what the target cannot hold) and send no writes.
+        /// rule; protected groups; what the target cannot hold; the readiness
+        /// blockers, which make it exit with 2) and send no writes.
         #[arg(long)]
         dry_run: bool,
         /// Allow a plain http:// target that is not on loopback.

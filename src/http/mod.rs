@@ -323,12 +323,17 @@ fn metrics_response(state: &AppState, req: &Request<RequestBody>) -> Response<Bo
         ));
         gauges.push((
             "scimbridge_migration_error",
-            "1 when the last push or mirror step failed (see migrate status), else 0.",
-            if m.state.last_error.is_some() {
+            "1 from the first failed attempt of a push or the mirror, and while the mirror waits for a target token (see migrate status), else 0.",
+            if m.state.last_error.is_some() || m.mirror.is_error() {
                 1.0
             } else {
                 0.0
             },
+        ));
+        gauges.push((
+            "scimbridge_migration_mirror_failures",
+            "Failed attempts of the migration mirror in a row (0 once a change is replayed).",
+            f64::from(m.state.mirror_failures),
         ));
     }
     gauges.push((

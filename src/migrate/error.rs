@@ -82,9 +82,16 @@ pub(crate) enum MigrateError {
     /// The stored state has no target.
     #[error("no migration target is set")]
     NoTarget,
-    /// The stored state has no target token (a cut-over removes it).
-    #[error("no target token is stored (a cut-over removes it); pass it for this run with `scimbridge migrate verify --token-file FILE`")]
+    /// The migration is under way but no target token is stored: a backup leaves
+    /// it out, so a database restored from one holds none. The mirror waits for it
+    /// and `migrate push --token-file FILE` (the stored target) resumes.
+    #[error("no target token is stored in this database (a backup leaves it out: was it restored from one?); \
+             the mirror is stopped until `scimbridge migrate push --token-file FILE` resumes the migration \
+             (the stored target URL is used)")]
     NoTargetToken,
+    /// After the cut-over, verify needs the target token, which the cut-over erased.
+    #[error("no target token is stored (the cut-over erased it); pass it for this run with `scimbridge migrate verify --token-file FILE`")]
+    TokenErasedAtCutover,
     /// The cut-over was not confirmed.
     #[error("cut-over is irreversible: confirm it explicitly")]
     NotConfirmed,

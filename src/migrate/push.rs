@@ -1811,6 +1811,7 @@ async fn dry_run(
         unsupported,
         preview,
         protected_groups: Vec::new(),
+        blockers: Vec::new(),
         notes,
     })
 }
@@ -1927,6 +1928,7 @@ pub(crate) async fn drain(
         save_progress(store, move |s| {
             s.mirror_from = s.mirror_from.max(seq);
             s.last_error = None;
+            s.mirror_failures = 0;
         })
         .await?;
         n += 1;
@@ -2074,13 +2076,7 @@ fn compare(
     skip: &HashSet<String>,
     out: &mut Vec<Difference>,
 ) {
-    let get = |o: &Value, k: &str| {
-        o.as_object().and_then(|o| {
-            o.iter()
-                .find(|(rk, _)| rk.eq_ignore_ascii_case(k))
-                .map(|(_, v)| v.clone())
-        })
-    };
+    let get = attribute_of;
     for (k, v) in expected.as_object().into_iter().flatten() {
         if k == "schemas" || k == "members" || skip.contains(k) || v.is_null() {
             continue;
@@ -2207,6 +2203,25 @@ fn duplicates(rt: ResourceType, remote: &HashMap<String, Value>) -> Vec<Differen
     out
 }
 
+/// The manager a target's user holds, as the target wrote it (`{"value": "…"}`,
+/// or null when it has none): a link this directory cannot map is reported with
+/// the target's own value, never as null when the target holds one.
+fn target_manager(user: &Value) -> Value {
+    attribute_of(user, ENTERPRISE_USER_URN)
+        .and_then(|ext| attribute_of(&ext, "manager"))
+        .unwrap_or(Value::Null)
+}
+
+/// The attribute `name` of a JSON object, its name compared case-insensitively
+/// (RFC 7643 §2.1: attribute names are case-insensitive).
+fn attribute_of(o: &Value, name: &str) -> Option<Value> {
+    o.as_object().and_then(|o| {
+        o.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    })
+}
+
 /// What `compare_each` leaves for the rest of verify.
 struct Compared {
     /// Target ids the journal maps (a listed resource not in here is the target's own).
@@ -2266,7 +2281,7 @@ fn compare_each(
                             DifferenceKind::Attribute {
                                 attribute: format!("{ENTERPRISE_USER_URN}:manager"),
                                 local: json!(local),
-                                target: Value::Null,
+                                target: target_manager(got),
                             },
                         ));
                     }

@@ -116,6 +116,10 @@ pub(crate) struct PushPlan {
     /// pushed like the others, listed so that the admin knows.
     #[serde(default)]
     pub protected_groups: Vec<String>,
+    /// The readiness check's blockers (their messages): a dry run plans anyway, the
+    /// push refuses until they are fixed.
+    #[serde(default)]
+    pub blockers: Vec<String>,
     /// Matchers the target refused (e.g. `externalId eq` answered 400 invalidFilter),
     /// with the target's detail; matching went on without them.
     #[serde(default)]
@@ -296,13 +300,69 @@ pub(crate) struct Lag {
     pub seconds: f64,
 }
 
+/// How long the oldest change not yet replayed may wait before the mirror counts as
+/// behind (`MirrorHealth::Behind`): the mirror replays within a second when the
+/// target answers, so this is a stall, not a busy moment.
+pub(crate) const MIRROR_BEHIND_SECONDS: f64 = 30.0;
+
+/// How the mirror is doing, for `migrate status`, the admin pages and /metrics.
+/// Worst first: a stopped or failing mirror is said even when it is also behind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "kebab-case")]
+pub(crate) enum MirrorHealth {
+    /// Not mirroring: before the push, during it, after the cut-over.
+    #[default]
+    Off,
+    /// Replaying; nothing older than `MIRROR_BEHIND_SECONDS` waits.
+    InStep,
+    /// No failure, but a change has waited longer than `MIRROR_BEHIND_SECONDS`.
+    Behind,
+    /// The last attempts failed (the last error says why); `attempt` is the one
+    /// under way or waited for (2 after the first failure). Each request is tried 8
+    /// times with backoff (0.2 s doubling to 25.6 s), then the step starts again
+    /// after a pause doubling from 0.25 s to 30 s, until the target answers.
+    Failing { attempt: u32 },
+    /// No target token is stored (a database restored from a backup, which leaves
+    /// it out): nothing is replayed until `migrate push --token-file FILE`.
+    NoToken,
+}
+
+impl MirrorHealth {
+    /// What is wrong, in words ("failing: retrying (attempt 3)"); `None` when nothing is.
+    pub(crate) fn problem(self) -> Option<String> {
+        match self {
+            MirrorHealth::Off | MirrorHealth::InStep => None,
+            MirrorHealth::Behind => Some(format!(
+                "behind: a change has waited more than {MIRROR_BEHIND_SECONDS:.0} s"
+            )),
+            MirrorHealth::Failing { attempt } => {
+                Some(format!("failing: retrying (attempt {attempt})"))
+            }
+            MirrorHealth::NoToken => Some(
+                "stopped: no target token is stored; resume with \
+                 `scimbridge migrate push --token-file FILE`"
+                    .into(),
+            ),
+        }
+    }
+
+    /// Failing or stopped (what `scimbridge_migration_error` reports).
+    pub(crate) fn is_error(self) -> bool {
+        matches!(self, MirrorHealth::Failing { .. } | MirrorHealth::NoToken)
+    }
+}
+
 /// `migrate status`: where the migration stands.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct MigrationStatus {
     pub phase: Phase,
-    /// The phase in words ("not started", "cut over").
+    /// The phase in words ("not started", "cut over"), with what is wrong with the
+    /// mirror ("verified, but the mirror is failing: retrying (attempt 2)").
     pub phase_text: String,
+    /// How the mirror is doing.
+    #[serde(default)]
+    pub mirror: MirrorHealth,
     /// The persisted state without its secrets (no target token, no CA).
     pub state: MigrationState,
     pub lag: Lag,

@@ -14,8 +14,8 @@ use super::policy::{PolicyChange, PolicyField, PolicyView};
 use super::push::{self, PushOptions};
 use super::readiness::{self, FindingCode, ReadinessReport};
 use super::report::{
-    Capabilities, DirectoryCounts, Lag, MatchRule, MigrationStatus, Progress, ProgressSink,
-    PushOutcome, TargetCheck, VerifyReport,
+    Capabilities, DirectoryCounts, Lag, MatchRule, MigrationStatus, MirrorHealth, Progress,
+    ProgressSink, PushOutcome, TargetCheck, VerifyReport, MIRROR_BEHIND_SECONDS,
 };
 use super::target::{self, Events};
 use crate::clock::Timestamp;
@@ -181,7 +181,14 @@ impl Migration {
     fn client_for(state: &MigrationState) -> MigrateResult<Client> {
         let url = state.target.as_deref().ok_or(MigrateError::NoTarget)?;
         let target = Target::parse(url, state.allow_http)?;
-        let token = state.token.clone().ok_or(MigrateError::NoTargetToken)?;
+        let token = state
+            .token
+            .clone()
+            .ok_or(if state.phase == Phase::CutOver {
+                MigrateError::TokenErasedAtCutover
+            } else {
+                MigrateError::NoTargetToken
+            })?;
         Client::new(target, token, state.cacert.as_deref().map(str::as_bytes))
     }
 
@@ -229,11 +236,19 @@ impl Migration {
         req: PushRequest,
         progress: ProgressSink<'_>,
     ) -> MigrateResult<PushOutcome> {
+        let req = resumed_with_stored_tls(req, &self.state()?);
         let (target, mut client) = connect(&req)?;
         let _guard = self.lock.lock().await;
         let current = self.state()?;
         may_push_to(&current, &target)?;
-        let readiness = self.require_ready()?;
+        let readiness = self.readiness()?;
+        // A dry run shows the plan with the blockers (README: it writes nothing);
+        // a push refuses while there are any.
+        if !readiness.ready && !req.dry_run {
+            return Err(MigrateError::NotReady(
+                readiness.blockers.into_iter().map(|b| b.message).collect(),
+            ));
+        }
         let opts = PushOptions {
             resume: current.phase == Phase::Pushing || current.push_incomplete,
             dry_run: req.dry_run,
@@ -253,22 +268,16 @@ impl Migration {
         }
     }
 
-    /// The readiness check under the policy that applies now; its blockers refuse
-    /// the push (`NotReady`, their messages).
-    fn require_ready(&self) -> MigrateResult<ReadinessReport> {
+    /// The readiness check under the policy that applies now (its blockers refuse a
+    /// push, not its dry run).
+    fn readiness(&self) -> MigrateResult<ReadinessReport> {
         let snapshot = self.store.snapshot()?;
         let policy = PolicyView::resolve(&snapshot.migration_policy()?, &self.policy).effective();
-        let report = readiness::check(&snapshot, &policy)?;
-        if !report.ready {
-            return Err(MigrateError::NotReady(
-                report.blockers.into_iter().map(|b| b.message).collect(),
-            ));
-        }
-        Ok(report)
+        Ok(readiness::check(&snapshot, &policy)?)
     }
 
-    /// The dry run: the plan, with the protected groups the readiness check warned
-    /// about; nothing is written and the state is left as it is.
+    /// The dry run: the plan, with the readiness check's blockers and the protected
+    /// groups it warned about; nothing is written and the state is left as it is.
     async fn plan(
         &self,
         client: &mut Client,
@@ -279,6 +288,11 @@ impl Migration {
         let out = self.run_push(client, opts, "planning", progress).await?;
         Ok(match out {
             PushOutcome::Planned(mut plan) => {
+                plan.blockers = readiness
+                    .blockers
+                    .iter()
+                    .map(|b| b.message.clone())
+                    .collect();
                 plan.protected_groups = readiness
                     .warnings
                     .iter()
@@ -318,6 +332,7 @@ impl Migration {
                 s.allow_http = r.allow_http;
                 s.updated_at = Some(now);
                 s.last_error = None;
+                s.mirror_failures = 0;
             })
             .await?;
         if let Ok(mut t) = self.target.write() {
@@ -412,9 +427,28 @@ impl Migration {
     }
 
     /// Replays pending changes to the target (the mirror's step). Returns how many.
+    /// Every failed attempt is recorded as it happens (`record_mirror_failure`), so
+    /// that status, pages and /metrics show a failing mirror from its first failure,
+    /// not once the client has given up on a request.
     pub(crate) async fn mirror_step(
         &self,
         cached: &mut Option<MirrorClient>,
+    ) -> MigrateResult<usize> {
+        let mut retried = false;
+        let result = self.replay_pending(cached, &mut retried).await;
+        if let Err(e) = &result {
+            // A request that failed every attempt was counted attempt by attempt;
+            // its final message replaces the last reason.
+            self.record_mirror_failure(e.to_string(), !retried).await;
+        }
+        result
+    }
+
+    /// `mirror_step`'s work; `retried` says whether a failed attempt was recorded.
+    async fn replay_pending(
+        &self,
+        cached: &mut Option<MirrorClient>,
+        retried: &mut bool,
     ) -> MigrateResult<usize> {
         let state = self.state()?;
         if !state.phase.is_mirroring() || self.writes.load(Ordering::Acquire) == WRITES_CUT_OVER {
@@ -441,9 +475,45 @@ impl Migration {
                     .client
             }
         };
-        let (tx, _rx) = channel();
-        client.report_to(None);
-        push::drain(&self.store, client, 200, &tx).await
+        let (tx, mut rx) = channel();
+        client.report_to(Some(tx.clone()));
+        let mut work = std::pin::pin!(push::drain(&self.store, client, 200, &tx));
+        loop {
+            tokio::select! {
+                out = &mut work => return out,
+                Some(p) = rx.recv() => {
+                    if let Progress::Retrying { reason, .. } = p {
+                        *retried = true;
+                        self.record_mirror_failure(reason, true).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Records a failure of the mirror: `reason` becomes the last error and, when
+    /// `counted`, one more failed attempt in a row. The first is logged at WARN
+    /// (the client logs each retry at INFO).
+    async fn record_mirror_failure(&self, reason: String, counted: bool) {
+        let logged = reason.clone();
+        match self
+            .store
+            .update_migration(move |s| {
+                if counted {
+                    s.mirror_failures = s.mirror_failures.saturating_add(1);
+                }
+                s.last_error = Some(reason);
+            })
+            .await
+        {
+            Ok(s) if counted && s.mirror_failures == 1 => {
+                tracing::warn!(error = %logged, "migration mirror: the first attempt failed; retrying")
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, reason = %logged, "migration mirror: cannot record a failed attempt")
+            }
+        }
     }
 
     /// State, lag and counts for `migrate status` and the admin page.
@@ -470,11 +540,13 @@ impl Migration {
                     .map(|r| (r, *v))
             })
             .collect();
+        let mirror = mirror_health(&state, &lag);
         Ok(MigrationStatus {
             capabilities,
             rules,
             phase: state.phase,
-            phase_text: phase_text(&state),
+            phase_text: phase_text(&state, mirror),
+            mirror,
             state: state.public(),
             lag,
             mapped: snapshot.mapped_count()?,
@@ -710,6 +782,14 @@ pub(crate) async fn run_mirror(m: Arc<Migration>) {
             })
             .await;
     }
+    // A database restored from a backup (which leaves the target token out) while
+    // mirroring: say so at once, not at the first change that cannot be replayed.
+    if m.state()
+        .is_ok_and(|s| s.phase.is_mirroring() && s.token.is_none())
+    {
+        m.record_mirror_failure(MigrateError::NoTargetToken.to_string(), true)
+            .await;
+    }
     let mut backoff = Duration::from_millis(250);
     let mut client = None;
     loop {
@@ -730,15 +810,52 @@ pub(crate) async fn run_mirror(m: Arc<Migration>) {
 
 /// The phase in words for `migrate status`: while mirroring, a last verification
 /// that found differences is said ("mirroring (pushed; the last verify found 2
-/// differences)"), never "verified".
-fn phase_text(s: &MigrationState) -> String {
-    match (s.phase, s.differences) {
+/// differences)"), never "verified"; so is a mirror that fails, waits for its
+/// token or lags ("verified, but the mirror is failing: retrying (attempt 2)").
+fn phase_text(s: &MigrationState, mirror: MirrorHealth) -> String {
+    let phase = match (s.phase, s.differences) {
         (Phase::Mirroring, Some(n)) if n > 0 => format!(
             "{} (pushed; the last verify found {})",
             s.phase.as_str(),
             crate::plural::count(n, "difference", "differences")
         ),
         (phase, _) => phase.as_str().to_owned(),
+    };
+    match mirror.problem() {
+        Some(p) => format!("{phase}, but the mirror is {p}"),
+        None => phase,
+    }
+}
+
+/// The migration's error in one line for the dashboard: the last error, with
+/// "mirror retrying (attempt N)" while the mirror fails, and the missing token
+/// while the mirror waits for one.
+pub(crate) fn error_line(s: &MigrationState) -> Option<String> {
+    match mirror_health(s, &Lag::default()) {
+        MirrorHealth::Failing { attempt } => Some(format!(
+            "mirror retrying (attempt {attempt}): {}",
+            s.last_error.as_deref().unwrap_or("no reason recorded")
+        )),
+        MirrorHealth::NoToken => Some(MigrateError::NoTargetToken.to_string()),
+        _ => s.last_error.clone(),
+    }
+}
+
+/// How the mirror is doing, from the state (secrets included: a missing token is
+/// what stops it) and its lag.
+fn mirror_health(s: &MigrationState, lag: &Lag) -> MirrorHealth {
+    if !s.phase.is_mirroring() {
+        MirrorHealth::Off
+    } else if s.token.is_none() {
+        MirrorHealth::NoToken
+    } else if s.mirror_failures > 0 {
+        MirrorHealth::Failing {
+            attempt: s.mirror_failures.saturating_add(1),
+        }
+    } else if lag.seconds > MIRROR_BEHIND_SECONDS {
+        MirrorHealth::Behind
+    } else {
+        MirrorHealth::InStep
     }
 }
 
@@ -775,6 +892,26 @@ fn rule_from_text(t: &str) -> Option<MatchRule> {
     ]
     .into_iter()
     .find(|r| r.as_str() == t)
+}
+
+/// A push that resumes the migration under way (same target) without `--cacert`
+/// or `--allow-http` keeps the choices stored by the push that started it: after a
+/// restore from a backup (which keeps them, not the token) `migrate push
+/// --token-file FILE` alone resumes.
+fn resumed_with_stored_tls(mut req: PushRequest, current: &MigrationState) -> PushRequest {
+    let resuming = matches!(
+        current.phase,
+        Phase::Pushing | Phase::Mirroring | Phase::Verified
+    );
+    let same = Target::parse(&req.target, true)
+        .is_ok_and(|t| current.target.as_deref() == Some(t.base.as_str()));
+    if resuming && same {
+        if req.cacert.is_none() {
+            req.cacert = current.cacert.clone();
+        }
+        req.allow_http |= current.allow_http;
+    }
+    req
 }
 
 /// The push target named by a request and a SCIM client for it (its token, and the

@@ -82,6 +82,13 @@ pub(crate) struct MigrationState {
     pub verified_at: Option<Timestamp>,
     pub cutover_at: Option<Timestamp>,
     pub last_error: Option<String>,
+    /// Failed attempts of the mirror in a row: each request to the target that
+    /// failed (the client retries one up to 8 times) and each step that could not
+    /// start (no target token). Set from the first failure on, back to 0 when an
+    /// event is replayed or a push starts; `last_error` holds the latest reason.
+    /// Absent (0) in states written before it existed.
+    #[serde(default)]
+    pub mirror_failures: u32,
     /// Differences found by the last verification.
     pub differences: Option<u64>,
     /// What the target announced (the migration layer's `Capabilities`, as JSON:

@@ -28,6 +28,7 @@ mod migration_hostile;
 mod migration_policy;
 mod migration_push;
 mod migration_quirks;
+mod migration_recovery;
 mod operations;
 mod scim_api;
 mod scim_rules;

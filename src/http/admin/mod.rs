@@ -1095,7 +1095,7 @@ async fn dashboard(
         cert,
         tls_on: state.certs.is_some(),
         phase: migration.phase,
-        migration_error: migration.last_error.clone(),
+        migration_error: crate::migrate::service::error_line(&migration),
         last_verify: migration.last_verify.as_ref().map(|v| (v.at, v.count)),
         target: migration.target,
         unknown: state

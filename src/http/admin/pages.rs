@@ -1711,6 +1711,9 @@ pub(crate) fn migration(c: &Chrome, v: &MigrationView) -> String {
                     tr { th { "Groups pushed" } td { (p.groups_done) " / " (p.groups_total) } }
                     tr { th { "Created / updated" } td { (p.created) " / " (p.updated) } }
                     tr { th { "Mirror lag" } td { (count(st.lag.events, "event", "events")) ", " (format!("{:.1}", st.lag.seconds)) " s" } }
+                    @if let Some(problem) = st.mirror.problem() {
+                        tr { th { "Mirror" } td.bad #mirror-health { (problem) } }
+                    }
                 }
                 @if let Some(e) = state.last_error.as_deref() {
                     tr { th { "Last error" } td.bad #migration-error { (e) } }
@@ -1796,6 +1799,7 @@ mod tests {
         MigrationStatus {
             phase,
             phase_text: phase.as_str().into(),
+            mirror: Default::default(),
             state: crate::store::MigrationState {
                 phase,
                 target: Some("https://scim.example.net/v2".into()),

@@ -1,0 +1,403 @@
+//! A migration that goes wrong under way, as an operator meets it (trial 3): a
+//! database restored from a backup (which leaves the target's token out), a target
+//! that stops answering, a dry run while the readiness check has blockers, and a
+//! verify that must show what the target really holds. A real source bridge pushes
+//! into a second real scimbridge over TLS on 127.0.0.1.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::support::admin::*;
+use crate::support::quirky::{Quirks, Quirky};
+use crate::support::*;
+use serde_json::{json, Value};
+
+const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+
+/// A source bridge (allowed domain example.com) with `users` users, a target
+/// bridge, and the target's token file and CA; the source has pushed into the
+/// target when `pushed`.
+struct Pair {
+    src: Server,
+    target: Server,
+    token_file: PathBuf,
+    ca: PathBuf,
+    _cfg: tempfile::TempDir,
+}
+
+impl Pair {
+    fn start(users: &[&str], extra: &[&str]) -> Pair {
+        let cfg = tempfile::tempdir().unwrap();
+        let file = migration_config(cfg.path());
+        let mut args = vec!["--config", file.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let src = Server::start_with(&args);
+        let c = src.client();
+        for u in users {
+            assert_eq!(c.post("/Users", &user_body(u)).status, 201);
+        }
+        let target = Server::start();
+        let token_file = cfg.path().join("target.token");
+        std::fs::write(&token_file, format!("{}\n", target.token)).unwrap();
+        let ca = target.data_dir().join("tls/cert.pem");
+        Pair {
+            src,
+            target,
+            token_file,
+            ca,
+            _cfg: cfg,
+        }
+    }
+
+    /// `migrate push --to TARGET --token-file FILE --cacert CA` plus `extra`.
+    fn push(&self, extra: &[&str]) -> (bool, String, String) {
+        let mut args = vec![
+            "migrate",
+            "push",
+            "--to",
+            &self.target.base,
+            "--token-file",
+            self.token_file.to_str().unwrap(),
+            "--cacert",
+            self.ca.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        cli(&self.src.data_dir(), &args)
+    }
+
+    fn status(&self) -> Value {
+        status_of(&self.src.data_dir())
+    }
+
+    fn status_text(&self) -> String {
+        let (ok, out, err) = cli(&self.src.data_dir(), &["migrate", "status"]);
+        assert!(ok, "{err}");
+        out
+    }
+
+    /// The source's gauge `name` from /metrics.
+    fn gauge(&self, name: &str) -> f64 {
+        let m = self.src.client().send("GET", "/metrics", &[], None);
+        let text = String::from_utf8_lossy(&m.body).into_owned();
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+            .parse()
+            .unwrap()
+    }
+
+    /// Waits until the mirror has replayed everything and reports nothing wrong.
+    fn wait_in_step(&self, within: Duration) -> Value {
+        let mut last = Value::Null;
+        poll(within, || {
+            last = self.status();
+            (last["lag"]["events"] == 0 && last["mirror"]["state"] == "in-step")
+                .then(|| last.clone())
+        })
+        .unwrap_or_else(|| panic!("the mirror did not catch up: {last}"))
+    }
+}
+
+fn status_of(data_dir: &Path) -> Value {
+    let (ok, out, err) = cli(data_dir, &["migrate", "status", "--json"]);
+    assert!(ok, "{err}");
+    serde_json::from_str(&out).unwrap()
+}
+
+fn target_has_user(target: &Server, name: &str) -> bool {
+    let filter = format!("/Users?filter=userName%20eq%20%22{name}%22");
+    target.client().get(&filter).json()["totalResults"] == 1
+}
+
+/// Trial 3 item 2: a backup taken mid-migration leaves the target's token out. After
+/// a restore the status says so at once (not a clean "verified"), the error names
+/// the restore and the command that resumes (not "a cut-over removes it" and
+/// `verify`), /metrics reports it, and `migrate push --token-file FILE` alone
+/// resumes into the stored target (with the CA stored by the first push).
+#[test]
+fn a_restored_backup_says_the_token_is_missing_and_push_without_to_resumes() {
+    let mut p = Pair::start(&["a@example.com", "b@example.com"], &[]);
+    let (ok, out, err) = p.push(&[]);
+    assert!(ok, "{out}{err}");
+    p.wait_in_step(Duration::from_secs(30));
+    assert_eq!(p.gauge("scimbridge_migration_error"), 0.0);
+
+    let backup = p.src.data_dir().join("mid-migration.redb");
+    let (ok, _, err) = cli(
+        &p.src.data_dir(),
+        &["backup", "--out", backup.to_str().unwrap()],
+    );
+    assert!(ok, "{err}");
+    p.src.stop();
+    std::fs::copy(&backup, p.src.data_dir().join("scimbridge.redb")).unwrap();
+    p.src.restart();
+
+    // Right after the restart, before any change: the state, in every place.
+    let st = p.status();
+    assert_eq!(st["phase"], "verified");
+    assert_eq!(st["mirror"]["state"], "no-token", "{st}");
+    let headline = st["phaseText"].as_str().unwrap();
+    assert!(
+        headline.starts_with("verified, but the mirror is stopped: no target token is stored"),
+        "{headline}"
+    );
+    let error = st["state"]["lastError"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("no target token is stored in this database")
+            && error.contains("restored")
+            && error.contains("`scimbridge migrate push --token-file FILE`")
+            && !error.contains("cut-over removes")
+            && !error.contains("migrate verify"),
+        "{error}"
+    );
+    let shown = p.status_text();
+    assert!(
+        shown.starts_with("migration: verified, but the mirror is stopped")
+            && shown.contains("last error: no target token is stored in this database"),
+        "{shown}"
+    );
+    assert_eq!(p.gauge("scimbridge_migration_error"), 1.0);
+    p.src
+        .wait_for_log("migration mirror: the first attempt failed; retrying");
+
+    // A change made now waits; it is not lost.
+    let c = p.src.client();
+    assert_eq!(c.post("/Users", &user_body("c@example.com")).status, 201);
+    let st = p.status();
+    assert_eq!(st["lag"]["events"], 1, "{st}");
+    assert_eq!(st["mirror"]["state"], "no-token", "{st}");
+
+    // On a bridge with no migration, `--to` is required and the error says so.
+    let (ok, _, err) = cli(
+        &p.target.data_dir(),
+        &[
+            "migrate",
+            "push",
+            "--token-file",
+            p.token_file.to_str().unwrap(),
+        ],
+    );
+    assert!(!ok && err.contains("give it with --to URL"), "{err}");
+
+    // README: "after a restore, `migrate push --token-file` resumes a migration".
+    let (ok, out, err) = cli(
+        &p.src.data_dir(),
+        &[
+            "migrate",
+            "push",
+            "--token-file",
+            p.token_file.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{out}{err}");
+    assert!(
+        err.contains(&format!(
+            "target: {} (the migration's stored target",
+            p.target.base
+        )),
+        "{err}"
+    );
+    let st = p.wait_in_step(Duration::from_secs(30));
+    assert_eq!(st["phaseText"], "verified", "{st}");
+    assert!(st["state"]["lastError"].is_null(), "{st}");
+    assert_eq!(p.gauge("scimbridge_migration_error"), 0.0);
+    assert!(target_has_user(&p.target, "c@example.com"));
+    // And it keeps mirroring.
+    assert_eq!(c.post("/Users", &user_body("d@example.com")).status, 201);
+    p.wait_in_step(Duration::from_secs(30));
+    assert!(target_has_user(&p.target, "d@example.com"));
+}
+
+/// Trial 3 item 8: a target that stops answering shows at the mirror's first failed
+/// attempt (not once a request has failed all 8, about 50 s later): the status
+/// headline is no plain "verified", the last error and "retrying (attempt N)" are
+/// in `migrate status` and on the dashboard, /metrics reports it, and the first
+/// failure is logged at WARN. Once the target is back, all of it clears.
+#[test]
+fn a_failing_mirror_shows_from_its_first_failed_attempt_and_clears() {
+    let mut p = Pair::start(&["a@example.com"], &[]);
+    let (ok, out, err) = p.push(&[]);
+    assert!(ok, "{out}{err}");
+    p.wait_in_step(Duration::from_secs(30));
+    let c = p.src.client();
+    let link = setup_link(&p.src);
+    assert_eq!(set_password(&c, &link, PASSWORD).status, 303);
+    let cookie = login(&c, PASSWORD);
+
+    p.target.stop();
+    assert_eq!(c.post("/Users", &user_body("b@example.com")).status, 201);
+    // The client's 8 attempts take 0.2 + 0.4 + … + 25.6 s; the first is refused
+    // at once (nothing listens), so 10 s is far below the last.
+    let mut st = Value::Null;
+    poll(Duration::from_secs(10), || {
+        st = p.status();
+        (st["mirror"]["state"] == "failing").then_some(())
+    })
+    .unwrap_or_else(|| panic!("no failure shown after 10 s: {st}"));
+    let attempt = st["mirror"]["attempt"].as_u64().unwrap();
+    assert!(attempt >= 2, "{st}");
+    let headline = st["phaseText"].as_str().unwrap();
+    assert!(
+        headline.starts_with("verified, but the mirror is failing: retrying (attempt "),
+        "{headline}"
+    );
+    assert!(
+        st["state"]["lastError"]
+            .as_str()
+            .is_some_and(|e| e.contains("cannot connect")),
+        "{st}"
+    );
+    let shown = p.status_text();
+    assert!(
+        shown.contains("failing: retrying (attempt ") && shown.contains("last error: "),
+        "{shown}"
+    );
+    assert_eq!(p.gauge("scimbridge_migration_error"), 1.0);
+    assert!(p.gauge("scimbridge_migration_mirror_failures") >= 1.0);
+    let log = p
+        .src
+        .wait_for_log("migration mirror: the first attempt failed; retrying");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("WARN") && l.contains("the first attempt failed")),
+        "{log}"
+    );
+    let dashboard = text(&get_page(&c, "/admin", &cookie));
+    assert!(
+        dashboard.contains("mirror retrying (attempt "),
+        "{dashboard}"
+    );
+    let page = text(&get_page(&c, "/admin/migration", &cookie));
+    assert!(
+        page.contains("id=\"mirror-health\"") && page.contains("failing: retrying (attempt "),
+        "{page}"
+    );
+
+    // The target is back: the mirror catches up (after at most its pause of 30 s
+    // and a client backoff) and nothing is reported any more.
+    p.target.restart();
+    let st = p.wait_in_step(Duration::from_secs(120));
+    assert_eq!(st["phaseText"], "verified", "{st}");
+    assert!(st["state"]["lastError"].is_null(), "{st}");
+    assert_eq!(st["state"]["mirrorFailures"], 0, "{st}");
+    assert_eq!(p.gauge("scimbridge_migration_error"), 0.0);
+    assert_eq!(p.gauge("scimbridge_migration_mirror_failures"), 0.0);
+    assert!(target_has_user(&p.target, "b@example.com"));
+}
+
+/// Trial 3 item 9: README says a dry run "prints the plan … and writes nothing".
+/// With readiness blockers it prints them and the plan, writes nothing and exits
+/// non-zero; the push itself still refuses.
+#[test]
+fn a_dry_run_with_blockers_prints_them_and_the_plan() {
+    let p = Pair::start(&["a@example.com", "outsider@elsewhere.org"], &[]);
+    let (ok, out, err) = p.push(&["--dry-run"]);
+    assert!(!ok, "blockers make the dry run exit non-zero: {out}{err}");
+    assert!(
+        out.starts_with("The readiness check has 1 blocker; the push refuses until they are fixed"),
+        "{out}"
+    );
+    assert!(out.contains("elsewhere.org"), "the blocker: {out}");
+    assert!(
+        out.contains("Plan (dry run, nothing was sent):")
+            && out.contains("users:  2 (2 to create, 0 to update)")
+            && out.contains("outsider@elsewhere.org"),
+        "the plan: {out}"
+    );
+    assert_eq!(
+        p.target.client().get("/Users").json()["totalResults"],
+        0,
+        "a dry run writes nothing"
+    );
+    let st = p.status();
+    assert!(st["state"]["target"].is_null(), "{st}");
+    // The push refuses, naming the blockers.
+    let (ok, out, err) = p.push(&[]);
+    assert!(!ok && err.contains("blockers"), "{out}{err}");
+    assert_eq!(p.target.client().get("/Users").json()["totalResults"], 0);
+}
+
+/// Trial 3 item 10: a manager link this directory cannot map to the target was
+/// reported as `target null` even when the target held a manager; verify reports
+/// the target's own value. Here the manager was deleted on the target by hand and
+/// the push that would create it again is refused, so its journal entry is gone
+/// while the report's link on the target still names the old id.
+#[test]
+fn verify_reports_the_targets_own_manager_value() {
+    let t = Quirky::start(Quirks::default());
+    let cfg = tempfile::tempdir().unwrap();
+    let file = migration_config(cfg.path());
+    let src = Server::start_with(&["--config", file.to_str().unwrap()]);
+    let c = src.client();
+    let id_of = |r: Resp| r.json()["id"].as_str().unwrap().to_owned();
+    let boss = id_of(c.post("/Users", &user_body("boss@example.com")));
+    let alice = id_of(c.post("/Users", &user_body("alice@example.com")));
+    let set = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [{"op": "add", "path": format!("{ENTERPRISE}:manager"), "value": {"value": boss}}]});
+    assert_eq!(c.patch(&format!("/Users/{alice}"), &set).status, 200);
+    let token_file = cfg.path().join("target.token");
+    std::fs::write(&token_file, &t.token).unwrap();
+    let push = || {
+        cli(
+            &src.data_dir(),
+            &[
+                "migrate",
+                "push",
+                "--to",
+                &t.base,
+                "--token-file",
+                token_file.to_str().unwrap(),
+            ],
+        )
+    };
+    let (ok, out, err) = push();
+    assert!(ok, "{out}{err}");
+    let on_target = |name: &str| {
+        t.users()
+            .into_iter()
+            .find(|u| u["userName"] == name)
+            .unwrap_or_else(|| panic!("no {name} on the target"))
+    };
+    let t_boss = on_target("boss@example.com")["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        on_target("alice@example.com")[ENTERPRISE]["manager"]["value"],
+        t_boss.as_str()
+    );
+    // The manager deleted on the target by hand (its report keeps the link there),
+    // and the push that would create it again refused.
+    assert!(t.state.lock().unwrap().delete("Users", &t_boss));
+    t.set(|q| q.refuse_creates = true);
+    let (ok, out, err) = push();
+    assert!(!ok, "the create is refused: {out}{err}");
+
+    let (ok, out, err) = cli(&src.data_dir(), &["migrate", "verify"]);
+    assert!(!ok, "differences: {out}{err}");
+    let line = out
+        .lines()
+        .find(|l| l.contains("alice@example.com") && l.contains(":manager"))
+        .unwrap_or_else(|| panic!("no manager difference for alice: {out}"));
+    assert!(
+        line.contains(&format!("target {{\"value\":\"{t_boss}\"}}"))
+            && !line.contains("target null"),
+        "{line}"
+    );
+    let (_, out, _) = cli(&src.data_dir(), &["migrate", "verify", "--json"]);
+    let report: Value = serde_json::from_str(&out).unwrap();
+    let d = report["differences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == "alice@example.com" && d["kind"] == "attribute")
+        .unwrap_or_else(|| panic!("{report}"))
+        .clone();
+    assert_eq!(d["target"], json!({"value": t_boss}), "{d}");
+    assert!(
+        d["local"]
+            .as_str()
+            .is_some_and(|l| l.contains("never pushed")),
+        "{d}"
+    );
+}
