@@ -77,6 +77,23 @@ pub(crate) struct IssuedToken {
     pub secret: Secret,
 }
 
+impl IssueRequest {
+    /// The checks that need no data: the name (`token_name`) and the lifetime (1 to
+    /// `MAX_TOKEN_DAYS` days, or none). Returns the name as it will be stored. The CLI
+    /// runs them before it opens or creates a database, so a refused `token issue`
+    /// creates nothing.
+    pub(crate) fn check(&self) -> Result<String, TokenError> {
+        let name = token_name(&self.name)?;
+        if self
+            .expires_in_days
+            .is_some_and(|d| d == 0 || d > MAX_TOKEN_DAYS)
+        {
+            return Err(TokenError::Lifetime);
+        }
+        Ok(name)
+    }
+}
+
 /// Why a token operation was refused.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum TokenError {
@@ -125,13 +142,7 @@ pub(crate) async fn issue(
     req: IssueRequest,
     now: Timestamp,
 ) -> Result<IssuedToken, TokenError> {
-    let name = token_name(&req.name)?;
-    if req
-        .expires_in_days
-        .is_some_and(|d| d == 0 || d > MAX_TOKEN_DAYS)
-    {
-        return Err(TokenError::Lifetime);
-    }
+    let name = req.check()?;
     let expires = req
         .expires_in_days
         .map(|d| now.saturating_add(time::Duration::days(i64::from(d))));
