@@ -94,6 +94,31 @@ impl IssueRequest {
     }
 }
 
+/// What a token of this scope is for, said to whoever just got its secret (the admin
+/// page and `token issue` say the same). A read-write token is what an identity
+/// provider provisions with. A read-only token answers GET and `POST .search` only
+/// (Users, Groups and the discovery endpoints; every write answers 403 Forbidden,
+/// `http::scim`'s write gate), so it is for reading, never for provisioning.
+pub(crate) fn scope_use(scope: Scope) -> &'static str {
+    match scope {
+        Scope::ReadWrite => {
+            "Paste it into your identity provider as the Secret Token (Entra ID) or API token (Okta)."
+        }
+        Scope::ReadOnly => {
+            "It only reads (GET and POST .search on Users, Groups and the discovery endpoints):              use it for monitoring, reports and audits, scripts that export the directory, or              checking this directory against another system. It is not for provisioning: an              identity provider given it has every change refused (403 Forbidden)."
+        }
+    }
+}
+
+/// Who holds a token of this scope, as rotation and revocation messages name it:
+/// "the identity provider" (read-write) or "the tools that read with it" (read-only).
+pub(crate) fn scope_holder(scope: Scope) -> &'static str {
+    match scope {
+        Scope::ReadWrite => "the identity provider",
+        Scope::ReadOnly => "the tools that read with it",
+    }
+}
+
 /// Why a token operation was refused.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum TokenError {
