@@ -393,6 +393,16 @@ fn list_paginates() {
     assert_eq!(f["Resources"][0]["userName"], "u3@example.com");
 }
 
+/// The `userName`s of a ListResponse's resources, in order.
+fn names(page: &Value) -> Vec<String> {
+    page["Resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["userName"].as_str().unwrap().to_owned())
+        .collect()
+}
+
 #[test]
 fn cursor_pages_walk_every_resource_once() {
     let s = Server::start();
@@ -482,14 +492,6 @@ fn cursor_pages_walk_every_resource_once() {
     // stays valid when the resource it continues after is deleted between pages.
     let first = c.get("/Users?cursor=&count=2").json();
     let next = first["nextCursor"].as_str().unwrap().to_owned();
-    let names = |page: &Value| -> Vec<String> {
-        page["Resources"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| r["userName"].as_str().unwrap().to_owned())
-            .collect()
-    };
     assert!(
         next.chars()
             .all(|ch| ch.is_ascii_alphanumeric() || "-._~".contains(ch)),
@@ -527,14 +529,6 @@ fn previous_cursor_walks_back_over_the_pages_the_next_cursors_gave() {
             assert_eq!(r.status, 201);
         }
     }
-    let names = |page: &Value| -> Vec<String> {
-        page["Resources"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| r["userName"].as_str().unwrap().to_owned())
-            .collect()
-    };
     let cursor =
         |page: &Value, which: &str| page.get(which).and_then(Value::as_str).map(str::to_owned);
     for (filter, total) in [(None, 14), (Some("userName sw \"p\""), 7)] {
