@@ -27,6 +27,18 @@ fn actor() -> Actor {
     Actor::system("test")
 }
 
+/// `super::create_in`, keeping the resource (these tests do not look at the record).
+fn create_in(
+    txn: &WriteTransaction,
+    rt: ResourceType,
+    attrs: Attributes,
+    members: Vec<MemberRef>,
+    actor: &Actor,
+    now: Timestamp,
+) -> StoreResult<StoredResource> {
+    super::create_in(txn, rt, attrs, members, actor, now).map(|c| c.resource)
+}
+
 fn user(store: &Store, name: &str) -> StoredResource {
     store
         .write_blocking({
