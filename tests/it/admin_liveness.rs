@@ -7,7 +7,6 @@
 //! Times in the past (a token silent for hours, an expired token) are made by
 //! editing the stopped server's database, as no test may wait hours.
 
-use std::io::Write;
 use std::time::Duration;
 
 use crate::support::admin::*;
@@ -368,19 +367,7 @@ fn turned_away_requests_are_on_the_dashboard_and_429s_count_for_their_token() {
     assert!(!dash.contains("refused by the limiter"), "{dash}");
 
     // A request whose body never arrives holds the test token's only permit.
-    let ca = s.data_dir().join("tls/cert.pem");
-    let (mut held, _) = tls_connect(&s.addr, "127.0.0.1", &[ca.as_path()]);
-    write!(
-        held,
-        "POST /scim/v2/Users HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
-         Content-Type: application/scim+json\r\nContent-Length: 1000\r\n\r\n{{",
-        s.token
-    )
-    .unwrap();
-    held.flush().unwrap();
-    wait_until("the limiter to refuse", Duration::from_secs(10), || {
-        (c.get("/Users").status == 429).then_some(())
-    });
+    let held = hold_permits(&s, &s.token, 1, || c.get("/Users").status == 429);
     let page = tokens_when(&c, &cookie, "test", |r| r.contains("Last error: 429"));
     assert!(row(&page, "test").contains(" refused"), "{page}");
     let dash = text(&get_page(&c, "/admin", &cookie));

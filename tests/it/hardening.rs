@@ -437,30 +437,11 @@ fn http2_clients_that_never_read_are_closed() {
 
 // ---- limits -------------------------------------------------------------------------
 
-/// Opens a SCIM POST whose body never finishes: it holds a request permit.
-fn hold_request(
-    s: &Server,
-    token: &str,
-) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
-    let mut t = raw_tls(s, &[b"http/1.1"]);
-    t.write_all(
-        format!(
-            "POST /scim/v2/Users HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/scim+json\r\nContent-Length: 1000\r\n\r\n{{"
-        )
-        .as_bytes(),
-    )
-    .unwrap();
-    t
-}
-
 #[test]
 fn requests_per_token_are_limited_with_retry_after_and_healthz_is_exempt() {
     let s = start_configured("[limits]\ntoken_requests = 3\n", &[]);
     let c = s.client();
-    let held: Vec<_> = (0..3).map(|_| hold_request(&s, &s.token)).collect();
-    wait_for("the limit to be reached", Duration::from_secs(10), || {
-        c.get("/Users").status == 429
-    });
+    let held = hold_permits(&s, &s.token, 3, || c.get("/Users").status == 429);
     let r = c.get("/Users");
     assert_scim_error(&r, 429, None);
     assert_eq!(r.header("retry-after").as_deref(), Some("1"));

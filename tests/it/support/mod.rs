@@ -10,7 +10,7 @@ pub mod export;
 pub mod prereq;
 pub mod quirky;
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -590,6 +590,49 @@ pub fn tls_connect(
         .map(|c| c.to_vec())
         .collect();
     (tls, chain)
+}
+
+/// Holds `n` of `token`'s request permits with SCIM POSTs whose bodies never arrive,
+/// and polls `limit_reached` (within 10 s) until it says the token's limit is reached.
+/// The server may see a polled request before a held one's headers (separate
+/// connections, no order): then that held request is the one refused, answered at
+/// once, and it is sent again on a new connection. Dropping the result frees the
+/// permits.
+pub fn hold_permits(
+    s: &Server,
+    token: &str,
+    n: usize,
+    mut limit_reached: impl FnMut() -> bool,
+) -> Vec<rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>> {
+    let ca = s.data_dir().join("tls/cert.pem");
+    let hold = || {
+        let (mut held, _) = tls_connect(&s.addr, "127.0.0.1", &[ca.as_path()]);
+        write!(
+            held,
+            "POST /scim/v2/Users HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+             Content-Type: application/scim+json\r\nContent-Length: 1000\r\n\r\n{{"
+        )
+        .unwrap();
+        held.flush().unwrap();
+        held.sock
+            .set_read_timeout(Some(Duration::from_millis(20)))
+            .unwrap();
+        held
+    };
+    let mut held: Vec<_> = (0..n).map(|_| hold()).collect();
+    wait_until("the limit to be reached", Duration::from_secs(10), || {
+        if limit_reached() {
+            return Some(());
+        }
+        // Any answer on a held connection means it is no longer held.
+        for h in held.iter_mut() {
+            if h.read(&mut [0u8; 1]).is_ok() {
+                *h = hold();
+            }
+        }
+        None
+    });
+    held
 }
 
 /// One HTTP/1.1 request on an open connection; returns the status code.
