@@ -170,12 +170,12 @@ fn a_created_resource_answers_what_a_get_reads() {
     let c = s.client();
     let user = json!({
         "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User", ENTERPRISE],
-        "userName": "zoë.\"quoted\"@example.com", "externalId": "x/1\u0007",
+        "userName": "zoë.\"quoted\"@example.com", "externalId": "x/1 <&>",
         "name": {"givenName": "Zoë", "familyName": "Ünal"}, "displayName": "Zoë \\ Ünal",
         "emails": [{"value": "zoe@example.com", "type": "work", "primary": true}],
         ENTERPRISE: {"department": "R&D <Ops>"}
     });
-    let empty = json!({"displayName": "Empty \u00e9quipe"});
+    let empty = json!({"displayName": "Empty \u{e9}quipe"});
     for (path, body) in [("/Users", user), ("/Groups", empty)] {
         let r = c.post(path, &body);
         assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
