@@ -25,8 +25,8 @@ use crate::scim::resource::{
 };
 use crate::scim::schema::ResourceType;
 use crate::store::{
-    Actor, AuditOnWrite, Created, MemberRef, MembersChange, Snapshot, StoreResult, StoredResource, Target,
-    Update, UpdateRequest,
+    Actor, AuditOnWrite, Created, MemberRef, MembersChange, Snapshot, StoreResult, StoredResource,
+    Target, Update, UpdateRequest,
 };
 
 /// Members beyond which reading a group with its members is heavy work.
