@@ -146,7 +146,7 @@ impl App {
                 let without_refs = members.is_empty();
                 let created = self
                     .store
-                    .create_recorded(rt, attrs, members, actor.clone(), now, audit)
+                    .create(rt, attrs, members, actor.clone(), now, audit)
                     .await?;
                 self.created(rt, created, without_refs, &reply, base)
                     .map(Outcome::Resource)

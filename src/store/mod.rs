@@ -634,23 +634,6 @@ impl Store {
 
     // ---- resource writes -------------------------------------------------------
 
-    /// [`Store::create_recorded`], keeping only the resource (for tests).
-    #[cfg(test)]
-    pub(crate) async fn create(
-        &self,
-        rt: ResourceType,
-        attrs: Attributes,
-        members: Vec<MemberRef>,
-        actor: Actor,
-        now: Timestamp,
-        audit: Option<AuditOnWrite>,
-    ) -> StoreResult<StoredResource> {
-        let created = self
-            .create_recorded(rt, attrs, members, actor, now, audit)
-            .await?;
-        Ok(created.resource)
-    }
-
     /// Creates a resource (a new id, version 1) with a group's `members`. `audit`,
     /// when given, is appended in the same transaction once the resource is written,
     /// with its id and name ([`append_write_audit`]): the write and its audit entry
@@ -658,7 +641,7 @@ impl Store {
     /// stored ([`Created`]), so the answer can be written from the record's text
     /// without reading it back (issue 10). Errors: 409 uniqueness, 400 for unknown
     /// members (nothing written, no entry).
-    pub(crate) async fn create_recorded(
+    pub(crate) async fn create(
         &self,
         rt: ResourceType,
         attrs: Attributes,

@@ -1150,7 +1150,8 @@ fn a_write_stores_its_audit_entry_in_its_own_transaction_and_a_refused_one_none(
             now(),
             entry("scim.create"),
         ))
-        .unwrap();
+        .unwrap()
+        .resource;
     // Refused (409): nothing is written, the entry neither.
     let dup = rt.block_on(store.create(
         ResourceType::User,
