@@ -217,12 +217,17 @@ fn abort(cfg: &Config) -> Result<ExitCode> {
 }
 
 /// `migrate cutover --confirm-irreversible`: the flip, then how to repoint the
-/// identity provider. Refused without the confirmation.
+/// identity provider, which happens right after it, never before (the README and
+/// the Migration page say the same: until the cut-over this bridge must be the
+/// target's only writer). Refused without the confirmation.
 fn cutover(cfg: &Config, confirm_irreversible: bool) -> Result<ExitCode> {
     if !confirm_irreversible {
         anyhow::bail!(
-            "cut-over is irreversible: afterwards this bridge refuses every SCIM write. \
-             Re-run with --confirm-irreversible once the identity provider is ready to be repointed"
+            "cut-over is irreversible: afterwards this bridge refuses every SCIM write (410, naming the \
+             new SCIM URL). Repoint your identity provider right after it, not before: until then this \
+             bridge must be the target's only writer. Re-run with --confirm-irreversible when you can \
+             repoint it straight away (stop provisioning in the identity provider just before, and no \
+             change is refused in between)"
         );
     }
     let req = Request::MigrateCutover {
@@ -239,10 +244,15 @@ fn cutover(cfg: &Config, confirm_irreversible: bool) -> Result<ExitCode> {
              the bridge retries at its next start"
         );
     }
-    println!("cut over to {target}. This bridge now refuses SCIM writes; reads keep working.");
-    println!("Repoint your identity provider:");
-    println!("  Entra ID: Provisioning → Admin Credentials → Tenant URL = {target}, Secret Token = the new service's token");
-    println!("  Okta:     Provisioning → Integration → SCIM connector base URL = {target}, API token = the new service's token");
+    println!(
+        "cut over to {target}. This bridge now refuses SCIM writes (410); reads keep working."
+    );
+    println!(
+        "Repoint your identity provider now (a change it sent since the cut-over was refused; \
+         it sends it again once repointed):"
+    );
+    println!("  Entra ID: Provisioning → Admin Credentials → Tenant URL = {target}, Secret Token = the new service's token; then restart provisioning");
+    println!("  Okta:     Provisioning → Integration → SCIM connector base URL = {target}, API token = the new service's token; then retry the failed tasks (Dashboard → Tasks)");
     println!(
         "Then the bridge can be decommissioned (keep an export: scimbridge export --out FILE)."
     );

@@ -391,6 +391,11 @@ fn push_into_a_second_scimbridge_mirror_resume_and_cut_over() {
     assert!(out.contains("verified"), "{out}");
     let (ok, _, err) = cli(&a.data_dir(), &["migrate", "cutover"]);
     assert!(!ok && err.contains("irreversible"), "{err}");
+    // Trial 3 item 5: one story everywhere: repoint the IdP right after, not before.
+    assert!(
+        err.contains("Repoint your identity provider right after it, not before"),
+        "{err}"
+    );
     // Until the cut-over the database holds the target's token (the mirror needs
     // it); afterwards not one byte of it is left in the file (issue 11).
     let db_file = a.data_dir().join("scimbridge.redb");
@@ -408,6 +413,12 @@ fn push_into_a_second_scimbridge_mirror_resume_and_cut_over() {
     assert!(ok, "{out}{err}");
     assert!(!err.contains("warning"), "{err}");
     assert!(out.contains("Tenant URL") && out.contains(&b.base), "{out}");
+    assert!(
+        out.contains(
+            "Repoint your identity provider now (a change it sent since the cut-over was refused"
+        ),
+        "{out}"
+    );
     assert!(!holds_token(), "the target token is still in {db_file:?}");
     // Verify after the cut-over: the token comes from the file, for this run only.
     let (ok, _, err) = cli(&a.data_dir(), &["migrate", "verify"]);

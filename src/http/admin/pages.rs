@@ -499,8 +499,10 @@ fn decommission(target: Option<&str>) -> Markup {
         section.card.done {
             h2 { "This bridge has cut over: it can be decommissioned" }
             p {
-                "SCIM writes are refused with an error that names the new service; reads keep working. \
-                 Repoint your identity provider at the hosted service, then stop this bridge \
+                "SCIM writes are refused (410) with an error that names the new service; reads keep working. \
+                 Repoint your identity provider at the hosted service now: a change it sent since the \
+                 cut-over was refused, and it sends it again once repointed (Entra ID: restart \
+                 provisioning; Okta: retry the failed tasks). Then stop this bridge \
                  (keep an export first: " code { "scimbridge export --out FILE" } ")."
             }
             h3 { "Microsoft Entra ID" }
@@ -515,7 +517,7 @@ fn decommission(target: Option<&str>) -> Markup {
                 li { "Applications → your app → Provisioning → Integration → Edit." }
                 li { b { "Base URL" } " / " b { "SCIM connector base URL" } ": " code { (t) } }
                 li { b { "API token" } " (HTTP header authentication): the hosted service's API token." }
-                li { "Test Connector Configuration, then Save." }
+                li { "Test Connector Configuration, then Save; retry the failed tasks (Dashboard → Tasks)." }
             }
         }
     }
@@ -1542,16 +1544,23 @@ const GUIDE: [&str; 7] = [
     "Check readiness",
     "Set up the hosted service",
     "Push and mirror",
-    "Repoint your identity provider",
     "Verify",
     "Cut over",
+    "Repoint your identity provider",
     "Decommission",
 ];
 
+/// Where the identity provider is repointed: right after the cut-over, never before.
+/// Until the cut-over this bridge must be the target's only writer: the cut-over
+/// verifies the target against this directory, and changes the IdP sent straight to
+/// the target would be differences that stop it. After the cut-over this bridge
+/// refuses the IdP's writes (410) until it is repointed; the IdP keeps them and
+/// sends them again (trial 3 item 5: the README, this page and the CLI say so).
+const REPOINT_STEP: usize = 5;
+
 /// Whether the guide's step `i` is done in `phase`. Repointing the identity provider
-/// happens outside this bridge, which cannot see it: it counts as done only once
-/// the bridge has cut over (from then on it refuses the writes of an IdP still
-/// pointed at it).
+/// (`REPOINT_STEP`) happens outside this bridge, which cannot see it: once cut over
+/// it is the step to take now, and never drawn done.
 fn guide_step_done(phase: Phase, i: usize) -> bool {
     match i {
         0 => phase != Phase::NotStarted,
@@ -1560,8 +1569,8 @@ fn guide_step_done(phase: Phase, i: usize) -> bool {
             Phase::Pushing | Phase::Mirroring | Phase::Verified | Phase::CutOver
         ),
         2 => matches!(phase, Phase::Mirroring | Phase::Verified | Phase::CutOver),
-        4 => matches!(phase, Phase::Verified | Phase::CutOver),
-        3 | 5 => phase == Phase::CutOver,
+        3 => matches!(phase, Phase::Verified | Phase::CutOver),
+        4 => phase == Phase::CutOver,
         _ => false,
     }
 }
@@ -1612,27 +1621,32 @@ fn guide(st: &MigrationStatus) -> Markup {
                                     }
                                 }
                             }
-                            3 => {
-                                " — in your identity provider, point provisioning at the hosted service:"
+                            REPOINT_STEP => {
+                                " — right after the cut-over, not before (until then this bridge must be the \
+                                 target's only writer: the cut-over checks the target against it). In your \
+                                 identity provider, point provisioning at the hosted service:"
                                 ul {
                                     li { b { "Entra ID:" } " Tenant URL (the hosted SCIM URL, " i { "without" } " a trailing slash), \
                                           Secret Token (its API token), then Test Connection." }
                                     li { b { "Okta:" } " Base URL, API Token, then Test API Credentials; afterwards map the \
                                           " code { "displayName" } " attribute in the Profile Editor." }
                                 }
-                                @if i == at && phase.is_mirroring() {
+                                @if i == at && phase == Phase::CutOver {
                                     p.note #repoint-now {
-                                        b { "Do this now, before the cut-over." }
-                                        " This bridge cannot see your identity provider, so this step stays open \
-                                         until the cut-over; until then every change still made here is mirrored \
-                                         to the target."
+                                        b { "Do this now." }
+                                        " This bridge refuses your identity provider's changes (410) until it points \
+                                         at the hosted service; it keeps them and sends them again once repointed \
+                                         (Entra ID: restart provisioning; Okta: retry the failed tasks). This bridge \
+                                         cannot see your identity provider, so this step stays open."
                                     }
                                 }
                             }
                             0 => " — blockers must be fixed in your identity provider.",
                             2 => " — copies the directory, then mirrors every change until cut-over.",
-                            4 => " — reads the target back and lists every difference.",
-                            5 => " — irreversible: SCIM writes here are refused and name the new service.",
+                            3 => " — reads the target back and lists every difference.",
+                            4 => " — irreversible: SCIM writes here are refused (410) and name the new service. \
+                                  Repoint your identity provider right after it; stop its provisioning just \
+                                  before, and no change is refused in between.",
                             _ => " — keep an export, then stop this bridge.",
                         }
                     }
@@ -1758,7 +1772,7 @@ pub(crate) fn migration(c: &Chrome, v: &MigrationView) -> String {
         }
         @if can.verify {
             section.card #verify-step {
-                h2 { "5. " (GUIDE[4]) }
+                h2 { "4. " (GUIDE[3]) }
                 (last_verification(state))
                 form method="post" action="/admin/migration/verify" { (csrf_field(c.csrf)) button type="submit" { "Verify" } }
             }
@@ -1780,10 +1794,12 @@ pub(crate) fn migration(c: &Chrome, v: &MigrationView) -> String {
         }
         @if can.cutover {
             section.card #cutover-step {
-                h2 { "6. " (GUIDE[5]) }
+                h2 { "5. " (GUIDE[4]) }
                 p {
-                    b { "Irreversible." } " Drains the mirror, verifies, then refuses every SCIM write for good, \
-                     naming the new service in the error. Repoint your identity provider first (step 4). \
+                    b { "Irreversible." } " Drains the mirror, verifies, then refuses every SCIM write for good (410), \
+                     naming the new service in the error. Repoint your identity provider right after it (step 6), \
+                     not before: until then this bridge must be the target's only writer. Stop provisioning in \
+                     your identity provider just before, and no change is refused in between. \
                      Type the target URL exactly to confirm."
                 }
                 form.grid method="post" action="/admin/migration/cutover" {
@@ -1837,29 +1853,39 @@ mod tests {
     }
 
     /// Issue 15 trial: "Repoint your identity provider" was drawn done as soon as
-    /// the migration was verified; the bridge cannot see the IdP, so the step stays
-    /// the one to take now until the cut-over.
+    /// the migration was verified; the bridge cannot see the IdP. Trial 3 item 5:
+    /// it is repointed right after the cut-over (the README and the CLI say the
+    /// same), so it comes after "Cut over" and is the step to take once cut over.
     #[test]
-    fn repointing_the_idp_is_done_only_after_the_cut_over() {
+    fn repointing_the_idp_is_the_step_right_after_the_cut_over() {
+        let steps: Vec<usize> = ["Verify", "Cut over", "Repoint your identity provider"]
+            .iter()
+            .map(|s| GUIDE.iter().position(|g| g == s).unwrap())
+            .collect();
+        assert_eq!(steps, [3, 4, REPOINT_STEP]);
         for phase in [Phase::Mirroring, Phase::Verified] {
             let html = guide(&status_in(phase)).into_string();
             let repoint = step_of(&html, "Repoint your identity provider");
             assert!(
-                repoint.contains("class=\"current\" aria-current=\"true\"")
-                    && repoint.contains("Do this now, before the cut-over."),
+                !repoint.contains("class=\"current\"")
+                    && !repoint.contains("class=\"past\"")
+                    && repoint.contains("right after the cut-over, not before")
+                    && !repoint.contains("Do this now"),
                 "{phase:?}: {repoint}"
             );
             assert!(!step_of(&html, "Cut over").contains("class=\"past\""));
         }
         let verified = guide(&status_in(Phase::Verified)).into_string();
         assert!(step_of(&verified, "Verify").contains("class=\"past\""));
+        assert!(step_of(&verified, "Cut over").contains("class=\"current\""));
         let cut = guide(&status_in(Phase::CutOver)).into_string();
+        assert!(step_of(&cut, "Cut over").contains("class=\"past\""));
         let repoint = step_of(&cut, "Repoint your identity provider");
         assert!(
-            repoint.contains("class=\"past\"") && !repoint.contains("Do this now"),
+            repoint.contains("class=\"current\" aria-current=\"true\"")
+                && repoint.contains("Do this now."),
             "{repoint}"
         );
-        assert!(step_of(&cut, "Decommission").contains("aria-current=\"true\""));
     }
 
     /// The limits box is about the configured target, not one vendor.
