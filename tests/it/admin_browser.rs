@@ -537,8 +537,20 @@ fn set_password_and_sign_in(b: &Browser<'_>, server: &Server) -> String {
     b.type_into("#confirm", PASSWORD);
     b.click("form[action='/admin/setup'] button[type=submit]");
     b.wait_for("the sign-in page", |s| s.contains("The password is set"));
-    // The setup page named the first account "admin" (its default).
-    b.type_into("#name", "admin");
+    // The setup page named the first account "admin" (its default); the sign-in page
+    // has it filled in and the cursor in the password field, so the admin types only
+    // the password (the trial typed the name again).
+    assert_eq!(b.property("#name", "value"), json!("admin"));
+    let focused = b.call(
+        "POST",
+        "/execute/sync",
+        Some(json!({"script": "return document.activeElement.id", "args": []})),
+    );
+    assert_eq!(
+        focused,
+        json!("password"),
+        "the password field has the focus"
+    );
     b.type_into("#password", PASSWORD);
     b.click("form[action='/admin/login'] button[type=submit]");
     b.wait_for("the dashboard", |s| {

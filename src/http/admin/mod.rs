@@ -342,6 +342,9 @@ struct SetupQuery {
 struct LoginQuery {
     setup: Option<String>,
     signed_out: Option<String>,
+    /// After setup: the account whose password was just set, prefilled so that the
+    /// admin types only the password.
+    name: Option<String>,
 }
 
 /// The token form: a name, a scope and an optional expiry in days (empty: never).
@@ -818,7 +821,12 @@ async fn setup_submit(state: &AppState, req: Request<RequestBody>) -> Response<B
             state.admin.throttle.clear();
             let entry = Entry::new("admin.set_password").on("AdminAccount", None, Some(&name));
             state.app.audit(&Caller::admin(&name, ip), entry).await;
-            redirect("/admin/login?setup=done")
+            // The sign-in page names the account just set (as stored: trimmed and
+            // lowercased), so the admin types only the password.
+            redirect(&format!(
+                "/admin/login?setup=done&name={}",
+                pages::segment(&name)
+            ))
         }
         Err(
             e @ (CredentialError::WeakPassword(_)
@@ -856,19 +864,25 @@ async fn setup_submit(state: &AppState, req: Request<RequestBody>) -> Response<B
 
 fn login_form(state: &AppState, req: &Request<RequestBody>) -> Response<Body> {
     let q: LoginQuery = query(req);
-    let notice = if q.setup.is_some() {
-        Some("The password is set. Sign in with the account's name and the new password.")
-    } else if q.signed_out.is_some() {
-        Some("You are signed out.")
-    } else {
-        None
+    // Only the redirect after setup names an account; bounded like a typed name.
+    let name: String = match (&q.setup, &q.name) {
+        (Some(_), Some(n)) => n.trim().chars().take(credentials::MAX_NAME_CHARS).collect(),
+        _ => String::new(),
+    };
+    let notice = match (q.setup.is_some(), name.is_empty()) {
+        (true, true) => {
+            Some("The password is set. Sign in with the account's name and the new password.")
+        }
+        (true, false) => Some("The password is set. Sign in with the new password."),
+        (false, _) if q.signed_out.is_some() => Some("You are signed out."),
+        (false, _) => None,
     };
     html(
         StatusCode::OK,
         pages::login(&pages::LoginView {
             error: None,
             notice,
-            name: "",
+            name: &name,
             password_set: credentials::password_is_set(&state.app.store),
         }),
     )
