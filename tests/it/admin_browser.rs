@@ -25,6 +25,8 @@ struct Driver {
     client: Client,
     /// The Chromium binary each session runs.
     chromium: PathBuf,
+    /// The sessions' browser profile, removed with the driver.
+    profile: tempfile::TempDir,
 }
 
 impl Drop for Driver {
@@ -63,6 +65,7 @@ impl Driver {
             child,
             client: Client::new(&addr, None, String::new()),
             chromium,
+            profile: tempfile::tempdir().expect("profile dir"),
         }
     }
 
@@ -83,7 +86,8 @@ impl Driver {
         v["value"].clone()
     }
 
-    fn session(&self, profile: &Path) -> Browser<'_> {
+    fn session(&self) -> Browser<'_> {
+        let profile = self.profile.path();
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
             "acceptInsecureCerts": true,
@@ -236,8 +240,7 @@ fn admin_flow_in_headless_chromium() {
     let server = Server::start();
     let scim = server.client();
     let driver = Driver::start();
-    let profile = tempfile::tempdir().expect("profile dir");
-    let b = driver.session(profile.path());
+    let b = driver.session();
     let base = format!("https://{}", server.addr);
 
     let page = set_password_and_sign_in(&b, &server);
@@ -538,8 +541,7 @@ fn managers_and_last_requests_are_shown_by_name_in_headless_chromium() {
     let server = Server::start();
     let scim = server.client();
     let driver = Driver::start();
-    let profile = tempfile::tempdir().expect("profile dir");
-    let b = driver.session(profile.path());
+    let b = driver.session();
     let base = format!("https://{}", server.addr);
     set_password_and_sign_in(&b, &server);
 
@@ -729,8 +731,7 @@ fn migration_push_and_cut_over_in_headless_chromium() {
     );
 
     let driver = Driver::start();
-    let profile = tempfile::tempdir().expect("profile dir");
-    let b = driver.session(profile.path());
+    let b = driver.session();
     let base = format!("https://{}", server.addr);
     set_password_and_sign_in(&b, &server);
 
