@@ -378,7 +378,8 @@ fn compare_values(a: &Value, b: &Value, exact: bool) -> Ordering {
 }
 
 /// Sorts rendered resources by `sortBy`; resources without the attribute come last
-/// whatever the order (RFC 7644 §3.4.2.3).
+/// when ascending and first when descending (RFC 7644 §3.4.2.3: "they are ordered
+/// last if ascending and first if descending").
 pub fn sort(
     resources: &mut [(ResourceType, Map<String, Value>)],
     path: &AttrPath,
@@ -407,7 +408,9 @@ pub fn sort_value(
 }
 
 /// Orders two sort values as `sort` does: by the attribute's caseExact (as `rt`'s
-/// schema says), reversed when `descending`; missing values last either way.
+/// schema says), reversed when `descending`; a missing value sorts after every value
+/// when ascending and before them when descending (RFC 7644 §3.4.2.3), so a
+/// descending page is exactly the ascending order reversed.
 pub fn compare_sort_values(
     rt: ResourceType,
     a: Option<&Value>,
@@ -425,6 +428,8 @@ pub fn compare_sort_values(
                 o
             }
         }
+        (Some(_), None) if descending => Ordering::Greater,
+        (None, Some(_)) if descending => Ordering::Less,
         (Some(_), None) => Ordering::Less,
         (None, Some(_)) => Ordering::Greater,
         (None, None) => Ordering::Equal,
@@ -578,7 +583,7 @@ mod tests {
     }
 
     #[test]
-    fn sorts_case_insensitively_with_missing_last() {
+    fn sorts_case_insensitively_with_missing_last_ascending_and_first_descending() {
         let mut v: Vec<(ResourceType, Map<String, Value>)> = [
             json!({"userName": "b"}),
             json!({}),
@@ -592,8 +597,9 @@ mod tests {
         assert_eq!(v[0].1["userName"], "A");
         assert!(v[2].1.get("userName").is_none());
         sort(&mut v, &path, true);
-        assert_eq!(v[0].1["userName"], "b");
-        assert!(v[2].1.get("userName").is_none());
+        assert!(v[0].1.get("userName").is_none());
+        assert_eq!(v[1].1["userName"], "b");
+        assert_eq!(v[2].1["userName"], "A");
     }
 
     #[test]

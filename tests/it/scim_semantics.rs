@@ -371,6 +371,13 @@ fn sort_by_and_sort_order() {
         ["Alice", "Bob", "Carol"],
         "by the primary (or first) email; a user without one sorts last"
     );
+    // RFC 7644 §3.4.2.3: without a value, "ordered last if ascending and first if
+    // descending": the descending page is the ascending one reversed.
+    assert_eq!(
+        names(&[("sortBy", "emails.value"), ("sortOrder", "descending")]),
+        ["Carol", "Bob", "Alice"],
+        "a user without an email sorts first when descending"
+    );
     assert_eq!(
         names(&[
             ("sortBy", "userName"),
