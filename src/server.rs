@@ -31,17 +31,37 @@ fn machine_hostname() -> Option<String> {
 
 fn init_logging(cfg: &Config) {
     use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_env("SCIMBRIDGE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let directives = log_directives(std::env::var("SCIMBRIDGE_LOG").ok().as_deref());
+    let filter = EnvFilter::try_new(&directives).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     let _ = match cfg.log_format {
         config::LogFormat::Json => builder.json().with_writer(std::io::stderr).try_init(),
         // No colours: the escaping writer would escape the formatter's own codes.
         config::LogFormat::Human => builder
             .with_ansi(false)
+            .fmt_fields(crate::logline::PlainFields)
             .with_writer(crate::logline::Escaping(std::io::stderr))
             .try_init(),
     };
+    if let Err(e) = EnvFilter::try_new(&directives) {
+        tracing::warn!("SCIMBRIDGE_LOG={directives:?} is not a log filter ({e}); logging at info");
+    }
+}
+
+/// The `tracing` filter for `SCIMBRIDGE_LOG` (unset: `info`). A bare level more
+/// verbose than `info` (`debug`, `trace`) is scimbridge's own: its modules and the
+/// `audit` target log at that level while the libraries (hyper, h2, rustls) stay at
+/// `info`, whose debug lines are frame dumps an operator does not want. Anything else
+/// (`warn`, `h2=debug`, `info,scimbridge::migrate=trace`) is a filter used as written.
+fn log_directives(var: Option<&str>) -> String {
+    match var.map(str::trim) {
+        None | Some("") => "info".to_owned(),
+        Some(level) if ["debug", "trace"].contains(&level.to_ascii_lowercase().as_str()) => {
+            let level = level.to_ascii_lowercase();
+            format!("info,scimbridge={level},audit={level}")
+        }
+        Some(filter) => filter.to_owned(),
+    }
 }
 
 /// Creates or checks the data directory (issue 11's local trust): private modes,
@@ -329,5 +349,30 @@ fn machine_memory() -> Option<u64> {
     match (total, cgroup) {
         (Some(t), Some(c)) => Some(t.min(c)),
         (t, c) => t.or(c),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bare_debug_level_is_scimbridges_own_and_filters_stay_as_written() {
+        assert_eq!(log_directives(None), "info");
+        assert_eq!(log_directives(Some(" ")), "info");
+        assert_eq!(
+            log_directives(Some("debug")),
+            "info,scimbridge=debug,audit=debug"
+        );
+        assert_eq!(
+            log_directives(Some("TRACE")),
+            "info,scimbridge=trace,audit=trace"
+        );
+        assert_eq!(log_directives(Some("warn")), "warn");
+        assert_eq!(log_directives(Some("h2=debug")), "h2=debug");
+        assert_eq!(
+            log_directives(Some("info,scimbridge::migrate=trace")),
+            "info,scimbridge::migrate=trace"
+        );
     }
 }

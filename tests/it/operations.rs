@@ -323,6 +323,64 @@ fn json_logs_have_request_ids_and_never_tokens() {
     assert!(!lines.contains(&s.token) && !lines.contains("Sup3rSecret!"));
 }
 
+/// The trial: logs showed Rust's `Debug` forms (`"actor":"\"okta\""`,
+/// `Some("pw@contoso.com")`, `reason="None"`). Both formats write plain values and
+/// leave absent ones out.
+#[test]
+fn logs_write_plain_values_and_leave_absent_ones_out() {
+    let s = Server::start_with(&["--log-format", "json"]);
+    let c = s.client();
+    assert_eq!(c.post("/Users", &user_body("pw@contoso.com")).status, 201);
+    assert_eq!(c.get("/Users/no-such-id").status, 404);
+    let log = s.wait_for_log("SCIM request refused");
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let created = lines
+        .iter()
+        .find(|v| v["target"] == "audit" && v["fields"]["action"] == "scim.create")
+        .unwrap_or_else(|| panic!("no audit line of the create:\n{log}"));
+    assert_eq!(created["fields"]["actor"], "test", "{created}");
+    assert_eq!(created["fields"]["resource_name"], "pw@contoso.com");
+    assert!(created["fields"].get("reason").is_none(), "{created}");
+    let refused = lines
+        .iter()
+        .find(|v| v["fields"]["message"] == "SCIM request refused")
+        .unwrap();
+    assert_eq!(refused["fields"]["token"], "test", "{refused}");
+    assert_eq!(refused["fields"]["path"], "/Users/no-such-id", "{refused}");
+    assert!(refused["fields"]["reason"].is_string());
+    assert!(
+        !log.contains("Some(") && !log.contains("None") && !log.contains("\\\""),
+        "{log}"
+    );
+
+    let s = Server::start();
+    let c = s.client();
+    assert_eq!(c.post("/Users", &user_body("pw@contoso.com")).status, 201);
+    assert_eq!(c.get("/Users/no-such-id").status, 404);
+    let log = s.wait_for_log("SCIM request refused");
+    let audit = log
+        .lines()
+        .find(|l| l.contains("action=scim.create"))
+        .unwrap();
+    assert!(
+        audit.contains(" actor=test ") && audit.contains(" resource_name=pw@contoso.com "),
+        "{audit}"
+    );
+    assert!(!audit.contains("reason"), "{audit}");
+    let refused = log
+        .lines()
+        .find(|l| l.contains("SCIM request refused"))
+        .unwrap();
+    assert!(
+        refused.contains(" token=test ") && refused.contains(" reason=\""),
+        "{refused}"
+    );
+    assert!(!log.contains("Some(") && !log.contains("None"), "{log}");
+}
+
 #[test]
 fn check_config_reports_file_key_and_reason() {
     let dir = tempfile::tempdir().unwrap();

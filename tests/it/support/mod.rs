@@ -190,7 +190,10 @@ impl Server {
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(i) = line.find("identity provider: ") {
-                    let _ = tx.send(line[i + "identity provider: ".len()..].trim().to_owned());
+                    // The URL ends the human line; in a JSON line, a quote follows it.
+                    let rest = &line[i + "identity provider: ".len()..];
+                    let url = rest.split(['"', ' ']).next().unwrap_or_default();
+                    let _ = tx.send(url.to_owned());
                 }
                 log.lock().unwrap().push(line);
             }
