@@ -77,6 +77,48 @@ pub(crate) struct IssuedToken {
     pub secret: Secret,
 }
 
+impl IssueRequest {
+    /// The checks that need no data: the name (`token_name`) and the lifetime (1 to
+    /// `MAX_TOKEN_DAYS` days, or none). Returns the name as it will be stored. The CLI
+    /// runs them before it opens or creates a database, so a refused `token issue`
+    /// creates nothing.
+    pub(crate) fn check(&self) -> Result<String, TokenError> {
+        let name = token_name(&self.name)?;
+        if self
+            .expires_in_days
+            .is_some_and(|d| d == 0 || d > MAX_TOKEN_DAYS)
+        {
+            return Err(TokenError::Lifetime);
+        }
+        Ok(name)
+    }
+}
+
+/// What a token of this scope is for, said to whoever just got its secret (the admin
+/// page and `token issue` say the same). A read-write token is what an identity
+/// provider provisions with. A read-only token answers GET and `POST .search` only
+/// (Users, Groups and the discovery endpoints; every write answers 403 Forbidden,
+/// `http::scim`'s write gate), so it is for reading, never for provisioning.
+pub(crate) fn scope_use(scope: Scope) -> &'static str {
+    match scope {
+        Scope::ReadWrite => {
+            "Paste it into your identity provider as the Secret Token (Entra ID) or API token (Okta)."
+        }
+        Scope::ReadOnly => {
+            "It only reads (GET and POST .search on Users, Groups and the discovery endpoints):              use it for monitoring, reports and audits, scripts that export the directory, or              checking this directory against another system. It is not for provisioning: an              identity provider given it has every change refused (403 Forbidden)."
+        }
+    }
+}
+
+/// Who holds a token of this scope, as rotation and revocation messages name it:
+/// "the identity provider" (read-write) or "the tools that read with it" (read-only).
+pub(crate) fn scope_holder(scope: Scope) -> &'static str {
+    match scope {
+        Scope::ReadWrite => "the identity provider",
+        Scope::ReadOnly => "the tools that read with it",
+    }
+}
+
 /// Why a token operation was refused.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum TokenError {
@@ -125,13 +167,7 @@ pub(crate) async fn issue(
     req: IssueRequest,
     now: Timestamp,
 ) -> Result<IssuedToken, TokenError> {
-    let name = token_name(&req.name)?;
-    if req
-        .expires_in_days
-        .is_some_and(|d| d == 0 || d > MAX_TOKEN_DAYS)
-    {
-        return Err(TokenError::Lifetime);
-    }
+    let name = req.check()?;
     let expires = req
         .expires_in_days
         .map(|d| now.saturating_add(time::Duration::days(i64::from(d))));

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use anyhow::{anyhow, Context, Result};
 
-use super::local::{open_store, unexpected, IfMissing, StatusLine};
+use super::local::{open_store, unexpected, Fresh, IfMissing, StatusLine};
 use crate::clock::Timestamp;
 use crate::config::Config;
 use crate::control::client;
@@ -113,15 +113,15 @@ pub(super) fn import(cfg: &Config, file: &Path) -> Result<ExitCode> {
             // schema extensions must be known, as in `serve`.
             crate::scim::schema::install_extensions(&cfg.scim.extensions)
                 .map_err(|e| anyhow::anyhow!(e))?;
-            let db = cfg.db_path();
-            let created = !db.exists();
+            let fresh = Fresh::before_open(cfg);
             let store = open_store(cfg, IfMissing::Create, false)?;
             let r = export::import_file(&store, file, &cfg.limits.request(), Timestamp::now());
             store.close();
             // A refused import into a new data directory leaves no empty database
-            // behind (the next command would take it for a bridge with no data).
-            if r.is_err() && created {
-                let _ = std::fs::remove_file(&db);
+            // behind (the next command would take it for a bridge with no data), nor
+            // the directory it made.
+            if r.is_err() {
+                fresh.undo(cfg);
             }
             let r = r?;
             (r.manifest.counts, r.repaired)

@@ -31,6 +31,11 @@ pub(super) fn request_quietly(
     progress: &mut (dyn FnMut(Progress) + Send),
     quiet: bool,
 ) -> Result<Reply> {
+    // What can be refused without the data is refused before anything is opened or
+    // created: `token issue --name "a b"` into a new directory leaves it absent.
+    if let Request::TokenIssue(issue) = &req {
+        issue.check()?;
+    }
     if let Some(answer) = control::client::call(&cfg.data_dir, &req, &mut *progress) {
         return Ok(answer?);
     }
@@ -41,6 +46,7 @@ pub(super) fn request_quietly(
         Request::Import { .. } => IfMissing::Create,
         _ => IfMissing::Refuse,
     };
+    let fresh = Fresh::before_open(cfg);
     let store = open_store(cfg, if_missing, quiet)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -56,7 +62,49 @@ pub(super) fn request_quietly(
             Ok(runtime.block_on(control::execute(&app, &caller, req, progress))?)
         });
     store.close();
+    if answer.is_err() {
+        fresh.undo(cfg);
+    }
     answer
+}
+
+/// What a direct open is about to create: the database file, and the data directory
+/// with the parents it lacks. A command refused after the open takes them away again,
+/// so the next command does not take an empty database for a bridge with no data.
+pub(super) struct Fresh {
+    /// The database file did not exist.
+    db: bool,
+    /// The directories that did not exist, deepest first (the data directory, then
+    /// the parents `create_dir_all` makes with it).
+    dirs: Vec<std::path::PathBuf>,
+}
+
+impl Fresh {
+    pub(super) fn before_open(cfg: &Config) -> Fresh {
+        let missing = |p: &std::path::Path| std::fs::symlink_metadata(p).is_err();
+        Fresh {
+            db: missing(&cfg.db_path()),
+            dirs: cfg
+                .data_dir
+                .ancestors()
+                .take_while(|p| !p.as_os_str().is_empty() && missing(p))
+                .map(std::path::Path::to_path_buf)
+                .collect(),
+        }
+    }
+
+    /// Removes what the open created. A directory that holds anything now (a file a
+    /// concurrent command wrote) stays: `remove_dir` removes empty ones only.
+    pub(super) fn undo(&self, cfg: &Config) {
+        if self.db {
+            let _ = std::fs::remove_file(cfg.db_path());
+        }
+        for dir in &self.dirs {
+            if std::fs::remove_dir(dir).is_err() {
+                break;
+            }
+        }
+    }
 }
 
 /// The reply did not fit the request (a server of another version).

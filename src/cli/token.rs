@@ -11,7 +11,7 @@ use anyhow::Result;
 
 use super::local::{request, request_quietly, unexpected};
 use super::{confirmed, shell_word, TokenCommand};
-use crate::app::tokens::{IssueRequest, TokenInfo, TokenState};
+use crate::app::tokens::{scope_holder, scope_use, IssueRequest, TokenInfo, TokenState};
 use crate::config::Config;
 use crate::control::wire::{Reply, Request};
 use crate::store::Scope;
@@ -39,13 +39,14 @@ pub(super) fn run(cfg: &Config, cmd: &TokenCommand) -> Result<ExitCode> {
             };
             if !quiet {
                 eprintln!(
-                    "Issued the {} token \"{}\"{}. Copy it now: it is shown only once and stored only as a hash.",
+                    "Issued the {} token \"{}\"{}. Copy it now: it is shown only once and stored only as a hash. {}",
                     t.token.scope.as_str(),
                     t.token.name,
                     t.token
                         .expires
                         .map(|e| format!(", expiring {e}"))
-                        .unwrap_or_default()
+                        .unwrap_or_default(),
+                    scope_use(t.token.scope)
                 );
             }
             // The one place the CLI shows a secret: the token just issued.
@@ -128,7 +129,8 @@ fn old_secret(old: &TokenInfo) -> String {
     match (old.state, old.expires) {
         (TokenState::Expired, Some(expired)) => format!(
             "The old secret expired at {expired} and stays refused (401; last used {last_used}): \
-             paste the new one into the identity provider. It needs no revoking."
+             replace it with the new one in {}. It needs no revoking.",
+            scope_holder(old.scope)
         ),
         _ => format!(
             "The old secret keeps working (superseded, last used {last_used}{}) until you revoke it: \
@@ -145,12 +147,13 @@ fn old_secret(old: &TokenInfo) -> String {
 fn revoke_question(name: &str, superseded: bool) -> String {
     if superseded {
         format!(
-            "Revoke the superseded secrets of the token \"{name}\"? An identity provider \
-             still using one stops provisioning. [y/N] "
+            "Revoke the superseded secrets of the token \"{name}\"? Whatever still uses one \
+             (an identity provider, a reading tool) is refused from its next request. [y/N] "
         )
     } else {
         format!(
-            "Revoke the token \"{name}\"? The identity provider using it stops provisioning. [y/N] "
+            "Revoke the token \"{name}\"? Whatever uses it (an identity provider, a reading tool) \
+             is refused from its next request. [y/N] "
         )
     }
 }

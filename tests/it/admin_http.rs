@@ -335,6 +335,96 @@ fn read_only_token_from_the_page_cannot_write() {
     assert!(page.contains("read-only"));
 }
 
+/// The trial: a read-only token's page said to paste it into the identity provider,
+/// where every change it sent would be refused. The page and `token issue` say what
+/// each scope is for: read-write for the identity provider, read-only for reading.
+#[test]
+fn the_issue_page_and_token_issue_say_what_the_scope_is_for() {
+    let (s, cookie) = signed_in_server(&[]);
+    let c = s.client();
+    let use_of = |page: &str| {
+        let at = page
+            .find("id=\"token-use\"")
+            .expect("what the token is for");
+        page[at..page[at..].find("</p>").unwrap() + at].to_owned()
+    };
+    let idp_words = "Paste it into your identity provider";
+    let read_words = ["monitoring", "export", "not for provisioning", "403"];
+
+    let r = post_token_form(&c, &cookie, &[("name", "auditor"), ("scope", "read-only")]);
+    assert_eq!(r.status, 200);
+    let said = use_of(&text(&r));
+    assert!(said.contains("data-scope=\"read-only\""), "{said}");
+    assert!(!said.contains(idp_words), "{said}");
+    for w in read_words {
+        assert!(said.contains(w), "{w}: {said}");
+    }
+    let r = post_token_form(&c, &cookie, &[("name", "entra"), ("scope", "read-write")]);
+    let said = use_of(&text(&r));
+    assert!(
+        said.contains(idp_words) && said.contains("Secret Token (Entra ID)"),
+        "{said}"
+    );
+    assert!(!said.contains("not for provisioning"), "{said}");
+
+    // Rotating the read-only token does not send it to the identity provider either,
+    // and the question before revoking it names who it cuts off.
+    let tokens = text(&get_page(&c, "/admin/tokens", &cookie));
+    let id = token_id(&tokens, "auditor");
+    let r = post_form(
+        &c,
+        "/admin/tokens/rotate",
+        Some(&cookie),
+        &[("id", &id), ("csrf", &csrf(&tokens))],
+    );
+    let said = use_of(&text(&r));
+    assert!(
+        said.contains("not for provisioning") && !said.contains(idp_words),
+        "{said}"
+    );
+    let tokens = text(&get_page(&c, "/admin/tokens", &cookie));
+    let entra = token_id(&tokens, "entra");
+    let ask = |id: &str| {
+        text(&post_form(
+            &c,
+            "/admin/tokens/revoke",
+            Some(&cookie),
+            &[("id", id), ("csrf", &csrf(&tokens))],
+        ))
+    };
+    let q = ask(&entra);
+    assert!(
+        q.contains("the identity provider that uses it stops provisioning"),
+        "{q}"
+    );
+    let auditor = attr_after(
+        &tokens[tokens
+            .find("data-token=\"auditor\" data-state=\"active\"")
+            .unwrap()..],
+        "name=\"id\" value=\"",
+    )
+    .unwrap();
+    let q = ask(&auditor);
+    assert!(
+        q.contains("the tools that read with it are refused") && !q.contains("stops provisioning"),
+        "{q}"
+    );
+
+    // The CLI says the same (here through the running server's control socket).
+    let (ok, out, err) = cli(
+        &s.data_dir(),
+        &["token", "issue", "--name", "probe", "--read-only"],
+    );
+    assert!(ok && out.trim().starts_with("scimb_"), "{err}");
+    assert!(!err.contains(idp_words), "{err}");
+    for w in read_words {
+        assert!(err.contains(w), "{w}: {err}");
+    }
+    let (ok, _, err) = cli(&s.data_dir(), &["token", "issue", "--name", "okta"]);
+    assert!(ok && err.contains(idp_words), "{err}");
+    assert!(!err.contains("not for provisioning"), "{err}");
+}
+
 #[test]
 fn security_headers_on_every_admin_response() {
     let (s, cookie) = signed_in_server(&[]);

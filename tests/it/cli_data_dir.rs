@@ -125,6 +125,81 @@ fn token_issue_creates_the_database_and_says_where() {
     assert!(data.join("scimbridge.redb").exists());
 }
 
+/// The entries of `dir`, sorted (`None`: it does not exist).
+fn entries(dir: &Path) -> Option<Vec<String>> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .ok()?
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    Some(names)
+}
+
+/// The trial: `--data-dir NEWDIR token issue --name "entra id"` was refused for its
+/// name, but left NEWDIR with an empty database that later commands took for a bridge.
+/// What can be refused without the data is refused before anything is created: the
+/// directory (and the parents it lacked) stays absent, an existing empty one stays
+/// empty, and the refusal names the rule.
+#[test]
+fn a_refused_token_issue_creates_nothing() {
+    let root = tempfile::tempdir().unwrap();
+    let empty = root.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let refused: [(&[&str], &str); 5] = [
+        (&["--name", "entra id"], "a token name is"),
+        (&["--name=-x"], "a token name is"),
+        (&["--name", "entra", "--expires-in", "0"], "lifetime"),
+        (&["--name", "entra", "--expires-in", "3651"], "lifetime"),
+        (&["--name", "entra", "--expires-in", "ten"], "invalid value"),
+    ];
+    for (flags, why) in refused {
+        for data in [
+            root.path().join("new"),
+            root.path().join("a/b/c"),
+            empty.clone(),
+        ] {
+            let args: Vec<&str> = ["token", "issue"].iter().chain(flags).copied().collect();
+            let (ok, stdout, stderr) = cli(&data, &args);
+            assert!(!ok, "{args:?} succeeded: {stdout}");
+            assert!(stderr.contains(why), "{args:?}: {stderr}");
+            assert!(!stderr.contains("created a new database"), "{stderr}");
+            assert!(stdout.is_empty(), "no secret printed: {stdout}");
+            let left = entries(&data);
+            if data == empty {
+                assert_eq!(left, Some(vec![]), "{args:?} wrote into {}", data.display());
+            } else {
+                assert_eq!(left, None, "{args:?} created {}", data.display());
+            }
+        }
+        assert_eq!(entries(root.path()), Some(vec!["empty".to_owned()]));
+    }
+    // The same name, fixed, is issued there (the checks refuse only what is wrong).
+    let (ok, stdout, stderr) = cli(&empty, &["token", "issue", "--name", "entra-id"]);
+    assert!(ok && stdout.starts_with("scimb_"), "{stderr}");
+}
+
+/// A refused `import` into a new data directory leaves neither the empty database
+/// nor the directory it made (the file is read only after the database is open, so
+/// what was created is taken away again).
+#[test]
+fn a_refused_import_into_a_new_directory_leaves_nothing() {
+    let root = tempfile::tempdir().unwrap();
+    let file = root.path().join("not-an-export.jsonl");
+    std::fs::write(&file, "this is not an export\n").unwrap();
+    let data = root.path().join("new/data");
+    let (ok, _, stderr) = cli(&data, &["import", file.to_str().unwrap()]);
+    assert!(!ok && stderr.contains("not a valid export"), "{stderr}");
+    assert_eq!(
+        entries(&root.path().join("new")),
+        None,
+        "the directories are gone"
+    );
+    assert_eq!(
+        entries(root.path()),
+        Some(vec!["not-an-export.jsonl".to_owned()])
+    );
+}
+
 #[test]
 fn import_creates_the_database() {
     let root = tempfile::tempdir().unwrap();

@@ -1141,7 +1141,8 @@ fn token_rows(state: &AppState) -> Vec<pages::TokenRow> {
         .collect()
 }
 
-/// Asks before revoking: the identity provider using the token stops provisioning.
+/// Asks before revoking: whatever uses the token (an identity provider, a reading
+/// tool) is refused from its next request.
 fn confirm_revoke(state: &AppState, id: String, chrome: Chrome<'_>) -> Response<Body> {
     let found = tokens::list(&state.app.store, Timestamp::now())
         .ok()
@@ -1284,7 +1285,7 @@ async fn rotate_token(
             state.app.audit(who, entry).await;
             let issued = pages::Issued {
                 name: new.token.name,
-                scope: new.token.scope.as_str(),
+                scope: new.token.scope,
                 secret: new.secret,
                 rotated: true,
                 old_expired: old.expires.filter(|_| old.state == TokenState::Expired),
@@ -1348,7 +1349,7 @@ async fn issue_token(
         Ok(t) => {
             let issued = pages::Issued {
                 name: t.token.name,
-                scope: t.token.scope.as_str(),
+                scope: t.token.scope,
                 secret: t.secret,
                 rotated: false,
                 old_expired: None,

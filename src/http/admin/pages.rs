@@ -17,7 +17,7 @@ use super::fragments::csrf_field;
 pub(crate) use super::fragments::when;
 use super::liveness;
 use crate::app::audit::{AuditFilter, AuditPage, AuditSort};
-use crate::app::tokens::TokenInfo;
+use crate::app::tokens::{scope_holder, scope_use, TokenInfo};
 use crate::migrate::policy::{
     list as policy_list, PolicyField, PolicyView, Source as PolicySource,
 };
@@ -27,7 +27,7 @@ use crate::migrate::service::CutoverReport;
 use crate::scim::resource::Reference;
 use crate::scim::schema::ResourceType;
 use crate::secret::Secret;
-use crate::store::{ActorKind, AuditOutcome, AuditRecord, OutcomeClass, Phase};
+use crate::store::{ActorKind, AuditOutcome, AuditRecord, OutcomeClass, Phase, Scope};
 
 /// What stays literal in a path segment: RFC 3986 §2.3 unreserved characters.
 const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
@@ -616,7 +616,8 @@ pub(crate) struct TokenRow {
 /// A token that was just issued: its secret is on this page and nowhere else.
 pub(crate) struct Issued {
     pub name: String,
-    pub scope: &'static str,
+    /// Says what the token is for: a read-only one is not for an identity provider.
+    pub scope: Scope,
     pub secret: Secret,
     /// A rotation's successor: the old secret stays valid until it is revoked.
     pub rotated: bool,
@@ -638,16 +639,16 @@ pub(crate) fn tokens(c: &Chrome, v: &TokensView) -> String {
     let content = html! {
         @if let Some(i) = v.issued {
             section.card.secret {
-                h2 { "Token \"" (i.name) "\" " (if i.rotated { "rotated" } else { "issued" }) " (" (i.scope) ")" }
-                p {
-                    b { "Copy it now: it is shown only this once" } " and stored only as a hash. \
-                     Paste it into your identity provider as the Secret Token (Entra ID) or API token (Okta)."
+                h2 { "Token \"" (i.name) "\" " (if i.rotated { "rotated" } else { "issued" }) " (" (i.scope.as_str()) ")" }
+                p #token-use data-scope=(i.scope.as_str()) {
+                    b { "Copy it now: it is shown only this once" } " and stored only as a hash. "
+                    (scope_use(i.scope))
                 }
                 @if i.rotated {
                     p #rotated {
                         @if let Some(expired) = i.old_expired {
                             "The old secret expired at " (when(expired)) " and stays refused (401): \
-                             paste this one into the identity provider. The old one needs no revoking."
+                             replace it with this one in " (scope_holder(i.scope)) ". The old one needs no revoking."
                         } @else {
                             "The old secret keeps working, listed below as superseded with its last use, \
                              until you revoke it; it is never revoked by itself. Revoke it once its last \
@@ -731,6 +732,19 @@ pub(crate) fn tokens(c: &Chrome, v: &TokensView) -> String {
     layout(c, content)
 }
 
+/// Who a revocation cuts off, by the token's scope: an identity provider stops
+/// provisioning; the tools that read with a read-only token are refused.
+fn holder_cut_off(scope: Scope, old_secret: bool) -> String {
+    match (scope, old_secret) {
+        (Scope::ReadWrite, false) => "the identity provider that uses it stops provisioning".into(),
+        (Scope::ReadWrite, true) => {
+            "an identity provider still using this old secret stops provisioning".into()
+        }
+        (Scope::ReadOnly, false) => format!("{} are refused", scope_holder(scope)),
+        (Scope::ReadOnly, true) => "a tool still reading with this old secret is refused".into(),
+    }
+}
+
 /// The question before a token is revoked.
 pub(crate) struct ConfirmRevokeView<'a> {
     pub token: &'a TokenInfo,
@@ -752,12 +766,12 @@ pub(crate) fn confirm_revoke(c: &Chrome, v: &ConfirmRevokeView) -> String {
                     "It has expired: its requests are refused (401) already. Revoking it ends the \
                      dashboard's warning about it. This cannot be undone."
                 } @else if t.superseded.is_some() {
-                    "Its next request is refused: an identity provider still using this old secret \
-                     stops provisioning; the current secret of \"" (t.name) "\" keeps working. \
-                     This cannot be undone."
+                    "Its next request is refused: " (holder_cut_off(t.scope, true))
+                    "; the current secret of \"" (t.name) "\" keeps working. This cannot be undone."
                 } @else {
-                    "Its next request is refused: the identity provider that uses it stops provisioning \
-                     until it gets a new token. This cannot be undone."
+                    "Its next request is refused: " (holder_cut_off(t.scope, false))
+                    " until " (if t.scope == Scope::ReadOnly { "they get" } else { "it gets" })
+                    " a new token. This cannot be undone."
                 }
             }
             form method="post" action="/admin/tokens/revoke" {
