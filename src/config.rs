@@ -187,7 +187,8 @@ pub(crate) struct MetricsSettings {
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct Storage {
     /// redb page cache in MiB (at least 1); unset, it is sized at start from the
-    /// database file and the machine's memory (`store::default_cache_bytes`).
+    /// database file and the memory the process may use (`memory::budget`,
+    /// `store::default_cache_bytes`).
     pub cache_mb: Option<usize>,
     /// Change events (the migration mirror's feed) older than this many days are
     /// deleted (at least 1).

@@ -243,12 +243,28 @@ pub(crate) fn run(cfg: Config) -> Result<()> {
 }
 
 /// Opens the database with a page cache of `storage.cache_mb`, or one sized from the
-/// file and the machine's memory; a database another process holds is named.
+/// file and the memory the process may use (`memory::budget`: the machine's, or its
+/// cgroup's limit when lower); a database another process holds is named.
 fn open_store(cfg: &Config) -> Result<Store> {
     let cache_bytes = cfg.cache_bytes.unwrap_or_else(|| {
         let file = std::fs::metadata(cfg.db_path()).map_or(0, |m| m.len());
-        let bytes = crate::store::default_cache_bytes(file, machine_memory());
-        tracing::info!(cache_mb = bytes >> 20, "page cache sized from the database file and the machine's memory (storage.cache_mb overrides)");
+        let memory = crate::memory::budget();
+        let bytes = crate::store::default_cache_bytes(file, memory.as_ref().map(|m| m.bytes));
+        let from = match &memory {
+            Some(m) => format!(
+                "{}, {} MiB (read from {})",
+                m.what,
+                m.bytes >> 20,
+                m.read_from
+            ),
+            None => "an assumed 1 GiB of memory (the machine's and the cgroup's could not be read)"
+                .to_owned(),
+        };
+        tracing::info!(
+            cache_mb = bytes >> 20,
+            database_mb = file >> 20,
+            "page cache sized from the database file and {from}; storage.cache_mb overrides"
+        );
         bytes
     });
     Store::open(&cfg.db_path(), &StoreOptions { cache_bytes }).map_err(|e| match e {
@@ -331,24 +347,6 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
-    }
-}
-
-/// Memory this process may use, in bytes: the machine's (`MemTotal`), or the cgroup
-/// v2 limit of the service when that is lower; `None` when neither can be read.
-fn machine_memory() -> Option<u64> {
-    let total = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
-        m.lines()
-            .find_map(|l| l.strip_prefix("MemTotal:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .map(|kb| kb * 1024)
-    });
-    let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
-        .ok()
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    match (total, cgroup) {
-        (Some(t), Some(c)) => Some(t.min(c)),
-        (t, c) => t.or(c),
     }
 }
 
