@@ -298,10 +298,10 @@ pub(crate) fn check(snapshot: &Snapshot, policy: &MigrationPolicy) -> StoreResul
         &mut blockers,
         FindingCode::UnknownManager,
         format!(
-            "{} a manager that does not exist in this directory (a deleted user; the push \
-             cannot link it): set an existing manager or remove it (from the identity \
-             provider, or a SCIM PATCH \"remove\" of {ENTERPRISE_USER_URN}:manager), then \
-             check again",
+            "{} a manager that does not exist in this directory (restored by an import of an \
+             older export; the push cannot link it): set an existing manager or remove it \
+             (from the identity provider, or a SCIM PATCH \"remove\" of \
+             {ENTERPRISE_USER_URN}:manager), then check again",
             count(unknown_manager.len() as u64, "user has", "users have")
         ),
         unknown_manager,

@@ -15,6 +15,7 @@ pub(crate) mod audit;
 mod health;
 mod migration;
 mod nesting;
+mod reports;
 mod row;
 mod tables;
 mod tokens;
@@ -33,6 +34,8 @@ pub(crate) use tokens::{hex, RevokeWhich, Scope, TokenRecord, TokenState};
 pub(crate) use traffic::{hour_of, OutcomeClass, OutcomeCounts, TokenTraffic};
 pub(crate) use upgrade::{Upgrade, FORMAT_VERSION};
 
+use reports::check_manager;
+
 use std::any::Any;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -49,7 +52,7 @@ use serde_json::Value;
 use crate::clock::Timestamp;
 use crate::scim::error::ScimError;
 use crate::scim::resource::{Attributes, Meta, Reference};
-use crate::scim::schema::{ResourceType, ENTERPRISE_USER_URN};
+use crate::scim::schema::ResourceType;
 use crate::scim::text::caseless;
 pub(crate) use row::{RawResource, StoredText};
 
@@ -1271,11 +1274,12 @@ fn get_in(
     Ok(r)
 }
 
-/// Stores a resource that is not in the directory yet: its record and its id in the
-/// type's id table.
+/// Stores a resource that is not in the directory yet (create, import): its record,
+/// its id in the type's id table and a user's manager link (`reports.rs`).
 fn insert_new_in(txn: &WriteTransaction, rt: ResourceType, r: &StoredResource) -> StoreResult<()> {
     put_in(txn, rt, r)?;
     txn.open_table(id_table(rt))?.insert(r.id.as_str(), ())?;
+    reports::follow(txn, &r.id, None, Some(&r.attrs))?;
     Ok(())
 }
 
@@ -1371,42 +1375,6 @@ impl Store {
 
 fn exists_in(txn: &WriteTransaction, rt: ResourceType, id: &str) -> StoreResult<bool> {
     Ok(txn.open_table(table(rt))?.get(id)?.is_some())
-}
-
-/// The id a user's enterprise `manager.value` names (RFC 7643 §4.3: "the id of the SCIM
-/// resource representing the User's manager"); a bare id as older records may hold it.
-fn manager_of(attrs: &Attributes) -> Option<&str> {
-    let m = attrs.get(ENTERPRISE_USER_URN)?.get("manager")?;
-    m.get("value")
-        .and_then(Value::as_str)
-        .or_else(|| m.as_str())
-}
-
-/// Refuses (400 `invalidValue`, naming the value) a manager that is no User of this
-/// directory, as a group member that is none is refused. Entra ID sends the manager's
-/// id in this directory (it resolves the reference before it sends it); Okta sends
-/// what the admin mapped, which must be that id as well. A link the record already
-/// holds (written before this check, or by an import) is left as it is.
-fn check_manager(
-    txn: &WriteTransaction,
-    id: Option<&str>,
-    attrs: &Attributes,
-    old: Option<&Attributes>,
-) -> StoreResult<()> {
-    let Some(manager) = manager_of(attrs) else {
-        return Ok(());
-    };
-    if old.and_then(manager_of) == Some(manager)
-        || id == Some(manager)
-        || exists_in(txn, ResourceType::User, manager)?
-    {
-        return Ok(());
-    }
-    Err(ScimError::invalid_value(format!(
-        "the manager \"{manager}\" is not a User of this directory \
-         (manager.value is the id of the manager's User resource, RFC 7643 §4.3)"
-    ))
-    .into())
 }
 
 /// Resolves the type of each member and checks that it exists.
@@ -1780,6 +1748,7 @@ fn update_in(
     };
     put_in(txn, rt, &r)?;
     write_index(txn, rt, id, &old_keys, &new_keys)?;
+    reports::follow(txn, id, Some(&old_attrs), Some(&r.attrs))?;
     append_event(txn, actor, now, EventOp::Update, rt, id)?;
     Ok(r)
 }
@@ -1870,6 +1839,10 @@ fn delete_in(
             remove_member(txn, id, &member)?;
             bump_version(txn, mrt, &member)?;
         }
+    }
+    // A user's reports lose it as their manager (RFC 7643 §4.3: a reference).
+    if rt == ResourceType::User {
+        reports::on_delete(txn, id, &current.attrs, actor, now)?;
     }
     append_event(txn, actor, now, EventOp::Delete, rt, id)?;
     Ok(())

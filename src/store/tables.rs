@@ -10,8 +10,8 @@ use redb::{
 };
 
 use super::{
-    admin, audit, migration, tokens, traffic, StoreResult, EMAILS, EVENTS, EXTERNAL_IDS, GROUPS,
-    GROUP_IDS, GROUP_NAMES, MEMBERS, MEMBER_OF, SETTINGS, USERS, USER_IDS, USER_NAMES,
+    admin, audit, migration, reports, tokens, traffic, StoreResult, EMAILS, EVENTS, EXTERNAL_IDS,
+    GROUPS, GROUP_IDS, GROUP_NAMES, MEMBERS, MEMBER_OF, SETTINGS, USERS, USER_IDS, USER_NAMES,
 };
 
 /// What the store does with every table, whatever its key and value types.
@@ -121,6 +121,7 @@ pub(super) static ALL: &[&dyn Table] = &[
     &Multi(EMAILS),
     &Plain(MEMBERS),
     &Plain(MEMBER_OF),
+    &Plain(reports::REPORTS),
     &Plain(EVENTS),
     &Plain(audit::AUDIT),
     &Plain(tokens::TOKENS),
@@ -157,6 +158,21 @@ mod tests {
                     ResourceType::User,
                     attrs(json!({"userName": "ada", "externalId": "e1",
                                  "emails": [{"value": "ada@example.com"}]})),
+                    vec![],
+                    Actor::system("test"),
+                    now,
+                    None,
+                )
+                .await
+                .unwrap();
+            // A manager link (the `reports` index).
+            store
+                .create(
+                    ResourceType::User,
+                    attrs(
+                        json!({"userName": "bea", crate::scim::schema::ENTERPRISE_USER_URN:
+                                 {"manager": {"value": user.id}}}),
+                    ),
                     vec![],
                     Actor::system("test"),
                     now,

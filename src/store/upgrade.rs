@@ -25,7 +25,7 @@ use crate::clock::Timestamp;
 use crate::scim::schema::ResourceType;
 
 /// The on-disk format this binary reads and writes.
-pub(crate) const FORMAT_VERSION: u32 = 5;
+pub(crate) const FORMAT_VERSION: u32 = 6;
 
 /// One upgrade: from format `from` to `from + 1`, inside the caller's transaction.
 struct Step {
@@ -59,6 +59,12 @@ const STEPS: &[Step] = &[
         what: "the ids of users and groups get tables of their own, so offset paging \
                steps over ids instead of whole records",
         run: v4_to_v5,
+    },
+    Step {
+        from: 5,
+        what: "a manager -> reports index, so deleting a user clears it as its reports' \
+               manager; links to managers deleted before are cleared",
+        run: v5_to_v6,
     },
 ];
 
@@ -296,6 +302,13 @@ fn v4_to_v5(txn: &WriteTransaction, _report: &mut Upgrade) -> StoreResult<()> {
     Ok(())
 }
 
+/// Format 6 keeps a manager -> reports index (`store/reports.rs`): deleting a user
+/// clears the `manager` of every user that reported to it. Filled from every user's
+/// record; the links format 5 left to deleted managers are cleared and noted.
+fn v5_to_v6(txn: &WriteTransaction, report: &mut Upgrade) -> StoreResult<()> {
+    super::reports::build(txn, report.now, &mut report.notes)
+}
+
 /// Up to `limit` ids after `after`, in order: the upgrade walks a table in pages so
 /// its memory does not grow with the directory.
 fn ids_after(
@@ -392,6 +405,12 @@ mod tests {
                 .collect::<Vec<_>>(),
             [(Some("Inner"), false), (Some("Outer"), true)]
         );
+        // bob's manager alice, written by format 1, is in the manager index the
+        // chain of steps ends with (format 6).
+        let (index, recomputed) = super::super::reports::index_and_recomputed(snap.txn()).unwrap();
+        assert_eq!(index.len(), 1);
+        assert_eq!(index, recomputed);
+        assert!(index.iter().all(|(manager, _)| *manager == alice));
         // The token the format-1 release issued is still there, hash and all (the
         // integration test authenticates with it).
         let token = std::fs::read_to_string(
@@ -514,7 +533,10 @@ mod tests {
         let (_dir, path) = fixture("format4/format4.redb");
         assert_eq!(version_of(&path), Some(4));
         let store = Store::open(&path, &StoreOptions::default()).unwrap();
-        assert_eq!(store.upgraded().map(|u| (u.from, u.to)), Some((4, 5)));
+        assert_eq!(
+            store.upgraded().map(|u| (u.from, u.to)),
+            Some((4, FORMAT_VERSION))
+        );
         assert_eq!(version_of(&backup_path(&path, 4)), Some(4));
         let snap = store.snapshot().unwrap();
         for rt in ResourceType::ALL {
@@ -546,6 +568,80 @@ mod tests {
         let tokens = snap.tokens().unwrap();
         assert_eq!(tokens.len(), 1);
         assert_eq!(snap.admin_accounts().unwrap()[0].name, "admin");
+        drop(snap);
+        store.close();
+    }
+
+    #[test]
+    fn format_5_gets_the_manager_index_and_loses_links_to_deleted_managers() {
+        use crate::scim::schema::ENTERPRISE_USER_URN;
+        let (_dir, path) = fixture("format5/format5.redb");
+        assert_eq!(version_of(&path), Some(5));
+        let store = Store::open(&path, &StoreOptions::default()).unwrap();
+        let up = store.upgraded().unwrap().clone();
+        assert_eq!((up.from, up.to), (5, FORMAT_VERSION));
+        assert_eq!(version_of(&backup_path(&path, 5)), Some(5));
+        let snap = store.snapshot().unwrap();
+        let id = |name: &str| snap.find_by_user_name(name).unwrap().unwrap();
+        let (alice, bob, carol) = (
+            id("alice@example.com"),
+            id("bob@example.com"),
+            id("carol@example.com"),
+        );
+        // bob's manager is alice: the one link, indexed.
+        let (index, recomputed) = super::super::reports::index_and_recomputed(snap.txn()).unwrap();
+        assert_eq!(index, [(alice.clone(), bob.clone())].into_iter().collect());
+        assert_eq!(index, recomputed);
+        let bob_r = snap.get(ResourceType::User, &bob).unwrap().unwrap();
+        assert_eq!(bob_r.meta.version, 1);
+        // carol's manager dave was deleted under format 5, which kept the link: the
+        // upgrade removes it as a delete now does, and says so.
+        let carol_r = snap.get(ResourceType::User, &carol).unwrap().unwrap();
+        assert_eq!(carol_r.attrs.get(ENTERPRISE_USER_URN), None);
+        assert_eq!(
+            (carol_r.meta.version, carol_r.meta.last_modified.clone()),
+            (2, up.now.to_rfc3339())
+        );
+        assert_eq!(up.notes.len(), 1, "{:?}", up.notes);
+        assert!(
+            up.notes[0].starts_with(&format!("User {carol}: its manager ")),
+            "{:?}",
+            up.notes
+        );
+        drop(snap);
+        // The backup still holds the link as format 5 wrote it.
+        {
+            let db = Database::open(backup_path(&path, 5)).unwrap();
+            let read = db.begin_read().unwrap();
+            let users = read.open_table(table(ResourceType::User)).unwrap();
+            let record = users.get(carol.as_str()).unwrap().unwrap();
+            assert!(std::str::from_utf8(record.value())
+                .unwrap()
+                .contains("manager"));
+        }
+        // Deleting alice now clears bob's manager.
+        let target = crate::store::Target {
+            rt: ResourceType::User,
+            id: alice,
+            if_match: None,
+        };
+        store
+            .write_blocking(move |txn| {
+                super::super::delete_in(
+                    txn,
+                    &target,
+                    &crate::store::Actor::system("test"),
+                    Timestamp::now(),
+                )
+            })
+            .unwrap();
+        let snap = store.snapshot().unwrap();
+        let bob_r = snap.get(ResourceType::User, &bob).unwrap().unwrap();
+        assert_eq!(
+            bob_r.attrs[ENTERPRISE_USER_URN],
+            serde_json::json!({"department": "R&D"})
+        );
+        assert_eq!(bob_r.meta.version, 2);
         drop(snap);
         store.close();
     }

@@ -140,40 +140,61 @@ fn allowed_domains_must_be_configured() {
     );
 }
 
-/// A manager link to a user that no longer exists (what a database written before the
-/// bridge cleared them on delete holds) blocks the migration, naming the user and
-/// what to do; removing the link clears the blocker.
+/// A manager link to a user that is not in the directory blocks the migration, naming
+/// the user and what to do; removing the link clears the blocker. Deleting a manager
+/// clears it from its reports (format 6), so such a link now comes only from an
+/// import of an older export (its manager deleted under a release that kept the link).
 #[test]
 fn a_manager_that_does_not_exist_is_a_blocker_with_the_remedy() {
     let cfgdir = tempfile::tempdir().unwrap();
     let cfg = config(cfgdir.path(), "\"example.com\"");
-    let s = Server::start_with(&["--config", cfg.to_str().unwrap()]);
-    let c = s.client();
-    let boss = user(&c, "boss@example.com", Some("boss@example.com"), true);
-    let alice = user(&c, "alice@example.com", Some("alice@example.com"), true);
     let ent = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
-    let set = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
-        "Operations": [{"op": "add", "path": format!("{ent}:manager"), "value": boss}]});
-    assert_eq!(c.patch(&format!("/Users/{alice}"), &set).status, 200);
-    let (ok, out, err) = check(&s, &cfg, true);
-    assert!(ok, "a manager that exists blocks nothing: {out}{err}");
-    // Deleting the manager leaves the link as databases of earlier releases hold it.
-    assert_eq!(c.delete(&format!("/Users/{boss}")).status, 204);
-    assert_eq!(get_manager(&c, &alice), Some(json!({"value": boss})));
+    let person = |name: &str, manager: Option<&str>| {
+        let mut u = json!({"userName": name, "emails": [{"value": name}]});
+        if let Some(m) = manager {
+            u[ent] = json!({"manager": {"value": m}});
+        }
+        u
+    };
+    let mut export = crate::support::export::ExportFile::default();
+    let boss = export.user(person("boss@example.com", None));
+    let alice = export.user(person("alice@example.com", Some(&boss)));
+    let carol = export.user(person(
+        "carol@example.com",
+        Some("0190a000-0000-7000-8000-00000000dead"),
+    ));
+    let files = tempfile::tempdir().unwrap();
+    let file = files.path().join("older.jsonl");
+    export.write(&file);
+    let data = tempfile::tempdir().unwrap();
+    let (ok, out, err) = cli(data.path(), &["import", file.to_str().unwrap()]);
+    assert!(ok, "{out}{err}");
+    let s = Server::start_in_with(data, "check", &["--config", cfg.to_str().unwrap()]);
+    let c = s.client();
     let (ok, out, _) = check(&s, &cfg, true);
     assert!(!ok, "{out}");
     let r: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(codes(&r["blockers"]), vec!["unknown-manager"]);
-    assert_eq!(r["blockers"][0]["subjects"][0]["id"], alice.as_str());
+    assert_eq!(r["blockers"][0]["subjects"].as_array().unwrap().len(), 1);
+    assert_eq!(r["blockers"][0]["subjects"][0]["id"], carol.as_str());
     let message = r["blockers"][0]["message"].as_str().unwrap();
     assert!(
         message.starts_with("1 user has a manager that does not exist in this directory")
             && message.contains("remove"),
         "{message}"
     );
+    // Deleting a manager takes the link with it: no new blocker for alice.
+    assert_eq!(get_manager(&c, &alice), Some(json!({"value": boss})));
+    assert_eq!(c.delete(&format!("/Users/{boss}")).status, 204);
+    assert_eq!(get_manager(&c, &alice), None);
+    let (_, out, _) = check(&s, &cfg, true);
+    let r: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(r["blockers"][0]["subjects"][0]["id"], carol.as_str());
+    assert_eq!(r["blockers"][0]["subjects"].as_array().unwrap().len(), 1);
+    // The remedy the message gives clears the blocker.
     let remove = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
         "Operations": [{"op": "remove", "path": format!("{ent}:manager")}]});
-    assert_eq!(c.patch(&format!("/Users/{alice}"), &remove).status, 200);
+    assert_eq!(c.patch(&format!("/Users/{carol}"), &remove).status, 200);
     let (ok, out, err) = check(&s, &cfg, true);
     assert!(ok, "{out}{err}");
 }

@@ -901,9 +901,9 @@ fn large_requests_are_answered_in_full_and_the_server_stays_up() {
 
 /// A manager that is no User of this directory is refused the way a group member that
 /// is none is (400 invalidValue naming the value) on POST, PUT and PATCH, bare id or
-/// `{"value"}`, and a Group's id is no manager; nothing changes. A link that dangles
-/// already (its manager deleted; older releases wrote such links) still exports and
-/// imports.
+/// `{"value"}`, and a Group's id is no manager; nothing changes. Deleting the manager
+/// clears the link; a link that dangles in an older export (its manager deleted under
+/// a release before format 6) still imports, and updates keep it.
 #[test]
 fn manager_that_is_no_user_of_this_directory_is_refused() {
     let s = Server::start();
@@ -943,22 +943,72 @@ fn manager_that_is_no_user_of_this_directory_is_refused() {
         .json();
     assert_eq!(none["totalResults"], 0);
 
-    // The manager deleted, the link dangles; an update that keeps it is not refused,
-    // and an export holding it imports.
+    // The manager deleted: the link goes with it (RFC 7643 §4.3, a reference), and
+    // the report's representation moved (ETag, lastModified).
+    let etag = c.get(&format!("/Users/{uid}")).header("etag").unwrap();
     assert_eq!(c.delete(&format!("/Users/{boss}")).status, 204);
-    let r = c.patch(
-        &format!("/Users/{uid}"),
-        &patch_body(json!([{"op": "replace", "path": "displayName", "value": "U"}])),
-    );
-    assert_eq!(r.status, 200, "{}", text(&r));
+    let after = c.get(&format!("/Users/{uid}"));
+    let got = after.json();
+    assert_eq!(got.get(ENTERPRISE), None, "{got}");
+    assert_ne!(after.header("etag").unwrap(), etag);
+    assert_ne!(got["meta"]["lastModified"], u["meta"]["lastModified"]);
+
+    // An older export may hold a link to a manager it does not hold: it imports as
+    // it was, and an update that keeps the link is not refused.
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("directory.jsonl");
-    let (ok, _, err) = cli(&s.data_dir(), &["export", "--out", file.to_str().unwrap()]);
-    assert!(ok, "{err}");
+    let mut export = crate::support::export::ExportFile::default();
+    let gone = "0190a000-0000-7000-8000-00000000dead";
+    let dangling = export.user(json!({"userName": "w@example.com",
+        ENTERPRISE: {"manager": {"value": gone}}}));
+    export.write(&file);
     let fresh = tempfile::tempdir().unwrap();
     let (ok, out, err) = cli(fresh.path(), &["import", file.to_str().unwrap()]);
     assert!(ok && out.contains("imported 1 user"), "{out}{err}");
     let b = Server::start_in(fresh, "b");
-    let got = b.client().get(&format!("/Users/{uid}")).json();
-    assert_eq!(got[ENTERPRISE]["manager"]["value"], boss.as_str());
+    let bc = b.client();
+    let r = bc.patch(
+        &format!("/Users/{dangling}"),
+        &patch_body(json!([{"op": "replace", "path": "displayName", "value": "W"}])),
+    );
+    assert_eq!(r.status, 200, "{}", text(&r));
+    assert_eq!(r.json()[ENTERPRISE]["manager"]["value"], gone);
+}
+
+/// A Bulk DELETE of a manager clears it from its reports like a DELETE does, and a
+/// user created in the same Bulk request (bulkId) under that manager loses it too;
+/// a report's other enterprise attributes stay.
+#[test]
+fn a_bulk_delete_of_a_manager_clears_it_from_its_reports() {
+    let s = Server::start();
+    let c = s.client();
+    let boss = id(&created(
+        &c,
+        "/Users",
+        json!({"userName": "boss@example.com"}),
+    ));
+    let r1 = created(
+        &c,
+        "/Users",
+        json!({"userName": "r1@example.com", ENTERPRISE: {"manager": boss, "department": "D"}}),
+    );
+    let ops = json!([
+        {"method": "POST", "path": "/Users", "bulkId": "r2",
+         "data": {"userName": "r2@example.com", ENTERPRISE: {"manager": {"value": boss}}}},
+        {"method": "DELETE", "path": format!("/Users/{boss}")},
+    ]);
+    let resp = bulk(&c, ops);
+    let outcomes = bulk_outcomes(&resp);
+    assert_eq!(
+        outcomes.iter().map(|(s, _)| s.as_str()).collect::<Vec<_>>(),
+        ["201", "204"],
+        "{resp}"
+    );
+    let got = c.get(&format!("/Users/{}", id(&r1))).json();
+    assert_eq!(got[ENTERPRISE], json!({"department": "D"}), "{got}");
+    assert_ne!(got["meta"]["version"], r1["meta"]["version"]);
+    let r2 = c
+        .get("/Users?filter=userName%20eq%20%22r2@example.com%22")
+        .json();
+    assert_eq!(r2["Resources"][0].get(ENTERPRISE), None, "{r2}");
 }

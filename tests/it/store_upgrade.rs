@@ -33,7 +33,7 @@ fn a_format_1_database_is_upgraded_at_start_and_keeps_working() {
     let (ok, _, stderr) = cli(dir.path(), &["token", "list"]);
     assert!(ok, "{stderr}");
     assert!(
-        stderr.contains("upgraded the database from format 1 to 5")
+        stderr.contains("upgraded the database from format 1 to 6")
             && stderr.contains("format1-backup")
             && stderr.contains("repaired:"),
         "{stderr}"
@@ -105,7 +105,7 @@ fn a_format_2_database_shows_member_names_from_its_rows_and_follows_renames() {
     let (ok, _, stderr) = cli(dir.path(), &["token", "list"]);
     assert!(ok, "{stderr}");
     assert!(
-        stderr.contains("upgraded the database from format 2 to 5"),
+        stderr.contains("upgraded the database from format 2 to 6"),
         "{stderr}"
     );
     assert!(dir.path().join("scimbridge.redb.format2-backup").exists());
@@ -158,7 +158,7 @@ fn a_format_3_admin_password_signs_in_as_admin_after_the_upgrade() {
     let (ok, stdout, stderr) = cli(dir.path(), &["admin", "list"]);
     assert!(ok, "{stderr}");
     assert!(
-        stderr.contains("upgraded the database from format 3 to 5"),
+        stderr.contains("upgraded the database from format 3 to 6"),
         "{stderr}"
     );
     assert!(stdout.lines().any(|l| l.starts_with("admin ")), "{stdout}");
@@ -222,13 +222,13 @@ fn the_start_log_says_the_database_format_and_any_upgrade() {
     let backup = dir.path().join("scimbridge.redb.format3-backup");
     assert!(
         line.contains("INFO")
-            && line.contains("database format 5, upgraded from format 3")
+            && line.contains("database format 6, upgraded from format 3")
             && line.contains(&backup.display().to_string()),
         "{line}"
     );
     let line = format_line_at_start(dir.path());
     assert!(
-        line.contains("INFO") && line.contains("database format 5, no upgrade needed"),
+        line.contains("INFO") && line.contains("database format 6, no upgrade needed"),
         "{line}"
     );
 }
@@ -285,7 +285,7 @@ fn a_format_4_database_gets_its_id_tables_and_pages_by_offset_as_by_cursor() {
     let (ok, _, stderr) = cli(dir.path(), &["token", "list"]);
     assert!(ok, "{stderr}");
     assert!(
-        stderr.contains("upgraded the database from format 4 to 5"),
+        stderr.contains("upgraded the database from format 4 to 6"),
         "{stderr}"
     );
     assert!(dir.path().join("scimbridge.redb.format4-backup").exists());
@@ -318,5 +318,42 @@ fn a_format_4_database_gets_its_id_tables_and_pages_by_offset_as_by_cursor() {
             .len(),
         3
     );
+    s.stop();
+}
+
+/// A database written by the format-5 release (`tests/fixtures/format5/`): carol's
+/// manager was deleted under format 5, which kept the link; the upgrade clears it
+/// (and says so), and after it a delete clears a deleted manager from its reports.
+#[test]
+fn a_format_5_database_loses_links_to_deleted_managers_and_follows_deletes() {
+    let ent = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        fixture("format5/format5.redb"),
+        dir.path().join("scimbridge.redb"),
+    )
+    .unwrap();
+    let (ok, _, stderr) = cli(dir.path(), &["token", "list"]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains("upgraded the database from format 5 to 6")
+            && stderr.contains("repaired: User ")
+            && stderr.contains("its manager"),
+        "{stderr}"
+    );
+    assert!(dir.path().join("scimbridge.redb.format5-backup").exists());
+    let mut s = Server::start_in(dir, "after-upgrade");
+    let token = std::fs::read_to_string(fixture("format5/token.txt")).unwrap();
+    let c = s.client().with_token(token.trim());
+    let one = |name: &str| users_named(&c, name)["Resources"][0].clone();
+    let carol = one("carol@example.com");
+    assert_eq!(carol.get(ent), None, "{carol}");
+    let (alice, bob) = (one("alice@example.com"), one("bob@example.com"));
+    assert_eq!(bob[ent]["manager"]["value"], alice["id"]);
+    let r = c.delete(&format!("/Users/{}", alice["id"].as_str().unwrap()));
+    assert_eq!(r.status, 204);
+    let bob_after = one("bob@example.com");
+    assert_eq!(bob_after[ent], serde_json::json!({"department": "R&D"}));
+    assert_ne!(bob_after["meta"]["version"], bob["meta"]["version"]);
     s.stop();
 }
