@@ -136,7 +136,8 @@ fn sysinfo_total() -> Option<u64> {
         return None;
     }
     let unit = u64::from(info.mem_unit.max(1));
-    Some(u64::from(info.totalram).saturating_mul(unit)).filter(|&b| b > 0)
+    // `c_ulong`: 32 bits on some targets.
+    Some((info.totalram as u64).saturating_mul(unit)).filter(|&b| b > 0)
 }
 
 #[cfg(not(target_os = "linux"))]
