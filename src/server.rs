@@ -100,6 +100,14 @@ pub(crate) fn run(cfg: Config) -> Result<()> {
             "schema extension declared"
         );
     }
+    // The listeners are bound before anything is created: a busy port must not leave
+    // a new data directory, database or certificate behind (the trial's item 17).
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("scimbridge")
+        .build()
+        .context("cannot start the async runtime")?;
+    let bound = runtime.block_on(Bound::bind(&cfg))?;
     prepare_data_dir(&cfg.data_dir)?;
     let store = open_store(&cfg)?;
     match store.upgraded() {
@@ -124,17 +132,10 @@ pub(crate) fn run(cfg: Config) -> Result<()> {
         );
     }
     let (certs, keeper) = tls::start(&cfg)?.unzip();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("scimbridge")
-        .build()
-        .context("cannot start the async runtime")?;
     let served = store.clone();
     let result = runtime.block_on(async move {
         let store = served;
-        let listener = tokio::net::TcpListener::bind(cfg.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}; is another program using it? set --listen", cfg.listen))?;
+        let Bound { scim: listener, admin: admin_listener, http01: http01_listener } = bound;
         let local = listener.local_addr()?;
         let acme_mode = matches!(cfg.tls, TlsMode::Acme(_));
         let acceptor = match &certs {
@@ -144,15 +145,12 @@ pub(crate) fn run(cfg: Config) -> Result<()> {
         let scheme = if certs.is_some() { "https" } else { "http" };
         let origin = public_origin(&cfg, local, scheme);
         let url = format!("{origin}{}", http::SCIM_PREFIX);
-        let http01 = match keeper.as_ref().and_then(|k| k.http01(&cfg)) {
-            Some((addr, tokens)) => {
-                let l = tokio::net::TcpListener::bind(addr).await.with_context(|| {
-                    format!("cannot listen on {addr} for ACME HTTP-01; is another program using it? set --acme-http-listen")
-                })?;
+        let http01 = match (http01_listener, keeper.as_ref().and_then(|k| k.http01(&cfg))) {
+            (Some(l), Some((_, tokens))) => {
                 tracing::info!(addr = %l.local_addr()?, "answering ACME HTTP-01 challenges; other plain HTTP requests are redirected to https");
                 Some(tokio::spawn(http::acme::serve_http01(l, tokens, local.port(), cfg.public_url.clone())))
             }
-            None => None,
+            _ => None,
         };
         let reloader = match (&certs, keeper) {
             (Some(c), Some(k)) => Some(tokio::spawn(k.run(c.clone()))),
@@ -163,12 +161,6 @@ pub(crate) fn run(cfg: Config) -> Result<()> {
         for w in migration.policy_view().map_err(|e| anyhow!(e))?.file_warnings() {
             tracing::warn!("{w}");
         }
-        let admin_listener = match cfg.admin.listen.filter(|_| cfg.admin.enabled) {
-            Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.with_context(|| {
-                format!("cannot listen on {addr} for the admin page; is another program using it? set --admin-listen")
-            })?),
-            None => None,
-        };
         let admin_url = match &admin_listener {
             Some(l) => format!("{scheme}://{}/admin", l.local_addr()?),
             None => format!("{origin}/admin"),
@@ -177,7 +169,7 @@ pub(crate) fn run(cfg: Config) -> Result<()> {
         let state = Arc::new(AppState::new(app, certs));
         let mirror = tokio::spawn(crate::migrate::service::run_mirror(migration.clone()));
         if store.snapshot().and_then(|s| s.tokens()).map(|t| t.is_empty()).unwrap_or(false) {
-            tracing::info!("no SCIM token yet: run `scimbridge token issue --name <idp>` with the same --data-dir");
+            tracing::info!("no SCIM token yet: run `{} token issue --name <idp>`", cfg.cli_prefix());
         }
         let control_task = match control::bind(&cfg.data_dir) {
             Ok(listener) => {
@@ -213,14 +205,16 @@ pub(crate) fn run(cfg: Config) -> Result<()> {
         });
         http::server::run(state.clone(), listener, acceptor, async move {
             shutdown_signal().await;
+            // systemd learns at once that the stop has begun (requests in flight may
+            // take up to the drain timeout).
+            #[cfg(unix)]
+            crate::sdnotify::notify("STOPPING=1");
             let _ = stop_tx.send(true);
         })
         .await;
         if let Some(a) = admin_server {
             let _ = a.await;
         }
-        #[cfg(unix)]
-        crate::sdnotify::notify("STOPPING=1");
         flusher.abort();
         pruner.abort();
         mirror.abort();
@@ -240,6 +234,50 @@ pub(crate) fn run(cfg: Config) -> Result<()> {
     });
     store.close();
     result
+}
+
+/// The listeners, bound before the data directory is touched.
+struct Bound {
+    /// The SCIM listener (`listen`), which also serves the admin page unless it has
+    /// its own.
+    scim: tokio::net::TcpListener,
+    /// The admin page's own listener (`admin.listen`), when configured and enabled.
+    admin: Option<tokio::net::TcpListener>,
+    /// The plain-HTTP listener for ACME HTTP-01 challenges (`tls.acme.http_listen`).
+    http01: Option<tokio::net::TcpListener>,
+}
+
+impl Bound {
+    async fn bind(cfg: &Config) -> Result<Bound> {
+        let scim = tokio::net::TcpListener::bind(cfg.listen)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot listen on {}; is another program using it? set --listen",
+                    cfg.listen
+                )
+            })?;
+        let admin = match cfg.admin.listen.filter(|_| cfg.admin.enabled) {
+            Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.with_context(|| {
+                format!("cannot listen on {addr} for the admin page; is another program using it? set --admin-listen")
+            })?),
+            None => None,
+        };
+        let http01 = match &cfg.tls {
+            TlsMode::Acme(a) => match a.http_listen {
+                Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.with_context(|| {
+                    format!("cannot listen on {addr} for ACME HTTP-01; is another program using it? set --acme-http-listen")
+                })?),
+                None => None,
+            },
+            _ => None,
+        };
+        Ok(Bound {
+            scim,
+            admin,
+            http01,
+        })
+    }
 }
 
 /// Opens the database with a page cache of `storage.cache_mb`, or one sized from the
