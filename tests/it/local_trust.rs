@@ -283,14 +283,18 @@ fn a_file_restored_as_root_is_refused_with_the_chown_that_fixes_it() {
     let bin = root.path().join("scimbridge");
     std::fs::copy(super::support::BIN, &bin).unwrap();
     chmod(&bin, 0o755);
-    let serve = |runuser: Option<&str>| {
-        let mut cmd = match runuser {
-            Some(user) => {
-                let mut c = std::process::Command::new("runuser");
-                c.args(["-u", user, "--"]).arg(&bin);
-                c
-            }
-            None => std::process::Command::new(&bin),
+    // As `nobody` by the process's own uid (not runuser, whose child a kill misses).
+    let as_nobody = || {
+        let mut c = std::process::Command::new(&bin);
+        std::os::unix::process::CommandExt::uid(&mut c, uid);
+        std::os::unix::process::CommandExt::gid(&mut c, gid);
+        c
+    };
+    let serve = |nobody: bool| {
+        let mut cmd = if nobody {
+            as_nobody()
+        } else {
+            std::process::Command::new(&bin)
         };
         let out = cmd
             .arg("--data-dir")
@@ -305,21 +309,19 @@ fn a_file_restored_as_root_is_refused_with_the_chown_that_fixes_it() {
     let fix = format!("chown -R nobody: {}", data.display());
     // As the service user, and as root (which the old advice suggested): the same
     // remedy, never "run as root".
-    for who in [Some("nobody"), None] {
+    for who in [true, false] {
         let err = serve(who);
         assert!(
             err.contains(&format!("{} belongs to root", db.display()))
                 && err.contains(&fix)
                 && err.contains("install -o nobody")
                 && !err.contains("runuser -u root"),
-            "{who:?}: {err}"
+            "as nobody {who}: {err}"
         );
     }
     // Following it works: the server starts as the service user.
     std::os::unix::fs::chown(&db, Some(uid), Some(gid)).unwrap();
-    let mut child = std::process::Command::new("runuser")
-        .args(["-u", "nobody", "--"])
-        .arg(&bin)
+    let mut child = as_nobody()
         .arg("--data-dir")
         .arg(&data)
         .args(["serve", "--listen", "127.0.0.1:0"])
@@ -340,9 +342,7 @@ fn a_file_restored_as_root_is_refused_with_the_chown_that_fixes_it() {
     let rooted = root.path().join("rooted");
     std::fs::create_dir(&rooted).unwrap();
     chmod(&rooted, 0o700);
-    let out = std::process::Command::new("runuser")
-        .args(["-u", "nobody", "--"])
-        .arg(&bin)
+    let out = as_nobody()
         .arg("--data-dir")
         .arg(&rooted)
         .args(["serve", "--listen", "127.0.0.1:0"])
