@@ -55,7 +55,11 @@ fn every_command_creates_private_files() {
     let backup = root.path().join("backup.redb");
     std::fs::write(&backup, b"old").unwrap();
     chmod(&backup, 0o644);
-    let (ok, _, e) = cli(&data, &["backup", "--out", backup.to_str().unwrap()]);
+    // (Replacing an existing file takes --force since the trial's item 16.)
+    let (ok, _, e) = cli(
+        &data,
+        &["backup", "--out", backup.to_str().unwrap(), "--force"],
+    );
     assert!(ok, "{e}");
     assert_eq!(mode(&backup), 0o600);
     let export = root.path().join("export.jsonl");
