@@ -43,8 +43,8 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 
 use redb::{
-    Database, MultimapTableDefinition, ReadTransaction, ReadableDatabase, ReadableTable,
-    ReadableTableMetadata, TableDefinition, WriteTransaction,
+    AccessGuard, Database, MultimapTableDefinition, ReadTransaction, ReadableDatabase,
+    ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -175,6 +175,28 @@ fn rt_from_code(code: u8) -> ResourceType {
     } else {
         ResourceType::User
     }
+}
+
+/// Hands `f` each row's stored bytes until it returns false.
+fn feed_raw<'a>(
+    rows: impl Iterator<
+        Item = Result<
+            (
+                AccessGuard<'a, &'static str>,
+                AccessGuard<'a, &'static [u8]>,
+            ),
+            redb::StorageError,
+        >,
+    >,
+    mut f: impl FnMut(RawResource<'_>) -> StoreResult<bool>,
+) -> StoreResult<()> {
+    for row in rows {
+        let (_, v) = row?;
+        if !f(RawResource(v.value()))? {
+            break;
+        }
+    }
+    Ok(())
 }
 
 fn table(rt: ResourceType) -> TableDefinition<'static, &'static str, &'static [u8]> {
@@ -2118,7 +2140,7 @@ impl Snapshot {
         &self,
         rt: ResourceType,
         after: Option<&str>,
-        mut f: impl FnMut(RawResource<'_>) -> StoreResult<bool>,
+        f: impl FnMut(RawResource<'_>) -> StoreResult<bool>,
     ) -> StoreResult<()> {
         let t = self.txn.open_table(table(rt))?;
         let rows = match after {
@@ -2127,13 +2149,19 @@ impl Snapshot {
             }
             None => t.range::<&str>(..)?,
         };
-        for row in rows {
-            let (_, v) = row?;
-            if !f(RawResource(v.value()))? {
-                break;
-            }
-        }
-        Ok(())
+        feed_raw(rows, f)
+    }
+
+    /// The rows whose id sorts before `before`, undecoded, in descending id order
+    /// (RFC 9865 `previousCursor` walks back from a page's first id).
+    pub(crate) fn scan_raw_before(
+        &self,
+        rt: ResourceType,
+        before: &str,
+        f: impl FnMut(RawResource<'_>) -> StoreResult<bool>,
+    ) -> StoreResult<()> {
+        let t = self.txn.open_table(table(rt))?;
+        feed_raw(t.range::<&str>(..before)?.rev(), f)
     }
 
     /// `scan` after skipping the first `skip` resources in id order (offset
