@@ -853,7 +853,11 @@ fn set_etag(resp: &mut Response<Body>, etag: &str) {
 /// operation rendered no representation.
 fn written_response(status: StatusCode, w: Written) -> Response<Body> {
     let mut resp = match w.resource {
-        Some(r) => scim_json(status, &r.into_json()),
+        Some(r) => {
+            let mut json = Vec::new();
+            r.write_json(&mut json);
+            super::scim_json_text(status, json)
+        }
         None => {
             let mut r = Response::new(Body::new(Bytes::new()));
             *r.status_mut() = StatusCode::NO_CONTENT;

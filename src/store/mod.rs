@@ -659,7 +659,9 @@ impl Store {
     /// Creates a resource (a new id, version 1) with a group's `members`. `audit`,
     /// when given, is appended in the same transaction once the resource is written,
     /// with its id and name ([`append_write_audit`]): the write and its audit entry
-    /// are durable together or not at all. Errors: 409 uniqueness, 400 for unknown
+    /// are durable together or not at all. Returns the resource and its record as
+    /// stored ([`Created`]), so the answer can be written from the record's text
+    /// without reading it back (issue 10). Errors: 409 uniqueness, 400 for unknown
     /// members (nothing written, no entry).
     pub(crate) async fn create(
         &self,
@@ -669,18 +671,19 @@ impl Store {
         actor: Actor,
         now: Timestamp,
         audit: Option<AuditOnWrite>,
-    ) -> StoreResult<StoredResource> {
+    ) -> StoreResult<Created> {
         let durable = audit.as_ref().map(|a| a.durable);
-        let (r, entry) = self
+        let (created, entry) = self
             .write(move |txn| {
-                let r = create_in(txn, rt, attrs, members, &actor, now)?;
+                let created = create_in(txn, rt, attrs, members, &actor, now)?;
+                let r = &created.resource;
                 let name = identifying_name(rt, &r.attrs);
                 let entry = append_write_audit(txn, audit, &r.id, name)?;
-                Ok((r, entry))
+                Ok((created, entry))
             })
             .await?;
         announce(durable, entry);
-        Ok(r)
+        Ok(created)
     }
 
     /// Reads the current resource inside the writer's transaction, lets `f` compute
@@ -731,6 +734,20 @@ impl Store {
             .await?;
         announce(durable, entry);
         Ok(())
+    }
+}
+
+/// A resource just created: as stored, and the bytes of its record (a
+/// [`RawResource`] row).
+pub(crate) struct Created {
+    pub resource: StoredResource,
+    record: Vec<u8>,
+}
+
+impl Created {
+    /// The record as text ([`RawResource::text`]), borrowed from it.
+    pub(crate) fn text(&self) -> StoreResult<StoredText<'_>> {
+        RawResource(&self.record).text()
     }
 }
 
@@ -1297,19 +1314,25 @@ fn get_in(
 }
 
 /// Stores a resource that is not in the directory yet (create, import): its record,
-/// its id in the type's id table and a user's manager link (`reports.rs`).
-fn insert_new_in(txn: &WriteTransaction, rt: ResourceType, r: &StoredResource) -> StoreResult<()> {
-    put_in(txn, rt, r)?;
+/// its id in the type's id table and a user's manager link (`reports.rs`). Returns
+/// the record's bytes.
+fn insert_new_in(
+    txn: &WriteTransaction,
+    rt: ResourceType,
+    r: &StoredResource,
+) -> StoreResult<Vec<u8>> {
+    let record = put_in(txn, rt, r)?;
     txn.open_table(id_table(rt))?.insert(r.id.as_str(), ())?;
     reports::follow(txn, &r.id, None, Some(&r.attrs))?;
-    Ok(())
+    Ok(record)
 }
 
-fn put_in(txn: &WriteTransaction, rt: ResourceType, r: &StoredResource) -> StoreResult<()> {
+/// Writes a resource's record; returns its bytes.
+fn put_in(txn: &WriteTransaction, rt: ResourceType, r: &StoredResource) -> StoreResult<Vec<u8>> {
     let bytes = serde_json::to_vec(r)?;
     txn.open_table(table(rt))?
         .insert(r.id.as_str(), bytes.as_slice())?;
-    Ok(())
+    Ok(bytes)
 }
 
 fn append_event(
@@ -1585,7 +1608,7 @@ fn create_in(
     members: Vec<MemberRef>,
     actor: &Actor,
     now: Timestamp,
-) -> StoreResult<StoredResource> {
+) -> StoreResult<Created> {
     let id = new_id(now);
     let keys = index_keys(rt, &attrs);
     check_unique(txn, rt, &id, &attrs, &keys)?;
@@ -1595,23 +1618,27 @@ fn create_in(
         check_manager(txn, None, &attrs, None)?;
         Vec::new()
     };
+    let created = now.to_rfc3339();
     let r = StoredResource {
         id,
         meta: Meta {
-            created: now.to_rfc3339(),
-            last_modified: now.to_rfc3339(),
+            last_modified: created.clone(),
+            created,
             version: 1,
             groups_tag: None,
         },
         attrs,
     };
-    insert_new_in(txn, rt, &r)?;
+    let record = insert_new_in(txn, rt, &r)?;
     write_index(txn, rt, &r.id, &IndexKeys::default(), &keys)?;
     for (m, mrt, display) in &members {
         add_member(txn, &r.id, m, *mrt, display.as_deref())?;
     }
     append_event(txn, actor, now, EventOp::Create, rt, &r.id)?;
-    Ok(r)
+    Ok(Created {
+        resource: r,
+        record,
+    })
 }
 
 fn check_if_match(current: &Meta, if_match: Option<&str>) -> StoreResult<()> {

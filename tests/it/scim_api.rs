@@ -160,6 +160,48 @@ fn user_with_every_attribute_round_trips() {
     );
 }
 
+/// The 201 of a create is written from the record as stored (issue 10), not read
+/// back: it must be, byte for byte, what a GET of the resource answers, with the same
+/// ETag and Location, for a user (escapes, non-ASCII, an extension), a group created
+/// empty and a group created with members (rendered from a snapshot).
+#[test]
+fn a_created_resource_answers_what_a_get_reads() {
+    let s = Server::start();
+    let c = s.client();
+    let user = json!({
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User", ENTERPRISE],
+        "userName": "zoë.\"quoted\"@example.com", "externalId": "x/1 <&>",
+        "name": {"givenName": "Zoë", "familyName": "Ünal"}, "displayName": "Zoë \\ Ünal",
+        "emails": [{"value": "zoe@example.com", "type": "work", "primary": true}],
+        ENTERPRISE: {"department": "R&D <Ops>"}
+    });
+    let empty = json!({"displayName": "Empty \u{e9}quipe"});
+    for (path, body) in [("/Users", user), ("/Groups", empty)] {
+        let r = c.post(path, &body);
+        assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+        let id = r.json()["id"].as_str().unwrap().to_owned();
+        let got = c.get(&format!("{path}/{id}"));
+        assert_eq!(got.status, 200);
+        assert_eq!(
+            String::from_utf8_lossy(&r.body),
+            String::from_utf8_lossy(&got.body)
+        );
+        assert_eq!(r.header("etag"), got.header("etag"));
+        let location = format!("{}{path}/{id}", s.base);
+        assert_eq!(r.header("location").unwrap(), location);
+        assert_eq!(r.json()["meta"]["location"], location);
+    }
+    let member = c.get("/Users?count=1").json()["Resources"][0]["id"].clone();
+    let r = c.post(
+        "/Groups",
+        &json!({"displayName": "With one", "members": [{"value": member}]}),
+    );
+    assert_eq!(r.status, 201);
+    let got = c.get(&format!("/Groups/{}", r.json()["id"].as_str().unwrap()));
+    assert_eq!(r.body, got.body);
+    assert_eq!(r.json()["members"][0]["value"], member);
+}
+
 #[test]
 fn id_and_meta_are_server_assigned() {
     let s = Server::start();
