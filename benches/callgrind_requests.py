@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Instructions per request of the hot paths (docs/PERFORMANCE.md, "Per-request CPU").
 
-    callgrind_requests.py BIN DATA_DIR [--n N] [--only a,b] [--keep DIR]
+    callgrind_requests.py BIN DATA_DIR [--n N] [--only a,b] [--keep DIR] [--clients K]
 
 Copies DATA_DIR (a directory loaded with `import`, e.g. from
 `gen_export.py --users 10000 --groups 500 --big 5000`) to a temporary directory,
@@ -12,6 +12,10 @@ the counters before and dumping them after. Prints the user-space instructions p
 request of the whole server (every thread: tokio workers, the store's writer).
 Kernel time (fsync, network) is not counted: the count does not depend on the
 machine's load. Only talks to 127.0.0.1; every loop is bounded.
+
+`--clients K` sends the N measured `create`s from K connections at once, so the
+store's writer batches them into group commits as it does under load (the count per
+request then includes the commit's share; one client commits every create alone).
 """
 import argparse
 import glob
@@ -24,6 +28,7 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 SCENARIOS = ["healthz", "me", "get", "get-nogroups", "lookup", "create", "patch", "group-add", "group-remove"]
@@ -38,6 +43,8 @@ def main():
     ap.add_argument("--only", default=",".join(SCENARIOS))
     ap.add_argument("--keep", help="copy each scenario's callgrind dump here "
                     "(for callgrind_annotate)")
+    ap.add_argument("--clients", type=int, default=1,
+                    help="connections sending the measured creates at once")
     args = ap.parse_args()
     only = args.only.split(",")
 
@@ -68,9 +75,14 @@ def main():
         ctx = ssl.create_default_context()
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
-        conn = http.client.HTTPSConnection(host, port, context=ctx, timeout=120)
+        # One keep-alive connection per client thread, opened (TLS handshake) before
+        # the counters are zeroed.
+        conns = [http.client.HTTPSConnection(host, port, context=ctx, timeout=120)
+                 for _ in range(max(1, args.clients))]
+        local = threading.local()
 
         def req(method, path, body=None, scim=True):
+            conn = getattr(local, "conn", conns[0])
             headers = {"Authorization": f"Bearer {token}"}
             data = None
             if body is not None:
@@ -83,6 +95,12 @@ def main():
 
         def cg(*a):
             subprocess.run(["callgrind_control", *a, str(srv.pid)], capture_output=True, check=True)
+
+        def commits():
+            """The store's group commits so far (`/metrics`)."""
+            st, body = req("GET", "/metrics", scim=False)
+            m = re.search(rb"^scimbridge_storage_commits_total (\d+)", body, re.M)
+            return int(m.group(1)) if m else 0
 
         # Ids to work on.
         st, body = req("GET", "/Users?count=400&attributes=userName,groups")
@@ -144,13 +162,31 @@ def main():
             # order, the members group-add added).
             for i in range(3):
                 scenario(name, n + i)
+            if name == "create":
+                for k in range(1, args.clients):
+                    local.conn = conns[k]
+                    scenario(name, n + 3 + k)
+                local.conn = conns[0]
             before = set(glob.glob(out + "*"))
             cg("-z")
             codes = {}
-            for i in range(n):
-                st, _ = scenario(name, i)
-                codes[st] = codes.get(st, 0) + 1
+            clients = args.clients if name == "create" else 1
+
+            def share(k):
+                local.conn = conns[k]
+                for i in range(k, n, clients):
+                    st, _ = scenario(name, i)
+                    with lock:
+                        codes[st] = codes.get(st, 0) + 1
+            lock = threading.Lock()
+            commits0 = commits()
+            threads = [threading.Thread(target=share, args=(k,)) for k in range(clients)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
             cg("-d", name)
+            batch = f", {n / max(1, commits() - commits0):.1f} writes per commit" if name == "create" else ""
             dumps = sorted(set(glob.glob(out + "*")) - before, key=os.path.getmtime)
             total = 0
             for d in dumps:
@@ -162,7 +198,7 @@ def main():
                 os.makedirs(args.keep, exist_ok=True)
                 for d in dumps:
                     shutil.copy(d, os.path.join(args.keep, f"callgrind.{name}"))
-            print(f"{name:13s} {total / n:12,.0f} instructions/request  (n={n}, status {codes})",
+            print(f"{name:13s} {total / n:12,.0f} instructions/request  (n={n}, status {codes}{batch})",
                   flush=True)
         cg("-i", "off")
         return results

@@ -44,6 +44,12 @@ pub(crate) enum Paging {
     /// start when `None`), in id order: cost bounded by the page, whatever the page's
     /// depth, and no total. Only for one resource type and without `sortBy`.
     After(Option<String>),
+    /// RFC 9865 `previousCursor`: the last `params.count` matches whose id sorts
+    /// before the given one (the first id of the page the client goes back from), in
+    /// id order; when no more than `count` matches precede it, the first page, as
+    /// `After(None)` answers it (so going back from the second page lands on the
+    /// first, with its total). Same restrictions as `After`.
+    Before(String),
 }
 
 /// One page of a query's matches.
@@ -57,13 +63,18 @@ pub(crate) struct Page {
     pub start_index: usize,
     /// The page, projected as asked.
     pub resources: Vec<Resource>,
-    /// With `Paging::After`: the id to continue after when more matches follow.
+    /// With cursor paging: the id to continue after when more matches follow
+    /// (`nextCursor`).
     pub next_after: Option<String>,
+    /// With cursor paging, on every page but the first: the id the previous page
+    /// ends before (`previousCursor`, `Paging::Before`), i.e. this page's first id.
+    pub prev_before: Option<String>,
 }
 
 /// Runs `q` on `snapshot`. `base` is the SCIM base URL for `meta.location` and
 /// `$ref`. Errors: 400 `invalidFilter` for a filter the resource type does not
-/// support, 400 `invalidValue` for cursor paging over several types or with a sort;
+/// support, 400 `invalidValue` for a `sortBy` no listed type has
+/// (`query::check_sort_by`), and for cursor paging over several types or with a sort;
 /// storage errors as `StoreError`.
 pub(crate) fn run(snapshot: &Snapshot, q: &Query, base: &str) -> StoreResult<Page> {
     let types: Vec<ResourceType> = match q.rt {
@@ -73,16 +84,20 @@ pub(crate) fn run(snapshot: &Snapshot, q: &Query, base: &str) -> StoreResult<Pag
     if let (Some(f), [rt]) = (&q.params.filter, types.as_slice()) {
         filter::validate(f, *rt)?;
     }
-    match &q.paging {
-        Paging::Index => index_page(snapshot, &types, q, base),
-        Paging::After(after) => match (q.rt, &q.params.sort_by) {
-            (Some(rt), None) => after_page(snapshot, rt, after.as_deref(), q, base),
-            _ => Err(ScimError::invalid_value(
-                "cursor paging (RFC 9865) cannot be combined with sortBy, nor used on the service \
-                 root: its pages come in id order; drop sortBy, or page with startIndex",
-            )
-            .into()),
-        },
+    if let Some(path) = &q.params.sort_by {
+        query::check_sort_by(path, &types)?;
+    }
+    match (&q.paging, q.rt, &q.params.sort_by) {
+        (Paging::Index, _, _) => index_page(snapshot, &types, q, base),
+        (Paging::After(after), Some(rt), None) => {
+            after_page(snapshot, rt, after.as_deref(), q, base)
+        }
+        (Paging::Before(before), Some(rt), None) => before_page(snapshot, rt, before, q, base),
+        _ => Err(ScimError::invalid_value(
+            "cursor paging (RFC 9865) cannot be combined with sortBy, nor used on the service \
+             root: its pages come in id order; drop sortBy, or page with startIndex",
+        )
+        .into()),
     }
 }
 
@@ -133,6 +148,7 @@ fn index_page(
         start_index: p.start_index,
         resources,
         next_after: None,
+        prev_before: None,
     })
 }
 
@@ -162,13 +178,19 @@ fn id_order(
     let mut matched = 0usize;
     for &rt in types {
         let eval = Evaluator::new(snapshot, rt, q, base);
-        candidates(snapshot, rt, q.params.filter.as_ref(), None, &mut |r| {
-            let Some(m) = eval.matching(r)? else {
-                return Ok(true);
-            };
-            offer(&eval, m, &mut matched, start..end, &mut page)?;
-            Ok(true)
-        })?;
+        candidates(
+            snapshot,
+            rt,
+            q.params.filter.as_ref(),
+            Window::All,
+            &mut |r| {
+                let Some(m) = eval.matching(r)? else {
+                    return Ok(true);
+                };
+                offer(&eval, m, &mut matched, start..end, &mut page)?;
+                Ok(true)
+            },
+        )?;
     }
     Ok((page, matched))
 }
@@ -251,22 +273,28 @@ fn best_sorted(
     let mut matched = 0usize;
     for &rt in types {
         let eval = Evaluator::new(snapshot, rt, q, base);
-        candidates(snapshot, rt, q.params.filter.as_ref(), None, &mut |r| {
-            let Some(m) = eval.matching(r)? else {
-                return Ok(true);
-            };
-            matched += 1;
-            if end == 0 {
-                return Ok(true);
-            }
-            let (value, id) = eval.sort_value(m, path)?;
-            best.push((value, rt, id));
-            if best.len() >= end.saturating_mul(2).max(64) {
-                best.sort_by(order);
-                best.truncate(end);
-            }
-            Ok(true)
-        })?;
+        candidates(
+            snapshot,
+            rt,
+            q.params.filter.as_ref(),
+            Window::All,
+            &mut |r| {
+                let Some(m) = eval.matching(r)? else {
+                    return Ok(true);
+                };
+                matched += 1;
+                if end == 0 {
+                    return Ok(true);
+                }
+                let (value, id) = eval.sort_value(m, path)?;
+                best.push((value, rt, id));
+                if best.len() >= end.saturating_mul(2).max(64) {
+                    best.sort_by(order);
+                    best.truncate(end);
+                }
+                Ok(true)
+            },
+        )?;
     }
     best.sort_by(order);
     best.truncate(end);
@@ -298,7 +326,8 @@ fn after_page(
     // accurate totalResults, or an estimate).
     let counting = q.params.filter.is_some() && after.is_none();
     let mut matched = 0usize;
-    candidates(snapshot, rt, q.params.filter.as_ref(), after, &mut |r| {
+    let window = after.map_or(Window::All, Window::After);
+    candidates(snapshot, rt, q.params.filter.as_ref(), window, &mut |r| {
         let Some(m) = eval.matching(r)? else {
             return Ok(true);
         };
@@ -315,6 +344,8 @@ fn after_page(
     } else {
         None
     };
+    // A page reached by a cursor can go back (RFC 9865 §2.2), the first cannot.
+    let prev_before = after.and(page.first()).map(|r| r.id().to_owned());
     // Unfiltered, the table knows the total without counting; filtered, the first
     // page counted it and later pages leave it to the cursor.
     let total = match (&q.params.filter, after) {
@@ -327,17 +358,83 @@ fn after_page(
         start_index: 1,
         resources: page.into_iter().map(|r| r.project(&q.projection)).collect(),
         next_after,
+        prev_before,
     })
 }
 
-/// Feeds `f` the rows of `rt` that the filter may match, undecoded, in id order: the
-/// index plan's candidates when the filter has one, else every row of the table.
-/// Only ids after `after` are considered. Stops when `f` returns false.
+/// `Paging::Before`: walks back from `before` over the matches (the index plan's
+/// candidates, or the table's rows in reverse key order), keeping the first `count`
+/// it meets and stopping at the one after them; when it reaches the start first, the
+/// answer is the first page. Costs what the forward page costs: the rows between
+/// the page and the `count + 1`-th match back, and one match forward for
+/// `nextCursor`. The total is the table's length when unfiltered and left to the
+/// cursor otherwise (as on any later page).
+fn before_page(
+    snapshot: &Snapshot,
+    rt: ResourceType,
+    before: &str,
+    q: &Query,
+    base: &str,
+) -> StoreResult<Page> {
+    let count = q.params.count;
+    let filter = q.params.filter.as_ref();
+    let eval = Evaluator::new(snapshot, rt, q, base);
+    let mut page: Vec<Resource> = Vec::new();
+    let mut more_before = false;
+    candidates(snapshot, rt, filter, Window::Before(before), &mut |r| {
+        let Some(m) = eval.matching(r)? else {
+            return Ok(true);
+        };
+        if page.len() == count {
+            more_before = true;
+            return Ok(false);
+        }
+        page.push(eval.finish(m)?);
+        Ok(true)
+    })?;
+    let (Some(first), Some(last), true) = (page.last(), page.first(), more_before) else {
+        return after_page(snapshot, rt, None, q, base);
+    };
+    // Walked backwards: `page` is newest first.
+    let (first, last) = (first.id().to_owned(), last.id().to_owned());
+    let mut more_after = false;
+    candidates(snapshot, rt, filter, Window::After(&last), &mut |r| {
+        more_after = eval.matching(r)?.is_some();
+        Ok(!more_after)
+    })?;
+    page.reverse();
+    Ok(Page {
+        total: match filter {
+            None => Some(snapshot.count(rt)? as usize),
+            Some(_) => None,
+        },
+        start_index: 1,
+        resources: page.into_iter().map(|r| r.project(&q.projection)).collect(),
+        next_after: more_after.then_some(last),
+        prev_before: Some(first),
+    })
+}
+
+/// Which ids of a type [`candidates`] considers, and in which order.
+#[derive(Debug, Clone, Copy)]
+enum Window<'a> {
+    /// Every id, ascending.
+    All,
+    /// The ids after this one, ascending.
+    After(&'a str),
+    /// The ids before this one, descending.
+    Before(&'a str),
+}
+
+/// Feeds `f` the rows of `rt` that the filter may match, undecoded, in id order
+/// (descending for `Window::Before`): the index plan's candidates when the filter
+/// has one, else every row of the table. Only ids in `window` are considered.
+/// Stops when `f` returns false.
 fn candidates(
     snapshot: &Snapshot,
     rt: ResourceType,
     filter: Option<&Filter>,
-    after: Option<&str>,
+    window: Window<'_>,
     f: &mut dyn FnMut(RawResource<'_>) -> StoreResult<bool>,
 ) -> StoreResult<()> {
     match filter.and_then(|f| query::plan(f, rt)) {
@@ -345,17 +442,23 @@ fn candidates(
             let mut ids = execute(snapshot, rt, &lookup)?;
             ids.sort();
             ids.dedup();
+            let ids: Box<dyn Iterator<Item = &String>> = match window {
+                Window::All => Box::new(ids.iter()),
+                Window::After(a) => Box::new(ids.iter().filter(move |id| id.as_str() > a)),
+                Window::Before(b) => Box::new(ids.iter().rev().filter(move |id| id.as_str() < b)),
+            };
             for id in ids {
-                if after.is_some_and(|a| id.as_str() <= a) {
-                    continue;
-                }
-                if snapshot.get_raw(rt, &id, &mut *f)? == Some(false) {
+                if snapshot.get_raw(rt, id, &mut *f)? == Some(false) {
                     break;
                 }
             }
             Ok(())
         }
-        None => snapshot.scan_raw_after(rt, after, f),
+        None => match window {
+            Window::All => snapshot.scan_raw_after(rt, None, f),
+            Window::After(a) => snapshot.scan_raw_after(rt, Some(a), f),
+            Window::Before(b) => snapshot.scan_raw_before(rt, b, f),
+        },
     }
 }
 
@@ -797,6 +900,55 @@ mod tests {
             Paging::After(None),
         );
         assert_eq!(names(&run(&snap, &one, "").unwrap()), ["u05@example.com"]);
+    }
+
+    #[test]
+    fn before_pages_walk_back_over_scanned_and_indexed_candidates() {
+        // Even users share an email (an index plan), `active eq true` the same ones
+        // by scan: both walk back alike.
+        let (_d, store) = store_with(9, |i| {
+            let mut attrs =
+                json!({"userName": format!("u{i:02}@example.com"), "active": i % 2 == 0});
+            if i % 2 == 0 {
+                attrs["emails"] = json!([{"value": "even@example.com"}]);
+            }
+            attrs
+        });
+        let snap = store.snapshot().unwrap();
+        for filter in ["active eq true", "emails.value eq \"even@example.com\""] {
+            let q = |paging| query(Some(filter), 2, paging);
+            let first = run(&snap, &q(Paging::After(None)), "").unwrap();
+            let second = run(&snap, &q(Paging::After(first.next_after.clone())), "").unwrap();
+            let third = run(&snap, &q(Paging::After(second.next_after.clone())), "").unwrap();
+            assert_eq!(names(&third), ["u08@example.com"], "{filter}");
+            assert_eq!(first.prev_before, None, "the first page does not go back");
+            let back = run(
+                &snap,
+                &q(Paging::Before(third.prev_before.clone().unwrap())),
+                "",
+            )
+            .unwrap();
+            assert_eq!(
+                names(&back),
+                ["u04@example.com", "u06@example.com"],
+                "{filter}"
+            );
+            assert_eq!(back.next_after, second.next_after, "{filter}");
+            assert_eq!(back.prev_before, second.prev_before, "{filter}");
+            assert_eq!(back.total, None, "left to the cursor");
+            let start = run(&snap, &q(Paging::Before(back.prev_before.unwrap())), "").unwrap();
+            assert_eq!(names(&start), names(&first), "{filter}");
+            assert_eq!(
+                (start.total, start.prev_before),
+                (Some(5), None),
+                "{filter}"
+            );
+        }
+        // Unfiltered, the table's length; count 0 gives the empty first page.
+        let all = |paging| query(None, 0, paging);
+        let none = run(&snap, &all(Paging::Before("~".into())), "").unwrap();
+        assert_eq!((none.resources.len(), none.total), (0, Some(9)));
+        assert_eq!((none.next_after, none.prev_before), (None, None));
     }
 
     #[test]

@@ -10,9 +10,9 @@ use std::sync::OnceLock;
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
-use crate::scim::resource::{add_references, references_value, Projection, Reference};
+use crate::scim::resource::{add_references, references_value, Meta, Projection, Reference};
 use crate::scim::schema::ResourceType;
-use crate::store::{Snapshot, StoreResult, StoredResource, StoredText};
+use crate::store::{Created, Snapshot, StoreResult, StoredResource, StoredText};
 
 /// A representation sent in pieces: the JSON text of one resource, in order, as it
 /// is made on a blocking thread from one snapshot. An `Err` (why, for the log) means
@@ -89,10 +89,6 @@ impl Resource {
     /// A top-level attribute of the representation (canonical name).
     pub(crate) fn get(&self, name: &str) -> Option<&Value> {
         self.attributes().get(name)
-    }
-
-    pub(crate) fn into_json(self) -> Value {
-        Value::Object(self.into_map())
     }
 
     /// Whether the representation was written as text (not built as a tree).
@@ -275,6 +271,23 @@ impl<'a> DerivedText<'a> {
             base,
         ))
     }
+}
+
+/// The representation of a resource just created, written from its record's text
+/// (`Created::text`) without reading it back: a new resource is in no group (its id
+/// is new), so its meta is the stored one (version 1, no groups digest) and a user
+/// shows no `groups`; a group created with members needs their references and is
+/// not rendered here. The same text as [`DerivedText::render`] gives from a snapshot
+/// right after the commit. `None` where `render_text` leaves the attributes to
+/// [`render`].
+pub(super) fn created_text(
+    rt: ResourceType,
+    created: &Created,
+    base: &str,
+) -> StoreResult<Option<(String, Meta, Vec<u8>)>> {
+    let r = created.text()?;
+    let json = crate::scim::resource::render_text(rt, &r.id, &r.attrs, &r.meta, None, base);
+    Ok(json.map(|json| (r.id, r.meta, json)))
 }
 
 /// Adds references to a rendered resource (used by the query engine when the

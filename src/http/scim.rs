@@ -853,7 +853,11 @@ fn set_etag(resp: &mut Response<Body>, etag: &str) {
 /// operation rendered no representation.
 fn written_response(status: StatusCode, w: Written) -> Response<Body> {
     let mut resp = match w.resource {
-        Some(r) => scim_json(status, &r.into_json()),
+        Some(r) => {
+            let mut json = Vec::new();
+            r.write_json(&mut json);
+            super::scim_json_text(status, json)
+        }
         None => {
             let mut r = Response::new(Body::new(Bytes::new()));
             *r.status_mut() = StatusCode::NO_CONTENT;
@@ -870,7 +874,8 @@ fn written_response(status: StatusCode, w: Written) -> Response<Body> {
 }
 
 /// A ListResponse (RFC 7644 §3.4.2). A cursor page (RFC 9865 §2) carries
-/// `nextCursor` while more matches follow, no `startIndex`, and `totalResults`
+/// `nextCursor` while more matches follow, `previousCursor` on every page but the
+/// first, no `startIndex`, and `totalResults`
 /// always, GET or POST `.search`, filtered or not: the table's length when
 /// unfiltered, else the matches the first page counted (`carried` by the cursor).
 fn list_response(page: Page, paging: &Paging, carried: Option<usize>) -> Response<Body> {
@@ -881,7 +886,7 @@ fn list_response(page: Page, paging: &Paging, carried: Option<usize>) -> Respons
     body.extend_from_slice(b"{\"schemas\":[");
     json_text(&mut body, discovery::LIST_URN);
     body.push(b']');
-    let cursor = matches!(paging, Paging::After(_));
+    let cursor = !matches!(paging, Paging::Index);
     let total = match page.total.or(carried) {
         Some(total) => Some(total),
         None if !cursor => Some(n),
@@ -894,7 +899,11 @@ fn list_response(page: Page, paging: &Paging, carried: Option<usize>) -> Respons
     if cursor {
         if let Some(next) = &page.next_after {
             body.extend_from_slice(b",\"nextCursor\":");
-            json_text(&mut body, &cursor_of(next, total));
+            json_text(&mut body, &cursor_of(CURSOR_V1, next, total));
+        }
+        if let Some(before) = &page.prev_before {
+            body.extend_from_slice(b",\"previousCursor\":");
+            json_text(&mut body, &cursor_of(CURSOR_BEFORE_V1, before, total));
         }
     } else {
         body.extend_from_slice(format!(",\"startIndex\":{}", page.start_index).as_bytes());
@@ -916,26 +925,30 @@ fn json_text(out: &mut Vec<u8>, s: &str) {
     let _ = serde_json::to_writer(&mut *out, s);
 }
 
-/// The `nextCursor` (RFC 9865 §2) that continues after the resource `id`: opaque to
-/// clients, `c1.` (the form's version), the id in unpadded base64url and, when known,
-/// `.` and the listing's total (so later pages of a filtered listing report the
-/// count its first page took): only RFC 3986 unreserved characters, as RFC 9865 §2
-/// requires. It names a position in id order, so it stays valid when that resource
-/// is deleted between pages.
-fn cursor_of(id: &str, total: Option<usize>) -> String {
+/// A cursor (RFC 9865 §2): opaque to clients, `kind` (`c1.` for a `nextCursor`,
+/// which continues after the resource `id`; `b1.` for a `previousCursor`, which
+/// goes back to the page ending before it), the id in unpadded base64url and, when
+/// known, `.` and the listing's total (so later pages of a filtered listing report
+/// the count its first page took): only RFC 3986 unreserved characters, as RFC 9865
+/// §2 requires. It names a position in id order, so it stays valid when that
+/// resource is deleted between pages.
+fn cursor_of(kind: &str, id: &str, total: Option<usize>) -> String {
     use base64::Engine;
     let id = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(id);
     match total {
-        Some(t) => format!("{CURSOR_V1}{id}.{t}"),
-        None => format!("{CURSOR_V1}{id}"),
+        Some(t) => format!("{kind}{id}.{t}"),
+        None => format!("{kind}{id}"),
     }
 }
 
-/// The id a cursor of [`cursor_of`] continues after and the total it carries;
-/// `None` for anything this server did not issue.
-fn cursor_id(cursor: &str) -> Option<(String, Option<usize>)> {
+/// The paging a cursor of [`cursor_of`] asks for and the total it carries; `None`
+/// for anything this server did not issue.
+fn cursor_paging(cursor: &str) -> Option<(Paging, Option<usize>)> {
     use base64::Engine;
-    let rest = cursor.strip_prefix(CURSOR_V1)?;
+    let (rest, before) = match cursor.strip_prefix(CURSOR_V1) {
+        Some(rest) => (rest, false),
+        None => (cursor.strip_prefix(CURSOR_BEFORE_V1)?, true),
+    };
     let (encoded, total) = match rest.split_once('.') {
         Some((e, t)) if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) => {
             (e, Some(t.parse().ok()?))
@@ -950,11 +963,21 @@ fn cursor_id(cursor: &str) -> Option<(String, Option<usize>)> {
         .decode(encoded)
         .ok()?;
     let id = String::from_utf8(bytes).ok()?;
-    (!id.chars().any(char::is_control)).then_some((id, total))
+    if id.chars().any(char::is_control) {
+        return None;
+    }
+    let paging = if before {
+        Paging::Before(id)
+    } else {
+        Paging::After(Some(id))
+    };
+    Some((paging, total))
 }
 
-/// The version prefix of the cursors this server issues.
+/// The version prefix of the `nextCursor`s this server issues.
 const CURSOR_V1: &str = "c1.";
+/// The version prefix of the `previousCursor`s this server issues.
+const CURSOR_BEFORE_V1: &str = "b1.";
 
 /// The paging a list request asks for: `cursor` (RFC 9865 §2; present and empty for
 /// the first page) or index paging. A cursor other than one [`cursor_of`] made is
@@ -974,8 +997,8 @@ fn paging(req: &SearchRequest) -> ScimResult<(Paging, Option<usize>)> {
     if cursor.is_empty() {
         return Ok((Paging::After(None), None));
     }
-    match cursor_id(cursor) {
-        Some((id, total)) => Ok((Paging::After(Some(id)), total)),
+    match cursor_paging(cursor) {
+        Some(found) => Ok(found),
         None => {
             let shown: String = cursor
                 .chars()
@@ -987,8 +1010,8 @@ fn paging(req: &SearchRequest) -> ScimResult<(Paging, Option<usize>)> {
                 Some(ScimType::InvalidCursor),
                 format!(
                     "the cursor \"{shown}\" is not one this server issued: send the nextCursor \
-                     of the previous page as it came, or an empty cursor for the first page \
-                     (RFC 9865)"
+                     or previousCursor of the previous page as it came, or an empty cursor for \
+                     the first page (RFC 9865)"
                 ),
             ))
         }

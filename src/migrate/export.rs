@@ -940,7 +940,7 @@ mod tests {
                     .create(ResourceType::User, a.as_object().unwrap().clone(), vec![], Actor::system("t"), Timestamp::from_unix_ms(1_700_000_000_000 + i).unwrap(), None)
                     .await
                     .unwrap();
-                ids.push(r.id);
+                ids.push(r.resource.id);
             }
             let members = ids.iter().take(10).map(|id| MemberRef { id: id.clone(), rt: None, display: None }).collect();
             let g = s
@@ -948,7 +948,7 @@ mod tests {
                 .await
                 .unwrap();
             s.create(ResourceType::Group, json!({"displayName": "Outer"}).as_object().unwrap().clone(),
-                     vec![MemberRef { id: g.id, rt: Some(ResourceType::Group), display: None }], Actor::system("t"), Timestamp::from_unix_ms(1_800_000_000_001).unwrap(), None)
+                     vec![MemberRef { id: g.resource.id, rt: Some(ResourceType::Group), display: None }], Actor::system("t"), Timestamp::from_unix_ms(1_800_000_000_001).unwrap(), None)
                 .await
                 .unwrap();
         });

@@ -269,6 +269,49 @@ impl ListParams {
     }
 }
 
+/// Checks that `sortBy` names an attribute a resource of one of `types` can have
+/// (RFC 7644 §3.4.2.3: "the attribute whose value SHALL be used to order the returned
+/// responses"; a complex attribute must be named by a sub-attribute, e.g.
+/// `name.familyName`). Names are matched caselessly and may carry the schema URN
+/// (`urn:ietf:params:scim:schemas:core:2.0:User:userName`); a complex attribute with
+/// a `value` sub-attribute (`emails`) sorts by it. Ok when it resolves in any of
+/// `types` (a root search sorts Users and Groups together).
+/// Errors: 400 `invalidValue` naming the attribute, for an attribute no schema of
+/// `types` defines, a sub-attribute its parent does not have, or a complex attribute
+/// without `value` named without a sub-attribute. Silently ignoring an unknown
+/// `sortBy` would return an unsorted page the client takes for a sorted one.
+pub fn check_sort_by(path: &AttrPath, types: &[ResourceType]) -> ScimResult<()> {
+    let mut why = None;
+    for rt in types {
+        let Some(found) = path.resolve(*rt) else {
+            continue;
+        };
+        let def = found.def;
+        why = match (path.sub.as_deref(), def.ty) {
+            (Some(sub), AttrType::Complex) if def.sub(sub).is_some() => return Ok(()),
+            (Some(sub), AttrType::Complex) => {
+                Some(format!("\"{}\" has no sub-attribute \"{sub}\"", def.name))
+            }
+            (Some(_), _) => Some(format!(
+                "\"{}\" is not complex: it has no sub-attributes",
+                def.name
+            )),
+            (None, AttrType::Complex) if def.sub("value").is_none() => Some(format!(
+                "\"{}\" is complex: name one of its sub-attributes (e.g. {}.{})",
+                def.name,
+                def.name,
+                def.sub_attributes.first().map_or("value", |s| s.name)
+            )),
+            (None, _) => return Ok(()),
+        };
+    }
+    let names: Vec<&str> = types.iter().map(|t| t.name()).collect();
+    Err(ScimError::invalid_value(format!(
+        "sortBy \"{path}\": {} (RFC 7644 §3.4.2.3)",
+        why.unwrap_or_else(|| format!("no such attribute in the {} schemas", names.join(" or ")))
+    )))
+}
+
 /// The value a resource sorts by: the attribute (or sub-attribute) named by `path`;
 /// for a multi-valued attribute, its primary value or else its first.
 fn sort_key<'a>(
@@ -335,7 +378,8 @@ fn compare_values(a: &Value, b: &Value, exact: bool) -> Ordering {
 }
 
 /// Sorts rendered resources by `sortBy`; resources without the attribute come last
-/// whatever the order (RFC 7644 §3.4.2.3).
+/// when ascending and first when descending (RFC 7644 §3.4.2.3: "they are ordered
+/// last if ascending and first if descending").
 pub fn sort(
     resources: &mut [(ResourceType, Map<String, Value>)],
     path: &AttrPath,
@@ -364,7 +408,9 @@ pub fn sort_value(
 }
 
 /// Orders two sort values as `sort` does: by the attribute's caseExact (as `rt`'s
-/// schema says), reversed when `descending`; missing values last either way.
+/// schema says), reversed when `descending`; a missing value sorts after every value
+/// when ascending and before them when descending (RFC 7644 §3.4.2.3), so a
+/// descending page is exactly the ascending order reversed.
 pub fn compare_sort_values(
     rt: ResourceType,
     a: Option<&Value>,
@@ -382,6 +428,8 @@ pub fn compare_sort_values(
                 o
             }
         }
+        (Some(_), None) if descending => Ordering::Greater,
+        (None, Some(_)) if descending => Ordering::Less,
         (Some(_), None) => Ordering::Less,
         (None, Some(_)) => Ordering::Greater,
         (None, None) => Ordering::Equal,
@@ -470,7 +518,72 @@ mod tests {
     }
 
     #[test]
-    fn sorts_case_insensitively_with_missing_last() {
+    fn sort_by_names_a_real_attribute_or_is_refused_naming_it() {
+        let (u, g) = (ResourceType::User, ResourceType::Group);
+        let ok = |s: &str, t: &[ResourceType]| check_sort_by(&AttrPath::parse(s).unwrap(), t);
+        for s in [
+            "userName",
+            "USERNAME",
+            "name.familyName",
+            "NAME.GIVENNAME",
+            "emails",
+            "emails.value",
+            "meta.lastModified",
+            "urn:ietf:params:scim:schemas:core:2.0:User:userName",
+            "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber",
+            "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager.value",
+        ] {
+            assert!(ok(s, &[u]).is_ok(), "{s}");
+        }
+        assert!(ok("displayName", &[g]).is_ok());
+        // A root search: an attribute of either type sorts both.
+        assert!(ok("userName", &[u, g]).is_ok());
+        for (s, t, says) in [
+            (
+                "nickNamee",
+                &[u][..],
+                "no such attribute in the User schemas",
+            ),
+            (
+                "userName",
+                &[g][..],
+                "no such attribute in the Group schemas",
+            ),
+            ("bogus", &[u, g][..], "User or Group"),
+            (
+                "name",
+                &[u][..],
+                "\"name\" is complex: name one of its sub-attributes",
+            ),
+            (
+                "name.nope",
+                &[u][..],
+                "\"name\" has no sub-attribute \"nope\"",
+            ),
+            ("userName.x", &[u][..], "\"userName\" is not complex"),
+            (
+                "urn:example:unknown:2.0:User:userName",
+                &[u][..],
+                "no such attribute",
+            ),
+        ] {
+            let e = ok(s, t).unwrap_err();
+            assert_eq!(e.status, 400, "{s}");
+            assert_eq!(
+                e.scim_type,
+                Some(crate::scim::error::ScimType::InvalidValue),
+                "{s}"
+            );
+            assert!(
+                e.detail.contains(s) && e.detail.contains(says),
+                "{s}: {}",
+                e.detail
+            );
+        }
+    }
+
+    #[test]
+    fn sorts_case_insensitively_with_missing_last_ascending_and_first_descending() {
         let mut v: Vec<(ResourceType, Map<String, Value>)> = [
             json!({"userName": "b"}),
             json!({}),
@@ -484,8 +597,9 @@ mod tests {
         assert_eq!(v[0].1["userName"], "A");
         assert!(v[2].1.get("userName").is_none());
         sort(&mut v, &path, true);
-        assert_eq!(v[0].1["userName"], "b");
-        assert!(v[2].1.get("userName").is_none());
+        assert!(v[0].1.get("userName").is_none());
+        assert_eq!(v[1].1["userName"], "b");
+        assert_eq!(v[2].1["userName"], "A");
     }
 
     #[test]

@@ -44,8 +44,8 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 
 use redb::{
-    Database, MultimapTableDefinition, ReadTransaction, ReadableDatabase, ReadableTable,
-    ReadableTableMetadata, TableDefinition, WriteTransaction,
+    AccessGuard, Database, MultimapTableDefinition, ReadTransaction, ReadableDatabase,
+    ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -176,6 +176,28 @@ fn rt_from_code(code: u8) -> ResourceType {
     } else {
         ResourceType::User
     }
+}
+
+/// Hands `f` each row's stored bytes until it returns false.
+fn feed_raw<'a>(
+    rows: impl Iterator<
+        Item = Result<
+            (
+                AccessGuard<'a, &'static str>,
+                AccessGuard<'a, &'static [u8]>,
+            ),
+            redb::StorageError,
+        >,
+    >,
+    mut f: impl FnMut(RawResource<'_>) -> StoreResult<bool>,
+) -> StoreResult<()> {
+    for row in rows {
+        let (_, v) = row?;
+        if !f(RawResource(v.value()))? {
+            break;
+        }
+    }
+    Ok(())
 }
 
 fn table(rt: ResourceType) -> TableDefinition<'static, &'static str, &'static [u8]> {
@@ -638,7 +660,9 @@ impl Store {
     /// Creates a resource (a new id, version 1) with a group's `members`. `audit`,
     /// when given, is appended in the same transaction once the resource is written,
     /// with its id and name ([`append_write_audit`]): the write and its audit entry
-    /// are durable together or not at all. Errors: 409 uniqueness, 400 for unknown
+    /// are durable together or not at all. Returns the resource and its record as
+    /// stored ([`Created`]), so the answer can be written from the record's text
+    /// without reading it back (issue 10). Errors: 409 uniqueness, 400 for unknown
     /// members (nothing written, no entry).
     pub(crate) async fn create(
         &self,
@@ -648,18 +672,19 @@ impl Store {
         actor: Actor,
         now: Timestamp,
         audit: Option<AuditOnWrite>,
-    ) -> StoreResult<StoredResource> {
+    ) -> StoreResult<Created> {
         let durable = audit.as_ref().map(|a| a.durable);
-        let (r, entry) = self
+        let (created, entry) = self
             .write(move |txn| {
-                let r = create_in(txn, rt, attrs, members, &actor, now)?;
+                let created = create_in(txn, rt, attrs, members, &actor, now)?;
+                let r = &created.resource;
                 let name = identifying_name(rt, &r.attrs);
                 let entry = append_write_audit(txn, audit, &r.id, name)?;
-                Ok((r, entry))
+                Ok((created, entry))
             })
             .await?;
         announce(durable, entry);
-        Ok(r)
+        Ok(created)
     }
 
     /// Reads the current resource inside the writer's transaction, lets `f` compute
@@ -710,6 +735,20 @@ impl Store {
             .await?;
         announce(durable, entry);
         Ok(())
+    }
+}
+
+/// A resource just created: as stored, and the bytes of its record (a
+/// [`RawResource`] row).
+pub(crate) struct Created {
+    pub resource: StoredResource,
+    record: Vec<u8>,
+}
+
+impl Created {
+    /// The record as text ([`RawResource::text`]), borrowed from it.
+    pub(crate) fn text(&self) -> StoreResult<StoredText<'_>> {
+        RawResource(&self.record).text()
     }
 }
 
@@ -1276,19 +1315,25 @@ fn get_in(
 }
 
 /// Stores a resource that is not in the directory yet (create, import): its record,
-/// its id in the type's id table and a user's manager link (`reports.rs`).
-fn insert_new_in(txn: &WriteTransaction, rt: ResourceType, r: &StoredResource) -> StoreResult<()> {
-    put_in(txn, rt, r)?;
+/// its id in the type's id table and a user's manager link (`reports.rs`). Returns
+/// the record's bytes.
+fn insert_new_in(
+    txn: &WriteTransaction,
+    rt: ResourceType,
+    r: &StoredResource,
+) -> StoreResult<Vec<u8>> {
+    let record = put_in(txn, rt, r)?;
     txn.open_table(id_table(rt))?.insert(r.id.as_str(), ())?;
     reports::follow(txn, &r.id, None, Some(&r.attrs))?;
-    Ok(())
+    Ok(record)
 }
 
-fn put_in(txn: &WriteTransaction, rt: ResourceType, r: &StoredResource) -> StoreResult<()> {
+/// Writes a resource's record; returns its bytes.
+fn put_in(txn: &WriteTransaction, rt: ResourceType, r: &StoredResource) -> StoreResult<Vec<u8>> {
     let bytes = serde_json::to_vec(r)?;
     txn.open_table(table(rt))?
         .insert(r.id.as_str(), bytes.as_slice())?;
-    Ok(())
+    Ok(bytes)
 }
 
 fn append_event(
@@ -1564,7 +1609,7 @@ fn create_in(
     members: Vec<MemberRef>,
     actor: &Actor,
     now: Timestamp,
-) -> StoreResult<StoredResource> {
+) -> StoreResult<Created> {
     let id = new_id(now);
     let keys = index_keys(rt, &attrs);
     check_unique(txn, rt, &id, &attrs, &keys)?;
@@ -1574,23 +1619,27 @@ fn create_in(
         check_manager(txn, None, &attrs, None)?;
         Vec::new()
     };
+    let created = now.to_rfc3339();
     let r = StoredResource {
         id,
         meta: Meta {
-            created: now.to_rfc3339(),
-            last_modified: now.to_rfc3339(),
+            last_modified: created.clone(),
+            created,
             version: 1,
             groups_tag: None,
         },
         attrs,
     };
-    insert_new_in(txn, rt, &r)?;
+    let record = insert_new_in(txn, rt, &r)?;
     write_index(txn, rt, &r.id, &IndexKeys::default(), &keys)?;
     for (m, mrt, display) in &members {
         add_member(txn, &r.id, m, *mrt, display.as_deref())?;
     }
     append_event(txn, actor, now, EventOp::Create, rt, &r.id)?;
-    Ok(r)
+    Ok(Created {
+        resource: r,
+        record,
+    })
 }
 
 fn check_if_match(current: &Meta, if_match: Option<&str>) -> StoreResult<()> {
@@ -2120,7 +2169,7 @@ impl Snapshot {
         &self,
         rt: ResourceType,
         after: Option<&str>,
-        mut f: impl FnMut(RawResource<'_>) -> StoreResult<bool>,
+        f: impl FnMut(RawResource<'_>) -> StoreResult<bool>,
     ) -> StoreResult<()> {
         let t = self.txn.open_table(table(rt))?;
         let rows = match after {
@@ -2129,13 +2178,19 @@ impl Snapshot {
             }
             None => t.range::<&str>(..)?,
         };
-        for row in rows {
-            let (_, v) = row?;
-            if !f(RawResource(v.value()))? {
-                break;
-            }
-        }
-        Ok(())
+        feed_raw(rows, f)
+    }
+
+    /// The rows whose id sorts before `before`, undecoded, in descending id order
+    /// (RFC 9865 `previousCursor` walks back from a page's first id).
+    pub(crate) fn scan_raw_before(
+        &self,
+        rt: ResourceType,
+        before: &str,
+        f: impl FnMut(RawResource<'_>) -> StoreResult<bool>,
+    ) -> StoreResult<()> {
+        let t = self.txn.open_table(table(rt))?;
+        feed_raw(t.range::<&str>(..before)?.rev(), f)
     }
 
     /// `scan` after skipping the first `skip` resources in id order (offset

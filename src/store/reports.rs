@@ -298,7 +298,11 @@ mod tests {
         if let Some(e) = ent {
             a.insert(ENTERPRISE_USER_URN.into(), e);
         }
-        Ok(create_in(txn, ResourceType::User, a, vec![], &actor(), at(0))?.id)
+        Ok(
+            create_in(txn, ResourceType::User, a, vec![], &actor(), at(0))?
+                .resource
+                .id,
+        )
     }
 
     /// The user's attributes replaced by `f(current)`, as PUT and PATCH do.

@@ -164,7 +164,8 @@ mod tests {
                     None,
                 )
                 .await
-                .unwrap();
+                .unwrap()
+                .resource;
             // A manager link (the `reports` index).
             store
                 .create(

@@ -33,7 +33,9 @@ fn user(store: &Store, name: &str) -> StoredResource {
             let a = attrs(
                 json!({"userName": name, "emails": [{"value": format!("{name}@example.com")}]}),
             );
-            move |txn| create_in(txn, ResourceType::User, a, vec![], &actor(), now())
+            move |txn| {
+                create_in(txn, ResourceType::User, a, vec![], &actor(), now()).map(|c| c.resource)
+            }
         })
         .unwrap()
 }
@@ -68,6 +70,7 @@ fn user_name_is_unique_case_insensitively_and_indexed() {
                 &actor(),
                 now(),
             )
+            .map(|c| c.resource)
         })
         .unwrap_err();
     assert!(
@@ -103,6 +106,7 @@ fn deleting_a_user_removes_its_memberships() {
                     &actor(),
                     now(),
                 )
+                .map(|c| c.resource)
             }
         })
         .unwrap();
@@ -160,6 +164,7 @@ fn unknown_member_is_refused_and_nothing_is_written() {
                 &actor(),
                 now(),
             )
+            .map(|c| c.resource)
         })
         .unwrap_err();
     assert!(matches!(err, StoreError::Scim(ref e) if e.status == 400));
@@ -397,6 +402,7 @@ fn erasing_the_target_token_rewrites_the_file_without_its_bytes() {
                 store
                     .write(move |txn| {
                         create_in(txn, ResourceType::User, a, vec![], &actor(), now())
+                            .map(|c| c.resource)
                     })
                     .await
                     .map(|r| r.id)
@@ -450,7 +456,9 @@ fn event_retention_by_age_and_count_spares_the_newest_and_the_unsent() {
         let t = day(i);
         let a = attrs(json!({"userName": format!("u{i}")}));
         store
-            .write_blocking(move |txn| create_in(txn, ResourceType::User, a, vec![], &actor(), t))
+            .write_blocking(move |txn| {
+                create_in(txn, ResourceType::User, a, vec![], &actor(), t).map(|c| c.resource)
+            })
             .unwrap();
     };
     for i in 0..10 {
@@ -526,7 +534,9 @@ fn group(store: &Store, name: &str, members: &[&str], now: Timestamp) -> StoredR
         members.iter().map(|id| member(id)).collect::<Vec<_>>(),
     );
     store
-        .write_blocking(move |txn| create_in(txn, ResourceType::Group, a, m, &actor(), now))
+        .write_blocking(move |txn| {
+            create_in(txn, ResourceType::Group, a, m, &actor(), now).map(|c| c.resource)
+        })
         .unwrap()
 }
 
@@ -838,7 +848,9 @@ fn membership_rows_keep_the_shown_name_and_follow_renames() {
         vec![member(&u.id), given, member(&inner.id)],
     );
     let g = store
-        .write_blocking(move |txn| create_in(txn, ResourceType::Group, a, m, &actor(), now()))
+        .write_blocking(move |txn| {
+            create_in(txn, ResourceType::Group, a, m, &actor(), now()).map(|c| c.resource)
+        })
         .unwrap();
     let shown = |store: &Store| -> Vec<(String, Option<String>)> {
         let mut v: Vec<_> = store
@@ -938,7 +950,7 @@ fn user_names_equal_after_nfc_and_case_folding_conflict_look_alikes_do_not() {
     let create = |name: &str| {
         let a = attrs(json!({"userName": name}));
         store.write_blocking(move |txn| {
-            create_in(txn, ResourceType::User, a, vec![], &actor(), now())
+            create_in(txn, ResourceType::User, a, vec![], &actor(), now()).map(|c| c.resource)
         })
     };
     for same in ["STRASSE@example.com", "Strasse@Example.com"] {
@@ -1046,7 +1058,9 @@ fn the_default_cache_follows_the_file_and_the_memory() {
 
 fn create_named(store: &Store, name: &str) -> StoreResult<StoredResource> {
     let a = attrs(json!({ "userName": name }));
-    store.write_blocking(move |txn| create_in(txn, ResourceType::User, a, vec![], &actor(), now()))
+    store.write_blocking(move |txn| {
+        create_in(txn, ResourceType::User, a, vec![], &actor(), now()).map(|c| c.resource)
+    })
 }
 
 proptest::proptest! {
@@ -1142,7 +1156,8 @@ fn a_write_stores_its_audit_entry_in_its_own_transaction_and_a_refused_one_none(
             now(),
             entry("scim.create"),
         ))
-        .unwrap();
+        .unwrap()
+        .resource;
     // Refused (409): nothing is written, the entry neither.
     let dup = rt.block_on(store.create(
         ResourceType::User,

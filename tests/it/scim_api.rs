@@ -160,6 +160,48 @@ fn user_with_every_attribute_round_trips() {
     );
 }
 
+/// The 201 of a create is written from the record as stored (issue 10), not read
+/// back: it must be, byte for byte, what a GET of the resource answers, with the same
+/// ETag and Location, for a user (escapes, non-ASCII, an extension), a group created
+/// empty and a group created with members (rendered from a snapshot).
+#[test]
+fn a_created_resource_answers_what_a_get_reads() {
+    let s = Server::start();
+    let c = s.client();
+    let user = json!({
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User", ENTERPRISE],
+        "userName": "zoë.\"quoted\"@example.com", "externalId": "x/1 <&>",
+        "name": {"givenName": "Zoë", "familyName": "Ünal"}, "displayName": "Zoë \\ Ünal",
+        "emails": [{"value": "zoe@example.com", "type": "work", "primary": true}],
+        ENTERPRISE: {"department": "R&D <Ops>"}
+    });
+    let empty = json!({"displayName": "Empty \u{e9}quipe"});
+    for (path, body) in [("/Users", user), ("/Groups", empty)] {
+        let r = c.post(path, &body);
+        assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+        let id = r.json()["id"].as_str().unwrap().to_owned();
+        let got = c.get(&format!("{path}/{id}"));
+        assert_eq!(got.status, 200);
+        assert_eq!(
+            String::from_utf8_lossy(&r.body),
+            String::from_utf8_lossy(&got.body)
+        );
+        assert_eq!(r.header("etag"), got.header("etag"));
+        let location = format!("{}{path}/{id}", s.base);
+        assert_eq!(r.header("location").unwrap(), location);
+        assert_eq!(r.json()["meta"]["location"], location);
+    }
+    let member = c.get("/Users?count=1").json()["Resources"][0]["id"].clone();
+    let r = c.post(
+        "/Groups",
+        &json!({"displayName": "With one", "members": [{"value": member}]}),
+    );
+    assert_eq!(r.status, 201);
+    let got = c.get(&format!("/Groups/{}", r.json()["id"].as_str().unwrap()));
+    assert_eq!(r.body, got.body);
+    assert_eq!(r.json()["members"][0]["value"], member);
+}
+
 #[test]
 fn id_and_meta_are_server_assigned() {
     let s = Server::start();
@@ -393,6 +435,16 @@ fn list_paginates() {
     assert_eq!(f["Resources"][0]["userName"], "u3@example.com");
 }
 
+/// The `userName`s of a ListResponse's resources, in order.
+fn names(page: &Value) -> Vec<String> {
+    page["Resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["userName"].as_str().unwrap().to_owned())
+        .collect()
+}
+
 #[test]
 fn cursor_pages_walk_every_resource_once() {
     let s = Server::start();
@@ -482,14 +534,6 @@ fn cursor_pages_walk_every_resource_once() {
     // stays valid when the resource it continues after is deleted between pages.
     let first = c.get("/Users?cursor=&count=2").json();
     let next = first["nextCursor"].as_str().unwrap().to_owned();
-    let names = |page: &Value| -> Vec<String> {
-        page["Resources"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| r["userName"].as_str().unwrap().to_owned())
-            .collect()
-    };
     assert!(
         next.chars()
             .all(|ch| ch.is_ascii_alphanumeric() || "-._~".contains(ch)),
@@ -510,6 +554,138 @@ fn cursor_pages_walk_every_resource_once() {
         detail.starts_with("cursor paging (RFC 9865) cannot be combined with sortBy"),
         "words for an admin, not internals: {detail}"
     );
+}
+
+/// RFC 9865 §2.2 `previousCursor`: every cursor page but the first offers one, and
+/// following them back from the last page gives the forward pages again, in reverse
+/// (GET and POST .search, filtered or not), each with the listing's total and a
+/// `nextCursor` that leads forward again.
+#[test]
+fn previous_cursor_walks_back_over_the_pages_the_next_cursors_gave() {
+    let s = Server::start();
+    let c = s.client();
+    // p-users match the filter, q-users are between them and do not.
+    for i in 0..7 {
+        for prefix in ["p", "q"] {
+            let r = c.post("/Users", &user_body(&format!("{prefix}{i}@example.com")));
+            assert_eq!(r.status, 201);
+        }
+    }
+    let cursor =
+        |page: &Value, which: &str| page.get(which).and_then(Value::as_str).map(str::to_owned);
+    for (filter, total) in [(None, 14), (Some("userName sw \"p\""), 7)] {
+        let get = |cursor: &str| -> Value {
+            let mut body = json!({"cursor": cursor, "count": 3});
+            if let Some(f) = filter {
+                body["filter"] = json!(f);
+            }
+            let r = c.post("/Users/.search", &body);
+            assert_eq!(
+                r.status,
+                200,
+                "{body}: {}",
+                String::from_utf8_lossy(&r.body)
+            );
+            let page = r.json();
+            assert_eq!(page["totalResults"], total, "{body}: {page}");
+            // The same page by GET.
+            let mut path = format!("/Users?count=3&cursor={cursor}");
+            if let Some(f) = filter {
+                path.push_str(&format!(
+                    "&filter={}",
+                    f.replace(' ', "%20").replace('"', "%22")
+                ));
+            }
+            assert_eq!(c.get(&path).json(), page, "{path}");
+            page
+        };
+        let mut forward = vec![get("")];
+        assert_eq!(
+            cursor(&forward[0], "previousCursor"),
+            None,
+            "not on the first page"
+        );
+        while let Some(next) = cursor(forward.last().unwrap(), "nextCursor") {
+            assert!(forward.len() < 10, "bounded");
+            forward.push(get(&next));
+        }
+        assert_eq!(
+            forward.len(),
+            if filter.is_some() { 3 } else { 5 },
+            "{filter:?}"
+        );
+        // Back from the last page: the same pages, each leading forward again.
+        let mut page = forward.last().unwrap().clone();
+        for want in forward.iter().rev().skip(1) {
+            let prev = cursor(&page, "previousCursor").expect("every later page goes back");
+            assert!(
+                prev.chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || "-._~".contains(ch)),
+                "{prev}"
+            );
+            let back = get(&prev);
+            assert_eq!(names(&back), names(want), "{filter:?}");
+            assert_eq!(
+                names(&get(&cursor(&back, "nextCursor").unwrap())),
+                names(&page),
+                "forward again from a page reached backwards"
+            );
+            page = back;
+        }
+        assert_eq!(
+            cursor(&page, "previousCursor"),
+            None,
+            "back at the first page"
+        );
+        if filter.is_some() {
+            assert!(names(&page).iter().all(|n| n.starts_with('p')), "{page}");
+        }
+    }
+    // A previousCursor stays valid when the resource it names is deleted, and going
+    // back from the second page gives a whole first page even after deletions
+    // before it.
+    let first = c.get("/Users?cursor=&count=4").json();
+    let second = c
+        .get(&format!(
+            "/Users?count=4&cursor={}",
+            cursor(&first, "nextCursor").unwrap()
+        ))
+        .json();
+    let prev = cursor(&second, "previousCursor").unwrap();
+    let ids: Vec<String> = [&first, &second]
+        .iter()
+        .flat_map(|p| p["Resources"].as_array().unwrap().iter())
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        c.delete(&format!("/Users/{}", ids[4])).status,
+        204,
+        "the second page's first"
+    );
+    assert_eq!(
+        c.delete(&format!("/Users/{}", ids[1])).status,
+        204,
+        "one on the first page"
+    );
+    let back = c.get(&format!("/Users?count=4&cursor={prev}")).json();
+    assert_eq!(
+        back["Resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        [&ids[0], &ids[2], &ids[3], &ids[5]],
+        "the first page as it is now"
+    );
+    assert_eq!(back["totalResults"], 12);
+    assert_eq!(cursor(&back, "previousCursor"), None);
+    // Only previous cursors this server issued.
+    for bad in ["b1.", "b1.%2A%2A", "b2.YQ", "b1.YQ.x"] {
+        let r = c.get(&format!("/Users?count=10&cursor={bad}"));
+        assert_eq!(r.status, 400, "cursor={bad}");
+        assert_eq!(r.json()["scimType"], "invalidCursor", "cursor={bad}");
+    }
 }
 
 /// The log's words are the documented vocabulary: denied (401/403), refused (other

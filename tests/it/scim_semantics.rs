@@ -371,6 +371,13 @@ fn sort_by_and_sort_order() {
         ["Alice", "Bob", "Carol"],
         "by the primary (or first) email; a user without one sorts last"
     );
+    // RFC 7644 §3.4.2.3: without a value, "ordered last if ascending and first if
+    // descending": the descending page is the ascending one reversed.
+    assert_eq!(
+        names(&[("sortBy", "emails.value"), ("sortOrder", "descending")]),
+        ["Carol", "Bob", "Alice"],
+        "a user without an email sorts first when descending"
+    );
     assert_eq!(
         names(&[
             ("sortBy", "userName"),
@@ -385,6 +392,64 @@ fn sort_by_and_sort_order() {
         400,
         Some("invalidValue"),
     );
+    // Names are caseless and may carry their schema URN (RFC 7644 §3.10).
+    for by in [
+        "USERNAME",
+        "urn:ietf:params:scim:schemas:core:2.0:User:userName",
+    ] {
+        assert_eq!(names(&[("sortBy", by)]), ["Alice", "Bob", "Carol"], "{by}");
+    }
+    // An attribute the schemas do not define is refused, naming it, rather than
+    // answered with an unsorted page the client takes for a sorted one; so is a
+    // complex attribute without a sub-attribute to sort by. GET and POST .search.
+    for (by, says) in [
+        (
+            "favouriteColour",
+            "sortBy \"favouriteColour\": no such attribute in the User schemas",
+        ),
+        ("name", "sortBy \"name\": \"name\" is complex"),
+        ("name.middle", "\"name\" has no sub-attribute \"middle\""),
+    ] {
+        let r = c.get(&with_query("/Users", &[("sortBy", by)]));
+        assert_scim_error(&r, 400, Some("invalidValue"));
+        let detail = r.json()["detail"].as_str().unwrap().to_owned();
+        assert!(detail.contains(says), "{by}: {detail}");
+        let r = c.post("/Users/.search", &json!({"sortBy": by}));
+        assert_scim_error(&r, 400, Some("invalidValue"));
+    }
+    let r = c.post("/.search", &json!({"sortBy": "nope"}));
+    assert_scim_error(&r, 400, Some("invalidValue"));
+    assert!(text(&r).contains("User or Group"), "{}", text(&r));
+    // Unlike sortBy, an unknown name in attributes/excludedAttributes selects
+    // nothing and is ignored (README: identity providers ask for extension
+    // attributes a directory may not declare).
+    let page = list(
+        &c,
+        "/Users",
+        &[
+            ("sortBy", "userName"),
+            (
+                "attributes",
+                "name.givenName,urn:example:ext:2.0:User:badge,favouriteColour",
+            ),
+        ],
+    );
+    let first = &page["Resources"][0];
+    assert_eq!(first["name"]["givenName"], "Alice", "{page}");
+    assert!(
+        first.get("favouriteColour").is_none() && first.get("emails").is_none(),
+        "{page}"
+    );
+    let page = list(
+        &c,
+        "/Users",
+        &[
+            ("sortBy", "userName"),
+            ("excludedAttributes", "favouriteColour,emails"),
+        ],
+    );
+    assert_eq!(page["Resources"][0]["name"]["givenName"], "Alice", "{page}");
+    assert!(page["Resources"][0].get("emails").is_none(), "{page}");
 }
 
 #[test]
