@@ -332,6 +332,7 @@ mod store_tests {
                 )
             })
             .unwrap()
+            .resource
             .id
     }
 
