@@ -228,7 +228,27 @@ fn the_first_account_is_named_on_the_setup_page() {
     let r = form(" -bad name");
     assert_eq!(r.status, 400);
     assert!(text(&r).contains("letters, digits"), "{}", text(&r));
-    assert_eq!(form("Ops@Example.com").status, 303);
+    // The sign-in page that follows has the account filled in, as stored (lowercased),
+    // and the cursor in the password field.
+    let r = form("Ops@Example.com");
+    assert_eq!(r.status, 303);
+    let next = r.header("location").expect("to the sign-in page");
+    let page = text(&c.send("GET", &next, &[], None));
+    assert!(
+        page.contains("The password is set. Sign in with the new password."),
+        "{page}"
+    );
+    assert!(
+        page.contains("name=\"name\" autocomplete=\"username\" required maxlength=\"64\" value=\"ops@example.com\">"),
+        "prefilled, without the name field's focus: {page}"
+    );
+    assert!(
+        page.contains("autocomplete=\"current-password\" required autofocus>"),
+        "{page}"
+    );
+    // Only the redirect after setup fills it in: a link naming an account does not.
+    let page = text(&c.send("GET", "/admin/login?name=mallory", &[], None));
+    assert!(!page.contains("mallory"), "{page}");
     assert_eq!(login_response(&c, PASSWORD).status, 401, "not \"admin\"");
     let cookie = login_as(&c, "ops@example.com", PASSWORD);
     assert!(signed_in(&c, &cookie));

@@ -25,6 +25,8 @@ struct Driver {
     client: Client,
     /// The Chromium binary each session runs.
     chromium: PathBuf,
+    /// The sessions' browser profile, removed with the driver.
+    profile: tempfile::TempDir,
 }
 
 impl Drop for Driver {
@@ -63,6 +65,7 @@ impl Driver {
             child,
             client: Client::new(&addr, None, String::new()),
             chromium,
+            profile: tempfile::tempdir().expect("profile dir"),
         }
     }
 
@@ -83,7 +86,8 @@ impl Driver {
         v["value"].clone()
     }
 
-    fn session(&self, profile: &Path) -> Browser<'_> {
+    fn session(&self) -> Browser<'_> {
+        let profile = self.profile.path();
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
             "acceptInsecureCerts": true,
@@ -236,8 +240,7 @@ fn admin_flow_in_headless_chromium() {
     let server = Server::start();
     let scim = server.client();
     let driver = Driver::start();
-    let profile = tempfile::tempdir().expect("profile dir");
-    let b = driver.session(profile.path());
+    let b = driver.session();
     let base = format!("https://{}", server.addr);
 
     let page = set_password_and_sign_in(&b, &server);
@@ -529,6 +532,138 @@ fn admin_flow_in_headless_chromium() {
     }
 }
 
+/// The trial: a user's page showed its manager as a bare id, and the dashboard's last
+/// SCIM requests showed resources by id. Both name them now, linked to their pages
+/// (the id kept as the link's title and as secondary text), and say plainly when a
+/// resource is no longer in the directory.
+#[test]
+fn managers_and_last_requests_are_shown_by_name_in_headless_chromium() {
+    let server = Server::start();
+    let scim = server.client();
+    let driver = Driver::start();
+    let b = driver.session();
+    let base = format!("https://{}", server.addr);
+    set_password_and_sign_in(&b, &server);
+
+    let created = |body: &Value| -> String {
+        let r = scim.post("/Users", body);
+        assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+        r.json()["id"].as_str().unwrap().to_owned()
+    };
+    let mut boss = user_body("boss@example.com");
+    boss["displayName"] = json!("Big Boss");
+    let boss_id = created(&boss);
+    let ent = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+    let mut report = user_body("report@example.com");
+    report["schemas"].as_array_mut().unwrap().push(json!(ent));
+    report[ent] = json!({"department": "R&D", "manager": {"value": boss_id}});
+    let report_id = created(&report);
+    let r = scim.post(
+        "/Groups",
+        &json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "Temp crew"}),
+    );
+    assert_eq!(r.status, 201);
+    let group_id = r.json()["id"].as_str().unwrap().to_owned();
+    assert_eq!(scim.delete(&format!("/Groups/{group_id}")).status, 204);
+    assert_eq!(scim.get("/Users/no-such-user").status, 404);
+
+    // The report's page: the manager by userName and displayName, linked.
+    let report_url = format!("{base}/admin/users/{report_id}");
+    b.go(&report_url);
+    let page = b.wait_for("the report's page", |s| s.contains("id=\"manager\""));
+    let text = b.property("#manager", "innerText");
+    assert_eq!(text, json!("boss@example.com"), "{page}");
+    let row = b.property("table.facts tr:has(#manager)", "innerText");
+    let row = row.as_str().unwrap_or_default();
+    assert!(
+        row.starts_with("Manager") && row.contains("boss@example.com (Big Boss)"),
+        "{row}"
+    );
+    assert_eq!(
+        b.property("#manager", "title"),
+        json!(format!("id {boss_id}"))
+    );
+    // Not again as a bare id among the extension attributes (the department is).
+    assert!(page.contains("<th>department</th>"), "{page}");
+    assert!(!page.contains("<th>manager</th>"), "{page}");
+    b.click("#manager");
+    b.wait_for_url("the manager's page", |u| {
+        u.ends_with(&format!("/admin/users/{boss_id}"))
+    });
+    b.wait_for("the manager's page", |s| s.contains("SCIM representation"));
+
+    // The dashboard's last requests: names linked, a deleted group and an unknown id
+    // said to be so.
+    b.go(&format!("{base}/admin"));
+    b.wait_for("the last requests", |s| s.contains("id=\"requests\""));
+    let rows = |b: &Browser<'_>| -> Vec<String> {
+        let v = b.call(
+            "POST",
+            "/execute/sync",
+            Some(json!({"script": "return [...document.querySelectorAll('#requests tbody tr')].map(r => r.innerText)", "args": []})),
+        );
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_str().unwrap().to_owned())
+            .collect()
+    };
+    let find = |rows: &[String], what: &[&str]| -> String {
+        rows.iter()
+            .find(|r| what.iter().all(|w| r.contains(w)))
+            .unwrap_or_else(|| panic!("no row with {what:?} in {rows:#?}"))
+            .clone()
+    };
+    let shown = rows(&b);
+    find(
+        &shown,
+        &["POST", "Users boss@example.com", &boss_id, "201 ok"],
+    );
+    find(&shown, &["POST", "Users report@example.com", &report_id]);
+    find(&shown, &["POST", "Groups", &group_id, "deleted"]);
+    find(&shown, &["DELETE", "Groups", &group_id, "deleted"]);
+    find(
+        &shown,
+        &["GET", "Users", "no-such-user", "not in the directory"],
+    );
+    assert!(
+        !shown.iter().any(|r| r.contains("Temp crew")),
+        "a deleted group has no name to show: {shown:#?}"
+    );
+    b.click(&format!("#requests a[href='/admin/users/{report_id}']"));
+    b.wait_for_url("the report's page", |u| u == report_url);
+
+    // The manager leaves: the report's page never shows the id alone (the link is
+    // cleared, or the id is said to be no user of this directory).
+    assert_eq!(scim.delete(&format!("/Users/{boss_id}")).status, 204);
+    b.go(&report_url);
+    let page = b.wait_for("the report's page", |s| s.contains("SCIM representation"));
+    if page.contains("id=\"manager\"") {
+        let row = b.property("table.facts tr:has(#manager)", "innerText");
+        let row = row.as_str().unwrap_or_default();
+        assert!(
+            row.contains("not a user of this directory") && row.contains("was deleted"),
+            "{row}"
+        );
+    }
+    assert!(!page.contains("boss@example.com"), "{page}");
+    b.go(&format!("{base}/admin"));
+    b.wait_for("the last requests", |s| s.contains("id=\"requests\""));
+    let shown = rows(&b);
+    find(&shown, &["POST", "Users", &boss_id, "deleted"]);
+    assert!(
+        !shown.iter().any(|r| r.contains("boss@example.com")),
+        "{shown:#?}"
+    );
+    b.call(
+        "POST",
+        "/execute/sync",
+        Some(json!({"script": "document.getElementById('requests').scrollIntoView()", "args": []})),
+    );
+    let shot = b.screenshot(&artifacts_dir(), "admin-dashboard-requests.png");
+    eprintln!("screenshot: {}", shot.display());
+}
+
 /// First start: the setup link from the log sets the password, then sign in.
 /// Returns the dashboard's source.
 fn set_password_and_sign_in(b: &Browser<'_>, server: &Server) -> String {
@@ -537,8 +672,20 @@ fn set_password_and_sign_in(b: &Browser<'_>, server: &Server) -> String {
     b.type_into("#confirm", PASSWORD);
     b.click("form[action='/admin/setup'] button[type=submit]");
     b.wait_for("the sign-in page", |s| s.contains("The password is set"));
-    // The setup page named the first account "admin" (its default).
-    b.type_into("#name", "admin");
+    // The setup page named the first account "admin" (its default); the sign-in page
+    // has it filled in and the cursor in the password field, so the admin types only
+    // the password (the trial typed the name again).
+    assert_eq!(b.property("#name", "value"), json!("admin"));
+    let focused = b.call(
+        "POST",
+        "/execute/sync",
+        Some(json!({"script": "return document.activeElement.id", "args": []})),
+    );
+    assert_eq!(
+        focused,
+        json!("password"),
+        "the password field has the focus"
+    );
     b.type_into("#password", PASSWORD);
     b.click("form[action='/admin/login'] button[type=submit]");
     b.wait_for("the dashboard", |s| {
@@ -584,8 +731,7 @@ fn migration_push_and_cut_over_in_headless_chromium() {
     );
 
     let driver = Driver::start();
-    let profile = tempfile::tempdir().expect("profile dir");
-    let b = driver.session(profile.path());
+    let b = driver.session();
     let base = format!("https://{}", server.addr);
     set_password_and_sign_in(&b, &server);
 

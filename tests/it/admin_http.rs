@@ -67,9 +67,10 @@ fn setup_link_works_once_and_wrong_codes_are_refused() {
 
     let r = set_password(&c, &link, PASSWORD);
     assert_eq!(r.status, 303);
+    // The sign-in page it leads to names the account, so only the password is typed.
     assert_eq!(
         r.header("location").as_deref(),
-        Some("/admin/login?setup=done")
+        Some("/admin/login?setup=done&name=admin")
     );
 
     // Used: the link is refused and cannot set another password.
@@ -370,13 +371,7 @@ fn the_issue_page_and_token_issue_say_what_the_scope_is_for() {
     // Rotating the read-only token does not send it to the identity provider either,
     // and the question before revoking it names who it cuts off.
     let tokens = text(&get_page(&c, "/admin/tokens", &cookie));
-    let id = token_id(&tokens, "auditor");
-    let r = post_form(
-        &c,
-        "/admin/tokens/rotate",
-        Some(&cookie),
-        &[("id", &id), ("csrf", &csrf(&tokens))],
-    );
+    let r = post_row_form(&c, &cookie, "rotate", &token_id(&tokens, "auditor"));
     let said = use_of(&text(&r));
     assert!(
         said.contains("not for provisioning") && !said.contains(idp_words),
@@ -384,14 +379,7 @@ fn the_issue_page_and_token_issue_say_what_the_scope_is_for() {
     );
     let tokens = text(&get_page(&c, "/admin/tokens", &cookie));
     let entra = token_id(&tokens, "entra");
-    let ask = |id: &str| {
-        text(&post_form(
-            &c,
-            "/admin/tokens/revoke",
-            Some(&cookie),
-            &[("id", id), ("csrf", &csrf(&tokens))],
-        ))
-    };
+    let ask = |id: &str| text(&post_row_form(&c, &cookie, "revoke", id));
     let q = ask(&entra);
     assert!(
         q.contains("the identity provider that uses it stops provisioning"),

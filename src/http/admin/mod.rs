@@ -39,7 +39,7 @@ use crate::migrate::report::Progress;
 use crate::migrate::service::{Migration, PushRequest};
 use crate::scim::query::ListParams;
 use crate::scim::resource::Projection;
-use crate::scim::schema::ResourceType;
+use crate::scim::schema::{ResourceType, ENTERPRISE_USER_URN};
 use crate::secret::Secret;
 use crate::store::{AuditOutcome, Scope, SetupRefusal, StoreError};
 use pages::{Chrome, JobOutcome, ListQuery, MessageView};
@@ -342,6 +342,9 @@ struct SetupQuery {
 struct LoginQuery {
     setup: Option<String>,
     signed_out: Option<String>,
+    /// After setup: the account whose password was just set, prefilled so that the
+    /// admin types only the password.
+    name: Option<String>,
 }
 
 /// The token form: a name, a scope and an optional expiry in days (empty: never).
@@ -818,7 +821,12 @@ async fn setup_submit(state: &AppState, req: Request<RequestBody>) -> Response<B
             state.admin.throttle.clear();
             let entry = Entry::new("admin.set_password").on("AdminAccount", None, Some(&name));
             state.app.audit(&Caller::admin(&name, ip), entry).await;
-            redirect("/admin/login?setup=done")
+            // The sign-in page names the account just set (as stored: trimmed and
+            // lowercased), so the admin types only the password.
+            redirect(&format!(
+                "/admin/login?setup=done&name={}",
+                pages::segment(&name)
+            ))
         }
         Err(
             e @ (CredentialError::WeakPassword(_)
@@ -856,19 +864,25 @@ async fn setup_submit(state: &AppState, req: Request<RequestBody>) -> Response<B
 
 fn login_form(state: &AppState, req: &Request<RequestBody>) -> Response<Body> {
     let q: LoginQuery = query(req);
-    let notice = if q.setup.is_some() {
-        Some("The password is set. Sign in with the account's name and the new password.")
-    } else if q.signed_out.is_some() {
-        Some("You are signed out.")
-    } else {
-        None
+    // Only the redirect after setup names an account; bounded like a typed name.
+    let name: String = match (&q.setup, &q.name) {
+        (Some(_), Some(n)) => n.trim().chars().take(credentials::MAX_NAME_CHARS).collect(),
+        _ => String::new(),
+    };
+    let notice = match (q.setup.is_some(), name.is_empty()) {
+        (true, true) => {
+            Some("The password is set. Sign in with the account's name and the new password.")
+        }
+        (true, false) => Some("The password is set. Sign in with the new password."),
+        (false, _) if q.signed_out.is_some() => Some("You are signed out."),
+        (false, _) => None,
     };
     html(
         StatusCode::OK,
         pages::login(&pages::LoginView {
             error: None,
             notice,
-            name: "",
+            name: &name,
             password_set: credentials::password_is_set(&state.app.store),
         }),
     )
@@ -1087,7 +1101,15 @@ async fn dashboard(
             .iter()
             .filter(|(t, _)| t.state == TokenState::Active)
             .count(),
-        requests: state.activity.recent(25),
+        requests: state
+            .activity
+            .recent(25)
+            .into_iter()
+            .map(|record| pages::RequestRow {
+                resource: resource_now(&snap, &record),
+                record,
+            })
+            .collect(),
         changes,
         version: env!("CARGO_PKG_VERSION"),
         uptime: state.started.elapsed(),
@@ -1515,6 +1537,53 @@ fn list_row(r: &Resource, members: Option<u64>) -> pages::ListRow {
     }
 }
 
+/// The id a user's enterprise `manager` names: `manager.value` (RFC 7643 §4.3: "the
+/// id of the SCIM resource representing the User's manager"), or a bare id as older
+/// records hold it.
+fn manager_id(attrs: &serde_json::Map<String, Value>) -> Option<&str> {
+    let m = attrs.get(ENTERPRISE_USER_URN)?.get("manager")?;
+    m.get("value")
+        .and_then(Value::as_str)
+        .or_else(|| m.as_str())
+}
+
+/// The manager `id` names, by name: one lookup of one user, whatever the directory's size.
+fn manager_ref(snap: &crate::store::Snapshot, id: &str) -> Result<pages::ManagerRef, StoreError> {
+    let found = snap.get(ResourceType::User, id)?.map(|m| {
+        let s = |k: &str| m.attrs.get(k).and_then(Value::as_str).map(str::to_owned);
+        (s("userName").unwrap_or_default(), s("displayName"))
+    });
+    Ok(pages::ManagerRef {
+        id: id.to_owned(),
+        found,
+    })
+}
+
+/// What became of the resource a past SCIM request named: its name now, or gone.
+/// One lookup by id per row (`Snapshot::name_of`), so the dashboard costs the same
+/// whatever the directory's size. `None` when the request named no resource or the
+/// store could not be read (the row then shows the id alone).
+fn resource_now(
+    snap: &crate::store::Snapshot,
+    r: &activity::ScimRequestRecord,
+) -> Option<pages::ResourceNow> {
+    let id = r.id.as_deref()?;
+    let rt = match r.endpoint.as_str() {
+        "Users" => ResourceType::User,
+        "Groups" => ResourceType::Group,
+        _ => return None,
+    };
+    match snap.name_of(rt, id).ok()? {
+        Some(name) => Some(pages::ResourceNow::Named(rt, name)),
+        // A user has a userName and a group a displayName (both required), so no
+        // name means no resource; a record without one still exists and keeps its id.
+        None => match snap.get_raw(rt, id, |_| Ok(())).ok()? {
+            Some(()) => None,
+            None => Some(pages::ResourceNow::Gone),
+        },
+    }
+}
+
 /// The query string of a user's or group's page: which page of members to show.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
@@ -1579,53 +1648,65 @@ fn detail(
     let rendered =
         crate::scim::resource::render(rt, &r.id, r.attrs.clone(), &r.meta, shown_refs, &base);
     let s = |k: &str| r.attrs.get(k).and_then(Value::as_str).map(str::to_owned);
-    let mut facts: Vec<(&'static str, String)> = Vec::new();
+    let text = pages::Fact::Text;
+    let mut facts: Vec<(&'static str, pages::Fact)> = Vec::new();
     match rt {
         ResourceType::User => {
-            facts.push(("userName", s("userName").unwrap_or_default()));
+            facts.push(("userName", text(s("userName").unwrap_or_default())));
             if let Some(d) = s("displayName") {
-                facts.push(("displayName", d));
+                facts.push(("displayName", text(d)));
             }
             if let Some(n) = person_name(r.attrs.get("name")) {
-                facts.push(("Name", n));
+                facts.push(("Name", text(n)));
             }
             if let Some(e) = crate::migrate::readiness::main_email(&r.attrs) {
-                facts.push(("Email", e));
+                facts.push(("Email", text(e)));
             }
             let active = r
                 .attrs
                 .get("active")
                 .and_then(Value::as_bool)
                 .unwrap_or(true);
-            facts.push(("Active", if active { "yes" } else { "no" }.into()));
+            facts.push(("Active", text(if active { "yes" } else { "no" }.into())));
+            if let Some(id) = manager_id(&r.attrs) {
+                match manager_ref(&snap, id) {
+                    Ok(m) => facts.push(("Manager", pages::Fact::Manager(m))),
+                    Err(e) => return unavailable(e),
+                }
+            }
         }
         ResourceType::Group => {
-            facts.push(("displayName", s("displayName").unwrap_or_default()));
+            facts.push(("displayName", text(s("displayName").unwrap_or_default())));
         }
     }
     if let Some(x) = s("externalId") {
-        facts.push(("externalId", x));
+        facts.push(("externalId", text(x)));
     }
-    facts.push(("id", r.id.clone()));
-    facts.push(("Created", pages::when(&r.meta.created)));
-    facts.push(("Last modified", pages::when(&r.meta.last_modified)));
-    facts.push(("Version", r.meta.etag()));
+    facts.push(("id", text(r.id.clone())));
+    facts.push(("Created", text(pages::when(&r.meta.created))));
+    facts.push(("Last modified", text(pages::when(&r.meta.last_modified))));
+    facts.push(("Version", text(r.meta.etag())));
     let extensions = rt
         .extensions()
         .iter()
         .filter_map(|ext| Some((ext, r.attrs.get(ext.id)?.as_object()?)))
         .flat_map(|(ext, fields)| {
-            fields.iter().map(move |(name, value)| {
-                let text = match value {
-                    Value::String(s) => s.clone(),
-                    Value::Object(o) if o.contains_key("value") => o["value"]
-                        .as_str()
-                        .map(str::to_owned)
-                        .unwrap_or_else(|| o["value"].to_string()),
-                    other => other.to_string(),
-                };
-                (ext.id.to_owned(), name.clone(), text)
-            })
+            // The manager is a fact above, by name (its id alone told the trial nothing).
+            let shown_above = |name: &str| ext.id == ENTERPRISE_USER_URN && name == "manager";
+            fields
+                .iter()
+                .filter(move |(name, _)| !shown_above(name))
+                .map(move |(name, value)| {
+                    let text = match value {
+                        Value::String(s) => s.clone(),
+                        Value::Object(o) if o.contains_key("value") => o["value"]
+                            .as_str()
+                            .map(str::to_owned)
+                            .unwrap_or_else(|| o["value"].to_string()),
+                        other => other.to_string(),
+                    };
+                    (ext.id.to_owned(), name.clone(), text)
+                })
         })
         .collect();
     let name = match rt {

@@ -314,7 +314,8 @@ pub(crate) struct Dashboard {
     pub inactive_users: u64,
     pub groups: u64,
     pub active_tokens: usize,
-    pub requests: Vec<ScimRequestRecord>,
+    /// The last SCIM requests, newest first, each with its resource as it is now.
+    pub requests: Vec<RequestRow>,
     /// The newest audit entries that took effect, newest first.
     pub changes: Vec<AuditRecord>,
     pub version: &'static str,
@@ -480,16 +481,50 @@ fn audit_resource(r: &AuditRecord) -> Markup {
     }
 }
 
-/// A resource's id linked to its admin page, when the endpoint names a resource type.
-fn resource_link(endpoint: &str, id: &str) -> Markup {
-    let rt = match endpoint {
-        "Users" | "User" => Some(ResourceType::User),
-        "Groups" | "Group" => Some(ResourceType::Group),
-        _ => None,
+/// One of the dashboard's last SCIM requests, with the resource it named as the
+/// directory has it when the page is made.
+pub(crate) struct RequestRow {
+    pub record: ScimRequestRecord,
+    /// What became of the resource the request named (`None`: it named none, or it
+    /// could not be read).
+    pub resource: Option<ResourceNow>,
+}
+
+/// A resource a past request named, as the directory has it now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ResourceNow {
+    /// It exists: its name (a user's userName, a group's displayName).
+    Named(ResourceType, String),
+    /// No resource of its type has that id now.
+    Gone,
+}
+
+/// The resource of one of the last requests: its name linked to its page with the id
+/// as secondary text (and the link's title), like the audit log's resource column;
+/// when it is no longer in the directory, its id and a word for what happened:
+/// "deleted" when it existed (this request succeeded on it), "not in the directory"
+/// when the request found none either (a 404 for an unknown id).
+fn request_resource(r: &ScimRequestRecord, now: Option<&ResourceNow>) -> Markup {
+    let Some(id) = r.id.as_deref() else {
+        return html! {};
     };
-    match rt {
-        Some(rt) => html! { a href=(resource_href(rt, id)) { code { (id) } } },
-        None => html! { (id) },
+    match now {
+        Some(ResourceNow::Named(rt, name)) => html! {
+            a href=(resource_href(*rt, id)) title={ "id " (id) } data-id=(id) { (name) }
+            " " small.note.id { (id) }
+        },
+        Some(ResourceNow::Gone) => {
+            let existed = (200..400).contains(&r.status);
+            html! {
+                code data-id=(id) { (id) } " "
+                @if existed {
+                    span.pill.warn.gone { "deleted" }
+                } @else {
+                    span.note.gone { "not in the directory" }
+                }
+            }
+        }
+        None => html! { code data-id=(id) { (id) } },
     }
 }
 
@@ -551,13 +586,14 @@ pub(crate) fn dashboard(c: &Chrome, d: &Dashboard) -> String {
             } @else {
                 div.scroll { table #requests {
                     thead { tr { th { "Time" } th { "Token" } th { "Client" } th { "Operation" } th { "Resource" } th { "Outcome" } } }
-                    tbody { @for r in &d.requests {
+                    tbody { @for row in &d.requests {
+                        @let r = &row.record;
                         tr {
                             td { (when(r.time)) }
                             td { @match &r.token { Some(t) => (t), None => i { "none" } } }
                             td { (r.client) }
                             td { (r.method) }
-                            td { (r.endpoint) @if let Some(id) = &r.id { " " (resource_link(&r.endpoint, id)) } }
+                            td { (r.endpoint) " " (request_resource(r, row.resource.as_ref())) }
                             td {
                                 (outcome(r.status))
                                 @if let Some(why) = &r.reason { br; small.reason { (why) } }
@@ -1011,10 +1047,43 @@ fn pager(page: u64, last_page: u64, href: impl Fn(u64) -> String) -> Markup {
     }
 }
 
+/// One fact of a user's or group's page: text, or the user's manager.
+pub(crate) enum Fact {
+    Text(String),
+    Manager(ManagerRef),
+}
+
+/// A user's manager as the user's page shows it: the enterprise `manager.value` is the
+/// id of the manager's User (RFC 7643 §4.3), looked up when the page is made.
+pub(crate) struct ManagerRef {
+    pub id: String,
+    /// The manager's userName and displayName; `None`: no User has that id (it was
+    /// deleted, or never provisioned here).
+    pub found: Option<(String, Option<String>)>,
+}
+
+/// The manager by name, as the Users list shows a user (userName, then the
+/// displayName when it says more), linked to their page, the id in the link's title;
+/// an id that no User has is said to be one, not printed bare.
+fn manager(m: &ManagerRef) -> Markup {
+    match &m.found {
+        Some((user_name, display)) => html! {
+            a #manager href=(resource_href(ResourceType::User, &m.id)) title={ "id " (m.id) } { (user_name) }
+            @if let Some(d) = display.as_deref().filter(|d| !d.is_empty() && d != user_name) {
+                " " small { "(" (d) ")" }
+            }
+        },
+        None => html! {
+            span #manager .bad { "not a user of this directory" }
+            " " small.note { "(id " code { (m.id) } ": the manager's user was deleted, or never provisioned here)" }
+        },
+    }
+}
+
 pub(crate) struct DetailView {
     pub rt: ResourceType,
     pub id: String,
-    pub facts: Vec<(&'static str, String)>,
+    pub facts: Vec<(&'static str, Fact)>,
     /// A user's groups, or one page of a group's members.
     pub refs: Vec<Reference>,
     /// All of them (a group's direct members; a user's groups, direct and indirect).
@@ -1034,7 +1103,9 @@ pub(crate) fn detail(c: &Chrome, v: &DetailView) -> String {
         ResourceType::Group => "Members",
     };
     let content = html! {
-        table.facts { tbody { @for (k, val) in &v.facts { tr { th { (k) } td { (val) } } } } }
+        table.facts { tbody { @for (k, val) in &v.facts {
+            tr { th { (k) } td { @match val { Fact::Text(t) => (t), Fact::Manager(m) => (manager(m)) } } }
+        } } }
         @if !v.extensions.is_empty() {
             h2 { "Extension attributes" }
             table.facts { tbody {
@@ -1983,5 +2054,81 @@ mod tests {
         assert!(html.contains("51–51 of 51 users"));
         assert!(html.contains("href=\"/admin/users/1%2F2\""));
         assert!(!html.contains("<script>"), "no inline script");
+    }
+
+    #[test]
+    fn a_manager_is_shown_by_name_or_said_to_be_missing() {
+        let found = manager(&ManagerRef {
+            id: "m/1".into(),
+            found: Some(("boss@example.com".into(), Some("Big <Boss>".into()))),
+        })
+        .into_string();
+        assert_eq!(
+            found,
+            "<a id=\"manager\" href=\"/admin/users/m%2F1\" title=\"id m/1\">boss@example.com</a> \
+             <small>(Big &lt;Boss&gt;)</small>"
+        );
+        // The displayName is left out when it says nothing more.
+        let same = manager(&ManagerRef {
+            id: "m1".into(),
+            found: Some(("boss".into(), Some("boss".into()))),
+        })
+        .into_string();
+        assert!(!same.contains("<small>"), "{same}");
+        let missing = manager(&ManagerRef {
+            id: "m1".into(),
+            found: None,
+        })
+        .into_string();
+        assert!(
+            missing.contains("not a user of this directory"),
+            "{missing}"
+        );
+        assert!(
+            missing.contains("<code>m1</code>: the manager's user was deleted"),
+            "{missing}"
+        );
+        assert!(
+            !missing.contains("href"),
+            "no link to a page that is not there"
+        );
+    }
+
+    #[test]
+    fn last_requests_name_their_resources_and_say_when_they_are_gone() {
+        let record = |method: &str, status: u16| ScimRequestRecord {
+            time: crate::clock::Timestamp::now(),
+            token: Some("entra".into()),
+            client: std::net::IpAddr::from([192, 0, 2, 1]),
+            method: method.into(),
+            endpoint: "Users".into(),
+            id: Some("u1".into()),
+            status,
+            reason: None,
+        };
+        let named = ResourceNow::Named(ResourceType::User, "ada@example.com".into());
+        let html = request_resource(&record("GET", 200), Some(&named)).into_string();
+        assert_eq!(
+            html,
+            "<a href=\"/admin/users/u1\" title=\"id u1\" data-id=\"u1\">ada@example.com</a> \
+             <small class=\"note id\">u1</small>"
+        );
+        let deleted =
+            request_resource(&record("DELETE", 204), Some(&ResourceNow::Gone)).into_string();
+        assert!(
+            deleted.contains(">deleted<") && deleted.contains("<code data-id=\"u1\">u1</code>"),
+            "{deleted}"
+        );
+        assert!(!deleted.contains("href"), "{deleted}");
+        let unknown = request_resource(&record("GET", 404), Some(&ResourceNow::Gone)).into_string();
+        assert!(
+            unknown.contains("not in the directory") && !unknown.contains("deleted"),
+            "{unknown}"
+        );
+        let no_id = ScimRequestRecord {
+            id: None,
+            ..record("POST", 400)
+        };
+        assert_eq!(request_resource(&no_id, None).into_string(), "");
     }
 }

@@ -168,6 +168,19 @@ pub fn token_id(page: &str, name: &str) -> String {
     attr_after(&page[row..], "name=\"id\" value=\"").expect("token id")
 }
 
+/// Posts the form of a Tokens page row for the token `id` (the CSRF token from a
+/// fresh page): `rotate`, or `revoke` unconfirmed (the page answers with the
+/// question); returns the response.
+pub fn post_row_form(c: &Client, cookie: &str, action: &str, id: &str) -> Resp {
+    let page = text(&get_page(c, "/admin/tokens", cookie));
+    post_form(
+        c,
+        &format!("/admin/tokens/{action}"),
+        Some(cookie),
+        &[("csrf", &csrf(&page)), ("id", id)],
+    )
+}
+
 /// Revokes the token row named `name` on the Tokens page, confirmed (the page asks
 /// first); returns the response (303 back to the Tokens page on success).
 pub fn revoke_on_page(c: &Client, cookie: &str, name: &str) -> Resp {
