@@ -187,7 +187,8 @@ pub(crate) struct MetricsSettings {
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct Storage {
     /// redb page cache in MiB (at least 1); unset, it is sized at start from the
-    /// database file and the machine's memory (`store::default_cache_bytes`).
+    /// database file and the memory the process may use (`memory::budget`,
+    /// `store::default_cache_bytes`).
     pub cache_mb: Option<usize>,
     /// Change events (the migration mirror's feed) older than this many days are
     /// deleted (at least 1).
@@ -689,6 +690,10 @@ impl Default for MigrationPolicy {
 /// The validated configuration of one run.
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
+    /// The configuration file this run read (`--config`, `SCIMBRIDGE_CONFIG`, or the
+    /// packaged one a management command fell back to), for hints that name the
+    /// command to run next.
+    pub file: Option<PathBuf>,
     /// Where the database, the generated certificate and the control socket live.
     pub data_dir: PathBuf,
     /// Address of the SCIM listener.
@@ -749,6 +754,16 @@ impl Config {
         self.data_dir.join("scimbridge.redb")
     }
 
+    /// How to run a CLI command on this bridge's data, for hints: `scimbridge --config
+    /// FILE` when this run read a file (the CLI must read the same one: it names the
+    /// data directory and more), else `scimbridge --data-dir DIR`.
+    pub(crate) fn cli_prefix(&self) -> String {
+        match &self.file {
+            Some(f) => format!("scimbridge --config {}", f.display()),
+            None => format!("scimbridge --data-dir {}", self.data_dir.display()),
+        }
+    }
+
     /// Whether answers carry `Strict-Transport-Security`: only with a certificate a
     /// browser can verify (from files or ACME), never self-signed or without TLS.
     pub(crate) fn hsts(&self) -> bool {
@@ -771,6 +786,15 @@ impl Config {
                  public_url = \"https://scim.example.com:{}\"",
                 self.listen,
                 self.listen.port()
+            ));
+        }
+        if public && self.metrics_token.is_none() {
+            out.push(format!(
+                "/metrics on the SCIM listener {} is reachable from other machines without a \
+                 token: it shows token names and ids, request counts per token and the \
+                 certificate's state. Fix: set [metrics] token = \"<a long random string>\" \
+                 (or SCIMBRIDGE_METRICS_TOKEN) and give it to your scraper",
+                self.listen
             ));
         }
         if self.admin.enabled {
@@ -972,6 +996,7 @@ pub(crate) fn validate(s: Settings, file: Option<&Path>) -> Result<Config> {
     let scim = scim_config(s.scim, &origin)?;
     check_storage(&s.storage, &origin)?;
     Ok(Config {
+        file: file.map(Path::to_path_buf),
         data_dir: s
             .data_dir
             .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
@@ -1502,9 +1527,14 @@ mod tests {
         let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/scimbridge.toml");
         let c = load_with(Some(&p), &[]).unwrap();
         let w = c.misconfigurations();
-        assert_eq!(w.len(), 1, "{w:?}");
+        assert_eq!(w.len(), 2, "{w:?}");
         assert!(
             w[0].contains("self-signed") && w[0].contains("public_url ="),
+            "{w:?}"
+        );
+        // The trial (item 7): /metrics open on the public listener.
+        assert!(
+            w[1].contains("/metrics") && w[1].contains("[metrics] token"),
             "{w:?}"
         );
         // The admin page on the public listener.
@@ -1520,6 +1550,10 @@ mod tests {
             ],
         )
         .unwrap();
+        let c = Config {
+            metrics_token: Some(Secret::new("a-long-random-metrics-token")),
+            ..c
+        };
         let w = c.misconfigurations();
         assert_eq!(w.len(), 1, "{w:?}");
         assert!(
@@ -1538,7 +1572,13 @@ mod tests {
             ],
         )
         .unwrap();
-        assert!(c.misconfigurations()[0].contains("0.0.0.0:9443"));
+        let w = c.misconfigurations();
+        assert!(
+            w.iter()
+                .any(|w| w.contains("admin page listens on 0.0.0.0:9443")),
+            "{w:?}"
+        );
+        assert!(w.iter().any(|w| w.contains("/metrics")), "{w:?}");
         // Loopback, the quick start's defaults: nothing to say.
         assert!(load_with(None, &[]).unwrap().misconfigurations().is_empty());
     }

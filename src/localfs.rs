@@ -21,14 +21,30 @@ pub(crate) const DATA_ENTRIES: &[&str] = &["scimbridge.redb", "tls", "acme", "co
 /// Why a local path is not trusted; each message says what to do.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum TrustError {
+    /// The data directory belongs to another user than the one running scimbridge.
     #[error(
-        "{path} belongs to {owner}, not to {me}; run scimbridge as {owner} \
-         (e.g. `runuser -u {owner} -- scimbridge …`) or give the directory to the user that runs it"
+        "the data directory {path} belongs to {owner}, not to {me}, the user running scimbridge; \
+         give it to {me} (as root: `chown -R {me}: {path}`){}",
+        run_as_owner(owner)
     )]
-    ForeignOwner {
+    ForeignDirectory {
         path: PathBuf,
         owner: String,
         me: String,
+    },
+    /// A file in the data directory belongs to another user than the directory (a
+    /// backup restored or a file copied by root keeps root as its owner).
+    #[error(
+        "{path} belongs to {owner}, but the files in the data directory {dir} must belong to \
+         its owner {trusted}, whom scimbridge runs as (a file restored or copied as another \
+         user keeps that owner); as root: `chown -R {trusted}: {dir}` (restore with \
+         `install -o {trusted} -g {trusted} -m 0600 BACKUP {dir}/scimbridge.redb`)"
+    )]
+    ForeignFile {
+        path: PathBuf,
+        owner: String,
+        trusted: String,
+        dir: PathBuf,
     },
     #[error(
         "{path} can be written by {who} (mode {mode:o}); only its owner may write the bridge's files: \
@@ -53,6 +69,16 @@ pub(crate) enum TrustError {
         path: PathBuf,
         source: std::io::Error,
     },
+}
+
+/// The other remedy for a data directory of another user: running as that user,
+/// unless it is root (a service should not run as root to read its own files).
+fn run_as_owner(owner: &str) -> String {
+    if owner == "root" {
+        String::new()
+    } else {
+        format!(", or run scimbridge as {owner} (`runuser -u {owner} -- scimbridge …`)")
+    }
 }
 
 fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> TrustError {
@@ -134,7 +160,7 @@ impl Trust {
             });
         }
         if meta.uid() != me {
-            return Err(TrustError::ForeignOwner {
+            return Err(TrustError::ForeignDirectory {
                 path: data_dir.to_owned(),
                 owner: user_name(meta.uid()),
                 me: user_name(me),
@@ -147,20 +173,22 @@ impl Trust {
         })
     }
 
-    /// Checks one existing path: owned by the trusted user, writable by nobody else,
-    /// and (`mode`) tightened to `mode` if looser. Returns a sentence for the log
-    /// when it tightened something.
+    /// Checks one existing path in `data_dir` (or the directory itself): owned by the
+    /// trusted user, writable by nobody else, and (`mode`) tightened to `mode` if
+    /// looser. Returns a sentence for the log when it tightened something.
     fn check(
         &self,
+        data_dir: &Path,
         path: &Path,
         meta: &std::fs::Metadata,
         mode: u32,
     ) -> Result<Option<String>, TrustError> {
         if meta.uid() != self.uid {
-            return Err(TrustError::ForeignOwner {
+            return Err(TrustError::ForeignFile {
                 path: path.to_owned(),
                 owner: user_name(meta.uid()),
-                me: user_name(self.uid),
+                trusted: user_name(self.uid),
+                dir: data_dir.to_owned(),
             });
         }
         let m = meta.mode() & 0o7777;
@@ -236,14 +264,19 @@ pub(crate) fn prepare_data_dir(
     }
     let trust = Trust::of(dir)?;
     let mut tightened = Vec::new();
-    tightened.extend(trust.check(dir, &meta, 0o700)?);
+    tightened.extend(trust.check(dir, dir, &meta, 0o700)?);
     for entry in entries {
-        check_tree(&trust, &dir.join(entry), &mut tightened)?;
+        check_tree(&trust, dir, &dir.join(entry), &mut tightened)?;
     }
     Ok(Prepared { trust, tightened })
 }
 
-fn check_tree(trust: &Trust, path: &Path, out: &mut Vec<String>) -> Result<(), TrustError> {
+fn check_tree(
+    trust: &Trust,
+    data_dir: &Path,
+    path: &Path,
+    out: &mut Vec<String>,
+) -> Result<(), TrustError> {
     let Ok(meta) = std::fs::symlink_metadata(path) else {
         return Ok(());
     };
@@ -255,13 +288,13 @@ fn check_tree(trust: &Trust, path: &Path, out: &mut Vec<String>) -> Result<(), T
         });
     }
     if meta.is_dir() {
-        out.extend(trust.check(path, &meta, 0o700)?);
+        out.extend(trust.check(data_dir, path, &meta, 0o700)?);
         for e in std::fs::read_dir(path).map_err(io("cannot read", path))? {
             let e = e.map_err(io("cannot read", path))?;
-            check_tree(trust, &e.path(), out)?;
+            check_tree(trust, data_dir, &e.path(), out)?;
         }
     } else {
-        out.extend(trust.check(path, &meta, 0o600)?);
+        out.extend(trust.check(data_dir, path, &meta, 0o600)?);
     }
     Ok(())
 }

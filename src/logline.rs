@@ -2,12 +2,18 @@
 //! contains (a newline or an ANSI escape in a target's error text, a header value,
 //! a path) is written escaped (`\n`, `\u{1b}`), so one event is always one line and
 //! nothing in it can move the terminal's cursor or recolour it. The JSON format
-//! escapes by itself; this wraps the human format's writer.
+//! escapes by itself; this wraps the human format's writer. The human format's
+//! fields are written as plain values (`token=entra`), quoted only where a value
+//! could otherwise read as two fields (`resource_name="All staff"`).
 //!
-//! Knows `tracing_subscriber`'s writer trait only.
+//! Knows `tracing_subscriber`'s writer and field-formatting traits only.
 
+use std::fmt;
 use std::io::{self, Write};
 
+use tracing::field::{Field, Visit};
+use tracing_subscriber::field::{MakeVisitor, VisitFmt, VisitOutput};
+use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::MakeWriter;
 
 /// Wraps a `MakeWriter` so that each event it writes is escaped.
@@ -82,6 +88,85 @@ impl<W: Write> Write for EscapingWriter<W> {
     }
 }
 
+/// The human format's fields: the message as it is, then `name=value` with the value
+/// written plainly (`token=entra`, `status=201`), not as Rust's `Debug` would
+/// (`"entra"`). A value that is empty or holds a space, `"`, `=` or `\\` is quoted
+/// and escaped (`reason="wrong name or password"`), so that a name an identity
+/// provider chose can never read as another field.
+pub(crate) struct PlainFields;
+
+impl<'a> MakeVisitor<Writer<'a>> for PlainFields {
+    type Visitor = PlainVisitor<'a>;
+
+    fn make_visitor(&self, writer: Writer<'a>) -> PlainVisitor<'a> {
+        PlainVisitor {
+            writer,
+            empty: true,
+            result: Ok(()),
+        }
+    }
+}
+
+/// Writes one event's (or span's) fields for `PlainFields`.
+pub(crate) struct PlainVisitor<'a> {
+    writer: Writer<'a>,
+    /// Nothing written yet: no separating space before the next field.
+    empty: bool,
+    result: fmt::Result,
+}
+
+impl PlainVisitor<'_> {
+    fn write_field(&mut self, name: &str, value: &str) {
+        if self.result.is_err() {
+            return;
+        }
+        let space = if std::mem::replace(&mut self.empty, false) {
+            ""
+        } else {
+            " "
+        };
+        let name = name.strip_prefix("r#").unwrap_or(name);
+        self.result = if name == "message" {
+            write!(self.writer, "{space}{value}")
+        } else if needs_quotes(value) {
+            write!(self.writer, "{space}{name}={value:?}")
+        } else {
+            write!(self.writer, "{space}{name}={value}")
+        };
+    }
+}
+
+/// Whether `value` written bare could be misread: empty, or holding a separator.
+fn needs_quotes(value: &str) -> bool {
+    value.is_empty()
+        || value
+            .chars()
+            .any(|c| c.is_whitespace() || matches!(c, '"' | '=' | '\\'))
+}
+
+impl Visit for PlainVisitor<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.write_field(field.name(), value);
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        // `%x` values and numbers arrive here; their `Debug` is their plain text.
+        self.write_field(field.name(), &format!("{value:?}"));
+    }
+}
+
+impl VisitOutput<fmt::Result> for PlainVisitor<'_> {
+    fn finish(self) -> fmt::Result {
+        self.result
+    }
+}
+
+impl VisitFmt for PlainVisitor<'_> {
+    fn writer(&mut self) -> &mut dyn fmt::Write {
+        &mut self.writer
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,6 +199,71 @@ mod tests {
         assert_eq!(
             String::from_utf8(escape_line("a\u{202e}b\u{85}c".as_bytes())).unwrap(),
             "a\\u{202e}b\\u{85}c"
+        );
+    }
+
+    /// The human format's fields of one event logged with `log`.
+    fn human_line(log: impl FnOnce()) -> String {
+        let buf = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .without_time()
+            .with_level(false)
+            .with_target(false)
+            .fmt_fields(PlainFields)
+            .with_writer(move || SharedBuf(sink.clone()))
+            .finish();
+        tracing::subscriber::with_default(subscriber, log);
+        let text = String::from_utf8(buf.lock().unwrap().clone()).unwrap();
+        text
+    }
+
+    struct SharedBuf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl Write for SharedBuf {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn human_fields_are_plain_values_and_absent_options_are_left_out() {
+        let token: Option<&str> = Some("entra");
+        let reason: Option<&str> = None;
+        let line = human_line(|| {
+            tracing::info!(
+                token,
+                reason,
+                name = "pw@contoso.com",
+                shown = %"okta",
+                status = 201u16,
+                "SCIM request refused"
+            )
+        });
+        assert_eq!(
+            line,
+            "SCIM request refused token=entra name=pw@contoso.com shown=okta status=201\n"
+        );
+    }
+
+    #[test]
+    fn human_values_that_could_read_as_two_fields_are_quoted() {
+        let line = human_line(|| {
+            tracing::info!(
+                name = "All staff outcome=done",
+                empty = "",
+                quote = "a\"b",
+                "audit"
+            )
+        });
+        assert_eq!(
+            line,
+            "audit name=\"All staff outcome=done\" empty=\"\" quote=\"a\\\"b\"\n"
         );
     }
 }

@@ -4,7 +4,10 @@ fn main() -> std::process::ExitCode {
     // Files, directories and the control socket made by this process are private.
     scimbridge::localfs::private_umask();
     quiet_broken_pipe();
-    let matches = scimbridge::cli::command().get_matches();
+    let matches = match scimbridge::cli::command().try_get_matches() {
+        Ok(m) => m,
+        Err(e) => return scimbridge::cli::exit_on_usage_error(e),
+    };
     match scimbridge::cli::run(&matches) {
         Ok(code) => code,
         Err(e) => {

@@ -31,17 +31,37 @@ fn machine_hostname() -> Option<String> {
 
 fn init_logging(cfg: &Config) {
     use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_env("SCIMBRIDGE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let directives = log_directives(std::env::var("SCIMBRIDGE_LOG").ok().as_deref());
+    let filter = EnvFilter::try_new(&directives).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     let _ = match cfg.log_format {
         config::LogFormat::Json => builder.json().with_writer(std::io::stderr).try_init(),
         // No colours: the escaping writer would escape the formatter's own codes.
         config::LogFormat::Human => builder
             .with_ansi(false)
+            .fmt_fields(crate::logline::PlainFields)
             .with_writer(crate::logline::Escaping(std::io::stderr))
             .try_init(),
     };
+    if let Err(e) = EnvFilter::try_new(&directives) {
+        tracing::warn!("SCIMBRIDGE_LOG={directives:?} is not a log filter ({e}); logging at info");
+    }
+}
+
+/// The `tracing` filter for `SCIMBRIDGE_LOG` (unset: `info`). A bare level more
+/// verbose than `info` (`debug`, `trace`) is scimbridge's own: its modules and the
+/// `audit` target log at that level while the libraries (hyper, h2, rustls) stay at
+/// `info`, whose debug lines are frame dumps an operator does not want. Anything else
+/// (`warn`, `h2=debug`, `info,scimbridge::migrate=trace`) is a filter used as written.
+fn log_directives(var: Option<&str>) -> String {
+    match var.map(str::trim) {
+        None | Some("") => "info".to_owned(),
+        Some(level) if ["debug", "trace"].contains(&level.to_ascii_lowercase().as_str()) => {
+            let level = level.to_ascii_lowercase();
+            format!("info,scimbridge={level},audit={level}")
+        }
+        Some(filter) => filter.to_owned(),
+    }
 }
 
 /// Creates or checks the data directory (issue 11's local trust): private modes,
@@ -80,6 +100,14 @@ pub(crate) fn run(cfg: Config) -> Result<()> {
             "schema extension declared"
         );
     }
+    // The listeners are bound before anything is created: a busy port must not leave
+    // a new data directory, database or certificate behind (the trial's item 17).
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("scimbridge")
+        .build()
+        .context("cannot start the async runtime")?;
+    let bound = runtime.block_on(Bound::bind(&cfg))?;
     prepare_data_dir(&cfg.data_dir)?;
     let store = open_store(&cfg)?;
     match store.upgraded() {
@@ -104,17 +132,10 @@ pub(crate) fn run(cfg: Config) -> Result<()> {
         );
     }
     let (certs, keeper) = tls::start(&cfg)?.unzip();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("scimbridge")
-        .build()
-        .context("cannot start the async runtime")?;
     let served = store.clone();
     let result = runtime.block_on(async move {
         let store = served;
-        let listener = tokio::net::TcpListener::bind(cfg.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}; is another program using it? set --listen", cfg.listen))?;
+        let Bound { scim: listener, admin: admin_listener, http01: http01_listener } = bound;
         let local = listener.local_addr()?;
         let acme_mode = matches!(cfg.tls, TlsMode::Acme(_));
         let acceptor = match &certs {
@@ -124,15 +145,12 @@ pub(crate) fn run(cfg: Config) -> Result<()> {
         let scheme = if certs.is_some() { "https" } else { "http" };
         let origin = public_origin(&cfg, local, scheme);
         let url = format!("{origin}{}", http::SCIM_PREFIX);
-        let http01 = match keeper.as_ref().and_then(|k| k.http01(&cfg)) {
-            Some((addr, tokens)) => {
-                let l = tokio::net::TcpListener::bind(addr).await.with_context(|| {
-                    format!("cannot listen on {addr} for ACME HTTP-01; is another program using it? set --acme-http-listen")
-                })?;
+        let http01 = match (http01_listener, keeper.as_ref().and_then(|k| k.http01(&cfg))) {
+            (Some(l), Some((_, tokens))) => {
                 tracing::info!(addr = %l.local_addr()?, "answering ACME HTTP-01 challenges; other plain HTTP requests are redirected to https");
                 Some(tokio::spawn(http::acme::serve_http01(l, tokens, local.port(), cfg.public_url.clone())))
             }
-            None => None,
+            _ => None,
         };
         let reloader = match (&certs, keeper) {
             (Some(c), Some(k)) => Some(tokio::spawn(k.run(c.clone()))),
@@ -143,12 +161,6 @@ pub(crate) fn run(cfg: Config) -> Result<()> {
         for w in migration.policy_view().map_err(|e| anyhow!(e))?.file_warnings() {
             tracing::warn!("{w}");
         }
-        let admin_listener = match cfg.admin.listen.filter(|_| cfg.admin.enabled) {
-            Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.with_context(|| {
-                format!("cannot listen on {addr} for the admin page; is another program using it? set --admin-listen")
-            })?),
-            None => None,
-        };
         let admin_url = match &admin_listener {
             Some(l) => format!("{scheme}://{}/admin", l.local_addr()?),
             None => format!("{origin}/admin"),
@@ -157,7 +169,7 @@ pub(crate) fn run(cfg: Config) -> Result<()> {
         let state = Arc::new(AppState::new(app, certs));
         let mirror = tokio::spawn(crate::migrate::service::run_mirror(migration.clone()));
         if store.snapshot().and_then(|s| s.tokens()).map(|t| t.is_empty()).unwrap_or(false) {
-            tracing::info!("no SCIM token yet: run `scimbridge token issue --name <idp>` with the same --data-dir");
+            tracing::info!("no SCIM token yet: run `{} token issue --name <idp>`", cfg.cli_prefix());
         }
         let control_task = match control::bind(&cfg.data_dir) {
             Ok(listener) => {
@@ -193,14 +205,16 @@ pub(crate) fn run(cfg: Config) -> Result<()> {
         });
         http::server::run(state.clone(), listener, acceptor, async move {
             shutdown_signal().await;
+            // systemd learns at once that the stop has begun (requests in flight may
+            // take up to the drain timeout).
+            #[cfg(unix)]
+            crate::sdnotify::notify("STOPPING=1");
             let _ = stop_tx.send(true);
         })
         .await;
         if let Some(a) = admin_server {
             let _ = a.await;
         }
-        #[cfg(unix)]
-        crate::sdnotify::notify("STOPPING=1");
         flusher.abort();
         pruner.abort();
         mirror.abort();
@@ -222,13 +236,73 @@ pub(crate) fn run(cfg: Config) -> Result<()> {
     result
 }
 
+/// The listeners, bound before the data directory is touched.
+struct Bound {
+    /// The SCIM listener (`listen`), which also serves the admin page unless it has
+    /// its own.
+    scim: tokio::net::TcpListener,
+    /// The admin page's own listener (`admin.listen`), when configured and enabled.
+    admin: Option<tokio::net::TcpListener>,
+    /// The plain-HTTP listener for ACME HTTP-01 challenges (`tls.acme.http_listen`).
+    http01: Option<tokio::net::TcpListener>,
+}
+
+impl Bound {
+    async fn bind(cfg: &Config) -> Result<Bound> {
+        let scim = tokio::net::TcpListener::bind(cfg.listen)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot listen on {}; is another program using it? set --listen",
+                    cfg.listen
+                )
+            })?;
+        let admin = match cfg.admin.listen.filter(|_| cfg.admin.enabled) {
+            Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.with_context(|| {
+                format!("cannot listen on {addr} for the admin page; is another program using it? set --admin-listen")
+            })?),
+            None => None,
+        };
+        let http01 = match &cfg.tls {
+            TlsMode::Acme(a) => match a.http_listen {
+                Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.with_context(|| {
+                    format!("cannot listen on {addr} for ACME HTTP-01; is another program using it? set --acme-http-listen")
+                })?),
+                None => None,
+            },
+            _ => None,
+        };
+        Ok(Bound {
+            scim,
+            admin,
+            http01,
+        })
+    }
+}
+
 /// Opens the database with a page cache of `storage.cache_mb`, or one sized from the
-/// file and the machine's memory; a database another process holds is named.
+/// file and the memory the process may use (`memory::budget`: the machine's, or its
+/// cgroup's limit when lower); a database another process holds is named.
 fn open_store(cfg: &Config) -> Result<Store> {
     let cache_bytes = cfg.cache_bytes.unwrap_or_else(|| {
         let file = std::fs::metadata(cfg.db_path()).map_or(0, |m| m.len());
-        let bytes = crate::store::default_cache_bytes(file, machine_memory());
-        tracing::info!(cache_mb = bytes >> 20, "page cache sized from the database file and the machine's memory (storage.cache_mb overrides)");
+        let memory = crate::memory::budget();
+        let bytes = crate::store::default_cache_bytes(file, memory.as_ref().map(|m| m.bytes));
+        let from = match &memory {
+            Some(m) => format!(
+                "{}, {} MiB (read from {})",
+                m.what,
+                m.bytes >> 20,
+                m.read_from
+            ),
+            None => "an assumed 1 GiB of memory (the machine's and the cgroup's could not be read)"
+                .to_owned(),
+        };
+        tracing::info!(
+            cache_mb = bytes >> 20,
+            database_mb = file >> 20,
+            "page cache sized from the database file and {from}; storage.cache_mb overrides"
+        );
         bytes
     });
     Store::open(&cfg.db_path(), &StoreOptions { cache_bytes }).map_err(|e| match e {
@@ -314,20 +388,27 @@ async fn shutdown_signal() {
     }
 }
 
-/// Memory this process may use, in bytes: the machine's (`MemTotal`), or the cgroup
-/// v2 limit of the service when that is lower; `None` when neither can be read.
-fn machine_memory() -> Option<u64> {
-    let total = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
-        m.lines()
-            .find_map(|l| l.strip_prefix("MemTotal:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .map(|kb| kb * 1024)
-    });
-    let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
-        .ok()
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    match (total, cgroup) {
-        (Some(t), Some(c)) => Some(t.min(c)),
-        (t, c) => t.or(c),
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bare_debug_level_is_scimbridges_own_and_filters_stay_as_written() {
+        assert_eq!(log_directives(None), "info");
+        assert_eq!(log_directives(Some(" ")), "info");
+        assert_eq!(
+            log_directives(Some("debug")),
+            "info,scimbridge=debug,audit=debug"
+        );
+        assert_eq!(
+            log_directives(Some("TRACE")),
+            "info,scimbridge=trace,audit=trace"
+        );
+        assert_eq!(log_directives(Some("warn")), "warn");
+        assert_eq!(log_directives(Some("h2=debug")), "h2=debug");
+        assert_eq!(
+            log_directives(Some("info,scimbridge::migrate=trace")),
+            "info,scimbridge::migrate=trace"
+        );
     }
 }

@@ -184,21 +184,22 @@ pub(crate) fn log_stored(r: &AuditRecord) {
     log(r);
 }
 
-/// Writes one entry to the log (target `audit`). Names come from identity providers:
-/// they are written with `?` so control characters are escaped.
+/// Writes one entry to the log (target `audit`): plain values, absent ones left out.
+/// Names come from identity providers; both log formats escape their control
+/// characters (`logline`, JSON), and the human one quotes a name with spaces.
 fn log(r: &AuditRecord) {
     tracing::info!(
         target: "audit",
         actor_kind = r.actor_kind.as_str(),
-        actor = ?r.actor,
+        actor = r.actor.as_str(),
         client = r.client.map(|c| c.to_string()),
         action = %r.action,
         resource_type = r.resource_type.as_deref(),
         resource_id = r.resource_id.as_deref(),
-        resource_name = ?r.resource_name,
+        resource_name = r.resource_name.as_deref(),
         outcome = r.outcome.as_str(),
         status = r.status,
-        reason = ?r.reason,
+        reason = r.reason.as_deref(),
         "audit"
     );
 }

@@ -2,10 +2,11 @@
 //! the data streams over the control socket and this process reads or writes the
 //! file (the sandboxed service never needs access to the admin's paths); without
 //! one, the database is opened directly. Files are written to `FILE.partial`, synced
-//! and renamed, so a failed run leaves no half file under the final name.
+//! and renamed, so a failed run leaves no half file under the final name; errors
+//! name `FILE`, the file the user asked for.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{anyhow, Context, Result};
@@ -26,9 +27,7 @@ pub(super) fn export(cfg: &Config, out: &Path) -> Result<ExitCode> {
         let mut sink = std::io::BufWriter::new(std::io::stdout().lock());
         return write_export(cfg, &mut sink).map(|()| ExitCode::SUCCESS);
     }
-    let partial = out.with_extension("partial");
-    let f = crate::localfs::create_private(&partial)
-        .with_context(|| format!("cannot create {}", partial.display()))?;
+    let (partial, f) = create_partial(out)?;
     let mut sink = export::VerifyingWriter::new(std::io::BufWriter::with_capacity(256 * 1024, f));
     let written = write_export(cfg, &mut sink);
     // A failed check fails the write it happened in: then the check names the cause.
@@ -135,16 +134,24 @@ pub(super) fn import(cfg: &Config, file: &Path) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `backup --out FILE`: from a running server over the control socket (the server
-/// makes the copy in its data directory and streams it), or directly.
-pub(super) fn backup(cfg: &Config, out: &Path) -> Result<ExitCode> {
+/// `backup --out FILE [--force]`: from a running server over the control socket (the
+/// server makes the copy in its data directory and streams it), or directly. An
+/// existing `FILE` is replaced only with `force` (a mistyped name must not destroy
+/// the one good copy).
+pub(super) fn backup(cfg: &Config, out: &Path, force: bool) -> Result<ExitCode> {
+    let given = out;
     let out = std::path::absolute(out).with_context(|| format!("bad path {}", out.display()))?;
     if out == std::path::absolute(cfg.db_path()).unwrap_or_default() {
         anyhow::bail!("--out must not be the live database file");
     }
-    let partial = out.with_extension("partial");
-    let mut file = crate::localfs::create_private(&partial)
-        .with_context(|| format!("cannot create {}", partial.display()))?;
+    if !force && std::fs::symlink_metadata(&out).is_ok() {
+        anyhow::bail!(
+            "{} already exists; choose another name, or pass --force to replace it",
+            given.display()
+        );
+    }
+    let (partial, mut file) = create_partial(given)?;
+    let partial = std::path::absolute(&partial).unwrap_or(partial);
     let streamed = client::call_stream(&cfg.data_dir, &Request::Backup, &mut file, |_| {});
     let counts = match streamed {
         Some(r) => r
@@ -178,6 +185,28 @@ pub(super) fn backup(cfg: &Config, out: &Path) -> Result<ExitCode> {
         count(groups, "group", "groups")
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Creates (mode 0600) the file `out` is written to before it is renamed into place,
+/// `OUT.partial`. A failure names `out`, and the directory when that is missing.
+fn create_partial(out: &Path) -> Result<(PathBuf, std::fs::File)> {
+    let mut name = out.as_os_str().to_owned();
+    name.push(".partial");
+    let partial = PathBuf::from(name);
+    match crate::localfs::create_private(&partial) {
+        Ok(f) => Ok((partial, f)),
+        Err(e) => match out
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty() && !d.is_dir())
+        {
+            Some(dir) => Err(anyhow!(
+                "cannot write {}: the directory {} does not exist",
+                out.display(),
+                dir.display()
+            )),
+            None => Err(anyhow!(e).context(format!("cannot write {}", out.display()))),
+        },
+    }
 }
 
 /// "25 users, 2 groups and 1 membership": an export's or import's counts.

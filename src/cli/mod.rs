@@ -71,9 +71,13 @@ pub(crate) enum Command {
     Admin(AdminCommand),
     /// Write a consistent copy of the database while the server keeps serving.
     Backup {
-        /// The backup file to write (replaced atomically if it exists).
+        /// The backup file to write; an existing file is refused unless --force.
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
+        /// Replace FILE if it exists (atomically: the old copy stays until the new one
+        /// is complete).
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -354,6 +358,68 @@ pub fn command() -> clap::Command {
     unset_empty(<Cli as clap::CommandFactory>::command())
 }
 
+/// Prints clap's answer to a command line it refused (or `--help`, `--version`) and
+/// returns its exit code. An invalid value that came from a `SCIMBRIDGE_*` variable,
+/// not from the command line, is named as such: clap names only the flag
+/// (`invalid value 'bogus' for '--tls <MODE>'` when `SCIMBRIDGE_TLS=bogus`).
+pub fn exit_on_usage_error(e: clap::Error) -> ExitCode {
+    let text = e.render().to_string();
+    let text = match env_source(&e) {
+        Some(var) => {
+            let note = format!(
+                "  note: the value comes from the environment variable {var}; correct or unset it\n"
+            );
+            match text.find("\nFor more information") {
+                Some(i) => format!("{}{note}{}", &text[..i], &text[i..]),
+                None => format!("{text}{note}"),
+            }
+        }
+        None => text,
+    };
+    if e.use_stderr() {
+        eprint!("{text}");
+    } else {
+        print!("{text}");
+    }
+    ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2))
+}
+
+/// The `SCIMBRIDGE_*` variable an invalid value in `e` came from: the refused flag's
+/// variable holds that value and the flag is not on the command line.
+fn env_source(e: &clap::Error) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if !matches!(
+        e.kind(),
+        ErrorKind::InvalidValue | ErrorKind::ValueValidation
+    ) {
+        return None;
+    }
+    let (Some(ContextValue::String(arg)), Some(ContextValue::String(value))) = (
+        e.get(ContextKind::InvalidArg),
+        e.get(ContextKind::InvalidValue),
+    ) else {
+        return None;
+    };
+    // "--tls <MODE>" names the flag `tls`.
+    let long = arg.strip_prefix("--")?.split([' ', '=']).next()?;
+    let given =
+        std::env::args().any(|a| a == format!("--{long}") || a.starts_with(&format!("--{long}=")));
+    if given {
+        return None;
+    }
+    fn find(cmd: &clap::Command, long: &str) -> Option<String> {
+        cmd.get_arguments()
+            .find(|a| a.get_long() == Some(long))
+            .and_then(|a| a.get_env())
+            .map(|v| v.to_string_lossy().into_owned())
+            .or_else(|| cmd.get_subcommands().find_map(|c| find(c, long)))
+    }
+    let var = find(&command(), long)?;
+    std::env::var(&var)
+        .is_ok_and(|v| v.contains(value.as_str()))
+        .then_some(var)
+}
+
 /// Asks a person at the terminal `question` (ending in "[y/N] ") on stderr; true
 /// for "y" or "yes". Destructive commands (`token revoke`, `admin remove`) ask only
 /// when stdin is a terminal and not with `--yes`, so scripts stay non-interactive.
@@ -398,7 +464,7 @@ pub fn run(matches: &ArgMatches) -> Result<ExitCode> {
         Command::Admin(cmd) => admin::run(&cli.load(None)?, cmd),
         Command::Export { out } => data::export(&cli.load(None)?, out),
         Command::Import { file } => data::import(&cli.load(None)?, file),
-        Command::Backup { out } => data::backup(&cli.load(None)?, out),
+        Command::Backup { out, force } => data::backup(&cli.load(None)?, out, *force),
     }
 }
 

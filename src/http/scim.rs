@@ -190,12 +190,12 @@ pub(crate) async fn handle(
         }
     } else if let Some(why) = &seen.reason {
         tracing::info!(
-            token = ?seen.token,
+            token = seen.token.as_deref(),
             client = %client,
             method = %method,
-            path = ?rest,
+            path = rest,
             status = seen.status,
-            reason = ?why,
+            reason = why.as_str(),
             // The documented vocabulary: refused (4xx), denied (401/403), failed (5xx).
             "SCIM request {}",
             OutcomeClass::of(seen.status).as_str()

@@ -55,7 +55,11 @@ fn every_command_creates_private_files() {
     let backup = root.path().join("backup.redb");
     std::fs::write(&backup, b"old").unwrap();
     chmod(&backup, 0o644);
-    let (ok, _, e) = cli(&data, &["backup", "--out", backup.to_str().unwrap()]);
+    // (Replacing an existing file takes --force since the trial's item 16.)
+    let (ok, _, e) = cli(
+        &data,
+        &["backup", "--out", backup.to_str().unwrap(), "--force"],
+    );
     assert!(ok, "{e}");
     assert_eq!(mode(&backup), 0o600);
     let export = root.path().join("export.jsonl");
@@ -252,6 +256,110 @@ fn root_on_a_service_directory() {
         got.is_empty(),
         "the CLI sent {} bytes to an untrusted socket",
         got.len()
+    );
+}
+
+/// The trial: a backup restored with `cp` as root left `scimbridge.redb` owned by
+/// root in the service user's directory; the error advised running as root, which
+/// fails the same way. The advice is now the one that works: `chown -R USER: DIR`
+/// (or `install -o` for a restore), whoever runs it; and a directory owned by root
+/// is given to the user running scimbridge rather than run as root.
+#[test]
+fn a_file_restored_as_root_is_refused_with_the_chown_that_fixes_it() {
+    if !is_root() {
+        panic!("this test needs root (CI runs as root): it switches file owners");
+    }
+    let (uid, gid) = nobody();
+    let root = tempfile::tempdir().unwrap();
+    chmod(root.path(), 0o755);
+    let data = root.path().join("service");
+    std::fs::create_dir(&data).unwrap();
+    chmod(&data, 0o700);
+    std::os::unix::fs::chown(&data, Some(uid), Some(gid)).unwrap();
+    issue_token(&data, "entra", &[]);
+    // The restore: a copy made by root keeps root as its owner.
+    let db = data.join("scimbridge.redb");
+    let backup = root.path().join("backup.redb");
+    std::fs::copy(&db, &backup).unwrap();
+    std::fs::remove_file(&db).unwrap();
+    std::fs::copy(&backup, &db).unwrap();
+    assert_eq!(std::fs::metadata(&db).unwrap().uid(), 0);
+    let bin = root.path().join("scimbridge");
+    std::fs::copy(super::support::BIN, &bin).unwrap();
+    chmod(&bin, 0o755);
+    // As `nobody` by the process's own uid (not runuser, whose child a kill misses).
+    let as_nobody = || {
+        let mut c = std::process::Command::new(&bin);
+        std::os::unix::process::CommandExt::uid(&mut c, uid);
+        std::os::unix::process::CommandExt::gid(&mut c, gid);
+        c
+    };
+    let serve = |nobody: bool| {
+        let mut cmd = if nobody {
+            as_nobody()
+        } else {
+            std::process::Command::new(&bin)
+        };
+        let out = cmd
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env_remove("SCIMBRIDGE_CONFIG")
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let fix = format!("chown -R nobody: {}", data.display());
+    // As the service user, and as root (which the old advice suggested): the same
+    // remedy, never "run as root".
+    for who in [true, false] {
+        let err = serve(who);
+        assert!(
+            err.contains(&format!("{} belongs to root", db.display()))
+                && err.contains(&fix)
+                && err.contains("install -o nobody")
+                && !err.contains("runuser -u root"),
+            "as nobody {who}: {err}"
+        );
+    }
+    // Following it works: the server starts as the service user.
+    std::os::unix::fs::chown(&db, Some(uid), Some(gid)).unwrap();
+    let mut child = as_nobody()
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env_remove("SCIMBRIDGE_CONFIG")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let started = std::io::BufRead::lines(std::io::BufReader::new(stderr))
+        .map_while(Result::ok)
+        .any(|l| l.contains("SCIM URL for your identity provider"));
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(started, "the server did not start after the chown");
+
+    // A directory owned by root, run as the service user: give it to that user;
+    // running as root is not offered.
+    let rooted = root.path().join("rooted");
+    std::fs::create_dir(&rooted).unwrap();
+    chmod(&rooted, 0o700);
+    let out = as_nobody()
+        .arg("--data-dir")
+        .arg(&rooted)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env_remove("SCIMBRIDGE_CONFIG")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("belongs to root, not to nobody")
+            && err.contains(&format!("chown -R nobody: {}", rooted.display()))
+            && !err.contains("run scimbridge as root"),
+        "{err}"
     );
 }
 

@@ -244,9 +244,26 @@ fn only_tls_1_2_and_1_3_are_offered() {
     );
 }
 
+/// SIGTERM drains requests in flight; systemd hears `STOPPING=1` as the shutdown
+/// begins (the trial saw it only after "scimbridge stopped"), while the request is
+/// still in flight.
 #[test]
 fn sigterm_lets_the_in_flight_request_finish() {
-    let mut s = Server::start();
+    let notify_dir = tempfile::tempdir().unwrap();
+    let notify_path = notify_dir.path().join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut s = Server::start_with_env(&[], &[("NOTIFY_SOCKET", notify_path.to_str().unwrap())]);
+    let mut datagram = [0u8; 512];
+    let mut next_notification = || {
+        let n = notify
+            .recv(&mut datagram)
+            .expect("a notification within 20 s");
+        String::from_utf8_lossy(&datagram[..n]).into_owned()
+    };
+    assert!(next_notification().starts_with("READY=1"));
     let ca = s.data_dir().join("tls/cert.pem");
     let (mut tls, _) = connect(&s.addr, &[&ca]);
     let body = serde_json::to_vec(&user_body("inflight@example.com")).unwrap();
@@ -273,6 +290,7 @@ fn sigterm_lets_the_in_flight_request_finish() {
         Duration::from_secs(10),
         || std::net::TcpStream::connect(&s.addr).is_err().then_some(()),
     );
+    assert_eq!(next_notification(), "STOPPING=1");
     tls.write_all(rest).unwrap();
     tls.flush().unwrap();
     let mut buf = Vec::new();
@@ -321,6 +339,220 @@ fn json_logs_have_request_ids_and_never_tokens() {
         .iter()
         .any(|v| v["fields"]["status"] == 201 && v["fields"]["path"] == "/scim/v2/Users"));
     assert!(!lines.contains(&s.token) && !lines.contains("Sup3rSecret!"));
+}
+
+/// The trial: logs showed Rust's `Debug` forms (`"actor":"\"okta\""`,
+/// `Some("pw@contoso.com")`, `reason="None"`). Both formats write plain values and
+/// leave absent ones out.
+#[test]
+fn logs_write_plain_values_and_leave_absent_ones_out() {
+    let s = Server::start_with(&["--log-format", "json"]);
+    let c = s.client();
+    assert_eq!(c.post("/Users", &user_body("pw@contoso.com")).status, 201);
+    assert_eq!(c.get("/Users/no-such-id").status, 404);
+    let log = s.wait_for_log("SCIM request refused");
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let created = lines
+        .iter()
+        .find(|v| v["target"] == "audit" && v["fields"]["action"] == "scim.create")
+        .unwrap_or_else(|| panic!("no audit line of the create:\n{log}"));
+    assert_eq!(created["fields"]["actor"], "test", "{created}");
+    assert_eq!(created["fields"]["resource_name"], "pw@contoso.com");
+    assert!(created["fields"].get("reason").is_none(), "{created}");
+    let refused = lines
+        .iter()
+        .find(|v| v["fields"]["message"] == "SCIM request refused")
+        .unwrap();
+    assert_eq!(refused["fields"]["token"], "test", "{refused}");
+    assert_eq!(refused["fields"]["path"], "/Users/no-such-id", "{refused}");
+    assert!(refused["fields"]["reason"].is_string());
+    assert!(
+        !log.contains("Some(") && !log.contains("None") && !log.contains("\\\""),
+        "{log}"
+    );
+
+    let s = Server::start();
+    let c = s.client();
+    assert_eq!(c.post("/Users", &user_body("pw@contoso.com")).status, 201);
+    assert_eq!(c.get("/Users/no-such-id").status, 404);
+    let log = s.wait_for_log("SCIM request refused");
+    let audit = log
+        .lines()
+        .find(|l| l.contains("action=scim.create"))
+        .unwrap();
+    assert!(
+        audit.contains(" actor=test ") && audit.contains(" resource_name=pw@contoso.com "),
+        "{audit}"
+    );
+    assert!(!audit.contains("reason"), "{audit}");
+    let refused = log
+        .lines()
+        .find(|l| l.contains("SCIM request refused"))
+        .unwrap();
+    assert!(
+        refused.contains(" token=test ") && refused.contains(" reason=\""),
+        "{refused}"
+    );
+    assert!(!log.contains("Some(") && !log.contains("None"), "{log}");
+}
+
+/// The trial: `serve` on a port another program holds created the data directory
+/// and a self-signed certificate, then failed. The listeners are bound first now.
+#[test]
+fn serve_on_a_busy_port_creates_nothing() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap().to_string();
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("new");
+    let admin_busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let admin_addr = admin_busy.local_addr().unwrap().to_string();
+    for (listen, admin, said) in [
+        (addr.as_str(), None, addr.as_str()),
+        (
+            "127.0.0.1:0",
+            Some(admin_addr.as_str()),
+            admin_addr.as_str(),
+        ),
+    ] {
+        let mut cmd = std::process::Command::new(BIN);
+        cmd.arg("--data-dir")
+            .arg(&data)
+            .args(["serve", "--listen", listen])
+            .env_remove("SCIMBRIDGE_CONFIG");
+        if let Some(a) = admin {
+            cmd.args(["--admin-listen", a]);
+        }
+        let out = cmd.output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(err.contains(&format!("cannot listen on {said}")), "{err}");
+        assert!(!data.exists(), "a data directory was left behind: {err}");
+    }
+}
+
+/// The server's stderr up to the first line holding `needle` (at most 20 s), then
+/// the server is stopped.
+fn log_until(cmd: &mut std::process::Command, needle: &str) -> String {
+    let mut child = cmd
+        .env_remove("SCIMBRIDGE_CONFIG")
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut log = String::new();
+    while let Ok(line) =
+        rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+    {
+        log.push_str(&line);
+        log.push('\n');
+        if line.contains(needle) {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    log
+}
+
+/// The trial: started with `--config`, the first-start hint said "with the same
+/// --data-dir", though the CLI must read the same file.
+#[test]
+fn the_first_start_hint_names_how_the_server_was_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let file = dir.path().join("bridge.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "data_dir = \"{}\"\nlisten = \"127.0.0.1:0\"\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let log = log_until(
+        std::process::Command::new(BIN)
+            .arg("--config")
+            .arg(&file)
+            .arg("serve"),
+        "identity provider: ",
+    );
+    let hint = format!(
+        "no SCIM token yet: run `scimbridge --config {} token issue --name <idp>`",
+        file.display()
+    );
+    assert!(log.contains(&hint), "{log}");
+    // Without a file, the data directory.
+    let other = dir.path().join("other");
+    let log = log_until(
+        std::process::Command::new(BIN)
+            .arg("--data-dir")
+            .arg(&other)
+            .args(["serve", "--listen", "127.0.0.1:0"]),
+        "identity provider: ",
+    );
+    let hint = format!(
+        "run `scimbridge --data-dir {} token issue --name <idp>`",
+        other.display()
+    );
+    assert!(log.contains(&hint), "{log}");
+}
+
+/// The trial: `backup --out` silently replaced an existing file, and a missing
+/// directory was reported as `cannot create /nonexistent/dir/x.partial`.
+#[test]
+fn backup_keeps_an_existing_file_unless_forced_and_names_the_file_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    issue_token(&data, "entra", &[]);
+    let out = dir.path().join("keep.redb");
+    std::fs::write(&out, "the one good copy").unwrap();
+    let (ok, _, err) = cli(&data, &["backup", "--out", out.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(
+        err.contains(&format!("{} already exists", out.display())) && err.contains("--force"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "the one good copy");
+    let (ok, stdout, err) = cli(
+        &data,
+        &["backup", "--out", out.to_str().unwrap(), "--force"],
+    );
+    assert!(ok, "{err}");
+    assert!(stdout.contains("backup written to"), "{stdout}");
+    assert_ne!(std::fs::read(&out).unwrap(), b"the one good copy");
+
+    let missing = dir.path().join("no-such-dir").join("x.redb");
+    let (ok, _, err) = cli(&data, &["backup", "--out", missing.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(
+        err.contains(&format!("cannot write {}", missing.display()))
+            && err.contains("does not exist")
+            && !err.contains(".partial"),
+        "{err}"
+    );
+    let (ok, _, err) = cli(&data, &["export", "--out", missing.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(
+        !err.contains(".partial") && err.contains("no-such-dir"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -377,6 +609,33 @@ fn environment_variables_configure_like_flags() {
     assert!(
         text.contains("127.0.0.1:9555") && text.contains("tls=off"),
         "{text}"
+    );
+    // The trial: an invalid value from a variable was reported for the flag only.
+    let out = std::process::Command::new(BIN)
+        .args(["check-config"])
+        .env("SCIMBRIDGE_DATA_DIR", dir.path())
+        .env("SCIMBRIDGE_TLS", "bogus")
+        .env_remove("SCIMBRIDGE_CONFIG")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("'bogus'") && err.contains("environment variable SCIMBRIDGE_TLS"),
+        "{err}"
+    );
+    // Given as a flag, the flag is what is named.
+    let out = std::process::Command::new(BIN)
+        .args(["check-config", "--tls", "bogus"])
+        .env("SCIMBRIDGE_DATA_DIR", dir.path())
+        .env("SCIMBRIDGE_TLS", "bogus")
+        .env_remove("SCIMBRIDGE_CONFIG")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("'--tls <MODE>'") && !err.contains("environment variable"),
+        "{err}"
     );
 }
 

@@ -927,7 +927,7 @@ async fn login_submit(state: &AppState, req: Request<RequestBody>) -> Response<B
         Ok(None) => {
             tokio::time::sleep(session::FAILURE_DELAY).await;
             reservation.failed(Instant::now());
-            tracing::warn!(client = %ip, account = ?tried, "admin sign-in failed");
+            tracing::warn!(client = %ip, account = tried.as_str(), "admin sign-in failed");
             let entry = Entry::new("admin.sign_in")
                 .on("AdminAccount", None, Some(&tried))
                 .refused("wrong name or password");

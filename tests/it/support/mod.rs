@@ -116,6 +116,8 @@ pub struct Server {
     pub addr: String,
     pub token: String,
     pub extra_args: Vec<String>,
+    /// Environment variables the server is started with (besides the defaults).
+    pub env: Vec<(String, String)>,
     log: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
@@ -147,6 +149,23 @@ impl Server {
         listen: &str,
         extra: &[&str],
     ) -> Server {
+        Self::start_full(dir, token_name, listen, extra, &[])
+    }
+
+    /// A fresh data directory with one read-write token, and the server started with
+    /// the environment variables `env` (e.g. `NOTIFY_SOCKET`).
+    pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Self::start_full(dir, "test", "", extra, env)
+    }
+
+    fn start_full(
+        dir: tempfile::TempDir,
+        token_name: &str,
+        listen: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
         let token = issue_token(dir.path(), token_name, &[]);
         let mut s = Server {
             child: None,
@@ -155,6 +174,10 @@ impl Server {
             addr: listen.to_owned(),
             token,
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             log: Default::default(),
         };
         s.spawn();
@@ -180,6 +203,7 @@ impl Server {
             .args(&self.extra_args)
             .env_remove("SCIMBRIDGE_CONFIG")
             .env("SCIMBRIDGE_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
@@ -190,7 +214,10 @@ impl Server {
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(i) = line.find("identity provider: ") {
-                    let _ = tx.send(line[i + "identity provider: ".len()..].trim().to_owned());
+                    // The URL ends the human line; in a JSON line, a quote follows it.
+                    let rest = &line[i + "identity provider: ".len()..];
+                    let url = rest.split(['"', ' ']).next().unwrap_or_default();
+                    let _ = tx.send(url.to_owned());
                 }
                 log.lock().unwrap().push(line);
             }
