@@ -1,6 +1,7 @@
 //! `migrate check`: is the directory ready to move to hosted provisioning? Blockers
 //! stop a migration (email domains outside the allowed list, public mail domains,
-//! users without an email); warnings are worth a look (protected groups the hosted
+//! users without an email, managers that are not in the directory, groups that
+//! contain themselves through other groups); warnings are worth a look (protected groups the hosted
 //! service will not manage, inactive users, duplicate emails). Every finding names
 //! the users or groups concerned.
 
@@ -42,6 +43,9 @@ pub(crate) enum FindingCode {
     /// Blocker: users whose manager is no user of this directory (a link to a user
     /// deleted before the bridge cleared such links on delete).
     UnknownManager,
+    /// Blocker: groups that contain themselves through other groups (a membership
+    /// cycle an import of an older export brought; SCIM writes refuse new ones).
+    MembershipCycle,
     /// Warning: groups the hosted service will not manage.
     ProtectedGroup,
     /// Warning: suspended users.
@@ -59,6 +63,7 @@ impl FindingCode {
             FindingCode::PublicMailDomain => "public-mail-domain",
             FindingCode::NoEmail => "no-email",
             FindingCode::UnknownManager => "unknown-manager",
+            FindingCode::MembershipCycle => "membership-cycle",
             FindingCode::ProtectedGroup => "protected-group",
             FindingCode::InactiveUser => "inactive-user",
             FindingCode::DuplicateEmail => "duplicate-email",
@@ -237,6 +242,7 @@ pub(crate) fn check(snapshot: &Snapshot, policy: &MigrationPolicy) -> StoreResul
         }
         Ok(true)
     })?;
+    let (cycles, in_cycles) = membership_cycles(snapshot)?;
     let mut duplicates: Vec<Subject> = by_email
         .into_values()
         .filter(|v| v.len() > 1)
@@ -306,6 +312,23 @@ pub(crate) fn check(snapshot: &Snapshot, policy: &MigrationPolicy) -> StoreResul
         ),
         unknown_manager,
     );
+    push(
+        &mut blockers,
+        FindingCode::MembershipCycle,
+        format!(
+            "{} through other groups ({}; each group a member of the next): hosted \
+             provisioning refuses a group that contains itself. Remove one \
+             membership of each cycle (in the identity provider, or a SCIM PATCH \
+             \"remove\" of members[value eq \"<id>\"] on one of its groups), then check again",
+            count(
+                in_cycles.len() as u64,
+                "group contains itself",
+                "groups contain themselves"
+            ),
+            cycles
+        ),
+        in_cycles,
+    );
     let mut warnings = Vec::new();
     push(
         &mut warnings,
@@ -338,6 +361,44 @@ pub(crate) fn check(snapshot: &Snapshot, policy: &MigrationPolicy) -> StoreResul
         blockers,
         warnings,
     })
+}
+
+/// Most cycles a finding's message spells out; its subjects list every group.
+const SPELLED_CYCLES: usize = 5;
+
+/// The membership cycles among groups (`Snapshot::membership_cycles`): the cycles
+/// spelled by name for the message (`"A" → "B" → "A"`, at most [`SPELLED_CYCLES`],
+/// then how many more), and every group in one, as subjects.
+fn membership_cycles(snapshot: &Snapshot) -> StoreResult<(String, Vec<Subject>)> {
+    let cycles = snapshot.membership_cycles()?;
+    let mut subjects = Vec::new();
+    let mut spelled = Vec::new();
+    for (i, cycle) in cycles.iter().enumerate() {
+        let mut names = Vec::with_capacity(cycle.len() + 1);
+        for id in cycle {
+            let name = snapshot
+                .name_of(ResourceType::Group, id)?
+                .unwrap_or_default();
+            names.push(format!("\"{name}\""));
+            subjects.push(Subject {
+                resource_type: ResourceType::Group,
+                id: id.clone(),
+                name,
+                email: None,
+            });
+        }
+        if i < SPELLED_CYCLES {
+            names.push(names[0].clone());
+            spelled.push(names.join(" → "));
+        }
+    }
+    if cycles.len() > SPELLED_CYCLES {
+        spelled.push(format!(
+            "and {} more",
+            count((cycles.len() - SPELLED_CYCLES) as u64, "cycle", "cycles")
+        ));
+    }
+    Ok((spelled.join("; "), subjects))
 }
 
 /// The report for a terminal: each finding with up to `limit` names.

@@ -12,6 +12,7 @@
 
 mod admin;
 pub(crate) mod audit;
+mod cycles;
 mod health;
 mod migration;
 mod nesting;
@@ -1757,6 +1758,7 @@ fn update_in(
             (changed_members(txn, id, add)?, present)
         }
     };
+    cycles::refuse_closing(txn, id, &to_add)?;
     let members_changed = !to_add.is_empty() || !to_remove.is_empty();
     if attrs == old_attrs && !members_changed {
         // Nothing changes: keep the version, so ETags stay valid.

@@ -205,3 +205,89 @@ fn get_manager(c: &Client, id: &str) -> Option<Value> {
         .get("manager")
         .cloned()
 }
+
+/// Groups that contain themselves through other groups (what an older release
+/// accepted and its export keeps) import as they were and block the migration,
+/// naming every group of each cycle and the cycle itself; a SCIM write that would
+/// close a cycle again is refused, and removing one membership clears the blocker.
+#[test]
+fn a_membership_cycle_is_a_blocker_naming_its_groups() {
+    let cfgdir = tempfile::tempdir().unwrap();
+    let cfg = config(cfgdir.path(), "\"example.com\"");
+    let mut export = crate::support::export::ExportFile::default();
+    let alice = export.user(json!({"userName": "alice@example.com",
+        "emails": [{"value": "alice@example.com"}]}));
+    let a = export.group(json!({"displayName": "Cycle A"}));
+    let b = export.group(json!({"displayName": "Cycle B"}));
+    let x = export.group(json!({"displayName": "X"}));
+    let y = export.group(json!({"displayName": "Y"}));
+    let z = export.group(json!({"displayName": "Z"}));
+    let flat = export.group(json!({"displayName": "Nested, no cycle"}));
+    export.member(&a, &alice, "User");
+    export.member(&a, &b, "Group");
+    export.member(&b, &a, "Group");
+    export.member(&y, &x, "Group");
+    export.member(&z, &y, "Group");
+    export.member(&x, &z, "Group");
+    export.member(&flat, &a, "Group");
+    let files = tempfile::tempdir().unwrap();
+    let file = files.path().join("older.jsonl");
+    export.write(&file);
+    let data = tempfile::tempdir().unwrap();
+    let (ok, out, err) = cli(data.path(), &["import", file.to_str().unwrap()]);
+    assert!(ok, "{out}{err}");
+    let s = Server::start_in_with(data, "check", &["--config", cfg.to_str().unwrap()]);
+    let c = s.client();
+
+    let (ok, out, _) = check(&s, &cfg, true);
+    assert!(!ok, "{out}");
+    let r: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(codes(&r["blockers"]), vec!["membership-cycle"]);
+    let names: Vec<&str> = r["blockers"][0]["subjects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["Cycle A", "Cycle B", "X", "Y", "Z"]);
+    let message = r["blockers"][0]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("5 groups contain themselves through other groups")
+            && message.contains("\"Cycle A\" → \"Cycle B\" → \"Cycle A\"")
+            && message.contains("\"X\" → \"Y\" → \"Z\" → \"X\"")
+            && message.contains("remove"),
+        "{message}"
+    );
+    let (_, text, _) = check(&s, &cfg, false);
+    assert!(
+        text.contains("[membership-cycle]") && text.contains("Group Cycle B"),
+        "{text}"
+    );
+
+    // The groups still serve; alice is in Cycle A directly and in Cycle B and
+    // "Nested, no cycle" through it, each listed once.
+    let groups = c.get(&format!("/Users/{alice}")).json()["groups"].clone();
+    assert_eq!(groups.as_array().unwrap().len(), 3, "{groups}");
+
+    // Removing one membership of each cycle clears the blocker; closing one again is
+    // refused with the cycle named.
+    let remove = |group: &str, member: &str| {
+        let body = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+            "Operations": [{"op": "remove", "path": format!("members[value eq \"{member}\"]")}]});
+        let r = c.patch(&format!("/Groups/{group}"), &body);
+        assert!(r.status == 200 || r.status == 204, "{}", r.status);
+    };
+    remove(&a, &b);
+    remove(&x, &z);
+    let (ok, out, err) = check(&s, &cfg, true);
+    assert!(ok, "{out}{err}");
+    let again = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [{"op": "add", "path": "members", "value": [{"value": b}]}]});
+    let r = c.patch(&format!("/Groups/{a}"), &again);
+    assert_scim_error(&r, 400, Some("invalidValue"));
+    let detail = r.json()["detail"].as_str().unwrap().to_owned();
+    assert!(
+        detail.contains("\"Cycle A\" → \"Cycle B\" → \"Cycle A\""),
+        "{detail}"
+    );
+}

@@ -324,6 +324,7 @@ fn a_format_4_database_gets_its_id_tables_and_pages_by_offset_as_by_cursor() {
 /// A database written by the format-5 release (`tests/fixtures/format5/`): carol's
 /// manager was deleted under format 5, which kept the link; the upgrade clears it
 /// (and says so), and after it a delete clears a deleted manager from its reports.
+/// The membership cycle format 5 accepted stays, and `migrate check` names it.
 #[test]
 fn a_format_5_database_loses_links_to_deleted_managers_and_follows_deletes() {
     let ent = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
@@ -355,5 +356,22 @@ fn a_format_5_database_loses_links_to_deleted_managers_and_follows_deletes() {
     let bob_after = one("bob@example.com");
     assert_eq!(bob_after[ent], serde_json::json!({"department": "R&D"}));
     assert_ne!(bob_after["meta"]["version"], bob["meta"]["version"]);
+    // The two groups format 5 let contain each other are kept, and named by the
+    // readiness check.
+    let (_, out, err) = cli(&s.data_dir(), &["migrate", "check", "--json"]);
+    let report: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}{err}"));
+    let cycle = report["blockers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["code"] == "membership-cycle")
+        .unwrap_or_else(|| panic!("{report}"));
+    let names: Vec<&str> = cycle["subjects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["Cycle A", "Cycle B"]);
     s.stop();
 }
