@@ -978,14 +978,19 @@ fn check_config_explains_acme_ports() {
         "{out}"
     );
     let out = run(&["--listen", "0.0.0.0:443"]);
-    assert!(!out.contains("warning"), "{out}");
+    // No ACME warning; /metrics on a public listener without a token still has its own.
+    assert!(!out.contains("warning: ACME"), "{out}");
+    assert!(
+        out.contains("warning: /metrics on the SCIM listener 0.0.0.0:443"),
+        "{out}"
+    );
     let out = run(&[
         "--listen",
         "0.0.0.0:8443",
         "--acme-http-listen",
         "0.0.0.0:80",
     ]);
-    assert!(!out.contains("warning"), "{out}");
+    assert!(!out.contains("warning: ACME"), "{out}");
     let out = run(&[
         "--listen",
         "0.0.0.0:443",
