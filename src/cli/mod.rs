@@ -137,7 +137,13 @@ pub(crate) enum TokenCommand {
     },
     /// Issue a successor under the token's name (same scope and lifetime), printed
     /// once; the old secret stays valid, shown as superseded, until it is revoked.
-    Rotate { name: String },
+    Rotate {
+        name: String,
+        /// Print only the successor's secret (on stdout), without the explanation
+        /// on stderr, as `token issue --quiet` does.
+        #[arg(long, short)]
+        quiet: bool,
+    },
     /// Revoke a token by name (or by id, from `token list`); takes effect on the
     /// next request. Asks first when stdin is a terminal. After a rotation the name
     /// holds several secrets: --superseded revokes the old ones.

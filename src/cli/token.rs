@@ -1,7 +1,7 @@
 //! `token issue|list|rotate|revoke`: SCIM bearer tokens, rendered from the typed
 //! replies. `issue` and `rotate` print the secret alone on stdout (so
 //! `TOKEN=$(scimbridge token issue --name x)` works) and its explanation on stderr
-//! (`issue --quiet` leaves the explanation out);
+//! (`--quiet` leaves the explanation out of either);
 //! `revoke` asks first only when stdin is a terminal.
 
 use std::io::IsTerminal;
@@ -63,23 +63,25 @@ pub(super) fn run(cfg: &Config, cmd: &TokenCommand) -> Result<ExitCode> {
                 print!("{}", table(&tokens));
             }
         }
-        TokenCommand::Rotate { name } => {
+        TokenCommand::Rotate { name, quiet } => {
             let req = Request::TokenRotate { name: name.clone() };
-            let r = match request(cfg, req, &mut |_| {})? {
+            let r = match request_quietly(cfg, req, &mut |_| {}, *quiet)? {
                 Reply::TokenRotated(r) => r,
                 other => return Err(unexpected(other)),
             };
-            let expiring = r
-                .new
-                .token
-                .expires
-                .map(|e| format!(", expiring {e}"))
-                .unwrap_or_default();
-            eprintln!(
-                "Issued a successor of the token \"{}\"{expiring}. Copy it now: it is shown only once. {}",
-                r.new.token.name,
-                old_secret(&r.old)
-            );
+            if !quiet {
+                let expiring = r
+                    .new
+                    .token
+                    .expires
+                    .map(|e| format!(", expiring {e}"))
+                    .unwrap_or_default();
+                eprintln!(
+                    "Issued a successor of the token \"{}\"{expiring}. Copy it now: it is shown only once. {}",
+                    r.new.token.name,
+                    old_secret(&r.old)
+                );
+            }
             // The one other place the CLI shows a secret: the successor just issued.
             println!("{}", r.new.secret.expose());
         }

@@ -196,6 +196,12 @@ fn accounts_sign_in_by_name_and_each_ends_only_its_own_sessions() {
     assert!(err.trim().is_empty(), "{err}");
     assert_eq!(out.lines().count(), 1, "{out}");
     assert!(out.starts_with("scimb_"), "{out}");
+    // `token rotate --quiet` likewise: the successor's secret alone (trial 3 item 15).
+    let (ok, out, err) = cli(&dir, &["token", "rotate", "script", "-q"]);
+    assert!(ok, "{err}");
+    assert!(err.trim().is_empty(), "{err}");
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(out.starts_with("scimb_"), "{out}");
     let (ok, _, err) = cli(&dir, &["token", "issue", "--name", "chatty"]);
     assert!(
         ok && err.contains("Issued the read-write token \"chatty\""),
