@@ -166,11 +166,10 @@ fn files_others_can_write_and_links_are_refused() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("symbolic link"));
 }
 
-/// As root (the Debian package's admin) on a directory owned by a service user:
-/// files the CLI creates go to that user, `serve` refuses, and a control socket that
-/// someone other than that user serves is not trusted.
-#[test]
-fn root_on_a_service_directory() {
+/// A data directory `service` (mode 0700) owned by `nobody`, as the package's
+/// service user owns /var/lib/scimbridge, inside a root-owned temporary directory
+/// (mode 0755); with nobody's uid and gid. Needs root (CI runs as root).
+fn service_directory() -> (tempfile::TempDir, std::path::PathBuf, u32, u32) {
     if !is_root() {
         panic!("this test needs root (CI runs as root): it switches file owners");
     }
@@ -181,6 +180,15 @@ fn root_on_a_service_directory() {
     std::fs::create_dir(&data).unwrap();
     chmod(&data, 0o700);
     std::os::unix::fs::chown(&data, Some(uid), Some(gid)).unwrap();
+    (root, data, uid, gid)
+}
+
+/// As root (the Debian package's admin) on a directory owned by a service user:
+/// files the CLI creates go to that user, `serve` refuses, and a control socket that
+/// someone other than that user serves is not trusted.
+#[test]
+fn root_on_a_service_directory() {
+    let (root, data, uid, gid) = service_directory();
 
     // token issue as root creates the database for the service user.
     issue_token(&data, "entra", &[]);
@@ -266,16 +274,7 @@ fn root_on_a_service_directory() {
 /// is given to the user running scimbridge rather than run as root.
 #[test]
 fn a_file_restored_as_root_is_refused_with_the_chown_that_fixes_it() {
-    if !is_root() {
-        panic!("this test needs root (CI runs as root): it switches file owners");
-    }
-    let (uid, gid) = nobody();
-    let root = tempfile::tempdir().unwrap();
-    chmod(root.path(), 0o755);
-    let data = root.path().join("service");
-    std::fs::create_dir(&data).unwrap();
-    chmod(&data, 0o700);
-    std::os::unix::fs::chown(&data, Some(uid), Some(gid)).unwrap();
+    let (root, data, uid, gid) = service_directory();
     issue_token(&data, "entra", &[]);
     // The restore: a copy made by root keeps root as its owner.
     let db = data.join("scimbridge.redb");
