@@ -161,10 +161,22 @@ pub(crate) fn run(cfg: Config) -> Result<()> {
         for w in migration.policy_view().map_err(|e| anyhow!(e))?.file_warnings() {
             tracing::warn!("{w}");
         }
+        // Behind a reverse proxy (TLS off, a public URL) the README keeps the admin page
+        // off the proxy, so its links (first-run setup, the dashboard) name this
+        // machine's listener, not the public URL the proxy serves only /scim/v2 at.
+        let behind_proxy = certs.is_none() && cfg.public_url.is_some();
         let admin_url = match &admin_listener {
             Some(l) => format!("{scheme}://{}/admin", l.local_addr()?),
+            None if behind_proxy => format!("http://{local}/admin"),
             None => format!("{origin}/admin"),
         };
+        if behind_proxy && admin_listener.is_none() && cfg.admin.enabled {
+            tracing::info!(
+                "the admin page is served here, not through public_url: open it on this machine \
+                 or through an SSH tunnel (ssh -L {port}:127.0.0.1:{port} THIS_HOST)",
+                port = local.port()
+            );
+        }
         let app = Arc::new(App::new(store.clone(), cfg.clone(), migration.clone()));
         let state = Arc::new(AppState::new(app, certs));
         let mirror = tokio::spawn(crate::migrate::service::run_mirror(migration.clone()));

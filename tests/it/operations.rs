@@ -514,6 +514,37 @@ fn the_first_start_hint_names_how_the_server_was_configured() {
     assert!(log.contains(&hint), "{log}");
 }
 
+/// The trial: behind a reverse proxy (TLS off, `public_url` set, the proxy serving only
+/// /scim/v2 as the README shows) the first-run setup link named the public URL, where
+/// no admin page is served. It names this machine's listener; SCIM keeps the public URL.
+#[test]
+fn behind_a_proxy_the_setup_link_is_this_machines_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = log_until(
+        std::process::Command::new(BIN)
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--tls",
+                "off",
+                "--public-url",
+                "https://scim.example.com",
+            ]),
+        "identity provider: ",
+    );
+    assert!(
+        log.contains("identity provider: https://scim.example.com/scim/v2"),
+        "{log}"
+    );
+    assert!(log.contains("admin page: http://127.0.0.1:"), "{log}");
+    assert!(log.contains("open http://127.0.0.1:"), "{log}");
+    assert!(!log.contains("https://scim.example.com/admin"), "{log}");
+    assert!(log.contains("through an SSH tunnel (ssh -L "), "{log}");
+}
+
 /// The trial: `backup --out` silently replaced an existing file, and a missing
 /// directory was reported as `cannot create /nonexistent/dir/x.partial`.
 #[test]
