@@ -176,22 +176,9 @@ fn id_order(
         return Ok((page, total));
     }
     let mut matched = 0usize;
-    for &rt in types {
-        let eval = Evaluator::new(snapshot, rt, q, base);
-        candidates(
-            snapshot,
-            rt,
-            q.params.filter.as_ref(),
-            Window::All,
-            &mut |r| {
-                let Some(m) = eval.matching(r)? else {
-                    return Ok(true);
-                };
-                offer(&eval, m, &mut matched, start..end, &mut page)?;
-                Ok(true)
-            },
-        )?;
-    }
+    each_match(snapshot, types, q, base, &mut |eval, _, m| {
+        offer(eval, m, &mut matched, start..end, &mut page)
+    })?;
     Ok((page, matched))
 }
 
@@ -271,31 +258,19 @@ fn best_sorted(
     };
     let mut best: Vec<Ranked> = Vec::new();
     let mut matched = 0usize;
-    for &rt in types {
-        let eval = Evaluator::new(snapshot, rt, q, base);
-        candidates(
-            snapshot,
-            rt,
-            q.params.filter.as_ref(),
-            Window::All,
-            &mut |r| {
-                let Some(m) = eval.matching(r)? else {
-                    return Ok(true);
-                };
-                matched += 1;
-                if end == 0 {
-                    return Ok(true);
-                }
-                let (value, id) = eval.sort_value(m, path)?;
-                best.push((value, rt, id));
-                if best.len() >= end.saturating_mul(2).max(64) {
-                    best.sort_by(order);
-                    best.truncate(end);
-                }
-                Ok(true)
-            },
-        )?;
-    }
+    each_match(snapshot, types, q, base, &mut |eval, rt, m| {
+        matched += 1;
+        if end == 0 {
+            return Ok(());
+        }
+        let (value, id) = eval.sort_value(m, path)?;
+        best.push((value, rt, id));
+        if best.len() >= end.saturating_mul(2).max(64) {
+            best.sort_by(order);
+            best.truncate(end);
+        }
+        Ok(())
+    })?;
     best.sort_by(order);
     best.truncate(end);
     let mut page = Vec::new();
@@ -424,6 +399,33 @@ enum Window<'a> {
     After(&'a str),
     /// The ids before this one, descending.
     Before(&'a str),
+}
+
+/// Calls `f` with every resource of `types` that matches `q`'s filter (each type's
+/// filter candidates, in id order), with the type's evaluator and the type.
+fn each_match(
+    snapshot: &Snapshot,
+    types: &[ResourceType],
+    q: &Query,
+    base: &str,
+    f: &mut dyn FnMut(&Evaluator<'_>, ResourceType, Match<'_>) -> StoreResult<()>,
+) -> StoreResult<()> {
+    for &rt in types {
+        let eval = Evaluator::new(snapshot, rt, q, base);
+        candidates(
+            snapshot,
+            rt,
+            q.params.filter.as_ref(),
+            Window::All,
+            &mut |r| {
+                if let Some(m) = eval.matching(r)? {
+                    f(&eval, rt, m)?;
+                }
+                Ok(true)
+            },
+        )?;
+    }
+    Ok(())
 }
 
 /// Feeds `f` the rows of `rt` that the filter may match, undecoded, in id order

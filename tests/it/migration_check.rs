@@ -144,6 +144,18 @@ fn allowed_domains_must_be_configured() {
 /// the user and what to do; removing the link clears the blocker. Deleting a manager
 /// clears it from its reports (format 6), so such a link now comes only from an
 /// import of an older export (its manager deleted under a release that kept the link).
+/// A server on a new data directory into which `export` (an older release's file,
+/// holding what the SCIM API now refuses) was imported, with the migration `cfg`.
+fn serve_imported(export: &crate::support::export::ExportFile, cfg: &std::path::Path) -> Server {
+    let files = tempfile::tempdir().unwrap();
+    let file = files.path().join("older.jsonl");
+    export.write(&file);
+    let data = tempfile::tempdir().unwrap();
+    let (ok, out, err) = cli(data.path(), &["import", file.to_str().unwrap()]);
+    assert!(ok, "{out}{err}");
+    Server::start_in_with(data, "check", &["--config", cfg.to_str().unwrap()])
+}
+
 #[test]
 fn a_manager_that_does_not_exist_is_a_blocker_with_the_remedy() {
     let cfgdir = tempfile::tempdir().unwrap();
@@ -163,13 +175,7 @@ fn a_manager_that_does_not_exist_is_a_blocker_with_the_remedy() {
         "carol@example.com",
         Some("0190a000-0000-7000-8000-00000000dead"),
     ));
-    let files = tempfile::tempdir().unwrap();
-    let file = files.path().join("older.jsonl");
-    export.write(&file);
-    let data = tempfile::tempdir().unwrap();
-    let (ok, out, err) = cli(data.path(), &["import", file.to_str().unwrap()]);
-    assert!(ok, "{out}{err}");
-    let s = Server::start_in_with(data, "check", &["--config", cfg.to_str().unwrap()]);
+    let s = serve_imported(&export, &cfg);
     let c = s.client();
     let (ok, out, _) = check(&s, &cfg, true);
     assert!(!ok, "{out}");
@@ -230,13 +236,7 @@ fn a_membership_cycle_is_a_blocker_naming_its_groups() {
     export.member(&z, &y, "Group");
     export.member(&x, &z, "Group");
     export.member(&flat, &a, "Group");
-    let files = tempfile::tempdir().unwrap();
-    let file = files.path().join("older.jsonl");
-    export.write(&file);
-    let data = tempfile::tempdir().unwrap();
-    let (ok, out, err) = cli(data.path(), &["import", file.to_str().unwrap()]);
-    assert!(ok, "{out}{err}");
-    let s = Server::start_in_with(data, "check", &["--config", cfg.to_str().unwrap()]);
+    let s = serve_imported(&export, &cfg);
     let c = s.client();
 
     let (ok, out, _) = check(&s, &cfg, true);
