@@ -9,8 +9,8 @@
 //! counted per token. A revoked token keeps its past hours, so the dashboard's chart
 //! still shows the traffic that happened (`/metrics` drops its series). A request
 //! whose secret no token has (or with no token at all) counts in one row of its
-//! own, in memory only like the turned-away list below, so that the dashboard's
-//! chart holds every request the turned-away list counts.
+//! own, stored and loaded like a token's, so that the dashboard's chart holds every
+//! request the turned-away list counts, across a restart too.
 //!
 //! Also keeps the requests turned away before any token could be counted (`TurnedAway`):
 //! a token that is not valid (401) and the limiter's refusals (429), per minute over
@@ -48,9 +48,9 @@ struct Tracked {
 pub(crate) struct Liveness {
     tokens: Mutex<HashMap<String, Tracked>>,
     /// Requests whose secret no token has, or without a token (401, or 429 once the
-    /// address is throttled): the chart's "no recognised token" row. Not stored: a
-    /// restart starts it from zero, as the turned-away list.
-    unrecognised: Mutex<TokenTraffic>,
+    /// address is throttled): the chart's "no recognised token" row, stored like a
+    /// token's (the turned-away list below is not: it covers the last hour only).
+    unrecognised: Mutex<Tracked>,
     /// Requests with a token that is not valid (401, or 429 once the address is
     /// throttled for failing).
     invalid: Mutex<TurnedAwayLog>,
@@ -138,10 +138,12 @@ impl Liveness {
     /// Starts from what the store kept (empty when it cannot be read: counting
     /// goes on, and the reason is logged).
     pub(crate) fn load(store: &Store) -> Liveness {
-        let rows = store.snapshot().and_then(|s| s.token_traffic());
-        let rows = rows.unwrap_or_else(|e| {
+        let stored = store
+            .snapshot()
+            .and_then(|s| Ok((s.token_traffic()?, s.unrecognised_traffic()?)));
+        let (rows, unrecognised) = stored.unwrap_or_else(|e| {
             tracing::warn!(error = %e, "could not read the stored token traffic; counting from zero");
-            Vec::new()
+            (Vec::new(), TokenTraffic::default())
         });
         let tokens = rows
             .into_iter()
@@ -155,7 +157,10 @@ impl Liveness {
             .collect();
         Liveness {
             tokens: Mutex::new(tokens),
-            unrecognised: Mutex::new(TokenTraffic::default()),
+            unrecognised: Mutex::new(Tracked {
+                traffic: unrecognised,
+                dirty: false,
+            }),
             invalid: Mutex::new(TurnedAwayLog::default()),
             throttled: Mutex::new(TurnedAwayLog::default()),
         }
@@ -198,7 +203,8 @@ impl Liveness {
     /// Counts one answered request whose secret no token has (or that had none).
     pub(crate) fn count_unrecognised(&self, status: u16, now: Timestamp) {
         if let Ok(mut t) = self.unrecognised.lock() {
-            t.count(status, None, now);
+            t.traffic.count(status, None, now);
+            t.dirty = true;
         }
     }
 
@@ -206,7 +212,7 @@ impl Liveness {
     /// hours ending with the one holding `now`, oldest first.
     pub(crate) fn unrecognised_hourly(&self, now: Timestamp) -> Vec<OutcomeCounts> {
         match self.unrecognised.lock() {
-            Ok(t) => window_hours(&t, now),
+            Ok(t) => window_hours(&t.traffic, now),
             Err(_) => vec![OutcomeCounts::default(); WINDOW_HOURS as usize],
         }
     }
@@ -225,8 +231,24 @@ impl Liveness {
             .collect()
     }
 
-    /// Marks rows changed again after the store could not take them.
-    pub(crate) fn retry(&self, ids: impl IntoIterator<Item = String>) {
+    /// The counts of the requests no token sent, if changed since the last call,
+    /// marked clean.
+    pub(crate) fn take_unrecognised_changed(&self) -> Option<TokenTraffic> {
+        let mut t = self.unrecognised.lock().ok()?;
+        t.dirty.then(|| {
+            t.dirty = false;
+            t.traffic.clone()
+        })
+    }
+
+    /// Marks rows changed again after the store could not take them (with
+    /// `unrecognised`, that row too).
+    pub(crate) fn retry(&self, ids: impl IntoIterator<Item = String>, unrecognised: bool) {
+        if unrecognised {
+            if let Ok(mut t) = self.unrecognised.lock() {
+                t.dirty = true;
+            }
+        }
         if let Ok(mut m) = self.tokens.lock() {
             for id in ids {
                 if let Some(t) = m.get_mut(&id) {
@@ -621,7 +643,7 @@ mod tests {
         changed.sort_by(|x, y| x.0.cmp(&y.0));
         assert_eq!(changed.len(), 2);
         assert!(l.take_changed().is_empty(), "clean until counted again");
-        l.retry(["a".to_owned()]);
+        l.retry(["a".to_owned()], false);
         assert_eq!(l.take_changed().len(), 1);
         l.forget(&["b".to_owned()]);
         assert!(l.traffic("b").is_none());

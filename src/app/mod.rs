@@ -88,23 +88,29 @@ impl App {
         }
     }
 
-    /// Writes the pending token-use times and the changed traffic counts to the
-    /// store; forgets the counts of tokens revoked meanwhile.
+    /// Writes the pending token-use times and the changed traffic counts (the
+    /// tokens' and the no-recognised-token row) to the store; forgets the counts of tokens revoked meanwhile.
     pub(crate) async fn flush_token_uses(&self) {
         let uses: Vec<(String, Timestamp)> = match self.token_uses.lock() {
             Ok(mut m) => m.drain().collect(),
             Err(_) => return,
         };
         let traffic = self.liveness.take_changed();
-        if uses.is_empty() && traffic.is_empty() {
+        let unrecognised = self.liveness.take_unrecognised_changed();
+        if uses.is_empty() && traffic.is_empty() && unrecognised.is_none() {
             return;
         }
         let ids: Vec<String> = traffic.iter().map(|(id, _)| id.clone()).collect();
-        match self.store.record_token_use(uses, traffic).await {
+        let retry_unrecognised = unrecognised.is_some();
+        match self
+            .store
+            .record_token_use(uses, traffic, unrecognised)
+            .await
+        {
             Ok(gone) => self.liveness.forget(&gone),
             Err(e) => {
                 tracing::warn!(error = %e, "could not record token use");
-                self.liveness.retry(ids);
+                self.liveness.retry(ids, retry_unrecognised);
             }
         }
     }

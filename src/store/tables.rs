@@ -213,7 +213,11 @@ mod tests {
             let mut traffic = crate::store::TokenTraffic::default();
             traffic.count(201, None, now);
             store
-                .record_token_use(vec![("t1".into(), now)], vec![("t1".into(), traffic)])
+                .record_token_use(
+                    vec![("t1".into(), now)],
+                    vec![("t1".into(), traffic.clone())],
+                    Some(traffic),
+                )
                 .await
                 .unwrap();
             let entry = crate::store::AuditRecord {

@@ -5,7 +5,7 @@
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
-use super::traffic::{drop_traffic_in, put_traffic_in, TokenTraffic};
+use super::traffic::{drop_traffic_in, put_traffic_in, put_unrecognised_in, TokenTraffic};
 use super::{Snapshot, Store, StoreError, StoreResult};
 use crate::clock::Timestamp;
 use crate::scim::error::ScimError;
@@ -233,15 +233,20 @@ impl Store {
         r
     }
 
-    /// Records when tokens were last used and their traffic (batched by the caller;
-    /// not worth an fsync per request), in one transaction. Returns the ids whose
-    /// traffic was refused because the token is gone.
+    /// Records when tokens were last used, their traffic and (when `Some`) that of
+    /// the requests no token sent (batched by the caller; not worth an fsync per
+    /// request), in one transaction. Returns the ids whose traffic was refused
+    /// because the token is gone.
     pub(crate) async fn record_token_use(
         &self,
         uses: Vec<(String, Timestamp)>,
         traffic: Vec<(String, TokenTraffic)>,
+        unrecognised: Option<TokenTraffic>,
     ) -> StoreResult<Vec<String>> {
         self.write(move |txn| {
+            if let Some(u) = &unrecognised {
+                put_unrecognised_in(txn, u)?;
+            }
             {
                 let mut t = txn.open_table(TOKENS)?;
                 for (id, when) in uses {

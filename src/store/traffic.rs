@@ -1,6 +1,7 @@
 //! Per-token SCIM traffic as stored (issue 14 point 5): requests per clock hour by
 //! outcome class, running totals, the current run of failed requests and the last
-//! error, one JSON row per token id in `token_traffic`. The application layer
+//! error, one JSON row per token id in `token_traffic`, and one row under
+//! `UNRECOGNISED` for the requests no token of the bridge sent. The application layer
 //! (`app::liveness`) counts in memory and hands the rows here in batches; this file
 //! only keeps them. Which tokens may have a row is `tokens.rs`'s business: it
 //! refuses rows of revoked or unknown tokens and deletes a token's row when it is
@@ -15,6 +16,11 @@ use crate::clock::Timestamp;
 /// token id → `TokenTraffic` (JSON).
 pub(super) const TOKEN_TRAFFIC: TableDefinition<&str, &[u8]> =
     TableDefinition::new("token_traffic");
+
+/// The key of the row that is no token's: the requests whose secret no token has,
+/// or that had no token (the dashboard's "no recognised token"). No token id (a
+/// UUID) holds a `*`.
+const UNRECOGNISED: &str = "*unrecognised";
 
 /// How many clock hours of buckets a row keeps: the 24 h the page shows and a day
 /// more, so that a restart or a late flush never cuts the window short.
@@ -203,9 +209,22 @@ impl Snapshot {
         let mut out = Vec::new();
         for row in t.iter()? {
             let (k, v) = row?;
-            out.push((k.value().to_owned(), serde_json::from_slice(v.value())?));
+            if k.value() != UNRECOGNISED {
+                out.push((k.value().to_owned(), serde_json::from_slice(v.value())?));
+            }
         }
         Ok(out)
+    }
+
+    /// The stored traffic of the requests no token of the bridge sent (empty before
+    /// the first).
+    pub(crate) fn unrecognised_traffic(&self) -> StoreResult<TokenTraffic> {
+        let t = self.txn().open_table(TOKEN_TRAFFIC)?;
+        let row = t.get(UNRECOGNISED)?;
+        Ok(match row {
+            Some(v) => serde_json::from_slice(v.value())?,
+            None => TokenTraffic::default(),
+        })
     }
 }
 
@@ -218,6 +237,16 @@ pub(super) fn put_traffic_in(
     for (id, traffic) in rows {
         t.insert(id.as_str(), serde_json::to_vec(&traffic)?.as_slice())?;
     }
+    Ok(())
+}
+
+/// Stores the traffic of the requests no token of the bridge sent.
+pub(super) fn put_unrecognised_in(
+    txn: &WriteTransaction,
+    traffic: &TokenTraffic,
+) -> StoreResult<()> {
+    txn.open_table(TOKEN_TRAFFIC)?
+        .insert(UNRECOGNISED, serde_json::to_vec(traffic)?.as_slice())?;
     Ok(())
 }
 

@@ -413,7 +413,7 @@ pub(crate) fn traffic_card(
                     }
                     @if unrecognised.total() > 0 {
                         li #traffic-unrecognised {
-                            i { "no recognised token" } " (unknown, missing or malformed; since the server started): "
+                            i { "no recognised token" } " (unknown, missing or malformed): "
                             (count(unrecognised.total(), "request", "requests"))
                             " (" (error_words(unrecognised)) ")"
                         }

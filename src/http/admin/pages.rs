@@ -344,7 +344,7 @@ pub(crate) struct Dashboard {
     pub traffic: Vec<crate::store::OutcomeCounts>,
     /// Each token's share of `traffic`.
     pub traffic_by_token: Vec<liveness::TokenDay>,
-    /// The share of `traffic` with no recognised token (since the server started).
+    /// The share of `traffic` with no recognised token (stored like a token's, so kept across a restart).
     pub traffic_unrecognised: crate::store::OutcomeCounts,
     /// When the page was made.
     pub now: crate::clock::Timestamp,
