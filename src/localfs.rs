@@ -63,11 +63,15 @@ pub(crate) enum TrustError {
     },
     #[error("{path} is not a {kind}")]
     NotKind { path: PathBuf, kind: &'static str },
-    #[error("{what} {path}: {source}")]
+    /// An IO error, with (`hint`) who owns the directory that refused the access.
+    /// Not a `source`: the message says it once (printed with its source chain, it
+    /// read "Permission denied (os error 13): Permission denied (os error 13)").
+    #[error("{what} {path}: {error}{hint}")]
     Io {
         what: &'static str,
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
+        hint: String,
     },
 }
 
@@ -83,7 +87,38 @@ fn run_as_owner(owner: &str) -> String {
 
 fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> TrustError {
     let path = path.to_owned();
-    move |source| TrustError::Io { what, path, source }
+    move |error| {
+        let hint = match error.kind() {
+            std::io::ErrorKind::PermissionDenied => denied_by(&path),
+            _ => String::new(),
+        };
+        TrustError::Io {
+            what,
+            path,
+            error,
+            hint,
+        }
+    }
+}
+
+/// Who refused access to `path`: its nearest existing ancestor (the directory this
+/// user may not enter or write), its owner and mode, and the two remedies.
+fn denied_by(path: &Path) -> String {
+    let Some((dir, meta)) = path
+        .ancestors()
+        .skip(1)
+        .filter(|p| !p.as_os_str().is_empty())
+        .find_map(|p| Some((p, std::fs::metadata(p).ok()?)))
+    else {
+        return String::new();
+    };
+    let (me, owner) = (user_name(effective_uid()), user_name(meta.uid()));
+    format!(
+        " ({} belongs to {owner} with mode {:o}, and {me}, the user running scimbridge, may \
+         not enter or write it: run this as {owner}, or choose a directory {me} may write)",
+        dir.display(),
+        meta.mode() & 0o7777
+    )
 }
 
 /// Makes everything this process creates private (files 0600, directories 0700,

@@ -141,12 +141,29 @@ pub(super) fn missing_database(cfg: &Config) -> anyhow::Error {
     )
 }
 
+/// The refusal of a command that may not look into the data directory: the trust
+/// check's sentence (whose directory it is, the `chown` that fixes it), else the
+/// IO error itself.
+fn unreadable_database(cfg: &Config, e: std::io::Error) -> anyhow::Error {
+    let context = format!("cannot open the database {}", cfg.db_path().display());
+    match localfs::prepare_data_dir(&cfg.data_dir, false, &[]) {
+        Err(trust) => anyhow!(trust).context(context),
+        Ok(_) => anyhow!("{context}: {e}"),
+    }
+}
+
 /// Opens the store for a one-off command when no server runs: the data directory
 /// checked (and created 0700 where the command may create a database), and what a
 /// root-run command created there handed to the directory's owner.
 pub(super) fn open_store(cfg: &Config, if_missing: IfMissing, quiet: bool) -> Result<Store> {
     let db = cfg.db_path();
-    let exists = std::fs::symlink_metadata(&db).is_ok();
+    let exists = match std::fs::symlink_metadata(&db) {
+        Ok(_) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        // Not allowed to look (another user's 0700 directory, the trial's item 1):
+        // the owner problem, in the words `serve` uses, not "no database".
+        Err(e) => return Err(unreadable_database(cfg, e)),
+    };
     if !exists && if_missing == IfMissing::Refuse {
         return Err(missing_database(cfg));
     }

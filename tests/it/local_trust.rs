@@ -183,6 +183,25 @@ fn service_directory() -> (tempfile::TempDir, std::path::PathBuf, u32, u32) {
     (root, data, uid, gid)
 }
 
+/// A copy of the binary that `nobody` can run wherever the checkout lives, in
+/// `root` (a directory nobody can enter).
+fn binary_for_nobody(root: &Path) -> std::path::PathBuf {
+    let bin = root.join("scimbridge");
+    std::fs::copy(super::support::BIN, &bin).unwrap();
+    chmod(&bin, 0o755);
+    bin
+}
+
+/// `bin` as `nobody` by the process's own uid (not runuser, whose child a kill
+/// misses), without a configuration file from the environment.
+fn as_nobody(bin: &Path, uid: u32, gid: u32) -> std::process::Command {
+    let mut c = std::process::Command::new(bin);
+    std::os::unix::process::CommandExt::uid(&mut c, uid);
+    std::os::unix::process::CommandExt::gid(&mut c, gid);
+    c.env_remove("SCIMBRIDGE_CONFIG");
+    c
+}
+
 /// As root (the Debian package's admin) on a directory owned by a service user:
 /// files the CLI creates go to that user, `serve` refuses, and a control socket that
 /// someone other than that user serves is not trusted.
@@ -232,10 +251,7 @@ fn root_on_a_service_directory() {
     let token_file = root.path().join("target-token");
     std::fs::write(&token_file, "the-target-secret").unwrap();
     std::os::unix::fs::chown(&token_file, Some(uid), Some(gid)).unwrap();
-    // A copy of the binary that nobody can run wherever the checkout lives.
-    let bin = root.path().join("scimbridge");
-    std::fs::copy(super::support::BIN, &bin).unwrap();
-    chmod(&bin, 0o755);
+    let bin = binary_for_nobody(root.path());
     let out = std::process::Command::new("runuser")
         .args(["-u", "nobody", "--"])
         .arg(&bin)
@@ -283,16 +299,8 @@ fn a_file_restored_as_root_is_refused_with_the_chown_that_fixes_it() {
     std::fs::remove_file(&db).unwrap();
     std::fs::copy(&backup, &db).unwrap();
     assert_eq!(std::fs::metadata(&db).unwrap().uid(), 0);
-    let bin = root.path().join("scimbridge");
-    std::fs::copy(super::support::BIN, &bin).unwrap();
-    chmod(&bin, 0o755);
-    // As `nobody` by the process's own uid (not runuser, whose child a kill misses).
-    let as_nobody = || {
-        let mut c = std::process::Command::new(&bin);
-        std::os::unix::process::CommandExt::uid(&mut c, uid);
-        std::os::unix::process::CommandExt::gid(&mut c, gid);
-        c
-    };
+    let bin = binary_for_nobody(root.path());
+    let as_nobody = || as_nobody(&bin, uid, gid);
     let serve = |nobody: bool| {
         let mut cmd = if nobody {
             as_nobody()
@@ -377,4 +385,50 @@ fn the_control_socket_works_from_a_long_data_directory() {
     let r = s.client().with_token(&secret).get("/Users");
     assert_eq!(r.status, 200);
     assert!(!s.log_text().contains("control socket is not available"));
+}
+
+/// Trial 7 item 1: as `nobody`, a command on root's 0700 data directory said "no
+/// scimbridge database at …" (it could not look inside); it says whose directory it
+/// is and the `chown`, as `serve` does. A data directory nobody may create named
+/// the IO error twice ("Permission denied (os error 13): Permission denied (os
+/// error 13)"); it is said once, with the directory that refused and its owner.
+#[test]
+fn a_command_on_a_directory_it_may_not_read_names_the_owner() {
+    let (root, _service, uid, gid) = service_directory();
+    let bin = binary_for_nobody(root.path());
+    let restored = root.path().join("restored");
+    issue_token(&restored, "entra", &[]);
+    assert_eq!(mode(&restored), 0o700);
+    let out = as_nobody(&bin, uid, gid)
+        .arg("--data-dir")
+        .arg(&restored)
+        .args(["token", "list"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("belongs to root, not to nobody")
+            && err.contains(&format!("chown -R nobody: {}", restored.display()))
+            && !err.contains("no scimbridge database"),
+        "{err}"
+    );
+
+    let unmade = restored.join("sub").join("data");
+    let out = as_nobody(&bin, uid, gid)
+        .arg("--data-dir")
+        .arg(&unmade)
+        .args(["token", "issue", "--name", "okta"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(err.matches("Permission denied").count(), 1, "{err}");
+    assert!(
+        err.contains(&format!(
+            "{} belongs to root with mode 700",
+            restored.display()
+        )),
+        "{err}"
+    );
 }
