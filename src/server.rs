@@ -300,9 +300,11 @@ fn open_store(cfg: &Config) -> Result<Store> {
         let file = std::fs::metadata(cfg.db_path()).map_or(0, |m| m.len());
         let memory = crate::memory::budget();
         let bytes = crate::store::default_cache_bytes(file, memory.as_ref().map(|m| m.bytes));
-        let from = match &memory {
+        // The cache's size first and alone: the trial read "…memory, 24105 MiB…"
+        // as a 24 GiB cache.
+        let memory_words = match &memory {
             Some(m) => format!(
-                "{}, {} MiB (read from {})",
+                "{} ({} MiB, read from {})",
                 m.what,
                 m.bytes >> 20,
                 m.read_from
@@ -313,7 +315,11 @@ fn open_store(cfg: &Config) -> Result<Store> {
         tracing::info!(
             cache_mb = bytes >> 20,
             database_mb = file >> 20,
-            "page cache sized from the database file and {from}; storage.cache_mb overrides"
+            "page cache: {} MiB, sized for a database file of {} MiB: the whole file up to an \
+             eighth of {memory_words}, at least 16 MiB and at most 1024 MiB; set storage.cache_mb \
+             to choose another size",
+            bytes >> 20,
+            file >> 20
         );
         bytes
     });

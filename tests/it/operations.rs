@@ -754,3 +754,19 @@ fn root_path_points_to_the_admin_page_or_the_scim_api() {
     assert_eq!(r.status, 200);
     assert!(String::from_utf8_lossy(&r.body).contains("/scim/v2"));
 }
+
+/// Trial 7 item 12: the start-up line read "page cache sized from the database file
+/// and the machine's memory, 24105 MiB (read from /proc/meminfo)", taken for a
+/// 24 GiB cache. The cache's own size comes first, then what it was sized from.
+#[test]
+fn the_start_up_line_says_the_page_cache_size_first() {
+    let s = Server::start();
+    let log = s.wait_for_log("page cache");
+    let line = log.lines().find(|l| l.contains("page cache")).unwrap();
+    // A new database is far below 16 MiB: the floor applies.
+    assert!(
+        line.contains("page cache: 16 MiB, sized for a database file of 0 MiB"),
+        "{line}"
+    );
+    assert!(line.contains("set storage.cache_mb"), "{line}");
+}
