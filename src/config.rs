@@ -541,6 +541,9 @@ pub(crate) enum LogFormat {
 #[serde(default)]
 pub(crate) struct Limits {
     /// Largest request body accepted (bytes, at least 1024); larger ones answer 413.
+    /// The default is Bulk's `maxPayloadSize` (4 MiB): what an IdP may send in one
+    /// Bulk request it may send as one PUT, e.g. a 20,000-member group with display
+    /// values (1.7 MB, trial 7); memory per request is bounded by Bulk's anyway.
     pub max_body_bytes: usize,
     /// Connections served at once; further ones wait in the accept queue (and idle
     /// connections are closed to make room).
@@ -609,7 +612,7 @@ impl Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_body_bytes: 1 << 20,
+            max_body_bytes: 4 << 20,
             max_connections: 512,
             max_connections_per_address: 128,
             handshake_timeout: Duration::from_secs(10),
@@ -1010,6 +1013,14 @@ pub(crate) fn load(
     validate(s, file)
 }
 
+/// `dir` made absolute against the working directory (`.` components dropped), so
+/// that every message and log line names the data directory wherever it is read
+/// (the trial: "restored/scimbridge.redb"); as given when the working directory is
+/// gone.
+fn absolute(dir: PathBuf) -> PathBuf {
+    std::path::absolute(&dir).unwrap_or(dir)
+}
+
 /// Checks every setting and applies the defaults. Messages name where the value came
 /// from: the flag or the environment variable that gave it, else the file and the key.
 pub(crate) fn validate(mut s: Settings, file: Option<&Path>) -> Result<Config> {
@@ -1080,9 +1091,10 @@ pub(crate) fn validate(mut s: Settings, file: Option<&Path>) -> Result<Config> {
     check_storage(&s.storage, &origin)?;
     Ok(Config {
         file: file.map(Path::to_path_buf),
-        data_dir: s
-            .data_dir
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+        data_dir: absolute(
+            s.data_dir
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+        ),
         listen,
         public_url,
         tls,
@@ -1453,7 +1465,8 @@ mod tests {
         let c = load_with(None, &[]).unwrap();
         assert_eq!(c.listen.to_string(), "127.0.0.1:8443");
         assert_eq!(c.tls, TlsMode::SelfSigned);
-        assert_eq!(c.data_dir, PathBuf::from("./scimbridge-data"));
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(c.data_dir, cwd.join("scimbridge-data"));
     }
 
     #[test]

@@ -5,6 +5,9 @@
 //! escapes by itself; this wraps the human format's writer. The human format's
 //! fields are written as plain values (`token=entra`), quoted only where a value
 //! could otherwise read as two fields (`resource_name="All staff"`).
+//! Also holds the id of the HTTP request a task is answering, so that the lines
+//! written on its behalf deeper down (the audit entry, a failed authentication)
+//! carry the `request_id` of its request line.
 //!
 //! Knows `tracing_subscriber`'s writer and field-formatting traits only.
 
@@ -15,6 +18,22 @@ use tracing::field::{Field, Visit};
 use tracing_subscriber::field::{MakeVisitor, VisitFmt, VisitOutput};
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::MakeWriter;
+
+tokio::task_local! {
+    /// The id of the request this task answers (`in_request`).
+    static REQUEST_ID: u64;
+}
+
+/// Runs `f` as the answer to request `id`: `request_id()` returns `id` within it.
+pub(crate) async fn in_request<F: std::future::Future>(id: u64, f: F) -> F::Output {
+    REQUEST_ID.scope(id, f).await
+}
+
+/// The id of the request the current task answers (the `request_id` field of its
+/// `request` line); `None` outside one (the CLI, background tasks).
+pub(crate) fn request_id() -> Option<u64> {
+    REQUEST_ID.try_with(|id| *id).ok()
+}
 
 /// Wraps a `MakeWriter` so that each event it writes is escaped.
 pub(crate) struct Escaping<M>(pub M);

@@ -184,12 +184,14 @@ pub(crate) fn log_stored(r: &AuditRecord) {
     log(r);
 }
 
-/// Writes one entry to the log (target `audit`): plain values, absent ones left out.
+/// Writes one entry to the log (target `audit`): plain values, absent ones left out;
+/// `request_id` when a request's task writes it (its `request` line has the same).
 /// Names come from identity providers; both log formats escape their control
 /// characters (`logline`, JSON), and the human one quotes a name with spaces.
 fn log(r: &AuditRecord) {
     tracing::info!(
         target: "audit",
+        request_id = crate::logline::request_id(),
         actor_kind = r.actor_kind.as_str(),
         actor = r.actor.as_str(),
         client = r.client.map(|c| c.to_string()),

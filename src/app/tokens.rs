@@ -75,6 +75,10 @@ pub(crate) struct IssuedToken {
     /// Crosses the control socket in this field only.
     #[serde(with = "crate::secret::exposed")]
     pub secret: Secret,
+    /// When the bridge was cut over to hosted provisioning (it refuses every SCIM
+    /// write since): a read-write token issued now can only read. `None` before.
+    #[serde(default)]
+    pub cut_over_at: Option<Timestamp>,
 }
 
 impl IssueRequest {
@@ -143,6 +147,28 @@ pub(crate) enum TokenError {
     Random,
     #[error("no current token named \"{0}\" to rotate (token list shows them)")]
     NotRotatable(String),
+    /// The secret asked for (by id: the admin page's Rotate button posted again by a
+    /// reload or a double click) was rotated already; nothing is rotated twice.
+    #[error(
+        "the token \"{name}\" (id {id}) was already rotated at {at}: its successor, also \
+         named \"{name}\", was issued then and its secret shown once; nothing was rotated \
+         again (rotate \"{name}\" again to replace the successor as well)"
+    )]
+    AlreadyRotated {
+        name: String,
+        id: String,
+        at: String,
+    },
+    /// The secret asked for (by id) is revoked: nothing to rotate.
+    #[error(
+        "the token \"{name}\" (id {id}) was revoked at {at}; a revoked token is not rotated \
+         (issue a new one)"
+    )]
+    RotateRevoked {
+        name: String,
+        id: String,
+        at: String,
+    },
     /// The store refused (a duplicate active name, no such token) or failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -180,7 +206,16 @@ pub(crate) async fn issue(
     Ok(IssuedToken {
         token: TokenInfo::at(record, now),
         secret,
+        cut_over_at: cut_over_at(store)?,
     })
+}
+
+/// When the bridge was cut over (it refuses SCIM writes since), if it was.
+fn cut_over_at(store: &Store) -> Result<Option<Timestamp>, TokenError> {
+    let migration = store.snapshot().and_then(|s| s.migration_state())?;
+    Ok(migration
+        .cutover_at
+        .filter(|_| migration.phase == crate::store::Phase::CutOver))
 }
 
 /// Shortest quiet-time alarm, in minutes: Entra ID provisions every 40 minutes.
@@ -278,17 +313,32 @@ pub(crate) async fn rotate(
     name_or_id: String,
     now: Timestamp,
 ) -> Result<(TokenInfo, IssuedToken), TokenError> {
-    let current = store
-        .snapshot()
-        .and_then(|s| s.tokens())?
-        .into_iter()
-        .find(|t| {
-            t.revoked.is_none()
-                && t.superseded.is_none()
-                && (t.name == name_or_id || t.id == name_or_id)
+    let tokens = store.snapshot().and_then(|s| s.tokens())?;
+    let current = tokens.iter().find(|t| {
+        t.revoked.is_none()
+            && t.superseded.is_none()
+            && (t.name == name_or_id || t.id == name_or_id)
+    });
+    let Some(old) = current.cloned() else {
+        // An id is one secret: say what became of it (the trial's re-posted Rotate
+        // form called the id a name).
+        let words = |t: Timestamp| format!("{} UTC", t.to_rfc3339()[..19].replacen('T', " ", 1));
+        return Err(match tokens.into_iter().find(|t| t.id == name_or_id) {
+            Some(t) => match (t.revoked, t.superseded) {
+                (Some(at), _) => TokenError::RotateRevoked {
+                    name: t.name,
+                    id: t.id,
+                    at: words(at),
+                },
+                (None, Some(at)) => TokenError::AlreadyRotated {
+                    name: t.name,
+                    id: t.id,
+                    at: words(at),
+                },
+                (None, None) => TokenError::NotRotatable(name_or_id),
+            },
+            None => TokenError::NotRotatable(name_or_id),
         });
-    let Some(old) = current else {
-        return Err(TokenError::NotRotatable(name_or_id));
     };
     let expires = old
         .expires
@@ -304,6 +354,7 @@ pub(crate) async fn rotate(
         IssuedToken {
             token: TokenInfo::at(new, now),
             secret,
+            cut_over_at: cut_over_at(store)?,
         },
     ))
 }

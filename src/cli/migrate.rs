@@ -46,6 +46,7 @@ pub(super) fn run(cfg: &Config, cmd: &MigrateCommand) -> Result<ExitCode> {
             token_file,
             cacert,
             dry_run,
+            json,
             allow_http,
             omit_unsupported,
             parallel,
@@ -58,7 +59,7 @@ pub(super) fn run(cfg: &Config, cmd: &MigrateCommand) -> Result<ExitCode> {
             req.dry_run = *dry_run;
             req.omit_unsupported = *omit_unsupported;
             req.parallel = parallel.map(usize::from);
-            push(cfg, req)
+            push(cfg, req, *json)
         }
         MigrateCommand::Status { json } => status(cfg, *json),
         MigrateCommand::Verify {
@@ -119,8 +120,9 @@ fn show_progress(line: &mut StatusLine, p: &Progress) {
 }
 
 /// `migrate push`: the plan of a dry run (exit 2 when something cannot be pushed),
-/// or the push's report (exit 2 when its closing verification found differences).
-fn push(cfg: &Config, req: PushRequest) -> Result<ExitCode> {
+/// or the push's report (exit 2 when its closing verification found differences);
+/// as text, or (`json`) as the JSON of `PushPlan` / `PushReport`.
+fn push(cfg: &Config, req: PushRequest, json: bool) -> Result<ExitCode> {
     let mut line = StatusLine::new();
     let reply = request(cfg, Request::MigratePush(req), &mut |p| {
         show_progress(&mut line, &p)
@@ -128,13 +130,21 @@ fn push(cfg: &Config, req: PushRequest) -> Result<ExitCode> {
     line.done();
     match reply? {
         Reply::Push(PushOutcome::Planned(plan)) => {
-            print_plan(&plan);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&plan)?);
+            } else {
+                print_plan(&plan);
+            }
             Ok(exit_code(
                 plan.unsupported.is_empty() && plan.blockers.is_empty(),
             ))
         }
         Reply::Push(PushOutcome::Pushed(report)) => {
-            print_pushed(&report);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print_pushed(&report);
+            }
             // The closing verification found differences: not a success.
             Ok(exit_code(report.differences.is_empty()))
         }
@@ -425,7 +435,7 @@ fn print_plan(plan: &PushPlan) {
         }
         if items.len() > PREVIEW_NAMES {
             println!(
-                "    … and {} more (--json lists them all)",
+                "    … and {} more (`migrate push --dry-run --json` lists them all)",
                 items.len() - PREVIEW_NAMES
             );
         }

@@ -236,6 +236,10 @@ pub(crate) enum MigrateCommand {
         /// blockers, which make it exit with 2) and send no writes.
         #[arg(long)]
         dry_run: bool,
+        /// Print the plan (with --dry-run: every resource by name, where the text
+        /// shows 20 per rule) or the push's report as JSON.
+        #[arg(long)]
+        json: bool,
         /// Allow a plain http:// target that is not on loopback.
         #[arg(long)]
         allow_http: bool,

@@ -11,7 +11,9 @@ use anyhow::Result;
 
 use super::local::{request, request_quietly, unexpected};
 use super::{confirmed, shell_word, TokenCommand};
-use crate::app::tokens::{scope_holder, scope_use, IssueRequest, TokenInfo, TokenState};
+use crate::app::tokens::{
+    scope_holder, scope_use, IssueRequest, IssuedToken, TokenInfo, TokenState,
+};
 use crate::config::Config;
 use crate::control::wire::{Reply, Request};
 use crate::store::Scope;
@@ -49,6 +51,7 @@ pub(super) fn run(cfg: &Config, cmd: &TokenCommand) -> Result<ExitCode> {
                     scope_use(t.token.scope)
                 );
             }
+            warn_cut_over(&t);
             // The one place the CLI shows a secret: the token just issued.
             println!("{}", t.secret.expose());
         }
@@ -82,6 +85,7 @@ pub(super) fn run(cfg: &Config, cmd: &TokenCommand) -> Result<ExitCode> {
                     old_secret(&r.old)
                 );
             }
+            warn_cut_over(&r.new);
             // The one other place the CLI shows a secret: the successor just issued.
             println!("{}", r.new.secret.expose());
         }
@@ -121,6 +125,21 @@ pub(super) fn run(cfg: &Config, cmd: &TokenCommand) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A token issued after the cut-over can only read: said on stderr, even with
+/// `--quiet` (a warning, not an explanation), so nobody pastes it into an identity
+/// provider expecting writes to work (trial 7 item 20).
+fn warn_cut_over(t: &IssuedToken) {
+    if let Some(at) = t.cut_over_at {
+        eprintln!(
+            "scimbridge: warning: this bridge was cut over to hosted provisioning at {at} and \
+             refuses every SCIM write (410 Gone): the token \"{}\" can only read here. \
+             Provisioning belongs with the hosted service now (`scimbridge migrate status` \
+             names it).",
+            t.token.name
+        );
+    }
 }
 
 /// What happens to the old secret after `token rotate`, in one sentence: a secret

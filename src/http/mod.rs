@@ -470,10 +470,24 @@ pub(crate) fn throttled(t: &Throttled, scim: bool) -> Response<Body> {
     r
 }
 
-/// Routes one request and logs it with a request id.
+/// Routes one request and logs it with a request id, which the lines written on its
+/// behalf (audit, failed authentication) carry too (`logline::request_id`).
 pub(crate) async fn route(state: Arc<AppState>, req: Request<RequestBody>) -> Response<Body> {
-    let started = Instant::now();
     let rid = state.request_ids.fetch_add(1, Ordering::Relaxed);
+    crate::logline::in_request(rid, route_request(state, req, rid)).await
+}
+
+/// The token name a SCIM answer was given to (a response extension set by
+/// `scim::handle`), for the request line.
+#[derive(Clone)]
+pub(crate) struct AnsweredToken(pub String);
+
+async fn route_request(
+    state: Arc<AppState>,
+    req: Request<RequestBody>,
+    rid: u64,
+) -> Response<Body> {
+    let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let (listener, client) = req
@@ -545,6 +559,10 @@ pub(crate) async fn route(state: Arc<AppState>, req: Request<RequestBody>) -> Re
     tracing::info!(
         request_id = rid,
         client = %client,
+        token = response
+            .extensions()
+            .get::<AnsweredToken>()
+            .map(|t| t.0.as_str()),
         method = %method,
         path = %path,
         status = response.status().as_u16(),

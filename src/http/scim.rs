@@ -104,6 +104,25 @@ impl ScimRoute {
     fn writes(&self) -> bool {
         *self == ScimRoute::Write
     }
+
+    /// The methods a SCIM path answers, for the `Allow` header of a 405 (RFC 9110
+    /// §15.5.6); `None` for a path that does not exist (404).
+    fn allowed(segments: &[&str]) -> Option<&'static str> {
+        if segments.first().and_then(|s| resource_type_of(s)).is_some() {
+            return match &segments[1..] {
+                [] => Some("GET, POST"),
+                // RFC 7644 §3.4.3: a search is POSTed.
+                [".search"] => Some("POST"),
+                [_] => Some("GET, PUT, PATCH, DELETE"),
+                _ => None,
+            };
+        }
+        match segments {
+            ["ServiceProviderConfig" | "Schemas" | "ResourceTypes", ..] => Some("GET"),
+            [".search"] | ["Bulk"] => Some("POST"),
+            _ => None,
+        }
+    }
 }
 
 pub(crate) async fn handle(
@@ -128,7 +147,7 @@ pub(crate) async fn handle(
     // The name a refused create asked for (the audit names it).
     let mut attempted = None;
     let sender = (&mut token, &mut failure, &mut attempted);
-    let (response, reason) = match handle_inner(state, req, rest, sender, &audited).await {
+    let (mut response, reason) = match handle_inner(state, req, rest, sender, &audited).await {
         Ok(r) => {
             let reason = (r.status() == StatusCode::TOO_MANY_REQUESTS)
                 .then(|| "throttled: too many requests in progress".to_owned());
@@ -147,6 +166,13 @@ pub(crate) async fn handle(
             _ => (scim_error(&e), Some(e.detail)),
         },
     };
+    if response.status() == StatusCode::METHOD_NOT_ALLOWED {
+        if let Some(allow) = ScimRoute::allowed(&segments) {
+            response
+                .headers_mut()
+                .insert(hyper::header::ALLOW, HeaderValue::from_static(allow));
+        }
+    }
     let status = response.status().as_u16();
     let now = Timestamp::now();
     let token_name = token.map(|(id, name)| {
@@ -182,6 +208,11 @@ pub(crate) async fn handle(
         reason,
         &response,
     );
+    if let Some(name) = &seen.token {
+        response
+            .extensions_mut()
+            .insert(super::AnsweredToken(name.clone()));
+    }
     if writes {
         if !audited.load(Ordering::Relaxed) {
             // A create that was refused never got an id to look its name up by.
@@ -190,6 +221,7 @@ pub(crate) async fn handle(
         }
     } else if let Some(why) = &seen.reason {
         tracing::info!(
+            request_id = crate::logline::request_id(),
             token = seen.token.as_deref(),
             client = %client,
             method = %method,
@@ -388,10 +420,10 @@ fn admit(
             // address (identity providers share theirs).
             let limiter = &state.app.limiter;
             if let Err(t) = limiter.auth_failed(client, std::time::Instant::now()) {
-                tracing::debug!(client = %client, reason, token = named, "SCIM authentication failed (throttled)");
+                tracing::debug!(request_id = crate::logline::request_id(), client = %client, reason, token = named, "SCIM authentication failed (throttled)");
                 return Err(Refusal::Throttled(t));
             }
-            tracing::warn!(client = %client, reason, token = named, "SCIM authentication failed");
+            tracing::warn!(request_id = crate::logline::request_id(), client = %client, reason, token = named, "SCIM authentication failed");
             return Err(Refusal::Error(ScimError::new(
                 401,
                 None,
@@ -515,7 +547,8 @@ impl ServiceEndpoint<'_> {
     /// heavy-work limit, then a shared slot); 429 when none is free.
     async fn bulk(&self, req: Request<RequestBody>) -> Handled {
         let state = self.state;
-        let body = read_json(req, state.app.config.limits.bulk_max_payload_bytes).await?;
+        let limit = state.app.config.limits.bulk_max_payload_bytes;
+        let body = read_json_within(req, limit, "bulk_max_payload_bytes").await?;
         let subject = Subject::Token(self.principal.token_id.clone());
         let _heavy = match state.app.limiter.heavy(subject).await {
             Ok(p) => p,
@@ -641,6 +674,15 @@ impl ResourceEndpoint<'_> {
                     resource,
                     reply,
                 }
+            }
+            // `GET /Users/.search` is no id (the trial got "User .search not found").
+            (_, [".search"]) => {
+                return Err(ScimError::new(
+                    405,
+                    None,
+                    "a search is POSTed to .search (RFC 7644 §3.4.3); GET the collection \
+                     with ?filter= instead",
+                ))
             }
             (Method::GET, [id]) => {
                 let projection = projection(self.params)?;
@@ -771,11 +813,31 @@ fn projection(params: &HashMap<String, String>) -> ScimResult<Projection> {
     )
 }
 
+/// `bytes` in MiB: whole (`4 MiB`) or to two decimals (`1.50 MiB`).
+fn mib(bytes: usize) -> String {
+    if bytes % (1 << 20) == 0 {
+        format!("{} MiB", bytes >> 20)
+    } else {
+        format!("{:.2} MiB", bytes as f64 / f64::from(1u32 << 20))
+    }
+}
+
 /// How much of an oversized body is read and thrown away before giving up on it.
 const DISCARD_FACTOR: usize = 8;
 
-/// Reads a JSON request body within the size limit.
+/// Reads a JSON request body of at most `limit` bytes, `[limits] max_body_bytes`.
 async fn read_json(req: Request<RequestBody>, limit: usize) -> ScimResult<Value> {
+    read_json_within(req, limit, "max_body_bytes").await
+}
+
+/// Reads a JSON request body of at most `limit` bytes, the value of `[limits]
+/// setting`: a larger one answers 413 naming the setting and the limit in MiB (the
+/// trial: "larger than 1048576 bytes" left the operator to find what sets it).
+async fn read_json_within(
+    req: Request<RequestBody>,
+    limit: usize,
+    setting: &str,
+) -> ScimResult<Value> {
     if let Some(ct) = req.headers().get(CONTENT_TYPE) {
         let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
         if !ct.is_empty() && !ct.contains("json") {
@@ -815,7 +877,11 @@ async fn read_json(req: Request<RequestBody>, limit: usize) -> ScimResult<Value>
         return Err(ScimError::new(
             413,
             None,
-            format!("the request body is larger than {limit} bytes"),
+            format!(
+                "the request body is larger than {} ({limit} bytes), this bridge's limit set by \
+                 `[limits] {setting}` in its configuration file",
+                mib(limit)
+            ),
         ));
     }
     let bytes = Bytes::from(bytes);

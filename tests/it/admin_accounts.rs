@@ -380,6 +380,9 @@ fn tokens_are_rotated_on_the_page_and_revoked_after_a_confirmation() {
     let superseded = rows[1].1.clone();
     assert_eq!(superseded, id);
     // A second rotation of the superseded secret is refused (it is not current).
+    // Trial 7 item 5: the re-posted form (a reload, a double click) called the id a
+    // name ("no current token named \"01a2…\""); it says the token was already
+    // rotated, when, and under which name its successor is, and rotates nothing.
     let r = post_form(
         &old,
         "/admin/tokens/rotate",
@@ -387,7 +390,17 @@ fn tokens_are_rotated_on_the_page_and_revoked_after_a_confirmation() {
         &[("csrf", &csrf(&page)), ("id", &id)],
     );
     assert_eq!(r.status, 400);
-    assert!(text(&r).contains("Not rotated"));
+    let again = text(&r);
+    assert!(again.contains("Not rotated"), "{again}");
+    assert!(
+        again.contains(&format!(
+            "the token &quot;test&quot; (id {id}) was already rotated at 20"
+        )) && again.contains("its successor, also named &quot;test&quot;")
+            && again.contains("nothing was rotated again"),
+        "{again}"
+    );
+    assert!(!again.contains("no current token named"), "{again}");
+    assert_eq!(token_rows(&again, "test").len(), 2, "{again}");
 
     // Revoke asks first, naming the token and its last use; only the confirmation
     // revokes.

@@ -251,10 +251,13 @@ fn without_flags_the_default_path_is_named() {
         );
     } else {
         assert!(!out.status.success());
-        assert!(
-            stderr.contains("./scimbridge-data/scimbridge.redb"),
-            "{stderr}"
-        );
+        // Absolute (trial 7 item 20: errors named relative paths).
+        let db = cwd
+            .path()
+            .canonicalize()
+            .unwrap()
+            .join("scimbridge-data/scimbridge.redb");
+        assert!(stderr.contains(&db.display().to_string()), "{stderr}");
     }
     assert!(!cwd.path().join("scimbridge-data").exists());
     // With ./scimbridge-data present the packaged configuration is never read.

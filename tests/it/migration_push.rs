@@ -238,6 +238,28 @@ fn push_into_a_second_scimbridge_mirror_resume_and_cut_over() {
         out.contains(&format!("users:  {USERS} ({USERS} to create, 0 to update)")),
         "{out}"
     );
+    // Trial 7 item 2: the text shows 20 names per rule and promised that --json
+    // lists them all, which push did not accept. It does: every resource by name.
+    assert!(
+        out.contains("more (`migrate push --dry-run --json` lists them all)"),
+        "{out}"
+    );
+    let (ok, out, err) = push(
+        &a,
+        &b.base,
+        &token_file,
+        &["--cacert", b_ca.to_str().unwrap(), "--dry-run", "--json"],
+    );
+    assert!(ok, "{err}");
+    let plan: serde_json::Value =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let preview = plan["preview"].as_array().expect("preview");
+    let users = preview
+        .iter()
+        .filter(|p| p["resourceType"] == "User")
+        .count();
+    assert_eq!(users, USERS, "{out}");
+    assert!(preview.iter().all(|p| p["rule"] == "created"), "{out}");
     assert_eq!(cb.get("/Users?count=0").json()["totalResults"], 0);
 
     // Without --cacert the self-signed target is not trusted.
@@ -451,6 +473,20 @@ fn push_into_a_second_scimbridge_mirror_resume_and_cut_over() {
     assert!(refused.json()["detail"].as_str().unwrap().contains(&b.base));
     assert_eq!(ca.get("/Users?count=1").status, 200, "reads keep working");
     assert_eq!(migration_status(&a)["phase"], "cut-over");
+    // Trial 7 item 20: a token issued now can only read; `token issue` says so
+    // (before the cut-over it did not: no warning above).
+    let (ok, out, err) = cli(
+        &a.data_dir(),
+        &["token", "issue", "--name", "late", "--quiet"],
+    );
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("warning: this bridge was cut over to hosted provisioning at 20")
+            && err.contains("refuses every SCIM write (410 Gone)")
+            && err.contains("the token \"late\" can only read here"),
+        "{err}"
+    );
+    assert_eq!(ca.with_token(out.trim()).get("/Users?count=1").status, 200);
     // Irreversible: abort is refused, and the state survives a restart.
     let (ok, _, err) = cli(&a.data_dir(), &["migrate", "abort"]);
     assert!(!ok && err.contains("cannot be undone"), "{err}");

@@ -826,3 +826,63 @@ fn the_start_up_line_says_the_page_cache_size_first() {
     );
     assert!(line.contains("set storage.cache_mb"), "{line}");
 }
+
+/// Trial 7 item 13: one request could not be followed through the log: the request
+/// line lacked the token's name, and the audit line and "SCIM authentication failed"
+/// lacked the request id. All three carry what joins them.
+#[test]
+fn one_request_can_be_followed_through_the_log() {
+    let s = Server::start();
+    let c = s.client();
+    assert_eq!(
+        c.post("/Users", &user_body("follow@example.com")).status,
+        201
+    );
+    assert_eq!(c.with_token("scimb_wrong").get("/Users").status, 401);
+    let log = s.wait_for_log("SCIM authentication failed");
+    let log = poll(Duration::from_secs(20), || {
+        let log = s.log_text();
+        log.lines()
+            .any(|l| l.contains(" request ") && l.contains("status=401"))
+            .then_some(log)
+    })
+    .unwrap_or_else(|| panic!("no request line of the 401:\n{log}"));
+    let field = |line: &str, name: &str| -> String {
+        let at = line
+            .find(&format!(" {name}="))
+            .unwrap_or_else(|| panic!("no {name} in {line}"));
+        line[at + name.len() + 2..]
+            .split(' ')
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    let audit = log
+        .lines()
+        .find(|l| l.contains("action=scim.create"))
+        .unwrap();
+    let rid = field(audit, "request_id");
+    let request = log
+        .lines()
+        .find(|l| l.contains(" request ") && l.contains(&format!(" request_id={rid} ")))
+        .unwrap_or_else(|| panic!("no request line with request_id={rid}:\n{log}"));
+    assert!(
+        request.contains("method=POST") && request.contains("path=/scim/v2/Users"),
+        "{request}"
+    );
+    assert_eq!(field(request, "token"), "test", "{request}");
+    let failed = log
+        .lines()
+        .find(|l| l.contains("SCIM authentication failed"))
+        .unwrap();
+    let rid = field(failed, "request_id");
+    let request = log
+        .lines()
+        .find(|l| l.contains(" request ") && l.contains(&format!(" request_id={rid} ")))
+        .unwrap_or_else(|| panic!("no request line with request_id={rid}:\n{log}"));
+    assert!(request.contains("status=401"), "{request}");
+    assert!(
+        !request.contains(" token="),
+        "no token was recognised: {request}"
+    );
+}

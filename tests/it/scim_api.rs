@@ -885,8 +885,16 @@ fn bad_input_gets_scim_errors_and_changes_nothing() {
         None,
     );
     assert_scim_error(&c.get("/Groups/nope"), 404, None);
-    let big = format!("{{\"userName\": \"{}\"}}", "a".repeat(2 << 20));
-    assert_scim_error(&raw(&big), 413, None);
+    // Above the 4 MiB default (trial 7 item 7: it was 1 MiB), named with its key.
+    let big = format!("{{\"userName\": \"{}\"}}", "a".repeat(5 << 20));
+    let r = raw(&big);
+    assert_scim_error(&r, 413, None);
+    let detail = r.json()["detail"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        detail.contains("larger than 4 MiB (4194304 bytes)")
+            && detail.contains("`[limits] max_body_bytes`"),
+        "{detail}"
+    );
     let r = c.send(
         "POST",
         "/scim/v2/Users",
@@ -1129,4 +1137,89 @@ fn bulk_with_bulk_id_references_and_limits() {
         .collect();
     let r = c.post("/Bulk", &json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"], "Operations": ops}));
     assert_scim_error(&r, 413, Some("tooMany"));
+}
+
+/// Trial 7 item 7: a 20,000-member group PUT with display values (1.7 MB, what Okta
+/// and Entra ID send for a large group) got 413 "larger than 1048576 bytes" by
+/// default. The default body limit is Bulk's `maxPayloadSize` (4 MiB), so it passes;
+/// a lower configured limit answers 413 naming `[limits] max_body_bytes` and the
+/// limit in MiB.
+#[test]
+fn a_twenty_thousand_member_group_put_fits_the_default_body_limit() {
+    const MEMBERS: usize = 20_000;
+    let mut export = export::ExportFile::default();
+    let group = export.group(json!({"displayName": "Everyone"}));
+    let mut members = Vec::with_capacity(MEMBERS);
+    for i in 0..MEMBERS {
+        let name = format!("employee.number{i:05}@example.com");
+        let id = export.user(json!({"userName": name}));
+        members.push(json!({"value": id, "display": name, "type": "User"}));
+    }
+    let body = json!({
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+        "displayName": "Everyone",
+        "members": members,
+    });
+    let size = serde_json::to_vec(&body).unwrap().len();
+    assert!(size > 3 << 19 && size < 4 << 20, "{size}");
+
+    let s = Server::start();
+    s.import(&export);
+    let c = s.client();
+    let spc = c.get("/ServiceProviderConfig").json();
+    assert_eq!(spc["bulk"]["maxPayloadSize"], 4 << 20);
+    let r = c.put(&format!("/Groups/{group}"), &body);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let read = c.get(&format!("/Groups/{group}?attributes=members")).json();
+    assert_eq!(read["members"].as_array().map(Vec::len), Some(MEMBERS));
+
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("scimbridge.toml");
+    std::fs::write(&cfg, "[limits]\nmax_body_bytes = 1048576\n").unwrap();
+    let s = Server::start_with(&["--config", cfg.to_str().unwrap()]);
+    s.import(&export);
+    let r = s.client().put(&format!("/Groups/{group}"), &body);
+    assert_scim_error(&r, 413, None);
+    let detail = r.json()["detail"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        detail.contains("larger than 1 MiB (1048576 bytes)")
+            && detail.contains("`[limits] max_body_bytes` in its configuration file"),
+        "{detail}"
+    );
+}
+
+/// Trial 7 item 20: `GET /Users/.search` answered 404 "User .search not found". A
+/// search is POSTed (RFC 7644 §3.4.3): 405 with `Allow: POST`, and every 405 names
+/// the methods its path answers (RFC 9110 §15.5.6).
+#[test]
+fn a_get_of_search_is_405_with_allow_post() {
+    let s = Server::start();
+    let c = s.client();
+    let allow = |r: &Resp| {
+        r.headers
+            .get("allow")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    for path in ["/Users/.search", "/Groups/.search", "/.search"] {
+        let r = c.get(path);
+        assert_scim_error(&r, 405, None);
+        assert_eq!(allow(&r), "POST", "{path}");
+    }
+    let r = c.get("/Users/.search");
+    let detail = r.json()["detail"].as_str().unwrap_or_default().to_owned();
+    assert!(detail.contains("RFC 7644 §3.4.3"), "{detail}");
+    let r = c.put("/Users", &json!({}));
+    assert_scim_error(&r, 405, None);
+    assert_eq!(allow(&r), "GET, POST");
+    let r = c.post("/ServiceProviderConfig", &json!({}));
+    assert_scim_error(&r, 405, None);
+    assert_eq!(allow(&r), "GET");
+    // POST .search still searches.
+    let r = c.post(
+        "/Users/.search",
+        &json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"]}),
+    );
+    assert_eq!(r.status, 200);
 }
