@@ -935,7 +935,15 @@ pub(crate) fn normalise_public_url(given: &str) -> std::result::Result<String, S
 /// A TOML or serde error in the admin's words: "expected usize" means nothing to
 /// someone editing a config file (issue 14).
 fn in_admins_words(why: &str) -> String {
-    let mut out = why.to_owned();
+    // serde lists the keys of a section after an unknown field, and the values of a
+    // setting after an unknown variant (trial 7: `mode = "selfsigned"` was told
+    // "the keys allowed here are `self-signed`…").
+    let allowed = if why.contains("unknown variant") {
+        "; the values allowed here are"
+    } else {
+        "; the keys allowed here are"
+    };
+    let mut out = why.replace(", expected one of", allowed);
     for (parser, admin) in [
         ("expected usize", "expected a whole number (without quotes)"),
         ("expected u64", "expected a whole number (without quotes)"),
@@ -960,7 +968,6 @@ fn in_admins_words(why: &str) -> String {
         ("invalid value: integer", "the number"),
         ("unknown field", "unknown key"),
         ("missing field", "missing key"),
-        (", expected one of", "; the keys allowed here are"),
         ("unknown variant", "unknown value"),
     ] {
         out = out.replace(parser, admin);
@@ -1645,6 +1652,22 @@ mod tests {
         assert!(
             format!("{e:#}").contains("must start with https://"),
             "{e:#}"
+        );
+    }
+
+    #[test]
+    fn an_unknown_value_lists_the_values_and_an_unknown_key_the_keys() {
+        let (_d, p) = write("[tls]\nmode = \"selfsigned\"\n");
+        let e = format!("{:#}", load_with(Some(&p), &[]).unwrap_err());
+        assert!(
+            e.contains("unknown value `selfsigned`; the values allowed here are `self-signed`"),
+            "{e}"
+        );
+        let (_d, p) = write("[tls]\nmood = \"off\"\n");
+        let e = format!("{:#}", load_with(Some(&p), &[]).unwrap_err());
+        assert!(
+            e.contains("unknown key `mood`; the keys allowed here are `mode`"),
+            "{e}"
         );
     }
 

@@ -7,6 +7,7 @@
 
 pub(crate) mod admin;
 pub(crate) mod audit;
+pub(crate) mod by_modified;
 pub(crate) mod directory;
 pub(crate) mod liveness;
 pub(crate) mod query;

@@ -19,14 +19,17 @@ use crate::control::wire::{Reply, Request};
 use crate::migrate::export;
 use crate::plural::count;
 
-/// `export --out FILE` (or `-` for stdout). A file is checked as it is written (the
-/// checks of `export::verify`: every line a record of the format, the counts, the
-/// SHA-256), synced, and only then renamed into place.
-pub(super) fn export(cfg: &Config, out: &Path) -> Result<ExitCode> {
+/// `export --out FILE [--force]` (or `-` for stdout). A file is checked as it is
+/// written (the checks of `export::verify`: every line a record of the format, the
+/// counts, the SHA-256), synced, and only then renamed into place. An existing
+/// `FILE` is replaced only with `force`, as `backup` does (trial 7 item 9: it was
+/// overwritten silently).
+pub(super) fn export(cfg: &Config, out: &Path, force: bool) -> Result<ExitCode> {
     if out.as_os_str() == "-" {
         let mut sink = std::io::BufWriter::new(std::io::stdout().lock());
         return write_export(cfg, &mut sink).map(|()| ExitCode::SUCCESS);
     }
+    refuse_existing(out, force)?;
     let (partial, f) = create_partial(out)?;
     let mut sink = export::VerifyingWriter::new(std::io::BufWriter::with_capacity(256 * 1024, f));
     let written = write_export(cfg, &mut sink);
@@ -134,6 +137,18 @@ pub(super) fn import(cfg: &Config, file: &Path) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Refuses to write over an existing `out` unless `force` (a mistyped name must not
+/// destroy the one good copy).
+fn refuse_existing(out: &Path, force: bool) -> Result<()> {
+    if !force && std::fs::symlink_metadata(out).is_ok() {
+        anyhow::bail!(
+            "{} already exists; choose another name, or pass --force to replace it",
+            out.display()
+        );
+    }
+    Ok(())
+}
+
 /// `backup --out FILE [--force]`: from a running server over the control socket (the
 /// server makes the copy in its data directory and streams it), or directly. An
 /// existing `FILE` is replaced only with `force` (a mistyped name must not destroy
@@ -144,12 +159,7 @@ pub(super) fn backup(cfg: &Config, out: &Path, force: bool) -> Result<ExitCode> 
     if out == std::path::absolute(cfg.db_path()).unwrap_or_default() {
         anyhow::bail!("--out must not be the live database file");
     }
-    if !force && std::fs::symlink_metadata(&out).is_ok() {
-        anyhow::bail!(
-            "{} already exists; choose another name, or pass --force to replace it",
-            given.display()
-        );
-    }
+    refuse_existing(given, force)?;
     let (partial, mut file) = create_partial(given)?;
     let partial = std::path::absolute(&partial).unwrap_or(partial);
     let streamed = client::call_stream(&cfg.data_dir, &Request::Backup, &mut file, |_| {});

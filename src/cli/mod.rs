@@ -57,9 +57,13 @@ pub(crate) enum Command {
     Migrate(MigrateCommand),
     /// Export the whole directory as one versioned, checksummed file (docs/EXPORT_FORMAT.md).
     Export {
-        /// Output file, or - for stdout.
+        /// Output file, or - for stdout; an existing file is refused unless --force.
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
+        /// Replace FILE if it exists (atomically: the old copy stays until the new one
+        /// is complete and verified).
+        #[arg(long)]
+        force: bool,
     },
     /// Restore an export file into an empty bridge.
     Import {
@@ -475,7 +479,7 @@ pub fn run(matches: &ArgMatches) -> Result<ExitCode> {
         Command::Token(cmd) => token::run(&cli.load(None)?, cmd),
         Command::Migrate(cmd) => migrate::run(&cli.load(None)?, cmd),
         Command::Admin(cmd) => admin::run(&cli.load(None)?, cmd),
-        Command::Export { out } => data::export(&cli.load(None)?, out),
+        Command::Export { out, force } => data::export(&cli.load(None)?, out, *force),
         Command::Import { file } => data::import(&cli.load(None)?, file),
         Command::Backup { out, force } => data::backup(&cli.load(None)?, out, *force),
     }

@@ -60,6 +60,22 @@ fn export_while_serving_then_import_restores_exactly() {
     let file = dir.path().join("directory.jsonl");
     let (ok, _, err) = cli(&a.data_dir(), &["export", "--out", file.to_str().unwrap()]);
     assert!(ok, "{err}");
+    // Trial 7 item 9: a second export to the same name replaced it silently, while
+    // `backup` refused; both refuse without --force, naming it, and keep the file.
+    let before = std::fs::read(&file).unwrap();
+    let (ok, _, again) = cli(&a.data_dir(), &["export", "--out", file.to_str().unwrap()]);
+    assert!(!ok, "{again}");
+    assert!(
+        again.contains(&format!("{} already exists", file.display()))
+            && again.contains("pass --force to replace it"),
+        "{again}"
+    );
+    assert_eq!(std::fs::read(&file).unwrap(), before);
+    let (ok, _, again) = cli(
+        &a.data_dir(),
+        &["export", "--out", file.to_str().unwrap(), "--force"],
+    );
+    assert!(ok, "{again}");
     assert!(
         err.contains("exported 25 users, 2 groups and 4 memberships"),
         "{err}"
