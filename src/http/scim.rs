@@ -815,7 +815,7 @@ fn projection(params: &HashMap<String, String>) -> ScimResult<Projection> {
 
 /// `bytes` in MiB: whole (`4 MiB`) or to two decimals (`1.50 MiB`).
 fn mib(bytes: usize) -> String {
-    if bytes % (1 << 20) == 0 {
+    if bytes.is_multiple_of(1 << 20) {
         format!("{} MiB", bytes >> 20)
     } else {
         format!("{:.2} MiB", bytes as f64 / f64::from(1u32 << 20))
