@@ -334,7 +334,7 @@ impl Cli {
     fn load(&self, flags: Option<&ArgMatches>) -> Result<Config> {
         config::load(self.config_file().as_deref(), |s| {
             if let Some(m) = flags {
-                s.update_from_arg_matches(m)?;
+                s.apply_command_line(m)?;
                 config::apply_environment(s);
             }
             if let Some(d) = &self.data_dir {

@@ -670,6 +670,62 @@ fn environment_variables_configure_like_flags() {
     );
 }
 
+/// A value clap accepts but the configuration refuses (an address that does not
+/// parse, a short metrics token) named the file's key even when a variable gave it,
+/// over a file that was right. It names the variable; the file's own mistakes still
+/// name the file and the key.
+#[test]
+fn a_refused_value_names_the_variable_it_came_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("scimbridge.toml");
+    std::fs::write(&file, "listen = \"127.0.0.1:9443\"\n").unwrap();
+    let check = |env: &[(&str, &str)], flags: &[&str]| {
+        let out = std::process::Command::new(BIN)
+            .arg("--config")
+            .arg(&file)
+            .arg("check-config")
+            .args(flags)
+            .env("SCIMBRIDGE_DATA_DIR", dir.path())
+            .env_remove("SCIMBRIDGE_CONFIG")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = check(&[("SCIMBRIDGE_LISTEN", "nope")], &[]);
+    assert!(
+        err.contains("the environment variable SCIMBRIDGE_LISTEN: \"nope\" is not an address"),
+        "{err}"
+    );
+    assert!(!err.contains("key listen"), "{err}");
+    let err = check(&[("SCIMBRIDGE_ADMIN_LISTEN", "127.0.0.1:9443")], &[]);
+    assert!(
+        err.contains("the environment variable SCIMBRIDGE_ADMIN_LISTEN: 127.0.0.1:9443 is also the SCIM listener"),
+        "{err}"
+    );
+    let err = check(&[("SCIMBRIDGE_METRICS_TOKEN", "short")], &[]);
+    assert!(
+        err.contains(
+            "the environment variable SCIMBRIDGE_METRICS_TOKEN: the metrics token must be"
+        ),
+        "{err}"
+    );
+    // The flag wins over its variable, and is what is named.
+    let err = check(
+        &[("SCIMBRIDGE_LISTEN", "127.0.0.1:1")],
+        &["--listen", "nope"],
+    );
+    assert!(err.contains("--listen: \"nope\""), "{err}");
+    // The file's own mistake names the file and the key.
+    std::fs::write(&file, "listen = \"nope\"\n").unwrap();
+    let err = check(&[], &[]);
+    assert!(
+        err.contains(&format!("{} (key listen): \"nope\"", file.display())),
+        "{err}"
+    );
+}
+
 #[test]
 fn backup_is_consistent_under_concurrent_writes_and_restores() {
     let mut s = Server::start();

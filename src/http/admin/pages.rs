@@ -762,7 +762,8 @@ pub(crate) fn tokens(c: &Chrome, v: &TokensView) -> String {
             p.note {
                 "Revoking takes effect on the token's next request. Rotating issues a new secret under \
                  the same name and keeps the old one working (superseded) until you revoke it, so the \
-                 identity provider can be switched without an outage."
+                 identity provider (or, for a read-only token, the tools that read with it) can be \
+                 switched to the new secret without an outage."
             }
             (liveness::explained())
         }
