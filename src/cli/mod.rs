@@ -29,7 +29,7 @@ use crate::migrate::policy::PolicyView;
 #[derive(Debug, Parser)]
 #[command(
     name = "scimbridge",
-    version,
+    version = crate::version::VERSION,
     about = "A self-hosted SCIM 2.0 bridge: a TLS SCIM server with embedded storage"
 )]
 pub struct Cli {

@@ -1127,17 +1127,9 @@ async fn dashboard(
             .iter()
             .filter(|(t, _)| t.state == TokenState::Active)
             .count(),
-        requests: state
-            .activity
-            .recent(25)
-            .into_iter()
-            .map(|record| pages::RequestRow {
-                resource: resource_now(&snap, &record),
-                record,
-            })
-            .collect(),
+        requests: recent_requests(state, &snap),
         changes,
-        version: env!("CARGO_PKG_VERSION"),
+        version: crate::version::VERSION,
         uptime: state.started.elapsed(),
         db_bytes: state.app.store.file_size(),
         cert,
@@ -1589,25 +1581,72 @@ fn manager_ref(snap: &crate::store::Snapshot, id: &str) -> Result<pages::Manager
 /// One lookup by id per row (`Snapshot::name_of`), so the dashboard costs the same
 /// whatever the directory's size. `None` when the request named no resource or the
 /// store could not be read (the row then shows the id alone).
+/// The resource type of a SCIM endpoint with resources by id (`Users`, `Groups`).
+fn endpoint_type(endpoint: &str) -> Option<ResourceType> {
+    match endpoint {
+        "Users" => Some(ResourceType::User),
+        "Groups" => Some(ResourceType::Group),
+        _ => None,
+    }
+}
+
 fn resource_now(
     snap: &crate::store::Snapshot,
     r: &activity::ScimRequestRecord,
 ) -> Option<pages::ResourceNow> {
     let id = r.id.as_deref()?;
-    let rt = match r.endpoint.as_str() {
-        "Users" => ResourceType::User,
-        "Groups" => ResourceType::Group,
-        _ => return None,
-    };
+    let rt = endpoint_type(&r.endpoint)?;
     match snap.name_of(rt, id).ok()? {
         Some(name) => Some(pages::ResourceNow::Named(rt, name)),
         // A user has a userName and a group a displayName (both required), so no
         // name means no resource; a record without one still exists and keeps its id.
         None => match snap.get_raw(rt, id, |_| Ok(())).ok()? {
             Some(()) => None,
-            None => Some(pages::ResourceNow::Gone),
+            None => Some(pages::ResourceNow::Gone { was: None }),
         },
     }
+}
+
+/// The dashboard's last SCIM requests, each with what became of its resource: its
+/// name now, or, for one deleted since the request found it, the name the audit
+/// last gave it (`App::names_in_audit`; a Bulk delete leaves it unnamed).
+fn recent_requests(state: &AppState, snap: &crate::store::Snapshot) -> Vec<pages::RequestRow> {
+    let mut rows: Vec<pages::RequestRow> = state
+        .activity
+        .recent(25)
+        .into_iter()
+        .map(|record| pages::RequestRow {
+            resource: resource_now(snap, &record),
+            record,
+        })
+        .collect();
+    let deleted: Vec<usize> = (0..rows.len())
+        .filter(|&i| {
+            matches!(rows[i].resource, Some(pages::ResourceNow::Gone { .. }))
+                && rows[i].record.found_its_resource()
+        })
+        .collect();
+    let wanted: Vec<(ResourceType, &str)> = deleted
+        .iter()
+        .filter_map(|&i| {
+            let r = &rows[i].record;
+            Some((endpoint_type(&r.endpoint)?, r.id.as_deref()?))
+        })
+        .collect();
+    let Some(since) = deleted.iter().map(|&i| rows[i].record.time).min() else {
+        return rows;
+    };
+    let names = match state.app.names_in_audit(&wanted, since) {
+        Ok(names) => names,
+        Err(e) => {
+            tracing::warn!(error = %e, "the audit could not be read for the names of deleted resources");
+            return rows;
+        }
+    };
+    for (i, was) in deleted.into_iter().zip(names) {
+        rows[i].resource = Some(pages::ResourceNow::Gone { was });
+    }
+    rows
 }
 
 /// The query string of a user's or group's page: which page of members to show.
