@@ -147,6 +147,7 @@ impl Target {
         path: &str,
         body: Option<&Value>,
     ) -> (u16, Bytes) {
+        let body = body.map(json_bytes);
         let resp = self.request(s, &self.headers(), method, path, body).await;
         match resp {
             Some(resp) => {
@@ -168,7 +169,7 @@ impl Target {
         headers: &Headers,
         method: &str,
         path: &str,
-        body: Option<&Value>,
+        body: Option<Bytes>,
     ) -> u16 {
         let Some(resp) = self.request(s, headers, method, path, body).await else {
             return 599;
@@ -199,17 +200,13 @@ impl Target {
         headers: &Headers,
         method: &str,
         path: &str,
-        body: Option<&Value>,
+        body: Option<Bytes>,
     ) -> Option<hyper::Response<hyper::body::Incoming>> {
         let uri = match path.strip_prefix("//") {
             Some(abs) => abs.to_owned(),
             None => format!("{}{path}", self.prefix),
         };
-        let body = match body {
-            Some(b) => Bytes::from(serde_json::to_vec(b).unwrap()),
-            None => Bytes::new(),
-        };
-        let mut req = Request::new(Full::new(body));
+        let mut req = Request::new(Full::new(body.unwrap_or_default()));
         *req.method_mut() = method.parse().unwrap();
         *req.uri_mut() = uri.parse().unwrap();
         let h = req.headers_mut();
@@ -313,6 +310,13 @@ fn header() {
 }
 
 type Make = dyn Fn(usize) -> (&'static str, String, Option<Value>) + Send + Sync;
+/// As [`Make`], with the body as the bytes to send.
+type MakeBytes = dyn Fn(usize) -> (&'static str, String, Option<Bytes>) + Send + Sync;
+
+/// A body as the JSON bytes serde writes for it.
+fn json_bytes(body: &Value) -> Bytes {
+    Bytes::from(serde_json::to_vec(body).unwrap())
+}
 
 /// Runs up to `count` requests over `conns` keep-alive connections, at most `limit`
 /// long, while one more connection probes `/healthz` every 20 ms.
@@ -322,6 +326,43 @@ async fn run(
     count: usize,
     limit: Duration,
     make: Arc<Make>,
+) -> Stats {
+    let make = Arc::new(move |i| {
+        let (m, p, b) = make(i);
+        (m, p, b.as_ref().map(json_bytes))
+    });
+    run_bytes(t, conns, count, limit, make).await
+}
+
+/// Runs the measurement `f` makes on a runtime of its own with a single thread, and
+/// waits for it. The durable creates keep 64 connections busy while each waits for
+/// its fsync: one thread serves them all without the two workers of the main
+/// runtime waking each other for every answer, which was part of the generator's
+/// CPU per create on the cores the server runs on.
+async fn on_one_thread<F, Fut>(t: &Arc<Target>, f: F) -> Stats
+where
+    F: FnOnce(Arc<Target>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Stats>,
+{
+    let t = t.clone();
+    tokio::task::spawn_blocking(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f(t))
+    })
+    .await
+    .unwrap()
+}
+
+/// [`run`] with bodies made as bytes (the create loops: no JSON tree per request).
+async fn run_bytes(
+    t: &Arc<Target>,
+    conns: usize,
+    count: usize,
+    limit: Duration,
+    make: Arc<MakeBytes>,
 ) -> Stats {
     let next = Arc::new(AtomicUsize::new(0));
     let errors = Arc::new(AtomicUsize::new(0));
@@ -359,7 +400,7 @@ async fn run(
                 }
                 let (m, p, b) = make(i);
                 let t0 = Instant::now();
-                let status = t.status(&mut s, &headers, m, &p, b.as_ref()).await;
+                let status = t.status(&mut s, &headers, m, &p, b).await;
                 lat.push(t0.elapsed());
                 if status >= 400 {
                     errors.fetch_add(1, Ordering::Relaxed);
@@ -513,12 +554,34 @@ fn arg(args: &HashMap<String, String>, name: &str) -> Option<String> {
     args.get(name).cloned()
 }
 
+/// User `i` of a run tagged `tag` as an identity provider creates it (every one
+/// distinct: its own userName, email and names).
 fn user(i: usize, tag: &str) -> Value {
     json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
            "userName": format!("{tag}{i}@example.com"), "active": true,
            "displayName": format!("Bench User {i}"), "title": if i.is_multiple_of(3) { "Engineer" } else { "Accountant" },
            "name": {"givenName": "Bench", "familyName": format!("User{i}")},
            "emails": [{"value": format!("{tag}{i}@example.com"), "type": "work", "primary": true}]})
+}
+
+/// [`user`] as the bytes serde writes for it, written straight from a template: the
+/// create loops send thousands a second from the cores the server runs on, and
+/// building and serializing a JSON tree per request was part of the generator's
+/// cost per create (docs/PERFORMANCE.md "Durable creates"). `main` checks the two
+/// agree.
+fn user_body(i: usize, tag: &str) -> Bytes {
+    use std::fmt::Write;
+    let title = if i.is_multiple_of(3) {
+        "Engineer"
+    } else {
+        "Accountant"
+    };
+    let mut s = String::with_capacity(320);
+    let _ = write!(
+        s,
+        r#"{{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"{tag}{i}@example.com","active":true,"displayName":"Bench User {i}","title":"{title}","name":{{"givenName":"Bench","familyName":"User{i}"}},"emails":[{{"value":"{tag}{i}@example.com","type":"work","primary":true}}]}}"#
+    );
+    Bytes::from(s)
 }
 
 fn members_patch(op: &str, ids: &[String]) -> Value {
@@ -641,12 +704,16 @@ fn main() {
         let want = |n: &str| scenarios.iter().any(|s| s == n);
         if existing < users || want("create") {
             let tag = format!("c{}-", std::process::id());
+            for i in [0, 1, 7, 12_345] {
+                assert_eq!(user_body(i, &tag), json_bytes(&user(i, &tag)), "user_body({i})");
+            }
             let n = if existing < users { users - existing } else { 20_000 };
             let tag2 = tag.clone();
-            let st = run(t, 64, n, Duration::from_secs(600).max(limit), Arc::new(move |i| {
-                ("POST", "/Users".into(), Some(user(i, &tag2)))
-            }))
-            .await;
+            let make: Arc<MakeBytes> = Arc::new(move |i| {
+                ("POST", "/Users".into(), Some(user_body(i, &tag2)))
+            });
+            let limit = Duration::from_secs(600).max(limit);
+            let st = on_one_thread(t, move |t| async move { run_bytes(&t, 64, n, limit, make).await }).await;
             st.print("create: POST /Users, 64 clients (durable)");
             // A server that drops connections (scim2-server closes each one) loses
             // some creates: top the directory up, one connection, at most 3 rounds,
@@ -659,8 +726,8 @@ fn main() {
                     break;
                 }
                 let tag2 = format!("{tag}r{round}-");
-                run(t, 1, users - have, Duration::from_secs(600), Arc::new(move |i| {
-                    ("POST", "/Users".into(), Some(user(i, &tag2)))
+                run_bytes(t, 1, users - have, Duration::from_secs(600), Arc::new(move |i| {
+                    ("POST", "/Users".into(), Some(user_body(i, &tag2)))
                 }))
                 .await;
             }

@@ -72,17 +72,48 @@ impl Timestamp {
     /// RFC 3339 in UTC with exactly three fraction digits:
     /// `YYYY-MM-DDTHH:MM:SS.mmmZ`. Fixed width, so the text also sorts by time.
     pub fn to_rfc3339(self) -> String {
+        match self.fixed_text() {
+            Some(text) => String::from_utf8_lossy(&text).into_owned(),
+            None => {
+                let t = self.0;
+                format!(
+                    "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+                    t.year(),
+                    u8::from(t.month()),
+                    t.day(),
+                    t.hour(),
+                    t.minute(),
+                    t.second(),
+                    t.millisecond()
+                )
+            }
+        }
+    }
+
+    /// [`Timestamp::to_rfc3339`] as ASCII bytes, written digit by digit, for the
+    /// years 0..=9999 (`None` before year 0). Every write stores two or three
+    /// timestamps and `format!` of seven numbers cost ≈ 3,500 instructions each
+    /// (issue 10, docs/PERFORMANCE.md "Durable creates").
+    fn fixed_text(self) -> Option<[u8; 24]> {
         let t = self.0;
-        format!(
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-            t.year(),
-            u8::from(t.month()),
-            t.day(),
-            t.hour(),
-            t.minute(),
-            t.second(),
-            t.millisecond()
-        )
+        let (year, month, day) = t.to_calendar_date();
+        let year = u32::try_from(year).ok().filter(|y| *y <= 9999)?;
+        let (hour, minute, second, milli) = t.to_hms_milli();
+        let mut b = *b"0000-00-00T00:00:00.000Z";
+        let mut digits = |at: usize, width: usize, mut n: u32| {
+            for i in (at..at + width).rev() {
+                b[i] = b'0' + (n % 10) as u8;
+                n /= 10;
+            }
+        };
+        digits(0, 4, year);
+        digits(5, 2, u8::from(month).into());
+        digits(8, 2, day.into());
+        digits(11, 2, hour.into());
+        digits(14, 2, minute.into());
+        digits(17, 2, second.into());
+        digits(20, 3, milli.into());
+        Some(b)
     }
 
     /// The underlying `time` value (UTC).
@@ -120,7 +151,10 @@ impl std::str::FromStr for Timestamp {
 
 impl serde::Serialize for Timestamp {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_rfc3339())
+        match self.fixed_text() {
+            Some(text) => s.serialize_str(&String::from_utf8_lossy(&text)),
+            None => s.serialize_str(&self.to_rfc3339()),
+        }
     }
 }
 
@@ -160,6 +194,25 @@ mod tests {
         assert_eq!(t.to_string(), "2024-05-01T10:00:00.120Z");
         let whole = Timestamp::parse("2024-05-01T10:00:00Z").unwrap();
         assert_eq!(whole.to_rfc3339(), "2024-05-01T10:00:00.000Z");
+    }
+
+    #[test]
+    fn the_text_written_digit_by_digit_is_the_formatted_one() {
+        for text in [
+            "0000-01-01T00:00:00.000Z",
+            "0999-12-31T23:59:59.999Z",
+            "1970-01-01T00:00:00.001Z",
+            "2024-02-29T09:05:07.040Z",
+            "9999-12-31T23:59:59.999Z",
+        ] {
+            let t = Timestamp::parse(text).unwrap();
+            assert_eq!(t.to_rfc3339(), text);
+            assert_eq!(serde_json::to_string(&t).unwrap(), format!("\"{text}\""));
+        }
+        // Before year 0 the formatted text (a sign) is kept.
+        let early = Timestamp::from_datetime(time::macros::datetime!(-0001-06-01 10:00 UTC));
+        assert_eq!(early.fixed_text(), None);
+        assert_eq!(early.to_rfc3339(), "-001-06-01T10:00:00.000Z");
     }
 
     #[test]

@@ -110,7 +110,14 @@ pub(crate) struct AuditRecord {
 
 /// Appends `records` in order, numbering them (`seq`) after the newest entry.
 pub(crate) fn append(txn: &WriteTransaction, records: &mut [AuditRecord]) -> StoreResult<()> {
-    let mut t = txn.open_table(AUDIT)?;
+    append_to(&mut txn.open_table(AUDIT)?, records)
+}
+
+/// [`append`] into the audit table `t`, open.
+pub(super) fn append_to(
+    t: &mut redb::Table<'_, u64, &'static [u8]>,
+    records: &mut [AuditRecord],
+) -> StoreResult<()> {
     let mut seq = t.last()?.map(|(k, _)| k.value()).unwrap_or(0);
     for r in records {
         seq += 1;

@@ -16,6 +16,7 @@ mod cycles;
 mod health;
 mod migration;
 mod nesting;
+mod open;
 mod reports;
 mod row;
 mod tables;
@@ -31,6 +32,7 @@ pub(crate) use health::{StorageHealth, COMMIT_BUCKETS};
 pub(crate) use migration::{
     LastVerify, ListedDifference, MigrationState, Phase, StoredPolicy, KEPT_DIFFERENCES,
 };
+pub(crate) use open::WriteTables;
 pub(crate) use tokens::{hex, RevokeWhich, Scope, TokenRecord, TokenState};
 pub(crate) use traffic::{hour_of, OutcomeClass, OutcomeCounts, TokenTraffic};
 pub(crate) use upgrade::{Upgrade, FORMAT_VERSION};
@@ -374,8 +376,12 @@ pub(crate) struct Update {
 
 type AnyResult = Result<Box<dyn Any + Send>, StoreError>;
 
+/// A job's work: it runs in the batch's transaction, through the tables the batch
+/// keeps open ([`WriteTables`]).
+type Work = Box<dyn for<'a, 't> FnOnce(&'a mut WriteTables<'t>) -> AnyResult + Send>;
+
 struct Job {
-    run: Box<dyn FnOnce(&WriteTransaction) -> AnyResult + Send>,
+    run: Work,
     reply: tokio::sync::oneshot::Sender<AnyResult>,
 }
 
@@ -528,11 +534,11 @@ impl Store {
 
     fn submit<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&WriteTransaction) -> StoreResult<T> + Send + 'static,
+        f: impl for<'a, 't> FnOnce(&'a mut WriteTables<'t>) -> StoreResult<T> + Send + 'static,
     ) -> StoreResult<tokio::sync::oneshot::Receiver<AnyResult>> {
         let (reply, rx) = tokio::sync::oneshot::channel();
         let job = Job {
-            run: Box::new(move |txn| f(txn).map(|v| Box::new(v) as Box<dyn Any + Send>)),
+            run: Box::new(move |t| f(t).map(|v| Box::new(v) as Box<dyn Any + Send>)),
             reply,
         };
         self.send(Msg::Write(job))?;
@@ -588,6 +594,15 @@ impl Store {
         &self,
         f: impl FnOnce(&WriteTransaction) -> StoreResult<T> + Send + 'static,
     ) -> StoreResult<T> {
+        self.write_tables(move |t| f(t.txn())).await
+    }
+
+    /// `write` through the tables the batch keeps open from one job to the next
+    /// ([`WriteTables`]): for the writes every batch is full of (creates).
+    async fn write_tables<T: Send + 'static>(
+        &self,
+        f: impl for<'a, 't> FnOnce(&'a mut WriteTables<'t>) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
         let rx = self.submit(f)?;
         Self::unpack(rx.await)
     }
@@ -597,7 +612,7 @@ impl Store {
         &self,
         f: impl FnOnce(&WriteTransaction) -> StoreResult<T> + Send + 'static,
     ) -> StoreResult<T> {
-        let rx = self.submit(f)?;
+        let rx = self.submit(move |t| f(t.txn()))?;
         Self::unpack(rx.blocking_recv())
     }
 
@@ -681,11 +696,11 @@ impl Store {
     ) -> StoreResult<Created> {
         let durable = audit.as_ref().map(|a| a.durable);
         let (created, entry) = self
-            .write(move |txn| {
-                let created = create_in(txn, rt, attrs, members, &actor, now)?;
+            .write_tables(move |t| {
+                let created = create_with(t, rt, attrs, members, &actor, now)?;
                 let r = &created.resource;
                 let name = identifying_name(rt, &r.attrs);
-                let entry = append_write_audit(txn, audit, &r.id, name)?;
+                let entry = append_write_audit(t, audit, &r.id, name)?;
                 Ok((created, entry))
             })
             .await?;
@@ -712,7 +727,7 @@ impl Store {
                 let (rt, id) = (req.target.rt, req.target.id.as_str());
                 let name = name_before(txn, audit.is_some(), rt, id)?;
                 let r = update_in(txn, &req, f)?;
-                let entry = append_write_audit(txn, audit, id, name)?;
+                let entry = append_write_audit(&mut WriteTables::new(txn), audit, id, name)?;
                 Ok((r, entry))
             })
             .await?;
@@ -736,7 +751,7 @@ impl Store {
                 let (rt, id) = (target.rt, target.id.as_str());
                 let name = name_before(txn, audit.is_some(), rt, id)?;
                 delete_in(txn, &target, &actor, now)?;
-                append_write_audit(txn, audit, id, name)
+                append_write_audit(&mut WriteTables::new(txn), audit, id, name)
             })
             .await?;
         announce(durable, entry);
@@ -794,7 +809,7 @@ fn name_before(
 /// Appends `audit` (if any) with the resource's `id` and `name`; returns it as
 /// stored.
 fn append_write_audit(
-    txn: &WriteTransaction,
+    t: &mut WriteTables<'_>,
     audit: Option<AuditOnWrite>,
     id: &str,
     name: Option<String>,
@@ -804,7 +819,7 @@ fn append_write_audit(
     };
     record.resource_id = Some(id.to_owned());
     record.resource_name = name;
-    audit::append(txn, std::slice::from_mut(&mut record))?;
+    audit::append_to(t.audit()?, std::slice::from_mut(&mut record))?;
     Ok(Some(record))
 }
 
@@ -925,7 +940,7 @@ fn import_batch(
         match item {
             ImportItem::Resource(rt, mut r) => {
                 repair_primaries(rt, &mut r, now, notes);
-                insert_new_in(txn, rt, &r)?;
+                insert_new_in(&mut WriteTables::new(txn), rt, &r)?;
                 index_keeping_first(txn, rt, &r, notes)?;
             }
             ImportItem::Membership {
@@ -997,7 +1012,13 @@ fn index_keeping_first(
             None => keys.user_name = Some(name),
         }
     }
-    write_index(txn, rt, &r.id, &IndexKeys::default(), &keys)
+    write_index(
+        &mut WriteTables::new(txn),
+        rt,
+        &r.id,
+        &IndexKeys::default(),
+        &keys,
+    )
 }
 
 /// A consistent copy of `src` in a new 0600 redb file written as `out.tmp`, with
@@ -1107,6 +1128,7 @@ fn commit_batch(slot: &health::DbSlot, db: Arc<Database>, batch: Vec<Job>) {
     };
     let mut done = Vec::with_capacity(batch.len());
     let mut fatal: Option<StoreError> = None;
+    let mut tables = WriteTables::new(&txn);
     for job in batch {
         if fatal.is_some() {
             done.push((job.reply, Err(StoreError::Closed)));
@@ -1115,7 +1137,7 @@ fn commit_batch(slot: &health::DbSlot, db: Arc<Database>, batch: Vec<Job>) {
         // A bug in one job must not take the writer (and every later write) down:
         // a panic fails this batch like a storage error and the thread goes on.
         let run = job.run;
-        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&txn)))
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&mut tables)))
             .unwrap_or_else(|_| {
                 Err(StoreError::Storage(
                     "a write operation panicked; the batch was rolled back".into(),
@@ -1128,6 +1150,8 @@ fn commit_batch(slot: &health::DbSlot, db: Arc<Database>, batch: Vec<Job>) {
         }
         done.push((job.reply, r));
     }
+    // Every table is closed before the commit (or the rollback).
+    drop(tables);
     if let Some(err) = fatal {
         tracing::error!(error = %err, "storage error; the batch is rolled back");
         drop(txn);
@@ -1220,7 +1244,7 @@ fn index_keys(rt: ResourceType, attrs: &Attributes) -> IndexKeys {
 /// compared by `keys` (case-folded, NFC); the message names the value `attrs` sends and
 /// the stored user's own userName and id, which may differ from it in case or form.
 fn check_unique(
-    txn: &WriteTransaction,
+    t: &mut WriteTables<'_>,
     rt: ResourceType,
     id: &str,
     attrs: &Attributes,
@@ -1228,20 +1252,17 @@ fn check_unique(
 ) -> StoreResult<()> {
     if rt == ResourceType::User {
         if let Some(name) = &keys.user_name {
-            let t = txn.open_table(USER_NAMES)?;
-            let owner = t.get(name.as_str())?.map(|v| v.value().to_owned());
-            drop(t);
+            let owner = t
+                .user_names()?
+                .get(name.as_str())?
+                .map(|v| v.value().to_owned());
             if let Some(owner) = owner.filter(|o| o != id) {
                 let sent = attrs
                     .get("userName")
                     .and_then(Value::as_str)
                     .unwrap_or(name);
-                let stored = get_in(txn, rt, &owner)?;
-                let held = stored
-                    .as_ref()
-                    .and_then(|u| u.attrs.get("userName"))
-                    .and_then(Value::as_str)
-                    .unwrap_or(name);
+                let stored = name_in(t.records(rt)?, rt, &owner)?;
+                let held = stored.as_deref().unwrap_or(name);
                 return Err(ScimError::uniqueness(format!(
                     "the userName \"{sent}\" is taken: the user \"{held}\" (id {owner}) already \
                      exists, and userNames are compared ignoring case and Unicode \
@@ -1255,7 +1276,7 @@ fn check_unique(
 }
 
 fn write_index(
-    txn: &WriteTransaction,
+    t: &mut WriteTables<'_>,
     rt: ResourceType,
     id: &str,
     old: &IndexKeys,
@@ -1265,7 +1286,7 @@ fn write_index(
         return Ok(());
     }
     if old.user_name != new.user_name {
-        let mut t = txn.open_table(USER_NAMES)?;
+        let t = t.user_names()?;
         if let Some(k) = &old.user_name {
             t.remove(k.as_str())?;
         }
@@ -1274,7 +1295,7 @@ fn write_index(
         }
     }
     if old.external_id != new.external_id {
-        let mut t = txn.open_multimap_table(EXTERNAL_IDS)?;
+        let t = t.external_ids()?;
         if let Some(k) = &old.external_id {
             t.remove((rt_code(rt), k.as_str()), id)?;
         }
@@ -1283,7 +1304,7 @@ fn write_index(
         }
     }
     if old.group_name != new.group_name {
-        let mut t = txn.open_multimap_table(GROUP_NAMES)?;
+        let t = t.group_names()?;
         if let Some(k) = &old.group_name {
             t.remove(k.as_str(), id)?;
         }
@@ -1292,7 +1313,7 @@ fn write_index(
         }
     }
     if old.emails != new.emails {
-        let mut t = txn.open_multimap_table(EMAILS)?;
+        let t = t.emails()?;
         let (old_set, new_set): (HashSet<&String>, HashSet<&String>) =
             (old.emails.iter().collect(), new.emails.iter().collect());
         for k in old.emails.iter().filter(|k| !new_set.contains(k)) {
@@ -1324,21 +1345,30 @@ fn get_in(
 /// its id in the type's id table and a user's manager link (`reports.rs`). Returns
 /// the record's bytes.
 fn insert_new_in(
-    txn: &WriteTransaction,
+    t: &mut WriteTables<'_>,
     rt: ResourceType,
     r: &StoredResource,
 ) -> StoreResult<Vec<u8>> {
-    let record = put_in(txn, rt, r)?;
-    txn.open_table(id_table(rt))?.insert(r.id.as_str(), ())?;
-    reports::follow(txn, &r.id, None, Some(&r.attrs))?;
+    let record = put_to(t.records(rt)?, r)?;
+    t.ids(rt)?.insert(r.id.as_str(), ())?;
+    if reports::manager_of(&r.attrs).is_some() {
+        reports::follow(t.txn(), &r.id, None, Some(&r.attrs))?;
+    }
     Ok(record)
 }
 
 /// Writes a resource's record; returns its bytes.
 fn put_in(txn: &WriteTransaction, rt: ResourceType, r: &StoredResource) -> StoreResult<Vec<u8>> {
+    put_to(&mut txn.open_table(table(rt))?, r)
+}
+
+/// [`put_in`] into its type's table `t`, open.
+fn put_to(
+    t: &mut redb::Table<'_, &'static str, &'static [u8]>,
+    r: &StoredResource,
+) -> StoreResult<Vec<u8>> {
     let bytes = serde_json::to_vec(r)?;
-    txn.open_table(table(rt))?
-        .insert(r.id.as_str(), bytes.as_slice())?;
+    t.insert(r.id.as_str(), bytes.as_slice())?;
     Ok(bytes)
 }
 
@@ -1350,7 +1380,18 @@ fn append_event(
     rt: ResourceType,
     id: &str,
 ) -> StoreResult<()> {
-    let mut t = txn.open_table(EVENTS)?;
+    append_event_to(&mut txn.open_table(EVENTS)?, actor, now, op, rt, id)
+}
+
+/// [`append_event`] into the events table `t`, open.
+fn append_event_to(
+    t: &mut redb::Table<'_, u64, &'static [u8]>,
+    actor: &Actor,
+    now: Timestamp,
+    op: EventOp,
+    rt: ResourceType,
+    id: &str,
+) -> StoreResult<()> {
     let seq = t.last()?.map(|(k, _)| k.value() + 1).unwrap_or(1);
     let ev = Event {
         seq,
@@ -1608,6 +1649,7 @@ fn group_rows(
     Ok(out)
 }
 
+#[cfg(test)]
 fn create_in(
     txn: &WriteTransaction,
     rt: ResourceType,
@@ -1616,15 +1658,33 @@ fn create_in(
     actor: &Actor,
     now: Timestamp,
 ) -> StoreResult<Created> {
+    create_with(&mut WriteTables::new(txn), rt, attrs, members, actor, now)
+}
+
+/// [`create_in`] through tables that may stay open for the next job of the batch.
+/// Only a manager to check or members to resolve and write need the bare
+/// transaction (closing the tables held open).
+fn create_with(
+    t: &mut WriteTables<'_>,
+    rt: ResourceType,
+    attrs: Attributes,
+    members: Vec<MemberRef>,
+    actor: &Actor,
+    now: Timestamp,
+) -> StoreResult<Created> {
     let id = new_id(now);
     let keys = index_keys(rt, &attrs);
-    check_unique(txn, rt, &id, &attrs, &keys)?;
-    let members = if rt == ResourceType::Group {
-        resolve_members(txn, &id, members)?
+    check_unique(t, rt, &id, &attrs, &keys)?;
+    let members = if members.is_empty() {
+        Vec::new()
+    } else if rt == ResourceType::Group {
+        resolve_members(t.txn(), &id, members)?
     } else {
-        check_manager(txn, None, &attrs, None)?;
         Vec::new()
     };
+    if rt == ResourceType::User && reports::manager_of(&attrs).is_some() {
+        check_manager(t.txn(), None, &attrs, None)?;
+    }
     let created = now.to_rfc3339();
     let r = StoredResource {
         id,
@@ -1636,12 +1696,12 @@ fn create_in(
         },
         attrs,
     };
-    let record = insert_new_in(txn, rt, &r)?;
-    write_index(txn, rt, &r.id, &IndexKeys::default(), &keys)?;
+    let record = insert_new_in(t, rt, &r)?;
+    write_index(t, rt, &r.id, &IndexKeys::default(), &keys)?;
     for (m, mrt, display) in &members {
-        add_member(txn, &r.id, m, *mrt, display.as_deref())?;
+        add_member(t.txn(), &r.id, m, *mrt, display.as_deref())?;
     }
-    append_event(txn, actor, now, EventOp::Create, rt, &r.id)?;
+    append_event_to(t.events()?, actor, now, EventOp::Create, rt, &r.id)?;
     Ok(Created {
         resource: r,
         record,
@@ -1731,7 +1791,7 @@ fn update_in(
     attrs.remove("members");
     attrs.remove("groups");
     let new_keys = index_keys(rt, &attrs);
-    check_unique(txn, rt, id, &attrs, &new_keys)?;
+    check_unique(&mut WriteTables::new(txn), rt, id, &attrs, &new_keys)?;
     if rt == ResourceType::User {
         check_manager(txn, Some(id), &attrs, Some(&old_attrs))?;
     }
@@ -1804,7 +1864,7 @@ fn update_in(
         attrs,
     };
     put_in(txn, rt, &r)?;
-    write_index(txn, rt, id, &old_keys, &new_keys)?;
+    write_index(&mut WriteTables::new(txn), rt, id, &old_keys, &new_keys)?;
     reports::follow(txn, id, Some(&old_attrs), Some(&r.attrs))?;
     append_event(txn, actor, now, EventOp::Update, rt, id)?;
     Ok(r)
@@ -1867,7 +1927,7 @@ fn delete_in(
     txn.open_table(table(rt))?.remove(id)?;
     txn.open_table(id_table(rt))?.remove(id)?;
     write_index(
-        txn,
+        &mut WriteTables::new(txn),
         rt,
         id,
         &index_keys(rt, &current.attrs),

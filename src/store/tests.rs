@@ -674,7 +674,7 @@ fn the_walk_stops_at_its_bound() {
                     },
                     attrs: attrs(json!({"displayName": format!("G{i}")})),
                 };
-                insert_new_in(txn, ResourceType::Group, &g)?;
+                insert_new_in(&mut WriteTables::new(txn), ResourceType::Group, &g)?;
                 add_member(txn, id, &below, ResourceType::Group, None)?;
                 below = id.clone();
             }
@@ -1004,7 +1004,7 @@ fn membership_changes_are_linear_in_the_request() {
                         },
                         attrs: attrs(json!({"userName": id})),
                     };
-                    insert_new_in(txn, ResourceType::User, &r)?;
+                    insert_new_in(&mut WriteTables::new(txn), ResourceType::User, &r)?;
                 }
                 Ok(())
             })
