@@ -22,7 +22,10 @@
 //! and the RSS `--settle` seconds (default 3) after the last scenario. `--warmup S`
 //! first sends S seconds of unmeasured GETs by id and `userName eq` lookups over
 //! the sampled users (8 connections), so read and lookup measure a filled page
-//! cache rather than its first fill. `--bin PATH` starts that scimbridge binary
+//! cache rather than its first fill. `--sample N`: the users those loops draw from
+//! (default the first 20,064, or the large group's size + 64 if larger); the server
+//! keeps rendered GET answers up to 16 MiB, so a sample larger than that measures
+//! the GET path without them. `--bin PATH` starts that scimbridge binary
 //! instead of this build's (to compare two builds under the same harness). With a
 //! server started here each line also gives the CPU microseconds per request of the
 //! server and of this load generator (from /proc/PID/stat), since both share the
@@ -642,6 +645,12 @@ fn main() {
     let warmup: u64 = arg(&args, "warmup")
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
+    // Users the read, lookup and patch loops draw from (the first N in id order,
+    // i.e. random ids); a larger sample than the server's rendered-answer cache holds
+    // measures the uncached read path.
+    let sample_size: usize = arg(&args, "sample")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(big.max(20_000) + 64);
     let settle: u64 = arg(&args, "settle")
         .and_then(|s| s.parse().ok())
         .unwrap_or(3);
@@ -724,7 +733,7 @@ fn main() {
             }
         }
         println!("# server RSS {:.0} MB", rss(&local));
-        let sample = Arc::new(sample_users(t, big.max(20_000) + 64).await);
+        let sample = Arc::new(sample_users(t, sample_size.max(big + 64)).await);
         let total = t.json(&mut s, "GET", "/Users?count=0", None).await["totalResults"]
             .as_u64()
             .unwrap_or(0) as usize;
@@ -753,9 +762,16 @@ fn main() {
                 }))
                 .await;
                 get.print(&format!("read: GET /Users/{{id}}, {conns} conns"));
+                // Both measurements are CPU-bound on the same cores, so the ratio of
+                // their rates is that of their CPU per request (server + generator)
+                // when both had the same share of the machine; the second figure is
+                // that ratio, which does not move with the share the other processes
+                // left to each 5-second window.
+                let cpu = |s: &Stats| Some((s.server_cpu? + s.generator_cpu?) / s.lat.len().max(1) as f64);
                 println!(
-                    "# GET by id ÷ /healthz at {conns} conns: {:.2}; server CPU per request {} ÷ {} us",
+                    "# GET by id ÷ /healthz at {conns} conns: {:.2} (by CPU per request: {}); server CPU per request {} ÷ {} us",
                     get.rate() / health.rate(),
+                    cpu(&health).zip(cpu(&get)).map_or("-".into(), |(h, g)| format!("{:.2}", h / g)),
                     get.server_us().map_or("-".into(), |u| format!("{u:.1}")),
                     health.server_us().map_or("-".into(), |u| format!("{u:.1}")),
                 );

@@ -5,11 +5,13 @@
 //! and render Outcomes; neither calls the other. This file owns the steps between the
 //! request and the store: normalising the client's representation, splitting off a
 //! group's members, choosing the membership delta for member-only PATCHes, and
-//! rendering stored resources (meta, references, projection). It knows neither HTTP
-//! nor redb.
+//! rendering stored resources (meta, references, projection), and keeping a GET's
+//! rendered answer in `answers` until the next commit. It knows neither HTTP nor
+//! redb.
 
 use serde_json::Value;
 
+use super::answers::Answer;
 use super::audit::{log_stored, WriteAudit};
 use super::query::{self, Page, Query};
 use super::render::{
@@ -192,16 +194,27 @@ impl App {
                 if_none_match,
                 projection,
             } => {
+                let inm = if_none_match.as_deref();
+                // Read before the snapshot: an answer kept at this count is at least
+                // as new as the snapshot would be (`answers`).
+                let changes = self.store.changes();
+                let cacheable = projection.returns_default();
+                if cacheable {
+                    if let Some(a) = self.answers.get(changes, base, rt, &id) {
+                        return Ok(answer_outcome(a, inm));
+                    }
+                }
                 if !self.is_large_read(rt, &id, &projection)? {
                     let snapshot = self.store.snapshot()?;
-                    return get(
-                        &snapshot,
-                        rt,
-                        &id,
-                        if_none_match.as_deref(),
-                        &projection,
-                        base,
-                    );
+                    let outcome = get(&snapshot, rt, &id, inm, &projection, base)?;
+                    if let (true, Outcome::Json { version, json }) = (cacheable, &outcome) {
+                        let a = Answer {
+                            version: version.clone(),
+                            json: json.clone(),
+                        };
+                        self.answers.put(changes, base, rt, &id, &a);
+                    }
+                    return Ok(outcome);
                 }
                 self.stream_large_group(id, if_none_match, projection, base)
                     .await
@@ -476,6 +489,18 @@ fn get(
         return Ok(Outcome::NotModified { version });
     }
     written_derived(snapshot, derived, with_refs, projection, base).map(Outcome::Resource)
+}
+
+/// A kept answer as a read's outcome: `NotModified` when `if_none_match` holds its
+/// version.
+fn answer_outcome(a: Answer, if_none_match: Option<&str>) -> Outcome {
+    if matches_etag(if_none_match, &a.version) {
+        return Outcome::NotModified { version: a.version };
+    }
+    Outcome::Json {
+        version: a.version,
+        json: a.json,
+    }
 }
 
 /// Whether an `If-None-Match` list (ETags or `*`, RFC 9110 §13.1.2) holds `version`.

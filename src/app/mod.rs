@@ -6,6 +6,7 @@
 //! its input into these calls and renders their typed results and errors.
 
 pub(crate) mod admin;
+pub(crate) mod answers;
 pub(crate) mod audit;
 pub(crate) mod by_modified;
 pub(crate) mod directory;
@@ -53,6 +54,8 @@ pub(crate) struct App {
     pub liveness: liveness::Liveness,
     /// Bounds the audit writes in flight from the SCIM path (`audit::MAX_PENDING`).
     audit_slots: Arc<tokio::sync::Semaphore>,
+    /// Rendered GET-by-id answers, valid until the next commit.
+    answers: answers::Answers,
 }
 
 impl App {
@@ -67,6 +70,7 @@ impl App {
             token_uses: Mutex::new(HashMap::new()),
             liveness,
             audit_slots: Arc::new(tokio::sync::Semaphore::new(audit::MAX_PENDING)),
+            answers: answers::Answers::default(),
         }
     }
 

@@ -95,6 +95,9 @@ pub(crate) struct DbSlot {
     io_failures: AtomicU64,
     reopens: AtomicU64,
     commits: AtomicU64,
+    /// Bumped after every commit, reopen and file replacement, before any writer is
+    /// answered (`DbSlot::changes`).
+    changes: AtomicU64,
     committed_writes: AtomicU64,
     commit_buckets: [AtomicU64; COMMIT_BUCKETS.len() + 1],
     commit_micros: AtomicU64,
@@ -121,6 +124,7 @@ impl DbSlot {
             io_failures: AtomicU64::new(0),
             reopens: AtomicU64::new(0),
             commits: AtomicU64::new(0),
+            changes: AtomicU64::new(0),
             committed_writes: AtomicU64::new(0),
             commit_buckets: Default::default(),
             commit_micros: AtomicU64::new(0),
@@ -206,9 +210,19 @@ impl DbSlot {
         }
     }
 
+    /// How many times the stored data may have changed since the store was opened:
+    /// every commit, rolled-back batch and file replacement counts one, counted after
+    /// the change is visible to new snapshots and before any writer is answered. A
+    /// value read before a snapshot began that still holds later means no write was
+    /// acknowledged since (the rendered-answer cache, `app::answers`, relies on it).
+    pub(crate) fn changes(&self) -> u64 {
+        self.changes.load(Ordering::SeqCst)
+    }
+
     /// A batch of `writes` jobs committed in `took` (counted for `/metrics`): the
     /// disk has room again if it was full.
     pub(crate) fn committed(&self, writes: usize, took: Duration) {
+        self.changes.fetch_add(1, Ordering::SeqCst);
         self.commits.fetch_add(1, Ordering::Relaxed);
         self.committed_writes
             .fetch_add(writes as u64, Ordering::Relaxed);
@@ -237,6 +251,9 @@ impl DbSlot {
     /// latched: `db` (the writer's reference) is given up and the file reopened, so
     /// that reads go on and the next write can succeed. Other errors change nothing.
     pub(crate) fn failed(&self, db: Arc<Database>, err: &StoreError) {
+        // A rolled-back batch changed nothing, but the file may be reopened: counted
+        // as a change so that nothing read before is trusted after.
+        self.changes.fetch_add(1, Ordering::SeqCst);
         match err {
             StoreError::DiskFull(detail) => {
                 self.disk_full_failures.fetch_add(1, Ordering::Relaxed);
@@ -296,6 +313,7 @@ impl DbSlot {
     pub(crate) fn replace(&self, fresh: Database) -> Result<(), StoreError> {
         let mut slot = self.db.write().map_err(|_| unavailable())?;
         *slot = Some(Arc::new(fresh));
+        self.changes.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
 

@@ -616,6 +616,12 @@ impl Store {
         Self::unpack(rx.blocking_recv())
     }
 
+    /// The store's change count (`health::DbSlot::changes`): read it before taking a
+    /// snapshot; while it holds the same value, no write was acknowledged since.
+    pub(crate) fn changes(&self) -> u64 {
+        self.inner.slot.changes()
+    }
+
     /// A consistent read-only view. A handle latched by a write that failed a moment
     /// ago (full disk, I/O error) is given up and the view begun again on the reopened
     /// file, once (health.rs).

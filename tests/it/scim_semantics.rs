@@ -1273,6 +1273,83 @@ fn if_none_match_with_the_current_etag_is_304() {
     assert_eq!(r.json()["title"], "B");
 }
 
+/// A GET by id, its body and ETag (asserting 200).
+fn read(c: &Client, p: &str) -> (Value, String) {
+    let r = c.get(p);
+    assert_eq!(r.status, 200, "{p}: {}", text(&r));
+    (r.json(), r.header("etag").unwrap())
+}
+
+/// Repeated GETs are answered from rendered answers kept until the next commit
+/// (issue 10): every acknowledged write — the user's own, a group's that changes its
+/// `groups`, a rename of that group, a deletion — shows in the next GET, and
+/// projections, `If-None-Match` and tokens behave as without the cache.
+#[test]
+fn repeated_gets_show_every_acknowledged_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let read_only = crate::support::issue_token(dir.path(), "reader", &["--read-only"]);
+    let s = Server::start_in(dir, "writer");
+    let c = s.client();
+    let ro = c.with_token(&read_only);
+    let uid = create(&c, "/Users", json!({"userName": "cached@example.com"}))["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let gid = create(&c, "/Groups", json!({"displayName": "Before"}))["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (u, g) = (format!("/Users/{uid}"), format!("/Groups/{gid}"));
+    let (first, v1) = read(&c, &u);
+    assert!(first.get("groups").is_none());
+    // The same answer twice, to either token.
+    assert_eq!(read(&c, &u), (first.clone(), v1.clone()));
+    assert_eq!(read(&ro, &u), (first.clone(), v1.clone()));
+    // A membership change is a change of the user's `groups` and version.
+    let add = patch_body(json!([{"op": "add", "path": "members", "value": [{"value": uid}]}]));
+    assert_eq!(c.patch(&g, &add).status, 204);
+    let (body, v2) = read(&c, &u);
+    assert_ne!(v2, v1);
+    assert_eq!(body["groups"][0]["value"], gid.as_str());
+    assert_eq!(body["groups"][0]["display"], "Before");
+    assert_eq!(read(&ro, &u), (body, v2.clone()));
+    // The group's rename shows in the member's `groups`.
+    let rename = patch_body(json!([{"op": "replace", "path": "displayName", "value": "After"}]));
+    assert_eq!(c.patch(&g, &rename).status, 204);
+    let (body, v3) = read(&ro, &u);
+    assert_eq!(body["groups"][0]["display"], "After");
+    assert_ne!(v3, v2);
+    let (group, _) = read(&c, &g);
+    assert_eq!(group["displayName"], "After");
+    // The user's own change; a read-only token's refused write changes nothing.
+    let title = patch_body(json!([{"op": "replace", "path": "title", "value": "T"}]));
+    assert_eq!(c.patch(&u, &title).status, 200);
+    let (body, v4) = read(&ro, &u);
+    assert_eq!(body["title"], "T");
+    assert_scim_error(&ro.patch(&u, &title), 403, None);
+    assert_eq!(read(&c, &u), (body.clone(), v4.clone()));
+    // An unknown token is refused whatever is kept.
+    assert_scim_error(&c.with_token("not-a-token").get(&u), 401, None);
+    // Projections of a kept answer.
+    let only = list(&c, &u, &[("attributes", "userName")]);
+    assert_eq!(keys(&only), ["id", "schemas", "userName"]);
+    let without = list(&c, &u, &[("excludedAttributes", "groups")]);
+    assert!(without.get("groups").is_none() && without["title"] == "T");
+    // If-None-Match against a kept answer.
+    let r = c.scim_with("GET", &u, None, &[("if-none-match", &v4)]);
+    assert_eq!((r.status, r.header("etag")), (304, Some(v4.clone())));
+    assert!(r.body.is_empty());
+    let r = c.scim_with("GET", &u, None, &[("if-none-match", &v1)]);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json(), body);
+    // Deletions: the group leaves the user's `groups`, the user is gone.
+    assert_eq!(c.delete(&g).status, 204);
+    assert!(read(&c, &u).0.get("groups").is_none());
+    assert_scim_error(&c.get(&g), 404, None);
+    assert_eq!(c.delete(&u).status, 204);
+    assert_scim_error(&ro.get(&u), 404, None);
+}
+
 // ---------------------------------------------------------------------------------
 // Robustness
 
