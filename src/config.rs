@@ -80,6 +80,82 @@ pub(crate) struct Settings {
     #[arg(skip)]
     #[serde(default)]
     pub scim: ScimSettings,
+    /// The keys a flag or an environment variable gave (not the file): an error in
+    /// such a value names the flag or the variable, never the file's key.
+    #[arg(skip)]
+    #[serde(skip)]
+    pub given: Given,
+}
+
+/// Which keys came from a flag or an environment variable, and which one
+/// (`Settings::apply_command_line`, `apply_environment`).
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Given(Vec<(&'static str, String)>);
+
+impl Given {
+    /// Records that `key` (e.g. `tls.mode`) was given by `source` (`--tls`, or "the
+    /// environment variable SCIMBRIDGE_TLS").
+    fn set(&mut self, key: &'static str, source: String) {
+        self.0.retain(|(k, _)| *k != key);
+        self.0.push((key, source));
+    }
+
+    /// The flag or variable that gave `key`; `None` when the file (or nothing) did.
+    fn source(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, s)| s.as_str())
+    }
+}
+
+/// The file key of each argument of `Settings` (by its clap id), for `Given`. A
+/// unit test checks that every argument is listed.
+const ARG_KEYS: &[(&str, &str)] = &[
+    ("listen", "listen"),
+    ("public_url", "public_url"),
+    ("log_format", "log_format"),
+    ("tls", "tls.mode"),
+    ("tls_cert", "tls.cert"),
+    ("tls_key", "tls.key"),
+    ("domains", "tls.acme.domains"),
+    ("email", "tls.acme.email"),
+    ("directory", "tls.acme.directory"),
+    ("staging", "tls.acme.staging"),
+    ("ca_file", "tls.acme.ca_file"),
+    ("http_listen", "tls.acme.http_listen"),
+    ("eab_kid", "tls.acme.eab_kid"),
+    ("eab_hmac_key_file", "tls.acme.eab_hmac_key_file"),
+    ("admin_listen", "admin.listen"),
+    ("admin_enabled", "admin.enabled"),
+];
+
+impl Settings {
+    /// Applies the flags and `SCIMBRIDGE_*` variables in `m` (the matches of `serve`
+    /// or `check-config`) over the file's values, and records which keys they gave.
+    pub(crate) fn apply_command_line(&mut self, m: &clap::ArgMatches) -> Result<()> {
+        use clap::parser::ValueSource;
+        use clap::FromArgMatches;
+        self.update_from_arg_matches(m)?;
+        let cmd = <Settings as Args>::augment_args(clap::Command::new("serve"));
+        for arg in cmd.get_arguments() {
+            let id = arg.get_id().as_str();
+            let Some(&(_, key)) = ARG_KEYS.iter().find(|(a, _)| *a == id) else {
+                continue;
+            };
+            let source = match m.try_get_raw(id).ok().and_then(|_| m.value_source(id)) {
+                Some(ValueSource::EnvVariable) => arg
+                    .get_env()
+                    .map(|v| format!("the environment variable {}", v.to_string_lossy())),
+                Some(ValueSource::CommandLine) => arg.get_long().map(|l| format!("--{l}")),
+                _ => None,
+            };
+            if let Some(source) = source {
+                self.given.set(key, source);
+            }
+        }
+        Ok(())
+    }
 }
 
 /// `[scim]` as the file gives it.
@@ -912,6 +988,10 @@ pub(crate) fn apply_environment(s: &mut Settings) {
     if let Ok(token) = std::env::var(METRICS_TOKEN_ENV) {
         if !token.is_empty() {
             s.metrics.token = Some(Secret::new(token));
+            s.given.set(
+                "metrics.token",
+                format!("the environment variable {METRICS_TOKEN_ENV}"),
+            );
         }
     }
 }
@@ -930,11 +1010,14 @@ pub(crate) fn load(
     validate(s, file)
 }
 
-/// Checks every setting and applies the defaults. Messages name the file and the key.
-pub(crate) fn validate(s: Settings, file: Option<&Path>) -> Result<Config> {
-    let origin = |key: &str| match file {
-        Some(p) => format!("{} (key {key})", p.display()),
-        None => key.to_owned(),
+/// Checks every setting and applies the defaults. Messages name where the value came
+/// from: the flag or the environment variable that gave it, else the file and the key.
+pub(crate) fn validate(mut s: Settings, file: Option<&Path>) -> Result<Config> {
+    let given = std::mem::take(&mut s.given);
+    let origin = |key: &str| match (given.source(key), file) {
+        (Some(source), _) => source.to_owned(),
+        (None, Some(p)) => format!("{} (key {key})", p.display()),
+        (None, None) => key.to_owned(),
     };
     let listen: SocketAddr = match &s.listen {
         Some(l) => l.parse().with_context(|| {
@@ -1183,7 +1266,6 @@ fn extension(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::FromArgMatches;
 
     fn write(text: &str) -> (tempfile::TempDir, PathBuf) {
         let d = tempfile::tempdir().unwrap();
@@ -1196,7 +1278,54 @@ mod tests {
     fn load_with(file: Option<&Path>, flags: &[&str]) -> Result<Config> {
         let cmd = Settings::augment_args(clap::Command::new("serve").no_binary_name(true));
         let matches = cmd.try_get_matches_from(flags)?;
-        load(file, |s| Ok(s.update_from_arg_matches(&matches)?))
+        load(file, |s| s.apply_command_line(&matches))
+    }
+
+    /// Every flag of `Settings` has its file key in `ARG_KEYS`, so that an error in its
+    /// value names the flag or the variable (a new flag cannot be forgotten).
+    #[test]
+    fn every_flag_has_its_file_key() {
+        let cmd = Settings::augment_args(clap::Command::new("serve"));
+        for arg in cmd.get_arguments() {
+            let id = arg.get_id().as_str();
+            assert!(
+                ARG_KEYS.iter().any(|(a, _)| *a == id),
+                "the argument {id} is missing from ARG_KEYS"
+            );
+        }
+        assert_eq!(ARG_KEYS.len(), cmd.get_arguments().count());
+    }
+
+    /// A value checked after parsing names where it came from: the flag that gave it,
+    /// not the file's key it overrode; a value from the file names the file and key.
+    #[test]
+    fn a_value_refused_after_parsing_names_the_flag_that_gave_it() {
+        let (_d, p) = write("listen = \"127.0.0.1:9000\"\nadmin.listen = \"bad\"\n");
+        let e = load_with(Some(&p), &["--listen", "nope"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("--listen: \"nope\" is not an address"), "{e}");
+        assert!(!e.contains("key listen"), "{e}");
+        let e = load_with(Some(&p), &[]).unwrap_err().to_string();
+        assert!(e.contains("(key admin.listen): \"bad\""), "{e}");
+        let e = load_with(None, &["--tls", "acme", "--acme-email", "ops"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("tls.acme.domains: "), "{e}");
+        let e = load_with(
+            None,
+            &[
+                "--tls",
+                "acme",
+                "--acme-domain",
+                "x.example",
+                "--acme-email",
+                "ops",
+            ],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("--acme-email: \"ops\""), "{e}");
     }
 
     #[test]

@@ -19,9 +19,11 @@ mod tests {
         // The pure protocol core, the typed timestamp every layer passes around, the
         // secret type every layer holds secrets in, the limiter (counters and
         // permits, no knowledge of requests), the log-line escaper, the memory
-        // trimmer, the local-trust checks of files and sockets and the plural of counts.
+        // trimmer, the local-trust checks of files and sockets, the plural of counts and
+        // the version this build shows.
         &[
             "scim", "clock", "secret", "limiter", "logline", "memory", "localfs", "plural",
+            "version",
         ],
         // The only module that knows redb.
         &["store"],
@@ -34,7 +36,7 @@ mod tests {
     ];
     /// Modules that refer to no other module of the crate.
     const ISOLATED: &[&str] = &[
-        "scim", "clock", "secret", "limiter", "logline", "memory", "localfs", "plural",
+        "scim", "clock", "secret", "limiter", "logline", "memory", "localfs", "plural", "version",
     ];
     /// The edges, which never call each other.
     const EDGES: &[&str] = &["http", "control"];

@@ -27,6 +27,7 @@ mod secret;
 mod server;
 mod store;
 pub mod tls;
+mod version;
 
 /// Entry points of the fuzz targets into parsers of the edges (each edge owns its
 /// own); not an API.

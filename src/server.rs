@@ -194,7 +194,7 @@ pub(crate) fn run(cfg: Config) -> Result<()> {
                 None
             }
         };
-        tracing::info!(version = env!("CARGO_PKG_VERSION"), data_dir = %cfg.data_dir.display(), "scimbridge started");
+        tracing::info!(version = crate::version::VERSION, data_dir = %cfg.data_dir.display(), "scimbridge started");
         http::admin::announce(&state, &admin_url, &url).await;
         tracing::info!("SCIM URL for your identity provider: {url}");
         let flusher = spawn_token_use_flusher(state.clone());

@@ -560,9 +560,143 @@ impl App {
     }
 }
 
+/// Audit entries read back at most when looking for the names of deleted resources:
+/// the dashboard's lookup stays bounded however busy the bridge is.
+pub(crate) const NAME_LOOKBACK: usize = 10_000;
+
+/// How far before the oldest request in question entries are read: the entry of a
+/// write is stamped before its answer, the request after it.
+const NAME_LOOKBACK_SLACK: time::Duration = time::Duration::minutes(1);
+
+/// Finds what resources were last called in the audit (each entry keeps the name "as
+/// it was"; a delete's, the name before it), offered entries newest first. The newest
+/// entry naming a resource wins. Stops at entries older than `since` or after
+/// `NAME_LOOKBACK` entries; a resource left unnamed keeps its id (a Bulk request has
+/// one entry for the whole request, so what it deleted has no name here).
+pub(crate) struct NameSearch<'a> {
+    wanted: &'a [(ResourceType, &'a str)],
+    names: Vec<Option<String>>,
+    since: Timestamp,
+    read: usize,
+}
+
+impl<'a> NameSearch<'a> {
+    /// A search for `wanted`, among entries from `since` (less `NAME_LOOKBACK_SLACK`).
+    pub(crate) fn new(wanted: &'a [(ResourceType, &'a str)], since: Timestamp) -> Self {
+        NameSearch {
+            wanted,
+            names: vec![None; wanted.len()],
+            since: since.saturating_add(-NAME_LOOKBACK_SLACK),
+            read: 0,
+        }
+    }
+
+    /// Takes the next older entry; `false` when the search is over.
+    pub(crate) fn offer(&mut self, r: &AuditRecord) -> bool {
+        if r.time < self.since || self.read >= NAME_LOOKBACK {
+            return false;
+        }
+        self.read += 1;
+        if let (Some(rt), Some(id), Some(name)) = (
+            r.resource_type.as_deref(),
+            r.resource_id.as_deref(),
+            r.resource_name.as_deref(),
+        ) {
+            for (i, (want_rt, want_id)) in self.wanted.iter().enumerate() {
+                if self.names[i].is_none() && want_rt.name() == rt && *want_id == id {
+                    self.names[i] = Some(name.to_owned());
+                }
+            }
+        }
+        self.names.iter().any(Option::is_none)
+    }
+
+    /// The names found, in the order of `wanted`.
+    pub(crate) fn finish(self) -> Vec<Option<String>> {
+        self.names
+    }
+}
+
+impl App {
+    /// The last names the audit recorded for `wanted` (type, id), looking back to
+    /// `since` (see `NameSearch`): what the dashboard shows for a resource a recent
+    /// request named and the directory no longer has.
+    pub(crate) fn names_in_audit(
+        &self,
+        wanted: &[(ResourceType, &str)],
+        since: Timestamp,
+    ) -> StoreResult<Vec<Option<String>>> {
+        let mut search = NameSearch::new(wanted, since);
+        if !wanted.is_empty() {
+            self.store
+                .snapshot()?
+                .audit_newest_first(|r| search.offer(&r))?;
+        }
+        Ok(search.finish())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_deleted_resource_is_named_by_its_newest_audit_entry() {
+        let t0 = Timestamp::parse("2026-11-30T12:00:00Z").unwrap();
+        let at = |s: i64| t0.saturating_add(time::Duration::seconds(s));
+        let entry = |action: &str, rt: &str, id: &str, name: Option<&str>, time: Timestamp| {
+            Entry::new(action)
+                .on(rt, Some(id), name)
+                .stamp(&Caller::token("entra", "192.0.2.7".parse().unwrap()), time)
+        };
+        // Newest first, as the store offers them.
+        let newest_first = [
+            entry("scim.delete", "Group", "g1", Some("Temp crew"), at(300)),
+            entry("scim.bulk", "Group", "g2", None, at(290)),
+            entry("scim.replace", "User", "u1", Some("ada.new"), at(200)),
+            entry("scim.create", "User", "u1", Some("ada"), at(100)),
+            entry("scim.create", "User", "u9", Some("old"), at(-1000)),
+        ];
+        let wanted = [
+            (ResourceType::User, "u1"),
+            (ResourceType::Group, "g1"),
+            (ResourceType::User, "g1"),
+            (ResourceType::Group, "g2"),
+            (ResourceType::User, "u9"),
+        ];
+        let mut search = NameSearch::new(&wanted, at(150));
+        let mut offered = 0;
+        for r in &newest_first {
+            offered += 1;
+            if !search.offer(r) {
+                break;
+            }
+        }
+        assert_eq!(
+            search.finish(),
+            [
+                Some("ada.new".to_owned()),
+                Some("Temp crew".to_owned()),
+                None,
+                None,
+                None
+            ],
+            "the newest name; the type must match; a Bulk entry names nothing; too old is not read"
+        );
+        assert_eq!(offered, 5, "stopped at the first entry before the window");
+
+        // All found: the search ends there.
+        let one = [(ResourceType::Group, "g1")];
+        let mut search = NameSearch::new(&one, at(0));
+        assert!(!search.offer(&newest_first[0]));
+        // Bounded however many entries are in the window.
+        let mut search = NameSearch::new(&one, at(0));
+        let other = entry("scim.create", "User", "x", Some("x"), at(10));
+        let read = (0..NAME_LOOKBACK + 10)
+            .take_while(|_| search.offer(&other))
+            .count();
+        assert_eq!(read, NAME_LOOKBACK);
+    }
 
     #[test]
     fn actors_are_named_with_their_kind_once() {

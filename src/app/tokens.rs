@@ -105,7 +105,10 @@ pub(crate) fn scope_use(scope: Scope) -> &'static str {
             "Paste it into your identity provider as the Secret Token (Entra ID) or API token (Okta)."
         }
         Scope::ReadOnly => {
-            "It only reads (GET and POST .search on Users, Groups and the discovery endpoints):              use it for monitoring, reports and audits, scripts that export the directory, or              checking this directory against another system. It is not for provisioning: an              identity provider given it has every change refused (403 Forbidden)."
+            "It only reads (GET and POST .search on Users, Groups and the discovery endpoints): \
+             use it for monitoring, reports and audits, scripts that export the directory, or \
+             checking this directory against another system. It is not for provisioning: an \
+             identity provider given it has every change refused (403 Forbidden)."
         }
     }
 }
@@ -313,6 +316,18 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let s = Store::open(&d.path().join("db"), &Default::default()).unwrap();
         (d, s)
+    }
+
+    /// The text `token issue` prints and the Tokens page shows: one sentence per scope,
+    /// single-spaced (the read-only one printed runs of spaces in the terminal).
+    #[test]
+    fn what_a_token_is_for_reads_as_plain_sentences() {
+        for scope in [Scope::ReadWrite, Scope::ReadOnly] {
+            let text = scope_use(scope);
+            assert!(!text.contains("  "), "{text}");
+        }
+        assert!(scope_use(Scope::ReadOnly).contains("endpoints): use it for monitoring"));
+        assert!(scope_use(Scope::ReadOnly).contains("It is not for provisioning"));
     }
 
     fn req(name: &str, days: Option<u32>) -> IssueRequest {

@@ -29,7 +29,7 @@ use crate::migrate::policy::PolicyView;
 #[derive(Debug, Parser)]
 #[command(
     name = "scimbridge",
-    version,
+    version = crate::version::VERSION,
     about = "A self-hosted SCIM 2.0 bridge: a TLS SCIM server with embedded storage"
 )]
 pub struct Cli {
@@ -334,7 +334,7 @@ impl Cli {
     fn load(&self, flags: Option<&ArgMatches>) -> Result<Config> {
         config::load(self.config_file().as_deref(), |s| {
             if let Some(m) = flags {
-                s.update_from_arg_matches(m)?;
+                s.apply_command_line(m)?;
                 config::apply_environment(s);
             }
             if let Some(d) = &self.data_dir {

@@ -118,6 +118,27 @@ pub(crate) fn client_address(
     client
 }
 
+/// Whether a trusted proxy says the client's request reached it over HTTPS: the TCP
+/// peer is in `trusted_proxies` and the right-most `X-Forwarded-Proto` value (the one
+/// the proxy that connected here set; a client's own value stands left of it, if the
+/// proxy appends) is `https`. From any other peer the header proves nothing: anyone
+/// can send it.
+pub(crate) fn forwarded_https<B>(trusted: &TrustedProxies, req: &Request<B>) -> bool {
+    let Some(info) = req.extensions().get::<ConnInfo>() else {
+        return false;
+    };
+    if !trusted.contains(info.peer.ip()) {
+        return false;
+    }
+    req.headers()
+        .get_all("x-forwarded-proto")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .last()
+        .is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https"))
+}
+
 /// `Strict-Transport-Security` for certificates a browser can verify: a year, and
 /// never `includeSubDomains` (the bridge speaks only for its own name).
 pub(crate) const HSTS: &str = "max-age=31536000";
@@ -531,4 +552,45 @@ pub(crate) async fn route(state: Arc<AppState>, req: Request<RequestBody>) -> Re
         "request"
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(peer: &str, protos: &[&str]) -> Request<()> {
+        let mut b = Request::builder();
+        for p in protos {
+            b = b.header("x-forwarded-proto", *p);
+        }
+        let mut req = b.body(()).unwrap();
+        let peer: SocketAddr = peer.parse().unwrap();
+        req.extensions_mut().insert(ConnInfo {
+            peer,
+            client: peer.ip(),
+            listener: Listener::Main,
+        });
+        req
+    }
+
+    #[test]
+    fn only_a_trusted_proxys_forwarded_https_counts() {
+        let trusted = TrustedProxies::parse(&["10.0.0.0/8".to_owned()]).unwrap();
+        let https = |peer: &str, protos: &[&str]| forwarded_https(&trusted, &request(peer, protos));
+        assert!(https("10.1.2.3:5000", &["https"]));
+        assert!(https("10.1.2.3:5000", &["HTTPS"]));
+        assert!(!https("10.1.2.3:5000", &["http"]));
+        assert!(!https("10.1.2.3:5000", &[]));
+        // The proxy's value is the right-most; what the client wrote stands left of it.
+        assert!(!https("10.1.2.3:5000", &["https, http"]));
+        assert!(!https("10.1.2.3:5000", &["https", "http"]));
+        assert!(https("10.1.2.3:5000", &["http, https"]));
+        // Anyone else's header proves nothing.
+        assert!(!https("192.0.2.7:5000", &["https"]));
+        let no_conn = Request::builder()
+            .header("x-forwarded-proto", "https")
+            .body(())
+            .unwrap();
+        assert!(!forwarded_https(&trusted, &no_conn));
+    }
 }

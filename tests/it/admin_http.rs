@@ -179,6 +179,74 @@ fn sign_in_wrong_password_cookie_flags_and_sign_out() {
     assert_eq!(get_page(&c, "/admin", &cookie).status, 303, "signed out");
 }
 
+/// The last note: behind a TLS-terminating reverse proxy (TLS off here) the session
+/// cookie was never `Secure`, so a browser would send it over plain HTTP. It is
+/// `Secure` when a trusted proxy says the request came over HTTPS
+/// (`X-Forwarded-Proto`), never on anyone else's word, and when `public_url` is https.
+#[test]
+fn behind_a_trusted_https_proxy_the_session_cookie_is_secure() {
+    let secure = |r: &Resp| {
+        let sc = r.header("set-cookie").expect("a session cookie");
+        sc.split("; ").any(|f| f == "Secure")
+    };
+    let start = |toml: &str, extra: &[&str]| {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("proxy.toml");
+        std::fs::write(&cfg, toml).unwrap();
+        let mut args = vec!["--config", cfg.to_str().unwrap(), "--tls", "off"];
+        args.extend_from_slice(extra);
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let s = Server::start_in_with(dir, "test", &args);
+        let c = Client::new(&admin_page_addr(&s), None, s.token.clone());
+        assert_eq!(set_password(&c, &setup_link(&s), PASSWORD).status, 303);
+        (s, c)
+    };
+    let sign_in = |c: &Client, proto: Option<&str>| {
+        let mut headers = vec![("content-type", "application/x-www-form-urlencoded")];
+        if let Some(p) = proto {
+            headers.push(("x-forwarded-proto", p));
+        }
+        let body = form_body(&[("name", ADMIN), ("password", PASSWORD)]);
+        let r = c.send("POST", "/admin/login", &headers, Some(body));
+        assert_eq!(r.status, 303, "{}", text(&r));
+        r
+    };
+
+    // The proxy on this machine is trusted: its word decides.
+    let (_s, c) = start("trusted_proxies = [\"127.0.0.1\"]\n", &[]);
+    let r = sign_in(&c, Some("https"));
+    assert!(secure(&r), "{:?}", r.header("set-cookie"));
+    assert!(!secure(&sign_in(&c, Some("http"))));
+    assert!(!secure(&sign_in(&c, None)));
+    // The proxy's own value is the right-most one.
+    assert!(!secure(&sign_in(&c, Some("https, http"))));
+    // Signing out clears the cookie with the same flag.
+    let cookie = session_cookie(&r).unwrap();
+    let page = text(&get_page(&c, "/admin", &cookie));
+    let h = format!("scimbridge_admin={cookie}");
+    let out = c.send(
+        "POST",
+        "/admin/logout",
+        &[
+            ("content-type", "application/x-www-form-urlencoded"),
+            ("cookie", &h),
+            ("x-forwarded-proto", "https"),
+        ],
+        Some(form_body(&[("csrf", &csrf(&page))])),
+    );
+    assert_eq!(out.status, 303);
+    assert!(secure(&out) && out.header("set-cookie").unwrap().contains("Max-Age=0"));
+
+    // From a peer that is not a trusted proxy the header proves nothing.
+    let (_s, c) = start("trusted_proxies = [\"192.0.2.1\"]\n", &[]);
+    assert!(!secure(&sign_in(&c, Some("https"))));
+
+    // public_url https: the bridge is served over HTTPS, whatever the proxy sends.
+    let (_s, c) = start("", &["--public-url", "https://scim.example.com"]);
+    assert!(secure(&sign_in(&c, None)));
+}
+
 #[test]
 fn sign_in_is_throttled_after_repeated_failures() {
     let s = Server::start();

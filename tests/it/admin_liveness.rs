@@ -649,3 +649,58 @@ fn the_chart_holds_every_request_the_turned_away_entry_counts() {
         "{okta_row}"
     );
 }
+
+/// The last note: the dashboard's warnings about a read-only token told the admin to
+/// paste its new secret into the identity provider, which must never hold a
+/// read-only token (`token issue --read-only` says so). Its warnings name the tools
+/// that read with it; a read-write token's still name the identity provider.
+#[test]
+fn a_read_only_tokens_warnings_name_the_tools_that_read_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let reader = issue_token(
+        dir.path(),
+        "reports",
+        &["--read-only", "--expires-in", "30"],
+    );
+    issue_token(dir.path(), "entra", &["--expires-in", "30"]);
+    let old_reader = issue_token(dir.path(), "old-reports", &["--read-only"]);
+    let (ok, _, err) = cli(dir.path(), &["token", "revoke", "old-reports", "--yes"]);
+    assert!(ok, "{err}");
+    for name in ["reports", "entra"] {
+        edit_token(dir.path(), name, |r| r["expires"] = json!(hours_ago(1)));
+    }
+    let s = Server::start_in(dir, "test");
+    let c = s.client();
+    assert_eq!(set_password(&c, &setup_link(&s), PASSWORD).status, 303);
+    let cookie = login(&c, PASSWORD);
+    assert_eq!(c.with_token(&reader).get("/Users").status, 401);
+    assert_eq!(c.with_token(&old_reader).get("/Users").status, 401);
+    let dash = text(&get_page(&c, "/admin", &cookie));
+    let line = |start: &str| -> String {
+        let at = dash
+            .find(start)
+            .unwrap_or_else(|| panic!("no {start}: {dash}"));
+        let end = dash[at..].find("</li>").expect("end of the entry") + at;
+        dash[at..end].to_owned()
+    };
+    let reports = line("The token &quot;reports&quot; has expired");
+    assert!(
+        reports.contains("the tools that read with it get 401")
+            && reports.contains("give the new secret to the tools that read with it"),
+        "{reports}"
+    );
+    assert!(!reports.contains("identity provider"), "{reports}");
+    let entra = line("The token &quot;entra&quot; has expired");
+    assert!(
+        entra.contains("its identity provider gets 401")
+            && entra.contains("paste the new secret into your identity provider"),
+        "{entra}"
+    );
+    // The last request turned away came with the revoked read-only secret.
+    let turned = line("2 requests in the last hour with a token that is not valid");
+    assert!(
+        turned.contains("the revoked token &quot;old-reports&quot;: a tool that read with it")
+            && !turned.contains("identity provider"),
+        "{turned}"
+    );
+}

@@ -281,19 +281,36 @@ fn a_reader_closing_stdout_early_ends_the_command_quietly() {
     }
     let (ok, whole, _) = cli(data.path(), &["token", "list"]);
     assert!(ok && whole.contains("idp-2"), "{whole}");
-    let mut child = Command::new(BIN)
-        .arg("--data-dir")
+    // The reader is gone before the command starts, so its first line meets a closed
+    // pipe. Closing the test's own read end after the spawn raced the command (it
+    // could print into the pipe first, exit 0; and another test's fork could hold a
+    // copy of the read end). The pipe is made in the child, between fork and exec, and
+    // its read end closed there: no process ever reads from it.
+    let mut cmd = Command::new(BIN);
+    cmd.arg("--data-dir")
         .arg(data.path())
         .args(["token", "list"])
         .env("RUST_BACKTRACE", "1")
         .env_remove("SCIMBRIDGE_CONFIG")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // The reader is gone before the command prints its first line.
-    drop(child.stdout.take());
-    let out = child.wait_with_output().unwrap();
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    // SAFETY: the closure runs in the forked child and calls only pipe, dup2 and close,
+    // which are async-signal-safe, on descriptors it made itself.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            let mut fds = [0 as libc::c_int; 2];
+            if libc::pipe(fds.as_mut_ptr()) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::close(fds[0]);
+            if libc::dup2(fds[1], libc::STDOUT_FILENO) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::close(fds[1]);
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_eq!(out.status.code(), Some(141), "{stderr}");

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::admin::{get_page, signed_in_server, text};
 use crate::support::*;
 use rustls_pki_types::ServerName;
 use serde_json::json;
@@ -666,6 +667,115 @@ fn environment_variables_configure_like_flags() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("'--tls <MODE>'") && !err.contains("environment variable"),
+        "{err}"
+    );
+}
+
+/// The last note: `--version` said `0.1.0` for every build from a checkout, released
+/// or not. A build from a git checkout names its commit (and "dirty" when its sources
+/// differ), unless it is exactly the release tag; the admin page's Health card says the
+/// same. (`version::describe`'s unit test covers the tag, the dirty sources, a
+/// directory without git and a missing git program.)
+#[test]
+fn version_names_the_commit_of_a_build_from_a_checkout() {
+    let out = std::process::Command::new(BIN)
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let shown = String::from_utf8(out.stdout).unwrap();
+    let shown = shown
+        .trim()
+        .strip_prefix("scimbridge ")
+        .expect("the name first");
+    let plain = env!("CARGO_PKG_VERSION");
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(manifest)
+            .args(args)
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    };
+    let own_checkout = git(&["rev-parse", "--show-toplevel"])
+        .is_some_and(|top| Path::new(&top).canonicalize().ok() == manifest.canonicalize().ok());
+    match git(&["rev-parse", "--short=12", "HEAD"]) {
+        Some(commit) if own_checkout => {
+            let released = git(&["tag", "--points-at", "HEAD"])
+                .is_some_and(|t| t.lines().any(|t| t == format!("v{plain}")));
+            assert!(
+                shown.starts_with(&format!("{plain} (git {commit}"))
+                    || (released && shown == plain),
+                "{shown} (HEAD {commit})"
+            );
+        }
+        // A source tree without its own git (a release tarball).
+        _ => assert_eq!(shown, plain),
+    }
+    let (s, cookie) = signed_in_server(&[]);
+    let page = text(&get_page(&s.client(), "/admin", &cookie));
+    assert!(
+        page.contains(&format!("<th>Version</th><td>{shown}</td>")),
+        "{page}"
+    );
+}
+
+/// A value clap accepts but the configuration refuses (an address that does not
+/// parse, a short metrics token) named the file's key even when a variable gave it,
+/// over a file that was right. It names the variable; the file's own mistakes still
+/// name the file and the key.
+#[test]
+fn a_refused_value_names_the_variable_it_came_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("scimbridge.toml");
+    std::fs::write(&file, "listen = \"127.0.0.1:9443\"\n").unwrap();
+    let check = |env: &[(&str, &str)], flags: &[&str]| {
+        let out = std::process::Command::new(BIN)
+            .arg("--config")
+            .arg(&file)
+            .arg("check-config")
+            .args(flags)
+            .env("SCIMBRIDGE_DATA_DIR", dir.path())
+            .env_remove("SCIMBRIDGE_CONFIG")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = check(&[("SCIMBRIDGE_LISTEN", "nope")], &[]);
+    assert!(
+        err.contains("the environment variable SCIMBRIDGE_LISTEN: \"nope\" is not an address"),
+        "{err}"
+    );
+    assert!(!err.contains("key listen"), "{err}");
+    let err = check(&[("SCIMBRIDGE_ADMIN_LISTEN", "127.0.0.1:9443")], &[]);
+    assert!(
+        err.contains("the environment variable SCIMBRIDGE_ADMIN_LISTEN: 127.0.0.1:9443 is also the SCIM listener"),
+        "{err}"
+    );
+    let err = check(&[("SCIMBRIDGE_METRICS_TOKEN", "short")], &[]);
+    assert!(
+        err.contains(
+            "the environment variable SCIMBRIDGE_METRICS_TOKEN: the metrics token must be"
+        ),
+        "{err}"
+    );
+    // The flag wins over its variable, and is what is named.
+    let err = check(
+        &[("SCIMBRIDGE_LISTEN", "127.0.0.1:1")],
+        &["--listen", "nope"],
+    );
+    assert!(err.contains("--listen: \"nope\""), "{err}");
+    // The file's own mistake names the file and the key.
+    std::fs::write(&file, "listen = \"nope\"\n").unwrap();
+    let err = check(&[], &[]);
+    assert!(
+        err.contains(&format!("{} (key listen): \"nope\"", file.display())),
         "{err}"
     );
 }

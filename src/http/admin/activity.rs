@@ -30,6 +30,14 @@ pub(crate) struct ScimRequestRecord {
     pub reason: Option<String>,
 }
 
+impl ScimRequestRecord {
+    /// Whether the request found the resource it named (a 2xx or 3xx answer): one
+    /// that is gone now was deleted since, where a 404 found none either.
+    pub(crate) fn found_its_resource(&self) -> bool {
+        (200..400).contains(&self.status)
+    }
+}
+
 #[derive(Default)]
 pub(crate) struct Activity {
     ring: Mutex<VecDeque<ScimRequestRecord>>,

@@ -20,7 +20,7 @@ use crate::app::liveness::{
 use crate::app::tokens::{quiet_after_text, TokenInfo, TokenState};
 use crate::clock::Timestamp;
 use crate::plural::count;
-use crate::store::{hour_of, OutcomeClass, OutcomeCounts};
+use crate::store::{hour_of, OutcomeClass, OutcomeCounts, Scope};
 
 /// How long ago, in the admin's words: "just now", "5 minutes ago", "3 hours ago",
 /// "2 days ago" (rounded down; a clock that went back reads "just now").
@@ -62,8 +62,50 @@ pub(crate) fn error_words(c: &OutcomeCounts) -> String {
     }
 }
 
-/// One warning as a sentence about the token `name`.
-pub(crate) fn sentence(name: &str, w: &TokenWarning) -> String {
+/// Who holds a secret of a token, by its scope, in the words of the warnings: a
+/// read-write token is pasted into an identity provider; a read-only one is only for
+/// reading (`tokens::scope_use`), so its holders are the tools that read with it.
+/// `None`: the scope is not known (no token has that name now).
+struct Holder {
+    /// The holders and their verb for a refused secret: "its identity provider gets".
+    gets: &'static str,
+    /// How a new secret reaches them.
+    hand_over: &'static str,
+    /// What to check when the token has gone quiet.
+    running: &'static str,
+    /// Who still sends a revoked secret, and what to do.
+    still_sends: &'static str,
+}
+
+fn holder(scope: Option<Scope>) -> Holder {
+    match scope {
+        Some(Scope::ReadWrite) => Holder {
+            gets: "its identity provider gets",
+            hand_over: "paste the new secret into your identity provider",
+            running: "provisioning is running in your identity provider",
+            still_sends: "the identity provider still sends it; paste the current secret into it \
+                          (or stop that provisioning)",
+        },
+        Some(Scope::ReadOnly) => Holder {
+            gets: "the tools that read with it get",
+            hand_over: "give the new secret to the tools that read with it",
+            running: "the tools that read with it are still running",
+            still_sends: "a tool that read with it still sends it; give it the current secret \
+                          (or stop it)",
+        },
+        None => Holder {
+            gets: "whatever uses it gets",
+            hand_over:
+                "give the new secret to whatever uses it (an identity provider, a reading tool)",
+            running: "whatever uses it is still running",
+            still_sends: "whatever used it still sends it; give it the current secret (or stop it)",
+        },
+    }
+}
+
+/// One warning as a sentence about the token `name` of `scope`.
+pub(crate) fn sentence(name: &str, scope: Scope, w: &TokenWarning) -> String {
+    let h = holder(Some(scope));
     match w {
         TokenWarning::Failing { streak, recent } => format!(
             "The token \"{name}\" is failing: its last {} got an error; in the last two hours {} \
@@ -78,20 +120,21 @@ pub(crate) fn sentence(name: &str, w: &TokenWarning) -> String {
             after_minutes,
         } => format!(
             "The token \"{name}\" has sent nothing for {} (its quiet-time alarm is {}): check \
-             that provisioning is running in your identity provider.",
+             that {}.",
             span(*silent),
             quiet_after_text(*after_minutes),
+            h.running,
         ),
         TokenWarning::Expiring { left } => format!(
             "The token \"{name}\" expires in {}: rotate it (Rotate on the Tokens page, or `scimbridge token \
-             rotate {name}`), paste the new secret into your identity provider, then revoke \
-             the superseded one.",
+             rotate {name}`), {}, then revoke the superseded one.",
             span(*left),
+            h.hand_over,
         ),
         TokenWarning::Expired => format!(
-            "The token \"{name}\" has expired: its identity provider gets 401 (denied). Rotate it \
-             (`scimbridge token rotate {name}`) and paste the new secret into the identity provider, \
-             or revoke it if it is no longer used."
+            "The token \"{name}\" has expired: {} 401 (denied). Rotate it \
+             (`scimbridge token rotate {name}`) and {}, or revoke it if it is no longer used.",
+            h.gets, h.hand_over,
         ),
     }
 }
@@ -232,6 +275,7 @@ pub(crate) fn token_attention(tokens: &[(TokenInfo, TokenLiveness)]) -> Vec<Atte
     /// it, the latest expiry among them.
     struct Group<'a> {
         name: &'a str,
+        scope: Scope,
         warning: &'a TokenWarning,
         secrets: u64,
         expired: Option<Timestamp>,
@@ -247,6 +291,7 @@ pub(crate) fn token_attention(tokens: &[(TokenInfo, TokenLiveness)]) -> Vec<Atte
                 }
                 None => groups.push(Group {
                     name: &t.name,
+                    scope: t.scope,
                     warning: w,
                     secrets: 1,
                     expired: t.expires,
@@ -256,18 +301,22 @@ pub(crate) fn token_attention(tokens: &[(TokenInfo, TokenLiveness)]) -> Vec<Atte
     }
     let mut out: Vec<Attention> = groups
         .into_iter()
-        .map(|Group { name, warning: w, secrets, expired }| Attention {
+        .map(|Group { name, scope, warning: w, secrets, expired }| Attention {
             error: w.is_error(),
             text: match w {
-                TokenWarning::Expired if secrets > 1 => format!(
-                    "The token \"{name}\" has expired: its {secrets} secrets (a rotation leaves the \
-                     old one under the name), the last at {}. Its identity provider gets 401 (denied). \
-                     Rotate it (`scimbridge token rotate {name}`) and paste the new secret into the \
-                     identity provider, or revoke it if it is no longer used.",
-                    expired.map(when).unwrap_or_default()
-                ),
-                _ if secrets > 1 => format!("{} ({secrets} secrets under this name)", sentence(name, w)),
-                _ => sentence(name, w),
+                TokenWarning::Expired if secrets > 1 => {
+                    let h = holder(Some(scope));
+                    format!(
+                        "The token \"{name}\" has expired: its {secrets} secrets (a rotation leaves the \
+                         old one under the name), the last at {}: {} 401 (denied). Rotate it \
+                         (`scimbridge token rotate {name}`) and {}, or revoke it if it is no longer used.",
+                        expired.map(when).unwrap_or_default(),
+                        h.gets,
+                        h.hand_over,
+                    )
+                }
+                _ if secrets > 1 => format!("{} ({secrets} secrets under this name)", sentence(name, scope, w)),
+                _ => sentence(name, scope, w),
             },
         })
         .collect();
@@ -276,22 +325,25 @@ pub(crate) fn token_attention(tokens: &[(TokenInfo, TokenLiveness)]) -> Vec<Atte
 }
 
 /// Requests turned away in the last hour as attention entries: with a token that is
-/// not valid (naming the revoked or expired token when its secret was recognised),
-/// and refused by the limiter.
+/// not valid (naming the revoked or expired token when its secret was recognised,
+/// and who holds it by the scope `scope_of` gives for its name), and refused by the
+/// limiter.
 pub(crate) fn turned_away_attention(
     invalid: Option<&TurnedAwaySummary>,
     throttled: Option<&TurnedAwaySummary>,
+    scope_of: impl Fn(&str) -> Option<Scope>,
 ) -> Vec<Attention> {
     let mut out = Vec::new();
     if let Some(s) = invalid {
         let what = match &s.last.why {
             TurnedAway::Revoked { name } => format!(
-                "the revoked token \"{name}\": the identity provider still sends it; paste the \
-                 current secret into it (or stop that provisioning)"
+                "the revoked token \"{name}\": {}",
+                holder(scope_of(name)).still_sends
             ),
             TurnedAway::Expired { name } => format!(
                 "the expired token \"{name}\": rotate it (`scimbridge token rotate {name}`) and \
-                 paste the new secret into the identity provider"
+                 {}",
+                holder(scope_of(name)).hand_over
             ),
             TurnedAway::Unrecognised { why } => format!(
                 "{why}: no token of this bridge has that secret (a typo, a token of another \
@@ -598,6 +650,54 @@ mod tests {
         assert_eq!(span(time::Duration::seconds(-5)), "less than a minute");
         assert_eq!(fmt(2.25), "2.3");
         assert_eq!(fmt(4.0), "4");
+    }
+
+    /// A read-only token is never in an identity provider (`tokens::scope_use`): its
+    /// warnings name the tools that read with it; a read-write token's name the
+    /// identity provider.
+    #[test]
+    fn warnings_name_who_holds_the_token_by_its_scope() {
+        let quiet = TokenWarning::Quiet {
+            silent: time::Duration::hours(3),
+            after_minutes: 120,
+        };
+        let expiring = TokenWarning::Expiring {
+            left: time::Duration::hours(5),
+        };
+        for w in [&quiet, &expiring, &TokenWarning::Expired] {
+            let ro = sentence("reports", Scope::ReadOnly, w);
+            assert!(!ro.contains("identity provider"), "{ro}");
+            assert!(ro.contains("the tools that read with it"), "{ro}");
+            let rw = sentence("entra", Scope::ReadWrite, w);
+            assert!(rw.contains("identity provider"), "{rw}");
+        }
+        let last = |why: TurnedAway| TurnedAwaySummary {
+            requests: 1,
+            last: crate::app::liveness::LastTurnedAway {
+                at: at("2024-05-03T10:00:00Z"),
+                client: std::net::IpAddr::from([192, 0, 2, 1]),
+                why,
+            },
+        };
+        let said = |why: TurnedAway, scope: Option<Scope>| {
+            turned_away_attention(Some(&last(why)), None, |_| scope)[0]
+                .text
+                .clone()
+        };
+        let revoked = || TurnedAway::Revoked { name: "r".into() };
+        let expired = || TurnedAway::Expired { name: "r".into() };
+        for text in [
+            said(revoked(), Some(Scope::ReadOnly)),
+            said(expired(), Some(Scope::ReadOnly)),
+        ] {
+            assert!(!text.contains("identity provider"), "{text}");
+        }
+        assert!(said(revoked(), Some(Scope::ReadWrite))
+            .contains("the identity provider still sends it"));
+        assert!(said(expired(), Some(Scope::ReadWrite)).contains("into your identity provider"));
+        // A name no token has now: neither is assumed.
+        let unknown = said(revoked(), None);
+        assert!(unknown.contains("whatever used it"), "{unknown}");
     }
 
     #[test]

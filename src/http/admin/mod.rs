@@ -238,12 +238,25 @@ fn security_headers(r: &mut Response<Body>) {
     }
 }
 
-fn session_cookie(state: &AppState, value: &str, max_age: Option<u32>) -> HeaderValue {
-    let secure = if state.certs.is_some() {
-        "; Secure"
-    } else {
-        ""
-    };
+/// Whether the session cookie is marked `Secure` (RFC 6265 §4.1.2.5: the browser sends
+/// it only over HTTPS): when this listener speaks TLS; when a trusted proxy says the
+/// browser's request came to it over HTTPS (`X-Forwarded-Proto`, believed only from
+/// `trusted_proxies`); and when `public_url` is https, as the README's reverse-proxy
+/// setup has it (browsers keep a Secure cookie on http://127.0.0.1 and
+/// http://localhost, so the admin page still works through the SSH tunnel to this
+/// machine's own plain listener).
+fn secure_cookie(state: &AppState, req: &Request<RequestBody>) -> bool {
+    let config = &state.app.config;
+    state.certs.is_some()
+        || super::forwarded_https(&config.trusted_proxies, req)
+        || config
+            .public_url
+            .as_deref()
+            .is_some_and(|u| u.starts_with("https://"))
+}
+
+fn session_cookie(secure: bool, value: &str, max_age: Option<u32>) -> HeaderValue {
+    let secure = if secure { "; Secure" } else { "" };
     let age = max_age
         .map(|a| format!("; Max-Age={a}"))
         .unwrap_or_default();
@@ -605,6 +618,7 @@ async fn signed_in_post(
     now: Instant,
 ) -> Result<Response<Body>, Refused> {
     let who = Caller::admin(me.account(), client_ip(&req));
+    let secure = secure_cookie(state, &req);
     if cross_site(&req) {
         return Err(Refused {
             status: StatusCode::FORBIDDEN,
@@ -637,7 +651,7 @@ async fn signed_in_post(
             let mut r = redirect("/admin/login?signed_out=1");
             r.headers_mut().insert(
                 hyper::header::SET_COOKIE,
-                session_cookie(state, "", Some(0)),
+                session_cookie(secure, "", Some(0)),
             );
             r
         }
@@ -889,6 +903,7 @@ fn login_form(state: &AppState, req: &Request<RequestBody>) -> Response<Body> {
 }
 
 async fn login_submit(state: &AppState, req: Request<RequestBody>) -> Response<Body> {
+    let secure = secure_cookie(state, &req);
     let (ip, f): (_, LoginForm) = match public_form(req).await {
         Ok(x) => x,
         Err(refused) => return refused,
@@ -965,7 +980,7 @@ async fn login_submit(state: &AppState, req: Request<RequestBody>) -> Response<B
         .await;
     let mut r = redirect("/admin");
     r.headers_mut()
-        .insert(hyper::header::SET_COOKIE, session_cookie(state, &id, None));
+        .insert(hyper::header::SET_COOKIE, session_cookie(secure, &id, None));
     r
 }
 
@@ -1063,9 +1078,20 @@ async fn dashboard(
         .filter_map(|c| liveness::cert_attention(c.left, &c.not_after))
         .collect();
     attention.extend(liveness::token_attention(&tokens));
+    // A name's secrets share its scope (a rotation keeps it); a name reused with the
+    // other scope has no one scope to name its holders by.
+    let scope_of = |name: &str| {
+        let mut scopes = tokens
+            .iter()
+            .filter(|(t, _)| t.name == name)
+            .map(|(t, _)| t.scope);
+        let first = scopes.next()?;
+        scopes.all(|s| s == first).then_some(first)
+    };
     attention.extend(liveness::turned_away_attention(
         state.app.liveness.invalid_tokens(now).as_ref(),
         state.app.liveness.throttled(now).as_ref(),
+        scope_of,
     ));
     attention.sort_by_key(|a| !a.error);
     // The last changes as the audit has them: names as they were, who in words.
@@ -1101,17 +1127,9 @@ async fn dashboard(
             .iter()
             .filter(|(t, _)| t.state == TokenState::Active)
             .count(),
-        requests: state
-            .activity
-            .recent(25)
-            .into_iter()
-            .map(|record| pages::RequestRow {
-                resource: resource_now(&snap, &record),
-                record,
-            })
-            .collect(),
+        requests: recent_requests(state, &snap),
         changes,
-        version: env!("CARGO_PKG_VERSION"),
+        version: crate::version::VERSION,
         uptime: state.started.elapsed(),
         db_bytes: state.app.store.file_size(),
         cert,
@@ -1563,25 +1581,72 @@ fn manager_ref(snap: &crate::store::Snapshot, id: &str) -> Result<pages::Manager
 /// One lookup by id per row (`Snapshot::name_of`), so the dashboard costs the same
 /// whatever the directory's size. `None` when the request named no resource or the
 /// store could not be read (the row then shows the id alone).
+/// The resource type of a SCIM endpoint with resources by id (`Users`, `Groups`).
+fn endpoint_type(endpoint: &str) -> Option<ResourceType> {
+    match endpoint {
+        "Users" => Some(ResourceType::User),
+        "Groups" => Some(ResourceType::Group),
+        _ => None,
+    }
+}
+
 fn resource_now(
     snap: &crate::store::Snapshot,
     r: &activity::ScimRequestRecord,
 ) -> Option<pages::ResourceNow> {
     let id = r.id.as_deref()?;
-    let rt = match r.endpoint.as_str() {
-        "Users" => ResourceType::User,
-        "Groups" => ResourceType::Group,
-        _ => return None,
-    };
+    let rt = endpoint_type(&r.endpoint)?;
     match snap.name_of(rt, id).ok()? {
         Some(name) => Some(pages::ResourceNow::Named(rt, name)),
         // A user has a userName and a group a displayName (both required), so no
         // name means no resource; a record without one still exists and keeps its id.
         None => match snap.get_raw(rt, id, |_| Ok(())).ok()? {
             Some(()) => None,
-            None => Some(pages::ResourceNow::Gone),
+            None => Some(pages::ResourceNow::Gone { was: None }),
         },
     }
+}
+
+/// The dashboard's last SCIM requests, each with what became of its resource: its
+/// name now, or, for one deleted since the request found it, the name the audit
+/// last gave it (`App::names_in_audit`; a Bulk delete leaves it unnamed).
+fn recent_requests(state: &AppState, snap: &crate::store::Snapshot) -> Vec<pages::RequestRow> {
+    let mut rows: Vec<pages::RequestRow> = state
+        .activity
+        .recent(25)
+        .into_iter()
+        .map(|record| pages::RequestRow {
+            resource: resource_now(snap, &record),
+            record,
+        })
+        .collect();
+    let deleted: Vec<usize> = (0..rows.len())
+        .filter(|&i| {
+            matches!(rows[i].resource, Some(pages::ResourceNow::Gone { .. }))
+                && rows[i].record.found_its_resource()
+        })
+        .collect();
+    let wanted: Vec<(ResourceType, &str)> = deleted
+        .iter()
+        .filter_map(|&i| {
+            let r = &rows[i].record;
+            Some((endpoint_type(&r.endpoint)?, r.id.as_deref()?))
+        })
+        .collect();
+    let Some(since) = deleted.iter().map(|&i| rows[i].record.time).min() else {
+        return rows;
+    };
+    let names = match state.app.names_in_audit(&wanted, since) {
+        Ok(names) => names,
+        Err(e) => {
+            tracing::warn!(error = %e, "the audit could not be read for the names of deleted resources");
+            return rows;
+        }
+    };
+    for (i, was) in deleted.into_iter().zip(names) {
+        rows[i].resource = Some(pages::ResourceNow::Gone { was });
+    }
+    rows
 }
 
 /// The query string of a user's or group's page: which page of members to show.

@@ -495,15 +495,18 @@ pub(crate) struct RequestRow {
 pub(crate) enum ResourceNow {
     /// It exists: its name (a user's userName, a group's displayName).
     Named(ResourceType, String),
-    /// No resource of its type has that id now.
-    Gone,
+    /// No resource of its type has that id now; `was`: the name the audit last gave
+    /// it, when the request found it (it was deleted since).
+    Gone { was: Option<String> },
 }
 
 /// The resource of one of the last requests: its name linked to its page with the id
 /// as secondary text (and the link's title), like the audit log's resource column;
-/// when it is no longer in the directory, its id and a word for what happened:
-/// "deleted" when it existed (this request succeeded on it), "not in the directory"
-/// when the request found none either (a 404 for an unknown id).
+/// when it is no longer in the directory, a word for what happened: "NAME (deleted)"
+/// with the id as secondary text when it existed (this request succeeded on it) and
+/// the audit has its name, its id and "deleted" when it has none (a Bulk delete),
+/// its id and "not in the directory" when the request found none either (a 404 for
+/// an unknown id).
 fn request_resource(r: &ScimRequestRecord, now: Option<&ResourceNow>) -> Markup {
     let Some(id) = r.id.as_deref() else {
         return html! {};
@@ -513,17 +516,18 @@ fn request_resource(r: &ScimRequestRecord, now: Option<&ResourceNow>) -> Markup 
             a href=(resource_href(*rt, id)) title={ "id " (id) } data-id=(id) { (name) }
             " " small.note.id { (id) }
         },
-        Some(ResourceNow::Gone) => {
-            let existed = (200..400).contains(&r.status);
-            html! {
-                code data-id=(id) { (id) } " "
-                @if existed {
-                    span.pill.warn.gone { "deleted" }
-                } @else {
-                    span.note.gone { "not in the directory" }
-                }
-            }
-        }
+        Some(ResourceNow::Gone { was }) => match (r.found_its_resource(), was) {
+            (true, Some(name)) => html! {
+                span.gone title={ "id " (id) } data-id=(id) { (name) " (deleted)" }
+                " " small.note.id { (id) }
+            },
+            (true, None) => html! {
+                code data-id=(id) { (id) } " " span.pill.warn.gone { "deleted" }
+            },
+            (false, _) => html! {
+                code data-id=(id) { (id) } " " span.note.gone { "not in the directory" }
+            },
+        },
         None => html! { code data-id=(id) { (id) } },
     }
 }
@@ -762,7 +766,8 @@ pub(crate) fn tokens(c: &Chrome, v: &TokensView) -> String {
             p.note {
                 "Revoking takes effect on the token's next request. Rotating issues a new secret under \
                  the same name and keeps the old one working (superseded) until you revoke it, so the \
-                 identity provider can be switched without an outage."
+                 identity provider (or, for a read-only token, the tools that read with it) can be \
+                 switched to the new secret without an outage."
             }
             (liveness::explained())
         }
@@ -2143,14 +2148,26 @@ mod tests {
             "<a href=\"/admin/users/u1\" title=\"id u1\" data-id=\"u1\">ada@example.com</a> \
              <small class=\"note id\">u1</small>"
         );
+        let gone = |was: Option<&str>| ResourceNow::Gone {
+            was: was.map(str::to_owned),
+        };
+        // Deleted since: the name the audit last gave it, said to be deleted.
         let deleted =
-            request_resource(&record("DELETE", 204), Some(&ResourceNow::Gone)).into_string();
+            request_resource(&record("DELETE", 204), Some(&gone(Some("ada@example.com"))))
+                .into_string();
+        assert_eq!(
+            deleted,
+            "<span class=\"gone\" title=\"id u1\" data-id=\"u1\">ada@example.com (deleted)</span> \
+             <small class=\"note id\">u1</small>"
+        );
+        // Without a name in the audit (a Bulk delete), its id.
+        let deleted = request_resource(&record("DELETE", 204), Some(&gone(None))).into_string();
         assert!(
             deleted.contains(">deleted<") && deleted.contains("<code data-id=\"u1\">u1</code>"),
             "{deleted}"
         );
         assert!(!deleted.contains("href"), "{deleted}");
-        let unknown = request_resource(&record("GET", 404), Some(&ResourceNow::Gone)).into_string();
+        let unknown = request_resource(&record("GET", 404), Some(&gone(None))).into_string();
         assert!(
             unknown.contains("not in the directory") && !unknown.contains("deleted"),
             "{unknown}"

@@ -9,11 +9,24 @@ pub const PASSWORD: &str = "correct horse battery staple";
 pub fn setup_link(s: &Server) -> String {
     let log = s.wait_for_log("/admin/setup?code=");
     let i = log.rfind("/admin/setup?code=").expect("setup link");
-    let start = log[..i].rfind("https://").expect("link scheme");
+    // https://, or http:// with TLS off (behind a proxy).
+    let start = log[..i].rfind("http").expect("link scheme");
     let end = log[i..]
         .find(char::is_whitespace)
         .map_or(log.len(), |e| i + e);
     log[start..end].to_owned()
+}
+
+/// The address of the listener serving the admin page, from the log's "admin page:"
+/// line: behind a proxy (`public_url` set) the server's own address is not in the
+/// SCIM URL it announces.
+pub fn admin_page_addr(s: &Server) -> String {
+    let log = s.wait_for_log("admin page: http");
+    let i = log.rfind("admin page: http").expect("admin page line");
+    let url = &log[i + "admin page: ".len()..];
+    let url = url.split_whitespace().next().unwrap_or_default();
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    rest.split('/').next().unwrap_or_default().to_owned()
 }
 
 /// The code of a setup link.
