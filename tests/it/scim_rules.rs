@@ -53,6 +53,24 @@ fn id(v: &Value) -> String {
     v["id"].as_str().unwrap().to_owned()
 }
 
+/// Creates the user boss@example.com and `report` reporting to it, with the other
+/// enterprise attributes `enterprise` (an object); returns (the boss's id, the report
+/// as created).
+fn boss_and_report(c: &Client, report: &str, mut enterprise: Value) -> (String, Value) {
+    let boss = id(&created(
+        c,
+        "/Users",
+        json!({"userName": "boss@example.com"}),
+    ));
+    enterprise["manager"] = json!(boss);
+    let report = created(
+        c,
+        "/Users",
+        json!({"userName": report, ENTERPRISE: enterprise}),
+    );
+    (boss, report)
+}
+
 /// A server started with this config file (kept beside the data directory).
 fn server_with_config(config: &str) -> (Server, tempfile::TempDir) {
     let cfg_dir = tempfile::tempdir().unwrap();
@@ -929,16 +947,7 @@ fn large_requests_are_answered_in_full_and_the_server_stays_up() {
 fn manager_that_is_no_user_of_this_directory_is_refused() {
     let s = Server::start();
     let c = s.client();
-    let boss = id(&created(
-        &c,
-        "/Users",
-        json!({"userName": "boss@example.com"}),
-    ));
-    let u = created(
-        &c,
-        "/Users",
-        json!({"userName": "u@example.com", ENTERPRISE: {"manager": boss}}),
-    );
+    let (boss, u) = boss_and_report(&c, "u@example.com", json!({}));
     let uid = id(&u);
     let group = id(&created(&c, "/Groups", json!({"displayName": "G"})));
     let manager_path = format!("{ENTERPRISE}:manager");
@@ -1003,16 +1012,7 @@ fn manager_that_is_no_user_of_this_directory_is_refused() {
 fn a_bulk_delete_of_a_manager_clears_it_from_its_reports() {
     let s = Server::start();
     let c = s.client();
-    let boss = id(&created(
-        &c,
-        "/Users",
-        json!({"userName": "boss@example.com"}),
-    ));
-    let r1 = created(
-        &c,
-        "/Users",
-        json!({"userName": "r1@example.com", ENTERPRISE: {"manager": boss, "department": "D"}}),
-    );
+    let (boss, r1) = boss_and_report(&c, "r1@example.com", json!({"department": "D"}));
     let ops = json!([
         {"method": "POST", "path": "/Users", "bulkId": "r2",
          "data": {"userName": "r2@example.com", ENTERPRISE: {"manager": {"value": boss}}}},
