@@ -834,8 +834,13 @@ fn main() {
         }
         if want("scan") {
             let before = rss(&local);
-            once(t, "GET", "/Users?filter=title%20co%20%22Engineer%22&count=100".into(), None).await
+            let scan = "/Users?filter=title%20co%20%22Engineer%22&count=100";
+            once(t, "GET", scan.into(), None).await
                 .print("scan: title co \"Engineer\", count=100");
+            // Again with the caches filled, five times one after the other: more
+            // `/healthz` probes while a scan runs (on both cores when it splits).
+            run(t, 1, 5, limit, Arc::new(move |_| ("GET", scan.into(), None))).await
+                .print("scan: the same, x5");
             println!("# RSS growth during scan: {:.0} MB", rss(&local) - before);
         }
         if want("large-group") {

@@ -12,8 +12,13 @@
 //!   permits, so it cannot pile up responses in memory);
 //! - `Work::Heavy`: work whose cost grows with the directory or the body (scans,
 //!   sorts, Bulk). It needs a per-subject heavy permit *and* one of a few slots shared
-//!   by everyone, so heavy work can never occupy every core; a request waits up to
-//!   `HEAVY_WAIT` for a shared slot before it is refused.
+//!   by everyone (one per core by default), so heavy work runs on at most that many
+//!   threads at once; a request waits up to `HEAVY_WAIT` for a shared slot before it
+//!   is refused. A scan of a whole table takes a second slot for a second thread
+//!   when one is free (`Limiter::spare_slot`). The async workers that answer
+//!   `/healthz` and cheap requests are other threads, which the kernel schedules
+//!   between the heavy ones (issue 10: `/healthz` p99 measured while a scan runs on
+//!   both cores, docs/PERFORMANCE.md).
 //!
 //! Failed authentications are counted per address in a token bucket: `auth_failures`
 //! may fail within `auth_failure_window`, then the address must wait for the bucket
@@ -75,8 +80,9 @@ impl Default for LimiterConfig {
             token_heavy: 4,
             address_requests: 32,
             address_heavy: 2,
-            // Leave a core for everything else (health checks, cheap requests).
-            heavy_slots: cores.saturating_sub(1).max(1),
+            // One thread of heavy work per core: a lone scan may use them all (the
+            // async workers still get their turns from the kernel's scheduler).
+            heavy_slots: cores.max(1),
             auth_failures: 20,
             auth_failure_window: Duration::from_secs(60),
         }
@@ -186,6 +192,12 @@ impl Drop for Permit {
             }
         }
     }
+}
+
+/// A shared heavy-work slot taken by `Limiter::spare_slot`; dropping it gives it back.
+#[must_use = "the slot is taken only while this is held"]
+pub(crate) struct SpareSlot {
+    _slot: OwnedSemaphorePermit,
 }
 
 /// A token bucket of allowed authentication failures.
@@ -310,6 +322,18 @@ impl Limiter {
             }
             _ => Err(self.refuse(Reason::HeavySlots, BUSY_RETRY)),
         }
+    }
+
+    /// One more shared heavy-work slot, if one is free right now (never waits): for
+    /// a second thread of heavy work already admitted (a scan split over two threads,
+    /// `app::query::Threads::Two`), so the threads doing heavy work never outnumber
+    /// `heavy_slots`. Dropping it gives the slot back.
+    pub(crate) fn spare_slot(&self) -> Option<SpareSlot> {
+        let slots = self.inner.heavy_slots.clone();
+        slots
+            .try_acquire_owned()
+            .ok()
+            .map(|slot| SpareSlot { _slot: slot })
     }
 
     /// Whether `addr` has used up its failed authentications (then the wait). The

@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use super::answers::Answer;
 use super::audit::{log_stored, WriteAudit};
-use super::query::{self, Page, Query};
+use super::query::{self, Page, Query, Threads};
 use super::render::{
     created_text, refs_attr, render, stream_group, Derived, DerivedText, JsonChunks, Resource,
     STREAM_DEPTH,
@@ -228,11 +228,22 @@ impl App {
             // A lookup of one resource costs a GET by id: run here, as a GET does.
             return query::run(&self.store.snapshot()?, &q, base);
         }
-        // A scan can take long: keep it off the async workers.
+        // A scan can take long: keep it off the async workers. One that reads a whole
+        // table splits it over a second thread when a heavy-work slot is free for it.
+        let spare = query::scans_a_table(&q)
+            .then(|| self.limiter.spare_slot())
+            .flatten();
+        let threads = match spare {
+            Some(_) => Threads::Two,
+            None => Threads::One,
+        };
         let (store, base) = (self.store.clone(), base.to_owned());
-        tokio::task::spawn_blocking(move || query::run(&store.snapshot()?, &q, &base))
-            .await
-            .map_err(|_| ScimError::internal())?
+        tokio::task::spawn_blocking(move || {
+            let _spare = spare;
+            query::run_on(&store.snapshot()?, &q, &base, threads)
+        })
+        .await
+        .map_err(|_| ScimError::internal())?
     }
 
     /// Whether reading `id` with `projection` is heavy work: a group with more than

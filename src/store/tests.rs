@@ -1219,3 +1219,82 @@ fn a_write_stores_its_audit_entry_in_its_own_transaction_and_a_refused_one_none(
     // Only the writes that were done, each after its commit.
     assert_eq!(ANNOUNCED.load(std::sync::atomic::Ordering::Relaxed), 3);
 }
+
+/// Users `from..to` created in one transaction; their ids in ascending order.
+fn users_in_one_transaction(store: &Store, from: usize, to: usize) -> Vec<String> {
+    let mut ids = store
+        .write_blocking(move |txn| {
+            (from..to)
+                .map(|i| {
+                    let a = attrs(json!({"userName": format!("u{i}")}));
+                    create_in(txn, ResourceType::User, a, vec![], &actor(), now())
+                        .map(|c| c.resource.id)
+                })
+                .collect::<StoreResult<Vec<String>>>()
+        })
+        .unwrap();
+    ids.sort();
+    ids
+}
+
+#[test]
+fn a_split_scan_gives_every_row_to_exactly_one_half_in_id_order() {
+    let (_d, store) = open();
+    let mut ids = Vec::new();
+    // Around the claim size: no row, one, a batch ± 1, several batches each half.
+    for n in [0, 1, 2, 63, 64, 65, 127, 128, 129, 1000] {
+        ids.extend(users_in_one_transaction(&store, ids.len(), n));
+        ids.sort();
+        let snap = store.snapshot().unwrap();
+        let (mut lower, mut upper) = (Vec::new(), Vec::new());
+        let id = |r: RawResource<'_>| r.decode().map(|s| s.id);
+        snap.scan_raw_halves(
+            ResourceType::User,
+            |r| {
+                lower.push(id(r)?);
+                Ok(())
+            },
+            |r| {
+                upper.push(id(r)?);
+                Ok(())
+            },
+        )
+        .unwrap();
+        let mut all = lower.clone();
+        all.extend(upper.iter().cloned());
+        assert_eq!(
+            all, ids,
+            "each of {n} rows once, in id order, the lower half's first"
+        );
+    }
+}
+
+#[test]
+fn a_split_scan_returns_a_halfs_error() {
+    let (_d, store) = open();
+    users_in_one_transaction(&store, 0, 2000);
+    let snap = store.snapshot().unwrap();
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let seen = std::sync::atomic::AtomicUsize::new(0);
+    let counted = &seen;
+    let e = snap
+        .scan_raw_halves(
+            ResourceType::User,
+            |_| {
+                let _ = tx.try_send(());
+                Err(StoreError::Storage("lower failed".into()))
+            },
+            move |_| {
+                // The lower half has claimed rows before this one goes on.
+                if counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == 0 {
+                    rx.recv_timeout(std::time::Duration::from_secs(30)).unwrap();
+                }
+                Ok(())
+            },
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("lower failed"), "{e}");
+    // The upper half starts in the middle and never gets the lower half's rows.
+    let seen = seen.into_inner();
+    assert!(seen <= 1000, "the upper half walked {seen} rows");
+}
