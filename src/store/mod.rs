@@ -180,17 +180,18 @@ fn rt_from_code(code: u8) -> ResourceType {
     }
 }
 
+/// One row of a resource table as redb yields it: the id and the stored bytes.
+type RawRow<'a> = Result<
+    (
+        AccessGuard<'a, &'static str>,
+        AccessGuard<'a, &'static [u8]>,
+    ),
+    redb::StorageError,
+>;
+
 /// Hands `f` each row's stored bytes until it returns false.
 fn feed_raw<'a>(
-    rows: impl Iterator<
-        Item = Result<
-            (
-                AccessGuard<'a, &'static str>,
-                AccessGuard<'a, &'static [u8]>,
-            ),
-            redb::StorageError,
-        >,
-    >,
+    rows: impl Iterator<Item = RawRow<'a>>,
     mut f: impl FnMut(RawResource<'_>) -> StoreResult<bool>,
 ) -> StoreResult<()> {
     for row in rows {
@@ -232,15 +233,7 @@ struct Meeting {
 /// upper half goes on to the end (once it has claimed a row, the lower half can no
 /// longer pass it).
 fn claim_rows<'a>(
-    rows: impl Iterator<
-        Item = Result<
-            (
-                AccessGuard<'a, &'static str>,
-                AccessGuard<'a, &'static [u8]>,
-            ),
-            redb::StorageError,
-        >,
-    >,
+    rows: impl Iterator<Item = RawRow<'a>>,
     half: Half,
     meeting: &Mutex<Meeting>,
     mut visit: impl FnMut(RawResource<'_>) -> StoreResult<()>,
