@@ -1,60 +1,52 @@
 //! A list sorted by `meta.lastModified` without rendering every resource (trial 7
 //! item 17: the admin page's Users list sorted by "Last modified" took 1.1–1.3 s at
 //! 20,000 users on every load, as the query engine rendered each user to read its
-//! sort value). The order is decided from each row's stored meta alone (its
-//! `lastModified` is the one every view shows: a resource's own last change),
-//! keeping the (sort value, id) pairs of the best `start + count` rows, as the
-//! engine's bounded sort does; the page itself is then read by the query engine as
-//! an `id eq` lookup of those ids with the same sort, so its projection and order
-//! are the SCIM API's. Knows neither HTTP nor redb.
+//! sort value). `App::query` sends every unfiltered query of one type sorted so
+//! (the admin lists and the SCIM API's `sortBy=meta.lastModified` alike) here. The
+//! order is decided from each row's stored meta alone (its `lastModified` is the one
+//! every view shows: a resource's own last change), keeping the (sort value, id)
+//! pairs of the best `start + count` rows, as the engine's bounded sort does; the
+//! page itself is then read by the query engine as an `id eq` lookup of those ids
+//! with the same sort, so its projection and order are the SCIM API's. Knows
+//! neither HTTP nor redb.
 
 use serde_json::{json, Map, Value};
 
 use super::query::{self, Page, Paging, Query};
-use super::App;
-use crate::scim::error::ScimError;
 use crate::scim::path::AttrPath;
 use crate::scim::query::{compare_sort_values, sort_value, ListParams};
-use crate::scim::resource::Projection;
 use crate::scim::schema::ResourceType;
 use crate::store::{Snapshot, StoreResult};
 
 /// The sort attribute, RFC 7643 §3.1.
 const LAST_MODIFIED: &str = "meta.lastModified";
 
-impl App {
-    /// The page of `rt` sorted by `meta.lastModified` (`descending` or not) that
-    /// starts at the 1-based `start` and holds at most `count` resources, with
-    /// `projection`, and every resource of the type as its total: the answer of the
-    /// query engine for the same unfiltered sorted query. Cost: one pass over the
-    /// type's rows parsing only `id` and `meta`, and `count` renders. Runs off the
-    /// async workers.
-    pub(crate) async fn list_by_modified(
-        &self,
-        rt: ResourceType,
-        descending: bool,
-        start: usize,
-        count: usize,
-        projection: Projection,
-    ) -> StoreResult<Page> {
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || {
-            let snap = store.snapshot()?;
-            page(&snap, rt, descending, start.max(1), count, projection)
-        })
-        .await
-        .map_err(|_| ScimError::internal())?
-    }
+/// Whether `q` is one this module answers: one type, no filter, index paging, sorted
+/// by `meta.lastModified` as RFC 7644 §3.4.2.3 spells it (unqualified, any case).
+/// `App::query` sends it here, so the SCIM API and the admin lists take the same path.
+pub(super) fn answers(q: &Query) -> Option<ResourceType> {
+    let path = q.params.sort_by.as_ref()?;
+    let last_modified = path.urn.is_none()
+        && path.attr.eq_ignore_ascii_case("meta")
+        && path
+            .sub
+            .as_deref()
+            .is_some_and(|s| s.eq_ignore_ascii_case("lastModified"));
+    (last_modified && q.params.filter.is_none() && q.paging == Paging::Index)
+        .then_some(q.rt)
+        .flatten()
 }
 
-fn page(
-    snap: &Snapshot,
-    rt: ResourceType,
-    descending: bool,
-    start: usize,
-    count: usize,
-    projection: Projection,
-) -> StoreResult<Page> {
+/// The page of `rt` that `q` asks for (see [`answers`]), rendered with `base`: the
+/// query engine's answer to the same query, with every resource of the type as its
+/// total. Cost: one pass over the type's rows parsing only `id` and `meta`, and
+/// `q.params.count` renders. Blocking: callers run it off the async workers.
+pub(super) fn page(snap: &Snapshot, rt: ResourceType, q: &Query, base: &str) -> StoreResult<Page> {
+    let (descending, start, count) = (
+        q.params.descending,
+        q.params.start_index.max(1),
+        q.params.count,
+    );
     let path = AttrPath::parse(LAST_MODIFIED)?;
     let total = usize::try_from(snap.count(rt)?).unwrap_or(usize::MAX);
     let end = start.saturating_sub(1).saturating_add(count);
@@ -77,10 +69,10 @@ fn page(
                 start_index: 1,
                 count: ids.len(),
             },
-            projection,
+            projection: q.projection.clone(),
             paging: Paging::Index,
         };
-        query::run(snap, &q, "")?.resources
+        query::run(snap, &q, base)?.resources
     };
     Ok(Page {
         total: Some(total),
@@ -131,6 +123,7 @@ fn best_ids(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scim::resource::Projection;
     use crate::store::{Actor, Store};
 
     /// The same page as the query engine's sorted scan, in either order and at any
@@ -165,15 +158,6 @@ mod tests {
         let projection = Projection::parse(None, Some("groups")).unwrap_or_default();
         for descending in [false, true] {
             for (start, count) in [(1, 10), (11, 10), (35, 10), (41, 5), (1, 0)] {
-                let fast = page(
-                    &snap,
-                    ResourceType::User,
-                    descending,
-                    start,
-                    count,
-                    projection.clone(),
-                )
-                .unwrap();
                 let q = Query {
                     rt: Some(ResourceType::User),
                     params: ListParams {
@@ -186,6 +170,8 @@ mod tests {
                     projection: projection.clone(),
                     paging: Paging::Index,
                 };
+                assert_eq!(answers(&q), Some(ResourceType::User));
+                let fast = page(&snap, ResourceType::User, &q, "").unwrap();
                 let engine = query::run(&snap, &q, "").unwrap();
                 let ids = |p: &Page| {
                     p.resources

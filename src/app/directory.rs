@@ -228,6 +228,16 @@ impl App {
             // A lookup of one resource costs a GET by id: run here, as a GET does.
             return query::run(&self.store.snapshot()?, &q, base);
         }
+        // Unfiltered and sorted by meta.lastModified: ordered from the stored meta
+        // alone (`by_modified`), off the async workers, with the engine's answer.
+        if let Some(rt) = super::by_modified::answers(&q) {
+            let (store, base) = (self.store.clone(), base.to_owned());
+            return tokio::task::spawn_blocking(move || {
+                super::by_modified::page(&store.snapshot()?, rt, &q, &base)
+            })
+            .await
+            .map_err(|_| ScimError::internal())?;
+        }
         // A scan can take long: keep it off the async workers. One that reads a whole
         // table splits it over a second thread when a heavy-work slot is free for it.
         let spare = query::scans_a_table(&q)

@@ -1487,16 +1487,9 @@ async fn list_rows(
         },
         paging: Paging::Index,
     };
-    // Unfiltered by "Last modified": ordered from the stored meta alone (trial 7
-    // item 17), the same page as the query engine's.
-    let page = if column == pages::SortColumn::Modified && q.params.filter.is_none() {
-        let p = &q.params;
-        let app = &state.app;
-        app.list_by_modified(rt, p.descending, p.start_index, p.count, q.projection)
-            .await?
-    } else {
-        state.app.query(q, "").await?
-    };
+    // By "Last modified" unfiltered, `App::query` orders from the stored meta alone
+    // (trial 7 item 17).
+    let page = state.app.query(q, "").await?;
     let snap = state.app.store.snapshot()?;
     let mut rows = Vec::with_capacity(page.resources.len());
     for r in &page.resources {
