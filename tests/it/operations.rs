@@ -907,11 +907,14 @@ fn one_request_can_be_followed_through_the_log() {
         .lines()
         .find(|l| l.contains("action=scim.create"))
         .unwrap();
-    let rid = field(audit, "request_id");
-    let request = log
-        .lines()
-        .find(|l| l.contains(" request ") && l.contains(&format!(" request_id={rid} ")))
-        .unwrap_or_else(|| panic!("no request line with request_id={rid}:\n{log}"));
+    // The request line of the request a line names by its request_id.
+    let request_of = |line: &str| {
+        let rid = field(line, "request_id");
+        log.lines()
+            .find(|l| l.contains(" request ") && l.contains(&format!(" request_id={rid} ")))
+            .unwrap_or_else(|| panic!("no request line with request_id={rid}:\n{log}"))
+    };
+    let request = request_of(audit);
     assert!(
         request.contains("method=POST") && request.contains("path=/scim/v2/Users"),
         "{request}"
@@ -921,11 +924,7 @@ fn one_request_can_be_followed_through_the_log() {
         .lines()
         .find(|l| l.contains("SCIM authentication failed"))
         .unwrap();
-    let rid = field(failed, "request_id");
-    let request = log
-        .lines()
-        .find(|l| l.contains(" request ") && l.contains(&format!(" request_id={rid} ")))
-        .unwrap_or_else(|| panic!("no request line with request_id={rid}:\n{log}"));
+    let request = request_of(failed);
     assert!(request.contains("status=401"), "{request}");
     assert!(
         !request.contains(" token="),
