@@ -112,7 +112,7 @@ fn check(cfg: &Config, target: Option<PushRequest>, json: bool) -> Result<ExitCo
 /// Shows a step's progress: a retry's reason stays on screen, the rest overwrite
 /// one line.
 fn show_progress(line: &mut StatusLine, p: &Progress) {
-    if let Progress::Retrying { .. } = p {
+    if let Progress::Retrying { .. } | Progress::InServer = p {
         line.note(&p.to_string());
     } else {
         line.tick(|| p.to_string())

@@ -439,6 +439,11 @@ async fn connection(
             let mut report = move |p: Progress| {
                 let _ = tx.send(p);
             };
+            // Trial 8 items 8 and 16: a Ctrl-C of `migrate push` stops the command,
+            // not the push.
+            if matches!(&req, Request::MigratePush(push) if !push.dry_run) {
+                report(Progress::InServer);
+            }
             let fut = execute(app, caller, req, &mut report);
             tokio::pin!(fut);
             let result = loop {

@@ -1007,7 +1007,13 @@ pub(crate) async fn push(
         caps.members_by_put |= old.members_by_put;
     }
     let caps_json = serde_json::to_value(&caps).ok();
-    let omit: HashSet<String> = if opts.omit_unsupported {
+    // An earlier push of this migration was told to leave these out: running it
+    // again (README: "running the push again finishes it") keeps that choice.
+    let chosen_before = !opts.omit_unsupported
+        && !unsupported.is_empty()
+        && unsupported.iter().all(|a| state.omitted.contains(a));
+    let omit_unsupported = opts.omit_unsupported || chosen_before;
+    let omit: HashSet<String> = if omit_unsupported {
         unsupported.iter().cloned().collect()
     } else {
         HashSet::new()
@@ -1020,7 +1026,7 @@ pub(crate) async fn push(
             dry_run(client, &run, &snapshot, unsupported, caps).await?,
         ));
     }
-    if !unsupported.is_empty() && !opts.omit_unsupported {
+    if !unsupported.is_empty() && !omit_unsupported {
         return Err(MigrateError::Unsupported(unsupported));
     }
     {
@@ -1064,7 +1070,13 @@ pub(crate) async fn push(
     })
     .await?;
     let o = outcome?;
-    let notes = run.refused_notes();
+    let mut notes = run.refused_notes();
+    if chosen_before {
+        notes.push(format!(
+            "left out, as the first push of this migration was told (--omit-unsupported): {}",
+            unsupported.join(", ")
+        ));
+    }
     let rules: Vec<(MatchRule, u64)> = lock(&run.rules).iter().map(|(k, v)| (*k, *v)).collect();
     Ok(PushOutcome::Pushed(PushReport {
         users: snapshot.count(ResourceType::User)?,

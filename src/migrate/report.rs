@@ -47,6 +47,10 @@ pub(crate) enum Progress {
     Working { step: String },
     /// A cut-over drained the mirror to zero lag.
     Drained,
+    /// A step runs inside the server, which goes on with it if the command that
+    /// asked for it is interrupted (sent by the control socket, never by a step the
+    /// CLI runs itself).
+    InServer,
 }
 
 impl fmt::Display for Progress {
@@ -75,6 +79,10 @@ impl fmt::Display for Progress {
             }
             Progress::Working { step } => write!(f, "still working: {step}"),
             Progress::Drained => f.write_str("drained"),
+            Progress::InServer => f.write_str(
+                "this runs inside the server: interrupting this command does not stop it \
+                 (`scimbridge migrate status` follows it, `scimbridge migrate abort` stops it)",
+            ),
         }
     }
 }
