@@ -29,8 +29,8 @@ use serde_json::{json, Map, Value};
 use super::client::{Client, Response, Sent};
 use super::error::{MigrateError, MigrateResult};
 use super::report::{
-    Capabilities, Difference, DifferenceKind, Lag, MatchRule, PlanCounts, PreviewItem, Progress,
-    PushOutcome, PushPlan, PushReport,
+    Capabilities, Difference, DifferenceKind, IdPair, Lag, MatchRule, PlanCounts, PreviewItem,
+    Progress, PushOutcome, PushPlan, PushReport,
 };
 use super::target::{self, attr_name, encode, name_attr, Discovery, Events, TargetIndex};
 use crate::clock::Timestamp;
@@ -1945,6 +1945,35 @@ pub(crate) async fn repair(
         }
     }
     Ok((repaired, notes))
+}
+
+/// The journal, resource by resource, with each one's name and externalId as the
+/// directory holds them now (`migrate id-map`); users first, then groups, each by
+/// local id. An entry whose resource was deleted here since is left out (the mirror
+/// deletes it on the target).
+pub(crate) fn id_pairs(snapshot: &Snapshot) -> MigrateResult<Vec<IdPair>> {
+    let mut pairs = Vec::new();
+    for rt in ResourceType::ALL {
+        let mut ids = snapshot.target_ids(rt)?;
+        ids.sort();
+        for (local, target_id) in ids {
+            let Some(r) = snapshot.get(rt, &local)? else {
+                continue;
+            };
+            pairs.push(IdPair {
+                resource_type: rt,
+                name: name_of(rt, &r),
+                external_id: r
+                    .attrs
+                    .get("externalId")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
+                id: local,
+                target_id,
+            });
+        }
+    }
+    Ok(pairs)
 }
 
 /// A run for the mirror and verify: the capabilities and attribute choices the push

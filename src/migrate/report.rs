@@ -622,6 +622,25 @@ impl From<DifferenceJson> for Difference {
     }
 }
 
+/// One resource of the push's journal (`migrate id-map`): its id here and the id
+/// the target gave it. A hosted service assigns its own ids (RFC 7643 §3.1: `id` is
+/// the service provider's), so an identity provider that keeps the ids it was given
+/// (Okta) must learn the new ones after the cut-over; this is the map to do it with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct IdPair {
+    pub resource_type: ResourceType,
+    /// userName or displayName.
+    pub name: String,
+    /// The identity provider's own key for it, when it sent one.
+    #[serde(default)]
+    pub external_id: Option<String>,
+    /// The id in this bridge: the one the identity provider holds today.
+    pub id: String,
+    /// The id on the target.
+    pub target_id: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

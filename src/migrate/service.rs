@@ -14,7 +14,7 @@ use super::policy::{PolicyChange, PolicyField, PolicyView};
 use super::push::{self, PushOptions};
 use super::readiness::{self, FindingCode, ReadinessReport};
 use super::report::{
-    Capabilities, DirectoryCounts, Lag, MatchRule, MigrationStatus, MirrorHealth, Progress,
+    Capabilities, DirectoryCounts, IdPair, Lag, MatchRule, MigrationStatus, MirrorHealth, Progress,
     ProgressSink, PushOutcome, TargetCheck, VerifyReport, MIRROR_BEHIND_SECONDS,
 };
 use super::target::{self, Events};
@@ -684,6 +684,11 @@ impl Migration {
             not_kept: found.not_kept,
             notes: found.notes,
         })
+    }
+
+    /// The push's journal with names (`migrate id-map`): empty before a push.
+    pub(crate) fn id_map(&self) -> MigrateResult<Vec<IdPair>> {
+        push::id_pairs(&self.store.snapshot()?)
     }
 
     /// Stops mirroring and returns to not started; the local directory stays the
