@@ -498,6 +498,58 @@ fn print_plan(plan: &PushPlan) {
             println!("    {g}");
         }
     }
+    // Trial 8 item 7: what the push changes in what the target already holds.
+    if !plan.group_changes.is_empty() {
+        println!(
+            "Groups the target already holds that the push changes ({}; the directory wins):",
+            plan.group_changes.len()
+        );
+        for c in plan.group_changes.iter().take(PREVIEW_NAMES) {
+            let mut what = Vec::new();
+            if let Some(from) = &c.renamed_from {
+                what.push(format!("renamed from \"{from}\""));
+            }
+            if c.added > 0 {
+                what.push(format!("{} added", count(c.added, "member", "members")));
+            }
+            if !c.removed.is_empty() {
+                let shown: Vec<&str> = c.removed.iter().take(5).map(String::as_str).collect();
+                let more = c.removed.len().saturating_sub(shown.len());
+                what.push(format!(
+                    "{} removed ({}{})",
+                    count(c.removed.len() as u64, "member", "members"),
+                    shown.join(", "),
+                    if more > 0 {
+                        format!(" and {more} more")
+                    } else {
+                        String::new()
+                    }
+                ));
+            }
+            println!("    Group {}: {}", c.name, what.join("; "));
+        }
+        if plan.group_changes.len() > PREVIEW_NAMES {
+            println!(
+                "    … and {} more (`migrate push --dry-run --json` lists them all)",
+                plan.group_changes.len() - PREVIEW_NAMES
+            );
+        }
+    }
+    if !plan.only_on_target.is_empty() {
+        println!(
+            "{} only on the target (left alone):",
+            count(plan.only_on_target.len() as u64, "account", "accounts")
+        );
+        for o in plan.only_on_target.iter().take(PREVIEW_NAMES) {
+            println!("    {o}");
+        }
+        if plan.only_on_target.len() > PREVIEW_NAMES {
+            println!(
+                "    … and {} more (`migrate push --dry-run --json` lists them all)",
+                plan.only_on_target.len() - PREVIEW_NAMES
+            );
+        }
+    }
 }
 
 /// Names shown per rule in a preview (all of them with --json).

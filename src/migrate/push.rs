@@ -29,8 +29,8 @@ use serde_json::{json, Map, Value};
 use super::client::{Client, Response, Sent};
 use super::error::{MigrateError, MigrateResult};
 use super::report::{
-    Capabilities, Difference, DifferenceKind, IdPair, Lag, MatchRule, PlanCounts, PreviewItem,
-    Progress, PushOutcome, PushPlan, PushReport,
+    Capabilities, Difference, DifferenceKind, GroupChange, IdPair, Lag, MatchRule, PlanCounts,
+    PreviewItem, Progress, PushOutcome, PushPlan, PushReport,
 };
 use super::target::{self, attr_name, encode, name_attr, Discovery, Events, TargetIndex};
 use crate::clock::Timestamp;
@@ -1022,9 +1022,9 @@ pub(crate) async fn push(
     run.repairs = true;
     choose_matching(client, &run, &snapshot).await?;
     if opts.dry_run {
-        return Ok(PushOutcome::Planned(
+        return Ok(PushOutcome::Planned(Box::new(
             dry_run(client, &run, &snapshot, unsupported, caps).await?,
-        ));
+        )));
     }
     if !unsupported.is_empty() && !omit_unsupported {
         return Err(MigrateError::Unsupported(unsupported));
@@ -1789,16 +1789,24 @@ async fn dry_run(
 ) -> MigrateResult<PushPlan> {
     let mut counts = [PlanCounts::default(); 2];
     let mut preview = Vec::new();
+    // What each resource would be on the target (journal or matched), and the
+    // groups matched to an existing one, to say what their members will become.
+    let mut planned: HashMap<(ResourceType, String), String> = HashMap::new();
+    let mut matched_groups: Vec<(StoredResource, String)> = Vec::new();
     for (i, rt) in ResourceType::ALL.into_iter().enumerate() {
         for page in pages(snapshot, rt) {
             for r in &page? {
-                let rule = match run.target_of(rt, &r.id) {
-                    Some(_) => MatchRule::Journal,
-                    None => match find(client, run, rt, &r.attrs, false).await? {
-                        Some((_, rule)) => rule,
-                        None => MatchRule::Created,
-                    },
+                let found = match run.target_of(rt, &r.id) {
+                    Some(t) => Some((t, MatchRule::Journal)),
+                    None => find(client, run, rt, &r.attrs, false).await?,
                 };
+                let rule = found.as_ref().map_or(MatchRule::Created, |(_, rule)| *rule);
+                if let Some((tid, rule)) = found {
+                    planned.insert((rt, r.id.clone()), tid.clone());
+                    if rt == ResourceType::Group && rule != MatchRule::Journal {
+                        matched_groups.push((r.clone(), tid));
+                    }
+                }
                 counts[i].total += 1;
                 if rule == MatchRule::Created {
                     counts[i].create += 1;
@@ -1813,8 +1821,29 @@ async fn dry_run(
             }
         }
     }
+    let group_changes = plan_group_changes(client, run, snapshot, &planned, matched_groups).await?;
+    // Listed targets only: without a listing nothing says what else the target holds.
+    let only_on_target = {
+        let idx = lock(&run.index);
+        let ours: HashSet<&String> = planned.values().collect();
+        let mut names: Vec<String> = ResourceType::ALL
+            .into_iter()
+            .filter_map(|rt| idx.get(&rt).map(|index| (rt, index)))
+            .flat_map(|(rt, index)| {
+                index
+                    .names
+                    .iter()
+                    .filter(|(tid, _)| !ours.contains(tid))
+                    .map(move |(_, name)| format!("{} {name}", rt.name()))
+            })
+            .collect();
+        names.sort();
+        names
+    };
     let notes = run.refused_notes();
     Ok(PushPlan {
+        only_on_target,
+        group_changes,
         target: client.target().base.clone(),
         bulk: caps.bulk,
         users: counts[0],
@@ -1827,6 +1856,64 @@ async fn dry_run(
         blockers: Vec::new(),
         notes,
     })
+}
+
+/// For each group matched to one the target already holds: its rename, and the
+/// members `sync_group` would remove (members of ours on the target that are not
+/// members here; accounts only the target has are left alone) and add, reading each
+/// such group's members once.
+async fn plan_group_changes(
+    client: &mut Client,
+    run: &Run,
+    snapshot: &Snapshot,
+    planned: &HashMap<(ResourceType, String), String>,
+    matched: Vec<(StoredResource, String)>,
+) -> MigrateResult<Vec<GroupChange>> {
+    let ours: HashMap<&String, ()> = planned.values().map(|t| (t, ())).collect();
+    let mut changes = Vec::new();
+    for (g, tid) in matched {
+        let Some((remote, current)) = read_group(client, &tid, "").await? else {
+            continue;
+        };
+        let refs = snapshot.references(ResourceType::Group, &g.id)?;
+        // Members here by their target id; `None` for one the push will create.
+        let targets: Vec<Option<&String>> = refs
+            .iter()
+            .map(|m| planned.get(&(m.rt, m.id.clone())))
+            .collect();
+        let desired: HashSet<&String> = targets.iter().flatten().copied().collect();
+        let current_set: HashSet<&String> = current.iter().collect();
+        let removed: Vec<String> = current
+            .iter()
+            .filter(|m| !desired.contains(m) && ours.contains_key(m))
+            .map(|m| {
+                let idx = lock(&run.index);
+                idx.get(&ResourceType::User)
+                    .and_then(|i| i.names.get(m))
+                    .or_else(|| idx.get(&ResourceType::Group).and_then(|i| i.names.get(m)))
+                    .cloned()
+                    .unwrap_or_else(|| m.clone())
+            })
+            .collect();
+        let added = targets
+            .iter()
+            .filter(|t| t.is_none_or(|t| !current_set.contains(t)))
+            .count() as u64;
+        let name = name_of(ResourceType::Group, &g);
+        let renamed_from = remote["displayName"]
+            .as_str()
+            .filter(|t| *t != name)
+            .map(str::to_owned);
+        if renamed_from.is_some() || !removed.is_empty() || added > 0 {
+            changes.push(GroupChange {
+                name,
+                renamed_from,
+                removed,
+                added,
+            });
+        }
+    }
+    Ok(changes)
 }
 
 /// Replays one change event to the target: the resource's current state (a group's

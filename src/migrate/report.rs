@@ -132,6 +132,32 @@ pub(crate) struct PushPlan {
     /// with the target's detail; matching went on without them.
     #[serde(default)]
     pub notes: Vec<String>,
+    /// Accounts only the target has (by type and name): the push leaves them alone.
+    /// Empty when the target cannot be listed (not looked for).
+    #[serde(default)]
+    pub only_on_target: Vec<String>,
+    /// Groups the target already holds that the push will change: renamed to the
+    /// directory's displayName, and members of ours removed (trial 8 item 7).
+    #[serde(default)]
+    pub group_changes: Vec<GroupChange>,
+}
+
+/// What a push will change in a group the target already holds (a dry run's plan).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct GroupChange {
+    /// The directory's displayName.
+    pub name: String,
+    /// The target's displayName, when it differs (the push replaces it).
+    #[serde(default)]
+    pub renamed_from: Option<String>,
+    /// Members the target's group has that are matched users of this directory but
+    /// not members here: the push removes them (by the target's userName).
+    #[serde(default)]
+    pub removed: Vec<String>,
+    /// How many members the push adds.
+    #[serde(default)]
+    pub added: u64,
 }
 
 /// One resource of a preview: its name, the action and the rule that decided it.
@@ -299,7 +325,7 @@ pub(crate) struct PushReport {
 #[serde(tag = "outcome", rename_all = "camelCase")]
 pub(crate) enum PushOutcome {
     /// A dry run's plan.
-    Planned(PushPlan),
+    Planned(Box<PushPlan>),
     /// A push, now mirroring.
     Pushed(PushReport),
 }

@@ -4,6 +4,7 @@
 //! verify that must show what the target really holds. A real source bridge pushes
 //! into a second real scimbridge over TLS on 127.0.0.1.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -523,4 +524,77 @@ fn a_push_repairs_attributes_and_members_changed_by_hand_on_the_target() {
     assert_eq!(report["differences"], json!([]), "{report}");
     let (ok, out, err) = cli(&p.src.data_dir(), &["migrate", "verify"]);
     assert!(ok, "{out}{err}");
+}
+
+/// Trial 8 item 7: a dry run into a target that already holds part of the team says
+/// what the push will change there, before anything is sent: a matched group renamed
+/// to the directory's displayName, the members of ours it loses (a matched user not in
+/// the directory's group) and gains, and the accounts only the target has (left
+/// alone, also as members). Then the push does exactly that.
+#[test]
+fn a_dry_run_names_what_the_push_changes_on_the_target() {
+    let p = Pair::start(&["a@example.com", "b@example.com"], &[]);
+    let c = p.src.client();
+    let b = c
+        .get("/Users?filter=userName%20eq%20%22b@example.com%22")
+        .json()["Resources"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let group = json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+        "displayName": "Pilots", "members": [{"value": b}]});
+    assert_eq!(c.post("/Groups", &group).status, 201);
+    // The target already holds a (by another case), an owner of its own, and "pilots"
+    // with a and the owner as members.
+    let tc = p.target.client();
+    let id_of = |r: Resp| r.json()["id"].as_str().unwrap().to_owned();
+    let ta = id_of(tc.post("/Users", &user_body("A@example.com")));
+    let owner = id_of(tc.post("/Users", &user_body("owner@example.com")));
+    let tgroup = json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+        "displayName": "pilots", "members": [{"value": ta}, {"value": owner}]});
+    let tg = id_of(tc.post("/Groups", &tgroup));
+
+    let (ok, out, err) = p.push(&["--dry-run"]);
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("Groups the target already holds that the push changes (1; the directory wins):")
+            && out.contains(
+                "    Group Pilots: renamed from \"pilots\"; 1 member added; 1 member removed (A@example.com)"
+            )
+            && out.contains("1 account only on the target (left alone):\n    User owner@example.com"),
+        "{out}"
+    );
+    let (ok, json_plan, _) = p.push(&["--dry-run", "--json"]);
+    assert!(ok);
+    let plan: Value = serde_json::from_str(&json_plan).unwrap();
+    assert_eq!(
+        plan["onlyOnTarget"],
+        json!(["User owner@example.com"]),
+        "{plan}"
+    );
+    assert_eq!(
+        plan["groupChanges"][0]["removed"],
+        json!(["A@example.com"]),
+        "{plan}"
+    );
+    // Nothing was sent.
+    assert_eq!(
+        tc.get(&format!("/Groups/{tg}")).json()["displayName"],
+        "pilots"
+    );
+
+    let (ok, out, err) = p.push(&[]);
+    assert!(ok, "{out}{err}");
+    let g = tc.get(&format!("/Groups/{tg}")).json();
+    assert_eq!(g["displayName"], "Pilots");
+    let members: BTreeSet<String> = g["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["value"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        members.contains(&owner) && !members.contains(&ta) && members.len() == 2,
+        "the owner stays, a leaves, b joins: {members:?}"
+    );
 }
