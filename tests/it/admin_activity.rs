@@ -362,3 +362,90 @@ fn refusals_name_the_resource_asked_for_and_the_revoked_token() {
     assert!(line.ends_with(" token=okta"), "{line}");
     assert!(!log.contains(&okta), "the secret is never logged");
 }
+
+/// Trial 7 item 19: an identity provider whose token field holds "Bearer scimb_…"
+/// sends `Authorization: Bearer Bearer <secret>`. It is refused (401) as before, but
+/// the client, the log, the audit, Recent SCIM requests and "Needs attention" now say
+/// what is wrong with the header instead of "unknown token".
+#[test]
+fn a_doubled_bearer_scheme_is_refused_and_named_as_such() {
+    let (s, cookie) = signed_in_server(&[]);
+    let c = s.client();
+    let doubled = format!("Bearer Bearer {}", s.token);
+    let r = c.send(
+        "GET",
+        "/scim/v2/Users",
+        &[("authorization", doubled.as_str())],
+        None,
+    );
+    assert_scim_error(&r, 401, None);
+    let detail = r.json()["detail"].as_str().unwrap().to_owned();
+    assert!(
+        detail.contains("the Authorization header says Bearer twice"),
+        "{detail}"
+    );
+    assert!(
+        !detail.contains(&s.token) && !detail.contains("test"),
+        "{detail}"
+    );
+    // A write with the same header is refused and changes nothing.
+    let body = serde_json::to_vec(&user_body("ann@example.com")).unwrap();
+    let r = c.send(
+        "POST",
+        "/scim/v2/Users",
+        &[
+            ("authorization", doubled.as_str()),
+            ("content-type", "application/scim+json"),
+        ],
+        Some(body),
+    );
+    assert_eq!(r.status, 401);
+    assert_eq!(c.get("/Users").json()["totalResults"], 0);
+
+    let log = s.wait_for_log("says Bearer twice");
+    let line = log
+        .lines()
+        .find(|l| l.contains("SCIM authentication failed"))
+        .expect("the refusal's log line");
+    assert!(
+        line.contains("reason=\"the Authorization header says Bearer twice\"")
+            && line.ends_with(" token=test"),
+        "{line}"
+    );
+    assert!(!log.contains(&s.token), "the secret is never logged");
+
+    // The audit entry of the refused write says why, and names the token whose
+    // secret followed.
+    let jsonl = page_when(&c, &cookie, "/admin/activity.jsonl", |p| {
+        p.contains("scim.create")
+    });
+    let entry: Value = jsonl
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|e| e["action"] == "scim.create")
+        .unwrap();
+    let reason = entry["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with("the Authorization header says Bearer twice")
+            && reason.contains("the token \"test\"'s")
+            && reason.contains("remove \"Bearer \""),
+        "{entry}"
+    );
+    assert_eq!(entry["status"], 401, "{entry}");
+
+    let dash = text(&get_page(&c, "/admin", &cookie));
+    let requests = &dash[dash.find("id=\"requests\"").expect("recent requests")..];
+    let rows: Vec<&str> = requests.split("<tr>").skip(2).take(3).collect();
+    assert!(
+        rows.iter()
+            .filter(|r| r.contains("the Authorization header says Bearer twice"))
+            .count()
+            == 2,
+        "{requests}"
+    );
+    assert!(
+        dash.contains("an Authorization header that says Bearer twice")
+            && dash.contains("the secret of the token &quot;test&quot;"),
+        "Needs attention: {dash}"
+    );
+}

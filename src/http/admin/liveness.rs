@@ -345,6 +345,14 @@ pub(crate) fn turned_away_attention(
                  {}",
                 holder(scope_of(name)).hand_over
             ),
+            TurnedAway::DoubledScheme { token } => format!(
+                "an Authorization header that says Bearer twice (\"Bearer Bearer <secret>\"{}): \
+                 remove \"Bearer \" from the identity provider's token field",
+                match token {
+                    Some(name) => format!(", the secret of the token \"{name}\""),
+                    None => String::new(),
+                }
+            ),
             TurnedAway::Unrecognised { why } => format!(
                 "{why}: no token of this bridge has that secret (a typo, a token of another \
                  installation, or someone guessing)"

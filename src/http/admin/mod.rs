@@ -43,7 +43,7 @@ use crate::scim::schema::{ResourceType, ENTERPRISE_USER_URN};
 use crate::secret::Secret;
 use crate::store::{AuditOutcome, Scope, SetupRefusal, StoreError};
 use pages::{Chrome, JobOutcome, ListQuery, MessageView};
-use session::SignedIn;
+use session::{Flash, SignedIn};
 
 const COOKIE: &str = "scimbridge_admin";
 const STYLE_CSS: &str = include_str!("../../admin/static/style.css");
@@ -1215,7 +1215,7 @@ struct QuietForm {
 }
 
 /// Sets a token's quiet-time alarm; audited (`token.quiet_alarm`) with the value.
-async fn set_quiet_after(state: &AppState, who: &Caller, f: QuietForm) -> String {
+async fn set_quiet_after(state: &AppState, who: &Caller, f: QuietForm) -> Flash {
     let entry = Entry::new("token.quiet_alarm");
     let set = match tokens::parse_quiet_after(&f.quiet_after) {
         Ok(minutes) => {
@@ -1232,14 +1232,14 @@ async fn set_quiet_after(state: &AppState, who: &Caller, f: QuietForm) -> String
             // The name as the audit shows it carries the new value.
             let shown = format!("{}: quiet alarm {value}", t.name);
             (
-                format!("The quiet-time alarm of \"{}\" {what}.", t.name),
+                Flash::Notice(format!("The quiet-time alarm of \"{}\" {what}.", t.name)),
                 entry.on("Token", Some(&t.id), Some(&shown)),
             )
         }
         Err(e) => {
             let why = e.page_message();
             let entry = entry.on("Token", Some(&f.id), None).refused(why.clone());
-            (format!("Not changed: {why}"), entry)
+            (Flash::Refusal(format!("Not changed: {why}")), entry)
         }
     };
     state.app.audit(who, entry).await;
@@ -1248,7 +1248,7 @@ async fn set_quiet_after(state: &AppState, who: &Caller, f: QuietForm) -> String
 
 /// The confirmed revocation of one token (by id, so one secret of a rotated name),
 /// audited; returns the message for the next page.
-async fn revoke_token(state: &AppState, who: &Caller, id: String) -> String {
+async fn revoke_token(state: &AppState, who: &Caller, id: String) -> Flash {
     let entry = Entry::new("token.revoke");
     let revoked = tokens::revoke(
         &state.app.store,
@@ -1260,7 +1260,7 @@ async fn revoke_token(state: &AppState, who: &Caller, id: String) -> String {
     .map(|mut v| v.pop());
     let (msg, entry) = match revoked {
         Ok(Some(t)) => (
-            format!(
+            Flash::Notice(format!(
                 "Revoked the {}token \"{}\": its next request is refused.",
                 if t.superseded.is_some() {
                     "superseded "
@@ -1268,11 +1268,11 @@ async fn revoke_token(state: &AppState, who: &Caller, id: String) -> String {
                     ""
                 },
                 t.name
-            ),
+            )),
             Entry::new(tokens::revoke_action(&t)).on("Token", Some(&t.id), Some(&t.name)),
         ),
         Ok(None) => (
-            "Not revoked: no such token.".into(),
+            Flash::Refusal("Not revoked: no such token.".into()),
             entry.on("Token", Some(&id), None).refused("no such token"),
         ),
         Err(e) => {
@@ -1285,7 +1285,7 @@ async fn revoke_token(state: &AppState, who: &Caller, id: String) -> String {
             let entry = entry
                 .on("Token", Some(&id), name.as_deref())
                 .refused(why.clone());
-            (format!("Not revoked: {why}"), entry)
+            (Flash::Refusal(format!("Not revoked: {why}")), entry)
         }
     };
     state.app.audit(who, entry).await;
@@ -1912,7 +1912,7 @@ async fn migration_action(
     who: &Caller,
     action: &str,
     body: &[u8],
-) -> Result<String, Refused> {
+) -> Result<Flash, Refused> {
     // (message for the page, the audit entry's refusal reason if it was refused)
     let (msg, refused): (String, Option<String>) = match action {
         "check" => match state.app.migration.check().await {
@@ -2006,10 +2006,14 @@ async fn migration_action(
                 (format!("Not aborted: {why}"), Some(why))
             }
         },
-        _ => return Ok("There is no such migration action.".into()),
+        _ => return Ok(Flash::Refusal("There is no such migration action.".into())),
     };
     // A started job is audited by `start_job` (when it starts and when it ends).
     let started = matches!(action, "push" | "verify" | "cutover") && refused.is_none();
+    let flash = match refused {
+        Some(_) => Flash::Refusal(msg),
+        None => Flash::Notice(msg),
+    };
     if !started {
         let mut entry = Entry::new(&format!("migration.{action}"));
         if let Some(why) = refused {
@@ -2017,7 +2021,7 @@ async fn migration_action(
         }
         state.app.audit(who, entry).await;
     }
-    Ok(msg)
+    Ok(flash)
 }
 
 /// Saves or resets the migration policy from the page: the audit entry (named as the
@@ -2027,24 +2031,28 @@ async fn policy_action(
     state: &AppState,
     action: &str,
     body: &[u8],
-) -> Result<(Option<Entry>, String), Refused> {
+) -> Result<(Option<Entry>, Flash), Refused> {
     let m = &state.app.migration;
     let (entry, result) = if action == "policy" {
         let form: PolicyForm = parse_form(body)?;
         let now = match m.policy_view() {
             Ok(v) => v,
-            Err(e) => return Ok((None, format!("Not saved: {}", e.page_message()))),
+            Err(e) => {
+                let why = format!("Not saved: {}", e.page_message());
+                return Ok((None, Flash::Refusal(why)));
+            }
         };
         // Normalised first, so that the audit names the values as stored.
         let change = match form.change().normalised() {
             Ok(c) => only_changed(c, &now),
             Err(why) => {
                 let entry = Entry::new("migration.policy_set").refused(why.clone());
-                return Ok((Some(entry), format!("Not saved: {why}")));
+                return Ok((Some(entry), Flash::Refusal(format!("Not saved: {why}"))));
             }
         };
         if change == PolicyChange::default() {
-            return Ok((None, "The policy is unchanged: nothing was saved.".into()));
+            let msg = "The policy is unchanged: nothing was saved.";
+            return Ok((None, Flash::Notice(msg.into())));
         }
         let what = [
             ("allowed_domains", &change.allowed_domains),
@@ -2089,12 +2097,12 @@ async fn policy_action(
         (entry, result)
     };
     Ok(match result {
-        Ok(msg) => (Some(entry), msg),
+        Ok(msg) => (Some(entry), Flash::Notice(msg)),
         Err(e) => {
             let why = e.page_message();
             (
                 Some(entry.refused(why.clone())),
-                format!("Not saved: {why}"),
+                Flash::Refusal(format!("Not saved: {why}")),
             )
         }
     })

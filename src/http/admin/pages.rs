@@ -16,6 +16,7 @@ use super::activity::ScimRequestRecord;
 use super::fragments::csrf_field;
 pub(crate) use super::fragments::when;
 use super::liveness;
+use super::session::Flash;
 use crate::app::audit::{AuditFilter, AuditPage, AuditSort};
 use crate::app::tokens::{scope_holder, scope_use, TokenInfo};
 use crate::migrate::policy::{
@@ -74,7 +75,8 @@ pub(crate) struct Chrome<'a> {
     /// The nav entry to highlight ("dashboard", "tokens", …).
     pub active: &'a str,
     pub csrf: &'a str,
-    pub flash: Option<&'a str>,
+    /// The message a form left for this page: a notice, or a refusal shown as an alert.
+    pub flash: Option<&'a Flash>,
 }
 
 const NAV: [(&str, &str, &str); 6] = [
@@ -124,8 +126,10 @@ pub(crate) fn layout(c: &Chrome, content: Markup) -> String {
                     }
                 }
                 main {
-                    @if let Some(f) = c.flash {
-                        p.flash role="status" { (f) }
+                    @match c.flash {
+                        Some(Flash::Notice(f)) => p.flash role="status" { (f) },
+                        Some(Flash::Refusal(f)) => p.error role="alert" { (f) },
+                        None => {},
                     }
                     h1 { (c.title) }
                     (content)
@@ -2055,12 +2059,38 @@ mod tests {
     }
 
     #[test]
+    fn a_refusal_flash_is_an_alert_and_a_notice_a_status() {
+        let page = |flash: &Flash| {
+            let c = Chrome {
+                title: "Tokens",
+                active: "tokens",
+                csrf: "tok",
+                flash: Some(flash),
+            };
+            layout(&c, html! {})
+        };
+        let refused = page(&Flash::Refusal("Not changed: <too short>".into()));
+        assert!(
+            refused
+                .contains("<p class=\"error\" role=\"alert\">Not changed: &lt;too short&gt;</p>"),
+            "{refused}"
+        );
+        assert!(!refused.contains("role=\"status\""), "{refused}");
+        let done = page(&Flash::Notice("Revoked.".into()));
+        assert!(
+            done.contains("<p class=\"flash\" role=\"status\">Revoked.</p>"),
+            "{done}"
+        );
+        assert!(!done.contains("role=\"alert\""), "{done}");
+    }
+
+    #[test]
     fn user_data_is_escaped_in_lists() {
         let c = Chrome {
             title: "Users",
             active: "users",
             csrf: "tok",
-            flash: Some("<b>"),
+            flash: Some(&Flash::Notice("<b>".into())),
         };
         let v = ListView {
             rt: ResourceType::User,
