@@ -49,15 +49,48 @@ fn who_deleted_bob_is_answered_by_name_with_reasons_and_exports() {
         page.contains(">test <small>(token)</small>"),
         "actor: the token's name: {page}"
     );
-    // The dashboard's recent changes name the resource as it was (Bob is gone),
-    // with its id beside the name, and the actor the same way.
+    // The dashboard's recent changes name the resource as it was (Bob is gone, so
+    // "(deleted)"), with its id beside the name, and the actor the same way.
     let dash = page_when(&c, &cookie, "/admin", |p| p.contains("scim.delete"));
     let changes = &dash[dash.find("id=\"changes\"").expect("recent changes")..];
+    let gone_link = format!(
+        "<a class=\"gone\" href=\"/admin/users/{id}\">=bob@example.com (deleted)</a> \
+         <small class=\"note id\">{id}</small>"
+    );
+    assert!(changes.contains(&gone_link), "{changes}");
+    assert!(page.contains(&gone_link), "the Activity page alike: {page}");
+    // Trial 7 item 6: that link leads to a page saying when and by whom Bob was
+    // deleted, with his audit entries (410 Gone), not to "Not found".
+    let r = get_page(&c, &format!("/admin/users/{id}"), &cookie);
+    assert_eq!(r.status, 410);
+    let gone = text(&r);
     assert!(
-        changes.contains(&format!(
-            ">=bob@example.com</a> <small class=\"note id\">{id}</small>"
+        gone.contains("<title>=bob@example.com (deleted) · scimbridge</title>"),
+        "{gone}"
+    );
+    assert!(
+        gone.contains("This user was deleted ")
+            && gone.contains(" by <span class=\"actor\" data-kind=\"token\">test <small>(token)</small></span> from 127.0.0.1."),
+        "{gone}"
+    );
+    let history = &gone[gone.find("id=\"history\"").expect("its audit entries")..];
+    assert!(
+        history.contains("scim.delete") && history.contains("scim.create"),
+        "{history}"
+    );
+    // A user that never existed still answers 404, without a history.
+    let r = get_page(&c, "/admin/users/never-here", &cookie);
+    assert_eq!(r.status, 404);
+    assert!(!text(&r).contains("id=\"history\""));
+    // A user still in the directory is not marked.
+    let ann = c.post("/Users", &user_body("ann2@example.com")).json();
+    let dash = text(&get_page(&c, "/admin", &cookie));
+    let ann_id = ann["id"].as_str().unwrap();
+    assert!(
+        dash.contains(&format!(
+            "<a href=\"/admin/users/{ann_id}\">ann2@example.com</a>"
         )),
-        "{changes}"
+        "{dash}"
     );
     assert!(
         changes.contains(">test <small>(token)</small>"),

@@ -575,20 +575,26 @@ async fn dispatch(state: &Arc<AppState>, req: Request<RequestBody>) -> Response<
             )
             .await
         }
-        ["admin", "users", id] => detail(
-            state,
-            ResourceType::User,
-            id,
-            query(&req),
-            chrome(&me, "User", "users"),
-        ),
-        ["admin", "groups", id] => detail(
-            state,
-            ResourceType::Group,
-            id,
-            query(&req),
-            chrome(&me, "Group", "groups"),
-        ),
+        ["admin", "users", id] => {
+            detail(
+                state,
+                ResourceType::User,
+                id,
+                query(&req),
+                chrome(&me, "User", "users"),
+            )
+            .await
+        }
+        ["admin", "groups", id] => {
+            detail(
+                state,
+                ResourceType::Group,
+                id,
+                query(&req),
+                chrome(&me, "Group", "groups"),
+            )
+            .await
+        }
         ["admin", "activity"] => {
             activity_page(state, query(&req), chrome(&me, "Activity", "activity")).await
         }
@@ -1104,6 +1110,7 @@ async fn dashboard(
         .audit_search(&done, (crate::app::audit::AuditSort::Time, true), 0, 25)
         .map(|p| p.records)
         .unwrap_or_default();
+    let gone = gone_in(&snap, &changes);
     // Every request is on the chart: each token's, and those with no recognised
     // token (the same requests the turned-away entry counts for the last hour).
     let unrecognised = state.app.liveness.unrecognised_hourly(now);
@@ -1129,6 +1136,7 @@ async fn dashboard(
             .count(),
         requests: recent_requests(state, &snap),
         changes,
+        gone,
         version: crate::version::VERSION,
         uptime: state.started.elapsed(),
         db_bytes: state.app.store.file_size(),
@@ -1583,21 +1591,12 @@ fn manager_ref(snap: &crate::store::Snapshot, id: &str) -> Result<pages::Manager
 /// One lookup by id per row (`Snapshot::name_of`), so the dashboard costs the same
 /// whatever the directory's size. `None` when the request named no resource or the
 /// store could not be read (the row then shows the id alone).
-/// The resource type of a SCIM endpoint with resources by id (`Users`, `Groups`).
-fn endpoint_type(endpoint: &str) -> Option<ResourceType> {
-    match endpoint {
-        "Users" => Some(ResourceType::User),
-        "Groups" => Some(ResourceType::Group),
-        _ => None,
-    }
-}
-
 fn resource_now(
     snap: &crate::store::Snapshot,
     r: &activity::ScimRequestRecord,
 ) -> Option<pages::ResourceNow> {
     let id = r.id.as_deref()?;
-    let rt = endpoint_type(&r.endpoint)?;
+    let rt = r.resource_type()?;
     match snap.name_of(rt, id).ok()? {
         Some(name) => Some(pages::ResourceNow::Named(rt, name)),
         // A user has a userName and a group a displayName (both required), so no
@@ -1612,6 +1611,17 @@ fn resource_now(
 /// The dashboard's last SCIM requests, each with what became of its resource: its
 /// name now, or, for one deleted since the request found it, the name the audit
 /// last gave it (`App::names_in_audit`; a Bulk delete leaves it unnamed).
+/// The users and groups named by `records` that `snap` no longer has: one read by
+/// id per entry (a page shows at most `ACTIVITY_PAGE_SIZE`), as `resource_now`.
+fn gone_in(snap: &crate::store::Snapshot, records: &[crate::store::AuditRecord]) -> pages::Gone {
+    records
+        .iter()
+        .filter_map(pages::audit_subject)
+        .filter(|(rt, id)| matches!(snap.get_raw(*rt, id, |_| Ok(())), Ok(None)))
+        .map(|(rt, id)| (rt.name().to_owned(), id.to_owned()))
+        .collect()
+}
+
 fn recent_requests(state: &AppState, snap: &crate::store::Snapshot) -> Vec<pages::RequestRow> {
     let mut rows: Vec<pages::RequestRow> = state
         .activity
@@ -1632,7 +1642,7 @@ fn recent_requests(state: &AppState, snap: &crate::store::Snapshot) -> Vec<pages
         .iter()
         .filter_map(|&i| {
             let r = &rows[i].record;
-            Some((endpoint_type(&r.endpoint)?, r.id.as_deref()?))
+            Some((r.resource_type()?, r.id.as_deref()?))
         })
         .collect();
     let Some(since) = deleted.iter().map(|&i| rows[i].record.time).min() else {
@@ -1649,6 +1659,46 @@ fn recent_requests(state: &AppState, snap: &crate::store::Snapshot) -> Vec<pages
         rows[i].resource = Some(pages::ResourceNow::Gone { was });
     }
     rows
+}
+
+/// The page of a user or group that is not in the directory: when and by whom it
+/// was deleted and its audit entries (410 Gone), or, when the audit has no delete of
+/// it, what the audit has (404). The audit is read off the async workers, as an
+/// Activity search.
+async fn gone(
+    state: &Arc<AppState>,
+    rt: ResourceType,
+    id: String,
+    chrome: Chrome<'_>,
+) -> Response<Body> {
+    let app = state.app.clone();
+    let wanted = id.clone();
+    let history = tokio::task::spawn_blocking(move || app.resource_history(rt, &wanted)).await;
+    let history = match history {
+        Ok(Ok(h)) => h,
+        Ok(Err(e)) => return unavailable(e),
+        Err(_) => return unavailable(StoreError::Closed),
+    };
+    let v = pages::GoneView {
+        rt,
+        id: &id,
+        history: &history,
+    };
+    let title = pages::gone_title(&v);
+    let status = match history.deleted {
+        Some(_) => StatusCode::GONE,
+        None => StatusCode::NOT_FOUND,
+    };
+    html(
+        status,
+        pages::gone(
+            &Chrome {
+                title: &title,
+                ..chrome
+            },
+            &v,
+        ),
+    )
 }
 
 /// The query string of a user's or group's page: which page of members to show.
@@ -1679,8 +1729,8 @@ fn detail_refs(
     }
 }
 
-fn detail(
-    state: &AppState,
+async fn detail(
+    state: &Arc<AppState>,
     rt: ResourceType,
     id: &str,
     q: DetailQuery,
@@ -1696,13 +1746,7 @@ fn detail(
     let page = q.page.unwrap_or(1).max(1);
     let (mut r, (refs, refs_total)) = match (snap.get(rt, &id), detail_refs(&snap, rt, &id, page)) {
         (Ok(Some(r)), Ok(refs)) => (r, refs),
-        (Ok(None), _) => {
-            return refuse(
-                StatusCode::NOT_FOUND,
-                "Not found",
-                &format!("There is no {} with the id {id}.", rt.name()),
-            )
-        }
+        (Ok(None), _) => return gone(state, rt, id, chrome).await,
         (Err(e), _) | (_, Err(e)) => return unavailable(e),
     };
     if let Err(e) = snap.derive_meta(rt, &mut r) {
@@ -1824,10 +1868,15 @@ async fn activity_page(
         Ok(Err(e)) => return unavailable(e),
         Err(_) => return unavailable(crate::store::StoreError::Closed),
     };
+    let gone = match state.app.store.snapshot() {
+        Ok(snap) => gone_in(&snap, &found.records),
+        Err(e) => return unavailable(e),
+    };
     let v = pages::ActivityView {
         query: q,
         page: found,
         page_size: ACTIVITY_PAGE_SIZE,
+        gone,
     };
     html(StatusCode::OK, pages::activity(&chrome, &v))
 }

@@ -17,7 +17,7 @@ use super::fragments::csrf_field;
 pub(crate) use super::fragments::when;
 use super::liveness;
 use super::session::Flash;
-use crate::app::audit::{AuditFilter, AuditPage, AuditSort};
+use crate::app::audit::{AuditFilter, AuditPage, AuditSort, ResourceHistory};
 use crate::app::tokens::{scope_holder, scope_use, TokenInfo};
 use crate::migrate::policy::{
     list as policy_list, PolicyField, PolicyView, Source as PolicySource,
@@ -322,6 +322,8 @@ pub(crate) struct Dashboard {
     pub requests: Vec<RequestRow>,
     /// The newest audit entries that took effect, newest first.
     pub changes: Vec<AuditRecord>,
+    /// The users and groups those entries name that are no longer in the directory.
+    pub gone: Gone,
     pub version: &'static str,
     pub uptime: Duration,
     pub db_bytes: u64,
@@ -457,6 +459,19 @@ fn outcome(status: u16) -> Markup {
     }
 }
 
+/// How an audit entry ended: its status as a pill (`outcome`), else its outcome.
+fn audit_outcome(r: &AuditRecord) -> Markup {
+    html! {
+        @match (r.outcome, r.status) {
+            (_, Some(status)) => (outcome(status)),
+            (AuditOutcome::Done, None) => span.pill.ok { "done" },
+            (AuditOutcome::Refused, None) => span.pill.bad { "refused" },
+            (AuditOutcome::Denied, None) => span.pill.bad { "denied" },
+            (AuditOutcome::Failed, None) => span.pill.bad { "failed" },
+        }
+    }
+}
+
 /// Who did it, the same way on the dashboard and the Activity page: the name, then
 /// what kind of actor in parentheses — "CLI (unix user root)" is never mistaken
 /// for an admin account named root (`audit::actor_words`).
@@ -465,21 +480,41 @@ fn actor_cell(r: &AuditRecord) -> Markup {
     html! { span.actor data-kind=(r.actor_kind.as_str()) { (name) " " small { "(" (kind) ")" } } }
 }
 
-/// The resource of an audit entry: its type, then its name as it was linked to its
-/// page, with the id as secondary text (the name alone when there is no id).
-fn audit_resource(r: &AuditRecord) -> Markup {
+/// The users and groups named by a page's audit entries that the directory no
+/// longer has, as (resource type name, id): shown "NAME (deleted)".
+pub(crate) type Gone = std::collections::BTreeSet<(String, String)>;
+
+/// A user or group of an audit entry: its type and id.
+pub(crate) fn audit_subject(r: &AuditRecord) -> Option<(ResourceType, &str)> {
     let rt = match r.resource_type.as_deref() {
-        Some("User") => Some(ResourceType::User),
-        Some("Group") => Some(ResourceType::Group),
-        _ => None,
+        Some("User") => ResourceType::User,
+        Some("Group") => ResourceType::Group,
+        _ => return None,
     };
+    Some((rt, r.resource_id.as_deref()?))
+}
+
+/// The resource of an audit entry: its type, then its name as it was linked to its
+/// page, with the id as secondary text (the name alone when there is no id). A user
+/// or group in `gone` reads "NAME (deleted)"; its link leads to the page that says
+/// when and by whom it was deleted, with its audit entries.
+fn audit_resource(r: &AuditRecord, gone: &Gone) -> Markup {
+    let subject = audit_subject(r);
+    let deleted =
+        subject.is_some_and(|(rt, id)| gone.contains(&(rt.name().to_owned(), id.to_owned())));
+    let label = r.resource_name.as_deref().or(r.resource_id.as_deref());
     html! {
         @if let Some(t) = &r.resource_type { (t) " " }
-        @match (rt, r.resource_id.as_deref(), r.resource_name.as_deref()) {
-            (Some(rt), Some(id), Some(name)) => { a href=(resource_href(rt, id)) { (name) } " " small.note.id { (id) } },
-            (Some(rt), Some(id), None) => a href=(resource_href(rt, id)) { (id) },
-            (_, _, Some(name)) => (name),
-            (_, Some(id), None) => (id),
+        @match (subject, label) {
+            (Some((rt, id)), Some(label)) => {
+                @if deleted {
+                    a.gone href=(resource_href(rt, id)) { (label) " (deleted)" }
+                } @else {
+                    a href=(resource_href(rt, id)) { (label) }
+                }
+                @if r.resource_name.is_some() { " " small.note.id { (id) } }
+            },
+            (_, Some(label)) => (label),
             _ => "",
         }
     }
@@ -522,7 +557,10 @@ fn request_resource(r: &ScimRequestRecord, now: Option<&ResourceNow>) -> Markup 
         },
         Some(ResourceNow::Gone { was }) => match (r.found_its_resource(), was) {
             (true, Some(name)) => html! {
-                span.gone title={ "id " (id) } data-id=(id) { (name) " (deleted)" }
+                @match r.resource_type() {
+                    Some(rt) => a.gone href=(resource_href(rt, id)) title={ "id " (id) } data-id=(id) { (name) " (deleted)" },
+                    None => span.gone title={ "id " (id) } data-id=(id) { (name) " (deleted)" },
+                }
                 " " small.note.id { (id) }
             },
             (true, None) => html! {
@@ -626,7 +664,7 @@ pub(crate) fn dashboard(c: &Chrome, d: &Dashboard) -> String {
                             td { (when(r.time)) }
                             td { (actor_cell(r)) }
                             td { code { (r.action) } }
-                            td { (audit_resource(r)) }
+                            td { (audit_resource(r, &d.gone)) }
                         }
                     } }
                 } }
@@ -1157,6 +1195,79 @@ pub(crate) fn detail(c: &Chrome, v: &DetailView) -> String {
     layout(c, content)
 }
 
+/// The page of a user or group the directory does not have: what the audit knows
+/// of it (`app::audit::ResourceHistory`), so a link from Activity or the dashboard
+/// to a deleted resource says when and by whom it was deleted instead of "not found".
+pub(crate) struct GoneView<'a> {
+    pub rt: ResourceType,
+    pub id: &'a str,
+    pub history: &'a ResourceHistory,
+}
+
+/// The title of `GoneView`'s page: "NAME (deleted)", or what is known.
+pub(crate) fn gone_title(v: &GoneView) -> String {
+    match (v.history.last_name(), &v.history.deleted) {
+        (Some(name), Some(_)) => format!("{name} (deleted)"),
+        (None, Some(_)) => format!("{} {} (deleted)", v.rt.name(), v.id),
+        (Some(name), None) => format!("{name} (not in the directory)"),
+        (None, None) => "Not found".to_owned(),
+    }
+}
+
+pub(crate) fn gone(c: &Chrome, v: &GoneView) -> String {
+    let kind = match v.rt {
+        ResourceType::User => "user",
+        ResourceType::Group => "group",
+    };
+    let h = v.history;
+    let search = ActivityQuery {
+        q: v.id.to_owned(),
+        ..ActivityQuery::default()
+    }
+    .href("/admin/activity");
+    let content = html! {
+        @match &h.deleted {
+            Some(d) => p #deleted {
+                "This " (kind) " was deleted " (when(d.time)) " by " (actor_cell(d))
+                @if let Some(client) = d.client { " from " (client) }
+                ". Its id was " code { (v.id) } "."
+            },
+            None if !h.entries.is_empty() => p #deleted {
+                "There is no " (kind) " with the id " code { (v.id) } " in the directory now, and the \
+                 audit has no delete that took effect naming it: it was never created here, or a \
+                 Bulk request deleted it (a Bulk request is audited as one entry, without the \
+                 resources it changed)."
+            },
+            None => p #deleted {
+                "There is no " (kind) " with the id " code { (v.id) } ", and the audit has no entry naming it."
+            },
+        }
+        @if !h.entries.is_empty() {
+            h2 { "Its audit entries" }
+            p.note {
+                (count(h.entries.len() as u64, "entry", "entries")) ", newest first"
+                @if h.more { "; older ones are on the " a href=(search) { "Activity page" } } "."
+            }
+            div.scroll { table #history {
+                thead { tr { th { "Time" } th { "Actor" } th { "Client" } th { "Action" } th { "Name" } th { "Outcome" } th { "Reason" } } }
+                tbody { @for r in &h.entries {
+                    tr {
+                        td { (when(r.time)) }
+                        td { (actor_cell(r)) }
+                        td { (r.client.map(|c| c.to_string()).unwrap_or_default()) }
+                        td { code { (r.action) } }
+                        td { (r.resource_name.as_deref().unwrap_or("")) }
+                        td { (audit_outcome(r)) }
+                        td { (r.reason.as_deref().unwrap_or("")) }
+                    }
+                } }
+            } }
+        }
+        p { a href={ "/admin/" (section(v.rt)) } { "Back to the list" } }
+    };
+    layout(c, content)
+}
+
 // ---- activity ----------------------------------------------------------------
 
 /// The Activity page's query string: the filter, the sort (`sort`, `order`; newest
@@ -1251,6 +1362,9 @@ pub(crate) struct ActivityView {
     pub query: ActivityQuery,
     pub page: AuditPage,
     pub page_size: usize,
+    /// The users and groups the page's entries name that are no longer in the
+    /// directory.
+    pub gone: Gone,
 }
 
 /// "1–50 of 312 entries" (positions are 1-based; an empty page reads "0 of 0
@@ -1348,16 +1462,8 @@ pub(crate) fn activity(c: &Chrome, v: &ActivityView) -> String {
                         td { (actor_cell(r)) }
                         td { (r.client.map(|c| c.to_string()).unwrap_or_default()) }
                         td { code { (r.action) } }
-                        td { (audit_resource(r)) }
-                        td {
-                            @match (r.outcome, r.status) {
-                                (_, Some(status)) => (outcome(status)),
-                                (AuditOutcome::Done, None) => span.pill.ok { "done" },
-                                (AuditOutcome::Refused, None) => span.pill.bad { "refused" },
-                                (AuditOutcome::Denied, None) => span.pill.bad { "denied" },
-                                (AuditOutcome::Failed, None) => span.pill.bad { "failed" },
-                            }
-                        }
+                        td { (audit_resource(r, &v.gone)) }
+                        td { (audit_outcome(r)) }
                         td { (r.reason.as_deref().unwrap_or("")) }
                     }
                 } }
@@ -2187,8 +2293,8 @@ mod tests {
                 .into_string();
         assert_eq!(
             deleted,
-            "<span class=\"gone\" title=\"id u1\" data-id=\"u1\">ada@example.com (deleted)</span> \
-             <small class=\"note id\">u1</small>"
+            "<a class=\"gone\" href=\"/admin/users/u1\" title=\"id u1\" data-id=\"u1\">ada@example.com \
+             (deleted)</a> <small class=\"note id\">u1</small>"
         );
         // Without a name in the audit (a Bulk delete), its id.
         let deleted = request_resource(&record("DELETE", 204), Some(&gone(None))).into_string();
