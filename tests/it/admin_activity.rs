@@ -482,3 +482,125 @@ fn a_doubled_bearer_scheme_is_refused_and_named_as_such() {
         "Needs attention: {dash}"
     );
 }
+
+/// Trial 7 item 16: deleting a user clears it as the manager of its reports (RFC 7643
+/// §4.3), which happened silently. Each report now gets an audit entry
+/// (`scim.manager_removed`, by the delete's token, naming the manager), and the
+/// delete's own entry names the reports; a Bulk delete leaves the report entries too.
+#[test]
+fn a_deleted_managers_reports_are_named_in_the_activity() {
+    let (s, cookie) = signed_in_server(&[]);
+    let c = s.client();
+    let ent = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+    let user = |name: &str, manager: Option<&str>| -> String {
+        let mut body = user_body(name);
+        if let Some(m) = manager {
+            body["schemas"].as_array_mut().unwrap().push(json!(ent));
+            body[ent] = json!({"manager": {"value": m}});
+        }
+        let r = c.post("/Users", &body);
+        assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+        r.json()["id"].as_str().unwrap().to_owned()
+    };
+    let boss = user("boss@example.com", None);
+    let ann = user("ann@example.com", Some(&boss));
+    let bob = user("bob@example.com", Some(&boss));
+    let other = user("other@example.com", Some(&ann));
+    assert_eq!(c.delete(&format!("/Users/{boss}")).status, 204);
+    for id in [&ann, &bob] {
+        let u = c.get(&format!("/Users/{id}")).json();
+        assert!(u[ent]["manager"].is_null(), "{u}");
+    }
+
+    let entries = |filter: &str| -> Vec<Value> {
+        text(&get_page(
+            &c,
+            &format!("/admin/activity.jsonl?{filter}"),
+            &cookie,
+        ))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+    };
+    let removed = entries("action=scim.manager_removed");
+    let mut named: Vec<(&str, &str)> = removed
+        .iter()
+        .map(|e| {
+            (
+                e["resource_id"].as_str().unwrap(),
+                e["resource_name"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    named.sort();
+    let mut want = vec![
+        (ann.as_str(), "ann@example.com"),
+        (bob.as_str(), "bob@example.com"),
+    ];
+    want.sort();
+    assert_eq!(named, want, "{removed:#?}");
+    for e in &removed {
+        assert_eq!(e["actor"], "test", "{e}");
+        assert_eq!(e["actor_kind"], "token", "{e}");
+        assert_eq!(e["outcome"], "done", "{e}");
+        assert_eq!(e["client"], "127.0.0.1", "{e}");
+        let reason = e["reason"].as_str().unwrap();
+        assert!(
+            reason.starts_with(&format!(
+                "its manager \"boss@example.com\" (id {boss}) was deleted, so manager was removed"
+            )),
+            "{reason}"
+        );
+    }
+    let delete = entries("action=scim.delete")
+        .into_iter()
+        .find(|e| e["resource_id"] == boss.as_str())
+        .expect("the delete's entry");
+    assert_eq!(
+        delete["reason"], "its 2 reports lost their manager: ann@example.com, bob@example.com",
+        "{delete}"
+    );
+    // Shown on the Activity page and in the report's history.
+    let page = text(&get_page(
+        &c,
+        "/admin/activity?action=scim.manager_removed",
+        &cookie,
+    ));
+    assert!(
+        page.contains("scim.manager_removed") && page.contains("ann@example.com"),
+        "{page}"
+    );
+
+    // A Bulk delete (audited as one request) leaves the report's entry all the same.
+    let r = c.post(
+        "/Bulk",
+        &json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"],
+                "Operations": [{"method": "DELETE", "path": format!("/Users/{ann}")}]}),
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert!(c.get(&format!("/Users/{other}")).json()[ent]["manager"].is_null());
+    let removed = entries("action=scim.manager_removed");
+    let by_bulk = removed
+        .iter()
+        .find(|e| e["resource_id"] == other.as_str())
+        .expect("the Bulk delete's report entry");
+    assert_eq!(by_bulk["actor"], "test", "{by_bulk}");
+    assert!(
+        by_bulk["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("its manager \"ann@example.com\""),
+        "{by_bulk}"
+    );
+    // Logged as well (the Bulk request has no entry of its own to log them with).
+    wait_until(
+        "the Bulk report's log line",
+        Duration::from_secs(10),
+        || {
+            s.log_text()
+                .lines()
+                .any(|l| l.contains("scim.manager_removed") && l.contains("other@example.com"))
+                .then_some(())
+        },
+    );
+}
