@@ -224,6 +224,33 @@ pub(super) fn removed_entries(
         .collect()
 }
 
+impl super::Snapshot {
+    /// The direct reports of user `manager` (the users whose enterprise
+    /// `manager.value` is its id): at most `limit` ids in id order, and how many there
+    /// are. One range scan of the index's keys; the count reads keys only.
+    pub(crate) fn reports_page(
+        &self,
+        manager: &str,
+        limit: usize,
+    ) -> StoreResult<(Vec<String>, u64)> {
+        let t = self.txn().open_table(REPORTS)?;
+        let mut ids = Vec::with_capacity(limit.min(1024));
+        let mut total = 0u64;
+        for row in t.range((manager, "")..)? {
+            let (k, _) = row?;
+            let (m, r) = k.value();
+            if m != manager {
+                break;
+            }
+            if ids.len() < limit {
+                ids.push(r.to_owned());
+            }
+            total += 1;
+        }
+        Ok((ids, total))
+    }
+}
+
 /// The ids of the users whose manager is `manager`, in id order.
 fn reports_of(
     t: &impl ReadableTable<(&'static str, &'static str), ()>,

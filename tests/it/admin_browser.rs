@@ -591,6 +591,18 @@ fn managers_and_last_requests_are_shown_by_name_in_headless_chromium() {
         u.ends_with(&format!("/admin/users/{boss_id}"))
     });
     b.wait_for("the manager's page", |s| s.contains("SCIM representation"));
+    // Trial 7 item 15: the manager's page is titled by its userName and lists its
+    // direct reports, linked.
+    assert_eq!(
+        b.property("title", "innerText"),
+        json!("boss@example.com · scimbridge")
+    );
+    assert_eq!(
+        b.property("#reports", "innerText"),
+        json!("report@example.com")
+    );
+    b.click(&format!("#reports a[href='/admin/users/{report_id}']"));
+    b.wait_for_url("the report's page from the boss's", |u| u == report_url);
 
     // The dashboard's last requests: names linked, a deleted group by the name it had
     // (from the audit) and said to be deleted, an unknown id said to be so.

@@ -190,3 +190,85 @@ fn a_users_name_is_composed_from_its_parts() {
     let ann = text(&get_page(&c, &format!("/admin/users/{}", ids[0]), &cookie));
     assert!(ann.contains("Ann Lee"), "{ann}");
 }
+
+/// Trial 7 item 15: a user's page lists its direct reports (from the manager index,
+/// the first 100 and a count), and a group's members are listed by userName with
+/// their display name beside it (the trial saw display names or ids only).
+#[test]
+fn a_users_page_lists_its_reports_and_a_group_its_members_by_user_name() {
+    let (s, cookie) = signed_in_server(&[]);
+    let c = s.client();
+    let ent = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+    let user = |name: &str, display: Option<&str>, manager: Option<&str>| -> String {
+        let mut body =
+            json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": name});
+        if let Some(d) = display {
+            body["displayName"] = json!(d);
+        }
+        if let Some(m) = manager {
+            body["schemas"].as_array_mut().unwrap().push(json!(ent));
+            body[ent] = json!({"manager": {"value": m}});
+        }
+        let r = c.post("/Users", &body);
+        assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+        r.json()["id"].as_str().unwrap().to_owned()
+    };
+    let boss = user("boss@example.com", None, None);
+    let ann = user("ann@example.com", Some("Ann Lee"), Some(&boss));
+    let bob = user("bob@example.com", None, Some(&boss));
+    let lone = user("lone@example.com", None, None);
+    let page = text(&get_page(&c, &format!("/admin/users/{boss}"), &cookie));
+    assert!(page.contains("<h2>Direct reports (2)</h2>"), "{page}");
+    let reports = &page[page.find("id=\"reports\"").expect("the reports list")..];
+    let reports = &reports[..reports.find("</ul>").unwrap()];
+    assert!(
+        reports.contains(&format!(
+            "<a href=\"/admin/users/{ann}\">ann@example.com</a> <small class=\"display\">Ann Lee</small>"
+        )) && reports.contains(&format!("<a href=\"/admin/users/{bob}\">bob@example.com</a>")),
+        "{reports}"
+    );
+    assert!(!reports.contains("lone@example.com"), "{reports}");
+    let page = text(&get_page(&c, &format!("/admin/users/{lone}"), &cookie));
+    assert!(
+        page.contains("<h2>Direct reports (0)</h2>") && page.contains("no user names this one"),
+        "{page}"
+    );
+
+    // More than a page of reports: the first 100 and the count.
+    let many: Vec<String> = (0..101)
+        .map(|i| user(&format!("r{i:03}@example.com"), None, Some(&lone)))
+        .collect();
+    let page = text(&get_page(&c, &format!("/admin/users/{lone}"), &cookie));
+    assert!(page.contains("<h2>Direct reports (101)</h2>"), "{page}");
+    assert!(
+        page.contains("The first 100 of 101, in id order."),
+        "{page}"
+    );
+    let listed = many
+        .iter()
+        .filter(|id| page.contains(&format!("href=\"/admin/users/{id}\"")))
+        .count();
+    assert_eq!(listed, 100);
+
+    // A group's members by userName, their display name beside it.
+    let r = c.post(
+        "/Groups",
+        &json!({"displayName": "Crew", "members": [{"value": ann}, {"value": bob}]}),
+    );
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let group = r.json()["id"].as_str().unwrap().to_owned();
+    let page = text(&get_page(&c, &format!("/admin/groups/{group}"), &cookie));
+    assert!(
+        page.contains(&format!(
+            "<a href=\"/admin/users/{ann}\">ann@example.com</a> <small class=\"display\">Ann Lee</small> <small>User</small>"
+        )),
+        "{page}"
+    );
+    assert!(
+        page.contains(&format!(
+            "<a href=\"/admin/users/{bob}\">bob@example.com</a> <small>User</small>"
+        )),
+        "{page}"
+    );
+    assert!(!page.contains("Direct reports"), "a group has none");
+}

@@ -1661,6 +1661,30 @@ fn recent_requests(state: &AppState, snap: &crate::store::Snapshot) -> Vec<pages
     rows
 }
 
+/// Direct reports shown on a user's page; the rest are counted.
+const REPORTS_SHOWN: usize = 100;
+
+/// A user's direct reports from the manager → reports index (`Snapshot::reports_page`):
+/// the first `REPORTS_SHOWN` by id with their names, and the count.
+fn direct_reports(
+    snap: &crate::store::Snapshot,
+    id: &str,
+) -> Result<pages::ReportsView, StoreError> {
+    let (ids, total) = snap.reports_page(id, REPORTS_SHOWN)?;
+    let mut shown = Vec::with_capacity(ids.len());
+    for report in ids {
+        let names = snap.get_text(ResourceType::User, &report, |t| {
+            let v = t.values_of(&["userName", "displayName"])?;
+            let text = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
+            Ok((text("userName"), text("displayName")))
+        })?;
+        if let Some((user_name, display)) = names {
+            shown.push((report.clone(), user_name.unwrap_or(report), display));
+        }
+    }
+    Ok(pages::ReportsView { shown, total })
+}
+
 /// The page of a user or group that is not in the directory: when and by whom it
 /// was deleted and its audit entries (410 Gone), or, when the audit has no delete of
 /// it, what the audit has (404). The audit is read off the async workers, as an
@@ -1826,6 +1850,27 @@ async fn detail(
     }
     .filter(|n| !n.is_empty())
     .unwrap_or_else(|| r.id.clone());
+    // A group's members by userName: one read by id per member shown (a page is at
+    // most MEMBERS_PAGE_SIZE).
+    let mut user_names = std::collections::HashMap::new();
+    if rt == ResourceType::Group {
+        for m in refs.iter().filter(|m| m.rt == ResourceType::User) {
+            match snap.name_of(ResourceType::User, &m.id) {
+                Ok(Some(n)) => {
+                    user_names.insert(m.id.clone(), n);
+                }
+                Ok(None) => {}
+                Err(e) => return unavailable(e),
+            }
+        }
+    }
+    let reports = match rt {
+        ResourceType::User => match direct_reports(&snap, &r.id) {
+            Ok(v) => Some(v),
+            Err(e) => return unavailable(e),
+        },
+        ResourceType::Group => None,
+    };
     let v = pages::DetailView {
         rt,
         id: r.id.clone(),
@@ -1835,6 +1880,8 @@ async fn detail(
         facts,
         extensions,
         refs,
+        user_names,
+        reports,
         json: serde_json::to_string_pretty(&Value::Object(rendered)).unwrap_or_default(),
     };
     html(

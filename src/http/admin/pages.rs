@@ -1143,7 +1143,20 @@ pub(crate) struct DetailView {
     /// Attributes of schema extensions (enterprise and declared ones): (schema URN,
     /// attribute name, value as text).
     pub extensions: Vec<(String, String, String)>,
+    /// The `userName` of each user among `refs` (a group's members) by id: members
+    /// are listed by it, their display name beside it.
+    pub user_names: std::collections::HashMap<String, String>,
+    /// A user's direct reports; `None` for a group.
+    pub reports: Option<ReportsView>,
     pub json: String,
+}
+
+/// A user's direct reports: the users whose enterprise `manager` is this user.
+pub(crate) struct ReportsView {
+    /// The first ones in id order: (id, userName, displayName).
+    pub shown: Vec<(String, String, Option<String>)>,
+    /// How many there are.
+    pub total: u64,
 }
 
 pub(crate) fn detail(c: &Chrome, v: &DetailView) -> String {
@@ -1166,6 +1179,22 @@ pub(crate) fn detail(c: &Chrome, v: &DetailView) -> String {
                 }
             } }
         }
+        @if let Some(reports) = &v.reports {
+            h2 { "Direct reports (" (reports.total) ")" }
+            @if reports.shown.is_empty() {
+                p.note { "None: no user names this one as their manager." }
+            } @else {
+                ul.refs #reports { @for (id, user_name, display) in &reports.shown {
+                    li {
+                        a href=(resource_href(ResourceType::User, id)) { (user_name) }
+                        @if let Some(d) = display.as_deref().filter(|d| *d != user_name) { " " small.display { (d) } }
+                    }
+                } }
+                @if reports.total > reports.shown.len() as u64 {
+                    p.note { "The first " (reports.shown.len()) " of " (reports.total) ", in id order." }
+                }
+            }
+        }
         h2 { (heading) " (" (v.refs_total) ")" }
         @if v.refs.is_empty() {
             p.note { "None." }
@@ -1175,8 +1204,11 @@ pub(crate) fn detail(c: &Chrome, v: &DetailView) -> String {
                 p.note #members-range { (range_text(offset, v.refs.len(), v.refs_total, "member", "members")) ", in id order." }
             }
             ul.refs { @for r in &v.refs {
+                @let user_name = v.user_names.get(&r.id);
+                @let label = user_name.or(r.display.as_ref()).unwrap_or(&r.id);
                 li {
-                    a href=(resource_href(r.rt, &r.id)) { (r.display.as_deref().unwrap_or(&r.id)) }
+                    a href=(resource_href(r.rt, &r.id)) { (label) }
+                    @if let Some(d) = r.display.as_ref().filter(|d| *d != label) { " " small.display { (d) } }
                     " "
                     small { @if r.indirect { "Group (indirect)" } @else { (r.rt.name()) } }
                 }
