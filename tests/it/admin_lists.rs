@@ -272,3 +272,87 @@ fn a_users_page_lists_its_reports_and_a_group_its_members_by_user_name() {
     );
     assert!(!page.contains("Direct reports"), "a group has none");
 }
+
+/// Trial 7 item 14: the directory search ignores accents as well as case ("Jose"
+/// finds "José", "Muller" finds "Müller"), a pasted id finds its resource, and the
+/// Users list filters active or inactive users (a user without `active` is active).
+#[test]
+fn the_search_ignores_accents_finds_ids_and_filters_by_state() {
+    let (s, cookie) = signed_in_server(&[]);
+    let c = s.client();
+    let schema = "urn:ietf:params:scim:schemas:core:2.0:User";
+    let mut ids = std::collections::HashMap::new();
+    for body in [
+        json!({"schemas": [schema], "userName": "jalvarez@example.com", "displayName": "José Álvarez"}),
+        json!({"schemas": [schema], "userName": "km@example.com", "name": {"givenName": "Karl", "familyName": "Müller"}}),
+        json!({"schemas": [schema], "userName": "ann@example.com", "active": false}),
+        json!({"schemas": [schema], "userName": "bob@example.com"}),
+        json!({"schemas": [schema], "userName": "joseph@example.com", "active": true}),
+    ] {
+        let r = c.post("/Users", &body);
+        assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+        let name = body["userName"].as_str().unwrap().to_owned();
+        ids.insert(name, r.json()["id"].as_str().unwrap().to_owned());
+    }
+    let found = |query: &str| {
+        let page = text(&get_page(&c, &format!("/admin/users?{query}"), &cookie));
+        match page.contains("<p>Nothing found.</p>") {
+            true => Vec::new(),
+            false => names(&page),
+        }
+    };
+    assert_eq!(
+        found("q=Jose"),
+        ["jalvarez@example.com", "joseph@example.com"]
+    );
+    assert_eq!(found("q=alvarez"), ["jalvarez@example.com"]);
+    assert_eq!(found("q=Muller"), ["km@example.com"]);
+    assert_eq!(found("q=M%C3%9CLLER"), ["km@example.com"], "MÜLLER");
+    assert_eq!(
+        found("q=J%C3%B3s%C3%A9"),
+        ["jalvarez@example.com", "joseph@example.com"],
+        "Jósé"
+    );
+    // A pasted id, with the spaces a copy may bring.
+    let bob = &ids["bob@example.com"];
+    assert_eq!(found(&format!("q=+{bob}+")), ["bob@example.com"]);
+    // Active and inactive.
+    assert_eq!(found("active=inactive"), ["ann@example.com"]);
+    assert_eq!(
+        found("active=active"),
+        [
+            "bob@example.com",
+            "jalvarez@example.com",
+            "joseph@example.com",
+            "km@example.com"
+        ]
+    );
+    assert_eq!(found("active="), found(""));
+    assert_eq!(found("q=jose&active=inactive"), Vec::<String>::new());
+    assert_eq!(found("q=ann&active=inactive"), ["ann@example.com"]);
+    let page = text(&get_page(&c, "/admin/users?active=inactive&q=a", &cookie));
+    assert_eq!(range(&page), "1–1 of 1 user (inactive only) matching a");
+    assert!(
+        page.contains("<option value=\"inactive\" selected>inactive users</option>"),
+        "{page}"
+    );
+    // Sorting keeps the state filter.
+    assert!(
+        page.contains("href=\"/admin/users?q=a&amp;active=inactive&amp;order=desc\""),
+        "{page}"
+    );
+    // Groups: by a pasted id, and without accents.
+    let r = c.post("/Groups", &json!({"displayName": "Équipe Zürich"}));
+    assert_eq!(r.status, 201);
+    let group = r.json()["id"].as_str().unwrap().to_owned();
+    c.post("/Groups", &json!({"displayName": "Other"}));
+    let groups = |query: &str| {
+        names(&text(&get_page(
+            &c,
+            &format!("/admin/groups?{query}"),
+            &cookie,
+        )))
+    };
+    assert_eq!(groups("q=equipe+zurich"), ["Équipe Zürich"]);
+    assert_eq!(groups(&format!("q={group}")), ["Équipe Zürich"]);
+}

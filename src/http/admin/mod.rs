@@ -1416,17 +1416,62 @@ async fn issue_token(
 
 // ---- users and groups --------------------------------------------------------------
 
-/// The search as a SCIM filter (`co` on the names), so matching follows the
-/// attributes' case rules exactly as a SCIM query would.
-fn search_filter(rt: ResourceType, q: &str) -> Option<crate::scim::filter::Filter> {
-    let lit = serde_json::to_string(q).ok()?;
-    let text = match rt {
-        ResourceType::User => format!(
-            "userName co {lit} or displayName co {lit} or emails.value co {lit} or externalId co {lit}"
-        ),
-        ResourceType::Group => format!("displayName co {lit} or externalId co {lit}"),
+/// The attributes the directory search looks in.
+const USER_SEARCHED: [&str; 7] = [
+    "userName",
+    "displayName",
+    "name.formatted",
+    "name.givenName",
+    "name.familyName",
+    "emails.value",
+    "externalId",
+];
+const GROUP_SEARCHED: [&str; 2] = ["displayName", "externalId"];
+
+/// The list's search and state filter as one filter for the query engine: the text
+/// is looked for in the names, emails and externalId as a person means it, case and
+/// diacritics ignored (`CompareOp::Search`: "Jose" finds "José", "Muller" finds
+/// "Müller"), and it finds the resource whose id it is (pasted from a log or the
+/// audit). `active`: `active eq false` for inactive users, its negation for active
+/// ones (a user without `active` counts as active, as its page says). `None` when
+/// nothing narrows the list.
+fn search_filter(
+    rt: ResourceType,
+    q: &str,
+    active: Option<pages::ActiveFilter>,
+) -> Option<crate::scim::filter::Filter> {
+    use crate::scim::filter::{CompareOp, Filter};
+    use crate::scim::path::AttrPath;
+    let compare = |attr: &str, op: CompareOp, value: Value| {
+        AttrPath::parse(attr)
+            .ok()
+            .map(|path| Filter::Compare { path, op, value })
     };
-    crate::scim::filter::parse(&text).ok()
+    let either = |a: Filter, b: Filter| Filter::Or(Box::new(a), Box::new(b));
+    let text = (!q.is_empty()).then(|| {
+        let searched: &[&str] = match rt {
+            ResourceType::User => &USER_SEARCHED,
+            ResourceType::Group => &GROUP_SEARCHED,
+        };
+        searched
+            .iter()
+            .filter_map(|a| compare(a, CompareOp::Search, Value::from(q)))
+            .chain(compare("id", CompareOp::Eq, Value::from(q)))
+            .reduce(either)
+    });
+    let state = match (rt, active) {
+        (ResourceType::User, Some(pages::ActiveFilter::Inactive)) => {
+            compare("active", CompareOp::Eq, Value::Bool(false))
+        }
+        (ResourceType::User, Some(pages::ActiveFilter::Active)) => {
+            compare("active", CompareOp::Eq, Value::Bool(false)).map(|f| Filter::Not(Box::new(f)))
+        }
+        _ => None,
+    };
+    match (text.flatten(), state) {
+        (Some(t), Some(s)) => Some(Filter::And(Box::new(t), Box::new(s))),
+        (t, s) => t.or(s),
+    }
 }
 
 async fn list(
@@ -1435,22 +1480,7 @@ async fn list(
     q: ListQuery,
     chrome: Chrome<'_>,
 ) -> Response<Body> {
-    let search = q.q.trim();
-    let filter = match (search.is_empty(), search_filter(rt, search)) {
-        (true, _) => None,
-        (false, Some(f)) => Some(f),
-        // A search the filter language cannot express finds nothing.
-        (false, None) => {
-            let v = pages::ListView {
-                rt,
-                query: q,
-                rows: Vec::new(),
-                matched: 0,
-                page_size: PAGE_SIZE as u64,
-            };
-            return html(StatusCode::OK, pages::list(&chrome, &v));
-        }
-    };
+    let filter = search_filter(rt, q.q.trim(), q.active);
     let (rows, matched) = match list_rows(state, rt, filter, &q).await {
         Ok(x) => x,
         Err(e) => return unavailable(e),

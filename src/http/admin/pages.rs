@@ -943,12 +943,41 @@ pub(crate) enum SortOrder {
 pub(crate) struct ListQuery {
     #[serde(skip_serializing_if = "String::is_empty")]
     pub q: String,
+    /// Users: only active or only inactive ones.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "empty_is_none"
+    )]
+    pub active: Option<ActiveFilter>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sort: Option<SortColumn>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub order: Option<SortOrder>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub page: Option<u64>,
+}
+
+/// The Users list's state filter (`active=active|inactive`; empty: all).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum ActiveFilter {
+    /// `active` is true or absent.
+    Active,
+    /// `active` is false.
+    Inactive,
+}
+
+/// An empty form value (the "all" option of a select) as `None`.
+fn empty_is_none<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    let text = <String as serde::Deserialize>::deserialize(d)?;
+    if text.is_empty() {
+        return Ok(None);
+    }
+    T::deserialize(serde::de::value::StrDeserializer::<D::Error>::new(&text)).map(Some)
 }
 
 impl ListQuery {
@@ -986,6 +1015,7 @@ impl ListQuery {
         };
         ListQuery {
             q: self.q.clone(),
+            active: self.active,
             sort: (column != SortColumn::Name).then_some(column),
             order,
             page: None,
@@ -1032,13 +1062,19 @@ pub(crate) fn list(c: &Chrome, v: &ListView) -> String {
     let users = v.rt == ResourceType::User;
     let (placeholder, name_col, detail_col, one, many) = match v.rt {
         ResourceType::User => (
-            "userName, displayName or email",
+            "name, email, externalId or id",
             "userName",
             "Name",
             "user",
             "users",
         ),
-        ResourceType::Group => ("displayName", "displayName", "Members", "group", "groups"),
+        ResourceType::Group => (
+            "displayName, externalId or id",
+            "displayName",
+            "Members",
+            "group",
+            "groups",
+        ),
     };
     let q = &v.query;
     let page = q.page();
@@ -1046,13 +1082,27 @@ pub(crate) fn list(c: &Chrome, v: &ListView) -> String {
     let last_page = v.matched.div_ceil(v.page_size).max(1);
     let content = html! {
         form.search method="get" action={ "/admin/" (sec) } role="search" {
-            input name="q" type="search" value=(q.q) placeholder=(placeholder) aria-label="Search";
+            input name="q" type="search" value=(q.q) placeholder=(placeholder) aria-label="Search"
+                title={ "Case and accents are ignored (Jose finds José); a pasted id finds its " (one) "." };
+            @if users {
+                label for="active" { "Showing" }
+                select #active name="active" {
+                    option value="" selected[q.active.is_none()] { "all users" }
+                    option value="active" selected[q.active == Some(ActiveFilter::Active)] { "active users" }
+                    option value="inactive" selected[q.active == Some(ActiveFilter::Inactive)] { "inactive users" }
+                }
+            }
             @if let Some(s) = q.sort { input type="hidden" name="sort" value=(s.as_str()); }
             @if q.order == Some(SortOrder::Desc) { input type="hidden" name="order" value="desc"; }
             button type="submit" { "Search" }
         }
         p.note #range {
             (range_text(offset, v.rows.len(), v.matched, one, many))
+            @match q.active {
+                Some(ActiveFilter::Active) => " (active only)",
+                Some(ActiveFilter::Inactive) => " (inactive only)",
+                None => "",
+            }
             @if !q.q.trim().is_empty() { " matching " q { (q.q.trim()) } }
             ". Read-only: your identity provider is the source of truth."
         }
