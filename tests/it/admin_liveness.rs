@@ -536,10 +536,18 @@ fn the_dashboard_chart_is_well_formed_svg_without_script() {
         hour_title.is_some(),
         "the current hour names its counts: {svg}"
     );
+    // The note says what is plotted: the window by its hours, the unit, the scale
+    // (trial 7 item 21).
+    assert!(
+        page.contains("<p class=\"note\" id=\"traffic-note\">Each bar is one clock hour (UTC): 24 bars, from ")
+            && page.contains("the current hour, still filling. Its height is the number of SCIM requests")
+            && page.contains("on a linear scale from 0 to "),
+        "{page}"
+    );
     // The legend names every class.
     for words in [
-        "ok (2xx, 304)",
-        "refused (4xx)",
+        "ok (1xx–3xx)",
+        "refused (4xx but 401, 403)",
         "denied (401, 403)",
         "failed (5xx)",
     ] {
