@@ -471,7 +471,29 @@ fn print_pushed(r: &PushReport) {
         println!("  note: {n}");
     }
     print_extras(&r.only_on_target, &r.not_kept);
+    if !r.repaired.is_empty() {
+        println!(
+            "repaired: {} the target held otherwise (changed there since the push?), sent again:",
+            count(r.repaired.len() as u64, "resource", "resources")
+        );
+        for name in r.repaired.iter().take(20) {
+            println!("  {name}");
+        }
+        if r.repaired.len() > 20 {
+            println!(
+                "  and {} more (all of them with --json)",
+                r.repaired.len() - 20
+            );
+        }
+    }
     print_differences(&r.differences);
+    if !r.differences.is_empty() {
+        println!(
+            "fix what the differences above name and run `scimbridge migrate push` again (it sends \
+             again every pushed resource the target holds otherwise), or `scimbridge migrate abort` \
+             then `scimbridge migrate push ...` to match everything afresh"
+        );
+    }
 }
 
 /// What verify reports besides differences: accounts only the target has, and

@@ -279,6 +279,11 @@ pub(crate) struct PushReport {
     /// Attributes the target does not keep (omitted by choice or dropped by it).
     #[serde(default)]
     pub not_kept: Vec<String>,
+    /// Pushed resources the closing verification found held otherwise on the target
+    /// (e.g. changed there by hand) and that were sent again ("User NAME", "Group
+    /// NAME"); `differences` is what the verification after that found.
+    #[serde(default)]
+    pub repaired: Vec<String>,
 }
 
 /// The outcome of `migrate push`.

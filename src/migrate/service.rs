@@ -358,9 +358,27 @@ impl Migration {
                 s.updated_at = Some(now);
             })
             .await?;
-        let verified = self.verify_locked(client, true, progress).await?;
+        let mut verified = self.verify_locked(client, &mut *progress, true).await?;
+        // A pushed resource the target holds otherwise (changed there by hand): sent
+        // again and verified once more, so that running the push repairs it.
+        let (mut repaired, mut repair_notes) = (Vec::new(), Vec::new());
+        if verified.differences.iter().any(push::repairable) {
+            let (tx, rx) = channel();
+            client.report_to(Some(tx.clone()));
+            let diffs = std::mem::take(&mut verified.differences);
+            (repaired, repair_notes) = drive(
+                "repairing",
+                &mut *progress,
+                push::repair(&self.store, client, &tx, &diffs),
+                rx,
+            )
+            .await?;
+            verified = self.verify_locked(client, progress, true).await?;
+        }
         Ok(match outcome {
             PushOutcome::Pushed(mut report) => {
+                report.repaired = repaired;
+                report.notes.extend(repair_notes);
                 report.differences = verified.differences;
                 report.only_on_target = verified.only_on_target;
                 report.not_kept = verified.not_kept;
@@ -584,7 +602,7 @@ impl Migration {
         }
         let _guard = self.lock.lock().await;
         let mut client = Self::client_for(&state)?;
-        self.verify_locked(&mut client, !cut_over, progress).await
+        self.verify_locked(&mut client, progress, !cut_over).await
     }
 
     /// Compares, after draining the mirror and recording the outcome when
@@ -592,8 +610,8 @@ impl Migration {
     async fn verify_locked(
         &self,
         client: &mut Client,
-        mirroring: bool,
         progress: ProgressSink<'_>,
+        mirroring: bool,
     ) -> MigrateResult<VerifyReport> {
         let (tx, rx) = channel();
         client.report_to(Some(tx.clone()));
