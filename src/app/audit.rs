@@ -525,6 +525,26 @@ impl App {
         })
     }
 
+    /// The newest `limit` matching entries, newest first, without counting the rest:
+    /// reading stops at the `limit`th match (the dashboard's "Recent changes", drawn
+    /// on every visit, so its cost must not grow with the audit).
+    pub(crate) fn audit_newest(
+        &self,
+        filter: &AuditFilter,
+        limit: usize,
+    ) -> StoreResult<Vec<AuditRecord>> {
+        let mut records = Vec::with_capacity(limit);
+        if limit > 0 {
+            self.store.snapshot()?.audit_newest_first(|r| {
+                if filter.matches(&r) {
+                    records.push(r);
+                }
+                records.len() < limit
+            })?;
+        }
+        Ok(records)
+    }
+
     /// Every matching entry, newest first, as CSV (with a header line) or JSON Lines.
     pub(crate) fn audit_export(
         &self,

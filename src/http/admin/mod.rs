@@ -1105,11 +1105,7 @@ async fn dashboard(
         outcome: "done".to_owned(),
         ..Default::default()
     };
-    let changes = state
-        .app
-        .audit_search(&done, (crate::app::audit::AuditSort::Time, true), 0, 25)
-        .map(|p| p.records)
-        .unwrap_or_default();
+    let changes = state.app.audit_newest(&done, 25).unwrap_or_default();
     let gone = gone_in(&snap, &changes);
     // Every request is on the chart: each token's, and those with no recognised
     // token (the same requests the turned-away entry counts for the last hour).
