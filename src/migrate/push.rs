@@ -29,8 +29,8 @@ use serde_json::{json, Map, Value};
 use super::client::{Client, Response, Sent};
 use super::error::{MigrateError, MigrateResult};
 use super::report::{
-    Capabilities, Difference, DifferenceKind, Lag, MatchRule, PlanCounts, PreviewItem, Progress,
-    PushOutcome, PushPlan, PushReport,
+    Capabilities, Difference, DifferenceKind, IdPair, Lag, MatchRule, PlanCounts, PreviewItem,
+    Progress, PushOutcome, PushPlan, PushReport,
 };
 use super::target::{self, attr_name, encode, name_attr, Discovery, Events, TargetIndex};
 use crate::clock::Timestamp;
@@ -1007,7 +1007,13 @@ pub(crate) async fn push(
         caps.members_by_put |= old.members_by_put;
     }
     let caps_json = serde_json::to_value(&caps).ok();
-    let omit: HashSet<String> = if opts.omit_unsupported {
+    // An earlier push of this migration was told to leave these out: running it
+    // again (README: "running the push again finishes it") keeps that choice.
+    let chosen_before = !opts.omit_unsupported
+        && !unsupported.is_empty()
+        && unsupported.iter().all(|a| state.omitted.contains(a));
+    let omit_unsupported = opts.omit_unsupported || chosen_before;
+    let omit: HashSet<String> = if omit_unsupported {
         unsupported.iter().cloned().collect()
     } else {
         HashSet::new()
@@ -1020,7 +1026,7 @@ pub(crate) async fn push(
             dry_run(client, &run, &snapshot, unsupported, caps).await?,
         ));
     }
-    if !unsupported.is_empty() && !opts.omit_unsupported {
+    if !unsupported.is_empty() && !omit_unsupported {
         return Err(MigrateError::Unsupported(unsupported));
     }
     {
@@ -1064,7 +1070,13 @@ pub(crate) async fn push(
     })
     .await?;
     let o = outcome?;
-    let notes = run.refused_notes();
+    let mut notes = run.refused_notes();
+    if chosen_before {
+        notes.push(format!(
+            "left out, as the first push of this migration was told (--omit-unsupported): {}",
+            unsupported.join(", ")
+        ));
+    }
     let rules: Vec<(MatchRule, u64)> = lock(&run.rules).iter().map(|(k, v)| (*k, *v)).collect();
     Ok(PushOutcome::Pushed(PushReport {
         users: snapshot.count(ResourceType::User)?,
@@ -1933,6 +1945,35 @@ pub(crate) async fn repair(
         }
     }
     Ok((repaired, notes))
+}
+
+/// The journal, resource by resource, with each one's name and externalId as the
+/// directory holds them now (`migrate id-map`); users first, then groups, each by
+/// local id. An entry whose resource was deleted here since is left out (the mirror
+/// deletes it on the target).
+pub(crate) fn id_pairs(snapshot: &Snapshot) -> MigrateResult<Vec<IdPair>> {
+    let mut pairs = Vec::new();
+    for rt in ResourceType::ALL {
+        let mut ids = snapshot.target_ids(rt)?;
+        ids.sort();
+        for (local, target_id) in ids {
+            let Some(r) = snapshot.get(rt, &local)? else {
+                continue;
+            };
+            pairs.push(IdPair {
+                resource_type: rt,
+                name: name_of(rt, &r),
+                external_id: r
+                    .attrs
+                    .get("externalId")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
+                id: local,
+                target_id,
+            });
+        }
+    }
+    Ok(pairs)
 }
 
 /// A run for the mirror and verify: the capabilities and attribute choices the push

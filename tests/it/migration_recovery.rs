@@ -432,6 +432,20 @@ fn a_push_repairs_attributes_and_members_changed_by_hand_on_the_target() {
     assert!(ok, "{out}{err}");
     assert!(out.contains("verified: the target matches"), "{out}");
     assert!(!out.contains("repaired:"), "nothing to repair yet: {out}");
+    // Trial 8 items 8 and 16: the push runs in the server, and the command says so
+    // first; its first progress report is printed at once, not after five seconds.
+    let lines: Vec<&str> = err.lines().collect();
+    assert!(
+        lines.first().is_some_and(|l| l.starts_with(
+            "this runs inside the server: interrupting this command does not stop it"
+        )) && lines.get(1).is_some_and(|l| !l.is_empty()),
+        "{err}"
+    );
+    let (_, _, err) = p.push(&["--dry-run"]);
+    assert!(
+        !err.contains("inside the server"),
+        "a dry run is not said to go on: {err}"
+    );
     p.wait_in_step(Duration::from_secs(30));
 
     // By hand on the target: a's title, Pilots loses b, c deleted.
@@ -453,6 +467,24 @@ fn a_push_repairs_attributes_and_members_changed_by_hand_on_the_target() {
     let r = tc.delete(&format!("/Users/{}", tcu["id"].as_str().unwrap()));
     assert_eq!(r.status, 204);
 
+    // Trial 8 item 18: a cut-over refused for differences records its verification
+    // as verify does: no longer "verified", and the differences on the page.
+    assert_eq!(p.status()["phase"], "verified");
+    let (ok, out, err) = cli(
+        &p.src.data_dir(),
+        &["migrate", "cutover", "--confirm-irreversible"],
+    );
+    assert!(!ok && err.contains("3 differences"), "{out}{err}");
+    let st = p.status();
+    assert_eq!(st["phase"], "mirroring", "{st}");
+    assert_eq!(st["state"]["lastVerify"]["count"], 3, "{st}");
+    assert!(
+        st["phaseText"]
+            .as_str()
+            .unwrap()
+            .contains("the last verify found 3 differences"),
+        "{st}"
+    );
     let (ok, out, err) = cli(&p.src.data_dir(), &["migrate", "verify"]);
     assert!(!ok, "verify sees the hand edits: {out}{err}");
     assert!(
