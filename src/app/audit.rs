@@ -525,6 +525,26 @@ impl App {
         })
     }
 
+    /// The newest `limit` matching entries, newest first, without counting the rest:
+    /// reading stops at the `limit`th match (the dashboard's "Recent changes", drawn
+    /// on every visit, so its cost must not grow with the audit).
+    pub(crate) fn audit_newest(
+        &self,
+        filter: &AuditFilter,
+        limit: usize,
+    ) -> StoreResult<Vec<AuditRecord>> {
+        let mut records = Vec::with_capacity(limit);
+        if limit > 0 {
+            self.store.snapshot()?.audit_newest_first(|r| {
+                if filter.matches(&r) {
+                    records.push(r);
+                }
+                records.len() < limit
+            })?;
+        }
+        Ok(records)
+    }
+
     /// Every matching entry, newest first, as CSV (with a header line) or JSON Lines.
     pub(crate) fn audit_export(
         &self,
@@ -559,6 +579,61 @@ impl App {
             Some(e) => Err(export_failed(e)),
             None => Ok(()),
         }
+    }
+}
+
+/// The most entries `resource_history` returns.
+pub(crate) const HISTORY_LIMIT: usize = 50;
+
+/// What the audit knows of one resource (the page of a deleted one shows it).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ResourceHistory {
+    /// The newest `HISTORY_LIMIT` entries naming it by type and id, newest first.
+    pub entries: Vec<AuditRecord>,
+    /// Whether there are older ones beyond those.
+    pub more: bool,
+    /// The newest delete that took effect (`scim.delete`, done), when the audit has
+    /// one: when and by whom it was deleted.
+    pub deleted: Option<AuditRecord>,
+}
+
+impl ResourceHistory {
+    /// The name the newest entry gave it (its name as it was when last touched).
+    pub(crate) fn last_name(&self) -> Option<&str> {
+        self.entries.iter().find_map(|r| r.resource_name.as_deref())
+    }
+}
+
+impl App {
+    /// The audit entries of the resource `rt`/`id`, newest first (see
+    /// `ResourceHistory`): one pass over the audit table on one snapshot, as an
+    /// Activity search. A Bulk request is audited as one entry without resource, so
+    /// what it did is not here.
+    pub(crate) fn resource_history(
+        &self,
+        rt: ResourceType,
+        id: &str,
+    ) -> StoreResult<ResourceHistory> {
+        let mut h = ResourceHistory::default();
+        self.store.snapshot()?.audit_newest_first(|r| {
+            if r.resource_type.as_deref() != Some(rt.name()) || r.resource_id.as_deref() != Some(id)
+            {
+                return true;
+            }
+            if h.deleted.is_none() && r.action == "scim.delete" && r.outcome == AuditOutcome::Done {
+                h.deleted = Some(r.clone());
+            }
+            if h.entries.len() < HISTORY_LIMIT {
+                h.entries.push(r);
+                true
+            } else {
+                h.more = true;
+                // The delete is the newest change of a deleted resource: found by now
+                // unless it is not in the audit at all.
+                h.deleted.is_none()
+            }
+        })?;
+        Ok(h)
     }
 }
 

@@ -185,7 +185,13 @@ impl App {
                     .map(Outcome::Resource)
             }
             Operation::Delete { target } => {
-                self.store.delete(target, actor.clone(), now, audit).await?;
+                let audited = audit.is_some();
+                let reports = self.store.delete(target, actor.clone(), now, audit).await?;
+                // Without an entry of its own (a Bulk operation), the reports' entries
+                // are stored but not yet logged.
+                if !audited {
+                    reports.iter().for_each(log_stored);
+                }
                 Ok(Outcome::Deleted)
             }
             Operation::Get {

@@ -70,6 +70,9 @@ pub(crate) enum TurnedAway {
     Revoked { name: String },
     /// 401: a secret of the token `name`, expired.
     Expired { name: String },
+    /// 401: `Authorization: Bearer Bearer <secret>`; `token` names the token whose
+    /// secret followed, when one has it.
+    DoubledScheme { token: Option<String> },
     /// 429 from the limiter: too much work in progress for the token `token` (when
     /// the request had a valid one), or too many failed authentications from the
     /// address.

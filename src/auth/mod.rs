@@ -87,6 +87,14 @@ pub(crate) fn new_token(
 pub(crate) enum AuthFailure {
     Missing,
     Malformed,
+    /// `Authorization: Bearer Bearer <secret>`: the identity provider's token field
+    /// holds "Bearer " before the secret (a common misconfiguration). Named apart, as
+    /// "unknown token" would send the admin looking for the wrong mistake. `of` is the
+    /// name of the token whose secret follows, if one has it (the request is refused
+    /// either way: the header is wrong).
+    DoubledScheme {
+        of: Option<String>,
+    },
     Unknown,
     /// A revoked secret of the token (id, name).
     Revoked {
@@ -105,11 +113,33 @@ impl AuthFailure {
         match self {
             AuthFailure::Missing => "missing",
             AuthFailure::Malformed => "malformed",
+            AuthFailure::DoubledScheme { .. } => "bearer twice",
             AuthFailure::Unknown => "unknown token",
             AuthFailure::Revoked { .. } => "revoked token",
             AuthFailure::Expired { .. } => "expired token",
         }
     }
+
+    /// Why, in the words of the log and the audit: `as_str`, except for a doubled
+    /// scheme, which says what is wrong with the header.
+    pub(crate) fn explained(&self) -> &'static str {
+        match self {
+            AuthFailure::DoubledScheme { .. } => DOUBLED_SCHEME,
+            other => other.as_str(),
+        }
+    }
+}
+
+/// What the log, the audit and the client are told about `Bearer Bearer <secret>`.
+pub(crate) const DOUBLED_SCHEME: &str = "the Authorization header says Bearer twice";
+
+/// For a credential after `Bearer ` that itself starts with the word `Bearer`, what
+/// follows that word (trimmed, perhaps empty).
+fn after_doubled_scheme(credential: &str) -> Option<&str> {
+    let (first, rest) = credential
+        .split_once(|c: char| c.is_ascii_whitespace())
+        .unwrap_or((credential, ""));
+    first.eq_ignore_ascii_case("bearer").then(|| rest.trim())
 }
 
 /// Verifies an `Authorization` header value against the stored tokens.
@@ -128,6 +158,13 @@ pub(crate) fn authenticate(
     };
     if !scheme.eq_ignore_ascii_case("bearer") || secret.is_empty() || secret.len() > 512 {
         return Ok(Err(AuthFailure::Malformed));
+    }
+    if let Some(rest) = after_doubled_scheme(secret) {
+        let of = match rest.is_empty() || rest.len() > 512 {
+            true => None,
+            false => store.token_by_hash(&hash_secret(rest))?.map(|r| r.name),
+        };
+        return Ok(Err(AuthFailure::DoubledScheme { of }));
     }
     let hash = hash_secret(secret);
     // The lookup is by the SHA-256 of the presented secret, so its timing depends on
@@ -170,5 +207,15 @@ mod tests {
         assert_eq!(format!("{a:?}"), "Secret(***)");
         assert!(a.matches(a.expose()));
         assert!(!a.matches(b.expose()));
+    }
+
+    #[test]
+    fn a_doubled_scheme_is_recognised_in_any_case_and_spacing() {
+        assert_eq!(after_doubled_scheme("Bearer scimb_x"), Some("scimb_x"));
+        assert_eq!(after_doubled_scheme("bearer   scimb_x "), Some("scimb_x"));
+        assert_eq!(after_doubled_scheme("BEARER\tscimb_x"), Some("scimb_x"));
+        assert_eq!(after_doubled_scheme("Bearer"), Some(""));
+        assert_eq!(after_doubled_scheme("scimb_x"), None);
+        assert_eq!(after_doubled_scheme("Bearerscimb_x"), None);
     }
 }

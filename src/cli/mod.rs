@@ -133,11 +133,24 @@ pub(crate) enum TokenCommand {
         #[arg(long, short)]
         quiet: bool,
     },
-    /// List tokens (never their secrets).
+    /// List tokens (never their secrets); the filters combine.
     List {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// Only tokens whose name contains this text (any case).
+        #[arg(long, value_name = "TEXT")]
+        name: Option<String>,
+        /// Only tokens that still authenticate (active, or superseded by a rotation
+        /// and not yet revoked).
+        #[arg(long, conflicts_with_all = ["revoked", "expired"])]
+        active: bool,
+        /// Only revoked tokens.
+        #[arg(long, conflicts_with = "expired")]
+        revoked: bool,
+        /// Only expired tokens (not revoked).
+        #[arg(long)]
+        expired: bool,
     },
     /// Issue a successor under the token's name (same scope and lifetime), printed
     /// once; the old secret stays valid, shown as superseded, until it is revoked.

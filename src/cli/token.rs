@@ -55,13 +55,31 @@ pub(super) fn run(cfg: &Config, cmd: &TokenCommand) -> Result<ExitCode> {
             // The one place the CLI shows a secret: the token just issued.
             println!("{}", t.secret.expose());
         }
-        TokenCommand::List { json } => {
-            let tokens = match request(cfg, Request::TokenList, &mut |_| {})? {
+        TokenCommand::List {
+            json,
+            name,
+            active,
+            revoked,
+            expired,
+        } => {
+            let all = match request(cfg, Request::TokenList, &mut |_| {})? {
                 Reply::Tokens(t) => t,
                 other => return Err(unexpected(other)),
             };
+            let filter = ListFilter {
+                name: name.as_deref(),
+                state: match (active, revoked, expired) {
+                    (true, _, _) => Some(StateFilter::Active),
+                    (_, true, _) => Some(StateFilter::Revoked),
+                    (_, _, true) => Some(StateFilter::Expired),
+                    _ => None,
+                },
+            };
+            let tokens: Vec<TokenInfo> = all.iter().filter(|t| filter.keeps(t)).cloned().collect();
             if *json {
                 println!("{}", serde_json::to_string_pretty(&tokens)?);
+            } else if tokens.is_empty() && !all.is_empty() {
+                println!("no token matches ({} in all)", all.len());
             } else {
                 print!("{}", table(&tokens));
             }
@@ -179,6 +197,36 @@ fn revoke_question(name: &str, superseded: bool) -> String {
     }
 }
 
+/// `token list`'s filters: the tokens kept are those that pass both.
+struct ListFilter<'a> {
+    /// Text the name must contain, compared without regard to case.
+    name: Option<&'a str>,
+    state: Option<StateFilter>,
+}
+
+#[derive(Clone, Copy)]
+enum StateFilter {
+    /// Still authenticates: active or superseded.
+    Active,
+    Revoked,
+    Expired,
+}
+
+impl ListFilter<'_> {
+    fn keeps(&self, t: &TokenInfo) -> bool {
+        let named = self
+            .name
+            .is_none_or(|n| t.name.to_lowercase().contains(&n.trim().to_lowercase()));
+        let in_state = match self.state {
+            None => true,
+            Some(StateFilter::Active) => t.state.accepted(),
+            Some(StateFilter::Revoked) => t.state == TokenState::Revoked,
+            Some(StateFilter::Expired) => t.state == TokenState::Expired,
+        };
+        named && in_state
+    }
+}
+
 /// `token list` for a terminal.
 fn table(tokens: &[TokenInfo]) -> String {
     if tokens.is_empty() {
@@ -201,4 +249,60 @@ fn table(tokens: &[TokenInfo]) -> String {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::Timestamp;
+
+    fn token(name: &str, state: TokenState) -> TokenInfo {
+        let now = Timestamp::now();
+        TokenInfo {
+            id: format!("id-{name}"),
+            name: name.into(),
+            scope: Scope::ReadWrite,
+            state,
+            created: now,
+            last_used: None,
+            expires: None,
+            revoked: None,
+            superseded: None,
+            quiet_after_minutes: None,
+        }
+    }
+
+    fn kept(filter: &ListFilter, tokens: &[TokenInfo]) -> Vec<String> {
+        tokens
+            .iter()
+            .filter(|t| filter.keeps(t))
+            .map(|t| t.name.clone())
+            .collect()
+    }
+
+    #[test]
+    fn token_list_filters_by_name_text_and_state() {
+        let tokens = [
+            token("entra-prod", TokenState::Active),
+            token("Entra-old", TokenState::Superseded),
+            token("okta", TokenState::Revoked),
+            token("entra-test", TokenState::Expired),
+        ];
+        let by = |name, state| kept(&ListFilter { name, state }, &tokens);
+        assert_eq!(by(None, None).len(), 4);
+        assert_eq!(
+            by(Some(" ENTRA"), None),
+            ["entra-prod", "Entra-old", "entra-test"]
+        );
+        assert_eq!(
+            by(None, Some(StateFilter::Active)),
+            ["entra-prod", "Entra-old"]
+        );
+        assert_eq!(by(None, Some(StateFilter::Revoked)), ["okta"]);
+        assert_eq!(
+            by(Some("entra"), Some(StateFilter::Expired)),
+            ["entra-test"]
+        );
+        assert!(by(Some("okta"), Some(StateFilter::Active)).is_empty());
+    }
 }

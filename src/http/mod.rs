@@ -8,6 +8,7 @@ pub(crate) mod body;
 pub(crate) mod bulk;
 pub(crate) mod conn;
 pub(crate) mod metrics;
+mod plain;
 pub(crate) mod scim;
 pub(crate) mod server;
 

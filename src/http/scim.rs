@@ -18,7 +18,7 @@ use super::admin::activity::ScimRequestRecord;
 use super::{scim_error, scim_json, store_error, AppState, Body, Handled, RequestBody};
 use crate::app::audit::{Caller, Entry, WriteAudit};
 use crate::app::{Operation, Outcome, Page, Paging, Query, Reply, Written};
-use crate::auth::{authenticate, AuthFailure, Principal};
+use crate::auth::{authenticate, AuthFailure, Principal, DOUBLED_SCHEME};
 use crate::clock::Timestamp;
 use crate::limiter::Subject;
 use crate::scim::discovery::{self, Capabilities};
@@ -163,6 +163,19 @@ pub(crate) async fn handle(
                 scim_error(&e),
                 Some(format!("the secret of the expired token \"{name}\"")),
             ),
+            Some(AuthFailure::DoubledScheme { of }) => (
+                scim_error(&e),
+                Some(match of {
+                    Some(name) => format!(
+                        "{DOUBLED_SCHEME} (\"Bearer Bearer <secret>\"; the secret is the token \
+                         \"{name}\"'s): remove \"Bearer \" from the identity provider's token field"
+                    ),
+                    None => format!(
+                        "{DOUBLED_SCHEME} (\"Bearer Bearer <secret>\"): remove \"Bearer \" from the \
+                         identity provider's token field"
+                    ),
+                }),
+            ),
             _ => (scim_error(&e), Some(e.detail)),
         },
     };
@@ -285,6 +298,7 @@ fn turned_away(why: AuthFailure) -> crate::app::liveness::TurnedAway {
     match why {
         AuthFailure::Revoked { name, .. } => T::Revoked { name },
         AuthFailure::Expired { name, .. } => T::Expired { name },
+        AuthFailure::DoubledScheme { of } => T::DoubledScheme { token: of },
         other => T::Unrecognised {
             why: match other {
                 AuthFailure::Missing => "no token",
@@ -402,7 +416,7 @@ fn admit(
         Ok(p) => p,
         Err(why) => {
             state.metrics.auth_failure(why.as_str());
-            let reason = why.as_str();
+            let reason = why.explained();
             // A recognised secret (revoked or expired) names its token: its refusals
             // count for it, and the dashboard and the log say which token an
             // identity provider still sends (its name only, never the secret).
@@ -411,8 +425,11 @@ fn admit(
                     *token = Some((id.clone(), name.clone()));
                     Some(name.clone())
                 }
+                // The token whose secret followed; the request is not counted for it.
+                AuthFailure::DoubledScheme { of } => of.clone(),
                 _ => None,
             };
+            let doubled = matches!(why, AuthFailure::DoubledScheme { .. });
             *failure = Some(why);
             // `None` leaves the field out of the line.
             let named = named.as_deref();
@@ -424,6 +441,16 @@ fn admit(
                 return Err(Refusal::Throttled(t));
             }
             tracing::warn!(request_id = crate::logline::request_id(), client = %client, reason, token = named, "SCIM authentication failed");
+            if doubled {
+                return Err(Refusal::Error(ScimError::new(
+                    401,
+                    None,
+                    format!(
+                        "authentication required: {DOUBLED_SCHEME}; send \"Authorization: Bearer \
+                         <token>\" with the token alone"
+                    ),
+                )));
+            }
             return Err(Refusal::Error(ScimError::new(
                 401,
                 None,

@@ -2,7 +2,8 @@
 //! per connection) and per client address, TLS handshakes with a deadline, HTTP/1.1
 //! and HTTP/2 via hyper with bounded streams, windows and buffers, the deadlines of
 //! `conn`, backoff on transient accept errors, and graceful shutdown that lets
-//! in-flight requests finish within a bound.
+//! in-flight requests finish within a bound. A connection to a TLS listener whose
+//! first byte cannot start TLS gets `plain`'s 400 instead of a handshake.
 //!
 //! Per request it resolves the client address (`trusted_proxies`), gives the handler
 //! a `RequestBody` with a deadline, drains what an early refusal left unread, and
@@ -30,6 +31,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::body::{self, Keepalive, Leftover, RequestBody, ResponseBody};
 use super::conn::{Checker, ConnLimits, Watch, Watched};
+use super::plain;
 use super::{route, AppState, ConnInfo, Listener, RequestCtx};
 
 /// How long in-flight requests get to finish after shutdown starts.
@@ -169,10 +171,33 @@ pub(crate) async fn run_listener(
             let _permit = permit;
             let _slot = slot;
             let watch = Watch::new();
-            let stream = Watched::new(stream, watch.clone());
             match tls {
                 Some(acceptor) => {
-                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                    // One deadline for the first byte and the handshake.
+                    let deadline = tokio::time::Instant::now() + handshake_timeout;
+                    let mut first = [0u8; 1];
+                    match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
+                        Ok(Ok(1..)) if plain::is_tls_start(first[0]) => {}
+                        Ok(Ok(1..)) => {
+                            state.metrics.connection_refused("plain_http");
+                            tracing::debug!(client = %info.client, "plain HTTP on the TLS port: answered 400");
+                            if let Ok(local) = stream.local_addr() {
+                                let stream = Watched::new(stream, watch);
+                                plain::answer(stream, local, deadline).await;
+                            }
+                            return;
+                        }
+                        // Closed before sending anything.
+                        Ok(_) => return,
+                        Err(_) => {
+                            watch.kill();
+                            drop(Watched::new(stream, watch));
+                            tracing::debug!("TLS handshake timed out");
+                            return;
+                        }
+                    }
+                    let stream = Watched::new(stream, watch.clone());
+                    match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
                         // A TLS-ALPN-01 validation carries no HTTP (RFC 8737 §3).
                         Ok(Ok(s)) if crate::tls::is_acme_validation(s.get_ref().1) => {}
                         Ok(Ok(s)) => serve(state, s, watcher, watch, pressure, info).await,
@@ -183,7 +208,10 @@ pub(crate) async fn run_listener(
                         }
                     }
                 }
-                None => serve(state, stream, watcher, watch, pressure, info).await,
+                None => {
+                    let stream = Watched::new(stream, watch.clone());
+                    serve(state, stream, watcher, watch, pressure, info).await
+                }
             }
         });
     }

@@ -61,6 +61,11 @@ pub enum CompareOp {
     Lt,
     /// `le`: less than or equal, ordered as for `gt`.
     Le,
+    /// Not SCIM: the admin page's directory search. The string value is a substring
+    /// of the attribute value, both in `text::search_form` (case and diacritics
+    /// ignored: `Jose` finds `José`). No filter text names it: [`parse`] never
+    /// yields it, and its [`Display`](std::fmt::Display) (`search`) does not parse.
+    Search,
 }
 
 impl CompareOp {
@@ -94,6 +99,7 @@ impl CompareOp {
             CompareOp::Ge => "ge",
             CompareOp::Lt => "lt",
             CompareOp::Le => "le",
+            CompareOp::Search => "search",
         }
     }
 
@@ -105,7 +111,10 @@ impl CompareOp {
     }
 
     fn is_substring(self) -> bool {
-        matches!(self, CompareOp::Co | CompareOp::Sw | CompareOp::Ew)
+        matches!(
+            self,
+            CompareOp::Co | CompareOp::Sw | CompareOp::Ew | CompareOp::Search
+        )
     }
 }
 
@@ -145,7 +154,8 @@ pub enum Filter {
 /// The filter as RFC 7644 §3.4.2.2 text that [`parse`] reads back to the same tree:
 /// every `and`/`or` operand and every `not` operand in parentheses, strings with JSON
 /// escapes, numbers as JSON writes them. For logs and for clients that build
-/// filters (the migration push).
+/// filters (the migration push). The admin page's `CompareOp::Search` has no filter
+/// text; it reads `search`, which does not parse.
 impl std::fmt::Display for Filter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -879,7 +889,7 @@ fn ordering_holds(op: CompareOp, ord: Ordering) -> bool {
         CompareOp::Ge => ord != Ordering::Less,
         CompareOp::Lt => ord == Ordering::Less,
         CompareOp::Le => ord != Ordering::Greater,
-        CompareOp::Co | CompareOp::Sw | CompareOp::Ew => false,
+        CompareOp::Co | CompareOp::Sw | CompareOp::Ew | CompareOp::Search => false,
     }
 }
 
@@ -924,6 +934,9 @@ fn compare_text(op: CompareOp, actual: &Value, literal: &Value, case_exact: bool
     let (Some(a), Some(b)) = (as_text(actual), as_text(literal)) else {
         return false;
     };
+    if op == CompareOp::Search {
+        return super::text::search_form(&a).contains(super::text::search_form(&b).as_ref());
+    }
     // caseExact false: the caseless forms (NFC + case folding), the same ones the
     // indexes are keyed by, so an index lookup and a filter never disagree.
     let (a, b) = if case_exact {
@@ -1435,6 +1448,31 @@ mod tests {
         assert!(!user_matches(
             r#"meta.created gt "2011-08-01T18:29:49.793Z""#
         ));
+    }
+
+    #[test]
+    fn the_admin_search_ignores_diacritics_where_co_does_not() {
+        let mut u = user();
+        u.insert("displayName".into(), json!("José Müller"));
+        let search = |text: &str| Filter::Compare {
+            path: AttrPath::parse("displayName").unwrap(),
+            op: CompareOp::Search,
+            value: json!(text),
+        };
+        for found in ["jose", "MULLER", "sé mü", "José"] {
+            assert!(matches(&search(found), ResourceType::User, &u), "{found}");
+        }
+        assert!(!matches(&search("josef"), ResourceType::User, &u));
+        assert!(!matches(
+            &parse(r#"displayName co "jose""#).unwrap(),
+            ResourceType::User,
+            &u
+        ));
+        assert_eq!(search("x").to_string(), "displayName search \"x\"");
+        assert!(
+            parse(&search("x").to_string()).is_err(),
+            "no filter text names it"
+        );
     }
 
     #[test]

@@ -826,25 +826,46 @@ impl Store {
 
     /// Deletes a resource, its index entries and its memberships in both directions
     /// (each group it leaves gets a new version and an `update` event); `audit` as
-    /// for [`Store::update`].
+    /// for [`Store::update`]. A deleted user's reports lose it as their manager, each
+    /// with an audit entry of its own (`reports::MANAGER_REMOVED`, by the delete's
+    /// actor) and named in the note of the delete's entry, all in the delete's
+    /// transaction. Returns those report entries (logged through `audit.durable`
+    /// when there is an `audit`; the caller logs them otherwise).
     pub(crate) async fn delete(
         &self,
         target: Target,
         actor: Actor,
         now: Timestamp,
-        audit: Option<AuditOnWrite>,
-    ) -> StoreResult<()> {
+        mut audit: Option<AuditOnWrite>,
+    ) -> StoreResult<Vec<AuditRecord>> {
         let durable = audit.as_ref().map(|a| a.durable);
-        let entry = self
+        let (entry, reports) = self
             .write(move |txn| {
                 let (rt, id) = (target.rt, target.id.as_str());
-                let name = name_before(txn, audit.is_some(), rt, id)?;
-                delete_in(txn, &target, &actor, now)?;
-                append_write_audit(&mut WriteTables::new(txn), audit, id, name)
+                let wanted = audit.is_some() || rt == ResourceType::User;
+                let name = name_before(txn, wanted, rt, id)?;
+                let cleared = delete_reporting(txn, &target, &actor, now)?;
+                if cleared.is_empty() {
+                    let entry = append_write_audit(&mut WriteTables::new(txn), audit, id, name)?;
+                    return Ok((entry, Vec::new()));
+                }
+                if let Some(a) = audit.as_mut() {
+                    a.record.reason = Some(reports::delete_note(&cleared));
+                }
+                let mut tables = WriteTables::new(txn);
+                let entry = append_write_audit(&mut tables, audit, id, name.clone())?;
+                let manager = (id, name.as_deref());
+                let mut reports =
+                    reports::removed_entries(entry.as_ref(), &actor, now, manager, &cleared);
+                audit::append_to(tables.audit()?, &mut reports)?;
+                Ok((entry, reports))
             })
             .await?;
         announce(durable, entry);
-        Ok(())
+        for r in &reports {
+            announce(durable, Some(r.clone()));
+        }
+        Ok(reports)
     }
 }
 
@@ -2000,12 +2021,26 @@ fn bump_version(txn: &WriteTransaction, rt: ResourceType, id: &str) -> StoreResu
     Ok(())
 }
 
+/// Deletes `target` in `txn` (what [`Store::delete`] does, without the audit): the
+/// tests' way to delete inside a transaction of their own.
+#[cfg(test)]
 fn delete_in(
     txn: &WriteTransaction,
     target: &Target,
     actor: &Actor,
     now: Timestamp,
 ) -> StoreResult<()> {
+    delete_reporting(txn, target, actor, now).map(drop)
+}
+
+/// Deletes a resource in `txn` (see [`Store::delete`]); returns the users that lost
+/// it as their manager.
+fn delete_reporting(
+    txn: &WriteTransaction,
+    target: &Target,
+    actor: &Actor,
+    now: Timestamp,
+) -> StoreResult<Vec<reports::ClearedReport>> {
     let (rt, id) = (target.rt, target.id.as_str());
     let Some(current) = get_in(txn, rt, id)? else {
         return Err(ScimError::not_found(format!("{} {id} not found", rt.name())).into());
@@ -2047,11 +2082,12 @@ fn delete_in(
         }
     }
     // A user's reports lose it as their manager (RFC 7643 §4.3: a reference).
-    if rt == ResourceType::User {
-        reports::on_delete(txn, id, &current.attrs, actor, now)?;
-    }
+    let cleared = match rt {
+        ResourceType::User => reports::on_delete(txn, id, &current.attrs, actor, now)?,
+        ResourceType::Group => Vec::new(),
+    };
     append_event(txn, actor, now, EventOp::Delete, rt, id)?;
-    Ok(())
+    Ok(cleared)
 }
 
 // ---- reads ---------------------------------------------------------------------

@@ -23,7 +23,10 @@ use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{append_event, exists_in, get_in, put_in, Actor, EventOp, StoreResult, USERS};
+use super::{
+    append_event, exists_in, get_in, put_in, Actor, ActorKind, AuditOutcome, AuditRecord, EventOp,
+    StoreResult, USERS,
+};
 use crate::clock::Timestamp;
 use crate::scim::error::ScimError;
 use crate::scim::resource::Attributes;
@@ -97,10 +100,19 @@ pub(super) fn follow(
     Ok(())
 }
 
+/// A user whose `manager` was removed because its manager was deleted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ClearedReport {
+    pub id: String,
+    /// Its `userName` (audit entries name it).
+    pub user_name: Option<String>,
+}
+
 /// After user `id` (whose attributes were `attrs`) was removed: its own row goes, and
 /// every user that reported to it loses its `manager`, gets a new version and
 /// `lastModified` `now`, and an `update` change event (the migration mirror replays
-/// the user without its manager). Returns how many reports were changed. The cost is
+/// the user without its manager). Returns the reports changed, in id order (the
+/// delete's audit names them: trial 7 item 16, they changed silently). The cost is
 /// the number of reports, not the size of the directory.
 pub(super) fn on_delete(
     txn: &WriteTransaction,
@@ -108,10 +120,10 @@ pub(super) fn on_delete(
     attrs: &Attributes,
     actor: &Actor,
     now: Timestamp,
-) -> StoreResult<usize> {
+) -> StoreResult<Vec<ClearedReport>> {
     follow(txn, id, Some(attrs), None)?;
     let reports = reports_of(&txn.open_table(REPORTS)?, id)?;
-    let mut changed = 0;
+    let mut changed = Vec::new();
     for report in &reports {
         txn.open_table(REPORTS)?.remove((id, report.as_str()))?;
         let Some(mut user) = get_in(txn, ResourceType::User, report)? else {
@@ -125,9 +137,118 @@ pub(super) fn on_delete(
         user.meta.last_modified = now.to_rfc3339();
         put_in(txn, ResourceType::User, &user)?;
         append_event(txn, actor, now, EventOp::Update, ResourceType::User, report)?;
-        changed += 1;
+        changed.push(ClearedReport {
+            id: report.clone(),
+            user_name: user
+                .attrs
+                .get("userName")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+        });
     }
     Ok(changed)
+}
+
+/// The audit action of a report's manager removed by its manager's delete.
+pub(crate) const MANAGER_REMOVED: &str = "scim.manager_removed";
+/// Reports named in the note of the delete's own entry; the others are counted.
+const NOTE_NAMES: usize = 10;
+
+/// The note on a manager's delete entry: "its 2 reports lost their manager: a, b".
+pub(super) fn delete_note(cleared: &[ClearedReport]) -> String {
+    let mut names: Vec<&str> = cleared
+        .iter()
+        .take(NOTE_NAMES)
+        .map(|c| c.user_name.as_deref().unwrap_or(&c.id))
+        .collect();
+    let more = cleared.len().saturating_sub(NOTE_NAMES);
+    let more = if more > 0 {
+        format!(" and {more} more")
+    } else {
+        String::new()
+    };
+    names.sort_unstable();
+    format!(
+        "{} lost {} manager: {}{more}",
+        match cleared.len() {
+            1 => "its report".to_owned(),
+            n => format!("its {n} reports"),
+        },
+        if cleared.len() == 1 { "its" } else { "their" },
+        names.join(", ")
+    )
+}
+
+/// One audit entry per report whose manager the delete of user `manager` (named
+/// `manager_name`) removed, by the delete's actor: as `delete` (the delete's own
+/// entry, when it has one) says, else as the store's `actor` (a Bulk request, audited
+/// as a whole).
+pub(super) fn removed_entries(
+    delete: Option<&AuditRecord>,
+    actor: &Actor,
+    now: Timestamp,
+    (manager, manager_name): (&str, Option<&str>),
+    cleared: &[ClearedReport],
+) -> Vec<AuditRecord> {
+    let manager = match manager_name {
+        Some(name) => format!("\"{name}\" (id {manager})"),
+        None => format!("with the id {manager}"),
+    };
+    let reason = format!(
+        "its manager {manager} was deleted, so manager was removed (RFC 7643 §4.3: \
+         manager.value names a User of this directory)"
+    );
+    cleared
+        .iter()
+        .map(|c| AuditRecord {
+            seq: 0,
+            time: now,
+            actor_kind: delete.map_or(
+                if actor.token_id.is_some() {
+                    ActorKind::Token
+                } else {
+                    ActorKind::System
+                },
+                |d| d.actor_kind,
+            ),
+            actor: delete.map_or_else(|| actor.name.clone(), |d| d.actor.clone()),
+            client: delete.and_then(|d| d.client),
+            action: MANAGER_REMOVED.to_owned(),
+            resource_type: Some(ResourceType::User.name().to_owned()),
+            resource_id: Some(c.id.clone()),
+            resource_name: c.user_name.clone(),
+            outcome: AuditOutcome::Done,
+            status: None,
+            reason: Some(reason.clone()),
+        })
+        .collect()
+}
+
+impl super::Snapshot {
+    /// The direct reports of user `manager` (the users whose enterprise
+    /// `manager.value` is its id): at most `limit` ids in id order, and how many there
+    /// are. One range scan of the index's keys; the count reads keys only.
+    pub(crate) fn reports_page(
+        &self,
+        manager: &str,
+        limit: usize,
+    ) -> StoreResult<(Vec<String>, u64)> {
+        let t = self.txn().open_table(REPORTS)?;
+        let mut ids = Vec::with_capacity(limit.min(1024));
+        let mut total = 0u64;
+        for row in t.range((manager, "")..)? {
+            let (k, _) = row?;
+            let (m, r) = k.value();
+            if m != manager {
+                break;
+            }
+            if ids.len() < limit {
+                ids.push(r.to_owned());
+            }
+            total += 1;
+        }
+        Ok((ids, total))
+    }
 }
 
 /// The ids of the users whose manager is `manager`, in id order.
@@ -428,6 +549,32 @@ mod tests {
         );
         drop(snap);
         store.close();
+    }
+
+    #[test]
+    fn the_delete_note_names_the_reports_then_counts_them() {
+        let cleared = |n: usize| -> Vec<ClearedReport> {
+            (0..n)
+                .map(|i| ClearedReport {
+                    id: format!("id{i:02}"),
+                    user_name: (i != 1).then(|| format!("u{i:02}@example.com")),
+                })
+                .collect()
+        };
+        assert_eq!(
+            delete_note(&cleared(1)),
+            "its report lost its manager: u00@example.com"
+        );
+        assert_eq!(
+            delete_note(&cleared(2)),
+            "its 2 reports lost their manager: id01, u00@example.com"
+        );
+        let many = delete_note(&cleared(13));
+        assert!(
+            many.starts_with("its 13 reports lost their manager: id01, u00@example.com")
+                && many.ends_with("u09@example.com and 3 more"),
+            "{many}"
+        );
     }
 
     /// A refused delete (If-Match) changes no report.

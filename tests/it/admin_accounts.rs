@@ -713,3 +713,50 @@ fn revocations_are_audited_by_name_and_kind() {
         "{rotated:?}"
     );
 }
+
+/// Trial 7 item 20: `token list` takes filters (a name's text in any case, and the
+/// state: --active for secrets that still authenticate, --revoked, --expired), through
+/// the running server and on the database directly alike.
+#[test]
+fn token_list_filters_by_name_and_state() {
+    let mut s = Server::start();
+    let dir = s.data_dir();
+    for name in ["entra-prod", "entra-test", "okta"] {
+        let (ok, _, err) = cli(&dir, &["token", "issue", "--name", name, "--quiet"]);
+        assert!(ok, "{err}");
+    }
+    let (ok, _, err) = cli(&dir, &["token", "revoke", "entra-test", "--yes"]);
+    assert!(ok, "{err}");
+    let names = |args: &[&str]| -> Vec<String> {
+        let mut all = vec!["token", "list", "--json"];
+        all.extend_from_slice(args);
+        let (ok, out, err) = cli(&dir, &all);
+        assert!(ok, "{args:?}: {err}");
+        let tokens: Vec<Value> = serde_json::from_str(&out).unwrap();
+        let mut names: Vec<String> = tokens
+            .iter()
+            .map(|t| t["name"].as_str().unwrap().to_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(names(&[]), ["entra-prod", "entra-test", "okta", "test"]);
+    assert_eq!(names(&["--name", "ENTRA"]), ["entra-prod", "entra-test"]);
+    assert_eq!(names(&["--active"]), ["entra-prod", "okta", "test"]);
+    assert_eq!(names(&["--revoked"]), ["entra-test"]);
+    assert_eq!(names(&["--name", "entra", "--active"]), ["entra-prod"]);
+    assert!(names(&["--expired"]).is_empty());
+    // Contradictory states are refused by the parser.
+    let (ok, _, err) = cli(&dir, &["token", "list", "--active", "--revoked"]);
+    assert!(!ok && err.contains("cannot be used with"), "{err}");
+    // The table says when nothing matched, rather than "no tokens".
+    s.stop();
+    let (ok, out, err) = cli(&dir, &["token", "list", "--name", "jumpcloud"]);
+    assert!(ok, "{err}");
+    assert_eq!(out, "no token matches (4 in all)\n");
+    let (ok, out, _) = cli(&dir, &["token", "list", "--revoked"]);
+    assert!(
+        ok && out.contains("entra-test") && !out.contains("okta"),
+        "{out}"
+    );
+}

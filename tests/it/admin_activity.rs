@@ -49,15 +49,48 @@ fn who_deleted_bob_is_answered_by_name_with_reasons_and_exports() {
         page.contains(">test <small>(token)</small>"),
         "actor: the token's name: {page}"
     );
-    // The dashboard's recent changes name the resource as it was (Bob is gone),
-    // with its id beside the name, and the actor the same way.
+    // The dashboard's recent changes name the resource as it was (Bob is gone, so
+    // "(deleted)"), with its id beside the name, and the actor the same way.
     let dash = page_when(&c, &cookie, "/admin", |p| p.contains("scim.delete"));
     let changes = &dash[dash.find("id=\"changes\"").expect("recent changes")..];
+    let gone_link = format!(
+        "<a class=\"gone\" href=\"/admin/users/{id}\">=bob@example.com (deleted)</a> \
+         <small class=\"note id\">{id}</small>"
+    );
+    assert!(changes.contains(&gone_link), "{changes}");
+    assert!(page.contains(&gone_link), "the Activity page alike: {page}");
+    // Trial 7 item 6: that link leads to a page saying when and by whom Bob was
+    // deleted, with his audit entries (410 Gone), not to "Not found".
+    let r = get_page(&c, &format!("/admin/users/{id}"), &cookie);
+    assert_eq!(r.status, 410);
+    let gone = text(&r);
     assert!(
-        changes.contains(&format!(
-            ">=bob@example.com</a> <small class=\"note id\">{id}</small>"
+        gone.contains("<title>=bob@example.com (deleted) · scimbridge</title>"),
+        "{gone}"
+    );
+    assert!(
+        gone.contains("This user was deleted ")
+            && gone.contains(" by <span class=\"actor\" data-kind=\"token\">test <small>(token)</small></span> from 127.0.0.1."),
+        "{gone}"
+    );
+    let history = &gone[gone.find("id=\"history\"").expect("its audit entries")..];
+    assert!(
+        history.contains("scim.delete") && history.contains("scim.create"),
+        "{history}"
+    );
+    // A user that never existed still answers 404, without a history.
+    let r = get_page(&c, "/admin/users/never-here", &cookie);
+    assert_eq!(r.status, 404);
+    assert!(!text(&r).contains("id=\"history\""));
+    // A user still in the directory is not marked.
+    let ann = c.post("/Users", &user_body("ann2@example.com")).json();
+    let dash = text(&get_page(&c, "/admin", &cookie));
+    let ann_id = ann["id"].as_str().unwrap();
+    assert!(
+        dash.contains(&format!(
+            "<a href=\"/admin/users/{ann_id}\">ann2@example.com</a>"
         )),
-        "{changes}"
+        "{dash}"
     );
     assert!(
         changes.contains(">test <small>(token)</small>"),
@@ -361,4 +394,213 @@ fn refusals_name_the_resource_asked_for_and_the_revoked_token() {
     // Plain values since the trial (item 4): `token=okta`, no Debug quotes.
     assert!(line.ends_with(" token=okta"), "{line}");
     assert!(!log.contains(&okta), "the secret is never logged");
+}
+
+/// Trial 7 item 19: an identity provider whose token field holds "Bearer scimb_…"
+/// sends `Authorization: Bearer Bearer <secret>`. It is refused (401) as before, but
+/// the client, the log, the audit, Recent SCIM requests and "Needs attention" now say
+/// what is wrong with the header instead of "unknown token".
+#[test]
+fn a_doubled_bearer_scheme_is_refused_and_named_as_such() {
+    let (s, cookie) = signed_in_server(&[]);
+    let c = s.client();
+    let doubled = format!("Bearer Bearer {}", s.token);
+    let r = c.send(
+        "GET",
+        "/scim/v2/Users",
+        &[("authorization", doubled.as_str())],
+        None,
+    );
+    assert_scim_error(&r, 401, None);
+    let detail = r.json()["detail"].as_str().unwrap().to_owned();
+    assert!(
+        detail.contains("the Authorization header says Bearer twice"),
+        "{detail}"
+    );
+    assert!(
+        !detail.contains(&s.token) && !detail.contains("test"),
+        "{detail}"
+    );
+    // A write with the same header is refused and changes nothing.
+    let body = serde_json::to_vec(&user_body("ann@example.com")).unwrap();
+    let r = c.send(
+        "POST",
+        "/scim/v2/Users",
+        &[
+            ("authorization", doubled.as_str()),
+            ("content-type", "application/scim+json"),
+        ],
+        Some(body),
+    );
+    assert_eq!(r.status, 401);
+    assert_eq!(c.get("/Users").json()["totalResults"], 0);
+
+    let log = s.wait_for_log("says Bearer twice");
+    let line = log
+        .lines()
+        .find(|l| l.contains("SCIM authentication failed"))
+        .expect("the refusal's log line");
+    assert!(
+        line.contains("reason=\"the Authorization header says Bearer twice\"")
+            && line.ends_with(" token=test"),
+        "{line}"
+    );
+    assert!(!log.contains(&s.token), "the secret is never logged");
+
+    // The audit entry of the refused write says why, and names the token whose
+    // secret followed.
+    let jsonl = page_when(&c, &cookie, "/admin/activity.jsonl", |p| {
+        p.contains("scim.create")
+    });
+    let entry: Value = jsonl
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|e| e["action"] == "scim.create")
+        .unwrap();
+    let reason = entry["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with("the Authorization header says Bearer twice")
+            && reason.contains("the token \"test\"'s")
+            && reason.contains("remove \"Bearer \""),
+        "{entry}"
+    );
+    assert_eq!(entry["status"], 401, "{entry}");
+
+    let dash = text(&get_page(&c, "/admin", &cookie));
+    let requests = &dash[dash.find("id=\"requests\"").expect("recent requests")..];
+    let rows: Vec<&str> = requests.split("<tr>").skip(2).take(3).collect();
+    assert!(
+        rows.iter()
+            .filter(|r| r.contains("the Authorization header says Bearer twice"))
+            .count()
+            == 2,
+        "{requests}"
+    );
+    assert!(
+        dash.contains("an Authorization header that says Bearer twice")
+            && dash.contains("the secret of the token &quot;test&quot;"),
+        "Needs attention: {dash}"
+    );
+}
+
+/// Trial 7 item 16: deleting a user clears it as the manager of its reports (RFC 7643
+/// §4.3), which happened silently. Each report now gets an audit entry
+/// (`scim.manager_removed`, by the delete's token, naming the manager), and the
+/// delete's own entry names the reports; a Bulk delete leaves the report entries too.
+#[test]
+fn a_deleted_managers_reports_are_named_in_the_activity() {
+    let (s, cookie) = signed_in_server(&[]);
+    let c = s.client();
+    let ent = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+    let user = |name: &str, manager: Option<&str>| -> String {
+        let mut body = user_body(name);
+        if let Some(m) = manager {
+            body["schemas"].as_array_mut().unwrap().push(json!(ent));
+            body[ent] = json!({"manager": {"value": m}});
+        }
+        let r = c.post("/Users", &body);
+        assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+        r.json()["id"].as_str().unwrap().to_owned()
+    };
+    let boss = user("boss@example.com", None);
+    let ann = user("ann@example.com", Some(&boss));
+    let bob = user("bob@example.com", Some(&boss));
+    let other = user("other@example.com", Some(&ann));
+    assert_eq!(c.delete(&format!("/Users/{boss}")).status, 204);
+    for id in [&ann, &bob] {
+        let u = c.get(&format!("/Users/{id}")).json();
+        assert!(u[ent]["manager"].is_null(), "{u}");
+    }
+
+    let entries = |filter: &str| -> Vec<Value> {
+        text(&get_page(
+            &c,
+            &format!("/admin/activity.jsonl?{filter}"),
+            &cookie,
+        ))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+    };
+    let removed = entries("action=scim.manager_removed");
+    let mut named: Vec<(&str, &str)> = removed
+        .iter()
+        .map(|e| {
+            (
+                e["resource_id"].as_str().unwrap(),
+                e["resource_name"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    named.sort();
+    let mut want = vec![
+        (ann.as_str(), "ann@example.com"),
+        (bob.as_str(), "bob@example.com"),
+    ];
+    want.sort();
+    assert_eq!(named, want, "{removed:#?}");
+    for e in &removed {
+        assert_eq!(e["actor"], "test", "{e}");
+        assert_eq!(e["actor_kind"], "token", "{e}");
+        assert_eq!(e["outcome"], "done", "{e}");
+        assert_eq!(e["client"], "127.0.0.1", "{e}");
+        let reason = e["reason"].as_str().unwrap();
+        assert!(
+            reason.starts_with(&format!(
+                "its manager \"boss@example.com\" (id {boss}) was deleted, so manager was removed"
+            )),
+            "{reason}"
+        );
+    }
+    let delete = entries("action=scim.delete")
+        .into_iter()
+        .find(|e| e["resource_id"] == boss.as_str())
+        .expect("the delete's entry");
+    assert_eq!(
+        delete["reason"], "its 2 reports lost their manager: ann@example.com, bob@example.com",
+        "{delete}"
+    );
+    // Shown on the Activity page and in the report's history.
+    let page = text(&get_page(
+        &c,
+        "/admin/activity?action=scim.manager_removed",
+        &cookie,
+    ));
+    assert!(
+        page.contains("scim.manager_removed") && page.contains("ann@example.com"),
+        "{page}"
+    );
+
+    // A Bulk delete (audited as one request) leaves the report's entry all the same.
+    let r = c.post(
+        "/Bulk",
+        &json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"],
+                "Operations": [{"method": "DELETE", "path": format!("/Users/{ann}")}]}),
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert!(c.get(&format!("/Users/{other}")).json()[ent]["manager"].is_null());
+    let removed = entries("action=scim.manager_removed");
+    let by_bulk = removed
+        .iter()
+        .find(|e| e["resource_id"] == other.as_str())
+        .expect("the Bulk delete's report entry");
+    assert_eq!(by_bulk["actor"], "test", "{by_bulk}");
+    assert!(
+        by_bulk["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("its manager \"ann@example.com\""),
+        "{by_bulk}"
+    );
+    // Logged as well (the Bulk request has no entry of its own to log them with).
+    wait_until(
+        "the Bulk report's log line",
+        Duration::from_secs(10),
+        || {
+            s.log_text()
+                .lines()
+                .any(|l| l.contains("scim.manager_removed") && l.contains("other@example.com"))
+                .then_some(())
+        },
+    );
 }

@@ -591,6 +591,18 @@ fn managers_and_last_requests_are_shown_by_name_in_headless_chromium() {
         u.ends_with(&format!("/admin/users/{boss_id}"))
     });
     b.wait_for("the manager's page", |s| s.contains("SCIM representation"));
+    // Trial 7 item 15: the manager's page is titled by its userName and lists its
+    // direct reports, linked.
+    assert_eq!(
+        b.property("title", "innerText"),
+        json!("boss@example.com · scimbridge")
+    );
+    assert_eq!(
+        b.property("#reports", "innerText"),
+        json!("report@example.com")
+    );
+    b.click(&format!("#reports a[href='/admin/users/{report_id}']"));
+    b.wait_for_url("the report's page from the boss's", |u| u == report_url);
 
     // The dashboard's last requests: names linked, a deleted group by the name it had
     // (from the audit) and said to be deleted, an unknown id said to be so.
@@ -626,14 +638,39 @@ fn managers_and_last_requests_are_shown_by_name_in_headless_chromium() {
         &shown,
         &["GET", "Users", "no-such-user", "not in the directory"],
     );
-    assert!(
-        b.call(
-            "POST",
-            "/execute/sync",
-            Some(json!({"script": "return document.querySelectorAll('#requests a[href*=\"/admin/groups/\"]').length", "args": []})),
-        ) == json!(0),
-        "a deleted group is not linked: {shown:#?}"
+    // Trial 7 item 6: a deleted group's link no longer leads to "Not found" but to a
+    // page that says it was deleted, when and by which token, with its audit entries.
+    b.click(&format!(
+        "#requests a.gone[href='/admin/groups/{group_id}']"
+    ));
+    b.wait_for_url("the deleted group's page", |u| {
+        u.ends_with(&format!("/admin/groups/{group_id}"))
+    });
+    let page = b.wait_for("the deleted group's page", |s| s.contains("id=\"deleted\""));
+    assert_eq!(
+        b.property("h1", "innerText"),
+        json!("Temp crew (deleted)"),
+        "{page}"
     );
+    let said = b.property("#deleted", "innerText");
+    let said = said.as_str().unwrap_or_default();
+    assert!(
+        said.starts_with("This group was deleted ")
+            && said.contains("by test (token) from 127.0.0.1")
+            && said.contains(&group_id),
+        "{said}"
+    );
+    let history = b.property("#history", "innerText");
+    let history = history.as_str().unwrap_or_default();
+    assert!(
+        history.contains("scim.delete")
+            && history.contains("scim.create")
+            && history.contains("Temp crew"),
+        "{history}"
+    );
+    assert!(!page.contains("There is no such admin page"), "{page}");
+    b.go(&format!("{base}/admin"));
+    b.wait_for("the last requests", |s| s.contains("id=\"requests\""));
     b.click(&format!("#requests a[href='/admin/users/{report_id}']"));
     b.wait_for_url("the report's page", |u| u == report_url);
 

@@ -997,7 +997,11 @@ fn path_segments_are_percent_decoded_and_malformed_forms_change_nothing() {
     // (form encoding's space would be wrong here).
     let r = get_page(&c, "/admin/users/a%2Fb%20c+d", &cookie);
     assert_eq!(r.status, 404);
-    assert!(text(&r).contains("the id a/b c+d."), "{}", text(&r));
+    assert!(
+        text(&r).contains("There is no user with the id <code>a/b c+d</code>, and the audit"),
+        "{}",
+        text(&r)
+    );
 
     // A form whose fields do not fit its shape (a repeated field) is refused whole.
     let page = text(&get_page(&c, "/admin/tokens", &cookie));

@@ -190,3 +190,169 @@ fn a_users_name_is_composed_from_its_parts() {
     let ann = text(&get_page(&c, &format!("/admin/users/{}", ids[0]), &cookie));
     assert!(ann.contains("Ann Lee"), "{ann}");
 }
+
+/// Trial 7 item 15: a user's page lists its direct reports (from the manager index,
+/// the first 100 and a count), and a group's members are listed by userName with
+/// their display name beside it (the trial saw display names or ids only).
+#[test]
+fn a_users_page_lists_its_reports_and_a_group_its_members_by_user_name() {
+    let (s, cookie) = signed_in_server(&[]);
+    let c = s.client();
+    let ent = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+    let user = |name: &str, display: Option<&str>, manager: Option<&str>| -> String {
+        let mut body =
+            json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": name});
+        if let Some(d) = display {
+            body["displayName"] = json!(d);
+        }
+        if let Some(m) = manager {
+            body["schemas"].as_array_mut().unwrap().push(json!(ent));
+            body[ent] = json!({"manager": {"value": m}});
+        }
+        let r = c.post("/Users", &body);
+        assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+        r.json()["id"].as_str().unwrap().to_owned()
+    };
+    let boss = user("boss@example.com", None, None);
+    let ann = user("ann@example.com", Some("Ann Lee"), Some(&boss));
+    let bob = user("bob@example.com", None, Some(&boss));
+    let lone = user("lone@example.com", None, None);
+    let page = text(&get_page(&c, &format!("/admin/users/{boss}"), &cookie));
+    assert!(page.contains("<h2>Direct reports (2)</h2>"), "{page}");
+    let reports = &page[page.find("id=\"reports\"").expect("the reports list")..];
+    let reports = &reports[..reports.find("</ul>").unwrap()];
+    assert!(
+        reports.contains(&format!(
+            "<a href=\"/admin/users/{ann}\">ann@example.com</a> <small class=\"display\">Ann Lee</small>"
+        )) && reports.contains(&format!("<a href=\"/admin/users/{bob}\">bob@example.com</a>")),
+        "{reports}"
+    );
+    assert!(!reports.contains("lone@example.com"), "{reports}");
+    let page = text(&get_page(&c, &format!("/admin/users/{lone}"), &cookie));
+    assert!(
+        page.contains("<h2>Direct reports (0)</h2>") && page.contains("no user names this one"),
+        "{page}"
+    );
+
+    // More than a page of reports: the first 100 and the count.
+    let many: Vec<String> = (0..101)
+        .map(|i| user(&format!("r{i:03}@example.com"), None, Some(&lone)))
+        .collect();
+    let page = text(&get_page(&c, &format!("/admin/users/{lone}"), &cookie));
+    assert!(page.contains("<h2>Direct reports (101)</h2>"), "{page}");
+    assert!(
+        page.contains("The first 100 of 101, in id order."),
+        "{page}"
+    );
+    let listed = many
+        .iter()
+        .filter(|id| page.contains(&format!("href=\"/admin/users/{id}\"")))
+        .count();
+    assert_eq!(listed, 100);
+
+    // A group's members by userName, their display name beside it.
+    let r = c.post(
+        "/Groups",
+        &json!({"displayName": "Crew", "members": [{"value": ann}, {"value": bob}]}),
+    );
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let group = r.json()["id"].as_str().unwrap().to_owned();
+    let page = text(&get_page(&c, &format!("/admin/groups/{group}"), &cookie));
+    assert!(
+        page.contains(&format!(
+            "<a href=\"/admin/users/{ann}\">ann@example.com</a> <small class=\"display\">Ann Lee</small> <small>User</small>"
+        )),
+        "{page}"
+    );
+    assert!(
+        page.contains(&format!(
+            "<a href=\"/admin/users/{bob}\">bob@example.com</a> <small>User</small>"
+        )),
+        "{page}"
+    );
+    assert!(!page.contains("Direct reports"), "a group has none");
+}
+
+/// Trial 7 item 14: the directory search ignores accents as well as case ("Jose"
+/// finds "José", "Muller" finds "Müller"), a pasted id finds its resource, and the
+/// Users list filters active or inactive users (a user without `active` is active).
+#[test]
+fn the_search_ignores_accents_finds_ids_and_filters_by_state() {
+    let (s, cookie) = signed_in_server(&[]);
+    let c = s.client();
+    let schema = "urn:ietf:params:scim:schemas:core:2.0:User";
+    let mut ids = std::collections::HashMap::new();
+    for body in [
+        json!({"schemas": [schema], "userName": "jalvarez@example.com", "displayName": "José Álvarez"}),
+        json!({"schemas": [schema], "userName": "km@example.com", "name": {"givenName": "Karl", "familyName": "Müller"}}),
+        json!({"schemas": [schema], "userName": "ann@example.com", "active": false}),
+        json!({"schemas": [schema], "userName": "bob@example.com"}),
+        json!({"schemas": [schema], "userName": "joseph@example.com", "active": true}),
+    ] {
+        let r = c.post("/Users", &body);
+        assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+        let name = body["userName"].as_str().unwrap().to_owned();
+        ids.insert(name, r.json()["id"].as_str().unwrap().to_owned());
+    }
+    let found = |query: &str| {
+        let page = text(&get_page(&c, &format!("/admin/users?{query}"), &cookie));
+        match page.contains("<p>Nothing found.</p>") {
+            true => Vec::new(),
+            false => names(&page),
+        }
+    };
+    assert_eq!(
+        found("q=Jose"),
+        ["jalvarez@example.com", "joseph@example.com"]
+    );
+    assert_eq!(found("q=alvarez"), ["jalvarez@example.com"]);
+    assert_eq!(found("q=Muller"), ["km@example.com"]);
+    assert_eq!(found("q=M%C3%9CLLER"), ["km@example.com"], "MÜLLER");
+    assert_eq!(
+        found("q=J%C3%B3s%C3%A9"),
+        ["jalvarez@example.com", "joseph@example.com"],
+        "Jósé"
+    );
+    // A pasted id, with the spaces a copy may bring.
+    let bob = &ids["bob@example.com"];
+    assert_eq!(found(&format!("q=+{bob}+")), ["bob@example.com"]);
+    // Active and inactive.
+    assert_eq!(found("active=inactive"), ["ann@example.com"]);
+    assert_eq!(
+        found("active=active"),
+        [
+            "bob@example.com",
+            "jalvarez@example.com",
+            "joseph@example.com",
+            "km@example.com"
+        ]
+    );
+    assert_eq!(found("active="), found(""));
+    assert_eq!(found("q=jose&active=inactive"), Vec::<String>::new());
+    assert_eq!(found("q=ann&active=inactive"), ["ann@example.com"]);
+    let page = text(&get_page(&c, "/admin/users?active=inactive&q=a", &cookie));
+    assert_eq!(range(&page), "1–1 of 1 user (inactive only) matching a");
+    assert!(
+        page.contains("<option value=\"inactive\" selected>inactive users</option>"),
+        "{page}"
+    );
+    // Sorting keeps the state filter.
+    assert!(
+        page.contains("href=\"/admin/users?q=a&amp;active=inactive&amp;order=desc\""),
+        "{page}"
+    );
+    // Groups: by a pasted id, and without accents.
+    let r = c.post("/Groups", &json!({"displayName": "Équipe Zürich"}));
+    assert_eq!(r.status, 201);
+    let group = r.json()["id"].as_str().unwrap().to_owned();
+    c.post("/Groups", &json!({"displayName": "Other"}));
+    let groups = |query: &str| {
+        names(&text(&get_page(
+            &c,
+            &format!("/admin/groups?{query}"),
+            &cookie,
+        )))
+    };
+    assert_eq!(groups("q=equipe+zurich"), ["Équipe Zürich"]);
+    assert_eq!(groups(&format!("q={group}")), ["Équipe Zürich"]);
+}

@@ -176,19 +176,30 @@ fn the_quiet_alarm_is_off_by_default_and_warns_once_set() {
     );
     let id = token_id(&page, "test");
 
-    // Refused values change nothing and say why.
-    let page = set_quiet(&c, &cookie, &id, "5m");
-    assert!(
-        page.contains("Not changed: the quiet-time alarm must be"),
-        "{page}"
-    );
+    // Refused values change nothing and say why, shown as an error (trial 7 item 18:
+    // the refusal looked like the notice of a success).
+    for refused in ["5m", "91d"] {
+        let page = set_quiet(&c, &cookie, &id, refused);
+        assert!(
+            page.contains(
+                "<p class=\"error\" role=\"alert\">Not changed: the quiet-time alarm must be"
+            ),
+            "{refused}: {page}"
+        );
+        assert!(!page.contains("role=\"status\""), "{refused}: {page}");
+        assert!(
+            !row(&page, "test").contains("name=\"quiet_after\" value="),
+            "still off: {page}"
+        );
+    }
     let page = set_quiet(&c, &cookie, &id, "2h");
     assert!(
         page.contains(
-            "The quiet-time alarm of &quot;test&quot; warns when it has sent nothing for 2h."
+            "<p class=\"flash\" role=\"status\">The quiet-time alarm of &quot;test&quot; warns when it has sent nothing for 2h."
         ),
         "{page}"
     );
+    assert!(!page.contains("role=\"alert\""), "{page}");
     assert!(row(&page, "test").contains("value=\"2h\""), "{page}");
     assert!(
         !page.contains("data-warning"),
@@ -525,10 +536,18 @@ fn the_dashboard_chart_is_well_formed_svg_without_script() {
         hour_title.is_some(),
         "the current hour names its counts: {svg}"
     );
+    // The note says what is plotted: the window by its hours, the unit, the scale
+    // (trial 7 item 21).
+    assert!(
+        page.contains("<p class=\"note\" id=\"traffic-note\">Each bar is one clock hour (UTC): 24 bars, from ")
+            && page.contains("the current hour, still filling. Its height is the number of SCIM requests")
+            && page.contains("on a linear scale from 0 to "),
+        "{page}"
+    );
     // The legend names every class.
     for words in [
-        "ok (2xx, 304)",
-        "refused (4xx)",
+        "ok (1xx–3xx)",
+        "refused (4xx but 401, 403)",
         "denied (401, 403)",
         "failed (5xx)",
     ] {

@@ -795,3 +795,61 @@ fn a_valid_setup_link_is_never_throttled() {
         303
     );
 }
+
+/// Trial 7 item 20: plain http:// sent to the TLS port got raw TLS bytes back. It is
+/// answered as nginx does: a plain-text 400 saying the port speaks HTTPS, with the
+/// https:// URL of the request, then the connection closes; TLS keeps working.
+#[test]
+fn plain_http_on_the_tls_port_gets_a_400_naming_the_https_url() {
+    let s = Server::start();
+    let ask = |request: &[u8]| -> String {
+        let mut tcp = TcpStream::connect(&s.addr).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        tcp.write_all(request).unwrap();
+        let mut out = Vec::new();
+        tcp.read_to_end(&mut out)
+            .expect("the server closes after answering");
+        String::from_utf8(out).expect("plain text, no TLS bytes")
+    };
+    let request = format!(
+        "GET /scim/v2/Users?count=1 HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\n\r\n",
+        s.addr, s.token
+    );
+    let answer = ask(request.as_bytes());
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a whole answer");
+    assert!(head.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{answer}");
+    assert!(
+        head.contains("Content-Type: text/plain") && head.contains("Connection: close"),
+        "{head}"
+    );
+    assert_eq!(
+        body,
+        format!(
+            "This port speaks HTTPS only, and this request came as plain HTTP.\nUse https://{}/scim/v2/Users?count=1\n",
+            s.addr
+        )
+    );
+    // A POST whose body the answer did not wait for still gets the answer whole.
+    let mut post = format!(
+        "POST /scim/v2/Users HTTP/1.1\r\nHost: {}\r\nContent-Length: 200000\r\n\r\n",
+        s.addr
+    )
+    .into_bytes();
+    post.extend(std::iter::repeat_n(b'x', 200_000));
+    assert!(ask(&post).starts_with("HTTP/1.1 400 Bad Request\r\n"));
+    // A Host that is not a plain host name is not echoed.
+    let odd = ask(b"GET / HTTP/1.1\r\nHost: evil.example/x?\r\n\r\n");
+    assert!(
+        odd.ends_with(&format!("Use https://{}/\n", s.addr)),
+        "{odd}"
+    );
+    // TLS on the same port is unaffected.
+    assert_eq!(s.client().get("/Users").status, 200);
+    let metrics = s.client().send("GET", "/metrics", &[], None);
+    assert!(
+        String::from_utf8_lossy(&metrics.body)
+            .contains("scimbridge_connections_closed_total{reason=\"plain_http\"} 3"),
+        "{}",
+        String::from_utf8_lossy(&metrics.body)
+    );
+}

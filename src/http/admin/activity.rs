@@ -36,6 +36,15 @@ impl ScimRequestRecord {
     pub(crate) fn found_its_resource(&self) -> bool {
         (200..400).contains(&self.status)
     }
+    /// The type of the resource it named: its endpoint `Users` or `Groups`.
+    pub(crate) fn resource_type(&self) -> Option<crate::scim::schema::ResourceType> {
+        use crate::scim::schema::ResourceType;
+        match self.endpoint.as_str() {
+            "Users" => Some(ResourceType::User),
+            "Groups" => Some(ResourceType::Group),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Default)]

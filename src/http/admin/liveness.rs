@@ -345,6 +345,14 @@ pub(crate) fn turned_away_attention(
                  {}",
                 holder(scope_of(name)).hand_over
             ),
+            TurnedAway::DoubledScheme { token } => format!(
+                "an Authorization header that says Bearer twice (\"Bearer Bearer <secret>\"{}): \
+                 remove \"Bearer \" from the identity provider's token field",
+                match token {
+                    Some(name) => format!(", the secret of the token \"{name}\""),
+                    None => String::new(),
+                }
+            ),
             TurnedAway::Unrecognised { why } => format!(
                 "{why}: no token of this bridge has that secret (a typo, a token of another \
                  installation, or someone guessing)"
@@ -472,12 +480,40 @@ pub(crate) fn traffic_card(
                     }
                 }
             }
-            p.note {
-                "Requests refused for their token count in the chart as denied (401; refused, 429, \
-                 once the address is throttled): under the token's name when the secret is a revoked \
-                 or expired one of this bridge, else as no recognised token. \"Needs attention\" \
-                 counts the same requests over the last hour."
-            }
+            (chart_note(hourly, now))
+        }
+    }
+}
+
+/// What the dashboard's chart plots, exactly (trial 7 item 21: its note spoke of
+/// refusals and left the bars, their unit and their window unsaid): the window by
+/// its first and last clock hour, the unit and scale, the segments, what is counted
+/// where and what is not counted.
+fn chart_note(hourly: &[OutcomeCounts], now: Timestamp) -> Markup {
+    let end = hour_of(now);
+    let first = end - WINDOW_HOURS + 1;
+    let busiest = hourly.iter().map(OutcomeCounts::total).max().unwrap_or(0);
+    let day = |hour: i64| {
+        Timestamp::from_unix_ms(hour * 3_600_000)
+            .map(|t| t.datetime().date().to_string())
+            .unwrap_or_default()
+    };
+    html! {
+        p.note #traffic-note {
+            "Each bar is one clock hour (UTC): " (WINDOW_HOURS) " bars, from "
+            (clock_hour(first)) "–" (clock_hour(first + 1)) " on " (day(first)) " to "
+            (clock_hour(end)) "–" (clock_hour(end + 1)) " on " (day(end))
+            ", the current hour, still filling. Its height is the number of SCIM requests \
+             (below /scim/v2) answered in that hour, on a linear scale from 0 to "
+            (count(busiest, "request", "requests")) " (the busiest hour, the number at the top). \
+             Its segments, bottom up: ok (1xx–3xx), refused (4xx but 401 and 403; the limiter's \
+             429 too), denied (401, 403) and failed (5xx), each at least one unit high so that a \
+             single error shows; point at a bar for its exact counts. Every request counts once: \
+             for its token (a revoked or expired secret's 401s too, under the token's name), or \
+             as no recognised token (an unknown, missing or malformed one, and 429s once an \
+             address is throttled for failing to authenticate). /healthz, /readyz, /metrics and \
+             this admin page are not counted. \"Needs attention\" counts the 401s and 429s of \
+             the last hour."
         }
     }
 }
@@ -494,8 +530,8 @@ fn legend() -> Markup {
 
 fn class_words(c: OutcomeClass) -> &'static str {
     match c {
-        OutcomeClass::Ok => "ok (2xx, 304)",
-        OutcomeClass::Refused => "refused (4xx)",
+        OutcomeClass::Ok => "ok (1xx–3xx)",
+        OutcomeClass::Refused => "refused (4xx but 401, 403)",
         OutcomeClass::Denied => "denied (401, 403)",
         OutcomeClass::Failed => "failed (5xx)",
     }
@@ -722,5 +758,31 @@ mod tests {
         );
         assert!(svg.contains("6 requests in the last 24 hours, at most 4 in one hour"));
         assert!(!svg.contains("<script") && !svg.contains("style="));
+    }
+
+    #[test]
+    fn the_chart_note_names_its_window_unit_and_scale() {
+        let mut hourly = vec![OutcomeCounts::default(); 24];
+        hourly[23] = OutcomeCounts([3, 1, 0, 0]);
+        hourly[0] = OutcomeCounts([0, 0, 0, 2]);
+        let note = chart_note(&hourly, at("2024-05-03T10:20:00Z")).into_string();
+        assert!(
+            note.contains(
+                "Each bar is one clock hour (UTC): 24 bars, from 11:00–12:00 on 2024-05-02 to \
+                 10:00–11:00 on 2024-05-03, the current hour, still filling. Its height is the \
+                 number of SCIM requests (below /scim/v2) answered in that hour, on a linear \
+                 scale from 0 to 4 requests (the busiest hour"
+            ),
+            "{note}"
+        );
+        assert!(note.contains("refused (4xx but 401 and 403"), "{note}");
+        // Late in the day the window starts the same day; an empty chart's scale is 0.
+        let late =
+            chart_note(&[OutcomeCounts::default(); 24], at("2024-05-03T23:59:00Z")).into_string();
+        assert!(
+            late.contains("from 00:00–01:00 on 2024-05-03 to 23:00–00:00 on 2024-05-03")
+                && late.contains("from 0 to 0 requests"),
+            "{late}"
+        );
     }
 }

@@ -43,7 +43,7 @@ use crate::scim::schema::{ResourceType, ENTERPRISE_USER_URN};
 use crate::secret::Secret;
 use crate::store::{AuditOutcome, Scope, SetupRefusal, StoreError};
 use pages::{Chrome, JobOutcome, ListQuery, MessageView};
-use session::SignedIn;
+use session::{Flash, SignedIn};
 
 const COOKIE: &str = "scimbridge_admin";
 const STYLE_CSS: &str = include_str!("../../admin/static/style.css");
@@ -575,20 +575,26 @@ async fn dispatch(state: &Arc<AppState>, req: Request<RequestBody>) -> Response<
             )
             .await
         }
-        ["admin", "users", id] => detail(
-            state,
-            ResourceType::User,
-            id,
-            query(&req),
-            chrome(&me, "User", "users"),
-        ),
-        ["admin", "groups", id] => detail(
-            state,
-            ResourceType::Group,
-            id,
-            query(&req),
-            chrome(&me, "Group", "groups"),
-        ),
+        ["admin", "users", id] => {
+            detail(
+                state,
+                ResourceType::User,
+                id,
+                query(&req),
+                chrome(&me, "User", "users"),
+            )
+            .await
+        }
+        ["admin", "groups", id] => {
+            detail(
+                state,
+                ResourceType::Group,
+                id,
+                query(&req),
+                chrome(&me, "Group", "groups"),
+            )
+            .await
+        }
         ["admin", "activity"] => {
             activity_page(state, query(&req), chrome(&me, "Activity", "activity")).await
         }
@@ -1099,11 +1105,8 @@ async fn dashboard(
         outcome: "done".to_owned(),
         ..Default::default()
     };
-    let changes = state
-        .app
-        .audit_search(&done, (crate::app::audit::AuditSort::Time, true), 0, 25)
-        .map(|p| p.records)
-        .unwrap_or_default();
+    let changes = state.app.audit_newest(&done, 25).unwrap_or_default();
+    let gone = gone_in(&snap, &changes);
     // Every request is on the chart: each token's, and those with no recognised
     // token (the same requests the turned-away entry counts for the last hour).
     let unrecognised = state.app.liveness.unrecognised_hourly(now);
@@ -1129,6 +1132,7 @@ async fn dashboard(
             .count(),
         requests: recent_requests(state, &snap),
         changes,
+        gone,
         version: crate::version::VERSION,
         uptime: state.started.elapsed(),
         db_bytes: state.app.store.file_size(),
@@ -1215,7 +1219,7 @@ struct QuietForm {
 }
 
 /// Sets a token's quiet-time alarm; audited (`token.quiet_alarm`) with the value.
-async fn set_quiet_after(state: &AppState, who: &Caller, f: QuietForm) -> String {
+async fn set_quiet_after(state: &AppState, who: &Caller, f: QuietForm) -> Flash {
     let entry = Entry::new("token.quiet_alarm");
     let set = match tokens::parse_quiet_after(&f.quiet_after) {
         Ok(minutes) => {
@@ -1232,14 +1236,14 @@ async fn set_quiet_after(state: &AppState, who: &Caller, f: QuietForm) -> String
             // The name as the audit shows it carries the new value.
             let shown = format!("{}: quiet alarm {value}", t.name);
             (
-                format!("The quiet-time alarm of \"{}\" {what}.", t.name),
+                Flash::Notice(format!("The quiet-time alarm of \"{}\" {what}.", t.name)),
                 entry.on("Token", Some(&t.id), Some(&shown)),
             )
         }
         Err(e) => {
             let why = e.page_message();
             let entry = entry.on("Token", Some(&f.id), None).refused(why.clone());
-            (format!("Not changed: {why}"), entry)
+            (Flash::Refusal(format!("Not changed: {why}")), entry)
         }
     };
     state.app.audit(who, entry).await;
@@ -1248,7 +1252,7 @@ async fn set_quiet_after(state: &AppState, who: &Caller, f: QuietForm) -> String
 
 /// The confirmed revocation of one token (by id, so one secret of a rotated name),
 /// audited; returns the message for the next page.
-async fn revoke_token(state: &AppState, who: &Caller, id: String) -> String {
+async fn revoke_token(state: &AppState, who: &Caller, id: String) -> Flash {
     let entry = Entry::new("token.revoke");
     let revoked = tokens::revoke(
         &state.app.store,
@@ -1260,7 +1264,7 @@ async fn revoke_token(state: &AppState, who: &Caller, id: String) -> String {
     .map(|mut v| v.pop());
     let (msg, entry) = match revoked {
         Ok(Some(t)) => (
-            format!(
+            Flash::Notice(format!(
                 "Revoked the {}token \"{}\": its next request is refused.",
                 if t.superseded.is_some() {
                     "superseded "
@@ -1268,11 +1272,11 @@ async fn revoke_token(state: &AppState, who: &Caller, id: String) -> String {
                     ""
                 },
                 t.name
-            ),
+            )),
             Entry::new(tokens::revoke_action(&t)).on("Token", Some(&t.id), Some(&t.name)),
         ),
         Ok(None) => (
-            "Not revoked: no such token.".into(),
+            Flash::Refusal("Not revoked: no such token.".into()),
             entry.on("Token", Some(&id), None).refused("no such token"),
         ),
         Err(e) => {
@@ -1285,7 +1289,7 @@ async fn revoke_token(state: &AppState, who: &Caller, id: String) -> String {
             let entry = entry
                 .on("Token", Some(&id), name.as_deref())
                 .refused(why.clone());
-            (format!("Not revoked: {why}"), entry)
+            (Flash::Refusal(format!("Not revoked: {why}")), entry)
         }
     };
     state.app.audit(who, entry).await;
@@ -1408,17 +1412,62 @@ async fn issue_token(
 
 // ---- users and groups --------------------------------------------------------------
 
-/// The search as a SCIM filter (`co` on the names), so matching follows the
-/// attributes' case rules exactly as a SCIM query would.
-fn search_filter(rt: ResourceType, q: &str) -> Option<crate::scim::filter::Filter> {
-    let lit = serde_json::to_string(q).ok()?;
-    let text = match rt {
-        ResourceType::User => format!(
-            "userName co {lit} or displayName co {lit} or emails.value co {lit} or externalId co {lit}"
-        ),
-        ResourceType::Group => format!("displayName co {lit} or externalId co {lit}"),
+/// The attributes the directory search looks in.
+const USER_SEARCHED: [&str; 7] = [
+    "userName",
+    "displayName",
+    "name.formatted",
+    "name.givenName",
+    "name.familyName",
+    "emails.value",
+    "externalId",
+];
+const GROUP_SEARCHED: [&str; 2] = ["displayName", "externalId"];
+
+/// The list's search and state filter as one filter for the query engine: the text
+/// is looked for in the names, emails and externalId as a person means it, case and
+/// diacritics ignored (`CompareOp::Search`: "Jose" finds "José", "Muller" finds
+/// "Müller"), and it finds the resource whose id it is (pasted from a log or the
+/// audit). `active`: `active eq false` for inactive users, its negation for active
+/// ones (a user without `active` counts as active, as its page says). `None` when
+/// nothing narrows the list.
+fn search_filter(
+    rt: ResourceType,
+    q: &str,
+    active: Option<pages::ActiveFilter>,
+) -> Option<crate::scim::filter::Filter> {
+    use crate::scim::filter::{CompareOp, Filter};
+    use crate::scim::path::AttrPath;
+    let compare = |attr: &str, op: CompareOp, value: Value| {
+        AttrPath::parse(attr)
+            .ok()
+            .map(|path| Filter::Compare { path, op, value })
     };
-    crate::scim::filter::parse(&text).ok()
+    let either = |a: Filter, b: Filter| Filter::Or(Box::new(a), Box::new(b));
+    let text = (!q.is_empty()).then(|| {
+        let searched: &[&str] = match rt {
+            ResourceType::User => &USER_SEARCHED,
+            ResourceType::Group => &GROUP_SEARCHED,
+        };
+        searched
+            .iter()
+            .filter_map(|a| compare(a, CompareOp::Search, Value::from(q)))
+            .chain(compare("id", CompareOp::Eq, Value::from(q)))
+            .reduce(either)
+    });
+    let state = match (rt, active) {
+        (ResourceType::User, Some(pages::ActiveFilter::Inactive)) => {
+            compare("active", CompareOp::Eq, Value::Bool(false))
+        }
+        (ResourceType::User, Some(pages::ActiveFilter::Active)) => {
+            compare("active", CompareOp::Eq, Value::Bool(false)).map(|f| Filter::Not(Box::new(f)))
+        }
+        _ => None,
+    };
+    match (text.flatten(), state) {
+        (Some(t), Some(s)) => Some(Filter::And(Box::new(t), Box::new(s))),
+        (t, s) => t.or(s),
+    }
 }
 
 async fn list(
@@ -1427,22 +1476,7 @@ async fn list(
     q: ListQuery,
     chrome: Chrome<'_>,
 ) -> Response<Body> {
-    let search = q.q.trim();
-    let filter = match (search.is_empty(), search_filter(rt, search)) {
-        (true, _) => None,
-        (false, Some(f)) => Some(f),
-        // A search the filter language cannot express finds nothing.
-        (false, None) => {
-            let v = pages::ListView {
-                rt,
-                query: q,
-                rows: Vec::new(),
-                matched: 0,
-                page_size: PAGE_SIZE as u64,
-            };
-            return html(StatusCode::OK, pages::list(&chrome, &v));
-        }
-    };
+    let filter = search_filter(rt, q.q.trim(), q.active);
     let (rows, matched) = match list_rows(state, rt, filter, &q).await {
         Ok(x) => x,
         Err(e) => return unavailable(e),
@@ -1583,21 +1617,12 @@ fn manager_ref(snap: &crate::store::Snapshot, id: &str) -> Result<pages::Manager
 /// One lookup by id per row (`Snapshot::name_of`), so the dashboard costs the same
 /// whatever the directory's size. `None` when the request named no resource or the
 /// store could not be read (the row then shows the id alone).
-/// The resource type of a SCIM endpoint with resources by id (`Users`, `Groups`).
-fn endpoint_type(endpoint: &str) -> Option<ResourceType> {
-    match endpoint {
-        "Users" => Some(ResourceType::User),
-        "Groups" => Some(ResourceType::Group),
-        _ => None,
-    }
-}
-
 fn resource_now(
     snap: &crate::store::Snapshot,
     r: &activity::ScimRequestRecord,
 ) -> Option<pages::ResourceNow> {
     let id = r.id.as_deref()?;
-    let rt = endpoint_type(&r.endpoint)?;
+    let rt = r.resource_type()?;
     match snap.name_of(rt, id).ok()? {
         Some(name) => Some(pages::ResourceNow::Named(rt, name)),
         // A user has a userName and a group a displayName (both required), so no
@@ -1612,6 +1637,17 @@ fn resource_now(
 /// The dashboard's last SCIM requests, each with what became of its resource: its
 /// name now, or, for one deleted since the request found it, the name the audit
 /// last gave it (`App::names_in_audit`; a Bulk delete leaves it unnamed).
+/// The users and groups named by `records` that `snap` no longer has: one read by
+/// id per entry (a page shows at most `ACTIVITY_PAGE_SIZE`), as `resource_now`.
+fn gone_in(snap: &crate::store::Snapshot, records: &[crate::store::AuditRecord]) -> pages::Gone {
+    records
+        .iter()
+        .filter_map(pages::audit_subject)
+        .filter(|(rt, id)| matches!(snap.get_raw(*rt, id, |_| Ok(())), Ok(None)))
+        .map(|(rt, id)| (rt.name().to_owned(), id.to_owned()))
+        .collect()
+}
+
 fn recent_requests(state: &AppState, snap: &crate::store::Snapshot) -> Vec<pages::RequestRow> {
     let mut rows: Vec<pages::RequestRow> = state
         .activity
@@ -1632,7 +1668,7 @@ fn recent_requests(state: &AppState, snap: &crate::store::Snapshot) -> Vec<pages
         .iter()
         .filter_map(|&i| {
             let r = &rows[i].record;
-            Some((endpoint_type(&r.endpoint)?, r.id.as_deref()?))
+            Some((r.resource_type()?, r.id.as_deref()?))
         })
         .collect();
     let Some(since) = deleted.iter().map(|&i| rows[i].record.time).min() else {
@@ -1649,6 +1685,70 @@ fn recent_requests(state: &AppState, snap: &crate::store::Snapshot) -> Vec<pages
         rows[i].resource = Some(pages::ResourceNow::Gone { was });
     }
     rows
+}
+
+/// Direct reports shown on a user's page; the rest are counted.
+const REPORTS_SHOWN: usize = 100;
+
+/// A user's direct reports from the manager → reports index (`Snapshot::reports_page`):
+/// the first `REPORTS_SHOWN` by id with their names, and the count.
+fn direct_reports(
+    snap: &crate::store::Snapshot,
+    id: &str,
+) -> Result<pages::ReportsView, StoreError> {
+    let (ids, total) = snap.reports_page(id, REPORTS_SHOWN)?;
+    let mut shown = Vec::with_capacity(ids.len());
+    for report in ids {
+        let names = snap.get_text(ResourceType::User, &report, |t| {
+            let v = t.values_of(&["userName", "displayName"])?;
+            let text = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
+            Ok((text("userName"), text("displayName")))
+        })?;
+        if let Some((user_name, display)) = names {
+            shown.push((report.clone(), user_name.unwrap_or(report), display));
+        }
+    }
+    Ok(pages::ReportsView { shown, total })
+}
+
+/// The page of a user or group that is not in the directory: when and by whom it
+/// was deleted and its audit entries (410 Gone), or, when the audit has no delete of
+/// it, what the audit has (404). The audit is read off the async workers, as an
+/// Activity search.
+async fn gone(
+    state: &Arc<AppState>,
+    rt: ResourceType,
+    id: String,
+    chrome: Chrome<'_>,
+) -> Response<Body> {
+    let app = state.app.clone();
+    let wanted = id.clone();
+    let history = tokio::task::spawn_blocking(move || app.resource_history(rt, &wanted)).await;
+    let history = match history {
+        Ok(Ok(h)) => h,
+        Ok(Err(e)) => return unavailable(e),
+        Err(_) => return unavailable(StoreError::Closed),
+    };
+    let v = pages::GoneView {
+        rt,
+        id: &id,
+        history: &history,
+    };
+    let title = pages::gone_title(&v);
+    let status = match history.deleted {
+        Some(_) => StatusCode::GONE,
+        None => StatusCode::NOT_FOUND,
+    };
+    html(
+        status,
+        pages::gone(
+            &Chrome {
+                title: &title,
+                ..chrome
+            },
+            &v,
+        ),
+    )
 }
 
 /// The query string of a user's or group's page: which page of members to show.
@@ -1679,8 +1779,8 @@ fn detail_refs(
     }
 }
 
-fn detail(
-    state: &AppState,
+async fn detail(
+    state: &Arc<AppState>,
     rt: ResourceType,
     id: &str,
     q: DetailQuery,
@@ -1696,13 +1796,7 @@ fn detail(
     let page = q.page.unwrap_or(1).max(1);
     let (mut r, (refs, refs_total)) = match (snap.get(rt, &id), detail_refs(&snap, rt, &id, page)) {
         (Ok(Some(r)), Ok(refs)) => (r, refs),
-        (Ok(None), _) => {
-            return refuse(
-                StatusCode::NOT_FOUND,
-                "Not found",
-                &format!("There is no {} with the id {id}.", rt.name()),
-            )
-        }
+        (Ok(None), _) => return gone(state, rt, id, chrome).await,
         (Err(e), _) | (_, Err(e)) => return unavailable(e),
     };
     if let Err(e) = snap.derive_meta(rt, &mut r) {
@@ -1782,6 +1876,27 @@ fn detail(
     }
     .filter(|n| !n.is_empty())
     .unwrap_or_else(|| r.id.clone());
+    // A group's members by userName: one read by id per member shown (a page is at
+    // most MEMBERS_PAGE_SIZE).
+    let mut user_names = std::collections::HashMap::new();
+    if rt == ResourceType::Group {
+        for m in refs.iter().filter(|m| m.rt == ResourceType::User) {
+            match snap.name_of(ResourceType::User, &m.id) {
+                Ok(Some(n)) => {
+                    user_names.insert(m.id.clone(), n);
+                }
+                Ok(None) => {}
+                Err(e) => return unavailable(e),
+            }
+        }
+    }
+    let reports = match rt {
+        ResourceType::User => match direct_reports(&snap, &r.id) {
+            Ok(v) => Some(v),
+            Err(e) => return unavailable(e),
+        },
+        ResourceType::Group => None,
+    };
     let v = pages::DetailView {
         rt,
         id: r.id.clone(),
@@ -1791,6 +1906,8 @@ fn detail(
         facts,
         extensions,
         refs,
+        user_names,
+        reports,
         json: serde_json::to_string_pretty(&Value::Object(rendered)).unwrap_or_default(),
     };
     html(
@@ -1824,10 +1941,15 @@ async fn activity_page(
         Ok(Err(e)) => return unavailable(e),
         Err(_) => return unavailable(crate::store::StoreError::Closed),
     };
+    let gone = match state.app.store.snapshot() {
+        Ok(snap) => gone_in(&snap, &found.records),
+        Err(e) => return unavailable(e),
+    };
     let v = pages::ActivityView {
         query: q,
         page: found,
         page_size: ACTIVITY_PAGE_SIZE,
+        gone,
     };
     html(StatusCode::OK, pages::activity(&chrome, &v))
 }
@@ -1912,7 +2034,7 @@ async fn migration_action(
     who: &Caller,
     action: &str,
     body: &[u8],
-) -> Result<String, Refused> {
+) -> Result<Flash, Refused> {
     // (message for the page, the audit entry's refusal reason if it was refused)
     let (msg, refused): (String, Option<String>) = match action {
         "check" => match state.app.migration.check().await {
@@ -2006,10 +2128,14 @@ async fn migration_action(
                 (format!("Not aborted: {why}"), Some(why))
             }
         },
-        _ => return Ok("There is no such migration action.".into()),
+        _ => return Ok(Flash::Refusal("There is no such migration action.".into())),
     };
     // A started job is audited by `start_job` (when it starts and when it ends).
     let started = matches!(action, "push" | "verify" | "cutover") && refused.is_none();
+    let flash = match refused {
+        Some(_) => Flash::Refusal(msg),
+        None => Flash::Notice(msg),
+    };
     if !started {
         let mut entry = Entry::new(&format!("migration.{action}"));
         if let Some(why) = refused {
@@ -2017,7 +2143,7 @@ async fn migration_action(
         }
         state.app.audit(who, entry).await;
     }
-    Ok(msg)
+    Ok(flash)
 }
 
 /// Saves or resets the migration policy from the page: the audit entry (named as the
@@ -2027,24 +2153,28 @@ async fn policy_action(
     state: &AppState,
     action: &str,
     body: &[u8],
-) -> Result<(Option<Entry>, String), Refused> {
+) -> Result<(Option<Entry>, Flash), Refused> {
     let m = &state.app.migration;
     let (entry, result) = if action == "policy" {
         let form: PolicyForm = parse_form(body)?;
         let now = match m.policy_view() {
             Ok(v) => v,
-            Err(e) => return Ok((None, format!("Not saved: {}", e.page_message()))),
+            Err(e) => {
+                let why = format!("Not saved: {}", e.page_message());
+                return Ok((None, Flash::Refusal(why)));
+            }
         };
         // Normalised first, so that the audit names the values as stored.
         let change = match form.change().normalised() {
             Ok(c) => only_changed(c, &now),
             Err(why) => {
                 let entry = Entry::new("migration.policy_set").refused(why.clone());
-                return Ok((Some(entry), format!("Not saved: {why}")));
+                return Ok((Some(entry), Flash::Refusal(format!("Not saved: {why}"))));
             }
         };
         if change == PolicyChange::default() {
-            return Ok((None, "The policy is unchanged: nothing was saved.".into()));
+            let msg = "The policy is unchanged: nothing was saved.";
+            return Ok((None, Flash::Notice(msg.into())));
         }
         let what = [
             ("allowed_domains", &change.allowed_domains),
@@ -2089,12 +2219,12 @@ async fn policy_action(
         (entry, result)
     };
     Ok(match result {
-        Ok(msg) => (Some(entry), msg),
+        Ok(msg) => (Some(entry), Flash::Notice(msg)),
         Err(e) => {
             let why = e.page_message();
             (
                 Some(entry.refused(why.clone())),
-                format!("Not saved: {why}"),
+                Flash::Refusal(format!("Not saved: {why}")),
             )
         }
     })

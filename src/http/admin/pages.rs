@@ -16,7 +16,8 @@ use super::activity::ScimRequestRecord;
 use super::fragments::csrf_field;
 pub(crate) use super::fragments::when;
 use super::liveness;
-use crate::app::audit::{AuditFilter, AuditPage, AuditSort};
+use super::session::Flash;
+use crate::app::audit::{AuditFilter, AuditPage, AuditSort, ResourceHistory};
 use crate::app::tokens::{scope_holder, scope_use, TokenInfo};
 use crate::migrate::policy::{
     list as policy_list, PolicyField, PolicyView, Source as PolicySource,
@@ -74,7 +75,8 @@ pub(crate) struct Chrome<'a> {
     /// The nav entry to highlight ("dashboard", "tokens", …).
     pub active: &'a str,
     pub csrf: &'a str,
-    pub flash: Option<&'a str>,
+    /// The message a form left for this page: a notice, or a refusal shown as an alert.
+    pub flash: Option<&'a Flash>,
 }
 
 const NAV: [(&str, &str, &str); 6] = [
@@ -124,8 +126,10 @@ pub(crate) fn layout(c: &Chrome, content: Markup) -> String {
                     }
                 }
                 main {
-                    @if let Some(f) = c.flash {
-                        p.flash role="status" { (f) }
+                    @match c.flash {
+                        Some(Flash::Notice(f)) => p.flash role="status" { (f) },
+                        Some(Flash::Refusal(f)) => p.error role="alert" { (f) },
+                        None => {},
                     }
                     h1 { (c.title) }
                     (content)
@@ -318,6 +322,8 @@ pub(crate) struct Dashboard {
     pub requests: Vec<RequestRow>,
     /// The newest audit entries that took effect, newest first.
     pub changes: Vec<AuditRecord>,
+    /// The users and groups those entries name that are no longer in the directory.
+    pub gone: Gone,
     pub version: &'static str,
     pub uptime: Duration,
     pub db_bytes: u64,
@@ -453,6 +459,19 @@ fn outcome(status: u16) -> Markup {
     }
 }
 
+/// How an audit entry ended: its status as a pill (`outcome`), else its outcome.
+fn audit_outcome(r: &AuditRecord) -> Markup {
+    html! {
+        @match (r.outcome, r.status) {
+            (_, Some(status)) => (outcome(status)),
+            (AuditOutcome::Done, None) => span.pill.ok { "done" },
+            (AuditOutcome::Refused, None) => span.pill.bad { "refused" },
+            (AuditOutcome::Denied, None) => span.pill.bad { "denied" },
+            (AuditOutcome::Failed, None) => span.pill.bad { "failed" },
+        }
+    }
+}
+
 /// Who did it, the same way on the dashboard and the Activity page: the name, then
 /// what kind of actor in parentheses — "CLI (unix user root)" is never mistaken
 /// for an admin account named root (`audit::actor_words`).
@@ -461,21 +480,41 @@ fn actor_cell(r: &AuditRecord) -> Markup {
     html! { span.actor data-kind=(r.actor_kind.as_str()) { (name) " " small { "(" (kind) ")" } } }
 }
 
-/// The resource of an audit entry: its type, then its name as it was linked to its
-/// page, with the id as secondary text (the name alone when there is no id).
-fn audit_resource(r: &AuditRecord) -> Markup {
+/// The users and groups named by a page's audit entries that the directory no
+/// longer has, as (resource type name, id): shown "NAME (deleted)".
+pub(crate) type Gone = std::collections::BTreeSet<(String, String)>;
+
+/// A user or group of an audit entry: its type and id.
+pub(crate) fn audit_subject(r: &AuditRecord) -> Option<(ResourceType, &str)> {
     let rt = match r.resource_type.as_deref() {
-        Some("User") => Some(ResourceType::User),
-        Some("Group") => Some(ResourceType::Group),
-        _ => None,
+        Some("User") => ResourceType::User,
+        Some("Group") => ResourceType::Group,
+        _ => return None,
     };
+    Some((rt, r.resource_id.as_deref()?))
+}
+
+/// The resource of an audit entry: its type, then its name as it was linked to its
+/// page, with the id as secondary text (the name alone when there is no id). A user
+/// or group in `gone` reads "NAME (deleted)"; its link leads to the page that says
+/// when and by whom it was deleted, with its audit entries.
+fn audit_resource(r: &AuditRecord, gone: &Gone) -> Markup {
+    let subject = audit_subject(r);
+    let deleted =
+        subject.is_some_and(|(rt, id)| gone.contains(&(rt.name().to_owned(), id.to_owned())));
+    let label = r.resource_name.as_deref().or(r.resource_id.as_deref());
     html! {
         @if let Some(t) = &r.resource_type { (t) " " }
-        @match (rt, r.resource_id.as_deref(), r.resource_name.as_deref()) {
-            (Some(rt), Some(id), Some(name)) => { a href=(resource_href(rt, id)) { (name) } " " small.note.id { (id) } },
-            (Some(rt), Some(id), None) => a href=(resource_href(rt, id)) { (id) },
-            (_, _, Some(name)) => (name),
-            (_, Some(id), None) => (id),
+        @match (subject, label) {
+            (Some((rt, id)), Some(label)) => {
+                @if deleted {
+                    a.gone href=(resource_href(rt, id)) { (label) " (deleted)" }
+                } @else {
+                    a href=(resource_href(rt, id)) { (label) }
+                }
+                @if r.resource_name.is_some() { " " small.note.id { (id) } }
+            },
+            (_, Some(label)) => (label),
             _ => "",
         }
     }
@@ -518,7 +557,10 @@ fn request_resource(r: &ScimRequestRecord, now: Option<&ResourceNow>) -> Markup 
         },
         Some(ResourceNow::Gone { was }) => match (r.found_its_resource(), was) {
             (true, Some(name)) => html! {
-                span.gone title={ "id " (id) } data-id=(id) { (name) " (deleted)" }
+                @match r.resource_type() {
+                    Some(rt) => a.gone href=(resource_href(rt, id)) title={ "id " (id) } data-id=(id) { (name) " (deleted)" },
+                    None => span.gone title={ "id " (id) } data-id=(id) { (name) " (deleted)" },
+                }
                 " " small.note.id { (id) }
             },
             (true, None) => html! {
@@ -622,7 +664,7 @@ pub(crate) fn dashboard(c: &Chrome, d: &Dashboard) -> String {
                             td { (when(r.time)) }
                             td { (actor_cell(r)) }
                             td { code { (r.action) } }
-                            td { (audit_resource(r)) }
+                            td { (audit_resource(r, &d.gone)) }
                         }
                     } }
                 } }
@@ -901,12 +943,41 @@ pub(crate) enum SortOrder {
 pub(crate) struct ListQuery {
     #[serde(skip_serializing_if = "String::is_empty")]
     pub q: String,
+    /// Users: only active or only inactive ones.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "empty_is_none"
+    )]
+    pub active: Option<ActiveFilter>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sort: Option<SortColumn>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub order: Option<SortOrder>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub page: Option<u64>,
+}
+
+/// The Users list's state filter (`active=active|inactive`; empty: all).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum ActiveFilter {
+    /// `active` is true or absent.
+    Active,
+    /// `active` is false.
+    Inactive,
+}
+
+/// An empty form value (the "all" option of a select) as `None`.
+fn empty_is_none<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    let text = <String as serde::Deserialize>::deserialize(d)?;
+    if text.is_empty() {
+        return Ok(None);
+    }
+    T::deserialize(serde::de::value::StrDeserializer::<D::Error>::new(&text)).map(Some)
 }
 
 impl ListQuery {
@@ -944,6 +1015,7 @@ impl ListQuery {
         };
         ListQuery {
             q: self.q.clone(),
+            active: self.active,
             sort: (column != SortColumn::Name).then_some(column),
             order,
             page: None,
@@ -990,13 +1062,19 @@ pub(crate) fn list(c: &Chrome, v: &ListView) -> String {
     let users = v.rt == ResourceType::User;
     let (placeholder, name_col, detail_col, one, many) = match v.rt {
         ResourceType::User => (
-            "userName, displayName or email",
+            "name, email, externalId or id",
             "userName",
             "Name",
             "user",
             "users",
         ),
-        ResourceType::Group => ("displayName", "displayName", "Members", "group", "groups"),
+        ResourceType::Group => (
+            "displayName, externalId or id",
+            "displayName",
+            "Members",
+            "group",
+            "groups",
+        ),
     };
     let q = &v.query;
     let page = q.page();
@@ -1004,13 +1082,27 @@ pub(crate) fn list(c: &Chrome, v: &ListView) -> String {
     let last_page = v.matched.div_ceil(v.page_size).max(1);
     let content = html! {
         form.search method="get" action={ "/admin/" (sec) } role="search" {
-            input name="q" type="search" value=(q.q) placeholder=(placeholder) aria-label="Search";
+            input name="q" type="search" value=(q.q) placeholder=(placeholder) aria-label="Search"
+                title={ "Case and accents are ignored (Jose finds José); a pasted id finds its " (one) "." };
+            @if users {
+                label for="active" { "Showing" }
+                select #active name="active" {
+                    option value="" selected[q.active.is_none()] { "all users" }
+                    option value="active" selected[q.active == Some(ActiveFilter::Active)] { "active users" }
+                    option value="inactive" selected[q.active == Some(ActiveFilter::Inactive)] { "inactive users" }
+                }
+            }
             @if let Some(s) = q.sort { input type="hidden" name="sort" value=(s.as_str()); }
             @if q.order == Some(SortOrder::Desc) { input type="hidden" name="order" value="desc"; }
             button type="submit" { "Search" }
         }
         p.note #range {
             (range_text(offset, v.rows.len(), v.matched, one, many))
+            @match q.active {
+                Some(ActiveFilter::Active) => " (active only)",
+                Some(ActiveFilter::Inactive) => " (inactive only)",
+                None => "",
+            }
             @if !q.q.trim().is_empty() { " matching " q { (q.q.trim()) } }
             ". Read-only: your identity provider is the source of truth."
         }
@@ -1101,7 +1193,20 @@ pub(crate) struct DetailView {
     /// Attributes of schema extensions (enterprise and declared ones): (schema URN,
     /// attribute name, value as text).
     pub extensions: Vec<(String, String, String)>,
+    /// The `userName` of each user among `refs` (a group's members) by id: members
+    /// are listed by it, their display name beside it.
+    pub user_names: std::collections::HashMap<String, String>,
+    /// A user's direct reports; `None` for a group.
+    pub reports: Option<ReportsView>,
     pub json: String,
+}
+
+/// A user's direct reports: the users whose enterprise `manager` is this user.
+pub(crate) struct ReportsView {
+    /// The first ones in id order: (id, userName, displayName).
+    pub shown: Vec<(String, String, Option<String>)>,
+    /// How many there are.
+    pub total: u64,
 }
 
 pub(crate) fn detail(c: &Chrome, v: &DetailView) -> String {
@@ -1124,6 +1229,22 @@ pub(crate) fn detail(c: &Chrome, v: &DetailView) -> String {
                 }
             } }
         }
+        @if let Some(reports) = &v.reports {
+            h2 { "Direct reports (" (reports.total) ")" }
+            @if reports.shown.is_empty() {
+                p.note { "None: no user names this one as their manager." }
+            } @else {
+                ul.refs #reports { @for (id, user_name, display) in &reports.shown {
+                    li {
+                        a href=(resource_href(ResourceType::User, id)) { (user_name) }
+                        @if let Some(d) = display.as_deref().filter(|d| *d != user_name) { " " small.display { (d) } }
+                    }
+                } }
+                @if reports.total > reports.shown.len() as u64 {
+                    p.note { "The first " (reports.shown.len()) " of " (reports.total) ", in id order." }
+                }
+            }
+        }
         h2 { (heading) " (" (v.refs_total) ")" }
         @if v.refs.is_empty() {
             p.note { "None." }
@@ -1133,8 +1254,11 @@ pub(crate) fn detail(c: &Chrome, v: &DetailView) -> String {
                 p.note #members-range { (range_text(offset, v.refs.len(), v.refs_total, "member", "members")) ", in id order." }
             }
             ul.refs { @for r in &v.refs {
+                @let user_name = v.user_names.get(&r.id);
+                @let label = user_name.or(r.display.as_ref()).unwrap_or(&r.id);
                 li {
-                    a href=(resource_href(r.rt, &r.id)) { (r.display.as_deref().unwrap_or(&r.id)) }
+                    a href=(resource_href(r.rt, &r.id)) { (label) }
+                    @if let Some(d) = r.display.as_ref().filter(|d| *d != label) { " " small.display { (d) } }
                     " "
                     small { @if r.indirect { "Group (indirect)" } @else { (r.rt.name()) } }
                 }
@@ -1148,6 +1272,79 @@ pub(crate) fn detail(c: &Chrome, v: &DetailView) -> String {
         @if v.rt == ResourceType::Group { p.note { "Without " code { "members" } " (listed above, page by page)." } }
         pre.json { (v.json) }
         p.note { "Read-only: change this in your identity provider." }
+        p { a href={ "/admin/" (section(v.rt)) } { "Back to the list" } }
+    };
+    layout(c, content)
+}
+
+/// The page of a user or group the directory does not have: what the audit knows
+/// of it (`app::audit::ResourceHistory`), so a link from Activity or the dashboard
+/// to a deleted resource says when and by whom it was deleted instead of "not found".
+pub(crate) struct GoneView<'a> {
+    pub rt: ResourceType,
+    pub id: &'a str,
+    pub history: &'a ResourceHistory,
+}
+
+/// The title of `GoneView`'s page: "NAME (deleted)", or what is known.
+pub(crate) fn gone_title(v: &GoneView) -> String {
+    match (v.history.last_name(), &v.history.deleted) {
+        (Some(name), Some(_)) => format!("{name} (deleted)"),
+        (None, Some(_)) => format!("{} {} (deleted)", v.rt.name(), v.id),
+        (Some(name), None) => format!("{name} (not in the directory)"),
+        (None, None) => "Not found".to_owned(),
+    }
+}
+
+pub(crate) fn gone(c: &Chrome, v: &GoneView) -> String {
+    let kind = match v.rt {
+        ResourceType::User => "user",
+        ResourceType::Group => "group",
+    };
+    let h = v.history;
+    let search = ActivityQuery {
+        q: v.id.to_owned(),
+        ..ActivityQuery::default()
+    }
+    .href("/admin/activity");
+    let content = html! {
+        @match &h.deleted {
+            Some(d) => p #deleted {
+                "This " (kind) " was deleted " (when(d.time)) " by " (actor_cell(d))
+                @if let Some(client) = d.client { " from " (client) }
+                ". Its id was " code { (v.id) } "."
+            },
+            None if !h.entries.is_empty() => p #deleted {
+                "There is no " (kind) " with the id " code { (v.id) } " in the directory now, and the \
+                 audit has no delete that took effect naming it: it was never created here, or a \
+                 Bulk request deleted it (a Bulk request is audited as one entry, without the \
+                 resources it changed)."
+            },
+            None => p #deleted {
+                "There is no " (kind) " with the id " code { (v.id) } ", and the audit has no entry naming it."
+            },
+        }
+        @if !h.entries.is_empty() {
+            h2 { "Its audit entries" }
+            p.note {
+                (count(h.entries.len() as u64, "entry", "entries")) ", newest first"
+                @if h.more { "; older ones are on the " a href=(search) { "Activity page" } } "."
+            }
+            div.scroll { table #history {
+                thead { tr { th { "Time" } th { "Actor" } th { "Client" } th { "Action" } th { "Name" } th { "Outcome" } th { "Reason" } } }
+                tbody { @for r in &h.entries {
+                    tr {
+                        td { (when(r.time)) }
+                        td { (actor_cell(r)) }
+                        td { (r.client.map(|c| c.to_string()).unwrap_or_default()) }
+                        td { code { (r.action) } }
+                        td { (r.resource_name.as_deref().unwrap_or("")) }
+                        td { (audit_outcome(r)) }
+                        td { (r.reason.as_deref().unwrap_or("")) }
+                    }
+                } }
+            } }
+        }
         p { a href={ "/admin/" (section(v.rt)) } { "Back to the list" } }
     };
     layout(c, content)
@@ -1247,6 +1444,9 @@ pub(crate) struct ActivityView {
     pub query: ActivityQuery,
     pub page: AuditPage,
     pub page_size: usize,
+    /// The users and groups the page's entries name that are no longer in the
+    /// directory.
+    pub gone: Gone,
 }
 
 /// "1–50 of 312 entries" (positions are 1-based; an empty page reads "0 of 0
@@ -1344,16 +1544,8 @@ pub(crate) fn activity(c: &Chrome, v: &ActivityView) -> String {
                         td { (actor_cell(r)) }
                         td { (r.client.map(|c| c.to_string()).unwrap_or_default()) }
                         td { code { (r.action) } }
-                        td { (audit_resource(r)) }
-                        td {
-                            @match (r.outcome, r.status) {
-                                (_, Some(status)) => (outcome(status)),
-                                (AuditOutcome::Done, None) => span.pill.ok { "done" },
-                                (AuditOutcome::Refused, None) => span.pill.bad { "refused" },
-                                (AuditOutcome::Denied, None) => span.pill.bad { "denied" },
-                                (AuditOutcome::Failed, None) => span.pill.bad { "failed" },
-                            }
-                        }
+                        td { (audit_resource(r, &v.gone)) }
+                        td { (audit_outcome(r)) }
                         td { (r.reason.as_deref().unwrap_or("")) }
                     }
                 } }
@@ -2055,12 +2247,38 @@ mod tests {
     }
 
     #[test]
+    fn a_refusal_flash_is_an_alert_and_a_notice_a_status() {
+        let page = |flash: &Flash| {
+            let c = Chrome {
+                title: "Tokens",
+                active: "tokens",
+                csrf: "tok",
+                flash: Some(flash),
+            };
+            layout(&c, html! {})
+        };
+        let refused = page(&Flash::Refusal("Not changed: <too short>".into()));
+        assert!(
+            refused
+                .contains("<p class=\"error\" role=\"alert\">Not changed: &lt;too short&gt;</p>"),
+            "{refused}"
+        );
+        assert!(!refused.contains("role=\"status\""), "{refused}");
+        let done = page(&Flash::Notice("Revoked.".into()));
+        assert!(
+            done.contains("<p class=\"flash\" role=\"status\">Revoked.</p>"),
+            "{done}"
+        );
+        assert!(!done.contains("role=\"alert\""), "{done}");
+    }
+
+    #[test]
     fn user_data_is_escaped_in_lists() {
         let c = Chrome {
             title: "Users",
             active: "users",
             csrf: "tok",
-            flash: Some("<b>"),
+            flash: Some(&Flash::Notice("<b>".into())),
         };
         let v = ListView {
             rt: ResourceType::User,
@@ -2157,8 +2375,8 @@ mod tests {
                 .into_string();
         assert_eq!(
             deleted,
-            "<span class=\"gone\" title=\"id u1\" data-id=\"u1\">ada@example.com (deleted)</span> \
-             <small class=\"note id\">u1</small>"
+            "<a class=\"gone\" href=\"/admin/users/u1\" title=\"id u1\" data-id=\"u1\">ada@example.com \
+             (deleted)</a> <small class=\"note id\">u1</small>"
         );
         // Without a name in the audit (a Bulk delete), its id.
         let deleted = request_resource(&record("DELETE", 204), Some(&gone(None))).into_string();

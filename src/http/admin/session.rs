@@ -42,6 +42,19 @@ pub(crate) const FAILURE_DELAY: Duration = Duration::from_millis(500);
 /// Addresses remembered; beyond this, the quiet ones are forgotten first.
 const MAX_ADDRESSES: usize = 10_000;
 
+/// A one-line message left for the next page after a form: what was done, or why
+/// nothing was. The kind decides how the page shows it (`role="status"` in the
+/// notice style, or `role="alert"` in the error style), so a refusal never reads
+/// like a success.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Flash {
+    /// The form did what it asked ("Revoked the token …").
+    Notice(String),
+    /// The form was refused or failed and nothing (or not all) was changed; the text
+    /// says why.
+    Refusal(String),
+}
+
 struct Entry {
     /// The admin account signed in (named in the audit trail) and its password.
     credential: Credential,
@@ -49,7 +62,7 @@ struct Entry {
     created: Instant,
     last_seen: Instant,
     /// A one-line message for the next page (e.g. "token revoked").
-    flash: Option<String>,
+    flash: Option<Flash>,
 }
 
 /// Proof that a request carries a valid session: the guard every signed-in admin
@@ -61,7 +74,7 @@ pub(crate) struct SignedIn {
     id: String,
     credential: Credential,
     csrf: String,
-    flash: Option<String>,
+    flash: Option<Flash>,
 }
 
 impl SignedIn {
@@ -74,8 +87,8 @@ impl SignedIn {
         &self.csrf
     }
     /// The one-line message left for this page, if any.
-    pub(crate) fn flash(&self) -> Option<&str> {
-        self.flash.as_deref()
+    pub(crate) fn flash(&self) -> Option<&Flash> {
+        self.flash.as_ref()
     }
     pub(super) fn id(&self) -> &str {
         &self.id
@@ -171,7 +184,8 @@ impl Sessions {
             .is_some_and(|e| alive(e, now) && secrets_equal(&e.csrf, given))
     }
 
-    pub(crate) fn set_flash(&self, id: &str, message: String) {
+    /// Leaves `message` for the session's next page (replacing an unread one).
+    pub(crate) fn set_flash(&self, id: &str, message: Flash) {
         if let Ok(mut map) = self.map.lock() {
             if let Some(e) = map.get_mut(&hash_secret(id)) {
                 e.flash = Some(message);
@@ -390,8 +404,11 @@ mod tests {
         let s = Sessions::default();
         let t0 = Instant::now();
         let id = s.create(t0, cred("admin", "s1")).unwrap();
-        s.set_flash(&id, "done".into());
-        assert_eq!(s.signed_in(&id, t0, yes).unwrap().flash(), Some("done"));
+        s.set_flash(&id, Flash::Refusal("not done".into()));
+        assert_eq!(
+            s.signed_in(&id, t0, yes).unwrap().flash(),
+            Some(&Flash::Refusal("not done".into()))
+        );
         assert_eq!(s.signed_in(&id, t0, yes).unwrap().flash(), None);
     }
 

@@ -15,7 +15,9 @@
 //! non-ASCII byte or an escape is never rejected (e.g. the Kelvin sign U+212A folds
 //! to `k`, `\u0041` is `A`). dateTime `eq` compares instants (different texts can be
 //! one instant) and booleans compare leniently, so neither yields a needle; nor does
-//! `ne`, an ordering, `pr`, or anything under `not`.
+//! `ne`, an ordering, `pr`, or anything under `not`. The admin page's `search`
+//! compares search forms (case and diacritics folded): for an ASCII record that is
+//! its ASCII lowercase, so the needle is the literal's search form.
 
 use serde_json::Value;
 
@@ -88,11 +90,23 @@ fn need(filter: &Filter, scope: Scope) -> Need {
             _ => Need::Nothing,
         },
         Filter::Compare { path, op, value } => {
-            let (CompareOp::Eq | CompareOp::Co | CompareOp::Sw | CompareOp::Ew) = op else {
+            let (CompareOp::Eq | CompareOp::Co | CompareOp::Sw | CompareOp::Ew | CompareOp::Search) =
+                op
+            else {
                 return Need::Nothing;
             };
             let Value::String(text) = value else {
                 return Need::Nothing;
+            };
+            // A search compares search forms: for an ASCII record (the only kind
+            // ever rejected) that is its lowercase, so it must contain the literal's
+            // search form.
+            let searched;
+            let text = if *op == CompareOp::Search {
+                searched = crate::scim::text::search_form(text).into_owned();
+                &searched
+            } else {
+                text
             };
             let usable = !text.is_empty()
                 && text
@@ -209,16 +223,32 @@ mod tests {
     }
 
     fn op() -> impl Strategy<Value = &'static str> {
-        prop::sample::select(vec!["eq", "co", "co", "sw", "ew", "ne", "gt"])
+        prop::sample::select(vec!["eq", "co", "co", "sw", "ew", "ne", "gt", "search"])
+    }
+
+    /// `attr op value`; `search` (the admin page's, which has no filter text) is
+    /// parsed as `co` and turned into `CompareOp::Search`.
+    fn compare(p: &str, o: &str, v: &Value) -> Filter {
+        let written = if o == "search" { "co" } else { o };
+        let mut f = parse(&format!("{p} {written} {v}")).unwrap();
+        if let (Filter::Compare { op, .. }, "search") = (&mut f, o) {
+            *op = CompareOp::Search;
+        }
+        f
     }
 
     fn leaf() -> impl Strategy<Value = Filter> {
-        (path(), op(), literal()).prop_map(|(p, o, v)| parse(&format!("{p} {o} {v}")).unwrap())
+        (path(), op(), literal()).prop_map(|(p, o, v)| compare(p, o, &v))
     }
 
     fn filter() -> impl Strategy<Value = Filter> {
-        let element = (prop::sample::select(vec!["value", "type"]), op(), literal())
-            .prop_map(|(p, o, v)| parse(&format!("emails[{p} {o} {v}]")).unwrap());
+        let element =
+            (prop::sample::select(vec!["value", "type"]), op(), literal()).prop_map(|(p, o, v)| {
+                Filter::ValuePath {
+                    path: crate::scim::path::AttrPath::parse("emails").unwrap(),
+                    filter: Box::new(compare(p, o, &v)),
+                }
+            });
         prop_oneof![leaf(), element].prop_recursive(3, 12, 2, |inner| {
             prop_oneof![
                 (inner.clone(), inner.clone())
