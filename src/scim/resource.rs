@@ -933,7 +933,11 @@ fn write_json_str(out: &mut Vec<u8>, s: &str) {
 /// the control characters below U+0020, nothing else. Most texts (ids, URLs, names)
 /// need none and are copied as they are.
 fn write_json_str_contents(out: &mut Vec<u8>, s: &str) {
-    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+    // Without an early exit the compiler checks many bytes at a time.
+    let plain = !s.bytes().fold(false, |escape, b| {
+        escape | (b < 0x20) | (b == b'"') | (b == b'\\')
+    });
+    if plain {
         out.extend_from_slice(s.as_bytes());
         return;
     }
