@@ -764,17 +764,6 @@ pub fn render_text(
     let text = |out: &mut Vec<u8>, s: &str| {
         let _ = serde_json::to_writer(&mut *out, s);
     };
-    // `{base}{endpoint}/{id}`, as `render` formats it, without the formatting
-    // machinery (a read writes one per reference).
-    let url = |out: &mut Vec<u8>, rt: ResourceType, id: &str| {
-        let endpoint = rt.endpoint();
-        let mut s = String::with_capacity(base.len() + endpoint.len() + 1 + id.len());
-        s.push_str(base);
-        s.push_str(endpoint);
-        s.push('/');
-        s.push_str(id);
-        text(out, &s);
-    };
     out.extend_from_slice(b"{\"schemas\":[");
     text(&mut out, rt.schema().id);
     for ext in rt.extensions() {
@@ -805,24 +794,7 @@ pub fn render_text(
             if i > 0 {
                 out.push(b',');
             }
-            out.extend_from_slice(b"{\"value\":");
-            text(&mut out, &r.id);
-            out.extend_from_slice(b",\"$ref\":");
-            url(&mut out, r.rt, &r.id);
-            if let Some(d) = &r.display {
-                out.extend_from_slice(b",\"display\":");
-                text(&mut out, d);
-            }
-            out.extend_from_slice(b",\"type\":");
-            text(
-                &mut out,
-                match rt {
-                    ResourceType::Group => r.rt.name(),
-                    ResourceType::User if r.indirect => "indirect",
-                    ResourceType::User => "direct",
-                },
-            );
-            out.push(b'}');
+            write_reference(&mut out, rt, ReferenceFields::ALL, &r.as_text(), base);
         }
         out.push(b']');
     }
@@ -833,11 +805,146 @@ pub fn render_text(
     out.extend_from_slice(b",\"lastModified\":");
     text(&mut out, &meta.last_modified);
     out.extend_from_slice(b",\"location\":");
-    url(&mut out, rt, id);
+    write_url(&mut out, base, rt, id);
     out.extend_from_slice(b",\"version\":");
     text(&mut out, &meta.etag());
     out.extend_from_slice(b"}}");
     Some(out)
+}
+
+/// A [`Reference`] borrowed for writing: lets a reader write references straight
+/// from stored rows, without an owned `Reference` per row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReferenceText<'a> {
+    /// As [`Reference::id`].
+    pub id: &'a str,
+    /// As [`Reference::rt`].
+    pub rt: ResourceType,
+    /// As [`Reference::display`].
+    pub display: Option<&'a str>,
+    /// As [`Reference::indirect`].
+    pub indirect: bool,
+}
+
+impl Reference {
+    /// The reference borrowed, for [`write_reference`].
+    pub fn as_text(&self) -> ReferenceText<'_> {
+        ReferenceText {
+            id: &self.id,
+            rt: self.rt,
+            display: self.display.as_deref(),
+            indirect: self.indirect,
+        }
+    }
+}
+
+/// Which sub-attributes of a reference (`value`, `$ref`, `display`, `type`: the
+/// sub-attributes `references_value` gives, in that order) a response keeps; see
+/// [`Projection::reference_fields`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReferenceFields {
+    /// `value`: the id referred to.
+    pub value: bool,
+    /// `$ref`: the URL of the resource referred to.
+    pub uri: bool,
+    /// `display`, written when the reference has one.
+    pub display: bool,
+    /// `type`: `User`/`Group` for a member, `direct`/`indirect` for a user's group.
+    pub kind: bool,
+}
+
+impl ReferenceFields {
+    /// Every sub-attribute: what a response without `attributes` or
+    /// `excludedAttributes` shows.
+    pub const ALL: ReferenceFields = ReferenceFields {
+        value: true,
+        uri: true,
+        display: true,
+        kind: true,
+    };
+}
+
+/// Appends one reference of a resource of type `holder` (a group's member, a user's
+/// group) to `out` as a JSON object with the sub-attributes `fields` keeps: the
+/// bytes `serde_json` writes for the element `references_value` builds and
+/// `Projection::apply` leaves (issue 10: a full read of a 100,000-member group built
+/// and dropped a `Value` object per member).
+pub fn write_reference(
+    out: &mut Vec<u8>,
+    holder: ResourceType,
+    fields: ReferenceFields,
+    r: &ReferenceText<'_>,
+    base: &str,
+) {
+    let mut first = true;
+    let mut key = |out: &mut Vec<u8>, name: &[u8]| {
+        out.push(if first { b'{' } else { b',' });
+        first = false;
+        out.extend_from_slice(name);
+    };
+    if fields.value {
+        key(out, b"\"value\":");
+        write_json_str(out, r.id);
+    }
+    if fields.uri {
+        key(out, b"\"$ref\":");
+        write_url(out, base, r.rt, r.id);
+    }
+    if let (true, Some(d)) = (fields.display, r.display) {
+        key(out, b"\"display\":");
+        write_json_str(out, d);
+    }
+    if fields.kind {
+        key(out, b"\"type\":");
+        write_json_str(
+            out,
+            match holder {
+                ResourceType::Group => r.rt.name(),
+                ResourceType::User if r.indirect => "indirect",
+                ResourceType::User => "direct",
+            },
+        );
+    }
+    if first {
+        out.push(b'{');
+    }
+    out.push(b'}');
+}
+
+/// `{base}{endpoint}/{id}` as one JSON string, as `render` formats the URL: JSON
+/// escapes each character alone, so the parts are escaped one after the other.
+fn write_url(out: &mut Vec<u8>, base: &str, rt: ResourceType, id: &str) {
+    out.push(b'"');
+    write_json_str_contents(out, base);
+    write_json_str_contents(out, rt.endpoint());
+    out.push(b'/');
+    write_json_str_contents(out, id);
+    out.push(b'"');
+}
+
+/// `s` as a JSON string, the bytes `serde_json::to_writer` writes.
+fn write_json_str(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    write_json_str_contents(out, s);
+    out.push(b'"');
+}
+
+/// `s` escaped as inside a JSON string, as `serde_json` escapes it: `"`, `\\` and
+/// the control characters below U+0020, nothing else. Most texts (ids, URLs, names)
+/// need none and are copied as they are.
+fn write_json_str_contents(out: &mut Vec<u8>, s: &str) {
+    // Without an early exit the compiler checks many bytes at a time.
+    let plain = !s.bytes().fold(false, |escape, b| {
+        escape | (b < 0x20) | (b == b'"') | (b == b'\\')
+    });
+    if plain {
+        out.extend_from_slice(s.as_bytes());
+        return;
+    }
+    let mut quoted = Vec::with_capacity(s.len() + 8);
+    // Writing JSON into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut quoted, s);
+    out.extend_from_slice(&quoted[1..quoted.len() - 1]);
 }
 
 /// The `members` of a group or the `groups` of a user as (attribute name, value);
@@ -1008,6 +1115,34 @@ impl Projection {
             }
             _ => {}
         }
+    }
+
+    /// What `apply` keeps of each reference of a resource of type `rt` (a group's
+    /// `members`, a user's `groups`): `None` when it drops the attribute, else the
+    /// sub-attributes it keeps. Projection goes by attribute names only, so one
+    /// reference with every sub-attribute, projected, tells it for all (lets a
+    /// reader write references as text, `write_reference`, and keep `apply`'s answer).
+    pub fn reference_fields(&self, rt: ResourceType) -> Option<ReferenceFields> {
+        if self.returns_default() {
+            return Some(ReferenceFields::ALL);
+        }
+        let probe = Reference {
+            id: String::new(),
+            rt,
+            display: Some(String::new()),
+            indirect: false,
+        };
+        let (name, list) = references_value(rt, std::slice::from_ref(&probe), "")?;
+        let mut one = Map::new();
+        one.insert(name.into(), list);
+        let kept = self.apply(rt, one);
+        let item = kept.get(name)?.as_array()?.first()?.as_object()?;
+        Some(ReferenceFields {
+            value: item.contains_key("value"),
+            uri: item.contains_key("$ref"),
+            display: item.contains_key("display"),
+            kind: item.contains_key("type"),
+        })
     }
 
     /// Whether the projection returns every attribute returned by default (no
@@ -1539,5 +1674,95 @@ mod tests {
         assert_eq!(out["id"], "id1");
         assert_eq!(out["name"], json!({"givenName": "G"}));
         assert!(out.get("meta").is_some());
+    }
+
+    /// `write_reference` with the fields `reference_fields` gives writes the bytes
+    /// that serializing `references_value`'s elements after `Projection::apply`
+    /// gives (the streamed group read relies on it, issue 10), for every
+    /// projection of the references and texts that need escaping.
+    #[test]
+    fn written_references_are_the_projected_trees_bytes() {
+        let names = [
+            None,
+            Some("Ann"),
+            Some(""),
+            Some("Zoë \"Q\" O'Brien"),
+            Some("back\\slash"),
+            Some("tab\there"),
+            Some("line\nbreak, bell\u{7}, del\u{7f}, nul\u{0}, unit\u{1f}"),
+            Some("日本語 🙂 </script>"),
+        ];
+        let ids = [
+            "0190a1b2-0000-7000-8000-000000000001",
+            "q\"",
+            "b\\",
+            "c\u{1}",
+        ];
+        let mut refs = Vec::new();
+        for (i, display) in names.iter().enumerate() {
+            for id in ids {
+                for rt in [ResourceType::User, ResourceType::Group] {
+                    refs.push(Reference {
+                        id: id.to_owned(),
+                        rt,
+                        display: display.map(str::to_owned),
+                        indirect: i % 2 == 1,
+                    });
+                }
+            }
+        }
+        let projections = [
+            (None, None),
+            (Some("members"), None),
+            (Some("groups"), None),
+            (Some("members.value"), None),
+            (Some("MEMBERS.Value,members.type"), None),
+            (Some("groups.display,groups.$ref"), None),
+            (Some("displayName"), None),
+            (Some("members.display"), Some("members.display")),
+            (None, Some("members.display")),
+            (None, Some("groups.value,groups.type")),
+            (
+                None,
+                Some("members.$ref,members.value,members.display,members.type"),
+            ),
+            (None, Some("members")),
+            (None, Some("displayName")),
+        ];
+        for base in ["https://h:8443/scim/v2", "https://h/\"q", "https://h/\\b"] {
+            for holder in [ResourceType::Group, ResourceType::User] {
+                for (attributes, excluded) in projections {
+                    let p = Projection::parse(attributes, excluded).unwrap();
+                    let (name, list) = references_value(holder, &refs, base).unwrap();
+                    let mut one = Map::new();
+                    one.insert(name.into(), list);
+                    let expected: Option<Vec<Vec<u8>>> =
+                        p.apply(holder, one).remove(name).map(|list| {
+                            let Value::Array(items) = list else {
+                                panic!("{list}")
+                            };
+                            items
+                                .iter()
+                                .map(|i| serde_json::to_vec(i).unwrap())
+                                .collect()
+                        });
+                    let fields = p.reference_fields(holder);
+                    let case = format!("{holder:?} {attributes:?} {excluded:?} {base}");
+                    assert_eq!(fields.is_some(), expected.is_some(), "{case}");
+                    let (Some(fields), Some(expected)) = (fields, expected) else {
+                        continue;
+                    };
+                    for (r, want) in refs.iter().zip(&expected) {
+                        let mut got = Vec::new();
+                        write_reference(&mut got, holder, fields, &r.as_text(), base);
+                        assert_eq!(
+                            String::from_utf8(got).unwrap(),
+                            String::from_utf8(want.clone()).unwrap(),
+                            "{case} {r:?}"
+                        );
+                    }
+                }
+            }
+        }
     }
 }

@@ -54,7 +54,7 @@ use serde_json::Value;
 
 use crate::clock::Timestamp;
 use crate::scim::error::ScimError;
-use crate::scim::resource::{Attributes, Meta, Reference};
+use crate::scim::resource::{Attributes, Meta, Reference, ReferenceText};
 use crate::scim::schema::ResourceType;
 use crate::scim::text::caseless;
 pub(crate) use row::{RawResource, StoredText};
@@ -413,12 +413,6 @@ fn parse_member_value(v: &[u8]) -> (ResourceType, Option<String>) {
     let (rt, own, name) = member_fields(v);
     let given = name.filter(|_| !own);
     (rt, given.map(|n| String::from_utf8_lossy(n).into_owned()))
-}
-
-/// The member's type and the name the group shows for it.
-fn shown_member(v: &[u8]) -> (ResourceType, Option<String>) {
-    let (rt, _, name) = member_fields(v);
-    (rt, name.map(|n| String::from_utf8_lossy(n).into_owned()))
 }
 
 /// What a write does to a group's members.
@@ -2206,6 +2200,25 @@ impl Snapshot {
         group: &str,
         mut f: impl FnMut(Reference) -> bool,
     ) -> StoreResult<()> {
+        self.visit_member_texts(group, |r| {
+            f(Reference {
+                id: r.id.to_owned(),
+                rt: r.rt,
+                display: r.display.map(str::to_owned),
+                indirect: false,
+            })
+        })
+    }
+
+    /// [`Snapshot::visit_members`] with each member borrowed from its row: no
+    /// allocation per member unless its stored name is not UTF-8 (then shown
+    /// lossily, as `visit_members` does). For writing a large group's members as
+    /// text (issue 10).
+    pub(crate) fn visit_member_texts(
+        &self,
+        group: &str,
+        mut f: impl FnMut(&ReferenceText<'_>) -> bool,
+    ) -> StoreResult<()> {
         let t = self.txn.open_table(MEMBERS)?;
         for row in t.range((group, "")..)? {
             let (k, v) = row?;
@@ -2213,14 +2226,15 @@ impl Snapshot {
             if g != group {
                 break;
             }
-            let (rt, display) = shown_member(v.value());
-            let r = Reference {
-                display,
-                id: m.to_owned(),
+            let (rt, _, name) = member_fields(v.value());
+            let display = name.map(String::from_utf8_lossy);
+            let r = ReferenceText {
+                id: m,
                 rt,
+                display: display.as_deref(),
                 indirect: false,
             };
-            if !f(r) {
+            if !f(&r) {
                 break;
             }
         }

@@ -1188,6 +1188,107 @@ fn a_twenty_thousand_member_group_put_fits_the_default_body_limit() {
     );
 }
 
+/// Issue 10: a group with more than 1,000 members is read in pieces of 4,000 written
+/// as text straight from its membership rows. The body of a 9,003-member group (two
+/// pieces and a rest) is exactly the group without its members followed by every
+/// member in id order, `display` escaped as JSON needs (quotes, backslashes, control
+/// characters, non-ASCII) or absent, a client-given `display` kept, nested groups
+/// with type `Group`; and a projection of the members' sub-attributes keeps only those.
+#[test]
+fn a_large_groups_streamed_body_is_the_group_then_every_member_in_order() {
+    const USERS: usize = 9_000;
+    let tricky = [
+        "Zoë \"Q\" O'Brien",
+        "back\\slash",
+        "tab\tand\nline, bell\u{7}, unit\u{1f}",
+        "日本語 🙂 </script>",
+    ];
+    let mut export = export::ExportFile::default();
+    let group = export.group(json!({"displayName": "All staff", "externalId": "all"}));
+    // (id, type, display shown)
+    let mut expected: Vec<(String, &str, Option<String>)> = Vec::new();
+    for i in 0..USERS {
+        let user_name = format!("employee{i:05}@example.com");
+        let display = match i % 7 {
+            0 => None,
+            1 => Some(format!("{} {i}", tricky[(i / 7) % tricky.len()])),
+            _ => Some(format!("Employee {i}")),
+        };
+        let mut attrs = json!({"userName": user_name});
+        if let Some(d) = &display {
+            attrs["displayName"] = json!(d);
+        }
+        let id = export.user(attrs);
+        export.member(&group, &id, "User");
+        expected.push((id, "User", Some(display.unwrap_or(user_name))));
+    }
+    for name in ["Nested \"team\"", "Nested plain"] {
+        let nested = export.group(json!({"displayName": name}));
+        export.member(&group, &nested, "Group");
+        expected.push((nested, "Group", Some(name.to_owned())));
+    }
+    let late = export.user(json!({"userName": "late@example.com"}));
+
+    let s = Server::start();
+    s.import(&export);
+    let c = s.client();
+    // A member added with a `display` of the client's own.
+    let given = "Given \"name\" \\ ünïcode\t";
+    let r = c.patch(
+        &format!("/Groups/{group}"),
+        &json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                "Operations": [{"op": "add", "path": "members",
+                                "value": [{"value": late, "display": given}]}]}),
+    );
+    assert_eq!(r.status, 204, "{}", String::from_utf8_lossy(&r.body));
+    expected.push((late, "User", Some(given.to_owned())));
+    expected.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(expected.len(), USERS + 3);
+
+    let head = c.get(&format!("/Groups/{group}?excludedAttributes=members"));
+    assert_eq!(head.status, 200);
+    let Value::Object(mut whole) = head.json() else {
+        panic!("not an object")
+    };
+    let location = whole["meta"]["location"].as_str().unwrap().to_owned();
+    let base = location
+        .strip_suffix(&format!("/Groups/{group}"))
+        .unwrap()
+        .to_owned();
+    let member = |(id, ty, display): &(String, &str, Option<String>)| {
+        let mut m = json!({"value": id, "$ref": format!("{base}/{ty}s/{id}")});
+        if let Some(d) = display {
+            m["display"] = json!(d);
+        }
+        m["type"] = json!(ty);
+        m
+    };
+    whole.insert("members".into(), expected.iter().map(member).collect());
+
+    let full = c.get(&format!("/Groups/{group}"));
+    assert_eq!(full.status, 200);
+    assert_eq!(full.headers.get("etag"), head.headers.get("etag"));
+    assert_eq!(
+        String::from_utf8(full.body.to_vec()).unwrap(),
+        serde_json::to_string(&whole).unwrap()
+    );
+
+    let projected = c.get(&format!(
+        "/Groups/{group}?attributes=members.value,members.type"
+    ));
+    assert_eq!(projected.status, 200);
+    let only: Vec<Value> = expected
+        .iter()
+        .map(|(id, ty, _)| json!({"value": id, "type": ty}))
+        .collect();
+    let want = json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+                      "id": group, "members": only});
+    assert_eq!(
+        String::from_utf8(projected.body.to_vec()).unwrap(),
+        serde_json::to_string(&want).unwrap()
+    );
+}
+
 /// Trial 7 item 20: `GET /Users/.search` answered 404 "User .search not found". A
 /// search is POSTed (RFC 7644 §3.4.3): 405 with `Allow: POST`, and every 405 names
 /// the methods its path answers (RFC 9110 §15.5.6).
