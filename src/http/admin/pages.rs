@@ -583,8 +583,11 @@ fn decommission(target: Option<&str>) -> Markup {
                 "SCIM writes are refused (410) with an error that names the new service; reads keep working. \
                  Repoint your identity provider at the hosted service now: a change it sent since the \
                  cut-over was refused, and it sends it again once repointed (Entra ID: restart \
-                 provisioning; Okta: retry the failed tasks). Then stop this bridge \
-                 (keep an export first: " code { "scimbridge export --out FILE" } ")."
+                 provisioning; Okta: re-link, then retry the failed tasks). The hosted service gave every \
+                 user and group a new id: " code { "scimbridge migrate id-map > ids.csv" } " lists both. \
+                 Then decommission: keep an export (" code { "scimbridge export --out FILE" } ") and the id \
+                 map, revoke this bridge's tokens, stop it, and delete its data directory and backups \
+                 (they hold token and password hashes)."
             }
             h3 { "Microsoft Entra ID" }
             ol {
@@ -598,7 +601,11 @@ fn decommission(target: Option<&str>) -> Markup {
                 li { "Applications → your app → Provisioning → Integration → Edit." }
                 li { b { "Base URL" } " / " b { "SCIM connector base URL" } ": " code { (t) } }
                 li { b { "API token" } " (HTTP header authentication): the hosted service's API token." }
-                li { "Test Connector Configuration, then Save; retry the failed tasks (Dashboard → Tasks)." }
+                li { "Test Connector Configuration, then Save." }
+                li { "Okta keeps the ids this bridge gave it, and the hosted service has new ones: on the app's "
+                     b { "Import" } " tab run " b { "Import Now" } " (users match by userName), and on "
+                     b { "Push Groups" } " link each pushed group to the hosted service's group of the same name." }
+                li { "Change one test user in Okta and check the change arrives; then retry the failed tasks (Dashboard → Tasks)." }
             }
         }
     }
@@ -1904,7 +1911,8 @@ fn guide(st: &MigrationStatus) -> Markup {
                                         b { "Do this now." }
                                         " This bridge refuses your identity provider's changes (410) until it points \
                                          at the hosted service; it keeps them and sends them again once repointed \
-                                         (Entra ID: restart provisioning; Okta: retry the failed tasks). This bridge \
+                                         (Entra ID: restart provisioning; Okta: re-import users and re-link pushed groups, since \
+                                         the hosted service gave them new ids, then retry the failed tasks). This bridge \
                                          cannot see your identity provider, so this step stays open."
                                     }
                                 }
