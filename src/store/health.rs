@@ -95,8 +95,8 @@ pub(crate) struct DbSlot {
     io_failures: AtomicU64,
     reopens: AtomicU64,
     commits: AtomicU64,
-    /// Bumped after every commit, reopen and file replacement, before any writer is
-    /// answered (`DbSlot::changes`).
+    /// Bumped after every commit that wrote the directory, every rolled-back batch and
+    /// file replacement, before any writer is answered (`DbSlot::changes`).
     changes: AtomicU64,
     committed_writes: AtomicU64,
     commit_buckets: [AtomicU64; COMMIT_BUCKETS.len() + 1],
@@ -210,19 +210,25 @@ impl DbSlot {
         }
     }
 
-    /// How many times the stored data may have changed since the store was opened:
-    /// every commit, rolled-back batch and file replacement counts one, counted after
-    /// the change is visible to new snapshots and before any writer is answered. A
-    /// value read before a snapshot began that still holds later means no write was
-    /// acknowledged since (the rendered-answer cache, `app::answers`, relies on it).
+    /// How many times the directory may have changed since the store was opened:
+    /// every commit that wrote it, rolled-back batch and file replacement counts one,
+    /// counted after the change is visible to new snapshots and before any writer is
+    /// answered. A commit of bookkeeping alone (tokens' last use and traffic counts,
+    /// `Store::write_bookkeeping`) does not count: nothing a SCIM answer is rendered
+    /// from changed. A value read before a snapshot began that still holds later
+    /// means no write of the directory was acknowledged since (the rendered-answer
+    /// cache, `app::answers`, relies on it).
     pub(crate) fn changes(&self) -> u64 {
         self.changes.load(Ordering::SeqCst)
     }
 
-    /// A batch of `writes` jobs committed in `took` (counted for `/metrics`): the
-    /// disk has room again if it was full.
-    pub(crate) fn committed(&self, writes: usize, took: Duration) {
-        self.changes.fetch_add(1, Ordering::SeqCst);
+    /// A batch of `writes` jobs committed in `took` (counted for `/metrics`); it wrote
+    /// the directory unless `directory` is false (bookkeeping alone). The disk has
+    /// room again if it was full.
+    pub(crate) fn committed(&self, writes: usize, took: Duration, directory: bool) {
+        if directory {
+            self.changes.fetch_add(1, Ordering::SeqCst);
+        }
         self.commits.fetch_add(1, Ordering::Relaxed);
         self.committed_writes
             .fetch_add(writes as u64, Ordering::Relaxed);

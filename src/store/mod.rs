@@ -472,6 +472,19 @@ type Work = Box<dyn for<'a, 't> FnOnce(&'a mut WriteTables<'t>) -> AnyResult + S
 struct Job {
     run: Work,
     reply: tokio::sync::oneshot::Sender<AnyResult>,
+    /// What the job writes: a batch of [`Kind::Bookkeeping`] jobs alone does not
+    /// count as a change of the directory (`health::DbSlot::changes`).
+    kind: Kind,
+}
+
+/// What a write job changes, for the store's change count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Anything a SCIM answer may be rendered from (the default).
+    Directory,
+    /// Only the server's own bookkeeping (tokens' last use, traffic counts): no
+    /// resource, membership, index or `meta` (`Store::write_bookkeeping`).
+    Bookkeeping,
 }
 
 /// A change to the copy the database is rewritten into (`Store::rewrite_file`).
@@ -623,12 +636,14 @@ impl Store {
 
     fn submit<T: Send + 'static>(
         &self,
+        kind: Kind,
         f: impl for<'a, 't> FnOnce(&'a mut WriteTables<'t>) -> StoreResult<T> + Send + 'static,
     ) -> StoreResult<tokio::sync::oneshot::Receiver<AnyResult>> {
         let (reply, rx) = tokio::sync::oneshot::channel();
         let job = Job {
             run: Box::new(move |t| f(t).map(|v| Box::new(v) as Box<dyn Any + Send>)),
             reply,
+            kind,
         };
         self.send(Msg::Write(job))?;
         Ok(rx)
@@ -692,7 +707,22 @@ impl Store {
         &self,
         f: impl for<'a, 't> FnOnce(&'a mut WriteTables<'t>) -> StoreResult<T> + Send + 'static,
     ) -> StoreResult<T> {
-        let rx = self.submit(f)?;
+        let rx = self.submit(Kind::Directory, f)?;
+        Self::unpack(rx.await)
+    }
+
+    /// `write` for the server's own bookkeeping: the tokens' last use and the traffic
+    /// counts flushed every 30 s (`App::flush_token_uses`). Committed and durable like
+    /// any write, but a batch holding only such jobs leaves the change count
+    /// ([`Store::changes`]) as it was, so the rendered answers of GETs
+    /// (`app::answers`) stay valid across it. `f` must write nothing a SCIM answer is
+    /// rendered from (resources, memberships, their indexes, `meta`): only the
+    /// TOKENS and traffic tables.
+    pub(crate) async fn write_bookkeeping<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&WriteTransaction) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let rx = self.submit(Kind::Bookkeeping, move |t| f(t.txn()))?;
         Self::unpack(rx.await)
     }
 
@@ -701,12 +731,13 @@ impl Store {
         &self,
         f: impl FnOnce(&WriteTransaction) -> StoreResult<T> + Send + 'static,
     ) -> StoreResult<T> {
-        let rx = self.submit(move |t| f(t.txn()))?;
+        let rx = self.submit(Kind::Directory, move |t| f(t.txn()))?;
         Self::unpack(rx.blocking_recv())
     }
 
     /// The store's change count (`health::DbSlot::changes`): read it before taking a
-    /// snapshot; while it holds the same value, no write was acknowledged since.
+    /// snapshot; while it holds the same value, no write of the directory was
+    /// acknowledged since (bookkeeping, `Store::write_bookkeeping`, does not count).
     pub(crate) fn changes(&self) -> u64 {
         self.inner.slot.changes()
     }
@@ -1217,6 +1248,8 @@ fn commit_batch(slot: &health::DbSlot, db: Arc<Database>, batch: Vec<Job>) {
     };
     let mut done = Vec::with_capacity(batch.len());
     let mut fatal: Option<StoreError> = None;
+    // One directory write in the batch makes the whole commit a change.
+    let changes_directory = batch.iter().any(|job| job.kind == Kind::Directory);
     let mut tables = WriteTables::new(&txn);
     for job in batch {
         if fatal.is_some() {
@@ -1253,7 +1286,7 @@ fn commit_batch(slot: &health::DbSlot, db: Arc<Database>, batch: Vec<Job>) {
     let (writes, started) = (done.len(), std::time::Instant::now());
     match txn.commit() {
         Ok(()) => {
-            slot.committed(writes, started.elapsed());
+            slot.committed(writes, started.elapsed(), changes_directory);
             // The handle is given back before anyone is answered, so that a reopen
             // right after (a reader recovering, a backup) does not find it held.
             drop(db);

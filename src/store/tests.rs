@@ -1298,3 +1298,45 @@ fn a_split_scan_returns_a_halfs_error() {
     let seen = seen.into_inner();
     assert!(seen <= 1000, "the upper half walked {seen} rows");
 }
+
+/// The 30-s flush of tokens' last use and traffic counts is bookkeeping: committed
+/// and durable, but not a change of the directory, so the rendered answers kept
+/// at the change count (`app::answers`) stay valid across it; a write of a
+/// resource after it counts again.
+#[test]
+fn bookkeeping_commits_are_not_changes_of_the_directory() {
+    let (_dir, store) = open();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let (record, _secret, hash) =
+        crate::auth::new_token("entra", tokens::Scope::ReadWrite, now(), None).unwrap();
+    let id = record.id.clone();
+    rt.block_on(store.add_token(record, hash)).unwrap();
+    let (before, commits) = (store.changes(), store.health().commits);
+    let mut traffic = traffic::TokenTraffic::default();
+    traffic.count(200, None, now());
+    let used = Timestamp::parse("2026-01-01T00:00:30Z").unwrap();
+    let gone = rt
+        .block_on(store.record_token_use(
+            vec![(id.clone(), used)],
+            vec![(id.clone(), traffic.clone())],
+            Some(traffic),
+        ))
+        .unwrap();
+    assert!(gone.is_empty());
+    // Committed: the use and the counts are stored...
+    assert_eq!(store.health().commits, commits + 1);
+    let stored = store.snapshot().unwrap().tokens().unwrap();
+    assert_eq!(stored[0].last_used, Some(used));
+    let counted = store.snapshot().unwrap().token_traffic().unwrap();
+    assert_eq!(counted[0].1.totals.total(), 1);
+    // ...and the directory did not change.
+    assert_eq!(store.changes(), before);
+    // A resource write is a change, and so is a token's own (its record is read by
+    // no SCIM answer, but `write` does not know that: only bookkeeping is exempt).
+    user(&store, "after-flush");
+    assert_eq!(store.changes(), before + 1);
+    rt.block_on(store.write(|_txn| Ok(()))).unwrap();
+    assert_eq!(store.changes(), before + 2);
+}
