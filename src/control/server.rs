@@ -140,6 +140,7 @@ fn audit_entry(req: &Request) -> Option<Entry> {
         Request::TokenList
         | Request::AdminList
         | Request::MigrateStatus
+        | Request::MigrateIdMap
         | Request::Export
         | Request::Backup => return None,
     })
@@ -183,6 +184,7 @@ async fn run(app: &App, req: Request, progress: ProgressSink<'_>) -> Result<Repl
         Request::MigrateCheckTarget(req) => Reply::TargetCheck(m.check_target(req).await?),
         Request::MigratePush(req) => Reply::Push(m.push(req, progress).await?),
         Request::MigrateStatus => Reply::Status(Box::new(m.status()?)),
+        Request::MigrateIdMap => Reply::IdMap(m.id_map()?),
         Request::MigrateVerify { token, cacert } => {
             Reply::Verify(m.verify(token, cacert, progress).await?)
         }
@@ -439,6 +441,11 @@ async fn connection(
             let mut report = move |p: Progress| {
                 let _ = tx.send(p);
             };
+            // Trial 8 items 8 and 16: a Ctrl-C of `migrate push` stops the command,
+            // not the push.
+            if matches!(&req, Request::MigratePush(push) if !push.dry_run) {
+                report(Progress::InServer);
+            }
             let fut = execute(app, caller, req, &mut report);
             tokio::pin!(fut);
             let result = loop {

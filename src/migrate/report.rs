@@ -47,6 +47,10 @@ pub(crate) enum Progress {
     Working { step: String },
     /// A cut-over drained the mirror to zero lag.
     Drained,
+    /// A step runs inside the server, which goes on with it if the command that
+    /// asked for it is interrupted (sent by the control socket, never by a step the
+    /// CLI runs itself).
+    InServer,
 }
 
 impl fmt::Display for Progress {
@@ -75,6 +79,10 @@ impl fmt::Display for Progress {
             }
             Progress::Working { step } => write!(f, "still working: {step}"),
             Progress::Drained => f.write_str("drained"),
+            Progress::InServer => f.write_str(
+                "this runs inside the server: interrupting this command does not stop it \
+                 (`scimbridge migrate status` follows it, `scimbridge migrate abort` stops it)",
+            ),
         }
     }
 }
@@ -279,6 +287,11 @@ pub(crate) struct PushReport {
     /// Attributes the target does not keep (omitted by choice or dropped by it).
     #[serde(default)]
     pub not_kept: Vec<String>,
+    /// Pushed resources the closing verification found held otherwise on the target
+    /// (e.g. changed there by hand) and that were sent again ("User NAME", "Group
+    /// NAME"); `differences` is what the verification after that found.
+    #[serde(default)]
+    pub repaired: Vec<String>,
 }
 
 /// The outcome of `migrate push`.
@@ -607,6 +620,25 @@ impl From<DifferenceJson> for Difference {
             kind: d.kind,
         }
     }
+}
+
+/// One resource of the push's journal (`migrate id-map`): its id here and the id
+/// the target gave it. A hosted service assigns its own ids (RFC 7643 §3.1: `id` is
+/// the service provider's), so an identity provider that keeps the ids it was given
+/// (Okta) must learn the new ones after the cut-over; this is the map to do it with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct IdPair {
+    pub resource_type: ResourceType,
+    /// userName or displayName.
+    pub name: String,
+    /// The identity provider's own key for it, when it sent one.
+    #[serde(default)]
+    pub external_id: Option<String>,
+    /// The id in this bridge: the one the identity provider holds today.
+    pub id: String,
+    /// The id on the target.
+    pub target_id: String,
 }
 
 #[cfg(test)]
