@@ -1309,8 +1309,19 @@ fn bookkeeping_commits_are_not_changes_of_the_directory() {
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
-    let (record, _secret, hash) =
-        crate::auth::new_token("entra", tokens::Scope::ReadWrite, now(), None).unwrap();
+    let hash = vec![7u8; 32];
+    let record = tokens::TokenRecord {
+        id: new_id(now()),
+        name: "entra".into(),
+        hash: hex(&hash),
+        scope: tokens::Scope::ReadWrite,
+        created: now(),
+        expires: None,
+        last_used: None,
+        revoked: None,
+        superseded: None,
+        quiet_after_minutes: None,
+    };
     let id = record.id.clone();
     rt.block_on(store.add_token(record, hash)).unwrap();
     let (before, commits) = (store.changes(), store.health().commits);
