@@ -19,7 +19,7 @@ use crate::app::App;
 use crate::clock::Timestamp;
 use crate::migrate::error::MigrateError;
 use crate::migrate::export::ExportError;
-use crate::migrate::report::{Progress, ProgressSink};
+use crate::migrate::report::{unverified, Progress, ProgressSink, PushOutcome};
 use crate::store::{AuditOutcome, Store, StoreError};
 
 /// Every way a control request can fail.
@@ -73,6 +73,22 @@ pub(crate) async fn execute(
     progress: ProgressSink<'_>,
 ) -> Result<Reply, ExecError> {
     let entry = audit_entry(&req);
+    // A long migration step is audited when it starts too (as the Migration page
+    // does), so one the server did not live to finish is on record (trial 8 item 27).
+    if let Some(e) = entry.as_ref().filter(|_| {
+        matches!(&req, Request::MigratePush(p) if !p.dry_run)
+            || matches!(
+                req,
+                Request::MigrateVerify { .. }
+                    | Request::MigrateCutover {
+                        confirm_irreversible: true
+                    }
+            )
+    }) {
+        let mut started = e.clone();
+        started.action = format!("{}.start", e.action);
+        app.audit(caller, started).await;
+    }
     let result = run(app, req, progress).await;
     if let Some(entry) = entry {
         for entry in audit_entries(entry, &result) {
@@ -91,6 +107,13 @@ fn audit_entries(entry: Entry, result: &Result<Reply, ExecError>) -> Vec<Entry> 
         Entry::new(action).on("Token", Some(&t.id), Some(&t.name))
     };
     match result {
+        // Ran to its end, but the target differs: not done (trial 8 item 27).
+        Ok(Reply::Push(PushOutcome::Pushed(r))) if !r.differences.is_empty() => {
+            vec![entry.refused(unverified(&r.differences).unwrap_or_default())]
+        }
+        Ok(Reply::Verify(r)) if !r.differences.is_empty() => {
+            vec![entry.refused(unverified(&r.differences).unwrap_or_default())]
+        }
         Ok(Reply::TokenRevoked(revoked)) => revoked
             .iter()
             .map(|t| token(tokens::revoke_action(t), t))

@@ -566,6 +566,18 @@ fn list_some(names: &[String]) -> String {
 }
 
 /// "User 0190…: title: local \"CEO\", target null".
+/// For the audit (Activity): a push or verify that ran to its end but found the
+/// target differing is not "done"; this is its reason, naming the first difference.
+/// `None` when the target matches.
+pub(crate) fn unverified(differences: &[Difference]) -> Option<String> {
+    let first = differences.first()?;
+    Some(format!(
+        "the target differs from the directory: {} (first: {first}); \
+         `scimbridge migrate verify` lists them",
+        count(differences.len() as u64, "difference", "differences")
+    ))
+}
+
 impl fmt::Display for Difference {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (&self.name, &self.id) {

@@ -752,6 +752,38 @@ fn a_verify_with_differences_is_not_verified_and_is_listed_on_the_page() {
             && listed_now.contains("missing on the target"),
         "{listed_now}"
     );
+    // Trial 8 item 27: a verify that found differences is not "done" on the Activity
+    // page, from the command line or the page; each one's start is on record.
+    let jsonl = ui::text(&ui::get_page(
+        &c,
+        "/admin/activity.jsonl?action=migration.verify",
+        &cookie,
+    ));
+    let entries: Vec<Value> = jsonl
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let ended: Vec<&Value> = entries
+        .iter()
+        .filter(|e| e["action"] == "migration.verify")
+        .collect();
+    assert_eq!(ended.len(), 2, "the CLI's and the page's: {jsonl}");
+    for e in &ended {
+        assert_eq!(e["outcome"], "refused", "{jsonl}");
+        let reason = e["reason"].as_str().unwrap();
+        assert!(
+            reason.starts_with(&format!("the target differs from the directory: {found}")),
+            "{jsonl}"
+        );
+    }
+    assert_eq!(
+        entries
+            .iter()
+            .filter(|e| e["action"] == "migration.verify.start")
+            .count(),
+        2,
+        "{jsonl}"
+    );
 }
 
 /// Issue 15 trial: a push that fails on TLS (the target's certificate is not
@@ -778,9 +810,21 @@ fn a_tls_failure_is_failed_on_the_activity_page() {
         "/admin/activity.jsonl?action=migration.push",
         &cookie,
     ));
-    let pushes: Vec<Value> = jsonl
+    let entries: Vec<Value> = jsonl
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // Trial 8 item 27: its start is on record too (a push the server does not live
+    // to finish leaves that much).
+    let started: Vec<&Value> = entries
+        .iter()
+        .filter(|e| e["action"] == "migration.push.start")
+        .collect();
+    assert_eq!(started.len(), 1, "{jsonl}");
+    assert_eq!(started[0]["outcome"], "done", "{jsonl}");
+    let pushes: Vec<&Value> = entries
+        .iter()
+        .filter(|e| e["action"] == "migration.push")
         .collect();
     assert_eq!(pushes.len(), 1, "{jsonl}");
     assert_eq!(pushes[0]["outcome"], "failed", "{jsonl}");
