@@ -2,13 +2,15 @@
 //! `attributes` / `excludedAttributes` (RFC 7644 §3.4.1), kept so that a repeated
 //! read neither reads the store nor renders (issue 10: a GET by id at 10,000 users
 //! at ≥ 0.70 × `/healthz`). Every entry is valid only for the store's change count
-//! it was read at (`Store::changes`): any commit — a user's own change, a group's
-//! that changes a member's `groups`, a deletion — empties the cache before its
-//! writer is answered, so an answer is never older than the last acknowledged
-//! write. Bounded in bytes. It owns the bounds and the validity rule; it knows
+//! it was read at (`Store::changes`): any commit of the directory — a user's own
+//! change, a group's that changes a member's `groups`, a deletion — empties the
+//! cache before its writer is answered, so an answer is never older than the last
+//! acknowledged write. The 30-s commit of the server's bookkeeping (tokens' last use,
+//! traffic counts) is not a change and keeps it. Bounded in bytes. It owns the bounds and the validity rule; it knows
 //! neither HTTP nor redb, and renders nothing itself (directory.rs fills it).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use bytes::Bytes;
@@ -37,6 +39,8 @@ pub(crate) struct Answer {
 #[derive(Default)]
 pub(crate) struct Answers {
     inner: Mutex<Kept>,
+    /// GETs answered from the cache since start (`/metrics`).
+    hits: AtomicU64,
 }
 
 #[derive(Default)]
@@ -90,7 +94,16 @@ impl Answers {
         if !kept.at(changes) || kept.base != base {
             return None;
         }
-        kept.of(rt).get(id).cloned()
+        let found = kept.of(rt).get(id).cloned();
+        if found.is_some() {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+        }
+        found
+    }
+
+    /// How many GETs were answered from the cache since start (`/metrics`).
+    pub(crate) fn hits(&self) -> u64 {
+        self.hits.load(Ordering::Relaxed)
     }
 
     /// Keeps `answer` for `id`, rendered from a snapshot begun after the change

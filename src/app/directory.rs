@@ -211,7 +211,7 @@ impl App {
                     }
                 }
                 if !self.is_large_read(rt, &id, &projection)? {
-                    let snapshot = self.store.snapshot()?;
+                    let snapshot = self.store.shared_snapshot()?;
                     let outcome = get(&snapshot, rt, &id, inm, &projection, base)?;
                     if let (true, Outcome::Json { version, json }) = (cacheable, &outcome) {
                         let a = Answer {
@@ -232,7 +232,7 @@ impl App {
     pub(crate) async fn query(&self, q: Query, base: &str) -> StoreResult<Page> {
         if query::reads_at_most_one(&q) {
             // A lookup of one resource costs a GET by id: run here, as a GET does.
-            return query::run(&self.store.snapshot()?, &q, base);
+            return query::run(&*self.store.shared_snapshot()?, &q, base);
         }
         // Unfiltered and sorted by meta.lastModified: ordered from the stored meta
         // alone (`by_modified`), off the async workers, with the engine's answer.
@@ -277,7 +277,7 @@ impl App {
             return Ok(false);
         }
         self.store
-            .snapshot()?
+            .shared_snapshot()?
             .has_more_members_than(id, LARGE_GROUP)
     }
 

@@ -54,7 +54,7 @@ pub(crate) struct App {
     pub liveness: liveness::Liveness,
     /// Bounds the audit writes in flight from the SCIM path (`audit::MAX_PENDING`).
     audit_slots: Arc<tokio::sync::Semaphore>,
-    /// Rendered GET-by-id answers, valid until the next commit.
+    /// Rendered GET-by-id answers, valid until the next commit of the directory.
     answers: answers::Answers,
 }
 
@@ -72,6 +72,11 @@ impl App {
             audit_slots: Arc::new(tokio::sync::Semaphore::new(audit::MAX_PENDING)),
             answers: answers::Answers::default(),
         }
+    }
+
+    /// GETs by id answered from the rendered-answer cache since start (`/metrics`).
+    pub(crate) fn kept_answer_hits(&self) -> u64 {
+        self.answers.hits()
     }
 
     /// A token's last use not yet flushed to the store.

@@ -388,6 +388,12 @@ fn metrics_response(state: &AppState, req: &Request<RequestBody>) -> Response<Bo
          scimbridge_unknown_attributes_total{{action=\"refused\"}} {refused}\n\
          scimbridge_unknown_attributes_total{{action=\"dropped\"}} {dropped}\n"
     ));
+    text.push_str(&format!(
+        "# HELP scimbridge_kept_answers_served_total GETs by id answered from the rendered-answer cache (kept until the next write of the directory).\n\
+         # TYPE scimbridge_kept_answers_served_total counter\n\
+         scimbridge_kept_answers_served_total {}\n",
+        state.app.kept_answer_hits()
+    ));
     let h = state.app.store.health();
     text.push_str(&format!(
         "# HELP scimbridge_storage_disk_full 1 while the disk holding the database is full (writes answer 507), else 0.\n\

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use redb::Database;
 
-use super::{StoreError, StoreOptions};
+use super::{Snapshot, StoreError, StoreOptions};
 
 /// The first pause after a write failed on a full disk; it doubles while the disk
 /// stays full, up to [`MAX_BACKOFF`].
@@ -95,8 +95,8 @@ pub(crate) struct DbSlot {
     io_failures: AtomicU64,
     reopens: AtomicU64,
     commits: AtomicU64,
-    /// Bumped after every commit, reopen and file replacement, before any writer is
-    /// answered (`DbSlot::changes`).
+    /// Bumped after every commit that wrote the directory, every rolled-back batch and
+    /// file replacement, before any writer is answered (`DbSlot::changes`).
     changes: AtomicU64,
     committed_writes: AtomicU64,
     commit_buckets: [AtomicU64; COMMIT_BUCKETS.len() + 1],
@@ -107,6 +107,11 @@ pub(crate) struct DbSlot {
     /// When the last open failed (`None` after a success): readers retry the open no
     /// sooner than [`REOPEN_RETRY`] after it.
     open_failed_at: Mutex<Option<Instant>>,
+    /// The snapshot GETs share while the directory does not change, with the change
+    /// count read before it began (`Store::shared_snapshot`). Dropped at every
+    /// commit, failure, reopen and file replacement, so that it never holds on to
+    /// pages later commits freed, nor to a handle being given up.
+    shared: Mutex<Option<(u64, Arc<Snapshot>)>>,
 }
 
 fn unavailable() -> StoreError {
@@ -130,7 +135,37 @@ impl DbSlot {
             commit_micros: AtomicU64::new(0),
             backoff: Mutex::new(None),
             open_failed_at: Mutex::new(None),
+            shared: Mutex::new(None),
         }
+    }
+
+    /// The shared snapshot, if it was begun at change count `changes` (the count
+    /// now, read by the caller before calling).
+    pub(crate) fn kept_snapshot(&self, changes: u64) -> Option<Arc<Snapshot>> {
+        let kept = self.shared.lock().ok()?;
+        match kept.as_ref() {
+            Some((at, s)) if *at == changes => Some(s.clone()),
+            _ => None,
+        }
+    }
+
+    /// Shares `snapshot`, begun after the change count read `changes`, unless the
+    /// count moved on meanwhile. Checked under the lock that [`DbSlot::forget_snapshot`]
+    /// takes after the count moves, so a snapshot older than an acknowledged write
+    /// is never kept.
+    pub(crate) fn keep_snapshot(&self, changes: u64, snapshot: &Arc<Snapshot>) {
+        let old = match self.shared.lock() {
+            Ok(mut kept) if self.changes() == changes => kept.replace((changes, snapshot.clone())),
+            _ => None,
+        };
+        drop(old);
+    }
+
+    /// Drops the shared snapshot (outside the lock: it may be the last reference to
+    /// a read transaction).
+    fn forget_snapshot(&self) {
+        let old = self.shared.lock().ok().and_then(|mut kept| kept.take());
+        drop(old);
     }
 
     /// The open database. If the last reopen failed, tries to open the file again
@@ -163,6 +198,7 @@ impl DbSlot {
     /// is gone; until then reads retry it ([`DbSlot::get`]). Used by the writer after
     /// a failed batch and by a reader whose snapshot found the handle latched.
     pub(crate) fn give_up(&self, latched: Arc<Database>) {
+        self.forget_snapshot();
         let Ok(mut slot) = self.db.write() else {
             return;
         };
@@ -210,19 +246,27 @@ impl DbSlot {
         }
     }
 
-    /// How many times the stored data may have changed since the store was opened:
-    /// every commit, rolled-back batch and file replacement counts one, counted after
-    /// the change is visible to new snapshots and before any writer is answered. A
-    /// value read before a snapshot began that still holds later means no write was
-    /// acknowledged since (the rendered-answer cache, `app::answers`, relies on it).
+    /// How many times the directory may have changed since the store was opened:
+    /// every commit that wrote it, rolled-back batch and file replacement counts one,
+    /// counted after the change is visible to new snapshots and before any writer is
+    /// answered. A commit of bookkeeping alone (tokens' last use and traffic counts,
+    /// `Store::write_bookkeeping`) does not count: nothing a SCIM answer is rendered
+    /// from changed. A value read before a snapshot began that still holds later
+    /// means no write of the directory was acknowledged since (the rendered-answer
+    /// cache, `app::answers`, relies on it).
     pub(crate) fn changes(&self) -> u64 {
         self.changes.load(Ordering::SeqCst)
     }
 
-    /// A batch of `writes` jobs committed in `took` (counted for `/metrics`): the
-    /// disk has room again if it was full.
-    pub(crate) fn committed(&self, writes: usize, took: Duration) {
-        self.changes.fetch_add(1, Ordering::SeqCst);
+    /// A batch of `writes` jobs committed in `took` (counted for `/metrics`); it wrote
+    /// the directory unless `directory` is false (bookkeeping alone). The disk has
+    /// room again if it was full.
+    pub(crate) fn committed(&self, writes: usize, took: Duration, directory: bool) {
+        if directory {
+            self.changes.fetch_add(1, Ordering::SeqCst);
+        }
+        // Every commit: a snapshot kept across it would keep the pages it freed.
+        self.forget_snapshot();
         self.commits.fetch_add(1, Ordering::Relaxed);
         self.committed_writes
             .fetch_add(writes as u64, Ordering::Relaxed);
@@ -254,6 +298,7 @@ impl DbSlot {
         // A rolled-back batch changed nothing, but the file may be reopened: counted
         // as a change so that nothing read before is trusted after.
         self.changes.fetch_add(1, Ordering::SeqCst);
+        self.forget_snapshot();
         match err {
             StoreError::DiskFull(detail) => {
                 self.disk_full_failures.fetch_add(1, Ordering::Relaxed);
@@ -314,6 +359,8 @@ impl DbSlot {
         let mut slot = self.db.write().map_err(|_| unavailable())?;
         *slot = Some(Arc::new(fresh));
         self.changes.fetch_add(1, Ordering::SeqCst);
+        drop(slot);
+        self.forget_snapshot();
         Ok(())
     }
 

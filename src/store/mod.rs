@@ -40,14 +40,14 @@ pub(crate) use upgrade::{Upgrade, FORMAT_VERSION};
 use reports::check_manager;
 
 use std::any::Any;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 
 use redb::{
-    AccessGuard, Database, MultimapTableDefinition, ReadTransaction, ReadableDatabase,
-    ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction,
+    AccessGuard, Database, MultimapTableDefinition, ReadOnlyTable, ReadTransaction,
+    ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -466,6 +466,19 @@ type Work = Box<dyn for<'a, 't> FnOnce(&'a mut WriteTables<'t>) -> AnyResult + S
 struct Job {
     run: Work,
     reply: tokio::sync::oneshot::Sender<AnyResult>,
+    /// What the job writes: a batch of [`Kind::Bookkeeping`] jobs alone does not
+    /// count as a change of the directory (`health::DbSlot::changes`).
+    kind: Kind,
+}
+
+/// What a write job changes, for the store's change count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Anything a SCIM answer may be rendered from (the default).
+    Directory,
+    /// Only the server's own bookkeeping (tokens' last use, traffic counts, the `/readyz`
+    /// probe): no resource, membership, index or `meta` (`Store::write_bookkeeping`).
+    Bookkeeping,
 }
 
 /// A change to the copy the database is rewritten into (`Store::rewrite_file`).
@@ -617,12 +630,14 @@ impl Store {
 
     fn submit<T: Send + 'static>(
         &self,
+        kind: Kind,
         f: impl for<'a, 't> FnOnce(&'a mut WriteTables<'t>) -> StoreResult<T> + Send + 'static,
     ) -> StoreResult<tokio::sync::oneshot::Receiver<AnyResult>> {
         let (reply, rx) = tokio::sync::oneshot::channel();
         let job = Job {
             run: Box::new(move |t| f(t).map(|v| Box::new(v) as Box<dyn Any + Send>)),
             reply,
+            kind,
         };
         self.send(Msg::Write(job))?;
         Ok(rx)
@@ -686,7 +701,22 @@ impl Store {
         &self,
         f: impl for<'a, 't> FnOnce(&'a mut WriteTables<'t>) -> StoreResult<T> + Send + 'static,
     ) -> StoreResult<T> {
-        let rx = self.submit(f)?;
+        let rx = self.submit(Kind::Directory, f)?;
+        Self::unpack(rx.await)
+    }
+
+    /// `write` for the server's own bookkeeping: the tokens' last use and the traffic
+    /// counts flushed every 30 s (`App::flush_token_uses`), the `/readyz` probe's row. Committed and durable like
+    /// any write, but a batch holding only such jobs leaves the change count
+    /// ([`Store::changes`]) as it was, so the rendered answers of GETs
+    /// (`app::answers`) stay valid across it. `f` must write nothing a SCIM answer is
+    /// rendered from (resources, memberships, their indexes, `meta`): only the
+    /// TOKENS and traffic tables and the probe's SETTINGS row.
+    pub(crate) async fn write_bookkeeping<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&WriteTransaction) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let rx = self.submit(Kind::Bookkeeping, move |t| f(t.txn()))?;
         Self::unpack(rx.await)
     }
 
@@ -695,14 +725,30 @@ impl Store {
         &self,
         f: impl FnOnce(&WriteTransaction) -> StoreResult<T> + Send + 'static,
     ) -> StoreResult<T> {
-        let rx = self.submit(move |t| f(t.txn()))?;
+        let rx = self.submit(Kind::Directory, move |t| f(t.txn()))?;
         Self::unpack(rx.blocking_recv())
     }
 
     /// The store's change count (`health::DbSlot::changes`): read it before taking a
-    /// snapshot; while it holds the same value, no write was acknowledged since.
+    /// snapshot; while it holds the same value, no write of the directory was
+    /// acknowledged since (bookkeeping, `Store::write_bookkeeping`, does not count).
     pub(crate) fn changes(&self) -> u64 {
         self.inner.slot.changes()
+    }
+
+    /// A snapshot shared by the reads of one state of the directory: the one begun
+    /// first after the change count last moved, or a new one (then shared). A GET by
+    /// id takes it instead of beginning its own, so it opens no table and reads no
+    /// group another read of the same state opened or read already (issue 10).
+    /// Like [`Store::snapshot`], it holds every write acknowledged before the call.
+    pub(crate) fn shared_snapshot(&self) -> StoreResult<Arc<Snapshot>> {
+        let changes = self.changes();
+        if let Some(kept) = self.inner.slot.kept_snapshot(changes) {
+            return Ok(kept);
+        }
+        let fresh = Arc::new(self.snapshot()?);
+        self.inner.slot.keep_snapshot(changes, &fresh);
+        Ok(fresh)
     }
 
     /// A consistent read-only view. A handle latched by a write that failed a moment
@@ -711,22 +757,21 @@ impl Store {
     pub(crate) fn snapshot(&self) -> StoreResult<Snapshot> {
         let db = self.db()?;
         match db.begin_read().map_err(StoreError::from) {
-            Ok(txn) => Ok(Snapshot { txn, _db: db }),
+            Ok(txn) => Ok(Snapshot::new(txn, db)),
             Err(StoreError::Io(_)) => {
                 self.inner.slot.give_up(db);
                 let db = self.db()?;
-                Ok(Snapshot {
-                    txn: db.begin_read()?,
-                    _db: db,
-                })
+                Ok(Snapshot::new(db.begin_read()?, db))
             }
             Err(e) => Err(e),
         }
     }
 
-    /// Proves the database takes a durable write (for `/readyz`).
+    /// Proves the database takes a durable write (for `/readyz`). Bookkeeping: the
+    /// probe's row is read by no SCIM answer, so a readiness probe every few seconds
+    /// keeps the rendered answers (`Store::write_bookkeeping`).
     pub(crate) async fn check_writable(&self) -> StoreResult<()> {
-        self.write(|txn| {
+        self.write_bookkeeping(|txn| {
             txn.open_table(SETTINGS)?
                 .insert("ready_probe", [1u8].as_slice())?;
             Ok(())
@@ -1232,6 +1277,8 @@ fn commit_batch(slot: &health::DbSlot, db: Arc<Database>, batch: Vec<Job>) {
     };
     let mut done = Vec::with_capacity(batch.len());
     let mut fatal: Option<StoreError> = None;
+    // One directory write in the batch makes the whole commit a change.
+    let changes_directory = batch.iter().any(|job| job.kind == Kind::Directory);
     let mut tables = WriteTables::new(&txn);
     for job in batch {
         if fatal.is_some() {
@@ -1268,7 +1315,7 @@ fn commit_batch(slot: &health::DbSlot, db: Arc<Database>, batch: Vec<Job>) {
     let (writes, started) = (done.len(), std::time::Instant::now());
     match txn.commit() {
         Ok(()) => {
-            slot.committed(writes, started.elapsed());
+            slot.committed(writes, started.elapsed(), changes_directory);
             // The handle is given back before anyone is answered, so that a reopen
             // right after (a reader recovering, a backup) does not find it held.
             drop(db);
@@ -1839,11 +1886,9 @@ fn representation_meta(
 ) -> StoreResult<Meta> {
     let mut meta = r.meta.clone();
     if rt == ResourceType::User {
-        let ms = nesting::memberships(
-            &txn.open_table(MEMBER_OF)?,
-            || Ok(txn.open_table(GROUPS)?),
-            &r.id,
-        )?;
+        let tables =
+            nesting::Tables::new(txn.open_table(MEMBER_OF)?, || Ok(txn.open_table(GROUPS)?));
+        let ms = nesting::memberships(&tables, &r.id)?;
         nesting::derive_user_meta(&mut meta, &ms);
     }
     Ok(meta)
@@ -2092,9 +2137,91 @@ pub(crate) struct Snapshot {
     /// The database the transaction reads: a read transaction fails once its
     /// database is dropped, and `Store::rewrite_file` replaces the store's.
     _db: Arc<Database>,
+    /// The tables a read of a resource uses, each opened once per snapshot (opening
+    /// one is a lookup in redb's table tree: ≈ 3,500 instructions, issue 10).
+    users: OnceLock<ReadOnlyTable<&'static str, &'static [u8]>>,
+    groups: OnceLock<ReadOnlyTable<&'static str, &'static [u8]>>,
+    member_of: OnceLock<ReadOnlyTable<(&'static str, &'static str), ()>>,
+    /// The groups read through this snapshot (`None`: no such group), at most
+    /// [`KEPT_GROUP_NODES`]: users share their groups, and the snapshot never
+    /// changes, so each is read and parsed once (issue 10).
+    group_nodes: Mutex<HashMap<String, Option<Arc<nesting::GroupNode>>>>,
+}
+
+/// Most groups one snapshot keeps ([`Snapshot::group_node`]); beyond it a group is
+/// read each time, as before.
+const KEPT_GROUP_NODES: usize = 10_000;
+
+/// The table in `cell`, opened from `txn` on first use.
+fn opened<'a, K: redb::Key + 'static, V: redb::Value + 'static>(
+    txn: &ReadTransaction,
+    cell: &'a OnceLock<ReadOnlyTable<K, V>>,
+    def: TableDefinition<'static, K, V>,
+) -> StoreResult<&'a ReadOnlyTable<K, V>> {
+    if let Some(t) = cell.get() {
+        return Ok(t);
+    }
+    let t = txn.open_table(def)?;
+    Ok(cell.get_or_init(|| t))
+}
+
+impl nesting::GroupSource for Snapshot {
+    fn groups_of(&self, member: &str) -> StoreResult<Vec<String>> {
+        group_rows(self.member_of_table()?, member)
+    }
+
+    fn group(&self, id: &str) -> StoreResult<Option<Arc<nesting::GroupNode>>> {
+        if let Some(kept) = self
+            .group_nodes
+            .lock()
+            .ok()
+            .and_then(|m| m.get(id).cloned())
+        {
+            return Ok(kept);
+        }
+        let node = nesting::read_node(
+            self.member_of_table()?,
+            self.table_of(ResourceType::Group)?,
+            id,
+        )?
+        .map(Arc::new);
+        if let Ok(mut kept) = self.group_nodes.lock() {
+            if kept.len() < KEPT_GROUP_NODES {
+                kept.insert(id.to_owned(), node.clone());
+            }
+        }
+        Ok(node)
+    }
 }
 
 impl Snapshot {
+    fn new(txn: ReadTransaction, db: Arc<Database>) -> Snapshot {
+        Snapshot {
+            txn,
+            _db: db,
+            users: OnceLock::new(),
+            groups: OnceLock::new(),
+            member_of: OnceLock::new(),
+            group_nodes: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// USERS or GROUPS, opened once.
+    fn table_of(
+        &self,
+        rt: ResourceType,
+    ) -> StoreResult<&ReadOnlyTable<&'static str, &'static [u8]>> {
+        match rt {
+            ResourceType::User => opened(&self.txn, &self.users, USERS),
+            ResourceType::Group => opened(&self.txn, &self.groups, GROUPS),
+        }
+    }
+
+    /// MEMBER_OF, opened once.
+    fn member_of_table(&self) -> StoreResult<&ReadOnlyTable<(&'static str, &'static str), ()>> {
+        opened(&self.txn, &self.member_of, MEMBER_OF)
+    }
+
     pub(crate) fn get(&self, rt: ResourceType, id: &str) -> StoreResult<Option<StoredResource>> {
         let t = self.txn.open_table(table(rt))?;
         let r = match t.get(id)? {
@@ -2131,8 +2258,7 @@ impl Snapshot {
         id: &str,
         f: impl FnOnce(RawResource<'_>) -> StoreResult<T>,
     ) -> StoreResult<Option<T>> {
-        let t = self.txn.open_table(table(rt))?;
-        let Some(v) = t.get(id)? else {
+        let Some(v) = self.table_of(rt)?.get(id)? else {
             return Ok(None);
         };
         f(RawResource(v.value())).map(Some)
@@ -2140,11 +2266,7 @@ impl Snapshot {
 
     /// The groups a user belongs to, directly and through nested groups.
     fn memberships(&self, id: &str) -> StoreResult<Vec<nesting::Membership>> {
-        nesting::memberships(
-            &self.txn.open_table(MEMBER_OF)?,
-            || Ok(self.txn.open_table(GROUPS)?),
-            id,
-        )
+        nesting::memberships(self, id)
     }
 
     /// Gives a resource read from this snapshot the meta its representation has: a

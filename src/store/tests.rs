@@ -1298,3 +1298,147 @@ fn a_split_scan_returns_a_halfs_error() {
     let seen = seen.into_inner();
     assert!(seen <= 1000, "the upper half walked {seen} rows");
 }
+
+/// The 30-s flush of tokens' last use and traffic counts is bookkeeping: committed
+/// and durable, but not a change of the directory, so the rendered answers kept
+/// at the change count (`app::answers`) stay valid across it; a write of a
+/// resource after it counts again.
+#[test]
+fn bookkeeping_commits_are_not_changes_of_the_directory() {
+    let (_dir, store) = open();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let hash = vec![7u8; 32];
+    let record = tokens::TokenRecord {
+        id: new_id(now()),
+        name: "entra".into(),
+        hash: hex(&hash),
+        scope: tokens::Scope::ReadWrite,
+        created: now(),
+        expires: None,
+        last_used: None,
+        revoked: None,
+        superseded: None,
+        quiet_after_minutes: None,
+    };
+    let id = record.id.clone();
+    rt.block_on(store.add_token(record, hash)).unwrap();
+    let (before, commits) = (store.changes(), store.health().commits);
+    let mut traffic = traffic::TokenTraffic::default();
+    traffic.count(200, None, now());
+    let used = Timestamp::parse("2026-01-01T00:00:30Z").unwrap();
+    let gone = rt
+        .block_on(store.record_token_use(
+            vec![(id.clone(), used)],
+            vec![(id.clone(), traffic.clone())],
+            Some(traffic),
+        ))
+        .unwrap();
+    assert!(gone.is_empty());
+    // Committed: the use and the counts are stored...
+    assert_eq!(store.health().commits, commits + 1);
+    let stored = store.snapshot().unwrap().tokens().unwrap();
+    assert_eq!(stored[0].last_used, Some(used));
+    let counted = store.snapshot().unwrap().token_traffic().unwrap();
+    assert_eq!(counted[0].1.totals.total(), 1);
+    // ...and the directory did not change.
+    assert_eq!(store.changes(), before);
+    // A resource write is a change, and so is a token's own (its record is read by
+    // no SCIM answer, but `write` does not know that: only bookkeeping is exempt).
+    user(&store, "after-flush");
+    assert_eq!(store.changes(), before + 1);
+    rt.block_on(store.write(|_txn| Ok(()))).unwrap();
+    assert_eq!(store.changes(), before + 2);
+}
+
+/// The references a user shows, read through the snapshot GETs share.
+fn shared_groups_of(store: &Store, id: &str) -> Vec<(String, bool)> {
+    store
+        .shared_snapshot()
+        .unwrap()
+        .references(ResourceType::User, id)
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.display.unwrap_or_default(), r.indirect))
+        .collect()
+}
+
+/// GETs share one snapshot while the directory does not change (issue 10): the
+/// same one until a commit, which drops it; a read after an acknowledged write,
+/// of a resource or of its groups (renamed, nested, left), sees the write; the
+/// groups a shared snapshot keeps are those of its own state.
+#[test]
+fn the_shared_snapshot_lasts_until_the_next_commit() {
+    let (_d, store) = open();
+    let u = user(&store, "u");
+    let inner = group(&store, "Inner", &[&u.id], now());
+    let first = store.shared_snapshot().unwrap();
+    assert!(Arc::ptr_eq(&first, &store.shared_snapshot().unwrap()));
+    assert_eq!(shared_groups_of(&store, &u.id), [("Inner".into(), false)]);
+    // A rename of the group: the next read is of a new snapshot, and the kept one
+    // was let go by the commit (only this test holds it now).
+    set_attrs(
+        &store,
+        ResourceType::Group,
+        &inner.id,
+        json!({"displayName": "Renamed"}),
+        now(),
+    )
+    .unwrap();
+    assert_eq!(
+        Arc::strong_count(&first),
+        1,
+        "the commit dropped the shared snapshot"
+    );
+    assert_eq!(shared_groups_of(&store, &u.id), [("Renamed".into(), false)]);
+    // The old snapshot still reads its own state, groups included.
+    assert_eq!(
+        first
+            .references(ResourceType::User, &u.id)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.display.unwrap_or_default())
+            .collect::<Vec<_>>(),
+        ["Inner"]
+    );
+    // Nesting, and leaving.
+    let outer = group(&store, "Outer", &[&inner.id], now());
+    assert_eq!(
+        shared_groups_of(&store, &u.id),
+        [("Renamed".into(), false), ("Outer".into(), true)]
+    );
+    change_members(&store, &outer.id, &[], &[&inner.id], now());
+    assert_eq!(shared_groups_of(&store, &u.id), [("Renamed".into(), false)]);
+    change_members(&store, &inner.id, &[], &[&u.id], now());
+    assert!(shared_groups_of(&store, &u.id).is_empty());
+    // A bookkeeping commit is not a change of the directory, but it drops the
+    // shared snapshot too (a snapshot kept across commits keeps their freed pages).
+    let kept = store.shared_snapshot().unwrap();
+    let before = store.changes();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    rt.block_on(store.write_bookkeeping(|_txn| Ok(()))).unwrap();
+    assert_eq!(store.changes(), before);
+    assert_eq!(Arc::strong_count(&kept), 1);
+    assert!(!Arc::ptr_eq(&kept, &store.shared_snapshot().unwrap()));
+}
+
+/// A shared snapshot never holds on to a handle that is given up after a failure:
+/// the reopen is not blocked by it (as by a running read, above).
+#[test]
+fn a_given_up_handle_is_not_kept_by_the_shared_snapshot() {
+    let (_d, store) = open();
+    let u = user(&store, "kept");
+    drop(store.shared_snapshot().unwrap());
+    let current = store.inner.slot.current().unwrap().unwrap();
+    store.inner.slot.give_up(current);
+    assert!(
+        store.inner.slot.current().unwrap().is_some(),
+        "nothing else held the old handle: reopened at once"
+    );
+    assert_eq!(store.health().reopens, 1);
+    let s = store.shared_snapshot().unwrap();
+    assert!(s.get(ResourceType::User, &u.id).unwrap().is_some());
+}

@@ -243,7 +243,9 @@ impl Store {
         traffic: Vec<(String, TokenTraffic)>,
         unrecognised: Option<TokenTraffic>,
     ) -> StoreResult<Vec<String>> {
-        self.write(move |txn| {
+        // Bookkeeping: no SCIM answer is rendered from these tables, so the commit
+        // keeps the rendered answers (`app::answers`).
+        self.write_bookkeeping(move |txn| {
             if let Some(u) = &unrecognised {
                 put_unrecognised_in(txn, u)?;
             }

@@ -1350,6 +1350,59 @@ fn repeated_gets_show_every_acknowledged_write() {
     assert_scim_error(&ro.get(&u), 404, None);
 }
 
+/// A counter or gauge of `/metrics` without labels.
+fn metric(c: &Client, name: &str) -> u64 {
+    let r = c.send("GET", "/metrics", &[], None);
+    assert_eq!(r.status, 200);
+    let body = text(&r);
+    let line = body
+        .lines()
+        .find(|l| l.split_once(' ').is_some_and(|(n, _)| n == name))
+        .unwrap_or_else(|| panic!("{name} not in /metrics"));
+    line.split_once(' ').unwrap().1.parse().unwrap()
+}
+
+/// The server's bookkeeping — the tokens' last use and traffic counts, committed
+/// every 30 s and before `token list` answers — is not a change of the directory
+/// (issue 10): an answer kept before it is still served after it, and a write after
+/// it shows in the next GET.
+#[test]
+fn bookkeeping_commits_keep_the_rendered_answers() {
+    let s = Server::start();
+    let c = s.client();
+    let uid = create(&c, "/Users", json!({"userName": "kept@example.com"}))["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let u = format!("/Users/{uid}");
+    let (first, v1) = read(&c, &u);
+    let (hits, commits) = (
+        metric(&c, "scimbridge_kept_answers_served_total"),
+        metric(&c, "scimbridge_storage_commits_total"),
+    );
+    assert_eq!(read(&c, &u), (first.clone(), v1.clone()));
+    assert_eq!(metric(&c, "scimbridge_kept_answers_served_total"), hits + 1);
+    // `token list` writes the token's pending use and traffic first.
+    let (ok, _, err) = crate::support::cli(&s.data_dir(), &["token", "list"]);
+    assert!(ok, "{err}");
+    assert!(metric(&c, "scimbridge_storage_commits_total") > commits);
+    assert_eq!(read(&c, &u), (first, v1.clone()));
+    assert_eq!(
+        metric(&c, "scimbridge_kept_answers_served_total"),
+        hits + 2,
+        "the answer kept before the bookkeeping commit is served after it"
+    );
+    // A write of the directory after it: the next GET reads and renders it again.
+    let title = patch_body(json!([{"op": "replace", "path": "title", "value": "After"}]));
+    assert_eq!(c.patch(&u, &title).status, 200);
+    let (body, v2) = read(&c, &u);
+    assert_eq!(body["title"], "After");
+    assert_ne!(v2, v1);
+    assert_eq!(metric(&c, "scimbridge_kept_answers_served_total"), hits + 2);
+    assert_eq!(read(&c, &u), (body, v2));
+    assert_eq!(metric(&c, "scimbridge_kept_answers_served_total"), hits + 3);
+}
+
 // ---------------------------------------------------------------------------------
 // Robustness
 
