@@ -224,6 +224,8 @@ pub(super) fn open_store(cfg: &Config, if_missing: IfMissing, quiet: bool) -> Re
 pub(super) struct StatusLine {
     on: bool,
     last: std::time::Instant,
+    /// No line printed yet: `tick` prints the first report at once.
+    fresh: bool,
 }
 
 impl StatusLine {
@@ -232,6 +234,7 @@ impl StatusLine {
         StatusLine {
             on: std::io::stderr().is_terminal(),
             last: std::time::Instant::now(),
+            fresh: true,
         }
     }
 
@@ -244,12 +247,14 @@ impl StatusLine {
     }
 
     /// Like `show`, and when stderr is not a terminal (a script, a log), a full line
-    /// every five seconds: a long migration step never runs silent.
+    /// for the first report and then every five seconds: a long migration step never
+    /// runs silent.
     pub(super) fn tick(&mut self, text: impl FnOnce() -> String) {
         if self.on {
             return self.show(text);
         }
-        if self.last.elapsed() > std::time::Duration::from_secs(5) {
+        if self.fresh || self.last.elapsed() > std::time::Duration::from_secs(5) {
+            self.fresh = false;
             self.last = std::time::Instant::now();
             eprintln!("{}", text());
         }

@@ -62,6 +62,7 @@ pub(super) fn run(cfg: &Config, cmd: &MigrateCommand) -> Result<ExitCode> {
             push(cfg, req, *json)
         }
         MigrateCommand::Status { json } => status(cfg, *json),
+        MigrateCommand::IdMap { json } => id_map(cfg, *json),
         MigrateCommand::Verify {
             json,
             token_file,
@@ -112,7 +113,7 @@ fn check(cfg: &Config, target: Option<PushRequest>, json: bool) -> Result<ExitCo
 /// Shows a step's progress: a retry's reason stays on screen, the rest overwrite
 /// one line.
 fn show_progress(line: &mut StatusLine, p: &Progress) {
-    if let Progress::Retrying { .. } = p {
+    if let Progress::Retrying { .. } | Progress::InServer = p {
         line.note(&p.to_string());
     } else {
         line.tick(|| p.to_string())
@@ -184,6 +185,45 @@ fn status(cfg: &Config, json: bool) -> Result<ExitCode> {
         print_status(&status);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `migrate id-map [--json]`: the push's journal as CSV (RFC 4180, a header line)
+/// or JSON on stdout; how many on stderr.
+fn id_map(cfg: &Config, json: bool) -> Result<ExitCode> {
+    let pairs = match request(cfg, Request::MigrateIdMap, &mut |_| {})? {
+        Reply::IdMap(p) => p,
+        other => return Err(unexpected(other)),
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&pairs)?);
+    } else {
+        println!("resourceType,name,externalId,id,targetId");
+        for p in &pairs {
+            println!(
+                "{},{},{},{},{}",
+                p.resource_type.name(),
+                csv_field(&p.name),
+                csv_field(p.external_id.as_deref().unwrap_or_default()),
+                csv_field(&p.id),
+                csv_field(&p.target_id)
+            );
+        }
+    }
+    eprintln!(
+        "{} pushed to the target",
+        count(pairs.len() as u64, "resource", "resources")
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One CSV field (RFC 4180 §2): quoted, with inner quotes doubled, when it holds a
+/// comma, a quote or a line break.
+fn csv_field(v: &str) -> std::borrow::Cow<'_, str> {
+    if v.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", v.replace('"', "\"\"")).into()
+    } else {
+        v.into()
+    }
 }
 
 /// `migrate verify [--token-file FILE] [--cacert FILE]`: every difference between the
@@ -264,7 +304,16 @@ fn cutover(cfg: &Config, confirm_irreversible: bool) -> Result<ExitCode> {
     println!("  Entra ID: Provisioning → Admin Credentials → Tenant URL = {target}, Secret Token = the new service's token; then restart provisioning");
     println!("  Okta:     Provisioning → Integration → SCIM connector base URL = {target}, API token = the new service's token; then retry the failed tasks (Dashboard → Tasks)");
     println!(
-        "Then the bridge can be decommissioned (keep an export: scimbridge export --out FILE)."
+        "The target gave every user and group a new id (scimbridge migrate id-map > ids.csv lists \
+         both). Entra ID's restart matches them again by userName; Okta keeps the ids this bridge \
+         gave it, so its updates to them are answered 404 until it learns the new ones: on the app's \
+         Import tab run Import Now (users match by userName) and link each pushed group to the \
+         target's group of the same name (Push Groups), then check one test user's change arrives."
+    );
+    println!(
+        "Then decommission the bridge: keep an export (scimbridge export --out FILE) and the id map, \
+         revoke its tokens (scimbridge token list, scimbridge token revoke NAME), stop the service, \
+         and delete its data directory and backups (they hold token and password hashes)."
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -449,6 +498,58 @@ fn print_plan(plan: &PushPlan) {
             println!("    {g}");
         }
     }
+    // Trial 8 item 7: what the push changes in what the target already holds.
+    if !plan.group_changes.is_empty() {
+        println!(
+            "Groups the target already holds that the push changes ({}; the directory wins):",
+            plan.group_changes.len()
+        );
+        for c in plan.group_changes.iter().take(PREVIEW_NAMES) {
+            let mut what = Vec::new();
+            if let Some(from) = &c.renamed_from {
+                what.push(format!("renamed from \"{from}\""));
+            }
+            if c.added > 0 {
+                what.push(format!("{} added", count(c.added, "member", "members")));
+            }
+            if !c.removed.is_empty() {
+                let shown: Vec<&str> = c.removed.iter().take(5).map(String::as_str).collect();
+                let more = c.removed.len().saturating_sub(shown.len());
+                what.push(format!(
+                    "{} removed ({}{})",
+                    count(c.removed.len() as u64, "member", "members"),
+                    shown.join(", "),
+                    if more > 0 {
+                        format!(" and {more} more")
+                    } else {
+                        String::new()
+                    }
+                ));
+            }
+            println!("    Group {}: {}", c.name, what.join("; "));
+        }
+        if plan.group_changes.len() > PREVIEW_NAMES {
+            println!(
+                "    … and {} more (`migrate push --dry-run --json` lists them all)",
+                plan.group_changes.len() - PREVIEW_NAMES
+            );
+        }
+    }
+    if !plan.only_on_target.is_empty() {
+        println!(
+            "{} only on the target (left alone):",
+            count(plan.only_on_target.len() as u64, "account", "accounts")
+        );
+        for o in plan.only_on_target.iter().take(PREVIEW_NAMES) {
+            println!("    {o}");
+        }
+        if plan.only_on_target.len() > PREVIEW_NAMES {
+            println!(
+                "    … and {} more (`migrate push --dry-run --json` lists them all)",
+                plan.only_on_target.len() - PREVIEW_NAMES
+            );
+        }
+    }
 }
 
 /// Names shown per rule in a preview (all of them with --json).
@@ -471,7 +572,29 @@ fn print_pushed(r: &PushReport) {
         println!("  note: {n}");
     }
     print_extras(&r.only_on_target, &r.not_kept);
+    if !r.repaired.is_empty() {
+        println!(
+            "repaired: {} the target held otherwise (changed there since the push?), sent again:",
+            count(r.repaired.len() as u64, "resource", "resources")
+        );
+        for name in r.repaired.iter().take(20) {
+            println!("  {name}");
+        }
+        if r.repaired.len() > 20 {
+            println!(
+                "  and {} more (all of them with --json)",
+                r.repaired.len() - 20
+            );
+        }
+    }
     print_differences(&r.differences);
+    if !r.differences.is_empty() {
+        println!(
+            "fix what the differences above name and run `scimbridge migrate push` again (it sends \
+             again every pushed resource the target holds otherwise), or `scimbridge migrate abort` \
+             then `scimbridge migrate push ...` to match everything afresh"
+        );
+    }
 }
 
 /// What verify reports besides differences: accounts only the target has, and
@@ -581,5 +704,19 @@ fn print_differences(diffs: &[Difference]) {
     );
     for d in diffs {
         println!("  {d}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::csv_field;
+
+    #[test]
+    fn csv_fields_are_quoted_only_when_rfc_4180_needs_it() {
+        assert_eq!(csv_field("plain@example.com"), "plain@example.com");
+        assert_eq!(csv_field("Sales, EMEA"), "\"Sales, EMEA\"");
+        assert_eq!(csv_field("The \"A\" team"), "\"The \"\"A\"\" team\"");
+        assert_eq!(csv_field("two\nlines"), "\"two\nlines\"");
+        assert_eq!(csv_field(""), "");
     }
 }

@@ -262,6 +262,14 @@ pub(crate) enum MigrateCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Every pushed user and group with its id here and the id the target gave it
+    /// (CSV: resourceType, name, externalId, id, targetId), for an identity provider
+    /// that must be told the target's ids after the cut-over (Okta).
+    IdMap {
+        /// Print the map as JSON instead of CSV.
+        #[arg(long)]
+        json: bool,
+    },
     /// Read the target back and report every difference from the directory.
     Verify {
         /// Print the report as JSON (exit code 2 when there are differences, as

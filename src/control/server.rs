@@ -19,7 +19,7 @@ use crate::app::App;
 use crate::clock::Timestamp;
 use crate::migrate::error::MigrateError;
 use crate::migrate::export::ExportError;
-use crate::migrate::report::{Progress, ProgressSink};
+use crate::migrate::report::{unverified, Progress, ProgressSink, PushOutcome};
 use crate::store::{AuditOutcome, Store, StoreError};
 
 /// Every way a control request can fail.
@@ -73,6 +73,22 @@ pub(crate) async fn execute(
     progress: ProgressSink<'_>,
 ) -> Result<Reply, ExecError> {
     let entry = audit_entry(&req);
+    // A long migration step is audited when it starts too (as the Migration page
+    // does), so one the server did not live to finish is on record (trial 8 item 27).
+    if let Some(e) = entry.as_ref().filter(|_| {
+        matches!(&req, Request::MigratePush(p) if !p.dry_run)
+            || matches!(
+                req,
+                Request::MigrateVerify { .. }
+                    | Request::MigrateCutover {
+                        confirm_irreversible: true
+                    }
+            )
+    }) {
+        let mut started = e.clone();
+        started.action = format!("{}.start", e.action);
+        app.audit(caller, started).await;
+    }
     let result = run(app, req, progress).await;
     if let Some(entry) = entry {
         for entry in audit_entries(entry, &result) {
@@ -91,6 +107,13 @@ fn audit_entries(entry: Entry, result: &Result<Reply, ExecError>) -> Vec<Entry> 
         Entry::new(action).on("Token", Some(&t.id), Some(&t.name))
     };
     match result {
+        // Ran to its end, but the target differs: not done (trial 8 item 27).
+        Ok(Reply::Push(PushOutcome::Pushed(r))) if !r.differences.is_empty() => {
+            vec![entry.refused(unverified(&r.differences).unwrap_or_default())]
+        }
+        Ok(Reply::Verify(r)) if !r.differences.is_empty() => {
+            vec![entry.refused(unverified(&r.differences).unwrap_or_default())]
+        }
         Ok(Reply::TokenRevoked(revoked)) => revoked
             .iter()
             .map(|t| token(tokens::revoke_action(t), t))
@@ -140,6 +163,7 @@ fn audit_entry(req: &Request) -> Option<Entry> {
         Request::TokenList
         | Request::AdminList
         | Request::MigrateStatus
+        | Request::MigrateIdMap
         | Request::Export
         | Request::Backup => return None,
     })
@@ -183,6 +207,7 @@ async fn run(app: &App, req: Request, progress: ProgressSink<'_>) -> Result<Repl
         Request::MigrateCheckTarget(req) => Reply::TargetCheck(m.check_target(req).await?),
         Request::MigratePush(req) => Reply::Push(m.push(req, progress).await?),
         Request::MigrateStatus => Reply::Status(Box::new(m.status()?)),
+        Request::MigrateIdMap => Reply::IdMap(m.id_map()?),
         Request::MigrateVerify { token, cacert } => {
             Reply::Verify(m.verify(token, cacert, progress).await?)
         }
@@ -439,6 +464,11 @@ async fn connection(
             let mut report = move |p: Progress| {
                 let _ = tx.send(p);
             };
+            // Trial 8 items 8 and 16: a Ctrl-C of `migrate push` stops the command,
+            // not the push.
+            if matches!(&req, Request::MigratePush(push) if !push.dry_run) {
+                report(Progress::InServer);
+            }
             let fut = execute(app, caller, req, &mut report);
             tokio::pin!(fut);
             let result = loop {

@@ -13,7 +13,9 @@ use crate::clock::Timestamp;
 use crate::migrate::export::Counts;
 use crate::migrate::policy::{PolicyChange, PolicyField, PolicyView};
 use crate::migrate::readiness::ReadinessReport;
-use crate::migrate::report::{MigrationStatus, Progress, PushOutcome, TargetCheck, VerifyReport};
+use crate::migrate::report::{
+    IdPair, MigrationStatus, Progress, PushOutcome, TargetCheck, VerifyReport,
+};
 use crate::migrate::service::{CutoverReport, PushRequest};
 
 /// Largest request line the server reads.
@@ -44,6 +46,8 @@ pub(crate) enum Request {
     MigrateCheckTarget(PushRequest),
     MigratePush(PushRequest),
     MigrateStatus,
+    /// The push's journal: each resource's id here and on the target.
+    MigrateIdMap,
     MigrateVerify {
         /// The target's token for this run only (`migrate verify --token-file`;
         /// after the cut-over none is stored).
@@ -122,6 +126,7 @@ pub(crate) enum Reply {
     TargetCheck(TargetCheck),
     Push(PushOutcome),
     Status(Box<MigrationStatus>),
+    IdMap(Vec<IdPair>),
     Verify(VerifyReport),
     Aborted,
     CutOver(CutoverReport),

@@ -29,8 +29,8 @@ use serde_json::{json, Map, Value};
 use super::client::{Client, Response, Sent};
 use super::error::{MigrateError, MigrateResult};
 use super::report::{
-    Capabilities, Difference, DifferenceKind, Lag, MatchRule, PlanCounts, PreviewItem, Progress,
-    PushOutcome, PushPlan, PushReport,
+    Capabilities, Difference, DifferenceKind, GroupChange, IdPair, Lag, MatchRule, PlanCounts,
+    PreviewItem, Progress, PushOutcome, PushPlan, PushReport,
 };
 use super::target::{self, attr_name, encode, name_attr, Discovery, Events, TargetIndex};
 use crate::clock::Timestamp;
@@ -1007,7 +1007,13 @@ pub(crate) async fn push(
         caps.members_by_put |= old.members_by_put;
     }
     let caps_json = serde_json::to_value(&caps).ok();
-    let omit: HashSet<String> = if opts.omit_unsupported {
+    // An earlier push of this migration was told to leave these out: running it
+    // again (README: "running the push again finishes it") keeps that choice.
+    let chosen_before = !opts.omit_unsupported
+        && !unsupported.is_empty()
+        && unsupported.iter().all(|a| state.omitted.contains(a));
+    let omit_unsupported = opts.omit_unsupported || chosen_before;
+    let omit: HashSet<String> = if omit_unsupported {
         unsupported.iter().cloned().collect()
     } else {
         HashSet::new()
@@ -1016,11 +1022,11 @@ pub(crate) async fn push(
     run.repairs = true;
     choose_matching(client, &run, &snapshot).await?;
     if opts.dry_run {
-        return Ok(PushOutcome::Planned(
+        return Ok(PushOutcome::Planned(Box::new(
             dry_run(client, &run, &snapshot, unsupported, caps).await?,
-        ));
+        )));
     }
-    if !unsupported.is_empty() && !opts.omit_unsupported {
+    if !unsupported.is_empty() && !omit_unsupported {
         return Err(MigrateError::Unsupported(unsupported));
     }
     {
@@ -1064,7 +1070,13 @@ pub(crate) async fn push(
     })
     .await?;
     let o = outcome?;
-    let notes = run.refused_notes();
+    let mut notes = run.refused_notes();
+    if chosen_before {
+        notes.push(format!(
+            "left out, as the first push of this migration was told (--omit-unsupported): {}",
+            unsupported.join(", ")
+        ));
+    }
     let rules: Vec<(MatchRule, u64)> = lock(&run.rules).iter().map(|(k, v)| (*k, *v)).collect();
     Ok(PushOutcome::Pushed(PushReport {
         users: snapshot.count(ResourceType::User)?,
@@ -1078,6 +1090,7 @@ pub(crate) async fn push(
         notes,
         only_on_target: Vec::new(),
         not_kept: Vec::new(),
+        repaired: Vec::new(),
     }))
 }
 
@@ -1776,16 +1789,24 @@ async fn dry_run(
 ) -> MigrateResult<PushPlan> {
     let mut counts = [PlanCounts::default(); 2];
     let mut preview = Vec::new();
+    // What each resource would be on the target (journal or matched), and the
+    // groups matched to an existing one, to say what their members will become.
+    let mut planned: HashMap<(ResourceType, String), String> = HashMap::new();
+    let mut matched_groups: Vec<(StoredResource, String)> = Vec::new();
     for (i, rt) in ResourceType::ALL.into_iter().enumerate() {
         for page in pages(snapshot, rt) {
             for r in &page? {
-                let rule = match run.target_of(rt, &r.id) {
-                    Some(_) => MatchRule::Journal,
-                    None => match find(client, run, rt, &r.attrs, false).await? {
-                        Some((_, rule)) => rule,
-                        None => MatchRule::Created,
-                    },
+                let found = match run.target_of(rt, &r.id) {
+                    Some(t) => Some((t, MatchRule::Journal)),
+                    None => find(client, run, rt, &r.attrs, false).await?,
                 };
+                let rule = found.as_ref().map_or(MatchRule::Created, |(_, rule)| *rule);
+                if let Some((tid, rule)) = found {
+                    planned.insert((rt, r.id.clone()), tid.clone());
+                    if rt == ResourceType::Group && rule != MatchRule::Journal {
+                        matched_groups.push((r.clone(), tid));
+                    }
+                }
                 counts[i].total += 1;
                 if rule == MatchRule::Created {
                     counts[i].create += 1;
@@ -1800,8 +1821,29 @@ async fn dry_run(
             }
         }
     }
+    let group_changes = plan_group_changes(client, run, snapshot, &planned, matched_groups).await?;
+    // Listed targets only: without a listing nothing says what else the target holds.
+    let only_on_target = {
+        let idx = lock(&run.index);
+        let ours: HashSet<&String> = planned.values().collect();
+        let mut names: Vec<String> = ResourceType::ALL
+            .into_iter()
+            .filter_map(|rt| idx.get(&rt).map(|index| (rt, index)))
+            .flat_map(|(rt, index)| {
+                index
+                    .names
+                    .iter()
+                    .filter(|(tid, _)| !ours.contains(tid))
+                    .map(move |(_, name)| format!("{} {name}", rt.name()))
+            })
+            .collect();
+        names.sort();
+        names
+    };
     let notes = run.refused_notes();
     Ok(PushPlan {
+        only_on_target,
+        group_changes,
         target: client.target().base.clone(),
         bulk: caps.bulk,
         users: counts[0],
@@ -1816,17 +1858,89 @@ async fn dry_run(
     })
 }
 
+/// For each group matched to one the target already holds: its rename, and the
+/// members `sync_group` would remove (members of ours on the target that are not
+/// members here; accounts only the target has are left alone) and add, reading each
+/// such group's members once.
+async fn plan_group_changes(
+    client: &mut Client,
+    run: &Run,
+    snapshot: &Snapshot,
+    planned: &HashMap<(ResourceType, String), String>,
+    matched: Vec<(StoredResource, String)>,
+) -> MigrateResult<Vec<GroupChange>> {
+    let ours: HashMap<&String, ()> = planned.values().map(|t| (t, ())).collect();
+    let mut changes = Vec::new();
+    for (g, tid) in matched {
+        let Some((remote, current)) = read_group(client, &tid, "").await? else {
+            continue;
+        };
+        let refs = snapshot.references(ResourceType::Group, &g.id)?;
+        // Members here by their target id; `None` for one the push will create.
+        let targets: Vec<Option<&String>> = refs
+            .iter()
+            .map(|m| planned.get(&(m.rt, m.id.clone())))
+            .collect();
+        let desired: HashSet<&String> = targets.iter().flatten().copied().collect();
+        let current_set: HashSet<&String> = current.iter().collect();
+        let removed: Vec<String> = current
+            .iter()
+            .filter(|m| !desired.contains(m) && ours.contains_key(m))
+            .map(|m| {
+                let idx = lock(&run.index);
+                idx.get(&ResourceType::User)
+                    .and_then(|i| i.names.get(m))
+                    .or_else(|| idx.get(&ResourceType::Group).and_then(|i| i.names.get(m)))
+                    .cloned()
+                    .unwrap_or_else(|| m.clone())
+            })
+            .collect();
+        let added = targets
+            .iter()
+            .filter(|t| t.is_none_or(|t| !current_set.contains(t)))
+            .count() as u64;
+        let name = name_of(ResourceType::Group, &g);
+        let renamed_from = remote["displayName"]
+            .as_str()
+            .filter(|t| *t != name)
+            .map(str::to_owned);
+        if renamed_from.is_some() || !removed.is_empty() || added > 0 {
+            changes.push(GroupChange {
+                name,
+                renamed_from,
+                removed,
+                added,
+            });
+        }
+    }
+    Ok(changes)
+}
+
 /// Replays one change event to the target: the resource's current state (a group's
 /// members as a delta), or its deletion. Idempotent, so replaying an event twice is
 /// harmless.
 async fn replay(store: &Store, client: &mut Client, run: &Run, ev: &Event) -> MigrateResult<()> {
-    let rt = ev.resource_type;
     if ev.id == "*" {
         return Ok(());
     }
+    resend(store, client, run, ev.resource_type, &ev.id).await
+}
+
+/// Sends the resource's current state to the target: a user as a whole PUT (created
+/// when the journal maps nothing and nothing matches), a group's attributes and
+/// members as deltas; a resource no longer in the directory is deleted there. What
+/// the mirror does for one event, and what a push does for a resource the target
+/// holds differently (`repair`).
+async fn resend(
+    store: &Store,
+    client: &mut Client,
+    run: &Run,
+    rt: ResourceType,
+    id: &str,
+) -> MigrateResult<()> {
     let snapshot = store.snapshot()?;
     lock(&run.claimed).clear();
-    match snapshot.get(rt, &ev.id)? {
+    match snapshot.get(rt, id)? {
         Some(r) => match rt {
             ResourceType::User => {
                 let (tid, _, _) = push_user(client, run, &r).await?;
@@ -1856,7 +1970,7 @@ async fn replay(store: &Store, client: &mut Client, run: &Run, ev: &Event) -> Mi
             }
         },
         None => {
-            if let Some(tid) = run.target_of(rt, &ev.id) {
+            if let Some(tid) = run.target_of(rt, id) {
                 let resp = client
                     .request(Method::DELETE, &format!("{}/{tid}", rt.endpoint()), None)
                     .await?;
@@ -1866,12 +1980,87 @@ async fn replay(store: &Store, client: &mut Client, run: &Run, ev: &Event) -> Mi
                         &resp,
                     ));
                 }
-                lock(&run.map).set(rt, &ev.id, None);
-                store.map_ids(vec![(rt, ev.id.clone(), None)]).await?;
+                lock(&run.map).set(rt, id, None);
+                store.map_ids(vec![(rt, id.to_owned(), None)]).await?;
             }
         }
     }
     Ok(())
+}
+
+/// The differences a push repairs by sending the resource again (`repair`): an
+/// attribute or the members of a pushed resource that the target holds otherwise,
+/// e.g. changed by hand on the target after the push. Missing resources are found
+/// again by the push itself (`recheck_journal`); duplicates and count differences
+/// are not the push's to resolve.
+pub(crate) fn repairable(d: &Difference) -> bool {
+    d.id.is_some()
+        && matches!(
+            d.kind,
+            DifferenceKind::Attribute { .. } | DifferenceKind::Members { .. }
+        )
+}
+
+/// Sends again, as the mirror would, each resource that `differences` shows held
+/// otherwise on the target (`repairable`), once each, in the order found. Run by a
+/// push whose closing verification found such differences, before it verifies again
+/// (README, "A resource changed by hand on the target is repaired"). Returns the
+/// names of the resources sent again, and for each one the target refused, a note
+/// with its answer (the verification that follows still names the difference).
+pub(crate) async fn repair(
+    store: &Store,
+    client: &mut Client,
+    events: &Events,
+    differences: &[Difference],
+) -> MigrateResult<(Vec<String>, Vec<String>)> {
+    let run = run_from_state(store, events)?;
+    let mut seen = HashSet::new();
+    let (mut repaired, mut notes) = (Vec::new(), Vec::new());
+    for d in differences.iter().filter(|d| repairable(d)) {
+        let Some(id) = d.id.as_deref() else { continue };
+        if !seen.insert((d.resource_type, id.to_owned())) {
+            continue;
+        }
+        let name = format!(
+            "{} {}",
+            d.resource_type.name(),
+            d.name.as_deref().unwrap_or(id)
+        );
+        match resend(store, client, &run, d.resource_type, id).await {
+            Ok(()) => repaired.push(name),
+            Err(e) => notes.push(format!("sending {name} again to repair it failed: {e}")),
+        }
+    }
+    Ok((repaired, notes))
+}
+
+/// The journal, resource by resource, with each one's name and externalId as the
+/// directory holds them now (`migrate id-map`); users first, then groups, each by
+/// local id. An entry whose resource was deleted here since is left out (the mirror
+/// deletes it on the target).
+pub(crate) fn id_pairs(snapshot: &Snapshot) -> MigrateResult<Vec<IdPair>> {
+    let mut pairs = Vec::new();
+    for rt in ResourceType::ALL {
+        let mut ids = snapshot.target_ids(rt)?;
+        ids.sort();
+        for (local, target_id) in ids {
+            let Some(r) = snapshot.get(rt, &local)? else {
+                continue;
+            };
+            pairs.push(IdPair {
+                resource_type: rt,
+                name: name_of(rt, &r),
+                external_id: r
+                    .attrs
+                    .get("externalId")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
+                id: local,
+                target_id,
+            });
+        }
+    }
+    Ok(pairs)
 }
 
 /// A run for the mirror and verify: the capabilities and attribute choices the push

@@ -47,6 +47,10 @@ pub(crate) enum Progress {
     Working { step: String },
     /// A cut-over drained the mirror to zero lag.
     Drained,
+    /// A step runs inside the server, which goes on with it if the command that
+    /// asked for it is interrupted (sent by the control socket, never by a step the
+    /// CLI runs itself).
+    InServer,
 }
 
 impl fmt::Display for Progress {
@@ -75,6 +79,10 @@ impl fmt::Display for Progress {
             }
             Progress::Working { step } => write!(f, "still working: {step}"),
             Progress::Drained => f.write_str("drained"),
+            Progress::InServer => f.write_str(
+                "this runs inside the server: interrupting this command does not stop it \
+                 (`scimbridge migrate status` follows it, `scimbridge migrate abort` stops it)",
+            ),
         }
     }
 }
@@ -124,6 +132,32 @@ pub(crate) struct PushPlan {
     /// with the target's detail; matching went on without them.
     #[serde(default)]
     pub notes: Vec<String>,
+    /// Accounts only the target has (by type and name): the push leaves them alone.
+    /// Empty when the target cannot be listed (not looked for).
+    #[serde(default)]
+    pub only_on_target: Vec<String>,
+    /// Groups the target already holds that the push will change: renamed to the
+    /// directory's displayName, and members of ours removed (trial 8 item 7).
+    #[serde(default)]
+    pub group_changes: Vec<GroupChange>,
+}
+
+/// What a push will change in a group the target already holds (a dry run's plan).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct GroupChange {
+    /// The directory's displayName.
+    pub name: String,
+    /// The target's displayName, when it differs (the push replaces it).
+    #[serde(default)]
+    pub renamed_from: Option<String>,
+    /// Members the target's group has that are matched users of this directory but
+    /// not members here: the push removes them (by the target's userName).
+    #[serde(default)]
+    pub removed: Vec<String>,
+    /// How many members the push adds.
+    #[serde(default)]
+    pub added: u64,
 }
 
 /// One resource of a preview: its name, the action and the rule that decided it.
@@ -279,6 +313,11 @@ pub(crate) struct PushReport {
     /// Attributes the target does not keep (omitted by choice or dropped by it).
     #[serde(default)]
     pub not_kept: Vec<String>,
+    /// Pushed resources the closing verification found held otherwise on the target
+    /// (e.g. changed there by hand) and that were sent again ("User NAME", "Group
+    /// NAME"); `differences` is what the verification after that found.
+    #[serde(default)]
+    pub repaired: Vec<String>,
 }
 
 /// The outcome of `migrate push`.
@@ -286,7 +325,7 @@ pub(crate) struct PushReport {
 #[serde(tag = "outcome", rename_all = "camelCase")]
 pub(crate) enum PushOutcome {
     /// A dry run's plan.
-    Planned(PushPlan),
+    Planned(Box<PushPlan>),
     /// A push, now mirroring.
     Pushed(PushReport),
 }
@@ -553,6 +592,18 @@ fn list_some(names: &[String]) -> String {
 }
 
 /// "User 0190…: title: local \"CEO\", target null".
+/// For the audit (Activity): a push or verify that ran to its end but found the
+/// target differing is not "done"; this is its reason, naming the first difference.
+/// `None` when the target matches.
+pub(crate) fn unverified(differences: &[Difference]) -> Option<String> {
+    let first = differences.first()?;
+    Some(format!(
+        "the target differs from the directory: {} (first: {first}); \
+         `scimbridge migrate verify` lists them",
+        count(differences.len() as u64, "difference", "differences")
+    ))
+}
+
 impl fmt::Display for Difference {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (&self.name, &self.id) {
@@ -607,6 +658,25 @@ impl From<DifferenceJson> for Difference {
             kind: d.kind,
         }
     }
+}
+
+/// One resource of the push's journal (`migrate id-map`): its id here and the id
+/// the target gave it. A hosted service assigns its own ids (RFC 7643 §3.1: `id` is
+/// the service provider's), so an identity provider that keeps the ids it was given
+/// (Okta) must learn the new ones after the cut-over; this is the map to do it with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct IdPair {
+    pub resource_type: ResourceType,
+    /// userName or displayName.
+    pub name: String,
+    /// The identity provider's own key for it, when it sent one.
+    #[serde(default)]
+    pub external_id: Option<String>,
+    /// The id in this bridge: the one the identity provider holds today.
+    pub id: String,
+    /// The id on the target.
+    pub target_id: String,
 }
 
 #[cfg(test)]

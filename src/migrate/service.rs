@@ -14,7 +14,7 @@ use super::policy::{PolicyChange, PolicyField, PolicyView};
 use super::push::{self, PushOptions};
 use super::readiness::{self, FindingCode, ReadinessReport};
 use super::report::{
-    Capabilities, DirectoryCounts, Lag, MatchRule, MigrationStatus, MirrorHealth, Progress,
+    Capabilities, DirectoryCounts, IdPair, Lag, MatchRule, MigrationStatus, MirrorHealth, Progress,
     ProgressSink, PushOutcome, TargetCheck, VerifyReport, MIRROR_BEHIND_SECONDS,
 };
 use super::target::{self, Events};
@@ -263,7 +263,11 @@ impl Migration {
             Ok(outcome) => self.finish_push(&mut client, outcome, progress).await,
             Err(e) => {
                 self.record_stopped_push(current.phase, &e).await;
-                Err(MigrateError::PushStopped(Box::new(e)))
+                match e {
+                    // Refused before anything was sent: its own words say what to do.
+                    MigrateError::Unsupported(_) => Err(e),
+                    e => Err(MigrateError::PushStopped(Box::new(e))),
+                }
             }
         }
     }
@@ -358,9 +362,27 @@ impl Migration {
                 s.updated_at = Some(now);
             })
             .await?;
-        let verified = self.verify_locked(client, true, progress).await?;
+        let mut verified = self.verify_locked(client, &mut *progress, true).await?;
+        // A pushed resource the target holds otherwise (changed there by hand): sent
+        // again and verified once more, so that running the push repairs it.
+        let (mut repaired, mut repair_notes) = (Vec::new(), Vec::new());
+        if verified.differences.iter().any(push::repairable) {
+            let (tx, rx) = channel();
+            client.report_to(Some(tx.clone()));
+            let diffs = std::mem::take(&mut verified.differences);
+            (repaired, repair_notes) = drive(
+                "repairing",
+                &mut *progress,
+                push::repair(&self.store, client, &tx, &diffs),
+                rx,
+            )
+            .await?;
+            verified = self.verify_locked(client, progress, true).await?;
+        }
         Ok(match outcome {
             PushOutcome::Pushed(mut report) => {
+                report.repaired = repaired;
+                report.notes.extend(repair_notes);
                 report.differences = verified.differences;
                 report.only_on_target = verified.only_on_target;
                 report.not_kept = verified.not_kept;
@@ -584,7 +606,7 @@ impl Migration {
         }
         let _guard = self.lock.lock().await;
         let mut client = Self::client_for(&state)?;
-        self.verify_locked(&mut client, !cut_over, progress).await
+        self.verify_locked(&mut client, progress, !cut_over).await
     }
 
     /// Compares, after draining the mirror and recording the outcome when
@@ -592,8 +614,8 @@ impl Migration {
     async fn verify_locked(
         &self,
         client: &mut Client,
-        mirroring: bool,
         progress: ProgressSink<'_>,
+        mirroring: bool,
     ) -> MigrateResult<VerifyReport> {
         let (tx, rx) = channel();
         client.report_to(Some(tx.clone()));
@@ -607,6 +629,18 @@ impl Migration {
             rx,
         )
         .await?;
+        self.record_verified(found, mirroring).await
+    }
+
+    /// Keeps what a verification found for the Migration page and `migrate status`
+    /// (when, how many, the first `KEPT_DIFFERENCES`, its notes), and while
+    /// `mirroring` moves the phase to verified (none) or back from it (some): the
+    /// same record whether verify, a push or a cut-over ran it.
+    async fn record_verified(
+        &self,
+        found: push::Verified,
+        mirroring: bool,
+    ) -> MigrateResult<VerifyReport> {
         let diffs = found.differences;
         let n = diffs.len() as u64;
         let now = Timestamp::now();
@@ -650,6 +684,11 @@ impl Migration {
             not_kept: found.not_kept,
             notes: found.notes,
         })
+    }
+
+    /// The push's journal with names (`migrate id-map`): empty before a push.
+    pub(crate) fn id_map(&self) -> MigrateResult<Vec<IdPair>> {
+        push::id_pairs(&self.store.snapshot()?)
     }
 
     /// Stops mirroring and returns to not started; the local directory stays the
@@ -697,14 +736,16 @@ impl Migration {
                 }
             }
             progress(Progress::Drained);
-            let mut diffs = drive(
+            let found = drive(
                 "verifying",
                 progress,
                 push::verify(&self.store, &mut client, &tx),
                 rx,
             )
-            .await?
-            .differences;
+            .await?;
+            // Recorded as any verify's: a refused cut-over leaves the migration
+            // "not verified" with its differences on the Migration page.
+            let mut diffs = self.record_verified(found, true).await?.differences;
             if !diffs.is_empty() {
                 return Err(MigrateError::Differences {
                     count: diffs.len(),

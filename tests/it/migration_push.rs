@@ -442,6 +442,56 @@ fn push_into_a_second_scimbridge_mirror_resume_and_cut_over() {
         "{out}"
     );
     assert!(!holds_token(), "the target token is still in {db_file:?}");
+    // Trial 8 items 13 and 14: the new ids are said, with how to re-link, and how to
+    // decommission; `migrate id-map` gives every pushed resource's two ids.
+    assert!(
+        out.contains("migrate id-map")
+            && out.contains("Import Now")
+            && out.contains("revoke its tokens")
+            && out.contains("delete its data directory and backups"),
+        "{out}"
+    );
+    let (ok, csv, err) = cli(&a.data_dir(), &["migrate", "id-map"]);
+    assert!(ok, "{err}");
+    let mut rows = csv.lines();
+    assert_eq!(
+        rows.next(),
+        Some("resourceType,name,externalId,id,targetId")
+    );
+    let rows: Vec<Vec<&str>> = rows.map(|l| l.split(',').collect()).collect();
+    let users = ca.get("/Users?count=1").json()["totalResults"]
+        .as_u64()
+        .unwrap();
+    let groups = ca.get("/Groups?count=1").json()["totalResults"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(rows.len() as u64, users + groups, "{csv}");
+    assert!(
+        err.contains(&format!("{} resources pushed", users + groups)),
+        "{err}"
+    );
+    let row = rows
+        .iter()
+        .find(|r| r[1] == "after-restart@example.com")
+        .unwrap_or_else(|| panic!("{csv}"));
+    let here = ca
+        .get("/Users?filter=userName%20eq%20%22after-restart@example.com%22")
+        .json();
+    let there = cb
+        .get("/Users?filter=userName%20eq%20%22after-restart@example.com%22")
+        .json();
+    assert_eq!(row[0], "User");
+    assert_eq!(row[3], here["Resources"][0]["id"].as_str().unwrap());
+    assert_eq!(row[4], there["Resources"][0]["id"].as_str().unwrap());
+    assert_ne!(row[3], row[4], "the target gave its own id");
+    let (ok, json_map, _) = cli(&a.data_dir(), &["migrate", "id-map", "--json"]);
+    assert!(ok);
+    let map: Value = serde_json::from_str(&json_map).unwrap();
+    assert_eq!(map.as_array().unwrap().len() as u64, users + groups);
+    assert!(
+        map[0]["targetId"].is_string() && map[0]["resourceType"] == "User",
+        "{map}"
+    );
     // Verify after the cut-over: the token comes from the file, for this run only.
     let (ok, _, err) = cli(&a.data_dir(), &["migrate", "verify"]);
     assert!(!ok && err.contains("--token-file"), "{err}");
@@ -702,6 +752,38 @@ fn a_verify_with_differences_is_not_verified_and_is_listed_on_the_page() {
             && listed_now.contains("missing on the target"),
         "{listed_now}"
     );
+    // Trial 8 item 27: a verify that found differences is not "done" on the Activity
+    // page, from the command line or the page; each one's start is on record.
+    let jsonl = ui::text(&ui::get_page(
+        &c,
+        "/admin/activity.jsonl?action=migration.verify",
+        &cookie,
+    ));
+    let entries: Vec<Value> = jsonl
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let ended: Vec<&Value> = entries
+        .iter()
+        .filter(|e| e["action"] == "migration.verify")
+        .collect();
+    assert_eq!(ended.len(), 2, "the CLI's and the page's: {jsonl}");
+    for e in &ended {
+        assert_eq!(e["outcome"], "refused", "{jsonl}");
+        let reason = e["reason"].as_str().unwrap();
+        assert!(
+            reason.starts_with(&format!("the target differs from the directory: {found}")),
+            "{jsonl}"
+        );
+    }
+    assert_eq!(
+        entries
+            .iter()
+            .filter(|e| e["action"] == "migration.verify.start")
+            .count(),
+        2,
+        "{jsonl}"
+    );
 }
 
 /// Issue 15 trial: a push that fails on TLS (the target's certificate is not
@@ -728,9 +810,21 @@ fn a_tls_failure_is_failed_on_the_activity_page() {
         "/admin/activity.jsonl?action=migration.push",
         &cookie,
     ));
-    let pushes: Vec<Value> = jsonl
+    let entries: Vec<Value> = jsonl
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // Trial 8 item 27: its start is on record too (a push the server does not live
+    // to finish leaves that much).
+    let started: Vec<&Value> = entries
+        .iter()
+        .filter(|e| e["action"] == "migration.push.start")
+        .collect();
+    assert_eq!(started.len(), 1, "{jsonl}");
+    assert_eq!(started[0]["outcome"], "done", "{jsonl}");
+    let pushes: Vec<&Value> = entries
+        .iter()
+        .filter(|e| e["action"] == "migration.push")
         .collect();
     assert_eq!(pushes.len(), 1, "{jsonl}");
     assert_eq!(pushes[0]["outcome"], "failed", "{jsonl}");

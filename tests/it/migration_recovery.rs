@@ -4,6 +4,7 @@
 //! verify that must show what the target really holds. A real source bridge pushes
 //! into a second real scimbridge over TLS on 127.0.0.1.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -399,5 +400,201 @@ fn verify_reports_the_targets_own_manager_value() {
             .as_str()
             .is_some_and(|l| l.contains("never pushed")),
         "{d}"
+    );
+}
+
+/// Trial 8 item 11 (README: "A resource changed by hand on the target is repaired the
+/// same way"): after a push, a user's title changed by hand on the target is found by
+/// the next push's closing verification, sent again and verified once more: the push
+/// exits 0, names what it repaired, and the target holds the directory's value again.
+/// A group's member removed there and a user deleted there are put back as before.
+#[test]
+fn a_push_repairs_attributes_and_members_changed_by_hand_on_the_target() {
+    let p = Pair::start(&["a@example.com", "b@example.com", "c@example.com"], &[]);
+    let c = p.src.client();
+    let users: Vec<String> = ["a@example.com", "b@example.com"]
+        .iter()
+        .map(|n| {
+            c.get(&format!("/Users?filter=userName%20eq%20%22{n}%22"))
+                .json()["Resources"][0]["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    let title = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [{"op": "replace", "path": "title", "value": "Engineer"}]});
+    assert_eq!(c.patch(&format!("/Users/{}", users[0]), &title).status, 200);
+    let group = json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+        "displayName": "Pilots",
+        "members": [{"value": users[0]}, {"value": users[1]}]});
+    assert_eq!(c.post("/Groups", &group).status, 201);
+    let (ok, out, err) = p.push(&[]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("verified: the target matches"), "{out}");
+    assert!(!out.contains("repaired:"), "nothing to repair yet: {out}");
+    // Trial 8 items 8 and 16: the push runs in the server, and the command says so
+    // first; its first progress report is printed at once, not after five seconds.
+    let lines: Vec<&str> = err.lines().collect();
+    assert!(
+        lines.first().is_some_and(|l| l.starts_with(
+            "this runs inside the server: interrupting this command does not stop it"
+        )) && lines.get(1).is_some_and(|l| !l.is_empty()),
+        "{err}"
+    );
+    let (_, _, err) = p.push(&["--dry-run"]);
+    assert!(
+        !err.contains("inside the server"),
+        "a dry run is not said to go on: {err}"
+    );
+    p.wait_in_step(Duration::from_secs(30));
+
+    // By hand on the target: a's title, Pilots loses b, c deleted.
+    let tc = p.target.client();
+    let on_target = |filter: &str| tc.get(filter).json()["Resources"][0].clone();
+    let ta = on_target("/Users?filter=userName%20eq%20%22a@example.com%22");
+    let tb = on_target("/Users?filter=userName%20eq%20%22b@example.com%22");
+    let tcu = on_target("/Users?filter=userName%20eq%20%22c@example.com%22");
+    let tg = on_target("/Groups?filter=displayName%20eq%20%22Pilots%22");
+    let (ta, tb) = (ta["id"].as_str().unwrap(), tb["id"].as_str().unwrap());
+    let tg = tg["id"].as_str().unwrap();
+    let edit = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [{"op": "replace", "path": "title", "value": "Hand-edited"}]});
+    assert_eq!(tc.patch(&format!("/Users/{ta}"), &edit).status, 200);
+    let drop_b = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [{"op": "remove", "path": format!("members[value eq \"{tb}\"]")}]});
+    let r = tc.patch(&format!("/Groups/{tg}"), &drop_b);
+    assert!(r.status == 200 || r.status == 204, "{}", r.status);
+    let r = tc.delete(&format!("/Users/{}", tcu["id"].as_str().unwrap()));
+    assert_eq!(r.status, 204);
+
+    // Trial 8 item 18: a cut-over refused for differences records its verification
+    // as verify does: no longer "verified", and the differences on the page.
+    assert_eq!(p.status()["phase"], "verified");
+    let (ok, out, err) = cli(
+        &p.src.data_dir(),
+        &["migrate", "cutover", "--confirm-irreversible"],
+    );
+    assert!(!ok && err.contains("3 differences"), "{out}{err}");
+    let st = p.status();
+    assert_eq!(st["phase"], "mirroring", "{st}");
+    assert_eq!(st["state"]["lastVerify"]["count"], 3, "{st}");
+    assert!(
+        st["phaseText"]
+            .as_str()
+            .unwrap()
+            .contains("the last verify found 3 differences"),
+        "{st}"
+    );
+    let (ok, out, err) = cli(&p.src.data_dir(), &["migrate", "verify"]);
+    assert!(!ok, "verify sees the hand edits: {out}{err}");
+    assert!(
+        out.contains("Hand-edited") && out.contains("Pilots") && out.contains("c@example.com"),
+        "{out}"
+    );
+
+    let (ok, out, err) = p.push(&[]);
+    assert!(ok, "the push repairs them: {out}{err}");
+    // The push syncs every group's members itself; the title needs the repair.
+    assert!(
+        out.contains("repaired: 1 resource the target held otherwise")
+            && out.contains("  User a@example.com")
+            && out.contains("verified: the target matches the directory"),
+        "{out}"
+    );
+    assert_eq!(tc.get(&format!("/Users/{ta}")).json()["title"], "Engineer");
+    let members: Vec<Value> = tc.get(&format!("/Groups/{tg}")).json()["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["value"].clone())
+        .collect();
+    assert!(
+        members.contains(&json!(tb)) && members.len() == 2,
+        "{members:?}"
+    );
+    assert!(target_has_user(&p.target, "c@example.com"));
+    let (_, out, _) = p.push(&["--json"]);
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        report["repaired"],
+        json!([]),
+        "nothing left to repair: {report}"
+    );
+    assert_eq!(report["differences"], json!([]), "{report}");
+    let (ok, out, err) = cli(&p.src.data_dir(), &["migrate", "verify"]);
+    assert!(ok, "{out}{err}");
+}
+
+/// Trial 8 item 7: a dry run into a target that already holds part of the team says
+/// what the push will change there, before anything is sent: a matched group renamed
+/// to the directory's displayName, the members of ours it loses (a matched user not in
+/// the directory's group) and gains, and the accounts only the target has (left
+/// alone, also as members). Then the push does exactly that.
+#[test]
+fn a_dry_run_names_what_the_push_changes_on_the_target() {
+    let p = Pair::start(&["a@example.com", "b@example.com"], &[]);
+    let c = p.src.client();
+    let b = c
+        .get("/Users?filter=userName%20eq%20%22b@example.com%22")
+        .json()["Resources"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let group = json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+        "displayName": "Pilots", "members": [{"value": b}]});
+    assert_eq!(c.post("/Groups", &group).status, 201);
+    // The target already holds a (by another case), an owner of its own, and "pilots"
+    // with a and the owner as members.
+    let tc = p.target.client();
+    let id_of = |r: Resp| r.json()["id"].as_str().unwrap().to_owned();
+    let ta = id_of(tc.post("/Users", &user_body("A@example.com")));
+    let owner = id_of(tc.post("/Users", &user_body("owner@example.com")));
+    let tgroup = json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+        "displayName": "pilots", "members": [{"value": ta}, {"value": owner}]});
+    let tg = id_of(tc.post("/Groups", &tgroup));
+
+    let (ok, out, err) = p.push(&["--dry-run"]);
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("Groups the target already holds that the push changes (1; the directory wins):")
+            && out.contains(
+                "    Group Pilots: renamed from \"pilots\"; 1 member added; 1 member removed (A@example.com)"
+            )
+            && out.contains("1 account only on the target (left alone):\n    User owner@example.com"),
+        "{out}"
+    );
+    let (ok, json_plan, _) = p.push(&["--dry-run", "--json"]);
+    assert!(ok);
+    let plan: Value = serde_json::from_str(&json_plan).unwrap();
+    assert_eq!(
+        plan["onlyOnTarget"],
+        json!(["User owner@example.com"]),
+        "{plan}"
+    );
+    assert_eq!(
+        plan["groupChanges"][0]["removed"],
+        json!(["A@example.com"]),
+        "{plan}"
+    );
+    // Nothing was sent.
+    assert_eq!(
+        tc.get(&format!("/Groups/{tg}")).json()["displayName"],
+        "pilots"
+    );
+
+    let (ok, out, err) = p.push(&[]);
+    assert!(ok, "{out}{err}");
+    let g = tc.get(&format!("/Groups/{tg}")).json();
+    assert_eq!(g["displayName"], "Pilots");
+    let members: BTreeSet<String> = g["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["value"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        members.contains(&owner) && !members.contains(&ta) && members.len() == 2,
+        "the owner stays, a leaves, b joins: {members:?}"
     );
 }

@@ -35,7 +35,7 @@ use crate::config::Config;
 use crate::migrate::error::MigrateError;
 use crate::migrate::policy::{PolicyChange, PolicyField, PolicyValue, PolicyView};
 use crate::migrate::readiness::LastCheck;
-use crate::migrate::report::Progress;
+use crate::migrate::report::{unverified, Progress, PushOutcome};
 use crate::migrate::service::{Migration, PushRequest};
 use crate::scim::query::ListParams;
 use crate::scim::resource::Projection;
@@ -2169,11 +2169,17 @@ async fn start_job(state: &Arc<AppState>, who: &Caller, kind: JobKind) -> (Strin
         }
         let ended = outcome.as_ref().err().map(MigrateError::audit_outcome);
         let outcome = outcome.map_err(PageMessage::page_message);
-        app.audit(
-            &who,
-            entry.outcome_as(&outcome, |_| ended.unwrap_or(AuditOutcome::Refused)),
-        )
-        .await;
+        // Ran to its end, but the target differs: not done (trial 8 item 27).
+        let differs = match &outcome {
+            Ok(JobOutcome::Push(PushOutcome::Pushed(r))) => unverified(&r.differences),
+            Ok(JobOutcome::Verify(r)) => unverified(&r.differences),
+            _ => None,
+        };
+        let entry = match differs {
+            Some(why) => entry.refused(why),
+            None => entry.outcome_as(&outcome, |_| ended.unwrap_or(AuditOutcome::Refused)),
+        };
+        app.audit(&who, entry).await;
         if let Ok(mut j) = slot.lock() {
             if let Some(j) = j.as_mut() {
                 j.finished = Some(Timestamp::now());
