@@ -266,6 +266,10 @@ pub(crate) struct Storage {
     /// database file and the memory the process may use (`memory::budget`,
     /// `store::default_cache_bytes`).
     pub cache_mb: Option<usize>,
+    /// Whether a walk over a table (a scan, a deep offset page, an export) has the
+    /// kernel read the pages it reaches next ahead of it, into the OS page cache
+    /// (`store/readahead.rs`); on by default.
+    pub read_ahead: bool,
     /// Change events (the migration mirror's feed) older than this many days are
     /// deleted (at least 1).
     pub events_max_age_days: u64,
@@ -278,6 +282,7 @@ impl Default for Storage {
     fn default() -> Self {
         Storage {
             cache_mb: None,
+            read_ahead: true,
             events_max_age_days: 400,
             events_max_count: 1_000_000,
         }
@@ -786,6 +791,8 @@ pub(crate) struct Config {
     /// redb page cache size in bytes; `None`: computed at start from the file size
     /// and the machine's memory.
     pub cache_bytes: Option<usize>,
+    /// `storage.read_ahead`: walks over a table read ahead (`store/readahead.rs`).
+    pub read_ahead: bool,
     /// What the hourly pruning of change events keeps.
     pub event_retention: EventRetention,
     /// When set, `/metrics` requires `Authorization: Bearer <this>`.
@@ -1108,6 +1115,7 @@ pub(crate) fn validate(mut s: Settings, file: Option<&Path>) -> Result<Config> {
         log_format: s.log_format.unwrap_or_default(),
         limits,
         cache_bytes: s.storage.cache_mb.map(|mb| mb << 20),
+        read_ahead: s.storage.read_ahead,
         event_retention: EventRetention {
             max_age: Duration::from_secs(s.storage.events_max_age_days.saturating_mul(86_400)),
             max_count: s.storage.events_max_count,
@@ -1360,6 +1368,7 @@ mod tests {
         );
         assert_eq!(c.scim, d.scim);
         assert_eq!(c.cache_bytes, d.cache_bytes);
+        assert_eq!(c.read_ahead, d.read_ahead);
         assert_eq!(c.admin, d.admin);
     }
 
@@ -1517,7 +1526,7 @@ mod tests {
     fn every_section_reads_from_the_file() {
         let (_d, p) = write(
             "log_format = \"json\"\n[limits]\nhandshake_timeout_secs = 3\nmax_page_size = 50\n\
-             default_page_size = 5\n[storage]\ncache_mb = 8\n[metrics]\ntoken = \"0123456789abcdef\"\n\
+             default_page_size = 5\n[storage]\ncache_mb = 8\nread_ahead = false\n[metrics]\ntoken = \"0123456789abcdef\"\n\
              [migration]\nallowed_domains = [\"Example.COM\"]\n",
         );
         let c = load_with(Some(&p), &[]).unwrap();
@@ -1529,6 +1538,7 @@ mod tests {
         );
         assert_eq!(c.limits.max_body_bytes, Limits::default().max_body_bytes);
         assert_eq!(c.cache_bytes, Some(8 << 20));
+        assert!(!c.read_ahead);
         assert!(c.metrics_token.unwrap().matches("0123456789abcdef"));
         assert_eq!(c.migration.allowed_domains, ["example.com"]);
         assert_eq!(

@@ -323,7 +323,14 @@ fn open_store(cfg: &Config) -> Result<Store> {
         );
         bytes
     });
-    Store::open(&cfg.db_path(), &StoreOptions { cache_bytes }).map_err(|e| match e {
+    Store::open(
+        &cfg.db_path(),
+        &StoreOptions {
+            cache_bytes,
+            read_ahead: cfg.read_ahead,
+        },
+    )
+    .map_err(|e| match e {
         StoreError::AlreadyOpen(p) => anyhow!(
             "the database {} is already in use: another scimbridge is running with this data directory",
             p.display()

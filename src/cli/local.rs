@@ -177,7 +177,14 @@ pub(super) fn open_store(cfg: &Config, if_missing: IfMissing, quiet: bool) -> Re
     for t in prepared.tightened.iter().filter(|_| !quiet) {
         eprintln!("scimbridge: {t} (the bridge's files are for its own user only)");
     }
-    let store = Store::open(&db, &StoreOptions { cache_bytes: 16 << 20 }).map_err(|e| match e {
+    let store = Store::open(
+        &db,
+        &StoreOptions {
+            cache_bytes: 16 << 20,
+            read_ahead: cfg.read_ahead,
+        },
+    )
+    .map_err(|e| match e {
         StoreError::AlreadyOpen(_) => anyhow!(
             "the scimbridge server is running with the data directory {} and holds its database, \
              but its control socket ({}) does not answer.\n\

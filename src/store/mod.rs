@@ -17,6 +17,7 @@ mod health;
 mod migration;
 mod nesting;
 mod open;
+mod readahead;
 mod reports;
 mod row;
 mod tables;
@@ -37,6 +38,7 @@ pub(crate) use tokens::{hex, RevokeWhich, Scope, TokenRecord, TokenState};
 pub(crate) use traffic::{hour_of, OutcomeClass, OutcomeCounts, TokenTraffic};
 pub(crate) use upgrade::{Upgrade, FORMAT_VERSION};
 
+use readahead::{walking, Ahead, Walk};
 use reports::check_manager;
 
 use std::any::Any;
@@ -533,12 +535,16 @@ pub(crate) fn default_cache_bytes(file_size: u64, memory: Option<u64>) -> usize 
 pub(crate) struct StoreOptions {
     /// redb page cache size in bytes.
     pub cache_bytes: usize,
+    /// Whether walks over a table have the kernel read their next pages ahead
+    /// (`storage.read_ahead`, `readahead.rs`).
+    pub read_ahead: bool,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
             cache_bytes: 64 << 20,
+            read_ahead: true,
         }
     }
 }
@@ -553,10 +559,23 @@ pub(crate) fn new_id(now: Timestamp) -> String {
     uuid::Uuid::new_v7(ts).hyphenated().to_string()
 }
 
+/// Opens (creating if needed) the database file as redb's `Builder::create` does, through
+/// the backend that reads ahead for walks (`readahead.rs`).
 fn open_database(path: &Path, opts: &StoreOptions) -> StoreResult<Database> {
+    let cannot = |e: &dyn std::fmt::Display| {
+        StoreError::Storage(format!("cannot open {}: {e}", path.display()))
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| cannot(&e))?;
+    let backend = readahead::ReadAheadFile::new(file, opts.read_ahead).map_err(|e| cannot(&e))?;
     redb::Builder::new()
         .set_cache_size(opts.cache_bytes)
-        .create(path)
+        .create_with_backend(backend)
         .map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => StoreError::AlreadyOpen(path.to_owned()),
             other => StoreError::Storage(format!("cannot open {}: {other}", path.display())),
@@ -2499,13 +2518,11 @@ impl Snapshot {
         f: impl FnMut(RawResource<'_>) -> StoreResult<bool>,
     ) -> StoreResult<()> {
         let t = self.txn.open_table(table(rt))?;
-        let rows = match after {
-            Some(a) => {
-                t.range::<&str>((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded))?
-            }
-            None => t.range::<&str>(..)?,
-        };
-        feed_raw(rows, f)
+        let rows = walking(Ahead::Chunks, || match after {
+            Some(a) => t.range::<&str>((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded)),
+            None => t.range::<&str>(..),
+        })?;
+        feed_raw(Walk(Ahead::Chunks, rows), f)
     }
 
     /// The rows whose id sorts before `before`, undecoded, in descending id order
@@ -2517,7 +2534,14 @@ impl Snapshot {
         f: impl FnMut(RawResource<'_>) -> StoreResult<bool>,
     ) -> StoreResult<()> {
         let t = self.txn.open_table(table(rt))?;
-        feed_raw(t.range::<&str>(..before)?.rev(), f)
+        feed_raw(
+            Walk(
+                Ahead::Chunks,
+                walking(Ahead::Chunks, || t.range::<&str>(..before))?,
+            )
+            .rev(),
+            f,
+        )
     }
 
     /// Every row of `rt`, undecoded, shared out between two visitors that run at once
@@ -2546,7 +2570,10 @@ impl Snapshot {
         let ids = self.txn.open_table(id_table(rt))?;
         std::thread::scope(|s| {
             let upper = s.spawn(|| {
-                let mut keys = ids.range::<&str>(..)?;
+                let mut keys = Walk(
+                    Ahead::Pages,
+                    walking(Ahead::Pages, || ids.range::<&str>(..))?,
+                );
                 for row in keys.by_ref().take(ids.len()? as usize / 2) {
                     drop(row?);
                 }
@@ -2554,13 +2581,14 @@ impl Snapshot {
                     Some(row) => row?.0.value().to_owned(),
                     None => return Ok(()),
                 };
-                let rows = upper_table.range::<&str>(middle.as_str()..)?;
-                claim_rows(rows, Half::Upper, &meet, upper)
+                let rows = walking(Ahead::Chunks, || {
+                    upper_table.range::<&str>(middle.as_str()..)
+                })?;
+                claim_rows(Walk(Ahead::Chunks, rows), Half::Upper, &meet, upper)
             });
-            let lower = lower_table
-                .range::<&str>(..)
+            let lower = walking(Ahead::Chunks, || lower_table.range::<&str>(..))
                 .map_err(StoreError::from)
-                .and_then(|rows| claim_rows(rows, Half::Lower, &meet, lower));
+                .and_then(|rows| claim_rows(Walk(Ahead::Chunks, rows), Half::Lower, &meet, lower));
             if lower.is_err() {
                 meet.lock().unwrap_or_else(|p| p.into_inner()).failed = true;
             }
@@ -2583,7 +2611,10 @@ impl Snapshot {
     ) -> StoreResult<()> {
         let first = {
             let ids = self.txn.open_table(id_table(rt))?;
-            let mut rows = ids.range::<&str>(..)?;
+            let mut rows = Walk(
+                Ahead::Pages,
+                walking(Ahead::Pages, || ids.range::<&str>(..))?,
+            );
             for _ in 0..skip {
                 match rows.next() {
                     Some(row) => drop(row?),
@@ -2606,7 +2637,11 @@ impl Snapshot {
         mut f: impl FnMut(StoredResource) -> StoreResult<bool>,
     ) -> StoreResult<()> {
         let t = self.txn.open_table(table(rt))?;
-        for row in t.range::<&str>(first..)? {
+        // The rows of one page, not of the table: their pages, not the MiB around each.
+        for row in Walk(
+            Ahead::Pages,
+            walking(Ahead::Pages, || t.range::<&str>(first..))?,
+        ) {
             let (_, v) = row?;
             if !f(serde_json::from_slice(v.value())?)? {
                 break;
@@ -2625,7 +2660,7 @@ impl Snapshot {
         mut f: impl FnMut(&str) -> StoreResult<bool>,
     ) -> StoreResult<()> {
         let t = self.txn.open_table(USER_NAMES)?;
-        let rows = t.range::<&str>(..)?;
+        let rows = Walk(Ahead::Pages, walking(Ahead::Pages, || t.range::<&str>(..))?);
         let rows: Box<dyn Iterator<Item = _>> = if descending {
             Box::new(rows.rev())
         } else {
@@ -2652,7 +2687,7 @@ impl Snapshot {
         mut f: impl FnMut(&str, &str, ResourceType, Option<String>) -> StoreResult<bool>,
     ) -> StoreResult<()> {
         let t = self.txn.open_table(MEMBERS)?;
-        for row in t.iter()? {
+        for row in Walk(Ahead::Pages, walking(Ahead::Pages, || t.iter())?) {
             let (k, v) = row?;
             let (g, m) = k.value();
             let (rt, display) = parse_member_value(v.value());
