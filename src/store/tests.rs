@@ -605,10 +605,12 @@ fn seen(store: &Store, rt: ResourceType, id: &str) -> (String, Timestamp) {
 }
 
 fn groups_of(store: &Store, id: &str) -> Vec<(String, bool)> {
-    store
-        .snapshot()
-        .unwrap()
-        .references(ResourceType::User, id)
+    groups_in(&store.snapshot().unwrap(), id)
+}
+
+/// The groups a user shows (display name, indirect) as `snap` reads them.
+fn groups_in(snap: &Snapshot, id: &str) -> Vec<(String, bool)> {
+    snap.references(ResourceType::User, id)
         .unwrap()
         .into_iter()
         .map(|r| (r.display.unwrap_or_default(), r.indirect))
@@ -1354,14 +1356,7 @@ fn bookkeeping_commits_are_not_changes_of_the_directory() {
 
 /// The references a user shows, read through the snapshot GETs share.
 fn shared_groups_of(store: &Store, id: &str) -> Vec<(String, bool)> {
-    store
-        .shared_snapshot()
-        .unwrap()
-        .references(ResourceType::User, id)
-        .unwrap()
-        .into_iter()
-        .map(|r| (r.display.unwrap_or_default(), r.indirect))
-        .collect()
+    groups_in(&store.shared_snapshot().unwrap(), id)
 }
 
 /// GETs share one snapshot while the directory does not change (issue 10): the

@@ -492,16 +492,8 @@ fn a_deleted_managers_reports_are_named_in_the_activity() {
     let (s, cookie) = signed_in_server(&[]);
     let c = s.client();
     let ent = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
-    let user = |name: &str, manager: Option<&str>| -> String {
-        let mut body = user_body(name);
-        if let Some(m) = manager {
-            body["schemas"].as_array_mut().unwrap().push(json!(ent));
-            body[ent] = json!({"manager": {"value": m}});
-        }
-        let r = c.post("/Users", &body);
-        assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
-        r.json()["id"].as_str().unwrap().to_owned()
-    };
+    let user =
+        |name: &str, manager: Option<&str>| post_user_with_manager(&c, user_body(name), manager);
     let boss = user("boss@example.com", None);
     let ann = user("ann@example.com", Some(&boss));
     let bob = user("bob@example.com", Some(&boss));

@@ -198,20 +198,13 @@ fn a_users_name_is_composed_from_its_parts() {
 fn a_users_page_lists_its_reports_and_a_group_its_members_by_user_name() {
     let (s, cookie) = signed_in_server(&[]);
     let c = s.client();
-    let ent = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
     let user = |name: &str, display: Option<&str>, manager: Option<&str>| -> String {
         let mut body =
             json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": name});
         if let Some(d) = display {
             body["displayName"] = json!(d);
         }
-        if let Some(m) = manager {
-            body["schemas"].as_array_mut().unwrap().push(json!(ent));
-            body[ent] = json!({"manager": {"value": m}});
-        }
-        let r = c.post("/Users", &body);
-        assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
-        r.json()["id"].as_str().unwrap().to_owned()
+        post_user_with_manager(&c, body, manager)
     };
     let boss = user("boss@example.com", None, None);
     let ann = user("ann@example.com", Some("Ann Lee"), Some(&boss));

@@ -578,6 +578,22 @@ pub fn assert_scim_error(r: &Resp, status: u16, scim_type: Option<&str>) {
     assert!(j["detail"].as_str().is_some_and(|d| !d.is_empty()));
 }
 
+/// POSTs the user `body`, with `manager` (an id) as its enterprise manager when
+/// given; asserts 201 and returns the new id.
+pub fn post_user_with_manager(c: &Client, mut body: Value, manager: Option<&str>) -> String {
+    let ent = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+    if let Some(m) = manager {
+        body["schemas"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!(ent));
+        body[ent] = serde_json::json!({"manager": {"value": m}});
+    }
+    let r = c.post("/Users", &body);
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    r.json()["id"].as_str().unwrap().to_owned()
+}
+
 pub fn user_body(name: &str) -> Value {
     serde_json::json!({
         "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
