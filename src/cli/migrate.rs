@@ -16,8 +16,7 @@ use crate::control::wire::{Reply, Request};
 use crate::migrate::policy::{self, PolicyChange, PolicyField};
 use crate::migrate::readiness;
 use crate::migrate::report::{
-    Difference, MatchRule, MigrationStatus, PreviewItem, Progress, PushOutcome, PushPlan,
-    PushReport, TargetCheck,
+    self, Difference, MigrationStatus, Progress, PushOutcome, PushPlan, PushReport, TargetCheck,
 };
 use crate::migrate::service::PushRequest;
 use crate::secret::Secret;
@@ -363,17 +362,7 @@ fn print_target_check(t: &TargetCheck) {
 }
 
 fn print_unsupported(unsupported: &[String]) {
-    if unsupported.is_empty() {
-        println!("  the target defines every attribute the directory holds");
-        return;
-    }
-    println!(
-        "  {} the target cannot hold (the push refuses unless --omit-unsupported):",
-        count(unsupported.len() as u64, "attribute", "attributes")
-    );
-    for a in unsupported {
-        println!("    {a}");
-    }
+    print!("{}", report::unsupported_text(unsupported));
 }
 
 /// `migrate policy show|set|reset`: every form prints the policy that applies next.
@@ -444,116 +433,8 @@ fn exit_code(clean: bool) -> ExitCode {
 }
 
 fn print_plan(plan: &PushPlan) {
-    if !plan.blockers.is_empty() {
-        println!(
-            "The readiness check has {}; the push refuses until they are fixed \
-             (`scimbridge migrate check` names who is concerned):",
-            count(plan.blockers.len() as u64, "blocker", "blockers")
-        );
-        for b in &plan.blockers {
-            println!("  {b}");
-        }
-    }
-    println!("Plan (dry run, nothing was sent):");
-    println!("  target: {}", plan.target);
-    for (name, c) in [("users: ", plan.users), ("groups:", plan.groups)] {
-        println!(
-            "  {name} {} ({} to create, {} to update)",
-            c.total, c.create, c.update
-        );
-    }
-    println!("  memberships: {}", plan.memberships);
-    println!("  bulk: {}", if plan.bulk { "yes" } else { "no" });
-    println!("Target capabilities:");
-    for l in plan.capabilities.lines() {
-        println!("  {l}");
-    }
-    print_unsupported(&plan.unsupported);
-    for n in &plan.notes {
-        println!("  note: {n}");
-    }
-    let mut by_rule: std::collections::BTreeMap<MatchRule, Vec<&PreviewItem>> = Default::default();
-    for p in &plan.preview {
-        by_rule.entry(p.rule).or_default().push(p);
-    }
-    println!("Preview by name:");
-    for (rule, items) in &by_rule {
-        println!("  {} ({}):", rule.as_str(), items.len());
-        for p in items.iter().take(PREVIEW_NAMES) {
-            println!("    {} {}", p.resource_type.name(), p.name);
-        }
-        if items.len() > PREVIEW_NAMES {
-            println!(
-                "    … and {} more (`migrate push --dry-run --json` lists them all)",
-                items.len() - PREVIEW_NAMES
-            );
-        }
-    }
-    if !plan.protected_groups.is_empty() {
-        println!(
-            "  protected groups, pushed but not managed by hosted provisioning ({}):",
-            plan.protected_groups.len()
-        );
-        for g in &plan.protected_groups {
-            println!("    {g}");
-        }
-    }
-    // Trial 8 item 7: what the push changes in what the target already holds.
-    if !plan.group_changes.is_empty() {
-        println!(
-            "Groups the target already holds that the push changes ({}; the directory wins):",
-            plan.group_changes.len()
-        );
-        for c in plan.group_changes.iter().take(PREVIEW_NAMES) {
-            let mut what = Vec::new();
-            if let Some(from) = &c.renamed_from {
-                what.push(format!("renamed from \"{from}\""));
-            }
-            if c.added > 0 {
-                what.push(format!("{} added", count(c.added, "member", "members")));
-            }
-            if !c.removed.is_empty() {
-                let shown: Vec<&str> = c.removed.iter().take(5).map(String::as_str).collect();
-                let more = c.removed.len().saturating_sub(shown.len());
-                what.push(format!(
-                    "{} removed ({}{})",
-                    count(c.removed.len() as u64, "member", "members"),
-                    shown.join(", "),
-                    if more > 0 {
-                        format!(" and {more} more")
-                    } else {
-                        String::new()
-                    }
-                ));
-            }
-            println!("    Group {}: {}", c.name, what.join("; "));
-        }
-        if plan.group_changes.len() > PREVIEW_NAMES {
-            println!(
-                "    … and {} more (`migrate push --dry-run --json` lists them all)",
-                plan.group_changes.len() - PREVIEW_NAMES
-            );
-        }
-    }
-    if !plan.only_on_target.is_empty() {
-        println!(
-            "{} only on the target (left alone):",
-            count(plan.only_on_target.len() as u64, "account", "accounts")
-        );
-        for o in plan.only_on_target.iter().take(PREVIEW_NAMES) {
-            println!("    {o}");
-        }
-        if plan.only_on_target.len() > PREVIEW_NAMES {
-            println!(
-                "    … and {} more (`migrate push --dry-run --json` lists them all)",
-                plan.only_on_target.len() - PREVIEW_NAMES
-            );
-        }
-    }
+    print!("{}", report::plan_text(plan));
 }
-
-/// Names shown per rule in a preview (all of them with --json).
-const PREVIEW_NAMES: usize = 20;
 
 fn print_pushed(r: &PushReport) {
     println!(

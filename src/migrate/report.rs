@@ -660,6 +660,162 @@ impl From<DifferenceJson> for Difference {
     }
 }
 
+/// `writeln!` into a `String` (which cannot fail).
+macro_rules! w {
+    ($out:expr, $($arg:tt)*) => {{
+        use std::fmt::Write as _;
+        let _ = writeln!($out, $($arg)*);
+    }};
+}
+
+/// The attributes of the directory a target cannot hold, as `migrate check --to` and
+/// a dry run print them (indented lines).
+pub(crate) fn unsupported_text(unsupported: &[String]) -> String {
+    let mut out = String::new();
+    if unsupported.is_empty() {
+        w!(
+            out,
+            "  the target defines every attribute the directory holds"
+        );
+        return out;
+    }
+    w!(
+        out,
+        "  {} the target cannot hold (the push refuses unless --omit-unsupported):",
+        count(unsupported.len() as u64, "attribute", "attributes")
+    );
+    for a in unsupported {
+        w!(out, "    {a}");
+    }
+    out
+}
+
+/// A dry run's plan as text: what `migrate push --dry-run` prints and the Migration
+/// page shows (trial 8 item 20: the page showed the plan's JSON).
+pub(crate) fn plan_text(plan: &PushPlan) -> String {
+    let mut out = String::new();
+    if !plan.blockers.is_empty() {
+        w!(
+            out,
+            "The readiness check has {}; the push refuses until they are fixed \
+             (`scimbridge migrate check` names who is concerned):",
+            count(plan.blockers.len() as u64, "blocker", "blockers")
+        );
+        for b in &plan.blockers {
+            w!(out, "  {b}");
+        }
+    }
+    w!(out, "Plan (dry run, nothing was sent):");
+    w!(out, "  target: {}", plan.target);
+    for (name, c) in [("users: ", plan.users), ("groups:", plan.groups)] {
+        w!(
+            out,
+            "  {name} {} ({} to create, {} to update)",
+            c.total,
+            c.create,
+            c.update
+        );
+    }
+    w!(out, "  memberships: {}", plan.memberships);
+    w!(out, "  bulk: {}", if plan.bulk { "yes" } else { "no" });
+    w!(out, "Target capabilities:");
+    for l in plan.capabilities.lines() {
+        w!(out, "  {l}");
+    }
+    out.push_str(&unsupported_text(&plan.unsupported));
+    for n in &plan.notes {
+        w!(out, "  note: {n}");
+    }
+    let mut by_rule: std::collections::BTreeMap<MatchRule, Vec<&PreviewItem>> = Default::default();
+    for p in &plan.preview {
+        by_rule.entry(p.rule).or_default().push(p);
+    }
+    w!(out, "Preview by name:");
+    for (rule, items) in &by_rule {
+        w!(out, "  {} ({}):", rule.as_str(), items.len());
+        for p in items.iter().take(PREVIEW_NAMES) {
+            w!(out, "    {} {}", p.resource_type.name(), p.name);
+        }
+        if items.len() > PREVIEW_NAMES {
+            w!(
+                out,
+                "    … and {} more (`migrate push --dry-run --json` lists them all)",
+                items.len() - PREVIEW_NAMES
+            );
+        }
+    }
+    if !plan.protected_groups.is_empty() {
+        w!(
+            out,
+            "  protected groups, pushed but not managed by hosted provisioning ({}):",
+            plan.protected_groups.len()
+        );
+        for g in &plan.protected_groups {
+            w!(out, "    {g}");
+        }
+    }
+    // Trial 8 item 7: what the push changes in what the target already holds.
+    if !plan.group_changes.is_empty() {
+        w!(
+            out,
+            "Groups the target already holds that the push changes ({}; the directory wins):",
+            plan.group_changes.len()
+        );
+        for c in plan.group_changes.iter().take(PREVIEW_NAMES) {
+            let mut what = Vec::new();
+            if let Some(from) = &c.renamed_from {
+                what.push(format!("renamed from \"{from}\""));
+            }
+            if c.added > 0 {
+                what.push(format!("{} added", count(c.added, "member", "members")));
+            }
+            if !c.removed.is_empty() {
+                let shown: Vec<&str> = c.removed.iter().take(5).map(String::as_str).collect();
+                let more = c.removed.len().saturating_sub(shown.len());
+                what.push(format!(
+                    "{} removed ({}{})",
+                    count(c.removed.len() as u64, "member", "members"),
+                    shown.join(", "),
+                    if more > 0 {
+                        format!(" and {more} more")
+                    } else {
+                        String::new()
+                    }
+                ));
+            }
+            w!(out, "    Group {}: {}", c.name, what.join("; "));
+        }
+        if plan.group_changes.len() > PREVIEW_NAMES {
+            w!(
+                out,
+                "    … and {} more (`migrate push --dry-run --json` lists them all)",
+                plan.group_changes.len() - PREVIEW_NAMES
+            );
+        }
+    }
+    if !plan.only_on_target.is_empty() {
+        w!(
+            out,
+            "{} only on the target (left alone):",
+            count(plan.only_on_target.len() as u64, "account", "accounts")
+        );
+        for o in plan.only_on_target.iter().take(PREVIEW_NAMES) {
+            w!(out, "    {o}");
+        }
+        if plan.only_on_target.len() > PREVIEW_NAMES {
+            w!(
+                out,
+                "    … and {} more (`migrate push --dry-run --json` lists them all)",
+                plan.only_on_target.len() - PREVIEW_NAMES
+            );
+        }
+    }
+    out
+}
+
+/// Names shown per rule in a preview (all of them with --json).
+pub(crate) const PREVIEW_NAMES: usize = 20;
+
 /// One resource of the push's journal (`migrate id-map`): its id here and the id
 /// the target gave it. A hosted service assigns its own ids (RFC 7643 §3.1: `id` is
 /// the service provider's), so an identity provider that keeps the ids it was given

@@ -827,6 +827,42 @@ fn migration_from_the_page_push_verify_cut_over() {
     assert!(page.contains("aria-current=\"step\">checked<"));
     assert_eq!(forms(&page), ["check", "push"], "checked");
 
+    // Trial 8 item 20: a dry run from the page shows the plan as the command line
+    // prints it, not its JSON.
+    let r = post_form(
+        &c,
+        "/admin/migration/push",
+        Some(&cookie),
+        &[
+            ("csrf", &csrf(&page)),
+            ("target", &b.base),
+            ("token", &b.token),
+            ("cacert", &ca),
+            ("dry_run", "on"),
+        ],
+    );
+    assert_eq!(r.status, 303);
+    let page = wait_for_job(&c, &cookie);
+    let plan = page
+        .find("id=\"plan\"")
+        .map(|i| &page[i..])
+        .unwrap_or_else(|| panic!("no plan: {page}"));
+    let plan = &plan[..plan.find("</pre>").unwrap()];
+    assert!(
+        plan.contains("Plan (dry run, nothing was sent):")
+            && plan.contains("users:  2 (2 to create, 0 to update)")
+            && plan.contains("created (")
+            && plan.contains("User ada@example.com")
+            && !plan.contains("&quot;preview&quot;"),
+        "{plan}"
+    );
+    assert!(page.contains("pill ok\">nothing was sent"), "{page}");
+    assert_eq!(
+        b.client().get("/Users?count=1").json()["totalResults"],
+        0,
+        "nothing sent"
+    );
+
     let r = post_form(
         &c,
         "/admin/migration/push",

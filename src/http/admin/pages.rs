@@ -23,7 +23,7 @@ use crate::migrate::policy::{
     list as policy_list, PolicyField, PolicyView, Source as PolicySource,
 };
 use crate::migrate::readiness::{Finding, LastCheck, KEPT_SUBJECTS};
-use crate::migrate::report::{MigrationStatus, Progress, PushOutcome, VerifyReport};
+use crate::migrate::report::{plan_text, MigrationStatus, Progress, PushOutcome, VerifyReport};
 use crate::migrate::service::CutoverReport;
 use crate::scim::resource::Reference;
 use crate::scim::schema::ResourceType;
@@ -1762,6 +1762,16 @@ fn job_view(j: &JobView) -> Markup {
                         @if r.count == 0 { span.pill.ok { "no differences" } }
                         @else { span.pill.bad { (count(r.count, "difference", "differences")) } " (listed under " a href="#last-verify" { "Last verification" } ")" }
                     }
+                }
+                (Some(f), Some(Ok(JobOutcome::Push(PushOutcome::Planned(plan))))) => {
+                    // The plan as the command line prints it (trial 8 item 20: it was
+                    // the plan's JSON, every resource of the preview).
+                    p {
+                        b { (j.kind) } " started " (when(j.started)) ", finished " (when(f)) ": "
+                        @if plan.blockers.is_empty() && plan.unsupported.is_empty() { span.pill.ok { "nothing was sent" } }
+                        @else { span.pill.bad { "the push would be refused" } }
+                    }
+                    pre.plan #plan { (plan_text(plan)) }
                 }
                 (Some(f), Some(Ok(val))) => {
                     p { b { (j.kind) } " started " (when(j.started)) ", finished " (when(f)) ": " span.pill.ok { "done" } }
