@@ -827,20 +827,23 @@ fn migration_from_the_page_push_verify_cut_over() {
     assert!(page.contains("aria-current=\"step\">checked<"));
     assert_eq!(forms(&page), ["check", "push"], "checked");
 
+    // The push form, filled in; `dry_run` ticks "Dry run".
+    let push_form = |page: &str, dry_run: bool| {
+        let csrf = csrf(page);
+        let mut fields = vec![
+            ("csrf", csrf.as_str()),
+            ("target", b.base.as_str()),
+            ("token", b.token.as_str()),
+            ("cacert", ca.as_str()),
+        ];
+        if dry_run {
+            fields.push(("dry_run", "on"));
+        }
+        post_form(&c, "/admin/migration/push", Some(&cookie), &fields)
+    };
     // Trial 8 item 20: a dry run from the page shows the plan as the command line
     // prints it, not its JSON.
-    let r = post_form(
-        &c,
-        "/admin/migration/push",
-        Some(&cookie),
-        &[
-            ("csrf", &csrf(&page)),
-            ("target", &b.base),
-            ("token", &b.token),
-            ("cacert", &ca),
-            ("dry_run", "on"),
-        ],
-    );
+    let r = push_form(&page, true);
     assert_eq!(r.status, 303);
     let page = wait_for_job(&c, &cookie);
     let plan = page
@@ -863,17 +866,7 @@ fn migration_from_the_page_push_verify_cut_over() {
         "nothing sent"
     );
 
-    let r = post_form(
-        &c,
-        "/admin/migration/push",
-        Some(&cookie),
-        &[
-            ("csrf", &csrf(&page)),
-            ("target", &b.base),
-            ("token", &b.token),
-            ("cacert", &ca),
-        ],
-    );
+    let r = push_form(&page, false);
     assert_eq!(r.status, 303);
     let page = wait_for_job(&c, &cookie);
     assert!(
