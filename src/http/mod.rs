@@ -237,6 +237,14 @@ pub(crate) fn scim_json_text(status: StatusCode, json: Vec<u8>) -> Response<Body
     r
 }
 
+/// Seconds a client is asked to wait after a 503 (`Retry-After`, RFC 9110 §10.2.3):
+/// this server answers 503 only for a pause (the migration's cut-over draining the
+/// mirror, a shutdown, a storage retry), and identity providers retry after the
+/// header, not after words in the detail.
+pub(crate) const UNAVAILABLE_RETRY_SECS: u32 = 10;
+
+/// A SCIM error response (RFC 7644 §3.12), with `WWW-Authenticate` on 401 and
+/// `Retry-After` on 503.
 pub(crate) fn scim_error(e: &ScimError) -> Response<Body> {
     let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut r = scim_json(status, &e.to_json());
@@ -244,6 +252,12 @@ pub(crate) fn scim_error(e: &ScimError) -> Response<Body> {
         r.headers_mut().insert(
             hyper::header::WWW_AUTHENTICATE,
             HeaderValue::from_static("Bearer realm=\"scimbridge\""),
+        );
+    }
+    if e.status == 503 {
+        r.headers_mut().insert(
+            hyper::header::RETRY_AFTER,
+            HeaderValue::from(UNAVAILABLE_RETRY_SECS),
         );
     }
     r
@@ -582,6 +596,22 @@ async fn route_request(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Trial 8 item 12: the cut-over's pause said "Retry-After: 10" only in its detail;
+    /// an identity provider reads the header.
+    #[test]
+    fn a_503_carries_retry_after_and_other_errors_do_not() {
+        let paused = scim_error(&ScimError::new(503, None, "writes are paused"));
+        assert_eq!(paused.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(paused.headers()[hyper::header::RETRY_AFTER], "10");
+        for status in [400, 401, 404, 409, 410, 500] {
+            let r = scim_error(&ScimError::new(status, None, "no"));
+            assert!(
+                r.headers().get(hyper::header::RETRY_AFTER).is_none(),
+                "{status}"
+            );
+        }
+    }
 
     fn request(peer: &str, protos: &[&str]) -> Request<()> {
         let mut b = Request::builder();

@@ -486,7 +486,11 @@ fn write_gate(state: &AppState, principal: &Principal) -> ScimResult<()> {
     if let Some((status, why)) = state.app.migration.write_refusal() {
         let mut e = ScimError::new(status, None, why);
         if status == 503 {
-            e.detail.push_str(" (Retry-After: 10)");
+            // `scim_error` sends the header too.
+            e.detail.push_str(&format!(
+                " (Retry-After: {})",
+                super::UNAVAILABLE_RETRY_SECS
+            ));
         }
         return Err(e);
     }
