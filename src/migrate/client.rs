@@ -25,6 +25,10 @@ use crate::secret::Secret;
 
 /// Attempts per request before giving up (429 and 5xx and broken connections).
 const MAX_ATTEMPTS: u32 = 8;
+/// Attempts of the first request of a step (`Client::first_contact`): a mistyped
+/// host or port fails in about a second instead of after the 51 s of backoff that
+/// a target gone away mid-push is given (trial 8 item 26).
+const FIRST_CONTACT_ATTEMPTS: u32 = 3;
 /// Longest wait honoured from a Retry-After header.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(120);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
@@ -448,6 +452,19 @@ impl Client {
         body: Option<&Value>,
         idempotent: bool,
     ) -> MigrateResult<Sent> {
+        self.send_tries(method, path, body, idempotent, MAX_ATTEMPTS)
+            .await
+    }
+
+    /// `send`, giving up after `attempts`.
+    async fn send_tries(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        idempotent: bool,
+        attempts: u32,
+    ) -> MigrateResult<Sent> {
         let bytes = match body {
             Some(b) => Some(serde_json::to_vec(b).map_err(|e| {
                 MigrateError::TargetProtocol(format!("cannot encode a request body: {e}"))
@@ -456,7 +473,7 @@ impl Client {
         };
         let mut backoff = Duration::from_millis(200);
         let mut last = String::new();
-        for _ in 0..MAX_ATTEMPTS {
+        for _ in 0..attempts {
             self.wait_for_gate().await;
             self.shared.requests.fetch_add(1, Ordering::Relaxed);
             let failure = match self.send_once(&method, path, bytes.as_deref()).await {
@@ -511,7 +528,7 @@ impl Client {
             last = reason;
         }
         Err(MigrateError::Unreachable(format!(
-            "{method} {}{path} failed after {MAX_ATTEMPTS} attempts: {last}",
+            "{method} {}{path} failed after {attempts} attempts: {last}",
             self.shared.target.base
         )))
     }
@@ -523,7 +540,34 @@ impl Client {
         path: &str,
         body: Option<&Value>,
     ) -> MigrateResult<Response> {
-        match self.send(method.clone(), path, body, true).await? {
+        self.request_tries(method, path, body, MAX_ATTEMPTS).await
+    }
+
+    /// The first GET of a step (discovery): as `request`, but given up after
+    /// `FIRST_CONTACT_ATTEMPTS`, since a target that never answered is more likely a
+    /// wrong URL than a pause; nothing has been sent yet, so running it again is safe.
+    /// Errors: `NeverAnswered` when no attempt got an answer.
+    pub(crate) async fn first_contact(&mut self, path: &str) -> MigrateResult<Response> {
+        match self
+            .request_tries(Method::GET, path, None, FIRST_CONTACT_ATTEMPTS)
+            .await
+        {
+            Err(MigrateError::Unreachable(why)) => Err(MigrateError::NeverAnswered(why)),
+            other => other,
+        }
+    }
+
+    async fn request_tries(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        attempts: u32,
+    ) -> MigrateResult<Response> {
+        match self
+            .send_tries(method.clone(), path, body, true, attempts)
+            .await?
+        {
             Sent::Answered(r) => Ok(r),
             Sent::Uncertain(reason) => Err(MigrateError::Unreachable(format!(
                 "{method} {}{path}: {reason}",

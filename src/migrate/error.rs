@@ -35,6 +35,10 @@ pub(crate) enum MigrateError {
     /// The target could not be reached or kept failing (after retries).
     #[error("{0}")]
     Unreachable(String),
+    /// The first request of a step got no answer (`Client::first_contact`): nothing
+    /// was sent, and a wrong URL or port is the likely cause.
+    #[error("{0}; nothing was sent: check the URL and port (is the target up?), then run the same command again")]
+    NeverAnswered(String),
     /// The target refused the bearer token (401/403 on discovery).
     #[error("the target refused the token ({status}); check --token-file")]
     TokenRefused { status: u16 },
@@ -166,6 +170,7 @@ impl MigrateError {
         };
         match self {
             MigrateError::Unreachable(_)
+            | MigrateError::NeverAnswered(_)
             | MigrateError::Tls(_)
             | MigrateError::Store(_)
             | MigrateError::TaskFailed(_)
@@ -186,9 +191,10 @@ impl MigrateError {
     /// target was unreachable, overloaded or failing; not when it refused.)
     pub(crate) fn is_transient(&self) -> bool {
         match self {
-            MigrateError::Unreachable(_) | MigrateError::Store(_) | MigrateError::TaskFailed(_) => {
-                true
-            }
+            MigrateError::Unreachable(_)
+            | MigrateError::NeverAnswered(_)
+            | MigrateError::Store(_)
+            | MigrateError::TaskFailed(_) => true,
             MigrateError::TargetAnswered { status, .. } => *status >= 500 || *status == 429,
             MigrateError::Mirror { source, .. } | MigrateError::PushStopped(source) => {
                 source.is_transient()

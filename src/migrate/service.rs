@@ -265,7 +265,7 @@ impl Migration {
                 self.record_stopped_push(current.phase, &e).await;
                 match e {
                     // Refused before anything was sent: its own words say what to do.
-                    MigrateError::Unsupported(_) => Err(e),
+                    MigrateError::Unsupported(_) | MigrateError::NeverAnswered(_) => Err(e),
                     e => Err(MigrateError::PushStopped(Box::new(e))),
                 }
             }
@@ -411,6 +411,7 @@ impl Migration {
                 | MigrateError::TokenRefused { .. }
                 | MigrateError::NotScim { .. }
                 | MigrateError::Tls(_)
+                | MigrateError::NeverAnswered(_)
         );
         let _ = self
             .store

@@ -67,9 +67,7 @@ fn resources(v: &Value) -> Vec<Value> {
 /// its limits), then /Schemas and /ResourceTypes (which may be missing: then nothing
 /// is assumed unsupported).
 pub(crate) async fn discover(client: &mut Client) -> MigrateResult<Discovery> {
-    let r = client
-        .request(Method::GET, "/ServiceProviderConfig", None)
-        .await?;
+    let r = client.first_contact("/ServiceProviderConfig").await?;
     if r.status == 401 || r.status == 403 {
         return Err(MigrateError::TokenRefused { status: r.status });
     }

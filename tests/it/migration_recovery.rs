@@ -598,3 +598,42 @@ fn a_dry_run_names_what_the_push_changes_on_the_target() {
         "the owner stays, a leaves, b joins: {members:?}"
     );
 }
+
+/// Trial 8 item 26: a mistyped port (nothing listens) fails the first contact after
+/// three attempts, saying so, instead of the 8 attempts and 51 s of backoff that a
+/// target gone away mid-push is given; nothing was sent, so nothing is left behind.
+#[test]
+fn a_target_that_never_answered_fails_after_three_attempts() {
+    let p = Pair::start(&["a@example.com"], &[]);
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let url = format!("https://127.0.0.1:{closed}/scim/v2");
+    let before = p.status()["phase"].clone();
+    for dry in [true, false] {
+        let mut args = vec![
+            "migrate",
+            "push",
+            "--to",
+            &url,
+            "--token-file",
+            p.token_file.to_str().unwrap(),
+        ];
+        if dry {
+            args.push("--dry-run");
+        }
+        let (ok, out, err) = cli(&p.src.data_dir(), &args);
+        assert!(!ok, "{out}{err}");
+        assert!(
+            err.contains(&format!(
+                "GET {url}/ServiceProviderConfig failed after 3 attempts: "
+            )) && err.contains("cannot connect")
+                && err.contains("nothing was sent: check the URL and port")
+                && !err.contains("The push stopped"),
+            "{err}"
+        );
+    }
+    // Nothing was sent: the migration is where it was, not mirroring into nowhere.
+    assert_eq!(p.status()["phase"], before, "nothing started");
+}
