@@ -358,11 +358,7 @@ fn print_target_check(t: &TargetCheck) {
     for l in t.capabilities.lines() {
         println!("  {l}");
     }
-    print_unsupported(&t.unsupported);
-}
-
-fn print_unsupported(unsupported: &[String]) {
-    print!("{}", report::unsupported_text(unsupported));
+    print!("{}", report::unsupported_text(&t.unsupported, &t.held_by));
 }
 
 /// `migrate policy show|set|reset`: every form prints the policy that applies next.

@@ -5,6 +5,7 @@
 //! of the edges.
 
 use crate::plural::count;
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -436,6 +437,10 @@ pub(crate) struct TargetCheck {
     /// Attributes of the directory the target's /Schemas or /ResourceTypes do not
     /// define.
     pub unsupported: Vec<String>,
+    /// How many users and groups hold each of them (what leaving it out with
+    /// `--omit-unsupported` would drop; trial 8 item 23).
+    #[serde(default)]
+    pub held_by: BTreeMap<String, u64>,
 }
 
 /// `migrate verify`: every difference between the directory and the target.
@@ -670,7 +675,7 @@ macro_rules! w {
 
 /// The attributes of the directory a target cannot hold, as `migrate check --to` and
 /// a dry run print them (indented lines).
-pub(crate) fn unsupported_text(unsupported: &[String]) -> String {
+pub(crate) fn unsupported_text(unsupported: &[String], held_by: &BTreeMap<String, u64>) -> String {
     let mut out = String::new();
     if unsupported.is_empty() {
         w!(
@@ -685,7 +690,14 @@ pub(crate) fn unsupported_text(unsupported: &[String]) -> String {
         count(unsupported.len() as u64, "attribute", "attributes")
     );
     for a in unsupported {
-        w!(out, "    {a}");
+        match held_by.get(a) {
+            Some(n) => w!(
+                out,
+                "    {a} (held by {})",
+                count(*n, "resource", "resources")
+            ),
+            None => w!(out, "    {a}"),
+        }
     }
     out
 }
@@ -722,7 +734,7 @@ pub(crate) fn plan_text(plan: &PushPlan) -> String {
     for l in plan.capabilities.lines() {
         w!(out, "  {l}");
     }
-    out.push_str(&unsupported_text(&plan.unsupported));
+    out.push_str(&unsupported_text(&plan.unsupported, &BTreeMap::new()));
     for n in &plan.notes {
         w!(out, "  note: {n}");
     }

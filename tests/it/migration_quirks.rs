@@ -788,8 +788,21 @@ fn quirk_5_strict_schemas_are_listed_before_any_write() {
         &["migrate", "check", "--to", &t.base, "--token-file", &tf],
     );
     assert!(!ok, "{out}");
-    assert!(out.contains(&format!("{ENTERPRISE}:department")), "{out}");
-    assert!(out.contains(&format!("{ENTERPRISE}:manager")), "{out}");
+    // Trial 8 item 23: with how many resources hold each (what leaving it out drops).
+    assert!(
+        out.contains(&format!(
+            "    {ENTERPRISE}:department (held by {} resources)",
+            SMALL.users
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "    {ENTERPRISE}:manager (held by {} resources)",
+            SMALL.manager_links()
+        )),
+        "{out}"
+    );
     let (ok, out, _) = src.push(&t, &["--dry-run"]);
     assert!(!ok, "a plan that cannot be pushed is not clean: {out}");
     assert!(out.contains(&format!("{ENTERPRISE}:department")), "{out}");
