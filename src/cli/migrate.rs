@@ -442,6 +442,12 @@ fn print_pushed(r: &PushReport) {
         count(r.requests, "request", "requests"),
         r.throttled
     );
+    if r.earlier_created + r.earlier_updated > 0 {
+        println!(
+            "  earlier runs of this migration's push: {} created, {} updated",
+            r.earlier_created, r.earlier_updated
+        );
+    }
     for (rule, n) in &r.rules {
         println!("  {}: {n}", rule.as_str());
     }

@@ -1091,6 +1091,8 @@ pub(crate) async fn push(
         only_on_target: Vec::new(),
         not_kept: Vec::new(),
         repaired: Vec::new(),
+        earlier_created: state.progress.earlier_created,
+        earlier_updated: state.progress.earlier_updated,
     }))
 }
 

@@ -314,6 +314,12 @@ pub(crate) struct PushReport {
     /// Attributes the target does not keep (omitted by choice or dropped by it).
     #[serde(default)]
     pub not_kept: Vec<String>,
+    /// Created and updated by the earlier runs of this migration's push (`created`
+    /// and `updated` are this run's).
+    #[serde(default)]
+    pub earlier_created: u64,
+    #[serde(default)]
+    pub earlier_updated: u64,
     /// Pushed resources the closing verification found held otherwise on the target
     /// (e.g. changed there by hand) and that were sent again ("User NAME", "Group
     /// NAME"); `differences` is what the verification after that found.

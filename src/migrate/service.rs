@@ -333,6 +333,12 @@ impl Migration {
                     s.omitted.clear();
                     s.capabilities = None;
                     s.refused_filters.clear();
+                } else {
+                    // Another run of this migration's push: the last run's counts
+                    // join the earlier ones, this run counts afresh.
+                    let p = &mut s.progress;
+                    p.earlier_created += std::mem::take(&mut p.created);
+                    p.earlier_updated += std::mem::take(&mut p.updated);
                 }
                 s.phase = Phase::Pushing;
                 s.target = Some(base);

@@ -53,6 +53,13 @@ pub(crate) struct PushProgress {
     pub groups_done: u64,
     pub created: u64,
     pub updated: u64,
+    /// Created and updated by the earlier runs of this migration's push (an
+    /// interrupted one and its resumption, a repair): `created` and `updated` count
+    /// the latest run only (trial 8 item 9). Absent in earlier states: 0.
+    #[serde(default)]
+    pub earlier_created: u64,
+    #[serde(default)]
+    pub earlier_updated: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

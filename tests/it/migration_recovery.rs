@@ -496,6 +496,12 @@ fn a_push_repairs_attributes_and_members_changed_by_hand_on_the_target() {
     let (ok, out, err) = p.push(&[]);
     assert!(ok, "the push repairs them: {out}{err}");
     // The push syncs every group's members itself; the title needs the repair.
+    // Trial 8 item 9: the first run's counts are not lost (3 users and a group).
+    assert!(
+        out.contains("(1 created, ")
+            && out.contains("  earlier runs of this migration's push: 4 created, 0 updated"),
+        "{out}"
+    );
     assert!(
         out.contains("repaired: 1 resource the target held otherwise")
             && out.contains("  User a@example.com")
@@ -522,6 +528,7 @@ fn a_push_repairs_attributes_and_members_changed_by_hand_on_the_target() {
         "nothing left to repair: {report}"
     );
     assert_eq!(report["differences"], json!([]), "{report}");
+    assert_eq!(report["earlier_created"], 5, "{report}");
     let (ok, out, err) = cli(&p.src.data_dir(), &["migrate", "verify"]);
     assert!(ok, "{out}{err}");
 }

@@ -2023,7 +2023,8 @@ pub(crate) fn migration(c: &Chrome, v: &MigrationView) -> String {
                 } @else {
                     tr { th { "Users pushed" } td { (p.users_done) " / " (p.users_total) } }
                     tr { th { "Groups pushed" } td { (p.groups_done) " / " (p.groups_total) } }
-                    tr { th { "Created / updated" } td { (p.created) " / " (p.updated) } }
+                    tr { th { "Created / updated" } td { (p.created + p.earlier_created) " / " (p.updated + p.earlier_updated)
+                        @if p.earlier_created + p.earlier_updated > 0 { " " small.note { "(the last run " (p.created) " / " (p.updated) ")" } } } }
                     tr { th { "Mirror lag" } td { (count(st.lag.events, "event", "events")) ", " (format!("{:.1}", st.lag.seconds)) " s" } }
                     @if let Some(problem) = st.mirror.problem() {
                         tr { th { "Mirror" } td.bad #mirror-health { (problem) } }
