@@ -112,6 +112,15 @@ impl Entry {
         self.resource_name = name.map(str::to_owned);
         self
     }
+    /// The entry that records a long step's start (`ACTION.start`, the same
+    /// resource), written before the step runs so that one the server did not live
+    /// to finish is on record; the step's own entry follows when it ends.
+    pub(crate) fn started(&self) -> Entry {
+        Entry {
+            action: format!("{}.start", self.action),
+            ..self.clone()
+        }
+    }
     /// Marks the entry refused, with the reason shown to the caller.
     pub(crate) fn refused(mut self, reason: impl Into<String>) -> Entry {
         self.refused = Some(reason.into());

@@ -85,9 +85,7 @@ pub(crate) async fn execute(
                     }
             )
     }) {
-        let mut started = e.clone();
-        started.action = format!("{}.start", e.action);
-        app.audit(caller, started).await;
+        app.audit(caller, e.started()).await;
     }
     let result = run(app, req, progress).await;
     if let Some(entry) = entry {

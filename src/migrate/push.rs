@@ -931,18 +931,32 @@ fn pages(snapshot: &Snapshot, rt: ResourceType) -> Pages<'_> {
 
 /// The attributes of the directory the target cannot hold.
 fn unsupported(snapshot: &Snapshot, d: &Discovery) -> MigrateResult<Vec<String>> {
-    let mut out = BTreeSet::new();
+    Ok(unsupported_counts(snapshot, d)?.into_keys().collect())
+}
+
+/// Each attribute of the directory the target does not define, with how many users
+/// and groups hold it (`migrate check --to` shows the counts: what leaving it out
+/// drops). Empty when the target's schemas could not be read.
+pub(crate) fn unsupported_counts(
+    snapshot: &Snapshot,
+    d: &Discovery,
+) -> MigrateResult<BTreeMap<String, u64>> {
+    let mut held_by: BTreeMap<String, u64> = BTreeMap::new();
     if d.schema.is_none() {
-        return Ok(Vec::new());
+        return Ok(held_by);
     }
     for rt in ResourceType::ALL {
         for page in pages(snapshot, rt) {
             for r in &page? {
-                d.unsupported_in(rt, &r.attrs, &mut out);
+                let mut here = BTreeSet::new();
+                d.unsupported_in(rt, &r.attrs, &mut here);
+                for a in here {
+                    *held_by.entry(a).or_default() += 1;
+                }
             }
         }
     }
-    Ok(out.into_iter().collect())
+    Ok(held_by)
 }
 
 /// Lists the target when that costs fewer requests than looking each unmatched
@@ -1598,6 +1612,21 @@ async fn read_group(
     Ok(Some((v, members)))
 }
 
+/// The members of a target group that a push removes: those that are ours (`ours`:
+/// mapped by the journal, or about to be) and not among `desired`. Members the
+/// target has that are not ours (accounts only the target has) are left alone. The
+/// push (`sync_group`) and its dry run's plan (`plan_group_changes`) both ask here.
+fn members_to_remove<'a>(
+    current: &'a [String],
+    desired: &HashSet<&String>,
+    ours: impl Fn(&String) -> bool,
+) -> Vec<&'a String> {
+    current
+        .iter()
+        .filter(|m| !desired.contains(m) && ours(m))
+        .collect()
+}
+
 /// Brings one group on the target in line with the directory: its attributes
 /// (displayName, externalId and the rest) and its members as PATCH deltas. Members
 /// the target has that are not ours (accounts only the target has) are left alone.
@@ -1634,12 +1663,9 @@ async fn sync_group(
         .iter()
         .filter(|m| !current_set.contains(m))
         .collect();
-    let remove: Vec<&String> = {
+    let remove = {
         let map = lock(&run.map);
-        current
-            .iter()
-            .filter(|m| !desired_set.contains(m) && map.targets.contains_key(*m))
-            .collect()
+        members_to_remove(&current, &desired_set, |m| map.targets.contains_key(m))
     };
     if run.caps().members_by_put {
         if add.is_empty() && remove.is_empty() && !attrs_differ {
@@ -1871,7 +1897,7 @@ async fn plan_group_changes(
     planned: &HashMap<(ResourceType, String), String>,
     matched: Vec<(StoredResource, String)>,
 ) -> MigrateResult<Vec<GroupChange>> {
-    let ours: HashMap<&String, ()> = planned.values().map(|t| (t, ())).collect();
+    let ours: HashSet<&String> = planned.values().collect();
     let mut changes = Vec::new();
     for (g, tid) in matched {
         let Some((remote, current)) = read_group(client, &tid, "").await? else {
@@ -1885,9 +1911,8 @@ async fn plan_group_changes(
             .collect();
         let desired: HashSet<&String> = targets.iter().flatten().copied().collect();
         let current_set: HashSet<&String> = current.iter().collect();
-        let removed: Vec<String> = current
-            .iter()
-            .filter(|m| !desired.contains(m) && ours.contains_key(m))
+        let removed: Vec<String> = members_to_remove(&current, &desired, |m| ours.contains(m))
+            .into_iter()
             .map(|m| {
                 let idx = lock(&run.index);
                 idx.get(&ResourceType::User)

@@ -216,17 +216,7 @@ impl Migration {
         let (target, mut client) = connect(&req)?;
         let d = target::discover(&mut client).await?;
         let snapshot = self.store.snapshot()?;
-        let mut held_by: std::collections::BTreeMap<String, u64> = Default::default();
-        for rt in ResourceType::ALL {
-            snapshot.scan(rt, |r| {
-                let mut here = std::collections::BTreeSet::new();
-                d.unsupported_in(rt, &r.attrs, &mut here);
-                for a in here {
-                    *held_by.entry(a).or_default() += 1;
-                }
-                Ok(true)
-            })?;
-        }
+        let held_by = push::unsupported_counts(&snapshot, &d)?;
         Ok(TargetCheck {
             target: target.base,
             capabilities: d.caps,

@@ -202,6 +202,20 @@ fn as_nobody(bin: &Path, uid: u32, gid: u32) -> std::process::Command {
     c
 }
 
+/// Runs `cmd --data-dir DIR ARGS` (no configuration file from the environment),
+/// which must fail; its stderr.
+fn refused(mut cmd: std::process::Command, dir: &Path, args: &[&str]) -> String {
+    let out = cmd
+        .arg("--data-dir")
+        .arg(dir)
+        .args(args)
+        .env_remove("SCIMBRIDGE_CONFIG")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// As root (the Debian package's admin) on a directory owned by a service user:
 /// files the CLI creates go to that user, `serve` refuses, and a control socket that
 /// someone other than that user serves is not trusted.
@@ -302,20 +316,12 @@ fn a_file_restored_as_root_is_refused_with_the_chown_that_fixes_it() {
     let bin = binary_for_nobody(root.path());
     let as_nobody = || as_nobody(&bin, uid, gid);
     let serve = |nobody: bool| {
-        let mut cmd = if nobody {
+        let cmd = if nobody {
             as_nobody()
         } else {
             std::process::Command::new(&bin)
         };
-        let out = cmd
-            .arg("--data-dir")
-            .arg(&data)
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .env_remove("SCIMBRIDGE_CONFIG")
-            .output()
-            .unwrap();
-        assert!(!out.status.success());
-        String::from_utf8_lossy(&out.stderr).into_owned()
+        refused(cmd, &data, &["serve", "--listen", "127.0.0.1:0"])
     };
     let fix = format!("chown -R nobody: {}", data.display());
     // As the service user, and as root (which the old advice suggested): the same
@@ -353,15 +359,7 @@ fn a_file_restored_as_root_is_refused_with_the_chown_that_fixes_it() {
     let rooted = root.path().join("rooted");
     std::fs::create_dir(&rooted).unwrap();
     chmod(&rooted, 0o700);
-    let out = as_nobody()
-        .arg("--data-dir")
-        .arg(&rooted)
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .env_remove("SCIMBRIDGE_CONFIG")
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let err = refused(as_nobody(), &rooted, &["serve", "--listen", "127.0.0.1:0"]);
     assert!(
         err.contains("belongs to root, not to nobody")
             && err.contains(&format!("chown -R nobody: {}", rooted.display()))
@@ -399,14 +397,7 @@ fn a_command_on_a_directory_it_may_not_read_names_the_owner() {
     let restored = root.path().join("restored");
     issue_token(&restored, "entra", &[]);
     assert_eq!(mode(&restored), 0o700);
-    let out = as_nobody(&bin, uid, gid)
-        .arg("--data-dir")
-        .arg(&restored)
-        .args(["token", "list"])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let err = refused(as_nobody(&bin, uid, gid), &restored, &["token", "list"]);
     assert!(
         err.contains("belongs to root, not to nobody")
             && err.contains(&format!("chown -R nobody: {}", restored.display()))
@@ -415,14 +406,11 @@ fn a_command_on_a_directory_it_may_not_read_names_the_owner() {
     );
 
     let unmade = restored.join("sub").join("data");
-    let out = as_nobody(&bin, uid, gid)
-        .arg("--data-dir")
-        .arg(&unmade)
-        .args(["token", "issue", "--name", "okta"])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let err = refused(
+        as_nobody(&bin, uid, gid),
+        &unmade,
+        &["token", "issue", "--name", "okta"],
+    );
     assert_eq!(err.matches("Permission denied").count(), 1, "{err}");
     assert!(
         err.contains(&format!(

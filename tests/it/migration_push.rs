@@ -754,36 +754,29 @@ fn a_verify_with_differences_is_not_verified_and_is_listed_on_the_page() {
     );
     // Trial 8 item 27: a verify that found differences is not "done" on the Activity
     // page, from the command line or the page; each one's start is on record.
-    let jsonl = ui::text(&ui::get_page(
-        &c,
-        "/admin/activity.jsonl?action=migration.verify",
-        &cookie,
-    ));
-    let entries: Vec<Value> = jsonl
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    let ended: Vec<&Value> = entries
-        .iter()
-        .filter(|e| e["action"] == "migration.verify")
-        .collect();
-    assert_eq!(ended.len(), 2, "the CLI's and the page's: {jsonl}");
+    let ended = activity(&c, &cookie, "migration.verify");
+    assert_eq!(ended.len(), 2, "the CLI's and the page's: {ended:?}");
     for e in &ended {
-        assert_eq!(e["outcome"], "refused", "{jsonl}");
+        assert_eq!(e["outcome"], "refused", "{ended:?}");
         let reason = e["reason"].as_str().unwrap();
         assert!(
             reason.starts_with(&format!("the target differs from the directory: {found}")),
-            "{jsonl}"
+            "{ended:?}"
         );
     }
-    assert_eq!(
-        entries
-            .iter()
-            .filter(|e| e["action"] == "migration.verify.start")
-            .count(),
-        2,
-        "{jsonl}"
-    );
+    let started = activity(&c, &cookie, "migration.verify.start");
+    assert_eq!(started.len(), 2, "{started:?}");
+}
+
+/// The Activity page's entries (its JSON Lines export) whose action is `action`.
+fn activity(c: &Client, cookie: &str, action: &str) -> Vec<Value> {
+    use crate::support::admin as ui;
+    let path = format!("/admin/activity.jsonl?action={action}");
+    ui::text(&ui::get_page(c, &path, cookie))
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|e| e["action"] == action)
+        .collect()
 }
 
 /// Issue 15 trial: a push that fails on TLS (the target's certificate is not
@@ -805,27 +798,13 @@ fn a_tls_failure_is_failed_on_the_activity_page() {
     let link = ui::setup_link(&a);
     assert_eq!(ui::set_password(&c, &link, ui::PASSWORD).status, 303);
     let cookie = ui::login(&c, ui::PASSWORD);
-    let jsonl = ui::text(&ui::get_page(
-        &c,
-        "/admin/activity.jsonl?action=migration.push",
-        &cookie,
-    ));
-    let entries: Vec<Value> = jsonl
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
     // Trial 8 item 27: its start is on record too (a push the server does not live
     // to finish leaves that much).
-    let started: Vec<&Value> = entries
-        .iter()
-        .filter(|e| e["action"] == "migration.push.start")
-        .collect();
-    assert_eq!(started.len(), 1, "{jsonl}");
-    assert_eq!(started[0]["outcome"], "done", "{jsonl}");
-    let pushes: Vec<&Value> = entries
-        .iter()
-        .filter(|e| e["action"] == "migration.push")
-        .collect();
+    let started = activity(&c, &cookie, "migration.push.start");
+    assert_eq!(started.len(), 1, "{started:?}");
+    assert_eq!(started[0]["outcome"], "done", "{started:?}");
+    let pushes = activity(&c, &cookie, "migration.push");
+    let jsonl = format!("{pushes:?}");
     assert_eq!(pushes.len(), 1, "{jsonl}");
     assert_eq!(pushes[0]["outcome"], "failed", "{jsonl}");
     assert!(

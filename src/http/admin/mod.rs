@@ -2270,9 +2270,7 @@ async fn start_job(state: &Arc<AppState>, who: &Caller, kind: JobKind) -> (Strin
         state.app.audit(who, entry.refused(why.clone())).await;
         return (why.clone(), Some(why));
     }
-    let mut started_entry = entry.clone();
-    started_entry.action = format!("{action}.start");
-    state.app.audit(who, started_entry).await;
+    state.app.audit(who, entry.started()).await;
     let slot = state.admin.job.clone();
     let app = state.app.clone();
     let who = who.clone();
